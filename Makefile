@@ -1,0 +1,31 @@
+# Two entry points for a fresh machine: `make demo` (main job on the shipped examples)
+# and `make test` (lint, type-check, tests). Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test setup lint clean
+
+$(BIN)/trialsieve: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/trialsieve
+
+demo: setup
+	$(BIN)/trialsieve evaluate criteria/NCT05315778.yaml --bundle examples/patients --bundle examples/synthea \
+		--as-of 2026-11-01 --attestations examples/attestations.yaml --output out/examples
+
+lint: setup
+	$(BIN)/ruff check engine tests benchmarks
+	$(BIN)/ruff format --check engine tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/trialsieve lint criteria mappings
+
+test: lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
