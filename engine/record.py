@@ -1,0 +1,324 @@
+"""The record stage: one patient's resources, indexed for the evaluator.
+
+`build_record(source, classifier)` turns a source's `PatientResources` into a `PatientRecord`:
+resources by type, by reference (`Type/id`, fullUrl, contained `#id`) and by concept (every
+coding of the resource's code, classified by the terminology). Resources stay the plain dicts
+the source parsed. Data that is readable but unusable (a Condition without a code, a
+medicationReference that points nowhere) is not an error: it is kept in `data_problems` for
+the report, and the resource simply matches no concept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from engine.errors import InputError, Location
+from engine.sources.base import PatientResources
+from engine.sources.references import reference_key
+
+_NO_RESOURCES: tuple[dict[str, Any], ...] = ()
+
+# A coded field to classify: the field's name (for problems) and its CodeableConcept, or None.
+_CodedField = tuple[str, Any]
+
+
+class CodeClassifier(Protocol):
+    """What the record needs from the terminology: the concepts one coding belongs to."""
+
+    def concepts_of_coding(self, system: str | None, code: str) -> frozenset[str]: ...
+
+
+@dataclass(frozen=True)
+class RecordProblem:
+    """Readable data the engine cannot use; reported with the results, never raised."""
+
+    resource: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.resource}, field {self.field}: {self.message}"
+
+
+class PatientRecord:
+    """One patient's resources with the indexes the evaluator queries.
+
+    Build it with `build_record`. Lookups return the source's own dicts, in document order;
+    treat them as read-only.
+    """
+
+    patient: dict[str, Any]
+    patient_id: str
+    origin: str
+    data_problems: list[RecordProblem]
+
+    def __init__(self, source: PatientResources, classifier: CodeClassifier) -> None:
+        self.patient_id = source.patient_id
+        self.origin = source.origin
+        self.data_problems = []
+        self._resources = source.resources
+        self._full_urls = source.full_urls
+        self._by_type: dict[str, list[dict[str, Any]]] = {}
+        self._by_key: dict[str, dict[str, Any]] = {}
+        self._by_full_url: dict[str, dict[str, Any]] = {}
+        self._by_concept: dict[str, list[dict[str, Any]]] = {}
+        self._position_by_identity: dict[int, int] | None = None
+        self._index_types_and_references()
+        self.patient = self._find_patient()
+        self._index_concepts(classifier)
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def resources(self) -> Sequence[dict[str, Any]]:
+        """Every resource, the Patient included, in document order."""
+        return self._resources
+
+    def resources_of_type(self, resource_type: str) -> Sequence[dict[str, Any]]:
+        """The resources of one type, in document order."""
+        return self._by_type.get(resource_type, _NO_RESOURCES)
+
+    def resources_of_concept(
+        self, concept_id: str, resource_types: Collection[str] | None = None
+    ) -> Sequence[dict[str, Any]]:
+        """The resources whose code belongs to the concept, in document order.
+
+        Observation code and component codes, Condition and Procedure code, a medication
+        resource's medication (inline or the referenced Medication's code), AllergyIntolerance
+        code and reaction substances. `resource_types` keeps only resources of those types.
+        """
+        found = self._by_concept.get(concept_id, _NO_RESOURCES)
+        if resource_types is None:
+            return found
+        return [resource for resource in found if resource["resourceType"] in resource_types]
+
+    def resolve(
+        self, reference: str | None, container: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """The resource a literal reference points to, or None when it is not in the record.
+
+        Accepts `Type/id`, `Type/id/_history/n` (the version is ignored), an absolute URL
+        (an exact fullUrl, else matched by its `Type/id` end), `urn:uuid:...` (a fullUrl), and
+        `#id` for a resource contained in `container` (`#` alone is the container itself).
+        Conditional references (`Practitioner?identifier=...`) resolve to None.
+        """
+        if not reference:
+            return None
+        if reference[0] == "#":
+            if container is None:
+                return None
+            return container if reference == "#" else _contained(container, reference[1:])
+        found = self._by_full_url.get(reference)
+        if found is not None:
+            return found
+        key = reference_key(reference)
+        return self._by_key.get(key) if key is not None else None
+
+    def label(self, resource: dict[str, Any]) -> str:
+        """A name for messages: `Type/id`, else its fullUrl, else `Type#position`."""
+        resource_type = resource.get("resourceType", "Resource")
+        resource_id = resource.get("id")
+        if isinstance(resource_id, str) and resource_id:
+            return f"{resource_type}/{resource_id}"
+        position = self._position_of(resource)
+        if position is None:
+            return str(resource_type)
+        return self._full_urls[position] or f"{resource_type}#{position}"
+
+    def medication_of(self, resource: dict[str, Any]) -> dict[str, Any] | None:
+        """The CodeableConcept of a medication resource's medication, or None.
+
+        medicationCodeableConcept when given, else the code of the Medication that
+        medicationReference points to (contained or elsewhere in the record).
+        """
+        concept, _problem = self._medication_concept(resource)
+        return concept
+
+    # ------------------------------------------------------------------ building
+
+    def _index_types_and_references(self) -> None:
+        by_type = self._by_type
+        by_key = self._by_key
+        by_full_url = self._by_full_url
+        for resource, full_url in zip(self._resources, self._full_urls, strict=True):
+            resource_type = resource["resourceType"]
+            same_type = by_type.get(resource_type)
+            if same_type is None:
+                by_type[resource_type] = [resource]
+            else:
+                same_type.append(resource)
+            resource_id = resource.get("id")
+            if resource_id:
+                key = f"{resource_type}/{resource_id}"
+            elif full_url:
+                key = reference_key(full_url) or ""
+            else:
+                key = ""
+            if key:
+                if key in by_key:
+                    self._problem(
+                        resource,
+                        "id",
+                        f"another resource has the same id {key}; references resolve to the first",
+                    )
+                else:
+                    by_key[key] = resource
+            if full_url and full_url not in by_full_url:
+                by_full_url[full_url] = resource
+
+    def _find_patient(self) -> dict[str, Any]:
+        patients = self._by_type.get("Patient")
+        if not patients:
+            raise InputError("the patient's data holds no Patient", Location(file=self.origin))
+        for patient in patients:
+            if patient.get("id") == self.patient_id:
+                return patient
+        return patients[0]
+
+    def _index_concepts(self, classifier: CodeClassifier) -> None:
+        by_concept = self._by_concept
+        concepts_of_coding = classifier.concepts_of_coding
+        for resource in self._resources:
+            coded_fields_of = _CODED_FIELDS.get(resource["resourceType"])
+            if coded_fields_of is None:
+                continue
+            concepts: set[str] = set()
+            for field, concept in coded_fields_of(self, resource):
+                self._classify(resource, field, concept, concepts_of_coding, concepts)
+            for concept_id in concepts:
+                same_concept = by_concept.get(concept_id)
+                if same_concept is None:
+                    by_concept[concept_id] = [resource]
+                else:
+                    same_concept.append(resource)
+
+    def _classify(
+        self,
+        resource: dict[str, Any],
+        field: str,
+        concept: Any,
+        concepts_of_coding: Callable[[str | None, str], frozenset[str]],
+        concepts: set[str],
+    ) -> None:
+        """Add the concepts of every coding of `concept` to `concepts`; note unusable codes."""
+        if concept is None:
+            return  # already reported by the field's extractor, or optional
+        codings = concept.get("coding") if isinstance(concept, dict) else None
+        if not isinstance(codings, list) or not codings:
+            text = concept.get("text") if isinstance(concept, dict) else None
+            detail = f" (text only: '{text}')" if isinstance(text, str) else ""
+            self._problem(resource, field, f"no coding{detail}; it cannot match any concept")
+            return
+        for coding in codings:
+            code = coding.get("code") if isinstance(coding, dict) else None
+            if not isinstance(code, str) or not code:
+                continue
+            system = coding.get("system")
+            found = concepts_of_coding(system if isinstance(system, str) else None, code)
+            if found:
+                concepts.update(found)
+
+    def _medication_concept(self, resource: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+        """The medication's CodeableConcept, or None and why not."""
+        concept = resource.get("medicationCodeableConcept")
+        if isinstance(concept, dict):
+            return concept, ""
+        reference_value = resource.get("medicationReference")
+        if not isinstance(reference_value, dict):
+            return None, "no medicationCodeableConcept or medicationReference"
+        reference = reference_value.get("reference")
+        if not isinstance(reference, str) or not reference:
+            return None, "medicationReference has no literal reference"
+        medication = self.resolve(reference, container=resource)
+        if medication is None:
+            return None, f"medicationReference '{reference}' resolves to no resource in the record"
+        if medication.get("resourceType") != "Medication":
+            found = medication.get("resourceType")
+            return None, f"medicationReference '{reference}' points to a {found}, not a Medication"
+        code = medication.get("code")
+        if not isinstance(code, dict):
+            return None, f"the Medication '{reference}' has no code"
+        return code, ""
+
+    def _position_of(self, resource: dict[str, Any]) -> int | None:
+        if self._position_by_identity is None:
+            self._position_by_identity = {
+                id(each): position for position, each in enumerate(self._resources)
+            }
+        return self._position_by_identity.get(id(resource))
+
+    def _problem(self, resource: dict[str, Any], field: str, message: str) -> None:
+        self.data_problems.append(RecordProblem(self.label(resource), field, message))
+
+
+def build_record(source: PatientResources, classifier: CodeClassifier) -> PatientRecord:
+    """Index one patient's resources by type, reference and concept.
+
+    `classifier` is the terminology (`engine.normalise.Terminology`, or anything with
+    `concepts_of_coding(system, code) -> frozenset[str]`).
+    """
+    return PatientRecord(source, classifier)
+
+
+# ---------------------------------------------------------------------- coded fields by type
+
+
+def _code(record: PatientRecord, resource: dict[str, Any]) -> list[_CodedField]:
+    code = resource.get("code")
+    if code is None:
+        record._problem(resource, "code", "no code; it cannot match any concept")
+    return [("code", code)]
+
+
+def _observation_codes(record: PatientRecord, resource: dict[str, Any]) -> list[_CodedField]:
+    fields = _code(record, resource)
+    components = resource.get("component")
+    if isinstance(components, list):
+        for index, component in enumerate(components):
+            if isinstance(component, dict):
+                fields.append((f"component[{index}].code", component.get("code")))
+    return fields
+
+
+def _allergy_codes(record: PatientRecord, resource: dict[str, Any]) -> list[_CodedField]:
+    fields = _code(record, resource)
+    reactions = resource.get("reaction")
+    if isinstance(reactions, list):
+        for index, reaction in enumerate(reactions):
+            if isinstance(reaction, dict) and reaction.get("substance") is not None:
+                fields.append((f"reaction[{index}].substance", reaction["substance"]))
+    return fields
+
+
+def _medication_codes(record: PatientRecord, resource: dict[str, Any]) -> list[_CodedField]:
+    concept, problem = record._medication_concept(resource)
+    if concept is None:
+        field = "medicationReference" if "medicationReference" in resource else "medication[x]"
+        record._problem(resource, field, f"{problem}; it cannot match any concept")
+        return []
+    if isinstance(resource.get("medicationCodeableConcept"), dict):
+        return [("medicationCodeableConcept", concept)]
+    return [("medicationReference", concept)]
+
+
+_CODED_FIELDS: dict[str, Callable[[PatientRecord, dict[str, Any]], list[_CodedField]]] = {
+    "Observation": _observation_codes,
+    "Condition": _code,
+    "Procedure": _code,
+    "MedicationStatement": _medication_codes,
+    "MedicationRequest": _medication_codes,
+    "MedicationAdministration": _medication_codes,
+    "AllergyIntolerance": _allergy_codes,
+}
+
+
+def _contained(container: dict[str, Any], contained_id: str) -> dict[str, Any] | None:
+    contained = container.get("contained")
+    if not isinstance(contained, list):
+        return None
+    for resource in contained:
+        if isinstance(resource, dict) and resource.get("id") == contained_id:
+            return resource
+    return None

@@ -1,0 +1,40 @@
+"""What every source yields: one patient's resources, as parsed, with where they came from."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class PatientResources:
+    """One patient's data, exactly as read: plain dicts, in document order.
+
+    `resources` holds every resource of the patient's data, the Patient among them, each with
+    a string `resourceType` (a source checks that); `full_urls` runs parallel to it (the
+    Bundle entry's fullUrl, None when there is none).
+    `origin` names the file or URL the data came from, for messages.
+    """
+
+    patient_id: str
+    resources: list[dict[str, Any]]
+    full_urls: list[str | None]
+    origin: str
+
+    def __post_init__(self) -> None:
+        if len(self.resources) != len(self.full_urls):
+            raise ValueError(
+                f"{len(self.resources)} resources but {len(self.full_urls)} fullUrls: "
+                "full_urls must run parallel to resources"
+            )
+
+
+class PatientSource(Protocol):
+    """Anything that yields patients one at a time (Bundle files, NDJSON, a FHIR server).
+
+    A source raises `engine.errors.InputError` for data it cannot read, naming the file,
+    resource and field.
+    """
+
+    def __iter__(self) -> Iterator[PatientResources]: ...

@@ -1,0 +1,455 @@
+"""Patients from FHIR R4 Bundle JSON files, one Bundle per patient.
+
+Accepted Bundle types: `searchset` (e.g. the answer to `Patient/$everything`; `include` entries
+are kept, `outcome` entries are skipped), `collection`, `transaction`, `batch` and `document`
+(e.g. an International Patient Summary). Response and history Bundles are refused with the
+reason: they describe what a server did, not a patient's record.
+
+Every problem raises `InputError` naming the file and, where it applies, the line and column,
+the entry, the resource and the field. Nothing here prints or exits.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from engine.errors import InputError, Location
+from engine.sources.base import PatientResources
+from engine.sources.references import id_from_full_url, reference_key
+
+ACCEPTED_BUNDLE_TYPES = ("searchset", "collection", "transaction", "batch", "document")
+
+_REFUSED_BUNDLE_TYPES = {
+    "transaction-response": "it reports what a server did with a transaction",
+    "batch-response": "it reports what a server did with a batch",
+    "history": "it lists versions of resources",
+    "message": "it is a message",
+    "subscription-notification": "it is a subscription notification",
+}
+
+# Fields that tie a resource to its patient (Observation.subject, AllergyIntolerance.patient, ...).
+_PATIENT_FIELDS = ("subject", "patient")
+
+# Synthea writes shared Organization/Location and Practitioner/PractitionerRole resources into
+# batch Bundles beside the patient files; the engine needs none of them.
+_SYNTHEA_SHARED_FILE = re.compile(r"^(?:hospital|practitioner)Information.*\.json$")
+
+_BYTE_ORDER_MARK = b"\xef\xbb\xbf"
+_SNIPPET_HALF_WIDTH = 40
+
+
+def read_bundle_file(path: str | Path) -> PatientResources:
+    """Read one patient's Bundle from a JSON file.
+
+    Raises InputError when the file cannot be read, is not JSON, is not a Bundle of an
+    accepted type, or does not hold exactly one patient's data.
+    """
+    origin = str(path)
+    resources, full_urls = _bundle_contents(_load_json_file(Path(path)), origin)
+    return _patient_resources(resources, full_urls, origin)
+
+
+def parse_bundle(data: bytes | str, origin: str) -> PatientResources:
+    """Read one patient's Bundle from JSON text (an upload, a response body).
+
+    `origin` names where the text came from in error messages. Raises InputError like
+    `read_bundle_file`.
+    """
+    encoded = data.encode() if isinstance(data, str) else data
+    resources, full_urls = _bundle_contents(_parse_json(encoded, origin), origin)
+    return _patient_resources(resources, full_urls, origin)
+
+
+class BundleFileSource:
+    """Patients from Bundle files and folders, one patient per Bundle, in a stable order.
+
+    Each path is a file or a folder; a folder contributes its `*.json` files, searched
+    recursively and sorted. A file reached twice is read once. Synthea's
+    `hospitalInformation*`/`practitionerInformation*` Bundles are skipped when they hold no
+    Patient: they carry shared Organization, Location and Practitioner resources, which Synthea's
+    patient Bundles refer to only through conditional references the engine does not need.
+
+    A problem raises InputError from the iteration, unless `on_error` is given: then each error
+    is passed to it and reading goes on with the next file.
+    """
+
+    def __init__(
+        self, *paths: str | Path, on_error: Callable[[InputError], None] | None = None
+    ) -> None:
+        if not paths:
+            raise ValueError("BundleFileSource needs at least one file or folder")
+        self.paths = tuple(Path(path) for path in paths)
+        self.on_error = on_error
+
+    def files(self) -> list[Path]:
+        """The files that will be read, in reading order; InputError for a missing path."""
+        seen: set[Path] = set()
+        return [file for path in self.paths for file in _new_files(_files_under(path), seen)]
+
+    def __iter__(self) -> Iterator[PatientResources]:
+        seen: set[Path] = set()
+        origin_of_patient: dict[str, str] = {}
+        for path in self.paths:
+            try:
+                files = _new_files(_files_under(path), seen)
+            except InputError as error:
+                self._report(error)
+                continue
+            for file in files:
+                try:
+                    patient = _read_patient_file(file)
+                    if patient is None:
+                        continue
+                    _check_patient_not_seen(patient, origin_of_patient)
+                except InputError as error:
+                    self._report(error)
+                    continue
+                yield patient
+
+    def _report(self, error: InputError) -> None:
+        if self.on_error is None:
+            raise error
+        self.on_error(error)
+
+
+def _files_under(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted(file for file in path.rglob("*.json") if file.is_file())
+        if not files:
+            raise InputError("the folder holds no *.json files", Location(file=str(path)))
+        return files
+    if not path.exists():
+        raise InputError("no such file or folder", Location(file=str(path)))
+    return [path]
+
+
+def _new_files(candidates: list[Path], seen: set[Path]) -> list[Path]:
+    """The candidates not seen before (compared by resolved path); adds them to `seen`."""
+    files: list[Path] = []
+    for file in candidates:
+        identity = file.resolve()
+        if identity not in seen:
+            seen.add(identity)
+            files.append(file)
+    return files
+
+
+def _read_patient_file(file: Path) -> PatientResources | None:
+    """The file's patient, or None for a Synthea shared-resources Bundle without a Patient."""
+    origin = str(file)
+    resources, full_urls = _bundle_contents(_load_json_file(file), origin)
+    if _SYNTHEA_SHARED_FILE.match(file.name) and not any(
+        resource["resourceType"] == "Patient" for resource in resources
+    ):
+        return None
+    return _patient_resources(resources, full_urls, origin)
+
+
+def _check_patient_not_seen(patient: PatientResources, origin_of_patient: dict[str, str]) -> None:
+    earlier = origin_of_patient.setdefault(patient.patient_id, patient.origin)
+    if earlier != patient.origin:
+        raise InputError(
+            f"this patient is also in {earlier}; each patient's data must be in one Bundle",
+            Location(file=patient.origin, resource=f"Patient/{patient.patient_id}"),
+        )
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def _load_json_file(path: Path) -> Any:
+    origin = str(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError("file not found", Location(file=origin)) from None
+    except IsADirectoryError:
+        raise InputError("this is a folder, not a Bundle file", Location(file=origin)) from None
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise InputError(f"cannot read the file: {reason}", Location(file=origin)) from None
+    return _parse_json(data, origin)
+
+
+def _parse_json(data: bytes, origin: str) -> Any:
+    if data.startswith(_BYTE_ORDER_MARK):
+        data = data[len(_BYTE_ORDER_MARK) :]
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as error:
+        raise _json_error(data, error, origin) from None
+
+
+def _json_error(data: bytes, error: orjson.JSONDecodeError, origin: str) -> InputError:
+    """An InputError at the line and column where the JSON text goes wrong."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as decode_error:
+        before = data[: decode_error.start]
+        line_start = before.rfind(b"\n") + 1
+        line = before.count(b"\n") + 1
+        column = len(before[line_start:].decode("utf-8", errors="replace")) + 1
+        bad_byte = data[decode_error.start]
+        return InputError(
+            f"not valid JSON: the text is not UTF-8 (byte 0x{bad_byte:02x})",
+            Location(file=origin, line=line, column=column),
+        )
+    position = min(error.pos, len(text))
+    line_start = text.rfind("\n", 0, position) + 1
+    line = text.count("\n", 0, position) + 1
+    column = position - line_start + 1
+    line_end = text.find("\n", position)
+    line_text = text[line_start : len(text) if line_end < 0 else line_end]
+    return InputError(
+        f"not valid JSON: {error.msg}",
+        Location(file=origin, line=line, column=column),
+        snippet=_snippet_with_caret(line_text, column - 1),
+    )
+
+
+def _snippet_with_caret(line_text: str, offset: int) -> str | None:
+    start = max(0, offset - _SNIPPET_HALF_WIDTH)
+    excerpt = line_text[start : offset + _SNIPPET_HALF_WIDTH].replace("\t", " ").rstrip("\r")
+    if not excerpt.strip():
+        return None
+    # TrialsieveError indents the snippet by four spaces; the caret line must match.
+    return f"{excerpt}\n    {' ' * (offset - start)}^"
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    if value is None:
+        return "null"
+    return type(value).__name__
+
+
+# --------------------------------------------------------------------------- Bundle structure
+
+
+def _bundle_contents(document: Any, origin: str) -> tuple[list[dict[str, Any]], list[str | None]]:
+    """The Bundle's resources and their fullUrls, checked for shape; searchset outcomes left out."""
+    if not isinstance(document, dict):
+        raise InputError(
+            f"expected a JSON object (a FHIR Bundle), found {_json_kind(document)}",
+            Location(file=origin),
+        )
+    resource_type = document.get("resourceType")
+    if resource_type is None:
+        raise InputError(
+            "the JSON object has no resourceType; expected a FHIR Bundle",
+            Location(file=origin, field="resourceType"),
+        )
+    if resource_type != "Bundle":
+        raise InputError(
+            f"resourceType is {_quoted(resource_type)}, expected 'Bundle'; "
+            "put the patient's resources in a Bundle (type collection)",
+            Location(file=origin, field="resourceType"),
+        )
+    bundle_type = _checked_bundle_type(document.get("type"), origin)
+    entries = document.get("entry")
+    if entries is None or entries == []:
+        raise InputError("the Bundle has no entries", Location(file=origin, field="entry"))
+    if not isinstance(entries, list):
+        raise InputError(
+            f"entry must be an array, found {_json_kind(entries)}",
+            Location(file=origin, field="entry"),
+        )
+    resources: list[dict[str, Any]] = []
+    full_urls: list[str | None] = []
+    for index, entry in enumerate(entries):
+        resource, full_url = _entry_contents(entry, index, origin)
+        if bundle_type == "searchset" and _is_search_outcome(entry, resource):
+            continue
+        resources.append(resource)
+        full_urls.append(full_url)
+    return resources, full_urls
+
+
+def _checked_bundle_type(bundle_type: Any, origin: str) -> str:
+    where = Location(file=origin, field="type")
+    accepted = ", ".join(ACCEPTED_BUNDLE_TYPES)
+    if bundle_type is None:
+        raise InputError(f"the Bundle has no type; expected one of {accepted}", where)
+    if not isinstance(bundle_type, str):
+        raise InputError(f"type must be a string, found {_json_kind(bundle_type)}", where)
+    if bundle_type in _REFUSED_BUNDLE_TYPES:
+        raise InputError(
+            f"a {bundle_type} Bundle is not patient data: {_REFUSED_BUNDLE_TYPES[bundle_type]}; "
+            f"give a Bundle of type {accepted}",
+            where,
+        )
+    if bundle_type not in ACCEPTED_BUNDLE_TYPES:
+        raise InputError(
+            f"Bundle type {_quoted(bundle_type)} is not a FHIR R4 Bundle type; "
+            f"expected one of {accepted}",
+            where,
+        )
+    return bundle_type
+
+
+def _entry_contents(entry: Any, index: int, origin: str) -> tuple[dict[str, Any], str | None]:
+    field = f"entry[{index}]"
+    if not isinstance(entry, dict):
+        raise InputError(
+            f"the entry must be a JSON object, found {_json_kind(entry)}",
+            Location(file=origin, field=field),
+        )
+    full_url = entry.get("fullUrl")
+    if full_url is not None and not isinstance(full_url, str):
+        raise InputError(
+            f"fullUrl must be a string, found {_json_kind(full_url)}",
+            Location(file=origin, field=f"{field}.fullUrl"),
+        )
+    resource = entry.get("resource")
+    if resource is None:
+        raise InputError(
+            "the entry has no resource; every entry must carry one of the patient's resources",
+            Location(file=origin, resource=full_url, field=f"{field}.resource"),
+        )
+    if not isinstance(resource, dict):
+        raise InputError(
+            f"the resource must be a JSON object, found {_json_kind(resource)}",
+            Location(file=origin, resource=full_url, field=f"{field}.resource"),
+        )
+    resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str) or not resource_type:
+        found = "none" if resource_type is None else _quoted(resource_type)
+        raise InputError(
+            f"the resource has no resourceType (found {found})",
+            Location(file=origin, resource=full_url, field=f"{field}.resource.resourceType"),
+        )
+    return resource, full_url
+
+
+def _is_search_outcome(entry: dict[str, Any], resource: dict[str, Any]) -> bool:
+    search = entry.get("search")
+    mode = search.get("mode") if isinstance(search, dict) else None
+    return mode == "outcome" or resource["resourceType"] == "OperationOutcome"
+
+
+# --------------------------------------------------------------------------- the patient
+
+
+def _patient_resources(
+    resources: list[dict[str, Any]], full_urls: list[str | None], origin: str
+) -> PatientResources:
+    patient_positions = [
+        position
+        for position, resource in enumerate(resources)
+        if resource["resourceType"] == "Patient"
+    ]
+    if not patient_positions:
+        raise InputError(
+            "the Bundle holds no Patient resource; each Bundle must hold one patient's data",
+            Location(file=origin),
+        )
+    identities = {
+        _patient_id(resources[position], full_urls[position], position, origin): None
+        for position in patient_positions
+    }
+    if len(identities) > 1:
+        names = ", ".join(f"Patient/{patient_id}" for patient_id in identities)
+        raise InputError(
+            f"the Bundle holds {len(identities)} patients: {names}; "
+            "evaluate one patient per Bundle",
+            Location(file=origin),
+        )
+    patient_id = next(iter(identities))
+    patient_full_urls = {full_urls[position] for position in patient_positions} - {None}
+    _check_references_to_patient(resources, full_urls, patient_id, patient_full_urls, origin)
+    return PatientResources(
+        patient_id=patient_id, resources=resources, full_urls=full_urls, origin=origin
+    )
+
+
+def _patient_id(patient: dict[str, Any], full_url: str | None, position: int, origin: str) -> str:
+    """Patient.id, else the id its fullUrl carries (a transaction may leave the id out)."""
+    patient_id = patient.get("id")
+    if isinstance(patient_id, str) and patient_id:
+        return patient_id
+    if patient_id is not None:
+        raise InputError(
+            f"Patient.id must be a non-empty string, found {_quoted(patient_id)}",
+            Location(file=origin, resource=full_url or f"Patient#{position}", field="id"),
+        )
+    from_full_url = id_from_full_url(full_url) if full_url else None
+    if from_full_url is None:
+        raise InputError(
+            "the Patient has neither an id nor a fullUrl that carries one; "
+            "results need the patient's id",
+            Location(file=origin, resource=full_url or f"Patient#{position}", field="id"),
+        )
+    return from_full_url
+
+
+def _check_references_to_patient(
+    resources: list[dict[str, Any]],
+    full_urls: list[str | None],
+    patient_id: str,
+    patient_full_urls: set[str | None],
+    origin: str,
+) -> None:
+    """Every subject/patient reference must point at this Bundle's patient (or a non-Patient)."""
+    patient_key = f"Patient/{patient_id}"
+    type_of_full_url = {
+        full_url: resource["resourceType"]
+        for resource, full_url in zip(resources, full_urls, strict=True)
+        if full_url is not None
+    }
+    for position, resource in enumerate(resources):
+        if resource["resourceType"] == "Patient":
+            continue
+        for field in _PATIENT_FIELDS:
+            value = resource.get(field)
+            if not isinstance(value, dict):
+                continue
+            reference = value.get("reference")
+            if not isinstance(reference, str) or reference in patient_full_urls:
+                continue
+            problem = _reference_problem(reference, patient_key, type_of_full_url)
+            if problem is not None:
+                label = _label(resource, full_urls[position], position)
+                raise InputError(
+                    f"{problem}; the Bundle's patient is {patient_key}",
+                    Location(file=origin, resource=label, field=field),
+                )
+
+
+def _reference_problem(
+    reference: str, patient_key: str, type_of_full_url: dict[str, str]
+) -> str | None:
+    if reference in type_of_full_url or reference.startswith("#"):
+        return None  # the Bundle's only Patient, or a resource that is not a patient
+    key = reference_key(reference)
+    if key is not None:
+        if key.startswith("Patient/") and key != patient_key:
+            return f"refers to a different patient, {key}"
+        return None
+    if reference.startswith("urn:"):
+        return f"refers to {reference}, which is not in this Bundle"
+    return None
+
+
+def _label(resource: dict[str, Any], full_url: str | None, position: int) -> str:
+    resource_id = resource.get("id")
+    if isinstance(resource_id, str) and resource_id:
+        return f"{resource['resourceType']}/{resource_id}"
+    return full_url or f"{resource['resourceType']}#{position}"
+
+
+def _quoted(value: Any) -> str:
+    return f"'{value}'" if isinstance(value, str) else _json_kind(value)
