@@ -1,0 +1,805 @@
+"""Load a criteria file: YAML -> JSON Schema validation -> semantic checks -> `CriteriaFile`.
+
+Every problem is reported with the file, line and column, the criterion id and the field, and
+all problems of a file are reported together (`ErrorCollection`), not just the first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import json
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, cast
+
+from jsonpath_ng.ext.parser import parse as parse_json_path
+from jsonschema import Draft202012Validator, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from engine.criteria.model import (
+    AllOf,
+    AnyOf,
+    CriteriaFile,
+    Criterion,
+    CriterionKind,
+    Expression,
+    IsoDuration,
+    ManualAtom,
+    NotOf,
+    PatientAtom,
+    ResourceAtom,
+    Selection,
+    SourcePosition,
+    Trial,
+    ValueTest,
+    Window,
+)
+from engine.criteria.values import parse_value_test
+from engine.errors import CriteriaError, ErrorCollection, Location, TrialsieveError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "criteria" / "criteria.schema.json"
+
+EXPRESSION_KEYS = ("all", "any", "not", "resource", "patient", "manual")
+"""The operator keys of an expression, in the order of the schema's `oneOf`."""
+
+MEDICATION_TYPES = ("MedicationStatement", "MedicationRequest", "MedicationAdministration")
+TYPES_WITHOUT_CONCEPT = frozenset({"AllergyIntolerance", "ResearchSubject"})
+EVER = Window(None, name="ever")
+
+_ISO_DURATION = re.compile(r"P(?=[0-9])(?:([0-9]+)Y)?(?:([0-9]+)M)?(?:([0-9]+)W)?(?:([0-9]+)D)?")
+_YAML_KEY_LINE = re.compile(r"^\s*(?:-\s+)?([A-Za-z_][\w-]*)\s*:")
+_DUPLICATE_KEY = re.compile(r'found duplicate key "(.*?)" with value')
+_CRITERION_ID_LINE = re.compile(r"^\s*-\s+id\s*:\s*['\"]?([a-z0-9][a-z0-9-]*)")
+
+PathSegment = str | int
+_Problem = tuple[list[PathSegment], CriteriaError]
+"""An error with the data path it is about (to know which criterion is broken)."""
+
+
+def load_criteria(path: str | Path) -> CriteriaFile:
+    """Read, validate and type one criteria file.
+
+    Raises CriteriaError for one problem and ErrorCollection (of CriteriaError) for several.
+    """
+    document = _read_document(str(path))
+    checker = _Checker(document)
+    return checker.run()
+
+
+@cache
+def schema_validator() -> Draft202012Validator:
+    """The compiled validator of `criteria/criteria.schema.json` (built once per process)."""
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def parse_iso_duration(text: str) -> IsoDuration:
+    """`P1Y2M3W4D` -> IsoDuration; raise ValueError for anything else (no time part)."""
+    match = _ISO_DURATION.fullmatch(text)
+    if match is None:
+        raise ValueError(f"'{text}' is not an ISO 8601 duration such as P28D, P3M, P1Y, P2W")
+    years, months, weeks, days = (int(group) if group else 0 for group in match.groups())
+    return IsoDuration(years=years, months=months, weeks=weeks, days=days, text=text)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass
+class _Document:
+    """A criteria file read into a ruamel tree (positions) and plain data (values)."""
+
+    path: str
+    lines: list[str]
+    tree: CommentedMap
+    data: dict[str, Any]
+    reading_problems: list[tuple[list[PathSegment], str]] = field(default_factory=list)
+    """Problems found while reading (a tagged scalar, a date), as data path and message."""
+
+
+def _read_document(path: str) -> _Document:
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise CriteriaError("criteria file not found", Location(file=path)) from None
+    except IsADirectoryError:
+        raise CriteriaError(
+            "expected a criteria file, found a folder", Location(file=path)
+        ) from None
+    except OSError as error:
+        raise CriteriaError(
+            f"cannot read the file: {error.strerror}", Location(file=path)
+        ) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise CriteriaError("the file is not UTF-8 text", Location(file=path, line=line)) from None
+    lines = text.splitlines()
+    try:
+        tree = YAML(typ="rt").load(text)
+    except MarkedYAMLError as error:
+        raise _yaml_syntax_error(path, lines, error) from None
+    except YAMLError as error:
+        raise CriteriaError(f"YAML: {error}", Location(file=path)) from None
+    if tree is None:
+        raise CriteriaError("the criteria file is empty", Location(file=path))
+    if not isinstance(tree, CommentedMap):
+        raise CriteriaError(
+            "a criteria file is a mapping with trial: and criteria: at the top",
+            Location(file=path, line=1, column=1),
+            lines[0].strip() if lines else None,
+        )
+    document = _Document(path, lines, tree, {})
+    document.data = cast(dict[str, Any], _plain(tree, [], document))
+    return document
+
+
+def _yaml_syntax_error(path: str, lines: list[str], error: MarkedYAMLError) -> CriteriaError:
+    mark = error.problem_mark or error.context_mark
+    line = mark.line + 1 if mark is not None else None
+    column = mark.column + 1 if mark is not None else None
+    message = f"YAML: {error.problem or error.context}"
+    duplicate = _DUPLICATE_KEY.match(str(error.problem))
+    if duplicate:
+        message = f"YAML: duplicate key '{duplicate.group(1)}'"
+    if error.context and error.problem and error.context_mark is not None:
+        message += f" ({error.context}, line {error.context_mark.line + 1})"
+    if "block scalar" in str(error.context):
+        message += "; quote a value that starts with '>' or '|', e.g. value: \"> 1.5 x ULN\""
+    if "found character '\\t'" in str(error.problem):
+        message += "; indent with spaces, not tabs"
+    criterion = field_name = snippet = None
+    if line is not None and line <= len(lines):
+        snippet = lines[line - 1].strip()
+        key_match = _YAML_KEY_LINE.match(lines[line - 1])
+        field_name = key_match.group(1) if key_match else None
+        for earlier in reversed(lines[:line]):
+            id_match = _CRITERION_ID_LINE.match(earlier)
+            if id_match:
+                criterion = id_match.group(1)
+                break
+    location = Location(path, line, column, criterion=criterion, field=field_name)
+    return CriteriaError(message, location, snippet)
+
+
+def _plain(node: Any, path: list[PathSegment], document: _Document) -> Any:
+    """ruamel's tree as plain dict/list/str/int/float/bool/None; odd YAML becomes an error."""
+    tag = getattr(getattr(node, "tag", None), "value", None)
+    if isinstance(node, TaggedScalar):
+        text = f"{tag} {node.value}".strip()
+        document.reading_problems.append(
+            (
+                path,
+                f"YAML reads '{text}' as a tagged value because it starts with '!'; "
+                f'put it in quotes: "{text}"',
+            )
+        )
+        return text
+    if tag is not None and isinstance(node, CommentedMap | CommentedSeq):
+        document.reading_problems.append((path, f"YAML tag '{tag}' is not used in criteria files"))
+    if isinstance(node, dict):
+        return {str(key): _plain(value, [*path, str(key)], document) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_plain(item, [*path, index], document) for index, item in enumerate(node)]
+    if isinstance(node, dt.date):
+        text = node.isoformat()
+        document.reading_problems.append((path, f"YAML reads {text} as a date; put it in quotes"))
+        return text
+    if node is None or isinstance(node, bool):
+        return node
+    if isinstance(node, int):
+        return bool(node) if type(node).__name__ == "ScalarBoolean" else int(node)
+    if isinstance(node, float):
+        return float(node)
+    return str(node)
+
+
+# --------------------------------------------------------------------------- positions
+
+
+def _position(
+    document: _Document, path: Sequence[PathSegment], at_key: bool = False
+) -> tuple[int, int]:
+    """1-based line and column of the node at `path` (of its key, with `at_key`)."""
+    node: Any = document.tree
+    line, column = node.lc.line, node.lc.col
+    for index, segment in enumerate(path):
+        last = index == len(path) - 1
+        try:
+            if isinstance(node, CommentedMap) and segment in node:
+                line, column = node.lc.key(segment) if last and at_key else node.lc.value(segment)
+            elif isinstance(node, CommentedSeq) and isinstance(segment, int):
+                line, column = node.lc.item(segment)
+            else:
+                break
+        except (KeyError, IndexError, TypeError):
+            break  # a key merged in with `<<:` has no position of its own; keep the parent's
+        node = node[segment]
+    return line + 1, column + 1
+
+
+def _source_position(
+    document: _Document, path: Sequence[PathSegment], at_key: bool = False
+) -> SourcePosition:
+    line, column = _position(document, path, at_key)
+    return SourcePosition(document.path, line, column)
+
+
+def _criterion_id(document: _Document, path: Sequence[PathSegment]) -> str | None:
+    if len(path) < 2 or path[0] != "criteria" or not isinstance(path[1], int):
+        return None
+    criteria = document.data.get("criteria")
+    if isinstance(criteria, list) and path[1] < len(criteria):
+        criterion = criteria[path[1]]
+        if isinstance(criterion, dict) and isinstance(criterion.get("id"), str):
+            return str(criterion["id"])
+    return f"#{path[1] + 1}"
+
+
+def _field_name(path: Sequence[PathSegment]) -> str | None:
+    """The field an error is about: relative to its atom inside a criterion, else full path."""
+    relative = list(path)
+    if len(relative) >= 2 and relative[0] == "criteria" and isinstance(relative[1], int):
+        relative = relative[2:]
+        if relative[:1] == ["expression"]:
+            index = 1
+            while index < len(relative):
+                segment = relative[index]
+                if segment in ("all", "any") and index + 1 < len(relative):
+                    index += 2
+                elif segment == "not" and index + 1 < len(relative):
+                    index += 1
+                else:
+                    break
+            relative = relative[index:] or relative
+    text = ""
+    for segment in relative:
+        text += f"[{segment}]" if isinstance(segment, int) else (f".{segment}" if text else segment)
+    return text or None
+
+
+def _error_at(
+    document: _Document, path: Sequence[PathSegment], message: str, at_key: bool = False
+) -> CriteriaError:
+    line, column = _position(document, path, at_key)
+    location = Location(
+        document.path,
+        line,
+        column,
+        criterion=_criterion_id(document, path),
+        field=_field_name(path),
+    )
+    snippet = document.lines[line - 1].strip() if 0 < line <= len(document.lines) else None
+    return CriteriaError(message, location, snippet or None)
+
+
+# --------------------------------------------------------------------------- schema errors
+
+
+def _problem(
+    document: _Document, path: Sequence[PathSegment], message: str, at_key: bool = False
+) -> _Problem:
+    return list(path), _error_at(document, path, message, at_key)
+
+
+def _schema_errors(document: _Document) -> list[_Problem]:
+    problems: list[_Problem] = []
+    for error in schema_validator().iter_errors(document.data):
+        problems.extend(_explain(document, error))
+    return problems
+
+
+def _explain(document: _Document, error: ValidationError) -> Iterator[_Problem]:
+    """Turn one jsonschema error into errors a person can act on (descending into oneOf)."""
+    path: list[PathSegment] = list(error.absolute_path)
+    schema: dict[str, Any] = error.schema if isinstance(error.schema, dict) else {}
+    instance = error.instance
+    custom = schema.get("errorMessage")
+    if "propertyNames" in error.absolute_schema_path:
+        reason = schema.get("patternErrorMessage") if error.validator == "pattern" else None
+        yield _problem(
+            document,
+            [*path, str(instance)],
+            f"'{instance}' cannot be a name here: {reason or _reason(error)}",
+            at_key=True,
+        )
+    elif error.validator == "oneOf":
+        yield from _explain_expression(document, error, path)
+    elif error.validator == "pattern" and schema.get("pattern") == _value_test_pattern():
+        yield _problem(document, path, _value_test_message(str(instance), schema))
+    elif error.validator == "pattern":
+        message = schema.get("patternErrorMessage", f"does not match {schema.get('pattern')}")
+        yield _problem(document, path, f"'{instance}': {message}")
+    elif error.validator == "anyOf" and isinstance(instance, list) and _list_branch(error):
+        for sub_error in _list_branch(error):
+            yield from _explain(document, sub_error)
+    elif isinstance(custom, str) and error.validator == "required":
+        for key in error.validator_value:
+            if key not in instance:
+                yield _problem(document, [*path, key], custom)
+    elif isinstance(custom, str):
+        yield _problem(document, path, f"{_quoted(instance)}{custom}")
+    elif error.validator == "additionalProperties":
+        allowed = sorted(schema.get("properties", {}))
+        for key in instance:
+            if key not in allowed:
+                message = (
+                    f"unknown key '{key}'{_suggestion(key, allowed)}; allowed: {', '.join(allowed)}"
+                )
+                yield _problem(document, [*path, key], message, at_key=True)
+    elif error.validator == "required":
+        missing = [key for key in error.validator_value if key not in instance]
+        for key in missing:
+            yield _problem(document, [*path, key], f"'{key}' is missing")
+    else:
+        yield _problem(document, path, _reason(error))
+
+
+def _explain_expression(
+    document: _Document, error: ValidationError, path: list[PathSegment]
+) -> Iterator[_Problem]:
+    instance = error.instance
+    keys = ", ".join(EXPRESSION_KEYS)
+    if not isinstance(instance, dict):
+        yield _problem(
+            document,
+            path,
+            f"an expression is a mapping with one of {keys}; found {_describe(instance)}",
+        )
+        return
+    present = [key for key in EXPRESSION_KEYS if key in instance]
+    if not present:
+        unknown = [key for key in instance if key != "label"]
+        hint = ""
+        if unknown:
+            hint = f"; found '{unknown[0]}'{_suggestion(unknown[0], EXPRESSION_KEYS)}"
+        at = [*path, unknown[0]] if unknown else path
+        yield _problem(
+            document, at, f"an expression needs one of {keys}{hint}", at_key=bool(unknown)
+        )
+        return
+    if len(present) > 1:
+        yield _problem(
+            document,
+            [*path, present[1]],
+            f"an expression has exactly one of {keys}; found {' and '.join(present)} "
+            "(put them under all: or any:)",
+            at_key=True,
+        )
+        return
+    branch = EXPRESSION_KEYS.index(present[0])
+    for sub_error in error.context or ():
+        if sub_error.relative_schema_path and sub_error.relative_schema_path[0] == branch:
+            yield from _explain(document, sub_error)
+
+
+def _list_branch(error: ValidationError) -> list[ValidationError]:
+    """For "one X or a list of X" written as a list: the errors of the list branch."""
+    return [
+        sub_error
+        for sub_error in error.context or ()
+        if sub_error.relative_path or sub_error.schema.get("type") == "array"
+    ]
+
+
+@cache
+def _value_test_pattern() -> str:
+    schema: dict[str, Any] = schema_validator().schema
+    return str(schema["$defs"]["valueTest"]["pattern"])
+
+
+def _value_test_message(text: str, schema: dict[str, Any]) -> str:
+    try:
+        parse_value_test(text)
+    except ValueError as error:
+        return f"cannot read '{text}': {error}"
+    return f"cannot read '{text}': {schema.get('patternErrorMessage', 'not a value test')}"
+
+
+def _reason(error: ValidationError) -> str:
+    """A plain-words version of jsonschema's message for the simple keywords."""
+    value = error.validator_value
+    instance = error.instance
+    schema: dict[str, Any] = error.schema if isinstance(error.schema, dict) else {}
+    match error.validator:
+        case "type":
+            expected = " or ".join(_TYPE_WORDS.get(name, name) for name in _as_list(value))
+            return f"expected {expected}, found {_describe(instance)}"
+        case "enum":
+            choices = [str(choice) for choice in value]
+            return (
+                f"'{instance}' is not one of: {', '.join(choices)}"
+                f"{_suggestion(str(instance), choices)}"
+            )
+        case "const":
+            return f"{_quoted(instance)}must be '{value}'"
+        case "minItems":
+            return (
+                "the list is empty; give at least one item"
+                if value == 1
+                else f"give at least {value} items"
+            )
+        case "minLength":
+            return "must not be empty"
+        case "minimum":
+            return f"{instance} is too small; the minimum is {value}"
+        case "uniqueItems":
+            repeated = next(
+                (item for index, item in enumerate(instance) if item in instance[:index]), None
+            )
+            return f"the list has '{repeated}' twice"
+        case "minProperties":
+            names = ", ".join(sorted(schema.get("properties", {})))
+            return f"give at least one of: {names}"
+        case "not":
+            return f"'{instance}' is reserved"
+        case _:
+            return str(error.message)
+
+
+_TYPE_WORDS = {
+    "string": "text",
+    "integer": "a whole number",
+    "number": "a number",
+    "object": "a mapping (key: value)",
+    "array": "a list",
+    "boolean": "true or false",
+    "null": "nothing",
+}
+
+
+def _as_list(value: Any) -> list[str]:
+    return [str(item) for item in value] if isinstance(value, list) else [str(value)]
+
+
+def _describe(instance: Any) -> str:
+    if instance is None:
+        return "nothing"
+    if isinstance(instance, bool):
+        return f"{str(instance).lower()} (a boolean)"
+    if isinstance(instance, int | float):
+        return f"the number {instance}"
+    if isinstance(instance, str):
+        return f"the text '{instance}'"
+    if isinstance(instance, list):
+        return "a list"
+    return "a mapping"
+
+
+def _quoted(instance: Any) -> str:
+    return f"'{instance}': " if isinstance(instance, str | int | float) else ""
+
+
+def _suggestion(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+# --------------------------------------------------------------------------- building
+
+
+class _Checker:
+    """Validates a document and builds the model, collecting every problem on the way."""
+
+    def __init__(self, document: _Document) -> None:
+        self.document = document
+        self.errors: list[CriteriaError] = []
+        self.windows: dict[str, Window] = {}
+        self.windows_known = True
+        self.manual_atoms: dict[str, ManualAtom] = {}
+        self.broken: set[tuple[PathSegment, ...]] = set()
+        """Every data path that has a schema error at or below it."""
+
+    def run(self) -> CriteriaFile:
+        for data_path, message in self.document.reading_problems:
+            self.errors.append(_error_at(self.document, data_path, message))
+        problems = _schema_errors(self.document)
+        self.errors.extend(error for _, error in problems)
+        self.broken = {
+            tuple(path[:length]) for path, _ in problems for length in range(len(path) + 1)
+        }
+        data = self.document.data
+        self.windows_known = ("windows",) not in self.broken
+        if self.windows_known:
+            self.windows = self._windows(data.get("windows") or {})
+        criteria = self._criteria(data.get("criteria"))
+        mapping_paths = () if ("mappings",) in self.broken else self._mapping_paths(data)
+        self._raise_if_any()
+        return CriteriaFile(
+            path=self.document.path,
+            trial=self._trial(data["trial"]),
+            mapping_paths=mapping_paths,
+            windows=self.windows,
+            criteria=criteria,
+            version=str(data["version"]) if data.get("version") is not None else None,
+            manual_atoms=self.manual_atoms,
+        )
+
+    def _criteria(self, entries: Any) -> tuple[Criterion, ...]:
+        criteria: list[Criterion] = []
+        first_lines: dict[str, int] = {}
+        for index, entry in enumerate(entries if isinstance(entries, list) else []):
+            path: list[PathSegment] = ["criteria", index]
+            if not isinstance(entry, dict):
+                continue
+            identifier = entry.get("id")
+            if isinstance(identifier, str) and identifier in first_lines:
+                self._fail(
+                    path,
+                    "id",
+                    f"duplicate criterion id '{identifier}' "
+                    f"(first used on line {first_lines[identifier]})",
+                )
+            elif isinstance(identifier, str):
+                first_lines[identifier] = _position(self.document, [*path, "id"])[0]
+            criterion = self._criterion(entry, path)
+            if criterion is not None:
+                criteria.append(criterion)
+        return tuple(criteria)
+
+    def _raise_if_any(self) -> None:
+        if not self.errors:
+            return
+        unique: dict[str, CriteriaError] = {}
+        for error in self.errors:
+            unique.setdefault(str(error), error)
+        ordered = sorted(
+            unique.values(),
+            key=lambda error: (error.location.line or 0, error.location.column or 0),
+        )
+        if len(ordered) == 1:
+            raise ordered[0]
+        raise ErrorCollection(
+            f"{len(ordered)} problems in {self.document.path}",
+            Location(file=self.document.path),
+            errors=list[TrialsieveError](ordered),
+        )
+
+    # ----------------------------------------------------------------------- sections
+
+    def _trial(self, trial: dict[str, Any]) -> Trial:
+        system = trial.get("identifier_system")
+        if system is None:
+            return Trial(id=trial["id"], title=trial["title"])
+        return Trial(id=trial["id"], title=trial["title"], identifier_system=system)
+
+    def _mapping_paths(self, data: dict[str, Any]) -> tuple[str, ...]:
+        """The `mappings:` entries as absolute paths (their existence is checked by lint)."""
+        directory = Path(self.document.path).absolute().parent
+        return tuple(os.path.normpath(directory / mapping) for mapping in data.get("mappings", []))
+
+    def _windows(self, windows: dict[str, Any]) -> dict[str, Window]:
+        result: dict[str, Window] = {}
+        for name, definition in windows.items():
+            duration = parse_iso_duration(definition["within"])
+            result[name] = Window(duration, name=name, description=definition.get("description"))
+        return result
+
+    def _criterion(self, entry: dict[str, Any], path: list[PathSegment]) -> Criterion | None:
+        """Check the criterion's expression; build it if the criterion has no schema error."""
+        if "expression" not in entry:
+            return None
+        expression = self._expression(entry["expression"], [*path, "expression"])
+        if expression is None or tuple(path) in self.broken:
+            return None
+        return Criterion(
+            id=entry["id"],
+            kind=CriterionKind(entry["kind"]),
+            text=entry["text"],
+            expression=expression,
+            note=entry.get("note"),
+            position=_source_position(self.document, path),
+        )
+
+    # ----------------------------------------------------------------------- expressions
+
+    def _expression(self, node: Any, path: list[PathSegment]) -> Expression | None:
+        """Build an expression; None where it (or an operand) has errors, reported on the way.
+
+        Atoms with schema errors are skipped (their errors are reported already); the others
+        get the semantic checks even when something elsewhere in the file is broken.
+        """
+        operators = (
+            [key for key in EXPRESSION_KEYS if key in node] if isinstance(node, dict) else []
+        )
+        if len(operators) != 1:
+            return None
+        operator = operators[0]
+        if operator in ("resource", "patient", "manual") and tuple(path) in self.broken:
+            return None
+        if operator in ("all", "any") and not isinstance(node[operator], list):
+            return None
+        position = _source_position(self.document, [*path, operator], at_key=True)
+        label = node.get("label")
+        if operator in ("all", "any"):
+            operands = [
+                self._expression(operand, [*path, operator, index])
+                for index, operand in enumerate(node[operator])
+            ]
+            if any(operand is None for operand in operands):
+                return None
+            built = tuple(operand for operand in operands if operand is not None)
+            if operator == "all":
+                return AllOf(built, label=label, position=position)
+            return AnyOf(built, label=label, position=position)
+        if operator == "not":
+            operand = self._expression(node["not"], [*path, "not"])
+            return None if operand is None else NotOf(operand, label=label, position=position)
+        if operator == "resource":
+            return self._resource_atom(node, path, label, position)
+        if operator == "patient":
+            return self._patient_atom(node["patient"], path, label, position)
+        return self._manual_atom(node["manual"], path, label, position)
+
+    def _resource_atom(
+        self,
+        node: dict[str, Any],
+        path: list[PathSegment],
+        label: str | None,
+        position: SourcePosition,
+    ) -> ResourceAtom | None:
+        written = node["resource"] if isinstance(node["resource"], list) else [node["resource"]]
+        types = _expand_resource_types(written)
+        failed = False
+        concept = node.get("concept")
+        if concept is None and not set(written) <= TYPES_WITHOUT_CONCEPT:
+            self._fail(
+                path,
+                "concept",
+                "'concept' is missing; only AllergyIntolerance and ResearchSubject "
+                "may go without one (given a 'where' filter)",
+            )
+            failed = True
+        elif concept is None and "where" not in node:
+            self._fail(
+                path,
+                "where",
+                "without a 'concept', give a 'where' filter to say what to look for",
+            )
+            failed = True
+        window = self._window(node.get("within"), [*path, "within"])
+        value = self._value_test(node.get("value"), [*path, "value"])
+        if "value" in node and set(types) != {"Observation"}:
+            self._fail(
+                path, "value", "a value test reads Observation values; use resource: Observation"
+            )
+            failed = True
+        for key in ("where", "where_not"):
+            for index, expression in enumerate(node.get(key, [])):
+                failed |= not self._check_json_path(expression, [*path, key, index])
+        if window is None or ("value" in node and value is None) or failed:
+            return None
+        selection: Selection = node.get("select", "latest" if value is not None else "any")
+        status = node.get("status")
+        return ResourceAtom(
+            resource_types=types,
+            concept=concept,
+            window=window,
+            selection=selection,
+            minimum_count=node.get("at_least", 1),
+            value=value,
+            status=tuple(status) if status is not None else None,
+            where=tuple(node.get("where", ())),
+            where_not=tuple(node.get("where_not", ())),
+            label=label,
+            position=position,
+        )
+
+    def _patient_atom(
+        self,
+        node: dict[str, Any],
+        path: list[PathSegment],
+        label: str | None,
+        position: SourcePosition,
+    ) -> PatientAtom | None:
+        age = node.get("age", {})
+        minimum, maximum = age.get("min"), age.get("max")
+        if minimum is not None and maximum is not None and minimum > maximum:
+            self._fail(
+                [*path, "patient", "age"], "max", f"age max {maximum} is below age min {minimum}"
+            )
+            return None
+        return PatientAtom(
+            minimum_age=minimum,
+            maximum_age=maximum,
+            genders=tuple(node.get("gender", ())),
+            label=label,
+            position=position,
+        )
+
+    def _manual_atom(
+        self,
+        node: dict[str, Any],
+        path: list[PathSegment],
+        label: str | None,
+        position: SourcePosition,
+    ) -> ManualAtom | None:
+        atom = ManualAtom(id=node["id"], question=node["question"], label=label, position=position)
+        first = self.manual_atoms.get(atom.id)
+        if first is not None:
+            first_line = first.position.line if first.position else "?"
+            self._fail(
+                [*path, "manual"],
+                "id",
+                f"duplicate manual id '{atom.id}' (first used on line {first_line}); "
+                "give each question its own id",
+            )
+            return None
+        self.manual_atoms[atom.id] = atom
+        return atom
+
+    # ----------------------------------------------------------------------- leaves
+
+    def _window(self, within: str | None, path: list[PathSegment]) -> Window | None:
+        if within is None or within == "ever":
+            return EVER
+        if within.startswith("P"):
+            try:
+                return Window(parse_iso_duration(within))
+            except ValueError as error:
+                self.errors.append(_error_at(self.document, path, str(error)))
+                return None
+        if within in self.windows:
+            return self.windows[within]
+        if not self.windows_known:
+            return None  # the windows section has its own errors; do not pile on
+        names = list(self.windows)
+        known = (
+            f"; named windows: {', '.join(names)}" if names else "; this file defines no windows:"
+        )
+        self.errors.append(
+            _error_at(
+                self.document,
+                path,
+                f"unknown window '{within}'{_suggestion(within, names)}{known}",
+            )
+        )
+        return None
+
+    def _value_test(self, text: str | None, path: list[PathSegment]) -> ValueTest | None:
+        if text is None:
+            return None
+        try:
+            return parse_value_test(text)
+        except ValueError as error:
+            self.errors.append(_error_at(self.document, path, f"cannot read '{text}': {error}"))
+            return None
+
+    def _check_json_path(self, expression: str, path: list[PathSegment]) -> bool:
+        try:
+            _parse_json_path(expression)
+        except Exception as error:  # jsonpath-ng raises bare Exception subclasses of its own
+            self.errors.append(
+                _error_at(self.document, path, f"cannot read the jsonpath '{expression}': {error}")
+            )
+            return False
+        return True
+
+    def _fail(self, path: list[PathSegment], key: str, message: str) -> None:
+        self.errors.append(_error_at(self.document, [*path, key], message))
+
+
+@cache
+def _parse_json_path(expression: str) -> object:
+    return parse_json_path(expression)
+
+
+def _expand_resource_types(written: Sequence[str]) -> tuple[str, ...]:
+    """MedicationStatement brings MedicationRequest and MedicationAdministration; keep order."""
+    expanded: list[str] = []
+    for resource_type in written:
+        for name in (
+            MEDICATION_TYPES if resource_type == "MedicationStatement" else (resource_type,)
+        ):
+            if name not in expanded:
+                expanded.append(name)
+    return tuple(expanded)

@@ -1,0 +1,236 @@
+"""The criteria language as typed data: what a criteria file says, after loading and validation.
+
+A criteria file (YAML, validated by `criteria/criteria.schema.json`) is loaded into these
+frozen dataclasses by `engine.criteria.loader`; `engine.evaluate.compile` turns them into
+evaluators. Nothing here does I/O. Every node keeps the file line it came from so errors
+found later (an unknown concept, say) can still point at the right place.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal
+
+
+class CriterionKind(StrEnum):
+    INCLUSION = "inclusion"
+    EXCLUSION = "exclusion"
+
+
+class Comparator(StrEnum):
+    LESS = "<"
+    LESS_OR_EQUAL = "<="
+    GREATER = ">"
+    GREATER_OR_EQUAL = ">="
+    EQUAL = "="
+    NOT_EQUAL = "!="
+
+
+@dataclass(frozen=True)
+class SourcePosition:
+    """Where a node stands in its criteria file (1-based line and column)."""
+
+    file: str
+    line: int
+    column: int
+
+
+# --------------------------------------------------------------------------- time windows
+
+
+@dataclass(frozen=True)
+class Window:
+    """A look-back window ending at the as-of date.
+
+    `duration` is None for "ever" (no lower bound). `name` is the named window it came from
+    ("screening"), or None when written inline (`within: P3M`).
+    """
+
+    duration: IsoDuration | None
+    name: str | None = None
+    description: str | None = None
+
+    @property
+    def is_ever(self) -> bool:
+        return self.duration is None
+
+
+@dataclass(frozen=True)
+class IsoDuration:
+    """An ISO 8601 duration in calendar units (P3M, P28D, P1Y, P2W); no time part."""
+
+    years: int = 0
+    months: int = 0
+    weeks: int = 0
+    days: int = 0
+    text: str = ""
+
+    def start_before(self, as_of: dt.date) -> dt.date:
+        """The first day of the window that ends on `as_of` (calendar arithmetic, clamped)."""
+        month_index = as_of.year * 12 + (as_of.month - 1) - (self.years * 12 + self.months)
+        year, month = divmod(month_index, 12)
+        month += 1
+        day = min(as_of.day, _days_in_month(year, month))
+        return dt.date(year, month, day) - dt.timedelta(weeks=self.weeks, days=self.days)
+
+
+def _days_in_month(year: int, month: int) -> int:
+    next_month = dt.date(year + (month == 12), month % 12 + 1, 1)
+    return (next_month - dt.timedelta(days=1)).day
+
+
+# --------------------------------------------------------------------------- value tests
+
+
+@dataclass(frozen=True)
+class QuantityTest:
+    """`< 100 g/L`, `<= 2`: compare the value (in the concept's canonical unit) with a quantity."""
+
+    comparator: Comparator
+    value: float
+    unit: str | None  # UCUM; None for unitless scores (ECOG)
+    text: str
+
+
+@dataclass(frozen=True)
+class ReferenceLimitTest:
+    """`> 1.5 x ULN`, `> 20% above ULN`, `< 0.5 x LLN`: compare with a multiple of a limit.
+
+    The limit is the result's own referenceRange (high for ULN, low for LLN), else the
+    concept's default range from the mappings. `factor` is already the multiplier
+    (`> 20% above ULN` is factor 1.2).
+    """
+
+    comparator: Comparator
+    factor: float
+    limit: Literal["high", "low"]
+    text: str
+
+
+@dataclass(frozen=True)
+class AnswerTest:
+    """`positive`, `negative`, or any answer concept: the coded value belongs to that concept."""
+
+    answer_concept: str
+    text: str
+
+
+ValueTest = QuantityTest | ReferenceLimitTest | AnswerTest
+
+
+# --------------------------------------------------------------------------- atoms
+
+Selection = Literal["latest", "any", "all", "min", "max", "count"]
+
+
+@dataclass(frozen=True)
+class ResourceAtom:
+    """A query over the patient's resources of some type(s), optionally of one concept.
+
+    `resource_types` is already expanded: MedicationStatement brings MedicationRequest and
+    MedicationAdministration with it. `status` None means the type's default status filter.
+    `where` holds jsonpath-ng filters a resource must satisfy (all of them match something).
+    """
+
+    resource_types: tuple[str, ...]
+    concept: str | None
+    window: Window
+    selection: Selection = "any"
+    minimum_count: int = 1
+    value: ValueTest | None = None
+    status: tuple[str, ...] | None = None
+    where: tuple[str, ...] = ()
+    where_not: tuple[str, ...] = ()
+    label: str | None = None
+    position: SourcePosition | None = None
+
+
+@dataclass(frozen=True)
+class PatientAtom:
+    """Demographics: age in whole years on the as-of date (inclusive bounds), gender."""
+
+    minimum_age: int | None = None
+    maximum_age: int | None = None
+    genders: tuple[str, ...] = ()
+    label: str | None = None
+    position: SourcePosition | None = None
+
+
+@dataclass(frozen=True)
+class ManualAtom:
+    """Something a person must check. Its truth comes only from an attestation.
+
+    `id` is unique in the file; `question` is phrased so that "yes" makes the atom true.
+    """
+
+    id: str
+    question: str
+    label: str | None = None
+    position: SourcePosition | None = None
+
+
+Atom = ResourceAtom | PatientAtom | ManualAtom
+
+
+# --------------------------------------------------------------------------- expressions
+
+
+@dataclass(frozen=True)
+class AllOf:
+    operands: tuple[Expression, ...]
+    label: str | None = None
+    position: SourcePosition | None = None
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    operands: tuple[Expression, ...]
+    label: str | None = None
+    position: SourcePosition | None = None
+
+
+@dataclass(frozen=True)
+class NotOf:
+    operand: Expression
+    label: str | None = None
+    position: SourcePosition | None = None
+
+
+Expression = AllOf | AnyOf | NotOf | Atom
+
+
+# --------------------------------------------------------------------------- file
+
+
+@dataclass(frozen=True)
+class Criterion:
+    id: str
+    kind: CriterionKind
+    text: str
+    expression: Expression
+    note: str | None = None
+    position: SourcePosition | None = None
+
+
+@dataclass(frozen=True)
+class Trial:
+    """Identifies the study: `id` is the registry identifier (NCT05315778)."""
+
+    id: str
+    title: str
+    identifier_system: str = "https://clinicaltrials.gov"
+
+
+@dataclass(frozen=True)
+class CriteriaFile:
+    """One trial's criteria, as loaded from one file."""
+
+    path: str
+    trial: Trial
+    mapping_paths: tuple[str, ...]
+    windows: dict[str, Window]
+    criteria: tuple[Criterion, ...]
+    version: str | None = None
+    manual_atoms: dict[str, ManualAtom] = field(default_factory=dict)

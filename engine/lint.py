@@ -1,0 +1,347 @@
+"""`trialsieve lint`: check criteria files and mapping files, and that they fit together.
+
+Criteria files are the YAML files with a top-level `criteria:` (or `trial:`) key; every other
+YAML file is a mapping file. Each criteria file is loaded (schema and semantic checks), its
+`mappings:` are loaded, and every concept it uses is looked up there: atom concepts, answer
+concepts (`is positive`), units of quantity tests (convertible to the concept's unit),
+default reference ranges for ULN / LLN tests. All problems are returned, none is raised.
+
+Problems that make evaluation fail or give wrong answers are errors; problems that only make
+some answers unknown (no default reference range) or look unintended (an unused window) are
+`LintWarning`s.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.criteria.loader import load_criteria
+from engine.criteria.model import (
+    AllOf,
+    AnswerTest,
+    AnyOf,
+    CriteriaFile,
+    Criterion,
+    Expression,
+    NotOf,
+    QuantityTest,
+    ReferenceLimitTest,
+    ResourceAtom,
+    SourcePosition,
+)
+from engine.criteria.values import format_value_test
+from engine.errors import CriteriaError, ErrorCollection, Location, TrialsieveError, UnitError
+from engine.normalise import Concept, Terminology, convert, load_terminology
+
+YAML_SUFFIXES = (".yaml", ".yml")
+_CRITERIA_MARKER = re.compile(r"^(?:criteria|trial)[ \t]*:", re.MULTILINE)
+_MAPPINGS_LINE = re.compile(r"^mappings[ \t]*:")
+_UNITLESS = re.compile(r"^(?:1|\{[^{}]*\}(?:\.\{[^{}]*\})*)$")
+
+
+@dataclass
+class LintWarning(TrialsieveError):
+    """A problem worth fixing that does not stop evaluation (some answers may be unknown)."""
+
+
+def lint_paths(paths: Sequence[str | Path]) -> list[TrialsieveError]:
+    """Every problem in the criteria and mapping files at `paths` (files or folders)."""
+    problems: list[TrialsieveError] = []
+    criteria_files: list[str] = []
+    mapping_files: list[str] = []
+    for path in paths:
+        _discover(str(path), criteria_files, mapping_files, problems)
+    terminologies = _TerminologyCache(problems)
+    if mapping_files:
+        terminologies.load(tuple(mapping_files))
+    for criteria_path in criteria_files:
+        try:
+            criteria_file = load_criteria(criteria_path)
+        except TrialsieveError as error:
+            problems.extend(_flatten(error))
+            continue
+        problems.extend(_check_criteria_file(criteria_file, terminologies))
+    return _unique(problems)
+
+
+def has_errors(problems: Sequence[TrialsieveError]) -> bool:
+    """True if any problem is an error (not just a warning): lint should fail."""
+    return any(not isinstance(problem, LintWarning) for problem in problems)
+
+
+def format_problems(problems: Sequence[TrialsieveError]) -> str:
+    """One `error:` / `warning:` paragraph per problem, then a count."""
+    lines = [
+        f"{'warning' if isinstance(problem, LintWarning) else 'error'}: {problem}"
+        for problem in problems
+    ]
+    warnings = sum(isinstance(problem, LintWarning) for problem in problems)
+    errors = len(problems) - warnings
+    lines.append(f"{_count(errors, 'error')}, {_count(warnings, 'warning')}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def _discover(
+    path: str,
+    criteria_files: list[str],
+    mapping_files: list[str],
+    problems: list[TrialsieveError],
+) -> None:
+    if os.path.isdir(path):
+        for folder, subfolders, files in os.walk(path):
+            subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+            for name in sorted(files):
+                if name.endswith(YAML_SUFFIXES):
+                    _classify(os.path.join(folder, name), criteria_files, mapping_files, problems)
+    elif os.path.isfile(path):
+        if path.endswith(YAML_SUFFIXES):
+            _classify(path, criteria_files, mapping_files, problems)
+        else:
+            problems.append(LintWarning("not a YAML file; skipped", Location(file=path)))
+    else:
+        problems.append(TrialsieveError("no such file or folder", Location(file=path)))
+
+
+def _classify(
+    path: str,
+    criteria_files: list[str],
+    mapping_files: list[str],
+    problems: list[TrialsieveError],
+) -> None:
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as error:
+        problems.append(TrialsieveError(f"cannot read the file: {error}", Location(file=path)))
+        return
+    if _CRITERIA_MARKER.search(text):
+        criteria_files.append(path)
+    else:
+        mapping_files.append(path)
+
+
+class _TerminologyCache:
+    """Loads each distinct set of mapping paths once; loading errors go to `problems` once."""
+
+    def __init__(self, problems: list[TrialsieveError]) -> None:
+        self.problems = problems
+        self.loaded: dict[tuple[str, ...], Terminology | None] = {}
+
+    def load(self, mapping_paths: tuple[str, ...]) -> Terminology | None:
+        key = tuple(sorted(os.path.normpath(os.path.abspath(path)) for path in mapping_paths))
+        if key not in self.loaded:
+            try:
+                self.loaded[key] = load_terminology(tuple(mapping_paths))
+            except TrialsieveError as error:
+                self.problems.extend(_flatten(error))
+                self.loaded[key] = None
+        return self.loaded[key]
+
+
+# --------------------------------------------------------------------------- cross-checks
+
+
+def _check_criteria_file(
+    criteria_file: CriteriaFile, terminologies: _TerminologyCache
+) -> list[TrialsieveError]:
+    problems: list[TrialsieveError] = []
+    problems.extend(_unused_windows(criteria_file))
+    missing = [path for path in criteria_file.mapping_paths if not os.path.exists(path)]
+    mappings_location = _mappings_location(criteria_file.path)
+    if missing:
+        problems.append(
+            CriteriaError(
+                f"mapping file or folder not found: {', '.join(missing)} "
+                "(mappings: paths are relative to the criteria file)",
+                mappings_location,
+            )
+        )
+        return problems
+    uses_concepts = any(
+        _concepts_used(atom) for criterion in criteria_file.criteria for atom in _atoms(criterion)
+    )
+    if not criteria_file.mapping_paths:
+        if uses_concepts:
+            problems.append(
+                CriteriaError(
+                    "the criteria use concepts but the file names no mappings: "
+                    "(add e.g. mappings: [../mappings])",
+                    Location(file=criteria_file.path, line=1),
+                )
+            )
+        return problems
+    terminology = terminologies.load(criteria_file.mapping_paths)
+    if terminology is None:
+        return problems  # the mapping errors are reported already
+    mappings = ", ".join(_display_path(path) for path in criteria_file.mapping_paths)
+    for criterion in criteria_file.criteria:
+        for atom in _atoms(criterion):
+            problems.extend(_check_atom(atom, criterion, terminology, mappings))
+    return problems
+
+
+def _check_atom(
+    atom: ResourceAtom, criterion: Criterion, terminology: Terminology, mappings: str
+) -> Iterator[TrialsieveError]:
+    for concept_id, field in _concepts_used(atom):
+        if not terminology.has_concept(concept_id):
+            close = difflib.get_close_matches(concept_id, terminology.concept_ids(), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            yield CriteriaError(
+                f"unknown concept '{concept_id}'{hint}; it is not defined in {mappings}",
+                _location(atom.position, criterion, field),
+            )
+    if atom.concept is None or not terminology.has_concept(atom.concept):
+        return
+    concept = terminology.concept(atom.concept)
+    if isinstance(atom.value, QuantityTest):
+        yield from _check_quantity(
+            atom.value, concept, _location(atom.position, criterion, "value")
+        )
+    elif isinstance(atom.value, ReferenceLimitTest):
+        yield from _check_reference_limit(
+            atom.value, concept, _location(atom.position, criterion, "value")
+        )
+
+
+def _check_quantity(
+    test: QuantityTest, concept: Concept, location: Location
+) -> Iterator[TrialsieveError]:
+    concept_unitless = concept.unit is None or _UNITLESS.match(concept.unit) is not None
+    if test.unit is None:
+        if not concept_unitless:
+            yield LintWarning(
+                f"'{test.text}' has no unit; it is compared in {concept.id}'s unit {concept.unit}"
+                f" (write '{format_value_test(test)} {concept.unit}' to say so)",
+                location,
+            )
+        return
+    if concept.unit is None:
+        yield CriteriaError(
+            f"'{test.text}' has a unit but concept '{concept.id}' has none in the mappings; "
+            "give the concept a unit",
+            location,
+        )
+        return
+    try:
+        convert(1.0, test.unit, concept.unit, concept.molar_mass)
+    except UnitError as error:
+        yield CriteriaError(
+            f"'{test.text}': {test.unit} does not convert to {concept.id}'s unit "
+            f"{concept.unit}: {error.message}",
+            location,
+        )
+
+
+def _check_reference_limit(
+    test: ReferenceLimitTest, concept: Concept, location: Location
+) -> Iterator[TrialsieveError]:
+    default = concept.reference_high if test.limit == "high" else concept.reference_low
+    if default is None:
+        side = "high (ULN)" if test.limit == "high" else "low (LLN)"
+        yield LintWarning(
+            f"'{test.text}': concept '{concept.id}' has no default reference {side} in the "
+            "mappings; results without their own referenceRange will be unknown",
+            location,
+        )
+
+
+def _concepts_used(atom: ResourceAtom) -> list[tuple[str, str]]:
+    """(concept id, field) pairs an atom refers to."""
+    used: list[tuple[str, str]] = []
+    if atom.concept is not None:
+        used.append((atom.concept, "concept"))
+    if isinstance(atom.value, AnswerTest):
+        used.append((atom.value.answer_concept, "value"))
+    return used
+
+
+def _atoms(criterion: Criterion) -> Iterator[ResourceAtom]:
+    stack: list[Expression] = [criterion.expression]
+    while stack:
+        expression = stack.pop()
+        if isinstance(expression, AllOf | AnyOf):
+            stack.extend(reversed(expression.operands))
+        elif isinstance(expression, NotOf):
+            stack.append(expression.operand)
+        elif isinstance(expression, ResourceAtom):
+            yield expression
+
+
+def _unused_windows(criteria_file: CriteriaFile) -> Iterator[TrialsieveError]:
+    used = {
+        atom.window.name
+        for criterion in criteria_file.criteria
+        for atom in _atoms(criterion)
+        if atom.window.name is not None
+    }
+    unused = [name for name in criteria_file.windows if name not in used]
+    if not unused:
+        return
+    lines = _read_lines(criteria_file.path)
+    for name in unused:
+        key_line = re.compile(rf"^[ \t]+{re.escape(name)}[ \t]*:")
+        line = next((number for number, text in enumerate(lines, 1) if key_line.match(text)), None)
+        yield LintWarning(
+            f"window '{name}' is defined but no criterion uses it",
+            Location(file=criteria_file.path, line=line, field=f"windows.{name}"),
+        )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _location(position: SourcePosition | None, criterion: Criterion, field: str) -> Location:
+    if position is None:
+        return Location(criterion=criterion.id, field=field)
+    return Location(
+        position.file, position.line, position.column, criterion=criterion.id, field=field
+    )
+
+
+def _display_path(path: str) -> str:
+    """`path` relative to the working folder when it lies below it, else as it is."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        return Path(path).read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+
+
+def _mappings_location(path: str) -> Location:
+    for number, line in enumerate(_read_lines(path), start=1):
+        if _MAPPINGS_LINE.match(line):
+            return Location(file=path, line=number, column=1, field="mappings")
+    return Location(file=path, field="mappings")
+
+
+def _flatten(error: TrialsieveError) -> list[TrialsieveError]:
+    if isinstance(error, ErrorCollection) and error.errors:
+        return [leaf for inner in error.errors for leaf in _flatten(inner)]
+    return [error]
+
+
+def _unique(problems: list[TrialsieveError]) -> list[TrialsieveError]:
+    seen: set[str] = set()
+    unique: list[TrialsieveError] = []
+    for problem in problems:
+        key = f"{type(problem).__name__}:{problem}"
+        if key not in seen:
+            seen.add(key)
+            unique.append(problem)
+    return unique
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"

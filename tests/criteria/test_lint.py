@@ -1,0 +1,227 @@
+"""`lint_paths`: criteria and mapping files checked on their own and against each other."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from engine.errors import CriteriaError, TrialsieveError
+from engine.lint import LintWarning, format_problems, has_errors, lint_paths
+
+MAPPINGS = """\
+systems:
+  loinc: http://loinc.org
+concepts:
+  hemoglobin:
+    display: Hemoglobin
+    codes: {loinc: ["718-7"]}
+    unit: g/L
+  alt:
+    display: Alanine aminotransferase
+    codes: {loinc: ["1742-6"]}
+    unit: U/L
+    reference_range: {high: 40}
+  ecog:
+    display: ECOG performance status
+    codes: {loinc: ["89247-1"]}
+  positive:
+    display: Positive
+    codes: {loinc: ["LA6576-8"]}
+"""
+
+CRITERIA_HEADER = """\
+# yaml-language-server: $schema=criteria.schema.json
+trial: {id: NCT00000001, title: A test trial}
+mappings: [../mappings]
+windows:
+  screening: {within: P28D}
+criteria:
+  - id: exclusion-1
+    kind: exclusion
+    text: something
+    expression:
+      all:
+        - resource: Observation
+          concept: hemoglobin
+          within: screening
+          value: "< 100 g/L"
+"""
+# Further atoms appended to CRITERIA_HEADER start on line 16, in column 11.
+
+
+def project(tmp_path: Path, extra_atoms: str = "", mappings: str = MAPPINGS) -> Path:
+    """A criteria/ and mappings/ folder pair; returns the criteria file."""
+    (tmp_path / "mappings").mkdir()
+    (tmp_path / "mappings" / "lab.yaml").write_text(mappings, encoding="utf-8")
+    (tmp_path / "criteria").mkdir()
+    (tmp_path / "criteria" / "criteria.schema.json").write_text("{}", encoding="utf-8")
+    criteria = tmp_path / "criteria" / "trial.yaml"
+    atoms = textwrap.indent(textwrap.dedent(extra_atoms), " " * 8)
+    criteria.write_text(CRITERIA_HEADER + atoms, encoding="utf-8")
+    return criteria
+
+
+def lint(tmp_path: Path) -> list[TrialsieveError]:
+    return lint_paths([tmp_path / "criteria", tmp_path / "mappings"])
+
+
+def test_consistent_files_have_no_problems(tmp_path: Path) -> None:
+    project(
+        tmp_path,
+        """\
+        - resource: Observation
+          concept: alt
+          value: "> 1.5 x ULN"
+        - resource: Observation
+          concept: ecog
+          value: "<= 2"
+        - resource: Observation
+          concept: hemoglobin
+          value: "is positive"
+        - resource: Observation
+          concept: hemoglobin
+          value: "> 1 kg/m3"
+        """,
+    )
+    problems = lint(tmp_path)
+    assert problems == []
+    assert not has_errors(problems)
+    assert format_problems(problems) == "0 errors, 0 warnings"
+
+
+@pytest.mark.parametrize(
+    ("atoms", "line", "field", "message", "kind"),
+    [
+        pytest.param(
+            "- resource: Observation\n  concept: hemoglobn\n",
+            16,
+            "concept",
+            "unknown concept 'hemoglobn' (did you mean 'hemoglobin'?)",
+            CriteriaError,
+            id="unknown-concept",
+        ),
+        pytest.param(
+            '- resource: Observation\n  concept: hemoglobin\n  value: "is negative"\n',
+            16,
+            "value",
+            "unknown concept 'negative'",
+            CriteriaError,
+            id="unknown-answer-concept",
+        ),
+        pytest.param(
+            '- resource: Observation\n  concept: hemoglobin\n  value: "< 5 mmol/L"\n',
+            16,
+            "value",
+            "mmol/L does not convert to hemoglobin's unit g/L",
+            CriteriaError,
+            id="unit-not-convertible",
+        ),
+        pytest.param(
+            '- resource: Observation\n  concept: ecog\n  value: "< 5 g/L"\n',
+            16,
+            "value",
+            "concept 'ecog' has none in the mappings",
+            CriteriaError,
+            id="concept-without-unit",
+        ),
+        pytest.param(
+            '- resource: Observation\n  concept: hemoglobin\n  value: "< 100"\n',
+            16,
+            "value",
+            "has no unit; it is compared in hemoglobin's unit g/L",
+            LintWarning,
+            id="test-without-unit",
+        ),
+        pytest.param(
+            '- resource: Observation\n  concept: alt\n  value: "< 0.5 x LLN"\n',
+            16,
+            "value",
+            "concept 'alt' has no default reference low (LLN)",
+            LintWarning,
+            id="no-default-range",
+        ),
+    ],
+)
+def test_cross_check_problems_point_at_the_criterion(
+    tmp_path: Path,
+    atoms: str,
+    line: int,
+    field: str,
+    message: str,
+    kind: type[TrialsieveError],
+) -> None:
+    criteria = project(tmp_path, atoms)
+    problems = lint(tmp_path)
+    assert len(problems) == 1, format_problems(problems)
+    (problem,) = problems
+    assert type(problem) is kind
+    assert message in problem.message
+    assert (problem.location.file, problem.location.line) == (str(criteria), line)
+    assert (problem.location.criterion, problem.location.field) == ("exclusion-1", field)
+    assert has_errors(problems) is (kind is CriteriaError)
+
+
+def test_every_problem_is_reported(tmp_path: Path) -> None:
+    project(
+        tmp_path,
+        """\
+        - resource: Observation
+          concept: nothing
+        - resource: Observation
+          concept: hemoglobin
+          value: "is nothing-either"
+        """,
+    )
+    problems = lint(tmp_path)
+    assert [problem.location.line for problem in problems] == [16, 18]
+    report = format_problems(problems)
+    assert report.count("error: ") == 2
+    assert report.endswith("2 errors, 0 warnings")
+
+
+def test_criteria_load_errors_are_reported_not_raised(tmp_path: Path) -> None:
+    project(tmp_path, "- resource: Observation\n  concept: hemoglobin\n  within: nowhere\n")
+    (problem,) = lint(tmp_path)
+    assert isinstance(problem, CriteriaError)
+    assert "unknown window 'nowhere'" in problem.message
+
+
+def test_mapping_errors_are_reported(tmp_path: Path) -> None:
+    project(tmp_path, mappings=MAPPINGS + "  broken: {display: X, unknown_key: 1}\n")
+    problems = lint(tmp_path)
+    assert problems, "the broken mapping file must be reported"
+    assert any("lab.yaml" in str(problem) for problem in problems)
+    assert has_errors(problems)
+
+
+def test_missing_mapping_folder_points_at_mappings_line(tmp_path: Path) -> None:
+    criteria = project(tmp_path)
+    criteria.write_text(CRITERIA_HEADER.replace("[../mappings]", "[../mapings]"), encoding="utf-8")
+    problems = lint_paths([criteria])
+    (problem,) = problems
+    assert (problem.location.line, problem.location.field) == (3, "mappings")
+    assert "mapping file or folder not found" in problem.message
+
+
+def test_unused_window_is_a_warning(tmp_path: Path) -> None:
+    criteria = project(tmp_path)
+    criteria.write_text(
+        CRITERIA_HEADER.replace("  screening: {within: P28D}\n", "  screening: {within: P28D}\n"
+                                "  baseline: {within: P1Y}\n"),
+        encoding="utf-8",
+    )  # fmt: skip
+    (problem,) = lint(tmp_path)
+    assert isinstance(problem, LintWarning)
+    assert (problem.location.line, problem.location.field) == (6, "windows.baseline")
+    assert format_problems([problem]).startswith("warning: ")
+
+
+def test_paths_that_are_not_yaml_or_do_not_exist(tmp_path: Path) -> None:
+    project(tmp_path)
+    schema = tmp_path / "criteria" / "criteria.schema.json"
+    problems = lint_paths([schema, tmp_path / "nowhere"])
+    assert [type(problem) for problem in problems] == [LintWarning, TrialsieveError]
+    assert "not a YAML file" in problems[0].message
+    assert "no such file or folder" in problems[1].message
