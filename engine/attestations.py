@@ -1,0 +1,111 @@
+"""Attestations: a person's answers to the manual items of a trial, per patient.
+
+The file (YAML or JSON) lists who answered what and when:
+
+    attestations:
+      - patient: itp-relapsed-candidate
+        by: Dr. Example Investigator
+        date: 2026-11-02
+        answers:
+          informed-consent: true
+
+An answer is the truth of the manual atom's question. Unknown manual ids are an error (a typo
+must not silently leave an item unanswered).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError
+
+from engine.errors import AttestationError, Location
+
+
+@dataclass(frozen=True)
+class Attestation:
+    """One person's answer to one manual item for one patient."""
+
+    manual_id: str
+    answer: bool
+    by: str
+    date: dt.date | None
+
+
+Attestations = Mapping[str, Mapping[str, Attestation]]
+"""Patient id -> manual atom id -> attestation."""
+
+
+def load_attestations(path: str | Path, known_manual_ids: Iterable[str]) -> Attestations:
+    """Read an attestation file; every manual id must be one the criteria ask about."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise AttestationError(f"cannot read: {error.strerror}", Location(file=file)) from None
+    try:
+        document = YAML(typ="rt").load(text)
+    except MarkedYAMLError as error:
+        mark = error.problem_mark
+        raise AttestationError(
+            f"not valid YAML: {error.problem}",
+            Location(file=file, line=mark.line + 1 if mark else None),
+        ) from None
+    known = frozenset(known_manual_ids)
+    if not isinstance(document, dict) or not isinstance(document.get("attestations"), list):
+        raise AttestationError(
+            "expected a mapping with a list under 'attestations'", Location(file=file, line=1)
+        )
+    result: dict[str, dict[str, Attestation]] = {}
+    for index, entry in enumerate(document["attestations"]):
+        line = _line_of(document["attestations"], index)
+        where = Location(file=file, line=line, field=f"attestations[{index}]")
+        if not isinstance(entry, dict):
+            raise AttestationError("each attestation must be a mapping", where)
+        patient = entry.get("patient")
+        by = entry.get("by")
+        answers = entry.get("answers")
+        if not isinstance(patient, str) or not patient:
+            raise AttestationError("'patient' (a patient id) is required", where)
+        if not isinstance(by, str) or not by:
+            raise AttestationError("'by' (who attests) is required", where)
+        if not isinstance(answers, dict) or not answers:
+            raise AttestationError("'answers' must map manual item ids to true/false", where)
+        day = _read_date(entry.get("date"), where)
+        for manual_id, answer in answers.items():
+            answer_where = Location(file=file, line=line, field=f"answers.{manual_id}")
+            if manual_id not in known:
+                raise AttestationError(
+                    f"'{manual_id}' is not a manual item of these criteria "
+                    f"(known: {', '.join(sorted(known))})",
+                    answer_where,
+                )
+            if not isinstance(answer, bool):
+                raise AttestationError("an answer must be true or false", answer_where)
+            result.setdefault(patient, {})[str(manual_id)] = Attestation(
+                str(manual_id), answer, by, day
+            )
+    return result
+
+
+def _read_date(value: Any, where: Location) -> dt.date | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError:
+        raise AttestationError(f"'date' must be YYYY-MM-DD, found '{value}'", where) from None
+
+
+def _line_of(sequence: Any, index: int) -> int | None:
+    try:
+        return int(sequence.lc.item(index)[0]) + 1
+    except (AttributeError, KeyError, IndexError, TypeError):
+        return None

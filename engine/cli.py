@@ -1,0 +1,167 @@
+"""The `trialsieve` command line: evaluate patients, lint criteria and mappings.
+
+Only this module turns errors into exit codes: 0 when every patient was evaluated (whatever
+their status), 1 when some inputs could not be evaluated (each one is named), 2 for bad
+criteria, mappings, attestations or arguments.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from engine import __version__
+from engine.attestations import Attestations, load_attestations
+from engine.errors import TrialsieveError
+from engine.evaluate import CompiledCriteria, PatientEvaluation, evaluate_patient
+from engine.explain import criteria_table, summary_table
+from engine.record import build_record
+from engine.report import transaction_bundle, validate_bundle
+from engine.sinks import to_json, write_json
+from engine.sources import read_bundle_file
+from engine.trial import load_trial
+
+app = typer.Typer(
+    name="trialsieve",
+    help="FHIR-based clinical-trial eligibility engine.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+_SKIPPED_PREFIXES = ("hospitalInformation", "practitionerInformation")
+
+
+def _errors() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def _fail(error: TrialsieveError | str, code: int = 2) -> typer.Exit:
+    _errors().print(f"[bold red]error:[/] {error}", markup=True, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _bundle_files(paths: list[Path]) -> Iterator[Path]:
+    for path in paths:
+        if path.is_dir():
+            for file in sorted(path.rglob("*.json")):
+                if not file.name.startswith(_SKIPPED_PREFIXES):
+                    yield file
+        else:
+            yield path
+
+
+def _parse_day(text: str | None) -> dt.date:
+    if text is None:
+        return dt.date.today()
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"'{text}' is not a date (YYYY-MM-DD)") from None
+
+
+@app.command()
+def evaluate(
+    criteria: Annotated[Path, typer.Argument(help="The trial's criteria file (YAML).")],
+    bundle: Annotated[
+        list[Path],
+        typer.Option(help="A patient Bundle (JSON) or a folder of them; repeat for more."),
+    ],
+    as_of: Annotated[
+        str | None, typer.Option(help="Evaluate as of this day (YYYY-MM-DD); default today.")
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where to write the transaction Bundle (a file for one patient, a folder "
+            "for several); default: standard output for one patient."
+        ),
+    ] = None,
+    attestations: Annotated[
+        Path | None, typer.Option(help="Answers to manual review items (YAML).")
+    ] = None,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Print a per-criterion table for each patient.")
+    ] = False,
+) -> None:
+    """Evaluate patients and write a ResearchSubject + DetectedIssue transaction Bundle each."""
+    day = _parse_day(as_of)
+    try:
+        trial = load_trial(criteria)
+        answers: Attestations = (
+            load_attestations(attestations, trial.manual_ids) if attestations else {}
+        )
+    except TrialsieveError as error:
+        raise _fail(error) from None
+    files = list(_bundle_files(bundle))
+    if not files:
+        raise _fail("no Bundle files found in " + ", ".join(map(str, bundle)))
+    several = len(files) > 1 or any(path.is_dir() for path in bundle)
+    if several and output is None:
+        raise _fail("--output FOLDER is required when evaluating several patients")
+    if several and output is not None and output.exists() and not output.is_dir():
+        raise _fail(f"{output}: --output must be a folder when evaluating several patients")
+    console = Console(stderr=output is None, highlight=False)
+    evaluations: list[PatientEvaluation] = []
+    failures = 0
+    for file in files:
+        try:
+            evaluation = _evaluate_file(trial, file, day, answers)
+            result = transaction_bundle(evaluation)
+            validate_bundle(result)
+            if output is None:
+                sys.stdout.buffer.write(to_json(result))
+            else:
+                target = output / f"{evaluation.patient_id}.json" if several else output
+                write_json(target, result)
+        except TrialsieveError as error:
+            failures += 1
+            _errors().print(f"[bold red]error:[/] {error}", soft_wrap=True)
+            continue
+        evaluations.append(evaluation)
+        if explain:
+            console.print(criteria_table(evaluation))
+    if several:
+        console.print(summary_table(evaluations))
+        console.print(f"Results written to {output}/ ({len(evaluations)} patients)")
+    if failures:
+        _errors().print(f"[bold red]{failures} of {len(files)} inputs could not be evaluated[/]")
+        raise typer.Exit(1)
+
+
+def _evaluate_file(
+    trial: CompiledCriteria, file: Path, day: dt.date, answers: Attestations
+) -> PatientEvaluation:
+    source = read_bundle_file(file)
+    record = build_record(source, trial.terminology)
+    return evaluate_patient(trial, record, day, answers.get(record.patient_id))
+
+
+@app.command()
+def lint(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Criteria and mapping files or folders (default: criteria mappings)."),
+    ] = None,
+) -> None:
+    """Validate criteria and mapping files and cross-check the concepts criteria use."""
+    from engine.lint import format_problems, has_errors, lint_paths
+
+    targets = paths or [Path("criteria"), Path("mappings")]
+    problems = lint_paths(targets)
+    if problems:
+        _errors().print(format_problems(problems), soft_wrap=True, markup=False)
+    if has_errors(problems):
+        raise typer.Exit(1)
+    Console(highlight=False).print(f"ok: {', '.join(map(str, targets))}")
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    print(f"trialsieve {__version__}")

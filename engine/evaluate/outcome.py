@@ -1,0 +1,114 @@
+"""Three-valued outcomes (met / not met / unknown) with their reasons and evidence.
+
+Kleene's logic: `all` is not met as soon as one operand is not met, met when all are met,
+unknown otherwise; `any` is its dual; `not` swaps met and not met. Unknown always says why:
+missing data (the record cannot answer) or manual review (a person must answer), and both
+kinds are kept apart all the way to the ResearchSubject status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Truth(StrEnum):
+    MET = "met"
+    NOT_MET = "not-met"
+    UNKNOWN = "unknown"
+
+
+class UnknownReason(StrEnum):
+    MISSING_DATA = "missing-data"
+    MANUAL_REVIEW = "manual-review"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of one node of a criterion's expression.
+
+    `reason` is one human sentence; `evidence` the references (`Observation/abc`) that decided;
+    `missing` what data was needed and absent (or unusable); `manual` the manual atom ids still
+    to be answered; `children` the operands' outcomes, for explanations.
+    """
+
+    truth: Truth
+    reason: str
+    label: str = ""
+    evidence: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+    manual: tuple[str, ...] = ()
+    children: tuple[Outcome, ...] = field(default=(), repr=False)
+
+    @property
+    def unknown_reasons(self) -> frozenset[UnknownReason]:
+        """Why the outcome is unknown (empty when it is known)."""
+        if self.truth is not Truth.UNKNOWN:
+            return frozenset()
+        reasons: set[UnknownReason] = set()
+        if self.missing:
+            reasons.add(UnknownReason.MISSING_DATA)
+        if self.manual:
+            reasons.add(UnknownReason.MANUAL_REVIEW)
+        return frozenset(reasons)
+
+
+def _unique(items: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(items))
+
+
+def combine_all(operands: Sequence[Outcome], label: str = "") -> Outcome:
+    """Kleene conjunction: not met wins, then unknown, then met."""
+    return _combine(operands, label, deciding=Truth.NOT_MET, word="all of")
+
+
+def combine_any(operands: Sequence[Outcome], label: str = "") -> Outcome:
+    """Kleene disjunction: met wins, then unknown, then not met."""
+    return _combine(operands, label, deciding=Truth.MET, word="any of")
+
+
+def _combine(operands: Sequence[Outcome], label: str, deciding: Truth, word: str) -> Outcome:
+    children = tuple(operands)
+    deciders = [child for child in children if child.truth is deciding]
+    if deciders:
+        return Outcome(
+            truth=deciding,
+            reason="; ".join(child.reason for child in deciders),
+            label=label,
+            evidence=_unique(ref for child in deciders for ref in child.evidence),
+            children=children,
+        )
+    unknowns = [child for child in children if child.truth is Truth.UNKNOWN]
+    if unknowns:
+        return Outcome(
+            truth=Truth.UNKNOWN,
+            reason="; ".join(child.reason for child in unknowns),
+            label=label,
+            evidence=_unique(ref for child in children for ref in child.evidence),
+            missing=_unique(item for child in unknowns for item in child.missing),
+            manual=_unique(item for child in unknowns for item in child.manual),
+            children=children,
+        )
+    other = Truth.MET if deciding is Truth.NOT_MET else Truth.NOT_MET
+    return Outcome(
+        truth=other,
+        reason="; ".join(child.reason for child in children),
+        label=label,
+        evidence=_unique(ref for child in children for ref in child.evidence),
+        children=children,
+    )
+
+
+def negate(operand: Outcome, label: str = "") -> Outcome:
+    """Kleene negation: met and not met swap, unknown stays unknown with its reasons."""
+    flipped = {Truth.MET: Truth.NOT_MET, Truth.NOT_MET: Truth.MET, Truth.UNKNOWN: Truth.UNKNOWN}
+    return Outcome(
+        truth=flipped[operand.truth],
+        reason=f"not ({operand.reason})",
+        label=label,
+        evidence=operand.evidence,
+        missing=operand.missing,
+        manual=operand.manual,
+        children=(operand,),
+    )

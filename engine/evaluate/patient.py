@@ -1,0 +1,116 @@
+"""Evaluate one patient against compiled criteria and derive the ResearchSubject status."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from engine.attestations import Attestation
+from engine.criteria.model import CriterionKind
+from engine.evaluate.compile import CompiledCriteria, CompiledCriterion, EvaluationContext
+from engine.evaluate.outcome import Outcome, Truth, UnknownReason
+from engine.record import PatientRecord
+
+
+class SubjectStatus(StrEnum):
+    """The ResearchSubject.status codes (FHIR R4) that screening can reach."""
+
+    INELIGIBLE = "ineligible"
+    POTENTIAL_CANDIDATE = "potential-candidate"
+    CANDIDATE = "candidate"
+    ELIGIBLE = "eligible"
+
+
+class CriterionVerdict(StrEnum):
+    """A criterion's outcome seen from the patient's side (what a screener wants to know)."""
+
+    CLEAR = "clear"  # inclusion met, or exclusion not met
+    FAILS = "fails"  # inclusion not met, or exclusion met
+    MISSING_DATA = "missing-data"  # unknown: the record cannot answer yet
+    MANUAL_REVIEW = "manual-review"  # unknown: only a person can answer
+
+
+@dataclass(frozen=True)
+class CriterionResult:
+    """One criterion's outcome for one patient."""
+
+    criterion: CompiledCriterion
+    outcome: Outcome
+
+    @property
+    def id(self) -> str:
+        return self.criterion.id
+
+    @property
+    def kind(self) -> CriterionKind:
+        return self.criterion.kind
+
+    @property
+    def verdict(self) -> CriterionVerdict:
+        truth = self.outcome.truth
+        if truth is Truth.UNKNOWN:
+            if UnknownReason.MISSING_DATA in self.outcome.unknown_reasons:
+                return CriterionVerdict.MISSING_DATA
+            return CriterionVerdict.MANUAL_REVIEW
+        clear_truth = Truth.MET if self.kind is CriterionKind.INCLUSION else Truth.NOT_MET
+        return CriterionVerdict.CLEAR if truth is clear_truth else CriterionVerdict.FAILS
+
+
+@dataclass(frozen=True)
+class PatientEvaluation:
+    """Every criterion's result for one patient, and the status they add up to."""
+
+    criteria: CompiledCriteria
+    patient_id: str
+    patient_reference: str
+    as_of: dt.date
+    results: tuple[CriterionResult, ...]
+    data_problems: tuple[str, ...] = field(default=())
+
+    @property
+    def status(self) -> SubjectStatus:
+        return subject_status(self.results)
+
+    def results_with(self, verdict: CriterionVerdict) -> tuple[CriterionResult, ...]:
+        return tuple(result for result in self.results if result.verdict is verdict)
+
+
+def subject_status(results: tuple[CriterionResult, ...]) -> SubjectStatus:
+    """ineligible if anything fails; potential-candidate if data is missing; candidate if only
+    manual review remains; eligible when every criterion is clear (manual items attested)."""
+    verdicts = {result.verdict for result in results}
+    if CriterionVerdict.FAILS in verdicts:
+        return SubjectStatus.INELIGIBLE
+    if CriterionVerdict.MISSING_DATA in verdicts:
+        return SubjectStatus.POTENTIAL_CANDIDATE
+    if CriterionVerdict.MANUAL_REVIEW in verdicts:
+        return SubjectStatus.CANDIDATE
+    return SubjectStatus.ELIGIBLE
+
+
+def evaluate_patient(
+    criteria: CompiledCriteria,
+    record: PatientRecord,
+    as_of: dt.date,
+    attestations: Mapping[str, Attestation] | None = None,
+) -> PatientEvaluation:
+    """Evaluate every criterion for one patient as of a day (deterministic for that day).
+
+    `attestations` maps manual item ids to a person's answers for this patient.
+    """
+    context = EvaluationContext(record, as_of, attestations or {}, criteria.terminology)
+    results = tuple(
+        CriterionResult(criterion, criterion.root.evaluate(context))
+        for criterion in criteria.criteria
+    )
+    problems = tuple(str(problem) for problem in record.data_problems)
+    return PatientEvaluation(
+        criteria=criteria,
+        patient_id=record.patient_id,
+        patient_reference=record.label(record.patient),
+        as_of=as_of,
+        results=results,
+        data_problems=problems,
+    )

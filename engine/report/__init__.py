@@ -1,0 +1,23 @@
+"""The report stage: ResearchSubject + DetectedIssue (FHIR R4) from a patient evaluation."""
+
+from engine.report.resources import (
+    detected_issue,
+    narrative,
+    research_study,
+    research_subject,
+    summary_line,
+    transaction_bundle,
+)
+from engine.report.validate import OutputValidationError, validate_bundle, validate_resource
+
+__all__ = [
+    "OutputValidationError",
+    "detected_issue",
+    "narrative",
+    "research_study",
+    "research_subject",
+    "summary_line",
+    "transaction_bundle",
+    "validate_bundle",
+    "validate_resource",
+]

@@ -1,0 +1,244 @@
+"""Build the FHIR R4 resources that carry a patient's screening result.
+
+Pure functions from a `PatientEvaluation` to plain dicts: a ResearchSubject (the patient's
+status for the study), a DetectedIssue (what excludes, what is missing, what a person must
+check, with the evidence), and the transaction Bundle that writes both idempotently. Ids and
+identifiers are derived from trial and patient, so a re-run updates instead of duplicating.
+"""
+
+from __future__ import annotations
+
+import html
+import uuid
+from typing import Any
+from urllib.parse import quote
+
+from engine import __version__
+from engine.criteria.model import Trial
+from engine.evaluate.compile import TRIALSIEVE_IDENTIFIER_SYSTEM
+from engine.evaluate.patient import (
+    CriterionResult,
+    CriterionVerdict,
+    PatientEvaluation,
+    SubjectStatus,
+)
+
+RESEARCH_SUBJECT_SYSTEM = f"{TRIALSIEVE_IDENTIFIER_SYSTEM}/research-subject"
+DETECTED_ISSUE_SYSTEM = f"{TRIALSIEVE_IDENTIFIER_SYSTEM}/detected-issue"
+CRITERIA_CODE_SYSTEM = "https://trialsieve.org/fhir/CodeSystem/criteria"
+ISSUE_CODE_SYSTEM = "https://trialsieve.org/fhir/CodeSystem/detected-issue"
+DEVICE_ID = "trialsieve"
+
+_SEVERITY = {
+    SubjectStatus.INELIGIBLE: "high",
+    SubjectStatus.POTENTIAL_CANDIDATE: "moderate",
+    SubjectStatus.CANDIDATE: "low",
+    SubjectStatus.ELIGIBLE: "low",
+}
+_VERDICT_TEXT = {
+    CriterionVerdict.CLEAR: "clear",
+    CriterionVerdict.FAILS: "fails",
+    CriterionVerdict.MISSING_DATA: "unknown (missing data)",
+    CriterionVerdict.MANUAL_REVIEW: "unknown (manual review)",
+}
+
+
+def deterministic_id(*parts: str) -> str:
+    """A stable UUID (v5) from the given parts: the same inputs always give the same id."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "|".join(parts)))
+
+
+def subject_identifier_value(trial: Trial, patient_id: str) -> str:
+    return f"{trial.id}/{patient_id}"
+
+
+def research_study_id(trial: Trial) -> str:
+    return deterministic_id(trial.identifier_system, trial.id)
+
+
+def research_subject(evaluation: PatientEvaluation, study_reference: str) -> dict[str, Any]:
+    """The ResearchSubject: the patient's screening status for the study."""
+    trial = evaluation.criteria.trial
+    value = subject_identifier_value(trial, evaluation.patient_id)
+    return {
+        "resourceType": "ResearchSubject",
+        "id": deterministic_id(RESEARCH_SUBJECT_SYSTEM, value),
+        "identifier": [{"system": RESEARCH_SUBJECT_SYSTEM, "value": value}],
+        "status": evaluation.status.value,
+        "study": {
+            "reference": study_reference,
+            "identifier": {"system": trial.identifier_system, "value": trial.id},
+            "display": trial.title,
+        },
+        "individual": {"reference": evaluation.patient_reference},
+    }
+
+
+def research_study(trial: Trial) -> dict[str, Any]:
+    """A minimal ResearchStudy identified by the registry id (created only if absent)."""
+    return {
+        "resourceType": "ResearchStudy",
+        "id": research_study_id(trial),
+        "identifier": [{"system": trial.identifier_system, "value": trial.id}],
+        "title": trial.title,
+        "status": "active",
+    }
+
+
+def detected_issue(evaluation: PatientEvaluation) -> dict[str, Any]:
+    """The DetectedIssue: every criterion that is not clear, with its evidence, and a table."""
+    trial = evaluation.criteria.trial
+    value = subject_identifier_value(trial, evaluation.patient_id)
+    status = evaluation.status
+    open_results = [r for r in evaluation.results if r.verdict is not CriterionVerdict.CLEAR]
+    implicated = list(dict.fromkeys(ref for r in open_results for ref in r.outcome.evidence))
+    issue: dict[str, Any] = {
+        "resourceType": "DetectedIssue",
+        "id": deterministic_id(DETECTED_ISSUE_SYSTEM, value),
+        "contained": [_device()],
+        "identifier": [{"system": DETECTED_ISSUE_SYSTEM, "value": value}],
+        "status": "final"
+        if status in (SubjectStatus.INELIGIBLE, SubjectStatus.ELIGIBLE)
+        else "preliminary",
+        "code": {
+            "coding": [
+                {
+                    "system": ISSUE_CODE_SYSTEM,
+                    "code": "trial-eligibility",
+                    "display": "Clinical trial eligibility screening",
+                }
+            ],
+            "text": f"Eligibility for {trial.id}",
+        },
+        "severity": _SEVERITY[status],
+        "patient": {"reference": evaluation.patient_reference},
+        "identifiedDateTime": evaluation.as_of.isoformat(),
+        "author": {"reference": f"#{DEVICE_ID}", "display": f"trialsieve {__version__}"},
+        "detail": summary_line(evaluation),
+        "text": {"status": "generated", "div": narrative(evaluation)},
+    }
+    if open_results:
+        issue["evidence"] = [_evidence(trial, result) for result in open_results]
+    if implicated:
+        issue["implicated"] = [{"reference": reference} for reference in implicated]
+    return issue
+
+
+def _device() -> dict[str, Any]:
+    return {
+        "resourceType": "Device",
+        "id": DEVICE_ID,
+        "deviceName": [{"name": "trialsieve", "type": "manufacturer-name"}],
+        "version": [{"value": __version__}],
+    }
+
+
+def _evidence(trial: Trial, result: CriterionResult) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "code": [
+            {
+                "coding": [
+                    {
+                        "system": f"{CRITERIA_CODE_SYSTEM}/{trial.id}",
+                        "code": result.id,
+                        "display": _shorten(result.criterion.criterion.text, 250),
+                    }
+                ],
+                "text": f"{result.kind.value} {_VERDICT_TEXT[result.verdict]}: "
+                f"{_shorten(result.outcome.reason, 900)}",
+            }
+        ]
+    }
+    if result.outcome.evidence:
+        entry["detail"] = [{"reference": reference} for reference in result.outcome.evidence]
+    return entry
+
+
+def summary_line(evaluation: PatientEvaluation) -> str:
+    """One line: the status and the criteria behind it."""
+    trial = evaluation.criteria.trial.id
+    parts = []
+    for verdict, words in (
+        (CriterionVerdict.FAILS, "exclude"),
+        (CriterionVerdict.MISSING_DATA, "lack data"),
+        (CriterionVerdict.MANUAL_REVIEW, "need manual review"),
+    ):
+        ids = [result.id for result in evaluation.results_with(verdict)]
+        if ids:
+            parts.append(f"{len(ids)} {words} ({', '.join(ids)})")
+    status = evaluation.status.value
+    if not parts:
+        return f"{status} for {trial}: every criterion is clear"
+    return f"{status} for {trial}: " + "; ".join(parts)
+
+
+def narrative(evaluation: PatientEvaluation) -> str:
+    """An XHTML table of every criterion's outcome, for the DetectedIssue's text."""
+    escape = html.escape
+    rows = "".join(
+        "<tr>"
+        f"<td>{escape(result.id)}</td>"
+        f"<td>{escape(result.kind.value)}</td>"
+        f"<td>{escape(_VERDICT_TEXT[result.verdict])}</td>"
+        f"<td>{escape(result.outcome.reason)}</td>"
+        "</tr>"
+        for result in evaluation.results
+    )
+    problems = ""
+    if evaluation.data_problems:
+        items = "".join(f"<li>{escape(problem)}</li>" for problem in evaluation.data_problems)
+        problems = f"<p>Data problems in the record:</p><ul>{items}</ul>"
+    return (
+        '<div xmlns="http://www.w3.org/1999/xhtml">'
+        f"<p>{escape(summary_line(evaluation))} (as of {evaluation.as_of.isoformat()})</p>"
+        "<table><thead><tr><th>Criterion</th><th>Kind</th><th>Outcome</th><th>Reason</th>"
+        f"</tr></thead><tbody>{rows}</tbody></table>{problems}</div>"
+    )
+
+
+def transaction_bundle(evaluation: PatientEvaluation) -> dict[str, Any]:
+    """A transaction Bundle that ensures the ResearchStudy and upserts the two results.
+
+    ResearchSubject and DetectedIssue are written by conditional update on their identifiers
+    (with the deterministic id for servers that create on update), the ResearchStudy by
+    conditional create on its registry identifier.
+    """
+    trial = evaluation.criteria.trial
+    study = research_study(trial)
+    study_url = f"urn:uuid:{study['id']}"
+    subject = research_subject(evaluation, study_url)
+    issue = detected_issue(evaluation)
+    study_query = f"identifier={_token(trial.identifier_system, trial.id)}"
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": study_url,
+                "resource": study,
+                "request": {"method": "POST", "url": "ResearchStudy", "ifNoneExist": study_query},
+            },
+            _upsert(subject, RESEARCH_SUBJECT_SYSTEM),
+            _upsert(issue, DETECTED_ISSUE_SYSTEM),
+        ],
+    }
+
+
+def _upsert(resource: dict[str, Any], system: str) -> dict[str, Any]:
+    value = resource["identifier"][0]["value"]
+    return {
+        "fullUrl": f"urn:uuid:{resource['id']}",
+        "resource": resource,
+        "request": {
+            "method": "PUT",
+            "url": f"{resource['resourceType']}?identifier={_token(system, value)}",
+        },
+    }
+
+
+def _token(system: str, value: str) -> str:
+    return f"{quote(system, safe=':/')}|{quote(value, safe='')}"
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,39 @@
+"""File sink: write results as JSON, atomically (a crash never leaves a half-written file)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from engine.errors import Location, TrialsieveError
+
+
+class SinkError(TrialsieveError):
+    """A result could not be written."""
+
+
+def to_json(document: Any) -> bytes:
+    """Pretty JSON (2-space indent, stable key order as built) with a final newline."""
+    return orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+
+
+def write_json(path: str | Path, document: Any) -> Path:
+    """Write `document` to `path` through a temporary file and an atomic rename."""
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(to_json(document))
+            os.replace(temporary, target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+    except OSError as error:
+        raise SinkError(f"cannot write: {error.strerror}", Location(file=str(target))) from None
+    return target

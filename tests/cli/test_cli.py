@@ -1,0 +1,180 @@
+"""The command line: outputs, exit codes and error messages for bad input."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from engine.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+CRITERIA = str(ROOT / "criteria" / "NCT05315778.yaml")
+PATIENTS = ROOT / "examples" / "patients"
+CANDIDATE = str(PATIENTS / "itp-relapsed-candidate.json")
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def test_one_patient_goes_to_standard_output(runner: CliRunner) -> None:
+    result = runner.invoke(
+        app, ["evaluate", CRITERIA, "--bundle", CANDIDATE, "--as-of", "2026-11-01"]
+    )
+    assert result.exit_code == 0, result.output
+    bundle = orjson.loads(result.stdout)
+    assert bundle["type"] == "transaction"
+    assert bundle["entry"][1]["resource"]["status"] == "candidate"
+
+
+def test_attestations_make_the_candidate_eligible(runner: CliRunner, tmp_path: Path) -> None:
+    output = tmp_path / "result.json"
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            CRITERIA,
+            "--bundle",
+            CANDIDATE,
+            "--as-of",
+            "2026-11-01",
+            "--attestations",
+            str(ROOT / "examples" / "attestations.yaml"),
+            "--output",
+            str(output),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert orjson.loads(output.read_bytes())["entry"][1]["resource"]["status"] == "eligible"
+
+
+def test_explain_prints_every_criterion(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            CRITERIA,
+            "--bundle",
+            CANDIDATE,
+            "--as-of",
+            "2026-11-01",
+            "--output",
+            str(tmp_path / "out.json"),
+            "--explain",
+        ],
+        env={"COLUMNS": "250"},
+    )
+    assert result.exit_code == 0, result.output
+    for criterion_id in ("inclusion-2-age-18-65", "exclusion-16-investigator-judgement"):
+        assert criterion_id in result.stdout
+
+
+def test_a_folder_writes_one_file_per_patient_and_a_summary(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            CRITERIA,
+            "--bundle",
+            str(PATIENTS),
+            "--as-of",
+            "2026-11-01",
+            "--output",
+            str(tmp_path),
+        ],
+        env={"COLUMNS": "250"},
+    )
+    assert result.exit_code == 0, result.output
+    written = sorted(path.stem for path in tmp_path.glob("*.json"))
+    assert written == sorted(path.stem for path in PATIENTS.glob("*.json"))
+    assert "Screening summary" in result.stdout
+
+
+def test_a_bad_file_among_good_ones_is_named_and_the_others_are_written(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(CANDIDATE, inputs / "good.json")
+    (inputs / "broken.json").write_text(
+        '{"resourceType": "Bundle", "type": "collection",\n  "entry": [}'
+    )
+    output = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            CRITERIA,
+            "--bundle",
+            str(inputs),
+            "--as-of",
+            "2026-11-01",
+            "--output",
+            str(output),
+        ],
+    )
+    assert result.exit_code == 1
+    assert "broken.json:2" in result.stderr
+    assert (output / "itp-relapsed-candidate.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["evaluate", "missing.yaml", "--bundle", CANDIDATE], "missing.yaml"),
+        (["evaluate", CRITERIA, "--bundle", CANDIDATE, "--as-of", "01/11/2026"], "YYYY-MM-DD"),
+        (["evaluate", CRITERIA, "--bundle", str(PATIENTS)], "--output FOLDER is required"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_clear_message(
+    runner: CliRunner, arguments: list[str], message: str
+) -> None:
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 2
+    assert message in result.stderr
+
+
+def test_an_attestation_for_an_unknown_item_is_refused(runner: CliRunner, tmp_path: Path) -> None:
+    attestations = tmp_path / "attestations.yaml"
+    attestations.write_text(
+        "attestations:\n  - patient: p\n    by: Dr. A\n    answers:\n      informed-consnt: true\n"
+    )
+    result = runner.invoke(
+        app, ["evaluate", CRITERIA, "--bundle", CANDIDATE, "--attestations", str(attestations)]
+    )
+    assert result.exit_code == 2
+    assert "informed-consnt" in result.stderr
+    assert "attestations.yaml:2" in result.stderr
+
+
+def test_not_a_bundle_is_a_clear_error(runner: CliRunner, tmp_path: Path) -> None:
+    patient = tmp_path / "patient.json"
+    patient.write_text('{"resourceType": "Patient", "id": "p"}')
+    result = runner.invoke(app, ["evaluate", CRITERIA, "--bundle", str(patient)])
+    assert result.exit_code == 1
+    assert "patient.json" in result.stderr
+    assert "Bundle" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_lint_passes_on_the_shipped_files(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["lint", str(ROOT / "criteria"), str(ROOT / "mappings")])
+    assert result.exit_code == 0, result.output
+
+
+def test_lint_fails_on_an_unknown_concept(runner: CliRunner, tmp_path: Path) -> None:
+    text = Path(CRITERIA).read_text().replace("concept: hemoglobin", "concept: haemoglobinn", 1)
+    text = text.replace("mappings: [../mappings]", f"mappings: [{ROOT / 'mappings'}]")
+    criteria = tmp_path / "trial.yaml"
+    criteria.write_text(text)
+    result = runner.invoke(app, ["lint", str(criteria)])
+    assert result.exit_code == 1
+    assert "haemoglobinn" in result.stderr
+    assert "trial.yaml:" in result.stderr

@@ -1,0 +1,95 @@
+"""FHIR dates, resource spans and ages."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine.criteria.model import IsoDuration
+from engine.evaluate.timing import DateProblem, age_in_years, parse_date_range, resource_span
+
+
+def test_partial_dates_cover_their_month_and_year() -> None:
+    assert parse_date_range("2021-02", "f")[:2] == (dt.date(2021, 2, 1), dt.date(2021, 2, 28))
+    assert parse_date_range("2020", "f")[:2] == (dt.date(2020, 1, 1), dt.date(2020, 12, 31))
+
+
+def test_date_time_keeps_the_local_day_of_its_time_zone() -> None:
+    first, last, moment = parse_date_range("2026-10-20T23:30:00+08:00", "f")
+    assert first == last == dt.date(2026, 10, 20)
+    assert moment.utcoffset() == dt.timedelta(hours=8)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("2026-10-20T09:00:00", "has a time but no time zone"),
+        ("2026-13-01", "not a valid date"),
+        ("yesterday", "not a FHIR date"),
+        ("2026-10-20 09:00:00+00:00", "not a FHIR date"),
+    ],
+)
+def test_bad_dates_name_the_field(text: str, message: str) -> None:
+    with pytest.raises(DateProblem) as caught:
+        parse_date_range(text, "effectiveDateTime")
+    assert "effectiveDateTime" in str(caught.value)
+    assert message in str(caught.value)
+
+
+def test_condition_span_runs_from_onset_to_abatement() -> None:
+    span = resource_span(
+        {
+            "resourceType": "Condition",
+            "onsetDateTime": "2020-01-01",
+            "abatementDateTime": "2021-06-30",
+        }
+    )
+    assert span is not None
+    assert (span.start, span.end) == (dt.date(2020, 1, 1), dt.date(2021, 6, 30))
+    assert span.overlaps(dt.date(2021, 6, 1), dt.date(2021, 7, 1))
+    assert not span.overlaps(dt.date(2021, 7, 1), dt.date(2021, 8, 1))
+
+
+def test_active_medication_request_is_ongoing_and_stopped_one_is_a_point() -> None:
+    active = resource_span(
+        {"resourceType": "MedicationRequest", "status": "active", "authoredOn": "2019-03-01"}
+    )
+    stopped = resource_span(
+        {"resourceType": "MedicationRequest", "status": "stopped", "authoredOn": "2019-03-01"}
+    )
+    assert active is not None and active.end is None
+    assert stopped is not None and stopped.end == dt.date(2019, 3, 1)
+
+
+def test_observation_without_any_date_has_no_span() -> None:
+    assert resource_span({"resourceType": "Observation", "status": "final"}) is None
+
+
+@pytest.mark.parametrize(
+    ("birth", "on", "age"),
+    [
+        ("1961-11-01", "2026-11-01", 65),
+        ("1961-10-31", "2026-11-01", 65),
+        ("1960-11-02", "2026-11-01", 65),
+        ("1960-11-01", "2026-11-01", 66),
+        ("2000-02-29", "2018-02-28", 17),
+        ("2000-02-29", "2018-03-01", 18),
+    ],
+)
+def test_age_in_whole_years(birth: str, on: str, age: int) -> None:
+    assert age_in_years(dt.date.fromisoformat(birth), dt.date.fromisoformat(on)) == age
+
+
+@given(st.dates(min_value=dt.date(1900, 1, 1)), st.integers(0, 30), st.integers(0, 400))
+def test_window_start_is_never_after_as_of(as_of: dt.date, months: int, days: int) -> None:
+    duration = IsoDuration(months=months, days=days)
+    start = duration.start_before(as_of)
+    assert start <= as_of
+    assert (as_of - start).days >= days
+
+
+def test_three_month_window_uses_calendar_months() -> None:
+    assert IsoDuration(months=3).start_before(dt.date(2026, 5, 31)) == dt.date(2026, 2, 28)

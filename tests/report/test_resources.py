@@ -1,0 +1,102 @@
+"""ResearchSubject, DetectedIssue and the transaction Bundle built from an evaluation."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.detectedissue import DetectedIssue
+from fhir.resources.R4B.researchsubject import ResearchSubject
+
+from engine.evaluate import CompiledCriteria, CriterionVerdict, PatientEvaluation, evaluate_patient
+from engine.record import build_record
+from engine.report import detected_issue, research_subject, transaction_bundle, validate_bundle
+from engine.report.validate import OutputValidationError, validate_resource
+from engine.sources import read_bundle_file
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "patients"
+AS_OF = dt.date(2026, 11, 1)
+
+
+def _evaluate(trial: CompiledCriteria, name: str) -> PatientEvaluation:
+    record = build_record(read_bundle_file(EXAMPLES / f"{name}.json"), trial.terminology)
+    return evaluate_patient(trial, record, AS_OF)
+
+
+def test_identifiers_are_deterministic_so_a_rerun_updates(trial: CompiledCriteria) -> None:
+    first = transaction_bundle(_evaluate(trial, "itp-too-old"))
+    second = transaction_bundle(_evaluate(trial, "itp-too-old"))
+    assert first == second
+    subject_entry, issue_entry = first["entry"][1], first["entry"][2]
+    assert subject_entry["request"]["method"] == "PUT"
+    assert subject_entry["request"]["url"].startswith("ResearchSubject?identifier=")
+    assert "NCT05315778%2Fitp-too-old" in subject_entry["request"]["url"]
+    assert issue_entry["request"]["url"].startswith("DetectedIssue?identifier=")
+
+
+def test_other_patient_gets_other_ids(trial: CompiledCriteria) -> None:
+    one = research_subject(_evaluate(trial, "itp-too-old"), "ResearchStudy/x")
+    other = research_subject(_evaluate(trial, "itp-secondary-lupus"), "ResearchStudy/x")
+    assert one["id"] != other["id"]
+    assert one["identifier"][0]["value"] != other["identifier"][0]["value"]
+
+
+def test_study_is_conditionally_created_and_referenced(trial: CompiledCriteria) -> None:
+    bundle = transaction_bundle(_evaluate(trial, "itp-too-old"))
+    study_entry = bundle["entry"][0]
+    assert study_entry["request"]["method"] == "POST"
+    assert study_entry["request"]["ifNoneExist"] == (
+        "identifier=https://clinicaltrials.gov|NCT05315778"
+    )
+    subject = bundle["entry"][1]["resource"]
+    assert subject["study"]["reference"] == study_entry["fullUrl"]
+    assert subject["individual"]["reference"] == "Patient/itp-too-old"
+    assert subject["status"] == "ineligible"
+
+
+def test_detected_issue_lists_every_open_criterion_with_evidence(trial: CompiledCriteria) -> None:
+    evaluation = _evaluate(trial, "itp-secondary-lupus")
+    issue = detected_issue(evaluation)
+    DetectedIssue.model_validate(issue)
+    open_ids = [r.id for r in evaluation.results if r.verdict is not CriterionVerdict.CLEAR]
+    assert [e["code"][0]["coding"][0]["code"] for e in issue["evidence"]] == open_ids
+    secondary = next(
+        e for e in issue["evidence"] if e["code"][0]["coding"][0]["code"].startswith("exclusion-1-")
+    )
+    assert secondary["code"][0]["text"].startswith("exclusion fails")
+    assert secondary["detail"][0]["reference"].startswith("Condition/")
+    implicated = {ref["reference"] for ref in issue["implicated"]}
+    assert secondary["detail"][0]["reference"] in implicated
+    assert issue["severity"] == "high"
+    assert issue["status"] == "final"
+    assert issue["author"]["reference"] == "#trialsieve"
+    assert issue["contained"][0]["resourceType"] == "Device"
+    assert issue["identifiedDateTime"] == "2026-11-01"
+
+
+def test_narrative_is_a_table_of_every_criterion(trial: CompiledCriteria) -> None:
+    evaluation = _evaluate(trial, "itp-relapsed-missing-labs")
+    div = detected_issue(evaluation)["text"]["div"]
+    assert div.startswith('<div xmlns="http://www.w3.org/1999/xhtml">')
+    for result in evaluation.results:
+        assert f"<td>{result.id}</td>" in div
+    assert "unknown (missing data)" in div
+    assert "potential-candidate" in detected_issue(evaluation)["detail"]
+
+
+def test_every_written_resource_validates_against_r4b(trial: CompiledCriteria) -> None:
+    bundle = transaction_bundle(_evaluate(trial, "itp-relapsed-candidate"))
+    validate_bundle(bundle)
+    Bundle.model_validate(bundle)
+    ResearchSubject.model_validate(bundle["entry"][1]["resource"])
+
+
+def test_validation_names_the_resource_and_field() -> None:
+    with pytest.raises(OutputValidationError) as caught:
+        validate_resource({"resourceType": "ResearchSubject", "id": "x", "status": "candidate"})
+    message = str(caught.value)
+    assert "ResearchSubject/x" in message
+    assert "study" in message
+    assert "individual" in message
