@@ -1,0 +1,253 @@
+"""Concept sets and the fast lookup from a coding to the concepts it belongs to.
+
+A `Terminology` is built by `engine.normalise.loader.load_terminology` from the mapping
+files. It answers, for any (system, code) met in patient data, which concepts the code is
+a member of: exact codes, code prefixes (ATC classes), ICD-10 category ranges, a site's
+local codes, all closed over `include` (a concept that includes another contains all of
+its members). Answers are memoised: every coding of every resource goes through here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from engine.errors import Location
+
+__all__ = ["CodeRange", "Concept", "Terminology", "normalise_code", "normalise_text"]
+
+_SPACES = re.compile(r"\s+")
+# Bound the memo tables so a stream of junk codes cannot grow them without limit.
+_MEMO_LIMIT = 200_000
+
+
+def normalise_code(code: str, icd_style: bool) -> str:
+    """The comparable form of a code: trimmed; for ICD-style systems without dots, upper case."""
+    code = code.strip()
+    if icd_style:
+        return code.replace(".", "").upper()
+    return code
+
+
+def normalise_text(text: str) -> str:
+    """Case- and space-insensitive form of free text ("  Not  Detected" -> "not detected")."""
+    return _SPACES.sub(" ", text).strip().casefold()
+
+
+@dataclass(frozen=True)
+class CodeRange:
+    """An inclusive range of ICD-10 codes, e.g. C00-C97 or D69.4-D69.6.
+
+    A code is in the range when its leading characters (as many as each bound has, dots
+    removed) lie between the bounds: C50.9 is in C00-C97 because C50 is.
+    """
+
+    low: str
+    high: str
+    text: str
+
+    def contains(self, normalised_code: str) -> bool:
+        """True if the (normalised, dot-free, upper-case) code falls in the range."""
+        return (
+            normalised_code[: len(self.low)] >= self.low
+            and normalised_code[: len(self.high)] <= self.high
+        )
+
+
+@dataclass(frozen=True)
+class Concept:
+    """A named set of codes (and, for measurements, the canonical unit and defaults).
+
+    `codes`, `prefixes`, `ranges` and `answers` are keyed by code-system URI. `includes`
+    names the concepts whose members also belong to this one. `texts` are the
+    normalised free-text answers that mean this concept (for answer concepts).
+    """
+
+    id: str
+    display: str
+    unit: str | None
+    reference_low: float | None
+    reference_high: float | None
+    molar_mass: float | None
+    value_path: str | None
+    source: Location
+    codes: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    prefixes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    ranges: Mapping[str, tuple[CodeRange, ...]] = field(default_factory=dict)
+    includes: tuple[str, ...] = ()
+    answers: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    texts: frozenset[str] = frozenset()
+    description: str | None = None
+
+
+class Terminology:
+    """The loaded concepts, with memoised code, text and unit-alias lookups."""
+
+    def __init__(
+        self,
+        concepts: Mapping[str, Concept],
+        system_equivalents: Mapping[str, str],
+        icd_systems: Iterable[str],
+        local_codes: Mapping[tuple[str, str], frozenset[str]],
+        unit_aliases: Mapping[str, str],
+        system_aliases: Mapping[str, str] | None = None,
+    ) -> None:
+        self._concepts = dict(concepts)
+        self._concept_ids = frozenset(self._concepts)
+        self._system_equivalents = dict(system_equivalents)
+        self._icd_systems = frozenset(icd_systems)
+        self._system_aliases = dict(system_aliases or {})
+        self._unit_aliases = dict(unit_aliases)
+        self._unit_aliases_folded = {
+            normalise_text(alias): target for alias, target in unit_aliases.items()
+        }
+        self._containers = _containing_concepts(self._concepts)
+
+        self._exact: dict[tuple[str, str], set[str]] = {}
+        self._prefixes: dict[str, list[tuple[str, str]]] = {}
+        self._ranges: dict[str, list[tuple[CodeRange, str]]] = {}
+        self._answers: dict[tuple[str, str, str], float] = {}
+        self._texts: dict[str, set[str]] = {}
+        for concept in self._concepts.values():
+            for system, codes in concept.codes.items():
+                icd_style = system in self._icd_systems
+                for code in codes:
+                    key = (system, normalise_code(code, icd_style))
+                    self._exact.setdefault(key, set()).add(concept.id)
+            for system, prefixes in concept.prefixes.items():
+                icd_style = system in self._icd_systems
+                for prefix in prefixes:
+                    self._prefixes.setdefault(system, []).append(
+                        (normalise_code(prefix, icd_style), concept.id)
+                    )
+            for system, code_ranges in concept.ranges.items():
+                for code_range in code_ranges:
+                    self._ranges.setdefault(system, []).append((code_range, concept.id))
+            for system, answers in concept.answers.items():
+                icd_style = system in self._icd_systems
+                for code, number in answers.items():
+                    self._answers[(concept.id, system, normalise_code(code, icd_style))] = number
+            for text in concept.texts:
+                self._texts.setdefault(text, set()).add(concept.id)
+        for (system, code), concept_ids in local_codes.items():
+            key = (system, normalise_code(code, system in self._icd_systems))
+            self._exact.setdefault(key, set()).update(concept_ids)
+
+        self._coding_memo: dict[tuple[str | None, str], frozenset[str]] = {}
+        self._text_memo: dict[str, frozenset[str]] = {}
+        self._unit_alias_memo: dict[str, str | None] = {}
+
+    # ------------------------------------------------------------------ concepts
+
+    def concept(self, concept_id: str) -> Concept:
+        """The concept with this id; KeyError if there is none."""
+        return self._concepts[concept_id]
+
+    def has_concept(self, concept_id: str) -> bool:
+        """True if a concept with this id is defined."""
+        return concept_id in self._concepts
+
+    def concept_ids(self) -> frozenset[str]:
+        """Every concept id defined."""
+        return self._concept_ids
+
+    def containing_concepts(self, concept_id: str) -> frozenset[str]:
+        """The concept itself and every concept that includes it, directly or not."""
+        return self._containers.get(concept_id, frozenset({concept_id}))
+
+    # ------------------------------------------------------------------ systems
+
+    def canonical_system(self, system: str) -> str:
+        """The canonical URI for a system URI or OID that mappings declare equivalent."""
+        return self._system_equivalents.get(system, system)
+
+    def system_uri(self, alias_or_uri: str) -> str:
+        """The URI of a system alias (`loinc`), or the argument when it is already a URI."""
+        return self._system_aliases.get(alias_or_uri, alias_or_uri)
+
+    # ------------------------------------------------------------------ lookups
+
+    def concepts_of_coding(self, system: str | None, code: str) -> frozenset[str]:
+        """Every concept the coding belongs to (exact, prefix, ICD range, local; includes applied).
+
+        A coding without a system matches nothing: a bare code is ambiguous.
+        """
+        key = (system, code)
+        found = self._coding_memo.get(key)
+        if found is None:
+            found = self._lookup_coding(system, code)
+            if len(self._coding_memo) >= _MEMO_LIMIT:
+                self._coding_memo.clear()
+            self._coding_memo[key] = found
+        return found
+
+    def _lookup_coding(self, system: str | None, code: str) -> frozenset[str]:
+        if system is None or not code:
+            return frozenset()
+        canonical = self.canonical_system(system)
+        normalised = normalise_code(code, canonical in self._icd_systems)
+        direct: set[str] = set(self._exact.get((canonical, normalised), ()))
+        for prefix, concept_id in self._prefixes.get(canonical, ()):
+            if normalised.startswith(prefix):
+                direct.add(concept_id)
+        for code_range, concept_id in self._ranges.get(canonical, ()):
+            if code_range.contains(normalised):
+                direct.add(concept_id)
+        return self._close(direct)
+
+    def _close(self, direct: Iterable[str]) -> frozenset[str]:
+        closed: set[str] = set()
+        for concept_id in direct:
+            closed |= self.containing_concepts(concept_id)
+        return frozenset(closed)
+
+    def answer_value(self, concept_id: str, system: str | None, code: str) -> float | None:
+        """The number a coded answer stands for in this concept (ECOG LA9623-5 -> 1), or None."""
+        if system is None:
+            return None
+        canonical = self.canonical_system(system)
+        normalised = normalise_code(code, canonical in self._icd_systems)
+        return self._answers.get((concept_id, canonical, normalised))
+
+    def concepts_of_text(self, text: str) -> frozenset[str]:
+        """The concepts whose `text` list holds this free text (case- and space-insensitive)."""
+        found = self._text_memo.get(text)
+        if found is None:
+            found = self._close(self._texts.get(normalise_text(text), ()))
+            if len(self._text_memo) >= _MEMO_LIMIT:
+                self._text_memo.clear()
+            self._text_memo[text] = found
+        return found
+
+    def unit_alias(self, unit_text: str) -> str | None:
+        """The UCUM unit an exact unit string stands for, per `unit_aliases`, or None."""
+        return self._unit_aliases.get(unit_text)
+
+    def unit_alias_ignoring_case(self, unit_text: str) -> str | None:
+        """Like `unit_alias`, ignoring case and spacing."""
+        if unit_text not in self._unit_alias_memo:
+            if len(self._unit_alias_memo) >= _MEMO_LIMIT:
+                self._unit_alias_memo.clear()
+            folded = self._unit_aliases_folded.get(normalise_text(unit_text))
+            self._unit_alias_memo[unit_text] = folded
+        return self._unit_alias_memo[unit_text]
+
+
+def _containing_concepts(concepts: Mapping[str, Concept]) -> dict[str, frozenset[str]]:
+    """For each concept, itself plus every concept that includes it (transitively)."""
+    included_by: dict[str, set[str]] = {concept_id: set() for concept_id in concepts}
+    for concept in concepts.values():
+        for included in concept.includes:
+            included_by.setdefault(included, set()).add(concept.id)
+    result: dict[str, frozenset[str]] = {}
+    for concept_id in concepts:
+        seen = {concept_id}
+        stack = [concept_id]
+        while stack:
+            for parent in included_by.get(stack.pop(), ()):
+                if parent not in seen:
+                    seen.add(parent)
+                    stack.append(parent)
+        result[concept_id] = frozenset(seen)
+    return result

@@ -1,0 +1,240 @@
+"""UCUM units: validation, alias resolution and conversion (via ucumvert on pint).
+
+Conversion goes through pint, never through hand-written factor tables. The pint registry
+takes about half a second to build, so it is built lazily, once per process. Every
+conversion is reduced to a linear map `value * scale + offset` and cached per
+(from unit, to unit, molar mass): pint is consulted once per distinct pair.
+
+UCUM arbitrary units (`[IU]`, `[arb'U]`, `[CFU]`, ...) are dimensionless in pint, which
+would let `[IU]/mL` convert to `10*9/L`. UCUM forbids that: an arbitrary unit converts
+only to the same arbitrary unit. `convert` enforces it.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import UnitError
+
+if TYPE_CHECKING:
+    from engine.normalise.terminology import Terminology
+
+__all__ = ["convert", "is_valid_ucum", "ucum_unit"]
+
+# A unit made only of annotations (`{INR}`, `{score}`, `{INR}.{ratio}`) is the unity in UCUM.
+_ANNOTATION_ONLY = re.compile(r"^\{[^{}]*\}(\.\{[^{}]*\})*$")
+# Dimensionless pint units that are plain numbers, not arbitrary (incommensurable) units.
+_NUMERIC_UNITS = frozenset(
+    {
+        "_10",
+        "percent",
+        "permille",
+        "ppm",
+        "ppb",
+        "ppt",
+        "ppth",
+        "pptr",
+        "ppq",
+        "dimensionless",
+        "radian",
+        "degree",
+        "steradian",
+        "arcminute",
+        "arcsecond",
+        "gradian",
+    }
+)
+
+_registry_lock = threading.Lock()
+_registry: Any = None
+
+
+def _pint_registry() -> Any:
+    """The process-wide ucumvert registry, built on first use."""
+    global _registry
+    if _registry is None:
+        with _registry_lock:
+            if _registry is None:
+                from ucumvert import PintUcumRegistry
+
+                _registry = PintUcumRegistry()
+    return _registry
+
+
+@functools.cache
+def _ucum_parser() -> Any:
+    from ucumvert import get_ucum_parser
+
+    return get_ucum_parser()
+
+
+@functools.lru_cache(maxsize=4096)
+def _ucum_syntax_problem(unit_text: str) -> str | None:
+    """None if `unit_text` is UCUM syntax, else why not."""
+    if not unit_text or unit_text != unit_text.strip():
+        return "empty, or surrounded by spaces"
+    if _ANNOTATION_ONLY.match(unit_text) or unit_text == "1":
+        return None
+    from ucumvert import parse_ucum
+
+    try:
+        parse_ucum(unit_text, _ucum_parser())
+    except Exception as error:  # lark raises several classes; all mean "not UCUM"
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return first_line
+    return None
+
+
+def is_valid_ucum(unit_text: str) -> bool:
+    """True if `unit_text` is a syntactically valid UCUM unit (case-sensitive)."""
+    return _ucum_syntax_problem(unit_text) is None
+
+
+def ucum_unit(unit_text: str, terminology: Terminology | None = None) -> str:
+    """The UCUM unit for a unit string as found in data.
+
+    Resolution order: the terminology's exact `unit_aliases`, then the text itself as
+    UCUM, then the aliases case- and space-insensitively (so "g/l", valid UCUM, is never
+    taken for the alias "G/L"). Raises UnitError.
+    """
+    text = unit_text.strip()
+    if terminology is not None:
+        alias = terminology.unit_alias(text)
+        if alias is not None:
+            return alias
+    problem = _ucum_syntax_problem(text)
+    if problem is None:
+        return text
+    if terminology is not None:
+        alias = terminology.unit_alias_ignoring_case(text)
+        if alias is not None:
+            return alias
+    raise UnitError(f"unit {unit_text!r} is not UCUM and has no alias in the mappings ({problem})")
+
+
+@dataclass(frozen=True)
+class _LinearMap:
+    scale: float
+    offset: float
+
+
+@dataclass(frozen=True)
+class _Failure:
+    message: str
+
+
+_conversion_cache: dict[tuple[str, str, float | None], _LinearMap | _Failure] = {}
+
+
+def convert(value: float, from_unit: str, to_unit: str, molar_mass: float | None = None) -> float:
+    """Convert `value` from one UCUM unit to another.
+
+    Mass and substance concentrations convert into each other when `molar_mass` (g/mol)
+    is given (creatinine mg/dL <-> umol/L). Raises UnitError when the units are not UCUM
+    or not commensurable. Cached per (from_unit, to_unit, molar_mass).
+    """
+    if from_unit == to_unit:
+        return value
+    key = (from_unit, to_unit, molar_mass)
+    linear = _conversion_cache.get(key)
+    if linear is None:
+        linear = _build_linear_map(from_unit, to_unit, molar_mass)
+        _conversion_cache[key] = linear
+    if isinstance(linear, _Failure):
+        raise UnitError(linear.message)
+    return value * linear.scale + linear.offset
+
+
+def _build_linear_map(
+    from_unit: str, to_unit: str, molar_mass: float | None
+) -> _LinearMap | _Failure:
+    for unit in (from_unit, to_unit):
+        problem = _ucum_syntax_problem(unit)
+        if problem is not None:
+            return _Failure(f"unit {unit!r} is not UCUM ({problem})")
+    try:
+        source = _pint_quantity(from_unit)
+        target = _pint_quantity(to_unit)
+    except Exception as error:
+        return _Failure(f"cannot interpret {from_unit!r} or {to_unit!r} as a quantity: {error}")
+    source_arbitrary = _arbitrary_units(source)
+    target_arbitrary = _arbitrary_units(target)
+    if source_arbitrary != target_arbitrary:
+        return _Failure(
+            f"cannot convert {from_unit!r} to {to_unit!r}: arbitrary units "
+            f"({_describe(source_arbitrary)} vs {_describe(target_arbitrary)}) "
+            "are only commensurable with themselves"
+        )
+    try:
+        at_zero = _convert_with_pint(0.0, source, target, molar_mass)
+        at_one = _convert_with_pint(1.0, source, target, molar_mass)
+    except _NeedsMolarMass:
+        return _Failure(
+            f"cannot convert {from_unit!r} to {to_unit!r} without a molar mass "
+            "(mass and substance amounts)"
+        )
+    except _Incommensurable as error:
+        return _Failure(f"cannot convert {from_unit!r} to {to_unit!r}: {error}")
+    except Exception as error:
+        return _Failure(f"cannot convert {from_unit!r} to {to_unit!r}: {error}")
+    return _LinearMap(scale=at_one - at_zero, offset=at_zero)
+
+
+def _pint_quantity(unit_text: str) -> Any:
+    registry = _pint_registry()
+    if unit_text == "1" or _ANNOTATION_ONLY.match(unit_text):
+        return registry.Quantity(1.0, "dimensionless")
+    quantity = registry.from_ucum(unit_text)
+    if not hasattr(quantity, "dimensionality"):  # a bare annotation token
+        return registry.Quantity(1.0, "dimensionless")
+    return quantity
+
+
+def _arbitrary_units(quantity: Any) -> Counter[str]:
+    registry = _pint_registry()
+    arbitrary: Counter[str] = Counter()
+    for name, exponent in quantity._units.items():
+        _prefix, unit_name, _suffix = registry.parse_unit_name(name)[0]
+        if unit_name in _NUMERIC_UNITS:
+            continue
+        if registry.get_dimensionality(unit_name) or registry.get_dimensionality(name):
+            continue
+        arbitrary[unit_name] += int(exponent)
+    return +arbitrary
+
+
+def _describe(units: Counter[str]) -> str:
+    return ", ".join(sorted(units)) or "none"
+
+
+class _NeedsMolarMass(Exception):
+    pass
+
+
+class _Incommensurable(Exception):
+    pass
+
+
+def _convert_with_pint(value: float, source: Any, target: Any, molar_mass: float | None) -> float:
+    registry = _pint_registry()
+    quantity = registry.Quantity(value * source.magnitude, source.units)
+    target_units = target.units
+    if quantity.dimensionality != target.dimensionality:
+        molar_unit = registry.Quantity(1.0, "gram / mole")
+        if (quantity / molar_unit).dimensionality == target.dimensionality:
+            divide = True
+        elif (quantity * molar_unit).dimensionality == target.dimensionality:
+            divide = False
+        else:
+            raise _Incommensurable(f"{quantity.dimensionality} is not {target.dimensionality}")
+        if molar_mass is None:
+            raise _NeedsMolarMass
+        molar = registry.Quantity(molar_mass, "gram / mole")
+        quantity = quantity / molar if divide else quantity * molar
+    converted = quantity.to(target_units).magnitude / target.magnitude
+    return float(converted)

@@ -1,0 +1,420 @@
+"""Read an Observation's value as a number in the concept's canonical unit, or as answers.
+
+`measure` never guesses: a quantity without a unit, a unit that does not convert, a
+censored value (`comparator: "<"`), a coded value the mappings do not know - each is a
+`DataProblem` naming the field, which the evaluator turns into "unknown (missing data)".
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeGuard
+
+from engine.errors import UnitError
+from engine.normalise.terminology import Concept, Terminology
+from engine.normalise.units import convert, is_valid_ucum, ucum_unit
+
+__all__ = ["DataProblem", "Measurement", "compiled_jsonpath", "measure"]
+
+UCUM_SYSTEM = "http://unitsofmeasure.org"
+_PLAIN_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+_VALUE_KEYS = (
+    "valueQuantity",
+    "valueInteger",
+    "valueCodeableConcept",
+    "valueString",
+    "valueBoolean",
+    "valueRange",
+    "valueRatio",
+    "valueSampledData",
+    "valueTime",
+    "valueDateTime",
+    "valuePeriod",
+)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """A usable value: a number in the concept's unit and/or the answer concepts it belongs to.
+
+    `reference_low` / `reference_high` come from the resource's own referenceRange,
+    converted to the concept's unit (None when absent); the concept's default range is the
+    caller's fallback. `field` says where the value was read.
+    """
+
+    value: float | None
+    unit: str | None
+    answer_concepts: frozenset[str]
+    reference_low: float | None
+    reference_high: float | None
+    field: str
+
+
+@dataclass(frozen=True)
+class DataProblem:
+    """Why a resource's value cannot be used, naming the field."""
+
+    message: str
+    field: str
+
+
+@functools.lru_cache(maxsize=1024)
+def compiled_jsonpath(expression: str) -> Any:
+    """The compiled jsonpath-ng expression (extended syntax, filters allowed), cached."""
+    from jsonpath_ng.ext.parser import parse
+
+    return parse(expression)
+
+
+def measure(
+    observation: Mapping[str, Any], concept: Concept, terminology: Terminology
+) -> Measurement | DataProblem:
+    """Read the value of `observation` for `concept`.
+
+    The value is taken from `concept.value_path` when set; else from value[x] when the
+    Observation's code is in the concept (or no component is); else from the first
+    component whose code is in the concept.
+    """
+    if concept.value_path is not None:
+        return _measure_at_path(observation, concept, terminology)
+    top_level_matches = _code_in_concept(observation.get("code"), concept.id, terminology)
+    components = observation.get("component")
+    matching_components: list[tuple[int, Mapping[str, Any]]] = []
+    if isinstance(components, list):
+        matching_components = [
+            (index, component)
+            for index, component in enumerate(components)
+            if isinstance(component, Mapping)
+            and _code_in_concept(component.get("code"), concept.id, terminology)
+        ]
+    sources: list[tuple[str, Mapping[str, Any]]] = []
+    if top_level_matches or not matching_components:
+        sources.append(("", observation))
+    sources.extend((f"component[{index}].", component) for index, component in matching_components)
+    for prefix, element in sources:
+        key = _value_key(element)
+        if key is not None:
+            return _read_value(element[key], prefix + key, element, concept, terminology)
+    prefix, element = sources[0]
+    absent = element.get("dataAbsentReason")
+    if isinstance(absent, Mapping):
+        reason = _codeable_text(absent)
+        return DataProblem(f"no value: data absent ({reason})", f"{prefix}dataAbsentReason")
+    return DataProblem("no value", f"{prefix}value[x]")
+
+
+def _measure_at_path(
+    observation: Mapping[str, Any], concept: Concept, terminology: Terminology
+) -> Measurement | DataProblem:
+    path = concept.value_path or ""
+    matches = compiled_jsonpath(path).find(observation)
+    if not matches:
+        return DataProblem(f"no value at value_path {path!r}", path)
+    match = matches[0]
+    field = _path_text(match.full_path)
+    node = match.value
+    if isinstance(node, Mapping):
+        key = _value_key(node)
+        if key is not None:  # an Extension or component holding a value[x]
+            return _read_value(node[key], f"{field}.{key}", node, concept, terminology)
+        if "value" in node:
+            return _read_value(node, field, observation, concept, terminology, "valueQuantity")
+        if "coding" in node or "text" in node:
+            return _read_value(
+                node, field, observation, concept, terminology, "valueCodeableConcept"
+            )
+        return DataProblem(f"value_path {path!r} points at an element without a value", field)
+    kinds = {bool: "valueBoolean", int: "valueInteger", float: "valueInteger", str: "valueString"}
+    kind = kinds.get(type(node))
+    if kind is None:
+        return DataProblem(f"value_path {path!r} points at something that is not a value", field)
+    return _read_value(node, field, observation, concept, terminology, kind)
+
+
+def _read_value(
+    value: Any,
+    field: str,
+    element: Mapping[str, Any],
+    concept: Concept,
+    terminology: Terminology,
+    kind: str | None = None,
+) -> Measurement | DataProblem:
+    kind = kind or field.rsplit(".", 1)[-1]
+    if kind == "valueQuantity":
+        return _read_quantity(value, field, element, concept, terminology)
+    if kind == "valueInteger":
+        return _read_plain_number(value, field, element, concept, terminology)
+    if kind == "valueCodeableConcept":
+        return _read_codeable(value, field, element, concept, terminology)
+    if kind == "valueString":
+        return _read_string(value, field, element, concept, terminology)
+    if kind == "valueBoolean":
+        if not isinstance(value, bool):
+            return DataProblem(f"{field} is not true or false", field)
+        answers = terminology.concepts_of_text("true" if value else "false")
+        if not answers:
+            return DataProblem(f"{field} {value} maps to no answer concept", field)
+        return Measurement(None, None, answers, None, None, field)
+    return DataProblem(f"{kind} values are not supported for {concept.id}", field)
+
+
+# ---------------------------------------------------------------------- quantities
+
+
+def _read_quantity(
+    quantity: Any,
+    field: str,
+    element: Mapping[str, Any],
+    concept: Concept,
+    terminology: Terminology,
+) -> Measurement | DataProblem:
+    if not isinstance(quantity, Mapping):
+        return DataProblem(f"{field} is not a Quantity", field)
+    number = quantity.get("value")
+    if not _is_number(number):
+        return DataProblem(f"{field}.value is missing or not a number", f"{field}.value")
+    comparator = quantity.get("comparator")
+    if comparator:
+        return DataProblem(
+            f"{field} is censored ({comparator} {number} {quantity.get('unit') or ''}".rstrip()
+            + "): the exact value is unknown",
+            f"{field}.comparator",
+        )
+    unit = _unit_of(quantity, field, terminology)
+    if isinstance(unit, DataProblem):
+        return unit
+    if concept.unit is None:
+        low, high = _reference_range(element, unit, None, None, terminology)
+        return Measurement(float(number), unit, frozenset(), low, high, field)
+    if unit is None:
+        return DataProblem(
+            f"{field} has no unit; {concept.id} needs a unit convertible to {concept.unit}",
+            f"{field}.unit",
+        )
+    try:
+        value = convert(float(number), unit, concept.unit, concept.molar_mass)
+    except UnitError as error:
+        return DataProblem(
+            f"{field}.unit {unit!r} cannot be converted to {concept.unit}: {error.message}",
+            f"{field}.unit",
+        )
+    low, high = _reference_range(element, unit, concept.unit, concept.molar_mass, terminology)
+    return Measurement(value, concept.unit, frozenset(), low, high, field)
+
+
+def _unit_of(
+    quantity: Mapping[str, Any], field: str, terminology: Terminology
+) -> str | DataProblem | None:
+    """The UCUM unit of a Quantity: its code when the system is UCUM, else its unit text."""
+    code = quantity.get("code")
+    system = quantity.get("system")
+    text = quantity.get("unit")
+    if (
+        isinstance(code, str)
+        and isinstance(system, str)
+        and terminology.canonical_system(system) == UCUM_SYSTEM
+        and is_valid_ucum(code)
+    ):
+        return code
+    for candidate, where in ((text, "unit"), (code, "code")):
+        if isinstance(candidate, str) and candidate.strip():
+            try:
+                return ucum_unit(candidate, terminology)
+            except UnitError:
+                return DataProblem(
+                    f"{field}.{where} {candidate!r} is not UCUM and has no alias in the mappings",
+                    f"{field}.{where}",
+                )
+    return None
+
+
+def _reference_range(
+    element: Mapping[str, Any],
+    value_unit: str | None,
+    target_unit: str | None,
+    molar_mass: float | None,
+    terminology: Terminology,
+) -> tuple[float | None, float | None]:
+    """The element's normal range in the target unit; a bound without unit is in the value's."""
+    ranges = element.get("referenceRange")
+    if not isinstance(ranges, list):
+        return None, None
+    for candidate in ranges:
+        if not isinstance(candidate, Mapping) or not _is_normal_range(candidate):
+            continue
+        bounds = [
+            _bound(candidate.get(name), value_unit, target_unit, molar_mass, terminology)
+            for name in ("low", "high")
+        ]
+        if bounds[0] is not None or bounds[1] is not None:
+            return bounds[0], bounds[1]
+    return None, None
+
+
+def _is_normal_range(reference_range: Mapping[str, Any]) -> bool:
+    range_type = reference_range.get("type")
+    if not isinstance(range_type, Mapping):
+        return True
+    codes = {
+        coding.get("code")
+        for coding in range_type.get("coding") or []
+        if isinstance(coding, Mapping)
+    }
+    return not codes or "normal" in codes
+
+
+def _bound(
+    quantity: Any,
+    value_unit: str | None,
+    target_unit: str | None,
+    molar_mass: float | None,
+    terminology: Terminology,
+) -> float | None:
+    if not isinstance(quantity, Mapping) or not _is_number(quantity.get("value")):
+        return None
+    number = float(quantity["value"])
+    unit = _unit_of(quantity, "referenceRange", terminology)
+    if isinstance(unit, DataProblem):
+        return None
+    unit = unit or value_unit
+    if target_unit is None:
+        return number
+    if unit is None:
+        return None
+    try:
+        return convert(number, unit, target_unit, molar_mass)
+    except UnitError:
+        return None
+
+
+# ---------------------------------------------------------------------- other value types
+
+
+def _read_plain_number(
+    number: Any,
+    field: str,
+    element: Mapping[str, Any],
+    concept: Concept,
+    terminology: Terminology,
+) -> Measurement | DataProblem:
+    if not _is_number(number):
+        return DataProblem(f"{field} is not a number", field)
+    if concept.unit is not None and not _is_unity(concept.unit):
+        return DataProblem(
+            f"{field} {number} has no unit; {concept.id} is measured in {concept.unit}", field
+        )
+    low, high = _reference_range(element, None, None, None, terminology)
+    return Measurement(float(number), concept.unit, frozenset(), low, high, field)
+
+
+def _read_codeable(
+    value: Any,
+    field: str,
+    element: Mapping[str, Any],
+    concept: Concept,
+    terminology: Terminology,
+) -> Measurement | DataProblem:
+    if not isinstance(value, Mapping):
+        return DataProblem(f"{field} is not a CodeableConcept", field)
+    answers: set[str] = set()
+    number: float | None = None
+    for coding in value.get("coding") or ():
+        if not isinstance(coding, Mapping):
+            continue
+        system, code = coding.get("system"), coding.get("code")
+        if not isinstance(code, str):
+            continue
+        system_text = system if isinstance(system, str) else None
+        answers |= terminology.concepts_of_coding(system_text, code)
+        if number is None:
+            number = terminology.answer_value(concept.id, system_text, code)
+    text = value.get("text")
+    if isinstance(text, str) and text.strip():
+        answers |= terminology.concepts_of_text(text)
+    if not answers and number is None:
+        return DataProblem(
+            f"{field} {_codeable_text(value)} is not an answer the mappings know "
+            f"(no answer concept, no score for {concept.id})",
+            field,
+        )
+    low, high = _reference_range(element, None, None, None, terminology)
+    unit = concept.unit if number is not None else None
+    return Measurement(number, unit, frozenset(answers), low, high, field)
+
+
+def _read_string(
+    value: Any,
+    field: str,
+    element: Mapping[str, Any],
+    concept: Concept,
+    terminology: Terminology,
+) -> Measurement | DataProblem:
+    if not isinstance(value, str):
+        return DataProblem(f"{field} is not a string", field)
+    answers = terminology.concepts_of_text(value)
+    stripped = value.strip()
+    number: float | None = None
+    if _PLAIN_NUMBER.match(stripped) and (concept.unit is None or _is_unity(concept.unit)):
+        number = float(stripped)
+    if not answers and number is None:
+        return DataProblem(f"{field} {value!r} is neither a known answer nor a plain number", field)
+    unit = concept.unit if number is not None else None
+    return Measurement(number, unit, answers, None, None, field)
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _value_key(element: Mapping[str, Any]) -> str | None:
+    for key in _VALUE_KEYS:
+        if key in element:
+            return key
+    return None
+
+
+def _code_in_concept(codeable: Any, concept_id: str, terminology: Terminology) -> bool:
+    if not isinstance(codeable, Mapping):
+        return False
+    for coding in codeable.get("coding") or ():
+        if isinstance(coding, Mapping):
+            code = coding.get("code")
+            system = coding.get("system")
+            if isinstance(code, str) and concept_id in terminology.concepts_of_coding(
+                system if isinstance(system, str) else None, code
+            ):
+                return True
+    return False
+
+
+def _codeable_text(codeable: Mapping[str, Any]) -> str:
+    parts = []
+    for coding in codeable.get("coding") or ():
+        if isinstance(coding, Mapping):
+            text = f"{coding.get('system', '?')}|{coding.get('code', '?')}"
+            if coding.get("display"):
+                text += f" {coding['display']!r}"
+            parts.append(text)
+    if codeable.get("text"):
+        parts.append(repr(codeable["text"]))
+    return ", ".join(parts) or "(empty)"
+
+
+def _is_number(value: Any) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@functools.lru_cache(maxsize=256)
+def _is_unity(unit: str) -> bool:
+    """True for units equal to the pure number 1 (`1`, `{INR}`, `{score}`)."""
+    try:
+        return math.isclose(convert(1.0, "1", unit), 1.0)
+    except UnitError:
+        return False
+
+
+def _path_text(path: Any) -> str:
+    return str(path).replace(".[", "[")

@@ -1,0 +1,322 @@
+"""Loading mapping files: good files load; every kind of bad file names file, line and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from normalise_support import SYSTEMS, WriteMapping
+
+from engine.errors import ErrorCollection, MappingError, TrialsieveError
+from engine.normalise import load_terminology
+
+
+def load_errors(*paths: Path) -> list[TrialsieveError]:
+    """Load and return the errors raised (one MappingError or an ErrorCollection)."""
+    with pytest.raises((MappingError, ErrorCollection)) as raised:
+        load_terminology(list(paths))
+    error = raised.value
+    return list(error.errors) if isinstance(error, ErrorCollection) else [error]
+
+
+def only_error(*paths: Path) -> MappingError:
+    errors = load_errors(*paths)
+    assert len(errors) == 1, [str(error) for error in errors]
+    assert isinstance(errors[0], MappingError)
+    return errors[0]
+
+
+def test_good_files_load_with_source_locations(write_mapping: WriteMapping) -> None:
+    systems = write_mapping(SYSTEMS, "a-systems.yaml")
+    concepts = write_mapping(
+        """\
+        # yaml-language-server: $schema=mappings.schema.json
+        concepts:
+          hemoglobin:
+            display: Hemoglobin
+            unit: g/L
+            reference_range: {low: 120, high: 175}
+            codes:
+              loinc:
+                - 718-7   # Hemoglobin [Mass/volume] in Blood
+          platelets:
+            display: Platelets
+            unit: 10*9/L
+            codes: {loinc: [777-3]}
+        """,
+        "b-concepts.yaml",
+    )
+    terminology = load_terminology([systems, concepts])
+    hemoglobin = terminology.concept("hemoglobin")
+    assert hemoglobin.unit == "g/L"
+    assert (hemoglobin.reference_low, hemoglobin.reference_high) == (120.0, 175.0)
+    assert hemoglobin.source.file == str(concepts)
+    assert hemoglobin.source.line == 3
+    assert hemoglobin.codes == {"http://loinc.org": frozenset({"718-7"})}
+    assert terminology.concept_ids() == frozenset({"hemoglobin", "platelets"})
+    assert terminology.has_concept("platelets")
+    assert not terminology.has_concept("platelet")
+    with pytest.raises(KeyError):
+        terminology.concept("platelet")
+
+
+def test_folder_loads_every_yaml_file(write_mapping: WriteMapping) -> None:
+    write_mapping(SYSTEMS, "systems.yaml")
+    write_mapping("concepts:\n  a:\n    display: A\n    codes: {loinc: [1-8]}\n", "one.yaml")
+    path = write_mapping("concepts:\n  b:\n    display: B\n    include: [a]\n", "two.yaml")
+    terminology = load_terminology([path.parent])
+    assert terminology.concepts_of_coding("http://loinc.org", "1-8") == {"a", "b"}
+
+
+def test_empty_file_is_an_empty_mapping(write_mapping: WriteMapping) -> None:
+    path = write_mapping("# nothing yet\n")
+    assert load_terminology([path]).concept_ids() == frozenset()
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    error = only_error(tmp_path / "absent.yaml")
+    assert "not found" in error.message
+    assert error.location.file == str(tmp_path / "absent.yaml")
+
+
+def test_yaml_syntax_error_names_line(write_mapping: WriteMapping) -> None:
+    path = write_mapping("concepts:\n  a:\n    display: [unclosed\n")
+    error = only_error(path)
+    assert "not valid YAML" in error.message
+    assert error.location.file == str(path)
+    assert error.location.line is not None
+
+
+def test_duplicate_yaml_key_names_line(write_mapping: WriteMapping) -> None:
+    path = write_mapping("concepts:\n  a:\n    display: A\n  a:\n    display: B\n")
+    error = only_error(path)
+    assert "duplicate" in error.message
+    assert error.location.line == 4
+
+
+def test_unknown_field_names_line_and_field(write_mapping: WriteMapping) -> None:
+    path = write_mapping(
+        """\
+        concepts:
+          hemoglobin:
+            display: Hemoglobin
+            unti: g/L
+        """
+    )
+    error = only_error(path)
+    assert "unknown field 'unti'" in error.message
+    assert (error.location.line, error.location.column) == (4, 5)
+    assert error.location.field == "concepts.hemoglobin.unti"
+    assert str(error).startswith(f"{path}:4:5, field concepts.hemoglobin.unti: ")
+
+
+def test_missing_display(write_mapping: WriteMapping) -> None:
+    path = write_mapping("concepts:\n  a:\n    codes: {loinc: [1-8]}\n")
+    error = only_error(path)
+    assert "'display' is a required property" in error.message
+    assert error.location.line == 2
+    assert error.location.field == "concepts.a"
+
+
+def test_bad_concept_id(write_mapping: WriteMapping) -> None:
+    path = write_mapping("concepts:\n  Hemoglobin_X:\n    display: A\n")
+    error = only_error(path)
+    assert "invalid name 'Hemoglobin_X'" in error.message
+    assert error.location.line == 2
+    assert error.location.field == "concepts.Hemoglobin_X"
+
+
+def test_float_code_must_be_quoted(write_mapping: WriteMapping) -> None:
+    write_mapping(SYSTEMS, "systems.yaml")
+    path = write_mapping("concepts:\n  a:\n    display: A\n    codes: {icd10cm: [250.00]}\n")
+    error = only_error(path.parent)
+    assert "write it in quotes" in error.message
+    assert error.location.field == "concepts.a.codes.icd10cm[0]"
+    assert error.location.line == 4
+
+
+def test_leading_zero_code_is_refused(write_mapping: WriteMapping) -> None:
+    write_mapping(SYSTEMS, "systems.yaml")
+    path = write_mapping(
+        "concepts:\n  a:\n    display: A\n    codes:\n      snomed:\n        - 0123\n"
+    )
+    error = only_error(path.parent)
+    assert "leading zeros" in error.message
+    assert error.location.line == 6
+    assert error.location.field == "concepts.a.codes.snomed[0]"
+
+
+def test_unknown_system_alias(write_mapping: WriteMapping) -> None:
+    write_mapping(SYSTEMS, "systems.yaml")
+    path = write_mapping("concepts:\n  a:\n    display: A\n    codes: {lonic: [1-8]}\n")
+    error = only_error(path.parent)
+    assert "unknown system alias 'lonic'" in error.message
+    assert error.location.file == str(path)
+    assert error.location.line == 4
+    assert error.location.field == "concepts.a.codes.lonic"
+
+
+def test_full_uri_needs_no_alias(write_mapping: WriteMapping) -> None:
+    path = write_mapping(
+        'concepts:\n  a:\n    display: A\n    codes: {"http://example.org/codes": [X1]}\n'
+    )
+    terminology = load_terminology([path])
+    assert terminology.concepts_of_coding("http://example.org/codes", "X1") == {"a"}
+
+
+def test_system_alias_defined_differently(write_mapping: WriteMapping) -> None:
+    first = write_mapping("systems:\n  lab: http://one.example\n", "a.yaml")
+    second = write_mapping("systems:\n  lab: http://two.example\n", "b.yaml")
+    error = only_error(first, second)
+    assert "defined differently" in error.message
+    assert str(first) in error.message
+    assert error.location.file == str(second)
+
+
+def test_concept_defined_twice_names_both_places(write_mapping: WriteMapping) -> None:
+    first = write_mapping("concepts:\n  a:\n    display: A\n", "a.yaml")
+    second = write_mapping("\n\nconcepts:\n  a:\n    display: A again\n", "b.yaml")
+    error = only_error(first, second)
+    assert "already defined" in error.message
+    assert f"{first}:2:3" in error.message
+    assert (error.location.file, error.location.line) == (str(second), 4)
+
+
+def test_include_of_unknown_concept(write_mapping: WriteMapping) -> None:
+    path = write_mapping("concepts:\n  a:\n    display: A\n    include: [b]\n")
+    error = only_error(path)
+    assert "unknown concept 'b'" in error.message
+    assert error.location.field == "concepts.a.include[0]"
+    assert error.location.line == 2
+
+
+def test_include_cycle(write_mapping: WriteMapping) -> None:
+    path = write_mapping(
+        """\
+        concepts:
+          a: {display: A, include: [b]}
+          b: {display: B, include: [c]}
+          c: {display: C, include: [a]}
+        """
+    )
+    error = only_error(path)
+    assert "include cycle: a -> b -> c -> a" in error.message
+    assert error.location.line == 2
+
+
+def test_ranges_need_icd_system(write_mapping: WriteMapping) -> None:
+    write_mapping(SYSTEMS, "systems.yaml")
+    path = write_mapping("concepts:\n  a:\n    display: A\n    ranges: {snomed: [C00-C97]}\n")
+    error = only_error(path.parent)
+    assert "ICD-style system" in error.message
+    assert error.location.field == "concepts.a.ranges.snomed"
+
+
+def test_empty_range(write_mapping: WriteMapping) -> None:
+    write_mapping(SYSTEMS, "systems.yaml")
+    path = write_mapping("concepts:\n  a:\n    display: A\n    ranges: {icd10cm: [C97-C00]}\n")
+    error = only_error(path.parent)
+    assert "is empty" in error.message
+    assert error.location.field == "concepts.a.ranges.icd10cm[0]"
+
+
+def test_malformed_range(write_mapping: WriteMapping) -> None:
+    write_mapping(SYSTEMS, "systems.yaml")
+    path = write_mapping("concepts:\n  a:\n    display: A\n    ranges: {icd10cm: [C00 to C97]}\n")
+    error = only_error(path.parent)
+    assert "does not match" in error.message
+    assert error.location.field == "concepts.a.ranges.icd10cm[0]"
+
+
+def test_unit_must_be_ucum(write_mapping: WriteMapping) -> None:
+    path = write_mapping("concepts:\n  a:\n    display: A\n    unit: g/LL\n")
+    error = only_error(path)
+    assert "'g/LL' is not valid UCUM" in error.message
+    assert (error.location.line, error.location.field) == (4, "concepts.a.unit")
+
+
+def test_reference_range_low_above_high(write_mapping: WriteMapping) -> None:
+    path = write_mapping(
+        "concepts:\n  a:\n    display: A\n    unit: g/L\n    reference_range: {low: 9, high: 1}\n"
+    )
+    error = only_error(path)
+    assert "above high" in error.message
+    assert error.location.field == "concepts.a.reference_range"
+
+
+def test_reference_range_needs_unit(write_mapping: WriteMapping) -> None:
+    path = write_mapping("concepts:\n  a:\n    display: A\n    reference_range: {high: 1}\n")
+    assert "needs a `unit`" in only_error(path).message
+
+
+def test_bad_value_path(write_mapping: WriteMapping) -> None:
+    path = write_mapping("concepts:\n  a:\n    display: A\n    value_path: 'component[?('\n")
+    error = only_error(path)
+    assert "not a valid jsonpath" in error.message
+    assert error.location.field == "concepts.a.value_path"
+
+
+def test_unit_alias_target_must_be_ucum(write_mapping: WriteMapping) -> None:
+    path = write_mapping('unit_aliases:\n  "mg/dl": mg/dl\n  "x": not a unit\n')
+    error = only_error(path)
+    assert "not valid UCUM" in error.message
+    assert (error.location.line, error.location.field) == (3, "unit_aliases.x")
+
+
+def test_unit_alias_conflict_across_files(write_mapping: WriteMapping) -> None:
+    first = write_mapping('unit_aliases:\n  "K/uL": 10*3/uL\n', "a.yaml")
+    second = write_mapping('unit_aliases:\n  "K/uL": 10*6/uL\n', "b.yaml")
+    error = only_error(first, second)
+    assert "already maps to '10*3/uL'" in error.message
+
+
+def test_local_code_to_unknown_concept(write_mapping: WriteMapping) -> None:
+    write_mapping(SYSTEMS, "systems.yaml")
+    path = write_mapping(
+        """\
+        concepts:
+          hemoglobin: {display: Hemoglobin}
+        local_codes:
+          - system: local-lab
+            codes:
+              HGB: hemoglobin
+              PLT: platelets
+        """
+    )
+    error = only_error(path.parent)
+    assert "unknown concept 'platelets'" in error.message
+    assert (error.location.line, error.location.field) == (7, "local_codes[0].codes.PLT")
+
+
+def test_top_level_must_be_a_mapping(write_mapping: WriteMapping) -> None:
+    path = write_mapping("- just\n- a list\n")
+    assert "must be a YAML mapping" in only_error(path).message
+
+
+def test_several_problems_are_all_reported(write_mapping: WriteMapping) -> None:
+    path = write_mapping(
+        """\
+        concepts:
+          a:
+            display: A
+            unit: g/LL
+          b:
+            display: B
+            include: [nope]
+        """
+    )
+    errors = load_errors(path)
+    assert len(errors) == 2
+    messages = " | ".join(str(error) for error in errors)
+    assert "g/LL" in messages and "nope" in messages
+    assert all(str(path) in str(error) for error in errors)
+
+
+def test_schema_file_is_valid_json_schema() -> None:
+    import json
+
+    from jsonschema import Draft202012Validator
+
+    from engine.normalise.loader import SCHEMA_PATH
+
+    Draft202012Validator.check_schema(json.loads(SCHEMA_PATH.read_text()))

@@ -1,0 +1,141 @@
+"""UCUM units: validation, aliases, conversions via pint, caching, errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.errors import UnitError
+from engine.normalise import Terminology, convert, is_valid_ucum, ucum_unit
+from engine.normalise import units as units_module
+
+
+@pytest.mark.parametrize(
+    ("value", "from_unit", "to_unit", "molar_mass", "expected"),
+    [
+        (13.5, "g/dL", "g/L", None, 135.0),
+        (135.0, "g/L", "g/dL", None, 13.5),
+        (250.0, "10*3/uL", "10*9/L", None, 250.0),
+        (250.0, "10*3/mm3", "10*9/L", None, 250.0),
+        (1.0, "mg/dL", "umol/L", 113.12, 88.40),  # creatinine
+        (1.0, "mg/dL", "umol/L", 584.66, 17.10),  # bilirubin
+        (55.0, "%", "1", None, 0.55),
+        (1.1, "{INR}", "1", None, 1.1),
+        (1.1, "1", "{INR}", None, 1.1),
+        (40.0, "U/L", "U/L", None, 40.0),
+        (1.0, "k[IU]/mL", "[IU]/mL", None, 1000.0),
+        (1.5, "[IU]/mL", "[IU]/L", None, 1500.0),
+        (30.0, "s", "min", None, 0.5),
+        (37.0, "Cel", "[degF]", None, 98.6),
+        (1.0, "mmol/L", "g/L", 16114.0, 16.114),  # haemoglobin as monomer
+    ],
+)
+def test_conversions(
+    value: float, from_unit: str, to_unit: str, molar_mass: float | None, expected: float
+) -> None:
+    assert convert(value, from_unit, to_unit, molar_mass) == pytest.approx(expected, rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("from_unit", "to_unit", "molar_mass", "message"),
+    [
+        ("mg/dL", "umol/L", None, "without a molar mass"),
+        ("mg", "g/L", None, "cannot convert 'mg' to 'g/L'"),
+        ("[IU]/mL", "10*9/L", None, "arbitrary units"),
+        ("{copies}/mL", "[IU]/mL", None, "arbitrary units"),
+        ("g/LL", "g/L", None, "'g/LL' is not UCUM"),
+        ("U/L", "[IU]/L", None, "arbitrary units"),
+    ],
+)
+def test_conversion_errors(
+    from_unit: str, to_unit: str, molar_mass: float | None, message: str
+) -> None:
+    with pytest.raises(UnitError) as raised:
+        convert(1.0, from_unit, to_unit, molar_mass)
+    assert message in raised.value.message
+
+
+def test_conversion_is_cached_per_pair(monkeypatch: pytest.MonkeyPatch) -> None:
+    convert(2.0, "mg/dL", "umol/L", 99.0)
+    calls: list[tuple[str, str]] = []
+    original = units_module._build_linear_map
+
+    def counting(from_unit: str, to_unit: str, molar_mass: float | None) -> object:
+        calls.append((from_unit, to_unit))
+        return original(from_unit, to_unit, molar_mass)
+
+    monkeypatch.setattr(units_module, "_build_linear_map", counting)
+    for value in range(100):
+        convert(float(value), "mg/dL", "umol/L", 99.0)
+    assert calls == []
+    with pytest.raises(UnitError):
+        convert(1.0, "mg", "g/L")
+    with pytest.raises(UnitError):
+        convert(1.0, "mg", "g/L")
+    assert calls.count(("mg", "g/L")) <= 1
+
+
+@pytest.mark.parametrize(
+    ("text", "valid"),
+    [
+        ("g/dL", True),
+        ("10*9/L", True),
+        ("[IU]/mL", True),
+        ("{INR}", True),
+        ("%", True),
+        ("mm[Hg]", True),
+        ("x10^9/L", False),
+        ("IU/mL", False),
+        ("mEq/L", False),
+        ("g/LL", False),
+        ("", False),
+        (" g/L", False),
+    ],
+)
+def test_is_valid_ucum(text: str, valid: bool) -> None:
+    assert is_valid_ucum(text) is valid
+
+
+def test_ucum_unit_uses_aliases(small_terminology: Terminology) -> None:
+    assert ucum_unit("g/dL") == "g/dL"
+    assert ucum_unit(" g/dL ") == "g/dL"
+    assert ucum_unit("x10^9/L", small_terminology) == "10*9/L"
+    assert ucum_unit("X10^9/l", small_terminology) == "10*9/L"
+    assert ucum_unit("K/uL", small_terminology) == "10*3/uL"  # alias beats UCUM's kelvin
+    with pytest.raises(UnitError) as raised:
+        ucum_unit("x10^9/L")
+    assert "not UCUM" in raised.value.message
+
+
+def test_case_insensitive_alias_never_overrides_valid_ucum(real_terminology: Terminology) -> None:
+    # units.yaml has "G/L" -> 10*9/L for European cell counts; g/L stays gram per litre
+    assert ucum_unit("G/L", real_terminology) == "10*9/L"
+    assert ucum_unit("g/L", real_terminology) == "g/L"
+    assert ucum_unit("g/l", real_terminology) == "g/l"
+
+
+UNIT_PAIRS = [
+    ("g/dL", "g/L", None),
+    ("10*3/uL", "10*9/L", None),
+    ("mg/dL", "umol/L", 113.12),
+    ("mg/dL", "umol/L", 584.66),
+    ("%", "1", None),
+    ("[IU]/mL", "[IU]/L", None),
+    ("Cel", "[degF]", None),
+    ("s", "min", None),
+]
+
+
+@settings(max_examples=200)
+@given(
+    st.sampled_from(UNIT_PAIRS),
+    st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False),
+)
+def test_round_trip(pair: tuple[str, str, float | None], value: float) -> None:
+    from_unit, to_unit, molar_mass = pair
+    there = convert(value, from_unit, to_unit, molar_mass)
+    back = convert(there, to_unit, from_unit, molar_mass)
+    assert math.isclose(back, value, rel_tol=1e-9, abs_tol=1e-9)
