@@ -29,6 +29,8 @@ class CodeClassifier(Protocol):
 
     def concepts_of_coding(self, system: str | None, code: str) -> frozenset[str]: ...
 
+    def knows_system(self, system: str | None) -> bool: ...
+
 
 @dataclass(frozen=True)
 class RecordProblem:
@@ -179,14 +181,13 @@ class PatientRecord:
 
     def _index_concepts(self, classifier: CodeClassifier) -> None:
         by_concept = self._by_concept
-        concepts_of_coding = classifier.concepts_of_coding
         for resource in self._resources:
             coded_fields_of = _CODED_FIELDS.get(resource["resourceType"])
             if coded_fields_of is None:
                 continue
             concepts: set[str] = set()
             for field, concept in coded_fields_of(self, resource):
-                self._classify(resource, field, concept, concepts_of_coding, concepts)
+                self._classify(resource, field, concept, classifier, concepts)
             for concept_id in concepts:
                 same_concept = by_concept.get(concept_id)
                 if same_concept is None:
@@ -199,7 +200,7 @@ class PatientRecord:
         resource: dict[str, Any],
         field: str,
         concept: Any,
-        concepts_of_coding: Callable[[str | None, str], frozenset[str]],
+        classifier: CodeClassifier,
         concepts: set[str],
     ) -> None:
         """Add the concepts of every coding of `concept` to `concepts`; note unusable codes."""
@@ -211,14 +212,25 @@ class PatientRecord:
             detail = f" (text only: '{text}')" if isinstance(text, str) else ""
             self._problem(resource, field, f"no coding{detail}; it cannot match any concept")
             return
+        unknown_systems: list[str] = []
         for coding in codings:
             code = coding.get("code") if isinstance(coding, dict) else None
             if not isinstance(code, str) or not code:
                 continue
             system = coding.get("system")
-            found = concepts_of_coding(system if isinstance(system, str) else None, code)
+            system = system if isinstance(system, str) else None
+            found = classifier.concepts_of_coding(system, code)
             if found:
                 concepts.update(found)
+            elif not classifier.knows_system(system):
+                unknown_systems.append(f"{system or '(no system)'}|{code}")
+        if unknown_systems and len(unknown_systems) == len(codings):
+            self._problem(
+                resource,
+                field,
+                f"coded only in systems the mappings do not know ({', '.join(unknown_systems)}); "
+                "it cannot match any concept (add a local code map?)",
+            )
 
     def _medication_concept(self, resource: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
         """The medication's CodeableConcept, or None and why not."""

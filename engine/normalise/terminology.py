@@ -134,6 +134,12 @@ class Terminology:
             key = (system, normalise_code(code, system in self._icd_systems))
             self._exact.setdefault(key, set()).update(concept_ids)
 
+        self._known_systems = frozenset(
+            {system for system, _ in self._exact}
+            | set(self._prefixes)
+            | set(self._ranges)
+            | {system for _, system, _ in self._answers}
+        )
         self._coding_memo: dict[tuple[str | None, str], frozenset[str]] = {}
         self._text_memo: dict[str, frozenset[str]] = {}
         self._unit_alias_memo: dict[str, str | None] = {}
@@ -165,6 +171,10 @@ class Terminology:
     def system_uri(self, alias_or_uri: str) -> str:
         """The URI of a system alias (`loinc`), or the argument when it is already a URI."""
         return self._system_aliases.get(alias_or_uri, alias_or_uri)
+
+    def knows_system(self, system: str | None) -> bool:
+        """True if some concept or local code map uses this code system (URI or equivalent)."""
+        return system is not None and self.canonical_system(system) in self._known_systems
 
     # ------------------------------------------------------------------ lookups
 

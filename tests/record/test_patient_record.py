@@ -30,6 +30,9 @@ class FakeClassifier:
         self.asked.append((system, code))
         return self.concepts.get((system, code), frozenset())
 
+    def knows_system(self, system: str | None) -> bool:
+        return any(known == system for known, _ in self.concepts)
+
 
 CLASSIFIER = FakeClassifier(
     {
@@ -484,3 +487,23 @@ def test_every_synthea_example_builds_without_problems() -> None:
     for path in sorted(EXAMPLES.glob("*.json")):
         record = build_record(read_bundle_file(path), CLASSIFIER)
         assert record.data_problems == [], path.name
+
+
+def test_codes_only_from_unknown_systems_are_reported() -> None:
+    local = resource("Observation", "local-hb", code=concept("http://lab.example.org/codes", "HGB"))
+    mixed = resource(
+        "Observation",
+        "mixed",
+        code={
+            "coding": [
+                {"system": "http://lab.example.org/codes", "code": "HGB"},
+                {"system": LOINC, "code": "718-7"},
+            ]
+        },
+    )
+    record = record_of(local, mixed)
+    problems = [str(problem) for problem in record.data_problems]
+    assert len(problems) == 1
+    assert "Observation/local-hb" in problems[0]
+    assert "http://lab.example.org/codes|HGB" in problems[0]
+    assert ids(record.resources_of_concept("hemoglobin")) == ["mixed"]

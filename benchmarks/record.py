@@ -1,6 +1,6 @@
 """How long `build_record` takes per patient (not a test: run it by hand).
 
-    .venv/bin/python tests/record/benchmark_build_record.py [BUNDLE_FOLDER ...]
+    .venv/bin/python benchmarks/record.py [BUNDLE_FOLDER ...]
 
 Reads every patient Bundle first (parsing is the source's cost, not the record's), then times
 `build_record` with a dictionary-lookup classifier, the best of several rounds per patient,
@@ -17,7 +17,9 @@ from pathlib import Path
 from engine.record import build_record
 from engine.sources import BundleFileSource, PatientResources
 
-DEFAULT_FOLDER = Path("/work/shared/data/synthea-exafluence/bundles")
+DEFAULT_FOLDER = (
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "synthea-exafluence" / "bundles"
+)
 ROUNDS = 7
 
 # About the size of a trial's mapping: the codes a handful of concepts cover.
@@ -55,6 +57,9 @@ class DictionaryClassifier:
 
     def concepts_of_coding(self, system: str | None, code: str) -> frozenset[str]:
         return CONCEPTS_BY_CODING.get((system, code), NO_CONCEPTS)
+
+    def knows_system(self, system: str | None) -> bool:
+        return True
 
 
 def best_time(patient: PatientResources, classifier: DictionaryClassifier) -> float:

@@ -1,0 +1,319 @@
+"""Tiny builders of FHIR R4 resources (plain dicts) for hand-written test patients.
+
+Every builder returns one resource without a subject; `bundle()` puts the resources in a
+Bundle with `urn:uuid` fullUrls and points every subject / patient / individual reference at
+the Bundle's Patient. A bare day ("2026-10-20") given for a dateTime field becomes a
+dateTime with a time and a time zone (FHIR requires the zone whenever there is a time); any
+longer text is kept exactly as written, so a test can write a broken one.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import re
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+Resource = dict[str, Any]
+Coding = tuple[str, str]
+"""(system URI, code)."""
+
+LOINC = "http://loinc.org"
+SNOMED = "http://snomed.info/sct"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+ICD10 = "http://hl7.org/fhir/sid/icd-10"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+ATC = "http://www.whocc.no/atc"
+CPT = "http://www.ama-assn.org/go/cpt"
+UCUM = "http://unitsofmeasure.org"
+CLINICALTRIALS = "https://clinicaltrials.gov"
+
+AS_OF = dt.date(2026, 11, 1)
+"""The day every test evaluates on."""
+
+TIME_OF_DAY = "T08:30:00+08:00"
+"""Added to bare days in dateTime fields (the sites are in China Standard Time)."""
+
+_NAMESPACE = uuid.UUID("6f1c1d1e-5b7a-4c53-9a0e-7d0c2f1e9b10")
+_BARE_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+_CONDITION_VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+_ALLERGY_CLINICAL = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"
+_ALLERGY_VERIFICATION = "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification"
+_SUBJECT_FIELD = {
+    "Observation": "subject",
+    "Condition": "subject",
+    "Procedure": "subject",
+    "MedicationRequest": "subject",
+    "MedicationStatement": "subject",
+    "MedicationAdministration": "subject",
+    "AllergyIntolerance": "patient",
+    "ResearchSubject": "individual",
+}
+
+
+# ---------------------------------------------------------------------------- dates
+
+
+def days_ago(days: int) -> str:
+    """The day `days` before the as-of day, as YYYY-MM-DD."""
+    return (AS_OF - dt.timedelta(days=days)).isoformat()
+
+
+def date_time(value: str) -> str:
+    """A FHIR dateTime: a bare day gets a time and a time zone; anything else is kept."""
+    return value + TIME_OF_DAY if _BARE_DAY.match(value) else value
+
+
+SCREENING_DAY = days_ago(12)
+"""A day well inside the 28-day screening window (2026-10-20)."""
+
+
+# ---------------------------------------------------------------------------- data types
+
+
+def codeable(system: str, code: str, text: str | None = None) -> Resource:
+    concept: Resource = {"coding": [{"system": system, "code": code}]}
+    if text is not None:
+        concept["text"] = text
+    return concept
+
+
+def quantity(value: float, unit: str | None, ucum: bool = False) -> Resource:
+    """A Quantity; `ucum=True` also writes the unit as a UCUM code, as most labs do."""
+    result: Resource = {"value": value}
+    if unit is not None:
+        result["unit"] = unit
+        if ucum:
+            result.update(system=UCUM, code=unit)
+    return result
+
+
+def _identified(resource_type: str, resource_id: str | None, fields: Resource) -> Resource:
+    resource: Resource = {"resourceType": resource_type}
+    resource["id"] = resource_id or str(uuid.uuid5(_NAMESPACE, repr(sorted(fields.items()))))
+    resource.update(fields)
+    return resource
+
+
+def _status(system: str, code: str | None) -> Resource | None:
+    return None if code is None else {"coding": [{"system": system, "code": code}]}
+
+
+def _without_none(fields: Resource) -> Resource:
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+# ---------------------------------------------------------------------------- resources
+
+
+def patient(
+    birth_date: str | None = "1984-03-15", gender: str | None = "female", id: str = "patient"
+) -> Resource:
+    return _identified(
+        "Patient", id, _without_none({"gender": gender, "birthDate": birth_date})
+    )
+
+
+def condition(
+    code_system: str,
+    code: str,
+    onset: str,
+    clinical_status: str | None = "active",
+    abatement: str | None = None,
+    verification: str = "confirmed",
+    id: str | None = None,
+) -> Resource:
+    fields = _without_none(
+        {
+            "clinicalStatus": _status(_CONDITION_CLINICAL, clinical_status),
+            "verificationStatus": _status(_CONDITION_VERIFICATION, verification),
+            "code": codeable(code_system, code),
+            "onsetDateTime": date_time(onset),
+            "abatementDateTime": date_time(abatement) if abatement is not None else None,
+        }
+    )
+    return _identified("Condition", id, fields)
+
+
+def component(loinc: str, value: float, unit: str) -> Resource:
+    return {"code": codeable(LOINC, loinc), "valueQuantity": quantity(value, unit, ucum=True)}
+
+
+def observation(
+    loinc: str,
+    value: float | str | bool | None = None,
+    unit: str | None = None,
+    date: str = SCREENING_DAY,
+    reference_range: tuple[float | None, float | None] | None = None,
+    coded: Coding | None = None,
+    components: Sequence[Resource] = (),
+    status: str = "final",
+    ucum: bool = True,
+    id: str | None = None,
+) -> Resource:
+    """An Observation dated `date` (a bare day gets a time and zone).
+
+    The value is a Quantity when `unit` is given (with the UCUM code when `ucum`), else an
+    integer, a string or a boolean; `coded` gives a valueCodeableConcept instead.
+    `reference_range` is (low, high) in the value's unit, either bound may be None.
+    """
+    fields: Resource = {"status": status, "code": codeable(LOINC, loinc)}
+    fields["effectiveDateTime"] = date_time(date)
+    if coded is not None:
+        fields["valueCodeableConcept"] = codeable(*coded)
+    elif unit is not None and isinstance(value, int | float) and not isinstance(value, bool):
+        fields["valueQuantity"] = quantity(value, unit, ucum=ucum)
+    elif isinstance(value, bool):
+        fields["valueBoolean"] = value
+    elif isinstance(value, int):
+        fields["valueInteger"] = value
+    elif isinstance(value, str):
+        fields["valueString"] = value
+    elif value is not None:
+        raise ValueError(f"a {type(value).__name__} value needs a unit")
+    if reference_range is not None:
+        low, high = reference_range
+        bounds = {"low": low, "high": high}
+        fields["referenceRange"] = [
+            {
+                name: quantity(bound, unit, ucum=ucum)
+                for name, bound in bounds.items()
+                if bound is not None
+            }
+        ]
+    if components:
+        fields["component"] = list(components)
+    return _identified("Observation", id, fields)
+
+
+def medication_request(
+    code: str,
+    status: str,
+    authored_on: str,
+    system: str = RXNORM,
+    validity: tuple[str, str] | None = None,
+    id: str | None = None,
+) -> Resource:
+    fields: Resource = {
+        "status": status,
+        "intent": "order",
+        "medicationCodeableConcept": codeable(system, code),
+        "authoredOn": date_time(authored_on),
+    }
+    if validity is not None:
+        start, end = validity
+        fields["dispenseRequest"] = {"validityPeriod": {"start": start, "end": end}}
+    return _identified("MedicationRequest", id, fields)
+
+
+def medication_administration(
+    code: str, status: str, start: str, system: str = RXNORM, id: str | None = None
+) -> Resource:
+    fields: Resource = {
+        "status": status,
+        "medicationCodeableConcept": codeable(system, code),
+        "effectivePeriod": {"start": date_time(start)},
+    }
+    return _identified("MedicationAdministration", id, fields)
+
+
+def procedure(
+    code_system: str,
+    code: str,
+    performed: str,
+    status: str = "completed",
+    id: str | None = None,
+) -> Resource:
+    fields: Resource = {
+        "status": status,
+        "code": codeable(code_system, code),
+        "performedDateTime": date_time(performed),
+    }
+    return _identified("Procedure", id, fields)
+
+
+def allergy(
+    code_system: str,
+    code: str,
+    recorded: str,
+    category: str = "medication",
+    criticality: str | None = None,
+    reaction_severity: str | None = None,
+    reaction_substance: Coding | None = None,
+    clinical_status: str | None = "active",
+    verification: str = "confirmed",
+    id: str | None = None,
+) -> Resource:
+    fields = _without_none(
+        {
+            "clinicalStatus": _status(_ALLERGY_CLINICAL, clinical_status),
+            "verificationStatus": _status(_ALLERGY_VERIFICATION, verification),
+            "category": [category],
+            "criticality": criticality,
+            "code": codeable(code_system, code),
+            "recordedDate": date_time(recorded),
+        }
+    )
+    if reaction_severity is not None or reaction_substance is not None:
+        reaction: Resource = {"manifestation": [codeable(SNOMED, "271807003", "Rash")]}
+        if reaction_severity is not None:
+            reaction["severity"] = reaction_severity
+        if reaction_substance is not None:
+            reaction["substance"] = codeable(*reaction_substance)
+        fields["reaction"] = [reaction]
+    return _identified("AllergyIntolerance", id, fields)
+
+
+def research_subject(
+    study_nct: str,
+    status: str,
+    start: str,
+    end: str | None = None,
+    identifier_system: str | None = None,
+    id: str | None = None,
+) -> Resource:
+    """A ResearchSubject of the study `study_nct`; `identifier_system` marks who wrote it."""
+    period = _without_none({"start": start, "end": end})
+    fields: Resource = {
+        "status": status,
+        "period": period,
+        "study": {"identifier": {"system": CLINICALTRIALS, "value": study_nct}},
+    }
+    if identifier_system is not None:
+        fields["identifier"] = [{"system": identifier_system, "value": f"{study_nct}-subject"}]
+    return _identified("ResearchSubject", id, fields)
+
+
+# ---------------------------------------------------------------------------- the Bundle
+
+
+def full_url(resource: Resource) -> str:
+    """The resource's `urn:uuid` fullUrl, derived from its type and id."""
+    key = f"{resource['resourceType']}/{resource['id']}"
+    return f"urn:uuid:{uuid.uuid5(_NAMESPACE, key)}"
+
+
+def bundle(*resources: Resource, bundle_type: str = "collection") -> Resource:
+    """A collection (or transaction) Bundle of one patient's resources.
+
+    Exactly one resource must be the Patient; every other resource gets a reference to it
+    (`subject`, `patient` or `individual`, by type). The inputs are not modified.
+    """
+    patients = [resource for resource in resources if resource["resourceType"] == "Patient"]
+    if len(patients) != 1:
+        raise ValueError(f"a patient Bundle needs exactly one Patient, found {len(patients)}")
+    patient_url = full_url(patients[0])
+    entries: list[Resource] = []
+    for original in resources:
+        resource = copy.deepcopy(original)
+        subject_field = _SUBJECT_FIELD.get(resource["resourceType"])
+        if subject_field is not None:
+            resource[subject_field] = {"reference": patient_url}
+        entry: Resource = {"fullUrl": full_url(resource), "resource": resource}
+        if bundle_type == "transaction":
+            entry["request"] = {"method": "POST", "url": resource["resourceType"]}
+        entries.append(entry)
+    return {"resourceType": "Bundle", "type": bundle_type, "entry": entries}
