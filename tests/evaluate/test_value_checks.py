@@ -1,0 +1,109 @@
+"""Value tests after compilation: reference-limit arithmetic and unit-converted thresholds."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from engine.criteria.model import Comparator, QuantityTest, ReferenceLimitTest
+from engine.errors import CriteriaError, Location
+from engine.evaluate.compile import _limit_check, _quantity_check
+from engine.normalise import Concept, Measurement
+
+WHERE = Location(file="trial.yaml", line=1)
+positive = st.floats(min_value=1e-3, max_value=1e4, allow_nan=False, allow_infinity=False)
+
+
+def concept(unit: str | None, low: float | None = None, high: float | None = None) -> Concept:
+    return Concept(
+        id="lab",
+        display="Lab",
+        unit=unit,
+        reference_low=low,
+        reference_high=high,
+        molar_mass=113.12,
+        value_path=None,
+        source=WHERE,
+    )
+
+
+def measurement(
+    value: float | None, low: float | None = None, high: float | None = None
+) -> Measurement:
+    return Measurement(value, "U/L", frozenset(), low, high, "valueQuantity")
+
+
+def uln_test(factor: float) -> ReferenceLimitTest:
+    return ReferenceLimitTest(Comparator.GREATER, factor, "high", f"> {factor} x ULN")
+
+
+@given(positive, positive, st.floats(min_value=0.1, max_value=10))
+def test_own_upper_limit_decides(value: float, limit: float, factor: float) -> None:
+    assume(not math.isclose(value, factor * limit, rel_tol=1e-9))
+    check = _limit_check(uln_test(factor), concept("U/L", high=999.0))
+    assert check(measurement(value, high=limit)) is (value > factor * limit)
+
+
+@given(positive, positive, st.floats(min_value=0.1, max_value=10))
+def test_default_upper_limit_is_the_fallback(value: float, default: float, factor: float) -> None:
+    assume(not math.isclose(value, factor * default, rel_tol=1e-9))
+    check = _limit_check(uln_test(factor), concept("U/L", high=default))
+    assert check(measurement(value)) is (value > factor * default)
+
+
+@given(positive, positive)
+def test_percent_below_lower_limit(value: float, lower: float) -> None:
+    assume(not math.isclose(value, 0.9 * lower, rel_tol=1e-9))
+    test = ReferenceLimitTest(Comparator.LESS, 0.9, "low", "> 10% below LLN")
+    assert _limit_check(test, concept("U/L"))(measurement(value, low=lower)) is (
+        value < 0.9 * lower
+    )
+
+
+def test_no_limit_anywhere_is_a_reason_not_a_guess() -> None:
+    verdict = _limit_check(uln_test(1.5), concept("U/L"))(measurement(80.0))
+    assert isinstance(verdict, str)
+    assert "no upper reference limit" in verdict
+
+
+def test_no_numeric_value_is_a_reason() -> None:
+    assert (
+        _limit_check(uln_test(1.5), concept("U/L", high=40))(measurement(None))
+        == "no numeric value"
+    )
+
+
+@settings(deadline=None)  # the first call builds the UCUM registry once per process
+@given(st.floats(min_value=1, max_value=300))
+def test_threshold_is_converted_to_the_canonical_unit(value_in_grams_per_litre: float) -> None:
+    assume(not math.isclose(value_in_grams_per_litre, 100.0, rel_tol=1e-9))
+    test = QuantityTest(Comparator.LESS, 10.0, "g/dL", "< 10 g/dL")
+    check = _quantity_check(test, concept("g/L"), WHERE)
+    assert check(measurement(value_in_grams_per_litre)) is (value_in_grams_per_litre < 100.0)
+
+
+def test_mass_threshold_on_a_molar_concept_uses_the_molar_mass() -> None:
+    test = QuantityTest(Comparator.GREATER, 1.5, "mg/dL", "> 1.5 mg/dL")
+    check = _quantity_check(test, concept("umol/L"), WHERE)  # creatinine: 1.5 mg/dL = 132.6 umol/L
+    assert check(measurement(133.0)) is True
+    assert check(measurement(132.0)) is False
+
+
+@pytest.mark.parametrize(
+    ("test", "unit", "message"),
+    [
+        (QuantityTest(Comparator.LESS, 100.0, None, "< 100"), "g/L", "has no unit"),
+        (QuantityTest(Comparator.LESS, 100.0, "g/L", "< 100 g/L"), None, "no canonical unit"),
+        (QuantityTest(Comparator.LESS, 100.0, "s", "< 100 s"), "g/L", "< 100 s"),
+    ],
+)
+def test_impossible_thresholds_fail_at_compile_time(
+    test: QuantityTest, unit: str | None, message: str
+) -> None:
+    with pytest.raises(CriteriaError) as caught:
+        _quantity_check(test, concept(unit), WHERE)
+    assert message in str(caught.value)
+    assert "trial.yaml:1" in str(caught.value)
