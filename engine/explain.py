@@ -71,11 +71,11 @@ def _reason_lines(outcome: Outcome, depth: int) -> list[str]:
 def summary_table(evaluations: Sequence[PatientEvaluation]) -> Table:
     """One row per patient: status and the criteria that decide it."""
     table = Table(title="Screening summary", expand=True)
-    table.add_column("Patient", overflow="fold")
+    table.add_column("Patient", overflow="fold", min_width=13, ratio=3)
     table.add_column("Status", no_wrap=True)
-    table.add_column("Fails", overflow="fold")
-    table.add_column("Missing data", overflow="fold")
-    table.add_column("Manual review", justify="right")
+    table.add_column("Fails", overflow="fold", min_width=9, ratio=2)
+    table.add_column("Missing data", overflow="fold", min_width=12, ratio=2)
+    table.add_column("Manual", justify="right", no_wrap=True)
     for evaluation in evaluations:
         status = evaluation.status
         table.add_row(
@@ -89,7 +89,10 @@ def summary_table(evaluations: Sequence[PatientEvaluation]) -> Table:
     for evaluation in evaluations:
         counts[evaluation.status.value] = counts.get(evaluation.status.value, 0) + 1
     table.caption = ", ".join(f"{status}: {count}" for status, count in sorted(counts.items()))
-    table.caption += " (I = inclusion, E = exclusion; --explain shows every reason)"
+    table.caption += (
+        ". I = inclusion, E = exclusion; Manual = criteria awaiting manual review;"
+        " --explain shows every reason"
+    )
     return table
 
 

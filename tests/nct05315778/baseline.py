@@ -20,11 +20,9 @@ from builders import (
     AS_OF,
     ICD10CM,
     LOINC,
-    RXNORM,
     SNOMED,
     Resource,
     bundle,
-    codeable,
     condition,
     medication_request,
     observation,
@@ -133,27 +131,3 @@ def evaluate(
     source = parse_bundle(orjson.dumps(document), origin="test-patient.json")
     record = build_record(source, trial.terminology)
     return evaluate_patient(trial, record, AS_OF, attest(answers or {}))
-
-
-def ecog_answer(code: str) -> Resource:
-    """An ECOG Observation answered with a LOINC answer code (LA9622-7 ... LA9627-6)."""
-    return observation("89247-1", coded=(LOINC, code), id=f"ecog-{code}")
-
-
-def drug(code: str, status: str, authored_on: str, id: str | None = None) -> Resource:
-    """A MedicationRequest for an RxNorm drug."""
-    return medication_request(code, status, authored_on, system=RXNORM, id=id)
-
-
-__all__ = [
-    "BASELINE",
-    "FAVOURABLE",
-    "NEGATIVE",
-    "POSITIVE",
-    "attest",
-    "codeable",
-    "drug",
-    "ecog_answer",
-    "evaluate",
-    "variant",
-]

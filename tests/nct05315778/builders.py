@@ -106,6 +106,17 @@ def _without_none(fields: Resource) -> Resource:
     return {key: value for key, value in fields.items() if value is not None}
 
 
+def amended(resource: Resource, **fields: Any) -> Resource:
+    """A copy of the resource with top-level fields set (None removes the field)."""
+    result = copy.deepcopy(resource)
+    for key, value in fields.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = value
+    return result
+
+
 # ---------------------------------------------------------------------------- resources
 
 
@@ -156,8 +167,9 @@ def observation(
 ) -> Resource:
     """An Observation dated `date` (a bare day gets a time and zone).
 
-    The value is a Quantity when `unit` is given (with the UCUM code when `ucum`), else an
-    integer, a string or a boolean; `coded` gives a valueCodeableConcept instead.
+    The value is a Quantity when `unit` is given (with the UCUM code when `ucum`) and for a
+    float without a unit (a unitless Quantity), else an integer, a string or a boolean;
+    `coded` gives a valueCodeableConcept instead; no value at all leaves value[x] out.
     `reference_range` is (low, high) in the value's unit, either bound may be None.
     """
     fields: Resource = {"status": status, "code": codeable(LOINC, loinc)}
@@ -170,10 +182,10 @@ def observation(
         fields["valueBoolean"] = value
     elif isinstance(value, int):
         fields["valueInteger"] = value
+    elif isinstance(value, float):
+        fields["valueQuantity"] = quantity(value, None)
     elif isinstance(value, str):
         fields["valueString"] = value
-    elif value is not None:
-        raise ValueError(f"a {type(value).__name__} value needs a unit")
     if reference_range is not None:
         low, high = reference_range
         bounds = {"low": low, "high": high}
