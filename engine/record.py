@@ -185,6 +185,12 @@ class PatientRecord:
             coded_fields_of = _CODED_FIELDS.get(resource["resourceType"])
             if coded_fields_of is None:
                 continue
+            if "subject" not in resource and "patient" not in resource:
+                self._problem(
+                    resource,
+                    "subject",
+                    "no subject or patient; taken to be about this record's patient",
+                )
             concepts: set[str] = set()
             for field, concept in coded_fields_of(self, resource):
                 self._classify(resource, field, concept, classifier, concepts)

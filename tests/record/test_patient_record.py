@@ -62,11 +62,25 @@ def concept(system: str | None, code: str, text: str | None = None) -> dict[str,
 
 
 def resource(resource_type: str, resource_id: str | None, **fields: Any) -> dict[str, Any]:
+    """A resource of patient p1 (clinical types get their subject/patient reference)."""
     result: dict[str, Any] = {"resourceType": resource_type}
     if resource_id is not None:
         result["id"] = resource_id
+    if resource_type in SUBJECT_FIELD and not {"subject", "patient"} & fields.keys():
+        result[SUBJECT_FIELD[resource_type]] = {"reference": "Patient/p1"}
     result.update(fields)
     return result
+
+
+SUBJECT_FIELD = {
+    "Observation": "subject",
+    "Condition": "subject",
+    "Procedure": "subject",
+    "MedicationStatement": "subject",
+    "MedicationRequest": "subject",
+    "MedicationAdministration": "subject",
+    "AllergyIntolerance": "patient",
+}
 
 
 def record_of(
@@ -507,3 +521,16 @@ def test_codes_only_from_unknown_systems_are_reported() -> None:
     assert "Observation/local-hb" in problems[0]
     assert "http://lab.example.org/codes|HGB" in problems[0]
     assert ids(record.resources_of_concept("hemoglobin")) == ["mixed"]
+
+
+def test_clinical_resource_without_subject_is_noted_and_kept() -> None:
+    orphan = {"resourceType": "Condition", "id": "c9", "code": concept(SNOMED, "22298006")}
+    record = build_record(
+        PatientResources("p1", [resource("Patient", "p1"), orphan], [None, None], "t.json"),
+        CLASSIFIER,
+    )
+    assert [str(problem) for problem in record.data_problems] == [
+        "Condition/c9, field subject: no subject or patient; "
+        "taken to be about this record's patient"
+    ]
+    assert ids(record.resources_of_concept("myocardial-infarction")) == ["c9"]
