@@ -25,6 +25,7 @@ from engine.criteria.model import (
     AllOf,
     AnswerTest,
     AnyOf,
+    AnyValueTest,
     CriteriaFile,
     Criterion,
     Expression,
@@ -32,7 +33,9 @@ from engine.criteria.model import (
     QuantityTest,
     ReferenceLimitTest,
     ResourceAtom,
+    SingleValueTest,
     SourcePosition,
+    ValueTest,
 )
 from engine.criteria.values import format_value_test
 from engine.errors import CriteriaError, ErrorCollection, Location, TrialsieveError, UnitError
@@ -201,14 +204,18 @@ def _check_atom(
     if atom.concept is None or not terminology.has_concept(atom.concept):
         return
     concept = terminology.concept(atom.concept)
-    if isinstance(atom.value, QuantityTest):
-        yield from _check_quantity(
-            atom.value, concept, _location(atom.position, criterion, "value")
-        )
-    elif isinstance(atom.value, ReferenceLimitTest):
-        yield from _check_reference_limit(
-            atom.value, concept, _location(atom.position, criterion, "value")
-        )
+    location = _location(atom.position, criterion, "value")
+    for test in _single_tests(atom.value):
+        if isinstance(test, QuantityTest):
+            yield from _check_quantity(test, concept, location)
+        elif isinstance(test, ReferenceLimitTest):
+            yield from _check_reference_limit(test, concept, location)
+
+
+def _single_tests(test: ValueTest | None) -> tuple[SingleValueTest, ...]:
+    if test is None:
+        return ()
+    return test.tests if isinstance(test, AnyValueTest) else (test,)
 
 
 def _check_quantity(
@@ -258,8 +265,9 @@ def _concepts_used(atom: ResourceAtom) -> list[tuple[str, str]]:
     used: list[tuple[str, str]] = []
     if atom.concept is not None:
         used.append((atom.concept, "concept"))
-    if isinstance(atom.value, AnswerTest):
-        used.append((atom.value.answer_concept, "value"))
+    for test in _single_tests(atom.value):
+        if isinstance(test, AnswerTest):
+            used.append((test.answer_concept, "value"))
     return used
 
 

@@ -26,6 +26,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from engine.criteria.model import (
     AllOf,
     AnyOf,
+    AnyValueTest,
     CriteriaFile,
     Criterion,
     CriterionKind,
@@ -322,6 +323,14 @@ def _explain(document: _Document, error: ValidationError) -> Iterator[_Problem]:
     elif error.validator == "anyOf" and isinstance(instance, list) and _list_branch(error):
         for sub_error in _list_branch(error):
             yield from _explain(document, sub_error)
+    elif (
+        error.validator == "anyOf"
+        and custom is None
+        and not isinstance(instance, list)
+        and _item_branch(error)
+    ):
+        for sub_error in _item_branch(error):
+            yield from _explain(document, sub_error)
     elif isinstance(custom, str) and error.validator == "required":
         for key in error.validator_value:
             if key not in instance:
@@ -388,6 +397,15 @@ def _list_branch(error: ValidationError) -> list[ValidationError]:
         sub_error
         for sub_error in error.context or ()
         if sub_error.relative_path or sub_error.schema.get("type") == "array"
+    ]
+
+
+def _item_branch(error: ValidationError) -> list[ValidationError]:
+    """For "one X or a list of X" written as one X: the errors of the single-item branch."""
+    return [
+        sub_error
+        for sub_error in error.context or ()
+        if isinstance(sub_error.schema, dict) and sub_error.schema.get("type") != "array"
     ]
 
 
@@ -765,9 +783,20 @@ class _Checker:
         )
         return None
 
-    def _value_test(self, text: str | None, path: list[PathSegment]) -> ValueTest | None:
+    def _value_test(
+        self, text: str | list[str] | None, path: list[PathSegment]
+    ) -> ValueTest | None:
         if text is None:
             return None
+        if isinstance(text, list):
+            tests = [self._value_test(item, [*path, index]) for index, item in enumerate(text)]
+            singles = [test for test in tests if test is not None]
+            if len(singles) < len(tests):
+                return None
+            return AnyValueTest(
+                tuple(test for test in singles if not isinstance(test, AnyValueTest)),
+                " or ".join(text),
+            )
         try:
             return parse_value_test(text)
         except ValueError as error:

@@ -117,7 +117,24 @@ class AnswerTest:
     text: str
 
 
-ValueTest = QuantityTest | ReferenceLimitTest | AnswerTest
+SingleValueTest = QuantityTest | ReferenceLimitTest | AnswerTest
+
+
+@dataclass(frozen=True)
+class AnyValueTest:
+    """`value: ["> 1 x ULN", "is positive"]`: a result passes if a test that applies passes.
+
+    A numeric test does not apply to a coded result, nor a coded test to a number, so one
+    atom can read a concept whose results come both ways (HCV RNA as a viral load or as
+    "detected"). The result fails if the tests that apply all fail; it is unusable if none
+    applies.
+    """
+
+    tests: tuple[SingleValueTest, ...]
+    text: str
+
+
+ValueTest = SingleValueTest | AnyValueTest
 
 
 # --------------------------------------------------------------------------- atoms

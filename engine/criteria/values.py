@@ -28,6 +28,7 @@ from typing import Literal
 
 from engine.criteria.model import (
     AnswerTest,
+    AnyValueTest,
     Comparator,
     QuantityTest,
     ReferenceLimitTest,
@@ -90,7 +91,12 @@ def parse_value_test(text: str) -> ValueTest:
 
 
 def format_value_test(test: ValueTest) -> str:
-    """Write a value test in canonical form; `parse_value_test` reads it back to an equal test."""
+    """Write a value test in canonical form; `parse_value_test` reads a single test back.
+
+    A list of tests (AnyValueTest) is written joined by " or ", for explanations.
+    """
+    if isinstance(test, AnyValueTest):
+        return " or ".join(format_value_test(one) for one in test.tests)
     if isinstance(test, AnswerTest):
         return f"is {test.answer_concept}"
     if isinstance(test, ReferenceLimitTest):

@@ -23,6 +23,7 @@ from engine.criteria.model import (
     AllOf,
     AnswerTest,
     AnyOf,
+    AnyValueTest,
     Comparator,
     CriteriaFile,
     Criterion,
@@ -441,7 +442,9 @@ class ResourceNode:
     def _verdict(self, met: bool, shown: str, evidence: tuple[str, ...]) -> Outcome:
         test_text = self.atom.value.text if self.atom.value else ""
         relation = "" if met else "not "
-        if test_text.startswith("is "):  # answer tests read "is positive" / "is not positive"
+        if isinstance(self.atom.value, AnyValueTest):
+            test_text = f"({test_text})" if not met else test_text
+        elif test_text.startswith("is "):  # answer tests read "is positive" / "is not positive"
             test_text = test_text[3:]
         return Outcome(
             Truth.MET if met else Truth.NOT_MET,
@@ -631,11 +634,34 @@ def _written_by_trialsieve(resource: dict[str, Any]) -> bool:
 def _compile_value_check(
     test: ValueTest, concept: Concept, terminology: Terminology, where: Location
 ) -> ValueCheck:
+    if isinstance(test, AnyValueTest):
+        return _any_check(
+            [_compile_value_check(one, concept, terminology, where) for one in test.tests]
+        )
     if isinstance(test, QuantityTest):
         return _quantity_check(test, concept, where)
     if isinstance(test, ReferenceLimitTest):
         return _limit_check(test, concept)
     return _answer_check(test, terminology, where)
+
+
+def _any_check(checks: list[ValueCheck]) -> ValueCheck:
+    """Passes if an applicable check passes; fails if the applicable ones fail; else a reason."""
+
+    def check(measurement: Measurement) -> bool | str:
+        reasons: list[str] = []
+        failed = False
+        for one in checks:
+            verdict = one(measurement)
+            if verdict is True:
+                return True
+            if verdict is False:
+                failed = True
+            else:
+                reasons.append(str(verdict))
+        return False if failed else "; ".join(reasons)
+
+    return check
 
 
 def _quantity_check(test: QuantityTest, concept: Concept, where: Location) -> ValueCheck:

@@ -640,3 +640,46 @@ def test_five_hundred_lines_load_quickly(tmp_path: Path) -> None:
     elapsed = time.perf_counter() - started
     assert len(loaded.criteria) == 34
     assert elapsed < 0.5, f"{elapsed:.3f} s"  # about 0.05 s on a laptop; generous for CI
+
+
+def test_a_list_of_value_tests_loads_as_any_value_test(tmp_path: Path) -> None:
+    from engine.criteria.model import AnswerTest, AnyValueTest, ReferenceLimitTest
+
+    path = tmp_path / "trial.yaml"
+    path.write_text(
+        "trial: {id: NCT1, title: T}\n"
+        "criteria:\n"
+        "  - id: exclusion-1\n"
+        "    kind: exclusion\n"
+        "    text: HCV RNA above the limit\n"
+        "    expression:\n"
+        "      resource: Observation\n"
+        "      concept: hcv-rna\n"
+        '      value: ["> 1 x ULN", "is positive"]\n'
+    )
+    atom = load_criteria(path).criteria[0].expression
+    assert isinstance(atom, ResourceAtom)
+    assert isinstance(atom.value, AnyValueTest)
+    assert isinstance(atom.value.tests[0], ReferenceLimitTest)
+    assert isinstance(atom.value.tests[1], AnswerTest)
+    assert atom.selection == "latest"
+
+
+def test_a_bad_item_in_a_value_list_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "trial.yaml"
+    path.write_text(
+        "trial: {id: NCT1, title: T}\n"
+        "criteria:\n"
+        "  - id: exclusion-1\n"
+        "    kind: exclusion\n"
+        "    text: HCV RNA above the limit\n"
+        "    expression:\n"
+        "      resource: Observation\n"
+        "      concept: hcv-rna\n"
+        '      value: ["> 1 x ULN", "is Positive"]\n'
+    )
+    with pytest.raises(TrialsieveError) as caught:
+        load_criteria(path)
+    message = str(caught.value)
+    assert "trial.yaml:9" in message
+    assert "is Positive" in message

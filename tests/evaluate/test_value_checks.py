@@ -107,3 +107,31 @@ def test_impossible_thresholds_fail_at_compile_time(
         _quantity_check(test, concept(unit), WHERE)
     assert message in str(caught.value)
     assert "trial.yaml:1" in str(caught.value)
+
+
+class _AnswerConcepts:
+    """Just enough terminology for answer tests: every answer concept exists."""
+
+    def has_concept(self, concept_id: str) -> bool:
+        return True
+
+
+def _coded(*answers: str) -> Measurement:
+    return Measurement(None, None, frozenset(answers), None, None, "valueCodeableConcept")
+
+
+def test_a_list_of_tests_applies_each_to_the_results_it_fits() -> None:
+    from engine.criteria.model import AnswerTest, AnyValueTest
+    from engine.evaluate.compile import _compile_value_check
+
+    test = AnyValueTest(
+        (uln_test(1.0), AnswerTest("positive", "is positive")), "> 1 x ULN or is positive"
+    )
+    check = _compile_value_check(test, concept("[IU]/mL", high=15.0), _AnswerConcepts(), WHERE)  # type: ignore[arg-type]
+    assert check(measurement(2000.0)) is True  # a viral load above the limit
+    assert check(measurement(10.0)) is False  # below the limit
+    assert check(_coded("positive")) is True  # "detected"
+    assert check(_coded("negative")) is False  # "not detected"
+    unusable = check(Measurement(None, None, frozenset(), None, None, "valueString"))
+    assert isinstance(unusable, str)
+    assert "no numeric value" in unusable
