@@ -123,9 +123,7 @@ def amended(resource: Resource, **fields: Any) -> Resource:
 def patient(
     birth_date: str | None = "1984-03-15", gender: str | None = "female", id: str = "patient"
 ) -> Resource:
-    return _identified(
-        "Patient", id, _without_none({"gender": gender, "birthDate": birth_date})
-    )
+    return _identified("Patient", id, _without_none({"gender": gender, "birthDate": birth_date}))
 
 
 def condition(

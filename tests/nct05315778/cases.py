@@ -1,0 +1,1440 @@
+"""Per-criterion cases for NCT05315778: the baseline patient plus or minus a few resources.
+
+Every criterion has at least one case of each role:
+
+- `MEETS`: the patient satisfies the criterion (verdict clear);
+- `FAILS`: the patient fails it (inclusion not met, or exclusion met);
+- `SILENT`: the data it needs is absent or unattested. For measurements that is missing data;
+  for diagnoses, drugs, allergies and study participation (closed world) absence decides
+  (clear or fails) or leaves the question to the investigator, as the criteria file intends;
+  for pure manual items it is manual review.
+
+`criterion` is the criterion id's prefix up to its number (`exclusion-7`), so rewording the
+rest of an id keeps the table valid. The dates are relative to the as-of day 2026-11-01;
+the screening window is 2026-10-04 to 2026-11-01, the baseline's tests are on 2026-10-20.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TypedDict, Unpack
+
+from baseline import NEGATIVE, POSITIVE
+from builders import (
+    ATC,
+    CPT,
+    ICD10,
+    ICD10CM,
+    LOINC,
+    RXNORM,
+    SCREENING_DAY,
+    SNOMED,
+    Coding,
+    Resource,
+    allergy,
+    amended,
+    codeable,
+    component,
+    condition,
+    days_ago,
+    medication_administration,
+    medication_request,
+    observation,
+    patient,
+    procedure,
+    research_subject,
+)
+
+from engine.criteria.model import CriterionKind
+from engine.evaluate import CriterionVerdict
+
+CLEAR = CriterionVerdict.CLEAR
+FAILS = CriterionVerdict.FAILS
+MISSING = CriterionVerdict.MISSING_DATA
+MANUAL = CriterionVerdict.MANUAL_REVIEW
+
+
+class Role(StrEnum):
+    MEETS = "meets"
+    FAILS = "fails"
+    SILENT = "silent"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One hand-written patient for one criterion and the verdict expected for it."""
+
+    criterion: str
+    name: str
+    role: Role
+    expected: CriterionVerdict
+    add: tuple[Resource, ...] = ()
+    remove: tuple[str, ...] = ()
+    answers: Mapping[str, bool] = field(default_factory=dict)
+    patient: Resource | None = None
+    reason: tuple[str, ...] = ()
+    """Texts the criterion's reason must contain (what decided: a value, a field, a resource)."""
+    evidence: tuple[str, ...] = ()
+    """References the criterion's evidence must contain."""
+    xfail: str | None = None
+    """Why the engine does not behave like this yet (the test is then a strict xfail)."""
+
+    @property
+    def id(self) -> str:
+        slug = re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-")
+        return f"{self.criterion}:{slug}"
+
+
+def short_id(criterion_id: str) -> str:
+    """`exclusion-7-screening-blood-counts` -> `exclusion-7` (how cases name criteria)."""
+    found = re.match(r"^(inclusion|exclusion)-\d+", criterion_id)
+    assert found, f"criterion id {criterion_id} does not start with inclusion-N / exclusion-N"
+    return found.group(0)
+
+
+class Details(TypedDict, total=False):
+    """The optional fields of a Case, as keyword arguments."""
+
+    add: tuple[Resource, ...]
+    remove: tuple[str, ...]
+    answers: Mapping[str, bool]
+    patient: Resource
+    reason: tuple[str, ...]
+    evidence: tuple[str, ...]
+    xfail: str
+
+
+@dataclass(frozen=True)
+class Cases:
+    """Case constructors for one criterion: `meets` expects clear, `fails` expects fails."""
+
+    criterion: str
+
+    def meets(self, name: str, **details: Unpack[Details]) -> Case:
+        return Case(self.criterion, name, Role.MEETS, CLEAR, **details)
+
+    def fails(self, name: str, **details: Unpack[Details]) -> Case:
+        return Case(self.criterion, name, Role.FAILS, FAILS, **details)
+
+    def silent(self, name: str, expected: CriterionVerdict, **details: Unpack[Details]) -> Case:
+        return Case(self.criterion, name, Role.SILENT, expected, **details)
+
+    def manual(self, manual_id: str, kind: CriterionKind) -> list[Case]:
+        """A pure manual criterion: unattested, attested yes, attested no."""
+        inclusion = kind is CriterionKind.INCLUSION
+        yes, no = (self.meets, self.fails) if inclusion else (self.fails, self.meets)
+        return [
+            self.silent("unattested", MANUAL, reason=("manual review",)),
+            yes("attested yes", answers={manual_id: True}),
+            no("attested no", answers={manual_id: False}),
+        ]
+
+
+# ------------------------------------------------------------------------ known problems
+# Cases written as the engine, criteria or mappings SHOULD behave; strict xfails until fixed.
+
+VTE_HISTORY_CODE = (
+    "mappings/conditions.yaml venous-thrombosis: holds ICD-10-CM Z86.71 (personal history of "
+    "venous thrombosis); history codes sit on problem lists as active conditions, so a "
+    "VTE in 2016 counts as a current venous thrombosis"
+)
+LATEST_WITH_UNDATABLE = (
+    "engine/evaluate/compile.py ResourceNode._values: with select latest, date problems are "
+    "dropped as soon as one datable candidate exists ('older unusable ones do not matter'), "
+    "but a result whose dateTime cannot be read is not known to be older: the 2026-10-27 Hb "
+    "95 without a time zone is ignored and the 2026-10-20 Hb 128 clears the criterion"
+)
+UNITLESS_DIMENSIONLESS_QUANTITY = (
+    "engine/normalise/values.py _read_quantity: a valueQuantity without a unit is refused for "
+    "every concept with a unit, even a dimensionless one ({INR}), although "
+    "_read_plain_number accepts unitless values there; INR 1.5 sent without a unit is "
+    "missing data instead of excluding"
+)
+CODED_RESULT_VS_LIMIT = (
+    "engine/evaluate/compile.py _limit_check: a coded HCV RNA 'Not detected' has no number, "
+    "so '> 1 x ULN' is 'no numeric value' (missing data); a negative RNA is below any upper "
+    "limit, so an antibody-positive patient with cleared virus never becomes clear"
+)
+CENSORED_BUT_DECIDABLE = (
+    "engine/normalise/values.py _read_quantity: every censored value ('<', '>') is unusable, "
+    "even when the bound settles the test: Hb '< 60 g/L' is certainly < 100 g/L, HBV DNA "
+    "'< 20 IU/mL' is certainly not above the ULN 20 (the usual report of a suppressed viral "
+    "load)"
+)
+OWN_TRIAL_NOT_IGNORED = (
+    "criteria/NCT05315778.yaml exclusion-11: where_not "
+    "\"study.identifier[?(@.value == 'NCT05315778')]\" never matches, because "
+    "Reference.identifier is a single Identifier, not a list, and jsonpath-ng filters only "
+    "lists; the root idiom \"$[?($.study.identifier.value == 'NCT05315778')]\" matches"
+)
+RESOLVED_ALLERGY_DROPPED = (
+    "engine/evaluate/compile.py _allergy_predicate: with no status filter it drops inactive "
+    "and resolved allergies (not documented in docs/criteria-language.md); exclusion 14 "
+    "('history of severe drug allergy'; note: any clinical status but refuted / "
+    "entered-in-error) needs them, and no `status:` list can say 'any' (a list also drops "
+    "allergies without clinicalStatus)"
+)
+
+
+# ------------------------------------------------------------------------ small helpers
+
+SCREENING_LATE = days_ago(5)
+"""A screening day after the baseline's tests (2026-10-27): a result then is the latest."""
+SCREENING_EARLY = days_ago(22)
+"""A screening day before the baseline's tests (2026-10-10)."""
+FIRST_SCREENING_DAY = days_ago(28)
+"""The first day of the screening window, 2026-10-04 (P28D before the as-of day)."""
+BEFORE_SCREENING = days_ago(40)
+"""Outside the 28-day screening window (2026-09-22)."""
+THIRTEEN_MONTHS_AGO = days_ago(400)
+"""Outside the one-year serology window."""
+LAST_MONTH = days_ago(20)
+AFTER_AS_OF = days_ago(-4)
+"""2026-11-05: facts dated after the as-of day are ignored (re-runs are reproducible)."""
+
+
+def drug(code: str, status: str, authored_on: str, id: str, system: str = RXNORM) -> Resource:
+    return medication_request(code, status, authored_on, system=system, id=id)
+
+
+def censored(resource: Resource, comparator: str) -> Resource:
+    """The Observation with its valueQuantity censored (`<`, `>`...)."""
+    result = amended(resource)
+    result["valueQuantity"]["comparator"] = comparator
+    return result
+
+
+i1, i2, i3, i4, i5 = (Cases(f"inclusion-{number}") for number in range(1, 6))
+e1, e2, e3, e4, e5, e6, e7, e8 = (Cases(f"exclusion-{number}") for number in range(1, 9))
+e9, e10, e11, e12, e13, e14, e15, e16 = (Cases(f"exclusion-{number}") for number in range(9, 17))
+
+
+RELAPSE = "relapse-after-response"
+REFRACTORY = "refractory-itp-per-2020-guideline"
+DYSPNEA = "dyspnea-ctcae-grade-1-or-higher"
+NO_DYSPNEA: Mapping[str, bool] = {DYSPNEA: False}
+OXYGEN_FLOW = "3151-8"
+FIO2 = "3150-0"
+
+
+# ------------------------------------------------------------------------ inclusion criteria
+
+INCLUSION_1 = [
+    i1.meets(
+        "relapsed: prednisone and rituximab on record, relapse attested",
+        answers={RELAPSE: True},
+        evidence=("Condition/itp", "MedicationRequest/prednisone", "MedicationRequest/rituximab"),
+    ),
+    i1.meets(
+        "refractory: eltrombopag (ATC) and rituximab, refractory attested",
+        add=(drug("B02BX05", "completed", "2023-05-01", "eltrombopag", system=ATC),),
+        answers={REFRACTORY: True},
+        evidence=("MedicationRequest/eltrombopag",),
+    ),
+    i1.meets(
+        "refractory after splenectomy, ITP coded only as ICD-10-CM D69.3, no anti-CD20",
+        remove=("itp", "rituximab"),
+        add=(
+            condition(ICD10CM, "D69.3", "2021-02-20", id="itp-icd"),
+            procedure(CPT, "38120", "2024-03-12", id="splenectomy"),
+        ),
+        answers={REFRACTORY: True},
+        evidence=("Condition/itp-icd", "Procedure/splenectomy"),
+    ),
+    i1.meets(
+        "IVIG (ATC J06BA02) as the first-line therapy, relapse attested",
+        remove=("prednisone",),
+        add=(drug("J06BA02", "completed", "2021-02-21", "ivig", system=ATC),),
+        answers={RELAPSE: True},
+        evidence=("MedicationRequest/ivig",),
+    ),
+    i1.meets(
+        "rituximab recorded as a completed MedicationAdministration",
+        remove=("rituximab",),
+        add=(medication_administration("121191", "completed", "2022-06-10", id="rtx-given"),),
+        answers={RELAPSE: True},
+        evidence=("MedicationAdministration/rtx-given",),
+    ),
+    i1.fails(
+        "no ITP diagnosis on record, relapse attested",
+        remove=("itp",),
+        answers={RELAPSE: True},
+        reason=("Primary immune thrombocytopenia (ITP): none on record",),
+    ),
+    i1.fails(
+        "ITP diagnosis refuted",
+        remove=("itp",),
+        add=(condition(SNOMED, "32273002", "2021-02-20", verification="refuted", id="itp-no"),),
+        answers={RELAPSE: True},
+    ),
+    i1.fails(
+        "no anti-CD20, TPO-RA or splenectomy: both readings fail whatever is attested",
+        remove=("rituximab",),
+        answers={RELAPSE: True, REFRACTORY: True},
+        reason=("Anti-CD20 monoclonal antibodies: none on record",),
+    ),
+    i1.fails(
+        "topical hydrocortisone cream (RxNorm 106258) is not first-line therapy",
+        remove=("prednisone",),
+        add=(drug("106258", "completed", "2021-03-02", "hydrocortisone-cream"),),
+        answers={RELAPSE: True, REFRACTORY: True},
+    ),
+    i1.fails(
+        "rituximab order entered in error",
+        remove=("rituximab",),
+        add=(drug("121191", "entered-in-error", "2022-06-10", "rtx-error"),),
+        answers={RELAPSE: True},
+    ),
+    i1.fails(
+        "investigator: neither refractory nor relapsed", answers={RELAPSE: False, REFRACTORY: False}
+    ),
+    i1.silent(
+        "treatment history not recorded: closed world, not met",
+        FAILS,
+        remove=("prednisone", "rituximab"),
+        answers={RELAPSE: True, REFRACTORY: True},
+        reason=("First-line ITP therapy (glucocorticoids, IVIG): none on record",),
+    ),
+    i1.silent(
+        "relapse and refractoriness unattested",
+        MANUAL,
+        reason=("manual review: Did the patient respond",),
+    ),
+]
+
+INCLUSION_2 = [
+    i2.meets("42 years old", reason=("age 42",)),
+    i2.meets(
+        "65 on the as-of day",
+        patient=patient("1961-11-01"),
+        reason=("age 65",),
+        evidence=("Patient/patient",),
+    ),
+    i2.meets("18 on the as-of day", patient=patient("2008-11-01"), reason=("age 18",)),
+    i2.meets("birth year only, 1970", patient=patient("1970"), reason=("age 55-56",)),
+    i2.fails("66 on the as-of day", patient=patient("1960-11-01"), reason=("age 66",)),
+    i2.fails("17, turning 18 the day after", patient=patient("2008-11-02"), reason=("age 17",)),
+    i2.silent("no birthDate", MISSING, patient=patient(None), reason=("no birthDate",)),
+    i2.silent(
+        "birth year only, 1960: 65 or 66", MISSING, patient=patient("1960"), reason=("too coarse",)
+    ),
+]
+
+INCLUSION_3 = i3.manual("adequate-venous-access", CriterionKind.INCLUSION)
+
+INCLUSION_4 = [
+    i4.meets("valueInteger 1", evidence=("Observation/ecog",)),
+    i4.meets(
+        "valueInteger 2",
+        remove=("ecog",),
+        add=(observation("89247-1", 2, id="ecog-2"),),
+        evidence=("Observation/ecog-2",),
+    ),
+    i4.meets(
+        "answer LA9624-3 scored 2",
+        remove=("ecog",),
+        add=(observation("89247-1", coded=(LOINC, "LA9624-3"), id="ecog-la"),),
+        reason=("ECOG performance status: 2",),
+    ),
+    i4.meets(
+        "ECOG 3 earlier in screening, 1 at the latest",
+        add=(observation("89247-1", 3, date=SCREENING_EARLY, id="ecog-early"),),
+        evidence=("Observation/ecog",),
+    ),
+    i4.fails(
+        "answer LA9625-0 scored 3",
+        remove=("ecog",),
+        add=(observation("89247-1", coded=(LOINC, "LA9625-0"), id="ecog-3"),),
+        reason=("ECOG performance status: 3",),
+        evidence=("Observation/ecog-3",),
+    ),
+    i4.fails("valueInteger 4", remove=("ecog",), add=(observation("89247-1", 4, id="ecog-4"),)),
+    i4.fails(
+        "ECOG 1 then 3 at the latest",
+        add=(observation("89247-1", 3, date=SCREENING_LATE, id="ecog-late"),),
+        evidence=("Observation/ecog-late",),
+    ),
+    i4.silent(
+        "no ECOG on record",
+        MISSING,
+        remove=("ecog",),
+        reason=("ECOG performance status: no result within screening",),
+    ),
+    i4.silent(
+        "ECOG 1 is 40 days old",
+        MISSING,
+        remove=("ecog",),
+        add=(observation("89247-1", 1, date=BEFORE_SCREENING, id="ecog-old"),),
+        reason=("no result within screening",),
+    ),
+    i4.silent(
+        "preliminary ECOG only",
+        MISSING,
+        remove=("ecog",),
+        add=(observation("89247-1", 1, status="preliminary", id="ecog-prelim"),),
+    ),
+    i4.silent(
+        "ECOG answered with a code the mappings do not score",
+        MISSING,
+        remove=("ecog",),
+        add=(observation("89247-1", coded=(SNOMED, "1234567"), id="ecog-odd"),),
+        reason=("Observation/ecog-odd valueCodeableConcept",),
+    ),
+]
+
+INCLUSION_5 = i5.manual("informed-consent", CriterionKind.INCLUSION)
+
+
+# ------------------------------------------------------------------------ exclusion 1-6
+
+EXCLUSION_1 = [
+    e1.silent(
+        "no secondary cause on record: closed world, not met", CLEAR, reason=("none on record",)
+    ),
+    e1.meets(
+        "SLE refuted",
+        add=(condition(SNOMED, "55464009", "2019-05-01", verification="refuted", id="sle-no"),),
+    ),
+    e1.meets(
+        "WHO ICD-10 D69.3 (the ITP itself) is not a secondary cause",
+        add=(condition(ICD10, "D69.3", "2021-02-20", id="itp-who"),),
+    ),
+    e1.fails(
+        "SLE (SNOMED 55464009)",
+        add=(condition(SNOMED, "55464009", "2019-05-01", id="sle"),),
+        evidence=("Condition/sle",),
+    ),
+    e1.fails(
+        "lupus nephritis ICD-10-CM M32.14 (range M32)",
+        add=(condition(ICD10CM, "M32.14", "2019-05-01", id="lupus-nephritis"),),
+        evidence=("Condition/lupus-nephritis",),
+    ),
+    e1.fails(
+        "HIV disease WHO ICD-10 B20.1 (range B20-B24)",
+        add=(condition(ICD10, "B20.1", "2018-01-01", id="hiv-disease"),),
+    ),
+    e1.fails(
+        "hepatitis B carrier Z22.51",
+        add=(condition(ICD10CM, "Z22.51", "2015-01-01", id="hbv-carrier"),),
+    ),
+    e1.fails(
+        "Evans syndrome D69.41", add=(condition(ICD10CM, "D69.41", "2022-01-01", id="evans"),)
+    ),
+    e1.fails(
+        "heparin-induced thrombocytopenia resolved in 2019 (any date counts)",
+        add=(
+            condition(
+                ICD10CM, "D75.82", "2019-03-01", "resolved", abatement="2019-04-01", id="hit"
+            ),
+        ),
+    ),
+    e1.fails(
+        "common variable immunodeficiency D83.9 (prefix D83)",
+        add=(condition(ICD10CM, "D83.9", "2017-01-01", id="cvid"),),
+    ),
+]
+
+EXCLUSION_2 = [
+    e2.silent(
+        "no thrombosis and no antithrombotic on record: closed world, not met",
+        CLEAR,
+        reason=("none on record",),
+    ),
+    e2.meets(
+        "DVT resolved in 2015 (abatement date)",
+        add=(
+            condition(
+                SNOMED, "128053003", "2015-03-01", "resolved", abatement="2015-06-01", id="dvt"
+            ),
+        ),
+    ),
+    e2.meets(
+        "DVT resolved, no abatement date",
+        add=(condition(SNOMED, "128053003", "2015-03-01", "resolved", id="dvt"),),
+    ),
+    e2.meets(
+        "superficial thrombophlebitis I80.01 active (left out of the set)",
+        add=(condition(ICD10CM, "I80.01", LAST_MONTH, id="superficial"),),
+    ),
+    e2.meets(
+        "warfarin stopped two years ago", add=(drug("855332", "stopped", "2024-10-15", "warfarin"),)
+    ),
+    e2.meets(
+        "warfarin order still 'active' but its validity ended in 2024",
+        add=(
+            medication_request(
+                "855332", "active", "2024-06-01", validity=("2024-06-01", "2024-12-31"), id="w"
+            ),
+        ),
+    ),
+    e2.fails(
+        "myocardial infarction in 2015 (history counts)",
+        add=(
+            condition(
+                SNOMED, "22298006", "2015-04-02", "resolved", abatement="2015-05-01", id="mi"
+            ),
+        ),
+        reason=("Arterial thrombosis",),
+        evidence=("Condition/mi",),
+    ),
+    e2.fails(
+        "old myocardial infarction I25.2",
+        add=(condition(ICD10CM, "I25.2", "2015-04-02", "inactive", id="old-mi"),),
+    ),
+    e2.fails(
+        "cerebral infarction I63.9 (range I63)",
+        add=(condition(ICD10CM, "I63.9", "2020-08-01", "resolved", id="stroke"),),
+    ),
+    e2.fails(
+        "DVT active",
+        add=(condition(SNOMED, "128053003", LAST_MONTH, id="dvt"),),
+        evidence=("Condition/dvt",),
+    ),
+    e2.fails(
+        "acute femoral DVT I82.411 active (prefix I82.4)",
+        add=(condition(ICD10CM, "I82.411", LAST_MONTH, id="femoral-dvt"),),
+    ),
+    e2.fails(
+        "warfarin MedicationRequest active",
+        add=(drug("855332", "active", days_ago(60), "warfarin"),),
+        reason=("Anticoagulant or antiplatelet drug",),
+        evidence=("MedicationRequest/warfarin",),
+    ),
+    e2.fails("aspirin 81 mg active", add=(drug("243670", "active", days_ago(90), "aspirin"),)),
+    e2.fails(
+        "rivaroxaban by ATC B01AF01 active",
+        add=(drug("B01AF01", "active", days_ago(30), "rivaroxaban", system=ATC),),
+    ),
+    e2.fails(
+        "heparin infusion in progress (MedicationAdministration)",
+        add=(medication_administration("5224", "in-progress", days_ago(1), id="heparin"),),
+        evidence=("MedicationAdministration/heparin",),
+    ),
+    e2.meets(
+        "personal history of VTE Z86.718 on the problem list is not a current thrombosis",
+        add=(condition(ICD10CM, "Z86.718", "2016-01-01", id="vte-history"),),
+        xfail=VTE_HISTORY_CODE,
+    ),
+]
+
+HEART_FAILURE = condition(SNOMED, "84114007", "2023-01-10", id="heart-failure")
+SERIOUS_CVD = "cardiovascular-disease-is-serious"
+
+EXCLUSION_3 = [
+    e3.silent(
+        "no cardiovascular diagnosis: closed world, not met without asking",
+        CLEAR,
+        reason=("none on record",),
+    ),
+    e3.silent(
+        "heart failure on record, seriousness unattested",
+        MANUAL,
+        add=(HEART_FAILURE,),
+        evidence=("Condition/heart-failure",),
+    ),
+    e3.silent(
+        "atrial fibrillation I48.91 (range I47-I48), unattested",
+        MANUAL,
+        add=(condition(ICD10CM, "I48.91", "2024-02-01", id="af"),),
+    ),
+    e3.fails(
+        "heart failure attested serious",
+        add=(HEART_FAILURE,),
+        answers={SERIOUS_CVD: True},
+        evidence=("Condition/heart-failure",),
+    ),
+    e3.meets(
+        "heart failure attested not serious", add=(HEART_FAILURE,), answers={SERIOUS_CVD: False}
+    ),
+    e3.meets(
+        "essential hypertension I10 is not in the set",
+        add=(condition(ICD10CM, "I10", "2020-01-01", id="hypertension"),),
+    ),
+]
+
+UNCONTROLLED = "uncontrolled-infection-organ-dysfunction-or-disorder"
+
+EXCLUSION_4 = [
+    e4.silent("nothing on record, unattested", MANUAL),
+    e4.silent(
+        "pneumonia resolved in 2020, unattested",
+        MANUAL,
+        add=(
+            condition(
+                ICD10CM, "J18.9", "2020-01-05", "resolved", abatement="2020-02-01", id="pneu"
+            ),
+        ),
+    ),
+    e4.fails(
+        "sepsis active",
+        add=(condition(SNOMED, "91302008", days_ago(3), id="sepsis"),),
+        evidence=("Condition/sepsis",),
+    ),
+    e4.fails(
+        "pneumonia J18.9 active since last week",
+        add=(condition(ICD10CM, "J18.9", days_ago(7), id="pneumonia"),),
+    ),
+    e4.fails("investigator: uncontrolled disorder", answers={UNCONTROLLED: True}),
+    e4.meets("investigator: none", answers={UNCONTROLLED: False}),
+    e4.meets(
+        "pneumonia abated on 2026-10-15, investigator: none",
+        add=(condition(ICD10CM, "J18.9", "2026-10-01", abatement="2026-10-15", id="pneu"),),
+        answers={UNCONTROLLED: False},
+    ),
+]
+
+EXCLUSION_5 = [
+    e5.silent(
+        "no malignancy on record: closed world, not met",
+        CLEAR,
+        reason=("Malignant neoplasm: none on record",),
+    ),
+    e5.meets(
+        "ductal carcinoma in situ D05.10 (in situ left out)",
+        add=(condition(ICD10CM, "D05.10", "2019-06-01", id="dcis"),),
+    ),
+    e5.meets(
+        "malignancy refuted",
+        add=(condition(ICD10CM, "C50.9", "2019-06-01", verification="refuted", id="not-ca"),),
+    ),
+    e5.fails(
+        "breast cancer ICD-10-CM C50.9 (range C00-C97)",
+        add=(condition(ICD10CM, "C50.9", "2019-06-01", id="breast-cancer"),),
+        evidence=("Condition/breast-cancer",),
+    ),
+    e5.fails(
+        "breast cancer written c50911 (lower case, no dot)",
+        add=(condition(ICD10CM, "c50911", "2019-06-01", id="breast-cancer"),),
+    ),
+    e5.fails(
+        "breast cancer SNOMED 254837009 resolved in 2010 (history counts)",
+        add=(
+            condition(
+                SNOMED, "254837009", "2009-01-01", "resolved", abatement="2010-01-01", id="ca"
+            ),
+        ),
+        evidence=("Condition/ca",),
+    ),
+    e5.fails(
+        "chronic lymphocytic leukaemia WHO ICD-10 C91.1",
+        add=(condition(ICD10, "C91.1", "2020-01-01", id="cll"),),
+    ),
+    e5.fails(
+        "Merkel cell carcinoma C4A.9 (C4A inside C00-C97)",
+        add=(condition(ICD10CM, "C4A.9", "2020-01-01", id="merkel"),),
+    ),
+    e5.meets(
+        "breast cancer diagnosed after the as-of day is not seen",
+        add=(condition(ICD10CM, "C50.9", AFTER_AS_OF, id="breast-cancer-later"),),
+    ),
+]
+
+EXCLUSION_6 = e6.manual("failed-t-cell-expansion", CriterionKind.EXCLUSION)
+
+
+# ------------------------------------------------------------------------ exclusion 7: counts
+
+
+def hb(
+    value: float,
+    unit: str,
+    id: str = "hb-new",
+    date: str = SCREENING_DAY,
+    status: str = "final",
+    ucum: bool = True,
+) -> Resource:
+    return observation("718-7", value, unit, date=date, status=status, ucum=ucum, id=id)
+
+
+EXCLUSION_7 = [
+    e7.meets("Hb 128 g/L and ANC 3.2", evidence=("Observation/hb", "Observation/anc")),
+    e7.meets("Hb 10.5 g/dL", remove=("hb",), add=(hb(10.5, "g/dL"),), reason=("105 g/L",)),
+    e7.meets("Hb exactly 100 g/L", remove=("hb",), add=(hb(100, "g/L"),)),
+    e7.meets(
+        "ANC exactly 1.5 x10^9/L (unit alias)",
+        remove=("anc",),
+        add=(observation("751-8", 1.5, "x10^9/L", ucum=False, id="anc-new"),),
+    ),
+    e7.meets(
+        "Hb 95 earlier in screening, 128 at the latest",
+        add=(hb(95, "g/L", date=SCREENING_EARLY),),
+        evidence=("Observation/hb",),
+    ),
+    e7.meets(
+        "a later Hb 95 entered in error",
+        add=(hb(95, "g/L", date=SCREENING_LATE, status="entered-in-error"),),
+    ),
+    e7.fails(
+        "Hb 95 g/L",
+        remove=("hb",),
+        add=(hb(95, "g/L"),),
+        reason=("95 g/L",),
+        evidence=("Observation/hb-new",),
+    ),
+    e7.fails(
+        "Hb 9.5 g/dL converted to 95 g/L",
+        remove=("hb",),
+        add=(hb(9.5, "g/dL"),),
+        reason=("95 g/L",),
+    ),
+    e7.fails(
+        "Hb 5.9 mmol/L (LOINC 59260-0) converted by molar mass",
+        remove=("hb",),
+        add=(observation("59260-0", 5.9, "mmol/L", id="hb-molar"),),
+        evidence=("Observation/hb-molar",),
+    ),
+    e7.fails(
+        "ANC 1.2 x10^9/L (unit alias)",
+        remove=("anc",),
+        add=(observation("751-8", 1.2, "x10^9/L", ucum=False, id="anc-new"),),
+        evidence=("Observation/anc-new",),
+    ),
+    e7.fails(
+        "ANC 1200 /uL",
+        remove=("anc",),
+        add=(observation("751-8", 1200, "/uL", id="anc-new"),),
+        reason=("1.2 10*9/L",),
+    ),
+    e7.fails(
+        "no Hb, but ANC 1.2 excludes anyway",
+        remove=("hb", "anc"),
+        add=(observation("751-8", 1.2, "10*9/L", id="anc-new"),),
+    ),
+    e7.meets(
+        "a Hb 95 dated after the as-of day is not seen",
+        add=(hb(95, "g/L", date=AFTER_AS_OF, id="hb-later"),),
+        evidence=("Observation/hb",),
+    ),
+    e7.silent(
+        "no Hb in screening",
+        MISSING,
+        remove=("hb",),
+        reason=("Haemoglobin: no result within screening",),
+    ),
+    e7.silent(
+        "Hb 95 is 40 days old", MISSING, remove=("hb",), add=(hb(95, "g/L", date=BEFORE_SCREENING),)
+    ),
+    e7.silent(
+        "only a neutrophil percentage (770-8), no absolute count",
+        MISSING,
+        remove=("anc",),
+        add=(observation("770-8", 55, "%", id="neutrophil-percent"),),
+        reason=("Absolute neutrophil count: no result",),
+    ),
+    e7.silent(
+        "Hb dateTime without a time zone",
+        MISSING,
+        remove=("hb",),
+        add=(hb(95, "g/L", date="2026-10-20T08:30:00", id="hb-no-zone"),),
+        reason=("Observation/hb-no-zone effectiveDateTime", "no time zone"),
+    ),
+    e7.silent(
+        "Hb in mg, which does not convert to g/L",
+        MISSING,
+        remove=("hb",),
+        add=(hb(95, "mg", id="hb-mg"),),
+        reason=("Observation/hb-mg", "'mg' cannot be converted to g/L"),
+    ),
+    e7.silent(
+        "Hb unit gm% is not UCUM",
+        MISSING,
+        remove=("hb",),
+        add=(hb(9.5, "gm%", ucum=False, id="hb-gm"),),
+        reason=("'gm%' is not UCUM",),
+    ),
+    e7.silent(
+        "Hb censored '> 90 g/L' may be above or below 100",
+        MISSING,
+        remove=("hb",),
+        add=(censored(hb(90, "g/L"), ">"),),
+        reason=("censored",),
+    ),
+    e7.fails(
+        "Hb censored '< 60 g/L' is certainly below 100",
+        remove=("hb",),
+        add=(censored(hb(60, "g/L"), "<"),),
+        xfail=CENSORED_BUT_DECIDABLE,
+    ),
+    e7.fails(
+        "Hb 95 on 2026-10-04, the first day of the screening window",
+        remove=("hb",),
+        add=(hb(95, "g/L", date=FIRST_SCREENING_DAY),),
+    ),
+    e7.silent(
+        "Hb 95 on 2026-10-03, the day before the screening window",
+        MISSING,
+        remove=("hb",),
+        add=(hb(95, "g/L", date=days_ago(29)),),
+    ),
+    e7.meets(
+        "same day: Hb 95 at 08:30 +08:00, Hb 128 at 01:30 UTC (09:30 +08:00) is the latest",
+        remove=("hb",),
+        add=(
+            hb(95, "g/L", date="2026-10-20T08:30:00+08:00", id="hb-early"),
+            hb(128, "g/L", date="2026-10-20T01:30:00Z", id="hb-late"),
+        ),
+        evidence=("Observation/hb-late",),
+    ),
+    e7.fails(
+        "same day: Hb 128 at 07:30 UTC, Hb 95 at 16:00 +08:00 (08:00 UTC) is the latest",
+        remove=("hb",),
+        add=(
+            hb(128, "g/L", date="2026-10-20T07:30:00Z", id="hb-early"),
+            hb(95, "g/L", date="2026-10-20T16:00:00+08:00", id="hb-late"),
+        ),
+        evidence=("Observation/hb-late",),
+    ),
+    e7.silent(
+        "a later Hb 95 without a time zone next to the earlier 128",
+        MISSING,
+        add=(hb(95, "g/L", date="2026-10-27T08:30:00", id="hb-no-zone"),),
+        reason=("Observation/hb-no-zone effectiveDateTime",),
+        xfail=LATEST_WITH_UNDATABLE,
+    ),
+]
+
+
+# ------------------------------------------------------------------------ exclusion 8: organs
+
+
+def spo2(value: float, id: str, *components: Resource, date: str = SCREENING_LATE) -> Resource:
+    return observation("59408-5", value, "%", date=date, components=components, id=id)
+
+
+EXCLUSION_8 = [
+    e8.silent(
+        "normal organ function, dyspnea grade unattested",
+        MANUAL,
+        reason=("dyspnea of CTCAE v5.0 grade 1",),
+    ),
+    e8.meets(
+        "normal organ function, no dyspnea attested",
+        answers=NO_DYSPNEA,
+        evidence=("Observation/creatinine", "Observation/spo2"),
+    ),
+    e8.fails(
+        "creatinine 2.0 mg/dL over 1.5 x its own ULN 1.1 mg/dL",
+        remove=("creatinine",),
+        add=(observation("2160-0", 2.0, "mg/dL", reference_range=(0.6, 1.1), id="crea"),),
+        evidence=("Observation/crea",),
+    ),
+    e8.meets(
+        "creatinine 1.5 mg/dL within 1.5 x its own ULN 1.1 mg/dL",
+        remove=("creatinine",),
+        add=(observation("2160-0", 1.5, "mg/dL", reference_range=(0.6, 1.1), id="crea"),),
+        answers=NO_DYSPNEA,
+    ),
+    e8.fails(
+        "creatinine 2.0 mg/dL without range: default ULN 110 umol/L",
+        remove=("creatinine",),
+        add=(observation("2160-0", 2.0, "mg/dL", id="crea"),),
+        reason=("176.8",),
+    ),
+    e8.meets(
+        "creatinine 1.8 mg/dL without range: within 1.5 x default ULN",
+        remove=("creatinine",),
+        add=(observation("2160-0", 1.8, "mg/dL", id="crea"),),
+        answers=NO_DYSPNEA,
+    ),
+    e8.fails(
+        "Synthea-style creatinine in blood 38483-4, 2.0 mg/dL",
+        remove=("creatinine",),
+        add=(observation("38483-4", 2.0, "mg/dL", id="crea-blood"),),
+        evidence=("Observation/crea-blood",),
+    ),
+    e8.fails(
+        "total bilirubin 2.0 mg/dL without range: over 1.5 x 21 umol/L",
+        remove=("bilirubin",),
+        add=(observation("1975-2", 2.0, "mg/dL", id="tbil"),),
+    ),
+    e8.fails(
+        "ALT 130 U/L over 3 x its own ULN 40",
+        remove=("alt",),
+        add=(observation("1742-6", 130, "U/L", reference_range=(7, 40), id="alt-high"),),
+        evidence=("Observation/alt-high",),
+    ),
+    e8.meets(
+        "ALT 130 U/L without range: within 3 x default ULN 55",
+        remove=("alt",),
+        add=(observation("1742-6", 130, "U/L", id="alt-high"),),
+        answers=NO_DYSPNEA,
+    ),
+    e8.fails(
+        "AST 150 IU/L over 3 x its own ULN 40 (IU/L read as U/L)",
+        remove=("ast",),
+        add=(observation("1920-8", 150, "IU/L", reference_range=(13, 40), ucum=False, id="ast"),),
+    ),
+    e8.fails(
+        "LVEF 50 %",
+        remove=("lvef",),
+        add=(observation("18043-0", 50, "%", id="lvef-50"),),
+        evidence=("Observation/lvef-50",),
+    ),
+    e8.meets(
+        "LVEF 51 %",
+        remove=("lvef",),
+        add=(observation("18043-0", 51, "%", id="lvef-51"),),
+        answers=NO_DYSPNEA,
+    ),
+    e8.fails(
+        "dyspnea R06.02 active",
+        add=(condition(ICD10CM, "R06.02", LAST_MONTH, id="dyspnea"),),
+        evidence=("Condition/dyspnea",),
+    ),
+    e8.silent(
+        "dyspnea resolved in 2025, grade unattested",
+        MANUAL,
+        add=(
+            condition(
+                ICD10CM, "R06.02", "2025-01-01", "resolved", abatement="2025-02-01", id="dys"
+            ),
+        ),
+    ),
+    e8.fails("dyspnea attested grade 1 or higher", answers={DYSPNEA: True}),
+    e8.fails(
+        "SpO2 88 % on room air", add=(spo2(88, "spo2-88"),), evidence=("Observation/spo2-88",)
+    ),
+    e8.meets(
+        "SpO2 88 % with an oxygen flow of 2 L/min is not counted",
+        add=(spo2(88, "spo2-on-o2", component(OXYGEN_FLOW, 2, "L/min")),),
+        answers=NO_DYSPNEA,
+        evidence=("Observation/spo2",),
+    ),
+    e8.meets(
+        "SpO2 88 % with FiO2 40 % is not counted",
+        add=(spo2(88, "spo2-fio2", component(FIO2, 40, "%")),),
+        answers=NO_DYSPNEA,
+    ),
+    e8.fails(
+        "SpO2 88 % with FiO2 21 % is room air",
+        add=(spo2(88, "spo2-room", component(FIO2, 21, "%")),),
+        evidence=("Observation/spo2-room",),
+    ),
+    e8.fails(
+        "SpO2 88 % with an oxygen flow of 0 L/min is room air",
+        add=(spo2(88, "spo2-zero", component(OXYGEN_FLOW, 0, "L/min")),),
+    ),
+    e8.silent(
+        "the only SpO2 was measured on oxygen",
+        MISSING,
+        remove=("spo2",),
+        add=(spo2(88, "spo2-on-o2", component(OXYGEN_FLOW, 2, "L/min")),),
+        answers=NO_DYSPNEA,
+        reason=("Oxygen saturation: no result within screening",),
+    ),
+    e8.silent(
+        "no creatinine in screening",
+        MISSING,
+        remove=("creatinine",),
+        answers=NO_DYSPNEA,
+        reason=("Creatinine (serum/plasma/blood): no result within screening",),
+    ),
+    e8.silent(
+        "creatinine 40 days old",
+        MISSING,
+        remove=("creatinine",),
+        add=(observation("14682-9", 64, "umol/L", date=BEFORE_SCREENING, id="crea-old"),),
+        answers=NO_DYSPNEA,
+    ),
+    e8.silent(
+        "creatinine without a unit",
+        MISSING,
+        remove=("creatinine",),
+        add=(observation("14682-9", 64, id="crea-no-unit"),),
+        answers=NO_DYSPNEA,
+        reason=("Observation/crea-no-unit", "no unit"),
+    ),
+]
+
+
+# ------------------------------------------------------------------------ exclusion 9: clotting
+
+EXCLUSION_9 = [
+    e9.meets(
+        "PT, INR and APTT normal, no coagulation disorder",
+        evidence=("Observation/pt", "Observation/inr", "Observation/aptt"),
+    ),
+    e9.fails(
+        "PT 17 s over 1.2 x its own ULN 13.5 s",
+        remove=("pt",),
+        add=(observation("5902-2", 17, "s", reference_range=(11, 13.5), id="pt-long"),),
+        evidence=("Observation/pt-long",),
+    ),
+    e9.meets(
+        "PT 16 s within 1.2 x its own ULN 13.5 s",
+        remove=("pt",),
+        add=(observation("5902-2", 16, "s", reference_range=(11, 13.5), id="pt-16"),),
+    ),
+    e9.fails(
+        "INR 1.5 without range: over 1.2 x default ULN 1.2",
+        remove=("inr",),
+        add=(observation("6301-6", 1.5, "{INR}", id="inr-high"),),
+        evidence=("Observation/inr-high",),
+    ),
+    e9.meets(
+        "INR 1.4 without range: within 1.2 x default ULN 1.2",
+        remove=("inr",),
+        add=(observation("6301-6", 1.4, "{INR}", id="inr-ok"),),
+    ),
+    e9.fails(
+        "INR 1.5 with the unit text INR (alias)",
+        remove=("inr",),
+        add=(observation("6301-6", 1.5, "INR", ucum=False, id="inr-text"),),
+    ),
+    e9.fails(
+        "INR 1.5 as a Quantity without a unit (INR is a pure ratio)",
+        remove=("inr",),
+        add=(observation("6301-6", 1.5, id="inr-bare"),),
+        evidence=("Observation/inr-bare",),
+        xfail=UNITLESS_DIMENSIONLESS_QUANTITY,
+    ),
+    e9.fails(
+        "APTT 43 sec without range: over 1.2 x default ULN 35 s",
+        remove=("aptt",),
+        add=(observation("3173-2", 43, "sec", ucum=False, id="aptt-long"),),
+    ),
+    e9.meets(
+        "APTT 41 s without range: within 1.2 x default ULN 35 s",
+        remove=("aptt",),
+        add=(observation("3173-2", 41, "s", id="aptt-41"),),
+    ),
+    e9.fails(
+        "haemophilia A D66 (range D65-D68)",
+        add=(condition(ICD10CM, "D66", "1990-01-01", id="haemophilia"),),
+        evidence=("Condition/haemophilia",),
+    ),
+    e9.fails(
+        "von Willebrand disease SNOMED 128105004",
+        add=(condition(SNOMED, "128105004", "2000-01-01", id="vwd"),),
+    ),
+    e9.silent(
+        "no PT in screening",
+        MISSING,
+        remove=("pt",),
+        reason=("Prothrombin time (PT): no result within screening",),
+    ),
+    e9.silent(
+        "PT without a value (data absent)",
+        MISSING,
+        remove=("pt",),
+        add=(
+            amended(
+                observation("5902-2", id="pt-absent"),
+                dataAbsentReason=codeable(
+                    "http://terminology.hl7.org/CodeSystem/data-absent-reason", "error"
+                ),
+            ),
+        ),
+        reason=("Observation/pt-absent dataAbsentReason",),
+    ),
+    e9.silent(
+        "INR 40 days old",
+        MISSING,
+        remove=("inr",),
+        add=(observation("6301-6", 1.0, "{INR}", date=BEFORE_SCREENING, id="inr-old"),),
+    ),
+]
+
+
+# ------------------------------------------------------------------------ exclusion 10: serology
+
+
+def serology(loinc: str, id: str, coded: Coding = POSITIVE, date: str = SCREENING_DAY) -> Resource:
+    """A coded serology (or pregnancy test) result, positive unless told otherwise."""
+    return observation(loinc, coded=coded, date=date, id=id)
+
+
+def viral_load(loinc: str, value: float, unit: str, upper_limit: float, id: str) -> Resource:
+    """A viral load with the lab's upper reference limit, unit as the lab writes it."""
+    return observation(loinc, value, unit, reference_range=(None, upper_limit), ucum=False, id=id)
+
+
+HCV_AB_POSITIVE = serology("16128-1", "hcv-ab-pos")
+HBSAG_POSITIVE = serology("5196-1", "hbsag-pos")
+
+EXCLUSION_10 = [
+    e10.meets(
+        "all four serologies negative",
+        evidence=("Observation/hiv", "Observation/syphilis", "Observation/hcv-ab"),
+    ),
+    e10.fails(
+        "HIV Ab/Ag positive (LA6576-8)",
+        remove=("hiv",),
+        add=(serology("56888-1", "hiv-pos"),),
+        evidence=("Observation/hiv-pos",),
+    ),
+    e10.fails(
+        "HIV antibody written 'Reactive'",
+        remove=("hiv",),
+        add=(observation("7917-8", "Reactive", id="hiv-text"),),
+    ),
+    e10.fails(
+        "syphilis RPR reactive (SNOMED 11214006)",
+        remove=("syphilis",),
+        add=(serology("20507-0", "rpr", coded=(SNOMED, "11214006")),),
+    ),
+    e10.fails(
+        "HCV antibody positive, HCV RNA 520000 IU/mL above its limit 15",
+        remove=("hcv-ab",),
+        add=(
+            HCV_AB_POSITIVE,
+            viral_load("11011-4", 520000, "IU/mL", 15, "hcv-rna"),
+        ),
+        evidence=("Observation/hcv-ab-pos", "Observation/hcv-rna"),
+    ),
+    e10.meets(
+        "HCV antibody positive, HCV RNA 10 IU/mL below its limit 15",
+        remove=("hcv-ab",),
+        add=(
+            HCV_AB_POSITIVE,
+            viral_load("11011-4", 10, "IU/mL", 15, "hcv-rna"),
+        ),
+    ),
+    e10.meets(
+        "HCV antibody positive, HCV RNA not detected",
+        remove=("hcv-ab",),
+        add=(HCV_AB_POSITIVE, serology("11259-9", "hcv-rna-nd", coded=(LOINC, "LA11883-8"))),
+        xfail=CODED_RESULT_VS_LIMIT,
+    ),
+    e10.silent(
+        "HCV antibody positive, no HCV RNA",
+        MISSING,
+        remove=("hcv-ab",),
+        add=(HCV_AB_POSITIVE,),
+        reason=("Hepatitis C virus RNA: no result",),
+    ),
+    e10.silent(
+        "HCV RNA without a reference range (no default in the mappings)",
+        MISSING,
+        remove=("hcv-ab",),
+        add=(HCV_AB_POSITIVE, observation("11011-4", 520000, "IU/mL", ucum=False, id="hcv-rna")),
+        reason=("Observation/hcv-rna", "no upper reference limit"),
+    ),
+    e10.fails(
+        "HBsAg positive, HBV DNA 20000 IU/mL above its limit 20",
+        remove=("hbsag",),
+        add=(
+            HBSAG_POSITIVE,
+            viral_load("42595-9", 20000, "IU/mL", 20, "hbv-dna"),
+        ),
+        evidence=("Observation/hbsag-pos", "Observation/hbv-dna"),
+    ),
+    e10.meets(
+        "HBsAg positive, HBV DNA 15 IU/mL below its limit 20",
+        remove=("hbsag",),
+        add=(
+            HBSAG_POSITIVE,
+            viral_load("42595-9", 15, "IU/mL", 20, "hbv-dna"),
+        ),
+    ),
+    e10.meets(
+        "HBsAg positive, HBV DNA '< 20 IU/mL' (below the limit of quantification 20)",
+        remove=("hbsag",),
+        add=(HBSAG_POSITIVE, censored(viral_load("42595-9", 20, "IU/mL", 20, "hbv-dna"), "<")),
+        xfail=CENSORED_BUT_DECIDABLE,
+    ),
+    e10.silent(
+        "HBsAg positive, HBV DNA in copies/mL (no conversion to IU)",
+        MISSING,
+        remove=("hbsag",),
+        add=(
+            HBSAG_POSITIVE,
+            viral_load("29615-2", 5000, "copies/mL", 100, "hbv-cp"),
+        ),
+        reason=("Observation/hbv-cp", "cannot be converted to [IU]/mL"),
+    ),
+    e10.meets(
+        "positive HIV test 13 months old, negative one last month",
+        add=(serology("56888-1", "hiv-old", date=THIRTEEN_MONTHS_AGO),),
+        evidence=("Observation/hiv",),
+    ),
+    e10.silent(
+        "HIV test only 13 months old",
+        MISSING,
+        remove=("hiv",),
+        add=(serology("56888-1", "hiv-old", coded=NEGATIVE, date=THIRTEEN_MONTHS_AGO),),
+        reason=("HIV antibody / antigen screening test: no result",),
+    ),
+    e10.silent("no serology at all", MISSING, remove=("hiv", "syphilis", "hcv-ab", "hbsag")),
+]
+
+
+# ------------------------------------------------------------------------ exclusion 11-16
+
+OTHER_STUDY = "other-clinical-study-within-3-months"
+
+EXCLUSION_11 = [
+    e11.silent(
+        "no other study on record, unattested",
+        MANUAL,
+        reason=("manual review: Has the patient participated",),
+    ),
+    e11.fails(
+        "on another study since 2026-09-01",
+        add=(research_subject("NCT04000000", "on-study", "2026-09-01", id="other-study"),),
+        evidence=("ResearchSubject/other-study",),
+    ),
+    e11.fails(
+        "withdrawn from another study on 2026-09-10",
+        add=(research_subject("NCT04000000", "withdrawn", "2026-06-01", "2026-09-10", id="w"),),
+    ),
+    e11.fails(
+        "off another study since 2026-08-05, inside the 3 months",
+        add=(research_subject("NCT04000000", "off-study", "2026-03-01", "2026-08-05", id="o"),),
+    ),
+    e11.silent(
+        "another study ended in 2024, unattested",
+        MANUAL,
+        add=(research_subject("NCT04000000", "off-study", "2024-01-10", "2024-12-20", id="o"),),
+    ),
+    e11.silent(
+        "a ResearchSubject of this very trial is ignored",
+        MANUAL,
+        add=(research_subject("NCT05315778", "on-study", "2026-10-25", id="this-trial"),),
+        xfail=OWN_TRIAL_NOT_IGNORED,
+    ),
+    e11.silent(
+        "a ResearchSubject written by trialsieve is ignored",
+        MANUAL,
+        add=(
+            research_subject(
+                "NCT04000000",
+                "on-study",
+                "2026-10-01",
+                identifier_system="https://trialsieve.org/fhir/identifier/subject",
+                id="ours",
+            ),
+        ),
+    ),
+    e11.fails("investigator: took part in another study", answers={OTHER_STUDY: True}),
+    e11.meets("investigator: no other study", answers={OTHER_STUDY: False}),
+]
+
+PREGNANT = "pregnant-breastfeeding-or-planning-pregnancy"
+NOT_PREGNANT: Mapping[str, bool] = {PREGNANT: False}
+
+EXCLUSION_12 = [
+    e12.silent(
+        "woman with a negative test in screening, unattested",
+        MANUAL,
+        evidence=("Observation/pregnancy-test",),
+    ),
+    e12.meets("woman with a negative test, attested not pregnant", answers=NOT_PREGNANT),
+    e12.fails(
+        "pregnancy (SNOMED 77386006) active",
+        add=(condition(SNOMED, "77386006", days_ago(50), id="pregnancy"),),
+        answers=NOT_PREGNANT,
+        evidence=("Condition/pregnancy",),
+    ),
+    e12.fails(
+        "weeks of gestation Z3A.12 active (prefix Z3A)",
+        add=(condition(ICD10CM, "Z3A.12", days_ago(10), id="gestation"),),
+        answers=NOT_PREGNANT,
+    ),
+    e12.fails(
+        "positive pregnancy test in screening",
+        remove=("pregnancy-test",),
+        add=(serology("2106-3", "hcg-pos", date=SCREENING_LATE),),
+        answers=NOT_PREGNANT,
+        evidence=("Observation/hcg-pos",),
+    ),
+    e12.fails(
+        "breastfeeding (SNOMED 169750002) active",
+        add=(condition(SNOMED, "169750002", days_ago(100), id="breastfeeding"),),
+        answers=NOT_PREGNANT,
+    ),
+    e12.fails("investigator: planning a pregnancy", answers={PREGNANT: True}),
+    e12.silent(
+        "pregnancy recorded for a male patient, no test",
+        MANUAL,
+        patient=patient(gender="male"),
+        remove=("pregnancy-test",),
+        add=(condition(SNOMED, "77386006", days_ago(50), id="pregnancy"),),
+        reason=("manual review: Is the patient pregnant",),
+    ),
+    e12.meets(
+        "man without a pregnancy test, attested no",
+        patient=patient(gender="male"),
+        remove=("pregnancy-test",),
+        answers=NOT_PREGNANT,
+    ),
+    e12.silent(
+        "woman without a pregnancy test in screening, attested no",
+        MISSING,
+        remove=("pregnancy-test",),
+        answers=NOT_PREGNANT,
+        reason=("Pregnancy test (hCG, qualitative): no result within screening",),
+    ),
+    e12.silent(
+        "woman whose pregnancy test is 40 days old",
+        MISSING,
+        remove=("pregnancy-test",),
+        add=(serology("2106-3", "hcg-old", coded=NEGATIVE, date=BEFORE_SCREENING),),
+    ),
+    e12.silent(
+        "pregnancy ended in 2025, negative test, unattested",
+        MANUAL,
+        add=(
+            condition(
+                SNOMED, "77386006", "2024-09-01", "resolved", abatement="2025-05-20", id="preg"
+            ),
+        ),
+    ),
+    e12.silent(
+        "no gender and no pregnancy test",
+        MISSING,
+        patient=patient(gender=None),
+        remove=("pregnancy-test",),
+        reason=("no gender",),
+    ),
+]
+
+EXCLUSION_13 = e13.manual("fertile-and-inappropriate", CriterionKind.EXCLUSION)
+
+PENICILLIN = "7980"
+
+EXCLUSION_14 = [
+    e14.silent("no allergy on record: closed world, not met", CLEAR, reason=("none on record",)),
+    e14.fails(
+        "penicillin allergy of high criticality",
+        add=(allergy(RXNORM, PENICILLIN, "2010-01-01", criticality="high", id="pen"),),
+        evidence=("AllergyIntolerance/pen",),
+    ),
+    e14.fails(
+        "drug allergy of low criticality with a severe reaction",
+        add=(
+            allergy(
+                RXNORM,
+                PENICILLIN,
+                "2010-01-01",
+                criticality="low",
+                reaction_severity="severe",
+                id="pen",
+            ),
+        ),
+    ),
+    e14.fails(
+        "tocilizumab allergy of low criticality (CAR-T related drug)",
+        add=(allergy(RXNORM, "612865", "2024-01-01", criticality="low", id="toci"),),
+        evidence=("AllergyIntolerance/toci",),
+    ),
+    e14.fails(
+        "cyclophosphamide named only as the reaction substance",
+        add=(
+            allergy(
+                SNOMED,
+                "419511003",
+                "2024-01-01",
+                criticality="low",
+                reaction_substance=(SNOMED, "387420009"),
+                id="cyclo",
+            ),
+        ),
+    ),
+    e14.meets(
+        "peanut allergy of high criticality (food, not a drug)",
+        add=(allergy(SNOMED, "91935009", "2000-01-01", "food", criticality="high", id="peanut"),),
+    ),
+    e14.meets(
+        "penicillin allergy of low criticality, mild reaction",
+        add=(
+            allergy(
+                RXNORM,
+                PENICILLIN,
+                "2010-01-01",
+                criticality="low",
+                reaction_severity="mild",
+                id="pen",
+            ),
+        ),
+    ),
+    e14.meets(
+        "refuted high-criticality drug allergy",
+        add=(
+            allergy(
+                RXNORM,
+                PENICILLIN,
+                "2010-01-01",
+                criticality="high",
+                verification="refuted",
+                id="pen",
+            ),
+        ),
+    ),
+    e14.fails(
+        "resolved high-criticality drug allergy still counts as history",
+        add=(
+            allergy(
+                RXNORM,
+                PENICILLIN,
+                "2010-01-01",
+                criticality="high",
+                clinical_status="resolved",
+                id="pen",
+            ),
+        ),
+        evidence=("AllergyIntolerance/pen",),
+        xfail=RESOLVED_ALLERGY_DROPPED,
+    ),
+]
+
+SUBSTANCE = "suspected-substance-abuse"
+
+EXCLUSION_15 = [
+    e15.silent("nothing on record, unattested", MANUAL),
+    e15.fails(
+        "alcohol dependence F10.20 active",
+        add=(condition(ICD10CM, "F10.20", "2022-01-01", id="alcohol"),),
+        evidence=("Condition/alcohol",),
+    ),
+    e15.fails(
+        "opioid abuse SNOMED 5602001 active",
+        add=(condition(SNOMED, "5602001", "2023-01-01", id="opioid"),),
+    ),
+    e15.silent(
+        "alcoholism in remission since 2015, unattested",
+        MANUAL,
+        add=(
+            condition(
+                SNOMED, "7200002", "2010-01-01", "remission", abatement="2015-01-01", id="alc"
+            ),
+        ),
+    ),
+    e15.silent(
+        "nicotine dependence F17.210 is not counted, unattested",
+        MANUAL,
+        add=(condition(ICD10CM, "F17.210", "2005-01-01", id="nicotine"),),
+    ),
+    e15.fails("investigator: abuse suspected", answers={SUBSTANCE: True}),
+    e15.meets("investigator: no abuse", answers={SUBSTANCE: False}),
+]
+
+EXCLUSION_16 = e16.manual("investigator-judges-unsuitable", CriterionKind.EXCLUSION)
+
+
+CASES: tuple[Case, ...] = (
+    *INCLUSION_1,
+    *INCLUSION_2,
+    *INCLUSION_3,
+    *INCLUSION_4,
+    *INCLUSION_5,
+    *EXCLUSION_1,
+    *EXCLUSION_2,
+    *EXCLUSION_3,
+    *EXCLUSION_4,
+    *EXCLUSION_5,
+    *EXCLUSION_6,
+    *EXCLUSION_7,
+    *EXCLUSION_8,
+    *EXCLUSION_9,
+    *EXCLUSION_10,
+    *EXCLUSION_11,
+    *EXCLUSION_12,
+    *EXCLUSION_13,
+    *EXCLUSION_14,
+    *EXCLUSION_15,
+    *EXCLUSION_16,
+)
