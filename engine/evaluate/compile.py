@@ -10,6 +10,7 @@ objects over plain dicts.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -362,8 +363,9 @@ class ResourceNode:
         assert self.value_check is not None and self.concept is not None
         selection = self.atom.selection
         if selection == "latest" and candidates:
+            # Only the latest dated result counts, but a result whose date cannot be read may
+            # be newer: such date problems (already in `problems`) keep the atom unknown.
             candidates = candidates[:1]
-            problems = []  # only the latest result counts; older unusable ones do not matter
         passed: list[tuple[_Candidate, str]] = []
         failed: list[tuple[_Candidate, str]] = []
         values: list[tuple[Measurement, _Candidate, str]] = []
@@ -425,6 +427,8 @@ class ResourceNode:
             if not passed:
                 return self._missing(window_text) if self.open_world else self._absent(window_text)
             return self._verdict(True, f"all {len(passed)} {test_text}", _references(passed))
+        if selection == "latest" and problems:
+            return self._unusable(problems, window_text, _references(passed + failed))
         needed = self.atom.minimum_count if selection == "count" else 1
         if len(passed) >= needed:
             shown = passed[0][1] if needed == 1 else f"{len(passed)} results {test_text}"
@@ -499,7 +503,8 @@ def _date_text(span: Span | None) -> str:
 def _measurement_text(measurement: Measurement, candidate: _Candidate) -> str:
     if measurement.value is not None:
         unit = f" {measurement.unit}" if measurement.unit and measurement.unit != "1" else ""
-        shown = f"{measurement.value:g}{unit}"
+        censored = f"{measurement.comparator} " if measurement.comparator else ""
+        shown = f"{censored}{measurement.value:g}{unit}"
     else:
         shown = "/".join(sorted(measurement.answer_concepts)) or "a coded result"
     day = (
@@ -612,10 +617,7 @@ def _allergy_predicate(wanted: frozenset[str]) -> StatusPredicate:
     def predicate(resource: dict[str, Any], span: Span | None, as_of: dt.date) -> bool:
         if verification_status(resource) in _REFUTED:
             return False
-        status = clinical_status(resource)
-        if wanted:
-            return status in wanted
-        return status not in {"inactive", "resolved"}
+        return not wanted or clinical_status(resource) in wanted
 
     return predicate
 
@@ -665,7 +667,6 @@ def _any_check(checks: list[ValueCheck]) -> ValueCheck:
 
 
 def _quantity_check(test: QuantityTest, concept: Concept, where: Location) -> ValueCheck:
-    compare = _COMPARE[test.comparator]
     if test.unit is None:
         if concept.unit not in (None, "1"):
             raise CriteriaError(
@@ -689,13 +690,12 @@ def _quantity_check(test: QuantityTest, concept: Concept, where: Location) -> Va
     def check(measurement: Measurement) -> bool | str:
         if measurement.value is None:
             return "no numeric value"
-        return compare(measurement.value, threshold)
+        return _compare_result(measurement, test.comparator, threshold)
 
     return check
 
 
 def _limit_check(test: ReferenceLimitTest, concept: Concept) -> ValueCheck:
-    compare = _COMPARE[test.comparator]
     default = concept.reference_high if test.limit == "high" else concept.reference_low
     name = "upper" if test.limit == "high" else "lower"
 
@@ -706,9 +706,60 @@ def _limit_check(test: ReferenceLimitTest, concept: Concept) -> ValueCheck:
         limit = own if own is not None else default
         if limit is None:
             return f"no {name} reference limit on the result and none in the mappings"
-        return compare(measurement.value, test.factor * limit)
+        return _compare_result(measurement, test.comparator, test.factor * limit)
 
     return check
+
+
+_Interval = tuple[float, bool, float, bool]
+"""low, low included, high, high included."""
+
+_RESULT_SIDE: dict[str, Callable[[float], _Interval]] = {
+    "<": lambda value: (-math.inf, False, value, False),
+    "<=": lambda value: (-math.inf, False, value, True),
+    ">": lambda value: (value, False, math.inf, False),
+    ">=": lambda value: (value, True, math.inf, False),
+}
+
+
+def _compare_result(
+    measurement: Measurement, comparator: Comparator, threshold: float
+) -> bool | str:
+    """Compare a result with a threshold; a censored result (`< 20`) decides only when every
+    value it allows gives the same answer, else it says why it cannot."""
+    value = measurement.value
+    assert value is not None
+    if measurement.comparator is None:
+        return _COMPARE[comparator](value, threshold)
+    shown = f"{measurement.comparator} {value:g}"
+    if comparator in (Comparator.EQUAL, Comparator.NOT_EQUAL):
+        return f"the censored result {shown} cannot be tested for {comparator.value} {threshold:g}"
+    result = _RESULT_SIDE[measurement.comparator](value)
+    wanted = _RESULT_SIDE[comparator.value](threshold)
+    if _inside(result, wanted):
+        return True
+    if _disjoint(result, wanted):
+        return False
+    return f"the censored result {shown} may or may not be {comparator.value} {threshold:g}"
+
+
+def _inside(inner: _Interval, outer: _Interval) -> bool:
+    low, low_in, high, high_in = inner
+    outer_low, outer_low_in, outer_high, outer_high_in = outer
+    above = low > outer_low or (low == outer_low and (outer_low_in or not low_in))
+    below = high < outer_high or (high == outer_high and (outer_high_in or not high_in))
+    return above and below
+
+
+def _disjoint(first: _Interval, second: _Interval) -> bool:
+    def before(left: _Interval, right: _Interval) -> bool:
+        return left[2] < right[0] or (left[2] == right[0] and not (left[3] and right[1]))
+
+    return before(first, second) or before(second, first)
+
+
+INDETERMINATE = "indeterminate"
+"""The answer concept of results that answer no question (equivocal, borderline)."""
 
 
 def _answer_check(test: AnswerTest, terminology: Terminology, where: Location) -> ValueCheck:
@@ -719,8 +770,13 @@ def _answer_check(test: AnswerTest, terminology: Terminology, where: Location) -
     wanted = test.answer_concept
 
     def check(measurement: Measurement) -> bool | str:
-        if measurement.answer_concepts:
-            return wanted in measurement.answer_concepts
+        answers = measurement.answer_concepts
+        if wanted in answers:
+            return True
+        if INDETERMINATE in answers:
+            return "an indeterminate result answers neither way"
+        if answers:
+            return False
         if measurement.value is not None:
             return f"a numeric result ({measurement.value:g}) where a coded answer was expected"
         return "no coded or text answer"

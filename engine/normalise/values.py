@@ -52,6 +52,8 @@ class Measurement:
     reference_low: float | None
     reference_high: float | None
     field: str
+    comparator: str | None = None
+    """For a censored result (`< 20 IU/mL`): the true value lies on that side of `value`."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,10 @@ def _read_value(
 # ---------------------------------------------------------------------- quantities
 
 
+_BOUND_COMPARATORS = frozenset({"<", "<=", ">", ">="})
+"""Quantity comparators that bound the true value (UCUM conversions keep the side)."""
+
+
 def _read_quantity(
     quantity: Any,
     field: str,
@@ -178,18 +184,20 @@ def _read_quantity(
     if not _is_number(number):
         return DataProblem(f"{field}.value is missing or not a number", f"{field}.value")
     comparator = quantity.get("comparator")
-    if comparator:
+    if comparator is not None and comparator not in _BOUND_COMPARATORS:
         return DataProblem(
-            f"{field} is censored ({comparator} {number} {quantity.get('unit') or ''}".rstrip()
-            + "): the exact value is unknown",
+            f"{field}.comparator {comparator!r} ({number} {quantity.get('unit') or ''}".rstrip()
+            + ") gives no bound on the value",
             f"{field}.comparator",
         )
     unit = _unit_of(quantity, field, terminology)
     if isinstance(unit, DataProblem):
         return unit
-    if concept.unit is None:
+    if concept.unit is None or (unit is None and _is_unity(concept.unit)):
         low, high = _reference_range(element, unit, None, None, terminology)
-        return Measurement(float(number), unit, frozenset(), low, high, field)
+        return Measurement(
+            float(number), unit or concept.unit, frozenset(), low, high, field, comparator
+        )
     if unit is None:
         return DataProblem(
             f"{field} has no unit; {concept.id} needs a unit convertible to {concept.unit}",
@@ -203,7 +211,7 @@ def _read_quantity(
             f"{field}.unit",
         )
     low, high = _reference_range(element, unit, concept.unit, concept.molar_mass, terminology)
-    return Measurement(value, concept.unit, frozenset(), low, high, field)
+    return Measurement(value, concept.unit, frozenset(), low, high, field, comparator)
 
 
 def _unit_of(

@@ -135,3 +135,42 @@ def test_a_list_of_tests_applies_each_to_the_results_it_fits() -> None:
     unusable = check(Measurement(None, None, frozenset(), None, None, "valueString"))
     assert isinstance(unusable, str)
     assert "no numeric value" in unusable
+
+
+comparators = st.sampled_from(["<", "<=", ">", ">="])
+small = st.integers(min_value=-20, max_value=20).map(float)
+
+
+@given(comparators, small, comparators, small, st.floats(min_value=0.01, max_value=5))
+def test_a_censored_result_decides_only_when_every_allowed_value_agrees(
+    result_side: str, value: float, test_side: str, threshold: float, step: float
+) -> None:
+    from engine.evaluate.compile import _COMPARE, _compare_result
+
+    censored = Measurement(value, "U/L", frozenset(), None, None, "valueQuantity", result_side)
+    verdict = _compare_result(censored, Comparator(test_side), threshold)
+    # values the censored result allows: on its side of `value`, `value` itself if inclusive
+    allowed = (
+        [value - step, value - 100 * step]
+        if "<" in result_side
+        else [value + step, value + 100 * step]
+    )
+    if "=" in result_side:
+        allowed.append(value)
+    outcomes = {_COMPARE[Comparator(test_side)](x, threshold) for x in allowed}
+    if isinstance(verdict, bool):
+        assert outcomes == {verdict}
+    else:
+        assert "censored result" in verdict
+
+
+def test_an_indeterminate_result_answers_neither_way() -> None:
+    from engine.criteria.model import AnswerTest
+    from engine.evaluate.compile import _answer_check
+
+    check = _answer_check(AnswerTest("positive", "is positive"), _AnswerConcepts(), WHERE)  # type: ignore[arg-type]
+    assert check(_coded("positive")) is True
+    assert check(_coded("negative")) is False
+    verdict = check(_coded("indeterminate"))
+    assert isinstance(verdict, str)
+    assert "indeterminate" in verdict

@@ -136,48 +136,6 @@ class Cases:
 # ------------------------------------------------------------------------ known problems
 # Cases written as the engine, criteria or mappings SHOULD behave; strict xfails until fixed.
 
-VTE_HISTORY_CODE = (
-    "mappings/conditions.yaml venous-thrombosis: holds ICD-10-CM Z86.71 (personal history of "
-    "venous thrombosis); history codes sit on problem lists as active conditions, so a "
-    "VTE in 2016 counts as a current venous thrombosis"
-)
-LATEST_WITH_UNDATABLE = (
-    "engine/evaluate/compile.py ResourceNode._values: with select latest, date problems are "
-    "dropped as soon as one datable candidate exists ('older unusable ones do not matter'), "
-    "but a result whose dateTime cannot be read is not known to be older: the 2026-10-27 Hb "
-    "95 without a time zone is ignored and the 2026-10-20 Hb 128 clears the criterion"
-)
-UNITLESS_DIMENSIONLESS_QUANTITY = (
-    "engine/normalise/values.py _read_quantity: a valueQuantity without a unit is refused for "
-    "every concept with a unit, even a dimensionless one ({INR}), although "
-    "_read_plain_number accepts unitless values there; INR 1.5 sent without a unit is "
-    "missing data instead of excluding"
-)
-CODED_RESULT_VS_LIMIT = (
-    "engine/evaluate/compile.py _limit_check: a coded HCV RNA 'Not detected' has no number, "
-    "so '> 1 x ULN' is 'no numeric value' (missing data); a negative RNA is below any upper "
-    "limit, so an antibody-positive patient with cleared virus never becomes clear"
-)
-CENSORED_BUT_DECIDABLE = (
-    "engine/normalise/values.py _read_quantity: every censored value ('<', '>') is unusable, "
-    "even when the bound settles the test: Hb '< 60 g/L' is certainly < 100 g/L, HBV DNA "
-    "'< 20 IU/mL' is certainly not above the ULN 20 (the usual report of a suppressed viral "
-    "load)"
-)
-OWN_TRIAL_NOT_IGNORED = (
-    "criteria/NCT05315778.yaml exclusion-11: where_not "
-    "\"study.identifier[?(@.value == 'NCT05315778')]\" never matches, because "
-    "Reference.identifier is a single Identifier, not a list, and jsonpath-ng filters only "
-    "lists; the root idiom \"$[?($.study.identifier.value == 'NCT05315778')]\" matches"
-)
-RESOLVED_ALLERGY_DROPPED = (
-    "engine/evaluate/compile.py _allergy_predicate: with no status filter it drops inactive "
-    "and resolved allergies (not documented in docs/criteria-language.md); exclusion 14 "
-    "('history of severe drug allergy'; note: any clinical status but refuted / "
-    "entered-in-error) needs them, and no `status:` list can say 'any' (a list also drops "
-    "allergies without clinicalStatus)"
-)
-
 
 # ------------------------------------------------------------------------ small helpers
 
@@ -416,8 +374,8 @@ EXCLUSION_1 = [
         "HIV disease WHO ICD-10 B20.1 (range B20-B24)",
         add=(condition(ICD10, "B20.1", "2018-01-01", id="hiv-disease"),),
     ),
-    e1.fails(
-        "hepatitis B carrier Z22.51",
+    e1.meets(
+        "hepatitis B carrier Z22.51 is left to exclusion 10 (HBV DNA below the limit admits)",
         add=(condition(ICD10CM, "Z22.51", "2015-01-01", id="hbv-carrier"),),
     ),
     e1.fails(
@@ -516,7 +474,6 @@ EXCLUSION_2 = [
     e2.meets(
         "personal history of VTE Z86.718 on the problem list is not a current thrombosis",
         add=(condition(ICD10CM, "Z86.718", "2016-01-01", id="vte-history"),),
-        xfail=VTE_HISTORY_CODE,
     ),
 ]
 
@@ -756,7 +713,6 @@ EXCLUSION_7 = [
         "Hb censored '< 60 g/L' is certainly below 100",
         remove=("hb",),
         add=(censored(hb(60, "g/L"), "<"),),
-        xfail=CENSORED_BUT_DECIDABLE,
     ),
     e7.fails(
         "Hb 95 on 2026-10-04, the first day of the screening window",
@@ -792,7 +748,6 @@ EXCLUSION_7 = [
         MISSING,
         add=(hb(95, "g/L", date="2026-10-27T08:30:00", id="hb-no-zone"),),
         reason=("Observation/hb-no-zone effectiveDateTime",),
-        xfail=LATEST_WITH_UNDATABLE,
     ),
 ]
 
@@ -989,7 +944,6 @@ EXCLUSION_9 = [
         remove=("inr",),
         add=(observation("6301-6", 1.5, id="inr-bare"),),
         evidence=("Observation/inr-bare",),
-        xfail=UNITLESS_DIMENSIONLESS_QUANTITY,
     ),
     e9.fails(
         "APTT 43 sec without range: over 1.2 x default ULN 35 s",
@@ -1097,7 +1051,6 @@ EXCLUSION_10 = [
         "HCV antibody positive, HCV RNA not detected",
         remove=("hcv-ab",),
         add=(HCV_AB_POSITIVE, serology("11259-9", "hcv-rna-nd", coded=(LOINC, "LA11883-8"))),
-        xfail=CODED_RESULT_VS_LIMIT,
     ),
     e10.silent(
         "HCV antibody positive, no HCV RNA",
@@ -1134,7 +1087,6 @@ EXCLUSION_10 = [
         "HBsAg positive, HBV DNA '< 20 IU/mL' (below the limit of quantification 20)",
         remove=("hbsag",),
         add=(HBSAG_POSITIVE, censored(viral_load("42595-9", 20, "IU/mL", 20, "hbv-dna"), "<")),
-        xfail=CENSORED_BUT_DECIDABLE,
     ),
     e10.silent(
         "HBsAg positive, HBV DNA in copies/mL (no conversion to IU)",
@@ -1194,7 +1146,6 @@ EXCLUSION_11 = [
         "a ResearchSubject of this very trial is ignored",
         MANUAL,
         add=(research_subject("NCT05315778", "on-study", "2026-10-25", id="this-trial"),),
-        xfail=OWN_TRIAL_NOT_IGNORED,
     ),
     e11.silent(
         "a ResearchSubject written by trialsieve is ignored",
@@ -1377,7 +1328,6 @@ EXCLUSION_14 = [
             ),
         ),
         evidence=("AllergyIntolerance/pen",),
-        xfail=RESOLVED_ALLERGY_DROPPED,
     ),
 ]
 

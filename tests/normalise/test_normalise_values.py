@@ -91,12 +91,21 @@ def test_non_ucum_unit_is_a_problem(small_terminology: Terminology) -> None:
     assert "not UCUM" in result.message
 
 
-def test_censored_value_is_a_problem(small_terminology: Terminology) -> None:
-    value = {**quantity(5, "g/L", "g/L"), "comparator": "<"}
+def test_censored_value_keeps_its_side_through_conversion(small_terminology: Terminology) -> None:
+    value = {**quantity(5, "g/dL", "g/dL"), "comparator": "<"}
+    resource = observation("718-7", valueQuantity=value)
+    result = measure(resource, small_terminology.concept("hemoglobin"), small_terminology)
+    assert isinstance(result, Measurement)
+    assert result.comparator == "<"
+    assert result.value == pytest.approx(50.0)
+
+
+def test_sufficient_to_achieve_is_no_bound(small_terminology: Terminology) -> None:
+    value = {**quantity(5, "g/L", "g/L"), "comparator": "ad"}
     resource = observation("718-7", valueQuantity=value)
     result = problem(measure(resource, small_terminology.concept("hemoglobin"), small_terminology))
     assert result.field == "valueQuantity.comparator"
-    assert "censored" in result.message
+    assert "no bound" in result.message
 
 
 def test_no_value(small_terminology: Terminology) -> None:
