@@ -249,7 +249,7 @@ def allergy(
     code_system: str,
     code: str,
     recorded: str,
-    category: str = "medication",
+    category: str | None = "medication",
     criticality: str | None = None,
     reaction_severity: str | None = None,
     reaction_substance: Coding | None = None,
@@ -261,7 +261,7 @@ def allergy(
         {
             "clinicalStatus": _status(_ALLERGY_CLINICAL, clinical_status),
             "verificationStatus": _status(_ALLERGY_VERIFICATION, verification),
-            "category": [category],
+            "category": [category] if category is not None else None,
             "criticality": criticality,
             "code": codeable(code_system, code),
             "recordedDate": date_time(recorded),

@@ -1268,6 +1268,11 @@ EXCLUSION_14 = [
         ),
     ),
     e14.fails(
+        "RxNorm-coded penicillin allergy of high criticality without a category",
+        add=(allergy(RXNORM, PENICILLIN, "2010-01-01", None, criticality="high", id="pen"),),
+        evidence=("AllergyIntolerance/pen",),
+    ),
+    e14.fails(
         "tocilizumab allergy of low criticality (CAR-T related drug)",
         add=(allergy(RXNORM, "612865", "2024-01-01", criticality="low", id="toci"),),
         evidence=("AllergyIntolerance/toci",),
