@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -105,6 +105,7 @@ def load_terminology(paths: Sequence[str | Path]) -> Terminology:
         if concept is not None:
             concepts[concept_id] = concept
     defined = frozenset(collected.concept_nodes)
+    concepts = _add_part_of(concepts, collected)
     _check_includes(concepts, defined, collected)
     local_codes = _collect_local_codes(files, systems, defined, collected)
     _raise_if_any(collected.errors)
@@ -492,6 +493,27 @@ def _jsonpath_problem(expression: str) -> str | None:
     except Exception as error:  # jsonpath-ng raises several exception classes
         return str(error) or type(error).__name__
     return None
+
+
+def _add_part_of(concepts: dict[str, Concept], collected: _Collected) -> dict[str, Concept]:
+    """`part_of: [lvef]` on a (site) concept adds it to lvef's includes, so a site file can
+    extend a standard concept without editing it."""
+    extra: dict[str, list[str]] = {}
+    for concept_id, (mapping_file, node) in collected.concept_nodes.items():
+        for index, target in enumerate(node.get("part_of") or ()):
+            if str(target) not in concepts:
+                collected.error(
+                    f"part_of refers to unknown concept {target!r}",
+                    mapping_file.location("concepts", concept_id, "part_of", index),
+                )
+                continue
+            extra.setdefault(str(target), []).append(concept_id)
+    return {
+        concept_id: replace(concept, includes=(*concept.includes, *extra[concept_id]))
+        if concept_id in extra
+        else concept
+        for concept_id, concept in concepts.items()
+    }
 
 
 def _check_includes(

@@ -134,6 +134,11 @@ class Terminology:
             key = (system, normalise_code(code, system in self._icd_systems))
             self._exact.setdefault(key, set()).update(concept_ids)
 
+        self._value_paths = {
+            concept.id: concept.value_path
+            for concept in self._concepts.values()
+            if concept.value_path is not None
+        }
         self._known_systems = frozenset(
             {system for system, _ in self._exact}
             | set(self._prefixes)
@@ -171,6 +176,18 @@ class Terminology:
     def system_uri(self, alias_or_uri: str) -> str:
         """The URI of a system alias (`loinc`), or the argument when it is already a URI."""
         return self._system_aliases.get(alias_or_uri, alias_or_uri)
+
+    def has_value_paths(self) -> bool:
+        """True if some concept says where a site keeps its value (`value_path`)."""
+        return bool(self._value_paths)
+
+    def value_path_within(self, concept_ids: Iterable[str], within: str) -> str | None:
+        """The value_path of one of `concept_ids` that is `within` or included in it, if any."""
+        for concept_id in sorted(concept_ids):
+            path = self._value_paths.get(concept_id)
+            if path is not None and within in self.containing_concepts(concept_id):
+                return path
+        return None
 
     def knows_system(self, system: str | None) -> bool:
         """True if some concept or local code map uses this code system (URI or equivalent)."""

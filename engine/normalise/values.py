@@ -81,8 +81,9 @@ def measure(
     Observation's code is in the concept (or no component is); else from the first
     component whose code is in the concept.
     """
-    if concept.value_path is not None:
-        return _measure_at_path(observation, concept, terminology)
+    path = concept.value_path or _inherited_value_path(observation, concept, terminology)
+    if path is not None:
+        return _measure_at_path(observation, concept, terminology, path)
     top_level_matches = _code_in_concept(observation.get("code"), concept.id, terminology)
     components = observation.get("component")
     matching_components: list[tuple[int, Mapping[str, Any]]] = []
@@ -109,10 +110,30 @@ def measure(
     return DataProblem("no value", f"{prefix}value[x]")
 
 
-def _measure_at_path(
+def _inherited_value_path(
     observation: Mapping[str, Any], concept: Concept, terminology: Terminology
+) -> str | None:
+    """The value_path of a narrower concept the Observation's code belongs to (a site concept
+    included in `concept`), so a site can say where it keeps a value without new criteria."""
+    if not terminology.has_value_paths():
+        return None
+    code = observation.get("code")
+    codings = code.get("coding") if isinstance(code, Mapping) else None
+    if not isinstance(codings, list):
+        return None
+    members: set[str] = set()
+    for coding in codings:
+        if isinstance(coding, Mapping) and isinstance(coding.get("code"), str):
+            system = coding.get("system")
+            members |= terminology.concepts_of_coding(
+                system if isinstance(system, str) else None, coding["code"]
+            )
+    return terminology.value_path_within(members, concept.id)
+
+
+def _measure_at_path(
+    observation: Mapping[str, Any], concept: Concept, terminology: Terminology, path: str
 ) -> Measurement | DataProblem:
-    path = concept.value_path or ""
     matches = compiled_jsonpath(path).find(observation)
     if not matches:
         return DataProblem(f"no value at value_path {path!r}", path)

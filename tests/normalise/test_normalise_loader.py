@@ -320,3 +320,27 @@ def test_schema_file_is_valid_json_schema() -> None:
     from engine.normalise.loader import SCHEMA_PATH
 
     Draft202012Validator.check_schema(json.loads(SCHEMA_PATH.read_text()))
+
+
+def test_part_of_extends_a_concept_and_names_unknown_targets(tmp_path: Path) -> None:
+    good = tmp_path / "good"
+    good.mkdir()
+    (good / "a.yaml").write_text(
+        "systems: {loinc: http://loinc.org, site: http://site.example.org/codes}\n"
+        "concepts:\n"
+        "  lvef: {display: LVEF, codes: {loinc: [10230-1]}, unit: '%'}\n"
+        "  site-lvef: {display: Site LVEF, part_of: [lvef], codes: {site: [EF]}}\n"
+    )
+    terminology = load_terminology([good])
+    assert "lvef" in terminology.concepts_of_coding("http://site.example.org/codes", "EF")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "b.yaml").write_text(
+        "systems: {site: http://site.example.org/codes}\n"
+        "concepts:\n"
+        "  site-lvef: {display: Site LVEF, part_of: [lvfe], codes: {site: [EF]}}\n"
+    )
+    with pytest.raises(TrialsieveError) as caught:
+        load_terminology([bad])
+    assert "b.yaml:3" in str(caught.value)
+    assert "lvfe" in str(caught.value)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.normalise import Terminology, measure
+from engine.normalise import Measurement, Terminology, measure
 
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
@@ -160,3 +160,35 @@ def test_synthea_creatinine_in_umol(real_terminology: Terminology) -> None:
     }
     result = measure(resource, real_terminology.concept("creatinine"), real_terminology)
     assert getattr(result, "value", None) == pytest.approx(106.1, abs=0.1)
+
+
+def test_a_site_concept_part_of_lvef_reads_its_own_value_path(
+    real_terminology: Terminology,
+) -> None:
+    echo_report = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {
+            "coding": [
+                {"system": "http://hospital.example.org/fhir/CodeSystem/lab", "code": "ECHO-LVEF"}
+            ]
+        },
+        "extension": [
+            {
+                "url": "http://hospital.example.org/fhir/StructureDefinition/ejection-fraction",
+                "valueQuantity": {
+                    "value": 45,
+                    "unit": "%",
+                    "system": "http://unitsofmeasure.org",
+                    "code": "%",
+                },
+            }
+        ],
+    }
+    assert "lvef" in real_terminology.concepts_of_coding(
+        "http://hospital.example.org/fhir/CodeSystem/lab", "ECHO-LVEF"
+    )
+    result = measure(echo_report, real_terminology.concept("lvef"), real_terminology)
+    assert isinstance(result, Measurement)
+    assert result.value == 45
+    assert result.field.startswith("extension")
