@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from engine import __version__
 from engine.criteria.model import Trial
-from engine.evaluate.compile import TRIALSIEVE_IDENTIFIER_SYSTEM
+from engine.evaluate.status import TRIALSIEVE_IDENTIFIER_SYSTEM
 from engine.evaluate.patient import (
     CriterionResult,
     CriterionVerdict,

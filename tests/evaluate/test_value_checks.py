@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from engine.criteria.model import Comparator, QuantityTest, ReferenceLimitTest
 from engine.errors import CriteriaError, Location
-from engine.evaluate.compile import _limit_check, _quantity_check
+from engine.evaluate.values import limit_check, quantity_check
 from engine.normalise import Concept, Measurement
 
 WHERE = Location(file="trial.yaml", line=1)
@@ -43,14 +43,14 @@ def uln_test(factor: float) -> ReferenceLimitTest:
 @given(positive, positive, st.floats(min_value=0.1, max_value=10))
 def test_own_upper_limit_decides(value: float, limit: float, factor: float) -> None:
     assume(not math.isclose(value, factor * limit, rel_tol=1e-9))
-    check = _limit_check(uln_test(factor), concept("U/L", high=999.0))
+    check = limit_check(uln_test(factor), concept("U/L", high=999.0))
     assert check(measurement(value, high=limit)) is (value > factor * limit)
 
 
 @given(positive, positive, st.floats(min_value=0.1, max_value=10))
 def test_default_upper_limit_is_the_fallback(value: float, default: float, factor: float) -> None:
     assume(not math.isclose(value, factor * default, rel_tol=1e-9))
-    check = _limit_check(uln_test(factor), concept("U/L", high=default))
+    check = limit_check(uln_test(factor), concept("U/L", high=default))
     assert check(measurement(value)) is (value > factor * default)
 
 
@@ -58,21 +58,18 @@ def test_default_upper_limit_is_the_fallback(value: float, default: float, facto
 def test_percent_below_lower_limit(value: float, lower: float) -> None:
     assume(not math.isclose(value, 0.9 * lower, rel_tol=1e-9))
     test = ReferenceLimitTest(Comparator.LESS, 0.9, "low", "> 10% below LLN")
-    assert _limit_check(test, concept("U/L"))(measurement(value, low=lower)) is (
-        value < 0.9 * lower
-    )
+    assert limit_check(test, concept("U/L"))(measurement(value, low=lower)) is (value < 0.9 * lower)
 
 
 def test_no_limit_anywhere_is_a_reason_not_a_guess() -> None:
-    verdict = _limit_check(uln_test(1.5), concept("U/L"))(measurement(80.0))
+    verdict = limit_check(uln_test(1.5), concept("U/L"))(measurement(80.0))
     assert isinstance(verdict, str)
     assert "no upper reference limit" in verdict
 
 
 def test_no_numeric_value_is_a_reason() -> None:
     assert (
-        _limit_check(uln_test(1.5), concept("U/L", high=40))(measurement(None))
-        == "no numeric value"
+        limit_check(uln_test(1.5), concept("U/L", high=40))(measurement(None)) == "no numeric value"
     )
 
 
@@ -81,13 +78,13 @@ def test_no_numeric_value_is_a_reason() -> None:
 def test_threshold_is_converted_to_the_canonical_unit(value_in_grams_per_litre: float) -> None:
     assume(not math.isclose(value_in_grams_per_litre, 100.0, rel_tol=1e-9))
     test = QuantityTest(Comparator.LESS, 10.0, "g/dL", "< 10 g/dL")
-    check = _quantity_check(test, concept("g/L"), WHERE)
+    check = quantity_check(test, concept("g/L"), WHERE)
     assert check(measurement(value_in_grams_per_litre)) is (value_in_grams_per_litre < 100.0)
 
 
 def test_mass_threshold_on_a_molar_concept_uses_the_molar_mass() -> None:
     test = QuantityTest(Comparator.GREATER, 1.5, "mg/dL", "> 1.5 mg/dL")
-    check = _quantity_check(test, concept("umol/L"), WHERE)  # creatinine: 1.5 mg/dL = 132.6 umol/L
+    check = quantity_check(test, concept("umol/L"), WHERE)  # creatinine: 1.5 mg/dL = 132.6 umol/L
     assert check(measurement(133.0)) is True
     assert check(measurement(132.0)) is False
 
@@ -104,7 +101,7 @@ def test_impossible_thresholds_fail_at_compile_time(
     test: QuantityTest, unit: str | None, message: str
 ) -> None:
     with pytest.raises(CriteriaError) as caught:
-        _quantity_check(test, concept(unit), WHERE)
+        quantity_check(test, concept(unit), WHERE)
     assert message in str(caught.value)
     assert "trial.yaml:1" in str(caught.value)
 
@@ -122,12 +119,12 @@ def _coded(*answers: str) -> Measurement:
 
 def test_a_list_of_tests_applies_each_to_the_results_it_fits() -> None:
     from engine.criteria.model import AnswerTest, AnyValueTest
-    from engine.evaluate.compile import _compile_value_check
+    from engine.evaluate.values import compile_value_check
 
     test = AnyValueTest(
         (uln_test(1.0), AnswerTest("positive", "is positive")), "> 1 x ULN or is positive"
     )
-    check = _compile_value_check(test, concept("[IU]/mL", high=15.0), _AnswerConcepts(), WHERE)  # type: ignore[arg-type]
+    check = compile_value_check(test, concept("[IU]/mL", high=15.0), _AnswerConcepts(), WHERE)  # type: ignore[arg-type]
     assert check(measurement(2000.0)) is True  # a viral load above the limit
     assert check(measurement(10.0)) is False  # below the limit
     assert check(_coded("positive")) is True  # "detected"
@@ -145,10 +142,10 @@ small = st.integers(min_value=-20, max_value=20).map(float)
 def test_a_censored_result_decides_only_when_every_allowed_value_agrees(
     result_side: str, value: float, test_side: str, threshold: float, step: float
 ) -> None:
-    from engine.evaluate.compile import _COMPARE, _compare_result
+    from engine.evaluate.values import COMPARISONS, compare_result
 
     censored = Measurement(value, "U/L", frozenset(), None, None, "valueQuantity", result_side)
-    verdict = _compare_result(censored, Comparator(test_side), threshold)
+    verdict = compare_result(censored, Comparator(test_side), threshold)
     # values the censored result allows: on its side of `value`, `value` itself if inclusive
     allowed = (
         [value - step, value - 100 * step]
@@ -157,7 +154,7 @@ def test_a_censored_result_decides_only_when_every_allowed_value_agrees(
     )
     if "=" in result_side:
         allowed.append(value)
-    outcomes = {_COMPARE[Comparator(test_side)](x, threshold) for x in allowed}
+    outcomes = {COMPARISONS[Comparator(test_side)](x, threshold) for x in allowed}
     if isinstance(verdict, bool):
         assert outcomes == {verdict}
     else:
@@ -166,9 +163,9 @@ def test_a_censored_result_decides_only_when_every_allowed_value_agrees(
 
 def test_an_indeterminate_result_answers_neither_way() -> None:
     from engine.criteria.model import AnswerTest
-    from engine.evaluate.compile import _answer_check
+    from engine.evaluate.values import answer_check
 
-    check = _answer_check(AnswerTest("positive", "is positive"), _AnswerConcepts(), WHERE)  # type: ignore[arg-type]
+    check = answer_check(AnswerTest("positive", "is positive"), _AnswerConcepts(), WHERE)  # type: ignore[arg-type]
     assert check(_coded("positive")) is True
     assert check(_coded("negative")) is False
     verdict = check(_coded("indeterminate"))

@@ -1,0 +1,457 @@
+"""The evaluator's nodes: Kleene combinations, manual and patient atoms, resource queries.
+
+Each node answers `evaluate(context) -> Outcome` over plain dicts; nodes are built once by
+`engine.evaluate.compile` and shared by every patient.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from engine.attestations import Attestation
+from engine.criteria.model import (
+    AnyValueTest,
+    ManualAtom,
+    PatientAtom,
+    ResourceAtom,
+    Window,
+)
+from engine.evaluate.outcome import Outcome, Truth, combine_all, combine_any, negate
+from engine.evaluate.status import StatusPredicate
+from engine.evaluate.timing import (
+    DateProblem,
+    Span,
+    age_in_years,
+    parse_date_range,
+    resource_span,
+)
+from engine.evaluate.values import ValueCheck
+from engine.normalise import Concept, DataProblem, Measurement, Terminology, measure
+from engine.record import PatientRecord
+
+EVIDENCE_LIMIT = 5
+"""At most this many resources are cited per atom (the most recent first)."""
+
+OPEN_WORLD_TYPES = frozenset({"Observation"})
+"""Absence means "unknown (missing data)" for these types, "not present" for the others."""
+
+
+@dataclass(frozen=True)
+class EvaluationContext:
+    """Everything one patient's evaluation reads: the record, the as-of day, the attestations."""
+
+    record: PatientRecord
+    as_of: dt.date
+    attestations: Mapping[str, Attestation]
+    terminology: Terminology
+
+
+class Node(Protocol):
+    def evaluate(self, context: EvaluationContext) -> Outcome: ...
+
+
+# --------------------------------------------------------------------------- boolean nodes
+
+
+@dataclass(frozen=True)
+class AllNode:
+    operands: tuple[Node, ...]
+    label: str
+
+    def evaluate(self, context: EvaluationContext) -> Outcome:
+        return combine_all([operand.evaluate(context) for operand in self.operands], self.label)
+
+
+@dataclass(frozen=True)
+class AnyNode:
+    operands: tuple[Node, ...]
+    label: str
+
+    def evaluate(self, context: EvaluationContext) -> Outcome:
+        return combine_any([operand.evaluate(context) for operand in self.operands], self.label)
+
+
+@dataclass(frozen=True)
+class NotNode:
+    operand: Node
+    label: str
+
+    def evaluate(self, context: EvaluationContext) -> Outcome:
+        return negate(self.operand.evaluate(context), self.label)
+
+
+# --------------------------------------------------------------------------- manual and patient
+
+
+@dataclass(frozen=True)
+class ManualNode:
+    atom: ManualAtom
+    label: str
+
+    def evaluate(self, context: EvaluationContext) -> Outcome:
+        attestation = context.attestations.get(self.atom.id)
+        if attestation is None:
+            return Outcome(
+                Truth.UNKNOWN,
+                f"manual review: {self.atom.question}",
+                self.label,
+                manual=(self.atom.id,),
+            )
+        when = f" on {attestation.date.isoformat()}" if attestation.date else ""
+        answer = "yes" if attestation.answer else "no"
+        return Outcome(
+            Truth.MET if attestation.answer else Truth.NOT_MET,
+            f"{self.atom.question} {answer}, attested by {attestation.by}{when}",
+            self.label,
+        )
+
+
+@dataclass(frozen=True)
+class PatientNode:
+    atom: PatientAtom
+    label: str
+
+    def evaluate(self, context: EvaluationContext) -> Outcome:
+        patient = context.record.patient
+        reference = context.record.label(patient)
+        parts: list[Outcome] = []
+        if self.atom.minimum_age is not None or self.atom.maximum_age is not None:
+            parts.append(self._age(patient.get("birthDate"), context.as_of, reference))
+        if self.atom.genders:
+            parts.append(self._gender(patient.get("gender"), reference))
+        return parts[0] if len(parts) == 1 else combine_all(parts, self.label)
+
+    def _age(self, birth_date: object, as_of: dt.date, reference: str) -> Outcome:
+        bounds = age_bounds_text(self.atom.minimum_age, self.atom.maximum_age)
+        if birth_date is None:
+            return Outcome(
+                Truth.UNKNOWN,
+                f"{reference} has no birthDate; age {bounds} cannot be checked",
+                self.label,
+                missing=("Patient.birthDate",),
+            )
+        try:
+            earliest, latest, _ = parse_date_range(birth_date, "birthDate")
+        except DateProblem as problem:
+            return Outcome(
+                Truth.UNKNOWN, f"{reference}: {problem}", self.label, missing=("Patient.birthDate",)
+            )
+        oldest, youngest = age_in_years(earliest, as_of), age_in_years(latest, as_of)
+        verdicts = {self._age_within(oldest), self._age_within(youngest)}
+        if len(verdicts) > 1:
+            return Outcome(
+                Truth.UNKNOWN,
+                f"birthDate {birth_date} is too coarse to tell whether age is {bounds}",
+                self.label,
+                missing=("Patient.birthDate",),
+            )
+        inside = verdicts.pop()
+        age_text = str(oldest) if oldest == youngest else f"{youngest}-{oldest}"
+        return Outcome(
+            Truth.MET if inside else Truth.NOT_MET,
+            f"age {age_text} on {as_of.isoformat()} is {'' if inside else 'not '}{bounds}",
+            self.label,
+            evidence=(reference,),
+        )
+
+    def _age_within(self, age: int) -> bool:
+        low, high = self.atom.minimum_age, self.atom.maximum_age
+        return (low is None or age >= low) and (high is None or age <= high)
+
+    def _gender(self, gender: object, reference: str) -> Outcome:
+        wanted = " or ".join(self.atom.genders)
+        if not isinstance(gender, str):
+            return Outcome(
+                Truth.UNKNOWN,
+                f"{reference} has no gender; {wanted} cannot be checked",
+                self.label,
+                missing=("Patient.gender",),
+            )
+        inside = gender in self.atom.genders
+        return Outcome(
+            Truth.MET if inside else Truth.NOT_MET,
+            f"gender {gender} is {'' if inside else 'not '}{wanted}",
+            self.label,
+            evidence=(reference,),
+        )
+
+
+def age_bounds_text(low: int | None, high: int | None) -> str:
+    if low is not None and high is not None:
+        return f"{low}-{high} years"
+    return f">= {low} years" if low is not None else f"<= {high} years"
+
+
+# --------------------------------------------------------------------------- resource atoms
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    resource: dict[str, Any]
+    span: Span | None
+    reference: str
+
+
+@dataclass(frozen=True)
+class ResourceNode:
+    atom: ResourceAtom
+    label: str
+    concept: Concept | None
+    types: frozenset[str]
+    status_predicates: Mapping[str, StatusPredicate]
+    needs_current: bool
+    filters: tuple[Any, ...]
+    exclusions: tuple[Any, ...]
+    value_check: ValueCheck | None
+    subject: str
+
+    @property
+    def open_world(self) -> bool:
+        return self.types <= OPEN_WORLD_TYPES
+
+    def evaluate(self, context: EvaluationContext) -> Outcome:
+        first_day = _window_start(self.atom.window, context.as_of)
+        candidates, problems = self._candidates(context, first_day)
+        window_text = _window_text(self.atom.window, first_day, context.as_of)
+        if self.value_check is None:
+            return self._presence(candidates, problems, window_text)
+        return self._values(candidates, problems, window_text, context)
+
+    def _candidates(
+        self, context: EvaluationContext, first_day: dt.date | None
+    ) -> tuple[list[_Candidate], list[str]]:
+        record = context.record
+        pool: Iterable[dict[str, Any]]
+        if self.concept is not None:
+            pool = record.resources_of_concept(self.concept.id)
+        else:
+            pool = (r for t in sorted(self.types) for r in record.resources_of_type(t))
+        kept: list[_Candidate] = []
+        problems: list[str] = []
+        for resource in pool:
+            resource_type = resource.get("resourceType")
+            predicate = self.status_predicates.get(resource_type)  # type: ignore[arg-type]
+            if predicate is None:
+                continue
+            if self.filters and not all(path.find(resource) for path in self.filters):
+                continue
+            if self.exclusions and any(path.find(resource) for path in self.exclusions):
+                continue
+            reference = record.label(resource)
+            try:
+                span = resource_span(resource)
+            except DateProblem as problem:
+                problems.append(f"{reference} {problem}")
+                continue
+            if span is None:
+                if first_day is not None or self.needs_current:
+                    problems.append(f"{reference} has no date")
+                    continue
+            elif not span.overlaps(first_day, context.as_of):
+                continue
+            if not predicate(resource, span, context.as_of):
+                continue
+            kept.append(_Candidate(resource, span, reference))
+        kept.sort(key=_moment, reverse=True)
+        return kept, problems
+
+    def _presence(
+        self, candidates: list[_Candidate], problems: list[str], window_text: str
+    ) -> Outcome:
+        needed = self.atom.minimum_count if self.atom.selection == "count" else 1
+        found = len(candidates)
+        evidence = tuple(c.reference for c in candidates[:EVIDENCE_LIMIT])
+        if found >= needed:
+            latest = _date_text(candidates[0].span)
+            return Outcome(
+                Truth.MET,
+                f"{self.subject}: {found} found {window_text}{latest}",
+                self.label,
+                evidence=evidence,
+            )
+        if problems:
+            return self._unusable(problems, window_text, evidence)
+        if found == 0 and self.open_world:
+            return self._missing(window_text)
+        counted = f" ({found} of the {needed} required)" if needed > 1 else ""
+        return Outcome(
+            Truth.NOT_MET,
+            f"{self.subject}: none on record {window_text}{counted}"
+            if found == 0
+            else f"{self.subject}: {found} found {window_text}{counted}",
+            self.label,
+            evidence=evidence,
+        )
+
+    def _values(
+        self,
+        candidates: list[_Candidate],
+        problems: list[str],
+        window_text: str,
+        context: EvaluationContext,
+    ) -> Outcome:
+        assert self.value_check is not None and self.concept is not None
+        selection = self.atom.selection
+        if selection == "latest" and candidates:
+            # Only the latest dated result counts, but a result whose date cannot be read may
+            # be newer: such date problems (already in `problems`) keep the atom unknown.
+            candidates = candidates[:1]
+        passed: list[tuple[_Candidate, str]] = []
+        failed: list[tuple[_Candidate, str]] = []
+        values: list[tuple[Measurement, _Candidate, str]] = []
+        for candidate in candidates:
+            result = measure(candidate.resource, self.concept, context.terminology)
+            if isinstance(result, DataProblem):
+                problems.append(f"{candidate.reference} {result.field}: {result.message}")
+                continue
+            shown = _measurement_text(result, candidate)
+            if selection in ("min", "max"):
+                if result.value is None:
+                    problems.append(f"{candidate.reference}: no numeric value")
+                    continue
+                values.append((result, candidate, shown))
+                continue
+            verdict = self.value_check(result)
+            if isinstance(verdict, str):
+                problems.append(f"{candidate.reference}: {verdict}")
+            elif verdict:
+                passed.append((candidate, shown))
+            else:
+                failed.append((candidate, shown))
+        if selection in ("min", "max"):
+            return self._extreme(values, problems, window_text)
+        return self._decide(passed, failed, problems, window_text)
+
+    def _extreme(
+        self,
+        values: list[tuple[Measurement, _Candidate, str]],
+        problems: list[str],
+        window_text: str,
+    ) -> Outcome:
+        assert self.value_check is not None
+        if problems:
+            return self._unusable(problems, window_text, ())
+        if not values:
+            return self._missing(window_text) if self.open_world else self._absent(window_text)
+        pick = min if self.atom.selection == "min" else max
+        measurement, candidate, shown = pick(values, key=lambda item: item[0].value or 0.0)
+        verdict = self.value_check(measurement)
+        if isinstance(verdict, str):
+            return self._unusable([f"{candidate.reference}: {verdict}"], window_text, ())
+        return self._verdict(verdict, f"{self.atom.selection} {shown}", (candidate.reference,))
+
+    def _decide(
+        self,
+        passed: list[tuple[_Candidate, str]],
+        failed: list[tuple[_Candidate, str]],
+        problems: list[str],
+        window_text: str,
+    ) -> Outcome:
+        selection = self.atom.selection
+        test_text = self.atom.value.text if self.atom.value else ""
+        if selection == "all":
+            if failed:
+                return self._verdict(False, failed[0][1], _references(failed))
+            if problems:
+                return self._unusable(problems, window_text, _references(passed))
+            if not passed:
+                return self._missing(window_text) if self.open_world else self._absent(window_text)
+            return self._verdict(True, f"all {len(passed)} {test_text}", _references(passed))
+        if selection == "latest" and problems:
+            return self._unusable(problems, window_text, _references(passed + failed))
+        needed = self.atom.minimum_count if selection == "count" else 1
+        if len(passed) >= needed:
+            shown = passed[0][1] if needed == 1 else f"{len(passed)} results {test_text}"
+            return self._verdict(True, shown, _references(passed))
+        if problems:
+            return self._unusable(problems, window_text, _references(passed + failed))
+        if not passed and not failed:
+            return self._missing(window_text) if self.open_world else self._absent(window_text)
+        if needed > 1:
+            shown = f"{len(passed)} of the {needed} required results {test_text}"
+        else:
+            shown = failed[0][1] if failed else ""
+        return self._verdict(False, shown, _references(failed or passed))
+
+    def _verdict(self, met: bool, shown: str, evidence: tuple[str, ...]) -> Outcome:
+        test_text = self.atom.value.text if self.atom.value else ""
+        relation = "" if met else "not "
+        if isinstance(self.atom.value, AnyValueTest):
+            test_text = f"({test_text})" if not met else test_text
+        elif test_text.startswith("is "):  # answer tests read "is positive" / "is not positive"
+            test_text = test_text[3:]
+        return Outcome(
+            Truth.MET if met else Truth.NOT_MET,
+            f"{self.subject}: {shown} is {relation}{test_text}",
+            self.label,
+            evidence=evidence,
+        )
+
+    def _missing(self, window_text: str) -> Outcome:
+        return Outcome(
+            Truth.UNKNOWN,
+            f"{self.subject}: no result {window_text}",
+            self.label,
+            missing=(f"{self.subject} {window_text}",),
+        )
+
+    def _absent(self, window_text: str) -> Outcome:
+        return Outcome(Truth.NOT_MET, f"{self.subject}: none on record {window_text}", self.label)
+
+    def _unusable(
+        self, problems: list[str], window_text: str, evidence: tuple[str, ...]
+    ) -> Outcome:
+        shown = "; ".join(problems[:3]) + (
+            f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+        )
+        return Outcome(
+            Truth.UNKNOWN,
+            f"{self.subject}: unusable data {window_text}: {shown}",
+            self.label,
+            evidence=evidence,
+            missing=(f"{self.subject} {window_text} (unusable: {problems[0]})",),
+        )
+
+
+def _moment(candidate: _Candidate) -> dt.datetime:
+    return candidate.span.moment if candidate.span is not None else _EARLIEST
+
+
+_EARLIEST = dt.datetime.min.replace(tzinfo=dt.UTC)
+
+
+def _references(items: Sequence[tuple[_Candidate, str]]) -> tuple[str, ...]:
+    return tuple(candidate.reference for candidate, _ in items[:EVIDENCE_LIMIT])
+
+
+def _date_text(span: Span | None) -> str:
+    if span is None or span.start is None:
+        return ""
+    return f", latest {span.start.isoformat()}"
+
+
+def _measurement_text(measurement: Measurement, candidate: _Candidate) -> str:
+    if measurement.value is not None:
+        unit = f" {measurement.unit}" if measurement.unit and measurement.unit != "1" else ""
+        censored = f"{measurement.comparator} " if measurement.comparator else ""
+        shown = f"{censored}{measurement.value:g}{unit}"
+    else:
+        shown = "/".join(sorted(measurement.answer_concepts)) or "a coded result"
+    day = (
+        f" on {candidate.span.start.isoformat()}" if candidate.span and candidate.span.start else ""
+    )
+    return f"{shown}{day} ({candidate.reference})"
+
+
+def _window_start(window: Window, as_of: dt.date) -> dt.date | None:
+    return window.duration.start_before(as_of) if window.duration is not None else None
+
+
+def _window_text(window: Window, first_day: dt.date | None, as_of: dt.date) -> str:
+    if first_day is None:
+        return f"ever (up to {as_of.isoformat()})"
+    name = f"{window.name} " if window.name else ""
+    return f"within {name}{first_day.isoformat()} to {as_of.isoformat()}"

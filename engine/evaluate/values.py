@@ -1,0 +1,187 @@
+"""Compiled value tests: thresholds in the concept's unit, reference limits, coded answers,
+censored results; each check answers True, False or the reason it cannot.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable
+
+from engine.criteria.model import (
+    AnswerTest,
+    AnyValueTest,
+    Comparator,
+    QuantityTest,
+    ReferenceLimitTest,
+    ValueTest,
+)
+from engine.errors import CriteriaError, Location, UnitError
+from engine.normalise import Concept, Measurement, Terminology
+from engine.normalise.units import convert
+
+ValueCheck = Callable[[Measurement], bool | str]
+"""True / False, or the reason the result cannot be tested."""
+
+COMPARISONS: dict[Comparator, Callable[[float, float], bool]] = {
+    Comparator.LESS: operator.lt,
+    Comparator.LESS_OR_EQUAL: operator.le,
+    Comparator.GREATER: operator.gt,
+    Comparator.GREATER_OR_EQUAL: operator.ge,
+    Comparator.EQUAL: operator.eq,
+    Comparator.NOT_EQUAL: operator.ne,
+}
+
+
+# --------------------------------------------------------------------------- value tests
+
+
+def compile_value_check(
+    test: ValueTest, concept: Concept, terminology: Terminology, where: Location
+) -> ValueCheck:
+    if isinstance(test, AnyValueTest):
+        return any_check(
+            [compile_value_check(one, concept, terminology, where) for one in test.tests]
+        )
+    if isinstance(test, QuantityTest):
+        return quantity_check(test, concept, where)
+    if isinstance(test, ReferenceLimitTest):
+        return limit_check(test, concept)
+    return answer_check(test, terminology, where)
+
+
+def any_check(checks: list[ValueCheck]) -> ValueCheck:
+    """Passes if an applicable check passes; fails if the applicable ones fail; else a reason."""
+
+    def check(measurement: Measurement) -> bool | str:
+        reasons: list[str] = []
+        failed = False
+        for one in checks:
+            verdict = one(measurement)
+            if verdict is True:
+                return True
+            if verdict is False:
+                failed = True
+            else:
+                reasons.append(str(verdict))
+        return False if failed else "; ".join(reasons)
+
+    return check
+
+
+def quantity_check(test: QuantityTest, concept: Concept, where: Location) -> ValueCheck:
+    if test.unit is None:
+        if concept.unit not in (None, "1"):
+            raise CriteriaError(
+                f"'{test.text}' has no unit, but {concept.id} is measured in {concept.unit}; "
+                f"write the unit (e.g. '{test.text} {concept.unit}')",
+                where,
+            )
+        threshold = test.value
+    else:
+        if concept.unit is None:
+            raise CriteriaError(
+                f"'{test.text}' has a unit, but concept {concept.id} has no canonical unit "
+                "in the mappings",
+                where,
+            )
+        try:
+            threshold = convert(test.value, test.unit, concept.unit, concept.molar_mass)
+        except UnitError as error:
+            raise CriteriaError(f"'{test.text}': {error.message}", where) from None
+
+    def check(measurement: Measurement) -> bool | str:
+        if measurement.value is None:
+            return "no numeric value"
+        return compare_result(measurement, test.comparator, threshold)
+
+    return check
+
+
+def limit_check(test: ReferenceLimitTest, concept: Concept) -> ValueCheck:
+    default = concept.reference_high if test.limit == "high" else concept.reference_low
+    name = "upper" if test.limit == "high" else "lower"
+
+    def check(measurement: Measurement) -> bool | str:
+        if measurement.value is None:
+            return "no numeric value"
+        own = measurement.reference_high if test.limit == "high" else measurement.reference_low
+        limit = own if own is not None else default
+        if limit is None:
+            return f"no {name} reference limit on the result and none in the mappings"
+        return compare_result(measurement, test.comparator, test.factor * limit)
+
+    return check
+
+
+_Interval = tuple[float, bool, float, bool]
+"""low, low included, high, high included."""
+
+_RESULT_SIDE: dict[str, Callable[[float], _Interval]] = {
+    "<": lambda value: (-math.inf, False, value, False),
+    "<=": lambda value: (-math.inf, False, value, True),
+    ">": lambda value: (value, False, math.inf, False),
+    ">=": lambda value: (value, True, math.inf, False),
+}
+
+
+def compare_result(
+    measurement: Measurement, comparator: Comparator, threshold: float
+) -> bool | str:
+    """Compare a result with a threshold; a censored result (`< 20`) decides only when every
+    value it allows gives the same answer, else it says why it cannot."""
+    value = measurement.value
+    assert value is not None
+    if measurement.comparator is None:
+        return COMPARISONS[comparator](value, threshold)
+    shown = f"{measurement.comparator} {value:g}"
+    if comparator in (Comparator.EQUAL, Comparator.NOT_EQUAL):
+        return f"the censored result {shown} cannot be tested for {comparator.value} {threshold:g}"
+    result = _RESULT_SIDE[measurement.comparator](value)
+    wanted = _RESULT_SIDE[comparator.value](threshold)
+    if _inside(result, wanted):
+        return True
+    if _disjoint(result, wanted):
+        return False
+    return f"the censored result {shown} may or may not be {comparator.value} {threshold:g}"
+
+
+def _inside(inner: _Interval, outer: _Interval) -> bool:
+    low, low_in, high, high_in = inner
+    outer_low, outer_low_in, outer_high, outer_high_in = outer
+    above = low > outer_low or (low == outer_low and (outer_low_in or not low_in))
+    below = high < outer_high or (high == outer_high and (outer_high_in or not high_in))
+    return above and below
+
+
+def _disjoint(first: _Interval, second: _Interval) -> bool:
+    def before(left: _Interval, right: _Interval) -> bool:
+        return left[2] < right[0] or (left[2] == right[0] and not (left[3] and right[1]))
+
+    return before(first, second) or before(second, first)
+
+
+INDETERMINATE = "indeterminate"
+"""The answer concept of results that answer no question (equivocal, borderline)."""
+
+
+def answer_check(test: AnswerTest, terminology: Terminology, where: Location) -> ValueCheck:
+    if not terminology.has_concept(test.answer_concept):
+        raise CriteriaError(
+            f"answer concept '{test.answer_concept}' is not defined in the mappings", where
+        )
+    wanted = test.answer_concept
+
+    def check(measurement: Measurement) -> bool | str:
+        answers = measurement.answer_concepts
+        if wanted in answers:
+            return True
+        if INDETERMINATE in answers:
+            return "an indeterminate result answers neither way"
+        if answers:
+            return False
+        if measurement.value is not None:
+            return f"a numeric result ({measurement.value:g}) where a coded answer was expected"
+        return "no coded or text answer"
+
+    return check
