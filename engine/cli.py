@@ -23,8 +23,20 @@ from engine.evaluate import CompiledCriteria, PatientEvaluation, evaluate_patien
 from engine.explain import criteria_table, summary_table
 from engine.record import build_record
 from engine.report import transaction_bundle, validate_bundle
+from engine.server_command import (
+    DryRunOption,
+    EverythingOption,
+    PageSizeOption,
+    PatientOption,
+    ServerOption,
+    TokenEnvOption,
+    TokenFileOption,
+    WriteOption,
+    evaluate_on_server,
+)
 from engine.sinks import to_json, write_json
 from engine.sources import read_bundle_file
+from engine.sources.fhir_server import DEFAULT_PAGE_SIZE
 from engine.trial import load_trial
 
 app = typer.Typer(
@@ -69,9 +81,9 @@ def _parse_day(text: str | None) -> dt.date:
 def evaluate(
     criteria: Annotated[Path, typer.Argument(help="The trial's criteria file (YAML).")],
     bundle: Annotated[
-        list[Path],
+        list[Path] | None,
         typer.Option(help="A patient Bundle (JSON) or a folder of them; repeat for more."),
-    ],
+    ] = None,
     as_of: Annotated[
         str | None, typer.Option(help="Evaluate as of this day (YYYY-MM-DD); default today.")
     ] = None,
@@ -88,8 +100,43 @@ def evaluate(
     explain: Annotated[
         bool, typer.Option("--explain", help="Print a per-criterion table for each patient.")
     ] = False,
+    server: ServerOption = None,
+    patient: PatientOption = None,
+    write: WriteOption = False,
+    dry_run: DryRunOption = False,
+    token_env: TokenEnvOption = None,
+    token_file: TokenFileOption = None,
+    everything: EverythingOption = True,
+    page_size: PageSizeOption = DEFAULT_PAGE_SIZE,
 ) -> None:
-    """Evaluate patients and write a ResearchSubject + DetectedIssue transaction Bundle each."""
+    """Evaluate patients and write a ResearchSubject + DetectedIssue transaction Bundle each.
+
+    Patients come from Bundle files (--bundle) or from a FHIR server (--server, --patient);
+    with a server, --write writes the results back (see docs/server.md).
+    """
+    if server is not None:
+        if bundle:
+            raise _fail("give --bundle or --server, not both")
+        evaluate_on_server(
+            criteria=criteria,
+            server=server,
+            patient=patient,
+            as_of=as_of,
+            output=output,
+            attestations=attestations,
+            explain=explain,
+            write=write,
+            dry_run=dry_run,
+            token_env=token_env,
+            token_file=token_file,
+            everything=everything,
+            page_size=page_size,
+        )
+        return
+    if not bundle:
+        raise _fail("give --bundle FILE_OR_FOLDER, or --server URL --patient ID")
+    if patient or write or dry_run or token_env or token_file:
+        raise _fail("--patient, --write, --dry-run, --token-env and --token-file need --server")
     day = _parse_day(as_of)
     try:
         trial = load_trial(criteria)

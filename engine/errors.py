@@ -6,6 +6,7 @@
      +-- InputError         patient data cannot be read (file, resource, field)
      +-- UnitError          a unit cannot be parsed or converted
      +-- AttestationError   an attestation file is malformed
+     +-- ServerError        a FHIR server cannot be reached or refuses a request (server, request)
 
 Every error carries a `location` that names where the problem is; `str(error)` puts it first,
 so a person reading the message knows which file, line, resource and field to open.
@@ -84,6 +85,23 @@ class UnitError(TrialsieveError):
 
 class AttestationError(TrialsieveError):
     """An attestation file is malformed or attests something the criteria do not ask."""
+
+
+@dataclass
+class ServerError(TrialsieveError):
+    """A FHIR server cannot be reached, refuses a request, or answers something unusable.
+
+    `server` is the base URL and `request` the request that failed ("GET Patient/p1/$everything");
+    `status` is the last HTTP status, None when no answer came. Never carries credentials.
+    """
+
+    server: str | None = None
+    request: str | None = None
+    status: int | None = None
+
+    def __str__(self) -> str:
+        where = ": ".join(part for part in (self.server, self.request) if part)
+        return f"{where}: {self.message}" if where else self.message
 
 
 @dataclass

@@ -15,13 +15,13 @@ from urllib.parse import quote
 
 from engine import __version__
 from engine.criteria.model import Trial
-from engine.evaluate.status import TRIALSIEVE_IDENTIFIER_SYSTEM
 from engine.evaluate.patient import (
     CriterionResult,
     CriterionVerdict,
     PatientEvaluation,
     SubjectStatus,
 )
+from engine.evaluate.status import TRIALSIEVE_IDENTIFIER_SYSTEM
 
 RESEARCH_SUBJECT_SYSTEM = f"{TRIALSIEVE_IDENTIFIER_SYSTEM}/research-subject"
 DETECTED_ISSUE_SYSTEM = f"{TRIALSIEVE_IDENTIFIER_SYSTEM}/detected-issue"

@@ -3,7 +3,9 @@
 A source is anything iterable over `PatientResources` (the `PatientSource` protocol).
 `BundleFileSource` reads Bundle JSON files and folders; `read_bundle_file` and `parse_bundle`
 read a single Bundle. Unreadable data raises `engine.errors.InputError` naming the file,
-resource and field.
+resource and field. `NdjsonFolderSource` reads a Bulk Data style NDJSON folder, grouped by
+patient through partition files (`partition_ndjson`, `read_partition`).
+`FhirServerSource` pulls patients from a FHIR R4 server through a `FhirServerClient`.
 """
 
 from engine.sources.base import PatientResources, PatientSource
@@ -13,15 +15,38 @@ from engine.sources.bundle import (
     parse_bundle,
     read_bundle_file,
 )
+from engine.sources.fhir_server import BearerToken, FhirServerClient, FhirServerSource, RetryPolicy
+from engine.sources.ndjson import (
+    NdjsonFolderSource,
+    PartitionedExport,
+    SourceProblem,
+    load_shared_resources,
+    ndjson_files,
+    partition_ndjson,
+    patient_reference,
+    read_partition,
+)
 from engine.sources.references import id_from_full_url, reference_key
 
 __all__ = [
     "ACCEPTED_BUNDLE_TYPES",
+    "BearerToken",
     "BundleFileSource",
+    "FhirServerClient",
+    "FhirServerSource",
+    "NdjsonFolderSource",
+    "PartitionedExport",
     "PatientResources",
     "PatientSource",
+    "RetryPolicy",
+    "SourceProblem",
     "id_from_full_url",
+    "load_shared_resources",
+    "ndjson_files",
     "parse_bundle",
+    "partition_ndjson",
+    "patient_reference",
     "read_bundle_file",
+    "read_partition",
     "reference_key",
 ]

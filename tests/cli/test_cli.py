@@ -178,3 +178,15 @@ def test_lint_fails_on_an_unknown_concept(runner: CliRunner, tmp_path: Path) -> 
     assert result.exit_code == 1
     assert "haemoglobinn" in result.stderr
     assert "trial.yaml:" in result.stderr
+
+
+def test_server_options_need_a_server(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["evaluate", CRITERIA, "--bundle", CANDIDATE, "--write"])
+    assert result.exit_code == 2
+    assert "need --server" in result.stderr
+
+
+def test_no_patients_at_all_is_a_clear_error(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["evaluate", CRITERIA])
+    assert result.exit_code == 2
+    assert "--bundle" in result.stderr

@@ -1,0 +1,233 @@
+"""Evaluate patients on a live FHIR R4 server: pull, evaluate, and print or write back.
+
+`evaluate_on_server` is a typer command function: `trialsieve evaluate CRITERIA --server URL
+--patient ID [--patient ID ...] [--write] [--dry-run]`. It pulls each patient with
+`FhirServerSource` (only the resource types the criteria need), evaluates exactly as
+`trialsieve evaluate --bundle` does, and then
+
+- by default prints (or writes to `--output`) the same transaction Bundle `--bundle` gives;
+- with `--write`, writes it to the server with `FhirServerSink` (updates in place);
+- with `--dry-run`, prints the Bundle `--write` would send, and writes nothing.
+
+A bearer token comes from `--token-env NAME` (an environment variable) or `--token-file PATH`,
+never from the command line itself. Exit status as for `evaluate`: 0 every patient evaluated
+(and written), 1 some could not be (each is named), 2 bad criteria, attestations or arguments.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from engine.attestations import Attestations, load_attestations
+from engine.criteria.model import AllOf, AnyOf, Expression, NotOf, ResourceAtom
+from engine.errors import ServerError, TrialsieveError
+from engine.evaluate import CompiledCriteria, PatientEvaluation, evaluate_patient
+from engine.explain import criteria_table, summary_table
+from engine.record import build_record
+from engine.report import transaction_bundle, validate_bundle
+from engine.sinks import FhirServerSink, to_json, write_json
+from engine.sources import BearerToken, FhirServerClient, FhirServerSource
+from engine.sources.fhir_server import DEFAULT_PAGE_SIZE, MEDICATION_REFERENCING_TYPES
+from engine.trial import load_trial
+
+# Options shared with `trialsieve evaluate`, which passes them on when --server is given.
+ServerOption = Annotated[
+    str | None,
+    typer.Option(help="Base URL of a FHIR R4 server to read the patients from (with --patient)."),
+]
+PatientOption = Annotated[
+    list[str] | None,
+    typer.Option("--patient", help="A patient id on the server (with --server); repeat for more."),
+]
+WriteOption = Annotated[
+    bool,
+    typer.Option(
+        "--write",
+        help="Write the ResearchStudy, ResearchSubject and DetectedIssue to the server "
+        "(with --server); a re-run updates them in place.",
+    ),
+]
+DryRunOption = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run", help="Print the transaction Bundle --write would send; write nothing."
+    ),
+]
+TokenEnvOption = Annotated[
+    str | None,
+    typer.Option(help="Name of the environment variable that holds a bearer token for the server."),
+]
+TokenFileOption = Annotated[
+    Path | None, typer.Option(help="File whose first line is a bearer token for the server.")
+]
+EverythingOption = Annotated[
+    bool,
+    typer.Option(
+        "--everything/--no-everything",
+        help="Pull with Patient/$everything when the server declares it (default), "
+        "or always with one search per resource type.",
+    ),
+]
+PageSizeOption = Annotated[
+    int, typer.Option(min=1, help="Resources per page asked of the server (_count).")
+]
+
+
+def resource_types_needed(criteria: CompiledCriteria) -> frozenset[str]:
+    """The resource types the criteria read: Patient, every atom's types, and Medication when
+    a medication type is read (medicationReference points to one).
+    """
+    types = {"Patient"}
+    pending: list[Expression] = [compiled.criterion.expression for compiled in criteria.criteria]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, AllOf | AnyOf):
+            pending.extend(node.operands)
+        elif isinstance(node, NotOf):
+            pending.append(node.operand)
+        elif isinstance(node, ResourceAtom):
+            types.update(node.resource_types)
+    if types & MEDICATION_REFERENCING_TYPES:
+        types.add("Medication")
+    return frozenset(types)
+
+
+def evaluate_on_server(
+    criteria: Annotated[Path, typer.Argument(help="The trial's criteria file (YAML).")],
+    server: Annotated[str, typer.Option(help="Base URL of the FHIR R4 server.")],
+    patient: PatientOption = None,
+    as_of: Annotated[
+        str | None, typer.Option(help="Evaluate as of this day (YYYY-MM-DD); default today.")
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where to write the transaction Bundle (a file for one patient, a folder "
+            "for several); default: standard output for one patient."
+        ),
+    ] = None,
+    attestations: Annotated[
+        Path | None, typer.Option(help="Answers to manual review items (YAML).")
+    ] = None,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Print a per-criterion table for each patient.")
+    ] = False,
+    write: WriteOption = False,
+    dry_run: DryRunOption = False,
+    token_env: TokenEnvOption = None,
+    token_file: TokenFileOption = None,
+    everything: EverythingOption = True,
+    page_size: PageSizeOption = DEFAULT_PAGE_SIZE,
+) -> None:
+    """Evaluate patients on a FHIR server; print the results, or write them back (--write)."""
+    day = _parse_day(as_of)
+    patient_ids = list(dict.fromkeys(patient or ()))
+    if not patient_ids:
+        raise _fail("--patient ID is required with --server")
+    if token_env and token_file:
+        raise _fail("give --token-env or --token-file, not both")
+    prints_bundles = dry_run or not write
+    several = len(patient_ids) > 1
+    if prints_bundles and several and output is None:
+        raise _fail("--output FOLDER is required when printing Bundles of several patients")
+    if several and output is not None and output.exists() and not output.is_dir():
+        raise _fail(f"{output}: --output must be a folder when evaluating several patients")
+    try:
+        trial = load_trial(criteria)
+        answers: Attestations = (
+            load_attestations(attestations, trial.manual_ids) if attestations else {}
+        )
+        client = FhirServerClient(server, auth=_auth(token_env, token_file))
+    except TrialsieveError as error:
+        raise _fail(error) from None
+    console = Console(stderr=prints_bundles and output is None, highlight=False)
+    evaluations: list[PatientEvaluation] = []
+    failures = 0
+    with client:
+        try:
+            client.capabilities()
+        except ServerError as error:
+            raise _fail(error, code=1) from None
+        source = FhirServerSource(
+            client,
+            patient_ids,
+            resource_types_needed(trial),
+            page_size=page_size,
+            use_everything=everything,
+        )
+        sink = FhirServerSink(client)
+        for patient_id in patient_ids:
+            try:
+                pulled = source.pull(patient_id)
+                record = build_record(pulled, trial.terminology)
+                evaluation = evaluate_patient(trial, record, day, answers.get(record.patient_id))
+                report = transaction_bundle(evaluation)
+                validate_bundle(report)
+                if dry_run:
+                    _emit(sink.transaction_for(evaluation), output, patient_id, several)
+                elif write:
+                    written = sink.write(evaluation)
+                    targets = ", ".join(entry.location or entry.request for entry in written)
+                    console.print(
+                        f"Patient/{patient_id}: {evaluation.status.value}; wrote {targets}",
+                        markup=False,
+                        soft_wrap=True,
+                    )
+                else:
+                    _emit(report, output, patient_id, several)
+            except TrialsieveError as error:
+                failures += 1
+                _print_error(f"Patient/{patient_id}: {error}")
+                continue
+            evaluations.append(evaluation)
+            if explain:
+                console.print(criteria_table(evaluation))
+    if several:
+        console.print(summary_table(evaluations))
+    if failures:
+        _print_error(f"{failures} of {len(patient_ids)} patients could not be evaluated")
+        raise typer.Exit(1)
+
+
+def _auth(token_env: str | None, token_file: Path | None) -> BearerToken | None:
+    if token_env:
+        return BearerToken.from_environment(token_env, os.environ)
+    if token_file:
+        return BearerToken.from_file(token_file)
+    return None
+
+
+def _emit(bundle: dict[str, Any], output: Path | None, patient_id: str, several: bool) -> None:
+    if output is None:
+        sys.stdout.buffer.write(to_json(bundle))
+        sys.stdout.flush()
+    else:
+        write_json(output / f"{patient_id}.json" if several else output, bundle)
+
+
+def _parse_day(text: str | None) -> dt.date:
+    if text is None:
+        return dt.date.today()
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"'{text}' is not a date (YYYY-MM-DD)") from None
+
+
+def _print_error(error: TrialsieveError | str) -> None:
+    Console(stderr=True, highlight=False).print(
+        f"[bold red]error:[/] {escape(str(error))}", markup=True, soft_wrap=True
+    )
+
+
+def _fail(error: TrialsieveError | str, code: int = 2) -> typer.Exit:
+    _print_error(error)
+    return typer.Exit(code)
