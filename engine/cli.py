@@ -18,6 +18,7 @@ from rich.console import Console
 
 from engine import __version__
 from engine.attestations import Attestations, load_attestations
+from engine.cohort.command import cohort
 from engine.errors import TrialsieveError
 from engine.evaluate import CompiledCriteria, PatientEvaluation, evaluate_patient
 from engine.explain import criteria_table, summary_table
@@ -206,6 +207,9 @@ def lint(
     if has_errors(problems):
         raise typer.Exit(1)
     Console(highlight=False).print(f"ok: {', '.join(map(str, targets))}")
+
+
+app.command()(cohort)
 
 
 @app.command()

@@ -190,3 +190,27 @@ def test_no_patients_at_all_is_a_clear_error(runner: CliRunner) -> None:
     result = runner.invoke(app, ["evaluate", CRITERIA])
     assert result.exit_code == 2
     assert "--bundle" in result.stderr
+
+
+def test_cohort_is_registered_on_the_main_command(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "cohort",
+            CRITERIA,
+            "--bundles",
+            str(PATIENTS),
+            "--as-of",
+            "2026-11-01",
+            "--out",
+            str(tmp_path),
+            "--workers",
+            "1",
+            "--quiet",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "cohort.csv").exists()
+    assert len((tmp_path / "subjects.ndjson").read_text().splitlines()) == len(
+        list(PATIENTS.glob("*.json"))
+    )

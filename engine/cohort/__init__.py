@@ -1,0 +1,40 @@
+"""Cohort discovery: one trial's criteria over every patient of a record set.
+
+`run_cohort` evaluates a `CohortInput` (`NdjsonInput`: a Bulk NDJSON folder; `BundleInput`: a
+folder of per-patient Bundles) partition by partition with an engine from `ENGINES`, and
+writes subjects.ndjson, issues.ndjson, cohort.csv, attrition.csv/.html,
+data_availability.csv, errors.ndjson and summary.json. Each patient's ResearchSubject and
+DetectedIssue are those `trialsieve evaluate` gives. See docs/cohort.md.
+"""
+
+from engine.cohort.inputs import BundleInput, CohortInput, NdjsonInput, PartitionedInput
+from engine.cohort.partition import CRITERION_VALUES, criterion_value, study_reference
+from engine.cohort.prefilter import Prefilter, RequiredConcept
+from engine.cohort.runner import (
+    ENGINES,
+    CohortError,
+    CohortSummary,
+    Engine,
+    ProgressListener,
+    run_cohort,
+    run_local,
+)
+
+__all__ = [
+    "CRITERION_VALUES",
+    "ENGINES",
+    "BundleInput",
+    "CohortError",
+    "CohortInput",
+    "CohortSummary",
+    "Engine",
+    "NdjsonInput",
+    "PartitionedInput",
+    "Prefilter",
+    "ProgressListener",
+    "RequiredConcept",
+    "criterion_value",
+    "run_cohort",
+    "run_local",
+    "study_reference",
+]

@@ -1,0 +1,199 @@
+"""Cohort inputs: a record set split into partitions that workers evaluate independently.
+
+A `CohortInput` describes where the patients are (for the run's manifest) and splits them
+(`prepare`, the first pass) into a `PartitionedInput`: a small, picklable value that travels
+to the workers, each of which reads whole partitions with `patients(index, on_problem)`.
+`NdjsonInput` partitions a Bulk NDJSON folder by hashed patient id; `BundleInput` deals a
+folder of per-patient Bundles out to partitions. A live FHIR server (Bulk `$export`, paged
+searches) is one more `CohortInput`; the evaluator does not change.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from engine.errors import InputError, Location
+from engine.sources import (
+    BundleFileSource,
+    PartitionedExport,
+    PatientResources,
+    SourceProblem,
+    load_shared_resources,
+    ndjson_files,
+    partition_ndjson,
+    read_partition,
+)
+from engine.sources.ndjson import ProblemHandler, SharedResources
+
+
+class PartitionedInput(Protocol):
+    """Patients split into partitions; picklable, so it can be sent to worker processes."""
+
+    @property
+    def partition_count(self) -> int: ...
+
+    @property
+    def bytes_read(self) -> int: ...
+
+    def patients_in(self, index: int) -> int:
+        """How many patients partition `index` holds (for progress; may overcount)."""
+        ...
+
+    def patients(self, index: int, on_problem: ProblemHandler) -> Iterator[PatientResources]:
+        """The patients of one partition; unusable input goes to `on_problem`."""
+        ...
+
+
+class CohortInput(Protocol):
+    """Where a cohort's patients come from."""
+
+    def describe(self) -> dict[str, Any]:
+        """What identifies the input (kind, path, files with sizes and times): the manifest's."""
+        ...
+
+    def size_in_bytes(self) -> int: ...
+
+    def prepare(
+        self, work_folder: Path, partition_count: int, on_problem: ProblemHandler
+    ) -> PartitionedInput:
+        """The first pass: split the input into partitions (work files go to `work_folder`)."""
+        ...
+
+    def reopen(self, work_folder: Path, partition_count: int) -> PartitionedInput | None:
+        """The partitions an earlier `prepare` left in `work_folder`, or None if gone."""
+        ...
+
+
+def _file_fingerprints(files: list[Path], root: Path) -> list[list[Any]]:
+    fingerprints: list[list[Any]] = []
+    for file in files:
+        try:
+            status = file.stat()
+            fingerprints.append(
+                [file.relative_to(root).as_posix(), status.st_size, status.st_mtime_ns]
+            )
+        except OSError:
+            fingerprints.append([file.relative_to(root).as_posix(), None, None])
+    return fingerprints
+
+
+# --------------------------------------------------------------------------- NDJSON
+
+
+@dataclass(frozen=True)
+class NdjsonPartitions:
+    """An NDJSON export after pass 1; shared resources are loaded once per process."""
+
+    export: PartitionedExport
+
+    @property
+    def partition_count(self) -> int:
+        return self.export.partition_count
+
+    @property
+    def bytes_read(self) -> int:
+        return self.export.bytes_read
+
+    def patients_in(self, index: int) -> int:
+        return self.export.patients_per_partition[index]
+
+    def patients(self, index: int, on_problem: ProblemHandler) -> Iterator[PatientResources]:
+        return read_partition(self.export, index, _shared_resources(self.export), on_problem)
+
+
+@functools.lru_cache(maxsize=1)
+def _shared_resources(export: PartitionedExport) -> SharedResources:
+    return load_shared_resources(export)
+
+
+@dataclass(frozen=True)
+class NdjsonInput:
+    """A folder of Bulk Data style NDJSON (`<Type>[.n].ndjson`, optionally gzipped)."""
+
+    folder: Path
+
+    def describe(self) -> dict[str, Any]:
+        files = ndjson_files(self.folder)
+        return {
+            "kind": "ndjson",
+            "path": str(self.folder.resolve()),
+            "files": _file_fingerprints(files, self.folder),
+        }
+
+    def size_in_bytes(self) -> int:
+        return sum(file.stat().st_size for file in ndjson_files(self.folder) if file.is_file())
+
+    def prepare(
+        self, work_folder: Path, partition_count: int, on_problem: ProblemHandler
+    ) -> NdjsonPartitions:
+        return NdjsonPartitions(
+            partition_ndjson(self.folder, work_folder, partition_count, on_problem)
+        )
+
+    def reopen(self, work_folder: Path, partition_count: int) -> NdjsonPartitions | None:
+        export = PartitionedExport.load(work_folder)
+        if export is None or export.partition_count != partition_count:
+            return None
+        return NdjsonPartitions(export)
+
+
+# --------------------------------------------------------------------------- Bundles
+
+
+@dataclass(frozen=True)
+class BundlePartitions:
+    """Per-patient Bundle files dealt out to partitions: file i goes to partition i mod N."""
+
+    files: tuple[str, ...]
+    partition_count: int
+    bytes_read: int
+
+    def patients_in(self, index: int) -> int:
+        return len(self.files[index :: self.partition_count])
+
+    def patients(self, index: int, on_problem: ProblemHandler) -> Iterator[PatientResources]:
+        def report(error: InputError) -> None:
+            on_problem(SourceProblem.from_error(error))
+
+        for file in self.files[index :: self.partition_count]:
+            yield from BundleFileSource(file, on_error=report)
+
+
+@dataclass(frozen=True)
+class BundleInput:
+    """A folder of per-patient Bundle files (`*.json`, searched recursively)."""
+
+    folder: Path
+
+    def _files(self) -> list[Path]:
+        if not self.folder.is_dir():
+            raise InputError("no such folder", Location(file=str(self.folder)))
+        files = BundleFileSource(self.folder).files()
+        return files
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": "bundles",
+            "path": str(self.folder.resolve()),
+            "files": _file_fingerprints(self._files(), self.folder),
+        }
+
+    def size_in_bytes(self) -> int:
+        return sum(file.stat().st_size for file in self._files())
+
+    def prepare(
+        self, work_folder: Path, partition_count: int, on_problem: ProblemHandler
+    ) -> BundlePartitions:
+        files = self._files()
+        return BundlePartitions(
+            tuple(str(file) for file in files),
+            partition_count,
+            sum(file.stat().st_size for file in files),
+        )
+
+    def reopen(self, work_folder: Path, partition_count: int) -> BundlePartitions | None:
+        return None

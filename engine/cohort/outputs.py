@@ -1,0 +1,323 @@
+"""Assemble a cohort run's files from its partition results, in patient id order.
+
+- `subjects.ndjson`, `issues.ndjson`: every patient's ResearchSubject and DetectedIssue.
+- `cohort.csv`: a row per patient: id, status, and per criterion `met` / `not_met` /
+  `unknown_missing` / `manual` (the criterion's own truth; see `criterion_value`).
+- `attrition.csv`, `attrition.html`: the funnel in protocol order: how many patients remain
+  after each criterion (remaining = failing none so far: an inclusion not met or an exclusion
+  met is a failure) and how many each criterion loses, as ATLAS draws it.
+- `data_availability.csv`: per criterion, the share of patients whose record could answer it
+  (anything but `unknown_missing`) and the most frequent missing items.
+- `errors.ndjson`: every input problem (file, line, resource, patient, message).
+
+Partition results are read as streams and merged, so memory does not grow with the cohort.
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import html
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from engine.cohort.partition import result_path
+from engine.criteria.model import CriterionKind
+from engine.evaluate import CompiledCriteria, SubjectStatus
+
+SOURCE_PROBLEMS = "source-problems.ndjson"
+MISSING_ITEMS_SHOWN = 3
+
+
+@dataclass
+class CohortCounts:
+    """What the assembled outputs add up to."""
+
+    patients: int = 0
+    statuses: dict[str, int] = field(
+        default_factory=lambda: {status.value: 0 for status in SubjectStatus}
+    )
+    settled_by_prefilter: int = 0
+    problems: int = 0
+    lines_affected: int = 0
+    patients_affected: int = 0
+
+
+@dataclass
+class _CriterionTally:
+    id: str
+    kind: CriterionKind
+    values: Counter[str] = field(default_factory=Counter)
+    first_failures: int = 0
+    missing_items: Counter[str] = field(default_factory=Counter)
+
+    def fails(self, value: str) -> bool:
+        return value == ("not_met" if self.kind is CriterionKind.INCLUSION else "met")
+
+    @property
+    def failures(self) -> int:
+        return self.values["not_met" if self.kind is CriterionKind.INCLUSION else "met"]
+
+
+def assemble_outputs(out: Path, criteria: CompiledCriteria, partition_count: int) -> CohortCounts:
+    """Write the cohort files into `out` from `out/partitions/`; returns the counts."""
+    results_folder = out / "partitions"
+    tallies = [_CriterionTally(c.id, c.kind) for c in criteria.criteria]
+    counts = CohortCounts()
+    duplicates: list[dict[str, Any]] = []
+    with (
+        _AtomicFile(out / "subjects.ndjson") as subjects,
+        _AtomicFile(out / "issues.ndjson") as issues,
+        _AtomicFile(out / "cohort.csv") as table_file,
+    ):
+        table = csv.writer(_TextSink(table_file), lineterminator="\n")
+        table.writerow(["patient", "status", *(tally.id for tally in tallies)])
+        streams = [_patient_results(result_path(results_folder, i)) for i in range(partition_count)]
+        previous: str | None = None
+        for result in heapq.merge(*streams, key=lambda result: str(result["patient"])):
+            patient_id = result["patient"]
+            if patient_id == previous:
+                duplicates.append(_duplicate_problem(patient_id))
+                continue
+            previous = patient_id
+            subjects.write(orjson.dumps(result["subject"]) + b"\n")
+            issues.write(orjson.dumps(result["issue"]) + b"\n")
+            values = [value for value, _missing in result["criteria"]]
+            table.writerow([patient_id, result["status"], *values])
+            _count(counts, tallies, result)
+    _write_errors(out, results_folder, partition_count, duplicates, counts)
+    _write_attrition(out, criteria, tallies, counts.patients)
+    _write_availability(out, tallies, counts.patients)
+    return counts
+
+
+def _count(counts: CohortCounts, tallies: list[_CriterionTally], result: dict[str, Any]) -> None:
+    counts.patients += 1
+    counts.statuses[result["status"]] += 1
+    if result["settled_by"] is not None:
+        counts.settled_by_prefilter += 1
+    failed = False
+    for tally, (value, missing) in zip(tallies, result["criteria"], strict=True):
+        tally.values[value] += 1
+        if value == "unknown_missing":
+            tally.missing_items.update(missing)
+        if not failed and tally.fails(value):
+            tally.first_failures += 1
+            failed = True
+
+
+def _patient_results(path: Path) -> Iterator[dict[str, Any]]:
+    with open(path, "rb") as lines:
+        for line in lines:
+            if line.startswith(b'{"patient"'):
+                yield orjson.loads(line)
+
+
+def _problem_lines(path: Path) -> Iterator[bytes]:
+    if not path.is_file():
+        return
+    with open(path, "rb") as lines:
+        for line in lines:
+            if line.startswith(b'{"problem"'):
+                yield line
+
+
+def _duplicate_problem(patient_id: str) -> dict[str, Any]:
+    return {
+        "file": None,
+        "line": None,
+        "resource": f"Patient/{patient_id}",
+        "patient": patient_id,
+        "message": "the patient is in more than one input; the first (in file order) is kept",
+    }
+
+
+def _write_errors(
+    out: Path,
+    results_folder: Path,
+    partition_count: int,
+    duplicates: list[dict[str, Any]],
+    counts: CohortCounts,
+) -> None:
+    lines_affected: set[tuple[str, int]] = set()
+    patients_affected: set[str] = set()
+    paths = [results_folder / SOURCE_PROBLEMS]
+    paths += [result_path(results_folder, i) for i in range(partition_count)]
+    with _AtomicFile(out / "errors.ndjson") as errors:
+        problems = (
+            orjson.loads(line)["problem"] for path in paths for line in _problem_lines(path)
+        )
+        for problem in [*problems, *duplicates]:
+            errors.write(orjson.dumps(problem) + b"\n")
+            counts.problems += 1
+            if problem["line"] is not None:
+                lines_affected.add((problem["file"], problem["line"]))
+            if problem["patient"] is not None:
+                patients_affected.add(problem["patient"])
+    counts.lines_affected = len(lines_affected)
+    counts.patients_affected = len(patients_affected)
+
+
+# --------------------------------------------------------------------------- attrition
+
+
+def _write_attrition(
+    out: Path, criteria: CompiledCriteria, tallies: list[_CriterionTally], patients: int
+) -> None:
+    rows: list[list[Any]] = []
+    remaining = patients
+    for step, tally in enumerate(tallies, start=1):
+        rows.append(
+            [
+                step,
+                tally.id,
+                tally.kind.value,
+                remaining,
+                tally.first_failures,
+                remaining - tally.first_failures,
+                tally.failures,
+                tally.values["unknown_missing"],
+                tally.values["manual"],
+            ]
+        )
+        remaining -= tally.first_failures
+    with _AtomicFile(out / "attrition.csv") as handle:
+        writer = csv.writer(_TextSink(handle), lineterminator="\n")
+        writer.writerow(
+            [
+                "step",
+                "criterion",
+                "kind",
+                "remaining_before",
+                "lost",
+                "remaining",
+                "fails_overall",
+                "unknown_missing",
+                "manual",
+            ]
+        )
+        writer.writerows(rows)
+    with _AtomicFile(out / "attrition.html") as handle:
+        handle.write(_attrition_page(criteria, rows, patients).encode())
+
+
+_ROW_HEIGHT = 26
+_LABEL_WIDTH = 300
+_BAR_WIDTH = 520
+
+
+def _attrition_page(criteria: CompiledCriteria, rows: list[list[Any]], patients: int) -> str:
+    """A self-contained page: the funnel as an inline SVG bar chart, and the table."""
+    escape = html.escape
+    scale = _BAR_WIDTH / patients if patients else 0.0
+    bars: list[str] = []
+    steps = [[0, "all patients", "", patients, 0, patients], *rows]
+    for row_number, row in enumerate(steps):
+        _step, criterion_id, _kind, _before, lost, remaining = row[:6]
+        y = row_number * _ROW_HEIGHT
+        kept_width = remaining * scale
+        lost_width = lost * scale
+        bars.append(
+            f'<text x="{_LABEL_WIDTH - 8}" y="{y + 17}" text-anchor="end">'
+            f"{escape(str(criterion_id))}</text>"
+            f'<rect x="{_LABEL_WIDTH}" y="{y + 4}" width="{kept_width:.1f}" height="18" '
+            f'fill="#3b6ea8"><title>{remaining} remain</title></rect>'
+            f'<rect x="{_LABEL_WIDTH + kept_width:.1f}" y="{y + 4}" width="{lost_width:.1f}" '
+            f'height="18" fill="#d9534f"><title>{lost} lost</title></rect>'
+            f'<text x="{_LABEL_WIDTH + kept_width + lost_width + 6:.1f}" y="{y + 17}">'
+            f"{remaining}{f' (-{lost})' if lost else ''}</text>"
+        )
+    height = len(steps) * _ROW_HEIGHT + 8
+    width = _LABEL_WIDTH + _BAR_WIDTH + 120
+    table_rows = "".join(
+        "<tr>" + "".join(f"<td>{escape(str(cell))}</td>" for cell in row) + "</tr>" for row in rows
+    )
+    trial = criteria.trial
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>Attrition: {escape(trial.id)}</title><style>"
+        "body{font-family:system-ui,sans-serif;margin:2em}svg text{font-size:13px}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px}"
+        "</style></head><body>"
+        f"<h1>{escape(trial.id)}: {escape(trial.title)}</h1>"
+        f"<p>{patients} patients; criteria in protocol order. Blue: patients who fail none of "
+        "the criteria so far; red: patients this criterion is the first to exclude.</p>"
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'role="img" aria-label="attrition funnel">{"".join(bars)}</svg>'
+        "<table><thead><tr><th>step</th><th>criterion</th><th>kind</th><th>remaining before</th>"
+        "<th>lost</th><th>remaining</th><th>fails overall</th><th>unknown (missing data)</th>"
+        f"<th>manual review</th></tr></thead><tbody>{table_rows}</tbody></table>"
+        "</body></html>\n"
+    )
+
+
+# --------------------------------------------------------------------------- data availability
+
+
+def _write_availability(out: Path, tallies: list[_CriterionTally], patients: int) -> None:
+    with _AtomicFile(out / "data_availability.csv") as handle:
+        writer = csv.writer(_TextSink(handle), lineterminator="\n")
+        writer.writerow(
+            [
+                "criterion",
+                "kind",
+                "patients",
+                "answerable",
+                "answerable_share",
+                "missing_data",
+                "most_missing",
+            ]
+        )
+        for tally in tallies:
+            missing = tally.values["unknown_missing"]
+            answerable = patients - missing
+            share = f"{answerable / patients:.3f}" if patients else ""
+            shown = "; ".join(
+                f"{item} ({count})"
+                for item, count in tally.missing_items.most_common(MISSING_ITEMS_SHOWN)
+            )
+            writer.writerow(
+                [tally.id, tally.kind.value, patients, answerable, share, missing, shown]
+            )
+
+
+# --------------------------------------------------------------------------- files
+
+
+class _AtomicFile:
+    """A binary file written under a temporary name and renamed into place when closed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.temporary = path.with_name(f".{path.name}.partial")
+
+    def __enter__(self) -> _AtomicFile:
+        self.handle = open(self.temporary, "wb", buffering=1 << 20)
+        return self
+
+    def write(self, data: bytes) -> None:
+        self.handle.write(data)
+
+    def __exit__(self, kind: object, error: object, traceback: object) -> None:
+        self.handle.close()
+        if error is None:
+            os.replace(self.temporary, self.path)
+        else:
+            self.temporary.unlink(missing_ok=True)
+
+
+class _TextSink:
+    """Lets `csv.writer` write UTF-8 into an `_AtomicFile`."""
+
+    def __init__(self, target: _AtomicFile) -> None:
+        self.target = target
+
+    def write(self, text: str) -> int:
+        self.target.write(text.encode())
+        return len(text)

@@ -1,0 +1,215 @@
+"""The NDJSON folder source: grouping by patient, gzip, shared resources, every bad input."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from engine.errors import InputError
+from engine.sources import (
+    NdjsonFolderSource,
+    PatientResources,
+    SourceProblem,
+    partition_ndjson,
+    patient_reference,
+)
+
+
+def patient(patient_id: str) -> dict[str, Any]:
+    return {"resourceType": "Patient", "id": patient_id, "birthDate": "1970-01-01"}
+
+
+def observation(observation_id: str, patient_id: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": observation_id,
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "718-7"}]},
+        "subject": {"reference": f"Patient/{patient_id}"},
+    }
+
+
+def medication_request(request_id: str, patient_id: str, medication: str) -> dict[str, Any]:
+    return {
+        "resourceType": "MedicationRequest",
+        "id": request_id,
+        "status": "active",
+        "medicationReference": {"reference": f"Medication/{medication}"},
+        "subject": {"reference": f"Patient/{patient_id}"},
+    }
+
+
+def lines(*resources: dict[str, Any]) -> bytes:
+    return b"".join(orjson.dumps(resource) + b"\n" for resource in resources)
+
+
+def read(folder: Path, partitions: int = 4) -> tuple[list[PatientResources], list[SourceProblem]]:
+    problems: list[SourceProblem] = []
+    source = NdjsonFolderSource(folder, partition_count=partitions, on_problem=problems.append)
+    return list(source), problems
+
+
+def by_id(patients: list[PatientResources]) -> dict[str, list[str]]:
+    return {
+        each.patient_id: [f"{r['resourceType']}/{r['id']}" for r in each.resources]
+        for each in patients
+    }
+
+
+def test_groups_resources_by_patient_in_export_order(tmp_path: Path) -> None:
+    (tmp_path / "Patient.000.ndjson").write_bytes(lines(patient("a"), patient("b")))
+    (tmp_path / "Observation.000.ndjson").write_bytes(
+        lines(observation("o1", "b"), observation("o2", "a"), observation("o3", "b"))
+    )
+    (tmp_path / "Observation.001.ndjson").write_bytes(lines(observation("o4", "a")))
+    for partitions in (1, 3):
+        patients, problems = read(tmp_path, partitions)
+        assert problems == []
+        assert by_id(patients) == {
+            "a": ["Observation/o2", "Observation/o4", "Patient/a"],
+            "b": ["Observation/o1", "Observation/o3", "Patient/b"],
+        }
+
+
+def test_reads_gzipped_files(tmp_path: Path) -> None:
+    (tmp_path / "Patient.ndjson.gz").write_bytes(gzip.compress(lines(patient("a"))))
+    (tmp_path / "Observation.ndjson.gz").write_bytes(gzip.compress(lines(observation("o", "a"))))
+    patients, problems = read(tmp_path)
+    assert problems == []
+    assert by_id(patients) == {"a": ["Observation/o", "Patient/a"]}
+
+
+def test_shared_medication_goes_to_every_patient_that_refers_to_it(tmp_path: Path) -> None:
+    medication = {"resourceType": "Medication", "id": "m1", "code": {"text": "aspirin"}}
+    unused = {"resourceType": "Medication", "id": "m2", "code": {"text": "other"}}
+    (tmp_path / "Medication.ndjson").write_bytes(lines(medication, unused))
+    (tmp_path / "Patient.ndjson").write_bytes(lines(patient("a"), patient("b"), patient("c")))
+    (tmp_path / "MedicationRequest.ndjson").write_bytes(
+        lines(medication_request("r1", "a", "m1"), medication_request("r2", "b", "m1"))
+    )
+    patients, problems = read(tmp_path)
+    assert problems == []
+    assert by_id(patients) == {
+        "a": ["MedicationRequest/r1", "Patient/a", "Medication/m1"],
+        "b": ["MedicationRequest/r2", "Patient/b", "Medication/m1"],
+        "c": ["Patient/c"],
+    }
+
+
+def test_patient_reference_per_type() -> None:
+    assert patient_reference(patient("p")) == "p"
+    assert (
+        patient_reference(
+            {"resourceType": "AllergyIntolerance", "patient": {"reference": "Patient/p"}}
+        )
+        == "p"
+    )
+    assert (
+        patient_reference({"resourceType": "Coverage", "beneficiary": {"reference": "Patient/p"}})
+        == "p"
+    )
+    assert (
+        patient_reference(
+            {
+                "resourceType": "ResearchSubject",
+                "individual": {"reference": "https://x/fhir/Patient/p"},
+            }
+        )
+        == "p"
+    )
+    assert (
+        patient_reference(
+            {
+                "resourceType": "Provenance",
+                "target": [{"reference": "Encounter/e"}, {"reference": "Patient/p"}],
+            }
+        )
+        == "p"
+    )
+    assert (
+        patient_reference({"resourceType": "Observation", "subject": {"reference": "Group/g"}})
+        is None
+    )
+    assert patient_reference({"resourceType": "Patient", "id": "not an id"}) is None
+
+
+def problem_summary(problems: list[SourceProblem]) -> list[tuple[str, int | None, str | None, str]]:
+    return [
+        (Path(p.file).name, p.line, p.resource, p.message.split(";")[0].split(":")[0])
+        for p in problems
+    ]
+
+
+def test_every_bad_input_is_reported_with_file_and_line_and_the_run_goes_on(tmp_path: Path) -> None:
+    nested_only = {
+        "resourceType": "Observation",
+        "id": "nested",
+        "subject": {"reference": "Group/g"},
+        "focus": [{"reference": "Patient/a"}],
+    }
+    (tmp_path / "Patient.ndjson").write_bytes(lines(patient("a")) + b"{not json\n")
+    (tmp_path / "Observation.ndjson").write_bytes(
+        lines(observation("o1", "a"))
+        + b"\n"  # blank lines are skipped
+        + lines({"resourceType": "Observation", "id": "orphan", "status": "final"})
+        + b"[1, 2]\n"
+        + lines(nested_only, observation("o1", "a"), observation("o9", "ghost"))
+    )
+    whole = gzip.compress(lines(*(observation(f"g{n}", "a") for n in range(2000))))
+    (tmp_path / "Condition.ndjson.gz").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "Procedure.ndjson").symlink_to(tmp_path / "missing.ndjson")
+    patients, problems = read(tmp_path)
+    assert by_id(patients)["a"][:2] == ["Observation/g0", "Observation/g1"]
+    assert "Observation/o1" in by_id(patients)["a"]
+    assert "ghost" not in by_id(patients)
+    found = problem_summary(problems)
+    truncated = [p for p in found if p[0] == "Condition.ndjson.gz"]
+    assert len(truncated) == 1 and truncated[0][1] is not None
+    assert truncated[0][3] == f"cannot read past line {truncated[0][1] - 1}"
+    assert {p for p in found if p[0] != "Condition.ndjson.gz"} == (
+        {
+            (
+                "Observation.ndjson",
+                3,
+                "Observation/orphan",
+                "no reference to a Patient in subject, patient, beneficiary, individual",
+            ),
+            ("Observation.ndjson", 4, None, "expected a JSON object (a FHIR resource), found list"),
+            (
+                "Observation.ndjson",
+                5,
+                "Observation/nested",
+                "no reference to a Patient in subject, patient, beneficiary, individual",
+            ),
+            (
+                "Observation.ndjson",
+                6,
+                "Observation/o1",
+                "the same resource as " + str(tmp_path / "Observation.ndjson"),
+            ),
+            (
+                "Observation.ndjson",
+                None,
+                "Patient/ghost",
+                "1 lines refer to Patient/ghost, which is not in the export",
+            ),
+            ("Patient.ndjson", 2, None, "not valid JSON"),
+            ("Procedure.ndjson", None, None, "cannot read the file"),
+        }
+    )
+    assert next(p for p in problems if p.resource == "Patient/ghost").patient == "ghost"
+
+
+def test_without_a_problem_handler_the_first_problem_raises(tmp_path: Path) -> None:
+    (tmp_path / "Patient.ndjson").write_bytes(b"{not json\n")
+    with pytest.raises(InputError, match=r"Patient.ndjson:1: not valid JSON"):
+        list(NdjsonFolderSource(tmp_path))
+
+
+def test_a_folder_without_ndjson_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"no \*\.ndjson"):
+        partition_ndjson(tmp_path, tmp_path / "work", 2)
