@@ -22,20 +22,17 @@ from pathlib import Path
 
 from engine.criteria.loader import load_criteria
 from engine.criteria.model import (
-    AllOf,
     AnswerTest,
-    AnyOf,
     AnyValueTest,
     CriteriaFile,
     Criterion,
-    Expression,
-    NotOf,
     QuantityTest,
     ReferenceLimitTest,
     ResourceAtom,
     SingleValueTest,
     SourcePosition,
     ValueTest,
+    iter_atoms,
 )
 from engine.criteria.values import format_value_test
 from engine.errors import CriteriaError, ErrorCollection, Location, TrialsieveError, UnitError
@@ -272,15 +269,7 @@ def _concepts_used(atom: ResourceAtom) -> list[tuple[str, str]]:
 
 
 def _atoms(criterion: Criterion) -> Iterator[ResourceAtom]:
-    stack: list[Expression] = [criterion.expression]
-    while stack:
-        expression = stack.pop()
-        if isinstance(expression, AllOf | AnyOf):
-            stack.extend(reversed(expression.operands))
-        elif isinstance(expression, NotOf):
-            stack.append(expression.operand)
-        elif isinstance(expression, ResourceAtom):
-            yield expression
+    return (atom for atom in iter_atoms(criterion.expression) if isinstance(atom, ResourceAtom))
 
 
 def _unused_windows(criteria_file: CriteriaFile) -> Iterator[TrialsieveError]:

@@ -27,7 +27,6 @@ from rich.console import Console
 from rich.markup import escape
 
 from engine.attestations import Attestations, load_attestations
-from engine.criteria.model import AllOf, AnyOf, Expression, NotOf, ResourceAtom
 from engine.errors import ServerError, TrialsieveError
 from engine.evaluate import CompiledCriteria, PatientEvaluation, evaluate_patient
 from engine.explain import criteria_table, summary_table
@@ -85,16 +84,7 @@ def resource_types_needed(criteria: CompiledCriteria) -> frozenset[str]:
     """The resource types the criteria read: Patient, every atom's types, and Medication when
     a medication type is read (medicationReference points to one).
     """
-    types = {"Patient"}
-    pending: list[Expression] = [compiled.criterion.expression for compiled in criteria.criteria]
-    while pending:
-        node = pending.pop()
-        if isinstance(node, AllOf | AnyOf):
-            pending.extend(node.operands)
-        elif isinstance(node, NotOf):
-            pending.append(node.operand)
-        elif isinstance(node, ResourceAtom):
-            types.update(node.resource_types)
+    types = {"Patient", *criteria.resource_types}
     if types & MEDICATION_REFERENCING_TYPES:
         types.add("Medication")
     return frozenset(types)

@@ -9,6 +9,7 @@ found later (an unknown concept, say) can still point at the right place.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
@@ -251,3 +252,16 @@ class CriteriaFile:
     criteria: tuple[Criterion, ...]
     version: str | None = None
     manual_atoms: dict[str, ManualAtom] = field(default_factory=dict)
+
+
+def iter_atoms(expression: Expression) -> Iterator[Atom]:
+    """Every atom of an expression, depth first, in the order written."""
+    stack: list[Expression] = [expression]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, AllOf | AnyOf):
+            stack.extend(reversed(node.operands))
+        elif isinstance(node, NotOf):
+            stack.append(node.operand)
+        else:
+            yield node

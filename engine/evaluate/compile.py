@@ -28,6 +28,7 @@ from engine.criteria.model import (
     ResourceAtom,
     SourcePosition,
     Trial,
+    iter_atoms,
 )
 from engine.errors import CriteriaError, ErrorCollection, Location, TrialsieveError
 from engine.evaluate.nodes import (
@@ -83,6 +84,17 @@ class CompiledCriteria:
     @property
     def manual_ids(self) -> frozenset[str]:
         return frozenset(self.source.manual_atoms)
+
+    @property
+    def resource_types(self) -> frozenset[str]:
+        """Every resource type the criteria read (MedicationStatement already expanded)."""
+        return frozenset(
+            resource_type
+            for compiled in self.criteria
+            for atom in iter_atoms(compiled.criterion.expression)
+            if isinstance(atom, ResourceAtom)
+            for resource_type in atom.resource_types
+        )
 
 
 # --------------------------------------------------------------------------- compiler
