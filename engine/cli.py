@@ -19,6 +19,17 @@ from rich.console import Console
 from engine import __version__
 from engine.attestations import Attestations, load_attestations
 from engine.cohort.command import cohort
+from engine.command_options import (
+    AsOfOption,
+    AttestationsOption,
+    CriteriaArgument,
+    ExplainOption,
+    OutputOption,
+    error_console,
+    fail,
+    parse_day,
+    print_error,
+)
 from engine.errors import TrialsieveError
 from engine.evaluate import CompiledCriteria, PatientEvaluation, evaluate_patient
 from engine.explain import criteria_table, summary_table
@@ -50,15 +61,6 @@ app = typer.Typer(
 _SKIPPED_PREFIXES = ("hospitalInformation", "practitionerInformation")
 
 
-def _errors() -> Console:
-    return Console(stderr=True, highlight=False)
-
-
-def _fail(error: TrialsieveError | str, code: int = 2) -> typer.Exit:
-    _errors().print(f"[bold red]error:[/] {error}", markup=True, soft_wrap=True)
-    return typer.Exit(code)
-
-
 def _bundle_files(paths: list[Path]) -> Iterator[Path]:
     for path in paths:
         if path.is_dir():
@@ -69,38 +71,17 @@ def _bundle_files(paths: list[Path]) -> Iterator[Path]:
             yield path
 
 
-def _parse_day(text: str | None) -> dt.date:
-    if text is None:
-        return dt.date.today()
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise typer.BadParameter(f"'{text}' is not a date (YYYY-MM-DD)") from None
-
-
 @app.command()
 def evaluate(
-    criteria: Annotated[Path, typer.Argument(help="The trial's criteria file (YAML).")],
+    criteria: CriteriaArgument,
     bundle: Annotated[
         list[Path] | None,
         typer.Option(help="A patient Bundle (JSON) or a folder of them; repeat for more."),
     ] = None,
-    as_of: Annotated[
-        str | None, typer.Option(help="Evaluate as of this day (YYYY-MM-DD); default today.")
-    ] = None,
-    output: Annotated[
-        Path | None,
-        typer.Option(
-            help="Where to write the transaction Bundle (a file for one patient, a folder "
-            "for several); default: standard output for one patient."
-        ),
-    ] = None,
-    attestations: Annotated[
-        Path | None, typer.Option(help="Answers to manual review items (YAML).")
-    ] = None,
-    explain: Annotated[
-        bool, typer.Option("--explain", help="Print a per-criterion table for each patient.")
-    ] = False,
+    as_of: AsOfOption = None,
+    output: OutputOption = None,
+    attestations: AttestationsOption = None,
+    explain: ExplainOption = False,
     server: ServerOption = None,
     patient: PatientOption = None,
     write: WriteOption = False,
@@ -117,7 +98,7 @@ def evaluate(
     """
     if server is not None:
         if bundle:
-            raise _fail("give --bundle or --server, not both")
+            raise fail("give --bundle or --server, not both")
         evaluate_on_server(
             criteria=criteria,
             server=server,
@@ -135,25 +116,25 @@ def evaluate(
         )
         return
     if not bundle:
-        raise _fail("give --bundle FILE_OR_FOLDER, or --server URL --patient ID")
+        raise fail("give --bundle FILE_OR_FOLDER, or --server URL --patient ID")
     if patient or write or dry_run or token_env or token_file:
-        raise _fail("--patient, --write, --dry-run, --token-env and --token-file need --server")
-    day = _parse_day(as_of)
+        raise fail("--patient, --write, --dry-run, --token-env and --token-file need --server")
+    day = parse_day(as_of)
     try:
         trial = load_trial(criteria)
         answers: Attestations = (
             load_attestations(attestations, trial.manual_ids) if attestations else {}
         )
     except TrialsieveError as error:
-        raise _fail(error) from None
+        raise fail(error) from None
     files = list(_bundle_files(bundle))
     if not files:
-        raise _fail("no Bundle files found in " + ", ".join(map(str, bundle)))
+        raise fail("no Bundle files found in " + ", ".join(map(str, bundle)))
     several = len(files) > 1 or any(path.is_dir() for path in bundle)
     if several and output is None:
-        raise _fail("--output FOLDER is required when evaluating several patients")
+        raise fail("--output FOLDER is required when evaluating several patients")
     if several and output is not None and output.exists() and not output.is_dir():
-        raise _fail(f"{output}: --output must be a folder when evaluating several patients")
+        raise fail(f"{output}: --output must be a folder when evaluating several patients")
     console = Console(stderr=output is None, highlight=False)
     evaluations: list[PatientEvaluation] = []
     failures = 0
@@ -169,7 +150,7 @@ def evaluate(
                 write_json(target, result)
         except TrialsieveError as error:
             failures += 1
-            _errors().print(f"[bold red]error:[/] {error}", soft_wrap=True)
+            print_error(error)
             continue
         evaluations.append(evaluation)
         if explain:
@@ -178,7 +159,7 @@ def evaluate(
         console.print(summary_table(evaluations))
         console.print(f"Results written to {output}/ ({len(evaluations)} patients)")
     if failures:
-        _errors().print(f"[bold red]{failures} of {len(files)} inputs could not be evaluated[/]")
+        print_error(f"{failures} of {len(files)} inputs could not be evaluated")
         raise typer.Exit(1)
 
 
@@ -203,7 +184,7 @@ def lint(
     targets = paths or [Path("criteria"), Path("mappings")]
     problems = lint_paths(targets)
     if problems:
-        _errors().print(format_problems(problems), soft_wrap=True, markup=False)
+        error_console().print(format_problems(problems), soft_wrap=True, markup=False)
     if has_errors(problems):
         raise typer.Exit(1)
     Console(highlight=False).print(f"ok: {', '.join(map(str, targets))}")

@@ -16,7 +16,6 @@ never from the command line itself. Exit status as for `evaluate`: 0 every patie
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import sys
 from pathlib import Path
@@ -24,9 +23,18 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from engine.attestations import Attestations, load_attestations
+from engine.command_options import (
+    AsOfOption,
+    AttestationsOption,
+    CriteriaArgument,
+    ExplainOption,
+    OutputOption,
+    fail,
+    parse_day,
+    print_error,
+)
 from engine.errors import ServerError, TrialsieveError
 from engine.evaluate import CompiledCriteria, PatientEvaluation, evaluate_patient
 from engine.explain import criteria_table, summary_table
@@ -91,25 +99,13 @@ def resource_types_needed(criteria: CompiledCriteria) -> frozenset[str]:
 
 
 def evaluate_on_server(
-    criteria: Annotated[Path, typer.Argument(help="The trial's criteria file (YAML).")],
+    criteria: CriteriaArgument,
     server: Annotated[str, typer.Option(help="Base URL of the FHIR R4 server.")],
     patient: PatientOption = None,
-    as_of: Annotated[
-        str | None, typer.Option(help="Evaluate as of this day (YYYY-MM-DD); default today.")
-    ] = None,
-    output: Annotated[
-        Path | None,
-        typer.Option(
-            help="Where to write the transaction Bundle (a file for one patient, a folder "
-            "for several); default: standard output for one patient."
-        ),
-    ] = None,
-    attestations: Annotated[
-        Path | None, typer.Option(help="Answers to manual review items (YAML).")
-    ] = None,
-    explain: Annotated[
-        bool, typer.Option("--explain", help="Print a per-criterion table for each patient.")
-    ] = False,
+    as_of: AsOfOption = None,
+    output: OutputOption = None,
+    attestations: AttestationsOption = None,
+    explain: ExplainOption = False,
     write: WriteOption = False,
     dry_run: DryRunOption = False,
     token_env: TokenEnvOption = None,
@@ -118,18 +114,18 @@ def evaluate_on_server(
     page_size: PageSizeOption = DEFAULT_PAGE_SIZE,
 ) -> None:
     """Evaluate patients on a FHIR server; print the results, or write them back (--write)."""
-    day = _parse_day(as_of)
+    day = parse_day(as_of)
     patient_ids = list(dict.fromkeys(patient or ()))
     if not patient_ids:
-        raise _fail("--patient ID is required with --server")
+        raise fail("--patient ID is required with --server")
     if token_env and token_file:
-        raise _fail("give --token-env or --token-file, not both")
+        raise fail("give --token-env or --token-file, not both")
     prints_bundles = dry_run or not write
     several = len(patient_ids) > 1
     if prints_bundles and several and output is None:
-        raise _fail("--output FOLDER is required when printing Bundles of several patients")
+        raise fail("--output FOLDER is required when printing Bundles of several patients")
     if several and output is not None and output.exists() and not output.is_dir():
-        raise _fail(f"{output}: --output must be a folder when evaluating several patients")
+        raise fail(f"{output}: --output must be a folder when evaluating several patients")
     try:
         trial = load_trial(criteria)
         answers: Attestations = (
@@ -137,7 +133,7 @@ def evaluate_on_server(
         )
         client = FhirServerClient(server, auth=_auth(token_env, token_file))
     except TrialsieveError as error:
-        raise _fail(error) from None
+        raise fail(error) from None
     console = Console(stderr=prints_bundles and output is None, highlight=False)
     evaluations: list[PatientEvaluation] = []
     failures = 0
@@ -145,7 +141,7 @@ def evaluate_on_server(
         try:
             client.capabilities()
         except ServerError as error:
-            raise _fail(error, code=1) from None
+            raise fail(error, code=1) from None
         source = FhirServerSource(
             client,
             patient_ids,
@@ -175,7 +171,7 @@ def evaluate_on_server(
                     _emit(report, output, patient_id, several)
             except TrialsieveError as error:
                 failures += 1
-                _print_error(f"Patient/{patient_id}: {error}")
+                print_error(f"Patient/{patient_id}: {error}")
                 continue
             evaluations.append(evaluation)
             if explain:
@@ -183,7 +179,7 @@ def evaluate_on_server(
     if several:
         console.print(summary_table(evaluations))
     if failures:
-        _print_error(f"{failures} of {len(patient_ids)} patients could not be evaluated")
+        print_error(f"{failures} of {len(patient_ids)} patients could not be evaluated")
         raise typer.Exit(1)
 
 
@@ -201,23 +197,3 @@ def _emit(bundle: dict[str, Any], output: Path | None, patient_id: str, several:
         sys.stdout.flush()
     else:
         write_json(output / f"{patient_id}.json" if several else output, bundle)
-
-
-def _parse_day(text: str | None) -> dt.date:
-    if text is None:
-        return dt.date.today()
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise typer.BadParameter(f"'{text}' is not a date (YYYY-MM-DD)") from None
-
-
-def _print_error(error: TrialsieveError | str) -> None:
-    Console(stderr=True, highlight=False).print(
-        f"[bold red]error:[/] {escape(str(error))}", markup=True, soft_wrap=True
-    )
-
-
-def _fail(error: TrialsieveError | str, code: int = 2) -> typer.Exit:
-    _print_error(error)
-    return typer.Exit(code)
