@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test setup lint clean
+.PHONY: demo demo-server test setup lint clean
 
 $(BIN)/trialsieve: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ setup: $(BIN)/trialsieve
 demo: setup
 	$(BIN)/trialsieve evaluate criteria/NCT05315778.yaml --bundle examples/patients --bundle examples/synthea \
 		--as-of 2026-11-01 --attestations examples/attestations.yaml --output out/examples
+
+demo-server: setup
+	$(BIN)/trialsieve demo criteria/NCT05315778.yaml --as-of 2026-11-01 --attestations examples/attestations.yaml
 
 lint: setup
 	$(BIN)/ruff check engine tests benchmarks

@@ -30,12 +30,14 @@ from engine.command_options import (
     parse_day,
     print_error,
 )
+from engine.demo import demo
 from engine.errors import TrialsieveError
 from engine.evaluate import CompiledCriteria, PatientEvaluation, evaluate_patient
 from engine.explain import criteria_table, summary_table
 from engine.record import build_record
 from engine.report import transaction_bundle, validate_bundle
 from engine.server_command import (
+    AuthConfigOption,
     DryRunOption,
     EverythingOption,
     PageSizeOption,
@@ -88,6 +90,7 @@ def evaluate(
     dry_run: DryRunOption = False,
     token_env: TokenEnvOption = None,
     token_file: TokenFileOption = None,
+    auth_config: AuthConfigOption = None,
     everything: EverythingOption = True,
     page_size: PageSizeOption = DEFAULT_PAGE_SIZE,
 ) -> None:
@@ -111,14 +114,18 @@ def evaluate(
             dry_run=dry_run,
             token_env=token_env,
             token_file=token_file,
+            auth_config=auth_config,
             everything=everything,
             page_size=page_size,
         )
         return
     if not bundle:
         raise fail("give --bundle FILE_OR_FOLDER, or --server URL --patient ID")
-    if patient or write or dry_run or token_env or token_file:
-        raise fail("--patient, --write, --dry-run, --token-env and --token-file need --server")
+    if patient or write or dry_run or token_env or token_file or auth_config:
+        raise fail(
+            "--patient, --write, --dry-run, --token-env, --token-file and --auth-config "
+            "need --server"
+        )
     day = parse_day(as_of)
     try:
         trial = load_trial(criteria)
@@ -191,6 +198,7 @@ def lint(
 
 
 app.command()(cohort)
+app.command()(demo)
 
 
 @app.command()

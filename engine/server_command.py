@@ -16,7 +16,6 @@ never from the command line itself. Exit status as for `evaluate`: 0 every patie
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -41,8 +40,9 @@ from engine.explain import criteria_table, summary_table
 from engine.record import build_record
 from engine.report import transaction_bundle, validate_bundle
 from engine.sinks import FhirServerSink, to_json, write_json
-from engine.sources import BearerToken, FhirServerClient, FhirServerSource
+from engine.sources import FhirServerClient, FhirServerSource
 from engine.sources.fhir_server import DEFAULT_PAGE_SIZE, MEDICATION_REFERENCING_TYPES
+from engine.sources.smart import auth_from_options
 from engine.trial import load_trial
 
 # Options shared with `trialsieve evaluate`, which passes them on when --server is given.
@@ -74,6 +74,13 @@ TokenEnvOption = Annotated[
 ]
 TokenFileOption = Annotated[
     Path | None, typer.Option(help="File whose first line is a bearer token for the server.")
+]
+AuthConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="TOML file with SMART Backend Services settings (client id, private key, ...); "
+        "see docs/server.md."
+    ),
 ]
 EverythingOption = Annotated[
     bool,
@@ -110,6 +117,7 @@ def evaluate_on_server(
     dry_run: DryRunOption = False,
     token_env: TokenEnvOption = None,
     token_file: TokenFileOption = None,
+    auth_config: AuthConfigOption = None,
     everything: EverythingOption = True,
     page_size: PageSizeOption = DEFAULT_PAGE_SIZE,
 ) -> None:
@@ -131,7 +139,8 @@ def evaluate_on_server(
         answers: Attestations = (
             load_attestations(attestations, trial.manual_ids) if attestations else {}
         )
-        client = FhirServerClient(server, auth=_auth(token_env, token_file))
+        auth = auth_from_options(token_env, token_file, auth_config, server=server)
+        client = FhirServerClient(server, auth=auth)
     except TrialsieveError as error:
         raise fail(error) from None
     console = Console(stderr=prints_bundles and output is None, highlight=False)
@@ -181,14 +190,6 @@ def evaluate_on_server(
     if failures:
         print_error(f"{failures} of {len(patient_ids)} patients could not be evaluated")
         raise typer.Exit(1)
-
-
-def _auth(token_env: str | None, token_file: Path | None) -> BearerToken | None:
-    if token_env:
-        return BearerToken.from_environment(token_env, os.environ)
-    if token_file:
-        return BearerToken.from_file(token_file)
-    return None
 
 
 def _emit(bundle: dict[str, Any], output: Path | None, patient_id: str, several: bool) -> None:
