@@ -1,13 +1,17 @@
-"""Benchmark: a cohort run over the Synthea NDJSON export, against the orjson parse-only floor.
+"""Benchmark: cohort runs over the Synthea NDJSON export, against a parse-only floor and DuckDB.
 
     .venv/bin/python benchmarks/cohort.py [--data DIR] [--scale K] [--workers N]
-                                          [--engine local] [--as-of YYYY-MM-DD]
+                                          [--engine local --engine dask] [--as-of YYYY-MM-DD]
+                                          [--no-duckdb]
 
 `--scale K` first clones every patient K times with fresh ids (Patient ids and the ids of
 their resources get a suffix; shared Medication/Organization/... resources are kept once)
-into a temporary folder. Prints patients/s and MB/s of NDJSON for the cohort run, peak
-memory (maxrss of this process and of its largest worker), and the parse-only floor: one
-process parsing every line of the same files with orjson.
+into a temporary folder. For each engine (default: local, then dask) prints the time,
+patients/s, MB/s of NDJSON (the whole export, although a run skips the types nothing reads)
+and peak memory: this process, and the largest worker (local: the largest child process;
+dask: the largest of the workers' own peaks, asked with `client.run`). Then the floor, one
+process parsing every line with orjson, and a reference query in DuckDB over the same files:
+every patient, whether they have a primary ITP Condition, and their latest haemoglobin.
 """
 
 from __future__ import annotations
@@ -16,13 +20,14 @@ import argparse
 import datetime as dt
 import re
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import orjson
 
-from engine.cohort import NdjsonInput, run_cohort
+from engine.cohort import CohortSummary, NdjsonInput, run_cohort
 from engine.sources import ndjson_files, patient_reference
 from engine.sources.ndjson import SHARED_TYPES
 
@@ -31,6 +36,11 @@ DEFAULT_DATA = (
     Path(__file__).resolve().parents[2] / "shared" / "data" / "synthea-exafluence" / "ndjson"
 )
 _UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+ITP_CODES = ("32273002", "2897005", "28505005", "13172003", "128091003", "441511006", "D69.3")
+"""mappings/conditions.yaml, primary-itp: SNOMED CT, ICD-10-CM and WHO ICD-10 codes."""
+HEMOGLOBIN_CODES = ("718-7", "30313-1", "20509-6", "30350-3", "30352-9", "55782-7", "59260-0")
+"""mappings/observations.yaml, hemoglobin: LOINC codes."""
 
 
 def clone(source: Path, target: Path, copies: int) -> None:
@@ -41,9 +51,9 @@ def clone(source: Path, target: Path, copies: int) -> None:
     patient_lines: dict[Path, list[bytes]] = {file: [] for file in files}
     for file in files:
         for line in file.read_bytes().splitlines(keepends=True):
-            resource = orjson.loads(line)
-            if resource["resourceType"] in SHARED_TYPES and patient_reference(resource) is None:
-                shared_ids.add(resource["id"].encode())
+            parsed = orjson.loads(line)
+            if parsed["resourceType"] in SHARED_TYPES and patient_reference(parsed) is None:
+                shared_ids.add(parsed["id"].encode())
                 shared_lines[file].append(line)
             else:
                 patient_lines[file].append(line)
@@ -76,6 +86,67 @@ def parse_floor(folder: Path) -> tuple[float, int, int]:
     return time.perf_counter() - started, size, lines
 
 
+def duckdb_reference(folder: Path, threads: int) -> tuple[float, int, int, int]:
+    """The DuckDB query: seconds, rows, patients with ITP, bytes of the files it reads."""
+    import duckdb
+
+    def files_of(resource_type: str) -> list[str]:
+        return [
+            str(file) for file in ndjson_files(folder) if file.name.split(".")[0] == resource_type
+        ]
+
+    def read(resource_type: str, columns: str) -> str:
+        return (
+            f"read_json({files_of(resource_type)!r}, format='newline_delimited', "
+            f"columns={{{columns}}})"
+        )
+
+    reference = "'subject': 'STRUCT(reference VARCHAR)'"
+    code = "'code': 'STRUCT(coding STRUCT(system VARCHAR, code VARCHAR)[])'"
+    query = f"""
+        WITH itp AS (
+            SELECT DISTINCT substr(subject.reference, 9) AS patient
+            FROM {read("Condition", f"{reference}, {code}")}
+            WHERE len(list_filter(code.coding, lambda c: c.code IN {ITP_CODES})) > 0
+        ), hemoglobin AS (
+            SELECT substr(subject.reference, 9) AS patient,
+                   arg_max(valueQuantity.value, effectiveDateTime) AS value,
+                   max(effectiveDateTime) AS measured
+            FROM {
+        read(
+            "Observation",
+            f"{reference}, {code}, 'effectiveDateTime': 'VARCHAR', "
+            "'valueQuantity': 'STRUCT(value DOUBLE, unit VARCHAR)'",
+        )
+    }
+            WHERE len(list_filter(code.coding, lambda c: c.system = 'http://loinc.org'
+                                               AND c.code IN {HEMOGLOBIN_CODES})) > 0
+            GROUP BY 1
+        )
+        SELECT p.id, itp.patient IS NOT NULL AS has_itp, hemoglobin.value, hemoglobin.measured
+        FROM {read("Patient", "'id': 'VARCHAR'")} AS p
+        LEFT JOIN itp ON itp.patient = p.id
+        LEFT JOIN hemoglobin ON hemoglobin.patient = p.id
+        ORDER BY p.id
+    """
+    connection = duckdb.connect()
+    connection.execute(f"SET threads = {threads}")
+    started = time.perf_counter()
+    rows = connection.execute(query).fetchall()
+    seconds = time.perf_counter() - started
+    connection.close()
+    size = sum(
+        Path(file).stat().st_size
+        for resource_type in ("Condition", "Observation", "Patient")
+        for file in files_of(resource_type)
+    )
+    return seconds, len(rows), sum(1 for row in rows if row[1]), size
+
+
+def _megabytes(maxrss: int) -> float:
+    return maxrss / 1e6 if sys.platform == "darwin" else maxrss / 1024
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -84,10 +155,12 @@ def main() -> None:
     parser.add_argument("--criteria", type=Path, default=ROOT / "criteria" / "NCT05315778.yaml")
     parser.add_argument("--scale", type=int, default=1)
     parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--engine", default="local")
+    parser.add_argument("--engine", action="append", choices=("local", "dask"))
     parser.add_argument("--as-of", default="2026-11-01")
+    parser.add_argument("--no-duckdb", action="store_true")
     arguments = parser.parse_args()
     as_of = dt.date.fromisoformat(arguments.as_of)
+    engines = arguments.engine or ["local", "dask"]
 
     with tempfile.TemporaryDirectory(prefix="trialsieve-cohort-benchmark-") as scratch:
         data = arguments.data
@@ -96,29 +169,45 @@ def main() -> None:
             data = Path(scratch) / "export"
             clone(arguments.data, data, arguments.scale)
             print(f"cloned x{arguments.scale} in {time.perf_counter() - started:.1f} s -> {data}")
-        summary = run_cohort(
-            arguments.criteria,
-            NdjsonInput(data),
-            Path(scratch) / "out",
-            as_of,
-            engine=arguments.engine,
-            workers=arguments.workers,
-        )
-        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        summaries: dict[str, CohortSummary] = {}
+        for engine in engines:
+            summaries[engine] = run_cohort(
+                arguments.criteria,
+                NdjsonInput(data),
+                Path(scratch) / f"out-{engine}",
+                as_of,
+                engine=engine,
+                workers=arguments.workers,
+            )
+        own = _megabytes(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
         floor_seconds, size, lines = parse_floor(data)
+        duck = None if arguments.no_duckdb else duckdb_reference(data, arguments.workers or 2)
 
     megabytes = size / 1e6
-    cohort_rate = megabytes / summary.seconds
     floor_rate = megabytes / floor_seconds
-    print(f"input          {megabytes:8.1f} MB, {lines:,} lines, {summary.patients:,} patients")
-    print(
-        f"cohort ({arguments.engine}) {summary.seconds:7.2f} s  {summary.patients_per_second:8.0f} "
-        f"patients/s  {cohort_rate:6.1f} MB/s  (statuses {summary.statuses})"
-    )
+    patients = next(iter(summaries.values())).patients if summaries else 0
+    print(f"input          {megabytes:8.1f} MB, {lines:,} lines, {patients:,} patients")
+    for engine, summary in summaries.items():
+        rate = megabytes / summary.seconds
+        worker = summary.worker_peak_memory
+        worker_text = "n/a" if worker is None else f"{worker / 1e6:.0f} MB"
+        print(
+            f"cohort {engine:6} {summary.seconds:7.2f} s  {summary.patients_per_second:8.0f} "
+            f"patients/s  {rate:6.1f} MB/s  {rate / floor_rate:4.0%} of the floor  "
+            f"peak {summary.peak_memory / 1e6:.0f} MB main, {worker_text} largest worker"
+        )
     print(f"parse floor    {floor_seconds:7.2f} s  {floor_rate:23.1f} MB/s  (orjson, 1 process)")
-    print(f"cohort / floor {cohort_rate / floor_rate:7.0%}")
-    print(f"peak memory    {own:7.0f} MB this process, {workers:.0f} MB largest worker")
+    if duck is not None:
+        seconds, rows, with_itp, read_size = duck
+        print(
+            f"duckdb         {seconds:7.2f} s  {megabytes / seconds:23.1f} MB/s  "
+            f"({rows:,} patients, {with_itp} with ITP; reads Patient, Condition, Observation: "
+            f"{read_size / 1e6:.0f} MB, {read_size / 1e6 / seconds:.1f} MB/s of those)"
+        )
+    print(f"this process   {own:7.0f} MB peak (benchmark included)")
+    if "local" in summaries and "dask" in summaries:
+        ratio = summaries["dask"].seconds / summaries["local"].seconds
+        print(f"dask / local   {ratio:7.2f}x time")
 
 
 if __name__ == "__main__":

@@ -1,3 +1,3 @@
 """trialsieve: FHIR-based clinical-trial eligibility engine."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -7,34 +7,38 @@ data_availability.csv, errors.ndjson and summary.json. Each patient's ResearchSu
 DetectedIssue are those `trialsieve evaluate` gives. See docs/cohort.md.
 """
 
+from engine.cohort.engines import CohortError, Engine, EngineSettings, run_dask, run_local
 from engine.cohort.inputs import BundleInput, CohortInput, NdjsonInput, PartitionedInput
 from engine.cohort.partition import CRITERION_VALUES, criterion_value, study_reference
 from engine.cohort.prefilter import Prefilter, RequiredConcept
 from engine.cohort.runner import (
     ENGINES,
-    CohortError,
+    RECORD_TYPES,
     CohortSummary,
-    Engine,
     ProgressListener,
+    kept_types,
     run_cohort,
-    run_local,
 )
 
 __all__ = [
     "CRITERION_VALUES",
     "ENGINES",
+    "RECORD_TYPES",
     "BundleInput",
     "CohortError",
     "CohortInput",
     "CohortSummary",
     "Engine",
+    "EngineSettings",
     "NdjsonInput",
     "PartitionedInput",
     "Prefilter",
     "ProgressListener",
     "RequiredConcept",
     "criterion_value",
+    "kept_types",
     "run_cohort",
+    "run_dask",
     "run_local",
     "study_reference",
 ]

@@ -98,7 +98,17 @@ def cohort(
         str, typer.Option(help=f"How to run: {', '.join(sorted(ENGINES))}.")
     ] = "local",
     workers: Annotated[
-        int | None, typer.Option(min=1, help="Worker processes (default: every core).")
+        int | None,
+        typer.Option(
+            min=1, help="Worker processes (default: every core); the size of a Dask LocalCluster."
+        ),
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="With --engine dask: a running Dask scheduler (tcp://HOST:8786)."),
+    ] = None,
+    attestations: Annotated[
+        Path | None, typer.Option(help="Answers to manual review items (YAML), per patient.")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
@@ -112,7 +122,17 @@ def cohort(
         raise typer.BadParameter(f"'{as_of}' is not a date (YYYY-MM-DD)") from None
     bar = _ProgressBar() if _show_progress(quiet) else None
     try:
-        summary = run_cohort(criteria, source, out, day, engine, workers, bar)
+        summary = run_cohort(
+            criteria,
+            source,
+            out,
+            day,
+            engine,
+            workers,
+            bar,
+            scheduler=scheduler,
+            attestations_path=attestations,
+        )
     except TrialsieveError as error:
         _errors().print(f"[bold red]error:[/] {error}", soft_wrap=True)
         raise typer.Exit(2) from None

@@ -1,8 +1,9 @@
 """Cohort inputs: a record set split into partitions that workers evaluate independently.
 
 A `CohortInput` describes where the patients are (for the run's manifest) and splits them
-(`prepare`, the first pass) into a `PartitionedInput`: a small, picklable value that travels
-to the workers, each of which reads whole partitions with `patients(index, on_problem)`.
+(`prepare`, the first pass) into a `PartitionedInput`: a small, picklable value whose
+`payload(index)` is one partition ready to travel to a worker (an NDJSON partition carries
+its lines, so a worker on another machine needs no shared filesystem).
 `NdjsonInput` partitions a Bulk NDJSON folder by hashed patient id; `BundleInput` deals a
 folder of per-patient Bundles out to partitions. A live FHIR server (Bulk `$export`, paged
 searches) is one more `CohortInput`; the evaluator does not change.
@@ -25,9 +26,19 @@ from engine.sources import (
     load_shared_resources,
     ndjson_files,
     partition_ndjson,
-    read_partition,
 )
-from engine.sources.ndjson import ProblemHandler, SharedResources
+from engine.sources.ndjson import PartitionLines, ProblemHandler, SharedResources
+
+
+class PartitionPayload(Protocol):
+    """All a worker needs to read one partition's patients; picklable."""
+
+    @property
+    def index(self) -> int: ...
+
+    def patients(self, on_problem: ProblemHandler) -> Iterator[PatientResources]:
+        """The partition's patients; unusable input goes to `on_problem`."""
+        ...
 
 
 class PartitionedInput(Protocol):
@@ -43,8 +54,8 @@ class PartitionedInput(Protocol):
         """How many patients partition `index` holds (for progress; may overcount)."""
         ...
 
-    def patients(self, index: int, on_problem: ProblemHandler) -> Iterator[PatientResources]:
-        """The patients of one partition; unusable input goes to `on_problem`."""
+    def payload(self, index: int) -> PartitionPayload:
+        """Partition `index`, ready to travel to a worker (read where this runs)."""
         ...
 
 
@@ -58,9 +69,18 @@ class CohortInput(Protocol):
     def size_in_bytes(self) -> int: ...
 
     def prepare(
-        self, work_folder: Path, partition_count: int, on_problem: ProblemHandler
+        self,
+        work_folder: Path,
+        partition_count: int,
+        on_problem: ProblemHandler,
+        kept_types: frozenset[str],
+        workers: int,
     ) -> PartitionedInput:
-        """The first pass: split the input into partitions (work files go to `work_folder`)."""
+        """The first pass: split the input into partitions (work files go to `work_folder`).
+
+        Only resources of `kept_types` need to be kept (nothing reads the others); the pass
+        may use `workers` processes.
+        """
         ...
 
     def reopen(self, work_folder: Path, partition_count: int) -> PartitionedInput | None:
@@ -101,8 +121,8 @@ class NdjsonPartitions:
     def patients_in(self, index: int) -> int:
         return self.export.patients_per_partition[index]
 
-    def patients(self, index: int, on_problem: ProblemHandler) -> Iterator[PatientResources]:
-        return read_partition(self.export, index, _shared_resources(self.export), on_problem)
+    def payload(self, index: int) -> PartitionLines:
+        return PartitionLines.read(self.export, index, _shared_resources(self.export))
 
 
 @functools.lru_cache(maxsize=1)
@@ -128,10 +148,17 @@ class NdjsonInput:
         return sum(file.stat().st_size for file in ndjson_files(self.folder) if file.is_file())
 
     def prepare(
-        self, work_folder: Path, partition_count: int, on_problem: ProblemHandler
+        self,
+        work_folder: Path,
+        partition_count: int,
+        on_problem: ProblemHandler,
+        kept_types: frozenset[str],
+        workers: int,
     ) -> NdjsonPartitions:
         return NdjsonPartitions(
-            partition_ndjson(self.folder, work_folder, partition_count, on_problem)
+            partition_ndjson(
+                self.folder, work_folder, partition_count, on_problem, kept_types, workers
+            )
         )
 
     def reopen(self, work_folder: Path, partition_count: int) -> NdjsonPartitions | None:
@@ -155,11 +182,22 @@ class BundlePartitions:
     def patients_in(self, index: int) -> int:
         return len(self.files[index :: self.partition_count])
 
-    def patients(self, index: int, on_problem: ProblemHandler) -> Iterator[PatientResources]:
+    def payload(self, index: int) -> BundleFiles:
+        return BundleFiles(index, self.files[index :: self.partition_count])
+
+
+@dataclass(frozen=True)
+class BundleFiles:
+    """One partition of Bundle files, by path (a remote worker needs them at the same path)."""
+
+    index: int
+    files: tuple[str, ...]
+
+    def patients(self, on_problem: ProblemHandler) -> Iterator[PatientResources]:
         def report(error: InputError) -> None:
             on_problem(SourceProblem.from_error(error))
 
-        for file in self.files[index :: self.partition_count]:
+        for file in self.files:
             yield from BundleFileSource(file, on_error=report)
 
 
@@ -186,7 +224,12 @@ class BundleInput:
         return sum(file.stat().st_size for file in self._files())
 
     def prepare(
-        self, work_folder: Path, partition_count: int, on_problem: ProblemHandler
+        self,
+        work_folder: Path,
+        partition_count: int,
+        on_problem: ProblemHandler,
+        kept_types: frozenset[str],
+        workers: int,
     ) -> BundlePartitions:
         files = self._files()
         return BundlePartitions(

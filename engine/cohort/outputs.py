@@ -3,6 +3,8 @@
 - `subjects.ndjson`, `issues.ndjson`: every patient's ResearchSubject and DetectedIssue.
 - `cohort.csv`: a row per patient: id, status, and per criterion `met` / `not_met` /
   `unknown_missing` / `manual` (the criterion's own truth; see `criterion_value`).
+- `cohort.parquet`: the same rows and columns, typed: status and criterion columns are
+  dictionary-encoded strings (fixed dictionaries: every status, every criterion value).
 - `attrition.csv`, `attrition.html`: the funnel in protocol order: how many patients remain
   after each criterion (remaining = failing none so far: an inclusion not met or an exclusion
   met is a failure) and how many each criterion loses, as ATLAS draws it.
@@ -26,13 +28,16 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
-from engine.cohort.partition import result_path
+from engine.cohort.partition import CRITERION_VALUES, read_result_line, result_path
 from engine.criteria.model import CriterionKind
 from engine.evaluate import CompiledCriteria, SubjectStatus
 
 SOURCE_PROBLEMS = "source-problems.ndjson"
 MISSING_ITEMS_SHOWN = 3
+PARQUET_ROWS_PER_GROUP = 64 * 1024
 
 
 @dataclass
@@ -75,21 +80,23 @@ def assemble_outputs(out: Path, criteria: CompiledCriteria, partition_count: int
         _AtomicFile(out / "subjects.ndjson") as subjects,
         _AtomicFile(out / "issues.ndjson") as issues,
         _AtomicFile(out / "cohort.csv") as table_file,
+        _CohortParquet(out / "cohort.parquet", [tally.id for tally in tallies]) as parquet,
     ):
         table = csv.writer(_TextSink(table_file), lineterminator="\n")
         table.writerow(["patient", "status", *(tally.id for tally in tallies)])
         streams = [_patient_results(result_path(results_folder, i)) for i in range(partition_count)]
         previous: str | None = None
-        for result in heapq.merge(*streams, key=lambda result: str(result["patient"])):
+        for result, subject, issue in heapq.merge(*streams, key=_patient_of):
             patient_id = result["patient"]
             if patient_id == previous:
                 duplicates.append(_duplicate_problem(patient_id))
                 continue
             previous = patient_id
-            subjects.write(orjson.dumps(result["subject"]) + b"\n")
-            issues.write(orjson.dumps(result["issue"]) + b"\n")
+            subjects.write(subject + b"\n")
+            issues.write(issue + b"\n")
             values = [value for value, _missing in result["criteria"]]
             table.writerow([patient_id, result["status"], *values])
+            parquet.add(patient_id, result["status"], values)
             _count(counts, tallies, result)
     _write_errors(out, results_folder, partition_count, duplicates, counts)
     _write_attrition(out, criteria, tallies, counts.patients)
@@ -112,11 +119,15 @@ def _count(counts: CohortCounts, tallies: list[_CriterionTally], result: dict[st
             failed = True
 
 
-def _patient_results(path: Path) -> Iterator[dict[str, Any]]:
+def _patient_results(path: Path) -> Iterator[tuple[dict[str, Any], bytes, bytes]]:
     with open(path, "rb") as lines:
         for line in lines:
             if line.startswith(b'{"patient"'):
-                yield orjson.loads(line)
+                yield read_result_line(line)
+
+
+def _patient_of(result: tuple[dict[str, Any], bytes, bytes]) -> str:
+    return str(result[0]["patient"])
 
 
 def _problem_lines(path: Path) -> Iterator[bytes]:
@@ -306,6 +317,65 @@ class _AtomicFile:
 
     def __exit__(self, kind: object, error: object, traceback: object) -> None:
         self.handle.close()
+        if error is None:
+            os.replace(self.temporary, self.path)
+        else:
+            self.temporary.unlink(missing_ok=True)
+
+
+class _CohortParquet:
+    """cohort.parquet, written in row groups as rows come (memory does not grow with them)."""
+
+    def __init__(self, path: Path, criterion_ids: list[str]) -> None:
+        self.path = path
+        self.temporary = path.with_name(f".{path.name}.partial")
+        self.statuses = [status.value for status in SubjectStatus]
+        self.status_numbers = {status: number for number, status in enumerate(self.statuses)}
+        self.value_numbers = {value: number for number, value in enumerate(CRITERION_VALUES)}
+        status_type = pa.dictionary(pa.int8(), pa.string())
+        self.schema = pa.schema(
+            [
+                pa.field("patient", pa.string(), nullable=False),
+                pa.field("status", status_type, nullable=False),
+                *(pa.field(criterion, status_type, nullable=False) for criterion in criterion_ids),
+            ]
+        )
+        self.patients: list[str] = []
+        self.rows: list[list[int]] = []
+
+    def __enter__(self) -> _CohortParquet:
+        self.writer = pq.ParquetWriter(str(self.temporary), self.schema)
+        return self
+
+    def add(self, patient_id: str, status: str, values: list[str]) -> None:
+        self.patients.append(patient_id)
+        self.rows.append(
+            [self.status_numbers[status], *(self.value_numbers[value] for value in values)]
+        )
+        if len(self.rows) >= PARQUET_ROWS_PER_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.rows:
+            return
+        columns = list(zip(*self.rows, strict=True))
+        statuses = pa.array(self.statuses, pa.string())
+        values = pa.array(CRITERION_VALUES, pa.string())
+        arrays = [
+            pa.array(self.patients, pa.string()),
+            pa.DictionaryArray.from_arrays(pa.array(columns[0], pa.int8()), statuses),
+            *(
+                pa.DictionaryArray.from_arrays(pa.array(column, pa.int8()), values)
+                for column in columns[1:]
+            ),
+        ]
+        self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+        self.patients, self.rows = [], []
+
+    def __exit__(self, kind: object, error: object, traceback: object) -> None:
+        if error is None:
+            self._flush()
+        self.writer.close()
         if error is None:
             os.replace(self.temporary, self.path)
         else:

@@ -1,31 +1,35 @@
 """Evaluate one partition and write its results, atomically: the unit of work of a cohort run.
 
-A worker process is set up once (`WorkerSetup`: the compiled criteria, the pre-filter, the
-partitioned input, where results go) and then evaluates whole partitions. Each partition's
-results go to `partitions/NNNN.ndjson` through a temporary file and a rename, and end with a
-`complete` line, so a partition file exists only when it is whole: a re-run skips it.
+A worker is set up once (`PartitionEvaluator`: the compiled criteria, the pre-filter, the
+as-of day, the attestations) and then evaluates whole partitions (`PartitionPayload`s). Each
+partition's results go to `partitions/NNNN.ndjson` through a temporary file and a rename, and
+end with a `complete` line, so a partition file exists only when it is whole: a re-run skips
+it.
 
-A result line per patient, sorted by patient id:
-`{"patient", "status", "settled_by", "criteria": [[value, [missing...]], ...], "subject",
-"issue"}`; a line per input problem: `{"problem": {file, line, resource, patient, message}}`.
+A result line per patient, sorted by patient id: three JSON texts separated by tabs, the
+summary `{"patient", "status", "settled_by", "criteria": [[value, [missing...]], ...]}`, the
+ResearchSubject and the DetectedIssue (so that assembling the outputs parses only the
+summary); a line per input problem: `{"problem": {file, line, resource, patient, message}}`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import gc
+import hashlib
 import os
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from engine.cohort.inputs import PartitionedInput
+from engine.attestations import Attestations
+from engine.cohort.inputs import PartitionedInput, PartitionPayload
 from engine.cohort.prefilter import Prefilter
 from engine.errors import TrialsieveError
 from engine.evaluate import (
@@ -66,18 +70,26 @@ def study_reference(criteria: CompiledCriteria) -> str:
     return f"ResearchStudy/{research_study(criteria.trial)['id']}"
 
 
-def patient_result(evaluation: PatientEvaluation, settled_by: str | None) -> dict[str, Any]:
+def patient_result_line(evaluation: PatientEvaluation, settled_by: str | None) -> bytes:
     """One patient's result line (see the module docstring)."""
-    return {
+    summary = {
         "patient": evaluation.patient_id,
         "status": evaluation.status.value,
         "settled_by": settled_by,
         "criteria": [
             [criterion_value(result), list(result.outcome.missing)] for result in evaluation.results
         ],
-        "subject": research_subject(evaluation, study_reference(evaluation.criteria)),
-        "issue": detected_issue(evaluation),
     }
+    subject = research_subject(evaluation, study_reference(evaluation.criteria))
+    return b"\t".join(
+        (orjson.dumps(summary), orjson.dumps(subject), orjson.dumps(detected_issue(evaluation)))
+    )
+
+
+def read_result_line(line: bytes) -> tuple[dict[str, Any], bytes, bytes]:
+    """A result line's summary (parsed), ResearchSubject and DetectedIssue (JSON text)."""
+    summary, subject, issue = line.rstrip(b"\n").split(b"\t")
+    return orjson.loads(summary), subject, issue
 
 
 @dataclass(frozen=True)
@@ -89,6 +101,7 @@ class WorkerSetup:
     results_folder: str
     as_of: dt.date
     criteria: CompiledCriteria | None = None
+    attestations: Attestations = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -99,6 +112,54 @@ class PartitionOutcome:
     patients: int
     problems: int
     seconds: float
+
+
+@dataclass(frozen=True)
+class PartitionResult:
+    """A partition's result file content (`data`, ending with its `complete` line)."""
+
+    outcome: PartitionOutcome
+    data: bytes
+
+
+@dataclass(frozen=True)
+class CriteriaFiles:
+    """The criteria file and every mapping file it uses, as bytes: criteria for any machine.
+
+    `digest` (SHA-256 over names and contents) identifies them in the run's manifest and in
+    the workers' cache of compiled criteria; `load` compiles them where the files do not
+    exist (a Dask worker on another machine).
+    """
+
+    digest: str
+    criteria: str
+    files: tuple[tuple[str, bytes], ...]
+
+    @classmethod
+    def collect(cls, criteria: CompiledCriteria) -> CriteriaFiles:
+        paths = [Path(criteria.source.path).resolve()]
+        for mapping in criteria.source.mapping_paths:
+            root = Path(mapping).resolve()
+            paths += sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        digest = hashlib.sha256()
+        contents: list[tuple[str, bytes]] = []
+        base = Path(os.path.commonpath([path.parent for path in paths]))
+        for path in paths:
+            data = path.read_bytes()
+            digest.update(path.name.encode())
+            digest.update(data)
+            contents.append((path.relative_to(base).as_posix(), data))
+        return cls(digest.hexdigest(), contents[0][0], tuple(contents))
+
+    def load(self) -> CompiledCriteria:
+        """Write the files into a temporary folder, in their layout, and compile them there."""
+        with tempfile.TemporaryDirectory(prefix="trialsieve-criteria-") as folder:
+            root = Path(folder)
+            for relative, data in self.files:
+                target = root / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+            return load_trial(root / self.criteria)
 
 
 def result_path(results_folder: str | Path, index: int) -> Path:
@@ -119,39 +180,46 @@ def is_complete(path: Path) -> bool:
 class PartitionEvaluator:
     """Evaluates partitions with criteria compiled once per process."""
 
-    def __init__(self, setup: WorkerSetup) -> None:
-        self.setup = setup
-        self.criteria = setup.criteria or load_trial(setup.criteria_path)
-        self.prefilter = Prefilter.from_criteria(self.criteria)
+    def __init__(
+        self, criteria: CompiledCriteria, as_of: dt.date, attestations: Attestations
+    ) -> None:
+        self.criteria = criteria
+        self.as_of = as_of
+        self.attestations = attestations
+        self.prefilter = Prefilter.from_criteria(criteria)
         # The criteria and terminology live as long as the process: keep the collector from
         # scanning them after every partition.
         gc.freeze()
 
-    def evaluate(self, index: int) -> PartitionOutcome:
+    def evaluate(self, payload: PartitionPayload) -> PartitionResult:
+        """Evaluate every patient of a partition: its result file's content."""
         started = time.perf_counter()
         problems: list[SourceProblem] = []
-        results: list[dict[str, Any]] = []
+        results: list[tuple[str, bytes]] = []
         with _without_cycle_collection():
-            for patient in self.setup.partitions.patients(index, problems.append):
+            for patient in payload.patients(problems.append):
                 result = self._patient(patient, problems)
                 if result is not None:
-                    results.append(result)
-        results.sort(key=lambda result: str(result["patient"]))
-        lines = [orjson.dumps(result) for result in results]
+                    results.append((patient.patient_id, result))
+        results.sort(key=lambda result: result[0])
+        lines = [line for _patient, line in results]
         lines += [orjson.dumps({"problem": problem.to_json()}) for problem in problems]
         complete = {"patients": len(results), "problems": len(problems)}
         lines.append(orjson.dumps({"complete": complete}))
-        _write_lines(result_path(self.setup.results_folder, index), lines)
-        return PartitionOutcome(index, len(results), len(problems), time.perf_counter() - started)
+        lines.append(b"")
+        outcome = PartitionOutcome(
+            payload.index, len(results), len(problems), time.perf_counter() - started
+        )
+        return PartitionResult(outcome, b"\n".join(lines))
 
-    def _patient(
-        self, patient: PatientResources, problems: list[SourceProblem]
-    ) -> dict[str, Any] | None:
+    def _patient(self, patient: PatientResources, problems: list[SourceProblem]) -> bytes | None:
         criteria = self.criteria
         settled_by = self.prefilter.settling_criterion(patient.resources, criteria.terminology)
         try:
             record = build_record(patient, criteria.terminology)
-            evaluation = evaluate_patient(criteria, record, self.setup.as_of)
+            evaluation = evaluate_patient(
+                criteria, record, self.as_of, self.attestations.get(record.patient_id)
+            )
         except TrialsieveError as error:
             problems.append(
                 SourceProblem(
@@ -165,7 +233,7 @@ class PartitionEvaluator:
             return None
         if settled_by is not None:
             _check_settled(evaluation, settled_by)
-        return patient_result(evaluation, settled_by)
+        return patient_result_line(evaluation, settled_by)
 
 
 def _check_settled(evaluation: PatientEvaluation, settled_by: str) -> None:
@@ -196,13 +264,13 @@ def _without_cycle_collection() -> Iterator[None]:
         gc.collect()
 
 
-def _write_lines(path: Path, lines: list[bytes]) -> None:
+def write_result(results_folder: str | Path, result: PartitionResult) -> None:
+    """Write a partition's result file through a temporary file and a rename."""
+    path = result_path(results_folder, result.outcome.index)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(descriptor, "wb") as handle:
-            for line in lines:
-                handle.write(line)
-                handle.write(b"\n")
+            handle.write(result.data)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -211,17 +279,21 @@ def _write_lines(path: Path, lines: list[bytes]) -> None:
 
 # --------------------------------------------------------------------------- worker processes
 
-_evaluator: PartitionEvaluator | None = None
+_worker: tuple[WorkerSetup, PartitionEvaluator] | None = None
 
 
 def start_worker(setup: WorkerSetup) -> None:
     """Process pool initializer: compile (or inherit) the criteria once for this process."""
-    global _evaluator
-    _evaluator = PartitionEvaluator(setup)
+    global _worker
+    criteria = setup.criteria or load_trial(setup.criteria_path)
+    _worker = (setup, PartitionEvaluator(criteria, setup.as_of, setup.attestations))
 
 
 def evaluate_in_worker(index: int) -> PartitionOutcome:
-    """Process pool task: evaluate one partition with this process's evaluator."""
-    if _evaluator is None:
+    """Process pool task: read, evaluate and write one partition in this process."""
+    if _worker is None:
         raise RuntimeError("evaluate_in_worker runs only in a process set up by start_worker")
-    return _evaluator.evaluate(index)
+    setup, evaluator = _worker
+    result = evaluator.evaluate(setup.partitions.payload(index))
+    write_result(setup.results_folder, result)
+    return result.outcome

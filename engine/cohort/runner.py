@@ -5,10 +5,12 @@
 1. The manifest (`out/manifest.json`: criteria and mappings digest, as-of day, input files,
    partition count, version) is written on the first run; a re-run with the same `out`
    must match it, or `CohortError` says what differs.
-2. The first pass splits the input into partitions (`out/work/`, removed at the end); its
-   problems go to `out/partitions/source-problems.ndjson`.
-3. An engine evaluates every partition whose result (`out/partitions/NNNN.ndjson`) is not
-   complete yet; `local` uses worker processes, criteria compiled once per process.
+2. The first pass splits the input into partitions (`out/work/`, removed at the end), keeping
+   only the resource types something reads (`kept_types`); its problems go to
+   `out/partitions/source-problems.ndjson`.
+3. An engine (`engine.cohort.engines`: `local` processes or a `dask` cluster) evaluates
+   every partition whose result (`out/partitions/NNNN.ndjson`) is not complete yet, criteria
+   compiled once per worker.
 4. The output files are assembled from the partition results (`engine.cohort.outputs`), so
    an interrupted and resumed run writes exactly what an uninterrupted one does.
 """
@@ -18,32 +20,36 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
-import multiprocessing
 import os
 import shutil
 import time
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
 
 from engine import __version__
+from engine.attestations import Attestations, load_attestations
+from engine.cohort.engines import (
+    CohortError,
+    Engine,
+    EngineSettings,
+    peak_memory,
+    run_dask,
+    run_local,
+)
 from engine.cohort.inputs import CohortInput, PartitionedInput
 from engine.cohort.outputs import SOURCE_PROBLEMS, CohortCounts, assemble_outputs
 from engine.cohort.partition import (
-    PartitionEvaluator,
+    CriteriaFiles,
     PartitionOutcome,
     WorkerSetup,
-    evaluate_in_worker,
     is_complete,
     result_path,
-    start_worker,
 )
 from engine.cohort.prefilter import Prefilter
-from engine.errors import Location, TrialsieveError
+from engine.errors import Location
 from engine.evaluate import CompiledCriteria
 from engine.sources import SourceProblem
 from engine.trial import load_trial
@@ -57,10 +63,6 @@ MANIFEST = "manifest.json"
 _SOURCE_RECORD = "source.json"
 
 
-class CohortError(TrialsieveError):
-    """A cohort run cannot start: the output folder holds another run, an unknown engine."""
-
-
 class ProgressListener(Protocol):
     """Told how many patients there are and as partitions finish (a progress bar)."""
 
@@ -69,44 +71,30 @@ class ProgressListener(Protocol):
     def advance(self, patients: int) -> None: ...
 
 
-Engine = Callable[
-    [WorkerSetup, list[int], int, Callable[[], None], Callable[[PartitionOutcome], None]], None
-]
-"""Evaluates partitions: (setup, partition indexes, workers, on_started, on_done)."""
-
-
-def run_local(
-    setup: WorkerSetup,
-    indexes: list[int],
-    workers: int,
-    on_started: Callable[[], None],
-    on_done: Callable[[PartitionOutcome], None],
-) -> None:
-    """The local engine: `workers` processes (this process alone when 1), whole partitions."""
-    if workers <= 1 or len(indexes) <= 1:
-        evaluator = PartitionEvaluator(setup)
-        on_started()
-        for index in indexes:
-            on_done(evaluator.evaluate(index))
-        return
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    if context.get_start_method() != "fork":
-        setup = replace(setup, criteria=None)  # compiled criteria do not pickle: recompile
-    with ProcessPoolExecutor(
-        max_workers=min(workers, len(indexes)),
-        mp_context=context,
-        initializer=start_worker,
-        initargs=(setup,),
-    ) as pool:
-        futures = [pool.submit(evaluate_in_worker, index) for index in indexes]
-        on_started()  # after the workers are forked: no progress thread is copied into them
-        for future in as_completed(futures):
-            on_done(future.result())
-
-
-ENGINES: dict[str, Engine] = {"local": run_local}
+ENGINES: dict[str, Engine] = {"local": run_local, "dask": run_dask}
 """The engines `run_cohort` knows, by name."""
+
+RECORD_TYPES = frozenset(
+    {
+        "Patient",
+        "Medication",
+        "Observation",
+        "Condition",
+        "Procedure",
+        "MedicationStatement",
+        "MedicationRequest",
+        "MedicationAdministration",
+        "AllergyIntolerance",
+    }
+)
+"""The types a patient record reads whatever the criteria: the Patient, the coded types it
+classifies (and notes data problems of), and Medication (what medicationReference points to).
+A run keeps these and the types the criteria query; nothing reads the others."""
+
+
+def kept_types(criteria: CompiledCriteria) -> frozenset[str]:
+    """The resource types a run over these criteria needs from the input."""
+    return RECORD_TYPES | criteria.resource_types
 
 
 @dataclass(frozen=True)
@@ -125,6 +113,8 @@ class CohortSummary:
     partitions_reused: int
     bytes_read: int
     seconds: float
+    peak_memory: int
+    worker_peak_memory: int | None
 
     @property
     def patients_per_second(self) -> float:
@@ -147,6 +137,10 @@ class CohortSummary:
             "partitions_reused": self.partitions_reused,
             "bytes_read": self.bytes_read,
             "seconds": round(self.seconds, 3),
+            "peak_memory_mb": round(self.peak_memory / 1e6),
+            "worker_peak_memory_mb": (
+                None if self.worker_peak_memory is None else round(self.worker_peak_memory / 1e6)
+            ),
         }
 
 
@@ -159,23 +153,40 @@ def run_cohort(
     workers: int | None = None,
     progress: ProgressListener | None = None,
     partition_count: int | None = None,
+    scheduler: str | None = None,
+    attestations_path: str | Path | None = None,
 ) -> CohortSummary:
     """Evaluate every patient of `source` and write the cohort files into `out_dir`.
 
-    Raises CriteriaError/MappingError for bad criteria, InputError when the input cannot be
-    found at all, CohortError for an unknown engine or an `out_dir` holding another run.
-    Unusable input (a bad line, a bad file) never stops the run: it goes to errors.ndjson.
+    `workers`: processes (default: every core) for the first pass and the local engine, the
+    size of the Dask LocalCluster; `scheduler`: a running Dask scheduler's address instead.
+    `attestations_path`: answers to manual items per patient (the `evaluate` file format).
+
+    Raises CriteriaError/MappingError for bad criteria, AttestationError for a bad
+    attestation file, InputError when the input cannot be found at all, CohortError for an
+    unknown engine or an `out_dir` holding another run. Unusable input (a bad line, a bad
+    file) never stops the run: it goes to errors.ndjson.
     """
     started = time.perf_counter()
     if engine not in ENGINES:
         known = ", ".join(sorted(ENGINES))
         raise CohortError(f"unknown engine '{engine}'; known engines: {known}")
+    if scheduler is not None and engine != "dask":
+        raise CohortError("--scheduler needs --engine dask")
+    settings = EngineSettings(workers or os.cpu_count() or 1, scheduler)
     criteria = load_trial(criteria_path)
+    answers: Attestations = (
+        load_attestations(attestations_path, criteria.manual_ids)
+        if attestations_path is not None
+        else {}
+    )
     out = Path(out_dir)
     results_folder = out / "partitions"
     work = out / "work"
     results_folder.mkdir(parents=True, exist_ok=True)
-    count = _check_manifest(out, criteria_path, criteria, source, as_of, partition_count)
+    count = _check_manifest(
+        out, criteria_path, criteria, source, as_of, partition_count, attestations_path
+    )
     pending = [
         index for index in range(count) if not is_complete(result_path(results_folder, index))
     ]
@@ -184,39 +195,33 @@ def run_cohort(
     if pending or not source_record.is_file():
         partitions = source.reopen(work, count) if source_record.is_file() else None
         if partitions is None:
-            partitions = _first_pass(source, work, results_folder, count)
+            partitions = _first_pass(
+                source, work, results_folder, count, kept_types(criteria), settings.workers
+            )
+    worker_peak: int | None = None
     if pending:
         assert partitions is not None
-        _evaluate(
-            criteria_path,
-            criteria,
-            partitions,
-            results_folder,
-            as_of,
-            pending,
-            engine,
-            workers,
-            progress,
+        setup = WorkerSetup(
+            str(criteria_path), partitions, str(results_folder), as_of, criteria, answers
         )
+        worker_peak = _evaluate(setup, pending, ENGINES[engine], settings, progress)
     counts = assemble_outputs(out, criteria, count)
     shutil.rmtree(work, ignore_errors=True)
-    summary = _summary(out, criteria, counts, count, count - len(pending), source_record, started)
+    summary = _summary(
+        out, criteria, counts, count, count - len(pending), source_record, started, worker_peak
+    )
     (out / "summary.json").write_bytes(orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2))
     return summary
 
 
 def _evaluate(
-    criteria_path: str | Path,
-    criteria: CompiledCriteria,
-    partitions: PartitionedInput,
-    results_folder: Path,
-    as_of: dt.date,
+    setup: WorkerSetup,
     pending: list[int],
-    engine: str,
-    workers: int | None,
+    engine: Engine,
+    settings: EngineSettings,
     progress: ProgressListener | None,
-) -> None:
-    setup = WorkerSetup(str(criteria_path), partitions, str(results_folder), as_of, criteria)
+) -> int | None:
+    partitions = setup.partitions
     total = sum(partitions.patients_in(index) for index in pending)
 
     def on_started() -> None:
@@ -227,11 +232,16 @@ def _evaluate(
         if progress is not None:
             progress.advance(partitions.patients_in(outcome.index))
 
-    ENGINES[engine](setup, pending, workers or os.cpu_count() or 1, on_started, on_done)
+    return engine(setup, pending, settings, on_started, on_done)
 
 
 def _first_pass(
-    source: CohortInput, work: Path, results_folder: Path, count: int
+    source: CohortInput,
+    work: Path,
+    results_folder: Path,
+    count: int,
+    types: frozenset[str],
+    workers: int,
 ) -> PartitionedInput:
     """Split the input; its problems go to `source-problems.ndjson`, its sizes to source.json."""
     shutil.rmtree(work, ignore_errors=True)
@@ -245,7 +255,7 @@ def _first_pass(
             problems += 1
             handle.write(orjson.dumps({"problem": problem.to_json()}) + b"\n")
 
-        partitions = source.prepare(work, count, record)
+        partitions = source.prepare(work, count, record, types, workers)
     os.replace(partial, problems_path)
     record_data = {"bytes_read": partitions.bytes_read, "problems": problems}
     (results_folder / _SOURCE_RECORD).write_bytes(orjson.dumps(record_data))
@@ -260,6 +270,7 @@ def _summary(
     reused: int,
     source_record: Path,
     started: float,
+    worker_peak_memory: int | None,
 ) -> CohortSummary:
     source = orjson.loads(source_record.read_bytes())
     return CohortSummary(
@@ -275,6 +286,8 @@ def _summary(
         partitions_reused=reused,
         bytes_read=source["bytes_read"],
         seconds=time.perf_counter() - started,
+        peak_memory=peak_memory(),
+        worker_peak_memory=worker_peak_memory,
     )
 
 
@@ -288,9 +301,11 @@ def _check_manifest(
     source: CohortInput,
     as_of: dt.date,
     partition_count: int | None,
+    attestations_path: str | Path | None,
 ) -> int:
     """Write the manifest, or check the one there; returns the partition count to use."""
     path = out / MANIFEST
+    digest = CriteriaFiles.collect(criteria).digest
     earlier = orjson.loads(path.read_bytes()) if path.is_file() else None
     if partition_count is None:
         partition_count = (
@@ -300,8 +315,16 @@ def _check_manifest(
         )
     manifest = {
         "trialsieve": __version__,
-        "criteria": {"path": str(Path(criteria_path).resolve()), "sha256": _digest(criteria)},
+        "criteria": {"path": str(Path(criteria_path).resolve()), "sha256": digest},
         "as_of": as_of.isoformat(),
+        "attestations": (
+            None
+            if attestations_path is None
+            else {
+                "path": str(Path(attestations_path).resolve()),
+                "sha256": hashlib.sha256(Path(attestations_path).read_bytes()).hexdigest(),
+            }
+        ),
         "input": source.describe(),
         "partition_count": partition_count,
     }
@@ -312,8 +335,12 @@ def _check_manifest(
         name
         for name, same in (
             ("trialsieve version", earlier["trialsieve"] == manifest["trialsieve"]),
-            ("criteria or mappings", earlier["criteria"]["sha256"] == _digest(criteria)),
+            ("criteria or mappings", earlier["criteria"]["sha256"] == digest),
             ("as-of day", earlier["as_of"] == manifest["as_of"]),
+            (
+                "attestations",
+                _sha256_of(earlier.get("attestations")) == _sha256_of(manifest["attestations"]),
+            ),
             ("input files", earlier["input"] == manifest["input"]),
             ("partition count", earlier["partition_count"] == partition_count),
         )
@@ -329,14 +356,5 @@ def _check_manifest(
     return partition_count
 
 
-def _digest(criteria: CompiledCriteria) -> str:
-    """SHA-256 over the criteria file and every mapping file it uses."""
-    digest = hashlib.sha256()
-    files = [Path(criteria.source.path)]
-    for mapping in criteria.source.mapping_paths:
-        root = Path(mapping)
-        files += sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
-    for file in files:
-        digest.update(file.name.encode())
-        digest.update(file.read_bytes())
-    return digest.hexdigest()
+def _sha256_of(attestations: Any) -> str | None:
+    return attestations["sha256"] if isinstance(attestations, dict) else None

@@ -4,13 +4,15 @@ A Bulk `$export` writes one resource per line, by type (`Observation.000.ndjson`
 gzipped), not by patient. Grouping happens in two passes so that an export larger than memory
 works:
 
-1. `partition_ndjson` reads every file once and appends each line, unchanged, to one of N
-   partition files in a work folder, chosen by a stable hash of the line's patient id.
-   Resources of a shared type that name no patient (Medication, Organization, ...) go to a
-   separate file; a patient's resources may refer to them.
-2. `read_partition` groups one partition in memory and yields a `PatientResources` per
-   patient: the patient's resources in export order (files sorted by name, lines in order),
-   followed by the shared resources they refer to.
+1. `partition_ndjson` reads every file once, as byte ranges in parallel processes, and
+   appends each line, unchanged, to one of N partitions (a file per range and partition in a
+   work folder), chosen by a stable hash of the line's patient id. Resources of a shared type
+   that name no patient (Medication, Organization, ...) go to a separate file; a patient's
+   resources may refer to them. Lines of types nobody reads can be skipped unparsed.
+2. `PartitionLines` holds one partition's lines (picklable: it can travel to another
+   machine) and yields a `PatientResources` per patient: the patient's resources in export
+   order (files sorted by name, lines in order), followed by the shared resources they refer
+   to. `read_partition` reads one from the work folder.
 
 The patient of a resource is the Patient its patient field names (`subject`, `patient`,
 `beneficiary`, `individual`, per type; `PATIENT_FIELDS`); a Patient is its own. The first pass
@@ -25,13 +27,18 @@ message) passed to `on_problem`.
 
 from __future__ import annotations
 
+import functools
 import gzip
+import math
+import multiprocessing
 import os
 import re
 import tempfile
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -81,8 +88,7 @@ _LINE_TYPE = re.compile(rb'^\{"resourceType":"([A-Za-z]+)"')
 _PATIENT_REFERENCE_TEXT = re.compile(
     rb'"reference":"Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?"'
 )
-_REFERENCE_TEXT = re.compile(rb'"reference":"([A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64})"')
-_WRITE_BUFFER = 1 << 20
+_WRITE_BUFFER = 1 << 18
 _MARKER = "partitioned.json"
 _SHARED_FILE = "shared.ndjson"
 
@@ -171,8 +177,8 @@ def patient_reference(resource: dict[str, Any]) -> str | None:
             patient_id if isinstance(patient_id, str) and _FHIR_ID.fullmatch(patient_id) else None
         )
     fields = PATIENT_FIELDS.get(resource_type, DEFAULT_PATIENT_FIELDS)  # type: ignore[arg-type]
-    for field in fields:
-        value = resource.get(field)
+    for field_name in fields:
+        value = resource.get(field_name)
         for holder in value if isinstance(value, list) else (value,):
             if not isinstance(holder, dict):
                 continue
@@ -190,10 +196,19 @@ def partition_number(patient_id: str, partition_count: int) -> int:
 
 # --------------------------------------------------------------------------- pass 1
 
+_RANGES_PER_WORKER = 4
+"""Pass 1 cuts the export into about this many byte ranges per worker (balances the load)."""
+_MINIMUM_RANGE_BYTES = 8 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class PartitionedExport:
-    """An NDJSON export split into partition files by patient (the result of pass 1)."""
+    """An NDJSON export split into partition files by patient (the result of pass 1).
+
+    Pass 1 reads the export as byte ranges (`ranges`: file number and the line number the
+    range starts at, in export order); each range writes one file per partition it has lines
+    for (`partition_ranges[index]`), so a partition's lines in range order are in export order.
+    """
 
     folder: str
     work_folder: str
@@ -203,9 +218,13 @@ class PartitionedExport:
     lines: int
     bytes_read: int
     problems: int
+    ranges: tuple[tuple[int, int], ...]
+    partition_ranges: tuple[tuple[int, ...], ...]
+    kept_types: tuple[str, ...] | None = None
 
-    def partition_path(self, index: int) -> Path:
-        return Path(self.work_folder) / f"input-{index:04d}.ndjson"
+    def partition_paths(self, index: int) -> list[Path]:
+        """The files holding partition `index`, in export order."""
+        return [_range_path(self.work_folder, index, r) for r in self.partition_ranges[index]]
 
     @property
     def shared_path(self) -> Path:
@@ -217,7 +236,9 @@ class PartitionedExport:
 
     def is_complete(self) -> bool:
         """Whether every file pass 1 wrote is still there."""
-        paths = [self.shared_path, *map(self.partition_path, range(self.partition_count))]
+        paths = [self.shared_path]
+        for index in range(self.partition_count):
+            paths += self.partition_paths(index)
         return all(path.is_file() for path in paths)
 
     def to_json(self) -> dict[str, Any]:
@@ -230,10 +251,14 @@ class PartitionedExport:
             "lines": self.lines,
             "bytes_read": self.bytes_read,
             "problems": self.problems,
+            "ranges": [list(each) for each in self.ranges],
+            "partition_ranges": [list(each) for each in self.partition_ranges],
+            "kept_types": None if self.kept_types is None else list(self.kept_types),
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PartitionedExport:
+        kept = data.get("kept_types")
         return cls(
             folder=data["folder"],
             work_folder=data["work_folder"],
@@ -243,6 +268,9 @@ class PartitionedExport:
             lines=data["lines"],
             bytes_read=data["bytes_read"],
             problems=data["problems"],
+            ranges=tuple((first, second) for first, second in data["ranges"]),
+            partition_ranges=tuple(tuple(each) for each in data["partition_ranges"]),
+            kept_types=None if kept is None else tuple(kept),
         )
 
     @classmethod
@@ -251,7 +279,10 @@ class PartitionedExport:
         marker = Path(work_folder) / _MARKER
         if not marker.is_file():
             return None
-        export = cls.from_json(orjson.loads(marker.read_bytes()))
+        data = orjson.loads(marker.read_bytes())
+        if "ranges" not in data:
+            return None  # written by an earlier version
+        export = cls.from_json(data)
         return export if export.is_complete() else None
 
 
@@ -260,12 +291,20 @@ def partition_ndjson(
     work_folder: str | Path,
     partition_count: int,
     on_problem: ProblemHandler = raise_problem,
+    kept_types: frozenset[str] | None = None,
+    workers: int = 1,
 ) -> PartitionedExport:
-    """Pass 1: split every line of the export into `partition_count` files by patient.
+    """Pass 1: split every line of the export into `partition_count` partitions by patient.
 
-    Writes `input-NNNN.ndjson` (one `patient TAB file TAB line TAB json` line per resource)
-    and `shared.ndjson` into `work_folder`, then the marker `partitioned.json` last, so an
-    interrupted pass leaves no marker. Raises InputError only when the folder holds no NDJSON.
+    The export is read as byte ranges by `workers` processes (gzipped files whole). Each range
+    writes `input-PPPP.RRRRR.ndjson` (one `patient TAB range TAB line TAB json` line per
+    resource; `line` counts from 1 within the range) for the partitions it has lines for;
+    `shared.ndjson` and the marker `partitioned.json` are written last, so an interrupted pass
+    leaves no marker.
+
+    `kept_types`: when given, lines of other resource types are skipped without being parsed
+    (a skipped line is only checked to end with `}`, else parsed to report why it is not
+    JSON). Raises InputError only when the folder holds no NDJSON.
     """
     if partition_count < 1:
         raise ValueError("partition_count must be at least 1")
@@ -273,175 +312,318 @@ def partition_ndjson(
     work = Path(work_folder)
     work.mkdir(parents=True, exist_ok=True)
     (work / _MARKER).unlink(missing_ok=True)
-    splitter = _Splitter(work, partition_count, on_problem)
-    try:
-        for file_number, path in enumerate(files):
-            splitter.split_file(file_number, path)
-    finally:
-        splitter.close()
-    export = PartitionedExport(
-        folder=str(folder),
-        work_folder=str(work),
-        files=tuple(str(path) for path in files),
-        partition_count=partition_count,
-        patients_per_partition=tuple(splitter.patients),
-        lines=splitter.lines,
-        bytes_read=splitter.bytes_read,
-        problems=splitter.problems,
-    )
+    for stale in work.glob("input-*.ndjson"):
+        stale.unlink()
+    kept = None if kept_types is None else frozenset(t.encode() for t in kept_types)
+    tasks = [
+        _RangeTask(number, file_number, str(path), start, end, str(work), partition_count, kept)
+        for number, (file_number, path, start, end) in enumerate(_plan_ranges(files, workers))
+    ]
+    results = _split_ranges(tasks, workers)
+    export = _combine_ranges(folder, work, files, partition_count, tasks, results, on_problem)
+    if kept_types is not None:
+        export = replace(export, kept_types=tuple(sorted(kept_types)))
     _write_atomically(work / _MARKER, orjson.dumps(export.to_json()))
     return export
 
 
-class _Splitter:
-    """Routes lines to partition files; counts lines, bytes, patients and problems."""
+def _range_path(work_folder: str | Path, index: int, range_number: int) -> Path:
+    return Path(work_folder) / f"input-{index:04d}.{range_number:05d}.ndjson"
 
-    def __init__(self, work: Path, partition_count: int, on_problem: ProblemHandler) -> None:
-        self.partition_count = partition_count
-        self.on_problem = on_problem
-        self.outputs: list[IO[bytes]] = []
-        for index in range(partition_count):
-            path = work / f"input-{index:04d}.ndjson"
-            self.outputs.append(open(path, "wb", buffering=_WRITE_BUFFER))  # noqa: SIM115
-        self.shared = open(work / _SHARED_FILE, "wb", buffering=_WRITE_BUFFER)  # noqa: SIM115
-        self.shared_keys: dict[str, tuple[int, int]] = {}
-        self.patients = [0] * partition_count
-        self.lines = 0
-        self.bytes_read = 0
-        self.problems = 0
-        self.files: list[str] = []
+
+def _plan_ranges(files: list[Path], workers: int) -> list[tuple[int, Path, int, int | None]]:
+    """(file number, path, first byte, end byte or None for the whole file) per range."""
+    sizes: list[int | None] = []
+    for path in files:
+        try:
+            sizes.append(None if path.name.endswith(".gz") else path.stat().st_size)
+        except OSError:
+            sizes.append(None)  # reported when the range is read
+    total = sum(size or 0 for size in sizes)
+    if workers <= 1:
+        chunk = max(total, 1)
+    else:
+        chunk = max(_MINIMUM_RANGE_BYTES, math.ceil(total / (workers * _RANGES_PER_WORKER)))
+    ranges: list[tuple[int, Path, int, int | None]] = []
+    for file_number, (path, size) in enumerate(zip(files, sizes, strict=True)):
+        if size is None or size <= chunk:
+            ranges.append((file_number, path, 0, None))
+            continue
+        for start in range(0, size, chunk):
+            end = start + chunk
+            ranges.append((file_number, path, start, None if end >= size else end))
+    return ranges
+
+
+def _split_ranges(tasks: list[_RangeTask], workers: int) -> list[_RangeResult]:
+    if workers <= 1 or len(tasks) <= 1:
+        return [_split_range(task) for task in tasks]
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context) as pool:
+        return list(pool.map(_split_range, tasks))
+
+
+def _combine_ranges(
+    folder: str | Path,
+    work: Path,
+    files: list[Path],
+    partition_count: int,
+    tasks: list[_RangeTask],
+    results: list[_RangeResult],
+    on_problem: ProblemHandler,
+) -> PartitionedExport:
+    """Number the ranges' lines, report their problems in export order, write shared.ndjson."""
+    names = [str(path) for path in files]
+    ranges: list[tuple[int, int]] = []
+    patients = [0] * partition_count
+    partition_ranges: list[list[int]] = [[] for _ in range(partition_count)]
+    shared_keys: dict[str, tuple[str, int]] = {}
+    problems = 0
+    first_line = 1
+    with open(work / _SHARED_FILE, "wb", buffering=_WRITE_BUFFER) as shared:
+        for task, result in zip(tasks, results, strict=True):
+            if task.start == 0:
+                first_line = 1
+            ranges.append((task.file_number, first_line))
+            name = names[task.file_number]
+            found: list[tuple[int, SourceProblem]] = [
+                (line, SourceProblem(name, first_line + line - 1, label, None, message))
+                for line, message, label in result.problems
+            ]
+            for label, line, text in result.shared:
+                absolute = first_line + line - 1
+                earlier = shared_keys.get(label)
+                if earlier is None:
+                    shared_keys[label] = (name, absolute)
+                    shared.write(b"%s\t%s\t%d\t%s\n" % (label.encode(), b"0", absolute, text))
+                    continue
+                message = f"the same resource as {earlier[0]}:{earlier[1]}; the first is kept"
+                found.append((line, SourceProblem(name, absolute, label, None, message)))
+            found.sort(key=lambda item: item[0])
+            if result.read_error is not None:
+                last = first_line + result.line_count - 1
+                found.append((result.line_count + 1, _read_problem(name, last, result.read_error)))
+            for _line, problem in found:
+                problems += 1
+                on_problem(problem)
+            for index, count in result.patients.items():
+                patients[index] += count
+            for index in result.partitions_written:
+                partition_ranges[index].append(task.number)
+            first_line += result.line_count
+    return PartitionedExport(
+        folder=str(folder),
+        work_folder=str(work),
+        files=tuple(names),
+        partition_count=partition_count,
+        patients_per_partition=tuple(patients),
+        lines=sum(result.resource_lines for result in results),
+        bytes_read=sum(result.bytes_read for result in results),
+        problems=problems,
+        ranges=tuple(ranges),
+        partition_ranges=tuple(tuple(each) for each in partition_ranges),
+    )
+
+
+def _read_problem(file: str, last_line: int, reason: str) -> SourceProblem:
+    if last_line < 1:
+        return SourceProblem(file, None, None, None, f"cannot read the file: {reason}")
+    return SourceProblem(
+        file, last_line + 1, None, None, f"cannot read past line {last_line}: {reason}"
+    )
+
+
+@dataclass(frozen=True)
+class _RangeTask:
+    """One byte range of one file for pass 1 (`end` None: to the end of the file)."""
+
+    number: int
+    file_number: int
+    path: str
+    start: int
+    end: int | None
+    work_folder: str
+    partition_count: int
+    kept_types: frozenset[bytes] | None
+
+
+@dataclass
+class _RangeResult:
+    """What splitting one range found; line numbers count from 1 within the range."""
+
+    line_count: int = 0
+    resource_lines: int = 0
+    bytes_read: int = 0
+    problems: list[tuple[int, str, str | None]] = field(default_factory=list)
+    shared: list[tuple[str, int, bytes]] = field(default_factory=list)
+    patients: dict[int, int] = field(default_factory=dict)
+    partitions_written: list[int] = field(default_factory=list)
+    read_error: str | None = None
+
+
+def _split_range(task: _RangeTask) -> _RangeResult:
+    """Pass 1 for one byte range: route its lines to this range's partition files."""
+    splitter = _RangeSplitter(task)
+    try:
+        splitter.split()
+    finally:
+        splitter.close()
+    return splitter.result
+
+
+class _RangeSplitter:
+    """Routes the lines of one range to partition files; notes problems and shared resources."""
+
+    def __init__(self, task: _RangeTask) -> None:
+        self.task = task
+        self.result = _RangeResult()
+        self.outputs: dict[int, IO[bytes]] = {}
 
     def close(self) -> None:
-        for output in [*self.outputs, self.shared]:
+        for output in self.outputs.values():
             output.close()
+        self.result.partitions_written = sorted(self.outputs)
 
-    def problem(
-        self, file: str, line: int | None, message: str, resource: str | None = None
-    ) -> None:
-        self.problems += 1
-        self.on_problem(SourceProblem(file, line, resource, None, message))
-
-    def split_file(self, file_number: int, path: Path) -> None:
-        name = str(path)
-        self.files.append(name)
+    def split(self) -> None:
+        task = self.task
+        result = self.result
+        kept = task.kept_types
+        end = task.end
         line_number = 0
         try:
-            with _open_lines(path) as lines:
-                for line_number, line in enumerate(lines, start=1):
-                    self.bytes_read += len(line)
+            with _open_range(Path(task.path), task.start) as (lines, position):
+                for line in lines:
+                    if end is not None and position >= end:
+                        break
+                    position += len(line)
+                    line_number += 1
+                    result.bytes_read += len(line)
                     text = line.strip()
-                    if text:
-                        self.lines += 1
-                        self.split_line(file_number, line_number, text, name)
+                    if not text:
+                        continue
+                    result.resource_lines += 1
+                    match = _LINE_TYPE.match(text)
+                    if match is None:
+                        self.split_parsed(line_number, text)
+                        continue
+                    resource_type = match.group(1)
+                    if kept is not None and resource_type not in kept:
+                        if not text.endswith(b"}"):
+                            self.check_skipped(line_number, text)
+                        continue
+                    patient = _patient_from_text(resource_type, text)
+                    if patient is None:
+                        self.split_parsed(line_number, text)
+                    else:
+                        self.write(patient, line_number, text)
         except (OSError, EOFError, zlib.error) as error:
-            reason = _reason(error)
-            if line_number == 0:
-                self.problem(name, None, f"cannot read the file: {reason}")
-            else:
-                self.problem(
-                    name, line_number + 1, f"cannot read past line {line_number}: {reason}"
-                )
+            result.read_error = _reason(error)
+        result.line_count = line_number
 
-    def split_line(self, file_number: int, line_number: int, text: bytes, file: str) -> None:
-        patient_id = _patient_from_text(text)
-        if patient_id is None:
-            patient_id = self.patient_from_json(file_number, line_number, text, file)
-            if patient_id is None:
-                return
-        index = partition_number(patient_id, self.partition_count)
-        self.outputs[index].write(
-            b"%s\t%d\t%d\t%s\n" % (patient_id.encode(), file_number, line_number, text)
-        )
+    def write(self, patient: bytes, line_number: int, text: bytes) -> None:
+        task = self.task
+        index = zlib.crc32(patient) % task.partition_count
+        output = self.outputs.get(index)
+        if output is None:
+            path = _range_path(task.work_folder, index, task.number)
+            output = self.outputs[index] = open(path, "wb", buffering=_WRITE_BUFFER)  # noqa: SIM115
+        output.write(b"%s\t%d\t%d\t%s\n" % (patient, task.number, line_number, text))
 
-    def patient_from_json(
-        self, file_number: int, line_number: int, text: bytes, file: str
-    ) -> str | None:
-        """The line's patient after parsing it; shared resources are written aside (None)."""
+    def problem(self, line_number: int, message: str, label: str | None = None) -> None:
+        self.result.problems.append((line_number, message, label))
+
+    def check_skipped(self, line_number: int, text: bytes) -> None:
+        try:
+            orjson.loads(text)
+        except orjson.JSONDecodeError as error:
+            self.problem(line_number, f"not valid JSON: {error.msg}")
+
+    def split_parsed(self, line_number: int, text: bytes) -> None:
+        """Route a line after parsing it; shared resources are kept aside for the main process."""
         try:
             resource = orjson.loads(text)
         except orjson.JSONDecodeError as error:
-            self.problem(file, line_number, f"not valid JSON: {error.msg}")
-            return None
-        checked = _checked_resource(resource)
-        if isinstance(checked, str):
-            self.problem(file, line_number, checked)
-            return None
+            self.problem(line_number, f"not valid JSON: {error.msg}")
+            return
+        wrong = _not_a_resource(resource)
+        if wrong is not None:
+            self.problem(line_number, wrong)
+            return
         resource_type = resource["resourceType"]
+        kept = self.task.kept_types
+        if kept is not None and resource_type.encode() not in kept:
+            return
         resource_id = resource.get("id")
         label = f"{resource_type}/{resource_id}" if isinstance(resource_id, str) else None
         patient_id = patient_reference(resource)
         if patient_id is not None:
             if resource_type == "Patient":
-                self.patients[partition_number(patient_id, self.partition_count)] += 1
-            return patient_id
-        if resource_type == "Patient":
-            self.problem(file, line_number, "Patient.id is missing or not a FHIR id", label)
+                index = partition_number(patient_id, self.task.partition_count)
+                self.result.patients[index] = self.result.patients.get(index, 0) + 1
+            self.write(patient_id.encode(), line_number, text)
+        elif resource_type == "Patient":
+            self.problem(line_number, "Patient.id is missing or not a FHIR id", label)
         elif resource_type in SHARED_TYPES:
-            self.add_shared(file_number, line_number, text, file, label)
+            if label is None or not _FHIR_ID.fullmatch(label.split("/", 1)[1]):
+                self.problem(
+                    line_number, "a shared resource needs a FHIR id to be referred to", label
+                )
+            else:
+                self.result.shared.append((label, line_number, text))
         else:
             fields = ", ".join(PATIENT_FIELDS.get(resource_type, DEFAULT_PATIENT_FIELDS))
             self.problem(
-                file,
                 line_number,
                 f"no reference to a Patient in {fields}; "
                 "the resource belongs to no patient and is left out",
                 label,
             )
-        return None
-
-    def add_shared(
-        self, file_number: int, line_number: int, text: bytes, file: str, label: str | None
-    ) -> None:
-        if label is None or not _FHIR_ID.fullmatch(label.split("/", 1)[1]):
-            self.problem(
-                file, line_number, "a shared resource needs a FHIR id to be referred to", label
-            )
-            return
-        earlier = self.shared_keys.get(label)
-        if earlier is not None:
-            self.problem(
-                file,
-                line_number,
-                f"the same resource as {self.files[earlier[0]]}:{earlier[1]}; the first is kept",
-                label,
-            )
-            return
-        self.shared_keys[label] = (file_number, line_number)
-        self.shared.write(b"%s\t%d\t%d\t%s\n" % (label.encode(), file_number, line_number, text))
 
 
-def _patient_from_text(text: bytes) -> str | None:
+_SHARED_TYPE_NAMES = frozenset(t.encode() for t in SHARED_TYPES)
+
+
+def _patient_from_text(resource_type: bytes, text: bytes) -> bytes | None:
     """The patient id of a line that names exactly one Patient, read without parsing.
 
-    Only for lines whose resourceType comes first and is neither Patient nor a shared type;
-    pass 2 checks the answer against the parsed resource.
+    Only for types other than Patient and the shared types; pass 2 checks the answer against
+    the parsed resource.
     """
-    match = _LINE_TYPE.match(text)
-    if match is None:
-        return None
-    resource_type = match.group(1).decode()
-    if resource_type == "Patient" or resource_type in SHARED_TYPES:
+    if resource_type == b"Patient" or resource_type in _SHARED_TYPE_NAMES:
         return None
     if text.count(b"Patient/") != 1:
         return None
     reference = _PATIENT_REFERENCE_TEXT.search(text)
-    return reference.group(1).decode() if reference is not None else None
+    return reference.group(1) if reference is not None else None
 
 
-def _checked_resource(resource: Any) -> dict[str, Any] | str:
-    """The resource when it is a JSON object with a resourceType, else what is wrong."""
-    if not isinstance(resource, dict):
+def _not_a_resource(resource: Any) -> str | None:
+    """What is wrong when the parsed line is not a JSON object with a resourceType, else None."""
+    if type(resource) is not dict:
         return f"expected a JSON object (a FHIR resource), found {type(resource).__name__}"
     resource_type = resource.get("resourceType")
-    if not isinstance(resource_type, str) or not resource_type:
+    if type(resource_type) is not str or not resource_type:
         return "the resource has no resourceType"
-    return resource
+    return None
 
 
-def _open_lines(path: Path) -> IO[bytes]:
+@contextmanager
+def _open_range(path: Path, start: int) -> Iterator[tuple[IO[bytes], int]]:
+    """The file positioned at the first line that starts at or after `start`, and that offset.
+
+    A line belongs to the range its first byte is in: a range that starts inside a line leaves
+    that line to the range before.
+    """
     if path.name.endswith(".gz"):
-        return gzip.GzipFile(path, "rb")  # type: ignore[return-value]
-    return open(path, "rb")
+        with gzip.GzipFile(path, "rb") as compressed:
+            yield compressed, 0  # type: ignore[misc]
+        return
+    with open(path, "rb") as handle:
+        if start > 0:
+            handle.seek(start - 1)
+            handle.readline()
+        yield handle, handle.tell()
 
 
 def _reason(error: BaseException) -> str:
@@ -480,103 +662,164 @@ def load_shared_resources(export: PartitionedExport) -> SharedResources:
     return shared
 
 
+@dataclass(frozen=True)
+class PartitionLines:
+    """One partition's lines with all it takes to group them anywhere (picklable).
+
+    `data` is the partition's pass 1 output (`patient TAB range TAB line TAB json` lines in
+    export order); `files` and `ranges` turn a range and line into a file and line number;
+    `shared` holds the shared resources patients may refer to. A worker on another machine
+    needs nothing else.
+    """
+
+    index: int
+    data: bytes
+    files: tuple[str, ...]
+    ranges: tuple[tuple[int, int], ...]
+    shared: SharedResources
+
+    @classmethod
+    def read(cls, export: PartitionedExport, index: int, shared: SharedResources) -> PartitionLines:
+        data = b"".join(path.read_bytes() for path in export.partition_paths(index))
+        return cls(index, data, export.files, export.ranges, shared)
+
+    def location(self, range_number: bytes, line: bytes) -> tuple[str, int]:
+        """The file and line number of line `line` of a range (both as written in `data`)."""
+        file_number, first_line = self.ranges[int(range_number)]
+        return self.files[file_number], first_line + int(line) - 1
+
+    def patients(self, on_problem: ProblemHandler = raise_problem) -> Iterator[PatientResources]:
+        """The partition's patients, sorted by patient id.
+
+        Each patient's resources are in export order, followed by the shared resources they
+        refer to. A patient whose data holds no Patient is reported and left out.
+        """
+        groups: dict[bytes, list[tuple[bytes, bytes, bytes]]] = {}
+        for line in self.data.split(b"\n"):
+            if not line:
+                continue
+            patient, range_number, line_number, text = line.split(b"\t", 3)
+            group = groups.get(patient)
+            if group is None:
+                group = groups[patient] = []
+            group.append((range_number, line_number, text))
+        references = _shared_reference_pattern(
+            tuple(sorted({k.split("/")[0] for k in self.shared}))
+        )
+        for patient in sorted(groups):
+            grouped = self._patient_resources(
+                patient.decode(), groups.pop(patient), references, on_problem
+            )
+            if grouped is not None:
+                yield grouped
+
+    def _patient_resources(
+        self,
+        patient_id: str,
+        lines: list[tuple[bytes, bytes, bytes]],
+        references: re.Pattern[bytes] | None,
+        on_problem: ProblemHandler,
+    ) -> PatientResources | None:
+        resources: list[dict[str, Any]] = []
+        seen: dict[str, tuple[bytes, bytes]] = {}
+        origin: str | None = None
+        referred: dict[str, None] = {}
+
+        def problem(
+            range_number: bytes, line_number: bytes, message: str, label: str | None
+        ) -> None:
+            file, line = self.location(range_number, line_number)
+            on_problem(SourceProblem(file, line, label, patient_id, message))
+
+        for range_number, line_number, text in lines:
+            try:
+                resource = orjson.loads(text)
+            except orjson.JSONDecodeError as error:
+                problem(range_number, line_number, f"not valid JSON: {error.msg}", None)
+                continue
+            wrong = _not_a_resource(resource)
+            if wrong is not None:
+                problem(range_number, line_number, wrong, None)
+                continue
+            resource_type = resource["resourceType"]
+            resource_id = resource.get("id")
+            label = f"{resource_type}/{resource_id}" if isinstance(resource_id, str) else None
+            if not _belongs_to(resource, resource_type, patient_id):
+                fields = ", ".join(PATIENT_FIELDS.get(resource_type, DEFAULT_PATIENT_FIELDS))
+                problem(
+                    range_number,
+                    line_number,
+                    f"no reference to a Patient in {fields}; "
+                    "the resource belongs to no patient and is left out",
+                    label,
+                )
+                continue
+            if label is not None:
+                earlier = seen.setdefault(label, (range_number, line_number))
+                if earlier != (range_number, line_number):
+                    file, line = self.location(*earlier)
+                    problem(
+                        range_number,
+                        line_number,
+                        f"the same resource as {file}:{line}; the first is kept",
+                        label,
+                    )
+                    continue
+            if resource_type == "Patient" and origin is None:
+                file, line = self.location(range_number, line_number)
+                origin = f"{file}:{line}"
+            resources.append(resource)
+            if references is not None:
+                for key in references.findall(text):
+                    referred[key.decode()] = None
+        if origin is None:
+            range_number, _line, _text = lines[0]
+            file, _first = self.location(range_number, b"1")
+            on_problem(
+                SourceProblem(
+                    file,
+                    None,
+                    f"Patient/{patient_id}",
+                    patient_id,
+                    f"{len(lines)} lines refer to Patient/{patient_id}, which is not in the "
+                    "export; they are not evaluated",
+                )
+            )
+            return None
+        for key in referred:
+            shared_text = self.shared.get(key)
+            if shared_text is not None and key not in seen:
+                resources.append(orjson.loads(shared_text))
+        return PatientResources(patient_id, resources, [None] * len(resources), origin)
+
+
+def _belongs_to(resource: dict[str, Any], resource_type: str, patient_id: str) -> bool:
+    """Whether the resource's patient is `patient_id` (fast for a plain `Patient/<id>`)."""
+    if resource_type != "Patient":
+        first_field = PATIENT_FIELDS.get(resource_type, DEFAULT_PATIENT_FIELDS)[0]
+        holder = resource.get(first_field)
+        if isinstance(holder, dict) and holder.get("reference") == "Patient/" + patient_id:
+            return True
+    return patient_reference(resource) == patient_id
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_reference_pattern(shared_types: tuple[str, ...]) -> re.Pattern[bytes] | None:
+    """References to resources of the shared types there are, as they appear in line text."""
+    if not shared_types:
+        return None
+    names = "|".join(re.escape(name) for name in shared_types)
+    return re.compile(rb'"reference":"((?:%s)/[A-Za-z0-9\-.]{1,64})"' % names.encode())
+
+
 def read_partition(
     export: PartitionedExport,
     index: int,
     shared: SharedResources,
     on_problem: ProblemHandler = raise_problem,
 ) -> Iterator[PatientResources]:
-    """Pass 2: the patients of one partition, sorted by patient id.
-
-    Each patient's resources are in export order, followed by the shared resources they
-    refer to. A patient whose data holds no Patient is reported and left out.
-    """
-    groups: dict[str, list[tuple[int, int, bytes]]] = {}
-    with open(export.partition_path(index), "rb") as lines:
-        for line in lines:
-            patient, file_number, line_number, text = line.rstrip(b"\n").split(b"\t", 3)
-            groups.setdefault(patient.decode(), []).append(
-                (int(file_number), int(line_number), text)
-            )
-    for patient_id in sorted(groups):
-        grouped = _patient_resources(export, patient_id, groups.pop(patient_id), shared, on_problem)
-        if grouped is not None:
-            yield grouped
-
-
-def _patient_resources(
-    export: PartitionedExport,
-    patient_id: str,
-    lines: list[tuple[int, int, bytes]],
-    shared: SharedResources,
-    on_problem: ProblemHandler,
-) -> PatientResources | None:
-    files = export.files
-    resources: list[dict[str, Any]] = []
-    seen: dict[str, tuple[int, int]] = {}
-    origin: str | None = None
-    referred: dict[str, None] = {}
-
-    def problem(file_number: int, line_number: int, message: str, label: str | None) -> None:
-        on_problem(SourceProblem(files[file_number], line_number, label, patient_id, message))
-
-    for file_number, line_number, text in lines:
-        try:
-            resource = orjson.loads(text)
-        except orjson.JSONDecodeError as error:
-            problem(file_number, line_number, f"not valid JSON: {error.msg}", None)
-            continue
-        checked = _checked_resource(resource)
-        if isinstance(checked, str):
-            problem(file_number, line_number, checked, None)
-            continue
-        resource_type = resource["resourceType"]
-        resource_id = resource.get("id")
-        label = f"{resource_type}/{resource_id}" if isinstance(resource_id, str) else None
-        if patient_reference(resource) != patient_id:
-            fields = ", ".join(PATIENT_FIELDS.get(resource_type, DEFAULT_PATIENT_FIELDS))
-            problem(
-                file_number,
-                line_number,
-                f"no reference to a Patient in {fields}; "
-                "the resource belongs to no patient and is left out",
-                label,
-            )
-            continue
-        if label is not None:
-            earlier = seen.setdefault(label, (file_number, line_number))
-            if earlier != (file_number, line_number):
-                where = f"{files[earlier[0]]}:{earlier[1]}"
-                problem(
-                    file_number,
-                    line_number,
-                    f"the same resource as {where}; the first is kept",
-                    label,
-                )
-                continue
-        if resource_type == "Patient" and origin is None:
-            origin = f"{files[file_number]}:{line_number}"
-        resources.append(resource)
-        for key in _REFERENCE_TEXT.findall(text):
-            referred[key.decode()] = None
-    if origin is None:
-        file_number, line_number, _text = lines[0]
-        on_problem(
-            SourceProblem(
-                files[file_number],
-                None,
-                f"Patient/{patient_id}",
-                patient_id,
-                f"{len(lines)} lines refer to Patient/{patient_id}, which is not in the export; "
-                "they are not evaluated",
-            )
-        )
-        return None
-    for key in referred:
-        shared_text = shared.get(key)
-        if shared_text is not None and key not in seen:
-            resources.append(orjson.loads(shared_text))
-    return PatientResources(patient_id, resources, [None] * len(resources), origin)
+    """Pass 2: the patients of one partition, sorted by patient id (see `PartitionLines`)."""
+    return PartitionLines.read(export, index, shared).patients(on_problem)
 
 
 # --------------------------------------------------------------------------- the source

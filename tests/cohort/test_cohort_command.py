@@ -49,3 +49,25 @@ def test_input_problems_exit_with_1(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, [*arguments, "--as-of", "2026-11-01", "--quiet"])
     assert result.exit_code == 1, result.output
     assert "1 input problems" in result.output
+
+
+def test_attestations_and_engine_options(tmp_path: Path) -> None:
+    attestations = str(ROOT / "examples" / "attestations.yaml")
+    arguments = ["cohort", CRITERIA, "--bundles", PATIENTS, "--as-of", "2026-11-01", "--quiet"]
+    result = CliRunner().invoke(
+        app,
+        [
+            *arguments,
+            "--out",
+            str(tmp_path / "a"),
+            "--workers",
+            "1",
+            "--attestations",
+            attestations,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert ",eligible," in (tmp_path / "a" / "cohort.csv").read_text()
+    wrong = CliRunner().invoke(app, [*arguments, "--out", str(tmp_path / "b"), "--scheduler", "x"])
+    assert wrong.exit_code == 2
+    assert "--scheduler needs --engine dask" in wrong.output

@@ -3,15 +3,21 @@ worker counts, attrition and data availability consistent with cohort.csv."""
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import shutil
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
-import orjson
 import pytest
+from cohort_examples import (
+    AS_OF,
+    CRITERIA,
+    EXAMPLE_FOLDERS,
+    OUTPUT_FILES,
+    PARTITIONS,
+    read_csv,
+    read_ndjson,
+)
 
 from engine.cohort import (
     BundleInput,
@@ -27,84 +33,6 @@ from engine.evaluate import CompiledCriteria, evaluate_patient
 from engine.record import build_record
 from engine.report import detected_issue, research_subject
 from engine.sources import read_bundle_file
-
-ROOT = Path(__file__).resolve().parents[2]
-CRITERIA = ROOT / "criteria" / "NCT05315778.yaml"
-EXAMPLE_FOLDERS = (ROOT / "examples" / "synthea", ROOT / "examples" / "patients")
-AS_OF = dt.date(2026, 11, 1)
-PARTITIONS = 6
-OUTPUT_FILES = (
-    "subjects.ndjson",
-    "issues.ndjson",
-    "cohort.csv",
-    "attrition.csv",
-    "attrition.html",
-    "data_availability.csv",
-    "errors.ndjson",
-)
-
-
-def _rewrite_references(node: Any, keys: dict[str, str]) -> None:
-    if isinstance(node, dict):
-        reference = node.get("reference")
-        if isinstance(reference, str) and reference in keys:
-            node["reference"] = keys[reference]
-        for value in node.values():
-            _rewrite_references(value, keys)
-    elif isinstance(node, list):
-        for value in node:
-            _rewrite_references(value, keys)
-
-
-def bundles_to_ndjson(folders: tuple[Path, ...], target: Path) -> None:
-    """Per-patient Bundles -> Bulk-style NDJSON by type, references written `Type/id`."""
-    by_type: dict[str, list[bytes]] = {}
-    seen: set[str] = set()
-    for folder in folders:
-        for file in sorted(folder.glob("*.json")):
-            entries = orjson.loads(file.read_bytes())["entry"]
-            keys = {
-                entry["fullUrl"]: f"{entry['resource']['resourceType']}/{entry['resource']['id']}"
-                for entry in entries
-                if "fullUrl" in entry
-            }
-            for entry in entries:
-                resource = entry["resource"]
-                key = f"{resource['resourceType']}/{resource['id']}"
-                if key in seen:
-                    continue
-                seen.add(key)
-                _rewrite_references(resource, keys)
-                by_type.setdefault(resource["resourceType"], []).append(orjson.dumps(resource))
-    target.mkdir(parents=True)
-    for resource_type, lines in by_type.items():
-        (target / f"{resource_type}.000.ndjson").write_bytes(b"\n".join(lines) + b"\n")
-
-
-@pytest.fixture(scope="module")
-def ndjson_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("export") / "ndjson"
-    bundles_to_ndjson(EXAMPLE_FOLDERS, folder)
-    with open(folder / "Observation.000.ndjson", "ab") as observations:
-        observations.write(b'{"resourceType":"Observation","id":"cut-off\n')
-    return folder
-
-
-@pytest.fixture(scope="module")
-def one_worker(ndjson_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> CohortSummary:
-    out = tmp_path_factory.mktemp("one-worker")
-    return run_cohort(
-        CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, workers=1, partition_count=PARTITIONS
-    )
-
-
-def read_ndjson(path: Path) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def test_each_patient_gets_what_evaluate_gives(

@@ -14,8 +14,10 @@ from engine.sources import (
     NdjsonFolderSource,
     PatientResources,
     SourceProblem,
+    load_shared_resources,
     partition_ndjson,
     patient_reference,
+    read_partition,
 )
 
 
@@ -213,3 +215,63 @@ def test_without_a_problem_handler_the_first_problem_raises(tmp_path: Path) -> N
 def test_a_folder_without_ndjson_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"no \*\.ndjson"):
         partition_ndjson(tmp_path, tmp_path / "work", 2)
+
+
+def test_byte_ranges_in_parallel_give_what_one_pass_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "Patient.ndjson").write_bytes(lines(*(patient(f"p{n}") for n in range(30))))
+    observations = [observation(f"o{n}", f"p{n % 30}") for n in range(300)]
+    (export / "Observation.ndjson").write_bytes(
+        lines(*observations[:150]) + b"{broken\n" + lines(*observations[150:], observations[7])
+    )
+    (export / "Condition.ndjson.gz").write_bytes(gzip.compress(lines(observation("g", "p1"))))
+
+    def split(workers: int) -> tuple[list[PatientResources], list[SourceProblem]]:
+        problems: list[SourceProblem] = []
+        work = tmp_path / f"work-{workers}"
+        partitioned = partition_ndjson(export, work, 3, problems.append, workers=workers)
+        shared = load_shared_resources(partitioned)
+        patients = [
+            each
+            for index in range(3)
+            for each in read_partition(partitioned, index, shared, problems.append)
+        ]
+        if workers > 1:
+            assert len(partitioned.ranges) > 6  # the plain files were cut into byte ranges
+        return patients, problems
+
+    whole = split(1)
+    monkeypatch.setattr("engine.sources.ndjson._MINIMUM_RANGE_BYTES", 997)
+    in_ranges = split(2)
+    assert in_ranges == whole
+    assert problem_summary(whole[1]) == [
+        ("Observation.ndjson", 151, None, "not valid JSON"),
+        (
+            "Observation.ndjson",
+            302,
+            "Observation/o7",
+            "the same resource as " + str(export / "Observation.ndjson"),
+        ),
+    ]
+
+
+def test_only_the_kept_types_are_partitioned(tmp_path: Path) -> None:
+    encounter = {"resourceType": "Encounter", "id": "e", "subject": {"reference": "Patient/a"}}
+    (tmp_path / "Patient.ndjson").write_bytes(lines(patient("a")))
+    (tmp_path / "Encounter.ndjson").write_bytes(
+        lines(encounter, encounter) + b'{"resourceType":"Encounter","id":"cut\n'
+    )
+    (tmp_path / "Observation.ndjson").write_bytes(lines(observation("o", "a")))
+    problems: list[SourceProblem] = []
+    kept = frozenset({"Patient", "Observation"})
+    partitioned = partition_ndjson(tmp_path, tmp_path / "work", 2, problems.append, kept)
+    patients = [
+        each
+        for index in range(2)
+        for each in read_partition(partitioned, index, load_shared_resources(partitioned))
+    ]
+    assert by_id(patients) == {"a": ["Observation/o", "Patient/a"]}
+    assert problem_summary(problems) == [("Encounter.ndjson", 3, None, "not valid JSON")]

@@ -1,0 +1,71 @@
+"""The shipped examples as a cohort input: per-patient Bundles turned into Bulk NDJSON."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[2]
+CRITERIA = ROOT / "criteria" / "NCT05315778.yaml"
+EXAMPLE_FOLDERS = (ROOT / "examples" / "synthea", ROOT / "examples" / "patients")
+AS_OF = dt.date(2026, 11, 1)
+PARTITIONS = 6
+OUTPUT_FILES = (
+    "subjects.ndjson",
+    "issues.ndjson",
+    "cohort.csv",
+    "attrition.csv",
+    "attrition.html",
+    "data_availability.csv",
+    "errors.ndjson",
+)
+
+
+def _rewrite_references(node: Any, keys: dict[str, str]) -> None:
+    if isinstance(node, dict):
+        reference = node.get("reference")
+        if isinstance(reference, str) and reference in keys:
+            node["reference"] = keys[reference]
+        for value in node.values():
+            _rewrite_references(value, keys)
+    elif isinstance(node, list):
+        for value in node:
+            _rewrite_references(value, keys)
+
+
+def bundles_to_ndjson(folders: tuple[Path, ...], target: Path) -> None:
+    """Per-patient Bundles -> Bulk-style NDJSON by type, references written `Type/id`."""
+    by_type: dict[str, list[bytes]] = {}
+    seen: set[str] = set()
+    for folder in folders:
+        for file in sorted(folder.glob("*.json")):
+            entries = orjson.loads(file.read_bytes())["entry"]
+            keys = {
+                entry["fullUrl"]: f"{entry['resource']['resourceType']}/{entry['resource']['id']}"
+                for entry in entries
+                if "fullUrl" in entry
+            }
+            for entry in entries:
+                resource = entry["resource"]
+                key = f"{resource['resourceType']}/{resource['id']}"
+                if key in seen:
+                    continue
+                seen.add(key)
+                _rewrite_references(resource, keys)
+                by_type.setdefault(resource["resourceType"], []).append(orjson.dumps(resource))
+    target.mkdir(parents=True)
+    for resource_type, lines in by_type.items():
+        (target / f"{resource_type}.000.ndjson").write_bytes(b"\n".join(lines) + b"\n")
+
+
+def read_ndjson(path: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))

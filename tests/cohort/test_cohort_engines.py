@@ -1,0 +1,117 @@
+"""The Dask engine writes what the local one writes; cohort.parquet; attestations; kept types."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
+import pytest
+from cohort_examples import (
+    AS_OF,
+    CRITERIA,
+    EXAMPLE_FOLDERS,
+    OUTPUT_FILES,
+    PARTITIONS,
+    read_ndjson,
+)
+
+import engine.record
+from engine.attestations import load_attestations
+from engine.cohort import (
+    CRITERION_VALUES,
+    RECORD_TYPES,
+    CohortError,
+    CohortSummary,
+    NdjsonInput,
+    kept_types,
+    run_cohort,
+    study_reference,
+)
+from engine.evaluate import CompiledCriteria, SubjectStatus, evaluate_patient
+from engine.record import build_record
+from engine.report import detected_issue, research_subject
+from engine.sources import read_bundle_file
+
+ATTESTATIONS = Path(__file__).resolve().parents[2] / "examples" / "attestations.yaml"
+
+
+def test_the_dask_engine_writes_the_same_files_and_resumes(
+    one_worker: CohortSummary, ndjson_folder: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("distributed")
+    out = tmp_path / "out"
+    summary = run_cohort(
+        CRITERIA,
+        NdjsonInput(ndjson_folder),
+        out,
+        AS_OF,
+        engine="dask",
+        workers=2,
+        partition_count=PARTITIONS,
+    )
+    assert summary.partitions_reused == 0 and summary.worker_peak_memory
+    for name in (*OUTPUT_FILES, "cohort.parquet"):
+        assert (out / name).read_bytes() == (one_worker.out_dir / name).read_bytes(), name
+    for index in (1, 4):  # a run interrupted after the other partitions: resumed locally
+        (out / "partitions" / f"{index:04d}.ndjson").unlink()
+    resumed = run_cohort(CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, workers=1)
+    assert resumed.partitions_reused == PARTITIONS - 2
+    for name in (*OUTPUT_FILES, "cohort.parquet"):
+        assert (out / name).read_bytes() == (one_worker.out_dir / name).read_bytes(), name
+
+
+def test_a_scheduler_needs_the_dask_engine(ndjson_folder: Path, tmp_path: Path) -> None:
+    with pytest.raises(CohortError, match="--scheduler needs --engine dask"):
+        run_cohort(CRITERIA, NdjsonInput(ndjson_folder), tmp_path, AS_OF, scheduler="tcp://x:1")
+
+
+def test_the_parquet_table_has_the_csv_rows_typed(one_worker: CohortSummary) -> None:
+    out = one_worker.out_dir
+    with open(out / "cohort.csv", newline="") as handle:
+        rows = list(csv.reader(handle))
+    table = pq.read_table(out / "cohort.parquet")
+    assert table.column_names == rows[0]
+    assert [[str(value) for value in row.values()] for row in table.to_pylist()] == rows[1:]
+    assert table.schema.field("patient").type == pa.string()
+    for name in rows[0][1:]:
+        column = table.column(name)
+        assert column.type == pa.dictionary(pa.int8(), pa.string()), name
+    status_dictionary = table.column("status").chunk(0).dictionary.to_pylist()
+    assert status_dictionary == [status.value for status in SubjectStatus]
+    values = table.column(rows[0][2]).chunk(0).dictionary.to_pylist()
+    assert values == list(CRITERION_VALUES)
+
+
+def test_attestations_apply_per_patient_as_in_evaluate(
+    ndjson_folder: Path, tmp_path: Path, trial: CompiledCriteria
+) -> None:
+    out = tmp_path / "out"
+    summary = run_cohort(
+        CRITERIA,
+        NdjsonInput(ndjson_folder),
+        out,
+        AS_OF,
+        workers=1,
+        partition_count=PARTITIONS,
+        attestations_path=ATTESTATIONS,
+    )
+    assert summary.statuses["eligible"] == 1
+    answers = load_attestations(ATTESTATIONS, trial.manual_ids)
+    subjects = {s["individual"]["reference"]: s for s in read_ndjson(out / "subjects.ndjson")}
+    issues = {i["patient"]["reference"]: i for i in read_ndjson(out / "issues.ndjson")}
+    for file in (file for folder in EXAMPLE_FOLDERS for file in sorted(folder.glob("*.json"))):
+        record = build_record(read_bundle_file(file), trial.terminology)
+        evaluation = evaluate_patient(trial, record, AS_OF, answers.get(record.patient_id))
+        reference = evaluation.patient_reference
+        assert subjects[reference] == research_subject(evaluation, study_reference(trial))
+        assert issues[reference] == detected_issue(evaluation)
+    with pytest.raises(CohortError, match="other attestations"):
+        run_cohort(CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, workers=1)
+
+
+def test_a_run_keeps_what_the_record_and_the_criteria_read(trial: CompiledCriteria) -> None:
+    coded_types = set(engine.record._CODED_FIELDS)
+    assert coded_types | {"Patient", "Medication"} == RECORD_TYPES
+    assert kept_types(trial) == RECORD_TYPES | {"ResearchSubject"}
