@@ -48,6 +48,7 @@ from engine.server_command import (
     WriteOption,
     evaluate_on_server,
 )
+from engine.service.commands import serve, subscribe
 from engine.sinks import to_json, write_json
 from engine.sources import read_bundle_file
 from engine.sources.fhir_server import DEFAULT_PAGE_SIZE
@@ -199,6 +200,8 @@ def lint(
 
 app.command()(cohort)
 app.command()(demo)
+app.command()(serve)
+app.command()(subscribe)
 
 
 @app.command()

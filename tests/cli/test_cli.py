@@ -214,3 +214,10 @@ def test_cohort_is_registered_on_the_main_command(runner: CliRunner, tmp_path: P
     assert len((tmp_path / "subjects.ndjson").read_text().splitlines()) == len(
         list(PATIENTS.glob("*.json"))
     )
+
+
+@pytest.mark.parametrize("command", ["cohort", "demo", "serve", "subscribe", "lint", "evaluate"])
+def test_every_command_is_registered(runner: CliRunner, command: str) -> None:
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.stdout

@@ -1,0 +1,235 @@
+"""The HTTP API: `create_app(settings)` builds a FastAPI app; nothing is global.
+
+Routes (see docs/service.md):
+
+    GET  /health                          liveness
+    GET  /ready                           trials loaded, FHIR server reachable (503 if not)
+    POST /evaluate                        evaluate a patient (by id, or an inline Bundle)
+    POST /trials/{trial_id}/evaluate      the same for one trial
+    GET  /cds-services                    CDS Hooks discovery (no authentication)
+    POST /cds-services/{service_id}       CDS Hooks patient-view call -> cards
+    PUT|POST /fhir-notify/{type}/{id}     R4 rest-hook notification (the changed resource)
+    POST /fhir-notify                     rest-hook POST, or a topic-based notification Bundle
+
+Every other route needs an accepted bearer token (engine/service/auth.py). Every error answer
+is a FHIR OperationOutcome. `app.state.notifications` is the background queue; tests await its
+`drain()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from engine import __version__
+from engine.errors import TrialsieveError
+from engine.service.auth import ApiAuthenticator, describe
+from engine.service.cds_hooks import discovery
+from engine.service.core import Service
+from engine.service.logs import RequestLogMiddleware, log_event
+from engine.service.models import CdsHookRequest, EvaluateRequest
+from engine.service.notifications import NotificationQueue, notification_targets
+from engine.service.problems import (
+    FHIR_JSON,
+    ApiError,
+    Issue,
+    error_for,
+    information,
+    operation_outcome,
+)
+from engine.service.settings import ServiceSettings
+from engine.service.trials import load_trials
+
+_RESOURCE_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
+_RESOURCE_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_STATUS_CODES = {401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported"}
+
+
+class JsonAnswer(Response):
+    """JSON rendered with orjson."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+class FhirAnswer(JsonAnswer):
+    media_type = FHIR_JSON
+
+
+def create_app(settings: ServiceSettings) -> FastAPI:
+    """Load and compile the trials, read the secrets, and build the app.
+
+    Raises TrialsieveError (ServiceConfigError, CriteriaError, ...) when it cannot serve.
+    """
+    trials = load_trials(settings.trials_folder)
+    service = Service(settings, trials, ApiAuthenticator(settings))
+    notifications = NotificationQueue(
+        service.re_evaluate, service.find_patient, settings.notification_workers
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await notifications.start()
+        log_event(
+            logging.INFO,
+            "service started",
+            trials=list(trials),
+            fhir_server=settings.fhir_server is not None,
+            auth=describe(settings.api_auth),
+        )
+        try:
+            yield
+        finally:
+            await notifications.stop()
+            service.close()
+            log_event(logging.INFO, "service stopped")
+
+    app = FastAPI(
+        title="trialsieve",
+        version=__version__,
+        summary="Clinical-trial eligibility screening over FHIR R4: evaluate, CDS Hooks, "
+        "Subscription notifications.",
+        lifespan=lifespan,
+        default_response_class=JsonAnswer,
+    )
+    app.state.service = service
+    app.state.notifications = notifications
+    app.add_middleware(RequestLogMiddleware)
+    _add_error_handlers(app)
+
+    async def authenticated(request: Request) -> None:
+        endpoint = str(request.url.replace(query=None))
+        authorization = request.headers.get("authorization")
+        service.authenticator.check(authorization, endpoint, str(request.base_url))
+
+    protected = [Depends(authenticated)]
+
+    @app.get("/health", tags=["operations"])
+    async def health() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["operations"])
+    def ready() -> dict[str, Any]:
+        """Readiness: trials loaded and the FHIR server (if configured) reachable; else 503."""
+        return service.readiness()
+
+    @app.post("/evaluate", dependencies=protected, tags=["evaluate"])
+    def evaluate(body: EvaluateRequest) -> dict[str, Any]:
+        """Evaluate one patient: per-criterion outcomes, status, ResearchSubject and
+        DetectedIssue (as `trialsieve evaluate` writes them); `write` writes them back.
+        """
+        return service.evaluate(body, None)
+
+    @app.post("/trials/{trial_id}/evaluate", dependencies=protected, tags=["evaluate"])
+    def evaluate_for_trial(trial_id: str, body: EvaluateRequest) -> dict[str, Any]:
+        """`POST /evaluate` for the trial of the path."""
+        return service.evaluate(body, trial_id)
+
+    @app.get("/cds-services", tags=["cds-hooks"])
+    async def cds_services() -> dict[str, Any]:
+        """CDS Hooks discovery: one patient-view service per trial, with prefetch templates."""
+        return discovery(trials)
+
+    @app.post("/cds-services/{service_id}", dependencies=protected, tags=["cds-hooks"])
+    def cds_service(service_id: str, body: CdsHookRequest) -> dict[str, Any]:
+        """A patient-view call: one card with the patient's eligibility for the trial."""
+        return service.cds_call(service_id, body)
+
+    notify_path = "/fhir-notify/{resource_type}/{resource_id}"
+
+    @app.put(notify_path, dependencies=protected, tags=["subscriptions"], response_class=FhirAnswer)
+    @app.post(
+        notify_path,
+        dependencies=protected,
+        tags=["subscriptions"],
+        response_class=FhirAnswer,
+        operation_id="notify_resource_by_post",
+    )
+    async def notify_resource(resource_type: str, resource_id: str, request: Request) -> Response:
+        """R4 rest-hook: the server sends the changed resource to `{endpoint}/{type}/{id}`."""
+        if not _RESOURCE_TYPE.match(resource_type) or not _RESOURCE_ID.match(resource_id):
+            raise ApiError.of(400, "invalid", "the path must be /fhir-notify/{Type}/{id}")
+        return await _notified(request, f"{resource_type}/{resource_id}")
+
+    @app.post(
+        "/fhir-notify",
+        dependencies=protected,
+        tags=["subscriptions"],
+        response_class=FhirAnswer,
+    )
+    async def notify(request: Request) -> Response:
+        """A rest-hook POST (the resource, or nothing) or a topic-based notification Bundle."""
+        return await _notified(request, None)
+
+    async def _notified(request: Request, path_reference: str | None) -> Response:
+        client = service.require_server("re-evaluating notified patients")
+        raw = await request.body()
+        try:
+            body = orjson.loads(raw) if raw.strip() else None
+        except orjson.JSONDecodeError as error:
+            raise ApiError.of(400, "invalid", f"the notification is not JSON: {error}") from None
+        relevant = trials.resource_types | {"Patient"}
+        targets = notification_targets(body, path_reference, relevant, client.base_url)
+        queued = await notifications.submit(targets)
+        log_event(logging.INFO, "notification received", targets=len(targets), queued=queued)
+        if not targets:
+            return FhirAnswer(information("received; nothing to re-evaluate"), status_code=200)
+        return FhirAnswer(
+            information(f"received; {len(targets)} re-evaluation(s) queued"), status_code=202
+        )
+
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, error: ApiError) -> Response:
+        return FhirAnswer(error.body(), status_code=error.status, headers=dict(error.headers))
+
+    @app.exception_handler(TrialsieveError)
+    async def engine_error(request: Request, error: TrialsieveError) -> Response:
+        problem = error_for(error)
+        return FhirAnswer(problem.body(), status_code=problem.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> Response:
+        issues = [_validation_issue(item) for item in error.errors()]
+        return FhirAnswer(operation_outcome(issues), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        code = _STATUS_CODES.get(error.status_code, "processing")
+        body = operation_outcome([Issue(code, str(error.detail))])
+        return FhirAnswer(body, status_code=error.status_code, headers=error.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> Response:
+        log_event(logging.ERROR, "unexpected error", error=type(error).__name__)
+        body = operation_outcome([Issue("exception", "internal error; see the service log")])
+        return FhirAnswer(body, status_code=500)
+
+
+def _validation_issue(error: Any) -> Issue:
+    """A pydantic error as an issue naming the request field (`prefetch.patient`)."""
+    location = [str(part) for part in error.get("loc", ()) if part != "body"]
+    field = ".".join(location)
+    kind = error.get("type", "")
+    if kind == "json_invalid":
+        return Issue("invalid", f"the request body is not valid JSON: {error.get('msg')}")
+    if kind == "missing" and not location:
+        return Issue("required", "a JSON request body is required")
+    code = "required" if kind == "missing" else "invalid"
+    message = error.get("msg", "invalid")
+    return Issue(code, f"{field}: {message}" if field else message, (field,) if field else ())

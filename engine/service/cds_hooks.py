@@ -1,0 +1,315 @@
+"""CDS Hooks (1.0 and 2.0): discovery, prefetch, and cards for `patient-view`.
+
+Each loaded trial is one service (its id is the trial id). Its prefetch templates ask for
+exactly what the criteria read: `patient: Patient/{{context.patientId}}` and one search by
+patient per resource type (`Observation?patient={{context.patientId}}&_count=1000`, with
+`_include` of the Medication for medication types). A service call is answered from the
+prefetch; a missing or null prefetch key, or a prefetched search with a `next` page, is
+fetched from the request's `fhirServer` with `fhirAuthorization.access_token`, as
+`trialsieve evaluate --server` pulls. The answer is one card per call.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import orjson
+
+from engine.evaluate import CriterionVerdict, PatientEvaluation, SubjectStatus
+from engine.service.models import CdsHookRequest
+from engine.service.problems import ApiError
+from engine.service.trials import LoadedTrial
+from engine.sources import PatientResources, parse_bundle, reference_key
+from engine.sources.fhir_server import MEDICATION_REFERENCING_TYPES
+
+HOOK = "patient-view"
+PREFETCH_COUNT = 1000
+SUMMARY_LIMIT = 140
+SOURCE_LABEL = "trialsieve"
+_ELLIPSIS = "…"
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
+# Types read through the Patient template, or through medicationReference (never searched).
+_NOT_SEARCHED = frozenset({"Patient", "Medication"})
+
+
+@dataclass(frozen=True)
+class PrefetchTemplate:
+    """One prefetch key: the resource type it brings and the FHIR query template."""
+
+    key: str
+    resource_type: str
+    query: str
+
+
+def prefetch_templates(trial: LoadedTrial) -> tuple[PrefetchTemplate, ...]:
+    """`patient` and one search per resource type the trial's criteria read."""
+    templates = [PrefetchTemplate("patient", "Patient", "Patient/{{context.patientId}}")]
+    for resource_type in sorted(trial.resource_types - _NOT_SEARCHED):
+        query = f"{resource_type}?patient={{{{context.patientId}}}}&_count={PREFETCH_COUNT}"
+        if resource_type in MEDICATION_REFERENCING_TYPES:
+            query += f"&_include={resource_type}:medication"
+        key = resource_type[0].lower() + resource_type[1:]
+        templates.append(PrefetchTemplate(key, resource_type, query))
+    return tuple(templates)
+
+
+def discovery(trials: Mapping[str, LoadedTrial]) -> dict[str, Any]:
+    """`GET /cds-services`: one patient-view service per loaded trial."""
+    return {
+        "services": [
+            {
+                "hook": HOOK,
+                "id": trial.id,
+                "title": f"Trial eligibility: {trial.id}",
+                "description": f"Screens the patient for {trial.criteria.trial.title} "
+                f"({trial.id}): what excludes, what data is missing, what to check.",
+                "prefetch": {t.key: t.query for t in prefetch_templates(trial)},
+            }
+            for trial in trials.values()
+        ]
+    }
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def patient_id_of(request: CdsHookRequest) -> str:
+    """`context.patientId`, checked; 400 when the hook or the id is not what is served."""
+    if request.hook != HOOK:
+        raise ApiError.of(
+            400, "not-supported", f"hook '{request.hook}' is not served (only {HOOK})", "hook"
+        )
+    patient_id = request.context.get("patientId")
+    if not isinstance(patient_id, str) or not patient_id or "/" in patient_id:
+        raise ApiError.of(
+            400,
+            "required",
+            "context.patientId (the id of the patient in view) is required",
+            "context.patientId",
+        )
+    return patient_id
+
+
+@dataclass
+class Prefetched:
+    """What the prefetch brought: Bundle entries by `Type/id`, and the types still to fetch."""
+
+    entries: dict[str, dict[str, Any]]
+    missing_types: frozenset[str]
+
+
+def read_prefetch(
+    trial: LoadedTrial, prefetch: Mapping[str, Any] | None, patient_id: str
+) -> Prefetched:
+    """The prefetched resources, and the types whose key is absent, null or one page of more.
+
+    400 when a value is not what its template asks for (a Patient that is another patient, a
+    search answered with something other than a Bundle).
+    """
+    given = prefetch or {}
+    entries: dict[str, dict[str, Any]] = {}
+    missing: set[str] = set()
+    for template in prefetch_templates(trial):
+        value = given.get(template.key)
+        field = f"prefetch.{template.key}"
+        if value is None:
+            missing.add(template.resource_type)
+        elif not isinstance(value, dict):
+            raise ApiError.of(400, "invalid", f"{field} must be a FHIR resource (JSON)", field)
+        elif template.resource_type == "Patient":
+            if value.get("resourceType") != "Patient" or value.get("id") != patient_id:
+                found = f"{value.get('resourceType')}/{value.get('id')}"
+                raise ApiError.of(
+                    400,
+                    "invalid",
+                    f"{field} is {found}, not Patient/{patient_id} (context.patientId)",
+                    field,
+                )
+            _add(entries, {"resource": value})
+        elif value.get("resourceType") != "Bundle":
+            raise ApiError.of(
+                400,
+                "invalid",
+                f"{field} must be the Bundle answering {template.query}, "
+                f"found {value.get('resourceType')}",
+                field,
+            )
+        elif any(
+            isinstance(link, dict) and link.get("relation") == "next"
+            for link in value.get("link") or ()
+        ):
+            missing.add(template.resource_type)  # one page of several: read the whole search
+        else:
+            for entry in value.get("entry") or ():
+                if not isinstance(entry, dict):
+                    raise ApiError.of(400, "invalid", f"{field}: an entry is not an object", field)
+                search = entry.get("search")
+                if isinstance(search, dict) and search.get("mode") == "outcome":
+                    continue
+                _add(entries, entry)
+    return Prefetched(entries, frozenset(missing))
+
+
+def _add(entries: dict[str, dict[str, Any]], entry: dict[str, Any]) -> None:
+    resource = entry.get("resource")
+    if isinstance(resource, dict) and isinstance(resource.get("id"), str):
+        entries.setdefault(f"{resource.get('resourceType')}/{resource['id']}", entry)
+    else:
+        entries[f"#{len(entries)}"] = entry  # parse_bundle names what is wrong with it
+
+
+def unresolved_medications(entries: Mapping[str, dict[str, Any]]) -> list[str]:
+    """Ids of Medications that medicationReference names and the entries lack."""
+    wanted: dict[str, None] = {}
+    for entry in entries.values():
+        resource = entry.get("resource")
+        if not isinstance(resource, dict):
+            continue
+        if resource.get("resourceType") not in MEDICATION_REFERENCING_TYPES:
+            continue
+        reference = resource.get("medicationReference")
+        literal = reference.get("reference") if isinstance(reference, dict) else None
+        key = reference_key(literal) if isinstance(literal, str) else None
+        if key is not None and key.startswith("Medication/") and key not in entries:
+            wanted[key.split("/", 1)[1]] = None
+    return list(wanted)
+
+
+def assemble(entries: Mapping[str, dict[str, Any]], origin: str) -> PatientResources:
+    """The patient's data from prefetched and fetched entries, checked as a Bundle file is."""
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": list(entries.values())}
+    return parse_bundle(orjson.dumps(bundle), origin)
+
+
+def check_fhir_server(url: str, trusted: tuple[str, ...]) -> str:
+    """The request's `fhirServer`, when it is an http(s) base URL the service may call."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+        raise ApiError.of(
+            400, "invalid", "fhirServer must be an http(s) FHIR base URL", "fhirServer"
+        )
+    base = url.rstrip("/")
+    if trusted and base not in {server.rstrip("/") for server in trusted}:
+        raise ApiError.of(
+            403, "forbidden", f"fhirServer {base} is not a server this service reads", "fhirServer"
+        )
+    return base
+
+
+# --------------------------------------------------------------------------- cards
+
+
+def card(evaluation: PatientEvaluation, report_url_template: str | None = None) -> dict[str, Any]:
+    """The card for one evaluation: summary (at most 140 characters), indicator, markdown
+    detail (what excludes, what is missing, what to check), source, and the report link.
+    """
+    trial = evaluation.criteria.trial
+    result: dict[str, Any] = {
+        "uuid": str(
+            uuid.uuid5(
+                uuid.NAMESPACE_URL,
+                f"trialsieve|{trial.id}|{evaluation.patient_reference}|{evaluation.as_of}",
+            )
+        ),
+        "summary": summary(evaluation),
+        "indicator": "warning" if evaluation.data_problems else "info",
+        "detail": detail(evaluation),
+        "source": {"label": SOURCE_LABEL, "topic": {"code": trial.id, "display": trial.title}},
+    }
+    if report_url_template:
+        patient_id = evaluation.patient_id
+        url = report_url_template.format(
+            trial_id=quote(trial.id, safe=""), patient_id=quote(patient_id, safe="")
+        )
+        result["links"] = [{"label": "Eligibility report", "url": url, "type": "absolute"}]
+    return result
+
+
+def summary(evaluation: PatientEvaluation) -> str:
+    """One line: `Not eligible for NCT...: exclusion-2-...`, `May be eligible for NCT...: 11
+    items need manual review`.
+    """
+    trial = evaluation.criteria.trial.id
+    status = evaluation.status
+    if status is SubjectStatus.INELIGIBLE:
+        ids = [result.id for result in evaluation.results_with(CriterionVerdict.FAILS)]
+        return _fit(f"Not eligible for {trial}: ", ids)
+    if status is SubjectStatus.ELIGIBLE:
+        return f"Eligible for {trial}: every criterion is clear"
+    parts = []
+    missing = len(evaluation.results_with(CriterionVerdict.MISSING_DATA))
+    manual = len(evaluation.results_with(CriterionVerdict.MANUAL_REVIEW))
+    if missing:
+        parts.append(f"{missing} {_plural(missing, 'item lacks', 'items lack')} data")
+    if manual:
+        parts.append(f"{manual} {_plural(manual, 'item needs', 'items need')} manual review")
+    return _shorten(f"May be eligible for {trial}: " + ", ".join(parts), SUMMARY_LIMIT)
+
+
+def _fit(prefix: str, ids: list[str]) -> str:
+    """`prefix` and as many ids as fit in the summary, then `(+N more)`."""
+    text = prefix + ids[0]
+    for index, item in enumerate(ids[1:], start=1):
+        more = len(ids) - index - 1
+        tail = f" (+{more} more)" if more else ""
+        if len(text + ", " + item + tail) > SUMMARY_LIMIT:
+            return _shorten(text + f" (+{len(ids) - index} more)", SUMMARY_LIMIT)
+        text += ", " + item
+    return _shorten(text, SUMMARY_LIMIT)
+
+
+def detail(evaluation: PatientEvaluation) -> str:
+    """Markdown: the status, then what excludes, what is missing and what to check."""
+    lines = [
+        f"**{_escape(evaluation.criteria.trial.title)}** "
+        f"({_escape(evaluation.criteria.trial.id)}): status "
+        f"**{evaluation.status.value}** as of {evaluation.as_of.isoformat()}."
+    ]
+    sections = (
+        (CriterionVerdict.FAILS, "What excludes"),
+        (CriterionVerdict.MISSING_DATA, "What is missing"),
+        (CriterionVerdict.MANUAL_REVIEW, "What to check"),
+    )
+    for verdict, heading in sections:
+        results = evaluation.results_with(verdict)
+        if not results:
+            continue
+        lines += ["", f"### {heading}", ""]
+        for result in results:
+            outcome = result.outcome
+            if verdict is CriterionVerdict.MISSING_DATA:
+                why = "needs " + "; ".join(outcome.missing)
+            elif verdict is CriterionVerdict.MANUAL_REVIEW:
+                manual_atoms = evaluation.criteria.source.manual_atoms
+                questions = [
+                    manual_atoms[item].question for item in outcome.manual if item in manual_atoms
+                ]
+                why = " / ".join(questions) or outcome.reason
+            else:
+                why = outcome.reason
+            line = f"- **{_escape(result.id)}** ({result.kind.value}): {_escape(why)}"
+            if outcome.evidence:
+                line += " (" + ", ".join(_escape(ref) for ref in outcome.evidence) + ")"
+            lines.append(line)
+    if evaluation.data_problems:
+        lines += ["", "### Data problems in the record", ""]
+        lines += [f"- {_escape(problem)}" for problem in evaluation.data_problems]
+    return "\n".join(lines)
+
+
+def _escape(text: str) -> str:
+    """Text shown as written in markdown (no markup, no HTML)."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(text.split()))
+
+
+def _plural(count: int, one: str, several: str) -> str:
+    return one if count == 1 else several
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + _ELLIPSIS

@@ -1,0 +1,396 @@
+"""What the service does, without HTTP: evaluate a request, answer a CDS Hooks call,
+re-evaluate a patient after a notification, check readiness.
+
+Every method is synchronous (FHIR servers are called with the engine's blocking client) and
+runs in a worker thread. Errors leave as `ApiError` with the HTTP status and an
+OperationOutcome naming the request field, the server or the request at fault.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import httpx
+import orjson
+
+from engine.errors import InputError, ServerError, TrialsieveError
+from engine.evaluate import PatientEvaluation
+from engine.service.auth import ApiAuthenticator
+from engine.service.cds_hooks import (
+    Prefetched,
+    assemble,
+    card,
+    check_fhir_server,
+    patient_id_of,
+    prefetch_templates,
+    read_prefetch,
+    unresolved_medications,
+)
+from engine.service.evaluation import (
+    evaluate_resources,
+    evaluation_json,
+    pick_trial,
+    pull_patient,
+    read_attestations,
+)
+from engine.service.logs import elapsed_ms, log_event
+from engine.service.models import CdsHookRequest, EvaluateRequest
+from engine.service.notifications import patient_of
+from engine.service.problems import ApiError, error_for
+from engine.service.settings import ServiceSettings
+from engine.service.trials import LoadedTrial, TrialRegistry
+from engine.sinks import FhirServerSink
+from engine.sources import (
+    BearerToken,
+    FhirServerClient,
+    FhirServerSource,
+    PatientResources,
+    RetryPolicy,
+    parse_bundle,
+)
+
+FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+READY_PROBE = RetryPolicy(attempts=1, timeout=3.0, give_up_after=3.0)
+MAX_REQUEST_SERVERS = 16
+"""fhirServers whose clients (and CapabilityStatements) are kept; the least recent goes first."""
+REQUEST_TOKEN: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "trialsieve_fhir_authorization", default=None
+)
+"""The fhirAuthorization access token of the CDS Hooks call being served."""
+Result = TypeVar("Result")
+
+
+class RequestBearerToken(httpx.Auth):
+    """The bearer token of the call being served (`REQUEST_TOKEN`), none when it has none."""
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        token = REQUEST_TOKEN.get()
+        if token:
+            request.headers["Authorization"] = f"Bearer {token}"
+        yield request
+
+    def __repr__(self) -> str:
+        return "RequestBearerToken(<per request>)"
+
+
+class Service:
+    """The loaded trials, the configured FHIR server (if any) and what the API does with them."""
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        trials: TrialRegistry,
+        authenticator: ApiAuthenticator,
+    ) -> None:
+        self.settings = settings
+        self.trials = trials
+        self.authenticator = authenticator
+        self._server_auth = (
+            BearerToken(settings.fhir_token.read(settings.environment))
+            if settings.fhir_token
+            else None
+        )
+        self.fhir: FhirServerClient | None = (
+            FhirServerClient(
+                settings.fhir_server, auth=self._server_auth, retry=settings.fhir_retry
+            )
+            if settings.fhir_server
+            else None
+        )
+        self._request_clients: OrderedDict[str, FhirServerClient] = OrderedDict()
+        self._clients_lock = threading.Lock()
+
+    def close(self) -> None:
+        if self.fhir is not None:
+            self.fhir.close()
+        with self._clients_lock:
+            for client in self._request_clients.values():
+                client.close()
+            self._request_clients.clear()
+
+    def require_server(self, purpose: str) -> FhirServerClient:
+        """The configured FHIR server; 409 when there is none."""
+        if self.fhir is None:
+            raise ApiError.of(
+                409,
+                "not-supported",
+                f"{purpose} needs a FHIR server, and this service is configured without one "
+                "(trialsieve serve --server URL)",
+            )
+        return self.fhir
+
+    # ----------------------------------------------------------------------- POST /evaluate
+
+    def evaluate(self, request: EvaluateRequest, path_trial: str | None) -> dict[str, Any]:
+        """Evaluate the request's patient (pulled, or the inline Bundle); write back if asked."""
+        started = time.perf_counter()
+        if path_trial is not None and request.trial not in (None, path_trial):
+            raise ApiError.of(
+                400,
+                "invalid",
+                f"trial is {request.trial} in the body but {path_trial} in the path",
+                "trial",
+            )
+        trial = pick_trial(self.trials, path_trial or request.trial)
+        if (request.patient is None) == (request.bundle is None):
+            raise ApiError.of(
+                400,
+                "required",
+                "give patient (an id on the configured FHIR server) or bundle (the patient's "
+                "data), not both",
+                "patient",
+                "bundle",
+            )
+        client: FhirServerClient | None = None
+        if request.bundle is not None:
+            if request.write:
+                raise ApiError.of(
+                    400,
+                    "not-supported",
+                    "write needs patient (pulled from the server); results for an inline "
+                    "bundle are returned, not written",
+                    "write",
+                )
+            resources = _parse_inline_bundle(request.bundle)
+        else:
+            assert request.patient is not None
+            _check_id(request.patient, "patient")
+            client = self.require_server("evaluating a patient by id")
+            resources = _serving(
+                lambda: pull_patient(
+                    client, request.patient or "", trial.resource_types, self.settings.page_size
+                )
+            )
+        answers = read_attestations(trial, request.attestations, resources.patient_id)
+        day = request.as_of or self.settings.day()
+        evaluation = _serving(lambda: evaluate_resources(trial, resources, day, answers))
+        written = None
+        if request.write:
+            assert client is not None
+            sink = FhirServerSink(client)
+            written = _serving(lambda: sink.write(evaluation))
+        log_event(
+            logging.INFO,
+            "patient evaluated",
+            trial=trial.id,
+            source="bundle" if request.bundle is not None else "server",
+            status=evaluation.status.value,
+            written=written is not None,
+            duration_ms=elapsed_ms(started),
+        )
+        return evaluation_json(evaluation, written)
+
+    # ----------------------------------------------------------------------- CDS Hooks
+
+    def cds_call(self, service_id: str, request: CdsHookRequest) -> dict[str, Any]:
+        """The cards for a patient-view call of the service `service_id` (a trial id)."""
+        started = time.perf_counter()
+        trial = self.trials.get(service_id)
+        if trial is None:
+            raise ApiError.of(404, "not-found", f"no CDS service {service_id}; see /cds-services")
+        patient_id = patient_id_of(request)
+        prefetched = read_prefetch(trial, request.prefetch, patient_id)
+        fetched = bool(prefetched.missing_types)
+        resources: PatientResources | None = None
+        if prefetched.missing_types or unresolved_medications(prefetched.entries):
+            if request.fhir_server is None:
+                if prefetched.missing_types:
+                    raise _missing_prefetch(trial, prefetched)
+            else:
+                with self._request_server(request) as client:
+                    resources = _serving(
+                        lambda: self._complete(client, trial, patient_id, prefetched)
+                    )
+        if resources is None:
+            resources = _serving(
+                lambda: assemble(prefetched.entries, f"CDS Hooks call {request.hook_instance}"),
+                "prefetch",
+            )
+        evaluation = _serving(lambda: evaluate_resources(trial, resources, self.settings.day()))
+        log_event(
+            logging.INFO,
+            "cds hook answered",
+            trial=trial.id,
+            status=evaluation.status.value,
+            fetched=fetched,
+            duration_ms=elapsed_ms(started),
+        )
+        return {"cards": [card(evaluation, self.settings.report_url_template)]}
+
+    @contextmanager
+    def _request_server(self, request: CdsHookRequest) -> Iterator[FhirServerClient]:
+        """The client of the request's fhirServer, sending its fhirAuthorization token.
+
+        One client per server serves every call (its CapabilityStatement is read once); the
+        token is the calling request's, through a context variable.
+        """
+        assert request.fhir_server is not None
+        base = check_fhir_server(request.fhir_server, self.settings.trusted_fhir_servers)
+        authorization = request.fhir_authorization
+        token: str | None = None
+        if authorization is not None:
+            if authorization.token_type.lower() != "bearer":
+                raise ApiError.of(
+                    400,
+                    "not-supported",
+                    f"fhirAuthorization.token_type {authorization.token_type!r} is not Bearer",
+                    "fhirAuthorization.token_type",
+                )
+            token = authorization.access_token
+            if any(character.isspace() for character in token):
+                raise ApiError.of(
+                    400,
+                    "invalid",
+                    "fhirAuthorization.access_token must be one word with no spaces",
+                    "fhirAuthorization.access_token",
+                )
+        with self._clients_lock:
+            client = self._request_clients.pop(base, None)
+            if client is None:
+                client = FhirServerClient(
+                    base, auth=RequestBearerToken(), retry=self.settings.fhir_retry
+                )
+            self._request_clients[base] = client  # the most recently used last
+            while len(self._request_clients) > MAX_REQUEST_SERVERS:
+                _, oldest = self._request_clients.popitem(last=False)
+                oldest.close()
+        reset = REQUEST_TOKEN.set(token)
+        try:
+            yield client
+        finally:
+            REQUEST_TOKEN.reset(reset)
+
+    def _complete(
+        self,
+        client: FhirServerClient,
+        trial: LoadedTrial,
+        patient_id: str,
+        prefetched: Prefetched,
+    ) -> PatientResources | None:
+        """Fetch what the prefetch lacks: the whole pull when it gave nothing (returned as is),
+        else the missing types by search, then Medications that medicationReferences name
+        (added to `prefetched`; None returned).
+        """
+        missing = prefetched.missing_types
+        if missing >= trial.resource_types - {"Medication"}:
+            return pull_patient(client, patient_id, trial.resource_types, self.settings.page_size)
+        if missing:
+            wanted = missing | ({"Medication"} & trial.resource_types)
+            source = FhirServerSource(
+                client,
+                [patient_id],
+                wanted,
+                page_size=self.settings.page_size,
+                use_everything=False,
+            )
+            pulled = source.pull(patient_id)
+        else:
+            pulled = None
+        if pulled is not None:
+            for resource, full_url in zip(pulled.resources, pulled.full_urls, strict=True):
+                key = f"{resource['resourceType']}/{resource.get('id')}"
+                prefetched.entries.setdefault(key, {"fullUrl": full_url, "resource": resource})
+        for medication_id in unresolved_medications(prefetched.entries):
+            medication = client.read("Medication", medication_id)
+            if medication is not None:
+                prefetched.entries[f"Medication/{medication_id}"] = {
+                    "fullUrl": f"{client.base_url}/Medication/{medication_id}",
+                    "resource": medication,
+                }
+        return None
+
+    # ----------------------------------------------------------------------- notifications
+
+    def re_evaluate(self, patient_id: str) -> list[str]:
+        """Pull a patient once, evaluate for every trial, write each result; the statuses."""
+        client = self.require_server("re-evaluating a patient")
+        resources = pull_patient(
+            client, patient_id, self.trials.resource_types, self.settings.page_size
+        )
+        sink = FhirServerSink(client)
+        statuses: list[str] = []
+        for trial in self.trials.values():
+            evaluation: PatientEvaluation = evaluate_resources(
+                trial, resources, self.settings.day()
+            )
+            sink.write(evaluation)
+            statuses.append(evaluation.status.value)
+        return statuses
+
+    def find_patient(self, reference: str) -> str | None:
+        """The patient a resource on the configured server is about (None when it is gone or
+        about no patient).
+        """
+        client = self.require_server("reading a notified resource")
+        resource_type, _, resource_id = reference.partition("/")
+        resource = client.read(resource_type, resource_id)
+        return patient_of(resource, client.base_url) if resource is not None else None
+
+    # ----------------------------------------------------------------------- readiness
+
+    def readiness(self) -> dict[str, Any]:
+        """Trials loaded, and the FHIR server's metadata answering; 503 otherwise."""
+        answer: dict[str, Any] = {"status": "ready", "trials": list(self.trials)}
+        if self.settings.fhir_server is None:
+            answer["fhirServer"] = "not configured"
+            return answer
+        probe = FhirServerClient(
+            self.settings.fhir_server, auth=self._server_auth, retry=READY_PROBE
+        )
+        try:
+            with probe:
+                probe.json("GET", "metadata")
+        except ServerError as error:
+            raise ApiError.of(
+                503, "transient", f"the FHIR server is not reachable: {error}"
+            ) from None
+        answer["fhirServer"] = "reachable"
+        return answer
+
+
+def _parse_inline_bundle(bundle: dict[str, Any]) -> PatientResources:
+    try:
+        return parse_bundle(orjson.dumps(bundle), "request field bundle")
+    except InputError as error:
+        raise error_for(error, "bundle") from None
+
+
+def _check_id(value: str, field_name: str) -> None:
+    if not FHIR_ID.match(value):
+        raise ApiError.of(
+            400,
+            "invalid",
+            f"{field_name} must be a FHIR id (letters, digits, '-', '.'; at most 64)",
+            field_name,
+        )
+
+
+def _missing_prefetch(trial: LoadedTrial, prefetched: Prefetched) -> ApiError:
+    keys = [
+        f"prefetch.{template.key}"
+        for template in prefetch_templates(trial)
+        if template.resource_type in prefetched.missing_types
+    ]
+    return ApiError.of(
+        400,
+        "required",
+        f"{', '.join(keys)} missing, null or incomplete, and the request names no fhirServer "
+        "to read them from",
+        *keys,
+    )
+
+
+def _serving(work: Callable[[], Result], field_name: str | None = None) -> Result:
+    """Run a step; an engine error becomes the HTTP error for it."""
+    try:
+        return work()
+    except TrialsieveError as error:
+        raise error_for(error, field_name) from None

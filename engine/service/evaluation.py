@@ -1,0 +1,134 @@
+"""Evaluate one patient for one trial as `trialsieve evaluate` does, and describe the result.
+
+The functions here are the service's synchronous core (the routes run them in worker
+threads): choose the trial a request names, read attestation entries, evaluate, pull a patient
+from a FHIR server, and turn an evaluation into the JSON answer of `POST /evaluate`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from engine.attestations import Attestation
+from engine.evaluate import PatientEvaluation, evaluate_patient
+from engine.record import build_record
+from engine.report import summary_line, transaction_bundle, validate_bundle
+from engine.service.models import AttestationEntry
+from engine.service.problems import ApiError
+from engine.service.trials import LoadedTrial, TrialRegistry
+from engine.sinks import WrittenEntry
+from engine.sources import FhirServerClient, FhirServerSource, PatientResources
+
+
+def pick_trial(trials: TrialRegistry, requested: str | None) -> LoadedTrial:
+    """The trial a request names; the only one loaded when it names none."""
+    if requested is None:
+        if len(trials) == 1:
+            return next(iter(trials.values()))
+        raise ApiError.of(
+            400,
+            "required",
+            f"trial is required: this service screens for {', '.join(trials)}",
+            "trial",
+        )
+    trial = trials.get(requested)
+    if trial is None:
+        raise ApiError.of(
+            404,
+            "not-found",
+            f"trial {requested} is not loaded (loaded: {', '.join(trials)})",
+            "trial",
+        )
+    return trial
+
+
+def read_attestations(
+    trial: LoadedTrial, entries: Sequence[AttestationEntry], patient_id: str
+) -> Mapping[str, Attestation]:
+    """The answers given for `patient_id` (entries without `patient` are for it); 400 for an
+    item the trial does not ask or an entry about another patient.
+    """
+    known = trial.criteria.manual_ids
+    answers: dict[str, Attestation] = {}
+    for index, entry in enumerate(entries):
+        if entry.patient is not None and entry.patient != patient_id:
+            raise ApiError.of(
+                400,
+                "invalid",
+                f"attestations[{index}].patient is {entry.patient}, but the patient evaluated "
+                f"is {patient_id}",
+                f"attestations[{index}].patient",
+            )
+        for manual_id, answer in entry.answers.items():
+            if manual_id not in known:
+                raise ApiError.of(
+                    400,
+                    "invalid",
+                    f"attestations[{index}].answers: '{manual_id}' is not a manual item of "
+                    f"{trial.id} (known: {', '.join(sorted(known))})",
+                    f"attestations[{index}].answers.{manual_id}",
+                )
+            answers[manual_id] = Attestation(manual_id, answer, entry.by, entry.date)
+    return answers
+
+
+def evaluate_resources(
+    trial: LoadedTrial,
+    resources: PatientResources,
+    day: dt.date,
+    answers: Mapping[str, Attestation] | None = None,
+) -> PatientEvaluation:
+    """Record, evaluation and a validated report, exactly as `trialsieve evaluate` does."""
+    record = build_record(resources, trial.criteria.terminology)
+    evaluation = evaluate_patient(trial.criteria, record, day, answers)
+    validate_bundle(transaction_bundle(evaluation))
+    return evaluation
+
+
+def pull_patient(
+    client: FhirServerClient, patient_id: str, resource_types: frozenset[str], page_size: int
+) -> PatientResources:
+    """One patient's data from a server, as `trialsieve evaluate --server` pulls it."""
+    return FhirServerSource(client, [patient_id], resource_types, page_size=page_size).pull(
+        patient_id
+    )
+
+
+def evaluation_json(
+    evaluation: PatientEvaluation, written: Sequence[WrittenEntry] | None = None
+) -> dict[str, Any]:
+    """The answer of `POST /evaluate`: every criterion's outcome, the status, and the
+    ResearchSubject and DetectedIssue of the transaction Bundle `trialsieve evaluate` writes.
+    """
+    entries = transaction_bundle(evaluation)["entry"]
+    answer: dict[str, Any] = {
+        "trial": evaluation.criteria.trial.id,
+        "patient": evaluation.patient_reference,
+        "asOf": evaluation.as_of.isoformat(),
+        "status": evaluation.status.value,
+        "summary": summary_line(evaluation),
+        "criteria": [
+            {
+                "id": result.id,
+                "kind": result.kind.value,
+                "verdict": result.verdict.value,
+                "truth": result.outcome.truth.value,
+                "reason": result.outcome.reason,
+                "evidence": list(result.outcome.evidence),
+                "missing": list(result.outcome.missing),
+                "manual": list(result.outcome.manual),
+            }
+            for result in evaluation.results
+        ],
+        "dataProblems": list(evaluation.data_problems),
+        "researchSubject": entries[1]["resource"],
+        "detectedIssue": entries[2]["resource"],
+    }
+    if written is not None:
+        answer["written"] = [
+            {"request": entry.request, "status": entry.status, "location": entry.location}
+            for entry in written
+        ]
+    return answer

@@ -1,0 +1,404 @@
+"""FHIR Subscription notifications: which patients changed, and a queue that re-evaluates them.
+
+`notification_targets` reads what a server sent:
+
+- an R4 rest-hook with payload: the changed resource (`PUT {endpoint}/{Type}/{id}`, or POSTed
+  to the endpoint); without a body, the type and id of the path;
+- a topic-based notification Bundle: R4 backport (`type: history`, first entry a Parameters)
+  or R4B/R5 (`type: subscription-notification`, first entry a SubscriptionStatus); each event's
+  focus (its resource when the Bundle carries it, else its `additional-context` Patient, else
+  the reference) is a target; handshakes and heartbeats have none.
+
+A target is a patient id, or a resource reference whose patient the queue reads first.
+Resources trialsieve writes itself (ResearchStudy, its ResearchSubjects and DetectedIssues) and
+types no trial reads are not targets, so the service's own writes never trigger it again.
+
+`NotificationQueue` runs the work in the background: a target already waiting is not queued
+twice, a patient is never worked on by two workers at once, and a notification that arrives
+while its patient is being worked on queues one more run (which pulls the state after it).
+Since every run pulls the current state and writes with deterministic ids, duplicate and
+out-of-order notifications are harmless. `drain()` waits until nothing is left (for tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.report.resources import DETECTED_ISSUE_SYSTEM, RESEARCH_SUBJECT_SYSTEM
+from engine.service.logs import CORRELATION_ID, elapsed_ms, log_event, new_job_id
+from engine.service.problems import ApiError
+from engine.sources import reference_key
+
+NOTIFICATION_BUNDLE_TYPES = ("history", "subscription-notification")
+_PATIENT_FIELDS = ("subject", "patient", "individual")
+_OWN_SYSTEMS = {
+    "ResearchSubject": RESEARCH_SUBJECT_SYSTEM,
+    "DetectedIssue": DETECTED_ISSUE_SYSTEM,
+}
+_EVENT_TYPES = ("event-notification",)
+
+
+@dataclass(frozen=True, order=True)
+class Target:
+    """What a notification asks to re-evaluate: `Patient/{id}`, or a resource whose patient
+    must be read first (`Observation/{id}`).
+    """
+
+    reference: str
+
+    @property
+    def patient_id(self) -> str | None:
+        kind, _, identifier = self.reference.partition("/")
+        return identifier if kind == "Patient" else None
+
+
+def notification_targets(
+    body: Any,
+    path_reference: str | None,
+    relevant_types: Collection[str],
+    server_base: str,
+) -> list[Target]:
+    """The targets of one notification (see the module docstring); 400 when it is malformed.
+
+    `path_reference` is `Type/id` from the rest-hook path, `relevant_types` the types some
+    trial reads, `server_base` the configured server (absolute references elsewhere are not
+    this server's patients).
+    """
+    if body is None:
+        if path_reference is None:
+            return []  # an R4 rest-hook without payload: nothing says what changed
+        resource_type = path_reference.split("/", 1)[0]
+        if resource_type not in relevant_types or resource_type in _OWN_SYSTEMS:
+            return []
+        return [Target(path_reference)]
+    if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):
+        raise ApiError.of(400, "invalid", "the notification is not a FHIR resource (JSON object)")
+    if body["resourceType"] == "Bundle" and body.get("type") in NOTIFICATION_BUNDLE_TYPES:
+        return _bundle_targets(body, relevant_types, server_base)
+    if body["resourceType"] == "Bundle":
+        raise ApiError.of(
+            400,
+            "invalid",
+            f"a Bundle of type {body.get('type')!r} is not a notification (history or "
+            "subscription-notification)",
+            "Bundle.type",
+        )
+    if path_reference is not None:
+        found = f"{body['resourceType']}/{body.get('id')}"
+        if found != path_reference:
+            raise ApiError.of(
+                400, "invalid", f"the path names {path_reference} but the body is {found}"
+            )
+    target = _resource_target(body, relevant_types, server_base)
+    return [target] if target else []
+
+
+def _resource_target(
+    resource: Mapping[str, Any], relevant_types: Collection[str], server_base: str
+) -> Target | None:
+    resource_type = resource.get("resourceType")
+    if resource_type == "Patient":
+        identifier = resource.get("id")
+        return Target(f"Patient/{identifier}") if isinstance(identifier, str) else None
+    if resource_type not in relevant_types or _is_own(resource):
+        return None
+    patient = patient_of(resource, server_base)
+    return Target(f"Patient/{patient}") if patient else None
+
+
+def patient_of(resource: Mapping[str, Any], server_base: str) -> str | None:
+    """The id of the configured server's patient a resource is about (subject, patient or
+    individual), None when it is about none.
+    """
+    if resource.get("resourceType") == "Patient":
+        identifier = resource.get("id")
+        return identifier if isinstance(identifier, str) else None
+    for field_name in _PATIENT_FIELDS:
+        value = resource.get(field_name)
+        reference = value.get("reference") if isinstance(value, dict) else None
+        patient = _local_patient(reference, server_base)
+        if patient is not None:
+            return patient
+    return None
+
+
+def _is_own(resource: Mapping[str, Any]) -> bool:
+    """Whether trialsieve wrote the resource (its results and the ResearchStudy)."""
+    resource_type = resource.get("resourceType")
+    if resource_type == "ResearchStudy":
+        return True
+    system = _OWN_SYSTEMS.get(str(resource_type))
+    identifiers = resource.get("identifier")
+    return system is not None and any(
+        isinstance(item, dict) and item.get("system") == system for item in identifiers or ()
+    )
+
+
+def _local_patient(reference: Any, server_base: str) -> str | None:
+    """The id of a `Patient/{id}` reference on the configured server (relative or absolute)."""
+    if not isinstance(reference, str):
+        return None
+    if "://" in reference and not reference.startswith(server_base.rstrip("/") + "/"):
+        return None
+    key = reference_key(reference)
+    if key is None or not key.startswith("Patient/"):
+        return None
+    return key.split("/", 1)[1]
+
+
+def _local_reference(reference: Any, server_base: str) -> str | None:
+    if not isinstance(reference, str):
+        return None
+    if "://" in reference and not reference.startswith(server_base.rstrip("/") + "/"):
+        return None
+    return reference_key(reference)
+
+
+def _bundle_targets(
+    bundle: dict[str, Any], relevant_types: Collection[str], server_base: str
+) -> list[Target]:
+    entries = bundle.get("entry")
+    if not isinstance(entries, list) or not entries or not isinstance(entries[0], dict):
+        raise ApiError.of(400, "invalid", "the notification Bundle has no status entry", "entry[0]")
+    first = entries[0].get("resource")
+    if not isinstance(first, dict):
+        raise ApiError.of(400, "invalid", "the notification Bundle has no status entry", "entry[0]")
+    status = _status(first)
+    if status is None:
+        raise ApiError.of(
+            400,
+            "invalid",
+            "the first entry of a notification Bundle must be a SubscriptionStatus or "
+            f"Parameters, found {first.get('resourceType')}",
+            "entry[0].resource",
+        )
+    notification_type, events = status
+    if notification_type not in _EVENT_TYPES:
+        return []  # handshake, heartbeat, query-status: nothing changed
+    carried: dict[str, dict[str, Any]] = {}
+    for entry in entries[1:]:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(resource, dict) and isinstance(resource.get("id"), str):
+            carried[f"{resource.get('resourceType')}/{resource['id']}"] = resource
+    targets: list[Target] = []
+    for focus, contexts in events:
+        key = _local_reference(focus, server_base)
+        target: Target | None = None
+        if key is not None and key in carried:
+            target = _resource_target(carried[key], relevant_types, server_base)
+        elif key is not None and key.startswith("Patient/"):
+            target = Target(key)
+        else:
+            patients = [p for p in (_local_patient(c, server_base) for c in contexts) if p]
+            if patients:
+                target = Target(f"Patient/{patients[0]}")
+            elif key is not None and key.split("/", 1)[0] in relevant_types:
+                target = Target(key)
+        if target is not None and target not in targets:
+            targets.append(target)
+    return targets
+
+
+def _status(resource: dict[str, Any]) -> tuple[str | None, list[tuple[Any, list[Any]]]] | None:
+    """(notification type, [(focus reference, [context references])]) of a SubscriptionStatus
+    (R4B/R5) or a backport Parameters (R4, kebab- or camelCase names); None for neither.
+    """
+    if resource.get("resourceType") == "SubscriptionStatus":
+        events = [
+            (
+                _reference(event.get("focus")),
+                [_reference(c) for c in event.get("additionalContext") or ()],
+            )
+            for event in resource.get("notificationEvent") or ()
+            if isinstance(event, dict)
+        ]
+        return resource.get("type"), events
+    if resource.get("resourceType") != "Parameters":
+        return None
+    notification_type: str | None = None
+    parsed: list[tuple[Any, list[Any]]] = []
+    for parameter in resource.get("parameter") or ():
+        if not isinstance(parameter, dict):
+            continue
+        name = parameter.get("name")
+        if name == "type":
+            notification_type = parameter.get("valueCode")
+        elif name in ("notification-event", "notificationEvent"):
+            focus: Any = None
+            contexts: list[Any] = []
+            for part in parameter.get("part") or ():
+                if not isinstance(part, dict):
+                    continue
+                if part.get("name") == "focus":
+                    focus = _reference(part.get("valueReference"))
+                elif part.get("name") in ("additional-context", "additionalContext"):
+                    contexts.append(_reference(part.get("valueReference")))
+            parsed.append((focus, contexts))
+    return notification_type, parsed
+
+
+def _reference(value: Any) -> Any:
+    return value.get("reference") if isinstance(value, dict) else None
+
+
+# --------------------------------------------------------------------------- the queue
+
+
+@dataclass
+class QueueCounts:
+    """What the queue did since it started (for tests and the ready check)."""
+
+    received: int = 0
+    coalesced: int = 0
+    completed: int = 0
+    failed: int = 0
+    errors: list[BaseException] = field(default_factory=list, repr=False)
+
+
+ReEvaluate = Callable[[str], Sequence[str]]
+"""Re-evaluate a patient (by id) for every trial, write back; the statuses written."""
+FindPatient = Callable[[str], str | None]
+"""The patient id of a resource reference (read from the server), None when it has none."""
+
+
+class NotificationQueue:
+    """Background re-evaluations, coalesced per patient (see the module docstring).
+
+    `re_evaluate` and `find_patient` are synchronous (they talk to the FHIR server) and run in
+    worker threads. `start()` and `stop()` run in the app's lifespan.
+    """
+
+    def __init__(self, re_evaluate: ReEvaluate, find_patient: FindPatient, workers: int) -> None:
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        self._re_evaluate = re_evaluate
+        self._find_patient = find_patient
+        self._worker_count = workers
+        self._pending: dict[Target, str] = {}  # target -> job id, in arrival order
+        self._running: set[Target] = set()
+        self._changed: asyncio.Condition | None = None
+        self._workers: list[asyncio.Task[None]] = []
+        self.counts = QueueCounts()
+        self._counting = threading.Lock()
+
+    async def start(self) -> None:
+        self._changed = asyncio.Condition()
+        self._workers = [asyncio.create_task(self._work()) for _ in range(self._worker_count)]
+
+    async def stop(self) -> None:
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers = []
+
+    async def submit(self, targets: Iterable[Target]) -> int:
+        """Queue targets; how many were new (a target already waiting is not queued twice)."""
+        condition = self._condition()
+        added = 0
+        async with condition:
+            for target in targets:
+                self.counts.received += 1
+                if target in self._pending:
+                    self.counts.coalesced += 1
+                    continue
+                self._pending[target] = CORRELATION_ID.get() or new_job_id()
+                added += 1
+            condition.notify_all()
+        return added
+
+    async def drain(self) -> None:
+        """Wait until no target is waiting or being worked on."""
+        condition = self._condition()
+        async with condition:
+            await condition.wait_for(lambda: not self._pending and not self._running)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._pending)
+
+    def _condition(self) -> asyncio.Condition:
+        if self._changed is None:
+            raise RuntimeError("the notification queue is not started (app lifespan)")
+        return self._changed
+
+    def _next(self) -> Target | None:
+        return next((target for target in self._pending if target not in self._running), None)
+
+    async def _work(self) -> None:
+        condition = self._condition()
+        while True:
+            async with condition:
+                await condition.wait_for(lambda: self._next() is not None)
+                target = self._next()
+                assert target is not None
+                job = self._pending.pop(target)
+                self._running.add(target)
+            follow_up: list[Target] = []
+            try:
+                follow_up = await asyncio.to_thread(self._run, target, job)
+            finally:
+                async with condition:
+                    self._running.discard(target)
+                    condition.notify_all()
+            if follow_up:
+                await self.submit(follow_up)
+
+    def _run(self, target: Target, job: str) -> list[Target]:
+        """One target, in a worker thread: a patient is re-evaluated, a resource is read for
+        its patient (queued next). Failures are counted and logged without patient data.
+        """
+        token = CORRELATION_ID.set(job)
+        started = time.perf_counter()
+        try:
+            patient_id = target.patient_id
+            if patient_id is None:
+                found = self._find_patient(target.reference)
+                log_event(
+                    logging.INFO,
+                    "notification resolved",
+                    resource_type=target.reference.split("/", 1)[0],
+                    found_patient=found is not None,
+                    duration_ms=elapsed_ms(started),
+                )
+                return [Target(f"Patient/{found}")] if found else []
+            statuses = self._re_evaluate(patient_id)
+            with self._counting:
+                self.counts.completed += 1
+            log_event(
+                logging.INFO,
+                "patient re-evaluated",
+                statuses=_counts(statuses),
+                duration_ms=elapsed_ms(started),
+            )
+            return []
+        except Exception as error:  # server faults and bugs alike: counted, logged, kept
+            self._failed(error, started)
+            return []
+        finally:
+            CORRELATION_ID.reset(token)
+
+    def _failed(self, error: Exception, started: float) -> None:
+        with self._counting:
+            self.counts.failed += 1
+            self.counts.errors.append(error)
+        status = getattr(error, "status", None)
+        log_event(
+            logging.ERROR,
+            "re-evaluation failed",
+            error=type(error).__name__,
+            http_status=status,
+            duration_ms=elapsed_ms(started),
+        )
+
+
+def _counts(statuses: Sequence[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for status in statuses:
+        counts[status] = counts.get(status, 0) + 1
+    return counts

@@ -1,0 +1,100 @@
+"""Errors as HTTP answers: every 4xx and 5xx body is a FHIR OperationOutcome.
+
+`ApiError` is what the service raises on purpose (status, issue code, diagnostics, the request
+field at fault). `error_for` turns the engine's errors into one: unreadable patient data or
+attestations are the caller's (400), a patient the server does not have is 404, a FHIR server
+that fails or does not answer in time is 502 or 504, naming the server and the request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.errors import AttestationError, InputError, ServerError, TrialsieveError
+
+FHIR_JSON = "application/fhir+json"
+
+
+@dataclass
+class Issue:
+    """One OperationOutcome issue: FHIR issue-type `code`, a diagnostics sentence, and the
+    request fields it is about (`expression`, e.g. `prefetch.patient`).
+    """
+
+    code: str
+    diagnostics: str
+    expression: tuple[str, ...] = ()
+    severity: str = "error"
+
+    def to_fhir(self) -> dict[str, Any]:
+        issue: dict[str, Any] = {
+            "severity": self.severity,
+            "code": self.code,
+            "diagnostics": self.diagnostics,
+        }
+        if self.expression:
+            issue["expression"] = list(self.expression)
+        return issue
+
+
+def operation_outcome(issues: Sequence[Issue]) -> dict[str, Any]:
+    return {"resourceType": "OperationOutcome", "issue": [issue.to_fhir() for issue in issues]}
+
+
+def information(text: str) -> dict[str, Any]:
+    """An OperationOutcome that only informs (for 2xx answers that carry no other body)."""
+    return operation_outcome([Issue("informational", text, severity="information")])
+
+
+@dataclass
+class ApiError(Exception):
+    """An HTTP error answer with an OperationOutcome body."""
+
+    status: int
+    issues: list[Issue]
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__init__("; ".join(issue.diagnostics for issue in self.issues))
+
+    @classmethod
+    def of(
+        cls,
+        status: int,
+        code: str,
+        diagnostics: str,
+        *expression: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> ApiError:
+        return cls(status, [Issue(code, diagnostics, tuple(expression))], dict(headers or {}))
+
+    def body(self) -> dict[str, Any]:
+        return operation_outcome(self.issues)
+
+
+def error_for(error: TrialsieveError, field_name: str | None = None) -> ApiError:
+    """The HTTP error for an engine error met while serving a request.
+
+    `field_name` names the request field the data came from (`bundle`, `attestations`).
+    """
+    expression = (field_name,) if field_name else ()
+    if isinstance(error, ServerError):
+        return _server_error(error)
+    if isinstance(error, InputError | AttestationError):
+        return ApiError(400, [Issue("invalid", str(error), expression)])
+    return ApiError(500, [Issue("exception", str(error), expression)])
+
+
+def _server_error(error: ServerError) -> ApiError:
+    """404 when the server has no such patient; 504 when it did not answer in time; else 502."""
+    if error.status in (404, 410):
+        return ApiError.of(404, "not-found", str(error))
+    if error.status is None and "in time" in error.message:
+        return ApiError.of(504, "timeout", str(error))
+    return ApiError.of(502, "transient" if _retryable(error.status) else "exception", str(error))
+
+
+def _retryable(status: int | None) -> bool:
+    return status is None or status == 429 or status >= 500

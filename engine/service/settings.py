@@ -1,0 +1,122 @@
+"""What the service is configured with: trials, FHIR server, API authentication, evaluation day.
+
+Secrets (FHIR server token, API tokens, JWT shared secret) are given by reference, an
+environment variable or a file, and read once when the app is created; they never appear in a
+repr, a message or a log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.errors import Location, TrialsieveError
+from engine.sources import RetryPolicy
+from engine.sources.fhir_server import DEFAULT_PAGE_SIZE
+
+SERVICE_RETRY = RetryPolicy(attempts=3, first_delay=0.2, longest_delay=2.0, give_up_after=25.0)
+"""Interactive callers wait: fewer, shorter retries than the command line's."""
+
+
+class ServiceConfigError(TrialsieveError):
+    """The service cannot start: a setting is missing, contradictory or unreadable."""
+
+
+@dataclass(frozen=True)
+class SecretReference:
+    """Where a secret is: an environment variable or a file (first line, or every line)."""
+
+    environment_variable: str | None = None
+    file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.environment_variable is None) == (self.file is None):
+            raise ServiceConfigError("a secret comes from one environment variable or one file")
+
+    def read_lines(self, environment: Mapping[str, str]) -> tuple[str, ...]:
+        """The non-empty lines of the secret (a token file may hold several, one a line)."""
+        if self.environment_variable is not None:
+            text = environment.get(self.environment_variable, "")
+            where = f"environment variable {self.environment_variable}"
+        else:
+            assert self.file is not None
+            where = str(self.file)
+            try:
+                text = self.file.read_text(encoding="utf-8")
+            except OSError as error:
+                reason = error.strerror or type(error).__name__
+                raise ServiceConfigError(
+                    f"cannot read the secret: {reason}", Location(where)
+                ) from None
+        lines = tuple(line.strip() for line in text.splitlines() if line.strip())
+        if not lines:
+            raise ServiceConfigError("the secret is not set or empty", Location(where))
+        if any(any(character.isspace() for character in line) for line in lines):
+            raise ServiceConfigError("a secret must be one word per line", Location(where))
+        return lines
+
+    def read(self, environment: Mapping[str, str]) -> str:
+        """The secret (the first line)."""
+        return self.read_lines(environment)[0]
+
+    def __str__(self) -> str:
+        if self.environment_variable is not None:
+            return f"environment variable {self.environment_variable}"
+        return str(self.file)
+
+
+@dataclass(frozen=True)
+class ApiAuthSettings:
+    """Who may call the API.
+
+    - `tokens`: static bearer tokens (an environment variable, or a file with one per line);
+    - `jwt_secret`: a shared secret for HS256-signed JWTs (CDS Hooks clients);
+    - `jwks_file`: a JSON Web Key Set with the public keys of RS256/RS384/ES256/ES384 JWTs;
+    - `jwt_issuers`: the accepted `iss` values (empty: any issuer whose key verifies).
+
+    Without any of them the service refuses to start unless `allow_anonymous` is set.
+    """
+
+    tokens: SecretReference | None = None
+    jwt_secret: SecretReference | None = None
+    jwks_file: Path | None = None
+    jwt_issuers: frozenset[str] = frozenset()
+    allow_anonymous: bool = False
+
+    @property
+    def configured(self) -> bool:
+        return any(item is not None for item in (self.tokens, self.jwt_secret, self.jwks_file))
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Everything `create_app` needs.
+
+    `trials_folder`: every `*.yaml`/`*.yml` criteria file in it is loaded and compiled at start.
+    `fhir_server`/`fhir_token`: the server patients are pulled from and results written to.
+    `public_url`: the service's own base URL as callers see it (JWT audience, Subscriptions).
+    `report_url_template`: a link for CDS cards, with `{trial_id}` and `{patient_id}`.
+    `trusted_fhir_servers`: base URLs a CDS Hooks `fhirServer` may name (empty: any http(s)).
+    `as_of`: evaluate as of this day instead of today (tests, replays).
+    `environment`: where environment-variable secrets are read (default `os.environ`).
+    """
+
+    trials_folder: Path = Path("criteria")
+    fhir_server: str | None = None
+    fhir_token: SecretReference | None = None
+    api_auth: ApiAuthSettings = field(default_factory=ApiAuthSettings)
+    public_url: str | None = None
+    report_url_template: str | None = None
+    trusted_fhir_servers: tuple[str, ...] = ()
+    as_of: dt.date | None = None
+    fhir_retry: RetryPolicy = SERVICE_RETRY
+    page_size: int = DEFAULT_PAGE_SIZE
+    notification_workers: int = 2
+    environment: Mapping[str, str] = field(default_factory=lambda: os.environ, repr=False)
+
+    def day(self) -> dt.date:
+        """The evaluation day: `as_of`, else today (read at each request)."""
+        return self.as_of or dt.date.today()

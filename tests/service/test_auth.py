@@ -1,0 +1,166 @@
+"""API authentication: static bearer tokens, HS256 and JWKS-verified JWTs as CDS Hooks clients
+send them; everything else is 401 with an OperationOutcome.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import jwt
+import orjson
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi.testclient import TestClient
+from service_support import AUTH, ClientFactory, example, make_settings
+
+from engine.service import ApiAuthSettings, SecretReference, ServiceConfigError, create_app
+
+SECRET = "a-shared-secret-of-enough-length-0123456789"
+SECRET_VARIABLE = "TRIALSIEVE_TEST_JWT_SECRET"
+ENDPOINT = "http://testserver/cds-services/NCT05315778"
+HOOK_CALL = {
+    "hook": "patient-view",
+    "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+    "context": {"patientId": "itp-relapsed-candidate", "userId": "Practitioner/1"},
+}
+
+
+def claims(**changes: Any) -> dict[str, Any]:
+    now = int(time.time())
+    base = {
+        "iss": "https://ehr.example.org",
+        "sub": "ehr-client",
+        "aud": ENDPOINT,
+        "iat": now,
+        "exp": now + 120,
+        "jti": str(uuid.uuid4()),
+    }
+    base.update(changes)
+    return {key: value for key, value in base.items() if value is not None}
+
+
+@pytest.fixture
+def rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture
+def jwt_api(
+    service_client: ClientFactory, tmp_path: Path, rsa_key: rsa.RSAPrivateKey
+) -> TestClient:
+    public = orjson.loads(jwt.algorithms.RSAAlgorithm.to_jwk(rsa_key.public_key()))
+    jwks = tmp_path / "jwks.json"
+    jwks.write_bytes(orjson.dumps({"keys": [{**public, "kid": "ehr-1", "alg": "RS384"}]}))
+    return service_client(
+        environment={SECRET_VARIABLE: SECRET},
+        api_auth=ApiAuthSettings(
+            jwt_secret=SecretReference(environment_variable=SECRET_VARIABLE),
+            jwks_file=jwks,
+            jwt_issuers=frozenset({"https://ehr.example.org"}),
+        ),
+    )
+
+
+def call(api: TestClient, token: str | None) -> Any:
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    prefetch_less = {**HOOK_CALL, "prefetch": {"patient": None}}
+    return api.post("/cds-services/NCT05315778", json=prefetch_less, headers=headers)
+
+
+def assert_unauthorized(response: Any, words: str) -> None:
+    assert response.status_code == 401, response.text
+    assert response.headers["www-authenticate"] == "Bearer"
+    issue = response.json()["issue"][0]
+    assert issue["code"] == "login"
+    assert words in issue["diagnostics"]
+
+
+def test_static_token(api: TestClient) -> None:
+    bundle = {"bundle": example("itp-too-old")}
+    assert api.post("/evaluate", json=bundle, headers=AUTH).status_code == 200
+    assert_unauthorized(api.post("/evaluate", json=bundle), "Authorization: Bearer token")
+    wrong = {"Authorization": "Bearer not-the-token"}
+    assert_unauthorized(api.post("/evaluate", json=bundle, headers=wrong), "not accepted")
+    basic = {"Authorization": "Basic dXNlcjpwYXNz"}
+    assert_unauthorized(api.post("/evaluate", json=bundle, headers=basic), "'Bearer <token>'")
+    for route in ("/fhir-notify", "/fhir-notify/Observation/o1", "/cds-services/NCT05315778"):
+        assert api.post(route, json={}).status_code == 401
+
+
+def test_open_routes(api: TestClient) -> None:
+    assert api.get("/health").status_code == 200
+    assert api.get("/ready").status_code == 200
+    assert api.get("/cds-services").status_code == 200
+
+
+def test_token_file_with_several_tokens(service_client: ClientFactory, tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("first-token\nsecond-token\n", encoding="utf-8")
+    api = service_client(api_auth=ApiAuthSettings(tokens=SecretReference(file=tokens)))
+    bundle = {"bundle": example("itp-too-old")}
+    for token in ("first-token", "second-token"):
+        headers = {"Authorization": f"Bearer {token}"}
+        assert api.post("/evaluate", json=bundle, headers=headers).status_code == 200
+
+
+def test_hs256_jwt(jwt_api: TestClient) -> None:
+    # No prefetch and no fhirServer: past authentication, the call is a 400.
+    assert call(jwt_api, jwt.encode(claims(), SECRET, algorithm="HS256")).status_code == 400
+    assert_unauthorized(
+        call(jwt_api, jwt.encode(claims(), "another-secret-of-enough-length-000", "HS256")),
+        "Signature verification failed",
+    )
+
+
+def test_rs384_jwt_from_the_jwks(jwt_api: TestClient, rsa_key: rsa.RSAPrivateKey) -> None:
+    signed = jwt.encode(claims(), rsa_key, algorithm="RS384", headers={"kid": "ehr-1"})
+    assert call(jwt_api, signed).status_code == 400
+    other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    forged = jwt.encode(claims(), other_key, algorithm="RS384", headers={"kid": "ehr-1"})
+    assert_unauthorized(call(jwt_api, forged), "Signature verification failed")
+    unknown = jwt.encode(claims(), rsa_key, algorithm="RS384", headers={"kid": "ehr-2"})
+    assert_unauthorized(call(jwt_api, unknown), "kid names no configured key")
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"aud": "http://testserver/cds-services/another"}, "Audience doesn't match"),
+        ({"exp": int(time.time()) - 600, "iat": int(time.time()) - 660}, "expired"),
+        ({"jti": None}, 'missing the "jti" claim'),
+        ({"iss": "https://intruder.example.org"}, "issuer is not trusted"),
+        ({"exp": int(time.time()) + 3600}, "longer than 5 minutes"),
+    ],
+)
+def test_jwt_claims_are_checked(jwt_api: TestClient, changes: dict[str, Any], words: str) -> None:
+    assert_unauthorized(call(jwt_api, jwt.encode(claims(**changes), SECRET, "HS256")), words)
+
+
+def test_the_service_base_url_is_an_accepted_audience(jwt_api: TestClient) -> None:
+    token = jwt.encode(claims(aud="http://testserver"), SECRET, algorithm="HS256")
+    assert call(jwt_api, token).status_code == 400
+
+
+def test_unsigned_jwt_is_refused(jwt_api: TestClient) -> None:
+    assert_unauthorized(call(jwt_api, jwt.encode(claims(), None, "none")), "'none' is not")
+
+
+def test_no_authentication_configured_refuses_to_start() -> None:
+    with pytest.raises(ServiceConfigError, match="no API authentication configured"):
+        create_app(make_settings(api_auth=ApiAuthSettings()))
+    with pytest.raises(ServiceConfigError, match="TRIALSIEVE_UNSET_VARIABLE"):
+        create_app(
+            make_settings(
+                api_auth=ApiAuthSettings(
+                    tokens=SecretReference(environment_variable="TRIALSIEVE_UNSET_VARIABLE")
+                )
+            )
+        )
+
+
+def test_anonymous_only_when_asked(service_client: ClientFactory) -> None:
+    api = service_client(api_auth=ApiAuthSettings(allow_anonymous=True))
+    assert api.post("/evaluate", json={"bundle": example("itp-too-old")}).status_code == 200

@@ -1,0 +1,199 @@
+"""CDS Hooks: discovery, cards from prefetch, fetching what the prefetch lacks from the
+request's fhirServer (sekmet), and 400 for malformed calls.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sekmet_server import SekmetServer
+from service_support import AS_OF, AUTH, PATIENTS, ClientFactory, example, prefetch_from
+
+from engine.evaluate import PatientEvaluation
+from engine.service.cds_hooks import card
+from engine.service.evaluation import evaluate_resources
+from engine.service.trials import LoadedTrial
+from engine.sources import read_bundle_file
+
+SERVICE = "/cds-services/NCT05315778"
+
+
+def hook_call(patient_id: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "hook": "patient-view",
+        "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+        "context": {"patientId": patient_id, "userId": "Practitioner/example"},
+        **fields,
+    }
+
+
+def loaded_trial(api: TestClient) -> LoadedTrial:
+    trial: LoadedTrial = api.app.state.service.trials["NCT05315778"]  # type: ignore[attr-defined]
+    return trial
+
+
+def evaluated_file(api: TestClient, name: str) -> PatientEvaluation:
+    return evaluate_resources(loaded_trial(api), read_bundle_file(PATIENTS / f"{name}.json"), AS_OF)
+
+
+def test_discovery_asks_for_what_the_criteria_read(api: TestClient) -> None:
+    (service,) = api.get("/cds-services").json()["services"]
+    assert service["hook"] == "patient-view"
+    assert service["id"] == "NCT05315778"
+    assert service["prefetch"] == {
+        "patient": "Patient/{{context.patientId}}",
+        "allergyIntolerance": "AllergyIntolerance?patient={{context.patientId}}&_count=1000",
+        "condition": "Condition?patient={{context.patientId}}&_count=1000",
+        "medicationAdministration": "MedicationAdministration?patient={{context.patientId}}"
+        "&_count=1000&_include=MedicationAdministration:medication",
+        "medicationRequest": "MedicationRequest?patient={{context.patientId}}&_count=1000"
+        "&_include=MedicationRequest:medication",
+        "medicationStatement": "MedicationStatement?patient={{context.patientId}}&_count=1000"
+        "&_include=MedicationStatement:medication",
+        "observation": "Observation?patient={{context.patientId}}&_count=1000",
+        "procedure": "Procedure?patient={{context.patientId}}&_count=1000",
+        "researchSubject": "ResearchSubject?patient={{context.patientId}}&_count=1000",
+    }
+
+
+@pytest.mark.parametrize(
+    "name", ["itp-relapsed-candidate", "itp-secondary-lupus", "itp-relapsed-missing-labs"]
+)
+def test_cards_from_prefetch(api: TestClient, name: str) -> None:
+    prefetch = prefetch_from(example(name), loaded_trial(api), name)
+    response = api.post(SERVICE, json=hook_call(name, prefetch=prefetch), headers=AUTH)
+    assert response.status_code == 200, response.text
+    (answer,) = response.json()["cards"]
+    assert answer == card(evaluated_file(api, name))
+    assert len(answer["summary"]) <= 140
+    assert answer["source"]["label"] == "trialsieve"
+    assert answer["indicator"] in ("info", "warning")
+
+
+def test_card_wording(api: TestClient) -> None:
+    candidate = card(evaluated_file(api, "itp-relapsed-candidate"))
+    assert candidate["summary"] == ("May be eligible for NCT05315778: 11 items need manual review")
+    assert "### What to check" in candidate["detail"]
+    assert "### What excludes" not in candidate["detail"]
+    ineligible = card(evaluated_file(api, "itp-secondary-lupus"))
+    assert ineligible["summary"].startswith("Not eligible for NCT05315778: exclusion-")
+    assert "### What excludes" in ineligible["detail"]
+    missing = card(evaluated_file(api, "itp-relapsed-missing-labs"))
+    assert "lack data" in missing["summary"]
+    assert "### What is missing" in missing["detail"]
+    assert "\n- **" in missing["detail"]
+
+
+def test_report_link(service_client: ClientFactory) -> None:
+    api = service_client(report_url_template="https://reports.example.org/{trial_id}/{patient_id}")
+    name = "itp-relapsed-candidate"
+    prefetch = prefetch_from(example(name), loaded_trial(api), name)
+    (answer,) = api.post(SERVICE, json=hook_call(name, prefetch=prefetch), headers=AUTH).json()[
+        "cards"
+    ]
+    assert answer["links"] == [
+        {
+            "label": "Eligibility report",
+            "url": "https://reports.example.org/NCT05315778/itp-relapsed-candidate",
+            "type": "absolute",
+        }
+    ]
+
+
+def without(prefetch: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {key: value for key, value in prefetch.items() if key not in keys}
+
+
+def test_malformed_calls(api: TestClient) -> None:
+    name = "itp-relapsed-candidate"
+    prefetch = prefetch_from(example(name), loaded_trial(api), name)
+    wrong_patient = copy.deepcopy(prefetch)
+    wrong_patient["patient"]["id"] = "someone-else"
+    paged = copy.deepcopy(prefetch)
+    paged["observation"]["link"] = [{"relation": "next", "url": "http://ehr/fhir?page=2"}]
+    cases: list[tuple[dict[str, Any], int, list[str] | None]] = [
+        (hook_call(name, hook="order-select", prefetch=prefetch), 400, ["hook"]),
+        ({**hook_call(name, prefetch=prefetch), "context": {}}, 400, ["context.patientId"]),
+        (without(hook_call(name), "hookInstance"), 400, ["hookInstance"]),
+        (hook_call(name, prefetch=without(prefetch, "observation")), 400, ["prefetch.observation"]),
+        (hook_call(name, prefetch={**prefetch, "condition": None}), 400, ["prefetch.condition"]),
+        (hook_call(name, prefetch=paged), 400, ["prefetch.observation"]),
+        (hook_call(name, prefetch=wrong_patient), 400, ["prefetch.patient"]),
+        (
+            hook_call(name, prefetch={**prefetch, "procedure": {"resourceType": "Procedure"}}),
+            400,
+            ["prefetch.procedure"],
+        ),
+        (hook_call(name, prefetch={**prefetch, "procedure": [1]}), 400, ["prefetch.procedure"]),
+        (hook_call(name, fhirServer="file:///etc/passwd"), 400, ["fhirServer"]),
+        (
+            hook_call(
+                name,
+                fhirServer="http://127.0.0.1:9/fhir",
+                fhirAuthorization={"access_token": "x", "token_type": "MAC"},
+            ),
+            400,
+            ["fhirAuthorization.token_type"],
+        ),
+    ]
+    for body, status, expression in cases:
+        response = api.post(SERVICE, json=body, headers=AUTH)
+        assert response.status_code == status, (body.keys(), response.text)
+        issue = response.json()["issue"][0]
+        assert issue.get("expression") == expression, issue
+    unknown = api.post("/cds-services/NCT0", json=hook_call(name, prefetch=prefetch), headers=AUTH)
+    assert unknown.status_code == 404
+
+
+def test_untrusted_fhir_server(service_client: ClientFactory) -> None:
+    api = service_client(trusted_fhir_servers=("https://ehr.example.org/fhir",))
+    body = hook_call("p1", fhirServer="http://127.0.0.1:9/fhir")
+    response = api.post(SERVICE, json=body, headers=AUTH)
+    assert response.status_code == 403
+    assert response.json()["issue"][0]["expression"] == ["fhirServer"]
+
+
+def server_call(sekmet: SekmetServer, name: str, prefetch: dict[str, Any] | None) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "fhirServer": sekmet.base_url,
+        "fhirAuthorization": {
+            "access_token": sekmet.token,
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "scope": "patient/*.read",
+            "subject": "trialsieve",
+        },
+    }
+    if prefetch is not None:
+        fields["prefetch"] = prefetch
+    return hook_call(name, **fields)
+
+
+def test_no_prefetch_fetches_from_the_fhir_server(api: TestClient, sekmet: SekmetServer) -> None:
+    name = "itp-relapsed-candidate"
+    response = api.post(SERVICE, json=server_call(sekmet, name, None), headers=AUTH)
+    assert response.status_code == 200, response.text
+    assert response.json()["cards"] == [card(evaluated_file(api, name))]
+
+
+def test_missing_prefetch_keys_are_fetched(api: TestClient, sekmet: SekmetServer) -> None:
+    name = "itp-secondary-lupus"
+    prefetch = prefetch_from(example(name), loaded_trial(api), name)
+    partial = {**without(prefetch, "condition", "medicationRequest"), "observation": None}
+    response = api.post(SERVICE, json=server_call(sekmet, name, partial), headers=AUTH)
+    assert response.status_code == 200, response.text
+    assert response.json()["cards"] == [card(evaluated_file(api, name))]
+
+
+def test_fhir_server_errors(api: TestClient, sekmet: SekmetServer) -> None:
+    unknown = api.post(SERVICE, json=server_call(sekmet, "nobody-here", None), headers=AUTH)
+    assert unknown.status_code == 404
+    assert "Patient/nobody-here" in unknown.json()["issue"][0]["diagnostics"]
+    refused = server_call(sekmet, "itp-too-old", None)
+    refused["fhirAuthorization"]["access_token"] = "wrong-token"
+    response = api.post(SERVICE, json=refused, headers=AUTH)
+    assert response.status_code == 502
+    assert sekmet.base_url in response.json()["issue"][0]["diagnostics"]

@@ -1,0 +1,85 @@
+"""`trialsieve serve` and `trialsieve subscribe` as command functions (registered here the way
+engine/cli.py registers them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+import respx
+import typer
+from service_support import CRITERIA
+from typer.testing import CliRunner
+
+from engine.service import commands
+
+
+@pytest.fixture
+def cli() -> typer.Typer:
+    app = typer.Typer()
+    app.command()(commands.serve)
+    app.command()(commands.subscribe)
+    return app
+
+
+def test_serve_runs_uvicorn_on_loopback(cli: typer.Typer, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr("uvicorn.run", lambda app, **options: calls.append(options))
+    monkeypatch.setattr(commands, "configure_logging", lambda level: None)  # keep pytest's
+    result = CliRunner().invoke(
+        cli,
+        ["serve", "--trials", str(CRITERIA), "--api-token-env", "API_TOKEN", "--port", "8099"],
+        env={"API_TOKEN": "secret"},
+    )
+    assert result.exit_code == 0, result.output
+    assert calls == [{"host": "127.0.0.1", "port": 8099, "log_config": None, "access_log": False}]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "words"),
+    [
+        (["serve", "--trials", "no-such-folder", "--no-auth"], "not a folder of criteria files"),
+        (["serve", "--trials", str(CRITERIA)], "no API authentication configured"),
+        (
+            ["serve", "--trials", str(CRITERIA), "--api-token-env", "A", "--api-token-file", "f"],
+            "not both",
+        ),
+        (["serve", "--trials", str(CRITERIA), "--api-token-env", "UNSET_VARIABLE_X"], "UNSET"),
+        (
+            ["subscribe", "--server", "http://127.0.0.1:9/fhir", "--public-url", "ftp://x"],
+            "--public-url must be an http(s) URL",
+        ),
+    ],
+)
+def test_bad_options_exit_2(cli: typer.Typer, arguments: list[str], words: str) -> None:
+    result = CliRunner().invoke(cli, arguments)
+    assert result.exit_code == 2, result.output
+    assert words in result.output
+
+
+def test_subscribe_reports_a_refusal(cli: typer.Typer) -> None:
+    refusal = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "invalid", "diagnostics": "no rest-hooks here"}],
+    }
+    with respx.mock() as mock:
+        mock.put(url__regex=r"http://fhir\.invalid/r4/Subscription/.*").mock(
+            return_value=httpx.Response(400, json=refusal)
+        )
+        result = CliRunner().invoke(
+            cli,
+            [
+                "subscribe",
+                "--server",
+                "http://fhir.invalid/r4",
+                "--public-url",
+                "http://127.0.0.1:8080",
+                "--trials",
+                str(CRITERIA),
+            ],
+        )
+    assert result.exit_code == 1, result.output
+    assert "http://fhir.invalid/r4" in result.output
+    assert "no rest-hooks here" in result.output

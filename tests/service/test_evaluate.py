@@ -1,0 +1,254 @@
+"""`POST /evaluate` on inline Bundles: the result `trialsieve evaluate` gives, and every 4xx."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from service_support import (
+    AS_OF,
+    AUTH,
+    CRITERIA,
+    PATIENTS,
+    ClientFactory,
+    cli_bundle,
+    example,
+    make_settings,
+)
+
+from engine.errors import TrialsieveError
+from engine.service import ServiceConfigError, create_app
+
+
+@pytest.mark.parametrize(
+    "patient", ["itp-relapsed-candidate", "itp-secondary-lupus", "itp-relapsed-missing-labs"]
+)
+def test_answers_what_the_command_line_writes(
+    api: TestClient, tmp_path: Path, patient: str
+) -> None:
+    response = api.post("/evaluate", json={"bundle": example(patient)}, headers=AUTH)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    expected = cli_bundle(tmp_path, patient)["entry"]
+    assert answer["researchSubject"] == expected[1]["resource"]
+    assert answer["detectedIssue"] == expected[2]["resource"]
+    assert answer["status"] == expected[1]["resource"]["status"]
+    assert answer["trial"] == "NCT05315778"
+    assert answer["asOf"] == AS_OF.isoformat()
+    first = answer["criteria"][0]
+    assert set(first) == {
+        "id",
+        "kind",
+        "verdict",
+        "truth",
+        "reason",
+        "evidence",
+        "missing",
+        "manual",
+    }
+    assert len(answer["criteria"]) == 21
+
+
+def test_attestations_as_in_the_file(api: TestClient, tmp_path: Path) -> None:
+    from ruamel.yaml import YAML
+
+    document = YAML(typ="safe").load((PATIENTS.parent / "attestations.yaml").read_text())
+    entries = [
+        {**entry, "date": entry["date"].isoformat()}
+        for entry in document["attestations"]
+        if entry["patient"] == "itp-relapsed-candidate"
+    ]
+    response = api.post(
+        "/trials/NCT05315778/evaluate",
+        json={"bundle": example("itp-relapsed-candidate"), "attestations": entries},
+        headers=AUTH,
+    )
+    assert response.status_code == 200, response.text
+    expected = cli_bundle(
+        tmp_path,
+        "itp-relapsed-candidate",
+        "--attestations",
+        str(PATIENTS.parent / "attestations.yaml"),
+    )["entry"]
+    assert response.json()["status"] == "eligible"
+    assert response.json()["researchSubject"] == expected[1]["resource"]
+    assert response.json()["detectedIssue"] == expected[2]["resource"]
+
+
+def test_as_of_from_the_request(api: TestClient) -> None:
+    body = {"bundle": example("itp-too-old"), "asOf": "2030-01-01"}
+    answer = api.post("/evaluate", json=body, headers=AUTH).json()
+    assert answer["asOf"] == "2030-01-01"
+    assert answer["detectedIssue"]["identifiedDateTime"] == "2030-01-01"
+
+
+def trial_copy(folder: Path, file_name: str, trial_id: str = "NCT05315778") -> None:
+    """The shipped criteria under another file name and trial id, mappings found."""
+    text = (CRITERIA / "NCT05315778.yaml").read_text(encoding="utf-8")
+    text = text.replace("id: NCT05315778", f"id: {trial_id}").replace(
+        "mappings: [../mappings]", f"mappings: [{CRITERIA.parent / 'mappings'}]"
+    )
+    folder.mkdir(exist_ok=True)
+    (folder / file_name).write_text(text, encoding="utf-8")
+
+
+def test_several_trials_need_the_trial_named(service_client: ClientFactory, tmp_path: Path) -> None:
+    trials = tmp_path / "trials"
+    trial_copy(trials, "NCT05315778.yaml")
+    trial_copy(trials, "NCT00000001.yml", "NCT00000001")
+    shutil.copy(CRITERIA / "criteria.schema.json", trials)
+    api = service_client(trials_folder=trials)
+    bundle = example("itp-relapsed-candidate")
+    unnamed = api.post("/evaluate", json={"bundle": bundle}, headers=AUTH)
+    assert unnamed.status_code == 400
+    assert unnamed.json()["issue"][0]["expression"] == ["trial"]
+    assert "NCT00000001, NCT05315778" in unnamed.json()["issue"][0]["diagnostics"]
+    named = api.post("/trials/NCT00000001/evaluate", json={"bundle": bundle}, headers=AUTH)
+    assert named.status_code == 200
+    assert named.json()["trial"] == "NCT00000001"
+    services = api.get("/cds-services").json()["services"]
+    assert [service["id"] for service in services] == ["NCT00000001", "NCT05315778"]
+
+
+def test_a_trial_defined_twice_stops_the_start(tmp_path: Path) -> None:
+    trials = tmp_path / "trials"
+    trial_copy(trials, "a.yaml")
+    trial_copy(trials, "b.yml")
+    with pytest.raises(ServiceConfigError, match="NCT05315778 is also defined in"):
+        create_app(make_settings(trials_folder=trials))
+
+
+def test_bad_criteria_stop_the_start(tmp_path: Path) -> None:
+    (tmp_path / "broken.yaml").write_text("trial: {id: X}\ncriteria: 3\n", encoding="utf-8")
+    with pytest.raises(TrialsieveError, match="criteria: expected a list"):
+        create_app(make_settings(trials_folder=tmp_path))
+    with pytest.raises(ServiceConfigError, match="not a folder of criteria files"):
+        create_app(make_settings(trials_folder=tmp_path / "missing"))
+
+
+BUNDLE = example("itp-relapsed-candidate")
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "code", "expression"),
+    [
+        ("/evaluate", {}, 400, "required", ["patient", "bundle"]),
+        ("/evaluate", {"patient": "p1", "bundle": BUNDLE}, 400, "required", ["patient", "bundle"]),
+        ("/evaluate", {"bundel": BUNDLE}, 400, "invalid", ["bundel"]),
+        ("/evaluate", {"bundle": BUNDLE, "asOf": "tomorrow"}, 400, "invalid", ["asOf"]),
+        ("/evaluate", {"bundle": BUNDLE, "trial": "NCT1"}, 404, "not-found", ["trial"]),
+        ("/evaluate", {"bundle": BUNDLE, "write": True}, 400, "not-supported", ["write"]),
+        ("/evaluate", {"patient": "p1"}, 409, "not-supported", None),
+        ("/evaluate", {"patient": "../metadata"}, 400, "invalid", ["patient"]),
+        (
+            "/evaluate",
+            {"bundle": {"resourceType": "Bundle", "type": "history", "entry": []}},
+            400,
+            "invalid",
+            ["bundle"],
+        ),
+        ("/evaluate", {"bundle": {"resourceType": "Patient"}}, 400, "invalid", ["bundle"]),
+        (
+            "/evaluate",
+            {"bundle": BUNDLE, "attestations": [{"by": "Dr. A", "answers": {"nope": True}}]},
+            400,
+            "invalid",
+            ["attestations[0].answers.nope"],
+        ),
+        (
+            "/evaluate",
+            {
+                "bundle": BUNDLE,
+                "attestations": [{"by": "Dr. A", "answers": {"informed-consent": 1}}],
+            },
+            400,
+            "invalid",
+            ["attestations.0.answers.informed-consent"],
+        ),
+        (
+            "/evaluate",
+            {"bundle": BUNDLE, "attestations": [{"answers": {"informed-consent": True}}]},
+            400,
+            "required",
+            ["attestations.0.by"],
+        ),
+        (
+            "/evaluate",
+            {
+                "bundle": BUNDLE,
+                "attestations": [
+                    {
+                        "patient": "someone-else",
+                        "by": "Dr. A",
+                        "answers": {"informed-consent": True},
+                    }
+                ],
+            },
+            400,
+            "invalid",
+            ["attestations[0].patient"],
+        ),
+        (
+            "/trials/NCT05315778/evaluate",
+            {"bundle": BUNDLE, "trial": "NCT2"},
+            400,
+            "invalid",
+            ["trial"],
+        ),
+        ("/trials/NCT9/evaluate", {"bundle": BUNDLE}, 404, "not-found", ["trial"]),
+    ],
+)
+def test_malformed_requests_get_an_operation_outcome(
+    api: TestClient,
+    path: str,
+    body: dict[str, Any],
+    status: int,
+    code: str,
+    expression: list[str] | None,
+) -> None:
+    response = api.post(path, json=body, headers=AUTH)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/fhir+json")
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    issue = outcome["issue"][0]
+    assert issue["severity"] == "error"
+    assert issue["code"] == code
+    assert issue["diagnostics"]
+    assert issue.get("expression") == expression
+
+
+def test_a_body_that_is_not_json(api: TestClient) -> None:
+    response = api.post(
+        "/evaluate",
+        content=b'{"bundle": ',
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert "not valid JSON" in response.json()["issue"][0]["diagnostics"]
+
+
+def test_unknown_routes_and_methods(api: TestClient) -> None:
+    missing = api.get("/nothing-here", headers=AUTH)
+    assert missing.status_code == 404
+    assert missing.json()["issue"][0]["code"] == "not-found"
+    wrong_method = api.get("/evaluate", headers=AUTH)
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["issue"][0]["code"] == "not-supported"
+
+
+def test_health_and_openapi(api: TestClient) -> None:
+    assert api.get("/health").json() == {"status": "ok"}
+    assert api.get("/ready").json() == {
+        "status": "ready",
+        "trials": ["NCT05315778"],
+        "fhirServer": "not configured",
+    }
+    paths = api.get("/openapi.json").json()["paths"]
+    assert {"/evaluate", "/cds-services", "/cds-services/{service_id}", "/fhir-notify"} <= set(
+        paths
+    )
+    assert api.get("/docs").status_code == 200

@@ -1,0 +1,78 @@
+"""Structured JSON logs: request ids, trial ids, timings and statuses; no patient data, no
+tokens, even from the engine's own messages.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+import pytest
+from sekmet_server import SekmetServer
+from service_support import API_TOKEN, AUTH, ClientFactory, example, server_settings
+
+from engine.service.logs import JsonFormatter, redact
+
+PATIENT = "itp-relapsed-candidate"
+
+
+def test_logs_name_no_patient_and_no_token(
+    service_client: ClientFactory, sekmet: SekmetServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    api = service_client(server_settings(sekmet.base_url, sekmet.token))
+    headers = {**AUTH, "X-Request-ID": "req-42"}
+    response = api.post("/evaluate", json={"patient": PATIENT}, headers=headers)
+    assert response.status_code == 200
+    assert response.headers["x-request-id"] == "req-42"
+    api.post("/evaluate", json={"bundle": example("itp-too-old")}, headers=AUTH)
+    hook = {
+        "hook": "patient-view",
+        "hookInstance": "h1",
+        "context": {"patientId": PATIENT},
+        "fhirServer": sekmet.base_url,
+        "fhirAuthorization": {"access_token": sekmet.token, "token_type": "Bearer"},
+    }
+    assert api.post("/cds-services/NCT05315778", json=hook, headers=AUTH).status_code == 200
+    formatter = JsonFormatter()
+    lines = [formatter.format(record) for record in caplog.records]
+    assert any("Patient/" + PATIENT in record.getMessage() for record in caplog.records), (
+        "the engine names the patient in a warning; the formatter must redact it"
+    )
+    for line in lines:
+        assert PATIENT not in line
+        assert "itp-too-old" not in line
+        assert sekmet.token not in line
+        assert API_TOKEN not in line
+    entries = [orjson.loads(line) for line in lines]
+    requests = [entry for entry in entries if entry["message"] == "request"]
+    assert {entry["route"] for entry in requests} >= {"/evaluate", "/cds-services/{service_id}"}
+    first = requests[0]
+    assert first["correlation_id"] == "req-42"
+    assert first["http_status"] == 200
+    assert first["duration_ms"] >= 0
+    evaluated = [entry for entry in entries if entry["message"] == "patient evaluated"]
+    assert evaluated[0]["trial"] == "NCT05315778"
+    assert evaluated[0]["status"] == "candidate"
+    assert evaluated[0]["correlation_id"] == "req-42"
+    assert {"time", "level", "logger"} <= set(evaluated[0])
+
+
+def test_redaction() -> None:
+    assert redact("GET Patient/p-1/$everything") == "GET Patient/[redacted]/$everything"
+    assert redact("GET Observation?patient=Patient/x&_count=5") == (
+        "GET Observation?patient=[redacted]&_count=5"
+    )
+    assert redact("Authorization: Bearer abc.def") == "Authorization: Bearer [redacted]"
+
+
+def test_exceptions_are_logged_without_their_message(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("engine.service.test")
+    secret = "-".join(("itp", "secret", "id"))  # not in the stack's source lines either
+    try:
+        raise KeyError(f"patient {secret}")
+    except KeyError:
+        logger.exception("failed")
+    line = JsonFormatter().format(caplog.records[-1])
+    assert "itp-secret-id" not in line
+    assert orjson.loads(line)["exception"] == "KeyError"

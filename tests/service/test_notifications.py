@@ -1,0 +1,299 @@
+"""Subscription notifications: what they name, the coalescing queue, re-evaluation written back
+to sekmet, and `trialsieve subscribe` with sekmet's rest-hook delivery end to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from typing import Any
+
+import orjson
+import pytest
+import typer
+from fastapi.testclient import TestClient
+from sekmet_server import SekmetServer
+from service_support import (
+    API_TOKEN,
+    API_TOKEN_VARIABLE,
+    AUTH,
+    ClientFactory,
+    copy_patient,
+    live_service,
+    server_settings,
+)
+from typer.testing import CliRunner
+
+from engine.report.resources import RESEARCH_SUBJECT_SYSTEM, deterministic_id
+from engine.service import create_app
+from engine.service.commands import NOT_SUBSCRIBED, rest_hook_subscription, subscribe
+from engine.service.notifications import NotificationQueue, Target, notification_targets
+from engine.service.problems import ApiError
+
+BASE = "http://fhir.example.org/r4"
+RELEVANT = frozenset({"Patient", "Observation", "Condition", "ResearchSubject"})
+
+
+def observation(patient: str = "Patient/p1", identifier: str = "o1") -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": identifier,
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "777-3"}]},
+        "subject": {"reference": patient},
+    }
+
+
+def backport(
+    kind: str, *events: tuple[str, list[str]], resources: tuple[dict[str, Any], ...] = ()
+) -> dict[str, Any]:
+    parameters: list[dict[str, Any]] = [
+        {"name": "subscription", "valueReference": {"reference": f"{BASE}/Subscription/s1"}},
+        {"name": "type", "valueCode": kind},
+    ]
+    for focus, contexts in events:
+        parts = [{"name": "focus", "valueReference": {"reference": focus}}]
+        parts += [
+            {"name": "additional-context", "valueReference": {"reference": c}} for c in contexts
+        ]
+        parameters.append({"name": "notification-event", "part": parts})
+    entries = [{"resource": {"resourceType": "Parameters", "parameter": parameters}}]
+    entries += [{"resource": resource} for resource in resources]
+    return {"resourceType": "Bundle", "type": "history", "entry": entries}
+
+
+def targets(body: Any, path: str | None = None) -> list[str]:
+    return [t.reference for t in notification_targets(body, path, RELEVANT, BASE)]
+
+
+def test_what_notifications_name() -> None:
+    assert targets(observation(), "Observation/o1") == ["Patient/p1"]
+    assert targets(observation(f"{BASE}/Patient/p2")) == ["Patient/p2"]
+    assert targets(observation("http://elsewhere.org/fhir/Patient/p2")) == []
+    assert targets(observation("Group/g1")) == []
+    assert targets({"resourceType": "Patient", "id": "p3"}, "Patient/p3") == ["Patient/p3"]
+    assert (
+        targets({"resourceType": "Encounter", "id": "e1", "subject": {"reference": "Patient/p1"}})
+        == []
+    )
+    assert targets(None, "Observation/o9") == ["Observation/o9"]
+    assert targets(None, "Encounter/e9") == []
+    assert targets(None) == []
+    own = {
+        "resourceType": "ResearchSubject",
+        "id": "r1",
+        "identifier": [{"system": RESEARCH_SUBJECT_SYSTEM, "value": "NCT1/p1"}],
+        "individual": {"reference": "Patient/p1"},
+    }
+    assert targets(own, "ResearchSubject/r1") == []
+    other_study = {**own, "identifier": [{"system": "urn:other", "value": "x"}]}
+    assert targets(other_study) == ["Patient/p1"]
+
+
+def test_topic_based_notifications() -> None:
+    full = backport(
+        "event-notification",
+        (f"{BASE}/Observation/o1", []),
+        resources=(observation("Patient/p1"),),
+    )
+    assert targets(full) == ["Patient/p1"]
+    id_only = backport(
+        "event-notification",
+        (f"{BASE}/Observation/o2", [f"{BASE}/Patient/p2"]),
+        (f"{BASE}/Condition/c3", []),
+        (f"{BASE}/Patient/p4", []),
+    )
+    assert targets(id_only) == ["Patient/p2", "Condition/c3", "Patient/p4"]
+    assert targets(backport("handshake")) == []
+    assert targets(backport("heartbeat")) == []
+    r5 = {
+        "resourceType": "Bundle",
+        "type": "subscription-notification",
+        "entry": [
+            {
+                "resource": {
+                    "resourceType": "SubscriptionStatus",
+                    "type": "event-notification",
+                    "notificationEvent": [
+                        {"eventNumber": 3, "focus": {"reference": "Observation/o1"}}
+                    ],
+                }
+            },
+            {"fullUrl": f"{BASE}/Observation/o1", "resource": observation("Patient/p5")},
+        ],
+    }
+    assert targets(r5) == ["Patient/p5"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [1, 2],
+        {"no": "resourceType"},
+        {"resourceType": "Bundle", "type": "searchset", "entry": []},
+        {"resourceType": "Bundle", "type": "history", "entry": []},
+        {
+            "resourceType": "Bundle",
+            "type": "history",
+            "entry": [{"resource": {"resourceType": "Patient"}}],
+        },
+    ],
+)
+def test_malformed_notifications(body: Any) -> None:
+    with pytest.raises(ApiError) as raised:
+        notification_targets(body, None, RELEVANT, BASE)
+    assert raised.value.status == 400
+
+
+def test_path_and_body_must_agree() -> None:
+    with pytest.raises(ApiError, match="the path names Observation/o2"):
+        notification_targets(observation(), "Observation/o2", RELEVANT, BASE)
+
+
+def test_queue_coalesces_per_patient() -> None:
+    started = threading.Event()
+    release = threading.Event()
+    runs: list[str] = []
+
+    def re_evaluate(patient_id: str) -> list[str]:
+        runs.append(patient_id)
+        started.set()
+        release.wait(5)
+        return ["candidate"]
+
+    async def scenario() -> NotificationQueue:
+        queue = NotificationQueue(re_evaluate, lambda reference: "p2", workers=2)
+        await queue.start()
+        await queue.submit([Target("Patient/p1")])
+        await asyncio.to_thread(started.wait, 5)
+        # While p1 runs: five more notices for p1 wait as one; p2 runs beside it.
+        for _ in range(5):
+            await queue.submit([Target("Patient/p1")])
+        await queue.submit([Target("Observation/o7")])
+        release.set()
+        await queue.drain()
+        await queue.stop()
+        return queue
+
+    queue = asyncio.run(scenario())
+    assert sorted(runs) == ["p1", "p1", "p2"]
+    assert queue.counts.received == 8
+    assert queue.counts.coalesced == 4
+    assert queue.counts.completed == 3
+    assert queue.counts.failed == 0
+
+
+def test_queue_counts_failures_and_goes_on() -> None:
+    def re_evaluate(patient_id: str) -> list[str]:
+        if patient_id == "bad":
+            raise RuntimeError("boom")
+        return ["ineligible"]
+
+    async def scenario() -> NotificationQueue:
+        queue = NotificationQueue(re_evaluate, lambda reference: None, workers=1)
+        await queue.start()
+        await queue.submit([Target("Patient/bad"), Target("Patient/good"), Target("Condition/c")])
+        await queue.drain()
+        await queue.stop()
+        return queue
+
+    queue = asyncio.run(scenario())
+    assert (queue.counts.completed, queue.counts.failed) == (1, 1)
+    assert isinstance(queue.counts.errors[0], RuntimeError)
+
+
+def subject_on_server(sekmet: SekmetServer, patient_id: str) -> dict[str, Any] | None:
+    subject_id = deterministic_id(RESEARCH_SUBJECT_SYSTEM, f"NCT05315778/{patient_id}")
+    with sekmet.http() as http:
+        response = http.get(f"ResearchSubject/{subject_id}")
+    return response.json() if response.status_code == 200 else None
+
+
+def test_a_notification_re_evaluates_and_writes_back(
+    service_client: ClientFactory, sekmet: SekmetServer
+) -> None:
+    patient_id = f"service-notify-{uuid.uuid4().hex[:8]}"
+    with sekmet.http() as http:
+        copy_patient(http, "itp-relapsed-missing-labs", patient_id)
+    api = service_client(server_settings(sekmet.base_url, sekmet.token))
+    change = observation(f"Patient/{patient_id}", "o-1")
+    for _ in range(3):  # duplicates
+        response = api.put("/fhir-notify/Observation/o-1", json=change, headers=AUTH)
+        assert response.status_code == 202, response.text
+        assert response.json()["resourceType"] == "OperationOutcome"
+    handshake = api.post("/fhir-notify", json=backport("handshake"), headers=AUTH)
+    assert handshake.status_code == 200
+    api.portal.call(api.app.state.notifications.drain)  # type: ignore[union-attr,attr-defined]
+    counts = api.app.state.notifications.counts  # type: ignore[attr-defined]
+    assert counts.failed == 0, counts.errors
+    assert 1 <= counts.completed <= 2
+    stored = subject_on_server(sekmet, patient_id)
+    assert stored is not None
+    assert stored["status"] == "potential-candidate"
+    assert stored["meta"]["versionId"] == str(counts.completed)
+
+
+def test_notifications_need_a_server(api: TestClient) -> None:
+    response = api.put("/fhir-notify/Observation/o1", json=observation(), headers=AUTH)
+    assert response.status_code == 409
+    bad_path = api.put("/fhir-notify/observation/o1", json=observation(), headers=AUTH)
+    assert bad_path.status_code in (400, 409)
+
+
+def test_subscribe_and_sekmet_delivers(sekmet: SekmetServer) -> None:
+    """`trialsieve subscribe` on sekmet; a created Observation reaches the service, which
+    re-evaluates the patient and writes the result back.
+    """
+    patient_id = f"service-subscribe-{uuid.uuid4().hex[:8]}"
+    with sekmet.http() as http:
+        copy_patient(http, "itp-relapsed-candidate", patient_id)
+    app = create_app(server_settings(sekmet.base_url, sekmet.token))
+    commands = typer.Typer()
+    commands.command()(subscribe)
+    commands.command("version")(lambda: None)  # two commands: the first is named on the line
+    subscribed = sorted(app.state.service.trials.resource_types - NOT_SUBSCRIBED)
+    with live_service(app) as service_url:
+        ids = [
+            rest_hook_subscription(t, f"{service_url}/fhir-notify", [])["id"] for t in subscribed
+        ]
+        try:
+            result = CliRunner().invoke(
+                commands,
+                [
+                    "subscribe",
+                    "--server",
+                    sekmet.base_url,
+                    "--public-url",
+                    service_url,
+                    "--token-env",
+                    "SERVER_TOKEN",
+                    "--notify-token-env",
+                    API_TOKEN_VARIABLE,
+                ],
+                env={"SERVER_TOKEN": sekmet.token, API_TOKEN_VARIABLE: API_TOKEN},
+            )
+            assert result.exit_code == 0, result.output
+            with sekmet.http() as http:
+                for subscription_id in ids:
+                    stored = http.get(f"Subscription/{subscription_id}").json()
+                    assert stored["status"] == "active", stored
+                    assert stored["channel"]["header"] == [f"Authorization: Bearer {API_TOKEN}"]
+                response = http.post(
+                    "Observation",
+                    content=orjson.dumps(observation(f"Patient/{patient_id}", "ignored")),
+                    headers={"Content-Type": "application/fhir+json"},
+                )
+                assert response.status_code == 201, response.text
+            deadline = time.monotonic() + 15
+            stored_subject = subject_on_server(sekmet, patient_id)
+            while stored_subject is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+                stored_subject = subject_on_server(sekmet, patient_id)
+            assert stored_subject is not None, "no ResearchSubject written after the notification"
+            assert stored_subject["individual"]["reference"] == f"Patient/{patient_id}"
+        finally:
+            with sekmet.http() as http:
+                for subscription_id in ids:
+                    http.delete(f"Subscription/{subscription_id}")

@@ -1,0 +1,95 @@
+"""`POST /evaluate` against a FHIR server (sekmet): pull, write back, and 502/504 when the
+server fails.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+import respx
+from sekmet_server import SekmetServer
+from service_support import AUTH, ClientFactory, cli_bundle, copy_patient, server_settings
+
+from engine.service.settings import ServiceSettings
+from engine.sources import RetryPolicy
+
+FAST_FAILURE = RetryPolicy(attempts=1, timeout=1.0, give_up_after=2.0)
+
+
+def test_pulls_the_patient_as_the_command_line_reads_the_file(
+    service_client: ClientFactory, sekmet: SekmetServer, tmp_path: Path
+) -> None:
+    api = service_client(server_settings(sekmet.base_url, sekmet.token))
+    response = api.post("/evaluate", json={"patient": "itp-relapsed-candidate"}, headers=AUTH)
+    assert response.status_code == 200, response.text
+    expected = cli_bundle(tmp_path, "itp-relapsed-candidate")["entry"]
+    assert response.json()["researchSubject"] == expected[1]["resource"]
+    assert response.json()["detectedIssue"] == expected[2]["resource"]
+    assert "written" not in response.json()
+
+
+def test_writes_back_in_place(service_client: ClientFactory, sekmet: SekmetServer) -> None:
+    patient_id = f"service-write-{uuid.uuid4().hex[:8]}"
+    with sekmet.http() as http:
+        copy_patient(http, "itp-relapsed-missing-labs", patient_id)
+    api = service_client(server_settings(sekmet.base_url, sekmet.token))
+    body = {"patient": patient_id, "write": True}
+    first = api.post("/trials/NCT05315778/evaluate", json=body, headers=AUTH)
+    second = api.post("/trials/NCT05315778/evaluate", json=body, headers=AUTH)
+    assert first.status_code == 200, first.text
+    assert [entry["status"] for entry in first.json()["written"]][1:] == ["201 Created"] * 2
+    assert [entry["status"] for entry in second.json()["written"]] == ["200 OK"] * 3
+    subject_id = first.json()["researchSubject"]["id"]
+    with sekmet.http() as http:
+        stored = http.get(f"ResearchSubject/{subject_id}").json()
+    assert stored["status"] == "potential-candidate"
+    assert stored["meta"]["versionId"] == "2"
+
+
+def test_unknown_patient_is_404(service_client: ClientFactory, sekmet: SekmetServer) -> None:
+    api = service_client(server_settings(sekmet.base_url, sekmet.token))
+    response = api.post("/evaluate", json={"patient": "nobody-here"}, headers=AUTH)
+    assert response.status_code == 404
+    assert response.json()["issue"][0]["code"] == "not-found"
+
+
+def test_ready_checks_the_server(service_client: ClientFactory, sekmet: SekmetServer) -> None:
+    api = service_client(server_settings(sekmet.base_url, sekmet.token))
+    assert api.get("/ready").json()["fhirServer"] == "reachable"
+    down = service_client(server_settings("http://127.0.0.1:9/fhir", "token"))
+    response = down.get("/ready")
+    assert response.status_code == 503
+    assert "http://127.0.0.1:9/fhir" in response.json()["issue"][0]["diagnostics"]
+
+
+FAKE_SERVER = "http://fhir.invalid/r4"
+
+
+def fake_server_settings() -> ServiceSettings:
+    return server_settings(FAKE_SERVER, "token", fhir_retry=FAST_FAILURE)
+
+
+@pytest.mark.parametrize(
+    ("failure", "status", "code"),
+    [
+        (httpx.Response(503, text="down for maintenance"), 502, "transient"),
+        (httpx.Response(401), 502, "exception"),
+        (httpx.ReadTimeout("too slow"), 504, "timeout"),
+        (httpx.ConnectError("refused"), 502, "transient"),
+    ],
+)
+def test_server_faults_are_502_or_504(
+    service_client: ClientFactory, failure: httpx.Response | Exception, status: int, code: str
+) -> None:
+    api = service_client(fake_server_settings())
+    with respx.mock(assert_all_called=False) as mock:
+        mock.get(f"{FAKE_SERVER}/metadata").mock(side_effect=[failure])
+        response = api.post("/evaluate", json={"patient": "p1"}, headers=AUTH)
+    assert response.status_code == status, response.text
+    issue = response.json()["issue"][0]
+    assert issue["code"] == code
+    assert FAKE_SERVER in issue["diagnostics"]
+    assert "GET metadata" in issue["diagnostics"]
