@@ -62,11 +62,10 @@ from engine.server_command import (
     PatientOption,
     TokenEnvOption,
     TokenFileOption,
-    resource_types_needed,
 )
 from engine.sinks import FhirServerSink
 from engine.sources import FhirServerClient, FhirServerSource, reference_key
-from engine.sources.fhir_server import DEFAULT_PAGE_SIZE
+from engine.sources.fhir_server import DEFAULT_PAGE_SIZE, resource_types_to_pull
 from engine.sources.smart import auth_from_options
 from engine.trial import load_trial
 
@@ -222,7 +221,9 @@ def _evaluate_and_write(
         if not ids:
             raise fail(f"{client.base_url} holds no Patient to evaluate", code=1)
     _progress(f"evaluating {len(ids)} patients for {trial.trial.id} as of {day.isoformat()}")
-    source = FhirServerSource(client, ids, resource_types_needed(trial), page_size=page_size)
+    source = FhirServerSource(
+        client, ids, resource_types_to_pull(trial.resource_types), page_size=page_size
+    )
     sink = FhirServerSink(client)
     for position, patient_id in enumerate(ids, start=1):
         try:

@@ -35,13 +35,13 @@ from engine.command_options import (
     print_error,
 )
 from engine.errors import ServerError, TrialsieveError
-from engine.evaluate import CompiledCriteria, PatientEvaluation, evaluate_patient
+from engine.evaluate import PatientEvaluation, evaluate_patient
 from engine.explain import criteria_table, summary_table
 from engine.record import build_record
 from engine.report import transaction_bundle, validate_bundle
 from engine.sinks import FhirServerSink, to_json, write_json
 from engine.sources import FhirServerClient, FhirServerSource
-from engine.sources.fhir_server import DEFAULT_PAGE_SIZE, MEDICATION_REFERENCING_TYPES
+from engine.sources.fhir_server import DEFAULT_PAGE_SIZE, resource_types_to_pull
 from engine.sources.smart import auth_from_options
 from engine.trial import load_trial
 
@@ -95,16 +95,6 @@ PageSizeOption = Annotated[
 ]
 
 
-def resource_types_needed(criteria: CompiledCriteria) -> frozenset[str]:
-    """The resource types the criteria read: Patient, every atom's types, and Medication when
-    a medication type is read (medicationReference points to one).
-    """
-    types = {"Patient", *criteria.resource_types}
-    if types & MEDICATION_REFERENCING_TYPES:
-        types.add("Medication")
-    return frozenset(types)
-
-
 def evaluate_on_server(
     criteria: CriteriaArgument,
     server: Annotated[str, typer.Option(help="Base URL of the FHIR R4 server.")],
@@ -154,7 +144,7 @@ def evaluate_on_server(
         source = FhirServerSource(
             client,
             patient_ids,
-            resource_types_needed(trial),
+            resource_types_to_pull(trial.resource_types),
             page_size=page_size,
             use_everything=everything,
         )

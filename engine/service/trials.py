@@ -8,8 +8,8 @@ from pathlib import Path
 
 from engine.errors import Location
 from engine.evaluate import CompiledCriteria
-from engine.server_command import resource_types_needed
 from engine.service.settings import ServiceConfigError
+from engine.sources.fhir_server import resource_types_to_pull
 from engine.trial import load_trial
 
 CRITERIA_SUFFIXES = (".yaml", ".yml")
@@ -63,7 +63,7 @@ def load_trials(folder: Path) -> TrialRegistry:
     trials: dict[str, LoadedTrial] = {}
     for path in paths:
         criteria = load_trial(path)
-        loaded = LoadedTrial(criteria, path, resource_types_needed(criteria))
+        loaded = LoadedTrial(criteria, path, resource_types_to_pull(criteria.resource_types))
         earlier = trials.get(loaded.id)
         if earlier is not None:
             raise ServiceConfigError(

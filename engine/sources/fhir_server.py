@@ -687,3 +687,13 @@ class FhirServerSource:
                 log.warning("%s: %s is not on the server", self.client.base_url, key)
                 continue
             pulled.add({"fullUrl": f"{self.client.base_url}/{key}", "resource": medication})
+
+
+def resource_types_to_pull(read_types: Collection[str]) -> frozenset[str]:
+    """What to pull for criteria that read `read_types` (`CompiledCriteria.resource_types`):
+    those, the Patient, and Medication when a medication type is read (medicationReference).
+    """
+    types = {"Patient", *read_types}
+    if types & MEDICATION_REFERENCING_TYPES:
+        types.add("Medication")
+    return frozenset(types)

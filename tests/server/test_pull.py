@@ -13,9 +13,8 @@ from engine.errors import ServerError
 from engine.evaluate import CompiledCriteria, PatientEvaluation, evaluate_patient
 from engine.record import build_record
 from engine.report import transaction_bundle
-from engine.server_command import resource_types_needed
 from engine.sources import FhirServerSource, PatientResources, read_bundle_file, reference_key
-from engine.sources.fhir_server import MEDICATION_REFERENCING_TYPES
+from engine.sources.fhir_server import MEDICATION_REFERENCING_TYPES, resource_types_to_pull
 
 AS_OF = dt.date(2026, 11, 1)
 PULL_MODES = {"everything": True, "searches": False}
@@ -40,7 +39,7 @@ def pull(
         source = FhirServerSource(
             client,
             [patient_id],
-            resource_types_needed(trial),
+            resource_types_to_pull(trial.resource_types),
             page_size=page_size,
             use_everything=PULL_MODES[mode],
         )
@@ -102,7 +101,7 @@ def test_searches_ask_only_for_what_the_criteria_need(
 ) -> None:
     pulled = pull(sekmet, trial, sekmet.synthea_patient_id, mode="searches", page_size=200)
     types = {resource["resourceType"] for resource in pulled.resources}
-    assert types <= resource_types_needed(trial)
+    assert types <= resource_types_to_pull(trial.resource_types)
     assert "Encounter" not in types  # the Synthea Bundle has Encounters; no criterion reads them
 
 
