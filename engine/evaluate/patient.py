@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from enum import StrEnum
 
 from engine.attestations import Attestation
@@ -47,7 +48,7 @@ class CriterionResult:
     def kind(self) -> CriterionKind:
         return self.criterion.kind
 
-    @property
+    @cached_property
     def verdict(self) -> CriterionVerdict:
         truth = self.outcome.truth
         if truth is Truth.UNKNOWN:
@@ -69,7 +70,7 @@ class PatientEvaluation:
     results: tuple[CriterionResult, ...]
     data_problems: tuple[str, ...] = field(default=())
 
-    @property
+    @cached_property
     def status(self) -> SubjectStatus:
         return subject_status(self.results)
 

@@ -146,6 +146,7 @@ class Terminology:
             | {system for _, system, _ in self._answers}
         )
         self._coding_memo: dict[tuple[str | None, str], frozenset[str]] = {}
+        self._system_memo: dict[str | None, bool] = {}
         self._text_memo: dict[str, frozenset[str]] = {}
         self._unit_alias_memo: dict[str, str | None] = {}
 
@@ -191,7 +192,13 @@ class Terminology:
 
     def knows_system(self, system: str | None) -> bool:
         """True if some concept or local code map uses this code system (URI or equivalent)."""
-        return system is not None and self.canonical_system(system) in self._known_systems
+        known = self._system_memo.get(system)
+        if known is None:
+            known = system is not None and self.canonical_system(system) in self._known_systems
+            if len(self._system_memo) >= _MEMO_LIMIT:
+                self._system_memo.clear()
+            self._system_memo[system] = known
+        return known
 
     # ------------------------------------------------------------------ lookups
 
