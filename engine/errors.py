@@ -92,12 +92,15 @@ class ServerError(TrialsieveError):
     """A FHIR server cannot be reached, refuses a request, or answers something unusable.
 
     `server` is the base URL and `request` the request that failed ("GET Patient/p1/$everything");
-    `status` is the last HTTP status, None when no answer came. Never carries credentials.
+    `status` is the last HTTP status, None when no answer came; `timed_out` says the last try
+    ran out of time. Never carries credentials.
     """
 
     server: str | None = None
     request: str | None = None
     status: int | None = None
+    timed_out: bool = False
+    """True when the last try got no answer in time (a gateway would say 504)."""
 
     def __str__(self) -> str:
         where = ": ".join(part for part in (self.server, self.request) if part)

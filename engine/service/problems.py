@@ -91,7 +91,7 @@ def _server_error(error: ServerError) -> ApiError:
     """404 when the server has no such patient; 504 when it did not answer in time; else 502."""
     if error.status in (404, 410):
         return ApiError.of(404, "not-found", str(error))
-    if error.status is None and "in time" in error.message:
+    if error.timed_out:
         return ApiError.of(504, "timeout", str(error))
     return ApiError.of(502, "transient" if _retryable(error.status) else "exception", str(error))
 

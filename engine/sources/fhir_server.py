@@ -362,7 +362,7 @@ class FhirServerClient:
         all_headers = {"Content-Type": FHIR_JSON} if content is not None else {}
         all_headers.update(headers or {})
         deadline = self._clock() + self.retry.give_up_after
-        problem, status = "not tried", None
+        problem, status, timed_out = "not tried", None, False
         for attempt in range(1, self.retry.attempts + 1):
             timeout = max(0.001, min(self.retry.timeout, deadline - self._clock()))
             try:
@@ -376,7 +376,9 @@ class FhirServerClient:
                 )
             except httpx.TransportError as error:
                 problem, status, asked = _transport_problem(error), None, None
+                timed_out = isinstance(error, httpx.TimeoutException)
             else:
+                timed_out = False
                 if response.is_success or (missing_ok and response.status_code in (404, 410)):
                     return response
                 problem, status = _status_problem(response), response.status_code
@@ -392,11 +394,14 @@ class FhirServerClient:
                     f"{problem}; gave up after {attempt} attempts: the next try would come "
                     f"after {delay:.1f} s, beyond the {self.retry.give_up_after:g} s bound",
                     status,
+                    timed_out,
                 )
             log.warning("%s %s: %s; retrying in %.1f s", self.base_url, described, problem, delay)
             self._sleep(delay)
         attempts = self.retry.attempts
-        raise self._error(described, f"{problem}; gave up after {attempts} attempts", status)
+        raise self._error(
+            described, f"{problem}; gave up after {attempts} attempts", status, timed_out
+        )
 
     def _next_link(self, bundle: dict[str, Any], described: str) -> str | None:
         links = bundle.get("link")
@@ -452,8 +457,12 @@ class FhirServerClient:
             raise self._error(described, "the answer is not a JSON object", response.status_code)
         return document
 
-    def _error(self, described: str, message: str, status: int | None = None) -> ServerError:
-        return ServerError(message, server=self.base_url, request=described, status=status)
+    def _error(
+        self, described: str, message: str, status: int | None = None, timed_out: bool = False
+    ) -> ServerError:
+        return ServerError(
+            message, server=self.base_url, request=described, status=status, timed_out=timed_out
+        )
 
 
 def _transport_problem(error: httpx.TransportError) -> str:

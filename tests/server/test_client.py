@@ -167,6 +167,7 @@ def test_timeouts_end_in_an_error_naming_server_and_request(
         "no answer in time (ReadTimeout); gave up after 3 attempts"
     )
     assert caught.value.status is None
+    assert caught.value.timed_out
 
 
 def test_a_retry_after_beyond_the_time_bound_gives_up_at_once(
