@@ -4,6 +4,7 @@ The file (YAML or JSON) lists who answered what and when:
 
     attestations:
       - patient: itp-relapsed-candidate
+        trial: NCT05315778            # optional: only for this trial
         by: Dr. Example Investigator
         date: 2026-11-02
         answers:
@@ -41,8 +42,14 @@ Attestations = Mapping[str, Mapping[str, Attestation]]
 """Patient id -> manual atom id -> attestation."""
 
 
-def load_attestations(path: str | Path, known_manual_ids: Iterable[str]) -> Attestations:
-    """Read an attestation file; every manual id must be one the criteria ask about."""
+def load_attestations(
+    path: str | Path, known_manual_ids: Iterable[str], trial_id: str | None = None
+) -> Attestations:
+    """Read an attestation file; every manual id must be one the criteria ask about.
+
+    An entry may name its `trial`; with `trial_id` given, entries for other trials are
+    skipped (one file can then serve a service that loads several trials).
+    """
     file = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -67,6 +74,11 @@ def load_attestations(path: str | Path, known_manual_ids: Iterable[str]) -> Atte
         where = Location(file=file, line=line, field=f"attestations[{index}]")
         if not isinstance(entry, dict):
             raise AttestationError("each attestation must be a mapping", where)
+        entry_trial = entry.get("trial")
+        if entry_trial is not None and not isinstance(entry_trial, str):
+            raise AttestationError("'trial' must be a trial id such as NCT05315778", where)
+        if trial_id is not None and entry_trial is not None and entry_trial != trial_id:
+            continue
         patient = entry.get("patient")
         by = entry.get("by")
         answers = entry.get("answers")

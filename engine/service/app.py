@@ -72,7 +72,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     Raises TrialsieveError (ServiceConfigError, CriteriaError, ...) when it cannot serve.
     """
-    trials = load_trials(settings.trials_folder)
+    trials = load_trials(settings.trials_folder, settings.attestations)
     service = Service(settings, trials, ApiAuthenticator(settings))
     notifications = NotificationQueue(
         service.re_evaluate, service.find_patient, settings.notification_workers

@@ -94,6 +94,13 @@ def serve(
     as_of: Annotated[
         str | None, typer.Option(help="Evaluate as of this day (YYYY-MM-DD); default today.")
     ] = None,
+    attestations: Annotated[
+        Path | None,
+        typer.Option(
+            help="Answers to manual review items (YAML, as for evaluate), used for every "
+            "evaluation of the patients it names, notifications included."
+        ),
+    ] = None,
     no_auth: Annotated[
         bool,
         typer.Option("--no-auth", help="Serve without API authentication (local testing only)."),
@@ -107,6 +114,7 @@ def serve(
     try:
         settings = ServiceSettings(
             trials_folder=trials,
+            attestations=attestations,
             fhir_server=server,
             fhir_token=_secret(token_env, token_file, "--token-env", "--token-file"),
             api_auth=ApiAuthSettings(

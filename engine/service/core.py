@@ -169,7 +169,10 @@ class Service:
                     client, request.patient or "", trial.resource_types, self.settings.page_size
                 )
             )
-        answers = read_attestations(trial, request.attestations, resources.patient_id)
+        answers = {
+            **trial.attestations.get(resources.patient_id, {}),
+            **read_attestations(trial, request.attestations, resources.patient_id),
+        }
         day = request.as_of or self.settings.day()
         evaluation = _serving(lambda: evaluate_resources(trial, resources, day, answers))
         written = None
@@ -214,7 +217,10 @@ class Service:
                 lambda: assemble(prefetched.entries, f"CDS Hooks call {request.hook_instance}"),
                 "prefetch",
             )
-        evaluation = _serving(lambda: evaluate_resources(trial, resources, self.settings.day()))
+        answers = trial.attestations.get(resources.patient_id)
+        evaluation = _serving(
+            lambda: evaluate_resources(trial, resources, self.settings.day(), answers)
+        )
         log_event(
             logging.INFO,
             "cds hook answered",
@@ -319,7 +325,7 @@ class Service:
         statuses: list[str] = []
         for trial in self.trials.values():
             evaluation: PatientEvaluation = evaluate_resources(
-                trial, resources, self.settings.day()
+                trial, resources, self.settings.day(), trial.attestations.get(patient_id)
             )
             sink.write(evaluation)
             statuses.append(evaluation.status.value)

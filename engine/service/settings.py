@@ -96,6 +96,8 @@ class ServiceSettings:
     """Everything `create_app` needs.
 
     `trials_folder`: every `*.yaml`/`*.yml` criteria file in it is loaded and compiled at start.
+    `attestations`: answers to manual items (the `--attestations` file of `evaluate`), used for
+    every evaluation of the patients it names, notifications included.
     `fhir_server`/`fhir_token`: the server patients are pulled from and results written to.
     `public_url`: the service's own base URL as callers see it (JWT audience, Subscriptions).
     `report_url_template`: a link for CDS cards, with `{trial_id}` and `{patient_id}`.
@@ -105,6 +107,7 @@ class ServiceSettings:
     """
 
     trials_folder: Path = Path("criteria")
+    attestations: Path | None = None
     fhir_server: str | None = None
     fhir_token: SecretReference | None = None
     api_auth: ApiAuthSettings = field(default_factory=ApiAuthSettings)

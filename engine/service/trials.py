@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.attestations import Attestations, load_attestations
 from engine.errors import Location
 from engine.evaluate import CompiledCriteria
 from engine.service.settings import ServiceConfigError
@@ -22,6 +23,8 @@ class LoadedTrial:
     criteria: CompiledCriteria
     path: Path
     resource_types: frozenset[str]
+    attestations: Attestations = field(default_factory=dict)
+    """Answers to manual items per patient, from the service's attestation file."""
 
     @property
     def id(self) -> str:
@@ -49,9 +52,10 @@ class TrialRegistry(Mapping[str, LoadedTrial]):
         return frozenset(t for trial in self.trials.values() for t in trial.resource_types)
 
 
-def load_trials(folder: Path) -> TrialRegistry:
-    """Load and compile every criteria file in `folder`; CriteriaError/MappingError as raised
-    by `load_trial`, ServiceConfigError when there is none or two share a trial id.
+def load_trials(folder: Path, attestations: Path | None = None) -> TrialRegistry:
+    """Load and compile every criteria file in `folder`, with each trial's answers from the
+    `attestations` file; CriteriaError/MappingError/AttestationError as raised by the loaders,
+    ServiceConfigError when there is no criteria file or two share a trial id.
     """
     if not folder.is_dir():
         raise ServiceConfigError("not a folder of criteria files", Location(file=str(folder)))
@@ -63,7 +67,14 @@ def load_trials(folder: Path) -> TrialRegistry:
     trials: dict[str, LoadedTrial] = {}
     for path in paths:
         criteria = load_trial(path)
-        loaded = LoadedTrial(criteria, path, resource_types_to_pull(criteria.resource_types))
+        answers = (
+            load_attestations(attestations, criteria.manual_ids, criteria.trial.id)
+            if attestations is not None
+            else {}
+        )
+        loaded = LoadedTrial(
+            criteria, path, resource_types_to_pull(criteria.resource_types), answers
+        )
         earlier = trials.get(loaded.id)
         if earlier is not None:
             raise ServiceConfigError(

@@ -8,6 +8,7 @@ import asyncio
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -19,6 +20,7 @@ from service_support import (
     API_TOKEN,
     API_TOKEN_VARIABLE,
     AUTH,
+    ROOT,
     ClientFactory,
     copy_patient,
     live_service,
@@ -297,3 +299,25 @@ def test_subscribe_and_sekmet_delivers(sekmet: SekmetServer) -> None:
             with sekmet.http() as http:
                 for subscription_id in ids:
                     http.delete(f"Subscription/{subscription_id}")
+
+
+def test_a_notification_keeps_the_patients_attestations(
+    service_client: ClientFactory, sekmet: SekmetServer, tmp_path: Path
+) -> None:
+    patient_id = f"service-attested-{uuid.uuid4().hex[:8]}"
+    with sekmet.http() as http:
+        copy_patient(http, "itp-relapsed-candidate", patient_id)
+    shipped = (ROOT / "examples" / "attestations.yaml").read_text()
+    attestations = tmp_path / "attestations.yaml"
+    attestations.write_text(
+        shipped.replace("patient: itp-relapsed-candidate", f"patient: {patient_id}")
+        + f"  - patient: {patient_id}\n    trial: NCT00000000\n    by: Someone Else\n"
+        "    answers: {not-an-item-of-this-trial: true}\n"
+    )
+    api = service_client(server_settings(sekmet.base_url, sekmet.token, attestations=attestations))
+    change = observation(f"Patient/{patient_id}", "o-2")
+    assert api.put("/fhir-notify/Observation/o-2", json=change, headers=AUTH).status_code == 202
+    api.portal.call(api.app.state.notifications.drain)  # type: ignore[union-attr,attr-defined]
+    stored = subject_on_server(sekmet, patient_id)
+    assert stored is not None
+    assert stored["status"] == "eligible"
