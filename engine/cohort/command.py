@@ -107,6 +107,14 @@ def cohort(
         str | None,
         typer.Option(help="With --engine dask: a running Dask scheduler (tcp://HOST:8786)."),
     ] = None,
+    shared_filesystem: Annotated[
+        bool,
+        typer.Option(
+            "--shared-filesystem",
+            help="With --scheduler: the workers see the input and --out at the same paths, so "
+            "tasks carry paths and workers write the results (a LocalCluster always does).",
+        ),
+    ] = False,
     attestations: Annotated[
         Path | None, typer.Option(help="Answers to manual review items (YAML), per patient.")
     ] = None,
@@ -132,6 +140,7 @@ def cohort(
             bar,
             scheduler=scheduler,
             attestations_path=attestations,
+            shared_filesystem=True if shared_filesystem else None,
         )
     except TrialsieveError as error:
         _errors().print(f"[bold red]error:[/] {error}", soft_wrap=True)

@@ -7,11 +7,13 @@ the same files, so a run resumes with either.
 - `local`: `workers` processes of this machine (this process alone when 1), criteria compiled
   once per process (inherited through fork); each worker reads and writes its partitions.
 - `dask`: a Dask distributed cluster, a `LocalCluster` of `workers` single-threaded processes
-  unless `scheduler` names a running one. One task per partition carries the partition
-  itself (`PartitionPayload`: an NDJSON partition's lines), the compiled criteria are built
-  once per worker from the criteria and mapping files sent along (`CriteriaFiles`, cached by
-  digest), and the result comes back to this process, which writes the result file: workers
-  need no shared filesystem (Bundle partitions travel as paths, though).
+  unless `scheduler` names a running one; the criteria are compiled once per worker from the
+  criteria and mapping files sent along (`CriteriaFiles`, cached by digest). With a shared
+  filesystem (always for a LocalCluster; `shared_filesystem` for a remote cluster) a task
+  carries only where its partition is (`PartitionOnDisk`) and the worker writes the result
+  file itself; without one a task carries the partition (`PartitionPayload`: an NDJSON
+  partition's lines) and the result comes back to this process, which writes the file.
+  `DaskStart` starts the LocalCluster in a thread, so that it starts while pass 1 runs.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ import logging
 import multiprocessing
 import resource
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from typing import Any
 
 from engine.attestations import Attestations
-from engine.cohort.inputs import PartitionPayload
+from engine.cohort.inputs import PartitionedInput, PartitionPayload
 from engine.cohort.partition import (
     CriteriaFiles,
     PartitionEvaluator,
@@ -40,6 +43,8 @@ from engine.cohort.partition import (
 )
 from engine.errors import TrialsieveError
 from engine.evaluate import CompiledCriteria
+from engine.sources import PatientResources
+from engine.sources.ndjson import ProblemHandler
 from engine.trial import load_trial
 
 
@@ -49,10 +54,23 @@ class CohortError(TrialsieveError):
 
 @dataclass(frozen=True)
 class EngineSettings:
-    """How many workers (local processes, or the size of a Dask LocalCluster), which cluster."""
+    """How many workers (local processes, or the size of a Dask LocalCluster), which cluster.
+
+    `shared_filesystem`: whether the Dask workers see the input and `--out` at the same paths
+    as this process (None: yes for a LocalCluster, no for a `scheduler`). `dask_start`: a
+    LocalCluster already starting (see `DaskStart`).
+    """
 
     workers: int
     scheduler: str | None = None
+    shared_filesystem: bool | None = None
+    dask_start: DaskStart | None = None
+
+    @property
+    def filesystem_is_shared(self) -> bool:
+        if self.shared_filesystem is not None:
+            return self.shared_filesystem
+        return self.scheduler is None
 
 
 Engine = Callable[
@@ -128,6 +146,17 @@ class DaskJob:
     attestations: Attestations
 
 
+@dataclass(frozen=True)
+class PartitionOnDisk:
+    """A partition by where it is: the worker reads it (a `PartitionPayload`; shared FS only)."""
+
+    partitions: PartitionedInput
+    index: int
+
+    def patients(self, on_problem: ProblemHandler) -> Iterator[PatientResources]:
+        return self.partitions.payload(self.index).patients(on_problem)
+
+
 _compiled: tuple[str, CompiledCriteria] | None = None
 """The criteria this worker process compiled last, by digest."""
 
@@ -139,14 +168,101 @@ def _compiled_criteria(files: CriteriaFiles) -> CompiledCriteria:
     return _compiled[1]
 
 
+def compile_on_dask_worker(files: CriteriaFiles) -> str:
+    """`client.run` warm-up: compile the criteria on this worker now (cached); their digest."""
+    _compiled_criteria(files)
+    return files.digest
+
+
 def evaluate_on_dask_worker(job: DaskJob, payload: PartitionPayload) -> PartitionResult:
     """Dask task: evaluate one partition; the criteria are compiled once per worker."""
     evaluator = PartitionEvaluator(_compiled_criteria(job.criteria), job.as_of, job.attestations)
     return evaluator.evaluate(payload)
 
 
+def evaluate_and_write_on_dask_worker(
+    job: DaskJob, payload: PartitionPayload, results_folder: str
+) -> PartitionOutcome:
+    """Dask task (shared filesystem): evaluate one partition and write its result file."""
+    result = evaluate_on_dask_worker(job, payload)
+    write_result(results_folder, result)
+    return result.outcome
+
+
 def _worker_peak_memory() -> int:
     return peak_memory()
+
+
+def _import_distributed() -> Any:
+    try:
+        import distributed
+    except ImportError as error:
+        raise CohortError(
+            "the dask engine needs dask.distributed: pip install 'trialsieve[dask]'"
+        ) from error
+    return distributed
+
+
+class DaskStart:
+    """A Dask LocalCluster (or a connection to `scheduler`) started in a thread.
+
+    The runner starts it before pass 1, so that the worker processes start while the input is
+    split; `warm_up` has the workers compile the criteria as soon as they are up. `client()`
+    waits for all that and re-raises what failed; `close` shuts the cluster down.
+    """
+
+    def __init__(self, settings: EngineSettings) -> None:
+        self._settings = settings
+        self._client: Any = None
+        self._cluster: Any = None
+        self._error: BaseException | None = None
+        self._criteria: CriteriaFiles | None = None
+        self._criteria_known = threading.Event()
+        self._thread = threading.Thread(target=self._start, name="trialsieve-dask-start")
+        self._thread.start()
+
+    def warm_up(self, criteria: CriteriaFiles | None) -> None:
+        """Compile `criteria` on every worker once they are up (None: nothing to compile)."""
+        self._criteria = criteria
+        self._criteria_known.set()
+
+    def _start(self) -> None:
+        try:
+            distributed = _import_distributed()
+            if self._settings.scheduler is None:
+                self._cluster = distributed.LocalCluster(
+                    n_workers=self._settings.workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",  # loopback only: a local cluster is nobody else's business
+                    dashboard_address="127.0.0.1:0",  # a free port: clusters may run side by side
+                    silence_logs=logging.WARNING,
+                )
+            address = self._cluster if self._cluster is not None else self._settings.scheduler
+            self._client = distributed.Client(address)
+            self._criteria_known.wait()
+            if self._criteria is not None:
+                self._client.run(compile_on_dask_worker, self._criteria)
+        except BaseException as error:  # re-raised by client(): the thread cannot raise
+            self._error = error
+
+    def client(self) -> Any:
+        """The connected client, once the workers are up (and warm); raises what failed."""
+        self._criteria_known.set()  # never wait for a warm-up nobody asked for
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._client
+
+    def close(self) -> None:
+        self._criteria_known.set()
+        self._thread.join()
+        try:
+            if self._client is not None:
+                self._client.close()
+        finally:
+            if self._cluster is not None:
+                self._cluster.close()
 
 
 def run_dask(
@@ -158,62 +274,61 @@ def run_dask(
 ) -> int | None:
     """The Dask engine: one task per partition on a LocalCluster or the cluster at `scheduler`.
 
-    At most two tasks per worker are in flight, so this process holds only a few partitions
-    at a time whatever the input size.
+    With a shared filesystem every task is submitted at once (a task is only a path) and the
+    workers write the result files; without one at most two tasks per worker are in flight,
+    so this process holds only a few partitions at a time whatever the input size.
     """
-    try:
-        from distributed import Client, LocalCluster
-        from distributed import as_completed as as_finished
-    except ImportError as error:
-        raise CohortError(
-            "the dask engine needs dask.distributed: pip install 'trialsieve[dask]'"
-        ) from error
+    distributed = _import_distributed()
     criteria = setup.criteria or load_trial(setup.criteria_path)
     job = DaskJob(CriteriaFiles.collect(criteria), setup.as_of, setup.attestations)
-    cluster: Any = None
-    if settings.scheduler is None:
-        cluster = LocalCluster(  # type: ignore[no-untyped-call]
-            n_workers=settings.workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",  # a free port: several clusters may run side by side
-            silence_logs=logging.WARNING,
-        )
+    start = settings.dask_start
+    owned = start is None
+    if start is None:
+        start = DaskStart(settings)
+        start.warm_up(job.criteria)
     try:
-        address = cluster if cluster is not None else settings.scheduler
-        with Client(address) as client:  # type: ignore[no-untyped-call]
-            worker_count = max(1, len(client.scheduler_info()["workers"]))
-            shared_job = client.scatter(job, broadcast=True, hash=False)
-            waiting = iter(indexes)
-            running = as_finished()  # type: ignore[no-untyped-call]
+        client = start.client()
+        worker_count = max(1, len(client.scheduler_info()["workers"]))
+        shared_job = client.scatter(job, broadcast=True, hash=False)
+        shared_filesystem = settings.filesystem_is_shared
+        waiting = iter(indexes)
+        running = distributed.as_completed()
 
-            def submit_next() -> None:
-                index = next(waiting, None)
-                if index is None:
-                    return
-                payload = client.scatter(setup.partitions.payload(index), hash=False)
-                running.add(  # type: ignore[no-untyped-call]
-                    client.submit(
-                        evaluate_on_dask_worker,
-                        shared_job,
-                        payload,
-                        key=f"trialsieve-partition-{index}-{job.criteria.digest[:12]}",
-                        pure=False,
-                        retries=1,
-                    )
+        def submit_next() -> None:
+            index = next(waiting, None)
+            if index is None:
+                return
+            key = f"trialsieve-partition-{index}-{job.criteria.digest[:12]}"
+            if shared_filesystem:
+                future = client.submit(
+                    evaluate_and_write_on_dask_worker,
+                    shared_job,
+                    PartitionOnDisk(setup.partitions, index),
+                    setup.results_folder,
+                    key=key,
+                    pure=False,
+                    retries=1,
                 )
+            else:
+                payload = client.scatter(setup.partitions.payload(index), hash=False)
+                future = client.submit(
+                    evaluate_on_dask_worker, shared_job, payload, key=key, pure=False, retries=1
+                )
+            running.add(future)
 
-            for _slot in range(2 * worker_count):
-                submit_next()
-            on_started()
-            for future in running:
-                result: PartitionResult = future.result()
-                future.release()
-                write_result(setup.results_folder, result)
-                on_done(result.outcome)
-                submit_next()
-            peaks: dict[str, int] = client.run(_worker_peak_memory)
-            return max(peaks.values(), default=None)
+        for _slot in range(len(indexes) if shared_filesystem else 2 * worker_count):
+            submit_next()
+        on_started()
+        for future in running:
+            done: PartitionResult | PartitionOutcome = future.result()
+            future.release()
+            if isinstance(done, PartitionResult):
+                write_result(setup.results_folder, done)
+                done = done.outcome
+            on_done(done)
+            submit_next()
+        peaks: dict[str, int] = client.run(_worker_peak_memory)
+        return max(peaks.values(), default=None)
     finally:
-        if cluster is not None:
-            cluster.close()
+        if owned:
+            start.close()

@@ -12,7 +12,7 @@ searches) is one more `CohortInput`; the evaluator does not change.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -75,11 +75,12 @@ class CohortInput(Protocol):
         on_problem: ProblemHandler,
         kept_types: frozenset[str],
         workers: int,
+        on_started: Callable[[], None] | None = None,
     ) -> PartitionedInput:
         """The first pass: split the input into partitions (work files go to `work_folder`).
 
         Only resources of `kept_types` need to be kept (nothing reads the others); the pass
-        may use `workers` processes.
+        may use `workers` processes, and calls `on_started` once they exist (no fork follows).
         """
         ...
 
@@ -154,10 +155,17 @@ class NdjsonInput:
         on_problem: ProblemHandler,
         kept_types: frozenset[str],
         workers: int,
+        on_started: Callable[[], None] | None = None,
     ) -> NdjsonPartitions:
         return NdjsonPartitions(
             partition_ndjson(
-                self.folder, work_folder, partition_count, on_problem, kept_types, workers
+                self.folder,
+                work_folder,
+                partition_count,
+                on_problem,
+                kept_types,
+                workers,
+                on_started,
             )
         )
 
@@ -230,7 +238,10 @@ class BundleInput:
         on_problem: ProblemHandler,
         kept_types: frozenset[str],
         workers: int,
+        on_started: Callable[[], None] | None = None,
     ) -> BundlePartitions:
+        if on_started is not None:
+            on_started()
         files = self._files()
         return BundlePartitions(
             tuple(str(file) for file in files),

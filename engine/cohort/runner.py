@@ -22,17 +22,22 @@ import hashlib
 import math
 import os
 import shutil
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 from engine import __version__
 from engine.attestations import Attestations, load_attestations
 from engine.cohort.engines import (
     CohortError,
+    DaskStart,
     Engine,
     EngineSettings,
     peak_memory,
@@ -49,6 +54,7 @@ from engine.cohort.partition import (
     result_path,
 )
 from engine.cohort.prefilter import Prefilter
+from engine.criteria.loader import MEDICATION_TYPES
 from engine.errors import Location
 from engine.evaluate import CompiledCriteria
 from engine.sources import SourceProblem
@@ -95,6 +101,63 @@ A run keeps these and the types the criteria query; nothing reads the others."""
 def kept_types(criteria: CompiledCriteria) -> frozenset[str]:
     """The resource types a run over these criteria needs from the input."""
     return RECORD_TYPES | criteria.resource_types
+
+
+def provisional_kept_types(criteria_path: str | Path) -> frozenset[str] | None:
+    """What `kept_types` will most likely be, read from the criteria file in a few ms.
+
+    RECORD_TYPES and every type a `resource:` key of the file names (MedicationStatement
+    bringing the other medication types), without compiling anything: pass 1 can start with
+    them while the criteria compile. The run checks them against `kept_types` of the compiled
+    criteria and splits the input again when they differ. None when the file does not read as
+    YAML (compiling it reports why).
+    """
+    try:
+        document = YAML(typ="safe").load(Path(criteria_path).read_bytes())
+    except (OSError, YAMLError):
+        return None
+    found: set[str] = set()
+    stack: list[Any] = [document]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            written = node.get("resource")
+            for name in written if isinstance(written, list) else [written]:
+                if isinstance(name, str):
+                    found.update(MEDICATION_TYPES if name == "MedicationStatement" else (name,))
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return RECORD_TYPES | frozenset(found)
+
+
+class _Loading:
+    """`load_trial` in a thread (started after pass 1's forks): compiles while pass 1 runs."""
+
+    def __init__(self, criteria_path: str | Path) -> None:
+        self._path = criteria_path
+        self._criteria: CompiledCriteria | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._load, name="trialsieve-load-criteria")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _load(self) -> None:
+        try:
+            self._criteria = load_trial(self._path)
+        except BaseException as error:  # re-raised by result(): the thread cannot raise
+            self._error = error
+
+    def result(self) -> CompiledCriteria:
+        if self._thread.ident is None:
+            self._load()  # never started: pass 1 ended before its workers existed
+        else:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._criteria is not None
+        return self._criteria
 
 
 @dataclass(frozen=True)
@@ -155,12 +218,16 @@ def run_cohort(
     partition_count: int | None = None,
     scheduler: str | None = None,
     attestations_path: str | Path | None = None,
+    shared_filesystem: bool | None = None,
 ) -> CohortSummary:
     """Evaluate every patient of `source` and write the cohort files into `out_dir`.
 
     `workers`: processes (default: every core) for the first pass and the local engine, the
     size of the Dask LocalCluster; `scheduler`: a running Dask scheduler's address instead.
     `attestations_path`: answers to manual items per patient (the `evaluate` file format).
+    `shared_filesystem`: whether Dask workers see the input and `out_dir` at the same paths
+    (default: yes for the LocalCluster, no for a `scheduler`); then tasks carry partition paths
+    and the workers write the result files.
 
     Raises CriteriaError/MappingError for bad criteria, AttestationError for a bad
     attestation file, InputError when the input cannot be found at all, CohortError for an
@@ -173,38 +240,65 @@ def run_cohort(
         raise CohortError(f"unknown engine '{engine}'; known engines: {known}")
     if scheduler is not None and engine != "dask":
         raise CohortError("--scheduler needs --engine dask")
-    settings = EngineSettings(workers or os.cpu_count() or 1, scheduler)
-    criteria = load_trial(criteria_path)
-    answers: Attestations = (
-        load_attestations(attestations_path, criteria.manual_ids)
-        if attestations_path is not None
-        else {}
-    )
+    settings = EngineSettings(workers or os.cpu_count() or 1, scheduler, shared_filesystem)
     out = Path(out_dir)
     results_folder = out / "partitions"
     work = out / "work"
-    results_folder.mkdir(parents=True, exist_ok=True)
-    count = _check_manifest(
-        out, criteria_path, criteria, source, as_of, partition_count, attestations_path
-    )
-    pending = [
-        index for index in range(count) if not is_complete(result_path(results_folder, index))
-    ]
-    source_record = results_folder / _SOURCE_RECORD
-    partitions: PartitionedInput | None = None
-    if pending or not source_record.is_file():
-        partitions = source.reopen(work, count) if source_record.is_file() else None
-        if partitions is None:
-            partitions = _first_pass(
-                source, work, results_folder, count, kept_types(criteria), settings.workers
-            )
-    worker_peak: int | None = None
-    if pending:
-        assert partitions is not None
-        setup = WorkerSetup(
-            str(criteria_path), partitions, str(results_folder), as_of, criteria, answers
+    dask_start: DaskStart | None = None
+    try:
+        provisional = (
+            provisional_kept_types(criteria_path)
+            if settings.workers > 1 and not (out / MANIFEST).is_file()
+            else None
         )
-        worker_peak = _evaluate(setup, pending, ENGINES[engine], settings, progress)
+        if provisional is not None:
+            # A fresh run: pass 1 starts at once with the types the criteria file names, while
+            # the criteria compile (and a Dask cluster starts) in threads.
+            criteria, partitions, dask_start = _fresh_start(
+                criteria_path, source, out, partition_count, provisional, engine, settings
+            )
+        else:
+            criteria = load_trial(criteria_path)
+            partitions = None
+        answers: Attestations = (
+            load_attestations(attestations_path, criteria.manual_ids)
+            if attestations_path is not None
+            else {}
+        )
+        results_folder.mkdir(parents=True, exist_ok=True)
+        count = _check_manifest(
+            out, criteria_path, criteria, source, as_of, partition_count, attestations_path
+        )
+        pending = [
+            index for index in range(count) if not is_complete(result_path(results_folder, index))
+        ]
+        if engine == "dask" and pending and dask_start is None:
+            dask_start = DaskStart(settings)
+        if dask_start is not None:
+            dask_start.warm_up(CriteriaFiles.collect(criteria))
+            settings = replace(settings, dask_start=dask_start)
+        source_record = results_folder / _SOURCE_RECORD
+        if partitions is None and (pending or not source_record.is_file()):
+            partitions = source.reopen(work, count) if source_record.is_file() else None
+            if partitions is None:
+                partitions = _first_pass(
+                    source, work, results_folder, count, kept_types(criteria), settings.workers
+                )
+        worker_peak = _run_engine(
+            criteria_path,
+            criteria,
+            partitions,
+            results_folder,
+            as_of,
+            answers,
+            pending,
+            ENGINES[engine],
+            settings,
+            progress,
+        )
+    finally:
+        if dask_start is not None:
+            dask_start.close()
     counts = assemble_outputs(out, criteria, count)
     shutil.rmtree(work, ignore_errors=True)
     summary = _summary(
@@ -212,6 +306,79 @@ def run_cohort(
     )
     (out / "summary.json").write_bytes(orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2))
     return summary
+
+
+def _fresh_start(
+    criteria_path: str | Path,
+    source: CohortInput,
+    out: Path,
+    partition_count: int | None,
+    provisional: frozenset[str],
+    engine: str,
+    settings: EngineSettings,
+) -> tuple[CompiledCriteria, PartitionedInput, DaskStart | None]:
+    """Pass 1 of a fresh run, overlapped with compiling the criteria (and starting Dask).
+
+    The threads start once pass 1's worker processes exist, so that no fork copies them. When
+    the compiled criteria keep other types than `provisional`, pass 1 runs again with those.
+    When the criteria do not compile, what pass 1 wrote is removed and the error raised.
+    """
+    results_folder = out / "partitions"
+    work = out / "work"
+    created = [folder for folder in (out, results_folder) if not folder.is_dir()]
+    results_folder.mkdir(parents=True, exist_ok=True)
+    count = partition_count or default_partition_count(source)
+    loading = _Loading(criteria_path)
+    dask_start: DaskStart | None = None
+
+    def on_started() -> None:
+        nonlocal dask_start
+        loading.start()
+        if engine == "dask":
+            dask_start = DaskStart(settings)
+
+    try:
+        partitions = _first_pass(
+            source, work, results_folder, count, provisional, settings.workers, on_started
+        )
+        criteria = loading.result()
+    except BaseException:
+        if dask_start is not None:
+            dask_start.close()
+        shutil.rmtree(work, ignore_errors=True)
+        for name in (SOURCE_PROBLEMS, _SOURCE_RECORD):
+            (results_folder / name).unlink(missing_ok=True)
+        for folder in reversed(created):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+    if kept_types(criteria) != provisional:
+        partitions = _first_pass(
+            source, work, results_folder, count, kept_types(criteria), settings.workers
+        )
+    return criteria, partitions, dask_start
+
+
+def _run_engine(
+    criteria_path: str | Path,
+    criteria: CompiledCriteria,
+    partitions: PartitionedInput | None,
+    results_folder: Path,
+    as_of: dt.date,
+    answers: Attestations,
+    pending: list[int],
+    engine: Engine,
+    settings: EngineSettings,
+    progress: ProgressListener | None,
+) -> int | None:
+    """Evaluate the pending partitions; the largest worker's peak memory when known."""
+    if not pending:
+        return None
+    assert partitions is not None
+    setup = WorkerSetup(
+        str(criteria_path), partitions, str(results_folder), as_of, criteria, answers
+    )
+    return _evaluate(setup, pending, engine, settings, progress)
 
 
 def _evaluate(
@@ -242,6 +409,7 @@ def _first_pass(
     count: int,
     types: frozenset[str],
     workers: int,
+    on_started: Callable[[], None] | None = None,
 ) -> PartitionedInput:
     """Split the input; its problems go to `source-problems.ndjson`, its sizes to source.json."""
     shutil.rmtree(work, ignore_errors=True)
@@ -255,7 +423,7 @@ def _first_pass(
             problems += 1
             handle.write(orjson.dumps({"problem": problem.to_json()}) + b"\n")
 
-        partitions = source.prepare(work, count, record, types, workers)
+        partitions = source.prepare(work, count, record, types, workers, on_started)
     os.replace(partial, problems_path)
     record_data = {"bytes_read": partitions.bytes_read, "problems": problems}
     (results_folder / _SOURCE_RECORD).write_bytes(orjson.dumps(record_data))
@@ -309,9 +477,7 @@ def _check_manifest(
     earlier = orjson.loads(path.read_bytes()) if path.is_file() else None
     if partition_count is None:
         partition_count = (
-            earlier["partition_count"]
-            if earlier is not None
-            else max(MINIMUM_PARTITIONS, math.ceil(source.size_in_bytes() / PARTITION_BYTES))
+            earlier["partition_count"] if earlier is not None else default_partition_count(source)
         )
     manifest = {
         "trialsieve": __version__,
@@ -354,6 +520,11 @@ def _check_manifest(
             Location(file=str(path)),
         )
     return partition_count
+
+
+def default_partition_count(source: CohortInput) -> int:
+    """max(16, input size / 32 MB): a partition is about 32 MB of input."""
+    return max(MINIMUM_PARTITIONS, math.ceil(source.size_in_bytes() / PARTITION_BYTES))
 
 
 def _sha256_of(attestations: Any) -> str | None:

@@ -293,6 +293,7 @@ def partition_ndjson(
     on_problem: ProblemHandler = raise_problem,
     kept_types: frozenset[str] | None = None,
     workers: int = 1,
+    on_started: Callable[[], None] | None = None,
 ) -> PartitionedExport:
     """Pass 1: split every line of the export into `partition_count` partitions by patient.
 
@@ -304,7 +305,9 @@ def partition_ndjson(
 
     `kept_types`: when given, lines of other resource types are skipped without being parsed
     (a skipped line is only checked to end with `}`, else parsed to report why it is not
-    JSON). Raises InputError only when the folder holds no NDJSON.
+    JSON). `on_started` is called once the pass's worker processes exist (before any range is
+    split when it runs in this process): a caller may start threads then, after every fork.
+    Raises InputError only when the folder holds no NDJSON.
     """
     if partition_count < 1:
         raise ValueError("partition_count must be at least 1")
@@ -319,7 +322,7 @@ def partition_ndjson(
         _RangeTask(number, file_number, str(path), start, end, str(work), partition_count, kept)
         for number, (file_number, path, start, end) in enumerate(_plan_ranges(files, workers))
     ]
-    results = _split_ranges(tasks, workers)
+    results = _split_ranges(tasks, workers, on_started or _nothing)
     export = _combine_ranges(folder, work, files, partition_count, tasks, results, on_problem)
     if kept_types is not None:
         export = replace(export, kept_types=tuple(sorted(kept_types)))
@@ -355,13 +358,23 @@ def _plan_ranges(files: list[Path], workers: int) -> list[tuple[int, Path, int, 
     return ranges
 
 
-def _split_ranges(tasks: list[_RangeTask], workers: int) -> list[_RangeResult]:
+def _nothing() -> None:
+    return None
+
+
+def _split_ranges(
+    tasks: list[_RangeTask], workers: int, on_started: Callable[[], None]
+) -> list[_RangeResult]:
     if workers <= 1 or len(tasks) <= 1:
+        on_started()
         return [_split_range(task) for task in tasks]
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context) as pool:
-        return list(pool.map(_split_range, tasks))
+        # With fork, the first submit starts every worker process: on_started comes after.
+        futures = [pool.submit(_split_range, task) for task in tasks]
+        on_started()
+        return [future.result() for future in futures]
 
 
 def _combine_ranges(
