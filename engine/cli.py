@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 
 from engine import __version__
-from engine.attestations import Attestations, load_attestations
+from engine.attestations import Attestations
 from engine.cohort.command import cohort
 from engine.command_options import (
     AsOfOption,
@@ -27,6 +27,7 @@ from engine.command_options import (
     OutputOption,
     error_console,
     fail,
+    load_trial_and_answers,
     parse_day,
     print_error,
 )
@@ -52,7 +53,6 @@ from engine.service.commands import serve, subscribe
 from engine.sinks import to_json, write_json
 from engine.sources import read_bundle_file
 from engine.sources.fhir_server import DEFAULT_PAGE_SIZE
-from engine.trial import load_trial
 
 app = typer.Typer(
     name="trialsieve",
@@ -128,13 +128,7 @@ def evaluate(
             "need --server"
         )
     day = parse_day(as_of)
-    try:
-        trial = load_trial(criteria)
-        answers: Attestations = (
-            load_attestations(attestations, trial.manual_ids) if attestations else {}
-        )
-    except TrialsieveError as error:
-        raise fail(error) from None
+    trial, answers = load_trial_and_answers(criteria, attestations)
     files = list(_bundle_files(bundle))
     if not files:
         raise fail("no Bundle files found in " + ", ".join(map(str, bundle)))

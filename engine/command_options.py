@@ -14,7 +14,10 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from engine.attestations import Attestations, load_attestations
 from engine.errors import TrialsieveError
+from engine.evaluate import CompiledCriteria
+from engine.trial import load_trial
 
 CriteriaArgument = Annotated[Path, typer.Argument(help="The trial's criteria file (YAML).")]
 AsOfOption = Annotated[
@@ -58,3 +61,15 @@ def fail(error: TrialsieveError | str, code: int = 2) -> typer.Exit:
     """Print the error and return the Exit to raise (2: bad criteria, input or arguments)."""
     print_error(error)
     return typer.Exit(code)
+
+
+def load_trial_and_answers(
+    criteria: Path, attestations: Path | None
+) -> tuple[CompiledCriteria, Attestations]:
+    """The compiled trial and the attestation file's answers; raises the Exit for bad files."""
+    try:
+        trial = load_trial(criteria)
+        answers = load_attestations(attestations, trial.manual_ids) if attestations else {}
+    except TrialsieveError as error:
+        raise fail(error) from None
+    return trial, answers

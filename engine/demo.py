@@ -33,13 +33,14 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from engine.attestations import Attestations, load_attestations
+from engine.attestations import Attestations
 from engine.command_options import (
     AsOfOption,
     AttestationsOption,
     CriteriaArgument,
     error_console,
     fail,
+    load_trial_and_answers,
     parse_day,
     print_error,
 )
@@ -67,7 +68,6 @@ from engine.sinks import FhirServerSink
 from engine.sources import FhirServerClient, FhirServerSource, reference_key
 from engine.sources.fhir_server import DEFAULT_PAGE_SIZE, resource_types_to_pull
 from engine.sources.smart import auth_from_options
-from engine.trial import load_trial
 
 DEFAULT_EXAMPLES = (Path("examples/patients"), Path("examples/synthea"))
 """The shipped example Bundles, relative to the working directory (a trialsieve checkout)."""
@@ -134,13 +134,7 @@ def demo(
         raise fail("--examples needs --load-examples with --server")
     loading = server is None or load_examples
     files = _example_files(examples or list(DEFAULT_EXAMPLES)) if loading else []
-    try:
-        trial = load_trial(criteria)
-        answers: Attestations = (
-            load_attestations(attestations, trial.manual_ids) if attestations else {}
-        )
-    except TrialsieveError as error:
-        raise fail(error) from None
+    trial, answers = load_trial_and_answers(criteria, attestations)
     patient_ids = list(dict.fromkeys(patient or ()))
     with _sigterm_as_exit(), _each_warning_once(logging.getLogger(FhirServerSource.__module__)):
         if server is None:

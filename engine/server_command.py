@@ -23,7 +23,6 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from engine.attestations import Attestations, load_attestations
 from engine.command_options import (
     AsOfOption,
     AttestationsOption,
@@ -31,6 +30,7 @@ from engine.command_options import (
     ExplainOption,
     OutputOption,
     fail,
+    load_trial_and_answers,
     parse_day,
     print_error,
 )
@@ -43,7 +43,6 @@ from engine.sinks import FhirServerSink, to_json, write_json
 from engine.sources import FhirServerClient, FhirServerSource
 from engine.sources.fhir_server import DEFAULT_PAGE_SIZE, resource_types_to_pull
 from engine.sources.smart import auth_from_options
-from engine.trial import load_trial
 
 # Options shared with `trialsieve evaluate`, which passes them on when --server is given.
 ServerOption = Annotated[
@@ -124,11 +123,8 @@ def evaluate_on_server(
         raise fail("--output FOLDER is required when printing Bundles of several patients")
     if several and output is not None and output.exists() and not output.is_dir():
         raise fail(f"{output}: --output must be a folder when evaluating several patients")
+    trial, answers = load_trial_and_answers(criteria, attestations)
     try:
-        trial = load_trial(criteria)
-        answers: Attestations = (
-            load_attestations(attestations, trial.manual_ids) if attestations else {}
-        )
         auth = auth_from_options(token_env, token_file, auth_config, server=server)
         client = FhirServerClient(server, auth=auth)
     except TrialsieveError as error:
