@@ -19,6 +19,7 @@ from engine.sources.base import PatientResources
 from engine.sources.references import reference_key
 
 _NO_RESOURCES: tuple[dict[str, Any], ...] = ()
+_NO_CONCEPTS: frozenset[str] = frozenset()
 
 # A coded field to classify: the field's name (for problems) and its CodeableConcept, or None.
 _CodedField = tuple[str, Any]
@@ -30,6 +31,24 @@ class CodeClassifier(Protocol):
     def concepts_of_coding(self, system: str | None, code: str) -> frozenset[str]: ...
 
     def knows_system(self, system: str | None) -> bool: ...
+
+
+_ClassifyCoding = Callable[[str | None, str], frozenset[str] | None]
+"""A coding's concepts; None when there are none and its system is unknown."""
+
+
+def _coding_classification(classifier: CodeClassifier) -> _ClassifyCoding:
+    """The classifier's own `classify_coding` (the Terminology's, memoised), else one built
+    from `concepts_of_coding` and `knows_system`."""
+    own: _ClassifyCoding | None = getattr(classifier, "classify_coding", None)
+    if own is not None:
+        return own
+
+    def classify_coding(system: str | None, code: str) -> frozenset[str] | None:
+        found = classifier.concepts_of_coding(system, code)
+        return found if found or classifier.knows_system(system) else None
+
+    return classify_coding
 
 
 @dataclass(frozen=True)
@@ -181,6 +200,7 @@ class PatientRecord:
 
     def _index_concepts(self, classifier: CodeClassifier) -> None:
         by_concept = self._by_concept
+        classify = _coding_classification(classifier)
         for resource in self._resources:
             coded_fields_of = _CODED_FIELDS.get(resource["resourceType"])
             if coded_fields_of is None:
@@ -191,9 +211,11 @@ class PatientRecord:
                     "subject",
                     "no subject or patient; taken to be about this record's patient",
                 )
-            concepts: set[str] = set()
+            concepts: frozenset[str] | set[str] = _NO_CONCEPTS
             for field, concept in coded_fields_of(self, resource):
-                self._classify(resource, field, concept, classifier, concepts)
+                found = self._classify(resource, field, concept, classify)
+                if found:
+                    concepts = found if not concepts else concepts | found
             for concept_id in concepts:
                 same_concept = by_concept.get(concept_id)
                 if same_concept is None:
@@ -206,30 +228,42 @@ class PatientRecord:
         resource: dict[str, Any],
         field: str,
         concept: Any,
-        classifier: CodeClassifier,
-        concepts: set[str],
-    ) -> None:
-        """Add the concepts of every coding of `concept` to `concepts`; note unusable codes."""
+        classify: _ClassifyCoding,
+    ) -> frozenset[str] | set[str]:
+        """The concepts of every coding of `concept`.
+
+        Notes a concept without codings, or coded only in systems the mappings do not know.
+        """
         if concept is None:
-            return  # already reported by the field's extractor, or optional
+            return _NO_CONCEPTS  # already reported by the field's extractor, or optional
         codings = concept.get("coding") if isinstance(concept, dict) else None
+        if type(codings) is list and len(codings) == 1 and type(codings[0]) is dict:
+            # The usual case, one well-formed coding, with no problem to note.
+            code = codings[0].get("code")
+            system = codings[0].get("system")
+            if type(code) is str and code and (system is None or type(system) is str):
+                found = classify(system, code)
+                if found is not None:
+                    return found
         if not isinstance(codings, list) or not codings:
             text = concept.get("text") if isinstance(concept, dict) else None
             detail = f" (text only: '{text}')" if isinstance(text, str) else ""
             self._problem(resource, field, f"no coding{detail}; it cannot match any concept")
-            return
+            return _NO_CONCEPTS
+        concepts: frozenset[str] | set[str] = _NO_CONCEPTS
         unknown_systems: list[str] = []
         for coding in codings:
             code = coding.get("code") if isinstance(coding, dict) else None
             if not isinstance(code, str) or not code:
                 continue
             system = coding.get("system")
-            system = system if isinstance(system, str) else None
-            found = classifier.concepts_of_coding(system, code)
-            if found:
-                concepts.update(found)
-            elif not classifier.knows_system(system):
+            if not isinstance(system, str):
+                system = None
+            found = classify(system, code)
+            if found is None:
                 unknown_systems.append(f"{system or '(no system)'}|{code}")
+            elif found:
+                concepts = found if not concepts else concepts | found
         if unknown_systems and len(unknown_systems) == len(codings):
             self._problem(
                 resource,
@@ -237,6 +271,7 @@ class PatientRecord:
                 f"coded only in systems the mappings do not know ({', '.join(unknown_systems)}); "
                 "it cannot match any concept (add a local code map?)",
             )
+        return concepts
 
     def _medication_concept(self, resource: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
         """The medication's CodeableConcept, or None and why not."""
@@ -274,8 +309,8 @@ class PatientRecord:
 def build_record(source: PatientResources, classifier: CodeClassifier) -> PatientRecord:
     """Index one patient's resources by type, reference and concept.
 
-    `classifier` is the terminology (`engine.normalise.Terminology`, or anything with
-    `concepts_of_coding(system, code) -> frozenset[str]`).
+    `classifier` is the terminology (`engine.normalise.Terminology`, or anything with the
+    methods of `CodeClassifier`).
     """
     return PatientRecord(source, classifier)
 

@@ -70,8 +70,13 @@ def study_reference(criteria: CompiledCriteria) -> str:
     return f"ResearchStudy/{research_study(criteria.trial)['id']}"
 
 
-def patient_result_line(evaluation: PatientEvaluation, settled_by: str | None) -> bytes:
-    """One patient's result line (see the module docstring)."""
+def patient_result_line(
+    evaluation: PatientEvaluation, settled_by: str | None, study: str | None = None
+) -> bytes:
+    """One patient's result line (see the module docstring).
+
+    `study`: the criteria's `study_reference`, when the caller has it already.
+    """
     summary = {
         "patient": evaluation.patient_id,
         "status": evaluation.status.value,
@@ -80,7 +85,9 @@ def patient_result_line(evaluation: PatientEvaluation, settled_by: str | None) -
             [criterion_value(result), list(result.outcome.missing)] for result in evaluation.results
         ],
     }
-    subject = research_subject(evaluation, study_reference(evaluation.criteria))
+    if study is None:
+        study = study_reference(evaluation.criteria)
+    subject = research_subject(evaluation, study)
     return b"\t".join(
         (orjson.dumps(summary), orjson.dumps(subject), orjson.dumps(detected_issue(evaluation)))
     )
@@ -187,6 +194,7 @@ class PartitionEvaluator:
         self.as_of = as_of
         self.attestations = attestations
         self.prefilter = Prefilter.from_criteria(criteria)
+        self.study = study_reference(criteria)
         # The criteria and terminology live as long as the process: keep the collector from
         # scanning them after every partition.
         gc.freeze()
@@ -233,7 +241,7 @@ class PartitionEvaluator:
             return None
         if settled_by is not None:
             _check_settled(evaluation, settled_by)
-        return patient_result_line(evaluation, settled_by)
+        return patient_result_line(evaluation, settled_by, self.study)
 
 
 def _check_settled(evaluation: PatientEvaluation, settled_by: str) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from engine.criteria.model import AllOf, CriterionKind, Expression, ResourceAtom
@@ -57,7 +58,7 @@ class Prefilter:
         ]
         return cls(tuple(requirements))
 
-    @property
+    @cached_property
     def types(self) -> frozenset[str]:
         """The resource types the pre-filter reads."""
         return frozenset(t for requirement in self.requirements for t in requirement.resource_types)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from engine.attestations import Attestation
@@ -207,18 +207,32 @@ class ResourceNode:
     exclusions: tuple[Any, ...]
     value_check: ValueCheck | None
     subject: str
+    _windows: dict[dt.date, tuple[dt.date | None, str]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    """The window's first day and text by as-of day: the same for every patient of a run."""
 
     @property
     def open_world(self) -> bool:
         return self.types <= OPEN_WORLD_TYPES
 
     def evaluate(self, context: EvaluationContext) -> Outcome:
-        first_day = _window_start(self.atom.window, context.as_of)
+        first_day, window_text = self._window(context.as_of)
         candidates, problems = self._candidates(context, first_day)
-        window_text = _window_text(self.atom.window, first_day, context.as_of)
         if self.value_check is None:
             return self._presence(candidates, problems, window_text)
         return self._values(candidates, problems, window_text, context)
+
+    def _window(self, as_of: dt.date) -> tuple[dt.date | None, str]:
+        """The window's first day (None: no start) and its text, as of a day."""
+        window = self._windows.get(as_of)
+        if window is None:
+            first_day = _window_start(self.atom.window, as_of)
+            window = self._windows[as_of] = (
+                first_day,
+                _window_text(self.atom.window, first_day, as_of),
+            )
+        return window
 
     def _candidates(
         self, context: EvaluationContext, first_day: dt.date | None

@@ -147,6 +147,7 @@ class Terminology:
         )
         self._coding_memo: dict[tuple[str | None, str], frozenset[str]] = {}
         self._system_memo: dict[str | None, bool] = {}
+        self._classification_memo: dict[tuple[str | None, str], frozenset[str] | None] = {}
         self._text_memo: dict[str, frozenset[str]] = {}
         self._unit_alias_memo: dict[str, str | None] = {}
 
@@ -214,6 +215,24 @@ class Terminology:
             if len(self._coding_memo) >= _MEMO_LIMIT:
                 self._coding_memo.clear()
             self._coding_memo[key] = found
+        return found
+
+    def classify_coding(self, system: str | None, code: str) -> frozenset[str] | None:
+        """`concepts_of_coding`, except None when nothing matches and the system is unknown.
+
+        One memoised lookup for the record stage, which must tell "no concept" from "a code
+        system the mappings do not know".
+        """
+        key = (system, code)
+        memo = self._classification_memo
+        if key in memo:
+            return memo[key]
+        found: frozenset[str] | None = self.concepts_of_coding(system, code)
+        if not found and not self.knows_system(system):
+            found = None
+        if len(memo) >= _MEMO_LIMIT:
+            memo.clear()
+        memo[key] = found
         return found
 
     def _lookup_coding(self, system: str | None, code: str) -> frozenset[str]:

@@ -8,6 +8,7 @@ identifiers are derived from trial and patient, so a re-run updates instead of d
 
 from __future__ import annotations
 
+import functools
 import html
 import uuid
 from typing import Any
@@ -92,6 +93,7 @@ def detected_issue(evaluation: PatientEvaluation) -> dict[str, Any]:
     status = evaluation.status
     open_results = [r for r in evaluation.results if r.verdict is not CriterionVerdict.CLEAR]
     implicated = list(dict.fromkeys(ref for r in open_results for ref in r.outcome.evidence))
+    summary = summary_line(evaluation)
     issue: dict[str, Any] = {
         "resourceType": "DetectedIssue",
         "id": deterministic_id(DETECTED_ISSUE_SYSTEM, value),
@@ -114,8 +116,8 @@ def detected_issue(evaluation: PatientEvaluation) -> dict[str, Any]:
         "patient": {"reference": evaluation.patient_reference},
         "identifiedDateTime": evaluation.as_of.isoformat(),
         "author": {"reference": f"#{DEVICE_ID}", "display": f"trialsieve {__version__}"},
-        "detail": summary_line(evaluation),
-        "text": {"status": "generated", "div": narrative(evaluation)},
+        "detail": summary,
+        "text": {"status": "generated", "div": _narrative(evaluation, summary)},
     }
     if open_results:
         issue["evidence"] = [_evidence(trial, result) for result in open_results]
@@ -174,12 +176,22 @@ def summary_line(evaluation: PatientEvaluation) -> str:
 
 def narrative(evaluation: PatientEvaluation) -> str:
     """An XHTML table of every criterion's outcome, for the DetectedIssue's text."""
+    return _narrative(evaluation, summary_line(evaluation))
+
+
+_escape_label = functools.cache(html.escape)
+"""html.escape for the few texts that repeat for every patient (criterion ids, kinds, verdicts)."""
+
+
+def _narrative(evaluation: PatientEvaluation, summary: str) -> str:
+    """`narrative`, given the evaluation's `summary_line`."""
     escape = html.escape
+    escape_label = _escape_label
     rows = "".join(
         "<tr>"
-        f"<td>{escape(result.id)}</td>"
-        f"<td>{escape(result.kind.value)}</td>"
-        f"<td>{escape(_VERDICT_TEXT[result.verdict])}</td>"
+        f"<td>{escape_label(result.id)}</td>"
+        f"<td>{escape_label(result.kind.value)}</td>"
+        f"<td>{escape_label(_VERDICT_TEXT[result.verdict])}</td>"
         f"<td>{escape(result.outcome.reason)}</td>"
         "</tr>"
         for result in evaluation.results
@@ -190,7 +202,7 @@ def narrative(evaluation: PatientEvaluation) -> str:
         problems = f"<p>Data problems in the record:</p><ul>{items}</ul>"
     return (
         '<div xmlns="http://www.w3.org/1999/xhtml">'
-        f"<p>{escape(summary_line(evaluation))} (as of {evaluation.as_of.isoformat()})</p>"
+        f"<p>{escape(summary)} (as of {evaluation.as_of.isoformat()})</p>"
         "<table><thead><tr><th>Criterion</th><th>Kind</th><th>Outcome</th><th>Reason</th>"
         f"</tr></thead><tbody>{rows}</tbody></table>{problems}</div>"
     )

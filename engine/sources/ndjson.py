@@ -707,15 +707,18 @@ class PartitionLines:
         Each patient's resources are in export order, followed by the shared resources they
         refer to. A patient whose data holds no Patient is reported and left out.
         """
-        groups: dict[bytes, list[tuple[bytes, bytes, bytes]]] = {}
+        # Lines stay whole until their patient's turn: splitting them all first would copy
+        # the partition's JSON once more, into memory held to the end.
+        groups: dict[bytes, list[bytes]] = {}
         for line in self.data.split(b"\n"):
             if not line:
                 continue
-            patient, range_number, line_number, text = line.split(b"\t", 3)
+            patient = line[: line.find(b"\t")]
             group = groups.get(patient)
             if group is None:
-                group = groups[patient] = []
-            group.append((range_number, line_number, text))
+                groups[patient] = [line]
+            else:
+                group.append(line)
         references = _shared_reference_pattern(
             tuple(sorted({k.split("/")[0] for k in self.shared}))
         )
@@ -729,10 +732,12 @@ class PartitionLines:
     def _patient_resources(
         self,
         patient_id: str,
-        lines: list[tuple[bytes, bytes, bytes]],
+        lines: list[bytes],
         references: re.Pattern[bytes] | None,
         on_problem: ProblemHandler,
     ) -> PatientResources | None:
+        """One patient's resources from their partition lines (`patient TAB range TAB line
+        TAB json`), or None when there is no Patient among them."""
         resources: list[dict[str, Any]] = []
         seen: dict[str, tuple[bytes, bytes]] = {}
         origin: str | None = None
@@ -744,20 +749,23 @@ class PartitionLines:
             file, line = self.location(range_number, line_number)
             on_problem(SourceProblem(file, line, label, patient_id, message))
 
-        for range_number, line_number, text in lines:
+        own_reference = "Patient/" + patient_id
+        kept_texts: list[bytes] = []
+        loads = orjson.loads
+        for entry in lines:
+            _patient, range_number, line_number, text = entry.split(b"\t", 3)
             try:
-                resource = orjson.loads(text)
+                resource = loads(text)
             except orjson.JSONDecodeError as error:
                 problem(range_number, line_number, f"not valid JSON: {error.msg}", None)
                 continue
-            wrong = _not_a_resource(resource)
-            if wrong is not None:
-                problem(range_number, line_number, wrong, None)
+            resource_type = resource.get("resourceType") if type(resource) is dict else None
+            if type(resource_type) is not str or not resource_type:
+                problem(range_number, line_number, _not_a_resource(resource) or "", None)
                 continue
-            resource_type = resource["resourceType"]
             resource_id = resource.get("id")
             label = f"{resource_type}/{resource_id}" if isinstance(resource_id, str) else None
-            if not _belongs_to(resource, resource_type, patient_id):
+            if not _belongs_to(resource, resource_type, patient_id, own_reference):
                 fields = ", ".join(PATIENT_FIELDS.get(resource_type, DEFAULT_PATIENT_FIELDS))
                 problem(
                     range_number,
@@ -768,8 +776,8 @@ class PartitionLines:
                 )
                 continue
             if label is not None:
-                earlier = seen.setdefault(label, (range_number, line_number))
-                if earlier != (range_number, line_number):
+                earlier = seen.get(label)
+                if earlier is not None:
                     file, line = self.location(*earlier)
                     problem(
                         range_number,
@@ -778,15 +786,14 @@ class PartitionLines:
                         label,
                     )
                     continue
-            if resource_type == "Patient" and origin is None:
+                seen[label] = (range_number, line_number)
+            if origin is None and resource_type == "Patient":
                 file, line = self.location(range_number, line_number)
                 origin = f"{file}:{line}"
             resources.append(resource)
-            if references is not None:
-                for key in references.findall(text):
-                    referred[key.decode()] = None
+            kept_texts.append(text)
         if origin is None:
-            range_number, _line, _text = lines[0]
+            range_number = lines[0].split(b"\t", 2)[1]
             file, _first = self.location(range_number, b"1")
             on_problem(
                 SourceProblem(
@@ -799,6 +806,10 @@ class PartitionLines:
                 )
             )
             return None
+        if references is not None:
+            # One search over the kept lines (a reference never spans lines): in line order.
+            for key in references.findall(b"\n".join(kept_texts)):
+                referred[key.decode()] = None
         for key in referred:
             shared_text = self.shared.get(key)
             if shared_text is not None and key not in seen:
@@ -806,14 +817,22 @@ class PartitionLines:
         return PatientResources(patient_id, resources, [None] * len(resources), origin)
 
 
-def _belongs_to(resource: dict[str, Any], resource_type: str, patient_id: str) -> bool:
-    """Whether the resource's patient is `patient_id` (fast for a plain `Patient/<id>`)."""
+def _belongs_to(
+    resource: dict[str, Any], resource_type: str, patient_id: str, own_reference: str
+) -> bool:
+    """Whether the resource's patient is `patient_id` (`own_reference`: `Patient/<id>`).
+
+    Fast for a plain `Patient/<id>` in the type's first patient field.
+    """
     if resource_type != "Patient":
-        first_field = PATIENT_FIELDS.get(resource_type, DEFAULT_PATIENT_FIELDS)[0]
-        holder = resource.get(first_field)
-        if isinstance(holder, dict) and holder.get("reference") == "Patient/" + patient_id:
+        holder = resource.get(_FIRST_PATIENT_FIELD.get(resource_type, DEFAULT_PATIENT_FIELDS[0]))
+        if type(holder) is dict and holder.get("reference") == own_reference:
             return True
     return patient_reference(resource) == patient_id
+
+
+_FIRST_PATIENT_FIELD = {name: fields[0] for name, fields in PATIENT_FIELDS.items()}
+"""The field that usually holds the patient reference, by resource type."""
 
 
 @functools.lru_cache(maxsize=8)
