@@ -55,7 +55,6 @@ from engine.errors import ServerError, TrialsieveError
 from engine.evaluate import CompiledCriteria, PatientEvaluation, SubjectStatus, evaluate_patient
 from engine.explain import summary_table
 from engine.record import build_record
-from engine.report import transaction_bundle, validate_bundle
 from engine.report.resources import research_study_id
 from engine.server_command import (
     AuthConfigOption,
@@ -224,7 +223,6 @@ def _evaluate_and_write(
             pulled = source.pull(patient_id)
             record = build_record(pulled, trial.terminology)
             evaluation = evaluate_patient(trial, record, day, answers.get(record.patient_id))
-            validate_bundle(transaction_bundle(evaluation))
             written = sink.write(evaluation)
         except TrialsieveError as error:
             run.failures.append(f"Patient/{patient_id}")

@@ -150,8 +150,6 @@ def evaluate_on_server(
                 pulled = source.pull(patient_id)
                 record = build_record(pulled, trial.terminology)
                 evaluation = evaluate_patient(trial, record, day, answers.get(record.patient_id))
-                report = transaction_bundle(evaluation)
-                validate_bundle(report)
                 if dry_run:
                     _emit(sink.transaction_for(evaluation), output, patient_id, several)
                 elif write:
@@ -163,6 +161,8 @@ def evaluate_on_server(
                         soft_wrap=True,
                     )
                 else:
+                    report = transaction_bundle(evaluation)
+                    validate_bundle(report)
                     _emit(report, output, patient_id, several)
             except TrialsieveError as error:
                 failures += 1

@@ -80,11 +80,10 @@ def evaluate_resources(
     day: dt.date,
     answers: Mapping[str, Attestation] | None = None,
 ) -> PatientEvaluation:
-    """Record, evaluation and a validated report, exactly as `trialsieve evaluate` does."""
+    """Record and evaluation, exactly as `trialsieve evaluate` does (the resources written or
+    answered are validated where they are built: `evaluation_json` and the server sink)."""
     record = build_record(resources, trial.criteria.terminology)
-    evaluation = evaluate_patient(trial.criteria, record, day, answers)
-    validate_bundle(transaction_bundle(evaluation))
-    return evaluation
+    return evaluate_patient(trial.criteria, record, day, answers)
 
 
 def pull_patient(
@@ -102,7 +101,9 @@ def evaluation_json(
     """The answer of `POST /evaluate`: every criterion's outcome, the status, and the
     ResearchSubject and DetectedIssue of the transaction Bundle `trialsieve evaluate` writes.
     """
-    entries = transaction_bundle(evaluation)["entry"]
+    bundle = transaction_bundle(evaluation)
+    validate_bundle(bundle)
+    entries = bundle["entry"]
     answer: dict[str, Any] = {
         "trial": evaluation.criteria.trial.id,
         "patient": evaluation.patient_reference,

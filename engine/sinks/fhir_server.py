@@ -18,7 +18,7 @@ from typing import Any
 
 from engine.errors import ServerError
 from engine.evaluate import PatientEvaluation
-from engine.report import transaction_bundle
+from engine.report import transaction_bundle, validate_bundle
 from engine.sources.fhir_server import FhirServerClient, ServerCapabilities, outcome_diagnostics
 
 
@@ -58,8 +58,11 @@ class FhirServerSink:
         self.client = client
 
     def transaction_for(self, evaluation: PatientEvaluation) -> dict[str, Any]:
-        """The transaction Bundle `write` would send (for `--dry-run`)."""
-        return server_transaction(evaluation, self.client.capabilities())
+        """The transaction Bundle `write` would send (for `--dry-run`), validated against the
+        R4B models: what trialsieve writes is checked here, once, by every caller."""
+        bundle = server_transaction(evaluation, self.client.capabilities())
+        validate_bundle(bundle)
+        return bundle
 
     def write(self, evaluation: PatientEvaluation) -> list[WrittenEntry]:
         """Write one evaluation; what the server did with each entry, in entry order."""
