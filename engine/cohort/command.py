@@ -118,6 +118,16 @@ def cohort(
     attestations: Annotated[
         Path | None, typer.Option(help="Answers to manual review items (YAML), per patient.")
     ] = None,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full",
+            help="Evaluate every patient in full. By default a patient who lacks a concept an "
+            "inclusion criterion requires (the pre-filter) is settled from their diagnoses, "
+            "procedures and demographics; the criteria that read other data are then "
+            "not_evaluated for them.",
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Evaluate every patient of a record set: cohort table, attrition, data availability."""
@@ -141,6 +151,7 @@ def cohort(
             scheduler=scheduler,
             attestations_path=attestations,
             shared_filesystem=True if shared_filesystem else None,
+            full=full,
         )
     except TrialsieveError as error:
         _errors().print(f"[bold red]error:[/] {error}", soft_wrap=True)
@@ -165,7 +176,11 @@ def summary_table(summary: CohortSummary) -> Table:
     table.add_row("patients", f"{summary.patients:,}")
     for status, count in summary.statuses.items():
         table.add_row(f"  {status}", f"{count:,}")
-    table.add_row("settled by the pre-filter", f"{summary.settled_by_prefilter:,}")
+    how = "evaluated in full" if summary.full else "not read in full"
+    table.add_row(
+        f"settled by the pre-filter ({how})",
+        f"{summary.settled_by_prefilter:,}",
+    )
     table.add_row("input problems", f"{summary.problems:,}")
     table.add_row("  lines affected", f"{summary.lines_affected:,}")
     table.add_row("  patients affected", f"{summary.patients_affected:,}")

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from engine.attestations import Attestations
-from engine.cohort.inputs import PartitionedInput, PartitionPayload
+from engine.cohort.inputs import PartitionedInput, PartitionPayload, PatientData
 from engine.cohort.partition import (
     CriteriaFiles,
     PartitionEvaluator,
@@ -43,7 +43,6 @@ from engine.cohort.partition import (
 )
 from engine.errors import TrialsieveError
 from engine.evaluate import CompiledCriteria
-from engine.sources import PatientResources
 from engine.sources.ndjson import ProblemHandler
 from engine.trial import load_trial
 
@@ -109,7 +108,7 @@ def run_local(
     """The local engine: `settings.workers` processes, whole partitions each."""
     if settings.workers <= 1 or len(indexes) <= 1:
         criteria = setup.criteria or load_trial(setup.criteria_path)
-        evaluator = PartitionEvaluator(criteria, setup.as_of, setup.attestations)
+        evaluator = PartitionEvaluator(criteria, setup.as_of, setup.attestations, setup.full)
         on_started()
         for index in indexes:
             result = evaluator.evaluate(setup.partitions.payload(index))
@@ -144,6 +143,7 @@ class DaskJob:
     criteria: CriteriaFiles
     as_of: dt.date
     attestations: Attestations
+    full: bool = False
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ class PartitionOnDisk:
     partitions: PartitionedInput
     index: int
 
-    def patients(self, on_problem: ProblemHandler) -> Iterator[PatientResources]:
+    def patients(self, on_problem: ProblemHandler) -> Iterator[PatientData]:
         return self.partitions.payload(self.index).patients(on_problem)
 
 
@@ -176,7 +176,9 @@ def compile_on_dask_worker(files: CriteriaFiles) -> str:
 
 def evaluate_on_dask_worker(job: DaskJob, payload: PartitionPayload) -> PartitionResult:
     """Dask task: evaluate one partition; the criteria are compiled once per worker."""
-    evaluator = PartitionEvaluator(_compiled_criteria(job.criteria), job.as_of, job.attestations)
+    evaluator = PartitionEvaluator(
+        _compiled_criteria(job.criteria), job.as_of, job.attestations, job.full
+    )
     return evaluator.evaluate(payload)
 
 
@@ -280,7 +282,7 @@ def run_dask(
     """
     distributed = _import_distributed()
     criteria = setup.criteria or load_trial(setup.criteria_path)
-    job = DaskJob(CriteriaFiles.collect(criteria), setup.as_of, setup.attestations)
+    job = DaskJob(CriteriaFiles.collect(criteria), setup.as_of, setup.attestations, setup.full)
     start = settings.dask_start
     owned = start is None
     if start is None:

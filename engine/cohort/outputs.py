@@ -2,14 +2,16 @@
 
 - `subjects.ndjson`, `issues.ndjson`: every patient's ResearchSubject and DetectedIssue.
 - `cohort.csv`: a row per patient: id, status, and per criterion `met` / `not_met` /
-  `unknown_missing` / `manual` (the criterion's own truth; see `criterion_value`).
+  `unknown_missing` / `manual` (the criterion's own truth; see `criterion_value`), or
+  `not_evaluated` for the criteria a pre-filter-settled patient was not evaluated on.
 - `cohort.parquet`: the same rows and columns, typed: status and criterion columns are
   dictionary-encoded strings (fixed dictionaries: every status, every criterion value).
 - `attrition.csv`, `attrition.html`: the funnel in protocol order: how many patients remain
   after each criterion (remaining = failing none so far: an inclusion not met or an exclusion
   met is a failure) and how many each criterion loses, as ATLAS draws it.
-- `data_availability.csv`: per criterion, the share of patients whose record could answer it
-  (anything but `unknown_missing`) and the most frequent missing items.
+- `data_availability.csv`: per criterion, the share of the patients evaluated on it whose
+  record could answer it (anything but `unknown_missing`) and the most frequent missing items;
+  `patients` counts those evaluated, `not_evaluated` those the pre-filter settled without it.
 - `errors.ndjson`: every input problem (file, line, resource, patient, message).
 
 Partition results are read as streams and merged, so memory does not grow with the cohort.
@@ -31,7 +33,12 @@ import orjson
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
-from engine.cohort.partition import CRITERION_VALUES, read_result_line, result_path
+from engine.cohort.partition import (
+    CRITERION_VALUES,
+    NOT_EVALUATED,
+    read_result_line,
+    result_path,
+)
 from engine.criteria.model import CriterionKind
 from engine.evaluate import CompiledCriteria, SubjectStatus
 
@@ -195,6 +202,7 @@ def _write_attrition(
                 tally.failures,
                 tally.values["unknown_missing"],
                 tally.values["manual"],
+                tally.values[NOT_EVALUATED],
             ]
         )
         remaining -= tally.first_failures
@@ -211,6 +219,7 @@ def _write_attrition(
                 "fails_overall",
                 "unknown_missing",
                 "manual",
+                "not_evaluated",
             ]
         )
         writer.writerows(rows)
@@ -263,7 +272,8 @@ def _attrition_page(criteria: CompiledCriteria, rows: list[list[Any]], patients:
         f'role="img" aria-label="attrition funnel">{"".join(bars)}</svg>'
         "<table><thead><tr><th>step</th><th>criterion</th><th>kind</th><th>remaining before</th>"
         "<th>lost</th><th>remaining</th><th>fails overall</th><th>unknown (missing data)</th>"
-        f"<th>manual review</th></tr></thead><tbody>{table_rows}</tbody></table>"
+        "<th>manual review</th><th>not evaluated (pre-filter)</th></tr></thead>"
+        f"<tbody>{table_rows}</tbody></table>"
         "</body></html>\n"
     )
 
@@ -279,6 +289,7 @@ def _write_availability(out: Path, tallies: list[_CriterionTally], patients: int
                 "criterion",
                 "kind",
                 "patients",
+                "not_evaluated",
                 "answerable",
                 "answerable_share",
                 "missing_data",
@@ -287,14 +298,16 @@ def _write_availability(out: Path, tallies: list[_CriterionTally], patients: int
         )
         for tally in tallies:
             missing = tally.values["unknown_missing"]
-            answerable = patients - missing
-            share = f"{answerable / patients:.3f}" if patients else ""
+            skipped = tally.values[NOT_EVALUATED]
+            evaluated = patients - skipped
+            answerable = evaluated - missing
+            share = f"{answerable / evaluated:.3f}" if evaluated else ""
             shown = "; ".join(
                 f"{item} ({count})"
                 for item, count in tally.missing_items.most_common(MISSING_ITEMS_SHOWN)
             )
             writer.writerow(
-                [tally.id, tally.kind.value, patients, answerable, share, missing, shown]
+                [tally.id, tally.kind.value, evaluated, skipped, answerable, share, missing, shown]
             )
 
 

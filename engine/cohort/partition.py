@@ -29,8 +29,8 @@ from typing import Any
 import orjson
 
 from engine.attestations import Attestations
-from engine.cohort.inputs import PartitionedInput, PartitionPayload
-from engine.cohort.prefilter import Prefilter
+from engine.cohort.inputs import PartitionedInput, PartitionPayload, PatientData
+from engine.cohort.prefilter import PREVIEW_TYPES, Prefilter
 from engine.errors import TrialsieveError
 from engine.evaluate import (
     CompiledCriteria,
@@ -45,8 +45,10 @@ from engine.report import detected_issue, research_study, research_subject
 from engine.sources import PatientResources, SourceProblem
 from engine.trial import load_trial
 
-CRITERION_VALUES = ("met", "not_met", "unknown_missing", "manual")
-"""What cohort.csv says of a criterion: its truth, with unknown split by reason."""
+NOT_EVALUATED = "not_evaluated"
+CRITERION_VALUES = ("met", "not_met", "unknown_missing", "manual", NOT_EVALUATED)
+"""What cohort.csv says of a criterion: its truth, with unknown split by reason, or
+`not_evaluated` (a patient the pre-filter settled from part of their record)."""
 
 
 def criterion_value(result: CriterionResult) -> str:
@@ -85,6 +87,15 @@ def patient_result_line(
             [criterion_value(result), list(result.outcome.missing)] for result in evaluation.results
         ],
     }
+    if evaluation.not_evaluated:
+        values = {
+            result.id: [criterion_value(result), list(result.outcome.missing)]
+            for result in evaluation.results
+        }
+        summary["criteria"] = [
+            values.get(criterion.id, [NOT_EVALUATED, []])
+            for criterion in evaluation.criteria.criteria
+        ]
     if study is None:
         study = study_reference(evaluation.criteria)
     subject = research_subject(evaluation, study)
@@ -109,6 +120,7 @@ class WorkerSetup:
     as_of: dt.date
     criteria: CompiledCriteria | None = None
     attestations: Attestations = field(default_factory=dict)
+    full: bool = False
 
 
 @dataclass(frozen=True)
@@ -185,14 +197,23 @@ def is_complete(path: Path) -> bool:
 
 
 class PartitionEvaluator:
-    """Evaluates partitions with criteria compiled once per process."""
+    """Evaluates partitions with criteria compiled once per process.
+
+    `full`: evaluate every patient in full; by default a patient the pre-filter settles is
+    evaluated from their preview only (`Prefilter.evaluate_settled`).
+    """
 
     def __init__(
-        self, criteria: CompiledCriteria, as_of: dt.date, attestations: Attestations
+        self,
+        criteria: CompiledCriteria,
+        as_of: dt.date,
+        attestations: Attestations,
+        full: bool = False,
     ) -> None:
         self.criteria = criteria
         self.as_of = as_of
         self.attestations = attestations
+        self.full = full
         self.prefilter = Prefilter.from_criteria(criteria)
         self.study = study_reference(criteria)
         # The criteria and terminology live as long as the process: keep the collector from
@@ -220,28 +241,69 @@ class PartitionEvaluator:
         )
         return PartitionResult(outcome, b"\n".join(lines))
 
-    def _patient(self, patient: PatientResources, problems: list[SourceProblem]) -> bytes | None:
+    def _patient(self, patient: PatientData, problems: list[SourceProblem]) -> bytes | None:
+        if not self.full and self.prefilter.settling:
+            settled = self._settled(patient, problems)
+            if settled is not None:
+                return settled
+        return self._evaluated_in_full(patient, problems)
+
+    def _settled(self, patient: PatientData, problems: list[SourceProblem]) -> bytes | None:
+        """The result line of a patient the pre-filter settles from their preview, else None
+        (nothing read is kept then: the full read reports its own problems)."""
         criteria = self.criteria
-        settled_by = self.prefilter.settling_criterion(patient.resources, criteria.terminology)
+        preview_problems: list[SourceProblem] = []
+        preview = patient.read(preview_problems.append, PREVIEW_TYPES)
+        if preview is None:
+            return None
+        requirement = self.prefilter.settle(preview.resources, criteria.terminology)
+        if requirement is None:
+            return None
         try:
-            record = build_record(patient, criteria.terminology)
+            record = build_record(preview, criteria.terminology)
+            evaluation = self.prefilter.evaluate_settled(
+                criteria,
+                record,
+                self.as_of,
+                requirement,
+                self.attestations.get(record.patient_id),
+            )
+        except TrialsieveError:
+            return None  # the full read and evaluation report it, with every other problem
+        problems.extend(preview_problems)
+        return patient_result_line(evaluation, requirement.criterion_id, self.study)
+
+    def _evaluated_in_full(
+        self, patient: PatientData, problems: list[SourceProblem]
+    ) -> bytes | None:
+        criteria = self.criteria
+        resources = patient.read(problems.append)
+        if resources is None:
+            return None
+        settled_by = self.prefilter.settling_criterion(resources.resources, criteria.terminology)
+        try:
+            record = build_record(resources, criteria.terminology)
             evaluation = evaluate_patient(
                 criteria, record, self.as_of, self.attestations.get(record.patient_id)
             )
         except TrialsieveError as error:
-            problems.append(
-                SourceProblem(
-                    error.location.file or patient.origin,
-                    error.location.line,
-                    error.location.resource,
-                    patient.patient_id,
-                    error.message,
-                )
-            )
+            problems.append(_problem_of(error, resources))
             return None
         if settled_by is not None:
             _check_settled(evaluation, settled_by)
         return patient_result_line(evaluation, settled_by, self.study)
+
+
+def _problem_of(error: TrialsieveError, patient: PatientResources) -> SourceProblem:
+    """A patient whose record cannot be built or evaluated: a problem, the run goes on."""
+    location = error.location
+    return SourceProblem(
+        location.file or patient.origin,
+        location.line,
+        location.resource,
+        patient.patient_id,
+        error.message,
+    )
 
 
 def _check_settled(evaluation: PatientEvaluation, settled_by: str) -> None:
@@ -294,7 +356,7 @@ def start_worker(setup: WorkerSetup) -> None:
     """Process pool initializer: compile (or inherit) the criteria once for this process."""
     global _worker
     criteria = setup.criteria or load_trial(setup.criteria_path)
-    _worker = (setup, PartitionEvaluator(criteria, setup.as_of, setup.attestations))
+    _worker = (setup, PartitionEvaluator(criteria, setup.as_of, setup.attestations, setup.full))
 
 
 def evaluate_in_worker(index: int) -> PartitionOutcome:

@@ -1,31 +1,54 @@
-"""The pre-filter: concepts an inclusion criterion requires, checked from the codes alone.
+"""The pre-filter: settle patients who lack a concept an inclusion criterion requires.
 
 An inclusion criterion whose expression is an `all` (at any depth of `all`s from the top)
 containing a plain resource atom over Condition or Procedure with a concept (no value test,
 no negation) cannot be met by a patient who has no Condition/Procedure coded in that concept:
 diagnoses and procedures are closed world, so the atom is not met and so is the criterion.
-Such a patient is ineligible whatever the rest of the record says; `Prefilter.settling_criterion`
-finds that from the resources' codes, without building the record.
+Such a patient is ineligible whatever the rest of the record says.
 
-The cohort runner still evaluates settled patients in full: their DetectedIssue lists every
-criterion's outcome and the record's data problems, and must equal what `trialsieve evaluate`
-writes. The pre-filter counts them (and checks the full evaluation agrees); its requirements
-are what a server source pushes down into its searches.
+A cohort run reads each patient's *preview* first (the Patient, their Conditions and
+Procedures: `PREVIEW_TYPES`); `Prefilter.settle` finds a requirement the preview cannot meet
+and `Prefilter.evaluate_settled` evaluates the patient from the preview alone: the criteria
+that read nothing else (demographics, diagnoses, procedures, manual items) exactly as a full
+evaluation would, the settling criterion from its required atom, and the others left
+`not_evaluated`. Nothing else of the patient is parsed.
+
+A requirement settles only when every criterion before it in protocol order can be evaluated
+from the preview, so the attrition funnel (protocol order) is the same as with full
+evaluation. Requirements are also what a server source can push down into its searches.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+import datetime as dt
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from engine.criteria.model import AllOf, CriterionKind, Expression, ResourceAtom
-from engine.evaluate import CompiledCriteria
-from engine.record import CodeClassifier
+from engine.attestations import Attestation
+from engine.criteria.model import (
+    AllOf,
+    CriterionKind,
+    Expression,
+    ResourceAtom,
+    iter_atoms,
+)
+from engine.evaluate import (
+    CompiledCriteria,
+    CompiledCriterion,
+    Outcome,
+    PatientEvaluation,
+    Truth,
+    evaluate_patient,
+)
+from engine.evaluate.nodes import EvaluationContext, Node
+from engine.record import CodeClassifier, PatientRecord
 
 PREFILTER_TYPES = frozenset({"Condition", "Procedure"})
 """Closed-world types whose concept comes from `code` alone (no referenced Medication)."""
+PREVIEW_TYPES = PREFILTER_TYPES | {"Patient"}
+"""What the pre-filter reads of a patient before deciding: the Patient, diagnoses, procedures."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +58,8 @@ class RequiredConcept:
     criterion_id: str
     concept: str
     resource_types: frozenset[str]
+    node: Node | None = field(default=None, compare=False, repr=False)
+    """The compiled atom (evaluated on a settled patient's preview for the reason)."""
 
     def __str__(self) -> str:
         types = "/".join(sorted(self.resource_types))
@@ -43,43 +68,133 @@ class RequiredConcept:
 
 @dataclass(frozen=True)
 class Prefilter:
-    """The concepts the criteria require, in protocol order."""
+    """The concepts the criteria require, in protocol order, and what a preview can settle.
+
+    `evaluable`: the criteria a preview answers exactly (they read only demographics,
+    diagnoses, procedures and attestations). `settling`: the requirements whose criterion
+    comes after evaluable criteria only (protocol order), so settling keeps the funnel exact.
+    """
 
     requirements: tuple[RequiredConcept, ...]
+    evaluable: frozenset[str] = frozenset()
+    settling: tuple[RequiredConcept, ...] = ()
 
     @classmethod
     def from_criteria(cls, criteria: CompiledCriteria) -> Prefilter:
         requirements = [
-            RequiredConcept(compiled.id, atom.concept, frozenset(atom.resource_types))
+            RequiredConcept(
+                compiled.id,
+                atom.concept,
+                frozenset(atom.resource_types),
+                _compiled_atom(compiled.root, atom),
+            )
             for compiled in criteria.criteria
             if compiled.kind is CriterionKind.INCLUSION
             for atom in _required_atoms(compiled.criterion.expression)
             if atom.concept is not None
         ]
-        return cls(tuple(requirements))
+        evaluable = frozenset(c.id for c in criteria.criteria if _reads_preview_only(c))
+        order = [c.id for c in criteria.criteria]
+        settling = [
+            requirement
+            for requirement in requirements
+            if requirement.node is not None
+            and all(
+                earlier in evaluable for earlier in order[: order.index(requirement.criterion_id)]
+            )
+        ]
+        return cls(tuple(requirements), evaluable, tuple(settling))
 
     @cached_property
     def types(self) -> frozenset[str]:
-        """The resource types the pre-filter reads."""
+        """The resource types the requirements read."""
         return frozenset(t for requirement in self.requirements for t in requirement.resource_types)
 
     def settling_criterion(
         self, resources: Iterable[dict[str, Any]], classifier: CodeClassifier
     ) -> str | None:
         """The first criterion the patient cannot meet for lack of a required concept, or None."""
-        if not self.requirements:
+        failed = self._first_unmet(self.requirements, resources, classifier)
+        return None if failed is None else failed.criterion_id
+
+    def settle(
+        self, preview: Iterable[dict[str, Any]], classifier: CodeClassifier
+    ) -> RequiredConcept | None:
+        """The settling requirement a patient's preview does not meet, or None."""
+        return self._first_unmet(self.settling, preview, classifier)
+
+    def evaluate_settled(
+        self,
+        criteria: CompiledCriteria,
+        preview: PatientRecord,
+        as_of: dt.date,
+        requirement: RequiredConcept,
+        attestations: Mapping[str, Attestation] | None = None,
+    ) -> PatientEvaluation:
+        """A settled patient's evaluation from their preview record (see the module docstring).
+
+        Raises RuntimeError when the required atom is met after all (a pre-filter bug).
+        """
+        assert requirement.node is not None
+        context = EvaluationContext(preview, as_of, attestations or {}, criteria.terminology)
+        atom = requirement.node.evaluate(context)
+        if atom.truth is not Truth.NOT_MET:
+            raise RuntimeError(
+                f"pre-filter bug: Patient/{preview.patient_id} was settled by "
+                f"{requirement.criterion_id}, but its required atom is {atom.truth.value}"
+            )
+        decided: dict[str, Outcome] = {}
+        if requirement.criterion_id not in self.evaluable:
+            compiled = next(c for c in criteria.criteria if c.id == requirement.criterion_id)
+            label = str(getattr(compiled.root, "label", ""))
+            decided[requirement.criterion_id] = Outcome(
+                Truth.NOT_MET, atom.reason, label, atom.evidence, children=(atom,)
+            )
+        return evaluate_patient(
+            criteria, preview, as_of, attestations, only=self.evaluable, decided=decided
+        )
+
+    @staticmethod
+    def _first_unmet(
+        requirements: tuple[RequiredConcept, ...],
+        resources: Iterable[dict[str, Any]],
+        classifier: CodeClassifier,
+    ) -> RequiredConcept | None:
+        if not requirements:
             return None
-        wanted = self.types
+        wanted = frozenset(t for requirement in requirements for t in requirement.resource_types)
         present: set[tuple[str, str]] = set()  # (resource type, concept)
         for resource in resources:
             resource_type = resource.get("resourceType")
             if resource_type in wanted:
                 for concept in _concepts_of_code(resource.get("code"), classifier):
                     present.add((resource_type, concept))
-        for requirement in self.requirements:
+        for requirement in requirements:
             if not any((t, requirement.concept) in present for t in requirement.resource_types):
-                return requirement.criterion_id
+                return requirement
         return None
+
+
+def _reads_preview_only(criterion: CompiledCriterion) -> bool:
+    """Whether a preview (Patient, Conditions, Procedures) holds all the criterion reads."""
+    return all(
+        not isinstance(atom, ResourceAtom) or set(atom.resource_types) <= PREFILTER_TYPES
+        for atom in iter_atoms(criterion.criterion.expression)
+    )
+
+
+def _compiled_atom(root: Node, atom: ResourceAtom) -> Node | None:
+    """The compiled node of `atom` in a criterion's compiled expression."""
+    stack: list[Any] = [root]
+    while stack:
+        node = stack.pop()
+        if getattr(node, "atom", None) is atom:
+            return node  # type: ignore[no-any-return]
+        stack.extend(getattr(node, "operands", ()))
+        operand = getattr(node, "operand", None)
+        if operand is not None:
+            stack.append(operand)
+    return None
 
 
 def _required_atoms(expression: Expression) -> Iterator[ResourceAtom]:

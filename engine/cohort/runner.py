@@ -168,6 +168,7 @@ class CohortSummary:
     patients: int
     statuses: dict[str, int]
     settled_by_prefilter: int
+    full: bool
     prefilter: tuple[str, ...]
     problems: int
     lines_affected: int
@@ -192,6 +193,7 @@ class CohortSummary:
             "patients": self.patients,
             "statuses": self.statuses,
             "settled_by_prefilter": self.settled_by_prefilter,
+            "settled_patients_evaluated_in_full": self.full,
             "prefilter": list(self.prefilter),
             "problems": self.problems,
             "lines_affected": self.lines_affected,
@@ -219,6 +221,7 @@ def run_cohort(
     scheduler: str | None = None,
     attestations_path: str | Path | None = None,
     shared_filesystem: bool | None = None,
+    full: bool = False,
 ) -> CohortSummary:
     """Evaluate every patient of `source` and write the cohort files into `out_dir`.
 
@@ -228,6 +231,9 @@ def run_cohort(
     `shared_filesystem`: whether Dask workers see the input and `out_dir` at the same paths
     (default: yes for the LocalCluster, no for a `scheduler`); then tasks carry partition paths
     and the workers write the result files.
+    `full`: evaluate every patient in full; by default patients the pre-filter settles are
+    evaluated from their diagnoses, procedures and demographics only (the criteria that read
+    other data are `not_evaluated` for them).
 
     Raises CriteriaError/MappingError for bad criteria, AttestationError for a bad
     attestation file, InputError when the input cannot be found at all, CohortError for an
@@ -267,7 +273,7 @@ def run_cohort(
         )
         results_folder.mkdir(parents=True, exist_ok=True)
         count = _check_manifest(
-            out, criteria_path, criteria, source, as_of, partition_count, attestations_path
+            out, criteria_path, criteria, source, as_of, partition_count, attestations_path, full
         )
         pending = [
             index for index in range(count) if not is_complete(result_path(results_folder, index))
@@ -291,6 +297,7 @@ def run_cohort(
             results_folder,
             as_of,
             answers,
+            full,
             pending,
             ENGINES[engine],
             settings,
@@ -302,7 +309,15 @@ def run_cohort(
     counts = assemble_outputs(out, criteria, count)
     shutil.rmtree(work, ignore_errors=True)
     summary = _summary(
-        out, criteria, counts, count, count - len(pending), source_record, started, worker_peak
+        out,
+        criteria,
+        counts,
+        count,
+        count - len(pending),
+        source_record,
+        started,
+        worker_peak,
+        full,
     )
     (out / "summary.json").write_bytes(orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2))
     return summary
@@ -366,6 +381,7 @@ def _run_engine(
     results_folder: Path,
     as_of: dt.date,
     answers: Attestations,
+    full: bool,
     pending: list[int],
     engine: Engine,
     settings: EngineSettings,
@@ -376,7 +392,7 @@ def _run_engine(
         return None
     assert partitions is not None
     setup = WorkerSetup(
-        str(criteria_path), partitions, str(results_folder), as_of, criteria, answers
+        str(criteria_path), partitions, str(results_folder), as_of, criteria, answers, full
     )
     return _evaluate(setup, pending, engine, settings, progress)
 
@@ -439,6 +455,7 @@ def _summary(
     source_record: Path,
     started: float,
     worker_peak_memory: int | None,
+    full: bool,
 ) -> CohortSummary:
     source = orjson.loads(source_record.read_bytes())
     return CohortSummary(
@@ -446,6 +463,7 @@ def _summary(
         patients=counts.patients,
         statuses=counts.statuses,
         settled_by_prefilter=counts.settled_by_prefilter,
+        full=full,
         prefilter=tuple(str(r) for r in Prefilter.from_criteria(criteria).requirements),
         problems=counts.problems,
         lines_affected=counts.lines_affected,
@@ -470,6 +488,7 @@ def _check_manifest(
     as_of: dt.date,
     partition_count: int | None,
     attestations_path: str | Path | None,
+    full: bool,
 ) -> int:
     """Write the manifest, or check the one there; returns the partition count to use."""
     path = out / MANIFEST
@@ -493,6 +512,7 @@ def _check_manifest(
         ),
         "input": source.describe(),
         "partition_count": partition_count,
+        "full": full,
     }
     if earlier is None:
         path.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
@@ -509,6 +529,7 @@ def _check_manifest(
             ),
             ("input files", earlier["input"] == manifest["input"]),
             ("partition count", earlier["partition_count"] == partition_count),
+            ("evaluation mode (--full)", earlier.get("full", False) == full),
         )
         if not same
     ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
@@ -61,7 +61,12 @@ class CriterionResult:
 
 @dataclass(frozen=True)
 class PatientEvaluation:
-    """Every criterion's result for one patient, and the status they add up to."""
+    """Every criterion's result for one patient, and the status they add up to.
+
+    `not_evaluated` lists the criteria left out (in protocol order) when a cohort pre-filter
+    settled the patient from part of the record; `results` then holds the others. Empty for
+    every full evaluation.
+    """
 
     criteria: CompiledCriteria
     patient_id: str
@@ -69,6 +74,7 @@ class PatientEvaluation:
     as_of: dt.date
     results: tuple[CriterionResult, ...]
     data_problems: tuple[str, ...] = field(default=())
+    not_evaluated: tuple[CompiledCriterion, ...] = field(default=())
 
     @cached_property
     def status(self) -> SubjectStatus:
@@ -96,22 +102,35 @@ def evaluate_patient(
     record: PatientRecord,
     as_of: dt.date,
     attestations: Mapping[str, Attestation] | None = None,
+    *,
+    only: Container[str] | None = None,
+    decided: Mapping[str, Outcome] | None = None,
 ) -> PatientEvaluation:
     """Evaluate every criterion for one patient as of a day (deterministic for that day).
 
     `attestations` maps manual item ids to a person's answers for this patient.
+    A cohort pre-filter evaluates part of the criteria on part of the record: `only` names
+    the criteria to evaluate, `decided` gives outcomes known without evaluating; the rest
+    become `not_evaluated`.
     """
     context = EvaluationContext(record, as_of, attestations or {}, criteria.terminology)
-    results = tuple(
-        CriterionResult(criterion, criterion.root.evaluate(context))
-        for criterion in criteria.criteria
-    )
+    results: list[CriterionResult] = []
+    skipped: list[CompiledCriterion] = []
+    for criterion in criteria.criteria:
+        known = decided.get(criterion.id) if decided is not None else None
+        if known is not None:
+            results.append(CriterionResult(criterion, known))
+        elif only is None or criterion.id in only:
+            results.append(CriterionResult(criterion, criterion.root.evaluate(context)))
+        else:
+            skipped.append(criterion)
     problems = tuple(str(problem) for problem in record.data_problems)
     return PatientEvaluation(
         criteria=criteria,
         patient_id=record.patient_id,
         patient_reference=record.label(record.patient),
         as_of=as_of,
-        results=results,
+        results=tuple(results),
         data_problems=problems,
+        not_evaluated=tuple(skipped),
     )

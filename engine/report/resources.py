@@ -29,6 +29,10 @@ DETECTED_ISSUE_SYSTEM = f"{TRIALSIEVE_IDENTIFIER_SYSTEM}/detected-issue"
 CRITERIA_CODE_SYSTEM = "https://trialsieve.org/fhir/CodeSystem/criteria"
 ISSUE_CODE_SYSTEM = "https://trialsieve.org/fhir/CodeSystem/detected-issue"
 DEVICE_ID = "trialsieve"
+NOT_EVALUATED_REASON = (
+    "the cohort pre-filter found the patient ineligible from their diagnoses and procedures "
+    "alone, so the criteria that read other data were not evaluated"
+)
 
 _SEVERITY = {
     SubjectStatus.INELIGIBLE: "high",
@@ -168,6 +172,9 @@ def summary_line(evaluation: PatientEvaluation) -> str:
         ids = [result.id for result in evaluation.results_with(verdict)]
         if ids:
             parts.append(f"{len(ids)} {words} ({', '.join(ids)})")
+    if evaluation.not_evaluated:
+        ids = [criterion.id for criterion in evaluation.not_evaluated]
+        parts.append(f"{len(ids)} not evaluated ({', '.join(ids)}): {NOT_EVALUATED_REASON}")
     status = evaluation.status.value
     if not parts:
         return f"{status} for {trial}: every criterion is clear"
@@ -187,7 +194,7 @@ def _narrative(evaluation: PatientEvaluation, summary: str) -> str:
     """`narrative`, given the evaluation's `summary_line`."""
     escape = html.escape
     escape_label = _escape_label
-    rows = "".join(
+    rows = [
         "<tr>"
         f"<td>{escape_label(result.id)}</td>"
         f"<td>{escape_label(result.kind.value)}</td>"
@@ -195,7 +202,9 @@ def _narrative(evaluation: PatientEvaluation, summary: str) -> str:
         f"<td>{escape(result.outcome.reason)}</td>"
         "</tr>"
         for result in evaluation.results
-    )
+    ]
+    if evaluation.not_evaluated:
+        rows = _rows_in_protocol_order(evaluation, rows)
     problems = ""
     if evaluation.data_problems:
         items = "".join(f"<li>{escape(problem)}</li>" for problem in evaluation.data_problems)
@@ -204,8 +213,22 @@ def _narrative(evaluation: PatientEvaluation, summary: str) -> str:
         '<div xmlns="http://www.w3.org/1999/xhtml">'
         f"<p>{escape(summary)} (as of {evaluation.as_of.isoformat()})</p>"
         "<table><thead><tr><th>Criterion</th><th>Kind</th><th>Outcome</th><th>Reason</th>"
-        f"</tr></thead><tbody>{rows}</tbody></table>{problems}</div>"
+        f"</tr></thead><tbody>{''.join(rows)}</tbody></table>{problems}</div>"
     )
+
+
+def _rows_in_protocol_order(evaluation: PatientEvaluation, evaluated_rows: list[str]) -> list[str]:
+    """The table rows of a pre-filtered evaluation: every criterion in protocol order, the
+    criteria left out saying so."""
+    rows = {result.id: row for result, row in zip(evaluation.results, evaluated_rows, strict=True)}
+    reason = html.escape(f"not evaluated: {NOT_EVALUATED_REASON}")
+    for criterion in evaluation.not_evaluated:
+        rows[criterion.id] = (
+            f"<tr><td>{_escape_label(criterion.id)}</td>"
+            f"<td>{_escape_label(criterion.kind.value)}</td><td>not evaluated</td>"
+            f"<td>{reason}</td></tr>"
+        )
+    return [rows[criterion.id] for criterion in evaluation.criteria.criteria]
 
 
 def transaction_bundle(evaluation: PatientEvaluation) -> dict[str, Any]:

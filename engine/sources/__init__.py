@@ -19,6 +19,8 @@ from engine.sources.fhir_server import BearerToken, FhirServerClient, FhirServer
 from engine.sources.ndjson import (
     NdjsonFolderSource,
     PartitionedExport,
+    PartitionLines,
+    PatientLines,
     SourceProblem,
     load_shared_resources,
     ndjson_files,
@@ -35,7 +37,9 @@ __all__ = [
     "FhirServerClient",
     "FhirServerSource",
     "NdjsonFolderSource",
+    "PartitionLines",
     "PartitionedExport",
+    "PatientLines",
     "PatientResources",
     "PatientSource",
     "RetryPolicy",

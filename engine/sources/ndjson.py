@@ -707,6 +707,13 @@ class PartitionLines:
         Each patient's resources are in export order, followed by the shared resources they
         refer to. A patient whose data holds no Patient is reported and left out.
         """
+        for patient in self.patient_lines():
+            resources = patient.read(on_problem)
+            if resources is not None:
+                yield resources
+
+    def patient_lines(self) -> Iterator[PatientLines]:
+        """The partition's patients as unparsed lines, sorted by patient id."""
         # Lines stay whole until their patient's turn: splitting them all first would copy
         # the partition's JSON once more, into memory held to the end.
         groups: dict[bytes, list[bytes]] = {}
@@ -723,21 +730,29 @@ class PartitionLines:
             tuple(sorted({k.split("/")[0] for k in self.shared}))
         )
         for patient in sorted(groups):
-            grouped = self._patient_resources(
-                patient.decode(), groups.pop(patient), references, on_problem
-            )
-            if grouped is not None:
-                yield grouped
+            yield PatientLines(self, patient.decode(), groups.pop(patient), references)
 
-    def _patient_resources(
-        self,
-        patient_id: str,
-        lines: list[bytes],
-        references: re.Pattern[bytes] | None,
-        on_problem: ProblemHandler,
+
+@dataclass(frozen=True)
+class PatientLines:
+    """One patient's partition lines (`patient TAB range TAB line TAB json`), not yet parsed."""
+
+    partition: PartitionLines
+    patient_id: str
+    lines: list[bytes]
+    references: re.Pattern[bytes] | None
+
+    def read(
+        self, on_problem: ProblemHandler, types: frozenset[str] | None = None
     ) -> PatientResources | None:
-        """One patient's resources from their partition lines (`patient TAB range TAB line
-        TAB json`), or None when there is no Patient among them."""
+        """The patient's resources (of `types` only, when given), or None without a Patient.
+
+        Lines of other types are not parsed; they are only checked to end with `}` (and
+        parsed to say why when they do not), as pass 1 checks the types nobody reads.
+        """
+        patient_id = self.patient_id
+        lines = self.lines
+        references = self.references
         resources: list[dict[str, Any]] = []
         seen: dict[str, tuple[bytes, bytes]] = {}
         origin: str | None = None
@@ -746,14 +761,24 @@ class PartitionLines:
         def problem(
             range_number: bytes, line_number: bytes, message: str, label: str | None
         ) -> None:
-            file, line = self.location(range_number, line_number)
+            file, line = self.partition.location(range_number, line_number)
             on_problem(SourceProblem(file, line, label, patient_id, message))
 
         own_reference = "Patient/" + patient_id
         kept_texts: list[bytes] = []
         loads = orjson.loads
+        wanted = None if types is None else frozenset(t.encode() for t in types)
         for entry in lines:
             _patient, range_number, line_number, text = entry.split(b"\t", 3)
+            if wanted is not None:
+                match = _LINE_TYPE.match(text)
+                if match is not None and match.group(1) not in wanted:
+                    if not text.endswith(b"}"):
+                        try:
+                            loads(text)
+                        except orjson.JSONDecodeError as error:
+                            problem(range_number, line_number, f"not valid JSON: {error.msg}", None)
+                    continue
             try:
                 resource = loads(text)
             except orjson.JSONDecodeError as error:
@@ -762,6 +787,8 @@ class PartitionLines:
             resource_type = resource.get("resourceType") if type(resource) is dict else None
             if type(resource_type) is not str or not resource_type:
                 problem(range_number, line_number, _not_a_resource(resource) or "", None)
+                continue
+            if types is not None and resource_type not in types:
                 continue
             resource_id = resource.get("id")
             label = f"{resource_type}/{resource_id}" if isinstance(resource_id, str) else None
@@ -778,7 +805,7 @@ class PartitionLines:
             if label is not None:
                 earlier = seen.get(label)
                 if earlier is not None:
-                    file, line = self.location(*earlier)
+                    file, line = self.partition.location(*earlier)
                     problem(
                         range_number,
                         line_number,
@@ -788,13 +815,13 @@ class PartitionLines:
                     continue
                 seen[label] = (range_number, line_number)
             if origin is None and resource_type == "Patient":
-                file, line = self.location(range_number, line_number)
+                file, line = self.partition.location(range_number, line_number)
                 origin = f"{file}:{line}"
             resources.append(resource)
             kept_texts.append(text)
         if origin is None:
             range_number = lines[0].split(b"\t", 2)[1]
-            file, _first = self.location(range_number, b"1")
+            file, _first = self.partition.location(range_number, b"1")
             on_problem(
                 SourceProblem(
                     file,
@@ -811,7 +838,7 @@ class PartitionLines:
             for key in references.findall(b"\n".join(kept_texts)):
                 referred[key.decode()] = None
         for key in referred:
-            shared_text = self.shared.get(key)
+            shared_text = self.partition.shared.get(key)
             if shared_text is not None and key not in seen:
                 resources.append(orjson.loads(shared_text))
         return PatientResources(patient_id, resources, [None] * len(resources), origin)

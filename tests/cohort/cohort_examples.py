@@ -9,6 +9,11 @@ from typing import Any
 
 import orjson
 
+from engine.attestations import Attestations
+from engine.evaluate import CompiledCriteria, PatientEvaluation, evaluate_patient
+from engine.record import build_record
+from engine.sources import PatientResources, read_bundle_file
+
 ROOT = Path(__file__).resolve().parents[2]
 CRITERIA = ROOT / "criteria" / "NCT05315778.yaml"
 EXAMPLE_FOLDERS = (ROOT / "examples" / "synthea", ROOT / "examples" / "patients")
@@ -69,3 +74,22 @@ def read_ndjson(path: Path) -> list[dict[str, Any]]:
 def read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def example_patients() -> list[PatientResources]:
+    """The shipped examples, read as `trialsieve evaluate` reads them."""
+    files = [file for folder in EXAMPLE_FOLDERS for file in sorted(folder.glob("*.json"))]
+    return [read_bundle_file(file) for file in files]
+
+
+def evaluations_of_the_examples(
+    trial: CompiledCriteria, attestations: Attestations | None = None
+) -> dict[str, PatientEvaluation]:
+    """What `trialsieve evaluate` gives for each shipped example, by patient reference."""
+    evaluations: dict[str, PatientEvaluation] = {}
+    for patient in example_patients():
+        record = build_record(patient, trial.terminology)
+        answers = (attestations or {}).get(record.patient_id)
+        evaluation = evaluate_patient(trial, record, AS_OF, answers)
+        evaluations[evaluation.patient_reference] = evaluation
+    return evaluations

@@ -25,3 +25,18 @@ def one_worker(ndjson_folder: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return run_cohort(
         CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, workers=1, partition_count=PARTITIONS
     )
+
+
+@pytest.fixture(scope="session")
+def full_run(ndjson_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> CohortSummary:
+    """The same run with `full`: every patient evaluated in full, settled or not."""
+    out = tmp_path_factory.mktemp("full")
+    return run_cohort(
+        CRITERIA,
+        NdjsonInput(ndjson_folder),
+        out,
+        AS_OF,
+        workers=1,
+        partition_count=PARTITIONS,
+        full=True,
+    )

@@ -11,9 +11,9 @@ import pytest
 from cohort_examples import (
     AS_OF,
     CRITERIA,
-    EXAMPLE_FOLDERS,
     OUTPUT_FILES,
     PARTITIONS,
+    evaluations_of_the_examples,
     read_ndjson,
 )
 
@@ -29,10 +29,8 @@ from engine.cohort import (
     run_cohort,
     study_reference,
 )
-from engine.evaluate import CompiledCriteria, SubjectStatus, evaluate_patient
-from engine.record import build_record
+from engine.evaluate import CompiledCriteria, SubjectStatus
 from engine.report import detected_issue, research_subject
-from engine.sources import read_bundle_file
 
 ATTESTATIONS = Path(__file__).resolve().parents[2] / "examples" / "attestations.yaml"
 
@@ -96,19 +94,17 @@ def test_attestations_apply_per_patient_as_in_evaluate(
         workers=1,
         partition_count=PARTITIONS,
         attestations_path=ATTESTATIONS,
+        full=True,
     )
     assert summary.statuses["eligible"] == 1
     answers = load_attestations(ATTESTATIONS, trial.manual_ids)
     subjects = {s["individual"]["reference"]: s for s in read_ndjson(out / "subjects.ndjson")}
     issues = {i["patient"]["reference"]: i for i in read_ndjson(out / "issues.ndjson")}
-    for file in (file for folder in EXAMPLE_FOLDERS for file in sorted(folder.glob("*.json"))):
-        record = build_record(read_bundle_file(file), trial.terminology)
-        evaluation = evaluate_patient(trial, record, AS_OF, answers.get(record.patient_id))
-        reference = evaluation.patient_reference
+    for reference, evaluation in evaluations_of_the_examples(trial, answers).items():
         assert subjects[reference] == research_subject(evaluation, study_reference(trial))
         assert issues[reference] == detected_issue(evaluation)
     with pytest.raises(CohortError, match="other attestations"):
-        run_cohort(CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, workers=1)
+        run_cohort(CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, workers=1, full=True)
 
 
 def test_a_run_keeps_what_the_record_and_the_criteria_read(trial: CompiledCriteria) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ from cohort_examples import (
     EXAMPLE_FOLDERS,
     OUTPUT_FILES,
     PARTITIONS,
+    evaluations_of_the_examples,
+    example_patients,
     read_csv,
     read_ndjson,
 )
@@ -29,29 +32,98 @@ from engine.cohort import (
     run_cohort,
     study_reference,
 )
-from engine.evaluate import CompiledCriteria, evaluate_patient
-from engine.record import build_record
+from engine.evaluate import CompiledCriteria
 from engine.report import detected_issue, research_subject
-from engine.sources import read_bundle_file
 
 
-def test_each_patient_gets_what_evaluate_gives(
-    one_worker: CohortSummary, trial: CompiledCriteria
+def test_with_full_each_patient_gets_what_evaluate_gives(
+    full_run: CohortSummary, trial: CompiledCriteria
 ) -> None:
-    out = one_worker.out_dir
+    out = full_run.out_dir
     subjects = {s["individual"]["reference"]: s for s in read_ndjson(out / "subjects.ndjson")}
     issues = {i["patient"]["reference"]: i for i in read_ndjson(out / "issues.ndjson")}
-    files = [file for folder in EXAMPLE_FOLDERS for file in sorted(folder.glob("*.json"))]
-    assert len(subjects) == len(issues) == len(files) == one_worker.patients == 28
-    for file in files:
-        evaluation = evaluate_patient(
-            trial, build_record(read_bundle_file(file), trial.terminology), AS_OF
-        )
-        reference = evaluation.patient_reference
+    evaluations = evaluations_of_the_examples(trial)
+    assert len(subjects) == len(issues) == len(evaluations) == full_run.patients == 28
+    for reference, evaluation in evaluations.items():
         assert subjects[reference] == research_subject(evaluation, study_reference(trial))
         assert issues[reference] == detected_issue(evaluation)
     patient_ids = [s["individual"]["reference"] for s in read_ndjson(out / "subjects.ndjson")]
     assert patient_ids == sorted(patient_ids)
+    assert full_run.settled_by_prefilter == 20 and full_run.full
+
+
+def test_settled_patients_get_evaluate_s_status_from_their_preview(
+    one_worker: CohortSummary, full_run: CohortSummary, trial: CompiledCriteria
+) -> None:
+    """Settled: the ResearchSubject of `evaluate`; the criteria a preview answers as `evaluate`
+    answers them; the others `not_evaluated`; an unsettled patient's results all equal."""
+    out = one_worker.out_dir
+    prefilter = Prefilter.from_criteria(trial)
+    subjects = {s["individual"]["reference"]: s for s in read_ndjson(out / "subjects.ndjson")}
+    issues = {i["patient"]["reference"]: i for i in read_ndjson(out / "issues.ndjson")}
+    rows = {row["patient"]: row for row in read_csv(out / "cohort.csv")}
+    full_rows = {row["patient"]: row for row in read_csv(full_run.out_dir / "cohort.csv")}
+    settled_ids = {
+        patient.patient_id
+        for patient in example_patients()
+        if prefilter.settle(patient.resources, trial.terminology) is not None
+    }
+    settled = 0
+    for reference, evaluation in evaluations_of_the_examples(trial).items():
+        assert subjects[reference] == research_subject(evaluation, study_reference(trial))
+        row, full_row = rows[evaluation.patient_id], full_rows[evaluation.patient_id]
+        if evaluation.patient_id not in settled_ids:
+            assert row == full_row
+            assert issues[reference] == detected_issue(evaluation)
+            continue
+        settled += 1
+        assert row["status"] == full_row["status"] == "ineligible"
+        for criterion in trial.criteria:
+            if (
+                criterion.id in prefilter.evaluable
+                or criterion.id == "inclusion-1-relapsed-refractory-itp"
+            ):
+                assert row[criterion.id] == full_row[criterion.id], criterion.id
+            else:
+                assert row[criterion.id] == "not_evaluated", criterion.id
+        issue = issues[reference]
+        assert "not evaluated (inclusion-4-ecog-0-2" in issue["detail"]
+        assert issue["evidence"][0]["code"][0]["coding"][0]["code"] == (
+            "inclusion-1-relapsed-refractory-itp"
+        )
+        assert (
+            "Primary immune thrombocytopenia (ITP): none on record"
+            in (issue["evidence"][0]["code"][0]["text"])
+        )
+        assert issue["text"]["div"].count("<tr>") == len(trial.criteria) + 1
+    assert settled == one_worker.settled_by_prefilter == 20 and not one_worker.full
+    for name in ("attrition.csv", "data_availability.csv"):
+        settled_rows = read_csv(out / name)
+        full = read_csv(full_run.out_dir / name)
+        funnel = ("criterion", "remaining_before", "lost", "remaining")
+        if name == "attrition.csv":  # the funnel is the same; only the column counts differ
+            assert [[r[c] for c in funnel] for r in settled_rows] == [
+                [r[c] for c in funnel] for r in full
+            ]
+    availability = {row["criterion"]: row for row in read_csv(out / "data_availability.csv")}
+    assert availability["inclusion-4-ecog-0-2"]["patients"] == "8"
+    assert availability["inclusion-4-ecog-0-2"]["not_evaluated"] == "20"
+    assert availability["inclusion-2-age-18-65"]["not_evaluated"] == "0"
+
+
+def test_a_settling_requirement_needs_only_preview_criteria_before_it(
+    trial: CompiledCriteria,
+) -> None:
+    by_id = {criterion.id: criterion for criterion in trial.criteria}
+    age, ecog = by_id["inclusion-2-age-18-65"], by_id["inclusion-4-ecog-0-2"]
+    rest = [c for c in trial.criteria if c not in (age, ecog)]
+    after_age = Prefilter.from_criteria(replace(trial, criteria=(age, *rest, ecog)))
+    assert [r.criterion_id for r in after_age.settling] == ["inclusion-1-relapsed-refractory-itp"]
+    after_ecog = Prefilter.from_criteria(replace(trial, criteria=(ecog, *rest, age)))
+    assert after_ecog.settling == ()
+    assert after_ecog.requirements == after_age.requirements
+    assert "inclusion-4-ecog-0-2" not in after_age.evaluable
+    assert "exclusion-5-malignancy" in after_age.evaluable
 
 
 def test_summary_counts_statuses_prefilter_and_problems(one_worker: CohortSummary) -> None:
@@ -113,6 +185,8 @@ def test_a_run_with_other_arguments_is_refused(
     shutil.copytree(one_worker.out_dir, out)
     with pytest.raises(CohortError, match="other as-of day"):
         run_cohort(CRITERIA, NdjsonInput(ndjson_folder), out, dt.date(2027, 1, 1))
+    with pytest.raises(CohortError, match=r"other evaluation mode \(--full\)"):
+        run_cohort(CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, full=True)
     with pytest.raises(CohortError, match="unknown engine 'spark'"):
         run_cohort(CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, engine="spark")
 
@@ -151,7 +225,9 @@ def test_attrition_and_data_availability_agree_with_the_cohort_table(
     assert len(remaining) == sum(row["status"] != "ineligible" for row in rows)
     for line, criterion in zip(availability, trial.criteria, strict=True):
         missing = sum(row[criterion.id] == "unknown_missing" for row in rows)
+        skipped = sum(row[criterion.id] == "not_evaluated" for row in rows)
         assert (line["criterion"], int(line["missing_data"])) == (criterion.id, missing)
-        assert int(line["answerable"]) == len(rows) - missing
+        assert (int(line["patients"]), int(line["not_evaluated"])) == (len(rows) - skipped, skipped)
+        assert int(line["answerable"]) == len(rows) - skipped - missing
     html = (out / "attrition.html").read_text()
     assert "<svg" in html and "inclusion-1-relapsed-refractory-itp" in html
