@@ -6,7 +6,9 @@
 
 `--scale K` first clones every patient K times with fresh ids (Patient ids and the ids of
 their resources get a suffix; shared Medication/Organization/... resources are kept once)
-into a temporary folder. For each engine (default: local, then dask) prints the time,
+into a temporary folder. For each engine (default: local, then dask) and each mode (the
+default, where the pre-filter settles patients without an ITP diagnosis from their preview,
+and `--full`, every patient evaluated in full; `--mode` picks one) prints the time,
 patients/s, MB/s of NDJSON (the whole export, although a run skips the types nothing reads)
 and peak memory: this process, and the largest worker (local: the largest child process;
 dask: the largest of the workers' own peaks, asked with `client.run`). Then the floor, one
@@ -157,10 +159,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--engine", action="append", choices=("local", "dask"))
     parser.add_argument("--as-of", default="2026-11-01")
+    parser.add_argument("--mode", action="append", choices=("prefilter", "full"))
     parser.add_argument("--no-duckdb", action="store_true")
     arguments = parser.parse_args()
     as_of = dt.date.fromisoformat(arguments.as_of)
     engines = arguments.engine or ["local", "dask"]
+    modes = arguments.mode or ["prefilter", "full"]
 
     with tempfile.TemporaryDirectory(prefix="trialsieve-cohort-benchmark-") as scratch:
         data = arguments.data
@@ -169,16 +173,18 @@ def main() -> None:
             data = Path(scratch) / "export"
             clone(arguments.data, data, arguments.scale)
             print(f"cloned x{arguments.scale} in {time.perf_counter() - started:.1f} s -> {data}")
-        summaries: dict[str, CohortSummary] = {}
+        summaries: dict[tuple[str, str], CohortSummary] = {}
         for engine in engines:
-            summaries[engine] = run_cohort(
-                arguments.criteria,
-                NdjsonInput(data),
-                Path(scratch) / f"out-{engine}",
-                as_of,
-                engine=engine,
-                workers=arguments.workers,
-            )
+            for mode in modes:
+                summaries[(engine, mode)] = run_cohort(
+                    arguments.criteria,
+                    NdjsonInput(data),
+                    Path(scratch) / f"out-{engine}-{mode}",
+                    as_of,
+                    engine=engine,
+                    workers=arguments.workers,
+                    full=mode == "full",
+                )
         own = _megabytes(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
         floor_seconds, size, lines = parse_floor(data)
         duck = None if arguments.no_duckdb else duckdb_reference(data, arguments.workers or 2)
@@ -187,12 +193,15 @@ def main() -> None:
     floor_rate = megabytes / floor_seconds
     patients = next(iter(summaries.values())).patients if summaries else 0
     print(f"input          {megabytes:8.1f} MB, {lines:,} lines, {patients:,} patients")
-    for engine, summary in summaries.items():
+    settled = next(iter(summaries.values())).settled_by_prefilter if summaries else 0
+    print(f"pre-filter     settles {settled:,} of {patients:,} patients (no ITP diagnosis)")
+    for (engine, mode), summary in summaries.items():
         rate = megabytes / summary.seconds
         worker = summary.worker_peak_memory
         worker_text = "n/a" if worker is None else f"{worker / 1e6:.0f} MB"
+        name = f"{engine} {mode}"
         print(
-            f"cohort {engine:6} {summary.seconds:7.2f} s  {summary.patients_per_second:8.0f} "
+            f"{name:14} {summary.seconds:7.2f} s  {summary.patients_per_second:8.0f} "
             f"patients/s  {rate:6.1f} MB/s  {rate / floor_rate:4.0%} of the floor  "
             f"peak {summary.peak_memory / 1e6:.0f} MB main, {worker_text} largest worker"
         )
@@ -205,9 +214,10 @@ def main() -> None:
             f"{read_size / 1e6:.0f} MB, {read_size / 1e6 / seconds:.1f} MB/s of those)"
         )
     print(f"this process   {own:7.0f} MB peak (benchmark included)")
-    if "local" in summaries and "dask" in summaries:
-        ratio = summaries["dask"].seconds / summaries["local"].seconds
-        print(f"dask / local   {ratio:7.2f}x time")
+    for mode in modes:
+        if ("local", mode) in summaries and ("dask", mode) in summaries:
+            ratio = summaries[("dask", mode)].seconds / summaries[("local", mode)].seconds
+            print(f"dask / local   {ratio:7.2f}x time ({mode})")
 
 
 if __name__ == "__main__":
