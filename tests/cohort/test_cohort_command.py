@@ -71,3 +71,18 @@ def test_attestations_and_engine_options(tmp_path: Path) -> None:
     wrong = CliRunner().invoke(app, [*arguments, "--out", str(tmp_path / "b"), "--scheduler", "x"])
     assert wrong.exit_code == 2
     assert "--scheduler needs --engine dask" in wrong.output
+
+
+def test_full_evaluates_the_settled_patients_in_full(tmp_path: Path) -> None:
+    synthea = str(ROOT / "examples" / "synthea")
+    arguments = ["cohort", CRITERIA, "--bundles", synthea, "--as-of", "2026-11-01", "--quiet"]
+    settled = CliRunner().invoke(app, [*arguments, "--out", str(tmp_path / "a"), "--workers", "1"])
+    assert settled.exit_code == 0, settled.output
+    assert "settled by the pre-filter (not read in full)" in settled.output
+    assert "not_evaluated" in (tmp_path / "a" / "cohort.csv").read_text()
+    full = CliRunner().invoke(
+        app, [*arguments, "--out", str(tmp_path / "b"), "--workers", "1", "--full"]
+    )
+    assert full.exit_code == 0, full.output
+    assert "settled by the pre-filter (evaluated in full)" in full.output
+    assert "not_evaluated" not in (tmp_path / "b" / "cohort.csv").read_text()
