@@ -5,12 +5,28 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.criteria.loader import load_criteria
+from engine.criteria.model import CriteriaFile
 from engine.evaluate.compile import CompiledCriteria, compile_criteria
-from engine.normalise import load_terminology
+from engine.normalise import Terminology, load_terminology
+
+_COMPILED_LIMIT = 64
+_compiled: dict[tuple[int, int], tuple[CriteriaFile, Terminology, CompiledCriteria]] = {}
+"""Compiled trials, by the identity of their criteria and terminology (kept alive here).
+
+The loaders return the same objects for unchanged files, so an unchanged trial is compiled
+once per process."""
 
 
 def load_trial(criteria_path: str | Path) -> CompiledCriteria:
     """Load and compile a criteria file with the mappings it refers to."""
     criteria = load_criteria(criteria_path)
     terminology = load_terminology(list(criteria.mapping_paths))
-    return compile_criteria(criteria, terminology)
+    key = (id(criteria), id(terminology))
+    known = _compiled.get(key)
+    if known is not None and known[0] is criteria and known[1] is terminology:
+        return known[2]
+    compiled = compile_criteria(criteria, terminology)
+    if len(_compiled) >= _COMPILED_LIMIT:
+        _compiled.clear()
+    _compiled[key] = (criteria, terminology, compiled)
+    return compiled

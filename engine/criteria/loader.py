@@ -44,6 +44,7 @@ from engine.criteria.model import (
 )
 from engine.criteria.values import parse_value_test
 from engine.errors import CriteriaError, ErrorCollection, Location, TrialsieveError
+from engine.normalise.yaml_reading import load_round_trip
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "criteria" / "criteria.schema.json"
 
@@ -69,17 +70,33 @@ def load_criteria(path: str | Path) -> CriteriaFile:
 
     Raises CriteriaError for one problem and ErrorCollection (of CriteriaError) for several.
     """
-    document = _read_document(str(path))
-    checker = _Checker(document)
-    return checker.run()
+    text_path = str(path)
+    raw = _read_bytes(text_path)
+    # The mapping paths are made absolute from the working folder when the path is relative.
+    folder = "" if os.path.isabs(text_path) else os.getcwd()
+    key = (folder, text_path, raw)
+    loaded = _loaded.get(key)
+    if loaded is None:
+        loaded = _Checker(_read_document(text_path, raw)).run()
+        if len(_loaded) >= _LOADED_LIMIT:
+            _loaded.clear()
+        _loaded[key] = loaded
+    return loaded
+
+
+_LOADED_LIMIT = 64
+_loaded: dict[tuple[str, str, bytes], CriteriaFile] = {}
+"""Criteria files loaded in this process, by working folder, path as given and content."""
 
 
 @cache
 def schema_validator() -> Draft202012Validator:
-    """The compiled validator of `criteria/criteria.schema.json` (built once per process)."""
-    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
+    """The compiled validator of `criteria/criteria.schema.json` (built once per process).
+
+    The schema ships with the engine; tests/criteria/test_criteria_schema.py checks it against
+    the metaschema, so loading does not pay for that check on every run.
+    """
+    return Draft202012Validator(json.loads(SCHEMA_PATH.read_text(encoding="utf-8")))
 
 
 def parse_iso_duration(text: str) -> IsoDuration:
@@ -106,9 +123,9 @@ class _Document:
     """Problems found while reading (a tagged scalar, a date), as data path and message."""
 
 
-def _read_document(path: str) -> _Document:
+def _read_bytes(path: str) -> bytes:
     try:
-        raw = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except FileNotFoundError:
         raise CriteriaError("criteria file not found", Location(file=path)) from None
     except IsADirectoryError:
@@ -119,6 +136,9 @@ def _read_document(path: str) -> _Document:
         raise CriteriaError(
             f"cannot read the file: {error.strerror}", Location(file=path)
         ) from None
+
+
+def _read_document(path: str, raw: bytes) -> _Document:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -126,7 +146,7 @@ def _read_document(path: str) -> _Document:
         raise CriteriaError("the file is not UTF-8 text", Location(file=path, line=line)) from None
     lines = text.splitlines()
     try:
-        tree = YAML(typ="rt").load(text)
+        tree = load_round_trip(text, lambda: YAML(typ="rt").load(text))
     except MarkedYAMLError as error:
         raise _yaml_syntax_error(path, lines, error) from None
     except YAMLError as error:

@@ -9,8 +9,9 @@ file, line, column and field.
 
 from __future__ import annotations
 
+import io
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
@@ -29,6 +30,7 @@ from engine.normalise.terminology import (
     normalise_text,
 )
 from engine.normalise.units import is_valid_ucum
+from engine.normalise.yaml_reading import load_round_trip
 
 __all__ = ["SCHEMA_PATH", "load_terminology"]
 
@@ -41,9 +43,9 @@ PathElement = str | int
 def _schema_validator() -> Any:
     from jsonschema import Draft202012Validator
 
-    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
+    # The schema ships with the engine; tests/normalise/test_normalise_loader.py checks it
+    # against the metaschema, so loading does not pay for that check on every run.
+    return Draft202012Validator(json.loads(SCHEMA_PATH.read_text(encoding="utf-8")))
 
 
 @dataclass
@@ -83,10 +85,43 @@ def load_terminology(paths: Sequence[str | Path]) -> Terminology:
     Raises MappingError, or ErrorCollection when there are several problems; each names
     the file, line, column and field.
     """
-    files: list[_File] = []
     errors: list[TrialsieveError] = []
-    for path in _mapping_files(paths, errors):
-        parsed = _parse_file(path, errors)
+    found = list(_mapping_files(paths, errors))
+    if errors:  # go again, to report every problem in the order the files and folders come
+        errors = []
+        return _load(((path, None) for path in _mapping_files(paths, errors)), errors)
+    contents = [(path, _read_bytes(path)) for path in found]
+    key = tuple((path, raw) for path, raw in contents if raw is not None)
+    if len(key) < len(contents):
+        return _load(contents, errors)
+    loaded = _loaded.get(key)
+    if loaded is None:
+        loaded = _load(contents, errors)
+        if len(_loaded) >= _LOADED_LIMIT:
+            _loaded.clear()
+        _loaded[key] = loaded
+    return loaded
+
+
+_LOADED_LIMIT = 64
+_loaded: dict[tuple[tuple[str, bytes], ...], Terminology] = {}
+"""Terminologies loaded in this process, by the path and content of every mapping file."""
+
+
+def _read_bytes(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError:
+        return None  # reported when the file is parsed
+
+
+def _load(
+    contents: Iterable[tuple[str, bytes | None]], errors: list[TrialsieveError]
+) -> Terminology:
+    files: list[_File] = []
+    for path, raw in contents:
+        parsed = _parse_file(path, raw, errors)
         if parsed is not None:
             files.append(parsed)
     _raise_if_any(errors)
@@ -148,11 +183,9 @@ def _mapping_files(paths: Sequence[str | Path], errors: list[TrialsieveError]) -
             errors.append(MappingError("mapping file or folder not found", Location(str(path))))
 
 
-def _parse_file(path: str, errors: list[TrialsieveError]) -> _File | None:
-    yaml = YAML(typ="rt")
+def _parse_file(path: str, raw: bytes | None, errors: list[TrialsieveError]) -> _File | None:
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = yaml.load(handle)
+        data = _read_yaml(path, raw)
     except MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -182,6 +215,25 @@ def _parse_file(path: str, errors: list[TrialsieveError]) -> _File | None:
     for schema_error in schema_errors:
         errors.append(_schema_error(mapping_file, schema_error))
     return None if schema_errors else mapping_file
+
+
+def _read_yaml(path: str, raw: bytes | None) -> Any:
+    """The round-trip YAML tree of the file's content `raw` (as `open` decodes it in text mode).
+
+    Any problem is raised by ruamel reading the file itself, as if there were no fast path.
+    """
+
+    def read_from_file() -> Any:
+        with open(path, encoding="utf-8") as handle:
+            return YAML(typ="rt").load(handle)
+
+    if raw is None:
+        return read_from_file()
+    try:
+        text = io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8").read()
+    except UnicodeDecodeError:
+        return read_from_file()
+    return load_round_trip(text, read_from_file)
 
 
 def _schema_error(mapping_file: _File, error: Any) -> MappingError:

@@ -13,10 +13,12 @@ only to the same arbitrary unit. `convert` enforces it.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import re
 import threading
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import UnitError
@@ -68,9 +70,34 @@ def _pint_registry() -> Any:
 
 @functools.cache
 def _ucum_parser() -> Any:
-    from ucumvert import get_ucum_parser
+    """ucumvert's UCUM grammar as its `get_ucum_parser` builds it, without importing ucumvert:
+    its package imports pint (about 0.2 s), which only conversions need, not syntax checks."""
+    from lark import Lark
 
-    return get_ucum_parser()
+    spec = importlib.util.find_spec("ucumvert")
+    folders = spec.submodule_search_locations if spec is not None else None
+    grammar = Path(folders[0]) / "ucum_grammar.lark" if folders else None
+    if grammar is None or not grammar.is_file():  # another ucumvert layout: its own way
+        from ucumvert import get_ucum_parser
+
+        return get_ucum_parser()
+    return Lark(grammar.read_text(encoding="utf8"), start="main_term", strict=True)
+
+
+def _parse_ucum(unit_text: str) -> None:
+    """Parse as ucumvert's `parse_ucum` does; raise ValueError with the text of its errors."""
+    from lark.exceptions import UnexpectedInput
+
+    try:
+        _ucum_parser().parse(unit_text)
+    except UnexpectedInput as error:
+        position = error.pos_in_stream
+        if position is not None and 0 <= position < len(unit_text):
+            detail = f"unexpected character {unit_text[position]!r} at column {error.column}"
+        else:
+            detail = "unexpected end of input"
+        context = error.get_context(unit_text).rstrip("\n")
+        raise ValueError(f"{unit_text!r} is not a valid UCUM unit: {detail}.\n{context}") from error
 
 
 @functools.lru_cache(maxsize=4096)
@@ -80,10 +107,8 @@ def _ucum_syntax_problem(unit_text: str) -> str | None:
         return "empty, or surrounded by spaces"
     if _ANNOTATION_ONLY.match(unit_text) or unit_text == "1":
         return None
-    from ucumvert import parse_ucum
-
     try:
-        parse_ucum(unit_text, _ucum_parser())
+        _parse_ucum(unit_text)
     except Exception as error:  # lark raises several classes; all mean "not UCUM"
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         return first_line

@@ -1,0 +1,134 @@
+"""The fast loading paths give what the slow ones gave: YAML trees, UCUM checks, cached loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ucumvert import get_ucum_parser, parse_ucum
+
+from engine.criteria.loader import load_criteria
+from engine.normalise import load_terminology
+from engine.normalise.units import _ucum_syntax_problem
+from engine.normalise.yaml_reading import load_round_trip
+from engine.trial import load_trial
+
+ROOT = Path(__file__).resolve().parent.parent
+CRITERIA = ROOT / "criteria" / "NCT05315778.yaml"
+
+TRICKY_YAML = [
+    "a: !foo bar\nb: !!str 1\nc: !%41x y\n",
+    "a: >\n  x\n  y\n\n  z\nb: |\n  q\n  # not a comment\nc: >-\n  b\n   c\n  d\n",
+    "a: &x {b: 1}\nc:\n  <<: *x\n  d: 2\n",
+    "a: 2026-01-01\nb: 0o17\nc: 017\nd: 1_000\ne: .5\nf: yes\ng: ~\nh: 007\n",
+    "- a # comment\n# comment\n- b\n\n\n- [1, 2, # comment\n 3]\n",
+    "a:\n  - x: 1\n    # comment\n    y: 2\n",
+    "%YAML 1.1\n---\na: yes\n",
+    "\ufeffa: 1\r\nb: 'two'\r\n",
+]
+
+
+def _shape(node: Any, path: tuple[Any, ...] = ()) -> list[Any]:
+    """Every node's type, value, width, tag and line/column, for comparing two trees."""
+    tag = getattr(getattr(node, "tag", None), "value", None)
+    value = None if isinstance(node, dict | list) else repr(node)
+    shape: list[Any] = [(path, type(node).__name__, value, getattr(node, "_width", None), tag)]
+    if isinstance(node, CommentedMap):
+        shape.append((path, node.lc.line, node.lc.col))
+        for key, child in node.items():
+            try:
+                shape.append((path, repr(key), node.lc.key(key), node.lc.value(key)))
+            except KeyError:
+                shape.append((path, repr(key), None))
+            shape.extend(_shape(child, (*path, repr(key))))
+    elif isinstance(node, CommentedSeq):
+        shape.append((path, node.lc.line, node.lc.col))
+        for index, child in enumerate(node):
+            shape.append((path, index, node.lc.item(index)))
+            shape.extend(_shape(child, (*path, index)))
+    return shape
+
+
+def _never() -> Any:
+    raise AssertionError("the fast path failed")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        *TRICKY_YAML,
+        *(path.read_text(encoding="utf-8") for path in sorted(ROOT.glob("mappings/*.yaml"))),
+        CRITERIA.read_text(encoding="utf-8"),
+    ],
+)
+def test_fast_yaml_reads_the_same_tree_as_the_round_trip_loader(text: str) -> None:
+    expected = YAML(typ="rt").load(text)
+    assert _shape(load_round_trip(text, _never)) == _shape(expected)
+
+
+@pytest.mark.parametrize("text", ["a: [1, 2\n", "a: 1\na: 2\n", "a:\n\t- b\n", "a: *missing\n"])
+def test_broken_yaml_is_read_by_the_fallback(text: str) -> None:
+    assert load_round_trip(text, lambda: "fallback") == "fallback"
+
+
+@pytest.mark.parametrize(
+    "unit",
+    [
+        "g/dL",
+        "10*9/L",
+        "umol/L",
+        "%",
+        "mm[Hg]",
+        "[IU]/mL",
+        "kg/m2",
+        "/uL",
+        "g/l",
+        "{INR}",
+        "G/L",
+        "mg/dl",
+        "mmHg",
+        "10^9/L",
+        "m/",
+        "",
+        "g//L",
+        "1/",
+        "kg.m-2",
+        "10*3/uL",
+        "[arb'U]",
+    ],
+)
+def test_ucum_syntax_check_matches_ucumvert(unit: str) -> None:
+    try:
+        parse_ucum(unit, get_ucum_parser())
+        expected = None
+    except Exception as error:
+        expected = str(error).splitlines()[0]
+    if not unit:
+        expected = "empty, or surrounded by spaces"
+    elif unit == "{INR}":
+        expected = None
+    assert _ucum_syntax_problem(unit) == expected
+
+
+def test_an_unchanged_trial_is_loaded_once_and_a_changed_one_again(tmp_path: Path) -> None:
+    assert load_trial(CRITERIA) is load_trial(CRITERIA)
+    mappings = tmp_path / "mappings"
+    mappings.mkdir()
+    for path in sorted(ROOT.glob("mappings/*.yaml")):
+        (mappings / path.name).write_bytes(path.read_bytes())
+    criteria = tmp_path / "trial.yaml"
+    criteria.write_text(
+        CRITERIA.read_text(encoding="utf-8").replace("../mappings", "mappings"), encoding="utf-8"
+    )
+    first = load_criteria(criteria)
+    terminology = load_terminology(list(first.mapping_paths))
+    assert load_criteria(criteria) is first
+    assert load_terminology(list(first.mapping_paths)) is terminology
+    criteria.write_text(criteria.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    assert load_criteria(criteria) is not first
+    units = mappings / "units.yaml"
+    units.write_text(units.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    assert load_terminology(list(first.mapping_paths)) is not terminology
