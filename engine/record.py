@@ -177,17 +177,14 @@ class PatientRecord:
                 key = reference_key(full_url) or ""
             else:
                 key = ""
-            if key:
-                if key in by_key:
-                    self._problem(
-                        resource,
-                        "id",
-                        f"another resource has the same id {key}; references resolve to the first",
-                    )
-                else:
-                    by_key[key] = resource
-            if full_url and full_url not in by_full_url:
-                by_full_url[full_url] = resource
+            if key and by_key.setdefault(key, resource) is not resource:
+                self._problem(
+                    resource,
+                    "id",
+                    f"another resource has the same id {key}; references resolve to the first",
+                )
+            if full_url:
+                by_full_url.setdefault(full_url, resource)
 
     def _find_patient(self) -> dict[str, Any]:
         patients = self._by_type.get("Patient")
@@ -201,8 +198,10 @@ class PatientRecord:
     def _index_concepts(self, classifier: CodeClassifier) -> None:
         by_concept = self._by_concept
         classify = _coding_classification(classifier)
+        coded_fields = _CODED_FIELDS
         for resource in self._resources:
-            coded_fields_of = _CODED_FIELDS.get(resource["resourceType"])
+            resource_type = resource["resourceType"]
+            coded_fields_of = coded_fields.get(resource_type)
             if coded_fields_of is None:
                 continue
             if "subject" not in resource and "patient" not in resource:
@@ -211,11 +210,17 @@ class PatientRecord:
                     "subject",
                     "no subject or patient; taken to be about this record's patient",
                 )
-            concepts: frozenset[str] | set[str] = _NO_CONCEPTS
-            for field, concept in coded_fields_of(self, resource):
-                found = self._classify(resource, field, concept, classify)
-                if found:
-                    concepts = found if not concepts else concepts | found
+            concepts: frozenset[str] | set[str] | None = None
+            if resource_type in _CODE_ONLY_TYPES or (
+                resource_type == "Observation" and "component" not in resource
+            ):
+                concepts = _single_coding_concepts(resource.get("code"), classify)
+            if concepts is None:
+                concepts = _NO_CONCEPTS
+                for field, concept in coded_fields_of(self, resource):
+                    found = self._classify(resource, field, concept, classify)
+                    if found:
+                        concepts = found if not concepts else concepts | found
             for concept_id in concepts:
                 same_concept = by_concept.get(concept_id)
                 if same_concept is None:
@@ -236,15 +241,10 @@ class PatientRecord:
         """
         if concept is None:
             return _NO_CONCEPTS  # already reported by the field's extractor, or optional
+        found = _single_coding_concepts(concept, classify)
+        if found is not None:
+            return found
         codings = concept.get("coding") if isinstance(concept, dict) else None
-        if type(codings) is list and len(codings) == 1 and type(codings[0]) is dict:
-            # The usual case, one well-formed coding, with no problem to note.
-            code = codings[0].get("code")
-            system = codings[0].get("system")
-            if type(code) is str and code and (system is None or type(system) is str):
-                found = classify(system, code)
-                if found is not None:
-                    return found
         if not isinstance(codings, list) or not codings:
             text = concept.get("text") if isinstance(concept, dict) else None
             detail = f" (text only: '{text}')" if isinstance(text, str) else ""
@@ -306,6 +306,26 @@ class PatientRecord:
         self.data_problems.append(RecordProblem(self.label(resource), field, message))
 
 
+def _single_coding_concepts(
+    concept: Any, classify: _ClassifyCoding
+) -> frozenset[str] | set[str] | None:
+    """The concepts of a CodeableConcept in the usual case: one well-formed coding in a system
+    the mappings know, so there is no problem to note. None for any other case."""
+    if type(concept) is not dict:
+        return None
+    codings = concept.get("coding")
+    if type(codings) is not list or len(codings) != 1:
+        return None
+    coding = codings[0]
+    if type(coding) is not dict:
+        return None
+    code = coding.get("code")
+    system = coding.get("system")
+    if type(code) is str and code and (system is None or type(system) is str):
+        return classify(system, code)
+    return None
+
+
 def build_record(source: PatientResources, classifier: CodeClassifier) -> PatientRecord:
     """Index one patient's resources by type, reference and concept.
 
@@ -355,6 +375,9 @@ def _medication_codes(record: PatientRecord, resource: dict[str, Any]) -> list[_
         return [("medicationCodeableConcept", concept)]
     return [("medicationReference", concept)]
 
+
+_CODE_ONLY_TYPES = frozenset({"Condition", "Procedure"})
+"""The types whose only coded field is `code` (an Observation also has its components)."""
 
 _CODED_FIELDS: dict[str, Callable[[PatientRecord, dict[str, Any]], list[_CodedField]]] = {
     "Observation": _observation_codes,

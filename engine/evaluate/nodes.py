@@ -211,6 +211,11 @@ class ResourceNode:
         default_factory=dict, init=False, repr=False, compare=False
     )
     """The window's first day and text by as-of day: the same for every patient of a run."""
+    _nothing_found: dict[dt.date, Outcome] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    """The outcome by as-of day when no resource qualifies (and none has a problem): it depends
+    on the atom and the window only, and most atoms find nothing for most patients."""
 
     @property
     def open_world(self) -> bool:
@@ -219,6 +224,22 @@ class ResourceNode:
     def evaluate(self, context: EvaluationContext) -> Outcome:
         first_day, window_text = self._window(context.as_of)
         candidates, problems = self._candidates(context, first_day)
+        if not candidates and not problems:
+            outcome = self._nothing_found.get(context.as_of)
+            if outcome is None:
+                outcome = self._nothing_found[context.as_of] = self._decision(
+                    candidates, problems, window_text, context
+                )
+            return outcome
+        return self._decision(candidates, problems, window_text, context)
+
+    def _decision(
+        self,
+        candidates: list[_Candidate],
+        problems: list[str],
+        window_text: str,
+        context: EvaluationContext,
+    ) -> Outcome:
         if self.value_check is None:
             return self._presence(candidates, problems, window_text)
         return self._values(candidates, problems, window_text, context)
@@ -254,21 +275,20 @@ class ResourceNode:
                 continue
             if self.exclusions and any(path.find(resource) for path in self.exclusions):
                 continue
-            reference = record.label(resource)
             try:
                 span = resource_span(resource)
             except DateProblem as problem:
-                problems.append(f"{reference} {problem}")
+                problems.append(f"{record.label(resource)} {problem}")
                 continue
             if span is None:
                 if first_day is not None or self.needs_current:
-                    problems.append(f"{reference} has no date")
+                    problems.append(f"{record.label(resource)} has no date")
                     continue
             elif not span.overlaps(first_day, context.as_of):
                 continue
             if not predicate(resource, span, context.as_of):
                 continue
-            kept.append(_Candidate(resource, span, reference))
+            kept.append(_Candidate(resource, span, record.label(resource)))
         kept.sort(key=_moment, reverse=True)
         return kept, problems
 
