@@ -44,6 +44,7 @@ from engine.cohort.partition import (
 )
 from engine.errors import TrialsieveError
 from engine.evaluate import CompiledCriteria
+from engine.normalise.units import prepare_unit_conversions
 from engine.sources.ndjson import ProblemHandler
 from engine.trial import load_trial
 
@@ -169,9 +170,12 @@ def _compiled_criteria(files: CriteriaFiles) -> CompiledCriteria:
     return _compiled[1]
 
 
-def compile_on_dask_worker(files: CriteriaFiles) -> str:
-    """`client.run` warm-up: compile the criteria on this worker now (cached); their digest."""
+def compile_on_dask_worker(files: CriteriaFiles, prepare_units: bool = False) -> str:
+    """`client.run` warm-up: compile the criteria on this worker now (cached), and build the
+    unit registry when the run will convert units; the criteria's digest."""
     _compiled_criteria(files)
+    if prepare_units:
+        prepare_unit_conversions()
     return files.digest
 
 
@@ -239,13 +243,16 @@ class DaskStart:
         self._cluster: Any = None
         self._error: BaseException | None = None
         self._criteria: CriteriaFiles | None = None
+        self._prepare_units = False
         self._criteria_known = threading.Event()
         self._thread = threading.Thread(target=self._start, name="trialsieve-dask-start")
         self._thread.start()
 
-    def warm_up(self, criteria: CriteriaFiles | None) -> None:
-        """Compile `criteria` on every worker once they are up (None: nothing to compile)."""
+    def warm_up(self, criteria: CriteriaFiles | None, prepare_units: bool = False) -> None:
+        """Compile `criteria` (and build the unit registry, with `prepare_units`) on every
+        worker once they are up (None: nothing to compile)."""
         self._criteria = criteria
+        self._prepare_units = prepare_units
         self._criteria_known.set()
 
     def _start(self) -> None:
@@ -265,7 +272,7 @@ class DaskStart:
             self._client = distributed.Client(address)
             self._criteria_known.wait()
             if self._criteria is not None:
-                self._client.run(compile_on_dask_worker, self._criteria)
+                self._client.run(compile_on_dask_worker, self._criteria, self._prepare_units)
         except BaseException as error:  # re-raised by client(): the thread cannot raise
             self._error = error
 
@@ -308,7 +315,7 @@ def run_dask(
     owned = start is None
     if start is None:
         start = DaskStart(settings)
-        start.warm_up(job.criteria)
+        start.warm_up(job.criteria, prepare_units=job.full)
     try:
         client = start.client()
         worker_count = max(1, len(client.scheduler_info()["workers"]))

@@ -57,6 +57,7 @@ from engine.cohort.prefilter import Prefilter
 from engine.criteria.loader import MEDICATION_TYPES
 from engine.errors import Location
 from engine.evaluate import CompiledCriteria
+from engine.normalise.units import prepare_unit_conversions
 from engine.sources import SourceProblem
 from engine.trial import load_trial
 
@@ -132,10 +133,15 @@ def provisional_kept_types(criteria_path: str | Path) -> frozenset[str] | None:
 
 
 class _Loading:
-    """`load_trial` in a thread (started after pass 1's forks): compiles while pass 1 runs."""
+    """`load_trial` in a thread (started after pass 1's forks): compiles while pass 1 runs.
 
-    def __init__(self, criteria_path: str | Path) -> None:
+    `prepare_units`: also build the unit registry, for workers that will convert units (a
+    full evaluation) to inherit.
+    """
+
+    def __init__(self, criteria_path: str | Path, prepare_units: bool = False) -> None:
         self._path = criteria_path
+        self._prepare_units = prepare_units
         self._criteria: CompiledCriteria | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._load, name="trialsieve-load-criteria")
@@ -146,6 +152,8 @@ class _Loading:
     def _load(self) -> None:
         try:
             self._criteria = load_trial(self._path)
+            if self._prepare_units:
+                prepare_unit_conversions()
         except BaseException as error:  # re-raised by result(): the thread cannot raise
             self._error = error
 
@@ -261,7 +269,7 @@ def run_cohort(
             # A fresh run: pass 1 starts at once with the types the criteria file names, while
             # the criteria compile (and a Dask cluster starts) in threads.
             criteria, partitions, dask_start = _fresh_start(
-                criteria_path, source, out, partition_count, provisional, engine, settings
+                criteria_path, source, out, partition_count, provisional, engine, settings, full
             )
         else:
             criteria = load_trial(criteria_path)
@@ -281,7 +289,7 @@ def run_cohort(
         if engine == "dask" and pending and dask_start is None:
             dask_start = DaskStart(settings)
         if dask_start is not None:
-            dask_start.warm_up(CriteriaFiles.collect(criteria))
+            dask_start.warm_up(CriteriaFiles.collect(criteria), prepare_units=full)
             settings = replace(settings, dask_start=dask_start)
         source_record = results_folder / _SOURCE_RECORD
         if partitions is None and (pending or not source_record.is_file()):
@@ -331,6 +339,7 @@ def _fresh_start(
     provisional: frozenset[str],
     engine: str,
     settings: EngineSettings,
+    full: bool,
 ) -> tuple[CompiledCriteria, PartitionedInput, DaskStart | None]:
     """Pass 1 of a fresh run, overlapped with compiling the criteria (and starting Dask).
 
@@ -343,7 +352,7 @@ def _fresh_start(
     created = [folder for folder in (out, results_folder) if not folder.is_dir()]
     results_folder.mkdir(parents=True, exist_ok=True)
     count = partition_count or default_partition_count(source)
-    loading = _Loading(criteria_path)
+    loading = _Loading(criteria_path, prepare_units=full and engine == "local")
     dask_start: DaskStart | None = None
 
     def on_started() -> None:
