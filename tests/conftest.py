@@ -1,8 +1,12 @@
-"""Shared fixtures: the real NCT05315778 criteria, compiled once per test session."""
+"""Shared fixtures: the real NCT05315778 criteria, compiled once per test session; a FHIR
+server on loopback holding the Synthea examples."""
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -21,3 +25,17 @@ settings.load_profile("trialsieve")
 @pytest.fixture(scope="session")
 def trial() -> CompiledCriteria:
     return load_trial(ROOT / "criteria" / "NCT05315778.yaml")
+
+
+@pytest.fixture(scope="session")
+def synthea_server() -> Iterator[Any]:
+    """sekmet-fhir on loopback (stopped at the end), loaded with every Synthea example Bundle
+    (ids kept)."""
+    if importlib.util.find_spec("sekmet") is None:
+        pytest.skip("sekmet-fhir is not installed (pip install sekmet-fhir==0.1.1)")
+    from engine.embedded_server import EmbeddedServer, bundle_files, load_transaction_bundles
+
+    with EmbeddedServer() as running:
+        with running.client() as client:
+            load_transaction_bundles(client, bundle_files([ROOT / "examples" / "synthea"]))
+        yield running

@@ -9,6 +9,15 @@ patient through partition files (`partition_ndjson`, `read_partition`).
 """
 
 from engine.sources.base import PatientResources, PatientSource
+from engine.sources.bulk_export import (
+    BulkExportError,
+    BulkExportResult,
+    ExportedFile,
+    ExportIssue,
+    ExportProgress,
+    ExportRequest,
+    export_to_folder,
+)
 from engine.sources.bundle import (
     ACCEPTED_BUNDLE_TYPES,
     BundleFileSource,
@@ -33,7 +42,13 @@ from engine.sources.references import id_from_full_url, reference_key
 __all__ = [
     "ACCEPTED_BUNDLE_TYPES",
     "BearerToken",
+    "BulkExportError",
+    "BulkExportResult",
     "BundleFileSource",
+    "ExportIssue",
+    "ExportProgress",
+    "ExportRequest",
+    "ExportedFile",
     "FhirServerClient",
     "FhirServerSource",
     "NdjsonFolderSource",
@@ -44,6 +59,7 @@ __all__ = [
     "PatientSource",
     "RetryPolicy",
     "SourceProblem",
+    "export_to_folder",
     "id_from_full_url",
     "load_shared_resources",
     "ndjson_files",

@@ -126,11 +126,11 @@ class RetryPolicy:
         return ceiling / 2 + jitter * ceiling / 2
 
 
-def _is_retryable(status: int) -> bool:
+def is_retryable(status: int) -> bool:
     return status == 429 or (status >= 500 and status != 501)
 
 
-def _retry_after(response: httpx.Response, now: Callable[[], float]) -> float | None:
+def retry_after(response: httpx.Response, now: Callable[[], float]) -> float | None:
     """Seconds the Retry-After header asks for (delta-seconds or an HTTP date), or None."""
     value = response.headers.get("Retry-After")
     if value is None:
@@ -375,16 +375,16 @@ class FhirServerClient:
                     timeout=timeout,
                 )
             except httpx.TransportError as error:
-                problem, status, asked = _transport_problem(error), None, None
+                problem, status, asked = transport_problem(error), None, None
                 timed_out = isinstance(error, httpx.TimeoutException)
             else:
                 timed_out = False
                 if response.is_success or (missing_ok and response.status_code in (404, 410)):
                     return response
-                problem, status = _status_problem(response), response.status_code
-                if not _is_retryable(status):
+                problem, status = status_problem(response), response.status_code
+                if not is_retryable(status):
                     raise self._error(described, problem, status)
-                asked = _retry_after(response, time.time)
+                asked = retry_after(response, time.time)
             if attempt == self.retry.attempts:
                 break
             delay = asked if asked is not None else self.retry.backoff(attempt - 1, self._jitter())
@@ -465,13 +465,13 @@ class FhirServerClient:
         )
 
 
-def _transport_problem(error: httpx.TransportError) -> str:
+def transport_problem(error: httpx.TransportError) -> str:
     if isinstance(error, httpx.TimeoutException):
         return f"no answer in time ({type(error).__name__})"
     return f"cannot connect ({type(error).__name__}: {error})"
 
 
-def _status_problem(response: httpx.Response) -> str:
+def status_problem(response: httpx.Response) -> str:
     """`HTTP 404 Not Found: <OperationOutcome diagnostics>`."""
     text = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
     details = _outcome_text(response)

@@ -1,0 +1,1023 @@
+"""Fill an NDJSON folder from a FHIR R4 server's Bulk Data `$export` (Bulk Data Access IG v2).
+
+`export_to_folder` kicks off `[base]/$export`, `[base]/Patient/$export` or
+`[base]/Group/[id]/$export` (`Prefer: respond-async`, `_type` = the types asked for, always
+with Patient; `_since`), polls the status URL the server answers with (202 +
+`Content-Location`) as often as its `Retry-After` asks (else with growing intervals), reads
+the completion manifest (200) and downloads every output file, streamed to a temporary name
+and renamed when complete, as `<Type>.<nnn>.ndjson` in the manifest's order: the names
+`ndjson_files` and `NdjsonFolderSource` read. The manifest's error files (OperationOutcome
+NDJSON) go to `export-errors/*.ndjson.txt`, a name the NDJSON reader does not take for data,
+and their issues are returned. When every file is down, the status URL is sent a DELETE so
+that the server can remove the files (a server that refuses is ignored).
+
+The export is resumable: `export.json` in the folder records the request, the status URL and,
+once known, the manifest and the files downloaded. A second call with the same folder and
+request does nothing when the export is complete, resumes polling the recorded status URL
+(kicking off again when the server no longer knows it: 404 or 410), and downloads only the
+files not yet down (kicking off again when the server no longer has them). Another request in
+the same folder is refused.
+
+Connection errors, timeouts, 429 and 5xx are retried with backoff and Retry-After
+(`RetryPolicy`), unless a 5xx carries an OperationOutcome whose issues are all non-transient
+(the export failed: retrying cannot help). Other answers raise `ServerError` naming the server,
+the request and the OperationOutcome's diagnostics. `time_limit` bounds the whole call; the
+state stays on disk, so the next call resumes. Credentials go to the status URL only on the
+server's own host, and to output files only when the manifest says `requiresAccessToken` and
+the file is on that host; no message or log line carries them (nor a file URL's query).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import random
+import re
+import tempfile
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, cast, get_args
+from urllib.parse import quote, urljoin, urlsplit
+
+import httpx
+import orjson
+
+from engine import __version__
+from engine.errors import Location, ServerError, TrialsieveError
+from engine.sources.fhir_server import (
+    FHIR_JSON,
+    RetryPolicy,
+    is_retryable,
+    retry_after,
+    status_problem,
+    transport_problem,
+)
+from engine.sources.ndjson import NDJSON_SUFFIXES
+
+log = logging.getLogger(__name__)
+
+ExportLevel = Literal["system", "patient", "group"]
+"""`[base]/$export`, `[base]/Patient/$export` or `[base]/Group/[id]/$export`."""
+
+FHIR_NDJSON = "application/fhir+ndjson"
+STATE_FILE = "export.json"
+"""The state file in the export folder (request, status URL, manifest, files downloaded)."""
+ERRORS_FOLDER = "export-errors"
+"""Where the manifest's error files go, named `*.ndjson.txt` so that they are not read as data."""
+DEFAULT_TIME_LIMIT = 3600.0
+"""Seconds one `export_to_folder` call may take, polling and downloads included."""
+
+_STATE_VERSION = 1
+_LOCK_FILE = ".export.lock"
+_FIRST_POLL = 1.0
+_LONGEST_POLL = 60.0
+_SHORTEST_POLL = 0.05
+_CHUNK = 1 << 20
+_TYPE_NAME = re.compile(r"[A-Z][A-Za-z]{0,63}")
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
+# IssueType codes under `transient`: the server asks to be asked again later.
+_TRANSIENT_CODES = frozenset(
+    {"transient", "lock-error", "no-store", "exception", "timeout", "incomplete", "throttled"}
+)
+
+T = TypeVar("T")
+
+
+class BulkExportError(TrialsieveError):
+    """An export cannot be asked for or kept here: bad arguments, or a folder that holds
+    another export, NDJSON no export wrote, or an unreadable state file.
+    """
+
+
+# --------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """What is exported: the server, the level, the Group, the types (sorted) and `_since`.
+
+    `types` None exports every type the server has. Build one with `ExportRequest.build`,
+    which checks and normalises the arguments.
+    """
+
+    base_url: str
+    level: ExportLevel = "system"
+    group_id: str | None = None
+    types: tuple[str, ...] | None = None
+    since: str | None = None
+
+    @classmethod
+    def build(
+        cls,
+        base_url: str,
+        *,
+        level: ExportLevel = "system",
+        group_id: str | None = None,
+        types: Collection[str] | None = None,
+        since: str | None = None,
+    ) -> ExportRequest:
+        """A checked request: Patient added to `types`; BulkExportError for bad arguments."""
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+            raise BulkExportError(
+                f"'{base_url}' is not a FHIR base URL (http(s)://host[:port]/path)"
+            )
+        if level not in get_args(ExportLevel):
+            raise BulkExportError(f"the export level is system, patient or group, not '{level}'")
+        if level == "group":
+            if group_id is None or not _FHIR_ID.fullmatch(group_id):
+                raise BulkExportError(f"a group export needs a Group id, not {group_id!r}")
+        elif group_id is not None:
+            raise BulkExportError(f"a Group id ({group_id}) is only for a group export")
+        kept: tuple[str, ...] | None = None
+        if types is not None:
+            if isinstance(types, str):
+                raise BulkExportError("types is a collection of resource types, not one string")
+            wrong = sorted(name for name in types if not _TYPE_NAME.fullmatch(name))
+            if wrong:
+                raise BulkExportError(f"not FHIR resource type names: {', '.join(wrong)}")
+            kept = tuple(sorted({"Patient", *types}))
+        if since is not None and not _is_instant(since):
+            raise BulkExportError(
+                f"_since '{since}' is not a FHIR instant (YYYY-MM-DDThh:mm:ss[.sss]Z or "
+                "with a +hh:mm offset)"
+            )
+        return cls(base_url.rstrip("/"), level, group_id, kept, since)
+
+    @property
+    def path(self) -> str:
+        """The kick-off path relative to the base URL."""
+        if self.level == "patient":
+            return "Patient/$export"
+        if self.level == "group":
+            return f"Group/{quote(self.group_id or '', safe='')}/$export"
+        return "$export"
+
+    @property
+    def kickoff_url(self) -> str:
+        return f"{self.base_url}/{self.path}"
+
+    def params(self) -> dict[str, str]:
+        """The kick-off's query parameters."""
+        params = {"_outputFormat": FHIR_NDJSON}
+        if self.types is not None:
+            params["_type"] = ",".join(self.types)
+        if self.since is not None:
+            params["_since"] = self.since
+        return params
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "base_url": self.base_url,
+            "level": self.level,
+            "group_id": self.group_id,
+            "types": list(self.types) if self.types is not None else None,
+            "since": self.since,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ExportRequest:
+        types = data["types"]
+        return cls(
+            data["base_url"],
+            data["level"],
+            data["group_id"],
+            tuple(types) if types is not None else None,
+            data["since"],
+        )
+
+    def differences(self, other: ExportRequest) -> list[str]:
+        """`name: this -> other` for each argument that differs."""
+        mine, theirs = self.to_json(), other.to_json()
+        return [
+            f"{name}: {mine[name]} -> {theirs[name]}" for name in mine if mine[name] != theirs[name]
+        ]
+
+
+@dataclass(frozen=True)
+class ExportedFile:
+    """One output file downloaded: its type, where it is, where it came from, its size."""
+
+    type: str
+    path: Path
+    url: str
+    resources: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class ExportIssue:
+    """One issue of the export's error files (an OperationOutcome line of `file`)."""
+
+    severity: str
+    code: str
+    diagnostics: str
+    file: Path
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.severity} ({self.code}): {self.diagnostics}"
+
+
+@dataclass(frozen=True)
+class ExportProgress:
+    """What the export is doing, for a progress display.
+
+    `stage` is `kick-off`, `waiting` (the server's X-Progress in `message`), `downloaded`
+    (`files_done` of `files_total`) or `complete`.
+    """
+
+    stage: Literal["kick-off", "waiting", "downloaded", "complete"]
+    message: str
+    files_done: int = 0
+    files_total: int = 0
+
+
+@dataclass(frozen=True)
+class BulkExportResult:
+    """A complete export in `folder`: the output files, and the issues of its error files.
+
+    `reused` is True when the folder already held this complete export and the server was
+    not asked anything.
+    """
+
+    folder: Path
+    request: ExportRequest
+    transaction_time: str
+    files: tuple[ExportedFile, ...]
+    issues: tuple[ExportIssue, ...]
+    reused: bool = False
+
+    def resources_by_type(self) -> dict[str, int]:
+        """How many resources (lines) of each type were exported."""
+        counts: dict[str, int] = {}
+        for file in self.files:
+            counts[file.type] = counts.get(file.type, 0) + file.resources
+        return counts
+
+
+ProgressHandler = Callable[[ExportProgress], None]
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass
+class _FileState:
+    kind: Literal["output", "error"]
+    type: str
+    url: str
+    name: str
+    count: int | None = None
+    done: bool = False
+    resources: int = 0
+    bytes: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "type": self.type,
+            "url": self.url,
+            "name": self.name,
+            "count": self.count,
+            "done": self.done,
+            "resources": self.resources,
+            "bytes": self.bytes,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> _FileState:
+        return cls(
+            data["kind"],
+            data["type"],
+            data["url"],
+            data["name"],
+            data["count"],
+            data["done"],
+            data["resources"],
+            data["bytes"],
+        )
+
+
+@dataclass
+class _State:
+    request: ExportRequest
+    status_url: str | None = None
+    kicked_off: str | None = None
+    manifest: dict[str, Any] | None = None
+    files: list[_FileState] = field(default_factory=list)
+    complete: bool = False
+    released: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": _STATE_VERSION,
+            "request": self.request.to_json(),
+            "status_url": self.status_url,
+            "kicked_off": self.kicked_off,
+            "manifest": self.manifest,
+            "files": [file.to_json() for file in self.files],
+            "complete": self.complete,
+            "released": self.released,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> _State:
+        if data.get("version") != _STATE_VERSION:
+            raise ValueError(f"state version {data.get('version')}, expected {_STATE_VERSION}")
+        return cls(
+            ExportRequest.from_json(data["request"]),
+            data["status_url"],
+            data["kicked_off"],
+            data["manifest"],
+            [_FileState.from_json(item) for item in data["files"]],
+            bool(data["complete"]),
+            bool(data["released"]),
+        )
+
+    def forget_server_job(self) -> None:
+        """Back to before the kick-off (the files already downloaded are removed by the caller)."""
+        self.status_url = self.kicked_off = self.manifest = None
+        self.files = []
+        self.complete = self.released = False
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+class _Transient(Exception):
+    """An answer worth asking again for (429, a transient 5xx)."""
+
+    def __init__(self, problem: str, status: int, asked: float | None) -> None:
+        super().__init__(problem)
+        self.problem, self.status, self.asked = problem, status, asked
+
+
+class _Gone(Exception):
+    """The server no longer has it (404 or 410)."""
+
+
+def _is_instant(text: str) -> bool:
+    """Whether `text` is a FHIR instant (a date, a time to the second, a zone)."""
+    if _INSTANT.fullmatch(text) is None:
+        return False
+    try:
+        dt.datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or default
+
+
+def _is_transient_answer(response: httpx.Response) -> bool:
+    """Whether a 429 or 5xx is worth retrying: yes, unless it carries an OperationOutcome
+    whose issues are all non-transient (the export failed; asking again cannot help).
+    """
+    if response.status_code == 429:
+        return True
+    try:
+        document = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return True
+    if not isinstance(document, dict) or document.get("resourceType") != "OperationOutcome":
+        return True
+    codes = [issue.get("code") for issue in document.get("issue") or () if isinstance(issue, dict)]
+    return not codes or any(code in _TRANSIENT_CODES for code in codes)
+
+
+class _Http:
+    """Requests with retries within a retry policy and an overall deadline."""
+
+    def __init__(
+        self,
+        base_url: str,
+        auth: httpx.Auth | None,
+        retry: RetryPolicy,
+        deadline: float,
+        transport: httpx.BaseTransport | None,
+        sleep: Callable[[float], None],
+        clock: Callable[[], float],
+        jitter: Callable[[], float],
+    ) -> None:
+        self.base_url = base_url
+        self.auth = auth
+        self.retry = retry
+        self.deadline = deadline
+        self.clock = clock
+        self.sleep = sleep
+        self._jitter = jitter
+        self.client = httpx.Client(
+            timeout=retry.timeout,
+            transport=transport,
+            headers={"User-Agent": f"trialsieve/{__version__}"},
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+    def describe(self, method: str, url: str, params: Mapping[str, str] | None = None) -> str:
+        """`METHOD path?query` relative to the base URL; another host's URL without its query
+        (a signed download URL carries its credentials there).
+        """
+        if url.startswith(self.base_url + "/"):
+            target = url[len(self.base_url) + 1 :]
+        else:
+            target = url.split("?", 1)[0]
+        if params:
+            target += "?" + "&".join(f"{name}={value}" for name, value in params.items())
+        return f"{method} {target}"
+
+    def error(
+        self, described: str, message: str, status: int | None = None, timed_out: bool = False
+    ) -> ServerError:
+        return ServerError(
+            message, server=self.base_url, request=described, status=status, timed_out=timed_out
+        )
+
+    def attempt_timeout(self) -> float:
+        return max(0.001, min(self.retry.timeout, self.deadline - self.clock()))
+
+    def with_retries(self, described: str, attempt: Callable[[], T]) -> T:
+        """`attempt()` until it returns, retrying transport errors and `_Transient` answers.
+
+        `retry.give_up_after` bounds the retries from the first failure; the overall deadline
+        bounds everything.
+        """
+        retry_deadline: float | None = None
+        problem, status, timed_out = "not tried", None, False
+        for number in range(1, self.retry.attempts + 1):
+            try:
+                return attempt()
+            except httpx.TransportError as error:
+                problem, status, asked = transport_problem(error), None, None
+                timed_out = isinstance(error, httpx.TimeoutException)
+            except _Transient as transient:
+                problem, status, asked = transient.problem, transient.status, transient.asked
+                timed_out = False
+            now = self.clock()
+            if retry_deadline is None:
+                retry_deadline = min(self.deadline, now + self.retry.give_up_after)
+            if number == self.retry.attempts:
+                break
+            delay = asked if asked is not None else self.retry.backoff(number - 1, self._jitter())
+            if delay > retry_deadline - now:
+                raise self.error(
+                    described,
+                    f"{problem}; gave up after {number} attempts: the next try would come "
+                    f"after {delay:.1f} s, beyond the time allowed",
+                    status,
+                    timed_out,
+                )
+            log.warning("%s %s: %s; retrying in %.1f s", self.base_url, described, problem, delay)
+            self.sleep(delay)
+        attempts = self.retry.attempts
+        raise self.error(
+            described, f"{problem}; gave up after {attempts} attempts", status, timed_out
+        )
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        gone_ok: bool = False,
+    ) -> httpx.Response:
+        """A 2xx answer (or 404/410 when `gone_ok`), with retries; ServerError otherwise."""
+        described = self.describe(method, url, params)
+
+        def attempt() -> httpx.Response:
+            response = self.client.request(
+                method,
+                url,
+                params=params,
+                headers=headers,
+                auth=self.auth,
+                timeout=self.attempt_timeout(),
+            )
+            if response.is_success or (gone_ok and response.status_code in (404, 410)):
+                return response
+            problem = status_problem(response)
+            if is_retryable(response.status_code) and _is_transient_answer(response):
+                asked = retry_after(response, time.time)
+                raise _Transient(problem, response.status_code, asked)
+            raise self.error(described, problem, response.status_code)
+
+        return self.with_retries(described, attempt)
+
+    def download(self, url: str, target: Path, send_auth: bool) -> tuple[int, int]:
+        """Stream `url` to `target` through a temporary name; (lines, bytes).
+
+        Raises `_Gone` for 404/410, ServerError for other refusals or when time runs out.
+        """
+        described = self.describe("GET", url)
+        temporary = target.with_name(f".{target.name}.part")
+
+        def attempt() -> tuple[int, int]:
+            with self.client.stream(
+                "GET",
+                url,
+                headers={"Accept": FHIR_NDJSON},
+                auth=self.auth if send_auth else None,
+                timeout=self.attempt_timeout(),
+            ) as response:
+                if response.status_code in (404, 410):
+                    raise _Gone(described)
+                if not response.is_success:
+                    response.read()
+                    problem = status_problem(response)
+                    if is_retryable(response.status_code) and _is_transient_answer(response):
+                        asked = retry_after(response, time.time)
+                        raise _Transient(problem, response.status_code, asked)
+                    raise self.error(described, problem, response.status_code)
+                return self._write(response, temporary, described)
+
+        try:
+            lines, size = self.with_retries(described, attempt)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        os.replace(temporary, target)
+        return lines, size
+
+    def _write(self, response: httpx.Response, temporary: Path, described: str) -> tuple[int, int]:
+        lines = size = 0
+        last = b"\n"
+        with temporary.open("wb") as handle:
+            for chunk in response.iter_bytes(_CHUNK):
+                if not chunk:
+                    continue
+                handle.write(chunk)
+                lines += chunk.count(b"\n")
+                size += len(chunk)
+                last = chunk[-1:]
+                if self.clock() > self.deadline:
+                    raise self.error(
+                        described,
+                        "the time limit ran out during the download; run again with the same "
+                        "folder to resume",
+                        timed_out=True,
+                    )
+            handle.flush()
+            os.fsync(handle.fileno())
+        if last != b"\n":
+            lines += 1
+        return lines, size
+
+
+# --------------------------------------------------------------------------- the export
+
+
+def export_to_folder(
+    base_url: str,
+    folder: str | Path,
+    *,
+    types: Collection[str] | None = None,
+    level: ExportLevel = "system",
+    group_id: str | None = None,
+    since: str | None = None,
+    auth: httpx.Auth | None = None,
+    retry: RetryPolicy | None = None,
+    time_limit: float = DEFAULT_TIME_LIMIT,
+    progress: ProgressHandler | None = None,
+    transport: httpx.BaseTransport | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    jitter: Callable[[], float] = random.random,
+) -> BulkExportResult:
+    """Export from the FHIR server at `base_url` into `folder` (created if missing), or
+    finish the export a previous call began there (see the module docstring).
+
+    `types` becomes `_type` (Patient is always added; None exports every type), `since`
+    `_since` (a FHIR instant). `auth` is sent to the server and, when the manifest requires
+    it, with the downloads. `retry` bounds each request's retries, `time_limit` the call's
+    seconds. `transport`, `sleep`, `clock` and `jitter` are for tests.
+    Raises ServerError for what the server refuses or answers wrongly, BulkExportError for
+    bad arguments or a folder that holds something else.
+    """
+    request = ExportRequest.build(
+        base_url, level=level, group_id=group_id, types=types, since=since
+    )
+    root = Path(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    policy = retry or RetryPolicy()
+    with _folder_lock(root):
+        http = _Http(
+            request.base_url,
+            auth,
+            policy,
+            clock() + time_limit,
+            transport,
+            sleep,
+            clock,
+            jitter,
+        )
+        try:
+            return _Export(request, root, http, time_limit, progress).run()
+        finally:
+            http.close()
+
+
+@contextmanager
+def _folder_lock(root: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the folder's lock file (where fcntl exists)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with (root / _LOCK_FILE).open("a") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise BulkExportError(
+                "another export is writing this folder", Location(file=str(root))
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+class _Export:
+    """One call's work on one folder."""
+
+    def __init__(
+        self,
+        request: ExportRequest,
+        root: Path,
+        http: _Http,
+        time_limit: float,
+        progress: ProgressHandler | None,
+    ) -> None:
+        self.request = request
+        self.root = root
+        self.http = http
+        self.time_limit = time_limit
+        self.progress = progress or (lambda _event: None)
+        self.state_path = root / STATE_FILE
+
+    def run(self) -> BulkExportResult:
+        state = self._load_state()
+        if state.complete and all(
+            (self.root / file.name).is_file() for file in state.files if file.done
+        ):
+            return self._result(state, reused=True)
+        for file in state.files:
+            if file.done and not (self.root / file.name).is_file():
+                log.warning("%s was removed; downloading it again", self.root / file.name)
+                file.done = False
+        state.complete = False
+        restarted = False
+        while True:
+            try:
+                if state.manifest is None:
+                    if state.status_url is None:
+                        self._kick_off(state)
+                    self._take_manifest(state, self._poll(state))
+                self._download_all(state)
+                break
+            except _Gone as gone:
+                if restarted:
+                    raise self.http.error(
+                        str(gone),
+                        "the server answered 404 or 410 again after a new kick-off; it does "
+                        "not keep its exports long enough to download them",
+                    ) from None
+                restarted = True
+                log.warning(
+                    "%s: the server no longer has %s (expired?); exporting again",
+                    self.request.base_url,
+                    gone,
+                )
+                self._remove_downloaded(state)
+                state.forget_server_job()
+                self._save(state)
+        state.complete = True
+        self._save(state)
+        self._release(state)
+        self.progress(
+            ExportProgress("complete", "export complete", len(state.files), len(state.files))
+        )
+        return self._result(state, reused=False)
+
+    # ---------------------------------------------------------------- state file
+
+    def _load_state(self) -> _State:
+        if not self.state_path.exists():
+            strays = [
+                path.relative_to(self.root).as_posix()
+                for path in self.root.rglob("*")
+                if path.name.endswith(NDJSON_SUFFIXES)
+            ]
+            if strays:
+                raise BulkExportError(
+                    f"the folder holds NDJSON files that no export here wrote "
+                    f"({', '.join(sorted(strays)[:3])}{', ...' if len(strays) > 3 else ''}); "
+                    "export into an empty folder",
+                    Location(file=str(self.root)),
+                )
+            state = _State(self.request)
+            self._save(state)
+            return state
+        try:
+            state = _State.from_json(orjson.loads(self.state_path.read_bytes()))
+        except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise BulkExportError(
+                f"cannot read the export state: {error}; remove the folder to export anew",
+                Location(file=str(self.state_path)),
+            ) from None
+        differences = state.request.differences(self.request)
+        if differences:
+            raise BulkExportError(
+                "the folder holds another export ("
+                + "; ".join(differences)
+                + "); use another folder, or empty this one",
+                Location(file=str(self.state_path)),
+            )
+        return state
+
+    def _save(self, state: _State) -> None:
+        data = orjson.dumps(state.to_json(), option=orjson.OPT_INDENT_2) + b"\n"
+        descriptor, temporary = tempfile.mkstemp(dir=self.root, prefix=f".{STATE_FILE}.")
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(data)
+            os.replace(temporary, self.state_path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    # ---------------------------------------------------------------- protocol
+
+    def _kick_off(self, state: _State) -> None:
+        request = self.request
+        headers = {"Accept": FHIR_JSON, "Prefer": "respond-async"}
+        described = self.http.describe("GET", request.kickoff_url, request.params())
+        self.progress(ExportProgress("kick-off", described))
+        response = self.http.request(
+            "GET", request.kickoff_url, params=request.params(), headers=headers
+        )
+        location = response.headers.get("Content-Location")
+        if response.status_code != 202 or not location:
+            raise self.http.error(
+                described,
+                f"expected 202 Accepted with a Content-Location (an asynchronous export), got "
+                f"HTTP {response.status_code}"
+                + ("" if location else " without a Content-Location"),
+                response.status_code,
+            )
+        status_url = urljoin(request.base_url + "/", location)
+        if _origin(status_url) != _origin(request.base_url) and self.http.auth is not None:
+            raise self.http.error(
+                described,
+                f"the status URL {status_url.split('?', 1)[0]} is on another host than the "
+                "server; not sending the credentials there",
+            )
+        state.status_url = status_url
+        state.kicked_off = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        self._save(state)
+        log.info("%s: export kicked off, status at %s", request.base_url, status_url)
+
+    def _poll(self, state: _State) -> dict[str, Any]:
+        """The completion manifest; `_Gone` when the server no longer knows the status URL."""
+        assert state.status_url is not None
+        url = state.status_url
+        described = self.http.describe("GET", url)
+        headers = {"Accept": FHIR_JSON}
+        interval = _FIRST_POLL
+        while True:
+            response = self.http.request("GET", url, headers=headers, gone_ok=True)
+            if response.status_code in (404, 410):
+                raise _Gone(described)
+            if response.status_code == 200:
+                return self._manifest(response, described)
+            if response.status_code != 202:
+                raise self.http.error(
+                    described,
+                    f"expected 202 (in progress) or 200 (complete), got HTTP "
+                    f"{response.status_code}",
+                    response.status_code,
+                )
+            where = response.headers.get("X-Progress") or "in progress"
+            asked = retry_after(response, time.time)
+            if asked is None:  # no Retry-After: intervals that grow, as the IG suggests
+                delay, interval = interval, min(_LONGEST_POLL, interval * 2)
+            else:
+                delay = max(_SHORTEST_POLL, asked)
+            if self.http.clock() + delay > self.http.deadline:
+                raise self.http.error(
+                    described,
+                    f"the export is not complete within the {self.time_limit:g} s allowed "
+                    f"(last progress: {where}); run again with the same folder to resume "
+                    "waiting",
+                    202,
+                    timed_out=True,
+                )
+            self.progress(ExportProgress("waiting", where))
+            log.info("%s: %s; asking again in %.1f s", described, where, delay)
+            self.http.sleep(delay)
+
+    def _manifest(self, response: httpx.Response, described: str) -> dict[str, Any]:
+        try:
+            manifest = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise self.http.error(described, "the completion manifest is not JSON", 200) from None
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("output"), list):
+            raise self.http.error(described, "the completion manifest has no output list", 200)
+        if not isinstance(manifest.get("error") or [], list):
+            raise self.http.error(described, "the completion manifest's error is not a list", 200)
+        for key in ("output", "error"):
+            for position, item in enumerate(manifest.get(key) or ()):
+                if (
+                    not isinstance(item, dict)
+                    or not isinstance(item.get("type"), str)
+                    or not _TYPE_NAME.fullmatch(item["type"])
+                    or not isinstance(item.get("url"), str)
+                    or not item["url"]
+                ):
+                    raise self.http.error(
+                        described,
+                        f"the completion manifest's {key}[{position}] needs a resource type "
+                        "and a url",
+                        200,
+                    )
+        return cast(dict[str, Any], manifest)
+
+    def _take_manifest(self, state: _State, manifest: dict[str, Any]) -> None:
+        """Record the manifest and the file names its files get."""
+        assert state.status_url is not None
+        wanted = set(self.request.types) if self.request.types is not None else None
+        outputs = [item for item in manifest["output"] if wanted is None or item["type"] in wanted]
+        skipped = len(manifest["output"]) - len(outputs)
+        if skipped:
+            log.warning(
+                "%s: the manifest lists %s files of types not asked for (the server ignored "
+                "_type?); not downloading them",
+                self.request.base_url,
+                skipped,
+            )
+        files = _named(outputs, "output", "{type}.{number}.ndjson", state.status_url)
+        errors = _named(
+            manifest.get("error") or [],
+            "error",
+            f"{ERRORS_FOLDER}/{{type}}.{{number}}.ndjson.txt",
+            state.status_url,
+        )
+        state.manifest = manifest
+        state.files = files + errors
+        self._save(state)
+
+    def _download_all(self, state: _State) -> None:
+        assert state.manifest is not None
+        send_token = state.manifest.get("requiresAccessToken") is True
+        total = len(state.files)
+        for file in state.files:
+            if file.done:
+                continue
+            with_auth = send_token and self.http.auth is not None
+            if with_auth and _origin(file.url) != _origin(self.request.base_url):
+                raise self.http.error(
+                    self.http.describe("GET", file.url),
+                    "the manifest requires the access token for a file on another host than "
+                    "the server; not sending the credentials there",
+                )
+            target = self.root / file.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            file.resources, file.bytes = self.http.download(file.url, target, with_auth)
+            file.done = True
+            if file.count is not None and file.count != file.resources and file.kind == "output":
+                log.warning(
+                    "%s: the manifest says %s resources, the file holds %s lines",
+                    target,
+                    file.count,
+                    file.resources,
+                )
+            self._save(state)
+            done = sum(1 for item in state.files if item.done)
+            self.progress(ExportProgress("downloaded", file.name, done, total))
+
+    def _release(self, state: _State) -> None:
+        """DELETE the status URL so that the server may remove the files; refusals ignored."""
+        if state.status_url is None or state.released:
+            return
+        url = state.status_url
+        try:
+            response = self.http.client.request(
+                "DELETE", url, auth=self.http.auth, timeout=self.http.attempt_timeout()
+            )
+        except httpx.TransportError as error:
+            log.warning("DELETE %s: %s (ignored)", url, transport_problem(error))
+            return
+        if not response.is_success and response.status_code not in (404, 405):
+            log.warning("DELETE %s: %s (ignored)", url, status_problem(response))
+        state.released = True
+        self._save(state)
+
+    def _remove_downloaded(self, state: _State) -> None:
+        for file in state.files:
+            (self.root / file.name).unlink(missing_ok=True)
+
+    # ---------------------------------------------------------------- result
+
+    def _result(self, state: _State, *, reused: bool) -> BulkExportResult:
+        manifest = state.manifest or {}
+        outputs = tuple(
+            ExportedFile(file.type, self.root / file.name, file.url, file.resources, file.bytes)
+            for file in state.files
+            if file.kind == "output"
+        )
+        issues = tuple(
+            issue
+            for file in state.files
+            if file.kind == "error"
+            for issue in read_export_issues(self.root / file.name)
+        )
+        return BulkExportResult(
+            self.root,
+            self.request,
+            str(manifest.get("transactionTime") or ""),
+            outputs,
+            issues,
+            reused,
+        )
+
+
+def _named(
+    items: list[dict[str, Any]], kind: Literal["output", "error"], pattern: str, base: str
+) -> list[_FileState]:
+    """File states for manifest items, numbered per type in manifest order."""
+    per_type: dict[str, int] = {}
+    for item in items:
+        per_type[item["type"]] = per_type.get(item["type"], 0) + 1
+    seen: dict[str, int] = {}
+    files = []
+    for item in items:
+        resource_type = item["type"]
+        index = seen.get(resource_type, 0)
+        seen[resource_type] = index + 1
+        width = max(3, len(str(per_type[resource_type] - 1)))
+        name = pattern.format(type=resource_type, number=f"{index:0{width}d}")
+        count = item.get("count")
+        files.append(
+            _FileState(
+                kind,
+                resource_type,
+                urljoin(base, item["url"]),
+                name,
+                count if isinstance(count, int) and not isinstance(count, bool) else None,
+            )
+        )
+    return files
+
+
+def read_export_issues(path: Path) -> list[ExportIssue]:
+    """The issues of an export error file (OperationOutcome NDJSON), one per issue.
+
+    A line that is not an OperationOutcome becomes an `error` issue saying so.
+    """
+    issues: list[ExportIssue] = []
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        return [ExportIssue("error", "exception", f"cannot read the file: {reason}", path, 0)]
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            outcome = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            outcome = None
+        if not isinstance(outcome, dict) or outcome.get("resourceType") != "OperationOutcome":
+            issues.append(
+                ExportIssue("error", "invalid", "the line is not an OperationOutcome", path, number)
+            )
+            continue
+        for item in outcome.get("issue") or ():
+            if not isinstance(item, dict):
+                continue
+            details = item.get("details")
+            detail_text = details.get("text") if isinstance(details, dict) else None
+            text = item.get("diagnostics") or detail_text or ""
+            issues.append(
+                ExportIssue(
+                    str(item.get("severity") or "error"),
+                    str(item.get("code") or "unknown"),
+                    str(text),
+                    path,
+                    number,
+                )
+            )
+    return issues

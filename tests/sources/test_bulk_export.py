@@ -1,0 +1,679 @@
+"""Bulk Data `$export` into an NDJSON folder (`export_to_folder`): against a real server
+(sekmet-fhir on loopback, loaded with the Synthea example Bundles), and against scripted
+answers (respx) for the protocol paths a real server does not show on demand.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import respx
+
+from engine.errors import ServerError
+from engine.sources import (
+    BearerToken,
+    NdjsonFolderSource,
+    RetryPolicy,
+    ndjson_files,
+)
+from engine.sources.bulk_export import (
+    ERRORS_FOLDER,
+    STATE_FILE,
+    BulkExportError,
+    BulkExportResult,
+    ExportProgress,
+    ExportRequest,
+    export_to_folder,
+    read_export_issues,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+SYNTHEA = ROOT / "examples" / "synthea"
+EXPORTED_TYPES = ("Condition", "MedicationRequest", "Observation")
+
+BASE = "http://bulk.test/fhir"
+STATUS = f"{BASE}/bulk-status/job-1"
+FILES = f"{BASE}/bulk-files/job-1"
+TOKEN = "s3cret-token"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def ndjson(*resources: dict[str, Any]) -> bytes:
+    return b"".join(orjson.dumps(resource) + b"\n" for resource in resources)
+
+
+def patient(patient_id: str) -> dict[str, Any]:
+    return {"resourceType": "Patient", "id": patient_id, "gender": "female"}
+
+
+def condition(condition_id: str, patient_id: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Condition",
+        "id": condition_id,
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "302215000"}]},
+    }
+
+
+def outcome(diagnostics: str, code: str = "processing", severity: str = "error") -> dict[str, Any]:
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": severity, "code": code, "diagnostics": diagnostics}],
+    }
+
+
+def manifest(
+    output: list[tuple[str, str]],
+    error: tuple[str, ...] = (),
+    *,
+    requires_token: bool = True,
+) -> dict[str, Any]:
+    return {
+        "transactionTime": "2026-11-25T10:00:00Z",
+        "request": f"{BASE}/$export",
+        "requiresAccessToken": requires_token,
+        "output": [{"type": kind, "url": url} for kind, url in output],
+        "error": [{"type": "OperationOutcome", "url": url} for url in error],
+    }
+
+
+class FakeTime:
+    """A clock that the export's sleeps move forward; the sleeps are recorded."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.waits: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def fake_time() -> FakeTime:
+    return FakeTime()
+
+
+@pytest.fixture
+def server() -> Iterator[respx.MockRouter]:
+    with respx.mock(assert_all_called=False) as router:
+        yield router
+
+
+def export(
+    folder: Path,
+    fake_time: FakeTime,
+    *,
+    types: tuple[str, ...] | None = ("Condition",),
+    progress: Callable[[ExportProgress], None] | None = None,
+    **options: Any,
+) -> BulkExportResult:
+    retry = RetryPolicy(attempts=3, first_delay=0.5, give_up_after=60.0)
+    return export_to_folder(
+        BASE,
+        folder,
+        types=types,
+        auth=BearerToken(TOKEN),
+        retry=retry,
+        progress=progress,
+        sleep=fake_time.sleep,
+        clock=fake_time.clock,
+        jitter=lambda: 0.5,
+        **options,
+    )
+
+
+def kickoff_route(server: respx.MockRouter, path: str = "/fhir/$export") -> respx.Route:
+    return server.get(f"http://bulk.test{path}").mock(
+        return_value=httpx.Response(202, headers={"Content-Location": STATUS})
+    )
+
+
+def file_route(server: respx.MockRouter, name: str, content: bytes) -> respx.Route:
+    return server.get(f"{FILES}/{name}").mock(return_value=httpx.Response(200, content=content))
+
+
+def status_route(server: respx.MockRouter, *answers: httpx.Response) -> respx.Route:
+    return server.get(STATUS).mock(side_effect=list(answers))
+
+
+def delete_route(server: respx.MockRouter, status: int = 202) -> respx.Route:
+    return server.delete(STATUS).mock(return_value=httpx.Response(status))
+
+
+def done(body: dict[str, Any]) -> httpx.Response:
+    return httpx.Response(200, json=body)
+
+
+def state(folder: Path) -> dict[str, Any]:
+    data: dict[str, Any] = orjson.loads((folder / STATE_FILE).read_bytes())
+    return data
+
+
+def no_network() -> httpx.MockTransport:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise AssertionError(f"the export asked the server: {request.method} {request.url}")
+
+    return httpx.MockTransport(refuse)
+
+
+# --------------------------------------------------------------------------- a real server
+
+
+def bundle_contents(types: tuple[str, ...]) -> dict[str, Counter[str]]:
+    """Per Synthea patient id, how many resources of `types` (and the Patient) its Bundle holds."""
+    expected: dict[str, Counter[str]] = {}
+    for path in sorted(SYNTHEA.glob("*.json")):
+        bundle = orjson.loads(path.read_bytes())
+        resources = [entry["resource"] for entry in bundle["entry"]]
+        (patient_id,) = [r["id"] for r in resources if r["resourceType"] == "Patient"]
+        expected[patient_id] = Counter(
+            r["resourceType"] for r in resources if r["resourceType"] in {"Patient", *types}
+        )
+    return expected
+
+
+def folder_contents(folder: Path) -> dict[str, Counter[str]]:
+    return {
+        patient.patient_id: Counter(r["resourceType"] for r in patient.resources)
+        for patient in NdjsonFolderSource(folder)
+    }
+
+
+def test_an_export_from_a_real_server_reads_as_the_bundles(
+    synthea_server: Any, tmp_path: Path
+) -> None:
+    folder = tmp_path / "export"
+    events: list[ExportProgress] = []
+    result = export_to_folder(
+        synthea_server.base_url,
+        folder,
+        types=EXPORTED_TYPES,
+        auth=synthea_server.auth(),
+        progress=events.append,
+    )
+    expected = bundle_contents(EXPORTED_TYPES)
+    assert len(expected) == 20
+    assert folder_contents(folder) == expected
+    assert {path.name for path in ndjson_files(folder)} == {
+        f"{kind}.000.ndjson" for kind in ("Patient", *EXPORTED_TYPES)
+    }
+    totals: Counter[str] = Counter()
+    for counts in expected.values():
+        totals.update(counts)
+    assert result.resources_by_type() == dict(totals)
+    assert result.issues == () and not result.reused and result.transaction_time
+    assert state(folder)["complete"] is True and state(folder)["released"] is True
+    stages = [event.stage for event in events]
+    assert stages[0] == "kick-off" and stages[-1] == "complete"
+    assert stages.count("downloaded") == 4 and "waiting" in stages  # sekmet answers 202 first
+    assert not list(folder.glob(".*.part"))
+
+    # A second call with the same folder and request asks the server nothing.
+    times = {path: path.stat().st_mtime_ns for path in ndjson_files(folder)}
+    again = export_to_folder(
+        synthea_server.base_url,
+        folder,
+        types=EXPORTED_TYPES,
+        auth=synthea_server.auth(),
+        transport=no_network(),
+    )
+    assert again.reused
+    assert again.files == result.files and again.transaction_time == result.transaction_time
+    assert {path: path.stat().st_mtime_ns for path in ndjson_files(folder)} == times
+
+
+def test_a_real_export_interrupted_while_the_server_works_resumes_polling(
+    synthea_server: Any, tmp_path: Path
+) -> None:
+    folder = tmp_path / "export"
+    # sekmet answers 202 with Retry-After: 1 at first; half a second is not enough.
+    with pytest.raises(ServerError) as caught:
+        export_to_folder(
+            synthea_server.base_url,
+            folder,
+            level="patient",
+            types=["Condition"],
+            auth=synthea_server.auth(),
+            time_limit=0.5,
+        )
+    assert caught.value.timed_out and "run again with the same folder" in str(caught.value)
+    status_url = state(folder)["status_url"]
+    assert status_url.startswith(synthea_server.base_url + "/")
+
+    events: list[ExportProgress] = []
+    result = export_to_folder(
+        synthea_server.base_url,
+        folder,
+        level="patient",
+        types=["Condition"],
+        auth=synthea_server.auth(),
+        progress=events.append,
+    )
+    assert "kick-off" not in [event.stage for event in events]
+    assert state(folder)["status_url"] == status_url
+    assert folder_contents(folder) == bundle_contents(("Condition",))
+    assert set(result.resources_by_type()) == {"Condition", "Patient"}
+
+
+def test_a_real_server_refusing_the_kick_off_is_a_clear_error(
+    synthea_server: Any, tmp_path: Path
+) -> None:
+    with pytest.raises(ServerError) as caught:
+        export_to_folder(
+            synthea_server.base_url,
+            tmp_path / "export",
+            level="group",
+            group_id="no-such-group",
+            auth=synthea_server.auth(),
+        )
+    error = caught.value
+    assert error.status == 404 and error.server == synthea_server.base_url
+    assert str(error).startswith(f"{synthea_server.base_url}: GET Group/no-such-group/$export?")
+    assert "Group/no-such-group not found" in str(error)
+
+
+# --------------------------------------------------------------------------- the protocol
+
+
+def test_polls_as_retry_after_asks_then_downloads_in_manifest_order(
+    server: respx.MockRouter, fake_time: FakeTime, tmp_path: Path
+) -> None:
+    kickoff = kickoff_route(server)
+    status = status_route(
+        server,
+        httpx.Response(202, headers={"Retry-After": "3", "X-Progress": "collecting 40%"}),
+        httpx.Response(202, headers={"X-Progress": "writing"}),
+        done(
+            manifest(
+                [
+                    ("Condition", f"{FILES}/c-a.ndjson"),
+                    ("Patient", f"{FILES}/p.ndjson"),
+                    ("Condition", f"{FILES}/c-b.ndjson"),
+                ]
+            )
+        ),
+    )
+    file_route(server, "c-a.ndjson", ndjson(condition("c1", "p1")))
+    file_route(server, "p.ndjson", ndjson(patient("p1"), patient("p2")))
+    file_route(server, "c-b.ndjson", ndjson(condition("c2", "p2"), condition("c3", "p2")))
+    delete = delete_route(server)
+    events: list[ExportProgress] = []
+
+    result = export(tmp_path, fake_time, types=("Condition",), progress=events.append)
+
+    sent = kickoff.calls.last.request
+    assert sent.headers["Prefer"] == "respond-async"
+    assert sent.headers["Accept"] == "application/fhir+json"
+    assert sent.url.params["_type"] == "Condition,Patient"
+    assert sent.url.params["_outputFormat"] == "application/fhir+ndjson"
+    assert status.call_count == 3
+    assert fake_time.waits == [3.0, 1.0]  # Retry-After, then the first interval of its own
+    assert [e.message for e in events if e.stage == "waiting"] == ["collecting 40%", "writing"]
+    assert [path.name for path in ndjson_files(tmp_path)] == [
+        "Condition.000.ndjson",
+        "Condition.001.ndjson",
+        "Patient.000.ndjson",
+    ]
+    assert (tmp_path / "Condition.001.ndjson").read_bytes() == ndjson(
+        condition("c2", "p2"), condition("c3", "p2")
+    )
+    assert result.resources_by_type() == {"Condition": 3, "Patient": 2}
+    assert delete.call_count == 1
+    assert sorted(p.patient_id for p in NdjsonFolderSource(tmp_path)) == ["p1", "p2"]
+
+
+def test_a_500_on_the_status_url_is_retried(
+    server: respx.MockRouter, fake_time: FakeTime, tmp_path: Path
+) -> None:
+    kickoff_route(server)
+    status = status_route(
+        server,
+        httpx.Response(500, text="Internal Server Error"),
+        httpx.Response(503, json=outcome("database busy", code="transient")),
+        done(manifest([("Patient", f"{FILES}/p.ndjson")])),
+    )
+    file_route(server, "p.ndjson", ndjson(patient("p1")))
+    delete_route(server)
+
+    result = export(tmp_path, fake_time)
+
+    assert status.call_count == 3
+    assert fake_time.waits == [0.375, 0.75]  # backoff with jitter 0.5: 0.5 then 1.0 ceilings
+    assert result.resources_by_type() == {"Patient": 1}
+
+
+def test_a_failed_export_is_not_retried_and_names_the_diagnostics(
+    server: respx.MockRouter, fake_time: FakeTime, tmp_path: Path
+) -> None:
+    kickoff_route(server)
+    status = status_route(
+        server, httpx.Response(500, json=outcome("out of disk space", code="processing"))
+    )
+    with pytest.raises(ServerError) as caught:
+        export(tmp_path, fake_time)
+    assert status.call_count == 1 and fake_time.waits == []
+    assert str(caught.value) == (
+        f"{BASE}: GET bulk-status/job-1: HTTP 500 Internal Server Error: out of disk space"
+    )
+
+
+def test_a_kick_off_refused_with_an_operation_outcome_is_a_clear_error(
+    server: respx.MockRouter, fake_time: FakeTime, tmp_path: Path
+) -> None:
+    kickoff = server.get(f"{BASE}/$export").mock(
+        return_value=httpx.Response(
+            400, json=outcome("_type=Condition,Patient: unknown parameter", code="invalid")
+        )
+    )
+    with pytest.raises(ServerError) as caught:
+        export(tmp_path, fake_time)
+    error = caught.value
+    assert kickoff.call_count == 1 and error.status == 400 and error.server == BASE
+    assert error.request is not None and error.request.startswith("GET $export?")
+    assert "_type=Condition,Patient" in error.request
+    assert str(error).endswith("HTTP 400 Bad Request: _type=Condition,Patient: unknown parameter")
+    assert TOKEN not in str(error)
+
+
+def test_a_kick_off_without_content_location_is_an_error(
+    server: respx.MockRouter, fake_time: FakeTime, tmp_path: Path
+) -> None:
+    server.get(f"{BASE}/$export").mock(return_value=httpx.Response(200, json={}))
+    with pytest.raises(ServerError, match="expected 202 Accepted with a Content-Location"):
+        export(tmp_path, fake_time)
+
+
+@pytest.mark.parametrize("requires_token", [True, False])
+def test_downloads_carry_the_token_only_when_the_manifest_requires_it(
+    server: respx.MockRouter, fake_time: FakeTime, tmp_path: Path, requires_token: bool
+) -> None:
+    kickoff = kickoff_route(server)
+    status = status_route(
+        server,
+        done(manifest([("Patient", f"{FILES}/p.ndjson")], requires_token=requires_token)),
+    )
+    download = file_route(server, "p.ndjson", ndjson(patient("p1")))
+    delete_route(server)
+
+    export(tmp_path, fake_time)
+
+    expected = f"Bearer {TOKEN}"
+    assert kickoff.calls.last.request.headers["Authorization"] == expected
+    assert status.calls.last.request.headers["Authorization"] == expected
+    sent = download.calls.last.request
+    assert sent.headers["Accept"] == "application/fhir+ndjson"
+    assert sent.headers.get("Authorization") == (expected if requires_token else None)
+
+
+def test_files_of_types_not_asked_for_are_not_downloaded(
+    server: respx.MockRouter, fake_time: FakeTime, tmp_path: Path
+) -> None:
+    kickoff_route(server)
+    status_route(
+        server,
+        done(manifest([("Patient", f"{FILES}/p.ndjson"), ("Observation", f"{FILES}/o.ndjson")])),
+    )
+    file_route(server, "p.ndjson", ndjson(patient("p1")))
+    ignored = file_route(server, "o.ndjson", b"")
+    delete_route(server)
+
+    result = export(tmp_path, fake_time, types=("Condition",))
+
+    assert ignored.call_count == 0
+    assert [file.type for file in result.files] == ["Patient"]
+
+
+def test_the_token_is_not_sent_to_a_file_on_another_host(
+    server: respx.MockRouter, fake_time: FakeTime, tmp_path: Path
+) -> None:
+    kickoff_route(server)
+    status_route(server, done(manifest([("Patient", "https://files.example.org/p.ndjson?sig=x")])))
+    elsewhere = server.get("https://files.example.org/p.ndjson").mock(
+        return_value=httpx.Response(200, content=ndjson(patient("p1")))
+    )
+    with pytest.raises(ServerError, match="not sending the credentials") as caught:
+        export(tmp_path, fake_time)
+    assert elsewhere.call_count == 0
+    assert "sig=x" not in str(caught.value)
+
+
+def test_the_manifest_error_files_are_kept_apart_and_their_issues_returned(
+    server: respx.MockRouter, fake_time: FakeTime, tmp_path: Path
+) -> None:
+    kickoff_route(server)
+    status_route(
+        server,
+        done(
+            manifest(
+                [("Patient", f"{FILES}/p.ndjson")],
+                (f"{FILES}/errors.ndjson",),
+            )
+        ),
+    )
+    file_route(server, "p.ndjson", ndjson(patient("p1")))
+    file_route(
+        server,
+        "errors.ndjson",
+        ndjson(
+            outcome("Observation/o9: cannot be serialised", code="exception"),
+            outcome("_since ignored for Condition", code="informational", severity="warning"),
+        )
+        + b"not json\n",
+    )
+    delete_route(server)
+
+    result = export(tmp_path, fake_time)
+
+    error_file = tmp_path / ERRORS_FOLDER / "OperationOutcome.000.ndjson.txt"
+    assert [(i.severity, i.code, i.diagnostics, i.line) for i in result.issues] == [
+        ("error", "exception", "Observation/o9: cannot be serialised", 1),
+        ("warning", "informational", "_since ignored for Condition", 2),
+        ("error", "invalid", "the line is not an OperationOutcome", 3),
+    ]
+    assert all(issue.file == error_file for issue in result.issues)
+    assert str(result.issues[0]).startswith(f"{error_file}:1: error (exception): Observation/o9")
+    assert ndjson_files(tmp_path) == [tmp_path / "Patient.000.ndjson"]
+    assert [p.patient_id for p in NdjsonFolderSource(tmp_path)] == ["p1"]
+    # The issues come back with the result of a call that asks the server nothing.
+    again = export(tmp_path, fake_time, transport=no_network())
+    assert again.reused and again.issues == result.issues
+    assert read_export_issues(error_file) == list(result.issues)
+
+
+def test_an_interrupted_download_resumes_with_the_missing_files_only(
+    server: respx.MockRouter, fake_time: FakeTime, tmp_path: Path
+) -> None:
+    kickoff = kickoff_route(server)
+    status = status_route(
+        server,
+        done(
+            manifest(
+                [("Patient", f"{FILES}/p.ndjson"), ("Condition", f"{FILES}/c.ndjson")],
+            )
+        ),
+    )
+    first = file_route(server, "p.ndjson", ndjson(patient("p1")))
+    second = file_route(server, "c.ndjson", ndjson(condition("c1", "p1")))
+    delete = delete_route(server)
+
+    def interrupt(event: ExportProgress) -> None:
+        if event.stage == "downloaded":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        export(tmp_path, fake_time, progress=interrupt)
+    assert (first.call_count, second.call_count, delete.call_count) == (1, 0, 0)
+    assert [file["done"] for file in state(tmp_path)["files"]] == [True, False]
+    assert ndjson_files(tmp_path) == [tmp_path / "Patient.000.ndjson"]
+
+    result = export(tmp_path, fake_time)
+
+    assert (kickoff.call_count, status.call_count) == (1, 1)
+    assert (first.call_count, second.call_count, delete.call_count) == (1, 1, 1)
+    assert result.resources_by_type() == {"Patient": 1, "Condition": 1}
+    assert [p.patient_id for p in NdjsonFolderSource(tmp_path)] == ["p1"]
+
+
+def test_a_download_cut_short_never_looks_complete_and_is_retried(
+    server: respx.MockRouter, fake_time: FakeTime, tmp_path: Path
+) -> None:
+    kickoff_route(server)
+    status_route(server, done(manifest([("Patient", f"{FILES}/p.ndjson")])))
+    target = tmp_path / "Patient.000.ndjson"
+    seen_while_failing: list[bool] = []
+
+    class CutShort(httpx.SyncByteStream):
+        def __iter__(self) -> Iterator[bytes]:
+            yield b'{"resourceType":"Patient","id":"p1"}\n{"resourceType":"Pat'
+            seen_while_failing.append(target.exists())
+            raise httpx.ReadError("connection reset")
+
+    content = ndjson(patient("p1"), patient("p2"))
+    server.get(f"{FILES}/p.ndjson").mock(
+        side_effect=[
+            httpx.Response(200, stream=CutShort()),
+            httpx.Response(200, content=content),
+        ]
+    )
+    delete_route(server)
+
+    result = export(tmp_path, fake_time)
+
+    assert seen_while_failing == [False]
+    assert target.read_bytes() == content
+    assert result.files[0].resources == 2 and result.files[0].bytes == len(content)
+    assert fake_time.waits == [0.375]
+    assert not list(tmp_path.glob(".*.part"))
+
+
+def test_a_download_that_keeps_failing_leaves_no_file(
+    server: respx.MockRouter, fake_time: FakeTime, tmp_path: Path
+) -> None:
+    kickoff_route(server)
+    status_route(server, done(manifest([("Patient", f"{FILES}/p.ndjson")])))
+    server.get(f"{FILES}/p.ndjson").mock(side_effect=httpx.ConnectError("refused"))
+    with pytest.raises(ServerError, match="gave up after 3 attempts"):
+        export(tmp_path, fake_time)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [".export.lock", STATE_FILE]
+
+
+def test_another_request_in_the_same_folder_is_refused(
+    server: respx.MockRouter, fake_time: FakeTime, tmp_path: Path
+) -> None:
+    kickoff_route(server)
+    status_route(server, done(manifest([("Patient", f"{FILES}/p.ndjson")])))
+    file_route(server, "p.ndjson", ndjson(patient("p1")))
+    delete_route(server)
+    export(tmp_path, fake_time, types=("Condition",))
+
+    with pytest.raises(BulkExportError) as caught:
+        export(tmp_path, fake_time, types=("Observation",), transport=no_network())
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / STATE_FILE}: the folder holds another export")
+    assert "types: ['Condition', 'Patient'] -> ['Observation', 'Patient']" in message
+    with pytest.raises(BulkExportError, match="since: None -> 2026-01-01T00:00:00Z"):
+        export(tmp_path, fake_time, types=("Condition",), since="2026-01-01T00:00:00Z")
+
+
+def test_a_folder_holding_other_ndjson_is_refused(fake_time: FakeTime, tmp_path: Path) -> None:
+    (tmp_path / "Patient.ndjson").write_bytes(ndjson(patient("p1")))
+    with pytest.raises(BulkExportError, match="NDJSON files that no export here wrote"):
+        export(tmp_path, fake_time, transport=no_network())
+
+
+def test_a_forgotten_status_url_means_a_new_kick_off(
+    server: respx.MockRouter, fake_time: FakeTime, tmp_path: Path
+) -> None:
+    kickoff = kickoff_route(server)
+    status = status_route(server, httpx.Response(202, headers={"Retry-After": "120"}))
+    with pytest.raises(ServerError) as caught:
+        export(tmp_path, fake_time, time_limit=60.0)
+    assert caught.value.timed_out and caught.value.status == 202
+    assert state(tmp_path)["status_url"] == STATUS
+
+    # The server restarted and lost the job: 404 on the status URL, so a new kick-off.
+    status.side_effect = [
+        httpx.Response(404, json=outcome("No export job-1", code="not-found")),
+        done(manifest([("Patient", f"{FILES}/p.ndjson")])),
+    ]
+    file_route(server, "p.ndjson", ndjson(patient("p1")))
+    delete_route(server, status=405)  # a server that does not delete: ignored
+    result = export(tmp_path, fake_time)
+    assert kickoff.call_count == 2
+    assert result.resources_by_type() == {"Patient": 1}
+
+
+def test_expired_files_mean_a_new_export_replacing_the_old_files(
+    server: respx.MockRouter, fake_time: FakeTime, tmp_path: Path
+) -> None:
+    kickoff = kickoff_route(server)
+    status_route(
+        server,
+        done(manifest([("Patient", f"{FILES}/p1.ndjson"), ("Patient", f"{FILES}/p2.ndjson")])),
+        done(manifest([("Patient", f"{FILES}/all.ndjson")])),
+    )
+    file_route(server, "p1.ndjson", ndjson(patient("p1")))
+    server.get(f"{FILES}/p2.ndjson").mock(
+        side_effect=[*(httpx.Response(500) for _ in range(3)), httpx.Response(410)]
+    )
+    file_route(server, "all.ndjson", ndjson(patient("p1"), patient("p2")))
+    delete_route(server)
+    with pytest.raises(ServerError, match="gave up after 3 attempts"):
+        export(tmp_path, fake_time)
+    assert ndjson_files(tmp_path) == [tmp_path / "Patient.000.ndjson"]
+
+    result = export(tmp_path, fake_time)
+
+    assert kickoff.call_count == 2
+    assert ndjson_files(tmp_path) == [tmp_path / "Patient.000.ndjson"]
+    assert result.resources_by_type() == {"Patient": 2}
+
+
+def test_the_time_limit_bounds_polling(
+    server: respx.MockRouter, fake_time: FakeTime, tmp_path: Path
+) -> None:
+    kickoff_route(server)
+    status_route(server, *[httpx.Response(202) for _ in range(20)])
+    with pytest.raises(ServerError) as caught:
+        export(tmp_path, fake_time, time_limit=30.0)
+    assert caught.value.timed_out
+    assert fake_time.waits == [1.0, 2.0, 4.0, 8.0]  # growing intervals, within 30 s
+    assert "not complete within the 30 s allowed (last progress: in progress)" in str(caught.value)
+
+
+def test_the_levels_and_parameters_of_a_request() -> None:
+    group = ExportRequest.build(
+        BASE + "/", level="group", group_id="g-1", types=["Observation", "Condition"]
+    )
+    assert group.kickoff_url == f"{BASE}/Group/g-1/$export"
+    assert group.params()["_type"] == "Condition,Observation,Patient"
+    assert ExportRequest.build(BASE, level="patient").kickoff_url == f"{BASE}/Patient/$export"
+    everything = ExportRequest.build(BASE, since="2026-01-01T00:00:00+02:00")
+    assert everything.kickoff_url == f"{BASE}/$export"
+    assert everything.params() == {
+        "_outputFormat": "application/fhir+ndjson",
+        "_since": "2026-01-01T00:00:00+02:00",
+    }
+    assert ExportRequest.from_json(group.to_json()) == group
+    with pytest.raises(BulkExportError, match="needs a Group id"):
+        ExportRequest.build(BASE, level="group")
+    with pytest.raises(BulkExportError, match="only for a group export"):
+        ExportRequest.build(BASE, group_id="g-1")
+    with pytest.raises(BulkExportError, match="not a FHIR instant"):
+        ExportRequest.build(BASE, since="2026-01-01")
+    with pytest.raises(BulkExportError, match="not FHIR resource type names: observation"):
+        ExportRequest.build(BASE, types=["observation"])
+    with pytest.raises(BulkExportError, match="not a FHIR base URL"):
+        ExportRequest.build("fhir.example.org")
