@@ -11,8 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast, get_args
 
 import typer
 from rich.console import Console
@@ -30,8 +31,17 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.cohort.inputs import BundleInput, CohortInput, NdjsonInput
-from engine.cohort.runner import ENGINES, CohortSummary, run_cohort
+from engine.cohort.runner import ENGINES, CohortSummary, kept_types, run_cohort
 from engine.errors import TrialsieveError
+from engine.server_command import AuthConfigOption, TokenEnvOption, TokenFileOption
+from engine.sources.bulk_export import (
+    ERRORS_FOLDER,
+    ExportLevel,
+    ExportProgress,
+    export_to_folder,
+)
+from engine.sources.smart import auth_from_options
+from engine.trial import load_trial
 
 
 class _RateColumn(ProgressColumn):
@@ -83,7 +93,10 @@ def cohort(
     criteria: Annotated[Path, typer.Argument(help="The trial's criteria file (YAML).")],
     ndjson: Annotated[
         Path | None,
-        typer.Option(help="A folder of Bulk Data NDJSON (<Type>[.n].ndjson, optionally .gz)."),
+        typer.Option(
+            help="A folder of Bulk Data NDJSON (<Type>[.n].ndjson, optionally .gz); with "
+            "--server, where the export goes."
+        ),
     ] = None,
     bundles: Annotated[
         Path | None, typer.Option(help="A folder of per-patient Bundle files (*.json).")
@@ -128,16 +141,53 @@ def cohort(
             "not_evaluated for them.",
         ),
     ] = False,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            help="A FHIR R4 server: first run its Bulk Data $export of the types the criteria "
+            "read into the --ndjson folder (a re-run resumes or reuses the export)."
+        ),
+    ] = None,
+    export_level: Annotated[
+        str,
+        typer.Option(
+            help="With --server: system ($export), patient (Patient/$export) or group "
+            "(Group/ID/$export, with --group)."
+        ),
+    ] = "system",
+    group: Annotated[
+        str | None, typer.Option(help="With --server --export-level group: the Group id.")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="With --server: export only what changed since this FHIR instant."),
+    ] = None,
+    token_env: TokenEnvOption = None,
+    token_file: TokenFileOption = None,
+    auth_config: AuthConfigOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Evaluate every patient of a record set: cohort table, attrition, data availability."""
+    if server is not None and (ndjson is None or bundles is not None):
+        raise typer.BadParameter("--server needs --ndjson DIR (the folder the export goes to)")
     if (ndjson is None) == (bundles is None):
         raise typer.BadParameter("give exactly one of --ndjson DIR or --bundles DIR")
+    if export_level not in get_args(ExportLevel):
+        raise typer.BadParameter(
+            f"--export-level must be one of {', '.join(get_args(ExportLevel))}"
+        )
     source: CohortInput = BundleInput(bundles) if bundles is not None else NdjsonInput(ndjson)  # type: ignore[arg-type]
     try:
         day = dt.date.fromisoformat(as_of) if as_of is not None else dt.date.today()
     except ValueError:
         raise typer.BadParameter(f"'{as_of}' is not a date (YYYY-MM-DD)") from None
+    export_issues = 0
+    if server is not None:
+        assert ndjson is not None
+        export = ServerExport(
+            server, export_level, group, since, token_env, token_file, auth_config
+        )
+        export_issues = _export(criteria, export, ndjson, quiet)
     bar = _ProgressBar() if _show_progress(quiet) else None
     try:
         summary = run_cohort(
@@ -165,7 +215,68 @@ def cohort(
             f"[bold red]{summary.problems} input problems[/] ({summary.lines_affected} lines, "
             f"{summary.patients_affected} patients affected): see {out / 'errors.ndjson'}"
         )
+    if summary.problems or export_issues:
         raise typer.Exit(1)
+
+
+@dataclass(frozen=True)
+class ServerExport:
+    """The `--server` options: which Bulk Data export to run, with which credentials."""
+
+    server: str
+    level: str
+    group: str | None
+    since: str | None
+    token_env: str | None
+    token_file: Path | None
+    auth_config: Path | None
+
+
+def _export(criteria: Path, export: ServerExport, folder: Path, quiet: bool) -> int:
+    """Run (or resume, or reuse) the server's export into `folder`; the error issues it had.
+
+    The export asks for the types a cohort run keeps (`_type`: the search pushdown). Exits
+    with status 2 when the criteria, the options or the server fail.
+    """
+    errors = _errors()
+
+    def show(progress: ExportProgress) -> None:
+        if not quiet:
+            done = (
+                f" ({progress.files_done}/{progress.files_total})" if progress.files_total else ""
+            )
+            errors.print(f"export: {progress.stage}{done} {progress.message}".rstrip())
+
+    try:
+        types = kept_types(load_trial(criteria))
+        auth = auth_from_options(
+            export.token_env, export.token_file, export.auth_config, server=export.server
+        )
+        result = export_to_folder(
+            export.server,
+            folder,
+            types=types,
+            level=cast(ExportLevel, export.level),
+            group_id=export.group,
+            since=export.since,
+            auth=auth,
+            progress=show,
+        )
+    except TrialsieveError as error:
+        errors.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    failures = [issue for issue in result.issues if issue.severity in ("error", "fatal")]
+    for issue in result.issues[:_EXPORT_ISSUES_SHOWN]:
+        errors.print(f"export: {issue}", soft_wrap=True, markup=False)
+    if result.issues:
+        errors.print(
+            f"[bold red]the export reported {len(result.issues)} issues[/] "
+            f"({len(failures)} errors): see {folder / ERRORS_FOLDER}"
+        )
+    return len(failures)
+
+
+_EXPORT_ISSUES_SHOWN = 20
 
 
 def summary_table(summary: CohortSummary) -> Table:

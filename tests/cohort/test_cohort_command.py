@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import orjson
+import pytest
 import typer
 from typer.testing import CliRunner
 
+from engine.cohort import kept_types
 from engine.cohort.command import cohort
+from engine.trial import load_trial
 
 ROOT = Path(__file__).resolve().parents[2]
 CRITERIA = str(ROOT / "criteria" / "NCT05315778.yaml")
@@ -86,3 +91,31 @@ def test_full_evaluates_the_settled_patients_in_full(tmp_path: Path) -> None:
     assert full.exit_code == 0, full.output
     assert "settled by the pre-filter (evaluated in full)" in full.output
     assert "not_evaluated" not in (tmp_path / "b" / "cohort.csv").read_text()
+
+
+def test_a_server_s_bulk_export_gives_what_its_bundles_give(
+    synthea_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--server`: the export of the types the criteria read, then the same cohort as the
+    Bundles the server was loaded with; a re-run reuses the export."""
+    monkeypatch.setenv("TRIALSIEVE_TEST_TOKEN", synthea_server.token)
+    synthea = str(ROOT / "examples" / "synthea")
+    common = ["cohort", CRITERIA, "--as-of", "2026-11-01", "--quiet", "--workers", "1"]
+    from_bundles = CliRunner().invoke(
+        app, [*common, "--bundles", synthea, "--out", str(tmp_path / "bundles")]
+    )
+    assert from_bundles.exit_code == 0, from_bundles.output
+    server = ["--server", synthea_server.base_url, "--token-env", "TRIALSIEVE_TEST_TOKEN"]
+    export = tmp_path / "export"
+    for run in ("first", "again"):
+        result = CliRunner().invoke(
+            app, [*common, *server, "--ndjson", str(export), "--out", str(tmp_path / run)]
+        )
+        assert result.exit_code == 0, result.output
+        for name in ("subjects.ndjson", "issues.ndjson", "cohort.csv"):
+            expected = (tmp_path / "bundles" / name).read_bytes()
+            assert (tmp_path / run / name).read_bytes() == expected, name
+    request = orjson.loads((export / "export.json").read_bytes())["request"]
+    assert set(request["types"]) == set(kept_types(load_trial(CRITERIA)))
+    refused = CliRunner().invoke(app, [*common, *server, "--out", str(tmp_path / "x")])
+    assert refused.exit_code == 2 and "--server needs --ndjson" in refused.output
