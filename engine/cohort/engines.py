@@ -44,7 +44,7 @@ from engine.cohort.partition import (
 )
 from engine.errors import TrialsieveError
 from engine.evaluate import CompiledCriteria
-from engine.normalise.units import prepare_unit_conversions
+from engine.normalise.units import UNIT_REGISTRY_MODULE, prepare_unit_conversions
 from engine.sources.ndjson import ProblemHandler
 from engine.trial import load_trial
 
@@ -211,12 +211,15 @@ def _import_distributed() -> Any:
 
 
 @contextmanager
-def _worker_processes_forked_from_a_warm_server(distributed: Any) -> Iterator[None]:
+def _worker_processes_forked_from_a_warm_server(
+    distributed: Any, prepare_units: bool
+) -> Iterator[None]:
     """Start LocalCluster workers with forkserver, its server having imported trialsieve.
 
     By default Dask spawns each worker, which then imports distributed and trialsieve (most
     of a second on two cores); forked from a server that imported them once, a worker is up
-    at once. Falls back to Dask's default where forkserver does not exist (Windows).
+    at once. With `prepare_units` the server also builds the unit registry the workers will
+    share. Falls back to Dask's default where forkserver does not exist (Windows).
     """
     import dask
 
@@ -225,7 +228,10 @@ def _worker_processes_forked_from_a_warm_server(distributed: Any) -> Iterator[No
         return
     with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
         context = distributed.utils.get_mp_context()
-        context.set_forkserver_preload(["distributed", __name__])
+        preload = ["distributed", __name__]
+        context.set_forkserver_preload(
+            [*preload, UNIT_REGISTRY_MODULE] if prepare_units else preload
+        )
         yield
 
 
@@ -237,8 +243,9 @@ class DaskStart:
     waits for all that and re-raises what failed; `close` shuts the cluster down.
     """
 
-    def __init__(self, settings: EngineSettings) -> None:
+    def __init__(self, settings: EngineSettings, prepare_units: bool = False) -> None:
         self._settings = settings
+        self._prepare_units_at_start = prepare_units
         self._client: Any = None
         self._cluster: Any = None
         self._error: BaseException | None = None
@@ -259,7 +266,9 @@ class DaskStart:
         try:
             distributed = _import_distributed()
             if self._settings.scheduler is None:
-                with _worker_processes_forked_from_a_warm_server(distributed):
+                with _worker_processes_forked_from_a_warm_server(
+                    distributed, self._prepare_units_at_start
+                ):
                     self._cluster = distributed.LocalCluster(
                         n_workers=self._settings.workers,
                         threads_per_worker=1,
@@ -310,11 +319,16 @@ def run_dask(
     """
     distributed = _import_distributed()
     criteria = setup.criteria or load_trial(setup.criteria_path)
-    job = DaskJob(CriteriaFiles.collect(criteria), setup.as_of, setup.attestations, setup.full)
+    job = DaskJob(
+        CriteriaFiles.collect(criteria, with_compiled=True),
+        setup.as_of,
+        setup.attestations,
+        setup.full,
+    )
     start = settings.dask_start
     owned = start is None
     if start is None:
-        start = DaskStart(settings)
+        start = DaskStart(settings, prepare_units=setup.full)
         start.warm_up(job.criteria, prepare_units=job.full)
     try:
         client = start.client()

@@ -287,9 +287,11 @@ def run_cohort(
             index for index in range(count) if not is_complete(result_path(results_folder, index))
         ]
         if engine == "dask" and pending and dask_start is None:
-            dask_start = DaskStart(settings)
+            dask_start = DaskStart(settings, prepare_units=full)
         if dask_start is not None:
-            dask_start.warm_up(CriteriaFiles.collect(criteria), prepare_units=full)
+            dask_start.warm_up(
+                CriteriaFiles.collect(criteria, with_compiled=True), prepare_units=full
+            )
             settings = replace(settings, dask_start=dask_start)
         source_record = results_folder / _SOURCE_RECORD
         if partitions is None and (pending or not source_record.is_file()):
@@ -359,7 +361,7 @@ def _fresh_start(
         nonlocal dask_start
         loading.start()
         if engine == "dask":
-            dask_start = DaskStart(settings)
+            dask_start = DaskStart(settings, prepare_units=full)
 
     try:
         partitions = _first_pass(

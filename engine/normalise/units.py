@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import re
-import threading
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,8 +51,8 @@ _NUMERIC_UNITS = frozenset(
     }
 )
 
-_registry_lock = threading.Lock()
-_registry: Any = None
+UNIT_REGISTRY_MODULE = "engine.normalise.unit_registry"
+"""The module whose import builds the unit registry (for a forkserver to preload)."""
 
 
 def prepare_unit_conversions() -> None:
@@ -67,14 +66,9 @@ def prepare_unit_conversions() -> None:
 
 def _pint_registry() -> Any:
     """The process-wide ucumvert registry, built on first use."""
-    global _registry
-    if _registry is None:
-        with _registry_lock:
-            if _registry is None:
-                from ucumvert import PintUcumRegistry
+    from engine.normalise.unit_registry import REGISTRY
 
-                _registry = PintUcumRegistry()
-    return _registry
+    return REGISTRY
 
 
 @functools.cache
