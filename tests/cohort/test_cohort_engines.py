@@ -105,6 +105,17 @@ def test_attestations_apply_per_patient_as_in_evaluate(
         assert issues[reference] == detected_issue(evaluation)
     with pytest.raises(CohortError, match="other attestations"):
         run_cohort(CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, workers=1, full=True)
+    settled = tmp_path / "settled"
+    run_cohort(
+        CRITERIA,
+        NdjsonInput(ndjson_folder),
+        settled,
+        AS_OF,
+        workers=1,
+        partition_count=PARTITIONS,
+        attestations_path=ATTESTATIONS,
+    )
+    assert (settled / "subjects.ndjson").read_bytes() == (out / "subjects.ndjson").read_bytes()
 
 
 def test_a_run_keeps_what_the_record_and_the_criteria_read(trial: CompiledCriteria) -> None:
