@@ -287,7 +287,7 @@ def summary_table(summary: CohortSummary) -> Table:
     table.add_row("patients", f"{summary.patients:,}")
     for status, count in summary.statuses.items():
         table.add_row(f"  {status}", f"{count:,}")
-    how = "evaluated in full" if summary.full else "not read in full"
+    how = "evaluated in full" if summary.full else "evaluated from their preview"
     table.add_row(
         f"settled by the pre-filter ({how})",
         f"{summary.settled_by_prefilter:,}",

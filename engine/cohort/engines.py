@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from engine.attestations import Attestations
-from engine.cohort.inputs import PartitionedInput, PartitionPayload, PatientData
+from engine.cohort.inputs import PartitionedInput, PartitionPayload
 from engine.cohort.partition import (
     CriteriaFiles,
     PartitionEvaluator,
@@ -45,6 +45,7 @@ from engine.cohort.partition import (
 from engine.errors import TrialsieveError
 from engine.evaluate import CompiledCriteria
 from engine.normalise.units import UNIT_REGISTRY_MODULE, prepare_unit_conversions
+from engine.sources import PatientResources
 from engine.sources.ndjson import ProblemHandler
 from engine.trial import load_trial
 
@@ -155,7 +156,7 @@ class PartitionOnDisk:
     partitions: PartitionedInput
     index: int
 
-    def patients(self, on_problem: ProblemHandler) -> Iterator[PatientData]:
+    def patients(self, on_problem: ProblemHandler) -> Iterator[PatientResources]:
         return self.partitions.payload(self.index).patients(on_problem)
 
 

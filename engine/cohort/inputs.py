@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,50 +27,7 @@ from engine.sources import (
     ndjson_files,
     partition_ndjson,
 )
-from engine.sources.ndjson import PartitionLines, PatientLines, ProblemHandler, SharedResources
-
-
-class PatientData(Protocol):
-    """One patient of a partition, read (parsed) on demand, all of it or some types only."""
-
-    @property
-    def patient_id(self) -> str: ...
-
-    def read(
-        self, on_problem: ProblemHandler, types: frozenset[str] | None = None
-    ) -> PatientResources | None:
-        """The patient's resources (of `types` only, when given); None when unusable (the
-        reason goes to `on_problem`)."""
-        ...
-
-
-@dataclass(frozen=True)
-class ParsedPatient:
-    """`PatientData` for a patient whose data is parsed already (a Bundle file)."""
-
-    resources: PatientResources
-
-    @property
-    def patient_id(self) -> str:
-        return self.resources.patient_id
-
-    def read(
-        self, on_problem: ProblemHandler, types: frozenset[str] | None = None
-    ) -> PatientResources | None:
-        if types is None:
-            return self.resources
-        kept = [
-            (resource, full_url)
-            for resource, full_url in zip(
-                self.resources.resources, self.resources.full_urls, strict=True
-            )
-            if resource["resourceType"] in types
-        ]
-        return replace(
-            self.resources,
-            resources=[resource for resource, _url in kept],
-            full_urls=[full_url for _resource, full_url in kept],
-        )
+from engine.sources.ndjson import PartitionLines, ProblemHandler, SharedResources
 
 
 class PartitionPayload(Protocol):
@@ -79,8 +36,8 @@ class PartitionPayload(Protocol):
     @property
     def index(self) -> int: ...
 
-    def patients(self, on_problem: ProblemHandler) -> Iterator[PatientData]:
-        """The partition's patients, each read on demand; unusable input goes to `on_problem`."""
+    def patients(self, on_problem: ProblemHandler) -> Iterator[PatientResources]:
+        """The partition's patients; unusable input goes to `on_problem`."""
         ...
 
 
@@ -165,24 +122,8 @@ class NdjsonPartitions:
     def patients_in(self, index: int) -> int:
         return self.export.patients_per_partition[index]
 
-    def payload(self, index: int) -> NdjsonPayload:
-        return NdjsonPayload(
-            PartitionLines.read(self.export, index, _shared_resources(self.export))
-        )
-
-
-@dataclass(frozen=True)
-class NdjsonPayload:
-    """One NDJSON partition's lines; each patient's lines are parsed when read."""
-
-    lines: PartitionLines
-
-    @property
-    def index(self) -> int:
-        return self.lines.index
-
-    def patients(self, on_problem: ProblemHandler) -> Iterator[PatientLines]:
-        return self.lines.patient_lines()
+    def payload(self, index: int) -> PartitionLines:
+        return PartitionLines.read(self.export, index, _shared_resources(self.export))
 
 
 @functools.lru_cache(maxsize=1)
@@ -260,13 +201,12 @@ class BundleFiles:
     index: int
     files: tuple[str, ...]
 
-    def patients(self, on_problem: ProblemHandler) -> Iterator[ParsedPatient]:
+    def patients(self, on_problem: ProblemHandler) -> Iterator[PatientResources]:
         def report(error: InputError) -> None:
             on_problem(SourceProblem.from_error(error))
 
         for file in self.files:
-            for patient in BundleFileSource(file, on_error=report):
-                yield ParsedPatient(patient)
+            yield from BundleFileSource(file, on_error=report)
 
 
 @dataclass(frozen=True)

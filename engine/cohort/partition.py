@@ -30,8 +30,8 @@ from typing import Any
 import orjson
 
 from engine.attestations import Attestations
-from engine.cohort.inputs import PartitionedInput, PartitionPayload, PatientData
-from engine.cohort.prefilter import PREVIEW_TYPES, Prefilter
+from engine.cohort.inputs import PartitionedInput, PartitionPayload
+from engine.cohort.prefilter import Prefilter, preview_of
 from engine.errors import TrialsieveError
 from engine.evaluate import (
     CompiledCriteria,
@@ -216,7 +216,8 @@ class PartitionEvaluator:
     """Evaluates partitions with criteria compiled once per process.
 
     `full`: evaluate every patient in full; by default a patient the pre-filter settles is
-    evaluated from their preview only (`Prefilter.evaluate_settled`).
+    evaluated from their preview only (`Prefilter.evaluate_settled`). Every line of every
+    patient is parsed and checked either way, so input problems are reported alike.
     """
 
     def __init__(
@@ -257,57 +258,38 @@ class PartitionEvaluator:
         )
         return PartitionResult(outcome, b"\n".join(lines))
 
-    def _patient(self, patient: PatientData, problems: list[SourceProblem]) -> bytes | None:
-        if not self.full and self.prefilter.settling:
-            settled = self._settled(patient, problems)
-            if settled is not None:
-                return settled
-        return self._evaluated_in_full(patient, problems)
-
-    def _settled(self, patient: PatientData, problems: list[SourceProblem]) -> bytes | None:
-        """The result line of a patient the pre-filter settles from their preview, else None
-        (nothing read is kept then: the full read reports its own problems)."""
+    def _patient(self, patient: PatientResources, problems: list[SourceProblem]) -> bytes | None:
         criteria = self.criteria
-        preview_problems: list[SourceProblem] = []
-        preview = patient.read(preview_problems.append, PREVIEW_TYPES)
-        if preview is None:
-            return None
-        requirement = self.prefilter.settle(preview.resources, criteria.terminology)
-        if requirement is None:
-            return None
+        settled_by = self.prefilter.settling_criterion(patient.resources, criteria.terminology)
         try:
-            record = build_record(preview, criteria.terminology)
-            evaluation = self.prefilter.evaluate_settled(
-                criteria,
-                record,
-                self.as_of,
-                requirement,
-                self.attestations.get(record.patient_id),
-            )
-        except TrialsieveError:
-            return None  # the full read and evaluation report it, with every other problem
-        problems.extend(preview_problems)
-        return patient_result_line(evaluation, requirement.criterion_id, self.study)
-
-    def _evaluated_in_full(
-        self, patient: PatientData, problems: list[SourceProblem]
-    ) -> bytes | None:
-        criteria = self.criteria
-        resources = patient.read(problems.append)
-        if resources is None:
-            return None
-        settled_by = self.prefilter.settling_criterion(resources.resources, criteria.terminology)
-        try:
-            record = build_record(resources, criteria.terminology)
+            if settled_by is not None and not self.full:
+                settled = self._settled(patient)
+                if settled is not None:
+                    return settled
+            record = build_record(patient, criteria.terminology)
             evaluation = evaluate_patient(
                 criteria, record, self.as_of, self.attestations.get(record.patient_id)
             )
         except TrialsieveError as error:
-            problems.append(_problem_of(error, resources))
+            problems.append(_problem_of(error, patient))
             return None
         if settled_by is not None:
             _check_settled(evaluation, settled_by)
         return patient_result_line(evaluation, settled_by, self.study)
+
+    def _settled(self, patient: PatientResources) -> bytes | None:
+        """The result line of a patient a settling requirement settles, evaluated from their
+        preview record (Patient, Conditions, Procedures), or None when none settles them."""
+        criteria = self.criteria
+        preview = preview_of(patient)
+        requirement = self.prefilter.settle(preview.resources, criteria.terminology)
+        if requirement is None:
+            return None  # settled only by a requirement after criteria the preview cannot answer
+        record = build_record(preview, criteria.terminology)
+        evaluation = self.prefilter.evaluate_settled(
+            criteria, record, self.as_of, requirement, self.attestations.get(record.patient_id)
+        )
+        return patient_result_line(evaluation, requirement.criterion_id, self.study)
 
 
 def _problem_of(error: TrialsieveError, patient: PatientResources) -> SourceProblem:

@@ -6,12 +6,13 @@ no negation) cannot be met by a patient who has no Condition/Procedure coded in 
 diagnoses and procedures are closed world, so the atom is not met and so is the criterion.
 Such a patient is ineligible whatever the rest of the record says.
 
-A cohort run reads each patient's *preview* first (the Patient, their Conditions and
-Procedures: `PREVIEW_TYPES`); `Prefilter.settle` finds a requirement the preview cannot meet
-and `Prefilter.evaluate_settled` evaluates the patient from the preview alone: the criteria
-that read nothing else (demographics, diagnoses, procedures, manual items) exactly as a full
-evaluation would, the settling criterion from its required atom, and the others left
-`not_evaluated`. Nothing else of the patient is parsed.
+A cohort run parses and checks every line of each patient (input problems are reported as
+with full evaluation), then looks at the patient's *preview* (the Patient, their Conditions
+and Procedures: `PREVIEW_TYPES`, `preview_of`); `Prefilter.settle` finds a requirement the
+preview cannot meet and `Prefilter.evaluate_settled` evaluates the patient from a record of
+the preview alone: the criteria that read nothing else (demographics, diagnoses, procedures,
+manual items) exactly as a full evaluation would, the settling criterion from its required
+atom, and the others left `not_evaluated`. The rest of the record is never built.
 
 A requirement settles only when every criterion before it in protocol order can be evaluated
 from the preview, so the attrition funnel (protocol order) is the same as with full
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -44,6 +45,7 @@ from engine.evaluate import (
 )
 from engine.evaluate.nodes import EvaluationContext, Node
 from engine.record import CodeClassifier, PatientRecord
+from engine.sources import PatientResources
 
 PREFILTER_TYPES = frozenset({"Condition", "Procedure"})
 """Closed-world types whose concept comes from `code` alone (no referenced Medication)."""
@@ -173,6 +175,20 @@ class Prefilter:
             if not any((t, requirement.concept) in present for t in requirement.resource_types):
                 return requirement
         return None
+
+
+def preview_of(patient: PatientResources) -> PatientResources:
+    """The patient's preview: their Patient, Conditions and Procedures (`PREVIEW_TYPES`)."""
+    kept = [
+        index
+        for index, resource in enumerate(patient.resources)
+        if resource["resourceType"] in PREVIEW_TYPES
+    ]
+    return replace(
+        patient,
+        resources=[patient.resources[index] for index in kept],
+        full_urls=[patient.full_urls[index] for index in kept],
+    )
 
 
 def _reads_preview_only(criterion: CompiledCriterion) -> bool:

@@ -742,14 +742,8 @@ class PatientLines:
     lines: list[bytes]
     references: re.Pattern[bytes] | None
 
-    def read(
-        self, on_problem: ProblemHandler, types: frozenset[str] | None = None
-    ) -> PatientResources | None:
-        """The patient's resources (of `types` only, when given), or None without a Patient.
-
-        Lines of other types are not parsed; they are only checked to end with `}` (and
-        parsed to say why when they do not), as pass 1 checks the types nobody reads.
-        """
+    def read(self, on_problem: ProblemHandler) -> PatientResources | None:
+        """The patient's resources, or None when there is no Patient among them."""
         patient_id = self.patient_id
         lines = self.lines
         references = self.references
@@ -767,18 +761,8 @@ class PatientLines:
         own_reference = "Patient/" + patient_id
         kept_texts: list[bytes] = []
         loads = orjson.loads
-        wanted = None if types is None else frozenset(t.encode() for t in types)
         for entry in lines:
             _patient, range_number, line_number, text = entry.split(b"\t", 3)
-            if wanted is not None:
-                match = _LINE_TYPE.match(text)
-                if match is not None and match.group(1) not in wanted:
-                    if not text.endswith(b"}"):
-                        try:
-                            loads(text)
-                        except orjson.JSONDecodeError as error:
-                            problem(range_number, line_number, f"not valid JSON: {error.msg}", None)
-                    continue
             try:
                 resource = loads(text)
             except orjson.JSONDecodeError as error:
@@ -787,8 +771,6 @@ class PatientLines:
             resource_type = resource.get("resourceType") if type(resource) is dict else None
             if type(resource_type) is not str or not resource_type:
                 problem(range_number, line_number, _not_a_resource(resource) or "", None)
-                continue
-            if types is not None and resource_type not in types:
                 continue
             resource_id = resource.get("id")
             label = f"{resource_type}/{resource_id}" if isinstance(resource_id, str) else None

@@ -83,7 +83,7 @@ def test_full_evaluates_the_settled_patients_in_full(tmp_path: Path) -> None:
     arguments = ["cohort", CRITERIA, "--bundles", synthea, "--as-of", "2026-11-01", "--quiet"]
     settled = CliRunner().invoke(app, [*arguments, "--out", str(tmp_path / "a"), "--workers", "1"])
     assert settled.exit_code == 0, settled.output
-    assert "settled by the pre-filter (not read in full)" in settled.output
+    assert "settled by the pre-filter (evaluated from their preview)" in settled.output
     assert "not_evaluated" in (tmp_path / "a" / "cohort.csv").read_text()
     full = CliRunner().invoke(
         app, [*arguments, "--out", str(tmp_path / "b"), "--workers", "1", "--full"]

@@ -71,11 +71,9 @@ def test_a_partition_on_disk_reads_what_its_payload_holds(
         tmp_path / "work", PARTITIONS, problems.append, kept_types(trial), 1
     )
     for index in range(PARTITIONS):
-        by_path = PartitionOnDisk(partitions, index).patients(problems.append)
-        by_bytes = partitions.payload(index).patients(problems.append)
-        assert [p.read(problems.append) for p in by_path] == [
-            p.read(problems.append) for p in by_bytes
-        ]
+        by_path = list(PartitionOnDisk(partitions, index).patients(problems.append))
+        by_bytes = list(partitions.payload(index).patients(problems.append))
+        assert [p.resources for p in by_path] == [p.resources for p in by_bytes]
 
 
 def test_only_a_local_cluster_is_taken_to_share_the_filesystem() -> None:

@@ -231,3 +231,43 @@ def test_attrition_and_data_availability_agree_with_the_cohort_table(
         assert int(line["answerable"]) == len(rows) - skipped - missing
     html = (out / "attrition.html").read_text()
     assert "<svg" in html and "inclusion-1-relapsed-refractory-itp" in html
+
+
+def test_a_settled_patient_s_bad_lines_are_reported_as_in_a_full_run(
+    ndjson_folder: Path, tmp_path: Path, trial: CompiledCriteria
+) -> None:
+    """The pre-filter reads every line: a broken Observation of a patient it settles (no ITP)
+    and an Observation whose only Patient reference is in the wrong field are reported."""
+    export = tmp_path / "export"
+    shutil.copytree(ndjson_folder, export)
+    prefilter = Prefilter.from_criteria(trial)
+    patient_id = next(
+        patient.patient_id
+        for patient in example_patients()
+        if prefilter.settle(patient.resources, trial.terminology) is not None
+    )
+    with open(export / "Observation.001.ndjson", "wb") as extra:
+        extra.write(
+            b'{"resourceType":"Observation","id":"broken","subject":{"reference":"Patient/%s"},'
+            b"oops}\n" % patient_id.encode()
+        )
+        extra.write(
+            b'{"resourceType":"Observation","id":"elsewhere","status":"final",'
+            b'"performer":[{"reference":"Patient/%s"}]}\n' % patient_id.encode()
+        )
+    runs = {}
+    for mode in ("settled", "full"):
+        runs[mode] = run_cohort(
+            CRITERIA, NdjsonInput(export), tmp_path / mode, AS_OF, workers=1, full=mode == "full"
+        )
+        problems = read_ndjson(tmp_path / mode / "errors.ndjson")
+        extra_problems = [p for p in problems if p["file"].endswith("Observation.001.ndjson")]
+        assert [(p["line"], p["patient"]) for p in extra_problems] == [
+            (1, patient_id),
+            (2, patient_id),
+        ]
+        assert extra_problems[0]["message"].startswith("not valid JSON")
+        assert "no reference to a Patient in subject" in extra_problems[1]["message"]
+    assert runs["settled"].settled_by_prefilter == runs["full"].settled_by_prefilter == 20
+    assert runs["settled"].problems == runs["full"].problems == 3
+    assert runs["settled"].lines_affected == runs["full"].lines_affected == 3

@@ -12,7 +12,6 @@ import pytest
 from engine.errors import InputError
 from engine.sources import (
     NdjsonFolderSource,
-    PartitionLines,
     PatientResources,
     SourceProblem,
     load_shared_resources,
@@ -276,32 +275,3 @@ def test_only_the_kept_types_are_partitioned(tmp_path: Path) -> None:
     ]
     assert by_id(patients) == {"a": ["Observation/o", "Patient/a"]}
     assert problem_summary(problems) == [("Encounter.ndjson", 3, None, "not valid JSON")]
-
-
-def test_a_preview_parses_only_its_types_and_checks_the_others_end(tmp_path: Path) -> None:
-    condition = {
-        "resourceType": "Condition",
-        "id": "c",
-        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "38341003"}]},
-        "subject": {"reference": "Patient/a"},
-    }
-    (tmp_path / "Patient.ndjson").write_bytes(lines(patient("a")))
-    (tmp_path / "Condition.ndjson").write_bytes(lines(condition))
-    # Pass 1 routes both lines to Patient/a from their text; only a full read parses them.
-    (tmp_path / "Observation.ndjson").write_bytes(
-        lines(observation("o1", "a"))
-        + b'{"resourceType":"Observation","subject":{"reference":"Patient/a"},"id":"cut\n'
-        + b'{"resourceType":"Observation","subject":{"reference":"Patient/a"},"id":1,}\n'
-    )
-    export = partition_ndjson(tmp_path, tmp_path / "work", 1)
-    [lines_of_a] = PartitionLines.read(export, 0, load_shared_resources(export)).patient_lines()
-    problems: list[SourceProblem] = []
-    preview = lines_of_a.read(problems.append, frozenset({"Patient", "Condition"}))
-    assert preview is not None
-    assert [r["resourceType"] for r in preview.resources] == ["Condition", "Patient"]
-    # The truncated line is caught without the full read; the one that ends in } is not.
-    assert problem_summary(problems) == [("Observation.ndjson", 2, None, "not valid JSON")]
-    problems.clear()
-    whole = lines_of_a.read(problems.append)
-    assert whole is not None and len(whole.resources) == 3
-    assert [line for _file, line, _resource, _message in problem_summary(problems)] == [2, 3]
