@@ -260,9 +260,8 @@ class PartitionEvaluator:
 
     def _patient(self, patient: PatientResources, problems: list[SourceProblem]) -> bytes | None:
         criteria = self.criteria
-        settled_by = self.prefilter.settling_criterion(patient.resources, criteria.terminology)
         try:
-            if settled_by is not None and not self.full:
+            if not self.full and self.prefilter.settling:
                 settled = self._settled(patient)
                 if settled is not None:
                     return settled
@@ -273,6 +272,7 @@ class PartitionEvaluator:
         except TrialsieveError as error:
             problems.append(_problem_of(error, patient))
             return None
+        settled_by = self.prefilter.settling_criterion(record)
         if settled_by is not None:
             _check_settled(evaluation, settled_by)
         return patient_result_line(evaluation, settled_by, self.study)
@@ -281,13 +281,12 @@ class PartitionEvaluator:
         """The result line of a patient a settling requirement settles, evaluated from their
         preview record (Patient, Conditions, Procedures), or None when none settles them."""
         criteria = self.criteria
-        preview = preview_of(patient)
-        requirement = self.prefilter.settle(preview.resources, criteria.terminology)
+        preview = build_record(preview_of(patient), criteria.terminology)
+        requirement = self.prefilter.settle(preview)
         if requirement is None:
-            return None  # settled only by a requirement after criteria the preview cannot answer
-        record = build_record(preview, criteria.terminology)
+            return None
         evaluation = self.prefilter.evaluate_settled(
-            criteria, record, self.as_of, requirement, self.attestations.get(record.patient_id)
+            criteria, preview, self.as_of, requirement, self.attestations.get(preview.patient_id)
         )
         return patient_result_line(evaluation, requirement.criterion_id, self.study)
 

@@ -22,7 +22,7 @@ evaluation. Requirements are also what a server source can push down into its se
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
@@ -44,7 +44,7 @@ from engine.evaluate import (
     evaluate_patient,
 )
 from engine.evaluate.nodes import EvaluationContext, Node
-from engine.record import CodeClassifier, PatientRecord
+from engine.record import PatientRecord
 from engine.sources import PatientResources
 
 PREFILTER_TYPES = frozenset({"Condition", "Procedure"})
@@ -112,18 +112,14 @@ class Prefilter:
         """The resource types the requirements read."""
         return frozenset(t for requirement in self.requirements for t in requirement.resource_types)
 
-    def settling_criterion(
-        self, resources: Iterable[dict[str, Any]], classifier: CodeClassifier
-    ) -> str | None:
+    def settling_criterion(self, record: PatientRecord) -> str | None:
         """The first criterion the patient cannot meet for lack of a required concept, or None."""
-        failed = self._first_unmet(self.requirements, resources, classifier)
+        failed = _first_unmet(self.requirements, record)
         return None if failed is None else failed.criterion_id
 
-    def settle(
-        self, preview: Iterable[dict[str, Any]], classifier: CodeClassifier
-    ) -> RequiredConcept | None:
-        """The settling requirement a patient's preview does not meet, or None."""
-        return self._first_unmet(self.settling, preview, classifier)
+    def settle(self, preview: PatientRecord) -> RequiredConcept | None:
+        """The settling requirement a patient's (preview) record does not meet, or None."""
+        return _first_unmet(self.settling, preview)
 
     def evaluate_settled(
         self,
@@ -156,25 +152,15 @@ class Prefilter:
             criteria, preview, as_of, attestations, only=self.evaluable, decided=decided
         )
 
-    @staticmethod
-    def _first_unmet(
-        requirements: tuple[RequiredConcept, ...],
-        resources: Iterable[dict[str, Any]],
-        classifier: CodeClassifier,
-    ) -> RequiredConcept | None:
-        if not requirements:
-            return None
-        wanted = frozenset(t for requirement in requirements for t in requirement.resource_types)
-        present: set[tuple[str, str]] = set()  # (resource type, concept)
-        for resource in resources:
-            resource_type = resource.get("resourceType")
-            if resource_type in wanted:
-                for concept in _concepts_of_code(resource.get("code"), classifier):
-                    present.add((resource_type, concept))
-        for requirement in requirements:
-            if not any((t, requirement.concept) in present for t in requirement.resource_types):
-                return requirement
-        return None
+
+def _first_unmet(
+    requirements: tuple[RequiredConcept, ...], record: PatientRecord
+) -> RequiredConcept | None:
+    """The first requirement no resource of the record meets (by the record's concept index)."""
+    for requirement in requirements:
+        if not record.resources_of_concept(requirement.concept, requirement.resource_types):
+            return requirement
+    return None
 
 
 def preview_of(patient: PatientResources) -> PatientResources:
@@ -225,17 +211,3 @@ def _required_atoms(expression: Expression) -> Iterator[ResourceAtom]:
         and set(expression.resource_types) <= PREFILTER_TYPES
     ):
         yield expression
-
-
-def _concepts_of_code(code: Any, classifier: CodeClassifier) -> Iterator[str]:
-    codings = code.get("coding") if isinstance(code, dict) else None
-    if not isinstance(codings, list):
-        return
-    for coding in codings:
-        if not isinstance(coding, dict):
-            continue
-        value = coding.get("code")
-        if not isinstance(value, str) or not value:
-            continue
-        system = coding.get("system")
-        yield from classifier.concepts_of_coding(system if isinstance(system, str) else None, value)

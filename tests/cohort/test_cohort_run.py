@@ -33,6 +33,7 @@ from engine.cohort import (
     study_reference,
 )
 from engine.evaluate import CompiledCriteria
+from engine.record import build_record
 from engine.report import detected_issue, research_subject
 
 
@@ -66,7 +67,7 @@ def test_settled_patients_get_evaluate_s_status_from_their_preview(
     settled_ids = {
         patient.patient_id
         for patient in example_patients()
-        if prefilter.settle(patient.resources, trial.terminology) is not None
+        if prefilter.settle(build_record(patient, trial.terminology)) is not None
     }
     settled = 0
     for reference, evaluation in evaluations_of_the_examples(trial).items():
@@ -244,7 +245,7 @@ def test_a_settled_patient_s_bad_lines_are_reported_as_in_a_full_run(
     patient_id = next(
         patient.patient_id
         for patient in example_patients()
-        if prefilter.settle(patient.resources, trial.terminology) is not None
+        if prefilter.settle(build_record(patient, trial.terminology)) is not None
     )
     with open(export / "Observation.001.ndjson", "wb") as extra:
         extra.write(
