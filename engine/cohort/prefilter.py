@@ -24,7 +24,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 from typing import Any
 
 from engine.attestations import Attestation
@@ -106,11 +105,6 @@ class Prefilter:
             )
         ]
         return cls(tuple(requirements), evaluable, tuple(settling))
-
-    @cached_property
-    def types(self) -> frozenset[str]:
-        """The resource types the requirements read."""
-        return frozenset(t for requirement in self.requirements for t in requirement.resource_types)
 
     def settling_criterion(self, record: PatientRecord) -> str | None:
         """The first criterion the patient cannot meet for lack of a required concept, or None."""
