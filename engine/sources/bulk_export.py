@@ -40,7 +40,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast, get_args
+from typing import Any, Literal, cast, get_args
 from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
@@ -50,6 +50,8 @@ from engine import __version__
 from engine.errors import Location, ServerError, TrialsieveError
 from engine.sources.fhir_server import (
     FHIR_JSON,
+    Retrier,
+    RetryableAnswer,
     RetryPolicy,
     is_retryable,
     retry_after,
@@ -84,8 +86,6 @@ _INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d
 _TRANSIENT_CODES = frozenset(
     {"transient", "lock-error", "no-store", "exception", "timeout", "incomplete", "throttled"}
 )
-
-T = TypeVar("T")
 
 
 class BulkExportError(TrialsieveError):
@@ -350,14 +350,6 @@ class _State:
 # --------------------------------------------------------------------------- HTTP
 
 
-class _Transient(Exception):
-    """An answer worth asking again for (429, a transient 5xx)."""
-
-    def __init__(self, problem: str, status: int, asked: float | None) -> None:
-        super().__init__(problem)
-        self.problem, self.status, self.asked = problem, status, asked
-
-
 class _Gone(Exception):
     """The server no longer has it (404 or 410)."""
 
@@ -415,7 +407,17 @@ class _Http:
         self.deadline = deadline
         self.clock = clock
         self.sleep = sleep
-        self._jitter = jitter
+        self.retrier = Retrier(
+            retry,
+            base_url,
+            self.error,
+            deadline=lambda: self.deadline,
+            bound="the time allowed",
+            sleep=sleep,
+            clock=clock,
+            jitter=jitter,
+            window_from_first_failure=True,
+        )
         self.client = httpx.Client(
             timeout=retry.timeout,
             transport=transport,
@@ -445,45 +447,7 @@ class _Http:
         )
 
     def attempt_timeout(self) -> float:
-        return max(0.001, min(self.retry.timeout, self.deadline - self.clock()))
-
-    def with_retries(self, described: str, attempt: Callable[[], T]) -> T:
-        """`attempt()` until it returns, retrying transport errors and `_Transient` answers.
-
-        `retry.give_up_after` bounds the retries from the first failure; the overall deadline
-        bounds everything.
-        """
-        retry_deadline: float | None = None
-        problem, status, timed_out = "not tried", None, False
-        for number in range(1, self.retry.attempts + 1):
-            try:
-                return attempt()
-            except httpx.TransportError as error:
-                problem, status, asked = transport_problem(error), None, None
-                timed_out = isinstance(error, httpx.TimeoutException)
-            except _Transient as transient:
-                problem, status, asked = transient.problem, transient.status, transient.asked
-                timed_out = False
-            now = self.clock()
-            if retry_deadline is None:
-                retry_deadline = min(self.deadline, now + self.retry.give_up_after)
-            if number == self.retry.attempts:
-                break
-            delay = asked if asked is not None else self.retry.backoff(number - 1, self._jitter())
-            if delay > retry_deadline - now:
-                raise self.error(
-                    described,
-                    f"{problem}; gave up after {number} attempts: the next try would come "
-                    f"after {delay:.1f} s, beyond the time allowed",
-                    status,
-                    timed_out,
-                )
-            log.warning("%s %s: %s; retrying in %.1f s", self.base_url, described, problem, delay)
-            self.sleep(delay)
-        attempts = self.retry.attempts
-        raise self.error(
-            described, f"{problem}; gave up after {attempts} attempts", status, timed_out
-        )
+        return self.retrier.timeout(self.deadline)
 
     def request(
         self,
@@ -497,24 +461,24 @@ class _Http:
         """A 2xx answer (or 404/410 when `gone_ok`), with retries; ServerError otherwise."""
         described = self.describe(method, url, params)
 
-        def attempt() -> httpx.Response:
+        def attempt(timeout: float) -> httpx.Response:
             response = self.client.request(
                 method,
                 url,
                 params=params,
                 headers=headers,
                 auth=self.auth,
-                timeout=self.attempt_timeout(),
+                timeout=timeout,
             )
             if response.is_success or (gone_ok and response.status_code in (404, 410)):
                 return response
             problem = status_problem(response)
             if is_retryable(response.status_code) and _is_transient_answer(response):
                 asked = retry_after(response, time.time)
-                raise _Transient(problem, response.status_code, asked)
+                raise RetryableAnswer(problem, response.status_code, asked)
             raise self.error(described, problem, response.status_code)
 
-        return self.with_retries(described, attempt)
+        return self.retrier.run(described, attempt)
 
     def download(self, url: str, target: Path, send_auth: bool) -> tuple[int, int]:
         """Stream `url` to `target` through a temporary name; (lines, bytes).
@@ -524,13 +488,13 @@ class _Http:
         described = self.describe("GET", url)
         temporary = target.with_name(f".{target.name}.part")
 
-        def attempt() -> tuple[int, int]:
+        def attempt(timeout: float) -> tuple[int, int]:
             with self.client.stream(
                 "GET",
                 url,
                 headers={"Accept": FHIR_NDJSON},
                 auth=self.auth if send_auth else None,
-                timeout=self.attempt_timeout(),
+                timeout=timeout,
             ) as response:
                 if response.status_code in (404, 410):
                     raise _Gone(described)
@@ -539,12 +503,12 @@ class _Http:
                     problem = status_problem(response)
                     if is_retryable(response.status_code) and _is_transient_answer(response):
                         asked = retry_after(response, time.time)
-                        raise _Transient(problem, response.status_code, asked)
+                        raise RetryableAnswer(problem, response.status_code, asked)
                     raise self.error(described, problem, response.status_code)
                 return self._write(response, temporary, described)
 
         try:
-            lines, size = self.with_retries(described, attempt)
+            lines, size = self.retrier.run(described, attempt)
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise

@@ -27,7 +27,7 @@ from collections.abc import Callable, Collection, Generator, Iterator, Mapping, 
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -124,6 +124,80 @@ class RetryPolicy:
         """Seconds before retry number `retry`; `jitter` is uniform in [0, 1)."""
         ceiling = min(self.longest_delay, self.first_delay * 2.0**retry)
         return ceiling / 2 + jitter * ceiling / 2
+
+
+T = TypeVar("T")
+
+
+class RetryableAnswer(Exception):
+    """An answer worth asking again for (429, a transient 5xx): why, its status, and the wait
+    its Retry-After asks (None when it asks none)."""
+
+    def __init__(self, problem: str, status: int, asked: float | None) -> None:
+        super().__init__(problem)
+        self.problem, self.status, self.asked = problem, status, asked
+
+
+@dataclass(frozen=True)
+class Retrier:
+    """Tries a request again within a `RetryPolicy`: the one retry loop of every client.
+
+    `run(described, attempt)` calls `attempt(timeout)` until it returns, retrying transport
+    errors and `RetryableAnswer`s with backoff or the Retry-After wait. Each attempt's timeout
+    is `retry.timeout` cut to what is left before `deadline()`; retries stop after
+    `retry.attempts` or when the next wait would pass the deadline, or, with
+    `window_from_first_failure`, `retry.give_up_after` after the first failure. Then
+    `error(described, message, status, timed_out)` is raised; `bound` names the limit in it.
+    `sleep`, `clock` and `jitter` are for tests.
+    """
+
+    retry: RetryPolicy
+    server: str
+    error: Callable[[str, str, int | None, bool], ServerError]
+    deadline: Callable[[], float]
+    bound: str
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    jitter: Callable[[], float] = random.random
+    window_from_first_failure: bool = False
+
+    def timeout(self, deadline: float) -> float:
+        """An attempt's timeout: the policy's, cut to what is left before `deadline`."""
+        return max(0.001, min(self.retry.timeout, deadline - self.clock()))
+
+    def run(self, described: str, attempt: Callable[[float], T]) -> T:
+        deadline = self.deadline()
+        retry_deadline: float | None = None if self.window_from_first_failure else deadline
+        problem, status, timed_out = "not tried", None, False
+        for number in range(1, self.retry.attempts + 1):
+            try:
+                return attempt(self.timeout(deadline))
+            except httpx.TransportError as error:
+                problem, status, asked = transport_problem(error), None, None
+                timed_out = isinstance(error, httpx.TimeoutException)
+            except RetryableAnswer as answer:
+                problem, status, asked = answer.problem, answer.status, answer.asked
+                timed_out = False
+            now = self.clock()
+            if retry_deadline is None:
+                retry_deadline = min(deadline, now + self.retry.give_up_after)
+            if number == self.retry.attempts:
+                break
+            delay = asked if asked is not None else self.retry.backoff(number - 1, self.jitter())
+            if delay > retry_deadline - now:
+                raise self.error(
+                    described,
+                    f"{problem}; gave up after {number} attempts: the next try would come "
+                    f"after {delay:.1f} s, beyond {self.bound}",
+                    status,
+                    timed_out,
+                )
+            log.warning("%s %s: %s; retrying in %.1f s", self.server, described, problem, delay)
+            self.sleep(delay)
+        attempts = self.retry.attempts
+        raise self.error(
+            described, f"{problem}; gave up after {attempts} attempts", status, timed_out
+        )
 
 
 def is_retryable(status: int) -> bool:
@@ -256,9 +330,17 @@ class FhirServerClient:
             raise ServerError(f"'{base_url}' is not a FHIR base URL (http(s)://host[:port]/path)")
         self.base_url = base_url.rstrip("/")
         self.retry = retry or RetryPolicy()
-        self._sleep = sleep
         self._clock = clock
-        self._jitter = jitter
+        self._retrier = Retrier(
+            self.retry,
+            self.base_url,
+            self._error,
+            deadline=lambda: clock() + self.retry.give_up_after,
+            bound=f"the {self.retry.give_up_after:g} s bound",
+            sleep=sleep,
+            clock=clock,
+            jitter=jitter,
+        )
         self._capabilities: ServerCapabilities | None = None
         self._http = httpx.Client(
             base_url=self.base_url + "/",
@@ -361,47 +443,19 @@ class FhirServerClient:
         content = orjson.dumps(body) if body is not None else None
         all_headers = {"Content-Type": FHIR_JSON} if content is not None else {}
         all_headers.update(headers or {})
-        deadline = self._clock() + self.retry.give_up_after
-        problem, status, timed_out = "not tried", None, False
-        for attempt in range(1, self.retry.attempts + 1):
-            timeout = max(0.001, min(self.retry.timeout, deadline - self._clock()))
-            try:
-                response = self._http.request(
-                    method,
-                    url,
-                    params=params,
-                    content=content,
-                    headers=all_headers,
-                    timeout=timeout,
-                )
-            except httpx.TransportError as error:
-                problem, status, asked = transport_problem(error), None, None
-                timed_out = isinstance(error, httpx.TimeoutException)
-            else:
-                timed_out = False
-                if response.is_success or (missing_ok and response.status_code in (404, 410)):
-                    return response
-                problem, status = status_problem(response), response.status_code
-                if not is_retryable(status):
-                    raise self._error(described, problem, status)
-                asked = retry_after(response, time.time)
-            if attempt == self.retry.attempts:
-                break
-            delay = asked if asked is not None else self.retry.backoff(attempt - 1, self._jitter())
-            if delay > deadline - self._clock():
-                raise self._error(
-                    described,
-                    f"{problem}; gave up after {attempt} attempts: the next try would come "
-                    f"after {delay:.1f} s, beyond the {self.retry.give_up_after:g} s bound",
-                    status,
-                    timed_out,
-                )
-            log.warning("%s %s: %s; retrying in %.1f s", self.base_url, described, problem, delay)
-            self._sleep(delay)
-        attempts = self.retry.attempts
-        raise self._error(
-            described, f"{problem}; gave up after {attempts} attempts", status, timed_out
-        )
+
+        def attempt(timeout: float) -> httpx.Response:
+            response = self._http.request(
+                method, url, params=params, content=content, headers=all_headers, timeout=timeout
+            )
+            if response.is_success or (missing_ok and response.status_code in (404, 410)):
+                return response
+            problem, status = status_problem(response), response.status_code
+            if not is_retryable(status):
+                raise self._error(described, problem, status)
+            raise RetryableAnswer(problem, status, retry_after(response, time.time))
+
+        return self._retrier.run(described, attempt)
 
     def _next_link(self, bundle: dict[str, Any], described: str) -> str | None:
         links = bundle.get("link")
