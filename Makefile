@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo demo-server test setup lint clean
+.PHONY: demo demo-server demo-cohort test setup lint clean
 
 $(BIN)/trialsieve: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ demo: setup
 
 demo-server: setup
 	$(BIN)/trialsieve demo criteria/NCT05315778.yaml --as-of 2026-11-01 --attestations examples/attestations.yaml
+
+demo-cohort: setup
+	rm -rf out/cohort-examples
+	$(BIN)/trialsieve cohort criteria/NCT05315778.yaml --bundles examples --as-of 2026-11-01 \
+		--attestations examples/attestations.yaml --out out/cohort-examples
 
 lint: setup
 	$(BIN)/ruff check engine tests benchmarks
