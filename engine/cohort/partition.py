@@ -80,23 +80,16 @@ def patient_result_line(
 
     `study`: the criteria's `study_reference`, when the caller has it already.
     """
+    cells = [[criterion_value(r), list(r.outcome.missing)] for r in evaluation.results]
+    if evaluation.not_evaluated:  # every criterion in protocol order, the ones left out too
+        by_id = dict(zip((r.id for r in evaluation.results), cells, strict=True))
+        cells = [by_id.get(c.id, [NOT_EVALUATED, []]) for c in evaluation.criteria.criteria]
     summary = {
         "patient": evaluation.patient_id,
         "status": evaluation.status.value,
         "settled_by": settled_by,
-        "criteria": [
-            [criterion_value(result), list(result.outcome.missing)] for result in evaluation.results
-        ],
+        "criteria": cells,
     }
-    if evaluation.not_evaluated:
-        values = {
-            result.id: [criterion_value(result), list(result.outcome.missing)]
-            for result in evaluation.results
-        }
-        summary["criteria"] = [
-            values.get(criterion.id, [NOT_EVALUATED, []])
-            for criterion in evaluation.criteria.criteria
-        ]
     if study is None:
         study = study_reference(evaluation.criteria)
     subject = research_subject(evaluation, study)
