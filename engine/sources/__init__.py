@@ -28,8 +28,6 @@ from engine.sources.fhir_server import BearerToken, FhirServerClient, FhirServer
 from engine.sources.ndjson import (
     NdjsonFolderSource,
     PartitionedExport,
-    PartitionLines,
-    PatientLines,
     SourceProblem,
     load_shared_resources,
     ndjson_files,
@@ -52,9 +50,7 @@ __all__ = [
     "FhirServerClient",
     "FhirServerSource",
     "NdjsonFolderSource",
-    "PartitionLines",
     "PartitionedExport",
-    "PatientLines",
     "PatientResources",
     "PatientSource",
     "RetryPolicy",

@@ -330,7 +330,6 @@ class FhirServerClient:
             raise ServerError(f"'{base_url}' is not a FHIR base URL (http(s)://host[:port]/path)")
         self.base_url = base_url.rstrip("/")
         self.retry = retry or RetryPolicy()
-        self._clock = clock
         self._retrier = Retrier(
             self.retry,
             self.base_url,

@@ -707,13 +707,6 @@ class PartitionLines:
         Each patient's resources are in export order, followed by the shared resources they
         refer to. A patient whose data holds no Patient is reported and left out.
         """
-        for patient in self.patient_lines():
-            resources = patient.read(on_problem)
-            if resources is not None:
-                yield resources
-
-    def patient_lines(self) -> Iterator[PatientLines]:
-        """The partition's patients as unparsed lines, sorted by patient id."""
         # Lines stay whole until their patient's turn: splitting them all first would copy
         # the partition's JSON once more, into memory held to the end.
         groups: dict[bytes, list[bytes]] = {}
@@ -730,23 +723,21 @@ class PartitionLines:
             tuple(sorted({k.split("/")[0] for k in self.shared}))
         )
         for patient in sorted(groups):
-            yield PatientLines(self, patient.decode(), groups.pop(patient), references)
+            grouped = self._patient_resources(
+                patient.decode(), groups.pop(patient), references, on_problem
+            )
+            if grouped is not None:
+                yield grouped
 
-
-@dataclass(frozen=True)
-class PatientLines:
-    """One patient's partition lines (`patient TAB range TAB line TAB json`), not yet parsed."""
-
-    partition: PartitionLines
-    patient_id: str
-    lines: list[bytes]
-    references: re.Pattern[bytes] | None
-
-    def read(self, on_problem: ProblemHandler) -> PatientResources | None:
-        """The patient's resources, or None when there is no Patient among them."""
-        patient_id = self.patient_id
-        lines = self.lines
-        references = self.references
+    def _patient_resources(
+        self,
+        patient_id: str,
+        lines: list[bytes],
+        references: re.Pattern[bytes] | None,
+        on_problem: ProblemHandler,
+    ) -> PatientResources | None:
+        """One patient's resources from their partition lines (`patient TAB range TAB line
+        TAB json`), or None when there is no Patient among them."""
         resources: list[dict[str, Any]] = []
         seen: dict[str, tuple[bytes, bytes]] = {}
         origin: str | None = None
@@ -755,7 +746,7 @@ class PatientLines:
         def problem(
             range_number: bytes, line_number: bytes, message: str, label: str | None
         ) -> None:
-            file, line = self.partition.location(range_number, line_number)
+            file, line = self.location(range_number, line_number)
             on_problem(SourceProblem(file, line, label, patient_id, message))
 
         own_reference = "Patient/" + patient_id
@@ -787,7 +778,7 @@ class PatientLines:
             if label is not None:
                 earlier = seen.get(label)
                 if earlier is not None:
-                    file, line = self.partition.location(*earlier)
+                    file, line = self.location(*earlier)
                     problem(
                         range_number,
                         line_number,
@@ -797,13 +788,13 @@ class PatientLines:
                     continue
                 seen[label] = (range_number, line_number)
             if origin is None and resource_type == "Patient":
-                file, line = self.partition.location(range_number, line_number)
+                file, line = self.location(range_number, line_number)
                 origin = f"{file}:{line}"
             resources.append(resource)
             kept_texts.append(text)
         if origin is None:
             range_number = lines[0].split(b"\t", 2)[1]
-            file, _first = self.partition.location(range_number, b"1")
+            file, _first = self.location(range_number, b"1")
             on_problem(
                 SourceProblem(
                     file,
@@ -820,7 +811,7 @@ class PatientLines:
             for key in references.findall(b"\n".join(kept_texts)):
                 referred[key.decode()] = None
         for key in referred:
-            shared_text = self.partition.shared.get(key)
+            shared_text = self.shared.get(key)
             if shared_text is not None and key not in seen:
                 resources.append(orjson.loads(shared_text))
         return PatientResources(patient_id, resources, [None] * len(resources), origin)
