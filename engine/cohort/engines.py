@@ -240,36 +240,34 @@ class DaskStart:
     """A Dask LocalCluster (or a connection to `scheduler`) started in a thread.
 
     The runner starts it before pass 1, so that the worker processes start while the input is
-    split; `warm_up` has the workers compile the criteria as soon as they are up. `client()`
-    waits for all that and re-raises what failed; `close` shuts the cluster down.
+    split; `warm_up` has the workers load the criteria as soon as they are up, and, with
+    `prepare_units` (a `--full` run), build the unit registry (a LocalCluster's forkserver
+    builds it once for all its workers). `client()` waits for all that and re-raises what
+    failed; `close` shuts the cluster down.
     """
 
     def __init__(self, settings: EngineSettings, prepare_units: bool = False) -> None:
         self._settings = settings
-        self._prepare_units_at_start = prepare_units
+        self._prepare_units = prepare_units
         self._client: Any = None
         self._cluster: Any = None
         self._error: BaseException | None = None
         self._criteria: CriteriaFiles | None = None
-        self._prepare_units = False
         self._criteria_known = threading.Event()
         self._thread = threading.Thread(target=self._start, name="trialsieve-dask-start")
         self._thread.start()
 
-    def warm_up(self, criteria: CriteriaFiles | None, prepare_units: bool = False) -> None:
-        """Compile `criteria` (and build the unit registry, with `prepare_units`) on every
-        worker once they are up (None: nothing to compile)."""
+    def warm_up(self, criteria: CriteriaFiles | None) -> None:
+        """Load `criteria` (and build the unit registry, with `prepare_units`) on every worker
+        once they are up (None: nothing to load)."""
         self._criteria = criteria
-        self._prepare_units = prepare_units
         self._criteria_known.set()
 
     def _start(self) -> None:
         try:
             distributed = _import_distributed()
             if self._settings.scheduler is None:
-                with _worker_processes_forked_from_a_warm_server(
-                    distributed, self._prepare_units_at_start
-                ):
+                with _worker_processes_forked_from_a_warm_server(distributed, self._prepare_units):
                     self._cluster = distributed.LocalCluster(
                         n_workers=self._settings.workers,
                         threads_per_worker=1,
@@ -330,7 +328,7 @@ def run_dask(
     owned = start is None
     if start is None:
         start = DaskStart(settings, prepare_units=setup.full)
-        start.warm_up(job.criteria, prepare_units=job.full)
+        start.warm_up(job.criteria)
     try:
         client = start.client()
         worker_count = max(1, len(client.scheduler_info()["workers"]))

@@ -289,9 +289,7 @@ def run_cohort(
         if engine == "dask" and pending and dask_start is None:
             dask_start = DaskStart(settings, prepare_units=full)
         if dask_start is not None:
-            dask_start.warm_up(
-                CriteriaFiles.collect(criteria, with_compiled=True), prepare_units=full
-            )
+            dask_start.warm_up(CriteriaFiles.collect(criteria, with_compiled=True))
             settings = replace(settings, dask_start=dask_start)
         source_record = results_folder / _SOURCE_RECORD
         if partitions is None and (pending or not source_record.is_file()):
