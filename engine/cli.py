@@ -7,7 +7,6 @@ criteria, mappings, attestations or arguments.
 
 from __future__ import annotations
 
-import datetime as dt
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,6 @@ import typer
 from rich.console import Console
 
 from engine import __version__
-from engine.attestations import Attestations
 from engine.cohort.command import cohort
 from engine.command_options import (
     AsOfOption,
@@ -33,10 +31,9 @@ from engine.command_options import (
 )
 from engine.demo import demo
 from engine.errors import TrialsieveError
-from engine.evaluate import CompiledCriteria, PatientEvaluation, evaluate_patient
+from engine.evaluate import PatientEvaluation
 from engine.explain import criteria_table, summary_table
-from engine.record import build_record
-from engine.report import transaction_bundle, validate_bundle
+from engine.screening import screen_patient
 from engine.server_command import (
     AuthConfigOption,
     DryRunOption,
@@ -142,9 +139,10 @@ def evaluate(
     failures = 0
     for file in files:
         try:
-            evaluation = _evaluate_file(trial, file, day, answers)
-            result = transaction_bundle(evaluation)
-            validate_bundle(result)
+            resources = read_bundle_file(file)
+            screening = screen_patient(trial, resources, day, answers.get(resources.patient_id))
+            evaluation = screening.evaluation
+            result = screening.transaction_bundle
             if output is None:
                 sys.stdout.buffer.write(to_json(result))
             else:
@@ -163,14 +161,6 @@ def evaluate(
     if failures:
         print_error(f"{failures} of {len(files)} inputs could not be evaluated")
         raise typer.Exit(1)
-
-
-def _evaluate_file(
-    trial: CompiledCriteria, file: Path, day: dt.date, answers: Attestations
-) -> PatientEvaluation:
-    source = read_bundle_file(file)
-    record = build_record(source, trial.terminology)
-    return evaluate_patient(trial, record, day, answers.get(record.patient_id))
 
 
 @app.command()

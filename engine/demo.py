@@ -52,10 +52,10 @@ from engine.embedded_server import (
     sekmet_version,
 )
 from engine.errors import ServerError, TrialsieveError
-from engine.evaluate import CompiledCriteria, PatientEvaluation, SubjectStatus, evaluate_patient
+from engine.evaluate import CompiledCriteria, PatientEvaluation, SubjectStatus
 from engine.explain import summary_table
-from engine.record import build_record
 from engine.report.resources import research_study_id
+from engine.screening import screen_patient
 from engine.server_command import (
     AuthConfigOption,
     PageSizeOption,
@@ -221,8 +221,8 @@ def _evaluate_and_write(
     for position, patient_id in enumerate(ids, start=1):
         try:
             pulled = source.pull(patient_id)
-            record = build_record(pulled, trial.terminology)
-            evaluation = evaluate_patient(trial, record, day, answers.get(record.patient_id))
+            screening = screen_patient(trial, pulled, day, answers.get(pulled.patient_id))
+            evaluation = screening.evaluation
             written = sink.write(evaluation)
         except TrialsieveError as error:
             run.failures.append(f"Patient/{patient_id}")

@@ -35,10 +35,9 @@ from engine.command_options import (
     print_error,
 )
 from engine.errors import ServerError, TrialsieveError
-from engine.evaluate import PatientEvaluation, evaluate_patient
+from engine.evaluate import PatientEvaluation
 from engine.explain import criteria_table, summary_table
-from engine.record import build_record
-from engine.report import transaction_bundle, validate_bundle
+from engine.screening import screen_patient
 from engine.sinks import FhirServerSink, to_json, write_json
 from engine.sources import FhirServerClient, FhirServerSource
 from engine.sources.fhir_server import DEFAULT_PAGE_SIZE, resource_types_to_pull
@@ -148,8 +147,8 @@ def evaluate_on_server(
         for patient_id in patient_ids:
             try:
                 pulled = source.pull(patient_id)
-                record = build_record(pulled, trial.terminology)
-                evaluation = evaluate_patient(trial, record, day, answers.get(record.patient_id))
+                screening = screen_patient(trial, pulled, day, answers.get(pulled.patient_id))
+                evaluation = screening.evaluation
                 if dry_run:
                     _emit(sink.transaction_for(evaluation), output, patient_id, several)
                 elif write:
@@ -161,9 +160,7 @@ def evaluate_on_server(
                         soft_wrap=True,
                     )
                 else:
-                    report = transaction_bundle(evaluation)
-                    validate_bundle(report)
-                    _emit(report, output, patient_id, several)
+                    _emit(screening.transaction_bundle, output, patient_id, several)
             except TrialsieveError as error:
                 failures += 1
                 print_error(f"Patient/{patient_id}: {error}")

@@ -39,10 +39,10 @@ from engine.evaluate import (
     PatientEvaluation,
     Truth,
     UnknownReason,
-    evaluate_patient,
 )
 from engine.record import build_record
-from engine.report import detected_issue, research_study, research_subject
+from engine.report import research_study
+from engine.screening import Screening, screen_patient
 from engine.sources import PatientResources, SourceProblem
 from engine.trial import load_trial
 
@@ -74,12 +74,13 @@ def study_reference(criteria: CompiledCriteria) -> str:
 
 
 def patient_result_line(
-    evaluation: PatientEvaluation, settled_by: str | None, study: str | None = None
+    screening: Screening, settled_by: str | None, study: str | None = None
 ) -> bytes:
     """One patient's result line (see the module docstring).
 
     `study`: the criteria's `study_reference`, when the caller has it already.
     """
+    evaluation = screening.evaluation
     cells = [[criterion_value(r), list(r.outcome.missing)] for r in evaluation.results]
     if evaluation.not_evaluated:  # every criterion in protocol order, the ones left out too
         by_id = dict(zip((r.id for r in evaluation.results), cells, strict=True))
@@ -92,9 +93,9 @@ def patient_result_line(
     }
     if study is None:
         study = study_reference(evaluation.criteria)
-    subject = research_subject(evaluation, study)
+    subject = screening.research_subject(study)
     return b"\t".join(
-        (orjson.dumps(summary), orjson.dumps(subject), orjson.dumps(detected_issue(evaluation)))
+        (orjson.dumps(summary), orjson.dumps(subject), orjson.dumps(screening.detected_issue()))
     )
 
 
@@ -258,17 +259,16 @@ class PartitionEvaluator:
                 settled = self._settled(patient)
                 if settled is not None:
                     return settled
-            record = build_record(patient, criteria.terminology)
-            evaluation = evaluate_patient(
-                criteria, record, self.as_of, self.attestations.get(record.patient_id)
+            screening = screen_patient(
+                criteria, patient, self.as_of, self.attestations.get(patient.patient_id)
             )
         except TrialsieveError as error:
             problems.append(_problem_of(error, patient))
             return None
-        settled_by = self.prefilter.settling_criterion(record)
+        settled_by = self.prefilter.settling_criterion(screening.record)
         if settled_by is not None:
-            _check_settled(evaluation, settled_by)
-        return patient_result_line(evaluation, settled_by, self.study)
+            _check_settled(screening.evaluation, settled_by)
+        return patient_result_line(screening, settled_by, self.study)
 
     def _settled(self, patient: PatientResources) -> bytes | None:
         """The result line of a patient a settling requirement settles, evaluated from their
@@ -278,10 +278,10 @@ class PartitionEvaluator:
         requirement = self.prefilter.settle(preview)
         if requirement is None:
             return None
-        evaluation = self.prefilter.evaluate_settled(
+        screening = self.prefilter.evaluate_settled(
             criteria, preview, self.as_of, requirement, self.attestations.get(preview.patient_id)
         )
-        return patient_result_line(evaluation, requirement.criterion_id, self.study)
+        return patient_result_line(screening, requirement.criterion_id, self.study)
 
 
 def _problem_of(error: TrialsieveError, patient: PatientResources) -> SourceProblem:

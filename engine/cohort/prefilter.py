@@ -38,12 +38,11 @@ from engine.evaluate import (
     CompiledCriteria,
     CompiledCriterion,
     Outcome,
-    PatientEvaluation,
     Truth,
-    evaluate_patient,
 )
 from engine.evaluate.nodes import EvaluationContext, Node
 from engine.record import PatientRecord
+from engine.screening import Screening, screen_record
 from engine.sources import PatientResources
 
 PREFILTER_TYPES = frozenset({"Condition", "Procedure"})
@@ -122,8 +121,8 @@ class Prefilter:
         as_of: dt.date,
         requirement: RequiredConcept,
         attestations: Mapping[str, Attestation] | None = None,
-    ) -> PatientEvaluation:
-        """A settled patient's evaluation from their preview record (see the module docstring).
+    ) -> Screening:
+        """A settled patient screened from their preview record (see the module docstring).
 
         Raises RuntimeError when the required atom is met after all (a pre-filter bug).
         """
@@ -142,7 +141,7 @@ class Prefilter:
             decided[requirement.criterion_id] = Outcome(
                 Truth.NOT_MET, atom.reason, label, atom.evidence, children=(atom,)
             )
-        return evaluate_patient(
+        return screen_record(
             criteria, preview, as_of, attestations, only=self.evaluable, decided=decided
         )
 

@@ -23,6 +23,7 @@ import orjson
 
 from engine.errors import InputError, ServerError, TrialsieveError
 from engine.evaluate import PatientEvaluation
+from engine.screening import screen_patient
 from engine.service.auth import ApiAuthenticator
 from engine.service.cds_hooks import (
     Prefetched,
@@ -35,7 +36,6 @@ from engine.service.cds_hooks import (
     unresolved_medications,
 )
 from engine.service.evaluation import (
-    evaluate_resources,
     evaluation_json,
     pick_trial,
     pull_patient,
@@ -174,7 +174,8 @@ class Service:
             **read_attestations(trial, request.attestations, resources.patient_id),
         }
         day = request.as_of or self.settings.day()
-        evaluation = _serving(lambda: evaluate_resources(trial, resources, day, answers))
+        screening = _serving(lambda: screen_patient(trial.criteria, resources, day, answers))
+        evaluation = screening.evaluation
         written = None
         if request.write:
             assert client is not None
@@ -189,7 +190,7 @@ class Service:
             written=written is not None,
             duration_ms=elapsed_ms(started),
         )
-        return evaluation_json(evaluation, written)
+        return evaluation_json(screening, written)
 
     # ----------------------------------------------------------------------- CDS Hooks
 
@@ -219,8 +220,8 @@ class Service:
             )
         answers = trial.attestations.get(resources.patient_id)
         evaluation = _serving(
-            lambda: evaluate_resources(trial, resources, self.settings.day(), answers)
-        )
+            lambda: screen_patient(trial.criteria, resources, self.settings.day(), answers)
+        ).evaluation
         log_event(
             logging.INFO,
             "cds hook answered",
@@ -324,9 +325,9 @@ class Service:
         sink = FhirServerSink(client)
         statuses: list[str] = []
         for trial in self.trials.values():
-            evaluation: PatientEvaluation = evaluate_resources(
-                trial, resources, self.settings.day(), trial.attestations.get(patient_id)
-            )
+            evaluation: PatientEvaluation = screen_patient(
+                trial.criteria, resources, self.settings.day(), trial.attestations.get(patient_id)
+            ).evaluation
             sink.write(evaluation)
             statuses.append(evaluation.status.value)
         return statuses

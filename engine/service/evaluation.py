@@ -1,20 +1,19 @@
-"""Evaluate one patient for one trial as `trialsieve evaluate` does, and describe the result.
+"""What the service needs around screening a patient (`engine.screening.screen_patient`, as
+`trialsieve evaluate` does): choose the trial a request names, read attestation entries, pull
+a patient from a FHIR server, and turn a screening into the JSON answer of `POST /evaluate`.
 
-The functions here are the service's synchronous core (the routes run them in worker
-threads): choose the trial a request names, read attestation entries, evaluate, pull a patient
-from a FHIR server, and turn an evaluation into the JSON answer of `POST /evaluate`.
+The functions here are part of the service's synchronous core (the routes run them in worker
+threads).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from engine.attestations import Attestation
-from engine.evaluate import PatientEvaluation, evaluate_patient
-from engine.record import build_record
-from engine.report import summary_line, transaction_bundle, validate_bundle
+from engine.report import summary_line
+from engine.screening import Screening
 from engine.service.models import AttestationEntry
 from engine.service.problems import ApiError
 from engine.service.trials import LoadedTrial, TrialRegistry
@@ -74,18 +73,6 @@ def read_attestations(
     return answers
 
 
-def evaluate_resources(
-    trial: LoadedTrial,
-    resources: PatientResources,
-    day: dt.date,
-    answers: Mapping[str, Attestation] | None = None,
-) -> PatientEvaluation:
-    """Record and evaluation, exactly as `trialsieve evaluate` does (the resources written or
-    answered are validated where they are built: `evaluation_json` and the server sink)."""
-    record = build_record(resources, trial.criteria.terminology)
-    return evaluate_patient(trial.criteria, record, day, answers)
-
-
 def pull_patient(
     client: FhirServerClient, patient_id: str, resource_types: frozenset[str], page_size: int
 ) -> PatientResources:
@@ -96,14 +83,13 @@ def pull_patient(
 
 
 def evaluation_json(
-    evaluation: PatientEvaluation, written: Sequence[WrittenEntry] | None = None
+    screening: Screening, written: Sequence[WrittenEntry] | None = None
 ) -> dict[str, Any]:
     """The answer of `POST /evaluate`: every criterion's outcome, the status, and the
     ResearchSubject and DetectedIssue of the transaction Bundle `trialsieve evaluate` writes.
     """
-    bundle = transaction_bundle(evaluation)
-    validate_bundle(bundle)
-    entries = bundle["entry"]
+    evaluation = screening.evaluation
+    entries = screening.transaction_bundle["entry"]
     answer: dict[str, Any] = {
         "trial": evaluation.criteria.trial.id,
         "patient": evaluation.patient_reference,

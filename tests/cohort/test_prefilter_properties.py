@@ -141,7 +141,7 @@ def test_a_settled_patient_s_preview_answers_as_the_full_record(
         )
         if requirement is None:
             return
-        settled = prefilter.evaluate_settled(trial, preview, AS_OF, requirement)
+        settled = prefilter.evaluate_settled(trial, preview, AS_OF, requirement).evaluation
         assert settled.status is full.status
         outcomes = {result.id: result.outcome for result in full.results}
         for result in settled.results:

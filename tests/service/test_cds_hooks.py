@@ -13,8 +13,8 @@ from sekmet_server import SekmetServer
 from service_support import AS_OF, AUTH, PATIENTS, ClientFactory, example, prefetch_from
 
 from engine.evaluate import PatientEvaluation
+from engine.screening import screen_patient
 from engine.service.cds_hooks import card
-from engine.service.evaluation import evaluate_resources
 from engine.service.trials import LoadedTrial
 from engine.sources import read_bundle_file
 
@@ -36,7 +36,8 @@ def loaded_trial(api: TestClient) -> LoadedTrial:
 
 
 def evaluated_file(api: TestClient, name: str) -> PatientEvaluation:
-    return evaluate_resources(loaded_trial(api), read_bundle_file(PATIENTS / f"{name}.json"), AS_OF)
+    trial = loaded_trial(api).criteria
+    return screen_patient(trial, read_bundle_file(PATIENTS / f"{name}.json"), AS_OF).evaluation
 
 
 def test_discovery_asks_for_what_the_criteria_read(api: TestClient) -> None:
