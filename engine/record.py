@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from engine.errors import InputError, Location
+from engine.resource_types import CODE_ONLY_TYPES, CODED_TYPES, RESOURCE_TYPES
 from engine.sources.base import PatientResources
 from engine.sources.references import reference_key
 
@@ -211,7 +212,7 @@ class PatientRecord:
                     "no subject or patient; taken to be about this record's patient",
                 )
             concepts: frozenset[str] | set[str] | None = None
-            if resource_type in _CODE_ONLY_TYPES or (
+            if resource_type in CODE_ONLY_TYPES or (
                 resource_type == "Observation" and "component" not in resource
             ):
                 concepts = _single_coding_concepts(resource.get("code"), classify)
@@ -376,18 +377,20 @@ def _medication_codes(record: PatientRecord, resource: dict[str, Any]) -> list[_
     return [("medicationReference", concept)]
 
 
-_CODE_ONLY_TYPES = frozenset({"Condition", "Procedure"})
-"""The types whose only coded field is `code` (an Observation also has its components)."""
-
-_CODED_FIELDS: dict[str, Callable[[PatientRecord, dict[str, Any]], list[_CodedField]]] = {
+_CodedFields = Callable[[PatientRecord, dict[str, Any]], list[_CodedField]]
+_OWN_CODED_FIELDS: dict[str, _CodedFields] = {
     "Observation": _observation_codes,
-    "Condition": _code,
-    "Procedure": _code,
-    "MedicationStatement": _medication_codes,
-    "MedicationRequest": _medication_codes,
-    "MedicationAdministration": _medication_codes,
     "AllergyIntolerance": _allergy_codes,
 }
+"""Types coded in more than `code`: Observation components, allergy reaction substances."""
+
+_CODED_FIELDS: dict[str, _CodedFields] = {
+    name: _medication_codes
+    if RESOURCE_TYPES[name].medication
+    else _OWN_CODED_FIELDS.get(name, _code)
+    for name in CODED_TYPES
+}
+"""The coded fields of each type the record indexes by concept (`engine.resource_types`)."""
 
 
 def _contained(container: dict[str, Any], contained_id: str) -> dict[str, Any] | None:

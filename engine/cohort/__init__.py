@@ -13,12 +13,12 @@ from engine.cohort.partition import CRITERION_VALUES, criterion_value, study_ref
 from engine.cohort.prefilter import Prefilter, RequiredConcept
 from engine.cohort.runner import (
     ENGINES,
-    RECORD_TYPES,
     CohortSummary,
     ProgressListener,
     kept_types,
     run_cohort,
 )
+from engine.resource_types import RECORD_TYPES
 
 __all__ = [
     "CRITERION_VALUES",

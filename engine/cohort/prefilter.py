@@ -42,10 +42,11 @@ from engine.evaluate import (
 )
 from engine.evaluate.nodes import EvaluationContext, Node
 from engine.record import PatientRecord
+from engine.resource_types import CODE_ONLY_TYPES
 from engine.screening import Screening, screen_record
 from engine.sources import PatientResources
 
-PREFILTER_TYPES = frozenset({"Condition", "Procedure"})
+PREFILTER_TYPES = CODE_ONLY_TYPES
 """Closed-world types whose concept comes from `code` alone (no referenced Medication)."""
 PREVIEW_TYPES = PREFILTER_TYPES | {"Patient"}
 """What the pre-filter reads of a patient before deciding: the Patient, diagnoses, procedures."""

@@ -54,10 +54,10 @@ from engine.cohort.partition import (
     result_path,
 )
 from engine.cohort.prefilter import Prefilter
-from engine.criteria.loader import MEDICATION_TYPES
 from engine.errors import Location
 from engine.evaluate import CompiledCriteria
 from engine.normalise.units import prepare_unit_conversions
+from engine.resource_types import RECORD_TYPES, expand_resource_types
 from engine.sources import SourceProblem
 from engine.trial import load_trial
 
@@ -80,23 +80,6 @@ class ProgressListener(Protocol):
 
 ENGINES: dict[str, Engine] = {"local": run_local, "dask": run_dask}
 """The engines `run_cohort` knows, by name."""
-
-RECORD_TYPES = frozenset(
-    {
-        "Patient",
-        "Medication",
-        "Observation",
-        "Condition",
-        "Procedure",
-        "MedicationStatement",
-        "MedicationRequest",
-        "MedicationAdministration",
-        "AllergyIntolerance",
-    }
-)
-"""The types a patient record reads whatever the criteria: the Patient, the coded types it
-classifies (and notes data problems of), and Medication (what medicationReference points to).
-A run keeps these and the types the criteria query; nothing reads the others."""
 
 
 def kept_types(criteria: CompiledCriteria) -> frozenset[str]:
@@ -123,9 +106,8 @@ def provisional_kept_types(criteria_path: str | Path) -> frozenset[str] | None:
         node = stack.pop()
         if isinstance(node, dict):
             written = node.get("resource")
-            for name in written if isinstance(written, list) else [written]:
-                if isinstance(name, str):
-                    found.update(MEDICATION_TYPES if name == "MedicationStatement" else (name,))
+            names = written if isinstance(written, list) else [written]
+            found.update(expand_resource_types([name for name in names if isinstance(name, str)]))
             stack.extend(node.values())
         elif isinstance(node, list):
             stack.extend(node)

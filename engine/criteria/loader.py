@@ -45,14 +45,13 @@ from engine.criteria.model import (
 from engine.criteria.values import parse_value_test
 from engine.errors import CriteriaError, ErrorCollection, Location, TrialsieveError
 from engine.normalise.yaml_reading import load_round_trip
+from engine.resource_types import CONCEPT_OPTIONAL_TYPES, expand_resource_types
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "criteria" / "criteria.schema.json"
 
 EXPRESSION_KEYS = ("all", "any", "not", "resource", "patient", "manual")
 """The operator keys of an expression, in the order of the schema's `oneOf`."""
 
-MEDICATION_TYPES = ("MedicationStatement", "MedicationRequest", "MedicationAdministration")
-TYPES_WITHOUT_CONCEPT = frozenset({"AllergyIntolerance", "ResearchSubject"})
 EVER = Window(None, name="ever")
 
 _ISO_DURATION = re.compile(r"P(?=[0-9])(?:([0-9]+)Y)?(?:([0-9]+)M)?(?:([0-9]+)W)?(?:([0-9]+)D)?")
@@ -686,14 +685,14 @@ class _Checker:
         position: SourcePosition,
     ) -> ResourceAtom | None:
         written = node["resource"] if isinstance(node["resource"], list) else [node["resource"]]
-        types = _expand_resource_types(written)
+        types = expand_resource_types(written)
         failed = False
         concept = node.get("concept")
-        if concept is None and not set(written) <= TYPES_WITHOUT_CONCEPT:
+        if concept is None and not set(written) <= CONCEPT_OPTIONAL_TYPES:
             self._fail(
                 path,
                 "concept",
-                "'concept' is missing; only AllergyIntolerance and ResearchSubject "
+                f"'concept' is missing; only {' and '.join(sorted(CONCEPT_OPTIONAL_TYPES))} "
                 "may go without one (given a 'where' filter)",
             )
             failed = True
@@ -840,15 +839,3 @@ class _Checker:
 @cache
 def _parse_json_path(expression: str) -> object:
     return parse_json_path(expression)
-
-
-def _expand_resource_types(written: Sequence[str]) -> tuple[str, ...]:
-    """MedicationStatement brings MedicationRequest and MedicationAdministration; keep order."""
-    expanded: list[str] = []
-    for resource_type in written:
-        for name in (
-            MEDICATION_TYPES if resource_type == "MedicationStatement" else (resource_type,)
-        ):
-            if name not in expanded:
-                expanded.append(name)
-    return tuple(expanded)

@@ -31,12 +31,10 @@ from engine.evaluate.timing import (
 from engine.evaluate.values import ValueCheck
 from engine.normalise import Concept, DataProblem, Measurement, Terminology, measure
 from engine.record import PatientRecord
+from engine.resource_types import default_absence
 
 EVIDENCE_LIMIT = 5
 """At most this many resources are cited per atom (the most recent first)."""
-
-OPEN_WORLD_TYPES = frozenset({"Observation"})
-"""Absence means "unknown (missing data)" for these types, "not present" for the others."""
 
 
 @dataclass(frozen=True)
@@ -219,7 +217,7 @@ class ResourceNode:
 
     @property
     def open_world(self) -> bool:
-        return self.types <= OPEN_WORLD_TYPES
+        return default_absence(self.types) == "unknown"
 
     def evaluate(self, context: EvaluationContext) -> Outcome:
         first_day, window_text = self._window(context.as_of)

@@ -11,33 +11,12 @@ from engine.evaluate.timing import (
     clinical_status,
     verification_status,
 )
+from engine.resource_types import RESOURCE_TYPES, ResourceType
 
 # --------------------------------------------------------------------------- status predicates
 StatusPredicate = Callable[[dict[str, Any], Span | None, dt.date], bool]
 """Does a resource (with its span) count on the as-of day?"""
 
-_OBSERVATION_DEFAULT = frozenset({"final", "amended", "corrected"})
-_REFUTED = frozenset({"refuted", "entered-in-error"})
-_CONDITION_ACTIVE = frozenset({"active", "recurrence", "relapse"})
-_MEDICATION_EXCLUDED = frozenset(
-    {"entered-in-error", "cancelled", "not-taken", "not-done", "draft"}
-)
-_MEDICATION_ACTIVE = {
-    "MedicationStatement": frozenset({"active"}),
-    "MedicationRequest": frozenset({"active"}),
-    "MedicationAdministration": frozenset({"in-progress"}),
-}
-_PARTICIPATION = frozenset(
-    {
-        "on-study",
-        "on-study-intervention",
-        "on-study-observation",
-        "off-study",
-        "follow-up",
-        "off-study-follow-up",
-        "pending-on-study",
-    }
-)
 TRIALSIEVE_IDENTIFIER_SYSTEM = "https://trialsieve.org/fhir/identifier"
 
 
@@ -46,32 +25,33 @@ def _covers_as_of(span: Span | None, as_of: dt.date) -> bool:
 
 
 def status_predicate(resource_type: str, statuses: tuple[str, ...] | None) -> StatusPredicate:
+    """Which resources of a type count, from the atom's `status` (None: the type's default,
+    from `engine.resource_types`)."""
+    known = RESOURCE_TYPES.get(resource_type)
+    if known is None or not known.queryable:
+        raise ValueError(f"resource type {resource_type} is not supported")
     wanted = frozenset(statuses or ())
-    if resource_type == "Observation":
-        allowed = wanted or _OBSERVATION_DEFAULT
-        return lambda resource, span, as_of: resource.get("status") in allowed
-    if resource_type == "Condition":
-        return _condition_predicate(wanted)
-    if resource_type == "Procedure":
-        allowed = wanted or frozenset({"completed"})
-        return lambda resource, span, as_of: resource.get("status") in allowed
-    if resource_type in _MEDICATION_ACTIVE:
-        return _medication_predicate(resource_type, wanted)
-    if resource_type == "AllergyIntolerance":
-        return _allergy_predicate(wanted)
+    if known.status_field == "clinicalStatus":
+        if known.active_statuses:
+            return _condition_predicate(known, wanted)
+        return _allergy_predicate(known, wanted)
+    if known.medication:
+        return _medication_predicate(known, wanted)
+    allowed = wanted or known.default_statuses
     if resource_type == "ResearchSubject":
-        allowed = wanted or _PARTICIPATION
         return lambda resource, span, as_of: (
             resource.get("status") in allowed and not _written_by_trialsieve(resource)
         )
-    raise ValueError(f"resource type {resource_type} is not supported")
+    return lambda resource, span, as_of: resource.get("status") in allowed
 
 
-def _condition_predicate(wanted: frozenset[str]) -> StatusPredicate:
+def _condition_predicate(known: ResourceType, wanted: frozenset[str]) -> StatusPredicate:
     literal = wanted - {"active"}
+    refuted = known.excluded_statuses
+    active = known.active_statuses
 
     def predicate(resource: dict[str, Any], span: Span | None, as_of: dt.date) -> bool:
-        if verification_status(resource) in _REFUTED:
+        if verification_status(resource) in refuted:
             return False
         if not wanted:
             return True
@@ -80,22 +60,23 @@ def _condition_predicate(wanted: frozenset[str]) -> StatusPredicate:
             return True
         if "active" not in wanted:
             return False
-        has_abatement = "abatementDateTime" in resource or "abatementPeriod" in resource
+        has_abatement = any(field.name in resource for field in known.end_fields)
         if has_abatement:
             return _covers_as_of(span, as_of)
-        return status is None or status in _CONDITION_ACTIVE
+        return status is None or status in active
 
     return predicate
 
 
-def _medication_predicate(resource_type: str, wanted: frozenset[str]) -> StatusPredicate:
+def _medication_predicate(known: ResourceType, wanted: frozenset[str]) -> StatusPredicate:
     literal = wanted - {"active"}
-    active_codes = _MEDICATION_ACTIVE[resource_type]
+    active_codes = known.active_statuses
+    excluded = known.excluded_statuses
 
     def predicate(resource: dict[str, Any], span: Span | None, as_of: dt.date) -> bool:
         status = resource.get("status")
         if not wanted:
-            return status not in _MEDICATION_EXCLUDED
+            return status not in excluded
         if status in literal:
             return True
         return "active" in wanted and status in active_codes and _covers_as_of(span, as_of)
@@ -103,9 +84,11 @@ def _medication_predicate(resource_type: str, wanted: frozenset[str]) -> StatusP
     return predicate
 
 
-def _allergy_predicate(wanted: frozenset[str]) -> StatusPredicate:
+def _allergy_predicate(known: ResourceType, wanted: frozenset[str]) -> StatusPredicate:
+    refuted = known.excluded_statuses
+
     def predicate(resource: dict[str, Any], span: Span | None, as_of: dt.date) -> bool:
-        if verification_status(resource) in _REFUTED:
+        if verification_status(resource) in refuted:
             return False
         return not wanted or clinical_status(resource) in wanted
 

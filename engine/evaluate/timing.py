@@ -12,7 +12,10 @@ import datetime as dt
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
+
+from engine.resource_types import RESOURCE_TYPES, DateField, Dating, ResourceType
 
 _YEAR = re.compile(r"^\d{4}$")
 _MONTH = re.compile(r"^\d{4}-\d{2}$")
@@ -81,18 +84,23 @@ def _midnight(day: dt.date) -> dt.datetime:
     return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
 
 
-def _point(resource: dict[str, Any], field: str) -> Span | None:
-    value = resource.get(field)
+def _read(resource: dict[str, Any], date_field: DateField) -> Span | None:
+    """The span of one date field, None when the resource does not have it."""
+    holder: Any = resource
+    if date_field.container is not None:
+        holder = resource.get(date_field.container)
+        if not isinstance(holder, dict):
+            return None
+    value = holder.get(date_field.name)
     if value is None:
         return None
-    start, end, moment = parse_date_range(value, field)
-    return Span(start, end, moment)
+    if not date_field.is_period:
+        start, end, moment = parse_date_range(value, date_field.name)
+        return Span(start, end, moment)
+    return _period(value, date_field.name, date_field.open_ended)
 
 
-def _period(resource: dict[str, Any], field: str, open_ended: bool = True) -> Span | None:
-    period = resource.get(field)
-    if period is None:
-        return None
+def _period(period: object, field: str, open_ended: bool) -> Span:
     if not isinstance(period, dict):
         raise DateProblem(field, "expected a Period object")
     start = end = None
@@ -111,114 +119,76 @@ def _period(resource: dict[str, Any], field: str, open_ended: bool = True) -> Sp
 
 
 def _first(
-    resource: dict[str, Any], *readers: Callable[[dict[str, Any]], Span | None]
-) -> Span | None:
-    for reader in readers:
-        span = reader(resource)
+    resource: dict[str, Any], date_fields: tuple[DateField, ...]
+) -> tuple[Span, DateField] | None:
+    for date_field in date_fields:
+        span = _read(resource, date_field)
         if span is not None:
-            return span
+            return span, date_field
     return None
 
 
-def _observation_span(resource: dict[str, Any]) -> Span | None:
-    span = _first(
-        resource,
-        lambda r: _point(r, "effectiveDateTime"),
-        lambda r: _point(r, "effectiveInstant"),
-        lambda r: _period(r, "effectivePeriod", open_ended=False),
-        lambda r: _point(r, "issued"),
-    )
-    if span is not None and span.end is None:  # an observation is a point in time
+def _instant_span(resource: dict[str, Any], known: ResourceType) -> Span | None:
+    found = _first(resource, known.start_fields)
+    if found is None:
+        return None
+    span = found[0]
+    if span.end is None:  # an observation is a point in time
         return Span(span.start, span.start, span.moment)
     return span
 
 
-def _condition_span(resource: dict[str, Any]) -> Span | None:
-    onset = _first(
-        resource,
-        lambda r: _point(r, "onsetDateTime"),
-        lambda r: _period(r, "onsetPeriod"),
-        lambda r: _point(r, "recordedDate"),
-    )
-    abatement = _first(
-        resource,
-        lambda r: _point(r, "abatementDateTime"),
-        lambda r: _period(r, "abatementPeriod", open_ended=False),
-    )
-    if onset is None and abatement is None:
+def _onset_abatement_span(resource: dict[str, Any], known: ResourceType) -> Span | None:
+    onset_found = _first(resource, known.start_fields)
+    abatement_found = _first(resource, known.end_fields)
+    if onset_found is None and abatement_found is None:
         return None
+    onset = onset_found[0] if onset_found is not None else None
     start = onset.start if onset is not None else None
     moment = onset.moment if onset is not None else _EARLIEST
-    if abatement is not None:
+    if abatement_found is not None:
+        abatement = abatement_found[0]
         return Span(start, abatement.end or abatement.start, moment)
-    if clinical_status(resource) in _CONDITION_ENDED:
+    if clinical_status(resource) in known.ended_statuses:
         # Resolved without an abatement date: all we know is that it happened at onset.
         return Span(start, onset.end if onset is not None else None, moment)
     return Span(start, None, moment)
 
 
-def _medication_span(resource: dict[str, Any]) -> Span | None:
-    period = _first(
-        resource,
-        lambda r: _period(r, "effectivePeriod"),
-        lambda r: _validity(r),
-    )
-    if period is not None:
-        return period
-    point = _first(
-        resource,
-        lambda r: _point(r, "effectiveDateTime"),
-        lambda r: _point(r, "authoredOn"),
-        lambda r: _point(r, "dateAsserted"),
-    )
-    if point is not None and resource.get("status") in _MEDICATION_ONGOING:
-        # A single date on a medication still in use: in use from then on.
-        return Span(point.start, None, point.moment)
-    return point
+def _onset_onward_span(resource: dict[str, Any], known: ResourceType) -> Span | None:
+    found = _first(resource, known.start_fields)
+    return Span(found[0].start, None, found[0].moment) if found is not None else None
 
 
-def _validity(resource: dict[str, Any]) -> Span | None:
-    request = resource.get("dispenseRequest")
-    if not isinstance(request, dict) or "validityPeriod" not in request:
+def _as_given_span(resource: dict[str, Any], known: ResourceType) -> Span | None:
+    found = _first(resource, known.start_fields)
+    return found[0] if found is not None else None
+
+
+def _in_use_span(resource: dict[str, Any], known: ResourceType) -> Span | None:
+    found = _first(resource, known.start_fields)
+    if found is None:
         return None
-    return _period(request, "validityPeriod")
+    span, date_field = found
+    if not date_field.is_period and resource.get("status") in known.ongoing_statuses:
+        # A single date on a medication still in use: in use from then on.
+        return Span(span.start, None, span.moment)
+    return span
 
 
-def _procedure_span(resource: dict[str, Any]) -> Span | None:
-    return _first(
-        resource,
-        lambda r: _point(r, "performedDateTime"),
-        lambda r: _period(r, "performedPeriod", open_ended=False),
-    )
-
-
-def _allergy_span(resource: dict[str, Any]) -> Span | None:
-    span = _first(
-        resource,
-        lambda r: _point(r, "onsetDateTime"),
-        lambda r: _period(r, "onsetPeriod"),
-        lambda r: _point(r, "recordedDate"),
-    )
-    return Span(span.start, None, span.moment) if span is not None else None
-
-
-def _research_subject_span(resource: dict[str, Any]) -> Span | None:
-    return _period(resource, "period")
-
-
-_CONDITION_ENDED = frozenset({"inactive", "remission", "resolved"})
-_MEDICATION_ONGOING = frozenset({"active", "in-progress", "on-hold", "intended"})
+_DATING: dict[Dating, Callable[[dict[str, Any], ResourceType], Span | None]] = {
+    "instant": _instant_span,
+    "onset-abatement": _onset_abatement_span,
+    "onset-onward": _onset_onward_span,
+    "as-given": _as_given_span,
+    "in-use": _in_use_span,
+}
 
 SPAN_READERS: dict[str, Callable[[dict[str, Any]], Span | None]] = {
-    "Observation": _observation_span,
-    "Condition": _condition_span,
-    "Procedure": _procedure_span,
-    "MedicationStatement": _medication_span,
-    "MedicationRequest": _medication_span,
-    "MedicationAdministration": _medication_span,
-    "AllergyIntolerance": _allergy_span,
-    "ResearchSubject": _research_subject_span,
+    name: partial(_DATING[known.dating], known=known)  # type: ignore[call-arg]
+    for name, known in RESOURCE_TYPES.items()
 }
+"""The span reader of each resource type, from its dating in `engine.resource_types`."""
 
 
 def resource_span(resource: dict[str, Any]) -> Span | None:

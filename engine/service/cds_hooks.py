@@ -21,11 +21,11 @@ from urllib.parse import quote, urlsplit
 import orjson
 
 from engine.evaluate import CriterionVerdict, PatientEvaluation, SubjectStatus
+from engine.resource_types import MEDICATION_REFERENCING_TYPES
 from engine.service.models import CdsHookRequest
 from engine.service.problems import ApiError
 from engine.service.trials import LoadedTrial
 from engine.sources import PatientResources, parse_bundle, reference_key
-from engine.sources.fhir_server import MEDICATION_REFERENCING_TYPES
 
 HOOK = "patient-view"
 PREFETCH_COUNT = 1000

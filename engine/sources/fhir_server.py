@@ -37,6 +37,8 @@ from fhirclient.models.fhirabstractbase import FHIRValidationError
 
 from engine import __version__
 from engine.errors import ServerError
+from engine.resource_types import MEDICATION_REFERENCING_TYPES
+from engine.resource_types import resource_types_to_pull as resource_types_to_pull
 from engine.sources.base import PatientResources
 from engine.sources.bundle import parse_bundle
 from engine.sources.references import reference_key
@@ -45,10 +47,6 @@ log = logging.getLogger(__name__)
 
 FHIR_JSON = "application/fhir+json"
 DEFAULT_PAGE_SIZE = 200
-MEDICATION_REFERENCING_TYPES = frozenset(
-    {"MedicationRequest", "MedicationStatement", "MedicationAdministration", "MedicationDispense"}
-)
-"""Resource types whose `medicationReference` points to a Medication."""
 
 # Fields that tie a resource to its patient (ResearchSubject.individual among them).
 _PATIENT_REFERENCE_FIELDS = ("subject", "patient", "individual")
@@ -749,13 +747,3 @@ class FhirServerSource:
                 log.warning("%s: %s is not on the server", self.client.base_url, key)
                 continue
             pulled.add({"fullUrl": f"{self.client.base_url}/{key}", "resource": medication})
-
-
-def resource_types_to_pull(read_types: Collection[str]) -> frozenset[str]:
-    """What to pull for criteria that read `read_types` (`CompiledCriteria.resource_types`):
-    those, the Patient, and Medication when a medication type is read (medicationReference).
-    """
-    types = {"Patient", *read_types}
-    if types & MEDICATION_REFERENCING_TYPES:
-        types.add("Medication")
-    return frozenset(types)

@@ -13,8 +13,8 @@ from engine.errors import ServerError
 from engine.evaluate import CompiledCriteria, PatientEvaluation, evaluate_patient
 from engine.record import build_record
 from engine.report import transaction_bundle
+from engine.resource_types import MEDICATION_REFERENCING_TYPES, resource_types_to_pull
 from engine.sources import FhirServerSource, PatientResources, read_bundle_file, reference_key
-from engine.sources.fhir_server import MEDICATION_REFERENCING_TYPES, resource_types_to_pull
 
 AS_OF = dt.date(2026, 11, 1)
 PULL_MODES = {"everything": True, "searches": False}

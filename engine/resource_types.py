@@ -1,0 +1,274 @@
+"""What trialsieve knows about each FHIR resource type, in one table.
+
+Which types criteria may query, which are medications, which fields date a resource, which
+field holds its status and which statuses count by default, what the absence of a resource
+means (open or closed world), whether a query needs a concept, and which fields name the
+patient. The record, the evaluator, the criteria loader, the sources and the cohort read this
+table instead of keeping lists of their own; adding a type starts here.
+
+Nothing here does I/O or imports another stage: every stage may import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+AbsenceMeaning = Literal["not-met", "unknown"]
+"""What "no such resource in the window" means: not met (closed world: the record would
+hold it) or unknown, missing data (open world: a measurement may simply not have been made)."""
+
+Dating = Literal["instant", "onset-abatement", "onset-onward", "as-given", "in-use"]
+"""How a resource's date fields make a span of days (`engine.evaluate.timing.resource_span`);
+the first field of `start_fields` found is read:
+
+- `instant`: a point in time (a Period with a start and an end is kept as given);
+- `onset-abatement`: from onset (else the recorded date) to the first of `end_fields`; ongoing
+  without one, unless the clinical status says it ended (`ended_statuses`: then it covers the
+  onset only);
+- `onset-onward`: from onset (else the recorded date) onwards (an allergy does not end);
+- `as-given`: the date or Period as written (performed[x], ResearchSubject.period);
+- `in-use`: a Period (effective, validity) as given; a single date is ongoing when the status
+  says the medication is still in use (`ongoing_statuses`), else that day.
+"""
+
+
+@dataclass(frozen=True)
+class DateField:
+    """A field that dates a resource.
+
+    `name` is the field (a date, dateTime or instant, or a Period when `is_period`), inside
+    the object `container` when given (`dispenseRequest.validityPeriod`). A Period with a
+    start and no end is ongoing when `open_ended`, else one day.
+    """
+
+    name: str
+    is_period: bool = False
+    open_ended: bool = False
+    container: str | None = None
+
+    @property
+    def path(self) -> str:
+        """The dotted path, for documentation."""
+        return f"{self.container}.{self.name}" if self.container else self.name
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    """One resource type as the criteria language uses it."""
+
+    name: str
+    dating: Dating
+    start_fields: tuple[DateField, ...]
+    """Fields giving the start (or the single date), first found wins."""
+    end_fields: tuple[DateField, ...] = ()
+    """Fields giving the end (abatement), first found wins."""
+    status_field: str = "status"
+    """Where the status lives: `status`, or `clinicalStatus` (with `verificationStatus`)."""
+    default_statuses: frozenset[str] = frozenset()
+    """Statuses that count when the atom gives none (empty: see `excluded_statuses`)."""
+    excluded_statuses: frozenset[str] = frozenset()
+    """Statuses that never count by default (for Condition and AllergyIntolerance, these are
+    verification statuses)."""
+    active_statuses: frozenset[str] = frozenset()
+    """What `status: [active]` means for this type (checked against the as-of date)."""
+    ongoing_statuses: frozenset[str] = frozenset()
+    """Statuses that make a single-dated resource ongoing (`in-use` dating)."""
+    ended_statuses: frozenset[str] = frozenset()
+    """Clinical statuses that end a Condition without an abatement date (`onset-abatement`)."""
+    absence: AbsenceMeaning = "not-met"
+    """What no matching resource in the window means, unless the atom says otherwise."""
+    medication: bool = False
+    """Coded by medicationCodeableConcept or medicationReference (to a Medication)."""
+    concept_optional: bool = False
+    """A query may leave out `concept` (given a `where` filter)."""
+    queryable: bool = True
+    """Criteria may name it in `resource:`."""
+    patient_fields: tuple[str, ...] = ("subject",)
+    """The fields that name the resource's patient."""
+
+
+_REFUTED = frozenset({"refuted", "entered-in-error"})
+_MEDICATION_EXCLUDED = frozenset(
+    {"entered-in-error", "cancelled", "not-taken", "not-done", "draft"}
+)
+_MEDICATION_ONGOING = frozenset({"active", "in-progress", "on-hold", "intended"})
+_MEDICATION_DATES = (
+    DateField("effectivePeriod", is_period=True, open_ended=True),
+    DateField("validityPeriod", is_period=True, open_ended=True, container="dispenseRequest"),
+    DateField("effectiveDateTime"),
+    DateField("authoredOn"),
+    DateField("dateAsserted"),
+)
+
+RESOURCE_TYPES: dict[str, ResourceType] = {
+    resource_type.name: resource_type
+    for resource_type in (
+        ResourceType(
+            "Observation",
+            dating="instant",
+            start_fields=(
+                DateField("effectiveDateTime"),
+                DateField("effectiveInstant"),
+                DateField("effectivePeriod", is_period=True),
+                DateField("issued"),
+            ),
+            default_statuses=frozenset({"final", "amended", "corrected"}),
+            absence="unknown",
+        ),
+        ResourceType(
+            "Condition",
+            dating="onset-abatement",
+            start_fields=(
+                DateField("onsetDateTime"),
+                DateField("onsetPeriod", is_period=True, open_ended=True),
+                DateField("recordedDate"),
+            ),
+            end_fields=(DateField("abatementDateTime"), DateField("abatementPeriod", True)),
+            status_field="clinicalStatus",
+            excluded_statuses=_REFUTED,
+            active_statuses=frozenset({"active", "recurrence", "relapse"}),
+            ended_statuses=frozenset({"inactive", "remission", "resolved"}),
+        ),
+        ResourceType(
+            "Procedure",
+            dating="as-given",
+            start_fields=(DateField("performedDateTime"), DateField("performedPeriod", True)),
+            default_statuses=frozenset({"completed"}),
+        ),
+        ResourceType(
+            "MedicationStatement",
+            dating="in-use",
+            start_fields=_MEDICATION_DATES,
+            excluded_statuses=_MEDICATION_EXCLUDED,
+            active_statuses=frozenset({"active"}),
+            ongoing_statuses=_MEDICATION_ONGOING,
+            medication=True,
+        ),
+        ResourceType(
+            "MedicationRequest",
+            dating="in-use",
+            start_fields=_MEDICATION_DATES,
+            excluded_statuses=_MEDICATION_EXCLUDED,
+            active_statuses=frozenset({"active"}),
+            ongoing_statuses=_MEDICATION_ONGOING,
+            medication=True,
+        ),
+        ResourceType(
+            "MedicationAdministration",
+            dating="in-use",
+            start_fields=_MEDICATION_DATES,
+            excluded_statuses=_MEDICATION_EXCLUDED,
+            active_statuses=frozenset({"in-progress"}),
+            ongoing_statuses=_MEDICATION_ONGOING,
+            medication=True,
+        ),
+        ResourceType(
+            "MedicationDispense",
+            dating="in-use",
+            start_fields=_MEDICATION_DATES,
+            medication=True,
+            queryable=False,
+        ),
+        ResourceType(
+            "AllergyIntolerance",
+            dating="onset-onward",
+            start_fields=(
+                DateField("onsetDateTime"),
+                DateField("onsetPeriod", is_period=True, open_ended=True),
+                DateField("recordedDate"),
+            ),
+            status_field="clinicalStatus",
+            excluded_statuses=_REFUTED,
+            concept_optional=True,
+            patient_fields=("patient",),
+        ),
+        ResourceType(
+            "ResearchSubject",
+            dating="as-given",
+            start_fields=(DateField("period", is_period=True, open_ended=True),),
+            default_statuses=frozenset(
+                {
+                    "on-study",
+                    "on-study-intervention",
+                    "on-study-observation",
+                    "off-study",
+                    "follow-up",
+                    "off-study-follow-up",
+                    "pending-on-study",
+                }
+            ),
+            concept_optional=True,
+            patient_fields=("individual",),
+        ),
+    )
+}
+"""Every resource type the engine reads from a record, by name."""
+
+QUERYABLE_TYPES: tuple[str, ...] = tuple(
+    name for name, known in RESOURCE_TYPES.items() if known.queryable
+)
+"""The types a `resource:` key may name, in the order the docs and the schema list them."""
+
+MEDICATION_TYPES: tuple[str, ...] = tuple(
+    name for name, known in RESOURCE_TYPES.items() if known.medication and known.queryable
+)
+"""The medication types a query reads; `resource: MedicationStatement` brings all of them,
+because real systems (Synthea among them) write no MedicationStatement."""
+
+MEDICATION_REFERENCING_TYPES = frozenset(
+    name for name, known in RESOURCE_TYPES.items() if known.medication
+)
+"""Types whose `medicationReference` points to a Medication (to pull and resolve with them)."""
+
+CONCEPT_OPTIONAL_TYPES = frozenset(
+    name for name, known in RESOURCE_TYPES.items() if known.concept_optional
+)
+"""Types a query may name without a `concept` (given a `where` filter)."""
+
+OPEN_WORLD_TYPES = frozenset(
+    name for name, known in RESOURCE_TYPES.items() if known.absence == "unknown"
+)
+"""Absence means "unknown (missing data)" for these types, "not met" for the others."""
+
+CODE_ONLY_TYPES = frozenset({"Condition", "Procedure"})
+"""Closed-world types whose only coded field is `code` (no components, no referenced
+Medication, no reaction substances): a concept index over them needs no other resource."""
+
+CODED_TYPES = frozenset(
+    name for name, known in RESOURCE_TYPES.items() if known.queryable and name != "ResearchSubject"
+)
+"""The types the record indexes by concept (their code, medication, reaction substances)."""
+
+RECORD_TYPES = CODED_TYPES | {"Patient", "Medication"}
+"""The types a patient record reads whatever the criteria: the Patient, the coded types it
+classifies (and notes data problems of), and Medication (what medicationReference points to).
+A run keeps these and the types the criteria query; nothing reads the others."""
+
+
+def expand_resource_types(written: Sequence[str]) -> tuple[str, ...]:
+    """The types a `resource:` value queries, in order: MedicationStatement brings the other
+    medication types (`MEDICATION_TYPES`)."""
+    expanded: list[str] = []
+    for resource_type in written:
+        names = MEDICATION_TYPES if resource_type == "MedicationStatement" else (resource_type,)
+        for name in names:
+            if name not in expanded:
+                expanded.append(name)
+    return tuple(expanded)
+
+
+def default_absence(resource_types: Collection[str]) -> AbsenceMeaning:
+    """What absence means for an atom over these types when it does not say: unknown only
+    when every type is open world (today: Observation alone)."""
+    return "unknown" if resource_types and set(resource_types) <= OPEN_WORLD_TYPES else "not-met"
+
+
+def resource_types_to_pull(read_types: Collection[str]) -> frozenset[str]:
+    """What to pull for criteria that read `read_types`: those, the Patient, and Medication
+    when a medication type is read (medicationReference)."""
+    types = {"Patient", *read_types}
+    if types & MEDICATION_REFERENCING_TYPES:
+        types.add("Medication")
+    return frozenset(types)
