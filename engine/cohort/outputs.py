@@ -22,17 +22,17 @@ from __future__ import annotations
 import csv
 import heapq
 import html
-import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
+from engine.atomic_write import atomic_write
 from engine.cohort.partition import (
     CRITERION_VALUES,
     NOT_EVALUATED,
@@ -84,10 +84,11 @@ def assemble_outputs(out: Path, criteria: CompiledCriteria, partition_count: int
     counts = CohortCounts()
     duplicates: list[dict[str, Any]] = []
     with (
-        _AtomicFile(out / "subjects.ndjson") as subjects,
-        _AtomicFile(out / "issues.ndjson") as issues,
-        _AtomicFile(out / "cohort.csv") as table_file,
-        _CohortParquet(out / "cohort.parquet", [tally.id for tally in tallies]) as parquet,
+        atomic_write(out / "subjects.ndjson", _BUFFER) as subjects,
+        atomic_write(out / "issues.ndjson", _BUFFER) as issues,
+        atomic_write(out / "cohort.csv", _BUFFER) as table_file,
+        atomic_write(out / "cohort.parquet", _BUFFER) as parquet_file,
+        _CohortParquet(parquet_file, [tally.id for tally in tallies]) as parquet,
     ):
         table = csv.writer(_TextSink(table_file), lineterminator="\n")
         table.writerow(["patient", "status", *(tally.id for tally in tallies)])
@@ -167,7 +168,7 @@ def _write_errors(
     patients_affected: set[str] = set()
     paths = [results_folder / SOURCE_PROBLEMS]
     paths += [result_path(results_folder, i) for i in range(partition_count)]
-    with _AtomicFile(out / "errors.ndjson") as errors:
+    with atomic_write(out / "errors.ndjson", _BUFFER) as errors:
         problems = (
             orjson.loads(line)["problem"] for path in paths for line in _problem_lines(path)
         )
@@ -206,7 +207,7 @@ def _write_attrition(
             ]
         )
         remaining -= tally.first_failures
-    with _AtomicFile(out / "attrition.csv") as handle:
+    with atomic_write(out / "attrition.csv", _BUFFER) as handle:
         writer = csv.writer(_TextSink(handle), lineterminator="\n")
         writer.writerow(
             [
@@ -223,7 +224,7 @@ def _write_attrition(
             ]
         )
         writer.writerows(rows)
-    with _AtomicFile(out / "attrition.html") as handle:
+    with atomic_write(out / "attrition.html", _BUFFER) as handle:
         handle.write(_attrition_page(criteria, rows, patients).encode())
 
 
@@ -282,7 +283,7 @@ def _attrition_page(criteria: CompiledCriteria, rows: list[list[Any]], patients:
 
 
 def _write_availability(out: Path, tallies: list[_CriterionTally], patients: int) -> None:
-    with _AtomicFile(out / "data_availability.csv") as handle:
+    with atomic_write(out / "data_availability.csv", _BUFFER) as handle:
         writer = csv.writer(_TextSink(handle), lineterminator="\n")
         writer.writerow(
             [
@@ -314,34 +315,18 @@ def _write_availability(out: Path, tallies: list[_CriterionTally], patients: int
 # --------------------------------------------------------------------------- files
 
 
-class _AtomicFile:
-    """A binary file written under a temporary name and renamed into place when closed."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.temporary = path.with_name(f".{path.name}.partial")
-
-    def __enter__(self) -> _AtomicFile:
-        self.handle = open(self.temporary, "wb", buffering=1 << 20)
-        return self
-
-    def write(self, data: bytes) -> None:
-        self.handle.write(data)
-
-    def __exit__(self, kind: object, error: object, traceback: object) -> None:
-        self.handle.close()
-        if error is None:
-            os.replace(self.temporary, self.path)
-        else:
-            self.temporary.unlink(missing_ok=True)
+_BUFFER = 1 << 20
+"""Write buffer of each cohort output file."""
 
 
 class _CohortParquet:
-    """cohort.parquet, written in row groups as rows come (memory does not grow with them)."""
+    """cohort.parquet, written in row groups as rows come (memory does not grow with them).
 
-    def __init__(self, path: Path, criterion_ids: list[str]) -> None:
-        self.path = path
-        self.temporary = path.with_name(f".{path.name}.partial")
+    Writes into `target`, an open `atomic_write` file that the caller renames into place.
+    """
+
+    def __init__(self, target: BinaryIO, criterion_ids: list[str]) -> None:
+        self.target = target
         self.statuses = [status.value for status in SubjectStatus]
         self.status_numbers = {status: number for number, status in enumerate(self.statuses)}
         self.value_numbers = {value: number for number, value in enumerate(CRITERION_VALUES)}
@@ -357,7 +342,7 @@ class _CohortParquet:
         self.rows: list[list[int]] = []
 
     def __enter__(self) -> _CohortParquet:
-        self.writer = pq.ParquetWriter(str(self.temporary), self.schema)
+        self.writer = pq.ParquetWriter(self.target, self.schema)
         return self
 
     def add(self, patient_id: str, status: str, values: list[str]) -> None:
@@ -389,16 +374,12 @@ class _CohortParquet:
         if error is None:
             self._flush()
         self.writer.close()
-        if error is None:
-            os.replace(self.temporary, self.path)
-        else:
-            self.temporary.unlink(missing_ok=True)
 
 
 class _TextSink:
-    """Lets `csv.writer` write UTF-8 into an `_AtomicFile`."""
+    """Lets `csv.writer` write UTF-8 into a binary file."""
 
-    def __init__(self, target: _AtomicFile) -> None:
+    def __init__(self, target: BinaryIO) -> None:
         self.target = target
 
     def write(self, text: str) -> int:

@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from engine.atomic_write import write_atomically
 from engine.attestations import Attestations
 from engine.cohort.inputs import PartitionedInput, PartitionPayload
 from engine.cohort.prefilter import Prefilter, preview_of
@@ -325,16 +326,8 @@ def _without_cycle_collection() -> Iterator[None]:
 
 
 def write_result(results_folder: str | Path, result: PartitionResult) -> None:
-    """Write a partition's result file through a temporary file and a rename."""
-    path = result_path(results_folder, result.outcome.index)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(result.data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write a partition's result file atomically (`engine.atomic_write`)."""
+    write_atomically(result_path(results_folder, result.outcome.index), result.data)
 
 
 # --------------------------------------------------------------------------- worker processes

@@ -34,6 +34,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from engine import __version__
+from engine.atomic_write import atomic_write
 from engine.attestations import Attestations, load_attestations
 from engine.cohort.engines import (
     CohortError,
@@ -421,9 +422,8 @@ def _first_pass(
     """Split the input; its problems go to `source-problems.ndjson`, its sizes to source.json."""
     shutil.rmtree(work, ignore_errors=True)
     problems_path = results_folder / SOURCE_PROBLEMS
-    partial = problems_path.with_name(f".{problems_path.name}.partial")
     problems = 0
-    with open(partial, "wb") as handle:
+    with atomic_write(problems_path) as handle:
 
         def record(problem: SourceProblem) -> None:
             nonlocal problems
@@ -431,7 +431,6 @@ def _first_pass(
             handle.write(orjson.dumps({"problem": problem.to_json()}) + b"\n")
 
         partitions = source.prepare(work, count, record, types, workers, on_started)
-    os.replace(partial, problems_path)
     record_data = {"bytes_read": partitions.bytes_read, "problems": problems}
     (results_folder / _SOURCE_RECORD).write_bytes(orjson.dumps(record_data))
     return partitions

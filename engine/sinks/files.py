@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from engine.atomic_write import write_atomically
 from engine.errors import Location, TrialsieveError
 
 
@@ -22,18 +21,11 @@ def to_json(document: Any) -> bytes:
 
 
 def write_json(path: str | Path, document: Any) -> Path:
-    """Write `document` to `path` through a temporary file and an atomic rename."""
+    """Write `document` to `path` atomically (`engine.atomic_write`)."""
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-        try:
-            with os.fdopen(descriptor, "wb") as handle:
-                handle.write(to_json(document))
-            os.replace(temporary, target)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_atomically(target, to_json(document))
     except OSError as error:
         raise SinkError(f"cannot write: {error.strerror}", Location(file=str(target))) from None
     return target

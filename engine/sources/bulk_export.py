@@ -31,10 +31,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import random
 import re
-import tempfile
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
@@ -47,6 +45,7 @@ import httpx
 import orjson
 
 from engine import __version__
+from engine.atomic_write import atomic_write, write_atomically
 from engine.errors import Location, ServerError, TrialsieveError
 from engine.sources.fhir_server import (
     FHIR_JSON,
@@ -481,12 +480,11 @@ class _Http:
         return self.retrier.run(described, attempt)
 
     def download(self, url: str, target: Path, send_auth: bool) -> tuple[int, int]:
-        """Stream `url` to `target` through a temporary name; (lines, bytes).
+        """Stream `url` to `target` atomically (`engine.atomic_write`); (lines, bytes).
 
         Raises `_Gone` for 404/410, ServerError for other refusals or when time runs out.
         """
         described = self.describe("GET", url)
-        temporary = target.with_name(f".{target.name}.part")
 
         def attempt(timeout: float) -> tuple[int, int]:
             with self.client.stream(
@@ -505,20 +503,14 @@ class _Http:
                         asked = retry_after(response, time.time)
                         raise RetryableAnswer(problem, response.status_code, asked)
                     raise self.error(described, problem, response.status_code)
-                return self._write(response, temporary, described)
+                return self._write(response, target, described)
 
-        try:
-            lines, size = self.retrier.run(described, attempt)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
-        os.replace(temporary, target)
-        return lines, size
+        return self.retrier.run(described, attempt)
 
-    def _write(self, response: httpx.Response, temporary: Path, described: str) -> tuple[int, int]:
+    def _write(self, response: httpx.Response, target: Path, described: str) -> tuple[int, int]:
         lines = size = 0
         last = b"\n"
-        with temporary.open("wb") as handle:
+        with atomic_write(target) as handle:
             for chunk in response.iter_bytes(_CHUNK):
                 if not chunk:
                     continue
@@ -533,8 +525,6 @@ class _Http:
                         "folder to resume",
                         timed_out=True,
                     )
-            handle.flush()
-            os.fsync(handle.fileno())
         if last != b"\n":
             lines += 1
         return lines, size
@@ -714,14 +704,7 @@ class _Export:
 
     def _save(self, state: _State) -> None:
         data = orjson.dumps(state.to_json(), option=orjson.OPT_INDENT_2) + b"\n"
-        descriptor, temporary = tempfile.mkstemp(dir=self.root, prefix=f".{STATE_FILE}.")
-        try:
-            with os.fdopen(descriptor, "wb") as handle:
-                handle.write(data)
-            os.replace(temporary, self.state_path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_atomically(self.state_path, data)
 
     # ---------------------------------------------------------------- protocol
 

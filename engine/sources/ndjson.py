@@ -31,7 +31,6 @@ import functools
 import gzip
 import math
 import multiprocessing
-import os
 import re
 import tempfile
 import zlib
@@ -44,6 +43,7 @@ from typing import IO, Any
 
 import orjson
 
+from engine.atomic_write import write_atomically
 from engine.errors import InputError, Location
 from engine.sources.base import PatientResources
 from engine.sources.references import reference_key
@@ -326,7 +326,7 @@ def partition_ndjson(
     export = _combine_ranges(folder, work, files, partition_count, tasks, results, on_problem)
     if kept_types is not None:
         export = replace(export, kept_types=tuple(sorted(kept_types)))
-    _write_atomically(work / _MARKER, orjson.dumps(export.to_json()))
+    write_atomically(work / _MARKER, orjson.dumps(export.to_json()))
     return export
 
 
@@ -645,17 +645,6 @@ def _reason(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
     return str(error) or type(error).__name__
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------- pass 2

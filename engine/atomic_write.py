@@ -1,0 +1,57 @@
+"""Write a file atomically: a reader sees the old file or the whole new one, never a part.
+
+Every file trialsieve writes for someone else to read goes through `atomic_write`: the file
+sink's results, the cohort's outputs and partition results, the partitioning marker, the Bulk
+export's downloads and its state file. The data goes to a temporary file in the target's folder
+(`.<name>.<random>.part`, so the rename never crosses a file system), is flushed and fsynced,
+then `os.replace`d over the target. On any exception the temporary file is removed and the
+target is left as it was: a crash or an error never leaves a half-written result.
+
+The temporary file is created exclusively (it never overwrites another) with the permissions
+any file the user writes gets (the umask applies), unlike `tempfile.mkstemp`'s owner-only ones.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+TEMPORARY_SUFFIX = ".part"
+"""Ends the name of a file being written; such a file is never a finished result."""
+
+
+@contextmanager
+def atomic_write(path: str | Path, buffering: int = -1) -> Iterator[BinaryIO]:
+    """A binary file to write, renamed to `path` when the block ends without an exception.
+
+    The target's folder must exist. `buffering` is passed to `open` (-1: the default buffer).
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     target = Path(folder) / "result.json"
+    ...     with atomic_write(target) as handle:
+    ...         _ = handle.write(b"{}")
+    ...     target.read_bytes(), sorted(p.name for p in Path(folder).iterdir())
+    (b'{}', ['result.json'])
+    """
+    target = Path(path)
+    temporary = target.with_name(f".{target.name}.{secrets.token_hex(6)}{TEMPORARY_SUFFIX}")
+    try:
+        with open(temporary, "xb", buffering=buffering) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def write_atomically(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` through `atomic_write`."""
+    with atomic_write(path) as handle:
+        handle.write(data)

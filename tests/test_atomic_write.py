@@ -1,0 +1,44 @@
+"""The atomic-write helper: a reader sees the old file or the whole new one, never a part."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from engine.atomic_write import TEMPORARY_SUFFIX, atomic_write, write_atomically
+
+
+def test_a_finished_write_replaces_the_target_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    target = tmp_path / "result.json"
+    target.write_bytes(b"old")
+    with atomic_write(target) as handle:
+        handle.write(b"new, ")
+        assert target.read_bytes() == b"old"  # nothing visible before the block ends
+        handle.write(b"whole")
+    assert target.read_bytes() == b"new, whole"
+    assert [path.name for path in tmp_path.iterdir()] == ["result.json"]
+
+
+def test_an_error_while_writing_keeps_the_old_target_and_removes_the_temporary_file(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "result.json"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="interrupted"), atomic_write(target) as handle:
+        handle.write(b"half")
+        assert len(list(tmp_path.glob(f".result.json.*{TEMPORARY_SUFFIX}"))) == 1
+        raise RuntimeError("interrupted")
+    assert target.read_bytes() == b"old"
+    assert [path.name for path in tmp_path.iterdir()] == ["result.json"]
+
+
+def test_a_new_file_gets_the_permissions_the_umask_gives(tmp_path: Path) -> None:
+    previous = os.umask(0o022)
+    try:
+        write_atomically(tmp_path / "a.csv", b"x\n")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "a.csv").stat().st_mode) == 0o644
