@@ -20,6 +20,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
 from engine.criteria.loader import load_criteria
 from engine.criteria.model import (
     AnswerTest,
@@ -35,8 +37,17 @@ from engine.criteria.model import (
     iter_atoms,
 )
 from engine.criteria.values import format_value_test
-from engine.errors import CriteriaError, ErrorCollection, Location, TrialsieveError, UnitError
+from engine.errors import (
+    CriteriaError,
+    ErrorCollection,
+    Location,
+    MappingError,
+    TrialsieveError,
+    UnitError,
+)
 from engine.normalise import Concept, Terminology, convert, load_terminology
+from engine.normalise.loinc import LOINC_URI, loinc_code_problem
+from engine.normalise.yaml_reading import load_round_trip
 
 YAML_SUFFIXES = (".yaml", ".yml")
 _CRITERIA_MARKER = re.compile(r"^(?:criteria|trial)[ \t]*:", re.MULTILINE)
@@ -128,11 +139,15 @@ def _classify(
 
 
 class _TerminologyCache:
-    """Loads each distinct set of mapping paths once; loading errors go to `problems` once."""
+    """Loads each distinct set of mapping paths once; loading errors go to `problems` once.
+
+    Each mapping file of a set that loads is also checked for mistyped LOINC codes, once.
+    """
 
     def __init__(self, problems: list[TrialsieveError]) -> None:
         self.problems = problems
         self.loaded: dict[tuple[str, ...], Terminology | None] = {}
+        self.code_checked: set[str] = set()
 
     def load(self, mapping_paths: tuple[str, ...]) -> Terminology | None:
         key = tuple(sorted(os.path.normpath(os.path.abspath(path)) for path in mapping_paths))
@@ -142,7 +157,78 @@ class _TerminologyCache:
             except TrialsieveError as error:
                 self.problems.extend(_flatten(error))
                 self.loaded[key] = None
+            terminology = self.loaded[key]
+            if terminology is not None:
+                for mapping_file in _mapping_files_of(mapping_paths):
+                    checked = os.path.normpath(os.path.abspath(mapping_file))
+                    if checked not in self.code_checked:
+                        self.code_checked.add(checked)
+                        self.problems.extend(_loinc_problems(mapping_file, terminology))
         return self.loaded[key]
+
+
+def _mapping_files_of(mapping_paths: Sequence[str]) -> list[str]:
+    """The mapping files the loader reads for `mapping_paths` (a folder: its *.yaml, sorted)."""
+    files: list[str] = []
+    for given in mapping_paths:
+        path = Path(given)
+        if path.is_dir():
+            files.extend(str(file) for file in sorted([*path.glob("*.yaml"), *path.glob("*.yml")]))
+        elif path.is_file():
+            files.append(str(path))
+    return files
+
+
+# --------------------------------------------------------------------------- LOINC codes
+
+
+def _loinc_problems(path: str, terminology: Terminology) -> list[TrialsieveError]:
+    """A MappingError for every LOINC code in the file that fails the mod 10 check digit.
+
+    Read: `concepts.*.codes.<loinc>` lists, `concepts.*.answers.<loinc>` keys and the codes
+    of `local_codes` entries whose system is LOINC (by alias, URI or equivalent URI).
+    """
+    # The loader has read this file without error already, so the parse succeeds.
+    root = load_round_trip("\n".join(_read_lines(path)), lambda: None)
+    if not isinstance(root, CommentedMap):
+        return []
+
+    def is_loinc(reference: object) -> bool:
+        uri = terminology.system_uri(str(reference))
+        return terminology.canonical_system(uri) == LOINC_URI
+
+    found: list[tuple[str, tuple[int, int], str]] = []
+    for concept_id, node in (root.get("concepts") or {}).items():
+        if not isinstance(node, CommentedMap):
+            continue
+        codes = node.get("codes")
+        if isinstance(codes, CommentedMap):
+            for reference, values in codes.items():
+                if is_loinc(reference) and isinstance(values, CommentedSeq):
+                    for index, value in enumerate(values):
+                        field = f"concepts.{concept_id}.codes.{reference}[{index}]"
+                        found.append((str(value), values.lc.item(index), field))
+        answers = node.get("answers")
+        if isinstance(answers, CommentedMap):
+            for reference, table in answers.items():
+                if is_loinc(reference) and isinstance(table, CommentedMap):
+                    for code in table:
+                        field = f"concepts.{concept_id}.answers.{reference}.{code}"
+                        found.append((str(code), table.lc.key(code), field))
+    for index, entry in enumerate(root.get("local_codes") or ()):
+        if isinstance(entry, CommentedMap) and is_loinc(entry.get("system")):
+            table = entry.get("codes")
+            if isinstance(table, CommentedMap):
+                for code in table:
+                    field = f"local_codes[{index}].codes.{code}"
+                    found.append((str(code), table.lc.key(code), field))
+    problems: list[TrialsieveError] = []
+    for code, (line, column), field in found:
+        problem = loinc_code_problem(code)
+        if problem is not None:
+            location = Location(file=path, line=int(line) + 1, column=int(column) + 1, field=field)
+            problems.append(MappingError(problem, location))
+    return problems
 
 
 # --------------------------------------------------------------------------- cross-checks

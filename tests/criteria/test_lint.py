@@ -225,3 +225,33 @@ def test_paths_that_are_not_yaml_or_do_not_exist(tmp_path: Path) -> None:
     assert [type(problem) for problem in problems] == [LintWarning, TrialsieveError]
     assert "not a YAML file" in problems[0].message
     assert "no such file or folder" in problems[1].message
+
+
+def test_a_mistyped_loinc_code_is_an_error_at_its_line(tmp_path: Path) -> None:
+    mappings = MAPPINGS.replace(
+        'codes: {loinc: ["718-7"]}', 'codes: {loinc: ["718-7", "753-3"]}'
+    ) + textwrap.dedent(
+        """\
+        local_codes:
+          - system: http://loinc.org
+            codes:
+              "1742-5": alt
+        """
+    )
+    project(tmp_path, mappings=mappings)
+    problems = lint(tmp_path)
+    assert has_errors(problems)
+    messages = [str(problem) for problem in problems]
+    assert any(
+        "lab.yaml:6:" in message
+        and "concepts.hemoglobin.codes.loinc[1]" in message
+        and "753-4 would be valid" in message
+        for message in messages
+    ), messages
+    assert any("local_codes[0].codes.1742-5" in message for message in messages), messages
+    assert len(problems) == 2, messages
+
+
+def test_loinc_answer_codes_are_checked_for_shape_only(tmp_path: Path) -> None:
+    project(tmp_path)  # MAPPINGS holds the answer code LA6576-8
+    assert lint(tmp_path) == []

@@ -650,6 +650,12 @@ EXCLUSION_7 = [
         evidence=("Observation/anc-new",),
     ),
     e7.fails(
+        "ANC 1.2 by manual count, LOINC 753-4 (was mistyped 753-3 in the mappings)",
+        remove=("anc",),
+        add=(observation("753-4", 1.2, "10*9/L", id="anc-manual"),),
+        evidence=("Observation/anc-manual",),
+    ),
+    e7.fails(
         "ANC 1200 /uL",
         remove=("anc",),
         add=(observation("751-8", 1200, "/uL", id="anc-new"),),
