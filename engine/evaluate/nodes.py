@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from engine.attestations import Attestation
@@ -19,7 +19,7 @@ from engine.criteria.model import (
     ResourceAtom,
     Window,
 )
-from engine.evaluate.outcome import Outcome, Truth, combine_all, combine_any, negate
+from engine.evaluate.outcome import Cited, Outcome, Truth, combine_all, combine_any, negate
 from engine.evaluate.status import StatusPredicate
 from engine.evaluate.timing import (
     DateProblem,
@@ -31,7 +31,7 @@ from engine.evaluate.timing import (
 from engine.evaluate.values import ValueCheck
 from engine.normalise import Concept, DataProblem, Measurement, Terminology, measure
 from engine.record import PatientRecord
-from engine.resource_types import default_absence
+from engine.resource_types import MEDICATION_REFERENCING_TYPES, default_absence
 
 EVIDENCE_LIMIT = 5
 """At most this many resources are cited per atom (the most recent first)."""
@@ -97,6 +97,7 @@ class ManualNode:
                 f"manual review: {self.atom.question}",
                 self.label,
                 manual=(self.atom.id,),
+                atom=self.atom,
             )
         when = f" on {attestation.date.isoformat()}" if attestation.date else ""
         answer = "yes" if attestation.answer else "no"
@@ -104,6 +105,7 @@ class ManualNode:
             Truth.MET if attestation.answer else Truth.NOT_MET,
             f"{self.atom.question} {answer}, attested by {attestation.by}{when}",
             self.label,
+            atom=self.atom,
         )
 
 
@@ -120,6 +122,8 @@ class PatientNode:
             parts.append(self._age(patient.get("birthDate"), context.as_of, reference))
         if self.atom.genders:
             parts.append(self._gender(patient.get("gender"), reference))
+        cited = (Cited(reference, patient),)
+        parts = [replace(part, atom=self.atom, cited=cited) for part in parts]
         return parts[0] if len(parts) == 1 else combine_all(parts, self.label)
 
     def _age(self, birth_date: object, as_of: dt.date, reference: str) -> Outcome:
@@ -225,11 +229,33 @@ class ResourceNode:
         if not candidates and not problems:
             outcome = self._nothing_found.get(context.as_of)
             if outcome is None:
-                outcome = self._nothing_found[context.as_of] = self._decision(
-                    candidates, problems, window_text, context
+                outcome = self._nothing_found[context.as_of] = replace(
+                    self._decision(candidates, problems, window_text, context), atom=self.atom
                 )
             return outcome
-        return self._decision(candidates, problems, window_text, context)
+        outcome = self._decision(candidates, problems, window_text, context)
+        return self._cite(outcome, candidates, context.record)
+
+    def _cite(
+        self, outcome: Outcome, candidates: list[_Candidate], record: PatientRecord
+    ) -> Outcome:
+        """The outcome with its atom and the cited resources (for explanations)."""
+        if not outcome.evidence:
+            return replace(outcome, atom=self.atom)
+        by_reference = {candidate.reference: candidate for candidate in candidates}
+        cited = []
+        for reference in outcome.evidence:
+            candidate = by_reference.get(reference)
+            if candidate is None:
+                continue
+            resource = candidate.resource
+            medication = (
+                record.medication_of(resource)
+                if resource.get("resourceType") in MEDICATION_REFERENCING_TYPES
+                else None
+            )
+            cited.append(Cited(reference, resource, medication))
+        return replace(outcome, atom=self.atom, cited=tuple(cited))
 
     def _decision(
         self,

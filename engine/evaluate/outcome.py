@@ -8,9 +8,12 @@ kinds are kept apart all the way to the ResearchSubject status.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
+
+from engine.criteria.model import Atom
 
 
 class Truth(StrEnum):
@@ -25,12 +28,28 @@ class UnknownReason(StrEnum):
 
 
 @dataclass(frozen=True)
+class Cited:
+    """A resource an atom cites, kept for explanations (engine.report.explanation).
+
+    `resource` is the record's own dict (read-only); `medication` the CodeableConcept of a
+    medication resource's drug (inline, or the code of the Medication it references).
+    """
+
+    reference: str
+    resource: Mapping[str, Any]
+    medication: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class Outcome:
     """The result of one node of a criterion's expression.
 
     `reason` is one human sentence; `evidence` the references (`Observation/abc`) that decided;
     `missing` what data was needed and absent (or unusable); `manual` the manual atom ids still
-    to be answered; `children` the operands' outcomes, for explanations.
+    to be answered; `children` the operands' outcomes, for explanations. An atom's outcome
+    also keeps the `atom` it answers and the resources it `cited` (the evidence), so that
+    explanations can say what was looked for and what was found; neither takes part in
+    equality.
     """
 
     truth: Truth
@@ -40,6 +59,8 @@ class Outcome:
     missing: tuple[str, ...] = ()
     manual: tuple[str, ...] = ()
     children: tuple[Outcome, ...] = field(default=(), repr=False)
+    atom: Atom | None = field(default=None, repr=False, compare=False)
+    cited: tuple[Cited, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def unknown_reasons(self) -> frozenset[UnknownReason]:

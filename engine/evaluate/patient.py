@@ -13,6 +13,7 @@ from engine.criteria.model import CriterionKind
 from engine.evaluate.compile import CompiledCriteria, CompiledCriterion, EvaluationContext
 from engine.evaluate.outcome import Outcome, Truth, UnknownReason
 from engine.record import PatientRecord
+from engine.resource_types import RESOURCE_TYPES
 
 
 class SubjectStatus(StrEnum):
@@ -65,7 +66,8 @@ class PatientEvaluation:
 
     `not_evaluated` lists the criteria left out (in protocol order) when a cohort pre-filter
     settled the patient from part of the record; `results` then holds the others. Empty for
-    every full evaluation.
+    every full evaluation. `newest_data` is the latest clinical date in the record (a
+    result, diagnosis, order, procedure...), for "how fresh is this" in reports.
     """
 
     criteria: CompiledCriteria
@@ -75,6 +77,7 @@ class PatientEvaluation:
     results: tuple[CriterionResult, ...]
     data_problems: tuple[str, ...] = field(default=())
     not_evaluated: tuple[CompiledCriterion, ...] = field(default=())
+    newest_data: dt.date | None = field(default=None)
 
     @cached_property
     def status(self) -> SubjectStatus:
@@ -133,4 +136,26 @@ def evaluate_patient(
         results=tuple(results),
         data_problems=problems,
         not_evaluated=tuple(skipped),
+        newest_data=newest_data_date(record),
     )
+
+
+def newest_data_date(record: PatientRecord) -> dt.date | None:
+    """The latest day any dating field of the record names (`engine.resource_types`; dates
+    read as their `YYYY-MM-DD` part, partial dates ignored)."""
+    newest = ""
+    for resource in record.resources:
+        known = RESOURCE_TYPES.get(resource.get("resourceType", ""))
+        if known is None:
+            continue
+        for date_field in (*known.start_fields, *known.end_fields):
+            holder = resource.get(date_field.container) if date_field.container else resource
+            value = holder.get(date_field.name) if isinstance(holder, dict) else None
+            if isinstance(value, dict):
+                value = value.get("end") or value.get("start")
+            if isinstance(value, str) and value[:10] > newest and len(value) >= 10:
+                newest = value[:10]
+    try:
+        return dt.date.fromisoformat(newest) if newest else None
+    except ValueError:
+        return None
