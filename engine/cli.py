@@ -147,7 +147,7 @@ def evaluate(
                 sys.stdout.buffer.write(to_json(result))
             else:
                 target = output / f"{evaluation.patient_id}.json" if several else output
-                write_json(target, result)
+                write_json(target, result, inside=output if several else None)
         except TrialsieveError as error:
             failures += 1
             print_error(error)

@@ -17,6 +17,7 @@ from rich.markup import escape
 from engine.attestations import Attestations, load_attestations
 from engine.errors import TrialsieveError
 from engine.evaluate import CompiledCriteria
+from engine.evaluate.patient import as_of_problem
 from engine.trial import load_trial
 
 CriteriaArgument = Annotated[Path, typer.Argument(help="The trial's criteria file (YAML).")]
@@ -43,9 +44,13 @@ def parse_day(text: str | None) -> dt.date:
     if text is None:
         return dt.date.today()
     try:
-        return dt.date.fromisoformat(text)
+        day = dt.date.fromisoformat(text)
     except ValueError:
         raise typer.BadParameter(f"'{text}' is not a date (YYYY-MM-DD)") from None
+    problem = as_of_problem(day)
+    if problem is not None:
+        raise typer.BadParameter(problem)
+    return day
 
 
 def error_console() -> Console:

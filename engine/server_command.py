@@ -180,4 +180,8 @@ def _emit(bundle: dict[str, Any], output: Path | None, patient_id: str, several:
         sys.stdout.buffer.write(to_json(bundle))
         sys.stdout.flush()
     else:
-        write_json(output / f"{patient_id}.json" if several else output, bundle)
+        write_json(
+            output / f"{patient_id}.json" if several else output,
+            bundle,
+            inside=output if several else None,
+        )

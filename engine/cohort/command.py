@@ -8,7 +8,6 @@ output folder that holds another run.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import sys
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from rich.text import Text
 
 from engine.cohort.inputs import BundleInput, CohortInput, NdjsonInput
 from engine.cohort.runner import ENGINES, CohortSummary, kept_types, run_cohort
+from engine.command_options import parse_day
 from engine.errors import TrialsieveError
 from engine.server_command import AuthConfigOption, TokenEnvOption, TokenFileOption
 from engine.sources.bulk_export import (
@@ -177,10 +177,7 @@ def cohort(
             f"--export-level must be one of {', '.join(get_args(ExportLevel))}"
         )
     source: CohortInput = BundleInput(bundles) if bundles is not None else NdjsonInput(ndjson)  # type: ignore[arg-type]
-    try:
-        day = dt.date.fromisoformat(as_of) if as_of is not None else dt.date.today()
-    except ValueError:
-        raise typer.BadParameter(f"'{as_of}' is not a date (YYYY-MM-DD)") from None
+    day = parse_day(as_of)
     export_issues = 0
     if server is not None:
         assert ndjson is not None

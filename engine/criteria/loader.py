@@ -53,6 +53,8 @@ EXPRESSION_KEYS = ("all", "any", "not", "resource", "patient", "manual")
 """The operator keys of an expression, in the order of the schema's `oneOf`."""
 
 EVER = Window(None, name="ever")
+LONGEST_WINDOW_YEARS = 200
+"""A window longer than this is a mistake (and its first day would fall before year 1)."""
 
 _ISO_DURATION = re.compile(r"P(?=[0-9])(?:([0-9]+)Y)?(?:([0-9]+)M)?(?:([0-9]+)W)?(?:([0-9]+)D)?")
 _YAML_KEY_LINE = re.compile(r"^\s*(?:-\s+)?([A-Za-z_][\w-]*)\s*:")
@@ -103,7 +105,11 @@ def parse_iso_duration(text: str) -> IsoDuration:
     match = _ISO_DURATION.fullmatch(text)
     if match is None:
         raise ValueError(f"'{text}' is not an ISO 8601 duration such as P28D, P3M, P1Y, P2W")
+    if any(group is not None and len(group) > 6 for group in match.groups()):
+        raise ValueError(f"'{text}' is longer than {LONGEST_WINDOW_YEARS} years")
     years, months, weeks, days = (int(group) if group else 0 for group in match.groups())
+    if years * 366 + months * 31 + weeks * 7 + days > LONGEST_WINDOW_YEARS * 366:
+        raise ValueError(f"'{text}' is longer than {LONGEST_WINDOW_YEARS} years")
     return IsoDuration(years=years, months=months, weeks=weeks, days=days, text=text)
 
 
@@ -547,7 +553,9 @@ class _Checker:
         data = self.document.data
         self.windows_known = ("windows",) not in self.broken
         if self.windows_known:
+            errors_before = len(self.errors)
             self.windows = self._windows(data.get("windows") or {})
+            self.windows_known = len(self.errors) == errors_before
         criteria = self._criteria(data.get("criteria"))
         mapping_paths = () if ("mappings",) in self.broken else self._mapping_paths(data)
         self._raise_if_any()
@@ -617,7 +625,13 @@ class _Checker:
     def _windows(self, windows: dict[str, Any]) -> dict[str, Window]:
         result: dict[str, Window] = {}
         for name, definition in windows.items():
-            duration = parse_iso_duration(definition["within"])
+            try:
+                duration = parse_iso_duration(definition["within"])
+            except ValueError as error:
+                self.errors.append(
+                    _error_at(self.document, ["windows", name, "within"], str(error))
+                )
+                continue
             result[name] = Window(duration, name=name, description=definition.get("description"))
         return result
 

@@ -141,6 +141,14 @@ class PatientNode:
             return Outcome(
                 Truth.UNKNOWN, f"{reference}: {problem}", self.label, missing=("Patient.birthDate",)
             )
+        if earliest > as_of:
+            return Outcome(
+                Truth.UNKNOWN,
+                f"{reference}: implausible value: birthDate {birth_date} is after "
+                f"{as_of.isoformat()}; age {bounds} cannot be checked",
+                self.label,
+                missing=("Patient.birthDate",),
+            )
         oldest, youngest = age_in_years(earliest, as_of), age_in_years(latest, as_of)
         verdicts = {self._age_within(oldest), self._age_within(youngest)}
         if len(verdicts) > 1:
@@ -309,6 +317,9 @@ class ResourceNode:
                     problems.append(f"{record.label(resource)} has no date")
                     continue
             elif not span.overlaps(first_day, context.as_of):
+                continue
+            elif not span.surely_overlaps(first_day, context.as_of):
+                problems.append(f"{record.label(resource)} {_imprecise(span, first_day, context)}")
                 continue
             if not predicate(resource, span, context.as_of):
                 continue
@@ -502,6 +513,17 @@ def _measurement_text(measurement: Measurement, candidate: _Candidate) -> str:
         f" on {candidate.span.start.isoformat()}" if candidate.span and candidate.span.start else ""
     )
     return f"{shown}{day} ({candidate.reference})"
+
+
+def _imprecise(span: Span, first_day: dt.date | None, context: EvaluationContext) -> str:
+    """Why a partial date cannot be placed inside the window (the atom stays unknown)."""
+    window = f"{first_day.isoformat()} to " if first_day is not None else "up to "
+    start = span.start.isoformat() if span.start else "?"
+    latest = (span.latest_start or span.end or span.start or context.as_of).isoformat()
+    return (
+        f"is dated too imprecisely (some day {start} to {latest}) to tell whether it falls "
+        f"within {window}{context.as_of.isoformat()}"
+    )
 
 
 def _window_start(window: Window, as_of: dt.date) -> dt.date | None:

@@ -10,10 +10,26 @@ from functools import cached_property
 
 from engine.attestations import Attestation
 from engine.criteria.model import CriterionKind
+from engine.errors import InputError, Location
 from engine.evaluate.compile import CompiledCriteria, CompiledCriterion, EvaluationContext
 from engine.evaluate.outcome import Outcome, Truth, UnknownReason
+from engine.evaluate.timing import DateProblem, parse_date_range
 from engine.record import PatientRecord
 from engine.resource_types import RESOURCE_TYPES
+
+EARLIEST_AS_OF = dt.date(1900, 1, 1)
+LATEST_AS_OF = dt.date(2199, 12, 31)
+"""The as-of days screening accepts: windows of up to 200 years stay inside the calendar."""
+
+
+def as_of_problem(day: dt.date) -> str | None:
+    """Why `day` cannot be an as-of day (None when it can)."""
+    if EARLIEST_AS_OF <= day <= LATEST_AS_OF:
+        return None
+    return (
+        f"the as-of day {day.isoformat()} is outside {EARLIEST_AS_OF.isoformat()} to "
+        f"{LATEST_AS_OF.isoformat()}"
+    )
 
 
 class SubjectStatus(StrEnum):
@@ -87,6 +103,29 @@ class PatientEvaluation:
         return tuple(result for result in self.results if result.verdict is verdict)
 
 
+def _patient_problems(record: PatientRecord, as_of: dt.date) -> tuple[str, ...]:
+    """Data problems of the Patient resource itself: a null id, a birth date after the as-of
+    day (an implausible value: no age is computed from it)."""
+    patient = record.patient
+    label = record.label(patient)
+    problems: list[str] = []
+    if "id" in patient and patient["id"] is None:
+        problems.append(
+            f"{label}, field id: null is not a FHIR value (the id was taken from the fullUrl)"
+        )
+    birth_date = patient.get("birthDate")
+    try:
+        earliest, _, _ = parse_date_range(birth_date, "birthDate")
+    except DateProblem:
+        return tuple(problems)
+    if earliest > as_of:
+        problems.append(
+            f"{label}, field birthDate: implausible value: {birth_date} is after the as-of day "
+            f"{as_of.isoformat()}"
+        )
+    return tuple(problems)
+
+
 def subject_status(results: tuple[CriterionResult, ...]) -> SubjectStatus:
     """ineligible if anything fails; potential-candidate if data is missing; candidate if only
     manual review remains; eligible when every criterion is clear (manual items attested)."""
@@ -116,6 +155,9 @@ def evaluate_patient(
     the criteria to evaluate, `decided` gives outcomes known without evaluating; the rest
     become `not_evaluated`.
     """
+    problem = as_of_problem(as_of)
+    if problem is not None:
+        raise InputError(problem, Location(field="as-of"))
     context = EvaluationContext(record, as_of, attestations or {}, criteria.terminology)
     results: list[CriterionResult] = []
     skipped: list[CompiledCriterion] = []
@@ -127,7 +169,9 @@ def evaluate_patient(
             results.append(CriterionResult(criterion, criterion.root.evaluate(context)))
         else:
             skipped.append(criterion)
-    problems = tuple(str(problem) for problem in record.data_problems)
+    problems = tuple(str(problem) for problem in record.data_problems) + _patient_problems(
+        record, as_of
+    )
     return PatientEvaluation(
         criteria=criteria,
         patient_id=record.patient_id,

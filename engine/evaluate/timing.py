@@ -34,17 +34,38 @@ class DateProblem(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Span:
-    """Days covered by a fact; `end` None means still ongoing. `moment` orders facts in time."""
+    """Days covered by a fact; `end` None means still ongoing. `moment` orders facts in time.
+
+    `start` is the earliest day the fact may have begun and `end` the latest it may have
+    ended. A partial date (`2026`, `2026-05`) leaves a range: `latest_start` is the latest day
+    it may have begun and `earliest_end` the earliest it may have ended (None: as precise as
+    `start`/`end`). A point fact dated `2026` spans 2026-01-01..2026-12-31 at the widest and
+    may be any single day of it.
+    """
 
     start: dt.date | None
     end: dt.date | None
     moment: dt.datetime
+    latest_start: dt.date | None = None
+    earliest_end: dt.date | None = None
 
     def overlaps(self, first_day: dt.date | None, last_day: dt.date) -> bool:
-        """True if the span touches [first_day, last_day] (first_day None: no lower bound)."""
+        """True if the span may touch [first_day, last_day] (first_day None: no lower bound)."""
         if self.start is not None and self.start > last_day:
             return False
         return first_day is None or self.end is None or self.end >= first_day
+
+    def surely_overlaps(self, first_day: dt.date | None, last_day: dt.date) -> bool:
+        """True if the span touches [first_day, last_day] however its partial dates resolve.
+
+        `overlaps` true but this false: the date's precision cannot place the fact inside the
+        window (an Observation dated `2026` for a window ending 2026-11-01).
+        """
+        start = self.latest_start or self.start
+        if start is not None and start > last_day:
+            return False
+        end = self.earliest_end or self.end
+        return first_day is None or self.end is None or (end is not None and end >= first_day)
 
 
 _EARLIEST = dt.datetime.min.replace(tzinfo=dt.UTC)
@@ -96,26 +117,26 @@ def _read(resource: dict[str, Any], date_field: DateField) -> Span | None:
         return None
     if not date_field.is_period:
         start, end, moment = parse_date_range(value, date_field.name)
-        return Span(start, end, moment)
+        return Span(start, end, moment, latest_start=end, earliest_end=start)
     return _period(value, date_field.name, date_field.open_ended)
 
 
 def _period(period: object, field: str, open_ended: bool) -> Span:
     if not isinstance(period, dict):
         raise DateProblem(field, "expected a Period object")
-    start = end = None
+    start = end = latest_start = earliest_end = None
     moment = _EARLIEST
     if "start" in period:
-        start, _, moment = parse_date_range(period["start"], f"{field}.start")
+        start, latest_start, moment = parse_date_range(period["start"], f"{field}.start")
     if "end" in period:
-        _, end, end_moment = parse_date_range(period["end"], f"{field}.end")
+        earliest_end, end, end_moment = parse_date_range(period["end"], f"{field}.end")
         if start is None:
             moment = end_moment
     elif not open_ended:
-        end = start
+        end, earliest_end = latest_start, start
     if start is None and end is None:
         raise DateProblem(field, "a Period with neither start nor end")
-    return Span(start, end, moment)
+    return Span(start, end, moment, latest_start=latest_start, earliest_end=earliest_end)
 
 
 def _first(
@@ -134,7 +155,7 @@ def _instant_span(resource: dict[str, Any], known: ResourceType) -> Span | None:
         return None
     span = found[0]
     if span.end is None:  # an observation is a point in time
-        return Span(span.start, span.start, span.moment)
+        return Span(span.start, span.latest_start, span.moment, span.latest_start, span.start)
     return span
 
 
@@ -145,19 +166,24 @@ def _onset_abatement_span(resource: dict[str, Any], known: ResourceType) -> Span
         return None
     onset = onset_found[0] if onset_found is not None else None
     start = onset.start if onset is not None else None
+    latest_start = onset.latest_start if onset is not None else None
     moment = onset.moment if onset is not None else _EARLIEST
     if abatement_found is not None:
         abatement = abatement_found[0]
-        return Span(start, abatement.end or abatement.start, moment)
+        end = abatement.end or abatement.start
+        return Span(start, end, moment, latest_start, abatement.earliest_end or abatement.start)
     if clinical_status(resource) in known.ended_statuses:
         # Resolved without an abatement date: all we know is that it happened at onset.
-        return Span(start, onset.end if onset is not None else None, moment)
-    return Span(start, None, moment)
+        end = onset.end if onset is not None else None
+        return Span(start, end, moment, latest_start, start if end is not None else None)
+    return Span(start, None, moment, latest_start)
 
 
 def _onset_onward_span(resource: dict[str, Any], known: ResourceType) -> Span | None:
     found = _first(resource, known.start_fields)
-    return Span(found[0].start, None, found[0].moment) if found is not None else None
+    if found is None:
+        return None
+    return Span(found[0].start, None, found[0].moment, found[0].latest_start)
 
 
 def _as_given_span(resource: dict[str, Any], known: ResourceType) -> Span | None:
@@ -172,7 +198,7 @@ def _in_use_span(resource: dict[str, Any], known: ResourceType) -> Span | None:
     span, date_field = found
     if not date_field.is_period and resource.get("status") in known.ongoing_statuses:
         # A single date on a medication still in use: in use from then on.
-        return Span(span.start, None, span.moment)
+        return Span(span.start, None, span.moment, span.latest_start)
     return span
 
 

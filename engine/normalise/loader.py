@@ -481,6 +481,24 @@ def _build_concept(
             mapping_file.location(*here, "reference_range"),
         )
 
+    plausible_range = node.get("plausible_range") or {}
+    plausible_low = plausible_range.get("low")
+    plausible_high = plausible_range.get("high")
+    if (
+        plausible_low is not None
+        and plausible_high is not None
+        and float(plausible_low) >= float(plausible_high)
+    ):
+        collected.error(
+            f"plausible_range low {plausible_low} is not below high {plausible_high}",
+            mapping_file.location(*here, "plausible_range"),
+        )
+    if plausible_range and unit is None:
+        collected.error(
+            "plausible_range needs a `unit` to be stated in",
+            mapping_file.location(*here, "plausible_range"),
+        )
+
     value_path = node.get("value_path")
     if value_path is not None:
         problem = _jsonpath_problem(str(value_path))
@@ -509,6 +527,8 @@ def _build_concept(
         includes=tuple(str(item) for item in node.get("include") or ()),
         answers=answers,
         texts=frozenset(normalise_text(str(text)) for text in node.get("text") or ()),
+        plausible_low=float(plausible_low) if plausible_low is not None else None,
+        plausible_high=float(plausible_high) if plausible_high is not None else None,
     )
 
 

@@ -79,6 +79,9 @@ class Concept:
     answers: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     texts: frozenset[str] = frozenset()
     description: str | None = None
+    plausible_low: float | None = None
+    plausible_high: float | None = None
+    """Values outside [plausible_low, plausible_high] (canonical unit) are data errors."""
 
 
 class Terminology:

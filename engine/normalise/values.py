@@ -79,8 +79,38 @@ def measure(
 
     The value is taken from `concept.value_path` when set; else from value[x] when the
     Observation's code is in the concept (or no component is); else from the first
-    component whose code is in the concept.
+    component whose code is in the concept. A number that is not finite, or outside the
+    concept's plausible range, is an implausible value: a data problem, never evidence.
     """
+    result = _measure(observation, concept, terminology)
+    if isinstance(result, DataProblem) or result.value is None:
+        return result
+    return _implausible(result, concept) or result
+
+
+def _implausible(measurement: Measurement, concept: Concept) -> DataProblem | None:
+    """The data problem of a value no patient can have (None when it is plausible)."""
+    value = measurement.value
+    assert value is not None
+    unit = f" {measurement.unit}" if measurement.unit and measurement.unit != "1" else ""
+    if not math.isfinite(value):
+        return DataProblem(
+            f"implausible value {value}{unit}: not a finite number", measurement.field
+        )
+    low, high = concept.plausible_low, concept.plausible_high
+    if (low is not None and value < low) or (high is not None and value > high):
+        shown = f"{low if low is not None else '-inf'} to {high if high is not None else 'inf'}"
+        return DataProblem(
+            f"implausible value {value:g}{unit}: outside the plausible range of "
+            f"{concept.id} ({shown}{unit})",
+            measurement.field,
+        )
+    return None
+
+
+def _measure(
+    observation: Mapping[str, Any], concept: Concept, terminology: Terminology
+) -> Measurement | DataProblem:
     path = concept.value_path or _inherited_value_path(observation, concept, terminology)
     if path is not None:
         return _measure_at_path(observation, concept, terminology, path)

@@ -20,9 +20,22 @@ def to_json(document: Any) -> bytes:
     return orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
 
 
-def write_json(path: str | Path, document: Any) -> Path:
-    """Write `document` to `path` atomically (`engine.atomic_write`)."""
+def write_json(path: str | Path, document: Any, inside: str | Path | None = None) -> Path:
+    """Write `document` to `path` atomically (`engine.atomic_write`).
+
+    With `inside` (a folder), the target must stay in that folder: a path built from data
+    (`FOLDER/<Patient.id>.json`) that resolves elsewhere (`../x`, an absolute path, a symbolic
+    link out) is refused with SinkError.
+    """
     target = Path(path)
+    if inside is not None:
+        folder = Path(inside).resolve()
+        resolved = (Path.cwd() / target).resolve()
+        if resolved.parent != folder or target.name in ("", ".", ".."):
+            raise SinkError(
+                f"refusing to write outside the output folder {inside}",
+                Location(file=str(target)),
+            )
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(target, to_json(document))

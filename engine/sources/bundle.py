@@ -20,7 +20,7 @@ import orjson
 
 from engine.errors import InputError, Location
 from engine.sources.base import PatientResources
-from engine.sources.references import id_from_full_url, reference_key
+from engine.sources.references import id_from_full_url, is_fhir_id, reference_key
 
 ACCEPTED_BUNDLE_TYPES = ("searchset", "collection", "transaction", "batch", "document")
 
@@ -332,6 +332,13 @@ def _entry_contents(entry: Any, index: int, origin: str) -> tuple[dict[str, Any]
             f"the resource has no resourceType (found {found})",
             Location(file=origin, resource=full_url, field=f"{field}.resource.resourceType"),
         )
+    resource_id = resource.get("id")
+    if isinstance(resource_id, str) and not is_fhir_id(resource_id):
+        raise InputError(
+            f"id {_quoted(resource_id)} is not a FHIR id (letters, digits, '-' and '.', "
+            "1 to 64 of them, not only dots)",
+            Location(file=origin, resource=full_url or resource_type, field=f"{field}.resource.id"),
+        )
     return resource, full_url
 
 
@@ -387,6 +394,12 @@ def _patient_id(patient: dict[str, Any], full_url: str | None, position: int, or
             Location(file=origin, resource=full_url or f"Patient#{position}", field="id"),
         )
     from_full_url = id_from_full_url(full_url) if full_url else None
+    if from_full_url is not None and not is_fhir_id(from_full_url):
+        raise InputError(
+            f"the Patient has no id and the id its fullUrl carries, {_quoted(from_full_url)}, "
+            "is not a FHIR id",
+            Location(file=origin, resource=full_url, field="fullUrl"),
+        )
     if from_full_url is None:
         raise InputError(
             "the Patient has neither an id nor a fullUrl that carries one; "

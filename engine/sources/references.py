@@ -15,6 +15,19 @@ _TYPE_AND_ID = re.compile(
 )
 
 
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+"""A FHIR id (R4 datatypes, `id`): letters, digits, '-' and '.', 1 to 64 of them."""
+
+
+def is_fhir_id(text: object) -> bool:
+    """True for a FHIR id that is safe as a path segment (not `.` or `..`, no newline).
+
+    >>> is_fhir_id("p-1.2"), is_fhir_id("../x"), is_fhir_id(".."), is_fhir_id("a\\n")
+    (True, False, False, False)
+    """
+    return isinstance(text, str) and FHIR_ID.fullmatch(text) is not None and text.strip(".") != ""
+
+
 def reference_key(reference: str) -> str | None:
     """The `Type/id` a literal reference names, or None when it names none.
 

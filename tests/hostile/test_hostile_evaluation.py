@@ -1,0 +1,136 @@
+"""Issue 11, items 3 and 5: partial dates, implausible values, impossible days and windows."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from hostile_support import bundle, evaluate, haemoglobin, patient, result, write_trial
+
+from engine.criteria.loader import parse_iso_duration
+from engine.errors import CriteriaError, ErrorCollection, InputError
+from engine.evaluate import CriterionVerdict
+from engine.evaluate.outcome import Truth
+from engine.trial import load_trial
+
+
+@pytest.fixture
+def trial_path(tmp_path: Path) -> Path:
+    return write_trial(tmp_path)
+
+
+# ----------------------------------------------------------------- date precision (item 5)
+
+
+@pytest.mark.parametrize("when", ["2026", "2026-10"])
+def test_a_partial_date_that_cannot_be_placed_in_the_window_leaves_the_atom_unknown(
+    trial_path: Path, when: str
+) -> None:
+    evaluation = evaluate(trial_path, bundle(patient(), haemoglobin(130, when)))
+    presence = result(evaluation, "exclusion-1-any-haemoglobin").outcome
+    value = result(evaluation, "inclusion-2-haemoglobin").outcome
+    assert presence.truth is Truth.UNKNOWN, presence.reason
+    assert value.truth is Truth.UNKNOWN, value.reason
+    assert "too imprecisely" in presence.reason
+
+
+def test_a_partial_date_wholly_inside_the_window_still_counts(trial_path: Path) -> None:
+    evaluation = evaluate(
+        trial_path, bundle(patient(), haemoglobin(130, "2026-02")), as_of=dt.date(2026, 3, 1)
+    )
+    assert result(evaluation, "inclusion-2-haemoglobin").outcome.truth is Truth.MET
+
+
+def test_a_partial_date_wholly_outside_the_window_is_not_a_candidate(trial_path: Path) -> None:
+    evaluation = evaluate(trial_path, bundle(patient(), haemoglobin(130, "2025")))
+    outcome = result(evaluation, "exclusion-1-any-haemoglobin").outcome
+    assert "no result within screening" in outcome.reason  # open world: missing, not unusable
+    assert "imprecisely" not in outcome.reason
+
+
+def test_a_precise_result_decides_next_to_an_imprecise_one(trial_path: Path) -> None:
+    precise = haemoglobin(130, "2026-10-20T08:00:00Z") | {"id": "hb2"}
+    evaluation = evaluate(trial_path, bundle(patient(), haemoglobin(130, "2026"), precise))
+    assert result(evaluation, "exclusion-1-any-haemoglobin").outcome.truth is Truth.MET
+
+
+# ----------------------------------------------------------------- implausible values (item 5)
+
+
+@pytest.mark.parametrize("value", [-5, 1e308, 5000])
+def test_an_implausible_value_is_a_data_problem_never_evidence(
+    trial_path: Path, value: float
+) -> None:
+    evaluation = evaluate(trial_path, bundle(patient(), haemoglobin(value, "2026-10-20T08:00:00Z")))
+    outcome = result(evaluation, "inclusion-2-haemoglobin").outcome
+    assert outcome.truth is Truth.UNKNOWN
+    assert "implausible value" in outcome.reason
+    assert "Observation/hb1" not in outcome.evidence
+
+
+def test_a_plausible_value_still_decides(trial_path: Path) -> None:
+    evaluation = evaluate(trial_path, bundle(patient(), haemoglobin(80, "2026-10-20T08:00:00Z")))
+    assert result(evaluation, "inclusion-2-haemoglobin").verdict is CriterionVerdict.FAILS
+
+
+def test_a_birth_date_after_the_as_of_day_is_a_data_problem(trial_path: Path) -> None:
+    evaluation = evaluate(trial_path, bundle(patient(birthDate="2099-01-01")))
+    age = result(evaluation, "inclusion-1-adult").outcome
+    assert age.truth is Truth.UNKNOWN
+    assert "implausible value" in age.reason
+    assert any("birthDate" in problem for problem in evaluation.data_problems)
+
+
+def test_a_null_patient_id_is_a_data_problem(trial_path: Path) -> None:
+    document = bundle(patient(id=None))
+    document["entry"][0]["fullUrl"] = "urn:uuid:7c1f3a52-0d7e-4c47-9a8b-1d2e3f405162"
+    evaluation = evaluate(trial_path, document)
+    assert any("field id: null" in problem for problem in evaluation.data_problems)
+
+
+def test_plausible_range_must_be_stated_in_a_unit(tmp_path: Path) -> None:
+    from engine.normalise import load_terminology
+
+    (tmp_path / "m.yaml").write_text(
+        "concepts:\n  thing:\n    display: Thing\n    plausible_range: {low: 5, high: 1}\n"
+        "    codes: {http://loinc.org: ['1-8']}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises((ErrorCollection, Exception)) as caught:
+        load_terminology([tmp_path])
+    assert "plausible_range" in str(caught.value)
+
+
+# ----------------------------------------------------------------- windows and days (item 3)
+
+
+@pytest.mark.parametrize("text", ["P20000Y", "P" + "9" * 400 + "D", "P2401M"])
+def test_an_absurd_window_is_refused_when_loading(text: str) -> None:
+    with pytest.raises(ValueError, match="longer than 200 years"):
+        parse_iso_duration(text)
+
+
+@pytest.mark.parametrize("where", ["named", "inline"])
+def test_an_absurd_window_in_a_criteria_file_is_a_criteria_error(
+    tmp_path: Path, where: str
+) -> None:
+    from hostile_support import SMALL_TRIAL
+
+    text = (
+        SMALL_TRIAL.replace("{within: P28D}", "{within: P20000Y}")
+        if where == "named"
+        else SMALL_TRIAL.replace("within: screening\n      select", "within: P20000Y\n      select")
+    )
+    with pytest.raises((CriteriaError, ErrorCollection)) as caught:
+        load_trial(write_trial(tmp_path, text))
+    assert "longer than 200 years" in str(caught.value)
+    assert "line" in str(caught.value) or ":" in str(caught.value)
+
+
+@pytest.mark.parametrize("day", [dt.date(1, 1, 1), dt.date(9999, 12, 31)])
+def test_an_as_of_day_outside_the_calendar_bounds_is_an_input_error(
+    trial_path: Path, day: dt.date
+) -> None:
+    with pytest.raises(InputError, match="as-of day"):
+        evaluate(trial_path, bundle(patient(), haemoglobin(130, "2026-10-20")), as_of=day)
