@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
-import json
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -46,8 +45,7 @@ from engine.criteria.values import parse_value_test
 from engine.errors import CriteriaError, ErrorCollection, Location, TrialsieveError
 from engine.normalise.yaml_reading import load_round_trip
 from engine.resource_types import CONCEPT_OPTIONAL_TYPES, expand_resource_types
-
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "criteria" / "criteria.schema.json"
+from engine.schemas import CRITERIA_SCHEMA, load_schema
 
 EXPRESSION_KEYS = ("all", "any", "not", "resource", "patient", "manual")
 """The operator keys of an expression, in the order of the schema's `oneOf`."""
@@ -92,12 +90,12 @@ _loaded: dict[tuple[str, str, bytes], CriteriaFile] = {}
 
 @cache
 def schema_validator() -> Draft202012Validator:
-    """The compiled validator of `criteria/criteria.schema.json` (built once per process).
+    """The compiled validator of the criteria schema (built once per process).
 
-    The schema ships with the engine; tests/criteria/test_criteria_schema.py checks it against
-    the metaschema, so loading does not pay for that check on every run.
+    The schema ships inside the package (`engine/schemas/`); tests/criteria/test_criteria_schema.py
+    checks it against the metaschema, so loading does not pay for that check on every run.
     """
-    return Draft202012Validator(json.loads(SCHEMA_PATH.read_text(encoding="utf-8")))
+    return Draft202012Validator(load_schema(CRITERIA_SCHEMA))
 
 
 def parse_iso_duration(text: str) -> IsoDuration:

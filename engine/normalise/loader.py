@@ -10,7 +10,6 @@ file, line, column and field.
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -31,10 +30,9 @@ from engine.normalise.terminology import (
 )
 from engine.normalise.units import is_valid_ucum
 from engine.normalise.yaml_reading import load_round_trip
+from engine.schemas import MAPPINGS_SCHEMA, load_schema
 
-__all__ = ["SCHEMA_PATH", "load_terminology"]
-
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "mappings" / "mappings.schema.json"
+__all__ = ["load_terminology"]
 
 PathElement = str | int
 
@@ -43,9 +41,9 @@ PathElement = str | int
 def _schema_validator() -> Any:
     from jsonschema import Draft202012Validator
 
-    # The schema ships with the engine; tests/normalise/test_normalise_loader.py checks it
-    # against the metaschema, so loading does not pay for that check on every run.
-    return Draft202012Validator(json.loads(SCHEMA_PATH.read_text(encoding="utf-8")))
+    # The schema ships inside the package (engine/schemas/); tests/normalise/test_normalise_loader
+    # checks it against the metaschema, so loading does not pay for that check on every run.
+    return Draft202012Validator(load_schema(MAPPINGS_SCHEMA))
 
 
 @dataclass

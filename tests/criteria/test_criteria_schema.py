@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from engine.criteria.loader import EXPRESSION_KEYS, SCHEMA_PATH, schema_validator
+from engine.criteria.loader import EXPRESSION_KEYS, schema_validator
+from engine.schemas import CRITERIA_SCHEMA, load_schema
 
-SCHEMA: dict[str, Any] = json.loads(Path(SCHEMA_PATH).read_text(encoding="utf-8"))
+SCHEMA: dict[str, Any] = load_schema(CRITERIA_SCHEMA)
 
 
 def subschemas(node: Any) -> Iterator[dict[str, Any]]:

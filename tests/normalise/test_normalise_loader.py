@@ -313,13 +313,11 @@ def test_several_problems_are_all_reported(write_mapping: WriteMapping) -> None:
 
 
 def test_schema_file_is_valid_json_schema() -> None:
-    import json
-
     from jsonschema import Draft202012Validator
 
-    from engine.normalise.loader import SCHEMA_PATH
+    from engine.schemas import MAPPINGS_SCHEMA, load_schema
 
-    Draft202012Validator.check_schema(json.loads(SCHEMA_PATH.read_text()))
+    Draft202012Validator.check_schema(load_schema(MAPPINGS_SCHEMA))
 
 
 def test_part_of_extends_a_concept_and_names_unknown_targets(tmp_path: Path) -> None:
