@@ -26,14 +26,17 @@ from engine.criteria.model import (
     AllOf,
     AnyOf,
     AnyValueTest,
+    ComputedValue,
     CriteriaFile,
     Criterion,
     CriterionKind,
     Expression,
     IsoDuration,
     ManualAtom,
+    MedicationExposure,
     NotOf,
     PatientAtom,
+    QuantityTest,
     ResourceAtom,
     Selection,
     SourcePosition,
@@ -43,8 +46,13 @@ from engine.criteria.model import (
 )
 from engine.criteria.values import parse_value_test
 from engine.errors import CriteriaError, ErrorCollection, Location, TrialsieveError
+from engine.normalise.formulas import FORMULAS, InputKind
 from engine.normalise.yaml_reading import load_round_trip
-from engine.resource_types import CONCEPT_OPTIONAL_TYPES, expand_resource_types
+from engine.resource_types import (
+    CONCEPT_OPTIONAL_TYPES,
+    MEDICATION_TYPES,
+    expand_resource_types,
+)
 from engine.schemas import CRITERIA_SCHEMA, load_schema
 
 EXPRESSION_KEYS = ("all", "any", "not", "resource", "patient", "manual")
@@ -725,7 +733,15 @@ class _Checker:
         for key in ("where", "where_not"):
             for index, expression in enumerate(node.get(key, [])):
                 failed |= not self._check_json_path(expression, [*path, key, index])
-        if window is None or ("value" in node and value is None) or failed:
+        computed = self._computed(node, types, path) if "computed" in node else None
+        exposure = self._use(node, types, path) if "use" in node else None
+        if (
+            window is None
+            or ("value" in node and value is None)
+            or failed
+            or ("computed" in node and computed is None)
+            or ("use" in node and exposure is None)
+        ):
             return None
         selection: Selection = node.get("select", "latest" if value is not None else "any")
         status = node.get("status")
@@ -741,6 +757,92 @@ class _Checker:
             where_not=tuple(node.get("where_not", ())),
             label=label,
             position=position,
+            computed=computed,
+            exposure=exposure,
+        )
+
+    def _computed(
+        self, node: dict[str, Any], types: tuple[str, ...], path: list[PathSegment]
+    ) -> ComputedValue | None:
+        """`computed:` (a formula standing in for a measured value); None after an error."""
+        spec = node["computed"]
+        here = [*path, "computed"]
+        if set(types) != {"Observation"} or "value" not in node or "concept" not in node:
+            self._fail(
+                path,
+                "computed",
+                "computed needs resource: Observation, a concept and a value test",
+            )
+            return None
+        if node.get("select", "latest") != "latest":
+            self._fail(path, "select", "a computed value is tested as the latest; use latest")
+            return None
+        formula = FORMULAS.get(spec["formula"])
+        if formula is None:
+            self._fail(
+                here,
+                "formula",
+                f"unknown formula '{spec['formula']}'; known formulas: "
+                f"{', '.join(sorted(FORMULAS))}",
+            )
+            return None
+        names = [item.name for item in formula.inputs if item.kind is InputKind.MEASUREMENT]
+        windows: list[tuple[str, Window]] = []
+        for name, within in (spec.get("inputs") or {}).items():
+            if name not in names:
+                self._fail(
+                    [*here, "inputs"],
+                    name,
+                    f"formula {formula.id} has no measured input '{name}'; "
+                    f"its inputs: {', '.join(names)}",
+                )
+                return None
+            window = self._window(within, [*here, "inputs", name])
+            if window is None:
+                return None
+            windows.append((name, window))
+        return ComputedValue(formula.id, spec.get("prefer", "measured"), tuple(windows))
+
+    def _use(
+        self, node: dict[str, Any], types: tuple[str, ...], path: list[PathSegment]
+    ) -> MedicationExposure | None:
+        """`use:` (medication exposure: continuous use, last use, daily dose)."""
+        spec = node["use"]
+        here = [*path, "use"]
+        if not set(types) <= set(MEDICATION_TYPES):
+            self._fail(path, "use", "use reads medication resources; use MedicationStatement")
+            return None
+        if "within" in node:
+            self._fail(path, "within", "with use:, write the window inside it (use.within) instead")
+            return None
+        if not {"continuous_for", "within", "daily_dose"} & set(spec):
+            self._fail(path, "use", "use needs continuous_for, within or daily_dose")
+            return None
+        window = self._window(spec["within"], [*here, "within"]) if "within" in spec else None
+        dose = self._value_test(spec.get("daily_dose"), [*here, "daily_dose"])
+        if "daily_dose" in spec and not (isinstance(dose, QuantityTest) and dose.unit):
+            if dose is not None:
+                self._fail(here, "daily_dose", "daily_dose needs a quantity test with a unit")
+            return None
+        if "within" in spec and window is None:
+            return None
+        if "equivalent" in spec and "daily_dose" not in spec:
+            self._fail(here, "equivalent", "equivalent converts a daily_dose; add one")
+            return None
+        durations: dict[str, IsoDuration] = {}
+        for key in ("continuous_for", "allowed_gap"):
+            if key in spec:
+                try:
+                    durations[key] = parse_iso_duration(spec[key])
+                except ValueError as error:
+                    self._fail(here, key, str(error))
+                    return None
+        return MedicationExposure(
+            continuous_for=durations.get("continuous_for"),
+            within=window,
+            allowed_gap=durations.get("allowed_gap"),
+            daily_dose=dose if isinstance(dose, QuantityTest) else None,
+            equivalent=spec.get("equivalent"),
         )
 
     def _patient_atom(

@@ -144,6 +144,21 @@ Selection = Literal["latest", "any", "all", "min", "max", "count"]
 
 
 @dataclass(frozen=True)
+class ComputedValue:
+    """`computed:` on an Observation atom: the value may also come from a registered formula.
+
+    `prefer` says which source decides first: `measured` (the latest measured value in the
+    window, else the computed one) or `computed` (the computed value when its inputs allow,
+    else the measured one). `input_windows` gives a window per formula input by input name;
+    an input without one uses the atom's window. See `engine.normalise.formulas`.
+    """
+
+    formula: str
+    prefer: Literal["measured", "computed"] = "measured"
+    input_windows: tuple[tuple[str, Window], ...] = ()
+
+
+@dataclass(frozen=True)
 class ResourceAtom:
     """A query over the patient's resources of some type(s), optionally of one concept.
 
@@ -163,6 +178,26 @@ class ResourceAtom:
     where_not: tuple[str, ...] = ()
     label: str | None = None
     position: SourcePosition | None = None
+    computed: ComputedValue | None = None
+    exposure: MedicationExposure | None = None
+
+
+@dataclass(frozen=True)
+class MedicationExposure:
+    """`use:` on a medication atom: exposure periods instead of the resources' own dates.
+
+    `continuous_for`: in use on every day of that duration up to the as-of date (gaps of at
+    most `allowed_gap` between exposure periods are bridged). `within`: some day of use in
+    that window. `daily_dose`: a value test on the daily dose (in use on the as-of date, or
+    the latest use in the window), optionally converted through an equivalence table
+    (`equivalent`, e.g. `prednisone`). See `engine.normalise.medication_exposure`.
+    """
+
+    continuous_for: IsoDuration | None = None
+    within: Window | None = None
+    allowed_gap: IsoDuration | None = None
+    daily_dose: QuantityTest | None = None
+    equivalent: str | None = None
 
 
 @dataclass(frozen=True)

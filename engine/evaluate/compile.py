@@ -31,6 +31,8 @@ from engine.criteria.model import (
     iter_atoms,
 )
 from engine.errors import CriteriaError, ErrorCollection, Location, TrialsieveError
+from engine.evaluate.computed import compile_computed
+from engine.evaluate.exposure import compile_exposure
 from engine.evaluate.nodes import (
     AllNode,
     AnyNode,
@@ -172,7 +174,7 @@ def _patient_label(atom: PatientAtom) -> str:
 
 def _compile_resource(
     atom: ResourceAtom, criterion: Criterion, source: CriteriaFile, terminology: Terminology
-) -> ResourceNode:
+) -> Node:
     concept: Concept | None = None
     if atom.concept is not None:
         if not terminology.has_concept(atom.concept):
@@ -189,7 +191,7 @@ def _compile_resource(
             raise CriteriaError("a value test needs an Observation atom with a concept", where)
         value_check = compile_value_check(atom.value, concept, terminology, where)
     subject = concept.display if concept is not None else " or ".join(atom.resource_types)
-    return ResourceNode(
+    node = ResourceNode(
         atom=atom,
         label=atom.label or _resource_label(atom, subject),
         concept=concept,
@@ -201,6 +203,13 @@ def _compile_resource(
         value_check=value_check,
         subject=subject,
     )
+    if atom.computed is not None:
+        where = _location(atom.position, criterion, source, "computed.formula")
+        return compile_computed(node, atom.computed, terminology, where)
+    if atom.exposure is not None:
+        where = _location(atom.position, criterion, source, "use")
+        return compile_exposure(node, atom.exposure, terminology, where)
+    return node
 
 
 def _resource_label(atom: ResourceAtom, subject: str) -> str:

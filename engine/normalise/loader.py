@@ -527,6 +527,10 @@ def _build_concept(
         texts=frozenset(normalise_text(str(text)) for text in node.get("text") or ()),
         plausible_low=float(plausible_low) if plausible_low is not None else None,
         plausible_high=float(plausible_high) if plausible_high is not None else None,
+        dose_equivalents={
+            str(table): float(factor)
+            for table, factor in (node.get("dose_equivalents") or {}).items()
+        },
     )
 
 

@@ -82,6 +82,9 @@ class Concept:
     plausible_low: float | None = None
     plausible_high: float | None = None
     """Values outside [plausible_low, plausible_high] (canonical unit) are data errors."""
+    dose_equivalents: Mapping[str, float] = field(default_factory=dict)
+    """Equivalence table -> factor: mg of the table's reference drug per mg of this drug
+    (`prednisone: 1.25` on methylprednisolone)."""
 
 
 class Terminology:

@@ -1,0 +1,284 @@
+"""Computed values: an Observation atom whose value may come from a registered formula.
+
+`ComputedNode` wraps the atom's ordinary `ResourceNode` (the measured value) and a formula
+from `engine.normalise.formulas`. With `prefer: measured` the measured value decides when the
+window holds one, else the computed value; with `prefer: computed` the other way round. A
+computed value takes each measured input as the latest usable result of its concept in the
+input's window (the atom's window unless `computed.inputs` names another), the age on the
+day of the formula's first measured input, and Patient.gender; every input is cited as
+evidence. An input that is missing, only older than its window (stale), unusable or
+implausible makes the computed value unknown, with that reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from engine.criteria.model import ComputedValue, Window
+from engine.errors import CriteriaError, Location, UnitError
+from engine.evaluate.nodes import EVIDENCE_LIMIT, EvaluationContext, ResourceNode
+from engine.evaluate.outcome import Outcome, Truth
+from engine.evaluate.status import status_predicate
+from engine.evaluate.timing import DateProblem, Span, age_in_years, parse_date_range, resource_span
+from engine.evaluate.values import ValueCheck
+from engine.normalise import Concept, DataProblem, Measurement, Terminology, convert, measure
+from engine.normalise.formulas import FORMULAS, Formula, FormulaInput, InputKind
+
+__all__ = ["ComputedNode", "compile_computed"]
+
+_OBSERVATION_STATUS = status_predicate("Observation", None)
+
+
+@dataclass(frozen=True)
+class _Input:
+    spec: FormulaInput
+    concept: Concept
+    window: Window
+
+
+@dataclass(frozen=True)
+class _Read:
+    """One input read from the record: its value in the formula's unit, or why not."""
+
+    value: float | None
+    shown: str
+    reference: str | None
+    day: dt.date | None
+    problem: str | None = None
+
+
+def compile_computed(
+    measured: ResourceNode,
+    computed: ComputedValue,
+    terminology: Terminology,
+    where: Location,
+) -> ComputedNode:
+    """The node for an atom with `computed:`; CriteriaError (naming `where`) if the formula's
+    inputs are not in the mappings or its unit does not convert to the atom concept's."""
+    formula = FORMULAS[computed.formula]
+    concept = measured.concept
+    assert concept is not None and measured.value_check is not None
+    if concept.unit is None:
+        raise CriteriaError(
+            f"concept {concept.id} has no unit, but formula {formula.id} gives {formula.unit}",
+            where,
+        )
+    try:
+        convert(1.0, formula.unit, concept.unit, concept.molar_mass)
+    except UnitError as error:
+        raise CriteriaError(
+            f"formula {formula.id} gives {formula.unit}, which does not convert to "
+            f"{concept.id}'s unit {concept.unit}: {error.message}",
+            where,
+        ) from None
+    windows = dict(computed.input_windows)
+    inputs: list[_Input] = []
+    for spec in formula.measurement_inputs:
+        assert spec.concept is not None and spec.unit is not None
+        if not terminology.has_concept(spec.concept):
+            raise CriteriaError(
+                f"formula {formula.id} needs concept '{spec.concept}' (input {spec.name}), "
+                "which the mappings do not define",
+                where,
+            )
+        input_concept = terminology.concept(spec.concept)
+        try:
+            convert(1.0, input_concept.unit or "1", spec.unit, input_concept.molar_mass)
+        except UnitError as error:
+            raise CriteriaError(
+                f"formula {formula.id} reads {spec.name} in {spec.unit}, but concept "
+                f"{spec.concept} is in {input_concept.unit}: {error.message}",
+                where,
+            ) from None
+        inputs.append(_Input(spec, input_concept, windows.get(spec.name, measured.atom.window)))
+    return ComputedNode(
+        measured=measured,
+        formula=formula,
+        prefer=computed.prefer,
+        inputs=tuple(inputs),
+        label=measured.label,
+        value_check=measured.value_check,
+    )
+
+
+@dataclass(frozen=True)
+class ComputedNode:
+    measured: ResourceNode
+    formula: Formula
+    prefer: str
+    inputs: tuple[_Input, ...]
+    label: str
+    value_check: ValueCheck
+
+    def evaluate(self, context: EvaluationContext) -> Outcome:
+        if self.prefer == "measured":
+            first = self.measured.evaluate(context)
+            if first.truth is not Truth.UNKNOWN:
+                return first
+            second = self._computed(context)
+        else:
+            first = self._computed(context)
+            if first.truth is not Truth.UNKNOWN:
+                return first
+            second = self.measured.evaluate(context)
+        if second.truth is not Truth.UNKNOWN:
+            return Outcome(
+                second.truth,
+                f"{second.reason} ({first.reason})",
+                self.label,
+                evidence=second.evidence,
+            )
+        return Outcome(
+            Truth.UNKNOWN,
+            f"{first.reason}; {second.reason}",
+            self.label,
+            evidence=first.evidence + second.evidence,
+            missing=first.missing + second.missing,
+        )
+
+    def _computed(self, context: EvaluationContext) -> Outcome:
+        subject = self.measured.subject
+        values: dict[str, float | str] = {}
+        shown: list[str] = []
+        evidence: list[str] = []
+        problems: list[str] = []
+        first_day: dt.date | None = None
+        for item in self.inputs:
+            read = _latest(item, context)
+            if read.problem is not None:
+                problems.append(read.problem)
+                continue
+            assert read.value is not None
+            values[item.spec.name] = read.value
+            shown.append(read.shown)
+            if read.reference is not None:
+                evidence.append(read.reference)
+            if first_day is None:
+                first_day = read.day
+        patient = context.record.patient
+        patient_reference = context.record.label(patient)
+        for spec in self.formula.inputs:
+            if spec.kind is InputKind.AGE:
+                age = _age(patient, first_day or context.as_of)
+                if isinstance(age, str):
+                    problems.append(age)
+                else:
+                    values[spec.name] = age
+                    shown.append(f"age {age}")
+            elif spec.kind is InputKind.SEX:
+                gender = patient.get("gender")
+                if not isinstance(gender, str):
+                    problems.append(f"{patient_reference} has no gender")
+                else:
+                    values[spec.name] = gender
+                    shown.append(gender)
+        if any(spec.kind is not InputKind.MEASUREMENT for spec in self.formula.inputs):
+            evidence.append(patient_reference)
+        name = self.formula.display
+        if problems:
+            return Outcome(
+                Truth.UNKNOWN,
+                f"{subject}: cannot compute {name}: {'; '.join(problems)}",
+                self.label,
+                evidence=tuple(evidence[:EVIDENCE_LIMIT]),
+                missing=(f"{subject} computed by {self.formula.id} ({problems[0]})",),
+            )
+        result = self.formula.compute(values)
+        if isinstance(result, str):
+            return Outcome(
+                Truth.UNKNOWN,
+                f"{subject}: {name} from {', '.join(shown)} is unusable: {result}",
+                self.label,
+                evidence=tuple(evidence),
+                missing=(f"{subject} computed by {self.formula.id} ({result})",),
+            )
+        concept = self.measured.concept
+        assert concept is not None and concept.unit is not None
+        value = convert(result, self.formula.unit, concept.unit, concept.molar_mass)
+        measurement = Measurement(value, concept.unit, frozenset(), None, None, "computed")
+        verdict = self.value_check(measurement)
+        test = self.measured.atom.value.text if self.measured.atom.value is not None else ""
+        computed_text = f"{value:.4g} {concept.unit} by {name} from {', '.join(shown)}"
+        if isinstance(verdict, str):
+            return Outcome(
+                Truth.UNKNOWN,
+                f"{subject}: {computed_text}: {verdict}",
+                self.label,
+                evidence=tuple(evidence),
+                missing=(f"{subject} computed by {self.formula.id} ({verdict})",),
+            )
+        relation = "" if verdict else "not "
+        return Outcome(
+            Truth.MET if verdict else Truth.NOT_MET,
+            f"{subject} computed: {computed_text} is {relation}{test}",
+            self.label,
+            evidence=tuple(evidence),
+        )
+
+
+def _latest(item: _Input, context: EvaluationContext) -> _Read:
+    """The latest result of the input's concept in its window, in the formula's unit."""
+    record = context.record
+    name = item.spec.name
+    first_day = item.window.duration.start_before(context.as_of) if item.window.duration else None
+    best: tuple[dt.datetime, dict[str, Any], Span] | None = None
+    older: Span | None = None
+    for resource in record.resources_of_concept(item.concept.id):
+        if resource.get("resourceType") != "Observation":
+            continue
+        try:
+            span = resource_span(resource)
+        except DateProblem as problem:
+            return _Read(None, "", None, None, f"{name}: {record.label(resource)} {problem}")
+        if span is None or span.start is None or span.start > context.as_of:
+            continue
+        if not _OBSERVATION_STATUS(resource, span, context.as_of):
+            continue
+        if first_day is not None and (span.end or span.start) < first_day:
+            if older is None or span.moment > older.moment:
+                older = span
+            continue
+        if best is None or span.moment > best[0]:
+            best = (span.moment, resource, span)
+    window = item.window.name or (item.window.duration.text if item.window.duration else "ever")
+    if best is None:
+        if older is not None and older.start is not None:
+            return _Read(
+                None,
+                "",
+                None,
+                None,
+                f"{name} ({item.concept.display}) is stale: the latest, on "
+                f"{older.start.isoformat()}, is before the window {window}",
+            )
+        return _Read(None, "", None, None, f"no {name} ({item.concept.display}) within {window}")
+    _, resource, span = best
+    reference = record.label(resource)
+    measured = measure(resource, item.concept, context.terminology)
+    if isinstance(measured, DataProblem):
+        return _Read(None, "", reference, None, f"{name}: {reference} {measured.message}")
+    if measured.value is None or measured.comparator is not None:
+        why = "a censored value" if measured.comparator else "no numeric value"
+        return _Read(None, "", reference, None, f"{name}: {reference} has {why}")
+    unit = item.spec.unit
+    assert unit is not None
+    value = convert(measured.value, measured.unit or "1", unit, item.concept.molar_mass)
+    day = span.start
+    shown = f"{name} {value:.4g} {unit} on {day.isoformat() if day else '?'} ({reference})"
+    return _Read(value, shown, reference, day)
+
+
+def _age(patient: dict[str, Any], on: dt.date) -> int | str:
+    birth_date = patient.get("birthDate")
+    if birth_date is None:
+        return "the Patient has no birthDate"
+    try:
+        earliest, latest, _ = parse_date_range(birth_date, "birthDate")
+    except DateProblem as problem:
+        return f"Patient {problem}"
+    oldest, youngest = age_in_years(earliest, on), age_in_years(latest, on)
+    if oldest != youngest:
+        return f"birthDate {birth_date} is too coarse for an age"
+    return oldest

@@ -1,0 +1,323 @@
+"""Medication use: continuous use for a duration, last use in a window, daily dose.
+
+`ExposureNode` reads the medication resources of a concept (MedicationStatement, -Request,
+-Administration, with the atom's status filter) as periods of use
+(`engine.normalise.medication_exposure.exposure_period`) instead of their own dates:
+
+- `continuous_for: P4W`: met when the periods (joined across gaps of at most
+  `allowed_gap`) cover every day from the as-of date minus the duration to the as-of date;
+  unknown when they would only if periods whose end is unknown had lasted; else not met.
+- `within: P8W`: met when a period of proven use touches the window; unknown when only a
+  period with an unknown end, begun before the window, might reach into it; else not met.
+- `daily_dose: ">= 7.5 mg"` (optionally `equivalent: prednisone`): over the resources in use
+  in the window (the as-of day when no `within`), met when one daily dose passes, not met
+  when all are read and fail, else unknown with the reason.
+
+Closed world, as for every medication atom: no such medication on record means not met.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from engine.criteria.model import MedicationExposure
+from engine.errors import CriteriaError, Location, UnitError
+from engine.evaluate.nodes import EVIDENCE_LIMIT, EvaluationContext, ResourceNode
+from engine.evaluate.outcome import Outcome, Truth
+from engine.evaluate.values import COMPARISONS
+from engine.normalise import Terminology, convert
+from engine.normalise.medication_exposure import (
+    DOSE_UNIT,
+    ExposurePeriod,
+    daily_dose,
+    exposure_period,
+)
+
+__all__ = ["ExposureNode", "compile_exposure"]
+
+
+def compile_exposure(
+    node: ResourceNode, exposure: MedicationExposure, terminology: Terminology, where: Location
+) -> ExposureNode:
+    """The node for an atom with `use:`; CriteriaError (naming `where`) for a dose unit that
+    is not a mass or an equivalence table no concept defines."""
+    threshold = None
+    if exposure.daily_dose is not None:
+        assert exposure.daily_dose.unit is not None
+        try:
+            threshold = convert(exposure.daily_dose.value, exposure.daily_dose.unit, DOSE_UNIT)
+        except UnitError as error:
+            raise CriteriaError(
+                f"daily_dose '{exposure.daily_dose.text}' must be a mass per day "
+                f"(mg, g, ug): {error.message}",
+                Location(where.file, where.line, where.column, where.criterion, "use.daily_dose"),
+            ) from None
+    if exposure.equivalent is not None and not any(
+        exposure.equivalent in terminology.concept(concept_id).dose_equivalents
+        for concept_id in terminology.concept_ids()
+    ):
+        raise CriteriaError(
+            f"no concept in the mappings has dose_equivalents for '{exposure.equivalent}'",
+            Location(where.file, where.line, where.column, where.criterion, "use.equivalent"),
+        )
+    return ExposureNode(node, exposure, threshold, node.label)
+
+
+@dataclass(frozen=True)
+class _Use:
+    reference: str
+    period: ExposurePeriod
+    resource: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ExposureNode:
+    query: ResourceNode
+    exposure: MedicationExposure
+    threshold: float | None
+    label: str
+
+    def evaluate(self, context: EvaluationContext) -> Outcome:
+        uses, problems = self._uses(context)
+        subject = self.query.subject
+        if self.exposure.daily_dose is not None:
+            return self._dose(uses, problems, context)
+        if self.exposure.continuous_for is not None:
+            return self._continuous(uses, problems, context)
+        window = self.exposure.within
+        assert window is not None
+        first_day = window.duration.start_before(context.as_of) if window.duration else None
+        text = _window_text(first_day, context.as_of, window.name)
+        proven = [
+            u for u in uses if _touches(u.period.start, u.period.last_day(context.as_of), first_day)
+        ]
+        if proven:
+            latest = max(proven, key=lambda u: u.period.last_day(context.as_of))
+            return Outcome(
+                Truth.MET,
+                f"{subject}: in use {text} ({_shown(latest, context.as_of)})",
+                self.label,
+                evidence=_evidence(proven),
+            )
+        maybe = [u for u in uses if not u.period.end_known and u.period.end is None]
+        if maybe or problems:
+            why = [f"{u.reference} ({u.period.rule}) may have lasted into it" for u in maybe]
+            return self._unknown(f"{subject}: use {text} unknown", why + problems, maybe)
+        return Outcome(
+            Truth.NOT_MET,
+            f"{subject}: no use on record {text}"
+            + (f"; last use {max(u.period.last_day(context.as_of) for u in uses)}" if uses else ""),
+            self.label,
+            evidence=_evidence(uses),
+        )
+
+    # ------------------------------------------------------------------ the three tests
+
+    def _continuous(
+        self, uses: list[_Use], problems: list[str], context: EvaluationContext
+    ) -> Outcome:
+        duration = self.exposure.continuous_for
+        assert duration is not None
+        first_day = duration.start_before(context.as_of)
+        gap = (
+            self.exposure.allowed_gap.start_before(context.as_of) - context.as_of
+            if self.exposure.allowed_gap
+            else dt.timedelta(0)
+        )
+        allowed = -gap
+        subject = self.query.subject
+        text = f"for {duration.text} ({first_day.isoformat()} to {context.as_of.isoformat()})"
+        proven = _covers(
+            [(u.period.start, u.period.last_day(context.as_of)) for u in uses],
+            first_day,
+            context.as_of,
+            allowed,
+        )
+        if proven is not None:
+            covering = [u for u in uses if u.period.last_day(context.as_of) >= first_day]
+            return Outcome(
+                Truth.MET,
+                f"{subject}: in use continuously {text}, since {proven.isoformat()}",
+                self.label,
+                evidence=_evidence(covering),
+            )
+        hopeful = [
+            (
+                u.period.start,
+                context.as_of if not u.period.end_known else u.period.last_day(context.as_of),
+            )
+            for u in uses
+        ]
+        unsure = [u for u in uses if not u.period.end_known]
+        if _covers(hopeful, first_day, context.as_of, allowed) is not None or problems:
+            why = [f"{u.reference} ({u.period.rule}): end of use unknown" for u in unsure]
+            return self._unknown(
+                f"{subject}: continuous use {text} cannot be confirmed", why + problems, unsure
+            )
+        return Outcome(
+            Truth.NOT_MET,
+            f"{subject}: not in use continuously {text}"
+            + (
+                f" (latest use from {max(u.period.start for u in uses)})"
+                if uses
+                else " (none on record)"
+            ),
+            self.label,
+            evidence=_evidence(uses),
+        )
+
+    def _dose(self, uses: list[_Use], problems: list[str], context: EvaluationContext) -> Outcome:
+        test = self.exposure.daily_dose
+        assert test is not None and self.threshold is not None
+        window = self.exposure.within
+        first_day = (
+            window.duration.start_before(context.as_of)
+            if window is not None and window.duration is not None
+            else (None if window is not None else context.as_of)
+        )
+        text = _window_text(first_day, context.as_of, window.name if window else None)
+        subject = self.query.subject
+        in_window = [
+            u for u in uses if _touches(u.period.start, u.period.last_day(context.as_of), first_day)
+        ]
+        compare = COMPARISONS[test.comparator]
+        failed: list[str] = []
+        for use in in_window:
+            dose = self._daily_mg(use, context)
+            if isinstance(dose, str):
+                problems.append(f"{use.reference}: {dose}")
+                continue
+            milligrams, shown = dose
+            if compare(milligrams, self.threshold):
+                return Outcome(
+                    Truth.MET,
+                    f"{subject}: daily dose {shown} ({use.reference}) is {test.text}",
+                    self.label,
+                    evidence=(use.reference,),
+                )
+            failed.append(f"{shown} ({use.reference})")
+        if problems:
+            return self._unknown(f"{subject}: daily dose {text} unusable", problems, in_window)
+        if not in_window:
+            return Outcome(Truth.NOT_MET, f"{subject}: not in use {text}", self.label)
+        return Outcome(
+            Truth.NOT_MET,
+            f"{subject}: daily dose {', '.join(failed)} is not {test.text}",
+            self.label,
+            evidence=_evidence(in_window),
+        )
+
+    # ------------------------------------------------------------------ helpers
+
+    def _uses(self, context: EvaluationContext) -> tuple[list[_Use], list[str]]:
+        record = context.record
+        uses: list[_Use] = []
+        problems: list[str] = []
+        concept = self.query.concept
+        pool = record.resources_of_concept(concept.id) if concept is not None else ()
+        for resource in pool:
+            predicate = self.query.status_predicates.get(resource.get("resourceType", ""))
+            if predicate is None or not predicate(resource, None, context.as_of):
+                continue
+            if self.query.filters and not all(path.find(resource) for path in self.query.filters):
+                continue
+            if self.query.exclusions and any(path.find(resource) for path in self.query.exclusions):
+                continue
+            period = exposure_period(resource)
+            if isinstance(period, str):
+                problems.append(f"{record.label(resource)}: {period}")
+                continue
+            if period.start > context.as_of:
+                continue
+            uses.append(_Use(record.label(resource), period, resource))
+        uses.sort(key=lambda use: use.period.start, reverse=True)
+        return uses, problems
+
+    def _daily_mg(self, use: _Use, context: EvaluationContext) -> tuple[float, str] | str:
+        record = context.record
+        reference = use.resource.get("medicationReference")
+        medication = (
+            record.resolve(reference.get("reference"), use.resource)
+            if isinstance(reference, dict)
+            else None
+        )
+        dose = daily_dose(use.resource, medication)
+        if isinstance(dose, str):
+            return dose
+        table = self.exposure.equivalent
+        if table is None:
+            return dose.value, f"{dose.value:g} mg/day [{dose.shown}]"
+        factors = set()
+        concept = record.medication_of(use.resource) or {}
+        for coding in concept.get("coding") or ():
+            if isinstance(coding, dict) and isinstance(coding.get("code"), str):
+                for concept_id in context.terminology.concepts_of_coding(
+                    coding.get("system"), coding["code"]
+                ):
+                    factor = context.terminology.concept(concept_id).dose_equivalents.get(table)
+                    if factor is not None:
+                        factors.add(factor)
+        if len(factors) != 1:
+            return (
+                f"no {table} equivalence for this drug in the mappings"
+                if not factors
+                else f"conflicting {table} equivalence factors {sorted(factors)}"
+            )
+        factor = factors.pop()
+        value = dose.value * factor
+        return value, f"{value:g} mg/day {table}-equivalent [{dose.shown}; x {factor:g}]"
+
+    def _unknown(self, text: str, reasons: list[str], uses: list[_Use]) -> Outcome:
+        shown = "; ".join(reasons[:3]) + (
+            f" (+{len(reasons) - 3} more)" if len(reasons) > 3 else ""
+        )
+        return Outcome(
+            Truth.UNKNOWN,
+            f"{text}: {shown}",
+            self.label,
+            evidence=_evidence(uses),
+            missing=(f"{self.query.subject}: {reasons[0]}" if reasons else text,),
+        )
+
+
+def _touches(start: dt.date, last: dt.date, first_day: dt.date | None) -> bool:
+    return first_day is None or last >= first_day
+
+
+def _covers(
+    periods: list[tuple[dt.date, dt.date]],
+    first_day: dt.date,
+    last_day: dt.date,
+    allowed_gap: dt.timedelta,
+) -> dt.date | None:
+    """The start of the joined stretch that covers [first_day, last_day], else None."""
+    stretch_start: dt.date | None = None
+    stretch_end: dt.date | None = None
+    for start, end in sorted(periods):
+        if stretch_end is not None and start - stretch_end <= allowed_gap + dt.timedelta(days=1):
+            stretch_end = max(stretch_end, end)
+        else:
+            stretch_start, stretch_end = start, end
+        if stretch_start is not None and stretch_start <= first_day and stretch_end >= last_day:
+            return stretch_start
+    return None
+
+
+def _shown(use: _Use, as_of: dt.date) -> str:
+    return (
+        f"{use.reference}, {use.period.start.isoformat()} to "
+        f"{use.period.last_day(as_of).isoformat()}, {use.period.rule}"
+    )
+
+
+def _evidence(uses: list[_Use]) -> tuple[str, ...]:
+    return tuple(use.reference for use in uses[:EVIDENCE_LIMIT])
+
+
+def _window_text(first_day: dt.date | None, as_of: dt.date, name: str | None) -> str:
+    if first_day is None:
+        return f"ever (up to {as_of.isoformat()})"
+    label = f"{name} " if name else ""
+    return f"within {label}{first_day.isoformat()} to {as_of.isoformat()}"

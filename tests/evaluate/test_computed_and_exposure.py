@@ -1,0 +1,304 @@
+"""Computed values (`computed:`) and medication use (`use:`) through load, compile, evaluate."""
+
+from __future__ import annotations
+
+import datetime as dt
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from engine.errors import TrialsieveError
+from engine.evaluate import CompiledCriteria, Truth
+from engine.evaluate.nodes import EvaluationContext
+from engine.record import build_record
+from engine.sources import parse_bundle
+from engine.trial import load_trial
+
+ROOT = Path(__file__).resolve().parents[2]
+AS_OF = dt.date(2026, 11, 1)
+LOINC = "http://loinc.org"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+ATC = "http://www.whocc.no/atc"
+
+CRITERIA = """
+trial: {id: NCT00000001, title: Computed values and medication use}
+mappings: [MAPPINGS]
+windows:
+  visit:
+    within: P14D
+criteria:
+  - id: inclusion-1-egfr
+    kind: inclusion
+    text: eGFR >= 25
+    expression:
+      resource: Observation
+      concept: egfr-ckd-epi
+      within: visit
+      value: ">= 25 mL/min/{1.73_m2}"
+      computed:
+        formula: egfr-ckd-epi-2021-creatinine
+        PREFER
+  - id: inclusion-2-acr
+    kind: inclusion
+    text: UACR >= 200 mg/g
+    expression:
+      resource: Observation
+      concept: urine-albumin-creatinine-ratio
+      within: visit
+      value: ">= 200 mg/g"
+      computed: {formula: albumin-creatinine-ratio, inputs: {urine_creatinine: P1M}}
+  - id: inclusion-3-ace
+    kind: inclusion
+    text: ACE inhibitor or ARB for at least 4 weeks
+    expression:
+      resource: MedicationStatement
+      concept: ace-inhibitor-or-arb
+      use: {continuous_for: P4W, allowed_gap: P3D}
+  - id: exclusion-1-sglt2
+    kind: exclusion
+    text: SGLT2 inhibitor within 8 weeks
+    expression:
+      resource: MedicationStatement
+      concept: sglt2-inhibitors
+      use: {within: P8W}
+  - id: exclusion-2-steroid-dose
+    kind: exclusion
+    text: prednisone-equivalent above 7.5 mg/day in the last 3 months
+    expression:
+      resource: MedicationStatement
+      concept: methylprednisolone
+      use: {within: P3M, daily_dose: "> 7.5 mg", equivalent: prednisone}
+"""
+
+
+def write_trial(tmp_path: Path, prefer: str = "measured", text: str = CRITERIA) -> Path:
+    path = tmp_path / "trial.yaml"
+    body = text.replace("MAPPINGS", str(ROOT / "mappings")).replace("PREFER", f"prefer: {prefer}")
+    path.write_text(textwrap.dedent(body), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def measured_first(tmp_path_factory: pytest.TempPathFactory) -> CompiledCriteria:
+    return load_trial(write_trial(tmp_path_factory.mktemp("measured")))
+
+
+def patient(gender: str = "male", birth: str = "1966-05-01") -> dict[str, Any]:
+    return {"resourceType": "Patient", "id": "p", "gender": gender, "birthDate": birth}
+
+
+def observation(
+    code: str, value: float, unit: str, day: str, identifier: str | None = None
+) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": identifier or f"{code}-{day}",
+        "status": "final",
+        "code": {"coding": [{"system": LOINC, "code": code}]},
+        "effectiveDateTime": f"{day}T09:00:00+00:00",
+        "valueQuantity": {
+            "value": value,
+            "unit": unit,
+            "system": "http://unitsofmeasure.org",
+            "code": unit,
+        },
+        "subject": {"reference": "Patient/p"},
+    }
+
+
+def order(
+    identifier: str, code: str, status: str, authored: str, system: str = RXNORM, **more: Any
+) -> dict[str, Any]:
+    return {
+        "resourceType": "MedicationRequest",
+        "id": identifier,
+        "status": status,
+        "intent": "order",
+        "medicationCodeableConcept": {"coding": [{"system": system, "code": code}]},
+        "authoredOn": f"{authored}T09:00:00+00:00",
+        "subject": {"reference": "Patient/p"},
+        **more,
+    }
+
+
+def outcome_of(trial: CompiledCriteria, criterion: str, *resources: dict[str, Any]) -> Any:
+    document = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {"fullUrl": f"http://example.org/{r['resourceType']}/{r['id']}", "resource": r}
+            for r in resources
+        ],
+    }
+    record = build_record(parse_bundle(orjson.dumps(document), origin="test"), trial.terminology)
+    context = EvaluationContext(record, AS_OF, {}, trial.terminology)
+    (compiled,) = [c for c in trial.criteria if c.id == criterion]
+    return compiled.root.evaluate(context)
+
+
+# ------------------------------------------------------------------ computed values
+
+CREATININE_2 = observation("2160-0", 2.0, "mg/dL", "2026-10-25", "creatinine")
+
+
+def test_no_measured_egfr_computes_ckd_epi_2021_and_cites_every_input(
+    measured_first: CompiledCriteria,
+) -> None:
+    result = outcome_of(measured_first, "inclusion-1-egfr", patient(), CREATININE_2)
+    assert result.truth is Truth.MET, result.reason
+    assert "computed: 37.5 mL/min/{1.73_m2}" in result.reason  # male, 60 years, 2.0 mg/dL
+    assert result.evidence == ("Observation/creatinine", "Patient/p")
+
+
+def test_creatinine_in_umol_per_litre_is_converted_before_the_formula(
+    measured_first: CompiledCriteria,
+) -> None:
+    high = observation("14682-9", 442, "umol/L", "2026-10-25", "creatinine-si")  # 5.0 mg/dL
+    result = outcome_of(measured_first, "inclusion-1-egfr", patient(), high)
+    assert result.truth is Truth.NOT_MET, result.reason
+    assert "creatinine 5 mg/dL" in result.reason
+
+
+def test_a_measured_ckd_epi_value_is_preferred_over_the_computed_one(
+    measured_first: CompiledCriteria,
+) -> None:
+    measured = observation("98979-8", 20, "mL/min/{1.73_m2}", "2026-10-26", "egfr")
+    result = outcome_of(measured_first, "inclusion-1-egfr", patient(), CREATININE_2, measured)
+    assert result.truth is Truth.NOT_MET
+    assert result.evidence == ("Observation/egfr",)
+
+
+def test_prefer_computed_uses_the_formula_even_with_a_measured_value(tmp_path: Path) -> None:
+    trial = load_trial(write_trial(tmp_path, prefer="computed"))
+    measured = observation("98979-8", 20, "mL/min/{1.73_m2}", "2026-10-26", "egfr")
+    result = outcome_of(trial, "inclusion-1-egfr", patient(), CREATININE_2, measured)
+    assert result.truth is Truth.MET and "computed" in result.reason
+
+
+def test_stale_missing_and_unusable_inputs_are_unknown_with_the_reason(
+    measured_first: CompiledCriteria,
+) -> None:
+    stale = observation("2160-0", 1.0, "mg/dL", "2026-06-01", "old-creatinine")
+    result = outcome_of(measured_first, "inclusion-1-egfr", patient(), stale)
+    assert result.truth is Truth.UNKNOWN and "stale" in result.reason and result.missing
+    missing = outcome_of(measured_first, "inclusion-1-egfr", patient())
+    assert missing.truth is Truth.UNKNOWN and "no creatinine" in missing.reason
+    no_sex = outcome_of(measured_first, "inclusion-1-egfr", patient(gender="unknown"), CREATININE_2)
+    assert no_sex.truth is Truth.UNKNOWN and "needs sex female or male" in no_sex.reason
+    implausible = observation("2160-0", 88, "mg/dL", "2026-10-25", "slip")
+    slipped = outcome_of(measured_first, "inclusion-1-egfr", patient(), implausible)
+    assert slipped.truth is Truth.UNKNOWN and "plausible" in slipped.reason
+
+
+def test_acr_from_its_parts_with_an_input_window_of_its_own(
+    measured_first: CompiledCriteria,
+) -> None:
+    albumin = observation("14957-5", 300, "mg/L", "2026-10-30", "albumin")
+    creatinine = observation("14683-7", 8.84, "mmol/L", "2026-10-10", "urine-creatinine")  # 1 g/L
+    result = outcome_of(measured_first, "inclusion-2-acr", patient(), albumin, creatinine)
+    assert result.truth is Truth.MET, result.reason
+    assert set(result.evidence) == {"Observation/albumin", "Observation/urine-creatinine"}
+
+
+def test_a_ratio_in_mg_per_mmol_is_converted_to_mg_per_g(measured_first: CompiledCriteria) -> None:
+    ratio = observation("9318-7", 25, "mg/mmol", "2026-10-30", "acr")  # 221 mg/g
+    assert outcome_of(measured_first, "inclusion-2-acr", patient(), ratio).truth is Truth.MET
+
+
+# ------------------------------------------------------------------ medication use
+
+
+def test_continuous_use_for_four_weeks(measured_first: CompiledCriteria) -> None:
+    active = order("lisinopril", "314076", "active", "2026-08-01")
+    assert outcome_of(measured_first, "inclusion-3-ace", patient(), active).truth is Truth.MET
+    recent = order("recent", "314076", "active", "2026-10-20")
+    assert outcome_of(measured_first, "inclusion-3-ace", patient(), recent).truth is Truth.NOT_MET
+    ended = order("ended", "314076", "completed", "2026-08-01")
+    unsure = outcome_of(measured_first, "inclusion-3-ace", patient(), ended)
+    assert unsure.truth is Truth.UNKNOWN and "end of use unknown" in unsure.reason
+    assert outcome_of(measured_first, "inclusion-3-ace", patient()).truth is Truth.NOT_MET
+
+
+def test_supplies_joined_across_a_short_gap(measured_first: CompiledCriteria) -> None:
+    def supply(identifier: str, start: str) -> dict[str, Any]:
+        return order(
+            identifier,
+            "C09CA01",
+            "completed",
+            start,
+            system=ATC,
+            dispenseRequest={"expectedSupplyDuration": {"value": 22, "code": "d"}},
+        )
+
+    first, second = supply("first", "2026-09-20"), supply("second", "2026-10-14")  # 2-day gap
+    result = outcome_of(measured_first, "inclusion-3-ace", patient(), first, second)
+    assert result.truth is Truth.MET, result.reason
+    late = supply("late", "2026-10-18")  # 6-day gap
+    assert outcome_of(measured_first, "inclusion-3-ace", patient(), first, late).truth is (
+        Truth.NOT_MET
+    )
+
+
+def test_last_use_within_eight_weeks(measured_first: CompiledCriteria) -> None:
+    supply = {"expectedSupplyDuration": {"value": 30, "code": "d"}}
+    recent = order("dapa", "1488564", "completed", "2026-08-15", dispenseRequest=supply)
+    assert outcome_of(measured_first, "exclusion-1-sglt2", patient(), recent).truth is Truth.MET
+    old = order("old", "1488564", "completed", "2026-05-01", dispenseRequest=supply)
+    assert outcome_of(measured_first, "exclusion-1-sglt2", patient(), old).truth is Truth.NOT_MET
+    unknown_end = order("open", "1488564", "stopped", "2026-05-01")
+    assert outcome_of(measured_first, "exclusion-1-sglt2", patient(), unknown_end).truth is (
+        Truth.UNKNOWN
+    )
+
+
+def test_daily_dose_through_the_prednisone_equivalence_table(
+    measured_first: CompiledCriteria,
+) -> None:
+    def methylprednisolone(milligrams: float) -> dict[str, Any]:
+        dosage = {
+            "timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}},
+            "doseAndRate": [{"doseQuantity": {"value": milligrams, "unit": "mg"}}],
+        }
+        return order(
+            f"mp-{milligrams:g}", "6902", "active", "2026-10-01", dosageInstruction=[dosage]
+        )
+
+    high = outcome_of(measured_first, "exclusion-2-steroid-dose", patient(), methylprednisolone(8))
+    assert high.truth is Truth.MET and "10 mg/day prednisone-equivalent" in high.reason
+    low = outcome_of(measured_first, "exclusion-2-steroid-dose", patient(), methylprednisolone(4))
+    assert low.truth is Truth.NOT_MET
+
+
+# ------------------------------------------------------------------ load errors
+
+
+@pytest.mark.parametrize(
+    ("replace", "by", "message"),
+    [
+        (
+            "formula: egfr-ckd-epi-2021-creatinine",
+            "formula: egfr-mdrd",
+            "field computed.formula",
+        ),
+        ("urine_creatinine: P1M", "creatinine: P1M", "has no measured input 'creatinine'"),
+        (
+            'concept: egfr-ckd-epi\n      within: visit\n      value: ">= 25 mL/min/{1.73_m2}"',
+            'concept: body-mass-index\n      within: visit\n      value: ">= 25 kg/m2"',
+            "does not convert",
+        ),
+        ('daily_dose: "> 7.5 mg"', 'daily_dose: "> 7.5 mL"', "must be a mass"),
+        ("equivalent: prednisone", "equivalent: cortisol", "no concept in the mappings has"),
+    ],
+)
+def test_bad_formulas_units_and_tables_are_load_errors_with_line_and_field(
+    tmp_path: Path, replace: str, by: str, message: str
+) -> None:
+    assert replace in CRITERIA
+    path = write_trial(tmp_path, text=CRITERIA.replace(replace, by))
+    with pytest.raises(TrialsieveError) as raised:
+        load_trial(path)
+    text = str(raised.value)
+    assert message in text and f"{path}:" in text
