@@ -44,14 +44,8 @@ from engine.command_options import (
     parse_day,
     print_error,
 )
-from engine.embedded_server import (
-    EmbeddedServer,
-    EmbeddedServerError,
-    TransactionLoader,
-    bundle_files,
-    sekmet_version,
-)
-from engine.errors import ServerError, TrialsieveError
+from engine.embedded_server import EmbeddedServer, TransactionLoader, bundle_files, sekmet_version
+from engine.errors import EmbeddedServerError, ServerError, TrialsieveError
 from engine.evaluate import CompiledCriteria, PatientEvaluation, SubjectStatus
 from engine.explain import summary_table
 from engine.report.resources import research_study_id

@@ -49,7 +49,7 @@ from typing import IO, Any, Self
 import httpx
 import orjson
 
-from engine.errors import InputError, Location, ServerError, TrialsieveError
+from engine.errors import EmbeddedServerError, InputError, Location, ServerError
 from engine.sinks import FhirServerSink, WrittenEntry
 from engine.sources import BearerToken, FhirServerClient, RetryPolicy
 
@@ -77,10 +77,6 @@ from sekmet.cli import app
 sys.argv = ["sekmet", *sys.argv[2:]]
 app()
 """
-
-
-class EmbeddedServerError(TrialsieveError):
-    """The embedded server cannot be started: sekmet-fhir missing, exits, or never answers."""
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,46 @@
-"""The exceptions trialsieve raises, one root and one subclass per pipeline stage.
+"""The exceptions trialsieve raises, one root and one subclass per pipeline stage or front end.
+
+Every class in the first tree is defined here: import it from `engine.errors` (a stage's
+package also lists its own in `__all__`, e.g. `engine.sinks.SinkError`). The tree is complete:
+`tests/test_error_tree.py` fails when an exception class is defined elsewhere in `engine`
+without being named below with its module, or is missing from the tree.
 
     TrialsieveError
-     +-- CriteriaError      a criteria file is malformed (file, line, column, criterion, field)
-     +-- MappingError       a mapping file is malformed (file, line, column, field)
-     +-- InputError         patient data cannot be read (file, resource, field)
-     +-- UnitError          a unit cannot be parsed or converted
-     +-- AttestationError   an attestation file is malformed
-     +-- ServerError        a FHIR server cannot be reached or refuses a request (server, request)
+     +-- CriteriaError          a criteria file is malformed (file, line, column, criterion, field)
+     +-- MappingError           a mapping file is malformed (file, line, column, field)
+     +-- LintWarning            `trialsieve lint`: worth fixing, does not stop evaluation
+     +-- InputError             patient data cannot be read (file, resource, field)
+     +-- DateProblem            a resource's date field is unusable (also a ValueError);
+     |                          evaluation turns it into an "unknown" outcome naming the field
+     +-- UnitError              a unit cannot be parsed or converted
+     +-- AttestationError       an attestation file is malformed
+     +-- ServerError            a FHIR server cannot be reached or refuses a request
+     +-- AuthConfigError        an auth configuration (token or SMART key file) is unusable
+     +-- BulkExportError        a Bulk Data export cannot be asked for, or kept in that folder
+     +-- OutputValidationError  a resource trialsieve built is not valid FHIR (a bug, never input)
+     +-- SinkError              a result cannot be written
+     +-- CohortError            a cohort run cannot start (folder holds another run, engine)
+     +-- ServiceConfigError     the REST service cannot start: a setting is missing or unreadable
+     +-- EmbeddedServerError    the embedded FHIR server (sekmet-fhir) cannot be started
+     +-- ErrorCollection        several of the above found in one pass (the linter)
+
+    Exception
+     +-- ApiError               (engine/service/problems.py) an HTTP error answer of the REST
+                                service: status, OperationOutcome issues, headers
+
+`ApiError` is deliberately not a `TrialsieveError`: it is not a problem of the pipeline but the
+answer the service builds from one (`problems.error_for`), and the service turns every
+`TrialsieveError` that reaches it into an `ApiError`; were it a `TrialsieveError`, that
+conversion would catch the service's own 401s and 404s and answer them as 500s. It stays
+beside the OperationOutcome code it needs.
+
+Signals, not errors: private exceptions that carry control inside one module and are always
+caught there, never reaching a caller:
+
+    RetryableAnswer   (engine/sources/fhir_server.py) an answer worth asking again for
+    _Gone             (engine/sources/bulk_export.py) an export file the server no longer has
+    _NeedsMolarMass   (engine/normalise/units.py) a conversion needs the analyte's molar mass
+    _Incommensurable  (engine/normalise/units.py) two units measure different dimensions
 
 Every error carries a `location` that names where the problem is; `str(error)` puts it first,
 so a person reading the message knows which file, line, resource and field to open.
@@ -75,8 +109,32 @@ class MappingError(TrialsieveError):
     """A terminology or unit mapping file is malformed."""
 
 
+@dataclass
+class LintWarning(TrialsieveError):
+    """A problem worth fixing that does not stop evaluation (some answers may be unknown)."""
+
+
 class InputError(TrialsieveError):
     """Patient data cannot be read: not JSON, not a Bundle, several patients, ..."""
+
+
+class DateProblem(TrialsieveError, ValueError):
+    """A date field cannot be used: names the field and says why (`field: why`).
+
+    Raised while a resource is dated; evaluation catches it and answers "unknown" with this
+    text as the reason. Also a ValueError, so date parsing may catch both in one place.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message, Location(field=field))
+
+    @property
+    def field(self) -> str:
+        """The date field at fault (`effectiveDateTime`, `birthDate`, ...)."""
+        return self.location.field or ""
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
 
 
 class UnitError(TrialsieveError):
@@ -105,6 +163,36 @@ class ServerError(TrialsieveError):
     def __str__(self) -> str:
         where = ": ".join(part for part in (self.server, self.request) if part)
         return f"{where}: {self.message}" if where else self.message
+
+
+class AuthConfigError(TrialsieveError):
+    """An auth configuration is unusable: unreadable file, missing field, bad key."""
+
+
+class BulkExportError(TrialsieveError):
+    """An export cannot be asked for or kept here: bad arguments, or a folder that holds
+    another export, NDJSON no export wrote, or an unreadable state file.
+    """
+
+
+class OutputValidationError(TrialsieveError):
+    """A resource trialsieve built is not valid FHIR R4 (a bug in trialsieve, never bad input)."""
+
+
+class SinkError(TrialsieveError):
+    """A result could not be written."""
+
+
+class CohortError(TrialsieveError):
+    """A cohort run cannot start: the output folder holds another run, an unknown engine."""
+
+
+class ServiceConfigError(TrialsieveError):
+    """The service cannot start: a setting is missing, contradictory or unreadable."""
+
+
+class EmbeddedServerError(TrialsieveError):
+    """The embedded server cannot be started: sekmet-fhir missing, exits, or never answers."""
 
 
 @dataclass

@@ -17,7 +17,6 @@ import difflib
 import os
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
@@ -40,6 +39,7 @@ from engine.criteria.values import format_value_test
 from engine.errors import (
     CriteriaError,
     ErrorCollection,
+    LintWarning,
     Location,
     MappingError,
     TrialsieveError,
@@ -53,11 +53,6 @@ YAML_SUFFIXES = (".yaml", ".yml")
 _CRITERIA_MARKER = re.compile(r"^(?:criteria|trial)[ \t]*:", re.MULTILINE)
 _MAPPINGS_LINE = re.compile(r"^mappings[ \t]*:")
 _UNITLESS = re.compile(r"^(?:1|\{[^{}]*\}(?:\.\{[^{}]*\})*)$")
-
-
-@dataclass
-class LintWarning(TrialsieveError):
-    """A problem worth fixing that does not stop evaluation (some answers may be unknown)."""
 
 
 def lint_paths(paths: Sequence[str | Path]) -> list[TrialsieveError]:

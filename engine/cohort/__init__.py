@@ -7,7 +7,7 @@ data_availability.csv, errors.ndjson and summary.json. Each patient's ResearchSu
 DetectedIssue are those `trialsieve evaluate` gives. See docs/cohort.md.
 """
 
-from engine.cohort.engines import CohortError, Engine, EngineSettings, run_dask, run_local
+from engine.cohort.engines import Engine, EngineSettings, run_dask, run_local
 from engine.cohort.inputs import BundleInput, CohortInput, NdjsonInput, PartitionedInput
 from engine.cohort.partition import CRITERION_VALUES, criterion_value, study_reference
 from engine.cohort.prefilter import Prefilter, RequiredConcept
@@ -18,6 +18,7 @@ from engine.cohort.runner import (
     kept_types,
     run_cohort,
 )
+from engine.errors import CohortError
 from engine.resource_types import RECORD_TYPES
 
 __all__ = [

@@ -42,16 +42,12 @@ from engine.cohort.partition import (
     start_worker,
     write_result,
 )
-from engine.errors import TrialsieveError
+from engine.errors import CohortError
 from engine.evaluate import CompiledCriteria
 from engine.normalise.units import UNIT_REGISTRY_MODULE, prepare_unit_conversions
 from engine.sources import PatientResources
 from engine.sources.ndjson import ProblemHandler
 from engine.trial import load_trial
-
-
-class CohortError(TrialsieveError):
-    """A cohort run cannot start: the output folder holds another run, an unknown engine."""
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,6 @@ from engine import __version__
 from engine.atomic_write import atomic_write
 from engine.attestations import Attestations, load_attestations
 from engine.cohort.engines import (
-    CohortError,
     DaskStart,
     Engine,
     EngineSettings,
@@ -55,7 +54,7 @@ from engine.cohort.partition import (
     result_path,
 )
 from engine.cohort.prefilter import Prefilter
-from engine.errors import Location
+from engine.errors import CohortError, Location
 from engine.evaluate import CompiledCriteria
 from engine.normalise.units import prepare_unit_conversions
 from engine.resource_types import RECORD_TYPES, expand_resource_types

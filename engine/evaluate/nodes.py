@@ -19,15 +19,10 @@ from engine.criteria.model import (
     ResourceAtom,
     Window,
 )
+from engine.errors import DateProblem
 from engine.evaluate.outcome import Cited, Outcome, Truth, combine_all, combine_any, negate
 from engine.evaluate.status import StatusPredicate
-from engine.evaluate.timing import (
-    DateProblem,
-    Span,
-    age_in_years,
-    parse_date_range,
-    resource_span,
-)
+from engine.evaluate.timing import Span, age_in_years, parse_date_range, resource_span
 from engine.evaluate.values import ValueCheck
 from engine.normalise import Concept, DataProblem, Measurement, Terminology, measure
 from engine.record import PatientRecord

@@ -15,21 +15,13 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from engine.errors import DateProblem
 from engine.resource_types import RESOURCE_TYPES, DateField, Dating, ResourceType
 
 _YEAR = re.compile(r"^\d{4}$")
 _MONTH = re.compile(r"^\d{4}-\d{2}$")
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _TIME_ZONE = re.compile(r"(Z|[+-]\d{2}:\d{2})$")
-
-
-class DateProblem(ValueError):
-    """A date field cannot be used: names the field and says why."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,6 @@
 """The report stage: ResearchSubject + DetectedIssue (FHIR R4) from a patient evaluation."""
 
+from engine.errors import OutputValidationError
 from engine.report.resources import (
     detected_issue,
     narrative,
@@ -8,7 +9,7 @@ from engine.report.resources import (
     summary_line,
     transaction_bundle,
 )
-from engine.report.validate import OutputValidationError, validate_bundle, validate_resource
+from engine.report.validate import validate_bundle, validate_resource
 
 __all__ = [
     "OutputValidationError",

@@ -7,11 +7,7 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from engine.errors import Location, TrialsieveError
-
-
-class OutputValidationError(TrialsieveError):
-    """A resource trialsieve built is not valid FHIR R4 (a bug in trialsieve, never bad input)."""
+from engine.errors import Location, OutputValidationError
 
 
 def validate_resource(resource: dict[str, Any]) -> None:

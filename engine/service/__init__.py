@@ -5,13 +5,9 @@ uvicorn and `trialsieve subscribe` registers the Subscriptions that notify it (c
 See docs/service.md.
 """
 
+from engine.errors import ServiceConfigError
 from engine.service.app import create_app
-from engine.service.settings import (
-    ApiAuthSettings,
-    SecretReference,
-    ServiceConfigError,
-    ServiceSettings,
-)
+from engine.service.settings import ApiAuthSettings, SecretReference, ServiceSettings
 
 __all__ = [
     "ApiAuthSettings",

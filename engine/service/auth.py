@@ -22,9 +22,9 @@ from typing import Any
 import jwt
 import orjson
 
-from engine.errors import Location
+from engine.errors import Location, ServiceConfigError
 from engine.service.problems import ApiError
-from engine.service.settings import ApiAuthSettings, ServiceConfigError, ServiceSettings
+from engine.service.settings import ApiAuthSettings, ServiceSettings
 
 ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "ES256", "ES384")
 REQUIRED_CLAIMS = ("iss", "aud", "exp", "iat", "jti")

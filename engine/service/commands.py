@@ -19,15 +19,10 @@ from rich.console import Console
 from rich.table import Table
 
 from engine.command_options import fail, parse_day
-from engine.errors import ServerError, TrialsieveError
+from engine.errors import ServerError, ServiceConfigError, TrialsieveError
 from engine.service.app import create_app
 from engine.service.logs import configure_logging
-from engine.service.settings import (
-    ApiAuthSettings,
-    SecretReference,
-    ServiceConfigError,
-    ServiceSettings,
-)
+from engine.service.settings import ApiAuthSettings, SecretReference, ServiceSettings
 from engine.service.trials import load_trials
 from engine.sources import BearerToken, FhirServerClient
 

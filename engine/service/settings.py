@@ -13,16 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.errors import Location, TrialsieveError
+from engine.errors import Location, ServiceConfigError
 from engine.sources import RetryPolicy
 from engine.sources.fhir_server import DEFAULT_PAGE_SIZE
 
 SERVICE_RETRY = RetryPolicy(attempts=3, first_delay=0.2, longest_delay=2.0, give_up_after=25.0)
 """Interactive callers wait: fewer, shorter retries than the command line's."""
-
-
-class ServiceConfigError(TrialsieveError):
-    """The service cannot start: a setting is missing, contradictory or unreadable."""
 
 
 @dataclass(frozen=True)

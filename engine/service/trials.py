@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.attestations import Attestations, load_attestations
-from engine.errors import Location
+from engine.errors import Location, ServiceConfigError
 from engine.evaluate import CompiledCriteria
-from engine.service.settings import ServiceConfigError
 from engine.sources.fhir_server import resource_types_to_pull
 from engine.trial import load_trial
 

@@ -1,7 +1,8 @@
 """The sink stage: where results go (files, FHIR servers)."""
 
+from engine.errors import SinkError
 from engine.sinks.fhir_server import FhirServerSink, WrittenEntry, server_transaction
-from engine.sinks.files import SinkError, to_json, write_json
+from engine.sinks.files import to_json, write_json
 
 __all__ = [
     "FhirServerSink",

@@ -8,11 +8,7 @@ from typing import Any
 import orjson
 
 from engine.atomic_write import write_atomically
-from engine.errors import Location, TrialsieveError
-
-
-class SinkError(TrialsieveError):
-    """A result could not be written."""
+from engine.errors import Location, SinkError
 
 
 def to_json(document: Any) -> bytes:

@@ -8,9 +8,9 @@ patient through partition files (`partition_ndjson`, `read_partition`).
 `FhirServerSource` pulls patients from a FHIR R4 server through a `FhirServerClient`.
 """
 
+from engine.errors import BulkExportError
 from engine.sources.base import PatientResources, PatientSource
 from engine.sources.bulk_export import (
-    BulkExportError,
     BulkExportResult,
     ExportedFile,
     ExportIssue,

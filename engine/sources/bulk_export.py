@@ -46,7 +46,7 @@ import orjson
 
 from engine import __version__
 from engine.atomic_write import atomic_write, write_atomically
-from engine.errors import Location, ServerError, TrialsieveError
+from engine.errors import BulkExportError, Location, ServerError
 from engine.sources.fhir_server import (
     FHIR_JSON,
     Retrier,
@@ -85,12 +85,6 @@ _INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d
 _TRANSIENT_CODES = frozenset(
     {"transient", "lock-error", "no-store", "exception", "timeout", "incomplete", "throttled"}
 )
-
-
-class BulkExportError(TrialsieveError):
-    """An export cannot be asked for or kept here: bad arguments, or a folder that holds
-    another export, NDJSON no export wrote, or an unreadable state file.
-    """
 
 
 # --------------------------------------------------------------------------- values

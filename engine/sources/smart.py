@@ -43,7 +43,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from engine.errors import Location, ServerError, TrialsieveError
+from engine.errors import AuthConfigError, Location, ServerError
 from engine.sources.fhir_server import BearerToken
 
 DEFAULT_SCOPE = (
@@ -82,10 +82,6 @@ _CONFIG_KEYS = frozenset(
 _HIDDEN = "<hidden>"
 _JWT_LIKE = re.compile(r"eyJ[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]*){0,2}")
 _LONGEST_DESCRIPTION = 300
-
-
-class AuthConfigError(TrialsieveError):
-    """An auth configuration is unusable: unreadable file, missing field, bad key."""
 
 
 @dataclass(frozen=True)

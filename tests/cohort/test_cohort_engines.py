@@ -22,13 +22,13 @@ from engine.attestations import load_attestations
 from engine.cohort import (
     CRITERION_VALUES,
     RECORD_TYPES,
-    CohortError,
     CohortSummary,
     NdjsonInput,
     kept_types,
     run_cohort,
     study_reference,
 )
+from engine.errors import CohortError
 from engine.evaluate import CompiledCriteria, SubjectStatus
 from engine.report import detected_issue, research_subject
 

@@ -24,7 +24,6 @@ from cohort_examples import (
 
 from engine.cohort import (
     BundleInput,
-    CohortError,
     CohortSummary,
     NdjsonInput,
     Prefilter,
@@ -32,6 +31,7 @@ from engine.cohort import (
     run_cohort,
     study_reference,
 )
+from engine.errors import CohortError
 from engine.evaluate import CompiledCriteria
 from engine.record import build_record
 from engine.report import detected_issue, research_subject

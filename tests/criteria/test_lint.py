@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import CriteriaError, TrialsieveError
-from engine.lint import LintWarning, format_problems, has_errors, lint_paths
+from engine.errors import CriteriaError, LintWarning, TrialsieveError
+from engine.lint import format_problems, has_errors, lint_paths
 
 MAPPINGS = """\
 systems:

@@ -24,13 +24,8 @@ from typer.testing import CliRunner
 
 from engine.attestations import load_attestations
 from engine.demo import demo
-from engine.embedded_server import (
-    INSTALL_HINT,
-    EmbeddedServer,
-    EmbeddedServerError,
-    TransactionLoader,
-)
-from engine.errors import InputError
+from engine.embedded_server import INSTALL_HINT, EmbeddedServer, TransactionLoader
+from engine.errors import EmbeddedServerError, InputError
 from engine.evaluate import CompiledCriteria, evaluate_patient
 from engine.record import build_record
 from engine.sources import FhirServerClient, read_bundle_file

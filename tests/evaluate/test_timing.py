@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.criteria.model import IsoDuration
-from engine.evaluate.timing import DateProblem, age_in_years, parse_date_range, resource_span
+from engine.errors import DateProblem
+from engine.evaluate.timing import age_in_years, parse_date_range, resource_span
 
 
 def test_partial_dates_cover_their_month_and_year() -> None:

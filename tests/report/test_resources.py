@@ -10,10 +10,11 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.detectedissue import DetectedIssue
 from fhir.resources.R4B.researchsubject import ResearchSubject
 
+from engine.errors import OutputValidationError
 from engine.evaluate import CompiledCriteria, CriterionVerdict, PatientEvaluation, evaluate_patient
 from engine.record import build_record
 from engine.report import detected_issue, research_subject, transaction_bundle, validate_bundle
-from engine.report.validate import OutputValidationError, validate_resource
+from engine.report.validate import validate_resource
 from engine.sources import read_bundle_file
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "patients"

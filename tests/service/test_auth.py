@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 from service_support import AUTH, ClientFactory, example, make_settings
 
-from engine.service import ApiAuthSettings, SecretReference, ServiceConfigError, create_app
+from engine.errors import ServiceConfigError
+from engine.service import ApiAuthSettings, SecretReference, create_app
 
 SECRET = "a-shared-secret-of-enough-length-0123456789"
 SECRET_VARIABLE = "TRIALSIEVE_TEST_JWT_SECRET"

@@ -19,8 +19,8 @@ from service_support import (
     make_settings,
 )
 
-from engine.errors import TrialsieveError
-from engine.service import ServiceConfigError, create_app
+from engine.errors import ServiceConfigError, TrialsieveError
+from engine.service import create_app
 
 
 @pytest.mark.parametrize(

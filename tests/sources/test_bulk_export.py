@@ -15,7 +15,7 @@ import orjson
 import pytest
 import respx
 
-from engine.errors import ServerError
+from engine.errors import BulkExportError, ServerError
 from engine.sources import (
     BearerToken,
     NdjsonFolderSource,
@@ -25,7 +25,6 @@ from engine.sources import (
 from engine.sources.bulk_export import (
     ERRORS_FOLDER,
     STATE_FILE,
-    BulkExportError,
     BulkExportResult,
     ExportProgress,
     ExportRequest,

@@ -18,14 +18,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from engine.errors import ServerError
+from engine.errors import AuthConfigError, ServerError
 from engine.sources import BearerToken, FhirServerClient, RetryPolicy
 from engine.sources.smart import (
     ASSERTION_LIFETIME,
     CLIENT_ASSERTION_TYPE,
     DEFAULT_SCOPE,
     REFRESH_MARGIN,
-    AuthConfigError,
     SmartBackendAuth,
     auth_from_options,
     load_smart_auth,
