@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.criteria.model import ComputedValue, Window
-from engine.errors import CriteriaError, Location, UnitError
+from engine.errors import CriteriaError, DateProblem, Location, UnitError
 from engine.evaluate.nodes import EVIDENCE_LIMIT, EvaluationContext, ResourceNode
 from engine.evaluate.outcome import Outcome, Truth
 from engine.evaluate.status import status_predicate
-from engine.evaluate.timing import DateProblem, Span, age_in_years, parse_date_range, resource_span
+from engine.evaluate.timing import Span, age_in_years, parse_date_range, resource_span
 from engine.evaluate.values import ValueCheck
 from engine.normalise import Concept, DataProblem, Measurement, Terminology, convert, measure
 from engine.normalise.formulas import FORMULAS, Formula, FormulaInput, InputKind

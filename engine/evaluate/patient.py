@@ -10,10 +10,10 @@ from functools import cached_property
 
 from engine.attestations import Attestation
 from engine.criteria.model import CriterionKind
-from engine.errors import InputError, Location
+from engine.errors import DateProblem, InputError, Location
 from engine.evaluate.compile import CompiledCriteria, CompiledCriterion, EvaluationContext
 from engine.evaluate.outcome import Outcome, Truth, UnknownReason
-from engine.evaluate.timing import DateProblem, parse_date_range
+from engine.evaluate.timing import parse_date_range
 from engine.record import PatientRecord
 from engine.resource_types import RESOURCE_TYPES
 

@@ -11,8 +11,8 @@ from hostile_support import ROOT, bundle, haemoglobin, patient
 from typer.testing import CliRunner
 
 from engine.cli import app
-from engine.errors import InputError
-from engine.sinks import SinkError, write_json
+from engine.errors import InputError, SinkError
+from engine.sinks import write_json
 from engine.sources import parse_bundle
 from engine.sources.references import is_fhir_id
 
