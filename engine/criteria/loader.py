@@ -107,7 +107,15 @@ def schema_validator() -> Draft202012Validator:
 
 
 def parse_iso_duration(text: str) -> IsoDuration:
-    """`P1Y2M3W4D` -> IsoDuration; raise ValueError for anything else (no time part)."""
+    """`P1Y2M3W4D` -> IsoDuration; raise ValueError for anything else (no time part).
+
+    >>> parse_iso_duration("P2W")
+    IsoDuration(years=0, months=0, weeks=2, days=0, text='P2W')
+    >>> parse_iso_duration("PT12H")
+    Traceback (most recent call last):
+    ...
+    ValueError: 'PT12H' is not an ISO 8601 duration such as P28D, P3M, P1Y, P2W
+    """
     match = _ISO_DURATION.fullmatch(text)
     if match is None:
         raise ValueError(f"'{text}' is not an ISO 8601 duration such as P28D, P3M, P1Y, P2W")

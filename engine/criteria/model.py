@@ -69,7 +69,11 @@ class IsoDuration:
     text: str = ""
 
     def start_before(self, as_of: dt.date) -> dt.date:
-        """The first day of the window that ends on `as_of` (calendar arithmetic, clamped)."""
+        """The first day of the window that ends on `as_of` (calendar arithmetic, clamped).
+
+        >>> IsoDuration(months=1, text="P1M").start_before(dt.date(2026, 3, 31))
+        datetime.date(2026, 2, 28)
+        """
         month_index = as_of.year * 12 + (as_of.month - 1) - (self.years * 12 + self.months)
         year, month = divmod(month_index, 12)
         month += 1

@@ -69,7 +69,17 @@ _FORMS = "'< 100 g/L', '<= 2', '> 1.5 x ULN', '> 20% above ULN', 'is positive', 
 
 
 def parse_value_test(text: str) -> ValueTest:
-    """Read one value test; raise ValueError saying precisely what is wrong."""
+    """Read one value test; raise ValueError saying precisely what is wrong.
+
+    >>> parse_value_test("< 100 g/L")
+    QuantityTest(comparator=<Comparator.LESS: '<'>, value=100.0, unit='g/L', text='< 100 g/L')
+    >>> parse_value_test("> 20% above ULN").factor
+    1.2
+    >>> parse_value_test("=< 2")
+    Traceback (most recent call last):
+    ...
+    ValueError: comparator '=<' is not known; write '<='
+    """
     stripped = text.strip(_BLANKS)
     if not stripped:
         raise ValueError(f"empty value test; write one of {_FORMS}")
@@ -94,6 +104,9 @@ def format_value_test(test: ValueTest) -> str:
     """Write a value test in canonical form; `parse_value_test` reads a single test back.
 
     A list of tests (AnyValueTest) is written joined by " or ", for explanations.
+
+    >>> format_value_test(parse_value_test("> 20% above ULN"))
+    '> 1.2 x ULN'
     """
     if isinstance(test, AnyValueTest):
         return " or ".join(format_value_test(one) for one in test.tests)

@@ -64,7 +64,17 @@ _EARLIEST = dt.datetime.min.replace(tzinfo=dt.UTC)
 
 
 def parse_date_range(text: object, field: str) -> tuple[dt.date, dt.date, dt.datetime]:
-    """First day, last day and an ordering instant of a FHIR date, dateTime or instant."""
+    """First day, last day and an ordering instant of a FHIR date, dateTime or instant.
+
+    >>> first, last, _instant = parse_date_range("2024-02", "onsetDateTime")
+    >>> first, last
+    (datetime.date(2024, 2, 1), datetime.date(2024, 2, 29))
+    >>> try:
+    ...     parse_date_range("2024-03-05T10:30", "effectiveDateTime")
+    ... except DateProblem as problem:
+    ...     print(problem)
+    effectiveDateTime: '2024-03-05T10:30' has a time but no time zone
+    """
     if not isinstance(text, str):
         raise DateProblem(field, f"expected a date string, found {type(text).__name__}")
     try:
@@ -234,5 +244,9 @@ def _first_code(concept: object) -> str | None:
 
 
 def age_in_years(birth_date: dt.date, on: dt.date) -> int:
-    """Whole years of age on a day (a birthday counts on the day itself)."""
+    """Whole years of age on a day (a birthday counts on the day itself).
+
+    >>> age_in_years(dt.date(2000, 2, 29), dt.date(2026, 2, 28))
+    25
+    """
     return on.year - birth_date.year - ((on.month, on.day) < (birth_date.month, birth_date.day))

@@ -23,7 +23,11 @@ _MEMO_LIMIT = 200_000
 
 
 def normalise_code(code: str, icd_style: bool) -> str:
-    """The comparable form of a code: trimmed; for ICD-style systems without dots, upper case."""
+    """The comparable form of a code: trimmed; for ICD-style systems without dots, upper case.
+
+    >>> normalise_code(" d69.3 ", icd_style=True), normalise_code("D69.3", icd_style=False)
+    ('D693', 'D69.3')
+    """
     code = code.strip()
     if icd_style:
         return code.replace(".", "").upper()
@@ -31,7 +35,11 @@ def normalise_code(code: str, icd_style: bool) -> str:
 
 
 def normalise_text(text: str) -> str:
-    """Case- and space-insensitive form of free text ("  Not  Detected" -> "not detected")."""
+    """Case- and space-insensitive form of free text.
+
+    >>> normalise_text("  Not  Detected")
+    'not detected'
+    """
     return _SPACES.sub(" ", text).strip().casefold()
 
 
@@ -48,7 +56,12 @@ class CodeRange:
     text: str
 
     def contains(self, normalised_code: str) -> bool:
-        """True if the (normalised, dot-free, upper-case) code falls in the range."""
+        """True if the (normalised, dot-free, upper-case) code falls in the range.
+
+        >>> in_c00_c97 = CodeRange("C00", "C97", "C00-C97")
+        >>> in_c00_c97.contains("C509"), in_c00_c97.contains("D693")
+        (True, False)
+        """
         return (
             normalised_code[: len(self.low)] >= self.low
             and normalised_code[: len(self.high)] <= self.high

@@ -119,7 +119,11 @@ def _ucum_syntax_problem(unit_text: str) -> str | None:
 
 
 def is_valid_ucum(unit_text: str) -> bool:
-    """True if `unit_text` is a syntactically valid UCUM unit (case-sensitive)."""
+    """True if `unit_text` is a syntactically valid UCUM unit (case-sensitive).
+
+    >>> is_valid_ucum("10*9/L"), is_valid_ucum("mcg")
+    (True, False)
+    """
     return _ucum_syntax_problem(unit_text) is None
 
 
@@ -129,6 +133,9 @@ def ucum_unit(unit_text: str, terminology: Terminology | None = None) -> str:
     Resolution order: the terminology's exact `unit_aliases`, then the text itself as
     UCUM, then the aliases case- and space-insensitively (so "g/l", valid UCUM, is never
     taken for the alias "G/L"). Raises UnitError.
+
+    >>> ucum_unit(" mg/dL ")
+    'mg/dL'
     """
     text = unit_text.strip()
     if terminology is not None:
@@ -165,6 +172,11 @@ def convert(value: float, from_unit: str, to_unit: str, molar_mass: float | None
     Mass and substance concentrations convert into each other when `molar_mass` (g/mol)
     is given (creatinine mg/dL <-> umol/L). Raises UnitError when the units are not UCUM
     or not commensurable. Cached per (from_unit, to_unit, molar_mass).
+
+    >>> convert(1.0, "g/dL", "g/L")
+    10.0
+    >>> round(convert(1.0, "mg/dL", "umol/L", molar_mass=113.12), 2)  # creatinine
+    88.4
     """
     if from_unit == to_unit:
         return value
