@@ -79,6 +79,7 @@ FAVOURABLE: Mapping[str, bool] = {
     "relapse-after-response": True,
     "adequate-venous-access": True,
     "informed-consent": True,
+    "thrombocytopenia-due-to-thyroid-disease": False,
     "cardiovascular-disease-is-serious": False,
     "uncontrolled-infection-organ-dysfunction-or-disorder": False,
     "failed-t-cell-expansion": False,

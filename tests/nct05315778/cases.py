@@ -216,6 +216,13 @@ INCLUSION_1 = [
         answers={RELAPSE: True},
         evidence=("MedicationAdministration/rtx-given",),
     ),
+    i1.meets(
+        "ITP coded D69.300x001 (Chinese clinical-edition extension of WHO ICD-10 D69.3)",
+        remove=("itp",),
+        add=(condition(ICD10, "D69.300x001", "2021-02-20", id="itp-china"),),
+        answers={RELAPSE: True},
+        evidence=("Condition/itp-china",),
+    ),
     i1.fails(
         "no ITP diagnosis on record, relapse attested",
         remove=("itp",),
@@ -348,6 +355,19 @@ INCLUSION_5 = i5.manual("informed-consent", CriterionKind.INCLUSION)
 
 # ------------------------------------------------------------------------ exclusion 1-6
 
+
+def serology(loinc: str, id: str, coded: Coding = POSITIVE, date: str = SCREENING_DAY) -> Resource:
+    """A coded serology (or pregnancy test) result, positive unless told otherwise."""
+    return observation(loinc, coded=coded, date=date, id=id)
+
+
+def viral_load(loinc: str, value: float, unit: str, upper_limit: float, id: str) -> Resource:
+    """A viral load with the lab's upper reference limit, unit as the lab writes it."""
+    return observation(loinc, value, unit, reference_range=(None, upper_limit), ucum=False, id=id)
+
+
+THYROID = "thrombocytopenia-due-to-thyroid-disease"
+
 EXCLUSION_1 = [
     e1.silent(
         "no secondary cause on record: closed world, not met", CLEAR, reason=("none on record",)
@@ -381,17 +401,110 @@ EXCLUSION_1 = [
     e1.fails(
         "Evans syndrome D69.41", add=(condition(ICD10CM, "D69.41", "2022-01-01", id="evans"),)
     ),
-    e1.fails(
-        "heparin-induced thrombocytopenia resolved in 2019 (any date counts)",
+    e1.meets(
+        "heparin-induced thrombocytopenia resolved in 2019: a transient cause, only while active",
         add=(
             condition(
-                ICD10CM, "D75.82", "2019-03-01", "resolved", abatement="2019-04-01", id="hit"
+                ICD10CM, "D75.822", "2019-03-01", "resolved", abatement="2019-04-01", id="hit"
             ),
         ),
     ),
     e1.fails(
+        "immune-mediated HIT D75.822 active (header D75.82 matched as a prefix, FY2024)",
+        add=(condition(ICD10CM, "D75.822", days_ago(5), id="hit"),),
+        evidence=("Condition/hit",),
+    ),
+    e1.meets(
+        "drug-induced thrombocytopenia (SNOMED 191322006) resolved in 2023",
+        add=(
+            condition(
+                SNOMED, "191322006", "2023-01-01", "resolved", abatement="2023-02-01", id="dit"
+            ),
+        ),
+    ),
+    e1.meets(
+        "post-transfusion purpura D69.51 abated in 2022",
+        add=(condition(ICD10CM, "D69.51", "2022-01-01", abatement="2022-03-01", id="ptp"),),
+    ),
+    e1.fails(
         "common variable immunodeficiency D83.9 (prefix D83)",
         add=(condition(ICD10CM, "D83.9", "2017-01-01", id="cvid"),),
+    ),
+    e1.fails(
+        "Sjogren syndrome M35.00 (another connective-tissue disease)",
+        add=(condition(ICD10CM, "M35.00", "2018-01-01", id="sjogren"),),
+        evidence=("Condition/sjogren",),
+    ),
+    e1.fails(
+        "myelodysplastic syndrome D46.9",
+        add=(condition(ICD10CM, "D46.9", "2024-01-01", "inactive", id="mds"),),
+    ),
+    e1.fails(
+        "idiopathic aplastic anaemia D61.3",
+        add=(condition(ICD10CM, "D61.3", "2019-01-01", "resolved", id="aa"),),
+    ),
+    e1.fails(
+        "liver cirrhosis K74.60 (chronic liver disease, hypersplenism)",
+        add=(condition(ICD10CM, "K74.60", "2020-01-01", id="cirrhosis"),),
+    ),
+    e1.fails(
+        "CMV infection B25.9 active",
+        add=(condition(ICD10CM, "B25.9", days_ago(10), id="cmv"),),
+        evidence=("Condition/cmv",),
+    ),
+    e1.meets(
+        "CMV infection B25.9 resolved in 2020",
+        add=(
+            condition(ICD10CM, "B25.9", "2020-01-01", "resolved", abatement="2020-03-01", id="c"),
+        ),
+    ),
+    e1.fails(
+        "H. pylori B96.81 active (not yet eradicated)",
+        add=(condition(ICD10CM, "B96.81", days_ago(30), id="h-pylori"),),
+    ),
+    e1.silent(
+        "hypothyroidism active (Synthea 83664006), attribution unattested",
+        MANUAL,
+        add=(condition(SNOMED, "83664006", "2015-01-01", id="hypothyroid"),),
+        reason=("manual review: Is the patient's thrombocytopenia attributed",),
+    ),
+    e1.meets(
+        "hypothyroidism active, investigator: thrombocytopenia not due to it",
+        add=(condition(SNOMED, "83664006", "2015-01-01", id="hypothyroid"),),
+        answers={THYROID: False},
+    ),
+    e1.fails(
+        "Graves disease E05.00 active, investigator: thrombocytopenia due to it",
+        add=(condition(ICD10CM, "E05.00", "2024-01-01", id="graves"),),
+        answers={THYROID: True},
+        evidence=("Condition/graves",),
+    ),
+    e1.meets(
+        "hepatitis C cured in 2020 (resolved): not secondary ITP",
+        add=(
+            condition(ICD10CM, "B18.2", "2015-01-01", "resolved", abatement="2020-01-01", id="c"),
+        ),
+    ),
+    e1.meets(
+        "chronic hepatitis C active, HCV RNA 10 IU/mL below its limit 15: not viraemic",
+        add=(
+            condition(ICD10CM, "B18.2", "2015-01-01", id="hcv"),
+            viral_load("11011-4", 10, "IU/mL", 15, "hcv-rna"),
+        ),
+    ),
+    e1.fails(
+        "chronic hepatitis C active, HCV RNA 520000 IU/mL: viraemic",
+        add=(
+            condition(ICD10CM, "B18.2", "2015-01-01", id="hcv"),
+            viral_load("11011-4", 520000, "IU/mL", 15, "hcv-rna"),
+        ),
+        evidence=("Condition/hcv", "Observation/hcv-rna"),
+    ),
+    e1.silent(
+        "chronic hepatitis C active, no HCV RNA in screening",
+        MISSING,
+        add=(condition(ICD10CM, "B18.2", "2015-01-01", id="hcv"),),
+        reason=("Hepatitis C virus RNA: no result within screening",),
     ),
 ]
 
@@ -1002,16 +1115,6 @@ EXCLUSION_9 = [
 # ------------------------------------------------------------------------ exclusion 10: serology
 
 
-def serology(loinc: str, id: str, coded: Coding = POSITIVE, date: str = SCREENING_DAY) -> Resource:
-    """A coded serology (or pregnancy test) result, positive unless told otherwise."""
-    return observation(loinc, coded=coded, date=date, id=id)
-
-
-def viral_load(loinc: str, value: float, unit: str, upper_limit: float, id: str) -> Resource:
-    """A viral load with the lab's upper reference limit, unit as the lab writes it."""
-    return observation(loinc, value, unit, reference_range=(None, upper_limit), ucum=False, id=id)
-
-
 HCV_AB_POSITIVE = serology("16128-1", "hcv-ab-pos")
 HBSAG_POSITIVE = serology("5196-1", "hbsag-pos")
 
@@ -1031,10 +1134,23 @@ EXCLUSION_10 = [
         remove=("hiv",),
         add=(observation("7917-8", "Reactive", id="hiv-text"),),
     ),
-    e10.fails(
-        "syphilis RPR reactive (SNOMED 11214006)",
+    e10.silent(
+        "RPR reactive, no treponemal test: a nontreponemal test alone does not decide",
+        MISSING,
         remove=("syphilis",),
         add=(serology("20507-0", "rpr", coded=(SNOMED, "11214006")),),
+        reason=("Treponema pallidum antibody (treponemal test): no result",),
+    ),
+    e10.meets(
+        "RPR reactive, treponemal antibody negative: biological false positive",
+        add=(serology("20507-0", "rpr", coded=(SNOMED, "11214006"), date=SCREENING_LATE),),
+        evidence=("Observation/syphilis",),
+    ),
+    e10.fails(
+        "treponemal antibody by agglutination (TPPA) reactive",
+        remove=("syphilis",),
+        add=(serology("24312-1", "tppa", coded=(SNOMED, "11214006")),),
+        evidence=("Observation/tppa",),
     ),
     e10.fails(
         "HCV antibody positive, HCV RNA 520000 IU/mL above its limit 15",
@@ -1065,12 +1181,21 @@ EXCLUSION_10 = [
         add=(HCV_AB_POSITIVE,),
         reason=("Hepatitis C virus RNA: no result",),
     ),
-    e10.silent(
-        "HCV RNA without a reference range (no default in the mappings)",
-        MISSING,
+    e10.fails(
+        "HCV RNA 520000 IU/mL without a reference range: above the default limit 15",
         remove=("hcv-ab",),
         add=(HCV_AB_POSITIVE, observation("11011-4", 520000, "IU/mL", ucum=False, id="hcv-rna")),
-        reason=("Observation/hcv-rna", "no upper reference limit"),
+        evidence=("Observation/hcv-rna",),
+    ),
+    e10.meets(
+        "HCV RNA 12 IU/mL without a reference range: below the default limit 15",
+        remove=("hcv-ab",),
+        add=(HCV_AB_POSITIVE, observation("11011-4", 12, "IU/mL", ucum=False, id="hcv-rna")),
+    ),
+    e10.fails(
+        "HBV DNA 5000 IU/mL without a reference range: above the default limit 20",
+        remove=("hbsag",),
+        add=(HBSAG_POSITIVE, observation("42595-9", 5000, "IU/mL", ucum=False, id="hbv-dna")),
     ),
     e10.fails(
         "HBsAg positive, HBV DNA 20000 IU/mL above its limit 20",
@@ -1115,6 +1240,13 @@ EXCLUSION_10 = [
         remove=("hiv",),
         add=(serology("56888-1", "hiv-old", coded=NEGATIVE, date=THIRTEEN_MONTHS_AGO),),
         reason=("HIV antibody / antigen screening test: no result",),
+    ),
+    e10.silent(
+        "HIV negative 2 months ago, before screening: stale",
+        MISSING,
+        remove=("hiv",),
+        add=(serology("56888-1", "hiv-2m", coded=NEGATIVE, date=days_ago(60)),),
+        reason=("HIV antibody / antigen screening test: no result within screening",),
     ),
     e10.silent("no serology at all", MISSING, remove=("hiv", "syphilis", "hcv-ab", "hbsag")),
 ]

@@ -17,7 +17,8 @@ REQUIRED_CONCEPTS = [
     # conditions
     "primary-itp", "systemic-lupus-erythematosus", "antiphospholipid-syndrome", "hiv-infection",
     "hepatitis-c-infection", "hepatitis-b-infection", "lymphoproliferative-disorder",
-    "drug-induced-thrombocytopenia", "other-secondary-thrombocytopenia", "secondary-itp-causes",
+    "drug-induced-thrombocytopenia", "other-secondary-thrombocytopenia",
+    "secondary-itp-chronic-causes", "secondary-itp-transient-causes", "thyroid-disease",
     "arterial-thrombosis", "venous-thrombosis", "serious-cardiovascular-disease", "malignancy",
     "coagulation-disorder", "active-serious-infection", "dyspnea", "pregnancy", "breastfeeding",
     "substance-abuse",
@@ -30,7 +31,8 @@ REQUIRED_CONCEPTS = [
     # observations
     "hemoglobin", "neutrophils", "platelets", "creatinine", "total-bilirubin", "alt", "ast",
     "lvef", "spo2", "inhaled-oxygen", "prothrombin-time", "inr", "aptt", "ecog", "hiv-antibody",
-    "syphilis-antibody", "hcv-antibody", "hcv-rna", "hbsag", "hbv-dna", "pregnancy-test",
+    "treponemal-antibody", "syphilis-nontreponemal-test", "hcv-antibody", "hcv-rna", "hbsag",
+    "hbv-dna", "pregnancy-test",
     "breastfeeding-status",
     # answers
     "positive", "negative",
@@ -90,8 +92,10 @@ def test_canonical_units(real_terminology: Terminology, concept_id: str, unit: s
         (ICD10, "C91.1", "malignancy"),
         (ICD10CM, "D68.0", "coagulation-disorder"),
         (ICD10CM, "F10.20", "substance-abuse"),
-        (SNOMED, "86406008", "secondary-itp-causes"),
-        (ICD10CM, "B18.2", "secondary-itp-causes"),
+        (SNOMED, "86406008", "secondary-itp-chronic-causes"),
+        (ICD10CM, "B18.2", "hepatitis-c-infection"),
+        (ICD10CM, "D75.822", "secondary-itp-transient-causes"),  # HIT: D75.82 is a header
+        (ICD10, "D69.300x001", "primary-itp"),  # Chinese clinical-edition extension
         (RXNORM, "243670", "antiplatelets"),
         (RXNORM, "309362", "anticoagulant-or-antiplatelet"),
         (RXNORM, "855332", "anticoagulants"),
@@ -117,7 +121,10 @@ def test_real_codes_match(
     ("system", "code", "concept_id"),
     [
         (ICD10CM, "D69.3", "coagulation-disorder"),  # ITP is not a coagulation disorder here
-        (ICD10CM, "D69.3", "secondary-itp-causes"),
+        (ICD10CM, "D69.3", "secondary-itp-chronic-causes"),
+        (ICD10CM, "D69.3", "secondary-itp-transient-causes"),
+        (ICD10CM, "B18.2", "secondary-itp-chronic-causes"),  # only viraemic HCV counts
+        (LOINC, "20507-0", "treponemal-antibody"),  # RPR is not a treponemal test
         (SNOMED, "402653004", "primary-itp"),  # thrombocytopenia due to defective production
         (ICD10CM, "F17.210", "substance-abuse"),  # nicotine dependence
         (ICD10CM, "D05.10", "malignancy"),  # carcinoma in situ
