@@ -28,6 +28,7 @@ from engine.criteria.model import (
     CriteriaFile,
     Criterion,
     QuantityTest,
+    RangeTest,
     ReferenceLimitTest,
     ResourceAtom,
     SingleValueTest,
@@ -283,6 +284,13 @@ def _check_atom(
         return
     concept = terminology.concept(atom.concept)
     location = _location(atom.position, criterion, "value")
+    if isinstance(atom.value, AnyValueTest) and _looks_like_a_range(atom.value):
+        yield LintWarning(
+            f"value: [{', '.join(repr(test.text) for test in atom.value.tests)}] is an OR "
+            "(a result passes if any test passes), so a lower bound OR an upper bound; for a "
+            "range write value: {between: [low, high]}",
+            location,
+        )
     for test in _single_tests(atom.value):
         if isinstance(test, QuantityTest):
             yield from _check_quantity(test, concept, location)
@@ -291,9 +299,28 @@ def _check_atom(
 
 
 def _single_tests(test: ValueTest | None) -> tuple[SingleValueTest, ...]:
+    """The single tests of a value test, a range counting as its two bounds."""
     if test is None:
         return ()
-    return test.tests if isinstance(test, AnyValueTest) else (test,)
+    tests = test.tests if isinstance(test, AnyValueTest) else (test,)
+    return tuple(
+        bound
+        for one in tests
+        for bound in ((one.low, one.high) if isinstance(one, RangeTest) else (one,))
+    )
+
+
+def _looks_like_a_range(test: AnyValueTest) -> bool:
+    """A list holding a lower bound (`>`, `>=`) and an upper bound (`<`, `<=`)."""
+    sides = {
+        str(one.comparator)[0]
+        for one in test.tests
+        if isinstance(one, QuantityTest | ReferenceLimitTest) and str(one.comparator) in _BOUNDS
+    }
+    return sides == {"<", ">"}
+
+
+_BOUNDS = frozenset({"<", "<=", ">", ">="})
 
 
 def _check_quantity(

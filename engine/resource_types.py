@@ -79,6 +79,10 @@ class ResourceType:
     """Clinical statuses that end a Condition without an abatement date (`onset-abatement`)."""
     absence: AbsenceMeaning = "not-met"
     """What no matching resource in the window means, unless the atom says otherwise."""
+    default_timing: Literal["onset", "active"] | None = "active"
+    """How a resource is in a bounded window unless the atom says (`timing:`); None when the
+    atom must say, because the types' spans rarely end in records (a Condition nobody
+    closed would be "active" in every window since its onset)."""
     medication: bool = False
     """Coded by medicationCodeableConcept or medicationReference (to a Medication)."""
     concept_optional: bool = False
@@ -130,6 +134,7 @@ RESOURCE_TYPES: dict[str, ResourceType] = {
             excluded_statuses=_REFUTED,
             active_statuses=frozenset({"active", "recurrence", "relapse"}),
             ended_statuses=frozenset({"inactive", "remission", "resolved"}),
+            default_timing=None,
         ),
         ResourceType(
             "Procedure",
@@ -181,6 +186,7 @@ RESOURCE_TYPES: dict[str, ResourceType] = {
             ),
             status_field="clinicalStatus",
             excluded_statuses=_REFUTED,
+            default_timing=None,
             concept_optional=True,
             patient_fields=("patient",),
         ),
@@ -263,6 +269,16 @@ def default_absence(resource_types: Collection[str]) -> AbsenceMeaning:
     """What absence means for an atom over these types when it does not say: unknown only
     when every type is open world (today: Observation alone)."""
     return "unknown" if resource_types and set(resource_types) <= OPEN_WORLD_TYPES else "not-met"
+
+
+def absence_defaults(resource_types: Collection[str]) -> dict[str, AbsenceMeaning]:
+    """The absence default of each type (for messages)."""
+    return {name: RESOURCE_TYPES[name].absence for name in resource_types}
+
+
+def types_needing_timing(resource_types: Collection[str]) -> tuple[str, ...]:
+    """The types among these whose atoms must say `timing:` with a bounded window."""
+    return tuple(name for name in resource_types if RESOURCE_TYPES[name].default_timing is None)
 
 
 def resource_types_to_pull(read_types: Collection[str]) -> frozenset[str]:

@@ -201,6 +201,7 @@ def _required_atoms(expression: Expression) -> Iterator[ResourceAtom]:
     elif (
         isinstance(expression, ResourceAtom)
         and expression.value is None
+        and expression.absence == "not-met"
         and (expression.selection != "count" or expression.minimum_count >= 1)
         and set(expression.resource_types) <= PREFILTER_TYPES
     ):

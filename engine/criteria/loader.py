@@ -23,6 +23,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from engine.criteria.model import (
+    Absence,
     AllOf,
     AnyOf,
     AnyValueTest,
@@ -40,18 +41,22 @@ from engine.criteria.model import (
     ResourceAtom,
     Selection,
     SourcePosition,
+    Timing,
     Trial,
     ValueTest,
     Window,
 )
-from engine.criteria.values import parse_value_test
+from engine.criteria.values import parse_range_test, parse_value_test
 from engine.errors import CriteriaError, ErrorCollection, Location, TrialsieveError
 from engine.normalise.formulas import FORMULAS, InputKind
 from engine.normalise.yaml_reading import load_round_trip
 from engine.resource_types import (
     CONCEPT_OPTIONAL_TYPES,
     MEDICATION_TYPES,
+    absence_defaults,
+    default_absence,
     expand_resource_types,
+    types_needing_timing,
 )
 from engine.schemas import CRITERIA_SCHEMA, load_schema
 
@@ -440,12 +445,16 @@ def _list_branch(error: ValidationError) -> list[ValidationError]:
 
 
 def _item_branch(error: ValidationError) -> list[ValidationError]:
-    """For "one X or a list of X" written as one X: the errors of the single-item branch."""
-    return [
+    """For "one X or a list of X" written as one X: the errors of the single-item branch
+    (of the branches the instance's JSON type fits, when some fit: a text written where a
+    text or a mapping may stand is not told that it is not a mapping)."""
+    branch = [
         sub_error
         for sub_error in error.context or ()
         if isinstance(sub_error.schema, dict) and sub_error.schema.get("type") != "array"
     ]
+    fitting = [sub_error for sub_error in branch if sub_error.validator != "type"]
+    return fitting or branch
 
 
 @cache
@@ -733,6 +742,32 @@ class _Checker:
             failed = True
         window = self._window(node.get("within"), [*path, "within"])
         value = self._value_test(node.get("value"), [*path, "value"])
+        timing: Timing | None = node.get("timing")
+        if timing is None:
+            needing = types_needing_timing(types)
+            if needing and window is not None and not window.is_ever:
+                self._fail(
+                    path,
+                    "timing",
+                    f"say how a {' or '.join(needing)} is in the window: 'timing: onset' "
+                    "(it began in the window) or 'timing: active' (it was active at some point "
+                    "of it; records rarely close old diagnoses)",
+                )
+                failed = True
+            timing = "active"
+        absence: Absence | None = node.get("absent")
+        if absence is None:
+            defaults = absence_defaults(types)
+            if len(set(defaults.values())) > 1:
+                listed = ", ".join(f"{name}: {meaning}" for name, meaning in defaults.items())
+                self._fail(
+                    path,
+                    "absent",
+                    f"these types mean different things when none is found ({listed}); say "
+                    "'absent: not-met' or 'absent: unknown'",
+                )
+                failed = True
+            absence = default_absence(types)
         if "value" in node and set(types) != {"Observation"}:
             self._fail(
                 path, "value", "a value test reads Observation values; use resource: Observation"
@@ -767,6 +802,8 @@ class _Checker:
             position=position,
             computed=computed,
             exposure=exposure,
+            timing=timing,
+            absence=absence,
         )
 
     def _computed(
@@ -925,10 +962,17 @@ class _Checker:
         return None
 
     def _value_test(
-        self, text: str | list[str] | None, path: list[PathSegment]
+        self, text: str | list[str] | dict[str, Any] | None, path: list[PathSegment]
     ) -> ValueTest | None:
         if text is None:
             return None
+        if isinstance(text, dict):
+            low, high = text["between"]
+            try:
+                return parse_range_test(low, high)
+            except ValueError as error:
+                self.errors.append(_error_at(self.document, [*path, "between"], str(error)))
+                return None
         if isinstance(text, list):
             tests = [self._value_test(item, [*path, index]) for index, item in enumerate(text)]
             singles = [test for test in tests if test is not None]

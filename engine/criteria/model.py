@@ -122,7 +122,20 @@ class AnswerTest:
     text: str
 
 
-SingleValueTest = QuantityTest | ReferenceLimitTest | AnswerTest
+@dataclass(frozen=True)
+class RangeTest:
+    """`{between: ["6.5 %", "12 %"]}`: low <= value <= high, both bounds inclusive.
+
+    Each bound is a quantity (with its unit, or none for a unitless score); `low` and `high`
+    hold them as `>=` and `<=` tests.
+    """
+
+    low: QuantityTest
+    high: QuantityTest
+    text: str
+
+
+SingleValueTest = QuantityTest | ReferenceLimitTest | AnswerTest | RangeTest
 
 
 @dataclass(frozen=True)
@@ -145,6 +158,15 @@ ValueTest = SingleValueTest | AnyValueTest
 # --------------------------------------------------------------------------- atoms
 
 Selection = Literal["latest", "any", "all", "min", "max", "count"]
+
+Timing = Literal["onset", "active"]
+"""How a resource with a span (a Condition from onset to abatement, a medication in use) is
+in a window: `onset` when it began in the window, `active` when it was active at some point
+of it."""
+
+Absence = Literal["not-met", "unknown"]
+"""What no matching resource means for an atom: not met (closed world) or unknown (missing
+data, open world)."""
 
 
 @dataclass(frozen=True)
@@ -169,6 +191,9 @@ class ResourceAtom:
     `resource_types` is already expanded: MedicationStatement brings MedicationRequest and
     MedicationAdministration with it. `status` None means the type's default status filter.
     `where` holds jsonpath-ng filters a resource must satisfy (all of them match something).
+    `timing` says whether a resource counts when it began in the window or when it was active
+    in it; `absence` what finding none means (both resolved from the types' defaults when the
+    file does not say). `id` names the atom so that other atoms can refer to it.
     """
 
     resource_types: tuple[str, ...]
@@ -182,6 +207,9 @@ class ResourceAtom:
     where_not: tuple[str, ...] = ()
     label: str | None = None
     position: SourcePosition | None = None
+    timing: Timing = "active"
+    absence: Absence = "not-met"
+    id: str | None = None
     computed: ComputedValue | None = None
     exposure: MedicationExposure | None = None
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import replace
 from decimal import Decimal
 from typing import Literal
 
@@ -31,6 +32,7 @@ from engine.criteria.model import (
     AnyValueTest,
     Comparator,
     QuantityTest,
+    RangeTest,
     ReferenceLimitTest,
     ValueTest,
 )
@@ -100,6 +102,32 @@ def parse_value_test(text: str) -> ValueTest:
     return QuantityTest(comparator, float(number_text), _checked_unit(after), stripped)
 
 
+def parse_range_test(low_text: str, high_text: str) -> RangeTest:
+    """Read `{between: [low, high]}`: two quantities (a number and an optional UCUM unit),
+    low <= value <= high, both inclusive. Raise ValueError saying what is wrong."""
+    bounds: list[QuantityTest] = []
+    for name, text in (("low", low_text), ("high", high_text)):
+        stripped = text.strip(_BLANKS)
+        if stripped[:1] in ("<", ">", "=", "!"):
+            raise ValueError(
+                f"the {name} bound '{stripped}' has a comparator; write the quantity alone "
+                "(both bounds are inclusive)"
+            )
+        try:
+            parsed = parse_value_test(f">= {stripped}" if name == "low" else f"<= {stripped}")
+        except ValueError as error:
+            raise ValueError(f"the {name} bound '{stripped}': {error}") from None
+        if not isinstance(parsed, QuantityTest):
+            raise ValueError(
+                f"the {name} bound '{stripped}' is not a quantity (a number and a UCUM unit)"
+            )
+        bounds.append(replace(parsed, text=stripped))
+    low, high = bounds
+    if low.unit == high.unit and low.value > high.value:
+        raise ValueError(f"the low bound {low.text} is above the high bound {high.text}")
+    return RangeTest(low, high, f"between {low.text} and {high.text}")
+
+
 def format_value_test(test: ValueTest) -> str:
     """Write a value test in canonical form; `parse_value_test` reads a single test back.
 
@@ -112,6 +140,9 @@ def format_value_test(test: ValueTest) -> str:
         return " or ".join(format_value_test(one) for one in test.tests)
     if isinstance(test, AnswerTest):
         return f"is {test.answer_concept}"
+    if isinstance(test, RangeTest):
+        low, high = (format_value_test(bound)[3:] for bound in (test.low, test.high))
+        return f"between {low} and {high}"
     if isinstance(test, ReferenceLimitTest):
         return f"{test.comparator} {_format_number(test.factor)} x {_LIMIT_NAMES[test.limit]}"
     quantity = f"{test.comparator} {_format_number(test.value)}"

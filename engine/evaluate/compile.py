@@ -202,6 +202,7 @@ def _compile_resource(
         exclusions=_jsonpaths(atom.where_not, atom, criterion, source, "where_not"),
         value_check=value_check,
         subject=subject,
+        onset=atom.timing == "onset",
     )
     if atom.computed is not None:
         where = _location(atom.position, criterion, source, "computed.formula")
@@ -219,6 +220,8 @@ def _resource_label(atom: ResourceAtom, subject: str) -> str:
         if atom.window.duration is None
         else f"within {atom.window.name or atom.window.duration.text}"
     )
+    if atom.timing == "onset" and atom.window.duration is not None:
+        window = f"onset {window}"
     return f"{subject}{value} ({window})"
 
 

@@ -26,7 +26,7 @@ from engine.evaluate.timing import Span, age_in_years, parse_date_range, resourc
 from engine.evaluate.values import ValueCheck
 from engine.normalise import Concept, DataProblem, Measurement, Terminology, measure
 from engine.record import PatientRecord
-from engine.resource_types import MEDICATION_REFERENCING_TYPES, default_absence
+from engine.resource_types import MEDICATION_REFERENCING_TYPES
 
 EVIDENCE_LIMIT = 5
 """At most this many resources are cited per atom (the most recent first)."""
@@ -212,6 +212,8 @@ class ResourceNode:
     exclusions: tuple[Any, ...]
     value_check: ValueCheck | None
     subject: str
+    onset: bool = False
+    """`timing: onset`: a resource counts when its span began in the window."""
     _windows: dict[dt.date, tuple[dt.date | None, str]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -224,7 +226,8 @@ class ResourceNode:
 
     @property
     def open_world(self) -> bool:
-        return default_absence(self.types) == "unknown"
+        """Finding none means unknown (missing data) rather than not met: the atom's `absent`."""
+        return self.atom.absence == "unknown"
 
     def evaluate(self, context: EvaluationContext) -> Outcome:
         first_day, window_text = self._window(context.as_of)
@@ -268,7 +271,8 @@ class ResourceNode:
         context: EvaluationContext,
     ) -> Outcome:
         if self.value_check is None:
-            return self._presence(candidates, problems, window_text)
+            first_day = self._window(context.as_of)[0]
+            return self._presence(candidates, problems, window_text, first_day)
         return self._values(candidates, problems, window_text, context)
 
     def _window(self, as_of: dt.date) -> tuple[dt.date | None, str]:
@@ -311,6 +315,13 @@ class ResourceNode:
                 if first_day is not None or self.needs_current:
                     problems.append(f"{record.label(resource)} has no date")
                     continue
+            elif self.onset:
+                if span.start is None:
+                    if first_day is not None:
+                        problems.append(f"{record.label(resource)} has no onset date")
+                    continue
+                if span.start > context.as_of or (first_day is not None and span.start < first_day):
+                    continue
             elif not span.overlaps(first_day, context.as_of):
                 continue
             elif not span.surely_overlaps(first_day, context.as_of):
@@ -323,13 +334,17 @@ class ResourceNode:
         return kept, problems
 
     def _presence(
-        self, candidates: list[_Candidate], problems: list[str], window_text: str
+        self,
+        candidates: list[_Candidate],
+        problems: list[str],
+        window_text: str,
+        first_day: dt.date | None,
     ) -> Outcome:
         needed = self.atom.minimum_count if self.atom.selection == "count" else 1
         found = len(candidates)
         evidence = tuple(c.reference for c in candidates[:EVIDENCE_LIMIT])
         if found >= needed:
-            latest = _date_text(candidates[0].span)
+            latest = _date_text(candidates[0].span, first_day)
             return Outcome(
                 Truth.MET,
                 f"{self.subject}: {found} found {window_text}{latest}",
@@ -491,9 +506,12 @@ def _references(items: Sequence[tuple[_Candidate, str]]) -> tuple[str, ...]:
     return tuple(candidate.reference for candidate, _ in items[:EVIDENCE_LIMIT])
 
 
-def _date_text(span: Span | None) -> str:
+def _date_text(span: Span | None, first_day: dt.date | None) -> str:
     if span is None or span.start is None:
         return ""
+    if first_day is not None and span.start < first_day:
+        # Active in the window, begun before it: say so rather than "found within ..., 1971".
+        return f", latest began {span.start.isoformat()} (before the window) and active in it"
     return f", latest {span.start.isoformat()}"
 
 

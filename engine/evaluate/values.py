@@ -13,6 +13,7 @@ from engine.criteria.model import (
     AnyValueTest,
     Comparator,
     QuantityTest,
+    RangeTest,
     ReferenceLimitTest,
     ValueTest,
 )
@@ -47,7 +48,31 @@ def compile_value_check(
         return quantity_check(test, concept, where)
     if isinstance(test, ReferenceLimitTest):
         return limit_check(test, concept)
+    if isinstance(test, RangeTest):
+        return range_check(test, concept, where)
     return answer_check(test, terminology, where)
+
+
+def range_check(test: RangeTest, concept: Concept, where: Location) -> ValueCheck:
+    """low <= value <= high, both bounds converted to the concept's unit."""
+    low = quantity_check(test.low, concept, where)
+    high = quantity_check(test.high, concept, where)
+    low_value = _threshold(test.low, concept, where)
+    high_value = _threshold(test.high, concept, where)
+    if low_value > high_value:
+        raise CriteriaError(
+            f"'{test.text}': the low bound is above the high bound in {concept.unit}", where
+        )
+
+    def check(measurement: Measurement) -> bool | str:
+        verdicts = (low(measurement), high(measurement))
+        if False in verdicts:
+            return False
+        if verdicts == (True, True):
+            return True
+        return "; ".join(str(verdict) for verdict in verdicts if verdict is not True)
+
+    return check
 
 
 def any_check(checks: list[ValueCheck]) -> ValueCheck:
@@ -70,6 +95,18 @@ def any_check(checks: list[ValueCheck]) -> ValueCheck:
 
 
 def quantity_check(test: QuantityTest, concept: Concept, where: Location) -> ValueCheck:
+    threshold = _threshold(test, concept, where)
+
+    def check(measurement: Measurement) -> bool | str:
+        if measurement.value is None:
+            return "no numeric value"
+        return compare_result(measurement, test.comparator, threshold)
+
+    return check
+
+
+def _threshold(test: QuantityTest, concept: Concept, where: Location) -> float:
+    """The test's number in the concept's unit; CriteriaError when it does not convert."""
     if test.unit is None:
         if concept.unit not in (None, "1"):
             raise CriteriaError(
@@ -89,13 +126,7 @@ def quantity_check(test: QuantityTest, concept: Concept, where: Location) -> Val
             threshold = convert(test.value, test.unit, concept.unit, concept.molar_mass)
         except UnitError as error:
             raise CriteriaError(f"'{test.text}': {error.message}", where) from None
-
-    def check(measurement: Measurement) -> bool | str:
-        if measurement.value is None:
-            return "no numeric value"
-        return compare_result(measurement, test.comparator, threshold)
-
-    return check
+    return threshold
 
 
 def limit_check(test: ReferenceLimitTest, concept: Concept) -> ValueCheck:

@@ -250,7 +250,7 @@ criteria:
             id="min-without-value",
         ),
         pytest.param(
-            "  resource: Condition\n  within: screening\n",
+            "  resource: Condition\n  within: screening\n  timing: onset\n",
             9,
             "concept",
             "'concept' is missing",

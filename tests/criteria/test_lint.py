@@ -142,6 +142,25 @@ def test_consistent_files_have_no_problems(tmp_path: Path) -> None:
             LintWarning,
             id="no-default-range",
         ),
+        pytest.param(
+            "- resource: Observation\n  concept: hemoglobin\n"
+            '  value: [">= 100 g/L", "<= 150 g/L"]\n',
+            16,
+            "value",
+            "is an OR (a result passes if any test passes), so a lower bound OR an upper bound; "
+            "for a range write value: {between: [low, high]}",
+            LintWarning,
+            id="list-that-looks-like-a-range",
+        ),
+        pytest.param(
+            "- resource: Observation\n  concept: hemoglobin\n"
+            '  value: {between: ["10 g/dL", "5 mmol/L"]}\n',
+            16,
+            "value",
+            "mmol/L does not convert to hemoglobin's unit g/L",
+            CriteriaError,
+            id="range-bound-not-convertible",
+        ),
     ],
 )
 def test_cross_check_problems_point_at_the_criterion(
