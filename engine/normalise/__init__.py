@@ -4,7 +4,7 @@ Pure functions; the only I/O is reading mapping files in `load_terminology`.
 """
 
 from engine.normalise.loader import load_terminology
-from engine.normalise.terminology import CodeRange, Concept, Terminology
+from engine.normalise.terminology import CodeRange, Concept, Terminology, UnitConversion
 from engine.normalise.units import convert, is_valid_ucum, ucum_unit
 from engine.normalise.values import DataProblem, Measurement, measure
 
@@ -14,6 +14,7 @@ __all__ = [
     "DataProblem",
     "Measurement",
     "Terminology",
+    "UnitConversion",
     "convert",
     "is_valid_ucum",
     "load_terminology",

@@ -25,6 +25,7 @@ from engine.normalise.terminology import (
     CodeRange,
     Concept,
     Terminology,
+    UnitConversion,
     normalise_code,
     normalise_text,
 )
@@ -506,6 +507,26 @@ def _build_concept(
                 mapping_file.location(*here, "value_path"),
             )
 
+    conversions: list[UnitConversion] = []
+    for index, item in enumerate(node.get("conversions") or ()):
+        from_unit = str(item["from"])
+        where = mapping_file.location(*here, "conversions", index, "from")
+        if not is_valid_ucum(from_unit):
+            collected.error(f"unit {from_unit!r} is not valid UCUM", where)
+        elif unit is None:
+            collected.error("conversions need the concept's `unit` to convert into", where)
+        elif from_unit == str(unit) or any(c.from_unit == from_unit for c in conversions):
+            collected.error(f"a second conversion from {from_unit!r}", where)
+        else:
+            conversions.append(
+                UnitConversion(
+                    from_unit,
+                    float(item["factor"]),
+                    float(item.get("offset", 0.0)),
+                    str(item["source"]),
+                )
+            )
+
     molar_mass = node.get("molar_mass")
     if len(collected.errors) > errors_before:
         return None
@@ -531,6 +552,7 @@ def _build_concept(
             str(table): float(factor)
             for table, factor in (node.get("dose_equivalents") or {}).items()
         },
+        conversions=tuple(conversions),
     )
 
 

@@ -69,6 +69,18 @@ class CodeRange:
 
 
 @dataclass(frozen=True)
+class UnitConversion:
+    """A conversion a concept declares from a unit UCUM cannot convert (or must not): value in
+    the concept's unit = `factor` x value in `from_unit` + `offset`. `source` cites where the
+    equation comes from (HbA1c: the IFCC-NGSP master equation)."""
+
+    from_unit: str
+    factor: float
+    offset: float
+    source: str
+
+
+@dataclass(frozen=True)
 class Concept:
     """A named set of codes (and, for measurements, the canonical unit and defaults).
 
@@ -98,6 +110,7 @@ class Concept:
     dose_equivalents: Mapping[str, float] = field(default_factory=dict)
     """Equivalence table -> factor: mg of the table's reference drug per mg of this drug
     (`prednisone: 1.25` on methylprednisolone)."""
+    conversions: tuple[UnitConversion, ...] = ()
 
 
 class Terminology:

@@ -202,6 +202,24 @@ def _build_linear_map(
         target = _pint_quantity(to_unit)
     except Exception as error:
         return _Failure(f"cannot interpret {from_unit!r} or {to_unit!r} as a quantity: {error}")
+    source_per = _denominator_annotations(from_unit)
+    target_per = _denominator_annotations(to_unit)
+    if source_per != target_per:
+        return _Failure(
+            f"cannot convert {from_unit!r} to {to_unit!r}: an annotation in a denominator "
+            f"says what the value is per ({_describe(Counter(source_per))} vs "
+            f"{_describe(Counter(target_per))}), so these are different quantities "
+            "(an eGFR per 1.73 m2 of body surface area is not a clearance in mL/min)"
+        )
+    kinds = _ratio_kinds(source), _ratio_kinds(target)
+    if kinds[0] is not None and kinds[1] is not None and kinds[0] != kinds[1]:
+        return _Failure(
+            f"cannot convert {from_unit!r} to {to_unit!r}: both are ratios, but of different "
+            f"kinds ({_describe_kind(kinds[0])} vs {_describe_kind(kinds[1])}); UCUM would "
+            "scale one into the other, which is wrong for calibrated scales (HbA1c mmol/mol "
+            "is not a tenth of HbA1c %): declare the conversion on the concept "
+            "(`conversions:` in the mappings) instead"
+        )
     source_arbitrary = _arbitrary_units(source)
     target_arbitrary = _arbitrary_units(target)
     if source_arbitrary != target_arbitrary:
@@ -233,6 +251,53 @@ def _pint_quantity(unit_text: str) -> Any:
     if not hasattr(quantity, "dimensionality"):  # a bare annotation token
         return registry.Quantity(1.0, "dimensionless")
     return quantity
+
+
+_TERM_SPLIT = re.compile(r"([./])")
+
+
+def _denominator_annotations(unit_text: str) -> tuple[str, ...]:
+    """The annotations (`{1.73_m2}`, `{creat}`) of the terms a unit divides by, sorted.
+
+    UCUM gives annotations no meaning, but one in a denominator says what the value is per
+    (`mL/min/{1.73_m2}`: per 1.73 m2 of body surface area), which makes another quantity; one
+    in a numerator only labels what is counted (`{cells}/uL`), and is ignored. UCUM reads
+    `.` and `/` left to right with the same precedence: a term after `/` divides.
+    """
+    if "{" not in unit_text:
+        return ()
+    # Annotations may hold `.` or `/`: blank them out before splitting into terms.
+    masked = re.sub(r"\{[^{}]*\}", lambda match: "{" + "_" * (len(match[0]) - 2) + "}", unit_text)
+    found: list[str] = []
+    dividing = False
+    position = 0
+    for part in _TERM_SPLIT.split(masked):
+        if part in (".", "/"):
+            dividing = part == "/"
+        elif dividing:
+            for match in re.finditer(r"\{[^{}]*\}", part):
+                start = position + match.start()
+                found.append(unit_text[start : start + len(match[0])])
+        position += len(part)
+    return tuple(sorted(found))
+
+
+def _ratio_kinds(quantity: Any) -> frozenset[str] | None:
+    """For a dimensionless unit, the dimensions its terms cancel out (`mmol/mol`: substance;
+    `%` and `L/L`: none); None for a unit with a dimension."""
+    if not quantity.dimensionless:
+        return None
+    registry = _pint_registry()
+    kinds = set()
+    for name in quantity._units:
+        dimensionality = registry.get_dimensionality(name)
+        if dimensionality:
+            kinds.add(str(dimensionality))
+    return frozenset(kinds)
+
+
+def _describe_kind(kinds: frozenset[str]) -> str:
+    return "a ratio of " + " and ".join(sorted(kinds)) if kinds else "a plain number"
 
 
 def _arbitrary_units(quantity: Any) -> Counter[str]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from engine.errors import UnitError
-from engine.normalise.terminology import Concept, Terminology
+from engine.normalise.terminology import Concept, Terminology, UnitConversion
 from engine.normalise.units import convert, is_valid_ucum, ucum_unit
 
 __all__ = ["DataProblem", "Measurement", "compiled_jsonpath", "measure"]
@@ -255,14 +255,27 @@ def _read_quantity(
             f"{field}.unit",
         )
     try:
-        value = convert(float(number), unit, concept.unit, concept.molar_mass)
+        value = to_concept_unit(float(number), unit, concept)
     except UnitError as error:
         return DataProblem(
             f"{field}.unit {unit!r} cannot be converted to {concept.unit}: {error.message}",
             f"{field}.unit",
         )
-    low, high = _reference_range(element, unit, concept.unit, concept.molar_mass, terminology)
+    low, high = _reference_range(
+        element, unit, concept.unit, concept.molar_mass, terminology, concept.conversions
+    )
     return Measurement(value, concept.unit, frozenset(), low, high, field, comparator)
+
+
+def to_concept_unit(number: float, unit: str, concept: Concept) -> float:
+    """A number in `unit` as a number in the concept's canonical unit: by the concept's own
+    declared conversion from that unit (`conversions:` in the mappings, such as the IFCC-NGSP
+    master equation for HbA1c), else by UCUM. Raises UnitError when neither applies."""
+    for conversion in concept.conversions:
+        if conversion.from_unit == unit:
+            return conversion.factor * number + conversion.offset
+    assert concept.unit is not None
+    return convert(number, unit, concept.unit, concept.molar_mass)
 
 
 def _unit_of(
@@ -297,6 +310,7 @@ def _reference_range(
     target_unit: str | None,
     molar_mass: float | None,
     terminology: Terminology,
+    conversions: tuple[UnitConversion, ...] = (),
 ) -> tuple[float | None, float | None]:
     """The element's normal range in the target unit; a bound without unit is in the value's."""
     ranges = element.get("referenceRange")
@@ -306,7 +320,9 @@ def _reference_range(
         if not isinstance(candidate, Mapping) or not _is_normal_range(candidate):
             continue
         bounds = [
-            _bound(candidate.get(name), value_unit, target_unit, molar_mass, terminology)
+            _bound(
+                candidate.get(name), value_unit, target_unit, molar_mass, terminology, conversions
+            )
             for name in ("low", "high")
         ]
         if bounds[0] is not None or bounds[1] is not None:
@@ -332,6 +348,7 @@ def _bound(
     target_unit: str | None,
     molar_mass: float | None,
     terminology: Terminology,
+    conversions: tuple[UnitConversion, ...] = (),
 ) -> float | None:
     if not isinstance(quantity, Mapping) or not _is_number(quantity.get("value")):
         return None
@@ -344,6 +361,9 @@ def _bound(
         return number
     if unit is None:
         return None
+    for conversion in conversions:
+        if conversion.from_unit == unit:
+            return conversion.factor * number + conversion.offset
     try:
         return convert(number, unit, target_unit, molar_mass)
     except UnitError:
