@@ -17,17 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from engine.errors import InputError, Location
-from engine.sources import (
-    BundleFileSource,
+from engine.cohort.ndjson_partitions import (
     PartitionedExport,
-    PatientResources,
-    SourceProblem,
+    PartitionLines,
+    SharedResources,
     load_shared_resources,
-    ndjson_files,
     partition_ndjson,
 )
-from engine.sources.ndjson import PartitionLines, ProblemHandler, SharedResources
+from engine.errors import InputError, Location
+from engine.sources import BundleFileSource, PatientResources, SourceProblem, ndjson_files
+from engine.sources.ndjson import ProblemHandler
 
 
 class PartitionPayload(Protocol):

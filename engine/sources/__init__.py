@@ -3,8 +3,10 @@
 A source is anything iterable over `PatientResources` (the `PatientSource` protocol).
 `BundleFileSource` reads Bundle JSON files and folders; `read_bundle_file` and `parse_bundle`
 read a single Bundle. Unreadable data raises `engine.errors.InputError` naming the file,
-resource and field. `NdjsonFolderSource` reads a Bulk Data style NDJSON folder, grouped by
-patient through partition files (`partition_ndjson`, `read_partition`).
+resource and field. `ndjson_files`, `patient_reference` and `SourceProblem` read Bulk Data
+style NDJSON (grouping a folder by patient through partition files is the cohort's:
+`engine.cohort.ndjson_partitions`). `export_to_folder` fetches such a folder with a Bulk
+Data `$export`.
 `FhirServerSource` pulls patients from a FHIR R4 server through a `FhirServerClient`.
 """
 
@@ -25,16 +27,7 @@ from engine.sources.bundle import (
     read_bundle_file,
 )
 from engine.sources.fhir_server import BearerToken, FhirServerClient, FhirServerSource, RetryPolicy
-from engine.sources.ndjson import (
-    NdjsonFolderSource,
-    PartitionedExport,
-    SourceProblem,
-    load_shared_resources,
-    ndjson_files,
-    partition_ndjson,
-    patient_reference,
-    read_partition,
-)
+from engine.sources.ndjson import SourceProblem, ndjson_files, patient_reference
 from engine.sources.references import id_from_full_url, reference_key
 
 __all__ = [
@@ -49,20 +42,15 @@ __all__ = [
     "ExportedFile",
     "FhirServerClient",
     "FhirServerSource",
-    "NdjsonFolderSource",
-    "PartitionedExport",
     "PatientResources",
     "PatientSource",
     "RetryPolicy",
     "SourceProblem",
     "export_to_folder",
     "id_from_full_url",
-    "load_shared_resources",
     "ndjson_files",
     "parse_bundle",
-    "partition_ndjson",
     "patient_reference",
     "read_bundle_file",
-    "read_partition",
     "reference_key",
 ]

@@ -6,10 +6,11 @@ with Patient; `_since`), polls the status URL the server answers with (202 +
 `Content-Location`) as often as its `Retry-After` asks (else with growing intervals), reads
 the completion manifest (200) and downloads every output file, streamed to a temporary name
 and renamed when complete, as `<Type>.<nnn>.ndjson` in the manifest's order: the names
-`ndjson_files` and `NdjsonFolderSource` read. The manifest's error files (OperationOutcome
-NDJSON) go to `export-errors/*.ndjson.txt`, a name the NDJSON reader does not take for data,
-and their issues are returned. When every file is down, the status URL is sent a DELETE so
-that the server can remove the files (a server that refuses is ignored).
+`ndjson_files` reads (and so a cohort run, through `engine.cohort.ndjson_partitions`). The
+manifest's error files (OperationOutcome NDJSON) go to `export-errors/*.ndjson.txt`, a name
+the NDJSON reader does not take for data, and their issues are returned. When every file is
+down, the status URL is sent a DELETE so that the server can remove the files (a server that
+refuses is ignored).
 
 The export is resumable: `export.json` in the folder records the request, the status URL and,
 once known, the manifest and the files downloaded. A second call with the same folder and

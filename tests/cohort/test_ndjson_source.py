@@ -9,16 +9,14 @@ from typing import Any
 import orjson
 import pytest
 
-from engine.errors import InputError
-from engine.sources import (
+from engine.cohort.ndjson_partitions import (
     NdjsonFolderSource,
-    PatientResources,
-    SourceProblem,
     load_shared_resources,
     partition_ndjson,
-    patient_reference,
     read_partition,
 )
+from engine.errors import InputError
+from engine.sources import PatientResources, SourceProblem, patient_reference
 
 
 def patient(patient_id: str) -> dict[str, Any]:
@@ -244,7 +242,7 @@ def test_byte_ranges_in_parallel_give_what_one_pass_gives(
         return patients, problems
 
     whole = split(1)
-    monkeypatch.setattr("engine.sources.ndjson._MINIMUM_RANGE_BYTES", 997)
+    monkeypatch.setattr("engine.cohort.ndjson_partitions._MINIMUM_RANGE_BYTES", 997)
     in_ranges = split(2)
     assert in_ranges == whole
     assert problem_summary(whole[1]) == [

@@ -15,13 +15,9 @@ import orjson
 import pytest
 import respx
 
+from engine.cohort.ndjson_partitions import NdjsonFolderSource
 from engine.errors import BulkExportError, ServerError
-from engine.sources import (
-    BearerToken,
-    NdjsonFolderSource,
-    RetryPolicy,
-    ndjson_files,
-)
+from engine.sources import BearerToken, RetryPolicy, ndjson_files
 from engine.sources.bulk_export import (
     ERRORS_FOLDER,
     STATE_FILE,

@@ -1,0 +1,761 @@
+"""A Bulk Data style NDJSON folder grouped by patient with bounded memory: the cohort's partitions.
+
+A Bulk `$export` writes one resource per line, by type (`Observation.000.ndjson`, optionally
+gzipped), not by patient. Grouping happens in two passes so that an export larger than memory
+works:
+
+1. `partition_ndjson` reads every file once, as byte ranges in parallel processes, and
+   appends each line, unchanged, to one of N partitions (a file per range and partition in a
+   work folder), chosen by a stable hash of the line's patient id. Resources of a shared type
+   that name no patient (Medication, Organization, ...) go to a separate file; a patient's
+   resources may refer to them. Lines of types nobody reads can be skipped unparsed.
+2. `PartitionLines` holds one partition's lines (picklable: it can travel to another
+   machine) and yields a `PatientResources` per patient: the patient's resources in export
+   order (files sorted by name, lines in order), followed by the shared resources they refer
+   to. `read_partition` reads one from the work folder.
+
+The patient of a resource is the Patient its patient field names (`subject`, `patient`,
+`beneficiary`, `individual`, per type; `PATIENT_FIELDS`); a Patient is its own. The first pass
+reads that reference straight from the line text when the line mentions exactly one
+`"reference":"Patient/<id>"` and parses the JSON otherwise; the second pass parses every line
+and checks the reference exactly.
+
+Bad input never stops a run: a malformed line, a resource that names no patient, a truncated
+gzip stream, an unreadable file each become one `SourceProblem` (file, line, resource,
+message) passed to `on_problem`.
+
+`NdjsonFolderSource` is the whole of it as a `PatientSource`. Reading the NDJSON itself
+(which files, which patient a line belongs to) is the source stage's, in
+`engine.sources.ndjson`; the partition files are the cohort's own work, so they live here.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import math
+import multiprocessing
+import re
+import tempfile
+import zlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from engine.atomic_write import write_atomically
+from engine.sources.base import PatientResources
+from engine.sources.ndjson import (
+    DEFAULT_PATIENT_FIELDS,
+    PATIENT_FIELDS,
+    SHARED_TYPES,
+    ProblemHandler,
+    SourceProblem,
+    ndjson_files,
+    patient_reference,
+    raise_problem,
+)
+from engine.sources.references import FHIR_ID
+
+_LINE_TYPE = re.compile(rb'^\{"resourceType":"([A-Za-z]+)"')
+_PATIENT_REFERENCE_TEXT = re.compile(
+    rb'"reference":"Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?"'
+)
+_WRITE_BUFFER = 1 << 18
+_MARKER = "partitioned.json"
+_SHARED_FILE = "shared.ndjson"
+
+
+def partition_number(patient_id: str, partition_count: int) -> int:
+    """The partition a patient's lines go to: a stable hash (CRC-32) of the id, modulo N."""
+    return zlib.crc32(patient_id.encode()) % partition_count
+
+
+# --------------------------------------------------------------------------- pass 1
+
+_RANGES_PER_WORKER = 4
+"""Pass 1 cuts the export into about this many byte ranges per worker (balances the load)."""
+_MINIMUM_RANGE_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PartitionedExport:
+    """An NDJSON export split into partition files by patient (the result of pass 1).
+
+    Pass 1 reads the export as byte ranges (`ranges`: file number and the line number the
+    range starts at, in export order); each range writes one file per partition it has lines
+    for (`partition_ranges[index]`), so a partition's lines in range order are in export order.
+    """
+
+    folder: str
+    work_folder: str
+    files: tuple[str, ...]
+    partition_count: int
+    patients_per_partition: tuple[int, ...]
+    lines: int
+    bytes_read: int
+    problems: int
+    ranges: tuple[tuple[int, int], ...]
+    partition_ranges: tuple[tuple[int, ...], ...]
+    kept_types: tuple[str, ...] | None = None
+
+    def partition_paths(self, index: int) -> list[Path]:
+        """The files holding partition `index`, in export order."""
+        return [_range_path(self.work_folder, index, r) for r in self.partition_ranges[index]]
+
+    @property
+    def shared_path(self) -> Path:
+        return Path(self.work_folder) / _SHARED_FILE
+
+    @property
+    def patients(self) -> int:
+        return sum(self.patients_per_partition)
+
+    def is_complete(self) -> bool:
+        """Whether every file pass 1 wrote is still there."""
+        paths = [self.shared_path]
+        for index in range(self.partition_count):
+            paths += self.partition_paths(index)
+        return all(path.is_file() for path in paths)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "folder": self.folder,
+            "work_folder": self.work_folder,
+            "files": list(self.files),
+            "partition_count": self.partition_count,
+            "patients_per_partition": list(self.patients_per_partition),
+            "lines": self.lines,
+            "bytes_read": self.bytes_read,
+            "problems": self.problems,
+            "ranges": [list(each) for each in self.ranges],
+            "partition_ranges": [list(each) for each in self.partition_ranges],
+            "kept_types": None if self.kept_types is None else list(self.kept_types),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PartitionedExport:
+        kept = data.get("kept_types")
+        return cls(
+            folder=data["folder"],
+            work_folder=data["work_folder"],
+            files=tuple(data["files"]),
+            partition_count=data["partition_count"],
+            patients_per_partition=tuple(data["patients_per_partition"]),
+            lines=data["lines"],
+            bytes_read=data["bytes_read"],
+            problems=data["problems"],
+            ranges=tuple((first, second) for first, second in data["ranges"]),
+            partition_ranges=tuple(tuple(each) for each in data["partition_ranges"]),
+            kept_types=None if kept is None else tuple(kept),
+        )
+
+    @classmethod
+    def load(cls, work_folder: str | Path) -> PartitionedExport | None:
+        """The export pass 1 left in `work_folder`, or None when it is absent or incomplete."""
+        marker = Path(work_folder) / _MARKER
+        if not marker.is_file():
+            return None
+        data = orjson.loads(marker.read_bytes())
+        if "ranges" not in data:
+            return None  # written by an earlier version
+        export = cls.from_json(data)
+        return export if export.is_complete() else None
+
+
+def partition_ndjson(
+    folder: str | Path,
+    work_folder: str | Path,
+    partition_count: int,
+    on_problem: ProblemHandler = raise_problem,
+    kept_types: frozenset[str] | None = None,
+    workers: int = 1,
+    on_started: Callable[[], None] | None = None,
+) -> PartitionedExport:
+    """Pass 1: split every line of the export into `partition_count` partitions by patient.
+
+    The export is read as byte ranges by `workers` processes (gzipped files whole). Each range
+    writes `input-PPPP.RRRRR.ndjson` (one `patient TAB range TAB line TAB json` line per
+    resource; `line` counts from 1 within the range) for the partitions it has lines for;
+    `shared.ndjson` and the marker `partitioned.json` are written last, so an interrupted pass
+    leaves no marker.
+
+    `kept_types`: when given, lines of other resource types are skipped without being parsed
+    (a skipped line is only checked to end with `}`, else parsed to report why it is not
+    JSON). `on_started` is called once the pass's worker processes exist (before any range is
+    split when it runs in this process): a caller may start threads then, after every fork.
+    Raises InputError only when the folder holds no NDJSON.
+    """
+    if partition_count < 1:
+        raise ValueError("partition_count must be at least 1")
+    files = ndjson_files(folder)
+    work = Path(work_folder)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / _MARKER).unlink(missing_ok=True)
+    for stale in work.glob("input-*.ndjson"):
+        stale.unlink()
+    kept = None if kept_types is None else frozenset(t.encode() for t in kept_types)
+    tasks = [
+        _RangeTask(number, file_number, str(path), start, end, str(work), partition_count, kept)
+        for number, (file_number, path, start, end) in enumerate(_plan_ranges(files, workers))
+    ]
+    results = _split_ranges(tasks, workers, on_started or _nothing)
+    export = _combine_ranges(folder, work, files, partition_count, tasks, results, on_problem)
+    if kept_types is not None:
+        export = replace(export, kept_types=tuple(sorted(kept_types)))
+    write_atomically(work / _MARKER, orjson.dumps(export.to_json()))
+    return export
+
+
+def _range_path(work_folder: str | Path, index: int, range_number: int) -> Path:
+    return Path(work_folder) / f"input-{index:04d}.{range_number:05d}.ndjson"
+
+
+def _plan_ranges(files: list[Path], workers: int) -> list[tuple[int, Path, int, int | None]]:
+    """(file number, path, first byte, end byte or None for the whole file) per range."""
+    sizes: list[int | None] = []
+    for path in files:
+        try:
+            sizes.append(None if path.name.endswith(".gz") else path.stat().st_size)
+        except OSError:
+            sizes.append(None)  # reported when the range is read
+    total = sum(size or 0 for size in sizes)
+    if workers <= 1:
+        chunk = max(total, 1)
+    else:
+        chunk = max(_MINIMUM_RANGE_BYTES, math.ceil(total / (workers * _RANGES_PER_WORKER)))
+    ranges: list[tuple[int, Path, int, int | None]] = []
+    for file_number, (path, size) in enumerate(zip(files, sizes, strict=True)):
+        if size is None or size <= chunk:
+            ranges.append((file_number, path, 0, None))
+            continue
+        for start in range(0, size, chunk):
+            end = start + chunk
+            ranges.append((file_number, path, start, None if end >= size else end))
+    return ranges
+
+
+def _nothing() -> None:
+    return None
+
+
+def _split_ranges(
+    tasks: list[_RangeTask], workers: int, on_started: Callable[[], None]
+) -> list[_RangeResult]:
+    if workers <= 1 or len(tasks) <= 1:
+        on_started()
+        return [_split_range(task) for task in tasks]
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context) as pool:
+        # With fork, the first submit starts every worker process: on_started comes after.
+        futures = [pool.submit(_split_range, task) for task in tasks]
+        on_started()
+        return [future.result() for future in futures]
+
+
+def _combine_ranges(
+    folder: str | Path,
+    work: Path,
+    files: list[Path],
+    partition_count: int,
+    tasks: list[_RangeTask],
+    results: list[_RangeResult],
+    on_problem: ProblemHandler,
+) -> PartitionedExport:
+    """Number the ranges' lines, report their problems in export order, write shared.ndjson."""
+    names = [str(path) for path in files]
+    ranges: list[tuple[int, int]] = []
+    patients = [0] * partition_count
+    partition_ranges: list[list[int]] = [[] for _ in range(partition_count)]
+    shared_keys: dict[str, tuple[str, int]] = {}
+    problems = 0
+    first_line = 1
+    with open(work / _SHARED_FILE, "wb", buffering=_WRITE_BUFFER) as shared:
+        for task, result in zip(tasks, results, strict=True):
+            if task.start == 0:
+                first_line = 1
+            ranges.append((task.file_number, first_line))
+            name = names[task.file_number]
+            found: list[tuple[int, SourceProblem]] = [
+                (line, SourceProblem(name, first_line + line - 1, label, None, message))
+                for line, message, label in result.problems
+            ]
+            for label, line, text in result.shared:
+                absolute = first_line + line - 1
+                earlier = shared_keys.get(label)
+                if earlier is None:
+                    shared_keys[label] = (name, absolute)
+                    shared.write(b"%s\t%s\t%d\t%s\n" % (label.encode(), b"0", absolute, text))
+                    continue
+                message = f"the same resource as {earlier[0]}:{earlier[1]}; the first is kept"
+                found.append((line, SourceProblem(name, absolute, label, None, message)))
+            found.sort(key=lambda item: item[0])
+            if result.read_error is not None:
+                last = first_line + result.line_count - 1
+                found.append((result.line_count + 1, _read_problem(name, last, result.read_error)))
+            for _line, problem in found:
+                problems += 1
+                on_problem(problem)
+            for index, count in result.patients.items():
+                patients[index] += count
+            for index in result.partitions_written:
+                partition_ranges[index].append(task.number)
+            first_line += result.line_count
+    return PartitionedExport(
+        folder=str(folder),
+        work_folder=str(work),
+        files=tuple(names),
+        partition_count=partition_count,
+        patients_per_partition=tuple(patients),
+        lines=sum(result.resource_lines for result in results),
+        bytes_read=sum(result.bytes_read for result in results),
+        problems=problems,
+        ranges=tuple(ranges),
+        partition_ranges=tuple(tuple(each) for each in partition_ranges),
+    )
+
+
+def _read_problem(file: str, last_line: int, reason: str) -> SourceProblem:
+    if last_line < 1:
+        return SourceProblem(file, None, None, None, f"cannot read the file: {reason}")
+    return SourceProblem(
+        file, last_line + 1, None, None, f"cannot read past line {last_line}: {reason}"
+    )
+
+
+@dataclass(frozen=True)
+class _RangeTask:
+    """One byte range of one file for pass 1 (`end` None: to the end of the file)."""
+
+    number: int
+    file_number: int
+    path: str
+    start: int
+    end: int | None
+    work_folder: str
+    partition_count: int
+    kept_types: frozenset[bytes] | None
+
+
+@dataclass
+class _RangeResult:
+    """What splitting one range found; line numbers count from 1 within the range."""
+
+    line_count: int = 0
+    resource_lines: int = 0
+    bytes_read: int = 0
+    problems: list[tuple[int, str, str | None]] = field(default_factory=list)
+    shared: list[tuple[str, int, bytes]] = field(default_factory=list)
+    patients: dict[int, int] = field(default_factory=dict)
+    partitions_written: list[int] = field(default_factory=list)
+    read_error: str | None = None
+
+
+def _split_range(task: _RangeTask) -> _RangeResult:
+    """Pass 1 for one byte range: route its lines to this range's partition files."""
+    splitter = _RangeSplitter(task)
+    try:
+        splitter.split()
+    finally:
+        splitter.close()
+    return splitter.result
+
+
+class _RangeSplitter:
+    """Routes the lines of one range to partition files; notes problems and shared resources."""
+
+    def __init__(self, task: _RangeTask) -> None:
+        self.task = task
+        self.result = _RangeResult()
+        self.outputs: dict[int, IO[bytes]] = {}
+
+    def close(self) -> None:
+        for output in self.outputs.values():
+            output.close()
+        self.result.partitions_written = sorted(self.outputs)
+
+    def split(self) -> None:
+        task = self.task
+        result = self.result
+        kept = task.kept_types
+        end = task.end
+        line_number = 0
+        try:
+            with _open_range(Path(task.path), task.start) as (lines, position):
+                for line in lines:
+                    if end is not None and position >= end:
+                        break
+                    position += len(line)
+                    line_number += 1
+                    result.bytes_read += len(line)
+                    text = line.strip()
+                    if not text:
+                        continue
+                    result.resource_lines += 1
+                    match = _LINE_TYPE.match(text)
+                    if match is None:
+                        self.split_parsed(line_number, text)
+                        continue
+                    resource_type = match.group(1)
+                    if kept is not None and resource_type not in kept:
+                        if not text.endswith(b"}"):
+                            self.check_skipped(line_number, text)
+                        continue
+                    patient = _patient_from_text(resource_type, text)
+                    if patient is None:
+                        self.split_parsed(line_number, text)
+                    else:
+                        self.write(patient, line_number, text)
+        except (OSError, EOFError, zlib.error) as error:
+            result.read_error = _reason(error)
+        result.line_count = line_number
+
+    def write(self, patient: bytes, line_number: int, text: bytes) -> None:
+        task = self.task
+        index = zlib.crc32(patient) % task.partition_count
+        output = self.outputs.get(index)
+        if output is None:
+            path = _range_path(task.work_folder, index, task.number)
+            output = self.outputs[index] = open(path, "wb", buffering=_WRITE_BUFFER)  # noqa: SIM115
+        output.write(b"%s\t%d\t%d\t%s\n" % (patient, task.number, line_number, text))
+
+    def problem(self, line_number: int, message: str, label: str | None = None) -> None:
+        self.result.problems.append((line_number, message, label))
+
+    def check_skipped(self, line_number: int, text: bytes) -> None:
+        try:
+            orjson.loads(text)
+        except orjson.JSONDecodeError as error:
+            self.problem(line_number, f"not valid JSON: {error.msg}")
+
+    def split_parsed(self, line_number: int, text: bytes) -> None:
+        """Route a line after parsing it; shared resources are kept aside for the main process."""
+        try:
+            resource = orjson.loads(text)
+        except orjson.JSONDecodeError as error:
+            self.problem(line_number, f"not valid JSON: {error.msg}")
+            return
+        wrong = _not_a_resource(resource)
+        if wrong is not None:
+            self.problem(line_number, wrong)
+            return
+        resource_type = resource["resourceType"]
+        kept = self.task.kept_types
+        if kept is not None and resource_type.encode() not in kept:
+            return
+        resource_id = resource.get("id")
+        label = f"{resource_type}/{resource_id}" if isinstance(resource_id, str) else None
+        patient_id = patient_reference(resource)
+        if patient_id is not None:
+            if resource_type == "Patient":
+                index = partition_number(patient_id, self.task.partition_count)
+                self.result.patients[index] = self.result.patients.get(index, 0) + 1
+            self.write(patient_id.encode(), line_number, text)
+        elif resource_type == "Patient":
+            self.problem(line_number, "Patient.id is missing or not a FHIR id", label)
+        elif resource_type in SHARED_TYPES:
+            if label is None or not FHIR_ID.fullmatch(label.split("/", 1)[1]):
+                self.problem(
+                    line_number, "a shared resource needs a FHIR id to be referred to", label
+                )
+            else:
+                self.result.shared.append((label, line_number, text))
+        else:
+            fields = ", ".join(PATIENT_FIELDS.get(resource_type, DEFAULT_PATIENT_FIELDS))
+            self.problem(
+                line_number,
+                f"no reference to a Patient in {fields}; "
+                "the resource belongs to no patient and is left out",
+                label,
+            )
+
+
+_SHARED_TYPE_NAMES = frozenset(t.encode() for t in SHARED_TYPES)
+
+
+def _patient_from_text(resource_type: bytes, text: bytes) -> bytes | None:
+    """The patient id of a line that names exactly one Patient, read without parsing.
+
+    Only for types other than Patient and the shared types; pass 2 checks the answer against
+    the parsed resource.
+    """
+    if resource_type == b"Patient" or resource_type in _SHARED_TYPE_NAMES:
+        return None
+    if text.count(b"Patient/") != 1:
+        return None
+    reference = _PATIENT_REFERENCE_TEXT.search(text)
+    return reference.group(1) if reference is not None else None
+
+
+def _not_a_resource(resource: Any) -> str | None:
+    """What is wrong when the parsed line is not a JSON object with a resourceType, else None."""
+    if type(resource) is not dict:
+        return f"expected a JSON object (a FHIR resource), found {type(resource).__name__}"
+    resource_type = resource.get("resourceType")
+    if type(resource_type) is not str or not resource_type:
+        return "the resource has no resourceType"
+    return None
+
+
+@contextmanager
+def _open_range(path: Path, start: int) -> Iterator[tuple[IO[bytes], int]]:
+    """The file positioned at the first line that starts at or after `start`, and that offset.
+
+    A line belongs to the range its first byte is in: a range that starts inside a line leaves
+    that line to the range before.
+    """
+    if path.name.endswith(".gz"):
+        with gzip.GzipFile(path, "rb") as compressed:
+            yield compressed, 0  # type: ignore[misc]
+        return
+    with open(path, "rb") as handle:
+        if start > 0:
+            handle.seek(start - 1)
+            handle.readline()
+        yield handle, handle.tell()
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, EOFError):
+        return "the compressed stream ends early (truncated file)"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error) or type(error).__name__
+
+
+# --------------------------------------------------------------------------- pass 2
+
+
+SharedResources = dict[str, bytes]
+"""Shared resources by `Type/id`, as their JSON text."""
+
+
+def load_shared_resources(export: PartitionedExport) -> SharedResources:
+    """The export's shared resources (Medication, Organization, ...), by `Type/id`."""
+    shared: SharedResources = {}
+    with open(export.shared_path, "rb") as lines:
+        for line in lines:
+            key, _file, _line, text = line.rstrip(b"\n").split(b"\t", 3)
+            shared[key.decode()] = text
+    return shared
+
+
+@dataclass(frozen=True)
+class PartitionLines:
+    """One partition's lines with all it takes to group them anywhere (picklable).
+
+    `data` is the partition's pass 1 output (`patient TAB range TAB line TAB json` lines in
+    export order); `files` and `ranges` turn a range and line into a file and line number;
+    `shared` holds the shared resources patients may refer to. A worker on another machine
+    needs nothing else.
+    """
+
+    index: int
+    data: bytes
+    files: tuple[str, ...]
+    ranges: tuple[tuple[int, int], ...]
+    shared: SharedResources
+
+    @classmethod
+    def read(cls, export: PartitionedExport, index: int, shared: SharedResources) -> PartitionLines:
+        data = b"".join(path.read_bytes() for path in export.partition_paths(index))
+        return cls(index, data, export.files, export.ranges, shared)
+
+    def location(self, range_number: bytes, line: bytes) -> tuple[str, int]:
+        """The file and line number of line `line` of a range (both as written in `data`)."""
+        file_number, first_line = self.ranges[int(range_number)]
+        return self.files[file_number], first_line + int(line) - 1
+
+    def patients(self, on_problem: ProblemHandler = raise_problem) -> Iterator[PatientResources]:
+        """The partition's patients, sorted by patient id.
+
+        Each patient's resources are in export order, followed by the shared resources they
+        refer to. A patient whose data holds no Patient is reported and left out.
+        """
+        # Lines stay whole until their patient's turn: splitting them all first would copy
+        # the partition's JSON once more, into memory held to the end.
+        groups: dict[bytes, list[bytes]] = {}
+        for line in self.data.split(b"\n"):
+            if not line:
+                continue
+            patient = line[: line.find(b"\t")]
+            group = groups.get(patient)
+            if group is None:
+                groups[patient] = [line]
+            else:
+                group.append(line)
+        references = _shared_reference_pattern(
+            tuple(sorted({k.split("/")[0] for k in self.shared}))
+        )
+        for patient in sorted(groups):
+            grouped = self._patient_resources(
+                patient.decode(), groups.pop(patient), references, on_problem
+            )
+            if grouped is not None:
+                yield grouped
+
+    def _patient_resources(
+        self,
+        patient_id: str,
+        lines: list[bytes],
+        references: re.Pattern[bytes] | None,
+        on_problem: ProblemHandler,
+    ) -> PatientResources | None:
+        """One patient's resources from their partition lines (`patient TAB range TAB line
+        TAB json`), or None when there is no Patient among them."""
+        resources: list[dict[str, Any]] = []
+        seen: dict[str, tuple[bytes, bytes]] = {}
+        origin: str | None = None
+        referred: dict[str, None] = {}
+
+        def problem(
+            range_number: bytes, line_number: bytes, message: str, label: str | None
+        ) -> None:
+            file, line = self.location(range_number, line_number)
+            on_problem(SourceProblem(file, line, label, patient_id, message))
+
+        own_reference = "Patient/" + patient_id
+        kept_texts: list[bytes] = []
+        loads = orjson.loads
+        for entry in lines:
+            _patient, range_number, line_number, text = entry.split(b"\t", 3)
+            try:
+                resource = loads(text)
+            except orjson.JSONDecodeError as error:
+                problem(range_number, line_number, f"not valid JSON: {error.msg}", None)
+                continue
+            resource_type = resource.get("resourceType") if type(resource) is dict else None
+            if type(resource_type) is not str or not resource_type:
+                problem(range_number, line_number, _not_a_resource(resource) or "", None)
+                continue
+            resource_id = resource.get("id")
+            label = f"{resource_type}/{resource_id}" if isinstance(resource_id, str) else None
+            if not _belongs_to(resource, resource_type, patient_id, own_reference):
+                fields = ", ".join(PATIENT_FIELDS.get(resource_type, DEFAULT_PATIENT_FIELDS))
+                problem(
+                    range_number,
+                    line_number,
+                    f"no reference to a Patient in {fields}; "
+                    "the resource belongs to no patient and is left out",
+                    label,
+                )
+                continue
+            if label is not None:
+                earlier = seen.get(label)
+                if earlier is not None:
+                    file, line = self.location(*earlier)
+                    problem(
+                        range_number,
+                        line_number,
+                        f"the same resource as {file}:{line}; the first is kept",
+                        label,
+                    )
+                    continue
+                seen[label] = (range_number, line_number)
+            if origin is None and resource_type == "Patient":
+                file, line = self.location(range_number, line_number)
+                origin = f"{file}:{line}"
+            resources.append(resource)
+            kept_texts.append(text)
+        if origin is None:
+            range_number = lines[0].split(b"\t", 2)[1]
+            file, _first = self.location(range_number, b"1")
+            on_problem(
+                SourceProblem(
+                    file,
+                    None,
+                    f"Patient/{patient_id}",
+                    patient_id,
+                    f"{len(lines)} lines refer to Patient/{patient_id}, which is not in the "
+                    "export; they are not evaluated",
+                )
+            )
+            return None
+        if references is not None:
+            # One search over the kept lines (a reference never spans lines): in line order.
+            for key in references.findall(b"\n".join(kept_texts)):
+                referred[key.decode()] = None
+        for key in referred:
+            shared_text = self.shared.get(key)
+            if shared_text is not None and key not in seen:
+                resources.append(orjson.loads(shared_text))
+        return PatientResources(patient_id, resources, [None] * len(resources), origin)
+
+
+def _belongs_to(
+    resource: dict[str, Any], resource_type: str, patient_id: str, own_reference: str
+) -> bool:
+    """Whether the resource's patient is `patient_id` (`own_reference`: `Patient/<id>`).
+
+    Fast for a plain `Patient/<id>` in the type's first patient field.
+    """
+    if resource_type != "Patient":
+        holder = resource.get(_FIRST_PATIENT_FIELD.get(resource_type, DEFAULT_PATIENT_FIELDS[0]))
+        if type(holder) is dict and holder.get("reference") == own_reference:
+            return True
+    return patient_reference(resource) == patient_id
+
+
+_FIRST_PATIENT_FIELD = {name: fields[0] for name, fields in PATIENT_FIELDS.items()}
+"""The field that usually holds the patient reference, by resource type."""
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_reference_pattern(shared_types: tuple[str, ...]) -> re.Pattern[bytes] | None:
+    """References to resources of the shared types there are, as they appear in line text."""
+    if not shared_types:
+        return None
+    names = "|".join(re.escape(name) for name in shared_types)
+    return re.compile(rb'"reference":"((?:%s)/[A-Za-z0-9\-.]{1,64})"' % names.encode())
+
+
+def read_partition(
+    export: PartitionedExport,
+    index: int,
+    shared: SharedResources,
+    on_problem: ProblemHandler = raise_problem,
+) -> Iterator[PatientResources]:
+    """Pass 2: the patients of one partition, sorted by patient id (see `PartitionLines`)."""
+    return PartitionLines.read(export, index, shared).patients(on_problem)
+
+
+# --------------------------------------------------------------------------- the source
+
+
+class NdjsonFolderSource:
+    """Patients from an NDJSON folder (a `PatientSource`), grouped through partition files.
+
+    `work_folder` holds the partition files (a temporary folder, removed afterwards, when
+    None). A problem raises InputError from the iteration, unless `on_problem` is given: then
+    each problem is passed to it and reading goes on.
+    """
+
+    def __init__(
+        self,
+        folder: str | Path,
+        work_folder: str | Path | None = None,
+        partition_count: int = 16,
+        on_problem: ProblemHandler | None = None,
+    ) -> None:
+        self.folder = Path(folder)
+        self.work_folder = Path(work_folder) if work_folder is not None else None
+        self.partition_count = partition_count
+        self.on_problem = on_problem or raise_problem
+
+    def __iter__(self) -> Iterator[PatientResources]:
+        if self.work_folder is not None:
+            yield from self._patients(self.work_folder)
+            return
+        with tempfile.TemporaryDirectory(prefix="trialsieve-ndjson-") as work:
+            yield from self._patients(Path(work))
+
+    def _patients(self, work: Path) -> Iterator[PatientResources]:
+        export = partition_ndjson(self.folder, work, self.partition_count, self.on_problem)
+        shared = load_shared_resources(export)
+        for index in range(export.partition_count):
+            yield from read_partition(export, index, shared, self.on_problem)
