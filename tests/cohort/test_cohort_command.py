@@ -1,4 +1,4 @@
-"""`trialsieve cohort`, registered on a typer app the way engine/cli.py registers it."""
+"""`trialsieve cohort`, registered on a typer app the way engine/cli/__init__.py registers it."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from engine.cli.cohort import cohort
 from engine.cohort import kept_types
-from engine.cohort.command import cohort
 from engine.trial import load_trial
 
 ROOT = Path(__file__).resolve().parents[2]

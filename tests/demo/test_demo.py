@@ -23,7 +23,7 @@ import typer
 from typer.testing import CliRunner
 
 from engine.attestations import load_attestations
-from engine.demo import demo
+from engine.cli.demo import demo
 from engine.embedded_server import INSTALL_HINT, EmbeddedServer, TransactionLoader
 from engine.errors import EmbeddedServerError, InputError
 from engine.evaluate import CompiledCriteria, evaluate_patient
@@ -45,7 +45,7 @@ TOKEN_VARIABLE = "TRIALSIEVE_TEST_DEMO_TOKEN"
 _STARTED = re.compile(
     r"started sekmet-fhir \S+ at http://127\.0\.0\.1:(\d+)/fhir \(pid (\d+), folder (.+)\) in"
 )
-_LAUNCH_DEMO = "import typer; from engine.demo import demo; typer.run(demo)"
+_LAUNCH_DEMO = "import typer; from engine.cli.demo import demo; typer.run(demo)"
 
 
 @pytest.fixture(scope="module")

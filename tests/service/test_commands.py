@@ -1,5 +1,5 @@
 """`trialsieve serve` and `trialsieve subscribe` as command functions (registered here the way
-engine/cli.py registers them).
+engine/cli/__init__.py registers them).
 """
 
 from __future__ import annotations
@@ -13,21 +13,24 @@ import typer
 from service_support import CRITERIA
 from typer.testing import CliRunner
 
-from engine.service import commands
+from engine.cli.serve import serve
+from engine.cli.subscribe import subscribe
 
 
 @pytest.fixture
 def cli() -> typer.Typer:
     app = typer.Typer()
-    app.command()(commands.serve)
-    app.command()(commands.subscribe)
+    app.command()(serve)
+    app.command()(subscribe)
     return app
 
 
 def test_serve_runs_uvicorn_on_loopback(cli: typer.Typer, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr("uvicorn.run", lambda app, **options: calls.append(options))
-    monkeypatch.setattr(commands, "configure_logging", lambda level: None)  # keep pytest's
+    monkeypatch.setattr(
+        "engine.service.logs.configure_logging", lambda level: None
+    )  # keep pytest's
     result = CliRunner().invoke(
         cli,
         ["serve", "--trials", str(CRITERIA), "--api-token-env", "API_TOKEN", "--port", "8099"],

@@ -28,11 +28,12 @@ from service_support import (
 )
 from typer.testing import CliRunner
 
+from engine.cli.subscribe import subscribe
 from engine.report.resources import RESEARCH_SUBJECT_SYSTEM, deterministic_id
 from engine.service import create_app
-from engine.service.commands import NOT_SUBSCRIBED, rest_hook_subscription, subscribe
 from engine.service.notifications import NotificationQueue, Target, notification_targets
 from engine.service.problems import ApiError
+from engine.service.subscriptions import NOT_SUBSCRIBED, rest_hook_subscription
 
 BASE = "http://fhir.example.org/r4"
 RELEVANT = frozenset({"Patient", "Observation", "Condition", "ResearchSubject"})

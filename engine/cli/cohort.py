@@ -1,9 +1,8 @@
-"""The `trialsieve cohort` command: evaluate a trial over a whole record set.
+"""`trialsieve cohort`: evaluate a trial over a whole record set (`engine.cohort.run_cohort`).
 
-Registered on the `trialsieve` app with `app.command()(cohort)`. Exit status as for
-`evaluate`: 0 when every input was used, 1 when some input could not be (each problem is in
-errors.ndjson; the run went on without it), 2 for bad criteria, mappings or arguments, or an
-output folder that holds another run.
+Exit status as for `evaluate`: 0 when every input was used, 1 when some input could not be
+(each problem is in errors.ndjson; the run went on without it), 2 for bad criteria, mappings
+or arguments, or an output folder that holds another run.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, cast, get_args
+from typing import TYPE_CHECKING, cast, get_args
 
 import typer
 from rich.console import Console
@@ -29,19 +28,32 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from engine.cohort.inputs import BundleInput, CohortInput, NdjsonInput
-from engine.cohort.runner import ENGINES, CohortSummary, kept_types, run_cohort
-from engine.command_options import parse_day
-from engine.errors import TrialsieveError
-from engine.server_command import AuthConfigOption, TokenEnvOption, TokenFileOption
-from engine.sources.bulk_export import (
-    ERRORS_FOLDER,
-    ExportLevel,
-    ExportProgress,
-    export_to_folder,
+from engine.cli.console import parse_day
+from engine.cli.options import (
+    AsOfOption,
+    AttestationsOption,
+    AuthConfigOption,
+    BundlesFolderOption,
+    CohortOutOption,
+    CriteriaArgument,
+    EngineOption,
+    ExportLevelOption,
+    ExportServerOption,
+    FullOption,
+    GroupOption,
+    NdjsonOption,
+    QuietOption,
+    SchedulerOption,
+    SharedFilesystemOption,
+    SinceOption,
+    TokenEnvOption,
+    TokenFileOption,
+    WorkersOption,
 )
-from engine.sources.smart import auth_from_options
-from engine.trial import load_trial
+from engine.errors import TrialsieveError
+
+if TYPE_CHECKING:
+    from engine.cohort import CohortSummary
 
 
 class _RateColumn(ProgressColumn):
@@ -90,84 +102,30 @@ def _errors() -> Console:
 
 
 def cohort(
-    criteria: Annotated[Path, typer.Argument(help="The trial's criteria file (YAML).")],
-    ndjson: Annotated[
-        Path | None,
-        typer.Option(
-            help="A folder of Bulk Data NDJSON (<Type>[.n].ndjson, optionally .gz); with "
-            "--server, where the export goes."
-        ),
-    ] = None,
-    bundles: Annotated[
-        Path | None, typer.Option(help="A folder of per-patient Bundle files (*.json).")
-    ] = None,
-    as_of: Annotated[
-        str | None, typer.Option(help="Evaluate as of this day (YYYY-MM-DD); default today.")
-    ] = None,
-    out: Annotated[
-        Path, typer.Option(help="The output folder; a re-run with the same folder resumes.")
-    ] = Path("out/cohort"),
-    engine: Annotated[
-        str, typer.Option(help=f"How to run: {', '.join(sorted(ENGINES))}.")
-    ] = "local",
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            min=1, help="Worker processes (default: every core); the size of a Dask LocalCluster."
-        ),
-    ] = None,
-    scheduler: Annotated[
-        str | None,
-        typer.Option(help="With --engine dask: a running Dask scheduler (tcp://HOST:8786)."),
-    ] = None,
-    shared_filesystem: Annotated[
-        bool,
-        typer.Option(
-            "--shared-filesystem",
-            help="With --scheduler: the workers see the input and --out at the same paths, so "
-            "tasks carry paths and workers write the results (a LocalCluster always does).",
-        ),
-    ] = False,
-    attestations: Annotated[
-        Path | None, typer.Option(help="Answers to manual review items (YAML), per patient.")
-    ] = None,
-    full: Annotated[
-        bool,
-        typer.Option(
-            "--full",
-            help="Evaluate every patient in full. By default a patient who lacks a concept an "
-            "inclusion criterion requires (the pre-filter) is settled from their diagnoses, "
-            "procedures and demographics; the criteria that read other data are then "
-            "not_evaluated for them.",
-        ),
-    ] = False,
-    server: Annotated[
-        str | None,
-        typer.Option(
-            help="A FHIR R4 server: first run its Bulk Data $export of the types the criteria "
-            "read into the --ndjson folder (a re-run resumes or reuses the export)."
-        ),
-    ] = None,
-    export_level: Annotated[
-        str,
-        typer.Option(
-            help="With --server: system ($export), patient (Patient/$export) or group "
-            "(Group/ID/$export, with --group)."
-        ),
-    ] = "system",
-    group: Annotated[
-        str | None, typer.Option(help="With --server --export-level group: the Group id.")
-    ] = None,
-    since: Annotated[
-        str | None,
-        typer.Option(help="With --server: export only what changed since this FHIR instant."),
-    ] = None,
+    criteria: CriteriaArgument,
+    ndjson: NdjsonOption = None,
+    bundles: BundlesFolderOption = None,
+    as_of: AsOfOption = None,
+    out: CohortOutOption = Path("out/cohort"),
+    engine: EngineOption = "local",
+    workers: WorkersOption = None,
+    scheduler: SchedulerOption = None,
+    shared_filesystem: SharedFilesystemOption = False,
+    attestations: AttestationsOption = None,
+    full: FullOption = False,
+    server: ExportServerOption = None,
+    export_level: ExportLevelOption = "system",
+    group: GroupOption = None,
+    since: SinceOption = None,
     token_env: TokenEnvOption = None,
     token_file: TokenFileOption = None,
     auth_config: AuthConfigOption = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Evaluate every patient of a record set: cohort table, attrition, data availability."""
+    from engine.cohort import BundleInput, CohortInput, NdjsonInput, run_cohort
+    from engine.sources.bulk_export import ExportLevel
+
     if server is not None and (ndjson is None or bundles is not None):
         raise typer.BadParameter("--server needs --ndjson DIR (the folder the export goes to)")
     if (ndjson is None) == (bundles is None):
@@ -235,6 +193,16 @@ def _export(criteria: Path, export: ServerExport, folder: Path, quiet: bool) -> 
     The export asks for the types a cohort run keeps (`_type`: the search pushdown). Exits
     with status 2 when the criteria, the options or the server fail.
     """
+    from engine.cohort import kept_types
+    from engine.sources.bulk_export import (
+        ERRORS_FOLDER,
+        ExportLevel,
+        ExportProgress,
+        export_to_folder,
+    )
+    from engine.sources.smart import auth_from_options
+    from engine.trial import load_trial
+
     errors = _errors()
 
     def show(progress: ExportProgress) -> None:

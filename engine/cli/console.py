@@ -1,42 +1,25 @@
-"""What the command-line commands share: option declarations, day parsing, error printing.
+"""What the commands share besides options: the day given, error printing, exits, loading.
 
-Only command functions (engine/cli.py, engine/server_command.py, engine/cohort/command.py, ...)
-use this module; the engine itself never prints or exits.
+Only `engine.cli` prints for a person and exits; the engine raises `engine.errors` errors,
+which the commands print here (`error: ...` on standard error) and turn into exit codes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from engine.attestations import Attestations, load_attestations
-from engine.errors import TrialsieveError
-from engine.evaluate import CompiledCriteria
-from engine.evaluate.patient import as_of_problem
-from engine.trial import load_trial
+from engine.errors import ServiceConfigError, TrialsieveError
 
-CriteriaArgument = Annotated[Path, typer.Argument(help="The trial's criteria file (YAML).")]
-AsOfOption = Annotated[
-    str | None, typer.Option(help="Evaluate as of this day (YYYY-MM-DD); default today.")
-]
-OutputOption = Annotated[
-    Path | None,
-    typer.Option(
-        help="Where to write the transaction Bundle (a file for one patient, a folder "
-        "for several); default: standard output for one patient."
-    ),
-]
-AttestationsOption = Annotated[
-    Path | None, typer.Option(help="Answers to manual review items (YAML).")
-]
-ExplainOption = Annotated[
-    bool, typer.Option("--explain", help="Print a per-criterion table for each patient.")
-]
+if TYPE_CHECKING:
+    from engine.attestations import Attestations
+    from engine.evaluate import CompiledCriteria
+    from engine.service.settings import SecretReference
 
 
 def parse_day(text: str | None) -> dt.date:
@@ -47,6 +30,8 @@ def parse_day(text: str | None) -> dt.date:
         day = dt.date.fromisoformat(text)
     except ValueError:
         raise typer.BadParameter(f"'{text}' is not a date (YYYY-MM-DD)") from None
+    from engine.evaluate.patient import as_of_problem
+
     problem = as_of_problem(day)
     if problem is not None:
         raise typer.BadParameter(problem)
@@ -72,9 +57,28 @@ def load_trial_and_answers(
     criteria: Path, attestations: Path | None
 ) -> tuple[CompiledCriteria, Attestations]:
     """The compiled trial and the attestation file's answers; raises the Exit for bad files."""
+    from engine.attestations import load_attestations
+    from engine.trial import load_trial
+
     try:
         trial = load_trial(criteria)
         answers = load_attestations(attestations, trial.manual_ids) if attestations else {}
     except TrialsieveError as error:
         raise fail(error) from None
     return trial, answers
+
+
+def secret_reference(
+    variable: str | None, file: Path | None, variable_option: str, file_option: str
+) -> SecretReference | None:
+    """Where a secret comes from: an environment variable or a file (ServiceConfigError for
+    both); None for neither."""
+    from engine.service.settings import SecretReference
+
+    if variable and file:
+        raise ServiceConfigError(f"give {variable_option} or {file_option}, not both")
+    if variable:
+        return SecretReference(environment_variable=variable)
+    if file:
+        return SecretReference(file=file)
+    return None

@@ -28,50 +28,41 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 
-from engine.attestations import Attestations
-from engine.command_options import (
-    AsOfOption,
-    AttestationsOption,
-    CriteriaArgument,
+from engine.cli.console import (
     error_console,
     fail,
     load_trial_and_answers,
     parse_day,
     print_error,
 )
-from engine.embedded_server import EmbeddedServer, TransactionLoader, bundle_files, sekmet_version
-from engine.errors import EmbeddedServerError, ServerError, TrialsieveError
-from engine.evaluate import CompiledCriteria, PatientEvaluation, SubjectStatus
-from engine.explain import summary_table
-from engine.report.resources import research_study_id
-from engine.screening import screen_patient
-from engine.server_command import (
+from engine.cli.options import (
+    AsOfOption,
+    AttestationsOption,
     AuthConfigOption,
+    CriteriaArgument,
+    DemoServerOption,
+    ExamplesOption,
+    LoadExamplesOption,
     PageSizeOption,
     PatientOption,
     TokenEnvOption,
     TokenFileOption,
 )
-from engine.sinks import FhirServerSink
-from engine.sources import FhirServerClient, FhirServerSource, reference_key
-from engine.sources.fhir_server import DEFAULT_PAGE_SIZE, resource_types_to_pull
-from engine.sources.smart import auth_from_options
+from engine.errors import EmbeddedServerError, ServerError, TrialsieveError
+
+if TYPE_CHECKING:
+    from engine.attestations import Attestations
+    from engine.evaluate import CompiledCriteria, PatientEvaluation
+    from engine.sources import FhirServerClient
 
 DEFAULT_EXAMPLES = (Path("examples/patients"), Path("examples/synthea"))
 """The shipped example Bundles, relative to the working directory (a trialsieve checkout)."""
 
-# The status whose ResearchSubject is shown first: the most interesting for a reader.
-_SHOWCASE_ORDER = (
-    SubjectStatus.ELIGIBLE,
-    SubjectStatus.CANDIDATE,
-    SubjectStatus.POTENTIAL_CANDIDATE,
-    SubjectStatus.INELIGIBLE,
-)
 _SIGTERM_EXIT = 128 + int(signal.SIGTERM)
 
 
@@ -86,38 +77,23 @@ class DemoRun:
 
 def demo(
     criteria: CriteriaArgument,
-    server: Annotated[
-        str | None,
-        typer.Option(
-            help="Base URL of a FHIR R4 server to use; default: start a local sekmet-fhir, "
-            "load the examples into it, and stop it at the end."
-        ),
-    ] = None,
+    server: DemoServerOption = None,
     patient: PatientOption = None,
-    load_examples: Annotated[
-        bool,
-        typer.Option(
-            "--load-examples",
-            help="With --server: load the example Bundles into the server first (their ids "
-            "kept; a re-run updates them).",
-        ),
-    ] = False,
-    examples: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--examples",
-            help="A folder or file of transaction Bundles to load; repeat for more. Default: "
-            "examples/patients and examples/synthea.",
-        ),
-    ] = None,
+    load_examples: LoadExamplesOption = False,
+    examples: ExamplesOption = None,
     as_of: AsOfOption = None,
     attestations: AttestationsOption = None,
     token_env: TokenEnvOption = None,
     token_file: TokenFileOption = None,
     auth_config: AuthConfigOption = None,
-    page_size: PageSizeOption = DEFAULT_PAGE_SIZE,
+    page_size: PageSizeOption = None,
 ) -> None:
     """Evaluate patients through a FHIR server (a local one by default), write the results."""
+    from engine.sources import FhirServerClient, FhirServerSource
+    from engine.sources.fhir_server import DEFAULT_PAGE_SIZE
+    from engine.sources.smart import auth_from_options
+
+    page_size = page_size or DEFAULT_PAGE_SIZE
     day = parse_day(as_of)
     if server is None and (patient or load_examples or token_env or token_file or auth_config):
         raise fail(
@@ -156,6 +132,8 @@ def _on_embedded_server(
     page_size: int,
 ) -> DemoRun:
     """Start sekmet, load, evaluate, write, show; stop it whatever happens."""
+    from engine.embedded_server import EmbeddedServer, sekmet_version
+
     try:
         version = sekmet_version()
     except EmbeddedServerError as error:
@@ -192,6 +170,11 @@ def _evaluate_and_write(
     page_size: int,
 ) -> DemoRun:
     """Load the files, then pull, evaluate and write back each patient."""
+    from engine.screening import screen_patient
+    from engine.sinks import FhirServerSink
+    from engine.sources import FhirServerSource
+    from engine.sources.fhir_server import resource_types_to_pull
+
     run = DemoRun()
     try:
         client.capabilities()
@@ -231,6 +214,8 @@ def _evaluate_and_write(
 
 
 def _load(client: FhirServerClient, files: Sequence[Path], run: DemoRun) -> None:
+    from engine.embedded_server import TransactionLoader
+
     started = time.monotonic()
     _progress(f"loading {len(files)} Bundles into {client.base_url}")
     loader = TransactionLoader(client, keep_ids=True)
@@ -285,6 +270,9 @@ def _show_results(
     client: FhirServerClient, trial: CompiledCriteria, run: DemoRun, page_size: int
 ) -> None:
     """The summary table, then where the ResearchSubjects are and how many were read back."""
+    from engine.cli.tables import summary_table
+    from engine.report.resources import research_study_id
+
     console = Console(highlight=False)
     if run.evaluations:
         console.print(summary_table(run.evaluations))
@@ -322,7 +310,16 @@ def _showcase(run: DemoRun) -> tuple[PatientEvaluation, str] | None:
     written = [e for e in run.evaluations if e.patient_id in run.subject_locations]
     if not written:
         return None
-    best = min(written, key=lambda evaluation: _SHOWCASE_ORDER.index(evaluation.status))
+    from engine.evaluate import SubjectStatus
+
+    # The status whose ResearchSubject is shown first: the most interesting for a reader.
+    order = (
+        SubjectStatus.ELIGIBLE,
+        SubjectStatus.CANDIDATE,
+        SubjectStatus.POTENTIAL_CANDIDATE,
+        SubjectStatus.INELIGIBLE,
+    )
+    best = min(written, key=lambda evaluation: order.index(evaluation.status))
     return best, run.subject_locations[best.patient_id]
 
 
@@ -333,6 +330,8 @@ def _without_history(location: str, base_url: str) -> str:
 
 
 def _reference(resource: dict[str, Any], field_name: str) -> str | None:
+    from engine.sources import reference_key
+
     value = resource.get(field_name)
     literal = value.get("reference") if isinstance(value, dict) else None
     return reference_key(literal) if isinstance(literal, str) else None
@@ -344,6 +343,8 @@ def _patient_id(subject: dict[str, Any]) -> str | None:
 
 
 def _example_files(paths: Sequence[Path]) -> list[Path]:
+    from engine.embedded_server import bundle_files
+
     missing = [str(path) for path in paths if not path.exists()]
     if missing:
         raise fail(

@@ -1,0 +1,283 @@
+"""`trialsieve evaluate`: screen patients from Bundle files or a FHIR server.
+
+Patients come from Bundle files (`--bundle`) or from a FHIR R4 server (`--server URL
+--patient ID ...`, pulled with `FhirServerSource`: only the resource types the criteria
+need); each is screened with `engine.screening.screen_patient`, and then
+
+- by default its transaction Bundle (ResearchStudy, ResearchSubject, DetectedIssue) goes to
+  standard output (one patient) or to `--output` (a file, or a folder for several);
+- with `--server --write`, it is written to the server with `FhirServerSink` (updates in
+  place); with `--dry-run`, the Bundle `--write` would send is printed and nothing written.
+
+A bearer token comes from `--token-env NAME` (an environment variable) or `--token-file PATH`,
+never from the command line itself. Exit status: 0 when every patient was evaluated (and
+written), whatever their status; 1 when some inputs could not be (each one is named); 2 for
+bad criteria, mappings, attestations or arguments.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.console import Console
+
+from engine.cli.console import fail, load_trial_and_answers, parse_day, print_error
+from engine.cli.options import (
+    AsOfOption,
+    AttestationsOption,
+    AuthConfigOption,
+    BundleOption,
+    CriteriaArgument,
+    DryRunOption,
+    EverythingOption,
+    ExplainOption,
+    OutputOption,
+    PageSizeOption,
+    PatientOption,
+    ServerOption,
+    TokenEnvOption,
+    TokenFileOption,
+    WriteOption,
+)
+from engine.errors import ServerError, TrialsieveError
+
+if TYPE_CHECKING:
+    from engine.attestations import Attestations
+    from engine.evaluate import CompiledCriteria, PatientEvaluation
+    from engine.screening import Screening
+    from engine.sources import PatientResources
+
+_SKIPPED_PREFIXES = ("hospitalInformation", "practitionerInformation")
+
+PatientReader = tuple[str | None, Callable[[], "PatientResources"]]
+"""A patient to screen: how errors about it are prefixed (None: the error names the file),
+and how to read their resources."""
+
+
+def evaluate(
+    criteria: CriteriaArgument,
+    bundle: BundleOption = None,
+    as_of: AsOfOption = None,
+    output: OutputOption = None,
+    attestations: AttestationsOption = None,
+    explain: ExplainOption = False,
+    server: ServerOption = None,
+    patient: PatientOption = None,
+    write: WriteOption = False,
+    dry_run: DryRunOption = False,
+    token_env: TokenEnvOption = None,
+    token_file: TokenFileOption = None,
+    auth_config: AuthConfigOption = None,
+    everything: EverythingOption = True,
+    page_size: PageSizeOption = None,
+) -> None:
+    """Evaluate patients and write a ResearchSubject + DetectedIssue transaction Bundle each.
+
+    Patients come from Bundle files (--bundle) or from a FHIR server (--server, --patient);
+    with a server, --write writes the results back (see docs/server.md).
+    """
+    if server is not None:
+        if bundle:
+            raise fail("give --bundle or --server, not both")
+        _evaluate_on_server(
+            criteria=criteria,
+            server=server,
+            patient=patient,
+            as_of=as_of,
+            output=output,
+            attestations=attestations,
+            explain=explain,
+            write=write,
+            dry_run=dry_run,
+            token_env=token_env,
+            token_file=token_file,
+            auth_config=auth_config,
+            everything=everything,
+            page_size=page_size,
+        )
+        return
+    if not bundle:
+        raise fail("give --bundle FILE_OR_FOLDER, or --server URL --patient ID")
+    if patient or write or dry_run or token_env or token_file or auth_config:
+        raise fail(
+            "--patient, --write, --dry-run, --token-env, --token-file and --auth-config "
+            "need --server"
+        )
+    day = parse_day(as_of)
+    trial, answers = load_trial_and_answers(criteria, attestations)
+    files = list(_bundle_files(bundle))
+    if not files:
+        raise fail("no Bundle files found in " + ", ".join(map(str, bundle)))
+    several = len(files) > 1 or any(path.is_dir() for path in bundle)
+    if several and output is None:
+        raise fail("--output FOLDER is required when evaluating several patients")
+    if several and output is not None and output.exists() and not output.is_dir():
+        raise fail(f"{output}: --output must be a folder when evaluating several patients")
+    from engine.sources import read_bundle_file
+
+    console = Console(stderr=output is None, highlight=False)
+
+    def deliver(screening: Screening) -> None:
+        _emit(screening.transaction_bundle, output, screening.patient_id, several)
+
+    readers: list[PatientReader] = [(None, partial(read_bundle_file, file)) for file in files]
+    evaluations, failures = _screen_each(trial, day, answers, readers, deliver, explain, console)
+    if several:
+        from engine.cli.tables import summary_table
+
+        console.print(summary_table(evaluations))
+        console.print(f"Results written to {output}/ ({len(evaluations)} patients)")
+    if failures:
+        print_error(f"{failures} of {len(files)} inputs could not be evaluated")
+        raise typer.Exit(1)
+
+
+def _evaluate_on_server(
+    criteria: Path,
+    server: str,
+    patient: list[str] | None,
+    as_of: str | None,
+    output: Path | None,
+    attestations: Path | None,
+    explain: bool,
+    write: bool,
+    dry_run: bool,
+    token_env: str | None,
+    token_file: Path | None,
+    auth_config: Path | None,
+    everything: bool,
+    page_size: int | None,
+) -> None:
+    """Evaluate patients on a FHIR server; print the results, or write them back (--write)."""
+    day = parse_day(as_of)
+    patient_ids = list(dict.fromkeys(patient or ()))
+    if not patient_ids:
+        raise fail("--patient ID is required with --server")
+    if token_env and token_file:
+        raise fail("give --token-env or --token-file, not both")
+    prints_bundles = dry_run or not write
+    several = len(patient_ids) > 1
+    if prints_bundles and several and output is None:
+        raise fail("--output FOLDER is required when printing Bundles of several patients")
+    if several and output is not None and output.exists() and not output.is_dir():
+        raise fail(f"{output}: --output must be a folder when evaluating several patients")
+    trial, answers = load_trial_and_answers(criteria, attestations)
+    from engine.sinks import FhirServerSink
+    from engine.sources import FhirServerClient, FhirServerSource
+    from engine.sources.fhir_server import DEFAULT_PAGE_SIZE, resource_types_to_pull
+    from engine.sources.smart import auth_from_options
+
+    try:
+        auth = auth_from_options(token_env, token_file, auth_config, server=server)
+        client = FhirServerClient(server, auth=auth)
+    except TrialsieveError as error:
+        raise fail(error) from None
+    console = Console(stderr=prints_bundles and output is None, highlight=False)
+    with client:
+        try:
+            client.capabilities()
+        except ServerError as error:
+            raise fail(error, code=1) from None
+        source = FhirServerSource(
+            client,
+            patient_ids,
+            resource_types_to_pull(trial.resource_types),
+            page_size=page_size or DEFAULT_PAGE_SIZE,
+            use_everything=everything,
+        )
+        sink = FhirServerSink(client)
+
+        def deliver(screening: Screening) -> None:
+            evaluation = screening.evaluation
+            if dry_run:
+                _emit(sink.transaction_for(evaluation), output, screening.patient_id, several)
+            elif write:
+                written = sink.write(evaluation)
+                targets = ", ".join(entry.location or entry.request for entry in written)
+                console.print(
+                    f"Patient/{screening.patient_id}: {evaluation.status.value}; wrote {targets}",
+                    markup=False,
+                    soft_wrap=True,
+                )
+            else:
+                _emit(screening.transaction_bundle, output, screening.patient_id, several)
+
+        readers: list[PatientReader] = [
+            (f"Patient/{patient_id}", partial(source.pull, patient_id))
+            for patient_id in patient_ids
+        ]
+        evaluations, failures = _screen_each(
+            trial, day, answers, readers, deliver, explain, console
+        )
+    if several:
+        from engine.cli.tables import summary_table
+
+        console.print(summary_table(evaluations))
+    if failures:
+        print_error(f"{failures} of {len(patient_ids)} patients could not be evaluated")
+        raise typer.Exit(1)
+
+
+def _screen_each(
+    trial: CompiledCriteria,
+    day: dt.date,
+    answers: Attestations,
+    patients: Iterable[PatientReader],
+    deliver: Callable[[Screening], None],
+    explain: bool,
+    console: Console,
+) -> tuple[list[PatientEvaluation], int]:
+    """Read, screen and deliver each patient; the evaluations done and how many failed.
+
+    A patient that cannot be read, screened or delivered is named on standard error and
+    skipped; `--explain` prints each evaluated patient's criteria table.
+    """
+    from engine.cli.tables import criteria_table
+    from engine.screening import screen_patient
+
+    evaluations: list[PatientEvaluation] = []
+    failures = 0
+    for label, read in patients:
+        try:
+            resources = read()
+            screening = screen_patient(trial, resources, day, answers.get(resources.patient_id))
+            deliver(screening)
+        except TrialsieveError as error:
+            failures += 1
+            print_error(error if label is None else f"{label}: {error}")
+            continue
+        evaluations.append(screening.evaluation)
+        if explain:
+            console.print(criteria_table(screening.evaluation))
+    return evaluations, failures
+
+
+def _bundle_files(paths: list[Path]) -> Iterator[Path]:
+    for path in paths:
+        if path.is_dir():
+            for file in sorted(path.rglob("*.json")):
+                if not file.name.startswith(_SKIPPED_PREFIXES):
+                    yield file
+        else:
+            yield path
+
+
+def _emit(bundle: dict[str, Any], output: Path | None, patient_id: str, several: bool) -> None:
+    """A Bundle to standard output, or to `output` (a file, or `PATIENT_ID.json` in it)."""
+    from engine.sinks import to_json, write_json
+
+    if output is None:
+        sys.stdout.buffer.write(to_json(bundle))
+        sys.stdout.flush()
+    else:
+        write_json(
+            output / f"{patient_id}.json" if several else output,
+            bundle,
+            inside=output if several else None,
+        )

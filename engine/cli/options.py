@@ -1,0 +1,261 @@
+"""Every option and argument of the `trialsieve` commands, declared once.
+
+A command module declares its parameters with these types (`criteria: CriteriaArgument`,
+`as_of: AsOfOption = None`, ...), so that an option means and says the same everywhere. Only
+typer is imported here: `trialsieve --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+# ----------------------------------------------------------------------------- every command
+
+CriteriaArgument = Annotated[Path, typer.Argument(help="The trial's criteria file (YAML).")]
+AsOfOption = Annotated[
+    str | None, typer.Option(help="Evaluate as of this day (YYYY-MM-DD); default today.")
+]
+AttestationsOption = Annotated[
+    Path | None, typer.Option(help="Answers to manual review items (YAML), per patient.")
+]
+
+# ----------------------------------------------------------------------------- evaluate
+
+BundleOption = Annotated[
+    list[Path] | None,
+    typer.Option(help="A patient Bundle (JSON) or a folder of them; repeat for more."),
+]
+OutputOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Where to write the transaction Bundle (a file for one patient, a folder "
+        "for several); default: standard output for one patient."
+    ),
+]
+ExplainOption = Annotated[
+    bool, typer.Option("--explain", help="Print a per-criterion table for each patient.")
+]
+
+# ----------------------------------------------------------------------------- FHIR servers
+
+ServerOption = Annotated[
+    str | None,
+    typer.Option(help="Base URL of a FHIR R4 server to read the patients from (with --patient)."),
+]
+PatientOption = Annotated[
+    list[str] | None,
+    typer.Option("--patient", help="A patient id on the server (with --server); repeat for more."),
+]
+WriteOption = Annotated[
+    bool,
+    typer.Option(
+        "--write",
+        help="Write the ResearchStudy, ResearchSubject and DetectedIssue to the server "
+        "(with --server); a re-run updates them in place.",
+    ),
+]
+DryRunOption = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run", help="Print the transaction Bundle --write would send; write nothing."
+    ),
+]
+TokenEnvOption = Annotated[
+    str | None,
+    typer.Option(help="Name of the environment variable that holds a bearer token for the server."),
+]
+TokenFileOption = Annotated[
+    Path | None, typer.Option(help="File whose first line is a bearer token for the server.")
+]
+AuthConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="TOML file with SMART Backend Services settings (client id, private key, ...); "
+        "see docs/server.md."
+    ),
+]
+EverythingOption = Annotated[
+    bool,
+    typer.Option(
+        "--everything/--no-everything",
+        help="Pull with Patient/$everything when the server declares it (default), "
+        "or always with one search per resource type.",
+    ),
+]
+PageSizeOption = Annotated[
+    int | None,
+    typer.Option(
+        min=1, help="Resources per page asked of the server (_count); default: the source's."
+    ),
+]
+
+# ----------------------------------------------------------------------------- lint
+
+LintPathsArgument = Annotated[
+    list[Path] | None,
+    typer.Argument(help="Criteria and mapping files or folders (default: criteria mappings)."),
+]
+
+# ----------------------------------------------------------------------------- demo
+
+DemoServerOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Base URL of a FHIR R4 server to use; default: start a local sekmet-fhir, "
+        "load the examples into it, and stop it at the end."
+    ),
+]
+LoadExamplesOption = Annotated[
+    bool,
+    typer.Option(
+        "--load-examples",
+        help="With --server: load the example Bundles into the server first (their ids "
+        "kept; a re-run updates them).",
+    ),
+]
+ExamplesOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--examples",
+        help="A folder or file of transaction Bundles to load; repeat for more. Default: "
+        "examples/patients and examples/synthea.",
+    ),
+]
+
+# ----------------------------------------------------------------------------- cohort
+
+NdjsonOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="A folder of Bulk Data NDJSON (<Type>[.n].ndjson, optionally .gz); with "
+        "--server, where the export goes."
+    ),
+]
+BundlesFolderOption = Annotated[
+    Path | None, typer.Option(help="A folder of per-patient Bundle files (*.json).")
+]
+CohortOutOption = Annotated[
+    Path, typer.Option(help="The output folder; a re-run with the same folder resumes.")
+]
+EngineOption = Annotated[
+    str, typer.Option(help="How to run: the name of a cohort engine (local, dask).")
+]
+WorkersOption = Annotated[
+    int | None,
+    typer.Option(
+        min=1, help="Worker processes (default: every core); the size of a Dask LocalCluster."
+    ),
+]
+SchedulerOption = Annotated[
+    str | None,
+    typer.Option(help="With --engine dask: a running Dask scheduler (tcp://HOST:8786)."),
+]
+SharedFilesystemOption = Annotated[
+    bool,
+    typer.Option(
+        "--shared-filesystem",
+        help="With --scheduler: the workers see the input and --out at the same paths, so "
+        "tasks carry paths and workers write the results (a LocalCluster always does).",
+    ),
+]
+FullOption = Annotated[
+    bool,
+    typer.Option(
+        "--full",
+        help="Evaluate every patient in full. By default a patient who lacks a concept an "
+        "inclusion criterion requires (the pre-filter) is settled from their diagnoses, "
+        "procedures and demographics; the criteria that read other data are then "
+        "not_evaluated for them.",
+    ),
+]
+ExportServerOption = Annotated[
+    str | None,
+    typer.Option(
+        help="A FHIR R4 server: first run its Bulk Data $export of the types the criteria "
+        "read into the --ndjson folder (a re-run resumes or reuses the export)."
+    ),
+]
+ExportLevelOption = Annotated[
+    str,
+    typer.Option(
+        help="With --server: system ($export), patient (Patient/$export) or group "
+        "(Group/ID/$export, with --group)."
+    ),
+]
+GroupOption = Annotated[
+    str | None, typer.Option(help="With --server --export-level group: the Group id.")
+]
+SinceOption = Annotated[
+    str | None,
+    typer.Option(help="With --server: export only what changed since this FHIR instant."),
+]
+QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress bar.")]
+
+# ----------------------------------------------------------------------------- serve, subscribe
+
+TrialsOption = Annotated[
+    Path, typer.Option(help="Folder of criteria files; every *.yaml is loaded.")
+]
+ServiceServerOption = Annotated[
+    str | None, typer.Option(help="Base URL of the FHIR R4 server patients are pulled from.")
+]
+HostOption = Annotated[str, typer.Option(help="Interface to listen on.")]
+PortOption = Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")]
+ApiTokenEnvOption = Annotated[
+    str | None,
+    typer.Option(help="Environment variable holding the API bearer token callers send."),
+]
+ApiTokenFileOption = Annotated[
+    Path | None, typer.Option(help="File of API bearer tokens, one a line.")
+]
+JwtSecretEnvOption = Annotated[
+    str | None,
+    typer.Option(help="Environment variable holding the HS256 secret of CDS Hooks JWTs."),
+]
+JwtSecretFileOption = Annotated[
+    Path | None, typer.Option(help="File whose first line is the HS256 JWT secret.")
+]
+JwksFileOption = Annotated[
+    Path | None,
+    typer.Option(help="JSON Web Key Set of the CDS clients' public keys (RS/ES JWTs)."),
+]
+JwtIssuerOption = Annotated[
+    list[str] | None,
+    typer.Option(help="An accepted JWT issuer (iss); repeat for more. Default: any."),
+]
+ServicePublicUrlOption = Annotated[
+    str | None,
+    typer.Option(help="The service's base URL as callers reach it (JWT audience)."),
+]
+ReportUrlOption = Annotated[
+    str | None,
+    typer.Option(help="Link for CDS cards, with {trial_id} and {patient_id}."),
+]
+TrustedFhirServerOption = Annotated[
+    list[str] | None,
+    typer.Option(help="A fhirServer CDS Hooks calls may name; repeat. Default: any."),
+]
+NoAuthOption = Annotated[
+    bool,
+    typer.Option("--no-auth", help="Serve without API authentication (local testing only)."),
+]
+LogLevelOption = Annotated[str, typer.Option(help="debug, info, warning or error.")]
+SubscribeServerOption = Annotated[
+    str, typer.Option(help="Base URL of the FHIR R4 server to subscribe on.")
+]
+SubscribePublicUrlOption = Annotated[
+    str, typer.Option(help="The service's base URL as the FHIR server reaches it.")
+]
+NotifyTokenEnvOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Environment variable holding the API token the server is to send with each "
+        "notification (stored in the Subscription's channel.header)."
+    ),
+]
+NotifyTokenFileOption = Annotated[
+    Path | None, typer.Option(help="File whose first line is that API token.")
+]

@@ -1,0 +1,96 @@
+"""`trialsieve serve`: run the service (evaluate API, CDS Hooks, Subscription notifications)
+with uvicorn.
+
+Secrets come from environment variables or files, never from the command line. Exit status:
+0 stopped; 2 bad options, criteria or secrets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.cli.console import fail, parse_day, secret_reference
+from engine.cli.options import (
+    ApiTokenEnvOption,
+    ApiTokenFileOption,
+    AsOfOption,
+    AttestationsOption,
+    HostOption,
+    JwksFileOption,
+    JwtIssuerOption,
+    JwtSecretEnvOption,
+    JwtSecretFileOption,
+    LogLevelOption,
+    NoAuthOption,
+    PortOption,
+    ReportUrlOption,
+    ServicePublicUrlOption,
+    ServiceServerOption,
+    TokenEnvOption,
+    TokenFileOption,
+    TrialsOption,
+    TrustedFhirServerOption,
+)
+from engine.errors import TrialsieveError
+
+
+def serve(
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8080,
+    trials: TrialsOption = Path("criteria"),
+    server: ServiceServerOption = None,
+    token_env: TokenEnvOption = None,
+    token_file: TokenFileOption = None,
+    api_token_env: ApiTokenEnvOption = None,
+    api_token_file: ApiTokenFileOption = None,
+    jwt_secret_env: JwtSecretEnvOption = None,
+    jwt_secret_file: JwtSecretFileOption = None,
+    jwks_file: JwksFileOption = None,
+    jwt_issuer: JwtIssuerOption = None,
+    public_url: ServicePublicUrlOption = None,
+    report_url: ReportUrlOption = None,
+    trusted_fhir_server: TrustedFhirServerOption = None,
+    as_of: AsOfOption = None,
+    attestations: AttestationsOption = None,
+    no_auth: NoAuthOption = False,
+    log_level: LogLevelOption = "info",
+) -> None:
+    """Run the eligibility service: evaluate API, CDS Hooks, Subscription notifications.
+
+    --attestations are used for every evaluation of the patients they name, notifications
+    included.
+    """
+    import uvicorn
+
+    from engine.service.app import create_app
+    from engine.service.logs import configure_logging
+    from engine.service.settings import ApiAuthSettings, ServiceSettings
+
+    day = parse_day(as_of) if as_of else None
+    try:
+        settings = ServiceSettings(
+            trials_folder=trials,
+            attestations=attestations,
+            fhir_server=server,
+            fhir_token=secret_reference(token_env, token_file, "--token-env", "--token-file"),
+            api_auth=ApiAuthSettings(
+                tokens=secret_reference(
+                    api_token_env, api_token_file, "--api-token-env", "--api-token-file"
+                ),
+                jwt_secret=secret_reference(
+                    jwt_secret_env, jwt_secret_file, "--jwt-secret-env", "--jwt-secret-file"
+                ),
+                jwks_file=jwks_file,
+                jwt_issuers=frozenset(jwt_issuer or ()),
+                allow_anonymous=no_auth,
+            ),
+            public_url=public_url,
+            report_url_template=report_url,
+            trusted_fhir_servers=tuple(trusted_fhir_server or ()),
+            as_of=day,
+        )
+        app = create_app(settings)
+    except TrialsieveError as error:
+        raise fail(error) from None
+    configure_logging(log_level)
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
