@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from engine.errors import AttestationError, Location
+from engine.normalise.yaml_reading import load_round_trip
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Attestation:
     date: dt.date | None
 
 
+ENTRY_KEYS = ("patient", "trial", "by", "date", "answers")
 Attestations = Mapping[str, Mapping[str, Attestation]]
 """Patient id -> manual atom id -> attestation."""
 
@@ -56,17 +58,26 @@ def load_attestations(
     except OSError as error:
         raise AttestationError(f"cannot read: {error.strerror}", Location(file=file)) from None
     try:
-        document = YAML(typ="rt").load(text)
+        document = load_round_trip(text, lambda: YAML(typ="rt").load(text))
     except MarkedYAMLError as error:
         mark = error.problem_mark
         raise AttestationError(
             f"not valid YAML: {error.problem}",
             Location(file=file, line=mark.line + 1 if mark else None),
         ) from None
+    except YAMLError as error:
+        raise AttestationError(f"not valid YAML: {error}", Location(file=file)) from None
     known = frozenset(known_manual_ids)
     if not isinstance(document, dict) or not isinstance(document.get("attestations"), list):
         raise AttestationError(
             "expected a mapping with a list under 'attestations'", Location(file=file, line=1)
+        )
+    unknown_keys = sorted(str(key) for key in document if key != "attestations")
+    if unknown_keys:
+        raise AttestationError(
+            f"unknown top-level key(s) {', '.join(unknown_keys)}: an attestation file holds "
+            "only 'attestations'",
+            Location(file=file, line=_key_line(document, unknown_keys[0]), field=unknown_keys[0]),
         )
     result: dict[str, dict[str, Attestation]] = {}
     for index, entry in enumerate(document["attestations"]):
@@ -74,6 +85,13 @@ def load_attestations(
         where = Location(file=file, line=line, field=f"attestations[{index}]")
         if not isinstance(entry, dict):
             raise AttestationError("each attestation must be a mapping", where)
+        unknown_fields = sorted(str(key) for key in entry if key not in ENTRY_KEYS)
+        if unknown_fields:
+            raise AttestationError(
+                f"unknown key(s) {', '.join(unknown_fields)}; an attestation has "
+                f"{', '.join(ENTRY_KEYS)}",
+                where,
+            )
         entry_trial = entry.get("trial")
         if entry_trial is not None and not isinstance(entry_trial, str):
             raise AttestationError("'trial' must be a trial id such as NCT05315778", where)
@@ -114,6 +132,13 @@ def _read_date(value: Any, where: Location) -> dt.date | None:
         return dt.date.fromisoformat(str(value))
     except ValueError:
         raise AttestationError(f"'date' must be YYYY-MM-DD, found '{value}'", where) from None
+
+
+def _key_line(mapping: Any, key: str) -> int | None:
+    try:
+        return int(mapping.lc.key(key)[0]) + 1
+    except (AttributeError, KeyError, IndexError, TypeError):
+        return None
 
 
 def _line_of(sequence: Any, index: int) -> int | None:

@@ -130,8 +130,24 @@ def _classify(
         return
     if _CRITERIA_MARKER.search(text):
         criteria_files.append(path)
+    elif not _has_content(text):
+        problems.append(
+            TrialsieveError(
+                "the file is empty: a criteria file needs trial: and criteria:, a mapping "
+                "file at least one section",
+                Location(file=path),
+            )
+        )
     else:
         mapping_files.append(path)
+
+
+def _has_content(text: str) -> bool:
+    """True when a YAML text holds more than blank lines, comments and document markers."""
+    return any(
+        line.strip() and not line.lstrip().startswith("#") and line.strip() not in ("---", "...")
+        for line in text.splitlines()
+    )
 
 
 class _TerminologyCache:

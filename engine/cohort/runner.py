@@ -57,6 +57,7 @@ from engine.cohort.prefilter import Prefilter
 from engine.errors import CohortError, Location
 from engine.evaluate import CompiledCriteria
 from engine.normalise.units import prepare_unit_conversions
+from engine.normalise.yaml_reading import check_limits
 from engine.resource_types import RECORD_TYPES, expand_resource_types
 from engine.sources import SourceProblem
 from engine.trial import load_trial
@@ -97,8 +98,10 @@ def provisional_kept_types(criteria_path: str | Path) -> frozenset[str] | None:
     YAML (compiling it reports why).
     """
     try:
-        document = YAML(typ="safe").load(Path(criteria_path).read_bytes())
-    except (OSError, YAMLError):
+        text = Path(criteria_path).read_text(encoding="utf-8-sig")
+        check_limits(text)
+        document = YAML(typ="safe").load(text)
+    except (OSError, UnicodeDecodeError, YAMLError, RecursionError):
         return None
     found: set[str] = set()
     stack: list[Any] = [document]

@@ -123,12 +123,15 @@ def parse_iso_duration(text: str) -> IsoDuration:
     """
     match = _ISO_DURATION.fullmatch(text)
     if match is None:
-        raise ValueError(f"'{text}' is not an ISO 8601 duration such as P28D, P3M, P1Y, P2W")
+        raise ValueError(
+            f"'{_shortened(text, 24)}' is not an ISO 8601 duration such as P28D, P3M, P1Y, P2W"
+        )
+    too_long = ValueError(f"'{_shortened(text, 24)}' is longer than {LONGEST_WINDOW_YEARS} years")
     if any(group is not None and len(group) > 6 for group in match.groups()):
-        raise ValueError(f"'{text}' is longer than {LONGEST_WINDOW_YEARS} years")
+        raise too_long
     years, months, weeks, days = (int(group) if group else 0 for group in match.groups())
     if years * 366 + months * 31 + weeks * 7 + days > LONGEST_WINDOW_YEARS * 366:
-        raise ValueError(f"'{text}' is longer than {LONGEST_WINDOW_YEARS} years")
+        raise too_long
     return IsoDuration(years=years, months=months, weeks=weeks, days=days, text=text)
 
 
@@ -188,6 +191,14 @@ def _read_document(path: str, raw: bytes) -> _Document:
     return document
 
 
+SNIPPET_LIMIT = 120
+"""Characters of the offending line shown under an error (a hostile line can be megabytes)."""
+
+
+def _shortened(line: str, limit: int = SNIPPET_LIMIT) -> str:
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 def _yaml_syntax_error(path: str, lines: list[str], error: MarkedYAMLError) -> CriteriaError:
     mark = error.problem_mark or error.context_mark
     line = mark.line + 1 if mark is not None else None
@@ -204,7 +215,7 @@ def _yaml_syntax_error(path: str, lines: list[str], error: MarkedYAMLError) -> C
         message += "; indent with spaces, not tabs"
     criterion = field_name = snippet = None
     if line is not None and line <= len(lines):
-        snippet = lines[line - 1].strip()
+        snippet = _shortened(lines[line - 1].strip())
         key_match = _YAML_KEY_LINE.match(lines[line - 1])
         field_name = key_match.group(1) if key_match else None
         for earlier in reversed(lines[:line]):
@@ -323,7 +334,9 @@ def _error_at(
         criterion=_criterion_id(document, path),
         field=_field_name(path),
     )
-    snippet = document.lines[line - 1].strip() if 0 < line <= len(document.lines) else None
+    snippet = (
+        _shortened(document.lines[line - 1].strip()) if 0 < line <= len(document.lines) else None
+    )
     return CriteriaError(message, location, snippet or None)
 
 

@@ -1,4 +1,5 @@
-"""Read YAML as ruamel's round-trip loader does (positions, scalar types), but faster.
+"""Read YAML as ruamel's round-trip loader does (positions, scalar types), but faster, and
+within limits that keep a hostile file from hanging or crashing the reader.
 
 The round-trip scanner spends about half its time collecting comments, which nothing here
 uses. `load_round_trip` parses with ruamel's plain scanner (configured like the round-trip
@@ -6,17 +7,44 @@ one: folded block scalars and tag escapes alike) and keeps the round-trip parser
 and constructor, so the result is the same `CommentedMap` tree with the same line and column
 of every node. When that parse fails for any reason, the caller's own round-trip parse is
 run instead, so every error (message, mark, exception class) is ruamel's usual one.
+
+Limits (`YamlLimitError`, a `MarkedYAMLError` with the line and column, so every reader
+reports it as it reports a syntax error): a file that uses anchors is scanned first and may
+not expand (aliases and merge keys followed) to more than `MAX_NODES` nodes (a "billion
+laughs" alias bomb is refused before anything expands it); nesting may not go deeper than
+`MAX_DEPTH` collections.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.events import (
+    AliasEvent,
+    CollectionEndEvent,
+    CollectionStartEvent,
+    NodeEvent,
+)
 from ruamel.yaml.scanner import RoundTripScanner, Scanner
 
-__all__ = ["load_round_trip"]
+__all__ = ["MAX_DEPTH", "MAX_NODES", "YamlLimitError", "check_limits", "load_round_trip"]
+
+MAX_NODES = 100_000
+"""Nodes a file may expand to with its aliases followed (the shipped files hold a few thousand)."""
+MAX_DEPTH = 64
+"""Collections nested in each other (criteria nest a dozen at most)."""
+
+_ANCHOR = re.compile(r"(?:^|[\s\[{,])&\S")
+"""An anchor may be defined: without one there is no alias to expand."""
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+class YamlLimitError(MarkedYAMLError):
+    """A YAML file beyond the reading limits (alias expansion, nesting depth)."""
 
 
 class _ScannerWithoutComments(Scanner):
@@ -28,11 +56,129 @@ class _ScannerWithoutComments(Scanner):
     scan_uri_escapes = RoundTripScanner.scan_uri_escapes
 
 
+def check_limits(text: str) -> None:
+    """Raise YamlLimitError when `text` expands beyond MAX_NODES or nests beyond MAX_DEPTH.
+
+    Flow brackets are counted; a text that defines an anchor is scanned (parser events,
+    nothing constructed); the depth of block collections is checked on the loaded tree by
+    `load_round_trip`. A syntax error
+    met while scanning is left for the loader to report.
+    """
+    _check_brackets(text)
+    if _ANCHOR.search(text) is None:
+        return
+    anchored: dict[str, int] = {}
+    stack: list[list[Any]] = [[None, 0]]  # [anchor, expanded node count] per open collection
+    try:
+        for event in YAML(typ="safe", pure=True).parse(text):
+            if isinstance(event, CollectionStartEvent):
+                stack.append([event.anchor, 1])
+                if len(stack) - 1 > MAX_DEPTH:
+                    raise _too_deep(event)
+            elif isinstance(event, CollectionEndEvent):
+                anchor, count = stack.pop()
+                if anchor is not None:
+                    anchored[anchor] = count
+                stack[-1][1] += count
+            elif isinstance(event, AliasEvent):
+                stack[-1][1] += anchored.get(event.anchor, 1)
+            elif isinstance(event, NodeEvent):  # a scalar
+                if event.anchor is not None:
+                    anchored[event.anchor] = 1
+                stack[-1][1] += 1
+            else:
+                continue
+            if stack[-1][1] > MAX_NODES or sum(level[1] for level in stack) > MAX_NODES:
+                raise YamlLimitError(
+                    problem=f"the document expands to more than {MAX_NODES:,} nodes through "
+                    "its aliases (an alias bomb?); write the values out instead",
+                    problem_mark=event.start_mark,
+                )
+    except YamlLimitError:
+        raise
+    except RecursionError:
+        raise YamlLimitError(problem=f"nested deeper than {MAX_DEPTH} levels") from None
+    except MarkedYAMLError:
+        return
+
+
+def _check_brackets(text: str) -> None:
+    """Refuse flow brackets nested deeper than MAX_DEPTH (counted without parsing, quotes
+    ignored: ruamel's scanner slows down quadratically with flow depth)."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return
+    depth = 0
+    for match in _BRACKETS.finditer(text):
+        depth = depth + 1 if match.group() in "[{" else max(depth - 1, 0)
+        if depth > MAX_DEPTH:
+            line = text.count("\n", 0, match.start())
+            column = match.start() - (text.rfind("\n", 0, match.start()) + 1)
+            raise YamlLimitError(
+                problem=f"nested deeper than {MAX_DEPTH} levels", problem_mark=_Mark(line, column)
+            )
+
+
 def load_round_trip(text: str, fallback: Callable[[], Any]) -> Any:
-    """`YAML(typ="rt").load(text)` without comments; `fallback()` if that raises anything."""
+    """`YAML(typ="rt").load(text)` without comments; `fallback()` if that raises anything.
+
+    Raises YamlLimitError for a text beyond the limits (see the module).
+    """
+    check_limits(text)
     yaml = YAML(typ="rt")
     yaml.Scanner = _ScannerWithoutComments
     try:
-        return yaml.load(text)
+        tree = yaml.load(text)
+    except RecursionError:
+        raise YamlLimitError(problem=f"nested deeper than {MAX_DEPTH} levels") from None
     except Exception:
-        return fallback()
+        try:
+            tree = fallback()
+        except RecursionError:
+            raise YamlLimitError(problem=f"nested deeper than {MAX_DEPTH} levels") from None
+    check_depth(tree)
+    return tree
+
+
+def check_depth(tree: Any) -> None:
+    """Raise YamlLimitError when a loaded tree nests collections deeper than MAX_DEPTH."""
+    stack: list[tuple[Any, int]] = [(tree, 0)]
+    seen: set[int] = set()
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth >= MAX_DEPTH:
+                raise YamlLimitError(
+                    problem=f"nested deeper than {MAX_DEPTH} levels",
+                    problem_mark=_mark_of(node),
+                )
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children)
+
+
+def _mark_of(node: Any) -> Any:
+    """A mark-like position (line, column) of a round-trip node, when it has one."""
+    position = getattr(node, "lc", None)
+    if position is None or position.line is None:
+        return None
+    return _Mark(position.line, position.col)
+
+
+class _Mark:
+    """Enough of ruamel's Mark for error messages: 0-based line and column."""
+
+    def __init__(self, line: int, column: int) -> None:
+        self.line = line
+        self.column = column
+        self.name = "<yaml>"
+
+    def __str__(self) -> str:
+        return f'  in "{self.name}", line {self.line + 1}, column {self.column + 1}'
+
+
+def _too_deep(event: Any) -> YamlLimitError:
+    return YamlLimitError(
+        problem=f"nested deeper than {MAX_DEPTH} levels", problem_mark=event.start_mark
+    )

@@ -1,0 +1,106 @@
+"""Issue 11, items 2, 3 and 9: hostile YAML (alias bombs, deep nesting), empty files, unknown
+keys. Each corpus file is run through `lint` and `evaluate` in a subprocess with a time limit,
+so a hang fails the test instead of hanging the suite."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hostile_support import HOSTILE, ROOT
+
+from engine.attestations import load_attestations
+from engine.errors import AttestationError
+from engine.normalise.yaml_reading import MAX_DEPTH, YamlLimitError, load_round_trip
+
+TRIALSIEVE = [sys.executable, "-c", "from engine.cli import app; app()"]
+LIMIT = 60  # seconds; each run takes about one when the input is refused at once
+
+CRITERIA_CORPUS = {
+    "alias-bomb-criteria.yaml": "expands to more than 100,000 nodes",
+    "deep-flow-criteria.yaml": f"nested deeper than {MAX_DEPTH} levels",
+    "deep-block-criteria.yaml": f"nested deeper than {MAX_DEPTH} levels",
+    "huge-window-criteria.yaml": "longer than 200 years",
+    "empty-criteria.yaml": "empty",
+}
+
+
+def run(*arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*TRIALSIEVE, *arguments],
+        capture_output=True,
+        text=True,
+        timeout=LIMIT,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(("name", "message"), CRITERIA_CORPUS.items())
+def test_lint_refuses_hostile_criteria_with_a_clear_error(name: str, message: str) -> None:
+    finished = run("lint", str(HOSTILE / name))
+    assert finished.returncode == 1, finished.stdout + finished.stderr
+    assert message in finished.stdout + finished.stderr
+    assert "Traceback" not in finished.stderr
+    assert max(map(len, (finished.stdout + finished.stderr).splitlines())) < 400
+
+
+@pytest.mark.parametrize(("name", "message"), CRITERIA_CORPUS.items())
+def test_evaluate_refuses_hostile_criteria_with_a_clear_error(
+    name: str, message: str, tmp_path: Path
+) -> None:
+    patient = ROOT / "examples" / "patients" / "itp-relapsed-candidate.json"
+    finished = run(
+        "evaluate",
+        str(HOSTILE / name),
+        "--bundle",
+        str(patient),
+        "--output",
+        str(tmp_path / "o.json"),
+    )
+    assert finished.returncode == 2, finished.stdout + finished.stderr
+    assert message in finished.stderr
+    assert "Traceback" not in finished.stderr
+
+
+@pytest.mark.parametrize("name", ["alias-bomb-attestations.yaml", "merge-bomb-attestations.yaml"])
+def test_an_alias_bomb_in_an_attestation_file_is_refused(name: str) -> None:
+    with pytest.raises(AttestationError, match="expands to more than"):
+        load_attestations(HOSTILE / name, ["informed-consent"])
+
+
+def test_an_unknown_top_level_key_in_an_attestation_file_is_an_error() -> None:
+    with pytest.raises(AttestationError, match="atestations") as caught:
+        load_attestations(HOSTILE / "attestations-unknown-key.yaml", ["informed-consent"])
+    assert caught.value.location.line == 6
+
+
+def test_an_unknown_key_in_an_attestation_entry_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "a.yaml"
+    path.write_text(
+        "attestations:\n  - {patient: p1, by: Dr. X, answer: {informed-consent: true}}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(AttestationError, match="unknown key"):
+        load_attestations(path, ["informed-consent"])
+
+
+def test_anchors_within_the_limits_still_load() -> None:
+    text = "base: &b {low: 1, high: 2}\nother: *b\nmerged: {<<: *b, high: 3}\n"
+    tree = load_round_trip(text, lambda: None)
+    assert tree["other"]["low"] == 1 and tree["merged"]["high"] == 3
+
+
+def test_nesting_just_within_the_limit_loads_and_beyond_it_is_refused() -> None:
+    within = "x: " + "[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1) + "\n"
+    assert load_round_trip(within, lambda: None) is not None
+    with pytest.raises(YamlLimitError):
+        load_round_trip("x: " + "[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1), lambda: None)
+
+
+def test_the_shipped_yaml_loads_within_the_limits() -> None:
+    for path in [*ROOT.glob("criteria/*.yaml"), *ROOT.glob("mappings/*.yaml")]:
+        text = path.read_text(encoding="utf-8")
+        assert load_round_trip(text, lambda: None) is not None, path
