@@ -174,7 +174,8 @@ def preview_of(patient: PatientResources) -> PatientResources:
 def _reads_preview_only(criterion: CompiledCriterion) -> bool:
     """Whether a preview (Patient, Conditions, Procedures) holds all the criterion reads."""
     return all(
-        not isinstance(atom, ResourceAtom) or set(atom.resource_types) <= PREFILTER_TYPES
+        not isinstance(atom, ResourceAtom)
+        or (set(atom.resource_types) <= PREFILTER_TYPES and not atom.relations)
         for atom in iter_atoms(criterion.criterion.expression)
     )
 
@@ -202,6 +203,7 @@ def _required_atoms(expression: Expression) -> Iterator[ResourceAtom]:
         isinstance(expression, ResourceAtom)
         and expression.value is None
         and expression.absence == "not-met"
+        and not expression.relations
         and (expression.selection != "count" or expression.minimum_count >= 1)
         and set(expression.resource_types) <= PREFILTER_TYPES
     ):

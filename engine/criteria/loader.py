@@ -23,6 +23,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from engine.criteria.model import (
+    AS_OF,
     Absence,
     AllOf,
     AnyOf,
@@ -38,6 +39,7 @@ from engine.criteria.model import (
     NotOf,
     PatientAtom,
     QuantityTest,
+    Relation,
     ResourceAtom,
     Selection,
     SourcePosition,
@@ -575,6 +577,9 @@ class _Checker:
         self.windows: dict[str, Window] = {}
         self.windows_known = True
         self.manual_atoms: dict[str, ManualAtom] = {}
+        self.atom_ids: dict[str, tuple[ResourceAtom | None, list[PathSegment]]] = {}
+        """Resource atoms by `id`, with their path (None: the atom has other errors)."""
+        self.anchored: list[tuple[ResourceAtom, list[PathSegment]]] = []
         self.broken: set[tuple[PathSegment, ...]] = set()
         """Every data path that has a schema error at or below it."""
 
@@ -593,6 +598,7 @@ class _Checker:
             self.windows = self._windows(data.get("windows") or {})
             self.windows_known = len(self.errors) == errors_before
         criteria = self._criteria(data.get("criteria"))
+        self._check_anchors()
         mapping_paths = () if ("mappings",) in self.broken else self._mapping_paths(data)
         self._raise_if_any()
         return CriteriaFile(
@@ -791,17 +797,26 @@ class _Checker:
                 failed |= not self._check_json_path(expression, [*path, key, index])
         computed = self._computed(node, types, path) if "computed" in node else None
         exposure = self._use(node, types, path) if "use" in node else None
+        atom_id = node.get("id")
+        if atom_id is not None:
+            failed |= not self._claim_atom_id(atom_id, path)
+        relations = self._relations(node, path)
+        apart = None
+        if "apart" in node:
+            apart = self._duration(node["apart"], [*path, "apart"])
+            failed |= apart is None
         if (
             window is None
             or ("value" in node and value is None)
             or failed
+            or relations is None
             or ("computed" in node and computed is None)
             or ("use" in node and exposure is None)
         ):
             return None
         selection: Selection = node.get("select", "latest" if value is not None else "any")
         status = node.get("status")
-        return ResourceAtom(
+        atom = ResourceAtom(
             resource_types=types,
             concept=concept,
             window=window,
@@ -817,7 +832,130 @@ class _Checker:
             exposure=exposure,
             timing=timing,
             absence=absence,
+            id=atom_id,
+            relations=relations,
+            apart=apart,
         )
+        if atom_id is not None:
+            self.atom_ids[atom_id] = (atom, path)
+        if relations:
+            self.anchored.append((atom, path))
+        return atom
+
+    def _claim_atom_id(self, atom_id: str, path: list[PathSegment]) -> bool:
+        """Reserve an atom id; False (reported) when another atom has it."""
+        first = self.atom_ids.get(atom_id)
+        if first is not None:
+            first_line = _position(self.document, [*first[1], "id"])[0]
+            self._fail(
+                path,
+                "id",
+                f"duplicate atom id '{atom_id}' (first used on line {first_line}); "
+                "give each atom its own id",
+            )
+            return False
+        self.atom_ids[atom_id] = (None, path)
+        return True
+
+    def _relations(
+        self, node: dict[str, Any], path: list[PathSegment]
+    ) -> tuple[Relation, ...] | None:
+        """The `before:` / `after:` of an atom; None when one has errors (reported)."""
+        relations: list[Relation] = []
+        failed = False
+        for direction in ("before", "after"):
+            written = node.get(direction)
+            if written is None:
+                continue
+            here = [*path, direction]
+            position = _source_position(self.document, here, at_key=True)
+            if isinstance(written, str):
+                relations.append(Relation(direction, written, position=position))
+                continue
+            at_least = at_most = None
+            if "at_least" in written:
+                at_least = self._duration(written["at_least"], [*here, "at_least"])
+                failed |= at_least is None
+            if "at_most" in written:
+                at_most = self._duration(written["at_most"], [*here, "at_most"])
+                failed |= at_most is None
+            if (
+                at_least is not None
+                and at_most is not None
+                and (_rough_days(at_least) > _rough_days(at_most))
+            ):
+                self._fail(
+                    here,
+                    "at_most",
+                    f"at_most {at_most.text} is shorter than at_least {at_least.text}",
+                )
+                failed = True
+            relations.append(
+                Relation(
+                    direction,
+                    written["anchor"],
+                    at_least=at_least,
+                    at_most=at_most,
+                    event=written.get("event", "first"),
+                    position=position,
+                )
+            )
+        return None if failed else tuple(relations)
+
+    def _duration(self, text: str, path: list[PathSegment]) -> IsoDuration | None:
+        try:
+            return parse_iso_duration(text)
+        except ValueError as error:
+            self.errors.append(_error_at(self.document, path, str(error)))
+            return None
+
+    def _check_anchors(self) -> None:
+        """Every anchor names `as-of` or an atom of the file, and no anchors go in a circle."""
+        names = sorted(self.atom_ids)
+        for atom, path in self.anchored:
+            for relation in atom.relations:
+                if relation.anchor == AS_OF or relation.anchor in self.atom_ids:
+                    continue
+                field: list[PathSegment] = [*path, relation.direction]
+                if isinstance(self._node_at(field), dict):
+                    field.append("anchor")
+                known = f"; atom ids: {', '.join(names)}" if names else "; no atom has an id"
+                message = (
+                    f"unknown anchor '{relation.anchor}'{_suggestion(relation.anchor, names)}: "
+                    f"write '{AS_OF}' or the id of a resource atom{known}"
+                )
+                self.errors.append(_error_at(self.document, field, message))
+        graph = {
+            atom.id: [r.anchor for r in atom.relations if r.anchor in self.atom_ids]
+            for atom, _ in self.anchored
+            if atom.id is not None
+        }
+        reported: set[frozenset[str]] = set()
+        for start in graph:
+            cycle = _cycle_from(start, graph)
+            if cycle is None or frozenset(cycle) in reported:
+                continue
+            reported.add(frozenset(cycle))
+            atom, path = next(pair for pair in self.anchored if pair[0].id == cycle[0])
+            direction = next(
+                r.direction for r in atom.relations if r.anchor == cycle[1 % len(cycle)]
+            )
+            self._fail(
+                path,
+                direction,
+                "circular anchors: "
+                + " -> ".join([*cycle, cycle[0]])
+                + "; an atom cannot be dated by itself",
+            )
+
+    def _node_at(self, path: list[PathSegment]) -> Any:
+        node: Any = self.document.data
+        for segment in path:
+            try:
+                node = node[segment]
+            except (KeyError, IndexError, TypeError):
+                return None
+        return node
 
     def _computed(
         self, node: dict[str, Any], types: tuple[str, ...], path: list[PathSegment]
@@ -1013,6 +1151,26 @@ class _Checker:
 
     def _fail(self, path: list[PathSegment], key: str, message: str) -> None:
         self.errors.append(_error_at(self.document, [*path, key], message))
+
+
+def _rough_days(duration: IsoDuration) -> float:
+    """A duration's length in days, months and years averaged (for comparing two)."""
+    return duration.years * 365.25 + duration.months * 30.44 + duration.weeks * 7 + duration.days
+
+
+def _cycle_from(start: str, graph: dict[str, list[str]]) -> list[str] | None:
+    """A circle of anchors through `start` (the ids in order), or None."""
+    stack: list[tuple[str, list[str]]] = [(start, [start])]
+    seen: set[str] = set()
+    while stack:
+        name, trail = stack.pop()
+        for anchor in graph.get(name, ()):
+            if anchor == start:
+                return trail
+            if anchor not in seen:
+                seen.add(anchor)
+                stack.append((anchor, [*trail, anchor]))
+    return None
 
 
 @cache

@@ -80,6 +80,35 @@ class IsoDuration:
         day = min(as_of.day, _days_in_month(year, month))
         return dt.date(year, month, day) - dt.timedelta(weeks=self.weeks, days=self.days)
 
+    def start_after(self, day: dt.date) -> dt.date:
+        """The day this duration after `day` (calendar arithmetic, clamped)."""
+        month_index = day.year * 12 + (day.month - 1) + (self.years * 12 + self.months)
+        year, month = divmod(month_index, 12)
+        month += 1
+        clamped = min(day.day, _days_in_month(year, month))
+        return dt.date(year, month, clamped) + dt.timedelta(weeks=self.weeks, days=self.days)
+
+
+AS_OF = "as-of"
+"""The anchor that is the evaluation's as-of date (visit 1, enrolment, screening)."""
+
+
+@dataclass(frozen=True)
+class Relation:
+    """`before:` / `after:` an anchor: the as-of date or the matching event of another atom.
+
+    `before` keeps resources dated on or before the anchor's date minus `at_least` and, with
+    `at_most`, not earlier than its date minus `at_most`; `after` the mirror image. `event`
+    picks the anchor atom's first or latest matching resource (ignored for the as-of date).
+    """
+
+    direction: Literal["before", "after"]
+    anchor: str
+    at_least: IsoDuration | None = None
+    at_most: IsoDuration | None = None
+    event: Literal["first", "latest"] = "first"
+    position: SourcePosition | None = None
+
 
 def _days_in_month(year: int, month: int) -> int:
     next_month = dt.date(year + (month == 12), month % 12 + 1, 1)
@@ -193,7 +222,10 @@ class ResourceAtom:
     `where` holds jsonpath-ng filters a resource must satisfy (all of them match something).
     `timing` says whether a resource counts when it began in the window or when it was active
     in it; `absence` what finding none means (both resolved from the types' defaults when the
-    file does not say). `id` names the atom so that other atoms can refer to it.
+    file does not say). `id` names the atom so that other atoms can refer to it; `relations`
+    anchor its window on the as-of date or on another atom's event (`before:` / `after:`).
+    `apart`, with `select: count`, counts only results at least that long after the previous
+    one counted.
     """
 
     resource_types: tuple[str, ...]
@@ -210,6 +242,8 @@ class ResourceAtom:
     timing: Timing = "active"
     absence: Absence = "not-met"
     id: str | None = None
+    relations: tuple[Relation, ...] = ()
+    apart: IsoDuration | None = None
     computed: ComputedValue | None = None
     exposure: MedicationExposure | None = None
 

@@ -9,13 +9,14 @@ objects over plain dicts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from jsonpath_ng.exceptions import JsonPathParserError
 from jsonpath_ng.ext.parser import parse as parse_jsonpath
 
 from engine.criteria.model import (
+    AS_OF,
     AllOf,
     AnyOf,
     CriteriaFile,
@@ -35,6 +36,7 @@ from engine.evaluate.computed import compile_computed
 from engine.evaluate.exposure import compile_exposure
 from engine.evaluate.nodes import (
     AllNode,
+    Anchoring,
     AnyNode,
     EvaluationContext,
     ManualNode,
@@ -106,9 +108,17 @@ def compile_criteria(source: CriteriaFile, terminology: Terminology) -> Compiled
     """Compile every criterion; all problems are reported together (ErrorCollection)."""
     errors: list[TrialsieveError] = []
     compiled: list[CompiledCriterion] = []
+    anchors = _Anchors(
+        {
+            atom.id: (atom, criterion)
+            for criterion in source.criteria
+            for atom in iter_atoms(criterion.expression)
+            if isinstance(atom, ResourceAtom) and atom.id is not None
+        }
+    )
     for criterion in source.criteria:
         try:
-            root = _compile(criterion.expression, criterion, source, terminology)
+            root = _compile(criterion.expression, criterion, source, terminology, anchors)
         except ErrorCollection as collection:
             errors.extend(collection.errors)
             continue
@@ -134,8 +144,21 @@ def _location(
     )
 
 
+@dataclass
+class _Anchors:
+    """The file's atoms with an id (with their criterion), and those compiled so far: an atom
+    is compiled once, whether reached in its criterion or as another atom's anchor."""
+
+    atoms: dict[str, tuple[ResourceAtom, Criterion]]
+    compiled: dict[str, Node] = field(default_factory=dict)
+
+
 def _compile(
-    expression: Expression, criterion: Criterion, source: CriteriaFile, terminology: Terminology
+    expression: Expression,
+    criterion: Criterion,
+    source: CriteriaFile,
+    terminology: Terminology,
+    anchors: _Anchors,
 ) -> Node:
     errors: list[TrialsieveError] = []
 
@@ -152,7 +175,7 @@ def _compile(
         if isinstance(node, PatientAtom):
             return PatientNode(node, label or _patient_label(node))
         try:
-            return _compile_resource(node, criterion, source, terminology)
+            return _compile_resource(node, criterion, source, terminology, anchors)
         except TrialsieveError as error:
             errors.append(error)
             return ManualNode(ManualAtom("invalid", "invalid"), "invalid")
@@ -173,7 +196,57 @@ def _patient_label(atom: PatientAtom) -> str:
 
 
 def _compile_resource(
-    atom: ResourceAtom, criterion: Criterion, source: CriteriaFile, terminology: Terminology
+    atom: ResourceAtom,
+    criterion: Criterion,
+    source: CriteriaFile,
+    terminology: Terminology,
+    anchors: _Anchors,
+) -> Node:
+    if atom.id is not None and atom.id in anchors.compiled:
+        return anchors.compiled[atom.id]
+    node = _compile_resource_node(atom, criterion, source, terminology, anchors)
+    if atom.id is not None:
+        anchors.compiled[atom.id] = node
+    return node
+
+
+def _anchorings(
+    atom: ResourceAtom,
+    criterion: Criterion,
+    source: CriteriaFile,
+    terminology: Terminology,
+    anchors: _Anchors,
+) -> tuple[Anchoring, ...]:
+    """The compiled `before:` / `after:` of an atom (the loader checked that anchors exist
+    and go in no circle)."""
+    anchorings = []
+    for relation in atom.relations:
+        where = _location(relation.position, criterion, source, relation.direction)
+        if atom.computed is not None or atom.exposure is not None:
+            raise CriteriaError(
+                f"{relation.direction}: cannot be combined with computed: or use: yet", where
+            )
+        if relation.anchor == AS_OF:
+            anchorings.append(Anchoring(relation, None, "the as-of date"))
+            continue
+        anchor_atom, anchor_criterion = anchors.atoms[relation.anchor]
+        anchor = _compile_resource(anchor_atom, anchor_criterion, source, terminology, anchors)
+        if not isinstance(anchor, ResourceNode):
+            raise CriteriaError(
+                f"anchor '{relation.anchor}' has computed: or use:; anchor on a plain "
+                "resource atom",
+                where,
+            )
+        anchorings.append(Anchoring(relation, anchor, anchor.label))
+    return tuple(anchorings)
+
+
+def _compile_resource_node(
+    atom: ResourceAtom,
+    criterion: Criterion,
+    source: CriteriaFile,
+    terminology: Terminology,
+    anchors: _Anchors,
 ) -> Node:
     concept: Concept | None = None
     if atom.concept is not None:
@@ -203,6 +276,7 @@ def _compile_resource(
         value_check=value_check,
         subject=subject,
         onset=atom.timing == "onset",
+        anchorings=_anchorings(atom, criterion, source, terminology, anchors),
     )
     if atom.computed is not None:
         where = _location(atom.position, criterion, source, "computed.formula")
@@ -222,6 +296,10 @@ def _resource_label(atom: ResourceAtom, subject: str) -> str:
     )
     if atom.timing == "onset" and atom.window.duration is not None:
         window = f"onset {window}"
+    for relation in atom.relations:
+        window += f", {relation.direction} {relation.anchor}"
+    if atom.apart is not None:
+        window += f", {atom.apart.text} apart"
     return f"{subject}{value} ({window})"
 
 

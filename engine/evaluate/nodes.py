@@ -16,6 +16,7 @@ from engine.criteria.model import (
     AnyValueTest,
     ManualAtom,
     PatientAtom,
+    Relation,
     ResourceAtom,
     Window,
 )
@@ -40,6 +41,10 @@ class EvaluationContext:
     as_of: dt.date
     attestations: Mapping[str, Attestation]
     terminology: Terminology
+    anchor_days: dict[tuple[int, str], dt.date | Outcome] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    """Anchor atoms' event days for this patient (`ResourceNode.anchor_day`), memoised."""
 
 
 class Node(Protocol):
@@ -201,6 +206,26 @@ class _Candidate:
 
 
 @dataclass(frozen=True)
+class Anchoring:
+    """A compiled `before:` / `after:`: the relation and the node of its anchor atom (None:
+    the as-of date), with the name explanations use."""
+
+    relation: Relation
+    anchor: ResourceNode | None
+    name: str
+
+
+def _relation_text(relation: Relation, name: str, day: dt.date) -> str:
+    parts = []
+    if relation.at_least is not None:
+        parts.append(f"at least {relation.at_least.text}")
+    if relation.at_most is not None:
+        parts.append(f"at most {relation.at_most.text}")
+    distance = f"{' and '.join(parts)} " if parts else ""
+    return f"{distance}{relation.direction} {name} {day.isoformat()}"
+
+
+@dataclass(frozen=True)
 class ResourceNode:
     atom: ResourceAtom
     label: str
@@ -214,6 +239,8 @@ class ResourceNode:
     subject: str
     onset: bool = False
     """`timing: onset`: a resource counts when its span began in the window."""
+    anchorings: tuple[Anchoring, ...] = ()
+    """`before:` / `after:`: the window narrowed around the as-of date or another atom."""
     _windows: dict[dt.date, tuple[dt.date | None, str]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -230,16 +257,25 @@ class ResourceNode:
         return self.atom.absence == "unknown"
 
     def evaluate(self, context: EvaluationContext) -> Outcome:
+        if self.anchorings:
+            bounds = self._anchored_bounds(context)
+            if isinstance(bounds, Outcome):
+                return bounds
+            first_day, last_day, window_text = bounds
+            candidates, problems = self._candidates(context, first_day, last_day)
+            outcome = self._decision(candidates, problems, window_text, context, first_day)
+            return self._cite(outcome, candidates, context.record)
         first_day, window_text = self._window(context.as_of)
         candidates, problems = self._candidates(context, first_day)
         if not candidates and not problems:
-            outcome = self._nothing_found.get(context.as_of)
-            if outcome is None:
-                outcome = self._nothing_found[context.as_of] = replace(
-                    self._decision(candidates, problems, window_text, context), atom=self.atom
+            nothing = self._nothing_found.get(context.as_of)
+            if nothing is None:
+                nothing = self._nothing_found[context.as_of] = replace(
+                    self._decision(candidates, problems, window_text, context, first_day),
+                    atom=self.atom,
                 )
-            return outcome
-        outcome = self._decision(candidates, problems, window_text, context)
+            return nothing
+        outcome = self._decision(candidates, problems, window_text, context, first_day)
         return self._cite(outcome, candidates, context.record)
 
     def _cite(
@@ -269,11 +305,133 @@ class ResourceNode:
         problems: list[str],
         window_text: str,
         context: EvaluationContext,
+        first_day: dt.date | None,
     ) -> Outcome:
         if self.value_check is None:
-            first_day = self._window(context.as_of)[0]
             return self._presence(candidates, problems, window_text, first_day)
         return self._values(candidates, problems, window_text, context)
+
+    # ------------------------------------------------------------ anchored windows
+
+    def _anchored_bounds(
+        self, context: EvaluationContext
+    ) -> tuple[dt.date | None, dt.date, str] | Outcome:
+        """The window narrowed by `before:` / `after:` (first day, last day, text), or the
+        outcome when an anchor cannot date it."""
+        first_day, _ = self._window(context.as_of)
+        last_day = context.as_of
+        described: list[str] = []
+        for anchoring in self.anchorings:
+            relation = anchoring.relation
+            if anchoring.anchor is None:
+                day = context.as_of
+            else:
+                found = anchoring.anchor.anchor_day(context, relation.event)
+                if isinstance(found, Outcome):
+                    return self._undated(anchoring, found)
+                day = found
+            if relation.direction == "before":
+                latest = relation.at_least.start_before(day) if relation.at_least else day
+                earliest = relation.at_most.start_before(day) if relation.at_most else None
+            else:
+                earliest = relation.at_least.start_after(day) if relation.at_least else day
+                latest = relation.at_most.start_after(day) if relation.at_most else last_day
+            last_day = min(last_day, latest)
+            if earliest is not None:
+                first_day = earliest if first_day is None else max(first_day, earliest)
+            described.append(_relation_text(relation, anchoring.name, day))
+        start = first_day.isoformat() if first_day is not None else "the start of the record"
+        text = f"from {start} to {last_day.isoformat()} ({'; '.join(described)})"
+        return first_day, last_day, text
+
+    def _undated(self, anchoring: Anchoring, anchor: Outcome) -> Outcome:
+        relation = anchoring.relation
+        if anchor.truth is Truth.NOT_MET:
+            return Outcome(
+                Truth.NOT_MET,
+                f"{self.subject} {relation.direction} {anchoring.name}: there is no "
+                f"{anchoring.name} to date it ({anchor.reason})",
+                self.label,
+                evidence=anchor.evidence,
+            )
+        return Outcome(
+            Truth.UNKNOWN,
+            f"{self.subject} {relation.direction} {anchoring.name}: {anchoring.name} cannot be "
+            f"dated ({anchor.reason})",
+            self.label,
+            evidence=anchor.evidence,
+            missing=anchor.missing or (f"the date of {anchoring.name}",),
+            manual=anchor.manual,
+        )
+
+    def anchor_day(self, context: EvaluationContext, event: str) -> dt.date | Outcome:
+        """The day of this atom's first or latest matching resource, for atoms anchored on it;
+        its outcome when it is not met (or nothing it matches has a date). Memoised per
+        patient."""
+        key = (id(self), event)
+        known = context.anchor_days.get(key)
+        if known is not None:
+            return known
+        outcome = self.evaluate(context)
+        found: dt.date | Outcome = outcome
+        if outcome.truth is Truth.MET:
+            days = [
+                candidate.span.start
+                for candidate in self._matching(context)
+                if candidate.span is not None and candidate.span.start is not None
+            ]
+            if days:
+                found = min(days) if event == "first" else max(days)
+            else:
+                found = Outcome(
+                    Truth.UNKNOWN,
+                    f"{self.subject}: what matches has no date",
+                    self.label,
+                    evidence=outcome.evidence,
+                    missing=(f"the date of {self.subject}",),
+                )
+        context.anchor_days[key] = found
+        return found
+
+    def _matching(self, context: EvaluationContext) -> list[_Candidate]:
+        """The resources that make this atom met: in its window and passing its value test."""
+        if self.anchorings:
+            bounds = self._anchored_bounds(context)
+            if isinstance(bounds, Outcome):
+                return []
+            first_day, last_day, _ = bounds
+            candidates, _problems = self._candidates(context, first_day, last_day)
+        else:
+            candidates, _problems = self._candidates(context, self._window(context.as_of)[0])
+        if self.value_check is None or self.concept is None:
+            return candidates
+        if self.atom.selection == "latest":
+            candidates = candidates[:1]
+        matching = []
+        for candidate in candidates:
+            result = measure(candidate.resource, self.concept, context.terminology)
+            if not isinstance(result, DataProblem) and self.value_check(result) is True:
+                matching.append(candidate)
+        return matching
+
+    def _counted(self, candidates: Sequence[_Candidate]) -> int:
+        """How many count: all of them, or with `apart:` only those at least that long after
+        the previous one counted (earliest first)."""
+        apart = self.atom.apart
+        if apart is None:
+            return len(candidates)
+        days = sorted(
+            candidate.span.start
+            for candidate in candidates
+            if candidate.span is not None and candidate.span.start is not None
+        )
+        counted = 0
+        next_allowed: dt.date | None = None
+        for day in days:
+            if next_allowed is None or day >= next_allowed:
+                counted += 1
+                next_allowed = apart.start_after(day)
+        return counted
 
     def _window(self, as_of: dt.date) -> tuple[dt.date | None, str]:
         """The window's first day (None: no start) and its text, as of a day."""
@@ -287,9 +445,16 @@ class ResourceNode:
         return window
 
     def _candidates(
-        self, context: EvaluationContext, first_day: dt.date | None
+        self,
+        context: EvaluationContext,
+        first_day: dt.date | None,
+        last_day: dt.date | None = None,
     ) -> tuple[list[_Candidate], list[str]]:
         record = context.record
+        if last_day is None:
+            last_day = context.as_of
+        if first_day is not None and first_day > last_day:
+            return [], []
         pool: Iterable[dict[str, Any]]
         if self.concept is not None:
             pool = record.resources_of_concept(self.concept.id)
@@ -320,11 +485,11 @@ class ResourceNode:
                     if first_day is not None:
                         problems.append(f"{record.label(resource)} has no onset date")
                     continue
-                if span.start > context.as_of or (first_day is not None and span.start < first_day):
+                if span.start > last_day or (first_day is not None and span.start < first_day):
                     continue
-            elif not span.overlaps(first_day, context.as_of):
+            elif not span.overlaps(first_day, last_day):
                 continue
-            elif not span.surely_overlaps(first_day, context.as_of):
+            elif not span.surely_overlaps(first_day, last_day):
                 problems.append(f"{record.label(resource)} {_imprecise(span, first_day, context)}")
                 continue
             if not predicate(resource, span, context.as_of):
@@ -341,7 +506,7 @@ class ResourceNode:
         first_day: dt.date | None,
     ) -> Outcome:
         needed = self.atom.minimum_count if self.atom.selection == "count" else 1
-        found = len(candidates)
+        found = self._counted(candidates)
         evidence = tuple(c.reference for c in candidates[:EVIDENCE_LIMIT])
         if found >= needed:
             latest = _date_text(candidates[0].span, first_day)
@@ -442,7 +607,7 @@ class ResourceNode:
         if selection == "latest" and problems:
             return self._unusable(problems, window_text, _references(passed + failed))
         needed = self.atom.minimum_count if selection == "count" else 1
-        if len(passed) >= needed:
+        if self._counted([candidate for candidate, _ in passed]) >= needed:
             shown = passed[0][1] if needed == 1 else f"{len(passed)} results {test_text}"
             return self._verdict(True, shown, _references(passed))
         if problems:

@@ -35,6 +35,13 @@ concepts:
     display: Haemoglobin
     unit: g/L
     codes: {loinc: ["718-7"]}
+  uacr:
+    display: Urine albumin/creatinine ratio
+    unit: mg/g
+    codes: {loinc: ["9318-7"]}
+  chronic-kidney-disease:
+    display: Chronic kidney disease
+    codes: {snomed: ["709044004"]}
 """
 
 
