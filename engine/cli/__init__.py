@@ -4,8 +4,8 @@
     engine/cli/options.py    every option and argument, declared once
     engine/cli/console.py    the as-of day, `error: ...` messages, exits, loading a trial
     engine/cli/tables.py     the per-criterion and summary tables `evaluate` and `demo` print
-    engine/cli/<command>.py  one command each: evaluate, lint, cohort, demo, serve,
-                             subscribe, version
+    engine/cli/<command>.py  one command each: evaluate, lint, cohort, coverage, demo,
+                             serve, subscribe, version
 
 Only this package prints for a person and exits: the engine raises the errors of
 `engine.errors`, and a command turns them into messages and exit codes (0 done, 1 some input
@@ -21,6 +21,7 @@ from __future__ import annotations
 import typer
 
 from engine.cli.cohort import cohort
+from engine.cli.coverage import coverage
 from engine.cli.demo import demo
 from engine.cli.evaluate import evaluate
 from engine.cli.lint import lint
@@ -39,6 +40,7 @@ app = typer.Typer(
 app.command()(evaluate)
 app.command()(lint)
 app.command()(cohort)
+app.command()(coverage)
 app.command()(demo)
 app.command()(serve)
 app.command()(subscribe)
