@@ -37,7 +37,7 @@ beside the OperationOutcome code it needs.
 Signals, not errors: private exceptions that carry control inside one module and are always
 caught there, never reaching a caller:
 
-    RetryableAnswer   (engine/sources/fhir_server.py) an answer worth asking again for
+    RetryableAnswer   (engine/fhir_http.py) an answer worth asking again for
     _Gone             (engine/sources/bulk_export.py) an export file the server no longer has
     _NeedsMolarMass   (engine/normalise/units.py) a conversion needs the analyte's molar mass
     _Incommensurable  (engine/normalise/units.py) two units measure different dimensions

@@ -194,13 +194,13 @@ def _export(criteria: Path, export: ServerExport, folder: Path, quiet: bool) -> 
     with status 2 when the criteria, the options or the server fail.
     """
     from engine.cohort import kept_types
+    from engine.fhir_http import auth_from_options
     from engine.sources.bulk_export import (
         ERRORS_FOLDER,
         ExportLevel,
         ExportProgress,
         export_to_folder,
     )
-    from engine.sources.smart import auth_from_options
     from engine.trial import load_trial
 
     errors = _errors()

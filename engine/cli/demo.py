@@ -89,9 +89,9 @@ def demo(
     page_size: PageSizeOption = None,
 ) -> None:
     """Evaluate patients through a FHIR server (a local one by default), write the results."""
+    from engine.fhir_http import auth_from_options
     from engine.sources import FhirServerClient, FhirServerSource
     from engine.sources.fhir_server import DEFAULT_PAGE_SIZE
-    from engine.sources.smart import auth_from_options
 
     page_size = page_size or DEFAULT_PAGE_SIZE
     day = parse_day(as_of)

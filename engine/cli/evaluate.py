@@ -168,10 +168,10 @@ def _evaluate_on_server(
     if several and output is not None and output.exists() and not output.is_dir():
         raise fail(f"{output}: --output must be a folder when evaluating several patients")
     trial, answers = load_trial_and_answers(criteria, attestations)
+    from engine.fhir_http import auth_from_options
     from engine.sinks import FhirServerSink
     from engine.sources import FhirServerClient, FhirServerSource
     from engine.sources.fhir_server import DEFAULT_PAGE_SIZE, resource_types_to_pull
-    from engine.sources.smart import auth_from_options
 
     try:
         auth = auth_from_options(token_env, token_file, auth_config, server=server)

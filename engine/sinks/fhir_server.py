@@ -8,7 +8,8 @@ or no conditional create/update) cannot do that; for such a type the entry becom
 themselves are the report's, unchanged.
 
 The transaction is atomic on the server: it is written whole or not at all. Its answer is
-checked entry by entry; anything but success raises `ServerError`.
+checked entry by entry; anything but success raises `ServerError`. The requests go through
+`engine.fhir_http.FhirServerClient`, the HTTP layer (retries, auth) the sources use too.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from typing import Any
 
 from engine.errors import ServerError
 from engine.evaluate import PatientEvaluation
+from engine.fhir_http import FhirServerClient, ServerCapabilities, outcome_diagnostics
 from engine.report import transaction_bundle, validate_bundle
-from engine.sources.fhir_server import FhirServerClient, ServerCapabilities, outcome_diagnostics
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,13 @@ resource and field. `ndjson_files`, `patient_reference` and `SourceProblem` read
 style NDJSON (grouping a folder by patient through partition files is the cohort's:
 `engine.cohort.ndjson_partitions`). `export_to_folder` fetches such a folder with a Bulk
 Data `$export`.
-`FhirServerSource` pulls patients from a FHIR R4 server through a `FhirServerClient`.
+`FhirServerSource` pulls patients from a FHIR R4 server through a `FhirServerClient`
+(defined in `engine.fhir_http`, the HTTP layer sources and sinks share, with `BearerToken`
+and `RetryPolicy`; listed here too for the source's callers).
 """
 
 from engine.errors import BulkExportError
+from engine.fhir_http import BearerToken, FhirServerClient, RetryPolicy
 from engine.sources.base import PatientResources, PatientSource
 from engine.sources.bulk_export import (
     BulkExportResult,
@@ -26,7 +29,7 @@ from engine.sources.bundle import (
     parse_bundle,
     read_bundle_file,
 )
-from engine.sources.fhir_server import BearerToken, FhirServerClient, FhirServerSource, RetryPolicy
+from engine.sources.fhir_server import FhirServerSource
 from engine.sources.ndjson import SourceProblem, ndjson_files, patient_reference
 from engine.sources.references import id_from_full_url, reference_key
 

@@ -45,12 +45,11 @@ from urllib.parse import quote, urljoin, urlsplit
 import httpx
 import orjson
 
-from engine import __version__
 from engine.atomic_write import atomic_write, write_atomically
-from engine.errors import BulkExportError, Location, ServerError
-from engine.sources.fhir_server import (
+from engine.errors import BulkExportError, Location
+from engine.fhir_http import (
     FHIR_JSON,
-    Retrier,
+    FhirServerClient,
     RetryableAnswer,
     RetryPolicy,
     is_retryable,
@@ -381,148 +380,66 @@ def _is_transient_answer(response: httpx.Response) -> bool:
     return not codes or any(code in _TRANSIENT_CODES for code in codes)
 
 
-class _Http:
-    """Requests with retries within a retry policy and an overall deadline."""
+def _download(
+    client: FhirServerClient, url: str, target: Path, send_auth: bool, clock: Callable[[], float]
+) -> tuple[int, int]:
+    """Stream `url` to `target` atomically (`engine.atomic_write`); (lines, bytes).
 
-    def __init__(
-        self,
-        base_url: str,
-        auth: httpx.Auth | None,
-        retry: RetryPolicy,
-        deadline: float,
-        transport: httpx.BaseTransport | None,
-        sleep: Callable[[float], None],
-        clock: Callable[[], float],
-        jitter: Callable[[], float],
-    ) -> None:
-        self.base_url = base_url
-        self.auth = auth
-        self.retry = retry
-        self.deadline = deadline
-        self.clock = clock
-        self.sleep = sleep
-        self.retrier = Retrier(
-            retry,
-            base_url,
-            self.error,
-            deadline=lambda: self.deadline,
-            bound="the time allowed",
-            sleep=sleep,
-            clock=clock,
-            jitter=jitter,
-            window_from_first_failure=True,
-        )
-        self.client = httpx.Client(
-            timeout=retry.timeout,
-            transport=transport,
-            headers={"User-Agent": f"trialsieve/{__version__}"},
-        )
+    Raises `_Gone` for 404/410, ServerError for other refusals or when the client's deadline
+    passes during the download.
+    """
+    described = client.describe("GET", url)
 
-    def close(self) -> None:
-        self.client.close()
+    def attempt(timeout: float) -> tuple[int, int]:
+        with client.http.stream(
+            "GET",
+            url,
+            headers={"Accept": FHIR_NDJSON},
+            auth=client.auth if send_auth else None,
+            timeout=timeout,
+        ) as response:
+            if response.status_code in (404, 410):
+                raise _Gone(described)
+            if not response.is_success:
+                response.read()
+                problem = status_problem(response)
+                if is_retryable(response.status_code) and _is_transient_answer(response):
+                    asked = retry_after(response, time.time)
+                    raise RetryableAnswer(problem, response.status_code, asked)
+                raise client.error(described, problem, response.status_code)
+            return _write(client, response, target, described, clock)
 
-    def describe(self, method: str, url: str, params: Mapping[str, str] | None = None) -> str:
-        """`METHOD path?query` relative to the base URL; another host's URL without its query
-        (a signed download URL carries its credentials there).
-        """
-        if url.startswith(self.base_url + "/"):
-            target = url[len(self.base_url) + 1 :]
-        else:
-            target = url.split("?", 1)[0]
-        if params:
-            target += "?" + "&".join(f"{name}={value}" for name, value in params.items())
-        return f"{method} {target}"
+    return client.retrying(described, attempt)
 
-    def error(
-        self, described: str, message: str, status: int | None = None, timed_out: bool = False
-    ) -> ServerError:
-        return ServerError(
-            message, server=self.base_url, request=described, status=status, timed_out=timed_out
-        )
 
-    def attempt_timeout(self) -> float:
-        return self.retrier.timeout(self.deadline)
-
-    def request(
-        self,
-        method: str,
-        url: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-        gone_ok: bool = False,
-    ) -> httpx.Response:
-        """A 2xx answer (or 404/410 when `gone_ok`), with retries; ServerError otherwise."""
-        described = self.describe(method, url, params)
-
-        def attempt(timeout: float) -> httpx.Response:
-            response = self.client.request(
-                method,
-                url,
-                params=params,
-                headers=headers,
-                auth=self.auth,
-                timeout=timeout,
-            )
-            if response.is_success or (gone_ok and response.status_code in (404, 410)):
-                return response
-            problem = status_problem(response)
-            if is_retryable(response.status_code) and _is_transient_answer(response):
-                asked = retry_after(response, time.time)
-                raise RetryableAnswer(problem, response.status_code, asked)
-            raise self.error(described, problem, response.status_code)
-
-        return self.retrier.run(described, attempt)
-
-    def download(self, url: str, target: Path, send_auth: bool) -> tuple[int, int]:
-        """Stream `url` to `target` atomically (`engine.atomic_write`); (lines, bytes).
-
-        Raises `_Gone` for 404/410, ServerError for other refusals or when time runs out.
-        """
-        described = self.describe("GET", url)
-
-        def attempt(timeout: float) -> tuple[int, int]:
-            with self.client.stream(
-                "GET",
-                url,
-                headers={"Accept": FHIR_NDJSON},
-                auth=self.auth if send_auth else None,
-                timeout=timeout,
-            ) as response:
-                if response.status_code in (404, 410):
-                    raise _Gone(described)
-                if not response.is_success:
-                    response.read()
-                    problem = status_problem(response)
-                    if is_retryable(response.status_code) and _is_transient_answer(response):
-                        asked = retry_after(response, time.time)
-                        raise RetryableAnswer(problem, response.status_code, asked)
-                    raise self.error(described, problem, response.status_code)
-                return self._write(response, target, described)
-
-        return self.retrier.run(described, attempt)
-
-    def _write(self, response: httpx.Response, target: Path, described: str) -> tuple[int, int]:
-        lines = size = 0
-        last = b"\n"
-        with atomic_write(target) as handle:
-            for chunk in response.iter_bytes(_CHUNK):
-                if not chunk:
-                    continue
-                handle.write(chunk)
-                lines += chunk.count(b"\n")
-                size += len(chunk)
-                last = chunk[-1:]
-                if self.clock() > self.deadline:
-                    raise self.error(
-                        described,
-                        "the time limit ran out during the download; run again with the same "
-                        "folder to resume",
-                        timed_out=True,
-                    )
-        if last != b"\n":
-            lines += 1
-        return lines, size
+def _write(
+    client: FhirServerClient,
+    response: httpx.Response,
+    target: Path,
+    described: str,
+    clock: Callable[[], float],
+) -> tuple[int, int]:
+    lines = size = 0
+    last = b"\n"
+    assert client.deadline is not None
+    with atomic_write(target) as handle:
+        for chunk in response.iter_bytes(_CHUNK):
+            if not chunk:
+                continue
+            handle.write(chunk)
+            lines += chunk.count(b"\n")
+            size += len(chunk)
+            last = chunk[-1:]
+            if clock() > client.deadline:
+                raise client.error(
+                    described,
+                    "the time limit ran out during the download; run again with the same "
+                    "folder to resume",
+                    timed_out=True,
+                )
+    if last != b"\n":
+        lines += 1
+    return lines, size
 
 
 # --------------------------------------------------------------------------- the export
@@ -560,22 +477,20 @@ def export_to_folder(
     )
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
-    policy = retry or RetryPolicy()
-    with _folder_lock(root):
-        http = _Http(
+    with (
+        _folder_lock(root),
+        FhirServerClient(
             request.base_url,
-            auth,
-            policy,
-            clock() + time_limit,
-            transport,
-            sleep,
-            clock,
-            jitter,
-        )
-        try:
-            return _Export(request, root, http, time_limit, progress).run()
-        finally:
-            http.close()
+            auth=auth,
+            retry=retry,
+            time_limit=time_limit,
+            transport=transport,
+            sleep=sleep,
+            clock=clock,
+            jitter=jitter,
+        ) as client,
+    ):
+        return _Export(request, root, client, time_limit, progress, sleep, clock).run()
 
 
 @contextmanager
@@ -606,14 +521,18 @@ class _Export:
         self,
         request: ExportRequest,
         root: Path,
-        http: _Http,
+        client: FhirServerClient,
         time_limit: float,
         progress: ProgressHandler | None,
+        sleep: Callable[[float], None],
+        clock: Callable[[], float],
     ) -> None:
         self.request = request
         self.root = root
-        self.http = http
+        self.client = client
         self.time_limit = time_limit
+        self.sleep = sleep
+        self.clock = clock
         self.progress = progress or (lambda _event: None)
         self.state_path = root / STATE_FILE
 
@@ -639,7 +558,7 @@ class _Export:
                 break
             except _Gone as gone:
                 if restarted:
-                    raise self.http.error(
+                    raise self.client.error(
                         str(gone),
                         "the server answered 404 or 410 again after a new kick-off; it does "
                         "not keep its exports long enough to download them",
@@ -706,14 +625,18 @@ class _Export:
     def _kick_off(self, state: _State) -> None:
         request = self.request
         headers = {"Accept": FHIR_JSON, "Prefer": "respond-async"}
-        described = self.http.describe("GET", request.kickoff_url, request.params())
+        described = self.client.describe("GET", request.kickoff_url, request.params())
         self.progress(ExportProgress("kick-off", described))
-        response = self.http.request(
-            "GET", request.kickoff_url, params=request.params(), headers=headers
+        response = self.client.send(
+            "GET",
+            request.kickoff_url,
+            params=request.params(),
+            headers=headers,
+            worth_retrying=_is_transient_answer,
         )
         location = response.headers.get("Content-Location")
         if response.status_code != 202 or not location:
-            raise self.http.error(
+            raise self.client.error(
                 described,
                 f"expected 202 Accepted with a Content-Location (an asynchronous export), got "
                 f"HTTP {response.status_code}"
@@ -721,8 +644,8 @@ class _Export:
                 response.status_code,
             )
         status_url = urljoin(request.base_url + "/", location)
-        if _origin(status_url) != _origin(request.base_url) and self.http.auth is not None:
-            raise self.http.error(
+        if _origin(status_url) != _origin(request.base_url) and self.client.auth is not None:
+            raise self.client.error(
                 described,
                 f"the status URL {status_url.split('?', 1)[0]} is on another host than the "
                 "server; not sending the credentials there",
@@ -736,17 +659,19 @@ class _Export:
         """The completion manifest; `_Gone` when the server no longer knows the status URL."""
         assert state.status_url is not None
         url = state.status_url
-        described = self.http.describe("GET", url)
+        described = self.client.describe("GET", url)
         headers = {"Accept": FHIR_JSON}
         interval = _FIRST_POLL
         while True:
-            response = self.http.request("GET", url, headers=headers, gone_ok=True)
+            response = self.client.send(
+                "GET", url, headers=headers, missing_ok=True, worth_retrying=_is_transient_answer
+            )
             if response.status_code in (404, 410):
                 raise _Gone(described)
             if response.status_code == 200:
                 return self._manifest(response, described)
             if response.status_code != 202:
-                raise self.http.error(
+                raise self.client.error(
                     described,
                     f"expected 202 (in progress) or 200 (complete), got HTTP "
                     f"{response.status_code}",
@@ -758,8 +683,9 @@ class _Export:
                 delay, interval = interval, min(_LONGEST_POLL, interval * 2)
             else:
                 delay = max(_SHORTEST_POLL, asked)
-            if self.http.clock() + delay > self.http.deadline:
-                raise self.http.error(
+            assert self.client.deadline is not None
+            if self.clock() + delay > self.client.deadline:
+                raise self.client.error(
                     described,
                     f"the export is not complete within the {self.time_limit:g} s allowed "
                     f"(last progress: {where}); run again with the same folder to resume "
@@ -769,17 +695,17 @@ class _Export:
                 )
             self.progress(ExportProgress("waiting", where))
             log.info("%s: %s; asking again in %.1f s", described, where, delay)
-            self.http.sleep(delay)
+            self.sleep(delay)
 
     def _manifest(self, response: httpx.Response, described: str) -> dict[str, Any]:
         try:
             manifest = orjson.loads(response.content)
         except orjson.JSONDecodeError:
-            raise self.http.error(described, "the completion manifest is not JSON", 200) from None
+            raise self.client.error(described, "the completion manifest is not JSON", 200) from None
         if not isinstance(manifest, dict) or not isinstance(manifest.get("output"), list):
-            raise self.http.error(described, "the completion manifest has no output list", 200)
+            raise self.client.error(described, "the completion manifest has no output list", 200)
         if not isinstance(manifest.get("error") or [], list):
-            raise self.http.error(described, "the completion manifest's error is not a list", 200)
+            raise self.client.error(described, "the completion manifest's error is not a list", 200)
         for key in ("output", "error"):
             for position, item in enumerate(manifest.get(key) or ()):
                 if (
@@ -789,7 +715,7 @@ class _Export:
                     or not isinstance(item.get("url"), str)
                     or not item["url"]
                 ):
-                    raise self.http.error(
+                    raise self.client.error(
                         described,
                         f"the completion manifest's {key}[{position}] needs a resource type "
                         "and a url",
@@ -828,16 +754,18 @@ class _Export:
         for file in state.files:
             if file.done:
                 continue
-            with_auth = send_token and self.http.auth is not None
+            with_auth = send_token and self.client.auth is not None
             if with_auth and _origin(file.url) != _origin(self.request.base_url):
-                raise self.http.error(
-                    self.http.describe("GET", file.url),
+                raise self.client.error(
+                    self.client.describe("GET", file.url),
                     "the manifest requires the access token for a file on another host than "
                     "the server; not sending the credentials there",
                 )
             target = self.root / file.name
             target.parent.mkdir(parents=True, exist_ok=True)
-            file.resources, file.bytes = self.http.download(file.url, target, with_auth)
+            file.resources, file.bytes = _download(
+                self.client, file.url, target, with_auth, self.clock
+            )
             file.done = True
             if file.count is not None and file.count != file.resources and file.kind == "output":
                 log.warning(
@@ -856,8 +784,8 @@ class _Export:
             return
         url = state.status_url
         try:
-            response = self.http.client.request(
-                "DELETE", url, auth=self.http.auth, timeout=self.http.attempt_timeout()
+            response = self.client.http.request(
+                "DELETE", url, timeout=self.client.attempt_timeout()
             )
         except httpx.TransportError as error:
             log.warning("DELETE %s: %s (ignored)", url, transport_problem(error))

@@ -16,6 +16,7 @@ import respx
 
 from engine.errors import ServerError
 from engine.evaluate import CompiledCriteria, evaluate_patient
+from engine.fhir_http import ServerCapabilities
 from engine.record import build_record
 from engine.sinks import FhirServerSink, server_transaction
 from engine.sources import (
@@ -25,7 +26,6 @@ from engine.sources import (
     RetryPolicy,
     read_bundle_file,
 )
-from engine.sources.fhir_server import ServerCapabilities
 
 BASE = "http://fhir.test/fhir"
 TOKEN = "s3cret-token"

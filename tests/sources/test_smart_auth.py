@@ -19,8 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from engine.errors import AuthConfigError, ServerError
-from engine.sources import BearerToken, FhirServerClient, RetryPolicy
-from engine.sources.smart import (
+from engine.fhir_http import (
     ASSERTION_LIFETIME,
     CLIENT_ASSERTION_TYPE,
     DEFAULT_SCOPE,
@@ -29,6 +28,7 @@ from engine.sources.smart import (
     auth_from_options,
     load_smart_auth,
 )
+from engine.sources import BearerToken, FhirServerClient, RetryPolicy
 
 FHIR = "https://fhir.example.org/r4"
 TOKEN_URL = "https://auth.example.org/oauth/token"

@@ -1,0 +1,1054 @@
+"""FHIR HTTP plumbing: the one HTTP layer between trialsieve and FHIR servers.
+
+Every request trialsieve sends to a FHIR server goes through this module: the server source
+(`engine.sources.fhir_server`), the Bulk Data client (`engine.sources.bulk_export`), the server
+sink (`engine.sinks.fhir_server`), the REST service's re-evaluation and the embedded server's
+loader. It sits beside the pipeline's stages rather than in one of them because sources and
+sinks both talk to servers; the stages keep what they do with the answers.
+
+- `FhirServerClient` talks to one server over httpx: a base URL, optional auth, a timeout per
+  attempt, retries, a bound on the time of each request (or, with `time_limit`, of the whole
+  job: a Bulk export), `next`-link paging that never leaves the base URL (a token is not sent
+  to another host). It reads the server's CapabilityStatement once, through fhirclient's R4
+  model, into `ServerCapabilities`.
+- Retries: `RetryPolicy` and `Retrier`, the one retry loop: exponential backoff with jitter on
+  connection errors, timeouts, 429 and 5xx, honouring Retry-After (`retry_after`).
+- Authentication, as `httpx.Auth`: `BearerToken` (a static token from the environment or a
+  file) and `SmartBackendAuth` (SMART Backend Services: client credentials with a signed JWT);
+  `auth_from_options` chooses one from command-line options.
+
+Every failure raises `ServerError` naming the server and the request; nothing is logged but
+URLs, statuses and fallbacks, never a token, key or assertion.
+
+SMART Backend Services in detail: before the first request `SmartBackendAuth` asks the token
+endpoint (given, or discovered from `{FHIR base}/.well-known/smart-configuration`) for an
+access token with a client assertion: a JWT with `iss` = `sub` = the client id, `aud` = the
+token endpoint, `exp` four minutes ahead (SMART allows at most five) and a unique `jti`,
+signed RS384 or ES384 with the client's private key. The token is cached until shortly before
+it expires, then fetched anew; a 401 answer fetches a new token and sends the request once
+more. The client id and private key come from a TOML file (`--auth-config FILE`) that holds
+them or names the environment variables holding them, never from the command line; neither
+they, the assertion nor the access token appear in a repr, a message or a log line:
+
+    [smart]
+    client_id_env = "TRIALSIEVE_CLIENT_ID"        # or client_id = "..."
+    private_key_file = "trialsieve-private.pem"   # relative to this file; or private_key_env
+    key_id = "trialsieve-2026"                    # the kid of the key registered with the server
+    # token_url = "https://auth.example.org/token"  # default: discovered
+    # scope = "system/*.read system/ResearchSubject.write ..."
+    # jwks_url = "https://example.org/trialsieve/jwks.json"  # sent as the JWT's jku header
+
+Dependencies: httpx, fhirclient (CapabilityStatement), PyJWT and cryptography (SMART).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import os
+import random
+import re
+import secrets
+import threading
+import time
+import tomllib
+from collections.abc import Callable, Generator, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+from urllib.parse import quote, urlsplit
+
+import httpx
+import jwt
+import orjson
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from fhirclient.models.capabilitystatement import CapabilityStatement
+from fhirclient.models.fhirabstractbase import FHIRValidationError
+
+from engine import __version__
+from engine.errors import AuthConfigError, Location, ServerError
+
+log = logging.getLogger(__name__)
+
+FHIR_JSON = "application/fhir+json"
+USER_AGENT = f"trialsieve/{__version__}"
+"""Sent with every request, so that a server's logs name the client."""
+_LONGEST_DIAGNOSTICS = 500
+
+
+# --------------------------------------------------------------------------- auth
+
+
+class BearerToken(httpx.Auth):
+    """A static bearer token, sent as `Authorization: Bearer ...`; its repr hides the token.
+
+    Read it from the environment or a file, never from the command line, so that it stays out
+    of shell histories and process lists.
+    """
+
+    def __init__(self, token: str) -> None:
+        if not token or any(character.isspace() for character in token):
+            raise ServerError("a bearer token must be one word with no spaces")
+        self._token = token
+
+    @classmethod
+    def from_environment(cls, variable: str, environment: Mapping[str, str]) -> BearerToken:
+        """The token in environment variable `variable` (pass `os.environ`)."""
+        token = environment.get(variable, "").strip()
+        if not token:
+            raise ServerError(f"environment variable {variable} is not set or empty")
+        return cls(token)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> BearerToken:
+        """The token on the first line of a file (e.g. a mounted secret)."""
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except OSError as error:
+            reason = error.strerror or type(error).__name__
+            raise ServerError(f"{path}: cannot read the token file: {reason}") from None
+        token = lines[0].strip() if lines else ""
+        if not token:
+            raise ServerError(f"{path}: the token file is empty")
+        return cls(token)
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"Bearer {self._token}"
+        yield request
+
+    def __repr__(self) -> str:
+        return "BearerToken(<hidden>)"
+
+
+# --------------------------------------------------------------------------- retries
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long to wait for a server and how often to try again.
+
+    A request is tried up to `attempts` times; retry n (from 0) waits between half and all of
+    `min(longest_delay, first_delay * 2**n)` seconds (exponential backoff, jitter), or what the
+    server's Retry-After asks. `give_up_after` bounds one request's total time, all attempts
+    and waits included; `timeout` bounds each attempt's connect, read, write and pool waits.
+    """
+
+    attempts: int = 5
+    first_delay: float = 0.5
+    longest_delay: float = 30.0
+    give_up_after: float = 120.0
+    timeout: float = 30.0
+
+    def backoff(self, retry: int, jitter: float) -> float:
+        """Seconds before retry number `retry`; `jitter` is uniform in [0, 1)."""
+        ceiling = min(self.longest_delay, self.first_delay * 2.0**retry)
+        return ceiling / 2 + jitter * ceiling / 2
+
+
+T = TypeVar("T")
+
+
+class RetryableAnswer(Exception):
+    """An answer worth asking again for (429, a transient 5xx): why, its status, and the wait
+    its Retry-After asks (None when it asks none)."""
+
+    def __init__(self, problem: str, status: int, asked: float | None) -> None:
+        super().__init__(problem)
+        self.problem, self.status, self.asked = problem, status, asked
+
+
+@dataclass(frozen=True)
+class Retrier:
+    """Tries a request again within a `RetryPolicy`: the one retry loop of every client.
+
+    `run(described, attempt)` calls `attempt(timeout)` until it returns, retrying transport
+    errors and `RetryableAnswer`s with backoff or the Retry-After wait. Each attempt's timeout
+    is `retry.timeout` cut to what is left before `deadline()`; retries stop after
+    `retry.attempts` or when the next wait would pass the deadline, or, with
+    `window_from_first_failure`, `retry.give_up_after` after the first failure. Then
+    `error(described, message, status, timed_out)` is raised; `bound` names the limit in it.
+    `sleep`, `clock` and `jitter` are for tests.
+    """
+
+    retry: RetryPolicy
+    server: str
+    error: Callable[[str, str, int | None, bool], ServerError]
+    deadline: Callable[[], float]
+    bound: str
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    jitter: Callable[[], float] = random.random
+    window_from_first_failure: bool = False
+
+    def timeout(self, deadline: float) -> float:
+        """An attempt's timeout: the policy's, cut to what is left before `deadline`."""
+        return max(0.001, min(self.retry.timeout, deadline - self.clock()))
+
+    def run(self, described: str, attempt: Callable[[float], T]) -> T:
+        deadline = self.deadline()
+        retry_deadline: float | None = None if self.window_from_first_failure else deadline
+        problem, status, timed_out = "not tried", None, False
+        for number in range(1, self.retry.attempts + 1):
+            try:
+                return attempt(self.timeout(deadline))
+            except httpx.TransportError as error:
+                problem, status, asked = transport_problem(error), None, None
+                timed_out = isinstance(error, httpx.TimeoutException)
+            except RetryableAnswer as answer:
+                problem, status, asked = answer.problem, answer.status, answer.asked
+                timed_out = False
+            now = self.clock()
+            if retry_deadline is None:
+                retry_deadline = min(deadline, now + self.retry.give_up_after)
+            if number == self.retry.attempts:
+                break
+            delay = asked if asked is not None else self.retry.backoff(number - 1, self.jitter())
+            if delay > retry_deadline - now:
+                raise self.error(
+                    described,
+                    f"{problem}; gave up after {number} attempts: the next try would come "
+                    f"after {delay:.1f} s, beyond {self.bound}",
+                    status,
+                    timed_out,
+                )
+            log.warning("%s %s: %s; retrying in %.1f s", self.server, described, problem, delay)
+            self.sleep(delay)
+        attempts = self.retry.attempts
+        raise self.error(
+            described, f"{problem}; gave up after {attempts} attempts", status, timed_out
+        )
+
+
+def is_retryable(status: int) -> bool:
+    return status == 429 or (status >= 500 and status != 501)
+
+
+def retry_after(response: httpx.Response, now: Callable[[], float]) -> float | None:
+    """Seconds the Retry-After header asks for (delta-seconds or an HTTP date), or None."""
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - now())
+
+
+# --------------------------------------------------------------------------- capabilities
+
+
+@dataclass(frozen=True)
+class ResourceCapabilities:
+    """What a CapabilityStatement declares for one resource type."""
+
+    type: str
+    search_params: frozenset[str] = frozenset()
+    search_includes: frozenset[str] = frozenset()
+    operations: frozenset[str] = frozenset()
+    interactions: frozenset[str] = frozenset()
+    conditional_create: bool = False
+    conditional_update: bool = False
+
+
+@dataclass(frozen=True)
+class ServerCapabilities:
+    """The parts of a server's CapabilityStatement that decide how trialsieve reads and writes.
+
+    A type the statement does not list has no declared search parameters, operations or
+    conditional interactions.
+    """
+
+    fhir_version: str
+    software: str | None
+    resources: Mapping[str, ResourceCapabilities]
+    system_interactions: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_statement(cls, statement: dict[str, Any]) -> ServerCapabilities:
+        """Read a CapabilityStatement (JSON) through fhirclient's model.
+
+        Raises ValueError when it is not a valid R4 CapabilityStatement.
+        """
+        try:
+            model = CapabilityStatement(statement, strict=True)
+        except FHIRValidationError as error:
+            raise ValueError(f"not a valid FHIR R4 CapabilityStatement: {error}") from None
+        resources: dict[str, ResourceCapabilities] = {}
+        system_interactions: set[str] = set()
+        for rest in model.rest or ():
+            if rest.mode != "server":
+                continue
+            system_interactions.update(item.code for item in rest.interaction or ())
+            for resource in rest.resource or ():
+                resources[resource.type] = ResourceCapabilities(
+                    type=resource.type,
+                    search_params=frozenset(p.name for p in resource.searchParam or ()),
+                    search_includes=frozenset(resource.searchInclude or ()),
+                    operations=frozenset(o.name.lstrip("$") for o in resource.operation or ()),
+                    interactions=frozenset(i.code for i in resource.interaction or ()),
+                    conditional_create=bool(resource.conditionalCreate),
+                    conditional_update=bool(resource.conditionalUpdate),
+                )
+        software = model.software.name if model.software is not None else None
+        return cls(model.fhirVersion, software, resources, frozenset(system_interactions))
+
+    def of(self, resource_type: str) -> ResourceCapabilities:
+        """The declared capabilities of a type (empty when the type is not listed)."""
+        return self.resources.get(resource_type) or ResourceCapabilities(resource_type)
+
+    @property
+    def supports_everything(self) -> bool:
+        """Whether `Patient/{id}/$everything` is declared."""
+        return "everything" in self.of("Patient").operations
+
+    def patient_search_param(self, resource_type: str) -> str | None:
+        """The search parameter that finds a type's resources by patient (`patient`, `subject`)."""
+        declared = self.of(resource_type).search_params
+        return next((name for name in ("patient", "subject") if name in declared), None)
+
+    def can_include(self, resource_type: str, include: str) -> bool:
+        """Whether `_include={include}` is declared on searches of the type."""
+        return include in self.of(resource_type).search_includes
+
+    def conditional_create_on_identifier(self, resource_type: str) -> bool:
+        resource = self.of(resource_type)
+        return resource.conditional_create and "identifier" in resource.search_params
+
+    def conditional_update_on_identifier(self, resource_type: str) -> bool:
+        resource = self.of(resource_type)
+        return resource.conditional_update and "identifier" in resource.search_params
+
+
+# --------------------------------------------------------------------------- client
+
+
+class FhirServerClient:
+    """HTTP access to one FHIR R4 server: retries, time bounds, paging, its capabilities.
+
+    Each request may take `retry.give_up_after` seconds, retries included. With `time_limit`
+    the client serves one bounded job instead (a Bulk export): every request must end within
+    `time_limit` seconds of the client's creation (`deadline`), and a request's retries stop
+    `retry.give_up_after` after its first failure. `transport`, `sleep`, `clock` and `jitter`
+    are for tests. Use it as a context manager or call `close()`.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        auth: httpx.Auth | None = None,
+        retry: RetryPolicy | None = None,
+        time_limit: float | None = None,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+            raise ServerError(f"'{base_url}' is not a FHIR base URL (http(s)://host[:port]/path)")
+        self.base_url = base_url.rstrip("/")
+        self.retry = retry or RetryPolicy()
+        self.auth = auth
+        self.deadline: float | None = None if time_limit is None else clock() + time_limit
+        """When the job must end (monotonic seconds); None: each request has its own bound."""
+        if self.deadline is None:
+            self._retrier = Retrier(
+                self.retry,
+                self.base_url,
+                self.error,
+                deadline=lambda: clock() + self.retry.give_up_after,
+                bound=f"the {self.retry.give_up_after:g} s bound",
+                sleep=sleep,
+                clock=clock,
+                jitter=jitter,
+            )
+        else:
+            deadline = self.deadline
+            self._retrier = Retrier(
+                self.retry,
+                self.base_url,
+                self.error,
+                deadline=lambda: deadline,
+                bound="the time allowed",
+                sleep=sleep,
+                clock=clock,
+                jitter=jitter,
+                window_from_first_failure=True,
+            )
+        self._capabilities: ServerCapabilities | None = None
+        self.http = httpx.Client(
+            base_url=self.base_url + "/",
+            auth=auth,
+            timeout=self.retry.timeout,
+            transport=transport,
+            headers={"Accept": FHIR_JSON, "User-Agent": USER_AGENT},
+        )
+        """The httpx client (auth, timeouts, headers set) for what `send` does not cover."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def capabilities(self) -> ServerCapabilities:
+        """The server's CapabilityStatement (`GET metadata`), read once."""
+        if self._capabilities is None:
+            statement = self.json("GET", "metadata")
+            try:
+                capabilities = ServerCapabilities.from_statement(statement)
+            except ValueError as error:
+                raise self.error("GET metadata", str(error)) from None
+            if not capabilities.fhir_version.startswith("4."):
+                raise self.error(
+                    "GET metadata",
+                    f"the server speaks FHIR {capabilities.fhir_version}; "
+                    "trialsieve needs R4 (4.x)",
+                )
+            self._capabilities = capabilities
+        return self._capabilities
+
+    def json(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Send a request and return its JSON object; ServerError for any other answer."""
+        response = self.send(method, url, params=params, body=body, headers=headers)
+        return self._json_object(response, self.describe(method, url, params))
+
+    def read(self, resource_type: str, resource_id: str) -> dict[str, Any] | None:
+        """`GET TYPE/ID`: the resource, or None when the server answers 404 or 410."""
+        url = f"{resource_type}/{quote(resource_id, safe='')}"
+        response = self.send("GET", url, missing_ok=True)
+        if response.status_code in (404, 410):
+            return None
+        resource = self._json_object(response, f"GET {url}")
+        if resource.get("resourceType") != resource_type:
+            raise self.error(f"GET {url}", f"answered with a {resource.get('resourceType')}")
+        return resource
+
+    def pages(self, url: str, params: Mapping[str, str] | None = None) -> Iterator[dict[str, Any]]:
+        """The searchset Bundles of a search, following `next` links (with handling=strict)."""
+        strict = {"Prefer": "handling=strict"}
+        seen: set[str] = set()
+        page_url: str | None = url
+        page_params = params
+        while page_url is not None:
+            seen.add(str(self.http.build_request("GET", page_url, params=page_params).url))
+            described = self.describe("GET", page_url, page_params)
+            bundle = self.json("GET", page_url, params=page_params, headers=strict)
+            if bundle.get("resourceType") != "Bundle" or bundle.get("type") != "searchset":
+                kind = bundle.get("type") or bundle.get("resourceType")
+                raise self.error(described, f"expected a searchset Bundle, got {kind}")
+            yield bundle
+            page_url, page_params = self._next_link(bundle, described), None
+            if page_url is not None and str(self.http.build_request("GET", page_url).url) in seen:
+                raise self.error(described, f"the next link {page_url} repeats an earlier page")
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        missing_ok: bool = False,
+        worth_retrying: Callable[[httpx.Response], bool] | None = None,
+    ) -> httpx.Response:
+        """Send one request with retries; return a 2xx answer (or 404/410 when `missing_ok`).
+
+        Retries connection errors, timeouts, 429 and 5xx (except 501) with backoff and
+        Retry-After, within `retry.attempts` and `retry.give_up_after`; raises ServerError
+        naming the server and the request otherwise. `worth_retrying` may veto retrying such
+        an answer (a Bulk export that failed for good says so in an OperationOutcome).
+        """
+        described = self.describe(method, url, params)
+        content = orjson.dumps(body) if body is not None else None
+        all_headers = {"Content-Type": FHIR_JSON} if content is not None else {}
+        all_headers.update(headers or {})
+
+        def attempt(timeout: float) -> httpx.Response:
+            response = self.http.request(
+                method, url, params=params, content=content, headers=all_headers, timeout=timeout
+            )
+            if response.is_success or (missing_ok and response.status_code in (404, 410)):
+                return response
+            problem, status = status_problem(response), response.status_code
+            if not is_retryable(status) or (
+                worth_retrying is not None and not worth_retrying(response)
+            ):
+                raise self.error(described, problem, status)
+            raise RetryableAnswer(problem, status, retry_after(response, time.time))
+
+        return self._retrier.run(described, attempt)
+
+    def retrying(self, described: str, attempt: Callable[[float], T]) -> T:
+        """Run `attempt(timeout)` with this client's retries (for a streamed download)."""
+        return self._retrier.run(described, attempt)
+
+    def attempt_timeout(self) -> float:
+        """The timeout of one attempt started now: the policy's, cut to the job's deadline."""
+        if self.deadline is None:
+            return self.retry.timeout
+        return self._retrier.timeout(self.deadline)
+
+    def _next_link(self, bundle: dict[str, Any], described: str) -> str | None:
+        links = bundle.get("link")
+        if not isinstance(links, list):
+            return None
+        for link in links:
+            if isinstance(link, dict) and link.get("relation") == "next":
+                url = link.get("url")
+                if not isinstance(url, str) or not url:
+                    raise self.error(described, "the next link has no url")
+                if not self.is_on_server(url):
+                    raise self.error(
+                        described,
+                        f"the next link {url} is outside the base URL {self.base_url}; the "
+                        "server is configured with another base URL than the one it is "
+                        "reached at (for sekmet: set SEKMET_BASE_URL)",
+                    )
+                return url
+        return None
+
+    def is_on_server(self, url: str) -> bool:
+        """Whether a URL or literal reference (relative, or absolute under the base URL) is
+        on this server.
+        """
+        if not url.startswith(("http://", "https://")):
+            return "://" not in url
+        base = self.base_url
+        return url == base or url.startswith((base + "/", base + "?"))
+
+    def describe(self, method: str, url: str, params: Mapping[str, str] | None = None) -> str:
+        """`METHOD path?query` relative to the base URL, for messages; another host's URL
+        without its query (a signed download URL carries its credentials there).
+        """
+        if url == self.base_url:
+            target = ""
+        elif url.startswith(self.base_url + "/"):
+            target = url[len(self.base_url) + 1 :]
+        else:
+            target = url.split("?", 1)[0]
+        if params:
+            target += ("&" if "?" in target else "?") + "&".join(
+                f"{name}={value}" for name, value in params.items()
+            )
+        return f"{method} {target or '/'}"
+
+    def _json_object(self, response: httpx.Response, described: str) -> dict[str, Any]:
+        try:
+            document = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            kind = response.headers.get("Content-Type", "no content type")
+            raise self.error(
+                described, f"the answer is not JSON ({kind})", response.status_code
+            ) from None
+        if not isinstance(document, dict):
+            raise self.error(described, "the answer is not a JSON object", response.status_code)
+        return document
+
+    def error(
+        self, described: str, message: str, status: int | None = None, timed_out: bool = False
+    ) -> ServerError:
+        """A ServerError naming this server and the request."""
+        return ServerError(
+            message, server=self.base_url, request=described, status=status, timed_out=timed_out
+        )
+
+
+def transport_problem(error: httpx.TransportError) -> str:
+    if isinstance(error, httpx.TimeoutException):
+        return f"no answer in time ({type(error).__name__})"
+    return f"cannot connect ({type(error).__name__}: {error})"
+
+
+def status_problem(response: httpx.Response) -> str:
+    """`HTTP 404 Not Found: <OperationOutcome diagnostics>`."""
+    text = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
+    details = _outcome_text(response)
+    return f"{text}: {details}" if details else text
+
+
+def _outcome_text(response: httpx.Response) -> str:
+    try:
+        document = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return ""
+    if not isinstance(document, dict) or document.get("resourceType") != "OperationOutcome":
+        return ""
+    return outcome_diagnostics(document)
+
+
+def outcome_diagnostics(outcome: dict[str, Any]) -> str:
+    """The issues of an OperationOutcome as one line (diagnostics, else details.text)."""
+    texts: list[str] = []
+    for item in outcome.get("issue") or ():
+        if not isinstance(item, dict):
+            continue
+        details = item.get("details")
+        detail_text = details.get("text") if isinstance(details, dict) else None
+        text = item.get("diagnostics") or detail_text or item.get("code")
+        if isinstance(text, str) and text:
+            texts.append(text)
+    joined = "; ".join(texts)
+    if len(joined) > _LONGEST_DIAGNOSTICS:
+        return joined[: _LONGEST_DIAGNOSTICS - 1] + "…"
+    return joined
+
+
+# --------------------------------------------------------------------------- SMART Backend Services
+
+DEFAULT_SCOPE = (
+    "system/*.read system/ResearchStudy.write system/ResearchSubject.write "
+    "system/DetectedIssue.write"
+)
+"""Read everything the criteria may need; write only what trialsieve writes back."""
+
+CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+ASSERTION_LIFETIME = 240
+"""Seconds a client assertion is valid: SMART allows at most 300; this leaves room for skew."""
+
+REFRESH_MARGIN = 60.0
+"""Seconds before its expiry that a cached access token is replaced."""
+
+DEFAULT_TOKEN_LIFETIME = 300
+"""Seconds an access token is kept when the token endpoint does not say (`expires_in`)."""
+
+SUPPORTED_ALGORITHMS = ("RS384", "ES384")
+_TOKEN_ATTEMPTS = 3
+_TOKEN_TIMEOUT = 30.0
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+_CONFIG_KEYS = frozenset(
+    {
+        "client_id",
+        "client_id_env",
+        "private_key_file",
+        "private_key_env",
+        "key_id",
+        "algorithm",
+        "token_url",
+        "scope",
+        "jwks_url",
+    }
+)
+_HIDDEN = "<hidden>"
+_JWT_LIKE = re.compile(r"eyJ[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]*){0,2}")
+_LONGEST_DESCRIPTION = 300
+
+
+@dataclass(frozen=True)
+class _AccessToken:
+    value: str = field(repr=False)
+    expires_at: float
+
+
+class SmartBackendAuth(httpx.Auth):
+    """SMART Backend Services: an access token from a signed client assertion, cached.
+
+    `private_key` is a PEM private key (RSA for RS384, P-384 EC for ES384; the algorithm is
+    taken from the key). Either `token_url` or `fhir_base_url` (to discover the token
+    endpoint from) is needed. `clock` gives the wall time in seconds (tests inject one);
+    `transport` carries the token and discovery requests (tests inject one). Token requests
+    go through their own HTTP client, retried on connection errors, 429 and 5xx; failures
+    raise ServerError naming the token endpoint, never the key, assertion or token.
+    """
+
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        private_key: str | bytes,
+        key_id: str,
+        token_url: str | None = None,
+        fhir_base_url: str | None = None,
+        scope: str = DEFAULT_SCOPE,
+        jwks_url: str | None = None,
+        algorithm: str | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not client_id.strip():
+            raise AuthConfigError("the SMART client id is empty")
+        if not key_id.strip():
+            raise AuthConfigError("the SMART key id (kid) is empty")
+        if token_url is None and fhir_base_url is None:
+            raise AuthConfigError("give the token endpoint, or the FHIR base URL to discover it")
+        if not scope.split():
+            raise AuthConfigError("the SMART scope is empty")
+        self._client_id = client_id
+        self._key, self.algorithm = _signing_key(private_key, algorithm)
+        self.key_id = key_id
+        self.scope = " ".join(scope.split())
+        self.jwks_url = jwks_url
+        self.fhir_base_url = fhir_base_url.rstrip("/") if fhir_base_url else None
+        self._token_url = _checked_endpoint(token_url, "token_url") if token_url else None
+        self._clock = clock
+        self._sleep = sleep
+        self._transport = transport
+        self._access: _AccessToken | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def token_url(self) -> str:
+        """The token endpoint (discovered on first use when not given)."""
+        with self._lock:
+            return self._endpoint()
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        token = self._current_token()
+        request.headers["Authorization"] = f"Bearer {token}"
+        response = yield request
+        if response.status_code == 401:
+            request.headers["Authorization"] = f"Bearer {self._current_token(rejected=token)}"
+            yield request
+
+    def client_assertion(self, token_url: str) -> str:
+        """A signed client-assertion JWT for `token_url`, valid for ASSERTION_LIFETIME s."""
+        now = int(self._clock())
+        claims = {
+            "iss": self._client_id,
+            "sub": self._client_id,
+            "aud": token_url,
+            "iat": now,
+            "exp": now + ASSERTION_LIFETIME,
+            "jti": secrets.token_urlsafe(24),
+        }
+        headers: dict[str, Any] = {"kid": self.key_id, "typ": "JWT"}
+        if self.jwks_url:
+            headers["jku"] = self.jwks_url
+        return jwt.encode(claims, self._key, algorithm=self.algorithm, headers=headers)
+
+    def __repr__(self) -> str:
+        where = self._token_url or f"discovered from {self.fhir_base_url}"
+        return f"SmartBackendAuth(token_url={where}, client_id={_HIDDEN}, key_id={self.key_id})"
+
+    # ------------------------------------------------------------------ tokens
+
+    def _current_token(self, rejected: str | None = None) -> str:
+        """The cached token, or a new one when none is cached, it is about to expire, or the
+        server has just refused it (`rejected`).
+        """
+        with self._lock:
+            access = self._access
+            fresh = access is not None and self._clock() < access.expires_at - REFRESH_MARGIN
+            if access is None or not fresh or access.value == rejected:
+                access = self._access = self._fetch_token()
+            return access.value
+
+    def _fetch_token(self) -> _AccessToken:
+        token_url = self._endpoint()
+        assertion = self.client_assertion(token_url)
+        form = {
+            "grant_type": "client_credentials",
+            "client_assertion_type": CLIENT_ASSERTION_TYPE,
+            "client_assertion": assertion,
+            "scope": self.scope,
+        }
+        requested_at = self._clock()
+        response = self._post_form(token_url, form, assertion)
+        answer = _json_object(response)
+        if not response.is_success:
+            problem = _oauth_problem(response, answer, assertion)
+            raise _token_error(token_url, problem, response.status_code)
+        token = answer.get("access_token") if answer is not None else None
+        if not isinstance(token, str) or not token or any(c.isspace() for c in token):
+            raise _token_error(token_url, "the answer has no usable access_token")
+        token_type = answer.get("token_type") if answer is not None else None
+        if not isinstance(token_type, str) or token_type.lower() != "bearer":
+            raise _token_error(token_url, f"token_type is {token_type!r}, not bearer")
+        lifetime = answer.get("expires_in") if answer is not None else None
+        if isinstance(lifetime, bool) or not isinstance(lifetime, int | float) or lifetime <= 0:
+            lifetime = DEFAULT_TOKEN_LIFETIME
+        return _AccessToken(token, requested_at + float(lifetime))
+
+    def _post_form(self, token_url: str, form: Mapping[str, str], assertion: str) -> httpx.Response:
+        """POST the token request, retrying connection errors, 429 and 5xx."""
+        problem = "not tried"
+        for attempt in range(1, _TOKEN_ATTEMPTS + 1):
+            try:
+                with self._http() as http:
+                    response = http.post(token_url, data=dict(form))
+            except httpx.TransportError as error:
+                problem = f"cannot connect ({type(error).__name__})"
+            else:
+                if response.status_code != 429 and response.status_code < 500:
+                    return response
+                problem = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
+            if attempt < _TOKEN_ATTEMPTS:
+                self._sleep(0.5 * 2 ** (attempt - 1))
+        message = f"{problem}; gave up after {_TOKEN_ATTEMPTS} attempts"
+        raise _token_error(token_url, message.replace(assertion, _HIDDEN))
+
+    def _endpoint(self) -> str:
+        """The token endpoint; discovered (once) from the FHIR server when not given."""
+        if self._token_url is None:
+            assert self.fhir_base_url is not None
+            self._token_url = self._discover(self.fhir_base_url)
+        return self._token_url
+
+    def _discover(self, fhir_base_url: str) -> str:
+        url = f"{fhir_base_url}/.well-known/smart-configuration"
+        request = "GET .well-known/smart-configuration"
+        hint = "; give token_url in the auth config instead"
+        try:
+            with self._http() as http:
+                response = http.get(url)
+        except httpx.TransportError as error:
+            problem = f"cannot connect ({type(error).__name__}){hint}"
+            raise ServerError(problem, server=fhir_base_url, request=request) from None
+        document = _json_object(response)
+        if not response.is_success or document is None:
+            problem = f"HTTP {response.status_code}, no SMART configuration{hint}"
+            raise ServerError(
+                problem, server=fhir_base_url, request=request, status=response.status_code
+            )
+        endpoint = document.get("token_endpoint")
+        if not isinstance(endpoint, str) or not endpoint:
+            problem = f"the SMART configuration names no token_endpoint{hint}"
+            raise ServerError(problem, server=fhir_base_url, request=request)
+        try:
+            return _checked_endpoint(endpoint, "the discovered token_endpoint")
+        except AuthConfigError as error:
+            raise ServerError(error.message, server=fhir_base_url, request=request) from None
+
+    def _http(self) -> httpx.Client:
+        return httpx.Client(
+            transport=self._transport,
+            timeout=_TOKEN_TIMEOUT,
+            headers={"Accept": "application/json"},
+            follow_redirects=False,
+        )
+
+
+def _signing_key(
+    pem: str | bytes, algorithm: str | None
+) -> tuple[rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, str]:
+    """The private key and its algorithm (RS384 for RSA, ES384 for P-384)."""
+    data = pem.encode() if isinstance(pem, str) else pem
+    try:
+        key = load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise AuthConfigError(
+            "the private key is not a PEM private key without a password"
+        ) from None
+    if isinstance(key, rsa.RSAPrivateKey):
+        if key.key_size < 2048:
+            raise AuthConfigError(f"the RSA key has {key.key_size} bits; SMART needs 2048 or more")
+        inferred = "RS384"
+    elif isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP384R1):
+        inferred = "ES384"
+    else:
+        raise AuthConfigError("the private key must be RSA (RS384) or EC on P-384 (ES384)")
+    if algorithm is not None and algorithm != inferred:
+        raise AuthConfigError(
+            f"algorithm {algorithm} does not fit the key, which signs {inferred} "
+            f"(supported: {', '.join(SUPPORTED_ALGORITHMS)})"
+        )
+    return key, inferred
+
+
+def _checked_endpoint(url: str, what: str) -> str:
+    """An https URL, or http on loopback (a local test server)."""
+    parts = urlsplit(url)
+    loopback_http = parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS
+    if not parts.netloc or not (parts.scheme == "https" or loopback_http):
+        raise AuthConfigError(f"{what} '{url}' must be an https URL (http only on loopback)")
+    return url
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any] | None:
+    try:
+        document = response.json()
+    except ValueError:
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def _oauth_problem(response: httpx.Response, answer: dict[str, Any] | None, assertion: str) -> str:
+    """`HTTP 401 Unauthorized: invalid_client: <error_description>`, with the assertion and
+    anything else that looks like a JWT hidden.
+    """
+    text = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
+    if answer is None:
+        return text
+    parts = [
+        _JWT_LIKE.sub(_HIDDEN, value.replace(assertion, _HIDDEN))[:_LONGEST_DESCRIPTION]
+        for value in (answer.get("error"), answer.get("error_description"))
+        if isinstance(value, str) and value
+    ]
+    return ": ".join([text, *parts])
+
+
+def _token_error(token_url: str, message: str, status: int | None = None) -> ServerError:
+    return ServerError(
+        f"no access token: {message}",
+        server=token_url,
+        request="POST (SMART client_credentials grant)",
+        status=status,
+    )
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def load_smart_auth(
+    path: Path, fhir_base_url: str, environment: Mapping[str, str]
+) -> SmartBackendAuth:
+    """The `[smart]` table of a TOML auth config as a SmartBackendAuth for a server.
+
+    Secrets are given in the file or by naming environment variables (`client_id_env`,
+    `private_key_env` holding PEM text); `private_key_file` is relative to the config file.
+    AuthConfigError names the file and field of any problem.
+    """
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise AuthConfigError(f"cannot read the auth config: {reason}", _at(path)) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise AuthConfigError(f"not valid TOML: {error}", _at(path)) from None
+    table = document.get("smart")
+    if not isinstance(table, dict):
+        raise AuthConfigError("no [smart] table", _at(path))
+    unknown = sorted(set(table) - _CONFIG_KEYS)
+    if unknown:
+        raise AuthConfigError(
+            f"unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(_CONFIG_KEYS))}",
+            _at(path, "smart"),
+        )
+    client_id = _secret(table, "client_id", path, environment)
+    private_key = _private_key(table, path, environment)
+    try:
+        return SmartBackendAuth(
+            client_id=client_id,
+            private_key=private_key,
+            key_id=_text(table, "key_id", path, required=True) or "",
+            token_url=_text(table, "token_url", path),
+            fhir_base_url=fhir_base_url,
+            scope=_text(table, "scope", path) or DEFAULT_SCOPE,
+            jwks_url=_text(table, "jwks_url", path),
+            algorithm=_text(table, "algorithm", path),
+        )
+    except AuthConfigError as error:
+        raise AuthConfigError(error.message, _at(path, "smart")) from None
+
+
+def auth_from_options(
+    token_env: str | None,
+    token_file: Path | None,
+    auth_config: Path | None,
+    *,
+    server: str,
+    environment: Mapping[str, str] | None = None,
+) -> httpx.Auth | None:
+    """The auth for `server` that the command-line options ask for: a bearer token from an
+    environment variable or a file, SMART Backend Services from a config file, or none.
+
+    `environment` defaults to `os.environ`. Raises AuthConfigError when more than one is
+    given, ServerError or AuthConfigError when the one given is unusable.
+    """
+    given = [
+        option
+        for option, value in (
+            ("--token-env", token_env),
+            ("--token-file", token_file),
+            ("--auth-config", auth_config),
+        )
+        if value
+    ]
+    if len(given) > 1:
+        raise AuthConfigError(f"give one of {', '.join(given)}, not several")
+    variables = os.environ if environment is None else environment
+    if token_env:
+        return BearerToken.from_environment(token_env, variables)
+    if token_file:
+        return BearerToken.from_file(token_file)
+    if auth_config:
+        return load_smart_auth(auth_config, server, variables)
+    return None
+
+
+def _at(path: Path, field_name: str | None = None) -> Location:
+    return Location(file=str(path), field=field_name)
+
+
+def _text(table: Mapping[str, Any], name: str, path: Path, required: bool = False) -> str | None:
+    value = table.get(name)
+    if value is None:
+        if required:
+            raise AuthConfigError(f"{name} is required", _at(path, f"smart.{name}"))
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise AuthConfigError(f"{name} must be a non-empty string", _at(path, f"smart.{name}"))
+    return value.strip()
+
+
+def _secret(table: Mapping[str, Any], name: str, path: Path, environment: Mapping[str, str]) -> str:
+    """`name` from the file, or from the environment variable `{name}_env` names."""
+    inline = _text(table, name, path)
+    variable = _text(table, f"{name}_env", path)
+    if (inline is None) == (variable is None):
+        raise AuthConfigError(f"give {name} or {name}_env (exactly one)", _at(path, "smart"))
+    if variable is not None:
+        value = environment.get(variable, "").strip()
+        if not value:
+            raise AuthConfigError(
+                f"environment variable {variable} is not set or empty",
+                _at(path, f"smart.{name}_env"),
+            )
+        return value
+    assert inline is not None
+    return inline
+
+
+def _private_key(table: Mapping[str, Any], path: Path, environment: Mapping[str, str]) -> bytes:
+    """The PEM text from `private_key_file` (relative to the config) or `private_key_env`."""
+    key_file = _text(table, "private_key_file", path)
+    variable = _text(table, "private_key_env", path)
+    if (key_file is None) == (variable is None):
+        raise AuthConfigError(
+            "give private_key_file or private_key_env (exactly one)", _at(path, "smart")
+        )
+    if variable is not None:
+        value = environment.get(variable, "").strip()
+        if not value:
+            raise AuthConfigError(
+                f"environment variable {variable} is not set or empty",
+                _at(path, "smart.private_key_env"),
+            )
+        return value.encode()
+    assert key_file is not None
+    key_path = Path(key_file).expanduser()
+    if not key_path.is_absolute():
+        key_path = path.parent / key_path
+    try:
+        return key_path.read_bytes()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise AuthConfigError(
+            f"cannot read the private key file {key_path}: {reason}",
+            _at(path, "smart.private_key_file"),
+        ) from None
