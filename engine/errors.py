@@ -34,6 +34,14 @@ answer the service builds from one (`problems.error_for`), and the service turns
 conversion would catch the service's own 401s and 404s and answer them as 500s. It stays
 beside the OperationOutcome code it needs.
 
+A library's kind of error, raised by trialsieve's own code so that the library's callers
+handle it as they handle the library's errors, and converted into the tree above there:
+
+    YamlLimitError    (engine/normalise/yaml_reading.py) a YAML text beyond the alias
+                      expansion or nesting limits: a ruamel `MarkedYAMLError` (line, column),
+                      reported by each YAML reader as it reports a syntax error
+                      (CriteriaError, MappingError, AttestationError, ...)
+
 Signals, not errors: private exceptions that carry control inside one module and are always
 caught there, never reaching a caller:
 
