@@ -23,6 +23,7 @@ from engine.evaluate.patient import (
     SubjectStatus,
 )
 from engine.evaluate.status import TRIALSIEVE_IDENTIFIER_SYSTEM
+from engine.report.explanation import CriterionExplanation, PatientExplanation, explain
 
 RESEARCH_SUBJECT_SYSTEM = f"{TRIALSIEVE_IDENTIFIER_SYSTEM}/research-subject"
 DETECTED_ISSUE_SYSTEM = f"{TRIALSIEVE_IDENTIFIER_SYSTEM}/detected-issue"
@@ -39,12 +40,6 @@ _SEVERITY = {
     SubjectStatus.POTENTIAL_CANDIDATE: "moderate",
     SubjectStatus.CANDIDATE: "low",
     SubjectStatus.ELIGIBLE: "low",
-}
-_VERDICT_TEXT = {
-    CriterionVerdict.CLEAR: "clear",
-    CriterionVerdict.FAILS: "fails",
-    CriterionVerdict.MISSING_DATA: "unknown (missing data)",
-    CriterionVerdict.MANUAL_REVIEW: "unknown (manual review)",
 }
 
 
@@ -98,6 +93,7 @@ def detected_issue(evaluation: PatientEvaluation) -> dict[str, Any]:
     open_results = [r for r in evaluation.results if r.verdict is not CriterionVerdict.CLEAR]
     implicated = list(dict.fromkeys(ref for r in open_results for ref in r.outcome.evidence))
     summary = summary_line(evaluation)
+    explanation = explain(evaluation)
     issue: dict[str, Any] = {
         "resourceType": "DetectedIssue",
         "id": deterministic_id(DETECTED_ISSUE_SYSTEM, value),
@@ -121,10 +117,13 @@ def detected_issue(evaluation: PatientEvaluation) -> dict[str, Any]:
         "identifiedDateTime": evaluation.as_of.isoformat(),
         "author": {"reference": f"#{DEVICE_ID}", "display": f"trialsieve {__version__}"},
         "detail": summary,
-        "text": {"status": "generated", "div": _narrative(evaluation, summary)},
+        "text": {"status": "generated", "div": _narrative(evaluation, summary, explanation)},
     }
     if open_results:
-        issue["evidence"] = [_evidence(trial, result) for result in open_results]
+        explained = {criterion.id: criterion for criterion in explanation.criteria}
+        issue["evidence"] = [
+            _evidence(trial, result, explained[result.id]) for result in open_results
+        ]
     if implicated:
         issue["implicated"] = [{"reference": reference} for reference in implicated]
     return issue
@@ -139,7 +138,9 @@ def _device() -> dict[str, Any]:
     }
 
 
-def _evidence(trial: Trial, result: CriterionResult) -> dict[str, Any]:
+def _evidence(
+    trial: Trial, result: CriterionResult, explained: CriterionExplanation
+) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "code": [
             {
@@ -150,8 +151,8 @@ def _evidence(trial: Trial, result: CriterionResult) -> dict[str, Any]:
                         "display": _shorten(result.criterion.criterion.text, 250),
                     }
                 ],
-                "text": f"{result.kind.value} {_VERDICT_TEXT[result.verdict]}: "
-                f"{_shorten(result.outcome.reason, 900)}",
+                "text": f"{explained.number} {explained.label}: {explained.outcome_text}. "
+                f"{_shorten(explained.summary, 900)}",
             }
         ]
     }
@@ -183,52 +184,39 @@ def summary_line(evaluation: PatientEvaluation) -> str:
 
 def narrative(evaluation: PatientEvaluation) -> str:
     """An XHTML table of every criterion's outcome, for the DetectedIssue's text."""
-    return _narrative(evaluation, summary_line(evaluation))
+    return _narrative(evaluation, summary_line(evaluation), explain(evaluation))
 
 
 _escape_label = functools.cache(html.escape)
-"""html.escape for the few texts that repeat for every patient (criterion ids, kinds, verdicts)."""
+"""html.escape for the few texts that repeat for every patient (labels, outcomes)."""
 
 
-def _narrative(evaluation: PatientEvaluation, summary: str) -> str:
-    """`narrative`, given the evaluation's `summary_line`."""
+def _narrative(evaluation: PatientEvaluation, summary: str, explanation: PatientExplanation) -> str:
+    """`narrative`, given the evaluation's `summary_line`: per criterion its number and
+    label, its outcome and the explanation in clinical language (engine.report.explanation)."""
     escape = html.escape
     escape_label = _escape_label
     rows = [
         "<tr>"
-        f"<td>{escape_label(result.id)}</td>"
-        f"<td>{escape_label(result.kind.value)}</td>"
-        f"<td>{escape_label(_VERDICT_TEXT[result.verdict])}</td>"
-        f"<td>{escape(result.outcome.reason)}</td>"
+        f"<td>{escape_label(criterion.number)}</td>"
+        f"<td>{escape_label(criterion.label)}</td>"
+        f"<td>{escape_label(criterion.outcome_text)}</td>"
+        f"<td>{escape(criterion.summary)}</td>"
         "</tr>"
-        for result in evaluation.results
+        for criterion in explanation.criteria
     ]
-    if evaluation.not_evaluated:
-        rows = _rows_in_protocol_order(evaluation, rows)
     problems = ""
     if evaluation.data_problems:
         items = "".join(f"<li>{escape(problem)}</li>" for problem in evaluation.data_problems)
         problems = f"<p>Data problems in the record:</p><ul>{items}</ul>"
+    newest = evaluation.newest_data.isoformat() if evaluation.newest_data else "none dated"
     return (
         '<div xmlns="http://www.w3.org/1999/xhtml">'
-        f"<p>{escape(summary)} (as of {evaluation.as_of.isoformat()})</p>"
-        "<table><thead><tr><th>Criterion</th><th>Kind</th><th>Outcome</th><th>Reason</th>"
+        f"<p>{escape(summary)} (as of {evaluation.as_of.isoformat()}; newest data in the "
+        f"record {newest})</p>"
+        "<table><thead><tr><th>#</th><th>Criterion</th><th>Outcome</th><th>Why</th>"
         f"</tr></thead><tbody>{''.join(rows)}</tbody></table>{problems}</div>"
     )
-
-
-def _rows_in_protocol_order(evaluation: PatientEvaluation, evaluated_rows: list[str]) -> list[str]:
-    """The table rows of a pre-filtered evaluation: every criterion in protocol order, the
-    criteria left out saying so."""
-    rows = {result.id: row for result, row in zip(evaluation.results, evaluated_rows, strict=True)}
-    reason = html.escape(f"not evaluated: {NOT_EVALUATED_REASON}")
-    for criterion in evaluation.not_evaluated:
-        rows[criterion.id] = (
-            f"<tr><td>{_escape_label(criterion.id)}</td>"
-            f"<td>{_escape_label(criterion.kind.value)}</td><td>not evaluated</td>"
-            f"<td>{reason}</td></tr>"
-        )
-    return [rows[criterion.id] for criterion in evaluation.criteria.criteria]
 
 
 def transaction_bundle(evaluation: PatientEvaluation) -> dict[str, Any]:

@@ -93,8 +93,7 @@ def test_settled_patients_get_evaluate_s_status_from_their_preview(
             "inclusion-1-relapsed-refractory-itp"
         )
         assert (
-            "Primary immune thrombocytopenia (ITP): none on record"
-            in (issue["evidence"][0]["code"][0]["text"])
+            "Diagnosis of primary ITP: none on record" in (issue["evidence"][0]["code"][0]["text"])
         )
         assert issue["text"]["div"].count("<tr>") == len(trial.criteria) + 1
     assert settled == one_worker.settled_by_prefilter == 20 and not one_worker.full

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import html
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from engine.errors import OutputValidationError
 from engine.evaluate import CompiledCriteria, CriterionVerdict, PatientEvaluation, evaluate_patient
 from engine.record import build_record
 from engine.report import detected_issue, research_subject, transaction_bundle, validate_bundle
+from engine.report.explanation import explain
 from engine.report.validate import validate_resource
 from engine.sources import read_bundle_file
 
@@ -66,7 +68,9 @@ def test_detected_issue_lists_every_open_criterion_with_evidence(trial: Compiled
     secondary = next(
         e for e in issue["evidence"] if e["code"][0]["coding"][0]["code"].startswith("exclusion-1-")
     )
-    assert secondary["code"][0]["text"].startswith("exclusion fails")
+    assert secondary["code"][0]["text"].startswith("E1 ")
+    assert "present: excludes" in secondary["code"][0]["text"]
+    assert "Systemic lupus" in secondary["code"][0]["text"]
     assert secondary["detail"][0]["reference"].startswith("Condition/")
     implicated = {ref["reference"] for ref in issue["implicated"]}
     assert secondary["detail"][0]["reference"] in implicated
@@ -81,9 +85,11 @@ def test_narrative_is_a_table_of_every_criterion(trial: CompiledCriteria) -> Non
     evaluation = _evaluate(trial, "itp-relapsed-missing-labs")
     div = detected_issue(evaluation)["text"]["div"]
     assert div.startswith('<div xmlns="http://www.w3.org/1999/xhtml">')
-    for result in evaluation.results:
-        assert f"<td>{result.id}</td>" in div
-    assert "unknown (missing data)" in div
+    for criterion in explain(evaluation).criteria:
+        assert f"<td>{criterion.number}</td>" in div
+        assert f"<td>{html.escape(criterion.label)}</td>" in div
+    assert "unknown: data missing" in div
+    assert "newest data in the record 2026-" in div
     assert "potential-candidate" in detected_issue(evaluation)["detail"]
 
 

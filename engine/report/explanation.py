@@ -1,0 +1,1086 @@
+"""Explanations in clinical language: what each criterion found, for the people who screen.
+
+One module for every place a person reads a result: `trialsieve evaluate --explain`, the
+DetectedIssue narrative, the per-patient HTML report page and the CDS Hooks cards all show
+the text built here. `explain(evaluation)` is a pure function from a `PatientEvaluation` to a
+`PatientExplanation`: per criterion the protocol text and its label, the outcome, the evidence
+as a clinician says it (the drug with its dose, status and dates; the result with readable
+units, reference range and date; the diagnosis with onset and status), what was looked for
+when nothing was found (the concept, the window in dates, the status and the `where`
+filters), and for an unknown exactly what would settle it. `explanation_text` renders it as
+plain text.
+
+Units are shown readably (`x10^9/L`, `IU/mL`, `µmol/L`); the FHIR resources keep UCUM.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from engine.criteria.model import (
+    AllOf,
+    AnswerTest,
+    AnyOf,
+    AnyValueTest,
+    CriterionKind,
+    Expression,
+    ManualAtom,
+    NotOf,
+    PatientAtom,
+    QuantityTest,
+    ReferenceLimitTest,
+    ResourceAtom,
+    SingleValueTest,
+    ValueTest,
+)
+from engine.evaluate.outcome import Cited, Outcome, Truth
+from engine.evaluate.patient import (
+    CriterionResult,
+    CriterionVerdict,
+    PatientEvaluation,
+    SubjectStatus,
+)
+from engine.normalise import Concept, DataProblem, Terminology, measure
+
+STATUS_TEXT = {
+    SubjectStatus.INELIGIBLE: "not eligible",
+    SubjectStatus.POTENTIAL_CANDIDATE: "may be eligible: data missing",
+    SubjectStatus.CANDIDATE: "may be eligible: manual review pending",
+    SubjectStatus.ELIGIBLE: "eligible",
+}
+"""The ResearchSubject status as a screening coordinator says it."""
+
+TRUTH_TEXT = {Truth.MET: "yes", Truth.NOT_MET: "no", Truth.UNKNOWN: "unknown"}
+FINDINGS_SHOWN = 3
+"""At most this many findings are named per step (the most recent first)."""
+
+_NOT_EVALUATED = (
+    "not evaluated: the cohort pre-filter found the patient ineligible from their diagnoses "
+    "and procedures alone"
+)
+_TYPE_WORDS = {
+    "Condition": "diagnosis",
+    "Procedure": "procedure",
+    "Observation": "result",
+    "MedicationStatement": "medication",
+    "MedicationRequest": "medication order",
+    "MedicationAdministration": "medication administration",
+    "AllergyIntolerance": "allergy or intolerance",
+    "ResearchSubject": "research study participation",
+}
+_SYSTEM_NAMES = {
+    "http://loinc.org": "LOINC",
+    "http://snomed.info/sct": "SNOMED CT",
+    "http://www.nlm.nih.gov/research/umls/rxnorm": "RxNorm",
+    "http://hl7.org/fhir/sid/icd-10-cm": "ICD-10-CM",
+    "http://hl7.org/fhir/sid/icd-10": "ICD-10",
+    "http://www.whocc.no/atc": "ATC",
+    "http://www.ama-assn.org/go/cpt": "CPT",
+}
+_OPERATOR_WORDS = {"==": "is", "=": "is", "!=": "is not"}
+_OPERATOR_WORDS |= {">": ">", "<": "<", ">=": ">=", "<=": "<="}
+_PERIOD_UNITS = {"s": "second", "min": "minute", "h": "hour", "d": "day", "wk": "week"}
+_PERIOD_UNITS |= {"mo": "month", "a": "year"}
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One cited resource as a clinician says it: `text` (`aspirin 81 mg, 1 tablet once
+    daily; order active since 2025-02-14`) and the resource reference."""
+
+    reference: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Step:
+    """One node of a criterion's reasoning: a query, a demographic test, a question, or a
+    combination of such steps.
+
+    `says` is the sentence for the node's result; `looked_for` what a query searched (the
+    concept, types, status and window in dates), `filters` its `where` / `where_not`
+    conditions in words; `to_settle` what data or answer would turn an unknown into a
+    yes or no.
+    """
+
+    label: str
+    truth: Truth
+    says: str
+    combination: str = ""
+    looked_for: str = ""
+    filters: tuple[str, ...] = ()
+    findings: tuple[Finding, ...] = ()
+    to_settle: tuple[str, ...] = ()
+    question: str = ""
+    relation: str = ""
+    """For a query with findings: how they relate to the test (`not < 100 g/L`, `found`)."""
+    children: tuple[Step, ...] = ()
+
+
+@dataclass(frozen=True)
+class CriterionExplanation:
+    """One criterion for one patient: protocol text, label, outcome, why, and what is open."""
+
+    id: str
+    number: str
+    kind: CriterionKind
+    label: str
+    protocol_text: str
+    verdict: CriterionVerdict | None
+    """None when the criterion was not evaluated (a cohort pre-filter settled the patient)."""
+    outcome_text: str
+    summary: str
+    step: Step | None
+    findings: tuple[Finding, ...]
+    questions: tuple[str, ...]
+    to_settle: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PatientExplanation:
+    """A patient's screening for one trial, ready to show."""
+
+    trial_id: str
+    trial_title: str
+    patient_id: str
+    patient_reference: str
+    as_of: dt.date
+    newest_data: dt.date | None
+    status: SubjectStatus
+    status_text: str
+    criteria: tuple[CriterionExplanation, ...]
+    data_problems: tuple[str, ...]
+
+    @property
+    def open_questions(self) -> tuple[tuple[CriterionExplanation, str], ...]:
+        """Every manual question still unanswered, with its criterion."""
+        return tuple((c, question) for c in self.criteria for question in c.questions)
+
+    @property
+    def missing_data(self) -> tuple[tuple[CriterionExplanation, str], ...]:
+        """Every piece of data that would settle a criterion now unknown."""
+        return tuple((c, item) for c in self.criteria for item in c.to_settle)
+
+    def with_verdict(self, verdict: CriterionVerdict) -> tuple[CriterionExplanation, ...]:
+        return tuple(c for c in self.criteria if c.verdict is verdict)
+
+
+# --------------------------------------------------------------------------- building
+
+
+def explain(evaluation: PatientEvaluation) -> PatientExplanation:
+    """The explanation of every criterion of one evaluation, in protocol order."""
+    by_id = {result.id: result for result in evaluation.results}
+    terminology = evaluation.criteria.terminology
+    criteria = []
+    kind_counts = {CriterionKind.INCLUSION: 0, CriterionKind.EXCLUSION: 0}
+    for compiled in evaluation.criteria.criteria:
+        kind_counts[compiled.kind] += 1
+        number = f"{compiled.kind.value[0].upper()}{kind_counts[compiled.kind]}"
+        result = by_id.get(compiled.id)
+        if result is None:
+            criterion = compiled.criterion
+            criteria.append(
+                CriterionExplanation(
+                    id=criterion.id,
+                    number=number,
+                    kind=criterion.kind,
+                    label=_criterion_label(criterion.expression, criterion.id),
+                    protocol_text=" ".join(criterion.text.split()),
+                    verdict=None,
+                    outcome_text="not evaluated",
+                    summary=_NOT_EVALUATED,
+                    step=None,
+                    findings=(),
+                    questions=(),
+                    to_settle=(),
+                )
+            )
+            continue
+        criteria.append(_criterion(result, number, evaluation.as_of, terminology))
+    return PatientExplanation(
+        trial_id=evaluation.criteria.trial.id,
+        trial_title=evaluation.criteria.trial.title,
+        patient_id=evaluation.patient_id,
+        patient_reference=evaluation.patient_reference,
+        as_of=evaluation.as_of,
+        newest_data=evaluation.newest_data,
+        status=evaluation.status,
+        status_text=STATUS_TEXT[evaluation.status],
+        criteria=tuple(criteria),
+        data_problems=evaluation.data_problems,
+    )
+
+
+def outcome_text(kind: CriterionKind, verdict: CriterionVerdict) -> str:
+    """The criterion's outcome from the patient's side: `clear`, `excludes the patient`, ..."""
+    if verdict is CriterionVerdict.CLEAR:
+        return "met" if kind is CriterionKind.INCLUSION else "clear (not present)"
+    if verdict is CriterionVerdict.FAILS:
+        return "not met" if kind is CriterionKind.INCLUSION else "present: excludes"
+    if verdict is CriterionVerdict.MISSING_DATA:
+        return "unknown: data missing"
+    return "unknown: manual review"
+
+
+def _criterion(
+    result: CriterionResult, number: str, as_of: dt.date, terminology: Terminology
+) -> CriterionExplanation:
+    criterion = result.criterion.criterion
+    step = _step(criterion.expression, result.outcome, as_of, terminology)
+    deciding = _deciding_leaves(step)
+    verdict = result.verdict
+    questions = tuple(dict.fromkeys(leaf.question for leaf in deciding if leaf.question))
+    to_settle = tuple(
+        dict.fromkeys(item for leaf in deciding if not leaf.question for item in leaf.to_settle)
+    )
+    if verdict is CriterionVerdict.MISSING_DATA:
+        summary = "Needs " + "; ".join(to_settle) if to_settle else step.says
+    elif verdict is CriterionVerdict.MANUAL_REVIEW:
+        summary = "Investigator to answer: " + " / ".join(questions)
+    else:
+        sentences = [_leaf_sentence(leaf) for leaf in deciding]
+        shown = sentences[:FINDINGS_SHOWN]
+        more = len(sentences) - len(shown)
+        summary = "; ".join(shown) + (f" (+{more} more)" if more else "")
+    findings = tuple(
+        {finding.reference: finding for leaf in deciding for finding in leaf.findings}.values()
+    )
+    return CriterionExplanation(
+        id=criterion.id,
+        number=number,
+        kind=criterion.kind,
+        label=_criterion_label(criterion.expression, criterion.id),
+        protocol_text=" ".join(criterion.text.split()),
+        verdict=verdict,
+        outcome_text=outcome_text(criterion.kind, verdict),
+        summary=summary,
+        step=step,
+        findings=findings,
+        questions=questions,
+        to_settle=to_settle,
+    )
+
+
+_ID_PREFIX = re.compile(r"^(inclusion|exclusion)-\d+-")
+
+
+@functools.lru_cache(maxsize=1024)
+def _id_words(criterion_id: str) -> str:
+    words = _ID_PREFIX.sub("", criterion_id).replace("-", " ")
+    return words[:1].upper() + words[1:]
+
+
+def _criterion_label(expression: Expression, criterion_id: str) -> str:
+    """The criteria file's label of the criterion, else its id in words."""
+    if expression.label:
+        return expression.label
+    if isinstance(expression, ManualAtom):
+        return expression.question
+    return _id_words(criterion_id)
+
+
+def _leaf_sentence(leaf: Step) -> str:
+    return f"{leaf.label}: {leaf.says}" if leaf.label else leaf.says
+
+
+def _deciding_leaves(step: Step) -> list[Step]:
+    """The leaves that decide a step's truth: for a combination, the operands with the
+    deciding truth (any of: the met ones; all of: the not met ones), else all of them."""
+    if not step.children:
+        return [step]
+    if step.combination == "not":
+        return _deciding_leaves(step.children[0])
+    if step.truth is Truth.UNKNOWN:
+        chosen = [child for child in step.children if child.truth is Truth.UNKNOWN]
+    elif step.combination == "any of" and step.truth is Truth.MET:
+        chosen = [child for child in step.children if child.truth is Truth.MET]
+    elif step.combination == "all of" and step.truth is Truth.NOT_MET:
+        chosen = [child for child in step.children if child.truth is Truth.NOT_MET]
+    else:
+        chosen = list(step.children)
+    return [leaf for child in chosen for leaf in _deciding_leaves(child)]
+
+
+def _step(
+    expression: Expression, outcome: Outcome, as_of: dt.date, terminology: Terminology
+) -> Step:
+    if isinstance(expression, AllOf | AnyOf):
+        word = "all of" if isinstance(expression, AllOf) else "any of"
+        children = tuple(
+            _step(operand, child, as_of, terminology)
+            for operand, child in zip(expression.operands, outcome.children, strict=False)
+        )
+        return Step(
+            label=expression.label or "",
+            truth=outcome.truth,
+            says=TRUTH_TEXT[outcome.truth],
+            combination=word,
+            children=children,
+        )
+    if isinstance(expression, NotOf):
+        child = _step(expression.operand, outcome.children[0], as_of, terminology)
+        return Step(
+            label=expression.label or "",
+            truth=outcome.truth,
+            says=TRUTH_TEXT[outcome.truth],
+            combination="not",
+            children=(child,),
+        )
+    if isinstance(expression, ManualAtom):
+        manual = expression
+        return _cached_step(manual, outcome, as_of, lambda: _manual_step(manual, outcome))
+    if isinstance(expression, PatientAtom):
+        return _patient_step(expression, outcome, as_of)
+    return _resource_step(expression, outcome, as_of, terminology)
+
+
+def _manual_step(atom: ManualAtom, outcome: Outcome) -> Step:
+    question = " ".join(atom.question.split())
+    label = atom.label or "Investigator's answer"
+    if outcome.truth is Truth.UNKNOWN:
+        return Step(
+            label=label,
+            truth=outcome.truth,
+            says=f"not answered yet: {question}",
+            question=question,
+            to_settle=(f"the investigator's answer to: {question}",),
+        )
+    answered = outcome.reason[len(atom.question) :].strip()
+    return Step(label=label, truth=outcome.truth, says=f"{question} {answered}".strip())
+
+
+def _patient_step(atom: PatientAtom, outcome: Outcome, as_of: dt.date) -> Step:
+    parts = outcome.children if outcome.children else (outcome,)
+    sentences = []
+    to_settle: list[str] = []
+    patient: Mapping[str, Any] = {}
+    findings: list[Finding] = []
+    checks_age = atom.minimum_age is not None or atom.maximum_age is not None
+    relations: list[str] = []
+    for part in parts:
+        for cited in part.cited:
+            patient = cited.resource
+            if not findings:
+                born = _patient_text(patient, as_of)
+                gender = f"gender {patient.get('gender') or 'not recorded'}"
+                text = (
+                    f"{born}, {gender}"
+                    if checks_age and atom.genders
+                    else (born if checks_age else gender)
+                )
+                findings.append(Finding(cited.reference, text))
+    if checks_age:
+        bounds = _age_bounds(atom.minimum_age, atom.maximum_age)
+        age_outcome = parts[0]
+        if age_outcome.truth is Truth.UNKNOWN:
+            sentences.append(f"age {bounds} cannot be checked: {age_outcome.reason}")
+            to_settle.append("the patient's full date of birth (Patient.birthDate)")
+        else:
+            born = _patient_text(patient, as_of)
+            sentences.append(born if age_outcome.truth is Truth.MET else f"{born}: not {bounds}")
+            relations.append("yes" if age_outcome.truth is Truth.MET else f"not {bounds}")
+    if atom.genders:
+        wanted = " or ".join(atom.genders)
+        gender_outcome = parts[-1]
+        recorded_gender = patient.get("gender")
+        if gender_outcome.truth is Truth.UNKNOWN:
+            sentences.append(f"gender not recorded ({wanted} needed)")
+            to_settle.append("the patient's administrative gender (Patient.gender)")
+        else:
+            inside = "" if gender_outcome.truth is Truth.MET else "not "
+            sentences.append(f"gender {recorded_gender}: {inside}{wanted}")
+            relations.append(f"{inside}{wanted}")
+    return Step(
+        label=atom.label or "",
+        truth=outcome.truth,
+        says="; ".join(sentences),
+        findings=tuple(findings),
+        to_settle=tuple(to_settle),
+        relation="; ".join(relations),
+    )
+
+
+def _age_bounds(low: int | None, high: int | None) -> str:
+    if low is not None and high is not None:
+        return f"aged {low} to {high} years"
+    return f"aged {low} years or more" if low is not None else f"aged {high} years or less"
+
+
+def _patient_text(patient: Mapping[str, Any], as_of: dt.date) -> str:
+    birth = patient.get("birthDate")
+    if not isinstance(birth, str) or len(birth) < 10:
+        return f"born {birth}" if birth else "date of birth not recorded"
+    try:
+        born = dt.date.fromisoformat(birth[:10])
+    except ValueError:
+        return f"born {birth}"
+    age = as_of.year - born.year - ((as_of.month, as_of.day) < (born.month, born.day))
+    return f"aged {age} on {as_of.isoformat()} (born {born.isoformat()})"
+
+
+# --------------------------------------------------------------------------- resource atoms
+
+
+_STEP_CACHE_LIMIT = 4096
+_uncited_steps: dict[tuple[int, dt.date, Truth, tuple[str, ...], str], tuple[object, Step]] = {}
+"""Steps of atoms that cite nothing (most atoms, for most patients), by atom, day and
+outcome: their text depends on nothing else. The atom is kept to check identity."""
+
+
+def _cached_step(
+    atom: ManualAtom | ResourceAtom, outcome: Outcome, as_of: dt.date, build: Any
+) -> Step:
+    if outcome.cited:
+        return build()  # type: ignore[no-any-return]
+    key = (id(atom), as_of, outcome.truth, outcome.missing, outcome.reason)
+    known = _uncited_steps.get(key)
+    if known is not None and known[0] is atom:
+        return known[1]
+    step: Step = build()
+    if len(_uncited_steps) >= _STEP_CACHE_LIMIT:
+        _uncited_steps.clear()
+    _uncited_steps[key] = (atom, step)
+    return step
+
+
+def _resource_step(
+    atom: ResourceAtom, outcome: Outcome, as_of: dt.date, terminology: Terminology
+) -> Step:
+    return _cached_step(
+        atom, outcome, as_of, lambda: _build_resource_step(atom, outcome, as_of, terminology)
+    )
+
+
+def _build_resource_step(
+    atom: ResourceAtom, outcome: Outcome, as_of: dt.date, terminology: Terminology
+) -> Step:
+    concept = (
+        terminology.concept(atom.concept)
+        if atom.concept is not None and terminology.has_concept(atom.concept)
+        else None
+    )
+    looked_for = describe_query(atom, concept, as_of)
+    filters = describe_filters(atom)
+    findings = tuple(_finding(cited, atom, concept, terminology) for cited in outcome.cited)
+    label = atom.label or looked_for
+    shown = "; ".join(f.text for f in findings[:FINDINGS_SHOWN])
+    more = len(findings) - FINDINGS_SHOWN
+    if more > 0:
+        shown += f" (+{more} more)"
+    if outcome.truth is Truth.UNKNOWN:
+        settle = _what_settles(atom, concept, as_of, outcome)
+        problem = _unusable_problem(outcome)
+        says = f"unusable data: {problem}" if problem else f"no result {window_words(atom, as_of)}"
+        return Step(
+            label=label,
+            truth=outcome.truth,
+            says=says,
+            looked_for=looked_for,
+            filters=filters,
+            findings=findings,
+            to_settle=settle,
+        )
+    relation = ""
+    if atom.value is not None:
+        test = value_test_text(atom.value)
+        if findings:
+            negation = "" if outcome.truth is Truth.MET else "not "
+            selection = {"min": "lowest ", "max": "highest ", "all": "every result "}.get(
+                atom.selection, ""
+            )
+            relation = f"{_count_words(outcome, atom)}{selection}{negation}{test}"
+            says = f"{shown}: {relation}"
+        else:
+            says = _none_words(atom, as_of)
+    elif outcome.truth is Truth.MET:
+        relation = f"{_count_words(outcome, atom)}found"
+        says = f"found: {shown}" if shown else "found"
+    elif findings:
+        relation = f"{_count_words(outcome, atom)}".rstrip(": ")
+        says = f"{relation}: {shown}"
+    else:
+        says = _none_words(atom, as_of)
+    return Step(
+        label=label,
+        truth=outcome.truth,
+        says=says,
+        looked_for=looked_for,
+        filters=filters,
+        findings=findings,
+        relation=relation,
+    )
+
+
+def _none_words(atom: ResourceAtom, as_of: dt.date) -> str:
+    window = window_words(atom, as_of)
+    if window.startswith(("active on", "in use on")):
+        return f"none {window}"
+    return f"none on record {window}"
+
+
+def _count_words(outcome: Outcome, atom: ResourceAtom) -> str:
+    needed = atom.minimum_count if atom.selection == "count" else 1
+    found = len(outcome.cited)
+    if needed > 1:
+        return f"{found} found, {needed} needed: "
+    return ""
+
+
+def _unusable_problem(outcome: Outcome) -> str:
+    for item in outcome.missing:
+        if "(unusable: " in item:
+            return item.split("(unusable: ", 1)[1].rstrip(")")
+    return ""
+
+
+def _what_settles(
+    atom: ResourceAtom, concept: Concept | None, as_of: dt.date, outcome: Outcome
+) -> tuple[str, ...]:
+    what = concept.display if concept is not None else " or ".join(atom.resource_types)
+    code = _example_code(concept)
+    coded = f" ({code})" if code else ""
+    usable = "a usable " if _unusable_problem(outcome) else ""
+    kind = _TYPE_WORDS.get(atom.resource_types[0], atom.resource_types[0])
+    return (f"{usable}{what} {kind}{coded} {window_words(atom, as_of)}",)
+
+
+def _example_code(concept: Concept | None) -> str:
+    if concept is None:
+        return ""
+    for system, name in _SYSTEM_NAMES.items():
+        codes = concept.codes.get(system)
+        if codes:
+            return f"{name} {sorted(codes)[0]}"
+    return ""
+
+
+def describe_query(atom: ResourceAtom, concept: Concept | None, as_of: dt.date) -> str:
+    """What a query looks for, in words: `a Haemoglobin result dated 2026-10-04 to
+    2026-11-01 (screening window), the latest counts`."""
+    what = concept.display if concept is not None else "any"
+    kinds = " or ".join(dict.fromkeys(_TYPE_WORDS.get(name, name) for name in atom.resource_types))
+    if all(name.startswith("Medication") for name in atom.resource_types):
+        kinds = "medication (statement, order or administration)"
+    text = f"{what} {kinds} {window_words(atom, as_of)}"
+    statuses = [status for status in atom.status or () if status != "active"]
+    if statuses:
+        text += f", status {' or '.join(statuses)}"
+    if atom.value is not None:
+        selection = {
+            "latest": "the latest result counts",
+            "any": "any result counts",
+            "all": "every result must pass",
+            "min": "the lowest result counts",
+            "max": "the highest result counts",
+            "count": f"at least {atom.minimum_count} results must pass",
+        }[atom.selection]
+        text += f"; {selection}, tested {value_test_text(atom.value)}"
+    elif atom.selection == "count" and atom.minimum_count > 1:
+        text += f"; at least {atom.minimum_count} needed"
+    return text
+
+
+def window_words(atom: ResourceAtom, as_of: dt.date) -> str:
+    """The window in dates: `dated 2026-10-04 to 2026-11-01 (screening window)`, or
+    `active on 2026-11-01`, or `at any date up to 2026-11-01`."""
+    active = "active" in (atom.status or ())
+    window = atom.window
+    if window.duration is None:
+        if active:
+            word = "in use" if atom.resource_types[0].startswith("Medication") else "active"
+            return f"{word} on {as_of.isoformat()}"
+        return f"at any date up to {as_of.isoformat()}"
+    first = window.duration.start_before(as_of)
+    name = f" ({window.name} window)" if window.name else ""
+    active_words = ", active then" if active else ""
+    return f"dated {first.isoformat()} to {as_of.isoformat()}{name}{active_words}"
+
+
+def describe_filters(atom: ResourceAtom) -> tuple[str, ...]:
+    """The atom's `where` and `where_not` filters in words (the expression itself when it
+    has no simple reading)."""
+    shown = [f"only where {_filter_words(expression)}" for expression in atom.where]
+    shown += [f"not where {_filter_words(expression)}" for expression in atom.where_not]
+    return tuple(shown)
+
+
+_ROOT_TEST = re.compile(r"^\$\[\?\(\$\.([\w.]+)\s*(==|!=|>=|<=|>|<)\s*'?([^')]*)'?\)\]$")
+_LIST_EQUALS = re.compile(r"^([\w.]+)\[\?\(@\s*(==|!=)\s*'([^']*)'\)\]$")
+_LIST_FIELD_TEST = re.compile(
+    r"^([\w.]+)\[\?\(@\.([\w.]+)\s*(==|!=|>=|<=|>|<)\s*'?([^')]*)'?\)\](?:\.(.*))?$"
+)
+_FIELD_ONLY = re.compile(r"^[\w.]+$")
+
+
+def _filter_words(expression: str) -> str:
+    expression = expression.strip()
+    match = _ROOT_TEST.match(expression)
+    if match:
+        path, operator, value = match.groups()
+        return f"{path} {_OPERATOR_WORDS[operator]} {_value_words(value)}"
+    match = _LIST_EQUALS.match(expression)
+    if match:
+        path, operator, value = match.groups()
+        return f"{path} {'includes' if operator == '==' else 'has an entry other than'} {value}"
+    match = _LIST_FIELD_TEST.match(expression)
+    if match:
+        path, field, operator, value, rest = match.groups()
+        rest_words = _nested_filter_words(rest) if rest else ""
+        return f"{path} has {_field_test(field, operator, value)}{rest_words}"
+    if _FIELD_ONLY.match(expression):
+        return f"{expression} is recorded"
+    return f"`{expression}` matches"
+
+
+def _nested_filter_words(rest: str) -> str:
+    match = _LIST_FIELD_TEST.match(rest)
+    if match:
+        path, field, operator, value, _more = match.groups()
+        return f" and {path} {_field_test(field, operator, value)}"
+    return f" and {rest}"
+
+
+def _field_test(field: str, operator: str, value: str) -> str:
+    """`severity severe`, `valueQuantity.value > 0`, `status other than x`."""
+    if operator in ("==", "="):
+        return f"{field} {_value_words(value)}"
+    if operator == "!=":
+        return f"{field} other than {_value_words(value)}"
+    return f"{field} {operator} {value}"
+
+
+def _value_words(value: str) -> str:
+    return _SYSTEM_NAMES.get(value, value)
+
+
+def value_test_text(test: ValueTest) -> str:
+    """A value test with readable units: `< 1.5 x10^9/L`, `> 3 x ULN`, `positive`."""
+    if isinstance(test, AnyValueTest):
+        return " or ".join(_single_test_text(single) for single in test.tests)
+    return _single_test_text(test)
+
+
+def _single_test_text(test: SingleValueTest) -> str:
+    if isinstance(test, QuantityTest):
+        unit = f" {readable_unit(test.unit)}" if test.unit and test.unit != "1" else ""
+        return f"{test.comparator.value} {test.value:g}{unit}"
+    if isinstance(test, ReferenceLimitTest):
+        return test.text
+    assert isinstance(test, AnswerTest)
+    return test.text[3:] if test.text.startswith("is ") else test.text
+
+
+# --------------------------------------------------------------------------- findings
+
+
+def _finding(
+    cited: Cited, atom: ResourceAtom, concept: Concept | None, terminology: Terminology
+) -> Finding:
+    resource = cited.resource
+    kind = resource.get("resourceType")
+    if kind == "Observation":
+        text = _observation_text(resource, atom, concept, terminology)
+    elif kind == "Condition":
+        text = _condition_text(resource)
+    elif kind == "Procedure":
+        text = _procedure_text(resource)
+    elif kind in ("MedicationStatement", "MedicationRequest", "MedicationAdministration"):
+        text = _medication_text(resource, cited.medication)
+    elif kind == "AllergyIntolerance":
+        text = _allergy_text(resource)
+    elif kind == "ResearchSubject":
+        text = _research_subject_text(resource)
+    else:
+        text = str(kind)
+    return Finding(cited.reference, text)
+
+
+def concept_name(codeable: object) -> str:
+    """What a CodeableConcept names: its text, else the first display, else system and code."""
+    if not isinstance(codeable, Mapping):
+        return "(no code)"
+    text = codeable.get("text")
+    if isinstance(text, str) and text.strip():
+        return text.strip()
+    codings = [c for c in codeable.get("coding") or () if isinstance(c, Mapping)]
+    for coding in codings:
+        display = coding.get("display")
+        if isinstance(display, str) and display.strip():
+            return display.strip()
+    for coding in codings:
+        system = _SYSTEM_NAMES.get(str(coding.get("system")), coding.get("system") or "")
+        return f"{system} {coding.get('code')}".strip()
+    return "(no code)"
+
+
+def _status_code(codeable: object) -> str | None:
+    if not isinstance(codeable, Mapping):
+        return None
+    for coding in codeable.get("coding") or ():
+        if isinstance(coding, Mapping) and isinstance(coding.get("code"), str):
+            return str(coding["code"])
+    return None
+
+
+def _day(value: object) -> str | None:
+    return value[:10] if isinstance(value, str) and len(value) >= 4 else None
+
+
+def _period_words(period: object) -> str:
+    if not isinstance(period, Mapping):
+        return ""
+    start, end = _day(period.get("start")), _day(period.get("end"))
+    if start and end:
+        return start if start == end else f"{start} to {end}"
+    if start:
+        return f"since {start}"
+    return f"until {end}" if end else ""
+
+
+def _condition_text(resource: Mapping[str, Any]) -> str:
+    parts = [concept_name(resource.get("code"))]
+    onset = _day(resource.get("onsetDateTime")) or _period_words(resource.get("onsetPeriod"))
+    if onset:
+        parts.append(f"onset {onset}")
+    elif _day(resource.get("recordedDate")):
+        parts.append(f"recorded {_day(resource.get('recordedDate'))}")
+    status = _status_code(resource.get("clinicalStatus"))
+    if status:
+        parts.append(status)
+    abatement = _day(resource.get("abatementDateTime")) or _period_words(
+        resource.get("abatementPeriod")
+    )
+    if abatement:
+        parts.append(f"resolved {abatement}")
+    verification = _status_code(resource.get("verificationStatus"))
+    if verification and verification != "confirmed":
+        parts.append(verification)
+    return ", ".join(parts)
+
+
+def _procedure_text(resource: Mapping[str, Any]) -> str:
+    when = _day(resource.get("performedDateTime")) or _period_words(resource.get("performedPeriod"))
+    status = resource.get("status")
+    text = concept_name(resource.get("code"))
+    if status and status != "completed":
+        text += f", {status}"
+    return f"{text}, performed {when}" if when else text
+
+
+def _medication_text(resource: Mapping[str, Any], medication: Mapping[str, Any] | None) -> str:
+    kind = resource.get("resourceType")
+    drug = concept_name(medication) if medication is not None else "(drug not coded)"
+    dosage: object = None
+    if kind == "MedicationRequest":
+        dosage = (resource.get("dosageInstruction") or [None])[0]
+    elif kind == "MedicationStatement":
+        dosage = (resource.get("dosage") or [None])[0]
+    else:
+        dosage = resource.get("dosage")
+    dose = _dose_words(dosage)
+    status = resource.get("status") or "no status"
+    if kind == "MedicationRequest":
+        when = _period_words((resource.get("dispenseRequest") or {}).get("validityPeriod"))
+        authored = _day(resource.get("authoredOn"))
+        dates = f"ordered {authored}" if authored else ""
+        if when:
+            dates += f"{', ' if dates else ''}valid {when}"
+        what = f"order {status}"
+    elif kind == "MedicationAdministration":
+        when = _day(resource.get("effectiveDateTime")) or _period_words(
+            resource.get("effectivePeriod")
+        )
+        dates = f"given {when}" if when else ""
+        what = f"administration {status}"
+    else:
+        when = _day(resource.get("effectiveDateTime")) or _period_words(
+            resource.get("effectivePeriod")
+        )
+        asserted = _day(resource.get("dateAsserted"))
+        dates = when or (f"asserted {asserted}" if asserted else "")
+        what = f"statement {status}"
+    return ", ".join(part for part in (drug, dose, what, dates) if part)
+
+
+def _dose_words(dosage: object) -> str:
+    """`81 mg once daily` from a Dosage: its text, else dose, timing and route."""
+    if not isinstance(dosage, Mapping):
+        return ""
+    text = dosage.get("text")
+    if isinstance(text, str) and text.strip():
+        return text.strip()
+    parts = []
+    dose: object = dosage.get("dose")
+    for rate in dosage.get("doseAndRate") or ():
+        if isinstance(rate, Mapping) and isinstance(rate.get("doseQuantity"), Mapping):
+            dose = rate["doseQuantity"]
+            break
+    if isinstance(dose, Mapping) and dose.get("value") is not None:
+        unit = dose.get("unit") or readable_unit(dose.get("code"))
+        value = dose["value"]
+        amount = _number(value) if isinstance(value, int | float) else str(value)
+        parts.append(f"{amount} {unit}".strip())
+    timing = dosage.get("timing")
+    repeat = timing.get("repeat") if isinstance(timing, Mapping) else None
+    if isinstance(repeat, Mapping) and repeat.get("frequency") and repeat.get("period"):
+        unit = _PERIOD_UNITS.get(str(repeat.get("periodUnit")), str(repeat.get("periodUnit")))
+        period = repeat["period"]
+        every = f"every {period:g} {unit}s" if period != 1 else f"per {unit}"
+        parts.append(
+            f"{repeat['frequency']} times {every}"
+            if repeat["frequency"] != 1
+            else ("once daily" if unit == "day" and period == 1 else f"once {every}")
+        )
+    route = dosage.get("route")
+    if isinstance(route, Mapping):
+        parts.append(concept_name(route))
+    return " ".join(parts)
+
+
+def _allergy_text(resource: Mapping[str, Any]) -> str:
+    substance = concept_name(resource.get("code"))
+    parts = [f"allergy or intolerance to {substance}"]
+    categories = [c for c in resource.get("category") or () if isinstance(c, str)]
+    if categories:
+        parts.append("/".join(categories))
+    if resource.get("criticality"):
+        parts.append(f"criticality {resource['criticality']}")
+    for reaction in resource.get("reaction") or ():
+        if not isinstance(reaction, Mapping):
+            continue
+        manifestations = [concept_name(m) for m in reaction.get("manifestation") or ()]
+        severity = f" ({reaction['severity']})" if reaction.get("severity") else ""
+        if manifestations or severity:
+            parts.append(f"reaction {', '.join(manifestations) or 'recorded'}{severity}")
+    status = _status_code(resource.get("clinicalStatus"))
+    if status:
+        parts.append(status)
+    recorded = _day(resource.get("onsetDateTime")) or _day(resource.get("recordedDate"))
+    if recorded:
+        parts.append(f"since {recorded}")
+    return ", ".join(parts)
+
+
+def _research_subject_text(resource: Mapping[str, Any]) -> str:
+    study: Mapping[str, Any] = resource.get("study") or {}
+    if not isinstance(study, Mapping):
+        study = {}
+    identifier: Mapping[str, Any] = study.get("identifier") or {}
+    if not isinstance(identifier, Mapping):
+        identifier = {}
+    name = identifier.get("value") or study.get("display") or study.get("reference") or "a study"
+    period = _period_words(resource.get("period"))
+    return f"participant of {name} ({resource.get('status')}){', ' + period if period else ''}"
+
+
+def _observation_text(
+    resource: Mapping[str, Any],
+    atom: ResourceAtom,
+    concept: Concept | None,
+    terminology: Terminology,
+) -> str:
+    name = concept.display if concept is not None else concept_name(resource.get("code"))
+    when = _day(resource.get("effectiveDateTime")) or _day(resource.get("effectiveInstant"))
+    when = when or _period_words(resource.get("effectivePeriod")) or _day(resource.get("issued"))
+    on = f" on {when}" if when else ""
+    if concept is None:
+        return f"{name}{on}"
+    measurement = measure(resource, concept, terminology)
+    if isinstance(measurement, DataProblem):
+        return f"{name}{on}: {measurement.message}"
+    if measurement.value is None:
+        answer = _answer_words(resource, measurement.answer_concepts, terminology)
+        return f"{name} {answer}{on}"
+    unit = readable_unit(measurement.unit)
+    censored = f"{measurement.comparator} " if measurement.comparator else ""
+    value = f"{censored}{_number(measurement.value)}{(' ' + unit) if unit else ''}"
+    recorded = _recorded_quantity(resource)
+    if recorded and readable_unit(recorded[1]) != unit:
+        value = f"{recorded[0]} {readable_unit(recorded[1])} (= {value})"
+    limits = _range_words(
+        atom, concept, measurement.reference_low, measurement.reference_high, unit
+    )
+    return f"{name} {value}{on}{limits}"
+
+
+def _answer_words(
+    resource: Mapping[str, Any], answers: frozenset[str], terminology: Terminology
+) -> str:
+    value = resource.get("valueCodeableConcept")
+    if isinstance(value, Mapping):
+        return concept_name(value).lower()
+    if isinstance(resource.get("valueString"), str):
+        return str(resource["valueString"])
+    names = [
+        terminology.concept(answer).display if terminology.has_concept(answer) else answer
+        for answer in sorted(answers)
+    ]
+    return "/".join(names).lower() or "coded result"
+
+
+def _recorded_quantity(resource: Mapping[str, Any]) -> tuple[str, str] | None:
+    quantity = resource.get("valueQuantity")
+    if not isinstance(quantity, Mapping) or quantity.get("value") is None:
+        return None
+    unit = quantity.get("code") or quantity.get("unit") or ""
+    value = quantity["value"]
+    return (_number(value) if isinstance(value, int | float) else str(value), str(unit))
+
+
+def _range_words(
+    atom: ResourceAtom,
+    concept: Concept,
+    low: float | None,
+    high: float | None,
+    unit: str,
+) -> str:
+    default = ""
+    if low is None and high is None:
+        low, high = concept.reference_low, concept.reference_high
+        default = "default "
+    suffix = f" {unit}" if unit else ""
+    if low is not None and high is not None:
+        text = f"{default}reference range {_number(low)}-{_number(high)}{suffix}"
+    elif high is not None:
+        text = f"{default}upper limit {_number(high)}{suffix}"
+    elif low is not None:
+        text = f"{default}lower limit {_number(low)}{suffix}"
+    else:
+        return ""
+    tests = atom.value.tests if isinstance(atom.value, AnyValueTest) else (atom.value,)
+    for test in tests:
+        if isinstance(test, ReferenceLimitTest):
+            limit = high if test.limit == "high" else low
+            if limit is not None and test.factor != 1:
+                name = "ULN" if test.limit == "high" else "LLN"
+                text += f"; {test.factor:g} x {name} = {_number(limit * test.factor)}{suffix}"
+    return f" ({text})"
+
+
+def _number(value: float) -> str:
+    return f"{value:.4g}" if abs(value) < 1e6 else f"{value:g}"
+
+
+_POWER = re.compile(r"10\*(-?\d+)")
+_PREFIXES = {"umol": "µmol", "ug": "µg", "uL": "µL", "um": "µm"}
+
+
+@functools.lru_cache(maxsize=256)
+def readable_unit(unit: object) -> str:
+    """A UCUM code as people write it: `10*9/L` -> `x10^9/L`, `[IU]/mL` -> `IU/mL`,
+    `umol/L` -> `µmol/L`, `{score}` -> `` (annotations dropped); `1` -> ``."""
+    if not isinstance(unit, str) or unit in ("", "1"):
+        return ""
+    text = _POWER.sub(lambda match: f"x10^{match.group(1)}", unit)
+    text = re.sub(r"\{[^}]*\}", "", text).replace("[", "").replace("]", "")
+    for code, shown in _PREFIXES.items():
+        text = re.sub(rf"(?<![A-Za-z]){code}", shown, text)
+    return text.strip() or ""
+
+
+# --------------------------------------------------------------------------- plain text
+
+
+def explanation_text(explanation: PatientExplanation, *, width: int = 100) -> str:
+    """The explanation as plain text: a header, then each criterion with its reasoning."""
+    lines = header_lines(explanation)
+    for criterion in explanation.criteria:
+        lines.append("")
+        lines.extend(criterion_lines(criterion))
+    if explanation.data_problems:
+        lines += ["", "Data problems in the record:"]
+        lines += [f"  - {problem}" for problem in explanation.data_problems]
+    return "\n".join(_wrap(line, width) for line in lines) + "\n"
+
+
+def header_lines(explanation: PatientExplanation) -> list[str]:
+    newest = explanation.newest_data.isoformat() if explanation.newest_data else "no dated data"
+    return [
+        f"{explanation.trial_id}: {explanation.trial_title}",
+        f"{explanation.patient_reference}: {explanation.status.value} ({explanation.status_text})",
+        f"As of {explanation.as_of.isoformat()}; newest data in the record {newest}",
+    ]
+
+
+def criterion_lines(criterion: CriterionExplanation) -> list[str]:
+    """One criterion: number, label and outcome; protocol text; the reasoning tree."""
+    lines = [
+        f"{criterion.number} {criterion.label}: {criterion.outcome_text}",
+        f"  Protocol: {criterion.protocol_text}",
+    ]
+    if criterion.step is None:
+        lines.append(f"  {criterion.summary}")
+        return lines
+    lines.extend(step_lines(criterion.step, 1))
+    return lines
+
+
+def step_lines(step: Step, depth: int) -> list[str]:
+    """A step and its children, indented; looked-for, filters and what would settle it."""
+    indent = "  " * depth
+    mark = f"[{TRUTH_TEXT[step.truth]}]"
+    if step.children:
+        title = step.label or {"all of": "All of:", "any of": "Any of:", "not": "Not:"}.get(
+            step.combination, ""
+        )
+        if step.label:
+            title = (
+                f"{step.label} ({step.combination})"
+                if step.combination != "not"
+                else (f"{step.label} (not)")
+            )
+        lines = [f"{indent}{mark} {title}"]
+        for child in step.children:
+            lines.extend(step_lines(child, depth + 1))
+        return lines
+    if step.findings:
+        relation = f": {step.relation}" if step.relation else ""
+        lines = [f"{indent}{mark} {step.label}{relation}"]
+    else:
+        lines = [f"{indent}{mark} {_leaf_sentence(step)}"]
+    for finding in step.findings:
+        lines.append(f"{indent}    - {finding.text} ({finding.reference})")
+    if step.looked_for and (not step.findings or step.truth is Truth.UNKNOWN):
+        lines.append(f"{indent}    looked for: {step.looked_for}")
+    for item in step.filters:
+        lines.append(f"{indent}    {item}")
+    for item in step.to_settle:
+        if not step.question:
+            lines.append(f"{indent}    to settle: {item}")
+    return lines
+
+
+def _wrap(line: str, width: int) -> str:
+    """Wrap a long line at spaces, continuing under its own indentation (never inside a
+    word or a resource reference)."""
+    if len(line) <= width:
+        return line
+    indent = len(line) - len(line.lstrip(" "))
+    lead = " " * (indent + 4)
+    words = line[indent:].split(" ")
+    out: list[str] = []
+    current = " " * indent + words[0]
+    for word in words[1:]:
+        if len(current) + 1 + len(word) > width:
+            out.append(current)
+            current = lead + word
+        else:
+            current = f"{current} {word}"
+    out.append(current)
+    return "\n".join(out)
+
+
+def open_items(explanation: PatientExplanation) -> list[str]:
+    """What a screening coordinator should do next: the data to add, then the questions."""
+    items = [f"{c.number}: add {item}" for c, item in explanation.missing_data]
+    items += [f"{c.number}: ask {question}" for c, question in explanation.open_questions]
+    return items

@@ -1,0 +1,158 @@
+"""Explanations in clinical language (engine.report.explanation), on the shipped examples.
+
+The texts a haematologist or a screening coordinator reads: the drug with dose, status and
+dates; a result with readable units, reference range and date; what was looked for when
+nothing was found (window in dates, status, filters); what would settle an unknown.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from engine.criteria.model import ResourceAtom, Window
+from engine.evaluate import CompiledCriteria, CriterionVerdict, PatientEvaluation, evaluate_patient
+from engine.record import build_record
+from engine.report.explanation import (
+    CriterionExplanation,
+    PatientExplanation,
+    Step,
+    describe_filters,
+    explain,
+    explanation_text,
+    readable_unit,
+)
+from engine.sources import read_bundle_file
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "patients"
+AS_OF = dt.date(2026, 11, 1)
+
+
+def _evaluate(trial: CompiledCriteria, name: str) -> PatientEvaluation:
+    record = build_record(read_bundle_file(EXAMPLES / f"{name}.json"), trial.terminology)
+    return evaluate_patient(trial, record, AS_OF)
+
+
+def _criterion(explanation: PatientExplanation, number: str) -> CriterionExplanation:
+    return next(c for c in explanation.criteria if c.number == number)
+
+
+def _leaves(step: Step) -> list[Step]:
+    return [step] if not step.children else [x for c in step.children for x in _leaves(c)]
+
+
+@pytest.mark.parametrize(
+    ("ucum", "shown"),
+    [
+        ("10*9/L", "x10^9/L"),
+        ("10*12/L", "x10^12/L"),
+        ("[IU]/mL", "IU/mL"),
+        ("mg/dL", "mg/dL"),
+        ("umol/L", "µmol/L"),
+        ("ug/L", "µg/L"),
+        ("{INR}", ""),
+        ("1", ""),
+        ("%", "%"),
+        (None, ""),
+    ],
+)
+def test_units_read_as_people_write_them(ucum: str | None, shown: str) -> None:
+    assert readable_unit(ucum) == shown
+
+
+def test_a_drug_is_named_with_dose_status_and_date(trial: CompiledCriteria) -> None:
+    explanation = explain(_evaluate(trial, "itp-refractory-on-aspirin"))
+    thrombosis = _criterion(explanation, "E2")
+    assert thrombosis.verdict is CriterionVerdict.FAILS
+    assert thrombosis.outcome_text == "present: excludes"
+    assert "Aspirin 81 mg" in thrombosis.summary
+    assert "81 mg orally once daily" in thrombosis.summary
+    assert "order active" in thrombosis.summary
+    assert "2025-02-14" in thrombosis.summary
+    assert [f.reference.split("/")[0] for f in thrombosis.findings] == ["MedicationRequest"]
+    assert thrombosis.protocol_text.startswith("Patients with a known history")
+
+
+def test_a_result_has_readable_units_range_and_date(trial: CompiledCriteria) -> None:
+    text = explanation_text(explain(_evaluate(trial, "itp-refractory-on-aspirin")), width=400)
+    assert "Absolute neutrophil count 3.2 x10^9/L on 2026-10-20" in text
+    assert "(reference range 1.8-6.3 x10^9/L)" in text
+    assert "not < 1.5 x10^9/L" in text
+    assert "3 x ULN = 120 U/L" in text
+    assert "10*9" not in text
+
+
+def test_nothing_found_says_what_was_looked_for(trial: CompiledCriteria) -> None:
+    explanation = explain(_evaluate(trial, "itp-refractory-on-aspirin"))
+    allergy = _criterion(explanation, "E14")
+    assert allergy.step is not None
+    leaves = _leaves(allergy.step)
+    assert leaves[0].label == "High-criticality drug allergy"
+    assert leaves[0].filters == (
+        "only where category includes medication",
+        "only where criticality is high",
+    )
+    assert leaves[1].filters[1] == "only where reaction has severity severe"
+    assert "allergy or intolerance at any date up to 2026-11-01" in leaves[0].looked_for
+    venous = _leaves(_criterion(explanation, "E2").step or leaves[0])[1]
+    assert venous.says == "none active on 2026-11-01"
+    text = explanation_text(explanation)
+    for internal in ("combination", "AllergyIntolerance: none", "is not (", "gender male is"):
+        assert internal not in text
+
+
+def test_an_unknown_says_what_data_would_settle_it(trial: CompiledCriteria) -> None:
+    explanation = explain(_evaluate(trial, "itp-relapsed-missing-labs"))
+    missing = explanation.with_verdict(CriterionVerdict.MISSING_DATA)
+    assert missing
+    for criterion in missing:
+        assert criterion.to_settle, criterion.id
+        assert criterion.summary.startswith("Needs ")
+    organs = _criterion(explanation, "E8")
+    assert (
+        "Alanine aminotransferase (ALT) result (LOINC 1742-6) dated 2026-10-04 to 2026-11-01"
+        " (screening window)" in organs.to_settle
+    ), organs.to_settle
+    manual = explanation.with_verdict(CriterionVerdict.MANUAL_REVIEW)
+    assert all(c.questions for c in manual)
+    assert explanation.open_questions
+
+
+def test_the_text_header_names_status_as_of_and_newest_data(trial: CompiledCriteria) -> None:
+    text = explanation_text(explain(_evaluate(trial, "itp-relapsed-candidate")))
+    lines = text.splitlines()
+    assert lines[0].startswith("NCT05315778: ")
+    assert "candidate" in lines[1]
+    assert lines[2].startswith("As of 2026-11-01; newest data in the record 2026-")
+    assert max(len(line) for line in lines) <= 100
+
+
+def test_criteria_left_out_by_a_prefilter_say_so(trial: CompiledCriteria) -> None:
+    evaluation = _evaluate(trial, "itp-too-old")
+    shortened = dataclasses.replace(
+        evaluation,
+        results=evaluation.results[:2],
+        not_evaluated=tuple(result.criterion for result in evaluation.results[2:]),
+    )
+    explanation = explain(shortened)
+    assert len(explanation.criteria) == len(evaluation.results)
+    left_out = explanation.criteria[2]
+    assert left_out.verdict is None
+    assert left_out.outcome_text == "not evaluated"
+
+
+def test_where_filters_without_a_simple_reading_are_shown_as_written() -> None:
+    atom = ResourceAtom(
+        resource_types=("Observation",),
+        concept=None,
+        window=Window(None),
+        where=("component[0].code",),
+        where_not=("$..extension[?(@.url =~ 'x')]",),
+    )
+    assert describe_filters(atom) == (
+        "only where `component[0].code` matches",
+        "not where `$..extension[?(@.url =~ 'x')]` matches",
+    )
