@@ -39,3 +39,89 @@ def synthea_server() -> Iterator[Any]:
         with running.client() as client:
             load_transaction_bundles(client, bundle_files([ROOT / "examples" / "synthea"]))
         yield running
+
+
+class HeadlessChromium:
+    """Debian's chromium, headless, with a fresh empty profile per call: renders a page to a
+    PNG or to its DOM as parsed (no network: file:// and loopback pages only)."""
+
+    FLAGS = (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--hide-scrollbars",
+        "--force-device-scale-factor=1",
+    )
+
+    def __init__(self, binary: str, scratch: Path) -> None:
+        self.binary = binary
+        self.scratch = scratch
+
+    def _run(self, *arguments: str) -> str:
+        import subprocess
+        import tempfile
+
+        with tempfile.TemporaryDirectory(dir=self.scratch) as profile:
+            finished = subprocess.run(
+                [self.binary, *self.FLAGS, f"--user-data-dir={profile}", *arguments],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+        if finished.returncode != 0:
+            raise AssertionError(f"chromium failed ({finished.returncode}): {finished.stderr}")
+        return finished.stdout
+
+    def screenshot(self, url: str, png: Path, width: int = 1200, height: int = 1600) -> Path:
+        self._run(f"--window-size={width},{height}", f"--screenshot={png}", url)
+        assert png.is_file(), f"chromium wrote no screenshot of {url}"
+        return png
+
+    def dom(self, url: str) -> str:
+        """The document as chromium parsed and laid it out (`--dump-dom`)."""
+        return self._run("--dump-dom", url)
+
+
+def _chromium_binary() -> str | None:
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _install_chromium() -> str:
+    """`apt-get install chromium` (Debian's package), as the project's own step; the reason
+    when it cannot be installed here."""
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("apt-get") is None:
+        return "chromium is not installed and there is no apt-get to install it"
+    if os.geteuid() != 0:
+        return "chromium is not installed and installing it needs root (apt-get install chromium)"
+    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "chromium"]):
+        finished = subprocess.run(
+            command, capture_output=True, text=True, env=environment, check=False, timeout=900
+        )
+        if finished.returncode != 0:
+            return f"'{' '.join(command)}' failed: {finished.stderr.strip()[-400:]}"
+    return ""
+
+
+@pytest.fixture(scope="session")
+def chromium(tmp_path_factory: pytest.TempPathFactory) -> HeadlessChromium:
+    """Headless Chromium from Debian's packages, installed with apt-get when missing; the
+    tests that need it skip, naming why, only when it cannot be installed."""
+    binary = _chromium_binary()
+    if binary is None:
+        reason = _install_chromium()
+        binary = _chromium_binary()
+        if binary is None:
+            pytest.skip(reason or "chromium was installed but is not on PATH")
+    return HeadlessChromium(binary, tmp_path_factory.mktemp("chromium"))

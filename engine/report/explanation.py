@@ -33,6 +33,7 @@ from engine.criteria.model import (
     NotOf,
     PatientAtom,
     QuantityTest,
+    RangeTest,
     ReferenceLimitTest,
     ResourceAtom,
     SingleValueTest,
@@ -470,6 +471,8 @@ def _build_resource_step(
     )
     looked_for = describe_query(atom, concept, as_of)
     filters = describe_filters(atom)
+    if atom.computed is not None or atom.exposure is not None:
+        return _derived_step(atom, outcome, looked_for, filters)
     findings = tuple(_finding(cited, atom, concept, terminology) for cited in outcome.cited)
     label = atom.label or looked_for
     shown = "; ".join(f.text for f in findings[:FINDINGS_SHOWN])
@@ -517,6 +520,27 @@ def _build_resource_step(
         filters=filters,
         findings=findings,
         relation=relation,
+    )
+
+
+def _derived_step(
+    atom: ResourceAtom, outcome: Outcome, looked_for: str, filters: tuple[str, ...]
+) -> Step:
+    """A computed value or a medication exposure: the evaluator's own sentence, which names
+    the formula or the periods of use, with every input cited."""
+    says = outcome.reason.split(": ", 1)[1] if ": " in outcome.reason else outcome.reason
+    unknown = outcome.truth is Truth.UNKNOWN
+    return Step(
+        label=atom.label or looked_for,
+        truth=outcome.truth,
+        says=says,
+        looked_for=looked_for,
+        filters=filters,
+        findings=tuple(Finding(reference, reference) for reference in outcome.evidence)
+        if not unknown
+        else (),
+        to_settle=outcome.missing if unknown else (),
+        relation=says,
     )
 
 
@@ -602,7 +626,8 @@ def window_words(atom: ResourceAtom, as_of: dt.date) -> str:
     first = window.duration.start_before(as_of)
     name = f" ({window.name} window)" if window.name else ""
     active_words = ", active then" if active else ""
-    return f"dated {first.isoformat()} to {as_of.isoformat()}{name}{active_words}"
+    dated = "with onset" if atom.timing == "onset" and not active else "dated"
+    return f"{dated} {first.isoformat()} to {as_of.isoformat()}{name}{active_words}"
 
 
 def describe_filters(atom: ResourceAtom) -> tuple[str, ...]:
@@ -675,6 +700,9 @@ def _single_test_text(test: SingleValueTest) -> str:
         return f"{test.comparator.value} {test.value:g}{unit}"
     if isinstance(test, ReferenceLimitTest):
         return test.text
+    if isinstance(test, RangeTest):
+        low, high = _single_test_text(test.low)[3:], _single_test_text(test.high)[3:]
+        return f"between {low} and {high}"
     assert isinstance(test, AnswerTest)
     return test.text[3:] if test.text.startswith("is ") else test.text
 
@@ -1048,7 +1076,8 @@ def step_lines(step: Step, depth: int) -> list[str]:
     else:
         lines = [f"{indent}{mark} {_leaf_sentence(step)}"]
     for finding in step.findings:
-        lines.append(f"{indent}    - {finding.text} ({finding.reference})")
+        cited = f" ({finding.reference})" if finding.text != finding.reference else ""
+        lines.append(f"{indent}    - {finding.text}{cited}")
     if step.looked_for and (not step.findings or step.truth is Truth.UNKNOWN):
         lines.append(f"{indent}    looked for: {step.looked_for}")
     for item in step.filters:
@@ -1084,3 +1113,26 @@ def open_items(explanation: PatientExplanation) -> list[str]:
     items = [f"{c.number}: add {item}" for c, item in explanation.missing_data]
     items += [f"{c.number}: ask {question}" for c, question in explanation.open_questions]
     return items
+
+
+def stale_data_warning(evaluation: PatientEvaluation) -> str | None:
+    """A warning when the record's newest data is older than the criteria's shortest named
+    window (`screening`): every result that window needs is then missing, often because the
+    as-of date is not the one the data was collected for."""
+    windows = [
+        (window.duration.start_before(evaluation.as_of), name)
+        for name, window in evaluation.criteria.source.windows.items()
+        if window.duration is not None
+    ]
+    if not windows:
+        return None
+    first_day, name = max(windows)
+    newest = evaluation.newest_data
+    if newest is not None and newest >= first_day:
+        return None
+    found = f"the newest data is from {newest.isoformat()}" if newest else "no data is dated"
+    return (
+        f"As of {evaluation.as_of.isoformat()} the {name} window runs from "
+        f"{first_day.isoformat()}, but {found}: results that window needs count as missing. "
+        "Check the as-of date (--as-of)."
+    )
