@@ -30,6 +30,7 @@ from engine.normalise.terminology import (
     normalise_text,
 )
 from engine.normalise.units import is_valid_ucum
+from engine.normalise.value_sets import value_set_codes
 from engine.normalise.yaml_reading import load_round_trip
 from engine.schemas import MAPPINGS_SCHEMA, load_schema
 
@@ -418,6 +419,19 @@ def _build_concept(
         if uri is not None:
             read = _read_codes(mapping_file, (*here, "codes", reference), values, collected)
             codes[uri] = codes.get(uri, frozenset()) | frozenset(read)
+
+    value_set = node.get("value_set")
+    if value_set is not None:
+        location = mapping_file.location(*here, "value_set")
+        value_set_path = Path(mapping_file.path).parent / str(value_set)
+        try:
+            from_value_set = value_set_codes(value_set_path, location)
+        except MappingError as error:
+            collected.errors.append(error)
+            from_value_set = {}
+        for system, found in from_value_set.items():
+            uri = systems.resolve(system) or system
+            codes[uri] = codes.get(uri, frozenset()) | found
 
     prefixes: dict[str, tuple[str, ...]] = {}
     for reference, values in (node.get("prefixes") or {}).items():
