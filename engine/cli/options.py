@@ -141,7 +141,11 @@ CohortOutOption = Annotated[
     Path, typer.Option(help="The output folder; a re-run with the same folder resumes.")
 ]
 EngineOption = Annotated[
-    str, typer.Option(help="How to run: the name of a cohort engine (local, dask).")
+    str,
+    typer.Option(
+        help="How to run: local (processes of this machine) or dask (a Dask cluster); "
+        "an unknown name is refused with the list of engines."
+    ),
 ]
 WorkersOption = Annotated[
     int | None,

@@ -8,7 +8,15 @@ summary.json. Each patient's ResearchSubject and
 DetectedIssue are those `trialsieve evaluate` gives. See docs/cohort.md.
 """
 
-from engine.cohort.engines import Engine, EngineSettings, run_dask, run_local
+from engine.cohort.engines import (
+    ENGINES,
+    Engine,
+    EngineKind,
+    EngineSettings,
+    engine_kind,
+    run_dask,
+    run_local,
+)
 from engine.cohort.inputs import BundleInput, CohortInput, NdjsonInput, PartitionedInput
 from engine.cohort.ndjson_partitions import (
     NdjsonFolderSource,
@@ -20,7 +28,6 @@ from engine.cohort.ndjson_partitions import (
 from engine.cohort.partition import CRITERION_VALUES, criterion_value, study_reference
 from engine.cohort.prefilter import Prefilter, RequiredConcept
 from engine.cohort.runner import (
-    ENGINES,
     CohortSummary,
     ProgressListener,
     kept_types,
@@ -38,6 +45,7 @@ __all__ = [
     "CohortInput",
     "CohortSummary",
     "Engine",
+    "EngineKind",
     "EngineSettings",
     "NdjsonFolderSource",
     "NdjsonInput",
@@ -47,6 +55,7 @@ __all__ = [
     "ProgressListener",
     "RequiredConcept",
     "criterion_value",
+    "engine_kind",
     "kept_types",
     "load_shared_resources",
     "partition_ndjson",

@@ -14,6 +14,9 @@ the same files, so a run resumes with either.
   file itself; without one a task carries the partition (`PartitionPayload`: an NDJSON
   partition's lines) and the result comes back to this process, which writes the file.
   `DaskStart` starts the LocalCluster in a thread, so that it starts while pass 1 runs.
+
+`ENGINES` is the one place that knows the engines: by name, how each evaluates partitions
+and what the runner does for it (`EngineKind`); `engine_kind(name)` looks one up.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from engine.attestations import Attestations
 from engine.cohort.inputs import PartitionedInput, PartitionPayload
@@ -55,14 +58,14 @@ class EngineSettings:
     """How many workers (local processes, or the size of a Dask LocalCluster), which cluster.
 
     `shared_filesystem`: whether the Dask workers see the input and `--out` at the same paths
-    as this process (None: yes for a LocalCluster, no for a `scheduler`). `dask_start`: a
-    LocalCluster already starting (see `DaskStart`).
+    as this process (None: yes for a LocalCluster, no for a `scheduler`). `started`: the
+    engine's workers, already starting (`EngineKind.start`; for the Dask engine a `DaskStart`).
     """
 
     workers: int
     scheduler: str | None = None
     shared_filesystem: bool | None = None
-    dask_start: DaskStart | None = None
+    started: EngineStart | None = None
 
     @property
     def filesystem_is_shared(self) -> bool:
@@ -83,6 +86,16 @@ Engine = Callable[
 ]
 """Evaluates partitions: (setup, partition indexes, settings, on_started, on_done); returns
 the largest peak resident memory of a worker, in bytes, when known."""
+
+
+class EngineStart(Protocol):
+    """An engine's workers, started ahead of the run (while pass 1 splits the input)."""
+
+    def warm_up(self, criteria: CriteriaFiles | None) -> None:
+        """Have the workers load these criteria as soon as they are up (None: nothing)."""
+
+    def close(self) -> None:
+        """Stop the workers (waiting for the start to end first)."""
 
 
 def peak_memory() -> int:
@@ -320,11 +333,13 @@ def run_dask(
         setup.attestations,
         setup.full,
     )
-    start = settings.dask_start
+    start = settings.started
     owned = start is None
     if start is None:
         start = DaskStart(settings, prepare_units=setup.full)
         start.warm_up(job.criteria)
+    if not isinstance(start, DaskStart):
+        raise TypeError(f"the dask engine runs on a DaskStart, not {type(start).__name__}")
     try:
         client = start.client()
         worker_count = max(1, len(client.scheduler_info()["workers"]))
@@ -371,3 +386,46 @@ def run_dask(
     finally:
         if owned:
             start.close()
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+@dataclass(frozen=True)
+class EngineKind:
+    """An engine the runner knows: how it evaluates partitions, and what it needs around that.
+
+    `start`: starts the engine's workers ahead of the run, so that they come up while pass 1
+    splits the input (settings, whether the run converts units); None when there is nothing to
+    start. `takes_scheduler`: it can run on a running cluster (`--scheduler`). `forks_workers`:
+    its workers are forks of this process, so what this process prepares before they start
+    (the unit registry of a `--full` run) they share.
+    """
+
+    run: Engine
+    start: Callable[[EngineSettings, bool], EngineStart] | None = None
+    takes_scheduler: bool = False
+    forks_workers: bool = False
+
+
+def _start_dask(settings: EngineSettings, prepare_units: bool) -> EngineStart:
+    return DaskStart(settings, prepare_units=prepare_units)
+
+
+ENGINES: dict[str, EngineKind] = {
+    "local": EngineKind(run_local, forks_workers=True),
+    "dask": EngineKind(run_dask, start=_start_dask, takes_scheduler=True),
+}
+"""The engines `run_cohort` knows, by name."""
+
+
+def engine_kind(name: str, scheduler: str | None = None) -> EngineKind:
+    """The engine called `name`; CohortError for an unknown one, or a `scheduler` given to an
+    engine that cannot take one."""
+    kind = ENGINES.get(name)
+    if kind is None:
+        raise CohortError(f"unknown engine '{name}'; known engines: {', '.join(sorted(ENGINES))}")
+    if scheduler is not None and not kind.takes_scheduler:
+        takers = " or ".join(sorted(known for known, k in ENGINES.items() if k.takes_scheduler))
+        raise CohortError(f"--scheduler needs --engine {takers}")
+    return kind

@@ -37,12 +37,12 @@ from engine import __version__
 from engine.atomic_write import atomic_write
 from engine.attestations import Attestations, load_attestations
 from engine.cohort.engines import (
-    DaskStart,
     Engine,
+    EngineKind,
     EngineSettings,
+    EngineStart,
+    engine_kind,
     peak_memory,
-    run_dask,
-    run_local,
 )
 from engine.cohort.inputs import CohortInput, PartitionedInput
 from engine.cohort.outputs import SOURCE_PROBLEMS, CohortCounts, assemble_outputs
@@ -77,10 +77,6 @@ class ProgressListener(Protocol):
     def start(self, total_patients: int) -> None: ...
 
     def advance(self, patients: int) -> None: ...
-
-
-ENGINES: dict[str, Engine] = {"local": run_local, "dask": run_dask}
-"""The engines `run_cohort` knows, by name."""
 
 
 def kept_types(criteria: CompiledCriteria) -> frozenset[str]:
@@ -234,16 +230,12 @@ def run_cohort(
     file) never stops the run: it goes to errors.ndjson.
     """
     started = time.perf_counter()
-    if engine not in ENGINES:
-        known = ", ".join(sorted(ENGINES))
-        raise CohortError(f"unknown engine '{engine}'; known engines: {known}")
-    if scheduler is not None and engine != "dask":
-        raise CohortError("--scheduler needs --engine dask")
+    kind = engine_kind(engine, scheduler)
     settings = EngineSettings(workers or os.cpu_count() or 1, scheduler, shared_filesystem)
     out = Path(out_dir)
     results_folder = out / "partitions"
     work = out / "work"
-    dask_start: DaskStart | None = None
+    engine_start: EngineStart | None = None
     try:
         provisional = (
             provisional_kept_types(criteria_path)
@@ -253,8 +245,8 @@ def run_cohort(
         if provisional is not None:
             # A fresh run: pass 1 starts at once with the types the criteria file names, while
             # the criteria compile (and a Dask cluster starts) in threads.
-            criteria, partitions, dask_start = _fresh_start(
-                criteria_path, source, out, partition_count, provisional, engine, settings, full
+            criteria, partitions, engine_start = _fresh_start(
+                criteria_path, source, out, partition_count, provisional, kind, settings, full
             )
         else:
             criteria = load_trial(criteria_path)
@@ -271,11 +263,11 @@ def run_cohort(
         pending = [
             index for index in range(count) if not is_complete(result_path(results_folder, index))
         ]
-        if engine == "dask" and pending and dask_start is None:
-            dask_start = DaskStart(settings, prepare_units=full)
-        if dask_start is not None:
-            dask_start.warm_up(CriteriaFiles.collect(criteria, with_compiled=True))
-            settings = replace(settings, dask_start=dask_start)
+        if kind.start is not None and pending and engine_start is None:
+            engine_start = kind.start(settings, full)
+        if engine_start is not None:
+            engine_start.warm_up(CriteriaFiles.collect(criteria, with_compiled=True))
+            settings = replace(settings, started=engine_start)
         source_record = results_folder / _SOURCE_RECORD
         if partitions is None and (pending or not source_record.is_file()):
             partitions = source.reopen(work, count) if source_record.is_file() else None
@@ -292,13 +284,13 @@ def run_cohort(
             answers,
             full,
             pending,
-            ENGINES[engine],
+            kind.run,
             settings,
             progress,
         )
     finally:
-        if dask_start is not None:
-            dask_start.close()
+        if engine_start is not None:
+            engine_start.close()
     counts = assemble_outputs(out, criteria, count)
     shutil.rmtree(work, ignore_errors=True)
     summary = _summary(
@@ -322,11 +314,12 @@ def _fresh_start(
     out: Path,
     partition_count: int | None,
     provisional: frozenset[str],
-    engine: str,
+    kind: EngineKind,
     settings: EngineSettings,
     full: bool,
-) -> tuple[CompiledCriteria, PartitionedInput, DaskStart | None]:
-    """Pass 1 of a fresh run, overlapped with compiling the criteria (and starting Dask).
+) -> tuple[CompiledCriteria, PartitionedInput, EngineStart | None]:
+    """Pass 1 of a fresh run, overlapped with compiling the criteria (and starting the
+    engine's workers, for an engine that starts them).
 
     The threads start once pass 1's worker processes exist, so that no fork copies them. When
     the compiled criteria keep other types than `provisional`, pass 1 runs again with those.
@@ -337,14 +330,14 @@ def _fresh_start(
     created = [folder for folder in (out, results_folder) if not folder.is_dir()]
     results_folder.mkdir(parents=True, exist_ok=True)
     count = partition_count or default_partition_count(source)
-    loading = _Loading(criteria_path, prepare_units=full and engine == "local")
-    dask_start: DaskStart | None = None
+    loading = _Loading(criteria_path, prepare_units=full and kind.forks_workers)
+    engine_start: EngineStart | None = None
 
     def on_started() -> None:
-        nonlocal dask_start
+        nonlocal engine_start
         loading.start()
-        if engine == "dask":
-            dask_start = DaskStart(settings, prepare_units=full)
+        if kind.start is not None:
+            engine_start = kind.start(settings, full)
 
     try:
         partitions = _first_pass(
@@ -352,8 +345,8 @@ def _fresh_start(
         )
         criteria = loading.result()
     except BaseException:
-        if dask_start is not None:
-            dask_start.close()
+        if engine_start is not None:
+            engine_start.close()
         shutil.rmtree(work, ignore_errors=True)
         for name in (SOURCE_PROBLEMS, _SOURCE_RECORD):
             (results_folder / name).unlink(missing_ok=True)
@@ -365,7 +358,7 @@ def _fresh_start(
         partitions = _first_pass(
             source, work, results_folder, count, kept_types(criteria), settings.workers
         )
-    return criteria, partitions, dask_start
+    return criteria, partitions, engine_start
 
 
 def _run_engine(
