@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/service.py [--requests N] [--load-requests N] [--concurrency N]
 
-Starts sekmet-fhir on loopback (the helpers of tests/server/sekmet_server.py) with the example
+Starts sekmet-fhir on loopback (the helpers of tests/sekmet_server.py) with the example
 patients and a Synthea patient (by default the largest shipped), serves the app with uvicorn on
 loopback, and times `POST /cds-services/NCT05315778` for that patient, one request at a time:
 
@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests" / "server"), str(ROOT / "tests" / "service")]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "service")]
 
 from sekmet_server import SekmetServer, load_examples, start_sekmet, stop  # noqa: E402
 from service_support import AUTH, live_service, server_settings  # noqa: E402

@@ -1,5 +1,7 @@
 """Shared fixtures: the real NCT05315778 criteria, compiled once per test session; a FHIR
-server on loopback holding the Synthea examples."""
+server on loopback holding the Synthea examples; `sekmet`, a FHIR server on loopback holding
+the hand-written example patients and one Synthea patient (sekmet_server.py); `chromium`,
+headless Chromium from Debian's packages."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any
 
 import pytest
 from hypothesis import settings
+from sekmet_server import SekmetServer, load_examples, start_sekmet, stop
 
 from engine.evaluate import CompiledCriteria
 from engine.trial import load_trial
@@ -125,3 +128,19 @@ def chromium(tmp_path_factory: pytest.TempPathFactory) -> HeadlessChromium:
         if binary is None:
             pytest.skip(reason or "chromium was installed but is not on PATH")
     return HeadlessChromium(binary, tmp_path_factory.mktemp("chromium"))
+
+
+@pytest.fixture(scope="session")
+def sekmet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SekmetServer]:
+    """A real FHIR server (sekmet-fhir) on loopback, once per session, loaded with the example
+    patients, stopped at the end. Skipped only when sekmet-fhir is not installed."""
+    if importlib.util.find_spec("sekmet") is None:
+        pytest.skip(
+            "sekmet-fhir is not installed (pip install sekmet-fhir==0.1.1), "
+            "so there is no FHIR server to test against"
+        )
+    process, server = start_sekmet(tmp_path_factory.mktemp("sekmet"))
+    try:
+        yield load_examples(process, server)
+    finally:
+        stop(process)

@@ -1,21 +1,16 @@
 """Fixtures for the service tests: an app with the shipped criteria and an API token, and a
-sekmet FHIR server of their own (the helpers of tests/server/sekmet_server.py).
+sekmet FHIR server of their own (the helpers of tests/sekmet_server.py).
 
 The service tests register Subscriptions and write results for the patients they notify
-about; their own server keeps that from reaching the tests of tests/server, whatever the order.
+about; their own server keeps that from reaching the other tests' `sekmet`, whatever the order.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
-
 from fastapi.testclient import TestClient
 from sekmet_server import SekmetServer, load_examples, start_sekmet, stop
 from service_support import ClientFactory, make_settings

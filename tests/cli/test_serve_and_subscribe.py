@@ -4,17 +4,19 @@ engine/cli/__init__.py registers them).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import respx
 import typer
-from service_support import CRITERIA
 from typer.testing import CliRunner
 
 from engine.cli.serve import serve
 from engine.cli.subscribe import subscribe
+
+CRITERIA = Path(__file__).resolve().parents[2] / "criteria"
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from engine.normalise.units import _ucum_syntax_problem
 from engine.normalise.yaml_reading import load_round_trip
 from engine.trial import load_trial
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CRITERIA = ROOT / "criteria" / "NCT05315778.yaml"
 
 TRICKY_YAML = [

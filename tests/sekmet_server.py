@@ -1,4 +1,4 @@
-"""A real FHIR server for the tests in this folder: sekmet-fhir on loopback.
+"""A real FHIR server for the tests: sekmet-fhir on loopback.
 
 `engine.embedded_server.EmbeddedServer` runs it in a temporary folder (it keeps its data in
 ./data), with its base URL set to the port it listens on (else its paging links point at
@@ -6,7 +6,7 @@ localhost:8090), a bearer token required, and its order simulator off (it would 
 example MedicationRequests with new resources). It is loaded with every hand-written example
 patient, their ids kept (POST entries become PUT-as-create), and one Synthea patient, whose ids
 the server assigns. `start_sekmet` starts it, `load_examples` loads it; the `sekmet` fixture
-(conftest.py) runs it once per session and stops it at the end.
+(tests/conftest.py) runs it once per session and stops it at the end.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import httpx
 from engine.embedded_server import EmbeddedServer, TransactionLoader
 from engine.sources import BearerToken, FhirServerClient, RetryPolicy
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 HAND_WRITTEN_PATIENTS = sorted((ROOT / "examples" / "patients").glob("*.json"))
 SYNTHEA_PATIENT = ROOT / "examples" / "synthea" / "8527d65c-ebd5-8b79-3ad6-86574283792e.json"
 """The smallest Synthea patient whose MedicationRequests use medicationReference."""
