@@ -637,8 +637,9 @@ DEFAULT_TOKEN_LIFETIME = 300
 """Seconds an access token is kept when the token endpoint does not say (`expires_in`)."""
 
 SUPPORTED_ALGORITHMS = ("RS384", "ES384")
-_TOKEN_ATTEMPTS = 3
-_TOKEN_TIMEOUT = 30.0
+TOKEN_RETRY = RetryPolicy(attempts=3, first_delay=1.0, longest_delay=4.0, give_up_after=60.0)
+"""Retries of a token request: connection errors, timeouts, 429 and 5xx, as for FHIR requests."""
+_TOKEN_REQUEST = "POST (SMART client_credentials grant)"
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 _CONFIG_KEYS = frozenset(
     {
@@ -671,8 +672,9 @@ class SmartBackendAuth(httpx.Auth):
     taken from the key). Either `token_url` or `fhir_base_url` (to discover the token
     endpoint from) is needed. `clock` gives the wall time in seconds (tests inject one);
     `transport` carries the token and discovery requests (tests inject one). Token requests
-    go through their own HTTP client, retried on connection errors, 429 and 5xx; failures
-    raise ServerError naming the token endpoint, never the key, assertion or token.
+    go through their own HTTP client (not the FHIR server's: no auth, no FHIR headers),
+    retried by `Retrier` within `TOKEN_RETRY`; failures raise ServerError naming the token
+    endpoint, never the key, assertion or token.
     """
 
     def __init__(
@@ -785,22 +787,41 @@ class SmartBackendAuth(httpx.Auth):
         return _AccessToken(token, requested_at + float(lifetime))
 
     def _post_form(self, token_url: str, form: Mapping[str, str], assertion: str) -> httpx.Response:
-        """POST the token request, retrying connection errors, 429 and 5xx."""
-        problem = "not tried"
-        for attempt in range(1, _TOKEN_ATTEMPTS + 1):
-            try:
-                with self._http() as http:
-                    response = http.post(token_url, data=dict(form))
-            except httpx.TransportError as error:
-                problem = f"cannot connect ({type(error).__name__})"
-            else:
-                if response.status_code != 429 and response.status_code < 500:
-                    return response
-                problem = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
-            if attempt < _TOKEN_ATTEMPTS:
-                self._sleep(0.5 * 2 ** (attempt - 1))
-        message = f"{problem}; gave up after {_TOKEN_ATTEMPTS} attempts"
-        raise _token_error(token_url, message.replace(assertion, _HIDDEN))
+        """POST the token request; `Retrier` retries connection errors, timeouts, 429 and 5xx.
+
+        Any other answer is returned for the caller to judge (a 4xx is an OAuth error).
+        """
+
+        def error(described: str, message: str, status: int | None, timed_out: bool) -> ServerError:
+            hidden = _JWT_LIKE.sub(_HIDDEN, message.replace(assertion, _HIDDEN))
+            return ServerError(
+                f"no access token: {hidden}",
+                server=token_url,
+                request=described,
+                status=status,
+                timed_out=timed_out,
+            )
+
+        retrier = Retrier(
+            TOKEN_RETRY,
+            token_url,
+            error,
+            deadline=lambda: self._clock() + TOKEN_RETRY.give_up_after,
+            bound=f"the {TOKEN_RETRY.give_up_after:g} s bound",
+            sleep=self._sleep,
+            clock=self._clock,
+        )
+        with self._http() as http:
+
+            def attempt(timeout: float) -> httpx.Response:
+                response = http.post(token_url, data=dict(form), timeout=timeout)
+                if is_retryable(response.status_code):
+                    problem = status_problem(response)
+                    asked = retry_after(response, time.time)
+                    raise RetryableAnswer(problem, response.status_code, asked)
+                return response
+
+            return retrier.run(_TOKEN_REQUEST, attempt)
 
     def _endpoint(self) -> str:
         """The token endpoint; discovered (once) from the FHIR server when not given."""
@@ -837,8 +858,8 @@ class SmartBackendAuth(httpx.Auth):
     def _http(self) -> httpx.Client:
         return httpx.Client(
             transport=self._transport,
-            timeout=_TOKEN_TIMEOUT,
-            headers={"Accept": "application/json"},
+            timeout=TOKEN_RETRY.timeout,
+            headers={"Accept": "application/json", "User-Agent": USER_AGENT},
             follow_redirects=False,
         )
 
@@ -904,10 +925,7 @@ def _oauth_problem(response: httpx.Response, answer: dict[str, Any] | None, asse
 
 def _token_error(token_url: str, message: str, status: int | None = None) -> ServerError:
     return ServerError(
-        f"no access token: {message}",
-        server=token_url,
-        request="POST (SMART client_credentials grant)",
-        status=status,
+        f"no access token: {message}", server=token_url, request=_TOKEN_REQUEST, status=status
     )
 
 
