@@ -1,11 +1,13 @@
 """Write a file atomically: a reader sees the old file or the whole new one, never a part.
 
 Every file trialsieve writes for someone else to read goes through `atomic_write`: the file
-sink's results, the cohort's outputs and partition results, the partitioning marker, the Bulk
-export's downloads and its state file. The data goes to a temporary file in the target's folder
-(`.<name>.<random>.part`, so the rename never crosses a file system), is flushed and fsynced,
-then `os.replace`d over the target. On any exception the temporary file is removed and the
-target is left as it was: a crash or an error never leaves a half-written result.
+sink's results, the cohort's outputs, summary, run manifest and partition results, the
+partitioning marker, the Bulk export's downloads and its state file. (Scratch files that a
+marker written last vouches for, such as the partition files, need not.) The data goes to a
+temporary file in the target's folder (`.<name>.<random>.part`, so the rename never crosses a
+file system), is flushed and fsynced, then `os.replace`d over the target. On any exception the
+temporary file is removed and the target is left as it was: a crash or an error never leaves
+a half-written result.
 
 The temporary file is created exclusively (it never overwrites another) with the permissions
 any file the user writes gets (the umask applies), unlike `tempfile.mkstemp`'s owner-only ones.

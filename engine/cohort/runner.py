@@ -34,7 +34,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from engine import __version__
-from engine.atomic_write import atomic_write
+from engine.atomic_write import atomic_write, write_atomically
 from engine.attestations import Attestations, load_attestations
 from engine.cohort.engines import (
     Engine,
@@ -304,7 +304,9 @@ def run_cohort(
         worker_peak,
         full,
     )
-    (out / "summary.json").write_bytes(orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2))
+    write_atomically(
+        out / "summary.json", orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2)
+    )
     return summary
 
 
@@ -427,7 +429,7 @@ def _first_pass(
 
         partitions = source.prepare(work, count, record, types, workers, on_started)
     record_data = {"bytes_read": partitions.bytes_read, "problems": problems}
-    (results_folder / _SOURCE_RECORD).write_bytes(orjson.dumps(record_data))
+    write_atomically(results_folder / _SOURCE_RECORD, orjson.dumps(record_data))
     return partitions
 
 
@@ -500,7 +502,7 @@ def _check_manifest(
         "full": full,
     }
     if earlier is None:
-        path.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+        write_atomically(path, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
         return partition_count
     differences = [
         name
