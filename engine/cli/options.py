@@ -240,7 +240,20 @@ ReportUrlOption = Annotated[
 ]
 TrustedFhirServerOption = Annotated[
     list[str] | None,
-    typer.Option(help="A fhirServer CDS Hooks calls may name; repeat. Default: any."),
+    typer.Option(
+        help="A fhirServer CDS Hooks calls may name besides --server; repeat. Default: none."
+    ),
+]
+AllowAnyFhirServerOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-any-fhir-server",
+        help="Let CDS Hooks calls name any fhirServer (never sent the caller's token unless "
+        "trusted). Default: only --server and --trusted-fhir-server.",
+    ),
+]
+MaxBodyBytesOption = Annotated[
+    int, typer.Option(min=1024, help="Largest request body accepted, in bytes (413 beyond).")
 ]
 NoAuthOption = Annotated[
     bool,

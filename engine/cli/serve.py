@@ -11,6 +11,7 @@ from pathlib import Path
 
 from engine.cli.console import fail, parse_day, secret_reference
 from engine.cli.options import (
+    AllowAnyFhirServerOption,
     ApiTokenEnvOption,
     ApiTokenFileOption,
     AsOfOption,
@@ -21,7 +22,10 @@ from engine.cli.options import (
     JwtSecretEnvOption,
     JwtSecretFileOption,
     LogLevelOption,
+    MaxBodyBytesOption,
     NoAuthOption,
+    NotifyTokenEnvOption,
+    NotifyTokenFileOption,
     PortOption,
     ReportUrlOption,
     ServicePublicUrlOption,
@@ -32,6 +36,7 @@ from engine.cli.options import (
     TrustedFhirServerOption,
 )
 from engine.errors import TrialsieveError
+from engine.service.settings import MAX_BODY_BYTES
 
 
 def serve(
@@ -50,6 +55,10 @@ def serve(
     public_url: ServicePublicUrlOption = None,
     report_url: ReportUrlOption = None,
     trusted_fhir_server: TrustedFhirServerOption = None,
+    allow_any_fhir_server: AllowAnyFhirServerOption = False,
+    notify_token_env: NotifyTokenEnvOption = None,
+    notify_token_file: NotifyTokenFileOption = None,
+    max_body_bytes: MaxBodyBytesOption = MAX_BODY_BYTES,
     as_of: AsOfOption = None,
     attestations: AttestationsOption = None,
     no_auth: NoAuthOption = False,
@@ -80,6 +89,12 @@ def serve(
                 jwt_secret=secret_reference(
                     jwt_secret_env, jwt_secret_file, "--jwt-secret-env", "--jwt-secret-file"
                 ),
+                notify_tokens=secret_reference(
+                    notify_token_env,
+                    notify_token_file,
+                    "--notify-token-env",
+                    "--notify-token-file",
+                ),
                 jwks_file=jwks_file,
                 jwt_issuers=frozenset(jwt_issuer or ()),
                 allow_anonymous=no_auth,
@@ -87,6 +102,8 @@ def serve(
             public_url=public_url,
             report_url_template=report_url,
             trusted_fhir_servers=tuple(trusted_fhir_server or ()),
+            allow_any_fhir_server=allow_any_fhir_server,
+            max_body_bytes=max_body_bytes,
             as_of=day,
         )
         app = create_app(settings)

@@ -11,8 +11,12 @@ Routes (see docs/service.md):
     PUT|POST /fhir-notify/{type}/{id}     R4 rest-hook notification (the changed resource)
     POST /fhir-notify                     rest-hook POST, or a topic-based notification Bundle
 
-Every other route needs an accepted bearer token (engine/service/auth.py). Every error answer
-is a FHIR OperationOutcome. `app.state.notifications` is the background queue; tests await its
+Every other route needs an accepted bearer token (engine/service/auth.py) whose scopes allow
+what the route does: `evaluate` for the evaluate and CDS Hooks routes, `write` as well for
+`write: true`, `notify` for the notification routes (403 otherwise). Request bodies larger
+than `max_body_bytes` are refused with 413 before they are read whole. Every error answer
+is a FHIR OperationOutcome; the OpenAPI description (engine/service/openapi.py) documents
+every status of every route. `app.state.notifications` is the background queue; tests await its
 `drain()`.
 """
 
@@ -20,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -32,12 +36,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine import __version__
 from engine.errors import TrialsieveError
-from engine.service.auth import ApiAuthenticator, describe
+from engine.service.auth import ApiAuthenticator, describe, forbidden
 from engine.service.cds_hooks import discovery
 from engine.service.core import Service
+from engine.service.limits import BodyLimitMiddleware
 from engine.service.logs import RequestLogMiddleware, log_event
 from engine.service.models import CdsHookRequest, EvaluateRequest
 from engine.service.notifications import NotificationQueue, notification_targets
+from engine.service.openapi import describe_routes
 from engine.service.problems import (
     FHIR_JSON,
     ApiError,
@@ -46,12 +52,18 @@ from engine.service.problems import (
     information,
     operation_outcome,
 )
-from engine.service.settings import ServiceSettings
+from engine.service.settings import SCOPE_EVALUATE, SCOPE_NOTIFY, SCOPE_WRITE, ServiceSettings
 from engine.service.trials import load_trials
+from engine.sources.references import is_fhir_id
 
-_RESOURCE_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
-_RESOURCE_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-_STATUS_CODES = {401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported"}
+_RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
+_STATUS_CODES = {
+    401: "login",
+    403: "forbidden",
+    404: "not-found",
+    405: "not-supported",
+    413: "too-costly",
+}
 
 
 class JsonAnswer(Response):
@@ -105,15 +117,24 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     )
     app.state.service = service
     app.state.notifications = notifications
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(RequestLogMiddleware)
     _add_error_handlers(app)
 
-    async def authenticated(request: Request) -> None:
-        endpoint = str(request.url.replace(query=None))
-        authorization = request.headers.get("authorization")
-        service.authenticator.check(authorization, endpoint, str(request.base_url))
+    def requiring(scope: str) -> Callable[[Request], Coroutine[Any, Any, frozenset[str]]]:
+        async def authenticated(request: Request) -> frozenset[str]:
+            endpoint = str(request.url.replace(query=None))
+            authorization = request.headers.get("authorization")
+            scopes = service.authenticator.check(authorization, endpoint, str(request.base_url))
+            if scope not in scopes:
+                raise forbidden(scope)
+            return scopes
 
-    protected = [Depends(authenticated)]
+        return authenticated
+
+    evaluating = Depends(requiring(SCOPE_EVALUATE))
+    protected = [evaluating]
+    notifying = [Depends(requiring(SCOPE_NOTIFY))]
 
     @app.get("/health", tags=["operations"])
     async def health() -> dict[str, str]:
@@ -125,16 +146,22 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         """Readiness: trials loaded and the FHIR server (if configured) reachable; else 503."""
         return service.readiness()
 
-    @app.post("/evaluate", dependencies=protected, tags=["evaluate"])
-    def evaluate(body: EvaluateRequest) -> dict[str, Any]:
+    @app.post("/evaluate", tags=["evaluate"])
+    def evaluate(body: EvaluateRequest, scopes: frozenset[str] = evaluating) -> dict[str, Any]:
         """Evaluate one patient: per-criterion outcomes, status, ResearchSubject and
         DetectedIssue (as `trialsieve evaluate` writes them); `write` writes them back.
         """
+        if body.write and SCOPE_WRITE not in scopes:
+            raise forbidden(SCOPE_WRITE)
         return service.evaluate(body, None)
 
-    @app.post("/trials/{trial_id}/evaluate", dependencies=protected, tags=["evaluate"])
-    def evaluate_for_trial(trial_id: str, body: EvaluateRequest) -> dict[str, Any]:
+    @app.post("/trials/{trial_id}/evaluate", tags=["evaluate"])
+    def evaluate_for_trial(
+        trial_id: str, body: EvaluateRequest, scopes: frozenset[str] = evaluating
+    ) -> dict[str, Any]:
         """`POST /evaluate` for the trial of the path."""
+        if body.write and SCOPE_WRITE not in scopes:
+            raise forbidden(SCOPE_WRITE)
         return service.evaluate(body, trial_id)
 
     @app.get("/cds-services", tags=["cds-hooks"])
@@ -149,23 +176,23 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     notify_path = "/fhir-notify/{resource_type}/{resource_id}"
 
-    @app.put(notify_path, dependencies=protected, tags=["subscriptions"], response_class=FhirAnswer)
+    @app.put(notify_path, dependencies=notifying, tags=["subscriptions"], response_class=FhirAnswer)
     @app.post(
         notify_path,
-        dependencies=protected,
+        dependencies=notifying,
         tags=["subscriptions"],
         response_class=FhirAnswer,
         operation_id="notify_resource_by_post",
     )
     async def notify_resource(resource_type: str, resource_id: str, request: Request) -> Response:
         """R4 rest-hook: the server sends the changed resource to `{endpoint}/{type}/{id}`."""
-        if not _RESOURCE_TYPE.match(resource_type) or not _RESOURCE_ID.match(resource_id):
+        if not _RESOURCE_TYPE.fullmatch(resource_type) or not is_fhir_id(resource_id):
             raise ApiError.of(400, "invalid", "the path must be /fhir-notify/{Type}/{id}")
         return await _notified(request, f"{resource_type}/{resource_id}")
 
     @app.post(
         "/fhir-notify",
-        dependencies=protected,
+        dependencies=notifying,
         tags=["subscriptions"],
         response_class=FhirAnswer,
     )
@@ -190,6 +217,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             information(f"received; {len(targets)} re-evaluation(s) queued"), status_code=202
         )
 
+    describe_routes(app)
     return app
 
 

@@ -9,6 +9,13 @@ the configured static tokens (compared in constant time), or when it is a JWT th
   `aud` the URL of the endpoint called (or the service's base URL), an `iss` among the
   configured issuers when some are, and an `exp` at most five minutes after `iat`.
 
+A JWT is accepted once: its `jti` is remembered until it expires, and a second request with
+the same `jti` (a replay) is refused.
+
+Each accepted token carries scopes (`engine.service.settings`): static API tokens may do
+everything, notification tokens only notify, JWTs only evaluate. A route needing a scope the
+caller lacks answers 403.
+
 Anything else is 401 with an OperationOutcome and `WWW-Authenticate: Bearer`. Tokens are never
 logged or echoed.
 """
@@ -16,6 +23,8 @@ logged or echoed.
 from __future__ import annotations
 
 import hmac
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +33,43 @@ import orjson
 
 from engine.errors import Location, ServiceConfigError
 from engine.service.problems import ApiError
-from engine.service.settings import ApiAuthSettings, ServiceSettings
+from engine.service.settings import (
+    ALL_SCOPES,
+    JWT_SCOPES,
+    SCOPE_NOTIFY,
+    ApiAuthSettings,
+    ServiceSettings,
+)
 
 ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "ES256", "ES384")
 REQUIRED_CLAIMS = ("iss", "aud", "exp", "iat", "jti")
 LONGEST_LIFETIME = 300  # seconds, CDS Hooks: "exp ... no more than 5 minutes in the future"
 LEEWAY = 30  # seconds of clock skew tolerated
+REPLAY_CACHE_LIMIT = 100_000
+"""`jti`s remembered at most (each for its token's lifetime, at most 5.5 minutes)."""
+
+
+class ReplayCache:
+    """The `jti`s of the JWTs accepted and not yet expired; thread-safe."""
+
+    def __init__(self, limit: int = REPLAY_CACHE_LIMIT) -> None:
+        self._expiry: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._limit = limit
+
+    def first_use(self, token_id: str, expires: float) -> bool:
+        """Remember `token_id` until `expires` (epoch seconds); False if it was seen before."""
+        now = time.time()
+        with self._lock:
+            if len(self._expiry) >= self._limit:
+                self._expiry = {key: when for key, when in self._expiry.items() if when > now}
+                if len(self._expiry) >= self._limit:
+                    return False  # refuse rather than forget a jti that may be replayed
+            known = self._expiry.get(token_id)
+            if known is not None and known > now:
+                return False
+            self._expiry[token_id] = expires + LEEWAY
+            return True
 
 
 class ApiAuthenticator:
@@ -47,19 +87,24 @@ class ApiAuthenticator:
         self._tokens = tuple(
             token.encode() for token in (auth.tokens.read_lines(environment) if auth.tokens else ())
         )
+        self._notify_tokens = tuple(
+            token.encode()
+            for token in (auth.notify_tokens.read_lines(environment) if auth.notify_tokens else ())
+        )
+        self._replays = ReplayCache()
         self._secret = auth.jwt_secret.read(environment) if auth.jwt_secret else None
         self._keys = _read_jwks(auth.jwks_file) if auth.jwks_file else {}
         self._issuers = auth.jwt_issuers
         self._public_url = settings.public_url.rstrip("/") if settings.public_url else None
 
-    def check(self, authorization: str | None, endpoint_url: str, base_url: str) -> None:
-        """Raise ApiError 401 unless the Authorization header holds an accepted token.
+    def check(self, authorization: str | None, endpoint_url: str, base_url: str) -> frozenset[str]:
+        """The scopes of the caller; ApiError 401 unless the header holds an accepted token.
 
         `endpoint_url` is the URL called (no query), `base_url` the service's root URL as the
         request reached it; with a configured public URL, that one is the JWT audience base.
         """
         if self.anonymous:
-            return
+            return ALL_SCOPES
         if not authorization:
             raise _unauthorized("an Authorization: Bearer token is required")
         scheme, _, token = authorization.partition(" ")
@@ -67,11 +112,13 @@ class ApiAuthenticator:
         if scheme.lower() != "bearer" or not token:
             raise _unauthorized("the Authorization header must be 'Bearer <token>'")
         encoded = token.encode()
-        if any(hmac.compare_digest(encoded, known) for known in self._tokens):
-            return
+        if _matches(encoded, self._tokens):
+            return ALL_SCOPES
+        if _matches(encoded, self._notify_tokens):
+            return frozenset({SCOPE_NOTIFY})
         if token.count(".") == 2 and (self._secret or self._keys):
             self._check_jwt(token, _audiences(endpoint_url, base_url, self._public_url))
-            return
+            return JWT_SCOPES
         raise _unauthorized("the bearer token is not accepted")
 
     def _check_jwt(self, token: str, audiences: list[str]) -> None:
@@ -102,6 +149,11 @@ class ApiAuthenticator:
             raise _unauthorized("the JWT issuer is not trusted")
         if claims["exp"] - claims["iat"] > LONGEST_LIFETIME:
             raise _unauthorized("the JWT lives longer than 5 minutes (exp - iat)")
+        token_id = claims["jti"]
+        if not isinstance(token_id, str) or not token_id:
+            raise _unauthorized("the JWT's jti must be a non-empty string")
+        if not self._replays.first_use(f"{claims['iss']}|{token_id}", float(claims["exp"])):
+            raise _unauthorized("the JWT was used before (same jti): each call needs a new one")
 
     def _key_for(self, key_id: Any) -> Any:
         if isinstance(key_id, str) and key_id in self._keys:
@@ -109,6 +161,24 @@ class ApiAuthenticator:
         if key_id is None and len(self._keys) == 1:
             return next(iter(self._keys.values()))
         raise _unauthorized("the JWT's kid names no configured key")
+
+
+def _matches(token: bytes, known: tuple[bytes, ...]) -> bool:
+    """Constant-time comparison with every known token (no early exit)."""
+    found = False
+    for candidate in known:
+        found |= hmac.compare_digest(token, candidate)
+    return found
+
+
+def forbidden(scope: str) -> ApiError:
+    """403: the caller's credentials do not allow what the route does."""
+    what = {
+        "evaluate": "evaluate patients",
+        "write": "write results to the FHIR server",
+        "notify": "send Subscription notifications",
+    }.get(scope, scope)
+    return ApiError.of(403, "forbidden", f"these credentials may not {what} (scope {scope})")
 
 
 def _audiences(endpoint_url: str, base_url: str, public_url: str | None) -> list[str]:
@@ -142,6 +212,8 @@ def describe(settings: ApiAuthSettings) -> list[str]:
     kinds = []
     if settings.tokens:
         kinds.append("bearer-token")
+    if settings.notify_tokens:
+        kinds.append("notify-token")
     if settings.jwt_secret:
         kinds.append("jwt-hs256")
     if settings.jwks_file:

@@ -26,6 +26,7 @@ from engine.service.models import CdsHookRequest
 from engine.service.problems import ApiError
 from engine.service.trials import LoadedTrial
 from engine.sources import PatientResources, parse_bundle, reference_key
+from engine.sources.references import is_fhir_id
 
 HOOK = "patient-view"
 PREFETCH_COUNT = 1000
@@ -85,13 +86,14 @@ def patient_id_of(request: CdsHookRequest) -> str:
             400, "not-supported", f"hook '{request.hook}' is not served (only {HOOK})", "hook"
         )
     patient_id = request.context.get("patientId")
-    if not isinstance(patient_id, str) or not patient_id or "/" in patient_id:
+    if not is_fhir_id(patient_id):
         raise ApiError.of(
             400,
             "required",
             "context.patientId (the id of the patient in view) is required",
             "context.patientId",
         )
+    assert isinstance(patient_id, str)
     return patient_id
 
 
@@ -183,22 +185,53 @@ def unresolved_medications(entries: Mapping[str, dict[str, Any]]) -> list[str]:
 def assemble(entries: Mapping[str, dict[str, Any]], origin: str) -> PatientResources:
     """The patient's data from prefetched and fetched entries, checked as a Bundle file is."""
     bundle = {"resourceType": "Bundle", "type": "collection", "entry": list(entries.values())}
-    return parse_bundle(orjson.dumps(bundle), origin)
+    try:
+        text = orjson.dumps(bundle)
+    except orjson.JSONEncodeError:
+        raise ApiError.of(
+            400, "invalid", "prefetch holds a number beyond the 64-bit integer range", "prefetch"
+        ) from None
+    return parse_bundle(text, origin)
 
 
-def check_fhir_server(url: str, trusted: tuple[str, ...]) -> str:
-    """The request's `fhirServer`, when it is an http(s) base URL the service may call."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+def check_fhir_server(
+    url: str, allow_list: frozenset[str], allow_any: bool = False
+) -> tuple[str, bool]:
+    """The request's `fhirServer` base URL, and whether it is on the allow-list.
+
+    400 when it is not an http(s) base URL (credentials, query or fragment included); 403
+    when it is not allow-listed, unless `allow_any` (then the caller's token is not sent
+    to it: the second value is False). The answer never repeats the URL.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.username is not None
+        or parts.password is not None
+        or parts.query
+        or parts.fragment
+        or any(character.isspace() for character in url)
+    ):
         raise ApiError.of(
             400, "invalid", "fhirServer must be an http(s) FHIR base URL", "fhirServer"
         )
+    del port
     base = url.rstrip("/")
-    if trusted and base not in {server.rstrip("/") for server in trusted}:
+    trusted = base in allow_list
+    if not trusted and not allow_any:
         raise ApiError.of(
-            403, "forbidden", f"fhirServer {base} is not a server this service reads", "fhirServer"
+            403,
+            "forbidden",
+            "fhirServer is not a server this service may call (see trusted FHIR servers)",
+            "fhirServer",
         )
-    return base
+    return base, trusted
 
 
 # --------------------------------------------------------------------------- cards

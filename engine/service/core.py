@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -44,7 +43,7 @@ from engine.service.evaluation import (
 from engine.service.logs import elapsed_ms, log_event
 from engine.service.models import CdsHookRequest, EvaluateRequest
 from engine.service.notifications import patient_of
-from engine.service.problems import ApiError, error_for
+from engine.service.problems import ApiError, error_for, server_failure_summary
 from engine.service.settings import ServiceSettings
 from engine.service.trials import LoadedTrial, TrialRegistry
 from engine.sinks import FhirServerSink
@@ -56,8 +55,8 @@ from engine.sources import (
     RetryPolicy,
     parse_bundle,
 )
+from engine.sources.references import is_fhir_id
 
-FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 READY_PROBE = RetryPolicy(attempts=1, timeout=3.0, give_up_after=3.0)
 MAX_REQUEST_SERVERS = 16
 """fhirServers whose clients (and CapabilityStatements) are kept; the least recent goes first."""
@@ -240,10 +239,14 @@ class Service:
         token is the calling request's, through a context variable.
         """
         assert request.fhir_server is not None
-        base = check_fhir_server(request.fhir_server, self.settings.trusted_fhir_servers)
+        base, trusted = check_fhir_server(
+            request.fhir_server,
+            self.settings.fhir_server_allow_list(),
+            self.settings.allow_any_fhir_server,
+        )
         authorization = request.fhir_authorization
         token: str | None = None
-        if authorization is not None:
+        if authorization is not None and trusted:  # a token goes to allow-listed servers only
             if authorization.token_type.lower() != "bearer":
                 raise ApiError.of(
                     400,
@@ -357,7 +360,7 @@ class Service:
                 probe.json("GET", "metadata")
         except ServerError as error:
             raise ApiError.of(
-                503, "transient", f"the FHIR server is not reachable: {error}"
+                503, "transient", f"not ready: {server_failure_summary(error)}"
             ) from None
         answer["fhirServer"] = "reachable"
         return answer
@@ -365,13 +368,19 @@ class Service:
 
 def _parse_inline_bundle(bundle: dict[str, Any]) -> PatientResources:
     try:
-        return parse_bundle(orjson.dumps(bundle), "request field bundle")
+        text = orjson.dumps(bundle)
+    except orjson.JSONEncodeError:
+        raise ApiError.of(
+            400, "invalid", "bundle holds a number beyond the 64-bit integer range", "bundle"
+        ) from None
+    try:
+        return parse_bundle(text, "request field bundle")
     except InputError as error:
         raise error_for(error, "bundle") from None
 
 
 def _check_id(value: str, field_name: str) -> None:
-    if not FHIR_ID.match(value):
+    if not is_fhir_id(value):
         raise ApiError.of(
             400,
             "invalid",

@@ -5,7 +5,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+
+from engine.evaluate.patient import as_of_problem
+from engine.sources.references import is_fhir_id
+
+FHIR_ID_PATTERN = r"^(?!\.+$)[A-Za-z0-9\-.]{1,64}$"
+"""A FHIR id that is safe as a URL path segment (`.` and `..` are refused)."""
+AS_OF_PATTERN = r"^(19[0-9]{2}|2[01][0-9]{2})-[0-9]{2}-[0-9]{2}$"
+"""An as-of day between 1900 and 2199 (`engine.evaluate.patient.as_of_problem`)."""
 
 
 class AttestationEntry(BaseModel):
@@ -14,7 +22,9 @@ class AttestationEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     patient: str | None = Field(
-        default=None, description="Patient.id; default: the patient evaluated."
+        default=None,
+        description="Patient.id; default: the patient evaluated.",
+        json_schema_extra={"pattern": FHIR_ID_PATTERN},
     )
     by: str = Field(min_length=1, description="Who attests.")
     date: dt.date | None = None
@@ -32,17 +42,41 @@ class EvaluateRequest(BaseModel):
         default=None, description="Trial id; optional when one trial is loaded."
     )
     patient: str | None = Field(
-        default=None, description="Patient id on the configured FHIR server."
+        default=None,
+        description="Patient id on the configured FHIR server.",
+        json_schema_extra={"pattern": FHIR_ID_PATTERN},
     )
     bundle: dict[str, Any] | None = Field(
         default=None, description="The patient's data as a FHIR Bundle (instead of patient)."
     )
-    as_of: dt.date | None = Field(default=None, alias="asOf")
+    as_of: dt.date | None = Field(
+        default=None,
+        alias="asOf",
+        description="Evaluate as of this day (1900-01-01 to 2199-12-31); default: today.",
+        json_schema_extra={"pattern": AS_OF_PATTERN},
+    )
     attestations: list[AttestationEntry] = Field(default_factory=list)
     write: bool = Field(
         default=False,
         description="Write the ResearchStudy, ResearchSubject and DetectedIssue to the server.",
     )
+
+    @field_validator("patient")
+    @classmethod
+    def _patient_is_an_id(cls, value: str | None) -> str | None:
+        if value is not None and not is_fhir_id(value):
+            raise ValueError(
+                "must be a FHIR id (letters, digits, '-', '.'; 1 to 64; not only dots)"
+            )
+        return value
+
+    @field_validator("as_of")
+    @classmethod
+    def _as_of_within_bounds(cls, value: dt.date | None) -> dt.date | None:
+        problem = as_of_problem(value) if value is not None else None
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
 
 class FhirAuthorization(BaseModel):

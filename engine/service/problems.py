@@ -88,12 +88,42 @@ def error_for(error: TrialsieveError, field_name: str | None = None) -> ApiError
 
 
 def _server_error(error: ServerError) -> ApiError:
-    """404 when the server has no such patient; 504 when it did not answer in time; else 502."""
+    """404 when the server has no such patient; 504 when it did not answer in time; else 502.
+
+    The diagnostics summarise (what was asked, what came back) without the server's address,
+    the request's URL or the server's own words: a caller must not learn about networks it
+    cannot see by naming them.
+    """
+    asked = _request_kind(error.request)
     if error.status in (404, 410):
-        return ApiError.of(404, "not-found", str(error))
+        return ApiError.of(404, "not-found", f"the FHIR server has no such resource ({asked})")
     if error.timed_out:
-        return ApiError.of(504, "timeout", str(error))
-    return ApiError.of(502, "transient" if _retryable(error.status) else "exception", str(error))
+        return ApiError.of(504, "timeout", f"the FHIR server did not answer in time ({asked})")
+    return ApiError.of(
+        502,
+        "transient" if _retryable(error.status) else "exception",
+        server_failure_summary(error),
+    )
+
+
+def server_failure_summary(error: ServerError) -> str:
+    """`the FHIR server answered HTTP 403 (GET Patient)`: no address, no ids."""
+    asked = _request_kind(error.request)
+    if error.status is None:
+        return f"the FHIR server could not be reached or gave no usable answer ({asked})"
+    if error.status in (401, 403):
+        return f"the FHIR server refused the request: HTTP {error.status} ({asked})"
+    return f"the FHIR server failed: HTTP {error.status} ({asked})"
+
+
+def _request_kind(request: str | None) -> str:
+    """`GET Patient/p1/$everything` -> `GET Patient`: the method and resource type only."""
+    if not request:
+        return "request"
+    method, _, path = request.partition(" ")
+    first = path.split("/", 1)[0].split("?", 1)[0]
+    kind = first if first.replace("$", "").replace("-", "").isalnum() else "request"
+    return f"{method} {kind}".strip()
 
 
 def _retryable(status: int | None) -> bool:

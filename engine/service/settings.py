@@ -17,6 +17,18 @@ from engine.errors import Location, ServiceConfigError
 from engine.sources import RetryPolicy
 from engine.sources.fhir_server import DEFAULT_PAGE_SIZE
 
+SCOPE_EVALUATE = "evaluate"
+"""Evaluate patients and answer CDS Hooks calls (reads the FHIR server, writes nothing)."""
+SCOPE_WRITE = "write"
+"""`POST /evaluate` with `write: true`: write results to the configured FHIR server."""
+SCOPE_NOTIFY = "notify"
+"""`/fhir-notify`: Subscription notifications (re-evaluate and write back)."""
+ALL_SCOPES = frozenset({SCOPE_EVALUATE, SCOPE_WRITE, SCOPE_NOTIFY})
+JWT_SCOPES = frozenset({SCOPE_EVALUATE})
+"""What a CDS Hooks client's JWT may do: read and evaluate, never write or notify."""
+MAX_BODY_BYTES = 10 * 1024 * 1024
+"""Default request body limit (a large Synthea patient Bundle is about 5 MB)."""
+
 SERVICE_RETRY = RetryPolicy(attempts=3, first_delay=0.2, longest_delay=2.0, give_up_after=25.0)
 """Interactive callers wait: fewer, shorter retries than the command line's."""
 
@@ -71,12 +83,17 @@ class ApiAuthSettings:
     - `tokens`: static bearer tokens (an environment variable, or a file with one per line);
     - `jwt_secret`: a shared secret for HS256-signed JWTs (CDS Hooks clients);
     - `jwks_file`: a JSON Web Key Set with the public keys of RS256/RS384/ES256/ES384 JWTs;
-    - `jwt_issuers`: the accepted `iss` values (empty: any issuer whose key verifies).
+    - `jwt_issuers`: the accepted `iss` values (empty: any issuer whose key verifies);
+    - `notify_tokens`: static tokens that may only send Subscription notifications (the
+      token a Subscription stores on the FHIR server).
 
-    Without any of them the service refuses to start unless `allow_anonymous` is set.
+    Scopes: static `tokens` may do everything (evaluate, write, notify), `notify_tokens` only
+    notify, JWTs only evaluate (`JWT_SCOPES`). Without any credentials the service refuses to
+    start unless `allow_anonymous` is set (then every caller has every scope).
     """
 
     tokens: SecretReference | None = None
+    notify_tokens: SecretReference | None = None
     jwt_secret: SecretReference | None = None
     jwks_file: Path | None = None
     jwt_issuers: frozenset[str] = frozenset()
@@ -84,7 +101,10 @@ class ApiAuthSettings:
 
     @property
     def configured(self) -> bool:
-        return any(item is not None for item in (self.tokens, self.jwt_secret, self.jwks_file))
+        return any(
+            item is not None
+            for item in (self.tokens, self.notify_tokens, self.jwt_secret, self.jwks_file)
+        )
 
 
 @dataclass(frozen=True)
@@ -97,7 +117,10 @@ class ServiceSettings:
     `fhir_server`/`fhir_token`: the server patients are pulled from and results written to.
     `public_url`: the service's own base URL as callers see it (JWT audience, Subscriptions).
     `report_url_template`: a link for CDS cards, with `{trial_id}` and `{patient_id}`.
-    `trusted_fhir_servers`: base URLs a CDS Hooks `fhirServer` may name (empty: any http(s)).
+    `trusted_fhir_servers`: base URLs a CDS Hooks `fhirServer` may name besides `fhir_server`
+    (the allow-list); `allow_any_fhir_server` lifts it (the caller's token still goes only to
+    the allow-listed servers).
+    `max_body_bytes`: larger request bodies are refused with 413.
     `as_of`: evaluate as of this day instead of today (tests, replays).
     `environment`: where environment-variable secrets are read (default `os.environ`).
     """
@@ -110,11 +133,18 @@ class ServiceSettings:
     public_url: str | None = None
     report_url_template: str | None = None
     trusted_fhir_servers: tuple[str, ...] = ()
+    allow_any_fhir_server: bool = False
+    max_body_bytes: int = MAX_BODY_BYTES
     as_of: dt.date | None = None
     fhir_retry: RetryPolicy = SERVICE_RETRY
     page_size: int = DEFAULT_PAGE_SIZE
     notification_workers: int = 2
     environment: Mapping[str, str] = field(default_factory=lambda: os.environ, repr=False)
+
+    def fhir_server_allow_list(self) -> frozenset[str]:
+        """The base URLs (no trailing slash) the service may call with a caller's token."""
+        servers = [*self.trusted_fhir_servers, *([self.fhir_server] if self.fhir_server else [])]
+        return frozenset(server.rstrip("/") for server in servers)
 
     def day(self) -> dt.date:
         """The evaluation day: `as_of`, else today (read at each request)."""

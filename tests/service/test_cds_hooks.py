@@ -136,8 +136,8 @@ def test_malformed_calls(api: TestClient) -> None:
                 fhirServer="http://127.0.0.1:9/fhir",
                 fhirAuthorization={"access_token": "x", "token_type": "MAC"},
             ),
-            400,
-            ["fhirAuthorization.token_type"],
+            403,  # not allow-listed: refused before anything else is looked at
+            ["fhirServer"],
         ),
     ]
     for body, status, expression in cases:
@@ -173,14 +173,20 @@ def server_call(sekmet: SekmetServer, name: str, prefetch: dict[str, Any] | None
     return hook_call(name, **fields)
 
 
-def test_no_prefetch_fetches_from_the_fhir_server(api: TestClient, sekmet: SekmetServer) -> None:
+def test_no_prefetch_fetches_from_the_fhir_server(
+    service_client: ClientFactory, sekmet: SekmetServer
+) -> None:
+    api = service_client(trusted_fhir_servers=(sekmet.base_url,))
     name = "itp-relapsed-candidate"
     response = api.post(SERVICE, json=server_call(sekmet, name, None), headers=AUTH)
     assert response.status_code == 200, response.text
     assert response.json()["cards"] == [card(evaluated_file(api, name))]
 
 
-def test_missing_prefetch_keys_are_fetched(api: TestClient, sekmet: SekmetServer) -> None:
+def test_missing_prefetch_keys_are_fetched(
+    service_client: ClientFactory, sekmet: SekmetServer
+) -> None:
+    api = service_client(trusted_fhir_servers=(sekmet.base_url,))
     name = "itp-secondary-lupus"
     prefetch = prefetch_from(example(name), loaded_trial(api), name)
     partial = {**without(prefetch, "condition", "medicationRequest"), "observation": None}
@@ -189,12 +195,15 @@ def test_missing_prefetch_keys_are_fetched(api: TestClient, sekmet: SekmetServer
     assert response.json()["cards"] == [card(evaluated_file(api, name))]
 
 
-def test_fhir_server_errors(api: TestClient, sekmet: SekmetServer) -> None:
+def test_fhir_server_errors(service_client: ClientFactory, sekmet: SekmetServer) -> None:
+    api = service_client(trusted_fhir_servers=(sekmet.base_url,))
     unknown = api.post(SERVICE, json=server_call(sekmet, "nobody-here", None), headers=AUTH)
     assert unknown.status_code == 404
-    assert "Patient/nobody-here" in unknown.json()["issue"][0]["diagnostics"]
+    assert "no such resource (GET Patient)" in unknown.json()["issue"][0]["diagnostics"]
     refused = server_call(sekmet, "itp-too-old", None)
     refused["fhirAuthorization"]["access_token"] = "wrong-token"
     response = api.post(SERVICE, json=refused, headers=AUTH)
     assert response.status_code == 502
-    assert sekmet.base_url in response.json()["issue"][0]["diagnostics"]
+    diagnostics = response.json()["issue"][0]["diagnostics"]
+    assert "refused the request: HTTP 401" in diagnostics
+    assert sekmet.base_url not in diagnostics  # upstream addresses are never echoed

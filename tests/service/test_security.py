@@ -1,0 +1,287 @@
+"""Issue 11, items 4, 6 and 7: hostile callers of the service. Server-side request forgery,
+token forwarding, upstream addresses in answers, route scopes, JWT replay, body size, ids and
+days out of range, numbers beyond 64 bits. Each test failed before the fix it guards."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+import respx
+from fastapi.testclient import TestClient
+from service_support import (
+    API_TOKEN_VARIABLE,
+    AUTH,
+    SERVER_TOKEN_VARIABLE,
+    ClientFactory,
+    example,
+    free_port,
+    live_service,
+    make_settings,
+    prefetch_from,
+    server_settings,
+)
+
+from engine.service import ApiAuthSettings, SecretReference, create_app
+from engine.service.trials import LoadedTrial
+
+SECRET = "a-shared-secret-of-enough-length-0123456789"
+SECRET_VARIABLE = "TRIALSIEVE_TEST_JWT_SECRET"
+NOTIFY_VARIABLE = "TRIALSIEVE_TEST_NOTIFY_TOKEN"
+NOTIFY_TOKEN = "notify-only-token-5d1e"
+SERVICE = "/cds-services/NCT05315778"
+METADATA_SERVICE = "http://169.254.169.254/latest/meta-data"
+CONFIGURED = "http://fhir.invalid/r4"
+
+
+def token(audience: str, **changes: Any) -> str:
+    now = int(time.time())
+    claims = {
+        "iss": "https://ehr.example.org",
+        "sub": "ehr-client",
+        "aud": audience,
+        "iat": now,
+        "exp": now + 120,
+        "jti": str(uuid.uuid4()),
+        **changes,
+    }
+    return jwt.encode(claims, SECRET, algorithm="HS256")
+
+
+def bearer(value: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {value}"}
+
+
+@pytest.fixture
+def secured(service_client: ClientFactory) -> TestClient:
+    """Static API token (every scope), a notify-only token and CDS Hooks JWTs (HS256), with a
+    configured FHIR server."""
+    return service_client(
+        make_settings(
+            environment={
+                SECRET_VARIABLE: SECRET,
+                NOTIFY_VARIABLE: NOTIFY_TOKEN,
+                SERVER_TOKEN_VARIABLE: "server-token",
+            },
+            api_auth=ApiAuthSettings(
+                tokens=SecretReference(environment_variable=API_TOKEN_VARIABLE),
+                notify_tokens=SecretReference(environment_variable=NOTIFY_VARIABLE),
+                jwt_secret=SecretReference(environment_variable=SECRET_VARIABLE),
+            ),
+            fhir_server=CONFIGURED,
+            fhir_token=SecretReference(environment_variable=SERVER_TOKEN_VARIABLE),
+        )
+    )
+
+
+def hook_call(patient_id: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "hook": "patient-view",
+        "hookInstance": str(uuid.uuid4()),
+        "context": {"patientId": patient_id},
+        **fields,
+    }
+
+
+def loaded_trial(api: TestClient) -> LoadedTrial:
+    trial: LoadedTrial = api.app.state.service.trials["NCT05315778"]  # type: ignore[attr-defined]
+    return trial
+
+
+# ----------------------------------------------------------------- item 6: request forgery
+
+
+def test_a_cds_call_cannot_make_the_service_call_an_unlisted_server(api: TestClient) -> None:
+    body = hook_call(
+        "p1", fhirServer=METADATA_SERVICE, fhirAuthorization={"access_token": "caller-token"}
+    )
+    with respx.mock(assert_all_called=False) as mock:
+        probe = mock.get(url__startswith="http://169.254.169.254").respond(403)
+        response = api.post(SERVICE, json=body, headers=AUTH)
+    assert response.status_code == 403, response.text
+    assert not probe.called
+    assert "169.254" not in response.text
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://user:password@ehr.example.org/fhir",
+        "http://ehr.example.org/fhir#x",
+        "gopher://ehr.example.org/fhir",
+        "http://[::1/fhir",
+        "http://ehr.example.org:99999/fhir",
+    ],
+)
+def test_a_malformed_fhir_server_is_400_without_echo(api: TestClient, url: str) -> None:
+    response = api.post(SERVICE, json=hook_call("p1", fhirServer=url), headers=AUTH)
+    assert response.status_code == 400, response.text
+    assert url not in response.text
+
+
+def test_the_configured_server_is_allow_listed_and_gets_the_callers_token(
+    service_client: ClientFactory,
+) -> None:
+    api = service_client(server_settings(CONFIGURED, "server-token"))
+    body = hook_call("p1", fhirServer=CONFIGURED, fhirAuthorization={"access_token": "ehr-token"})
+    with respx.mock(assert_all_called=False) as mock:
+        metadata = mock.get(f"{CONFIGURED}/metadata").respond(503)
+        response = api.post(SERVICE, json=body, headers=AUTH)
+    assert response.status_code == 502, response.text
+    assert metadata.called
+    assert metadata.calls[0].request.headers["authorization"] == "Bearer ehr-token"
+    assert CONFIGURED not in response.text
+
+
+def test_when_any_server_is_allowed_an_unlisted_one_never_gets_the_token(
+    service_client: ClientFactory,
+) -> None:
+    api = service_client(allow_any_fhir_server=True)
+    elsewhere = "http://elsewhere.invalid/fhir"
+    body = hook_call("p1", fhirServer=elsewhere, fhirAuthorization={"access_token": "ehr-token"})
+    with respx.mock(assert_all_called=False) as mock:
+        metadata = mock.get(f"{elsewhere}/metadata").respond(401)
+        response = api.post(SERVICE, json=body, headers=AUTH)
+    assert metadata.called
+    assert "authorization" not in metadata.calls[0].request.headers
+    assert response.status_code == 502
+    assert elsewhere not in response.text
+
+
+# ----------------------------------------------------------------- item 6: route scopes
+
+
+def test_a_cds_client_jwt_may_evaluate_but_not_write(secured: TestClient) -> None:
+    inline = {"bundle": example("itp-too-old")}
+    allowed = secured.post(
+        "/evaluate", json=inline, headers=bearer(token("http://testserver/evaluate"))
+    )
+    assert allowed.status_code == 200, allowed.text
+    writing = secured.post(
+        "/evaluate",
+        json={"patient": "p1", "write": True},
+        headers=bearer(token("http://testserver/evaluate")),
+    )
+    assert writing.status_code == 403, writing.text
+    assert "scope write" in writing.json()["issue"][0]["diagnostics"]
+
+
+@pytest.mark.parametrize("path", ["/fhir-notify", "/fhir-notify/Observation/o1"])
+def test_a_cds_client_jwt_may_not_notify(secured: TestClient, path: str) -> None:
+    response = secured.post(path, json=None, headers=bearer(token(f"http://testserver{path}")))
+    assert response.status_code == 403, response.text
+    assert response.json()["issue"][0]["code"] == "forbidden"
+
+
+def test_a_notify_token_may_only_notify(secured: TestClient) -> None:
+    assert secured.post("/fhir-notify", headers=bearer(NOTIFY_TOKEN)).status_code == 200
+    inline = {"bundle": example("itp-too-old")}
+    evaluating = secured.post("/evaluate", json=inline, headers=bearer(NOTIFY_TOKEN))
+    assert evaluating.status_code == 403
+    assert secured.post("/evaluate", json=inline, headers=AUTH).status_code == 200
+
+
+# ----------------------------------------------------------------- item 7: replay, limits, ids
+
+
+def test_a_jwt_is_accepted_once(secured: TestClient) -> None:
+    once = token("http://testserver/evaluate")
+    inline = {"bundle": example("itp-too-old")}
+    assert secured.post("/evaluate", json=inline, headers=bearer(once)).status_code == 200
+    replayed = secured.post("/evaluate", json=inline, headers=bearer(once))
+    assert replayed.status_code == 401
+    assert "used before" in replayed.json()["issue"][0]["diagnostics"]
+
+
+def test_a_body_over_the_limit_is_413(service_client: ClientFactory) -> None:
+    api = service_client(max_body_bytes=1_000_000)
+    huge = b'{"bundle": {"padding": "' + b"x" * 20_000_000 + b'"}}'
+    response = api.post(
+        "/evaluate", content=huge, headers={**AUTH, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert response.json()["issue"][0]["code"] == "too-costly"
+
+
+def test_a_chunked_body_over_the_limit_is_413(service_client: ClientFactory) -> None:
+    api = service_client(max_body_bytes=1_000_000)
+
+    def chunks() -> Any:
+        for _ in range(30):
+            yield b"x" * 100_000
+
+    response = api.post(
+        "/evaluate", content=chunks(), headers={**AUTH, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+
+
+def test_the_default_limit_refuses_20_megabytes(api: TestClient) -> None:
+    huge = b'{"bundle": {"padding": "' + b"x" * 20_000_000 + b'"}}'
+    response = api.post(
+        "/evaluate", content=huge, headers={**AUTH, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+
+
+@pytest.mark.parametrize("patient", [".", "..", "p1\n", "Patient/../../x", "a" * 65])
+def test_an_invalid_patient_id_is_400(service_client: ClientFactory, patient: str) -> None:
+    api = service_client(server_settings(CONFIGURED, "server-token"))
+    with respx.mock(assert_all_called=False) as mock:
+        anything = mock.route().respond(500)
+        response = api.post("/evaluate", json={"patient": patient}, headers=AUTH)
+    assert response.status_code == 400, response.text
+    assert response.json()["issue"][0]["expression"] == ["patient"]
+    assert not anything.called
+
+
+@pytest.mark.parametrize("patient_id", ["..", "p1\n", "a/b"])
+def test_an_invalid_cds_patient_id_is_400(api: TestClient, patient_id: str) -> None:
+    response = api.post(SERVICE, json=hook_call(patient_id), headers=AUTH)
+    assert response.status_code == 400
+
+
+def test_an_invalid_notified_id_is_400(api: TestClient) -> None:
+    response = api.put("/fhir-notify/Observation/p1%0A", headers=AUTH)
+    assert response.status_code == 400, response.text
+
+
+# ----------------------------------------------------------------- item 4: no 500s
+
+
+@pytest.mark.parametrize("day", ["0001-01-01", "9999-12-31"])
+def test_an_as_of_day_out_of_range_is_400(api: TestClient, day: str) -> None:
+    body = {"bundle": example("itp-too-old"), "asOf": day}
+    response = api.post("/evaluate", json=body, headers=AUTH)
+    assert response.status_code == 400, response.text
+    assert response.json()["issue"][0]["expression"] == ["asOf"]
+
+
+def test_a_huge_integer_in_an_inline_bundle_is_400(api: TestClient) -> None:
+    bundle = example("itp-too-old")
+    bundle["entry"][0]["resource"]["extension"] = [{"url": "x", "valueInteger": 2**64}]
+    response = api.post("/evaluate", json={"bundle": bundle}, headers=AUTH)
+    assert response.status_code == 400, response.text
+    assert response.json()["issue"][0]["expression"] == ["bundle"]
+
+
+def test_a_huge_integer_in_a_prefetch_is_400(api: TestClient) -> None:
+    name = "itp-relapsed-candidate"
+    prefetch = prefetch_from(example(name), loaded_trial(api), name)
+    prefetch["patient"]["extension"] = [{"url": "x", "valueInteger": 2**70}]
+    response = api.post(SERVICE, json=hook_call(name, prefetch=prefetch), headers=AUTH)
+    assert response.status_code == 400, response.text
+
+
+def test_the_connection_stays_usable_after_an_error() -> None:
+    app = create_app(make_settings())
+    with live_service(app) as base_url, httpx.Client(base_url=base_url) as client:
+        for day in ("0001-01-01", "9999-12-31"):
+            body = {"bundle": example("itp-too-old"), "asOf": day}
+            assert client.post("/evaluate", json=body, headers=AUTH).status_code == 400
+        assert client.get("/health").status_code == 200
+    assert free_port()  # the helper module stays importable for the benchmarks
