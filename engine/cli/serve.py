@@ -36,7 +36,6 @@ from engine.cli.options import (
     TrustedFhirServerOption,
 )
 from engine.errors import TrialsieveError
-from engine.service.settings import MAX_BODY_BYTES
 
 
 def serve(
@@ -58,7 +57,7 @@ def serve(
     allow_any_fhir_server: AllowAnyFhirServerOption = False,
     notify_token_env: NotifyTokenEnvOption = None,
     notify_token_file: NotifyTokenFileOption = None,
-    max_body_bytes: MaxBodyBytesOption = MAX_BODY_BYTES,
+    max_body_bytes: MaxBodyBytesOption = 10 * 1024 * 1024,  # service.settings.MAX_BODY_BYTES
     as_of: AsOfOption = None,
     attestations: AttestationsOption = None,
     no_auth: NoAuthOption = False,
