@@ -764,7 +764,10 @@ class _Checker:
         timing: Timing | None = node.get("timing")
         if timing is None:
             needing = types_needing_timing(types)
-            if needing and window is not None and not window.is_ever:
+            bounded = (window is not None and not window.is_ever) or any(
+                direction in node for direction in ("before", "after")
+            )
+            if needing and bounded:
                 self._fail(
                     path,
                     "timing",

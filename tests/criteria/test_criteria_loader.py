@@ -451,7 +451,7 @@ def test_bad_expression_names_file_line_criterion_and_field(
         pytest.param(
             "trial: {id: X, title: Y}\ncriteria:\n"
             "  - {id: a, kind: inclusion, text: t, expression: {resource: Condition, "
-            "concept: c, within: screening}}\n",
+            "concept: c, within: screening, timing: onset}}\n",
             3,
             "a",
             "within",

@@ -78,7 +78,12 @@ def test_schema_accepts_a_small_valid_document() -> None:
                         {"patient": {"age": {"min": 18}}},
                         {"resource": "Observation", "concept": "hb", "value": "< 100 g/L"},
                         {"not": {"manual": {"id": "m", "question": "q"}}, "label": "l"},
-                        {"resource": ["Condition"], "concept": "c", "within": "P1Y2M"},
+                        {
+                            "resource": ["Condition"],
+                            "concept": "c",
+                            "within": "P1Y2M",
+                            "timing": "onset",
+                        },
                     ]
                 },
             }

@@ -132,3 +132,13 @@ def test_a_range_upside_down_is_a_load_error(tmp_path: Path) -> None:
     )
     with pytest.raises(TrialsieveError, match="low bound is above the high bound"):
         load_trial(path)
+
+
+def test_an_anchored_condition_must_say_onset_or_active_too(tmp_path: Path) -> None:
+    path = atom_trial(
+        tmp_path,
+        "resource: Condition\nconcept: myocardial-infarction\n"
+        "before: {anchor: as-of, at_most: P12W}\n",
+    )
+    with pytest.raises(TrialsieveError, match="timing: onset"):
+        load_trial(path)
