@@ -18,8 +18,9 @@ stays cheap.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from engine.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:
     from engine.cohort.inputs import BundleInput, NdjsonInput
@@ -45,28 +46,17 @@ __all__ = [
     "screen_patient",
 ]
 
-_HOMES = {
-    "BundleInput": "engine.cohort.inputs",
-    "NdjsonInput": "engine.cohort.inputs",
-    "PatientResources": "engine.sources.base",
-    "Screening": "engine.screening",
-    "TrialsieveError": "engine.errors",
-    "load_trial": "engine.trial",
-    "read_bundle_file": "engine.sources.bundle",
-    "run_cohort": "engine.cohort.runner",
-    "screen_patient": "engine.screening",
-}
-"""Where each public name is defined: imported from there on first use."""
-
-
-def __getattr__(name: str) -> object:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'engine' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "BundleInput": "engine.cohort.inputs",
+        "NdjsonInput": "engine.cohort.inputs",
+        "PatientResources": "engine.sources.base",
+        "Screening": "engine.screening",
+        "TrialsieveError": "engine.errors",
+        "load_trial": "engine.trial",
+        "read_bundle_file": "engine.sources.bundle",
+        "run_cohort": "engine.cohort.runner",
+        "screen_patient": "engine.screening",
+    },
+)

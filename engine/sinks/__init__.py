@@ -1,8 +1,13 @@
 """The sink stage: where results go (files, FHIR servers)."""
 
-from engine.errors import SinkError
-from engine.sinks.fhir_server import FhirServerSink, WrittenEntry, server_transaction
-from engine.sinks.files import to_json, write_json
+from typing import TYPE_CHECKING
+
+from engine.lazy_exports import lazy_exports
+
+if TYPE_CHECKING:
+    from engine.errors import SinkError
+    from engine.sinks.fhir_server import FhirServerSink, WrittenEntry, server_transaction
+    from engine.sinks.files import to_json, write_json
 
 __all__ = [
     "FhirServerSink",
@@ -12,3 +17,15 @@ __all__ = [
     "to_json",
     "write_json",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "FhirServerSink": "engine.sinks.fhir_server",
+        "SinkError": "engine.errors",
+        "WrittenEntry": "engine.sinks.fhir_server",
+        "server_transaction": "engine.sinks.fhir_server",
+        "to_json": "engine.sinks.files",
+        "write_json": "engine.sinks.files",
+    },
+)

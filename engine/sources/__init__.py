@@ -12,26 +12,31 @@ Data `$export`.
 and `RetryPolicy`; listed here too for the source's callers).
 """
 
-from engine.errors import BulkExportError
-from engine.fhir_http import BearerToken, FhirServerClient, RetryPolicy
-from engine.sources.base import PatientResources, PatientSource
-from engine.sources.bulk_export import (
-    BulkExportResult,
-    ExportedFile,
-    ExportIssue,
-    ExportProgress,
-    ExportRequest,
-    export_to_folder,
-)
-from engine.sources.bundle import (
-    ACCEPTED_BUNDLE_TYPES,
-    BundleFileSource,
-    parse_bundle,
-    read_bundle_file,
-)
-from engine.sources.fhir_server import FhirServerSource
-from engine.sources.ndjson import SourceProblem, ndjson_files, patient_reference
-from engine.sources.references import id_from_full_url, reference_key
+from typing import TYPE_CHECKING
+
+from engine.lazy_exports import lazy_exports
+
+if TYPE_CHECKING:
+    from engine.errors import BulkExportError
+    from engine.fhir_http import BearerToken, FhirServerClient, RetryPolicy
+    from engine.sources.base import PatientResources, PatientSource
+    from engine.sources.bulk_export import (
+        BulkExportResult,
+        ExportedFile,
+        ExportIssue,
+        ExportProgress,
+        ExportRequest,
+        export_to_folder,
+    )
+    from engine.sources.bundle import (
+        ACCEPTED_BUNDLE_TYPES,
+        BundleFileSource,
+        parse_bundle,
+        read_bundle_file,
+    )
+    from engine.sources.fhir_server import FhirServerSource
+    from engine.sources.ndjson import SourceProblem, ndjson_files, patient_reference
+    from engine.sources.references import id_from_full_url, reference_key
 
 __all__ = [
     "ACCEPTED_BUNDLE_TYPES",
@@ -57,3 +62,31 @@ __all__ = [
     "read_bundle_file",
     "reference_key",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "ACCEPTED_BUNDLE_TYPES": "engine.sources.bundle",
+        "BearerToken": "engine.fhir_http",
+        "BulkExportError": "engine.errors",
+        "BulkExportResult": "engine.sources.bulk_export",
+        "BundleFileSource": "engine.sources.bundle",
+        "ExportIssue": "engine.sources.bulk_export",
+        "ExportProgress": "engine.sources.bulk_export",
+        "ExportRequest": "engine.sources.bulk_export",
+        "ExportedFile": "engine.sources.bulk_export",
+        "FhirServerClient": "engine.fhir_http",
+        "FhirServerSource": "engine.sources.fhir_server",
+        "PatientResources": "engine.sources.base",
+        "PatientSource": "engine.sources.base",
+        "RetryPolicy": "engine.fhir_http",
+        "SourceProblem": "engine.sources.ndjson",
+        "export_to_folder": "engine.sources.bulk_export",
+        "id_from_full_url": "engine.sources.references",
+        "ndjson_files": "engine.sources.ndjson",
+        "parse_bundle": "engine.sources.bundle",
+        "patient_reference": "engine.sources.ndjson",
+        "read_bundle_file": "engine.sources.bundle",
+        "reference_key": "engine.sources.references",
+    },
+)
