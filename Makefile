@@ -17,6 +17,8 @@ setup: $(BIN)/trialsieve
 demo: setup
 	$(BIN)/trialsieve evaluate criteria/NCT05315778.yaml --bundle examples/patients --bundle examples/synthea \
 		--as-of 2026-11-01 --attestations examples/attestations.yaml --output out/examples
+	$(BIN)/trialsieve evaluate criteria/NCT03036150.yaml --bundle examples/ckd \
+		--as-of 2026-11-01 --attestations examples/attestations-nct03036150.yaml --output out/examples-nct03036150
 
 demo-server: setup
 	$(BIN)/trialsieve demo criteria/NCT05315778.yaml --as-of 2026-11-01 --attestations examples/attestations.yaml

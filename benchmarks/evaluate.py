@@ -1,6 +1,9 @@
-"""Benchmark: evaluate NCT05315778 over the Synthea set, excluding file reading.
+"""Benchmark: evaluate both shipped trials over the Synthea set, excluding file reading.
 
-    .venv/bin/python benchmarks/evaluate.py [--data DIR] [--repeat N] [--as-of YYYY-MM-DD]
+    .venv/bin/python benchmarks/evaluate.py [--data DIR] [--criteria FILE ...] [--repeat N]
+                                            [--as-of YYYY-MM-DD]
+
+Without --criteria: NCT05315778 (ITP) and NCT03036150 (DAPA-CKD), one after the other.
 
 Reads every patient Bundle first (not timed), then times, per patient and on one core:
 record building + evaluation (the hot path), and separately the report (ResearchSubject +
@@ -51,23 +54,35 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--criteria", type=Path, default=ROOT / "criteria" / "NCT05315778.yaml")
+    parser.add_argument("--criteria", type=Path, action="append", default=None)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--as-of", default="2026-11-01")
     arguments = parser.parse_args()
     as_of = dt.date.fromisoformat(arguments.as_of)
-
-    started = time.perf_counter()
-    trial = load_trial(arguments.criteria)
-    compile_seconds = time.perf_counter() - started
+    criteria_files = arguments.criteria or [
+        ROOT / "criteria" / "NCT05315778.yaml",
+        ROOT / "criteria" / "NCT03036150.yaml",
+    ]
     started = time.perf_counter()
     patients = _load(arguments.data)
     read_seconds = time.perf_counter() - started
+    if not patients:
+        parser.error(f"no patient Bundles in {arguments.data} (give --data DIR)")
     resources = sum(len(patient.resources) for patient in patients)
     print(f"data: {arguments.data} ({len(patients)} patients, {resources} resources)")
+    print(f"file reading (not timed below): {read_seconds:.2f} s")
+    for criteria_file in criteria_files:
+        _benchmark(criteria_file, patients, as_of, arguments.repeat)
+
+
+def _benchmark(
+    criteria_file: Path, patients: list[PatientResources], as_of: dt.date, repeat: int
+) -> None:
+    started = time.perf_counter()
+    trial = load_trial(criteria_file)
+    compile_seconds = time.perf_counter() - started
     print(
-        f"criteria load + compile: {compile_seconds * 1000:.0f} ms; "
-        f"file reading (not timed below): {read_seconds:.2f} s"
+        f"\n{trial.trial.id} ({criteria_file.name}): load + compile {compile_seconds * 1000:.0f} ms"
     )
 
     record_seconds: list[float] = []
@@ -75,7 +90,7 @@ def main() -> None:
     hot_seconds: list[float] = []
     report_seconds: list[float] = []
     statuses: dict[str, int] = {}
-    for round_number in range(arguments.repeat):
+    for round_number in range(repeat):
         for patient in patients:
             first = time.perf_counter()
             record = build_record(patient, trial.terminology)

@@ -46,6 +46,7 @@ from engine.errors import (
     TrialsieveError,
     UnitError,
 )
+from engine.evaluate.compile import compile_criteria
 from engine.normalise import Concept, Terminology, convert, load_terminology
 from engine.normalise.loinc import LOINC_URI, loinc_code_problem
 from engine.normalise.yaml_reading import load_round_trip
@@ -282,6 +283,17 @@ def _check_criteria_file(
     for criterion in criteria_file.criteria:
         for atom in _atoms(criterion):
             problems.extend(_check_atom(atom, criterion, terminology, mappings))
+    if not has_errors(problems):
+        # What only compiling finds (a formula whose unit or input concepts do not fit the
+        # mappings, a dose equivalence table no concept defines), with the same locations.
+        try:
+            compile_criteria(criteria_file, terminology)
+        except TrialsieveError as error:
+            problems.extend(
+                problem
+                for problem in _flatten(error)
+                if (problem.location.field or "").startswith(("computed", "use"))
+            )
     return problems
 
 

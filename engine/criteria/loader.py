@@ -1000,7 +1000,12 @@ class _Checker:
             if window is None:
                 return None
             windows.append((name, window))
-        return ComputedValue(formula.id, spec.get("prefer", "measured"), tuple(windows))
+        return ComputedValue(
+            formula.id,
+            spec.get("prefer", "measured"),
+            tuple(windows),
+            _source_position(self.document, [*here, "formula"]),
+        )
 
     def _use(
         self, node: dict[str, Any], types: tuple[str, ...], path: list[PathSegment]
@@ -1042,6 +1047,7 @@ class _Checker:
             allowed_gap=durations.get("allowed_gap"),
             daily_dose=dose if isinstance(dose, QuantityTest) else None,
             equivalent=spec.get("equivalent"),
+            position=_source_position(self.document, here, at_key=True),
         )
 
     def _patient_atom(

@@ -211,6 +211,8 @@ class ComputedValue:
     formula: str
     prefer: Literal["measured", "computed"] = "measured"
     input_windows: tuple[tuple[str, Window], ...] = ()
+    position: SourcePosition | None = None
+    """Where `formula:` is written."""
 
 
 @dataclass(frozen=True)
@@ -264,6 +266,8 @@ class MedicationExposure:
     allowed_gap: IsoDuration | None = None
     daily_dose: QuantityTest | None = None
     equivalent: str | None = None
+    position: SourcePosition | None = None
+    """Where `use:` is written."""
 
 
 @dataclass(frozen=True)

@@ -279,10 +279,12 @@ def _compile_resource_node(
         anchorings=_anchorings(atom, criterion, source, terminology, anchors),
     )
     if atom.computed is not None:
-        where = _location(atom.position, criterion, source, "computed.formula")
+        where = _location(
+            atom.computed.position or atom.position, criterion, source, "computed.formula"
+        )
         return compile_computed(node, atom.computed, terminology, where)
     if atom.exposure is not None:
-        where = _location(atom.position, criterion, source, "use")
+        where = _location(atom.exposure.position or atom.position, criterion, source, "use")
         return compile_exposure(node, atom.exposure, terminology, where)
     return node
 

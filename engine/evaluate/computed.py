@@ -13,13 +13,13 @@ implausible makes the computed value unknown, with that reason.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from engine.criteria.model import ComputedValue, Window
 from engine.errors import CriteriaError, DateProblem, Location, UnitError
 from engine.evaluate.nodes import EVIDENCE_LIMIT, EvaluationContext, ResourceNode
-from engine.evaluate.outcome import Outcome, Truth
+from engine.evaluate.outcome import Cited, Outcome, Truth
 from engine.evaluate.status import status_predicate
 from engine.evaluate.timing import Span, age_in_years, parse_date_range, resource_span
 from engine.evaluate.values import ValueCheck
@@ -47,6 +47,7 @@ class _Read:
     reference: str | None
     day: dt.date | None
     problem: str | None = None
+    resource: dict[str, Any] | None = None
 
 
 def compile_computed(
@@ -113,6 +114,22 @@ class ComputedNode:
     value_check: ValueCheck
 
     def evaluate(self, context: EvaluationContext) -> Outcome:
+        outcome = self._decide(context)
+        if outcome.atom is not None:  # decided by the measured value: cited already
+            return outcome
+        record = context.record
+        cited = tuple(
+            Cited(reference, resource)
+            for resource in (*self._input_resources(context), record.patient)
+            if (reference := record.label(resource)) in outcome.evidence
+        )
+        return replace(outcome, atom=self.measured.atom, cited=cited)
+
+    def _input_resources(self, context: EvaluationContext) -> list[dict[str, Any]]:
+        found = [_latest(item, context).resource for item in self.inputs]
+        return [resource for resource in found if resource is not None]
+
+    def _decide(self, context: EvaluationContext) -> Outcome:
         if self.prefer == "measured":
             first = self.measured.evaluate(context)
             if first.truth is not Truth.UNKNOWN:
@@ -258,16 +275,16 @@ def _latest(item: _Input, context: EvaluationContext) -> _Read:
     reference = record.label(resource)
     measured = measure(resource, item.concept, context.terminology)
     if isinstance(measured, DataProblem):
-        return _Read(None, "", reference, None, f"{name}: {reference} {measured.message}")
+        return _Read(None, "", reference, None, f"{name}: {reference} {measured.message}", resource)
     if measured.value is None or measured.comparator is not None:
         why = "a censored value" if measured.comparator else "no numeric value"
-        return _Read(None, "", reference, None, f"{name}: {reference} has {why}")
+        return _Read(None, "", reference, None, f"{name}: {reference} has {why}", resource)
     unit = item.spec.unit
     assert unit is not None
     value = convert(measured.value, measured.unit or "1", unit, item.concept.molar_mass)
     day = span.start
     shown = f"{name} {value:.4g} {unit} on {day.isoformat() if day else '?'} ({reference})"
-    return _Read(value, shown, reference, day)
+    return _Read(value, shown, reference, day, resource=resource)
 
 
 def _age(patient: dict[str, Any], on: dt.date) -> int | str:

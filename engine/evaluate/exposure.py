@@ -19,13 +19,13 @@ Closed world, as for every medication atom: no such medication on record means n
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from engine.criteria.model import MedicationExposure
 from engine.errors import CriteriaError, Location, UnitError
 from engine.evaluate.nodes import EVIDENCE_LIMIT, EvaluationContext, ResourceNode
-from engine.evaluate.outcome import Outcome, Truth
+from engine.evaluate.outcome import Cited, Outcome, Truth
 from engine.evaluate.values import COMPARISONS
 from engine.normalise import Terminology, convert
 from engine.normalise.medication_exposure import (
@@ -81,6 +81,15 @@ class ExposureNode:
 
     def evaluate(self, context: EvaluationContext) -> Outcome:
         uses, problems = self._uses(context)
+        outcome = self._decide(uses, problems, context)
+        cited = tuple(
+            Cited(use.reference, use.resource, context.record.medication_of(use.resource))
+            for use in uses
+            if use.reference in outcome.evidence
+        )
+        return replace(outcome, atom=self.query.atom, cited=cited)
+
+    def _decide(self, uses: list[_Use], problems: list[str], context: EvaluationContext) -> Outcome:
         subject = self.query.subject
         if self.exposure.daily_dose is not None:
             return self._dose(uses, problems, context)

@@ -13,6 +13,7 @@ import pytest
 from engine.errors import TrialsieveError
 from engine.evaluate import CompiledCriteria, Truth
 from engine.evaluate.nodes import EvaluationContext
+from engine.lint import has_errors, lint_paths
 from engine.record import build_record
 from engine.sources import parse_bundle
 from engine.trial import load_trial
@@ -302,3 +303,44 @@ def test_bad_formulas_units_and_tables_are_load_errors_with_line_and_field(
         load_trial(path)
     text = str(raised.value)
     assert message in text and f"{path}:" in text
+
+
+def test_a_formula_input_missing_from_the_mappings_is_a_load_error(tmp_path: Path) -> None:
+    mappings = tmp_path / "mappings"
+    mappings.mkdir()
+    (mappings / "systems.yaml").write_text(
+        (ROOT / "mappings" / "systems.yaml").read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    (mappings / "kidney.yaml").write_text(
+        "concepts:\n"
+        "  egfr-ckd-epi:\n"
+        "    display: eGFR\n"
+        "    unit: mL/min/{1.73_m2}\n"
+        "    codes: {loinc: [98979-8]}\n",
+        encoding="utf-8",
+    )
+    criteria = tmp_path / "trial.yaml"
+    criteria.write_text(
+        textwrap.dedent(
+            """
+            trial: {id: NCT00000002, title: Missing input}
+            mappings: [mappings]
+            criteria:
+              - id: inclusion-1-egfr
+                kind: inclusion
+                text: eGFR >= 25
+                expression:
+                  resource: Observation
+                  concept: egfr-ckd-epi
+                  within: P14D
+                  value: ">= 25 mL/min/{1.73_m2}"
+                  computed: {formula: egfr-ckd-epi-2021-creatinine}
+            """
+        ),
+        encoding="utf-8",
+    )
+    with pytest.raises(TrialsieveError, match=r"needs concept 'creatinine' \(input creatinine\)"):
+        load_trial(criteria)
+    problems = lint_paths([criteria])
+    assert has_errors(problems)
+    assert any("trial.yaml:13:27" in str(problem) for problem in problems), problems

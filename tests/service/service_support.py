@@ -6,7 +6,9 @@ loopback in a thread.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +41,23 @@ ClientFactory = Callable[..., TestClient]
 """The `service_client` fixture: settings (or make_settings overrides) -> a running TestClient."""
 
 
+def itp_trials_folder() -> Path:
+    """A trials folder holding only NCT05315778 (the shipped `criteria/` holds two trials, and
+    these tests screen for one without naming it), its mappings found, made once per run."""
+    text = (
+        (CRITERIA / "NCT05315778.yaml")
+        .read_text(encoding="utf-8")
+        .replace("mappings: [../mappings]", f"mappings: [{ROOT / 'mappings'}]")
+    )
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / f"trialsieve-service-trials-{digest}"
+    if not (folder / "NCT05315778.yaml").exists():
+        folder.mkdir(exist_ok=True)
+        (folder / "NCT05315778.yaml.part").write_text(text, encoding="utf-8")
+        (folder / "NCT05315778.yaml.part").replace(folder / "NCT05315778.yaml")
+    return folder
+
+
 def make_settings(
     environment: dict[str, str] | None = None,
     api_auth: ApiAuthSettings | None = None,
@@ -46,7 +65,7 @@ def make_settings(
 ) -> ServiceSettings:
     """The shipped criteria, evaluation as of AS_OF, the API token API_TOKEN."""
     return ServiceSettings(
-        trials_folder=overrides.pop("trials_folder", CRITERIA),
+        trials_folder=overrides.pop("trials_folder", None) or itp_trials_folder(),
         api_auth=api_auth
         or ApiAuthSettings(tokens=SecretReference(environment_variable=API_TOKEN_VARIABLE)),
         as_of=overrides.pop("as_of", AS_OF),

@@ -1,0 +1,492 @@
+"""Per-criterion cases for NCT03036150: the baseline patient plus or minus a few resources.
+
+Every criterion has at least one case of each role: `MEETS` (verdict clear), `FAILS`
+(inclusion not met, exclusion met) and `SILENT` (the data it needs is absent or unattested:
+missing data for measurements, the closed-world answer for diagnoses and drugs, manual review
+for questions). Unless a case says otherwise, the manual items are answered favourably
+(`FAVOURABLE`), so the verdict shows what the record decides. Dates are relative to the as-of
+day 2026-11-01; visit 1 is the 14 days up to it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TypedDict, Unpack
+
+from ckd_baseline import FAVOURABLE, VISIT_1
+from ckd_builders import (
+    ATC,
+    ICD10CM,
+    LOINC,
+    RXNORM,
+    SNOMED,
+    Resource,
+    allergy,
+    condition,
+    daily_dosage,
+    days_ago,
+    medication_request,
+    medication_statement,
+    observation,
+    patient,
+    procedure,
+)
+
+from engine.evaluate import CriterionVerdict
+
+CLEAR = CriterionVerdict.CLEAR
+FAILS = CriterionVerdict.FAILS
+MISSING = CriterionVerdict.MISSING_DATA
+MANUAL = CriterionVerdict.MANUAL_REVIEW
+
+
+class Role(StrEnum):
+    MEETS = "meets"
+    FAILS = "fails"
+    SILENT = "silent"
+
+
+@dataclass(frozen=True)
+class Case:
+    criterion: str
+    name: str
+    role: Role
+    expected: CriterionVerdict
+    add: tuple[Resource, ...] = ()
+    remove: tuple[str, ...] = ()
+    answers: Mapping[str, bool] = field(default_factory=lambda: dict(FAVOURABLE))
+    patient: Resource | None = None
+    reason: tuple[str, ...] = ()
+    evidence: tuple[str, ...] = ()
+
+    @property
+    def id(self) -> str:
+        slug = re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-")
+        return f"{self.criterion}:{slug}"
+
+
+class Details(TypedDict, total=False):
+    add: tuple[Resource, ...]
+    remove: tuple[str, ...]
+    answers: Mapping[str, bool]
+    patient: Resource
+    reason: tuple[str, ...]
+    evidence: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Cases:
+    criterion: str
+
+    def meets(self, name: str, **details: Unpack[Details]) -> Case:
+        return Case(self.criterion, name, Role.MEETS, CLEAR, **details)
+
+    def fails(self, name: str, **details: Unpack[Details]) -> Case:
+        return Case(self.criterion, name, Role.FAILS, FAILS, **details)
+
+    def silent(self, name: str, expected: CriterionVerdict, **details: Unpack[Details]) -> Case:
+        return Case(self.criterion, name, Role.SILENT, expected, **details)
+
+
+def short_id(criterion_id: str) -> str:
+    found = re.match(r"^(inclusion|exclusion)-\d+", criterion_id)
+    assert found, f"criterion id {criterion_id} does not start with inclusion-N / exclusion-N"
+    return found.group(0)
+
+
+def without(*manual_ids: str) -> dict[str, bool]:
+    """The favourable answers but for these manual items (left unanswered)."""
+    return {key: value for key, value in FAVOURABLE.items() if key not in manual_ids}
+
+
+def answered(**overrides: bool) -> dict[str, bool]:
+    return {**FAVOURABLE, **{key.replace("_", "-"): value for key, value in overrides.items()}}
+
+
+i1, i2, i3, i4, i5 = (Cases(f"inclusion-{number}") for number in range(1, 6))
+e1, e2, e3, e4, e5, e6, e7 = (Cases(f"exclusion-{number}") for number in range(1, 8))
+
+EGFR_2021 = "98979-8"
+MDRD = "33914-3"
+UACR = "14959-1"
+NYHA = "88020-3"
+NYHA_IV = (LOINC, "LA28407-7")
+NYHA_III = (LOINC, "LA28406-9")
+TACROLIMUS = "1664463"
+DAPAGLIFLOZIN = "1488564"
+PREDNISONE_5_MG_TABLET = "312617"
+
+INCLUSION_1 = [
+    i1.silent("unattested", MANUAL, answers=without("informed-consent"), reason=("manual review",)),
+    i1.meets("consent attested"),
+    i1.fails("consent attested no", answers=answered(informed_consent=False)),
+]
+
+INCLUSION_2 = [
+    i2.meets("62 years old", evidence=("Patient/patient",)),
+    i2.meets("exactly 18 on the as-of day", patient=patient("2008-11-01")),
+    i2.fails("17 years old", patient=patient("2009-06-01")),
+    i2.silent("no birth date", MISSING, patient={"resourceType": "Patient", "id": "patient"}),
+]
+
+INCLUSION_3 = [
+    i3.meets(
+        "no eGFR reported: computed by CKD-EPI 2021 from creatinine 1.8 mg/dL",
+        reason=("computed", "42.03", "CKD-EPI 2021"),
+        evidence=("Observation/creatinine", "Patient/patient"),
+    ),
+    i3.meets(
+        "creatinine in umol/L is converted (159 umol/L = 1.8 mg/dL)",
+        remove=("creatinine",),
+        add=(observation("creatinine-si", "14682-9", 159, "umol/L", VISIT_1),),
+        evidence=("Observation/creatinine-si",),
+    ),
+    i3.meets(
+        "a reported CKD-EPI eGFR of 58 decides over the creatinine",
+        add=(observation("egfr", EGFR_2021, 58, "mL/min/{1.73_m2}", days_ago(3)),),
+        evidence=("Observation/egfr",),
+    ),
+    i3.fails(
+        "reported CKD-EPI eGFR 22 is below 25",
+        add=(observation("egfr", EGFR_2021, 22, "mL/min/{1.73_m2}", days_ago(3)),),
+    ),
+    i3.fails(
+        "computed eGFR 97 from creatinine 0.9 mg/dL is above 75",
+        remove=("creatinine",),
+        add=(observation("creatinine-normal", "2160-0", 0.9, "mg/dL", VISIT_1),),
+        reason=("computed",),
+    ),
+    i3.fails(
+        "computed eGFR 15 from creatinine 4.2 mg/dL is below 25",
+        remove=("creatinine",),
+        add=(observation("creatinine-high", "2160-0", 4.2, "mg/dL", VISIT_1),),
+    ),
+    i3.silent(
+        "only an MDRD eGFR and no creatinine: MDRD is not CKD-EPI",
+        MISSING,
+        remove=("creatinine",),
+        add=(observation("egfr-mdrd", MDRD, 40, "mL/min/{1.73_m2}", VISIT_1),),
+        reason=("no creatinine",),
+    ),
+    i3.silent(
+        "creatinine older than visit 1 is stale",
+        MISSING,
+        remove=("creatinine",),
+        add=(observation("creatinine-old", "2160-0", 1.8, "mg/dL", days_ago(40)),),
+        reason=("stale",),
+    ),
+    i3.silent(
+        "gender unknown: the equation needs sex",
+        MISSING,
+        patient=patient("1964-02-10", "unknown"),
+        reason=("needs sex female or male",),
+    ),
+]
+
+INCLUSION_4 = [
+    i4.meets(
+        "UACR 850 mg/g at visit 1, 420 mg/g a year ago, timing attested",
+        evidence=("Observation/uacr",),
+    ),
+    i4.meets(
+        "UACR 30 mg/mmol (265 mg/g) at visit 1",
+        remove=("uacr",),
+        add=(observation("uacr-si", UACR, 30, "mg/mmol", VISIT_1),),
+    ),
+    i4.meets(
+        "UACR computed from urine albumin 500 mg/L and urine creatinine 1 g/L",
+        remove=("uacr",),
+        add=(
+            observation("urine-albumin", "14957-5", 500, "mg/L", VISIT_1),
+            observation("urine-creatinine", "2161-8", 1, "g/L", VISIT_1),
+        ),
+        reason=("computed",),
+        evidence=("Observation/urine-albumin", "Observation/urine-creatinine"),
+    ),
+    i4.meets(
+        "an albuminuria diagnosis is the earlier evidence",
+        remove=("uacr-last-year",),
+        add=(condition("microalbuminuria", SNOMED, "90781000119102", "2024-03-01"),),
+    ),
+    i4.fails(
+        "UACR 150 mg/g at visit 1",
+        remove=("uacr",),
+        add=(observation("uacr-low", UACR, 150, "mg/g", VISIT_1),),
+    ),
+    i4.fails(
+        "UACR 6200 mg/g at visit 1",
+        remove=("uacr",),
+        add=(observation("uacr-nephrotic", UACR, 6200, "mg/g", VISIT_1),),
+    ),
+    i4.fails(
+        "investigator: albuminuria not documented 3 months before",
+        answers=answered(albuminuria_3_months_before_visit_1=False),
+    ),
+    i4.silent(
+        "no UACR at visit 1",
+        MISSING,
+        remove=("uacr",),
+        reason=("no urine_albumin",),
+    ),
+    i4.silent(
+        "timing of the earlier albuminuria not attested",
+        MANUAL,
+        answers=without("albuminuria-3-months-before-visit-1"),
+    ),
+]
+
+LISINOPRIL_ENDED = medication_request("lisinopril-ended", "314077", "completed", days_ago(90))
+
+INCLUSION_5 = [
+    i5.meets(
+        "active lisinopril order since January, stable dose attested",
+        evidence=("MedicationRequest/lisinopril",),
+    ),
+    i5.meets(
+        "losartan refills of 30 days with a 3-day gap",
+        remove=("lisinopril",),
+        add=(
+            medication_request("losartan-1", "979492", "completed", days_ago(60), supply_days=30),
+            medication_request("losartan-2", "979492", "active", days_ago(27), supply_days=30),
+        ),
+        reason=("in use continuously",),
+    ),
+    i5.meets(
+        "not on an ACE-I or ARB, contraindication attested",
+        remove=("lisinopril",),
+        answers=answered(ace_inhibitor_and_arb_contraindicated=True),
+    ),
+    i5.fails(
+        "lisinopril started 2 weeks before visit 1",
+        remove=("lisinopril",),
+        add=(medication_request("lisinopril-new", "314077", "active", days_ago(14)),),
+    ),
+    i5.fails(
+        "dose not stable (investigator)",
+        answers=answered(ace_inhibitor_or_arb_stable_maximum_tolerated_dose=False),
+    ),
+    i5.silent(
+        "an ended order without supply duration: continuous use unknown",
+        MISSING,
+        remove=("lisinopril",),
+        add=(LISINOPRIL_ENDED,),
+        reason=("end of use unknown",),
+    ),
+    i5.silent(
+        "no ACE-I or ARB and contraindication unanswered",
+        MANUAL,
+        remove=("lisinopril",),
+        answers=without("ace-inhibitor-and-arb-contraindicated"),
+    ),
+]
+
+EXCLUSION_1 = [
+    e1.meets("no such diagnosis"),
+    e1.fails("ADPKD (ICD-10-CM Q61.2)", add=(condition("adpkd", ICD10CM, "Q61.2", "2015-01-01"),)),
+    e1.fails(
+        "lupus nephritis (SNOMED), resolved",
+        add=(condition("ln", SNOMED, "68815009", "2010-01-01", "resolved", "2012-01-01"),),
+    ),
+    e1.fails(
+        "granulomatosis with polyangiitis (M31.31)",
+        add=(condition("gpa", ICD10CM, "M31.31", "2019-05-01"),),
+    ),
+    e1.silent("nothing recorded: closed world", CLEAR),
+]
+
+TACROLIMUS_ACTIVE = medication_request("tacrolimus", TACROLIMUS, "active", days_ago(100))
+
+
+def prednisone(
+    id: str, dosage: Resource | None, status: str = "active", code: str = "8640"
+) -> Resource:
+    return medication_request(
+        id,
+        code,
+        status,
+        days_ago(50),
+        display="prednisone 5 MG Oral Tablet" if code == PREDNISONE_5_MG_TABLET else None,
+        dosage=dosage,
+    )
+
+
+EXCLUSION_2 = [
+    e2.meets("no immunosuppressive therapy"),
+    e2.meets(
+        "tacrolimus in use, not for renal disease (investigator)",
+        add=(TACROLIMUS_ACTIVE,),
+        answers=answered(immunotherapy_for_renal_disease=False),
+    ),
+    e2.meets(
+        "prednisone 5 mg/day is not above 7.5 mg",
+        add=(prednisone("prednisone-low", daily_dosage(5)),),
+        answers=answered(immunotherapy_for_renal_disease=True),
+    ),
+    e2.meets(
+        "cyclophosphamide a year ago, 30-day supply",
+        add=(medication_request("cyclo", "3002", "completed", days_ago(365), supply_days=30),),
+        answers=answered(immunotherapy_for_renal_disease=True),
+    ),
+    e2.fails(
+        "tacrolimus in use for renal disease",
+        add=(TACROLIMUS_ACTIVE,),
+        answers=answered(immunotherapy_for_renal_disease=True),
+        evidence=("MedicationRequest/tacrolimus",),
+    ),
+    e2.fails(
+        "prednisone 2 x 5 mg tablets daily (10 mg) for renal disease",
+        add=(prednisone("prednisone-tablets", daily_dosage(2, None), code=PREDNISONE_5_MG_TABLET),),
+        answers=answered(immunotherapy_for_renal_disease=True),
+        reason=("10 mg/day prednisone-equivalent",),
+    ),
+    e2.fails(
+        "methylprednisolone 8 mg/day = 10 mg prednisone-equivalent",
+        add=(medication_request("mp", "6902", "active", days_ago(30), dosage=daily_dosage(8)),),
+        answers=answered(immunotherapy_for_renal_disease=True),
+    ),
+    e2.silent(
+        "tacrolimus in use, indication not attested",
+        MANUAL,
+        add=(TACROLIMUS_ACTIVE,),
+        answers=without("immunotherapy-for-renal-disease"),
+    ),
+    e2.silent(
+        "prednisone order without dosage: daily dose unknown",
+        MISSING,
+        add=(prednisone("prednisone-no-dose", None),),
+        answers=answered(immunotherapy_for_renal_disease=True),
+        reason=("no dosage",),
+    ),
+]
+
+EXCLUSION_3 = [
+    e3.meets("no transplant"),
+    e3.meets(
+        "corneal transplant status (Z94.7) is not an organ",
+        add=(condition("cornea", ICD10CM, "Z94.7", "2018-01-01"),),
+    ),
+    e3.fails(
+        "history of renal transplant (SNOMED, Synthea)",
+        add=(condition("kidney-tx", SNOMED, "161665007", "2016-01-01"),),
+    ),
+    e3.fails(
+        "kidney transplant Procedure",
+        add=(procedure("kidney-tx-procedure", SNOMED, "70536003", "2009-07-01"),),
+    ),
+    e3.fails(
+        "liver transplant status Z94.4",
+        add=(condition("liver-tx", ICD10CM, "Z94.4", "2020-02-02"),),
+    ),
+    e3.silent("nothing recorded: closed world", CLEAR),
+]
+
+EXCLUSION_4 = [
+    e4.meets("never on an SGLT2 inhibitor"),
+    e4.meets(
+        "dapagliflozin ended 5 months ago (30-day supply)",
+        add=(
+            medication_request(
+                "dapa-old", DAPAGLIFLOZIN, "completed", days_ago(180), supply_days=30
+            ),
+        ),
+    ),
+    e4.fails(
+        "empagliflozin supply reaching into the last 8 weeks",
+        add=(
+            medication_request(
+                "empa", "1545653", "completed", days_ago(80), supply_days=30, refills=1
+            ),
+        ),
+    ),
+    e4.fails(
+        "dapagliflozin statement, ongoing",
+        add=(medication_statement("dapa-statement", DAPAGLIFLOZIN, "active", "2026-06-01", None),),
+    ),
+    e4.fails(
+        "intolerance of dapagliflozin",
+        add=(allergy("dapa-intolerance", RXNORM, DAPAGLIFLOZIN, "2024-05-01"),),
+    ),
+    e4.fails(
+        "SGLT2 inhibitor by ATC class",
+        add=(medication_request("atc-sglt2", "A10BK01", "active", days_ago(200), system=ATC),),
+    ),
+    e4.silent(
+        "stopped dapagliflozin order without supply duration: end unknown",
+        MISSING,
+        add=(medication_request("dapa-stopped", DAPAGLIFLOZIN, "stopped", days_ago(120)),),
+        reason=("may have lasted into it",),
+    ),
+]
+
+EXCLUSION_5 = [
+    e5.meets("type 2 diabetes only"),
+    e5.fails(
+        "type 1 diabetes (ICD-10-CM E10.9)",
+        add=(condition("t1dm", ICD10CM, "E10.9", "1990-01-01"),),
+    ),
+    e5.fails(
+        "type 1 diabetes (SNOMED)",
+        add=(condition("t1dm-snomed", SNOMED, "46635009", "1990-01-01"),),
+    ),
+    e5.silent("nothing recorded: closed world", CLEAR),
+]
+
+HEART_FAILURE = condition("chf", SNOMED, "88805009", "2022-01-01")
+
+EXCLUSION_6 = [
+    e6.meets("no heart failure"),
+    e6.meets(
+        "heart failure, NYHA class III last month",
+        add=(HEART_FAILURE, observation("nyha", NYHA, None, None, days_ago(30), coded=NYHA_III)),
+    ),
+    e6.meets(
+        "NYHA class IV with heart failure resolved",
+        add=(
+            condition("chf-resolved", SNOMED, "88805009", "2022-01-01", "resolved", "2023-01-01"),
+            observation("nyha", NYHA, None, None, days_ago(30), coded=NYHA_IV),
+        ),
+    ),
+    e6.fails(
+        "heart failure, NYHA class IV last month",
+        add=(HEART_FAILURE, observation("nyha", NYHA, None, None, days_ago(30), coded=NYHA_IV)),
+        evidence=("Observation/nyha",),
+    ),
+    e6.silent("heart failure without a recent NYHA class", MISSING, add=(HEART_FAILURE,)),
+]
+
+EXCLUSION_7 = [
+    e7.meets("no event"),
+    e7.meets(
+        "STEMI two years ago, never closed in the record",
+        add=(condition("stemi-old", SNOMED, "401303003", "2024-10-01"),),
+    ),
+    e7.meets(
+        "'history of myocardial infarction' recorded last week is not an acute event",
+        add=(condition("history-mi", SNOMED, "399211009", days_ago(7)),),
+    ),
+    e7.fails("NSTEMI 30 days ago", add=(condition("nstemi", SNOMED, "401314000", days_ago(30)),)),
+    e7.fails("TIA (G45.9) 10 weeks ago", add=(condition("tia", ICD10CM, "G45.9", days_ago(70)),)),
+    e7.fails(
+        "unstable angina 3 weeks ago, resolved",
+        add=(condition("ua", SNOMED, "4557003", days_ago(21), "resolved", days_ago(18)),),
+    ),
+    e7.silent("nothing recorded: closed world", CLEAR),
+]
+
+CASES: list[Case] = [
+    *INCLUSION_1,
+    *INCLUSION_2,
+    *INCLUSION_3,
+    *INCLUSION_4,
+    *INCLUSION_5,
+    *EXCLUSION_1,
+    *EXCLUSION_2,
+    *EXCLUSION_3,
+    *EXCLUSION_4,
+    *EXCLUSION_5,
+    *EXCLUSION_6,
+    *EXCLUSION_7,
+]
