@@ -176,13 +176,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     notify_path = "/fhir-notify/{resource_type}/{resource_id}"
 
-    @app.put(notify_path, dependencies=notifying, tags=["subscriptions"], response_class=FhirAnswer)
-    @app.post(
+    @app.api_route(
         notify_path,
+        methods=["PUT", "POST"],  # one route, so a 405 lists both in Allow
         dependencies=notifying,
         tags=["subscriptions"],
         response_class=FhirAnswer,
-        operation_id="notify_resource_by_post",
     )
     async def notify_resource(resource_type: str, resource_id: str, request: Request) -> Response:
         """R4 rest-hook: the server sends the changed resource to `{endpoint}/{type}/{id}`."""

@@ -197,6 +197,8 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
     for path, operations in document.get("paths", {}).items():
         for method, operation in operations.items():
             key = (method, path)
+            if path == "/fhir-notify/{resource_type}/{resource_id}":
+                operation["operationId"] = f"notify_resource_by_{method}"
             responses: dict[str, Any] = {}
             answer = _ANSWERS.get(key)
             if answer is not None:
