@@ -86,3 +86,14 @@ def test_an_egfr_stored_in_ml_per_min_is_unusable_with_the_reason(tmp_path: Path
 
 def test_counting_annotations_in_a_numerator_still_convert() -> None:
     assert convert(250.0, "{cells}/uL", "10*9/L") == pytest.approx(0.25)
+
+
+def test_the_shipped_hba1c_concept_declares_the_master_equation() -> None:
+    from engine.normalise import load_terminology, measure
+
+    mappings = Path(__file__).resolve().parents[2] / "mappings"
+    terminology = load_terminology([mappings])
+    concept = terminology.concept("hba1c")
+    result = measure(observation("59261-8", 53, "mmol/mol", "2025-07-01"), concept, terminology)
+    assert getattr(result, "value", None) == pytest.approx(7.0, abs=0.01)
+    assert "Hoelzel" in concept.conversions[0].source
