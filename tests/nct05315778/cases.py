@@ -172,6 +172,15 @@ e9, e10, e11, e12, e13, e14, e15, e16 = (Cases(f"exclusion-{number}") for number
 
 RELAPSE = "relapse-after-response"
 REFRACTORY = "refractory-itp-per-2020-guideline"
+FIRST_LINE_ELSEWHERE = "first-line-therapy-outside-record"
+SECOND_LINE_ELSEWHERE = "second-line-therapy-outside-record"
+ANTI_CD20_ELSEWHERE = "anti-cd20-outside-record"
+NOTHING_ELSEWHERE: Mapping[str, bool] = {
+    FIRST_LINE_ELSEWHERE: False,
+    SECOND_LINE_ELSEWHERE: False,
+    ANTI_CD20_ELSEWHERE: False,
+}
+EXAMPLE_DRUG = "http://hospital.example.org/fhir/CodeSystem/formulary"
 DYSPNEA = "dyspnea-ctcae-grade-1-or-higher"
 NO_DYSPNEA: Mapping[str, bool] = {DYSPNEA: False}
 OXYGEN_FLOW = "3151-8"
@@ -236,32 +245,77 @@ INCLUSION_1 = [
         answers={RELAPSE: True},
     ),
     i1.fails(
-        "no anti-CD20, TPO-RA or splenectomy: both readings fail whatever is attested",
+        "no anti-CD20, TPO-RA or splenectomy, none given elsewhere: both readings fail",
+        remove=("rituximab",),
+        answers={RELAPSE: True, REFRACTORY: True, **NOTHING_ELSEWHERE},
+        reason=("Anti-CD20 monoclonal antibodies: none on record",),
+    ),
+    i1.silent(
+        "no anti-CD20 on record: asked whether given elsewhere, not silently not met",
+        MANUAL,
         remove=("rituximab",),
         answers={RELAPSE: True, REFRACTORY: True},
-        reason=("Anti-CD20 monoclonal antibodies: none on record",),
+        reason=("manual review: The record shows no anti-CD20 antibody",),
+    ),
+    i1.meets(
+        "rituximab given at another hospital, attested",
+        remove=("rituximab",),
+        answers={RELAPSE: True, ANTI_CD20_ELSEWHERE: True},
     ),
     i1.fails(
         "topical hydrocortisone cream (RxNorm 106258) is not first-line therapy",
         remove=("prednisone",),
         add=(drug("106258", "completed", "2021-03-02", "hydrocortisone-cream"),),
-        answers={RELAPSE: True, REFRACTORY: True},
+        answers={RELAPSE: True, REFRACTORY: True, **NOTHING_ELSEWHERE},
     ),
     i1.fails(
         "rituximab order entered in error",
         remove=("rituximab",),
         add=(drug("121191", "entered-in-error", "2022-06-10", "rtx-error"),),
+        answers={RELAPSE: True, **NOTHING_ELSEWHERE},
+    ),
+    i1.meets(
+        "refractory after splenectomy recorded only as the Condition Z90.81",
+        remove=("rituximab",),
+        add=(condition(ICD10CM, "Z90.81", "2024-03-12", id="asplenia"),),
+        answers={REFRACTORY: True},
+        evidence=("Condition/asplenia",),
+    ),
+    i1.meets(
+        "refractory: eltrombopag by RxNorm product 825421 and rituximab",
+        add=(drug("825421", "completed", "2023-05-01", "eltrombopag-rx"),),
+        answers={REFRACTORY: True},
+        evidence=("MedicationRequest/eltrombopag-rx",),
+    ),
+    i1.meets(
+        "refractory: rhTPO by a local formulary code and rituximab",
+        add=(drug("RHTPO-15000U", "completed", "2023-05-01", "rhtpo", system=EXAMPLE_DRUG),),
+        answers={REFRACTORY: True},
+        evidence=("MedicationRequest/rhtpo",),
+    ),
+    i1.fails(
+        "no platelet count below 100 x 10^9/L on record (150 at screening)",
+        remove=("platelets",),
+        add=(observation("777-3", 150, "10*9/L", id="platelets-150"),),
         answers={RELAPSE: True},
+        reason=("Platelet count",),
+    ),
+    i1.silent(
+        "no platelet count on record",
+        MISSING,
+        remove=("platelets",),
+        answers={RELAPSE: True},
+        reason=("Platelet count: no result",),
     ),
     i1.fails(
         "investigator: neither refractory nor relapsed", answers={RELAPSE: False, REFRACTORY: False}
     ),
     i1.silent(
-        "treatment history not recorded: closed world, not met",
-        FAILS,
+        "treatment history not recorded: asked of the investigator, not silently not met",
+        MANUAL,
         remove=("prednisone", "rituximab"),
         answers={RELAPSE: True, REFRACTORY: True},
-        reason=("First-line ITP therapy (glucocorticoids, IVIG): none on record",),
+        reason=("manual review: The record shows no glucocorticoid",),
     ),
     i1.silent(
         "relapse and refractoriness unattested",
@@ -555,8 +609,24 @@ EXCLUSION_2 = [
         "old myocardial infarction I25.2",
         add=(condition(ICD10CM, "I25.2", "2015-04-02", "inactive", id="old-mi"),),
     ),
+    e2.meets(
+        "infarction due to cerebral venous thrombosis I63.6, resolved: venous, not arterial",
+        add=(condition(ICD10CM, "I63.6", "2019-08-01", "resolved", id="cvt"),),
+    ),
+    e2.silent(
+        "stroke of unspecified type (SNOMED 230690007), unattested: may be haemorrhagic",
+        MANUAL,
+        add=(condition(SNOMED, "230690007", "2020-08-01", "resolved", id="stroke"),),
+        reason=("manual review: The record holds a stroke of unspecified type",),
+    ),
     e2.fails(
-        "cerebral infarction I63.9 (range I63)",
+        "stroke of unspecified type, investigator: ischaemic",
+        add=(condition(SNOMED, "230690007", "2020-08-01", "resolved", id="stroke"),),
+        answers={"unspecified-stroke-was-ischaemic": True},
+        evidence=("Condition/stroke",),
+    ),
+    e2.fails(
+        "cerebral infarction I63.9 (prefix I63.9)",
         add=(condition(ICD10CM, "I63.9", "2020-08-01", "resolved", id="stroke"),),
     ),
     e2.fails(
@@ -619,6 +689,28 @@ EXCLUSION_3 = [
     e3.meets(
         "heart failure attested not serious", add=(HEART_FAILURE,), answers={SERIOUS_CVD: False}
     ),
+    e3.silent(
+        "ischaemic heart disease (Synthea 414545008), unattested",
+        MANUAL,
+        add=(condition(SNOMED, "414545008", "2020-01-01", id="ihd"),),
+        evidence=("Condition/ihd",),
+    ),
+    e3.fails(
+        "pulmonary hypertension I27.20, attested serious",
+        add=(condition(ICD10CM, "I27.20", "2022-01-01", id="pah"),),
+        answers={SERIOUS_CVD: True},
+        evidence=("Condition/pah",),
+    ),
+    e3.silent(
+        "cardiac pacemaker Z95.0, unattested",
+        MANUAL,
+        add=(condition(ICD10CM, "Z95.0", "2022-01-01", id="pacemaker"),),
+    ),
+    e3.silent(
+        "aortic dissection I71.00, unattested",
+        MANUAL,
+        add=(condition(ICD10CM, "I71.00", "2022-01-01", id="dissection"),),
+    ),
     e3.meets(
         "essential hypertension I10 is not in the set",
         add=(condition(ICD10CM, "I10", "2020-01-01", id="hypertension"),),
@@ -649,6 +741,31 @@ EXCLUSION_4 = [
     ),
     e4.fails("investigator: uncontrolled disorder", answers={UNCONTROLLED: True}),
     e4.meets("investigator: none", answers={UNCONTROLLED: False}),
+    e4.silent(
+        "CMV DNA detected in screening, investigator: no uncontrolled disorder: asked about it",
+        MANUAL,
+        add=(serology("72493-0", "cmv-dna"),),
+        answers={UNCONTROLLED: False},
+        reason=("manual review: CMV or EBV DNA is detectable",),
+        evidence=("Observation/cmv-dna",),
+    ),
+    e4.fails(
+        "EBV DNA detected, investigator: the viraemia precludes participation",
+        add=(serology("41505-9", "ebv-dna"),),
+        answers={UNCONTROLLED: False, "viraemia-precludes-participation": True},
+    ),
+    e4.silent(
+        "tuberculosis IGRA positive, investigator: no uncontrolled disorder",
+        MANUAL,
+        add=(serology("71773-6", "igra", date="2025-06-01"),),
+        answers={UNCONTROLLED: False},
+        reason=("manual review: The tuberculosis IGRA is positive",),
+    ),
+    e4.meets(
+        "tuberculosis IGRA positive, latent tuberculosis treated",
+        add=(serology("71773-6", "igra", date="2025-06-01"),),
+        answers={UNCONTROLLED: False, "tuberculosis-untreated": False},
+    ),
     e4.meets(
         "pneumonia abated on 2026-10-15, investigator: none",
         add=(condition(ICD10CM, "J18.9", "2026-10-01", abatement="2026-10-15", id="pneu"),),
@@ -660,11 +777,31 @@ EXCLUSION_5 = [
     e5.silent(
         "no malignancy on record: closed world, not met",
         CLEAR,
-        reason=("Malignant neoplasm: none on record",),
+        reason=("Malignant neoplasm, current or past", "none on record"),
+    ),
+    e5.silent(
+        "ductal carcinoma in situ D05.10, unattested: asked",
+        MANUAL,
+        add=(condition(ICD10CM, "D05.10", "2019-06-01", id="dcis"),),
+        reason=("manual review: The record holds a carcinoma in situ",),
     ),
     e5.meets(
-        "ductal carcinoma in situ D05.10 (in situ left out)",
+        "ductal carcinoma in situ D05.10, investigator: not a malignancy here",
         add=(condition(ICD10CM, "D05.10", "2019-06-01", id="dcis"),),
+        answers={"carcinoma-in-situ-counts-as-malignancy": False},
+    ),
+    e5.fails(
+        "personal history of breast cancer Z85.3",
+        add=(condition(ICD10CM, "Z85.3", "2015-01-01", id="ca-history"),),
+        evidence=("Condition/ca-history",),
+    ),
+    e5.fails(
+        "essential thrombocythaemia D47.3 (myeloproliferative neoplasm)",
+        add=(condition(ICD10CM, "D47.3", "2018-01-01", id="et"),),
+    ),
+    e5.meets(
+        "monoclonal gammopathy D47.2 is not a malignancy",
+        add=(condition(ICD10CM, "D47.2", "2018-01-01", id="mgus"),),
     ),
     e5.meets(
         "malignancy refuted",
@@ -907,11 +1044,28 @@ EXCLUSION_8 = [
         add=(observation("2160-0", 2.0, "mg/dL", id="crea"),),
         reason=("176.8",),
     ),
-    e8.meets(
-        "creatinine 1.8 mg/dL without range: within 1.5 x default ULN",
+    e8.fails(
+        "woman, creatinine 1.3 mg/dL (115 umol/L) without range: over 1.5 x female ULN 73",
         remove=("creatinine",),
-        add=(observation("2160-0", 1.8, "mg/dL", id="crea"),),
+        add=(observation("2160-0", 1.3, "mg/dL", id="crea"),),
         answers=NO_DYSPNEA,
+        evidence=("Observation/crea",),
+    ),
+    e8.meets(
+        "man, creatinine 1.3 mg/dL (115 umol/L) without range: within 1.5 x male ULN 97",
+        patient=patient(gender="male"),
+        remove=("creatinine", "pregnancy-test"),
+        add=(observation("2160-0", 1.3, "mg/dL", id="crea"),),
+        answers=NO_DYSPNEA,
+    ),
+    e8.silent(
+        "gender unknown, creatinine without range: no defensible default",
+        MISSING,
+        patient=patient(gender="unknown"),
+        remove=("creatinine",),
+        add=(observation("2160-0", 1.3, "mg/dL", id="crea"),),
+        answers=NO_DYSPNEA,
+        reason=("no upper reference limit",),
     ),
     e8.fails(
         "Synthea-style creatinine in blood 38483-4, 2.0 mg/dL",
@@ -953,10 +1107,11 @@ EXCLUSION_8 = [
         add=(observation("18043-0", 51, "%", id="lvef-51"),),
         answers=NO_DYSPNEA,
     ),
-    e8.fails(
-        "dyspnea R06.02 active",
+    e8.silent(
+        "dyspnea R06.02 active: the CTCAE grade is asked, not assumed",
+        MANUAL,
         add=(condition(ICD10CM, "R06.02", LAST_MONTH, id="dyspnea"),),
-        evidence=("Condition/dyspnea",),
+        reason=("manual review: Does the patient have dyspnea of CTCAE v5.0 grade 1",),
     ),
     e8.silent(
         "dyspnea resolved in 2025, grade unattested",
@@ -982,6 +1137,15 @@ EXCLUSION_8 = [
         add=(spo2(88, "spo2-fio2", component(FIO2, 40, "%")),),
         answers=NO_DYSPNEA,
     ),
+    e8.meets(
+        "SpO2 88 % with FiO2 written as the fraction 0.4 is not counted",
+        add=(spo2(88, "spo2-fio2-fraction", component(FIO2, 0.4, "1")),),
+        answers=NO_DYSPNEA,
+    ),
+    e8.fails(
+        "SpO2 88 % with FiO2 written as the fraction 0.21 is room air",
+        add=(spo2(88, "spo2-room-fraction", component(FIO2, 0.21, "1")),),
+    ),
     e8.fails(
         "SpO2 88 % with FiO2 21 % is room air",
         add=(spo2(88, "spo2-room", component(FIO2, 21, "%")),),
@@ -1004,7 +1168,7 @@ EXCLUSION_8 = [
         MISSING,
         remove=("creatinine",),
         answers=NO_DYSPNEA,
-        reason=("Creatinine (serum/plasma/blood): no result within screening",),
+        reason=("Creatinine, with the adult female default upper limit: no result within",),
     ),
     e8.silent(
         "creatinine 40 days old",
@@ -1065,14 +1229,39 @@ EXCLUSION_9 = [
         evidence=("Observation/inr-bare",),
     ),
     e9.fails(
-        "APTT 43 sec without range: over 1.2 x default ULN 35 s",
+        "APTT 43 sec over 1.2 x its own ULN 35 s",
         remove=("aptt",),
-        add=(observation("3173-2", 43, "sec", ucum=False, id="aptt-long"),),
+        add=(observation("3173-2", 43, "sec", reference_range=(25, 35), ucum=False, id="a"),),
+    ),
+    e9.silent(
+        "APTT 43 s without range: reagent-specific, no default",
+        MISSING,
+        remove=("aptt",),
+        add=(observation("3173-2", 43, "s", id="aptt-bare"),),
+        reason=("Observation/aptt-bare", "no upper reference limit"),
+    ),
+    e9.silent(
+        "PT 17 s without range: reagent-specific, no default",
+        MISSING,
+        remove=("pt",),
+        add=(observation("5902-2", 17, "s", id="pt-bare"),),
     ),
     e9.meets(
-        "APTT 41 s without range: within 1.2 x default ULN 35 s",
-        remove=("aptt",),
-        add=(observation("3173-2", 41, "s", id="aptt-41"),),
+        "DIC D65 in 2022, resolved: transient, only while active",
+        add=(condition(ICD10CM, "D65", "2022-01-01", "resolved", abatement="2022-02-01", id="d"),),
+    ),
+    e9.fails(
+        "DIC D65 active",
+        add=(condition(ICD10CM, "D65", days_ago(3), id="dic"),),
+        evidence=("Condition/dic",),
+    ),
+    e9.fails(
+        "Glanzmann thrombasthenia D69.1 (platelet-function disorder)",
+        add=(condition(ICD10CM, "D69.1", "2000-01-01", id="glanzmann"),),
+    ),
+    e9.fails(
+        "congenital thrombocytopenia D69.42",
+        add=(condition(ICD10CM, "D69.42", "2000-01-01", id="congenital"),),
     ),
     e9.fails(
         "haemophilia A D66 (range D65-D68)",
@@ -1248,6 +1437,15 @@ EXCLUSION_10 = [
         add=(serology("56888-1", "hiv-2m", coded=NEGATIVE, date=days_ago(60)),),
         reason=("HIV antibody / antigen screening test: no result within screening",),
     ),
+    e10.fails(
+        "HBsAg negative, anti-HBc positive, HBV DNA 5000 IU/mL: occult hepatitis B, viraemic",
+        add=(serology("13952-7", "anti-hbc"), viral_load("42595-9", 5000, "IU/mL", 20, "hbv-dna")),
+        evidence=("Observation/anti-hbc", "Observation/hbv-dna"),
+    ),
+    e10.meets(
+        "HBsAg negative, anti-HBc positive, HBV DNA 10 IU/mL below its limit 20",
+        add=(serology("13952-7", "anti-hbc"), viral_load("42595-9", 10, "IU/mL", 20, "hbv-dna")),
+    ),
     e10.silent("no serology at all", MISSING, remove=("hiv", "syphilis", "hcv-ab", "hbsag")),
 ]
 
@@ -1303,6 +1501,7 @@ EXCLUSION_11 = [
 ]
 
 PREGNANT = "pregnant-breastfeeding-or-planning-pregnancy"
+CHILDBEARING = "woman-of-childbearing-potential"
 NOT_PREGNANT: Mapping[str, bool] = {PREGNANT: False}
 
 EXCLUSION_12 = [
@@ -1351,11 +1550,28 @@ EXCLUSION_12 = [
         answers=NOT_PREGNANT,
     ),
     e12.silent(
-        "woman without a pregnancy test in screening, attested no",
+        "woman of childbearing potential without a pregnancy test in screening, attested no",
         MISSING,
         remove=("pregnancy-test",),
+        answers={**NOT_PREGNANT, CHILDBEARING: True},
+        reason=("Pregnancy test", "no result within screening"),
+    ),
+    e12.meets(
+        "post-menopausal woman without a pregnancy test: no test needed",
+        remove=("pregnancy-test",),
+        answers={**NOT_PREGNANT, CHILDBEARING: False},
+    ),
+    e12.fails(
+        "serum hCG 120 mIU/mL (quantitative) after the negative urine test",
+        add=(observation("21198-7", 120, "mIU/mL", date=SCREENING_LATE, ucum=False, id="b-hcg"),),
         answers=NOT_PREGNANT,
-        reason=("Pregnancy test (hCG, qualitative): no result within screening",),
+        evidence=("Observation/b-hcg",),
+    ),
+    e12.meets(
+        "serum hCG 2 mIU/mL (quantitative): negative",
+        remove=("pregnancy-test",),
+        add=(observation("21198-7", 2, "mIU/mL", ucum=False, id="b-hcg"),),
+        answers={**NOT_PREGNANT, CHILDBEARING: True},
     ),
     e12.silent(
         "woman whose pregnancy test is 40 days old",
@@ -1501,11 +1717,44 @@ EXCLUSION_15 = [
         MANUAL,
         add=(condition(ICD10CM, "F17.210", "2005-01-01", id="nicotine"),),
     ),
+    e15.silent(
+        "alcohol dependence in remission F10.21 kept active on the problem list, unattested",
+        MANUAL,
+        add=(condition(ICD10CM, "F10.21", "2018-01-01", id="alcohol-remission"),),
+    ),
+    e15.silent(
+        "opioid use in remission F11.91 written without the dot, unattested",
+        MANUAL,
+        add=(condition(ICD10CM, "F1191", "2018-01-01", id="opioid-remission"),),
+    ),
     e15.fails("investigator: abuse suspected", answers={SUBSTANCE: True}),
     e15.meets("investigator: no abuse", answers={SUBSTANCE: False}),
 ]
 
-EXCLUSION_16 = e16.manual("investigator-judges-unsuitable", CriterionKind.EXCLUSION)
+UNSUITABLE = "investigator-judges-unsuitable"
+LIVE_VACCINE = "live-vaccine-within-6-weeks"
+PRIOR_CAR_T = "prior-car-t-or-bcma-therapy-unsuitable"
+SUITABLE: Mapping[str, bool] = {UNSUITABLE: False, LIVE_VACCINE: False}
+
+EXCLUSION_16 = [
+    e16.silent("unattested", MANUAL, reason=("manual review",)),
+    e16.fails("attested unsuitable", answers={UNSUITABLE: True}),
+    e16.fails("live vaccine within 6 weeks", answers={**SUITABLE, LIVE_VACCINE: True}),
+    e16.meets("attested suitable, no live vaccine", answers=SUITABLE),
+    e16.silent(
+        "prior CAR-T infusion (CPT 38228) on record: asked",
+        MANUAL,
+        add=(procedure(CPT, "38228", "2024-02-01", id="car-t"),),
+        answers=SUITABLE,
+        reason=("manual review: The record shows prior CAR-T",),
+        evidence=("Procedure/car-t",),
+    ),
+    e16.fails(
+        "prior BCMA-directed belantamab mafodotin (ATC L01FX15), investigator: unsuitable",
+        add=(drug("L01FX15", "completed", "2024-02-01", "belantamab", system=ATC),),
+        answers={**SUITABLE, PRIOR_CAR_T: True},
+    ),
+]
 
 
 CASES: tuple[Case, ...] = (

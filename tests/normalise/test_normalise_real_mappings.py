@@ -96,6 +96,14 @@ def test_canonical_units(real_terminology: Terminology, concept_id: str, unit: s
         (ICD10CM, "B18.2", "hepatitis-c-infection"),
         (ICD10CM, "D75.822", "secondary-itp-transient-causes"),  # HIT: D75.82 is a header
         (ICD10, "D69.300x001", "primary-itp"),  # Chinese clinical-edition extension
+        (ICD10CM, "O22.52", "venous-thrombosis"),  # O22.5 is a header: O22.50-O22.53
+        (ICD10CM, "I63.6", "venous-thrombosis"),
+        (ICD10CM, "I63.512", "arterial-thrombosis"),
+        (ICD10CM, "R65.21", "active-serious-infection"),
+        (ICD10CM, "Z85.3", "malignancy"),
+        (ICD10CM, "D46.9", "malignancy"),
+        (ICD10CM, "D69.1", "coagulation-disorder"),
+        (ICD10CM, "D65", "coagulation-disorder-transient"),
         (RXNORM, "243670", "antiplatelets"),
         (RXNORM, "309362", "anticoagulant-or-antiplatelet"),
         (RXNORM, "855332", "anticoagulants"),
@@ -125,6 +133,11 @@ def test_real_codes_match(
         (ICD10CM, "D69.3", "secondary-itp-transient-causes"),
         (ICD10CM, "B18.2", "secondary-itp-chronic-causes"),  # only viraemic HCV counts
         (LOINC, "20507-0", "treponemal-antibody"),  # RPR is not a treponemal test
+        (ICD10CM, "I63.6", "arterial-thrombosis"),  # cerebral venous thrombosis is venous
+        (SNOMED, "230690007", "arterial-thrombosis"),  # unspecified stroke: asked
+        (ICD10CM, "R57.2", "active-serious-infection"),  # not an ICD-10-CM code
+        (ICD10CM, "D47.2", "malignancy"),  # MGUS
+        (ICD10CM, "D65", "coagulation-disorder"),  # DIC is transient
         (SNOMED, "402653004", "primary-itp"),  # thrombocytopenia due to defective production
         (ICD10CM, "F17.210", "substance-abuse"),  # nicotine dependence
         (ICD10CM, "D05.10", "malignancy"),  # carcinoma in situ
