@@ -14,7 +14,8 @@ sinks both talk to servers; the stages keep what they do with the answers.
 - Retries: `RetryPolicy` and `Retrier`, the one retry loop: exponential backoff with jitter on
   connection errors, timeouts, 429 and 5xx, honouring Retry-After (`retry_after`).
 - Authentication, as `httpx.Auth`: `BearerToken` (a static token from the environment or a
-  file) and `SmartBackendAuth` (SMART Backend Services: client credentials with a signed JWT);
+  file), `ContextBearerToken` (the token of the call being served, for the REST service) and
+  `SmartBackendAuth` (SMART Backend Services: client credentials with a signed JWT);
   `auth_from_options` chooses one from command-line options.
 
 Every failure raises `ServerError` naming the server and the request; nothing is logged but
@@ -43,6 +44,7 @@ Dependencies: httpx, fhirclient (CapabilityStatement), PyJWT and cryptography (S
 
 from __future__ import annotations
 
+import contextvars
 import email.utils
 import logging
 import os
@@ -120,6 +122,25 @@ class BearerToken(httpx.Auth):
 
     def __repr__(self) -> str:
         return "BearerToken(<hidden>)"
+
+
+class ContextBearerToken(httpx.Auth):
+    """The bearer token a context variable holds when a request is sent, none when it holds
+    none: one client serves calls that each bring their own token (CDS Hooks
+    `fhirAuthorization`), and a token never leaks into another call's requests.
+    """
+
+    def __init__(self, token: contextvars.ContextVar[str | None]) -> None:
+        self._token = token
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        token = self._token.get()
+        if token:
+            request.headers["Authorization"] = f"Bearer {token}"
+        yield request
+
+    def __repr__(self) -> str:
+        return "ContextBearerToken(<per request>)"
 
 
 # --------------------------------------------------------------------------- retries

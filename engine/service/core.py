@@ -13,15 +13,15 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-import httpx
 import orjson
 
 from engine.errors import InputError, ServerError, TrialsieveError
 from engine.evaluate import PatientEvaluation
+from engine.fhir_http import ContextBearerToken
 from engine.screening import screen_patient
 from engine.service.auth import ApiAuthenticator
 from engine.service.cds_hooks import (
@@ -65,19 +65,6 @@ REQUEST_TOKEN: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 """The fhirAuthorization access token of the CDS Hooks call being served."""
 Result = TypeVar("Result")
-
-
-class RequestBearerToken(httpx.Auth):
-    """The bearer token of the call being served (`REQUEST_TOKEN`), none when it has none."""
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        token = REQUEST_TOKEN.get()
-        if token:
-            request.headers["Authorization"] = f"Bearer {token}"
-        yield request
-
-    def __repr__(self) -> str:
-        return "RequestBearerToken(<per request>)"
 
 
 class Service:
@@ -266,7 +253,7 @@ class Service:
             client = self._request_clients.pop(base, None)
             if client is None:
                 client = FhirServerClient(
-                    base, auth=RequestBearerToken(), retry=self.settings.fhir_retry
+                    base, auth=ContextBearerToken(REQUEST_TOKEN), retry=self.settings.fhir_retry
                 )
             self._request_clients[base] = client  # the most recently used last
             while len(self._request_clients) > MAX_REQUEST_SERVERS:

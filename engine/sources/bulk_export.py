@@ -19,13 +19,15 @@ request does nothing when the export is complete, resumes polling the recorded s
 files not yet down (kicking off again when the server no longer has them). Another request in
 the same folder is refused.
 
-Connection errors, timeouts, 429 and 5xx are retried with backoff and Retry-After
-(`RetryPolicy`), unless a 5xx carries an OperationOutcome whose issues are all non-transient
-(the export failed: retrying cannot help). Other answers raise `ServerError` naming the server,
-the request and the OperationOutcome's diagnostics. `time_limit` bounds the whole call; the
-state stays on disk, so the next call resumes. Credentials go to the status URL only on the
-server's own host, and to output files only when the manifest says `requiresAccessToken` and
-the file is on that host; no message or log line carries them (nor a file URL's query).
+Every request goes through `engine.fhir_http.FhirServerClient` (the HTTP layer of every FHIR
+request), built with `time_limit` so that its deadline is the call's. Connection errors,
+timeouts, 429 and 5xx are retried with backoff and Retry-After (`RetryPolicy`), unless a 5xx
+carries an OperationOutcome whose issues are all non-transient (the export failed: retrying
+cannot help). Other answers raise `ServerError` naming the server, the request and the
+OperationOutcome's diagnostics. `time_limit` bounds the whole call; the state stays on disk,
+so the next call resumes. Credentials go to the status URL only on the server's own host, and
+to output files only when the manifest says `requiresAccessToken` and the file is on that
+host; no message or log line carries them (nor a file URL's query).
 """
 
 from __future__ import annotations
