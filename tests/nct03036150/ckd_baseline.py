@@ -60,7 +60,6 @@ BASELINE_IDS = frozenset(resource["id"] for resource in BASELINE)
 
 FAVOURABLE: Mapping[str, bool] = {
     "informed-consent": True,
-    "albuminuria-3-months-before-visit-1": True,
     "ace-inhibitor-or-arb-stable-maximum-tolerated-dose": True,
     "ace-inhibitor-and-arb-contraindicated": False,
     "immunotherapy-for-renal-disease": False,

@@ -188,8 +188,8 @@ INCLUSION_3 = [
 
 INCLUSION_4 = [
     i4.meets(
-        "UACR 850 mg/g at visit 1, 420 mg/g a year ago, timing attested",
-        evidence=("Observation/uacr",),
+        "UACR 850 mg/g at visit 1, 420 mg/g a year ago",
+        evidence=("Observation/uacr", "Observation/uacr-last-year"),
     ),
     i4.meets(
         "UACR 30 mg/mmol (265 mg/g) at visit 1",
@@ -222,8 +222,9 @@ INCLUSION_4 = [
         add=(observation("uacr-nephrotic", UACR, 6200, "mg/g", VISIT_1),),
     ),
     i4.fails(
-        "investigator: albuminuria not documented 3 months before",
-        answers=answered(albuminuria_3_months_before_visit_1=False),
+        "UACR 20 mg/g a year ago, no albuminuria diagnosis",
+        remove=("uacr-last-year",),
+        add=(observation("uacr-normal-before", UACR, 20, "mg/g", days_ago(400)),),
     ),
     i4.silent(
         "no UACR at visit 1",
@@ -232,9 +233,16 @@ INCLUSION_4 = [
         reason=("no urine_albumin",),
     ),
     i4.silent(
-        "timing of the earlier albuminuria not attested",
-        MANUAL,
-        answers=without("albuminuria-3-months-before-visit-1"),
+        "only recent UACRs: no evidence 3 months before visit 1",
+        MISSING,
+        remove=("uacr-last-year",),
+        add=(observation("uacr-last-month", UACR, 700, "mg/g", days_ago(40)),),
+    ),
+    i4.silent(
+        "albuminuria diagnosed 2 months ago, no older UACR",
+        MISSING,
+        remove=("uacr-last-year",),
+        add=(condition("recent-albuminuria", SNOMED, "274769005", days_ago(60)),),
     ),
 ]
 
