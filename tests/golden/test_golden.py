@@ -20,9 +20,8 @@ from fhir.resources.R4B.detectedissue import DetectedIssue
 from fhir.resources.R4B.researchsubject import ResearchSubject
 
 from engine.attestations import load_attestations
-from engine.evaluate import CompiledCriteria, evaluate_patient
-from engine.record import build_record
-from engine.report import transaction_bundle
+from engine.evaluate import CompiledCriteria
+from engine.screening import screen_patient
 from engine.sinks import to_json
 from engine.sources import read_bundle_file
 
@@ -45,9 +44,9 @@ def attestations(trial: CompiledCriteria) -> Any:
 def test_example_matches_golden_output(
     example: Path, trial: CompiledCriteria, attestations: Any
 ) -> None:
-    record = build_record(read_bundle_file(example), trial.terminology)
-    evaluation = evaluate_patient(trial, record, AS_OF, attestations.get(record.patient_id))
-    produced = transaction_bundle(evaluation)
+    resources = read_bundle_file(example)
+    screening = screen_patient(trial, resources, AS_OF, attestations.get(resources.patient_id))
+    produced = screening.transaction_bundle
 
     Bundle.model_validate(produced)
     ResearchSubject.model_validate(produced["entry"][1]["resource"])
