@@ -59,6 +59,8 @@ _FLOW_SINGLE = re.compile(
     r"""^\s*[\w-]+:\s*(?:\{\s*[\w-]+:\s*)?\[\s*["']?([A-Za-z0-9][\w.\-]*)["']?\s*\]\s*\}?"""
     r"""\s*#\s*(.+?)\s*$"""
 )
+_NAME_ONLY = re.compile(r"^\s*#\s*-\s*([\w.\-]+)\s*#\s*(.+?)\s*$")
+"""A commented-out list item `# - romiplostim  # romiplostim`: a member name with no code."""
 _LEFT_OUT = re.compile(r"\bNOT\s+([A-Za-z0-9][\w.\-]*[A-Za-z0-9])")
 _NOTE = re.compile(r"\((?:Synthea[^)]*|verify|[^)]*to verify[^)]*)\)")
 _BRACKETS = re.compile(r"\[[^\]]*\]|\((?:disorder|finding|procedure|situation|substance)\)")
@@ -167,8 +169,9 @@ def mapping_names(texts: Iterable[str]) -> MappingNames:
     """The comment next to each code of each concept in mapping files' texts.
 
     Reads `- CODE  # name` items and one-code flow lists `loinc: [CODE]  # name` under
-    `concepts:`; `# NOT CODE` comments mark codes left out on purpose. Continuation comments
-    (`# ... by manual count`) and notes such as "(Synthea)" are dropped.
+    `concepts:`, and commented-out items `# - romiplostim  # romiplostim`, names with no code
+    claimed (keyed `name:romiplostim`); `# NOT CODE` comments mark codes left out on purpose.
+    Continuation comments (`# ... by manual count`) and notes such as "(Synthea)" are dropped.
     """
     names: dict[str, dict[str, str]] = {}
     left_out: dict[str, set[str]] = {}
@@ -190,6 +193,10 @@ def mapping_names(texts: Iterable[str]) -> MappingNames:
                 continue
             for code in _LEFT_OUT.findall(line.partition("#")[2]):
                 left_out.setdefault(concept, set()).add(code)
+            name_only = _NAME_ONLY.match(line)
+            if name_only:
+                names.setdefault(concept, {})[f"name:{name_only.group(1)}"] = name_only.group(2)
+                continue
             item = _LIST_ITEM.match(line) or _FLOW_SINGLE.match(line)
             if item:
                 code, comment = item.groups()

@@ -45,6 +45,7 @@ concepts:
       rxnorm:
         - 8640              # prednisone
         - 6902              # methylprednisolone
+      # - dexamethasone  # dexamethasone
   first-line:
     display: First-line therapy
     include: [glucocorticoids]
@@ -112,7 +113,11 @@ def test_mapping_names_reads_comments_and_left_out_codes() -> None:
     assert names.names["neutrophils"] == {
         "751-8": "Neutrophils [#/volume] in Blood by Automated count"
     }
-    assert names.names["glucocorticoids"] == {"8640": "prednisone", "6902": "methylprednisolone"}
+    assert names.names["glucocorticoids"] == {
+        "8640": "prednisone",
+        "6902": "methylprednisolone",
+        "name:dexamethasone": "dexamethasone",
+    }
     assert names.names["glucose"] == {"2345-7": "Glucose [Mass/volume] in Serum or Plasma"}
     assert names.left_out == {"neutrophils": frozenset({"26499-4"})}
 
@@ -150,6 +155,16 @@ def test_a_product_naming_an_ingredient_of_the_set_is_a_candidate(
     first_line = report_of(terminology).concepts[1]
     assert [(c.code, c.patients, c.similar_to) for c in first_line.candidates] == [
         ("312617", 2, "prednisone")  # patient b directly, patient d through its Medication
+    ]
+
+
+def test_a_name_without_a_code_finds_products_too(terminology: Terminology) -> None:
+    dexamethasone = (RXNORM, "197577", "dexamethasone 4 MG Oral Tablet")
+    report = coverage_report(
+        terminology, CONCEPTS, [("z", [drug(dexamethasone)])], mapping_names([MAPPINGS])
+    )
+    assert [(c.code, c.similar_to) for c in report.concepts[1].candidates] == [
+        ("197577", "dexamethasone")
     ]
 
 
