@@ -48,6 +48,7 @@ from typing import IO, Any
 import orjson
 
 from engine.atomic_write import write_atomically
+from engine.cohort.orphans import exit_when_orphaned
 from engine.sources.base import PatientResources
 from engine.sources.ndjson import (
     DEFAULT_PATIENT_FIELDS,
@@ -251,7 +252,11 @@ def _split_ranges(
         return [_split_range(task) for task in tasks]
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context) as pool:
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(tasks)),
+        mp_context=context,
+        initializer=exit_when_orphaned,
+    ) as pool:
         # With fork, the first submit starts every worker process: on_started comes after.
         futures = [pool.submit(_split_range, task) for task in tasks]
         on_started()

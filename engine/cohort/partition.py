@@ -32,6 +32,7 @@ import orjson
 from engine.atomic_write import write_atomically
 from engine.attestations import Attestations
 from engine.cohort.inputs import PartitionedInput, PartitionPayload
+from engine.cohort.orphans import exit_when_orphaned
 from engine.cohort.prefilter import Prefilter, preview_of
 from engine.errors import TrialsieveError
 from engine.evaluate import (
@@ -336,8 +337,10 @@ _worker: tuple[WorkerSetup, PartitionEvaluator] | None = None
 
 
 def start_worker(setup: WorkerSetup) -> None:
-    """Process pool initializer: compile (or inherit) the criteria once for this process."""
+    """Process pool initializer: stop with the parent (`exit_when_orphaned`); compile (or
+    inherit) the criteria once for this process."""
     global _worker
+    exit_when_orphaned()
     criteria = setup.criteria or load_trial(setup.criteria_path)
     _worker = (setup, PartitionEvaluator(criteria, setup.as_of, setup.attestations, setup.full))
 

@@ -120,7 +120,14 @@ def ndjson_files(folder: str | Path) -> list[Path]:
         (path for path in root.rglob("*") if path.name.endswith(NDJSON_SUFFIXES)),
         key=lambda path: path.relative_to(root).as_posix(),
     )
-    files = [path for path in files if not path.is_dir()]
+    for path in files:
+        if not path.is_file():  # a folder, FIFO, socket or device named like an export file
+            kind = "a folder" if path.is_dir() else "not a regular file"
+            raise InputError(
+                f"{kind}, named like an NDJSON file: reading it would skip data or block; "
+                "rename or remove it",
+                Location(file=str(path)),
+            )
     if not files:
         raise InputError(
             "the folder holds no *.ndjson or *.ndjson.gz files", Location(file=str(root))

@@ -1,0 +1,24 @@
+"""Pool workers that end with the run: a worker whose parent was killed exits too."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+
+def exit_when_orphaned(interval: float = 0.5) -> None:
+    """Process pool initializer: end this worker when the process that started it is gone.
+
+    A pool worker waits on a pipe whose write end it shares with its siblings, so it never
+    sees the parent die (kill -9): it would wait forever. A daemon thread compares the parent
+    pid with the one at start and exits the worker when it changes.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="trialsieve-orphan-watch", daemon=True).start()
