@@ -121,7 +121,7 @@ def ndjson_files(folder: str | Path) -> list[Path]:
         key=lambda path: path.relative_to(root).as_posix(),
     )
     for path in files:
-        if not path.is_file():  # a folder, FIFO, socket or device named like an export file
+        if path.exists() and not path.is_file():  # a folder, FIFO, socket or device
             kind = "a folder" if path.is_dir() else "not a regular file"
             raise InputError(
                 f"{kind}, named like an NDJSON file: reading it would skip data or block; "
