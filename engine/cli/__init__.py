@@ -18,8 +18,11 @@ below.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
+from engine import __version__
 from engine.cli.cohort import cohort
 from engine.cli.coverage import coverage
 from engine.cli.demo import demo
@@ -36,6 +39,29 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        print(f"trialsieve {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            metavar="",
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """FHIR-based clinical-trial eligibility engine."""
+
 
 app.command()(evaluate)
 app.command()(lint)

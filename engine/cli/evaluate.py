@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from engine.cli.console import fail, load_trial_and_answers, parse_day, print_error
 from engine.cli.options import (
@@ -40,6 +41,7 @@ from engine.cli.options import (
     OutputOption,
     PageSizeOption,
     PatientOption,
+    ReportOption,
     ServerOption,
     TokenEnvOption,
     TokenFileOption,
@@ -76,6 +78,7 @@ def evaluate(
     auth_config: AuthConfigOption = None,
     everything: EverythingOption = True,
     page_size: PageSizeOption = None,
+    report: ReportOption = None,
 ) -> None:
     """Evaluate patients and write a ResearchSubject + DetectedIssue transaction Bundle each.
 
@@ -100,6 +103,7 @@ def evaluate(
             auth_config=auth_config,
             everything=everything,
             page_size=page_size,
+            report=report,
         )
         return
     if not bundle:
@@ -122,17 +126,34 @@ def evaluate(
     from engine.sources import read_bundle_file
 
     console = Console(stderr=output is None, highlight=False)
+    _print_as_of(console, day, as_of is None)
+    quiet_bundle = explain and output is None
 
     def deliver(screening: Screening) -> None:
+        if quiet_bundle:
+            screening.transaction_bundle  # validated as when written  # noqa: B018
+            return
         _emit(screening.transaction_bundle, output, screening.patient_id, several)
+        if not several and output is not None:
+            console.print(
+                f"{screening.evaluation.patient_reference}: {screening.status.value}; "
+                f"written to {output}",
+                markup=False,
+                soft_wrap=True,
+            )
 
     readers: list[PatientReader] = [(None, partial(read_bundle_file, file)) for file in files]
-    evaluations, failures = _screen_each(trial, day, answers, readers, deliver, explain, console)
+    evaluations, failures = _screen_each(
+        trial, day, answers, readers, deliver, explain, console, report
+    )
     if several:
         from engine.cli.tables import summary_table
 
         console.print(summary_table(evaluations))
         console.print(f"Results written to {output}/ ({len(evaluations)} patients)")
+    if quiet_bundle:
+        console.print("(with --explain the Bundle is not printed; --output FILE writes it)")
+    _warn_stale(console, evaluations)
     if failures:
         print_error(f"{failures} of {len(files)} inputs could not be evaluated")
         raise typer.Exit(1)
@@ -153,6 +174,7 @@ def _evaluate_on_server(
     auth_config: Path | None,
     everything: bool,
     page_size: int | None,
+    report: Path | None,
 ) -> None:
     """Evaluate patients on a FHIR server; print the results, or write them back (--write)."""
     day = parse_day(as_of)
@@ -179,6 +201,7 @@ def _evaluate_on_server(
     except TrialsieveError as error:
         raise fail(error) from None
     console = Console(stderr=prints_bundles and output is None, highlight=False)
+    _print_as_of(console, day, as_of is None)
     with client:
         try:
             client.capabilities()
@@ -213,12 +236,13 @@ def _evaluate_on_server(
             for patient_id in patient_ids
         ]
         evaluations, failures = _screen_each(
-            trial, day, answers, readers, deliver, explain, console
+            trial, day, answers, readers, deliver, explain, console, report
         )
     if several:
         from engine.cli.tables import summary_table
 
         console.print(summary_table(evaluations))
+    _warn_stale(console, evaluations)
     if failures:
         print_error(f"{failures} of {len(patient_ids)} patients could not be evaluated")
         raise typer.Exit(1)
@@ -232,14 +256,19 @@ def _screen_each(
     deliver: Callable[[Screening], None],
     explain: bool,
     console: Console,
+    report: Path | None = None,
 ) -> tuple[list[PatientEvaluation], int]:
     """Read, screen and deliver each patient; the evaluations done and how many failed.
 
     A patient that cannot be read, screened or delivered is named on standard error and
-    skipped; `--explain` prints each evaluated patient's criteria table.
+    skipped; `--explain` prints each evaluated patient's explanation, `--report FOLDER`
+    writes each one's report page.
     """
-    from engine.cli.tables import criteria_table
+    from engine.report.explanation import explain as explain_evaluation
+    from engine.report.explanation import explanation_text
+    from engine.report.page import report_page
     from engine.screening import screen_patient
+    from engine.sinks import write_text
 
     evaluations: list[PatientEvaluation] = []
     failures = 0
@@ -248,14 +277,45 @@ def _screen_each(
             resources = read()
             screening = screen_patient(trial, resources, day, answers.get(resources.patient_id))
             deliver(screening)
+            if report is not None:
+                page = report / f"{screening.patient_id}.html"
+                write_text(page, report_page(screening.evaluation), inside=report)
         except TrialsieveError as error:
             failures += 1
             print_error(error if label is None else f"{label}: {error}")
             continue
         evaluations.append(screening.evaluation)
         if explain:
-            console.print(criteria_table(screening.evaluation))
+            text = explanation_text(
+                explain_evaluation(screening.evaluation), width=max(console.width, 60)
+            )
+            console.print(text, markup=False, highlight=False, soft_wrap=True)
+    if report is not None and evaluations:
+        console.print(f"Report pages written to {report}/", markup=False, soft_wrap=True)
     return evaluations, failures
+
+
+def _print_as_of(console: Console, day: dt.date, defaulted: bool) -> None:
+    """The day the criteria are evaluated on; with no --as-of, that it is today's date."""
+    note = " (today; give --as-of YYYY-MM-DD for a reproducible day)" if defaulted else ""
+    console.print(f"As of {day.isoformat()}{note}", markup=False, soft_wrap=True)
+
+
+def _warn_stale(console: Console, evaluations: list[PatientEvaluation]) -> None:
+    """Warn when the newest data of most patients is older than the screening window."""
+    from engine.report.explanation import stale_data_warning
+
+    stale = [warning for e in evaluations if (warning := stale_data_warning(e)) is not None]
+    if not stale or len(stale) * 2 <= len(evaluations):
+        return
+    if len(evaluations) == 1:
+        message = stale[0]
+    else:
+        message = (
+            f"for {len(stale)} of {len(evaluations)} patients the newest data is older than "
+            f"the screening window; e.g. {stale[0]}"
+        )
+    console.print(f"[bold yellow]warning:[/] {escape(message)}", soft_wrap=True)
 
 
 def _bundle_files(paths: list[Path]) -> Iterator[Path]:

@@ -35,8 +35,23 @@ OutputOption = Annotated[
         "for several); default: standard output for one patient."
     ),
 ]
+ReportOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--report",
+        help="Also write each patient's eligibility report page to FOLDER/<patient-id>.html "
+        "(self-contained, printable HTML).",
+        metavar="FOLDER",
+    ),
+]
 ExplainOption = Annotated[
-    bool, typer.Option("--explain", help="Print a per-criterion table for each patient.")
+    bool,
+    typer.Option(
+        "--explain",
+        metavar="",
+        help="Print every criterion in clinical language: outcome, evidence, what was looked "
+        "for, what would settle it (the Bundle then goes only to --output).",
+    ),
 ]
 
 # ----------------------------------------------------------------------------- FHIR servers
@@ -55,12 +70,15 @@ WriteOption = Annotated[
         "--write",
         help="Write the ResearchStudy, ResearchSubject and DetectedIssue to the server "
         "(with --server); a re-run updates them in place.",
+        metavar="",
     ),
 ]
 DryRunOption = Annotated[
     bool,
     typer.Option(
-        "--dry-run", help="Print the transaction Bundle --write would send; write nothing."
+        "--dry-run",
+        help="Print the transaction Bundle --write would send; write nothing.",
+        metavar="",
     ),
 ]
 TokenEnvOption = Annotated[
@@ -83,6 +101,7 @@ EverythingOption = Annotated[
         "--everything/--no-everything",
         help="Pull with Patient/$everything when the server declares it (default), "
         "or always with one search per resource type.",
+        metavar="",
     ),
 ]
 PageSizeOption = Annotated[
@@ -114,6 +133,7 @@ LoadExamplesOption = Annotated[
         "--load-examples",
         help="With --server: load the example Bundles into the server first (their ids "
         "kept; a re-run updates them).",
+        metavar="",
     ),
 ]
 ExamplesOption = Annotated[
@@ -140,6 +160,8 @@ BundlesFolderOption = Annotated[
 CohortOutOption = Annotated[
     Path, typer.Option(help="The output folder; a re-run with the same folder resumes.")
 ]
+
+
 EngineOption = Annotated[
     str,
     typer.Option(
@@ -163,6 +185,7 @@ SharedFilesystemOption = Annotated[
         "--shared-filesystem",
         help="With --scheduler: the workers see the input and --out at the same paths, so "
         "tasks carry paths and workers write the results (a LocalCluster always does).",
+        metavar="",
     ),
 ]
 FullOption = Annotated[
@@ -173,6 +196,7 @@ FullOption = Annotated[
         "inclusion criterion requires (the pre-filter) is settled from their diagnoses, "
         "procedures and demographics; the criteria that read other data are then "
         "not_evaluated for them.",
+        metavar="",
     ),
 ]
 ExportServerOption = Annotated[
@@ -196,7 +220,7 @@ SinceOption = Annotated[
     str | None,
     typer.Option(help="With --server: export only what changed since this FHIR instant."),
 ]
-QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress bar.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress bar.", metavar="")]
 
 # ----------------------------------------------------------------------------- serve, subscribe
 
@@ -257,7 +281,9 @@ MaxBodyBytesOption = Annotated[
 ]
 NoAuthOption = Annotated[
     bool,
-    typer.Option("--no-auth", help="Serve without API authentication (local testing only)."),
+    typer.Option(
+        "--no-auth", help="Serve without API authentication (local testing only).", metavar=""
+    ),
 ]
 LogLevelOption = Annotated[str, typer.Option(help="debug, info, warning or error.")]
 SubscribeServerOption = Annotated[

@@ -1042,7 +1042,7 @@ def header_lines(explanation: PatientExplanation) -> list[str]:
 def criterion_lines(criterion: CriterionExplanation) -> list[str]:
     """One criterion: number, label and outcome; protocol text; the reasoning tree."""
     lines = [
-        f"{criterion.number} {criterion.label}: {criterion.outcome_text}",
+        f"{criterion.number} {criterion.label}: {criterion.outcome_text} ({criterion.id})",
         f"  Protocol: {criterion.protocol_text}",
     ]
     if criterion.step is None:

@@ -7,7 +7,7 @@ from engine.lazy_exports import lazy_exports
 if TYPE_CHECKING:
     from engine.errors import SinkError
     from engine.sinks.fhir_server import FhirServerSink, WrittenEntry, server_transaction
-    from engine.sinks.files import to_json, write_json
+    from engine.sinks.files import to_json, write_json, write_text
 
 __all__ = [
     "FhirServerSink",
@@ -16,6 +16,7 @@ __all__ = [
     "server_transaction",
     "to_json",
     "write_json",
+    "write_text",
 ]
 
 __getattr__, __dir__ = lazy_exports(
@@ -27,5 +28,6 @@ __getattr__, __dir__ = lazy_exports(
         "server_transaction": "engine.sinks.fhir_server",
         "to_json": "engine.sinks.files",
         "write_json": "engine.sinks.files",
+        "write_text": "engine.sinks.files",
     },
 )

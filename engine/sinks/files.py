@@ -23,6 +23,15 @@ def write_json(path: str | Path, document: Any, inside: str | Path | None = None
     (`FOLDER/<Patient.id>.json`) that resolves elsewhere (`../x`, an absolute path, a symbolic
     link out) is refused with SinkError.
     """
+    return _write(path, to_json(document), inside)
+
+
+def write_text(path: str | Path, text: str, inside: str | Path | None = None) -> Path:
+    """Write UTF-8 text (a report page) to `path` atomically, with `write_json`'s check."""
+    return _write(path, text.encode("utf-8"), inside)
+
+
+def _write(path: str | Path, data: bytes, inside: str | Path | None) -> Path:
     target = Path(path)
     if inside is not None:
         folder = Path(inside).resolve()
@@ -34,7 +43,7 @@ def write_json(path: str | Path, document: Any, inside: str | Path | None = None
             )
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(target, to_json(document))
+        write_atomically(target, data)
     except OSError as error:
         raise SinkError(f"cannot write: {error.strerror}", Location(file=str(target))) from None
     return target
