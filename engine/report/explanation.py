@@ -529,6 +529,7 @@ def _derived_step(
     """A computed value or a medication exposure: the evaluator's own sentence, which names
     the formula or the periods of use, with every input cited."""
     says = outcome.reason.split(": ", 1)[1] if ": " in outcome.reason else outcome.reason
+    says = readable_units_in(says)
     unknown = outcome.truth is Truth.UNKNOWN
     return Step(
         label=atom.label or looked_for,
@@ -999,6 +1000,18 @@ def _number(value: float) -> str:
 
 
 _POWER = re.compile(r"10\*(-?\d+)")
+_ANNOTATION = re.compile(r"\{([^}]*)\}")
+_UCUM_IN_TEXT = re.compile(
+    r"(?<![\w.])[\w%\[\]/.*{}-]*(?:\{[^}\s]*\}|10\*-?\d+|\[[A-Za-z]+\])[\w%\[\]/.*{}-]*"
+)
+
+
+def readable_units_in(text: str) -> str:
+    """UCUM units inside a sentence made readable (`33 mL/min/{1.73_m2}` -> `33
+    mL/min/1.73 m2`)."""
+    return _UCUM_IN_TEXT.sub(lambda match: readable_unit(match.group(0)) or "", text)
+
+
 _PREFIXES = {"umol": "µmol", "ug": "µg", "uL": "µL", "um": "µm"}
 
 
@@ -1009,7 +1022,10 @@ def readable_unit(unit: object) -> str:
     if not isinstance(unit, str) or unit in ("", "1"):
         return ""
     text = _POWER.sub(lambda match: f"x10^{match.group(1)}", unit)
-    text = re.sub(r"\{[^}]*\}", "", text).replace("[", "").replace("]", "")
+    if text.startswith("{") and text.endswith("}") and "}" not in text[:-1]:
+        return ""  # a unitless annotation: {INR}, {score}
+    text = _ANNOTATION.sub(lambda match: match.group(1).replace("_", " "), text)
+    text = text.replace("[", "").replace("]", "")
     for code, shown in _PREFIXES.items():
         text = re.sub(rf"(?<![A-Za-z]){code}", shown, text)
     return text.strip() or ""

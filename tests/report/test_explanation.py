@@ -54,6 +54,7 @@ def _leaves(step: Step) -> list[Step]:
         ("umol/L", "µmol/L"),
         ("ug/L", "µg/L"),
         ("{INR}", ""),
+        ("mL/min/{1.73_m2}", "mL/min/1.73 m2"),
         ("1", ""),
         ("%", "%"),
         (None, ""),
@@ -155,4 +156,12 @@ def test_where_filters_without_a_simple_reading_are_shown_as_written() -> None:
     assert describe_filters(atom) == (
         "only where `component[0].code` matches",
         "not where `$..extension[?(@.url =~ 'x')]` matches",
+    )
+
+
+def test_units_inside_an_evaluator_sentence_read_readably() -> None:
+    from engine.report.explanation import readable_units_in
+
+    assert readable_units_in("33.45 mL/min/{1.73_m2} (Observation/a-1.2); 3.2 10*9/L") == (
+        "33.45 mL/min/1.73 m2 (Observation/a-1.2); 3.2 x10^9/L"
     )
