@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -21,6 +23,8 @@ from engine.normalise.formulas import (
     prednisone_equivalent_dose,
 )
 from engine.normalise.units import is_valid_ucum
+
+ROOT = Path(__file__).resolve().parents[2]
 
 creatinine = st.floats(min_value=0.2, max_value=15)
 cystatin = st.floats(min_value=0.3, max_value=10)
@@ -160,3 +164,9 @@ def test_implausible_inputs_and_results_are_reasons_not_values() -> None:
 def test_an_unknown_formula_names_the_known_ones() -> None:
     with pytest.raises(KeyError, match=r"known formulas: .*body-mass-index"):
         formula("egfr-mdrd")
+
+
+def test_the_schema_offers_exactly_the_registered_formulas() -> None:
+    schema = json.loads((ROOT / "criteria" / "criteria.schema.json").read_text(encoding="utf-8"))
+    computed = schema["$defs"]["resourceAtom"]["properties"]["computed"]
+    assert sorted(computed["properties"]["formula"]["enum"]) == sorted(FORMULAS)
