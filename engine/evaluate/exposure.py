@@ -11,7 +11,8 @@
   period with an unknown end, begun before the window, might reach into it; else not met.
 - `daily_dose: ">= 7.5 mg"` (optionally `equivalent: prednisone`): over the resources in use
   in the window (the as-of day when no `within`), met when one daily dose passes, not met
-  when all are read and fail, else unknown with the reason.
+  when all are read and fail, else unknown with the reason (also when only a period with an
+  unknown end, begun before the window, may reach into it).
 
 Closed world, as for every medication atom: no such medication on record means not met.
 """
@@ -209,6 +210,11 @@ class ExposureNode:
             failed.append(f"{shown} ({use.reference})")
         if problems:
             return self._unknown(f"{subject}: daily dose {text} unusable", problems, in_window)
+        maybe = [u for u in uses if u not in in_window and u.period.end is None]
+        maybe = [u for u in maybe if not u.period.end_known]
+        if not in_window and maybe:
+            why = [f"{u.reference} ({u.period.rule}) may have lasted into it" for u in maybe]
+            return self._unknown(f"{subject}: use {text} unknown", why, maybe)
         if not in_window:
             return Outcome(Truth.NOT_MET, f"{subject}: not in use {text}", self.label)
         return Outcome(

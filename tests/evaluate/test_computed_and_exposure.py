@@ -344,3 +344,11 @@ def test_a_formula_input_missing_from_the_mappings_is_a_load_error(tmp_path: Pat
     problems = lint_paths([criteria])
     assert has_errors(problems)
     assert any("trial.yaml:13:27" in str(problem) for problem in problems), problems
+
+
+def test_a_dose_order_that_may_have_lasted_into_the_window_is_unknown(
+    measured_first: CompiledCriteria,
+) -> None:
+    old_open = order("mp-open", "6902", "completed", "2026-01-10")  # no supply, end unknown
+    result = outcome_of(measured_first, "exclusion-2-steroid-dose", patient(), old_open)
+    assert result.truth is Truth.UNKNOWN and "may have lasted into it" in result.reason
