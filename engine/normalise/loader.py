@@ -30,7 +30,7 @@ from engine.normalise.terminology import (
     normalise_text,
 )
 from engine.normalise.units import is_valid_ucum
-from engine.normalise.value_sets import value_set_codes
+from engine.normalise.value_sets import recording_reads, value_set_codes
 from engine.normalise.yaml_reading import load_round_trip
 from engine.schemas import MAPPINGS_SCHEMA, load_schema
 
@@ -94,18 +94,28 @@ def load_terminology(paths: Sequence[str | Path]) -> Terminology:
     key = tuple((path, raw) for path, raw in contents if raw is not None)
     if len(key) < len(contents):
         return _load(contents, errors)
-    loaded = _loaded.get(key)
-    if loaded is None:
+    known = _loaded.get(key)
+    if known is not None and _unchanged(known[1]):
+        return known[0]
+    with recording_reads() as value_set_files:
         loaded = _load(contents, errors)
-        if len(_loaded) >= _LOADED_LIMIT:
-            _loaded.clear()
-        _loaded[key] = loaded
+    if len(_loaded) >= _LOADED_LIMIT:
+        _loaded.clear()
+    _loaded[key] = (loaded, tuple((path, _read_bytes(str(path))) for path in value_set_files))
     return loaded
 
 
+def _unchanged(files: tuple[tuple[Path, bytes | None], ...]) -> bool:
+    """Whether the ValueSet files (and cached expansions) a terminology read are as they were."""
+    return all(_read_bytes(str(path)) == raw for path, raw in files)
+
+
 _LOADED_LIMIT = 64
-_loaded: dict[tuple[tuple[str, bytes], ...], Terminology] = {}
-"""Terminologies loaded in this process, by the path and content of every mapping file."""
+_loaded: dict[
+    tuple[tuple[str, bytes], ...], tuple[Terminology, tuple[tuple[Path, bytes | None], ...]]
+] = {}
+"""Terminologies loaded in this process, by the path and content of every mapping file, with
+the content of the ValueSet files they read (a changed ValueSet file loads them again)."""
 
 
 def _read_bytes(path: str) -> bytes | None:

@@ -23,7 +23,9 @@ import datetime as dt
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,28 @@ FHIR_JSON = "application/fhir+json"
 _TIMEOUT_SECONDS = 30.0
 
 
+_reading = threading.local()
+
+
+@contextmanager
+def recording_reads() -> Iterator[list[Path]]:
+    """Collect the files `value_set_codes` reads in this thread (ValueSet files and cached
+    expansions), so that a cache of loaded mappings can tell when one of them changed."""
+    previous = getattr(_reading, "paths", None)
+    paths: list[Path] = []
+    _reading.paths = paths
+    try:
+        yield paths
+    finally:
+        _reading.paths = previous
+
+
+def _note_read(path: Path) -> None:
+    paths = getattr(_reading, "paths", None)
+    if paths is not None:
+        paths.append(path)
+
+
 def value_set_codes(
     path: Path, where: Location, environment: Mapping[str, str] | None = None
 ) -> dict[str, frozenset[str]]:
@@ -46,6 +70,8 @@ def value_set_codes(
     `where` locates the `value_set:` entry (for errors); `environment` defaults to
     `os.environ` (its `TRIALSIEVE_TERMINOLOGY_SERVER`). Raises MappingError.
     """
+    _note_read(path)
+    _note_read(cache_path(path))
     value_set = _read_value_set(path, where)
     expansion = value_set.get("expansion")
     if isinstance(expansion, dict) and "contains" in expansion:

@@ -162,3 +162,15 @@ def test_a_server_error_names_the_file_and_the_answer(
 def test_not_a_value_set(tmp_path: Path) -> None:
     with pytest.raises(TrialsieveError, match="holds Patient, not a FHIR ValueSet"):
         terminology_with(tmp_path, {"resourceType": "Patient"})
+
+
+def test_a_changed_value_set_file_is_read_again(tmp_path: Path) -> None:
+    def listing(*codes: str) -> dict[str, Any]:
+        concepts = [{"code": code} for code in codes]
+        return value_set(compose={"include": [{"system": SNOMED, "concept": concepts}]})
+
+    first = terminology_with(tmp_path, listing("44054006"))
+    assert load_terminology([tmp_path / "mappings.yaml"]) is first  # unchanged: cached
+    (tmp_path / "diabetes.valueset.json").write_text(json.dumps(listing("46635009")))
+    second = load_terminology([tmp_path / "mappings.yaml"])
+    assert members(second, "44054006", "46635009") == [False, True]
