@@ -28,7 +28,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -173,7 +173,7 @@ def _evaluate_and_write(
     from engine.screening import screen_patient
     from engine.sinks import FhirServerSink
     from engine.sources import FhirServerSource
-    from engine.sources.fhir_server import resource_types_to_pull
+    from engine.sources.fhir_server import patient_ids_on_server, resource_types_to_pull
 
     run = DemoRun()
     try:
@@ -229,49 +229,13 @@ def _load(client: FhirServerClient, files: Sequence[Path], run: DemoRun) -> None
     _progress(f"loaded {resources} resources in {time.monotonic() - started:.1f} s")
 
 
-def patient_ids_on_server(client: FhirServerClient, page_size: int) -> list[str]:
-    """The ids of every Patient on the server (a paged `Patient?_count=N` search), sorted."""
-    ids: set[str] = set()
-    for page in client.pages("Patient", {"_count": str(page_size)}):
-        for entry in page.get("entry") or ():
-            resource = entry.get("resource") if isinstance(entry, dict) else None
-            if isinstance(resource, dict) and isinstance(resource.get("id"), str):
-                ids.add(resource["id"])
-    return sorted(ids)
-
-
-def research_subjects_on_server(
-    client: FhirServerClient, study_id: str, patient_ids: Sequence[str], page_size: int
-) -> list[dict[str, Any]]:
-    """The ResearchSubjects of `ResearchStudy/{study_id}` for these patients, read back.
-
-    Searched by `study` where the server declares it, else read whole and filtered here.
-    """
-    study = f"ResearchStudy/{study_id}"
-    params = {"_count": str(page_size)}
-    if "study" in client.capabilities().of("ResearchSubject").search_params:
-        params["study"] = study
-    wanted = {f"Patient/{patient_id}" for patient_id in patient_ids}
-    subjects = []
-    for page in client.pages("ResearchSubject", params):
-        for entry in page.get("entry") or ():
-            resource = entry.get("resource") if isinstance(entry, dict) else None
-            if not isinstance(resource, dict):
-                continue
-            if (
-                _reference(resource, "study") == study
-                and _reference(resource, "individual") in wanted
-            ):
-                subjects.append(resource)
-    return subjects
-
-
 def _show_results(
     client: FhirServerClient, trial: CompiledCriteria, run: DemoRun, page_size: int
 ) -> None:
     """The summary table, then where the ResearchSubjects are and how many were read back."""
     from engine.cli.tables import summary_table
     from engine.report.resources import research_study_id
+    from engine.sinks.fhir_server import research_subjects_on_server, subject_patient_id
 
     console = Console(highlight=False)
     if run.evaluations:
@@ -300,7 +264,7 @@ def _show_results(
             markup=False,
             soft_wrap=True,
         )
-    missing = sorted(set(patient_ids) - {_patient_id(s) for s in subjects})
+    missing = sorted(set(patient_ids) - {subject_patient_id(s) for s in subjects})
     if missing:
         run.failures.extend(f"Patient/{patient_id} (not read back)" for patient_id in missing)
 
@@ -327,19 +291,6 @@ def _without_history(location: str, base_url: str) -> str:
     """`[base/]ResearchSubject/ID[/_history/N]` as the absolute URL of the resource."""
     path = location.split("/_history/", 1)[0]
     return path if path.startswith(("http://", "https://")) else f"{base_url}/{path}"
-
-
-def _reference(resource: dict[str, Any], field_name: str) -> str | None:
-    from engine.sources import reference_key
-
-    value = resource.get(field_name)
-    literal = value.get("reference") if isinstance(value, dict) else None
-    return reference_key(literal) if isinstance(literal, str) else None
-
-
-def _patient_id(subject: dict[str, Any]) -> str | None:
-    key = _reference(subject, "individual")
-    return key.split("/", 1)[1] if key else None
 
 
 def _example_files(paths: Sequence[Path]) -> list[Path]:

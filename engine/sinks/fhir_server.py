@@ -14,6 +14,7 @@ checked entry by entry; anything but success raises `ServerError`. The requests 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from engine.errors import ServerError
 from engine.evaluate import PatientEvaluation
 from engine.fhir_http import FhirServerClient, ServerCapabilities, outcome_diagnostics
 from engine.report import transaction_bundle, validate_bundle
+from engine.sources.references import reference_key
 
 
 @dataclass(frozen=True)
@@ -118,3 +120,41 @@ def _written_entry(request: str, entry: Any) -> WrittenEntry:
         status_text = f"{status_text}: {details}" if details else status_text
     location = response.get("location")
     return WrittenEntry(request, status_text, location if isinstance(location, str) else None)
+
+
+def research_subjects_on_server(
+    client: FhirServerClient, study_id: str, patient_ids: Sequence[str], page_size: int
+) -> list[dict[str, Any]]:
+    """The ResearchSubjects of `ResearchStudy/{study_id}` for these patients, read back.
+
+    Searched by `study` where the server declares it, else read whole and filtered here.
+    """
+    study = f"ResearchStudy/{study_id}"
+    params = {"_count": str(page_size)}
+    if "study" in client.capabilities().of("ResearchSubject").search_params:
+        params["study"] = study
+    wanted = {f"Patient/{patient_id}" for patient_id in patient_ids}
+    subjects = []
+    for page in client.pages("ResearchSubject", params):
+        for entry in page.get("entry") or ():
+            resource = entry.get("resource") if isinstance(entry, dict) else None
+            if not isinstance(resource, dict):
+                continue
+            if (
+                _reference(resource, "study") == study
+                and _reference(resource, "individual") in wanted
+            ):
+                subjects.append(resource)
+    return subjects
+
+
+def _reference(resource: dict[str, Any], field_name: str) -> str | None:
+    value = resource.get(field_name)
+    literal = value.get("reference") if isinstance(value, dict) else None
+    return reference_key(literal) if isinstance(literal, str) else None
+
+
+def subject_patient_id(subject: dict[str, Any]) -> str | None:
+    """The id of the patient a ResearchSubject is about (None when it names none)."""
+    key = _reference(subject, "individual")
+    return key.split("/", 1)[1] if key else None

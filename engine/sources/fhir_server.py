@@ -232,3 +232,14 @@ class FhirServerSource:
                 log.warning("%s: %s is not on the server", self.client.base_url, key)
                 continue
             pulled.add({"fullUrl": f"{self.client.base_url}/{key}", "resource": medication})
+
+
+def patient_ids_on_server(client: FhirServerClient, page_size: int) -> list[str]:
+    """The ids of every Patient on the server (a paged `Patient?_count=N` search), sorted."""
+    ids: set[str] = set()
+    for page in client.pages("Patient", {"_count": str(page_size)}):
+        for entry in page.get("entry") or ():
+            resource = entry.get("resource") if isinstance(entry, dict) else None
+            if isinstance(resource, dict) and isinstance(resource.get("id"), str):
+                ids.add(resource["id"])
+    return sorted(ids)
