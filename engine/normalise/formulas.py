@@ -110,7 +110,7 @@ def egfr_ckd_epi_2021_creatinine(creatinine: float, age: float, sex: str) -> flo
     """eGFR (mL/min/1.73 m2), CKD-EPI 2021 creatinine equation without race.
 
     Inker LA, Eneanya ND, Coresh J, et al. New creatinine- and cystatin C-based equations to
-    estimate GFR without race. N Engl J Med 2021;385:1737-1749 (equation in its Table 2):
+    estimate GFR without race. N Engl J Med 2021;385:1737-1749:
     142 x min(Scr/k, 1)^a x max(Scr/k, 1)^-1.200 x 0.9938^age [x 1.012 if female],
     Scr in mg/dL, k = 0.7 (female) / 0.9 (male), a = -0.241 (female) / -0.302 (male).
     """
@@ -126,7 +126,7 @@ def egfr_ckd_epi_2021_creatinine_cystatin_c(
 ) -> float:
     """eGFR (mL/min/1.73 m2), CKD-EPI 2021 creatinine-cystatin C equation without race.
 
-    Inker et al., N Engl J Med 2021;385:1737-1749 (Table 2): 135 x min(Scr/k, 1)^a x
+    Inker et al., N Engl J Med 2021;385:1737-1749: 135 x min(Scr/k, 1)^a x
     max(Scr/k, 1)^-0.544 x min(Scys/0.8, 1)^-0.323 x max(Scys/0.8, 1)^-0.778 x 0.9961^age
     [x 0.963 if female]; Scr mg/dL, Scys mg/L, k = 0.7 / 0.9, a = -0.219 (female) / -0.144.
     """

@@ -40,7 +40,7 @@ height_m = st.floats(min_value=1.2, max_value=2.2)
 @pytest.mark.parametrize(
     ("creatinine_mg_dl", "age_years", "sex_at_birth", "expected"),
     [
-        # Worked by hand from the published equation (Inker 2021, Table 2), rounded to
+        # Worked by hand from the published equation (Inker 2021), rounded to
         # whole mL/min/1.73 m2 as labs report; 60-year-old man, Scr 1.0 mg/dL: 86.
         (1.0, 60, "male", 86),
         (0.7, 50, "female", 105),
