@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from collections.abc import Iterator
 from importlib import metadata
@@ -24,6 +25,8 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+from engine.schemas import CRITERIA_SCHEMA, MAPPINGS_SCHEMA
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "expected"
@@ -47,9 +50,9 @@ def run(*command: str | Path, cwd: Path, env: dict[str, str] | None = None) -> s
     return completed.stdout
 
 
-def build_wheel(tmp_path: Path) -> Path:
-    """Build from a copy of the sources (the build writes `build/` and `*.egg-info` next to
-    them, and tests run in parallel worktrees); symbolic links are copied as links."""
+def copy_sources(tmp_path: Path) -> Path:
+    """A copy of what a build reads (a build writes `build/` and `*.egg-info` next to the
+    sources, and tests run in parallel worktrees); symbolic links are copied as links."""
     source = tmp_path / "source"
     source.mkdir()
     for name in BUILD_INPUTS:
@@ -59,6 +62,12 @@ def build_wheel(tmp_path: Path) -> Path:
             shutil.copytree(origin, source / name, symlinks=True, ignore=ignore)
         else:
             shutil.copy2(origin, source / name)
+    return source
+
+
+def build_wheel(tmp_path: Path) -> Path:
+    """Build the wheel from a copy of the sources, offline."""
+    source = copy_sources(tmp_path)
     wheelhouse = tmp_path / "wheelhouse"
     run(
         *(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation"),
@@ -198,3 +207,25 @@ def test_evaluation_of_a_shipped_example_equals_its_golden_output(
         env=clean_environment(),
     )
     assert result.read_bytes() == (GOLDEN / f"{EXAMPLE.stem}.json").read_bytes()
+
+
+def test_sdist_carries_the_schemas_as_files(tmp_path: Path) -> None:
+    """A source distribution (what `python -m build` makes its wheel from) holds the schemas'
+    content, not links into a repository it does not contain."""
+    source = copy_sources(tmp_path)
+    built = run(
+        sys.executable,
+        "-c",
+        "import sys; from setuptools import build_meta; print(build_meta.build_sdist(sys.argv[1]))",
+        tmp_path / "dist",
+        cwd=source,
+    ).splitlines()[-1]
+    with tarfile.open(tmp_path / "dist" / built) as archive:
+        for folder, name in (("criteria", CRITERIA_SCHEMA), ("mappings", MAPPINGS_SCHEMA)):
+            (member,) = [
+                entry for entry in archive if entry.name.endswith(f"/engine/schemas/{name}")
+            ]
+            assert member.isfile(), f"{member.name} is not a regular file"
+            content = archive.extractfile(member)
+            assert content is not None
+            assert content.read() == (ROOT / folder / name).read_bytes()
