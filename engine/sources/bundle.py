@@ -119,13 +119,26 @@ class BundleFileSource:
 
 def _files_under(path: Path) -> list[Path]:
     if path.is_dir():
-        files = sorted(file for file in path.rglob("*.json") if file.is_file())
+        candidates = sorted(path.rglob("*.json"))
+        for odd in (file for file in candidates if file.exists() and not file.is_file()):
+            raise _not_a_file(odd)
+        files = [file for file in candidates if file.is_file()]
         if not files:
             raise InputError("the folder holds no *.json files", Location(file=str(path)))
         return files
     if not path.exists():
         raise InputError("no such file or folder", Location(file=str(path)))
+    if not path.is_file():
+        raise _not_a_file(path)
     return [path]
+
+
+def _not_a_file(path: Path) -> InputError:
+    """A folder, FIFO, socket or device where a Bundle file is expected (reading could block)."""
+    kind = "a folder" if path.is_dir() else "not a regular file"
+    return InputError(
+        f"{kind}, named like a Bundle file; rename or remove it", Location(file=str(path))
+    )
 
 
 def _new_files(candidates: list[Path], seen: set[Path]) -> list[Path]:

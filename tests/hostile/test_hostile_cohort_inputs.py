@@ -120,3 +120,16 @@ def test_pool_workers_exit_when_the_parent_is_killed() -> None:
         for pid in workers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_a_fifo_among_bundle_files_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    from engine.sources import BundleFileSource
+
+    folder = tmp_path / "bundles"
+    folder.mkdir()
+    os.mkfifo(folder / "patient.json")
+    with pytest.raises(InputError, match="not a regular file"):
+        list(BundleFileSource(folder))
+    with pytest.raises(InputError, match="not a regular file"):
+        list(BundleFileSource(folder / "patient.json"))
