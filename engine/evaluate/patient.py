@@ -188,18 +188,34 @@ def newest_data_date(record: PatientRecord) -> dt.date | None:
     """The latest day any dating field of the record names (`engine.resource_types`; dates
     read as their `YYYY-MM-DD` part, partial dates ignored)."""
     newest = ""
+    fields_of = _DATING_FIELDS
     for resource in record.resources:
-        known = RESOURCE_TYPES.get(resource.get("resourceType", ""))
-        if known is None:
+        fields = fields_of.get(resource["resourceType"])
+        if fields is None:
             continue
-        for date_field in (*known.start_fields, *known.end_fields):
-            holder = resource.get(date_field.container) if date_field.container else resource
-            value = holder.get(date_field.name) if isinstance(holder, dict) else None
-            if isinstance(value, dict):
+        for container, name in fields:
+            if container is None:
+                value = resource.get(name)
+            else:
+                holder = resource.get(container)
+                value = holder.get(name) if type(holder) is dict else None
+            if value is None:
+                continue
+            if type(value) is dict:
                 value = value.get("end") or value.get("start")
-            if isinstance(value, str) and value[:10] > newest and len(value) >= 10:
+            if type(value) is str and len(value) >= 10 and value[:10] > newest:
                 newest = value[:10]
     try:
         return dt.date.fromisoformat(newest) if newest else None
     except ValueError:
         return None
+
+
+_DATING_FIELDS: dict[str, tuple[tuple[str | None, str], ...]] = {
+    name: tuple(
+        (date_field.container, date_field.name)
+        for date_field in (*known.start_fields, *known.end_fields)
+    )
+    for name, known in RESOURCE_TYPES.items()
+}
+"""Each type's dating fields as (container, name) pairs, for `newest_data_date`."""
