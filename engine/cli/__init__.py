@@ -18,16 +18,14 @@ below.
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 
-from engine import __version__
 from engine.cli.cohort import cohort
 from engine.cli.coverage import coverage
 from engine.cli.demo import demo
 from engine.cli.evaluate import evaluate
 from engine.cli.lint import lint
+from engine.cli.options import VersionOption
 from engine.cli.serve import serve
 from engine.cli.subscribe import subscribe
 from engine.cli.version import version
@@ -41,25 +39,8 @@ app = typer.Typer(
 )
 
 
-def _print_version(asked: bool) -> None:
-    if asked:
-        print(f"trialsieve {__version__}")
-        raise typer.Exit()
-
-
 @app.callback()
-def _main(
-    version: Annotated[
-        bool,
-        typer.Option(
-            "--version",
-            callback=_print_version,
-            is_eager=True,
-            metavar="",
-            help="Print the version and exit.",
-        ),
-    ] = False,
-) -> None:
+def _main(version: VersionOption = False) -> None:
     """FHIR-based clinical-trial eligibility engine."""
 
 

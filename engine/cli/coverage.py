@@ -10,32 +10,23 @@ criteria, mappings or arguments.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
 from engine.cli.console import fail, load_trial_and_answers, print_error
-from engine.cli.options import BundlesFolderOption, CriteriaArgument, NdjsonOption
+from engine.cli.options import (
+    BundlesFolderOption,
+    CoverageOutOption,
+    CriteriaArgument,
+    MinimumScoreOption,
+    NdjsonOption,
+)
 
 if TYPE_CHECKING:
     from engine.criteria.model import CriteriaFile
     from engine.sources import PatientSource
-
-CoverageOutOption = Annotated[
-    Path | None,
-    typer.Option(
-        help="A folder to write coverage.csv, coverage.txt and suggested-mappings.yaml to."
-    ),
-]
-MinimumScoreOption = Annotated[
-    float,
-    typer.Option(
-        min=0,
-        max=100,
-        help="Lowest name similarity (rapidfuzz score, 0-100) for a code to be listed.",
-    ),
-]
 
 
 def coverage(

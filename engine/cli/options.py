@@ -12,7 +12,20 @@ from typing import Annotated
 
 import typer
 
+from engine.cli.version import print_version
+
 # ----------------------------------------------------------------------------- every command
+
+VersionOption = Annotated[
+    bool,
+    typer.Option(
+        "--version",
+        callback=print_version,
+        is_eager=True,
+        metavar="",
+        help="Print the version and exit.",
+    ),
+]
 
 CriteriaArgument = Annotated[Path, typer.Argument(help="The trial's criteria file (YAML).")]
 AsOfOption = Annotated[
@@ -221,6 +234,23 @@ SinceOption = Annotated[
     typer.Option(help="With --server: export only what changed since this FHIR instant."),
 ]
 QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress bar.", metavar="")]
+
+# ----------------------------------------------------------------------------- coverage
+
+CoverageOutOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="A folder to write coverage.csv, coverage.txt and suggested-mappings.yaml to."
+    ),
+]
+MinimumScoreOption = Annotated[
+    float,
+    typer.Option(
+        min=0,
+        max=100,
+        help="Lowest name similarity (rapidfuzz score, 0-100) for a code to be listed.",
+    ),
+]
 
 # ----------------------------------------------------------------------------- serve, subscribe
 

@@ -1,6 +1,8 @@
-"""`trialsieve version`."""
+"""`trialsieve version` and `trialsieve --version`."""
 
 from __future__ import annotations
+
+import typer
 
 from engine import __version__
 
@@ -8,3 +10,10 @@ from engine import __version__
 def version() -> None:
     """Print the version."""
     print(f"trialsieve {__version__}")
+
+
+def print_version(asked: bool) -> None:
+    """The `--version` option's callback: print the version and exit."""
+    if asked:
+        version()
+        raise typer.Exit()
