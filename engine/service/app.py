@@ -8,6 +8,7 @@ Routes (see docs/service.md):
     POST /trials/{trial_id}/evaluate      the same for one trial
     GET  /cds-services                    CDS Hooks discovery (no authentication)
     POST /cds-services/{service_id}       CDS Hooks patient-view call -> cards
+    GET  /trials/{trial_id}/patients/{patient_id}/report   the patient's report page (HTML)
     PUT|POST /fhir-notify/{type}/{id}     R4 rest-hook notification (the changed resource)
     POST /fhir-notify                     rest-hook POST, or a topic-based notification Bundle
 
@@ -31,7 +32,7 @@ from typing import Any
 import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import HTMLResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine import __version__
@@ -170,9 +171,20 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return discovery(trials)
 
     @app.post("/cds-services/{service_id}", dependencies=protected, tags=["cds-hooks"])
-    def cds_service(service_id: str, body: CdsHookRequest) -> dict[str, Any]:
+    def cds_service(service_id: str, body: CdsHookRequest, request: Request) -> dict[str, Any]:
         """A patient-view call: one card with the patient's eligibility for the trial."""
-        return service.cds_call(service_id, body)
+        return service.cds_call(service_id, body, str(request.base_url))
+
+    @app.get(
+        "/trials/{trial_id}/patients/{patient_id}/report",
+        dependencies=protected,
+        tags=["evaluate"],
+        response_class=HTMLResponse,
+    )
+    def report_page(trial_id: str, patient_id: str) -> HTMLResponse:
+        """The patient's eligibility report page for the trial (self-contained, printable
+        HTML), evaluated from the configured FHIR server as of the service's day."""
+        return HTMLResponse(service.report(trial_id, patient_id))
 
     notify_path = "/fhir-notify/{resource_type}/{resource_id}"
 

@@ -21,6 +21,7 @@ from urllib.parse import quote, urlsplit
 import orjson
 
 from engine.evaluate import CriterionVerdict, PatientEvaluation, SubjectStatus
+from engine.report.explanation import explain, stale_data_warning
 from engine.resource_types import MEDICATION_REFERENCING_TYPES
 from engine.service.models import CdsHookRequest
 from engine.service.problems import ApiError
@@ -263,75 +264,87 @@ def card(evaluation: PatientEvaluation, report_url_template: str | None = None) 
     return result
 
 
+WHAT_TO_CHECK_LIMIT = 3
+"""At most this many missing data items, and as many questions, are listed on a card."""
+REPORT_PATH = "trials/{trial_id}/patients/{patient_id}/report"
+"""The service's own report page, relative to its base URL (the default card link)."""
+
+
 def summary(evaluation: PatientEvaluation) -> str:
-    """One line: `Not eligible for NCT...: exclusion-2-...`, `May be eligible for NCT...: 11
-    items need manual review`.
+    """One line: `Not eligible for NCT...: E2 Thrombosis or antithrombotics`, `May be
+    eligible for NCT...: 2 results missing, 11 questions to answer`.
     """
     trial = evaluation.criteria.trial.id
     status = evaluation.status
+    explanation = explain(evaluation)
     if status is SubjectStatus.INELIGIBLE:
-        ids = [result.id for result in evaluation.results_with(CriterionVerdict.FAILS)]
-        return _fit(f"Not eligible for {trial}: ", ids)
+        failing = explanation.with_verdict(CriterionVerdict.FAILS)
+        return _fit(f"Not eligible for {trial}: ", [f"{c.number} {c.label}" for c in failing])
     if status is SubjectStatus.ELIGIBLE:
         return f"Eligible for {trial}: every criterion is clear"
     parts = []
-    missing = len(evaluation.results_with(CriterionVerdict.MISSING_DATA))
-    manual = len(evaluation.results_with(CriterionVerdict.MANUAL_REVIEW))
+    missing = len(explanation.missing_data)
+    questions = len(explanation.open_questions)
     if missing:
-        parts.append(f"{missing} {_plural(missing, 'item lacks', 'items lack')} data")
-    if manual:
-        parts.append(f"{manual} {_plural(manual, 'item needs', 'items need')} manual review")
+        parts.append(f"{missing} {_plural(missing, 'data item', 'data items')} missing")
+    if questions:
+        parts.append(f"{questions} {_plural(questions, 'question', 'questions')} to answer")
     return _shorten(f"May be eligible for {trial}: " + ", ".join(parts), SUMMARY_LIMIT)
 
 
-def _fit(prefix: str, ids: list[str]) -> str:
-    """`prefix` and as many ids as fit in the summary, then `(+N more)`."""
-    text = prefix + ids[0]
-    for index, item in enumerate(ids[1:], start=1):
-        more = len(ids) - index - 1
+def _fit(prefix: str, items: list[str]) -> str:
+    """`prefix` and as many items as fit in the summary, then `(+N more)`."""
+    text = prefix + items[0]
+    for index, item in enumerate(items[1:], start=1):
+        more = len(items) - index - 1
         tail = f" (+{more} more)" if more else ""
-        if len(text + ", " + item + tail) > SUMMARY_LIMIT:
-            return _shorten(text + f" (+{len(ids) - index} more)", SUMMARY_LIMIT)
-        text += ", " + item
+        if len(text + "; " + item + tail) > SUMMARY_LIMIT:
+            return _shorten(text + f" (+{len(items) - index} more)", SUMMARY_LIMIT)
+        text += "; " + item
     return _shorten(text, SUMMARY_LIMIT)
 
 
 def detail(evaluation: PatientEvaluation) -> str:
-    """Markdown: the status, then what excludes, what is missing and what to check."""
+    """Markdown from the clinical explanation: the status and dates; for a patient who is
+    excluded, what excludes (with the protocol text); for one who could still be eligible,
+    at most a few items of missing data and questions to check (the report page has all).
+    """
+    explanation = explain(evaluation)
+    newest = explanation.newest_data.isoformat() if explanation.newest_data else "none dated"
     lines = [
-        f"**{_escape(evaluation.criteria.trial.title)}** "
-        f"({_escape(evaluation.criteria.trial.id)}): status "
-        f"**{evaluation.status.value}** as of {evaluation.as_of.isoformat()}."
+        f"**{_escape(explanation.trial_title)}** ({_escape(explanation.trial_id)}): "
+        f"**{_escape(explanation.status_text)}** ({explanation.status.value}) as of "
+        f"{explanation.as_of.isoformat()}; newest data {newest}."
     ]
-    sections = (
-        (CriterionVerdict.FAILS, "What excludes"),
-        (CriterionVerdict.MISSING_DATA, "What is missing"),
-        (CriterionVerdict.MANUAL_REVIEW, "What to check"),
-    )
-    for verdict, heading in sections:
-        results = evaluation.results_with(verdict)
-        if not results:
-            continue
-        lines += ["", f"### {heading}", ""]
-        for result in results:
-            outcome = result.outcome
-            if verdict is CriterionVerdict.MISSING_DATA:
-                why = "needs " + "; ".join(outcome.missing)
-            elif verdict is CriterionVerdict.MANUAL_REVIEW:
-                manual_atoms = evaluation.criteria.source.manual_atoms
-                questions = [
-                    manual_atoms[item].question for item in outcome.manual if item in manual_atoms
-                ]
-                why = " / ".join(questions) or outcome.reason
-            else:
-                why = outcome.reason
-            line = f"- **{_escape(result.id)}** ({result.kind.value}): {_escape(why)}"
-            if outcome.evidence:
-                line += " (" + ", ".join(_escape(ref) for ref in outcome.evidence) + ")"
-            lines.append(line)
+    warning = stale_data_warning(evaluation)
+    if warning:
+        lines += ["", f"Warning: {_escape(warning)}"]
+    if explanation.status is SubjectStatus.INELIGIBLE:
+        lines += ["", "### What excludes", ""]
+        for criterion in explanation.with_verdict(CriterionVerdict.FAILS):
+            lines.append(
+                f"- **{_escape(criterion.number)} {_escape(criterion.label)}**: "
+                f"{_escape(_shorten(criterion.summary, 300))}"
+            )
+            lines.append(f"  Protocol: *{_escape(_shorten(criterion.protocol_text, 300))}*")
+    else:
+        hidden = 0
+        missing = explanation.missing_data
+        if missing:
+            lines += ["", "### What is missing", ""]
+            for criterion, item in missing[:WHAT_TO_CHECK_LIMIT]:
+                lines.append(f"- **{_escape(criterion.number)}** {_escape(item)}")
+            hidden += max(0, len(missing) - WHAT_TO_CHECK_LIMIT)
+        questions = explanation.open_questions
+        if questions:
+            lines += ["", "### What to check", ""]
+            for criterion, question in questions[:WHAT_TO_CHECK_LIMIT]:
+                lines.append(f"- **{_escape(criterion.number)}** {_escape(question)}")
+            hidden += max(0, len(questions) - WHAT_TO_CHECK_LIMIT)
+        if hidden:
+            lines += ["", f"{hidden} more on the eligibility report page."]
     if evaluation.data_problems:
-        lines += ["", "### Data problems in the record", ""]
-        lines += [f"- {_escape(problem)}" for problem in evaluation.data_problems]
+        lines += ["", f"{len(evaluation.data_problems)} data problems in the record."]
     return "\n".join(lines)
 
 

@@ -22,9 +22,11 @@ import orjson
 from engine.errors import InputError, ServerError, TrialsieveError
 from engine.evaluate import PatientEvaluation
 from engine.fhir_http import ContextBearerToken
+from engine.report.page import report_page
 from engine.screening import screen_patient
 from engine.service.auth import ApiAuthenticator
 from engine.service.cds_hooks import (
+    REPORT_PATH,
     Prefetched,
     assemble,
     card,
@@ -180,8 +182,14 @@ class Service:
 
     # ----------------------------------------------------------------------- CDS Hooks
 
-    def cds_call(self, service_id: str, request: CdsHookRequest) -> dict[str, Any]:
-        """The cards for a patient-view call of the service `service_id` (a trial id)."""
+    def cds_call(
+        self, service_id: str, request: CdsHookRequest, base_url: str | None = None
+    ) -> dict[str, Any]:
+        """The cards for a patient-view call of the service `service_id` (a trial id).
+
+        The card links to `report_url_template`, else (given the service's `base_url`) to
+        the service's own report page of the patient.
+        """
         started = time.perf_counter()
         trial = self.trials.get(service_id)
         if trial is None:
@@ -216,7 +224,10 @@ class Service:
             fetched=fetched,
             duration_ms=elapsed_ms(started),
         )
-        return {"cards": [card(evaluation, self.settings.report_url_template)]}
+        template = self.settings.report_url_template
+        if template is None and base_url is not None and self.settings.fhir_server is not None:
+            template = base_url.rstrip("/") + "/" + REPORT_PATH
+        return {"cards": [card(evaluation, template)]}
 
     @contextmanager
     def _request_server(self, request: CdsHookRequest) -> Iterator[FhirServerClient]:
@@ -303,6 +314,32 @@ class Service:
                     "resource": medication,
                 }
         return None
+
+    # ----------------------------------------------------------------------- report page
+
+    def report(self, trial_id: str, patient_id: str) -> str:
+        """The report page (HTML) of a patient of the configured FHIR server for one trial,
+        as of the service's day."""
+        started = time.perf_counter()
+        trial = pick_trial(self.trials, trial_id)
+        _check_id(patient_id, "patient")
+        client = self.require_server("showing a patient's report page")
+        resources = _serving(
+            lambda: pull_patient(client, patient_id, trial.resource_types, self.settings.page_size)
+        )
+        answers = trial.attestations.get(resources.patient_id)
+        day = self.settings.day()
+        evaluation = _serving(
+            lambda: screen_patient(trial.criteria, resources, day, answers)
+        ).evaluation
+        log_event(
+            logging.INFO,
+            "report page served",
+            trial=trial.id,
+            status=evaluation.status.value,
+            duration_ms=elapsed_ms(started),
+        )
+        return report_page(evaluation)
 
     # ----------------------------------------------------------------------- notifications
 

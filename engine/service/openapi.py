@@ -136,6 +136,7 @@ _ERRORS_BY_ROUTE: Mapping[tuple[str, str], tuple[int, ...]] = {
     ("post", "/evaluate"): (*_PROTECTED, 404, 409, 502, 504),
     ("post", "/trials/{trial_id}/evaluate"): (*_PROTECTED, 404, 409, 502, 504),
     ("post", "/cds-services/{service_id}"): (*_PROTECTED, 404, 502, 504),
+    ("get", "/trials/{trial_id}/patients/{patient_id}/report"): (*_PROTECTED, 404, 409, 502, 504),
     ("put", "/fhir-notify/{resource_type}/{resource_id}"): (*_PROTECTED, 409),
     ("post", "/fhir-notify/{resource_type}/{resource_id}"): (*_PROTECTED, 409),
     ("post", "/fhir-notify"): (*_PROTECTED, 409),
@@ -201,7 +202,12 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
                 operation["operationId"] = f"notify_resource_by_{method}"
             responses: dict[str, Any] = {}
             answer = _ANSWERS.get(key)
-            if answer is not None:
+            if path.endswith("/report"):
+                responses["200"] = {
+                    "description": "The patient's eligibility report page",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                }
+            elif answer is not None:
                 responses["200"] = {
                     "description": _MEANING[200],
                     "content": {

@@ -76,16 +76,21 @@ def test_cards_from_prefetch(api: TestClient, name: str) -> None:
 
 def test_card_wording(api: TestClient) -> None:
     candidate = card(evaluated_file(api, "itp-relapsed-candidate"))
-    assert candidate["summary"] == ("May be eligible for NCT05315778: 11 items need manual review")
+    assert candidate["summary"] == "May be eligible for NCT05315778: 14 questions to answer"
     assert "### What to check" in candidate["detail"]
     assert "### What excludes" not in candidate["detail"]
+    assert candidate["detail"].count("\n- **") == 3  # a few items; the report has all
+    assert "11 more on the eligibility report page." in candidate["detail"]
     ineligible = card(evaluated_file(api, "itp-secondary-lupus"))
-    assert ineligible["summary"].startswith("Not eligible for NCT05315778: exclusion-")
+    assert ineligible["summary"].startswith("Not eligible for NCT05315778: E1 ")
     assert "### What excludes" in ineligible["detail"]
+    assert "Protocol: *Secondary ITP*" in ineligible["detail"]
+    assert "What to check" not in ineligible["detail"]
+    assert "What is missing" not in ineligible["detail"]
     missing = card(evaluated_file(api, "itp-relapsed-missing-labs"))
-    assert "lack data" in missing["summary"]
+    assert "data items missing" in missing["summary"]
     assert "### What is missing" in missing["detail"]
-    assert "\n- **" in missing["detail"]
+    assert "result \\(LOINC " in missing["detail"]
 
 
 def test_report_link(service_client: ClientFactory) -> None:

@@ -49,6 +49,23 @@ def test_writes_back_in_place(service_client: ClientFactory, sekmet: SekmetServe
     assert stored["meta"]["versionId"] == "2"
 
 
+def test_report_page_of_a_patient_on_the_server(
+    service_client: ClientFactory, sekmet: SekmetServer
+) -> None:
+    api = service_client(server_settings(sekmet.base_url, sekmet.token))
+    path = "/trials/NCT05315778/patients/itp-relapsed-missing-labs/report"
+    assert api.get(path).status_code == 401
+    response = api.get(path, headers=AUTH)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/html")
+    page = response.text
+    assert page.startswith("<!DOCTYPE html>")
+    assert "potential-candidate" in page and "Data to add" in page
+    unknown = api.get("/trials/NCT05315778/patients/nobody-here/report", headers=AUTH)
+    assert unknown.status_code == 404
+    assert api.get("/trials/NCT0/patients/x/report", headers=AUTH).status_code == 404
+
+
 def test_unknown_patient_is_404(service_client: ClientFactory, sekmet: SekmetServer) -> None:
     api = service_client(server_settings(sekmet.base_url, sekmet.token))
     response = api.post("/evaluate", json={"patient": "nobody-here"}, headers=AUTH)
