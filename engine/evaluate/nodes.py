@@ -485,7 +485,14 @@ class ResourceNode:
                     if first_day is not None:
                         problems.append(f"{record.label(resource)} has no onset date")
                     continue
-                if span.start > last_day or (first_day is not None and span.start < first_day):
+                latest_start = span.latest_start or span.start
+                if span.start > last_day or (first_day is not None and latest_start < first_day):
+                    continue
+                if latest_start > last_day or (first_day is not None and span.start < first_day):
+                    # a partial onset date (`2026`) reaching both inside and outside the window
+                    problems.append(
+                        f"{record.label(resource)} {_imprecise(span, first_day, context)}"
+                    )
                     continue
             elif not span.overlaps(first_day, last_day):
                 continue

@@ -41,6 +41,14 @@ criteria:
     kind: exclusion
     text: A haemoglobin test during screening
     expression: {{resource: Observation, concept: hemoglobin, within: screening}}
+  - id: exclusion-2-new-itp
+    kind: exclusion
+    text: ITP diagnosed during screening
+    expression:
+      resource: Condition
+      concept: primary-itp
+      within: screening
+      timing: onset
 """
 
 
@@ -68,6 +76,16 @@ def haemoglobin(value: float, when: str, unit: str = "g/L") -> dict[str, Any]:
             "system": "http://unitsofmeasure.org",
             "code": unit,
         },
+    }
+
+
+def itp(onset: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Condition",
+        "id": "c1",
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "32273002"}]},
+        "subject": {"reference": "Patient/p1"},
+        "onsetDateTime": onset,
     }
 
 

@@ -6,7 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from hostile_support import bundle, evaluate, haemoglobin, patient, result, write_trial
+from hostile_support import bundle, evaluate, haemoglobin, itp, patient, result, write_trial
 
 from engine.criteria.loader import parse_iso_duration
 from engine.errors import CriteriaError, ErrorCollection, InputError
@@ -33,6 +33,18 @@ def test_a_partial_date_that_cannot_be_placed_in_the_window_leaves_the_atom_unkn
     assert presence.truth is Truth.UNKNOWN, presence.reason
     assert value.truth is Truth.UNKNOWN, value.reason
     assert "too imprecisely" in presence.reason
+
+
+@pytest.mark.parametrize(
+    ("onset", "truth"),
+    [("2026", Truth.UNKNOWN), ("2026-10", Truth.UNKNOWN), ("2025", Truth.NOT_MET)],
+)
+def test_a_partial_onset_date_is_placed_only_when_its_precision_allows(
+    trial_path: Path, onset: str, truth: Truth
+) -> None:
+    evaluation = evaluate(trial_path, bundle(patient(), itp(onset)))
+    outcome = result(evaluation, "exclusion-2-new-itp").outcome
+    assert outcome.truth is truth, outcome.reason
 
 
 def test_a_partial_date_wholly_inside_the_window_still_counts(trial_path: Path) -> None:
