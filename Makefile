@@ -32,6 +32,7 @@ lint: setup
 	$(BIN)/ruff check engine tests benchmarks
 	$(BIN)/ruff format --check engine tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/trialsieve lint criteria mappings
 
 test: lint
