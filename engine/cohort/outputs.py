@@ -1,6 +1,8 @@
 """Assemble a cohort run's files from its partition results, in patient id order.
 
 - `subjects.ndjson`, `issues.ndjson`: every patient's ResearchSubject and DetectedIssue.
+- `study.json`: the ResearchStudy the ResearchSubjects refer to (`ResearchStudy/<id>`), so
+  every reference resolves inside the output set.
 - `cohort.csv`: a row per patient: id, status, and per criterion `met` / `not_met` /
   `unknown_missing` / `manual` (the criterion's own truth; see `criterion_value`), or
   `not_evaluated` for the criteria a pre-filter-settled patient was not evaluated on.
@@ -41,6 +43,7 @@ from engine.cohort.partition import (
 )
 from engine.criteria.model import CriterionKind
 from engine.evaluate import CompiledCriteria, SubjectStatus
+from engine.report import research_study
 
 SOURCE_PROBLEMS = "source-problems.ndjson"
 MISSING_ITEMS_SHOWN = 3
@@ -106,6 +109,8 @@ def assemble_outputs(out: Path, criteria: CompiledCriteria, partition_count: int
             table.writerow([patient_id, result["status"], *values])
             parquet.add(patient_id, result["status"], values)
             _count(counts, tallies, result)
+    with atomic_write(out / "study.json", _BUFFER) as study:
+        study.write(orjson.dumps(research_study(criteria.trial), option=orjson.OPT_INDENT_2))
     _write_errors(out, results_folder, partition_count, duplicates, counts)
     _write_attrition(out, criteria, tallies, counts.patients)
     _write_availability(out, tallies, counts.patients)

@@ -222,23 +222,28 @@ def _narrative(evaluation: PatientEvaluation, summary: str, explanation: Patient
 def transaction_bundle(evaluation: PatientEvaluation) -> dict[str, Any]:
     """A transaction Bundle that ensures the ResearchStudy and upserts the two results.
 
-    ResearchSubject and DetectedIssue are written by conditional update on their identifiers
-    (with the deterministic id for servers that create on update), the ResearchStudy by
-    conditional create on its registry identifier.
+    ResearchSubject and DetectedIssue are written by conditional update on their identifiers,
+    the ResearchStudy by conditional create on its registry identifier. The bodies carry no
+    `id` (R4 3.1.0.4.3: a server may refuse a conditional update whose body has an id that
+    matches nothing, and must when it differs from the matched resource's); each entry's
+    `fullUrl` is `urn:uuid:` + its deterministic id, so the ResearchSubject's study reference
+    resolves inside the Bundle (R4 Bundle 2.36.4.1) and the server resolves it to whichever
+    ResearchStudy the conditional create matched or made. Search URLs are percent-encoded,
+    the `|` of identifier tokens too.
     """
     trial = evaluation.criteria.trial
     study = research_study(trial)
     study_url = f"urn:uuid:{study['id']}"
     subject = research_subject(evaluation, study_url)
     issue = detected_issue(evaluation)
-    study_query = f"identifier={_token(trial.identifier_system, trial.id)}"
+    study_query = study_search(trial)
     return {
         "resourceType": "Bundle",
         "type": "transaction",
         "entry": [
             {
                 "fullUrl": study_url,
-                "resource": study,
+                "resource": _without_id(study),
                 "request": {"method": "POST", "url": "ResearchStudy", "ifNoneExist": study_query},
             },
             _upsert(subject, RESEARCH_SUBJECT_SYSTEM),
@@ -251,7 +256,7 @@ def _upsert(resource: dict[str, Any], system: str) -> dict[str, Any]:
     value = resource["identifier"][0]["value"]
     return {
         "fullUrl": f"urn:uuid:{resource['id']}",
-        "resource": resource,
+        "resource": _without_id(resource),
         "request": {
             "method": "PUT",
             "url": f"{resource['resourceType']}?identifier={_token(system, value)}",
@@ -259,8 +264,24 @@ def _upsert(resource: dict[str, Any], system: str) -> dict[str, Any]:
     }
 
 
+def study_search(trial: Trial) -> str:
+    """The search that finds the trial's ResearchStudy: `identifier=system%7Cvalue`."""
+    return f"identifier={_token(trial.identifier_system, trial.id)}"
+
+
+def _without_id(resource: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in resource.items() if key != "id"}
+
+
 def _token(system: str, value: str) -> str:
-    return f"{quote(system, safe=':/')}|{quote(value, safe='')}"
+    """An identifier search token, percent-encoded as a query value (`|` is `%7C`)."""
+    return f"{quote(system, safe=':/')}%7C{quote(value, safe='')}"
+
+
+def entry_id(entry: dict[str, Any]) -> str:
+    """The deterministic id of a `transaction_bundle` entry (its `urn:uuid:` fullUrl)."""
+    full_url = str(entry["fullUrl"])
+    return full_url.removeprefix("urn:uuid:")
 
 
 def _shorten(text: str, limit: int) -> str:

@@ -1,11 +1,14 @@
 """FHIR server sink: write one evaluation's results to the server in one transaction.
 
-The report's `transaction_bundle` ensures the ResearchStudy by conditional create and upserts
-the ResearchSubject and DetectedIssue by conditional update on their identifiers. A server
-that cannot search a type by `identifier` (its CapabilityStatement lists no such searchParam,
-or no conditional create/update) cannot do that; for such a type the entry becomes
-`PUT TYPE/{deterministic id}` instead, which updates in place as well. The resources
-themselves are the report's, unchanged.
+The ResearchStudy is found or created first, once per sink and trial: searched by its registry
+identifier, else POSTed with `If-None-Exist` (R4 3.1.0.8.1), and the ResearchSubject refers to
+it by the id the server holds, so the reference resolves on any server (a conditional create
+inside a transaction that matches an existing study is not rewritten by every server). Then
+the ResearchSubject and DetectedIssue are upserted by conditional update on their identifiers
+(bodies without `id`: R4 3.1.0.4.3). A server that cannot search a type by `identifier` (its
+CapabilityStatement lists no such searchParam, or no conditional create/update) cannot do
+that; for such a type the entry becomes `PUT TYPE/{deterministic id}` with that id in the
+body, which updates in place as well, and the ResearchStudy stays in the transaction that way.
 
 The transaction is atomic on the server: it is written whole or not at all. Its answer is
 checked entry by entry; anything but success raises `ServerError`. The requests go through
@@ -18,10 +21,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
+import orjson
+
+from engine.criteria.model import Trial
 from engine.errors import ServerError
 from engine.evaluate import PatientEvaluation
 from engine.fhir_http import FhirServerClient, ServerCapabilities, outcome_diagnostics
-from engine.report import transaction_bundle, validate_bundle
+from engine.report import research_study, transaction_bundle, validate_bundle
+from engine.report.resources import entry_id, study_search
 from engine.sources.references import reference_key
 
 
@@ -35,22 +43,39 @@ class WrittenEntry:
 
 
 def server_transaction(
-    evaluation: PatientEvaluation, capabilities: ServerCapabilities
+    evaluation: PatientEvaluation,
+    capabilities: ServerCapabilities,
+    study_reference: str | None = None,
 ) -> dict[str, Any]:
-    """The report's transaction Bundle, with conditional requests the server cannot do by id."""
+    """The report's transaction Bundle, with conditional requests the server cannot do by id.
+
+    `study_reference`: the ResearchStudy as the server holds it (`ResearchStudy/{id}`); the
+    study's entry is then left out and the ResearchSubject refers to it.
+    """
     bundle = transaction_bundle(evaluation)
+    entries = []
     for entry in bundle["entry"]:
         resource = entry["resource"]
         resource_type = resource["resourceType"]
         request = entry["request"]
+        if resource_type == "ResearchStudy" and study_reference is not None:
+            continue
+        if resource_type == "ResearchSubject" and study_reference is not None:
+            resource["study"]["reference"] = study_reference
         if request["method"] == "POST" and "ifNoneExist" in request:
             conditional_ok = capabilities.conditional_create_on_identifier(resource_type)
         elif request["method"] == "PUT" and "?" in request["url"]:
             conditional_ok = capabilities.conditional_update_on_identifier(resource_type)
         else:
-            continue
+            conditional_ok = True
         if not conditional_ok:
-            entry["request"] = {"method": "PUT", "url": f"{resource_type}/{resource['id']}"}
+            resource_id = entry_id(entry)
+            entry["resource"] = {"resourceType": resource_type, "id": resource_id} | {
+                key: value for key, value in resource.items() if key != "resourceType"
+            }
+            entry["request"] = {"method": "PUT", "url": f"{resource_type}/{resource_id}"}
+        entries.append(entry)
+    bundle["entry"] = entries
     return bundle
 
 
@@ -59,17 +84,68 @@ class FhirServerSink:
 
     def __init__(self, client: FhirServerClient) -> None:
         self.client = client
+        self._studies: dict[str, str] = {}
 
-    def transaction_for(self, evaluation: PatientEvaluation) -> dict[str, Any]:
+    def transaction_for(
+        self, evaluation: PatientEvaluation, *, create_study: bool = False
+    ) -> dict[str, Any]:
         """The transaction Bundle `write` would send (for `--dry-run`), validated against the
-        R4B models: what trialsieve writes is checked here, once, by every caller."""
-        bundle = server_transaction(evaluation, self.client.capabilities())
+        R4B models: what trialsieve writes is checked here, once, by every caller.
+
+        The ResearchStudy is looked up on the server (and created when `create_study`);
+        without it, the study stays in the Bundle as a conditional create.
+        """
+        capabilities = self.client.capabilities()
+        study = None
+        if capabilities.conditional_create_on_identifier("ResearchStudy"):
+            study = self.study_reference(evaluation.criteria.trial, create=create_study)
+        bundle = server_transaction(evaluation, capabilities, study)
         validate_bundle(bundle)
         return bundle
 
+    def study_reference(self, trial: Trial, *, create: bool = True) -> str | None:
+        """`ResearchStudy/{id}` of the trial's study on the server: found by its identifier,
+        else (when `create`) made by a conditional create; None when absent and not made."""
+        known = self._studies.get(trial.id)
+        if known is not None:
+            return known
+        study = research_study(trial)
+        query = study_search(trial)
+        described = f"GET ResearchStudy?{query}"
+        found = self.client.json("GET", f"ResearchStudy?{query}")
+        matches: list[dict[str, Any]] = [
+            entry["resource"]
+            for entry in found.get("entry") or ()
+            if isinstance(entry, dict)
+            and (entry.get("search") or {}).get("mode", "match") == "match"
+            and isinstance(entry.get("resource"), dict)
+        ]
+        if len(matches) > 1:
+            raise self.client.error(
+                described, f"{len(matches)} ResearchStudies carry the identifier of {trial.id}"
+            )
+        if matches:
+            resource_id = matches[0].get("id")
+        elif create:
+            body = {key: value for key, value in study.items() if key != "id"}
+            response = self.client.send(
+                "POST",
+                "ResearchStudy",
+                body=body,
+                headers={"If-None-Exist": query, "Prefer": "return=representation"},
+            )
+            resource_id = _created_id(response)
+        else:
+            return None
+        if not isinstance(resource_id, str) or not resource_id:
+            raise self.client.error(described, "the server's ResearchStudy has no id")
+        reference = f"ResearchStudy/{resource_id}"
+        self._studies[trial.id] = reference
+        return reference
+
     def write(self, evaluation: PatientEvaluation) -> list[WrittenEntry]:
         """Write one evaluation; what the server did with each entry, in entry order."""
-        return self.send(self.transaction_for(evaluation))
+        return self.send(self.transaction_for(evaluation, create_study=True))
 
     def send(self, bundle: dict[str, Any]) -> list[WrittenEntry]:
         """POST a transaction Bundle and check every entry of the answer.
@@ -158,3 +234,19 @@ def subject_patient_id(subject: dict[str, Any]) -> str | None:
     """The id of the patient a ResearchSubject is about (None when it names none)."""
     key = _reference(subject, "individual")
     return key.split("/", 1)[1] if key else None
+
+
+def _created_id(response: httpx.Response) -> str | None:
+    """The id of a created (or matched) resource: the body's, else the Location's
+    (`[base]/TYPE/ID/_history/VID`)."""
+    try:
+        body = orjson.loads(response.content) if response.content else None
+    except orjson.JSONDecodeError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("id"), str):
+        return str(body["id"])
+    location = response.headers.get("Location") or response.headers.get("Content-Location")
+    if not location:
+        return None
+    parts = location.split("/_history/")[0].rstrip("/").split("/")
+    return parts[-1] or None

@@ -319,9 +319,12 @@ def test_sink_keeps_conditional_requests_where_the_server_declares_them(
     )
     entries = server_transaction(evaluation, capable)["entry"]
     assert (
-        entries[0]["request"]["ifNoneExist"] == "identifier=https://clinicaltrials.gov|NCT05315778"
+        entries[0]["request"]["ifNoneExist"]
+        == "identifier=https://clinicaltrials.gov%7CNCT05315778"
     )
     assert entries[1]["request"]["url"].startswith("ResearchSubject?identifier=")
+    assert "id" not in entries[1]["resource"]  # conditional update: no id in the body
+    assert entries[2]["resource"]["id"] == entries[2]["fullUrl"].removeprefix("urn:uuid:")
     assert entries[2]["request"] == {
         "method": "PUT",
         "url": f"DetectedIssue/{entries[2]['resource']['id']}",

@@ -36,6 +36,7 @@ def test_identifiers_are_deterministic_so_a_rerun_updates(trial: CompiledCriteri
     assert subject_entry["request"]["method"] == "PUT"
     assert subject_entry["request"]["url"].startswith("ResearchSubject?identifier=")
     assert "NCT05315778%2Fitp-too-old" in subject_entry["request"]["url"]
+    assert "|" not in subject_entry["request"]["url"]
     assert issue_entry["request"]["url"].startswith("DetectedIssue?identifier=")
 
 
@@ -51,9 +52,12 @@ def test_study_is_conditionally_created_and_referenced(trial: CompiledCriteria) 
     study_entry = bundle["entry"][0]
     assert study_entry["request"]["method"] == "POST"
     assert study_entry["request"]["ifNoneExist"] == (
-        "identifier=https://clinicaltrials.gov|NCT05315778"
+        "identifier=https://clinicaltrials.gov%7CNCT05315778"
     )
     subject = bundle["entry"][1]["resource"]
+    # R4 3.1.0.4.3 / 3.1.0.8.1: conditional bodies carry no id; fullUrls are urn:uuid.
+    assert all("id" not in entry["resource"] for entry in bundle["entry"])
+    assert all(entry["fullUrl"].startswith("urn:uuid:") for entry in bundle["entry"])
     assert subject["study"]["reference"] == study_entry["fullUrl"]
     assert subject["individual"]["reference"] == "Patient/itp-too-old"
     assert subject["status"] == "ineligible"

@@ -42,9 +42,10 @@ def test_writes_back_in_place(service_client: ClientFactory, sekmet: SekmetServe
     assert first.status_code == 200, first.text
     assert [entry["status"] for entry in first.json()["written"]][1:] == ["201 Created"] * 2
     assert [entry["status"] for entry in second.json()["written"]] == ["200 OK"] * 3
-    subject_id = first.json()["researchSubject"]["id"]
+    location = second.json()["written"][1]["location"]
+    subject_path = location[location.index("ResearchSubject/") :].split("/_history")[0]
     with sekmet.http() as http:
-        stored = http.get(f"ResearchSubject/{subject_id}").json()
+        stored = http.get(subject_path).json()
     assert stored["status"] == "potential-candidate"
     assert stored["meta"]["versionId"] == "2"
 

@@ -15,6 +15,7 @@ from engine.errors import ServerError
 from engine.evaluate import CompiledCriteria, PatientEvaluation, evaluate_patient
 from engine.record import build_record
 from engine.report import transaction_bundle
+from engine.report.resources import entry_id
 from engine.sinks import FhirServerSink
 from engine.sources import read_bundle_file
 
@@ -62,12 +63,12 @@ def test_writing_twice_updates_in_place(sekmet: SekmetServer, trial: CompiledCri
     assert len(subjects) == 1
     assert len(issues) == 1
     assert len(studies) == 1
-    expected = transaction_bundle(evaluation)["entry"]
-    assert subjects[0]["id"] == expected[1]["resource"]["id"]
+    expected = [entry_id(entry) for entry in transaction_bundle(evaluation)["entry"]]
+    assert subjects[0]["id"] == expected[1]
     assert subjects[0]["status"] == "potential-candidate"
-    assert subjects[0]["study"]["reference"] == f"ResearchStudy/{expected[0]['resource']['id']}"
+    assert subjects[0]["study"]["reference"] == f"ResearchStudy/{expected[0]}"
     assert subjects[0]["meta"]["versionId"] == "2"
-    assert issues[0]["id"] == expected[2]["resource"]["id"]
+    assert issues[0]["id"] == expected[2]
     assert issues[0]["meta"]["versionId"] == "2"
 
 
@@ -79,7 +80,7 @@ def test_sink_puts_by_id_because_sekmet_cannot_search_by_identifier(
         requests = [
             e["request"] for e in FhirServerSink(client).transaction_for(evaluation)["entry"]
         ]
-        ids = [e["resource"]["id"] for e in transaction_bundle(evaluation)["entry"]]
+        ids = [entry_id(e) for e in transaction_bundle(evaluation)["entry"]]
         # The report's own Bundle uses conditional requests, which sekmet refuses as a whole.
         with pytest.raises(ServerError) as caught:
             FhirServerSink(client).send(transaction_bundle(evaluation))
