@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 from hypothesis import settings
+from medplum_server import MedplumServer, MedplumUnavailable, start_medplum
+from medplum_server import stop as stop_medplum
 from sekmet_server import SekmetServer, load_examples, start_sekmet, stop
 
 from engine.evaluate import CompiledCriteria
@@ -144,3 +146,26 @@ def sekmet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SekmetServer]:
         yield load_examples(process, server)
     finally:
         stop(process)
+
+
+@pytest.fixture(scope="session")
+def medplum(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MedplumServer]:
+    """Medplum's FHIR router with its in-memory repository behind trialsieve's Node adapter
+    (tests/servers/medplum), installed with `npm ci` when needed, on loopback, once per
+    session, stopped at the end. Skipped only when node or npm is missing."""
+    try:
+        server = start_medplum(tmp_path_factory.mktemp("medplum"))
+    except MedplumUnavailable as missing:
+        pytest.skip(str(missing))
+    try:
+        yield server
+    finally:
+        stop_medplum(server.process)
+
+
+@pytest.fixture(scope="session", params=["sekmet", "medplum"])
+def fhir_server(request: pytest.FixtureRequest) -> SekmetServer | MedplumServer:
+    """Each FHIR server the integration tests run against: sekmet-fhir (Python) and Medplum's
+    FHIR router (TypeScript), written independently."""
+    server: SekmetServer | MedplumServer = request.getfixturevalue(request.param)
+    return server

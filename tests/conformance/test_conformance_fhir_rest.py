@@ -1,0 +1,127 @@
+"""FHIR R4 RESTful API (http://hl7.org/fhir/R4/http.html), as trialsieve writes results back.
+
+Every test names the section it checks. The integration tests run against both FHIR servers
+of the suite (`fhir_server`: sekmet-fhir and Medplum's FHIR router, written independently):
+two runs of the write-back leave one ResearchSubject and one DetectedIssue per patient, with
+the right status and a study reference that resolves on the server.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import unquote
+
+import httpx
+from medplum_server import MedplumServer
+from sekmet_server import ROOT, SekmetServer
+
+from engine.evaluate import CompiledCriteria, PatientEvaluation, evaluate_patient
+from engine.record import build_record
+from engine.report import transaction_bundle
+from engine.report.resources import DETECTED_ISSUE_SYSTEM, RESEARCH_SUBJECT_SYSTEM
+from engine.sinks import FhirServerSink
+from engine.sources import read_bundle_file
+
+AS_OF = dt.date(2026, 11, 1)
+PATIENTS = ("itp-too-old", "itp-relapsed-candidate")
+
+
+def evaluate_file(trial: CompiledCriteria, patient_id: str) -> PatientEvaluation:
+    path = ROOT / "examples" / "patients" / f"{patient_id}.json"
+    return evaluate_patient(trial, build_record(read_bundle_file(path), trial.terminology), AS_OF)
+
+
+def every(http: httpx.Client, resource_type: str) -> Iterator[dict[str, Any]]:
+    """Every resource of a type on the server (an unfiltered search, all pages)."""
+    url: str | None = f"{resource_type}?_count=1000"
+    while url is not None:
+        response = http.get(url)
+        response.raise_for_status()
+        bundle = response.json()
+        yield from (entry["resource"] for entry in bundle.get("entry", ()))
+        links = bundle.get("link") or ()
+        url = next((link["url"] for link in links if link["relation"] == "next"), None)
+
+
+def ours(resource: dict[str, Any]) -> bool:
+    """Written by trialsieve (the examples hold a ResearchSubject of another study)."""
+    systems = {identifier.get("system") for identifier in resource.get("identifier", ())}
+    return bool(systems & {RESEARCH_SUBJECT_SYSTEM, DETECTED_ISSUE_SYSTEM})
+
+
+def test_bodies_of_conditional_interactions_carry_no_id(trial: CompiledCriteria) -> None:
+    """R4 3.1.0.4.3 (conditional update: a server may reject a body id that matches nothing)
+    and 3.1.0.8.1 (conditional create): no `id` in the bodies; R4 2.36.4.1 (Bundle fullUrl):
+    `urn:uuid:` fullUrls, the ResearchSubject's study reference resolving inside the Bundle."""
+    bundle = transaction_bundle(evaluate_file(trial, "itp-too-old"))
+    study, subject, issue = bundle["entry"]
+    assert [entry["request"]["method"] for entry in bundle["entry"]] == ["POST", "PUT", "PUT"]
+    assert all("id" not in entry["resource"] for entry in bundle["entry"])
+    assert all(entry["fullUrl"].startswith("urn:uuid:") for entry in bundle["entry"])
+    assert subject["resource"]["study"]["reference"] == study["fullUrl"]
+    assert issue["request"]["url"].startswith("DetectedIssue?identifier=")
+
+
+def test_search_urls_are_percent_encoded(trial: CompiledCriteria) -> None:
+    """R4 3.1.1.5.6 / 3.1.1.3 (token search `system|code`, URL-encoded in a query): the `|`
+    is `%7C` and the `/` inside the value `%2F`, so the query decodes to the token."""
+    bundle = transaction_bundle(evaluate_file(trial, "itp-too-old"))
+    study, subject, _issue = bundle["entry"]
+    assert "|" not in study["request"]["ifNoneExist"]
+    query = subject["request"]["url"].split("?", 1)[1]
+    assert "|" not in query
+    name, value = query.split("=", 1)
+    assert name == "identifier"
+    assert unquote(value) == (
+        "https://trialsieve.org/fhir/identifier/research-subject|NCT05315778/itp-too-old"
+    )
+
+
+def test_two_runs_leave_one_subject_and_one_issue_per_patient(
+    fhir_server: SekmetServer | MedplumServer, trial: CompiledCriteria
+) -> None:
+    """R4 3.1.0.4.3 (conditional update: no match creates, one match updates) and 3.1.0.8.1
+    (conditional create, If-None-Exist) or, where a server declares neither, R4 3.1.0.4
+    (update as create with a client id); R4 3.1.0.11 (transaction): each run is one
+    transaction per patient and its every entry succeeds. After two runs the server holds one
+    ResearchSubject and one DetectedIssue per patient, with the right status, and one
+    ResearchStudy the subjects' study references resolve to (R4 2.3.0 literal references)."""
+    evaluations = [evaluate_file(trial, patient_id) for patient_id in PATIENTS]
+    assert [e.status.value for e in evaluations] == ["ineligible", "candidate"]
+    runs = []
+    for _run in range(2):
+        with fhir_server.client() as client:
+            sink = FhirServerSink(client)  # a fresh sink: each run finds the study anew
+            runs.append([sink.write(evaluation) for evaluation in evaluations])
+    for written in runs[1]:
+        assert all(entry.status.startswith("200") for entry in written), written
+    with fhir_server.http() as http:
+        subjects = list(every(http, "ResearchSubject"))
+        issues = list(every(http, "DetectedIssue"))
+        studies = [
+            study
+            for study in every(http, "ResearchStudy")
+            if study["identifier"][0]["value"] == trial.trial.id
+        ]
+        assert len(studies) == 1
+        for patient_id, evaluation in zip(PATIENTS, evaluations, strict=True):
+            mine = [
+                s
+                for s in subjects
+                if s["individual"]["reference"] == f"Patient/{patient_id}" and ours(s)
+            ]
+            assert len(mine) == 1, mine
+            assert mine[0]["status"] == evaluation.status.value
+            reference = mine[0]["study"]["reference"]
+            assert reference == f"ResearchStudy/{studies[0]['id']}"
+            resolved = http.get(reference)
+            assert resolved.status_code == 200
+            assert resolved.json()["identifier"][0]["value"] == trial.trial.id
+            theirs = [
+                i
+                for i in issues
+                if i["patient"]["reference"] == f"Patient/{patient_id}" and ours(i)
+            ]
+            assert len(theirs) == 1, theirs
