@@ -500,6 +500,12 @@ class ResourceNode:
                 problems.append(f"{record.label(resource)} {_imprecise(span, first_day, context)}")
                 continue
             if not predicate(resource, span, context.as_of):
+                if span is not None and predicate(resource, span.widest(), context.as_of):
+                    # current only if a partial date resolves one way: cannot tell
+                    problems.append(
+                        f"{record.label(resource)} is dated too imprecisely to tell whether it "
+                        f"is current on {context.as_of.isoformat()}"
+                    )
                 continue
             kept.append(_Candidate(resource, span, record.label(resource)))
         kept.sort(key=_moment, reverse=True)

@@ -21,7 +21,9 @@ TRIALSIEVE_IDENTIFIER_SYSTEM = "https://trialsieve.org/fhir/identifier"
 
 
 def _covers_as_of(span: Span | None, as_of: dt.date) -> bool:
-    return span is not None and span.overlaps(as_of, as_of)
+    """The span surely covers the as-of day (a partial date that may not is left to the
+    caller, which asks again with `span.widest()` and reports the imprecision)."""
+    return span is not None and span.surely_overlaps(as_of, as_of)
 
 
 def status_predicate(resource_type: str, statuses: tuple[str, ...] | None) -> StatusPredicate:

@@ -47,6 +47,10 @@ class Span:
             return False
         return first_day is None or self.end is None or self.end >= first_day
 
+    def widest(self) -> Span:
+        """The same span read optimistically: every partial date as wide as it can be."""
+        return Span(self.start, self.end, self.moment)
+
     def surely_overlaps(self, first_day: dt.date | None, last_day: dt.date) -> bool:
         """True if the span touches [first_day, last_day] however its partial dates resolve.
 

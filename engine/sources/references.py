@@ -43,8 +43,8 @@ def reference_key(reference: str) -> str | None:
     if reference.startswith(("urn:", "#")) or "?" in reference:
         return None
     match = _TYPE_AND_ID.search(reference)
-    if match is None:
-        return None
+    if match is None or not is_fhir_id(match.group(2)):
+        return None  # `Patient/..` names no resource (and must never become a request path)
     return f"{match.group(1)}/{match.group(2)}"
 
 

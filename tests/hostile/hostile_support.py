@@ -49,6 +49,10 @@ criteria:
       concept: primary-itp
       within: screening
       timing: onset
+  - id: exclusion-3-active-itp
+    kind: exclusion
+    text: ITP active now
+    expression: {{resource: Condition, concept: primary-itp, status: [active]}}
 """
 
 

@@ -47,6 +47,34 @@ def test_a_partial_onset_date_is_placed_only_when_its_precision_allows(
     assert outcome.truth is truth, outcome.reason
 
 
+@pytest.mark.parametrize(
+    ("abatement", "truth"),
+    [
+        ("2026", Truth.UNKNOWN),
+        ("2026-11", Truth.MET),
+        ("2027", Truth.MET),
+        ("2025", Truth.NOT_MET),
+    ],
+)
+def test_a_partial_abatement_date_decides_active_now_only_when_precise_enough(
+    trial_path: Path, abatement: str, truth: Truth
+) -> None:
+    condition = itp("2020-01-01") | {
+        "abatementDateTime": abatement,
+        "clinicalStatus": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                    "code": "active",
+                }
+            ]
+        },
+    }
+    evaluation = evaluate(trial_path, bundle(patient(), condition))
+    outcome = result(evaluation, "exclusion-3-active-itp").outcome
+    assert outcome.truth is truth, outcome.reason
+
+
 def test_a_partial_date_wholly_inside_the_window_still_counts(trial_path: Path) -> None:
     evaluation = evaluate(
         trial_path, bundle(patient(), haemoglobin(130, "2026-02")), as_of=dt.date(2026, 3, 1)

@@ -90,3 +90,10 @@ def test_evaluate_output_never_writes_outside_the_folder(tmp_path: Path) -> None
     assert Path("a/b/out/p1.json") in written
     assert not (tmp_path / "a" / "escaped-patient.json").exists()
     assert all(path.parts[0] == "in" or path.parts[:3] == ("a", "b", "out") for path in written)
+
+
+@pytest.mark.parametrize("reference", ["Medication/..", "Patient/.", "https://x/fhir/Patient/../"])
+def test_a_reference_to_a_dot_only_id_names_no_resource(reference: str) -> None:
+    from engine.sources.references import reference_key
+
+    assert reference_key(reference) is None
