@@ -15,18 +15,7 @@ from typing import TYPE_CHECKING, cast, get_args
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
-from rich.text import Text
 
 from engine.cli.console import parse_day
 from engine.cli.options import (
@@ -54,42 +43,6 @@ from engine.errors import TrialsieveError
 
 if TYPE_CHECKING:
     from engine.cohort import CohortSummary
-
-
-class _RateColumn(ProgressColumn):
-    """Patients per second."""
-
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text("" if speed is None else f"{speed:,.0f} patients/s")
-
-
-class _ProgressBar:
-    """A rich progress bar on standard error: patients done, rate, time left."""
-
-    def __init__(self) -> None:
-        self.progress = Progress(
-            TextColumn("evaluating"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            _RateColumn(),
-            TimeElapsedColumn(),
-            TextColumn("left"),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            transient=True,
-        )
-        self.task = self.progress.add_task("patients", total=None)
-
-    def start(self, total_patients: int) -> None:
-        self.progress.update(self.task, total=total_patients)
-        self.progress.start()
-
-    def advance(self, patients: int) -> None:
-        self.progress.advance(self.task, patients)
-
-    def stop(self) -> None:
-        self.progress.stop()
 
 
 def _show_progress(quiet: bool) -> bool:
@@ -143,7 +96,9 @@ def cohort(
             server, export_level, group, since, token_env, token_file, auth_config
         )
         export_issues = _export(criteria, export, ndjson, quiet)
-    bar = _ProgressBar() if _show_progress(quiet) else None
+    from engine.cli.progress import ProgressBar
+
+    bar = ProgressBar() if _show_progress(quiet) else None
     try:
         summary = run_cohort(
             criteria,
