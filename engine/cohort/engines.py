@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 from engine.attestations import Attestations
 from engine.cohort.inputs import PartitionedInput, PartitionPayload
+from engine.cohort.line_screen import LineScreen
 from engine.cohort.partition import (
     CriteriaFiles,
     PartitionEvaluator,
@@ -120,7 +121,9 @@ def run_local(
     """The local engine: `settings.workers` processes, whole partitions each."""
     if settings.workers <= 1 or len(indexes) <= 1:
         criteria = setup.criteria or load_trial(setup.criteria_path)
-        evaluator = PartitionEvaluator(criteria, setup.as_of, setup.attestations, setup.full)
+        evaluator = PartitionEvaluator(
+            criteria, setup.as_of, setup.attestations, setup.full, setup.screen_lines
+        )
         on_started()
         for index in indexes:
             result = evaluator.evaluate(setup.partitions.payload(index))
@@ -156,6 +159,7 @@ class DaskJob:
     as_of: dt.date
     attestations: Attestations
     full: bool = False
+    screen_lines: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -165,8 +169,10 @@ class PartitionOnDisk:
     partitions: PartitionedInput
     index: int
 
-    def patients(self, on_problem: ProblemHandler) -> Iterator[PatientResources]:
-        return self.partitions.payload(self.index).patients(on_problem)
+    def patients(
+        self, on_problem: ProblemHandler, screen: LineScreen | None = None
+    ) -> Iterator[PatientResources]:
+        return self.partitions.payload(self.index).patients(on_problem, screen)
 
 
 _compiled: tuple[str, CompiledCriteria] | None = None
@@ -192,7 +198,7 @@ def compile_on_dask_worker(files: CriteriaFiles, prepare_units: bool = False) ->
 def evaluate_on_dask_worker(job: DaskJob, payload: PartitionPayload) -> PartitionResult:
     """Dask task: evaluate one partition; the criteria are compiled once per worker."""
     evaluator = PartitionEvaluator(
-        _compiled_criteria(job.criteria), job.as_of, job.attestations, job.full
+        _compiled_criteria(job.criteria), job.as_of, job.attestations, job.full, job.screen_lines
     )
     return evaluator.evaluate(payload)
 
@@ -332,6 +338,7 @@ def run_dask(
         setup.as_of,
         setup.attestations,
         setup.full,
+        setup.screen_lines,
     )
     start = settings.started
     owned = start is None

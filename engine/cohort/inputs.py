@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from engine.cohort.line_screen import LineScreen
 from engine.cohort.ndjson_partitions import (
     PartitionedExport,
     PartitionLines,
@@ -35,8 +36,11 @@ class PartitionPayload(Protocol):
     @property
     def index(self) -> int: ...
 
-    def patients(self, on_problem: ProblemHandler) -> Iterator[PatientResources]:
-        """The partition's patients; unusable input goes to `on_problem`."""
+    def patients(
+        self, on_problem: ProblemHandler, screen: LineScreen | None = None
+    ) -> Iterator[PatientResources]:
+        """The partition's patients; unusable input goes to `on_problem`. `screen`: lines
+        that need no parsing (NDJSON only, `engine.cohort.line_screen`)."""
         ...
 
 
@@ -200,7 +204,9 @@ class BundleFiles:
     index: int
     files: tuple[str, ...]
 
-    def patients(self, on_problem: ProblemHandler) -> Iterator[PatientResources]:
+    def patients(
+        self, on_problem: ProblemHandler, screen: LineScreen | None = None
+    ) -> Iterator[PatientResources]:
         def report(error: InputError) -> None:
             on_problem(SourceProblem.from_error(error))
 

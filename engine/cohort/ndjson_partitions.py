@@ -48,7 +48,10 @@ from typing import IO, Any
 import orjson
 
 from engine.atomic_write import write_atomically
+from engine.cohort.line_screen import LineScreen
 from engine.cohort.orphans import exit_when_orphaned
+from engine.cohort.prefilter import PREVIEW_TYPES
+from engine.evaluate.patient import data_day
 from engine.sources.base import PatientResources
 from engine.sources.ndjson import (
     DEFAULT_PATIENT_FIELDS,
@@ -576,11 +579,15 @@ class PartitionLines:
         file_number, first_line = self.ranges[int(range_number)]
         return self.files[file_number], first_line + int(line) - 1
 
-    def patients(self, on_problem: ProblemHandler = raise_problem) -> Iterator[PatientResources]:
+    def patients(
+        self, on_problem: ProblemHandler = raise_problem, screen: LineScreen | None = None
+    ) -> Iterator[PatientResources]:
         """The partition's patients, sorted by patient id.
 
         Each patient's resources are in export order, followed by the shared resources they
-        refer to. A patient whose data holds no Patient is reported and left out.
+        refer to. A patient whose data holds no Patient is reported and left out. `screen`:
+        leave unparsed the lines it finds no criterion can read (`engine.cohort.line_screen`;
+        those parsed to settle the newest data date come after the others).
         """
         # Lines stay whole until their patient's turn: splitting them all first would copy
         # the partition's JSON once more, into memory held to the end.
@@ -599,7 +606,7 @@ class PartitionLines:
         )
         for patient in sorted(groups):
             grouped = self._patient_resources(
-                patient.decode(), groups.pop(patient), references, on_problem
+                patient.decode(), groups.pop(patient), references, on_problem, screen
             )
             if grouped is not None:
                 yield grouped
@@ -610,6 +617,7 @@ class PartitionLines:
         lines: list[bytes],
         references: re.Pattern[bytes] | None,
         on_problem: ProblemHandler,
+        screen: LineScreen | None = None,
     ) -> PatientResources | None:
         """One patient's resources from their partition lines (`patient TAB range TAB line
         TAB json`), or None when there is no Patient among them."""
@@ -627,8 +635,32 @@ class PartitionLines:
         own_reference = "Patient/" + patient_id
         kept_texts: list[bytes] = []
         loads = orjson.loads
+        # A resource without an id is labelled by its position: then every line is parsed.
+        if screen is not None and any(b'"id":"' not in entry for entry in lines):
+            screen = None
+        subject = b'"subject":{"reference":"%s"' % own_reference.encode()
+        skipped: list[tuple[str, bool, bytes]] = []
         for entry in lines:
             _patient, range_number, line_number, text = entry.split(b"\t", 3)
+            if screen is not None:
+                verdict = screen.skippable(text, subject)
+                if verdict is not None:
+                    screened_label, day = verdict
+                    earlier = seen.get(screened_label)
+                    if earlier is not None:
+                        file, line = self.location(*earlier)
+                        problem(
+                            range_number,
+                            line_number,
+                            f"the same resource as {file}:{line}; the first is kept",
+                            screened_label,
+                        )
+                    else:
+                        seen[screened_label] = (range_number, line_number)
+                        preview = screened_label.split("/", 1)[0] in PREVIEW_TYPES
+                        skipped.append((day, preview, text))
+                        kept_texts.append(text)
+                    continue
             try:
                 resource = loads(text)
             except orjson.JSONDecodeError as error:
@@ -681,6 +713,8 @@ class PartitionLines:
                 )
             )
             return None
+        if skipped:
+            resources += _newest_of_skipped(skipped)
         if references is not None:
             # One search over the kept lines (a reference never spans lines): in line order.
             for key in references.findall(b"\n".join(kept_texts)):
@@ -690,6 +724,28 @@ class PartitionLines:
             if shared_text is not None and key not in seen:
                 resources.append(orjson.loads(shared_text))
         return PatientResources(patient_id, resources, [None] * len(resources), origin)
+
+
+def _newest_of_skipped(skipped: list[tuple[str, bool, bytes]]) -> list[dict[str, Any]]:
+    """The skipped lines to parse after all so that the newest data date is exact, of the
+    whole record and of its preview (`engine.cohort.prefilter`: the Conditions and Procedures
+    only): from the highest dating bound down, until no line left can have a later day than
+    one parsed."""
+    parsed: dict[int, dict[str, Any]] = {}
+    for preview_only in (True, False):
+        newest = ""
+        ordered = sorted(range(len(skipped)), key=lambda index: skipped[index][0], reverse=True)
+        for index in ordered:
+            bound, preview, text = skipped[index]
+            if preview_only and not preview:
+                continue
+            if not bound or bound <= newest:
+                break
+            resource = parsed.get(index)
+            if resource is None:
+                resource = parsed[index] = orjson.loads(text)
+            newest = max(newest, data_day(resource))
+    return [parsed[index] for index in sorted(parsed)]
 
 
 def _belongs_to(

@@ -32,6 +32,7 @@ import orjson
 from engine.atomic_write import write_atomically
 from engine.attestations import Attestations
 from engine.cohort.inputs import PartitionedInput, PartitionPayload
+from engine.cohort.line_screen import LineScreen
 from engine.cohort.orphans import exit_when_orphaned
 from engine.cohort.prefilter import Prefilter, preview_of
 from engine.errors import TrialsieveError
@@ -118,6 +119,7 @@ class WorkerSetup:
     criteria: CompiledCriteria | None = None
     attestations: Attestations = field(default_factory=dict)
     full: bool = False
+    screen_lines: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -212,8 +214,9 @@ class PartitionEvaluator:
     """Evaluates partitions with criteria compiled once per process.
 
     `full`: evaluate every patient in full; by default a patient the pre-filter settles is
-    evaluated from their preview only (`Prefilter.evaluate_settled`). Every line of every
-    patient is parsed and checked either way, so input problems are reported alike.
+    evaluated from their preview only (`Prefilter.evaluate_settled`). `screen_lines`: leave
+    unparsed the NDJSON lines no criterion can read (`engine.cohort.line_screen`); by default
+    unless `full`. Every other line of every patient is parsed and checked.
     """
 
     def __init__(
@@ -222,12 +225,15 @@ class PartitionEvaluator:
         as_of: dt.date,
         attestations: Attestations,
         full: bool = False,
+        screen_lines: bool | None = None,
     ) -> None:
         self.criteria = criteria
         self.as_of = as_of
         self.attestations = attestations
         self.full = full
         self.prefilter = Prefilter.from_criteria(criteria)
+        screening = (not full) if screen_lines is None else screen_lines
+        self.screen = LineScreen.from_criteria(criteria) if screening else None
         self.study = study_reference(criteria)
         # The criteria and terminology live as long as the process: keep the collector from
         # scanning them after every partition.
@@ -239,7 +245,7 @@ class PartitionEvaluator:
         problems: list[SourceProblem] = []
         results: list[tuple[str, bytes]] = []
         with _without_cycle_collection():
-            for patient in payload.patients(problems.append):
+            for patient in payload.patients(problems.append, self.screen):
                 result = self._patient(patient, problems)
                 if result is not None:
                     results.append((patient.patient_id, result))
@@ -342,7 +348,12 @@ def start_worker(setup: WorkerSetup) -> None:
     global _worker
     exit_when_orphaned()
     criteria = setup.criteria or load_trial(setup.criteria_path)
-    _worker = (setup, PartitionEvaluator(criteria, setup.as_of, setup.attestations, setup.full))
+    _worker = (
+        setup,
+        PartitionEvaluator(
+            criteria, setup.as_of, setup.attestations, setup.full, setup.screen_lines
+        ),
+    )
 
 
 def evaluate_in_worker(index: int) -> PartitionOutcome:

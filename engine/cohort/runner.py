@@ -211,6 +211,7 @@ def run_cohort(
     attestations_path: str | Path | None = None,
     shared_filesystem: bool | None = None,
     full: bool = False,
+    screen_lines: bool | None = None,
 ) -> CohortSummary:
     """Evaluate every patient of `source` and write the cohort files into `out_dir`.
 
@@ -223,6 +224,8 @@ def run_cohort(
     `full`: evaluate every patient in full; by default patients the pre-filter settles are
     evaluated from their diagnoses, procedures and demographics only (the criteria that read
     other data are `not_evaluated` for them).
+    `screen_lines`: leave unparsed the NDJSON lines no criterion can read
+    (`engine.cohort.line_screen`: the outputs are the same either way); default: unless `full`.
 
     Raises CriteriaError/MappingError for bad criteria, AttestationError for a bad
     attestation file, InputError when the input cannot be found at all, CohortError for an
@@ -287,6 +290,7 @@ def run_cohort(
             kind.run,
             settings,
             progress,
+            screen_lines,
         )
     finally:
         if engine_start is not None:
@@ -375,13 +379,21 @@ def _run_engine(
     engine: Engine,
     settings: EngineSettings,
     progress: ProgressListener | None,
+    screen_lines: bool | None = None,
 ) -> int | None:
     """Evaluate the pending partitions; the largest worker's peak memory when known."""
     if not pending:
         return None
     assert partitions is not None
     setup = WorkerSetup(
-        str(criteria_path), partitions, str(results_folder), as_of, criteria, answers, full
+        str(criteria_path),
+        partitions,
+        str(results_folder),
+        as_of,
+        criteria,
+        answers,
+        full,
+        screen_lines,
     )
     return _evaluate(setup, pending, engine, settings, progress)
 

@@ -7,6 +7,7 @@ from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
+from typing import Any
 
 from engine.attestations import Attestation
 from engine.criteria.model import CriterionKind
@@ -219,3 +220,20 @@ _DATING_FIELDS: dict[str, tuple[tuple[str | None, str], ...]] = {
     for name, known in RESOURCE_TYPES.items()
 }
 """Each type's dating fields as (container, name) pairs, for `newest_data_date`."""
+
+
+def data_day(resource: dict[str, Any]) -> str:
+    """The latest first-ten-characters of the resource's dating fields (a Period's end, else
+    its start), as `newest_data_date` compares them; empty when none is ten characters long."""
+    newest = ""
+    for container, name in _DATING_FIELDS.get(resource.get("resourceType", ""), ()):
+        if container is None:
+            value = resource.get(name)
+        else:
+            holder = resource.get(container)
+            value = holder.get(name) if type(holder) is dict else None
+        if type(value) is dict:
+            value = value.get("end") or value.get("start")
+        if type(value) is str and len(value) >= 10 and value[:10] > newest:
+            newest = value[:10]
+    return newest

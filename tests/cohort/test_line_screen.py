@@ -1,0 +1,207 @@
+"""The line screen (`engine.cohort.line_screen`): lines left unparsed change nothing.
+
+A cohort run that leaves unparsed the lines no criterion can read writes exactly what a run
+that parses every line writes: on the shipped examples for both trials, and for generated
+patients whose Observations mix concept codes, inert codes, unknown systems, text-only and
+missing codes, missing subjects and ids, duplicates, Periods and escaped text.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from cohort_examples import AS_OF, CRITERIA, OUTPUT_FILES, PARTITIONS, ROOT, bundles_to_ndjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine.cohort import CohortSummary, NdjsonInput, run_cohort
+from engine.cohort.line_screen import LineScreen
+from engine.cohort.ndjson_partitions import PartitionLines
+from engine.cohort.partition import PartitionEvaluator
+from engine.evaluate import CompiledCriteria
+from engine.trial import load_trial
+
+CKD_CRITERIA = ROOT / "criteria" / "NCT03036150.yaml"
+LOINC = "http://loinc.org"
+SNOMED = "http://snomed.info/sct"
+CONDITION_STATUS = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+
+
+def _screened_lines(folder: Path, criteria: CompiledCriteria) -> int:
+    """How many Observation lines of the folder the screen would leave unparsed."""
+    screen = LineScreen.from_criteria(criteria)
+    count = 0
+    for line in (folder / "Observation.000.ndjson").read_bytes().splitlines():
+        resource = orjson.loads(line) if line.endswith(b"}") else None
+        if resource is None or "subject" not in resource:
+            continue
+        subject = b'"subject":{"reference":"%s"' % resource["subject"]["reference"].encode()
+        if screen.skippable(line, subject) is not None:
+            count += 1
+    return count
+
+
+def test_a_screened_full_run_writes_what_a_full_run_writes(
+    ndjson_folder: Path, full_run: CohortSummary, trial: CompiledCriteria, tmp_path: Path
+) -> None:
+    assert _screened_lines(ndjson_folder, trial) > 100
+    run_cohort(
+        CRITERIA,
+        NdjsonInput(ndjson_folder),
+        tmp_path,
+        AS_OF,
+        workers=1,
+        partition_count=PARTITIONS,
+        full=True,
+        screen_lines=True,
+    )
+    for name in OUTPUT_FILES:
+        assert (tmp_path / name).read_bytes() == (full_run.out_dir / name).read_bytes(), name
+
+
+def test_the_dapa_ckd_run_is_the_same_screened_or_not(tmp_path: Path) -> None:
+    folder = tmp_path / "ndjson"
+    bundles_to_ndjson((ROOT / "examples" / "ckd", ROOT / "examples" / "synthea"), folder)
+    assert _screened_lines(folder, load_trial(CKD_CRITERIA)) > 100
+    outputs = {}
+    for screen in (False, True):
+        out = tmp_path / f"out-{screen}"
+        run_cohort(
+            CKD_CRITERIA,
+            NdjsonInput(folder),
+            out,
+            AS_OF,
+            workers=1,
+            partition_count=3,
+            screen_lines=screen,
+        )
+        outputs[screen] = {name: (out / name).read_bytes() for name in OUTPUT_FILES}
+    assert outputs[True] == outputs[False]
+
+
+# --------------------------------------------------------------------------- generated patients
+
+_CONCEPT_CODES = ("718-7", "777-3", "2160-0")  # haemoglobin, platelets, creatinine
+_INERT_CODES = ("72514-3", "8867-4", "9279-1")  # pain score, heart rate, respiratory rate
+_codings = st.one_of(
+    st.tuples(st.just(LOINC), st.sampled_from(_INERT_CODES)),  # most often: inert
+    st.tuples(st.just(LOINC), st.sampled_from(_INERT_CODES)),
+    st.tuples(st.just(LOINC), st.sampled_from(_CONCEPT_CODES)),
+    st.tuples(st.just("http://example.org/local"), st.sampled_from(("A1", "B2"))),
+).map(lambda pair: {"system": pair[0], "code": pair[1], "display": "x"})
+_code = st.one_of(
+    _codings.map(lambda coding: {"coding": [coding]}),
+    _codings.map(lambda coding: {"coding": [coding]}),
+    st.lists(_codings, min_size=1, max_size=2).map(lambda codings: {"coding": codings}),
+    st.just({"text": "free text only"}),
+    st.just({"coding": []}),
+    st.none(),
+)
+_day = st.dates(dt.date(2015, 1, 1), dt.date(2026, 10, 31)).map(lambda day: day.isoformat())
+_dating = st.one_of(
+    _day.map(lambda day: {"effectiveDateTime": day + "T10:00:00+00:00"}),
+    st.tuples(_day, _day).map(lambda days: {"effectivePeriod": {"start": days[0], "end": days[1]}}),
+    st.just({}),
+)
+
+
+@st.composite
+def _observation(draw: st.DrawFn, number: int) -> dict[str, Any]:
+    resource: dict[str, Any] = {"resourceType": "Observation"}
+    if draw(st.integers(0, 29)):
+        resource["id"] = f"obs-{draw(st.integers(0, number))}"  # sometimes a duplicate id
+    resource["status"] = draw(st.sampled_from(("final", "amended", "entered-in-error")))
+    code = draw(_code)
+    if code is not None:
+        resource["code"] = code
+    subject = draw(st.sampled_from(("own",) * 6 + ("none", "patient")))
+    if subject == "own":
+        resource["subject"] = {"reference": "Patient/p1"}
+    elif subject == "patient":
+        resource["patient"] = {"reference": "Patient/p1"}
+    resource.update(draw(_dating))
+    resource["issued"] = draw(_day) + "T11:00:00+00:00"
+    resource["valueQuantity"] = {
+        "value": draw(st.floats(1, 500, allow_nan=False)),
+        "unit": "g/dL",
+        "system": "http://unitsofmeasure.org",
+        "code": "g/dL",
+    }
+    if draw(st.integers(0, 5)) == 0:
+        resource["component"] = [{"code": draw(_code) or {"text": "none"}}]
+    if draw(st.integers(0, 7)) == 0:
+        resource["note"] = [{"text": 'said "fine"'}]  # escaped text: never screened
+    return resource
+
+
+@st.composite
+def _condition(draw: st.DrawFn, number: int) -> dict[str, Any]:
+    code = draw(st.sampled_from(("444814009", "195662009", "10509002", "32273002")))
+    return {
+        "resourceType": "Condition",
+        "id": f"condition-{number}",
+        "clinicalStatus": {"coding": [{"system": CONDITION_STATUS, "code": "active"}]},
+        "code": {"coding": [{"system": SNOMED, "code": code}]},
+        "subject": {"reference": "Patient/p1"},
+        "onsetDateTime": draw(_day) + "T09:00:00+00:00",
+    }
+
+
+@st.composite
+def _patient_lines(draw: st.DrawFn) -> list[bytes]:
+    count = draw(st.integers(1, 12))
+    resources = [draw(_observation(number)) for number in range(count)]
+    resources += [draw(_condition(number)) for number in range(draw(st.integers(0, 3)))]
+    resources = draw(st.permutations(resources))
+    patient = {"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1970-01-01"}
+    texts = [orjson.dumps(patient)] + [orjson.dumps(resource) for resource in resources]
+    return [b"p1\t0\t%d\t%s" % (number + 1, text) for number, text in enumerate(texts)]
+
+
+def _results(criteria: CompiledCriteria, lines: list[bytes], screen: bool, full: bool) -> bytes:
+    """The partition result (every patient's result line, problems) of a cohort worker."""
+    partition = PartitionLines(0, b"\n".join(lines), ("Observation.ndjson",), ((0, 1),), {})
+    evaluator = PartitionEvaluator(criteria, AS_OF, {}, full=full, screen_lines=screen)
+    return evaluator.evaluate(partition).data
+
+
+@pytest.fixture(scope="module")
+def both_trials(trial: CompiledCriteria) -> tuple[CompiledCriteria, CompiledCriteria]:
+    return trial, load_trial(CKD_CRITERIA)
+
+
+@given(lines=_patient_lines())
+def test_generated_patients_get_the_same_results_screened_or_not(
+    both_trials: tuple[CompiledCriteria, CompiledCriteria], lines: list[bytes]
+) -> None:
+    for criteria in both_trials:
+        for full in (False, True):
+            screened = _results(criteria, lines, screen=True, full=full)
+            assert screened == _results(criteria, lines, screen=False, full=full)
+
+
+def test_the_screen_parses_concept_codes_and_skips_inert_ones(trial: CompiledCriteria) -> None:
+    screen = LineScreen.from_criteria(trial)
+    subject = b'"subject":{"reference":"Patient/p1"'
+
+    def line(code: str, system: str = LOINC) -> bytes:
+        return orjson.dumps(
+            {
+                "resourceType": "Observation",
+                "id": "o1",
+                "code": {"coding": [{"system": system, "code": code}]},
+                "subject": {"reference": "Patient/p1"},
+                "effectiveDateTime": "2024-05-01T10:00:00Z",
+            }
+        )
+
+    assert screen.skippable(line("8867-4"), subject) == ("Observation/o1", "2024-05-01")
+    assert screen.skippable(line("718-7"), subject) is None  # haemoglobin: a concept
+    assert screen.skippable(line("A1", "http://example.org/local"), subject) is None
+    assert screen.skippable(line("8867-4")[:-1], subject) is None  # not a whole line
+    other = b'"subject":{"reference":"Patient/p2"'
+    assert screen.skippable(line("8867-4"), other) is None
