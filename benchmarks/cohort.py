@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/cohort.py [--data DIR] [--scale K] [--workers N]
                                           [--engine local --engine dask] [--as-of YYYY-MM-DD]
+                                          [--criteria FILE ...] [--dask-workers N ...]
                                           [--no-duckdb] [--repeat N]
 
 `--scale K` first clones every patient K times with fresh ids (Patient ids and the ids of
@@ -16,6 +17,15 @@ process parsing every line with orjson, and a reference query in DuckDB over the
 every patient, whether they have a primary ITP Condition, and their latest haemoglobin.
 `--repeat N` runs every configuration and the floor N times, interleaved, and shows the best
 of each with the range: on a shared machine speed drifts by tens of percent between runs.
+
+Every run is done for each `--criteria` file (default: both shipped trials, NCT05315778,
+where the pre-filter settles everyone in the Synthea set, and NCT03036150, DAPA-CKD, whose
+first criteria are labs, so nobody is settled early). Each line shows `x floor` (the floor's
+time over the run's: 1.0 or more is at or under the single-process parse-all floor) and
+`x duckdb` (DuckDB's time over the run's). `--dask-workers N` (repeatable) runs the Dask
+engine with each LocalCluster size too (e.g. 2 and 4 on a 2-core machine: no gain is
+expected beyond the core count; on several machines each worker node adds its cores, and the
+first pass, which runs in the command's process, stays the serial part).
 """
 
 from __future__ import annotations
@@ -164,7 +174,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--criteria", type=Path, default=ROOT / "criteria" / "NCT05315778.yaml")
+    parser.add_argument("--criteria", type=Path, action="append")
+    parser.add_argument("--dask-workers", type=int, action="append")
     parser.add_argument("--scale", type=int, default=1)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--engine", action="append", choices=("local", "dask"))
@@ -182,6 +193,14 @@ def main() -> None:
     as_of = dt.date.fromisoformat(arguments.as_of)
     engines = arguments.engine or ["local", "dask"]
     modes = arguments.mode or ["prefilter", "full"]
+    trials = arguments.criteria or [
+        ROOT / "criteria" / "NCT05315778.yaml",
+        ROOT / "criteria" / "NCT03036150.yaml",
+    ]
+    runs: list[tuple[str, int | None]] = []
+    for engine in engines:
+        sizes = arguments.dask_workers if engine == "dask" and arguments.dask_workers else [None]
+        runs += [(engine, size or arguments.workers) for size in sizes]
 
     with tempfile.TemporaryDirectory(prefix="trialsieve-cohort-benchmark-") as scratch:
         data = arguments.data
@@ -190,30 +209,32 @@ def main() -> None:
             data = Path(scratch) / "export"
             clone(arguments.data, data, arguments.scale)
             print(f"cloned x{arguments.scale} in {time.perf_counter() - started:.1f} s -> {data}")
-        summaries: dict[tuple[str, str], CohortSummary] = {}
-        spreads: dict[tuple[str, str], list[float]] = {}
+        summaries: dict[tuple[str, str, str], CohortSummary] = {}
+        spreads: dict[tuple[str, str, str], list[float]] = {}
         floors: list[float] = []
         for _round in range(arguments.repeat):
-            for engine in engines:
-                for mode in modes:
-                    out = Path(scratch) / f"out-{engine}-{mode}"
-                    shutil.rmtree(out, ignore_errors=True)
-                    summary = run_cohort(
-                        arguments.criteria,
-                        NdjsonInput(data),
-                        out,
-                        as_of,
-                        engine=engine,
-                        workers=arguments.workers,
-                        full=mode == "full",
-                    )
-                    spreads.setdefault((engine, mode), []).append(summary.seconds)
-                    best = summaries.get((engine, mode))
-                    if best is None or summary.seconds < best.seconds:
-                        summaries[(engine, mode)] = summary
+            for trial in trials:
+                for engine, workers in runs:
+                    for mode in modes:
+                        name = engine if workers is None else f"{engine}/{workers}w"
+                        key = (trial.stem, name, mode)
+                        out = Path(scratch) / f"out-{trial.stem}-{name.replace('/', '-')}-{mode}"
+                        shutil.rmtree(out, ignore_errors=True)
+                        summary = run_cohort(
+                            trial,
+                            NdjsonInput(data),
+                            out,
+                            as_of,
+                            engine=engine,
+                            workers=workers,
+                            full=mode == "full",
+                        )
+                        spreads.setdefault(key, []).append(summary.seconds)
+                        best = summaries.get(key)
+                        if best is None or summary.seconds < best.seconds:
+                            summaries[key] = summary
             floor_seconds, size, lines = parse_floor(data)
             floors.append(floor_seconds)
-        own = _megabytes(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
         floor_seconds = min(floors)
         duck = None if arguments.no_duckdb else duckdb_reference(data, arguments.workers or 2)
 
@@ -221,35 +242,42 @@ def main() -> None:
     floor_rate = megabytes / floor_seconds
     patients = next(iter(summaries.values())).patients if summaries else 0
     print(f"input          {megabytes:8.1f} MB, {lines:,} lines, {patients:,} patients")
-    settled = next(iter(summaries.values())).settled_by_prefilter if summaries else 0
-    print(f"pre-filter     settles {settled:,} of {patients:,} patients (no ITP diagnosis)")
-    for (engine, mode), summary in summaries.items():
-        rate = megabytes / summary.seconds
-        worker = summary.worker_peak_memory
-        worker_text = "n/a" if worker is None else f"{worker / 1e6:.0f} MB"
-        name = f"{engine} {mode}"
-        print(
-            f"{name:14} {summary.seconds:7.2f} s  {summary.patients_per_second:8.0f} "
-            f"patients/s  {rate:6.1f} MB/s  {rate / floor_rate:4.0%} of the floor  "
-            f"peak {summary.peak_memory / 1e6:.0f} MB main, {worker_text} largest worker"
-            + _spread(spreads[(engine, mode)])
-        )
     print(
         f"parse floor    {floor_seconds:7.2f} s  {floor_rate:23.1f} MB/s  (orjson, 1 process)"
         + _spread(floors)
     )
     if duck is not None:
-        seconds, rows, with_itp, read_size = duck
+        duck_seconds, rows, with_itp, read_size = duck
         print(
-            f"duckdb         {seconds:7.2f} s  {megabytes / seconds:23.1f} MB/s  "
+            f"duckdb         {duck_seconds:7.2f} s  {megabytes / duck_seconds:23.1f} MB/s  "
             f"({rows:,} patients, {with_itp} with ITP; reads Patient, Condition, Observation: "
-            f"{read_size / 1e6:.0f} MB, {read_size / 1e6 / seconds:.1f} MB/s of those)"
+            f"{read_size / 1e6:.0f} MB, {read_size / 1e6 / duck_seconds:.1f} MB/s of those)"
         )
+    for trial in trials:
+        of_trial = {key: value for key, value in summaries.items() if key[0] == trial.stem}
+        if not of_trial:
+            continue
+        settled = max(summary.settled_by_prefilter for summary in of_trial.values())
+        print(f"{trial.stem}: the pre-filter settles {settled:,} of {patients:,} patients")
+        for (_trial, name, mode), summary in of_trial.items():
+            worker = summary.worker_peak_memory
+            worker_text = "n/a" if worker is None else f"{worker / 1e6:.0f} MB"
+            duck_text = "" if duck is None else f"  {duck[0] / summary.seconds:5.2f}x duckdb"
+            print(
+                f"  {name + ' ' + mode:18} {summary.seconds:7.2f} s  "
+                f"{summary.patients_per_second:6.0f} patients/s  "
+                f"{floor_seconds / summary.seconds:5.2f}x floor{duck_text}  "
+                f"peak {summary.peak_memory / 1e6:.0f} MB main, {worker_text} largest worker"
+                + _spread(spreads[(_trial, name, mode)])
+            )
+        for mode in modes:
+            local = of_trial.get((trial.stem, "local", mode))
+            for (_trial, name, other_mode), summary in of_trial.items():
+                if local is not None and name.startswith("dask") and other_mode == mode:
+                    ratio = summary.seconds / local.seconds
+                    print(f"  {name} / local {ratio:5.2f}x time ({mode})")
+    own = _megabytes(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     print(f"this process   {own:7.0f} MB peak (benchmark included)")
-    for mode in modes:
-        if ("local", mode) in summaries and ("dask", mode) in summaries:
-            ratio = summaries[("dask", mode)].seconds / summaries[("local", mode)].seconds
-            print(f"dask / local   {ratio:7.2f}x time ({mode})")
 
 
 if __name__ == "__main__":
