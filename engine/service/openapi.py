@@ -231,7 +231,7 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
             if path.startswith("/fhir-notify"):
                 operation["requestBody"] = _NOTIFICATION_BODY
             for parameter in operation.get("parameters", ()):
-                if parameter.get("name") == "resource_id":
+                if parameter.get("name") in ("resource_id", "patient_id"):
                     parameter["schema"] = dict(_FHIR_ID)
                 elif parameter.get("name") == "resource_type":
                     parameter["schema"] = {"type": "string", "pattern": "^[A-Z][A-Za-z]{1,63}$"}
