@@ -174,3 +174,21 @@ def test_an_as_of_day_outside_the_calendar_bounds_is_an_input_error(
 ) -> None:
     with pytest.raises(InputError, match="as-of day"):
         evaluate(trial_path, bundle(patient(), haemoglobin(130, "2026-10-20")), as_of=day)
+
+
+@pytest.mark.parametrize("command", ["evaluate", "cohort"])
+@pytest.mark.parametrize("day", ["0001-01-01", "9999-12-31"])
+def test_the_command_line_refuses_an_as_of_day_out_of_range(command: str, day: str) -> None:
+    from hostile_support import ROOT
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+
+    patients = str(ROOT / "examples" / "patients")
+    source = ["--bundle", patients] if command == "evaluate" else ["--bundles", patients]
+    outcome = CliRunner().invoke(
+        app, [command, str(ROOT / "criteria" / "NCT05315778.yaml"), *source, "--as-of", day]
+    )
+    assert outcome.exit_code == 2, outcome.output
+    assert "outside 1900-01-01 to 2199-12-31" in outcome.output
+    assert outcome.exception is None or isinstance(outcome.exception, SystemExit)
