@@ -44,6 +44,7 @@ from engine.cohort.partition import (
 from engine.criteria.model import CriterionKind
 from engine.evaluate import CompiledCriteria, SubjectStatus
 from engine.report import research_study
+from engine.report.explanation import criterion_labels
 
 SOURCE_PROBLEMS = "source-problems.ndjson"
 MISSING_ITEMS_SHOWN = 3
@@ -70,6 +71,9 @@ class _CriterionTally:
     kind: CriterionKind
     values: Counter[str] = field(default_factory=Counter)
     first_failures: int = 0
+    remaining_values: Counter[str] = field(default_factory=Counter)
+    """The values among the patients still remaining before this criterion (the funnel's
+    base), so a row's unknown and manual counts add up with its `remaining_before`."""
     missing_items: Counter[str] = field(default_factory=Counter)
 
     def fails(self, value: str) -> bool:
@@ -112,7 +116,7 @@ def assemble_outputs(out: Path, criteria: CompiledCriteria, partition_count: int
     with atomic_write(out / "study.json", _BUFFER) as study:
         study.write(orjson.dumps(research_study(criteria.trial), option=orjson.OPT_INDENT_2))
     _write_errors(out, results_folder, partition_count, duplicates, counts)
-    _write_attrition(out, criteria, tallies, counts.patients)
+    _write_attrition(out, criteria, tallies, counts)
     _write_availability(out, tallies, counts.patients)
     return counts
 
@@ -127,9 +131,11 @@ def _count(counts: CohortCounts, tallies: list[_CriterionTally], result: dict[st
         tally.values[value] += 1
         if value == "unknown_missing":
             tally.missing_items.update(missing)
-        if not failed and tally.fails(value):
-            tally.first_failures += 1
-            failed = True
+        if not failed:
+            tally.remaining_values[value] += 1
+            if tally.fails(value):
+                tally.first_failures += 1
+                failed = True
 
 
 def _patient_results(path: Path) -> Iterator[tuple[dict[str, Any], bytes, bytes]]:
@@ -192,10 +198,10 @@ def _write_errors(
 
 
 def _write_attrition(
-    out: Path, criteria: CompiledCriteria, tallies: list[_CriterionTally], patients: int
+    out: Path, criteria: CompiledCriteria, tallies: list[_CriterionTally], counts: CohortCounts
 ) -> None:
     rows: list[list[Any]] = []
-    remaining = patients
+    remaining = counts.patients
     for step, tally in enumerate(tallies, start=1):
         rows.append(
             [
@@ -205,10 +211,10 @@ def _write_attrition(
                 remaining,
                 tally.first_failures,
                 remaining - tally.first_failures,
+                tally.remaining_values["unknown_missing"],
+                tally.remaining_values["manual"],
+                tally.remaining_values[NOT_EVALUATED],
                 tally.failures,
-                tally.values["unknown_missing"],
-                tally.values["manual"],
-                tally.values[NOT_EVALUATED],
             ]
         )
         remaining -= tally.first_failures
@@ -222,63 +228,109 @@ def _write_attrition(
                 "remaining_before",
                 "lost",
                 "remaining",
+                "unknown_missing_of_remaining",
+                "manual_of_remaining",
+                "not_evaluated_of_remaining",
                 "fails_overall",
-                "unknown_missing",
-                "manual",
-                "not_evaluated",
             ]
         )
         writer.writerows(rows)
     with atomic_write(out / "attrition.html", _BUFFER) as handle:
-        handle.write(_attrition_page(criteria, rows, patients).encode())
+        handle.write(_attrition_page(criteria, rows, counts).encode())
 
 
-_ROW_HEIGHT = 26
-_LABEL_WIDTH = 300
+_ROW_HEIGHT = 28
+_CHARACTER_WIDTH = 6.8
+"""Width of one label character at 13 px (sans-serif, generous), for the label column."""
 _BAR_WIDTH = 520
+_STATUS_COLOURS = (
+    (SubjectStatus.ELIGIBLE, "#1e7a3c"),
+    (SubjectStatus.CANDIDATE, "#2f5f9e"),
+    (SubjectStatus.POTENTIAL_CANDIDATE, "#c48a00"),
+)
 
 
-def _attrition_page(criteria: CompiledCriteria, rows: list[list[Any]], patients: int) -> str:
-    """A self-contained page: the funnel as an inline SVG bar chart, and the table."""
+def _attrition_page(criteria: CompiledCriteria, rows: list[list[Any]], counts: CohortCounts) -> str:
+    """A self-contained page: the funnel as an inline SVG bar chart (criteria by number and
+    label; the final bar split by status), and the table."""
     escape = html.escape
+    patients = counts.patients
     scale = _BAR_WIDTH / patients if patients else 0.0
+    labels = ["All patients", *criterion_labels(criteria)]
+    final = patients - sum(row[4] for row in rows)
+    labels.append("Remaining, by status")
+    label_width = int(max(len(label) for label in labels) * _CHARACTER_WIDTH) + 16
     bars: list[str] = []
-    steps = [[0, "all patients", "", patients, 0, patients], *rows]
-    for row_number, row in enumerate(steps):
-        _step, criterion_id, _kind, _before, lost, remaining = row[:6]
+    steps = [(patients, 0), *((row[5], row[4]) for row in rows)]
+    for row_number, ((remaining, lost), label) in enumerate(zip(steps, labels, strict=False)):
         y = row_number * _ROW_HEIGHT
         kept_width = remaining * scale
         lost_width = lost * scale
         bars.append(
-            f'<text x="{_LABEL_WIDTH - 8}" y="{y + 17}" text-anchor="end">'
-            f"{escape(str(criterion_id))}</text>"
-            f'<rect x="{_LABEL_WIDTH}" y="{y + 4}" width="{kept_width:.1f}" height="18" '
+            f'<text x="{label_width - 8}" y="{y + 18}" text-anchor="end">{escape(label)}</text>'
+            f'<rect x="{label_width}" y="{y + 5}" width="{kept_width:.1f}" height="18" '
             f'fill="#3b6ea8"><title>{remaining} remain</title></rect>'
-            f'<rect x="{_LABEL_WIDTH + kept_width:.1f}" y="{y + 4}" width="{lost_width:.1f}" '
-            f'height="18" fill="#d9534f"><title>{lost} lost</title></rect>'
-            f'<text x="{_LABEL_WIDTH + kept_width + lost_width + 6:.1f}" y="{y + 17}">'
+            f'<rect x="{label_width + kept_width:.1f}" y="{y + 5}" width="{lost_width:.1f}" '
+            f'height="18" fill="#d9534f"><title>{lost} excluded here</title></rect>'
+            f'<text x="{label_width + kept_width + lost_width + 6:.1f}" y="{y + 18}">'
             f"{remaining}{f' (-{lost})' if lost else ''}</text>"
         )
-    height = len(steps) * _ROW_HEIGHT + 8
-    width = _LABEL_WIDTH + _BAR_WIDTH + 120
+    y = len(steps) * _ROW_HEIGHT
+    x = float(label_width)
+    legend = []
+    bars.append(
+        f'<text x="{label_width - 8}" y="{y + 18}" text-anchor="end" font-weight="bold">'
+        f"{escape(labels[-1])}</text>"
+    )
+    for status, colour in _STATUS_COLOURS:
+        count = counts.statuses.get(status.value, 0)
+        width = count * scale
+        if count:
+            bars.append(
+                f'<rect x="{x:.1f}" y="{y + 5}" width="{width:.1f}" height="18" fill="{colour}">'
+                f"<title>{count} {status.value}</title></rect>"
+            )
+        x += width
+        legend.append(
+            f'<span class="key" style="background:{colour}"></span>{escape(status.value)}: {count}'
+        )
+    bars.append(f'<text x="{x + 6:.1f}" y="{y + 18}">{final}</text>')
+    height = (len(steps) + 1) * _ROW_HEIGHT + 8
+    width = label_width + _BAR_WIDTH + 90
     table_rows = "".join(
-        "<tr>" + "".join(f"<td>{escape(str(cell))}</td>" for cell in row) + "</tr>" for row in rows
+        "<tr>"
+        + "".join(f"<td>{escape(str(cell))}</td>" for cell in (row[0], label, *row[2:]))
+        + "</tr>"
+        for row, label in zip(rows, labels[1:-1], strict=True)
     )
     trial = criteria.trial
+    settled = (
+        f" {counts.settled_by_prefilter} were settled by the pre-filter from their diagnoses"
+        " and demographics (excluded at the first criterion they fail)."
+        if counts.settled_by_prefilter
+        else ""
+    )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>Attrition: {escape(trial.id)}</title><style>"
-        "body{font-family:system-ui,sans-serif;margin:2em}svg text{font-size:13px}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px}"
+        "body{font-family:system-ui,sans-serif;margin:2em;color:#1d2430}"
+        "svg text{font-size:13px;fill:#1d2430}"
+        "table{border-collapse:collapse;margin-top:1em}td,th{border:1px solid #ccc;"
+        "padding:2px 8px;text-align:right}td:nth-child(2),th:nth-child(2){text-align:left}"
+        ".key{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;"
+        "vertical-align:middle}"
         "</style></head><body>"
         f"<h1>{escape(trial.id)}: {escape(trial.title)}</h1>"
-        f"<p>{patients} patients; criteria in protocol order. Blue: patients who fail none of "
-        "the criteria so far; red: patients this criterion is the first to exclude.</p>"
+        f"<p>{patients} patients; criteria in protocol order.{escape(settled)} Blue: patients "
+        "who fail none of the criteria so far; red: patients this criterion is the first to "
+        "exclude. The last bar splits the remaining patients by status.</p>"
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'role="img" aria-label="attrition funnel">{"".join(bars)}</svg>'
-        "<table><thead><tr><th>step</th><th>criterion</th><th>kind</th><th>remaining before</th>"
-        "<th>lost</th><th>remaining</th><th>fails overall</th><th>unknown (missing data)</th>"
-        "<th>manual review</th><th>not evaluated (pre-filter)</th></tr></thead>"
+        f"<p>{''.join(legend)}</p>"
+        "<table><thead><tr><th>step</th><th>criterion</th><th>kind</th>"
+        "<th>remaining before</th><th>excluded here</th><th>remaining</th>"
+        "<th>of those remaining before: unknown (missing data)</th><th>manual review</th>"
+        "<th>not evaluated (pre-filter)</th><th>fails among all patients</th></tr></thead>"
         f"<tbody>{table_rows}</tbody></table>"
         "</body></html>\n"
     )

@@ -39,6 +39,7 @@ from engine.criteria.model import (
     SingleValueTest,
     ValueTest,
 )
+from engine.evaluate.compile import CompiledCriteria
 from engine.evaluate.outcome import Cited, Outcome, Truth
 from engine.evaluate.patient import (
     CriterionResult,
@@ -287,6 +288,18 @@ def _criterion_label(expression: Expression, criterion_id: str) -> str:
     if isinstance(expression, ManualAtom):
         return expression.question
     return _id_words(criterion_id)
+
+
+def criterion_labels(criteria: CompiledCriteria) -> list[str]:
+    """Each criterion as `I1 Relapsed refractory itp`: number and label, protocol order."""
+    numbers = {CriterionKind.INCLUSION: 0, CriterionKind.EXCLUSION: 0}
+    labels = []
+    for compiled in criteria.criteria:
+        numbers[compiled.kind] += 1
+        number = f"{compiled.kind.value[0].upper()}{numbers[compiled.kind]}"
+        label = _criterion_label(compiled.criterion.expression, compiled.id)
+        labels.append(f"{number} {label}")
+    return labels
 
 
 def _leaf_sentence(leaf: Step) -> str:

@@ -8,6 +8,7 @@ import shutil
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cohort_examples import (
@@ -229,8 +230,16 @@ def test_attrition_and_data_availability_agree_with_the_cohort_table(
         assert (line["criterion"], int(line["missing_data"])) == (criterion.id, missing)
         assert (int(line["patients"]), int(line["not_evaluated"])) == (len(rows) - skipped, skipped)
         assert int(line["answerable"]) == len(rows) - skipped - missing
+    for step in attrition:  # unknown and manual counts are of the patients remaining before
+        counted = int(step["unknown_missing_of_remaining"]) + int(step["manual_of_remaining"])
+        assert counted <= int(step["remaining_before"])
     html = (out / "attrition.html").read_text()
-    assert "<svg" in html and "inclusion-1-relapsed-refractory-itp" in html
+    assert "<svg" in html and ">I1 Relapsed refractory itp</text>" in html
+    statuses = Counter(row["status"] for row in rows)
+    for status in ("eligible", "candidate", "potential-candidate"):
+        if statuses[status]:
+            assert f"<title>{statuses[status]} {status}</title>" in html
+    assert "Remaining, by status" in html
 
 
 def test_a_settled_patient_s_bad_lines_are_reported_as_in_a_full_run(
@@ -271,3 +280,31 @@ def test_a_settled_patient_s_bad_lines_are_reported_as_in_a_full_run(
     assert runs["settled"].settled_by_prefilter == runs["full"].settled_by_prefilter == 20
     assert runs["settled"].problems == runs["full"].problems == 3
     assert runs["settled"].lines_affected == runs["full"].lines_affected == 3
+
+
+def test_the_attrition_chart_as_a_person_sees_it(
+    one_worker: CohortSummary, chromium: Any, tmp_path: Path
+) -> None:
+    """Rendered by headless chromium: the funnel's bars and the final bar's status colours
+    are drawn, and no label is cut off at the left edge."""
+    from PIL import Image
+
+    page = one_worker.out_dir / "attrition.html"
+    png = chromium.screenshot(page.as_uri(), tmp_path / "attrition.png", 1400, 1000)
+    image = Image.open(png).convert("RGB")
+    colours = dict((colour, count) for count, colour in image.getcolors(1 << 20) or [])
+
+    def drawn(wanted: tuple[int, int, int]) -> int:
+        return sum(
+            n
+            for c, n in colours.items()
+            if all(abs(a - b) <= 10 for a, b in zip(c, wanted, strict=True))
+        )
+
+    assert drawn((0x3B, 0x6E, 0xA8)) > 2000, "no remaining-patient bars"
+    assert drawn((0xD9, 0x53, 0x4F)) > 200, "no excluded-patient bars"
+    rows = read_csv(one_worker.out_dir / "cohort.csv")
+    if any(row["status"] == "candidate" for row in rows):
+        assert drawn((0x2F, 0x5F, 0x9E)) > 50, "the final bar's candidate share is not drawn"
+    left_margin = image.crop((0, 150, 20, 900))
+    assert len(left_margin.getcolors(1 << 16) or []) <= 2, "something is drawn at the very edge"
