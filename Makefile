@@ -34,6 +34,7 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/trialsieve lint criteria mappings
+	$(BIN)/trialsieve test criteria
 
 test: lint
 	$(BIN)/pytest

@@ -105,7 +105,10 @@ def _discover(
 ) -> None:
     if os.path.isdir(path):
         for folder, subfolders, files in os.walk(path):
-            subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+            # `tests/` beside criteria holds criteria test cases (`trialsieve test`), not criteria
+            subfolders[:] = sorted(
+                name for name in subfolders if not name.startswith(".") and name != "tests"
+            )
             for name in sorted(files):
                 if name.endswith(YAML_SUFFIXES):
                     _classify(os.path.join(folder, name), criteria_files, mapping_files, problems)

@@ -1,0 +1,78 @@
+"""Criteria test cases (`trialsieve test`, engine/criteria_cases.py): the shipped cases pass,
+a wrong expectation fails with the difference and the explanation, bad case files are named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from engine.cli import app
+from engine.criteria_cases import case_files, load_case_file, run_case
+from engine.evaluate import CompiledCriteria
+
+ROOT = Path(__file__).resolve().parents[2]
+CRITERIA = ROOT / "criteria"
+HEADER = f"criteria: {CRITERIA / 'NCT05315778.yaml'}\nas_of: 2026-11-01\n"
+
+
+def _write(folder: Path, text: str) -> Path:
+    tests = folder / "tests"
+    tests.mkdir(parents=True, exist_ok=True)
+    path = tests / "cases.yaml"
+    path.write_text(HEADER + text, encoding="utf-8")
+    return path
+
+
+def test_the_shipped_cases_pass(trial: CompiledCriteria) -> None:
+    files = list(case_files([CRITERIA]))
+    assert files, "no case files beside the criteria"
+    for file in files:
+        cases = load_case_file(file)
+        if cases.criteria != Path(trial.source.path).resolve():
+            continue
+        for case in cases.cases:
+            result = run_case(trial, case)
+            assert result.passed, "\n".join(result.differences)
+
+
+def test_a_wrong_expectation_fails_with_a_diff_and_the_explanation(tmp_path: Path) -> None:
+    aspirin = ROOT / "examples" / "patients" / "itp-refractory-on-aspirin.json"
+    _write(
+        tmp_path,
+        f"cases:\n  - name: wrong on purpose\n    bundle: {aspirin}\n    expect:\n"
+        "      status: candidate\n      criteria:\n"
+        "        exclusion-2-thrombosis-or-antithrombotics: clear\n",
+    )
+    result = CliRunner().invoke(app, ["test", str(tmp_path)], env={"COLUMNS": "200"})
+    assert result.exit_code == 1, result.output
+    assert "FAILED" in result.stdout and "wrong on purpose" in result.stdout
+    assert "- exclusion-2-thrombosis-or-antithrombotics: clear" in result.stdout
+    assert "+ exclusion-2-thrombosis-or-antithrombotics: fails" in result.stdout
+    assert "Aspirin 81 mg" in result.stdout  # the criterion's explanation
+    assert "- status: candidate\n+ status: ineligible" in result.stdout
+    assert result.stdout.rstrip().endswith("0 passed, 1 failed")
+
+
+def test_a_compact_patient_is_screened(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        "cases:\n  - name: low haemoglobin\n    patient:\n      gender: male\n"
+        "      birthDate: 1980-05-01\n"
+        "      observations: [{code: loinc 718-7, value: 95 g/L, date: 2026-10-20}]\n"
+        "    expect:\n      criteria: {exclusion-7-screening-blood-counts: fails}\n",
+    )
+    result = CliRunner().invoke(app, ["test", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "1 passed, 0 failed" in result.stdout
+
+
+def test_a_bad_case_file_is_named_with_line_and_field(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "cases:\n  - name: no patient\n    expect:\n      status: maybe\n",
+    )
+    result = CliRunner().invoke(app, ["test", str(path)], env={"COLUMNS": "200"})
+    assert result.exit_code == 2
+    assert f"{path}:4, field cases[0].bundle" in result.output
+    assert "give `bundle:`" in result.output
