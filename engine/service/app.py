@@ -8,6 +8,7 @@ Routes (see docs/service.md):
     POST /trials/{trial_id}/evaluate      the same for one trial
     GET  /cds-services                    CDS Hooks discovery (no authentication)
     POST /cds-services/{service_id}       CDS Hooks patient-view call -> cards
+    POST /cds-services/{service_id}/feedback  CDS Hooks feedback: card outcomes, logged
     GET  /trials/{trial_id}/patients/{patient_id}/report   the patient's report page (HTML)
     PUT|POST /fhir-notify/{type}/{id}     R4 rest-hook notification (the changed resource)
     POST /fhir-notify                     rest-hook POST, or a topic-based notification Bundle
@@ -42,7 +43,7 @@ from engine.service.cds_hooks import discovery
 from engine.service.core import Service
 from engine.service.limits import BodyLimitMiddleware
 from engine.service.logs import RequestLogMiddleware, log_event
-from engine.service.models import CdsHookRequest, EvaluateRequest
+from engine.service.models import CdsFeedback, CdsHookRequest, EvaluateRequest
 from engine.service.notifications import NotificationQueue, notification_targets
 from engine.service.openapi import describe_routes
 from engine.service.problems import (
@@ -185,6 +186,17 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         """The patient's eligibility report page for the trial (self-contained, printable
         HTML), evaluated from the configured FHIR server as of the service's day."""
         return HTMLResponse(service.report(trial_id, patient_id))
+
+    @app.post(
+        "/cds-services/{service_id}/feedback",
+        dependencies=protected,
+        tags=["cds-hooks"],
+        response_class=FhirAnswer,
+    )
+    def cds_feedback(service_id: str, body: CdsFeedback) -> Response:
+        """CDS Hooks feedback: the outcome of cards (accepted / overridden), logged per card."""
+        count = service.cds_feedback(service_id, body)
+        return FhirAnswer(information(f"received; {count} card outcome(s) logged"))
 
     notify_path = "/fhir-notify/{resource_type}/{resource_id}"
 

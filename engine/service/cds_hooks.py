@@ -4,13 +4,19 @@ Each loaded trial is one service (its id is the trial id). Its prefetch template
 exactly what the criteria read: `patient: Patient/{{context.patientId}}` and one search by
 patient per resource type (`Observation?patient={{context.patientId}}&_count=1000`, with
 `_include` of the Medication for medication types). A service call is answered from the
-prefetch; a missing or null prefetch key, or a prefetched search with a `next` page, is
-fetched from the request's `fhirServer` with `fhirAuthorization.access_token`, as
-`trialsieve evaluate --server` pulls. The answer is one card per call.
+prefetch (CDS Hooks 2.0, "Providing FHIR Resources to a CDS Service"): a key that is
+absent, holds an OperationOutcome (the client failed to prefetch it), or a search with a
+`next` page is fetched from the request's `fhirServer` with
+`fhirAuthorization.access_token`, as `trialsieve evaluate --server` pulls; without a
+`fhirServer` the call is answered 412. A key whose value is `null` means the client has no
+such data: nothing is fetched for it. The answer is one card per call, with a fresh `uuid`
+each time, a summary under 140 characters and a `source.topic` Coding with its system.
+Feedback on a card (`POST /cds-services/{id}/feedback`) is logged per card.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from collections.abc import Mapping
@@ -31,7 +37,9 @@ from engine.sources.references import is_fhir_id
 
 HOOK = "patient-view"
 PREFETCH_COUNT = 1000
-SUMMARY_LIMIT = 140
+SUMMARY_LIMIT = 139
+"""CDS Hooks 2.0, Card: "summary ... One-sentence, <140-character summary message"."""
+FEEDBACK_OUTCOMES = frozenset({"accepted", "overridden"})
 SOURCE_LABEL = "trialsieve"
 _ELLIPSIS = "…"
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
@@ -100,16 +108,21 @@ def patient_id_of(request: CdsHookRequest) -> str:
 
 @dataclass
 class Prefetched:
-    """What the prefetch brought: Bundle entries by `Type/id`, and the types still to fetch."""
+    """What the prefetch brought: Bundle entries by `Type/id`, the types still to fetch, and
+    the keys the client failed to prefetch (with its OperationOutcome's words)."""
 
     entries: dict[str, dict[str, Any]]
     missing_types: frozenset[str]
+    failed: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def read_prefetch(
     trial: LoadedTrial, prefetch: Mapping[str, Any] | None, patient_id: str
 ) -> Prefetched:
-    """The prefetched resources, and the types whose key is absent, null or one page of more.
+    """The prefetched resources, and the types whose key is absent, an OperationOutcome or
+    one page of more; a `null` value is "no data" (CDS Hooks 2.0: "If the CDS Client has no
+    data to populate a template prefetch key, the prefetch template key MUST have a value of
+    null"), so that type is neither read nor fetched (the Patient is always needed).
 
     400 when a value is not what its template asks for (a Patient that is another patient, a
     search answered with something other than a Bundle).
@@ -117,11 +130,17 @@ def read_prefetch(
     given = prefetch or {}
     entries: dict[str, dict[str, Any]] = {}
     missing: set[str] = set()
+    failed: dict[str, str] = {}
     for template in prefetch_templates(trial):
         value = given.get(template.key)
         field = f"prefetch.{template.key}"
-        if value is None:
+        if value is None and (template.key not in given or template.resource_type == "Patient"):
             missing.add(template.resource_type)
+        elif value is None:
+            continue  # null: the client has no such data
+        elif isinstance(value, dict) and value.get("resourceType") == "OperationOutcome":
+            missing.add(template.resource_type)  # the client could not prefetch it
+            failed[field] = _outcome_words(value)
         elif not isinstance(value, dict):
             raise ApiError.of(400, "invalid", f"{field} must be a FHIR resource (JSON)", field)
         elif template.resource_type == "Patient":
@@ -155,7 +174,23 @@ def read_prefetch(
                 if isinstance(search, dict) and search.get("mode") == "outcome":
                     continue
                 _add(entries, entry)
-    return Prefetched(entries, frozenset(missing))
+    return Prefetched(entries, frozenset(missing), failed)
+
+
+def _outcome_words(outcome: Mapping[str, Any]) -> str:
+    """An OperationOutcome's first diagnostics or details text (shortened), else its code."""
+    for issue in outcome.get("issue") or ():
+        if not isinstance(issue, dict):
+            continue
+        details = issue.get("details")
+        text = issue.get("diagnostics") or (
+            details.get("text") if isinstance(details, dict) else None
+        )
+        if isinstance(text, str) and text.strip():
+            return _shorten(" ".join(text.split()), 200)
+        if isinstance(issue.get("code"), str):
+            return str(issue["code"])
+    return "an OperationOutcome"
 
 
 def _add(entries: dict[str, dict[str, Any]], entry: dict[str, Any]) -> None:
@@ -239,21 +274,19 @@ def check_fhir_server(
 
 
 def card(evaluation: PatientEvaluation, report_url_template: str | None = None) -> dict[str, Any]:
-    """The card for one evaluation: summary (at most 140 characters), indicator, markdown
+    """The card for one evaluation: summary (under 140 characters), indicator, markdown
     detail (what excludes, what is missing, what to check), source, and the report link.
     """
     trial = evaluation.criteria.trial
     result: dict[str, Any] = {
-        "uuid": str(
-            uuid.uuid5(
-                uuid.NAMESPACE_URL,
-                f"trialsieve|{trial.id}|{evaluation.patient_reference}|{evaluation.as_of}",
-            )
-        ),
+        "uuid": str(uuid.uuid4()),  # fresh per card: feedback names the card it is about
         "summary": summary(evaluation),
         "indicator": "warning" if evaluation.data_problems else "info",
         "detail": detail(evaluation),
-        "source": {"label": SOURCE_LABEL, "topic": {"code": trial.id, "display": trial.title}},
+        "source": {
+            "label": SOURCE_LABEL,
+            "topic": {"system": trial.identifier_system, "code": trial.id, "display": trial.title},
+        },
     }
     if report_url_template:
         patient_id = evaluation.patient_id

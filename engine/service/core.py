@@ -43,7 +43,7 @@ from engine.service.evaluation import (
     read_attestations,
 )
 from engine.service.logs import elapsed_ms, log_event
-from engine.service.models import CdsHookRequest, EvaluateRequest
+from engine.service.models import CdsFeedback, CdsHookRequest, EvaluateRequest
 from engine.service.notifications import patient_of
 from engine.service.problems import ApiError, error_for, server_failure_summary
 from engine.service.settings import ServiceSettings
@@ -228,6 +228,28 @@ class Service:
         if template is None and base_url is not None and self.settings.fhir_server is not None:
             template = base_url.rstrip("/") + "/" + REPORT_PATH
         return {"cards": [card(evaluation, template)]}
+
+    def cds_feedback(self, service_id: str, feedback: CdsFeedback) -> int:
+        """Log each card's outcome (CDS Hooks 2.0, "Feedback"); the number logged.
+
+        The log holds the card uuid, the outcome, its time and the override reason's code,
+        never the clinician's comment or patient data.
+        """
+        if service_id not in self.trials:
+            raise ApiError.of(404, "not-found", f"no CDS service {service_id}; see /cds-services")
+        for item in feedback.feedback:
+            reason = item.override_reason.reason if item.override_reason else None
+            log_event(
+                logging.INFO,
+                "cds card feedback",
+                trial=service_id,
+                card=item.card,
+                outcome=item.outcome,
+                outcome_timestamp=item.outcome_timestamp,
+                override_reason=reason.get("code") if isinstance(reason, dict) else None,
+                accepted_suggestions=len(item.accepted_suggestions or ()),
+            )
+        return len(feedback.feedback)
 
     @contextmanager
     def _request_server(self, request: CdsHookRequest) -> Iterator[FhirServerClient]:
@@ -419,11 +441,17 @@ def _missing_prefetch(trial: LoadedTrial, prefetched: Prefetched) -> ApiError:
         for template in prefetch_templates(trial)
         if template.resource_type in prefetched.missing_types
     ]
+    failures = "".join(
+        f"; {key}: the client could not prefetch it ({words})"
+        for key, words in prefetched.failed.items()
+    )
+    # CDS Hooks 2.0, "Prefetch": a service that needs data the prefetch lacks and has no
+    # fhirServer to read it from answers 412 Precondition Failed.
     return ApiError.of(
-        400,
+        412,
         "required",
-        f"{', '.join(keys)} missing, null or incomplete, and the request names no fhirServer "
-        "to read them from",
+        f"{', '.join(keys)} missing or incomplete, and the request names no fhirServer "
+        f"to read them from{failures}",
         *keys,
     )
 

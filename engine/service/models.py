@@ -102,3 +102,34 @@ class CdsHookRequest(BaseModel):
     fhir_authorization: FhirAuthorization | None = Field(default=None, alias="fhirAuthorization")
     context: dict[str, Any]
     prefetch: dict[str, Any] | None = None
+
+
+class CdsOverrideReason(BaseModel):
+    """Why a clinician overrode a card (CDS Hooks 2.0, Feedback: overrideReason)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    reason: dict[str, Any] | None = None
+    user_comment: str | None = Field(default=None, alias="userComment")
+
+
+class CdsFeedbackItem(BaseModel):
+    """One card's outcome (CDS Hooks 2.0, "Feedback")."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    card: str = Field(min_length=1, description="The uuid of the card the feedback is about.")
+    outcome: str = Field(pattern="^(accepted|overridden)$")
+    outcome_timestamp: str = Field(alias="outcomeTimestamp", min_length=1)
+    accepted_suggestions: list[dict[str, Any]] | None = Field(
+        default=None, alias="acceptedSuggestions"
+    )
+    override_reason: CdsOverrideReason | None = Field(default=None, alias="overrideReason")
+
+
+class CdsFeedback(BaseModel):
+    """`POST /cds-services/{id}/feedback`: the outcome of one or more cards."""
+
+    model_config = ConfigDict(extra="allow")
+
+    feedback: list[CdsFeedbackItem] = Field(min_length=1)

@@ -108,8 +108,8 @@ def test_token_file_with_several_tokens(service_client: ClientFactory, tmp_path:
 
 
 def test_hs256_jwt(jwt_api: TestClient) -> None:
-    # No prefetch and no fhirServer: past authentication, the call is a 400.
-    assert call(jwt_api, jwt.encode(claims(), SECRET, algorithm="HS256")).status_code == 400
+    # No prefetch and no fhirServer: past authentication, the call is a 412 (CDS Hooks 2.0).
+    assert call(jwt_api, jwt.encode(claims(), SECRET, algorithm="HS256")).status_code == 412
     assert_unauthorized(
         call(jwt_api, jwt.encode(claims(), "another-secret-of-enough-length-000", "HS256")),
         "Signature verification failed",
@@ -118,7 +118,7 @@ def test_hs256_jwt(jwt_api: TestClient) -> None:
 
 def test_rs384_jwt_from_the_jwks(jwt_api: TestClient, rsa_key: rsa.RSAPrivateKey) -> None:
     signed = jwt.encode(claims(), rsa_key, algorithm="RS384", headers={"kid": "ehr-1"})
-    assert call(jwt_api, signed).status_code == 400
+    assert call(jwt_api, signed).status_code == 412
     other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     forged = jwt.encode(claims(), other_key, algorithm="RS384", headers={"kid": "ehr-1"})
     assert_unauthorized(call(jwt_api, forged), "Signature verification failed")
@@ -142,7 +142,7 @@ def test_jwt_claims_are_checked(jwt_api: TestClient, changes: dict[str, Any], wo
 
 def test_the_service_base_url_is_an_accepted_audience(jwt_api: TestClient) -> None:
     token = jwt.encode(claims(aud="http://testserver"), SECRET, algorithm="HS256")
-    assert call(jwt_api, token).status_code == 400
+    assert call(jwt_api, token).status_code == 412
 
 
 def test_unsigned_jwt_is_refused(jwt_api: TestClient) -> None:
