@@ -47,7 +47,10 @@ def test_the_outputs_are_the_report_stage_s(
     study = "ResearchStudy/example"
     assert screening.research_subject(study) == research_subject(screening.evaluation, study)
     assert screening.detected_issue() == detected_issue(screening.evaluation)
-    assert bundle["entry"][2]["resource"] == screening.detected_issue()
+    # The Bundle's bodies carry no id (conditional update); its fullUrl holds it.
+    issue = screening.detected_issue()
+    assert bundle["entry"][2]["resource"] == {k: v for k, v in issue.items() if k != "id"}
+    assert bundle["entry"][2]["fullUrl"] == f"urn:uuid:{issue['id']}"
 
 
 def test_screen_record_evaluates_part_of_the_criteria(
