@@ -45,6 +45,7 @@ from engine.evaluate import (
 )
 from engine.record import build_record
 from engine.report import research_study
+from engine.report.validate import OutputShapes
 from engine.screening import Screening, screen_patient
 from engine.sources import PatientResources, SourceProblem
 from engine.trial import load_trial
@@ -77,11 +78,16 @@ def study_reference(criteria: CompiledCriteria) -> str:
 
 
 def patient_result_line(
-    screening: Screening, settled_by: str | None, study: str | None = None
+    screening: Screening,
+    settled_by: str | None,
+    study: str | None = None,
+    outputs: OutputShapes | None = None,
 ) -> bytes:
     """One patient's result line (see the module docstring).
 
-    `study`: the criteria's `study_reference`, when the caller has it already.
+    `study`: the criteria's `study_reference`, when the caller has it already. `outputs`:
+    validate the ResearchSubject and DetectedIssue (once per shape); raises
+    OutputValidationError for an invalid one.
     """
     evaluation = screening.evaluation
     cells = [[criterion_value(r), list(r.outcome.missing)] for r in evaluation.results]
@@ -97,9 +103,11 @@ def patient_result_line(
     if study is None:
         study = study_reference(evaluation.criteria)
     subject = screening.research_subject(study)
-    return b"\t".join(
-        (orjson.dumps(summary), orjson.dumps(subject), orjson.dumps(screening.detected_issue()))
-    )
+    issue = screening.detected_issue()
+    if outputs is not None:
+        outputs.validate(subject)
+        outputs.validate(issue)
+    return b"\t".join((orjson.dumps(summary), orjson.dumps(subject), orjson.dumps(issue)))
 
 
 def read_result_line(line: bytes) -> tuple[dict[str, Any], bytes, bytes]:
@@ -235,6 +243,7 @@ class PartitionEvaluator:
         screening = (not full) if screen_lines is None else screen_lines
         self.screen = LineScreen.from_criteria(criteria) if screening else None
         self.study = study_reference(criteria)
+        self.outputs = OutputShapes()
         # The criteria and terminology live as long as the process: keep the collector from
         # scanning them after every partition.
         gc.freeze()
@@ -270,13 +279,14 @@ class PartitionEvaluator:
             screening = screen_patient(
                 criteria, patient, self.as_of, self.attestations.get(patient.patient_id)
             )
+            settled_by = self.prefilter.settling_criterion(screening.record)
+            if settled_by is not None:
+                _check_settled(screening.evaluation, settled_by)
+            return patient_result_line(screening, settled_by, self.study, self.outputs)
         except TrialsieveError as error:
+            # Bad input, or (a bug) an output the R4B models reject: a problem, the run goes on.
             problems.append(_problem_of(error, patient))
             return None
-        settled_by = self.prefilter.settling_criterion(screening.record)
-        if settled_by is not None:
-            _check_settled(screening.evaluation, settled_by)
-        return patient_result_line(screening, settled_by, self.study)
 
     def _settled(self, patient: PatientResources) -> bytes | None:
         """The result line of a patient a settling requirement settles, evaluated from their
@@ -289,7 +299,7 @@ class PartitionEvaluator:
         screening = self.prefilter.evaluate_settled(
             criteria, preview, self.as_of, requirement, self.attestations.get(preview.patient_id)
         )
-        return patient_result_line(screening, requirement.criterion_id, self.study)
+        return patient_result_line(screening, requirement.criterion_id, self.study, self.outputs)
 
 
 def _problem_of(error: TrialsieveError, patient: PatientResources) -> SourceProblem:

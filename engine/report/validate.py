@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Hashable
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
@@ -32,3 +34,78 @@ def validate_bundle(bundle: dict[str, Any]) -> None:
     for entry in bundle.get("entry", ()):
         validate_resource(entry["resource"])
     validate_resource(bundle)
+
+
+_VOCABULARY_KEYS = frozenset({"resourceType", "status", "system", "code", "url", "use", "type"})
+"""Keys whose string values come from small vocabularies: part of a shape, value and all."""
+_FHIR_STRING = re.compile(r"[ \r\n\t\S]+")
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_FHIR_DATE_TIME = re.compile(
+    r"([0-9]{4})(-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01])"
+    r"(T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?(Z|[+-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00))?)?)?)?"
+)
+_FORMATTED_KEYS = {
+    "id": _FHIR_ID,
+    "date": _FHIR_DATE_TIME,
+    "start": _FHIR_DATE_TIME,
+    "end": _FHIR_DATE_TIME,
+    "birthDate": _FHIR_DATE_TIME,
+}
+"""Keys whose strings FHIR constrains by a pattern: whether a value fits is part of a shape
+(also every key ending in `Date`, `DateTime` or `Instant`, `identifiedDateTime` say)."""
+_DATED_SUFFIXES = ("Date", "DateTime", "Instant", "lastUpdated")
+
+Shape = Hashable
+
+
+def output_shape(value: Any, key: str = "") -> Shape:
+    """What the R4B models' verdict on a generated value depends on, without its free text.
+
+    Objects by their keys (in order) and the shapes of their values; arrays by the distinct
+    shapes of their items; strings by whether they are empty (FHIR strings may not be), by
+    their value under a vocabulary key (`status`, `code`, ...), by whether they fit the FHIR
+    pattern under a formatted key (`id`, `date`, ...), else by whether they fit the FHIR
+    string pattern (not empty, no other
+    control characters than tab, CR, LF); numbers and booleans by their type.
+    """
+    if type(value) is dict:
+        return tuple((name, output_shape(item, name)) for name, item in value.items())
+    if type(value) is list:
+        shapes: dict[Shape, None] = {}
+        for item in value:
+            shapes[output_shape(item, key)] = None
+        return ("[]", *shapes)
+    if type(value) is str:
+        if key in _VOCABULARY_KEYS:
+            return ("s", value)
+        pattern = _FORMATTED_KEYS.get(key)
+        if pattern is None and key.endswith(_DATED_SUFFIXES):
+            pattern = _FHIR_DATE_TIME
+        if pattern is not None:
+            return ("s", key, pattern.fullmatch(value) is not None)
+        return ("s", _FHIR_STRING.fullmatch(value) is not None)
+    return type(value).__name__
+
+
+class OutputShapes:
+    """Validates generated resources with the R4B models once per shape (`output_shape`).
+
+    A cohort writes one ResearchSubject and one DetectedIssue per patient, mostly of a few
+    shapes: validating each patient's costs more than evaluating them. A resource whose shape
+    was validated before is taken as valid: what the models check (required fields, types,
+    cardinality, code values, id and date patterns) is in the shape; free text is in it only
+    by whether it fits the FHIR string pattern.
+    """
+
+    def __init__(self) -> None:
+        self._valid: set[Shape] = set()
+        self.validated = 0
+
+    def validate(self, resource: dict[str, Any]) -> None:
+        """Raise OutputValidationError (see `validate_resource`) for an invalid resource."""
+        shape = output_shape(resource)
+        if shape in self._valid:
+            return
+        validate_resource(resource)
+        self.validated += 1
+        self._valid.add(shape)
