@@ -10,30 +10,17 @@ is clear for him; only the manual items are left, so he is a `candidate`, and `e
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Mapping
 
-import orjson
 from ckd_builders import (
-    AS_OF,
-    ICD10CM,
-    LOINC,
-    RXNORM,
-    SNOMED,
-    Resource,
-    bundle,
+    SITE,
     condition,
     daily_dosage,
-    days_ago,
     medication_request,
     observation,
     patient,
 )
-
-from engine.attestations import Attestation
-from engine.evaluate import CompiledCriteria, PatientEvaluation, evaluate_patient
-from engine.record import build_record
-from engine.sources import parse_bundle
+from trial_patients import ICD10CM, SNOMED, Resource, days_ago, variant_of
 
 VISIT_1 = days_ago(6)
 """The day of the visit-1 laboratory tests (2026-10-26)."""
@@ -56,8 +43,6 @@ BASELINE: tuple[Resource, ...] = (
     ),
 )
 
-BASELINE_IDS = frozenset(resource["id"] for resource in BASELINE)
-
 FAVOURABLE: Mapping[str, bool] = {
     "informed-consent": True,
     "ace-inhibitor-or-arb-stable-maximum-tolerated-dose": True,
@@ -66,15 +51,7 @@ FAVOURABLE: Mapping[str, bool] = {
 }
 """The answer to every manual item that keeps the baseline patient eligible."""
 
-__all__ = ["AS_OF", "BASELINE", "FAVOURABLE", "LOINC", "RXNORM", "VISIT_1", "evaluate", "variant"]
-
-
-def attest(answers: Mapping[str, bool]) -> dict[str, Attestation]:
-    day = AS_OF + dt.timedelta(days=1)
-    return {
-        manual_id: Attestation(manual_id, answer, "Dr. Test Investigator", day)
-        for manual_id, answer in answers.items()
-    }
+evaluate = SITE.evaluate
 
 
 def variant(
@@ -83,20 +60,4 @@ def variant(
     replace_patient: Resource | None = None,
 ) -> list[Resource]:
     """The baseline without the resources whose ids are in `remove`, plus `add`."""
-    removed = frozenset(remove)
-    unknown = removed - BASELINE_IDS
-    if unknown:
-        raise ValueError(f"not in the baseline: {sorted(unknown)}")
-    resources = [resource for resource in BASELINE if resource["id"] not in removed]
-    if replace_patient is not None:
-        resources = [replace_patient if r["resourceType"] == "Patient" else r for r in resources]
-    return [*resources, *add]
-
-
-def evaluate(
-    trial: CompiledCriteria, resources: Iterable[Resource], answers: Mapping[str, bool]
-) -> PatientEvaluation:
-    """Bundle the resources, read the Bundle as the engine reads a file, evaluate as of AS_OF."""
-    source = parse_bundle(orjson.dumps(bundle(*resources)), origin="test-patient.json")
-    record = build_record(source, trial.terminology)
-    return evaluate_patient(trial, record, AS_OF, attest(answers))
+    return variant_of(BASELINE, add, remove, replace_patient)

@@ -2,52 +2,33 @@
 
 Every builder returns one resource without a subject; `bundle()` puts the resources in a
 collection Bundle with `urn:uuid` fullUrls and points every subject / patient reference at the
-Bundle's Patient. Days are written relative to the as-of day 2026-11-01 (`days_ago`); a bare
-day given for a dateTime field gets a time and the site's time zone.
+Bundle's Patient (`SITE`, from tests/trial_patients.py). Days are written relative to the as-of
+day 2026-11-01 (`days_ago`); a bare day given for a dateTime field gets a time and the site's
+time zone.
 """
 
 from __future__ import annotations
 
-import copy
-import datetime as dt
-import re
 import uuid
-from typing import Any
 
-Resource = dict[str, Any]
+from trial_patients import (
+    ALLERGY_CLINICAL,
+    CONDITION_CLINICAL,
+    CONDITION_VERIFICATION,
+    LOINC,
+    RXNORM,
+    UCUM,
+    Resource,
+    Site,
+)
 
-LOINC = "http://loinc.org"
-SNOMED = "http://snomed.info/sct"
-ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-ATC = "http://www.whocc.no/atc"
-UCUM = "http://unitsofmeasure.org"
-
-AS_OF = dt.date(2026, 11, 1)
-TIME_OF_DAY = "T09:15:00-05:00"
-_NAMESPACE = uuid.UUID("0b9f3a52-7c1e-4d1a-8f7e-3f6d2c5b1a90")
-_BARE_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
-_CONDITION_VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
-_ALLERGY_CLINICAL = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"
-_SUBJECT_FIELD = {
-    "Observation": "subject",
-    "Condition": "subject",
-    "Procedure": "subject",
-    "MedicationRequest": "subject",
-    "MedicationStatement": "subject",
-    "MedicationAdministration": "subject",
-    "AllergyIntolerance": "patient",
-}
-
-
-def days_ago(days: int) -> str:
-    """The day `days` before the as-of day, as YYYY-MM-DD."""
-    return (AS_OF - dt.timedelta(days=days)).isoformat()
-
-
-def date_time(value: str) -> str:
-    return value + TIME_OF_DAY if _BARE_DAY.match(value) else value
+SITE = Site(
+    time_of_day="T09:15:00-05:00", namespace=uuid.UUID("0b9f3a52-7c1e-4d1a-8f7e-3f6d2c5b1a90")
+)
+"""Bare days in dateTime fields get 09:15 in the site's time zone (UTC-5)."""
+date_time = SITE.date_time
+full_url = SITE.full_url
+bundle = SITE.bundle
 
 
 def codeable(system: str, code: str, display: str | None = None) -> Resource:
@@ -97,8 +78,8 @@ def condition(
     abatement: str | None = None,
 ) -> Resource:
     fields: Resource = {
-        "clinicalStatus": codeable(_CONDITION_CLINICAL, clinical_status),
-        "verificationStatus": codeable(_CONDITION_VERIFICATION, "confirmed"),
+        "clinicalStatus": codeable(CONDITION_CLINICAL, clinical_status),
+        "verificationStatus": codeable(CONDITION_VERIFICATION, "confirmed"),
         "code": codeable(system, code),
         "onsetDateTime": date_time(onset),
     }
@@ -172,33 +153,10 @@ def medication_statement(id: str, code: str, status: str, start: str, end: str |
 
 def allergy(id: str, system: str, code: str, recorded: str) -> Resource:
     fields: Resource = {
-        "clinicalStatus": codeable(_ALLERGY_CLINICAL, "active"),
+        "clinicalStatus": codeable(ALLERGY_CLINICAL, "active"),
         "type": "intolerance",
         "category": ["medication"],
         "code": codeable(system, code),
         "recordedDate": date_time(recorded),
     }
     return _identified("AllergyIntolerance", id, fields)
-
-
-def full_url(resource: Resource) -> str:
-    return f"urn:uuid:{uuid.uuid5(_NAMESPACE, resource['resourceType'] + '/' + resource['id'])}"
-
-
-def bundle(*resources: Resource, bundle_type: str = "collection") -> Resource:
-    """A Bundle of one patient's resources (exactly one Patient); inputs are not modified."""
-    patients = [resource for resource in resources if resource["resourceType"] == "Patient"]
-    if len(patients) != 1:
-        raise ValueError(f"a patient Bundle needs exactly one Patient, found {len(patients)}")
-    patient_url = full_url(patients[0])
-    entries: list[Resource] = []
-    for original in resources:
-        resource = copy.deepcopy(original)
-        field = _SUBJECT_FIELD.get(resource["resourceType"])
-        if field is not None:
-            resource[field] = {"reference": patient_url}
-        entry: Resource = {"fullUrl": full_url(resource), "resource": resource}
-        if bundle_type == "transaction":
-            entry["request"] = {"method": "POST", "url": resource["resourceType"]}
-        entries.append(entry)
-    return {"resourceType": "Bundle", "type": bundle_type, "entry": entries}

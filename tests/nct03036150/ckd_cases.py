@@ -10,91 +10,35 @@ day 2026-11-01; visit 1 is the 14 days up to it.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import TypedDict, Unpack
-
 from ckd_baseline import FAVOURABLE, VISIT_1
 from ckd_builders import (
-    ATC,
-    ICD10CM,
-    LOINC,
-    RXNORM,
-    SNOMED,
-    Resource,
     allergy,
     condition,
     daily_dosage,
-    days_ago,
     medication_request,
     medication_statement,
     observation,
     patient,
     procedure,
 )
+from trial_patients import (
+    ATC,
+    CLEAR,
+    ICD10CM,
+    LOINC,
+    MANUAL,
+    MISSING,
+    RXNORM,
+    SNOMED,
+    Case,
+    Cases,
+    Resource,
+    Role,
+    days_ago,
+    short_id,
+)
 
-from engine.evaluate import CriterionVerdict
-
-CLEAR = CriterionVerdict.CLEAR
-FAILS = CriterionVerdict.FAILS
-MISSING = CriterionVerdict.MISSING_DATA
-MANUAL = CriterionVerdict.MANUAL_REVIEW
-
-
-class Role(StrEnum):
-    MEETS = "meets"
-    FAILS = "fails"
-    SILENT = "silent"
-
-
-@dataclass(frozen=True)
-class Case:
-    criterion: str
-    name: str
-    role: Role
-    expected: CriterionVerdict
-    add: tuple[Resource, ...] = ()
-    remove: tuple[str, ...] = ()
-    answers: Mapping[str, bool] = field(default_factory=lambda: dict(FAVOURABLE))
-    patient: Resource | None = None
-    reason: tuple[str, ...] = ()
-    evidence: tuple[str, ...] = ()
-
-    @property
-    def id(self) -> str:
-        slug = re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-")
-        return f"{self.criterion}:{slug}"
-
-
-class Details(TypedDict, total=False):
-    add: tuple[Resource, ...]
-    remove: tuple[str, ...]
-    answers: Mapping[str, bool]
-    patient: Resource
-    reason: tuple[str, ...]
-    evidence: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Cases:
-    criterion: str
-
-    def meets(self, name: str, **details: Unpack[Details]) -> Case:
-        return Case(self.criterion, name, Role.MEETS, CLEAR, **details)
-
-    def fails(self, name: str, **details: Unpack[Details]) -> Case:
-        return Case(self.criterion, name, Role.FAILS, FAILS, **details)
-
-    def silent(self, name: str, expected: CriterionVerdict, **details: Unpack[Details]) -> Case:
-        return Case(self.criterion, name, Role.SILENT, expected, **details)
-
-
-def short_id(criterion_id: str) -> str:
-    found = re.match(r"^(inclusion|exclusion)-\d+", criterion_id)
-    assert found, f"criterion id {criterion_id} does not start with inclusion-N / exclusion-N"
-    return found.group(0)
+__all__ = ["CASES", "Case", "Role", "short_id"]
 
 
 def without(*manual_ids: str) -> dict[str, bool]:
@@ -106,8 +50,8 @@ def answered(**overrides: bool) -> dict[str, bool]:
     return {**FAVOURABLE, **{key.replace("_", "-"): value for key, value in overrides.items()}}
 
 
-i1, i2, i3, i4, i5 = (Cases(f"inclusion-{number}") for number in range(1, 6))
-e1, e2, e3, e4, e5, e6, e7 = (Cases(f"exclusion-{number}") for number in range(1, 8))
+i1, i2, i3, i4, i5 = (Cases(f"inclusion-{number}", FAVOURABLE) for number in range(1, 6))
+e1, e2, e3, e4, e5, e6, e7 = (Cases(f"exclusion-{number}", FAVOURABLE) for number in range(1, 8))
 
 EGFR_2021 = "98979-8"
 MDRD = "33914-3"

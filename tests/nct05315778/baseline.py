@@ -12,27 +12,10 @@ Each test case is this baseline with a few resources removed (by id) or added.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Mapping
 
-import orjson
-from builders import (
-    AS_OF,
-    ICD10CM,
-    LOINC,
-    SNOMED,
-    Resource,
-    bundle,
-    condition,
-    medication_request,
-    observation,
-    patient,
-)
-
-from engine.attestations import Attestation
-from engine.evaluate import CompiledCriteria, PatientEvaluation, evaluate_patient
-from engine.record import build_record
-from engine.sources import parse_bundle
+from builders import SITE, condition, medication_request, observation, patient
+from trial_patients import ICD10CM, LOINC, SNOMED, Resource, variant_of
 
 NEGATIVE = (LOINC, "LA6577-6")
 POSITIVE = (LOINC, "LA6576-8")
@@ -71,8 +54,6 @@ BASELINE: tuple[Resource, ...] = (
     observation("2106-3", coded=NEGATIVE, id="pregnancy-test"),
 )
 
-BASELINE_IDS = frozenset(resource["id"] for resource in BASELINE)
-
 FAVOURABLE: Mapping[str, bool] = {
     # inclusion 1: relapsed (not refractory) ITP
     "refractory-itp-per-2020-guideline": False,
@@ -103,13 +84,7 @@ FAVOURABLE: Mapping[str, bool] = {
 """The answer to every manual item that keeps the baseline patient eligible."""
 
 
-def attest(answers: Mapping[str, bool]) -> dict[str, Attestation]:
-    """Attestations (manual id -> answer) by one investigator on the day after the as-of day."""
-    day = AS_OF + dt.timedelta(days=1)
-    return {
-        manual_id: Attestation(manual_id, answer, "Dr. Test Investigator", day)
-        for manual_id, answer in answers.items()
-    }
+evaluate = SITE.evaluate
 
 
 def variant(
@@ -121,24 +96,4 @@ def variant(
 
     `replace_patient` swaps the baseline Patient for another one (same id).
     """
-    removed = frozenset(remove)
-    unknown = removed - BASELINE_IDS
-    if unknown:
-        raise ValueError(f"not in the baseline: {sorted(unknown)}")
-    resources = [resource for resource in BASELINE if resource["id"] not in removed]
-    if replace_patient is not None:
-        resources = [replace_patient if r["resourceType"] == "Patient" else r for r in resources]
-    return [*resources, *add]
-
-
-def evaluate(
-    trial: CompiledCriteria,
-    resources: Iterable[Resource],
-    answers: Mapping[str, bool] | None = None,
-    bundle_type: str = "collection",
-) -> PatientEvaluation:
-    """Bundle the resources, read the Bundle as the engine reads a file, evaluate as of AS_OF."""
-    document = bundle(*resources, bundle_type=bundle_type)
-    source = parse_bundle(orjson.dumps(document), origin="test-patient.json")
-    record = build_record(source, trial.terminology)
-    return evaluate_patient(trial, record, AS_OF, attest(answers or {}))
+    return variant_of(BASELINE, add, remove, replace_patient)

@@ -10,61 +10,36 @@ longer text is kept exactly as written, so a test can write a broken one.
 from __future__ import annotations
 
 import copy
-import datetime as dt
-import re
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
-Resource = dict[str, Any]
+from trial_patients import (
+    ALLERGY_CLINICAL,
+    ALLERGY_VERIFICATION,
+    CLINICALTRIALS,
+    CONDITION_CLINICAL,
+    CONDITION_VERIFICATION,
+    LOINC,
+    RXNORM,
+    SNOMED,
+    UCUM,
+    Resource,
+    Site,
+    days_ago,
+)
+
 Coding = tuple[str, str]
 """(system URI, code)."""
 
-LOINC = "http://loinc.org"
-SNOMED = "http://snomed.info/sct"
-ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
-ICD10 = "http://hl7.org/fhir/sid/icd-10"
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-ATC = "http://www.whocc.no/atc"
-CPT = "http://www.ama-assn.org/go/cpt"
-UCUM = "http://unitsofmeasure.org"
-CLINICALTRIALS = "https://clinicaltrials.gov"
-
-AS_OF = dt.date(2026, 11, 1)
-"""The day every test evaluates on."""
-
-TIME_OF_DAY = "T08:30:00+08:00"
-"""Added to bare days in dateTime fields (the sites are in China Standard Time)."""
-
-_NAMESPACE = uuid.UUID("6f1c1d1e-5b7a-4c53-9a0e-7d0c2f1e9b10")
-_BARE_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
-_CONDITION_VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
-_ALLERGY_CLINICAL = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"
-_ALLERGY_VERIFICATION = "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification"
-_SUBJECT_FIELD = {
-    "Observation": "subject",
-    "Condition": "subject",
-    "Procedure": "subject",
-    "MedicationRequest": "subject",
-    "MedicationStatement": "subject",
-    "MedicationAdministration": "subject",
-    "AllergyIntolerance": "patient",
-    "ResearchSubject": "individual",
-}
-
-
-# ---------------------------------------------------------------------------- dates
-
-
-def days_ago(days: int) -> str:
-    """The day `days` before the as-of day, as YYYY-MM-DD."""
-    return (AS_OF - dt.timedelta(days=days)).isoformat()
-
-
-def date_time(value: str) -> str:
-    """A FHIR dateTime: a bare day gets a time and a time zone; anything else is kept."""
-    return value + TIME_OF_DAY if _BARE_DAY.match(value) else value
+SITE = Site(
+    time_of_day="T08:30:00+08:00", namespace=uuid.UUID("6f1c1d1e-5b7a-4c53-9a0e-7d0c2f1e9b10")
+)
+"""Bare days in dateTime fields get 08:30 China Standard Time (the sites' time zone)."""
+_NAMESPACE = SITE.namespace
+date_time = SITE.date_time
+full_url = SITE.full_url
+bundle = SITE.bundle
 
 
 SCREENING_DAY = days_ago(12)
@@ -137,8 +112,8 @@ def condition(
 ) -> Resource:
     fields = _without_none(
         {
-            "clinicalStatus": _status(_CONDITION_CLINICAL, clinical_status),
-            "verificationStatus": _status(_CONDITION_VERIFICATION, verification),
+            "clinicalStatus": _status(CONDITION_CLINICAL, clinical_status),
+            "verificationStatus": _status(CONDITION_VERIFICATION, verification),
             "code": codeable(code_system, code),
             "onsetDateTime": date_time(onset),
             "abatementDateTime": date_time(abatement) if abatement is not None else None,
@@ -259,8 +234,8 @@ def allergy(
 ) -> Resource:
     fields = _without_none(
         {
-            "clinicalStatus": _status(_ALLERGY_CLINICAL, clinical_status),
-            "verificationStatus": _status(_ALLERGY_VERIFICATION, verification),
+            "clinicalStatus": _status(ALLERGY_CLINICAL, clinical_status),
+            "verificationStatus": _status(ALLERGY_VERIFICATION, verification),
             "category": [category] if category is not None else None,
             "criticality": criticality,
             "code": codeable(code_system, code),
@@ -295,35 +270,3 @@ def research_subject(
     if identifier_system is not None:
         fields["identifier"] = [{"system": identifier_system, "value": f"{study_nct}-subject"}]
     return _identified("ResearchSubject", id, fields)
-
-
-# ---------------------------------------------------------------------------- the Bundle
-
-
-def full_url(resource: Resource) -> str:
-    """The resource's `urn:uuid` fullUrl, derived from its type and id."""
-    key = f"{resource['resourceType']}/{resource['id']}"
-    return f"urn:uuid:{uuid.uuid5(_NAMESPACE, key)}"
-
-
-def bundle(*resources: Resource, bundle_type: str = "collection") -> Resource:
-    """A collection (or transaction) Bundle of one patient's resources.
-
-    Exactly one resource must be the Patient; every other resource gets a reference to it
-    (`subject`, `patient` or `individual`, by type). The inputs are not modified.
-    """
-    patients = [resource for resource in resources if resource["resourceType"] == "Patient"]
-    if len(patients) != 1:
-        raise ValueError(f"a patient Bundle needs exactly one Patient, found {len(patients)}")
-    patient_url = full_url(patients[0])
-    entries: list[Resource] = []
-    for original in resources:
-        resource = copy.deepcopy(original)
-        subject_field = _SUBJECT_FIELD.get(resource["resourceType"])
-        if subject_field is not None:
-            resource[subject_field] = {"reference": patient_url}
-        entry: Resource = {"fullUrl": full_url(resource), "resource": resource}
-        if bundle_type == "transaction":
-            entry["request"] = {"method": "POST", "url": resource["resourceType"]}
-        entries.append(entry)
-    return {"resourceType": "Bundle", "type": bundle_type, "entry": entries}

@@ -16,30 +16,17 @@ the screening window is 2026-10-04 to 2026-11-01, the baseline's tests are on 20
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import TypedDict, Unpack
 
 from baseline import NEGATIVE, POSITIVE
 from builders import (
-    ATC,
-    CPT,
-    ICD10,
-    ICD10CM,
-    LOINC,
-    RXNORM,
     SCREENING_DAY,
-    SNOMED,
     Coding,
-    Resource,
     allergy,
     amended,
     codeable,
     component,
     condition,
-    days_ago,
     medication_administration,
     medication_request,
     observation,
@@ -47,90 +34,28 @@ from builders import (
     procedure,
     research_subject,
 )
+from trial_patients import (
+    ATC,
+    CLEAR,
+    CPT,
+    ICD10,
+    ICD10CM,
+    LOINC,
+    MANUAL,
+    MISSING,
+    RXNORM,
+    SNOMED,
+    Case,
+    Cases,
+    Resource,
+    Role,
+    days_ago,
+    short_id,
+)
 
 from engine.criteria.model import CriterionKind
-from engine.evaluate import CriterionVerdict
 
-CLEAR = CriterionVerdict.CLEAR
-FAILS = CriterionVerdict.FAILS
-MISSING = CriterionVerdict.MISSING_DATA
-MANUAL = CriterionVerdict.MANUAL_REVIEW
-
-
-class Role(StrEnum):
-    MEETS = "meets"
-    FAILS = "fails"
-    SILENT = "silent"
-
-
-@dataclass(frozen=True)
-class Case:
-    """One hand-written patient for one criterion and the verdict expected for it."""
-
-    criterion: str
-    name: str
-    role: Role
-    expected: CriterionVerdict
-    add: tuple[Resource, ...] = ()
-    remove: tuple[str, ...] = ()
-    answers: Mapping[str, bool] = field(default_factory=dict)
-    patient: Resource | None = None
-    reason: tuple[str, ...] = ()
-    """Texts the criterion's reason must contain (what decided: a value, a field, a resource)."""
-    evidence: tuple[str, ...] = ()
-    """References the criterion's evidence must contain."""
-    xfail: str | None = None
-    """Why the engine does not behave like this yet (the test is then a strict xfail)."""
-
-    @property
-    def id(self) -> str:
-        slug = re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-")
-        return f"{self.criterion}:{slug}"
-
-
-def short_id(criterion_id: str) -> str:
-    """`exclusion-7-screening-blood-counts` -> `exclusion-7` (how cases name criteria)."""
-    found = re.match(r"^(inclusion|exclusion)-\d+", criterion_id)
-    assert found, f"criterion id {criterion_id} does not start with inclusion-N / exclusion-N"
-    return found.group(0)
-
-
-class Details(TypedDict, total=False):
-    """The optional fields of a Case, as keyword arguments."""
-
-    add: tuple[Resource, ...]
-    remove: tuple[str, ...]
-    answers: Mapping[str, bool]
-    patient: Resource
-    reason: tuple[str, ...]
-    evidence: tuple[str, ...]
-    xfail: str
-
-
-@dataclass(frozen=True)
-class Cases:
-    """Case constructors for one criterion: `meets` expects clear, `fails` expects fails."""
-
-    criterion: str
-
-    def meets(self, name: str, **details: Unpack[Details]) -> Case:
-        return Case(self.criterion, name, Role.MEETS, CLEAR, **details)
-
-    def fails(self, name: str, **details: Unpack[Details]) -> Case:
-        return Case(self.criterion, name, Role.FAILS, FAILS, **details)
-
-    def silent(self, name: str, expected: CriterionVerdict, **details: Unpack[Details]) -> Case:
-        return Case(self.criterion, name, Role.SILENT, expected, **details)
-
-    def manual(self, manual_id: str, kind: CriterionKind) -> list[Case]:
-        """A pure manual criterion: unattested, attested yes, attested no."""
-        inclusion = kind is CriterionKind.INCLUSION
-        yes, no = (self.meets, self.fails) if inclusion else (self.fails, self.meets)
-        return [
-            self.silent("unattested", MANUAL, reason=("manual review",)),
-            yes("attested yes", answers={manual_id: True}),
-            no("attested no", answers={manual_id: False}),
-        ]
+__all__ = ["CASES", "Case", "Role", "short_id"]
 
 
 # ------------------------------------------------------------------------ known problems
