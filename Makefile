@@ -28,16 +28,17 @@ demo-cohort: setup
 	$(BIN)/trialsieve cohort criteria/NCT05315778.yaml --bundles examples --as-of 2026-11-01 \
 		--attestations examples/attestations.yaml --out out/cohort-examples
 
+# Quiet unless something is wrong: each tool prints only problems (and pytest its progress).
 lint: setup
-	$(BIN)/ruff check engine tests benchmarks
-	$(BIN)/ruff format --check engine tests benchmarks
-	$(BIN)/mypy
+	@$(BIN)/ruff check --quiet engine tests benchmarks
+	@$(BIN)/ruff format --check --quiet engine tests benchmarks
+	@$(BIN)/mypy --no-error-summary
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/trialsieve lint criteria mappings
-	$(BIN)/trialsieve test criteria
+	@$(BIN)/trialsieve test criteria
 
 test: lint
-	$(BIN)/pytest
+	@$(BIN)/pytest
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

@@ -304,6 +304,7 @@ AllowAnyFhirServerOption = Annotated[
         "--allow-any-fhir-server",
         help="Let CDS Hooks calls name any fhirServer (never sent the caller's token unless "
         "trusted). Default: only --server and --trusted-fhir-server.",
+        metavar="",
     ),
 ]
 MaxBodyBytesOption = Annotated[

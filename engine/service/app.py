@@ -116,7 +116,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         "Subscription notifications.",
         lifespan=lifespan,
         default_response_class=JsonAnswer,
+        docs_url=None,
+        redoc_url=None,
     )
+    _add_docs(app)
     app.state.service = service
     app.state.notifications = notifications
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
@@ -244,6 +247,29 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     return app
 
 
+DOCS_ASSETS = "/docs-assets"
+
+
+def _add_docs(app: FastAPI) -> None:
+    """`/docs`: Swagger UI from the swagger-ui-bundle-v2 package, its script and styles
+    served by the service itself, so the page works offline (no CDN)."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="trialsieve API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+        )
+
+
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> Response:
@@ -256,6 +282,17 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> Response:
+        body = getattr(error, "body", None)
+        if (
+            request.url.path.endswith("/evaluate")
+            and isinstance(body, dict)
+            and body.get("resourceType") == "Bundle"
+        ):
+            hint = (
+                "the body is a bare FHIR Bundle; send it as the `bundle` field: "
+                '{"bundle": <the Bundle>} (optionally with "trial", "asOf", "attestations")'
+            )
+            return FhirAnswer(operation_outcome([Issue("invalid", hint, ("bundle",))]), 400)
         issues = [_validation_issue(item) for item in error.errors()]
         return FhirAnswer(operation_outcome(issues), status_code=400)
 

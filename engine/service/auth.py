@@ -79,8 +79,10 @@ class ApiAuthenticator:
         auth = settings.api_auth
         if not auth.configured and not auth.allow_anonymous:
             raise ServiceConfigError(
-                "no API authentication configured: give API tokens, a JWT secret or a JWKS "
-                "file, or allow anonymous access explicitly"
+                "no API authentication configured: give API tokens (--api-token-env or "
+                "--api-token-file), a CDS Hooks JWT secret (--jwt-secret-env or "
+                "--jwt-secret-file) or a JWKS file (--jwks-file), or allow anonymous access "
+                "explicitly (--no-auth, local testing only)"
             )
         self.anonymous = not auth.configured
         environment = settings.environment
