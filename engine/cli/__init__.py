@@ -5,7 +5,7 @@
     engine/cli/console.py    the as-of day, `error: ...` messages, exits, loading a trial
     engine/cli/tables.py     the per-criterion and summary tables `evaluate` and `demo` print
     engine/cli/<command>.py  one command each: evaluate, lint, cohort, coverage, demo,
-                             serve, subscribe, version, test (cases.py)
+                             serve, subscribe, version, test (cases.py), attrition
 
 Only this package prints for a person and exits: the engine raises the errors of
 `engine.errors`, and a command turns them into messages and exit codes (0 done, 1 some input
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import typer
 
+from engine.cli.attrition import attrition
 from engine.cli.cases import test
 from engine.cli.cohort import cohort
 from engine.cli.coverage import coverage
@@ -48,6 +49,7 @@ def _main(version: VersionOption = False) -> None:
 app.command()(evaluate)
 app.command()(lint)
 app.command()(cohort)
+app.command()(attrition)
 app.command()(coverage)
 app.command()(demo)
 app.command()(serve)

@@ -1,0 +1,54 @@
+"""`trialsieve attrition OUT [--without CRITERION ...]`: a finished cohort run's funnel,
+recomputed from its stored outcomes with criteria switched off (`engine.cohort.whatif`).
+
+Exit status: 0, or 2 when OUT holds no finished run or names an unknown criterion.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from engine.cli.console import fail
+
+CohortOutArgument = Annotated[
+    Path, typer.Argument(help="The --out folder of a finished `trialsieve cohort` run.")
+]
+WithoutOption = Annotated[
+    list[str] | None,
+    typer.Option(help="A criterion id to switch off (repeatable), e.g. exclusion-4."),
+]
+
+
+def attrition(out: CohortOutArgument, without: WithoutOption = None) -> None:
+    """The attrition funnel of a cohort run with criteria switched off, from its stored
+    per-patient outcomes (nothing is evaluated again)."""
+    from engine.cohort.whatif import what_if_funnel
+    from engine.errors import CohortError
+
+    try:
+        funnel = what_if_funnel(out, without or [])
+    except CohortError as error:
+        raise fail(error) from None
+    table = Table(title=f"Attrition of {funnel.patients:,} patients")
+    for column in ("#", "criterion", "kind", "remaining before", "lost", "remaining"):
+        table.add_column(column, justify="right" if column != "criterion" else "left")
+    for step_number, step in enumerate(funnel.steps, start=1):
+        table.add_row(
+            str(step_number),
+            step.criterion + (" (switched off)" if step.switched_off else ""),
+            step.kind,
+            f"{step.remaining_before:,}",
+            "-" if step.switched_off else f"{step.lost:,}",
+            f"{step.remaining:,}",
+        )
+    console = Console()
+    console.print(table)
+    console.print(
+        f"remaining after every criterion: {funnel.remaining:,} "
+        f"(the run itself: {funnel.remaining_in_the_run:,})"
+    )
