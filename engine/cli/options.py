@@ -276,6 +276,13 @@ JwtSecretEnvOption = Annotated[
 JwtSecretFileOption = Annotated[
     Path | None, typer.Option(help="File whose first line is the HS256 JWT secret.")
 ]
+JwtHs256TestModeOption = Annotated[
+    bool,
+    typer.Option(
+        help="Accept HS256 JWTs signed with the --jwt-secret (tests only: CDS Hooks 2.0 "
+        "requires asymmetric signatures)."
+    ),
+]
 JwksFileOption = Annotated[
     Path | None,
     typer.Option(help="JSON Web Key Set of the CDS clients' public keys (RS/ES JWTs)."),

@@ -1,13 +1,17 @@
 """API authentication: static bearer tokens, and JWTs as CDS Hooks clients send them.
 
 A request carries `Authorization: Bearer <token>`. The token is accepted when it equals one of
-the configured static tokens (compared in constant time), or when it is a JWT that
+the configured static tokens (compared in constant time), or when it is a JWT that, as
+CDS Hooks 2.0 "Trusting CDS Clients" asks,
 
-- is signed with the configured shared secret (HS256) or a key of the configured JWKS
-  (RS256, RS384, ES256, ES384; chosen by `kid`, or the only key when there is one);
-- carries `iss`, `aud`, `exp`, `iat` and `jti` (CDS Hooks 2.0, "Trusting CDS Clients"), with
-  `aud` the URL of the endpoint called (or the service's base URL), an `iss` among the
-  configured issuers when some are, and an `exp` at most five minutes after `iat`.
+- names its key with `kid` and is signed with that key of the configured JWKS, by an
+  asymmetric algorithm (RS256, RS384, ES256, ES384) the key is bound to: the JWK's `alg` when it
+  declares one, else its type's (RSA: RS256/RS384; EC P-256: ES256; P-384: ES384). HS256 with a
+  shared secret is accepted only in an explicitly configured test mode
+  (`jwt_hs256_test_mode`): the spec requires asymmetric signatures;
+- carries `iss`, `aud`, `exp`, `iat` and `jti`, with `aud` the URL of the service endpoint
+  called (not the service's base URL), an `iss` among the configured issuers when some are,
+  and an `exp` at most five minutes after `iat`.
 
 A JWT is accepted once: its `jti` is remembered until it expires, and a second request with
 the same `jti` (a replay) is refused.
@@ -94,6 +98,12 @@ class ApiAuthenticator:
             for token in (auth.notify_tokens.read_lines(environment) if auth.notify_tokens else ())
         )
         self._replays = ReplayCache()
+        if auth.jwt_secret and not auth.jwt_hs256_test_mode:
+            raise ServiceConfigError(
+                "an HS256 JWT secret is for tests only: CDS Hooks 2.0 requires CDS clients to "
+                "sign with an asymmetric key (give a JWKS file), or turn on the HS256 test mode "
+                "explicitly (--jwt-hs256-test-mode)"
+            )
         self._secret = auth.jwt_secret.read(environment) if auth.jwt_secret else None
         self._keys = _read_jwks(auth.jwks_file) if auth.jwks_file else {}
         self._issuers = auth.jwt_issuers
@@ -129,13 +139,18 @@ class ApiAuthenticator:
         except jwt.PyJWTError:
             raise _unauthorized("the bearer token is not a well-formed JWT") from None
         algorithm = header.get("alg")
+        key_id = header.get("kid")
         key: Any
         if algorithm == "HS256" and self._secret:
-            key = self._secret
+            key = self._secret  # the test mode only (see ApiAuthenticator.__init__)
         elif algorithm in ASYMMETRIC_ALGORITHMS and self._keys:
-            key = self._key_for(header.get("kid"))
+            key = None
         else:
             raise _unauthorized(f"JWT algorithm {algorithm!r} is not accepted")
+        if not isinstance(key_id, str) or not key_id:
+            raise _unauthorized("the JWT header must name its key (kid)")
+        if key is None:
+            key = self._key_for(key_id, algorithm)
         try:
             claims = jwt.decode(
                 token,
@@ -157,12 +172,17 @@ class ApiAuthenticator:
         if not self._replays.first_use(f"{claims['iss']}|{token_id}", float(claims["exp"])):
             raise _unauthorized("the JWT was used before (same jti): each call needs a new one")
 
-    def _key_for(self, key_id: Any) -> Any:
-        if isinstance(key_id, str) and key_id in self._keys:
-            return self._keys[key_id]
-        if key_id is None and len(self._keys) == 1:
-            return next(iter(self._keys.values()))
-        raise _unauthorized("the JWT's kid names no configured key")
+    def _key_for(self, key_id: str, algorithm: str) -> Any:
+        """The key `kid` names, when the token's algorithm is one it is bound to."""
+        bound = self._keys.get(key_id)
+        if bound is None:
+            raise _unauthorized("the JWT's kid names no configured key")
+        key, algorithms = bound
+        if algorithm not in algorithms:
+            raise _unauthorized(
+                f"the key {key_id} is for {', '.join(sorted(algorithms))}, not {algorithm}"
+            )
+        return key
 
 
 def _matches(token: bytes, known: tuple[bytes, ...]) -> bool:
@@ -184,25 +204,50 @@ def forbidden(scope: str) -> ApiError:
 
 
 def _audiences(endpoint_url: str, base_url: str, public_url: str | None) -> list[str]:
-    """The accepted `aud` values: the endpoint called and the service's base URL."""
+    """The accepted `aud`: the service endpoint called (CDS Hooks 2.0: "The CDS Service
+    endpoint that is being called by the CDS Client"), under the public URL when one is set."""
     base = base_url.rstrip("/")
     path = endpoint_url[len(base) :] if endpoint_url.startswith(base) else ""
-    roots = [base] if public_url is None else [public_url]
-    return [url for root in roots for url in (root + path, root, root + "/")]
+    root = base if public_url is None else public_url
+    return [root + path]
 
 
-def _read_jwks(path: Path) -> dict[str, Any]:
-    """The public keys of a JWKS file by `kid` (a key without kid is `""`)."""
+_ALGORITHMS_OF_KEY_TYPE: dict[tuple[str, str | None], frozenset[str]] = {
+    ("RSA", None): frozenset({"RS256", "RS384"}),
+    ("EC", "P-256"): frozenset({"ES256"}),
+    ("EC", "P-384"): frozenset({"ES384"}),
+}
+
+
+def _read_jwks(path: Path) -> dict[str, tuple[Any, frozenset[str]]]:
+    """The public keys of a JWKS file by `kid`, each with the algorithms it is bound to (its
+    declared `alg`, else its key type's); a key without `kid` cannot be named, so is left out."""
     where = Location(file=str(path))
     try:
         document = orjson.loads(path.read_bytes())
-        key_set = jwt.PyJWKSet.from_dict(document)
+        jwt.PyJWKSet.from_dict(document)  # the set as a whole is checked here
     except OSError as error:
         reason = error.strerror or type(error).__name__
         raise ServiceConfigError(f"cannot read the JWKS: {reason}", where) from None
     except (orjson.JSONDecodeError, jwt.PyJWTError) as error:
         raise ServiceConfigError(f"not a usable JSON Web Key Set: {error}", where) from None
-    return {key.key_id or "": key.key for key in key_set.keys}
+    keys: dict[str, tuple[Any, frozenset[str]]] = {}
+    for data in document.get("keys") or ():
+        if not isinstance(data, dict) or not data.get("kid"):
+            continue  # a key without kid cannot be named
+        try:
+            key = jwt.PyJWK(data)
+        except jwt.PyJWTError:
+            continue  # PyJWKSet accepted the set; a key it could not use is not offered
+        declared = data.get("alg")
+        curve = data.get("crv") if data.get("kty") == "EC" else None
+        algorithms = (
+            frozenset({declared})
+            if isinstance(declared, str)
+            else _ALGORITHMS_OF_KEY_TYPE.get((str(data.get("kty")), curve), frozenset())
+        )
+        keys[str(data["kid"])] = (key.key, algorithms & frozenset(ASYMMETRIC_ALGORITHMS))
+    return keys
 
 
 def _unauthorized(message: str) -> ApiError:
@@ -217,7 +262,7 @@ def describe(settings: ApiAuthSettings) -> list[str]:
     if settings.notify_tokens:
         kinds.append("notify-token")
     if settings.jwt_secret:
-        kinds.append("jwt-hs256")
+        kinds.append("jwt-hs256-test-mode")
     if settings.jwks_file:
         kinds.append("jwt-jwks")
     return kinds or ["anonymous"]

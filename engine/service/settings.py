@@ -95,6 +95,7 @@ class ApiAuthSettings:
     tokens: SecretReference | None = None
     notify_tokens: SecretReference | None = None
     jwt_secret: SecretReference | None = None
+    jwt_hs256_test_mode: bool = False
     jwks_file: Path | None = None
     jwt_issuers: frozenset[str] = frozenset()
     allow_anonymous: bool = False

@@ -59,10 +59,15 @@ def jwt_api(
         environment={SECRET_VARIABLE: SECRET},
         api_auth=ApiAuthSettings(
             jwt_secret=SecretReference(environment_variable=SECRET_VARIABLE),
+            jwt_hs256_test_mode=True,
             jwks_file=jwks,
             jwt_issuers=frozenset({"https://ehr.example.org"}),
         ),
     )
+
+
+def hs256(payload: dict[str, Any], secret: str = SECRET) -> str:
+    return jwt.encode(payload, secret, algorithm="HS256", headers={"kid": "test"})
 
 
 def call(api: TestClient, token: str | None) -> Any:
@@ -109,9 +114,9 @@ def test_token_file_with_several_tokens(service_client: ClientFactory, tmp_path:
 
 def test_hs256_jwt(jwt_api: TestClient) -> None:
     # No prefetch and no fhirServer: past authentication, the call is a 412 (CDS Hooks 2.0).
-    assert call(jwt_api, jwt.encode(claims(), SECRET, algorithm="HS256")).status_code == 412
+    assert call(jwt_api, hs256(claims())).status_code == 412
     assert_unauthorized(
-        call(jwt_api, jwt.encode(claims(), "another-secret-of-enough-length-000", "HS256")),
+        call(jwt_api, hs256(claims(), "another-secret-of-enough-length-000")),
         "Signature verification failed",
     )
 
@@ -137,12 +142,46 @@ def test_rs384_jwt_from_the_jwks(jwt_api: TestClient, rsa_key: rsa.RSAPrivateKey
     ],
 )
 def test_jwt_claims_are_checked(jwt_api: TestClient, changes: dict[str, Any], words: str) -> None:
-    assert_unauthorized(call(jwt_api, jwt.encode(claims(**changes), SECRET, "HS256")), words)
+    assert_unauthorized(call(jwt_api, hs256(claims(**changes))), words)
 
 
-def test_the_service_base_url_is_an_accepted_audience(jwt_api: TestClient) -> None:
-    token = jwt.encode(claims(aud="http://testserver"), SECRET, algorithm="HS256")
-    assert call(jwt_api, token).status_code == 412
+def test_the_audience_is_the_service_endpoint_not_the_base_url(jwt_api: TestClient) -> None:
+    """CDS Hooks 2.0, "Trusting CDS Clients": `aud` is "The CDS Service endpoint that is being
+    called by the CDS Client"; the service's base URL is refused."""
+    for base in ("http://testserver", "http://testserver/"):
+        assert_unauthorized(call(jwt_api, hs256(claims(aud=base))), "Audience doesn't match")
+    assert call(jwt_api, hs256(claims(aud=ENDPOINT))).status_code == 412
+
+
+def test_the_jwt_header_must_name_its_key(jwt_api: TestClient, rsa_key: rsa.RSAPrivateKey) -> None:
+    """CDS Hooks 2.0, "Trusting CDS Clients": the JWT header's `kid` "MUST" identify the key."""
+    unnamed = jwt.encode(claims(), rsa_key, algorithm="RS384")
+    assert_unauthorized(call(jwt_api, unnamed), "must name its key (kid)")
+    no_kid_hs256 = jwt.encode(claims(), SECRET, algorithm="HS256")
+    assert_unauthorized(call(jwt_api, no_kid_hs256), "must name its key (kid)")
+
+
+def test_the_algorithm_is_bound_to_the_key(jwt_api: TestClient, rsa_key: rsa.RSAPrivateKey) -> None:
+    """RFC 7517 4.4 / RFC 8725 3.1: a key declared RS384 verifies RS384 only; an RS256 token
+    signed with it is refused."""
+    other = jwt.encode(claims(), rsa_key, algorithm="RS256", headers={"kid": "ehr-1"})
+    assert_unauthorized(call(jwt_api, other), "is for RS384, not RS256")
+    bound = jwt.encode(claims(), rsa_key, algorithm="RS384", headers={"kid": "ehr-1"})
+    assert call(jwt_api, bound).status_code == 412
+
+
+def test_hs256_needs_the_explicit_test_mode() -> None:
+    """CDS Hooks 2.0, "Trusting CDS Clients": CDS clients sign with an asymmetric key; a shared
+    secret is refused at start unless the HS256 test mode is turned on."""
+    with pytest.raises(ServiceConfigError, match="HS256 JWT secret is for tests only"):
+        create_app(
+            make_settings(
+                environment={SECRET_VARIABLE: SECRET},
+                api_auth=ApiAuthSettings(
+                    jwt_secret=SecretReference(environment_variable=SECRET_VARIABLE)
+                ),
+            )
+        )
 
 
 def test_unsigned_jwt_is_refused(jwt_api: TestClient) -> None:

@@ -49,7 +49,7 @@ def token(audience: str, **changes: Any) -> str:
         "jti": str(uuid.uuid4()),
         **changes,
     }
-    return jwt.encode(claims, SECRET, algorithm="HS256")
+    return jwt.encode(claims, SECRET, algorithm="HS256", headers={"kid": "test"})
 
 
 def bearer(value: str) -> dict[str, str]:
@@ -71,6 +71,7 @@ def secured(service_client: ClientFactory) -> TestClient:
                 tokens=SecretReference(environment_variable=API_TOKEN_VARIABLE),
                 notify_tokens=SecretReference(environment_variable=NOTIFY_VARIABLE),
                 jwt_secret=SecretReference(environment_variable=SECRET_VARIABLE),
+                jwt_hs256_test_mode=True,
             ),
             fhir_server=CONFIGURED,
             fhir_token=SecretReference(environment_variable=SERVER_TOKEN_VARIABLE),
