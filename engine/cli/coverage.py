@@ -1,5 +1,5 @@
 """`trialsieve coverage`: what the trial's mappings match in a record set, and what they seem
-to miss (the logic is `engine.normalise.coverage`).
+to miss (the logic is `engine.coverage`).
 
 Prints the readable table and the suggested mapping snippet; with --out, also writes
 `coverage.csv`, `coverage.txt` and `suggested-mappings.yaml` there. Exit status: 0 when every
@@ -39,8 +39,7 @@ def coverage(
     """Per concept the criteria use: codes matched in the data (patients per code), and
     unmapped codes that look like members, ranked by the patients they would change."""
     from engine.atomic_write import write_atomically
-    from engine.errors import InputError, TrialsieveError
-    from engine.normalise.coverage import (
+    from engine.coverage import (
         concepts_used,
         coverage_csv,
         coverage_report,
@@ -48,6 +47,7 @@ def coverage(
         mapping_names,
         mapping_snippet,
     )
+    from engine.errors import InputError, TrialsieveError
 
     if (ndjson is None) == (bundles is None):
         raise fail("give exactly one of --ndjson DIR and --bundles DIR")

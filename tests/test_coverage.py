@@ -11,9 +11,7 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from engine.criteria.loader import load_criteria
-from engine.normalise import Terminology, load_terminology
-from engine.normalise.coverage import (
+from engine.coverage import (
     CoverageReport,
     concepts_used,
     coverage_csv,
@@ -22,6 +20,8 @@ from engine.normalise.coverage import (
     mapping_names,
     mapping_snippet,
 )
+from engine.criteria.loader import load_criteria
+from engine.normalise import Terminology, load_terminology
 
 LOINC = "http://loinc.org"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
@@ -209,7 +209,7 @@ def test_csv_table_and_snippet(terminology: Terminology, tmp_path: Path) -> None
 
 
 def test_concepts_used_reads_the_atoms_of_a_criteria_file() -> None:
-    criteria = load_criteria(Path(__file__).resolve().parents[2] / "criteria" / "NCT05315778.yaml")
+    criteria = load_criteria(Path(__file__).resolve().parents[1] / "criteria" / "NCT05315778.yaml")
     used = concepts_used(criteria)
     assert used["neutrophils"] == ("Observation",)
     assert used["anti-cd20"] == (
