@@ -223,8 +223,9 @@ class PartitionEvaluator:
 
     `full`: evaluate every patient in full; by default a patient the pre-filter settles is
     evaluated from their preview only (`Prefilter.evaluate_settled`). `screen_lines`: leave
-    unparsed the NDJSON lines no criterion can read (`engine.cohort.line_screen`); by default
-    unless `full`. Every other line of every patient is parsed and checked.
+    unparsed the NDJSON lines no criterion can read (`engine.cohort.line_screen`; off by
+    default: measured slower than parsing them, see docs/cohort.md). Every other line of
+    every patient is parsed and checked.
     """
 
     def __init__(
@@ -240,8 +241,7 @@ class PartitionEvaluator:
         self.attestations = attestations
         self.full = full
         self.prefilter = Prefilter.from_criteria(criteria)
-        screening = (not full) if screen_lines is None else screen_lines
-        self.screen = LineScreen.from_criteria(criteria) if screening else None
+        self.screen = LineScreen.from_criteria(criteria) if screen_lines else None
         self.study = study_reference(criteria)
         self.outputs = OutputShapes()
         # The criteria and terminology live as long as the process: keep the collector from
