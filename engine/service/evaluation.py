@@ -13,6 +13,7 @@ from typing import Any
 
 from engine.attestations import Attestation
 from engine.report import summary_line
+from engine.report.explanation import explain
 from engine.screening import Screening
 from engine.service.models import AttestationEntry
 from engine.service.problems import ApiError
@@ -90,17 +91,26 @@ def evaluation_json(
     """
     evaluation = screening.evaluation
     entries = screening.transaction_bundle["entry"]
+    explained = {criterion.id: criterion for criterion in explain(evaluation).criteria}
     answer: dict[str, Any] = {
         "trial": evaluation.criteria.trial.id,
         "patient": evaluation.patient_reference,
         "asOf": evaluation.as_of.isoformat(),
         "status": evaluation.status.value,
         "summary": summary_line(evaluation),
+        "newestData": evaluation.newest_data.isoformat() if evaluation.newest_data else None,
         "criteria": [
             {
                 "id": result.id,
+                "number": explained[result.id].number,
+                "label": explained[result.id].label,
+                "text": explained[result.id].protocol_text,
                 "kind": result.kind.value,
                 "verdict": result.verdict.value,
+                "outcome": explained[result.id].outcome_text,
+                "explanation": explained[result.id].summary,
+                "toSettle": list(explained[result.id].to_settle),
+                "questions": list(explained[result.id].questions),
                 "truth": result.outcome.truth.value,
                 "reason": result.outcome.reason,
                 "evidence": list(result.outcome.evidence),

@@ -66,8 +66,15 @@ class CdsDiscovery(BaseModel):
 
 class CriterionAnswer(BaseModel):
     id: str
+    number: str = Field(description="I1, E2...: the criterion's place in the protocol.")
+    label: str = Field(description="The criteria file's label of the criterion.")
+    text: str = Field(description="The protocol text.")
     kind: Literal["inclusion", "exclusion"]
     verdict: Literal["clear", "fails", "missing-data", "manual-review"]
+    outcome: str = Field(description="The outcome in words (met, present: excludes...).")
+    explanation: str = Field(description="Why, in clinical language (the evidence).")
+    toSettle: list[str] = Field(description="The data that would settle an unknown.")
+    questions: list[str] = Field(description="The manual questions still open.")
     truth: Literal["met", "not-met", "unknown"]
     reason: str
     evidence: list[str]
@@ -87,6 +94,7 @@ class EvaluationAnswer(BaseModel):
     trial: str
     patient: str = Field(description="The patient's reference (Patient/id).")
     asOf: str
+    newestData: str | None = Field(description="The newest date of the patient's data.")
     status: Literal["ineligible", "potential-candidate", "candidate", "eligible"]
     summary: str
     criteria: list[CriterionAnswer]

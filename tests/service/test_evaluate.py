@@ -41,15 +41,24 @@ def test_answers_what_the_command_line_writes(
     first = answer["criteria"][0]
     assert set(first) == {
         "id",
+        "number",
+        "label",
+        "text",
         "kind",
         "verdict",
+        "outcome",
+        "explanation",
+        "toSettle",
+        "questions",
         "truth",
         "reason",
         "evidence",
         "missing",
         "manual",
     }
+    assert first["number"] == "I1" and first["text"].startswith("Refractory ITP defined")
     assert len(answer["criteria"]) == 21
+    assert answer["newestData"].startswith("2026-")
 
 
 def test_attestations_as_in_the_file(api: TestClient, tmp_path: Path) -> None:
