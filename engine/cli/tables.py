@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
@@ -25,12 +26,14 @@ STATUS_STYLE = {
 
 def summary_table(evaluations: Sequence[PatientEvaluation]) -> Table:
     """One row per patient: status and the criteria that decide it."""
-    table = Table(title="Screening summary")
+    table = Table(
+        title="Screening summary", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
+    )
     table.add_column("Patient", no_wrap=True)
-    table.add_column("Status", no_wrap=True)
+    table.add_column("Status", overflow="fold", min_width=10)
     table.add_column("Fails", overflow="fold", min_width=5)
     table.add_column("Missing data", overflow="fold", min_width=7)
-    table.add_column("Manual", justify="right", no_wrap=True)
+    table.add_column("Manual", justify="right", no_wrap=True, min_width=6)
     for evaluation in evaluations:
         status = evaluation.status
         table.add_row(
