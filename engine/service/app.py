@@ -89,7 +89,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     trials = load_trials(settings.trials_folder, settings.attestations)
     service = Service(settings, trials, ApiAuthenticator(settings))
     notifications = NotificationQueue(
-        service.re_evaluate, service.find_patient, settings.notification_workers
+        service.re_evaluate,
+        service.find_patient,
+        settings.notification_workers,
+        service.find_changed,
     )
 
     @asynccontextmanager

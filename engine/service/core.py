@@ -9,6 +9,7 @@ OperationOutcome naming the request field, the server or the request at fault.
 from __future__ import annotations
 
 import contextvars
+import datetime as dt
 import logging
 import threading
 import time
@@ -95,6 +96,7 @@ class Service:
         )
         self._request_clients: OrderedDict[str, FhirServerClient] = OrderedDict()
         self._clients_lock = threading.Lock()
+        self._changes_since = dt.datetime.now(dt.UTC)
 
     def close(self) -> None:
         if self.fhir is not None:
@@ -380,6 +382,31 @@ class Service:
             sink.write(evaluation)
             statuses.append(evaluation.status.value)
         return statuses
+
+    def find_changed(self) -> list[str]:
+        """The patients whose data changed on the configured server since the last call (at
+        first, since the service started): every type some trial reads, searched with
+        `_lastUpdated=gt<time>` (R4 3.1.1.5.2), each resource's patient."""
+        client = self.require_server("asking the server what changed")
+        now = dt.datetime.now(dt.UTC)
+        with self._clients_lock:
+            since, self._changes_since = self._changes_since, now
+        # `gt` with a time to the second means after that whole second (R4 3.1.1.5.2,
+        # implicit ranges): a second earlier, so nothing changed within it is missed.
+        earlier = since - dt.timedelta(seconds=1)
+        stamp = earlier.isoformat(timespec="seconds").replace("+00:00", "Z")
+        types = sorted((self.trials.resource_types | {"Patient"}) - {"Medication"})
+        patients: set[str] = set()
+        for resource_type in types:
+            params = {"_lastUpdated": f"gt{stamp}", "_count": str(self.settings.page_size)}
+            for page in client.pages(resource_type, params):
+                for entry in page.get("entry") or ():
+                    resource = entry.get("resource") if isinstance(entry, dict) else None
+                    if isinstance(resource, dict):
+                        patient = patient_of(resource, client.base_url)
+                        if patient:
+                            patients.add(patient)
+        return sorted(patients)
 
     def find_patient(self, reference: str) -> str | None:
         """The patient a resource on the configured server is about (None when it is gone or

@@ -9,7 +9,12 @@
   focus (its resource when the Bundle carries it, else its `additional-context` Patient, else
   the reference) is a target; handshakes and heartbeats have none.
 
-A target is a patient id, or a resource reference whose patient the queue reads first.
+A notification that names nothing (an R4 rest-hook with no payload, the default of a
+Subscription without `channel.payload`; a Backport `empty` event with no focus) is the target
+`CHANGED`: the queue asks the server what changed since the last such query (every type some
+trial reads, `_lastUpdated=gt<time>`) and re-evaluates those patients. An `id-only` event names
+its focus, whose patient is read. A target is a patient id, a resource reference whose patient
+the queue reads first, or `CHANGED`.
 Resources trialsieve writes itself (ResearchStudy, its ResearchSubjects and DetectedIssues) and
 types no trial reads are not targets, so the service's own writes never trigger it again.
 
@@ -58,6 +63,10 @@ class Target:
         return identifier if kind == "Patient" else None
 
 
+CHANGED = Target("*/changed")
+"""What changed on the server since the last query: a notification that names nothing."""
+
+
 def notification_targets(
     body: Any,
     path_reference: str | None,
@@ -72,7 +81,7 @@ def notification_targets(
     """
     if body is None:
         if path_reference is None:
-            return []  # an R4 rest-hook without payload: nothing says what changed
+            return [CHANGED]  # an R4 rest-hook without payload: ask the server what changed
         resource_type = path_reference.split("/", 1)[0]
         if resource_type not in relevant_types or resource_type in _OWN_SYSTEMS:
             return []
@@ -200,8 +209,12 @@ def _bundle_targets(
                 target = Target(f"Patient/{patients[0]}")
             elif key is not None and key.split("/", 1)[0] in relevant_types:
                 target = Target(key)
+        if target is None and key is None and not contexts:
+            target = CHANGED  # a Backport `empty` event: ask the server what changed
         if target is not None and target not in targets:
             targets.append(target)
+    if not events:
+        targets.append(CHANGED)  # an event notification without events (empty)
     return targets
 
 
@@ -264,6 +277,8 @@ class QueueCounts:
 ReEvaluate = Callable[[str], Sequence[str]]
 """Re-evaluate a patient (by id) for every trial, write back; the statuses written."""
 FindPatient = Callable[[str], str | None]
+FindChanged = Callable[[], list[str]]
+"""The ids of the patients whose data changed since the last call."""
 """The patient id of a resource reference (read from the server), None when it has none."""
 
 
@@ -274,11 +289,18 @@ class NotificationQueue:
     worker threads. `start()` and `stop()` run in the app's lifespan.
     """
 
-    def __init__(self, re_evaluate: ReEvaluate, find_patient: FindPatient, workers: int) -> None:
+    def __init__(
+        self,
+        re_evaluate: ReEvaluate,
+        find_patient: FindPatient,
+        workers: int,
+        find_changed: FindChanged | None = None,
+    ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self._re_evaluate = re_evaluate
         self._find_patient = find_patient
+        self._find_changed = find_changed
         self._worker_count = workers
         self._pending: dict[Target, str] = {}  # target -> job id, in arrival order
         self._running: set[Target] = set()
@@ -357,6 +379,15 @@ class NotificationQueue:
         started = time.perf_counter()
         try:
             patient_id = target.patient_id
+            if target == CHANGED:
+                changed = self._find_changed() if self._find_changed else []
+                log_event(
+                    logging.INFO,
+                    "changes queried",
+                    patients=len(changed),
+                    duration_ms=elapsed_ms(started),
+                )
+                return [Target(f"Patient/{identifier}") for identifier in changed]
             if patient_id is None:
                 found = self._find_patient(target.reference)
                 log_event(

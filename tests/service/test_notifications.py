@@ -83,7 +83,7 @@ def test_what_notifications_name() -> None:
     )
     assert targets(None, "Observation/o9") == ["Observation/o9"]
     assert targets(None, "Encounter/e9") == []
-    assert targets(None) == []
+    assert targets(None) == ["*/changed"]  # no payload: the server is asked what changed
     own = {
         "resourceType": "ResearchSubject",
         "id": "r1",
@@ -322,3 +322,22 @@ def test_a_notification_keeps_the_patients_attestations(
     stored = subject_on_server(sekmet, patient_id)
     assert stored is not None
     assert stored["status"] == "eligible"
+
+
+def test_an_empty_notification_asks_the_server_what_changed(
+    service_client: ClientFactory, sekmet: SekmetServer
+) -> None:
+    """R4 rest-hook without payload (R4 2.46.7.1): the service searches every type its trials
+    read with `_lastUpdated` since its start, and re-evaluates the patients that changed."""
+    api = service_client(server_settings(sekmet.base_url, sekmet.token))
+    patient_id = f"service-empty-{uuid.uuid4().hex[:8]}"
+    with sekmet.http() as http:
+        copy_patient(http, "itp-relapsed-missing-labs", patient_id)
+    response = api.post("/fhir-notify", content=b"", headers=AUTH)
+    assert response.status_code == 202, response.text
+    api.portal.call(api.app.state.notifications.drain)  # type: ignore[union-attr,attr-defined]
+    counts = api.app.state.notifications.counts  # type: ignore[attr-defined]
+    assert counts.failed == 0, counts.errors
+    stored = subject_on_server(sekmet, patient_id)
+    assert stored is not None
+    assert stored["status"] == "potential-candidate"
