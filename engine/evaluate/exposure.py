@@ -25,7 +25,12 @@ from typing import Any
 
 from engine.criteria.model import MedicationExposure
 from engine.errors import CriteriaError, Location, UnitError
-from engine.evaluate.nodes import EVIDENCE_LIMIT, EvaluationContext, ResourceNode
+from engine.evaluate.nodes import (
+    EVIDENCE_LIMIT,
+    EvaluationContext,
+    ResourceNode,
+    first_problems,
+)
 from engine.evaluate.outcome import Cited, Outcome, Truth
 from engine.evaluate.values import COMPARISONS
 from engine.normalise import Terminology, convert
@@ -285,12 +290,9 @@ class ExposureNode:
         return value, f"{value:g} mg/day {table}-equivalent [{dose.shown}; x {factor:g}]"
 
     def _unknown(self, text: str, reasons: list[str], uses: list[_Use]) -> Outcome:
-        shown = "; ".join(reasons[:3]) + (
-            f" (+{len(reasons) - 3} more)" if len(reasons) > 3 else ""
-        )
         return Outcome(
             Truth.UNKNOWN,
-            f"{text}: {shown}",
+            f"{text}: {first_problems(reasons)}",
             self.label,
             evidence=_evidence(uses),
             missing=(f"{self.query.subject}: {reasons[0]}" if reasons else text,),

@@ -661,16 +661,19 @@ class ResourceNode:
     def _unusable(
         self, problems: list[str], window_text: str, evidence: tuple[str, ...]
     ) -> Outcome:
-        shown = "; ".join(problems[:3]) + (
-            f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
-        )
         return Outcome(
             Truth.UNKNOWN,
-            f"{self.subject}: unusable data {window_text}: {shown}",
+            f"{self.subject}: unusable data {window_text}: {first_problems(problems)}",
             self.label,
             evidence=evidence,
             missing=(f"{self.subject} {window_text} (unusable: {problems[0]})",),
         )
+
+
+def first_problems(problems: Sequence[str], shown: int = 3) -> str:
+    """The first `shown` problems, `; `-separated, and how many more there are."""
+    more = len(problems) - shown
+    return "; ".join(problems[:shown]) + (f" (+{more} more)" if more > 0 else "")
 
 
 def _moment(candidate: _Candidate) -> dt.datetime:
