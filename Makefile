@@ -33,7 +33,7 @@ lint: setup
 	@$(BIN)/ruff check --quiet engine tests benchmarks
 	@$(BIN)/ruff format --check --quiet engine tests benchmarks
 	@$(BIN)/mypy --no-error-summary
-	$(BIN)/lint-imports --no-cache
+	@out=$$($(BIN)/lint-imports --no-cache 2>&1) || { printf '%s\n' "$$out"; exit 1; }
 	$(BIN)/trialsieve lint criteria mappings
 	@$(BIN)/trialsieve test criteria
 

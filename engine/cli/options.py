@@ -7,6 +7,7 @@ typer is imported here: `trialsieve --help` stays fast.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -175,12 +176,17 @@ CohortOutOption = Annotated[
 ]
 
 
+class EngineName(StrEnum):
+    """The engines of `engine.cohort.engines.ENGINES`, written out so that `--help` need not
+    import the cohort package (a test keeps the two equal)."""
+
+    LOCAL = "local"
+    DASK = "dask"
+
+
 EngineOption = Annotated[
-    str,
-    typer.Option(
-        help="How to run: local (processes of this machine) or dask (a Dask cluster); "
-        "an unknown name is refused with the list of engines."
-    ),
+    EngineName,
+    typer.Option(help="How to run: local (processes of this machine) or dask (a Dask cluster)."),
 ]
 WorkersOption = Annotated[
     int | None,

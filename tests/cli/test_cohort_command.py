@@ -119,3 +119,17 @@ def test_a_server_s_bulk_export_gives_what_its_bundles_give(
     assert set(request["types"]) == set(kept_types(load_trial(CRITERIA)))
     refused = CliRunner().invoke(app, [*common, *server, "--out", str(tmp_path / "x")])
     assert refused.exit_code == 2 and "--server needs --ndjson" in refused.output
+
+
+def test_engine_is_a_choice_of_the_registered_engines(tmp_path: Path) -> None:
+    from engine.cli.options import EngineName
+    from engine.cohort.engines import ENGINES
+
+    assert {name.value for name in EngineName} == set(ENGINES)
+    arguments = ["cohort", CRITERIA, "--bundles", PATIENTS, "--out", str(tmp_path)]
+    wrong = CliRunner().invoke(app, [*arguments, "--engine", "spark"])
+    assert wrong.exit_code == 2
+    assert "'spark' is not one of" in wrong.output and "'local'" in wrong.output
+    assert not (tmp_path / "cohort.csv").exists()
+    shown = CliRunner().invoke(app, ["cohort", "--help"], env={"COLUMNS": "200"})
+    assert "<local|dask>" in shown.output
