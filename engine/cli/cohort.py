@@ -186,6 +186,13 @@ def _export(criteria: Path, export: ServerExport, folder: Path, quiet: bool) -> 
     except TrialsieveError as error:
         errors.print(f"[bold red]error:[/] {error}", soft_wrap=True)
         raise typer.Exit(2) from None
+    if result.types_left_out:
+        errors.print(
+            f"export: the server does not declare {', '.join(result.types_left_out)}: not "
+            "exported; criteria over them are unknown (not exported by the server)",
+            soft_wrap=True,
+            markup=False,
+        )
     failures = [issue for issue in result.issues if issue.severity in ("error", "fatal")]
     for issue in result.issues[:_EXPORT_ISSUES_SHOWN]:
         errors.print(f"export: {issue}", soft_wrap=True, markup=False)

@@ -93,6 +93,8 @@ class Prefilter:
             if compiled.kind is CriterionKind.INCLUSION
             for atom in _required_atoms(compiled.criterion.expression)
             if atom.concept is not None
+            # an atom over a type the source lacks is never not met, so it settles no one
+            and criteria.unavailable_types.isdisjoint(atom.resource_types)
         ]
         evaluable = frozenset(c.id for c in criteria.criteria if _reads_preview_only(c))
         order = [c.id for c in criteria.criteria]
@@ -128,7 +130,13 @@ class Prefilter:
         Raises RuntimeError when the required atom is met after all (a pre-filter bug).
         """
         assert requirement.node is not None
-        context = EvaluationContext(preview, as_of, attestations or {}, criteria.terminology)
+        context = EvaluationContext(
+            preview,
+            as_of,
+            attestations or {},
+            criteria.terminology,
+            unavailable_types=criteria.unavailable_types,
+        )
         atom = requirement.node.evaluate(context)
         if atom.truth is not Truth.NOT_MET:
             raise RuntimeError(

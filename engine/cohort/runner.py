@@ -44,7 +44,7 @@ from engine.cohort.engines import (
     engine_kind,
     peak_memory,
 )
-from engine.cohort.inputs import CohortInput, PartitionedInput
+from engine.cohort.inputs import CohortInput, NdjsonInput, PartitionedInput
 from engine.cohort.outputs import SOURCE_PROBLEMS, CohortCounts, assemble_outputs
 from engine.cohort.partition import (
     CriteriaFiles,
@@ -255,6 +255,11 @@ def run_cohort(
         else:
             criteria = load_trial(criteria_path)
             partitions = None
+        if isinstance(source, NdjsonInput):
+            from engine.sources.bulk_export import exported_types_left_out
+
+            # types a Bulk export into the folder left out: unknown, never "none on record"
+            criteria = replace(criteria, unavailable_types=exported_types_left_out(source.folder))
         answers: Attestations = (
             load_attestations(attestations_path, criteria.manual_ids)
             if attestations_path is not None

@@ -80,6 +80,9 @@ class CompiledCriteria:
     source: CriteriaFile
     terminology: Terminology
     criteria: tuple[CompiledCriterion, ...]
+    unavailable_types: frozenset[str] = frozenset()
+    """Resource types the source could not provide (a Bulk export's `types_left_out`): an
+    atom over these types only is unknown, "not exported by the server", never not met."""
 
     @property
     def trial(self) -> Trial:

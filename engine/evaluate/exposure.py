@@ -86,6 +86,17 @@ class ExposureNode:
     label: str
 
     def evaluate(self, context: EvaluationContext) -> Outcome:
+        """The exposure's outcome; unknown when some of its types are unavailable (not
+        exported) unless the types there prove it."""
+        unavailable = self.query.types & context.unavailable_types
+        if unavailable == self.query.types:
+            return self.query.not_exported(unavailable)
+        outcome = self._evaluate_record(context)
+        if unavailable and outcome.truth is not Truth.MET:
+            return self.query.not_exported(unavailable)
+        return outcome
+
+    def _evaluate_record(self, context: EvaluationContext) -> Outcome:
         uses, problems = self._uses(context)
         outcome = self._decide(uses, problems, context)
         cited = tuple(

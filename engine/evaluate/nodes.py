@@ -45,6 +45,8 @@ class EvaluationContext:
         default_factory=dict, compare=False, repr=False
     )
     """Anchor atoms' event days for this patient (`ResourceNode.anchor_day`), memoised."""
+    unavailable_types: frozenset[str] = frozenset()
+    """Types the source could not provide (`CompiledCriteria.unavailable_types`)."""
 
 
 class Node(Protocol):
@@ -257,6 +259,17 @@ class ResourceNode:
         return self.atom.absence == "unknown"
 
     def evaluate(self, context: EvaluationContext) -> Outcome:
+        """The atom's outcome; when some of its types are unavailable (not exported), unknown
+        unless the types there are meet it."""
+        unavailable = self.types & context.unavailable_types
+        if not unavailable:
+            return self._evaluate_record(context)
+        if unavailable == self.types:
+            return self.not_exported(unavailable)
+        outcome = self._evaluate_record(context)
+        return outcome if outcome.truth is Truth.MET else self.not_exported(unavailable)
+
+    def _evaluate_record(self, context: EvaluationContext) -> Outcome:
         if self.anchorings:
             bounds = self._anchored_bounds(context)
             if isinstance(bounds, Outcome):
@@ -645,6 +658,17 @@ class ResourceNode:
             f"{self.subject}: {shown} is {relation}{test_text}",
             self.label,
             evidence=evidence,
+        )
+
+    def not_exported(self, unavailable: frozenset[str]) -> Outcome:
+        """Unknown: some of the atom's types did not come from the source (missing data)."""
+        types = "/".join(sorted(unavailable))
+        return Outcome(
+            Truth.UNKNOWN,
+            f"{self.subject}: {types} not exported by the server",
+            self.label,
+            missing=(f"{self.subject} ({types} not exported by the server)",),
+            atom=self.atom,
         )
 
     def _missing(self, window_text: str) -> Outcome:

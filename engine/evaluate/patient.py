@@ -159,7 +159,13 @@ def evaluate_patient(
     problem = as_of_problem(as_of)
     if problem is not None:
         raise InputError(problem, Location(field="as-of"))
-    context = EvaluationContext(record, as_of, attestations or {}, criteria.terminology)
+    context = EvaluationContext(
+        record,
+        as_of,
+        attestations or {},
+        criteria.terminology,
+        unavailable_types=criteria.unavailable_types,
+    )
     results: list[CriterionResult] = []
     skipped: list[CompiledCriterion] = []
     for criterion in criteria.criteria:

@@ -19,6 +19,12 @@ request does nothing when the export is complete, resumes polling the recorded s
 files not yet down (kicking off again when the server no longer has them). Another request in
 the same folder is refused.
 
+Before the kick-off, the types asked for are intersected with those the server's
+CapabilityStatement (`GET metadata`) declares: the others are left out of `_type` (a server
+answers 400 to a type it does not have), recorded in `export.json` (`types_left_out`) and in
+the result, so that criteria over them are evaluated as missing data ("not exported by the
+server"), never as "none on record".
+
 Every request goes through `engine.fhir_http.FhirServerClient` (the HTTP layer of every FHIR
 request), built with `time_limit` so that its deadline is the call's. Connection errors,
 timeouts, 429 and 5xx are retried with backoff and Retry-After (`RetryPolicy`), unless a 5xx
@@ -247,6 +253,9 @@ class BulkExportResult:
     files: tuple[ExportedFile, ...]
     issues: tuple[ExportIssue, ...]
     reused: bool = False
+    types_left_out: tuple[str, ...] = ()
+    """Types asked for that the server's CapabilityStatement does not declare: not asked for
+    in `_type`, so nothing of them is on record here (missing data, not absence)."""
 
     def resources_by_type(self) -> dict[str, int]:
         """How many resources (lines) of each type were exported."""
@@ -308,11 +317,13 @@ class _State:
     files: list[_FileState] = field(default_factory=list)
     complete: bool = False
     released: bool = False
+    types_left_out: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
             "version": _STATE_VERSION,
             "request": self.request.to_json(),
+            "types_left_out": list(self.types_left_out),
             "status_url": self.status_url,
             "kicked_off": self.kicked_off,
             "manifest": self.manifest,
@@ -333,6 +344,7 @@ class _State:
             [_FileState.from_json(item) for item in data["files"]],
             bool(data["complete"]),
             bool(data["released"]),
+            tuple(data.get("types_left_out") or ()),
         )
 
     def forget_server_job(self) -> None:
@@ -627,12 +639,24 @@ class _Export:
     def _kick_off(self, state: _State) -> None:
         request = self.request
         headers = {"Accept": FHIR_JSON, "Prefer": "respond-async"}
-        described = self.client.describe("GET", request.kickoff_url, request.params())
+        params = request.params()
+        state.types_left_out = self._types_left_out()
+        if state.types_left_out:
+            assert request.types is not None
+            kept = [name for name in request.types if name not in state.types_left_out]
+            params["_type"] = ",".join(kept)
+            log.warning(
+                "%s: the server's CapabilityStatement does not declare %s; not exported "
+                "(criteria over them are unknown: not exported by the server)",
+                request.base_url,
+                ", ".join(state.types_left_out),
+            )
+        described = self.client.describe("GET", request.kickoff_url, params)
         self.progress(ExportProgress("kick-off", described))
         response = self.client.send(
             "GET",
             request.kickoff_url,
-            params=request.params(),
+            params=params,
             headers=headers,
             worth_retrying=_is_transient_answer,
         )
@@ -656,6 +680,18 @@ class _Export:
         state.kicked_off = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         self._save(state)
         log.info("%s: export kicked off, status at %s", request.base_url, status_url)
+
+    def _types_left_out(self) -> tuple[str, ...]:
+        """The types asked for that the CapabilityStatement does not declare (Patient always
+        kept; nothing left out when the statement declares no types at all)."""
+        if self.request.types is None:
+            return ()
+        declared = self.client.capabilities().resources
+        if not declared:
+            return ()
+        return tuple(
+            name for name in self.request.types if name != "Patient" and name not in declared
+        )
 
     def _poll(self, state: _State) -> dict[str, Any]:
         """The completion manifest; `_Gone` when the server no longer knows the status URL."""
@@ -823,6 +859,7 @@ class _Export:
             outputs,
             issues,
             reused,
+            state.types_left_out,
         )
 
 
@@ -852,6 +889,19 @@ def _named(
             )
         )
     return files
+
+
+def exported_types_left_out(folder: Path) -> frozenset[str]:
+    """The types an export into `folder` left out (none when no export wrote the folder)."""
+    path = Path(folder) / STATE_FILE
+    if not path.is_file():
+        return frozenset()
+    try:
+        return frozenset(_State.from_json(orjson.loads(path.read_bytes())).types_left_out)
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise BulkExportError(
+            f"cannot read the export state: {error}", Location(file=str(path))
+        ) from None
 
 
 def read_export_issues(path: Path) -> list[ExportIssue]:

@@ -100,9 +100,28 @@ def fake_time() -> FakeTime:
     return FakeTime()
 
 
+DECLARED_TYPES = ("Condition", "MedicationRequest", "Observation", "Patient")
+
+
+def capability_statement(types: tuple[str, ...] = DECLARED_TYPES) -> dict[str, Any]:
+    """An R4 CapabilityStatement declaring `types` (what `GET metadata` answers)."""
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-01-01",
+        "kind": "instance",
+        "fhirVersion": "4.0.1",
+        "format": ["json"],
+        "rest": [{"mode": "server", "resource": [{"type": name} for name in types]}],
+    }
+
+
 @pytest.fixture
 def server() -> Iterator[respx.MockRouter]:
     with respx.mock(assert_all_called=False) as router:
+        router.get(f"{BASE}/metadata", name="metadata").mock(
+            return_value=httpx.Response(200, json=capability_statement())
+        )
         yield router
 
 
@@ -672,3 +691,43 @@ def test_the_levels_and_parameters_of_a_request() -> None:
         ExportRequest.build(BASE, types=["observation"])
     with pytest.raises(BulkExportError, match="not a FHIR base URL"):
         ExportRequest.build("fhir.example.org")
+
+
+# --------------------------------------------------------------------------- types the server lacks
+
+
+def test_types_the_capability_statement_lacks_are_left_out_of_type_and_reported(
+    server: respx.MockRouter, fake_time: FakeTime, tmp_path: Path
+) -> None:
+    server.routes["metadata"].mock(
+        return_value=httpx.Response(200, json=capability_statement(("Condition", "Patient")))
+    )
+    kickoff = kickoff_route(server)
+    status_route(server, done(manifest([("Patient", f"{FILES}/p.ndjson")])))
+    file_route(server, "p.ndjson", ndjson(patient("p1")))
+    delete_route(server)
+
+    result = export(tmp_path, fake_time, types=("Condition", "MedicationStatement"))
+
+    assert kickoff.calls.last.request.url.params["_type"] == "Condition,Patient"
+    assert result.request.types == ("Condition", "MedicationStatement", "Patient")
+    assert result.types_left_out == ("MedicationStatement",)
+    assert state(tmp_path)["types_left_out"] == ["MedicationStatement"]
+    reused = export(
+        tmp_path, fake_time, types=("Condition", "MedicationStatement"), transport=no_network()
+    )
+    assert reused.reused and reused.types_left_out == ("MedicationStatement",)
+
+
+def test_a_statement_declaring_every_type_asked_leaves_nothing_out(
+    server: respx.MockRouter, fake_time: FakeTime, tmp_path: Path
+) -> None:
+    kickoff = kickoff_route(server)
+    status_route(server, done(manifest([("Patient", f"{FILES}/p.ndjson")])))
+    file_route(server, "p.ndjson", ndjson(patient("p1")))
+    delete_route(server)
+
+    result = export(tmp_path, fake_time, types=("Condition", "Observation"))
+
+    assert kickoff.calls.last.request.url.params["_type"] == "Condition,Observation,Patient"
+    assert result.types_left_out == ()
