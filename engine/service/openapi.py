@@ -8,6 +8,7 @@ app's `openapi()` with one that adds the answer schemas and the error statuses.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -183,14 +184,17 @@ def describe_routes(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = complete(
-                get_openapi(
+            with warnings.catch_warnings():
+                # FastAPI gives the PUT and POST of the one notification route one operationId
+                # and warns; `complete` names them apart (notify_resource_by_put / _by_post).
+                warnings.filterwarnings("ignore", "Duplicate Operation ID notify_resource")
+                generated = get_openapi(
                     title=app.title,
                     version=app.version,
                     summary=app.summary,
                     routes=app.routes,
                 )
-            )
+            app.openapi_schema = complete(generated)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

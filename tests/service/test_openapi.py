@@ -9,6 +9,7 @@ without a FHIR server (requests by patient id answer 409, documented) and with o
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import schemathesis
@@ -55,6 +56,22 @@ def test_every_operation_documents_its_error_answers() -> None:
                 assert "requestBody" in operation, (method, path)
     assert "/fhir-notify" in document["paths"]
     assert "requestBody" in document["paths"]["/fhir-notify"]["post"]
+
+
+def test_operation_ids_are_unique_and_built_without_warnings() -> None:
+    """OpenAPI 3.1 section 4.8.10 (Operation Object): operationId MUST be unique among all
+    operations; the one route that takes PUT and POST is named per method."""
+    app = create_app(make_settings())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        document = app.openapi()
+    operation_ids = [
+        operation["operationId"]
+        for operations in document["paths"].values()
+        for operation in operations.values()
+    ]
+    assert len(operation_ids) == len(set(operation_ids))
+    assert {"notify_resource_by_put", "notify_resource_by_post"} <= set(operation_ids)
 
 
 @SCHEMA.parametrize()
