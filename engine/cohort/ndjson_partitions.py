@@ -632,6 +632,17 @@ class PartitionLines:
             file, line = self.location(range_number, line_number)
             on_problem(SourceProblem(file, line, label, patient_id, message))
 
+        def first_seen(label: str, range_number: bytes, line_number: bytes) -> bool:
+            """Whether this is the resource's first line; a repeat is reported, not kept."""
+            earlier = seen.get(label)
+            if earlier is None:
+                seen[label] = (range_number, line_number)
+                return True
+            file, line = self.location(*earlier)
+            message = f"the same resource as {file}:{line}; the first is kept"
+            problem(range_number, line_number, message, label)
+            return False
+
         own_reference = "Patient/" + patient_id
         kept_texts: list[bytes] = []
         loads = orjson.loads
@@ -646,17 +657,7 @@ class PartitionLines:
                 verdict = screen.skippable(text, subject)
                 if verdict is not None:
                     screened_label, day = verdict
-                    earlier = seen.get(screened_label)
-                    if earlier is not None:
-                        file, line = self.location(*earlier)
-                        problem(
-                            range_number,
-                            line_number,
-                            f"the same resource as {file}:{line}; the first is kept",
-                            screened_label,
-                        )
-                    else:
-                        seen[screened_label] = (range_number, line_number)
+                    if first_seen(screened_label, range_number, line_number):
                         preview = screened_label.split("/", 1)[0] in PREVIEW_TYPES
                         skipped.append((day, preview, text))
                         kept_texts.append(text)
@@ -682,18 +683,8 @@ class PartitionLines:
                     label,
                 )
                 continue
-            if label is not None:
-                earlier = seen.get(label)
-                if earlier is not None:
-                    file, line = self.location(*earlier)
-                    problem(
-                        range_number,
-                        line_number,
-                        f"the same resource as {file}:{line}; the first is kept",
-                        label,
-                    )
-                    continue
-                seen[label] = (range_number, line_number)
+            if label is not None and not first_seen(label, range_number, line_number):
+                continue
             if origin is None and resource_type == "Patient":
                 file, line = self.location(range_number, line_number)
                 origin = f"{file}:{line}"
