@@ -10,7 +10,7 @@ the report, and the resource simply matches no concept.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -75,10 +75,14 @@ class PatientRecord:
     patient_id: str
     origin: str
     data_problems: list[RecordProblem]
+    unavailable_types: Mapping[str, str]
+    """Types the source could not provide for this patient, each with why
+    (`PatientResources.unavailable_types`)."""
 
     def __init__(self, source: PatientResources, classifier: CodeClassifier) -> None:
         self.patient_id = source.patient_id
         self.origin = source.origin
+        self.unavailable_types = source.unavailable_types
         self.data_problems = []
         self._resources = source.resources
         self._full_urls = source.full_urls

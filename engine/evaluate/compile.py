@@ -81,8 +81,10 @@ class CompiledCriteria:
     terminology: Terminology
     criteria: tuple[CompiledCriterion, ...]
     unavailable_types: frozenset[str] = frozenset()
-    """Resource types the source could not provide (a Bulk export's `types_left_out`): an
-    atom over these types only is unknown, "not exported by the server", never not met."""
+    """Resource types the source could not provide for any patient (a Bulk export's
+    `types_left_out`): an atom over these types only is unknown, "not exported by the server",
+    never not met. A type one patient's source could not provide is in the record's
+    `unavailable_types`, with why."""
 
     @property
     def trial(self) -> Trial:

@@ -87,13 +87,13 @@ class ExposureNode:
 
     def evaluate(self, context: EvaluationContext) -> Outcome:
         """The exposure's outcome; unknown when some of its types are unavailable (not
-        exported) unless the types there prove it."""
+        exported, refused by the server) unless the types there prove it."""
         unavailable = self.query.types & context.unavailable_types
         if unavailable == self.query.types:
-            return self.query.not_exported(unavailable)
+            return self.query.unavailable(unavailable, context)
         outcome = self._evaluate_record(context)
         if unavailable and outcome.truth is not Truth.MET:
-            return self.query.not_exported(unavailable)
+            return self.query.unavailable(unavailable, context)
         return outcome
 
     def _evaluate_record(self, context: EvaluationContext) -> Outcome:

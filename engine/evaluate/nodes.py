@@ -32,6 +32,9 @@ from engine.resource_types import MEDICATION_REFERENCING_TYPES
 EVIDENCE_LIMIT = 5
 """At most this many resources are cited per atom (the most recent first)."""
 
+NOT_EXPORTED = "not exported by the server"
+"""Why a type is unavailable when the source gave no reason (a Bulk export left it out)."""
+
 
 @dataclass(frozen=True)
 class EvaluationContext:
@@ -46,7 +49,11 @@ class EvaluationContext:
     )
     """Anchor atoms' event days for this patient (`ResourceNode.anchor_day`), memoised."""
     unavailable_types: frozenset[str] = frozenset()
-    """Types the source could not provide (`CompiledCriteria.unavailable_types`)."""
+    """Types the source could not provide (`CompiledCriteria.unavailable_types`, and the
+    record's `unavailable_types`)."""
+    unavailable_reasons: Mapping[str, str] = field(default_factory=dict)
+    """Why each unavailable type is, as a phrase after the type's name ("not available from
+    the server (HTTP 403 Forbidden)"); a type without one was not exported by the server."""
 
 
 class Node(Protocol):
@@ -259,15 +266,17 @@ class ResourceNode:
         return self.atom.absence == "unknown"
 
     def evaluate(self, context: EvaluationContext) -> Outcome:
-        """The atom's outcome; when some of its types are unavailable (not exported), unknown
-        unless the types there are meet it."""
+        """The atom's outcome; when some of its types are unavailable (not exported, refused by
+        the server), unknown unless the types there are meet it."""
         unavailable = self.types & context.unavailable_types
         if not unavailable:
             return self._evaluate_record(context)
         if unavailable == self.types:
-            return self.not_exported(unavailable)
+            return self.unavailable(unavailable, context)
         outcome = self._evaluate_record(context)
-        return outcome if outcome.truth is Truth.MET else self.not_exported(unavailable)
+        if outcome.truth is Truth.MET:
+            return outcome
+        return self.unavailable(unavailable, context)
 
     def _evaluate_record(self, context: EvaluationContext) -> Outcome:
         if self.anchorings:
@@ -660,14 +669,15 @@ class ResourceNode:
             evidence=evidence,
         )
 
-    def not_exported(self, unavailable: frozenset[str]) -> Outcome:
-        """Unknown: some of the atom's types did not come from the source (missing data)."""
-        types = "/".join(sorted(unavailable))
+    def unavailable(self, unavailable: frozenset[str], context: EvaluationContext) -> Outcome:
+        """Unknown: some of the atom's types did not come from the source (missing data),
+        each with why ("MedicationStatement not exported by the server")."""
+        text = unavailable_text(unavailable, context.unavailable_reasons)
         return Outcome(
             Truth.UNKNOWN,
-            f"{self.subject}: {types} not exported by the server",
+            f"{self.subject}: {text}",
             self.label,
-            missing=(f"{self.subject} ({types} not exported by the server)",),
+            missing=(f"{self.subject} ({text})",),
             atom=self.atom,
         )
 
@@ -692,6 +702,15 @@ class ResourceNode:
             evidence=evidence,
             missing=(f"{self.subject} {window_text} (unusable: {problems[0]})",),
         )
+
+
+def unavailable_text(types: Iterable[str], reasons: Mapping[str, str]) -> str:
+    """Unavailable types with why, grouped by reason: "MedicationRequest/MedicationStatement
+    not exported by the server; Condition not available from the server (HTTP 403 ...)"."""
+    by_reason: dict[str, list[str]] = {}
+    for resource_type in sorted(types):
+        by_reason.setdefault(reasons.get(resource_type, NOT_EXPORTED), []).append(resource_type)
+    return "; ".join(f"{'/'.join(grouped)} {reason}" for reason, grouped in by_reason.items())
 
 
 def first_problems(problems: Sequence[str], shown: int = 3) -> str:

@@ -164,7 +164,8 @@ def evaluate_patient(
         as_of,
         attestations or {},
         criteria.terminology,
-        unavailable_types=criteria.unavailable_types,
+        unavailable_types=criteria.unavailable_types.union(record.unavailable_types),
+        unavailable_reasons=record.unavailable_types,
     )
     results: list[CriterionResult] = []
     skipped: list[CompiledCriterion] = []

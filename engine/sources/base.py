@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
@@ -15,12 +15,17 @@ class PatientResources:
     a string `resourceType` (a source checks that); `full_urls` runs parallel to it (the
     Bundle entry's fullUrl, None when there is none).
     `origin` names the file or URL the data came from, for messages.
+    `unavailable_types` maps each resource type the source could not provide for this patient
+    (a FHIR server refused the search, an EHR could not fetch a CDS Hooks prefetch) to why, as
+    a phrase after the type's name ("not available from the server (HTTP 403 Forbidden)"):
+    criteria over such a type are unknown, never "none on record".
     """
 
     patient_id: str
     resources: list[dict[str, Any]]
     full_urls: list[str | None]
     origin: str
+    unavailable_types: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.resources) != len(self.full_urls):

@@ -77,3 +77,45 @@ def test_an_atom_whose_every_type_is_unavailable_is_unknown(tmp_path: Path) -> N
     found = outcome(atom_trial(tmp_path, atom, ACE_INHIBITORS), frozenset({"Condition"}))
     assert found.truth is Truth.UNKNOWN
     assert found.reason.endswith("Condition not exported by the server")
+
+
+REFUSED = "not available from the server (HTTP 403 Forbidden: no access to MedicationStatement)"
+
+
+def outcome_with_source_reasons(
+    path: Path, reasons: dict[str, str], *resources: dict[str, Any]
+) -> Outcome:
+    criteria = load_trial(path)
+    patient = {"resourceType": "Patient", "id": "p", "birthDate": "1950-01-01"}
+    listed = [patient, *resources]
+    source = PatientResources("p", listed, [None] * len(listed), "test", reasons)
+    (result,) = screen_patient(criteria, source, AS_OF).evaluation.results
+    return result.outcome
+
+
+def test_a_type_one_patients_source_could_not_provide_is_unknown_with_the_sources_reason(
+    tmp_path: Path,
+) -> None:
+    path = atom_trial(tmp_path, ATOM, ACE_INHIBITORS)
+    found = outcome_with_source_reasons(path, {"MedicationStatement": REFUSED})
+    assert found.truth is Truth.UNKNOWN
+    assert found.reason.endswith(f"MedicationStatement {REFUSED}")
+    assert found.missing == (f"ACE inhibitor (MedicationStatement {REFUSED})",)
+    met = outcome_with_source_reasons(path, {"MedicationStatement": REFUSED}, request())
+    assert met.truth is Truth.MET
+
+
+def test_types_unavailable_for_different_reasons_are_named_each_with_its_reason(
+    tmp_path: Path,
+) -> None:
+    criteria = replace(
+        load_trial(atom_trial(tmp_path, ATOM, ACE_INHIBITORS)),
+        unavailable_types=frozenset({"MedicationRequest"}),
+    )
+    patient = {"resourceType": "Patient", "id": "p", "birthDate": "1950-01-01"}
+    source = PatientResources("p", [patient], [None], "test", {"MedicationStatement": REFUSED})
+    (result,) = screen_patient(criteria, source, AS_OF).evaluation.results
+    assert result.outcome.truth is Truth.UNKNOWN
+    assert result.outcome.reason.endswith(
+        f"MedicationRequest not exported by the server; MedicationStatement {REFUSED}"
+    )
