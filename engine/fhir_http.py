@@ -54,7 +54,7 @@ import secrets
 import threading
 import time
 import tomllib
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Collection, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -496,8 +496,10 @@ class FhirServerClient:
         headers: Mapping[str, str] | None = None,
         missing_ok: bool = False,
         worth_retrying: Callable[[httpx.Response], bool] | None = None,
+        answers_kept: Collection[int] = (),
     ) -> httpx.Response:
-        """Send one request with retries; return a 2xx answer (or 404/410 when `missing_ok`).
+        """Send one request with retries; return a 2xx answer (or 404/410 when `missing_ok`,
+        or a status in `answers_kept`, for the caller to read).
 
         Retries connection errors, timeouts, 429 and 5xx (except 501) with backoff and
         Retry-After, within `retry.attempts` and `retry.give_up_after`; raises ServerError
@@ -514,6 +516,8 @@ class FhirServerClient:
                 method, url, params=params, content=content, headers=all_headers, timeout=timeout
             )
             if response.is_success or (missing_ok and response.status_code in (404, 410)):
+                return response
+            if response.status_code in answers_kept:
                 return response
             problem, status = status_problem(response), response.status_code
             if not is_retryable(status) or (

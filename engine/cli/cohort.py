@@ -188,8 +188,9 @@ def _export(criteria: Path, export: ServerExport, folder: Path, quiet: bool) -> 
         raise typer.Exit(2) from None
     if result.types_left_out:
         errors.print(
-            f"export: the server does not declare {', '.join(result.types_left_out)}: not "
-            "exported; criteria over them are unknown (not exported by the server)",
+            f"export: the server does not export {', '.join(result.types_left_out)} (not "
+            "declared in its CapabilityStatement, or refused at kick-off); criteria over them "
+            "are unknown (not exported by the server)",
             soft_wrap=True,
             markup=False,
         )

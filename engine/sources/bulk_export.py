@@ -21,9 +21,12 @@ the same folder is refused.
 
 Before the kick-off, the types asked for are intersected with those the server's
 CapabilityStatement (`GET metadata`) declares: the others are left out of `_type` (a server
-answers 400 to a type it does not have), recorded in `export.json` (`types_left_out`) and in
-the result, so that criteria over them are evaluated as missing data ("not exported by the
-server"), never as "none on record".
+answers 400 to a type it does not have). A kick-off answered 400 with an OperationOutcome
+naming types of `_type` (not Patient) is sent again without them (each time with fewer types,
+so the kick-offs are bounded by the number of types); any other 400 is an error. The types
+left out either way are recorded in `export.json` (`types_left_out`) and in the result, so
+that criteria over them are evaluated as missing data ("not exported by the server"), never
+as "none on record".
 
 Every request goes through `engine.fhir_http.FhirServerClient` (the HTTP layer of every FHIR
 request), built with `time_limit` so that its deadline is the call's. Connection errors,
@@ -61,6 +64,7 @@ from engine.fhir_http import (
     RetryableAnswer,
     RetryPolicy,
     is_retryable,
+    outcome_diagnostics,
     retry_after,
     status_problem,
     transport_problem,
@@ -254,8 +258,9 @@ class BulkExportResult:
     issues: tuple[ExportIssue, ...]
     reused: bool = False
     types_left_out: tuple[str, ...] = ()
-    """Types asked for that the server's CapabilityStatement does not declare: not asked for
-    in `_type`, so nothing of them is on record here (missing data, not absence)."""
+    """Types asked for that the server's CapabilityStatement does not declare or that its
+    kick-off refused (400 naming them): not in `_type`, so nothing of them is on record here
+    (missing data, not absence)."""
 
     def resources_by_type(self) -> dict[str, int]:
         """How many resources (lines) of each type were exported."""
@@ -392,6 +397,33 @@ def _is_transient_answer(response: httpx.Response) -> bool:
         return True
     codes = [issue.get("code") for issue in document.get("issue") or () if isinstance(issue, dict)]
     return not codes or any(code in _TRANSIENT_CODES for code in codes)
+
+
+def _types_refused(response: httpx.Response, sent_types: str | None) -> tuple[str, ...]:
+    """The types of `_type` (Patient aside) that a 400 kick-off answer's OperationOutcome
+    names: what the server says it cannot export (the SMART reference server: `The requested
+    resource type "MedicationStatement" is not available on this server`).
+
+    None when the answer is no OperationOutcome, names none of them, or names Patient too
+    (then it is about the parameter as a whole, `_type=Condition,Patient: unknown`).
+    """
+    if not sent_types:
+        return ()
+    try:
+        document = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return ()
+    if not isinstance(document, dict) or document.get("resourceType") != "OperationOutcome":
+        return ()
+    text = outcome_diagnostics(document)
+    named = [
+        name
+        for name in sent_types.split(",")
+        if re.search(rf"(?<![A-Za-z]){re.escape(name)}(?![A-Za-z])", text)
+    ]
+    if "Patient" in named:
+        return ()
+    return tuple(named)
 
 
 def _download(
@@ -639,27 +671,48 @@ class _Export:
     def _kick_off(self, state: _State) -> None:
         request = self.request
         headers = {"Accept": FHIR_JSON, "Prefer": "respond-async"}
-        params = request.params()
         state.types_left_out = self._types_left_out()
         if state.types_left_out:
-            assert request.types is not None
-            kept = [name for name in request.types if name not in state.types_left_out]
-            params["_type"] = ",".join(kept)
             log.warning(
                 "%s: the server's CapabilityStatement does not declare %s; not exported "
                 "(criteria over them are unknown: not exported by the server)",
                 request.base_url,
                 ", ".join(state.types_left_out),
             )
-        described = self.client.describe("GET", request.kickoff_url, params)
-        self.progress(ExportProgress("kick-off", described))
-        response = self.client.send(
-            "GET",
-            request.kickoff_url,
-            params=params,
-            headers=headers,
-            worth_retrying=_is_transient_answer,
-        )
+        # Each 400 naming types drops at least one of the types sent: at most as many
+        # kick-offs as types asked for.
+        while True:
+            params = request.params()
+            if state.types_left_out:
+                assert request.types is not None
+                kept = [name for name in request.types if name not in state.types_left_out]
+                params["_type"] = ",".join(kept)
+            described = self.client.describe("GET", request.kickoff_url, params)
+            self.progress(ExportProgress("kick-off", described))
+            response = self.client.send(
+                "GET",
+                request.kickoff_url,
+                params=params,
+                headers=headers,
+                worth_retrying=_is_transient_answer,
+                answers_kept=(400,),
+            )
+            if response.status_code != 400:
+                break
+            refused = _types_refused(response, params.get("_type"))
+            if not refused:
+                raise self.client.error(described, status_problem(response), 400)
+            assert request.types is not None
+            left_out = {*state.types_left_out, *refused}
+            state.types_left_out = tuple(name for name in request.types if name in left_out)
+            self._save(state)
+            log.warning(
+                "%s: the kick-off was refused for %s (%s); exporting again without them "
+                "(criteria over them are unknown: not exported by the server)",
+                request.base_url,
+                ", ".join(refused),
+                status_problem(response),
+            )
         location = response.headers.get("Content-Location")
         if response.status_code != 202 or not location:
             raise self.client.error(

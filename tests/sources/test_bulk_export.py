@@ -731,3 +731,96 @@ def test_a_statement_declaring_every_type_asked_leaves_nothing_out(
 
     assert kickoff.calls.last.request.url.params["_type"] == "Condition,Observation,Patient"
     assert result.types_left_out == ()
+
+
+NOT_AVAILABLE = 'The requested resource type "{}" is not available on this server'
+"""What the SMART on FHIR reference Bulk Data server answers (400) for a type it lacks."""
+
+
+def refusing_kickoff(server: respx.MockRouter, lacking: set[str]) -> respx.Route:
+    """A kick-off answering 400, as the SMART reference server does, while `_type` names a
+    type of `lacking` (the first one), and 202 otherwise."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent = request.url.params["_type"].split(",")
+        refused = [name for name in sent if name in lacking]
+        if refused:
+            return httpx.Response(400, json=outcome(NOT_AVAILABLE.format(refused[0])))
+        return httpx.Response(202, headers={"Content-Location": STATUS})
+
+    return server.get(f"{BASE}/$export").mock(side_effect=answer)
+
+
+def test_a_kick_off_refused_for_a_type_is_asked_again_without_it(
+    server: respx.MockRouter, fake_time: FakeTime, tmp_path: Path
+) -> None:
+    # the statement declares them all (as the reference server's does), the kick-off refuses two
+    server.routes["metadata"].mock(
+        return_value=httpx.Response(
+            200, json=capability_statement((*DECLARED_TYPES, "MedicationStatement"))
+        )
+    )
+    kickoff = refusing_kickoff(server, {"MedicationStatement", "Observation"})
+    status_route(server, done(manifest([("Patient", f"{FILES}/p.ndjson")])))
+    file_route(server, "p.ndjson", ndjson(patient("p1")))
+    delete_route(server)
+
+    result = export(tmp_path, fake_time, types=("Condition", "MedicationStatement", "Observation"))
+
+    assert [call.request.url.params["_type"] for call in kickoff.calls] == [
+        "Condition,MedicationStatement,Observation,Patient",
+        "Condition,Observation,Patient",
+        "Condition,Patient",
+    ]
+    assert result.types_left_out == ("MedicationStatement", "Observation")
+    assert state(tmp_path)["types_left_out"] == ["MedicationStatement", "Observation"]
+    assert fake_time.waits == []  # a refusal is not retried as it was: no backoff
+
+
+def test_types_refused_add_to_those_the_capability_statement_lacks(
+    server: respx.MockRouter, fake_time: FakeTime, tmp_path: Path
+) -> None:
+    kickoff = refusing_kickoff(server, {"Condition"})
+    status_route(server, done(manifest([("Patient", f"{FILES}/p.ndjson")])))
+    file_route(server, "p.ndjson", ndjson(patient("p1")))
+    delete_route(server)
+
+    result = export(tmp_path, fake_time, types=("Condition", "Observation", "Procedure"))
+
+    assert kickoff.call_count == 2
+    assert kickoff.calls.last.request.url.params["_type"] == "Observation,Patient"
+    assert result.types_left_out == ("Condition", "Procedure")
+
+
+def test_kick_offs_refused_for_every_type_end_in_a_clear_error(
+    server: respx.MockRouter, fake_time: FakeTime, tmp_path: Path
+) -> None:
+    kickoff = refusing_kickoff(server, {"Condition", "Observation", "Patient"})
+
+    with pytest.raises(ServerError) as caught:
+        export(tmp_path, fake_time, types=("Condition", "Observation"))
+
+    # one kick-off per type dropped, then the refusal naming Patient is the error
+    assert kickoff.call_count == 3
+    assert caught.value.status == 400
+    assert str(caught.value) == (
+        f"{BASE}: GET $export?_outputFormat=application/fhir+ndjson&_type=Patient: "
+        f"HTTP 400 Bad Request: {NOT_AVAILABLE.format('Patient')}"
+    )
+
+
+def test_a_kick_off_refused_naming_no_type_asked_for_is_a_clear_error(
+    server: respx.MockRouter, fake_time: FakeTime, tmp_path: Path
+) -> None:
+    kickoff = server.get(f"{BASE}/$export").mock(
+        side_effect=[
+            httpx.Response(400, json=outcome(NOT_AVAILABLE.format("Encounter"))),
+            httpx.Response(400, text="Condition is not available"),
+        ]
+    )
+    with pytest.raises(ServerError, match='resource type "Encounter" is not available'):
+        export(tmp_path, fake_time, types=("Condition",))
+    with pytest.raises(ServerError, match=r"HTTP 400 Bad Request$"):  # not an OperationOutcome
+        export(tmp_path, fake_time, types=("Condition",))
+    assert kickoff.call_count == 2
+    assert state(tmp_path)["types_left_out"] == []
