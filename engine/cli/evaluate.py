@@ -126,7 +126,7 @@ def evaluate(
     from engine.sources import read_bundle_file
 
     console = Console(stderr=output is None, highlight=False)
-    _print_as_of(console, day, as_of is None)
+    _print_as_of(console, day, as_of is None, explain)
     quiet_bundle = explain and output is None
 
     def deliver(screening: Screening) -> None:
@@ -201,7 +201,7 @@ def _evaluate_on_server(
     except TrialsieveError as error:
         raise fail(error) from None
     console = Console(stderr=prints_bundles and output is None, highlight=False)
-    _print_as_of(console, day, as_of is None)
+    _print_as_of(console, day, as_of is None, explain)
     with client:
         try:
             client.capabilities()
@@ -295,8 +295,13 @@ def _screen_each(
     return evaluations, failures
 
 
-def _print_as_of(console: Console, day: dt.date, defaulted: bool) -> None:
-    """The day the criteria are evaluated on; with no --as-of, that it is today's date."""
+def _print_as_of(console: Console, day: dt.date, defaulted: bool, explain: bool) -> None:
+    """The day the criteria are evaluated on; with no --as-of, that it is today's date.
+
+    With `--explain` each patient's explanation opens with the day, so the line is printed
+    only when the day was defaulted (to say so)."""
+    if explain and not defaulted:
+        return
     note = " (today; give --as-of YYYY-MM-DD for a reproducible day)" if defaulted else ""
     console.print(f"As of {day.isoformat()}{note}", markup=False, soft_wrap=True)
 

@@ -19,7 +19,7 @@ import datetime as dt
 import functools
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from engine.criteria.model import (
@@ -125,6 +125,9 @@ class Step:
     relation: str = ""
     """For a query with findings: how they relate to the test (`not < 100 g/L`, `found`)."""
     children: tuple[Step, ...] = ()
+    needed: bool = True
+    """False for an unknown operand of a combination its other operands already decide (an
+    "any of" met, an "all of" not met): its open question or missing data changes nothing."""
 
 
 @dataclass(frozen=True)
@@ -333,6 +336,12 @@ def _step(
             _step(operand, child, as_of, terminology)
             for operand, child in zip(expression.operands, outcome.children, strict=False)
         )
+        decided = Truth.MET if isinstance(expression, AnyOf) else Truth.NOT_MET
+        if outcome.truth is decided:
+            children = tuple(
+                replace(child, needed=False) if child.truth is Truth.UNKNOWN else child
+                for child in children
+            )
         return Step(
             label=expression.label or "",
             truth=outcome.truth,
@@ -1084,6 +1093,8 @@ def criterion_lines(criterion: CriterionExplanation) -> list[str]:
 def step_lines(step: Step, depth: int) -> list[str]:
     """A step and its children, indented; looked-for, filters and what would settle it."""
     indent = "  " * depth
+    if not step.needed:
+        return [f"{indent}[not needed] {not_needed_text(step)}"]
     mark = f"[{TRUTH_TEXT[step.truth]}]"
     if step.children:
         title = step.label or {"all of": "All of:", "any of": "Any of:", "not": "Not:"}.get(
@@ -1115,6 +1126,12 @@ def step_lines(step: Step, depth: int) -> list[str]:
         if not step.question:
             lines.append(f"{indent}    to settle: {item}")
     return lines
+
+
+def not_needed_text(step: Step) -> str:
+    """One line for an operand whose answer changes nothing: what it is, and why it is moot."""
+    title = step.label or step.combination.capitalize() or "this item"
+    return f"{title}: unanswered, not needed (the other items already decide)"
 
 
 def _wrap(line: str, width: int) -> str:

@@ -21,6 +21,7 @@ from engine.report.explanation import (
     PatientExplanation,
     Step,
     explain,
+    not_needed_text,
     stale_data_warning,
 )
 
@@ -65,7 +66,7 @@ ul.tree{list-style:none;margin:6px 0 0;padding-left:0}
 ul.tree ul{list-style:none;padding-left:14px;margin:2px 0}
 .mark{display:inline-block;min-width:64px;margin-right:4px;font-size:10px;font-weight:700;
 text-transform:uppercase}
-.mark.yes,.mark.no{color:var(--muted)}.mark.unknown{color:var(--missing)}
+.mark.yes,.mark.no,.mark.moot{color:var(--muted)}.mark.unknown{color:var(--missing)}
 .finding{color:var(--ink)}.ref{color:var(--muted);font-size:11px;word-break:break-all}
 .detail{color:var(--muted);font-size:12px;padding-left:68px}
 ul.tree ul .detail{padding-left:68px}
@@ -197,6 +198,8 @@ def _criterion_row(criterion: CriterionExplanation) -> str:
 
 def _step_item(step: Step) -> str:
     escape = html.escape
+    if not step.needed:
+        return f"<li><span class='mark moot'>not needed</span>{escape(not_needed_text(step))}</li>"
     mark = TRUTH_TEXT[step.truth]
     if step.children:
         title = step.label or {"all of": "All of", "any of": "Any of", "not": "Not"}.get(

@@ -30,7 +30,9 @@ def test_explain_alone_prints_the_explanation_not_the_bundle(runner: CliRunner) 
     )
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
-    assert result.stderr.startswith("As of 2026-11-01\n")
+    # the explanation's header names the day: no second "As of" line before it
+    assert result.stderr.startswith("NCT05315778: ")
+    assert result.stderr.count("As of 2026-11-01") == 1
     assert "E2 Thrombosis or antithrombotics: present: excludes" in result.stderr
     assert "Aspirin 81 mg, 81 mg orally once daily, order active" in result.stderr
     assert "with --explain the Bundle is not printed" in result.stderr

@@ -165,3 +165,34 @@ def test_units_inside_an_evaluator_sentence_read_readably() -> None:
     assert readable_units_in("33.45 mL/min/{1.73_m2} (Observation/a-1.2); 3.2 10*9/L") == (
         "33.45 mL/min/1.73 m2 (Observation/a-1.2); 3.2 x10^9/L"
     )
+
+
+def _all_steps(step: Step) -> list[Step]:
+    return [step, *(x for child in step.children for x in _all_steps(child))]
+
+
+def test_an_unanswered_item_of_a_decided_combination_is_not_needed(
+    trial: CompiledCriteria,
+) -> None:
+    """First-line therapy is on record, so "given outside this record?" is moot: the tree must
+    not show its question as open (it reads as if the record lacked the treatment)."""
+    explanation = explain(_evaluate(trial, "itp-relapsed-candidate"))
+    itp = _criterion(explanation, "I1")
+    assert itp.step is not None
+    steps = {step.label: step for step in _all_steps(itp.step)}
+    first_line = steps["Received first-line therapy (glucocorticoids or IVIG)"]
+    assert first_line.combination == "any of"
+    outside = steps["First-line therapy given outside this record (investigator)"]
+    assert outside.needed is False
+    # an unknown operand of an undecided combination stays needed, with its question
+    second_line = steps["Second-line therapy given outside this record (investigator)"]
+    assert second_line.needed is True
+    assert second_line.question in itp.questions
+    assert outside.question not in itp.questions
+    text = explanation_text(explanation, width=400)
+    assert (
+        "[not needed] First-line therapy given outside this record (investigator): unanswered, "
+        "not needed (the other items already decide)"
+    ) in text
+    assert "The record shows no glucocorticoid or immunoglobulin treatment" not in text
+    assert "did the patient receive them (or undergo splenectomy)" in text
