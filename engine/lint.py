@@ -387,11 +387,12 @@ def _check_reference_limit(
     test: ReferenceLimitTest, concept: Concept, location: Location
 ) -> Iterator[TrialsieveError]:
     default = concept.reference_high if test.limit == "high" else concept.reference_low
-    if default is None:
+    if default is None and not concept.reference_range_per_result:
         side = "high (ULN)" if test.limit == "high" else "low (LLN)"
         yield LintWarning(
             f"'{test.text}': concept '{concept.id}' has no default reference {side} in the "
-            "mappings; results without their own referenceRange will be unknown",
+            "mappings; results without their own referenceRange will be unknown (if the "
+            "range depends on the assay, say so: `reference_range: per-result`)",
             location,
         )
 

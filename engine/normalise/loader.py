@@ -25,6 +25,7 @@ from engine.normalise.terminology import (
     CodeRange,
     Concept,
     Terminology,
+    PER_RESULT,
     UnitConversion,
     normalise_code,
     normalise_text,
@@ -491,6 +492,9 @@ def _build_concept(
         collected.error(f"unit {unit!r} is not valid UCUM", mapping_file.location(*here, "unit"))
 
     reference_range = node.get("reference_range") or {}
+    per_result = reference_range == PER_RESULT
+    if per_result:
+        reference_range = {}
     low = reference_range.get("low")
     high = reference_range.get("high")
     if low is not None and high is not None and float(low) > float(high):
@@ -561,6 +565,7 @@ def _build_concept(
         unit=str(unit) if unit is not None else None,
         reference_low=float(low) if low is not None else None,
         reference_high=float(high) if high is not None else None,
+        reference_range_per_result=per_result,
         molar_mass=float(molar_mass) if molar_mass is not None else None,
         value_path=str(value_path) if value_path is not None else None,
         source=mapping_file.location(*here),

@@ -43,6 +43,9 @@ def normalise_text(text: str) -> str:
     return _SPACES.sub(" ", text).strip().casefold()
 
 
+PER_RESULT = "per-result"
+"""The `reference_range` value of a concept whose range is only ever the result's own."""
+
 @dataclass(frozen=True)
 class CodeRange:
     """An inclusive range of ICD-10 codes, e.g. C00-C97 or D69.4-D69.6.
@@ -111,6 +114,9 @@ class Concept:
     """Equivalence table -> factor: mg of the table's reference drug per mg of this drug
     (`prednisone: 1.25` on methylprednisolone)."""
     conversions: tuple[UnitConversion, ...] = ()
+    reference_range_per_result: bool = False
+    """`reference_range: per-result` in the mappings: no default range on purpose (it depends
+    on the assay), so a ULN/LLN test uses each result's own referenceRange or is unknown."""
 
 
 class Terminology:

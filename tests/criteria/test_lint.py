@@ -9,6 +9,7 @@ import pytest
 
 from engine.errors import CriteriaError, LintWarning, TrialsieveError
 from engine.lint import format_problems, has_errors, lint_paths
+from engine.normalise.loader import load_terminology
 
 MAPPINGS = """\
 systems:
@@ -274,3 +275,35 @@ def test_a_mistyped_loinc_code_is_an_error_at_its_line(tmp_path: Path) -> None:
 def test_loinc_answer_codes_are_checked_for_shape_only(tmp_path: Path) -> None:
     project(tmp_path)  # MAPPINGS holds the answer code LA6576-8
     assert lint(tmp_path) == []
+
+
+def test_a_concept_ranged_per_result_is_not_warned_about(tmp_path: Path) -> None:
+    """`reference_range: per-result` says there is no default on purpose (the range is the
+    assay's own): a ULN test on it is expected to need each result's referenceRange."""
+    mappings = MAPPINGS.replace(
+        "  ecog:\n",
+        "  prothrombin-time:\n    display: Prothrombin time\n    codes: {loinc: [\"5902-2\"]}\n"
+        "    unit: s\n    reference_range: per-result\n  ecog:\n",
+    )
+    project(
+        tmp_path,
+        """\
+        - resource: Observation
+          concept: prothrombin-time
+          value: "> 20% above ULN"
+        """,
+        mappings=mappings,
+    )
+    assert lint(tmp_path) == []
+    terminology = load_terminology(tmp_path / "mappings")
+    concept = terminology.concept("prothrombin-time")
+    assert concept.reference_range_per_result
+    assert (concept.reference_low, concept.reference_high) == (None, None)
+
+
+def test_per_result_is_the_only_word_a_reference_range_takes(tmp_path: Path) -> None:
+    mappings = MAPPINGS.replace("reference_range: {high: 40}", "reference_range: per-test")
+    project(tmp_path, mappings=mappings)
+    problems = lint(tmp_path)
+    assert has_errors(problems)
+    assert "reference_range" in format_problems(problems)
