@@ -22,10 +22,10 @@ from ruamel.yaml.error import MarkedYAMLError
 
 from engine.errors import ErrorCollection, Location, MappingError, TrialsieveError
 from engine.normalise.terminology import (
+    PER_RESULT,
     CodeRange,
     Concept,
     Terminology,
-    PER_RESULT,
     UnitConversion,
     normalise_code,
     normalise_text,

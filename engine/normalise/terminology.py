@@ -46,6 +46,7 @@ def normalise_text(text: str) -> str:
 PER_RESULT = "per-result"
 """The `reference_range` value of a concept whose range is only ever the result's own."""
 
+
 @dataclass(frozen=True)
 class CodeRange:
     """An inclusive range of ICD-10 codes, e.g. C00-C97 or D69.4-D69.6.

@@ -282,7 +282,7 @@ def test_a_concept_ranged_per_result_is_not_warned_about(tmp_path: Path) -> None
     assay's own): a ULN test on it is expected to need each result's referenceRange."""
     mappings = MAPPINGS.replace(
         "  ecog:\n",
-        "  prothrombin-time:\n    display: Prothrombin time\n    codes: {loinc: [\"5902-2\"]}\n"
+        '  prothrombin-time:\n    display: Prothrombin time\n    codes: {loinc: ["5902-2"]}\n'
         "    unit: s\n    reference_range: per-result\n  ecog:\n",
     )
     project(
