@@ -1,7 +1,9 @@
 """Shared fixtures: the real NCT05315778 criteria, compiled once per test session; a FHIR
 server on loopback holding the Synthea examples; `sekmet`, a FHIR server on loopback holding
 the hand-written example patients and one Synthea patient (sekmet_server.py); `chromium`,
-headless Chromium from Debian's packages."""
+headless Chromium from Debian's packages; `service_client` and `api`, the service app with the
+shipped criteria and an API token (service_support.py), for the service and conformance
+tests."""
 
 from __future__ import annotations
 
@@ -11,12 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from hypothesis import settings
 from medplum_server import MedplumServer, MedplumUnavailable, start_medplum
 from medplum_server import stop as stop_medplum
 from sekmet_server import SekmetServer, load_examples, start_sekmet, stop
+from service_support import ClientFactory, make_settings
 
 from engine.evaluate import CompiledCriteria
+from engine.service import ServiceSettings, create_app
 from engine.trial import load_trial
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -169,3 +174,27 @@ def fhir_server(request: pytest.FixtureRequest) -> SekmetServer | MedplumServer:
     FHIR router (TypeScript), written independently."""
     server: SekmetServer | MedplumServer = request.getfixturevalue(request.param)
     return server
+
+
+@pytest.fixture
+def service_client() -> Iterator[ClientFactory]:
+    """`service_client(**settings)`: a TestClient (lifespan running) on a new app; every
+    client it made is closed at the end of the test.
+    """
+    opened: list[TestClient] = []
+
+    def open_client(settings: ServiceSettings | None = None, **overrides: object) -> TestClient:
+        client = TestClient(create_app(settings or make_settings(**overrides)))
+        client.__enter__()
+        opened.append(client)
+        return client
+
+    yield open_client
+    for client in reversed(opened):
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def api(service_client: ClientFactory) -> TestClient:
+    """A service without a FHIR server."""
+    return service_client()

@@ -4,10 +4,10 @@ A request carries `Authorization: Bearer <token>`. The token is accepted when it
 the configured static tokens (compared in constant time), or when it is a JWT that, as
 CDS Hooks 2.0 "Trusting CDS Clients" asks,
 
-- names its key with `kid` and is signed with that key of the configured JWKS, by an
-  asymmetric algorithm (RS256, RS384, ES256, ES384) the key is bound to: the JWK's `alg` when it
-  declares one, else its type's (RSA: RS256/RS384; EC P-256: ES256; P-384: ES384). HS256 with a
-  shared secret is accepted only in an explicitly configured test mode
+- says `typ: JWT`, names its key with `kid` and is signed with that key of the configured
+  JWKS, by an asymmetric algorithm (RS256, RS384, ES256, ES384) the key is bound to: the JWK's
+  `alg` when it declares one, else its type's (RSA: RS256/RS384; EC P-256: ES256; P-384:
+  ES384). HS256 with a shared secret is accepted only in an explicitly configured test mode
   (`jwt_hs256_test_mode`): the spec requires asymmetric signatures;
 - carries `iss`, `aud`, `exp`, `iat` and `jti`, with `aud` the URL of the service endpoint
   called (not the service's base URL), an `iss` among the configured issuers when some are,
@@ -140,6 +140,11 @@ class ApiAuthenticator:
             raise _unauthorized("the bearer token is not a well-formed JWT") from None
         algorithm = header.get("alg")
         key_id = header.get("kid")
+        media_type = header.get("typ")
+        if not isinstance(media_type, str) or media_type.upper() != "JWT":
+            # CDS Hooks 2.0, "Trusting CDS Clients": typ is REQUIRED, "Fixed value: JWT"
+            # (RFC 7515 4.1.9: compared case-insensitively).
+            raise _unauthorized("the JWT header's typ must be JWT")
         key: Any
         if algorithm == "HS256" and self._secret:
             key = self._secret  # the test mode only (see ApiAuthenticator.__init__)

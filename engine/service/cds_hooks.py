@@ -314,7 +314,7 @@ def summary(evaluation: PatientEvaluation) -> str:
         failing = explanation.with_verdict(CriterionVerdict.FAILS)
         return _fit(f"Not eligible for {trial}: ", [f"{c.number} {c.label}" for c in failing])
     if status is SubjectStatus.ELIGIBLE:
-        return f"Eligible for {trial}: every criterion is clear"
+        return _shorten(f"Eligible for {trial}: every criterion is clear", SUMMARY_LIMIT)
     parts = []
     missing = len(explanation.missing_data)
     questions = len(explanation.open_questions)

@@ -197,6 +197,15 @@ class Service:
         if trial is None:
             raise ApiError.of(404, "not-found", f"no CDS service {service_id}; see /cds-services")
         patient_id = patient_id_of(request)
+        if request.fhir_authorization is not None and request.fhir_server is None:
+            # CDS Hooks 2.0, "Calling a CDS Service": "If fhirAuthorization is provided, this
+            # field [fhirServer] is REQUIRED."
+            raise ApiError.of(
+                400,
+                "required",
+                "fhirServer is required when fhirAuthorization is given",
+                "fhirServer",
+            )
         prefetched = read_prefetch(trial, request.prefetch, patient_id)
         fetched = bool(prefetched.missing_types)
         resources: PatientResources | None = None
@@ -206,7 +215,7 @@ class Service:
                     raise _missing_prefetch(trial, prefetched)
             else:
                 with self._request_server(request) as client:
-                    resources = _serving(
+                    resources = _fetching(
                         lambda: self._complete(client, trial, patient_id, prefetched)
                     )
         if resources is None:
@@ -481,6 +490,25 @@ def _missing_prefetch(trial: LoadedTrial, prefetched: Prefetched) -> ApiError:
         f"to read them from{failures}",
         *keys,
     )
+
+
+def _fetching(work: Callable[[], Result]) -> Result:
+    """Read what a CDS Hooks call's prefetch lacks from its fhirServer: a server that cannot
+    be reached, refuses, fails or lacks the patient answers 412 (CDS Hooks 2.0, "Prefetch":
+    "If the CDS Service is unable to obtain required data because it cannot access the FHIR
+    server and the request did not contain the necessary prefetch keys, the service SHALL
+    respond with an HTTP 412 Precondition Failed status code"), with what was asked and what
+    came back (no address).
+    """
+    try:
+        return work()
+    except ServerError as error:
+        words = error_for(error).issues[0].diagnostics
+        raise ApiError.of(
+            412, "incomplete", f"the patient's data cannot be obtained: {words}"
+        ) from None
+    except TrialsieveError as error:
+        raise error_for(error) from None
 
 
 def _serving(work: Callable[[], Result], field_name: str | None = None) -> Result:

@@ -131,7 +131,8 @@ _MEANING = {
     404: "Unknown trial or CDS service; the FHIR server has no such patient",
     405: "Method not allowed",
     409: "Needs a FHIR server, and the service has none configured",
-    412: "CDS Hooks: prefetch data is missing and the request names no fhirServer",
+    412: "CDS Hooks: the patient's data cannot be had: prefetch data is missing and the "
+    "request names no fhirServer, or the fhirServer cannot give it",
     413: "Request body too large",
     500: "Internal error (a bug: see the service log)",
     502: "The FHIR server failed or refused the service's request",
@@ -145,7 +146,7 @@ _ERRORS_BY_ROUTE: Mapping[tuple[str, str], tuple[int, ...]] = {
     ("get", "/cds-services"): (),
     ("post", "/evaluate"): (*_PROTECTED, 404, 409, 502, 504),
     ("post", "/trials/{trial_id}/evaluate"): (*_PROTECTED, 404, 409, 502, 504),
-    ("post", "/cds-services/{service_id}"): (*_PROTECTED, 404, 412, 502, 504),
+    ("post", "/cds-services/{service_id}"): (*_PROTECTED, 404, 412),
     ("post", "/cds-services/{service_id}/feedback"): (*_PROTECTED, 404),
     ("get", "/trials/{trial_id}/patients/{patient_id}/report"): (*_PROTECTED, 404, 409, 502, 504),
     ("put", "/fhir-notify/{resource_type}/{resource_id}"): (*_PROTECTED, 409),

@@ -1,6 +1,6 @@
-"""Helpers for the service tests (and benchmarks/service.py): settings, example data, prefetch
-built from a Bundle, a patient copied under a new id, and the app served by uvicorn on
-loopback in a thread.
+"""Helpers for the service and CDS Hooks conformance tests (and benchmarks/service.py):
+settings, example data, prefetch built from a Bundle, a patient copied under a new id, and the
+app served by uvicorn on loopback in a thread.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import socket
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,14 +22,18 @@ import orjson
 import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sekmet_server import SekmetServer
 from typer.testing import CliRunner
 
 from engine.cli import app as cli_app
+from engine.evaluate import PatientEvaluation
+from engine.screening import screen_patient
 from engine.service import ApiAuthSettings, SecretReference, ServiceSettings
 from engine.service.cds_hooks import prefetch_templates
 from engine.service.trials import LoadedTrial
+from engine.sources import read_bundle_file
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 CRITERIA = ROOT / "criteria"
 PATIENTS = ROOT / "examples" / "patients"
 AS_OF = dt.date(2026, 11, 1)
@@ -134,6 +139,70 @@ def prefetch_from(bundle: dict[str, Any], trial: LoadedTrial, patient_id: str) -
             ],
         }
     return prefetch
+
+
+CDS_SERVICE = "/cds-services/NCT05315778"
+"""The CDS Hooks service of the trial the service tests load."""
+
+
+def hook_call(patient_id: str, **fields: Any) -> dict[str, Any]:
+    """A patient-view call for `patient_id` (a fresh hookInstance), with `fields` added."""
+    return {
+        "hook": "patient-view",
+        "hookInstance": str(uuid.uuid4()),
+        "context": {"patientId": patient_id, "userId": "Practitioner/example"},
+        **fields,
+    }
+
+
+def loaded_trial(api: TestClient) -> LoadedTrial:
+    """NCT05315778 as the app loaded it."""
+    trial: LoadedTrial = api.app.state.service.trials["NCT05315778"]  # type: ignore[attr-defined]
+    return trial
+
+
+def evaluated_file(api: TestClient, name: str) -> PatientEvaluation:
+    """An example patient evaluated from its file, as of AS_OF (what a card should say)."""
+    trial = loaded_trial(api).criteria
+    return screen_patient(trial, read_bundle_file(PATIENTS / f"{name}.json"), AS_OF).evaluation
+
+
+def same_card(one: dict[str, Any], other: dict[str, Any]) -> bool:
+    """The same card but for its uuid (fresh on every call)."""
+    return {k: v for k, v in one.items() if k != "uuid"} == {
+        k: v for k, v in other.items() if k != "uuid"
+    }
+
+
+def without(mapping: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """`mapping` without `keys` (a prefetch missing some keys, a call missing a field)."""
+    return {key: value for key, value in mapping.items() if key not in keys}
+
+
+def server_call(server: SekmetServer, name: str, prefetch: dict[str, Any] | None) -> dict[str, Any]:
+    """A call naming `server` as fhirServer, with its token as fhirAuthorization."""
+    fields: dict[str, Any] = {
+        "fhirServer": server.base_url,
+        "fhirAuthorization": {
+            "access_token": server.token,
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "scope": "patient/*.read",
+            "subject": "trialsieve",
+        },
+    }
+    if prefetch is not None:
+        fields["prefetch"] = prefetch
+    return hook_call(name, **fields)
+
+
+def assert_unauthorized(response: Any, words: str) -> None:
+    """401 with `WWW-Authenticate: Bearer` and a login issue whose diagnostics hold `words`."""
+    assert response.status_code == 401, response.text
+    assert response.headers["www-authenticate"] == "Bearer"
+    issue = response.json()["issue"][0]
+    assert issue["code"] == "login"
+    assert words in issue["diagnostics"]
 
 
 def copy_patient(http: httpx.Client, name: str, patient_id: str) -> None:

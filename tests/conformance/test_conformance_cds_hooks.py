@@ -1,0 +1,560 @@
+"""CDS Hooks 2.0 (https://cds-hooks.hl7.org/2.0/), as a CDS Service must answer it.
+
+Every test names the section of the specification it checks: Discovery, Calling a CDS
+Service, Providing FHIR Resources (Prefetch Template, FHIR Resource Access), CDS Service
+Response (HTTP Status Codes, Card Attributes, Source, Link), Data Types (Coding), Use of JSON,
+Feedback, Extensions, and Security and Safety (Trusting CDS Clients, JWT Signing Algorithm).
+The tests that need a FHIR server use `sekmet` on loopback (tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import orjson
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from fastapi.testclient import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
+from sekmet_server import SekmetServer
+from service_support import (
+    AUTH,
+    CDS_SERVICE,
+    PATIENTS,
+    ClientFactory,
+    assert_unauthorized,
+    evaluated_file,
+    example,
+    free_port,
+    hook_call,
+    loaded_trial,
+    make_settings,
+    prefetch_from,
+    same_card,
+    server_call,
+    without,
+)
+
+from engine.errors import ServiceConfigError
+from engine.fhir_http import RetryPolicy
+from engine.service import ApiAuthSettings, SecretReference, create_app
+from engine.service.cds_hooks import SUMMARY_LIMIT, _fit, card
+
+ENDPOINT = f"http://testserver{CDS_SERVICE}"
+FEEDBACK = f"{CDS_SERVICE}/feedback"
+ISSUER = "https://ehr.example.org"
+SECRET = "a-shared-secret-of-enough-length-0123456789"
+SECRET_VARIABLE = "TRIALSIEVE_TEST_JWT_SECRET"
+EXAMPLES = sorted(path.stem for path in PATIENTS.glob("*.json"))
+PATIENT_VIEW_CONTEXT = frozenset({"userId", "patientId", "encounterId"})
+"""The context fields of patient-view (hook version 1.0), which prefetch tokens may name."""
+
+
+def empty_elements(node: Any, path: str = "$") -> Iterator[str]:
+    """Paths of JSON elements that are null or empty (`""`, `[]`, `{}`)."""
+    if node is None or node == "" or node == [] or node == {}:
+        yield path
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from empty_elements(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from empty_elements(value, f"{path}[{index}]")
+
+
+# --------------------------------------------------------------------------- Discovery
+
+
+def test_discovery_describes_each_service(api: TestClient) -> None:
+    """Discovery, "Response": an object with `services`; each with `hook`, `description` and
+    `id` (REQUIRED), `title` (RECOMMENDED), `prefetch` an object of string FHIR queries; the
+    service answers at `{baseUrl}/cds-services/{id}`. Discovery, "HTTP Status Codes": 200."""
+    response = api.get("/cds-services")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/json")
+    services = response.json()["services"]
+    assert services
+    for service in services:
+        for field_name in ("hook", "description", "id", "title"):
+            assert isinstance(service[field_name], str) and service[field_name], field_name
+        assert service["hook"] == "patient-view"
+        assert all(isinstance(query, str) for query in service["prefetch"].values())
+        call = api.post(f"/cds-services/{service['id']}", json=hook_call("p1"), headers=AUTH)
+        assert call.status_code == 412  # the service is there (no data given: see Prefetch)
+    assert not list(empty_elements(response.json()))
+
+
+def test_prefetch_tokens_name_context_fields(api: TestClient) -> None:
+    """Prefetch Template, "Prefetch tokens": delimited by `{{` and `}}`, holding only the
+    qualified path of a hook context field (`context.patientId`); patient-view's fields."""
+    (service,) = api.get("/cds-services").json()["services"]
+    for key, query in service["prefetch"].items():
+        tokens = re.findall(r"\{\{(.*?)\}\}", query)
+        assert tokens, key
+        assert all(token.startswith("context.") for token in tokens), query
+        assert {token.removeprefix("context.") for token in tokens} <= PATIENT_VIEW_CONTEXT
+        assert "{" not in re.sub(r"\{\{.*?\}\}", "", query), query
+
+
+# --------------------------------------------------------------------------- Calling
+
+
+def test_hook_hook_instance_and_context_are_required(api: TestClient) -> None:
+    """Calling a CDS Service, "HTTP Request": `hook`, `hookInstance` and `context` are
+    REQUIRED; a call without one is refused (400) naming the field."""
+    for field_name in ("hook", "hookInstance", "context"):
+        response = api.post(CDS_SERVICE, json=without(hook_call("p1"), field_name), headers=AUTH)
+        assert response.status_code == 400, response.text
+        assert response.json()["issue"][0]["expression"] == [field_name]
+
+
+def test_fhir_authorization_needs_fhir_server(api: TestClient) -> None:
+    """Calling a CDS Service, "HTTP Request": `fhirServer` "If fhirAuthorization is
+    provided, this field is REQUIRED"."""
+    name = "itp-relapsed-candidate"
+    prefetch = prefetch_from(example(name), loaded_trial(api), name)
+    authorization = {
+        "access_token": "opaque",
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "patient/*.read",
+        "subject": "trialsieve",
+    }
+    body = hook_call(name, prefetch=prefetch, fhirAuthorization=authorization)
+    response = api.post(CDS_SERVICE, json=body, headers=AUTH)
+    assert response.status_code == 400, response.text
+    assert response.json()["issue"][0]["expression"] == ["fhirServer"]
+    assert api.post(CDS_SERVICE, json=without(body, "fhirAuthorization"), headers=AUTH).is_success
+
+
+def test_extensions_are_accepted(api: TestClient) -> None:
+    """Extensions: the name `extension` is reserved for implementations' own JSON objects;
+    a request carrying one is served as without it."""
+    name = "itp-too-old"
+    prefetch = prefetch_from(example(name), loaded_trial(api), name)
+    extension = {"com.example.timestamp": "2017-11-27T22:13:25Z"}
+    body = hook_call(name, prefetch=prefetch, extension=extension)
+    response = api.post(CDS_SERVICE, json=body, headers=AUTH)
+    assert response.status_code == 200, response.text
+
+
+# --------------------------------------------------------------------------- Prefetch
+
+
+def test_a_missing_or_failed_prefetch_without_fhir_server_is_412(api: TestClient) -> None:
+    """Prefetch Template: "If the CDS Service is unable to obtain required data because it
+    cannot access the FHIR server and the request did not contain the necessary prefetch keys,
+    the service SHALL respond with an HTTP 412": a key that is absent, or holds the
+    OperationOutcome of a failed prefetch, with no fhirServer to read it from."""
+    name = "itp-relapsed-candidate"
+    prefetch = prefetch_from(example(name), loaded_trial(api), name)
+    failed = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "timeout", "diagnostics": "search timed out"}],
+    }
+    for given_prefetch in (without(prefetch, "condition"), {**prefetch, "condition": failed}):
+        response = api.post(
+            CDS_SERVICE, json=hook_call(name, prefetch=given_prefetch), headers=AUTH
+        )
+        assert response.status_code == 412, response.text
+        assert response.json()["issue"][0]["expression"] == ["prefetch.condition"]
+    assert "search timed out" in response.json()["issue"][0]["diagnostics"]
+
+
+def test_a_null_prefetch_value_is_no_data(api: TestClient) -> None:
+    """Prefetch Template: "If the CDS Client has no data to populate a template prefetch key,
+    the prefetch template key MUST have a value of null": nothing is fetched (no fhirServer
+    needed) and the type counts as empty."""
+    name = "itp-relapsed-candidate"
+    prefetch = prefetch_from(example(name), loaded_trial(api), name)
+    body = hook_call(name, prefetch={**prefetch, "observation": None})
+    response = api.post(CDS_SERVICE, json=body, headers=AUTH)
+    assert response.status_code == 200, response.text
+    full = api.post(CDS_SERVICE, json=hook_call(name, prefetch=prefetch), headers=AUTH)
+    assert response.json()["cards"][0]["summary"] != full.json()["cards"][0]["summary"]
+
+
+def test_a_prefetch_with_a_next_page_is_not_complete(api: TestClient) -> None:
+    """Prefetch Template: prefetch data "MUST be submitted at once ... (e.g., no 'next page'
+    links allowed)": a search Bundle with a `next` link is not taken as the whole answer;
+    without a fhirServer to read the rest, 412."""
+    name = "itp-relapsed-candidate"
+    paged = prefetch_from(example(name), loaded_trial(api), name)
+    paged["observation"]["link"] = [{"relation": "next", "url": "http://ehr/fhir?page=2"}]
+    response = api.post(CDS_SERVICE, json=hook_call(name, prefetch=paged), headers=AUTH)
+    assert response.status_code == 412, response.text
+    assert response.json()["issue"][0]["expression"] == ["prefetch.observation"]
+
+
+def test_only_the_templates_keys_are_read(api: TestClient) -> None:
+    """Prefetch Template: "services SHALL only receive the data they requested in their
+    prefetch": a key the service did not ask for is not read (here it holds a Condition that
+    would exclude the patient)."""
+    name = "itp-relapsed-candidate"
+    prefetch = prefetch_from(example(name), loaded_trial(api), name)
+    lupus = prefetch_from(example("itp-secondary-lupus"), loaded_trial(api), name)
+    extra = {**prefetch, "conditionsOfAnotherService": lupus["condition"]}
+    answers = [
+        api.post(CDS_SERVICE, json=hook_call(name, prefetch=given_prefetch), headers=AUTH)
+        for given_prefetch in (prefetch, extra)
+    ]
+    assert all(answer.status_code == 200 for answer in answers)
+    first, second = (answer.json()["cards"][0] for answer in answers)
+    assert same_card(first, second)
+
+
+# --------------------------------------------------------------------------- FHIR Resource Access
+
+
+def test_what_the_prefetch_lacks_is_read_from_the_fhir_server(
+    service_client: ClientFactory, sekmet: SekmetServer
+) -> None:
+    """FHIR Resource Access: with `fhirServer` and `fhirAuthorization`, the service reads
+    what the prefetch lacks, presenting `access_token` as a bearer token (sekmet refuses
+    anything else); Prefetch Template: "It is the CDS Service's responsibility to check
+    prefetched data against its template ... and to programmatically retrieve any additional
+    necessary data". No prefetch, or keys absent or failed: the same card as from the file."""
+    api = service_client(trusted_fhir_servers=(sekmet.base_url,))
+    name = "itp-secondary-lupus"
+    prefetch = prefetch_from(example(name), loaded_trial(api), name)
+    failed = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "timeout"}],
+    }
+    partial = {**without(prefetch, "condition", "medicationRequest"), "observation": failed}
+    expected = card(evaluated_file(api, name))
+    for given_prefetch in (None, partial):
+        response = api.post(
+            CDS_SERVICE, json=server_call(sekmet, name, given_prefetch), headers=AUTH
+        )
+        assert response.status_code == 200, response.text
+        (answer,) = response.json()["cards"]
+        assert same_card(answer, expected)
+
+
+def test_a_fhir_server_that_cannot_be_reached_is_412(service_client: ClientFactory) -> None:
+    """Prefetch Template / CDS Service Response, "HTTP Status Codes": 412 Precondition Failed,
+    "The CDS Service is unable to retrieve the necessary FHIR data ... either through a
+    prefetch request or directly calling the FHIR server" (here: nothing listens there)."""
+    unreachable = f"http://127.0.0.1:{free_port()}/fhir"
+    api = service_client(
+        trusted_fhir_servers=(unreachable,),
+        fhir_retry=RetryPolicy(attempts=1, timeout=2.0, give_up_after=2.0),
+    )
+    body = hook_call("itp-too-old", fhirServer=unreachable)
+    response = api.post(CDS_SERVICE, json=body, headers=AUTH)
+    assert response.status_code == 412, response.text
+    assert "could not be reached" in response.json()["issue"][0]["diagnostics"]
+    assert unreachable not in response.text
+
+
+# --------------------------------------------------------------------------- Response and cards
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_cards_have_the_required_attributes(api: TestClient, name: str) -> None:
+    """CDS Service Response, "HTTP Response": 200 with a `cards` array. "Card Attributes":
+    `summary` a "<140-character" string, `indicator` one of info/warning/critical, `source`
+    with a `label`, `detail` GitHub-flavoured markdown text; "Link": `label`, `url`, `type`
+    absolute or smart, `appContext` only for smart links. "Null and empty JSON elements":
+    none is null or empty."""
+    prefetch = prefetch_from(example(name), loaded_trial(api), name)
+    response = api.post(CDS_SERVICE, json=hook_call(name, prefetch=prefetch), headers=AUTH)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert isinstance(answer["cards"], list)
+    for each in answer["cards"]:
+        assert isinstance(each["summary"], str) and 0 < len(each["summary"]) < 140
+        assert each["indicator"] in ("info", "warning", "critical")
+        assert isinstance(each["source"]["label"], str) and each["source"]["label"]
+        assert isinstance(each["detail"], str)
+        for link in each.get("links", ()):
+            assert {"label", "url", "type"} <= link.keys()
+            assert link["type"] in ("absolute", "smart")
+            assert link["type"] == "smart" or "appContext" not in link
+    assert not list(empty_elements(answer))
+
+
+def test_each_card_has_a_fresh_uuid_and_a_coded_topic(api: TestClient) -> None:
+    """ "Card Attributes": `uuid` "Unique identifier of the card" (feedback names it), so two
+    calls give two uuids; "Source": `topic` a Coding; "Data Types", Coding: `code` and
+    `system` REQUIRED (the registry's system)."""
+    name = "itp-relapsed-candidate"
+    prefetch = prefetch_from(example(name), loaded_trial(api), name)
+    first, second = (
+        api.post(CDS_SERVICE, json=hook_call(name, prefetch=prefetch), headers=AUTH).json()[
+            "cards"
+        ][0]
+        for _ in range(2)
+    )
+    assert uuid.UUID(first["uuid"]) != uuid.UUID(second["uuid"])
+    assert same_card(first, second)
+    assert first["source"]["topic"] == {
+        "system": "https://clinicaltrials.gov",
+        "code": "NCT05315778",
+        "display": loaded_trial(api).criteria.trial.title,
+    }
+
+
+@given(
+    st.text(min_size=1, max_size=60),
+    st.lists(st.text(min_size=1, max_size=200), min_size=1, max_size=40),
+)
+def test_a_summary_of_failing_criteria_is_under_140_characters(
+    prefix: str, items: list[str]
+) -> None:
+    """ "Card Attributes": `summary` is a "<140-character summary message", however many
+    criteria exclude the patient and however long their labels."""
+    assert SUMMARY_LIMIT < 140
+    assert len(_fit(prefix, items)) <= SUMMARY_LIMIT
+
+
+# --------------------------------------------------------------------------- Feedback
+
+
+def test_feedback_is_logged_per_card(api: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    """Feedback: `POST {baseUrl}/cds-services/{id}/feedback` with a `feedback` array, each
+    item's `card` (the card's uuid), `outcome` (accepted / overridden), `outcomeTimestamp`
+    (REQUIRED) and optional `overrideReason` (a Coding and a comment)."""
+    body = {
+        "feedback": [
+            {
+                "card": "0f2c8e7a-1111-4a3b-9c1d-000000000001",
+                "outcome": "accepted",
+                "outcomeTimestamp": "2026-11-01T10:00:00Z",
+            },
+            {
+                "card": "0f2c8e7a-1111-4a3b-9c1d-000000000002",
+                "outcome": "overridden",
+                "outcomeTimestamp": "2026-11-01T10:01:00Z",
+                "overrideReason": {
+                    "reason": {"system": "http://example.org", "code": "not-now"},
+                    "userComment": "free text that is not logged",
+                },
+            },
+        ]
+    }
+    with caplog.at_level("INFO", logger="engine.service"):
+        response = api.post(FEEDBACK, json=body, headers=AUTH)
+    assert response.status_code == 200, response.text
+    logged = [r for r in caplog.records if r.getMessage() == "cds card feedback"]
+    assert [r.fields["outcome"] for r in logged] == ["accepted", "overridden"]  # type: ignore[attr-defined]
+    assert logged[1].fields["override_reason"] == "not-now"  # type: ignore[attr-defined]
+    assert "free text" not in caplog.text
+    for broken in ({"feedback": [{"card": "x"}]}, {"feedback": []}, {}):
+        assert api.post(FEEDBACK, json=broken, headers=AUTH).status_code == 400
+    unknown = api.post("/cds-services/NCT00000000/feedback", json=body, headers=AUTH)
+    assert unknown.status_code == 404
+    assert api.post(FEEDBACK, json=body).status_code == 401
+
+
+# --------------------------------------------------------------------------- Trusting CDS Clients
+
+
+def claims(**changes: Any) -> dict[str, Any]:
+    """A CDS client's JWT payload for the service endpoint; `None` values are left out."""
+    now = int(time.time())
+    payload = {
+        "iss": ISSUER,
+        "sub": "ehr-client",
+        "aud": ENDPOINT,
+        "iat": now,
+        "exp": now + 120,
+        "jti": str(uuid.uuid4()),
+    }
+    payload.update(changes)
+    return {key: value for key, value in payload.items() if value is not None}
+
+
+@pytest.fixture(scope="module")
+def rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture(scope="module")
+def ec_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP384R1())
+
+
+def jwks_file(folder: Path, rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey) -> Path:
+    """The CDS client's JWK Set: an RSA key declared RS384, a P-384 key without `alg`."""
+    rsa_public = orjson.loads(jwt.algorithms.RSAAlgorithm.to_jwk(rsa_key.public_key()))
+    ec_public = orjson.loads(jwt.algorithms.ECAlgorithm.to_jwk(ec_key.public_key()))
+    document = {
+        "keys": [
+            {**rsa_public, "kid": "ehr-rs384", "alg": "RS384", "use": "sig"},
+            {**ec_public, "kid": "ehr-es384", "use": "sig"},
+        ]
+    }
+    path = folder / "jwks.json"
+    path.write_bytes(orjson.dumps(document))
+    return path
+
+
+@pytest.fixture
+def jwt_api(
+    service_client: ClientFactory,
+    tmp_path: Path,
+    rsa_key: rsa.RSAPrivateKey,
+    ec_key: ec.EllipticCurvePrivateKey,
+) -> TestClient:
+    """A service that trusts the client's JWK Set and issuer (no shared secret)."""
+    return service_client(
+        api_auth=ApiAuthSettings(
+            jwks_file=jwks_file(tmp_path, rsa_key, ec_key), jwt_issuers=frozenset({ISSUER})
+        )
+    )
+
+
+def rs384(key: rsa.RSAPrivateKey, payload: dict[str, Any], **header: Any) -> str:
+    return jwt.encode(payload, key, algorithm="RS384", headers={"kid": "ehr-rs384", **header})
+
+
+def call(api: TestClient, token: str | None, path: str = CDS_SERVICE) -> Any:
+    """A call with the token; past authentication it is a 412 (no prefetch, no fhirServer)."""
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    return api.post(path, json=hook_call("p1", prefetch={"patient": None}), headers=headers)
+
+
+def test_a_jwt_signed_with_a_key_of_the_jwk_set_is_accepted(
+    jwt_api: TestClient, rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey
+) -> None:
+    """Trusting CDS Clients: the client signs with its private key; "The `kid` value from the
+    JWT header allows a CDS Service to identify the correct JWK in the JWK Set"; JWT Signing
+    Algorithm: ES384 and RS384 are RECOMMENDED. A key of another client, or a `kid` the set
+    does not hold, is refused."""
+    assert call(jwt_api, rs384(rsa_key, claims())).status_code == 412
+    es384 = jwt.encode(claims(), ec_key, algorithm="ES384", headers={"kid": "ehr-es384"})
+    assert call(jwt_api, es384).status_code == 412
+    other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    assert_unauthorized(call(jwt_api, rs384(other_key, claims())), "Signature verification")
+    unknown = rs384(rsa_key, claims(), kid="ehr-unknown")
+    assert_unauthorized(call(jwt_api, unknown), "kid names no configured key")
+    assert_unauthorized(call(jwt_api, None), "Authorization: Bearer token")
+
+
+def test_the_jwt_header_names_its_key_and_type(
+    jwt_api: TestClient, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    """Trusting CDS Clients, JWT header: `kid` REQUIRED ("The identifier of the key-pair used
+    to sign this JWT"); `typ` REQUIRED, "Fixed value: JWT"."""
+    unnamed = jwt.encode(claims(), rsa_key, algorithm="RS384")
+    assert_unauthorized(call(jwt_api, unnamed), "must name its key (kid)")
+    for media_type in ("at+jwt", None):
+        typed = rs384(rsa_key, claims(), typ=media_type)
+        assert_unauthorized(call(jwt_api, typed), "typ must be JWT")
+    assert call(jwt_api, rs384(rsa_key, claims(), typ="JWT")).status_code == 412
+
+
+def test_symmetric_and_unsigned_jwts_are_refused(
+    jwt_api: TestClient, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    """JWT Signing Algorithm: "JWTs SHALL NOT be signed using any symmetric algorithm" (HMAC:
+    HS256 with any secret, even the public key's text) and "SHALL NOT be signed used the
+    `none` algorithm"."""
+    hs256 = jwt.encode(claims(), SECRET, algorithm="HS256", headers={"kid": "ehr-rs384"})
+    assert_unauthorized(call(jwt_api, hs256), "algorithm 'HS256' is not accepted")
+    unsigned = jwt.encode(claims(), None, algorithm="none", headers={"kid": "ehr-rs384"})
+    assert_unauthorized(call(jwt_api, unsigned), "algorithm 'none' is not accepted")
+
+
+def test_hs256_only_in_the_explicit_test_mode(service_client: ClientFactory) -> None:
+    """JWT Signing Algorithm (no symmetric algorithms): a shared secret is refused at start
+    unless the HS256 test mode is turned on explicitly; in that mode HS256 is accepted (with
+    `kid`, like any JWT) and a token signed with another secret is not."""
+    environment = {SECRET_VARIABLE: SECRET}
+    secret = SecretReference(environment_variable=SECRET_VARIABLE)
+    with pytest.raises(ServiceConfigError, match="HS256 JWT secret is for tests only"):
+        create_app(
+            make_settings(environment=environment, api_auth=ApiAuthSettings(jwt_secret=secret))
+        )
+    api = service_client(
+        environment=environment,
+        api_auth=ApiAuthSettings(jwt_secret=secret, jwt_hs256_test_mode=True),
+    )
+
+    def hs256(payload: dict[str, Any], key: str = SECRET) -> str:
+        return jwt.encode(payload, key, algorithm="HS256", headers={"kid": "test"})
+
+    assert call(api, hs256(claims())).status_code == 412
+    other = hs256(claims(), "another-secret-of-enough-length-000")
+    assert_unauthorized(call(api, other), "Signature verification failed")
+
+
+def test_the_audience_is_the_endpoint_called(
+    jwt_api: TestClient, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    """Trusting CDS Clients: `aud` "MUST be the URL of the CDS Service endpoint being
+    invoked", a string or an array of strings: the service's base URL, or another service's
+    endpoint, is refused; for the feedback endpoint, its own URL."""
+    for audience in (ENDPOINT, [ENDPOINT], ["https://elsewhere.example.org", ENDPOINT]):
+        assert call(jwt_api, rs384(rsa_key, claims(aud=audience))).status_code == 412
+    for audience in ("http://testserver", "http://testserver/", f"{ENDPOINT}-other"):
+        refused = call(jwt_api, rs384(rsa_key, claims(aud=audience)))
+        assert_unauthorized(refused, "Audience doesn't match")
+    feedback = {
+        "feedback": [
+            {
+                "card": str(uuid.uuid4()),
+                "outcome": "overridden",
+                "outcomeTimestamp": "2026-11-01T10:00:00Z",
+            }
+        ]
+    }
+    for audience, status in ((f"http://testserver{FEEDBACK}", 200), (ENDPOINT, 401)):
+        token = rs384(rsa_key, claims(aud=audience))
+        answer = jwt_api.post(FEEDBACK, json=feedback, headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == status, answer.text
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"iss": None}, 'missing the "iss" claim'),
+        ({"aud": None}, 'missing the "aud" claim'),
+        ({"exp": None}, 'missing the "exp" claim'),
+        ({"iat": None}, 'missing the "iat" claim'),
+        ({"jti": None}, 'missing the "jti" claim'),
+        ({"exp": int(time.time()) - 600, "iat": int(time.time()) - 660}, "expired"),
+        ({"exp": int(time.time()) + 3600}, "longer than 5 minutes"),
+        ({"iss": "https://intruder.example.org"}, "issuer is not trusted"),
+    ],
+)
+def test_the_payload_carries_the_required_claims(
+    jwt_api: TestClient, rsa_key: rsa.RSAPrivateKey, changes: dict[str, Any], words: str
+) -> None:
+    """Trusting CDS Clients, JWT payload: `iss`, `aud`, `exp`, `iat`, `jti` REQUIRED; `exp`
+    "no more than 5 minutes in the future" (past it, expired); "CDS Services SHOULD maintain
+    an allowlist of the `iss`" (the configured issuers)."""
+    assert_unauthorized(call(jwt_api, rs384(rsa_key, claims(**changes))), words)
+
+
+def test_a_replayed_jti_is_refused(jwt_api: TestClient, rsa_key: rsa.RSAPrivateKey) -> None:
+    """Trusting CDS Clients: `jti` is "A nonce string value that uniquely identifies this
+    authentication JWT (used to protect against replay attacks)": the same JWT twice is
+    refused the second time; a new `jti` is accepted."""
+    once = rs384(rsa_key, claims())
+    assert call(jwt_api, once).status_code == 412
+    assert_unauthorized(call(jwt_api, once), "used before (same jti)")
+    assert call(jwt_api, rs384(rsa_key, claims())).status_code == 412
+
+
+def test_the_algorithm_is_bound_to_the_key(
+    jwt_api: TestClient, rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey
+) -> None:
+    """Trusting CDS Clients (`alg`, the algorithm of the key `kid` names; RFC 7517 4.4, RFC
+    8725 3.1): a key declared RS384 verifies RS384 only; a P-384 key without `alg`, ES384
+    only."""
+    rs256 = jwt.encode(claims(), rsa_key, algorithm="RS256", headers={"kid": "ehr-rs384"})
+    assert_unauthorized(call(jwt_api, rs256), "is for RS384, not RS256")
+    rs384_for_the_ec_key = rs384(rsa_key, claims(), kid="ehr-es384")
+    assert_unauthorized(call(jwt_api, rs384_for_the_ec_key), "is for ES384, not RS384")
+    es384 = jwt.encode(claims(), ec_key, algorithm="ES384", headers={"kid": "ehr-es384"})
+    assert call(jwt_api, es384).status_code == 412
