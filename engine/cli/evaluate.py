@@ -231,9 +231,20 @@ def _evaluate_on_server(
             else:
                 _emit(screening.transaction_bundle, output, screening.patient_id, several)
 
+        reported: set[tuple[str, str]] = set()
+
+        def pull(patient_id: str) -> PatientResources:
+            """The patient's resources; each type the server refused named once per run."""
+            resources = source.pull(patient_id)
+            for resource_type, why in resources.unavailable_types.items():
+                if (resource_type, why) not in reported:
+                    reported.add((resource_type, why))
+                    message = f"{resource_type} {why}: criteria over it are unknown"
+                    console.print(f"[bold yellow]warning:[/] {escape(message)}", soft_wrap=True)
+            return resources
+
         readers: list[PatientReader] = [
-            (f"Patient/{patient_id}", partial(source.pull, patient_id))
-            for patient_id in patient_ids
+            (f"Patient/{patient_id}", partial(pull, patient_id)) for patient_id in patient_ids
         ]
         evaluations, failures = _screen_each(
             trial, day, answers, readers, deliver, explain, console, report

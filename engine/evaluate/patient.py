@@ -177,8 +177,13 @@ def evaluate_patient(
             results.append(CriterionResult(criterion, criterion.root.evaluate(context)))
         else:
             skipped.append(criterion)
-    problems = tuple(str(problem) for problem in record.data_problems) + _patient_problems(
-        record, as_of
+    problems = (
+        tuple(str(problem) for problem in record.data_problems)
+        + _patient_problems(record, as_of)
+        + tuple(
+            f"{resource_type} {why}: criteria over it are unknown"
+            for resource_type, why in record.unavailable_types.items()
+        )
     )
     return PatientEvaluation(
         criteria=criteria,

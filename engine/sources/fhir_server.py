@@ -9,15 +9,23 @@ know and answer with every resource of the type). Medications that `medicationRe
 points to are read when the pull did not bring them. The pulled resources go through
 `parse_bundle`, so they are checked exactly like a Bundle file.
 
-Every failure raises `ServerError` naming the server and the request; nothing is logged but
-URLs, statuses and fallbacks, never a token.
+A server may refuse part of the pull. `$everything` refused (HTTP 400, 403, 404, 405, 501)
+falls back to the searches. A search for a type refused the same way on its first page, or a
+type whose CapabilityStatement entry declares interactions but not `search-type`, is left
+out of the pull and named in `PatientResources.unavailable_types` ("not available from the
+server (HTTP 400 Bad Request: <diagnostics>)"): criteria over it are unknown, never "none on
+record". A type the statement does not list is still asked for (sekmet serves ResearchSubject
+without listing it): the server's answer decides.
+
+Every other failure raises `ServerError` naming the server and the request; nothing is logged
+but URLs, statuses and fallbacks, never a token.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote
 
@@ -37,8 +45,10 @@ DEFAULT_PAGE_SIZE = 200
 
 # Fields that tie a resource to its patient (ResearchSubject.individual among them).
 _PATIENT_REFERENCE_FIELDS = ("subject", "patient", "individual")
-# Answers that mean "this server does not do $everything", after which searches are tried.
-_EVERYTHING_REFUSALS = frozenset({400, 404, 405, 501})
+# Answers that refuse a request outright (bad request, forbidden, no such endpoint, method not
+# allowed, not implemented): "this server does not do $everything", after which searches are
+# tried, or "this server does not give this type", after which it is unavailable.
+REFUSALS = frozenset({400, 403, 404, 405, 501})
 
 
 # --------------------------------------------------------------------------- source
@@ -52,6 +62,8 @@ class _Pulled:
     """
 
     entries: dict[str, Any] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    """Types the server refused, each with why (`PatientResources.unavailable_types`)."""
 
     def add(self, entry: Any) -> None:
         resource = entry.get("resource") if isinstance(entry, dict) else None
@@ -76,7 +88,8 @@ class FhirServerSource:
     per-type searches when it does not or the server refuses the operation. Searches ask for
     `page_size` resources per page. A type the server declares no patient search for is read
     whole and filtered here (in both modes: such a server leaves it out of `$everything` too),
-    since leaving it out would read as "the patient has none".
+    since leaving it out would read as "the patient has none". A type the server refuses to
+    search is named in the patient's `unavailable_types` (see the module docstring).
     """
 
     def __init__(
@@ -107,13 +120,29 @@ class FhirServerSource:
             resource_type: capabilities.patient_search_param(resource_type)
             for resource_type in sorted(self.resource_types - {"Patient", "Medication"})
         }
-        searches = [(t, parameter) for t, parameter in by_parameter.items() if parameter]
-        unsearchable = [t for t, parameter in by_parameter.items() if parameter is None]
+        not_searchable = {t for t in by_parameter if _declares_no_search(capabilities, t)}
+        searches = [
+            (t, parameter)
+            for t, parameter in by_parameter.items()
+            if parameter and t not in not_searchable
+        ]
+        unsearchable = [
+            t
+            for t, parameter in by_parameter.items()
+            if parameter is None and t not in not_searchable
+        ]
         pulled: _Pulled | None = None
         if self.use_everything and capabilities.supports_everything:
             pulled = self._everything(patient_id)
         if pulled is None:
             pulled = self._searches(patient_id, searches, capabilities)
+            for resource_type in sorted(not_searchable):
+                self._unavailable(
+                    pulled,
+                    resource_type,
+                    f"its CapabilityStatement declares no search-type interaction on "
+                    f"{resource_type}",
+                )
         for resource_type in unsearchable:
             self._scan(resource_type, patient_id, pulled)
         if "Medication" in self.resource_types:
@@ -129,7 +158,35 @@ class FhirServerSource:
                 server=self.client.base_url,
                 request=f"GET Patient/{patient_id}",
             )
-        return patient
+        if not pulled.unavailable:
+            return patient
+        return replace(patient, unavailable_types=dict(sorted(pulled.unavailable.items())))
+
+    def _unavailable(self, pulled: _Pulled, resource_type: str, why: str) -> None:
+        """Name a type the server does not give as unavailable for this patient, and log it
+        (at info: front ends report it from `PatientResources.unavailable_types`)."""
+        pulled.unavailable[resource_type] = f"not available from the server ({why})"
+        log.info(
+            "%s: %s not available (%s); criteria over it are unknown",
+            self.client.base_url,
+            resource_type,
+            why,
+        )
+
+    def _search(
+        self, pulled: _Pulled, resource_type: str, params: dict[str, str]
+    ) -> Iterator[dict[str, Any]]:
+        """The entries of a paged search; none, and the type unavailable, when the server
+        refuses the search outright (a refusal after the first page is an error)."""
+        first = True
+        try:
+            for page in self.client.pages(resource_type, params):
+                first = False
+                yield from page.get("entry") or ()
+        except ServerError as error:
+            if not first or error.status not in REFUSALS:
+                raise
+            self._unavailable(pulled, resource_type, error.message)
 
     def _everything(self, patient_id: str) -> _Pulled | None:
         """`$everything`, all pages; None when the server refuses the operation."""
@@ -141,7 +198,7 @@ class FhirServerSource:
                 for entry in page.get("entry") or ():
                     pulled.add(entry)
         except ServerError as error:
-            if error.status not in _EVERYTHING_REFUSALS or pulled.entries:
+            if error.status not in REFUSALS or pulled.entries:
                 raise
             log.warning("%s; falling back to searches by patient", error)
             return None
@@ -171,9 +228,8 @@ class FhirServerSource:
                 resource_type, include
             ):
                 params["_include"] = include
-            for page in self.client.pages(resource_type, params):
-                for entry in page.get("entry") or ():
-                    pulled.add(entry)
+            for entry in self._search(pulled, resource_type, params):
+                pulled.add(entry)
         return pulled
 
     def _scan(self, resource_type: str, patient_id: str, pulled: _Pulled) -> None:
@@ -190,11 +246,10 @@ class FhirServerSource:
             resource_type,
             patient_id,
         )
-        for page in self.client.pages(resource_type, {"_count": str(self.page_size)}):
-            for entry in page.get("entry") or ():
-                resource = entry.get("resource") if isinstance(entry, dict) else None
-                if isinstance(resource, dict) and self._is_about(resource, patient_id):
-                    pulled.add(entry)
+        for entry in self._search(pulled, resource_type, {"_count": str(self.page_size)}):
+            resource = entry.get("resource") if isinstance(entry, dict) else None
+            if isinstance(resource, dict) and self._is_about(resource, patient_id):
+                pulled.add(entry)
 
     def _is_about(self, resource: dict[str, Any], patient_id: str) -> bool:
         """Whether the resource's subject, patient or individual is this server's patient."""
@@ -232,6 +287,13 @@ class FhirServerSource:
                 log.warning("%s: %s is not on the server", self.client.base_url, key)
                 continue
             pulled.add({"fullUrl": f"{self.client.base_url}/{key}", "resource": medication})
+
+
+def _declares_no_search(capabilities: ServerCapabilities, resource_type: str) -> bool:
+    """Whether the CapabilityStatement lists the type with interactions, `search-type` not
+    among them (a type it does not list, or lists without interactions, may still be asked)."""
+    interactions = capabilities.of(resource_type).interactions
+    return bool(interactions) and "search-type" not in interactions
 
 
 def patient_ids_on_server(client: FhirServerClient, page_size: int) -> list[str]:

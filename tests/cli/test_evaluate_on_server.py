@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import orjson
@@ -142,3 +143,55 @@ def test_bad_arguments_exit_2(
     )
     assert result.exit_code == 2
     assert message in result.stderr
+
+
+def test_a_type_the_server_refuses_is_unknown_and_named_once(
+    runner: CliRunner, sekmet: SekmetServer
+) -> None:
+    """Issue 12, item 3: sekmet behind a proxy that refuses `$everything` (501) and every
+    MedicationStatement search (400 with an OperationOutcome, as the SMART reference server
+    answers for a type it lacks): the pull goes on, criteria over MedicationStatement are
+    unknown (not "none on record"), the command names the type and the answer once, and the
+    DetectedIssue says why."""
+    from refusing_server import Refusal, refusing_server
+
+    diagnostics = 'The requested resource type "MedicationStatement" is not available'
+    refusals = {
+        "MedicationStatement": Refusal(400, diagnostics),
+        "$everything": Refusal(501),
+    }
+    patients = ["itp-relapsed-candidate", "itp-hbsag-carrier-candidate"]
+    with refusing_server(sekmet.base_url, refusals) as proxy:
+        result = runner.invoke(
+            file_app,
+            server_arguments(
+                "--server",
+                proxy.base_url,
+                "--token-env",
+                TOKEN_VARIABLE,
+                *AS_OF,
+                "--attestations",
+                ATTESTATIONS,
+                *[argument for patient in patients for argument in ("--patient", patient)],
+                "--write",
+                "--dry-run",
+                "--output",
+                str(Path(sekmet.folder) / "refused-out"),
+            ),
+            env={TOKEN_VARIABLE: sekmet.token},
+        )
+    assert result.exit_code == 0, result.output
+    line = (
+        "MedicationStatement not available from the server (HTTP 400 Bad Request: "
+        f"{diagnostics}): criteria over it are unknown"
+    )
+    assert result.output.count(line) == 1
+    bundle = orjson.loads(
+        (Path(sekmet.folder) / "refused-out" / f"{patients[0]}.json").read_bytes()
+    )
+    subject, issue = (entry["resource"] for entry in bundle["entry"][1:3])
+    # From the file this patient is eligible; without MedicationStatement, the antithrombotics
+    # exclusion (MedicationRequest or MedicationStatement in use) lacks data.
+    assert subject["status"] == "potential-candidate"
+    assert "lack data (exclusion-2-thrombosis-or-antithrombotics" in issue["detail"]
+    assert html.escape(line) in issue["text"]["div"]

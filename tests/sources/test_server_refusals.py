@@ -1,0 +1,217 @@
+"""A FHIR server that refuses part of a pull (issue 12, item 3): a search refused for a type
+(HTTP 400, 403, 404, 405, 501, with or without an OperationOutcome) or a type its
+CapabilityStatement declares no search on leaves that type unavailable for the patient, so
+criteria over it are unknown, never "none on record"; `$everything` refused falls back to the
+searches. Scripted HTTP answers (respx), as in tests/fhir_http.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import respx
+
+from engine.errors import ServerError
+from engine.sources import FhirServerClient, FhirServerSource, RetryPolicy
+
+BASE = "http://fhir.test/fhir"
+PATIENT = {"resourceType": "Patient", "id": "p1", "gender": "female"}
+CONDITION = {
+    "resourceType": "Condition",
+    "id": "c1",
+    "code": {"text": "immune thrombocytopenia"},
+    "subject": {"reference": "Patient/p1"},
+}
+NEEDED = {"Patient", "Condition", "MedicationStatement"}
+SEARCH = ["read", "search-type"]
+
+
+def statement(interactions: dict[str, list[str]], *, everything: bool = False) -> dict[str, Any]:
+    """A CapabilityStatement listing each type with its interactions and a patient search."""
+    declared: list[dict[str, Any]] = [
+        {
+            "type": resource_type,
+            "interaction": [{"code": code} for code in codes],
+            "searchParam": [{"name": "patient", "type": "reference"}],
+        }
+        for resource_type, codes in interactions.items()
+    ]
+    if everything:
+        declared.append(
+            {
+                "type": "Patient",
+                "interaction": [{"code": "read"}],
+                "operation": [
+                    {
+                        "name": "everything",
+                        "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+                    }
+                ],
+            }
+        )
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-01-01",
+        "kind": "instance",
+        "fhirVersion": "4.0.1",
+        "format": ["json"],
+        "rest": [{"mode": "server", "resource": declared}],
+    }
+
+
+def searchset(*resources: dict[str, Any], next_url: str | None = None) -> dict[str, Any]:
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "link": [{"relation": "next", "url": next_url}] if next_url else [],
+        "entry": [
+            {"fullUrl": f"{BASE}/{r['resourceType']}/{r['id']}", "resource": r} for r in resources
+        ],
+    }
+
+
+def outcome(diagnostics: str) -> dict[str, Any]:
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "not-supported", "diagnostics": diagnostics}],
+    }
+
+
+@pytest.fixture
+def server() -> Iterator[respx.MockRouter]:
+    with respx.mock(base_url=BASE, assert_all_called=False) as router:
+        router.get("/Patient/p1").mock(return_value=httpx.Response(200, json=PATIENT))
+        router.get("/Condition").mock(return_value=httpx.Response(200, json=searchset(CONDITION)))
+        yield router
+
+
+def pull(everything: bool = True) -> Any:
+    client = FhirServerClient(BASE, retry=RetryPolicy(attempts=1), sleep=lambda _: None)
+    with client:
+        return FhirServerSource(client, ["p1"], NEEDED, use_everything=everything).pull("p1")
+
+
+def declare(server: respx.MockRouter, everything: bool = False, **interactions: list[str]) -> None:
+    listed = {"Condition": SEARCH, "MedicationStatement": SEARCH, **interactions}
+    server.get("/metadata").mock(
+        return_value=httpx.Response(200, json=statement(listed, everything=everything))
+    )
+
+
+@pytest.mark.parametrize(
+    ("answer", "why"),
+    [
+        (
+            httpx.Response(
+                400, json=outcome('The requested resource type "MedicationStatement" is unknown')
+            ),
+            'HTTP 400 Bad Request: The requested resource type "MedicationStatement" is unknown',
+        ),
+        (
+            httpx.Response(403, json=outcome("scope lacks MedicationStatement")),
+            "HTTP 403 Forbidden: scope lacks MedicationStatement",
+        ),
+        (httpx.Response(404), "HTTP 404 Not Found"),
+        (httpx.Response(405), "HTTP 405 Method Not Allowed"),
+        (httpx.Response(501, text="no"), "HTTP 501 Not Implemented"),
+    ],
+    ids=["400", "403", "404", "405", "501"],
+)
+def test_a_refused_search_leaves_its_type_unavailable_with_the_servers_answer(
+    server: respx.MockRouter, answer: httpx.Response, why: str
+) -> None:
+    declare(server)
+    refused = server.get("/MedicationStatement").mock(return_value=answer)
+    patient = pull()
+    assert refused.call_count == 1  # a refusal is not retried
+    assert {f"{r['resourceType']}/{r['id']}" for r in patient.resources} == {
+        "Patient/p1",
+        "Condition/c1",
+    }
+    assert patient.unavailable_types == {
+        "MedicationStatement": f"not available from the server ({why})"
+    }
+
+
+def test_a_type_declared_without_search_type_is_unavailable_without_asking(
+    server: respx.MockRouter,
+) -> None:
+    declare(server, MedicationStatement=["read", "create"])
+    searched = server.get("/MedicationStatement").mock(
+        return_value=httpx.Response(200, json=searchset())
+    )
+    patient = pull()
+    assert searched.call_count == 0
+    assert patient.unavailable_types == {
+        "MedicationStatement": "not available from the server (its CapabilityStatement "
+        "declares no search-type interaction on MedicationStatement)"
+    }
+
+
+def test_a_type_the_statement_does_not_list_is_still_asked_for(
+    server: respx.MockRouter,
+) -> None:
+    server.get("/metadata").mock(
+        return_value=httpx.Response(200, json=statement({"Condition": SEARCH}))
+    )
+    statement_of = {
+        "resourceType": "MedicationStatement",
+        "id": "ms1",
+        "status": "active",
+        "medicationCodeableConcept": {"text": "aspirin"},
+        "subject": {"reference": "Patient/p1"},
+    }
+    scanned = server.get("/MedicationStatement").mock(
+        return_value=httpx.Response(200, json=searchset(statement_of))
+    )
+    patient = pull()
+    assert scanned.call_count == 1
+    assert "MedicationStatement/ms1" in {
+        f"{r['resourceType']}/{r['id']}" for r in patient.resources
+    }
+    assert patient.unavailable_types == {}
+
+
+def test_everything_refused_falls_back_to_searches_and_a_refused_search_is_unavailable(
+    server: respx.MockRouter,
+) -> None:
+    declare(server, everything=True)
+    everything = server.get("/Patient/p1/$everything").mock(
+        return_value=httpx.Response(403, json=outcome("$everything is not allowed"))
+    )
+    server.get("/MedicationStatement").mock(
+        return_value=httpx.Response(400, json=outcome("unknown type"))
+    )
+    patient = pull()
+    assert everything.call_count == 1
+    assert "Condition/c1" in {f"{r['resourceType']}/{r['id']}" for r in patient.resources}
+    assert patient.unavailable_types == {
+        "MedicationStatement": "not available from the server (HTTP 400 Bad Request: unknown type)"
+    }
+
+
+def test_a_refusal_after_the_first_page_is_an_error(server: respx.MockRouter) -> None:
+    declare(server)
+    server.get("/MedicationStatement", params={"page": "2"}).mock(
+        return_value=httpx.Response(400, json=outcome("page expired"))
+    )
+    server.get("/MedicationStatement").mock(
+        return_value=httpx.Response(
+            200, json=searchset(next_url=f"{BASE}/MedicationStatement?page=2")
+        )
+    )
+    with pytest.raises(ServerError) as caught:
+        pull()
+    assert "page expired" in str(caught.value)
+
+
+def test_other_failures_still_abort(server: respx.MockRouter) -> None:
+    declare(server)
+    server.get("/MedicationStatement").mock(return_value=httpx.Response(401))
+    with pytest.raises(ServerError) as caught:
+        pull()
+    assert caught.value.status == 401
