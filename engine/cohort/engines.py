@@ -51,7 +51,6 @@ from engine.evaluate import CompiledCriteria
 from engine.normalise.units import UNIT_REGISTRY_MODULE, prepare_unit_conversions
 from engine.sources import PatientResources
 from engine.sources.ndjson import ProblemHandler
-from engine.trial import load_trial
 
 
 @dataclass(frozen=True)
@@ -120,7 +119,7 @@ def run_local(
 ) -> int | None:
     """The local engine: `settings.workers` processes, whole partitions each."""
     if settings.workers <= 1 or len(indexes) <= 1:
-        criteria = setup.criteria or load_trial(setup.criteria_path)
+        criteria = setup.compiled_criteria()
         evaluator = PartitionEvaluator(
             criteria, setup.as_of, setup.attestations, setup.full, setup.screen_lines
         )
@@ -175,14 +174,15 @@ class PartitionOnDisk:
         return self.partitions.payload(self.index).patients(on_problem, screen)
 
 
-_compiled: tuple[str, CompiledCriteria] | None = None
-"""The criteria this worker process compiled last, by digest."""
+_compiled: tuple[tuple[str, tuple[str, ...]], CompiledCriteria] | None = None
+"""The criteria this worker process compiled last, by `CriteriaFiles.key` (the files' digest
+and the unavailable types: the same files with other types unavailable compile anew)."""
 
 
 def _compiled_criteria(files: CriteriaFiles) -> CompiledCriteria:
     global _compiled
-    if _compiled is None or _compiled[0] != files.digest:
-        _compiled = (files.digest, files.load())
+    if _compiled is None or _compiled[0] != files.key:
+        _compiled = (files.key, files.load())
     return _compiled[1]
 
 
@@ -332,7 +332,7 @@ def run_dask(
     so this process holds only a few partitions at a time whatever the input size.
     """
     distributed = _import_distributed()
-    criteria = setup.criteria or load_trial(setup.criteria_path)
+    criteria = setup.compiled_criteria()
     job = DaskJob(
         CriteriaFiles.collect(criteria, with_compiled=True),
         setup.as_of,

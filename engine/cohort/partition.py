@@ -23,7 +23,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +128,15 @@ class WorkerSetup:
     attestations: Attestations = field(default_factory=dict)
     full: bool = False
     screen_lines: bool | None = None
+    unavailable_types: frozenset[str] = frozenset()
+    """`CompiledCriteria.unavailable_types`, for a worker that compiles the criteria anew."""
+
+    def compiled_criteria(self) -> CompiledCriteria:
+        """The criteria: inherited compiled (fork), else compiled from `criteria_path` with
+        the unavailable types (spawn: compiled criteria do not pickle)."""
+        if self.criteria is not None:
+            return self.criteria
+        return replace(load_trial(self.criteria_path), unavailable_types=self.unavailable_types)
 
 
 @dataclass(frozen=True)
@@ -157,13 +166,21 @@ class CriteriaFiles:
     exist (a Dask worker on another machine). `compiled`, when collected `with_compiled`:
     the compiled criteria themselves, cloudpickled (their closures included), which `load`
     unpickles instead of compiling (milliseconds instead of a third of a second per worker;
-    the workers run the same trialsieve version, as they must anyway).
+    the workers run the same trialsieve version, as they must anyway). `unavailable_types`:
+    the compiled criteria's (types the source could not provide), which `load` gives the
+    criteria it compiles; with `digest` it keys the workers' cache (`key`).
     """
 
     digest: str
     criteria: str
     files: tuple[tuple[str, bytes], ...]
     compiled: bytes | None = None
+    unavailable_types: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> tuple[str, tuple[str, ...]]:
+        """What identifies the compiled criteria: the files' digest, the unavailable types."""
+        return self.digest, self.unavailable_types
 
     @classmethod
     def collect(cls, criteria: CompiledCriteria, with_compiled: bool = False) -> CriteriaFiles:
@@ -184,7 +201,8 @@ class CriteriaFiles:
             import cloudpickle  # type: ignore[import-untyped]  # comes with dask
 
             compiled = cloudpickle.dumps(criteria)
-        return cls(digest.hexdigest(), contents[0][0], tuple(contents), compiled)
+        unavailable = tuple(sorted(criteria.unavailable_types))
+        return cls(digest.hexdigest(), contents[0][0], tuple(contents), compiled, unavailable)
 
     def load(self) -> CompiledCriteria:
         """The compiled criteria: unpickled when shipped compiled, else compiled from the
@@ -200,7 +218,8 @@ class CriteriaFiles:
                 target = root / relative
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(data)
-            return load_trial(root / self.criteria)
+            compiled = load_trial(root / self.criteria)
+        return replace(compiled, unavailable_types=frozenset(self.unavailable_types))
 
 
 def result_path(results_folder: str | Path, index: int) -> Path:
@@ -357,7 +376,7 @@ def start_worker(setup: WorkerSetup) -> None:
     inherit) the criteria once for this process."""
     global _worker
     exit_when_orphaned()
-    criteria = setup.criteria or load_trial(setup.criteria_path)
+    criteria = setup.compiled_criteria()
     _worker = (
         setup,
         PartitionEvaluator(

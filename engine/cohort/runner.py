@@ -400,6 +400,7 @@ def _run_engine(
         answers,
         full,
         screen_lines,
+        criteria.unavailable_types,
     )
     return _evaluate(setup, pending, engine, settings, progress)
 
@@ -518,6 +519,7 @@ def _check_manifest(
         "input": source.describe(),
         "partition_count": partition_count,
         "full": full,
+        "unavailable_types": sorted(criteria.unavailable_types),
     }
     if earlier is None:
         write_atomically(path, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
@@ -535,6 +537,10 @@ def _check_manifest(
             ("input files", earlier["input"] == manifest["input"]),
             ("partition count", earlier["partition_count"] == partition_count),
             ("evaluation mode (--full)", earlier.get("full", False) == full),
+            (
+                "types not exported by the server (export.json types_left_out)",
+                earlier.get("unavailable_types", []) == manifest["unavailable_types"],
+            ),
         )
         if not same
     ]
