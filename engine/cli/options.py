@@ -346,3 +346,10 @@ NotifyTokenEnvOption = Annotated[
 NotifyTokenFileOption = Annotated[
     Path | None, typer.Option(help="File whose first line is that API token.")
 ]
+NotificationStateOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="JSON file keeping, per Subscription, when the server was last asked what "
+        "changed (kept across restarts; created when missing)."
+    ),
+]

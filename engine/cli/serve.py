@@ -25,6 +25,7 @@ from engine.cli.options import (
     LogLevelOption,
     MaxBodyBytesOption,
     NoAuthOption,
+    NotificationStateOption,
     NotifyTokenEnvOption,
     NotifyTokenFileOption,
     PortOption,
@@ -59,6 +60,7 @@ def serve(
     allow_any_fhir_server: AllowAnyFhirServerOption = False,
     notify_token_env: NotifyTokenEnvOption = None,
     notify_token_file: NotifyTokenFileOption = None,
+    notification_state: NotificationStateOption = None,
     max_body_bytes: MaxBodyBytesOption = 10 * 1024 * 1024,  # service.settings.MAX_BODY_BYTES
     as_of: AsOfOption = None,
     attestations: AttestationsOption = None,
@@ -107,6 +109,7 @@ def serve(
             allow_any_fhir_server=allow_any_fhir_server,
             max_body_bytes=max_body_bytes,
             as_of=day,
+            notification_state=notification_state,
         )
         app = create_app(settings)
     except TrialsieveError as error:

@@ -44,7 +44,11 @@ from engine.service.core import Service
 from engine.service.limits import BodyLimitMiddleware
 from engine.service.logs import RequestLogMiddleware, log_event
 from engine.service.models import CdsFeedback, CdsHookRequest, EvaluateRequest
-from engine.service.notifications import NotificationQueue, notification_targets
+from engine.service.notifications import (
+    NotificationQueue,
+    notification_targets,
+    subscription_key,
+)
 from engine.service.openapi import describe_routes
 from engine.service.problems import (
     FHIR_JSON,
@@ -225,19 +229,33 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         tags=["subscriptions"],
         response_class=FhirAnswer,
     )
-    async def notify(request: Request) -> Response:
-        """A rest-hook POST (the resource, or nothing) or a topic-based notification Bundle."""
-        return await _notified(request, None)
+    async def notify(request: Request, subscription: str | None = None) -> Response:
+        """A rest-hook POST (the resource, or nothing) or a topic-based notification Bundle.
+        `subscription`: the Subscription whose criteria say what changed when the POST has no
+        body (an R4 rest-hook without payload), as the Subscription's `channel.endpoint`
+        names it (`/fhir-notify?subscription=abc`)."""
+        return await _notified(request, None, subscription)
 
-    async def _notified(request: Request, path_reference: str | None) -> Response:
+    async def _notified(
+        request: Request, path_reference: str | None, subscription: str | None = None
+    ) -> Response:
         client = service.require_server("re-evaluating notified patients")
+        named = subscription_key(subscription, client.base_url)
+        if subscription is not None and named is None:
+            raise ApiError.of(
+                400,
+                "invalid",
+                "subscription must name a Subscription of the configured server "
+                "(its id, or Subscription/{id})",
+                "subscription",
+            )
         raw = await request.body()
         try:
             body = orjson.loads(raw) if raw.strip() else None
         except orjson.JSONDecodeError as error:
             raise ApiError.of(400, "invalid", f"the notification is not JSON: {error}") from None
         relevant = trials.resource_types | {"Patient"}
-        targets = notification_targets(body, path_reference, relevant, client.base_url)
+        targets = notification_targets(body, path_reference, relevant, client.base_url, named)
         queued = await notifications.submit(targets)
         log_event(logging.INFO, "notification received", targets=len(targets), queued=queued)
         if not targets:

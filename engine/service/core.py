@@ -45,9 +45,16 @@ from engine.service.evaluation import (
 )
 from engine.service.logs import elapsed_ms, log_event
 from engine.service.models import CdsFeedback, CdsHookRequest, EvaluateRequest
-from engine.service.notifications import patient_of
+from engine.service.notifications import is_own, patient_of
 from engine.service.problems import ApiError, error_for, server_failure_summary
 from engine.service.settings import ServiceSettings
+from engine.service.subscription_changes import (
+    SERVICE_WIDE,
+    ChangeQuery,
+    ChangeTimes,
+    change_queries,
+    timestamp,
+)
 from engine.service.trials import LoadedTrial, TrialRegistry
 from engine.sinks import FhirServerSink
 from engine.sources import (
@@ -96,7 +103,7 @@ class Service:
         )
         self._request_clients: OrderedDict[str, FhirServerClient] = OrderedDict()
         self._clients_lock = threading.Lock()
-        self._changes_since = dt.datetime.now(dt.UTC)
+        self._change_times = ChangeTimes(dt.datetime.now(dt.UTC), settings.notification_state)
 
     def close(self) -> None:
         if self.fhir is not None:
@@ -392,29 +399,34 @@ class Service:
             statuses.append(evaluation.status.value)
         return statuses
 
-    def find_changed(self) -> list[str]:
-        """The patients whose data changed on the configured server since the last call (at
-        first, since the service started): every type some trial reads, searched with
-        `_lastUpdated=gt<time>` (R4 3.1.1.5.2), each resource's patient."""
+    def find_changed(self, subscription: str = SERVICE_WIDE) -> list[str]:
+        """The patients whose data changed on the configured server since the last query for
+        `subscription` (at first, since the service started): the Subscription's criteria
+        (read from the server), else every type some trial reads (and Patient), searched with
+        `_lastUpdated=gt<time>` (R4 3.1.1.5.2); each resource's patient. The time moves on
+        only when every search succeeded (a failed query is asked again next time)."""
         client = self.require_server("asking the server what changed")
-        now = dt.datetime.now(dt.UTC)
-        with self._clients_lock:
-            since, self._changes_since = self._changes_since, now
+        started = dt.datetime.now(dt.UTC)
         # `gt` with a time to the second means after that whole second (R4 3.1.1.5.2,
         # implicit ranges): a second earlier, so nothing changed within it is missed.
-        earlier = since - dt.timedelta(seconds=1)
-        stamp = earlier.isoformat(timespec="seconds").replace("+00:00", "Z")
-        types = sorted((self.trials.resource_types | {"Patient"}) - {"Medication"})
+        since = timestamp(self._change_times.since(subscription) - dt.timedelta(seconds=1))
+        relevant = (self.trials.resource_types | {"Patient"}) - {"Medication"}
+        queries: list[ChangeQuery] | None = None
+        if subscription != SERVICE_WIDE:
+            stored = client.read("Subscription", subscription.split("/", 1)[1])
+            queries = change_queries(stored, relevant) if stored is not None else None
+        if queries is None:
+            queries = [ChangeQuery(resource_type) for resource_type in sorted(relevant)]
         patients: set[str] = set()
-        for resource_type in types:
-            params = {"_lastUpdated": f"gt{stamp}", "_count": str(self.settings.page_size)}
-            for page in client.pages(resource_type, params):
+        for query in queries:
+            for page in client.pages(query.url(since, self.settings.page_size)):
                 for entry in page.get("entry") or ():
                     resource = entry.get("resource") if isinstance(entry, dict) else None
-                    if isinstance(resource, dict):
+                    if isinstance(resource, dict) and not is_own(resource):
                         patient = patient_of(resource, client.base_url)
                         if patient:
                             patients.add(patient)
+        self._change_times.queried(subscription, started)
         return sorted(patients)
 
     def find_patient(self, reference: str) -> str | None:

@@ -11,10 +11,14 @@
 
 A notification that names nothing (an R4 rest-hook with no payload, the default of a
 Subscription without `channel.payload`; a Backport `empty` event with no focus) is the target
-`CHANGED`: the queue asks the server what changed since the last such query (every type some
-trial reads, `_lastUpdated=gt<time>`) and re-evaluates those patients. An `id-only` event names
-its focus, whose patient is read. A target is a patient id, a resource reference whose patient
-the queue reads first, or `CHANGED`.
+`changed_in(subscription)`: the queue asks the server what changed for that Subscription since
+its last such query (its criteria with `_lastUpdated=gt<time>`,
+`engine.service.subscription_changes`; every type some trial reads when no Subscription is
+named) and re-evaluates those patients. The Subscription is the one the notification's status
+names (Backport Parameters `subscription`, SubscriptionStatus.subscription), or, for an R4
+rest-hook without payload, the `subscription` query parameter of the notification URL. An
+`id-only` event names its focus, whose patient is read. A target is a patient id, a resource
+reference whose patient the queue reads first, or a `changed_in` target.
 Resources trialsieve writes itself (ResearchStudy, its ResearchSubjects and DetectedIssues) and
 types no trial reads are not targets, so the service's own writes never trigger it again.
 
@@ -38,7 +42,9 @@ from typing import Any
 from engine.report.resources import DETECTED_ISSUE_SYSTEM, RESEARCH_SUBJECT_SYSTEM
 from engine.service.logs import CORRELATION_ID, elapsed_ms, log_event, new_job_id
 from engine.service.problems import ApiError
+from engine.service.subscription_changes import SERVICE_WIDE
 from engine.sources import reference_key
+from engine.sources.references import is_fhir_id
 
 NOTIFICATION_BUNDLE_TYPES = ("history", "subscription-notification")
 _PATIENT_FIELDS = ("subject", "patient", "individual")
@@ -64,7 +70,37 @@ class Target:
 
 
 CHANGED = Target("*/changed")
-"""What changed on the server since the last query: a notification that names nothing."""
+"""What changed on the server since the last query: a notification that names nothing and
+no Subscription."""
+_CHANGED_IN = "*/changed/"
+
+
+def changed_in(subscription: str | None) -> Target:
+    """What changed for `subscription` (`Subscription/{id}`) since its last query; CHANGED
+    when the notification names no Subscription."""
+    return Target(_CHANGED_IN + subscription) if subscription else CHANGED
+
+
+def changed_subscription(target: Target) -> str | None:
+    """For a `changed_in` target, its Subscription (SERVICE_WIDE for CHANGED); else None."""
+    if target == CHANGED:
+        return SERVICE_WIDE
+    if target.reference.startswith(_CHANGED_IN):
+        return target.reference[len(_CHANGED_IN) :]
+    return None
+
+
+def subscription_key(value: str | None, server_base: str) -> str | None:
+    """`Subscription/{id}` of a reference to a Subscription of the configured server (relative,
+    absolute under its base, or a bare id); None for none or another server's."""
+    if not value:
+        return None
+    if "/" not in value and is_fhir_id(value):
+        return f"Subscription/{value}"
+    key = _local_reference(value, server_base)
+    if key is None or not key.startswith("Subscription/"):
+        return None
+    return key
 
 
 def notification_targets(
@@ -72,16 +108,19 @@ def notification_targets(
     path_reference: str | None,
     relevant_types: Collection[str],
     server_base: str,
+    subscription: str | None = None,
 ) -> list[Target]:
     """The targets of one notification (see the module docstring); 400 when it is malformed.
 
     `path_reference` is `Type/id` from the rest-hook path, `relevant_types` the types some
     trial reads, `server_base` the configured server (absolute references elsewhere are not
-    this server's patients).
+    this server's patients), `subscription` the Subscription the notification URL names
+    (`?subscription=`: an R4 rest-hook without payload names none itself).
     """
     if body is None:
         if path_reference is None:
-            return [CHANGED]  # an R4 rest-hook without payload: ask the server what changed
+            # An R4 rest-hook without payload: ask the server what changed for the Subscription.
+            return [changed_in(subscription)]
         resource_type = path_reference.split("/", 1)[0]
         if resource_type not in relevant_types or resource_type in _OWN_SYSTEMS:
             return []
@@ -115,7 +154,7 @@ def _resource_target(
     if resource_type == "Patient":
         identifier = resource.get("id")
         return Target(f"Patient/{identifier}") if isinstance(identifier, str) else None
-    if resource_type not in relevant_types or _is_own(resource):
+    if resource_type not in relevant_types or is_own(resource):
         return None
     patient = patient_of(resource, server_base)
     return Target(f"Patient/{patient}") if patient else None
@@ -137,7 +176,7 @@ def patient_of(resource: Mapping[str, Any], server_base: str) -> str | None:
     return None
 
 
-def _is_own(resource: Mapping[str, Any]) -> bool:
+def is_own(resource: Mapping[str, Any]) -> bool:
     """Whether trialsieve wrote the resource (its results and the ResearchStudy)."""
     resource_type = resource.get("resourceType")
     if resource_type == "ResearchStudy":
@@ -190,6 +229,7 @@ def _bundle_targets(
     notification_type, events = status
     if notification_type not in _EVENT_TYPES:
         return []  # handshake, heartbeat, query-status: nothing changed
+    changed = changed_in(subscription_key(_subscription_of(first), server_base))
     carried: dict[str, dict[str, Any]] = {}
     for entry in entries[1:]:
         resource = entry.get("resource") if isinstance(entry, dict) else None
@@ -210,12 +250,25 @@ def _bundle_targets(
             elif key is not None and key.split("/", 1)[0] in relevant_types:
                 target = Target(key)
         if target is None and key is None and not contexts:
-            target = CHANGED  # a Backport `empty` event: ask the server what changed
+            target = changed  # a Backport `empty` event: ask the server what changed
         if target is not None and target not in targets:
             targets.append(target)
     if not events:
-        targets.append(CHANGED)  # an event notification without events (empty)
+        targets.append(changed)  # an event notification without events (empty)
     return targets
+
+
+def _subscription_of(status: dict[str, Any]) -> str | None:
+    """The Subscription a notification's status names: SubscriptionStatus.subscription (R4B,
+    R5) or the Backport Parameters' `subscription`."""
+    if status.get("resourceType") == "SubscriptionStatus":
+        reference = _reference(status.get("subscription"))
+        return reference if isinstance(reference, str) else None
+    for parameter in status.get("parameter") or ():
+        if isinstance(parameter, dict) and parameter.get("name") == "subscription":
+            reference = _reference(parameter.get("valueReference"))
+            return reference if isinstance(reference, str) else None
+    return None
 
 
 def _status(resource: dict[str, Any]) -> tuple[str | None, list[tuple[Any, list[Any]]]] | None:
@@ -277,9 +330,10 @@ class QueueCounts:
 ReEvaluate = Callable[[str], Sequence[str]]
 """Re-evaluate a patient (by id) for every trial, write back; the statuses written."""
 FindPatient = Callable[[str], str | None]
-FindChanged = Callable[[], list[str]]
-"""The ids of the patients whose data changed since the last call."""
 """The patient id of a resource reference (read from the server), None when it has none."""
+FindChanged = Callable[[str], list[str]]
+"""The ids of the patients whose data changed since the last call for a Subscription
+(`Subscription/{id}`, or SERVICE_WIDE)."""
 
 
 class NotificationQueue:
@@ -379,11 +433,13 @@ class NotificationQueue:
         started = time.perf_counter()
         try:
             patient_id = target.patient_id
-            if target == CHANGED:
-                changed = self._find_changed() if self._find_changed else []
+            subscription = changed_subscription(target)
+            if subscription is not None:
+                changed = self._find_changed(subscription) if self._find_changed else []
                 log_event(
                     logging.INFO,
                     "changes queried",
+                    subscription=subscription != SERVICE_WIDE,
                     patients=len(changed),
                     duration_ms=elapsed_ms(started),
                 )

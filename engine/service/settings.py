@@ -123,6 +123,8 @@ class ServiceSettings:
     the allow-listed servers).
     `max_body_bytes`: larger request bodies are refused with 413.
     `as_of`: evaluate as of this day instead of today (tests, replays).
+    `notification_state`: a JSON file keeping, per Subscription, when the service last asked
+    the server what changed (`engine.service.subscription_changes`), across restarts.
     `environment`: where environment-variable secrets are read (default `os.environ`).
     """
 
@@ -140,6 +142,7 @@ class ServiceSettings:
     fhir_retry: RetryPolicy = SERVICE_RETRY
     page_size: int = DEFAULT_PAGE_SIZE
     notification_workers: int = 2
+    notification_state: Path | None = None
     environment: Mapping[str, str] = field(default_factory=lambda: os.environ, repr=False)
 
     def fhir_server_allow_list(self) -> frozenset[str]:

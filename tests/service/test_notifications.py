@@ -341,3 +341,77 @@ def test_an_empty_notification_asks_the_server_what_changed(
     stored = subject_on_server(sekmet, patient_id)
     assert stored is not None
     assert stored["status"] == "potential-candidate"
+
+
+def off_subscription(subscription_id: str, criteria: str) -> dict[str, Any]:
+    """An R4 rest-hook Subscription without payload, `off` (the test notifies by hand)."""
+    return {
+        "resourceType": "Subscription",
+        "id": subscription_id,
+        "status": "off",
+        "reason": "trialsieve test: per-Subscription change queries",
+        "criteria": criteria,
+        "channel": {"type": "rest-hook", "endpoint": "http://127.0.0.1:9/unused"},
+    }
+
+
+def test_two_subscriptions_each_ask_with_their_criteria_since_their_last_event(
+    service_client: ClientFactory, sekmet: SekmetServer
+) -> None:
+    """R4 2.46.7.1 (rest-hook without payload) and R4 3.1.1.5.2 (`_lastUpdated`): what
+    changed is each Subscription's criteria since that Subscription's previous query. One
+    Subscription asks for Observations of a code only patient `first` has, the other for
+    every Condition; each keeps its own time, and `POST /fhir-notify?subscription=` re-evaluates
+    what its Subscription finds."""
+    tag = uuid.uuid4().hex[:8]
+    observations = f"observations-{tag}"
+    conditions = f"conditions-{tag}"
+    first, second, third = (f"service-sub-{tag}-{n}" for n in ("1", "2", "3"))
+    api = service_client(server_settings(sekmet.base_url, sekmet.token))
+    service = api.app.state.service  # type: ignore[attr-defined]
+    with sekmet.http() as http:
+        for subscription_id, criteria in (
+            (observations, "Observation?code=http://loinc.org|2106-3"),
+            (conditions, "Condition?"),
+        ):
+            body = orjson.dumps(off_subscription(subscription_id, criteria))
+            stored = http.put(
+                f"Subscription/{subscription_id}",
+                content=body,
+                headers={"Content-Type": "application/fhir+json"},
+            )
+            assert stored.status_code in (200, 201), stored.text
+        try:
+            copy_patient(http, "itp-relapsed-candidate", first)  # has LOINC 2106-3
+            copy_patient(http, "itp-relapsed-missing-labs", second)  # has not
+            time.sleep(2.1)  # past the second of margin of the next queries
+            by_code = service.find_changed(f"Subscription/{observations}")
+            assert first in by_code and second not in by_code
+            by_condition = service.find_changed(f"Subscription/{conditions}")
+            assert {first, second} <= set(by_condition)
+            copy_patient(http, "itp-relapsed-candidate", third)
+            response = api.post(
+                "/fhir-notify", params={"subscription": observations}, content=b"", headers=AUTH
+            )
+            assert response.status_code == 202, response.text
+            api.portal.call(api.app.state.notifications.drain)  # type: ignore[union-attr,attr-defined]
+            counts = api.app.state.notifications.counts  # type: ignore[attr-defined]
+            assert counts.failed == 0, counts.errors
+            assert subject_on_server(sekmet, third) is not None  # changed since its last query
+            assert subject_on_server(sekmet, first) is None  # before it: not asked again
+            assert subject_on_server(sekmet, second) is None  # not its criteria
+            again = service.find_changed(f"Subscription/{conditions}")
+            assert third in again and not {first, second} & set(again)
+        finally:
+            for subscription_id in (observations, conditions):
+                http.delete(f"Subscription/{subscription_id}")
+
+
+def test_a_notification_names_a_subscription_of_the_server(
+    service_client: ClientFactory, sekmet: SekmetServer
+) -> None:
+    api = service_client(server_settings(sekmet.base_url, sekmet.token))
+    for named in ("../Patient/p1", "http://elsewhere.org/fhir/Subscription/s1"):
+        response = api.post("/fhir-notify", params={"subscription": named}, headers=AUTH)
+        assert response.status_code == 400, response.text
+        assert response.json()["issue"][0]["expression"] == ["subscription"]
