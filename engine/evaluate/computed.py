@@ -7,7 +7,9 @@ computed value takes each measured input as the latest usable result of its conc
 input's window (the atom's window unless `computed.inputs` names another), the age on the
 day of the formula's first measured input, and Patient.gender; every input is cited as
 evidence. An input that is missing, only older than its window (stale), unusable or
-implausible makes the computed value unknown, with that reason.
+implausible makes the computed value unknown, with that reason; so does an input type the
+source could not provide (`EvaluationContext.unavailable_types`: "Observation not exported by
+the server"), whatever the record holds, as an atom over that type only.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from engine.normalise.formulas import FORMULAS, Formula, FormulaInput, InputKind
 
 __all__ = ["ComputedNode", "compile_computed"]
 
-_OBSERVATION_STATUS = status_predicate("Observation", None)
+_INPUT_TYPE = "Observation"
+"""The type every measured input is read from (`_latest`)."""
+_OBSERVATION_STATUS = status_predicate(_INPUT_TYPE, None)
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,14 @@ class ComputedNode:
 
     def _computed(self, context: EvaluationContext) -> Outcome:
         subject = self.measured.subject
+        if self.inputs and _INPUT_TYPE in context.unavailable_types:
+            reason = f"{_INPUT_TYPE} not exported by the server"
+            return Outcome(
+                Truth.UNKNOWN,
+                f"{subject}: cannot compute {self.formula.display}: {reason}",
+                self.label,
+                missing=(f"{subject} computed by {self.formula.id} ({reason})",),
+            )
         values: dict[str, float | str] = {}
         shown: list[str] = []
         evidence: list[str] = []
@@ -243,7 +255,7 @@ def _latest(item: _Input, context: EvaluationContext) -> _Read:
     best: tuple[dt.datetime, dict[str, Any], Span] | None = None
     older: Span | None = None
     for resource in record.resources_of_concept(item.concept.id):
-        if resource.get("resourceType") != "Observation":
+        if resource.get("resourceType") != _INPUT_TYPE:
             continue
         try:
             span = resource_span(resource)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +136,9 @@ def outcome_of(trial: CompiledCriteria, criterion: str, *resources: dict[str, An
         ],
     }
     record = build_record(parse_bundle(orjson.dumps(document), origin="test"), trial.terminology)
-    context = EvaluationContext(record, AS_OF, {}, trial.terminology)
+    context = EvaluationContext(
+        record, AS_OF, {}, trial.terminology, unavailable_types=trial.unavailable_types
+    )
     (compiled,) = [c for c in trial.criteria if c.id == criterion]
     return compiled.root.evaluate(context)
 
@@ -352,3 +355,26 @@ def test_a_dose_order_that_may_have_lasted_into_the_window_is_unknown(
     old_open = order("mp-open", "6902", "completed", "2026-01-10")  # no supply, end unknown
     result = outcome_of(measured_first, "exclusion-2-steroid-dose", patient(), old_open)
     assert result.truth is Truth.UNKNOWN and "may have lasted into it" in result.reason
+
+
+@pytest.mark.parametrize("prefer", ["measured", "computed"])
+def test_inputs_of_a_type_not_exported_make_the_computed_value_unknown_not_missing(
+    tmp_path: Path, prefer: str
+) -> None:
+    """A Bulk export that left Observation out (issue 12): the formula's inputs are data the
+    server did not export, not results never taken ("no creatinine within ...")."""
+    trial = replace(
+        load_trial(write_trial(tmp_path, prefer=prefer)),
+        unavailable_types=frozenset({"Observation"}),
+    )
+    result = outcome_of(trial, "inclusion-1-egfr", patient(), CREATININE_2)
+    assert result.truth is Truth.UNKNOWN
+    subject = "eGFR by a CKD-EPI equation"
+    computed = "cannot compute CKD-EPI 2021 (creatinine, race-free)"
+    assert f"{subject}: {computed}: Observation not exported by the server" in result.reason
+    assert "no creatinine" not in result.reason
+    assert set(result.missing) == {
+        f"{subject} (Observation not exported by the server)",
+        f"{subject} computed by egfr-ckd-epi-2021-creatinine (Observation not exported by the "
+        "server)",
+    }
