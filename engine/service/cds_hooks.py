@@ -5,12 +5,16 @@ exactly what the criteria read: `patient: Patient/{{context.patientId}}` and one
 patient per resource type (`Observation?patient={{context.patientId}}&_count=1000`, with
 `_include` of the Medication for medication types). A service call is answered from the
 prefetch (CDS Hooks 2.0, "Providing FHIR Resources to a CDS Service"): a key that is
-absent, holds an OperationOutcome (the client failed to prefetch it), or a search with a
-`next` page is fetched from the request's `fhirServer` with
+absent or a search with a `next` page is fetched from the request's `fhirServer` with
 `fhirAuthorization.access_token`, as `trialsieve evaluate --server` pulls; without a
 `fhirServer` the call is answered 412. A key whose value is `null` means the client has no
-such data: nothing is fetched for it. The answer is one card per call, with a fresh `uuid`
-each time, a summary under 140 characters and a `source.topic` Coding with its system.
+such data: nothing is fetched for it. A search key whose value is an OperationOutcome means
+the client could not fetch it, and says so "to prevent the CDS Service from incurring an
+unneeded follow-up query" (2.0, "Prefetch Template"): its type is unavailable (criteria over
+it are unknown, with the client's words), not fetched and not "none on record"; only the
+`patient` key, without which nothing can be evaluated, is then fetched (or 412). The answer
+is one card per call, with a fresh `uuid` each time, a summary under 140 characters and a
+`source.topic` Coding with its system.
 Feedback on a card (`POST /cds-services/{id}/feedback`) is logged per card.
 """
 
@@ -108,21 +112,26 @@ def patient_id_of(request: CdsHookRequest) -> str:
 
 @dataclass
 class Prefetched:
-    """What the prefetch brought: Bundle entries by `Type/id`, the types still to fetch, and
-    the keys the client failed to prefetch (with its OperationOutcome's words)."""
+    """What the prefetch brought: Bundle entries by `Type/id`, the types still to fetch, the
+    keys still to fetch that the client failed to prefetch (with its OperationOutcome's
+    words), and the types it could not provide, each with why
+    (`PatientResources.unavailable_types`)."""
 
     entries: dict[str, dict[str, Any]]
     missing_types: frozenset[str]
     failed: dict[str, str] = dataclasses.field(default_factory=dict)
+    unavailable: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def read_prefetch(
     trial: LoadedTrial, prefetch: Mapping[str, Any] | None, patient_id: str
 ) -> Prefetched:
-    """The prefetched resources, and the types whose key is absent, an OperationOutcome or
-    one page of more; a `null` value is "no data" (CDS Hooks 2.0: "If the CDS Client has no
-    data to populate a template prefetch key, the prefetch template key MUST have a value of
-    null"), so that type is neither read nor fetched (the Patient is always needed).
+    """The prefetched resources, and the types whose key is absent or one page of more; a
+    `null` value is "no data" (CDS Hooks 2.0: "If the CDS Client has no data to populate a
+    template prefetch key, the prefetch template key MUST have a value of null"), so that
+    type is neither read nor fetched (the Patient is always needed). An OperationOutcome
+    makes a search key's type unavailable ("not available from the EHR (prefetch.condition:
+    search timed out)"), the `patient` key missing.
 
     400 when a value is not what its template asks for (a Patient that is another patient, a
     search answered with something other than a Bundle).
@@ -131,6 +140,7 @@ def read_prefetch(
     entries: dict[str, dict[str, Any]] = {}
     missing: set[str] = set()
     failed: dict[str, str] = {}
+    unavailable: dict[str, str] = {}
     for template in prefetch_templates(trial):
         value = given.get(template.key)
         field = f"prefetch.{template.key}"
@@ -139,8 +149,15 @@ def read_prefetch(
         elif value is None:
             continue  # null: the client has no such data
         elif isinstance(value, dict) and value.get("resourceType") == "OperationOutcome":
-            missing.add(template.resource_type)  # the client could not prefetch it
-            failed[field] = _outcome_words(value)
+            # The client could not prefetch it, and says so to spare a follow-up query.
+            if template.resource_type == "Patient":
+                missing.add(template.resource_type)
+                failed[field] = _outcome_words(value)
+            else:
+                words = _outcome_words(value)
+                unavailable[template.resource_type] = (
+                    f"not available from the EHR ({field}: {words})"
+                )
         elif not isinstance(value, dict):
             raise ApiError.of(400, "invalid", f"{field} must be a FHIR resource (JSON)", field)
         elif template.resource_type == "Patient":
@@ -174,7 +191,7 @@ def read_prefetch(
                 if isinstance(search, dict) and search.get("mode") == "outcome":
                     continue
                 _add(entries, entry)
-    return Prefetched(entries, frozenset(missing), failed)
+    return Prefetched(entries, frozenset(missing), failed, unavailable)
 
 
 def _outcome_words(outcome: Mapping[str, Any]) -> str:
@@ -218,8 +235,13 @@ def unresolved_medications(entries: Mapping[str, dict[str, Any]]) -> list[str]:
     return list(wanted)
 
 
-def assemble(entries: Mapping[str, dict[str, Any]], origin: str) -> PatientResources:
-    """The patient's data from prefetched and fetched entries, checked as a Bundle file is."""
+def assemble(
+    entries: Mapping[str, dict[str, Any]],
+    origin: str,
+    unavailable: Mapping[str, str] | None = None,
+) -> PatientResources:
+    """The patient's data from prefetched and fetched entries, checked as a Bundle file is,
+    with the types neither could provide (`Prefetched.unavailable`)."""
     bundle = {"resourceType": "Bundle", "type": "collection", "entry": list(entries.values())}
     try:
         text = orjson.dumps(bundle)
@@ -227,7 +249,10 @@ def assemble(entries: Mapping[str, dict[str, Any]], origin: str) -> PatientResou
         raise ApiError.of(
             400, "invalid", "prefetch holds a number beyond the 64-bit integer range", "prefetch"
         ) from None
-    return parse_bundle(text, origin)
+    resources = parse_bundle(text, origin)
+    if not unavailable:
+        return resources
+    return dataclasses.replace(resources, unavailable_types=dict(sorted(unavailable.items())))
 
 
 def check_fhir_server(

@@ -227,7 +227,11 @@ class Service:
                     )
         if resources is None:
             resources = _serving(
-                lambda: assemble(prefetched.entries, f"CDS Hooks call {request.hook_instance}"),
+                lambda: assemble(
+                    prefetched.entries,
+                    f"CDS Hooks call {request.hook_instance}",
+                    prefetched.unavailable,
+                ),
                 "prefetch",
             )
         answers = trial.attestations.get(resources.patient_id)
@@ -343,6 +347,7 @@ class Service:
         else:
             pulled = None
         if pulled is not None:
+            prefetched.unavailable.update(pulled.unavailable_types)
             for resource, full_url in zip(pulled.resources, pulled.full_urls, strict=True):
                 key = f"{resource['resourceType']}/{resource.get('id')}"
                 prefetched.entries.setdefault(key, {"fullUrl": full_url, "resource": resource})

@@ -151,20 +151,25 @@ def test_extensions_are_accepted(api: TestClient) -> None:
 def test_a_missing_or_failed_prefetch_without_fhir_server_is_412(api: TestClient) -> None:
     """Prefetch Template: "If the CDS Service is unable to obtain required data because it
     cannot access the FHIR server and the request did not contain the necessary prefetch keys,
-    the service SHALL respond with an HTTP 412": a key that is absent, or holds the
-    OperationOutcome of a failed prefetch, with no fhirServer to read it from."""
+    the service SHALL respond with an HTTP 412": a key that is absent, or the `patient` key
+    holding the OperationOutcome of a failed prefetch (nothing can be evaluated without it),
+    with no fhirServer to read it from. (A failed search key is data not available, answered
+    with a card: tests/service/test_cds_hooks.py.)"""
     name = "itp-relapsed-candidate"
     prefetch = prefetch_from(example(name), loaded_trial(api), name)
     failed = {
         "resourceType": "OperationOutcome",
         "issue": [{"severity": "error", "code": "timeout", "diagnostics": "search timed out"}],
     }
-    for given_prefetch in (without(prefetch, "condition"), {**prefetch, "condition": failed}):
+    for key, given_prefetch in (
+        ("condition", without(prefetch, "condition")),
+        ("patient", {**prefetch, "patient": failed}),
+    ):
         response = api.post(
             CDS_SERVICE, json=hook_call(name, prefetch=given_prefetch), headers=AUTH
         )
         assert response.status_code == 412, response.text
-        assert response.json()["issue"][0]["expression"] == ["prefetch.condition"]
+        assert response.json()["issue"][0]["expression"] == [f"prefetch.{key}"]
     assert "search timed out" in response.json()["issue"][0]["diagnostics"]
 
 
@@ -220,7 +225,8 @@ def test_what_the_prefetch_lacks_is_read_from_the_fhir_server(
     what the prefetch lacks, presenting `access_token` as a bearer token (sekmet refuses
     anything else); Prefetch Template: "It is the CDS Service's responsibility to check
     prefetched data against its template ... and to programmatically retrieve any additional
-    necessary data". No prefetch, or keys absent or failed: the same card as from the file."""
+    necessary data". No prefetch, or keys absent, or the `patient` key failed: the same card
+    as from the file."""
     api = service_client(trusted_fhir_servers=(sekmet.base_url,))
     name = "itp-secondary-lupus"
     prefetch = prefetch_from(example(name), loaded_trial(api), name)
@@ -228,7 +234,7 @@ def test_what_the_prefetch_lacks_is_read_from_the_fhir_server(
         "resourceType": "OperationOutcome",
         "issue": [{"severity": "error", "code": "timeout"}],
     }
-    partial = {**without(prefetch, "condition", "medicationRequest"), "observation": failed}
+    partial = {**without(prefetch, "condition", "medicationRequest"), "patient": failed}
     expected = card(evaluated_file(api, name))
     for given_prefetch in (None, partial):
         response = api.post(

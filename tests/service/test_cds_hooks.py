@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sekmet_server import SekmetServer
 from service_support import (
+    AS_OF,
     AUTH,
     CDS_SERVICE,
     ClientFactory,
@@ -26,7 +27,9 @@ from service_support import (
     without,
 )
 
-from engine.service.cds_hooks import card
+from engine.evaluate import Truth
+from engine.screening import screen_patient
+from engine.service.cds_hooks import assemble, card, read_prefetch
 
 SERVICE = CDS_SERVICE
 
@@ -154,3 +157,88 @@ def test_fhir_server_errors(service_client: ClientFactory, sekmet: SekmetServer)
     diagnostics = response.json()["issue"][0]["diagnostics"]
     assert "refused the request: HTTP 401" in diagnostics
     assert sekmet.base_url not in diagnostics  # upstream addresses are never echoed
+
+
+# --------------------------------------------------------------------------- failed prefetch
+
+TIMED_OUT = {
+    "resourceType": "OperationOutcome",
+    "issue": [{"severity": "error", "code": "timeout", "diagnostics": "search timed out"}],
+}
+EHR_SAYS = "not available from the EHR (prefetch.medicationStatement: search timed out)"
+
+
+def test_an_operation_outcome_prefetch_makes_its_type_unknown_not_none_on_record(
+    api: TestClient,
+) -> None:
+    """CDS Hooks 2.0, "Prefetch Template": "If the CDS Client encounters errors prefetching
+    the requested data, OperationOutcome(s) SHOULD be used to communicate those errors to
+    prevent the CDS Service from incurring an unneeded follow-up query." The key's data is
+    not available: criteria over its type are unknown with the client's words, the card is
+    answered (no 412, nothing fetched), and the type does not read as "none on record"."""
+    name = "itp-relapsed-candidate"
+    trial = loaded_trial(api)
+    prefetch = prefetch_from(example(name), trial, name)
+    failed = {**prefetch, "medicationStatement": TIMED_OUT}
+    response = api.post(SERVICE, json=hook_call(name, prefetch=failed), headers=AUTH)
+    assert response.status_code == 200, response.text
+    (answer,) = response.json()["cards"]
+    assert answer["indicator"] == "warning"  # a data problem: the type the EHR could not give
+    assert not same_card(answer, card(evaluated_file(api, name)))
+
+    prefetched = read_prefetch(trial, failed, name)
+    assert prefetched.missing_types == frozenset()
+    assert prefetched.unavailable == {"MedicationStatement": EHR_SAYS}
+    resources = assemble(prefetched.entries, "test", prefetched.unavailable)
+    evaluation = screen_patient(trial.criteria, resources, AS_OF).evaluation
+    (antithrombotics,) = [
+        result for result in evaluation.results if result.id.startswith("exclusion-2-")
+    ]
+    assert antithrombotics.outcome.truth is Truth.UNKNOWN
+    assert f"MedicationStatement {EHR_SAYS}" in str(antithrombotics.outcome.missing)
+    assert f"MedicationStatement {EHR_SAYS}: criteria over it are unknown" in (
+        evaluation.data_problems
+    )
+
+
+def test_an_operation_outcome_prefetch_is_not_fetched_from_the_fhir_server(
+    service_client: ClientFactory, sekmet: SekmetServer
+) -> None:
+    """The same with a `fhirServer` that holds the data: the client's OperationOutcome
+    stands (no follow-up query), so the card is the one without a fhirServer, not the one
+    from the whole record; a failed `patient` key, without which nothing can be evaluated,
+    is read from the server."""
+    api = service_client(trusted_fhir_servers=(sekmet.base_url,))
+    name = "itp-relapsed-candidate"
+    prefetch = prefetch_from(example(name), loaded_trial(api), name)
+    failed = {**prefetch, "medicationStatement": TIMED_OUT}
+    alone = api.post(SERVICE, json=hook_call(name, prefetch=failed), headers=AUTH)
+    with_server = api.post(SERVICE, json=server_call(sekmet, name, failed), headers=AUTH)
+    assert alone.status_code == with_server.status_code == 200, with_server.text
+    assert same_card(alone.json()["cards"][0], with_server.json()["cards"][0])
+    failed_patient = {**prefetch, "patient": TIMED_OUT}
+    fetched = api.post(SERVICE, json=server_call(sekmet, name, failed_patient), headers=AUTH)
+    assert fetched.status_code == 200, fetched.text
+    assert same_card(fetched.json()["cards"][0], card(evaluated_file(api, name)))
+
+
+def test_a_type_the_fhir_server_refuses_is_unknown_in_the_card(
+    service_client: ClientFactory, sekmet: SekmetServer
+) -> None:
+    """What the prefetch lacks is read from the fhirServer as `evaluate --server` reads it: a
+    search the server refuses (here a proxy in front of sekmet answers MedicationStatement
+    with 400) leaves that type unavailable, and the card is answered (no 412)."""
+    from refusing_server import Refusal, refusing_server
+
+    name = "itp-relapsed-candidate"
+    refusals = {"MedicationStatement": Refusal(400, "MedicationStatement is not supported")}
+    with refusing_server(sekmet.base_url, refusals) as proxy:
+        api = service_client(trusted_fhir_servers=(proxy.base_url,))
+        prefetch = prefetch_from(example(name), loaded_trial(api), name)
+        body = server_call(sekmet, name, without(prefetch, "medicationStatement"))
+        body["fhirServer"] = proxy.base_url
+        response = api.post(SERVICE, json=body, headers=AUTH)
+    assert response.status_code == 200, response.text
+    (answer,) = response.json()["cards"]
+    assert answer["indicator"] == "warning"
+    assert not same_card(answer, card(evaluated_file(api, name)))
