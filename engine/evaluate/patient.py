@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Container, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
@@ -130,12 +130,17 @@ def _patient_problems(record: PatientRecord, as_of: dt.date) -> tuple[str, ...]:
 def subject_status(results: tuple[CriterionResult, ...]) -> SubjectStatus:
     """ineligible if anything fails; potential-candidate if data is missing; candidate if only
     manual review remains; eligible when every criterion is clear (manual items attested)."""
-    verdicts = {result.verdict for result in results}
-    if CriterionVerdict.FAILS in verdicts:
+    return status_of_verdicts(result.verdict for result in results)
+
+
+def status_of_verdicts(verdicts: Iterable[CriterionVerdict]) -> SubjectStatus:
+    """`subject_status` of the criteria's verdicts."""
+    found = set(verdicts)
+    if CriterionVerdict.FAILS in found:
         return SubjectStatus.INELIGIBLE
-    if CriterionVerdict.MISSING_DATA in verdicts:
+    if CriterionVerdict.MISSING_DATA in found:
         return SubjectStatus.POTENTIAL_CANDIDATE
-    if CriterionVerdict.MANUAL_REVIEW in verdicts:
+    if CriterionVerdict.MANUAL_REVIEW in found:
         return SubjectStatus.CANDIDATE
     return SubjectStatus.ELIGIBLE
 

@@ -61,7 +61,7 @@ TRUTH_TEXT = {Truth.MET: "yes", Truth.NOT_MET: "no", Truth.UNKNOWN: "unknown"}
 FINDINGS_SHOWN = 3
 """At most this many findings are named per step (the most recent first)."""
 
-_NOT_EVALUATED = (
+NOT_EVALUATED_SUMMARY = (
     "not evaluated: the cohort pre-filter found the patient ineligible from their diagnoses "
     "and procedures alone"
 )
@@ -198,11 +198,11 @@ def explain(evaluation: PatientEvaluation) -> PatientExplanation:
                     id=criterion.id,
                     number=number,
                     kind=criterion.kind,
-                    label=_criterion_label(criterion.expression, criterion.id),
+                    label=criterion_label(criterion.expression, criterion.id),
                     protocol_text=" ".join(criterion.text.split()),
                     verdict=None,
                     outcome_text="not evaluated",
-                    summary=_NOT_EVALUATED,
+                    summary=NOT_EVALUATED_SUMMARY,
                     step=None,
                     findings=(),
                     questions=(),
@@ -263,7 +263,7 @@ def _criterion(
         id=criterion.id,
         number=number,
         kind=criterion.kind,
-        label=_criterion_label(criterion.expression, criterion.id),
+        label=criterion_label(criterion.expression, criterion.id),
         protocol_text=" ".join(criterion.text.split()),
         verdict=verdict,
         outcome_text=outcome_text(criterion.kind, verdict),
@@ -284,7 +284,7 @@ def _id_words(criterion_id: str) -> str:
     return words[:1].upper() + words[1:]
 
 
-def _criterion_label(expression: Expression, criterion_id: str) -> str:
+def criterion_label(expression: Expression, criterion_id: str) -> str:
     """The criteria file's label of the criterion, else its id in words."""
     if expression.label:
         return expression.label
@@ -300,7 +300,7 @@ def criterion_labels(criteria: CompiledCriteria) -> list[str]:
     for compiled in criteria.criteria:
         numbers[compiled.kind] += 1
         number = f"{compiled.kind.value[0].upper()}{numbers[compiled.kind]}"
-        label = _criterion_label(compiled.criterion.expression, compiled.id)
+        label = criterion_label(compiled.criterion.expression, compiled.id)
         labels.append(f"{number} {label}")
     return labels
 

@@ -8,22 +8,34 @@ identifiers are derived from trial and patient, so a re-run updates instead of d
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import html
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 from urllib.parse import quote
 
 from engine import __version__
-from engine.criteria.model import Trial
+from engine.criteria.model import CriterionKind, Trial
+from engine.evaluate.compile import CompiledCriteria
 from engine.evaluate.patient import (
     CriterionResult,
     CriterionVerdict,
     PatientEvaluation,
     SubjectStatus,
+    status_of_verdicts,
 )
 from engine.evaluate.status import TRIALSIEVE_IDENTIFIER_SYSTEM
-from engine.report.explanation import CriterionExplanation, PatientExplanation, explain
+from engine.report.explanation import (
+    NOT_EVALUATED_SUMMARY,
+    CriterionExplanation,
+    criterion_label,
+    explain,
+    outcome_text,
+)
 
 RESEARCH_SUBJECT_SYSTEM = f"{TRIALSIEVE_IDENTIFIER_SYSTEM}/research-subject"
 DETECTED_ISSUE_SYSTEM = f"{TRIALSIEVE_IDENTIFIER_SYSTEM}/detected-issue"
@@ -58,19 +70,45 @@ def research_study_id(trial: Trial) -> str:
 
 def research_subject(evaluation: PatientEvaluation, study_reference: str) -> dict[str, Any]:
     """The ResearchSubject: the patient's screening status for the study."""
-    trial = evaluation.criteria.trial
-    value = subject_identifier_value(trial, evaluation.patient_id)
+    return _research_subject(
+        evaluation.criteria.trial,
+        evaluation.patient_id,
+        evaluation.patient_reference,
+        evaluation.status,
+        study_reference,
+    )
+
+
+def research_subject_of(report: PatientReport, study_reference: str) -> dict[str, Any]:
+    """`research_subject` from a patient's report parts."""
+    return _research_subject(
+        report.criteria.trial,
+        report.patient_id,
+        report.patient_reference,
+        report.status,
+        study_reference,
+    )
+
+
+def _research_subject(
+    trial: Trial,
+    patient_id: str,
+    patient_reference: str,
+    status: SubjectStatus,
+    study_reference: str,
+) -> dict[str, Any]:
+    value = subject_identifier_value(trial, patient_id)
     return {
         "resourceType": "ResearchSubject",
         "id": deterministic_id(RESEARCH_SUBJECT_SYSTEM, value),
         "identifier": [{"system": RESEARCH_SUBJECT_SYSTEM, "value": value}],
-        "status": evaluation.status.value,
+        "status": status.value,
         "study": {
             "reference": study_reference,
             "identifier": {"system": trial.identifier_system, "value": trial.id},
             "display": trial.title,
         },
-        "individual": {"reference": evaluation.patient_reference},
+        "individual": {"reference": patient_reference},
     }
 
 
@@ -85,15 +123,127 @@ def research_study(trial: Trial) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class CriterionReport:
+    """What a patient's report shows of one criterion: its verdict (None: not evaluated, a
+    cohort pre-filter settled the patient), the explanation's summary in clinical language,
+    the evidence references and the missing items (for cohort.csv).
+
+    A cohort run stores these per patient and criterion, so a re-run after editing one
+    criterion rebuilds the report without evaluating the others (engine.cohort.outcome_store).
+    """
+
+    verdict: CriterionVerdict | None
+    summary: str
+    evidence: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+
+
+NOT_EVALUATED_REPORT = CriterionReport(None, NOT_EVALUATED_SUMMARY)
+
+
+@dataclass(frozen=True)
+class PatientReport:
+    """Everything the ResearchSubject and DetectedIssue say of one patient: `parts` holds
+    every criterion in protocol order (`report_of` builds it from an evaluation)."""
+
+    criteria: CompiledCriteria
+    patient_id: str
+    patient_reference: str
+    as_of: dt.date
+    parts: tuple[CriterionReport, ...]
+    data_problems: tuple[str, ...] = ()
+    newest_data: dt.date | None = None
+
+    @cached_property
+    def status(self) -> SubjectStatus:
+        return status_of_verdicts(part.verdict for part in self.parts if part.verdict)
+
+
+def report_of(evaluation: PatientEvaluation) -> PatientReport:
+    """The report parts of an evaluation (explained in clinical language)."""
+    explanation = explain(evaluation)
+    results = {result.id: result for result in evaluation.results}
+    parts = []
+    for explained in explanation.criteria:
+        result = results.get(explained.id)
+        if result is None:
+            parts.append(NOT_EVALUATED_REPORT)
+        else:
+            parts.append(criterion_report(result, explained))
+    return PatientReport(
+        evaluation.criteria,
+        evaluation.patient_id,
+        evaluation.patient_reference,
+        evaluation.as_of,
+        tuple(parts),
+        evaluation.data_problems,
+        evaluation.newest_data,
+    )
+
+
+def criterion_report(result: CriterionResult, explained: CriterionExplanation) -> CriterionReport:
+    """One evaluated criterion's report part."""
+    outcome = result.outcome
+    return CriterionReport(result.verdict, explained.summary, outcome.evidence, outcome.missing)
+
+
+@dataclass(frozen=True)
+class _Heading:
+    """A criterion as every report names it: number (I1, E2), label, protocol text."""
+
+    id: str
+    kind: CriterionKind
+    number: str
+    label: str
+    display: str
+
+
+_headings: dict[int, tuple[CompiledCriteria, tuple[_Heading, ...]]] = {}
+
+
+def _headings_of(criteria: CompiledCriteria) -> tuple[_Heading, ...]:
+    known = _headings.get(id(criteria))
+    if known is not None and known[0] is criteria:
+        return known[1]
+    numbers = {CriterionKind.INCLUSION: 0, CriterionKind.EXCLUSION: 0}
+    headings = []
+    for compiled in criteria.criteria:
+        numbers[compiled.kind] += 1
+        criterion = compiled.criterion
+        headings.append(
+            _Heading(
+                compiled.id,
+                compiled.kind,
+                f"{compiled.kind.value[0].upper()}{numbers[compiled.kind]}",
+                criterion_label(criterion.expression, criterion.id),
+                _shorten(criterion.text, 250),
+            )
+        )
+    if len(_headings) >= 64:
+        _headings.clear()
+    _headings[id(criteria)] = (criteria, tuple(headings))
+    return tuple(headings)
+
+
 def detected_issue(evaluation: PatientEvaluation) -> dict[str, Any]:
     """The DetectedIssue: every criterion that is not clear, with its evidence, and a table."""
-    trial = evaluation.criteria.trial
-    value = subject_identifier_value(trial, evaluation.patient_id)
-    status = evaluation.status
-    open_results = [r for r in evaluation.results if r.verdict is not CriterionVerdict.CLEAR]
-    implicated = list(dict.fromkeys(ref for r in open_results for ref in r.outcome.evidence))
-    summary = summary_line(evaluation)
-    explanation = explain(evaluation)
+    return detected_issue_of(report_of(evaluation))
+
+
+def detected_issue_of(report: PatientReport) -> dict[str, Any]:
+    """`detected_issue` from a patient's report parts."""
+    trial = report.criteria.trial
+    value = subject_identifier_value(trial, report.patient_id)
+    status = report.status
+    headings = _headings_of(report.criteria)
+    open_parts = [
+        (heading, part)
+        for heading, part in zip(headings, report.parts, strict=True)
+        if part.verdict is not None and part.verdict is not CriterionVerdict.CLEAR
+    ]
+    implicated = list(dict.fromkeys(ref for _h, part in open_parts for ref in part.evidence))
+    summary = _summary_line(report.criteria.trial.id, status, headings, report.parts)
     issue: dict[str, Any] = {
         "resourceType": "DetectedIssue",
         "id": deterministic_id(DETECTED_ISSUE_SYSTEM, value),
@@ -113,17 +263,14 @@ def detected_issue(evaluation: PatientEvaluation) -> dict[str, Any]:
             "text": f"Eligibility for {trial.id}",
         },
         "severity": _SEVERITY[status],
-        "patient": {"reference": evaluation.patient_reference},
-        "identifiedDateTime": evaluation.as_of.isoformat(),
+        "patient": {"reference": report.patient_reference},
+        "identifiedDateTime": report.as_of.isoformat(),
         "author": {"reference": f"#{DEVICE_ID}", "display": f"trialsieve {__version__}"},
         "detail": summary,
-        "text": {"status": "generated", "div": _narrative(evaluation, summary, explanation)},
+        "text": {"status": "generated", "div": _narrative(report, summary, headings)},
     }
-    if open_results:
-        explained = {criterion.id: criterion for criterion in explanation.criteria}
-        issue["evidence"] = [
-            _evidence(trial, result, explained[result.id]) for result in open_results
-        ]
+    if open_parts:
+        issue["evidence"] = [_evidence(trial, heading, part) for heading, part in open_parts]
     if implicated:
         issue["implicated"] = [{"reference": reference} for reference in implicated]
     return issue
@@ -138,85 +285,106 @@ def _device() -> dict[str, Any]:
     }
 
 
-def _evidence(
-    trial: Trial, result: CriterionResult, explained: CriterionExplanation
-) -> dict[str, Any]:
+def _evidence(trial: Trial, heading: _Heading, part: CriterionReport) -> dict[str, Any]:
+    assert part.verdict is not None
     entry: dict[str, Any] = {
         "code": [
             {
                 "coding": [
                     {
                         "system": f"{CRITERIA_CODE_SYSTEM}/{trial.id}",
-                        "code": result.id,
-                        "display": _shorten(result.criterion.criterion.text, 250),
+                        "code": heading.id,
+                        "display": heading.display,
                     }
                 ],
-                "text": f"{explained.number} {explained.label}: {explained.outcome_text}. "
-                f"{_shorten(explained.summary, 900)}",
+                "text": f"{heading.number} {heading.label}: "
+                f"{outcome_text(heading.kind, part.verdict)}. {_shorten(part.summary, 900)}",
             }
         ]
     }
-    if result.outcome.evidence:
-        entry["detail"] = [{"reference": reference} for reference in result.outcome.evidence]
+    if part.evidence:
+        entry["detail"] = [{"reference": reference} for reference in part.evidence]
     return entry
 
 
 def summary_line(evaluation: PatientEvaluation) -> str:
     """One line: the status and the criteria behind it."""
-    trial = evaluation.criteria.trial.id
-    parts = []
+    criteria = evaluation.criteria
+    verdicts = {result.id: result.verdict for result in evaluation.results}
+    parts = [
+        CriterionReport(verdicts[c.id], "") if c.id in verdicts else NOT_EVALUATED_REPORT
+        for c in criteria.criteria
+    ]
+    return _summary_line(criteria.trial.id, evaluation.status, _headings_of(criteria), parts)
+
+
+def _summary_line(
+    trial: str,
+    status: SubjectStatus,
+    headings: Sequence[_Heading],
+    parts: Sequence[CriterionReport],
+) -> str:
+    pieces = []
     for verdict, words in (
         (CriterionVerdict.FAILS, "exclude"),
         (CriterionVerdict.MISSING_DATA, "lack data"),
         (CriterionVerdict.MANUAL_REVIEW, "need manual review"),
     ):
-        ids = [result.id for result in evaluation.results_with(verdict)]
+        ids = [h.id for h, part in zip(headings, parts, strict=True) if part.verdict is verdict]
         if ids:
-            parts.append(f"{len(ids)} {words} ({', '.join(ids)})")
-    if evaluation.not_evaluated:
-        ids = [criterion.id for criterion in evaluation.not_evaluated]
-        parts.append(f"{len(ids)} not evaluated ({', '.join(ids)}): {NOT_EVALUATED_REASON}")
-    status = evaluation.status.value
-    if not parts:
-        return f"{status} for {trial}: every criterion is clear"
-    return f"{status} for {trial}: " + "; ".join(parts)
+            pieces.append(f"{len(ids)} {words} ({', '.join(ids)})")
+    skipped = [h.id for h, part in zip(headings, parts, strict=True) if part.verdict is None]
+    if skipped:
+        pieces.append(
+            f"{len(skipped)} not evaluated ({', '.join(skipped)}): {NOT_EVALUATED_REASON}"
+        )
+    if not pieces:
+        return f"{status.value} for {trial}: every criterion is clear"
+    return f"{status.value} for {trial}: " + "; ".join(pieces)
 
 
 def narrative(evaluation: PatientEvaluation) -> str:
     """An XHTML table of every criterion's outcome, for the DetectedIssue's text."""
-    return _narrative(evaluation, summary_line(evaluation), explain(evaluation))
+    report = report_of(evaluation)
+    headings = _headings_of(report.criteria)
+    summary = _summary_line(report.criteria.trial.id, report.status, headings, report.parts)
+    return _narrative(report, summary, headings)
 
 
 _escape_label = functools.cache(html.escape)
 """html.escape for the few texts that repeat for every patient (labels, outcomes)."""
 
 
-def _narrative(evaluation: PatientEvaluation, summary: str, explanation: PatientExplanation) -> str:
-    """`narrative`, given the evaluation's `summary_line`: per criterion its number and
-    label, its outcome and the explanation in clinical language (engine.report.explanation)."""
+def _narrative(report: PatientReport, summary: str, headings: Sequence[_Heading]) -> str:
+    """`narrative`, given the report's summary line: per criterion its number and label,
+    its outcome and the explanation in clinical language (engine.report.explanation)."""
     escape = html.escape
     escape_label = _escape_label
     rows = [
         "<tr>"
-        f"<td>{escape_label(criterion.number)}</td>"
-        f"<td>{escape_label(criterion.label)}</td>"
-        f"<td>{escape_label(criterion.outcome_text)}</td>"
-        f"<td>{escape(criterion.summary)}</td>"
+        f"<td>{escape_label(heading.number)}</td>"
+        f"<td>{escape_label(heading.label)}</td>"
+        f"<td>{escape_label(_outcome_words(heading.kind, part.verdict))}</td>"
+        f"<td>{escape(part.summary)}</td>"
         "</tr>"
-        for criterion in explanation.criteria
+        for heading, part in zip(headings, report.parts, strict=True)
     ]
     problems = ""
-    if evaluation.data_problems:
-        items = "".join(f"<li>{escape(problem)}</li>" for problem in evaluation.data_problems)
+    if report.data_problems:
+        items = "".join(f"<li>{escape(problem)}</li>" for problem in report.data_problems)
         problems = f"<p>Data problems in the record:</p><ul>{items}</ul>"
-    newest = evaluation.newest_data.isoformat() if evaluation.newest_data else "none dated"
+    newest = report.newest_data.isoformat() if report.newest_data else "none dated"
     return (
         '<div xmlns="http://www.w3.org/1999/xhtml">'
-        f"<p>{escape(summary)} (as of {evaluation.as_of.isoformat()}; newest data in the "
+        f"<p>{escape(summary)} (as of {report.as_of.isoformat()}; newest data in the "
         f"record {newest})</p>"
         "<table><thead><tr><th>#</th><th>Criterion</th><th>Outcome</th><th>Why</th>"
         f"</tr></thead><tbody>{''.join(rows)}</tbody></table>{problems}</div>"
     )
+
+
+def _outcome_words(kind: CriterionKind, verdict: CriterionVerdict | None) -> str:
+    return "not evaluated" if verdict is None else outcome_text(kind, verdict)
 
 
 def transaction_bundle(evaluation: PatientEvaluation) -> dict[str, Any]:
