@@ -120,6 +120,10 @@ class PatientRecord:
             return found
         return [resource for resource in found if resource["resourceType"] in resource_types]
 
+    def concept_index(self) -> Mapping[str, Sequence[dict[str, Any]]]:
+        """Every concept the record's resources belong to, with those resources (read-only)."""
+        return self._by_concept
+
     def resolve(
         self, reference: str | None, container: dict[str, Any] | None = None
     ) -> dict[str, Any] | None:

@@ -121,7 +121,12 @@ def run_local(
     if settings.workers <= 1 or len(indexes) <= 1:
         criteria = setup.compiled_criteria()
         evaluator = PartitionEvaluator(
-            criteria, setup.as_of, setup.attestations, setup.full, setup.screen_lines
+            criteria,
+            setup.as_of,
+            setup.attestations,
+            setup.full,
+            setup.screen_lines,
+            setup.store_key,
         )
         on_started()
         for index in indexes:
@@ -159,6 +164,7 @@ class DaskJob:
     attestations: Attestations
     full: bool = False
     screen_lines: bool | None = None
+    store_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -198,7 +204,12 @@ def compile_on_dask_worker(files: CriteriaFiles, prepare_units: bool = False) ->
 def evaluate_on_dask_worker(job: DaskJob, payload: PartitionPayload) -> PartitionResult:
     """Dask task: evaluate one partition; the criteria are compiled once per worker."""
     evaluator = PartitionEvaluator(
-        _compiled_criteria(job.criteria), job.as_of, job.attestations, job.full, job.screen_lines
+        _compiled_criteria(job.criteria),
+        job.as_of,
+        job.attestations,
+        job.full,
+        job.screen_lines,
+        job.store_key,
     )
     return evaluator.evaluate(payload)
 
@@ -339,6 +350,7 @@ def run_dask(
         setup.attestations,
         setup.full,
         setup.screen_lines,
+        setup.store_key,
     )
     start = settings.started
     owned = start is None

@@ -34,7 +34,9 @@ from engine.attestations import Attestations
 from engine.cohort.inputs import PartitionedInput, PartitionPayload
 from engine.cohort.line_screen import LineScreen
 from engine.cohort.orphans import exit_when_orphaned
+from engine.cohort.outcome_store import StoreBuilder, StoredPartition
 from engine.cohort.prefilter import Prefilter, preview_of
+from engine.criteria.model import CriterionKind
 from engine.errors import TrialsieveError
 from engine.evaluate import (
     CompiledCriteria,
@@ -43,8 +45,15 @@ from engine.evaluate import (
     Truth,
     UnknownReason,
 )
+from engine.evaluate.patient import CriterionVerdict
 from engine.record import build_record
 from engine.report import research_study
+from engine.report.resources import (
+    PatientReport,
+    detected_issue_of,
+    report_of,
+    research_subject_of,
+)
 from engine.report.validate import OutputShapes
 from engine.screening import Screening, screen_patient
 from engine.sources import PatientResources, SourceProblem
@@ -72,6 +81,25 @@ def criterion_value(result: CriterionResult) -> str:
     return "manual"
 
 
+_VALUES_OF_VERDICTS = {
+    (CriterionKind.INCLUSION, CriterionVerdict.CLEAR): "met",
+    (CriterionKind.INCLUSION, CriterionVerdict.FAILS): "not_met",
+    (CriterionKind.EXCLUSION, CriterionVerdict.CLEAR): "not_met",
+    (CriterionKind.EXCLUSION, CriterionVerdict.FAILS): "met",
+}
+
+
+def verdict_value(kind: CriterionKind, verdict: CriterionVerdict | None) -> str:
+    """`criterion_value` of a criterion of this kind with this verdict (None: not evaluated)."""
+    if verdict is None:
+        return NOT_EVALUATED
+    if verdict is CriterionVerdict.MISSING_DATA:
+        return "unknown_missing"
+    if verdict is CriterionVerdict.MANUAL_REVIEW:
+        return "manual"
+    return _VALUES_OF_VERDICTS[kind, verdict]
+
+
 def study_reference(criteria: CompiledCriteria) -> str:
     """The ResearchSubject.study reference cohort outputs use: `ResearchStudy/<id>`."""
     return f"ResearchStudy/{research_study(criteria.trial)['id']}"
@@ -89,21 +117,31 @@ def patient_result_line(
     validate the ResearchSubject and DetectedIssue (once per shape); raises
     OutputValidationError for an invalid one.
     """
-    evaluation = screening.evaluation
-    cells = [[criterion_value(r), list(r.outcome.missing)] for r in evaluation.results]
-    if evaluation.not_evaluated:  # every criterion in protocol order, the ones left out too
-        by_id = dict(zip((r.id for r in evaluation.results), cells, strict=True))
-        cells = [by_id.get(c.id, [NOT_EVALUATED, []]) for c in evaluation.criteria.criteria]
+    return report_result_line(report_of(screening.evaluation), settled_by, study, outputs)
+
+
+def report_result_line(
+    report: PatientReport,
+    settled_by: str | None,
+    study: str | None = None,
+    outputs: OutputShapes | None = None,
+) -> bytes:
+    """`patient_result_line` of a patient's report parts."""
+    criteria = report.criteria
+    cells = [
+        [verdict_value(compiled.kind, part.verdict), list(part.missing)]
+        for compiled, part in zip(criteria.criteria, report.parts, strict=True)
+    ]
     summary = {
-        "patient": evaluation.patient_id,
-        "status": evaluation.status.value,
+        "patient": report.patient_id,
+        "status": report.status.value,
         "settled_by": settled_by,
         "criteria": cells,
     }
     if study is None:
-        study = study_reference(evaluation.criteria)
-    subject = screening.research_subject(study)
-    issue = screening.detected_issue()
+        study = study_reference(criteria)
+    subject = research_subject_of(report, study)
+    issue = detected_issue_of(report)
     if outputs is not None:
         outputs.validate(subject)
         outputs.validate(issue)
@@ -130,6 +168,9 @@ class WorkerSetup:
     screen_lines: bool | None = None
     unavailable_types: frozenset[str] = frozenset()
     """`CompiledCriteria.unavailable_types`, for a worker that compiles the criteria anew."""
+    store_key: str | None = None
+    """Keep each partition's outcomes and records for re-runs (`engine.cohort.outcome_store`)
+    under this key; None: keep nothing."""
 
     def compiled_criteria(self) -> CompiledCriteria:
         """The criteria: inherited compiled (fork), else compiled from `criteria_path` with
@@ -151,10 +192,12 @@ class PartitionOutcome:
 
 @dataclass(frozen=True)
 class PartitionResult:
-    """A partition's result file content (`data`, ending with its `complete` line)."""
+    """A partition's result file content (`data`, ending with its `complete` line), and
+    what the run keeps of it for re-runs (`stored`)."""
 
     outcome: PartitionOutcome
     data: bytes
+    stored: StoredPartition | None = None
 
 
 @dataclass(frozen=True)
@@ -254,8 +297,10 @@ class PartitionEvaluator:
         attestations: Attestations,
         full: bool = False,
         screen_lines: bool | None = None,
+        store_key: str | None = None,
     ) -> None:
         self.criteria = criteria
+        self.store_key = store_key
         self.as_of = as_of
         self.attestations = attestations
         self.full = full
@@ -272,27 +317,47 @@ class PartitionEvaluator:
         started = time.perf_counter()
         problems: list[SourceProblem] = []
         results: list[tuple[str, bytes]] = []
+        store = self._store_builder()
         with _without_cycle_collection():
             for patient in payload.patients(problems.append, self.screen):
-                result = self._patient(patient, problems)
+                result = self._patient(patient, problems, store)
                 if result is not None:
                     results.append((patient.patient_id, result))
         results.sort(key=lambda result: result[0])
         lines = [line for _patient, line in results]
-        lines += [orjson.dumps({"problem": problem.to_json()}) for problem in problems]
+        problem_lines = [orjson.dumps({"problem": problem.to_json()}) for problem in problems]
+        lines += problem_lines
         complete = {"patients": len(results), "problems": len(problems)}
         lines.append(orjson.dumps({"complete": complete}))
         lines.append(b"")
         outcome = PartitionOutcome(
             payload.index, len(results), len(problems), time.perf_counter() - started
         )
-        return PartitionResult(outcome, b"\n".join(lines))
+        data = b"\n".join(lines)
+        stored = store.finish(payload.index, problem_lines, data) if store is not None else None
+        return PartitionResult(outcome, data, stored)
 
-    def _patient(self, patient: PatientResources, problems: list[SourceProblem]) -> bytes | None:
+    def _store_builder(self) -> StoreBuilder | None:
+        if self.store_key is None:
+            return None
+        prefilter = self.prefilter
+        return StoreBuilder(
+            self.criteria,
+            self.store_key,
+            [str(requirement) for requirement in prefilter.requirements],
+            [str(requirement) for requirement in prefilter.settling],
+        )
+
+    def _patient(
+        self,
+        patient: PatientResources,
+        problems: list[SourceProblem],
+        store: StoreBuilder | None = None,
+    ) -> bytes | None:
         criteria = self.criteria
         try:
             if not self.full and self.prefilter.settling:
-                settled = self._settled(patient)
+                settled = self._settled(patient, store)
                 if settled is not None:
                     return settled
             screening = screen_patient(
@@ -301,13 +366,19 @@ class PartitionEvaluator:
             settled_by = self.prefilter.settling_criterion(screening.record)
             if settled_by is not None:
                 _check_settled(screening.evaluation, settled_by)
-            return patient_result_line(screening, settled_by, self.study, self.outputs)
+            report = report_of(screening.evaluation)
+            line = report_result_line(report, settled_by, self.study, self.outputs)
+            if store is not None:
+                store.add(screening.record, report, settled_by, None)
+            return line
         except TrialsieveError as error:
             # Bad input, or (a bug) an output the R4B models reject: a problem, the run goes on.
             problems.append(_problem_of(error, patient))
+            if store is not None:
+                store.spoil()
             return None
 
-    def _settled(self, patient: PatientResources) -> bytes | None:
+    def _settled(self, patient: PatientResources, store: StoreBuilder | None) -> bytes | None:
         """The result line of a patient a settling requirement settles, evaluated from their
         preview record (Patient, Conditions, Procedures), or None when none settles them."""
         criteria = self.criteria
@@ -318,7 +389,12 @@ class PartitionEvaluator:
         screening = self.prefilter.evaluate_settled(
             criteria, preview, self.as_of, requirement, self.attestations.get(preview.patient_id)
         )
-        return patient_result_line(screening, requirement.criterion_id, self.study, self.outputs)
+        report = report_of(screening.evaluation)
+        settled_by = requirement.criterion_id
+        line = report_result_line(report, settled_by, self.study, self.outputs)
+        if store is not None:
+            store.add(preview, report, settled_by, settled_by)
+        return line
 
 
 def _problem_of(error: TrialsieveError, patient: PatientResources) -> SourceProblem:
@@ -362,7 +438,10 @@ def _without_cycle_collection() -> Iterator[None]:
 
 
 def write_result(results_folder: str | Path, result: PartitionResult) -> None:
-    """Write a partition's result file atomically (`engine.atomic_write`)."""
+    """Write a partition's result file atomically (`engine.atomic_write`), and first what
+    the run keeps of it for re-runs."""
+    if result.stored is not None:
+        result.stored.write(results_folder)
     write_atomically(result_path(results_folder, result.outcome.index), result.data)
 
 
@@ -380,7 +459,12 @@ def start_worker(setup: WorkerSetup) -> None:
     _worker = (
         setup,
         PartitionEvaluator(
-            criteria, setup.as_of, setup.attestations, setup.full, setup.screen_lines
+            criteria,
+            setup.as_of,
+            setup.attestations,
+            setup.full,
+            setup.screen_lines,
+            setup.store_key,
         ),
     )
 

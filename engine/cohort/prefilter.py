@@ -129,6 +129,25 @@ class Prefilter:
 
         Raises RuntimeError when the required atom is met after all (a pre-filter bug).
         """
+        decided: dict[str, Outcome] = {}
+        if requirement.criterion_id not in self.evaluable:
+            decided[requirement.criterion_id] = self.settled_outcome(
+                criteria, preview, as_of, requirement, attestations
+            )
+        return screen_record(
+            criteria, preview, as_of, attestations, only=self.evaluable, decided=decided
+        )
+
+    def settled_outcome(
+        self,
+        criteria: CompiledCriteria,
+        preview: PatientRecord,
+        as_of: dt.date,
+        requirement: RequiredConcept,
+        attestations: Mapping[str, Attestation] | None = None,
+    ) -> Outcome:
+        """The settling criterion's outcome (not met), from its required atom, when the
+        preview cannot evaluate the criterion itself. RuntimeError for a pre-filter bug."""
         assert requirement.node is not None
         context = EvaluationContext(
             preview,
@@ -143,16 +162,9 @@ class Prefilter:
                 f"pre-filter bug: Patient/{preview.patient_id} was settled by "
                 f"{requirement.criterion_id}, but its required atom is {atom.truth.value}"
             )
-        decided: dict[str, Outcome] = {}
-        if requirement.criterion_id not in self.evaluable:
-            compiled = next(c for c in criteria.criteria if c.id == requirement.criterion_id)
-            label = str(getattr(compiled.root, "label", ""))
-            decided[requirement.criterion_id] = Outcome(
-                Truth.NOT_MET, atom.reason, label, atom.evidence, children=(atom,)
-            )
-        return screen_record(
-            criteria, preview, as_of, attestations, only=self.evaluable, decided=decided
-        )
+        compiled = next(c for c in criteria.criteria if c.id == requirement.criterion_id)
+        label = str(getattr(compiled.root, "label", ""))
+        return Outcome(Truth.NOT_MET, atom.reason, label, atom.evidence, children=(atom,))
 
 
 def _first_unmet(

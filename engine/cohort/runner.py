@@ -45,6 +45,7 @@ from engine.cohort.engines import (
     peak_memory,
 )
 from engine.cohort.inputs import CohortInput, NdjsonInput, PartitionedInput
+from engine.cohort.outcome_store import outcomes_path, previous_result_path, store_key
 from engine.cohort.outputs import SOURCE_PROBLEMS, CohortCounts, assemble_outputs
 from engine.cohort.partition import (
     CriteriaFiles,
@@ -52,8 +53,10 @@ from engine.cohort.partition import (
     WorkerSetup,
     is_complete,
     result_path,
+    write_result,
 )
 from engine.cohort.prefilter import Prefilter
+from engine.cohort.rerun import Rebuilder, rebuild_partition
 from engine.errors import CohortError, Location
 from engine.evaluate import CompiledCriteria
 from engine.normalise.units import prepare_unit_conversions
@@ -168,6 +171,12 @@ class CohortSummary:
     seconds: float
     peak_memory: int
     worker_peak_memory: int | None
+    partitions_from_store: int = 0
+    """Partitions rebuilt from the store (`engine.cohort.rerun`): only changed criteria were
+    evaluated again; they count among `partitions_reused` too."""
+    criteria_evaluated: int | None = None
+    """In partitions rebuilt from the store, the criterion outcomes evaluated again (patients
+    times edited or new criteria); None when nothing was rebuilt."""
 
     @property
     def patients_per_second(self) -> float:
@@ -189,6 +198,8 @@ class CohortSummary:
             "patients_affected": self.patients_affected,
             "partitions": self.partitions,
             "partitions_reused": self.partitions_reused,
+            "partitions_from_store": self.partitions_from_store,
+            "criteria_evaluated_again": self.criteria_evaluated,
             "bytes_read": self.bytes_read,
             "seconds": round(self.seconds, 3),
             "peak_memory_mb": round(self.peak_memory / 1e6),
@@ -266,12 +277,24 @@ def run_cohort(
             else {}
         )
         results_folder.mkdir(parents=True, exist_ok=True)
-        count = _check_manifest(
+        count, _criteria_changed = _check_manifest(
             out, criteria_path, criteria, source, as_of, partition_count, attestations_path, full
+        )
+        key = store_key(
+            criteria,
+            source.describe(),
+            count,
+            as_of.isoformat(),
+            _sha256_of(orjson.loads((out / MANIFEST).read_bytes())["attestations"]),
+            kept_types(criteria),
+            full,
         )
         pending = [
             index for index in range(count) if not is_complete(result_path(results_folder, index))
         ]
+        pending, from_store, evaluated = _rebuild_from_store(
+            criteria, as_of, answers, full, key, results_folder, pending
+        )
         if kind.start is not None and pending and engine_start is None:
             engine_start = kind.start(settings, full)
         if engine_start is not None:
@@ -297,6 +320,7 @@ def run_cohort(
             settings,
             progress,
             screen_lines,
+            key,
         )
     finally:
         if engine_start is not None:
@@ -313,6 +337,8 @@ def run_cohort(
         started,
         worker_peak,
         full,
+        from_store,
+        evaluated,
     )
     write_atomically(
         out / "summary.json", orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2)
@@ -386,6 +412,7 @@ def _run_engine(
     settings: EngineSettings,
     progress: ProgressListener | None,
     screen_lines: bool | None = None,
+    key: str | None = None,
 ) -> int | None:
     """Evaluate the pending partitions; the largest worker's peak memory when known."""
     if not pending:
@@ -401,6 +428,7 @@ def _run_engine(
         full,
         screen_lines,
         criteria.unavailable_types,
+        key,
     )
     return _evaluate(setup, pending, engine, settings, progress)
 
@@ -462,6 +490,8 @@ def _summary(
     started: float,
     worker_peak_memory: int | None,
     full: bool,
+    from_store: int = 0,
+    evaluated: int | None = None,
 ) -> CohortSummary:
     source = orjson.loads(source_record.read_bytes())
     return CohortSummary(
@@ -476,6 +506,8 @@ def _summary(
         patients_affected=counts.patients_affected,
         partitions=partitions,
         partitions_reused=reused,
+        partitions_from_store=from_store,
+        criteria_evaluated=evaluated,
         bytes_read=source["bytes_read"],
         seconds=time.perf_counter() - started,
         peak_memory=peak_memory(),
@@ -495,8 +527,9 @@ def _check_manifest(
     partition_count: int | None,
     attestations_path: str | Path | None,
     full: bool,
-) -> int:
-    """Write the manifest, or check the one there; returns the partition count to use."""
+) -> tuple[int, bool]:
+    """Write the manifest, or check the one there; returns the partition count to use and
+    whether the criteria or mappings changed (a re-run: the manifest is written again)."""
     path = out / MANIFEST
     digest = CriteriaFiles.collect(criteria).digest
     earlier = orjson.loads(path.read_bytes()) if path.is_file() else None
@@ -523,12 +556,11 @@ def _check_manifest(
     }
     if earlier is None:
         write_atomically(path, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
-        return partition_count
+        return partition_count, False
     differences = [
         name
         for name, same in (
             ("trialsieve version", earlier["trialsieve"] == manifest["trialsieve"]),
-            ("criteria or mappings", earlier["criteria"]["sha256"] == digest),
             ("as-of day", earlier["as_of"] == manifest["as_of"]),
             (
                 "attestations",
@@ -551,7 +583,49 @@ def _check_manifest(
             "resume it with the same arguments, or choose another --out",
             Location(file=str(path)),
         )
-    return partition_count
+    if earlier["criteria"] != manifest["criteria"]:
+        changed = earlier["criteria"]["sha256"] != digest
+        if changed:  # the results are the other criteria's: set aside for the re-run
+            _set_aside_results(out / "partitions", partition_count)
+        write_atomically(path, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+        return partition_count, changed
+    return partition_count, False
+
+
+def _set_aside_results(results_folder: Path, partition_count: int) -> None:
+    """Move each partition's result file into the store (`previous_result_path`), where a
+    re-run reuses the lines of patients whose outcomes did not change."""
+    for index in range(partition_count):
+        result = result_path(results_folder, index)
+        if result.is_file():
+            target = previous_result_path(results_folder, index)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            result.replace(target)
+
+
+def _rebuild_from_store(
+    criteria: CompiledCriteria,
+    as_of: dt.date,
+    answers: Attestations,
+    full: bool,
+    key: str,
+    results_folder: Path,
+    pending: list[int],
+) -> tuple[list[int], int, int | None]:
+    """Rebuild what pending partitions the store can (`engine.cohort.rerun`: only criteria
+    without a stored outcome are evaluated); the partitions left to evaluate from the input,
+    how many were rebuilt and how many criterion outcomes were evaluated for them."""
+    if not any(outcomes_path(results_folder, index).is_file() for index in pending):
+        return pending, 0, None
+    rebuilder = Rebuilder(criteria, as_of, answers, full, key, results_folder)
+    left = []
+    for index in pending:
+        result = rebuild_partition(rebuilder, index)
+        if result is None:
+            left.append(index)
+        else:
+            write_result(results_folder, result)
+    return left, len(pending) - len(left), rebuilder.evaluated
 
 
 def default_partition_count(source: CohortInput) -> int:

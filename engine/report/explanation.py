@@ -225,6 +225,13 @@ def explain(evaluation: PatientEvaluation) -> PatientExplanation:
     )
 
 
+def explain_criterion(
+    result: CriterionResult, as_of: dt.date, terminology: Terminology
+) -> CriterionExplanation:
+    """One criterion's explanation (its `number` left empty: `explain` numbers them)."""
+    return _criterion(result, "", as_of, terminology)
+
+
 def outcome_text(kind: CriterionKind, verdict: CriterionVerdict) -> str:
     """The criterion's outcome from the patient's side: `clear`, `excludes the patient`, ..."""
     if verdict is CriterionVerdict.CLEAR:

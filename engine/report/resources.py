@@ -189,7 +189,7 @@ def criterion_report(result: CriterionResult, explained: CriterionExplanation) -
 
 
 @dataclass(frozen=True)
-class _Heading:
+class CriterionHeading:
     """A criterion as every report names it: number (I1, E2), label, protocol text."""
 
     id: str
@@ -199,10 +199,11 @@ class _Heading:
     display: str
 
 
-_headings: dict[int, tuple[CompiledCriteria, tuple[_Heading, ...]]] = {}
+_headings: dict[int, tuple[CompiledCriteria, tuple[CriterionHeading, ...]]] = {}
 
 
-def _headings_of(criteria: CompiledCriteria) -> tuple[_Heading, ...]:
+def criterion_headings(criteria: CompiledCriteria) -> tuple[CriterionHeading, ...]:
+    """Each criterion's heading in protocol order (computed once per compiled criteria)."""
     known = _headings.get(id(criteria))
     if known is not None and known[0] is criteria:
         return known[1]
@@ -212,7 +213,7 @@ def _headings_of(criteria: CompiledCriteria) -> tuple[_Heading, ...]:
         numbers[compiled.kind] += 1
         criterion = compiled.criterion
         headings.append(
-            _Heading(
+            CriterionHeading(
                 compiled.id,
                 compiled.kind,
                 f"{compiled.kind.value[0].upper()}{numbers[compiled.kind]}",
@@ -236,7 +237,7 @@ def detected_issue_of(report: PatientReport) -> dict[str, Any]:
     trial = report.criteria.trial
     value = subject_identifier_value(trial, report.patient_id)
     status = report.status
-    headings = _headings_of(report.criteria)
+    headings = criterion_headings(report.criteria)
     open_parts = [
         (heading, part)
         for heading, part in zip(headings, report.parts, strict=True)
@@ -285,7 +286,7 @@ def _device() -> dict[str, Any]:
     }
 
 
-def _evidence(trial: Trial, heading: _Heading, part: CriterionReport) -> dict[str, Any]:
+def _evidence(trial: Trial, heading: CriterionHeading, part: CriterionReport) -> dict[str, Any]:
     assert part.verdict is not None
     entry: dict[str, Any] = {
         "code": [
@@ -315,13 +316,13 @@ def summary_line(evaluation: PatientEvaluation) -> str:
         CriterionReport(verdicts[c.id], "") if c.id in verdicts else NOT_EVALUATED_REPORT
         for c in criteria.criteria
     ]
-    return _summary_line(criteria.trial.id, evaluation.status, _headings_of(criteria), parts)
+    return _summary_line(criteria.trial.id, evaluation.status, criterion_headings(criteria), parts)
 
 
 def _summary_line(
     trial: str,
     status: SubjectStatus,
-    headings: Sequence[_Heading],
+    headings: Sequence[CriterionHeading],
     parts: Sequence[CriterionReport],
 ) -> str:
     pieces = []
@@ -346,7 +347,7 @@ def _summary_line(
 def narrative(evaluation: PatientEvaluation) -> str:
     """An XHTML table of every criterion's outcome, for the DetectedIssue's text."""
     report = report_of(evaluation)
-    headings = _headings_of(report.criteria)
+    headings = criterion_headings(report.criteria)
     summary = _summary_line(report.criteria.trial.id, report.status, headings, report.parts)
     return _narrative(report, summary, headings)
 
@@ -355,7 +356,7 @@ _escape_label = functools.cache(html.escape)
 """html.escape for the few texts that repeat for every patient (labels, outcomes)."""
 
 
-def _narrative(report: PatientReport, summary: str, headings: Sequence[_Heading]) -> str:
+def _narrative(report: PatientReport, summary: str, headings: Sequence[CriterionHeading]) -> str:
     """`narrative`, given the report's summary line: per criterion its number and label,
     its outcome and the explanation in clinical language (engine.report.explanation)."""
     escape = html.escape

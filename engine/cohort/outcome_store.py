@@ -1,0 +1,457 @@
+"""What a cohort run keeps for the next one: per-criterion outcomes and compact records.
+
+A re-run after editing one criterion evaluates only that criterion (`engine.cohort.rerun`):
+every other criterion's report part is read back, keyed by the content hash of its compiled
+form (`criterion_digests`), and the edited one is evaluated on a record rebuilt from the
+stored concept index. Both are stored per partition in `partitions/store/`:
+
+- `NNNN.outcomes` (JSON): the partition's key (`store_key`: input files, partition count and
+  index, mappings, as-of day, attestations, kept types, mode, trialsieve version), the
+  pre-filter's requirements, the partition's input problems, and per patient (by id) the
+  patient reference, data problems, newest data day, the requirement that settled them from
+  their preview (or none), the criterion that settles them, and per criterion digest the
+  report part (`CriterionReport`: verdict, summary, evidence, missing items).
+- `NNNN.records`: each patient's record as the evaluator reads it, by concept (the
+  resources the record indexes under each concept, in document order, as JSON segments, one
+  per concept, read only when a criterion asks for that concept), the Patient, the
+  resources their medicationReferences resolve to, and the resources of the types the record
+  does not index by concept (ResearchSubject, Medication). A settled patient's record is
+  their preview (Patient, Conditions, Procedures), as the pre-filter evaluated it.
+
+`StoredRecord` is a `PatientRecord` over that store; asked for anything the store does not
+hold (a type read without a concept, a resource without an id), it raises `NotStored`, and
+the re-run evaluates that partition from the input instead, as a fresh run would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import struct
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from engine import __version__
+from engine.atomic_write import write_atomically
+from engine.criteria.model import ResourceAtom, iter_atoms
+from engine.evaluate import CompiledCriteria
+from engine.evaluate.patient import CriterionVerdict
+from engine.record import PatientRecord
+from engine.report.resources import CriterionReport, PatientReport, criterion_headings
+from engine.resource_types import CODED_TYPES, RESOURCE_TYPES
+
+STORE_FOLDER = "store"
+"""The store's folder, inside the run's `partitions/` folder."""
+_HEADER = struct.Struct("<Q")
+_MEDICATION_TYPES = frozenset(name for name, known in RESOURCE_TYPES.items() if known.medication)
+
+
+class NotStored(Exception):
+    """The store cannot answer what a re-run asks: evaluate the partition from the input."""
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def _plain(value: Any) -> Any:
+    """A criteria model value as plain JSON data, source positions left out."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        plain = {"@": type(value).__name__}
+        for each in dataclasses.fields(value):
+            if each.name != "position":
+                plain[each.name] = _plain(getattr(value, each.name))
+        return plain
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in sorted(value.items())}
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    raise TypeError(f"cannot hash a {type(value).__name__} of the criteria model")
+
+
+def criterion_digests(criteria: CompiledCriteria) -> dict[str, str]:
+    """Each criterion's content hash: its definition (without source positions) and the
+    definitions of the atoms it is anchored on (`before:`/`after:`, transitively), so that
+    editing an anchor changes every criterion that uses it. The terminology, the as-of day
+    and the rest are in the partition's `store_key`."""
+    atoms = {
+        atom.id: atom
+        for compiled in criteria.criteria
+        for atom in iter_atoms(compiled.criterion.expression)
+        if isinstance(atom, ResourceAtom) and atom.id is not None
+    }
+    digests = {}
+    for compiled in criteria.criteria:
+        anchors: dict[str, Any] = {}
+        stack = [
+            atom
+            for atom in iter_atoms(compiled.criterion.expression)
+            if isinstance(atom, ResourceAtom)
+        ]
+        while stack:
+            atom = stack.pop()
+            for relation in atom.relations:
+                anchor = atoms.get(relation.anchor)
+                if anchor is not None and relation.anchor not in anchors:
+                    anchors[relation.anchor] = _plain(anchor)
+                    stack.append(anchor)
+        text = orjson.dumps(
+            {"criterion": _plain(compiled.criterion), "anchors": anchors},
+            option=orjson.OPT_SORT_KEYS,
+        )
+        digests[compiled.id] = hashlib.sha256(text).hexdigest()
+    return digests
+
+
+def mappings_digest(criteria: CompiledCriteria) -> str:
+    """SHA-256 over the names and contents of every mapping file the criteria use."""
+    digest = hashlib.sha256()
+    for mapping in criteria.source.mapping_paths:
+        root = Path(mapping).resolve()
+        paths = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        for path in paths:
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def store_key(
+    criteria: CompiledCriteria,
+    input_description: Mapping[str, Any],
+    partition_count: int,
+    as_of: str,
+    attestations_digest: str | None,
+    kept_types: Collection[str],
+    full: bool,
+) -> str:
+    """What every stored outcome and record of a run depends on besides the criteria
+    themselves; a partition's key adds its index."""
+    text = orjson.dumps(
+        {
+            "trialsieve": __version__,
+            "input": input_description,
+            "partition_count": partition_count,
+            "mappings": mappings_digest(criteria),
+            "as_of": as_of,
+            "attestations": attestations_digest,
+            "unavailable_types": sorted(criteria.unavailable_types),
+            "kept_types": sorted(kept_types),
+            "full": full,
+        },
+        option=orjson.OPT_SORT_KEYS,
+    )
+    return hashlib.sha256(text).hexdigest()
+
+
+def headings_digest(criteria: CompiledCriteria) -> str:
+    """What a patient's result line says of the trial and its criteria besides their
+    outcomes (trial, study reference, ids, kinds, numbers, labels, protocol texts): when it
+    is unchanged, a patient whose outcomes are unchanged keeps their line."""
+    trial = criteria.trial
+    text = orjson.dumps(
+        [
+            [trial.id, trial.title, trial.identifier_system],
+            [dataclasses.astuple(heading) for heading in criterion_headings(criteria)],
+        ]
+    )
+    return hashlib.sha256(text).hexdigest()
+
+
+def outcomes_path(results_folder: str | Path, index: int) -> Path:
+    return Path(results_folder) / STORE_FOLDER / f"{index:04d}.outcomes"
+
+
+def previous_result_path(results_folder: str | Path, index: int) -> Path:
+    """Where a re-run with other criteria sets the earlier result file aside."""
+    return Path(results_folder) / STORE_FOLDER / f"{index:04d}.previous"
+
+
+def records_path(results_folder: str | Path, index: int) -> Path:
+    return Path(results_folder) / STORE_FOLDER / f"{index:04d}.records"
+
+
+def encode_part(part: CriterionReport) -> list[Any]:
+    return [
+        None if part.verdict is None else part.verdict.value,
+        part.summary,
+        list(part.evidence),
+        list(part.missing),
+    ]
+
+
+def decode_part(encoded: list[Any]) -> CriterionReport:
+    verdict, summary, evidence, missing = encoded
+    return CriterionReport(
+        None if verdict is None else CriterionVerdict(verdict),
+        summary,
+        tuple(evidence),
+        tuple(missing),
+    )
+
+
+# --------------------------------------------------------------------------- writing
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredPartition:
+    """A partition's store files' contents (written beside its result file)."""
+
+    index: int
+    outcomes: bytes
+    records: bytes | None
+    """None: the records file stays as it is (a re-run changes only outcomes)."""
+
+    def write(self, results_folder: str | Path) -> None:
+        path = outcomes_path(results_folder, self.index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if self.records is not None:
+            path.unlink(missing_ok=True)  # never new records under old outcomes
+            write_atomically(records_path(results_folder, self.index), self.records)
+        write_atomically(path, self.outcomes)
+
+
+class StoreBuilder:
+    """Collects one partition's patients as they are evaluated (`PartitionEvaluator`)."""
+
+    def __init__(
+        self,
+        criteria: CompiledCriteria,
+        key: str,
+        requirements: Sequence[str],
+        settling: Sequence[str],
+    ) -> None:
+        self.criteria = criteria
+        self.key = key
+        self.requirements = list(requirements)
+        self.settling = list(settling)
+        self.digests = criterion_digests(criteria)
+        self.ids = [compiled.id for compiled in criteria.criteria]
+        self.plain_types = sorted(
+            RECORD_UNINDEXED_TYPES | (criteria.resource_types - CODED_TYPES - {"Patient"})
+        )
+        self.patients: list[dict[str, Any]] = []
+        self.records: dict[str, dict[str, Any]] = {}
+        self.concepts: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        self.types: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        self.usable = True
+
+    def spoil(self) -> None:
+        """A patient could not be evaluated: keep nothing of this partition."""
+        self.usable = False
+
+    def add(
+        self,
+        record: PatientRecord,
+        report: PatientReport,
+        settled_by: str | None,
+        preview: str | None,
+    ) -> None:
+        """One patient: their record (the preview when `preview` names the settling
+        criterion) and report parts."""
+        if not self.usable:
+            return
+        patient_id = report.patient_id
+        parts = {
+            self.digests[criterion_id]: encode_part(part)
+            for criterion_id, part in zip(self.ids, report.parts, strict=True)
+            if part.verdict is not None
+        }
+        self.patients.append(
+            {
+                "id": patient_id,
+                "reference": report.patient_reference,
+                "problems": list(report.data_problems),
+                "newest": None if report.newest_data is None else report.newest_data.isoformat(),
+                "preview": preview,
+                "settled_by": settled_by,
+                "parts": parts,
+            }
+        )
+        resolved: dict[str, Any] = {}
+        for resource in record.resources:
+            resource_id = resource.get("id")
+            if not isinstance(resource_id, str) or not resource_id:
+                self.usable = False  # labelled by position: only the whole record can say
+                return
+            if resource["resourceType"] in _MEDICATION_TYPES:
+                reference = resource.get("medicationReference")
+                target = reference.get("reference") if isinstance(reference, dict) else None
+                if isinstance(target, str) and target and not target.startswith("#"):
+                    resolved[target] = record.resolve(target, resource)
+        self.records[patient_id] = {"patient": record.patient, "resolved": resolved}
+        for concept, resources in record.concept_index().items():
+            self.concepts.setdefault(concept, {})[patient_id] = list(resources)
+        for resource_type in self.plain_types:
+            found = record.resources_of_type(resource_type)
+            if found:
+                self.types.setdefault(resource_type, {})[patient_id] = list(found)
+
+    def finish(
+        self, index: int, problem_lines: Sequence[bytes], result: bytes
+    ) -> StoredPartition | None:
+        """The store files of the partition whose result file holds `result`, or None when
+        it cannot be stored."""
+        if not self.usable:
+            return None
+        self.patients.sort(key=lambda patient: str(patient["id"]))
+        outcomes = orjson.dumps(
+            {
+                "key": self.key,
+                "index": index,
+                "result_sha256": hashlib.sha256(result).hexdigest(),
+                "digests": self.digests,
+                "headings": headings_digest(self.criteria),
+                "requirements": self.requirements,
+                "settling": self.settling,
+                "patients": self.patients,
+                "problems": [line.decode() for line in problem_lines],
+            }
+        )
+        blobs: list[bytes] = []
+        header: dict[str, Any] = {"concepts": {}, "types": {}}
+        offset = 0
+
+        def add_blob(value: Any) -> list[int]:
+            nonlocal offset
+            blob = orjson.dumps(value)
+            blobs.append(blob)
+            place = [offset, len(blob)]
+            offset += len(blob)
+            return place
+
+        header["patients"] = add_blob(self.records)
+        for concept, by_patient in self.concepts.items():
+            header["concepts"][concept] = add_blob(by_patient)
+        for resource_type, by_patient in self.types.items():
+            header["types"][resource_type] = add_blob(by_patient)
+        header["plain_types"] = self.plain_types
+        head = orjson.dumps(header)
+        records = b"".join([_HEADER.pack(len(head)), head, *blobs])
+        return StoredPartition(index, outcomes, records)
+
+
+RECORD_UNINDEXED_TYPES = frozenset({"Medication"})
+"""Types kept for every run that the record does not index by concept."""
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class RecordStore:
+    """A partition's stored records, read segment by segment as criteria ask."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            self._file = open(path, "rb")  # noqa: SIM115  (closed by close())
+        except OSError as error:
+            raise NotStored(f"no stored records: {error}") from None
+        (length,) = _HEADER.unpack(self._file.read(_HEADER.size))
+        header = orjson.loads(self._file.read(length))
+        self._start = _HEADER.size + length
+        self._places: dict[tuple[str, str], list[int]] = {
+            ("concept", name): place for name, place in header["concepts"].items()
+        }
+        self._places |= {("type", name): place for name, place in header["types"].items()}
+        self._places["patients", ""] = header["patients"]
+        self.plain_types = frozenset(header["plain_types"])
+        self._segments: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def close(self) -> None:
+        self._file.close()
+
+    def segment(self, kind: str, name: str) -> dict[str, Any]:
+        key = (kind, name)
+        found = self._segments.get(key)
+        if found is None:
+            place = self._places.get(key)
+            if place is None:
+                found = {}
+            else:
+                self._file.seek(self._start + place[0])
+                found = orjson.loads(self._file.read(place[1]))
+            self._segments[key] = found
+        return found
+
+    def record(self, patient_id: str, origin: str, preview: bool) -> StoredRecord:
+        stored = self.segment("patients", "").get(patient_id)
+        if stored is None:
+            raise NotStored(f"Patient/{patient_id} has no stored record")
+        return StoredRecord(self, patient_id, origin, stored, preview)
+
+
+_NO_RESOURCES: tuple[dict[str, Any], ...] = ()
+
+
+class StoredRecord(PatientRecord):
+    """A patient's record read back from the store: answers what the evaluator asks exactly
+    as the record it was stored from, or raises `NotStored`."""
+
+    def __init__(
+        self,
+        store: RecordStore,
+        patient_id: str,
+        origin: str,
+        stored: dict[str, Any],
+        preview: bool,
+    ) -> None:
+        self.patient_id = patient_id
+        self.origin = origin
+        self.data_problems = []
+        self.patient = stored["patient"]
+        self._store = store
+        self._resolved: dict[str, Any] = stored["resolved"]
+        self._preview = preview
+
+    @property
+    def resources(self) -> Sequence[dict[str, Any]]:
+        raise NotStored("the stored record keeps resources by concept, not every resource")
+
+    def resources_of_type(self, resource_type: str) -> Sequence[dict[str, Any]]:
+        if resource_type == "Patient":
+            return [self.patient]
+        if self._preview or resource_type not in self._store.plain_types:
+            raise NotStored(f"{resource_type} resources of any code are not stored")
+        found: list[dict[str, Any]] = self._store.segment("type", resource_type).get(
+            self.patient_id, []
+        )
+        return found
+
+    def resources_of_concept(
+        self, concept_id: str, resource_types: Collection[str] | None = None
+    ) -> Sequence[dict[str, Any]]:
+        found: list[dict[str, Any]] = self._store.segment("concept", concept_id).get(
+            self.patient_id, []
+        )
+        if resource_types is None or not found:
+            return found if found else _NO_RESOURCES
+        return [resource for resource in found if resource["resourceType"] in resource_types]
+
+    def concept_index(self) -> Mapping[str, Sequence[dict[str, Any]]]:
+        raise NotStored("the stored record is read concept by concept")
+
+    def resolve(
+        self, reference: str | None, container: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        if not reference or reference[0] == "#":
+            return super().resolve(reference, container)
+        if reference not in self._resolved:
+            raise NotStored(f"reference {reference} was not stored")
+        found: dict[str, Any] | None = self._resolved[reference]
+        return found
+
+    def label(self, resource: dict[str, Any]) -> str:
+        resource_id = resource.get("id")
+        if isinstance(resource_id, str) and resource_id:
+            return f"{resource.get('resourceType', 'Resource')}/{resource_id}"
+        raise NotStored("a resource without an id is labelled by its position in the record")
+
+
+def stored_patients(outcomes: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    yield from outcomes["patients"]

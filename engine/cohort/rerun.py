@@ -1,0 +1,295 @@
+"""Re-run a partition from what an earlier run stored: evaluate only the changed criteria.
+
+    result = rebuild_partition(rebuilder, index)   # None: evaluate it from the input
+
+For each patient of the partition (`engine.cohort.outcome_store`), every criterion whose
+content hash has a stored report part is taken as stored; the others (edited or new
+criteria) are evaluated on the patient's stored record; then the patient's result line
+(ResearchSubject, DetectedIssue, cohort.csv cells) is built from the parts exactly as a
+fresh run builds it. The pre-filter is checked again when its requirements changed: a
+patient it now settles otherwise (or no longer settles) needs their whole record, so the
+partition is evaluated from the input. Anything the store cannot answer (`NotStored`) does
+the same.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from engine.attestations import Attestations
+from engine.cohort.outcome_store import (
+    NotStored,
+    RecordStore,
+    StoredPartition,
+    criterion_digests,
+    decode_part,
+    encode_part,
+    headings_digest,
+    outcomes_path,
+    previous_result_path,
+    records_path,
+)
+from engine.cohort.partition import (
+    PartitionOutcome,
+    PartitionResult,
+    report_result_line,
+    study_reference,
+)
+from engine.cohort.prefilter import Prefilter, RequiredConcept
+from engine.errors import TrialsieveError
+from engine.evaluate import CompiledCriteria, CriterionResult, Outcome
+from engine.evaluate.nodes import EvaluationContext
+from engine.evaluate.patient import CriterionVerdict
+from engine.report.explanation import explain_criterion
+from engine.report.resources import (
+    NOT_EVALUATED_REPORT,
+    PatientReport,
+    criterion_report,
+)
+from engine.report.validate import OutputShapes, Shape, output_shape
+
+
+@dataclass
+class Rebuilder:
+    """What rebuilding every partition of a run shares: the criteria, their digests, the
+    pre-filter, the run's key."""
+
+    criteria: CompiledCriteria
+    as_of: dt.date
+    attestations: Attestations
+    full: bool
+    key: str
+    results_folder: Path
+    digests: dict[str, str] = field(init=False)
+    prefilter: Prefilter = field(init=False)
+    study: str = field(init=False)
+    headings: str = field(init=False)
+    outputs: OutputShapes = field(default_factory=OutputShapes)
+    evaluated: int = 0
+    """Criterion evaluations done (for the summary and tests)."""
+
+    def __post_init__(self) -> None:
+        self.digests = criterion_digests(self.criteria)
+        self.prefilter = Prefilter.from_criteria(self.criteria)
+        self.study = study_reference(self.criteria)
+        self.headings = headings_digest(self.criteria)
+
+
+def rebuild_partition(rebuilder: Rebuilder, index: int) -> PartitionResult | None:
+    """The partition's result from the store, or None when it must be evaluated from the
+    input (nothing stored under this key, or something the store cannot answer)."""
+    path = outcomes_path(rebuilder.results_folder, index)
+    try:
+        stored = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    if stored.get("key") != rebuilder.key or stored.get("index") != index:
+        return None
+    try:
+        return _rebuild(rebuilder, index, stored)
+    except (NotStored, TrialsieveError):
+        return None
+
+
+def _rebuild(rebuilder: Rebuilder, index: int, stored: dict[str, Any]) -> PartitionResult:
+    criteria = rebuilder.criteria
+    prefilter = rebuilder.prefilter
+    digests = rebuilder.digests
+    evaluable = prefilter.evaluable
+    requirements = [str(requirement) for requirement in prefilter.requirements]
+    settling = [str(requirement) for requirement in prefilter.settling]
+    same_requirements = stored["requirements"] == requirements
+    same_settling = stored["settling"] == settling
+    settling_by_id = {requirement.criterion_id: requirement for requirement in prefilter.settling}
+    earlier_digests: dict[str, str] = stored["digests"]
+    # criteria whose stored part is another definition's: compare to keep a patient's line
+    edited = [
+        (digests[compiled.id], earlier_digests[compiled.id])
+        for compiled in criteria.criteria
+        if earlier_digests.get(compiled.id, digests[compiled.id]) != digests[compiled.id]
+    ]
+    previous = (
+        _previous_lines(rebuilder, index, stored)
+        if stored["headings"] == rebuilder.headings
+        else {}
+    )
+    shapes = _KnownShapes(rebuilder.outputs, previous)
+    records: RecordStore | None = None
+    lines: list[bytes] = []
+    try:
+        for entry in stored["patients"]:
+            patient_id: str = entry["id"]
+            preview: str | None = entry["preview"]
+            parts: dict[str, Any] = entry["parts"]
+            wanted = [
+                compiled
+                for compiled in criteria.criteria
+                if digests[compiled.id] not in parts
+                and (preview is None or compiled.id in evaluable or compiled.id == preview)
+            ]
+            record = None
+            if wanted or not same_requirements or not same_settling:
+                if records is None:
+                    records = RecordStore(records_path(rebuilder.results_folder, index))
+                record = records.record(patient_id, patient_id, preview is not None)
+            settled_by: str | None = entry["settled_by"]
+            requirement: RequiredConcept | None = None
+            if preview is not None:
+                requirement = settling_by_id.get(preview)
+                if requirement is None:
+                    raise NotStored(f"Patient/{patient_id} was settled by another requirement")
+            if record is not None and not same_settling and not rebuilder.full:
+                now = prefilter.settle(record) if prefilter.settling else None
+                if (None if now is None else now.criterion_id) != preview:
+                    raise NotStored(f"the pre-filter settles Patient/{patient_id} otherwise now")
+            if record is not None and not same_requirements and preview is None:
+                settled_by = prefilter.settling_criterion(record)
+            new_parts = {
+                digests[c.id]: parts[digests[c.id]]
+                for c in criteria.criteria
+                if digests[c.id] in parts
+            }
+            if wanted:
+                assert record is not None
+                answers = rebuilder.attestations.get(patient_id) or {}
+                context = EvaluationContext(
+                    record,
+                    rebuilder.as_of,
+                    answers,
+                    criteria.terminology,
+                    unavailable_types=criteria.unavailable_types,
+                )
+                for compiled in wanted:
+                    outcome: Outcome
+                    if compiled.id == preview and compiled.id not in evaluable:
+                        assert requirement is not None
+                        outcome = prefilter.settled_outcome(
+                            criteria, record, rebuilder.as_of, requirement, answers
+                        )
+                    else:
+                        outcome = compiled.root.evaluate(context)
+                    rebuilder.evaluated += 1
+                    result = CriterionResult(compiled, outcome)
+                    explained = explain_criterion(result, rebuilder.as_of, criteria.terminology)
+                    new_parts[digests[compiled.id]] = encode_part(
+                        criterion_report(result, explained)
+                    )
+            if settled_by is not None and preview is None:
+                _check_settled(criteria, digests, new_parts, settled_by, patient_id)
+            line = previous.get(patient_id)
+            if (
+                line is None
+                or settled_by != entry["settled_by"]
+                or any(new_parts.get(now) != parts.get(before) for now, before in edited)
+            ):
+                line = _result_line(rebuilder, entry, new_parts, preview, settled_by, shapes)
+            entry["parts"] = new_parts
+            entry["settled_by"] = settled_by
+            lines.append(line)
+    finally:
+        if records is not None:
+            records.close()
+    problems = [line.encode() for line in stored["problems"]]
+    complete = {"patients": len(lines), "problems": len(problems)}
+    data = b"\n".join([*lines, *problems, orjson.dumps({"complete": complete}), b""])
+    stored |= {
+        "result_sha256": hashlib.sha256(data).hexdigest(),
+        "digests": digests,
+        "headings": rebuilder.headings,
+        "requirements": requirements,
+        "settling": settling,
+    }
+    # the records stay as they are: only the outcomes file is written again
+    keep = StoredPartition(index, orjson.dumps(stored), None)
+    done = PartitionOutcome(index, len(lines), len(problems), 0.0)
+    return PartitionResult(done, data, keep)
+
+
+def _result_line(
+    rebuilder: Rebuilder,
+    entry: dict[str, Any],
+    parts: dict[str, Any],
+    preview: str | None,
+    settled_by: str | None,
+    shapes: _KnownShapes,
+) -> bytes:
+    criteria = rebuilder.criteria
+    evaluable = rebuilder.prefilter.evaluable
+    report_parts = []
+    for compiled in criteria.criteria:
+        known = parts.get(rebuilder.digests[compiled.id])
+        if known is not None:
+            report_parts.append(decode_part(known))
+        else:  # a settled patient, on a criterion their preview cannot answer
+            assert preview is not None and compiled.id not in evaluable
+            report_parts.append(NOT_EVALUATED_REPORT)
+    newest = entry["newest"]
+    report = PatientReport(
+        criteria,
+        entry["id"],
+        entry["reference"],
+        rebuilder.as_of,
+        tuple(report_parts),
+        tuple(entry["problems"]),
+        None if newest is None else dt.date.fromisoformat(newest),
+    )
+    return report_result_line(report, settled_by, rebuilder.study, shapes)
+
+
+def _previous_lines(rebuilder: Rebuilder, index: int, stored: dict[str, Any]) -> dict[str, bytes]:
+    """The patients' lines of the result file the store's outcomes were written with."""
+    try:
+        data = previous_result_path(rebuilder.results_folder, index).read_bytes()
+    except OSError:
+        return {}
+    if hashlib.sha256(data).hexdigest() != stored.get("result_sha256"):
+        return {}
+    lines = {}
+    for line in data.split(b"\n"):
+        if line.startswith(b'{"patient":'):
+            summary = line[: line.index(b"\t")]
+            lines[orjson.loads(summary)["patient"]] = line
+    return lines
+
+
+class _KnownShapes(OutputShapes):
+    """Validation that takes as valid the shapes of the lines an earlier run wrote (each was
+    validated, or of a shape validated, before it was written), and validates the others."""
+
+    def __init__(self, shapes: OutputShapes, previous: dict[str, bytes]) -> None:
+        self._shapes = shapes
+        self._previous = previous
+        self._known: set[Shape] | None = None
+
+    def validate(self, resource: dict[str, Any]) -> None:
+        shape = output_shape(resource)
+        if self._known is None:
+            self._known = set()
+            for line in self._previous.values():
+                _summary, subject, issue = line.split(b"\t")
+                self._known.add(output_shape(orjson.loads(subject)))
+                self._known.add(output_shape(orjson.loads(issue)))
+        if shape not in self._known:
+            self._shapes.validate(resource)
+
+
+def _check_settled(
+    criteria: CompiledCriteria,
+    digests: dict[str, str],
+    parts: dict[str, Any],
+    settled_by: str,
+    patient_id: str,
+) -> None:
+    """The evaluation must agree with the pre-filter (as `partition._check_settled`)."""
+    verdict = parts[digests[settled_by]][0]
+    if verdict != CriterionVerdict.FAILS.value:
+        raise RuntimeError(
+            f"pre-filter bug: Patient/{patient_id} was settled by {settled_by}, "
+            f"but its verdict is {verdict}"
+        )

@@ -1,0 +1,203 @@
+"""Re-runs after editing criteria: only the changed criteria are evaluated again, and the
+files written are byte for byte those of a fresh run of the edited criteria."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import pytest
+from cohort_examples import AS_OF, CRITERIA, OUTPUT_FILES, PARTITIONS
+
+from engine.cohort import BundleInput, CohortInput, CohortSummary, NdjsonInput, run_cohort
+from engine.cohort.outcome_store import criterion_digests
+from engine.trial import load_trial
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPARED = (*OUTPUT_FILES, "cohort.parquet", "study.json")
+
+EXCLUSION_7_HEMOGLOBIN = 'value: "< 100 g/L"'
+INCLUSION_2_AGE = "age: {min: 18, max: 65}"
+
+
+@dataclasses.dataclass
+class Trial:
+    """A copy of a criteria file and the mappings, to edit, with one cohort folder."""
+
+    folder: Path
+    criteria: Path
+    source: CohortInput
+    full: bool = False
+
+    def run(self, out: str) -> CohortSummary:
+        return run_cohort(
+            self.criteria,
+            self.source,
+            self.folder / out,
+            AS_OF,
+            workers=1,
+            partition_count=PARTITIONS,
+            full=self.full,
+        )
+
+    def edit(self, old: str, new: str) -> None:
+        text = self.criteria.read_text(encoding="utf-8")
+        assert old in text
+        self.criteria.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+    def rerun_equals_fresh(self, fresh: str) -> CohortSummary:
+        """Re-run in `out` and run afresh in `fresh`; every output file must be the same."""
+        rerun = self.run("out")
+        self.run(fresh)
+        for name in COMPARED:
+            assert (self.folder / "out" / name).read_bytes() == (
+                self.folder / fresh / name
+            ).read_bytes(), name
+        return rerun
+
+
+def _copy(tmp_path: Path, criteria: Path, source: CohortInput, full: bool = False) -> Trial:
+    folder = tmp_path / "trial"
+    (folder / "criteria").mkdir(parents=True)
+    shutil.copytree(ROOT / "mappings", folder / "mappings")
+    copied = folder / "criteria" / criteria.name
+    shutil.copy(criteria, copied)
+    return Trial(folder, copied, source, full)
+
+
+@pytest.fixture
+def itp_trial(tmp_path: Path, ndjson_folder: Path) -> Trial:
+    """NCT05315778 over the examples (the pre-filter settles most patients), run once."""
+    trial = _copy(tmp_path, CRITERIA, NdjsonInput(ndjson_folder))
+    first = trial.run("out")
+    assert first.settled_by_prefilter and first.settled_by_prefilter < first.patients
+    return trial
+
+
+def test_editing_a_lab_criterion_evaluates_it_alone(itp_trial: Trial) -> None:
+    itp_trial.edit(EXCLUSION_7_HEMOGLOBIN, 'value: "< 120 g/L"')
+    rerun = itp_trial.rerun_equals_fresh("fresh")
+    assert rerun.partitions_from_store == PARTITIONS
+    # the settled patients are not evaluated on it (their preview cannot answer it)
+    assert rerun.criteria_evaluated == rerun.patients - rerun.settled_by_prefilter
+    again = itp_trial.run("out")  # nothing changed: nothing evaluated, same files
+    assert again.criteria_evaluated is None and again.partitions_reused == PARTITIONS
+
+
+def test_editing_a_criterion_the_preview_answers_evaluates_it_for_everyone(
+    itp_trial: Trial,
+) -> None:
+    itp_trial.edit(INCLUSION_2_AGE, "age: {min: 30, max: 60}")
+    rerun = itp_trial.rerun_equals_fresh("fresh")
+    assert rerun.partitions_from_store == PARTITIONS
+    assert rerun.criteria_evaluated == rerun.patients
+
+
+def test_editing_the_settling_criterion_keeps_the_settled_patients(itp_trial: Trial) -> None:
+    itp_trial.edit(
+        "id: inclusion-1-relapsed-refractory-itp\n    kind: inclusion\n    text: ",
+        "id: inclusion-1-relapsed-refractory-itp\n    kind: inclusion\n    text: Edited. ",
+    )
+    rerun = itp_trial.rerun_equals_fresh("fresh")
+    assert rerun.partitions_from_store == PARTITIONS
+    assert rerun.criteria_evaluated == rerun.patients
+
+
+def test_removed_and_added_criteria(itp_trial: Trial) -> None:
+    text = itp_trial.criteria.read_text(encoding="utf-8")
+    start = text.index("  - id: exclusion-7-screening-blood-counts")
+    end = text.index("  - id: exclusion-8-screening-organ-function")
+    removed = text[start:end]
+    itp_trial.criteria.write_text(text[:start] + text[end:], encoding="utf-8")
+    assert itp_trial.rerun_equals_fresh("without").criteria_evaluated == 0
+    added = removed.replace("exclusion-7-screening-blood-counts", "exclusion-17-blood-counts")
+    itp_trial.criteria.write_text(text[:start] + text[end:] + added, encoding="utf-8")
+    rerun = itp_trial.rerun_equals_fresh("with-another")
+    assert rerun.partitions_from_store == PARTITIONS
+    assert rerun.criteria_evaluated == rerun.patients - rerun.settled_by_prefilter
+
+
+def test_a_criterion_reading_a_type_nothing_else_reads(itp_trial: Trial) -> None:
+    """Removing the one criterion that reads ResearchSubject changes the types a run keeps
+    (and checks): every partition is evaluated from the input again."""
+    text = itp_trial.criteria.read_text(encoding="utf-8")
+    start = text.index("  - id: exclusion-11-recent-clinical-study")
+    end = text.index("  - id: exclusion-12-pregnancy-or-breastfeeding")
+    itp_trial.criteria.write_text(text[:start] + text[end:], encoding="utf-8")
+    assert itp_trial.rerun_equals_fresh("without").partitions_from_store == 0
+
+
+def test_changed_mappings_evaluate_everything_again(itp_trial: Trial) -> None:
+    mapping = next((itp_trial.folder / "mappings").glob("*.yaml"))
+    mapping.write_text(mapping.read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
+    rerun = itp_trial.rerun_equals_fresh("fresh")
+    assert rerun.partitions_from_store == 0 and rerun.criteria_evaluated == 0
+
+
+def test_full_evaluation_of_bundles(tmp_path: Path) -> None:
+    trial = _copy(
+        tmp_path,
+        ROOT / "criteria" / "NCT03036150.yaml",
+        BundleInput(ROOT / "examples" / "ckd"),
+        full=True,
+    )
+    trial.run("out")
+    trial.edit('"75 mL/min/{1.73_m2}"]', '"60 mL/min/{1.73_m2}"]')
+    rerun = trial.rerun_equals_fresh("fresh")
+    assert rerun.partitions_from_store == PARTITIONS
+    assert rerun.criteria_evaluated == rerun.patients
+
+
+def test_a_criterion_digest_covers_its_definition_and_anchors_not_positions(
+    tmp_path: Path,
+) -> None:
+    trial = _copy(tmp_path, ROOT / "criteria" / "NCT03036150.yaml", BundleInput(tmp_path))
+    before = criterion_digests(load_trial(trial.criteria))
+    text = trial.criteria.read_text(encoding="utf-8")
+    trial.criteria.write_text(text.replace("criteria:\n", "criteria:\n\n\n", 1), encoding="utf-8")
+    assert criterion_digests(load_trial(trial.criteria)) == before  # lines moved: same
+    trial.edit('"75 mL/min/{1.73_m2}"]', '"60 mL/min/{1.73_m2}"]')
+    after = criterion_digests(load_trial(trial.criteria))
+    assert {c for c in before if before[c] != after[c]} == {"inclusion-3-egfr-25-75"}
+
+
+ANCHORED = """\
+trial: {id: NCT00000000, title: Anchors}
+mappings: [../mappings]
+criteria:
+  - id: inclusion-1-ckd
+    kind: inclusion
+    text: albuminuria diagnosis
+    expression:
+      resource: Condition
+      id: ckd-diagnosis
+      concept: albuminuria
+  - id: inclusion-2-albuminuria-after-ckd
+    kind: inclusion
+    text: albuminuria after the diagnosis of CKD
+    expression:
+      resource: Observation
+      concept: urine-albumin-creatinine-ratio
+      value: ">= 200 mg/g"
+      select: any
+      after: ckd-diagnosis
+  - id: exclusion-1-transplant
+    kind: exclusion
+    text: kidney transplant
+    expression:
+      resource: Procedure
+      concept: organ-transplant
+"""
+
+
+def test_an_edited_anchor_changes_the_criteria_anchored_on_it(tmp_path: Path) -> None:
+    trial = _copy(tmp_path, ROOT / "criteria" / "NCT03036150.yaml", BundleInput(tmp_path))
+    trial.criteria.write_text(ANCHORED, encoding="utf-8")
+    before = criterion_digests(load_trial(trial.criteria))
+    trial.edit("id: ckd-diagnosis\n", "id: ckd-diagnosis\n      timing: onset\n")
+    after = criterion_digests(load_trial(trial.criteria))
+    assert {c for c in before if before[c] != after[c]} == {
+        "inclusion-1-ckd",
+        "inclusion-2-albuminuria-after-ckd",
+    }
