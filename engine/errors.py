@@ -49,6 +49,9 @@ caught there, never reaching a caller:
     _Gone             (engine/sources/bulk_export.py) an export file the server no longer has
     _NeedsMolarMass   (engine/normalise/units.py) a conversion needs the analyte's molar mass
     _Incommensurable  (engine/normalise/units.py) two units measure different dimensions
+    NotStored         (engine/cohort/outcome_store.py) a cohort re-run's store cannot answer
+                      what a criterion asks; caught by engine/cohort/rerun.py, which then
+                      evaluates that partition from the input
 
 Every error carries a `location` that names where the problem is; `str(error)` puts it first,
 so a person reading the message knows which file, line, resource and field to open.

@@ -50,6 +50,10 @@ _HEADER = struct.Struct("<Q")
 _MEDICATION_TYPES = frozenset(name for name, known in RESOURCE_TYPES.items() if known.medication)
 
 
+def _patient_id(patient: dict[str, Any]) -> str:
+    return str(patient["id"])
+
+
 class NotStored(Exception):
     """The store cannot answer what a re-run asks: evaluate the partition from the input."""
 
@@ -231,7 +235,7 @@ class StoreBuilder:
         self.key = key
         self.requirements = list(requirements)
         self.settling = list(settling)
-        self.digests = criterion_digests(criteria)
+        self.digests = _digests_of(criteria)
         self.ids = [compiled.id for compiled in criteria.criteria]
         self.plain_types = sorted(
             RECORD_UNINDEXED_TYPES | (criteria.resource_types - CODED_TYPES - {"Patient"})
@@ -275,12 +279,8 @@ class StoreBuilder:
             }
         )
         resolved: dict[str, Any] = {}
-        for resource in record.resources:
-            resource_id = resource.get("id")
-            if not isinstance(resource_id, str) or not resource_id:
-                self.usable = False  # labelled by position: only the whole record can say
-                return
-            if resource["resourceType"] in _MEDICATION_TYPES:
+        for resource_type in _MEDICATION_TYPES:
+            for resource in record.resources_of_type(resource_type):
                 reference = resource.get("medicationReference")
                 target = reference.get("reference") if isinstance(reference, dict) else None
                 if isinstance(target, str) and target and not target.startswith("#"):
@@ -300,14 +300,14 @@ class StoreBuilder:
         it cannot be stored."""
         if not self.usable:
             return None
-        self.patients.sort(key=lambda patient: str(patient["id"]))
+        self.patients.sort(key=_patient_id)
         outcomes = orjson.dumps(
             {
                 "key": self.key,
                 "index": index,
                 "result_sha256": hashlib.sha256(result).hexdigest(),
                 "digests": self.digests,
-                "headings": headings_digest(self.criteria),
+                "headings": _headings_of(self.criteria),
                 "requirements": self.requirements,
                 "settling": self.settling,
                 "patients": self.patients,
@@ -335,6 +335,28 @@ class StoreBuilder:
         head = orjson.dumps(header)
         records = b"".join([_HEADER.pack(len(head)), head, *blobs])
         return StoredPartition(index, outcomes, records)
+
+
+_cached: dict[int, tuple[CompiledCriteria, dict[str, str], str]] = {}
+
+
+def _cache(criteria: CompiledCriteria) -> tuple[CompiledCriteria, dict[str, str], str]:
+    """The criteria's digests and headings digest, computed once per compiled criteria."""
+    known = _cached.get(id(criteria))
+    if known is None or known[0] is not criteria:
+        if len(_cached) >= 16:
+            _cached.clear()
+        known = (criteria, criterion_digests(criteria), headings_digest(criteria))
+        _cached[id(criteria)] = known
+    return known
+
+
+def _digests_of(criteria: CompiledCriteria) -> dict[str, str]:
+    return _cache(criteria)[1]
+
+
+def _headings_of(criteria: CompiledCriteria) -> str:
+    return _cache(criteria)[2]
 
 
 RECORD_UNINDEXED_TYPES = frozenset({"Medication"})

@@ -114,12 +114,10 @@ def _rebuild(rebuilder: Rebuilder, index: int, stored: dict[str, Any]) -> Partit
         for compiled in criteria.criteria
         if earlier_digests.get(compiled.id, digests[compiled.id]) != digests[compiled.id]
     ]
-    previous = (
-        _previous_lines(rebuilder, index, stored)
-        if stored["headings"] == rebuilder.headings
-        else {}
-    )
-    shapes = _KnownShapes(rebuilder.outputs, previous)
+    earlier_lines = _previous_lines(rebuilder, index, stored)
+    # a patient keeps their line only when the criteria's headings are the same too
+    previous = earlier_lines if stored["headings"] == rebuilder.headings else {}
+    shapes = _KnownShapes(rebuilder.outputs, earlier_lines)
     records: RecordStore | None = None
     lines: list[bytes] = []
     try:

@@ -172,8 +172,8 @@ class CohortSummary:
     peak_memory: int
     worker_peak_memory: int | None
     partitions_from_store: int = 0
-    """Partitions rebuilt from the store (`engine.cohort.rerun`): only changed criteria were
-    evaluated again; they count among `partitions_reused` too."""
+    """Partitions rebuilt from the store (`engine.cohort.rerun`: only the criteria without a
+    stored outcome were evaluated); not counted in `partitions_reused`."""
     criteria_evaluated: int | None = None
     """In partitions rebuilt from the store, the criterion outcomes evaluated again (patients
     times edited or new criteria); None when nothing was rebuilt."""
@@ -292,6 +292,7 @@ def run_cohort(
         pending = [
             index for index in range(count) if not is_complete(result_path(results_folder, index))
         ]
+        reused = count - len(pending)
         pending, from_store, evaluated = _rebuild_from_store(
             criteria, as_of, answers, full, key, results_folder, pending
         )
@@ -332,7 +333,7 @@ def run_cohort(
         criteria,
         counts,
         count,
-        count - len(pending),
+        reused,
         source_record,
         started,
         worker_peak,

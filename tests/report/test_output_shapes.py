@@ -12,8 +12,9 @@ import pytest
 from engine.cohort import NdjsonInput, run_cohort
 from engine.errors import OutputValidationError
 from engine.evaluate import CompiledCriteria
+from engine.report.resources import PatientReport
 from engine.report.validate import OutputShapes, output_shape
-from engine.screening import Screening, screen_patient
+from engine.screening import screen_patient
 from engine.sources import read_bundle_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,15 +76,16 @@ def test_a_cohort_run_reports_a_broken_output_and_goes_on(
 
     folder = tmp_path / "ndjson"
     bundles_to_ndjson(EXAMPLE_FOLDERS, folder)
-    built = Screening.research_subject
+    from engine.report.resources import research_subject_of as built
 
-    def research_subject(self: Screening, study_reference: str) -> dict[str, Any]:
-        subject = built(self, study_reference)
-        if self.patient_id.startswith("0b7496cb"):
+    def research_subject(report: PatientReport, study_reference: str) -> dict[str, Any]:
+        subject = built(report, study_reference)
+        if report.patient_id.startswith("0b7496cb"):
             subject["status"] = "not a  code"
         return subject
 
-    monkeypatch.setattr(Screening, "research_subject", research_subject)
+    # the cohort's partition evaluator builds each ResearchSubject with this function
+    monkeypatch.setattr("engine.cohort.partition.research_subject_of", research_subject)
     summary = run_cohort(CRITERIA, NdjsonInput(folder), tmp_path / "out", AS_OF, workers=1)
     errors = (tmp_path / "out" / "errors.ndjson").read_text()
     assert summary.problems == 1
