@@ -234,7 +234,6 @@ def _show_results(
 ) -> None:
     """The summary table, then where the ResearchSubjects are and how many were read back."""
     from engine.cli.tables import summary_table
-    from engine.report.resources import research_study_id
     from engine.sinks.fhir_server import research_subjects_on_server, subject_patient_id
 
     console = Console(highlight=False)
@@ -242,9 +241,7 @@ def _show_results(
         console.print(summary_table(run.evaluations))
     patient_ids = [evaluation.patient_id for evaluation in run.evaluations]
     try:
-        subjects = research_subjects_on_server(
-            client, research_study_id(trial.trial), patient_ids, page_size
-        )
+        subjects = research_subjects_on_server(client, trial.trial, patient_ids, page_size)
     except ServerError as error:
         run.failures.append("reading back the ResearchSubjects")
         print_error(error)

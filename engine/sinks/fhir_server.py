@@ -29,7 +29,7 @@ from engine.errors import ServerError
 from engine.evaluate import PatientEvaluation
 from engine.fhir_http import FhirServerClient, ServerCapabilities, outcome_diagnostics
 from engine.report import research_study, transaction_bundle, validate_bundle
-from engine.report.resources import entry_id, study_search
+from engine.report.resources import entry_id, research_study_id, study_search
 from engine.sources.references import reference_key
 
 
@@ -199,13 +199,23 @@ def _written_entry(request: str, entry: Any) -> WrittenEntry:
 
 
 def research_subjects_on_server(
-    client: FhirServerClient, study_id: str, patient_ids: Sequence[str], page_size: int
+    client: FhirServerClient, trial: Trial, patient_ids: Sequence[str], page_size: int
 ) -> list[dict[str, Any]]:
-    """The ResearchSubjects of `ResearchStudy/{study_id}` for these patients, read back.
+    """The ResearchSubjects of the trial's ResearchStudy for these patients, read back.
 
-    Searched by `study` where the server declares it, else read whole and filtered here.
+    The study is the one `FhirServerSink` writes to: found by its registry identifier, so by
+    the id the server gave it (a server may assign its own on conditional create), or, on a
+    server that cannot create conditionally on `identifier`, the deterministic id it was PUT
+    with. None found: nothing was written. Searched by `study` where the server declares it,
+    else read whole and filtered here.
     """
-    study = f"ResearchStudy/{study_id}"
+    if client.capabilities().conditional_create_on_identifier("ResearchStudy"):
+        found = FhirServerSink(client).study_reference(trial, create=False)
+    else:
+        found = f"ResearchStudy/{research_study_id(trial)}"
+    if found is None:
+        return []
+    study = found
     params = {"_count": str(page_size)}
     if "study" in client.capabilities().of("ResearchSubject").search_params:
         params["study"] = study

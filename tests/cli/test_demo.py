@@ -1,5 +1,6 @@
-"""`trialsieve demo` end to end against sekmet-fhir on loopback, and the embedded server's
-life cycle: started, used, and always stopped (errors, Ctrl-C, SIGTERM, a killed parent).
+"""`trialsieve demo` end to end against sekmet-fhir on loopback (and, `--server`, Medplum's FHIR
+router, which gives its own ids on conditional create), and the embedded server's life cycle:
+started, used, and always stopped (errors, Ctrl-C, SIGTERM, a killed parent).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 import typer
+from medplum_server import MedplumServer
 from typer.testing import CliRunner
 
 from engine.attestations import load_attestations
@@ -28,6 +30,7 @@ from engine.embedded_server import INSTALL_HINT, EmbeddedServer, TransactionLoad
 from engine.errors import EmbeddedServerError, InputError
 from engine.evaluate import CompiledCriteria, evaluate_patient
 from engine.record import build_record
+from engine.report.resources import research_study_id
 from engine.sources import FhirServerClient, read_bundle_file
 
 pytestmark = pytest.mark.skipif(
@@ -179,6 +182,26 @@ def test_the_demo_against_a_given_server_loads_evaluates_and_writes_every_patien
     assert again.exit_code == 0, again.output
     assert "1 ResearchSubjects for NCT05315778 read back" in again.stdout
     assert len(research_subjects(server)) == len(EXAMPLE_PATIENTS)  # updated, not duplicated
+
+
+def test_the_demo_reads_back_on_a_server_that_gives_its_own_ids(
+    app: typer.Typer, runner: CliRunner, medplum: MedplumServer, trial: CompiledCriteria
+) -> None:
+    """Medplum's FHIR router gives the ResearchStudy, conditionally created, an id of its own
+    (not the client-side one): the read-back finds the subjects through the study the server
+    holds (found by its registry identifier), so every written patient is read back."""
+    names = ("itp-too-old", "itp-secondary-lupus")
+    examples = [("--examples", str(ROOT / "examples" / "patients" / f"{n}.json")) for n in names]
+    arguments = [*COMMON, "--server", medplum.base_url, "--load-examples"]
+    result = runner.invoke(app, [*arguments, *(part for pair in examples for part in pair)])
+
+    assert result.exit_code == 0, result.output
+    assert "2 ResearchSubjects for NCT05315778 read back" in result.stdout
+    with medplum.http() as http:
+        search = {"identifier": f"https://clinicaltrials.gov|{trial.trial.id}"}
+        found = http.get("ResearchStudy", params=search).json()
+    (study,) = [entry["resource"] for entry in found["entry"]]
+    assert study["id"] != research_study_id(trial.trial)
 
 
 def test_a_patient_that_cannot_be_pulled_is_named_and_exits_1(
