@@ -9,7 +9,8 @@ day of the formula's first measured input, and Patient.gender; every input is ci
 evidence. An input that is missing, only older than its window (stale), unusable or
 implausible makes the computed value unknown, with that reason; so does an input type the
 source could not provide (`EvaluationContext.unavailable_types`: "Observation not exported by
-the server"), whatever the record holds, as an atom over that type only.
+the server", or the server's refusal), whatever the record holds, as an atom over that type
+only.
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ from typing import Any
 
 from engine.criteria.model import ComputedValue, Window
 from engine.errors import CriteriaError, DateProblem, Location, UnitError
-from engine.evaluate.nodes import EVIDENCE_LIMIT, EvaluationContext, ResourceNode
+from engine.evaluate.nodes import (
+    EVIDENCE_LIMIT,
+    EvaluationContext,
+    ResourceNode,
+    unavailable_text,
+)
 from engine.evaluate.outcome import Cited, Outcome, Truth
 from engine.evaluate.status import status_predicate
 from engine.evaluate.timing import Span, age_in_years, parse_date_range, resource_span
@@ -157,17 +163,19 @@ class ComputedNode:
             self.label,
             evidence=first.evidence + second.evidence,
             missing=first.missing + second.missing,
+            unavailable=first.unavailable or second.unavailable,
         )
 
     def _computed(self, context: EvaluationContext) -> Outcome:
         subject = self.measured.subject
         if self.inputs and _INPUT_TYPE in context.unavailable_types:
-            reason = f"{_INPUT_TYPE} not exported by the server"
+            reason = unavailable_text({_INPUT_TYPE}, context.unavailable_reasons)
             return Outcome(
                 Truth.UNKNOWN,
                 f"{subject}: cannot compute {self.formula.display}: {reason}",
                 self.label,
                 missing=(f"{subject} computed by {self.formula.id} ({reason})",),
+                unavailable=reason,
             )
         values: dict[str, float | str] = {}
         shown: list[str] = []

@@ -679,6 +679,7 @@ class ResourceNode:
             self.label,
             missing=(f"{self.subject} ({text})",),
             atom=self.atom,
+            unavailable=text,
         )
 
     def _missing(self, window_text: str) -> Outcome:

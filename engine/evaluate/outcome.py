@@ -44,12 +44,13 @@ class Cited:
 class Outcome:
     """The result of one node of a criterion's expression.
 
-    `reason` is one human sentence; `evidence` the references (`Observation/abc`) that decided;
-    `missing` what data was needed and absent (or unusable); `manual` the manual atom ids still
-    to be answered; `children` the operands' outcomes, for explanations. An atom's outcome
-    also keeps the `atom` it answers and the resources it `cited` (the evidence), so that
-    explanations can say what was looked for and what was found; neither takes part in
-    equality.
+        `reason` is one human sentence; `evidence` the references (`Observation/abc`) that decided;
+        `missing` what data was needed and absent (or unusable); `manual` the manual atom ids still
+        to be answered; `children` the operands' outcomes, for explanations; `unavailable` why the
+    data could not be had, for an atom over types the source could not provide. An atom's outcome
+        also keeps the `atom` it answers and the resources it `cited` (the evidence), so that
+        explanations can say what was looked for and what was found; neither takes part in
+        equality.
     """
 
     truth: Truth
@@ -61,6 +62,9 @@ class Outcome:
     children: tuple[Outcome, ...] = field(default=(), repr=False)
     atom: Atom | None = field(default=None, repr=False, compare=False)
     cited: tuple[Cited, ...] = field(default=(), repr=False, compare=False)
+    unavailable: str = ""
+    """For an atom unknown because the source could not provide some of its types, which
+    and why ("MedicationStatement not exported by the server"); explanations say it."""
 
     @property
     def unknown_reasons(self) -> frozenset[UnknownReason]:

@@ -125,6 +125,9 @@ class Step:
     relation: str = ""
     """For a query with findings: how they relate to the test (`not < 100 g/L`, `found`)."""
     children: tuple[Step, ...] = ()
+    unavailable: str = ""
+    """For an unknown query over types the source could not provide: which, and why
+    ("MedicationStatement not exported by the server")."""
     needed: bool = True
     """False for an unknown operand of a combination its other operands already decide (an
     "any of" met, an "all of" not met): its open question or missing data changes nothing."""
@@ -254,7 +257,22 @@ def _criterion(
     to_settle = tuple(
         dict.fromkeys(item for leaf in deciding if not leaf.question for item in leaf.to_settle)
     )
-    if verdict is CriterionVerdict.MISSING_DATA:
+    unavailable = tuple(
+        dict.fromkeys(_leaf_sentence(leaf) for leaf in deciding if leaf.unavailable)
+    )
+    if verdict is CriterionVerdict.MISSING_DATA and unavailable:
+        # the data may exist where the source could not reach: say why, not "Needs ..."
+        needs = tuple(
+            dict.fromkeys(
+                item
+                for leaf in deciding
+                if not leaf.question and not leaf.unavailable
+                for item in leaf.to_settle
+            )
+        )
+        summary = "Unknown: " + "; ".join(unavailable)
+        summary += "; needs " + "; ".join(needs) if needs else ""
+    elif verdict is CriterionVerdict.MISSING_DATA:
         summary = "Needs " + "; ".join(to_settle) if to_settle else step.says
     elif verdict is CriterionVerdict.MANUAL_REVIEW:
         summary = "Investigator to answer: " + " / ".join(questions)
@@ -512,6 +530,9 @@ def _build_resource_step(
         settle = _what_settles(atom, concept, as_of, outcome)
         problem = _unusable_problem(outcome)
         says = f"unusable data: {problem}" if problem else f"no result {window_words(atom, as_of)}"
+        if outcome.unavailable:  # not "no result": the source could not give these types
+            says = outcome.unavailable
+            settle = tuple(f"{item} ({outcome.unavailable})" for item in settle)
         return Step(
             label=label,
             truth=outcome.truth,
@@ -520,6 +541,7 @@ def _build_resource_step(
             filters=filters,
             findings=findings,
             to_settle=settle,
+            unavailable=outcome.unavailable,
         )
     relation = ""
     if atom.value is not None:
@@ -571,6 +593,7 @@ def _derived_step(
         else (),
         to_settle=outcome.missing if unknown else (),
         relation=says,
+        unavailable=outcome.unavailable if unknown else "",
     )
 
 

@@ -25,7 +25,9 @@ from engine.report.explanation import (
     explanation_text,
     readable_unit,
 )
-from engine.sources import read_bundle_file
+from engine.report.resources import detected_issue
+from engine.sources import PatientResources, read_bundle_file
+from engine.trial import load_trial
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "patients"
 AS_OF = dt.date(2026, 11, 1)
@@ -196,3 +198,64 @@ def test_an_unanswered_item_of_a_decided_combination_is_not_needed(
     ) in text
     assert "The record shows no glucocorticoid or immunoglobulin treatment" not in text
     assert "did the patient receive them (or undergo splenectomy)" in text
+
+
+def test_a_criterion_over_a_type_not_exported_says_why_not_needs(trial: CompiledCriteria) -> None:
+    """Issue 12: an atom over a type the source could not provide (a Bulk export left
+    MedicationStatement out) is explained with that reason, in the explanation text
+    (`evaluate --explain`) and the DetectedIssue, not as data the record lacks ("Needs ...",
+    "no result ...")."""
+    narrowed = dataclasses.replace(trial, unavailable_types=frozenset({"MedicationStatement"}))
+    evaluation = _evaluate(narrowed, "itp-relapsed-candidate")
+    explanation = explain(evaluation)
+    e2 = _criterion(explanation, "E2")
+    assert e2.verdict is CriterionVerdict.MISSING_DATA
+    reason = "MedicationStatement not exported by the server"
+    assert e2.summary == (
+        f"Unknown: Currently using an anticoagulant or antiplatelet drug: {reason}"
+    )
+    assert e2.to_settle == (
+        f"Anticoagulant or antiplatelet drug medication in use on 2026-11-01 ({reason})",
+    )
+    text = explanation_text(explanation, width=1000)
+    assert f"[unknown] Currently using an anticoagulant or antiplatelet drug: {reason}" in text
+    assert "drug: no result in use on" not in text
+    (evidence,) = [
+        entry["code"][0]["text"]
+        for entry in detected_issue(evaluation)["evidence"]
+        if entry["code"][0]["coding"][0]["code"] == "exclusion-2-thrombosis-or-antithrombotics"
+    ]
+    assert evidence.endswith(f"unknown: data missing. {e2.summary}")
+    # the same patient with every type: the record lacks nothing there, the exclusion is clear
+    assert _criterion(explain(_evaluate(trial, "itp-relapsed-candidate")), "E2").verdict is (
+        CriterionVerdict.CLEAR
+    )
+
+
+EGFR_TRIAL = """
+trial: {id: NCT00000001, title: Computed eGFR}
+mappings: [MAPPINGS]
+criteria:
+  - id: inclusion-1-egfr
+    kind: inclusion
+    text: eGFR >= 25
+    expression:
+      resource: Observation
+      concept: egfr-ckd-epi
+      within: P14D
+      value: ">= 25 mL/min/{1.73_m2}"
+      computed: {formula: egfr-ckd-epi-2021-creatinine}
+"""
+
+
+def test_a_computed_value_whose_inputs_were_not_exported_says_why(tmp_path: Path) -> None:
+    path = tmp_path / "trial.yaml"
+    path.write_text(EGFR_TRIAL.replace("MAPPINGS", str(EXAMPLES.parents[1] / "mappings")))
+    trial = dataclasses.replace(load_trial(path), unavailable_types=frozenset({"Observation"}))
+    patient = {"resourceType": "Patient", "id": "p", "gender": "male", "birthDate": "1966-05-01"}
+    source = PatientResources("p", [patient], [None], "test")
+    evaluation = evaluate_patient(trial, build_record(source, trial.terminology), AS_OF)
+    (i1,) = explain(evaluation).criteria
+    reason = "Observation not exported by the server"
+    assert i1.summary.startswith("Unknown: ") and reason in i1.summary, i1.summary
+    assert "Needs" not in i1.summary and "no creatinine" not in i1.summary
