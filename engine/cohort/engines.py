@@ -29,7 +29,6 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -201,17 +200,26 @@ def compile_on_dask_worker(files: CriteriaFiles, prepare_units: bool = False) ->
     return files.digest
 
 
+_evaluator: tuple[DaskJob, PartitionEvaluator] | None = None
+"""The evaluator of the job this worker process ran last: kept from task to task, as a local
+worker keeps its own (with the output shapes it validated, `OutputShapes`)."""
+
+
+def _evaluator_of(job: DaskJob) -> PartitionEvaluator:
+    global _evaluator
+    if _evaluator is None or _evaluator[0] != job:
+        criteria = _compiled_criteria(job.criteria)
+        evaluator = PartitionEvaluator(
+            criteria, job.as_of, job.attestations, job.full, job.screen_lines, job.store_key
+        )
+        _evaluator = (job, evaluator)
+    return _evaluator[1]
+
+
 def evaluate_on_dask_worker(job: DaskJob, payload: PartitionPayload) -> PartitionResult:
-    """Dask task: evaluate one partition; the criteria are compiled once per worker."""
-    evaluator = PartitionEvaluator(
-        _compiled_criteria(job.criteria),
-        job.as_of,
-        job.attestations,
-        job.full,
-        job.screen_lines,
-        job.store_key,
-    )
-    return evaluator.evaluate(payload)
+    """Dask task: evaluate one partition; the criteria are compiled once per worker, and its
+    evaluator is made once per job."""
+    return _evaluator_of(job).evaluate(payload)
 
 
 def evaluate_and_write_on_dask_worker(
@@ -237,29 +245,42 @@ def _import_distributed() -> Any:
     return distributed
 
 
-@contextmanager
-def _worker_processes_forked_from_a_warm_server(
-    distributed: Any, prepare_units: bool
-) -> Iterator[None]:
-    """Start LocalCluster workers with forkserver, its server having imported trialsieve.
+QUIET_LOCAL_CLUSTER: dict[str, object] = {
+    # Dask's statistical profiler samples each worker's task thread every 10 ms, taking the GIL
+    # from the task: 0.4-0.6 s of CPU over a 10x Synthea run on two workers, for a profile
+    # nobody reads (docs/cohort.md, Dask).
+    "distributed.worker.profile.enabled": False,
+    # Health checks and system monitors (psutil reads of /proc) of the scheduler, nannies and
+    # workers, every 20-500 ms by default: a cluster that lives for one run needs them rarely.
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "2s",
+    "distributed.worker.memory.monitor-interval": "1s",
+}
+"""Dask settings for the LocalCluster a run starts for itself (a running cluster's are its
+own)."""
+
+
+def _start_warm_forkserver(prepare_units: bool) -> bool:
+    """Start the forkserver the LocalCluster's workers will be forked from, having it import
+    distributed and trialsieve (and, with `prepare_units`, build the unit registry) once.
 
     By default Dask spawns each worker, which then imports distributed and trialsieve (most
-    of a second on two cores); forked from a server that imported them once, a worker is up
-    at once. With `prepare_units` the server also builds the unit registry the workers will
-    share. Falls back to Dask's default where forkserver does not exist (Windows).
+    of a second on two cores); forked from a server that imported them, a worker is up at
+    once. Started first thing, the server imports while this process imports distributed and
+    starts the scheduler. A forkserver already running (an earlier run in this process) is
+    kept with what it preloaded. False where forkserver does not exist (Windows): Dask's
+    default then.
     """
-    import dask
-
     if "forkserver" not in multiprocessing.get_all_start_methods():
-        yield
-        return
-    with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
-        context = distributed.utils.get_mp_context()
-        preload = ["distributed", __name__]
-        context.set_forkserver_preload(
-            [*preload, UNIT_REGISTRY_MODULE] if prepare_units else preload
-        )
-        yield
+        return False
+    from multiprocessing import forkserver
+
+    preload = ["distributed", __name__]
+    forkserver.set_forkserver_preload(
+        [*preload, UNIT_REGISTRY_MODULE] if prepare_units else preload
+    )
+    forkserver.ensure_running()
+    return True
 
 
 class DaskStart:
@@ -291,9 +312,15 @@ class DaskStart:
 
     def _start(self) -> None:
         try:
+            forked = self._settings.scheduler is None and _start_warm_forkserver(
+                self._prepare_units
+            )
             distributed = _import_distributed()
             if self._settings.scheduler is None:
-                with _worker_processes_forked_from_a_warm_server(distributed, self._prepare_units):
+                import dask
+
+                method = {"distributed.worker.multiprocessing-method": "forkserver"}
+                with dask.config.set({**QUIET_LOCAL_CLUSTER, **(method if forked else {})}):
                     self._cluster = distributed.LocalCluster(
                         n_workers=self._settings.workers,
                         threads_per_worker=1,
