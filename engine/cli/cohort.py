@@ -226,6 +226,9 @@ def summary_table(summary: CohortSummary) -> Table:
     table.add_row("  patients affected", f"{summary.patients_affected:,}")
     reused = f" ({summary.partitions_reused} reused)" if summary.partitions_reused else ""
     table.add_row("partitions", f"{summary.partitions}{reused}")
+    if summary.partitions_from_store:
+        table.add_row("  re-run from stored outcomes", f"{summary.partitions_from_store}")
+        table.add_row("  criterion outcomes evaluated", f"{summary.criteria_evaluated or 0:,}")
     table.add_row("time", f"{summary.seconds:.1f} s")
     table.add_row("patients/s", f"{summary.patients_per_second:,.0f}")
     table.add_row("MB/s", f"{summary.megabytes_per_second:,.1f}")

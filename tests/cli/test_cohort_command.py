@@ -40,6 +40,27 @@ def test_cohort_over_bundles_prints_the_summary(tmp_path: Path) -> None:
     assert "other as-of day" in again.output
 
 
+def test_a_re_run_after_an_edit_says_what_it_evaluated(tmp_path: Path) -> None:
+    criteria = tmp_path / "criteria" / "trial.yaml"
+    criteria.parent.mkdir()
+    (tmp_path / "mappings").symlink_to(ROOT / "mappings")
+    text = Path(CRITERIA).read_text(encoding="utf-8")
+    criteria.write_text(text, encoding="utf-8")
+    arguments = ["cohort", str(criteria), "--bundles", PATIENTS, "--as-of", "2026-11-01"]
+    arguments += ["--out", str(tmp_path / "out"), "--workers", "1", "--quiet"]
+    assert CliRunner().invoke(app, arguments).exit_code == 0
+    edited = text.replace("age: {min: 18, max: 65}", "age: {min: 18, max: 60}", 1)
+    assert edited != text
+    criteria.write_text(edited, encoding="utf-8")
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    assert "re-run from stored outcomes" in result.output
+    assert "criterion outcomes evaluated" in result.output
+    summary = orjson.loads((tmp_path / "out" / "summary.json").read_bytes())
+    # the age criterion alone, for every patient (the preview answers it for settled ones)
+    assert summary["criteria_evaluated_again"] == summary["patients"] > 0
+
+
 def test_exactly_one_input_is_required(tmp_path: Path) -> None:
     both = ["cohort", CRITERIA, "--bundles", PATIENTS, "--ndjson", PATIENTS, "--out", str(tmp_path)]
     assert CliRunner().invoke(app, both).exit_code == 2
