@@ -17,6 +17,13 @@ process parsing every line with orjson, and a reference query in DuckDB over the
 every patient, whether they have a primary ITP Condition, and their latest haemoglobin.
 `--repeat N` runs every configuration and the floor N times, interleaved, and shows the best
 of each with the range: on a shared machine speed drifts by tens of percent between runs.
+Every run is a fresh process, as a `trialsieve cohort` command is (nothing imported, started
+or built by an earlier run is reused: Dask's forkserver and distributed itself included; the
+time is `summary.json`'s, which leaves out the interpreter's start and trialsieve's imports
+for both engines), and also shows its CPU seconds: the run's process, every process it
+started (first-pass and local workers, Dask's forkserver and workers) and their children. On
+a machine others use, CPU seconds drift much less than times do; the load average (1 min) is
+printed for each round.
 
 Every run is done for each `--criteria` file (default: both shipped trials, NCT05315778,
 where the pre-filter settles everyone in the Synthea set, and NCT03036150, DAPA-CKD, whose
@@ -25,19 +32,26 @@ time over the run's: 1.0 or more is at or under the single-process parse-all flo
 `x duckdb` (DuckDB's time over the run's). `--dask-workers N` (repeatable) runs the Dask
 engine with each LocalCluster size too (e.g. 2 and 4 on a 2-core machine: no gain is
 expected beyond the core count; on several machines each worker node adds its cores, and the
-first pass, which runs in the command's process, stays the serial part).
+first pass, which runs in the command's process, stays the serial part). Each Dask
+configuration is compared with the local engine per mode: time (best over best, and the
+range of the per-round ratios: the rounds are interleaved, so a round's two runs saw about
+the same load) and CPU seconds (least over least).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import multiprocessing
+import os
 import re
 import resource
 import shutil
+import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import orjson
@@ -85,6 +99,58 @@ def clone(source: Path, target: Path, copies: int) -> None:
                     return found if found in shared_ids else found + suffix
 
                 output.write(_UUID.sub(fresh, data))
+
+
+def _cpu_seconds_of_this_process_tree() -> float:
+    """CPU seconds of this process, of its ended children and of its living ones (with their
+    own ended children: Dask's forkserver reaps the workers it forked)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    ended = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = own.ru_utime + own.ru_stime + ended.ru_utime + ended.ru_stime
+    try:
+        import psutil  # type: ignore[import-untyped]
+    except ImportError:  # comes with dask[distributed]; without it, ended children only
+        return total
+    for child in psutil.Process().children():
+        try:
+            times = child.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
+def _run_once(
+    trial: Path,
+    data: Path,
+    out: Path,
+    as_of: dt.date,
+    engine: str,
+    workers: int | None,
+    full: bool,
+) -> tuple[CohortSummary, float]:
+    """One cohort run in this (fresh) process: its summary and its CPU seconds."""
+    shutil.rmtree(out, ignore_errors=True)
+    before = _cpu_seconds_of_this_process_tree()
+    summary = run_cohort(
+        trial, NdjsonInput(data), out, as_of, engine=engine, workers=workers, full=full
+    )
+    return summary, _cpu_seconds_of_this_process_tree() - before
+
+
+def run_in_a_fresh_process(
+    trial: Path,
+    data: Path,
+    out: Path,
+    as_of: dt.date,
+    engine: str,
+    workers: int | None,
+    full: bool,
+) -> tuple[CohortSummary, float]:
+    """`_run_once` in a new process (spawned: it starts as a `trialsieve cohort` does)."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(_run_once, trial, data, out, as_of, engine, workers, full).result()
 
 
 def parse_floor(folder: Path) -> tuple[float, int, int]:
@@ -165,6 +231,21 @@ def _spread(seconds: list[float]) -> str:
     return f"  [best of {len(seconds)}; {min(seconds):.2f}-{max(seconds):.2f} s]"
 
 
+def _ratios(
+    seconds: list[float], local: list[float], cpu: list[float], local_cpu: list[float]
+) -> str:
+    """A configuration against the local engine: best time over best time (with the median
+    and range of the rounds' own ratios, when there were several), least CPU over least."""
+    text = f"{min(seconds) / min(local):5.2f}x time"
+    if len(seconds) > 1:
+        rounds = [mine / theirs for mine, theirs in zip(seconds, local, strict=True)]
+        text += (
+            f" (per round: median {statistics.median(rounds):.2f}x, "
+            f"{min(rounds):.2f}-{max(rounds):.2f}x)"
+        )
+    return text + f", {min(cpu) / min(local_cpu):5.2f}x CPU seconds"
+
+
 def _megabytes(maxrss: int) -> float:
     return maxrss / 1e6 if sys.platform == "darwin" else maxrss / 1024
 
@@ -211,30 +292,28 @@ def main() -> None:
             print(f"cloned x{arguments.scale} in {time.perf_counter() - started:.1f} s -> {data}")
         summaries: dict[tuple[str, str, str], CohortSummary] = {}
         spreads: dict[tuple[str, str, str], list[float]] = {}
+        cpu: dict[tuple[str, str, str], list[float]] = {}
         floors: list[float] = []
+        loads: list[float] = []
         for _round in range(arguments.repeat):
+            loads.append(os.getloadavg()[0])
             for trial in trials:
                 for engine, workers in runs:
                     for mode in modes:
                         name = engine if workers is None else f"{engine}/{workers}w"
                         key = (trial.stem, name, mode)
                         out = Path(scratch) / f"out-{trial.stem}-{name.replace('/', '-')}-{mode}"
-                        shutil.rmtree(out, ignore_errors=True)
-                        summary = run_cohort(
-                            trial,
-                            NdjsonInput(data),
-                            out,
-                            as_of,
-                            engine=engine,
-                            workers=workers,
-                            full=mode == "full",
+                        summary, cpu_seconds = run_in_a_fresh_process(
+                            trial, data, out, as_of, engine, workers, mode == "full"
                         )
                         spreads.setdefault(key, []).append(summary.seconds)
+                        cpu.setdefault(key, []).append(cpu_seconds)
                         best = summaries.get(key)
                         if best is None or summary.seconds < best.seconds:
                             summaries[key] = summary
             floor_seconds, size, lines = parse_floor(data)
             floors.append(floor_seconds)
+        loads.append(os.getloadavg()[0])
         floor_seconds = min(floors)
         duck = None if arguments.no_duckdb else duckdb_reference(data, arguments.workers or 2)
 
@@ -242,6 +321,10 @@ def main() -> None:
     floor_rate = megabytes / floor_seconds
     patients = next(iter(summaries.values())).patients if summaries else 0
     print(f"input          {megabytes:8.1f} MB, {lines:,} lines, {patients:,} patients")
+    print(
+        f"machine        {os.cpu_count()} cores; load average (1 min) at each round's start "
+        f"and at the end: {', '.join(f'{load:.1f}' for load in loads)}"
+    )
     print(
         f"parse floor    {floor_seconds:7.2f} s  {floor_rate:23.1f} MB/s  (orjson, 1 process)"
         + _spread(floors)
@@ -267,15 +350,23 @@ def main() -> None:
                 f"  {name + ' ' + mode:18} {summary.seconds:7.2f} s  "
                 f"{summary.patients_per_second:6.0f} patients/s  "
                 f"{floor_seconds / summary.seconds:5.2f}x floor{duck_text}  "
-                f"peak {summary.peak_memory / 1e6:.0f} MB main, {worker_text} largest worker"
+                f"peak {summary.peak_memory / 1e6:.0f} MB main, {worker_text} largest worker, "
+                f"{min(cpu[(_trial, name, mode)]):.1f} CPU s"
                 + _spread(spreads[(_trial, name, mode)])
             )
         for mode in modes:
             local = of_trial.get((trial.stem, "local", mode))
-            for (_trial, name, other_mode), summary in of_trial.items():
+            for _trial, name, other_mode in of_trial:
                 if local is not None and name.startswith("dask") and other_mode == mode:
-                    ratio = summary.seconds / local.seconds
-                    print(f"  {name} / local {ratio:5.2f}x time ({mode})")
+                    print(
+                        f"  {name} / local ({mode}) "
+                        + _ratios(
+                            spreads[(_trial, name, mode)],
+                            spreads[(_trial, "local", mode)],
+                            cpu[(_trial, name, mode)],
+                            cpu[(_trial, "local", mode)],
+                        )
+                    )
     own = _megabytes(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     print(f"this process   {own:7.0f} MB peak (benchmark included)")
 
