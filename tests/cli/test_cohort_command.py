@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
+import respx
 import typer
 from typer.testing import CliRunner
 
@@ -140,6 +142,76 @@ def test_a_server_s_bulk_export_gives_what_its_bundles_give(
     assert set(request["types"]) == set(kept_types(load_trial(CRITERIA)))
     refused = CliRunner().invoke(app, [*common, *server, "--out", str(tmp_path / "x")])
     assert refused.exit_code == 2 and "--server needs --ndjson" in refused.output
+
+
+def test_types_the_server_does_not_export_are_named_and_unknown(tmp_path: Path) -> None:
+    """`--server` against a server whose CapabilityStatement lacks MedicationStatement and
+    whose kick-off refuses AllergyIntolerance (400, as the SMART reference Bulk Data server
+    answers for a type it lacks): the export goes on without them, the command names them
+    once, and criteria over them are unknown in the cohort, not "none on record"."""
+    base = "http://bulk.test/fhir"
+    status = f"{base}/bulk-status/1"
+    text = (ROOT / "examples/patients/itp-relapsed-candidate.json").read_text()
+    for entry in orjson.loads(text)["entry"]:  # urn:uuid references as an export has them
+        resource = entry["resource"]
+        text = text.replace(
+            f'"{entry["fullUrl"]}"', f'"{resource["resourceType"]}/{resource["id"]}"'
+        )
+    bundle = orjson.loads(text)
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for entry in bundle["entry"]:
+        by_type.setdefault(entry["resource"]["resourceType"], []).append(entry["resource"])
+    declared = [name for name in kept_types(load_trial(CRITERIA)) if name != "MedicationStatement"]
+    statement = {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-01-01",
+        "kind": "instance",
+        "fhirVersion": "4.0.1",
+        "format": ["json"],
+        "rest": [{"mode": "server", "resource": [{"type": name} for name in declared]}],
+    }
+    refused = 'The requested resource type "AllergyIntolerance" is not available on this server'
+
+    def kick_off(request: httpx.Request) -> httpx.Response:
+        if "AllergyIntolerance" in request.url.params["_type"].split(","):
+            issue = {"severity": "error", "code": "not-supported", "diagnostics": refused}
+            return httpx.Response(400, json={"resourceType": "OperationOutcome", "issue": [issue]})
+        return httpx.Response(202, headers={"Content-Location": status})
+
+    left_out = ("MedicationStatement", "AllergyIntolerance")
+    sent = [name for name in by_type if name in declared and name not in left_out]
+    manifest = {
+        "transactionTime": "2026-11-25T10:00:00Z",
+        "request": f"{base}/$export",
+        "requiresAccessToken": False,
+        "output": [{"type": name, "url": f"{base}/files/{name}.ndjson"} for name in sent],
+        "error": [],
+    }
+    arguments = ["cohort", CRITERIA, "--as-of", "2026-11-01", "--quiet", "--workers", "1"]
+    arguments += ["--server", base, "--ndjson", str(tmp_path / "export")]
+    with respx.mock() as mock:
+        mock.get(f"{base}/metadata").respond(200, json=statement)
+        kickoff = mock.get(f"{base}/$export").mock(side_effect=kick_off)
+        mock.get(status).respond(200, json=manifest)
+        for name in sent:
+            lines = b"".join(orjson.dumps(resource) + b"\n" for resource in by_type[name])
+            mock.get(f"{base}/files/{name}.ndjson").respond(200, content=lines)
+        mock.delete(status).respond(202)
+        result = CliRunner().invoke(app, [*arguments, "--out", str(tmp_path / "out")])
+
+    assert result.exit_code == 0, result.output
+    assert kickoff.call_count == 2
+    line = (
+        "export: the server does not export AllergyIntolerance, MedicationStatement (not "
+        "declared in its CapabilityStatement, or refused at kick-off); criteria over them are "
+        "unknown (not exported by the server)"
+    )
+    assert result.output.count(line) == 1, result.output
+    availability = (tmp_path / "out" / "data_availability.csv").read_text()
+    assert "not exported by the server" in availability
+    issues = (tmp_path / "out" / "issues.ndjson").read_text()
+    assert "anticoagulant or antiplatelet drug: MedicationStatement not exported by the" in issues
 
 
 def test_engine_is_a_choice_of_the_registered_engines(tmp_path: Path) -> None:
