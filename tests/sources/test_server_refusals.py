@@ -7,17 +7,27 @@ searches. Scripted HTTP answers (respx), as in tests/fhir_http.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 import respx
+from medplum_server import MedplumServer
+from refusing_server import Refusal, refusing_server
+from sekmet_server import ROOT, SekmetServer
 
+from engine.embedded_server import TransactionLoader
 from engine.errors import ServerError
-from engine.sources import FhirServerClient, FhirServerSource, RetryPolicy
+from engine.evaluate import CompiledCriteria, Truth
+from engine.resource_types import resource_types_to_pull
+from engine.screening import screen_patient
+from engine.sources import BearerToken, FhirServerClient, FhirServerSource, RetryPolicy
 
 BASE = "http://fhir.test/fhir"
+AS_OF = dt.date(2026, 11, 1)
+PATIENTS = ROOT / "examples" / "patients"
 PATIENT = {"resourceType": "Patient", "id": "p1", "gender": "female"}
 CONDITION = {
     "resourceType": "Condition",
@@ -215,3 +225,58 @@ def test_other_failures_still_abort(server: respx.MockRouter) -> None:
     with pytest.raises(ServerError) as caught:
         pull()
     assert caught.value.status == 401
+
+
+# --------------------------------------------------------------------------- both test servers
+
+
+def test_on_both_servers_a_refused_type_is_left_out_and_its_criteria_are_unknown(
+    fhir_server: SekmetServer | MedplumServer, trial: CompiledCriteria
+) -> None:
+    """Each FHIR server of the suite behind a loopback proxy that refuses `$everything` and
+    every MedicationRequest search (400, an OperationOutcome): the pull brings the rest, names
+    MedicationRequest unavailable, and the first-line therapy the patient's MedicationRequests
+    prove is unknown, not "none on record"."""
+    name = "itp-relapsed-candidate"
+    with fhir_server.client() as client:
+        if client.read("Patient", name) is None:  # Medplum starts empty
+            TransactionLoader(client, keep_ids=True).load(PATIENTS / f"{name}.json")
+    types = resource_types_to_pull(trial.resource_types)
+    with fhir_server.client() as client:
+        direct = FhirServerSource(client, [name], types).pull(name)
+    refusals = {
+        "MedicationRequest": Refusal(400, "MedicationRequest is not available on this server"),
+        "$everything": Refusal(501),
+    }
+    auth = BearerToken(fhir_server.token) if isinstance(fhir_server, SekmetServer) else None
+    with (
+        refusing_server(fhir_server.base_url, refusals) as proxy,
+        FhirServerClient(proxy.base_url, auth=auth) as client,
+    ):
+        refused = FhirServerSource(client, [name], types).pull(name)
+    kinds = {resource["resourceType"] for resource in direct.resources}
+    assert "MedicationRequest" in kinds
+    assert {r["resourceType"] for r in refused.resources} == kinds - {"MedicationRequest"}
+    assert refused.unavailable_types == {
+        "MedicationRequest": "not available from the server (HTTP 400 Bad Request: "
+        "MedicationRequest is not available on this server)"
+    }
+    whole = screen_patient(trial, direct, AS_OF).evaluation
+    partial = screen_patient(trial, refused, AS_OF).evaluation
+    said = "MedicationRequest not available from the server (HTTP 400 Bad Request"
+    unknown_for_it = [
+        result.id
+        for result in partial.results
+        if result.outcome.truth is Truth.UNKNOWN and said in str(result.outcome)
+    ]
+    # The antithrombotics exclusion (E2) is clear on the whole record; without
+    # MedicationRequest it lacks data, whatever the server.
+    assert "exclusion-2-thrombosis-or-antithrombotics" in unknown_for_it
+    (antithrombotics,) = [
+        r for r in whole.results if r.id == "exclusion-2-thrombosis-or-antithrombotics"
+    ]
+    assert antithrombotics.outcome.truth is Truth.NOT_MET
+    assert (
+        f"{said}: MedicationRequest is not available on this server): criteria over it are unknown"
+        in partial.data_problems
+    )
