@@ -378,3 +378,38 @@ def test_inputs_of_a_type_not_exported_make_the_computed_value_unknown_not_missi
         f"{subject} computed by egfr-ckd-epi-2021-creatinine (Observation not exported by the "
         "server)",
     }
+
+
+def test_inputs_a_server_refused_name_the_servers_answer(tmp_path: Path) -> None:
+    """The same for a FHIR server that refused the Observation search (the record's
+    unavailable types carry its answer): the reason is the server's, not "not exported"."""
+    trial = load_trial(write_trial(tmp_path, prefer="computed"))
+    refused = "not available from the server (HTTP 403 Forbidden: no Observation access)"
+    document = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {"fullUrl": f"http://example.org/{r['resourceType']}/{r['id']}", "resource": r}
+            for r in (patient(), CREATININE_2)
+        ],
+    }
+    resources = replace(
+        parse_bundle(orjson.dumps(document), origin="test"),
+        unavailable_types={"Observation": refused},
+    )
+    record = build_record(resources, trial.terminology)
+    context = EvaluationContext(
+        record,
+        AS_OF,
+        {},
+        trial.terminology,
+        unavailable_types=frozenset({"Observation"}),
+        unavailable_reasons=record.unavailable_types,
+    )
+    (criterion,) = [c for c in trial.criteria if c.id == "inclusion-1-egfr"]
+    result = criterion.root.evaluate(context)
+    assert result.truth is Truth.UNKNOWN
+    assert f"cannot compute CKD-EPI 2021 (creatinine, race-free): Observation {refused}" in (
+        result.reason
+    )
+    assert "not exported" not in result.reason
