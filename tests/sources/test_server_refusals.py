@@ -8,17 +8,19 @@ searches. Scripted HTTP answers (respx), as in tests/fhir_http.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import respx
 from medplum_server import MedplumServer
 from refusing_server import Refusal, refusing_server
 from sekmet_server import ROOT, SekmetServer
 
-from engine.embedded_server import TransactionLoader
 from engine.errors import ServerError
 from engine.evaluate import CompiledCriteria, Truth
 from engine.resource_types import resource_types_to_pull
@@ -230,30 +232,60 @@ def test_other_failures_still_abort(server: respx.MockRouter) -> None:
 # --------------------------------------------------------------------------- both test servers
 
 
+@contextmanager
+def copy_on(server: SekmetServer | MedplumServer, example: str, patient_id: str) -> Iterator[None]:
+    """An example patient under a new id, its other resources given server ids, without its
+    ResearchStudy and ResearchSubject; deleted on leaving (the servers are shared, and the
+    demo's test evaluates every patient on Medplum)."""
+    bundle = orjson.loads((PATIENTS / f"{example}.json").read_bytes())
+    entries = []
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        if resource["resourceType"] in ("ResearchStudy", "ResearchSubject"):
+            continue
+        if resource["resourceType"] == "Patient":
+            resource["id"] = patient_id
+            entry["request"] = {"method": "PUT", "url": f"Patient/{patient_id}"}
+        entries.append(entry)
+    bundle["entry"] = entries
+    with server.http() as http:
+        response = http.post(
+            "", content=orjson.dumps(bundle), headers={"Content-Type": "application/fhir+json"}
+        )
+        assert response.status_code == 200, response.text[:2000]
+        locations = [
+            "/".join(entry["response"]["location"].split("/_history")[0].split("/")[-2:])
+            for entry in response.json()["entry"]
+        ]
+        try:
+            yield
+        finally:
+            for location in reversed(locations):  # the Patient, written first, last
+                http.delete(location).raise_for_status()
+
+
 def test_on_both_servers_a_refused_type_is_left_out_and_its_criteria_are_unknown(
     fhir_server: SekmetServer | MedplumServer, trial: CompiledCriteria
 ) -> None:
     """Each FHIR server of the suite behind a loopback proxy that refuses `$everything` and
     every MedicationRequest search (400, an OperationOutcome): the pull brings the rest, names
-    MedicationRequest unavailable, and the first-line therapy the patient's MedicationRequests
-    prove is unknown, not "none on record"."""
-    name = "itp-relapsed-candidate"
-    with fhir_server.client() as client:
-        if client.read("Patient", name) is None:  # Medplum starts empty
-            TransactionLoader(client, keep_ids=True).load(PATIENTS / f"{name}.json")
+    MedicationRequest unavailable, and the antithrombotics exclusion, clear on the whole
+    record, lacks data instead of reading "none on record"."""
+    name = f"refused-{uuid.uuid4().hex[:8]}"
     types = resource_types_to_pull(trial.resource_types)
-    with fhir_server.client() as client:
-        direct = FhirServerSource(client, [name], types).pull(name)
     refusals = {
         "MedicationRequest": Refusal(400, "MedicationRequest is not available on this server"),
         "$everything": Refusal(501),
     }
     auth = BearerToken(fhir_server.token) if isinstance(fhir_server, SekmetServer) else None
     with (
+        copy_on(fhir_server, "itp-relapsed-candidate", name),
         refusing_server(fhir_server.base_url, refusals) as proxy,
-        FhirServerClient(proxy.base_url, auth=auth) as client,
     ):
-        refused = FhirServerSource(client, [name], types).pull(name)
+        with fhir_server.client() as client:
+            direct = FhirServerSource(client, [name], types).pull(name)
+        with FhirServerClient(proxy.base_url, auth=auth) as client:
+            refused = FhirServerSource(client, [name], types).pull(name)
     kinds = {resource["resourceType"] for resource in direct.resources}
     assert "MedicationRequest" in kinds
     assert {r["resourceType"] for r in refused.resources} == kinds - {"MedicationRequest"}
