@@ -6,7 +6,7 @@ answers (respx) for the protocol paths a real server does not show on demand.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,85 +14,43 @@ import httpx
 import orjson
 import pytest
 import respx
+from bulk_support import (
+    BASE,
+    FILES,
+    NOT_AVAILABLE,
+    STATUS,
+    FakeTime,
+    capability_statement,
+    condition,
+    delete_route,
+    done,
+    export,
+    file_route,
+    kickoff_route,
+    manifest,
+    ndjson,
+    no_network,
+    outcome,
+    patient,
+    refusing_kickoff,
+    scripted_server,
+    state,
+    status_route,
+)
 
 from engine.cohort.ndjson_partitions import NdjsonFolderSource
 from engine.errors import BulkExportError, ServerError
-from engine.sources import BearerToken, RetryPolicy, ndjson_files
+from engine.sources import ndjson_files
 from engine.sources.bulk_export import (
-    ERRORS_FOLDER,
     STATE_FILE,
-    BulkExportResult,
     ExportProgress,
     ExportRequest,
     export_to_folder,
-    read_export_issues,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
 SYNTHEA = ROOT / "examples" / "synthea"
 EXPORTED_TYPES = ("Condition", "MedicationRequest", "Observation")
-
-BASE = "http://bulk.test/fhir"
-STATUS = f"{BASE}/bulk-status/job-1"
-FILES = f"{BASE}/bulk-files/job-1"
-TOKEN = "s3cret-token"
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def ndjson(*resources: dict[str, Any]) -> bytes:
-    return b"".join(orjson.dumps(resource) + b"\n" for resource in resources)
-
-
-def patient(patient_id: str) -> dict[str, Any]:
-    return {"resourceType": "Patient", "id": patient_id, "gender": "female"}
-
-
-def condition(condition_id: str, patient_id: str) -> dict[str, Any]:
-    return {
-        "resourceType": "Condition",
-        "id": condition_id,
-        "subject": {"reference": f"Patient/{patient_id}"},
-        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "302215000"}]},
-    }
-
-
-def outcome(diagnostics: str, code: str = "processing", severity: str = "error") -> dict[str, Any]:
-    return {
-        "resourceType": "OperationOutcome",
-        "issue": [{"severity": severity, "code": code, "diagnostics": diagnostics}],
-    }
-
-
-def manifest(
-    output: list[tuple[str, str]],
-    error: tuple[str, ...] = (),
-    *,
-    requires_token: bool = True,
-) -> dict[str, Any]:
-    return {
-        "transactionTime": "2026-11-25T10:00:00Z",
-        "request": f"{BASE}/$export",
-        "requiresAccessToken": requires_token,
-        "output": [{"type": kind, "url": url} for kind, url in output],
-        "error": [{"type": "OperationOutcome", "url": url} for url in error],
-    }
-
-
-class FakeTime:
-    """A clock that the export's sleeps move forward; the sleeps are recorded."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.waits: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
 
 
 @pytest.fixture
@@ -100,86 +58,10 @@ def fake_time() -> FakeTime:
     return FakeTime()
 
 
-DECLARED_TYPES = ("Condition", "MedicationRequest", "Observation", "Patient")
-
-
-def capability_statement(types: tuple[str, ...] = DECLARED_TYPES) -> dict[str, Any]:
-    """An R4 CapabilityStatement declaring `types` (what `GET metadata` answers)."""
-    return {
-        "resourceType": "CapabilityStatement",
-        "status": "active",
-        "date": "2026-01-01",
-        "kind": "instance",
-        "fhirVersion": "4.0.1",
-        "format": ["json"],
-        "rest": [{"mode": "server", "resource": [{"type": name} for name in types]}],
-    }
-
-
 @pytest.fixture
 def server() -> Iterator[respx.MockRouter]:
-    with respx.mock(assert_all_called=False) as router:
-        router.get(f"{BASE}/metadata", name="metadata").mock(
-            return_value=httpx.Response(200, json=capability_statement())
-        )
+    with scripted_server() as router:
         yield router
-
-
-def export(
-    folder: Path,
-    fake_time: FakeTime,
-    *,
-    types: tuple[str, ...] | None = ("Condition",),
-    progress: Callable[[ExportProgress], None] | None = None,
-    **options: Any,
-) -> BulkExportResult:
-    retry = RetryPolicy(attempts=3, first_delay=0.5, give_up_after=60.0)
-    return export_to_folder(
-        BASE,
-        folder,
-        types=types,
-        auth=BearerToken(TOKEN),
-        retry=retry,
-        progress=progress,
-        sleep=fake_time.sleep,
-        clock=fake_time.clock,
-        jitter=lambda: 0.5,
-        **options,
-    )
-
-
-def kickoff_route(server: respx.MockRouter, path: str = "/fhir/$export") -> respx.Route:
-    return server.get(f"http://bulk.test{path}").mock(
-        return_value=httpx.Response(202, headers={"Content-Location": STATUS})
-    )
-
-
-def file_route(server: respx.MockRouter, name: str, content: bytes) -> respx.Route:
-    return server.get(f"{FILES}/{name}").mock(return_value=httpx.Response(200, content=content))
-
-
-def status_route(server: respx.MockRouter, *answers: httpx.Response) -> respx.Route:
-    return server.get(STATUS).mock(side_effect=list(answers))
-
-
-def delete_route(server: respx.MockRouter, status: int = 202) -> respx.Route:
-    return server.delete(STATUS).mock(return_value=httpx.Response(status))
-
-
-def done(body: dict[str, Any]) -> httpx.Response:
-    return httpx.Response(200, json=body)
-
-
-def state(folder: Path) -> dict[str, Any]:
-    data: dict[str, Any] = orjson.loads((folder / STATE_FILE).read_bytes())
-    return data
-
-
-def no_network() -> httpx.MockTransport:
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise AssertionError(f"the export asked the server: {request.method} {request.url}")
-
-    return httpx.MockTransport(refuse)
 
 
 # --------------------------------------------------------------------------- a real server
@@ -301,136 +183,6 @@ def test_a_real_server_refusing_the_kick_off_is_a_clear_error(
 # --------------------------------------------------------------------------- the protocol
 
 
-def test_polls_as_retry_after_asks_then_downloads_in_manifest_order(
-    server: respx.MockRouter, fake_time: FakeTime, tmp_path: Path
-) -> None:
-    kickoff = kickoff_route(server)
-    status = status_route(
-        server,
-        httpx.Response(202, headers={"Retry-After": "3", "X-Progress": "collecting 40%"}),
-        httpx.Response(202, headers={"X-Progress": "writing"}),
-        done(
-            manifest(
-                [
-                    ("Condition", f"{FILES}/c-a.ndjson"),
-                    ("Patient", f"{FILES}/p.ndjson"),
-                    ("Condition", f"{FILES}/c-b.ndjson"),
-                ]
-            )
-        ),
-    )
-    file_route(server, "c-a.ndjson", ndjson(condition("c1", "p1")))
-    file_route(server, "p.ndjson", ndjson(patient("p1"), patient("p2")))
-    file_route(server, "c-b.ndjson", ndjson(condition("c2", "p2"), condition("c3", "p2")))
-    delete = delete_route(server)
-    events: list[ExportProgress] = []
-
-    result = export(tmp_path, fake_time, types=("Condition",), progress=events.append)
-
-    sent = kickoff.calls.last.request
-    assert sent.headers["Prefer"] == "respond-async"
-    assert sent.headers["Accept"] == "application/fhir+json"
-    assert sent.url.params["_type"] == "Condition,Patient"
-    assert sent.url.params["_outputFormat"] == "application/fhir+ndjson"
-    assert status.call_count == 3
-    assert fake_time.waits == [3.0, 1.0]  # Retry-After, then the first interval of its own
-    assert [e.message for e in events if e.stage == "waiting"] == ["collecting 40%", "writing"]
-    assert [path.name for path in ndjson_files(tmp_path)] == [
-        "Condition.000.ndjson",
-        "Condition.001.ndjson",
-        "Patient.000.ndjson",
-    ]
-    assert (tmp_path / "Condition.001.ndjson").read_bytes() == ndjson(
-        condition("c2", "p2"), condition("c3", "p2")
-    )
-    assert result.resources_by_type() == {"Condition": 3, "Patient": 2}
-    assert delete.call_count == 1
-    assert sorted(p.patient_id for p in NdjsonFolderSource(tmp_path)) == ["p1", "p2"]
-
-
-def test_a_500_on_the_status_url_is_retried(
-    server: respx.MockRouter, fake_time: FakeTime, tmp_path: Path
-) -> None:
-    kickoff_route(server)
-    status = status_route(
-        server,
-        httpx.Response(500, text="Internal Server Error"),
-        httpx.Response(503, json=outcome("database busy", code="transient")),
-        done(manifest([("Patient", f"{FILES}/p.ndjson")])),
-    )
-    file_route(server, "p.ndjson", ndjson(patient("p1")))
-    delete_route(server)
-
-    result = export(tmp_path, fake_time)
-
-    assert status.call_count == 3
-    assert fake_time.waits == [0.375, 0.75]  # backoff with jitter 0.5: 0.5 then 1.0 ceilings
-    assert result.resources_by_type() == {"Patient": 1}
-
-
-def test_a_failed_export_is_not_retried_and_names_the_diagnostics(
-    server: respx.MockRouter, fake_time: FakeTime, tmp_path: Path
-) -> None:
-    kickoff_route(server)
-    status = status_route(
-        server, httpx.Response(500, json=outcome("out of disk space", code="processing"))
-    )
-    with pytest.raises(ServerError) as caught:
-        export(tmp_path, fake_time)
-    assert status.call_count == 1 and fake_time.waits == []
-    assert str(caught.value) == (
-        f"{BASE}: GET bulk-status/job-1: HTTP 500 Internal Server Error: out of disk space"
-    )
-
-
-def test_a_kick_off_refused_with_an_operation_outcome_is_a_clear_error(
-    server: respx.MockRouter, fake_time: FakeTime, tmp_path: Path
-) -> None:
-    kickoff = server.get(f"{BASE}/$export").mock(
-        return_value=httpx.Response(
-            400, json=outcome("_type=Condition,Patient: unknown parameter", code="invalid")
-        )
-    )
-    with pytest.raises(ServerError) as caught:
-        export(tmp_path, fake_time)
-    error = caught.value
-    assert kickoff.call_count == 1 and error.status == 400 and error.server == BASE
-    assert error.request is not None and error.request.startswith("GET $export?")
-    assert "_type=Condition,Patient" in error.request
-    assert str(error).endswith("HTTP 400 Bad Request: _type=Condition,Patient: unknown parameter")
-    assert TOKEN not in str(error)
-
-
-def test_a_kick_off_without_content_location_is_an_error(
-    server: respx.MockRouter, fake_time: FakeTime, tmp_path: Path
-) -> None:
-    server.get(f"{BASE}/$export").mock(return_value=httpx.Response(200, json={}))
-    with pytest.raises(ServerError, match="expected 202 Accepted with a Content-Location"):
-        export(tmp_path, fake_time)
-
-
-@pytest.mark.parametrize("requires_token", [True, False])
-def test_downloads_carry_the_token_only_when_the_manifest_requires_it(
-    server: respx.MockRouter, fake_time: FakeTime, tmp_path: Path, requires_token: bool
-) -> None:
-    kickoff = kickoff_route(server)
-    status = status_route(
-        server,
-        done(manifest([("Patient", f"{FILES}/p.ndjson")], requires_token=requires_token)),
-    )
-    download = file_route(server, "p.ndjson", ndjson(patient("p1")))
-    delete_route(server)
-
-    export(tmp_path, fake_time)
-
-    expected = f"Bearer {TOKEN}"
-    assert kickoff.calls.last.request.headers["Authorization"] == expected
-    assert status.calls.last.request.headers["Authorization"] == expected
-    sent = download.calls.last.request
-    assert sent.headers["Accept"] == "application/fhir+ndjson"
-    assert sent.headers.get("Authorization") == (expected if requires_token else None)
-
-
 def test_files_of_types_not_asked_for_are_not_downloaded(
     server: respx.MockRouter, fake_time: FakeTime, tmp_path: Path
 ) -> None:
@@ -461,49 +213,6 @@ def test_the_token_is_not_sent_to_a_file_on_another_host(
         export(tmp_path, fake_time)
     assert elsewhere.call_count == 0
     assert "sig=x" not in str(caught.value)
-
-
-def test_the_manifest_error_files_are_kept_apart_and_their_issues_returned(
-    server: respx.MockRouter, fake_time: FakeTime, tmp_path: Path
-) -> None:
-    kickoff_route(server)
-    status_route(
-        server,
-        done(
-            manifest(
-                [("Patient", f"{FILES}/p.ndjson")],
-                (f"{FILES}/errors.ndjson",),
-            )
-        ),
-    )
-    file_route(server, "p.ndjson", ndjson(patient("p1")))
-    file_route(
-        server,
-        "errors.ndjson",
-        ndjson(
-            outcome("Observation/o9: cannot be serialised", code="exception"),
-            outcome("_since ignored for Condition", code="informational", severity="warning"),
-        )
-        + b"not json\n",
-    )
-    delete_route(server)
-
-    result = export(tmp_path, fake_time)
-
-    error_file = tmp_path / ERRORS_FOLDER / "OperationOutcome.000.ndjson.txt"
-    assert [(i.severity, i.code, i.diagnostics, i.line) for i in result.issues] == [
-        ("error", "exception", "Observation/o9: cannot be serialised", 1),
-        ("warning", "informational", "_since ignored for Condition", 2),
-        ("error", "invalid", "the line is not an OperationOutcome", 3),
-    ]
-    assert all(issue.file == error_file for issue in result.issues)
-    assert str(result.issues[0]).startswith(f"{error_file}:1: error (exception): Observation/o9")
-    assert ndjson_files(tmp_path) == [tmp_path / "Patient.000.ndjson"]
-    assert [p.patient_id for p in NdjsonFolderSource(tmp_path)] == ["p1"]
-    # The issues come back with the result of a call that asks the server nothing.
-    again = export(tmp_path, fake_time, transport=no_network())
-    assert again.reused and again.issues == result.issues
-    assert read_export_issues(error_file) == list(result.issues)
 
 
 def test_an_interrupted_download_resumes_with_the_missing_files_only(
@@ -731,50 +440,6 @@ def test_a_statement_declaring_every_type_asked_leaves_nothing_out(
 
     assert kickoff.calls.last.request.url.params["_type"] == "Condition,Observation,Patient"
     assert result.types_left_out == ()
-
-
-NOT_AVAILABLE = 'The requested resource type "{}" is not available on this server'
-"""What the SMART on FHIR reference Bulk Data server answers (400) for a type it lacks."""
-
-
-def refusing_kickoff(server: respx.MockRouter, lacking: set[str]) -> respx.Route:
-    """A kick-off answering 400, as the SMART reference server does, while `_type` names a
-    type of `lacking` (the first one), and 202 otherwise."""
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        sent = request.url.params["_type"].split(",")
-        refused = [name for name in sent if name in lacking]
-        if refused:
-            return httpx.Response(400, json=outcome(NOT_AVAILABLE.format(refused[0])))
-        return httpx.Response(202, headers={"Content-Location": STATUS})
-
-    return server.get(f"{BASE}/$export").mock(side_effect=answer)
-
-
-def test_a_kick_off_refused_for_a_type_is_asked_again_without_it(
-    server: respx.MockRouter, fake_time: FakeTime, tmp_path: Path
-) -> None:
-    # the statement declares them all (as the reference server's does), the kick-off refuses two
-    server.routes["metadata"].mock(
-        return_value=httpx.Response(
-            200, json=capability_statement((*DECLARED_TYPES, "MedicationStatement"))
-        )
-    )
-    kickoff = refusing_kickoff(server, {"MedicationStatement", "Observation"})
-    status_route(server, done(manifest([("Patient", f"{FILES}/p.ndjson")])))
-    file_route(server, "p.ndjson", ndjson(patient("p1")))
-    delete_route(server)
-
-    result = export(tmp_path, fake_time, types=("Condition", "MedicationStatement", "Observation"))
-
-    assert [call.request.url.params["_type"] for call in kickoff.calls] == [
-        "Condition,MedicationStatement,Observation,Patient",
-        "Condition,Observation,Patient",
-        "Condition,Patient",
-    ]
-    assert result.types_left_out == ("MedicationStatement", "Observation")
-    assert state(tmp_path)["types_left_out"] == ["MedicationStatement", "Observation"]
-    assert fake_time.waits == []  # a refusal is not retried as it was: no backoff
 
 
 def test_types_refused_add_to_those_the_capability_statement_lacks(
