@@ -85,6 +85,21 @@ def test_editing_a_lab_criterion_evaluates_it_alone(itp_trial: Trial) -> None:
     assert again.criteria_evaluated is None and again.partitions_reused == PARTITIONS
 
 
+def test_an_interrupted_re_run_resumes_to_the_same_files(itp_trial: Trial) -> None:
+    itp_trial.edit(EXCLUSION_7_HEMOGLOBIN, 'value: "< 120 g/L"')
+    itp_trial.rerun_equals_fresh("fresh")
+    results = itp_trial.folder / "out" / "partitions"
+    for index in (1, 4):  # killed before these result files were written
+        (results / f"{index:04d}.ndjson").unlink()
+    resumed = itp_trial.run("out")
+    assert (resumed.partitions_reused, resumed.partitions_from_store) == (PARTITIONS - 2, 2)
+    assert resumed.criteria_evaluated == 0
+    for name in COMPARED:
+        assert (itp_trial.folder / "out" / name).read_bytes() == (
+            itp_trial.folder / "fresh" / name
+        ).read_bytes(), name
+
+
 def test_editing_a_criterion_the_preview_answers_evaluates_it_for_everyone(
     itp_trial: Trial,
 ) -> None:
