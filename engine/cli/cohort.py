@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, cast, get_args
@@ -38,6 +39,7 @@ from engine.cli.options import (
     SinceOption,
     TokenEnvOption,
     TokenFileOption,
+    WatchOption,
     WorkersOption,
 )
 from engine.errors import TrialsieveError
@@ -75,6 +77,7 @@ def cohort(
     token_file: TokenFileOption = None,
     auth_config: AuthConfigOption = None,
     quiet: QuietOption = False,
+    watch: WatchOption = False,
 ) -> None:
     """Evaluate every patient of a record set: cohort table, attrition, data availability."""
     from engine.cohort import BundleInput, CohortInput, NdjsonInput, run_cohort
@@ -99,35 +102,84 @@ def cohort(
         export_issues = _export(criteria, export, ndjson, quiet)
     from engine.cli.progress import ProgressBar
 
-    bar = ProgressBar() if _show_progress(quiet) else None
+    def run() -> CohortSummary:
+        bar = ProgressBar() if _show_progress(quiet) else None
+        try:
+            return run_cohort(
+                criteria,
+                source,
+                out,
+                day,
+                engine.value,
+                workers,
+                bar,
+                scheduler=scheduler,
+                attestations_path=attestations,
+                shared_filesystem=True if shared_filesystem else None,
+                full=full,
+            )
+        finally:
+            if bar is not None:
+                bar.stop()
+
     try:
-        summary = run_cohort(
-            criteria,
-            source,
-            out,
-            day,
-            engine.value,
-            workers,
-            bar,
-            scheduler=scheduler,
-            attestations_path=attestations,
-            shared_filesystem=True if shared_filesystem else None,
-            full=full,
-        )
+        summary = run()
     except TrialsieveError as error:
         _errors().print(f"[bold red]error:[/] {error}", soft_wrap=True)
         raise typer.Exit(2) from None
-    finally:
-        if bar is not None:
-            bar.stop()
+    _show(summary, out)
+    if watch:
+        summary = _watch(criteria, run, out) or summary
+    if summary.problems or export_issues:
+        raise typer.Exit(1)
+
+
+def _show(summary: CohortSummary, out: Path) -> None:
     Console(highlight=False).print(summary_table(summary))
     if summary.problems:
         _errors().print(
             f"[bold red]{summary.problems} input problems[/] ({summary.lines_affected} lines, "
             f"{summary.patients_affected} patients affected): see {out / 'errors.ndjson'}"
         )
-    if summary.problems or export_issues:
-        raise typer.Exit(1)
+
+
+def _watch(criteria: Path, run: Callable[[], CohortSummary], out: Path) -> CohortSummary | None:
+    """Run again after each save of the criteria or mapping files, until Ctrl-C; the last
+    summary (None when no re-run succeeded). A re-run evaluates only the criteria that
+    changed (docs/cohort.md, Re-runs); criteria that do not load are reported and the watch
+    goes on, so the next save can fix them."""
+    from engine.criteria.loader import load_criteria
+
+    errors = _errors()
+    mappings = [Path(path).resolve() for path in load_criteria(criteria).mapping_paths]
+    last = None
+    errors.print(f"watching {criteria} and its mappings (Ctrl-C stops)")
+    try:
+        for _changed in changes(Path(criteria).resolve(), mappings):
+            try:
+                last = run()
+            except TrialsieveError as error:
+                errors.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+                continue
+            _show(last, out)
+            errors.print(f"watching {criteria} and its mappings (Ctrl-C stops)")
+    except KeyboardInterrupt:
+        pass
+    return last
+
+
+def changes(criteria: Path, mappings: list[Path]) -> Iterator[object]:
+    """Yield once per save (debounced) of the criteria file or a file under `mappings`."""
+    from watchfiles import watch
+
+    def wanted(_change: object, path: str) -> bool:
+        changed = Path(path)
+        return changed == criteria or any(
+            changed == mapping or mapping in changed.parents for mapping in mappings
+        )
+
+    folders = {criteria.parent, *(m if m.is_dir() else m.parent for m in mappings)}
+    yield from watch(*sorted(folders), watch_filter=wanted, raise_interrupt=True)
 
 
 @dataclass(frozen=True)

@@ -240,6 +240,15 @@ SinceOption = Annotated[
     typer.Option(help="With --server: export only what changed since this FHIR instant."),
 ]
 QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress bar.", metavar="")]
+WatchOption = Annotated[
+    bool,
+    typer.Option(
+        "--watch",
+        help="After the run, run again whenever the criteria file or a mapping file is "
+        "saved: a re-run evaluates only the criteria that changed. Ctrl-C stops.",
+        metavar="",
+    ),
+]
 
 # ----------------------------------------------------------------------------- coverage
 

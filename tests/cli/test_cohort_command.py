@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,40 @@ def test_a_re_run_after_an_edit_says_what_it_evaluated(tmp_path: Path) -> None:
     summary = orjson.loads((tmp_path / "out" / "summary.json").read_bytes())
     # the age criterion alone, for every patient (the preview answers it for settled ones)
     assert summary["criteria_evaluated_again"] == summary["patients"] > 0
+
+
+def test_watch_re_runs_after_each_save(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--watch: each save re-runs (only the edited criterion is evaluated); criteria that do
+    not load are reported and the watch goes on to the next save."""
+    criteria = tmp_path / "criteria" / "trial.yaml"
+    criteria.parent.mkdir()
+    (tmp_path / "mappings").symlink_to(ROOT / "mappings")
+    text = Path(CRITERIA).read_text(encoding="utf-8")
+    criteria.write_text(text, encoding="utf-8")
+    seen: list[tuple[Path, list[Path]]] = []
+
+    def saves(watched: Path, mappings: list[Path]) -> Any:
+        seen.append((watched, mappings))
+        criteria.write_text(text.replace("max: 65}", "max: 60}", 1), encoding="utf-8")
+        yield {"saved"}
+        criteria.write_text(text.replace("max: 65}", "max: sixty}", 1), encoding="utf-8")
+        yield {"saved"}
+        criteria.write_text(text.replace("max: 65}", "max: 55}", 1), encoding="utf-8")
+        yield {"saved"}
+
+    # the module (engine.cli re-exports the command under the module's name)
+    monkeypatch.setattr(importlib.import_module("engine.cli.cohort"), "changes", saves)
+    out = tmp_path / "out"
+    arguments = ["cohort", str(criteria), "--bundles", PATIENTS, "--as-of", "2026-11-01"]
+    arguments += ["--out", str(out), "--workers", "1", "--quiet", "--watch"]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    assert seen == [(criteria.resolve(), [(ROOT / "mappings").resolve()])]
+    assert result.output.count("Cohort written to") == 3  # the first run and two re-runs
+    assert result.output.count("re-run from stored outcomes") == 2
+    assert "sixty" in result.output  # the criteria that did not load, named
+    summary = orjson.loads((out / "summary.json").read_bytes())
+    assert summary["criteria_evaluated_again"] == summary["patients"]
 
 
 def test_exactly_one_input_is_required(tmp_path: Path) -> None:
