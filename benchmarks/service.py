@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "service")]
 
 from sekmet_server import SekmetServer, load_examples, start_sekmet, stop  # noqa: E402
-from service_support import AUTH, live_service, server_settings  # noqa: E402
+from service_support import (  # noqa: E402
+    AUTH,
+    fhir_authorization,
+    live_service,
+    server_settings,
+)
 
 from engine.embedded_server import TransactionLoader  # noqa: E402
 from engine.service import create_app  # noqa: E402
@@ -68,10 +74,10 @@ def read_prefetch(server: SekmetServer, trial: LoadedTrial, patient_id: str) -> 
 def hook_call(server: SekmetServer, patient_id: str, prefetch: dict[str, Any] | None) -> Any:
     call: dict[str, Any] = {
         "hook": "patient-view",
-        "hookInstance": "benchmark",
+        "hookInstance": str(uuid.uuid4()),
         "context": {"patientId": patient_id, "userId": "Practitioner/benchmark"},
         "fhirServer": server.base_url,
-        "fhirAuthorization": {"access_token": server.token, "token_type": "Bearer"},
+        "fhirAuthorization": fhir_authorization(server.token),
     }
     if prefetch is not None:
         call["prefetch"] = prefetch

@@ -179,17 +179,23 @@ def without(mapping: dict[str, Any], *keys: str) -> dict[str, Any]:
     return {key: value for key, value in mapping.items() if key not in keys}
 
 
+def fhir_authorization(access_token: str) -> dict[str, Any]:
+    """A `fhirAuthorization` with every field CDS Hooks 2.0 requires ("Passing the Access
+    Token to the CDS Service")."""
+    return {
+        "access_token": access_token,
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "patient/*.read",
+        "subject": "trialsieve",
+    }
+
+
 def server_call(server: SekmetServer, name: str, prefetch: dict[str, Any] | None) -> dict[str, Any]:
     """A call naming `server` as fhirServer, with its token as fhirAuthorization."""
     fields: dict[str, Any] = {
         "fhirServer": server.base_url,
-        "fhirAuthorization": {
-            "access_token": server.token,
-            "token_type": "Bearer",
-            "expires_in": 300,
-            "scope": "patient/*.read",
-            "subject": "trialsieve",
-        },
+        "fhirAuthorization": fhir_authorization(server.token),
     }
     if prefetch is not None:
         fields["prefetch"] = prefetch

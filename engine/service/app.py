@@ -340,5 +340,5 @@ def _validation_issue(error: Any) -> Issue:
     if kind == "missing" and not location:
         return Issue("required", "a JSON request body is required")
     code = "required" if kind == "missing" else "invalid"
-    message = error.get("msg", "invalid")
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")  # our validators'
     return Issue(code, f"{field}: {message}" if field else message, (field,) if field else ())

@@ -15,7 +15,8 @@ it are unknown, with the client's words), not fetched and not "none on record"; 
 `patient` key, without which nothing can be evaluated, is then fetched (or 412). The answer
 is one card per call, with a fresh `uuid` each time, a summary under 140 characters and a
 `source.topic` Coding with its system.
-Feedback on a card (`POST /cds-services/{id}/feedback`) is logged per card.
+Feedback on a card (`POST /cds-services/{id}/feedback`) is logged per card, once it holds
+what 2.0 "Feedback" requires (`feedback_problems`).
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ import orjson
 from engine.evaluate import CriterionVerdict, PatientEvaluation, SubjectStatus
 from engine.report.explanation import explain, stale_data_warning
 from engine.resource_types import MEDICATION_REFERENCING_TYPES
-from engine.service.models import CdsHookRequest
-from engine.service.problems import ApiError
+from engine.service.models import CdsFeedback, CdsHookRequest
+from engine.service.problems import ApiError, Issue
 from engine.service.trials import LoadedTrial
 from engine.sources import PatientResources, parse_bundle, reference_key
 from engine.sources.references import is_fhir_id
@@ -253,6 +254,50 @@ def assemble(
     if not unavailable:
         return resources
     return dataclasses.replace(resources, unavailable_types=dict(sorted(unavailable.items())))
+
+
+def feedback_problems(feedback: CdsFeedback) -> list[Issue]:
+    """What a feedback request lacks or holds against CDS Hooks 2.0 "Feedback", beyond the
+    shape the request model checks: `acceptedSuggestions` is "Required for `accepted`
+    outcomes" and names a `card.suggestion.uuid` (this service's cards carry no suggestions,
+    so no id names one); `overrideReason` is sent with an `overridden` outcome ("Explicit
+    reject with override reasons").
+
+    A `card` uuid this service did not give is not refused: the service keeps no card after
+    answering (a card "once ignored could later be acted upon"), so its feedback is logged.
+    """
+    issues: list[Issue] = []
+    for index, item in enumerate(feedback.feedback):
+        at = f"feedback.{index}"
+        if item.outcome == "accepted" and item.accepted_suggestions is None:
+            issues.append(
+                Issue(
+                    "required",
+                    f"{at}.acceptedSuggestions is required for an accepted outcome (the "
+                    "suggestions accepted; this service's cards carry none, so a card can "
+                    "only be overridden)",
+                    (f"{at}.acceptedSuggestions",),
+                )
+            )
+        for number, suggestion in enumerate(item.accepted_suggestions or ()):
+            field = f"{at}.acceptedSuggestions.{number}.id"
+            issues.append(
+                Issue(
+                    "invalid",
+                    f"{field}: no suggestion {_shorten(suggestion.id, 64)!r} "
+                    "(this service's cards carry no suggestions)",
+                    (field,),
+                )
+            )
+        if item.override_reason is not None and item.outcome != "overridden":
+            issues.append(
+                Issue(
+                    "invalid",
+                    f"{at}.overrideReason is for an overridden outcome, not {item.outcome}",
+                    (f"{at}.overrideReason",),
+                )
+            )
+    return issues
 
 
 def check_fhir_server(

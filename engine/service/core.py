@@ -32,6 +32,7 @@ from engine.service.cds_hooks import (
     assemble,
     card,
     check_fhir_server,
+    feedback_problems,
     patient_id_of,
     prefetch_templates,
     read_prefetch,
@@ -259,6 +260,9 @@ class Service:
         """
         if service_id not in self.trials:
             raise ApiError.of(404, "not-found", f"no CDS service {service_id}; see /cds-services")
+        problems = feedback_problems(feedback)
+        if problems:
+            raise ApiError(400, problems)
         for item in feedback.feedback:
             reason = item.override_reason.reason if item.override_reason else None
             log_event(
@@ -268,7 +272,7 @@ class Service:
                 card=item.card,
                 outcome=item.outcome,
                 outcome_timestamp=item.outcome_timestamp,
-                override_reason=reason.get("code") if isinstance(reason, dict) else None,
+                override_reason=reason.code if reason is not None else None,
                 accepted_suggestions=len(item.accepted_suggestions or ()),
             )
         return len(feedback.feedback)
@@ -289,13 +293,6 @@ class Service:
         authorization = request.fhir_authorization
         token: str | None = None
         if authorization is not None and trusted:  # a token goes to allow-listed servers only
-            if authorization.token_type.lower() != "bearer":
-                raise ApiError.of(
-                    400,
-                    "not-supported",
-                    f"fhirAuthorization.token_type {authorization.token_type!r} is not Bearer",
-                    "fhirAuthorization.token_type",
-                )
             token = authorization.access_token
             if any(character.isspace() for character in token):
                 raise ApiError.of(

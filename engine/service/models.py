@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+import re
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
 from engine.evaluate.patient import as_of_problem
 from engine.sources.references import is_fhir_id
@@ -79,16 +80,42 @@ class EvaluateRequest(BaseModel):
         return value
 
 
+UUID_PATTERN = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+"""A UUID in its string form (RFC 9562 section 4: 8-4-4-4-12 hexadecimal digits, either case)."""
+UTC_TIMESTAMP_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|\+00:00)$"
+)
+"""An RFC 3339 (section 5.6) date-time in UTC: `Z`, or the offset `+00:00`."""
+
+
+def _uuid(value: str) -> str:
+    """`value` if it is a UUID (`UUID_PATTERN`), else ValueError."""
+    if re.fullmatch(UUID_PATTERN, value) is None:
+        raise ValueError("must be a UUID (8-4-4-4-12 hexadecimal digits)")
+    return value
+
+
 class FhirAuthorization(BaseModel):
-    """CDS Hooks `fhirAuthorization`: the token to read the EHR's FHIR server with."""
+    """CDS Hooks 2.0 `fhirAuthorization` ("Passing the Access Token to the CDS Service"): the
+    token to read the EHR's FHIR server with; every field but `patient` is REQUIRED."""
 
     model_config = ConfigDict(extra="allow")
 
-    access_token: str = Field(min_length=1)
-    token_type: str = "Bearer"
-    expires_in: int | None = None
-    scope: str | None = None
-    subject: str | None = None
+    access_token: str = Field(
+        min_length=1, description="The OAuth 2.0 access token to the FHIR server."
+    )
+    token_type: Literal["Bearer"] = Field(description="Fixed value: Bearer.")
+    expires_in: StrictInt = Field(description="The lifetime in seconds of the access token.")
+    scope: str = Field(min_length=1, description="The scopes the access token grants.")
+    subject: str = Field(
+        min_length=1,
+        description="The OAuth 2.0 client identifier of the CDS Service, as registered with "
+        "the CDS Client's authorization server.",
+    )
+    patient: str | None = Field(
+        default=None,
+        description="The FHIR id of the patient the token is restricted to (patient scopes).",
+    )
 
 
 class CdsHookRequest(BaseModel):
@@ -97,34 +124,119 @@ class CdsHookRequest(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     hook: str
-    hook_instance: str = Field(alias="hookInstance", min_length=1)
+    hook_instance: str = Field(
+        alias="hookInstance",
+        description="A universally unique identifier (UUID) for this particular hook call.",
+        json_schema_extra={"pattern": UUID_PATTERN},
+    )
     fhir_server: str | None = Field(default=None, alias="fhirServer")
     fhir_authorization: FhirAuthorization | None = Field(default=None, alias="fhirAuthorization")
     context: dict[str, Any]
     prefetch: dict[str, Any] | None = None
 
+    @field_validator("hook_instance")
+    @classmethod
+    def _hook_instance_is_a_uuid(cls, value: str) -> str:
+        return _uuid(value)
+
+
+class CdsCoding(BaseModel):
+    """A CDS Hooks Coding (2.0, "Data Types"): `code` and `system` REQUIRED."""
+
+    model_config = ConfigDict(extra="allow")
+
+    code: str = Field(min_length=1)
+    system: str = Field(min_length=1)
+    display: str | None = None
+
 
 class CdsOverrideReason(BaseModel):
-    """Why a clinician overrode a card (CDS Hooks 2.0, Feedback: overrideReason)."""
+    """Why a clinician overrode a card (CDS Hooks 2.0, Feedback: OverrideReason)."""
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
-    reason: dict[str, Any] | None = None
+    reason: CdsCoding | None = Field(
+        default=None, description="The override reason the clinician chose, as a Coding."
+    )
     user_comment: str | None = Field(default=None, alias="userComment")
 
 
-class CdsFeedbackItem(BaseModel):
-    """One card's outcome (CDS Hooks 2.0, "Feedback")."""
+class CdsAcceptedSuggestion(BaseModel):
+    """One accepted suggestion (CDS Hooks 2.0, Feedback: AcceptedSuggestion)."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(extra="allow")
 
-    card: str = Field(min_length=1, description="The uuid of the card the feedback is about.")
-    outcome: str = Field(pattern="^(accepted|overridden)$")
-    outcome_timestamp: str = Field(alias="outcomeTimestamp", min_length=1)
-    accepted_suggestions: list[dict[str, Any]] | None = Field(
-        default=None, alias="acceptedSuggestions"
+    id: str = Field(
+        min_length=1,
+        description="The card.suggestion.uuid. This service's cards carry no suggestions, so "
+        "no id names one: a feedback naming one is refused (400).",
     )
-    override_reason: CdsOverrideReason | None = Field(default=None, alias="overrideReason")
+
+
+class CdsFeedbackItem(BaseModel):
+    """One card's outcome (CDS Hooks 2.0, "Feedback"). `acceptedSuggestions` is required for
+    an `accepted` outcome, `overrideReason` goes with `overridden` (the schema's if/then)."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        populate_by_name=True,
+        json_schema_extra={
+            "allOf": [
+                {
+                    "if": {
+                        "properties": {"outcome": {"const": "accepted"}},
+                        "required": ["outcome"],
+                    },
+                    "then": {"required": ["acceptedSuggestions"]},
+                },
+                {
+                    "if": {"required": ["overrideReason"]},
+                    "then": {"properties": {"outcome": {"const": "overridden"}}},
+                },
+            ]
+        },
+    )
+
+    card: str = Field(
+        description="The card.uuid of the card the feedback is about (a UUID: this service's "
+        "cards always carry one).",
+        json_schema_extra={"pattern": UUID_PATTERN},
+    )
+    outcome: Literal["accepted", "overridden"]
+    outcome_timestamp: str = Field(
+        alias="outcomeTimestamp",
+        description="When the clinician acted on the card: an RFC 3339 date-time in UTC.",
+        json_schema_extra={"format": "date-time", "pattern": UTC_TIMESTAMP_PATTERN},
+    )
+    accepted_suggestions: list[CdsAcceptedSuggestion] | None = Field(
+        default=None,
+        alias="acceptedSuggestions",
+        min_length=1,
+        description="The suggestions accepted; required for an accepted outcome.",
+    )
+    override_reason: CdsOverrideReason | None = Field(
+        default=None,
+        alias="overrideReason",
+        description="Why the card was overridden (with an overridden outcome only).",
+    )
+
+    @field_validator("card")
+    @classmethod
+    def _card_is_a_uuid(cls, value: str) -> str:
+        return _uuid(value)
+
+    @field_validator("outcome_timestamp")
+    @classmethod
+    def _outcome_timestamp_in_utc(cls, value: str) -> str:
+        if re.fullmatch(UTC_TIMESTAMP_PATTERN, value) is None:
+            raise ValueError(
+                "must be an ISO 8601 date-time in UTC (RFC 3339, as 2026-11-01T10:00:00Z)"
+            )
+        try:
+            dt.datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+        except ValueError as error:
+            raise ValueError(f"is not a date-time: {error}") from None
+        return value
 
 
 class CdsFeedback(BaseModel):

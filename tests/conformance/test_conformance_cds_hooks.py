@@ -134,6 +134,90 @@ def test_fhir_authorization_needs_fhir_server(api: TestClient) -> None:
     assert api.post(CDS_SERVICE, json=without(body, "fhirAuthorization"), headers=AUTH).is_success
 
 
+@pytest.mark.parametrize(
+    "hook_instance",
+    [
+        "h1",
+        "",
+        "benchmark",
+        "d1577c69-dfbe-44ad-ba6d-3e05e953b2e",
+        "{d1577c69-dfbe-44ad-ba6d-3e05e953b2ea}",
+        "urn:uuid:d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+        "d1577c69dfbe44adba6d3e05e953b2ea",
+        42,
+    ],
+)
+def test_hook_instance_is_a_uuid(api: TestClient, hook_instance: Any) -> None:
+    """Calling a CDS Service, "HTTP Request": `hookInstance` is "A universally unique
+    identifier (UUID) for this particular hook call": anything else is refused (400) naming
+    the field; a UUID in either case is served."""
+    body = {**hook_call("p1"), "hookInstance": hook_instance}
+    response = api.post(CDS_SERVICE, json=body, headers=AUTH)
+    assert response.status_code == 400, response.text
+    (issue,) = response.json()["issue"]
+    assert issue["expression"] == ["hookInstance"]
+    for served in ("d1577c69-dfbe-44ad-ba6d-3e05e953b2ea", "D1577C69-DFBE-44AD-BA6D-3E05E953B2EA"):
+        answer = api.post(
+            CDS_SERVICE, json={**hook_call("p1"), "hookInstance": served}, headers=AUTH
+        )
+        assert answer.status_code == 412, answer.text  # served: no data given (see Prefetch)
+
+
+FHIR_AUTHORIZATION = {
+    "access_token": "opaque",
+    "token_type": "Bearer",
+    "expires_in": 300,
+    "scope": "patient/*.read",
+    "subject": "trialsieve",
+}
+
+
+@pytest.mark.parametrize(
+    ("changes", "field_name", "words"),
+    [
+        *[({name: None}, name, "Field required") for name in FHIR_AUTHORIZATION],
+        ({"access_token": ""}, "access_token", "at least 1 character"),
+        ({"token_type": "MAC"}, "token_type", "'Bearer'"),
+        ({"token_type": "bearer"}, "token_type", "'Bearer'"),
+        ({"expires_in": "300"}, "expires_in", "valid integer"),
+        ({"expires_in": 300.5}, "expires_in", "valid integer"),
+        ({"scope": ""}, "scope", "at least 1 character"),
+        ({"subject": 7}, "subject", "valid string"),
+        ({"patient": 7}, "patient", "valid string"),
+    ],
+)
+def test_fhir_authorization_holds_every_required_field(
+    api: TestClient, changes: dict[str, Any], field_name: str, words: str
+) -> None:
+    """Passing the Access Token to the CDS Service: `access_token`, `token_type` (fixed value
+    `Bearer`), `expires_in` (integer), `scope` and `subject` are REQUIRED, `patient` is
+    optional; a `fhirAuthorization` without one, or with a value of another kind, is refused
+    (400) naming the field, before any FHIR server is called."""
+    authorization = {**FHIR_AUTHORIZATION, **changes}
+    authorization = {key: value for key, value in authorization.items() if value is not None}
+    body = hook_call("p1", fhirServer="http://127.0.0.1:9/fhir", fhirAuthorization=authorization)
+    response = api.post(CDS_SERVICE, json=body, headers=AUTH)
+    assert response.status_code == 400, response.text
+    (issue,) = response.json()["issue"]
+    assert issue["expression"] == [f"fhirAuthorization.{field_name}"]
+    assert issue["diagnostics"].startswith(f"fhirAuthorization.{field_name}: ")
+    assert words in issue["diagnostics"]
+
+
+def test_fhir_authorization_with_its_patient_is_served(
+    service_client: ClientFactory, sekmet: SekmetServer
+) -> None:
+    """Passing the Access Token to the CDS Service: `patient` (the FHIR id of the patient a
+    patient-scoped token is restricted to) may be given; extensions beside the fields too."""
+    api = service_client(trusted_fhir_servers=(sekmet.base_url,))
+    name = "itp-relapsed-candidate"
+    body = server_call(sekmet, name, None)
+    body["fhirAuthorization"].update(patient=name, extension={"org.example.tenant": "t1"})
+    response = api.post(CDS_SERVICE, json=body, headers=AUTH)
+    assert response.status_code == 200, response.text
+    assert response.json()["cards"]
+
+
 def test_extensions_are_accepted(api: TestClient) -> None:
     """Extensions: the name `extension` is reserved for implementations' own JSON objects;
     a request carrying one is served as without it."""
@@ -327,13 +411,13 @@ def test_a_summary_of_failing_criteria_is_under_140_characters(
 
 def test_feedback_is_logged_per_card(api: TestClient, caplog: pytest.LogCaptureFixture) -> None:
     """Feedback: `POST {baseUrl}/cds-services/{id}/feedback` with a `feedback` array, each
-    item's `card` (the card's uuid), `outcome` (accepted / overridden), `outcomeTimestamp`
-    (REQUIRED) and optional `overrideReason` (a Coding and a comment)."""
+    item's `card` (the card's uuid), `outcome` (overridden, with or without a reason),
+    `outcomeTimestamp` (REQUIRED) and optional `overrideReason` (a Coding and a comment)."""
     body = {
         "feedback": [
             {
                 "card": "0f2c8e7a-1111-4a3b-9c1d-000000000001",
-                "outcome": "accepted",
+                "outcome": "overridden",
                 "outcomeTimestamp": "2026-11-01T10:00:00Z",
             },
             {
@@ -351,7 +435,7 @@ def test_feedback_is_logged_per_card(api: TestClient, caplog: pytest.LogCaptureF
         response = api.post(FEEDBACK, json=body, headers=AUTH)
     assert response.status_code == 200, response.text
     logged = [r for r in caplog.records if r.getMessage() == "cds card feedback"]
-    assert [r.fields["outcome"] for r in logged] == ["accepted", "overridden"]  # type: ignore[attr-defined]
+    assert [r.fields["outcome"] for r in logged] == ["overridden", "overridden"]  # type: ignore[attr-defined]
     assert logged[1].fields["override_reason"] == "not-now"  # type: ignore[attr-defined]
     assert "free text" not in caplog.text
     for broken in ({"feedback": [{"card": "x"}]}, {"feedback": []}, {}):
@@ -359,6 +443,119 @@ def test_feedback_is_logged_per_card(api: TestClient, caplog: pytest.LogCaptureF
     unknown = api.post("/cds-services/NCT00000000/feedback", json=body, headers=AUTH)
     assert unknown.status_code == 404
     assert api.post(FEEDBACK, json=body).status_code == 401
+
+
+def feedback_on(**changes: Any) -> dict[str, Any]:
+    """A feedback request on a fresh card uuid (overridden, no reason), with `changes`;
+    `None` values are left out."""
+    item = {
+        "card": str(uuid.uuid4()),
+        "outcome": "overridden",
+        "outcomeTimestamp": "2026-11-01T10:00:00Z",
+        **changes,
+    }
+    return {"feedback": [{key: value for key, value in item.items() if value is not None}]}
+
+
+REASON = {"reason": {"system": "http://example.org/override", "code": "not-now"}}
+
+
+@pytest.mark.parametrize(
+    ("changes", "field_name"),
+    [
+        ({"card": None}, "card"),
+        ({"outcome": None}, "outcome"),
+        ({"outcomeTimestamp": None}, "outcomeTimestamp"),
+        ({"card": "card-1"}, "card"),
+        ({"card": "0f2c8e7a11114a3b9c1d000000000001"}, "card"),
+        ({"outcome": "ignored"}, "outcome"),
+        ({"outcome": "rejected"}, "outcome"),
+        ({"outcomeTimestamp": "yesterday"}, "outcomeTimestamp"),
+        ({"outcomeTimestamp": "2026-11-01"}, "outcomeTimestamp"),
+        ({"outcomeTimestamp": "2026-11-01T10:00:00"}, "outcomeTimestamp"),
+        ({"outcomeTimestamp": "2026-11-01T11:00:00+01:00"}, "outcomeTimestamp"),
+        ({"outcomeTimestamp": "2026-13-01T10:00:00Z"}, "outcomeTimestamp"),
+        ({"overrideReason": {"reason": {"code": "not-now"}}}, "overrideReason.reason.system"),
+        ({"overrideReason": {"reason": {"system": "http://x"}}}, "overrideReason.reason.code"),
+        ({"acceptedSuggestions": []}, "acceptedSuggestions"),
+        ({"acceptedSuggestions": [{}]}, "acceptedSuggestions.0.id"),
+    ],
+)
+def test_feedback_holds_what_the_spec_requires(
+    api: TestClient, changes: dict[str, Any], field_name: str
+) -> None:
+    """Feedback: each item's `card` ("The `card.uuid` from the CDS Hooks response": this
+    service's cards carry UUIDs), `outcome` ("A value of `accepted` or `overridden`") and
+    `outcomeTimestamp` ("ISO timestamp in UTC when action was taken on card") are REQUIRED;
+    an `overrideReason.reason` is a Coding (Data Types, "Coding": `code` and `system`
+    REQUIRED); `acceptedSuggestions` is an array of one or more AcceptedSuggestions, each
+    with its `id` (REQUIRED). Anything else is refused (400) naming the field."""
+    response = api.post(FEEDBACK, json=feedback_on(**changes), headers=AUTH)
+    assert response.status_code == 400, response.text
+    expressions = [issue["expression"] for issue in response.json()["issue"]]
+    assert [f"feedback.0.{field_name}"] in expressions, expressions
+
+
+def test_an_accepted_outcome_needs_suggestions_this_service_gave(api: TestClient) -> None:
+    """Feedback: `acceptedSuggestions` is "Required for `accepted` outcomes", each `id` "The
+    `card.suggestion.uuid` from the CDS Hooks response"; "while one or more suggestions can
+    be accepted, an entire card is either ignored or overridden". This service's cards carry
+    no suggestions: an accepted outcome without acceptedSuggestions, or naming a suggestion
+    id (none exists), is refused (400) naming the field; so is an `overrideReason` on an
+    outcome that is not `overridden` ("Explicit reject with override reasons")."""
+    suggestion = str(uuid.uuid4())
+    cases = [
+        (feedback_on(outcome="accepted"), ["feedback.0.acceptedSuggestions"]),
+        (
+            feedback_on(outcome="accepted", acceptedSuggestions=[{"id": suggestion}]),
+            ["feedback.0.acceptedSuggestions.0.id"],
+        ),
+        (
+            feedback_on(acceptedSuggestions=[{"id": suggestion}, {"id": "s2"}]),
+            ["feedback.0.acceptedSuggestions.0.id", "feedback.0.acceptedSuggestions.1.id"],
+        ),
+        (
+            feedback_on(outcome="accepted", overrideReason=REASON),
+            ["feedback.0.acceptedSuggestions", "feedback.0.overrideReason"],
+        ),
+    ]
+    for body, fields in cases:
+        response = api.post(FEEDBACK, json=body, headers=AUTH)
+        assert response.status_code == 400, response.text
+        issues = response.json()["issue"]
+        assert [issue["expression"] for issue in issues] == [[field] for field in fields]
+        assert all(issue["diagnostics"].startswith(issue["expression"][0]) for issue in issues)
+    refused = api.post(FEEDBACK, json=cases[1][0], headers=AUTH).json()["issue"][0]
+    assert "carry no suggestions" in refused["diagnostics"]
+    assert suggestion in refused["diagnostics"]
+
+
+def test_feedback_on_a_card_the_service_did_not_keep_is_logged(
+    api: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Feedback: "the feedback endpoint may be called ... even multiple times for a card",
+    and "a card once ignored could later be acted upon". The service keeps no card after
+    answering, so feedback on any card uuid that is a UUID (this service's cards' form) is
+    logged as given, in UTC with `Z` or `+00:00` and in either letter case, with an override
+    reason or without (a free-text comment only, no reason: "instead of only leaving a
+    userComment")."""
+    name = "itp-too-old"
+    prefetch = prefetch_from(example(name), loaded_trial(api), name)
+    given = api.post(CDS_SERVICE, json=hook_call(name, prefetch=prefetch), headers=AUTH)
+    (answered,) = given.json()["cards"]
+    bodies = [
+        feedback_on(card=answered["uuid"], overrideReason=REASON),
+        feedback_on(card=str(uuid.uuid4()).upper(), outcomeTimestamp="2026-11-01t10:00:00.25z"),
+        feedback_on(outcomeTimestamp="2026-11-01T10:00:00+00:00"),
+        feedback_on(overrideReason={"userComment": "seen elsewhere"}),
+    ]
+    with caplog.at_level("INFO", logger="engine.service"):
+        for body in bodies:
+            response = api.post(FEEDBACK, json=body, headers=AUTH)
+            assert response.status_code == 200, response.text
+    logged = [r.fields for r in caplog.records if r.getMessage() == "cds card feedback"]  # type: ignore[attr-defined]
+    assert [fields["card"] for fields in logged] == [body["feedback"][0]["card"] for body in bodies]
+    assert [fields["override_reason"] for fields in logged] == ["not-now", None, None, None]
 
 
 # --------------------------------------------------------------------------- Trusting CDS Clients

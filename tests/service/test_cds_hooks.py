@@ -19,6 +19,7 @@ from service_support import (
     ClientFactory,
     evaluated_file,
     example,
+    fhir_authorization,
     hook_call,
     loaded_trial,
     prefetch_from,
@@ -121,7 +122,7 @@ def test_malformed_calls(api: TestClient) -> None:
             hook_call(
                 name,
                 fhirServer="http://127.0.0.1:9/fhir",
-                fhirAuthorization={"access_token": "x", "token_type": "MAC"},
+                fhirAuthorization=fhir_authorization("x"),
             ),
             403,  # not allow-listed: refused before anything else is looked at
             ["fhirServer"],

@@ -9,7 +9,14 @@ import logging
 import orjson
 import pytest
 from sekmet_server import SekmetServer
-from service_support import API_TOKEN, AUTH, ClientFactory, example, server_settings
+from service_support import (
+    API_TOKEN,
+    AUTH,
+    ClientFactory,
+    example,
+    fhir_authorization,
+    server_settings,
+)
 
 from engine.service.logs import JsonFormatter, redact
 
@@ -28,10 +35,10 @@ def test_logs_name_no_patient_and_no_token(
     api.post("/evaluate", json={"bundle": example("itp-too-old")}, headers=AUTH)
     hook = {
         "hook": "patient-view",
-        "hookInstance": "h1",
+        "hookInstance": "0f2c8e7a-1111-4a3b-9c1d-000000000001",
         "context": {"patientId": PATIENT},
         "fhirServer": sekmet.base_url,
-        "fhirAuthorization": {"access_token": sekmet.token, "token_type": "Bearer"},
+        "fhirAuthorization": fhir_authorization(sekmet.token),
     }
     assert api.post("/cds-services/NCT05315778", json=hook, headers=AUTH).status_code == 200
     formatter = JsonFormatter()

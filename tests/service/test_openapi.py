@@ -9,6 +9,7 @@ without a FHIR server (requests by patient id answer 409, documented) and with o
 
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Any
 
@@ -30,8 +31,10 @@ enabled = true
 # Bundle, every subject pointing at it" or "an attestation answers a manual item of this
 # trial". For the operations that read patient data, such a body is a 400 naming the field,
 # so 400 is an expected answer to schema-valid data there (every other status still is not).
+# Likewise CDS Hooks feedback: an accepted suggestion's id must name a suggestion of the card,
+# and this service's cards carry none (the schema says so in words, not in keywords).
 [[operations]]
-include-path-regex = "^/(evaluate|trials/[^/]+/evaluate|cds-services/[^/]+)$"
+include-path-regex = "^/(evaluate|trials/[^/]+/evaluate|cds-services/[^/]+(/feedback)?)$"
 checks.positive_data_acceptance.expected-statuses = [
     "2xx", "400", "401", "403", "404", "409", "429", "5xx"
 ]
@@ -72,6 +75,51 @@ def test_operation_ids_are_unique_and_built_without_warnings() -> None:
     ]
     assert len(operation_ids) == len(set(operation_ids))
     assert {"notify_resource_by_put", "notify_resource_by_post"} <= set(operation_ids)
+
+
+def test_the_cds_hooks_requests_show_what_the_spec_requires() -> None:
+    """CDS Hooks 2.0 in the schema: `hookInstance` a UUID ("HTTP Request"); every
+    `fhirAuthorization` field but `patient` required, `token_type` the fixed `Bearer`,
+    `expires_in` an integer ("Passing the Access Token to the CDS Service"); a feedback item's
+    `card` a UUID, `outcome` accepted / overridden, `outcomeTimestamp` a UTC date-time,
+    `acceptedSuggestions` required with `accepted`, `overrideReason` only with `overridden`
+    ("Feedback"); an override reason a Coding with `code` and `system` ("Coding")."""
+    schemas = APP.openapi()["components"]["schemas"]
+    call = schemas["CdsHookRequest"]
+    assert {"hook", "hookInstance", "context"} <= set(call["required"])
+    uuid_pattern = call["properties"]["hookInstance"]["pattern"]
+    assert re.fullmatch(uuid_pattern, "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea")
+    assert not re.fullmatch(uuid_pattern, "h1")
+    authorization = schemas["FhirAuthorization"]
+    assert set(authorization["required"]) == {
+        "access_token",
+        "token_type",
+        "expires_in",
+        "scope",
+        "subject",
+    }
+    assert authorization["properties"]["token_type"]["const"] == "Bearer"
+    assert authorization["properties"]["expires_in"]["type"] == "integer"
+    assert "patient" in authorization["properties"]
+    item = schemas["CdsFeedbackItem"]
+    assert set(item["required"]) == {"card", "outcome", "outcomeTimestamp"}
+    assert item["properties"]["card"]["pattern"] == uuid_pattern
+    assert item["properties"]["outcome"]["enum"] == ["accepted", "overridden"]
+    timestamp = item["properties"]["outcomeTimestamp"]
+    assert timestamp["format"] == "date-time"
+    assert re.fullmatch(timestamp["pattern"], "2020-12-11T00:00:00Z")
+    assert not re.fullmatch(timestamp["pattern"], "2020-12-11T01:00:00+01:00")
+    accepted, overridden = item["allOf"]
+    assert accepted["if"]["properties"]["outcome"] == {"const": "accepted"}
+    assert accepted["then"]["required"] == ["acceptedSuggestions"]
+    assert overridden["if"] == {"required": ["overrideReason"]}
+    assert overridden["then"]["properties"]["outcome"] == {"const": "overridden"}
+    assert schemas["CdsAcceptedSuggestion"]["required"] == ["id"]
+    assert (
+        "carry no suggestions"
+        in schemas["CdsAcceptedSuggestion"]["properties"]["id"]["description"]
+    )
+    assert set(schemas["CdsCoding"]["required"]) == {"code", "system"}
 
 
 @SCHEMA.parametrize()

@@ -20,6 +20,7 @@ from service_support import (
     SERVER_TOKEN_VARIABLE,
     ClientFactory,
     example,
+    fhir_authorization,
     free_port,
     hook_call,
     live_service,
@@ -86,7 +87,7 @@ def secured(service_client: ClientFactory) -> TestClient:
 
 def test_a_cds_call_cannot_make_the_service_call_an_unlisted_server(api: TestClient) -> None:
     body = hook_call(
-        "p1", fhirServer=METADATA_SERVICE, fhirAuthorization={"access_token": "caller-token"}
+        "p1", fhirServer=METADATA_SERVICE, fhirAuthorization=fhir_authorization("caller-token")
     )
     with respx.mock(assert_all_called=False) as mock:
         probe = mock.get(url__startswith="http://169.254.169.254").respond(403)
@@ -116,7 +117,7 @@ def test_the_configured_server_is_allow_listed_and_gets_the_callers_token(
     service_client: ClientFactory,
 ) -> None:
     api = service_client(server_settings(CONFIGURED, "server-token"))
-    body = hook_call("p1", fhirServer=CONFIGURED, fhirAuthorization={"access_token": "ehr-token"})
+    body = hook_call("p1", fhirServer=CONFIGURED, fhirAuthorization=fhir_authorization("ehr-token"))
     with respx.mock(assert_all_called=False) as mock:
         metadata = mock.get(f"{CONFIGURED}/metadata").respond(503)
         response = api.post(SERVICE, json=body, headers=AUTH)
@@ -131,7 +132,7 @@ def test_when_any_server_is_allowed_an_unlisted_one_never_gets_the_token(
 ) -> None:
     api = service_client(allow_any_fhir_server=True)
     elsewhere = "http://elsewhere.invalid/fhir"
-    body = hook_call("p1", fhirServer=elsewhere, fhirAuthorization={"access_token": "ehr-token"})
+    body = hook_call("p1", fhirServer=elsewhere, fhirAuthorization=fhir_authorization("ehr-token"))
     with respx.mock(assert_all_called=False) as mock:
         metadata = mock.get(f"{elsewhere}/metadata").respond(401)
         response = api.post(SERVICE, json=body, headers=AUTH)
