@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
+from engine.compiled_cache import load_conversions, load_trial_cached
 from engine.criteria.loader import load_criteria
 from engine.criteria.model import CriteriaFile
 from engine.evaluate.compile import CompiledCriteria, compile_criteria
@@ -18,7 +20,22 @@ once per process."""
 
 
 def load_trial(criteria_path: str | Path) -> CompiledCriteria:
-    """Load and compile a criteria file with the mappings it refers to."""
+    """Load and compile a criteria file with the mappings it refers to.
+
+    Compiled criteria are cached on disk by content (`engine.compiled_cache`): an unchanged
+    trial loads in milliseconds in a new process. The unit conversions earlier runs met are
+    restored too.
+    """
+    _restore_conversions()
+    return load_trial_cached(criteria_path, _load_and_compile)
+
+
+@functools.cache
+def _restore_conversions() -> None:
+    load_conversions()
+
+
+def _load_and_compile(criteria_path: str | Path) -> CompiledCriteria:
     criteria = load_criteria(criteria_path)
     terminology = load_terminology(list(criteria.mapping_paths))
     key = (id(criteria), id(terminology))

@@ -7,7 +7,11 @@ tests."""
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +24,7 @@ from medplum_server import stop as stop_medplum
 from sekmet_server import SekmetServer, load_examples, start_sekmet, stop
 from service_support import ClientFactory, make_settings
 
+from engine.compiled_cache import CACHE_VARIABLE
 from engine.evaluate import CompiledCriteria
 from engine.service import ServiceSettings, create_app
 from engine.trial import load_trial
@@ -30,6 +35,13 @@ ROOT = Path(__file__).resolve().parent.parent
 # compiles a schema must not fail a test on a busy machine (speed is for benchmarks/).
 settings.register_profile("trialsieve", deadline=None)
 settings.load_profile("trialsieve")
+
+# A test session has its own compiled-criteria cache (engine/compiled_cache.py), removed at the
+# end: the tests and the commands they start never read what another session compiled.
+if CACHE_VARIABLE not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="trialsieve-test-cache-")
+    os.environ[CACHE_VARIABLE] = _cache
+    atexit.register(shutil.rmtree, _cache, True)
 
 
 @pytest.fixture(scope="session")

@@ -36,6 +36,7 @@ from engine.cohort.line_screen import LineScreen
 from engine.cohort.orphans import exit_when_orphaned
 from engine.cohort.outcome_store import StoreBuilder, StoredPartition
 from engine.cohort.prefilter import Prefilter, preview_of
+from engine.compiled_cache import save_conversions
 from engine.criteria.model import CriterionKind
 from engine.errors import TrialsieveError
 from engine.evaluate import (
@@ -330,6 +331,7 @@ class PartitionEvaluator:
         complete = {"patients": len(results), "problems": len(problems)}
         lines.append(orjson.dumps({"complete": complete}))
         lines.append(b"")
+        save_conversions()  # unit conversions met in the data: the next run needs no registry
         outcome = PartitionOutcome(
             payload.index, len(results), len(problems), time.perf_counter() - started
         )

@@ -31,7 +31,7 @@ from engine.normalise.terminology import (
     normalise_text,
 )
 from engine.normalise.units import is_valid_ucum
-from engine.normalise.value_sets import recording_reads, value_set_codes
+from engine.normalise.value_sets import note_reads, recording_reads, value_set_codes
 from engine.normalise.yaml_reading import load_round_trip
 from engine.schemas import MAPPINGS_SCHEMA, load_schema
 
@@ -87,16 +87,17 @@ def load_terminology(paths: Sequence[str | Path]) -> Terminology:
     the file, line, column and field.
     """
     errors: list[TrialsieveError] = []
-    found = list(_mapping_files(paths, errors))
+    found = list(mapping_files(paths, errors))
     if errors:  # go again, to report every problem in the order the files and folders come
         errors = []
-        return _load(((path, None) for path in _mapping_files(paths, errors)), errors)
+        return _load(((path, None) for path in mapping_files(paths, errors)), errors)
     contents = [(path, _read_bytes(path)) for path in found]
     key = tuple((path, raw) for path, raw in contents if raw is not None)
     if len(key) < len(contents):
         return _load(contents, errors)
     known = _loaded.get(key)
     if known is not None and _unchanged(known[1]):
+        note_reads(path for path, _raw in known[1])
         return known[0]
     with recording_reads() as value_set_files:
         loaded = _load(contents, errors)
@@ -176,7 +177,9 @@ def _raise_if_any(errors: list[TrialsieveError]) -> None:
 # ---------------------------------------------------------------------- files and parsing
 
 
-def _mapping_files(paths: Sequence[str | Path], errors: list[TrialsieveError]) -> Iterator[str]:
+def mapping_files(paths: Sequence[str | Path], errors: list[TrialsieveError]) -> Iterator[str]:
+    """The mapping files `paths` name, folders expanded (their *.yaml, sorted); problems go
+    to `errors`."""
     if isinstance(paths, str | Path):
         paths = [paths]
     for given in paths:

@@ -59,8 +59,12 @@ def prepare_unit_conversions() -> None:
     """Build the unit registry now (about half a second) rather than at the first conversion.
 
     A cohort run calls it before it forks the worker processes that will convert units, so
-    that they share one registry instead of each building its own.
+    that they share one registry instead of each building its own. Nothing is built when
+    conversions are already known (restored from the cache by `engine.compiled_cache`): a
+    worker then builds the registry only if it meets a pair of units no earlier run met.
     """
+    if _conversion_cache:
+        return
     _pint_registry()
 
 
@@ -164,6 +168,20 @@ class _Failure:
 
 
 _conversion_cache: dict[tuple[str, str, float | None], _LinearMap | _Failure] = {}
+
+
+def known_conversions() -> dict[tuple[str, str, float | None], Any]:
+    """The conversions this process has worked out, by (from unit, to unit, molar mass):
+    picklable, for `add_known_conversions` in another process (`engine.compiled_cache`)."""
+    return dict(_conversion_cache)
+
+
+def add_known_conversions(conversions: dict[Any, Any]) -> None:
+    """Take conversions `known_conversions` gave (entries of another type are ignored), so
+    that converting between those units needs no unit registry."""
+    for key, value in conversions.items():
+        if isinstance(value, _LinearMap | _Failure) and key not in _conversion_cache:
+            _conversion_cache[key] = value
 
 
 def convert(value: float, from_unit: str, to_unit: str, molar_mass: float | None = None) -> float:

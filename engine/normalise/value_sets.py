@@ -24,7 +24,7 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,8 @@ _reading = threading.local()
 @contextmanager
 def recording_reads() -> Iterator[list[Path]]:
     """Collect the files `value_set_codes` reads in this thread (ValueSet files and cached
-    expansions), so that a cache of loaded mappings can tell when one of them changed."""
+    expansions), so that a cache of loaded mappings can tell when one of them changed. An
+    enclosing recording gets them too."""
     previous = getattr(_reading, "paths", None)
     paths: list[Path] = []
     _reading.paths = paths
@@ -54,6 +55,14 @@ def recording_reads() -> Iterator[list[Path]]:
         yield paths
     finally:
         _reading.paths = previous
+        if previous is not None:
+            previous.extend(paths)
+
+
+def note_reads(paths: Iterable[Path]) -> None:
+    """Count `paths` as read by the recording under way (a cache serving what they gave)."""
+    for path in paths:
+        _note_read(path)
 
 
 def _note_read(path: Path) -> None:

@@ -1,0 +1,269 @@
+"""Compiled criteria cached on disk: a trial compiles once per content, not once per process.
+
+Loading a trial reads its criteria file and mappings with a YAML parser that keeps line
+numbers (about half a second) and builds the unit conversions its computed values declare
+with the UCUM unit registry (ucumvert on pint, a second or more to build). Every
+`trialsieve evaluate`, every cohort run and every spawned worker paid that again. The cache
+keeps the compiled criteria (cloudpickled: they hold closures) in one file per content:
+
+- the key is a SHA-256 over this cache's format, the Python, cloudpickle, pint and ucumvert
+  versions, every source file of the `engine` package (so an edited trialsieve never reads
+  another version's entries), the working folder when the criteria path is relative, the path
+  as given, the criteria file's bytes, the path and bytes of every mapping file it names
+  (folders expanded as the loader expands them) and the `TRIALSIEVE_TERMINOLOGY_SERVER`
+  variable;
+- an entry also records the ValueSet files (and cached expansions) the mappings read, with
+  their SHA-256: a changed ValueSet file makes the entry stale and the trial compiles again;
+- criteria that do not load (a `CriteriaError`, a `MappingError`) are never cached: the
+  loader raises them every time, naming the file and line;
+- beside the compiled criteria, every unit conversion known in the process after compiling
+  (`engine.normalise.units.known_conversions`) is kept and restored on a hit, so a cached
+  trial needs no unit registry for them (at most 64 entries are kept, the oldest removed).
+  Conversions met later, in the data, are kept in one
+  shared file, `conversions-<key>.pickle` (key: the versions and sources above), which
+  `save_conversions` updates and `load_conversions` restores.
+
+The folder is `$TRIALSIEVE_CACHE_DIR`, else `$XDG_CACHE_HOME/trialsieve`, else
+`~/.cache/trialsieve`; `TRIALSIEVE_CACHE_DIR=off` turns the cache off. Entries are written
+atomically; one that cannot be read or written is ignored (the trial is compiled as without a
+cache): the cache only ever saves time, it never changes a result.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import logging
+import os
+import pickle
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from engine.atomic_write import write_atomically
+from engine.evaluate import CompiledCriteria
+from engine.normalise import units
+from engine.normalise.loader import mapping_files
+from engine.normalise.value_sets import TERMINOLOGY_SERVER_VARIABLE, recording_reads
+
+CACHE_VARIABLE = "TRIALSIEVE_CACHE_DIR"
+"""The environment variable naming the cache folder (`off`: no cache)."""
+_FORMAT = b"trialsieve-compiled-cache-1"
+_ENTRY_PREFIX = "compiled-"
+_CONVERSIONS_PREFIX = "conversions-"
+_ENGINE_ROOT = Path(__file__).resolve().parent
+_log = logging.getLogger(__name__)
+
+
+def cache_folder() -> Path | None:
+    """The cache folder, or None when the cache is off."""
+    configured = os.environ.get(CACHE_VARIABLE)
+    if configured is not None:
+        return None if configured.strip().lower() in {"", "off", "0", "no"} else Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "trialsieve"
+
+
+@functools.cache
+def code_digest() -> bytes:
+    """SHA-256 over the cache format, the library versions a pickle depends on and every
+    source file of the `engine` package (computed once per process)."""
+    digest = hashlib.sha256(_FORMAT)
+    digest.update(sys.version.encode())
+    for distribution in ("cloudpickle", "pint", "ucumvert"):
+        try:
+            digest.update(f"{distribution}={importlib.metadata.version(distribution)}".encode())
+        except importlib.metadata.PackageNotFoundError:
+            digest.update(f"{distribution}=absent".encode())
+    for path in sorted(_ENGINE_ROOT.rglob("*")):
+        if path.suffix in {".py", ".json", ".yaml", ".lark"} and path.is_file():
+            digest.update(path.relative_to(_ENGINE_ROOT).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes())
+    return digest.digest()
+
+
+def load_trial_cached(
+    criteria_path: str | Path, compile_trial: Callable[[str | Path], CompiledCriteria]
+) -> CompiledCriteria:
+    """The compiled criteria of `criteria_path`: from the cache when an entry matches, else
+    `compile_trial(criteria_path)`, then stored (see the module docstring)."""
+    folder = cache_folder()
+    key = _entry_key(criteria_path) if folder is not None else None
+    if folder is None or key is None:
+        return compile_trial(criteria_path)
+    known = _in_process.get(key)
+    if known is not None and _unchanged(known[1]):
+        return known[0]
+    entry = folder / f"{_ENTRY_PREFIX}{key}.pickle"
+    cached = _read_entry(entry)
+    if cached is None:
+        with recording_reads() as value_set_files:
+            compiled = compile_trial(criteria_path)
+        read = [(str(path), _file_digest(path)) for path in value_set_files]
+        _write_entry(entry, compiled, read)
+        cached = compiled, read
+    if len(_in_process) >= _IN_PROCESS_LIMIT:
+        _in_process.clear()
+    _in_process[key] = cached
+    return cached[0]
+
+
+_IN_PROCESS_LIMIT = 64
+_in_process: dict[str, tuple[CompiledCriteria, list[tuple[str, bytes | None]]]] = {}
+"""Entries this process read or wrote (the same object for the same content, as without a
+cache), with the ValueSet files they depend on."""
+
+
+def _unchanged(value_set_files: list[tuple[str, bytes | None]]) -> bool:
+    return all(_file_digest(Path(path)) == digest for path, digest in value_set_files)
+
+
+def _entry_key(criteria_path: str | Path) -> str | None:
+    """The entry's key, or None when the files cannot be read as they must (compiling then
+    reports why)."""
+    text_path = str(criteria_path)
+    try:
+        raw = Path(text_path).read_bytes()
+        document = YAML(typ="safe").load(raw.decode("utf-8-sig"))
+    except (OSError, YAMLError, UnicodeDecodeError, RecursionError):
+        return None
+    written = document.get("mappings", []) if isinstance(document, dict) else []
+    if not isinstance(written, list) or not all(isinstance(each, str) for each in written):
+        return None
+    folder = Path(text_path).absolute().parent
+    problems: list[Any] = []
+    paths = list(mapping_files([os.path.normpath(folder / each) for each in written], problems))
+    if problems:
+        return None
+    digest = hashlib.sha256(code_digest())
+    digest.update(b"" if os.path.isabs(text_path) else os.getcwd().encode())
+    digest.update(b"\0" + text_path.encode() + b"\0" + raw)
+    digest.update(os.environ.get(TERMINOLOGY_SERVER_VARIABLE, "").encode())
+    for path in paths:
+        try:
+            content = Path(path).read_bytes()
+        except OSError:
+            return None
+        digest.update(b"\0" + path.encode() + b"\0" + hashlib.sha256(content).digest())
+    return digest.hexdigest()
+
+
+def _file_digest(path: Path) -> bytes | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).digest()
+    except OSError:
+        return None
+
+
+def _read_entry(entry: Path) -> tuple[CompiledCriteria, list[tuple[str, bytes | None]]] | None:
+    try:
+        stored = pickle.loads(entry.read_bytes())
+        compiled = pickle.loads(stored["compiled"])
+        value_set_files: list[tuple[str, bytes | None]] = stored["value_set_files"]
+        conversions: dict[Any, Any] = stored["conversions"]
+    except FileNotFoundError:
+        return None
+    except Exception as error:  # an entry from an interrupted or foreign write: compile again
+        _log.debug("compiled criteria cache: ignoring %s (%s)", entry, error)
+        return None
+    if not isinstance(compiled, CompiledCriteria):
+        return None
+    if not _unchanged(value_set_files):
+        return None  # a ValueSet file changed since: compile again
+    units.add_known_conversions(conversions)
+    return compiled, value_set_files
+
+
+def _write_entry(
+    entry: Path, compiled: CompiledCriteria, value_set_files: list[tuple[str, bytes | None]]
+) -> None:
+    try:
+        import cloudpickle  # type: ignore[import-untyped]
+
+        stored = {
+            "compiled": cloudpickle.dumps(compiled),
+            "value_set_files": value_set_files,
+            "conversions": units.known_conversions(),
+        }
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(entry, pickle.dumps(stored))
+        _prune(entry.parent)
+    except Exception as error:  # a cache that cannot be written only costs time
+        _log.debug("compiled criteria cache: cannot write %s (%s)", entry, error)
+
+
+_KEPT_ENTRIES = 64
+"""The cache keeps the entries last written, at most this many."""
+
+
+def _prune(folder: Path) -> None:
+    """Remove the oldest entries beyond `_KEPT_ENTRIES` (by modification time)."""
+    entries = []
+    for path in folder.glob(f"{_ENTRY_PREFIX}*.pickle"):
+        try:
+            entries.append((path.stat().st_mtime, path))
+        except OSError:
+            continue  # removed meanwhile
+    entries.sort(reverse=True)
+    for _time, path in entries[_KEPT_ENTRIES:]:
+        path.unlink(missing_ok=True)
+
+
+def _conversions_path() -> Path | None:
+    folder = cache_folder()
+    if folder is None:
+        return None
+    return folder / f"{_CONVERSIONS_PREFIX}{code_digest().hex()[:32]}.pickle"
+
+
+def load_conversions() -> int:
+    """Restore the unit conversions earlier runs met (the shared file); how many."""
+    path = _conversions_path()
+    if path is None:
+        return 0
+    try:
+        conversions = pickle.loads(path.read_bytes())
+    except FileNotFoundError:
+        return 0
+    except Exception as error:
+        _log.debug("unit conversion cache: ignoring %s (%s)", path, error)
+        return 0
+    if not isinstance(conversions, dict):
+        return 0
+    global _conversions_seen
+    units.add_known_conversions(conversions)
+    _conversions_seen = len(units.known_conversions())
+    return len(conversions)
+
+
+_conversions_seen = 0
+"""How many conversions this process knew when it last read or wrote the shared file."""
+
+
+def save_conversions() -> None:
+    """Add this process's unit conversions to the shared file when it lacks some."""
+    global _conversions_seen
+    path = _conversions_path()
+    known = units.known_conversions()
+    if path is None or len(known) == _conversions_seen:
+        return
+    _conversions_seen = len(known)
+    try:
+        stored = pickle.loads(path.read_bytes())
+    except Exception:
+        stored = {}
+    if not isinstance(stored, dict):
+        stored = {}
+    if known.keys() <= stored.keys():
+        return
+    stored.update(known)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, pickle.dumps(stored))
+    except Exception as error:
+        _log.debug("unit conversion cache: cannot write %s (%s)", path, error)

@@ -1,0 +1,174 @@
+"""The compiled-criteria cache on disk (engine/compiled_cache.py): a hit gives criteria that
+evaluate exactly as freshly compiled ones; any change to the criteria, a mapping or a ValueSet
+file compiles again; criteria that do not load are never cached; `off` turns it off."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+import orjson
+import pytest
+
+from engine import compiled_cache
+from engine.compiled_cache import CACHE_VARIABLE, load_trial_cached
+from engine.errors import TrialsieveError
+from engine.evaluate import CompiledCriteria
+from engine.normalise import units
+from engine.screening import screen_patient
+from engine.sources import BundleFileSource
+from engine.trial import _load_and_compile, load_trial
+
+ROOT = Path(__file__).resolve().parent.parent
+SNOMED = "http://snomed.info/sct"
+
+
+def entries(folder: Path) -> list[Path]:
+    return sorted(folder.glob("compiled-*.pickle"))
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "cache"
+    monkeypatch.setenv(CACHE_VARIABLE, str(folder))
+    monkeypatch.setattr(compiled_cache, "_in_process", {})
+    return folder
+
+
+def fresh_load(path: Path) -> CompiledCriteria:
+    """What a new process gets: nothing in memory, only what is on disk."""
+    compiled_cache._in_process.clear()
+    return load_trial(path)
+
+
+def outputs(criteria: CompiledCriteria) -> list[bytes]:
+    """Every shipped example patient's ResearchSubject and DetectedIssue."""
+    results = []
+    for patient in BundleFileSource(ROOT / "examples" / "patients"):
+        screening = screen_patient(criteria, patient, dt.date(2026, 11, 1))
+        subject = screening.research_subject("ResearchStudy/x")
+        results.append(orjson.dumps([subject, screening.detected_issue()]))
+    return results
+
+
+@pytest.mark.parametrize("trial", ["NCT05315778", "NCT03036150"])
+def test_a_cached_trial_evaluates_as_a_compiled_one(cache: Path, trial: str) -> None:
+    path = ROOT / "criteria" / f"{trial}.yaml"
+    compiled = fresh_load(path)
+    assert len(entries(cache)) == 1
+    cached = fresh_load(path)
+    assert cached is not compiled  # read back from disk
+    assert load_trial(path) is cached  # the same object within a process
+    assert outputs(cached) == outputs(_load_and_compile(path))
+
+
+def copy_trial(target: Path) -> Path:
+    shutil.copytree(ROOT / "mappings", target / "mappings")
+    (target / "criteria").mkdir()
+    shutil.copy(ROOT / "criteria" / "NCT05315778.yaml", target / "criteria")
+    return target / "criteria" / "NCT05315778.yaml"
+
+
+def test_a_changed_mapping_or_criteria_file_compiles_again(cache: Path, tmp_path: Path) -> None:
+    path = copy_trial(tmp_path / "trial")
+    first = fresh_load(path)
+    assert fresh_load(path).criteria[0].id == first.criteria[0].id
+    assert len(entries(cache)) == 1
+    mapping = tmp_path / "trial" / "mappings" / "conditions.yaml"
+    mapping.write_text(mapping.read_text() + "\n# edited\n")
+    fresh_load(path)
+    assert len(entries(cache)) == 2
+    path.write_text(path.read_text().replace("title:", "title: Edited", 1))
+    assert fresh_load(path).trial.title.startswith("Edited")
+    assert len(entries(cache)) == 3
+
+
+CRITERIA = """\
+trial: {id: NCT00000001, title: A test trial}
+version: 2
+mappings: [mappings.yaml]
+criteria:
+  - id: inclusion-1-diabetes
+    kind: inclusion
+    text: Diabetes
+    expression: {resource: Condition, concept: diabetes}
+"""
+MAPPINGS = """\
+systems:
+  snomed: {uri: http://snomed.info/sct}
+concepts:
+  diabetes:
+    display: Diabetes mellitus
+    value_set: diabetes.valueset.json
+"""
+
+
+def listing(*codes: str) -> str:
+    concepts = [{"code": code} for code in codes]
+    compose = {"include": [{"system": SNOMED, "concept": concepts}]}
+    return json.dumps({"resourceType": "ValueSet", "status": "active", "compose": compose})
+
+
+def test_a_changed_value_set_file_compiles_again(cache: Path, tmp_path: Path) -> None:
+    path = tmp_path / "criteria.yaml"
+    path.write_text(CRITERIA)
+    (tmp_path / "mappings.yaml").write_text(MAPPINGS)
+    value_set = tmp_path / "diabetes.valueset.json"
+    value_set.write_text(listing("44054006"))
+    assert fresh_load(path).terminology.concepts_of_coding(SNOMED, "44054006")
+    assert fresh_load(path).terminology.concepts_of_coding(SNOMED, "44054006")
+    value_set.write_text(listing("46635009"))
+    reloaded = fresh_load(path)
+    assert not reloaded.terminology.concepts_of_coding(SNOMED, "44054006")
+    assert reloaded.terminology.concepts_of_coding(SNOMED, "46635009")
+    value_set.write_text(listing("73211009"))  # also within one process
+    assert load_trial(path).terminology.concepts_of_coding(SNOMED, "73211009")
+
+
+def test_criteria_that_do_not_load_are_not_cached(cache: Path, tmp_path: Path) -> None:
+    path = tmp_path / "criteria.yaml"
+    path.write_text(CRITERIA.replace("mappings.yaml", "missing.yaml"))
+    for _attempt in range(2):
+        with pytest.raises(TrialsieveError, match=r"missing\.yaml"):
+            fresh_load(path)
+    assert entries(cache) == []
+
+
+def test_a_damaged_entry_is_compiled_again(cache: Path) -> None:
+    path = ROOT / "criteria" / "NCT05315778.yaml"
+    fresh_load(path)
+    (entry,) = entries(cache)
+    entry.write_bytes(b"not a pickle")
+    assert fresh_load(path).trial.id == "NCT05315778"
+    assert entry.read_bytes() != b"not a pickle"
+
+
+def test_off_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CACHE_VARIABLE, "off")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    calls: list[Path] = []
+
+    def compile_trial(path: str | Path) -> CompiledCriteria:
+        calls.append(Path(path))
+        return _load_and_compile(path)
+
+    load_trial_cached(ROOT / "criteria" / "NCT05315778.yaml", compile_trial)
+    load_trial_cached(ROOT / "criteria" / "NCT05315778.yaml", compile_trial)
+    assert len(calls) == 2 and not any(tmp_path.iterdir())
+
+
+def test_unit_conversions_travel_through_the_shared_file(cache: Path) -> None:
+    units.convert(1.0, "mg/dL", "g/L")
+    compiled_cache.save_conversions()
+    known = units.known_conversions()
+    stored = next(cache.glob("conversions-*.pickle"))
+    assert stored.is_file()
+    units._conversion_cache.clear()
+    try:
+        assert compiled_cache.load_conversions() >= 1
+        assert units.known_conversions().keys() >= {("mg/dL", "g/L", None)}
+        assert units.convert(1.0, "mg/dL", "g/L") == pytest.approx(0.01)
+    finally:
+        units.add_known_conversions(known)
