@@ -174,9 +174,12 @@ class PartitionOnDisk:
     index: int
 
     def patients(
-        self, on_problem: ProblemHandler, screen: LineScreen | None = None
+        self,
+        on_problem: ProblemHandler,
+        screen: LineScreen | None = None,
+        preview_first: bool = False,
     ) -> Iterator[PatientResources]:
-        return self.partitions.payload(self.index).patients(on_problem, screen)
+        return self.partitions.payload(self.index).patients(on_problem, screen, preview_first)
 
 
 _compiled: tuple[tuple[str, tuple[str, ...]], CompiledCriteria] | None = None

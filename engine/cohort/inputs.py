@@ -37,10 +37,15 @@ class PartitionPayload(Protocol):
     def index(self) -> int: ...
 
     def patients(
-        self, on_problem: ProblemHandler, screen: LineScreen | None = None
+        self,
+        on_problem: ProblemHandler,
+        screen: LineScreen | None = None,
+        preview_first: bool = False,
     ) -> Iterator[PatientResources]:
         """The partition's patients; unusable input goes to `on_problem`. `screen`: lines
-        that need no parsing (NDJSON only, `engine.cohort.line_screen`)."""
+        that need no parsing (NDJSON only, `engine.cohort.line_screen`). `preview_first`:
+        NDJSON may yield `PreviewFirst` patients, the rest of whose lines the caller parses or
+        screens (`engine.cohort.ndjson_partitions`); other inputs ignore it."""
         ...
 
 
@@ -205,7 +210,10 @@ class BundleFiles:
     files: tuple[str, ...]
 
     def patients(
-        self, on_problem: ProblemHandler, screen: LineScreen | None = None
+        self,
+        on_problem: ProblemHandler,
+        screen: LineScreen | None = None,
+        preview_first: bool = False,
     ) -> Iterator[PatientResources]:
         def report(error: InputError) -> None:
             on_problem(SourceProblem.from_error(error))

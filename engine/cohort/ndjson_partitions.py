@@ -37,6 +37,7 @@ import math
 import multiprocessing
 import re
 import tempfile
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -46,6 +47,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
+import simdjson
 
 from engine.atomic_write import write_atomically
 from engine.cohort.line_screen import LineScreen
@@ -55,7 +57,9 @@ from engine.evaluate.patient import data_day
 from engine.sources.base import PatientResources
 from engine.sources.ndjson import (
     DEFAULT_PATIENT_FIELDS,
+    PARSED,
     PATIENT_FIELDS,
+    SCREENED,
     SHARED_TYPES,
     ProblemHandler,
     SourceProblem,
@@ -290,7 +294,7 @@ def _combine_ranges(
             ranges.append((task.file_number, first_line))
             name = names[task.file_number]
             found: list[tuple[int, SourceProblem]] = [
-                (line, SourceProblem(name, first_line + line - 1, label, None, message))
+                (line, SourceProblem(name, first_line + line - 1, label, None, message, PARSED))
                 for line, message, label in result.problems
             ]
             for label, line, text in result.shared:
@@ -301,7 +305,7 @@ def _combine_ranges(
                     shared.write(b"%s\t%s\t%d\t%s\n" % (label.encode(), b"0", absolute, text))
                     continue
                 message = f"the same resource as {earlier[0]}:{earlier[1]}; the first is kept"
-                found.append((line, SourceProblem(name, absolute, label, None, message)))
+                found.append((line, SourceProblem(name, absolute, label, None, message, PARSED)))
             found.sort(key=lambda item: item[0])
             if result.read_error is not None:
                 last = first_line + result.line_count - 1
@@ -580,14 +584,19 @@ class PartitionLines:
         return self.files[file_number], first_line + int(line) - 1
 
     def patients(
-        self, on_problem: ProblemHandler = raise_problem, screen: LineScreen | None = None
+        self,
+        on_problem: ProblemHandler = raise_problem,
+        screen: LineScreen | None = None,
+        preview_first: bool = False,
     ) -> Iterator[PatientResources]:
         """The partition's patients, sorted by patient id.
 
         Each patient's resources are in export order, followed by the shared resources they
         refer to. A patient whose data holds no Patient is reported and left out. `screen`:
         leave unparsed the lines it finds no criterion can read (`engine.cohort.line_screen`;
-        those parsed to settle the newest data date come after the others).
+        those parsed to settle the newest data date come after the others). `preview_first`:
+        parse only the preview's lines (Patient, Conditions, Procedures) and yield a
+        `PreviewFirst` whose `rest` the caller resolves, parsed or screened (see there).
         """
         # Lines stay whole until their patient's turn: splitting them all first would copy
         # the partition's JSON once more, into memory held to the end.
@@ -605,116 +614,295 @@ class PartitionLines:
             tuple(sorted({k.split("/")[0] for k in self.shared}))
         )
         for patient in sorted(groups):
-            grouped = self._patient_resources(
-                patient.decode(), groups.pop(patient), references, on_problem, screen
+            reader = _PatientLines(
+                self, patient.decode(), groups.pop(patient), references, on_problem, screen
             )
-            if grouped is not None:
-                yield grouped
+            if not preview_first:
+                reader.read(None)
+                grouped = reader.finish()
+                if grouped is not None:
+                    yield grouped
+                continue
+            reader.read(_PREVIEW_TYPE_NAMES)
+            if reader.origin is None:  # no Patient: parse the rest to report it as before
+                reader.parse_rest()
+                reader.finish()
+                continue
+            preview = reader.preview()
+            yield PreviewFirst(
+                reader.patient_id,
+                preview,
+                [None] * len(preview),
+                reader.origin,
+                rest=RestOfRecord(reader),
+            )
 
-    def _patient_resources(
+
+_PREVIEW_TYPE_NAMES = frozenset(name.encode() for name in PREVIEW_TYPES)
+
+
+@dataclass(frozen=True)
+class PreviewFirst(PatientResources):
+    """A patient's preview (Patient, Conditions, Procedures), the rest of their lines not yet
+    parsed: `rest.parsed()` gives the whole patient as `PartitionLines.patients` would have;
+    `rest.screened()` only checks the rest (for a patient settled from the preview). Either
+    reports the patient's input problems, in line order."""
+
+    rest: RestOfRecord | None = None
+
+
+class RestOfRecord:
+    """The lines of a `PreviewFirst` patient outside the preview, to resolve once."""
+
+    def __init__(self, reader: _PatientLines) -> None:
+        self._reader = reader
+        self.resolved = False
+
+    def parsed(self) -> PatientResources:
+        """The patient's whole resources, every line parsed and checked (as without
+        `preview_first`)."""
+        self._resolve()
+        self._reader.parse_rest()
+        whole = self._reader.finish()
+        assert whole is not None  # the preview holds the Patient
+        return whole
+
+    def screened(self) -> None:
+        """Check the rest without building it: each line is validated as JSON (simdjson) and
+        must be an object with a resourceType whose patient field names the patient; its
+        `Type/id` still takes part in dropping duplicates. A line that fails a check is
+        parsed, which reports why, as it would in a full run. Problems of screened lines say
+        so (`SourceProblem.check`: a repeated resource)."""
+        self._resolve()
+        self._reader.screen_rest()
+        self._reader.finish(build=False)
+
+    def _resolve(self) -> None:
+        if self.resolved:
+            raise RuntimeError("the rest of a record is resolved once")
+        self.resolved = True
+
+
+_NEEDS_PARSING = "parse"
+"""What `_screened_label` says of a line that parsing must check (it reports the problem)."""
+
+
+_parsers = threading.local()
+
+
+def _json_checker() -> simdjson.Parser:
+    """simdjson's parser (one per thread: a parser is reused, its documents are read one at a
+    time): it validates a line as JSON in about a third of the time orjson takes to build
+    it, and reads a few fields of it lazily."""
+    parser: simdjson.Parser | None = getattr(_parsers, "parser", None)
+    if parser is None:
+        parser = _parsers.parser = simdjson.Parser()
+    return parser
+
+
+def _screened_label(parser: simdjson.Parser, text: bytes, own_reference: str) -> str | None:
+    """A line's `Type/id` (None: it has no id) when it is valid JSON, an object with a
+    resourceType whose type's first patient field refers to `own_reference`, exactly the
+    checks parsing makes of it; else `_NEEDS_PARSING` (parsing reports the problem or
+    settles the less common cases, such as the patient in another field).
+
+    simdjson accepts no document that orjson rejects; a document it rejects (or cannot
+    represent, such as an integer beyond 64 bits) is parsed by orjson, which decides.
+    """
+    try:
+        document = parser.parse(text)
+    except (ValueError, RuntimeError):  # UnicodeDecodeError is a ValueError
+        return _NEEDS_PARSING
+    if type(document) is not simdjson.Object:
+        return _NEEDS_PARSING
+    resource_type = document.get("resourceType")
+    if type(resource_type) is not str or not resource_type or resource_type == "Patient":
+        return _NEEDS_PARSING
+    holder = document.get(_FIRST_PATIENT_FIELD.get(resource_type, DEFAULT_PATIENT_FIELDS[0]))
+    if type(holder) is not simdjson.Object or holder.get("reference") != own_reference:
+        return _NEEDS_PARSING
+    resource_id = document.get("id")
+    return f"{resource_type}/{resource_id}" if type(resource_id) is str else None
+
+
+class _PatientLines:
+    """One patient's partition lines (`patient TAB range TAB line TAB json`) turned into
+    resources: parsed and checked line by line, problems kept by line position and reported
+    in line order when the patient is finished."""
+
+    def __init__(
         self,
+        partition: PartitionLines,
         patient_id: str,
         lines: list[bytes],
         references: re.Pattern[bytes] | None,
         on_problem: ProblemHandler,
-        screen: LineScreen | None = None,
-    ) -> PatientResources | None:
-        """One patient's resources from their partition lines (`patient TAB range TAB line
-        TAB json`), or None when there is no Patient among them."""
-        resources: list[dict[str, Any]] = []
-        seen: dict[str, tuple[bytes, bytes]] = {}
-        origin: str | None = None
-        referred: dict[str, None] = {}
-
-        def problem(
-            range_number: bytes, line_number: bytes, message: str, label: str | None
-        ) -> None:
-            file, line = self.location(range_number, line_number)
-            on_problem(SourceProblem(file, line, label, patient_id, message))
-
-        def first_seen(label: str, range_number: bytes, line_number: bytes) -> bool:
-            """Whether this is the resource's first line; a repeat is reported, not kept."""
-            earlier = seen.get(label)
-            if earlier is None:
-                seen[label] = (range_number, line_number)
-                return True
-            file, line = self.location(*earlier)
-            message = f"the same resource as {file}:{line}; the first is kept"
-            problem(range_number, line_number, message, label)
-            return False
-
-        own_reference = "Patient/" + patient_id
-        kept_texts: list[bytes] = []
-        loads = orjson.loads
+        screen: LineScreen | None,
+    ) -> None:
+        self.partition = partition
+        self.patient_id = patient_id
+        self.lines = lines
+        self.references = references
+        self.on_problem = on_problem
+        self.own_reference = "Patient/" + patient_id
         # A resource without an id is labelled by its position: then every line is parsed.
         if screen is not None and any(b'"id":"' not in entry for entry in lines):
             screen = None
-        subject = b'"subject":{"reference":"%s"' % own_reference.encode()
-        skipped: list[tuple[str, bool, bytes]] = []
-        for entry in lines:
+        self.screen = screen
+        self.subject = b'"subject":{"reference":"%s"' % self.own_reference.encode()
+        self.entries: list[tuple[int, dict[str, Any]]] = []
+        self.kept_texts: list[tuple[int, bytes]] = []
+        self.problems: list[tuple[int, SourceProblem]] = []
+        self.seen: dict[str, tuple[bytes, bytes]] = {}
+        self.skipped: list[tuple[str, bool, bytes]] = []
+        self.rest: list[tuple[int, bytes, bytes, bytes]] = []
+        self.origin: str | None = None
+
+    def problem(
+        self,
+        position: int,
+        range_number: bytes,
+        line_number: bytes,
+        message: str,
+        label: str | None,
+        check: str = PARSED,
+    ) -> None:
+        file, line = self.partition.location(range_number, line_number)
+        found = SourceProblem(file, line, label, self.patient_id, message, check)
+        self.problems.append((position, found))
+
+    def first_seen(
+        self, position: int, label: str, range_number: bytes, line_number: bytes, check: str
+    ) -> bool:
+        """Whether this is the resource's first line; a repeat is reported, not kept."""
+        earlier = self.seen.get(label)
+        if earlier is None:
+            self.seen[label] = (range_number, line_number)
+            return True
+        file, line = self.partition.location(*earlier)
+        message = f"the same resource as {file}:{line}; the first is kept"
+        self.problem(position, range_number, line_number, message, label, check)
+        return False
+
+    def read(self, first_types: frozenset[bytes] | None) -> None:
+        """Parse the lines (only those of `first_types` when given; the others wait in
+        `rest`)."""
+        for position, entry in enumerate(self.lines):
             _patient, range_number, line_number, text = entry.split(b"\t", 3)
-            if screen is not None:
-                verdict = screen.skippable(text, subject)
-                if verdict is not None:
-                    screened_label, day = verdict
-                    if first_seen(screened_label, range_number, line_number):
-                        preview = screened_label.split("/", 1)[0] in PREVIEW_TYPES
-                        skipped.append((day, preview, text))
-                        kept_texts.append(text)
+            if first_types is not None:
+                head = _LINE_TYPE.match(text)
+                if head is not None and head.group(1) not in first_types:
+                    self.rest.append((position, range_number, line_number, text))
                     continue
-            try:
-                resource = loads(text)
-            except orjson.JSONDecodeError as error:
-                problem(range_number, line_number, f"not valid JSON: {error.msg}", None)
-                continue
-            resource_type = resource.get("resourceType") if type(resource) is dict else None
-            if type(resource_type) is not str or not resource_type:
-                problem(range_number, line_number, _not_a_resource(resource) or "", None)
-                continue
-            resource_id = resource.get("id")
-            label = f"{resource_type}/{resource_id}" if isinstance(resource_id, str) else None
-            if not _belongs_to(resource, resource_type, patient_id, own_reference):
-                fields = ", ".join(PATIENT_FIELDS.get(resource_type, DEFAULT_PATIENT_FIELDS))
-                problem(
-                    range_number,
-                    line_number,
-                    f"no reference to a Patient in {fields}; "
-                    "the resource belongs to no patient and is left out",
-                    label,
-                )
-                continue
-            if label is not None and not first_seen(label, range_number, line_number):
-                continue
-            if origin is None and resource_type == "Patient":
-                file, line = self.location(range_number, line_number)
-                origin = f"{file}:{line}"
-            resources.append(resource)
-            kept_texts.append(text)
-        if origin is None:
-            range_number = lines[0].split(b"\t", 2)[1]
-            file, _first = self.location(range_number, b"1")
-            on_problem(
+            self.parse_line(position, range_number, line_number, text)
+
+    def parse_rest(self) -> None:
+        for position, range_number, line_number, text in self.rest:
+            self.parse_line(position, range_number, line_number, text)
+        self.rest = []
+
+    def screen_rest(self) -> None:
+        """Check the rest's lines without building them (`RestOfRecord.screened`)."""
+        parser = _json_checker()
+        for position, range_number, line_number, text in self.rest:
+            label = _screened_label(parser, text, self.own_reference)
+            if label is _NEEDS_PARSING:
+                self.parse_line(position, range_number, line_number, text)
+            elif label is not None:
+                self.first_seen(position, label, range_number, line_number, SCREENED)
+        self.rest = []
+
+    def parse_line(
+        self, position: int, range_number: bytes, line_number: bytes, text: bytes
+    ) -> None:
+        screen = self.screen
+        if screen is not None:
+            verdict = screen.skippable(text, self.subject)
+            if verdict is not None:
+                screened_label, day = verdict
+                if self.first_seen(position, screened_label, range_number, line_number, PARSED):
+                    preview = screened_label.split("/", 1)[0] in PREVIEW_TYPES
+                    self.skipped.append((day, preview, text))
+                    self.kept_texts.append((position, text))
+                return
+        try:
+            resource = orjson.loads(text)
+        except orjson.JSONDecodeError as error:
+            self.problem(position, range_number, line_number, f"not valid JSON: {error.msg}", None)
+            return
+        resource_type = resource.get("resourceType") if type(resource) is dict else None
+        if type(resource_type) is not str or not resource_type:
+            message = _not_a_resource(resource) or ""
+            self.problem(position, range_number, line_number, message, None)
+            return
+        resource_id = resource.get("id")
+        label = f"{resource_type}/{resource_id}" if isinstance(resource_id, str) else None
+        if not _belongs_to(resource, resource_type, self.patient_id, self.own_reference):
+            fields = ", ".join(PATIENT_FIELDS.get(resource_type, DEFAULT_PATIENT_FIELDS))
+            self.problem(
+                position,
+                range_number,
+                line_number,
+                f"no reference to a Patient in {fields}; "
+                "the resource belongs to no patient and is left out",
+                label,
+            )
+            return
+        if label is not None and not self.first_seen(
+            position, label, range_number, line_number, PARSED
+        ):
+            return
+        if self.origin is None and resource_type == "Patient":
+            file, line = self.partition.location(range_number, line_number)
+            self.origin = f"{file}:{line}"
+        self.entries.append((position, resource))
+        self.kept_texts.append((position, text))
+
+    def preview(self) -> list[dict[str, Any]]:
+        """The resources parsed so far (the preview's), with the skipped lines that decide
+        its newest data date."""
+        resources = [resource for _position, resource in self.entries]
+        if self.skipped:
+            resources += _newest_of_skipped(self.skipped)
+        return resources
+
+    def finish(self, build: bool = True) -> PatientResources | None:
+        """Report the patient's problems in line order; their resources (`build`), or None
+        when there is no Patient among them."""
+        self.problems.sort(key=lambda item: item[0])
+        for _position, found in self.problems:
+            self.on_problem(found)
+        self.problems = []
+        if self.origin is None:
+            range_number = self.lines[0].split(b"\t", 2)[1]
+            file, _first = self.partition.location(range_number, b"1")
+            self.on_problem(
                 SourceProblem(
                     file,
                     None,
-                    f"Patient/{patient_id}",
-                    patient_id,
-                    f"{len(lines)} lines refer to Patient/{patient_id}, which is not in the "
-                    "export; they are not evaluated",
+                    f"Patient/{self.patient_id}",
+                    self.patient_id,
+                    f"{len(self.lines)} lines refer to Patient/{self.patient_id}, which is "
+                    "not in the export; they are not evaluated",
                 )
             )
             return None
-        if skipped:
-            resources += _newest_of_skipped(skipped)
-        if references is not None:
+        if not build:
+            return None
+        self.entries.sort(key=lambda item: item[0])
+        resources = [resource for _position, resource in self.entries]
+        if self.skipped:
+            resources += _newest_of_skipped(self.skipped)
+        if self.references is not None:
+            self.kept_texts.sort(key=lambda item: item[0])
             # One search over the kept lines (a reference never spans lines): in line order.
-            for key in references.findall(b"\n".join(kept_texts)):
-                referred[key.decode()] = None
-        for key in referred:
-            shared_text = self.shared.get(key)
-            if shared_text is not None and key not in seen:
-                resources.append(orjson.loads(shared_text))
-        return PatientResources(patient_id, resources, [None] * len(resources), origin)
+            texts = b"\n".join(text for _position, text in self.kept_texts)
+            referred = dict.fromkeys(key.decode() for key in self.references.findall(texts))
+            for key in referred:
+                shared_text = self.partition.shared.get(key)
+                if shared_text is not None and key not in self.seen:
+                    resources.append(orjson.loads(shared_text))
+        return PatientResources(self.patient_id, resources, [None] * len(resources), self.origin)
 
 
 def _newest_of_skipped(skipped: list[tuple[str, bool, bytes]]) -> list[dict[str, Any]]:

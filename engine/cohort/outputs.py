@@ -14,7 +14,7 @@
 - `data_availability.csv`: per criterion, the share of the patients evaluated on it whose
   record could answer it (anything but `unknown_missing`) and the most frequent missing items;
   `patients` counts those evaluated, `not_evaluated` those the pre-filter settled without it.
-- `errors.ndjson`: every input problem (file, line, resource, patient, message).
+- `errors.ndjson`: every input problem (file, line, resource, patient, message, check).
 
 Partition results are read as streams and merged, so memory does not grow with the cohort.
 """
@@ -165,6 +165,7 @@ def _duplicate_problem(patient_id: str) -> dict[str, Any]:
         "resource": f"Patient/{patient_id}",
         "patient": patient_id,
         "message": "the patient is in more than one input; the first (in file order) is kept",
+        "check": None,
     }
 
 

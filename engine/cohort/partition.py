@@ -33,6 +33,7 @@ from engine.atomic_write import write_atomically
 from engine.attestations import Attestations
 from engine.cohort.inputs import PartitionedInput, PartitionPayload
 from engine.cohort.line_screen import LineScreen
+from engine.cohort.ndjson_partitions import PreviewFirst
 from engine.cohort.orphans import exit_when_orphaned
 from engine.cohort.outcome_store import StoreBuilder, StoredPartition
 from engine.cohort.prefilter import Prefilter, preview_of
@@ -319,8 +320,9 @@ class PartitionEvaluator:
         problems: list[SourceProblem] = []
         results: list[tuple[str, bytes]] = []
         store = self._store_builder()
+        preview_first = not self.full and bool(self.prefilter.settling)
         with _without_cycle_collection():
-            for patient in payload.patients(problems.append, self.screen):
+            for patient in payload.patients(problems.append, self.screen, preview_first):
                 result = self._patient(patient, problems, store)
                 if result is not None:
                     results.append((patient.patient_id, result))
@@ -357,11 +359,18 @@ class PartitionEvaluator:
         store: StoreBuilder | None = None,
     ) -> bytes | None:
         criteria = self.criteria
+        # NDJSON read preview first: the rest of the record is parsed only for a patient the
+        # pre-filter does not settle; for one it settles, it is only screened.
+        rest = patient.rest if isinstance(patient, PreviewFirst) else None
         try:
             if not self.full and self.prefilter.settling:
                 settled = self._settled(patient, store)
                 if settled is not None:
+                    if rest is not None:
+                        rest.screened()
                     return settled
+            if rest is not None:
+                patient = rest.parsed()
             screening = screen_patient(
                 criteria, patient, self.as_of, self.attestations.get(patient.patient_id)
             )
@@ -375,6 +384,8 @@ class PartitionEvaluator:
             return line
         except TrialsieveError as error:
             # Bad input, or (a bug) an output the R4B models reject: a problem, the run goes on.
+            if rest is not None and not rest.resolved:
+                rest.parsed()  # its lines' problems come first, as when every line is parsed
             problems.append(_problem_of(error, patient))
             if store is not None:
                 store.spoil()

@@ -57,15 +57,28 @@ PATIENT_FIELDS: dict[str, tuple[str, ...]] = {
 NDJSON_SUFFIXES = (".ndjson", ".ndjson.gz")
 
 
+PARSED = "parsed"
+"""`SourceProblem.check` of a line that was parsed and checked as a resource."""
+SCREENED = "screened"
+"""`SourceProblem.check` of a line checked without parsing (a whole JSON object line)."""
+
+
 @dataclass(frozen=True)
 class SourceProblem:
-    """One piece of input that could not be used; the run goes on without it."""
+    """One piece of input that could not be used; the run goes on without it.
+
+    `check`: how the line was checked when the problem is about one line's content: `parsed`
+    (parsed as JSON and checked as a resource) or `screened` (a cohort run left it unparsed
+    and checked only that it is a whole JSON object line naming its resource and patient;
+    `engine.cohort.ndjson_partitions`); None otherwise (a file, a patient, an evaluation).
+    """
 
     file: str
     line: int | None
     resource: str | None
     patient: str | None
     message: str
+    check: str | None = None
 
     def __str__(self) -> str:
         return str(InputError(self.message, self.location))
@@ -81,11 +94,19 @@ class SourceProblem:
             "resource": self.resource,
             "patient": self.patient,
             "message": self.message,
+            "check": self.check,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SourceProblem:
-        return cls(data["file"], data["line"], data["resource"], data["patient"], data["message"])
+        return cls(
+            data["file"],
+            data["line"],
+            data["resource"],
+            data["patient"],
+            data["message"],
+            data.get("check"),
+        )
 
     @classmethod
     def from_error(cls, error: InputError, patient: str | None = None) -> SourceProblem:

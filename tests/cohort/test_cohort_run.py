@@ -245,8 +245,10 @@ def test_attrition_and_data_availability_agree_with_the_cohort_table(
 def test_a_settled_patient_s_bad_lines_are_reported_as_in_a_full_run(
     ndjson_folder: Path, tmp_path: Path, trial: CompiledCriteria
 ) -> None:
-    """The pre-filter reads every line: a broken Observation of a patient it settles (no ITP)
-    and an Observation whose only Patient reference is in the wrong field are reported."""
+    """The rest of a settled patient's record (beyond the preview) is validated as JSON and
+    checked without being built: a broken Observation, one whose only Patient reference is in
+    the wrong field and a repeated one are reported as in a full run, the repeat (found on a
+    screened line) with `check: screened`; every output is otherwise the same."""
     export = tmp_path / "export"
     shutil.copytree(ndjson_folder, export)
     prefilter = Prefilter.from_criteria(trial)
@@ -254,6 +256,12 @@ def test_a_settled_patient_s_bad_lines_are_reported_as_in_a_full_run(
         patient.patient_id
         for patient in example_patients()
         if prefilter.settle(build_record(patient, trial.terminology)) is not None
+    )
+    own = b'"subject":{"reference":"Patient/%s"}' % patient_id.encode()
+    repeated = next(
+        line
+        for line in (export / "Observation.000.ndjson").read_bytes().splitlines()
+        if own in line
     )
     with open(export / "Observation.001.ndjson", "wb") as extra:
         extra.write(
@@ -264,22 +272,33 @@ def test_a_settled_patient_s_bad_lines_are_reported_as_in_a_full_run(
             b'{"resourceType":"Observation","id":"elsewhere","status":"final",'
             b'"performer":[{"reference":"Patient/%s"}]}\n' % patient_id.encode()
         )
+        extra.write(repeated + b"\n")
     runs = {}
+    problems = {}
     for mode in ("settled", "full"):
         runs[mode] = run_cohort(
             CRITERIA, NdjsonInput(export), tmp_path / mode, AS_OF, workers=1, full=mode == "full"
         )
-        problems = read_ndjson(tmp_path / mode / "errors.ndjson")
-        extra_problems = [p for p in problems if p["file"].endswith("Observation.001.ndjson")]
+        problems[mode] = read_ndjson(tmp_path / mode / "errors.ndjson")
+        extra_problems = [p for p in problems[mode] if p["file"].endswith("Observation.001.ndjson")]
         assert [(p["line"], p["patient"]) for p in extra_problems] == [
             (1, patient_id),
             (2, patient_id),
+            (3, patient_id),
         ]
         assert extra_problems[0]["message"].startswith("not valid JSON")
         assert "no reference to a Patient in subject" in extra_problems[1]["message"]
+        assert extra_problems[2]["message"].startswith("the same resource as")
+        expected = "screened" if mode == "settled" else "parsed"
+        assert [p["check"] for p in extra_problems] == ["parsed", "parsed", expected]
     assert runs["settled"].settled_by_prefilter == runs["full"].settled_by_prefilter == 20
-    assert runs["settled"].problems == runs["full"].problems == 3
-    assert runs["settled"].lines_affected == runs["full"].lines_affected == 3
+    assert runs["settled"].problems == runs["full"].problems == 4
+    assert runs["settled"].lines_affected == runs["full"].lines_affected == 4
+    unchecked = [{**p, "check": None} for p in problems["settled"]]
+    assert unchecked == [{**p, "check": None} for p in problems["full"]]
+    # settled patients' issues and criterion columns differ by design; their status does not
+    subjects = [(tmp_path / mode / "subjects.ndjson").read_bytes() for mode in runs]
+    assert subjects[0] == subjects[1]
 
 
 def test_the_attrition_chart_as_a_person_sees_it(
