@@ -188,6 +188,22 @@ def test_a_type_the_statement_does_not_list_is_still_asked_for(
     assert patient.unavailable_types == {}
 
 
+def test_a_type_the_statement_does_not_list_and_the_server_refuses_is_unavailable(
+    server: respx.MockRouter,
+) -> None:
+    server.get("/metadata").mock(
+        return_value=httpx.Response(200, json=statement({"Condition": SEARCH}))
+    )
+    server.get("/MedicationStatement").mock(
+        return_value=httpx.Response(404, json=outcome("Unknown resource type MedicationStatement"))
+    )
+    patient = pull()
+    assert patient.unavailable_types == {
+        "MedicationStatement": "not available from the server (HTTP 404 Not Found: Unknown "
+        "resource type MedicationStatement)"
+    }
+
+
 def test_everything_refused_falls_back_to_searches_and_a_refused_search_is_unavailable(
     server: respx.MockRouter,
 ) -> None:
