@@ -5,7 +5,9 @@ patients): it forwards every request and its answer, the upstream address in the
 rewritten to its own, except the requests a refusal matches, which it answers itself (HTTP
 400 with an OperationOutcome, as the SMART reference Bulk Data server answers for a type it
 lacks, or any other status). A refusal matches by the request path's first segment (a type's
-searches: `MedicationStatement`) or its last (`$everything`).
+searches: `MedicationStatement`) or its last (`$everything`, `$export`), and, with `when_type`,
+only when the request's `_type` lists that type. The Bulk Data headers (Content-Location,
+Retry-After, X-Progress) are passed on, so that an export goes through it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import orjson
@@ -29,6 +31,9 @@ class Refusal:
 
     status: int
     diagnostics: str | None = None
+    when_type: str | None = None
+    """Only when the request's `_type` lists this type (a Bulk kick-off the SMART reference
+    server refuses for a type it lacks); None: always."""
 
     def body(self) -> bytes:
         if self.diagnostics is None:
@@ -63,7 +68,12 @@ def _handler(upstream: str, refusals: Mapping[str, Refusal]) -> type[BaseHTTPReq
             relative = segments[len(base_segments) :]
             if not relative:
                 return None
-            return refusals.get(relative[0]) or refusals.get(relative[-1])
+            refusal = refusals.get(relative[0]) or refusals.get(relative[-1])
+            if refusal is None or refusal.when_type is None:
+                return refusal
+            listed = parse_qs(urlsplit(self.path).query).get("_type", [])
+            named = {name for value in listed for name in value.split(",")}
+            return refusal if refusal.when_type in named else None
 
         def forward(self) -> None:
             refusal = self.refusal()
@@ -96,7 +106,9 @@ def _handler(upstream: str, refusals: Mapping[str, Refusal]) -> type[BaseHTTPReq
             )
             body = answer.content.replace(upstream_origin.encode(), own_origin.encode())
             self.send_response(answer.status_code)
-            for name in ("Content-Type", "Location", "ETag", "Last-Modified"):
+            forwarded = ("Content-Type", "Location", "ETag", "Last-Modified")
+            bulk = ("Content-Location", "Retry-After", "X-Progress", "Expires")  # $export
+            for name in (*forwarded, *bulk):
                 if name in answer.headers:
                     value = answer.headers[name].replace(upstream_origin, own_origin)
                     self.send_header(name, value)

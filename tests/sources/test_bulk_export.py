@@ -180,6 +180,27 @@ def test_a_real_server_refusing_the_kick_off_is_a_clear_error(
     assert "Group/no-such-group not found" in str(error)
 
 
+def test_a_real_server_refusing_a_type_at_kick_off_exports_the_others(
+    synthea_server: Any, tmp_path: Path
+) -> None:
+    """Issue 12: sekmet behind a loopback proxy that answers the kick-off 400, as the SMART
+    reference Bulk Data server does, while `_type` lists MedicationRequest: the export is
+    kicked off again without it and holds the other types as the Bundles do; the type is
+    left out (criteria over it unknown, not "none on record")."""
+    from refusing_server import Refusal, refusing_server
+
+    refusal = Refusal(400, NOT_AVAILABLE.format("MedicationRequest"), when_type="MedicationRequest")
+    folder = tmp_path / "export"
+    with refusing_server(synthea_server.base_url, {"$export": refusal}) as proxy:
+        result = export_to_folder(
+            proxy.base_url, folder, types=EXPORTED_TYPES, auth=synthea_server.auth()
+        )
+    assert result.types_left_out == ("MedicationRequest",)
+    assert state(folder)["types_left_out"] == ["MedicationRequest"]
+    assert folder_contents(folder) == bundle_contents(("Condition", "Observation"))
+    assert set(result.resources_by_type()) == {"Condition", "Observation", "Patient"}
+
+
 # --------------------------------------------------------------------------- the protocol
 
 
