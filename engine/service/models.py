@@ -187,7 +187,10 @@ class CdsFeedbackItem(BaseModel):
                         "properties": {"outcome": {"const": "accepted"}},
                         "required": ["outcome"],
                     },
-                    "then": {"required": ["acceptedSuggestions"]},
+                    "then": {
+                        "required": ["acceptedSuggestions"],
+                        "properties": {"acceptedSuggestions": {"type": "array"}},
+                    },
                 },
                 {
                     "if": {"required": ["overrideReason"]},

@@ -507,6 +507,18 @@ def test_an_accepted_outcome_needs_suggestions_this_service_gave(api: TestClient
     cases = [
         (feedback_on(outcome="accepted"), ["feedback.0.acceptedSuggestions"]),
         (
+            {
+                "feedback": [
+                    {
+                        **feedback_on()["feedback"][0],
+                        "outcome": "accepted",
+                        "acceptedSuggestions": None,
+                    }
+                ]
+            },
+            ["feedback.0.acceptedSuggestions"],
+        ),
+        (
             feedback_on(outcome="accepted", acceptedSuggestions=[{"id": suggestion}]),
             ["feedback.0.acceptedSuggestions.0.id"],
         ),
@@ -525,7 +537,7 @@ def test_an_accepted_outcome_needs_suggestions_this_service_gave(api: TestClient
         issues = response.json()["issue"]
         assert [issue["expression"] for issue in issues] == [[field] for field in fields]
         assert all(issue["diagnostics"].startswith(issue["expression"][0]) for issue in issues)
-    refused = api.post(FEEDBACK, json=cases[1][0], headers=AUTH).json()["issue"][0]
+    refused = api.post(FEEDBACK, json=cases[2][0], headers=AUTH).json()["issue"][0]
     assert "carry no suggestions" in refused["diagnostics"]
     assert suggestion in refused["diagnostics"]
 

@@ -112,6 +112,7 @@ def test_the_cds_hooks_requests_show_what_the_spec_requires() -> None:
     accepted, overridden = item["allOf"]
     assert accepted["if"]["properties"]["outcome"] == {"const": "accepted"}
     assert accepted["then"]["required"] == ["acceptedSuggestions"]
+    assert accepted["then"]["properties"]["acceptedSuggestions"] == {"type": "array"}
     assert overridden["if"] == {"required": ["overrideReason"]}
     assert overridden["then"]["properties"]["outcome"] == {"const": "overridden"}
     assert schemas["CdsAcceptedSuggestion"]["required"] == ["id"]
