@@ -37,6 +37,7 @@ import orjson
 
 from engine import __version__
 from engine.atomic_write import write_atomically
+from engine.cohort.prefilter import PREVIEW_TYPES
 from engine.criteria.model import ResourceAtom, iter_atoms
 from engine.evaluate import CompiledCriteria
 from engine.evaluate.patient import CriterionVerdict
@@ -237,9 +238,7 @@ class StoreBuilder:
         self.settling = list(settling)
         self.digests = _digests_of(criteria)
         self.ids = [compiled.id for compiled in criteria.criteria]
-        self.plain_types = sorted(
-            RECORD_UNINDEXED_TYPES | (criteria.resource_types - CODED_TYPES - {"Patient"})
-        )
+        self.plain_types = sorted(type_wide_types(criteria))
         self.patients: list[dict[str, Any]] = []
         self.records: dict[str, dict[str, Any]] = {}
         self.concepts: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -363,6 +362,20 @@ RECORD_UNINDEXED_TYPES = frozenset({"Medication"})
 """Types kept for every run that the record does not index by concept."""
 
 
+def type_wide_types(criteria: CompiledCriteria) -> frozenset[str]:
+    """The types whose every resource the store keeps by type: those the record does not
+    index by concept, and those an atom of the criteria reads without a concept."""
+    without_concept = {
+        resource_type
+        for compiled in criteria.criteria
+        for atom in iter_atoms(compiled.criterion.expression)
+        if isinstance(atom, ResourceAtom) and atom.concept is None
+        for resource_type in atom.resource_types
+    }
+    kept = RECORD_UNINDEXED_TYPES | (criteria.resource_types - CODED_TYPES) | without_concept
+    return frozenset(kept - {"Patient"})
+
+
 # --------------------------------------------------------------------------- reading
 
 
@@ -438,7 +451,9 @@ class StoredRecord(PatientRecord):
     def resources_of_type(self, resource_type: str) -> Sequence[dict[str, Any]]:
         if resource_type == "Patient":
             return [self.patient]
-        if self._preview or resource_type not in self._store.plain_types:
+        if resource_type not in self._store.plain_types or (
+            self._preview and resource_type not in PREVIEW_TYPES
+        ):
             raise NotStored(f"{resource_type} resources of any code are not stored")
         found: list[dict[str, Any]] = self._store.segment("type", resource_type).get(
             self.patient_id, []

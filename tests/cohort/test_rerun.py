@@ -164,6 +164,72 @@ def test_full_evaluation_of_bundles(tmp_path: Path) -> None:
     assert rerun.criteria_evaluated == rerun.patients
 
 
+def _edit_every_protocol_text(text: str) -> str:
+    """Prefix every criterion's protocol text with `Edited.` (a new definition for each)."""
+    lines = text.split("\n")
+    for number, line in enumerate(lines):
+        if not line.startswith("    text: "):
+            continue
+        value = line.removeprefix("    text: ")
+        if value in (">-", ">", "|", "|-"):
+            following = lines[number + 1]
+            indent = len(following) - len(following.lstrip())
+            lines[number + 1] = f"{following[:indent]}Edited. {following[indent:]}"
+        elif value.startswith('"'):
+            lines[number] = f'    text: "Edited. {value[1:]}'
+        else:
+            lines[number] = f"    text: Edited. {value}"
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize(
+    ("criteria", "source", "attestations"),
+    [
+        (CRITERIA, "ndjson", ROOT / "examples" / "attestations.yaml"),
+        (ROOT / "criteria" / "NCT03036150.yaml", "ckd", None),
+    ],
+)
+def test_every_criterion_evaluated_on_the_stored_records(
+    tmp_path: Path,
+    ndjson_folder: Path,
+    criteria: Path,
+    source: str,
+    attestations: Path | None,
+) -> None:
+    """Every criterion of both trials (computed values, medication exposure and references,
+    manual items with attestations, demographics, ResearchSubject) evaluated again on the
+    stored records gives what the full records give."""
+    cohort_input: CohortInput = (
+        NdjsonInput(ndjson_folder) if source == "ndjson" else BundleInput(ROOT / "examples" / "ckd")
+    )
+    trial = _copy(tmp_path, criteria, cohort_input, full=True)
+
+    def run(out: str) -> CohortSummary:
+        return run_cohort(
+            trial.criteria,
+            cohort_input,
+            trial.folder / out,
+            AS_OF,
+            workers=1,
+            partition_count=PARTITIONS,
+            full=True,
+            attestations_path=attestations,
+        )
+
+    run("out")
+    text = trial.criteria.read_text(encoding="utf-8")
+    trial.criteria.write_text(_edit_every_protocol_text(text), encoding="utf-8")
+    rerun, fresh = run("out"), run("fresh")
+    assert rerun.partitions_from_store == PARTITIONS
+    assert rerun.criteria_evaluated == rerun.patients * len(load_trial(trial.criteria).criteria)
+    assert "Edited. " in (trial.folder / "fresh" / "issues.ndjson").read_text(encoding="utf-8")
+    for name in COMPARED:
+        assert (trial.folder / "out" / name).read_bytes() == (
+            trial.folder / "fresh" / name
+        ).read_bytes(), name
+    assert fresh.statuses == rerun.statuses
+
+
 def test_a_criterion_digest_covers_its_definition_and_anchors_not_positions(
     tmp_path: Path,
 ) -> None:
