@@ -21,7 +21,10 @@ keeps the compiled criteria (cloudpickled: they hold closures) in one file per c
   trial needs no unit registry for them (at most 64 entries are kept, the oldest removed).
   Conversions met later, in the data, are kept in one
   shared file, `conversions-<key>.pickle` (key: the versions and sources above), which
-  `save_conversions` updates and `load_conversions` restores.
+  `save_conversions` updates and `load_conversions` restores;
+- the output shapes a cohort validated with the R4B models (`engine.report.validate.
+  OutputShapes`) are kept the same way (`shapes-<key>.pickle`, key: the same versions and
+  sources, fhir.resources and pydantic included): a later run validates only new shapes.
 
 The folder is `$TRIALSIEVE_CACHE_DIR`, else `$XDG_CACHE_HOME/trialsieve`, else
 `~/.cache/trialsieve`; `TRIALSIEVE_CACHE_DIR=off` turns the cache off. Entries are written
@@ -75,7 +78,7 @@ def code_digest() -> bytes:
     source file of the `engine` package (computed once per process)."""
     digest = hashlib.sha256(_FORMAT)
     digest.update(sys.version.encode())
-    for distribution in ("cloudpickle", "pint", "ucumvert"):
+    for distribution in ("cloudpickle", "pint", "ucumvert", "fhir.resources", "pydantic"):
         try:
             digest.update(f"{distribution}={importlib.metadata.version(distribution)}".encode())
         except importlib.metadata.PackageNotFoundError:
@@ -267,3 +270,44 @@ def save_conversions() -> None:
         write_atomically(path, pickle.dumps(stored))
     except Exception as error:
         _log.debug("unit conversion cache: cannot write %s (%s)", path, error)
+
+
+_SHAPES_PREFIX = "shapes-"
+
+
+def _shapes_path() -> Path | None:
+    folder = cache_folder()
+    if folder is None:
+        return None
+    return folder / f"{_SHAPES_PREFIX}{code_digest().hex()[:32]}.pickle"
+
+
+def validated_shapes() -> set[Any]:
+    """The output shapes earlier runs validated with the R4B models (`OutputShapes`), under
+    this trialsieve and these models' versions (the file's key, as for the conversions)."""
+    path = _shapes_path()
+    if path is None:
+        return set()
+    try:
+        shapes = pickle.loads(path.read_bytes())
+    except FileNotFoundError:
+        return set()
+    except Exception as error:
+        _log.debug("validated shapes cache: ignoring %s (%s)", path, error)
+        return set()
+    return shapes if isinstance(shapes, set) else set()
+
+
+def save_validated_shapes(shapes: frozenset[Any] | set[Any]) -> None:
+    """Add `shapes` to the shared file when it lacks some (written atomically)."""
+    path = _shapes_path()
+    if path is None:
+        return
+    stored = validated_shapes()
+    if shapes <= stored:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, pickle.dumps(stored | set(shapes)))
+    except Exception as error:
+        _log.debug("validated shapes cache: cannot write %s (%s)", path, error)

@@ -37,7 +37,7 @@ from engine.cohort.ndjson_partitions import PreviewFirst
 from engine.cohort.orphans import exit_when_orphaned
 from engine.cohort.outcome_store import StoreBuilder, StoredPartition
 from engine.cohort.prefilter import Prefilter, preview_of
-from engine.compiled_cache import save_conversions
+from engine.compiled_cache import save_conversions, save_validated_shapes, validated_shapes
 from engine.criteria.model import CriterionKind
 from engine.errors import TrialsieveError
 from engine.evaluate import (
@@ -309,7 +309,9 @@ class PartitionEvaluator:
         self.prefilter = Prefilter.from_criteria(criteria)
         self.screen = LineScreen.from_criteria(criteria) if screen_lines else None
         self.study = study_reference(criteria)
-        self.outputs = OutputShapes()
+        # Output shapes validated by earlier runs (and other workers) need no validating again.
+        self.outputs = OutputShapes(validated_shapes())
+        self._shapes_saved = len(self.outputs.valid_shapes)
         # The criteria and terminology live as long as the process: keep the collector from
         # scanning them after every partition.
         gc.freeze()
@@ -334,6 +336,9 @@ class PartitionEvaluator:
         lines.append(orjson.dumps({"complete": complete}))
         lines.append(b"")
         save_conversions()  # unit conversions met in the data: the next run needs no registry
+        if self.outputs.validated and len(self.outputs.valid_shapes) != self._shapes_saved:
+            save_validated_shapes(self.outputs.valid_shapes)
+            self._shapes_saved = len(self.outputs.valid_shapes)
         outcome = PartitionOutcome(
             payload.index, len(results), len(problems), time.perf_counter() - started
         )

@@ -97,9 +97,16 @@ class OutputShapes:
     by whether it fits the FHIR string pattern.
     """
 
-    def __init__(self) -> None:
-        self._valid: set[Shape] = set()
+    def __init__(self, known_valid: set[Shape] | None = None) -> None:
+        """`known_valid`: shapes validated before, under the same trialsieve and models (a
+        cohort keeps them on disk, `engine.compiled_cache.validated_shapes`)."""
+        self._valid: set[Shape] = set(known_valid or ())
         self.validated = 0
+
+    @property
+    def valid_shapes(self) -> frozenset[Shape]:
+        """The shapes taken as valid: given, and validated here."""
+        return frozenset(self._valid)
 
     def validate(self, resource: dict[str, Any]) -> None:
         """Raise OutputValidationError (see `validate_resource`) for an invalid resource."""

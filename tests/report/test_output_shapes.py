@@ -92,3 +92,27 @@ def test_a_cohort_run_reports_a_broken_output_and_goes_on(
     assert "ResearchSubject" in errors and "not valid FHIR R4B" in errors
     assert "0b7496cb" in errors
     assert summary.patients == 27
+
+
+def test_shapes_validated_by_a_run_are_not_validated_again_but_new_ones_are(
+    outputs: list[dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine.compiled_cache import CACHE_VARIABLE, save_validated_shapes, validated_shapes
+
+    monkeypatch.setenv(CACHE_VARIABLE, str(tmp_path / "cache"))
+    first = OutputShapes(validated_shapes())
+    for resource in outputs:
+        first.validate(resource)
+    assert first.validated >= 2
+    save_validated_shapes(first.valid_shapes)
+    later = OutputShapes(validated_shapes())  # a later run, or another worker
+    for resource in outputs:
+        later.validate(resource)
+    assert later.validated == 0
+    issue = next(r for r in outputs if r["resourceType"] == "DetectedIssue")
+    broken = copy.deepcopy(issue)
+    broken["status"] = " final"
+    with pytest.raises(OutputValidationError, match="not valid FHIR R4B"):
+        later.validate(broken)
+    monkeypatch.setenv(CACHE_VARIABLE, "off")
+    assert validated_shapes() == set()
