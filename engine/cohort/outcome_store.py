@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import struct
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -488,7 +488,3 @@ class StoredRecord(PatientRecord):
         if isinstance(resource_id, str) and resource_id:
             return f"{resource.get('resourceType', 'Resource')}/{resource_id}"
         raise NotStored("a resource without an id is labelled by its position in the record")
-
-
-def stored_patients(outcomes: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-    yield from outcomes["patients"]

@@ -135,7 +135,7 @@ def _rebuild(rebuilder: Rebuilder, index: int, stored: dict[str, Any]) -> Partit
             if wanted or not same_requirements or not same_settling:
                 if records is None:
                     records = RecordStore(records_path(rebuilder.results_folder, index))
-                record = records.record(patient_id, patient_id, preview is not None)
+                record = records.record(patient_id, "stored record", preview is not None)
             settled_by: str | None = entry["settled_by"]
             requirement: RequiredConcept | None = None
             if preview is not None:

@@ -277,7 +277,7 @@ def run_cohort(
             else {}
         )
         results_folder.mkdir(parents=True, exist_ok=True)
-        count, _criteria_changed = _check_manifest(
+        count = _check_manifest(
             out, criteria_path, criteria, source, as_of, partition_count, attestations_path, full
         )
         key = store_key(
@@ -528,9 +528,10 @@ def _check_manifest(
     partition_count: int | None,
     attestations_path: str | Path | None,
     full: bool,
-) -> tuple[int, bool]:
-    """Write the manifest, or check the one there; returns the partition count to use and
-    whether the criteria or mappings changed (a re-run: the manifest is written again)."""
+) -> int:
+    """Write the manifest, or check the one there; returns the partition count to use. With
+    other criteria or mappings (a re-run) the earlier results are set aside and the manifest
+    is written again."""
     path = out / MANIFEST
     digest = CriteriaFiles.collect(criteria).digest
     earlier = orjson.loads(path.read_bytes()) if path.is_file() else None
@@ -557,7 +558,7 @@ def _check_manifest(
     }
     if earlier is None:
         write_atomically(path, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
-        return partition_count, False
+        return partition_count
     differences = [
         name
         for name, same in (
@@ -585,12 +586,11 @@ def _check_manifest(
             Location(file=str(path)),
         )
     if earlier["criteria"] != manifest["criteria"]:
-        changed = earlier["criteria"]["sha256"] != digest
-        if changed:  # the results are the other criteria's: set aside for the re-run
+        if earlier["criteria"]["sha256"] != digest:  # the results are the other criteria's
             _set_aside_results(out / "partitions", partition_count)
         write_atomically(path, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
-        return partition_count, changed
-    return partition_count, False
+        return partition_count
+    return partition_count
 
 
 def _set_aside_results(results_folder: Path, partition_count: int) -> None:
