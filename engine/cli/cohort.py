@@ -207,6 +207,7 @@ def _export(criteria: Path, export: ServerExport, folder: Path, quiet: bool) -> 
         ERRORS_FOLDER,
         ExportLevel,
         ExportProgress,
+        check_since_base,
         export_to_folder,
     )
     from engine.trial import load_trial
@@ -221,6 +222,8 @@ def _export(criteria: Path, export: ServerExport, folder: Path, quiet: bool) -> 
             errors.print(f"export: {progress.stage}{done} {progress.message}".rstrip())
 
     try:
+        if export.since is not None:
+            check_since_base(folder, export.since)
         types = kept_types(load_trial(criteria))
         auth = auth_from_options(
             export.token_env, export.token_file, export.auth_config, server=export.server

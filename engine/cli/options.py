@@ -237,7 +237,10 @@ GroupOption = Annotated[
 ]
 SinceOption = Annotated[
     str | None,
-    typer.Option(help="With --server: export only what changed since this FHIR instant."),
+    typer.Option(
+        help="With --server: export only what changed since this FHIR instant (refused "
+        "unless the --ndjson folder holds a complete export to apply it to: docs/cohort.md)."
+    ),
 ]
 QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress bar.", metavar="")]
 WatchOption = Annotated[

@@ -245,6 +245,10 @@ def run_cohort(
     file) never stops the run: it goes to errors.ndjson.
     """
     started = time.perf_counter()
+    if isinstance(source, NdjsonInput):
+        from engine.sources.bulk_export import check_complete_records
+
+        check_complete_records(source.folder)  # never an incremental (_since) export alone
     kind = engine_kind(engine, scheduler)
     settings = EngineSettings(workers or os.cpu_count() or 1, scheduler, shared_filesystem)
     out = Path(out_dir)

@@ -944,17 +944,63 @@ def _named(
     return files
 
 
-def exported_types_left_out(folder: Path) -> frozenset[str]:
-    """The types an export into `folder` left out (none when no export wrote the folder)."""
+def _recorded_state(folder: Path) -> _State | None:
+    """The state an export into `folder` recorded (None when no export wrote the folder)."""
     path = Path(folder) / STATE_FILE
     if not path.is_file():
-        return frozenset()
+        return None
     try:
-        return frozenset(_State.from_json(orjson.loads(path.read_bytes())).types_left_out)
+        return _State.from_json(orjson.loads(path.read_bytes()))
     except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise BulkExportError(
             f"cannot read the export state: {error}", Location(file=str(path))
         ) from None
+
+
+def exported_types_left_out(folder: Path) -> frozenset[str]:
+    """The types an export into `folder` left out (none when no export wrote the folder)."""
+    state = _recorded_state(folder)
+    return frozenset(state.types_left_out) if state is not None else frozenset()
+
+
+INCREMENTAL_ONLY = (
+    "an export with _since holds only the resources whose state changed after that instant "
+    "(Bulk Data Access IG v2, `_since`), not complete records: a patient's unchanged data "
+    "would read as none on record"
+)
+
+
+def check_complete_records(folder: Path) -> None:
+    """Refuse (BulkExportError) a folder whose export is incremental (`_since`): it holds only
+    what changed, so it cannot be evaluated as complete records. A folder no export wrote,
+    or a complete export, passes."""
+    state = _recorded_state(folder)
+    if state is not None and state.request.since is not None:
+        raise BulkExportError(
+            f"the folder holds only an incremental export (--since {state.request.since}) "
+            f"and no complete export to apply it to; {INCREMENTAL_ONLY}; export without "
+            "--since into an empty folder",
+            Location(file=str(Path(folder) / STATE_FILE)),
+        )
+
+
+def check_since_base(folder: Path, since: str) -> None:
+    """Refuse (BulkExportError), before anything is asked of the server, an incremental
+    export (`_since`) into `folder` for a cohort run: the folder must hold a complete
+    export of the same server to apply it to, and applying one is not done yet."""
+    state = _recorded_state(folder)
+    if state is None or not state.complete or state.request.since is not None:
+        raise BulkExportError(
+            f"--since {since}: the folder holds no complete export to apply the changes to; "
+            f"{INCREMENTAL_ONLY}; export without --since into this folder first",
+            Location(file=str(folder)),
+        )
+    raise BulkExportError(
+        f"--since {since}: applying an incremental export onto the complete export in the "
+        "folder is not supported yet; "
+        f"{INCREMENTAL_ONLY}; export without --since (into an empty folder) instead",
+        Location(file=str(Path(folder) / STATE_FILE)),
+    )
 
 
 def read_export_issues(path: Path) -> list[ExportIssue]:
