@@ -469,7 +469,10 @@ class FhirServerClient:
         return resource
 
     def pages(self, url: str, params: Mapping[str, str] | None = None) -> Iterator[dict[str, Any]]:
-        """The searchset Bundles of a search, following `next` links (with handling=strict)."""
+        """The searchset Bundles of a search, following `next` links (with handling=strict).
+
+        An OperationOutcome in place of a page is a ServerError with status 200 and its
+        diagnostics; any other non-searchset answer one without a status."""
         strict = {"Prefer": "handling=strict"}
         seen: set[str] = set()
         page_url: str | None = url
@@ -478,6 +481,13 @@ class FhirServerClient:
             seen.add(str(self.http.build_request("GET", page_url, params=page_params).url))
             described = self.describe("GET", page_url, page_params)
             bundle = self.json("GET", page_url, params=page_params, headers=strict)
+            if bundle.get("resourceType") == "OperationOutcome":
+                # A search answered 200 with an OperationOutcome instead of results: the status
+                # stays 200 on the error, for callers that take it as a refusal.
+                words = outcome_diagnostics(bundle) or "no diagnostics"
+                raise self.error(
+                    described, f"HTTP 200 with an OperationOutcome, not a searchset: {words}", 200
+                )
             if bundle.get("resourceType") != "Bundle" or bundle.get("type") != "searchset":
                 kind = bundle.get("type") or bundle.get("resourceType")
                 raise self.error(described, f"expected a searchset Bundle, got {kind}")

@@ -78,11 +78,14 @@ class PatientRecord:
     unavailable_types: Mapping[str, str]
     """Types the source could not provide for this patient, each with why
     (`PatientResources.unavailable_types`)."""
+    source_problems: tuple[str, ...] = ()
+    """What the source noted about the data it gave (`PatientResources.source_problems`)."""
 
     def __init__(self, source: PatientResources, classifier: CodeClassifier) -> None:
         self.patient_id = source.patient_id
         self.origin = source.origin
         self.unavailable_types = source.unavailable_types
+        self.source_problems = source.source_problems
         self.data_problems = []
         self._resources = source.resources
         self._full_urls = source.full_urls

@@ -184,6 +184,7 @@ def evaluate_patient(
             skipped.append(criterion)
     problems = (
         tuple(str(problem) for problem in record.data_problems)
+        + record.source_problems
         + _patient_problems(record, as_of)
         + tuple(
             f"{resource_type} {why}: criteria over it are unknown"

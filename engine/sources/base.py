@@ -19,6 +19,9 @@ class PatientResources:
     (a FHIR server refused the search, an EHR could not fetch a CDS Hooks prefetch) to why, as
     a phrase after the type's name ("not available from the server (HTTP 403 Forbidden)"):
     criteria over such a type are unknown, never "none on record".
+    `source_problems` are what the source noted about the data it did provide, each one line
+    for the report's data problems (a server's warning in a searchset, a Medication it refused
+    to read).
     """
 
     patient_id: str
@@ -26,6 +29,7 @@ class PatientResources:
     full_urls: list[str | None]
     origin: str
     unavailable_types: Mapping[str, str] = field(default_factory=dict)
+    source_problems: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.resources) != len(self.full_urls):

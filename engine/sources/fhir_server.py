@@ -14,7 +14,12 @@ falls back to the searches. A search for a type refused the same way on its firs
 type whose CapabilityStatement entry declares interactions but not `search-type`, is left
 out of the pull and named in `PatientResources.unavailable_types` ("not available from the
 server (HTTP 400 Bad Request: <diagnostics>)"): criteria over it are unknown, never "none on
-record". A type the statement does not list is still asked for (sekmet serves ResearchSubject
+record". A search answered 200 with an OperationOutcome instead of a searchset is refused the
+same way. A searchset entry holding an OperationOutcome (`search.mode` outcome) with an error
+or fatal issue leaves the type "not complete from the server (<diagnostics>)", the entries
+read kept; warning and information issues go to `PatientResources.source_problems`, as does a
+Medication read the server refuses (the reference stays unresolved). A type the statement does
+not list is still asked for (sekmet serves ResearchSubject
 without listing it): the server's answer decides.
 
 Every other failure raises `ServerError` naming the server and the request; nothing is logged
@@ -32,7 +37,7 @@ from urllib.parse import quote
 import orjson
 
 from engine.errors import ServerError
-from engine.fhir_http import FhirServerClient, ServerCapabilities
+from engine.fhir_http import FhirServerClient, ServerCapabilities, outcome_diagnostics
 from engine.resource_types import MEDICATION_REFERENCING_TYPES
 from engine.resource_types import resource_types_to_pull as resource_types_to_pull
 from engine.sources.base import PatientResources
@@ -49,6 +54,10 @@ _PATIENT_REFERENCE_FIELDS = ("subject", "patient", "individual")
 # allowed, not implemented): "this server does not do $everything", after which searches are
 # tried, or "this server does not give this type", after which it is unavailable.
 REFUSALS = frozenset({400, 403, 404, 405, 501})
+# A search answered 200 with an OperationOutcome in place of the searchset: a refusal too.
+_SEARCH_REFUSALS = REFUSALS | {200}
+# OperationOutcome issue severities (R4 `issue-severity`) that say the results are not complete.
+_INCOMPLETE = frozenset({"error", "fatal"})
 
 
 # --------------------------------------------------------------------------- source
@@ -64,6 +73,8 @@ class _Pulled:
     entries: dict[str, Any] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
     """Types the server refused, each with why (`PatientResources.unavailable_types`)."""
+    problems: list[str] = field(default_factory=list)
+    """What the server noted about the data it gave (`PatientResources.source_problems`)."""
 
     def add(self, entry: Any) -> None:
         resource = entry.get("resource") if isinstance(entry, dict) else None
@@ -158,14 +169,21 @@ class FhirServerSource:
                 server=self.client.base_url,
                 request=f"GET Patient/{patient_id}",
             )
-        if not pulled.unavailable:
+        if not pulled.unavailable and not pulled.problems:
             return patient
-        return replace(patient, unavailable_types=dict(sorted(pulled.unavailable.items())))
+        return replace(
+            patient,
+            unavailable_types=dict(sorted(pulled.unavailable.items())),
+            source_problems=tuple(dict.fromkeys(pulled.problems)),
+        )
 
-    def _unavailable(self, pulled: _Pulled, resource_type: str, why: str) -> None:
-        """Name a type the server does not give as unavailable for this patient, and log it
-        (at info: front ends report it from `PatientResources.unavailable_types`)."""
-        pulled.unavailable[resource_type] = f"not available from the server ({why})"
+    def _unavailable(
+        self, pulled: _Pulled, resource_type: str, why: str, *, state: str = "available"
+    ) -> None:
+        """Name a type the server does not give (`state` "available") or gave in part
+        ("complete") as unavailable for this patient, and log it (at info: front ends report
+        it from `PatientResources.unavailable_types`)."""
+        pulled.unavailable[resource_type] = f"not {state} from the server ({why})"
         log.info(
             "%s: %s not available (%s); criteria over it are unknown",
             self.client.base_url,
@@ -177,16 +195,43 @@ class FhirServerSource:
         self, pulled: _Pulled, resource_type: str, params: dict[str, str]
     ) -> Iterator[dict[str, Any]]:
         """The entries of a paged search; none, and the type unavailable, when the server
-        refuses the search outright (a refusal after the first page is an error)."""
+        refuses the search outright, an OperationOutcome in place of its first page among
+        refusals (a refusal after the first page is an error). An OperationOutcome entry
+        (`search.mode` outcome) with an error or fatal issue makes the type unavailable as not
+        complete, the entries read so far kept; other issues go to the data problems."""
         first = True
         try:
             for page in self.client.pages(resource_type, params):
                 first = False
-                yield from page.get("entry") or ()
+                complete = True
+                for entry in page.get("entry") or ():
+                    outcome = _outcome_of(entry)
+                    if outcome is None:
+                        yield entry
+                    elif not self._note_outcome(pulled, resource_type, outcome):
+                        complete = False
+                if not complete:
+                    return
         except ServerError as error:
-            if not first or error.status not in REFUSALS:
+            if not first or error.status not in _SEARCH_REFUSALS:
                 raise
             self._unavailable(pulled, resource_type, error.message)
+
+    def _note_outcome(self, pulled: _Pulled, searched: str, outcome: dict[str, Any]) -> bool:
+        """Take in an OperationOutcome entry of a search for `searched`: its error and fatal
+        issues make the type unavailable (not complete), its warnings and information become
+        data problems. False when the results are not complete."""
+        issues = [issue for issue in outcome.get("issue") or () if isinstance(issue, dict)]
+        errors = [issue for issue in issues if issue.get("severity") in _INCOMPLETE]
+        notes = [issue for issue in issues if issue.get("severity") not in _INCOMPLETE]
+        if notes:
+            words = outcome_diagnostics({"issue": notes}) or "an OperationOutcome"
+            pulled.problems.append(f"{searched} search: the server notes: {words}")
+        if not errors:
+            return True
+        words = outcome_diagnostics({"issue": errors}) or "an OperationOutcome"
+        self._unavailable(pulled, searched, words, state="complete")
+        return False
 
     def _everything(self, patient_id: str) -> _Pulled | None:
         """`$everything`, all pages; None when the server refuses the operation."""
@@ -196,9 +241,19 @@ class FhirServerSource:
         try:
             for page in self.client.pages(url, params):
                 for entry in page.get("entry") or ():
-                    pulled.add(entry)
+                    outcome = _outcome_of(entry)
+                    if outcome is None:
+                        pulled.add(entry)
+                    elif not self._note_outcome(pulled, "Patient/$everything", outcome):
+                        log.warning(
+                            "%s: %s is not complete (%s); falling back to searches by patient",
+                            self.client.base_url,
+                            url,
+                            pulled.unavailable["Patient/$everything"],
+                        )
+                        return None
         except ServerError as error:
-            if error.status not in REFUSALS or pulled.entries:
+            if error.status not in _SEARCH_REFUSALS or pulled.entries:
                 raise
             log.warning("%s; falling back to searches by patient", error)
             return None
@@ -282,11 +337,32 @@ class FhirServerSource:
                 continue
             wanted.setdefault(key, key.split("/", 1)[1])
         for key, medication_id in wanted.items():
-            medication = self.client.read("Medication", medication_id)
+            try:
+                medication = self.client.read("Medication", medication_id)
+            except ServerError as error:
+                if error.status not in REFUSALS:
+                    raise
+                # The reference stays unresolved (a data problem of the record), with why.
+                log.warning("%s: %s not read (%s)", self.client.base_url, key, error.message)
+                pulled.problems.append(f"{key} not read from the server ({error.message})")
+                continue
             if medication is None:
                 log.warning("%s: %s is not on the server", self.client.base_url, key)
                 continue
             pulled.add({"fullUrl": f"{self.client.base_url}/{key}", "resource": medication})
+
+
+def _outcome_of(entry: Any) -> dict[str, Any] | None:
+    """The OperationOutcome of a searchset entry whose `search.mode` is `outcome` (R4 3.1.1.5.7
+    "Searching" and Bundle.entry.search.mode: information about the search), else None."""
+    if not isinstance(entry, dict):
+        return None
+    search, resource = entry.get("search"), entry.get("resource")
+    if not isinstance(search, dict) or search.get("mode") != "outcome":
+        return None
+    if not isinstance(resource, dict) or resource.get("resourceType") != "OperationOutcome":
+        return None
+    return resource
 
 
 def _declares_no_search(capabilities: ServerCapabilities, resource_type: str) -> bool:
