@@ -174,7 +174,7 @@ class ComputedNode:
                 Truth.UNKNOWN,
                 f"{subject}: cannot compute {self.formula.display}: {reason}",
                 self.label,
-                missing=(f"{subject} computed by {self.formula.id} ({reason})",),
+                missing=(f"{subject} computed by {self.formula.id}: {reason}",),
                 unavailable=reason,
             )
         values: dict[str, float | str] = {}

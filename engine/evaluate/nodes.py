@@ -677,7 +677,7 @@ class ResourceNode:
             Truth.UNKNOWN,
             f"{self.subject}: {text}",
             self.label,
-            missing=(f"{self.subject} ({text})",),
+            missing=(f"{self.subject}: {text}",),
             atom=self.atom,
             unavailable=text,
         )

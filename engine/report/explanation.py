@@ -532,7 +532,7 @@ def _build_resource_step(
         says = f"unusable data: {problem}" if problem else f"no result {window_words(atom, as_of)}"
         if outcome.unavailable:  # not "no result": the source could not give these types
             says = outcome.unavailable
-            settle = tuple(f"{item} ({outcome.unavailable})" for item in settle)
+            settle = tuple(f"{item}: {outcome.unavailable}" for item in settle)
         return Step(
             label=label,
             truth=outcome.truth,

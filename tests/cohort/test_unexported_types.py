@@ -89,7 +89,7 @@ def test_an_atom_over_a_type_the_export_left_out_is_unknown(
 
     assert summary.statuses.get("potential-candidate") == 1, summary.statuses
     availability = (out / "data_availability.csv").read_text()
-    assert "Type 2 diabetes (Condition not exported by the server) (1)" in availability
+    assert "Type 2 diabetes: Condition not exported by the server (1)" in availability
     assert "none on record" not in (out / "issues.ndjson").read_text()
 
 
@@ -102,7 +102,7 @@ def trial_files(tmp_path: Path) -> Path:
 
 def assert_unknown_not_exported(out: Path) -> None:
     availability = (out / "data_availability.csv").read_text()
-    assert "Type 2 diabetes (Condition not exported by the server) (1)" in availability
+    assert "Type 2 diabetes: Condition not exported by the server (1)" in availability
     assert "none on record" not in (out / "issues.ndjson").read_text()
 
 

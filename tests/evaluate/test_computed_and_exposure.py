@@ -374,9 +374,9 @@ def test_inputs_of_a_type_not_exported_make_the_computed_value_unknown_not_missi
     assert f"{subject}: {computed}: Observation not exported by the server" in result.reason
     assert "no creatinine" not in result.reason
     assert set(result.missing) == {
-        f"{subject} (Observation not exported by the server)",
-        f"{subject} computed by egfr-ckd-epi-2021-creatinine (Observation not exported by the "
-        "server)",
+        f"{subject}: Observation not exported by the server",
+        f"{subject} computed by egfr-ckd-epi-2021-creatinine: Observation not exported by the "
+        "server",
     }
 
 

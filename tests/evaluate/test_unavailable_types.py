@@ -63,7 +63,7 @@ def test_an_atom_over_a_type_not_exported_is_unknown_not_none_on_record(tmp_path
     assert found.truth is Truth.UNKNOWN
     assert "MedicationStatement not exported by the server" in found.reason
     assert "none on record" not in found.reason
-    assert found.missing == ("ACE inhibitor (MedicationStatement not exported by the server)",)
+    assert found.missing == ("ACE inhibitor: MedicationStatement not exported by the server",)
 
 
 def test_an_atom_met_by_the_types_exported_stays_met(tmp_path: Path) -> None:
@@ -100,7 +100,7 @@ def test_a_type_one_patients_source_could_not_provide_is_unknown_with_the_source
     found = outcome_with_source_reasons(path, {"MedicationStatement": REFUSED})
     assert found.truth is Truth.UNKNOWN
     assert found.reason.endswith(f"MedicationStatement {REFUSED}")
-    assert found.missing == (f"ACE inhibitor (MedicationStatement {REFUSED})",)
+    assert found.missing == (f"ACE inhibitor: MedicationStatement {REFUSED}",)
     met = outcome_with_source_reasons(path, {"MedicationStatement": REFUSED}, request())
     assert met.truth is Truth.MET
 

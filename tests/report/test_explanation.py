@@ -215,7 +215,7 @@ def test_a_criterion_over_a_type_not_exported_says_why_not_needs(trial: Compiled
         f"Unknown: Currently using an anticoagulant or antiplatelet drug: {reason}"
     )
     assert e2.to_settle == (
-        f"Anticoagulant or antiplatelet drug medication in use on 2026-11-01 ({reason})",
+        f"Anticoagulant or antiplatelet drug medication in use on 2026-11-01: {reason}",
     )
     text = explanation_text(explanation, width=1000)
     assert f"[unknown] Currently using an anticoagulant or antiplatelet drug: {reason}" in text
