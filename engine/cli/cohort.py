@@ -210,6 +210,7 @@ def _export(criteria: Path, export: ServerExport, folder: Path, quiet: bool) -> 
         check_since_base,
         export_to_folder,
     )
+    from engine.sources.bulk_since import apply_since_export
     from engine.trial import load_trial
 
     errors = _errors()
@@ -228,19 +229,38 @@ def _export(criteria: Path, export: ServerExport, folder: Path, quiet: bool) -> 
         auth = auth_from_options(
             export.token_env, export.token_file, export.auth_config, server=export.server
         )
-        result = export_to_folder(
-            export.server,
-            folder,
-            types=types,
-            level=cast(ExportLevel, export.level),
-            group_id=export.group,
-            since=export.since,
-            auth=auth,
-            progress=show,
-        )
+        level = cast(ExportLevel, export.level)
+        if export.since is None:
+            result = export_to_folder(
+                export.server,
+                folder,
+                types=types,
+                level=level,
+                group_id=export.group,
+                auth=auth,
+                progress=show,
+            )
+        else:  # the changes, merged into the complete export in the folder
+            result = apply_since_export(
+                export.server,
+                folder,
+                export.since,
+                types=types,
+                level=level,
+                group_id=export.group,
+                auth=auth,
+                progress=show,
+            )
     except TrialsieveError as error:
         errors.print(f"[bold red]error:[/] {error}", soft_wrap=True)
         raise typer.Exit(2) from None
+    if export.since is not None and not quiet:
+        errors.print(
+            f"export: the changes since {export.since} (transaction time "
+            f"{result.transaction_time}) applied onto the complete export in {folder}",
+            soft_wrap=True,
+            markup=False,
+        )
     if result.types_left_out:
         errors.print(
             f"export: the server does not export {', '.join(result.types_left_out)} (not "

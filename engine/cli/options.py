@@ -238,8 +238,8 @@ GroupOption = Annotated[
 SinceOption = Annotated[
     str | None,
     typer.Option(
-        help="With --server: export only what changed since this FHIR instant (refused "
-        "unless the --ndjson folder holds a complete export to apply it to: docs/cohort.md)."
+        help="With --server: export what changed since this FHIR instant and apply it onto "
+        "the complete export in the --ndjson folder (refused without one: docs/cohort.md)."
     ),
 ]
 QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress bar.", metavar="")]

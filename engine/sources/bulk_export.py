@@ -81,6 +81,10 @@ STATE_FILE = "export.json"
 """The state file in the export folder (request, status URL, manifest, files downloaded)."""
 ERRORS_FOLDER = "export-errors"
 """Where the manifest's error files go, named `*.ndjson.txt` so that they are not read as data."""
+MERGE_JOURNAL = "export-merge.json"
+"""The journal of an incremental export being merged in (engine.sources.bulk_since)."""
+DELETED_FOLDER = "export-deleted"
+"""The manifest's `deleted` files (Bundles of DELETE requests, `_since`), `*.ndjson.txt`."""
 DEFAULT_TIME_LIMIT = 3600.0
 """Seconds one `export_to_folder` call may take, polling and downloads included."""
 
@@ -278,7 +282,7 @@ ProgressHandler = Callable[[ExportProgress], None]
 
 @dataclass
 class _FileState:
-    kind: Literal["output", "error"]
+    kind: Literal["output", "error", "deleted"]
     type: str
     url: str
     name: str
@@ -323,6 +327,9 @@ class _State:
     complete: bool = False
     released: bool = False
     types_left_out: tuple[str, ...] = ()
+    increments: list[dict[str, Any]] = field(default_factory=list)
+    """The incremental (`_since`) exports applied onto this complete one, oldest first:
+    `since`, `transaction_time`, `replaced`, `deleted` (engine.sources.bulk_since)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -335,6 +342,7 @@ class _State:
             "files": [file.to_json() for file in self.files],
             "complete": self.complete,
             "released": self.released,
+            "increments": self.increments,
         }
 
     @classmethod
@@ -350,6 +358,7 @@ class _State:
             bool(data["complete"]),
             bool(data["released"]),
             tuple(data.get("types_left_out") or ()),
+            list(data.get("increments") or ()),
         )
 
     def forget_server_job(self) -> None:
@@ -795,9 +804,12 @@ class _Export:
             raise self.client.error(described, "the completion manifest is not JSON", 200) from None
         if not isinstance(manifest, dict) or not isinstance(manifest.get("output"), list):
             raise self.client.error(described, "the completion manifest has no output list", 200)
-        if not isinstance(manifest.get("error") or [], list):
-            raise self.client.error(described, "the completion manifest's error is not a list", 200)
-        for key in ("output", "error"):
+        for key in ("error", "deleted"):
+            if not isinstance(manifest.get(key) or [], list):
+                raise self.client.error(
+                    described, f"the completion manifest's {key} is not a list", 200
+                )
+        for key in ("output", "error", "deleted"):
             for position, item in enumerate(manifest.get(key) or ()):
                 if (
                     not isinstance(item, dict)
@@ -834,8 +846,14 @@ class _Export:
             f"{ERRORS_FOLDER}/{{type}}.{{number}}.ndjson.txt",
             state.status_url,
         )
+        deleted = _named(
+            manifest.get("deleted") or [],
+            "deleted",
+            f"{DELETED_FOLDER}/{{type}}.{{number}}.ndjson.txt",
+            state.status_url,
+        )
         state.manifest = manifest
-        state.files = files + errors
+        state.files = files + errors + deleted
         self._save(state)
 
     def _download_all(self, state: _State) -> None:
@@ -917,7 +935,10 @@ class _Export:
 
 
 def _named(
-    items: list[dict[str, Any]], kind: Literal["output", "error"], pattern: str, base: str
+    items: list[dict[str, Any]],
+    kind: Literal["output", "error", "deleted"],
+    pattern: str,
+    base: str,
 ) -> list[_FileState]:
     """File states for manifest items, numbered per type in manifest order."""
     per_type: dict[str, int] = {}
@@ -974,6 +995,12 @@ def check_complete_records(folder: Path) -> None:
     """Refuse (BulkExportError) a folder whose export is incremental (`_since`): it holds only
     what changed, so it cannot be evaluated as complete records. A folder no export wrote,
     or a complete export, passes."""
+    if (Path(folder) / MERGE_JOURNAL).is_file():
+        raise BulkExportError(
+            "applying an incremental export (--since) onto this folder was interrupted; run "
+            "the same trialsieve cohort --server ... --since command again to finish it",
+            Location(file=str(Path(folder) / MERGE_JOURNAL)),
+        )
     state = _recorded_state(folder)
     if state is not None and state.request.since is not None:
         raise BulkExportError(
@@ -986,8 +1013,8 @@ def check_complete_records(folder: Path) -> None:
 
 def check_since_base(folder: Path, since: str) -> None:
     """Refuse (BulkExportError), before anything is asked of the server, an incremental
-    export (`_since`) into `folder` for a cohort run: the folder must hold a complete
-    export of the same server to apply it to, and applying one is not done yet."""
+    export (`_since`) for a cohort run into `folder` when it holds no complete export to
+    apply it to (`engine.sources.bulk_since.apply_since_export` applies one)."""
     state = _recorded_state(folder)
     if state is None or not state.complete or state.request.since is not None:
         raise BulkExportError(
@@ -995,12 +1022,6 @@ def check_since_base(folder: Path, since: str) -> None:
             f"{INCREMENTAL_ONLY}; export without --since into this folder first",
             Location(file=str(folder)),
         )
-    raise BulkExportError(
-        f"--since {since}: applying an incremental export onto the complete export in the "
-        "folder is not supported yet; "
-        f"{INCREMENTAL_ONLY}; export without --since (into an empty folder) instead",
-        Location(file=str(Path(folder) / STATE_FILE)),
-    )
 
 
 def read_export_issues(path: Path) -> list[ExportIssue]:

@@ -29,6 +29,8 @@ from bulk_support import (
 from typer.testing import CliRunner
 
 from engine.cli.cohort import cohort
+from engine.cohort import kept_types
+from engine.trial import load_trial
 
 ROOT = Path(__file__).resolve().parents[2]
 CRITERIA = str(ROOT / "criteria" / "NCT05315778.yaml")
@@ -94,16 +96,36 @@ def test_since_into_a_folder_without_a_complete_export_asks_the_server_nothing(
     assert not list(folder.rglob("*.ndjson"))
 
 
-def test_since_onto_a_complete_export_leaves_it_intact(tmp_path: Path) -> None:
+def test_since_applies_the_changes_onto_the_complete_export(tmp_path: Path) -> None:
+    """The base export and the changes since (a Condition added, the other deleted) from the
+    scripted server: the cohort reads the merged folder."""
     folder = tmp_path / "export"
-    _exported(folder, None)
-    before = _contents(folder)
+    types = kept_types(load_trial(CRITERIA))
+    with scripted_server() as server:
+        kickoff_route(server)
+        outputs = [("Patient", f"{FILES}/p.ndjson"), ("Condition", f"{FILES}/c.ndjson")]
+        status_route(server, done(manifest(outputs)))
+        file_route(server, "p.ndjson", ndjson(patient("p1"), patient("p2")))
+        file_route(server, "c.ndjson", ndjson(condition("c1", "p1"), condition("c2", "p2")))
+        delete_route(server)
+        export(folder, FakeTime(), types=types)
+    changes = manifest([("Condition", f"{FILES}/changed.ndjson")], requires_token=False)
+    changes["deleted"] = [{"type": "Bundle", "url": f"{FILES}/deleted.ndjson"}]
+    deleted = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"request": {"method": "DELETE", "url": "Condition/c2"}}],
+    }
     arguments = [*_arguments(tmp_path / "out"), "--server", BASE, "--ndjson", str(folder)]
-    with respx.mock(assert_all_called=False) as server:
-        anything = server.route().mock(return_value=httpx.Response(500))
+    with scripted_server() as server:
+        kickoff = kickoff_route(server)
+        status_route(server, done(changes))
+        file_route(server, "changed.ndjson", ndjson(condition("c3", "p2")))
+        file_route(server, "deleted.ndjson", ndjson(deleted))
+        delete_route(server)
         result = CliRunner().invoke(app, [*arguments, "--since", SINCE])
-    assert result.exit_code == 2, result.output
-    assert "not supported yet" in result.output
-    assert not anything.called
-    assert _contents(folder) == before
-    assert not (tmp_path / "out").exists()
+    assert result.exit_code == 0, result.output
+    assert kickoff.calls.last.request.url.params["_since"] == SINCE
+    conditions = (folder / "Condition.000.ndjson").read_bytes()
+    assert conditions == ndjson(condition("c1", "p1"), condition("c3", "p2"))
+    assert (tmp_path / "out" / "cohort.csv").read_text().count("\n") == 3

@@ -8,8 +8,8 @@ Request" and "File Request". The server is scripted (respx, tests/bulk_support.p
 answer is one the IG allows, written out so that the client's side of it is pinned; the
 whole flow against a real server (sekmet-fhir) is in tests/sources/test_bulk_export.py.
 Not done by trialsieve, so not tested: POST kick-off, `_elements`, `_typeFilter`,
-`includeAssociatedData`, and the manifest's `deleted` array (an export with `_since` is
-not merged into an earlier one: each export is a folder of its own).
+`includeAssociatedData`. The manifest's `deleted` array (`_since`) and applying an export
+with `_since` onto an earlier one are tested in tests/sources/test_bulk_since.py.
 """
 
 from __future__ import annotations
