@@ -66,6 +66,7 @@ from engine.sources import (
     RetryPolicy,
     parse_bundle,
 )
+from engine.sources.fhir_server import SEARCH_REFUSALS
 from engine.sources.references import is_fhir_id
 
 READY_PROBE = RetryPolicy(attempts=1, timeout=3.0, give_up_after=3.0)
@@ -406,7 +407,11 @@ class Service:
         `subscription` (at first, since the service started): the Subscription's criteria
         (read from the server), else every type some trial reads (and Patient), searched with
         `_lastUpdated=gt<time>` (R4 3.1.1.5.2); each resource's patient. The time moves on
-        only when every search succeeded (a failed query is asked again next time)."""
+        only when every search succeeded (a failed query is asked again next time). A search
+        the server refuses on its first page (400, 403, 404, 405, 501, or 200 with an
+        OperationOutcome) does not stop the others: their patients are re-evaluated, the
+        refusal is logged ("changes query refused", the type and status), and the time stays,
+        so the changes that search would have found are asked for again next time."""
         client = self.require_server("asking the server what changed")
         started = dt.datetime.now(dt.UTC)
         # `gt` with a time to the second means after that whole second (R4 3.1.1.5.2,
@@ -420,16 +425,44 @@ class Service:
         if queries is None:
             queries = [ChangeQuery(resource_type) for resource_type in sorted(relevant)]
         patients: set[str] = set()
+        complete = True
         for query in queries:
+            found = self._changed_by(client, query, since)
+            if found is None:
+                complete = False
+            else:
+                patients |= found
+        if complete:
+            self._change_times.queried(subscription, started)
+        return sorted(patients)
+
+    def _changed_by(
+        self, client: FhirServerClient, query: ChangeQuery, since: str
+    ) -> set[str] | None:
+        """The patients of the resources one change query finds; None when the server refuses
+        it on its first page (a failure after it, or any other, raises)."""
+        patients: set[str] = set()
+        first = True
+        try:
             for page in client.pages(query.url(since, self.settings.page_size)):
+                first = False
                 for entry in page.get("entry") or ():
                     resource = entry.get("resource") if isinstance(entry, dict) else None
                     if isinstance(resource, dict) and not is_own(resource):
                         patient = patient_of(resource, client.base_url)
                         if patient:
                             patients.add(patient)
-        self._change_times.queried(subscription, started)
-        return sorted(patients)
+        except ServerError as error:
+            if not first or error.status not in SEARCH_REFUSALS:
+                raise
+            log_event(
+                logging.WARNING,
+                "changes query refused",
+                resource_type=query.resource_type,
+                http_status=error.status,
+            )
+            return None
+        return patients
 
     def find_patient(self, reference: str) -> str | None:
         """The patient a resource on the configured server is about (None when it is gone or

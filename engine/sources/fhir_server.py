@@ -55,7 +55,7 @@ _PATIENT_REFERENCE_FIELDS = ("subject", "patient", "individual")
 # tried, or "this server does not give this type", after which it is unavailable.
 REFUSALS = frozenset({400, 403, 404, 405, 501})
 # A search answered 200 with an OperationOutcome in place of the searchset: a refusal too.
-_SEARCH_REFUSALS = REFUSALS | {200}
+SEARCH_REFUSALS = REFUSALS | {200}
 # OperationOutcome issue severities (R4 `issue-severity`) that say the results are not complete.
 _INCOMPLETE = frozenset({"error", "fatal"})
 
@@ -213,7 +213,7 @@ class FhirServerSource:
                 if not complete:
                     return
         except ServerError as error:
-            if not first or error.status not in _SEARCH_REFUSALS:
+            if not first or error.status not in SEARCH_REFUSALS:
                 raise
             self._unavailable(pulled, resource_type, error.message)
 
@@ -253,7 +253,7 @@ class FhirServerSource:
                         )
                         return None
         except ServerError as error:
-            if error.status not in _SEARCH_REFUSALS or pulled.entries:
+            if error.status not in SEARCH_REFUSALS or pulled.entries:
                 raise
             log.warning("%s; falling back to searches by patient", error)
             return None

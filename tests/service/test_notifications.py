@@ -5,6 +5,7 @@ to sekmet, and `trialsieve subscribe` with sekmet's rest-hook delivery end to en
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import uuid
@@ -15,6 +16,7 @@ import orjson
 import pytest
 import typer
 from fastapi.testclient import TestClient
+from refusing_server import Refusal, refusing_server
 from sekmet_server import SekmetServer
 from service_support import (
     API_TOKEN,
@@ -33,6 +35,7 @@ from engine.report.resources import RESEARCH_SUBJECT_SYSTEM, deterministic_id
 from engine.service import create_app
 from engine.service.notifications import NotificationQueue, Target, notification_targets
 from engine.service.problems import ApiError
+from engine.service.subscription_changes import SERVICE_WIDE
 from engine.service.subscriptions import NOT_SUBSCRIBED, rest_hook_subscription
 
 BASE = "http://fhir.example.org/r4"
@@ -415,3 +418,30 @@ def test_a_notification_names_a_subscription_of_the_server(
         response = api.post("/fhir-notify", params={"subscription": named}, headers=AUTH)
         assert response.status_code == 400, response.text
         assert response.json()["issue"][0]["expression"] == ["subscription"]
+
+
+def test_a_refused_change_query_keeps_the_others_and_the_time(
+    service_client: ClientFactory, sekmet: SekmetServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What changed, asked through a proxy that refuses every Condition search (400 with an
+    OperationOutcome): the other types' changes are still found (their patients re-evaluated),
+    the refusal is logged with its type and status, and the service-wide time does not move
+    on, so the Conditions changed since are asked for again next time rather than lost."""
+    patient_id = f"service-refused-{uuid.uuid4().hex[:8]}"
+    refusals = {"Condition": Refusal(400, "Condition searches are not allowed")}
+    with refusing_server(sekmet.base_url, refusals) as proxy:
+        api = service_client(server_settings(proxy.base_url, sekmet.token))
+        service = api.app.state.service  # type: ignore[attr-defined]
+        with sekmet.http() as http:
+            copy_patient(http, "itp-relapsed-missing-labs", patient_id)
+        before = service._change_times.since(SERVICE_WIDE)
+        with caplog.at_level(logging.WARNING):
+            changed = service.find_changed()
+        assert patient_id in changed  # its Patient and Observations changed too
+        assert service._change_times.since(SERVICE_WIDE) == before
+        refused = [r for r in caplog.records if r.getMessage() == "changes query refused"]
+        assert [r.fields for r in refused] == [{"resource_type": "Condition", "http_status": 400}]
+        del refusals["Condition"]  # the proxy answers every search from now on
+        again = service.find_changed()
+        assert patient_id in again  # asked from the same time: nothing lost
+        assert service._change_times.since(SERVICE_WIDE) > before  # every query answered
