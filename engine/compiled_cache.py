@@ -27,7 +27,11 @@ keeps the compiled criteria (cloudpickled: they hold closures) in one file per c
   sources, fhir.resources and pydantic included): a later run validates only new shapes.
 
 The folder is `$TRIALSIEVE_CACHE_DIR`, else `$XDG_CACHE_HOME/trialsieve`, else
-`~/.cache/trialsieve`; `TRIALSIEVE_CACHE_DIR=off` turns the cache off. Entries are written
+`~/.cache/trialsieve`; `TRIALSIEVE_CACHE_DIR=off` turns the cache off. Entries are pickles,
+and unpickling runs code: the folder is created readable by its owner only, and a file is
+read only when it and its folder belong to the user running trialsieve and neither is
+writable by group or others (nor is the file a symbolic link); anything else is ignored
+with a warning (the trial compiles as without a cache). Entries are written
 atomically; one that cannot be read or written is ignored (the trial is compiled as without a
 cache): the cache only ever saves time, it never changes a result.
 """
@@ -40,6 +44,7 @@ import importlib.metadata
 import logging
 import os
 import pickle
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -61,6 +66,41 @@ _ENTRY_PREFIX = "compiled-"
 _CONVERSIONS_PREFIX = "conversions-"
 _ENGINE_ROOT = Path(__file__).resolve().parent
 _log = logging.getLogger(__name__)
+
+
+class UntrustedCacheFile(OSError):
+    """A cache file someone other than this user could have written: never unpickled."""
+
+
+def _read_trusted(path: Path) -> bytes:
+    """The bytes of a cache file this user alone can have written.
+
+    Raises FileNotFoundError when it is absent, UntrustedCacheFile when it or its folder
+    belongs to another user, is writable by group or others, or the file is a link.
+    """
+    user = os.getuid() if hasattr(os, "getuid") else None
+    for checked in (path.parent, path):
+        status = checked.lstat()
+        if checked is path and stat.S_ISLNK(status.st_mode):
+            raise UntrustedCacheFile(f"{path} is a symbolic link")
+        if user is not None and status.st_uid != user:
+            raise UntrustedCacheFile(f"{checked} belongs to another user (uid {status.st_uid})")
+        if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise UntrustedCacheFile(f"{checked} is writable by group or others")
+    return path.read_bytes()
+
+
+def _unpickle(path: Path) -> Any:
+    """Unpickle a cache file, only if `_read_trusted` allows it (warning when it does not)."""
+    try:
+        return pickle.loads(_read_trusted(path))
+    except UntrustedCacheFile as error:
+        _log.warning("trialsieve cache: not reading %s", error)
+        raise
+
+
+def _make_folder(folder: Path) -> None:
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
 def cache_folder() -> Path | None:
@@ -165,7 +205,7 @@ def _file_digest(path: Path) -> bytes | None:
 
 def _read_entry(entry: Path) -> tuple[CompiledCriteria, list[tuple[str, bytes | None]]] | None:
     try:
-        stored = pickle.loads(entry.read_bytes())
+        stored = _unpickle(entry)
         compiled = pickle.loads(stored["compiled"])
         value_set_files: list[tuple[str, bytes | None]] = stored["value_set_files"]
         conversions: dict[Any, Any] = stored["conversions"]
@@ -193,7 +233,7 @@ def _write_entry(
             "value_set_files": value_set_files,
             "conversions": units.known_conversions(),
         }
-        entry.parent.mkdir(parents=True, exist_ok=True)
+        _make_folder(entry.parent)
         write_atomically(entry, pickle.dumps(stored))
         _prune(entry.parent)
     except Exception as error:  # a cache that cannot be written only costs time
@@ -230,7 +270,7 @@ def load_conversions() -> int:
     if path is None:
         return 0
     try:
-        conversions = pickle.loads(path.read_bytes())
+        conversions = _unpickle(path)
     except FileNotFoundError:
         return 0
     except Exception as error:
@@ -257,7 +297,9 @@ def save_conversions() -> None:
         return
     _conversions_seen = len(known)
     try:
-        stored = pickle.loads(path.read_bytes())
+        stored = _unpickle(path)
+    except UntrustedCacheFile:
+        return  # not ours to extend: leave it as it is
     except Exception:
         stored = {}
     if not isinstance(stored, dict):
@@ -266,7 +308,7 @@ def save_conversions() -> None:
         return
     stored.update(known)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_folder(path.parent)
         write_atomically(path, pickle.dumps(stored))
     except Exception as error:
         _log.debug("unit conversion cache: cannot write %s (%s)", path, error)
@@ -289,7 +331,7 @@ def validated_shapes() -> set[Any]:
     if path is None:
         return set()
     try:
-        shapes = pickle.loads(path.read_bytes())
+        shapes = _unpickle(path)
     except FileNotFoundError:
         return set()
     except Exception as error:
@@ -307,7 +349,7 @@ def save_validated_shapes(shapes: frozenset[Any] | set[Any]) -> None:
     if shapes <= stored:
         return
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_folder(path.parent)
         write_atomically(path, pickle.dumps(stored | set(shapes)))
     except Exception as error:
         _log.debug("validated shapes cache: cannot write %s (%s)", path, error)

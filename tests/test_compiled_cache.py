@@ -172,3 +172,54 @@ def test_unit_conversions_travel_through_the_shared_file(cache: Path) -> None:
         assert units.convert(1.0, "mg/dL", "g/L") == pytest.approx(0.01)
     finally:
         units.add_known_conversions(known)
+
+
+def _counting_loads(path: Path) -> tuple[list[Path], CompiledCriteria]:
+    """Load `path` through the cache from scratch; the paths it had to compile."""
+    calls: list[Path] = []
+
+    def compile_trial(criteria: str | Path) -> CompiledCriteria:
+        calls.append(Path(criteria))
+        return _load_and_compile(criteria)
+
+    compiled_cache._in_process.clear()
+    return calls, load_trial_cached(path, compile_trial)
+
+
+def test_the_folder_is_created_for_its_owner_only(cache: Path) -> None:
+    fresh_load(ROOT / "criteria" / "NCT05315778.yaml")
+    assert cache.stat().st_mode & 0o777 == 0o700
+
+
+@pytest.mark.parametrize("where", ["file", "folder"])
+def test_an_entry_others_could_have_written_is_never_unpickled(
+    cache: Path, where: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Unpickling runs code: a group- or world-writable entry (or folder) is not read, the
+    trial compiles as without a cache, and a warning names the file."""
+    path = ROOT / "criteria" / "NCT05315778.yaml"
+    fresh_load(path)
+    (entry,) = entries(cache)
+    target = entry if where == "file" else cache
+    target.chmod(target.stat().st_mode | 0o022)
+    calls, compiled = _counting_loads(path)
+    assert calls == [path] and compiled.trial.id == "NCT05315778"
+    assert "writable by group or others" in caplog.text
+
+
+def test_an_entry_of_another_user_or_a_link_is_never_unpickled(
+    cache: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = ROOT / "criteria" / "NCT05315778.yaml"
+    fresh_load(path)
+    (entry,) = entries(cache)
+    with monkeypatch.context() as patched:
+        patched.setattr(compiled_cache.os, "getuid", lambda: entry.stat().st_uid + 1)
+        calls, _ = _counting_loads(path)
+    assert calls == [path] and "belongs to another user" in caplog.text
+    elsewhere = cache.parent / "planted.pickle"
+    shutil.copy(entry, elsewhere)
+    entry.unlink()
+    entry.symlink_to(elsewhere)
+    calls, _ = _counting_loads(path)
+    assert calls == [path] and "is a symbolic link" in caplog.text
