@@ -599,6 +599,12 @@ class _Export:
             return self._result(state, reused=True)
         for file in state.files:
             if file.done and not (self.root / file.name).is_file():
+                if state.increments:  # merged files have no URL to download them from again
+                    raise BulkExportError(
+                        f"{file.name} of an export with incremental exports applied was "
+                        "removed; it cannot be downloaded again: export into an empty folder",
+                        Location(file=str(self.root / file.name)),
+                    )
                 log.warning("%s was removed; downloading it again", self.root / file.name)
                 file.done = False
         state.complete = False

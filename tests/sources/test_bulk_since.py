@@ -16,7 +16,6 @@ import respx
 from bulk_support import (
     BASE,
     FILES,
-    STATUS,
     TOKEN,
     FakeTime,
     condition,
@@ -175,4 +174,15 @@ def test_changes_onto_another_request_are_refused_before_asking(tmp_path: Path) 
         with pytest.raises(BulkExportError, match="another request"):
             apply_since_export(BASE, folder, SINCE, types=("Observation",))
     assert not anything.called
-    assert STATUS
+
+
+def test_a_merged_file_removed_is_not_downloaded_again(tmp_path: Path) -> None:
+    folder = tmp_path / "export"
+    _base(folder)
+    _apply(folder, ndjson(condition("c3", "p1")), ndjson(_deleted_bundle()))
+    (folder / "Condition.000.ndjson").unlink()
+    with respx.mock(assert_all_called=False) as server:
+        anything = server.route().mock(return_value=httpx.Response(500))
+        with pytest.raises(BulkExportError, match="cannot be downloaded again"):
+            export(folder, FakeTime())
+    assert not anything.called
