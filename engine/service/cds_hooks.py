@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -38,6 +38,7 @@ from engine.service.models import CdsFeedback, CdsHookRequest
 from engine.service.problems import ApiError, Issue
 from engine.service.trials import LoadedTrial
 from engine.sources import PatientResources, parse_bundle, reference_key
+from engine.sources.fhir_server import outcome_words, search_outcome
 from engine.sources.references import is_fhir_id
 
 HOOK = "patient-view"
@@ -122,6 +123,9 @@ class Prefetched:
     missing_types: frozenset[str]
     failed: dict[str, str] = dataclasses.field(default_factory=dict)
     unavailable: dict[str, str] = dataclasses.field(default_factory=dict)
+    problems: list[str] = dataclasses.field(default_factory=list)
+    """What the client or the server noted about the data they gave
+    (`PatientResources.source_problems`)."""
 
 
 def read_prefetch(
@@ -142,6 +146,7 @@ def read_prefetch(
     missing: set[str] = set()
     failed: dict[str, str] = {}
     unavailable: dict[str, str] = {}
+    problems: list[str] = []
     for template in prefetch_templates(trial):
         value = given.get(template.key)
         field = f"prefetch.{template.key}"
@@ -188,11 +193,19 @@ def read_prefetch(
             for entry in value.get("entry") or ():
                 if not isinstance(entry, dict):
                     raise ApiError.of(400, "invalid", f"{field}: an entry is not an object", field)
-                search = entry.get("search")
-                if isinstance(search, dict) and search.get("mode") == "outcome":
+                outcome = search_outcome(entry)
+                if outcome is None:
+                    _add(entries, entry)
                     continue
-                _add(entries, entry)
-    return Prefetched(entries, frozenset(missing), failed, unavailable)
+                # R4 3.1.1.5.7: an error or fatal issue, the results are not complete.
+                errors, notes = outcome_words(outcome)
+                if notes:
+                    problems.append(f"{field}: the EHR notes: {notes}")
+                if errors:
+                    unavailable[template.resource_type] = (
+                        f"not complete from the EHR ({field}: {errors})"
+                    )
+    return Prefetched(entries, frozenset(missing), failed, unavailable, problems)
 
 
 def _outcome_words(outcome: Mapping[str, Any]) -> str:
@@ -240,6 +253,7 @@ def assemble(
     entries: Mapping[str, dict[str, Any]],
     origin: str,
     unavailable: Mapping[str, str] | None = None,
+    problems: Sequence[str] = (),
 ) -> PatientResources:
     """The patient's data from prefetched and fetched entries, checked as a Bundle file is,
     with the types neither could provide (`Prefetched.unavailable`)."""
@@ -251,9 +265,13 @@ def assemble(
             400, "invalid", "prefetch holds a number beyond the 64-bit integer range", "prefetch"
         ) from None
     resources = parse_bundle(text, origin)
-    if not unavailable:
+    if not unavailable and not problems:
         return resources
-    return dataclasses.replace(resources, unavailable_types=dict(sorted(unavailable.items())))
+    return dataclasses.replace(
+        resources,
+        unavailable_types=dict(sorted((unavailable or {}).items())),
+        source_problems=tuple(dict.fromkeys(problems)),
+    )
 
 
 def feedback_problems(feedback: CdsFeedback) -> list[Issue]:

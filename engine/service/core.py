@@ -66,7 +66,7 @@ from engine.sources import (
     RetryPolicy,
     parse_bundle,
 )
-from engine.sources.fhir_server import SEARCH_REFUSALS
+from engine.sources.fhir_server import REFUSALS, SEARCH_REFUSALS
 from engine.sources.references import is_fhir_id
 
 READY_PROBE = RetryPolicy(attempts=1, timeout=3.0, give_up_after=3.0)
@@ -233,6 +233,7 @@ class Service:
                     prefetched.entries,
                     f"CDS Hooks call {request.hook_instance}",
                     prefetched.unavailable,
+                    prefetched.problems,
                 ),
                 "prefetch",
             )
@@ -346,11 +347,21 @@ class Service:
             pulled = None
         if pulled is not None:
             prefetched.unavailable.update(pulled.unavailable_types)
+            prefetched.problems.extend(pulled.source_problems)
             for resource, full_url in zip(pulled.resources, pulled.full_urls, strict=True):
                 key = f"{resource['resourceType']}/{resource.get('id')}"
                 prefetched.entries.setdefault(key, {"fullUrl": full_url, "resource": resource})
         for medication_id in unresolved_medications(prefetched.entries):
-            medication = client.read("Medication", medication_id)
+            try:
+                medication = client.read("Medication", medication_id)
+            except ServerError as error:
+                if error.status not in REFUSALS:
+                    raise
+                # The reference stays unresolved, with why (as `FhirServerSource` does).
+                prefetched.problems.append(
+                    f"Medication/{medication_id} not read from the server ({error.message})"
+                )
+                continue
             if medication is not None:
                 prefetched.entries[f"Medication/{medication_id}"] = {
                     "fullUrl": f"{client.base_url}/Medication/{medication_id}",

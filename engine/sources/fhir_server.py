@@ -205,7 +205,7 @@ class FhirServerSource:
                 first = False
                 complete = True
                 for entry in page.get("entry") or ():
-                    outcome = _outcome_of(entry)
+                    outcome = search_outcome(entry)
                     if outcome is None:
                         yield entry
                     elif not self._note_outcome(pulled, resource_type, outcome):
@@ -221,16 +221,12 @@ class FhirServerSource:
         """Take in an OperationOutcome entry of a search for `searched`: its error and fatal
         issues make the type unavailable (not complete), its warnings and information become
         data problems. False when the results are not complete."""
-        issues = [issue for issue in outcome.get("issue") or () if isinstance(issue, dict)]
-        errors = [issue for issue in issues if issue.get("severity") in _INCOMPLETE]
-        notes = [issue for issue in issues if issue.get("severity") not in _INCOMPLETE]
+        errors, notes = outcome_words(outcome)
         if notes:
-            words = outcome_diagnostics({"issue": notes}) or "an OperationOutcome"
-            pulled.problems.append(f"{searched} search: the server notes: {words}")
-        if not errors:
+            pulled.problems.append(f"{searched} search: the server notes: {notes}")
+        if errors is None:
             return True
-        words = outcome_diagnostics({"issue": errors}) or "an OperationOutcome"
-        self._unavailable(pulled, searched, words, state="complete")
+        self._unavailable(pulled, searched, errors, state="complete")
         return False
 
     def _everything(self, patient_id: str) -> _Pulled | None:
@@ -241,7 +237,7 @@ class FhirServerSource:
         try:
             for page in self.client.pages(url, params):
                 for entry in page.get("entry") or ():
-                    outcome = _outcome_of(entry)
+                    outcome = search_outcome(entry)
                     if outcome is None:
                         pulled.add(entry)
                     elif not self._note_outcome(pulled, "Patient/$everything", outcome):
@@ -352,7 +348,19 @@ class FhirServerSource:
             pulled.add({"fullUrl": f"{self.client.base_url}/{key}", "resource": medication})
 
 
-def _outcome_of(entry: Any) -> dict[str, Any] | None:
+def outcome_words(outcome: dict[str, Any]) -> tuple[str | None, str | None]:
+    """An OperationOutcome's error and fatal issues (the results are not complete), and its
+    other issues (warning, information), each as one line; None when it has none."""
+    issues = [issue for issue in outcome.get("issue") or () if isinstance(issue, dict)]
+    errors = [issue for issue in issues if issue.get("severity") in _INCOMPLETE]
+    notes = [issue for issue in issues if issue.get("severity") not in _INCOMPLETE]
+    return (
+        (outcome_diagnostics({"issue": errors}) or "an OperationOutcome") if errors else None,
+        (outcome_diagnostics({"issue": notes}) or "an OperationOutcome") if notes else None,
+    )
+
+
+def search_outcome(entry: Any) -> dict[str, Any] | None:
     """The OperationOutcome of a searchset entry whose `search.mode` is `outcome` (R4 3.1.1.5.7
     "Searching" and Bundle.entry.search.mode: information about the search), else None."""
     if not isinstance(entry, dict):

@@ -243,3 +243,47 @@ def test_a_type_the_fhir_server_refuses_is_unknown_in_the_card(
     (answer,) = response.json()["cards"]
     assert answer["indicator"] == "warning"
     assert not same_card(answer, card(evaluated_file(api, name)))
+
+
+def test_an_outcome_entry_in_a_prefetch_bundle_is_read_as_from_a_server(
+    api: TestClient,
+) -> None:
+    """A prefetched searchset with an OperationOutcome entry (R4 3.1.1.5.7, `search.mode`
+    outcome): an error issue leaves its type not complete (unknown, not "none on record"),
+    the entries kept; a warning keeps the data and joins the data problems."""
+    name = "itp-relapsed-candidate"
+    trial = loaded_trial(api)
+    prefetch = prefetch_from(example(name), trial, name)
+    truncated = {
+        **prefetch["medicationStatement"],
+        "entry": [
+            *(prefetch["medicationStatement"].get("entry") or []),
+            {"resource": TIMED_OUT, "search": {"mode": "outcome"}},
+        ],
+    }
+    noted = {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {"severity": "warning", "code": "informational", "diagnostics": "sorted by date"}
+        ],
+    }
+    conditions = {
+        **prefetch["condition"],
+        "entry": [
+            *(prefetch["condition"].get("entry") or []),
+            {"resource": noted, "search": {"mode": "outcome"}},
+        ],
+    }
+    given = {**prefetch, "medicationStatement": truncated, "condition": conditions}
+    prefetched = read_prefetch(trial, given, name)
+    said = "not complete from the EHR (prefetch.medicationStatement: search timed out)"
+    assert prefetched.unavailable == {"MedicationStatement": said}
+    assert prefetched.problems == ["prefetch.condition: the EHR notes: sorted by date"]
+    resources = assemble(prefetched.entries, "test", prefetched.unavailable, prefetched.problems)
+    assert "OperationOutcome" not in {r["resourceType"] for r in resources.resources}
+    evaluation = screen_patient(trial.criteria, resources, AS_OF).evaluation
+    assert "prefetch.condition: the EHR notes: sorted by date" in evaluation.data_problems
+    assert f"MedicationStatement {said}: criteria over it are unknown" in evaluation.data_problems
+    response = api.post(SERVICE, json=hook_call(name, prefetch=given), headers=AUTH)
+    assert response.status_code == 200, response.text
+    assert response.json()["cards"][0]["indicator"] == "warning"
