@@ -118,15 +118,7 @@ def run_local(
 ) -> int | None:
     """The local engine: `settings.workers` processes, whole partitions each."""
     if settings.workers <= 1 or len(indexes) <= 1:
-        criteria = setup.compiled_criteria()
-        evaluator = PartitionEvaluator(
-            criteria,
-            setup.as_of,
-            setup.attestations,
-            setup.full,
-            setup.screen_lines,
-            setup.store_key,
-        )
+        evaluator = setup.partition_evaluator()
         on_started()
         for index in indexes:
             result = evaluator.evaluate(setup.partitions.payload(index))

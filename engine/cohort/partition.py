@@ -181,6 +181,17 @@ class WorkerSetup:
             return self.criteria
         return replace(load_trial(self.criteria_path), unavailable_types=self.unavailable_types)
 
+    def partition_evaluator(self) -> PartitionEvaluator:
+        """An evaluator of this run's partitions, over `compiled_criteria()`."""
+        return PartitionEvaluator(
+            self.compiled_criteria(),
+            self.as_of,
+            self.attestations,
+            self.full,
+            self.screen_lines,
+            self.store_key,
+        )
+
 
 @dataclass(frozen=True)
 class PartitionOutcome:
@@ -473,18 +484,7 @@ def start_worker(setup: WorkerSetup) -> None:
     inherit) the criteria once for this process."""
     global _worker
     exit_when_orphaned()
-    criteria = setup.compiled_criteria()
-    _worker = (
-        setup,
-        PartitionEvaluator(
-            criteria,
-            setup.as_of,
-            setup.attestations,
-            setup.full,
-            setup.screen_lines,
-            setup.store_key,
-        ),
-    )
+    _worker = (setup, setup.partition_evaluator())
 
 
 def evaluate_in_worker(index: int) -> PartitionOutcome:
