@@ -52,6 +52,9 @@ caught there, never reaching a caller:
     NotStored         (engine/cohort/outcome_store.py) a cohort re-run's store cannot answer
                       what a criterion asks; caught by engine/cohort/rerun.py, which then
                       evaluates that partition from the input
+    UntrustedCacheFile (engine/compiled_cache.py) a cache file another user could have
+                      written: never unpickled; caught there (a warning, then the trial
+                      compiles as without a cache)
 
 Every error carries a `location` that names where the problem is; `str(error)` puts it first,
 so a person reading the message knows which file, line, resource and field to open.
