@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from scripted_fhir import BASE, capability_statement, searchset
 
 from engine.errors import ServerError
 from engine.evaluate import CompiledCriteria, evaluate_patient
@@ -27,7 +28,6 @@ from engine.sources import (
     read_bundle_file,
 )
 
-BASE = "http://fhir.test/fhir"
 TOKEN = "s3cret-token"
 ROOT = Path(__file__).resolve().parents[2]
 PATIENT = {"resourceType": "Patient", "id": "p1", "gender": "female"}
@@ -45,39 +45,9 @@ def statement(
         }
         entry.update({k: v for k, v in options.items() if k != "params"})
         declared.append(entry)
-    if everything:
-        declared.append(
-            {
-                "type": "Patient",
-                "operation": [
-                    {
-                        "name": "everything",
-                        "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
-                    }
-                ],
-            }
-        )
-    return {
-        "resourceType": "CapabilityStatement",
-        "status": "active",
-        "date": "2026-01-01",
-        "kind": "instance",
-        "fhirVersion": version,
-        "format": ["json"],
-        "rest": [{"mode": "server", "resource": declared}],
-    }
-
-
-def searchset(*resources: dict[str, Any], next_url: str | None = None) -> dict[str, Any]:
-    links = [{"relation": "next", "url": next_url}] if next_url else []
-    return {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "link": links,
-        "entry": [
-            {"fullUrl": f"{BASE}/{r['resourceType']}/{r['id']}", "resource": r} for r in resources
-        ],
-    }
+    return capability_statement(
+        declared, everything=everything, patient_interactions=(), version=version
+    )
 
 
 class Waits:

@@ -15,13 +15,13 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from scripted_fhir import BASE, capability_statement, patient_search
 
 from engine.errors import ServerError
 from engine.evaluate import CompiledCriteria, Truth
 from engine.screening import screen_patient
 from engine.sources import FhirServerClient, FhirServerSource, PatientResources, RetryPolicy
 
-BASE = "http://fhir.test/fhir"
 AS_OF = dt.date(2026, 11, 1)
 PATIENT = {"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1980-01-01"}
 CONDITION = {
@@ -44,36 +44,8 @@ SEARCHED = ("Condition", "MedicationRequest", "MedicationStatement")
 
 def statement(*, everything: bool = False) -> dict[str, Any]:
     """A CapabilityStatement with a patient search on each searched type (and `$everything`)."""
-    declared: list[dict[str, Any]] = [
-        {
-            "type": resource_type,
-            "interaction": [{"code": "read"}, {"code": "search-type"}],
-            "searchParam": [{"name": "patient", "type": "reference"}],
-        }
-        for resource_type in SEARCHED
-    ]
-    if everything:
-        declared.append(
-            {
-                "type": "Patient",
-                "interaction": [{"code": "read"}],
-                "operation": [
-                    {
-                        "name": "everything",
-                        "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
-                    }
-                ],
-            }
-        )
-    return {
-        "resourceType": "CapabilityStatement",
-        "status": "active",
-        "date": "2026-01-01",
-        "kind": "instance",
-        "fhirVersion": "4.0.1",
-        "format": ["json"],
-        "rest": [{"mode": "server", "resource": declared}],
-    }
+    declared = [patient_search(name, ["read", "search-type"]) for name in SEARCHED]
+    return capability_statement(declared, everything=everything)
 
 
 def outcome(severity: str, diagnostics: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import pytest
 import respx
 from medplum_server import MedplumServer
 from refusing_server import Refusal, refusing_server
+from scripted_fhir import BASE, capability_statement, patient_search, searchset
 from sekmet_server import ROOT, SekmetServer
 
 from engine.errors import ServerError
@@ -27,7 +28,6 @@ from engine.resource_types import resource_types_to_pull
 from engine.screening import screen_patient
 from engine.sources import BearerToken, FhirServerClient, FhirServerSource, RetryPolicy
 
-BASE = "http://fhir.test/fhir"
 AS_OF = dt.date(2026, 11, 1)
 PATIENTS = ROOT / "examples" / "patients"
 PATIENT = {"resourceType": "Patient", "id": "p1", "gender": "female"}
@@ -43,47 +43,8 @@ SEARCH = ["read", "search-type"]
 
 def statement(interactions: dict[str, list[str]], *, everything: bool = False) -> dict[str, Any]:
     """A CapabilityStatement listing each type with its interactions and a patient search."""
-    declared: list[dict[str, Any]] = [
-        {
-            "type": resource_type,
-            "interaction": [{"code": code} for code in codes],
-            "searchParam": [{"name": "patient", "type": "reference"}],
-        }
-        for resource_type, codes in interactions.items()
-    ]
-    if everything:
-        declared.append(
-            {
-                "type": "Patient",
-                "interaction": [{"code": "read"}],
-                "operation": [
-                    {
-                        "name": "everything",
-                        "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
-                    }
-                ],
-            }
-        )
-    return {
-        "resourceType": "CapabilityStatement",
-        "status": "active",
-        "date": "2026-01-01",
-        "kind": "instance",
-        "fhirVersion": "4.0.1",
-        "format": ["json"],
-        "rest": [{"mode": "server", "resource": declared}],
-    }
-
-
-def searchset(*resources: dict[str, Any], next_url: str | None = None) -> dict[str, Any]:
-    return {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "link": [{"relation": "next", "url": next_url}] if next_url else [],
-        "entry": [
-            {"fullUrl": f"{BASE}/{r['resourceType']}/{r['id']}", "resource": r} for r in resources
-        ],
-    }
+    declared = [patient_search(name, codes) for name, codes in interactions.items()]
+    return capability_statement(declared, everything=everything)
 
 
 def outcome(diagnostics: str) -> dict[str, Any]:
