@@ -241,18 +241,23 @@ class Service:
         evaluation = _serving(
             lambda: screen_patient(trial.criteria, resources, self.settings.day(), answers)
         ).evaluation
+        template = self.settings.report_url_template
+        if template is None and base_url is not None and self.settings.fhir_server is not None:
+            template = base_url.rstrip("/") + "/" + REPORT_PATH
+        answer = card(evaluation, template)
+        # The hook instance and the card uuid let feedback on the card ("cds card feedback")
+        # be matched to the call that answered it; neither identifies the patient.
         log_event(
             logging.INFO,
             "cds hook answered",
             trial=trial.id,
+            hook_instance=request.hook_instance,
+            card=answer["uuid"],
             status=evaluation.status.value,
             fetched=fetched,
             duration_ms=elapsed_ms(started),
         )
-        template = self.settings.report_url_template
-        if template is None and base_url is not None and self.settings.fhir_server is not None:
-            template = base_url.rstrip("/") + "/" + REPORT_PATH
-        return {"cards": [card(evaluation, template)]}
+        return {"cards": [answer]}
 
     def cds_feedback(self, service_id: str, feedback: CdsFeedback) -> int:
         """Log each card's outcome (CDS Hooks 2.0, "Feedback"); the number logged.

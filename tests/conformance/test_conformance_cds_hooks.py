@@ -553,8 +553,19 @@ def test_feedback_on_a_card_the_service_did_not_keep_is_logged(
     userComment")."""
     name = "itp-too-old"
     prefetch = prefetch_from(example(name), loaded_trial(api), name)
-    given = api.post(CDS_SERVICE, json=hook_call(name, prefetch=prefetch), headers=AUTH)
+    call = hook_call(name, prefetch=prefetch)
+    with caplog.at_level("INFO", logger="engine.service"):
+        given = api.post(CDS_SERVICE, json=call, headers=AUTH)
     (answered,) = given.json()["cards"]
+    # The call's log line names its hookInstance and the card uuid, so feedback on the card
+    # can be matched to the call that answered it.
+    (answer_logged,) = [
+        r.fields  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.getMessage() == "cds hook answered"
+    ]
+    assert answer_logged["hook_instance"] == call["hookInstance"]
+    assert answer_logged["card"] == answered["uuid"]
     bodies = [
         feedback_on(card=answered["uuid"], overrideReason=REASON),
         feedback_on(card=str(uuid.uuid4()).upper(), outcomeTimestamp="2026-11-01t10:00:00.25z"),
