@@ -458,12 +458,24 @@ class FhirServerClient:
         return self._json_object(response, self.describe(method, url, params))
 
     def read(self, resource_type: str, resource_id: str) -> dict[str, Any] | None:
-        """`GET TYPE/ID`: the resource, or None when the server answers 404 or 410."""
+        """`GET TYPE/ID`: the resource, or None when the server answers 404 or 410.
+
+        An OperationOutcome answered with 200 instead of the resource is a ServerError with
+        status 200 and its diagnostics."""
         url = f"{resource_type}/{quote(resource_id, safe='')}"
         response = self.send("GET", url, missing_ok=True)
         if response.status_code in (404, 410):
             return None
         resource = self._json_object(response, f"GET {url}")
+        if resource.get("resourceType") == "OperationOutcome" != resource_type:
+            # A read answered 200 with an OperationOutcome instead of the resource: a refusal
+            # (status 200, as for a search answered so), with the server's words.
+            words = outcome_diagnostics(resource) or "no diagnostics"
+            raise self.error(
+                f"GET {url}",
+                f"HTTP 200 with an OperationOutcome, not a {resource_type}: {words}",
+                200,
+            )
         if resource.get("resourceType") != resource_type:
             raise self.error(f"GET {url}", f"answered with a {resource.get('resourceType')}")
         return resource

@@ -66,7 +66,7 @@ from engine.sources import (
     RetryPolicy,
     parse_bundle,
 )
-from engine.sources.fhir_server import REFUSALS, SEARCH_REFUSALS
+from engine.sources.fhir_server import SEARCH_REFUSALS
 from engine.sources.references import is_fhir_id
 
 READY_PROBE = RetryPolicy(attempts=1, timeout=3.0, give_up_after=3.0)
@@ -360,7 +360,7 @@ class Service:
             try:
                 medication = client.read("Medication", medication_id)
             except ServerError as error:
-                if error.status not in REFUSALS:
+                if error.status not in SEARCH_REFUSALS:  # refused, or 200 with an outcome
                     raise
                 # The reference stays unresolved, with why (as `FhirServerSource` does).
                 prefetched.problems.append(

@@ -54,7 +54,8 @@ _PATIENT_REFERENCE_FIELDS = ("subject", "patient", "individual")
 # allowed, not implemented): "this server does not do $everything", after which searches are
 # tried, or "this server does not give this type", after which it is unavailable.
 REFUSALS = frozenset({400, 403, 404, 405, 501})
-# A search answered 200 with an OperationOutcome in place of the searchset: a refusal too.
+# A search or read answered 200 with an OperationOutcome in place of the searchset or the
+# resource (`FhirClient.pages`, `FhirClient.read`): a refusal too.
 SEARCH_REFUSALS = REFUSALS | {200}
 # OperationOutcome issue severities (R4 `issue-severity`) that say the results are not complete.
 _INCOMPLETE = frozenset({"error", "fatal"})
@@ -336,7 +337,7 @@ class FhirServerSource:
             try:
                 medication = self.client.read("Medication", medication_id)
             except ServerError as error:
-                if error.status not in REFUSALS:
+                if error.status not in SEARCH_REFUSALS:  # refused, or 200 with an outcome
                     raise
                 # The reference stays unresolved (a data problem of the record), with why.
                 log.warning("%s: %s not read (%s)", self.client.base_url, key, error.message)

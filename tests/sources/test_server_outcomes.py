@@ -3,7 +3,8 @@
 `outcome`) whose issue is an error or fatal leaves the type unavailable as not complete (criteria
 over it unknown, not "none on record"), warnings and information become data problems; a search
 answered 200 with an OperationOutcome instead of a Bundle is refused; a Medication read refused
-leaves the medicationReference unresolved with the server's reason. Scripted answers (respx).
+(an error status, or 200 with an OperationOutcome) leaves the medicationReference unresolved with
+the server's reason. Scripted answers (respx).
 """
 
 from __future__ import annotations
@@ -189,7 +190,7 @@ def test_everything_answered_200_with_an_operation_outcome_falls_back_to_searche
     assert patient.unavailable_types == {}
 
 
-@pytest.mark.parametrize("status", [400, 403, 405, 501])
+@pytest.mark.parametrize("status", [200, 400, 403, 405, 501])
 def test_a_refused_medication_read_leaves_the_reference_unresolved_with_the_reason(
     server: respx.MockRouter, status: int, trial: CompiledCriteria
 ) -> None:
