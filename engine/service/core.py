@@ -66,7 +66,7 @@ from engine.sources import (
     RetryPolicy,
     parse_bundle,
 )
-from engine.sources.fhir_server import SEARCH_REFUSALS
+from engine.sources.fhir_server import SEARCH_REFUSALS, outcome_words, search_outcome
 from engine.sources.references import is_fhir_id
 
 READY_PROBE = RetryPolicy(attempts=1, timeout=3.0, give_up_after=3.0)
@@ -427,7 +427,9 @@ class Service:
         the server refuses on its first page (400, 403, 404, 405, 501, or 200 with an
         OperationOutcome) does not stop the others: their patients are re-evaluated, the
         refusal is logged ("changes query refused", the type and status), and the time stays,
-        so the changes that search would have found are asked for again next time."""
+        so the changes that search would have found are asked for again next time. A
+        searchset saying its results are not complete (an error outcome entry) keeps its
+        patients and the time too."""
         client = self.require_server("asking the server what changed")
         started = dt.datetime.now(dt.UTC)
         # `gt` with a time to the second means after that whole second (R4 3.1.1.5.2,
@@ -443,26 +445,39 @@ class Service:
         patients: set[str] = set()
         complete = True
         for query in queries:
-            found = self._changed_by(client, query, since)
-            if found is None:
-                complete = False
-            else:
-                patients |= found
+            found, answered_whole = self._changed_by(client, query, since)
+            patients |= found
+            complete = complete and answered_whole
         if complete:
             self._change_times.queried(subscription, started)
         return sorted(patients)
 
     def _changed_by(
         self, client: FhirServerClient, query: ChangeQuery, since: str
-    ) -> set[str] | None:
-        """The patients of the resources one change query finds; None when the server refuses
-        it on its first page (a failure after it, or any other, raises)."""
+    ) -> tuple[set[str], bool]:
+        """The patients of the resources one change query finds, and whether the server gave
+        the whole answer: not when it refuses the query on its first page (no patients; a
+        failure after it, or any other, raises) or says in the searchset that the results are
+        not complete (an OperationOutcome entry, `search.mode` outcome, with an error or
+        fatal issue: the patients found are kept)."""
         patients: set[str] = set()
         first = True
+        whole = True
         try:
             for page in client.pages(query.url(since, self.settings.page_size)):
                 first = False
                 for entry in page.get("entry") or ():
+                    outcome = search_outcome(entry)
+                    if outcome is not None:
+                        errors, _notes = outcome_words(outcome)
+                        if errors is not None and whole:
+                            whole = False
+                            log_event(
+                                logging.WARNING,
+                                "changes query not complete",
+                                resource_type=query.resource_type,
+                            )
+                        continue
                     resource = entry.get("resource") if isinstance(entry, dict) else None
                     if isinstance(resource, dict) and not is_own(resource):
                         patient = patient_of(resource, client.base_url)
@@ -477,8 +492,8 @@ class Service:
                 resource_type=query.resource_type,
                 http_status=error.status,
             )
-            return None
-        return patients
+            return set(), False
+        return patients, whole
 
     def find_patient(self, reference: str) -> str | None:
         """The patient a resource on the configured server is about (None when it is gone or

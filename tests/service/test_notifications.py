@@ -12,8 +12,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
+import respx
 import typer
 from fastapi.testclient import TestClient
 from refusing_server import Refusal, refusing_server
@@ -445,3 +447,56 @@ def test_a_refused_change_query_keeps_the_others_and_the_time(
         again = service.find_changed()
         assert patient_id in again  # asked from the same time: nothing lost
         assert service._change_times.since(SERVICE_WIDE) > before  # every query answered
+
+
+FAKE_SERVER = "http://fhir.invalid/r4"
+
+
+def test_a_change_query_its_server_says_is_not_complete_keeps_its_patients_and_the_time(
+    service_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """R4 3.1.1.5.7 "Searching": a searchset entry with `search.mode` outcome holds an
+    OperationOutcome about the search. With an error issue the results are not complete: the
+    patients found are still re-evaluated, `changes query not complete` is logged with the
+    type, and the time does not move on (the rest is asked for again next time). A warning
+    changes nothing. Scripted answers (respx): one searchset per type."""
+    api = service_client(server_settings(FAKE_SERVER, "token"))
+    service = api.app.state.service  # type: ignore[attr-defined]
+
+    def searchset(patient: str, severity: str | None) -> dict[str, Any]:
+        entries: list[dict[str, Any]] = [
+            {
+                "resource": {
+                    "resourceType": "Condition",
+                    "id": f"c-{patient}",
+                    "subject": {"reference": f"Patient/{patient}"},
+                },
+                "search": {"mode": "match"},
+            }
+        ]
+        if severity is not None:
+            outcome = {
+                "resourceType": "OperationOutcome",
+                "issue": [{"severity": severity, "code": "incomplete", "diagnostics": "cut"}],
+            }
+            entries.append({"resource": outcome, "search": {"mode": "outcome"}})
+        return {"resourceType": "Bundle", "type": "searchset", "entry": entries}
+
+    empty = {"resourceType": "Bundle", "type": "searchset", "entry": []}
+    for severity, holds_time in (("error", True), ("warning", False), (None, False)):
+        before = service._change_times.since(SERVICE_WIDE)
+        caplog.clear()
+        with respx.mock(assert_all_called=False) as mock:
+            mock.get(url__regex=rf"{FAKE_SERVER}/Condition\b.*").mock(
+                return_value=httpx.Response(200, json=searchset("p-changed", severity))
+            )
+            mock.get(url__regex=rf"{FAKE_SERVER}/\w+\?.*").mock(
+                return_value=httpx.Response(200, json=empty)
+            )
+            with caplog.at_level(logging.WARNING):
+                changed = service.find_changed()
+        assert changed == ["p-changed"], severity
+        after = service._change_times.since(SERVICE_WIDE)
+        assert (after == before) is holds_time, severity
+        said = [r.fields for r in caplog.records if r.getMessage() == "changes query not complete"]  # type: ignore[attr-defined]
+        assert said == ([{"resource_type": "Condition"}] if holds_time else []), severity
