@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import io
 import math
 import multiprocessing
 import re
@@ -392,9 +393,20 @@ class _RangeSplitter:
         self.result.partitions_written = sorted(self.outputs)
 
     def split(self) -> None:
+        """Route the range's lines; a file named for a type nothing reads is checked in blocks."""
+        kept = self.task.kept_types
+        named = _type_named_by(self.task.path)
+        if kept is not None and named is not None and named not in kept:
+            try:
+                self.skip_blocks(named)
+                return
+            except (OSError, EOFError, zlib.error):
+                self.restart()  # read again line by line, which reports the error as it always has
+        self.split_lines()
+
+    def split_lines(self) -> None:
         task = self.task
         result = self.result
-        kept = task.kept_types
         end = task.end
         line_number = 0
         try:
@@ -405,27 +417,72 @@ class _RangeSplitter:
                     position += len(line)
                     line_number += 1
                     result.bytes_read += len(line)
-                    text = line.strip()
-                    if not text:
-                        continue
-                    result.resource_lines += 1
-                    match = _LINE_TYPE.match(text)
-                    if match is None:
-                        self.split_parsed(line_number, text)
-                        continue
-                    resource_type = match.group(1)
-                    if kept is not None and resource_type not in kept:
-                        if not text.endswith(b"}"):
-                            self.check_skipped(line_number, text)
-                        continue
-                    patient = _patient_from_text(resource_type, text)
-                    if patient is None:
-                        self.split_parsed(line_number, text)
-                    else:
-                        self.write(patient, line_number, text)
+                    self.split_line(line_number, line)
         except (OSError, EOFError, zlib.error) as error:
             result.read_error = _reason(error)
         result.line_count = line_number
+
+    def split_line(self, line_number: int, line: bytes) -> None:
+        """Route one line (with or without its line end)."""
+        text = line.strip()
+        if not text:
+            return
+        self.result.resource_lines += 1
+        match = _LINE_TYPE.match(text)
+        if match is None:
+            self.split_parsed(line_number, text)
+            return
+        resource_type = match.group(1)
+        kept = self.task.kept_types
+        if kept is not None and resource_type not in kept:
+            if not text.endswith(b"}"):
+                self.check_skipped(line_number, text)
+            return
+        patient = _patient_from_text(resource_type, text)
+        if patient is None:
+            self.split_parsed(line_number, text)
+        else:
+            self.write(patient, line_number, text)
+
+    def skip_blocks(self, resource_type: bytes) -> None:
+        """Check a range of a file of one type nothing reads without copying its lines.
+
+        A line that starts `{"resourceType":"<type>"` and ends with `}` is what `split_line`
+        skips without a problem, so it is only counted; the lines are found with `bytes.find`
+        in blocks (memchr, no line copied). Any other line goes through `split_line`. Read
+        errors propagate: `split` then reads the range again line by line.
+        """
+        task = self.task
+        result = self.result
+        start = b'{"resourceType":"' + resource_type + b'"'
+        line_number = 0
+        with _open_range(Path(task.path), task.start) as (handle, position):
+            for buffer, first, stop in _range_blocks(handle, position, task.end):
+                result.bytes_read += stop - first
+                find = buffer.find
+                starts_with = buffer.startswith
+                line_start = first
+                while line_start < stop:
+                    line_end = find(b"\n", line_start, stop)
+                    if line_end < 0:
+                        line_end = stop
+                    line_number += 1
+                    if starts_with(start, line_start, line_end) and (
+                        buffer[line_end - 1] == _CLOSING_BRACE
+                    ):
+                        result.resource_lines += 1
+                    else:
+                        self.split_line(line_number, buffer[line_start:line_end])
+                    line_start = line_end + 1
+        result.line_count = line_number
+
+    def restart(self) -> None:
+        """Forget what the range wrote and found, to split it again."""
+        for index, output in self.outputs.items():
+            output.close()
+            _range_path(self.task.work_folder, index, self.task.number).unlink(missing_ok=True)
+        self.outputs = {}
+        self.result = _RangeResult()
 
     def write(self, patient: bytes, line_number: int, text: bytes) -> None:
         task = self.task
@@ -515,7 +572,7 @@ def _not_a_resource(resource: Any) -> str | None:
 
 
 @contextmanager
-def _open_range(path: Path, start: int) -> Iterator[tuple[IO[bytes], int]]:
+def _open_range(path: Path, start: int) -> Iterator[tuple[io.BufferedIOBase, int]]:
     """The file positioned at the first line that starts at or after `start`, and that offset.
 
     A line belongs to the range its first byte is in: a range that starts inside a line leaves
@@ -523,13 +580,77 @@ def _open_range(path: Path, start: int) -> Iterator[tuple[IO[bytes], int]]:
     """
     if path.name.endswith(".gz"):
         with gzip.GzipFile(path, "rb") as compressed:
-            yield compressed, 0  # type: ignore[misc]
+            yield compressed, 0
         return
     with open(path, "rb") as handle:
         if start > 0:
             handle.seek(start - 1)
             handle.readline()
         yield handle, handle.tell()
+
+
+_BLOCK_BYTES = 1 << 20
+"""Files of types nothing reads are read in blocks of about this size (`skip_blocks`)."""
+_CLOSING_BRACE = ord("}")
+_TYPE_NAME = re.compile(r"[A-Z][A-Za-z]*")
+
+
+def _type_named_by(path: str) -> bytes | None:
+    """The resource type a file's name starts with (`Encounter.000.ndjson`), or None.
+
+    A Bulk Data export file holds resources of one type (Bulk Data Access IG v2.0.0, the
+    manifest's `output.type`: "each file item SHALL contain resources of only one type") and
+    is named after it; `skip_blocks` checks every line, so a misnamed file only costs time.
+    """
+    name = Path(path).name.split(".", 1)[0]
+    return name.encode() if _TYPE_NAME.fullmatch(name) else None
+
+
+def _range_blocks(
+    handle: io.BufferedIOBase, position: int, end: int | None
+) -> Iterator[tuple[bytes, int, int]]:
+    """The range's lines in blocks: `(buffer, first, stop)`, `buffer[first:stop]` whole lines.
+
+    `position` is the offset of the range's first line; the range owns the lines that start
+    before `end` (None: to the end of the file). Every block ends with a line end except the
+    file's last line when it has none; a line cut by a read comes as a block of its own.
+    """
+    if end is not None and position >= end:
+        return
+    pending: list[bytes] = []
+    offset = position  # of the next byte read
+    while True:
+        data = handle.read1(_BLOCK_BYTES)
+        if not data:
+            if pending:
+                rest = b"".join(pending)
+                yield rest, 0, len(rest)
+            return
+        stop = len(data)
+        last = False
+        if end is not None and offset + stop >= end:
+            line_end = data.find(b"\n", max(0, end - 1 - offset))
+            if line_end >= 0:
+                stop = line_end + 1
+                last = True
+        offset += len(data)
+        cut = data.rfind(b"\n", 0, stop) + 1
+        if cut == 0:
+            pending.append(data)
+            continue
+        first = 0
+        if pending:
+            first = data.find(b"\n") + 1
+            pending.append(data[:first])
+            rest = b"".join(pending)
+            pending = []
+            yield rest, 0, len(rest)
+        if first < cut:
+            yield data, first, cut
+        if last:
+            return
+        if cut < stop:
+            pending.append(data[cut:stop])
 
 
 def _reason(error: BaseException) -> str:

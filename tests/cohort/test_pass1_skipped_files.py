@@ -1,0 +1,261 @@
+"""Pass 1 over a file of a type nothing reads: checked in blocks, reported as line by line.
+
+`_RangeSplitter.skip_blocks` counts the lines of such a file (`Encounter.000.ndjson` when
+Encounter is not kept) without routing them one by one; every line it cannot vouch for goes
+through the per-line path. These tests check it reports exactly what the per-line path
+(`split_lines`, taken when the file's name names no type) reports: the same problems with the
+same texts and line numbers, in the same order, the same line and byte counts, the same
+partition files.
+"""
+
+from __future__ import annotations
+
+import gzip
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine.cohort import ndjson_partitions
+from engine.cohort.ndjson_partitions import (
+    _RangeResult,
+    _RangeTask,
+    _split_range,
+    load_shared_resources,
+    partition_ndjson,
+    read_partition,
+)
+from engine.sources import SourceProblem
+
+KEPT = frozenset({b"Patient", b"Observation"})
+
+
+def dumps(resource: dict[str, Any]) -> bytes:
+    return orjson.dumps(resource)
+
+
+def encounter(number: int) -> bytes:
+    return dumps(
+        {"resourceType": "Encounter", "id": f"e{number}", "subject": {"reference": "Patient/a"}}
+    )
+
+
+def observation(number: int) -> bytes:
+    return dumps(
+        {
+            "resourceType": "Observation",
+            "id": f"o{number}",
+            "subject": {"reference": f"Patient/p{number % 3}"},
+        }
+    )
+
+
+@contextmanager
+def line_by_line() -> Iterator[None]:
+    """Pass 1 as it reads a file whose name names no type: every line through `split_line`."""
+    with mock.patch.object(ndjson_partitions, "_type_named_by", lambda path: None):
+        yield
+
+
+def split(
+    path: Path, work: Path, start: int = 0, end: int | None = None, number: int = 0
+) -> tuple[_RangeResult, dict[str, bytes]]:
+    """One range of `path` through pass 1, and the partition files it wrote."""
+    work.mkdir(parents=True, exist_ok=True)
+    for old in work.glob("input-*"):
+        old.unlink()
+    task = _RangeTask(number, 0, str(path), start, end, str(work), 3, KEPT)
+    result = _split_range(task)
+    return result, {each.name: each.read_bytes() for each in sorted(work.glob("input-*"))}
+
+
+def both_ways(
+    path: Path, work: Path, start: int = 0, end: int | None = None
+) -> tuple[_RangeResult, dict[str, bytes]]:
+    """The range split in blocks, checked equal to it split line by line."""
+    fast = split(path, work / "fast", start, end)
+    with line_by_line():
+        slow = split(path, work / "slow", start, end)
+    assert fast == slow
+    return fast
+
+
+def test_a_file_of_an_unread_type_is_counted_without_a_problem(tmp_path: Path) -> None:
+    path = tmp_path / "Encounter.000.ndjson"
+    path.write_bytes(b"".join(encounter(n) + b"\n" for n in range(50)))
+    result, written = both_ways(path, tmp_path)
+    assert (result.line_count, result.resource_lines, result.bytes_read) == (
+        50,
+        50,
+        path.stat().st_size,
+    )
+    assert result.problems == [] and written == {}
+
+
+BAD_LINES = [
+    encounter(1),
+    b'{"resourceType":"Encounter","id":"cut',  # not JSON: reported
+    b"",  # an empty line: counted as a line, not as a resource
+    b"   ",
+    encounter(2) + b"\r",  # CRLF line end
+    b"  " + encounter(3),  # leading white space
+    observation(4),  # a kept type in a file named for another: routed
+    dumps({"resourceType": "Patient", "id": "p1"}),
+    dumps({"resourceType": "CarePlan", "id": "c", "status": "draft"}),  # another unread type
+    b'{"resourceType":"EncounterHistory","id":"h"}',  # a longer name, same start
+    b'{"resourceType": "Encounter", "id": "spaced"}',  # parsed: not reported, not kept
+    b"[1, 2]",  # not a resource
+    b'{"resourceType":"Encounter","id":"x"} trailing',
+    encounter(5),
+]
+
+
+@pytest.mark.parametrize("final_line_end", [b"\n", b""])
+@pytest.mark.parametrize("compressed", [False, True])
+def test_every_line_the_blocks_cannot_vouch_for_is_reported_as_line_by_line(
+    tmp_path: Path, final_line_end: bytes, compressed: bool
+) -> None:
+    data = b"\n".join(BAD_LINES) + final_line_end
+    path = tmp_path / ("Encounter.000.ndjson.gz" if compressed else "Encounter.000.ndjson")
+    path.write_bytes(gzip.compress(data) if compressed else data)
+    with mock.patch.object(ndjson_partitions, "_BLOCK_BYTES", 16):
+        result, written = both_ways(path, tmp_path)
+    assert result.line_count == len(BAD_LINES)
+    assert result.resource_lines == len(BAD_LINES) - 2
+    assert result.bytes_read == len(data)
+    assert [(line, message.split(":")[0]) for line, message, _label in result.problems] == [
+        (2, "not valid JSON"),
+        (12, "expected a JSON object (a FHIR resource), found list"),
+        (13, "not valid JSON"),
+    ]
+    routed = b"".join(written.values())
+    assert b'"id":"o4"' in routed and b'"id":"p1"' in routed and len(written) == 1
+    assert [label for label, _line, _text in result.shared] == []
+    assert b"spaced" not in routed and b"CarePlan" not in routed
+
+
+def test_a_truncated_gzip_file_is_reported_as_line_by_line(tmp_path: Path) -> None:
+    whole = gzip.compress(b"".join(encounter(n) + b"\n" for n in range(3000)))
+    path = tmp_path / "Encounter.000.ndjson.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    result, _written = both_ways(path, tmp_path)
+    assert result.read_error == "the compressed stream ends early (truncated file)"
+    assert 0 < result.line_count < 3000
+
+
+def test_an_unreadable_file_is_reported_as_line_by_line(tmp_path: Path) -> None:
+    path = tmp_path / "Encounter.000.ndjson"
+    path.symlink_to(tmp_path / "missing.ndjson")
+    result, _written = both_ways(path, tmp_path)
+    assert result.read_error is not None and result.line_count == 0
+
+
+def test_byte_ranges_own_the_lines_that_start_in_them(tmp_path: Path) -> None:
+    data = b"".join(line + b"\n" for line in BAD_LINES * 3)
+    path = tmp_path / "Encounter.000.ndjson"
+    path.write_bytes(data)
+    with mock.patch.object(ndjson_partitions, "_BLOCK_BYTES", 7):
+        for cut in range(1, len(data) + 1, 5):
+            first, _ = both_ways(path, tmp_path, 0, cut)
+            second, _ = both_ways(path, tmp_path, cut)
+            assert first.line_count + second.line_count == len(BAD_LINES) * 3
+            assert first.bytes_read + second.bytes_read == len(data)
+
+
+def test_the_export_reports_the_same_problems_as_line_by_line(tmp_path: Path) -> None:
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "Patient.000.ndjson").write_bytes(
+        b"".join(dumps({"resourceType": "Patient", "id": f"p{n}"}) + b"\n" for n in range(3))
+    )
+    (export / "Encounter.000.ndjson").write_bytes(b"\n".join(BAD_LINES))
+    (export / "Observation.000.ndjson").write_bytes(
+        b"".join(observation(n) + b"\n" for n in range(9))
+    )
+
+    def run(work: Path) -> tuple[list[SourceProblem], list[Any], tuple[int, int, int]]:
+        problems: list[SourceProblem] = []
+        kept = frozenset({"Patient", "Observation"})
+        partitioned = partition_ndjson(export, work, 3, problems.append, kept)
+        shared = load_shared_resources(partitioned)
+        patients = [
+            (each.patient_id, each.resources)
+            for index in range(3)
+            for each in read_partition(partitioned, index, shared, problems.append)
+        ]
+        counts = (partitioned.lines, partitioned.bytes_read, partitioned.problems)
+        return problems, patients, counts
+
+    fast = run(tmp_path / "fast")
+    with line_by_line():
+        slow = run(tmp_path / "slow")
+    assert fast == slow
+    assert [(p.line, p.message.split(":")[0]) for p in fast[0]][:3] == [
+        (2, "not valid JSON"),
+        (12, "expected a JSON object (a FHIR resource), found list"),
+        (13, "not valid JSON"),
+    ]
+
+
+LINES = st.one_of(
+    st.integers(0, 99).map(encounter),
+    st.integers(0, 99).map(observation),
+    st.sampled_from(BAD_LINES),
+    st.binary(max_size=12),
+    st.tuples(st.integers(0, 99), st.binary(max_size=3)).map(
+        lambda pair: encounter(pair[0])[: -1 - len(pair[1])] + pair[1] + b"}"
+    ),
+    st.tuples(st.integers(0, 99), st.integers(0, 40)).map(
+        lambda pair: encounter(pair[0])[: pair[1]]
+    ),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    lines=st.lists(LINES, max_size=25),
+    line_end=st.sampled_from([b"\n", b"\r\n"]),
+    final_line_end=st.booleans(),
+    compressed=st.booleans(),
+    block=st.sampled_from([1, 5, 64, 1 << 20]),
+    cut_at=st.floats(0, 1),
+)
+def test_blocks_and_lines_give_the_same_result(
+    lines: list[bytes],
+    line_end: bytes,
+    final_line_end: bool,
+    compressed: bool,
+    block: int,
+    cut_at: float,
+) -> None:
+    data = line_end.join(lines) + (line_end if final_line_end and lines else b"")
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        mock.patch.object(ndjson_partitions, "_BLOCK_BYTES", block),
+    ):
+        work = Path(folder)
+        name = "Encounter.000.ndjson.gz" if compressed else "Encounter.000.ndjson"
+        path = work / name
+        path.write_bytes(gzip.compress(data) if compressed else data)
+        whole, _ = both_ways(path, work)
+        assert whole.bytes_read == len(data)
+        cut = int(len(data) * cut_at)
+        if not compressed and cut > 0:
+            first, _ = both_ways(path, work, 0, cut)
+            second, _ = both_ways(path, work, cut)
+            assert first.line_count + second.line_count == whole.line_count
+            assert (
+                first.problems
+                + [
+                    (line + first.line_count, message, label)
+                    for line, message, label in second.problems
+                ]
+                == whole.problems
+            )
