@@ -245,7 +245,7 @@ def run_cohort(
     file) never stops the run: it goes to errors.ndjson.
     """
     started = time.perf_counter()
-    if isinstance(source, NdjsonInput):
+    if isinstance(source, NdjsonInput) and source.exported_here():
         from engine.sources.bulk_export import check_complete_records
 
         check_complete_records(source.folder)  # never an incremental (_since) export alone
@@ -270,7 +270,7 @@ def run_cohort(
         else:
             criteria = load_trial(criteria_path)
             partitions = None
-        if isinstance(source, NdjsonInput):
+        if isinstance(source, NdjsonInput) and source.exported_here():
             from engine.sources.bulk_export import exported_types_left_out
 
             # types a Bulk export into the folder left out: unknown, never "none on record"
