@@ -329,16 +329,19 @@ class PartitionEvaluator:
 
     def evaluate(self, payload: PartitionPayload) -> PartitionResult:
         """Evaluate every patient of a partition: its result file's content."""
+        with _without_cycle_collection():
+            return self._evaluate(payload)
+
+    def _evaluate(self, payload: PartitionPayload) -> PartitionResult:
         started = time.perf_counter()
         problems: list[SourceProblem] = []
         results: list[tuple[str, bytes]] = []
         store = self._store_builder()
         preview_first = not self.full and bool(self.prefilter.settling)
-        with _without_cycle_collection():
-            for patient in payload.patients(problems.append, self.screen, preview_first):
-                result = self._patient(patient, problems, store)
-                if result is not None:
-                    results.append((patient.patient_id, result))
+        for patient in payload.patients(problems.append, self.screen, preview_first):
+            result = self._patient(patient, problems, store)
+            if result is not None:
+                results.append((patient.patient_id, result))
         results.sort(key=lambda result: result[0])
         lines = [line for _patient, line in results]
         problem_lines = [orjson.dumps({"problem": problem.to_json()}) for problem in problems]
@@ -450,11 +453,13 @@ def _check_settled(evaluation: PatientEvaluation, settled_by: str) -> None:
 
 @contextmanager
 def _without_cycle_collection() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a partition's objects are built.
+    """Pause the cyclic garbage collector while a partition is evaluated.
 
     Grouping and evaluation allocate many containers that stay alive until the partition is
     done; the collector would scan them again and again (half the time of grouping). Reference
-    counting still frees everything acyclic; one collection afterwards frees the rest.
+    counting frees everything acyclic, the partition's objects as its evaluation returns; the
+    collector's own young-generation collections, once it runs again, find any cycles left.
+    (A full collection after each partition found none at 10x, for 25 ms of CPU each.)
     """
     enabled = gc.isenabled()
     gc.disable()
@@ -463,7 +468,6 @@ def _without_cycle_collection() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-        gc.collect()
 
 
 def write_result(results_folder: str | Path, result: PartitionResult) -> None:
