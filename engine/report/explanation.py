@@ -39,7 +39,7 @@ from engine.criteria.model import (
     SingleValueTest,
     ValueTest,
 )
-from engine.evaluate.compile import CompiledCriteria
+from engine.evaluate.compile import CompiledCriteria, CompiledCriterion
 from engine.evaluate.outcome import Cited, Outcome, Truth
 from engine.evaluate.patient import (
     CriterionResult,
@@ -246,7 +246,42 @@ def outcome_text(kind: CriterionKind, verdict: CriterionVerdict) -> str:
     return "unknown: manual review"
 
 
+_CRITERION_CACHE_LIMIT = 4096
+_uncited_criteria: dict[
+    tuple[int, str, dt.date, int, Outcome],
+    tuple[CompiledCriterion, Terminology, CriterionExplanation],
+] = {}
+"""Explanations of criteria whose outcome cites nothing, anywhere in its tree (most criteria,
+for most patients: "none on record ever" reads the same for everyone), by compiled criterion,
+number, day, terminology and outcome (its truth, reason, evidence, missing and manual items,
+unavailable types and children: everything the text is built from). The criterion and the
+terminology are kept to check identity."""
+
+
+def _cites_nothing(outcome: Outcome) -> bool:
+    """Whether no node of the outcome's tree cites a resource."""
+    return not outcome.cited and all(map(_cites_nothing, outcome.children))
+
+
 def _criterion(
+    result: CriterionResult, number: str, as_of: dt.date, terminology: Terminology
+) -> CriterionExplanation:
+    outcome = result.outcome
+    if not _cites_nothing(outcome):
+        return _build_criterion(result, number, as_of, terminology)
+    compiled = result.criterion
+    key = (id(compiled), number, as_of, id(terminology), outcome)
+    known = _uncited_criteria.get(key)
+    if known is not None and known[0] is compiled and known[1] is terminology:
+        return known[2]
+    explained = _build_criterion(result, number, as_of, terminology)
+    if len(_uncited_criteria) >= _CRITERION_CACHE_LIMIT:
+        _uncited_criteria.clear()
+    _uncited_criteria[key] = (compiled, terminology, explained)
+    return explained
+
+
+def _build_criterion(
     result: CriterionResult, number: str, as_of: dt.date, terminology: Terminology
 ) -> CriterionExplanation:
     criterion = result.criterion.criterion
@@ -358,7 +393,7 @@ def _step(
     if isinstance(expression, AllOf | AnyOf):
         word = "all of" if isinstance(expression, AllOf) else "any of"
         children = tuple(
-            _step(operand, child, as_of, terminology)
+            _operand_step(operand, child, as_of, terminology)
             for operand, child in zip(expression.operands, outcome.children, strict=False)
         )
         decided = Truth.MET if isinstance(expression, AnyOf) else Truth.NOT_MET
@@ -375,7 +410,7 @@ def _step(
             children=children,
         )
     if isinstance(expression, NotOf):
-        child = _step(expression.operand, outcome.children[0], as_of, terminology)
+        child = _operand_step(expression.operand, outcome.children[0], as_of, terminology)
         return Step(
             label=expression.label or "",
             truth=outcome.truth,
@@ -389,6 +424,30 @@ def _step(
     if isinstance(expression, PatientAtom):
         return _patient_step(expression, outcome, as_of)
     return _resource_step(expression, outcome, as_of, terminology)
+
+
+_uncited_combinations: dict[
+    tuple[int, dt.date, int, Outcome], tuple[Expression, Terminology, Step]
+] = {}
+"""Steps of combinations whose outcome cites nothing, anywhere in its tree, inside a criterion
+that cites something (as `_uncited_criteria`, by expression, day, terminology, outcome)."""
+
+
+def _operand_step(
+    expression: Expression, outcome: Outcome, as_of: dt.date, terminology: Terminology
+) -> Step:
+    """`_step` of a combination's operand, from `_uncited_combinations` when it can be."""
+    if not isinstance(expression, AllOf | AnyOf | NotOf) or not _cites_nothing(outcome):
+        return _step(expression, outcome, as_of, terminology)
+    key = (id(expression), as_of, id(terminology), outcome)
+    known = _uncited_combinations.get(key)
+    if known is not None and known[0] is expression and known[1] is terminology:
+        return known[2]
+    step = _step(expression, outcome, as_of, terminology)
+    if len(_uncited_combinations) >= _CRITERION_CACHE_LIMIT:
+        _uncited_combinations.clear()
+    _uncited_combinations[key] = (expression, terminology, step)
+    return step
 
 
 def _manual_step(atom: ManualAtom, outcome: Outcome) -> Step:

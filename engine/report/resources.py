@@ -33,7 +33,7 @@ from engine.report.explanation import (
     NOT_EVALUATED_SUMMARY,
     CriterionExplanation,
     criterion_label,
-    explain,
+    explain_criterion,
     outcome_text,
 )
 
@@ -162,20 +162,22 @@ class PatientReport:
 
 def report_of(evaluation: PatientEvaluation) -> PatientReport:
     """The report parts of an evaluation (explained in clinical language)."""
-    explanation = explain(evaluation)
     results = {result.id: result for result in evaluation.results}
+    as_of = evaluation.as_of
+    terminology = evaluation.criteria.terminology
     parts = []
-    for explained in explanation.criteria:
-        result = results.get(explained.id)
+    for compiled in evaluation.criteria.criteria:
+        result = results.get(compiled.id)
         if result is None:
             parts.append(NOT_EVALUATED_REPORT)
         else:
+            explained = explain_criterion(result, as_of, terminology)
             parts.append(criterion_report(result, explained))
     return PatientReport(
         evaluation.criteria,
         evaluation.patient_id,
         evaluation.patient_reference,
-        evaluation.as_of,
+        as_of,
         tuple(parts),
         evaluation.data_problems,
         evaluation.newest_data,

@@ -259,3 +259,31 @@ def test_a_computed_value_whose_inputs_were_not_exported_says_why(tmp_path: Path
     reason = "Observation not exported by the server"
     assert i1.summary.startswith("Unknown: ") and reason in i1.summary, i1.summary
     assert "Needs" not in i1.summary and "no creatinine" not in i1.summary
+
+
+@pytest.mark.parametrize("criteria_file", ["NCT05315778.yaml", "NCT03036150.yaml"])
+def test_explanations_kept_for_outcomes_citing_nothing_equal_fresh_ones(
+    criteria_file: str,
+) -> None:
+    """Explanations of outcomes that cite nothing are kept and reused for every patient with
+    an equal outcome ("none on record ever" reads the same for everyone): explained one after
+    the other (each reusing what the previous ones left), every patient's explanation is the
+    one built afresh, so the key holds everything the text depends on."""
+    from engine.report import explanation as module
+
+    trial = load_trial(EXAMPLES.parents[1] / "criteria" / criteria_file)
+    bundles = sorted(EXAMPLES.parent.glob("**/*.json"))
+    days = (AS_OF, AS_OF + dt.timedelta(days=400))
+    evaluations = [
+        evaluate_patient(trial, build_record(read_bundle_file(path), trial.terminology), day)
+        for day in days
+        for path in bundles
+    ]
+    module._uncited_criteria.clear()
+    module._uncited_combinations.clear()
+    reused = [explain(evaluation) for evaluation in evaluations]
+    assert module._uncited_criteria  # most criteria cite nothing for most patients
+    for evaluation, kept in zip(evaluations, reused, strict=True):
+        module._uncited_criteria.clear()
+        module._uncited_combinations.clear()
+        assert explain(evaluation) == kept
