@@ -33,6 +33,7 @@ from engine.cli.options import (
     FullOption,
     GroupOption,
     NdjsonOption,
+    ParseEveryLineOption,
     QuietOption,
     SchedulerOption,
     SharedFilesystemOption,
@@ -69,6 +70,7 @@ def cohort(
     shared_filesystem: SharedFilesystemOption = False,
     attestations: AttestationsOption = None,
     full: FullOption = False,
+    parse_every_line: ParseEveryLineOption = False,
     server: ExportServerOption = None,
     export_level: ExportLevelOption = "system",
     group: GroupOption = None,
@@ -117,6 +119,7 @@ def cohort(
                 attestations_path=attestations,
                 shared_filesystem=True if shared_filesystem else None,
                 full=full,
+                screen_lines=not parse_every_line,
             )
         finally:
             if bar is not None:

@@ -218,6 +218,15 @@ FullOption = Annotated[
         metavar="",
     ),
 ]
+ParseEveryLineOption = Annotated[
+    bool,
+    typer.Option(
+        "--parse-every-line",
+        help="Parse every NDJSON line. By default a line no criterion can read (its type and "
+        "codes belong to no concept) is only checked, not parsed; the outputs are the same.",
+        metavar="",
+    ),
+]
 ExportServerOption = Annotated[
     str | None,
     typer.Option(

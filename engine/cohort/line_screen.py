@@ -1,36 +1,44 @@
 """Decide from a line's raw bytes whether a cohort run must parse it (pass 2).
 
-Most of an export is Observations no criterion reads: vital signs, surveys, panels of codes
-no concept holds. A `LineScreen`, built once per worker from the compiled criteria and their
-terminology, lets a line go unparsed only when parsing it could change nothing the patient's
-evaluation or report shows:
+Most of an export is Observations, Conditions and Procedures no criterion reads: vital signs,
+surveys, encounters' procedures, codes no concept holds. A `LineScreen`, built once per
+worker from the compiled criteria and their terminology, lets a line go unparsed (not built
+into Python objects) only when parsing it could change nothing the patient's evaluation or
+report shows:
 
-- its type is one the record indexes by `code` alone (Observation, Condition, Procedure) and
-  no criterion reads it without a concept (an atom with `resource:` but no `concept:` reads
-  every resource of its types, so those types are always parsed);
-- it starts `{"resourceType":"T","id":"X",` (so its label, used to drop duplicates, is read
-  exactly), ends with `}`, has no backslash (no escaped text to misread), no `contained`
-  resources, and exactly one `"subject":` which refers to the patient it was routed to (the
-  record's "no subject" problem cannot arise);
-- it has no components and exactly one `"code":{`, its code: a CodeableConcept whose
-  codings are all `{"system":"S","code":"C"...}`, each in a system the mappings know
-  (`Terminology.knows_system`) and belonging to no concept at all
-  (`Terminology.concepts_of_coding`: exact codes, prefixes, ICD-10 ranges, value sets and
-  local maps alike). Such a resource indexes under no concept and adds no data problem.
+- the line is valid JSON (simdjson validates it without building it: a quarter of orjson's
+  time; a document simdjson rejects or cannot represent, such as an integer beyond 64 bits,
+  is parsed, which reports the problem exactly as without the screen);
+- it is an object of a type the record indexes by `code` alone (Observation, Condition,
+  Procedure) that no criterion reads without a concept (an atom with `resource:` but no
+  `concept:` reads every resource of its types, so those types are always parsed);
+- its keys are distinct, include `id` (a string: its `Type/id` takes part in dropping
+  duplicates), `subject` (whose `reference` is the patient the line was routed to, so the
+  record's "no subject" problem cannot arise) and `code`, and not `contained` nor
+  `component` (whose codes the record would classify too);
+- its `code` is a CodeableConcept whose codings are all objects with a string `system` the
+  mappings know (`Terminology.knows_system`) and a non-empty string `code` belonging to no
+  concept at all (`Terminology.concepts_of_coding`: exact codes, prefixes, ICD-10 ranges,
+  value sets and local maps alike, concepts of every trial included). Such a resource
+  indexes under no concept and adds no data problem. The verdict is kept per distinct
+  `code` text (an export has a few hundred), so a line costs one simdjson parse and about
+  ten field reads.
 
-Whatever is in doubt is parsed. A skipped line is still counted, still checked to be a whole
-JSON object line (ends with `}`; a line that does not is parsed, which reports why), and its
-`Type/id` still takes part in dropping duplicate resources. The only other thing a skipped
-resource could change is the newest data date of the report (`data_day`): the screen reads
-the line's dating fields from its text (`dating_day`), an upper bound, and the reader parses
-skipped lines from the highest bound down until no skipped line can beat the latest day
-found, so that date is exact too.
+A skipped line is still counted, and its `Type/id` still takes part in dropping duplicate
+resources. The only other thing a skipped resource could change is the newest data date of
+the report (`data_day`): the screen reads the line's dating fields (`data_day` of the
+resource, exactly), and the reader parses the skipped lines of the latest day, so that date
+is the same too.
 """
 
 from __future__ import annotations
 
-import re
+import threading
 from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import simdjson
 
 from engine.criteria.model import ResourceAtom, iter_atoms
 from engine.evaluate import CompiledCriteria
@@ -40,9 +48,30 @@ from engine.resource_types import CODE_ONLY_TYPES, RESOURCE_TYPES
 SCREENABLE_TYPES = CODE_ONLY_TYPES | {"Observation"}
 """Types whose only coded fields are `code` (and, for Observation, components' codes)."""
 
-_HEAD = re.compile(rb'\{"resourceType":"([A-Za-z]{1,64})","id":"([A-Za-z0-9\-.]{1,64})",')
-_CODE_FIELD = re.compile(rb'"code":\{"coding":\[(\{[^\[\]]*\})\]')
-_CODING = re.compile(rb'\{"system":"([^"]*)","code":"([^"]*)"')
+_REQUIRED_KEYS = frozenset({"resourceType", "id", "subject", "code"})
+_REFUSED_KEYS = frozenset({"contained", "component"})
+
+Skipped = tuple[str, str, str]
+"""What the screen says of a line it leaves unparsed: its resourceType, `Type/id`, and
+`data_day` of it."""
+
+_CACHE_LIMIT = 100_000
+"""Verdicts kept per screen (shapes of lines, `code` texts) before they are forgotten."""
+
+_UNSEEN = ("unseen",)
+"""What `_plans` gives for a shape not met yet."""
+
+_parsers = threading.local()
+
+
+def json_checker() -> simdjson.Parser:
+    """simdjson's parser (one per thread: a parser is reused, its documents are read one at a
+    time): it validates a line as JSON in about a quarter of the time orjson takes to build
+    it, and reads a few fields of it lazily."""
+    parser: simdjson.Parser | None = getattr(_parsers, "parser", None)
+    if parser is None:
+        parser = _parsers.parser = simdjson.Parser()
+    return parser
 
 
 @dataclass
@@ -50,11 +79,13 @@ class LineScreen:
     """Per-line parse decisions for one set of compiled criteria (see the module docstring)."""
 
     terminology: Terminology
-    types: frozenset[bytes]
-    _dating: dict[bytes, tuple[re.Pattern[bytes], re.Pattern[bytes], re.Pattern[bytes] | None]] = (
-        field(default_factory=dict)
-    )
-    _coding_verdicts: dict[tuple[bytes, bytes], bool] = field(default_factory=dict)
+    types: frozenset[str]
+    heads: tuple[bytes, ...]
+    """How a line of a type it may skip starts (`{"resourceType":"T",`): any other is parsed."""
+    _plans: dict[tuple[str, ...], tuple[str, ...] | None] = field(default_factory=dict)
+    """By a line's resourceType and keys: the dating fields to read when it may be skipped."""
+    _code_verdicts: dict[bytes | str, bool] = field(default_factory=dict)
+    """By the minified text of a `code`: whether it is inert (see `_inert_code`)."""
 
     @classmethod
     def from_criteria(cls, criteria: CompiledCriteria) -> LineScreen:
@@ -65,97 +96,95 @@ class LineScreen:
             if isinstance(atom, ResourceAtom) and atom.concept is None
             for resource_type in atom.resource_types
         }
-        types = frozenset(t.encode() for t in SCREENABLE_TYPES - read_by_type)
-        screen = cls(criteria.terminology, types)
-        for name in types:
-            known = RESOURCE_TYPES[name.decode()]
-            fields = (*known.start_fields, *known.end_fields)
-            plain = [re.escape(f.name) for f in fields if not f.is_period and not f.container]
-            periods = [re.escape(f.name) for f in fields if f.is_period and not f.container]
-            if any(f.container for f in fields):
-                continue  # a dating field inside another: not read from text, never skipped
-            keys = re.compile(rb'"(?:%s)":' % "|".join(plain + periods).encode())
-            plain_pattern = re.compile(rb'"(?:%s)":"([^"]*)"' % "|".join(plain).encode())
-            period_pattern = (
-                re.compile(rb'"(?:%s)":\{([^{}]*)\}' % "|".join(periods).encode())
-                if periods
-                else None
-            )
-            screen._dating[name] = (keys, plain_pattern, period_pattern)
-        return screen
+        types = frozenset(
+            name
+            for name in SCREENABLE_TYPES - read_by_type
+            if not any(f.container for f in _dating_fields(name))
+        )
+        heads = tuple(sorted(b'{"resourceType":"%s",' % name.encode() for name in types))
+        return cls(criteria.terminology, types, heads)
 
-    def skippable(self, text: bytes, subject: bytes) -> tuple[str, str] | None:
-        """`(Type/id, dating day bound)` when the line need not be parsed, else None.
+    def skippable(self, text: bytes, own_reference: str) -> Skipped | None:
+        """`(resourceType, Type/id, data day)` when the line need not be parsed, else None.
 
-        `subject`: `"subject":{"reference":"Patient/<id>"` of the patient the line was routed
-        to. The bound is at least what `data_day` gives for the parsed resource.
+        `own_reference`: `Patient/<id>` of the patient the line was routed to.
         """
-        head = _HEAD.match(text)
-        if head is None:
+        if not text.startswith(self.heads):
             return None
-        resource_type = head.group(1)
-        dating = self._dating.get(resource_type)
-        if dating is None or not text.endswith(b"}") or b"\\" in text:
+        try:
+            document = json_checker().parse(text)
+        except (ValueError, RuntimeError):  # UnicodeDecodeError is a ValueError
             return None
-        if b'"contained"' in text or text.count(b'"subject":') != 1 or subject not in text:
+        if type(document) is not simdjson.Object:
             return None
-        # One `code` (the resource's own: no components, whose codes would be read too).
-        code_fields = _CODE_FIELD.findall(text)
-        if len(code_fields) != 1 or text.count(b'"code":{') != 1 or b'"component"' in text:
+        resource_type = document.get("resourceType")
+        if type(resource_type) is not str:
             return None
-        for codings in code_fields:
-            found = _CODING.findall(codings)
-            if not found or len(found) != codings.count(b"{"):
-                return None
-            for system, code in found:
-                if not self._inert(system, code):
-                    return None
-        day = _dating_day(text, *dating)
-        if day is None:
+        shape = (resource_type, *document.keys())
+        plan = self._plans.get(shape, _UNSEEN)
+        if plan is _UNSEEN:
+            if len(self._plans) >= _CACHE_LIMIT:
+                self._plans.clear()
+            plan = self._plans[shape] = self._plan(shape)
+        if plan is None:
             return None
-        return f"{resource_type.decode()}/{head.group(2).decode()}", day
+        subject = document.get("subject")
+        if type(subject) is not simdjson.Object or subject.get("reference") != own_reference:
+            return None
+        resource_id = document.get("id")
+        if type(resource_id) is not str:
+            return None
+        code = document.get("code")
+        if type(code) is not simdjson.Object:
+            return None
+        code_text: bytes | str = code.mini  # bytes, whatever the stubs say
+        inert = self._code_verdicts.get(code_text)
+        if inert is None:
+            if len(self._code_verdicts) >= _CACHE_LIMIT:
+                self._code_verdicts.clear()
+            inert = self._code_verdicts[code_text] = self._inert_code(orjson.loads(code_text))
+        if not inert:
+            return None
+        newest = ""
+        for name in plan:
+            value: Any = document.get(name)
+            if type(value) is simdjson.Object:
+                period = value.as_dict()
+                value = period.get("end") or period.get("start")
+            if type(value) is str and len(value) >= 10 and value[:10] > newest:
+                newest = value[:10]
+        return resource_type, f"{resource_type}/{resource_id}", newest
 
-    def _inert(self, system: bytes, code: bytes) -> bool:
-        """Whether a coding is in a known system and belongs to no concept."""
-        key = (system, code)
-        verdict = self._coding_verdicts.get(key)
-        if verdict is None:
-            system_text, code_text = system.decode(), code.decode()
-            verdict = (
-                bool(code_text)
-                and self.terminology.knows_system(system_text)
-                and not self.terminology.concepts_of_coding(system_text, code_text)
-            )
-            self._coding_verdicts[key] = verdict
-        return verdict
+    def _plan(self, shape: tuple[str, ...]) -> tuple[str, ...] | None:
+        """The dating fields a line of this type and these keys holds, or None when a line
+        of this shape must be parsed."""
+        resource_type, keys = shape[0], frozenset(shape[1:])
+        if resource_type not in self.types or len(keys) != len(shape) - 1:
+            return None  # a type never skipped, or a key given twice
+        if not keys.issuperset(_REQUIRED_KEYS) or keys & _REFUSED_KEYS:
+            return None
+        return tuple(f.name for f in _dating_fields(resource_type) if f.name in keys)
+
+    def _inert_code(self, code: Any) -> bool:
+        """Whether a `code` indexes under no concept and adds no data problem: a
+        CodeableConcept whose codings are all in known systems and of no concept."""
+        codings = code.get("coding") if type(code) is dict else None
+        if type(codings) is not list or not codings:
+            return False
+        terminology = self.terminology
+        for coding in codings:
+            if type(coding) is not dict:
+                return False
+            system, value = coding.get("system"), coding.get("code")
+            if type(system) is not str or type(value) is not str or not value:
+                return False
+            if not terminology.knows_system(system):
+                return False
+            if terminology.concepts_of_coding(system, value):
+                return False
+        return True
 
 
-_PERIOD_BOUND = re.compile(rb'"(?:start|end)":"([^"]*)"')
-
-
-def _dating_day(
-    text: bytes,
-    keys: re.Pattern[bytes],
-    plain: re.Pattern[bytes],
-    period: re.Pattern[bytes] | None,
-) -> str | None:
-    """An upper bound of `data_day` of the line's resource, read from its text ('' when no
-    dating field holds ten characters); None when some dating field's value is not a plain
-    string (or, for a Period, an object without nested objects)."""
-    values = plain.findall(text)
-    periods = period.findall(text) if period is not None else []
-    if len(values) + len(periods) != len(keys.findall(text)):
-        return None
-    newest = b""
-    for value in values:
-        if len(value) >= 10 and value[:10] > newest:
-            newest = value[:10]
-    if periods:
-        for inside in periods:
-            for value in _PERIOD_BOUND.findall(inside):
-                if len(value) >= 10 and value[:10] > newest:
-                    newest = value[:10]
-    try:
-        return newest.decode()
-    except UnicodeDecodeError:
-        return None
+def _dating_fields(resource_type: str) -> tuple[Any, ...]:
+    known = RESOURCE_TYPES[resource_type]
+    return (*known.start_fields, *known.end_fields)

@@ -38,7 +38,6 @@ import math
 import multiprocessing
 import re
 import tempfile
-import threading
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -51,10 +50,9 @@ import orjson
 import simdjson
 
 from engine.atomic_write import write_atomically
-from engine.cohort.line_screen import LineScreen
+from engine.cohort.line_screen import LineScreen, json_checker
 from engine.cohort.orphans import exit_when_orphaned
 from engine.cohort.prefilter import PREVIEW_TYPES
-from engine.evaluate.patient import data_day
 from engine.sources.base import PatientResources
 from engine.sources.ndjson import (
     DEFAULT_PATIENT_FIELDS,
@@ -731,12 +729,17 @@ class PartitionLines:
                 groups[patient] = [line]
             else:
                 group.append(line)
-        references = _shared_reference_pattern(
-            tuple(sorted({k.split("/")[0] for k in self.shared}))
-        )
+        shared_types = tuple(sorted({key.split("/")[0] for key in self.shared}))
+        references = _shared_reference_pattern(shared_types)
+        referring = _patients_referring(self.data, shared_types) if references else set()
         for patient in sorted(groups):
             reader = _PatientLines(
-                self, patient.decode(), groups.pop(patient), references, on_problem, screen
+                self,
+                patient,
+                groups.pop(patient),
+                references if patient in referring else None,
+                on_problem,
+                screen,
             )
             if not preview_first:
                 reader.read(None)
@@ -760,6 +763,23 @@ class PartitionLines:
 
 
 _PREVIEW_TYPE_NAMES = frozenset(name.encode() for name in PREVIEW_TYPES)
+
+
+def _patients_referring(data: bytes, shared_types: tuple[str, ...]) -> set[bytes]:
+    """The patients (as in `data`'s lines) with a line that may refer to a shared resource:
+    it holds `"reference":"<shared type>/`. Only their lines are searched for references
+    (`_shared_reference_pattern`), which costs as much as reading them; the literal is
+    found much faster."""
+    found: set[bytes] = set()
+    for name in shared_types:
+        needle = b'"reference":"%s/' % name.encode()
+        at = data.find(needle)
+        while at >= 0:
+            start = data.rfind(b"\n", 0, at) + 1
+            found.add(data[start : data.find(b"\t", start)])
+            end = data.find(b"\n", at)
+            at = -1 if end < 0 else data.find(needle, end)
+    return found
 
 
 @dataclass(frozen=True)
@@ -808,19 +828,6 @@ _NEEDS_PARSING = "parse"
 """What `_screened_label` says of a line that parsing must check (it reports the problem)."""
 
 
-_parsers = threading.local()
-
-
-def _json_checker() -> simdjson.Parser:
-    """simdjson's parser (one per thread: a parser is reused, its documents are read one at a
-    time): it validates a line as JSON in about a third of the time orjson takes to build
-    it, and reads a few fields of it lazily."""
-    parser: simdjson.Parser | None = getattr(_parsers, "parser", None)
-    if parser is None:
-        parser = _parsers.parser = simdjson.Parser()
-    return parser
-
-
 def _screened_label(parser: simdjson.Parser, text: bytes, own_reference: str) -> str | None:
     """A line's `Type/id` (None: it has no id) when it is valid JSON, an object with a
     resourceType whose type's first patient field refers to `own_reference`, exactly the
@@ -849,154 +856,177 @@ def _screened_label(parser: simdjson.Parser, text: bytes, own_reference: str) ->
 class _PatientLines:
     """One patient's partition lines (`patient TAB range TAB line TAB json`) turned into
     resources: parsed and checked line by line, problems kept by line position and reported
-    in line order when the patient is finished."""
+    in line order when the patient is finished.
+
+    With a `screen`, lines it finds no criterion can read are left unparsed
+    (`engine.cohort.line_screen`); of those, the first of the latest data day (of all of
+    them, and of the preview's) is parsed after all, so the newest data date is exact. A
+    resource without an id is labelled by its position among the patient's resources, which
+    unparsed lines would change: a patient with one is read again without the screen.
+    """
 
     def __init__(
         self,
         partition: PartitionLines,
-        patient_id: str,
+        patient: bytes,
         lines: list[bytes],
         references: re.Pattern[bytes] | None,
         on_problem: ProblemHandler,
         screen: LineScreen | None,
     ) -> None:
         self.partition = partition
-        self.patient_id = patient_id
+        self.patient_id = patient.decode()
         self.lines = lines
         self.references = references
         self.on_problem = on_problem
-        self.own_reference = "Patient/" + patient_id
-        # A resource without an id is labelled by its position: then every line is parsed.
-        if screen is not None and any(b'"id":"' not in entry for entry in lines):
-            screen = None
+        self.own_reference = "Patient/" + self.patient_id
         self.screen = screen
-        self.subject = b'"subject":{"reference":"%s"' % self.own_reference.encode()
+        self._start()
+
+    def _start(self) -> None:
+        """Nothing read yet."""
         self.entries: list[tuple[int, dict[str, Any]]] = []
         self.kept_texts: list[tuple[int, bytes]] = []
         self.problems: list[tuple[int, SourceProblem]] = []
-        self.seen: dict[str, tuple[bytes, bytes]] = {}
-        self.skipped: list[tuple[str, bool, bytes]] = []
-        self.rest: list[tuple[int, bytes, bytes, bytes]] = []
+        self.seen: dict[str, int] = {}
+        self.skipped = False
+        self.unlabelled = False
+        # The first skipped line of the latest data day, of all and of the preview's types.
+        self.newest: tuple[str, int, bytes] = ("", 0, b"")
+        self.newest_in_preview: tuple[str, int, bytes] = ("", 0, b"")
+        self.rest: list[tuple[int, bytes]] = []
         self.origin: str | None = None
 
-    def problem(
-        self,
-        position: int,
-        range_number: bytes,
-        line_number: bytes,
-        message: str,
-        label: str | None,
-        check: str = PARSED,
-    ) -> None:
-        file, line = self.partition.location(range_number, line_number)
+    def _read_again_unscreened(self) -> bool:
+        """Whether the lines must be read again without the screen (a resource without an id
+        was kept while lines were left unparsed); if so, forget what was read."""
+        if not (self.unlabelled and self.skipped):
+            return False
+        self.screen = None
+        self._start()
+        return True
+
+    def location(self, position: int) -> tuple[str, int]:
+        """The file and line number of the patient's line at `position`."""
+        _patient, range_number, line_number, _text = self.lines[position].split(b"\t", 3)
+        return self.partition.location(range_number, line_number)
+
+    def problem(self, position: int, message: str, label: str | None, check: str = PARSED) -> None:
+        file, line = self.location(position)
         found = SourceProblem(file, line, label, self.patient_id, message, check)
         self.problems.append((position, found))
 
-    def first_seen(
-        self, position: int, label: str, range_number: bytes, line_number: bytes, check: str
-    ) -> bool:
+    def first_seen(self, position: int, label: str, check: str) -> bool:
         """Whether this is the resource's first line; a repeat is reported, not kept."""
-        earlier = self.seen.get(label)
-        if earlier is None:
-            self.seen[label] = (range_number, line_number)
+        earlier = self.seen.setdefault(label, position)
+        if earlier == position:
             return True
-        file, line = self.partition.location(*earlier)
+        file, line = self.location(earlier)
         message = f"the same resource as {file}:{line}; the first is kept"
-        self.problem(position, range_number, line_number, message, label, check)
+        self.problem(position, message, label, check)
         return False
 
     def read(self, first_types: frozenset[bytes] | None) -> None:
         """Parse the lines (only those of `first_types` when given; the others wait in
         `rest`)."""
+        self._read(first_types)
+        if self._read_again_unscreened():
+            self._read(first_types)
+
+    def _read(self, first_types: frozenset[bytes] | None) -> None:
+        parse_line = self.parse_line
+        rest = self.rest
         for position, entry in enumerate(self.lines):
-            _patient, range_number, line_number, text = entry.split(b"\t", 3)
+            text = entry.split(b"\t", 3)[3]
             if first_types is not None:
                 head = _LINE_TYPE.match(text)
                 if head is not None and head.group(1) not in first_types:
-                    self.rest.append((position, range_number, line_number, text))
+                    rest.append((position, text))
                     continue
-            self.parse_line(position, range_number, line_number, text)
+            parse_line(position, text)
 
     def parse_rest(self) -> None:
-        for position, range_number, line_number, text in self.rest:
-            self.parse_line(position, range_number, line_number, text)
+        for position, text in self.rest:
+            self.parse_line(position, text)
         self.rest = []
+        if self._read_again_unscreened():
+            self._read(None)
 
     def screen_rest(self) -> None:
         """Check the rest's lines without building them (`RestOfRecord.screened`)."""
-        parser = _json_checker()
-        for position, range_number, line_number, text in self.rest:
+        parser = json_checker()
+        for position, text in self.rest:
             label = _screened_label(parser, text, self.own_reference)
             if label is _NEEDS_PARSING:
-                self.parse_line(position, range_number, line_number, text)
+                self.parse_line(position, text)
             elif label is not None:
-                self.first_seen(position, label, range_number, line_number, SCREENED)
+                self.first_seen(position, label, SCREENED)
         self.rest = []
 
-    def parse_line(
-        self, position: int, range_number: bytes, line_number: bytes, text: bytes
-    ) -> None:
+    def parse_line(self, position: int, text: bytes) -> None:
         screen = self.screen
         if screen is not None:
-            verdict = screen.skippable(text, self.subject)
+            verdict = screen.skippable(text, self.own_reference)
             if verdict is not None:
-                screened_label, day = verdict
-                if self.first_seen(position, screened_label, range_number, line_number, PARSED):
-                    preview = screened_label.split("/", 1)[0] in PREVIEW_TYPES
-                    self.skipped.append((day, preview, text))
-                    self.kept_texts.append((position, text))
+                skipped_type, skipped_label, day = verdict
+                if self.first_seen(position, skipped_label, PARSED):
+                    self.skipped = True
+                    if day > self.newest[0]:
+                        self.newest = (day, position, text)
+                    if day > self.newest_in_preview[0] and skipped_type in PREVIEW_TYPES:
+                        self.newest_in_preview = (day, position, text)
+                    if self.references is not None:
+                        self.kept_texts.append((position, text))
                 return
         try:
             resource = orjson.loads(text)
         except orjson.JSONDecodeError as error:
-            self.problem(position, range_number, line_number, f"not valid JSON: {error.msg}", None)
+            self.problem(position, f"not valid JSON: {error.msg}", None)
             return
         resource_type = resource.get("resourceType") if type(resource) is dict else None
         if type(resource_type) is not str or not resource_type:
-            message = _not_a_resource(resource) or ""
-            self.problem(position, range_number, line_number, message, None)
+            self.problem(position, _not_a_resource(resource) or "", None)
             return
         resource_id = resource.get("id")
-        label = f"{resource_type}/{resource_id}" if isinstance(resource_id, str) else None
+        label = f"{resource_type}/{resource_id}" if type(resource_id) is str else None
         if not _belongs_to(resource, resource_type, self.patient_id, self.own_reference):
             fields = ", ".join(PATIENT_FIELDS.get(resource_type, DEFAULT_PATIENT_FIELDS))
             self.problem(
                 position,
-                range_number,
-                line_number,
                 f"no reference to a Patient in {fields}; "
                 "the resource belongs to no patient and is left out",
                 label,
             )
             return
-        if label is not None and not self.first_seen(
-            position, label, range_number, line_number, PARSED
-        ):
+        if label is None:
+            self.unlabelled = True
+        elif not self.first_seen(position, label, PARSED):
             return
         if self.origin is None and resource_type == "Patient":
-            file, line = self.partition.location(range_number, line_number)
+            file, line = self.location(position)
             self.origin = f"{file}:{line}"
         self.entries.append((position, resource))
-        self.kept_texts.append((position, text))
+        if self.references is not None:
+            self.kept_texts.append((position, text))
 
     def preview(self) -> list[dict[str, Any]]:
-        """The resources parsed so far (the preview's), with the skipped lines that decide
+        """The resources parsed so far (the preview's), with the skipped line that decides
         its newest data date."""
         resources = [resource for _position, resource in self.entries]
-        if self.skipped:
-            resources += _newest_of_skipped(self.skipped)
+        if self.newest_in_preview[0]:
+            resources.append(orjson.loads(self.newest_in_preview[2]))
         return resources
 
     def finish(self, build: bool = True) -> PatientResources | None:
         """Report the patient's problems in line order; their resources (`build`), or None
         when there is no Patient among them."""
-        self.problems.sort(key=lambda item: item[0])
+        self.problems.sort(key=_first)
         for _position, found in self.problems:
             self.on_problem(found)
         self.problems = []
         if self.origin is None:
             range_number = self.lines[0].split(b"\t", 2)[1]
-            file, _first = self.partition.location(range_number, b"1")
+            file, _first_line = self.partition.location(range_number, b"1")
             self.on_problem(
                 SourceProblem(
                     file,
@@ -1010,12 +1040,12 @@ class _PatientLines:
             return None
         if not build:
             return None
-        self.entries.sort(key=lambda item: item[0])
+        self.entries.sort(key=_first)
         resources = [resource for _position, resource in self.entries]
-        if self.skipped:
-            resources += _newest_of_skipped(self.skipped)
+        if self.newest[0]:
+            resources.append(orjson.loads(self.newest[2]))
         if self.references is not None:
-            self.kept_texts.sort(key=lambda item: item[0])
+            self.kept_texts.sort(key=_first)
             # One search over the kept lines (a reference never spans lines): in line order.
             texts = b"\n".join(text for _position, text in self.kept_texts)
             referred = dict.fromkeys(key.decode() for key in self.references.findall(texts))
@@ -1026,26 +1056,8 @@ class _PatientLines:
         return PatientResources(self.patient_id, resources, [None] * len(resources), self.origin)
 
 
-def _newest_of_skipped(skipped: list[tuple[str, bool, bytes]]) -> list[dict[str, Any]]:
-    """The skipped lines to parse after all so that the newest data date is exact, of the
-    whole record and of its preview (`engine.cohort.prefilter`: the Conditions and Procedures
-    only): from the highest dating bound down, until no line left can have a later day than
-    one parsed."""
-    parsed: dict[int, dict[str, Any]] = {}
-    for preview_only in (True, False):
-        newest = ""
-        ordered = sorted(range(len(skipped)), key=lambda index: skipped[index][0], reverse=True)
-        for index in ordered:
-            bound, preview, text = skipped[index]
-            if preview_only and not preview:
-                continue
-            if not bound or bound <= newest:
-                break
-            resource = parsed.get(index)
-            if resource is None:
-                resource = parsed[index] = orjson.loads(text)
-            newest = max(newest, data_day(resource))
-    return [parsed[index] for index in sorted(parsed)]
+def _first(item: tuple[int, Any]) -> int:
+    return item[0]
 
 
 def _belongs_to(

@@ -297,9 +297,9 @@ class PartitionEvaluator:
     """Evaluates partitions with criteria compiled once per process.
 
     `full`: evaluate every patient in full; by default a patient the pre-filter settles is
-    evaluated from their preview only (`Prefilter.evaluate_settled`). `screen_lines`: leave
-    unparsed the NDJSON lines no criterion can read (`engine.cohort.line_screen`; off by
-    default: measured slower than parsing them, see docs/cohort.md). Every other line of
+    evaluated from their preview only (`Prefilter.evaluate_settled`). `screen_lines` (on
+    unless False): leave unparsed the NDJSON lines no criterion can read
+    (`engine.cohort.line_screen`; the outputs are the same either way). Every other line of
     every patient is parsed and checked.
     """
 
@@ -318,7 +318,7 @@ class PartitionEvaluator:
         self.attestations = attestations
         self.full = full
         self.prefilter = Prefilter.from_criteria(criteria)
-        self.screen = LineScreen.from_criteria(criteria) if screen_lines else None
+        self.screen = None if screen_lines is False else LineScreen.from_criteria(criteria)
         self.study = study_reference(criteria)
         # Output shapes validated by earlier runs (and other workers) need no validating again.
         self.outputs = OutputShapes(validated_shapes())

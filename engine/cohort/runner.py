@@ -235,9 +235,8 @@ def run_cohort(
     `full`: evaluate every patient in full; by default patients the pre-filter settles are
     evaluated from their diagnoses, procedures and demographics only (the criteria that read
     other data are `not_evaluated` for them).
-    `screen_lines`: leave unparsed the NDJSON lines no criterion can read
-    (`engine.cohort.line_screen`: the outputs are the same either way); off by default, as on
-    the Synthea export it costs more than the parsing it saves (docs/cohort.md).
+    `screen_lines` (on unless False): leave unparsed the NDJSON lines no criterion can read
+    (`engine.cohort.line_screen`: the outputs are the same either way; docs/cohort.md).
 
     Raises CriteriaError/MappingError for bad criteria, AttestationError for a bad
     attestation file, InputError when the input cannot be found at all, CohortError for an
