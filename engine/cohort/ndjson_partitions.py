@@ -73,6 +73,8 @@ _PATIENT_REFERENCE_TEXT = re.compile(
     rb'"reference":"Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?"'
 )
 _WRITE_BUFFER = 1 << 18
+_FLUSH_LINES = 1024
+"""Pass 1 writes the routed lines to the partition files every this many lines."""
 _MARKER = "partitioned.json"
 _SHARED_FILE = "shared.ndjson"
 
@@ -384,19 +386,22 @@ class _RangeSplitter:
         self.task = task
         self.result = _RangeResult()
         self.outputs: dict[int, IO[bytes]] = {}
+        self.pending: dict[int, list[bytes]] = {}
+        """Per partition, the pieces of the lines routed since the last `flush`."""
+        self.unflushed = 0
 
     def close(self) -> None:
+        self.flush()
         for output in self.outputs.values():
             output.close()
         self.result.partitions_written = sorted(self.outputs)
 
     def split(self) -> None:
-        """Route the range's lines; a file named for a type nothing reads is checked in blocks."""
-        kept = self.task.kept_types
+        """Route the range's lines; a file named for a resource type is read in blocks."""
         named = _type_named_by(self.task.path)
-        if kept is not None and named is not None and named not in kept:
+        if named is not None:
             try:
-                self.skip_blocks(named)
+                self.split_blocks(named)
                 return
             except (OSError, EOFError, zlib.error):
                 self.restart()  # read again line by line, which reports the error as it always has
@@ -442,36 +447,57 @@ class _RangeSplitter:
         else:
             self.write(patient, line_number, text)
 
-    def skip_blocks(self, resource_type: bytes) -> None:
-        """Check a range of a file of one type nothing reads without copying its lines.
+    def split_blocks(self, resource_type: bytes) -> None:
+        """Route a range of a file named for `resource_type` without reading it line by line.
 
-        A line that starts `{"resourceType":"<type>"` and ends with `}` is what `split_line`
-        skips without a problem, so it is only counted; the lines are found with `bytes.find`
-        in blocks (memchr, no line copied). Any other line goes through `split_line`. Read
-        errors propagate: `split` then reads the range again line by line.
+        The lines are found with `bytes.find` in blocks (memchr). A line that starts
+        `{"resourceType":"<type>"` and ends with `}` is what `split_line` sees with nothing
+        to strip and that type, so its checks are made in place: a type nothing reads is
+        only counted, a patient named once in the text is routed with the line copied once.
+        Any other line goes through `split_line`. Read errors propagate: `split` then reads
+        the range again line by line.
         """
         task = self.task
         result = self.result
         start = b'{"resourceType":"' + resource_type + b'"'
+        kept = task.kept_types
+        skipped = kept is not None and resource_type not in kept
+        by_text = resource_type != b"Patient" and resource_type not in _SHARED_TYPE_NAMES
+        reference_at = _PATIENT_REFERENCE_TEXT.match
+        route = self.route
         line_number = 0
         with _open_range(Path(task.path), task.start) as (handle, position):
             for buffer, first, stop in _range_blocks(handle, position, task.end):
                 result.bytes_read += stop - first
                 find = buffer.find
                 starts_with = buffer.startswith
-                line_start = first
-                while line_start < stop:
+                line_end = first - 1
+                while line_end + 1 < stop:
+                    line_start = line_end + 1
                     line_end = find(b"\n", line_start, stop)
                     if line_end < 0:
                         line_end = stop
                     line_number += 1
-                    if starts_with(start, line_start, line_end) and (
-                        buffer[line_end - 1] == _CLOSING_BRACE
+                    if not starts_with(start, line_start, line_end) or (
+                        buffer[line_end - 1] != _CLOSING_BRACE
                     ):
-                        result.resource_lines += 1
-                    else:
                         self.split_line(line_number, buffer[line_start:line_end])
-                    line_start = line_end + 1
+                        continue
+                    result.resource_lines += 1
+                    if skipped:
+                        continue
+                    if by_text:  # as _patient_from_text: "Patient/" exactly once, a reference
+                        at = find(b"Patient/", line_start, line_end)
+                        if at >= line_start + 13 and find(b"Patient/", at + 8, line_end) < 0:
+                            reference = reference_at(buffer, at - 13, line_end)
+                            if reference is not None:
+                                if line_end < stop:
+                                    line = buffer[line_start : line_end + 1]
+                                else:  # the file's last line, without a line end
+                                    line = buffer[line_start:line_end] + b"\n"
+                                route(reference.group(1), line_number, line)
+                                continue
+                    self.split_parsed(line_number, buffer[line_start:line_end])
         result.line_count = line_number
 
     def restart(self) -> None:
@@ -480,16 +506,35 @@ class _RangeSplitter:
             output.close()
             _range_path(self.task.work_folder, index, self.task.number).unlink(missing_ok=True)
         self.outputs = {}
+        self.pending = {}
+        self.unflushed = 0
         self.result = _RangeResult()
 
     def write(self, patient: bytes, line_number: int, text: bytes) -> None:
+        self.route(patient, line_number, text + b"\n")
+
+    def route(self, patient: bytes, line_number: int, line: bytes) -> None:
+        """Append `patient TAB range TAB line number TAB line` (`line` ends with a line end)."""
         task = self.task
         index = zlib.crc32(patient) % task.partition_count
-        output = self.outputs.get(index)
-        if output is None:
-            path = _range_path(task.work_folder, index, task.number)
-            output = self.outputs[index] = open(path, "wb", buffering=_WRITE_BUFFER)  # noqa: SIM115
-        output.write(b"%s\t%d\t%d\t%s\n" % (patient, task.number, line_number, text))
+        pieces = self.pending.get(index)
+        if pieces is None:
+            pieces = self.pending[index] = []
+            if index not in self.outputs:
+                path = _range_path(task.work_folder, index, task.number)
+                self.outputs[index] = open(path, "wb", buffering=_WRITE_BUFFER)  # noqa: SIM115
+        pieces.append(b"%s\t%d\t%d\t" % (patient, task.number, line_number))
+        pieces.append(line)
+        self.unflushed += 1
+        if self.unflushed == _FLUSH_LINES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the pending lines, one write per partition."""
+        for index, pieces in self.pending.items():
+            self.outputs[index].write(b"".join(pieces))
+        self.pending = {}
+        self.unflushed = 0
 
     def problem(self, line_number: int, message: str, label: str | None = None) -> None:
         self.result.problems.append((line_number, message, label))

@@ -1,11 +1,12 @@
-"""Pass 1 over a file of a type nothing reads: checked in blocks, reported as line by line.
+"""Pass 1 over a file named for a resource type: read in blocks, reported as line by line.
 
-`_RangeSplitter.skip_blocks` counts the lines of such a file (`Encounter.000.ndjson` when
-Encounter is not kept) without routing them one by one; every line it cannot vouch for goes
-through the per-line path. These tests check it reports exactly what the per-line path
-(`split_lines`, taken when the file's name names no type) reports: the same problems with the
+`_RangeSplitter.split_blocks` reads such a file (`Encounter.000.ndjson`) in blocks and checks
+each line in place: a line of a type nothing reads (Encounter when it is not kept) is only
+counted, a kept line naming its patient once is routed; every line it cannot vouch for goes
+through the per-line path. These tests check it gives exactly what the per-line path
+(`split_lines`, taken when the file's name names no type) gives: the same problems with the
 same texts and line numbers, in the same order, the same line and byte counts, the same
-partition files.
+partition files and shared resources.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from engine.cohort.ndjson_partitions import (
 )
 from engine.sources import SourceProblem
 
-KEPT = frozenset({b"Patient", b"Observation"})
+KEPT = frozenset({b"Patient", b"Observation", b"Medication"})
 
 
 def dumps(resource: dict[str, Any]) -> bytes:
@@ -55,6 +56,27 @@ def observation(number: int) -> bytes:
             "subject": {"reference": f"Patient/p{number % 3}"},
         }
     )
+
+
+def observation_with(number: int, **fields: Any) -> bytes:
+    return dumps({"resourceType": "Observation", "id": f"o{number}", **fields})
+
+
+KEPT_LINES = [
+    dumps({"resourceType": "Patient", "id": "p2"}),
+    dumps({"resourceType": "Patient", "id": "bad id"}),
+    dumps({"resourceType": "Medication", "id": "m1", "code": {"text": "x"}}),
+    dumps({"resourceType": "Medication", "code": {"text": "no id"}}),
+    observation_with(  # two patients named: parsed, routed by the subject
+        20, performer=[{"reference": "Patient/p2"}], subject={"reference": "Patient/p1"}
+    ),
+    observation_with(21, subject={"reference": "Patient/p1/_history/2"}),
+    observation_with(22, subject={"reference": "Group/g"}, note=[{"text": "Patient/p1"}]),
+    observation_with(23, subject={"reference": "Patient/" + "x" * 65}),
+    observation_with(24, subject={"display": "Patient/p1"}),
+    observation_with(25, subject={"reference": "Patient/p0"}, note=[{"text": "\u00e9 \n"}]),
+    b'{"resourceType":"Observation","id":"o26","subject":{"reference":"Patient/p1"},}',
+]
 
 
 @contextmanager
@@ -208,6 +230,7 @@ LINES = st.one_of(
     st.integers(0, 99).map(encounter),
     st.integers(0, 99).map(observation),
     st.sampled_from(BAD_LINES),
+    st.sampled_from(KEPT_LINES),
     st.binary(max_size=12),
     st.tuples(st.integers(0, 99), st.binary(max_size=3)).map(
         lambda pair: encounter(pair[0])[: -1 - len(pair[1])] + pair[1] + b"}"
@@ -224,6 +247,7 @@ LINES = st.one_of(
     line_end=st.sampled_from([b"\n", b"\r\n"]),
     final_line_end=st.booleans(),
     compressed=st.booleans(),
+    named=st.sampled_from(["Encounter", "Observation", "Patient", "Medication", "export"]),
     block=st.sampled_from([1, 5, 64, 1 << 20]),
     cut_at=st.floats(0, 1),
 )
@@ -232,6 +256,7 @@ def test_blocks_and_lines_give_the_same_result(
     line_end: bytes,
     final_line_end: bool,
     compressed: bool,
+    named: str,
     block: int,
     cut_at: float,
 ) -> None:
@@ -241,10 +266,10 @@ def test_blocks_and_lines_give_the_same_result(
         mock.patch.object(ndjson_partitions, "_BLOCK_BYTES", block),
     ):
         work = Path(folder)
-        name = "Encounter.000.ndjson.gz" if compressed else "Encounter.000.ndjson"
+        name = f"{named}.000.ndjson.gz" if compressed else f"{named}.000.ndjson"
         path = work / name
         path.write_bytes(gzip.compress(data) if compressed else data)
-        whole, _ = both_ways(path, work)
+        whole, _written = both_ways(path, work)
         assert whole.bytes_read == len(data)
         cut = int(len(data) * cut_at)
         if not compressed and cut > 0:
@@ -259,3 +284,25 @@ def test_blocks_and_lines_give_the_same_result(
                 ]
                 == whole.problems
             )
+
+
+@pytest.mark.parametrize("final_line_end", [b"\n", b""])
+@pytest.mark.parametrize("named", ["Observation", "Patient", "Medication"])
+def test_a_file_of_a_kept_type_is_routed_as_line_by_line(
+    tmp_path: Path, named: str, final_line_end: bytes
+) -> None:
+    data = b"\n".join(KEPT_LINES + [observation(n) for n in range(30)] + BAD_LINES)
+    path = tmp_path / f"{named}.000.ndjson"
+    path.write_bytes(data + final_line_end)
+    with mock.patch.object(ndjson_partitions, "_BLOCK_BYTES", 100):
+        result, written = both_ways(path, tmp_path)
+    assert [label for label, _line, _text in result.shared] == ["Medication/m1"]
+    assert sum(text.count(b"\n") for text in written.values()) == 5 + 30 + 2
+    assert result.line_count == len(KEPT_LINES) + 30 + len(BAD_LINES)
+    assert [(line, message.split(";")[0]) for line, message, _label in result.problems][:5] == [
+        (2, "Patient.id is missing or not a FHIR id"),
+        (4, "a shared resource needs a FHIR id to be referred to"),
+        (7, "no reference to a Patient in subject, patient, beneficiary, individual"),
+        (8, "no reference to a Patient in subject, patient, beneficiary, individual"),
+        (9, "no reference to a Patient in subject, patient, beneficiary, individual"),
+    ]
