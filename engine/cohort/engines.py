@@ -45,8 +45,10 @@ from engine.cohort.partition import (
     start_worker,
     write_result,
 )
+from engine.compiled_cache import load_conversions
 from engine.errors import CohortError
 from engine.evaluate import CompiledCriteria
+from engine.normalise import units
 from engine.normalise.units import UNIT_REGISTRY_MODULE, prepare_unit_conversions
 from engine.sources import PatientResources
 from engine.sources.ndjson import ProblemHandler
@@ -156,6 +158,10 @@ class DaskJob:
     full: bool = False
     screen_lines: bool | None = None
     store_key: str | None = None
+    conversions: tuple[tuple[Any, Any], ...] = ()
+    """The unit conversions this process knows (`units.known_conversions`: restored from the
+    cache, or worked out compiling the criteria): a worker that knows them needs no unit
+    registry for them."""
 
 
 @dataclass(frozen=True)
@@ -186,10 +192,16 @@ def _compiled_criteria(files: CriteriaFiles) -> CompiledCriteria:
     return _compiled[1]
 
 
-def compile_on_dask_worker(files: CriteriaFiles, prepare_units: bool = False) -> str:
-    """`client.run` warm-up: compile the criteria on this worker now (cached), and build the
-    unit registry when the run will convert units; the criteria's digest."""
+def compile_on_dask_worker(
+    files: CriteriaFiles,
+    prepare_units: bool = False,
+    conversions: tuple[tuple[Any, Any], ...] = (),
+) -> str:
+    """`client.run` warm-up: compile the criteria on this worker now (cached), take the unit
+    conversions the run's process knows, and build the unit registry when the run will
+    convert units and none are known (`prepare_unit_conversions`); the criteria's digest."""
     _compiled_criteria(files)
+    units.add_known_conversions(dict(conversions))
     if prepare_units:
         prepare_unit_conversions()
     return files.digest
@@ -204,6 +216,7 @@ def _evaluator_of(job: DaskJob) -> PartitionEvaluator:
     global _evaluator
     if _evaluator is None or _evaluator[0] != job:
         criteria = _compiled_criteria(job.criteria)
+        units.add_known_conversions(dict(job.conversions))
         evaluator = PartitionEvaluator(
             criteria, job.as_of, job.attestations, job.full, job.screen_lines, job.store_key
         )
@@ -258,6 +271,8 @@ own)."""
 def _start_warm_forkserver(prepare_units: bool) -> bool:
     """Start the forkserver the LocalCluster's workers will be forked from, having it import
     distributed and trialsieve (and, with `prepare_units`, build the unit registry) once.
+    (`DaskStart` asks for the registry only when no unit conversions are cached: the workers
+    are sent the known ones, and build a registry only for a pair of units they lack.)
 
     By default Dask spawns each worker, which then imports distributed and trialsieve (most
     of a second on two cores); forked from a server that imported them, a worker is up at
@@ -278,6 +293,13 @@ def _start_warm_forkserver(prepare_units: bool) -> bool:
     return True
 
 
+def _conversions_known() -> bool:
+    """Whether this process knows unit conversions, restored from the cache if need be (as
+    loading the criteria does)."""
+    load_conversions()
+    return bool(units.known_conversions())
+
+
 class DaskStart:
     """A Dask LocalCluster (or a connection to `scheduler`) started in a thread.
 
@@ -295,20 +317,23 @@ class DaskStart:
         self._cluster: Any = None
         self._error: BaseException | None = None
         self._criteria: CriteriaFiles | None = None
+        self._conversions: tuple[tuple[Any, Any], ...] = ()
         self._criteria_known = threading.Event()
         self._thread = threading.Thread(target=self._start, name="trialsieve-dask-start")
         self._thread.start()
 
     def warm_up(self, criteria: CriteriaFiles | None) -> None:
         """Load `criteria` (and build the unit registry, with `prepare_units`) on every worker
-        once they are up (None: nothing to load)."""
+        once they are up (None: nothing to load); the unit conversions this process knows
+        now go along."""
         self._criteria = criteria
+        self._conversions = tuple(units.known_conversions().items())
         self._criteria_known.set()
 
     def _start(self) -> None:
         try:
             forked = self._settings.scheduler is None and _start_warm_forkserver(
-                self._prepare_units
+                self._prepare_units and not _conversions_known()
             )
             distributed = _import_distributed()
             if self._settings.scheduler is None:
@@ -328,7 +353,9 @@ class DaskStart:
             self._client = distributed.Client(address)
             self._criteria_known.wait()
             if self._criteria is not None:
-                self._client.run(compile_on_dask_worker, self._criteria, self._prepare_units)
+                self._client.run(
+                    compile_on_dask_worker, self._criteria, self._prepare_units, self._conversions
+                )
         except BaseException as error:  # re-raised by client(): the thread cannot raise
             self._error = error
 
@@ -373,6 +400,7 @@ def run_dask(
         setup.full,
         setup.screen_lines,
         setup.store_key,
+        tuple(units.known_conversions().items()),
     )
     start = settings.started
     owned = start is None

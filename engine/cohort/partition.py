@@ -59,7 +59,6 @@ from engine.report.resources import (
 from engine.report.validate import OutputShapes
 from engine.screening import Screening, screen_patient
 from engine.sources import PatientResources, SourceProblem
-from engine.trial import load_trial
 
 NOT_EVALUATED = "not_evaluated"
 CRITERION_VALUES = ("met", "not_met", "unknown_missing", "manual", NOT_EVALUATED)
@@ -179,6 +178,8 @@ class WorkerSetup:
         the unavailable types (spawn: compiled criteria do not pickle)."""
         if self.criteria is not None:
             return self.criteria
+        from engine.trial import load_trial  # the criteria loader: only where they compile
+
         return replace(load_trial(self.criteria_path), unavailable_types=self.unavailable_types)
 
     def partition_evaluator(self) -> PartitionEvaluator:
@@ -268,6 +269,8 @@ class CriteriaFiles:
             if not isinstance(loaded, CompiledCriteria):
                 raise TypeError(f"shipped criteria unpickle to {type(loaded).__name__}")
             return loaded
+        from engine.trial import load_trial  # the criteria loader: only where they compile
+
         with tempfile.TemporaryDirectory(prefix="trialsieve-criteria-") as folder:
             root = Path(folder)
             for relative, data in self.files:

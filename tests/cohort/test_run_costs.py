@@ -5,6 +5,7 @@ Speed itself is measured by benchmarks/cohort.py; these tests check the decision
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -40,3 +41,42 @@ def test_a_run_over_a_folder_no_export_wrote_does_not_import_the_bulk_client(
         "print('engine.sources.bulk_export' in sys.modules)\n"
     )
     assert _in_a_fresh_interpreter(code) == "False"
+
+
+def test_a_worker_loads_neither_the_runner_nor_the_output_writers_nor_the_criteria_loader() -> None:
+    code = (
+        "import sys\n"
+        "import engine.cohort.engines\n"
+        "print(sorted(m for m in ('engine.cohort.runner', 'engine.cohort.outputs', 'pyarrow', "
+        "'engine.trial', 'engine.criteria.loader', 'jsonschema') if m in sys.modules))\n"
+    )
+    assert _in_a_fresh_interpreter(code) == "[]"
+
+
+def test_a_dask_worker_sent_the_known_unit_conversions_builds_no_unit_registry(
+    tmp_path: Path,
+) -> None:
+    """The warm-up of a --full run gives each worker the conversions the run's process knows;
+    the unit registry (ucumvert on pint) is built only where a conversion is missing."""
+    from engine.cohort.partition import CriteriaFiles
+    from engine.normalise import units
+    from engine.trial import load_trial
+
+    criteria = CRITERIA.parent / "NCT03036150.yaml"  # converts units (eGFR, UACR)
+    files = CriteriaFiles.collect(load_trial(criteria), with_compiled=True)
+    units.convert(1.0, "mg/dL", "umol/L", 113.12)  # a conversion the worker will know
+    conversions = tuple(units.known_conversions().items())
+    assert conversions
+    shipped = tmp_path / "warm-up.pickle"
+    shipped.write_bytes(pickle.dumps((files, conversions)))
+    code = (
+        "import pickle, sys\n"
+        "from pathlib import Path\n"
+        "from engine.cohort.engines import compile_on_dask_worker\n"
+        "from engine.normalise import units\n"
+        f"files, conversions = pickle.loads(Path({str(shipped)!r}).read_bytes())\n"
+        "compile_on_dask_worker(files, True, conversions)\n"
+        "print(round(units.convert(1.0, 'mg/dL', 'umol/L', 113.12), 2), "
+        "'engine.normalise.unit_registry' in sys.modules)\n"
+    )
+    assert _in_a_fresh_interpreter(code) == "88.4 False"
