@@ -15,12 +15,23 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from engine.errors import InputError, Location
-from engine.resource_types import CODE_ONLY_TYPES, CODED_TYPES, RESOURCE_TYPES
+from engine.resource_types import CODED_TYPES, RESOURCE_TYPES
 from engine.sources.base import PatientResources
 from engine.sources.references import reference_key
 
 _NO_RESOURCES: tuple[dict[str, Any], ...] = ()
 _NO_CONCEPTS: frozenset[str] = frozenset()
+
+DATING_FIELDS: dict[str, tuple[tuple[str | None, str], ...]] = {
+    name: tuple(
+        (date_field.container, date_field.name)
+        for date_field in (*known.start_fields, *known.end_fields)
+    )
+    for name, known in RESOURCE_TYPES.items()
+    if known.start_fields or known.end_fields
+}
+"""Each type's dating fields (`engine.resource_types`) as (container, name) pairs: what the
+newest data day (`PatientRecord.newest_data_day`) is read from."""
 
 # A coded field to classify: the field's name (for problems) and its CodeableConcept, or None.
 _CodedField = tuple[str, Any]
@@ -37,19 +48,36 @@ class CodeClassifier(Protocol):
 _ClassifyCoding = Callable[[str | None, str], frozenset[str] | None]
 """A coding's concepts; None when there are none and its system is unknown."""
 
+_Classifications = Mapping[tuple[str | None, str], frozenset[str] | None]
+"""Codings classified so far, by (system, code): what `_ClassifyCoding` answered."""
 
-def _coding_classification(classifier: CodeClassifier) -> _ClassifyCoding:
-    """The classifier's own `classify_coding` (the Terminology's, memoised), else one built
-    from `concepts_of_coding` and `knows_system`."""
+_UNSEEN: Any = object()
+
+
+def _coding_classification(classifier: CodeClassifier) -> tuple[_Classifications, _ClassifyCoding]:
+    """How to classify a coding, and what has been classified already (read before calling).
+
+    The classifier's own `classify_coding` and its memo (the Terminology's: each distinct
+    coding is classified once per process), else a classification built from
+    `concepts_of_coding` and `knows_system`, remembered for this record.
+    """
     own: _ClassifyCoding | None = getattr(classifier, "classify_coding", None)
-    if own is not None:
-        return own
+    own_memo: _Classifications | None = getattr(classifier, "classification_memo", None)
+    if own is not None and own_memo is not None:
+        return own_memo, own
+    memo: dict[tuple[str | None, str], frozenset[str] | None] = {}
 
     def classify_coding(system: str | None, code: str) -> frozenset[str] | None:
-        found = classifier.concepts_of_coding(system, code)
-        return found if found or classifier.knows_system(system) else None
+        if own is not None:
+            found = own(system, code)
+        else:
+            found = classifier.concepts_of_coding(system, code)
+            if not found and not classifier.knows_system(system):
+                found = None
+        memo[system, code] = found
+        return found
 
-    return classify_coding
+    return memo, classify_coding
 
 
 @dataclass(frozen=True)
@@ -80,6 +108,7 @@ class PatientRecord:
     (`PatientResources.unavailable_types`)."""
     source_problems: tuple[str, ...] = ()
     """What the source noted about the data it gave (`PatientResources.source_problems`)."""
+    _newest_day: str | None = None
 
     def __init__(self, source: PatientResources, classifier: CodeClassifier) -> None:
         self.patient_id = source.patient_id
@@ -160,6 +189,14 @@ class PatientRecord:
             return str(resource_type)
         return self._full_urls[position] or f"{resource_type}#{position}"
 
+    def newest_data_day(self) -> str:
+        """The latest `YYYY-MM-DD` any dating field of the record names (a Period's end, else
+        its start; the first ten characters of each value; partial dates ignored), read while
+        the record was built; empty when there is none."""
+        if self._newest_day is None:
+            raise TypeError(f"{type(self).__name__} keeps no newest data day")
+        return self._newest_day
+
     def medication_of(self, resource: dict[str, Any]) -> dict[str, Any] | None:
         """The CodeableConcept of a medication resource's medication, or None.
 
@@ -175,6 +212,8 @@ class PatientRecord:
         by_type = self._by_type
         by_key = self._by_key
         by_full_url = self._by_full_url
+        dating_fields = DATING_FIELDS
+        newest = ""
         for resource, full_url in zip(self._resources, self._full_urls, strict=True):
             resource_type = resource["resourceType"]
             same_type = by_type.get(resource_type)
@@ -182,6 +221,21 @@ class PatientRecord:
                 by_type[resource_type] = [resource]
             else:
                 same_type.append(resource)
+            dating = dating_fields.get(resource_type)
+            if dating is not None:
+                for container, name in dating:
+                    if container is None:
+                        value = resource.get(name)
+                    else:
+                        holder = resource.get(container)
+                        value = holder.get(name) if type(holder) is dict else None
+                    if value is None:
+                        continue
+                    if type(value) is dict:
+                        value = value.get("end") or value.get("start")
+                    # The greatest value's first ten characters are the greatest of theirs.
+                    if type(value) is str and len(value) >= 10 and value > newest:
+                        newest = value
             resource_id = resource.get("id")
             if resource_id:
                 key = f"{resource_type}/{resource_id}"
@@ -197,6 +251,7 @@ class PatientRecord:
                 )
             if full_url:
                 by_full_url.setdefault(full_url, resource)
+        self._newest_day = newest[:10]
 
     def _find_patient(self) -> dict[str, Any]:
         patients = self._by_type.get("Patient")
@@ -209,42 +264,62 @@ class PatientRecord:
 
     def _index_concepts(self, classifier: CodeClassifier) -> None:
         by_concept = self._by_concept
-        classify = _coding_classification(classifier)
-        coded_fields = _CODED_FIELDS
+        classified, classify = _coding_classification(classifier)
+        ways = _WAYS_TO_CLASSIFY
+        unseen = _UNSEEN
         for resource in self._resources:
             resource_type = resource["resourceType"]
-            coded_fields_of = coded_fields.get(resource_type)
-            if coded_fields_of is None:
+            way = ways.get(resource_type)
+            if way is None:
                 continue
+            coded_fields_of, usual_field = way
             if "subject" not in resource and "patient" not in resource:
                 self._problem(
                     resource,
                     "subject",
                     "no subject or patient; taken to be about this record's patient",
                 )
+            # The usual case, read inline: the coded field has one well-formed coding in a
+            # system the mappings know (`_single_coding_concepts`), and so has every
+            # Observation component's code; there is no problem to note. Anything else is
+            # classified field by field below.
             concepts: frozenset[str] | set[str] | None = None
-            if resource_type in CODE_ONLY_TYPES or (
-                resource_type == "Observation" and "component" not in resource
-            ):
-                concepts = _single_coding_concepts(resource.get("code"), classify)
+            concept = resource.get(usual_field) if usual_field is not None else None
+            if type(concept) is dict:
+                codings = concept.get("coding")
+                if type(codings) is list and len(codings) == 1:
+                    coding = codings[0]
+                    if type(coding) is dict:
+                        code = coding.get("code")
+                        system = coding.get("system")
+                        if type(code) is str and code and (system is None or type(system) is str):
+                            concepts = classified.get((system, code), unseen)
+                            if concepts is unseen:
+                                concepts = classify(system, code)
+            if concepts is not None and "component" in resource and resource_type == "Observation":
+                concepts = _component_concepts(
+                    resource["component"], concepts, classified, classify
+                )
             if concepts is None:
                 concepts = _NO_CONCEPTS
                 for field, concept in coded_fields_of(self, resource):
-                    found = self._classify(resource, field, concept, classify)
+                    found = self._classify(resource, field, concept, classified, classify)
                     if found:
                         concepts = found if not concepts else concepts | found
-            for concept_id in concepts:
-                same_concept = by_concept.get(concept_id)
-                if same_concept is None:
-                    by_concept[concept_id] = [resource]
-                else:
-                    same_concept.append(resource)
+            if concepts:
+                for concept_id in concepts:
+                    same_concept = by_concept.get(concept_id)
+                    if same_concept is None:
+                        by_concept[concept_id] = [resource]
+                    else:
+                        same_concept.append(resource)
 
     def _classify(
         self,
         resource: dict[str, Any],
         field: str,
         concept: Any,
+        classified: _Classifications,
         classify: _ClassifyCoding,
     ) -> frozenset[str] | set[str]:
         """The concepts of every coding of `concept`.
@@ -253,7 +328,7 @@ class PatientRecord:
         """
         if concept is None:
             return _NO_CONCEPTS  # already reported by the field's extractor, or optional
-        found = _single_coding_concepts(concept, classify)
+        found = _single_coding_concepts(concept, classified, classify)
         if found is not None:
             return found
         codings = concept.get("coding") if isinstance(concept, dict) else None
@@ -319,8 +394,8 @@ class PatientRecord:
 
 
 def _single_coding_concepts(
-    concept: Any, classify: _ClassifyCoding
-) -> frozenset[str] | set[str] | None:
+    concept: Any, classified: _Classifications, classify: _ClassifyCoding
+) -> frozenset[str] | None:
     """The concepts of a CodeableConcept in the usual case: one well-formed coding in a system
     the mappings know, so there is no problem to note. None for any other case."""
     if type(concept) is not dict:
@@ -334,8 +409,30 @@ def _single_coding_concepts(
     code = coding.get("code")
     system = coding.get("system")
     if type(code) is str and code and (system is None or type(system) is str):
-        return classify(system, code)
+        found = classified.get((system, code), _UNSEEN)
+        return classify(system, code) if found is _UNSEEN else found
     return None
+
+
+def _component_concepts(
+    components: Any,
+    concepts: frozenset[str] | set[str],
+    classified: _Classifications,
+    classify: _ClassifyCoding,
+) -> frozenset[str] | set[str] | None:
+    """`concepts` (the Observation code's) with those of every component's code, when each is
+    the usual case (`_single_coding_concepts`); None otherwise."""
+    if type(components) is not list:
+        return None
+    for component in components:
+        if type(component) is not dict:
+            return None
+        found = _single_coding_concepts(component.get("code"), classified, classify)
+        if found is None:
+            return None
+        if found:
+            concepts = found if not concepts else concepts | found
+    return concepts
 
 
 def build_record(source: PatientResources, classifier: CodeClassifier) -> PatientRecord:
@@ -395,6 +492,7 @@ _OWN_CODED_FIELDS: dict[str, _CodedFields] = {
 }
 """Types coded in more than `code`: Observation components, allergy reaction substances."""
 
+
 _CODED_FIELDS: dict[str, _CodedFields] = {
     name: _medication_codes
     if RESOURCE_TYPES[name].medication
@@ -402,6 +500,20 @@ _CODED_FIELDS: dict[str, _CodedFields] = {
     for name in CODED_TYPES
 }
 """The coded fields of each type the record indexes by concept (`engine.resource_types`)."""
+
+_WAYS_TO_CLASSIFY: dict[str, tuple[_CodedFields, str | None]] = {
+    name: (
+        coded_fields,
+        "medicationCodeableConcept"
+        if coded_fields is _medication_codes
+        else "code"
+        if coded_fields in (_code, _observation_codes)
+        else None,
+    )
+    for name, coded_fields in _CODED_FIELDS.items()
+}
+"""For each coded type: its coded fields, and the field the usual case reads (the one coded
+field; an Observation's components are read after its code; None: no usual case)."""
 
 
 def _contained(container: dict[str, Any], contained_id: str) -> dict[str, Any] | None:

@@ -15,8 +15,7 @@ from engine.errors import DateProblem, InputError, Location
 from engine.evaluate.compile import CompiledCriteria, CompiledCriterion, EvaluationContext
 from engine.evaluate.outcome import Outcome, Truth, UnknownReason
 from engine.evaluate.timing import parse_date_range
-from engine.record import PatientRecord
-from engine.resource_types import RESOURCE_TYPES
+from engine.record import DATING_FIELDS, PatientRecord
 
 EARLIEST_AS_OF = dt.date(1900, 1, 1)
 LATEST_AS_OF = dt.date(2199, 12, 31)
@@ -205,46 +204,19 @@ def evaluate_patient(
 
 def newest_data_date(record: PatientRecord) -> dt.date | None:
     """The latest day any dating field of the record names (`engine.resource_types`; dates
-    read as their `YYYY-MM-DD` part, partial dates ignored)."""
-    newest = ""
-    fields_of = _DATING_FIELDS
-    for resource in record.resources:
-        fields = fields_of.get(resource["resourceType"])
-        if fields is None:
-            continue
-        for container, name in fields:
-            if container is None:
-                value = resource.get(name)
-            else:
-                holder = resource.get(container)
-                value = holder.get(name) if type(holder) is dict else None
-            if value is None:
-                continue
-            if type(value) is dict:
-                value = value.get("end") or value.get("start")
-            if type(value) is str and len(value) >= 10 and value[:10] > newest:
-                newest = value[:10]
+    read as their `YYYY-MM-DD` part, partial dates ignored): `PatientRecord.newest_data_day`."""
+    newest = record.newest_data_day()
     try:
         return dt.date.fromisoformat(newest) if newest else None
     except ValueError:
         return None
 
 
-_DATING_FIELDS: dict[str, tuple[tuple[str | None, str], ...]] = {
-    name: tuple(
-        (date_field.container, date_field.name)
-        for date_field in (*known.start_fields, *known.end_fields)
-    )
-    for name, known in RESOURCE_TYPES.items()
-}
-"""Each type's dating fields as (container, name) pairs, for `newest_data_date`."""
-
-
 def data_day(resource: dict[str, Any]) -> str:
     """The latest first-ten-characters of the resource's dating fields (a Period's end, else
     its start), as `newest_data_date` compares them; empty when none is ten characters long."""
     newest = ""
-    for container, name in _DATING_FIELDS.get(resource.get("resourceType", ""), ()):
+    for container, name in DATING_FIELDS.get(resource.get("resourceType", ""), ()):
         if container is None:
             value = resource.get(name)
         else:

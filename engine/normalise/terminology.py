@@ -274,6 +274,13 @@ class Terminology:
         memo[key] = found
         return found
 
+    @property
+    def classification_memo(self) -> Mapping[tuple[str | None, str], frozenset[str] | None]:
+        """What `classify_coding` has answered so far, by (system, code); read-only. The
+        record stage looks a coding up here before calling it (one dictionary lookup for
+        each coding of a record, each distinct coding classified once per process)."""
+        return self._classification_memo
+
     def _lookup_coding(self, system: str | None, code: str) -> frozenset[str]:
         if system is None or not code:
             return frozenset()
