@@ -776,13 +776,15 @@ class PartitionLines:
                 group.append(line)
         shared_types = tuple(sorted({key.split("/")[0] for key in self.shared}))
         references = _shared_reference_pattern(shared_types)
-        referring = _patients_referring(self.data, shared_types) if references else set()
+        referring = _lines_referring(self.data, shared_types) if references else {}
         for patient in sorted(groups):
             reader = _PatientLines(
                 self,
                 patient,
                 groups.pop(patient),
-                references if patient in referring else None,
+                (references, referring[patient])
+                if references is not None and patient in referring
+                else None,
                 on_problem,
                 screen,
             )
@@ -810,21 +812,23 @@ class PartitionLines:
 _PREVIEW_TYPE_NAMES = frozenset(name.encode() for name in PREVIEW_TYPES)
 
 
-def _patients_referring(data: bytes, shared_types: tuple[str, ...]) -> set[bytes]:
-    """The patients (as in `data`'s lines) with a line that may refer to a shared resource:
-    it holds `"reference":"<shared type>/`. Only their lines are searched for references
-    (`_shared_reference_pattern`), which costs as much as reading them; the literal is
-    found much faster."""
-    found: set[bytes] = set()
+def _lines_referring(data: bytes, shared_types: tuple[str, ...]) -> dict[bytes, list[bytes]]:
+    """By patient (as in `data`'s lines), their lines that may refer to a shared resource:
+    those holding `"reference":"<shared type>/`, in line order. Only they are searched for
+    references (`_shared_reference_pattern`), which costs as much as reading every line;
+    the literal is found much faster."""
+    found: dict[bytes, dict[bytes, int]] = {}
     for name in shared_types:
         needle = b'"reference":"%s/' % name.encode()
         at = data.find(needle)
         while at >= 0:
             start = data.rfind(b"\n", 0, at) + 1
-            found.add(data[start : data.find(b"\t", start)])
             end = data.find(b"\n", at)
+            line = data[start:] if end < 0 else data[start:end]
+            found.setdefault(line[: line.find(b"\t")], {})[line] = start
             at = -1 if end < 0 else data.find(needle, end)
-    return found
+    # Each type's lines are in data order; a line may hold references of two types.
+    return {patient: sorted(lines, key=lines.__getitem__) for patient, lines in found.items()}
 
 
 @dataclass(frozen=True)
@@ -915,14 +919,18 @@ class _PatientLines:
         partition: PartitionLines,
         patient: bytes,
         lines: list[bytes],
-        references: re.Pattern[bytes] | None,
+        references: tuple[re.Pattern[bytes], list[bytes]] | None,
         on_problem: ProblemHandler,
         screen: LineScreen | None,
     ) -> None:
         self.partition = partition
         self.patient_id = patient.decode()
         self.lines = lines
-        self.references = references
+        # The lines that may refer to shared resources, and how to find their references.
+        self.references = None if references is None else references[0]
+        self.referring = (
+            frozenset() if references is None else frozenset(map(lines.index, references[1]))
+        )
         self.on_problem = on_problem
         self.own_reference = "Patient/" + self.patient_id
         self.screen = screen
@@ -931,7 +939,7 @@ class _PatientLines:
     def _start(self) -> None:
         """Nothing read yet."""
         self.entries: list[tuple[int, dict[str, Any]]] = []
-        self.kept_texts: list[tuple[int, bytes]] = []
+        self.kept_referring: list[tuple[int, bytes]] = []
         self.problems: list[tuple[int, SourceProblem]] = []
         self.seen: dict[str, int] = {}
         self.skipped = False
@@ -1020,8 +1028,8 @@ class _PatientLines:
                         self.newest = (day, position, text)
                     if day > self.newest_in_preview[0] and skipped_type in PREVIEW_TYPES:
                         self.newest_in_preview = (day, position, text)
-                    if self.references is not None:
-                        self.kept_texts.append((position, text))
+                    if position in self.referring:
+                        self.kept_referring.append((position, text))
                 return
         try:
             resource = orjson.loads(text)
@@ -1051,8 +1059,8 @@ class _PatientLines:
             file, line = self.location(position)
             self.origin = f"{file}:{line}"
         self.entries.append((position, resource))
-        if self.references is not None:
-            self.kept_texts.append((position, text))
+        if position in self.referring:
+            self.kept_referring.append((position, text))
 
     def preview(self) -> list[dict[str, Any]]:
         """The resources parsed so far (the preview's), with the skipped line that decides
@@ -1089,10 +1097,10 @@ class _PatientLines:
         resources = [resource for _position, resource in self.entries]
         if self.newest[0]:
             resources.append(orjson.loads(self.newest[2]))
-        if self.references is not None:
-            self.kept_texts.sort(key=_first)
+        if self.references is not None and self.kept_referring:
+            self.kept_referring.sort(key=_first)
             # One search over the kept lines (a reference never spans lines): in line order.
-            texts = b"\n".join(text for _position, text in self.kept_texts)
+            texts = b"\n".join(text for _position, text in self.kept_referring)
             referred = dict.fromkeys(key.decode() for key in self.references.findall(texts))
             for key in referred:
                 shared_text = self.partition.shared.get(key)

@@ -100,6 +100,49 @@ def test_shared_medication_goes_to_every_patient_that_refers_to_it(tmp_path: Pat
     }
 
 
+def test_only_kept_lines_bring_shared_resources_in_line_order(tmp_path: Path) -> None:
+    medications = [
+        {"resourceType": name, "id": f"m{number}", "code": {"text": "aspirin"}}
+        for number, name in enumerate(("Medication",) * 5 + ("Organization",))
+    ]
+    (tmp_path / "Medication.ndjson").write_bytes(lines(*medications[:5]))
+    (tmp_path / "Organization.ndjson").write_bytes(lines(medications[5]))
+    (tmp_path / "Patient.ndjson").write_bytes(lines(patient("a"), patient("b")))
+    repeated = medication_request("r1", "a", "m4")  # a repeat of r1: not kept
+    organization = observation("o1", "a") | {"performer": [{"reference": "Organization/m5"}]}
+    elsewhere = medication_request("r3", "b", "m3") | {"subject": {"reference": "Patient/x"}}
+    (tmp_path / "MedicationRequest.ndjson").write_bytes(
+        lines(medication_request("r1", "a", "m2"), repeated, medication_request("r2", "a", "m1"))
+        + b'{"resourceType":"MedicationRequest","medicationReference":{"reference":"Medication/'
+        + b'm0"},"subject":{"reference":"Patient/a"}\n'  # not JSON: not kept
+        + lines(elsewhere)
+    )
+    (tmp_path / "Observation.ndjson").write_bytes(lines(organization))
+    patients, problems = read(tmp_path, partitions=1)
+    assert by_id(patients) == {
+        "a": [
+            "MedicationRequest/r1",
+            "MedicationRequest/r2",
+            "Observation/o1",
+            "Patient/a",
+            "Medication/m2",
+            "Medication/m1",
+            "Organization/m5",
+        ],
+        "b": ["Patient/b"],
+    }
+    first = tmp_path / "MedicationRequest.ndjson"
+    assert [(problem.line, problem.resource, problem.message) for problem in problems] == [
+        (2, "MedicationRequest/r1", f"the same resource as {first}:1; the first is kept"),
+        (4, None, "not valid JSON: unexpected end of data"),
+        (
+            None,
+            "Patient/x",
+            "1 lines refer to Patient/x, which is not in the export; they are not evaluated",
+        ),
+    ]
+
+
 def test_patient_reference_per_type() -> None:
     assert patient_reference(patient("p")) == "p"
     assert (
