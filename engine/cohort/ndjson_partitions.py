@@ -195,8 +195,10 @@ def partition_ndjson(
 
     `kept_types`: when given, lines of other resource types are skipped without being parsed
     (a skipped line is only checked to end with `}`, else parsed to report why it is not
-    JSON). `on_started` is called once the pass's worker processes exist (before any range is
-    split when it runs in this process): a caller may start threads then, after every fork.
+    JSON). A file named for a resource type is read in blocks and its lines checked in place
+    (`_RangeSplitter.split_blocks`), with what the line-by-line path gives. `on_started` is
+    called once the pass's worker processes exist (before any range is split when it runs in
+    this process): a caller may start threads then, after every fork.
     Raises InputError only when the folder holds no NDJSON.
     """
     if partition_count < 1:
