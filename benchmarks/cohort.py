@@ -29,13 +29,14 @@ Every run is done for each `--criteria` file (default: both shipped trials, NCT0
 where the pre-filter settles everyone in the Synthea set, and NCT03036150, DAPA-CKD, whose
 first criteria are labs, so nobody is settled early). Each line shows `x floor` (the floor's
 time over the run's: 1.0 or more is at or under the single-process parse-all floor) and
-`x duckdb` (DuckDB's time over the run's). `--dask-workers N` (repeatable) runs the Dask
-engine with each LocalCluster size too (e.g. 2 and 4 on a 2-core machine: no gain is
-expected beyond the core count; on several machines each worker node adds its cores, and the
-first pass, which runs in the command's process, stays the serial part). Each Dask
-configuration is compared with the local engine per mode: time (best over best, and the
-range of the per-round ratios: the rounds are interleaved, so a round's two runs saw about
-the same load) and CPU seconds (least over least).
+`x duckdb` (DuckDB's time over the run's). The Dask engine runs with a LocalCluster of as
+many workers as the local engine has processes (`--workers`, default every core) and of
+twice as many (2 and 4 on a 2-core machine: no gain is expected beyond the core count; on
+several machines each worker node adds its cores, and the first pass, which runs in the
+command's process, stays the serial part); `--dask-workers N` (repeatable) picks the sizes.
+Each Dask configuration is compared with the local engine per mode: time (best over best,
+and the range of the per-round ratios: the rounds are interleaved, so a round's two runs saw
+about the same load) and CPU seconds (least over least).
 """
 
 from __future__ import annotations
@@ -278,10 +279,13 @@ def main() -> None:
         ROOT / "criteria" / "NCT05315778.yaml",
         ROOT / "criteria" / "NCT03036150.yaml",
     ]
+    cores = arguments.workers or os.cpu_count() or 1
     runs: list[tuple[str, int | None]] = []
     for engine in engines:
-        sizes = arguments.dask_workers if engine == "dask" and arguments.dask_workers else [None]
-        runs += [(engine, size or arguments.workers) for size in sizes]
+        if engine == "dask":
+            runs += [("dask", size) for size in arguments.dask_workers or [cores, 2 * cores]]
+        else:
+            runs.append((engine, arguments.workers))
 
     with tempfile.TemporaryDirectory(prefix="trialsieve-cohort-benchmark-") as scratch:
         data = arguments.data
@@ -300,7 +304,7 @@ def main() -> None:
             for trial in trials:
                 for engine, workers in runs:
                     for mode in modes:
-                        name = engine if workers is None else f"{engine}/{workers}w"
+                        name = engine if engine == "local" else f"{engine}/{workers}w"
                         key = (trial.stem, name, mode)
                         out = Path(scratch) / f"out-{trial.stem}-{name.replace('/', '-')}-{mode}"
                         summary, cpu_seconds = run_in_a_fresh_process(
@@ -367,6 +371,14 @@ def main() -> None:
                             cpu[(_trial, "local", mode)],
                         )
                     )
+    if any(engine == "dask" for engine, _size in runs):
+        print(
+            f"dask scaling   {os.cpu_count()} cores here: a LocalCluster of more workers than "
+            "cores only shares the same cores (no gain expected). On several machines each "
+            "worker node adds its cores to the evaluation (pass 2); pass 1, which splits the "
+            "export in the command's process and its local workers, stays the serial part, and "
+            "without a shared filesystem each partition travels to its worker over the network."
+        )
     own = _megabytes(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     print(f"this process   {own:7.0f} MB peak (benchmark included)")
 

@@ -446,6 +446,9 @@ def _evaluate(
 ) -> int | None:
     partitions = setup.partitions
     total = sum(partitions.patients_in(index) for index in pending)
+    # The largest partitions first: the last to finish are small ones, so that no worker
+    # idles long while another ends a large one (the results do not depend on the order).
+    pending = sorted(pending, key=partitions.patients_in, reverse=True)
 
     def on_started() -> None:
         if progress is not None:
