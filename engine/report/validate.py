@@ -6,14 +6,16 @@ import re
 from collections.abc import Hashable
 from typing import Any
 
-from fhir.resources.R4B import get_fhir_model_class
-from pydantic import ValidationError
-
 from engine.errors import Location, OutputValidationError
 
 
 def validate_resource(resource: dict[str, Any]) -> None:
     """Raise OutputValidationError naming the resource and the fields that fail validation."""
+    # The R4B models (a third of a second to import) load with the first resource validated:
+    # a cohort worker whose output shapes were all validated before never needs them.
+    from fhir.resources.R4B import get_fhir_model_class
+    from pydantic import ValidationError
+
     resource_type = resource.get("resourceType", "")
     model = get_fhir_model_class(resource_type)
     try:
