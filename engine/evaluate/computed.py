@@ -16,7 +16,7 @@ only.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from engine.criteria.model import ComputedValue, Window
@@ -27,7 +27,7 @@ from engine.evaluate.nodes import (
     ResourceNode,
     unavailable_text,
 )
-from engine.evaluate.outcome import Cited, Outcome, Truth
+from engine.evaluate.outcome import Cited, Outcome, Truth, with_atom
 from engine.evaluate.status import status_predicate
 from engine.evaluate.timing import Span, age_in_years, parse_date_range, resource_span
 from engine.evaluate.values import ValueCheck
@@ -124,29 +124,30 @@ class ComputedNode:
     value_check: ValueCheck
 
     def evaluate(self, context: EvaluationContext) -> Outcome:
-        outcome = self._decide(context)
+        reads: list[_Read] = []
+        outcome = self._decide(context, reads)
         if outcome.atom is not None:  # decided by the measured value: cited already
             return outcome
+        if len(reads) != len(self.inputs):  # the formula did not read them
+            reads = [_latest(item, context) for item in self.inputs]
         record = context.record
+        inputs = [read.resource for read in reads if read.resource is not None]
         cited = tuple(
             Cited(reference, resource)
-            for resource in (*self._input_resources(context), record.patient)
+            for resource in (*inputs, record.patient)
             if (reference := record.label(resource)) in outcome.evidence
         )
-        return replace(outcome, atom=self.measured.atom, cited=cited)
+        return with_atom(outcome, self.measured.atom, cited)
 
-    def _input_resources(self, context: EvaluationContext) -> list[dict[str, Any]]:
-        found = [_latest(item, context).resource for item in self.inputs]
-        return [resource for resource in found if resource is not None]
-
-    def _decide(self, context: EvaluationContext) -> Outcome:
+    def _decide(self, context: EvaluationContext, reads: list[_Read]) -> Outcome:
+        """The outcome; `reads` gets the inputs' reads when the formula reads them."""
         if self.prefer == "measured":
             first = self.measured.evaluate(context)
             if first.truth is not Truth.UNKNOWN:
                 return first
-            second = self._computed(context)
+            second = self._computed(context, reads)
         else:
-            first = self._computed(context)
+            first = self._computed(context, reads)
             if first.truth is not Truth.UNKNOWN:
                 return first
             second = self.measured.evaluate(context)
@@ -166,7 +167,7 @@ class ComputedNode:
             unavailable=first.unavailable or second.unavailable,
         )
 
-    def _computed(self, context: EvaluationContext) -> Outcome:
+    def _computed(self, context: EvaluationContext, reads: list[_Read]) -> Outcome:
         subject = self.measured.subject
         if self.inputs and _INPUT_TYPE in context.unavailable_types:
             reason = unavailable_text({_INPUT_TYPE}, context.unavailable_reasons)
@@ -184,6 +185,7 @@ class ComputedNode:
         first_day: dt.date | None = None
         for item in self.inputs:
             read = _latest(item, context)
+            reads.append(read)
             if read.problem is not None:
                 problems.append(read.problem)
                 continue

@@ -20,7 +20,7 @@ Closed world, as for every medication atom: no such medication on record means n
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from engine.criteria.model import MedicationExposure
@@ -31,7 +31,7 @@ from engine.evaluate.nodes import (
     ResourceNode,
     first_problems,
 )
-from engine.evaluate.outcome import Cited, Outcome, Truth
+from engine.evaluate.outcome import Cited, Outcome, Truth, shared, with_atom
 from engine.evaluate.values import COMPARISONS
 from engine.normalise import Terminology, convert
 from engine.normalise.medication_exposure import (
@@ -84,6 +84,11 @@ class ExposureNode:
     exposure: MedicationExposure
     threshold: float | None
     label: str
+    _nothing_found: dict[dt.date, Outcome] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    """The outcome by as-of day when no medication of the concept is in use (and none has a
+    problem): it depends on the atom and the day only (as `ResourceNode._nothing_found`)."""
 
     def evaluate(self, context: EvaluationContext) -> Outcome:
         """The exposure's outcome; unknown when some of its types are unavailable (not
@@ -98,13 +103,20 @@ class ExposureNode:
 
     def _evaluate_record(self, context: EvaluationContext) -> Outcome:
         uses, problems = self._uses(context)
+        if not uses and not problems:
+            nothing = self._nothing_found.get(context.as_of)
+            if nothing is None:
+                nothing = self._nothing_found[context.as_of] = with_atom(
+                    self._decide(uses, problems, context), self.query.atom, ()
+                )
+            return shared(nothing)
         outcome = self._decide(uses, problems, context)
         cited = tuple(
             Cited(use.reference, use.resource, context.record.medication_of(use.resource))
             for use in uses
             if use.reference in outcome.evidence
         )
-        return replace(outcome, atom=self.query.atom, cited=cited)
+        return with_atom(outcome, self.query.atom, cited)
 
     def _decide(self, uses: list[_Use], problems: list[str], context: EvaluationContext) -> Outcome:
         subject = self.query.subject

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from engine.attestations import Attestation
@@ -21,7 +21,16 @@ from engine.criteria.model import (
     Window,
 )
 from engine.errors import DateProblem
-from engine.evaluate.outcome import Cited, Outcome, Truth, combine_all, combine_any, negate
+from engine.evaluate.outcome import (
+    Cited,
+    Outcome,
+    Truth,
+    combine_all,
+    combine_any,
+    negate,
+    shared,
+    with_atom,
+)
 from engine.evaluate.status import StatusPredicate
 from engine.evaluate.timing import Span, age_in_years, parse_date_range, resource_span
 from engine.evaluate.values import ValueCheck
@@ -97,17 +106,23 @@ class NotNode:
 class ManualNode:
     atom: ManualAtom
     label: str
+    _unanswered: list[Outcome] = field(default_factory=list, init=False, repr=False, compare=False)
+    """The outcome while no one has answered (the same for every patient), once made."""
 
     def evaluate(self, context: EvaluationContext) -> Outcome:
         attestation = context.attestations.get(self.atom.id)
         if attestation is None:
-            return Outcome(
+            if self._unanswered:
+                return shared(self._unanswered[0])
+            unanswered = Outcome(
                 Truth.UNKNOWN,
                 f"manual review: {self.atom.question}",
                 self.label,
                 manual=(self.atom.id,),
                 atom=self.atom,
             )
+            self._unanswered.append(unanswered)
+            return shared(unanswered)
         when = f" on {attestation.date.isoformat()}" if attestation.date else ""
         answer = "yes" if attestation.answer else "no"
         return Outcome(
@@ -132,7 +147,7 @@ class PatientNode:
         if self.atom.genders:
             parts.append(self._gender(patient.get("gender"), reference))
         cited = (Cited(reference, patient),)
-        parts = [replace(part, atom=self.atom, cited=cited) for part in parts]
+        parts = [with_atom(part, self.atom, cited) for part in parts]
         return parts[0] if len(parts) == 1 else combine_all(parts, self.label)
 
     def _age(self, birth_date: object, as_of: dt.date, reference: str) -> Outcome:
@@ -292,11 +307,11 @@ class ResourceNode:
         if not candidates and not problems:
             nothing = self._nothing_found.get(context.as_of)
             if nothing is None:
-                nothing = self._nothing_found[context.as_of] = replace(
+                nothing = self._nothing_found[context.as_of] = with_atom(
                     self._decision(candidates, problems, window_text, context, first_day),
-                    atom=self.atom,
+                    self.atom,
                 )
-            return nothing
+            return shared(nothing)
         outcome = self._decision(candidates, problems, window_text, context, first_day)
         return self._cite(outcome, candidates, context.record)
 
@@ -305,7 +320,7 @@ class ResourceNode:
     ) -> Outcome:
         """The outcome with its atom and the cited resources (for explanations)."""
         if not outcome.evidence:
-            return replace(outcome, atom=self.atom)
+            return with_atom(outcome, self.atom)
         by_reference = {candidate.reference: candidate for candidate in candidates}
         cited = []
         for reference in outcome.evidence:
@@ -319,7 +334,7 @@ class ResourceNode:
                 else None
             )
             cited.append(Cited(reference, resource, medication))
-        return replace(outcome, atom=self.atom, cited=tuple(cited))
+        return with_atom(outcome, self.atom, tuple(cited))
 
     def _decision(
         self,
