@@ -268,9 +268,24 @@ def _split_ranges(
         initializer=exit_when_orphaned,
     ) as pool:
         # With fork, the first submit starts every worker process: on_started comes after.
-        futures = [pool.submit(_split_range, task) for task in tasks]
+        # The largest ranges first, so that the pass does not end with one worker splitting a
+        # large range while the others idle; the results keep the ranges' order.
+        futures = {
+            task.number: pool.submit(_split_range, task)
+            for task in sorted(tasks, key=_range_bytes, reverse=True)
+        }
         on_started()
-        return [future.result() for future in futures]
+        return [futures[task.number].result() for task in tasks]
+
+
+def _range_bytes(task: _RangeTask) -> int:
+    """About how many bytes a range holds (a file that cannot be read counts as empty)."""
+    if task.end is not None:
+        return task.end - task.start
+    try:
+        return Path(task.path).stat().st_size - task.start
+    except OSError:
+        return 0
 
 
 def _combine_ranges(
