@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import simdjson
@@ -84,7 +84,7 @@ class LineScreen:
     """How a line of a type it may skip starts (`{"resourceType":"T",`): any other is parsed."""
     _plans: dict[tuple[str, ...], tuple[str, ...] | None] = field(default_factory=dict)
     """By a line's resourceType and keys: the dating fields to read when it may be skipped."""
-    _code_verdicts: dict[bytes | str, bool] = field(default_factory=dict)
+    _code_verdicts: dict[bytes, bool] = field(default_factory=dict)
     """By the minified text of a `code`: whether it is inert (see `_inert_code`)."""
 
     @classmethod
@@ -104,56 +104,64 @@ class LineScreen:
         heads = tuple(sorted(b'{"resourceType":"%s",' % name.encode() for name in types))
         return cls(criteria.terminology, types, heads)
 
-    def skippable(self, text: bytes, own_reference: str) -> Skipped | None:
+    def skippable(
+        self, text: bytes, own_reference: str, parser: simdjson.Parser | None = None
+    ) -> Skipped | None:
         """`(resourceType, Type/id, data day)` when the line need not be parsed, else None.
 
-        `own_reference`: `Patient/<id>` of the patient the line was routed to.
+        `own_reference`: `Patient/<id>` of the patient the line was routed to. `parser`:
+        this thread's `json_checker()`, when the caller has it at hand.
         """
         if not text.startswith(self.heads):
             return None
         try:
-            document = json_checker().parse(text)
+            document: Any = (parser or json_checker()).parse(text)
         except (ValueError, RuntimeError):  # UnicodeDecodeError is a ValueError
             return None
-        if type(document) is not simdjson.Object:
-            return None
-        resource_type = document.get("resourceType")
-        if type(resource_type) is not str:
-            return None
+        # Valid JSON that starts `{"resourceType":"T",`: an object, of a type in `types`
+        # (unless a key is repeated, which its plan refuses).
+        resource_type = document["resourceType"]
         shape = (resource_type, *document.keys())
         plan = self._plans.get(shape, _UNSEEN)
         if plan is _UNSEEN:
-            if len(self._plans) >= _CACHE_LIMIT:
-                self._plans.clear()
-            plan = self._plans[shape] = self._plan(shape)
+            plan = self._new_plan(shape)
         if plan is None:
             return None
-        subject = document.get("subject")
+        # The plan has checked that these keys are there.
+        subject = document["subject"]
         if type(subject) is not simdjson.Object or subject.get("reference") != own_reference:
             return None
-        resource_id = document.get("id")
-        if type(resource_id) is not str:
+        resource_id = document["id"]
+        code = document["code"]
+        if type(resource_id) is not str or type(code) is not simdjson.Object:
             return None
-        code = document.get("code")
-        if type(code) is not simdjson.Object:
-            return None
-        code_text: bytes | str = code.mini  # bytes, whatever the stubs say
+        code_text = cast(bytes, code.mini)  # bytes, whatever the stubs say
         inert = self._code_verdicts.get(code_text)
         if inert is None:
-            if len(self._code_verdicts) >= _CACHE_LIMIT:
-                self._code_verdicts.clear()
-            inert = self._code_verdicts[code_text] = self._inert_code(orjson.loads(code_text))
+            inert = self._new_code_verdict(code_text)
         if not inert:
             return None
         newest = ""
         for name in plan:
-            value: Any = document.get(name)
+            value = document[name]
             if type(value) is simdjson.Object:
                 period = value.as_dict()
                 value = period.get("end") or period.get("start")
             if type(value) is str and len(value) >= 10 and value[:10] > newest:
                 newest = value[:10]
         return resource_type, f"{resource_type}/{resource_id}", newest
+
+    def _new_plan(self, shape: tuple[str, ...]) -> tuple[str, ...] | None:
+        if len(self._plans) >= _CACHE_LIMIT:
+            self._plans.clear()
+        plan = self._plans[shape] = self._plan(shape)
+        return plan
+
+    def _new_code_verdict(self, code_text: bytes) -> bool:
+        if len(self._code_verdicts) >= _CACHE_LIMIT:
+            self._code_verdicts.clear()
+        inert = self._code_verdicts[code_text] = self._inert_code(orjson.loads(code_text))
+        return inert
 
     def _plan(self, shape: tuple[str, ...]) -> tuple[str, ...] | None:
         """The dating fields a line of this type and these keys holds, or None when a line

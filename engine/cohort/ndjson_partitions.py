@@ -811,7 +811,7 @@ class PartitionLines:
                 if grouped is not None:
                     yield grouped
                 continue
-            reader.read(_PREVIEW_TYPE_NAMES)
+            reader.read(_PREVIEW_HEADS)
             if reader.origin is None:  # no Patient: parse the rest to report it as before
                 reader.parse_rest()
                 reader.finish()
@@ -826,7 +826,8 @@ class PartitionLines:
             )
 
 
-_PREVIEW_TYPE_NAMES = frozenset(name.encode() for name in PREVIEW_TYPES)
+_PREVIEW_HEADS = tuple(sorted(b'{"resourceType":"%s"' % name.encode() for name in PREVIEW_TYPES))
+"""How the lines of the preview's types start."""
 
 
 def _lines_referring(data: bytes, shared_types: tuple[str, ...]) -> dict[bytes, list[bytes]]:
@@ -951,6 +952,7 @@ class _PatientLines:
         self.on_problem = on_problem
         self.own_reference = "Patient/" + self.patient_id
         self.screen = screen
+        self.parser = json_checker()
         self._start()
 
     def _start(self) -> None:
@@ -991,28 +993,34 @@ class _PatientLines:
         earlier = self.seen.setdefault(label, position)
         if earlier == position:
             return True
+        self.repeated(position, label, earlier, check)
+        return False
+
+    def repeated(self, position: int, label: str, earlier: int, check: str) -> None:
+        """Report the line at `position`, a repeat of the one at `earlier`."""
         file, line = self.location(earlier)
         message = f"the same resource as {file}:{line}; the first is kept"
         self.problem(position, message, label, check)
-        return False
 
-    def read(self, first_types: frozenset[bytes] | None) -> None:
-        """Parse the lines (only those of `first_types` when given; the others wait in
-        `rest`)."""
+    def read(self, first_types: tuple[bytes, ...] | None) -> None:
+        """Parse the lines (only those that start as `first_types` does when given, or
+        without `{"resourceType":"`; the others wait in `rest`)."""
         self._read(first_types)
         if self._read_again_unscreened():
             self._read(first_types)
 
-    def _read(self, first_types: frozenset[bytes] | None) -> None:
+    def _read(self, first_types: tuple[bytes, ...] | None) -> None:
         parse_line = self.parse_line
         rest = self.rest
         for position, entry in enumerate(self.lines):
             text = entry.split(b"\t", 3)[3]
-            if first_types is not None:
-                head = _LINE_TYPE.match(text)
-                if head is not None and head.group(1) not in first_types:
-                    rest.append((position, text))
-                    continue
+            if (
+                first_types is not None
+                and not text.startswith(first_types)
+                and text.startswith(b'{"resourceType":"')
+            ):
+                rest.append((position, text))
+                continue
             parse_line(position, text)
 
     def parse_rest(self) -> None:
@@ -1024,7 +1032,7 @@ class _PatientLines:
 
     def screen_rest(self) -> None:
         """Check the rest's lines without building them (`RestOfRecord.screened`)."""
-        parser = json_checker()
+        parser = self.parser
         for position, text in self.rest:
             label = _screened_label(parser, text, self.own_reference)
             if label is _NEEDS_PARSING:
@@ -1036,17 +1044,20 @@ class _PatientLines:
     def parse_line(self, position: int, text: bytes) -> None:
         screen = self.screen
         if screen is not None:
-            verdict = screen.skippable(text, self.own_reference)
+            verdict = screen.skippable(text, self.own_reference, self.parser)
             if verdict is not None:
                 skipped_type, skipped_label, day = verdict
-                if self.first_seen(position, skipped_label, PARSED):
-                    self.skipped = True
-                    if day > self.newest[0]:
-                        self.newest = (day, position, text)
-                    if day > self.newest_in_preview[0] and skipped_type in PREVIEW_TYPES:
-                        self.newest_in_preview = (day, position, text)
-                    if position in self.referring:
-                        self.kept_referring.append((position, text))
+                earlier = self.seen.setdefault(skipped_label, position)
+                if earlier != position:
+                    self.repeated(position, skipped_label, earlier, PARSED)
+                    return
+                self.skipped = True
+                if day > self.newest[0]:
+                    self.newest = (day, position, text)
+                if day > self.newest_in_preview[0] and skipped_type in PREVIEW_TYPES:
+                    self.newest_in_preview = (day, position, text)
+                if position in self.referring:
+                    self.kept_referring.append((position, text))
                 return
         try:
             resource = orjson.loads(text)
