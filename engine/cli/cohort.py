@@ -33,6 +33,7 @@ from engine.cli.options import (
     FullOption,
     GroupOption,
     NdjsonOption,
+    NoStoreOption,
     ParseEveryLineOption,
     QuietOption,
     SchedulerOption,
@@ -80,6 +81,7 @@ def cohort(
     auth_config: AuthConfigOption = None,
     quiet: QuietOption = False,
     watch: WatchOption = False,
+    no_store: NoStoreOption = False,
 ) -> None:
     """Evaluate every patient of a record set: cohort table, attrition, data availability."""
     from engine.cohort import BundleInput, CohortInput, NdjsonInput, run_cohort
@@ -87,6 +89,8 @@ def cohort(
 
     if server is not None and (ndjson is None or bundles is not None):
         raise typer.BadParameter("--server needs --ndjson DIR (the folder the export goes to)")
+    if watch and no_store:
+        raise typer.BadParameter("--watch re-runs from the store: leave out --no-store")
     if (ndjson is None) == (bundles is None):
         raise typer.BadParameter("give exactly one of --ndjson DIR or --bundles DIR")
     if export_level not in get_args(ExportLevel):
@@ -120,6 +124,7 @@ def cohort(
                 shared_filesystem=True if shared_filesystem else None,
                 full=full,
                 screen_lines=not parse_every_line,
+                keep_store=not no_store,
             )
         finally:
             if bar is not None:

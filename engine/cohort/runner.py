@@ -223,6 +223,7 @@ def run_cohort(
     shared_filesystem: bool | None = None,
     full: bool = False,
     screen_lines: bool | None = None,
+    keep_store: bool = True,
 ) -> CohortSummary:
     """Evaluate every patient of `source` and write the cohort files into `out_dir`.
 
@@ -237,6 +238,8 @@ def run_cohort(
     other data are `not_evaluated` for them).
     `screen_lines` (on unless False): leave unparsed the NDJSON lines no criterion can read
     (`engine.cohort.line_screen`: the outputs are the same either way; docs/cohort.md).
+    `keep_store`: keep, for each partition evaluated from the input, what a re-run after
+    editing criteria needs (`engine.cohort.outcome_store`); False for a one-off run.
 
     Raises CriteriaError/MappingError for bad criteria, AttestationError for a bad
     attestation file, InputError when the input cannot be found at all, CohortError for an
@@ -324,7 +327,7 @@ def run_cohort(
             settings,
             progress,
             screen_lines,
-            key,
+            key if keep_store else None,
         )
     finally:
         if engine_start is not None:

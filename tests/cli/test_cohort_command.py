@@ -98,6 +98,18 @@ def test_watch_re_runs_after_each_save(tmp_path: Path, monkeypatch: pytest.Monke
     assert summary["criteria_evaluated_again"] == summary["patients"]
 
 
+def test_no_store_keeps_nothing_for_re_runs_and_refuses_watch(tmp_path: Path) -> None:
+    arguments = ["cohort", CRITERIA, "--bundles", PATIENTS, "--as-of", "2026-11-01"]
+    arguments += ["--out", str(tmp_path / "out"), "--workers", "1", "--quiet", "--no-store"]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "cohort.csv").is_file()
+    assert not (tmp_path / "out" / "partitions" / "store").exists()
+    refused = CliRunner().invoke(app, [*arguments, "--watch"])
+    assert refused.exit_code == 2
+    assert "--no-store" in refused.output
+
+
 def test_exactly_one_input_is_required(tmp_path: Path) -> None:
     both = ["cohort", CRITERIA, "--bundles", PATIENTS, "--ndjson", PATIENTS, "--out", str(tmp_path)]
     assert CliRunner().invoke(app, both).exit_code == 2

@@ -282,3 +282,32 @@ def test_an_edited_anchor_changes_the_criteria_anchored_on_it(tmp_path: Path) ->
         "inclusion-1-ckd",
         "inclusion-2-albuminuria-after-ckd",
     }
+
+
+def test_a_run_without_the_store_writes_the_same_files_and_a_re_run_evaluates_anew(
+    tmp_path: Path, ndjson_folder: Path
+) -> None:
+    """`--no-store` (keep_store=False): no partitions/store/, the same output files; a later
+    run with an edited criterion then evaluates every partition from the input, to the files
+    a fresh run writes."""
+    trial = _copy(tmp_path, CRITERIA, NdjsonInput(ndjson_folder))
+    run_cohort(
+        trial.criteria,
+        trial.source,
+        trial.folder / "out",
+        AS_OF,
+        workers=1,
+        partition_count=PARTITIONS,
+        keep_store=False,
+    )
+    assert not (trial.folder / "out" / "partitions" / "store").exists()
+    trial.run("kept")
+    assert any((trial.folder / "kept" / "partitions" / "store").iterdir())
+    for name in COMPARED:
+        assert (trial.folder / "out" / name).read_bytes() == (
+            trial.folder / "kept" / name
+        ).read_bytes(), name
+    trial.edit(EXCLUSION_7_HEMOGLOBIN, 'value: "< 120 g/L"')
+    rerun = trial.rerun_equals_fresh("fresh")
+    assert rerun.partitions_from_store == 0
+    assert any((trial.folder / "out" / "partitions" / "store").iterdir())
