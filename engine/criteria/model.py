@@ -9,6 +9,7 @@ found later (an unknown concept, say) can still point at the right place.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -74,11 +75,7 @@ class IsoDuration:
         >>> IsoDuration(months=1, text="P1M").start_before(dt.date(2026, 3, 31))
         datetime.date(2026, 2, 28)
         """
-        month_index = as_of.year * 12 + (as_of.month - 1) - (self.years * 12 + self.months)
-        year, month = divmod(month_index, 12)
-        month += 1
-        day = min(as_of.day, _days_in_month(year, month))
-        return dt.date(year, month, day) - dt.timedelta(weeks=self.weeks, days=self.days)
+        return _start_before(self.years * 12 + self.months, self.weeks * 7 + self.days, as_of)
 
     def start_after(self, day: dt.date) -> dt.date:
         """The day this duration after `day` (calendar arithmetic, clamped)."""
@@ -108,6 +105,16 @@ class Relation:
     at_most: IsoDuration | None = None
     event: Literal["first", "latest"] = "first"
     position: SourcePosition | None = None
+
+
+@functools.lru_cache(maxsize=4096)
+def _start_before(months: int, days: int, as_of: dt.date) -> dt.date:
+    """`IsoDuration.start_before`, remembered: every patient of a run asks the same days."""
+    month_index = as_of.year * 12 + (as_of.month - 1) - months
+    year, month = divmod(month_index, 12)
+    month += 1
+    day = min(as_of.day, _days_in_month(year, month))
+    return dt.date(year, month, day) - dt.timedelta(days=days)
 
 
 def _days_in_month(year: int, month: int) -> int:

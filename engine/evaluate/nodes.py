@@ -302,6 +302,10 @@ class ResourceNode:
             candidates, problems = self._candidates(context, first_day, last_day)
             outcome = self._decision(candidates, problems, window_text, context, first_day)
             return self._cite(outcome, candidates, context.record)
+        if self.concept is not None and not context.record.resources_of_concept(self.concept.id):
+            nothing = self._nothing_found.get(context.as_of)
+            if nothing is not None:  # nothing to look at: as when nothing qualifies
+                return shared(nothing)
         first_day, window_text = self._window(context.as_of)
         candidates, problems = self._candidates(context, first_day)
         if not candidates and not problems:

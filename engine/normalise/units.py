@@ -112,13 +112,17 @@ def _ucum_syntax_problem(unit_text: str) -> str | None:
     """None if `unit_text` is UCUM syntax, else why not."""
     if not unit_text or unit_text != unit_text.strip():
         return "empty, or surrounded by spaces"
-    if _ANNOTATION_ONLY.match(unit_text) or unit_text == "1":
+    if _ANNOTATION_ONLY.match(unit_text) or unit_text == "1" or unit_text in _valid_units:
         return None
     try:
         _parse_ucum(unit_text)
     except Exception as error:  # lark raises several classes; all mean "not UCUM"
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         return first_line
+    # Kept as the identity conversion, which the conversion cache carries to the next run and
+    # to workers (`known_conversions`): they need not build the UCUM parser for this unit.
+    _conversion_cache.setdefault((unit_text, unit_text, None), _IDENTITY)
+    _valid_units.add(unit_text)
     return None
 
 
@@ -168,6 +172,10 @@ class _Failure:
 
 
 _conversion_cache: dict[tuple[str, str, float | None], _LinearMap | _Failure] = {}
+_IDENTITY = _LinearMap(scale=1.0, offset=0.0)
+_valid_units: set[str] = set()
+"""Units known to be UCUM syntax without parsing them: both units of every conversion worked
+out (each was checked) or restored from another process (`add_known_conversions`)."""
 
 
 def known_conversions() -> dict[tuple[str, str, float | None], Any]:
@@ -182,6 +190,8 @@ def add_known_conversions(conversions: dict[Any, Any]) -> None:
     for key, value in conversions.items():
         if isinstance(value, _LinearMap | _Failure) and key not in _conversion_cache:
             _conversion_cache[key] = value
+        if isinstance(value, _LinearMap) and isinstance(key, tuple) and len(key) == 3:
+            _valid_units.update(unit for unit in key[:2] if isinstance(unit, str))
 
 
 def convert(value: float, from_unit: str, to_unit: str, molar_mass: float | None = None) -> float:

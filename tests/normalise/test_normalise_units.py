@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 from hypothesis import given, settings
@@ -139,3 +141,29 @@ def test_round_trip(pair: tuple[str, str, float | None], value: float) -> None:
     there = convert(value, from_unit, to_unit, molar_mass)
     back = convert(there, to_unit, from_unit, molar_mass)
     assert math.isclose(back, value, rel_tol=1e-9, abs_tol=1e-9)
+
+
+def test_units_of_restored_conversions_are_valid_without_building_the_ucum_parser() -> None:
+    """A worker given an earlier run's conversions (`known_conversions`, which carry every unit
+    found valid as its identity conversion) checks those units without the UCUM parser."""
+    code = (
+        "from engine.normalise import units\n"
+        "units.ucum_unit('mg/dL')\n"
+        "units.convert(1.0, 'g/dL', 'g/L')\n"
+        "known = units.known_conversions()\n"
+        "print(known[('mg/dL', 'mg/dL', None)].scale, known[('mg/dL', 'mg/dL', None)].offset)\n"
+        "units._conversion_cache.clear()\n"
+        "units._valid_units.clear()\n"
+        "units._ucum_syntax_problem.cache_clear()\n"
+        "units._ucum_parser.cache_clear()\n"
+        "units.add_known_conversions(known)\n"
+        "print(units.ucum_unit('mg/dL'), units.is_valid_ucum('g/dL'), units.is_valid_ucum('g/L'))\n"
+        "print(units._ucum_parser.cache_info().currsize)\n"
+        "print(units.is_valid_ucum('mg/dl'), units.is_valid_ucum('mcg'))\n"
+        "print(units._ucum_parser.cache_info().currsize)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
+    assert done.stdout.split("\n")[:4] == ["1.0 0.0", "mg/dL True True", "0", "True False"]
+    assert done.stdout.split("\n")[4] == "1"  # a unit not met before is parsed
