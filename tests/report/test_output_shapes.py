@@ -48,16 +48,18 @@ def test_valid_outputs_pass_and_most_share_a_shape(outputs: list[dict[str, Any]]
         (("identifiedDateTime",), "yesterday"),  # the dateTime pattern
         (("detail",), ""),  # an empty string
         (("detail",), 42),  # a number where a string belongs
+        (("evidence", 0, "code", 0, "text"), ""),  # an empty string in a repeated entry
+        (("evidence", 0, "code", 0, "coding", 0, "system"), 7),
     ],
 )
 def test_a_broken_output_is_caught_after_its_valid_twins(
-    outputs: list[dict[str, Any]], path: tuple[str, ...], value: Any
+    outputs: list[dict[str, Any]], path: tuple[str | int, ...], value: Any
 ) -> None:
     issue = next(r for r in outputs if r["resourceType"] == "DetectedIssue" and path[0] in r)
     checker = OutputShapes()
     checker.validate(issue)
     broken = copy.deepcopy(issue)
-    holder = broken
+    holder: Any = broken
     for key in path[:-1]:
         holder = holder[key]
     holder[path[-1]] = value
@@ -116,3 +118,17 @@ def test_shapes_validated_by_a_run_are_not_validated_again_but_new_ones_are(
         later.validate(broken)
     monkeypatch.setenv(CACHE_VARIABLE, "off")
     assert validated_shapes() == set()
+
+
+def test_array_items_take_the_shape_of_an_item_with_the_same_text(
+    outputs: list[dict[str, Any]],
+) -> None:
+    """Objects inside arrays (evidence entries, codings) are shaped once per JSON text: the
+    shapes are those of a walk with nothing kept, whatever came before."""
+    from engine.report import validate
+
+    kept = [output_shape(resource) for resource in outputs]
+    for resource, shape in zip(outputs, kept, strict=True):
+        validate._item_shapes.clear()
+        assert output_shape(resource) == shape
+    assert validate._item_shapes
