@@ -128,8 +128,7 @@ class LineScreen:
         if plan is None:
             return None
         # The plan has checked that these keys are there.
-        subject = document["subject"]
-        if type(subject) is not simdjson.Object or subject.get("reference") != own_reference:
+        if subject_reference(document["subject"]) != own_reference:
             return None
         resource_id = document["id"]
         code = document["code"]
@@ -191,6 +190,17 @@ class LineScreen:
             if terminology.concepts_of_coding(system, value):
                 return False
         return True
+
+
+def subject_reference(holder: Any) -> Any:
+    """The `reference` of a patient field read through simdjson, as orjson would read it:
+    simdjson gives the first of a repeated key, orjson the last, so an object of more than
+    one key is converted whole (its last `reference` wins). None when it has none."""
+    if type(holder) is not simdjson.Object:
+        return None
+    if len(holder) == 1:
+        return holder.get("reference")
+    return holder.as_dict().get("reference")
 
 
 def _dating_fields(resource_type: str) -> tuple[Any, ...]:

@@ -50,7 +50,7 @@ import orjson
 import simdjson
 
 from engine.atomic_write import write_atomically
-from engine.cohort.line_screen import LineScreen, json_checker
+from engine.cohort.line_screen import LineScreen, json_checker, subject_reference
 from engine.cohort.orphans import exit_when_orphaned
 from engine.cohort.prefilter import PREVIEW_TYPES
 from engine.sources.base import PatientResources
@@ -914,7 +914,7 @@ def _screened_label(parser: simdjson.Parser, text: bytes, own_reference: str) ->
     if type(resource_type) is not str or not resource_type or resource_type == "Patient":
         return _NEEDS_PARSING
     holder = document.get(_FIRST_PATIENT_FIELD.get(resource_type, DEFAULT_PATIENT_FIELDS[0]))
-    if type(holder) is not simdjson.Object or holder.get("reference") != own_reference:
+    if subject_reference(holder) != own_reference:
         return _NEEDS_PARSING
     resource_id = document.get("id")
     return f"{resource_type}/{resource_id}" if type(resource_id) is str else None

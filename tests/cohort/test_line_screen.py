@@ -6,7 +6,7 @@ and for generated patients whose Observations, Conditions and Procedures mix con
 inert codes, unknown systems, text-only and missing codes, missing subjects and ids,
 duplicates, Periods (partial ones too), contained resources and escaped text, with lines
 spoiled after they were written (invalid JSON still ending with `}`, invalid UTF-8, a key
-given twice).
+given twice, at the top or in the subject).
 """
 
 from __future__ import annotations
@@ -199,11 +199,16 @@ def _procedure(draw: st.DrawFn, number: int) -> dict[str, Any]:
 
 def _mangled(text: bytes, how: str) -> bytes:
     """A line spoiled after it was written: invalid JSON that still ends with `}`, invalid
-    UTF-8 inside a string, or a `code` key given twice (orjson keeps the last)."""
+    UTF-8 inside a string, a `code` key or the subject's `reference` given twice (orjson
+    keeps the last)."""
     if how == "invalid":
         return text.replace(b'":', b'";', 1)
     if how == "utf-8":
         return text.replace(b'"subject"', b'"sub\xffject"', 1)
+    if how == "repeated reference":
+        return text.replace(
+            b'{"reference":"Patient/p1"', b'{"reference":"Patient/p1","reference":"x"', 1
+        )
     if how == "repeated key" and b'"code":{' in text:
         concept = b'"code":{"coding":[{"system":"http://loinc.org","code":"718-7"}]},'
         at = text.index(b'"code":{')
@@ -220,7 +225,9 @@ def _patient_lines(draw: st.DrawFn) -> list[bytes]:
     resources = draw(st.permutations(resources))
     patient = {"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1970-01-01"}
     texts = [orjson.dumps(patient)] + [orjson.dumps(resource) for resource in resources]
-    hows = st.sampled_from(("as written",) * 12 + ("invalid", "utf-8", "repeated key"))
+    hows = st.sampled_from(
+        ("as written",) * 12 + ("invalid", "utf-8", "repeated key", "repeated reference")
+    )
     texts = [texts[0]] + [_mangled(text, draw(hows)) for text in texts[1:]]
     return [b"p1\t0\t%d\t%s" % (number + 1, text) for number, text in enumerate(texts)]
 
