@@ -334,10 +334,13 @@ class StoreBuilder:
             return place
 
         header["patients"] = add_blob(self.records)
-        for concept, by_patient in self.concepts.items():
-            header["concepts"][concept] = add_blob(by_patient)
-        for resource_type, by_patient in self.types.items():
-            header["types"][resource_type] = add_blob(by_patient)
+        # Segments in name order: the record's concepts come in the order its classification
+        # met them (sets of concepts), which varies with the process's string hashing; sorted,
+        # two runs over the same input write the same bytes.
+        for concept in sorted(self.concepts):
+            header["concepts"][concept] = add_blob(self.concepts[concept])
+        for resource_type in sorted(self.types):
+            header["types"][resource_type] = add_blob(self.types[resource_type])
         header["plain_types"] = self.plain_types
         head = orjson.dumps(header)
         records = b"".join([_HEADER.pack(len(head)), head, *blobs])
