@@ -17,8 +17,9 @@ works:
 The patient of a resource is the Patient its patient field names (`subject`, `patient`,
 `beneficiary`, `individual`, per type; `PATIENT_FIELDS`); a Patient is its own. The first pass
 reads that reference straight from the line text when the line mentions exactly one
-`"reference":"Patient/<id>"` and parses the JSON otherwise; the second pass parses every line
-and checks the reference exactly.
+`"reference":"Patient/<id>"` and parses the JSON otherwise; the second pass checks the
+reference exactly, on the parsed resource or, for a line it leaves unparsed
+(`engine.cohort.line_screen`), through simdjson.
 
 Bad input never stops a run: a malformed line, a resource that names no patient, a truncated
 gzip stream, an unreadable file each become one `SourceProblem` (file, line, resource,
