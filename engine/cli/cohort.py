@@ -85,7 +85,6 @@ def cohort(
 ) -> None:
     """Evaluate every patient of a record set: cohort table, attrition, data availability."""
     from engine.cohort import BundleInput, CohortInput, NdjsonInput, run_cohort
-    from engine.sources.bulk_export import ExportLevel
 
     if server is not None and (ndjson is None or bundles is not None):
         raise typer.BadParameter("--server needs --ndjson DIR (the folder the export goes to)")
@@ -93,10 +92,13 @@ def cohort(
         raise typer.BadParameter("--watch re-runs from the store: leave out --no-store")
     if (ndjson is None) == (bundles is None):
         raise typer.BadParameter("give exactly one of --ndjson DIR or --bundles DIR")
-    if export_level not in get_args(ExportLevel):
-        raise typer.BadParameter(
-            f"--export-level must be one of {', '.join(get_args(ExportLevel))}"
-        )
+    if export_level != "system":  # the default is valid: no need to load the Bulk client
+        from engine.sources.bulk_export import ExportLevel
+
+        if export_level not in get_args(ExportLevel):
+            raise typer.BadParameter(
+                f"--export-level must be one of {', '.join(get_args(ExportLevel))}"
+            )
     source: CohortInput = BundleInput(bundles) if bundles is not None else NdjsonInput(ndjson)  # type: ignore[arg-type]
     day = parse_day(as_of)
     export_issues = 0

@@ -80,3 +80,20 @@ def test_a_dask_worker_sent_the_known_unit_conversions_builds_no_unit_registry(
         "'engine.normalise.unit_registry' in sys.modules)\n"
     )
     assert _in_a_fresh_interpreter(code) == "88.4 False"
+
+
+def test_the_cohort_command_over_an_ndjson_folder_does_not_import_the_bulk_client(
+    ndjson_folder: Path, tmp_path: Path
+) -> None:
+    code = (
+        "import sys\n"
+        "from engine.cli import app\n"
+        "try:\n"
+        f"    app(['cohort', {str(CRITERIA)!r}, '--ndjson', {str(ndjson_folder)!r}, "
+        f"'--out', {str(tmp_path / 'out')!r}, '--as-of', {AS_OF.isoformat()!r}, "
+        "'--workers', '1', '--quiet'])\n"
+        "except SystemExit as stop:\n"
+        "    assert stop.code in (None, 0, 1), stop.code  # 1: input problems reported\n"
+        "print('engine.sources.bulk_export' in sys.modules)\n"
+    )
+    assert _in_a_fresh_interpreter(code).splitlines()[-1] == "False"  # after its summary
