@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from engine.errors import InputError
 from engine.record import CodeClassifier, PatientRecord, RecordProblem, build_record
 from engine.sources import PatientResources, read_bundle_file
+from engine.sources.references import reference_key
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "synthea"
 LOINC = "http://loinc.org"
@@ -424,6 +425,38 @@ def test_duplicate_ids_resolve_to_the_first_and_are_noted() -> None:
         "references resolve to the first"
     ]
     assert ids(record.resources_of_concept("platelets")) == ["o1"]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["Observation", "Condition", "Device", "Observation/x"]),
+            st.sampled_from(["o1", "o2", "x/o1", "", None, 1, "1", False]),
+        ),
+        max_size=8,
+    )
+)
+def test_references_and_duplicate_ids_as_one_walk_gives_them(
+    typed_ids: list[tuple[str, Any]],
+) -> None:
+    """Whether the reference index is made at once or when a reference is first resolved, a
+    reference resolves to the first resource with its `Type/id`, and each later one is noted."""
+    resources = [{"resourceType": kind, "id": value} for kind, value in typed_ids]
+    record = record_of(*resources)
+    first: dict[str, dict[str, Any]] = {}
+    noted = []
+    for each in [record.patient, *resources]:
+        if each["id"]:
+            key = f"{each['resourceType']}/{each['id']}"
+            if first.setdefault(key, each) is not each:
+                noted.append(
+                    f"{record.label(each)}, field id: another resource has the same id {key}; "
+                    "references resolve to the first"
+                )
+    assert [str(problem) for problem in record.data_problems if problem.field == "id"] == noted
+    for key, found in first.items():
+        if reference_key(key) == key:  # a reference can name it
+            assert record.resolve(key) is found
 
 
 json_values = st.recursive(
