@@ -18,9 +18,9 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from engine.criteria.model import (
     AllOf,
@@ -247,6 +247,7 @@ def outcome_text(kind: CriterionKind, verdict: CriterionVerdict) -> str:
 
 
 _CRITERION_CACHE_LIMIT = 4096
+_Made = TypeVar("_Made")
 _uncited_criteria: dict[
     tuple[int, str, dt.date, int, Outcome],
     tuple[CompiledCriterion, Terminology, CriterionExplanation],
@@ -271,14 +272,33 @@ def _criterion(
         return _build_criterion(result, number, as_of, terminology)
     compiled = result.criterion
     key = (id(compiled), number, as_of, id(terminology), outcome)
-    known = _uncited_criteria.get(key)
-    if known is not None and known[0] is compiled and known[1] is terminology:
+    return _remembered(
+        _uncited_criteria,
+        key,
+        compiled,
+        terminology,
+        lambda: _build_criterion(result, number, as_of, terminology),
+    )
+
+
+def _remembered(
+    cache: dict[Any, tuple[Any, Terminology, _Made]],
+    key: tuple[Any, ...],
+    owner: object,
+    terminology: Terminology,
+    build: Callable[[], _Made],
+) -> _Made:
+    """`build()`, kept in `cache` under `key`, which holds the ids of `owner` and
+    `terminology`: a hit must be those very objects (an id is reused once its object is
+    freed). A full cache is emptied."""
+    known = cache.get(key)
+    if known is not None and known[0] is owner and known[1] is terminology:
         return known[2]
-    explained = _build_criterion(result, number, as_of, terminology)
-    if len(_uncited_criteria) >= _CRITERION_CACHE_LIMIT:
-        _uncited_criteria.clear()
-    _uncited_criteria[key] = (compiled, terminology, explained)
-    return explained
+    made = build()
+    if len(cache) >= _CRITERION_CACHE_LIMIT:
+        cache.clear()
+    cache[key] = (owner, terminology, made)
+    return made
 
 
 def _build_criterion(
@@ -440,14 +460,13 @@ def _operand_step(
     if not isinstance(expression, AllOf | AnyOf | NotOf) or not _cites_nothing(outcome):
         return _step(expression, outcome, as_of, terminology)
     key = (id(expression), as_of, id(terminology), outcome)
-    known = _uncited_combinations.get(key)
-    if known is not None and known[0] is expression and known[1] is terminology:
-        return known[2]
-    step = _step(expression, outcome, as_of, terminology)
-    if len(_uncited_combinations) >= _CRITERION_CACHE_LIMIT:
-        _uncited_combinations.clear()
-    _uncited_combinations[key] = (expression, terminology, step)
-    return step
+    return _remembered(
+        _uncited_combinations,
+        key,
+        expression,
+        terminology,
+        lambda: _step(expression, outcome, as_of, terminology),
+    )
 
 
 def _manual_step(atom: ManualAtom, outcome: Outcome) -> Step:
