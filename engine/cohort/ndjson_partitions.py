@@ -914,11 +914,30 @@ def _screened_label(parser: simdjson.Parser, text: bytes, own_reference: str) ->
     resource_type = document.get("resourceType")
     if type(resource_type) is not str or not resource_type or resource_type == "Patient":
         return _NEEDS_PARSING
-    holder = document.get(_FIRST_PATIENT_FIELD.get(resource_type, DEFAULT_PATIENT_FIELDS[0]))
+    field_name = _FIRST_PATIENT_FIELD.get(resource_type, DEFAULT_PATIENT_FIELDS[0])
+    # simdjson reads a repeated key's first value, orjson its last: a line naming one of the
+    # keys read here more than once (anywhere: `"key":` occurs in JSON text only as a key) is
+    # left to parsing, which reads it as a full run does.
+    if (
+        text.count(b'"resourceType":') != 1
+        or text.count(b'"id":') > 1
+        or text.count(_FIELD_KEYS.get(field_name) or _field_key(field_name)) != 1
+    ):
+        return _NEEDS_PARSING
+    holder = document.get(field_name)
     if subject_reference(holder) != own_reference:
         return _NEEDS_PARSING
     resource_id = document.get("id")
     return f"{resource_type}/{resource_id}" if type(resource_id) is str else None
+
+
+_FIELD_KEYS: dict[str, bytes] = {}
+
+
+def _field_key(field_name: str) -> bytes:
+    """`"<field_name>":` as it appears in JSON text (kept per field)."""
+    key = _FIELD_KEYS[field_name] = b'"%s":' % field_name.encode()
+    return key
 
 
 class _PatientLines:

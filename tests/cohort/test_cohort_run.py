@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from cohort_examples import (
     AS_OF,
@@ -327,3 +328,50 @@ def test_the_attrition_chart_as_a_person_sees_it(
         assert drawn((0x2F, 0x5F, 0x9E)) > 50, "the final bar's candidate share is not drawn"
     left_margin = image.crop((0, 150, 20, 900))
     assert len(left_margin.getcolors(1 << 16) or []) <= 2, "something is drawn at the very edge"
+
+
+def test_a_settled_patient_s_line_repeating_a_key_is_read_as_in_a_full_run(
+    ndjson_folder: Path, tmp_path: Path, trial: CompiledCriteria
+) -> None:
+    """A JSON object may repeat a key (RFC 8259 section 4: names "SHOULD be unique"); orjson
+    keeps the last value, simdjson reads the first. A settled patient's screened line that
+    repeats `subject` (the last without a reference) or `id` (the last that of another of
+    their resources) is left to parsing, so errors.ndjson says what a full run says: no
+    Patient reference, and a repeated resource."""
+    export = tmp_path / "export"
+    shutil.copytree(ndjson_folder, export)
+    prefilter = Prefilter.from_criteria(trial)
+    patient_id = next(
+        patient.patient_id
+        for patient in example_patients()
+        if prefilter.settle(build_record(patient, trial.terminology)) is not None
+    )
+    own = b'"subject":{"reference":"Patient/%s"}' % patient_id.encode()
+    taken = next(
+        orjson.loads(line)["id"]
+        for line in (export / "Observation.000.ndjson").read_bytes().splitlines()
+        if own in line
+    )
+    with open(export / "Observation.001.ndjson", "wb") as extra:
+        extra.write(
+            b'{"resourceType":"Observation","id":"twice-subject","status":"final",%s,'
+            b'"code":{"text":"x"},"subject":{"display":"someone"}}\n' % own
+        )
+        extra.write(
+            b'{"resourceType":"Observation","id":"twice-id","status":"final",%s,'
+            b'"code":{"text":"x"},"id":"%s"}\n' % (own, taken.encode())
+        )
+    problems = {}
+    for mode in ("settled", "full"):
+        run_cohort(
+            CRITERIA, NdjsonInput(export), tmp_path / mode, AS_OF, workers=1, full=mode == "full"
+        )
+        problems[mode] = [
+            p
+            for p in read_ndjson(tmp_path / mode / "errors.ndjson")
+            if p["file"].endswith("Observation.001.ndjson")
+        ]
+        assert [p["line"] for p in problems[mode]] == [1, 2], mode
+        assert "no reference to a Patient in subject" in problems[mode][0]["message"]
+        assert problems[mode][1]["message"].startswith("the same resource as")
+    assert problems["settled"] == problems["full"]
