@@ -250,20 +250,7 @@ def test_a_settled_patient_s_bad_lines_are_reported_as_in_a_full_run(
     checked without being built: a broken Observation, one whose only Patient reference is in
     the wrong field and a repeated one are reported as in a full run, the repeat (found on a
     screened line) with `check: screened`; every output is otherwise the same."""
-    export = tmp_path / "export"
-    shutil.copytree(ndjson_folder, export)
-    prefilter = Prefilter.from_criteria(trial)
-    patient_id = next(
-        patient.patient_id
-        for patient in example_patients()
-        if prefilter.settle(build_record(patient, trial.terminology)) is not None
-    )
-    own = b'"subject":{"reference":"Patient/%s"}' % patient_id.encode()
-    repeated = next(
-        line
-        for line in (export / "Observation.000.ndjson").read_bytes().splitlines()
-        if own in line
-    )
+    export, patient_id, repeated = _settled_patient_export(ndjson_folder, tmp_path, trial)
     with open(export / "Observation.001.ndjson", "wb") as extra:
         extra.write(
             b'{"resourceType":"Observation","id":"broken","subject":{"reference":"Patient/%s"},'
@@ -338,20 +325,9 @@ def test_a_settled_patient_s_line_repeating_a_key_is_read_as_in_a_full_run(
     repeats `subject` (the last without a reference) or `id` (the last that of another of
     their resources) is left to parsing, so errors.ndjson says what a full run says: no
     Patient reference, and a repeated resource."""
-    export = tmp_path / "export"
-    shutil.copytree(ndjson_folder, export)
-    prefilter = Prefilter.from_criteria(trial)
-    patient_id = next(
-        patient.patient_id
-        for patient in example_patients()
-        if prefilter.settle(build_record(patient, trial.terminology)) is not None
-    )
+    export, patient_id, first_observation = _settled_patient_export(ndjson_folder, tmp_path, trial)
     own = b'"subject":{"reference":"Patient/%s"}' % patient_id.encode()
-    taken = next(
-        orjson.loads(line)["id"]
-        for line in (export / "Observation.000.ndjson").read_bytes().splitlines()
-        if own in line
-    )
+    taken = orjson.loads(first_observation)["id"]
     with open(export / "Observation.001.ndjson", "wb") as extra:
         extra.write(
             b'{"resourceType":"Observation","id":"twice-subject","status":"final",%s,'
@@ -375,3 +351,25 @@ def test_a_settled_patient_s_line_repeating_a_key_is_read_as_in_a_full_run(
         assert "no reference to a Patient in subject" in problems[mode][0]["message"]
         assert problems[mode][1]["message"].startswith("the same resource as")
     assert problems["settled"] == problems["full"]
+
+
+def _settled_patient_export(
+    ndjson_folder: Path, tmp_path: Path, trial: CompiledCriteria
+) -> tuple[Path, str, bytes]:
+    """A copy of the examples' export, the id of a patient the pre-filter settles, and the
+    first of their Observation lines."""
+    export = tmp_path / "export"
+    shutil.copytree(ndjson_folder, export)
+    prefilter = Prefilter.from_criteria(trial)
+    patient_id = next(
+        patient.patient_id
+        for patient in example_patients()
+        if prefilter.settle(build_record(patient, trial.terminology)) is not None
+    )
+    own = b'"subject":{"reference":"Patient/%s"}' % patient_id.encode()
+    first_observation = next(
+        line
+        for line in (export / "Observation.000.ndjson").read_bytes().splitlines()
+        if own in line
+    )
+    return export, patient_id, first_observation
