@@ -40,7 +40,6 @@ from typing import Any, cast
 import orjson
 import simdjson
 
-from engine.criteria.model import ResourceAtom, iter_atoms
 from engine.evaluate import CompiledCriteria
 from engine.normalise import Terminology
 from engine.resource_types import CODE_ONLY_TYPES, RESOURCE_TYPES
@@ -89,13 +88,7 @@ class LineScreen:
 
     @classmethod
     def from_criteria(cls, criteria: CompiledCriteria) -> LineScreen:
-        read_by_type = {
-            resource_type
-            for compiled in criteria.criteria
-            for atom in iter_atoms(compiled.criterion.expression)
-            if isinstance(atom, ResourceAtom) and atom.concept is None
-            for resource_type in atom.resource_types
-        }
+        read_by_type = criteria.types_read_without_concept
         types = frozenset(
             name
             for name in SCREENABLE_TYPES - read_by_type

@@ -382,13 +382,7 @@ RECORD_UNINDEXED_TYPES = frozenset({"Medication"})
 def type_wide_types(criteria: CompiledCriteria) -> frozenset[str]:
     """The types whose every resource the store keeps by type: those the record does not
     index by concept, and those an atom of the criteria reads without a concept."""
-    without_concept = {
-        resource_type
-        for compiled in criteria.criteria
-        for atom in iter_atoms(compiled.criterion.expression)
-        if isinstance(atom, ResourceAtom) and atom.concept is None
-        for resource_type in atom.resource_types
-    }
+    without_concept = criteria.types_read_without_concept
     kept = RECORD_UNINDEXED_TYPES | (criteria.resource_types - CODED_TYPES) | without_concept
     return frozenset(kept - {"Patient"})
 

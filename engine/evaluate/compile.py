@@ -105,6 +105,18 @@ class CompiledCriteria:
             for resource_type in atom.resource_types
         )
 
+    @property
+    def types_read_without_concept(self) -> frozenset[str]:
+        """The types an atom reads without a concept (`resource:` and no `concept:`): every
+        resource of them counts, whatever its code."""
+        return frozenset(
+            resource_type
+            for compiled in self.criteria
+            for atom in iter_atoms(compiled.criterion.expression)
+            if isinstance(atom, ResourceAtom) and atom.concept is None
+            for resource_type in atom.resource_types
+        )
+
 
 # --------------------------------------------------------------------------- compiler
 
