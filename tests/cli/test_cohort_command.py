@@ -11,6 +11,7 @@ import orjson
 import pytest
 import respx
 import typer
+from bulk_support import capability_statement
 from typer.testing import CliRunner
 
 from engine.cli.cohort import cohort
@@ -209,15 +210,7 @@ def test_types_the_server_does_not_export_are_named_and_unknown(tmp_path: Path) 
     for entry in bundle["entry"]:
         by_type.setdefault(entry["resource"]["resourceType"], []).append(entry["resource"])
     declared = [name for name in kept_types(load_trial(CRITERIA)) if name != "MedicationStatement"]
-    statement = {
-        "resourceType": "CapabilityStatement",
-        "status": "active",
-        "date": "2026-01-01",
-        "kind": "instance",
-        "fhirVersion": "4.0.1",
-        "format": ["json"],
-        "rest": [{"mode": "server", "resource": [{"type": name} for name in declared]}],
-    }
+    statement = capability_statement(tuple(declared))
     refused = 'The requested resource type "AllergyIntolerance" is not available on this server'
 
     def kick_off(request: httpx.Request) -> httpx.Response:

@@ -12,6 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 import respx
+from bulk_support import capability_statement
 
 from engine.cohort import NdjsonInput, run_cohort
 from engine.cohort.engines import _compiled_criteria, compile_on_dask_worker
@@ -47,15 +48,7 @@ concepts:
 @pytest.fixture
 def exported_without_conditions(tmp_path: Path) -> Iterator[Path]:
     """An NDJSON folder a Bulk export filled from a server whose statement lacks Condition."""
-    statement = {
-        "resourceType": "CapabilityStatement",
-        "status": "active",
-        "date": "2026-01-01",
-        "kind": "instance",
-        "fhirVersion": "4.0.1",
-        "format": ["json"],
-        "rest": [{"mode": "server", "resource": [{"type": "Patient"}]}],
-    }
+    statement = capability_statement(("Patient",))
     manifest = {
         "transactionTime": "2026-11-25T10:00:00Z",
         "request": f"{BASE}/$export",
