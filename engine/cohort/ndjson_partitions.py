@@ -921,7 +921,7 @@ def _screened_label(parser: simdjson.Parser, text: bytes, own_reference: str) ->
     if (
         text.count(b'"resourceType":') != 1
         or text.count(b'"id":') > 1
-        or text.count(_FIELD_KEYS.get(field_name) or _field_key(field_name)) != 1
+        or text.count(_PATIENT_FIELD_KEYS.get(resource_type, _DEFAULT_PATIENT_FIELD_KEY)) != 1
     ):
         return _NEEDS_PARSING
     holder = document.get(field_name)
@@ -929,15 +929,6 @@ def _screened_label(parser: simdjson.Parser, text: bytes, own_reference: str) ->
         return _NEEDS_PARSING
     resource_id = document.get("id")
     return f"{resource_type}/{resource_id}" if type(resource_id) is str else None
-
-
-_FIELD_KEYS: dict[str, bytes] = {}
-
-
-def _field_key(field_name: str) -> bytes:
-    """`"<field_name>":` as it appears in JSON text (kept per field)."""
-    key = _FIELD_KEYS[field_name] = b'"%s":' % field_name.encode()
-    return key
 
 
 class _PatientLines:
@@ -1177,6 +1168,11 @@ def _belongs_to(
 
 _FIRST_PATIENT_FIELD = {name: fields[0] for name, fields in PATIENT_FIELDS.items()}
 """The field that usually holds the patient reference, by resource type."""
+_PATIENT_FIELD_KEYS = {
+    name: b'"%s":' % field.encode() for name, field in _FIRST_PATIENT_FIELD.items()
+}
+"""By resource type, `"<first patient field>":` as it appears in JSON text."""
+_DEFAULT_PATIENT_FIELD_KEY = b'"%s":' % DEFAULT_PATIENT_FIELDS[0].encode()
 
 
 @functools.lru_cache(maxsize=8)
