@@ -9,11 +9,15 @@ keeps the compiled criteria (cloudpickled: they hold closures) in one file per c
 - the key is a SHA-256 over this cache's format, the Python, cloudpickle, pint and ucumvert
   versions, every source file of the `engine` package (so an edited trialsieve never reads
   another version's entries), the working folder when the criteria path is relative, the path
-  as given, the criteria file's bytes, the path and bytes of every mapping file it names
-  (folders expanded as the loader expands them) and the `TRIALSIEVE_TERMINOLOGY_SERVER`
-  variable;
-- an entry also records the ValueSet files (and cached expansions) the mappings read, with
-  their SHA-256: a changed ValueSet file makes the entry stale and the trial compiles again;
+  as given, the criteria file's bytes and the `TRIALSIEVE_TERMINOLOGY_SERVER` variable: no
+  YAML is parsed to find an entry (parsing the criteria file for its `mappings:` cost a pure-
+  Python YAML parse per run, and a second one whenever the trial then compiled);
+- an entry records the files its compiled criteria were read from besides the criteria file:
+  the mapping files (the `mappings:` entries as the loader expands them, a folder into its
+  *.yaml files, sorted) and the ValueSet files (and cached expansions) the mappings read,
+  each with its SHA-256. A changed file, or a folder whose listing changed (a mapping file
+  added or removed), makes the entry stale: the trial compiles again and the entry is
+  written anew;
 - criteria that do not load (a `CriteriaError`, a `MappingError`) are never cached: the
   loader raises them every time, naming the file and line;
 - beside the compiled criteria, every unit conversion known in the process after compiling
@@ -50,9 +54,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
-
 from engine.atomic_write import write_atomically
 from engine.evaluate import CompiledCriteria
 from engine.normalise import units
@@ -61,7 +62,7 @@ from engine.normalise.value_sets import TERMINOLOGY_SERVER_VARIABLE, recording_r
 
 CACHE_VARIABLE = "TRIALSIEVE_CACHE_DIR"
 """The environment variable naming the cache folder (`off`: no cache)."""
-_FORMAT = b"trialsieve-compiled-cache-1"
+_FORMAT = b"trialsieve-compiled-cache-2"
 _ENTRY_PREFIX = "compiled-"
 _CONVERSIONS_PREFIX = "conversions-"
 _ENGINE_ROOT = Path(__file__).resolve().parent
@@ -147,7 +148,10 @@ def load_trial_cached(
     if cached is None:
         with recording_reads() as value_set_files:
             compiled = compile_trial(criteria_path)
-        read = [(str(path), _file_digest(path)) for path in value_set_files]
+        read = _mapping_files_read(compiled)
+        if read is None:
+            return compiled  # a mapping file vanished meanwhile: nothing to record
+        read += [(str(path), _file_digest(path)) for path in value_set_files]
         _write_entry(entry, compiled, read)
         cached = compiled, read
     if len(_in_process) >= _IN_PROCESS_LIMIT:
@@ -159,40 +163,64 @@ def load_trial_cached(
 _IN_PROCESS_LIMIT = 64
 _in_process: dict[str, tuple[CompiledCriteria, list[tuple[str, bytes | None]]]] = {}
 """Entries this process read or wrote (the same object for the same content, as without a
-cache), with the ValueSet files they depend on."""
+cache), with the files they were read from (`_unchanged`)."""
+
+_LISTING = "listing\0"
+"""Prefix of a recorded mapping folder's entry: its digest is that of its listing."""
 
 
-def _unchanged(value_set_files: list[tuple[str, bytes | None]]) -> bool:
-    return all(_file_digest(Path(path)) == digest for path, digest in value_set_files)
+def _mapping_files_read(compiled: CompiledCriteria) -> list[tuple[str, bytes | None]] | None:
+    """The mapping files the compiled criteria were read from, with their SHA-256, and before
+    them each `mappings:` entry with the digest of what the loader expands it to (a folder
+    whose listing changes makes the entry stale); None when one cannot be read now."""
+    read: list[tuple[str, bytes | None]] = []
+    files: list[str] = []
+    for given in compiled.source.mapping_paths:
+        problems: list[Any] = []
+        expanded = list(mapping_files([given], problems))
+        if problems:
+            return None
+        read.append((_LISTING + given, _listing_digest(expanded)))
+        files += expanded
+    for path in files:
+        digest = _file_digest(Path(path))
+        if digest is None:
+            return None
+        read.append((path, digest))
+    return read
+
+
+def _listing_digest(files: list[str]) -> bytes:
+    return hashlib.sha256("\0".join(files).encode()).digest()
+
+
+def _unchanged(files_read: list[tuple[str, bytes | None]]) -> bool:
+    """Whether the files (and mapping folders' listings) an entry was read from are as
+    they were."""
+    for path, digest in files_read:
+        if path.startswith(_LISTING):
+            problems: list[Any] = []
+            expanded = list(mapping_files([path[len(_LISTING) :]], problems))
+            if problems or _listing_digest(expanded) != digest:
+                return False
+        elif _file_digest(Path(path)) != digest:
+            return False
+    return True
 
 
 def _entry_key(criteria_path: str | Path) -> str | None:
-    """The entry's key, or None when the files cannot be read as they must (compiling then
-    reports why)."""
+    """The entry's key, or None when the criteria file cannot be read (compiling then
+    reports why). No YAML is parsed: the files the entry was compiled from besides the
+    criteria file are recorded in the entry (`_unchanged`)."""
     text_path = str(criteria_path)
     try:
         raw = Path(text_path).read_bytes()
-        document = YAML(typ="safe").load(raw.decode("utf-8-sig"))
-    except (OSError, YAMLError, UnicodeDecodeError, RecursionError):
-        return None
-    written = document.get("mappings", []) if isinstance(document, dict) else []
-    if not isinstance(written, list) or not all(isinstance(each, str) for each in written):
-        return None
-    folder = Path(text_path).absolute().parent
-    problems: list[Any] = []
-    paths = list(mapping_files([os.path.normpath(folder / each) for each in written], problems))
-    if problems:
+    except OSError:
         return None
     digest = hashlib.sha256(code_digest())
     digest.update(b"" if os.path.isabs(text_path) else os.getcwd().encode())
     digest.update(b"\0" + text_path.encode() + b"\0" + raw)
     digest.update(os.environ.get(TERMINOLOGY_SERVER_VARIABLE, "").encode())
-    for path in paths:
-        try:
-            content = Path(path).read_bytes()
-        except OSError:
-            return None
-        digest.update(b"\0" + path.encode() + b"\0" + hashlib.sha256(content).digest())
     return digest.hexdigest()
 
 
@@ -207,7 +235,7 @@ def _read_entry(entry: Path) -> tuple[CompiledCriteria, list[tuple[str, bytes | 
     try:
         stored = _unpickle(entry)
         compiled = pickle.loads(stored["compiled"])
-        value_set_files: list[tuple[str, bytes | None]] = stored["value_set_files"]
+        files_read: list[tuple[str, bytes | None]] = stored["files_read"]
         conversions: dict[Any, Any] = stored["conversions"]
     except FileNotFoundError:
         return None
@@ -216,21 +244,21 @@ def _read_entry(entry: Path) -> tuple[CompiledCriteria, list[tuple[str, bytes | 
         return None
     if not isinstance(compiled, CompiledCriteria):
         return None
-    if not _unchanged(value_set_files):
-        return None  # a ValueSet file changed since: compile again
+    if not _unchanged(files_read):
+        return None  # a mapping or ValueSet file changed since: compile again
     units.add_known_conversions(conversions)
-    return compiled, value_set_files
+    return compiled, files_read
 
 
 def _write_entry(
-    entry: Path, compiled: CompiledCriteria, value_set_files: list[tuple[str, bytes | None]]
+    entry: Path, compiled: CompiledCriteria, files_read: list[tuple[str, bytes | None]]
 ) -> None:
     try:
         import cloudpickle  # type: ignore[import-untyped]
 
         stored = {
             "compiled": cloudpickle.dumps(compiled),
-            "value_set_files": value_set_files,
+            "files_read": files_read,
             "conversions": units.known_conversions(),
         }
         _make_folder(entry.parent)

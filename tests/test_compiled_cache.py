@@ -74,15 +74,18 @@ def copy_trial(target: Path) -> Path:
 def test_a_changed_mapping_or_criteria_file_compiles_again(cache: Path, tmp_path: Path) -> None:
     path = copy_trial(tmp_path / "trial")
     first = fresh_load(path)
-    assert fresh_load(path).criteria[0].id == first.criteria[0].id
+    calls, again = _counting_loads(path)
+    assert calls == [] and again.criteria[0].id == first.criteria[0].id
     assert len(entries(cache)) == 1
     mapping = tmp_path / "trial" / "mappings" / "conditions.yaml"
     mapping.write_text(mapping.read_text() + "\n# edited\n")
-    fresh_load(path)
-    assert len(entries(cache)) == 2
+    calls, _ = _counting_loads(path)
+    assert calls == [path]
+    assert len(entries(cache)) == 1  # the entry of these criteria bytes, written anew
+    assert _counting_loads(path)[0] == []
     path.write_text(path.read_text().replace("title:", "title: Edited", 1))
     assert fresh_load(path).trial.title.startswith("Edited")
-    assert len(entries(cache)) == 3
+    assert len(entries(cache)) == 2
 
 
 CRITERIA = """\
@@ -125,6 +128,55 @@ def test_a_changed_value_set_file_compiles_again(cache: Path, tmp_path: Path) ->
     assert reloaded.terminology.concepts_of_coding(SNOMED, "46635009")
     value_set.write_text(listing("73211009"))  # also within one process
     assert load_trial(path).terminology.concepts_of_coding(SNOMED, "73211009")
+
+
+FOLDER_CRITERIA = CRITERIA.replace("[mappings.yaml]", "[maps]")
+SECOND_MAPPING_FILE = """\
+concepts:
+  obesity:
+    display: Obesity
+    codes: {snomed: ["414916001"]}
+"""
+
+
+def test_a_mapping_file_added_to_or_removed_from_a_folder_compiles_again(
+    cache: Path, tmp_path: Path
+) -> None:
+    """The entry records a mappings folder's listing: a file added or removed is seen, in a
+    new process (the entry on disk) and within one (the entry in memory)."""
+    path = tmp_path / "criteria.yaml"
+    path.write_text(FOLDER_CRITERIA)
+    (tmp_path / "maps").mkdir()
+    (tmp_path / "maps" / "a.yaml").write_text(MAPPINGS)
+    (tmp_path / "maps" / "diabetes.valueset.json").write_text(listing("44054006"))
+    assert not fresh_load(path).terminology.has_concept("obesity")
+    calls, _ = _counting_loads(path)
+    assert calls == []
+    added = tmp_path / "maps" / "b.yaml"
+    added.write_text(SECOND_MAPPING_FILE)
+    calls, compiled = _counting_loads(path)
+    assert calls == [path] and compiled.terminology.has_concept("obesity")
+    assert _counting_loads(path)[0] == []
+    added.unlink()
+    calls, compiled = _counting_loads(path)
+    assert calls == [path] and not compiled.terminology.has_concept("obesity")
+    added.write_text(SECOND_MAPPING_FILE)  # within one process
+    assert load_trial(path).terminology.has_concept("obesity")
+    added.unlink()
+    assert not load_trial(path).terminology.has_concept("obesity")
+    assert len(entries(cache)) == 1
+
+
+def test_a_mapping_folder_removed_after_caching_is_reported(cache: Path, tmp_path: Path) -> None:
+    path = tmp_path / "criteria.yaml"
+    path.write_text(FOLDER_CRITERIA)
+    (tmp_path / "maps").mkdir()
+    (tmp_path / "maps" / "a.yaml").write_text(MAPPINGS)
+    (tmp_path / "maps" / "diabetes.valueset.json").write_text(listing("44054006"))
+    fresh_load(path)
+    shutil.rmtree(tmp_path / "maps")
+    with pytest.raises(TrialsieveError, match=r"maps"):
+        fresh_load(path)
 
 
 def test_criteria_that_do_not_load_are_not_cached(cache: Path, tmp_path: Path) -> None:
