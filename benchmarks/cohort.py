@@ -61,10 +61,11 @@ from engine.cohort import CohortSummary, NdjsonInput, run_cohort
 from engine.sources import ndjson_files, patient_reference
 from engine.sources.ndjson import SHARED_TYPES
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shared_data import require, synthea
+
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = (
-    Path(__file__).resolve().parents[2] / "shared" / "data" / "synthea-exafluence" / "ndjson"
-)
+DEFAULT_DATA = synthea("ndjson")
 _UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 ITP_CODES = ("32273002", "2897005", "28505005", "13172003", "128091003", "441511006", "D69.3")
@@ -289,6 +290,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="trialsieve-cohort-benchmark-") as scratch:
         data = arguments.data
+        require(data)
         if arguments.scale > 1:
             started = time.perf_counter()
             data = Path(scratch) / "export"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -25,8 +26,11 @@ from engine.report import transaction_bundle, validate_bundle
 from engine.sources import PatientResources, read_bundle_file
 from engine.trial import load_trial
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shared_data import synthea
+
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "synthea-exafluence" / "bundles"
+DEFAULT_DATA = synthea("bundles")
 
 
 def _load(data: Path) -> list[PatientResources]:

@@ -17,9 +17,10 @@ from pathlib import Path
 from engine.record import build_record
 from engine.sources import BundleFileSource, PatientResources
 
-DEFAULT_FOLDER = (
-    Path(__file__).resolve().parents[2] / "shared" / "data" / "synthea-exafluence" / "bundles"
-)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shared_data import synthea
+
+DEFAULT_FOLDER = synthea("bundles")
 ROUNDS = 7
 
 # About the size of a trial's mapping: the codes a handful of concepts cover.

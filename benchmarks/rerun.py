@@ -41,6 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cohort import DEFAULT_DATA, ROOT, clone
+from shared_data import require
 
 from engine.cohort import NdjsonInput, run_cohort
 from engine.cohort.whatif import what_if_funnel
@@ -125,6 +126,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="trialsieve-rerun-benchmark-") as scratch_name:
         scratch = Path(scratch_name)
         data = arguments.data
+        require(data)
         if arguments.scale > 1:
             data = scratch / "export"
             clone(arguments.data, data, arguments.scale)
