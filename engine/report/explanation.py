@@ -202,7 +202,7 @@ def explain(evaluation: PatientEvaluation) -> PatientExplanation:
                     number=number,
                     kind=criterion.kind,
                     label=criterion_label(criterion.expression, criterion.id),
-                    protocol_text=" ".join(criterion.text.split()),
+                    protocol_text=_protocol_text(criterion.text),
                     verdict=None,
                     outcome_text="not evaluated",
                     summary=NOT_EVALUATED_SUMMARY,
@@ -259,20 +259,20 @@ unavailable types and children: everything the text is built from). The criterio
 terminology are kept to check identity."""
 
 
-def _cites_nothing(outcome: Outcome) -> bool:
+def cites_nothing(outcome: Outcome) -> bool:
     """Whether no node of the outcome's tree cites a resource."""
-    return not outcome.cited and all(map(_cites_nothing, outcome.children))
+    return not outcome.cited and all(map(cites_nothing, outcome.children))
 
 
 def _criterion(
     result: CriterionResult, number: str, as_of: dt.date, terminology: Terminology
 ) -> CriterionExplanation:
     outcome = result.outcome
-    if not _cites_nothing(outcome):
+    if not cites_nothing(outcome):
         return _build_criterion(result, number, as_of, terminology)
     compiled = result.criterion
     key = (id(compiled), number, as_of, id(terminology), outcome)
-    return _remembered(
+    return remembered(
         _uncited_criteria,
         key,
         compiled,
@@ -281,7 +281,7 @@ def _criterion(
     )
 
 
-def _remembered(
+def remembered(
     cache: dict[Any, tuple[Any, Terminology, _Made]],
     key: tuple[Any, ...],
     owner: object,
@@ -312,30 +312,6 @@ def _build_criterion(
     to_settle = tuple(
         dict.fromkeys(item for leaf in deciding if not leaf.question for item in leaf.to_settle)
     )
-    unavailable = tuple(
-        dict.fromkeys(_leaf_sentence(leaf) for leaf in deciding if leaf.unavailable)
-    )
-    if verdict is CriterionVerdict.MISSING_DATA and unavailable:
-        # the data may exist where the source could not reach: say why, not "Needs ..."
-        needs = tuple(
-            dict.fromkeys(
-                item
-                for leaf in deciding
-                if not leaf.question and not leaf.unavailable
-                for item in leaf.to_settle
-            )
-        )
-        summary = "Unknown: " + "; ".join(unavailable)
-        summary += "; needs " + "; ".join(needs) if needs else ""
-    elif verdict is CriterionVerdict.MISSING_DATA:
-        summary = "Needs " + "; ".join(to_settle) if to_settle else step.says
-    elif verdict is CriterionVerdict.MANUAL_REVIEW:
-        summary = "Investigator to answer: " + " / ".join(questions)
-    else:
-        sentences = [_leaf_sentence(leaf) for leaf in deciding]
-        shown = sentences[:FINDINGS_SHOWN]
-        more = len(sentences) - len(shown)
-        summary = "; ".join(shown) + (f" (+{more} more)" if more else "")
     findings = tuple(
         {finding.reference: finding for leaf in deciding for finding in leaf.findings}.values()
     )
@@ -344,15 +320,94 @@ def _build_criterion(
         number=number,
         kind=criterion.kind,
         label=criterion_label(criterion.expression, criterion.id),
-        protocol_text=" ".join(criterion.text.split()),
+        protocol_text=_protocol_text(criterion.text),
         verdict=verdict,
         outcome_text=outcome_text(criterion.kind, verdict),
-        summary=summary,
+        summary=_summary(verdict, deciding, step.says),
         step=step,
         findings=findings,
         questions=questions,
         to_settle=to_settle,
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _protocol_text(text: str) -> str:
+    """A criterion's protocol text on one line."""
+    return " ".join(text.split())
+
+
+def _summary(verdict: CriterionVerdict, deciding: list[Step], says: str) -> str:
+    """A criterion's summary from its deciding leaves (`_deciding_leaves`) and what its
+    top step says."""
+    if verdict is CriterionVerdict.MISSING_DATA:
+        unavailable = tuple(
+            dict.fromkeys(_leaf_sentence(leaf) for leaf in deciding if leaf.unavailable)
+        )
+        if unavailable:
+            # the data may exist where the source could not reach: say why, not "Needs ..."
+            needs = tuple(
+                dict.fromkeys(
+                    item
+                    for leaf in deciding
+                    if not leaf.question and not leaf.unavailable
+                    for item in leaf.to_settle
+                )
+            )
+            summary = "Unknown: " + "; ".join(unavailable)
+            return summary + ("; needs " + "; ".join(needs) if needs else "")
+        to_settle = tuple(
+            dict.fromkeys(item for leaf in deciding if not leaf.question for item in leaf.to_settle)
+        )
+        return "Needs " + "; ".join(to_settle) if to_settle else says
+    if verdict is CriterionVerdict.MANUAL_REVIEW:
+        questions = dict.fromkeys(leaf.question for leaf in deciding if leaf.question)
+        return "Investigator to answer: " + " / ".join(questions)
+    sentences = [_leaf_sentence(leaf) for leaf in deciding]
+    shown = sentences[:FINDINGS_SHOWN]
+    more = len(sentences) - len(shown)
+    return "; ".join(shown) + (f" (+{more} more)" if more else "")
+
+
+def criterion_summary(result: CriterionResult, as_of: dt.date, terminology: Terminology) -> str:
+    """`explain_criterion(result, ...).summary`, building only the steps of the leaves that
+    decide it (`_deciding_leaves`, found on the outcome tree): a cohort's report keeps
+    only the summary, and a criterion citing a resource (the patient's age) would otherwise
+    build the steps of every operand for every patient."""
+    expression = result.criterion.criterion.expression
+    outcome = result.outcome
+    deciding = _deciding_steps(expression, outcome, as_of, terminology)
+    if isinstance(expression, AllOf | AnyOf | NotOf):
+        says = TRUTH_TEXT[outcome.truth]  # what a combination's own step says
+    else:
+        says = deciding[0].says  # a leaf is its own deciding step
+    return _summary(result.verdict, deciding, says)
+
+
+def _deciding_steps(
+    expression: Expression, outcome: Outcome, as_of: dt.date, terminology: Terminology
+) -> list[Step]:
+    """`_deciding_leaves(_step(expression, outcome, ...))`, walking the outcome tree and
+    building the deciding leaves' steps only."""
+    if isinstance(expression, NotOf):
+        return _deciding_steps(expression.operand, outcome.children[0], as_of, terminology)
+    if isinstance(expression, AllOf | AnyOf):
+        pairs = list(zip(expression.operands, outcome.children, strict=False))
+        if not pairs:  # a step without children is its own leaf
+            return [_step(expression, outcome, as_of, terminology)]
+        truth = outcome.truth
+        if truth is Truth.UNKNOWN:
+            pairs = [pair for pair in pairs if pair[1].truth is Truth.UNKNOWN]
+        elif isinstance(expression, AnyOf) and truth is Truth.MET:
+            pairs = [pair for pair in pairs if pair[1].truth is Truth.MET]
+        elif isinstance(expression, AllOf) and truth is Truth.NOT_MET:
+            pairs = [pair for pair in pairs if pair[1].truth is Truth.NOT_MET]
+        return [
+            leaf
+            for operand, child in pairs
+            for leaf in _deciding_steps(operand, child, as_of, terminology)
+        ]
+    return [_step(expression, outcome, as_of, terminology)]
 
 
 _ID_PREFIX = re.compile(r"^(inclusion|exclusion)-\d+-")
@@ -457,10 +512,10 @@ def _operand_step(
     expression: Expression, outcome: Outcome, as_of: dt.date, terminology: Terminology
 ) -> Step:
     """`_step` of a combination's operand, from `_uncited_combinations` when it can be."""
-    if not isinstance(expression, AllOf | AnyOf | NotOf) or not _cites_nothing(outcome):
+    if not isinstance(expression, AllOf | AnyOf | NotOf) or not cites_nothing(outcome):
         return _step(expression, outcome, as_of, terminology)
     key = (id(expression), as_of, id(terminology), outcome)
-    return _remembered(
+    return remembered(
         _uncited_combinations,
         key,
         expression,

@@ -20,7 +20,8 @@ from urllib.parse import quote
 
 from engine import __version__
 from engine.criteria.model import CriterionKind, Trial
-from engine.evaluate.compile import CompiledCriteria
+from engine.evaluate.compile import CompiledCriteria, CompiledCriterion
+from engine.evaluate.outcome import Outcome
 from engine.evaluate.patient import (
     CriterionResult,
     CriterionVerdict,
@@ -29,12 +30,15 @@ from engine.evaluate.patient import (
     status_of_verdicts,
 )
 from engine.evaluate.status import TRIALSIEVE_IDENTIFIER_SYSTEM
+from engine.normalise import Terminology
 from engine.report.explanation import (
     NOT_EVALUATED_SUMMARY,
     CriterionExplanation,
+    cites_nothing,
     criterion_label,
-    explain_criterion,
+    criterion_summary,
     outcome_text,
+    remembered,
 )
 
 RESEARCH_SUBJECT_SYSTEM = f"{TRIALSIEVE_IDENTIFIER_SYSTEM}/research-subject"
@@ -171,8 +175,7 @@ def report_of(evaluation: PatientEvaluation) -> PatientReport:
         if result is None:
             parts.append(NOT_EVALUATED_REPORT)
         else:
-            explained = explain_criterion(result, as_of, terminology)
-            parts.append(criterion_report(result, explained))
+            parts.append(criterion_report_of(result, as_of, terminology))
     return PatientReport(
         evaluation.criteria,
         evaluation.patient_id,
@@ -188,6 +191,60 @@ def criterion_report(result: CriterionResult, explained: CriterionExplanation) -
     """One evaluated criterion's report part."""
     outcome = result.outcome
     return CriterionReport(result.verdict, explained.summary, outcome.evidence, outcome.missing)
+
+
+_uncited_parts: dict[
+    tuple[int, dt.date, int, Outcome], tuple[CompiledCriterion, Terminology, CriterionReport]
+] = {}
+"""Report parts of outcomes citing nothing, anywhere in their tree (most criteria, for most
+patients), by compiled criterion, day, terminology and outcome: as the explanations of such
+outcomes (`engine.report.explanation._uncited_criteria`), the part is the same for every
+patient with an equal outcome."""
+_parts_by_outcome: dict[
+    int, tuple[Outcome, CompiledCriterion, dt.date, Terminology, CriterionReport]
+] = {}
+"""The same parts by the outcome object itself (its id, the outcome kept to check identity):
+an outcome shared by every patient (`engine.evaluate.outcome.shared`) is found without
+hashing its tree."""
+_PARTS_LIMIT = 4096
+
+
+def criterion_report_of(
+    result: CriterionResult, as_of: dt.date, terminology: Terminology
+) -> CriterionReport:
+    """`criterion_report(result, explain_criterion(result, as_of, terminology))`, building
+    only what the part holds (`criterion_summary`), and once per equal outcome for outcomes
+    citing nothing."""
+    outcome = result.outcome
+    compiled = result.criterion
+    known = _parts_by_outcome.get(id(outcome))
+    if (
+        known is not None
+        and known[0] is outcome
+        and known[1] is compiled
+        and known[2] == as_of
+        and known[3] is terminology
+    ):
+        return known[4]
+    if not cites_nothing(outcome):
+        summary = criterion_summary(result, as_of, terminology)
+        return CriterionReport(result.verdict, summary, outcome.evidence, outcome.missing)
+    part = remembered(
+        _uncited_parts,
+        (id(compiled), as_of, id(terminology), outcome),
+        compiled,
+        terminology,
+        lambda: CriterionReport(
+            result.verdict,
+            criterion_summary(result, as_of, terminology),
+            outcome.evidence,
+            outcome.missing,
+        ),
+    )
+    if len(_parts_by_outcome) >= _PARTS_LIMIT:
+        _parts_by_outcome.clear()
+    _parts_by_outcome[id(outcome)] = (outcome, compiled, as_of, terminology, part)
+    return part
 
 
 @dataclass(frozen=True)

@@ -287,3 +287,38 @@ def test_explanations_kept_for_outcomes_citing_nothing_equal_fresh_ones(
         module._uncited_criteria.clear()
         module._uncited_combinations.clear()
         assert explain(evaluation) == kept
+
+
+@pytest.mark.parametrize("criteria_file", ["NCT05315778.yaml", "NCT03036150.yaml"])
+def test_report_parts_equal_those_of_full_explanations(criteria_file: str) -> None:
+    """A cohort's report parts (`report_of`: only the deciding steps built, parts of outcomes
+    citing nothing kept and reused) are those of each criterion's full explanation built
+    afresh, for every shipped example on two days."""
+    from engine.report import explanation as module
+    from engine.report import resources
+    from engine.report.resources import criterion_report, report_of
+
+    trial = load_trial(EXAMPLES.parents[1] / "criteria" / criteria_file)
+    bundles = sorted(EXAMPLES.parent.glob("**/*.json"))
+    days = (AS_OF, AS_OF + dt.timedelta(days=400))
+    evaluations = [
+        evaluate_patient(trial, build_record(read_bundle_file(path), trial.terminology), day)
+        for day in days
+        for path in bundles
+    ]
+    resources._uncited_parts.clear()
+    resources._parts_by_outcome.clear()
+    reports = [report_of(evaluation) for evaluation in evaluations]
+    assert resources._uncited_parts and resources._parts_by_outcome
+    verdicts = set()
+    for evaluation, report in zip(evaluations, reports, strict=True):
+        module._uncited_criteria.clear()
+        module._uncited_combinations.clear()
+        module._uncited_steps.clear()
+        fresh = tuple(
+            criterion_report(result, module.explain_criterion(result, day, trial.terminology))
+            for result, day in ((r, evaluation.as_of) for r in evaluation.results)
+        )
+        assert report.parts == fresh
+        verdicts |= {part.verdict for part in fresh}
+    assert len(verdicts) >= 3  # clear, fails and unknown summaries compared
