@@ -27,6 +27,7 @@ from engine.evaluate.outcome import (
     Truth,
     combine_all,
     combine_any,
+    is_shared,
     negate,
     shared,
     with_atom,
@@ -63,10 +64,78 @@ class EvaluationContext:
     unavailable_reasons: Mapping[str, str] = field(default_factory=dict)
     """Why each unavailable type is, as a phrase after the type's name ("not available from
     the server (HTTP 403 Forbidden)"); a type without one was not exported by the server."""
+    spans: dict[int, Span | DateProblem | None] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    """Each resource's span (or why it has none), by the resource's identity, once read:
+    several atoms often read the same resources (40% of span reads were repeats)."""
 
 
 class Node(Protocol):
     def evaluate(self, context: EvaluationContext) -> Outcome: ...
+
+
+@dataclass(frozen=True)
+class Reads:
+    """What a part of a criterion reads, when that part answers the same for every patient
+    whose record holds none of it: each atom is a resource atom with a concept (and no
+    `before:`/`after:`), or a manual item. A record with no resource of these concepts,
+    no answer to these manual items and every type available gets the same (shared)
+    outcome as every other such record, so it is made once per as-of day."""
+
+    concepts: tuple[str, ...]
+    types: frozenset[str]
+    manual_ids: frozenset[str]
+
+    def unread_by(self, context: EvaluationContext) -> bool:
+        """Whether the context's patient holds nothing this part reads (see the class)."""
+        if context.attestations and not self.manual_ids.isdisjoint(context.attestations):
+            return False
+        if context.unavailable_types and not self.types.isdisjoint(context.unavailable_types):
+            return False
+        resources_of_concept = context.record.resources_of_concept
+        return not any(resources_of_concept(concept) for concept in self.concepts)
+
+
+def reads_of(operands: Iterable[Node]) -> Reads | None:
+    """What the operands read, when each answers the same for every patient that holds none
+    of it (`Reads`); None otherwise."""
+    concepts: dict[str, None] = {}
+    types: set[str] = set()
+    manual_ids: set[str] = set()
+    for operand in operands:
+        if type(operand) is ManualNode:
+            manual_ids.add(operand.atom.id)
+            continue
+        if type(operand) is ResourceNode:
+            if operand.concept is None or operand.anchorings:
+                return None
+            concepts[operand.concept.id] = None
+            types.update(operand.types)
+            continue
+        reads = getattr(operand, "reads", None)
+        if type(operand) not in (AllNode, AnyNode, NotNode) or reads is None:
+            return None
+        concepts.update(dict.fromkeys(reads.concepts))
+        types.update(reads.types)
+        manual_ids.update(reads.manual_ids)
+    return Reads(tuple(concepts), frozenset(types), frozenset(manual_ids))
+
+
+def _same_for_all(
+    node: AllNode | AnyNode | NotNode, context: EvaluationContext
+) -> tuple[dict[dt.date, Outcome], Outcome | None] | None:
+    """The node's memo of outcomes for records holding nothing it reads, and the outcome
+    for this context's as-of day if made already; None when the patient holds some of it."""
+    if node.reads is None or not node.reads.unread_by(context):
+        return None
+    return node.unread, node.unread.get(context.as_of)
+
+
+def _remember(unread: dict[dt.date, Outcome], as_of: dt.date, outcome: Outcome) -> Outcome:
+    if is_shared(outcome):  # always, unless the process's shared outcomes are at their limit
+        unread[as_of] = outcome
+    return outcome
 
 
 # --------------------------------------------------------------------------- boolean nodes
@@ -76,27 +145,82 @@ class Node(Protocol):
 class AllNode:
     operands: tuple[Node, ...]
     label: str
+    reads: Reads | None = field(default=None, init=False, compare=False, repr=False)
+    """What the operands read, when they answer the same for every patient holding none of
+    it (`Reads`)."""
+    unread: dict[dt.date, Outcome] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
+    """The outcome for a patient holding nothing of `reads`, by as-of day."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reads", reads_of(self.operands))
 
     def evaluate(self, context: EvaluationContext) -> Outcome:
-        return combine_all([operand.evaluate(context) for operand in self.operands], self.label)
+        memo = _same_for_all(self, context)
+        if memo is None:
+            return combine_all([operand.evaluate(context) for operand in self.operands], self.label)
+        unread, known = memo
+        if known is not None:
+            return known
+        return _remember(
+            unread,
+            context.as_of,
+            combine_all([operand.evaluate(context) for operand in self.operands], self.label),
+        )
 
 
 @dataclass(frozen=True)
 class AnyNode:
     operands: tuple[Node, ...]
     label: str
+    reads: Reads | None = field(default=None, init=False, compare=False, repr=False)
+    """What the operands read, when they answer the same for every patient holding none of
+    it (`Reads`)."""
+    unread: dict[dt.date, Outcome] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
+    """The outcome for a patient holding nothing of `reads`, by as-of day."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reads", reads_of(self.operands))
 
     def evaluate(self, context: EvaluationContext) -> Outcome:
-        return combine_any([operand.evaluate(context) for operand in self.operands], self.label)
+        memo = _same_for_all(self, context)
+        if memo is None:
+            return combine_any([operand.evaluate(context) for operand in self.operands], self.label)
+        unread, known = memo
+        if known is not None:
+            return known
+        return _remember(
+            unread,
+            context.as_of,
+            combine_any([operand.evaluate(context) for operand in self.operands], self.label),
+        )
 
 
 @dataclass(frozen=True)
 class NotNode:
     operand: Node
     label: str
+    reads: Reads | None = field(default=None, init=False, compare=False, repr=False)
+    """What the operand reads (`AllNode.reads`)."""
+    unread: dict[dt.date, Outcome] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
+    """The outcome for a patient holding nothing of `reads`, by as-of day."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reads", reads_of((self.operand,)))
 
     def evaluate(self, context: EvaluationContext) -> Outcome:
-        return negate(self.operand.evaluate(context), self.label)
+        memo = _same_for_all(self, context)
+        if memo is None:
+            return negate(self.operand.evaluate(context), self.label)
+        unread, known = memo
+        if known is not None:
+            return known
+        return _remember(unread, context.as_of, negate(self.operand.evaluate(context), self.label))
 
 
 # --------------------------------------------------------------------------- manual and patient
@@ -503,6 +627,8 @@ class ResourceNode:
             pool = (r for t in sorted(self.types) for r in record.resources_of_type(t))
         kept: list[_Candidate] = []
         problems: list[str] = []
+        spans = context.spans
+        unread = _UNREAD
         for resource in pool:
             resource_type = resource.get("resourceType")
             predicate = self.status_predicates.get(resource_type)  # type: ignore[arg-type]
@@ -512,10 +638,15 @@ class ResourceNode:
                 continue
             if self.exclusions and any(path.find(resource) for path in self.exclusions):
                 continue
-            try:
-                span = resource_span(resource)
-            except DateProblem as problem:
-                problems.append(f"{record.label(resource)} {problem}")
+            span = spans.get(id(resource), unread)
+            if span is unread:
+                try:
+                    span = resource_span(resource)
+                except DateProblem as problem:
+                    span = problem
+                spans[id(resource)] = span
+            if isinstance(span, DateProblem):
+                problems.append(f"{record.label(resource)} {span}")
                 continue
             if span is None:
                 if first_day is not None or self.needs_current:
@@ -744,6 +875,7 @@ def _moment(candidate: _Candidate) -> dt.datetime:
 
 
 _EARLIEST = dt.datetime.min.replace(tzinfo=dt.UTC)
+_UNREAD: Any = object()
 
 
 def _references(items: Sequence[tuple[_Candidate, str]]) -> tuple[str, ...]:

@@ -117,6 +117,11 @@ def shared(outcome: Outcome) -> Outcome:
     return outcome
 
 
+def is_shared(outcome: Outcome) -> bool:
+    """Whether `outcome` was marked the same for every patient (`shared`)."""
+    return id(outcome) in _shared_ids
+
+
 def _unique(items: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 

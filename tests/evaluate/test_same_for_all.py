@@ -1,0 +1,95 @@
+"""A part of a criterion that reads only concepts (and manual items) answers the same for every
+patient holding none of it: that outcome is made once and reused (`engine.evaluate.nodes.Reads`).
+These tests check that the reuse never answers for a patient it does not apply to."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from language_support import AS_OF, condition, write_trial
+
+from engine.attestations import Attestation
+from engine.evaluate.nodes import AnyNode, Reads
+from engine.evaluate.outcome import Outcome, Truth
+from engine.screening import screen_patient
+from engine.sources.base import PatientResources
+from engine.trial import load_trial
+
+CRITERIA = """\
+- id: c
+  kind: exclusion
+  text: t
+  expression:
+    any:
+      - resource: Condition
+        concept: myocardial-infarction
+      - manual:
+          id: asked
+          question: Anything else?
+"""
+
+
+def outcome(
+    path: Path,
+    *resources: dict[str, Any],
+    answers: dict[str, Attestation] | None = None,
+    unavailable: frozenset[str] = frozenset(),
+    as_of: dt.date = AS_OF,
+) -> Outcome:
+    criteria = replace(load_trial(path), unavailable_types=unavailable)
+    patient = {"resourceType": "Patient", "id": "p", "birthDate": "1950-01-01"}
+    listed = [patient, *resources]
+    source = PatientResources("p", listed, [None] * len(listed), "test")
+    (result,) = screen_patient(criteria, source, as_of, answers).evaluation.results
+    return result.outcome
+
+
+def test_the_part_knows_what_it_reads(tmp_path: Path) -> None:
+    root = load_trial(write_trial(tmp_path, CRITERIA)).criteria[0].root
+    assert isinstance(root, AnyNode)
+    assert root.reads == Reads(
+        ("myocardial-infarction",), frozenset({"Condition"}), frozenset({"asked"})
+    )
+
+
+def test_patients_holding_none_of_it_share_one_outcome(tmp_path: Path) -> None:
+    path = write_trial(tmp_path, CRITERIA)
+    first, second = outcome(path), outcome(path)
+    assert first.truth is Truth.UNKNOWN
+    assert first == second
+
+
+def test_a_patient_holding_the_concept_is_evaluated(tmp_path: Path) -> None:
+    path = write_trial(tmp_path, CRITERIA)
+    outcome(path)
+    found = outcome(path, condition("22298006", "2025-01-01"))
+    assert found.truth is Truth.MET
+    assert found.evidence == ("Condition/condition-22298006-2025-01-01",)
+
+
+def test_an_answered_manual_item_is_evaluated(tmp_path: Path) -> None:
+    path = write_trial(tmp_path, CRITERIA)
+    outcome(path)
+    answer = Attestation("asked", True, "Dr Who", None)
+    found = outcome(path, answers={"asked": answer})
+    assert found.truth is Truth.MET
+    assert "attested by Dr Who" in found.reason
+
+
+def test_an_unavailable_type_is_evaluated(tmp_path: Path) -> None:
+    path = write_trial(tmp_path, CRITERIA)
+    outcome(path)
+    found = outcome(path, unavailable=frozenset({"Condition"}))
+    assert found.truth is Truth.UNKNOWN
+    assert "not exported by the server" in found.reason
+
+
+def test_each_as_of_day_has_its_own_outcome(tmp_path: Path) -> None:
+    path = write_trial(tmp_path, CRITERIA)
+    earlier = outcome(path, as_of=dt.date(2024, 1, 1))
+    later = outcome(path)
+    assert "up to 2024-01-01" in earlier.children[0].reason
+    assert "up to 2025-08-01" in later.children[0].reason
