@@ -42,3 +42,16 @@ def test_a_new_file_gets_the_permissions_the_umask_gives(tmp_path: Path) -> None
     finally:
         os.umask(previous)
     assert stat.S_IMODE((tmp_path / "a.csv").stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_durable_decides_the_fsync_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durable: bool
+) -> None:
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", synced.append)
+    target = tmp_path / "result.ndjson"
+    write_atomically(target, b"whole", durable=durable)
+    assert target.read_bytes() == b"whole"
+    assert len(synced) == (1 if durable else 0)
+    assert [path.name for path in tmp_path.iterdir()] == ["result.ndjson"]

@@ -219,7 +219,7 @@ class StoredPartition:
         if self.records is not None:
             path.unlink(missing_ok=True)  # never new records under old outcomes
             write_atomically(records_path(results_folder, self.index), self.records)
-        write_atomically(path, self.outcomes)
+        write_atomically(path, self.outcomes, durable=False)  # cut short: not JSON, not read
 
 
 class StoreBuilder:

@@ -478,7 +478,9 @@ def write_result(results_folder: str | Path, result: PartitionResult) -> None:
     the run keeps of it for re-runs."""
     if result.stored is not None:
         result.stored.write(results_folder)
-    write_atomically(result_path(results_folder, result.outcome.index), result.data)
+    # no fsync: a result file cut short by a crash has no `complete` line (is_complete), and
+    # the partition is evaluated again (engine.atomic_write, durable)
+    write_atomically(result_path(results_folder, result.outcome.index), result.data, durable=False)
 
 
 # --------------------------------------------------------------------------- worker processes

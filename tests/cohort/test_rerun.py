@@ -103,6 +103,36 @@ def test_an_interrupted_re_run_resumes_to_the_same_files(itp_trial: Trial) -> No
         ).read_bytes(), name
 
 
+def test_files_written_without_fsync_and_cut_short_by_a_crash_are_evaluated_again(
+    itp_trial: Trial,
+) -> None:
+    """Result and outcomes files are written without an fsync (engine.atomic_write,
+    durable=False): after a machine crash one may read empty or cut short. Such a result file
+    has no `complete` line and such an outcomes file no JSON: the partition is evaluated
+    again, to the same files."""
+    itp_trial.edit(EXCLUSION_7_HEMOGLOBIN, 'value: "< 120 g/L"')
+    itp_trial.rerun_equals_fresh("fresh")
+    results = itp_trial.folder / "out" / "partitions"
+    store = next(path for path in results.iterdir() if path.is_dir())
+    for index, keep in ((1, 0), (4, 2)):  # a result file empty, one cut short
+        result = results / f"{index:04d}.ndjson"
+        result.write_bytes(result.read_bytes()[: len(result.read_bytes()) // keep if keep else 0])
+    for index, keep in ((2, 0), (3, 2)):  # outcomes empty, cut short; results not written
+        outcomes = store / f"{index:04d}.outcomes"
+        assert outcomes.is_file()
+        outcomes.write_bytes(
+            outcomes.read_bytes()[: len(outcomes.read_bytes()) // keep if keep else 0]
+        )
+        (results / f"{index:04d}.ndjson").unlink()
+    resumed = itp_trial.run("out")
+    assert resumed.partitions_reused == PARTITIONS - 4
+    assert resumed.partitions_from_store == 2  # 1 and 4: their outcomes are whole
+    for name in COMPARED:
+        assert (itp_trial.folder / "out" / name).read_bytes() == (
+            itp_trial.folder / "fresh" / name
+        ).read_bytes(), name
+
+
 def test_editing_a_criterion_the_preview_answers_evaluates_it_for_everyone(
     itp_trial: Trial,
 ) -> None:
