@@ -6,7 +6,9 @@ works:
 
 1. `partition_ndjson` reads every file once, as byte ranges in parallel processes, and
    appends each line, unchanged, to one of N partitions (a file per range and partition in a
-   work folder), chosen by a stable hash of the line's patient id. Resources of a shared type
+   work folder), chosen by a stable hash of the line's patient id; beside it, a runs file
+   names each run of consecutive lines of one patient (patient, first line, count), so the
+   second pass groups runs, not lines. Resources of a shared type
    that name no patient (Medication, Organization, ...) go to a separate file; a patient's
    resources may refer to them. Lines of types nobody reads can be skipped unparsed.
 2. `PartitionLines` holds one partition's lines (picklable: it can travel to another
@@ -32,9 +34,11 @@ message) passed to `on_problem`.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import gzip
 import io
+import itertools
 import math
 import multiprocessing
 import re
@@ -74,9 +78,11 @@ _PATIENT_REFERENCE_TEXT = re.compile(
     rb'"reference":"Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?"'
 )
 _WRITE_BUFFER = 1 << 18
-_FLUSH_LINES = 1024
-"""Pass 1 writes the routed lines to the partition files every this many lines."""
+_FLUSH_BYTES = 1 << 20
+"""Pass 1 writes the routed lines to the partition files every this many bytes."""
 _MARKER = "partitioned.json"
+_FORMAT = 2
+"""The partition files' format (`partitioned.json`'s `format`): 2 = lines and runs files."""
 _SHARED_FILE = "shared.ndjson"
 
 
@@ -97,8 +103,9 @@ class PartitionedExport:
     """An NDJSON export split into partition files by patient (the result of pass 1).
 
     Pass 1 reads the export as byte ranges (`ranges`: file number and the line number the
-    range starts at, in export order); each range writes one file per partition it has lines
-    for (`partition_ranges[index]`), so a partition's lines in range order are in export order.
+    range starts at, in export order); each range writes one pair of files per partition it
+    has lines for (`partition_ranges[index]`), so a partition's lines in range order are in
+    export order: the lines, unchanged, and their runs (`_RangeSplitter.close`).
     """
 
     folder: str
@@ -114,8 +121,12 @@ class PartitionedExport:
     kept_types: tuple[str, ...] | None = None
 
     def partition_paths(self, index: int) -> list[Path]:
-        """The files holding partition `index`, in export order."""
+        """The files holding partition `index`'s lines, in export order."""
         return [_range_path(self.work_folder, index, r) for r in self.partition_ranges[index]]
+
+    def run_paths(self, index: int) -> list[Path]:
+        """The files naming the patient and line numbers of those lines, in the same order."""
+        return [_runs_path(self.work_folder, index, r) for r in self.partition_ranges[index]]
 
     @property
     def shared_path(self) -> Path:
@@ -129,11 +140,12 @@ class PartitionedExport:
         """Whether every file pass 1 wrote is still there."""
         paths = [self.shared_path]
         for index in range(self.partition_count):
-            paths += self.partition_paths(index)
+            paths += self.partition_paths(index) + self.run_paths(index)
         return all(path.is_file() for path in paths)
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "format": _FORMAT,
             "folder": self.folder,
             "work_folder": self.work_folder,
             "files": list(self.files),
@@ -171,7 +183,7 @@ class PartitionedExport:
         if not marker.is_file():
             return None
         data = orjson.loads(marker.read_bytes())
-        if "ranges" not in data:
+        if data.get("format") != _FORMAT:
             return None  # written by an earlier version
         export = cls.from_json(data)
         return export if export.is_complete() else None
@@ -189,8 +201,9 @@ def partition_ndjson(
     """Pass 1: split every line of the export into `partition_count` partitions by patient.
 
     The export is read as byte ranges by `workers` processes (gzipped files whole). Each range
-    writes `input-PPPP.RRRRR.ndjson` (one `patient TAB range TAB line TAB json` line per
-    resource; `line` counts from 1 within the range) for the partitions it has lines for;
+    writes, for the partitions it has lines for, `input-PPPP.RRRRR.ndjson` (the lines,
+    unchanged) and `input-PPPP.RRRRR.runs` (one `patient TAB line TAB count` line per run of
+    consecutive lines of one patient; `line` counts from 1 within the range);
     `shared.ndjson` and the marker `partitioned.json` are written last, so an interrupted pass
     leaves no marker.
 
@@ -208,7 +221,7 @@ def partition_ndjson(
     work = Path(work_folder)
     work.mkdir(parents=True, exist_ok=True)
     (work / _MARKER).unlink(missing_ok=True)
-    for stale in work.glob("input-*.ndjson"):
+    for stale in work.glob("input-*"):
         stale.unlink()
     kept = None if kept_types is None else frozenset(t.encode() for t in kept_types)
     tasks = [
@@ -225,6 +238,10 @@ def partition_ndjson(
 
 def _range_path(work_folder: str | Path, index: int, range_number: int) -> Path:
     return Path(work_folder) / f"input-{index:04d}.{range_number:05d}.ndjson"
+
+
+def _runs_path(work_folder: str | Path, index: int, range_number: int) -> Path:
+    return Path(work_folder) / f"input-{index:04d}.{range_number:05d}.runs"
 
 
 def _plan_ranges(files: list[Path], workers: int) -> list[tuple[int, Path, int, int | None]]:
@@ -405,13 +422,22 @@ class _RangeSplitter:
         self.result = _RangeResult()
         self.outputs: dict[int, IO[bytes]] = {}
         self.pending: dict[int, list[bytes]] = {}
-        """Per partition, the pieces of the lines routed since the last `flush`."""
+        """Per partition, the lines routed since the last `flush`."""
+        self.runs: dict[int, list[list[Any]]] = {}
+        """Per partition, `[patient, first line, count]` of each run of its lines."""
         self.unflushed = 0
 
     def close(self) -> None:
+        """Write what is pending, and each partition's runs (`patient TAB line TAB count`)."""
         self.flush()
         for output in self.outputs.values():
             output.close()
+        task = self.task
+        for index, runs in self.runs.items():
+            text = b"".join(
+                b"%s\t%d\t%d\n" % (patient, line, count) for patient, line, count in runs
+            )
+            _runs_path(task.work_folder, index, task.number).write_bytes(text)
         self.result.partitions_written = sorted(self.outputs)
 
     def split(self) -> None:
@@ -471,9 +497,13 @@ class _RangeSplitter:
         The lines are found with `bytes.find` in blocks (memchr). A line that starts
         `{"resourceType":"<type>"` and ends with `}` is what `split_line` sees with nothing
         to strip and that type, so its checks are made in place: a type nothing reads is
-        only counted, a patient named once in the text is routed with the line copied once.
-        Any other line goes through `split_line`. Read errors propagate: `split` then reads
-        the range again line by line.
+        only counted, a patient named once in the text is routed as `split_line` routes it.
+        Consecutive such lines naming `Patient/` once, in the same reference text (from
+        `"reference":"` to its closing `"`), are routed as one run, with one copy: matching
+        the reference reads nothing past that `"`, so each line matches as the run's first
+        did. Any other line goes through `split_line`, after the run before it is routed, so
+        each partition keeps export order. Read errors propagate: `split` then reads the
+        range again line by line.
         """
         task = self.task
         result = self.result
@@ -489,6 +519,10 @@ class _RangeSplitter:
                 result.bytes_read += stop - first
                 find = buffer.find
                 starts_with = buffer.startswith
+                # The run being read (run_line 0: none): its reference text, patient, first
+                # byte and line.
+                run_text = run_patient = b""
+                run_start = run_line = 0
                 line_end = first - 1
                 while line_end + 1 < stop:
                     line_start = line_end + 1
@@ -499,23 +533,58 @@ class _RangeSplitter:
                     if not starts_with(start, line_start, line_end) or (
                         buffer[line_end - 1] != _CLOSING_BRACE
                     ):
+                        if run_line:
+                            route(
+                                run_patient,
+                                run_line,
+                                line_number - run_line,
+                                buffer[run_start:line_start],
+                            )
+                            run_line = 0
                         self.split_line(line_number, buffer[line_start:line_end])
                         continue
                     result.resource_lines += 1
                     if skipped:
                         continue
-                    if by_text:  # as _patient_from_text: "Patient/" exactly once, a reference
+                    if by_text:
                         at = find(b"Patient/", line_start, line_end)
-                        if at >= line_start + 13 and find(b"Patient/", at + 8, line_end) < 0:
-                            reference = reference_at(buffer, at - 13, line_end)
-                            if reference is not None:
-                                if line_end < stop:
-                                    line = buffer[line_start : line_end + 1]
-                                else:  # the file's last line, without a line end
-                                    line = buffer[line_start:line_end] + b"\n"
-                                route(reference.group(1), line_number, line)
-                                continue
+                        if (
+                            run_line
+                            # so at >= line_start + 13 (run_text holds no line end; from
+                            # at - 13 < 0 too few bytes are left for it)
+                            and starts_with(run_text, at - 13)
+                            and find(b"Patient/", at + 8, line_end) < 0
+                            and line_end < stop
+                        ):
+                            continue  # the run goes on
+                    if run_line:
+                        route(
+                            run_patient,
+                            run_line,
+                            line_number - run_line,
+                            buffer[run_start:line_start],
+                        )
+                        run_line = 0
+                    # as _patient_from_text: "Patient/" exactly once, a reference
+                    if (
+                        by_text
+                        and at >= line_start + 13
+                        and find(b"Patient/", at + 8, line_end) < 0
+                    ):
+                        reference = reference_at(buffer, at - 13, line_end)
+                        if reference is not None:
+                            if line_end < stop:
+                                run_text = reference.group(0)
+                                run_patient = reference.group(1)
+                                run_start = line_start
+                                run_line = line_number
+                            else:  # the file's last line, without a line end
+                                line = buffer[line_start:line_end] + b"\n"
+                                route(reference.group(1), line_number, 1, line)
+                            continue
                     self.split_parsed(line_number, buffer[line_start:line_end])
+                if run_line:
+                    route(run_patient, run_line, line_number + 1 - run_line, buffer[run_start:stop])
         result.line_count = line_number
 
     def restart(self) -> None:
@@ -525,14 +594,16 @@ class _RangeSplitter:
             _range_path(self.task.work_folder, index, self.task.number).unlink(missing_ok=True)
         self.outputs = {}
         self.pending = {}
+        self.runs = {}
         self.unflushed = 0
         self.result = _RangeResult()
 
     def write(self, patient: bytes, line_number: int, text: bytes) -> None:
-        self.route(patient, line_number, text + b"\n")
+        self.route(patient, line_number, 1, text + b"\n")
 
-    def route(self, patient: bytes, line_number: int, line: bytes) -> None:
-        """Append `patient TAB range TAB line number TAB line` (`line` ends with a line end)."""
+    def route(self, patient: bytes, line_number: int, count: int, lines: bytes) -> None:
+        """Append `count` lines of `patient` from `line_number` on (`lines` ends with a line
+        end) to the patient's partition; a run continuing the partition's last is extended."""
         task = self.task
         index = zlib.crc32(patient) % task.partition_count
         pieces = self.pending.get(index)
@@ -541,10 +612,19 @@ class _RangeSplitter:
             if index not in self.outputs:
                 path = _range_path(task.work_folder, index, task.number)
                 self.outputs[index] = open(path, "wb", buffering=_WRITE_BUFFER)  # noqa: SIM115
-        pieces.append(b"%s\t%d\t%d\t" % (patient, task.number, line_number))
-        pieces.append(line)
-        self.unflushed += 1
-        if self.unflushed == _FLUSH_LINES:
+                self.runs[index] = []
+        pieces.append(lines)
+        runs = self.runs[index]
+        if runs:
+            last = runs[-1]
+            if last[0] == patient and last[1] + last[2] == line_number:
+                last[2] += count
+            else:
+                runs.append([patient, line_number, count])
+        else:
+            runs.append([patient, line_number, count])
+        self.unflushed += len(lines)
+        if self.unflushed >= _FLUSH_BYTES:
             self.flush()
 
     def flush(self) -> None:
@@ -653,6 +733,7 @@ def _open_range(path: Path, start: int) -> Iterator[tuple[io.BufferedIOBase, int
 _BLOCK_BYTES = 1 << 20
 """Files of types nothing reads are read in blocks of about this size (`skip_blocks`)."""
 _CLOSING_BRACE = ord("}")
+_LINE_END = ord("\n")
 _TYPE_NAME = re.compile(r"[A-Z][A-Za-z]*")
 
 
@@ -739,18 +820,25 @@ def load_shared_resources(export: PartitionedExport) -> SharedResources:
     return shared
 
 
+Run = tuple[bytes, int, int, int]
+"""A run of a partition's lines: patient, range number, line number (from 1 within the
+range) of its first line, number of lines."""
+
+
 @dataclass(frozen=True)
 class PartitionLines:
     """One partition's lines with all it takes to group them anywhere (picklable).
 
-    `data` is the partition's pass 1 output (`patient TAB range TAB line TAB json` lines in
-    export order); `files` and `ranges` turn a range and line into a file and line number;
-    `shared` holds the shared resources patients may refer to. A worker on another machine
-    needs nothing else.
+    `data` is the partition's pass 1 output (its lines, unchanged, in export order); `runs`
+    says whose they are and where they come from, a run of consecutive lines at a time;
+    `files` and `ranges` turn a range and line into a file and line number; `shared` holds
+    the shared resources patients may refer to. A worker on another machine needs nothing
+    else.
     """
 
     index: int
     data: bytes
+    runs: tuple[Run, ...]
     files: tuple[str, ...]
     ranges: tuple[tuple[int, int], ...]
     shared: SharedResources
@@ -758,12 +846,27 @@ class PartitionLines:
     @classmethod
     def read(cls, export: PartitionedExport, index: int, shared: SharedResources) -> PartitionLines:
         data = b"".join(path.read_bytes() for path in export.partition_paths(index))
-        return cls(index, data, export.files, export.ranges, shared)
+        runs: list[Run] = []
+        for range_number, path in zip(
+            export.partition_ranges[index], export.run_paths(index), strict=True
+        ):
+            for line in path.read_bytes().splitlines():
+                patient, first_line, count = line.split(b"\t")
+                runs.append((patient, range_number, int(first_line), int(count)))
+        return cls(index, data, tuple(runs), export.files, export.ranges, shared)
 
-    def location(self, range_number: bytes, line: bytes) -> tuple[str, int]:
-        """The file and line number of line `line` of a range (both as written in `data`)."""
-        file_number, first_line = self.ranges[int(range_number)]
-        return self.files[file_number], first_line + int(line) - 1
+    @functools.cached_property
+    def run_starts(self) -> list[int]:
+        """The position (among the partition's lines) of each run's first line."""
+        return list(itertools.accumulate((run[3] for run in self.runs), initial=0))
+
+    def location(self, position: int) -> tuple[str, int]:
+        """The file and line number of the partition's line at `position` (from 0)."""
+        run_number = bisect.bisect_right(self.run_starts, position) - 1
+        _patient, range_number, first_line, _count = self.runs[run_number]
+        file_number, range_first_line = self.ranges[range_number]
+        line = range_first_line + first_line - 1 + position - self.run_starts[run_number]
+        return self.files[file_number], line
 
     def patients(
         self,
@@ -780,29 +883,31 @@ class PartitionLines:
         parse only the preview's lines (Patient, Conditions, Procedures) and yield a
         `PreviewFirst` whose `rest` the caller resolves, parsed or screened (see there).
         """
-        # Lines stay whole until their patient's turn: splitting them all first would copy
-        # the partition's JSON once more, into memory held to the end.
-        groups: dict[bytes, list[bytes]] = {}
-        for line in self.data.split(b"\n"):
-            if not line:
-                continue
-            patient = line[: line.find(b"\t")]
-            group = groups.get(patient)
+        lines = self.data.split(b"\n")
+        lines.pop()  # after the last line end
+        # By patient, (position of the run's first line, number of lines) of each run.
+        groups: dict[bytes, list[tuple[int, int]]] = {}
+        for run, first in zip(self.runs, self.run_starts, strict=False):
+            group = groups.get(run[0])
             if group is None:
-                groups[patient] = [line]
+                groups[run[0]] = [(first, run[3])]
             else:
-                group.append(line)
+                group.append((first, run[3]))
         shared_types = tuple(sorted({key.split("/")[0] for key in self.shared}))
         references = _shared_reference_pattern(shared_types)
-        referring = _lines_referring(self.data, shared_types) if references else {}
+        referring = _lines_referring(self.data, shared_types) if references else []
         for patient in sorted(groups):
+            segments = groups.pop(patient)
+            texts: list[bytes] = []
+            for first, count in segments:
+                texts += lines[first : first + count]
             reader = _PatientLines(
                 self,
                 patient,
-                groups.pop(patient),
-                (references, referring[patient])
-                if references is not None and patient in referring
-                else None,
+                texts,
+                segments,
+                _local_positions(referring, segments) if references is not None else None,
+                references,
                 on_problem,
                 screen,
             )
@@ -831,23 +936,38 @@ _PREVIEW_HEADS = tuple(sorted(b'{"resourceType":"%s"' % name.encode() for name i
 """How the lines of the preview's types start."""
 
 
-def _lines_referring(data: bytes, shared_types: tuple[str, ...]) -> dict[bytes, list[bytes]]:
-    """By patient (as in `data`'s lines), their lines that may refer to a shared resource:
-    those holding `"reference":"<shared type>/`, in line order. Only they are searched for
+def _lines_referring(data: bytes, shared_types: tuple[str, ...]) -> list[int]:
+    """The positions (among `data`'s lines, in order) of the lines that may refer to a shared
+    resource: those holding `"reference":"<shared type>/`. Only they are searched for
     references (`_shared_reference_pattern`), which costs as much as reading every line;
     the literal is found much faster."""
-    found: dict[bytes, dict[bytes, int]] = {}
+    found: set[int] = set()
     for name in shared_types:
         needle = b'"reference":"%s/' % name.encode()
+        position = 0  # of the line holding `counted`
+        counted = 0
         at = data.find(needle)
         while at >= 0:
-            start = data.rfind(b"\n", 0, at) + 1
+            position += data.count(b"\n", counted, at)
+            counted = at
+            found.add(position)
             end = data.find(b"\n", at)
-            line = data[start:] if end < 0 else data[start:end]
-            found.setdefault(line[: line.find(b"\t")], {})[line] = start
             at = -1 if end < 0 else data.find(needle, end)
-    # Each type's lines are in data order; a line may hold references of two types.
-    return {patient: sorted(lines, key=lines.__getitem__) for patient, lines in found.items()}
+    return sorted(found)
+
+
+def _local_positions(positions: list[int], segments: list[tuple[int, int]]) -> frozenset[int]:
+    """Of `positions` (sorted, among a partition's lines), those in the patient's
+    `segments` (first position and number of lines of each), as positions among the
+    patient's lines."""
+    local: set[int] = set()
+    offset = 0
+    for first, count in segments:
+        low = bisect.bisect_left(positions, first)
+        high = bisect.bisect_left(positions, first + count, low)
+        local.update(position - first + offset for position in positions[low:high])
+        offset += count
+    return frozenset(local)
 
 
 @dataclass(frozen=True)
@@ -932,9 +1052,8 @@ def _screened_label(parser: simdjson.Parser, text: bytes, own_reference: str) ->
 
 
 class _PatientLines:
-    """One patient's partition lines (`patient TAB range TAB line TAB json`) turned into
-    resources: parsed and checked line by line, problems kept by line position and reported
-    in line order when the patient is finished.
+    """One patient's partition lines turned into resources: parsed and checked line by line,
+    problems kept by line position and reported in line order when the patient is finished.
 
     With a `screen`, lines it finds no criterion can read are left unparsed
     (`engine.cohort.line_screen`); of those, the first of the latest data day (of all of
@@ -948,18 +1067,20 @@ class _PatientLines:
         partition: PartitionLines,
         patient: bytes,
         lines: list[bytes],
-        references: tuple[re.Pattern[bytes], list[bytes]] | None,
+        segments: list[tuple[int, int]],
+        referring: frozenset[int] | None,
+        references: re.Pattern[bytes] | None,
         on_problem: ProblemHandler,
         screen: LineScreen | None,
     ) -> None:
         self.partition = partition
         self.patient_id = patient.decode()
         self.lines = lines
+        # Where the lines are among the partition's: (first position, count) per run.
+        self.segments = segments
         # The lines that may refer to shared resources, and how to find their references.
-        self.references = None if references is None else references[0]
-        self.referring = (
-            frozenset() if references is None else frozenset(map(lines.index, references[1]))
-        )
+        self.references = references if referring else None
+        self.referring = referring or frozenset()
         self.on_problem = on_problem
         self.own_reference = "Patient/" + self.patient_id
         self.screen = screen
@@ -991,8 +1112,11 @@ class _PatientLines:
 
     def location(self, position: int) -> tuple[str, int]:
         """The file and line number of the patient's line at `position`."""
-        _patient, range_number, line_number, _text = self.lines[position].split(b"\t", 3)
-        return self.partition.location(range_number, line_number)
+        for first, count in self.segments:
+            if position < count:
+                return self.partition.location(first + position)
+            position -= count
+        raise IndexError(position)
 
     def problem(self, position: int, message: str, label: str | None, check: str = PARSED) -> None:
         file, line = self.location(position)
@@ -1023,8 +1147,7 @@ class _PatientLines:
     def _read(self, first_types: tuple[bytes, ...] | None) -> None:
         parse_line = self.parse_line
         rest = self.rest
-        for position, entry in enumerate(self.lines):
-            text = entry.split(b"\t", 3)[3]
+        for position, text in enumerate(self.lines):
             if (
                 first_types is not None
                 and not text.startswith(first_types)
@@ -1117,8 +1240,7 @@ class _PatientLines:
             self.on_problem(found)
         self.problems = []
         if self.origin is None:
-            range_number = self.lines[0].split(b"\t", 2)[1]
-            file, _first_line = self.partition.location(range_number, b"1")
+            file, _line = self.location(0)
             self.on_problem(
                 SourceProblem(
                     file,

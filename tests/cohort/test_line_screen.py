@@ -229,12 +229,14 @@ def _patient_lines(draw: st.DrawFn) -> list[bytes]:
         ("as written",) * 12 + ("invalid", "utf-8", "repeated key", "repeated reference")
     )
     texts = [texts[0]] + [_mangled(text, draw(hows)) for text in texts[1:]]
-    return [b"p1\t0\t%d\t%s" % (number + 1, text) for number, text in enumerate(texts)]
+    return texts
 
 
 def _results(criteria: CompiledCriteria, lines: list[bytes], screen: bool, full: bool) -> bytes:
     """The partition result (every patient's result line, problems) of a cohort worker."""
-    partition = PartitionLines(0, b"\n".join(lines), ("Observation.ndjson",), ((0, 1),), {})
+    data = b"".join(line + b"\n" for line in lines)
+    runs = ((b"p1", 0, 1, len(lines)),)  # one patient's lines, from line 1 of range 0
+    partition = PartitionLines(0, data, runs, ("Observation.ndjson",), ((0, 1),), {})
     evaluator = PartitionEvaluator(criteria, AS_OF, {}, full=full, screen_lines=screen)
     return evaluator.evaluate(partition).data
 

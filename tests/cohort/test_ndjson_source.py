@@ -11,6 +11,7 @@ import pytest
 
 from engine.cohort.ndjson_partitions import (
     NdjsonFolderSource,
+    PartitionedExport,
     load_shared_resources,
     partition_ndjson,
     read_partition,
@@ -316,3 +317,18 @@ def test_only_the_kept_types_are_partitioned(tmp_path: Path) -> None:
     ]
     assert by_id(patients) == {"a": ["Observation/o", "Patient/a"]}
     assert problem_summary(problems) == [("Encounter.ndjson", 3, None, "not valid JSON")]
+
+
+def test_partitions_an_earlier_version_wrote_are_not_reused(tmp_path: Path) -> None:
+    (tmp_path / "Patient.ndjson").write_bytes(lines(patient("a")))
+    work = tmp_path / "work"
+    partition_ndjson(tmp_path, work, 2)
+    assert PartitionedExport.load(work) is not None
+    (work / "input-0001.00000.runs").unlink()  # a file of the pass is gone
+    assert PartitionedExport.load(work) is None
+    partition_ndjson(tmp_path, work, 2)
+    marker = work / "partitioned.json"
+    earlier = orjson.loads(marker.read_bytes())
+    del earlier["format"]  # an earlier version's lines each began `patient TAB range TAB line`
+    marker.write_bytes(orjson.dumps(earlier))
+    assert PartitionedExport.load(work) is None

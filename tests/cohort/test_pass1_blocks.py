@@ -89,13 +89,18 @@ def line_by_line() -> Iterator[None]:
 def split(
     path: Path, work: Path, start: int = 0, end: int | None = None, number: int = 0
 ) -> tuple[_RangeResult, dict[str, bytes]]:
-    """One range of `path` through pass 1, and the partition files it wrote."""
+    """One range of `path` through pass 1, and the partition files it wrote (lines and runs)."""
     work.mkdir(parents=True, exist_ok=True)
     for old in work.glob("input-*"):
         old.unlink()
     task = _RangeTask(number, 0, str(path), start, end, str(work), 3, KEPT)
     result = _split_range(task)
     return result, {each.name: each.read_bytes() for each in sorted(work.glob("input-*"))}
+
+
+def lines_in(written: dict[str, bytes]) -> list[bytes]:
+    """The partition files holding lines (not the runs files naming their patients)."""
+    return [text for name, text in written.items() if name.endswith(".ndjson")]
 
 
 def both_ways(
@@ -157,8 +162,9 @@ def test_every_line_the_blocks_cannot_vouch_for_is_reported_as_line_by_line(
         (12, "expected a JSON object (a FHIR resource), found list"),
         (13, "not valid JSON"),
     ]
-    routed = b"".join(written.values())
-    assert b'"id":"o4"' in routed and b'"id":"p1"' in routed and len(written) == 1
+    routed = b"".join(lines_in(written))
+    assert b'"id":"o4"' in routed and b'"id":"p1"' in routed and len(written) == 2
+    assert written["input-0001.00000.runs"] == b"p1\t7\t2\n"  # one patient, lines 7 and 8
     assert [label for label, _line, _text in result.shared] == []
     assert b"spaced" not in routed and b"CarePlan" not in routed
 
@@ -297,7 +303,7 @@ def test_a_file_of_a_kept_type_is_routed_as_line_by_line(
     with mock.patch.object(ndjson_partitions, "_BLOCK_BYTES", 100):
         result, written = both_ways(path, tmp_path)
     assert [label for label, _line, _text in result.shared] == ["Medication/m1"]
-    assert sum(text.count(b"\n") for text in written.values()) == 5 + 30 + 2
+    assert sum(text.count(b"\n") for text in lines_in(written)) == 5 + 30 + 2
     assert result.line_count == len(KEPT_LINES) + 30 + len(BAD_LINES)
     assert [(line, message.split(";")[0]) for line, message, _label in result.problems][:5] == [
         (2, "Patient.id is missing or not a FHIR id"),
@@ -306,3 +312,100 @@ def test_a_file_of_a_kept_type_is_routed_as_line_by_line(
         (8, "no reference to a Patient in subject, patient, beneficiary, individual"),
         (9, "no reference to a Patient in subject, patient, beneficiary, individual"),
     ]
+
+
+def run_line(patient: str, how: str) -> bytes:
+    """An Observation of `patient`, named as `how` says (most name it once, plainly)."""
+    reference = {"reference": f"Patient/{patient}"}
+    fields: dict[str, Any] = {"subject": reference}
+    if how == "history":
+        fields = {"subject": {"reference": f"Patient/{patient}/_history/1"}}
+    elif how == "named again":
+        fields["performer"] = [reference]
+    elif how == "named first elsewhere":
+        fields = {"performer": [{"reference": "Patient/p1"}], "subject": reference}
+    elif how == "mentioned":
+        fields["note"] = [{"text": f"Patient/{patient}"}]
+    elif how == "id too long":
+        fields = {"subject": {"reference": "Patient/" + patient * 40}}
+    elif how == "display only":
+        fields = {"subject": {"display": f"Patient/{patient}"}}
+    elif how == "no quote after the id":
+        return b'{"resourceType":"Observation","subject":{"reference":"Patient/%s}' % (
+            patient.encode()
+        )
+    return observation_with(0, **fields)
+
+
+RUN_LINES = st.lists(
+    st.tuples(
+        st.sampled_from(["p0", "p1", "p1", "p10"]),
+        st.sampled_from(
+            ["plain"] * 5
+            + [
+                "history",
+                "named again",
+                "named first elsewhere",
+                "mentioned",
+                "id too long",
+                "display only",
+                "no quote after the id",
+            ]
+        ),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    described=RUN_LINES,
+    block=st.sampled_from([64, 300, 1 << 20]),
+    final_line_end=st.booleans(),
+    cut_at=st.floats(0, 1),
+)
+def test_runs_of_a_patient_are_routed_as_line_by_line(
+    described: list[tuple[str, str]], block: int, final_line_end: bool, cut_at: float
+) -> None:
+    """Consecutive lines of one patient go as one run (one runs-file line) exactly when the
+    per-line path routes each of them to that patient."""
+    lines = [run_line(patient, how) for patient, how in described]
+    data = b"\n".join(lines) + (b"\n" if final_line_end and lines else b"")
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        mock.patch.object(ndjson_partitions, "_BLOCK_BYTES", block),
+    ):
+        work = Path(folder)
+        path = work / "Observation.000.ndjson"
+        path.write_bytes(data)
+        whole, written = both_ways(path, work)
+        routed = sum(text.count(b"\n") for text in lines_in(written))
+        runs = [
+            line.split(b"\t")
+            for name, text in written.items()
+            if name.endswith(".runs")
+            for line in text.splitlines()
+        ]
+        assert sum(int(count) for _patient, _line, count in runs) == routed
+        cut = int(len(data) * cut_at)
+        if cut > 0:
+            first, _ = both_ways(path, work, 0, cut)
+            second, _ = both_ways(path, work, cut)
+            assert first.line_count + second.line_count == whole.line_count
+
+
+def test_a_run_is_one_line_of_the_runs_file(tmp_path: Path) -> None:
+    lines = [run_line("p1", "plain")] * 5 + [run_line("p1", "named again")]
+    lines += [run_line("p1", "plain")] * 2 + [run_line("p0", "named first elsewhere")]
+    lines += [run_line("p1", "history"), run_line("p1", "plain")]
+    path = tmp_path / "Observation.000.ndjson"
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    _result, written = both_ways(path, tmp_path)
+    # p0 and p1 share partition 1. Lines 1-8 are p1's (line 6, naming the patient twice, is
+    # parsed and routed by its subject: the same patient, so the runs join); line 9 names
+    # Patient/p1 first but its subject is p0: parsed, a run of its own; lines 10-11 name p1,
+    # with a history reference and without.
+    assert written == {
+        "input-0001.00000.ndjson": b"".join(line + b"\n" for line in lines),
+        "input-0001.00000.runs": b"p1\t1\t8\np0\t9\t1\np1\t10\t2\n",
+    }
