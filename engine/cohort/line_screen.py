@@ -6,23 +6,28 @@ worker from the compiled criteria and their terminology, lets a line go unparsed
 into Python objects) only when parsing it could change nothing the patient's evaluation or
 report shows:
 
-- the line is valid JSON (simdjson validates it without building it: a quarter of orjson's
-  time; a document simdjson rejects or cannot represent, such as an integer beyond 64 bits,
-  is parsed, which reports the problem exactly as without the screen);
+- the line is valid JSON: msgspec reads the fields below in one call (into a Struct of
+  only those fields: the rest of the line is checked as JSON syntax and skipped), and, for
+  a line the checks below would skip, simdjson validates the whole of it (msgspec does not
+  check the UTF-8 of what it skips, nor whether a number it skips overflows a double, both
+  of which orjson rejects; simdjson rejects both, in about a quarter of orjson's time). A
+  line either rejects, or cannot represent (an integer beyond 64 bits, nesting msgspec
+  refuses), is parsed, which reports the problem exactly as without the screen;
 - it is an object of a type the record indexes by `code` alone (Observation, Condition,
   Procedure) that no criterion reads without a concept (an atom with `resource:` but no
   `concept:` reads every resource of its types, so those types are always parsed);
-- its keys are distinct, include `id` (a string: its `Type/id` takes part in dropping
-  duplicates), `subject` (whose `reference` is the patient the line was routed to, so the
-  record's "no subject" problem cannot arise) and `code`, and not `contained` nor
-  `component` (whose codes the record would classify too);
+- it has an `id` (a string: its `Type/id` takes part in dropping duplicates), a `subject`
+  (whose `reference` is the patient the line was routed to, so the record's "no subject"
+  problem cannot arise) and a `code`, and no `contained` nor `component` (whose codes the
+  record would classify too). A key given twice is read as orjson reads it: msgspec, like
+  orjson, keeps the last value (and unescapes keys as orjson does);
 - its `code` is a CodeableConcept whose codings are all objects with a string `system` the
   mappings know (`Terminology.knows_system`) and a non-empty string `code` belonging to no
   concept at all (`Terminology.concepts_of_coding`: exact codes, prefixes, ICD-10 ranges,
   value sets and local maps alike, concepts of every trial included). Such a resource
   indexes under no concept and adds no data problem. The verdict is kept per distinct
-  `code` text (an export has a few hundred), so a line costs one simdjson parse and about
-  ten field reads.
+  `code` text (an export has a few hundred), so a line costs one msgspec decode, one
+  simdjson validation and a few attribute reads.
 
 A skipped line is still counted, and its `Type/id` still takes part in dropping duplicate
 resources. The only other thing a skipped resource could change is the newest data date of
@@ -33,32 +38,30 @@ is the same too.
 
 from __future__ import annotations
 
+import operator
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
+import msgspec
 import orjson
 import simdjson
 
 from engine.evaluate import CompiledCriteria
 from engine.normalise import Terminology
 from engine.resource_types import CODE_ONLY_TYPES, RESOURCE_TYPES
+from engine.sources.ndjson import DEFAULT_PATIENT_FIELDS, PATIENT_FIELDS
 
 SCREENABLE_TYPES = CODE_ONLY_TYPES | {"Observation"}
 """Types whose only coded fields are `code` (and, for Observation, components' codes)."""
-
-_REQUIRED_KEYS = frozenset({"resourceType", "id", "subject", "code"})
-_REFUSED_KEYS = frozenset({"contained", "component"})
 
 Skipped = tuple[str, str, str]
 """What the screen says of a line it leaves unparsed: its resourceType, `Type/id`, and
 `data_day` of it."""
 
 _CACHE_LIMIT = 100_000
-"""Verdicts kept per screen (shapes of lines, `code` texts) before they are forgotten."""
-
-_UNSEEN = ("unseen",)
-"""What `_plans` gives for a shape not met yet."""
+"""`code` verdicts kept per screen before they are forgotten."""
 
 _parsers = threading.local()
 
@@ -66,11 +69,66 @@ _parsers = threading.local()
 def json_checker() -> simdjson.Parser:
     """simdjson's parser (one per thread: a parser is reused, its documents are read one at a
     time): it validates a line as JSON in about a quarter of the time orjson takes to build
-    it, and reads a few fields of it lazily."""
+    it (a document it gives is dropped before the next parse)."""
     parser: simdjson.Parser | None = getattr(_parsers, "parser", None)
     if parser is None:
         parser = _parsers.parser = simdjson.Parser()
     return parser
+
+
+def _dating_fields(resource_type: str) -> tuple[Any, ...]:
+    known = RESOURCE_TYPES[resource_type]
+    return (*known.start_fields, *known.end_fields)
+
+
+def _getter(*names: str) -> Callable[[Any], tuple[Any, ...]]:
+    """The values of these attributes, always as a tuple (`operator.attrgetter` gives one
+    value bare)."""
+    if not names:
+        return lambda _line: ()
+    if len(names) == 1:
+        only = operator.attrgetter(names[0])
+        return lambda line: (only(line),)
+    return operator.attrgetter(*names)
+
+
+_SCREENED_DATING_FIELDS = tuple(
+    sorted({f.name for name in SCREENABLE_TYPES for f in _dating_fields(name)})
+)
+
+
+class _Reference(msgspec.Struct, gc=False):
+    reference: Any = None
+
+
+class _Period(msgspec.Struct, gc=False):
+    start: Any = None
+    end: Any = None
+
+
+class _ScreenedLine(msgspec.Struct, gc=False):
+    """What the screen reads of a line; the rest is skipped (checked as JSON syntax only).
+
+    An absent key reads as None (`code`, `contained`, `component`: an empty Raw); a value of
+    another JSON type than these fields' fails the decoding (the line is parsed)."""
+
+    resourceType: str = ""
+    id: str | None = None
+    subject: _Reference | None = None
+    code: msgspec.Raw = msgspec.Raw()
+    contained: msgspec.Raw = msgspec.Raw()
+    component: msgspec.Raw = msgspec.Raw()
+
+
+_ScreenedLineWithDates: Any = msgspec.defstruct(
+    "_ScreenedLineWithDates",
+    [(name, str | _Period | None, None) for name in _SCREENED_DATING_FIELDS],
+    bases=(_ScreenedLine,),
+    gc=False,
+)
+"""`_ScreenedLine` with the dating fields of every type the screen may skip (a dateTime,
+instant or date: a string; a Period)."""
+_decode_screened_line = msgspec.json.Decoder(_ScreenedLineWithDates).decode
 
 
 @dataclass
@@ -81,10 +139,10 @@ class LineScreen:
     types: frozenset[str]
     heads: tuple[bytes, ...]
     """How a line of a type it may skip starts (`{"resourceType":"T",`): any other is parsed."""
-    _plans: dict[tuple[str, ...], tuple[str, ...] | None] = field(default_factory=dict)
-    """By a line's resourceType and keys: the dating fields to read when it may be skipped."""
+    dating: dict[str, Callable[[Any], tuple[Any, ...]]]
+    """By type it may skip: its dating fields' values of a decoded line."""
     _code_verdicts: dict[bytes, bool] = field(default_factory=dict)
-    """By the minified text of a `code`: whether it is inert (see `_inert_code`)."""
+    """By the text of a `code`: whether it is inert (see `_inert_code`)."""
 
     @classmethod
     def from_criteria(cls, criteria: CompiledCriteria) -> LineScreen:
@@ -95,7 +153,8 @@ class LineScreen:
             if not any(f.container for f in _dating_fields(name))
         )
         heads = tuple(sorted(b'{"resourceType":"%s",' % name.encode() for name in types))
-        return cls(criteria.terminology, types, heads)
+        dating = {name: _getter(*(f.name for f in _dating_fields(name))) for name in types}
+        return cls(criteria.terminology, types, heads, dating)
 
     def skippable(
         self, text: bytes, own_reference: str, parser: simdjson.Parser | None = None
@@ -108,62 +167,46 @@ class LineScreen:
         if not text.startswith(self.heads):
             return None
         try:
-            document: Any = (parser or json_checker()).parse(text)
-        except (ValueError, RuntimeError):  # UnicodeDecodeError is a ValueError
+            line = _decode_screened_line(text)
+        except msgspec.DecodeError:  # not a JSON object, a field of another type, deep nesting
             return None
-        # Valid JSON that starts `{"resourceType":"T",`: an object, of a type in `types`
-        # (unless a key is repeated, which its plan refuses).
-        resource_type = document["resourceType"]
-        shape = (resource_type, *document.keys())
-        plan = self._plans.get(shape, _UNSEEN)
-        if plan is _UNSEEN:
-            plan = self._new_plan(shape)
-        if plan is None:
+        resource_type = line.resourceType
+        dating = self.dating.get(resource_type)
+        subject = line.subject
+        code = line.code
+        if (
+            dating is None
+            or line.contained
+            or line.component
+            or subject is None
+            or subject.reference != own_reference
+            or line.id is None
+            or not code
+        ):
             return None
-        # The plan has checked that these keys are there.
-        if subject_reference(document["subject"]) != own_reference:
-            return None
-        resource_id = document["id"]
-        code = document["code"]
-        if type(resource_id) is not str or type(code) is not simdjson.Object:
-            return None
-        code_text = cast(bytes, code.mini)  # bytes, whatever the stubs say
+        code_text = bytes(code)
         inert = self._code_verdicts.get(code_text)
         if inert is None:
             inert = self._new_code_verdict(code_text)
         if not inert:
             return None
+        try:  # all of the line, as orjson would check it (UTF-8, numbers that overflow)
+            (parser or json_checker()).parse(text)
+        except (ValueError, RuntimeError):  # UnicodeDecodeError is a ValueError
+            return None
         newest = ""
-        for name in plan:
-            value = document[name]
-            if type(value) is simdjson.Object:
-                period = value.as_dict()
-                value = period.get("end") or period.get("start")
+        for value in dating(line):
+            if type(value) is _Period:
+                value = value.end or value.start
             if type(value) is str and len(value) >= 10 and value[:10] > newest:
                 newest = value[:10]
-        return resource_type, f"{resource_type}/{resource_id}", newest
-
-    def _new_plan(self, shape: tuple[str, ...]) -> tuple[str, ...] | None:
-        if len(self._plans) >= _CACHE_LIMIT:
-            self._plans.clear()
-        plan = self._plans[shape] = self._plan(shape)
-        return plan
+        return resource_type, f"{resource_type}/{line.id}", newest
 
     def _new_code_verdict(self, code_text: bytes) -> bool:
         if len(self._code_verdicts) >= _CACHE_LIMIT:
             self._code_verdicts.clear()
         inert = self._code_verdicts[code_text] = self._inert_code(orjson.loads(code_text))
         return inert
-
-    def _plan(self, shape: tuple[str, ...]) -> tuple[str, ...] | None:
-        """The dating fields a line of this type and these keys holds, or None when a line
-        of this shape must be parsed."""
-        resource_type, keys = shape[0], frozenset(shape[1:])
-        if resource_type not in self.types or len(keys) != len(shape) - 1:
-            return None  # a type never skipped, or a key given twice
-        if not keys.issuperset(_REQUIRED_KEYS) or keys & _REFUSED_KEYS:
-            return None
-        return tuple(f.name for f in _dating_fields(resource_type) if f.name in keys)
 
     def _inert_code(self, code: Any) -> bool:
         """Whether a `code` indexes under no concept and adds no data problem: a
@@ -185,17 +228,19 @@ class LineScreen:
         return True
 
 
-def subject_reference(holder: Any) -> Any:
-    """The `reference` of a patient field read through simdjson, as orjson would read it:
-    simdjson gives the first of a repeated key, orjson the last, so an object of more than
-    one key is converted whole (its last `reference` wins). None when it has none."""
-    if type(holder) is not simdjson.Object:
-        return None
-    if len(holder) == 1:
-        return holder.get("reference")
-    return holder.as_dict().get("reference")
+_FIRST_PATIENT_FIELDS = tuple(
+    sorted({fields[0] for fields in PATIENT_FIELDS.values()} | {DEFAULT_PATIENT_FIELDS[0]})
+)
 
-
-def _dating_fields(resource_type: str) -> tuple[Any, ...]:
-    known = RESOURCE_TYPES[resource_type]
-    return (*known.start_fields, *known.end_fields)
+_CheckedLine: Any = msgspec.defstruct(
+    "_CheckedLine",
+    [("resourceType", Any, None), ("id", Any, None)]
+    + [(name, Any, None) for name in _FIRST_PATIENT_FIELDS],
+    gc=False,
+)
+"""What a settled patient's line is checked for (`decode_checked_line`)."""
+decode_checked_line = msgspec.json.Decoder(_CheckedLine).decode
+"""A line's resourceType, id and the first patient field of every type (None when absent;
+a repeated key: its last value, as orjson reads it), the rest of the line checked as JSON
+syntax only and skipped. Raises msgspec.DecodeError for a line that is not a JSON object
+(or nests deeper than msgspec allows)."""

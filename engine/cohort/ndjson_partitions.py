@@ -21,7 +21,7 @@ The patient of a resource is the Patient its patient field names (`subject`, `pa
 reads that reference straight from the line text when the line mentions exactly one
 `"reference":"Patient/<id>"` and parses the JSON otherwise; the second pass checks the
 reference exactly, on the parsed resource or, for a line it leaves unparsed
-(`engine.cohort.line_screen`), through simdjson.
+(`engine.cohort.line_screen`), through msgspec.
 
 Bad input never stops a run: a malformed line, a resource that names no patient, a truncated
 gzip stream, an unreadable file each become one `SourceProblem` (file, line, resource,
@@ -51,11 +51,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
+import msgspec
 import orjson
 import simdjson
 
 from engine.atomic_write import write_atomically
-from engine.cohort.line_screen import LineScreen, json_checker, subject_reference
+from engine.cohort.line_screen import LineScreen, decode_checked_line, json_checker
 from engine.cohort.orphans import exit_when_orphaned
 from engine.cohort.prefilter import PREVIEW_TYPES
 from engine.sources.base import PatientResources
@@ -1022,32 +1023,27 @@ def _screened_label(parser: simdjson.Parser, text: bytes, own_reference: str) ->
     checks parsing makes of it; else `_NEEDS_PARSING` (parsing reports the problem or
     settles the less common cases, such as the patient in another field).
 
-    simdjson accepts no document that orjson rejects; a document it rejects (or cannot
-    represent, such as an integer beyond 64 bits) is parsed by orjson, which decides.
+    msgspec reads the fields (`decode_checked_line`: a repeated key's last value, as orjson
+    reads it); simdjson then validates the whole line (the UTF-8 and the numbers msgspec
+    skips unchecked). simdjson accepts no document that orjson rejects; a document either
+    rejects (or cannot represent, such as an integer beyond 64 bits) is parsed by orjson,
+    which decides.
     """
     try:
-        document = parser.parse(text)
-    except (ValueError, RuntimeError):  # UnicodeDecodeError is a ValueError
+        line = decode_checked_line(text)
+    except msgspec.DecodeError:
         return _NEEDS_PARSING
-    if type(document) is not simdjson.Object:
-        return _NEEDS_PARSING
-    resource_type = document.get("resourceType")
+    resource_type = line.resourceType
     if type(resource_type) is not str or not resource_type or resource_type == "Patient":
         return _NEEDS_PARSING
-    field_name = _FIRST_PATIENT_FIELD.get(resource_type, DEFAULT_PATIENT_FIELDS[0])
-    # simdjson reads a repeated key's first value, orjson its last: a line naming one of the
-    # keys read here more than once (anywhere: `"key":` occurs in JSON text only as a key) is
-    # left to parsing, which reads it as a full run does.
-    if (
-        text.count(b'"resourceType":') != 1
-        or text.count(b'"id":') > 1
-        or text.count(_PATIENT_FIELD_KEYS.get(resource_type, _DEFAULT_PATIENT_FIELD_KEY)) != 1
-    ):
+    holder = getattr(line, _FIRST_PATIENT_FIELD.get(resource_type, DEFAULT_PATIENT_FIELDS[0]))
+    if type(holder) is not dict or holder.get("reference") != own_reference:
         return _NEEDS_PARSING
-    holder = document.get(field_name)
-    if subject_reference(holder) != own_reference:
+    try:
+        parser.parse(text)
+    except (ValueError, RuntimeError):  # UnicodeDecodeError is a ValueError
         return _NEEDS_PARSING
-    resource_id = document.get("id")
+    resource_id = line.id
     return f"{resource_type}/{resource_id}" if type(resource_id) is str else None
 
 
@@ -1290,11 +1286,6 @@ def _belongs_to(
 
 _FIRST_PATIENT_FIELD = {name: fields[0] for name, fields in PATIENT_FIELDS.items()}
 """The field that usually holds the patient reference, by resource type."""
-_PATIENT_FIELD_KEYS = {
-    name: b'"%s":' % field.encode() for name, field in _FIRST_PATIENT_FIELD.items()
-}
-"""By resource type, `"<first patient field>":` as it appears in JSON text."""
-_DEFAULT_PATIENT_FIELD_KEY = b'"%s":' % DEFAULT_PATIENT_FIELDS[0].encode()
 
 
 @functools.lru_cache(maxsize=8)

@@ -321,10 +321,10 @@ def test_a_settled_patient_s_line_repeating_a_key_is_read_as_in_a_full_run(
     ndjson_folder: Path, tmp_path: Path, trial: CompiledCriteria
 ) -> None:
     """A JSON object may repeat a key (RFC 8259 section 4: names "SHOULD be unique"); orjson
-    keeps the last value, simdjson reads the first. A settled patient's screened line that
-    repeats `subject` (the last without a reference) or `id` (the last that of another of
-    their resources) is left to parsing, so errors.ndjson says what a full run says: no
-    Patient reference, and a repeated resource."""
+    keeps the last value, and so does the screen of a settled patient's lines (msgspec). A
+    line that repeats `subject` (the last without a reference) or `id` (the last that of
+    another of their resources) gets what a full run says: no Patient reference (parsed),
+    and a repeated resource (found on the screened line: `check: screened`)."""
     export, patient_id, first_observation = _settled_patient_export(ndjson_folder, tmp_path, trial)
     own = b'"subject":{"reference":"Patient/%s"}' % patient_id.encode()
     taken = orjson.loads(first_observation)["id"]
@@ -350,7 +350,10 @@ def test_a_settled_patient_s_line_repeating_a_key_is_read_as_in_a_full_run(
         assert [p["line"] for p in problems[mode]] == [1, 2], mode
         assert "no reference to a Patient in subject" in problems[mode][0]["message"]
         assert problems[mode][1]["message"].startswith("the same resource as")
-    assert problems["settled"] == problems["full"]
+    assert [p["check"] for p in problems["settled"]] == ["parsed", "screened"]
+    assert [p["check"] for p in problems["full"]] == ["parsed", "parsed"]
+    unchecked = [{**p, "check": None} for p in problems["settled"]]
+    assert unchecked == [{**p, "check": None} for p in problems["full"]]
 
 
 def _settled_patient_export(

@@ -18,14 +18,16 @@ from typing import Any
 import orjson
 import pytest
 from cohort_examples import AS_OF, CRITERIA, OUTPUT_FILES, PARTITIONS, ROOT, bundles_to_ndjson
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.cohort import CohortSummary, NdjsonInput, run_cohort
-from engine.cohort.line_screen import LineScreen
-from engine.cohort.ndjson_partitions import PartitionLines
+from engine.cohort.line_screen import LineScreen, json_checker
+from engine.cohort.ndjson_partitions import _NEEDS_PARSING, PartitionLines, _screened_label
 from engine.cohort.partition import PartitionEvaluator
 from engine.evaluate import CompiledCriteria
+from engine.evaluate.patient import data_day
+from engine.sources.ndjson import DEFAULT_PATIENT_FIELDS, PATIENT_FIELDS
 from engine.trial import load_trial
 
 CKD_CRITERIA = ROOT / "criteria" / "NCT03036150.yaml"
@@ -197,22 +199,58 @@ def _procedure(draw: st.DrawFn, number: int) -> dict[str, Any]:
     return resource
 
 
+_MANGLINGS = {
+    # a key escaped: orjson reads `"c\u006fde"` as `code`, `"c\u006fntained"` as `contained`
+    "escaped key": (b'"code":', b'"c\\u006fde":'),
+    "escaped contained": (
+        b'"subject":',
+        b'"c\\u006fntained":[{"resourceType":"Device"}],"subject":',
+    ),
+    "escaped value": (b'"reference":"Patient/p1"', b'"reference":"Patient\\/p\\u0031"'),
+    "non-ascii": (b'"subject":', b'"note":[{"text":"caf\xc3\xa9 \xe2\x82\xac"}],"subject":'),
+    "utf-8": (b'"subject"', b'"sub\xffject"'),
+    "invalid utf-8 skipped": (b'"subject":', b'"note":[{"text":"\xed\xa0\x80"}],"subject":'),
+    "big integer": (b'"subject":', b'"count":123456789012345678901234567890,"subject":'),
+    "overflowing number": (b'"subject":', b'"count":1e400,"subject":'),
+    "long number": (b'"subject":', b'"count":' + b"9" * 400 + b',"subject":'),
+    "nested keys": (
+        b'"subject":',
+        b'"extension":[{"id":"x","subject":{"reference":"Patient/p9"},'
+        b'"code":{"coding":[{"system":"http://loinc.org","code":"718-7"}]},'
+        b'"effectiveDateTime":"2031-01-01","contained":[]}],"subject":',
+    ),
+    "repeated subject": (
+        b'"subject":{"reference":"Patient/p1"}',
+        b'"subject":{"reference":"Patient/p1"},"subject":{"reference":"Patient/p2"}',
+    ),
+    "repeated own subject": (
+        b'"subject":{"reference":"Patient/p1"}',
+        b'"subject":{"reference":"Patient/p2"},"subject":{"reference":"Patient/p1"}',
+    ),
+    "repeated date": (b'"subject":', b'"issued":"2031-05-05T00:00:00Z","subject":'),
+    "date of another type": (b'"subject":', b'"effectiveDateTime":17,"subject":'),
+    "repeated reference": (
+        b'{"reference":"Patient/p1"',
+        b'{"reference":"Patient/p1","reference":"x"',
+    ),
+}
+"""Text edits of a written line (the first occurrence of the first text becomes the second)."""
+
+
 def _mangled(text: bytes, how: str) -> bytes:
-    """A line spoiled after it was written: invalid JSON that still ends with `}`, invalid
-    UTF-8 inside a string, a `code` key or the subject's `reference` given twice (orjson
-    keeps the last)."""
+    """A line spoiled or edited after it was written: invalid JSON that still ends with `}`,
+    a `code` key given twice (orjson keeps the last), or one of `_MANGLINGS` (escapes,
+    non-ASCII and invalid UTF-8, big and overflowing numbers, keys nested elsewhere or given
+    twice, a dating field of another type)."""
     if how == "invalid":
         return text.replace(b'":', b'";', 1)
-    if how == "utf-8":
-        return text.replace(b'"subject"', b'"sub\xffject"', 1)
-    if how == "repeated reference":
-        return text.replace(
-            b'{"reference":"Patient/p1"', b'{"reference":"Patient/p1","reference":"x"', 1
-        )
     if how == "repeated key" and b'"code":{' in text:
         concept = b'"code":{"coding":[{"system":"http://loinc.org","code":"718-7"}]},'
         at = text.index(b'"code":{')
         return text[:at] + concept + text[at:]
+    if how in _MANGLINGS:
+        old, new = _MANGLINGS[how]
+        return text.replace(old, new, 1)
     return text
 
 
@@ -225,9 +263,7 @@ def _patient_lines(draw: st.DrawFn) -> list[bytes]:
     resources = draw(st.permutations(resources))
     patient = {"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1970-01-01"}
     texts = [orjson.dumps(patient)] + [orjson.dumps(resource) for resource in resources]
-    hows = st.sampled_from(
-        ("as written",) * 12 + ("invalid", "utf-8", "repeated key", "repeated reference")
-    )
+    hows = st.sampled_from(("as written",) * 12 + ("invalid", "repeated key", *_MANGLINGS))
     texts = [texts[0]] + [_mangled(text, draw(hows)) for text in texts[1:]]
     return texts
 
@@ -254,6 +290,112 @@ def test_generated_patients_get_the_same_results_screened_or_not(
         for full in (False, True):
             screened = _results(criteria, lines, screen=True, full=full)
             assert screened == _results(criteria, lines, screen=False, full=full)
+
+
+@st.composite
+def _other_resource(draw: st.DrawFn, number: int) -> dict[str, Any]:
+    """A resource of a type the screen never skips (a settled patient's lines are of every
+    type): its patient in `subject` or, per type, `patient`."""
+    resource_type = draw(st.sampled_from(("Encounter", "MedicationRequest", "Immunization")))
+    field = "patient" if resource_type == "Immunization" else "subject"
+    resource: dict[str, Any] = {"resourceType": resource_type}
+    if draw(st.integers(0, 9)):
+        resource["id"] = f"other-{number}"
+    resource["status"] = "finished"
+    resource[field] = {"reference": draw(st.sampled_from(("Patient/p1", "Patient/p2")))}
+    resource["code"] = {"coding": [{"system": SNOMED, "code": "185349003"}]}
+    return resource
+
+
+@st.composite
+def _line(draw: st.DrawFn) -> tuple[bytes, bool]:
+    """One written line, as written or spoiled/edited (`_mangled`), and whether it is as
+    written."""
+    number = draw(st.integers(0, 3))
+    resource = draw(
+        st.one_of(
+            _observation(number), _condition(number), _procedure(number), _other_resource(number)
+        )
+    )
+    how = draw(st.sampled_from(("as written", "invalid", "repeated key", *_MANGLINGS)))
+    written = orjson.dumps(resource)
+    text = _mangled(written, how)
+    return text, text == written
+
+
+def _parsed(text: bytes) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _skippable_by_orjson(screen: LineScreen, resource: Any) -> tuple[str, str, str] | None:
+    """What the screen may say of a line, decided on the line parsed by orjson."""
+    if type(resource) is not dict or resource.get("resourceType") not in screen.types:
+        return None
+    if "contained" in resource or "component" in resource:
+        return None
+    subject, resource_id = resource.get("subject"), resource.get("id")
+    if type(subject) is not dict or subject.get("reference") != "Patient/p1":
+        return None
+    if type(resource_id) is not str or not screen._inert_code(resource.get("code")):
+        return None
+    resource_type = resource["resourceType"]
+    return resource_type, f"{resource_type}/{resource_id}", data_day(resource)
+
+
+@settings(max_examples=300)
+@given(line=_line())
+def test_a_line_the_screen_skips_is_one_orjson_reads_as_inert(
+    both_trials: tuple[CompiledCriteria, CompiledCriteria], line: tuple[bytes, bool]
+) -> None:
+    """Whatever the line (keys escaped, repeated or nested, non-ASCII, invalid UTF-8, big or
+    overflowing numbers, contained resources), the screen skips it only when orjson parses
+    it into a resource of a skippable type with the same `Type/id` and data day, the
+    patient's subject, an inert code and no contained resources or components; a line as
+    written is skipped exactly then."""
+    text, as_written = line
+    resource = _parsed(text)
+    for criteria in both_trials:
+        screen = LineScreen.from_criteria(criteria)
+        verdict = screen.skippable(text, "Patient/p1")
+        expected = _skippable_by_orjson(screen, resource)
+        if verdict is not None:
+            assert verdict == expected
+        elif as_written:
+            assert expected is None
+
+
+def _label_by_orjson(resource: Any) -> str | object | None:
+    """What `_screened_label` may say of a line, decided on the line parsed by orjson."""
+    if type(resource) is not dict:
+        return _NEEDS_PARSING
+    resource_type = resource.get("resourceType")
+    if type(resource_type) is not str or not resource_type or resource_type == "Patient":
+        return _NEEDS_PARSING
+    holder = resource.get(PATIENT_FIELDS.get(resource_type, DEFAULT_PATIENT_FIELDS)[0])
+    if type(holder) is not dict or holder.get("reference") != "Patient/p1":
+        return _NEEDS_PARSING
+    resource_id = resource.get("id")
+    return f"{resource_type}/{resource_id}" if type(resource_id) is str else None
+
+
+@settings(max_examples=300)
+@given(line=_line())
+def test_a_settled_patient_s_line_is_labelled_as_orjson_reads_it(line: tuple[bytes, bool]) -> None:
+    """A settled patient's line is checked without being built (`_screened_label`): it is
+    left to parsing, or labelled with the `Type/id` orjson reads (a repeated key: the last
+    value), only when orjson parses it into a resource whose patient field names the
+    patient; a line as written is never left to parsing needlessly."""
+    text, as_written = line
+    resource = _parsed(text)
+    label = _screened_label(json_checker(), text, "Patient/p1")
+    expected = _label_by_orjson(resource)
+    if label is not _NEEDS_PARSING:
+        assert label == expected
+    elif as_written:
+        assert expected is _NEEDS_PARSING
 
 
 def test_the_screen_parses_concept_codes_and_skips_inert_ones(trial: CompiledCriteria) -> None:
