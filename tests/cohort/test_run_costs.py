@@ -43,6 +43,25 @@ def test_a_run_over_a_folder_no_export_wrote_does_not_import_the_bulk_client(
     assert _in_a_fresh_interpreter(code) == "False"
 
 
+def test_a_run_of_cached_criteria_imports_neither_the_criteria_loader_nor_jsonschema(
+    ndjson_folder: Path, tmp_path: Path
+) -> None:
+    from engine.trial import load_trial
+
+    load_trial(CRITERIA)  # into the compiled cache (the same folder for the child process)
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "import datetime\n"
+        "from engine.cohort import NdjsonInput, run_cohort\n"
+        f"run_cohort({str(CRITERIA)!r}, NdjsonInput(Path({str(ndjson_folder)!r})), "
+        f"{str(tmp_path / 'out')!r}, datetime.date.fromisoformat({AS_OF.isoformat()!r}), "
+        "workers=1)\n"
+        "print(sorted(m for m in ('engine.criteria.loader', 'jsonschema') if m in sys.modules))\n"
+    )
+    assert _in_a_fresh_interpreter(code) == "[]"
+
+
 def test_a_worker_loads_neither_the_runner_nor_the_output_writers_nor_the_criteria_loader() -> None:
     code = (
         "import sys\n"
