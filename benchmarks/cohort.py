@@ -24,6 +24,9 @@ for both engines), and also shows its CPU seconds: the run's process, every proc
 started (first-pass and local workers, Dask's forkserver and workers) and their children. On
 a machine others use, CPU seconds drift much less than times do; the load average (1 min) is
 printed for each round.
+The engine's bytecode is compiled first (`shared_data.compile_bytecode`), as installing
+trialsieve does: where PYTHONDONTWRITEBYTECODE is set, a checkout's new processes (Dask's
+forkserver) would otherwise compile every engine module they import, 0.1 CPU s each.
 
 Every run is done for each `--criteria` file (default: both shipped trials, NCT05315778,
 where the pre-filter settles everyone in the Synthea set, and NCT03036150, DAPA-CKD, whose
@@ -62,7 +65,7 @@ from engine.sources import ndjson_files, patient_reference
 from engine.sources.ndjson import SHARED_TYPES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shared_data import require, synthea
+from shared_data import compile_bytecode, require, synthea
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = synthea("ndjson")
@@ -291,6 +294,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="trialsieve-cohort-benchmark-") as scratch:
         data = arguments.data
         require(data)
+        print(compile_bytecode())
         if arguments.scale > 1:
             started = time.perf_counter()
             data = Path(scratch) / "export"

@@ -41,7 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cohort import DEFAULT_DATA, ROOT, clone
-from shared_data import require
+from shared_data import compile_bytecode, require
 
 from engine.cohort import NdjsonInput, run_cohort
 from engine.cohort.whatif import what_if_funnel
@@ -127,6 +127,7 @@ def main() -> None:
         scratch = Path(scratch_name)
         data = arguments.data
         require(data)
+        print(compile_bytecode())
         if arguments.scale > 1:
             data = scratch / "export"
             clone(arguments.data, data, arguments.scale)

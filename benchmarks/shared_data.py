@@ -3,11 +3,14 @@
 The checkout may be the repository itself (`/work/main`, the data at `/work/shared/...`) or a
 git worktree further down (`/work/wt/NAME`): the nearest folder above the checkout holding
 `shared/data/synthea-exafluence` is taken. `require` stops a benchmark with a message naming
-`--data` when the data is not there (a clone without the shared data).
+`--data` when the data is not there (a clone without the shared data). `compile_bytecode`
+compiles the engine's bytecode as installing trialsieve does.
 """
 
 from __future__ import annotations
 
+import compileall
+import os
 import sys
 from pathlib import Path
 
@@ -31,3 +34,18 @@ def require(data: Path) -> None:
             f"no data at {data}: the Synthea export is looked for in shared/data/ above "
             f"{CHECKOUT}; give --data DIR"
         )
+
+
+def compile_bytecode() -> str:
+    """Compile the engine package's bytecode into its __pycache__ folders (unchanged modules
+    are skipped), as pip does when it installs trialsieve; what was done, to print.
+
+    With PYTHONDONTWRITEBYTECODE set (as in some shells and containers) Python never writes
+    it, and a process started from an editable checkout compiles every engine module it
+    imports again: about 0.1 CPU s per process (a Dask forkserver, a `--cli` run), which no
+    installed trialsieve pays.
+    """
+    compileall.compile_dir(CHECKOUT / "engine", quiet=1)
+    setting = os.environ.get("PYTHONDONTWRITEBYTECODE")
+    told = " (PYTHONDONTWRITEBYTECODE is set here)" if setting else ""
+    return f"bytecode       engine compiled beforehand, as an install does{told}"
