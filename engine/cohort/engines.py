@@ -239,7 +239,32 @@ def evaluate_and_write_on_dask_worker(
     return result.outcome
 
 
-def _worker_peak_memory() -> int:
+_CLOSE_RACES = frozenset(
+    {
+        "Failed to communicate with scheduler during heartbeat.",
+        "Scheduler was unaware of this worker; shutting down.",
+    }
+)
+"""What a worker of a closing LocalCluster may log when a heartbeat meets the scheduler
+closing or having let the worker go (a race of Dask's close, with a traceback for the
+first): nothing failed, the run's results are all written by then."""
+
+
+class _CloseRaceFilter(logging.Filter):
+    """Drops the records of `_CLOSE_RACES` (and only those) from a worker's log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() not in _CLOSE_RACES
+
+
+def _end_of_run_on_worker(closing_cluster: bool) -> int:
+    """`client.run` at the end of a run: this worker's peak memory; with `closing_cluster`
+    (the run's own LocalCluster, closed next) its heartbeat's close races are dropped from
+    its log from now on. Real errors before, and any other record, are logged as ever."""
+    if closing_cluster:
+        logger = logging.getLogger("distributed.worker")
+        if not any(isinstance(each, _CloseRaceFilter) for each in logger.filters):
+            logger.addFilter(_CloseRaceFilter())
     return peak_memory()
 
 
@@ -367,6 +392,11 @@ class DaskStart:
             raise self._error
         return self._client
 
+    @property
+    def owns_cluster(self) -> bool:
+        """Whether it started a LocalCluster (closed by `close`), not joined a running one."""
+        return self._cluster is not None
+
     def close(self) -> None:
         self._criteria_known.set()
         self._thread.join()
@@ -450,7 +480,8 @@ def run_dask(
                 done = done.outcome
             on_done(done)
             submit_next()
-        peaks: dict[str, int] = client.run(_worker_peak_memory)
+        # every result is written: closing the cluster, when it is the run's own, is clean
+        peaks: dict[str, int] = client.run(_end_of_run_on_worker, start.owns_cluster)
         return max(peaks.values(), default=None)
     finally:
         if owned:

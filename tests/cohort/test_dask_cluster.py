@@ -6,9 +6,10 @@ import dataclasses
 import datetime as dt
 import multiprocessing
 import os
+from pathlib import Path
 
 import pytest
-from cohort_examples import AS_OF
+from cohort_examples import AS_OF, CRITERIA
 
 from engine.cohort.engines import (
     QUIET_LOCAL_CLUSTER,
@@ -16,8 +17,11 @@ from engine.cohort.engines import (
     DaskStart,
     EngineSettings,
     _evaluator_of,
+    run_dask,
 )
-from engine.cohort.partition import CriteriaFiles
+from engine.cohort.inputs import NdjsonInput
+from engine.cohort.partition import CriteriaFiles, WorkerSetup
+from engine.cohort.runner import kept_types
 from engine.evaluate import CompiledCriteria
 
 
@@ -54,3 +58,54 @@ def test_the_local_cluster_runs_quiet_workers_forked_from_the_warm_server() -> N
         if "forkserver" in multiprocessing.get_all_start_methods():
             server = " ".join(psutil.Process(parent).cmdline())
             assert "multiprocessing.forkserver" in server
+
+
+def _heartbeat_failure_and_other_error_logged() -> list[str]:
+    """What a worker's 'distributed.worker' logger lets through of two records."""
+    import logging
+
+    passed: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            passed.append(record.getMessage())
+
+    logger = logging.getLogger("distributed.worker")
+    handler = Keep()
+    logger.addHandler(handler)
+    try:
+        logger.error("Failed to communicate with scheduler during heartbeat.")
+        logger.error("Compute Failed")
+    finally:
+        logger.removeHandler(handler)
+    return passed
+
+
+def test_a_run_on_its_own_cluster_drops_only_the_heartbeat_races_of_its_clean_close(
+    trial: CompiledCriteria, tmp_path: Path, ndjson_folder: Path
+) -> None:
+    """A worker of a closing LocalCluster may log an ERROR with a traceback when its
+    heartbeat meets the scheduler closing: at the end of a run (all results written) the
+    workers drop that record and the 'unaware of this worker' warning, and nothing else."""
+    pytest.importorskip("distributed")
+    start = DaskStart(EngineSettings(1))
+    try:
+        start.warm_up(None)
+        before = start.client().run(_heartbeat_failure_and_other_error_logged)
+        assert [len(passed) for passed in before.values()] == [2]
+        setup = WorkerSetup(
+            str(CRITERIA),
+            NdjsonInput(ndjson_folder).prepare(
+                tmp_path / "work", 2, lambda _problem: None, kept_types(trial), 1
+            ),
+            str(tmp_path),
+            AS_OF,
+            trial,
+            {},
+        )
+        settings = EngineSettings(1, started=start)
+        run_dask(setup, [0, 1], settings, lambda: None, lambda _outcome: None)
+        after = start.client().run(_heartbeat_failure_and_other_error_logged)
+    finally:
+        start.close()
+    assert list(after.values()) == [["Compute Failed"]]
