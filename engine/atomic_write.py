@@ -9,13 +9,14 @@ file system), is flushed and fsynced, then `os.replace`d over the target. On any
 temporary file is removed and the target is left as it was: a crash or an error never leaves
 a half-written result.
 
-`durable=False` leaves out the fsync, for files that vouch for themselves when read: a
-cohort partition's result ends with its `complete` line, and a re-run store's outcomes file
-is one JSON document carrying its run's key. Without the fsync a crash (of the machine, not
-of trialsieve) can leave such a file empty or cut short, since the rename may reach the disk
-before the data; the reader then finds no `complete` line or no JSON and evaluates the
-partition again: the crash costs time, never a wrong result. Each fsync waits for the disk:
-about 8 ms each on a shared machine, 0.35 s of a 10x re-run's 0.8 s wall for its 43 files.
+`durable=False` leaves out the fsync, for files that vouch for themselves when read: a cohort
+partition's result ends with its `complete` line holding the SHA-256 of the lines before it,
+and a re-run store's outcomes file is one JSON document carrying its run's key. Without the
+fsync a crash (of the machine, not of trialsieve) can leave such a file empty, cut short or
+with blocks never written, since the rename may reach the disk before the data; the reader then
+finds no `complete` line, a digest that does not match, or no JSON, and evaluates the partition
+again: the crash costs time, never a wrong result. Each fsync waits for the disk: about 8 ms
+each on a shared machine, 0.35 s of a 10x re-run's 0.8 s wall for its 43 files.
 
 The temporary file is created exclusively (it never overwrites another) with the permissions
 any file the user writes gets (the umask applies), unlike `tempfile.mkstemp`'s owner-only ones.

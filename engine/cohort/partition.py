@@ -285,15 +285,34 @@ def result_path(results_folder: str | Path, index: int) -> Path:
     return Path(results_folder) / f"{index:04d}.ndjson"
 
 
+def result_data(lines: list[bytes], patients: int, problems: int) -> bytes:
+    """A partition result file's content: `lines` (patients' result lines, then problems),
+    then the `complete` line with their counts and the SHA-256 of everything before it, so
+    that `is_complete` knows a whole file from one a crash cut short or left with holes
+    (result files are written without an fsync: `write_result`)."""
+    body = b"".join(line + b"\n" for line in lines)
+    digest = hashlib.sha256(body).hexdigest()
+    complete = {"patients": patients, "problems": problems, "sha256": digest}
+    return body + orjson.dumps({"complete": complete}) + b"\n"
+
+
 def is_complete(path: Path) -> bool:
-    """Whether a partition result file exists and ends with its `complete` line."""
-    if not path.is_file():
+    """Whether a partition result file exists and is whole: it ends with its `complete` line,
+    whose SHA-256 is that of the lines before it (`result_data`)."""
+    try:
+        data = path.read_bytes()
+    except OSError:
         return False
-    with open(path, "rb") as handle:
-        size = handle.seek(0, os.SEEK_END)
-        handle.seek(max(0, size - 200))
-        tail = handle.read().rstrip(b"\n").rsplit(b"\n", 1)[-1]
-    return tail.startswith(b'{"complete":')
+    body, _newline, last = data.rstrip(b"\n").rpartition(b"\n")
+    if not last.startswith(b'{"complete":'):
+        return False
+    try:
+        complete = orjson.loads(last)["complete"]
+        digest = complete["sha256"] if type(complete) is dict else None
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return False
+    whole = body + b"\n" if body else b""
+    return type(digest) is str and hashlib.sha256(whole).hexdigest() == digest
 
 
 class PartitionEvaluator:
@@ -349,9 +368,6 @@ class PartitionEvaluator:
         lines = [line for _patient, line in results]
         problem_lines = [orjson.dumps({"problem": problem.to_json()}) for problem in problems]
         lines += problem_lines
-        complete = {"patients": len(results), "problems": len(problems)}
-        lines.append(orjson.dumps({"complete": complete}))
-        lines.append(b"")
         save_conversions()  # unit conversions met in the data: the next run needs no registry
         if self.outputs.validated and len(self.outputs.valid_shapes) != self._shapes_saved:
             save_validated_shapes(self.outputs.valid_shapes)
@@ -359,7 +375,7 @@ class PartitionEvaluator:
         outcome = PartitionOutcome(
             payload.index, len(results), len(problems), time.perf_counter() - started
         )
-        data = b"\n".join(lines)
+        data = result_data(lines, len(results), len(problems))
         stored = store.finish(payload.index, problem_lines, data) if store is not None else None
         return PartitionResult(outcome, data, stored)
 
@@ -478,8 +494,9 @@ def write_result(results_folder: str | Path, result: PartitionResult) -> None:
     the run keeps of it for re-runs."""
     if result.stored is not None:
         result.stored.write(results_folder)
-    # no fsync: a result file cut short by a crash has no `complete` line (is_complete), and
-    # the partition is evaluated again (engine.atomic_write, durable)
+    # no fsync: a result file a crash cut short or left with holes has no `complete` line, or
+    # one whose SHA-256 does not match (is_complete): the partition is evaluated again
+    # (engine.atomic_write, durable)
     write_atomically(result_path(results_folder, result.outcome.index), result.data, durable=False)
 
 

@@ -39,6 +39,7 @@ from engine.cohort.partition import (
     PartitionOutcome,
     PartitionResult,
     report_result_line,
+    result_data,
     study_reference,
 )
 from engine.cohort.prefilter import Prefilter, RequiredConcept
@@ -194,8 +195,7 @@ def _rebuild(rebuilder: Rebuilder, index: int, stored: dict[str, Any]) -> Partit
         if records is not None:
             records.close()
     problems = [line.encode() for line in stored["problems"]]
-    complete = {"patients": len(lines), "problems": len(problems)}
-    data = b"\n".join([*lines, *problems, orjson.dumps({"complete": complete}), b""])
+    data = result_data([*lines, *problems], len(lines), len(problems))
     stored |= {
         "result_sha256": hashlib.sha256(data).hexdigest(),
         "digests": digests,

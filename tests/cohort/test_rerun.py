@@ -107,9 +107,10 @@ def test_files_written_without_fsync_and_cut_short_by_a_crash_are_evaluated_agai
     itp_trial: Trial,
 ) -> None:
     """Result and outcomes files are written without an fsync (engine.atomic_write,
-    durable=False): after a machine crash one may read empty or cut short. Such a result file
-    has no `complete` line and such an outcomes file no JSON: the partition is evaluated
-    again, to the same files."""
+    durable=False): after a machine crash one may read empty, cut short, or with a block of
+    zeros where data never reached the disk. Such a result file has no `complete` line, or one
+    whose SHA-256 does not match, and such an outcomes file no JSON: the partition is
+    evaluated again, to the same files."""
     itp_trial.edit(EXCLUSION_7_HEMOGLOBIN, 'value: "< 120 g/L"')
     itp_trial.rerun_equals_fresh("fresh")
     results = itp_trial.folder / "out" / "partitions"
@@ -117,6 +118,9 @@ def test_files_written_without_fsync_and_cut_short_by_a_crash_are_evaluated_agai
     for index, keep in ((1, 0), (4, 2)):  # a result file empty, one cut short
         result = results / f"{index:04d}.ndjson"
         result.write_bytes(result.read_bytes()[: len(result.read_bytes()) // keep if keep else 0])
+    holed = results / "0005.ndjson"  # whole length and `complete` line, a block never written
+    data = holed.read_bytes()
+    holed.write_bytes(data[:10] + bytes(len(data) // 2) + data[10 + len(data) // 2 :])
     for index, keep in ((2, 0), (3, 2)):  # outcomes empty, cut short; results not written
         outcomes = store / f"{index:04d}.outcomes"
         assert outcomes.is_file()
@@ -125,8 +129,8 @@ def test_files_written_without_fsync_and_cut_short_by_a_crash_are_evaluated_agai
         )
         (results / f"{index:04d}.ndjson").unlink()
     resumed = itp_trial.run("out")
-    assert resumed.partitions_reused == PARTITIONS - 4
-    assert resumed.partitions_from_store == 2  # 1 and 4: their outcomes are whole
+    assert resumed.partitions_reused == PARTITIONS - 5
+    assert resumed.partitions_from_store == 3  # 1, 4 and 5: their outcomes are whole
     for name in COMPARED:
         assert (itp_trial.folder / "out" / name).read_bytes() == (
             itp_trial.folder / "fresh" / name
