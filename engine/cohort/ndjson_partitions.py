@@ -422,8 +422,9 @@ class _RangeSplitter:
         self.task = task
         self.result = _RangeResult()
         self.outputs: dict[int, IO[bytes]] = {}
-        self.pending: dict[int, list[bytes]] = {}
-        """Per partition, the lines routed since the last `flush`."""
+        self.pending: dict[int, list[bytes | memoryview]] = {}
+        """Per partition, the lines routed since the last `flush` (a run of lines is a view
+        of the block it was read in: its bytes are copied once, into the file's buffer)."""
         self.runs: dict[int, list[list[Any]]] = {}
         """Per partition, `[patient, first line, count]` of each run of its lines."""
         self.unflushed = 0
@@ -520,6 +521,7 @@ class _RangeSplitter:
                 result.bytes_read += stop - first
                 find = buffer.find
                 starts_with = buffer.startswith
+                view = memoryview(buffer)
                 # The run being read (run_line 0: none): its reference text, patient, first
                 # byte and line.
                 run_text = run_patient = b""
@@ -539,7 +541,7 @@ class _RangeSplitter:
                                 run_patient,
                                 run_line,
                                 line_number - run_line,
-                                buffer[run_start:line_start],
+                                view[run_start:line_start],
                             )
                             run_line = 0
                         self.split_line(line_number, buffer[line_start:line_end])
@@ -563,7 +565,7 @@ class _RangeSplitter:
                             run_patient,
                             run_line,
                             line_number - run_line,
-                            buffer[run_start:line_start],
+                            view[run_start:line_start],
                         )
                         run_line = 0
                     # as _patient_from_text: "Patient/" exactly once, a reference
@@ -585,7 +587,7 @@ class _RangeSplitter:
                             continue
                     self.split_parsed(line_number, buffer[line_start:line_end])
                 if run_line:
-                    route(run_patient, run_line, line_number + 1 - run_line, buffer[run_start:stop])
+                    route(run_patient, run_line, line_number + 1 - run_line, view[run_start:stop])
         result.line_count = line_number
 
     def restart(self) -> None:
@@ -602,7 +604,9 @@ class _RangeSplitter:
     def write(self, patient: bytes, line_number: int, text: bytes) -> None:
         self.route(patient, line_number, 1, text + b"\n")
 
-    def route(self, patient: bytes, line_number: int, count: int, lines: bytes) -> None:
+    def route(
+        self, patient: bytes, line_number: int, count: int, lines: bytes | memoryview
+    ) -> None:
         """Append `count` lines of `patient` from `line_number` on (`lines` ends with a line
         end) to the patient's partition; a run continuing the partition's last is extended."""
         task = self.task
@@ -629,9 +633,9 @@ class _RangeSplitter:
             self.flush()
 
     def flush(self) -> None:
-        """Write the pending lines, one write per partition."""
+        """Write the pending lines, partition by partition."""
         for index, pieces in self.pending.items():
-            self.outputs[index].write(b"".join(pieces))
+            self.outputs[index].writelines(pieces)
         self.pending = {}
         self.unflushed = 0
 
