@@ -205,7 +205,11 @@ class LineScreen:
     def _new_code_verdict(self, code_text: bytes) -> bool:
         if len(self._code_verdicts) >= _CACHE_LIMIT:
             self._code_verdicts.clear()
-        inert = self._code_verdicts[code_text] = self._inert_code(orjson.loads(code_text))
+        try:
+            code = orjson.loads(code_text)
+        except orjson.JSONDecodeError:  # msgspec does not check what it keeps Raw: parse it
+            code = None
+        inert = self._code_verdicts[code_text] = self._inert_code(code)
         return inert
 
     def _inert_code(self, code: Any) -> bool:

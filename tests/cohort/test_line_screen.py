@@ -210,6 +210,8 @@ _MANGLINGS = {
     "non-ascii": (b'"subject":', b'"note":[{"text":"caf\xc3\xa9 \xe2\x82\xac"}],"subject":'),
     "utf-8": (b'"subject"', b'"sub\xffject"'),
     "invalid utf-8 skipped": (b'"subject":', b'"note":[{"text":"\xed\xa0\x80"}],"subject":'),
+    "invalid utf-8 in code": (b'"code":{', b'"code":{"text":"\xc0\xaf",'),
+    "overflowing number in code": (b'"code":{', b'"code":{"rank":-2e999,'),
     "big integer": (b'"subject":', b'"count":123456789012345678901234567890,"subject":'),
     "overflowing number": (b'"subject":', b'"count":1e400,"subject":'),
     "long number": (b'"subject":', b'"count":' + b"9" * 400 + b',"subject":'),
