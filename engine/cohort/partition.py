@@ -52,7 +52,7 @@ from engine.record import build_record
 from engine.report import research_study
 from engine.report.resources import (
     PatientReport,
-    detected_issue_of,
+    detected_issue_json,
     report_of,
     research_subject_of,
 )
@@ -142,11 +142,11 @@ def report_result_line(
     if study is None:
         study = study_reference(criteria)
     subject = research_subject_of(report, study)
-    issue = detected_issue_of(report)
+    issue = detected_issue_json(report)
     if outputs is not None:
         outputs.validate(subject)
-        outputs.validate(issue)
-    return b"\t".join((orjson.dumps(summary), orjson.dumps(subject), orjson.dumps(issue)))
+        outputs.validate_json(issue.text, issue.shape)
+    return b"\t".join((orjson.dumps(summary), orjson.dumps(subject), issue.text))
 
 
 def read_result_line(line: bytes) -> tuple[dict[str, Any], bytes, bytes]:

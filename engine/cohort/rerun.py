@@ -261,6 +261,7 @@ class _KnownShapes(OutputShapes):
     validated, or of a shape validated, before it was written), and validates the others."""
 
     def __init__(self, shapes: OutputShapes, previous: dict[str, bytes]) -> None:
+        super().__init__()
         self._shapes = shapes
         self._previous = previous
         self._known: set[Shape] | None = None

@@ -18,6 +18,8 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import quote
 
+import orjson
+
 from engine import __version__
 from engine.criteria.model import CriterionKind, Trial
 from engine.evaluate.compile import CompiledCriteria, CompiledCriterion
@@ -40,6 +42,7 @@ from engine.report.explanation import (
     outcome_text,
     remembered,
 )
+from engine.report.validate import Shape, output_shape
 
 RESEARCH_SUBJECT_SYSTEM = f"{TRIALSIEVE_IDENTIFIER_SYSTEM}/research-subject"
 DETECTED_ISSUE_SYSTEM = f"{TRIALSIEVE_IDENTIFIER_SYSTEM}/detected-issue"
@@ -207,6 +210,9 @@ _parts_by_outcome: dict[
 an outcome shared by every patient (`engine.evaluate.outcome.shared`) is found without
 hashing its tree."""
 _PARTS_LIMIT = 4096
+_shared_parts: dict[int, CriterionReport] = {}
+"""The parts `criterion_report_of` keeps for outcomes citing nothing (by id, kept to check
+identity): each is the part of many patients (`_pieces`)."""
 
 
 def criterion_report_of(
@@ -241,6 +247,10 @@ def criterion_report_of(
             outcome.missing,
         ),
     )
+    if _shared_parts.get(id(part)) is not part:
+        if len(_shared_parts) >= _PARTS_LIMIT:
+            _shared_parts.clear()
+        _shared_parts[id(part)] = part
     if len(_parts_by_outcome) >= _PARTS_LIMIT:
         _parts_by_outcome.clear()
     _parts_by_outcome[id(outcome)] = (outcome, compiled, as_of, terminology, part)
@@ -293,25 +303,72 @@ def detected_issue(evaluation: PatientEvaluation) -> dict[str, Any]:
 
 def detected_issue_of(report: PatientReport) -> dict[str, Any]:
     """`detected_issue` from a patient's report parts."""
-    trial = report.criteria.trial
-    value = subject_identifier_value(trial, report.patient_id)
-    status = report.status
-    headings = criterion_headings(report.criteria)
-    open_parts = [
-        (heading, part)
-        for heading, part in zip(headings, report.parts, strict=True)
-        if part.verdict is not None and part.verdict is not CriterionVerdict.CLEAR
-    ]
-    implicated = list(dict.fromkeys(ref for _h, part in open_parts for ref in part.evidence))
-    summary = _summary_line(report.criteria.trial.id, status, headings, report.parts)
-    issue: dict[str, Any] = {
-        "resourceType": "DetectedIssue",
-        "id": deterministic_id(DETECTED_ISSUE_SYSTEM, value),
+    issue: dict[str, Any] = orjson.loads(detected_issue_json(report).text)
+    return issue
+
+
+@dataclass(frozen=True)
+class ShapedJson:
+    """A generated resource's JSON text (as `orjson.dumps` writes it) and its `output_shape`,
+    made together from the same parts (`OutputShapes.validate_json`)."""
+
+    text: bytes
+    shape: Shape
+
+
+@dataclass(frozen=True)
+class _PartPieces:
+    """What a DetectedIssue shows of one criterion's part: its row of the narrative table
+    and, for a criterion not clear, its evidence entry (JSON text and `output_shape`)."""
+
+    row: str
+    entry: orjson.Fragment | None = None
+    entry_shape: Shape = None
+
+
+_part_pieces: dict[int, tuple[CriterionReport, CriterionHeading, _PartPieces]] = {}
+"""The pieces of parts shared by many patients (`_shared_parts`, `NOT_EVALUATED_REPORT`), by
+part and heading (kept to check identity): a criterion whose outcome cites nothing shows the
+same row and evidence entry for every patient with that outcome."""
+
+
+def _pieces(trial: Trial, heading: CriterionHeading, part: CriterionReport) -> _PartPieces:
+    """A part's narrative row and evidence entry: made once for a shared part."""
+    known = _part_pieces.get(id(part))
+    if known is not None and known[0] is part and known[1] is heading:
+        return known[2]
+    row = (
+        "<tr>"
+        f"<td>{_escape_label(heading.number)}</td>"
+        f"<td>{_escape_label(heading.label)}</td>"
+        f"<td>{_escape_label(_outcome_words(heading.kind, part.verdict))}</td>"
+        f"<td>{html.escape(part.summary)}</td>"
+        "</tr>"
+    )
+    if part.verdict is None or part.verdict is CriterionVerdict.CLEAR:
+        pieces = _PartPieces(row)
+    else:
+        entry = _evidence(trial, heading, part)
+        pieces = _PartPieces(row, orjson.Fragment(orjson.dumps(entry)), output_shape(entry))
+    if part is NOT_EVALUATED_REPORT or _shared_parts.get(id(part)) is part:
+        if len(_part_pieces) >= _PARTS_LIMIT:
+            _part_pieces.clear()
+        _part_pieces[id(part)] = (part, heading, pieces)
+    return pieces
+
+
+_issue_constants: dict[int, tuple[CompiledCriteria, dict[str, tuple[Any, Shape]]]] = {}
+
+
+def _constant_members(criteria: CompiledCriteria) -> dict[str, tuple[Any, Shape]]:
+    """The DetectedIssue's members the same for every patient of a trial (the device, the
+    code, the author), as JSON fragments with their shapes: made once per compiled criteria."""
+    known = _issue_constants.get(id(criteria))
+    if known is not None and known[0] is criteria:
+        return known[1]
+    trial = criteria.trial
+    values = {
         "contained": [_device()],
-        "identifier": [{"system": DETECTED_ISSUE_SYSTEM, "value": value}],
-        "status": "final"
-        if status in (SubjectStatus.INELIGIBLE, SubjectStatus.ELIGIBLE)
-        else "preliminary",
         "code": {
             "coding": [
                 {
@@ -322,18 +379,83 @@ def detected_issue_of(report: PatientReport) -> dict[str, Any]:
             ],
             "text": f"Eligibility for {trial.id}",
         },
-        "severity": _SEVERITY[status],
-        "patient": {"reference": report.patient_reference},
-        "identifiedDateTime": report.as_of.isoformat(),
         "author": {"reference": f"#{DEVICE_ID}", "display": f"trialsieve {__version__}"},
-        "detail": summary,
-        "text": {"status": "generated", "div": _narrative(report, summary, headings)},
     }
-    if open_parts:
-        issue["evidence"] = [_evidence(trial, heading, part) for heading, part in open_parts]
+    members = {
+        key: (orjson.Fragment(orjson.dumps(value)), output_shape(value, key))
+        for key, value in values.items()
+    }
+    if len(_issue_constants) >= 64:
+        _issue_constants.clear()
+    _issue_constants[id(criteria)] = (criteria, members)
+    return members
+
+
+def detected_issue_json(report: PatientReport) -> ShapedJson:
+    """The DetectedIssue of a patient's report parts as JSON text, with its `output_shape`:
+    every criterion that is not clear, with its evidence, and a table. The rows and evidence
+    entries of parts shared by many patients are made once (`_pieces`)."""
+    criteria = report.criteria
+    trial = criteria.trial
+    value = subject_identifier_value(trial, report.patient_id)
+    status = report.status
+    headings = criterion_headings(criteria)
+    pieces = [
+        _pieces(trial, heading, part) for heading, part in zip(headings, report.parts, strict=True)
+    ]
+    implicated = list(
+        dict.fromkeys(
+            reference
+            for part, piece in zip(report.parts, pieces, strict=True)
+            if piece.entry is not None
+            for reference in part.evidence
+        )
+    )
+    summary = _summary_line(trial.id, status, headings, report.parts)
+    constants = _constant_members(criteria)
+    identifier = {"system": DETECTED_ISSUE_SYSTEM, "value": value}
+    patient = {"reference": report.patient_reference}
+    text = {"status": "generated", "div": _narrative_of(report, summary, pieces)}
+    members: list[tuple[str, Any, Shape]] = [
+        ("resourceType", "DetectedIssue", None),
+        ("id", deterministic_id(DETECTED_ISSUE_SYSTEM, value), None),
+        ("contained", *constants["contained"]),
+        ("identifier", [identifier], ("[]", output_shape(identifier))),
+        (
+            "status",
+            "final"
+            if status in (SubjectStatus.INELIGIBLE, SubjectStatus.ELIGIBLE)
+            else "preliminary",
+            None,
+        ),
+        ("code", *constants["code"]),
+        ("severity", _SEVERITY[status], None),
+        ("patient", patient, None),
+        ("identifiedDateTime", report.as_of.isoformat(), None),
+        ("author", *constants["author"]),
+        ("detail", summary, None),
+        ("text", text, None),
+    ]
+    entries = [piece for piece in pieces if piece.entry is not None]
+    if entries:
+        members.append(
+            (
+                "evidence",
+                [piece.entry for piece in entries],
+                ("[]", *dict.fromkeys(piece.entry_shape for piece in entries)),
+            )
+        )
     if implicated:
-        issue["implicated"] = [{"reference": reference} for reference in implicated]
-    return issue
+        items = [{"reference": reference} for reference in implicated]
+        shapes = dict.fromkeys(output_shape(item) for item in items)
+        members.append(("implicated", items, ("[]", *shapes)))
+    return ShapedJson(
+        orjson.dumps({key: member for key, member, _shape in members}),
+        tuple(
+            (key, output_shape(member, key) if shape is None else shape)
+            for key, member, shape in members
+        ),
+    )
 
 
 def _device() -> dict[str, Any]:
@@ -418,28 +540,27 @@ _escape_label = functools.cache(html.escape)
 def _narrative(report: PatientReport, summary: str, headings: Sequence[CriterionHeading]) -> str:
     """`narrative`, given the report's summary line: per criterion its number and label,
     its outcome and the explanation in clinical language (engine.report.explanation)."""
-    escape = html.escape
-    escape_label = _escape_label
-    rows = [
-        "<tr>"
-        f"<td>{escape_label(heading.number)}</td>"
-        f"<td>{escape_label(heading.label)}</td>"
-        f"<td>{escape_label(_outcome_words(heading.kind, part.verdict))}</td>"
-        f"<td>{escape(part.summary)}</td>"
-        "</tr>"
-        for heading, part in zip(headings, report.parts, strict=True)
+    trial = report.criteria.trial
+    pieces = [
+        _pieces(trial, heading, part) for heading, part in zip(headings, report.parts, strict=True)
     ]
+    return _narrative_of(report, summary, pieces)
+
+
+def _narrative_of(report: PatientReport, summary: str, pieces: Sequence[_PartPieces]) -> str:
+    escape = html.escape
     problems = ""
     if report.data_problems:
         items = "".join(f"<li>{escape(problem)}</li>" for problem in report.data_problems)
         problems = f"<p>Data problems in the record:</p><ul>{items}</ul>"
     newest = report.newest_data.isoformat() if report.newest_data else "none dated"
+    rows = "".join([piece.row for piece in pieces])
     return (
         '<div xmlns="http://www.w3.org/1999/xhtml">'
         f"<p>{escape(summary)} (as of {report.as_of.isoformat()}; newest data in the "
         f"record {newest})</p>"
         "<table><thead><tr><th>#</th><th>Criterion</th><th>Outcome</th><th>Why</th>"
-        f"</tr></thead><tbody>{''.join(rows)}</tbody></table>{problems}</div>"
+        f"</tr></thead><tbody>{rows}</tbody></table>{problems}</div>"
     )
 
 

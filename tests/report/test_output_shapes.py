@@ -96,6 +96,86 @@ def test_a_cohort_run_reports_a_broken_output_and_goes_on(
     assert summary.patients == 27
 
 
+@pytest.mark.parametrize("broken", ["detail of one patient", "an evidence entry of every patient"])
+def test_a_cohort_run_reports_a_broken_detected_issue_and_goes_on(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, broken: str
+) -> None:
+    """The DetectedIssue is written from pieces (evidence entries made once per part shared
+    by many patients) with a shape made from the same pieces: a piece made wrong, for one
+    patient or in a shared entry, is still caught."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests" / "cohort"))
+    from cohort_examples import AS_OF, CRITERIA, EXAMPLE_FOLDERS, bundles_to_ndjson
+
+    from engine.report import resources
+
+    folder = tmp_path / "ndjson"
+    bundles_to_ndjson(EXAMPLE_FOLDERS, folder)
+    if broken == "detail of one patient":
+        summary_line = resources._summary_line
+
+        def one_summary_line(trial: str, status: Any, headings: Any, parts: Any) -> str:
+            text = summary_line(trial, status, headings, parts)
+            cited = [reference for part in parts for reference in part.evidence]
+            return "" if "Patient/0b7496cb-ffc9-0874-03f4-f4841c4dfa63" in cited else text
+
+        monkeypatch.setattr(resources, "_summary_line", one_summary_line)
+    else:
+        evidence = resources._evidence
+        monkeypatch.setattr(resources, "_part_pieces", {})  # none made before the break
+
+        def broken_evidence(trial: Any, heading: Any, part: Any) -> dict[str, Any]:
+            entry = evidence(trial, heading, part)
+            if heading.number == "I1":
+                entry["code"][0]["text"] = ""
+            return entry
+
+        monkeypatch.setattr(resources, "_evidence", broken_evidence)
+    summary = run_cohort(CRITERIA, NdjsonInput(folder), tmp_path / "out", AS_OF, workers=1)
+    errors = (tmp_path / "out" / "errors.ndjson").read_text()
+    assert "DetectedIssue" in errors and "not valid FHIR R4B" in errors
+    if broken == "detail of one patient":
+        assert summary.problems == 1 and summary.patients == 27
+        assert "0b7496cb" in errors
+    else:
+        assert summary.problems == 28 and summary.patients == 0
+
+
+@pytest.mark.parametrize("criteria_file", ["NCT05315778.yaml", "NCT03036150.yaml"])
+def test_a_detected_issue_is_written_with_the_shape_of_its_text(criteria_file: str) -> None:
+    """`detected_issue_json`'s shape, made from its pieces (kept for parts shared by many
+    patients), is `output_shape` of its text: the shape validated is that of what is
+    written, for every shipped example, evaluated in full and from a preview, twice."""
+    import datetime as dt
+
+    import orjson
+
+    from engine.cohort.prefilter import Prefilter, preview_of
+    from engine.record import build_record
+    from engine.report.resources import detected_issue_json, report_of
+    from engine.trial import load_trial
+
+    trial = load_trial(ROOT / "criteria" / criteria_file)
+    as_of = dt.date.fromisoformat(AS_OF_TEXT)
+    prefilter = Prefilter.from_criteria(trial)
+    reports = []
+    for file in sorted((ROOT / "examples").glob("*/*.json")):
+        resources = read_bundle_file(file)
+        reports.append(report_of(screen_patient(trial, resources, as_of).evaluation))
+        preview = build_record(preview_of(resources), trial.terminology)
+        requirement = prefilter.settle(preview)
+        if requirement is not None:
+            settled = prefilter.evaluate_settled(trial, preview, as_of, requirement, None)
+            reports.append(report_of(settled.evaluation))
+    shapes = set()
+    for report in reports + reports:
+        issue = detected_issue_json(report)
+        assert issue.shape == output_shape(orjson.loads(issue.text))
+        shapes.add(issue.shape)
+    assert len(shapes) >= 2
+
+
 def test_shapes_validated_by_a_run_are_not_validated_again_but_new_ones_are(
     outputs: list[dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -132,3 +212,21 @@ def test_array_items_take_the_shape_of_an_item_with_the_same_text(
         validate._item_shapes.clear()
         assert output_shape(resource) == shape
     assert validate._item_shapes
+
+
+def test_the_fhir_string_check_is_the_fhir_string_pattern() -> None:
+    """`fits_fhir_string` (a search per refused character) says what the FHIR pattern
+    `[ \\r\\n\\t\\S]+` says, for every code point, the empty text and longer texts."""
+    import re
+    import sys
+
+    from engine.report.validate import _FHIR_STRING, _OTHER_WHITESPACE, fits_fhir_string
+
+    every_character = "".join(map(chr, range(sys.maxunicode + 1)))
+    assert _FHIR_STRING.pattern == r"[ \r\n\t\S]+"
+    refused = re.findall(r"[^ \r\n\t\S]", every_character)
+    assert refused == list(_OTHER_WHITESPACE)
+    for character in [*refused, " ", "\r", "\n", "\t", "a", "µ", "\x00", "\U0001f600"]:
+        for text in (character, f"a{character}", f"µ {character}\t", f"{character}b c"):
+            assert fits_fhir_string(text) is (_FHIR_STRING.fullmatch(text) is not None), text
+    assert not fits_fhir_string("")
