@@ -322,6 +322,12 @@ def _resource_label(atom: ResourceAtom, subject: str) -> str:
     return f"{subject}{value} ({window})"
 
 
+_PARSED_PATHS: dict[str, Any] = {}
+"""Each jsonpath expression parsed once per process: atoms with the same filter share the
+compiled path, so a patient's evaluation runs it once per resource
+(`EvaluationContext.path_matches`)."""
+
+
 def _jsonpaths(
     expressions: tuple[str, ...],
     atom: ResourceAtom,
@@ -331,8 +337,12 @@ def _jsonpaths(
 ) -> tuple[Any, ...]:
     compiled = []
     for expression in expressions:
+        known = _PARSED_PATHS.get(expression)
+        if known is not None:
+            compiled.append(known)
+            continue
         try:
-            compiled.append(parse_jsonpath(expression))
+            compiled.append(_PARSED_PATHS.setdefault(expression, parse_jsonpath(expression)))
         except (JsonPathParserError, Exception) as error:  # jsonpath-ng raises bare Exception
             raise CriteriaError(
                 f"'{expression}' is not a valid jsonpath-ng expression: {error}",

@@ -30,6 +30,7 @@ from engine.evaluate.nodes import (
     EvaluationContext,
     ResourceNode,
     first_problems,
+    path_finds,
 )
 from engine.evaluate.outcome import Cited, Outcome, Truth, shared, with_atom
 from engine.evaluate.values import COMPARISONS
@@ -264,9 +265,13 @@ class ExposureNode:
             predicate = self.query.status_predicates.get(resource.get("resourceType", ""))
             if predicate is None or not predicate(resource, None, context.as_of):
                 continue
-            if self.query.filters and not all(path.find(resource) for path in self.query.filters):
+            if self.query.filters and not all(
+                path_finds(path, resource, context.path_matches) for path in self.query.filters
+            ):
                 continue
-            if self.query.exclusions and any(path.find(resource) for path in self.query.exclusions):
+            if self.query.exclusions and any(
+                path_finds(path, resource, context.path_matches) for path in self.query.exclusions
+            ):
                 continue
             period = exposure_period(resource)
             if isinstance(period, str):

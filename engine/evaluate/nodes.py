@@ -69,6 +69,12 @@ class EvaluationContext:
     )
     """Each resource's span (or why it has none), by the resource's identity, once read:
     several atoms often read the same resources (40% of span reads were repeats)."""
+    path_matches: dict[tuple[int, int], bool] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    """Whether a jsonpath filter (`where`, `where_not`) finds anything in a resource, by the
+    identities of the compiled path and the resource, once run: atoms often share filters
+    (compiled once per expression, `engine.evaluate.compile`)."""
 
 
 class Node(Protocol):
@@ -265,53 +271,65 @@ class PatientNode:
     def evaluate(self, context: EvaluationContext) -> Outcome:
         patient = context.record.patient
         reference = context.record.label(patient)
+        cited = (Cited(reference, patient),)
         parts: list[Outcome] = []
         if self.atom.minimum_age is not None or self.atom.maximum_age is not None:
-            parts.append(self._age(patient.get("birthDate"), context.as_of, reference))
+            parts.append(self._age(patient.get("birthDate"), context.as_of, reference, cited))
         if self.atom.genders:
-            parts.append(self._gender(patient.get("gender"), reference))
-        cited = (Cited(reference, patient),)
-        parts = [with_atom(part, self.atom, cited) for part in parts]
+            parts.append(self._gender(patient.get("gender"), reference, cited))
         return parts[0] if len(parts) == 1 else combine_all(parts, self.label)
 
-    def _age(self, birth_date: object, as_of: dt.date, reference: str) -> Outcome:
+    def _part(
+        self,
+        truth: Truth,
+        reason: str,
+        cited: tuple[Cited, ...],
+        evidence: tuple[str, ...] = (),
+        missing: tuple[str, ...] = (),
+    ) -> Outcome:
+        """One part's outcome (age or gender), with the atom and the Patient it cites."""
+        return Outcome(truth, reason, self.label, evidence, missing, atom=self.atom, cited=cited)
+
+    def _age(
+        self, birth_date: object, as_of: dt.date, reference: str, cited: tuple[Cited, ...]
+    ) -> Outcome:
         bounds = age_bounds_text(self.atom.minimum_age, self.atom.maximum_age)
         if birth_date is None:
-            return Outcome(
+            return self._part(
                 Truth.UNKNOWN,
                 f"{reference} has no birthDate; age {bounds} cannot be checked",
-                self.label,
+                cited,
                 missing=("Patient.birthDate",),
             )
         try:
             earliest, latest, _ = parse_date_range(birth_date, "birthDate")
         except DateProblem as problem:
-            return Outcome(
-                Truth.UNKNOWN, f"{reference}: {problem}", self.label, missing=("Patient.birthDate",)
+            return self._part(
+                Truth.UNKNOWN, f"{reference}: {problem}", cited, missing=("Patient.birthDate",)
             )
         if earliest > as_of:
-            return Outcome(
+            return self._part(
                 Truth.UNKNOWN,
                 f"{reference}: implausible value: birthDate {birth_date} is after "
                 f"{as_of.isoformat()}; age {bounds} cannot be checked",
-                self.label,
+                cited,
                 missing=("Patient.birthDate",),
             )
         oldest, youngest = age_in_years(earliest, as_of), age_in_years(latest, as_of)
         verdicts = {self._age_within(oldest), self._age_within(youngest)}
         if len(verdicts) > 1:
-            return Outcome(
+            return self._part(
                 Truth.UNKNOWN,
                 f"birthDate {birth_date} is too coarse to tell whether age is {bounds}",
-                self.label,
+                cited,
                 missing=("Patient.birthDate",),
             )
         inside = verdicts.pop()
         age_text = str(oldest) if oldest == youngest else f"{youngest}-{oldest}"
-        return Outcome(
+        return self._part(
             Truth.MET if inside else Truth.NOT_MET,
             f"age {age_text} on {as_of.isoformat()} is {'' if inside else 'not '}{bounds}",
-            self.label,
+            cited,
             evidence=(reference,),
         )
 
@@ -319,20 +337,20 @@ class PatientNode:
         low, high = self.atom.minimum_age, self.atom.maximum_age
         return (low is None or age >= low) and (high is None or age <= high)
 
-    def _gender(self, gender: object, reference: str) -> Outcome:
+    def _gender(self, gender: object, reference: str, cited: tuple[Cited, ...]) -> Outcome:
         wanted = " or ".join(self.atom.genders)
         if not isinstance(gender, str):
-            return Outcome(
+            return self._part(
                 Truth.UNKNOWN,
                 f"{reference} has no gender; {wanted} cannot be checked",
-                self.label,
+                cited,
                 missing=("Patient.gender",),
             )
         inside = gender in self.atom.genders
-        return Outcome(
+        return self._part(
             Truth.MET if inside else Truth.NOT_MET,
             f"gender {gender} is {'' if inside else 'not '}{wanted}",
-            self.label,
+            cited,
             evidence=(reference,),
         )
 
@@ -628,15 +646,20 @@ class ResourceNode:
         kept: list[_Candidate] = []
         problems: list[str] = []
         spans = context.spans
+        path_matches = context.path_matches
         unread = _UNREAD
         for resource in pool:
             resource_type = resource.get("resourceType")
             predicate = self.status_predicates.get(resource_type)  # type: ignore[arg-type]
             if predicate is None:
                 continue
-            if self.filters and not all(path.find(resource) for path in self.filters):
+            if self.filters and not all(
+                path_finds(path, resource, path_matches) for path in self.filters
+            ):
                 continue
-            if self.exclusions and any(path.find(resource) for path in self.exclusions):
+            if self.exclusions and any(
+                path_finds(path, resource, path_matches) for path in self.exclusions
+            ):
                 continue
             span = spans.get(id(resource), unread)
             if span is unread:
@@ -853,6 +876,16 @@ class ResourceNode:
             evidence=evidence,
             missing=(f"{self.subject} {window_text} (unusable: {problems[0]})",),
         )
+
+
+def path_finds(path: Any, resource: dict[str, Any], matches: dict[tuple[int, int], bool]) -> bool:
+    """Whether the compiled jsonpath finds anything in the resource, remembered in `matches`
+    (`EvaluationContext.path_matches`)."""
+    key = (id(path), id(resource))
+    found = matches.get(key)
+    if found is None:
+        found = matches[key] = bool(path.find(resource))
+    return found
 
 
 def unavailable_text(types: Iterable[str], reasons: Mapping[str, str]) -> str:

@@ -40,7 +40,7 @@ class Cited:
     medication: Mapping[str, Any] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Outcome:
     """The result of one node of a criterion's expression.
 
@@ -65,6 +65,34 @@ class Outcome:
     unavailable: str = ""
     """For an atom unknown because the source could not provide some of its types, which
     and why ("MedicationStatement not exported by the server"); explanations say it."""
+
+    def __init__(
+        self,
+        truth: Truth,
+        reason: str,
+        label: str = "",
+        evidence: tuple[str, ...] = (),
+        missing: tuple[str, ...] = (),
+        manual: tuple[str, ...] = (),
+        children: tuple[Outcome, ...] = (),
+        atom: Atom | None = None,
+        cited: tuple[Cited, ...] = (),
+        unavailable: str = "",
+    ) -> None:
+        # What the dataclass would write, straight into the instance's dict: its frozen
+        # __init__ calls object.__setattr__ per field, which made an Outcome cost 3.7 times
+        # as much (2.8 us), and evaluation makes several per atom and patient.
+        fields = self.__dict__
+        fields["truth"] = truth
+        fields["reason"] = reason
+        fields["label"] = label
+        fields["evidence"] = evidence
+        fields["missing"] = missing
+        fields["manual"] = manual
+        fields["children"] = children
+        fields["atom"] = atom
+        fields["cited"] = cited
+        fields["unavailable"] = unavailable
 
     @property
     def unknown_reasons(self) -> frozenset[UnknownReason]:
