@@ -160,6 +160,25 @@ def load_trial_cached(
     return cached[0]
 
 
+def cached_trial(criteria_path: str | Path) -> CompiledCriteria | None:
+    """The compiled criteria of `criteria_path` when the cache holds a current entry for
+    them (in this process or on disk), else None: nothing is compiled."""
+    folder = cache_folder()
+    key = _entry_key(criteria_path) if folder is not None else None
+    if folder is None or key is None:
+        return None
+    known = _in_process.get(key)
+    if known is not None and _unchanged(known[1]):
+        return known[0]
+    cached = _read_entry(folder / f"{_ENTRY_PREFIX}{key}.pickle")
+    if cached is None:
+        return None
+    if len(_in_process) >= _IN_PROCESS_LIMIT:
+        _in_process.clear()
+    _in_process[key] = cached
+    return cached[0]
+
+
 _IN_PROCESS_LIMIT = 64
 _in_process: dict[str, tuple[CompiledCriteria, list[tuple[str, bytes | None]]]] = {}
 """Entries this process read or wrote (the same object for the same content, as without a

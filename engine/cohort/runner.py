@@ -57,6 +57,7 @@ from engine.cohort.partition import (
 )
 from engine.cohort.prefilter import Prefilter
 from engine.cohort.rerun import Rebuilder, rebuild_partition
+from engine.compiled_cache import cached_trial
 from engine.errors import CohortError, Location
 from engine.evaluate import CompiledCriteria
 from engine.normalise.units import prepare_unit_conversions
@@ -90,12 +91,17 @@ def kept_types(criteria: CompiledCriteria) -> frozenset[str]:
 def provisional_kept_types(criteria_path: str | Path) -> frozenset[str] | None:
     """What `kept_types` will most likely be, read from the criteria file in a few ms.
 
-    RECORD_TYPES and every type a `resource:` key of the file names (MedicationStatement
-    bringing the other medication types), without compiling anything: pass 1 can start with
-    them while the criteria compile. The run checks them against `kept_types` of the compiled
-    criteria and splits the input again when they differ. None when the file does not read as
-    YAML (compiling it reports why).
+    `kept_types` itself when the compiled-criteria cache holds these criteria (no YAML
+    parsed: 0.02-0.06 s of CPU saved before pass 1 starts); else RECORD_TYPES and every type
+    a `resource:` key of the file names (MedicationStatement bringing the other medication
+    types), without compiling anything: pass 1 can start with them while the criteria
+    compile. The run checks them against `kept_types` of the compiled criteria and splits the
+    input again when they differ. None when the file does not read as YAML (compiling it
+    reports why).
     """
+    cached = cached_trial(criteria_path)
+    if cached is not None:
+        return kept_types(cached)
     try:
         text = Path(criteria_path).read_text(encoding="utf-8-sig")
         check_limits(text)

@@ -10,9 +10,11 @@ from cohort_examples import AS_OF, CRITERIA, OUTPUT_FILES, PARTITIONS
 import engine.cohort.runner as runner
 from engine.cohort import RECORD_TYPES, CohortSummary, NdjsonInput, kept_types, run_cohort
 from engine.cohort.engines import EngineSettings, PartitionOnDisk
+from engine.compiled_cache import CACHE_VARIABLE
 from engine.errors import TrialsieveError
 from engine.evaluate import CompiledCriteria
 from engine.sources import SourceProblem
+from engine.trial import load_trial
 
 
 def _same_files(out: Path, expected: CohortSummary) -> None:
@@ -20,7 +22,22 @@ def _same_files(out: Path, expected: CohortSummary) -> None:
         assert (out / name).read_bytes() == (expected.out_dir / name).read_bytes(), name
 
 
-def test_the_criteria_file_names_the_types_a_run_keeps(trial: CompiledCriteria) -> None:
+def test_the_criteria_file_names_the_types_a_run_keeps(
+    trial: CompiledCriteria, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(CACHE_VARIABLE, "off")  # read from the file's resource: keys
+    assert runner.provisional_kept_types(CRITERIA) == kept_types(trial)
+
+
+def test_criteria_in_the_compiled_cache_give_their_kept_types_unparsed(
+    trial: CompiledCriteria, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load_trial(CRITERIA)  # in the cache (the tests' cache folder)
+
+    def no_parse(*_arguments: object, **_options: object) -> None:
+        raise AssertionError("the criteria file was parsed")
+
+    monkeypatch.setattr(runner, "YAML", no_parse)
     assert runner.provisional_kept_types(CRITERIA) == kept_types(trial)
 
 
