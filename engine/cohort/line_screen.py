@@ -194,13 +194,19 @@ class LineScreen:
             (parser or json_checker()).parse(text)
         except (ValueError, RuntimeError):  # UnicodeDecodeError is a ValueError
             return None
+        # `data_day`: the latest first ten characters of the values at least ten long, which
+        # are those of the latest such value (a string's order is its prefix's first).
         newest = ""
         for value in dating(line):
+            if value is None:
+                continue
             if type(value) is _Period:
                 value = value.end or value.start
-            if type(value) is str and len(value) >= 10 and value[:10] > newest:
-                newest = value[:10]
-        return resource_type, f"{resource_type}/{line.id}", newest
+                if type(value) is not str:
+                    continue
+            if value > newest and len(value) >= 10:
+                newest = value
+        return resource_type, f"{resource_type}/{line.id}", newest[:10]
 
     def _new_code_verdict(self, code_text: bytes) -> bool:
         if len(self._code_verdicts) >= _CACHE_LIMIT:
