@@ -1167,12 +1167,16 @@ class _PatientLines:
     def screen_rest(self) -> None:
         """Check the rest's lines without building them (`RestOfRecord.screened`)."""
         parser = self.parser
+        own_reference = self.own_reference
+        seen = self.seen
         for position, text in self.rest:
-            label = _screened_label(parser, text, self.own_reference)
+            label = _screened_label(parser, text, own_reference)
             if label is _NEEDS_PARSING:
                 self.parse_line(position, text)
-            elif label is not None:
-                self.first_seen(position, label, SCREENED)
+            elif label is not None:  # `first_seen`, inline
+                earlier = seen.setdefault(label, position)
+                if earlier != position:
+                    self.repeated(position, label, earlier, SCREENED)
         self.rest = []
 
     def parse_line(self, position: int, text: bytes) -> None:
