@@ -42,7 +42,13 @@ from engine.criteria.model import ResourceAtom, iter_atoms
 from engine.evaluate import CompiledCriteria
 from engine.evaluate.patient import CriterionVerdict
 from engine.record import PatientRecord
-from engine.report.resources import CriterionReport, PatientReport, criterion_headings
+from engine.report.resources import (
+    CriterionReport,
+    PatientReport,
+    criterion_headings,
+    is_shared,
+    keep_shared,
+)
 from engine.resource_types import CODED_TYPES, RESOURCE_TYPES
 
 STORE_FOLDER = "store"
@@ -191,8 +197,47 @@ def encode_part(part: CriterionReport) -> list[Any]:
     ]
 
 
+_encoded: dict[int, tuple[CriterionReport, orjson.Fragment]] = {}
+"""`encode_part`'s JSON text of parts shared by many patients (`is_shared`), by part (kept
+to check identity)."""
+_decoded: dict[tuple[Any, ...], CriterionReport] = {}
+"""Decoded parts citing nothing, by their encoding: one part (`keep_shared`) for every
+patient with that encoding."""
+_PARTS_LIMIT = 4096
+
+
+def encoded_part(part: CriterionReport) -> list[Any] | orjson.Fragment:
+    """`encode_part`, as JSON text made once for a part shared by many patients."""
+    known = _encoded.get(id(part))
+    if known is not None and known[0] is part:
+        return known[1]
+    if not is_shared(part):
+        return encode_part(part)
+    text = orjson.Fragment(orjson.dumps(encode_part(part)))
+    if len(_encoded) >= _PARTS_LIMIT:
+        _encoded.clear()
+    _encoded[id(part)] = (part, text)
+    return text
+
+
 def decode_part(encoded: list[Any]) -> CriterionReport:
     verdict, summary, evidence, missing = encoded
+    if evidence:
+        return _decoded_part(verdict, summary, evidence, missing)
+    key = (verdict, summary, *missing)
+    part = _decoded.get(key)
+    if part is None:
+        part = _decoded_part(verdict, summary, evidence, missing)
+        if len(_decoded) >= _PARTS_LIMIT:
+            _decoded.clear()
+        _decoded[key] = part
+    keep_shared(part)
+    return part
+
+
+def _decoded_part(
+    verdict: str | None, summary: str, evidence: list[str], missing: list[str]
+) -> CriterionReport:
     return CriterionReport(
         None if verdict is None else CriterionVerdict(verdict),
         summary,
@@ -265,7 +310,7 @@ class StoreBuilder:
             return
         patient_id = report.patient_id
         parts = {
-            self.digests[criterion_id]: encode_part(part)
+            self.digests[criterion_id]: encoded_part(part)
             for criterion_id, part in zip(self.ids, report.parts, strict=True)
             if part.verdict is not None
         }

@@ -51,8 +51,10 @@ from engine.evaluate.patient import CriterionVerdict
 from engine.record import build_record
 from engine.report import research_study
 from engine.report.resources import (
+    CriterionReport,
     PatientReport,
     detected_issue_json,
+    is_shared,
     report_of,
     research_subject_of,
 )
@@ -130,7 +132,7 @@ def report_result_line(
     """`patient_result_line` of a patient's report parts."""
     criteria = report.criteria
     cells = [
-        [verdict_value(compiled.kind, part.verdict), list(part.missing)]
+        _cell(compiled.kind, part)
         for compiled, part in zip(criteria.criteria, report.parts, strict=True)
     ]
     summary = {
@@ -147,6 +149,26 @@ def report_result_line(
         outputs.validate(subject)
         outputs.validate_json(issue.text, issue.shape)
     return b"\t".join((orjson.dumps(summary), orjson.dumps(subject), issue.text))
+
+
+_cells: dict[int, tuple[CriterionReport, CriterionKind, orjson.Fragment]] = {}
+"""The summary's cells of parts shared by many patients (`is_shared`), as JSON text, by part
+and criterion kind (kept to check identity)."""
+
+
+def _cell(kind: CriterionKind, part: CriterionReport) -> list[Any] | orjson.Fragment:
+    """A criterion's cell of the summary: `[value, [missing...]]`."""
+    known = _cells.get(id(part))
+    if known is not None and known[0] is part and known[1] is kind:
+        return known[2]
+    cell = [verdict_value(kind, part.verdict), list(part.missing)]
+    if not is_shared(part):
+        return cell
+    text = orjson.Fragment(orjson.dumps(cell))
+    if len(_cells) >= 4096:
+        _cells.clear()
+    _cells[id(part)] = (part, kind, text)
+    return text
 
 
 def read_result_line(line: bytes) -> tuple[dict[str, Any], bytes, bytes]:

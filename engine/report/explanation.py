@@ -649,8 +649,7 @@ def _build_resource_step(
         if atom.concept is not None and terminology.has_concept(atom.concept)
         else None
     )
-    looked_for = describe_query(atom, concept, as_of)
-    filters = describe_filters(atom)
+    looked_for, filters = _query_words(atom, concept, as_of)
     if atom.computed is not None or atom.exposure is not None:
         return _derived_step(atom, outcome, looked_for, filters)
     findings = tuple(_finding(cited, atom, concept, terminology) for cited in outcome.cited)
@@ -705,6 +704,27 @@ def _build_resource_step(
         findings=findings,
         relation=relation,
     )
+
+
+_queries: dict[
+    tuple[int, dt.date], tuple[ResourceAtom, Concept | None, tuple[str, tuple[str, ...]]]
+] = {}
+"""`describe_query` and `describe_filters` of each atom on each day (the atom and concept kept
+to check identity): a step citing resources says them for every patient."""
+
+
+def _query_words(
+    atom: ResourceAtom, concept: Concept | None, as_of: dt.date
+) -> tuple[str, tuple[str, ...]]:
+    """What the atom's query looks for and its filters, in words (made once per atom and day)."""
+    known = _queries.get((id(atom), as_of))
+    if known is not None and known[0] is atom and known[1] is concept:
+        return known[2]
+    words = (describe_query(atom, concept, as_of), describe_filters(atom))
+    if len(_queries) >= _STEP_CACHE_LIMIT:
+        _queries.clear()
+    _queries[id(atom), as_of] = (atom, concept, words)
+    return words
 
 
 def _derived_step(

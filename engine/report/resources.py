@@ -215,6 +215,20 @@ _shared_parts: dict[int, CriterionReport] = {}
 identity): each is the part of many patients (`_pieces`)."""
 
 
+def keep_shared(part: CriterionReport) -> None:
+    """Mark `part` as the part of many patients (it is kept until the mark is dropped):
+    what is made of it (`_pieces`, the re-run store's encoding) is made once."""
+    if _shared_parts.get(id(part)) is not part:
+        if len(_shared_parts) >= _PARTS_LIMIT:
+            _shared_parts.clear()
+        _shared_parts[id(part)] = part
+
+
+def is_shared(part: CriterionReport) -> bool:
+    """Whether `part` is marked as the part of many patients (`keep_shared`)."""
+    return part is NOT_EVALUATED_REPORT or _shared_parts.get(id(part)) is part
+
+
 def criterion_report_of(
     result: CriterionResult, as_of: dt.date, terminology: Terminology
 ) -> CriterionReport:
@@ -247,10 +261,7 @@ def criterion_report_of(
             outcome.missing,
         ),
     )
-    if _shared_parts.get(id(part)) is not part:
-        if len(_shared_parts) >= _PARTS_LIMIT:
-            _shared_parts.clear()
-        _shared_parts[id(part)] = part
+    keep_shared(part)
     if len(_parts_by_outcome) >= _PARTS_LIMIT:
         _parts_by_outcome.clear()
     _parts_by_outcome[id(outcome)] = (outcome, compiled, as_of, terminology, part)
@@ -350,7 +361,7 @@ def _pieces(trial: Trial, heading: CriterionHeading, part: CriterionReport) -> _
     else:
         entry = _evidence(trial, heading, part)
         pieces = _PartPieces(row, orjson.Fragment(orjson.dumps(entry)), output_shape(entry))
-    if part is NOT_EVALUATED_REPORT or _shared_parts.get(id(part)) is part:
+    if is_shared(part):
         if len(_part_pieces) >= _PARTS_LIMIT:
             _part_pieces.clear()
         _part_pieces[id(part)] = (part, heading, pieces)

@@ -315,6 +315,7 @@ def test_report_parts_equal_those_of_full_explanations(criteria_file: str) -> No
         module._uncited_criteria.clear()
         module._uncited_combinations.clear()
         module._uncited_steps.clear()
+        module._queries.clear()
         fresh = tuple(
             criterion_report(result, module.explain_criterion(result, day, trial.terminology))
             for result, day in ((r, evaluation.as_of) for r in evaluation.results)
