@@ -229,6 +229,8 @@ _MANGLINGS = {
         b'"subject":{"reference":"Patient/p1"}',
         b'"subject":{"reference":"Patient/p2"},"subject":{"reference":"Patient/p1"}',
     ),
+    "repeated period end": (b'Period":{', b'Period":{"end":"2032-01-01",'),
+    "escaped date key": (b'"issued":', b'"issu\\u0065d":'),
     "repeated date": (b'"subject":', b'"issued":"2031-05-05T00:00:00Z","subject":'),
     "date of another type": (b'"subject":', b'"effectiveDateTime":17,"subject":'),
     "repeated reference": (
