@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from engine.compiled_cache import load_conversions, load_trial_cached
+from engine.compiled_cache import load_conversions, load_terminology_cached, load_trial_cached
 from engine.criteria.model import CriteriaFile
 from engine.evaluate.compile import CompiledCriteria, compile_criteria
 from engine.normalise import Terminology, load_terminology
@@ -40,7 +40,7 @@ def _load_and_compile(criteria_path: str | Path) -> CompiledCriteria:
     from engine.criteria.loader import load_criteria
 
     criteria = load_criteria(criteria_path)
-    terminology = load_terminology(list(criteria.mapping_paths))
+    terminology = load_terminology_cached(criteria.mapping_paths, load_terminology)
     key = (id(criteria), id(terminology))
     known = _compiled.get(key)
     if known is not None and known[0] is criteria and known[1] is terminology:

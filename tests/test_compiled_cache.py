@@ -12,11 +12,12 @@ from pathlib import Path
 import orjson
 import pytest
 
+import engine.trial
 from engine import compiled_cache
 from engine.compiled_cache import CACHE_VARIABLE, load_trial_cached
 from engine.errors import TrialsieveError
 from engine.evaluate import CompiledCriteria
-from engine.normalise import units
+from engine.normalise import Terminology, load_terminology, units
 from engine.screening import screen_patient
 from engine.sources import BundleFileSource
 from engine.trial import _load_and_compile, load_trial
@@ -34,12 +35,14 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "cache"
     monkeypatch.setenv(CACHE_VARIABLE, str(folder))
     monkeypatch.setattr(compiled_cache, "_in_process", {})
+    monkeypatch.setattr(compiled_cache, "_terminologies", {})
     return folder
 
 
 def fresh_load(path: Path) -> CompiledCriteria:
     """What a new process gets: nothing in memory, only what is on disk."""
     compiled_cache._in_process.clear()
+    compiled_cache._terminologies.clear()
     return load_trial(path)
 
 
@@ -177,6 +180,52 @@ def test_a_mapping_folder_removed_after_caching_is_reported(cache: Path, tmp_pat
     shutil.rmtree(tmp_path / "maps")
     with pytest.raises(TrialsieveError, match=r"maps"):
         fresh_load(path)
+
+
+def test_edited_criteria_over_unchanged_mappings_take_the_cached_terminology(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = copy_trial(tmp_path / "trial")
+    loads: list[object] = []
+
+    def counted(paths: list[str]) -> Terminology:
+        loads.append(paths)
+        return load_terminology(paths)
+
+    monkeypatch.setattr(engine.trial, "load_terminology", counted)
+    first = fresh_load(path)
+    assert len(loads) == 1 and len(list(cache.glob("terminology-*.pickle"))) == 1
+    path.write_text(path.read_text().replace("title:", "title: Edited", 1))
+    edited = fresh_load(path)  # compiled again, over the terminology read back
+    assert len(loads) == 1 and edited.trial.title.startswith("Edited")
+    with monkeypatch.context() as uncached:
+        uncached.setenv(CACHE_VARIABLE, "off")
+        assert outputs(edited) == outputs(_load_and_compile(path))
+    assert first.terminology is not edited.terminology  # read back from disk
+    before = len(loads)
+    mapping = tmp_path / "trial" / "mappings" / "conditions.yaml"
+    mapping.write_text(mapping.read_text() + "\n# edited\n")
+    fresh_load(path)
+    assert len(loads) == before + 1  # other mapping bytes: loaded again
+
+
+def test_a_cached_terminology_counts_its_value_set_files_for_the_compiled_entry(
+    cache: Path, tmp_path: Path
+) -> None:
+    """Criteria compiled over a terminology from the cache record its ValueSet files, so a
+    changed ValueSet file still makes their entry stale."""
+    path = tmp_path / "criteria.yaml"
+    path.write_text(CRITERIA)
+    (tmp_path / "mappings.yaml").write_text(MAPPINGS)
+    value_set = tmp_path / "diabetes.valueset.json"
+    value_set.write_text(listing("44054006"))
+    fresh_load(path)
+    path.write_text(CRITERIA.replace("A test trial", "An edited trial"))
+    assert fresh_load(path).terminology.concepts_of_coding(SNOMED, "44054006")
+    value_set.write_text(listing("46635009"))
+    reloaded = fresh_load(path)
+    assert not reloaded.terminology.concepts_of_coding(SNOMED, "44054006")
+    assert reloaded.terminology.concepts_of_coding(SNOMED, "46635009")
 
 
 def test_criteria_that_do_not_load_are_not_cached(cache: Path, tmp_path: Path) -> None:
