@@ -40,6 +40,10 @@ MAX_DEPTH = 64
 
 _ANCHOR = re.compile(r"(?:^|[\s\[{,])&\S")
 """An anchor may be defined: without one there is no alias to expand."""
+_ALIAS = re.compile(r"(?:^|[\s\[{,:])\*\S")
+"""An alias may be used (after a space, a flow indicator or a JSON-like key's colon): without
+one nothing expands. Both are needed for a scan: a jsonpath's `&&` in a quoted string looks
+like an anchor (NCT05315778), and scanning such a file cost a second parse of it."""
 _BRACKETS = re.compile(r"[\[\]{}]")
 
 
@@ -59,13 +63,13 @@ class _ScannerWithoutComments(Scanner):
 def check_limits(text: str) -> None:
     """Raise YamlLimitError when `text` expands beyond MAX_NODES or nests beyond MAX_DEPTH.
 
-    Flow brackets are counted; a text that defines an anchor is scanned (parser events,
-    nothing constructed); the depth of block collections is checked on the loaded tree by
-    `load_round_trip`. A syntax error
-    met while scanning is left for the loader to report.
+    Flow brackets are counted; a text that defines an anchor and uses an alias is scanned
+    (parser events, nothing constructed); the depth of block collections is checked on the
+    loaded tree by `load_round_trip`. A syntax error met while scanning is left for the
+    loader to report.
     """
     _check_brackets(text)
-    if _ANCHOR.search(text) is None:
+    if _ANCHOR.search(text) is None or _ALIAS.search(text) is None:
         return
     anchored: dict[str, int] = {}
     stack: list[list[Any]] = [[None, 0]]  # [anchor, expanded node count] per open collection

@@ -13,7 +13,8 @@ from hostile_support import HOSTILE, ROOT
 
 from engine.attestations import load_attestations
 from engine.errors import AttestationError
-from engine.normalise.yaml_reading import MAX_DEPTH, YamlLimitError, load_round_trip
+from engine.normalise import yaml_reading
+from engine.normalise.yaml_reading import MAX_DEPTH, YamlLimitError, check_limits, load_round_trip
 
 TRIALSIEVE = [sys.executable, "-c", "from engine.cli import app; app()"]
 LIMIT = 60  # seconds; each run takes about one when the input is refused at once
@@ -91,6 +92,30 @@ def test_anchors_within_the_limits_still_load() -> None:
     text = "base: &b {low: 1, high: 2}\nother: *b\nmerged: {<<: *b, high: 3}\n"
     tree = load_round_trip(text, lambda: None)
     assert tree["other"]["low"] == 1 and tree["merged"]["high"] == 3
+
+
+def test_an_alias_bomb_with_aliases_after_json_like_keys_is_refused() -> None:
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for level in range(1, 10):
+        below = f"a{level - 1}"
+        levels.append(f'a{level}: &a{level} {{"k":*{below},"l":*{below},"m":*{below}}}')
+    with pytest.raises(YamlLimitError, match="100,000 nodes"):
+        check_limits("\n".join(levels) + "\n")
+
+
+def test_a_text_defining_anchors_but_using_no_alias_is_not_scanned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`&&` in a quoted jsonpath looks like an anchor; without an alias nothing can expand,
+    so no second parse is paid (NCT05315778 has such a filter)."""
+
+    def no_scan(*_arguments: object, **_options: object) -> None:
+        raise AssertionError("scanned")
+
+    monkeypatch.setattr(yaml_reading, "YAML", no_scan)
+    check_limits('filter: "x[?(@.a > 1 && @.b < 2)]"\nbase: &b 1\n')
+    criteria = (ROOT / "criteria" / "NCT05315778.yaml").read_text(encoding="utf-8")
+    check_limits(criteria)
 
 
 def test_nesting_just_within_the_limit_loads_and_beyond_it_is_refused() -> None:
