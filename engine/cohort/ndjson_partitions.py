@@ -5,10 +5,10 @@ gzipped), not by patient. Grouping happens in two passes so that an export large
 works:
 
 1. `partition_ndjson` reads every file once, as byte ranges in parallel processes, and
-   appends each line, unchanged, to one of N partitions (a file per range and partition in a
-   work folder), chosen by a stable hash of the line's patient id; beside it, a runs file
-   names each run of consecutive lines of one patient (patient, first line, count), so the
-   second pass groups runs, not lines. Resources of a shared type
+   assigns each line, unchanged, to one of N partitions, chosen by a stable hash of the
+   line's patient id: a runs file per range and partition in a work folder names each run of
+   consecutive lines of one patient and where its bytes are (in the input file, or copied
+   beside it), so the second pass reads and groups runs, not lines. Resources of a shared type
    that name no patient (Medication, Organization, ...) go to a separate file; a patient's
    resources may refer to them. Lines of types nobody reads can be skipped unparsed.
 2. `PartitionLines` holds one partition's lines (picklable: it can travel to another
@@ -41,6 +41,7 @@ import io
 import itertools
 import math
 import multiprocessing
+import os
 import re
 import tempfile
 import zlib
@@ -59,6 +60,7 @@ from engine.atomic_write import write_atomically
 from engine.cohort.line_screen import LineScreen, decode_checked_line, json_checker
 from engine.cohort.orphans import exit_when_orphaned
 from engine.cohort.prefilter import PREVIEW_TYPES
+from engine.errors import InputError, Location
 from engine.sources.base import PatientResources
 from engine.sources.ndjson import (
     DEFAULT_PATIENT_FIELDS,
@@ -82,8 +84,10 @@ _WRITE_BUFFER = 1 << 18
 _FLUSH_BYTES = 1 << 20
 """Pass 1 writes the routed lines to the partition files every this many bytes."""
 _MARKER = "partitioned.json"
-_FORMAT = 2
-"""The partition files' format (`partitioned.json`'s `format`): 2 = lines and runs files."""
+_FORMAT = 3
+"""The partition files' format (`partitioned.json`'s `format`): 3 = runs files naming where
+each run's lines are (the input file or the partition's copies), and the input files'
+states."""
 _SHARED_FILE = "shared.ndjson"
 
 
@@ -106,7 +110,7 @@ class PartitionedExport:
     Pass 1 reads the export as byte ranges (`ranges`: file number and the line number the
     range starts at, in export order); each range writes one pair of files per partition it
     has lines for (`partition_ranges[index]`), so a partition's lines in range order are in
-    export order: the lines, unchanged, and their runs (`_RangeSplitter.close`).
+    export order: their runs (`_RUN_LINE`) and the copies some runs need.
     """
 
     folder: str
@@ -120,9 +124,12 @@ class PartitionedExport:
     ranges: tuple[tuple[int, int], ...]
     partition_ranges: tuple[tuple[int, ...], ...]
     kept_types: tuple[str, ...] | None = None
+    file_states: tuple[tuple[int, int] | None, ...] = ()
+    """Per file, its size and modification time (ns) when pass 1 read it (None: no stat):
+    pass 2 reads lines where they are in the files and checks that they did not change."""
 
     def partition_paths(self, index: int) -> list[Path]:
-        """The files holding partition `index`'s lines, in export order."""
+        """The files holding partition `index`'s copied lines, in export order."""
         return [_range_path(self.work_folder, index, r) for r in self.partition_ranges[index]]
 
     def run_paths(self, index: int) -> list[Path]:
@@ -158,6 +165,7 @@ class PartitionedExport:
             "ranges": [list(each) for each in self.ranges],
             "partition_ranges": [list(each) for each in self.partition_ranges],
             "kept_types": None if self.kept_types is None else list(self.kept_types),
+            "file_states": [None if each is None else list(each) for each in self.file_states],
         }
 
     @classmethod
@@ -175,6 +183,9 @@ class PartitionedExport:
             ranges=tuple((first, second) for first, second in data["ranges"]),
             partition_ranges=tuple(tuple(each) for each in data["partition_ranges"]),
             kept_types=None if kept is None else tuple(kept),
+            file_states=tuple(
+                None if each is None else (each[0], each[1]) for each in data["file_states"]
+            ),
         )
 
     @classmethod
@@ -202,9 +213,10 @@ def partition_ndjson(
     """Pass 1: split every line of the export into `partition_count` partitions by patient.
 
     The export is read as byte ranges by `workers` processes (gzipped files whole). Each range
-    writes, for the partitions it has lines for, `input-PPPP.RRRRR.ndjson` (the lines,
-    unchanged) and `input-PPPP.RRRRR.runs` (one `patient TAB line TAB count` line per run of
-    consecutive lines of one patient; `line` counts from 1 within the range);
+    writes, for the partitions it has lines for, `input-PPPP.RRRRR.runs` (one `_RUN_LINE` per
+    run of consecutive lines of one patient; line numbers count from 1 within the range) and
+    `input-PPPP.RRRRR.ndjson` (the runs' lines that are not the input's bytes as they stand:
+    lines of a gzipped file, stripped of white space, or without a line end);
     `shared.ndjson` and the marker `partitioned.json` are written last, so an interrupted pass
     leaves no marker.
 
@@ -225,16 +237,27 @@ def partition_ndjson(
     for stale in work.glob("input-*"):
         stale.unlink()
     kept = None if kept_types is None else frozenset(t.encode() for t in kept_types)
+    states = tuple(_file_state(path) for path in files)
     tasks = [
         _RangeTask(number, file_number, str(path), start, end, str(work), partition_count, kept)
         for number, (file_number, path, start, end) in enumerate(_plan_ranges(files, workers))
     ]
     results = _split_ranges(tasks, workers, on_started or _nothing)
     export = _combine_ranges(folder, work, files, partition_count, tasks, results, on_problem)
+    export = replace(export, file_states=states)
     if kept_types is not None:
         export = replace(export, kept_types=tuple(sorted(kept_types)))
     write_atomically(work / _MARKER, orjson.dumps(export.to_json()))
     return export
+
+
+def _file_state(path: Path) -> tuple[int, int] | None:
+    """A file's size and modification time (ns), or None when it cannot be read."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_size, status.st_mtime_ns
 
 
 def _range_path(work_folder: str | Path, index: int, range_number: int) -> Path:
@@ -423,22 +446,23 @@ class _RangeSplitter:
         self.result = _RangeResult()
         self.outputs: dict[int, IO[bytes]] = {}
         self.pending: dict[int, list[bytes | memoryview]] = {}
-        """Per partition, the lines routed since the last `flush` (a run of lines is a view
-        of the block it was read in: its bytes are copied once, into the file's buffer)."""
+        """Per partition, the copies routed since the last `flush` (a run of lines of a
+        gzipped file is a view of the block it was read in, copied once, into the file's
+        buffer)."""
+        self.copied: dict[int, int] = {}
+        """Per partition, how many bytes of copies were routed to it."""
         self.runs: dict[int, list[list[Any]]] = {}
-        """Per partition, `[patient, first line, count]` of each run of its lines."""
+        """Per partition, `[patient, first line, count, kind, at, length]` of each run."""
         self.unflushed = 0
 
     def close(self) -> None:
-        """Write what is pending, and each partition's runs (`patient TAB line TAB count`)."""
+        """Write what is pending, and each partition's runs (`_RUN_LINE`)."""
         self.flush()
         for output in self.outputs.values():
             output.close()
         task = self.task
         for index, runs in self.runs.items():
-            text = b"".join(
-                b"%s\t%d\t%d\n" % (patient, line, count) for patient, line, count in runs
-            )
+            text = b"".join(_RUN_LINE % tuple(run) for run in runs)
             _runs_path(task.work_folder, index, task.number).write_bytes(text)
         self.result.partitions_written = sorted(self.outputs)
 
@@ -460,26 +484,32 @@ class _RangeSplitter:
         line_number = 0
         try:
             with _open_range(Path(task.path), task.start) as (lines, position):
+                plain = not task.path.endswith(".gz")
                 for line in lines:
                     if end is not None and position >= end:
                         break
-                    position += len(line)
                     line_number += 1
                     result.bytes_read += len(line)
-                    self.split_line(line_number, line)
+                    ended = line.endswith(b"\n")
+                    self.split_line(line_number, line, position if plain and ended else None)
+                    position += len(line)
         except (OSError, EOFError, zlib.error) as error:
             result.read_error = _reason(error)
         result.line_count = line_number
 
-    def split_line(self, line_number: int, line: bytes) -> None:
-        """Route one line (with or without its line end)."""
+    def split_line(self, line_number: int, line: bytes, source: int | None) -> None:
+        """Route one line (with or without its line end). `source`: where the line starts
+        in a plain file when a line end follows it there (None: a gzipped file, or the
+        file's last line without a line end)."""
         text = line.strip()
         if not text:
             return
+        if source is not None and len(text) != len(line) - line.endswith(b"\n"):
+            source = None  # white space stripped: routed as a copy
         self.result.resource_lines += 1
         match = _LINE_TYPE.match(text)
         if match is None:
-            self.split_parsed(line_number, text)
+            self.split_parsed(line_number, text, source)
             return
         resource_type = match.group(1)
         kept = self.task.kept_types
@@ -489,9 +519,9 @@ class _RangeSplitter:
             return
         patient = _patient_from_text(resource_type, text)
         if patient is None:
-            self.split_parsed(line_number, text)
+            self.split_parsed(line_number, text, source)
         else:
-            self.write(patient, line_number, text)
+            self.write(patient, line_number, text, source)
 
     def split_blocks(self, resource_type: bytes) -> None:
         """Route a range of a file named for `resource_type` without reading it line by line.
@@ -501,11 +531,11 @@ class _RangeSplitter:
         to strip and that type, so its checks are made in place: a type nothing reads is
         only counted, a patient named once in the text is routed as `split_line` routes it.
         Consecutive such lines naming `Patient/` once, in the same reference text (from
-        `"reference":"` to its closing `"`), are routed as one run, with one copy: matching
-        the reference reads nothing past that `"`, so each line matches as the run's first
-        did. Any other line goes through `split_line`, after the run before it is routed, so
-        each partition keeps export order. Read errors propagate: `split` then reads the
-        range again line by line.
+        `"reference":"` to its closing `"`), are routed as one run (`send`): matching the
+        reference reads nothing past that `"`, so each line matches as the run's first did.
+        Any other line goes through `split_line`, after the run before it is routed, so each
+        partition keeps export order. Read errors propagate: `split` then reads the range
+        again line by line.
         """
         task = self.task
         result = self.result
@@ -513,12 +543,16 @@ class _RangeSplitter:
         kept = task.kept_types
         skipped = kept is not None and resource_type not in kept
         by_text = resource_type != b"Patient" and resource_type not in _SHARED_TYPE_NAMES
+        plain = not task.path.endswith(".gz")
         reference_at = _PATIENT_REFERENCE_TEXT.match
-        route = self.route
+        send = self.send
         line_number = 0
-        with _open_range(Path(task.path), task.start) as (handle, position):
-            for buffer, first, stop in _range_blocks(handle, position, task.end):
+        with _open_range(Path(task.path), task.start) as (handle, offset):
+            for buffer, first, stop in _range_blocks(handle, offset, task.end):
                 result.bytes_read += stop - first
+                # Where buffer[0] would be in the file (None: gzipped), blocks being contiguous.
+                base = offset - first if plain else None
+                offset += stop - first
                 find = buffer.find
                 starts_with = buffer.startswith
                 view = memoryview(buffer)
@@ -533,18 +567,22 @@ class _RangeSplitter:
                     if line_end < 0:
                         line_end = stop
                     line_number += 1
+                    source = None if base is None or line_end == stop else base + line_start
                     if not starts_with(start, line_start, line_end) or (
                         buffer[line_end - 1] != _CLOSING_BRACE
                     ):
                         if run_line:
-                            route(
+                            send(
                                 run_patient,
                                 run_line,
-                                line_number - run_line,
-                                view[run_start:line_start],
+                                line_number,
+                                view,
+                                base,
+                                run_start,
+                                line_start,
                             )
                             run_line = 0
-                        self.split_line(line_number, buffer[line_start:line_end])
+                        self.split_line(line_number, buffer[line_start:line_end], source)
                         continue
                     result.resource_lines += 1
                     if skipped:
@@ -561,12 +599,7 @@ class _RangeSplitter:
                         ):
                             continue  # the run goes on
                     if run_line:
-                        route(
-                            run_patient,
-                            run_line,
-                            line_number - run_line,
-                            view[run_start:line_start],
-                        )
+                        send(run_patient, run_line, line_number, view, base, run_start, line_start)
                         run_line = 0
                     # as _patient_from_text: "Patient/" exactly once, a reference
                     if (
@@ -583,12 +616,30 @@ class _RangeSplitter:
                                 run_line = line_number
                             else:  # the file's last line, without a line end
                                 line = buffer[line_start:line_end] + b"\n"
-                                route(reference.group(1), line_number, 1, line)
+                                self.route(reference.group(1), line_number, 1, line)
                             continue
-                    self.split_parsed(line_number, buffer[line_start:line_end])
+                    self.split_parsed(line_number, buffer[line_start:line_end], source)
                 if run_line:
-                    route(run_patient, run_line, line_number + 1 - run_line, view[run_start:stop])
+                    send(run_patient, run_line, line_number + 1, view, base, run_start, stop)
         result.line_count = line_number
+
+    def send(
+        self,
+        patient: bytes,
+        line_number: int,
+        before: int,
+        view: memoryview,
+        base: int | None,
+        first: int,
+        stop: int,
+    ) -> None:
+        """Route the run of `patient`'s lines from `line_number` to line `before` (not
+        included), `view[first:stop]`: by where they are in the file when `base` (the file
+        offset of `view[0]`) is known, else as a copy."""
+        if base is None:
+            self.route(patient, line_number, before - line_number, view[first:stop])
+        else:
+            self.refer(patient, line_number, before - line_number, base + first, stop - first)
 
     def restart(self) -> None:
         """Forget what the range wrote and found, to split it again."""
@@ -597,46 +648,81 @@ class _RangeSplitter:
             _range_path(self.task.work_folder, index, self.task.number).unlink(missing_ok=True)
         self.outputs = {}
         self.pending = {}
+        self.copied = {}
         self.runs = {}
         self.unflushed = 0
         self.result = _RangeResult()
 
-    def write(self, patient: bytes, line_number: int, text: bytes) -> None:
-        self.route(patient, line_number, 1, text + b"\n")
+    def write(self, patient: bytes, line_number: int, text: bytes, source: int | None) -> None:
+        """Route one line: by where it is in the file (`source`, its text being the file's
+        bytes up to the line end), else as a copy."""
+        if source is None:
+            self.route(patient, line_number, 1, text + b"\n")
+        else:
+            self.refer(patient, line_number, 1, source, len(text) + 1)
 
     def route(
         self, patient: bytes, line_number: int, count: int, lines: bytes | memoryview
     ) -> None:
-        """Append `count` lines of `patient` from `line_number` on (`lines` ends with a line
-        end) to the patient's partition; a run continuing the partition's last is extended."""
-        task = self.task
-        index = zlib.crc32(patient) % task.partition_count
-        pieces = self.pending.get(index)
-        if pieces is None:
-            pieces = self.pending[index] = []
-            if index not in self.outputs:
-                path = _range_path(task.work_folder, index, task.number)
-                self.outputs[index] = open(path, "wb", buffering=_WRITE_BUFFER)  # noqa: SIM115
-                self.runs[index] = []
-        pieces.append(lines)
-        runs = self.runs[index]
-        if runs:
-            last = runs[-1]
-            if last[0] == patient and last[1] + last[2] == line_number:
-                last[2] += count
-            else:
-                runs.append([patient, line_number, count])
-        else:
-            runs.append([patient, line_number, count])
+        """Append a copy of `count` lines of `patient` from `line_number` on (`lines` ends
+        with a line end) to the patient's partition's file."""
+        index = zlib.crc32(patient) % self.task.partition_count
+        runs = self.partition(index)
+        self.pending[index].append(lines)
+        self.add_run(runs, patient, line_number, count, _COPY, self.copied[index], len(lines))
+        self.copied[index] += len(lines)
         self.unflushed += len(lines)
         if self.unflushed >= _FLUSH_BYTES:
             self.flush()
 
+    def refer(self, patient: bytes, line_number: int, count: int, at: int, length: int) -> None:
+        """Note `count` lines of `patient` from `line_number` on, `length` bytes from byte
+        `at` of the file, in the patient's partition: pass 2 reads them there."""
+        runs = self.partition(zlib.crc32(patient) % self.task.partition_count)
+        self.add_run(runs, patient, line_number, count, _IN_SOURCE, at, length)
+
+    def partition(self, index: int) -> list[list[Any]]:
+        """Partition `index`'s runs (its files opened on first use)."""
+        runs = self.runs.get(index)
+        if runs is None:
+            task = self.task
+            path = _range_path(task.work_folder, index, task.number)
+            self.outputs[index] = open(path, "wb", buffering=_WRITE_BUFFER)  # noqa: SIM115
+            runs = self.runs[index] = []
+            self.pending[index] = []
+            self.copied[index] = 0
+        return runs
+
+    @staticmethod
+    def add_run(
+        runs: list[list[Any]],
+        patient: bytes,
+        line_number: int,
+        count: int,
+        kind: bytes,
+        at: int,
+        length: int,
+    ) -> None:
+        """Append a run, or lengthen the last one when this one continues it."""
+        if runs:
+            last = runs[-1]
+            if (
+                last[0] == patient
+                and last[1] + last[2] == line_number
+                and last[3] == kind
+                and last[4] + last[5] == at
+            ):
+                last[2] += count
+                last[5] += length
+                return
+        runs.append([patient, line_number, count, kind, at, length])
+
     def flush(self) -> None:
-        """Write the pending lines, partition by partition."""
+        """Write the pending copies, partition by partition."""
         for index, pieces in self.pending.items():
-            self.outputs[index].writelines(pieces)
-        self.pending = {}
+            if pieces:
+                self.outputs[index].writelines(pieces)
+                pieces.clear()
         self.unflushed = 0
 
     def problem(self, line_number: int, message: str, label: str | None = None) -> None:
@@ -648,8 +734,9 @@ class _RangeSplitter:
         except orjson.JSONDecodeError as error:
             self.problem(line_number, f"not valid JSON: {error.msg}")
 
-    def split_parsed(self, line_number: int, text: bytes) -> None:
-        """Route a line after parsing it; shared resources are kept aside for the main process."""
+    def split_parsed(self, line_number: int, text: bytes, source: int | None) -> None:
+        """Route a line after parsing it (`source`: as for `split_line`); shared resources
+        are kept aside for the main process."""
         try:
             resource = orjson.loads(text)
         except orjson.JSONDecodeError as error:
@@ -670,7 +757,7 @@ class _RangeSplitter:
             if resource_type == "Patient":
                 index = partition_number(patient_id, self.task.partition_count)
                 self.result.patients[index] = self.result.patients.get(index, 0) + 1
-            self.write(patient_id.encode(), line_number, text)
+            self.write(patient_id.encode(), line_number, text, source)
         elif resource_type == "Patient":
             self.problem(line_number, "Patient.id is missing or not a FHIR id", label)
         elif resource_type in SHARED_TYPES:
@@ -691,6 +778,13 @@ class _RangeSplitter:
 
 
 _SHARED_TYPE_NAMES = frozenset(t.encode() for t in SHARED_TYPES)
+_IN_SOURCE = b"s"
+"""A run's lines are where they are in the file the range is of (`at`: a byte offset)."""
+_COPY = b"c"
+"""A run's lines are copied into the partition's file of the range (`at`: a byte offset)."""
+_RUN_LINE = b"%s\t%d\t%d\t%s\t%d\t%d\n"
+"""A runs file's line: patient, first line (from 1 within the range), number of lines, where
+they are (`_IN_SOURCE` or `_COPY`), byte offset there, number of bytes."""
 
 
 def _patient_from_text(resource_type: bytes, text: bytes) -> bytes | None:
@@ -834,15 +928,15 @@ range) of its first line, number of lines."""
 class PartitionLines:
     """One partition's lines with all it takes to group them anywhere (picklable).
 
-    `data` is the partition's pass 1 output (its lines, unchanged, in export order); `runs`
-    says whose they are and where they come from, a run of consecutive lines at a time;
+    `chunks` are the partition's lines (unchanged, in export order), a run at a time: the
+    lines of `runs[i]` (whose they are and where they come from) are `chunks[i]`;
     `files` and `ranges` turn a range and line into a file and line number; `shared` holds
     the shared resources patients may refer to. A worker on another machine needs nothing
     else.
     """
 
     index: int
-    data: bytes
+    chunks: tuple[bytes, ...]
     runs: tuple[Run, ...]
     files: tuple[str, ...]
     ranges: tuple[tuple[int, int], ...]
@@ -850,15 +944,30 @@ class PartitionLines:
 
     @classmethod
     def read(cls, export: PartitionedExport, index: int, shared: SharedResources) -> PartitionLines:
-        data = b"".join(path.read_bytes() for path in export.partition_paths(index))
+        """Partition `index` from the work folder: its runs' lines, read where pass 1 left
+        them (in the input file, or copied to the partition's file).
+
+        Raises InputError when an input file changed since pass 1 read it."""
+        pieces: list[bytes] = []
         runs: list[Run] = []
-        for range_number, path in zip(
-            export.partition_ranges[index], export.run_paths(index), strict=True
+        for range_number, copies_path, runs_path in zip(
+            export.partition_ranges[index],
+            export.partition_paths(index),
+            export.run_paths(index),
+            strict=True,
         ):
-            for line in path.read_bytes().splitlines():
-                patient, first_line, count = line.split(b"\t")
-                runs.append((patient, range_number, int(first_line), int(count)))
-        return cls(index, data, tuple(runs), export.files, export.ranges, shared)
+            copies = copies_path.read_bytes()
+            file_number = export.ranges[range_number][0]
+            with _InputFile(export, file_number) as source:
+                for line in runs_path.read_bytes().splitlines():
+                    patient, first_line, count, kind, at, length = line.split(b"\t")
+                    start, size = int(at), int(length)
+                    if kind == _COPY:
+                        pieces.append(copies[start : start + size])
+                    else:
+                        pieces.append(source.read(start, size))
+                    runs.append((patient, range_number, int(first_line), int(count)))
+        return cls(index, tuple(pieces), tuple(runs), export.files, export.ranges, shared)
 
     @functools.cached_property
     def run_starts(self) -> list[int]:
@@ -888,8 +997,10 @@ class PartitionLines:
         parse only the preview's lines (Patient, Conditions, Procedures) and yield a
         `PreviewFirst` whose `rest` the caller resolves, parsed or screened (see there).
         """
-        lines = self.data.split(b"\n")
-        lines.pop()  # after the last line end
+        lines: list[bytes] = []
+        for chunk in self.chunks:
+            lines += chunk.split(b"\n")
+            lines.pop()  # after the chunk's last line end
         # By patient, (position of the run's first line, number of lines) of each run.
         groups: dict[bytes, list[tuple[int, int]]] = {}
         for run, first in zip(self.runs, self.run_starts, strict=False):
@@ -900,7 +1011,9 @@ class PartitionLines:
                 group.append((first, run[3]))
         shared_types = tuple(sorted({key.split("/")[0] for key in self.shared}))
         references = _shared_reference_pattern(shared_types)
-        referring = _lines_referring(self.data, shared_types) if references else []
+        referring = (
+            _lines_referring(self.chunks, self.run_starts, shared_types) if references else []
+        )
         for patient in sorted(groups):
             segments = groups.pop(patient)
             texts: list[bytes] = []
@@ -941,23 +1054,71 @@ _PREVIEW_HEADS = tuple(sorted(b'{"resourceType":"%s"' % name.encode() for name i
 """How the lines of the preview's types start."""
 
 
-def _lines_referring(data: bytes, shared_types: tuple[str, ...]) -> list[int]:
-    """The positions (among `data`'s lines, in order) of the lines that may refer to a shared
-    resource: those holding `"reference":"<shared type>/`. Only they are searched for
-    references (`_shared_reference_pattern`), which costs as much as reading every line;
-    the literal is found much faster."""
+class _InputFile:
+    """An input file opened on first read, checked to be as pass 1 read it."""
+
+    def __init__(self, export: PartitionedExport, file_number: int) -> None:
+        self.name = export.files[file_number]
+        self.state = export.file_states[file_number] if export.file_states else None
+        self.handle: IO[bytes] | None = None
+
+    def __enter__(self) -> _InputFile:
+        return self
+
+    def __exit__(self, *_exception: object) -> None:
+        if self.handle is not None:
+            self.handle.close()
+
+    def read(self, start: int, size: int) -> bytes:
+        """The `size` bytes from byte `start`: whole lines, the last ending with a line end."""
+        if self.handle is None:
+            self.handle = self._open()
+        try:
+            text = os.pread(self.handle.fileno(), size, start)
+        except OSError as error:
+            raise self._changed(_reason(error)) from error
+        if len(text) != size or not text.endswith(b"\n"):
+            raise self._changed("its lines are no longer where they were")
+        return text
+
+    def _open(self) -> IO[bytes]:
+        try:
+            handle = open(self.name, "rb", buffering=0)  # noqa: SIM115
+        except OSError as error:
+            raise self._changed(_reason(error)) from error
+        status = os.fstat(handle.fileno())
+        if self.state != (status.st_size, status.st_mtime_ns):
+            handle.close()
+            raise self._changed("its size or modification time differs")
+        return handle
+
+    def _changed(self, reason: str) -> InputError:
+        return InputError(
+            f"the input file changed while the cohort ran ({reason}); run again",
+            Location(file=self.name),
+        )
+
+
+def _lines_referring(
+    chunks: tuple[bytes, ...], starts: list[int], shared_types: tuple[str, ...]
+) -> list[int]:
+    """The positions (among the partition's lines, in order; `starts`: the position of each
+    chunk's first line) of the lines that may refer to a shared resource: those holding
+    `"reference":"<shared type>/`. Only they are searched for references
+    (`_shared_reference_pattern`), which costs as much as reading every line; the literal
+    is found much faster."""
     found: set[int] = set()
     for name in shared_types:
         needle = b'"reference":"%s/' % name.encode()
-        position = 0  # of the line holding `counted`
-        counted = 0
-        at = data.find(needle)
-        while at >= 0:
-            position += data.count(b"\n", counted, at)
-            counted = at
-            found.add(position)
-            end = data.find(b"\n", at)
-            at = -1 if end < 0 else data.find(needle, end)
+        for chunk, position in zip(chunks, starts, strict=False):
+            counted = 0  # `position` is the line holding byte `counted`
+            at = chunk.find(needle)
+            while at >= 0:
+                position += chunk.count(b"\n", counted, at)
+                counted = at
+                found.add(position)
+                end = chunk.find(b"\n", at)
+                at = -1 if end < 0 else chunk.find(needle, end)
     return sorted(found)
 
 

@@ -276,7 +276,7 @@ def _results(criteria: CompiledCriteria, lines: list[bytes], screen: bool, full:
     """The partition result (every patient's result line, problems) of a cohort worker."""
     data = b"".join(line + b"\n" for line in lines)
     runs = ((b"p1", 0, 1, len(lines)),)  # one patient's lines, from line 1 of range 0
-    partition = PartitionLines(0, data, runs, ("Observation.ndjson",), ((0, 1),), {})
+    partition = PartitionLines(0, (data,), runs, ("Observation.ndjson",), ((0, 1),), {})
     evaluator = PartitionEvaluator(criteria, AS_OF, {}, full=full, screen_lines=screen)
     return evaluator.evaluate(partition).data
 

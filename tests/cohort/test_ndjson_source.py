@@ -332,3 +332,19 @@ def test_partitions_an_earlier_version_wrote_are_not_reused(tmp_path: Path) -> N
     del earlier["format"]  # an earlier version's lines each began `patient TAB range TAB line`
     marker.write_bytes(orjson.dumps(earlier))
     assert PartitionedExport.load(work) is None
+
+
+def test_an_input_file_changed_after_pass_1_is_an_error_naming_it(tmp_path: Path) -> None:
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "Patient.ndjson").write_bytes(lines(patient("a")))
+    observations = export / "Observation.ndjson"
+    observations.write_bytes(lines(observation("o", "a")))
+    partitioned = partition_ndjson(export, tmp_path / "work", 1)
+    shared = load_shared_resources(partitioned)
+    assert [each.patient_id for each in read_partition(partitioned, 0, shared)] == ["a"]
+    observations.write_bytes(lines(observation("o2", "a")))  # pass 2 reads its lines there
+    with pytest.raises(InputError) as raised:
+        list(read_partition(partitioned, 0, shared))
+    assert raised.value.location.file == str(observations)
+    assert "changed while the cohort ran" in str(raised.value)

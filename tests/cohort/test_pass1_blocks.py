@@ -89,17 +89,29 @@ def line_by_line() -> Iterator[None]:
 def split(
     path: Path, work: Path, start: int = 0, end: int | None = None, number: int = 0
 ) -> tuple[_RangeResult, dict[str, bytes]]:
-    """One range of `path` through pass 1, and the partition files it wrote (lines and runs)."""
+    """One range of `path` through pass 1, and what it wrote per partition: the runs file
+    as written, and (under the name of the partition's file) the partition's lines, read
+    where the runs say they are (in `path`, or copied to the partition's file)."""
     work.mkdir(parents=True, exist_ok=True)
     for old in work.glob("input-*"):
         old.unlink()
     task = _RangeTask(number, 0, str(path), start, end, str(work), 3, KEPT)
     result = _split_range(task)
-    return result, {each.name: each.read_bytes() for each in sorted(work.glob("input-*"))}
+    written: dict[str, bytes] = {}
+    for runs in sorted(work.glob("input-*.runs")):
+        copies = runs.with_suffix(".ndjson").read_bytes()
+        lines = b""
+        for run in runs.read_bytes().splitlines():
+            _patient, _line, _count, kind, at, length = run.split(b"\t")
+            where = copies if kind == b"c" else path.read_bytes()
+            lines += where[int(at) : int(at) + int(length)]
+        written[runs.name] = runs.read_bytes()
+        written[runs.with_suffix(".ndjson").name] = lines
+    return result, written
 
 
 def lines_in(written: dict[str, bytes]) -> list[bytes]:
-    """The partition files holding lines (not the runs files naming their patients)."""
+    """The partitions' lines (not the runs files naming their patients)."""
     return [text for name, text in written.items() if name.endswith(".ndjson")]
 
 
@@ -164,7 +176,9 @@ def test_every_line_the_blocks_cannot_vouch_for_is_reported_as_line_by_line(
     ]
     routed = b"".join(lines_in(written))
     assert b'"id":"o4"' in routed and b'"id":"p1"' in routed and len(written) == 2
-    assert written["input-0001.00000.runs"] == b"p1\t7\t2\n"  # one patient, lines 7 and 8
+    # One patient's lines 7 and 8, where they are in the file unless it is gzipped.
+    runs = written["input-0001.00000.runs"].split(b"\t")
+    assert runs[:4] == [b"p1", b"7", b"2", b"c" if compressed else b"s"]
     assert [label for label, _line, _text in result.shared] == []
     assert b"spaced" not in routed and b"CarePlan" not in routed
 
@@ -386,7 +400,7 @@ def test_runs_of_a_patient_are_routed_as_line_by_line(
             if name.endswith(".runs")
             for line in text.splitlines()
         ]
-        assert sum(int(count) for _patient, _line, count in runs) == routed
+        assert sum(int(run[2]) for run in runs) == routed
         cut = int(len(data) * cut_at)
         if cut > 0:
             first, _ = both_ways(path, work, 0, cut)
@@ -405,7 +419,9 @@ def test_a_run_is_one_line_of_the_runs_file(tmp_path: Path) -> None:
     # parsed and routed by its subject: the same patient, so the runs join); line 9 names
     # Patient/p1 first but its subject is p0: parsed, a run of its own; lines 10-11 name p1,
     # with a history reference and without.
+    at = [sum(len(line) + 1 for line in lines[:number]) for number in range(len(lines) + 1)]
     assert written == {
         "input-0001.00000.ndjson": b"".join(line + b"\n" for line in lines),
-        "input-0001.00000.runs": b"p1\t1\t8\np0\t9\t1\np1\t10\t2\n",
+        "input-0001.00000.runs": b"p1\t1\t8\ts\t0\t%d\np0\t9\t1\ts\t%d\t%d\np1\t10\t2\ts\t%d\t%d\n"
+        % (at[8], at[8], at[9] - at[8], at[9], at[11] - at[9]),
     }
