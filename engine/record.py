@@ -152,6 +152,14 @@ class PatientRecord:
             return found
         return [resource for resource in found if resource["resourceType"] in resource_types]
 
+    def holds_any_of(self, concept_ids: frozenset[str]) -> bool:
+        """Whether any resource of the record belongs to one of the concepts: one set
+        operation on the concept index (a subclass answering `resources_of_concept` its
+        own way is asked concept by concept)."""
+        if type(self).resources_of_concept is not PatientRecord.resources_of_concept:
+            return any(self.resources_of_concept(concept_id) for concept_id in concept_ids)
+        return not concept_ids.isdisjoint(self._by_concept)
+
     def concept_index(self) -> Mapping[str, Sequence[dict[str, Any]]]:
         """Every concept the record's resources belong to, with those resources (read-only)."""
         return self._by_concept

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from engine.attestations import Attestation
 from engine.criteria.model import (
@@ -89,7 +89,7 @@ class Reads:
     no answer to these manual items and every type available gets the same (shared)
     outcome as every other such record, so it is made once per as-of day."""
 
-    concepts: tuple[str, ...]
+    concepts: frozenset[str]
     types: frozenset[str]
     manual_ids: frozenset[str]
 
@@ -99,14 +99,13 @@ class Reads:
             return False
         if context.unavailable_types and not self.types.isdisjoint(context.unavailable_types):
             return False
-        resources_of_concept = context.record.resources_of_concept
-        return not any(resources_of_concept(concept) for concept in self.concepts)
+        return not context.record.holds_any_of(self.concepts)
 
 
 def reads_of(operands: Iterable[Node]) -> Reads | None:
     """What the operands read, when each answers the same for every patient that holds none
     of it (`Reads`); None otherwise."""
-    concepts: dict[str, None] = {}
+    concepts: set[str] = set()
     types: set[str] = set()
     manual_ids: set[str] = set()
     for operand in operands:
@@ -116,16 +115,16 @@ def reads_of(operands: Iterable[Node]) -> Reads | None:
         if type(operand) is ResourceNode:
             if operand.concept is None or operand.anchorings:
                 return None
-            concepts[operand.concept.id] = None
+            concepts.add(operand.concept.id)
             types.update(operand.types)
             continue
         reads = getattr(operand, "reads", None)
         if type(operand) not in (AllNode, AnyNode, NotNode) or reads is None:
             return None
-        concepts.update(dict.fromkeys(reads.concepts))
+        concepts.update(reads.concepts)
         types.update(reads.types)
         manual_ids.update(reads.manual_ids)
-    return Reads(tuple(concepts), frozenset(types), frozenset(manual_ids))
+    return Reads(frozenset(concepts), frozenset(types), frozenset(manual_ids))
 
 
 def _same_for_all(
@@ -364,8 +363,10 @@ def age_bounds_text(low: int | None, high: int | None) -> str:
 # --------------------------------------------------------------------------- resource atoms
 
 
-@dataclass(frozen=True)
-class _Candidate:
+class _Candidate(NamedTuple):
+    """A resource an atom may count, with its span and reference (a tuple: made per resource
+    and atom, at a third of a frozen dataclass's cost)."""
+
     resource: dict[str, Any]
     span: Span | None
     reference: str

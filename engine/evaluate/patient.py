@@ -50,12 +50,19 @@ class CriterionVerdict(StrEnum):
     MANUAL_REVIEW = "manual-review"  # unknown: only a person can answer
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class CriterionResult:
     """One criterion's outcome for one patient."""
 
     criterion: CompiledCriterion
     outcome: Outcome
+
+    def __init__(self, criterion: CompiledCriterion, outcome: Outcome) -> None:
+        # Straight into the instance's dict, as `Outcome` does (one per criterion and
+        # patient; the frozen dataclass's __init__ calls object.__setattr__ per field).
+        fields = self.__dict__
+        fields["criterion"] = criterion
+        fields["outcome"] = outcome
 
     @property
     def id(self) -> str:

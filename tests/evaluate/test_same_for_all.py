@@ -51,7 +51,7 @@ def test_the_part_knows_what_it_reads(tmp_path: Path) -> None:
     root = load_trial(write_trial(tmp_path, CRITERIA)).criteria[0].root
     assert isinstance(root, AnyNode)
     assert root.reads == Reads(
-        ("myocardial-infarction",), frozenset({"Condition"}), frozenset({"asked"})
+        frozenset({"myocardial-infarction"}), frozenset({"Condition"}), frozenset({"asked"})
     )
 
 
