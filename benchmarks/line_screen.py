@@ -1,0 +1,116 @@
+"""Benchmark: what a cohort run pays per line it leaves unparsed, by resource type.
+
+    .venv/bin/python benchmarks/line_screen.py [--data DIR] [--criteria FILE] [--lines N]
+                                               [--repeat N]
+
+For each NDJSON file of the export (the first `--lines` lines, default 20,000), prints the CPU
+microseconds per line, best of `--repeat` (default 5) passes, of:
+
+- `orjson`: parsing the line (what a line costs before its record is even built);
+- `screen`: `LineScreen.skippable`, the line screen of pass 2 (Observation, Condition,
+  Procedure lines: the types it may skip), and the share of lines it skips;
+- `settled`: `_screened_label`, the check of a settled patient's line.
+
+Each line is checked against the patient its own patient field names, as pass 2 does (a
+line naming none, such as a Patient or a Medication, is left out). The loop and a call
+around each check are included (about 0.2 µs). On a machine others use, compare figures of
+runs made in the same minute only (docs/cohort.md, Lines left unparsed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from shared_data import require, synthea
+
+from engine.cohort.line_screen import LineScreen, json_checker
+from engine.cohort.ndjson_partitions import _screened_label
+from engine.sources.ndjson import DEFAULT_PATIENT_FIELDS, PATIENT_FIELDS, ndjson_files
+from engine.trial import load_trial
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def _own_reference(resource: Any) -> str | None:
+    """`Patient/<id>` as the line's first patient field names it (None: it names none)."""
+    if type(resource) is not dict:
+        return None
+    name = resource.get("resourceType")
+    fields = PATIENT_FIELDS.get(name, DEFAULT_PATIENT_FIELDS) if type(name) is str else ()
+    holder = resource.get(fields[0]) if fields else None
+    reference = holder.get("reference") if type(holder) is dict else None
+    return reference if type(reference) is str else None
+
+
+def _best(
+    check: Callable[[bytes, str], object], lines: list[tuple[bytes, str]], repeat: int
+) -> float:
+    """CPU microseconds per line of `check(text, own reference)`, best of `repeat` passes
+    (the cyclic garbage collector paused, as a cohort worker pauses it)."""
+    best = float("inf")
+    gc.disable()
+    try:
+        for _ in range(repeat):
+            started = time.process_time()
+            for text, own in lines:
+                check(text, own)
+            best = min(best, time.process_time() - started)
+    finally:
+        gc.enable()
+    return best / len(lines) * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=synthea("ndjson"))
+    parser.add_argument("--criteria", type=Path, default=CHECKOUT / "criteria/NCT03036150.yaml")
+    parser.add_argument("--lines", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    arguments = parser.parse_args()
+    require(arguments.data)
+    screen = LineScreen.from_criteria(load_trial(arguments.criteria))
+    checker = json_checker()
+    print(f"criteria   {arguments.criteria.name}; screened types {', '.join(sorted(screen.types))}")
+    print(
+        f"{'file':34} {'lines':>7} {'bytes':>6}  {'orjson':>7} {'screen':>7} {'skips':>5}  "
+        f"{'settled':>7}   (CPU µs per line, best of {arguments.repeat})"
+    )
+    for path in ndjson_files(arguments.data):
+        if path.name.endswith(".gz"):
+            continue
+        lines: list[tuple[bytes, str]] = []
+        with open(path, "rb") as handle:
+            for text in handle:
+                text = text.rstrip(b"\n")
+                try:
+                    own = _own_reference(orjson.loads(text))
+                except orjson.JSONDecodeError:
+                    own = None
+                if own is not None:
+                    lines.append((text, own))
+                if len(lines) >= arguments.lines:
+                    break
+        if not lines:
+            continue
+        count = len(lines)
+        size = sum(len(text) for text, _own in lines) // count
+        repeat = arguments.repeat
+        parse = _best(lambda text, _own: orjson.loads(text), lines, repeat)
+        if path.name.split(".", 1)[0] in screen.types:
+            skips = sum(screen.skippable(text, own, checker) is not None for text, own in lines)
+            cost = _best(lambda text, own: screen.skippable(text, own, checker), lines, repeat)
+            screened = f"{cost:7.2f} {skips / count:5.0%}"
+        else:
+            screened = f"{'':7} {'':5}"
+        settled = _best(lambda text, own: _screened_label(checker, text, own), lines, repeat)
+        print(f"{path.name:34} {count:7,} {size:6,}  {parse:7.2f} {screened}  {settled:7.2f}")
+
+
+if __name__ == "__main__":
+    main()
