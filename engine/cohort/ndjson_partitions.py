@@ -1054,6 +1054,9 @@ _PREVIEW_HEADS = tuple(sorted(b'{"resourceType":"%s"' % name.encode() for name i
 """How the lines of the preview's types start."""
 
 
+_PREAD: Callable[[int, int, int], bytes] | None = getattr(os, "pread", None)
+
+
 class _InputFile:
     """An input file opened on first read, checked to be as pass 1 read it."""
 
@@ -1074,7 +1077,11 @@ class _InputFile:
         if self.handle is None:
             self.handle = self._open()
         try:
-            text = os.pread(self.handle.fileno(), size, start)
+            if _PREAD is not None:
+                text = _PREAD(self.handle.fileno(), size, start)
+            else:  # no pread (Windows)
+                self.handle.seek(start)
+                text = self.handle.read(size)
         except OSError as error:
             raise self._changed(_reason(error)) from error
         if len(text) != size or not text.endswith(b"\n"):

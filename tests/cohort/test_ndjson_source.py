@@ -348,3 +348,21 @@ def test_an_input_file_changed_after_pass_1_is_an_error_naming_it(tmp_path: Path
         list(read_partition(partitioned, 0, shared))
     assert raised.value.location.file == str(observations)
     assert "changed while the cohort ran" in str(raised.value)
+
+
+def test_runs_are_read_where_they_are_without_pread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "Patient.ndjson").write_bytes(lines(patient("a"), patient("b")))
+    (tmp_path / "Observation.ndjson").write_bytes(
+        lines(observation("o1", "a"), observation("o2", "b"), observation("o3", "a"))
+    )
+    partitioned = partition_ndjson(tmp_path, tmp_path / "work", 1)
+    shared = load_shared_resources(partitioned)
+    with_pread = list(read_partition(partitioned, 0, shared))
+    monkeypatch.setattr("engine.cohort.ndjson_partitions._PREAD", None)  # as on Windows
+    assert list(read_partition(partitioned, 0, shared)) == with_pread
+    assert by_id(with_pread) == {
+        "a": ["Observation/o1", "Observation/o3", "Patient/a"],
+        "b": ["Observation/o2", "Patient/b"],
+    }
