@@ -23,14 +23,10 @@ def _in_a_fresh_interpreter(code: str) -> str:
     return done.stdout.strip()
 
 
-def test_the_files_a_bulk_export_leaves_are_the_ones_the_runner_looks_for() -> None:
-    assert BULK_EXPORT_FILES == (bulk_export.STATE_FILE, bulk_export.MERGE_JOURNAL)
-
-
-def test_a_run_over_a_folder_no_export_wrote_does_not_import_the_bulk_client(
-    ndjson_folder: Path, tmp_path: Path
-) -> None:
-    code = (
+def _run_then_print(ndjson_folder: Path, tmp_path: Path, printed: str) -> str:
+    """Code for a fresh interpreter: a cohort run of the ITP trial over `ndjson_folder`, then
+    `print(<printed>)`."""
+    return (
         "import sys\n"
         "from pathlib import Path\n"
         "import datetime\n"
@@ -38,9 +34,19 @@ def test_a_run_over_a_folder_no_export_wrote_does_not_import_the_bulk_client(
         f"run_cohort({str(CRITERIA)!r}, NdjsonInput(Path({str(ndjson_folder)!r})), "
         f"{str(tmp_path / 'out')!r}, datetime.date.fromisoformat({AS_OF.isoformat()!r}), "
         "workers=1)\n"
-        "print('engine.sources.bulk_export' in sys.modules)\n"
+        f"print({printed})\n"
     )
-    assert _in_a_fresh_interpreter(code) == "False"
+
+
+def test_the_files_a_bulk_export_leaves_are_the_ones_the_runner_looks_for() -> None:
+    assert BULK_EXPORT_FILES == (bulk_export.STATE_FILE, bulk_export.MERGE_JOURNAL)
+
+
+def test_a_run_over_a_folder_no_export_wrote_does_not_import_the_bulk_client(
+    ndjson_folder: Path, tmp_path: Path
+) -> None:
+    printed = "'engine.sources.bulk_export' in sys.modules"
+    assert _in_a_fresh_interpreter(_run_then_print(ndjson_folder, tmp_path, printed)) == "False"
 
 
 def test_a_run_of_cached_criteria_imports_neither_the_criteria_loader_nor_jsonschema(
@@ -49,17 +55,8 @@ def test_a_run_of_cached_criteria_imports_neither_the_criteria_loader_nor_jsonsc
     from engine.trial import load_trial
 
     load_trial(CRITERIA)  # into the compiled cache (the same folder for the child process)
-    code = (
-        "import sys\n"
-        "from pathlib import Path\n"
-        "import datetime\n"
-        "from engine.cohort import NdjsonInput, run_cohort\n"
-        f"run_cohort({str(CRITERIA)!r}, NdjsonInput(Path({str(ndjson_folder)!r})), "
-        f"{str(tmp_path / 'out')!r}, datetime.date.fromisoformat({AS_OF.isoformat()!r}), "
-        "workers=1)\n"
-        "print(sorted(m for m in ('engine.criteria.loader', 'jsonschema') if m in sys.modules))\n"
-    )
-    assert _in_a_fresh_interpreter(code) == "[]"
+    printed = "sorted(m for m in ('engine.criteria.loader', 'jsonschema') if m in sys.modules)"
+    assert _in_a_fresh_interpreter(_run_then_print(ndjson_folder, tmp_path, printed)) == "[]"
 
 
 def test_a_worker_loads_neither_the_runner_nor_the_output_writers_nor_the_criteria_loader() -> None:
