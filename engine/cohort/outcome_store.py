@@ -335,11 +335,18 @@ class StoreBuilder:
         dumps = orjson.dumps
         self.records[patient_id] = dumps({"patient": record.patient, "resolved": resolved})
         concepts = self.concepts
+        # concepts with the same codes (creatinine, and its sex-specific limits) index the
+        # same resources: their text is made once
+        texts: dict[tuple[int, ...], bytes] = {}
         for concept, resources in record.concept_index().items():
             by_patient = concepts.get(concept)
             if by_patient is None:
                 by_patient = concepts[concept] = {}
-            by_patient[patient_id] = dumps(list(resources))
+            same = tuple(map(id, resources))
+            text = texts.get(same)
+            if text is None:
+                text = texts[same] = dumps(list(resources))
+            by_patient[patient_id] = text
         for resource_type in self.plain_types:
             found = record.resources_of_type(resource_type)
             if found:

@@ -42,7 +42,7 @@ from engine.report.explanation import (
     outcome_text,
     remembered,
 )
-from engine.report.validate import Shape, output_shape
+from engine.report.validate import Shape, has_refused_whitespace, output_shape
 
 RESEARCH_SUBJECT_SYSTEM = f"{TRIALSIEVE_IDENTIFIER_SYSTEM}/research-subject"
 DETECTED_ISSUE_SYSTEM = f"{TRIALSIEVE_IDENTIFIER_SYSTEM}/detected-issue"
@@ -333,6 +333,8 @@ class _PartPieces:
     and, for a criterion not clear, its evidence entry (JSON text and `output_shape`)."""
 
     row: str
+    row_clean: bool
+    """Whether the row holds no character the FHIR string pattern refuses."""
     entry: orjson.Fragment | None = None
     entry_shape: Shape = None
 
@@ -356,11 +358,13 @@ def _pieces(trial: Trial, heading: CriterionHeading, part: CriterionReport) -> _
         f"<td>{html.escape(part.summary)}</td>"
         "</tr>"
     )
+    clean = not has_refused_whitespace(row)
     if part.verdict is None or part.verdict is CriterionVerdict.CLEAR:
-        pieces = _PartPieces(row)
+        pieces = _PartPieces(row, clean)
     else:
         entry = _evidence(trial, heading, part)
-        pieces = _PartPieces(row, orjson.Fragment(orjson.dumps(entry)), output_shape(entry))
+        shape = output_shape(entry)
+        pieces = _PartPieces(row, clean, orjson.Fragment(orjson.dumps(entry)), shape)
     if is_shared(part):
         if len(_part_pieces) >= _PARTS_LIMIT:
             _part_pieces.clear()
@@ -427,6 +431,13 @@ def detected_issue_json(report: PatientReport) -> ShapedJson:
     identifier = {"system": DETECTED_ISSUE_SYSTEM, "value": value}
     patient = {"reference": report.patient_reference}
     text = {"status": "generated", "div": _narrative_of(report, summary, pieces)}
+    # the narrative fits the FHIR string pattern when its pieces hold no refused character
+    # (its own words and tags hold none, and html.escape changes none)
+    narrative_clean = (
+        all(piece.row_clean for piece in pieces)
+        and not has_refused_whitespace(summary)
+        and not any(map(has_refused_whitespace, report.data_problems))
+    )
     members: list[tuple[str, Any, Shape]] = [
         ("resourceType", "DetectedIssue", None),
         ("id", deterministic_id(DETECTED_ISSUE_SYSTEM, value), None),
@@ -445,7 +456,7 @@ def detected_issue_json(report: PatientReport) -> ShapedJson:
         ("identifiedDateTime", report.as_of.isoformat(), None),
         ("author", *constants["author"]),
         ("detail", summary, None),
-        ("text", text, None),
+        ("text", text, (("status", ("s", "generated")), ("div", ("s", narrative_clean)))),
     ]
     entries = [piece for piece in pieces if piece.entry is not None]
     if entries:

@@ -147,6 +147,7 @@ def test_a_detected_issue_is_written_with_the_shape_of_its_text(criteria_file: s
     """`detected_issue_json`'s shape, made from its pieces (kept for parts shared by many
     patients), is `output_shape` of its text: the shape validated is that of what is
     written, for every shipped example, evaluated in full and from a preview, twice."""
+    import dataclasses
     import datetime as dt
 
     import orjson
@@ -168,8 +169,16 @@ def test_a_detected_issue_is_written_with_the_shape_of_its_text(criteria_file: s
         if requirement is not None:
             settled = prefilter.evaluate_settled(trial, preview, as_of, requirement, None)
             reports.append(report_of(settled.evaluation))
+    # texts with characters the FHIR string pattern refuses, in the narrative's pieces
+    refused = dataclasses.replace(
+        reports[0],
+        data_problems=("a problem\u2028on two lines",),
+        parts=tuple(
+            dataclasses.replace(part, summary=part.summary + "\x0b") for part in reports[0].parts
+        ),
+    )
     shapes = set()
-    for report in reports + reports:
+    for report in [*reports, refused, *reports]:
         issue = detected_issue_json(report)
         assert issue.shape == output_shape(orjson.loads(issue.text))
         shapes.add(issue.shape)
