@@ -94,3 +94,12 @@ def test_window_start_is_never_after_as_of(as_of: dt.date, months: int, days: in
 
 def test_three_month_window_uses_calendar_months() -> None:
     assert IsoDuration(months=3).start_before(dt.date(2026, 5, 31)) == dt.date(2026, 2, 28)
+
+
+def test_a_date_parsed_again_reads_the_same_and_a_bad_one_names_each_field() -> None:
+    first = parse_date_range("2024-03-05T10:30:00+01:00", "effectiveDateTime")
+    again = parse_date_range("2024-03-05T10:30:00+01:00", "onsetDateTime")
+    assert again == first == (dt.date(2024, 3, 5), dt.date(2024, 3, 5), first[2])
+    for field in ("effectiveDateTime", "onsetDateTime"):
+        with pytest.raises(DateProblem, match=f"^{field}: '2024-13' is not a valid date"):
+            parse_date_range("2024-13", field)
