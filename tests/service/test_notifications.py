@@ -236,7 +236,10 @@ def test_a_notification_re_evaluates_and_writes_back(
     api.portal.call(api.app.state.notifications.drain)  # type: ignore[union-attr,attr-defined]
     counts = api.app.state.notifications.counts  # type: ignore[attr-defined]
     assert counts.failed == 0, counts.errors
-    assert 1 <= counts.completed <= 2
+    # Three when the worker finished each before the next arrived (the puts are slow on a
+    # loaded machine), fewer when they were coalesced: test_queue_coalesces_per_patient
+    # checks coalescing itself, deterministically.
+    assert 1 <= counts.completed <= 3
     stored = subject_on_server(sekmet, patient_id)
     assert stored is not None
     assert stored["status"] == "potential-candidate"
