@@ -97,6 +97,9 @@ carries its time; 2,624 distinct texts among 88,450 in a 10x export), and a pars
 regular expression and `fromisoformat`. Only dates that parse are kept: a problem names
 the field, so it is raised anew."""
 _PARSED_DATES_LIMIT = 100_000
+_POINT_SPANS: dict[str, Span] = {}
+"""The span of a date or dateTime field by its text (a span is immutable): made once per
+distinct text, as its parse is (`_PARSED_DATES`)."""
 
 
 def _parse_date_range(text: str, field: str) -> tuple[dt.date, dt.date, dt.datetime]:
@@ -141,8 +144,15 @@ def _read(resource: dict[str, Any], date_field: DateField) -> Span | None:
     if value is None:
         return None
     if not date_field.is_period:
-        start, end, moment = parse_date_range(value, date_field.name)
-        return Span(start, end, moment, latest_start=end, earliest_end=start)
+        span = _POINT_SPANS.get(value) if type(value) is str else None
+        if span is None:
+            start, end, moment = parse_date_range(value, date_field.name)
+            span = Span(start, end, moment, latest_start=end, earliest_end=start)
+            if type(value) is str:
+                if len(_POINT_SPANS) >= _PARSED_DATES_LIMIT:
+                    _POINT_SPANS.clear()
+                _POINT_SPANS[value] = span
+        return span
     return _period(value, date_field.name, date_field.open_ended)
 
 

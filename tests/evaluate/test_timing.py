@@ -103,3 +103,16 @@ def test_a_date_parsed_again_reads_the_same_and_a_bad_one_names_each_field() -> 
     for field in ("effectiveDateTime", "onsetDateTime"):
         with pytest.raises(DateProblem, match=f"^{field}: '2024-13' is not a valid date"):
             parse_date_range("2024-13", field)
+
+
+def test_results_with_the_same_time_have_the_same_span_and_odd_values_still_fail() -> None:
+    def observation(effective: object) -> dict[str, object]:
+        return {"resourceType": "Observation", "status": "final", "effectiveDateTime": effective}
+
+    first = resource_span(observation("2024-03-05T10:30:00+01:00"))
+    again = resource_span(observation("2024-03-05T10:30:00+01:00"))
+    assert first == again
+    assert first is not None and first.start == first.end == dt.date(2024, 3, 5)
+    for odd in ({"start": "2024"}, ["2024"], 2024):
+        with pytest.raises(DateProblem, match=r"^effectiveDateTime: expected a date string"):
+            resource_span(observation(odd))
