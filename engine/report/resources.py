@@ -339,15 +339,17 @@ class _PartPieces:
     entry_shape: Shape = None
 
 
-_part_pieces: dict[int, tuple[CriterionReport, CriterionHeading, _PartPieces]] = {}
-"""The pieces of parts shared by many patients (`_shared_parts`, `NOT_EVALUATED_REPORT`), by
-part and heading (kept to check identity): a criterion whose outcome cites nothing shows the
-same row and evidence entry for every patient with that outcome."""
+_part_pieces: dict[tuple[int, int], tuple[CriterionReport, CriterionHeading, _PartPieces]] = {}
+"""The pieces of parts shared by many patients (`_shared_parts`, `NOT_EVALUATED_REPORT`: one
+part for every criterion not evaluated), by part and heading (kept to check identity): a
+criterion whose outcome cites nothing shows the same row and evidence entry for every
+patient with that outcome."""
 
 
 def _pieces(trial: Trial, heading: CriterionHeading, part: CriterionReport) -> _PartPieces:
     """A part's narrative row and evidence entry: made once for a shared part."""
-    known = _part_pieces.get(id(part))
+    key = (id(part), id(heading))
+    known = _part_pieces.get(key)
     if known is not None and known[0] is part and known[1] is heading:
         return known[2]
     row = (
@@ -368,7 +370,7 @@ def _pieces(trial: Trial, heading: CriterionHeading, part: CriterionReport) -> _
     if is_shared(part):
         if len(_part_pieces) >= _PARTS_LIMIT:
             _part_pieces.clear()
-        _part_pieces[id(part)] = (part, heading, pieces)
+        _part_pieces[key] = (part, heading, pieces)
     return pieces
 
 
