@@ -128,7 +128,7 @@ def reads_of(operands: Iterable[Node]) -> Reads | None:
 
 
 def _same_for_all(
-    node: AllNode | AnyNode | NotNode, context: EvaluationContext
+    node: _OperandsNode | NotNode, context: EvaluationContext
 ) -> tuple[dict[dt.date, Outcome], Outcome | None] | None:
     """The node's memo of outcomes for records holding nothing it reads, and the outcome
     for this context's as-of day if made already; None when the patient holds some of it."""
@@ -147,7 +147,10 @@ def _remember(unread: dict[dt.date, Outcome], as_of: dt.date, outcome: Outcome) 
 
 
 @dataclass(frozen=True)
-class AllNode:
+class _OperandsNode:
+    """A node combining its operands' outcomes (`combine`), the same for every patient who
+    holds nothing they read."""
+
     operands: tuple[Node, ...]
     label: str
     reads: Reads | None = field(default=None, init=False, compare=False, repr=False)
@@ -161,47 +164,30 @@ class AllNode:
     def __post_init__(self) -> None:
         object.__setattr__(self, "reads", reads_of(self.operands))
 
+    def combine(self, outcomes: list[Outcome]) -> Outcome:
+        raise NotImplementedError
+
     def evaluate(self, context: EvaluationContext) -> Outcome:
         memo = _same_for_all(self, context)
         if memo is None:
-            return combine_all([operand.evaluate(context) for operand in self.operands], self.label)
+            return self.combine([operand.evaluate(context) for operand in self.operands])
         unread, known = memo
         if known is not None:
             return known
-        return _remember(
-            unread,
-            context.as_of,
-            combine_all([operand.evaluate(context) for operand in self.operands], self.label),
-        )
+        outcome = self.combine([operand.evaluate(context) for operand in self.operands])
+        return _remember(unread, context.as_of, outcome)
 
 
 @dataclass(frozen=True)
-class AnyNode:
-    operands: tuple[Node, ...]
-    label: str
-    reads: Reads | None = field(default=None, init=False, compare=False, repr=False)
-    """What the operands read, when they answer the same for every patient holding none of
-    it (`Reads`)."""
-    unread: dict[dt.date, Outcome] = field(
-        default_factory=dict, init=False, compare=False, repr=False
-    )
-    """The outcome for a patient holding nothing of `reads`, by as-of day."""
+class AllNode(_OperandsNode):
+    def combine(self, outcomes: list[Outcome]) -> Outcome:
+        return combine_all(outcomes, self.label)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "reads", reads_of(self.operands))
 
-    def evaluate(self, context: EvaluationContext) -> Outcome:
-        memo = _same_for_all(self, context)
-        if memo is None:
-            return combine_any([operand.evaluate(context) for operand in self.operands], self.label)
-        unread, known = memo
-        if known is not None:
-            return known
-        return _remember(
-            unread,
-            context.as_of,
-            combine_any([operand.evaluate(context) for operand in self.operands], self.label),
-        )
+@dataclass(frozen=True)
+class AnyNode(_OperandsNode):
+    def combine(self, outcomes: list[Outcome]) -> Outcome:
+        return combine_any(outcomes, self.label)
 
 
 @dataclass(frozen=True)
@@ -209,7 +195,7 @@ class NotNode:
     operand: Node
     label: str
     reads: Reads | None = field(default=None, init=False, compare=False, repr=False)
-    """What the operand reads (`AllNode.reads`)."""
+    """What the operand reads (`_OperandsNode.reads`)."""
     unread: dict[dt.date, Outcome] = field(
         default_factory=dict, init=False, compare=False, repr=False
     )
