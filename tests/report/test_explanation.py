@@ -261,6 +261,18 @@ def test_a_computed_value_whose_inputs_were_not_exported_says_why(tmp_path: Path
     assert "Needs" not in i1.summary and "no creatinine" not in i1.summary
 
 
+def _examples_evaluated(criteria_file: str) -> tuple[CompiledCriteria, list[PatientEvaluation]]:
+    """A shipped trial, and every shipped example Bundle evaluated against it on two days."""
+    trial = load_trial(EXAMPLES.parents[1] / "criteria" / criteria_file)
+    bundles = sorted(EXAMPLES.parent.glob("**/*.json"))
+    days = (AS_OF, AS_OF + dt.timedelta(days=400))
+    return trial, [
+        evaluate_patient(trial, build_record(read_bundle_file(path), trial.terminology), day)
+        for day in days
+        for path in bundles
+    ]
+
+
 @pytest.mark.parametrize("criteria_file", ["NCT05315778.yaml", "NCT03036150.yaml"])
 def test_explanations_kept_for_outcomes_citing_nothing_equal_fresh_ones(
     criteria_file: str,
@@ -271,14 +283,7 @@ def test_explanations_kept_for_outcomes_citing_nothing_equal_fresh_ones(
     one built afresh, so the key holds everything the text depends on."""
     from engine.report import explanation as module
 
-    trial = load_trial(EXAMPLES.parents[1] / "criteria" / criteria_file)
-    bundles = sorted(EXAMPLES.parent.glob("**/*.json"))
-    days = (AS_OF, AS_OF + dt.timedelta(days=400))
-    evaluations = [
-        evaluate_patient(trial, build_record(read_bundle_file(path), trial.terminology), day)
-        for day in days
-        for path in bundles
-    ]
+    _trial, evaluations = _examples_evaluated(criteria_file)
     module._uncited_criteria.clear()
     module._uncited_combinations.clear()
     reused = [explain(evaluation) for evaluation in evaluations]
@@ -298,14 +303,7 @@ def test_report_parts_equal_those_of_full_explanations(criteria_file: str) -> No
     from engine.report import resources
     from engine.report.resources import criterion_report, report_of
 
-    trial = load_trial(EXAMPLES.parents[1] / "criteria" / criteria_file)
-    bundles = sorted(EXAMPLES.parent.glob("**/*.json"))
-    days = (AS_OF, AS_OF + dt.timedelta(days=400))
-    evaluations = [
-        evaluate_patient(trial, build_record(read_bundle_file(path), trial.terminology), day)
-        for day in days
-        for path in bundles
-    ]
+    trial, evaluations = _examples_evaluated(criteria_file)
     resources._uncited_parts.clear()
     resources._parts_by_outcome.clear()
     reports = [report_of(evaluation) for evaluation in evaluations]
