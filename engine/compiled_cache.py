@@ -140,24 +140,18 @@ def load_trial_cached(
     key = _entry_key(criteria_path) if folder is not None else None
     if folder is None or key is None:
         return compile_trial(criteria_path)
-    known = _in_process.get(key)
-    if known is not None and _unchanged(known[1]):
-        return known[0]
-    entry = folder / f"{_ENTRY_PREFIX}{key}.pickle"
-    cached = _read_entry(entry)
-    if cached is None:
-        with recording_reads() as value_set_files:
-            compiled = compile_trial(criteria_path)
-        read = _mapping_files_read(compiled)
-        if read is None:
-            return compiled  # a mapping file vanished meanwhile: nothing to record
-        read += [(str(path), _file_digest(path)) for path in value_set_files]
-        _write_entry(entry, compiled, read)
-        cached = compiled, read
-    if len(_in_process) >= _IN_PROCESS_LIMIT:
-        _in_process.clear()
-    _in_process[key] = cached
-    return cached[0]
+    cached = _current_entry(folder, key)
+    if cached is not None:
+        return cached[0]
+    with recording_reads() as value_set_files:
+        compiled = compile_trial(criteria_path)
+    read = _mapping_files_of(compiled.source.mapping_paths)
+    if read is None:
+        return compiled  # a mapping file vanished meanwhile: nothing to record
+    read += [(str(path), _file_digest(path)) for path in value_set_files]
+    _write_entry(folder / f"{_ENTRY_PREFIX}{key}.pickle", compiled, read)
+    _remember_entry(key, (compiled, read))
+    return compiled
 
 
 def cached_trial(criteria_path: str | Path) -> CompiledCriteria | None:
@@ -167,16 +161,30 @@ def cached_trial(criteria_path: str | Path) -> CompiledCriteria | None:
     key = _entry_key(criteria_path) if folder is not None else None
     if folder is None or key is None:
         return None
+    cached = _current_entry(folder, key)
+    return None if cached is None else cached[0]
+
+
+def _current_entry(
+    folder: Path, key: str
+) -> tuple[CompiledCriteria, list[tuple[str, bytes | None]]] | None:
+    """The entry of `key`, this process's or read from `folder`, when the files it was read
+    from are unchanged; else None."""
     known = _in_process.get(key)
     if known is not None and _unchanged(known[1]):
-        return known[0]
+        return known
     cached = _read_entry(folder / f"{_ENTRY_PREFIX}{key}.pickle")
-    if cached is None:
-        return None
+    if cached is not None:
+        _remember_entry(key, cached)
+    return cached
+
+
+def _remember_entry(
+    key: str, entry: tuple[CompiledCriteria, list[tuple[str, bytes | None]]]
+) -> None:
     if len(_in_process) >= _IN_PROCESS_LIMIT:
         _in_process.clear()
-    _in_process[key] = cached
-    return cached[0]
+    _in_process[key] = entry
 
 
 _IN_PROCESS_LIMIT = 64
@@ -186,11 +194,6 @@ cache), with the files they were read from (`_unchanged`)."""
 
 _LISTING = "listing\0"
 """Prefix of a recorded mapping folder's entry: its digest is that of its listing."""
-
-
-def _mapping_files_read(compiled: CompiledCriteria) -> list[tuple[str, bytes | None]] | None:
-    """The mapping files the compiled criteria were read from (`_mapping_files_of`)."""
-    return _mapping_files_of(compiled.source.mapping_paths)
 
 
 def _mapping_files_of(mapping_paths: Sequence[str]) -> list[tuple[str, bytes | None]] | None:
