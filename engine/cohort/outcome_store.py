@@ -46,8 +46,8 @@ from engine.report.resources import (
     CriterionReport,
     PatientReport,
     criterion_headings,
-    is_shared,
     keep_shared,
+    shared_json,
 )
 from engine.resource_types import CODED_TYPES, RESOURCE_TYPES
 
@@ -197,9 +197,6 @@ def encode_part(part: CriterionReport) -> list[Any]:
     ]
 
 
-_encoded: dict[int, tuple[CriterionReport, orjson.Fragment]] = {}
-"""`encode_part`'s JSON text of parts shared by many patients (`is_shared`), by part (kept
-to check identity)."""
 _decoded: dict[tuple[Any, ...], CriterionReport] = {}
 """Decoded parts citing nothing, by their encoding: one part (`keep_shared`) for every
 patient with that encoding."""
@@ -207,17 +204,9 @@ _PARTS_LIMIT = 4096
 
 
 def encoded_part(part: CriterionReport) -> list[Any] | orjson.Fragment:
-    """`encode_part`, as JSON text made once for a part shared by many patients."""
-    known = _encoded.get(id(part))
-    if known is not None and known[0] is part:
-        return known[1]
-    if not is_shared(part):
-        return encode_part(part)
-    text = orjson.Fragment(orjson.dumps(encode_part(part)))
-    if len(_encoded) >= _PARTS_LIMIT:
-        _encoded.clear()
-    _encoded[id(part)] = (part, text)
-    return text
+    """`encode_part`, as JSON text made once for a part shared by many patients
+    (`shared_json`)."""
+    return shared_json(part, "store", lambda: encode_part(part))
 
 
 def decode_part(encoded: list[Any]) -> CriterionReport:

@@ -54,9 +54,9 @@ from engine.report.resources import (
     CriterionReport,
     PatientReport,
     detected_issue_json,
-    is_shared,
     report_of,
     research_subject_of,
+    shared_json,
 )
 from engine.report.validate import OutputShapes
 from engine.screening import Screening, screen_patient
@@ -151,24 +151,14 @@ def report_result_line(
     return b"\t".join((orjson.dumps(summary), orjson.dumps(subject), issue.text))
 
 
-_cells: dict[int, tuple[CriterionReport, CriterionKind, orjson.Fragment]] = {}
-"""The summary's cells of parts shared by many patients (`is_shared`), as JSON text, by part
-and criterion kind (kept to check identity)."""
-
-
 def _cell(kind: CriterionKind, part: CriterionReport) -> list[Any] | orjson.Fragment:
-    """A criterion's cell of the summary: `[value, [missing...]]`."""
-    known = _cells.get(id(part))
-    if known is not None and known[0] is part and known[1] is kind:
-        return known[2]
-    cell = [verdict_value(kind, part.verdict), list(part.missing)]
-    if not is_shared(part):
-        return cell
-    text = orjson.Fragment(orjson.dumps(cell))
-    if len(_cells) >= 4096:
-        _cells.clear()
-    _cells[id(part)] = (part, kind, text)
-    return text
+    """A criterion's cell of the summary: `[value, [missing...]]` (made once as JSON text for
+    a part shared by many patients: `shared_json`)."""
+
+    def cell() -> list[Any]:
+        return [verdict_value(kind, part.verdict), list(part.missing)]
+
+    return shared_json(part, ("summary cell", kind), cell)
 
 
 def read_result_line(line: bytes) -> tuple[dict[str, Any], bytes, bytes]:

@@ -12,10 +12,10 @@ import datetime as dt
 import functools
 import html
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import orjson
@@ -227,6 +227,32 @@ def keep_shared(part: CriterionReport) -> None:
 def is_shared(part: CriterionReport) -> bool:
     """Whether `part` is marked as the part of many patients (`keep_shared`)."""
     return part is NOT_EVALUATED_REPORT or _shared_parts.get(id(part)) is part
+
+
+JsonValue = TypeVar("JsonValue")
+
+_shared_texts: dict[tuple[int, Hashable], tuple[CriterionReport, orjson.Fragment]] = {}
+"""`shared_json`'s texts, by part (its id; the part kept to check identity) and use."""
+
+
+def shared_json(
+    part: CriterionReport, use: Hashable, make: Callable[[], JsonValue]
+) -> JsonValue | orjson.Fragment:
+    """`make()`, the JSON value made of `part` for `use` (a summary cell, a store encoding);
+    for a part of many patients (`is_shared`) its JSON text instead, an `orjson.Fragment`
+    made once per part and use."""
+    key = (id(part), use)
+    known = _shared_texts.get(key)
+    if known is not None and known[0] is part:
+        return known[1]
+    value = make()
+    if not is_shared(part):
+        return value
+    text = orjson.Fragment(orjson.dumps(value))
+    if len(_shared_texts) >= _PARTS_LIMIT:
+        _shared_texts.clear()
+    _shared_texts[key] = (part, text)
+    return text
 
 
 def criterion_report_of(
