@@ -8,7 +8,7 @@ kinds are kept apart all the way to the ResearchSubject status.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -156,23 +156,28 @@ def _unique(items: Iterable[str]) -> tuple[str, ...]:
 
 def combine_all(operands: Sequence[Outcome], label: str = "") -> Outcome:
     """Kleene conjunction: not met wins, then unknown, then met."""
-    return _combine(operands, label, deciding=Truth.NOT_MET, word="all of")
+    return _combine(operands, label, deciding=Truth.NOT_MET)
 
 
 def combine_any(operands: Sequence[Outcome], label: str = "") -> Outcome:
     """Kleene disjunction: met wins, then unknown, then not met."""
-    return _combine(operands, label, deciding=Truth.MET, word="any of")
+    return _combine(operands, label, deciding=Truth.MET)
 
 
-def _combine(operands: Sequence[Outcome], label: str, deciding: Truth, word: str) -> Outcome:
+def _combine(operands: Sequence[Outcome], label: str, deciding: Truth) -> Outcome:
     children = tuple(operands)
     ids = tuple(map(id, children))
     if not _shared_ids.issuperset(ids):
         return _combined_anew(children, label, deciding)
-    key = (deciding, label, ids)
+    return _made_once((deciding, label, ids), lambda: _combined_anew(children, label, deciding))
+
+
+def _made_once(key: tuple[Any, ...], make: Callable[[], Outcome]) -> Outcome:
+    """The outcome made of shared outcomes that `key` names: made once (`make`), and shared
+    itself."""
     found = _combined.get(key)
     if found is None:
-        found = _combined_anew(children, label, deciding)
+        found = make()
         if len(_combined) < _SHARED_LIMIT:
             _combined[key] = shared(found)
     return found
@@ -216,13 +221,7 @@ def negate(operand: Outcome, label: str = "") -> Outcome:
     """Kleene negation: met and not met swap, unknown stays unknown with its reasons."""
     if id(operand) not in _shared_ids:
         return _negated(operand, label)
-    key = (None, label, id(operand))
-    found = _combined.get(key)
-    if found is None:
-        found = _negated(operand, label)
-        if len(_combined) < _SHARED_LIMIT:
-            _combined[key] = shared(found)
-    return found
+    return _made_once((None, label, id(operand)), lambda: _negated(operand, label))
 
 
 def _negated(operand: Outcome, label: str) -> Outcome:
