@@ -7,7 +7,7 @@ Each node answers `evaluate(context) -> Outcome` over plain dicts; nodes are bui
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -128,18 +128,20 @@ def reads_of(operands: Iterable[Node]) -> Reads | None:
 
 
 def _same_for_all(
-    node: _OperandsNode | NotNode, context: EvaluationContext
-) -> tuple[dict[dt.date, Outcome], Outcome | None] | None:
-    """The node's memo of outcomes for records holding nothing it reads, and the outcome
-    for this context's as-of day if made already; None when the patient holds some of it."""
-    if node.reads is None or not node.reads.unread_by(context):
-        return None
-    return node.unread, node.unread.get(context.as_of)
-
-
-def _remember(unread: dict[dt.date, Outcome], as_of: dt.date, outcome: Outcome) -> Outcome:
-    if is_shared(outcome):  # always, unless the process's shared outcomes are at their limit
-        unread[as_of] = outcome
+    node: _OperandsNode | NotNode, context: EvaluationContext, make: Callable[[], Outcome]
+) -> Outcome:
+    """`make()`: the node's outcome; for a patient holding nothing the node reads (`Reads`),
+    made once per as-of day and kept in the node's `unread` (when shared, as it always is
+    unless the process's shared outcomes are at their limit)."""
+    reads = node.reads
+    if reads is None or not reads.unread_by(context):
+        return make()
+    known = node.unread.get(context.as_of)
+    if known is not None:
+        return known
+    outcome = make()
+    if is_shared(outcome):
+        node.unread[context.as_of] = outcome
     return outcome
 
 
@@ -168,14 +170,11 @@ class _OperandsNode:
         raise NotImplementedError
 
     def evaluate(self, context: EvaluationContext) -> Outcome:
-        memo = _same_for_all(self, context)
-        if memo is None:
-            return self.combine([operand.evaluate(context) for operand in self.operands])
-        unread, known = memo
-        if known is not None:
-            return known
-        outcome = self.combine([operand.evaluate(context) for operand in self.operands])
-        return _remember(unread, context.as_of, outcome)
+        return _same_for_all(
+            self,
+            context,
+            lambda: self.combine([operand.evaluate(context) for operand in self.operands]),
+        )
 
 
 @dataclass(frozen=True)
@@ -205,13 +204,9 @@ class NotNode:
         object.__setattr__(self, "reads", reads_of((self.operand,)))
 
     def evaluate(self, context: EvaluationContext) -> Outcome:
-        memo = _same_for_all(self, context)
-        if memo is None:
-            return negate(self.operand.evaluate(context), self.label)
-        unread, known = memo
-        if known is not None:
-            return known
-        return _remember(unread, context.as_of, negate(self.operand.evaluate(context), self.label))
+        return _same_for_all(
+            self, context, lambda: negate(self.operand.evaluate(context), self.label)
+        )
 
 
 # --------------------------------------------------------------------------- manual and patient
