@@ -188,6 +188,22 @@ def records_path(results_folder: str | Path, index: int) -> Path:
     return Path(results_folder) / STORE_FOLDER / f"{index:04d}.records"
 
 
+def complete_digest(result: bytes) -> str | None:
+    """The SHA-256 a partition result file's `complete` line gives for the lines before it
+    (`partition.result_data`): what a store's `result_sha256` names the file by. None when
+    the data ends with no such line."""
+    end = len(result) - 1 if result.endswith(b"\n") else len(result)
+    last = result[result.rfind(b"\n", 0, end) + 1 : end]
+    if not last.startswith(b'{"complete":'):
+        return None
+    try:
+        complete = orjson.loads(last)["complete"]
+        digest = complete["sha256"] if type(complete) is dict else None
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    return digest if type(digest) is str else None
+
+
 def encode_part(part: CriterionReport) -> list[Any]:
     return [
         None if part.verdict is None else part.verdict.value,
@@ -353,7 +369,7 @@ class StoreBuilder:
             {
                 "key": self.key,
                 "index": index,
-                "result_sha256": hashlib.sha256(result).hexdigest(),
+                "result_sha256": complete_digest(result),
                 "digests": self.digests,
                 "headings": _headings_of(self.criteria),
                 "requirements": self.requirements,

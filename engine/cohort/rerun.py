@@ -27,6 +27,7 @@ from engine.cohort.outcome_store import (
     NotStored,
     RecordStore,
     StoredPartition,
+    complete_digest,
     criterion_digests,
     decode_part,
     encode_part,
@@ -197,7 +198,7 @@ def _rebuild(rebuilder: Rebuilder, index: int, stored: dict[str, Any]) -> Partit
     problems = [line.encode() for line in stored["problems"]]
     data = result_data([*lines, *problems], len(lines), len(problems))
     stored |= {
-        "result_sha256": hashlib.sha256(data).hexdigest(),
+        "result_sha256": complete_digest(data),
         "digests": digests,
         "headings": rebuilder.headings,
         "requirements": requirements,
@@ -246,14 +247,32 @@ def _previous_lines(rebuilder: Rebuilder, index: int, stored: dict[str, Any]) ->
         data = previous_result_path(rebuilder.results_folder, index).read_bytes()
     except OSError:
         return {}
-    if hashlib.sha256(data).hexdigest() != stored.get("result_sha256"):
+    return patient_lines(data, stored.get("result_sha256"))
+
+
+def patient_lines(data: bytes, digest: object) -> dict[str, bytes]:
+    """A partition result file's patient lines by patient id, when its `complete` line
+    gives `digest` and the lines before it match that digest; else none."""
+    if digest is None or complete_digest(data) != digest:
         return {}
+    body = memoryview(data)[: data.rfind(b"\n", 0, len(data) - 1) + 1]
+    if hashlib.sha256(body).hexdigest() != digest:
+        return {}  # a block a machine crash left unwritten
     lines = {}
+    start = len(_PATIENT_TEXT)
     for line in data.split(b"\n"):
+        if line.startswith(_PATIENT_TEXT):
+            # the id's JSON text is the id, unless it holds an escape (then it is parsed)
+            text = line[start : line.index(b'"', start)]
+            if b"\\" not in text:
+                lines[text.decode()] = line
+                continue
         if line.startswith(b'{"patient":'):
-            summary = line[: line.index(b"\t")]
-            lines[orjson.loads(summary)["patient"]] = line
+            lines[orjson.loads(line[: line.index(b"\t")])["patient"]] = line
     return lines
+
+
+_PATIENT_TEXT = b'{"patient":"'
 
 
 class _KnownShapes(OutputShapes):

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import hashlib
 import math
 import os
@@ -635,12 +636,20 @@ def _rebuild_from_store(
         return pending, 0, None
     rebuilder = Rebuilder(criteria, as_of, answers, full, key, results_folder)
     left = []
-    for index in pending:
-        result = rebuild_partition(rebuilder, index)
-        if result is None:
-            left.append(index)
-        else:
-            write_result(results_folder, result)
+    # The rebuild makes many objects (stored outcomes and records, parsed) and no cycles
+    # worth collecting: the cyclic collector would walk the process's whole heap for nothing.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        for index in pending:
+            result = rebuild_partition(rebuilder, index)
+            if result is None:
+                left.append(index)
+            else:
+                write_result(results_folder, result)
+    finally:
+        if collecting:
+            gc.enable()
     return left, len(pending) - len(left), rebuilder.evaluated
 
 

@@ -4,13 +4,16 @@ texts; a segment must read back exactly as `orjson.dumps` of the whole mapping w
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.cohort.outcome_store import _json_object
+from engine.cohort.outcome_store import _json_object, complete_digest
+from engine.cohort.partition import result_data
+from engine.cohort.rerun import patient_lines
 
 _JSON: st.SearchStrategy[Any] = st.recursive(
     st.none()
@@ -33,3 +36,23 @@ def test_a_segment_joined_from_texts_is_the_whole_mapping_serialised(
     joined = _json_object(texts)
     assert joined == orjson.dumps(by_patient)
     assert orjson.loads(joined) == by_patient
+
+
+@given(st.lists(st.text(), unique=True, max_size=6), st.booleans())
+def test_previous_result_lines_are_found_by_patient_whatever_their_ids(
+    ids: list[str], problems: bool
+) -> None:
+    """A re-run keeps an unchanged patient's earlier line (`rerun.patient_lines`): the id is
+    read from the line's text unless it holds a JSON escape; a file whose lines do not match
+    its `complete` line's digest, or another file, gives none."""
+    lines = [orjson.dumps({"patient": each, "status": "eligible"}) + b"\t{}\t{}" for each in ids]
+    problem_lines = [b'{"problem":{"line":1}}'] if problems else []
+    data = result_data([*lines, *problem_lines], len(lines), len(problem_lines))
+    digest = complete_digest(data)
+    assert digest == hashlib.sha256(data[: data.rindex(b'{"complete":')]).hexdigest()
+    assert patient_lines(data, digest) == dict(zip(ids, lines, strict=True))
+    assert patient_lines(data, "0" * 64) == {}
+    if lines:
+        holed = bytes(len(lines[0])) + data[len(lines[0]) :]  # a block never written
+        assert patient_lines(holed, digest) == {}
+    assert complete_digest(data[: data.rindex(b'{"complete":')]) is None
