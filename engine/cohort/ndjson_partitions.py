@@ -529,13 +529,10 @@ class _RangeSplitter:
         The lines are found with `bytes.find` in blocks (memchr). A line that starts
         `{"resourceType":"<type>"` and ends with `}` is what `split_line` sees with nothing
         to strip and that type, so its checks are made in place: a type nothing reads is
-        only counted, a patient named once in the text is routed as `split_line` routes it.
-        Consecutive such lines naming `Patient/` once, in the same reference text (from
-        `"reference":"` to its closing `"`), are routed as one run (`send`): matching the
-        reference reads nothing past that `"`, so each line matches as the run's first did.
-        Any other line goes through `split_line`, after the run before it is routed, so each
-        partition keeps export order. Read errors propagate: `split` then reads the range
-        again line by line.
+        only counted (`count_block`), a patient named once in the text is routed as
+        `split_line` routes it (`route_block`). Any other line goes through `split_line`,
+        after the run before it is routed, so each partition keeps export order. Read errors
+        propagate: `split` then reads the range again line by line.
         """
         task = self.task
         result = self.result
@@ -544,8 +541,6 @@ class _RangeSplitter:
         skipped = kept is not None and resource_type not in kept
         by_text = resource_type != b"Patient" and resource_type not in _SHARED_TYPE_NAMES
         plain = not task.path.endswith(".gz")
-        reference_at = _PATIENT_REFERENCE_TEXT.match
-        send = self.send
         line_number = 0
         with _open_range(Path(task.path), task.start) as (handle, offset):
             for buffer, first, stop in _range_blocks(handle, offset, task.end):
@@ -553,75 +548,150 @@ class _RangeSplitter:
                 # Where buffer[0] would be in the file (None: gzipped), blocks being contiguous.
                 base = offset - first if plain else None
                 offset += stop - first
-                find = buffer.find
-                starts_with = buffer.startswith
-                view = memoryview(buffer)
-                # The run being read (run_line 0: none): its reference text, patient, first
-                # byte and line.
-                run_text = run_patient = b""
-                run_start = run_line = 0
-                line_end = first - 1
-                while line_end + 1 < stop:
-                    line_start = line_end + 1
-                    line_end = find(b"\n", line_start, stop)
-                    if line_end < 0:
-                        line_end = stop
-                    line_number += 1
-                    source = None if base is None or line_end == stop else base + line_start
-                    if not starts_with(start, line_start, line_end) or (
-                        buffer[line_end - 1] != _CLOSING_BRACE
-                    ):
-                        if run_line:
-                            send(
-                                run_patient,
-                                run_line,
-                                line_number,
-                                view,
-                                base,
-                                run_start,
-                                line_start,
-                            )
-                            run_line = 0
-                        self.split_line(line_number, buffer[line_start:line_end], source)
-                        continue
-                    result.resource_lines += 1
-                    if skipped:
-                        continue
-                    if by_text:
-                        at = find(b"Patient/", line_start, line_end)
-                        if (
-                            run_line
-                            # so at >= line_start + 13 (run_text holds no line end; from
-                            # at - 13 < 0 too few bytes are left for it)
-                            and starts_with(run_text, at - 13)
-                            and find(b"Patient/", at + 8, line_end) < 0
-                            and line_end < stop
-                        ):
-                            continue  # the run goes on
-                    if run_line:
-                        send(run_patient, run_line, line_number, view, base, run_start, line_start)
-                        run_line = 0
-                    # as _patient_from_text: "Patient/" exactly once, a reference
-                    if (
-                        by_text
-                        and at >= line_start + 13
-                        and find(b"Patient/", at + 8, line_end) < 0
-                    ):
-                        reference = reference_at(buffer, at - 13, line_end)
-                        if reference is not None:
-                            if line_end < stop:
-                                run_text = reference.group(0)
-                                run_patient = reference.group(1)
-                                run_start = line_start
-                                run_line = line_number
-                            else:  # the file's last line, without a line end
-                                line = buffer[line_start:line_end] + b"\n"
-                                self.route(reference.group(1), line_number, 1, line)
-                            continue
-                    self.split_parsed(line_number, buffer[line_start:line_end], source)
-                if run_line:
-                    send(run_patient, run_line, line_number + 1, view, base, run_start, stop)
+                if skipped:
+                    line_number = self.count_block(buffer, first, stop, base, line_number, start)
+                elif by_text:
+                    line_number = self.route_block(buffer, first, stop, base, line_number, start)
+                else:
+                    line_number = self.split_block(buffer, first, stop, base, line_number)
         result.line_count = line_number
+
+    def count_block(
+        self, buffer: bytes, first: int, stop: int, base: int | None, line_number: int, start: bytes
+    ) -> int:
+        """Count the lines of `buffer[first:stop]` (of a type nothing reads) that start with
+        `start` and end with `}`; any other goes through `split_line`. The line number of
+        the block's last line is returned.
+
+        `}\\n` followed by `start` at a line's end vouches for both that line's end and the
+        next line's start in one comparison (`start` holds no line end, so it never runs
+        past the next line).
+        """
+        find = buffer.find
+        starts_with = buffer.startswith
+        junction = b"}\n" + start
+        counted = 0
+        starts = starts_with(start, first)
+        line_end = first - 1
+        while line_end + 1 < stop:
+            line_start = line_end + 1
+            line_end = find(b"\n", line_start, stop)
+            if line_end < 0:
+                line_end = stop
+            line_number += 1
+            if starts:
+                if starts_with(junction, line_end - 1):
+                    counted += 1
+                    continue
+                if buffer[line_end - 1] == _CLOSING_BRACE:
+                    counted += 1
+                    starts = starts_with(start, line_end + 1)
+                    continue
+            source = None if base is None or line_end == stop else base + line_start
+            self.split_line(line_number, buffer[line_start:line_end], source)
+            starts = starts_with(start, line_end + 1)
+        self.result.resource_lines += counted
+        return line_number
+
+    def split_block(
+        self, buffer: bytes, first: int, stop: int, base: int | None, line_number: int
+    ) -> int:
+        """`split_line` for each line of `buffer[first:stop]` (of a type whose patient is not
+        read from the text: Patient, the shared types)."""
+        find = buffer.find
+        line_end = first - 1
+        while line_end + 1 < stop:
+            line_start = line_end + 1
+            line_end = find(b"\n", line_start, stop)
+            if line_end < 0:
+                line_end = stop
+            line_number += 1
+            source = None if base is None or line_end == stop else base + line_start
+            self.split_line(line_number, buffer[line_start:line_end], source)
+        return line_number
+
+    def route_block(
+        self, buffer: bytes, first: int, stop: int, base: int | None, line_number: int, start: bytes
+    ) -> int:
+        """Route the lines of `buffer[first:stop]` (of a kept type whose patient is read from
+        the text) as `split_line` routes them; the line number of the block's last line is
+        returned.
+
+        Every `Patient/` of the block is found by one regular expression search in C
+        (`positions`, in order; `Patient/` holds no line end and cannot overlap itself, so
+        these are the occurrences `bytes.find` finds line by line); a line names it exactly
+        once when one position falls between its start and its end. Consecutive lines that
+        start with `start`, end with `}` and name `Patient/` once, in the same reference text
+        (from `"reference":"` to its closing `"`), are routed as one run (`send`): the
+        reference is matched on the run's first line only, matching reads nothing past that
+        `"`, so each line matches as the first did. Any other line first routes the run
+        before it, then goes its own way.
+        """
+        find = buffer.find
+        starts_with = buffer.startswith
+        result = self.result
+        view = memoryview(buffer)
+        positions = list(map(_MATCH_START, _PATIENT_TEXT.finditer(buffer, first, stop)))
+        positions += (stop + 1, stop + 1)  # past every line end: no list end to test
+        place = 0  # positions[place] is the first at or after the line's start
+        # The run being read (run_line 0: none): its reference text, patient, first byte, line.
+        run_text = run_patient = b""
+        run_start = run_line = 0
+        counted = 0
+        line_end = first - 1
+        while line_end + 1 < stop:
+            line_start = line_end + 1
+            line_end = find(b"\n", line_start, stop)
+            if line_end < 0:
+                line_end = stop
+            line_number += 1
+            at = positions[place]
+            if (
+                run_line
+                # Patient/ exactly once, in the run's reference text (at >= line_start + 13:
+                # run_text holds no line end; from at - 13 < 0 too few bytes are left for it)
+                and at < line_end < positions[place + 1]
+                and starts_with(run_text, at - 13)
+                and starts_with(start, line_start, line_end)
+                and buffer[line_end - 1] == _CLOSING_BRACE
+                and line_end < stop
+            ):
+                place += 1
+                counted += 1
+                continue  # the run goes on
+            following = place
+            while positions[following] < line_end:
+                following += 1
+            named = following - place  # how many Patient/ the line names
+            place = following
+            if run_line:
+                self.send(run_patient, run_line, line_number, view, base, run_start, line_start)
+                run_line = 0
+            source = None if base is None or line_end == stop else base + line_start
+            if not starts_with(start, line_start, line_end) or (
+                buffer[line_end - 1] != _CLOSING_BRACE
+            ):
+                self.split_line(line_number, buffer[line_start:line_end], source)
+                continue
+            counted += 1
+            # as _patient_from_text: "Patient/" exactly once, a reference
+            if named == 1 and at >= line_start + 13:
+                reference = _PATIENT_REFERENCE_TEXT.match(buffer, at - 13, line_end)
+                if reference is not None:
+                    if line_end < stop:
+                        run_text = reference.group(0)
+                        run_patient = reference.group(1)
+                        run_start = line_start
+                        run_line = line_number
+                    else:  # the file's last line, without a line end
+                        line = buffer[line_start:line_end] + b"\n"
+                        self.route(reference.group(1), line_number, 1, line)
+                    continue
+            self.split_parsed(line_number, buffer[line_start:line_end], source)
+        if run_line:
+            self.send(run_patient, run_line, line_number + 1, view, base, run_start, stop)
+        result.resource_lines += counted
+        return line_number
 
     def send(
         self,
@@ -833,6 +903,10 @@ _BLOCK_BYTES = 1 << 20
 """Files of types nothing reads are read in blocks of about this size (`skip_blocks`)."""
 _CLOSING_BRACE = ord("}")
 _LINE_END = ord("\n")
+_PATIENT_TEXT = re.compile(rb"Patient/")
+"""Every `Patient/` of a block, found in C (`re` scans for its rare `P`: faster than
+`bytes.find` of the whole word line by line)."""
+_MATCH_START = re.Match.start
 _TYPE_NAME = re.compile(r"[A-Z][A-Za-z]*")
 
 
