@@ -10,7 +10,6 @@ objects over plain dicts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from jsonpath_ng.exceptions import JsonPathParserError
 from jsonpath_ng.ext.parser import parse as parse_jsonpath
@@ -34,6 +33,7 @@ from engine.criteria.model import (
 from engine.errors import CriteriaError, ErrorCollection, Location, TrialsieveError
 from engine.evaluate.computed import compile_computed
 from engine.evaluate.exposure import compile_exposure
+from engine.evaluate.jsonpath_filter import JsonPathFilter
 from engine.evaluate.nodes import (
     AllNode,
     Anchoring,
@@ -63,14 +63,14 @@ __all__ = [
 class CompiledCriterion:
     criterion: Criterion
     root: Node
+    id: str = field(init=False, repr=False, compare=False)
+    """The criterion's id (kept: read for every patient)."""
+    kind: CriterionKind = field(init=False, repr=False, compare=False)
+    """The criterion's kind (kept: read for every patient)."""
 
-    @property
-    def id(self) -> str:
-        return self.criterion.id
-
-    @property
-    def kind(self) -> CriterionKind:
-        return self.criterion.kind
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "id", self.criterion.id)
+        object.__setattr__(self, "kind", self.criterion.kind)
 
 
 @dataclass(frozen=True)
@@ -322,10 +322,11 @@ def _resource_label(atom: ResourceAtom, subject: str) -> str:
     return f"{subject}{value} ({window})"
 
 
-_PARSED_PATHS: dict[str, Any] = {}
+_PARSED_PATHS: dict[str, JsonPathFilter] = {}
 """Each jsonpath expression parsed once per process: atoms with the same filter share the
 compiled path, so a patient's evaluation runs it once per resource
-(`EvaluationContext.path_matches`)."""
+(`EvaluationContext.path_matches`), and the process once per distinct content it reads
+(`JsonPathFilter`)."""
 
 
 def _jsonpaths(
@@ -334,7 +335,7 @@ def _jsonpaths(
     criterion: Criterion,
     source: CriteriaFile,
     field: str,
-) -> tuple[Any, ...]:
+) -> tuple[JsonPathFilter, ...]:
     compiled = []
     for expression in expressions:
         known = _PARSED_PATHS.get(expression)
@@ -342,10 +343,11 @@ def _jsonpaths(
             compiled.append(known)
             continue
         try:
-            compiled.append(_PARSED_PATHS.setdefault(expression, parse_jsonpath(expression)))
+            path = parse_jsonpath(expression)
         except (JsonPathParserError, Exception) as error:  # jsonpath-ng raises bare Exception
             raise CriteriaError(
                 f"'{expression}' is not a valid jsonpath-ng expression: {error}",
                 _location(atom.position, criterion, source, field),
             ) from None
+        compiled.append(_PARSED_PATHS.setdefault(expression, JsonPathFilter(expression, path)))
     return tuple(compiled)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 from engine.attestations import Attestation
 from engine.criteria.model import (
@@ -21,12 +21,13 @@ from engine.criteria.model import (
     Window,
 )
 from engine.errors import DateProblem
+from engine.evaluate.jsonpath_filter import JsonPathFilter
 from engine.evaluate.outcome import (
     Cited,
     Outcome,
     Truth,
+    combine,
     combine_all,
-    combine_any,
     is_shared,
     negate,
     shared,
@@ -84,14 +85,18 @@ class Node(Protocol):
 @dataclass(frozen=True)
 class Reads:
     """What a part of a criterion reads, when that part answers the same for every patient
-    whose record holds none of it: each atom is a resource atom with a concept (and no
-    `before:`/`after:`), or a manual item. A record with no resource of these concepts,
-    no answer to these manual items and every type available gets the same (shared)
-    outcome as every other such record, so it is made once per as-of day."""
+    whose record holds none of it: each atom is a resource atom (without `before:`/`after:`)
+    or a manual item. A resource atom with a concept reads that concept's resources, one
+    without a concept (`resource:` and filters only) every resource of its types. A record
+    with no resource of these concepts, none of these whole types, no answer to these manual
+    items and every type available gets the same (shared) outcome as every other such record,
+    so it is made once per as-of day."""
 
     concepts: frozenset[str]
     types: frozenset[str]
     manual_ids: frozenset[str]
+    whole_types: frozenset[str] = frozenset()
+    """The types read whatever their code (atoms without a concept)."""
 
     def unread_by(self, context: EvaluationContext) -> bool:
         """Whether the context's patient holds nothing this part reads (see the class)."""
@@ -99,7 +104,10 @@ class Reads:
             return False
         if context.unavailable_types and not self.types.isdisjoint(context.unavailable_types):
             return False
-        return not context.record.holds_any_of(self.concepts)
+        record = context.record
+        if self.whole_types and any(map(record.resources_of_type, self.whole_types)):
+            return False
+        return not record.holds_any_of(self.concepts)
 
 
 def reads_of(operands: Iterable[Node]) -> Reads | None:
@@ -108,14 +116,18 @@ def reads_of(operands: Iterable[Node]) -> Reads | None:
     concepts: set[str] = set()
     types: set[str] = set()
     manual_ids: set[str] = set()
+    whole_types: set[str] = set()
     for operand in operands:
         if type(operand) is ManualNode:
             manual_ids.add(operand.atom.id)
             continue
         if type(operand) is ResourceNode:
-            if operand.concept is None or operand.anchorings:
+            if operand.anchorings:
                 return None
-            concepts.add(operand.concept.id)
+            if operand.concept is None:
+                whole_types.update(operand.types)
+            else:
+                concepts.add(operand.concept.id)
             types.update(operand.types)
             continue
         reads = getattr(operand, "reads", None)
@@ -124,22 +136,24 @@ def reads_of(operands: Iterable[Node]) -> Reads | None:
         concepts.update(reads.concepts)
         types.update(reads.types)
         manual_ids.update(reads.manual_ids)
-    return Reads(frozenset(concepts), frozenset(types), frozenset(manual_ids))
+        whole_types.update(reads.whole_types)
+    return Reads(
+        frozenset(concepts), frozenset(types), frozenset(manual_ids), frozenset(whole_types)
+    )
 
 
 def _same_for_all(
-    node: _OperandsNode | NotNode, context: EvaluationContext, make: Callable[[], Outcome]
+    node: _OperandsNode | NotNode,
+    context: EvaluationContext,
+    make: Callable[[EvaluationContext], Outcome],
 ) -> Outcome:
-    """`make()`: the node's outcome; for a patient holding nothing the node reads (`Reads`),
-    made once per as-of day and kept in the node's `unread` (when shared, as it always is
-    unless the process's shared outcomes are at their limit)."""
-    reads = node.reads
-    if reads is None or not reads.unread_by(context):
-        return make()
+    """The outcome of a node for a patient holding nothing it reads (`Reads.unread_by`):
+    made once per as-of day (`make(context)`) and kept in the node's `unread` (when shared,
+    as it always is unless the process's shared outcomes are at their limit)."""
     known = node.unread.get(context.as_of)
     if known is not None:
         return known
-    outcome = make()
+    outcome = make(context)
     if is_shared(outcome):
         node.unread[context.as_of] = outcome
     return outcome
@@ -150,9 +164,11 @@ def _same_for_all(
 
 @dataclass(frozen=True)
 class _OperandsNode:
-    """A node combining its operands' outcomes (`combine`), the same for every patient who
-    holds nothing they read."""
+    """A node combining its operands' outcomes (Kleene: `deciding` wins), the same for every
+    patient who holds nothing they read."""
 
+    deciding: ClassVar[Truth]
+    """The truth that decides: not met for `all`, met for `any`."""
     operands: tuple[Node, ...]
     label: str
     reads: Reads | None = field(default=None, init=False, compare=False, repr=False)
@@ -166,27 +182,26 @@ class _OperandsNode:
     def __post_init__(self) -> None:
         object.__setattr__(self, "reads", reads_of(self.operands))
 
-    def combine(self, outcomes: list[Outcome]) -> Outcome:
-        raise NotImplementedError
-
     def evaluate(self, context: EvaluationContext) -> Outcome:
-        return _same_for_all(
-            self,
-            context,
-            lambda: self.combine([operand.evaluate(context) for operand in self.operands]),
+        reads = self.reads
+        if reads is not None and reads.unread_by(context):
+            return _same_for_all(self, context, self._combined)
+        return self._combined(context)
+
+    def _combined(self, context: EvaluationContext) -> Outcome:
+        return combine(
+            [operand.evaluate(context) for operand in self.operands], self.label, self.deciding
         )
 
 
 @dataclass(frozen=True)
 class AllNode(_OperandsNode):
-    def combine(self, outcomes: list[Outcome]) -> Outcome:
-        return combine_all(outcomes, self.label)
+    deciding = Truth.NOT_MET
 
 
 @dataclass(frozen=True)
 class AnyNode(_OperandsNode):
-    def combine(self, outcomes: list[Outcome]) -> Outcome:
-        return combine_any(outcomes, self.label)
+    deciding = Truth.MET
 
 
 @dataclass(frozen=True)
@@ -204,9 +219,13 @@ class NotNode:
         object.__setattr__(self, "reads", reads_of((self.operand,)))
 
     def evaluate(self, context: EvaluationContext) -> Outcome:
-        return _same_for_all(
-            self, context, lambda: negate(self.operand.evaluate(context), self.label)
-        )
+        reads = self.reads
+        if reads is not None and reads.unread_by(context):
+            return _same_for_all(self, context, self._negated)
+        return self._negated(context)
+
+    def _negated(self, context: EvaluationContext) -> Outcome:
+        return negate(self.operand.evaluate(context), self.label)
 
 
 # --------------------------------------------------------------------------- manual and patient
@@ -381,8 +400,8 @@ class ResourceNode:
     types: frozenset[str]
     status_predicates: Mapping[str, StatusPredicate]
     needs_current: bool
-    filters: tuple[Any, ...]
-    exclusions: tuple[Any, ...]
+    filters: tuple[JsonPathFilter, ...]
+    exclusions: tuple[JsonPathFilter, ...]
     value_check: ValueCheck | None
     subject: str
     onset: bool = False
@@ -407,9 +426,9 @@ class ResourceNode:
     def evaluate(self, context: EvaluationContext) -> Outcome:
         """The atom's outcome; when some of its types are unavailable (not exported, refused by
         the server), unknown unless the types there are meet it."""
-        unavailable = self.types & context.unavailable_types
-        if not unavailable:
+        if not context.unavailable_types or self.types.isdisjoint(context.unavailable_types):
             return self._evaluate_record(context)
+        unavailable = self.types & context.unavailable_types
         if unavailable == self.types:
             return self.unavailable(unavailable, context)
         outcome = self._evaluate_record(context)
@@ -860,13 +879,15 @@ class ResourceNode:
         )
 
 
-def path_finds(path: Any, resource: dict[str, Any], matches: dict[tuple[int, int], bool]) -> bool:
+def path_finds(
+    path: JsonPathFilter, resource: dict[str, Any], matches: dict[tuple[int, int], bool]
+) -> bool:
     """Whether the compiled jsonpath finds anything in the resource, remembered in `matches`
     (`EvaluationContext.path_matches`)."""
     key = (id(path), id(resource))
     found = matches.get(key)
     if found is None:
-        found = matches[key] = bool(path.find(resource))
+        found = matches[key] = path.finds(resource)
     return found
 
 

@@ -8,9 +8,10 @@ kinds are kept apart all the way to the ResearchSubject status.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import chain
 from typing import Any
 
 from engine.criteria.model import Atom
@@ -150,21 +151,31 @@ def is_shared(outcome: Outcome) -> bool:
     return id(outcome) in _shared_ids
 
 
-def _unique(items: Iterable[str]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(items))
+def _merged(parts: list[tuple[str, ...]]) -> tuple[str, ...]:
+    """The items of `parts`, in order, each once (the usual cases, every part empty or one
+    part of one item, without building a dict)."""
+    filled = [part for part in parts if part]
+    if not filled:
+        return ()
+    if len(filled) == 1:
+        only = filled[0]
+        return only if len(only) == 1 else tuple(dict.fromkeys(only))
+    return tuple(dict.fromkeys(chain.from_iterable(filled)))
 
 
 def combine_all(operands: Sequence[Outcome], label: str = "") -> Outcome:
     """Kleene conjunction: not met wins, then unknown, then met."""
-    return _combine(operands, label, deciding=Truth.NOT_MET)
+    return combine(operands, label, Truth.NOT_MET)
 
 
 def combine_any(operands: Sequence[Outcome], label: str = "") -> Outcome:
     """Kleene disjunction: met wins, then unknown, then not met."""
-    return _combine(operands, label, deciding=Truth.MET)
+    return combine(operands, label, Truth.MET)
 
 
-def _combine(operands: Sequence[Outcome], label: str, deciding: Truth) -> Outcome:
+def combine(operands: Sequence[Outcome], label: str, deciding: Truth) -> Outcome:
+    """`combine_all` (`deciding` not met) or `combine_any` (`deciding` met) of the operands;
+    a combination of shared outcomes is made once."""
     children = tuple(operands)
     ids = tuple(map(id, children))
     if not _shared_ids.issuperset(ids):
@@ -187,30 +198,34 @@ def _combined_anew(children: tuple[Outcome, ...], label: str, deciding: Truth) -
     deciders = [child for child in children if child.truth is deciding]
     if deciders:
         return Outcome(
-            truth=deciding,
-            reason="; ".join(child.reason for child in deciders),
-            label=label,
-            evidence=_unique(ref for child in deciders for ref in child.evidence),
-            children=children,
+            deciding,
+            "; ".join([child.reason for child in deciders]),
+            label,
+            _merged([child.evidence for child in deciders]),
+            (),
+            (),
+            children,
         )
     unknowns = [child for child in children if child.truth is Truth.UNKNOWN]
     if unknowns:
         return Outcome(
-            truth=Truth.UNKNOWN,
-            reason="; ".join(child.reason for child in unknowns),
-            label=label,
-            evidence=_unique(ref for child in children for ref in child.evidence),
-            missing=_unique(item for child in unknowns for item in child.missing),
-            manual=_unique(item for child in unknowns for item in child.manual),
-            children=children,
+            Truth.UNKNOWN,
+            "; ".join([child.reason for child in unknowns]),
+            label,
+            _merged([child.evidence for child in children]),
+            _merged([child.missing for child in unknowns]),
+            _merged([child.manual for child in unknowns]),
+            children,
         )
     other = Truth.MET if deciding is Truth.NOT_MET else Truth.NOT_MET
     return Outcome(
-        truth=other,
-        reason="; ".join(child.reason for child in children),
-        label=label,
-        evidence=_unique(ref for child in children for ref in child.evidence),
-        children=children,
+        other,
+        "; ".join([child.reason for child in children]),
+        label,
+        _merged([child.evidence for child in children]),
+        (),
+        (),
+        children,
     )
 
 

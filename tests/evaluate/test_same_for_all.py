@@ -93,3 +93,51 @@ def test_each_as_of_day_has_its_own_outcome(tmp_path: Path) -> None:
     later = outcome(path)
     assert "up to 2024-01-01" in earlier.children[0].reason
     assert "up to 2025-08-01" in later.children[0].reason
+
+
+WHOLE_TYPE = """\
+- id: c
+  kind: exclusion
+  text: t
+  expression:
+    any:
+      - resource: AllergyIntolerance
+        where: ["$[?($.criticality == 'high')]"]
+      - resource: Condition
+        concept: myocardial-infarction
+"""
+
+
+def allergy(criticality: str) -> dict[str, Any]:
+    return {
+        "resourceType": "AllergyIntolerance",
+        "id": f"allergy-{criticality}",
+        "patient": {"reference": "Patient/p"},
+        "criticality": criticality,
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "91936005"}]},
+        "recordedDate": "2025-01-01",
+    }
+
+
+def test_an_atom_without_a_concept_reads_its_whole_type(tmp_path: Path) -> None:
+    root = load_trial(write_trial(tmp_path, WHOLE_TYPE)).criteria[0].root
+    assert isinstance(root, AnyNode)
+    assert root.reads == Reads(
+        frozenset({"myocardial-infarction"}),
+        frozenset({"AllergyIntolerance", "Condition"}),
+        frozenset(),
+        frozenset({"AllergyIntolerance"}),
+    )
+
+
+def test_a_patient_holding_any_resource_of_a_whole_type_is_evaluated(tmp_path: Path) -> None:
+    path = write_trial(tmp_path, WHOLE_TYPE)
+    first, second = outcome(path), outcome(path)
+    assert first.truth is Truth.NOT_MET
+    assert first is second
+    found = outcome(path, allergy("high"))
+    assert found.truth is Truth.MET
+    assert found.evidence == ("AllergyIntolerance/allergy-high",)
+    low = outcome(path, allergy("low"))
+    assert low.truth is Truth.NOT_MET
+    assert low == first  # nothing qualifies: the same outcome, found by the walk
