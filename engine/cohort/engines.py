@@ -6,14 +6,15 @@ the same files, so a run resumes with either.
 
 - `local`: `workers` processes of this machine (this process alone when 1), criteria compiled
   once per process (inherited through fork); each worker reads and writes its partitions.
-- `dask`: a Dask distributed cluster, a `LocalCluster` of `workers` single-threaded processes
-  unless `scheduler` names a running one; the criteria are compiled once per worker from the
+- `dask`: a Dask distributed cluster, a local one of `workers` single-threaded worker
+  processes (forked from this process where that is safe) unless `scheduler` names a running
+  one; the criteria are compiled once per worker from the
   criteria and mapping files sent along (`CriteriaFiles`, cached by digest). With a shared
   filesystem (always for a LocalCluster; `shared_filesystem` for a remote cluster) a task
   carries only where its partition is (`PartitionOnDisk`) and the worker writes the result
   file itself; without one a task carries the partition (`PartitionPayload`: an NDJSON
   partition's lines) and the result comes back to this process, which writes the file.
-  `DaskStart` starts the LocalCluster in a thread, so that it starts while pass 1 runs.
+  `DaskStart`, made before pass 1 forks, starts the local cluster while pass 1 runs.
 
 `ENGINES` is the one place that knows the engines: by name, how each evaluates partitions
 and what the runner does for it (`EngineKind`); `engine_kind(name)` looks one up.
@@ -21,20 +22,24 @@ and what the runner does for it (`EngineKind`); `engine_kind(name)` looks one up
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import multiprocessing
 import resource
+import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
 from engine.attestations import Attestations
 from engine.cohort.inputs import PartitionedInput, PartitionPayload
 from engine.cohort.line_screen import LineScreen
+from engine.cohort.orphans import exit_when_orphaned
 from engine.cohort.partition import (
     CriteriaFiles,
     PartitionEvaluator,
@@ -90,7 +95,14 @@ the largest peak resident memory of a worker, in bytes, when known."""
 
 
 class EngineStart(Protocol):
-    """An engine's workers, started ahead of the run (while pass 1 splits the input)."""
+    """An engine's workers, started ahead of the run (while pass 1 splits the input).
+
+    Made before pass 1 forks its processes (it may fork its own workers then, while this
+    process runs no other thread); `begin` starts its threads once those forks are done.
+    """
+
+    def begin(self) -> None:
+        """Start bringing the workers up in a thread (no more forks of this process)."""
 
     def warm_up(self, criteria: CriteriaFiles | None) -> None:
         """Have the workers load these criteria as soon as they are up (None: nothing)."""
@@ -325,14 +337,111 @@ def _conversions_known() -> bool:
     return bool(units.known_conversions())
 
 
+def _can_fork_workers() -> bool:
+    """Whether this process may fork the LocalCluster's workers itself: fork exists and is
+    safe here (not Windows; not macOS, whose system libraries are not fork-safe) and no other
+    thread runs (a fork copies only the calling thread: a lock another thread held would stay
+    held in the child)."""
+    return (
+        "fork" in multiprocessing.get_all_start_methods()
+        and sys.platform != "darwin"
+        and threading.active_count() == 1
+    )
+
+
+def _serve_as_dask_worker(addresses: Connection, prepare_units: bool) -> None:
+    """A forked worker process: wait for the scheduler's address (and this worker's name),
+    then run a `distributed.Worker` (one thread) until the scheduler closes it. Nothing to
+    import: the process is a fork of one that imported distributed and trialsieve."""
+    exit_when_orphaned()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the command's: it closes us
+    if prepare_units:
+        prepare_unit_conversions()  # while pass 1 runs, before any task needs it
+    try:
+        received = addresses.recv()
+    except EOFError:
+        return
+    if received is None:  # the run ended before the cluster started
+        return
+    scheduler_address, name = received
+    import asyncio
+
+    import dask
+    import distributed
+
+    dask.config.set(QUIET_LOCAL_CLUSTER)
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+
+    async def serve() -> None:
+        async with distributed.Worker(
+            scheduler_address, nthreads=1, name=name, host="127.0.0.1", dashboard=False
+        ) as worker:
+            await worker.finished()
+
+    asyncio.run(serve())
+
+
+class _ForkedWorkers:
+    """Worker processes forked from this process as soon as it has imported distributed:
+    each starts at once, with nothing to import, and waits for the scheduler's address.
+
+    A `distributed.Worker` each, without a nanny (the nanny of a LocalCluster is an extra
+    server per worker in this process, which starts the worker and restarts it when it dies:
+    a run's retries cover a lost worker). They connect to the scheduler as the workers of a
+    remote cluster do (`dask worker --no-nanny`).
+    """
+
+    def __init__(self, count: int, prepare_units: bool) -> None:
+        context = multiprocessing.get_context("fork")
+        self._processes: list[Any] = []
+        self._addresses: list[Connection] = []
+        for number in range(count):
+            receiving, sending = context.Pipe(duplex=False)
+            process = context.Process(
+                target=_serve_as_dask_worker,
+                args=(receiving, prepare_units),
+                name=f"trialsieve-dask-worker-{number}",
+                daemon=True,
+            )
+            process.start()
+            receiving.close()
+            self._processes.append(process)
+            self._addresses.append(sending)
+
+    def connect(self, scheduler_address: str) -> None:
+        """Send each worker the scheduler's address and its name."""
+        for number, sending in enumerate(self._addresses):
+            sending.send((scheduler_address, f"trialsieve-worker-{number}"))
+
+    def ended(self) -> list[int]:
+        """The exit codes of the workers that ended."""
+        return [p.exitcode for p in self._processes if p.exitcode is not None]
+
+    def stop(self) -> None:
+        """Tell the workers still waiting to end, and wait for every worker to end (the
+        scheduler closes those that connected); terminate one that does not within 10 s."""
+        for sending in self._addresses:
+            with contextlib.suppress(OSError):  # the worker already ended
+                sending.send(None)
+            sending.close()
+        for process in self._processes:
+            process.join(10)
+            if process.exitcode is None:
+                process.terminate()
+                process.join()
+
+
 class DaskStart:
     """A Dask LocalCluster (or a connection to `scheduler`) started in a thread.
 
-    The runner starts it before pass 1, so that the worker processes start while the input is
-    split; `warm_up` has the workers load the criteria as soon as they are up, and, with
-    `prepare_units` (a `--full` run), build the unit registry (a LocalCluster's forkserver
-    builds it once for all its workers). `client()` waits for all that and re-raises what
-    failed; `close` shuts the cluster down.
+    Made before pass 1 and begun once pass 1's processes exist, so that the worker processes
+    start while the input is split. On Linux, when this process runs no other thread, it
+    imports distributed and forks the workers from itself at once (`_ForkedWorkers`: nothing
+    imported twice), and the thread starts a scheduler for them; elsewhere the thread starts
+    a LocalCluster whose workers fork from a warm forkserver. `warm_up` has the workers load
+    the criteria as soon as they are up, and, with `prepare_units` (a `--full` run), build
+    the unit registry when no unit conversion is cached. `client()` waits for all that and
+    re-raises what failed; `close` shuts the cluster down.
     """
 
     def __init__(self, settings: EngineSettings, prepare_units: bool = False) -> None:
@@ -344,8 +453,17 @@ class DaskStart:
         self._criteria: CriteriaFiles | None = None
         self._conversions: tuple[tuple[Any, Any], ...] = ()
         self._criteria_known = threading.Event()
+        self._forked: _ForkedWorkers | None = None
+        if settings.scheduler is None and _can_fork_workers():
+            _import_distributed()  # before the fork: the workers inherit it
+            self._forked = _ForkedWorkers(
+                settings.workers, prepare_units and not _conversions_known()
+            )
         self._thread = threading.Thread(target=self._start, name="trialsieve-dask-start")
-        self._thread.start()
+
+    def begin(self) -> None:
+        if self._thread.ident is None:
+            self._thread.start()
 
     def warm_up(self, criteria: CriteriaFiles | None) -> None:
         """Load `criteria` (and build the unit registry, with `prepare_units`) on every worker
@@ -357,25 +475,10 @@ class DaskStart:
 
     def _start(self) -> None:
         try:
-            forked = self._settings.scheduler is None and _start_warm_forkserver(
-                self._prepare_units and not _conversions_known()
-            )
-            distributed = _import_distributed()
-            if self._settings.scheduler is None:
-                import dask
-
-                method = {"distributed.worker.multiprocessing-method": "forkserver"}
-                with dask.config.set({**QUIET_LOCAL_CLUSTER, **(method if forked else {})}):
-                    self._cluster = distributed.LocalCluster(
-                        n_workers=self._settings.workers,
-                        threads_per_worker=1,
-                        processes=True,
-                        host="127.0.0.1",  # loopback only: a local cluster is nobody else's
-                        dashboard_address="127.0.0.1:0",  # a free port: clusters side by side
-                        silence_logs=logging.WARNING,
-                    )
-            address = self._cluster if self._cluster is not None else self._settings.scheduler
-            self._client = distributed.Client(address)
+            if self._forked is not None:
+                self._start_for_forked_workers(self._forked)
+            else:
+                self._start_cluster()
             self._criteria_known.wait()
             if self._criteria is not None:
                 self._client.run(
@@ -384,9 +487,56 @@ class DaskStart:
         except BaseException as error:  # re-raised by client(): the thread cannot raise
             self._error = error
 
+    def _start_for_forked_workers(self, forked: _ForkedWorkers) -> None:
+        import dask
+
+        distributed = _import_distributed()
+        with dask.config.set(QUIET_LOCAL_CLUSTER):
+            self._cluster = distributed.LocalCluster(
+                n_workers=0,  # the scheduler only: its workers are the forked processes
+                host="127.0.0.1",  # loopback only: a local cluster is nobody else's
+                dashboard_address="127.0.0.1:0",  # a free port: clusters side by side
+                silence_logs=logging.WARNING,
+            )
+        forked.connect(self._cluster.scheduler_address)
+        self._client = distributed.Client(self._cluster)
+        while True:
+            try:
+                self._client.wait_for_workers(self._settings.workers, timeout=1)
+                return
+            except TimeoutError:
+                ended = forked.ended()
+                if ended:
+                    raise CohortError(
+                        f"a Dask worker process ended before it joined the cluster "
+                        f"(exit code {ended[0]})"
+                    ) from None
+
+    def _start_cluster(self) -> None:
+        forked = self._settings.scheduler is None and _start_warm_forkserver(
+            self._prepare_units and not _conversions_known()
+        )
+        distributed = _import_distributed()
+        if self._settings.scheduler is None:
+            import dask
+
+            method = {"distributed.worker.multiprocessing-method": "forkserver"}
+            with dask.config.set({**QUIET_LOCAL_CLUSTER, **(method if forked else {})}):
+                self._cluster = distributed.LocalCluster(
+                    n_workers=self._settings.workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",  # loopback only: a local cluster is nobody else's
+                    dashboard_address="127.0.0.1:0",  # a free port: clusters side by side
+                    silence_logs=logging.WARNING,
+                )
+        address = self._cluster if self._cluster is not None else self._settings.scheduler
+        self._client = distributed.Client(address)
+
     def client(self) -> Any:
         """The connected client, once the workers are up (and warm); raises what failed."""
         self._criteria_known.set()  # never wait for a warm-up nobody asked for
+        self.begin()
         self._thread.join()
         if self._error is not None:
             raise self._error
@@ -399,13 +549,18 @@ class DaskStart:
 
     def close(self) -> None:
         self._criteria_known.set()
-        self._thread.join()
+        if self._thread.ident is not None:
+            self._thread.join()
         try:
             if self._client is not None:
                 self._client.close()
         finally:
-            if self._cluster is not None:
-                self._cluster.close()
+            try:
+                if self._cluster is not None:
+                    self._cluster.close()
+            finally:
+                if self._forked is not None:
+                    self._forked.stop()
 
 
 def run_dask(
@@ -436,6 +591,7 @@ def run_dask(
     owned = start is None
     if start is None:
         start = DaskStart(settings, prepare_units=setup.full)
+        start.begin()
         start.warm_up(job.criteria)
     if not isinstance(start, DaskStart):
         raise TypeError(f"the dask engine runs on a DaskStart, not {type(start).__name__}")

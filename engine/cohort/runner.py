@@ -312,6 +312,7 @@ def run_cohort(
         if kind.start is not None and pending and engine_start is None:
             engine_start = kind.start(settings, full)
         if engine_start is not None:
+            engine_start.begin()  # begun already unless pass 1 ran in this process alone
             engine_start.warm_up(CriteriaFiles.collect(criteria, with_compiled=True))
             settings = replace(settings, started=engine_start)
         source_record = results_folder / _SOURCE_RECORD
@@ -386,12 +387,13 @@ def _fresh_start(
     engine_start: EngineStart | None = None
 
     def on_started() -> None:
-        nonlocal engine_start
         loading.start()
-        if kind.start is not None:
-            engine_start = kind.start(settings, full)
+        if engine_start is not None:
+            engine_start.begin()
 
     try:
+        if kind.start is not None:  # before pass 1 forks (a local Dask cluster forks now)
+            engine_start = kind.start(settings, full)
         partitions = _first_pass(
             source, work, results_folder, count, provisional, settings.workers, on_started
         )

@@ -1,4 +1,5 @@
-"""The Dask engine's own cluster: quiet workers forked from a warm server; evaluators kept."""
+"""The Dask engine's own cluster: quiet workers forked from the command's process (or a warm
+server); evaluators kept."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import dataclasses
 import datetime as dt
 import multiprocessing
 import os
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -42,16 +46,54 @@ def _profiling_and_parent() -> tuple[bool, int]:
     return bool(dask.config.get("distributed.worker.profile.enabled")), os.getppid()
 
 
-def test_the_local_cluster_runs_quiet_workers_forked_from_the_warm_server() -> None:
+def test_a_local_cluster_forks_its_quiet_workers_from_the_command_s_process() -> None:
+    """In a process that runs no other thread (a `trialsieve cohort` before pass 1), the
+    workers are forks of that process: distributed, imported once, is theirs as well."""
+    pytest.importorskip("distributed")
+    if "fork" not in multiprocessing.get_all_start_methods() or sys.platform == "darwin":
+        pytest.skip("workers are forked from this process only where fork is safe")
+    code = (
+        "import os\n"
+        "from engine.cohort.engines import DaskStart, EngineSettings\n"
+        "def _profiling_and_parent():\n"
+        "    import dask\n"
+        "    return bool(dask.config.get('distributed.worker.profile.enabled')), os.getppid()\n"
+        "if __name__ == '__main__':\n"
+        "    start = DaskStart(EngineSettings(2))\n"
+        "    start.begin()\n"
+        "    try:\n"
+        "        answers = start.client().run(_profiling_and_parent)\n"
+        "    finally:\n"
+        "        start.close()\n"
+        "    print(sorted((profiling, parent == os.getpid()) for profiling, parent in "
+        "answers.values()))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
+    assert done.stdout.strip() == "[(False, True), (False, True)]"
+    assert QUIET_LOCAL_CLUSTER["distributed.worker.profile.enabled"] is False
+
+
+def test_with_another_thread_running_the_workers_fork_from_the_warm_server() -> None:
+    """A fork copies only the calling thread: while another runs, the LocalCluster's
+    workers come from the forkserver that imported distributed and trialsieve instead."""
     pytest.importorskip("distributed")
     psutil = pytest.importorskip("psutil")
-    start = DaskStart(EngineSettings(1))
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
     try:
+        start = DaskStart(EngineSettings(1))
+    finally:
+        stop.set()
+        other.join()
+    try:
+        start.begin()
         start.warm_up(None)
         answers = start.client().run(_profiling_and_parent)
     finally:
         start.close()
-    assert QUIET_LOCAL_CLUSTER["distributed.worker.profile.enabled"] is False
     assert len(answers) == 1
     for profiling, parent in answers.values():
         assert not profiling
@@ -90,6 +132,7 @@ def test_a_run_on_its_own_cluster_drops_only_the_heartbeat_races_of_its_clean_cl
     pytest.importorskip("distributed")
     start = DaskStart(EngineSettings(1))
     try:
+        start.begin()
         start.warm_up(None)
         before = start.client().run(_heartbeat_failure_and_other_error_logged)
         assert [len(passed) for passed in before.values()] == [2]
