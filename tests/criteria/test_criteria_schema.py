@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from engine.criteria.loader import EXPRESSION_KEYS, schema_validator
+from engine.criteria.loader import (
+    EXPRESSION_KEYS,
+    _read_document,
+    schema_validator,
+    valid_by_schema,
+)
 from engine.schemas import CRITERIA_SCHEMA, load_schema
 
 SCHEMA: dict[str, Any] = load_schema(CRITERIA_SCHEMA)
@@ -90,3 +99,70 @@ def test_schema_accepts_a_small_valid_document() -> None:
         ],
     }
     assert list(schema_validator().iter_errors(document)) == []
+
+
+_SHIPPED = [
+    _read_document(str(path), path.read_bytes()).data
+    for path in sorted((Path(__file__).resolve().parents[2] / "criteria").glob("*.yaml"))
+]
+_VALUES: st.SearchStrategy[Any] = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False)
+    | st.sampled_from(["", "x", "P28D", "P1Y2M", "< 100 g/L", "ever", "inclusion-1", "Observation"])
+    | st.text(max_size=12),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["id", "kind", "value", "concept", "resource", "all", "any", "not"])
+            | st.text(max_size=6),
+            children,
+            max_size=3,
+        )
+    ),
+    max_leaves=8,
+)
+
+
+def _places(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    yield path
+    children = (
+        node.items()
+        if isinstance(node, dict)
+        else enumerate(node)
+        if isinstance(node, list)
+        else ()
+    )
+    for key, child in children:
+        yield from _places(child, (*path, key))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_the_fast_schema_check_accepts_nothing_jsonschema_refuses(data: st.DataObject) -> None:
+    """`valid_by_schema` (jsonschema-rs) decides a criteria file's happy path alone: every
+    document it accepts, jsonschema accepts too (shipped files with a value replaced,
+    removed or added anywhere). It may refuse more (Python's `$` matches before a final
+    newline): those are validated again with jsonschema."""
+    document = copy.deepcopy(data.draw(st.sampled_from(_SHIPPED)))
+    for _ in range(data.draw(st.integers(min_value=0, max_value=3))):
+        *parent_path, last = data.draw(st.sampled_from(list(_places(document))[1:]))
+        parent = document
+        for key in parent_path:
+            parent = parent[key]
+        action = data.draw(st.sampled_from(["replace", "remove", "add"]))
+        if action == "replace":
+            parent[last] = data.draw(_VALUES)
+        elif action == "remove":
+            del parent[last]
+        elif isinstance(parent[last], dict):
+            parent[last][data.draw(st.text(max_size=8))] = data.draw(_VALUES)
+        elif isinstance(parent[last], list):
+            parent[last].append(data.draw(_VALUES))
+    if valid_by_schema(document):
+        assert list(schema_validator().iter_errors(document)) == []
+
+
+def test_the_fast_schema_check_accepts_the_shipped_files() -> None:
+    assert all(valid_by_schema(document) for document in _SHIPPED)
