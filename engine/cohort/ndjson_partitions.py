@@ -55,6 +55,7 @@ from typing import IO, Any
 import msgspec
 import orjson
 import simdjson
+import stringzilla
 
 from engine.atomic_write import write_atomically
 from engine.cohort.line_screen import LineScreen, decode_checked_line, json_checker
@@ -563,10 +564,15 @@ class _RangeSplitter:
         `start` and end with `}`; any other goes through `split_line`. The line number of
         the block's last line is returned.
 
-        `}\\n` followed by `start` at a line's end vouches for both that line's end and the
-        next line's start in one comparison (`start` holds no line end, so it never runs
-        past the next line).
+        A block of such lines is vouched for whole (`_whole_lines_of`: two SIMD counts);
+        else its lines are checked one by one, `}\\n` followed by `start` at a line's end
+        vouching for both that line's end and the next line's start in one comparison
+        (`start` holds no line end, so it never runs past the next line).
         """
+        whole = _whole_lines_of(buffer, first, stop, start)
+        if whole:
+            self.result.resource_lines += whole
+            return line_number + whole
         find = buffer.find
         starts_with = buffer.startswith
         junction = b"}\n" + start
@@ -617,21 +623,26 @@ class _RangeSplitter:
         the text) as `split_line` routes them; the line number of the block's last line is
         returned.
 
-        Every `Patient/` of the block is found by one regular expression search in C
-        (`positions`, in order; `Patient/` holds no line end and cannot overlap itself, so
-        these are the occurrences `bytes.find` finds line by line); a line names it exactly
-        once when one position falls between its start and its end. Consecutive lines that
-        start with `start`, end with `}` and name `Patient/` once, in the same reference text
-        (from `"reference":"` to its closing `"`), are routed as one run (`send`): the
-        reference is matched on the run's first line only, matching reads nothing past that
-        `"`, so each line matches as the first did. Any other line first routes the run
-        before it, then goes its own way.
+        Lines and every `Patient/` are found with StringZilla's SIMD `find` (`Patient/`
+        holds no line end and cannot overlap itself, so `positions` are the occurrences
+        `bytes.find` finds line by line); a line names it exactly once when one position
+        falls between its start and its end. When the block is vouched for whole
+        (`_whole_lines_of`), every line starts with `start` and ends with `}`; else each
+        line is checked. Consecutive lines that start with `start`, end with `}` and name
+        `Patient/` once, in the same reference text (from `"reference":"` to its closing
+        `"`), are routed as one run (`send`): the reference is matched on the run's first
+        line only, matching reads nothing past that `"`, so each line matches as the first
+        did. Any other line first routes the run before it, then goes its own way.
         """
-        find = buffer.find
         starts_with = buffer.startswith
         result = self.result
         view = memoryview(buffer)
-        positions = list(map(_MATCH_START, _PATIENT_TEXT.finditer(buffer, first, stop)))
+        whole = _whole_lines_of(buffer, first, stop, start) > 0
+        positions = []
+        at = _find(buffer, b"Patient/", first, stop)
+        while at >= 0:
+            positions.append(at)
+            at = _find(buffer, b"Patient/", at + 8, stop)
         positions += (stop + 1, stop + 1)  # past every line end: no list end to test
         place = 0  # positions[place] is the first at or after the line's start
         # The run being read (run_line 0: none): its reference text, patient, first byte, line.
@@ -641,7 +652,7 @@ class _RangeSplitter:
         line_end = first - 1
         while line_end + 1 < stop:
             line_start = line_end + 1
-            line_end = find(b"\n", line_start, stop)
+            line_end = _find(buffer, b"\n", line_start, stop)
             if line_end < 0:
                 line_end = stop
             line_number += 1
@@ -652,8 +663,13 @@ class _RangeSplitter:
                 # run_text holds no line end; from at - 13 < 0 too few bytes are left for it)
                 and at < line_end < positions[place + 1]
                 and starts_with(run_text, at - 13)
-                and starts_with(start, line_start, line_end)
-                and buffer[line_end - 1] == _CLOSING_BRACE
+                and (
+                    whole
+                    or (
+                        starts_with(start, line_start, line_end)
+                        and buffer[line_end - 1] == _CLOSING_BRACE
+                    )
+                )
                 and line_end < stop
             ):
                 place += 1
@@ -903,10 +919,33 @@ _BLOCK_BYTES = 1 << 20
 """Files of types nothing reads are read in blocks of about this size (`skip_blocks`)."""
 _CLOSING_BRACE = ord("}")
 _LINE_END = ord("\n")
-_PATIENT_TEXT = re.compile(rb"Patient/")
-"""Every `Patient/` of a block, found in C (`re` scans for its rare `P`: faster than
-`bytes.find` of the whole word line by line)."""
-_MATCH_START = re.Match.start
+_find: Callable[[bytes, bytes, int, int], int] = stringzilla.find
+"""`bytes.find` with start and end, in SIMD: StringZilla finds `Patient/` at memchr speed
+(6 ms for the 151 MB of the 10x export's Observations against 85 ms for `bytes.find`,
+whose multi-byte search goes about a byte at a time) and a line end in less Python time."""
+_count: Callable[[bytes, bytes, int, int], int] = stringzilla.count
+"""`bytes.count` with start and end (non-overlapping occurrences), in SIMD."""
+
+
+def _whole_lines_of(buffer: bytes, first: int, stop: int, start: bytes) -> int:
+    """How many lines `buffer[first:stop]` holds when each of them starts with `start`, ends
+    with `}` and has its line end; else 0.
+
+    Exact with two counts: `}\\n` + `start` holds exactly one line end, and two of them
+    cannot overlap (the second would have to start at the first's last byte, `"`, not `}`),
+    so there are as many as the block's lines less one exactly when every line end but the
+    last is preceded by `}` and followed by `start` (the last one's would reach past
+    `stop`); with the first line starting with `start` and the last ending with `}\\n`,
+    every line is vouched for.
+    """
+    if stop - first < 2 or buffer[stop - 1] != _LINE_END or buffer[stop - 2] != _CLOSING_BRACE:
+        return 0
+    if not buffer.startswith(start, first):
+        return 0
+    lines: int = _count(buffer, b"\n", first, stop)
+    return lines if _count(buffer, b"}\n" + start, first, stop) == lines - 1 else 0
+
+
 _TYPE_NAME = re.compile(r"[A-Z][A-Za-z]*")
 
 

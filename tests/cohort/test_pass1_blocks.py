@@ -425,3 +425,35 @@ def test_a_run_is_one_line_of_the_runs_file(tmp_path: Path) -> None:
         "input-0001.00000.runs": b"p1\t1\t8\ts\t0\t%d\np0\t9\t1\ts\t%d\t%d\np1\t10\t2\ts\t%d\t%d\n"
         % (at[8], at[8], at[9] - at[8], at[9], at[11] - at[9]),
     }
+
+
+GOOD_LINES = st.one_of(st.integers(0, 99).map(encounter), st.integers(0, 99).map(observation))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lines=st.lists(st.one_of(GOOD_LINES, GOOD_LINES, LINES), min_size=1, max_size=12),
+    before=st.lists(LINES, max_size=2),
+    after=st.binary(max_size=40),
+    named=st.sampled_from([b"Encounter", b"Observation"]),
+    line_end=st.sampled_from([b"\n", b"\r\n"]),
+)
+def test_a_block_is_vouched_for_whole_only_when_every_line_is(
+    lines: list[bytes], before: list[bytes], after: bytes, named: bytes, line_end: bytes
+) -> None:
+    """`_whole_lines_of` (two counts over the block) says what checking each line says: the
+    block's lines when each starts with the type's `{"resourceType":"..."`, ends with `}`
+    and has its line end, else 0, whatever comes before and after the block."""
+    start = b'{"resourceType":"' + named + b'"'
+    head = b"".join(line + b"\n" for line in before)
+    block = line_end.join(lines) + line_end
+    buffer = head + block + after
+    each = block.split(b"\n")[:-1]
+    vouched = all(line.startswith(start) and line.endswith(b"}") for line in each)
+    expected = len(each) if vouched else 0
+    stop = len(head) + len(block)
+    assert ndjson_partitions._whole_lines_of(buffer, len(head), stop, start) == expected
+    # A block whose lines are all good, but whose last line has no line end, is not vouched for.
+    if vouched:
+        cut = block[:-1]
+        assert ndjson_partitions._whole_lines_of(head + cut, len(head), stop - 1, start) == 0
