@@ -6,11 +6,11 @@ works:
 
 1. `partition_ndjson` reads every file once, as byte ranges in parallel processes, and
    assigns each line, unchanged, to one of N partitions, chosen by a stable hash of the
-   line's patient id: a runs file per range and partition in a work folder names each run of
-   consecutive lines of one patient and where its bytes are (in the input file, or copied
-   beside it), so the second pass reads and groups runs, not lines. Resources of a shared type
-   that name no patient (Medication, Organization, ...) go to a separate file; a patient's
-   resources may refer to them. Lines of types nobody reads can be skipped unparsed.
+   line's patient id: a runs file per range in a work folder names, partition by partition,
+   each run of consecutive lines of one patient and where its bytes are (in the input file,
+   or copied beside it), so the second pass reads and groups runs, not lines. Resources of a
+   shared type that name no patient (Medication, Organization, ...) go to a separate file; a
+   patient's resources may refer to them. Lines of types nobody reads can be skipped unparsed.
 2. `PartitionLines` holds one partition's lines (picklable: it can travel to another
    machine) and yields a `PatientResources` per patient: the patient's resources in export
    order (files sorted by name, lines in order), followed by the shared resources they refer
@@ -85,10 +85,11 @@ _WRITE_BUFFER = 1 << 18
 _FLUSH_BYTES = 1 << 20
 """Pass 1 writes the routed lines to the partition files every this many bytes."""
 _MARKER = "partitioned.json"
-_FORMAT = 3
-"""The partition files' format (`partitioned.json`'s `format`): 3 = runs files naming where
-each run's lines are (the input file or the partition's copies), and the input files'
-states."""
+_FORMAT = 4
+"""The partition files' format (`partitioned.json`'s `format`): 4 = one runs file per range
+naming where each run's lines are (the input file or the partition's copies), a section per
+partition (`PartitionedExport.run_sections`), copies files only where lines were copied, and
+the input files' states."""
 _SHARED_FILE = "shared.ndjson"
 
 
@@ -109,9 +110,10 @@ class PartitionedExport:
     """An NDJSON export split into partition files by patient (the result of pass 1).
 
     Pass 1 reads the export as byte ranges (`ranges`: file number and the line number the
-    range starts at, in export order); each range writes one pair of files per partition it
-    has lines for (`partition_ranges[index]`), so a partition's lines in range order are in
-    export order: their runs (`_RUN_LINE`) and the copies some runs need.
+    range starts at, in export order); each range writes one runs file (`_RUN_LINE`s), a
+    section per partition it has lines for (`partition_ranges[index]`, the sections at
+    `run_sections[index]`), so a partition's lines in range order are in export order, and
+    a file of the copies some runs need per partition that has them.
     """
 
     folder: str
@@ -124,18 +126,28 @@ class PartitionedExport:
     problems: int
     ranges: tuple[tuple[int, int], ...]
     partition_ranges: tuple[tuple[int, ...], ...]
+    run_sections: tuple[tuple[tuple[int, int, int], ...], ...] = ()
+    """Per partition, per range of `partition_ranges`: where its runs are in the range's runs
+    file (byte offset, bytes) and how many bytes of lines were copied for it (0: no file)."""
     kept_types: tuple[str, ...] | None = None
     file_states: tuple[tuple[int, int] | None, ...] = ()
     """Per file, its size and modification time (ns) when pass 1 read it (None: no stat):
     pass 2 reads lines where they are in the files and checks that they did not change."""
 
-    def partition_paths(self, index: int) -> list[Path]:
-        """The files holding partition `index`'s copied lines, in export order."""
-        return [_range_path(self.work_folder, index, r) for r in self.partition_ranges[index]]
+    def partition_paths(self, index: int) -> list[Path | None]:
+        """The files holding partition `index`'s copied lines, in export order (None: the
+        range copied none)."""
+        return [
+            _range_path(self.work_folder, index, r) if section[2] else None
+            for r, section in zip(
+                self.partition_ranges[index], self.run_sections[index], strict=True
+            )
+        ]
 
     def run_paths(self, index: int) -> list[Path]:
-        """The files naming the patient and line numbers of those lines, in the same order."""
-        return [_runs_path(self.work_folder, index, r) for r in self.partition_ranges[index]]
+        """The runs files of the ranges with lines of partition `index`, in the same order
+        (its runs are at `run_sections[index]` in them)."""
+        return [_runs_path(self.work_folder, r) for r in self.partition_ranges[index]]
 
     @property
     def shared_path(self) -> Path:
@@ -147,9 +159,10 @@ class PartitionedExport:
 
     def is_complete(self) -> bool:
         """Whether every file pass 1 wrote is still there."""
-        paths = [self.shared_path]
+        paths = {self.shared_path}
         for index in range(self.partition_count):
-            paths += self.partition_paths(index) + self.run_paths(index)
+            paths.update(path for path in self.partition_paths(index) if path is not None)
+            paths.update(self.run_paths(index))
         return all(path.is_file() for path in paths)
 
     def to_json(self) -> dict[str, Any]:
@@ -165,6 +178,7 @@ class PartitionedExport:
             "problems": self.problems,
             "ranges": [list(each) for each in self.ranges],
             "partition_ranges": [list(each) for each in self.partition_ranges],
+            "run_sections": [[list(section) for section in each] for each in self.run_sections],
             "kept_types": None if self.kept_types is None else list(self.kept_types),
             "file_states": [None if each is None else list(each) for each in self.file_states],
         }
@@ -183,6 +197,10 @@ class PartitionedExport:
             problems=data["problems"],
             ranges=tuple((first, second) for first, second in data["ranges"]),
             partition_ranges=tuple(tuple(each) for each in data["partition_ranges"]),
+            run_sections=tuple(
+                tuple((offset, length, copied) for offset, length, copied in each)
+                for each in data["run_sections"]
+            ),
             kept_types=None if kept is None else tuple(kept),
             file_states=tuple(
                 None if each is None else (each[0], each[1]) for each in data["file_states"]
@@ -214,10 +232,11 @@ def partition_ndjson(
     """Pass 1: split every line of the export into `partition_count` partitions by patient.
 
     The export is read as byte ranges by `workers` processes (gzipped files whole). Each range
-    writes, for the partitions it has lines for, `input-PPPP.RRRRR.runs` (one `_RUN_LINE` per
-    run of consecutive lines of one patient; line numbers count from 1 within the range) and
-    `input-PPPP.RRRRR.ndjson` (the runs' lines that are not the input's bytes as they stand:
-    lines of a gzipped file, stripped of white space, or without a line end);
+    with lines to route writes `input-RRRRR.runs`: for each partition it has lines for, one
+    `_RUN_LINE` per run of consecutive lines of one patient (line numbers count from 1 within
+    the range), partition after partition (`PartitionedExport.run_sections`); and, for a
+    partition with runs whose lines are not the input's bytes as they stand (lines of a
+    gzipped file, stripped of white space, or without a line end), `input-PPPP.RRRRR.ndjson`;
     `shared.ndjson` and the marker `partitioned.json` are written last, so an interrupted pass
     leaves no marker.
 
@@ -265,8 +284,8 @@ def _range_path(work_folder: str | Path, index: int, range_number: int) -> Path:
     return Path(work_folder) / f"input-{index:04d}.{range_number:05d}.ndjson"
 
 
-def _runs_path(work_folder: str | Path, index: int, range_number: int) -> Path:
-    return Path(work_folder) / f"input-{index:04d}.{range_number:05d}.runs"
+def _runs_path(work_folder: str | Path, range_number: int) -> Path:
+    return Path(work_folder) / f"input-{range_number:05d}.runs"
 
 
 def _plan_ranges(files: list[Path], workers: int) -> list[tuple[int, Path, int, int | None]]:
@@ -345,6 +364,7 @@ def _combine_ranges(
     ranges: list[tuple[int, int]] = []
     patients = [0] * partition_count
     partition_ranges: list[list[int]] = [[] for _ in range(partition_count)]
+    run_sections: list[list[tuple[int, int, int]]] = [[] for _ in range(partition_count)]
     shared_keys: dict[str, tuple[str, int]] = {}
     problems = 0
     first_line = 1
@@ -376,8 +396,9 @@ def _combine_ranges(
                 on_problem(problem)
             for index, count in result.patients.items():
                 patients[index] += count
-            for index in result.partitions_written:
+            for index, section in result.sections:
                 partition_ranges[index].append(task.number)
+                run_sections[index].append(section)
             first_line += result.line_count
     return PartitionedExport(
         folder=str(folder),
@@ -390,6 +411,7 @@ def _combine_ranges(
         problems=problems,
         ranges=tuple(ranges),
         partition_ranges=tuple(tuple(each) for each in partition_ranges),
+        run_sections=tuple(tuple(each) for each in run_sections),
     )
 
 
@@ -425,7 +447,9 @@ class _RangeResult:
     problems: list[tuple[int, str, str | None]] = field(default_factory=list)
     shared: list[tuple[str, int, bytes]] = field(default_factory=list)
     patients: dict[int, int] = field(default_factory=dict)
-    partitions_written: list[int] = field(default_factory=list)
+    sections: list[tuple[int, tuple[int, int, int]]] = field(default_factory=list)
+    """Per partition it has lines for, in order: where its runs are in the range's runs file
+    (byte offset, bytes) and how many bytes of lines were copied for it."""
     read_error: str | None = None
 
 
@@ -446,6 +470,7 @@ class _RangeSplitter:
         self.task = task
         self.result = _RangeResult()
         self.outputs: dict[int, IO[bytes]] = {}
+        """Per partition with copies, its file of them (opened when they are first written)."""
         self.pending: dict[int, list[bytes | memoryview]] = {}
         """Per partition, the copies routed since the last `flush` (a run of lines of a
         gzipped file is a view of the block it was read in, copied once, into the file's
@@ -457,15 +482,21 @@ class _RangeSplitter:
         self.unflushed = 0
 
     def close(self) -> None:
-        """Write what is pending, and each partition's runs (`_RUN_LINE`)."""
+        """Write what is pending, and the range's runs file: each partition's runs
+        (`_RUN_LINE`), partition after partition."""
         self.flush()
         for output in self.outputs.values():
             output.close()
-        task = self.task
-        for index, runs in self.runs.items():
-            text = b"".join(_RUN_LINE % tuple(run) for run in runs)
-            _runs_path(task.work_folder, index, task.number).write_bytes(text)
-        self.result.partitions_written = sorted(self.outputs)
+        sections = self.result.sections = []
+        texts: list[bytes] = []
+        offset = 0
+        for index in sorted(self.runs):
+            text = b"".join([_RUN_LINE % tuple(run) for run in self.runs[index]])
+            texts.append(text)
+            sections.append((index, (offset, len(text), self.copied[index])))
+            offset += len(text)
+        if texts:
+            _runs_path(self.task.work_folder, self.task.number).write_bytes(b"".join(texts))
 
     def split(self) -> None:
         """Route the range's lines; a file named for a resource type is read in blocks."""
@@ -768,12 +799,9 @@ class _RangeSplitter:
         self.add_run(runs, patient, line_number, count, _IN_SOURCE, at, length)
 
     def partition(self, index: int) -> list[list[Any]]:
-        """Partition `index`'s runs (its files opened on first use)."""
+        """Partition `index`'s runs."""
         runs = self.runs.get(index)
         if runs is None:
-            task = self.task
-            path = _range_path(task.work_folder, index, task.number)
-            self.outputs[index] = open(path, "wb", buffering=_WRITE_BUFFER)  # noqa: SIM115
             runs = self.runs[index] = []
             self.pending[index] = []
             self.copied[index] = 0
@@ -807,7 +835,12 @@ class _RangeSplitter:
         """Write the pending copies, partition by partition."""
         for index, pieces in self.pending.items():
             if pieces:
-                self.outputs[index].writelines(pieces)
+                output = self.outputs.get(index)
+                if output is None:
+                    task = self.task
+                    path = _range_path(task.work_folder, index, task.number)
+                    output = self.outputs[index] = open(path, "wb", buffering=_WRITE_BUFFER)  # noqa: SIM115
+                output.writelines(pieces)
                 pieces.clear()
         self.unflushed = 0
 
@@ -1018,6 +1051,13 @@ def _reason(error: BaseException) -> str:
 # --------------------------------------------------------------------------- pass 2
 
 
+def _read_section(path: Path, offset: int, length: int) -> bytes:
+    """`length` bytes of the file at `path` from byte `offset` (a partition's runs)."""
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        return handle.read(length)
+
+
 SharedResources = dict[str, bytes]
 """Shared resources by `Type/id`, as their JSON text."""
 
@@ -1063,16 +1103,17 @@ class PartitionLines:
         Raises InputError when an input file changed since pass 1 read it."""
         pieces: list[bytes] = []
         runs: list[Run] = []
-        for range_number, copies_path, runs_path in zip(
+        for range_number, copies_path, runs_path, (offset, size, _copied) in zip(
             export.partition_ranges[index],
             export.partition_paths(index),
             export.run_paths(index),
+            export.run_sections[index],
             strict=True,
         ):
-            copies = copies_path.read_bytes()
+            copies = b"" if copies_path is None else copies_path.read_bytes()
             file_number = export.ranges[range_number][0]
             with _InputFile(export, file_number) as source:
-                for line in runs_path.read_bytes().splitlines():
+                for line in _read_section(runs_path, offset, size).splitlines():
                     patient, first_line, count, kind, at, length = line.split(b"\t")
                     start, size = int(at), int(length)
                     if kind == _COPY:

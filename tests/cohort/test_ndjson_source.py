@@ -324,7 +324,14 @@ def test_partitions_an_earlier_version_wrote_are_not_reused(tmp_path: Path) -> N
     work = tmp_path / "work"
     partition_ndjson(tmp_path, work, 2)
     assert PartitionedExport.load(work) is not None
-    (work / "input-0001.00000.runs").unlink()  # a file of the pass is gone
+    (work / "input-00000.runs").unlink()  # a file of the pass is gone
+    assert PartitionedExport.load(work) is None
+    gzipped = tmp_path / "gzipped"
+    gzipped.mkdir()
+    (gzipped / "Patient.ndjson.gz").write_bytes(gzip.compress(lines(patient("a"))))
+    partition_ndjson(gzipped, work, 2)
+    assert PartitionedExport.load(work) is not None
+    (work / "input-0001.00000.ndjson").unlink()  # its lines copied from the gzipped file
     assert PartitionedExport.load(work) is None
     partition_ndjson(tmp_path, work, 2)
     marker = work / "partitioned.json"

@@ -89,24 +89,33 @@ def line_by_line() -> Iterator[None]:
 def split(
     path: Path, work: Path, start: int = 0, end: int | None = None, number: int = 0
 ) -> tuple[_RangeResult, dict[str, bytes]]:
-    """One range of `path` through pass 1, and what it wrote per partition: the runs file
-    as written, and (under the name of the partition's file) the partition's lines, read
-    where the runs say they are (in `path`, or copied to the partition's file)."""
+    """One range of `path` through pass 1, and what it wrote per partition: its section of
+    the range's runs file (under the name `input-PPPP.RRRRR.runs`) and (under the name of the
+    partition's file of copies) the partition's lines, read where the runs say they are (in
+    `path`, or copied to the partition's file, which exists only when lines were copied)."""
     work.mkdir(parents=True, exist_ok=True)
     for old in work.glob("input-*"):
         old.unlink()
     task = _RangeTask(number, 0, str(path), start, end, str(work), 3, KEPT)
     result = _split_range(task)
+    runs_file = work / f"input-{number:05d}.runs"
+    assert runs_file.exists() == bool(result.sections)
+    text = runs_file.read_bytes() if result.sections else b""
+    assert sum(length for _index, (_offset, length, _copied) in result.sections) == len(text)
     written: dict[str, bytes] = {}
-    for runs in sorted(work.glob("input-*.runs")):
-        copies = runs.with_suffix(".ndjson").read_bytes()
+    for index, (offset, length, copied) in result.sections:
+        copies_file = work / f"input-{index:04d}.{number:05d}.ndjson"
+        assert copies_file.exists() == bool(copied)
+        copies = copies_file.read_bytes() if copied else b""
+        assert len(copies) == copied
+        section = text[offset : offset + length]
         lines = b""
-        for run in runs.read_bytes().splitlines():
-            _patient, _line, _count, kind, at, length = run.split(b"\t")
+        for run in section.splitlines():
+            _patient, _line, _count, kind, at, size = run.split(b"\t")
             where = copies if kind == b"c" else path.read_bytes()
-            lines += where[int(at) : int(at) + int(length)]
-        written[runs.name] = runs.read_bytes()
-        written[runs.with_suffix(".ndjson").name] = lines
+            lines += where[int(at) : int(at) + int(size)]
+        written[f"input-{index:04d}.{number:05d}.runs"] = section
+        written[copies_file.name] = lines
     return result, written
 
 
