@@ -38,7 +38,6 @@ from engine.atomic_write import atomic_write
 from engine.cohort.partition import (
     CRITERION_VALUES,
     NOT_EVALUATED,
-    read_result_line,
     result_path,
 )
 from engine.criteria.model import CriterionKind
@@ -99,60 +98,128 @@ def assemble_outputs(out: Path, criteria: CompiledCriteria, partition_count: int
     ):
         table = csv.writer(_TextSink(table_file), lineterminator="\n")
         table.writerow(["patient", "status", *(tally.id for tally in tallies)])
-        streams = [_patient_results(result_path(results_folder, i)) for i in range(partition_count)]
+        problems_at = [0] * partition_count
+        streams = [
+            _patient_results(result_path(results_folder, index), problems_at, index)
+            for index in range(partition_count)
+        ]
+        cells_seen = _CellsTally(tallies)
         previous: str | None = None
-        for result, subject, issue in heapq.merge(*streams, key=_patient_of):
-            patient_id = result["patient"]
+        for patient_id, _index, _position, result, line, tab, second_tab in heapq.merge(*streams):
             if patient_id == previous:
                 duplicates.append(_duplicate_problem(patient_id))
                 continue
             previous = patient_id
-            subjects.write(subject + b"\n")
-            issues.write(issue + b"\n")
-            values = [value for value, _missing in result["criteria"]]
-            table.writerow([patient_id, result["status"], *values])
-            parquet.add(patient_id, result["status"], values)
-            _count(counts, tallies, result)
+            subjects.write(line[tab + 1 : second_tab])
+            subjects.write(b"\n")
+            issues.write(line[second_tab + 1 :])
+            status = result["status"]
+            values, numbers = cells_seen.add(result["cells"])
+            table.writerow([patient_id, status, *values])
+            parquet.add(patient_id, status, numbers)
+            counts.patients += 1
+            counts.statuses[status] += 1
+            if result["settled_by"] is not None:
+                counts.settled_by_prefilter += 1
+        cells_seen.flush()
     with atomic_write(out / "study.json", _BUFFER) as study:
         study.write(orjson.dumps(research_study(criteria.trial), option=orjson.OPT_INDENT_2))
-    _write_errors(out, results_folder, partition_count, duplicates, counts)
+    _write_errors(out, results_folder, problems_at, duplicates, counts)
     _write_attrition(out, criteria, tallies, counts)
     _write_availability(out, tallies, counts.patients)
     return counts
 
 
-def _count(counts: CohortCounts, tallies: list[_CriterionTally], result: dict[str, Any]) -> None:
-    counts.patients += 1
-    counts.statuses[result["status"]] += 1
-    if result["settled_by"] is not None:
-        counts.settled_by_prefilter += 1
+class _CellsTally:
+    """The criteria cells of the patients' summaries, tallied by their JSON text: most
+    patients share their cells with many others, so each distinct text is parsed once and
+    counted into the criteria's tallies once, times the patients who have it (at most
+    `_CELLS_KEPT` texts are kept at a time: memory does not grow with the cohort)."""
+
+    def __init__(self, tallies: list[_CriterionTally]) -> None:
+        self.tallies = tallies
+        self.value_numbers = {value: number for number, value in enumerate(CRITERION_VALUES)}
+        self.known: dict[bytes, tuple[list[str], list[int], list[Any]]] = {}
+        self.patients: Counter[bytes] = Counter()
+
+    def add(self, text: bytes) -> tuple[list[str], list[int]]:
+        """One patient's cells (JSON text): their values, and the values' numbers."""
+        known = self.known.get(text)
+        if known is None:
+            if len(self.known) >= _CELLS_KEPT:
+                self.flush()
+            cells = orjson.loads(text)
+            values = [value for value, _missing in cells]
+            numbers = self.value_numbers
+            known = self.known[text] = (values, [numbers[value] for value in values], cells)
+        self.patients[text] += 1
+        return known[0], known[1]
+
+    def flush(self) -> None:
+        """Count the patients seen so far into the tallies."""
+        for text, patients in self.patients.items():
+            _count(self.tallies, self.known[text][2], patients)
+        self.known.clear()
+        self.patients.clear()
+
+
+_CELLS_KEPT = 4096
+
+
+def _count(tallies: list[_CriterionTally], cells: list[Any], patients: int) -> None:
+    """Count `patients` patients whose criteria cells are `cells` into the tallies."""
     failed = False
-    for tally, (value, missing) in zip(tallies, result["criteria"], strict=True):
-        tally.values[value] += 1
+    for tally, (value, missing) in zip(tallies, cells, strict=True):
+        tally.values[value] += patients
         if value == "unknown_missing":
-            tally.missing_items.update(missing)
+            for item in missing:
+                tally.missing_items[item] += patients
         if not failed:
-            tally.remaining_values[value] += 1
+            tally.remaining_values[value] += patients
             if tally.fails(value):
-                tally.first_failures += 1
+                tally.first_failures += patients
                 failed = True
 
 
-def _patient_results(path: Path) -> Iterator[tuple[dict[str, Any], bytes, bytes]]:
+_CRITERIA_KEY = b',"criteria":'
+"""Ends what a summary says of the patient (`partition.report_result_line` writes its keys
+in this order); a JSON string holding these characters would escape its quotes, so the first
+match is the key."""
+
+
+def _patient_results(
+    path: Path, problems_at: list[int], index: int
+) -> Iterator[tuple[str, int, int, dict[str, Any], memoryview, int, int]]:
+    """The patients' result lines of a partition result file, in order (they come first):
+    the patient id; the partition's index and the line's position (a patient met twice is
+    taken first from the first partition, then from the first line); the summary's other
+    members (`cells`: the criteria's JSON text); the line and where its two tabs are.
+    `problems_at[index]` becomes the offset of the lines after them (problems, then the
+    `complete` line), which `_write_errors` reads."""
+    offset = position = 0
+    loads = orjson.loads
     with open(path, "rb") as lines:
         for line in lines:
-            if line.startswith(b'{"patient"'):
-                yield read_result_line(line)
+            if not line.startswith(b'{"patient"'):
+                break
+            tab = line.index(b"\t")
+            second_tab = line.index(b"\t", tab + 1)
+            cut = line.index(_CRITERIA_KEY, 0, tab)
+            result = loads(line[:cut] + b"}")
+            result["cells"] = line[cut + len(_CRITERIA_KEY) : tab - 1]
+            yield result["patient"], index, position, result, memoryview(line), tab, second_tab
+            offset += len(line)
+            position += 1
+    problems_at[index] = offset
 
 
-def _patient_of(result: tuple[dict[str, Any], bytes, bytes]) -> str:
-    return str(result[0]["patient"])
-
-
-def _problem_lines(path: Path) -> Iterator[bytes]:
+def _problem_lines(path: Path, offset: int = 0) -> Iterator[bytes]:
+    """The problem lines of a partition result file (from `offset`: after its patients'
+    lines), or of the first pass's problems file."""
     if not path.is_file():
         return
     with open(path, "rb") as lines:
+        lines.seek(offset)
         for line in lines:
             if line.startswith(b'{"problem"'):
                 yield line
@@ -172,17 +239,21 @@ def _duplicate_problem(patient_id: str) -> dict[str, Any]:
 def _write_errors(
     out: Path,
     results_folder: Path,
-    partition_count: int,
+    problems_at: list[int],
     duplicates: list[dict[str, Any]],
     counts: CohortCounts,
 ) -> None:
+    """errors.ndjson: the first pass's problems, each partition's (after its patients'
+    lines, at `problems_at`), then the duplicate patients."""
     lines_affected: set[tuple[str, int]] = set()
     patients_affected: set[str] = set()
-    paths = [results_folder / SOURCE_PROBLEMS]
-    paths += [result_path(results_folder, i) for i in range(partition_count)]
+    places = [(results_folder / SOURCE_PROBLEMS, 0)]
+    places += [(result_path(results_folder, i), at) for i, at in enumerate(problems_at)]
     with atomic_write(out / "errors.ndjson", _BUFFER) as errors:
         problems = (
-            orjson.loads(line)["problem"] for path in paths for line in _problem_lines(path)
+            orjson.loads(line)["problem"]
+            for path, at in places
+            for line in _problem_lines(path, at)
         )
         for problem in [*problems, *duplicates]:
             errors.write(orjson.dumps(problem) + b"\n")
@@ -403,11 +474,11 @@ class _CohortParquet:
         self.writer = pq.ParquetWriter(self.target, self.schema)
         return self
 
-    def add(self, patient_id: str, status: str, values: list[str]) -> None:
+    def add(self, patient_id: str, status: str, value_numbers: list[int]) -> None:
+        """A row: the patient, their status and each criterion's value, by its number in
+        `CRITERION_VALUES`."""
         self.patients.append(patient_id)
-        self.rows.append(
-            [self.status_numbers[status], *(self.value_numbers[value] for value in values)]
-        )
+        self.rows.append([self.status_numbers[status], *value_numbers])
         if len(self.rows) >= PARQUET_ROWS_PER_GROUP:
             self._flush()
 

@@ -161,12 +161,6 @@ def _cell(kind: CriterionKind, part: CriterionReport) -> list[Any] | orjson.Frag
     return shared_json(part, ("summary cell", kind), cell)
 
 
-def read_result_line(line: bytes) -> tuple[dict[str, Any], bytes, bytes]:
-    """A result line's summary (parsed), ResearchSubject and DetectedIssue (JSON text)."""
-    summary, subject, issue = line.rstrip(b"\n").split(b"\t")
-    return orjson.loads(summary), subject, issue
-
-
 @dataclass(frozen=True)
 class WorkerSetup:
     """What every worker needs, sent once (inherited through fork, else pickled)."""
