@@ -55,7 +55,7 @@ from engine.report.resources import (
     PatientReport,
     detected_issue_json,
     report_of,
-    research_subject_of,
+    research_subject_json,
     shared_json,
 )
 from engine.report.validate import OutputShapes
@@ -143,12 +143,12 @@ def report_result_line(
     }
     if study is None:
         study = study_reference(criteria)
-    subject = research_subject_of(report, study)
+    subject = research_subject_json(report, study)
     issue = detected_issue_json(report)
     if outputs is not None:
-        outputs.validate(subject)
+        outputs.validate_json(subject.text, subject.shape)
         outputs.validate_json(issue.text, issue.shape)
-    return b"\t".join((orjson.dumps(summary), orjson.dumps(subject), issue.text))
+    return b"\t".join((orjson.dumps(summary), subject.text, issue.text))
 
 
 def _cell(kind: CriterionKind, part: CriterionReport) -> list[Any] | orjson.Fragment:
@@ -296,7 +296,7 @@ def result_data(lines: list[bytes], patients: int, problems: int) -> bytes:
     then the `complete` line with their counts and the SHA-256 of everything before it, so
     that `is_complete` knows a whole file from one a crash cut short or left with holes
     (result files are written without an fsync: `write_result`)."""
-    body = b"".join(line + b"\n" for line in lines)
+    body = b"\n".join(lines) + b"\n" if lines else b""
     digest = hashlib.sha256(body).hexdigest()
     complete = {"patients": patients, "problems": problems, "sha256": digest}
     return body + orjson.dumps({"complete": complete}) + b"\n"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import html
 import uuid
 from collections.abc import Callable, Hashable, Sequence
@@ -42,7 +43,7 @@ from engine.report.explanation import (
     outcome_text,
     remembered,
 )
-from engine.report.validate import Shape, has_refused_whitespace, output_shape
+from engine.report.validate import Shape, fits_fhir_string, has_refused_whitespace, output_shape
 
 RESEARCH_SUBJECT_SYSTEM = f"{TRIALSIEVE_IDENTIFIER_SYSTEM}/research-subject"
 DETECTED_ISSUE_SYSTEM = f"{TRIALSIEVE_IDENTIFIER_SYSTEM}/detected-issue"
@@ -63,8 +64,19 @@ _SEVERITY = {
 
 
 def deterministic_id(*parts: str) -> str:
-    """A stable UUID (v5) from the given parts: the same inputs always give the same id."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, "|".join(parts)))
+    """A stable UUID (v5) from the given parts: the same inputs always give the same id.
+
+    `str(uuid.uuid5(uuid.NAMESPACE_URL, "|".join(parts)))` (RFC 9562 5.5: the SHA-1 of the
+    namespace's bytes and the name, its first 16 bytes with the version and variant bits
+    set), written out from the digest: uuid5 builds an integer and a UUID object to format,
+    a third of the cost of a cohort patient's two ids (a test compares both)."""
+    digest = hashlib.sha1(_URL_NAMESPACE + "|".join(parts).encode()).digest()
+    text = digest[:16].hex()
+    variant = (digest[8] & 0x3F) | 0x80
+    return f"{text[:8]}-{text[8:12]}-5{text[13:16]}-{variant:02x}{text[18:20]}-{text[20:]}"
+
+
+_URL_NAMESPACE = uuid.NAMESPACE_URL.bytes
 
 
 def subject_identifier_value(trial: Trial, patient_id: str) -> str:
@@ -97,6 +109,22 @@ def research_subject_of(report: PatientReport, study_reference: str) -> dict[str
     )
 
 
+def research_subject_json(report: PatientReport, study_reference: str) -> ShapedJson:
+    """`research_subject_of` as JSON text, with its `output_shape`, made from the same
+    members (the study's made and shaped once per trial and reference)."""
+    members = _research_subject_members(
+        report.criteria.trial,
+        report.patient_id,
+        report.patient_reference,
+        report.status,
+        study_reference,
+    )
+    return ShapedJson(
+        orjson.dumps({key: member for key, member, _shape in members}),
+        tuple((key, shape) for key, _member, shape in members),
+    )
+
+
 def _research_subject(
     trial: Trial,
     patient_id: str,
@@ -104,19 +132,58 @@ def _research_subject(
     status: SubjectStatus,
     study_reference: str,
 ) -> dict[str, Any]:
+    members = _research_subject_members(
+        trial, patient_id, patient_reference, status, study_reference
+    )
+    subject = {key: member for key, member, _shape in members}
+    study = subject["study"]  # shared by every patient: each resource gets its own copy
+    subject["study"] = {**study, "identifier": {**study["identifier"]}}
+    return subject
+
+
+def _research_subject_members(
+    trial: Trial,
+    patient_id: str,
+    patient_reference: str,
+    status: SubjectStatus,
+    study_reference: str,
+) -> list[tuple[str, Any, Shape]]:
+    """The ResearchSubject's members in order, each with its `output_shape`."""
     value = subject_identifier_value(trial, patient_id)
-    return {
-        "resourceType": "ResearchSubject",
-        "id": deterministic_id(RESEARCH_SUBJECT_SYSTEM, value),
-        "identifier": [{"system": RESEARCH_SUBJECT_SYSTEM, "value": value}],
-        "status": status.value,
-        "study": {
+    subject_id = deterministic_id(RESEARCH_SUBJECT_SYSTEM, value)
+    study, study_shape = _study_member(trial, study_reference)
+    return [
+        ("resourceType", "ResearchSubject", ("s", "ResearchSubject")),
+        ("id", subject_id, output_shape(subject_id, "id")),
+        (
+            "identifier",
+            [{"system": RESEARCH_SUBJECT_SYSTEM, "value": value}],
+            ("[]", _system_value_shape(RESEARCH_SUBJECT_SYSTEM, value)),
+        ),
+        ("status", status.value, ("s", status.value)),
+        ("study", study, study_shape),
+        ("individual", {"reference": patient_reference}, _reference_shape(patient_reference)),
+    ]
+
+
+_study_members: dict[tuple[int, str], tuple[Trial, dict[str, Any], Shape]] = {}
+
+
+def _study_member(trial: Trial, study_reference: str) -> tuple[dict[str, Any], Shape]:
+    """A ResearchSubject's `study` and its `output_shape`, made once per trial and reference
+    (the same objects for every patient: not to be changed)."""
+    key = (id(trial), study_reference)
+    known = _study_members.get(key)
+    if known is None or known[0] is not trial:
+        study = {
             "reference": study_reference,
             "identifier": {"system": trial.identifier_system, "value": trial.id},
             "display": trial.title,
-        },
-        "individual": {"reference": patient_reference},
-    }
+        }
+        if len(_study_members) >= 64:
+            _study_members.clear()
+        known = _study_members[key] = (trial, study, output_shape(study, "study"))
+    return known[1], known[2]
 
 
 def research_study(trial: Trial) -> dict[str, Any]:
@@ -390,8 +457,7 @@ def _pieces(trial: Trial, heading: CriterionHeading, part: CriterionReport) -> _
     if part.verdict is None or part.verdict is CriterionVerdict.CLEAR:
         pieces = _PartPieces(row, clean)
     else:
-        entry = _evidence(trial, heading, part)
-        shape = output_shape(entry)
+        entry, shape = _evidence(trial, heading, part)
         pieces = _PartPieces(row, clean, orjson.Fragment(orjson.dumps(entry)), shape)
     if is_shared(part):
         if len(_part_pieces) >= _PARTS_LIMIT:
@@ -459,31 +525,33 @@ def detected_issue_json(report: PatientReport) -> ShapedJson:
     identifier = {"system": DETECTED_ISSUE_SYSTEM, "value": value}
     patient = {"reference": report.patient_reference}
     text = {"status": "generated", "div": _narrative_of(report, summary, pieces)}
+    summary_clean = not has_refused_whitespace(summary)
     # the narrative fits the FHIR string pattern when its pieces hold no refused character
     # (its own words and tags hold none, and html.escape changes none)
     narrative_clean = (
         all(piece.row_clean for piece in pieces)
-        and not has_refused_whitespace(summary)
+        and summary_clean
         and not any(map(has_refused_whitespace, report.data_problems))
     )
+    issue_id = deterministic_id(DETECTED_ISSUE_SYSTEM, value)
+    issue_status = (
+        "final" if status in (SubjectStatus.INELIGIBLE, SubjectStatus.ELIGIBLE) else "preliminary"
+    )
+    severity = _SEVERITY[status]
+    identified = report.as_of.isoformat()
+    # each member's `output_shape`, from what it is made of
     members: list[tuple[str, Any, Shape]] = [
-        ("resourceType", "DetectedIssue", None),
-        ("id", deterministic_id(DETECTED_ISSUE_SYSTEM, value), None),
+        ("resourceType", "DetectedIssue", ("s", "DetectedIssue")),
+        ("id", issue_id, output_shape(issue_id, "id")),
         ("contained", *constants["contained"]),
-        ("identifier", [identifier], ("[]", output_shape(identifier))),
-        (
-            "status",
-            "final"
-            if status in (SubjectStatus.INELIGIBLE, SubjectStatus.ELIGIBLE)
-            else "preliminary",
-            None,
-        ),
+        ("identifier", [identifier], ("[]", _system_value_shape(DETECTED_ISSUE_SYSTEM, value))),
+        ("status", issue_status, ("s", issue_status)),
         ("code", *constants["code"]),
-        ("severity", _SEVERITY[status], None),
-        ("patient", patient, None),
-        ("identifiedDateTime", report.as_of.isoformat(), None),
+        ("severity", severity, ("s", fits_fhir_string(severity))),
+        ("patient", patient, _reference_shape(report.patient_reference)),
+        ("identifiedDateTime", identified, output_shape(identified, "identifiedDateTime")),
         ("author", *constants["author"]),
-        ("detail", summary, None),
+        ("detail", summary, ("s", bool(summary) and summary_clean)),
         ("text", text, (("status", ("s", "generated")), ("div", ("s", narrative_clean)))),
     ]
     entries = [piece for piece in pieces if piece.entry is not None]
@@ -497,15 +565,22 @@ def detected_issue_json(report: PatientReport) -> ShapedJson:
         )
     if implicated:
         items = [{"reference": reference} for reference in implicated]
-        shapes = dict.fromkeys(output_shape(item) for item in items)
+        shapes = dict.fromkeys(map(_reference_shape, implicated))
         members.append(("implicated", items, ("[]", *shapes)))
     return ShapedJson(
         orjson.dumps({key: member for key, member, _shape in members}),
-        tuple(
-            (key, output_shape(member, key) if shape is None else shape)
-            for key, member, shape in members
-        ),
+        tuple((key, shape) for key, _member, shape in members),
     )
+
+
+def _reference_shape(reference: str) -> Shape:
+    """`output_shape` of `{"reference": reference}`."""
+    return (("reference", ("s", fits_fhir_string(reference))),)
+
+
+def _system_value_shape(system: str, value: str) -> Shape:
+    """`output_shape` of an identifier `{"system": system, "value": value}`."""
+    return (("system", ("s", system)), ("value", ("s", fits_fhir_string(value))))
 
 
 def _device() -> dict[str, Any]:
@@ -517,26 +592,58 @@ def _device() -> dict[str, Any]:
     }
 
 
-def _evidence(trial: Trial, heading: CriterionHeading, part: CriterionReport) -> dict[str, Any]:
+def _evidence(
+    trial: Trial, heading: CriterionHeading, part: CriterionReport
+) -> tuple[dict[str, Any], Shape]:
+    """A criterion's evidence entry and its `output_shape`, made from the same pieces: the
+    criterion's coding (made and shaped once per heading), the text and the references."""
     assert part.verdict is not None
-    entry: dict[str, Any] = {
-        "code": [
-            {
-                "coding": [
-                    {
-                        "system": f"{CRITERIA_CODE_SYSTEM}/{trial.id}",
-                        "code": heading.id,
-                        "display": heading.display,
-                    }
-                ],
-                "text": f"{heading.number} {heading.label}: "
-                f"{outcome_text(heading.kind, part.verdict)}. {_shorten(part.summary, 900)}",
-            }
-        ]
-    }
+    coding, coding_shape = _criterion_coding(trial, heading)
+    text = _evidence_text(heading, part)
+    entry: dict[str, Any] = {"code": [{"coding": coding, "text": text}]}
+    code_shape = (("coding", coding_shape), ("text", ("s", fits_fhir_string(text))))
+    shape: tuple[Any, ...] = (("code", ("[]", code_shape)),)
     if part.evidence:
-        entry["detail"] = [{"reference": reference} for reference in part.evidence]
-    return entry
+        references = [{"reference": reference} for reference in part.evidence]
+        entry["detail"] = references
+        shapes = dict.fromkeys(
+            (("reference", ("s", fits_fhir_string(reference))),) for reference in part.evidence
+        )
+        shape += (("detail", ("[]", *shapes)),)
+    return entry, shape
+
+
+def _evidence_text(heading: CriterionHeading, part: CriterionReport) -> str:
+    assert part.verdict is not None
+    return (
+        f"{heading.number} {heading.label}: "
+        f"{outcome_text(heading.kind, part.verdict)}. {_shorten(part.summary, 900)}"
+    )
+
+
+_codings: dict[int, tuple[Trial, CriterionHeading, list[dict[str, str]], Shape]] = {}
+
+
+def _criterion_coding(
+    trial: Trial, heading: CriterionHeading
+) -> tuple[list[dict[str, str]], Shape]:
+    """The coding of a criterion's evidence entry, with its `output_shape` (once per
+    heading: the same in every patient's entry)."""
+    known = _codings.get(id(heading))
+    if known is not None and known[0] is trial and known[1] is heading:
+        return known[2], known[3]
+    coding = [
+        {
+            "system": f"{CRITERIA_CODE_SYSTEM}/{trial.id}",
+            "code": heading.id,
+            "display": heading.display,
+        }
+    ]
+    shape = output_shape(coding, "coding")
+    if len(_codings) >= 1024:
+        _codings.clear()
+    _codings[id(heading)] = (trial, heading, coding, shape)
+    return coding, shape
 
 
 def summary_line(evaluation: PatientEvaluation) -> str:

@@ -12,7 +12,6 @@ import pytest
 from engine.cohort import NdjsonInput, run_cohort
 from engine.errors import OutputValidationError
 from engine.evaluate import CompiledCriteria
-from engine.report.resources import PatientReport
 from engine.report.validate import OutputShapes, output_shape
 from engine.screening import screen_patient
 from engine.sources import read_bundle_file
@@ -78,16 +77,18 @@ def test_a_cohort_run_reports_a_broken_output_and_goes_on(
 
     folder = tmp_path / "ndjson"
     bundles_to_ndjson(EXAMPLE_FOLDERS, folder)
-    from engine.report.resources import research_subject_of as built
+    from engine.report import resources
 
-    def research_subject(report: PatientReport, study_reference: str) -> dict[str, Any]:
-        subject = built(report, study_reference)
-        if report.patient_id.startswith("0b7496cb"):
-            subject["status"] = "not a  code"
-        return subject
+    built = resources._research_subject_members
 
-    # the cohort's partition evaluator builds each ResearchSubject with this function
-    monkeypatch.setattr("engine.cohort.partition.research_subject_of", research_subject)
+    def research_subject_members(trial: Any, patient_id: str, *rest: Any) -> list[Any]:
+        members = built(trial, patient_id, *rest)
+        if patient_id.startswith("0b7496cb"):
+            members[3] = ("status", "not a  code", ("s", "not a  code"))
+        return members
+
+    # the cohort's ResearchSubjects (JSON text and shape) are made of these members
+    monkeypatch.setattr(resources, "_research_subject_members", research_subject_members)
     summary = run_cohort(CRITERIA, NdjsonInput(folder), tmp_path / "out", AS_OF, workers=1)
     errors = (tmp_path / "out" / "errors.ndjson").read_text()
     assert summary.problems == 1
@@ -122,16 +123,13 @@ def test_a_cohort_run_reports_a_broken_detected_issue_and_goes_on(
 
         monkeypatch.setattr(resources, "_summary_line", one_summary_line)
     else:
-        evidence = resources._evidence
+        evidence_text = resources._evidence_text
         monkeypatch.setattr(resources, "_part_pieces", {})  # none made before the break
 
-        def broken_evidence(trial: Any, heading: Any, part: Any) -> dict[str, Any]:
-            entry = evidence(trial, heading, part)
-            if heading.number == "I1":
-                entry["code"][0]["text"] = ""
-            return entry
+        def broken_evidence_text(heading: Any, part: Any) -> str:
+            return "" if heading.number == "I1" else evidence_text(heading, part)
 
-        monkeypatch.setattr(resources, "_evidence", broken_evidence)
+        monkeypatch.setattr(resources, "_evidence_text", broken_evidence_text)
     summary = run_cohort(CRITERIA, NdjsonInput(folder), tmp_path / "out", AS_OF, workers=1)
     errors = (tmp_path / "out" / "errors.ndjson").read_text()
     assert "DetectedIssue" in errors and "not valid FHIR R4B" in errors
@@ -146,7 +144,8 @@ def test_a_cohort_run_reports_a_broken_detected_issue_and_goes_on(
 def test_a_detected_issue_is_written_with_the_shape_of_its_text(criteria_file: str) -> None:
     """`detected_issue_json`'s shape, made from its pieces (kept for parts shared by many
     patients), is `output_shape` of its text: the shape validated is that of what is
-    written, for every shipped example, evaluated in full and from a preview, twice."""
+    written, for every shipped example, evaluated in full and from a preview, twice; so is
+    `research_subject_json`'s, whose text is that of `research_subject_of`."""
     import dataclasses
     import datetime as dt
 
@@ -154,7 +153,12 @@ def test_a_detected_issue_is_written_with_the_shape_of_its_text(criteria_file: s
 
     from engine.cohort.prefilter import Prefilter, preview_of
     from engine.record import build_record
-    from engine.report.resources import detected_issue_json, report_of
+    from engine.report.resources import (
+        detected_issue_json,
+        report_of,
+        research_subject_json,
+        research_subject_of,
+    )
     from engine.trial import load_trial
 
     trial = load_trial(ROOT / "criteria" / criteria_file)
@@ -182,6 +186,9 @@ def test_a_detected_issue_is_written_with_the_shape_of_its_text(criteria_file: s
         issue = detected_issue_json(report)
         assert issue.shape == output_shape(orjson.loads(issue.text))
         shapes.add(issue.shape)
+        subject = research_subject_json(report, "ResearchStudy/x")
+        assert subject.text == orjson.dumps(research_subject_of(report, "ResearchStudy/x"))
+        assert subject.shape == output_shape(orjson.loads(subject.text))
     assert len(shapes) >= 2
 
 

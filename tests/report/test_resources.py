@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import uuid
 from pathlib import Path
 
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.detectedissue import DetectedIssue
 from fhir.resources.R4B.researchsubject import ResearchSubject
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from engine.errors import OutputValidationError
 from engine.evaluate import CompiledCriteria, CriterionVerdict, PatientEvaluation, evaluate_patient
 from engine.record import build_record
 from engine.report import detected_issue, research_subject, transaction_bundle, validate_bundle
 from engine.report.explanation import explain
+from engine.report.resources import deterministic_id
 from engine.report.validate import validate_resource
 from engine.sources import read_bundle_file
 
@@ -26,6 +30,14 @@ AS_OF = dt.date(2026, 11, 1)
 def _evaluate(trial: CompiledCriteria, name: str) -> PatientEvaluation:
     record = build_record(read_bundle_file(EXAMPLES / f"{name}.json"), trial.terminology)
     return evaluate_patient(trial, record, AS_OF)
+
+
+@given(st.lists(st.text(), min_size=1, max_size=3))
+def test_deterministic_ids_are_the_uuid5_of_the_parts(parts: list[str]) -> None:
+    """`deterministic_id` formats the SHA-1 digest itself: it is uuid5 over the URL namespace
+    of the parts joined by `|`, whatever they hold (non-ASCII, `|`, empty)."""
+    assume(all(not ("\ud800" <= character <= "\udfff") for part in parts for character in part))
+    assert deterministic_id(*parts) == str(uuid.uuid5(uuid.NAMESPACE_URL, "|".join(parts)))
 
 
 def test_identifiers_are_deterministic_so_a_rerun_updates(trial: CompiledCriteria) -> None:
