@@ -41,10 +41,13 @@ from engine.evaluate import (
     Truth,
 )
 from engine.evaluate.nodes import EvaluationContext, Node
+from engine.evaluate.outcome import is_shared, shared
 from engine.record import PatientRecord
 from engine.resource_types import CODE_ONLY_TYPES
 from engine.screening import Screening, screen_record
 from engine.sources import PatientResources
+
+_SETTLED_OUTCOMES_LIMIT = 1_000
 
 PREFILTER_TYPES = CODE_ONLY_TYPES
 """Closed-world types whose concept comes from `code` alone (no referenced Medication)."""
@@ -79,6 +82,11 @@ class Prefilter:
     requirements: tuple[RequiredConcept, ...]
     evaluable: frozenset[str] = frozenset()
     settling: tuple[RequiredConcept, ...] = ()
+    _settled_outcomes: dict[tuple[str, int], tuple[CompiledCriteria, Outcome]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    """Settling criteria's outcomes made of a shared atom outcome (`settled_outcome`), with
+    the criteria they were made for."""
 
     @classmethod
     def from_criteria(cls, criteria: CompiledCriteria) -> Prefilter:
@@ -162,9 +170,20 @@ class Prefilter:
                 f"pre-filter bug: Patient/{preview.patient_id} was settled by "
                 f"{requirement.criterion_id}, but its required atom is {atom.truth.value}"
             )
+        # The atom finds nothing, mostly the same (shared) outcome for every patient: so is
+        # the criterion's outcome made of it, made once.
+        key = (requirement.criterion_id, id(atom))
+        known = self._settled_outcomes.get(key) if is_shared(atom) else None
+        if known is not None and known[0] is criteria:
+            return known[1]
         compiled = next(c for c in criteria.criteria if c.id == requirement.criterion_id)
         label = str(getattr(compiled.root, "label", ""))
-        return Outcome(Truth.NOT_MET, atom.reason, label, atom.evidence, children=(atom,))
+        outcome = Outcome(Truth.NOT_MET, atom.reason, label, atom.evidence, children=(atom,))
+        if is_shared(atom):
+            if len(self._settled_outcomes) >= _SETTLED_OUTCOMES_LIMIT:
+                self._settled_outcomes.clear()
+            self._settled_outcomes[key] = (criteria, shared(outcome))
+        return outcome
 
 
 def _first_unmet(
@@ -178,12 +197,16 @@ def _first_unmet(
 
 
 def preview_of(patient: PatientResources) -> PatientResources:
-    """The patient's preview: their Patient, Conditions and Procedures (`PREVIEW_TYPES`)."""
+    """The patient's preview: their Patient, Conditions and Procedures (`PREVIEW_TYPES`);
+    the patient itself when they hold nothing else (a patient read preview first)."""
+    resources = patient.resources
     kept = [
         index
-        for index, resource in enumerate(patient.resources)
+        for index, resource in enumerate(resources)
         if resource["resourceType"] in PREVIEW_TYPES
     ]
+    if len(kept) == len(resources):
+        return patient
     return replace(
         patient,
         resources=[patient.resources[index] for index in kept],

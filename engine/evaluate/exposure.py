@@ -33,6 +33,7 @@ from engine.evaluate.nodes import (
     path_finds,
 )
 from engine.evaluate.outcome import Cited, Outcome, Truth, shared, with_atom
+from engine.evaluate.timing import day_before
 from engine.evaluate.values import COMPARISONS
 from engine.normalise import Terminology, convert
 from engine.normalise.medication_exposure import (
@@ -127,7 +128,7 @@ class ExposureNode:
             return self._continuous(uses, problems, context)
         window = self.exposure.within
         assert window is not None
-        first_day = window.duration.start_before(context.as_of) if window.duration else None
+        first_day = day_before(window.duration, context.as_of) if window.duration else None
         text = _window_text(first_day, context.as_of, window.name)
         proven = [
             u for u in uses if _touches(u.period.start, u.period.last_day(context.as_of), first_day)
@@ -159,9 +160,9 @@ class ExposureNode:
     ) -> Outcome:
         duration = self.exposure.continuous_for
         assert duration is not None
-        first_day = duration.start_before(context.as_of)
+        first_day = day_before(duration, context.as_of)
         gap = (
-            self.exposure.allowed_gap.start_before(context.as_of) - context.as_of
+            day_before(self.exposure.allowed_gap, context.as_of) - context.as_of
             if self.exposure.allowed_gap
             else dt.timedelta(0)
         )
@@ -212,7 +213,7 @@ class ExposureNode:
         assert test is not None and self.threshold is not None
         window = self.exposure.within
         first_day = (
-            window.duration.start_before(context.as_of)
+            day_before(window.duration, context.as_of)
             if window is not None and window.duration is not None
             else (None if window is not None else context.as_of)
         )

@@ -34,7 +34,13 @@ from engine.evaluate.outcome import (
     with_atom,
 )
 from engine.evaluate.status import StatusPredicate
-from engine.evaluate.timing import Span, age_in_years, parse_date_range, resource_span
+from engine.evaluate.timing import (
+    Span,
+    age_in_years,
+    day_before,
+    parse_date_range,
+    resource_span,
+)
 from engine.evaluate.values import ValueCheck
 from engine.normalise import Concept, DataProblem, Measurement, Terminology, measure
 from engine.record import PatientRecord
@@ -47,7 +53,7 @@ NOT_EXPORTED = "not exported by the server"
 """Why a type is unavailable when the source gave no reason (a Bulk export left it out)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class EvaluationContext:
     """Everything one patient's evaluation reads: the record, the as-of day, the attestations."""
 
@@ -76,6 +82,35 @@ class EvaluationContext:
     """Whether a jsonpath filter (`where`, `where_not`) finds anything in a resource, by the
     identities of the compiled path and the resource, once run: atoms often share filters
     (compiled once per expression, `engine.evaluate.compile`)."""
+    patient_citation: list[tuple[str, tuple[Cited, ...]]] = field(
+        default_factory=list, compare=False, repr=False
+    )
+    """The Patient's reference and citation, once made (`PatientNode`: several atoms cite
+    the Patient)."""
+
+    def __init__(
+        self,
+        record: PatientRecord,
+        as_of: dt.date,
+        attestations: Mapping[str, Attestation],
+        terminology: Terminology,
+        *,
+        unavailable_types: frozenset[str] = frozenset(),
+        unavailable_reasons: Mapping[str, str] | None = None,
+    ) -> None:
+        # Straight into the instance's dict, as `Outcome` does (one context per patient; the
+        # frozen dataclass's __init__ calls object.__setattr__ per field).
+        fields = self.__dict__
+        fields["record"] = record
+        fields["as_of"] = as_of
+        fields["attestations"] = attestations
+        fields["terminology"] = terminology
+        fields["anchor_days"] = {}
+        fields["unavailable_types"] = unavailable_types
+        fields["unavailable_reasons"] = {} if unavailable_reasons is None else unavailable_reasons
+        fields["spans"] = {}
+        fields["path_matches"] = {}
+        fields["patient_citation"] = []
 
 
 class Node(Protocol):
@@ -85,12 +120,12 @@ class Node(Protocol):
 @dataclass(frozen=True)
 class Reads:
     """What a part of a criterion reads, when that part answers the same for every patient
-    whose record holds none of it: each atom is a resource atom (without `before:`/`after:`)
-    or a manual item. A resource atom with a concept reads that concept's resources, one
-    without a concept (`resource:` and filters only) every resource of its types. A record
-    with no resource of these concepts, none of these whole types, no answer to these manual
-    items and every type available gets the same (shared) outcome as every other such record,
-    so it is made once per as-of day."""
+    whose record holds none of it: each atom is a resource atom (with `before:`/`after:` the
+    as-of date only) or a manual item. A resource atom with a concept reads that concept's
+    resources, one without a concept (`resource:` and filters only) every resource of its
+    types. A record with no resource of these concepts, none of these whole types, no answer
+    to these manual items and every type available gets the same (shared) outcome as every
+    other such record, so it is made once per as-of day."""
 
     concepts: frozenset[str]
     types: frozenset[str]
@@ -122,7 +157,7 @@ def reads_of(operands: Iterable[Node]) -> Reads | None:
             manual_ids.add(operand.atom.id)
             continue
         if type(operand) is ResourceNode:
-            if operand.anchorings:
+            if not operand.as_of_anchored:
                 return None
             if operand.concept is None:
                 whole_types.update(operand.types)
@@ -262,15 +297,29 @@ class ManualNode:
         )
 
 
+_AGES_LIMIT = 10_000
+"""Age verdicts kept per patient atom (by birth date and as-of day; cleared when full)."""
+
+
 @dataclass(frozen=True)
 class PatientNode:
     atom: PatientAtom
     label: str
+    _ages: dict[tuple[str, dt.date], tuple[Truth, str, tuple[str, ...], bool]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    """The age part by birth date text and as-of day, when it names no patient: truth,
+    reason, missing, whether it cites the Patient as evidence."""
 
     def evaluate(self, context: EvaluationContext) -> Outcome:
         patient = context.record.patient
-        reference = context.record.label(patient)
-        cited = (Cited(reference, patient),)
+        citation = context.patient_citation
+        if citation:
+            reference, cited = citation[0]
+        else:
+            reference = context.record.label(patient)
+            cited = (Cited(reference, patient),)
+            citation.append((reference, cited))
         parts: list[Outcome] = []
         if self.atom.minimum_age is not None or self.atom.maximum_age is not None:
             parts.append(self._age(patient.get("birthDate"), context.as_of, reference, cited))
@@ -290,6 +339,23 @@ class PatientNode:
         return Outcome(truth, reason, self.label, evidence, missing, atom=self.atom, cited=cited)
 
     def _age(
+        self, birth_date: object, as_of: dt.date, reference: str, cited: tuple[Cited, ...]
+    ) -> Outcome:
+        if type(birth_date) is str:
+            known = self._ages.get((birth_date, as_of))
+            if known is not None:
+                truth, reason, missing, cites = known
+                evidence = (reference,) if cites else ()
+                return self._part(truth, reason, cited, evidence, missing)
+        outcome = self._age_anew(birth_date, as_of, reference, cited)
+        if type(birth_date) is str and reference not in outcome.reason:
+            if len(self._ages) >= _AGES_LIMIT:
+                self._ages.clear()
+            cites = outcome.evidence == (reference,)
+            self._ages[birth_date, as_of] = (outcome.truth, outcome.reason, outcome.missing, cites)
+        return outcome
+
+    def _age_anew(
         self, birth_date: object, as_of: dt.date, reference: str, cited: tuple[Cited, ...]
     ) -> Outcome:
         bounds = age_bounds_text(self.atom.minimum_age, self.atom.maximum_age)
@@ -412,11 +478,21 @@ class ResourceNode:
         default_factory=dict, init=False, repr=False, compare=False
     )
     """The window's first day and text by as-of day: the same for every patient of a run."""
+    _as_of_windows: dict[dt.date, tuple[dt.date | None, dt.date, str]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    """`_anchored_bounds` by as-of day, for an atom anchored on the as-of date only."""
     _nothing_found: dict[dt.date, Outcome] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
     """The outcome by as-of day when no resource qualifies (and none has a problem): it depends
     on the atom and the window only, and most atoms find nothing for most patients."""
+
+    @property
+    def as_of_anchored(self) -> bool:
+        """Whether every `before:` / `after:` is relative to the as-of date (not to another
+        atom): the window is then the same for every patient, as without them."""
+        return all(anchoring.anchor is None for anchoring in self.anchorings)
 
     @property
     def open_world(self) -> bool:
@@ -437,7 +513,8 @@ class ResourceNode:
         return self.unavailable(unavailable, context)
 
     def _evaluate_record(self, context: EvaluationContext) -> Outcome:
-        if self.anchorings:
+        anchorings = self.anchorings
+        if anchorings and not self.as_of_anchored:
             bounds = self._anchored_bounds(context)
             if isinstance(bounds, Outcome):
                 return bounds
@@ -449,8 +526,12 @@ class ResourceNode:
             nothing = self._nothing_found.get(context.as_of)
             if nothing is not None:  # nothing to look at: as when nothing qualifies
                 return shared(nothing)
-        first_day, window_text = self._window(context.as_of)
-        candidates, problems = self._candidates(context, first_day)
+        if anchorings:  # `before:` / `after:` the as-of date only: the same for every patient
+            first_day, last_day, window_text = self._as_of_bounds(context)
+            candidates, problems = self._candidates(context, first_day, last_day)
+        else:
+            first_day, window_text = self._window(context.as_of)
+            candidates, problems = self._candidates(context, first_day)
         if not candidates and not problems:
             nothing = self._nothing_found.get(context.as_of)
             if nothing is None:
@@ -515,8 +596,8 @@ class ResourceNode:
                     return self._undated(anchoring, found)
                 day = found
             if relation.direction == "before":
-                latest = relation.at_least.start_before(day) if relation.at_least else day
-                earliest = relation.at_most.start_before(day) if relation.at_most else None
+                latest = day_before(relation.at_least, day) if relation.at_least else day
+                earliest = day_before(relation.at_most, day) if relation.at_most else None
             else:
                 earliest = relation.at_least.start_after(day) if relation.at_least else day
                 latest = relation.at_most.start_after(day) if relation.at_most else last_day
@@ -527,6 +608,16 @@ class ResourceNode:
         start = first_day.isoformat() if first_day is not None else "the start of the record"
         text = f"from {start} to {last_day.isoformat()} ({'; '.join(described)})"
         return first_day, last_day, text
+
+    def _as_of_bounds(self, context: EvaluationContext) -> tuple[dt.date | None, dt.date, str]:
+        """`_anchored_bounds` when every anchor is the as-of date (`as_of_anchored`): worked
+        out once per as-of day."""
+        bounds = self._as_of_windows.get(context.as_of)
+        if bounds is None:
+            found = self._anchored_bounds(context)
+            assert not isinstance(found, Outcome)  # the as-of date is always there
+            bounds = self._as_of_windows[context.as_of] = found
+        return bounds
 
     def _undated(self, anchoring: Anchoring, anchor: Outcome) -> Outcome:
         relation = anchoring.relation
@@ -952,7 +1043,7 @@ def _imprecise(span: Span, first_day: dt.date | None, context: EvaluationContext
 
 
 def _window_start(window: Window, as_of: dt.date) -> dt.date | None:
-    return window.duration.start_before(as_of) if window.duration is not None else None
+    return day_before(window.duration, as_of) if window.duration is not None else None
 
 
 def _window_text(window: Window, first_day: dt.date | None, as_of: dt.date) -> str:

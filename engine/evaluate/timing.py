@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from engine.criteria.model import IsoDuration
 from engine.errors import DateProblem
 from engine.resource_types import RESOURCE_TYPES, DateField, Dating, ResourceType
 
@@ -283,3 +284,21 @@ def age_in_years(birth_date: dt.date, on: dt.date) -> int:
     25
     """
     return on.year - birth_date.year - ((on.month, on.day) < (birth_date.month, birth_date.day))
+
+
+_DAYS_BEFORE: dict[tuple[int, dt.date], tuple[IsoDuration, dt.date]] = {}
+_DAYS_BEFORE_LIMIT = 10_000
+
+
+def day_before(duration: IsoDuration, day: dt.date) -> dt.date:
+    """`duration.start_before(day)` (a window's first day), worked out once per process for
+    each duration and day: every patient's windows end on the same as-of day."""
+    key = (id(duration), day)
+    known = _DAYS_BEFORE.get(key)
+    if known is not None and known[0] is duration:
+        return known[1]
+    start = duration.start_before(day)
+    if len(_DAYS_BEFORE) >= _DAYS_BEFORE_LIMIT:
+        _DAYS_BEFORE.clear()
+    _DAYS_BEFORE[key] = (duration, start)  # the duration kept alive: its id is not reused
+    return start

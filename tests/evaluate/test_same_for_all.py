@@ -141,3 +141,37 @@ def test_a_patient_holding_any_resource_of_a_whole_type_is_evaluated(tmp_path: P
     low = outcome(path, allergy("low"))
     assert low.truth is Truth.NOT_MET
     assert low == first  # nothing qualifies: the same outcome, found by the walk
+
+
+AS_OF_ANCHORED = """\
+- id: c
+  kind: exclusion
+  text: t
+  expression:
+    any:
+      - resource: Condition
+        concept: myocardial-infarction
+        timing: onset
+        before: {anchor: as-of, at_least: P3M}
+      - manual:
+          id: asked
+          question: Anything else?
+"""
+
+
+def test_an_atom_anchored_on_the_as_of_date_only_is_the_same_for_all(tmp_path: Path) -> None:
+    path = write_trial(tmp_path, AS_OF_ANCHORED)
+    root = load_trial(path).criteria[0].root
+    assert isinstance(root, AnyNode) and root.reads is not None
+    first, second = outcome(path), outcome(path)
+    assert first is second
+    assert first.children[0].reason.endswith(
+        "to 2025-05-01 (at least P3M before the as-of date 2025-08-01)"
+    )
+    early = outcome(path, condition("22298006", "2025-04-01"))  # 4 months before 2025-08-01
+    assert early.truth is Truth.MET
+    assert early.evidence == ("Condition/condition-22298006-2025-04-01",)
+    late = outcome(path, condition("22298006", "2025-07-01"))  # within the 3 months
+    assert late.truth is Truth.UNKNOWN  # not met, or the manual item: unknown
+    assert late.children[0].truth is Truth.NOT_MET
+    assert late.children[0].reason == first.children[0].reason
