@@ -245,8 +245,9 @@ def _ratios(
     seconds: list[float], local: list[float], cpu: list[float], local_cpu: list[float]
 ) -> str:
     """A configuration against the local engine: best time over best time (with the median
-    and range of the rounds' own ratios, when there were several), least CPU over least,
-    and whether each is within `DASK_GOAL`."""
+    and range of the rounds' own ratios, when there were several), least CPU over least (and
+    their difference: the engine's own cost, fixed per run), and whether each is within
+    `DASK_GOAL`."""
     time_ratio = min(seconds) / min(local)
     cpu_ratio = min(cpu) / min(local_cpu)
     text = f"{time_ratio:5.2f}x time"
@@ -260,8 +261,11 @@ def _ratios(
         f"{name} {'met' if ratio <= DASK_GOAL else 'not met'}"
         for name, ratio in (("time", time_ratio), ("CPU", cpu_ratio))
     ]
+    extra = min(cpu) - min(local_cpu)
     return (
-        text + f", {cpu_ratio:5.2f}x CPU seconds; goal at most {DASK_GOAL}x: " + ", ".join(verdicts)
+        text
+        + f", {cpu_ratio:5.2f}x CPU seconds ({extra:+.2f} s); goal at most {DASK_GOAL}x: "
+        + ", ".join(verdicts)
     )
 
 

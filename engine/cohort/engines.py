@@ -409,9 +409,11 @@ class _ForkedWorkers:
             self._addresses.append(sending)
 
     def connect(self, scheduler_address: str) -> None:
-        """Send each worker the scheduler's address and its name."""
+        """Send each worker the scheduler's address and its name (one that ended already is
+        found by `ended`)."""
         for number, sending in enumerate(self._addresses):
-            sending.send((scheduler_address, f"trialsieve-worker-{number}"))
+            with contextlib.suppress(OSError):
+                sending.send((scheduler_address, f"trialsieve-worker-{number}"))
 
     def ended(self) -> list[int]:
         """The exit codes of the workers that ended."""

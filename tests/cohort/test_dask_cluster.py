@@ -75,6 +75,32 @@ def test_a_local_cluster_forks_its_quiet_workers_from_the_command_s_process() ->
     assert QUIET_LOCAL_CLUSTER["distributed.worker.profile.enabled"] is False
 
 
+def test_a_forked_worker_that_dies_before_joining_fails_the_start_instead_of_hanging() -> None:
+    pytest.importorskip("distributed")
+    if "fork" not in multiprocessing.get_all_start_methods() or sys.platform == "darwin":
+        pytest.skip("workers are forked from this process only where fork is safe")
+    code = (
+        "import os\n"
+        "from engine.cohort import engines\n"
+        "from engine.errors import CohortError\n"
+        "engines._serve_as_dask_worker = lambda *arguments: os._exit(3)\n"
+        "start = engines.DaskStart(engines.EngineSettings(1))\n"
+        "start.begin()\n"
+        "try:\n"
+        "    start.client()\n"
+        "except CohortError as error:\n"
+        "    print(error)\n"
+        "finally:\n"
+        "    start.close()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
+    assert done.stdout.strip() == (
+        "a Dask worker process ended before it joined the cluster (exit code 3)"
+    )
+
+
 def test_with_another_thread_running_the_workers_fork_from_the_warm_server() -> None:
     """A fork copies only the calling thread: while another runs, the LocalCluster's
     workers come from the forkserver that imported distributed and trialsieve instead."""
