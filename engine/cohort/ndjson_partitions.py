@@ -949,7 +949,7 @@ def _open_range(path: Path, start: int) -> Iterator[tuple[io.BufferedIOBase, int
 
 
 _BLOCK_BYTES = 1 << 20
-"""Files of types nothing reads are read in blocks of about this size (`skip_blocks`)."""
+"""Files named for a resource type are read in blocks of about this size (`split_blocks`)."""
 _CLOSING_BRACE = ord("}")
 _LINE_END = ord("\n")
 _find: Callable[[bytes, bytes, int, int], int] = stringzilla.find
@@ -987,7 +987,7 @@ def _type_named_by(path: str) -> bytes | None:
 
     A Bulk Data export file holds resources of one type (Bulk Data Access IG v2.0.0, the
     manifest's `output.type`: "each file item SHALL contain resources of only one type") and
-    is named after it; `skip_blocks` checks every line, so a misnamed file only costs time.
+    is named after it; `split_blocks` checks every line, so a misnamed file only costs time.
     """
     name = Path(path).name.split(".", 1)[0]
     return name.encode() if _TYPE_NAME.fullmatch(name) else None
