@@ -1151,34 +1151,38 @@ class PartitionLines:
         parse only the preview's lines (Patient, Conditions, Procedures) and yield a
         `PreviewFirst` whose `rest` the caller resolves, parsed or screened (see there).
         """
-        lines: list[bytes] = []
-        for chunk in self.chunks:
-            lines += chunk.split(b"\n")
-            lines.pop()  # after the chunk's last line end
-        # By patient, (position of the run's first line, number of lines) of each run.
-        groups: dict[bytes, list[tuple[int, int]]] = {}
-        for run, first in zip(self.runs, self.run_starts, strict=False):
+        # By patient, the number of each of their runs.
+        groups: dict[bytes, list[int]] = {}
+        for number, run in enumerate(self.runs):
             group = groups.get(run[0])
             if group is None:
-                groups[run[0]] = [(first, run[3])]
+                groups[run[0]] = [number]
             else:
-                group.append((first, run[3]))
+                group.append(number)
+        chunks = self.chunks
+        runs = self.runs
+        run_starts = self.run_starts
         shared_types = tuple(sorted({key.split("/")[0] for key in self.shared}))
         references = _shared_reference_pattern(shared_types)
-        referring = (
-            _lines_referring(self.chunks, self.run_starts, shared_types) if references else []
-        )
+        needles = tuple(b'"reference":"%s/' % name.encode() for name in shared_types)
         for patient in sorted(groups):
-            segments = groups.pop(patient)
+            numbers = groups.pop(patient)
+            # Split a patient at a time, just before the lines are read (still in the
+            # processor's cache), by BytesIO, which finds line ends with memchr (a byte loop
+            # in bytes.split). Each line keeps its line end: JSON white space to every
+            # reader of it (`_parse` words an error as for the line without it).
             texts: list[bytes] = []
-            for first, count in segments:
-                texts += lines[first : first + count]
+            for number in numbers:
+                texts += io.BytesIO(chunks[number]).readlines()
+            segments = [(run_starts[number], runs[number][3]) for number in numbers]
             reader = _PatientLines(
                 self,
                 patient,
                 texts,
                 segments,
-                _local_positions(referring, segments) if references is not None else None,
+                _lines_referring([(chunks[number], runs[number][3]) for number in numbers], needles)
+                if references is not None
+                else None,
                 references,
                 on_problem,
                 screen,
@@ -1260,41 +1264,31 @@ class _InputFile:
         )
 
 
-def _lines_referring(
-    chunks: tuple[bytes, ...], starts: list[int], shared_types: tuple[str, ...]
-) -> list[int]:
-    """The positions (among the partition's lines, in order; `starts`: the position of each
-    chunk's first line) of the lines that may refer to a shared resource: those holding
-    `"reference":"<shared type>/`. Only they are searched for references
-    (`_shared_reference_pattern`), which costs as much as reading every line; the literal
-    is found much faster."""
+def _lines_referring(chunks: list[tuple[bytes, int]], needles: tuple[bytes, ...]) -> frozenset[int]:
+    """The positions (among the lines of `chunks`, a patient's runs and their numbers of
+    lines) of the lines that may
+    refer to a shared resource: those holding one of `needles`, `"reference":"<shared
+    type>/`. Only they are searched for references (`_shared_reference_pattern`), which
+    costs as much as reading every line; the literal is found much faster. Searched a
+    patient at a time, just before the patient's lines are read (still in the processor's
+    cache)."""
     found: set[int] = set()
-    for name in shared_types:
-        needle = b'"reference":"%s/' % name.encode()
-        for chunk, position in zip(chunks, starts, strict=False):
-            counted = 0  # `position` is the line holding byte `counted`
+    position = 0  # of each chunk's first line
+    for chunk, count in chunks:
+        for needle in needles:
             at = chunk.find(needle)
+            if at < 0:
+                continue
+            line = position  # the line holding byte `counted`
+            counted = 0
             while at >= 0:
-                position += chunk.count(b"\n", counted, at)
+                line += chunk.count(b"\n", counted, at)
                 counted = at
-                found.add(position)
+                found.add(line)
                 end = chunk.find(b"\n", at)
                 at = -1 if end < 0 else chunk.find(needle, end)
-    return sorted(found)
-
-
-def _local_positions(positions: list[int], segments: list[tuple[int, int]]) -> frozenset[int]:
-    """Of `positions` (sorted, among a partition's lines), those in the patient's
-    `segments` (first position and number of lines of each), as positions among the
-    patient's lines."""
-    local: set[int] = set()
-    offset = 0
-    for first, count in segments:
-        low = bisect.bisect_left(positions, first)
-        high = bisect.bisect_left(positions, first + count, low)
-        local.update(position - first + offset for position in positions[low:high])
-        offset += count
-    return frozenset(local)
+        position += count
+    return frozenset(found)
 
 
 @dataclass(frozen=True)
@@ -1522,7 +1516,7 @@ class _PatientLines:
         try:
             resource = orjson.loads(text)
         except orjson.JSONDecodeError as error:
-            self.problem(position, f"not valid JSON: {error.msg}", None)
+            self.problem(position, f"not valid JSON: {_json_error(text, error)}", None)
             return
         resource_type = resource.get("resourceType") if type(resource) is dict else None
         if type(resource_type) is not str or not resource_type:
@@ -1594,6 +1588,17 @@ class _PatientLines:
                 if shared_text is not None and key not in self.seen:
                     resources.append(orjson.loads(shared_text))
         return PatientResources(self.patient_id, resources, [None] * len(resources), self.origin)
+
+
+def _json_error(text: bytes, error: orjson.JSONDecodeError) -> str:
+    """Why orjson rejects a line, worded for the line without its line end (orjson words
+    some errors differently with a line end after them: a truncated string ends in a control
+    character)."""
+    try:
+        orjson.loads(text.removesuffix(b"\n"))
+    except orjson.JSONDecodeError as without_end:
+        return without_end.msg
+    return error.msg  # not reached: white space after a JSON document leaves it valid
 
 
 def _first(item: tuple[int, Any]) -> int:

@@ -8,10 +8,13 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from engine.cohort.ndjson_partitions import (
     NdjsonFolderSource,
     PartitionedExport,
+    _lines_referring,
     load_shared_resources,
     partition_ndjson,
     read_partition,
@@ -373,3 +376,51 @@ def test_runs_are_read_where_they_are_without_pread(
         "a": ["Observation/o1", "Observation/o3", "Patient/a"],
         "b": ["Observation/o2", "Patient/b"],
     }
+
+
+_NEEDLES = (b'"reference":"Medication/', b'"reference":"Organization/')
+_line_pieces = st.sampled_from(
+    (b"{", b"}", b'"a":1', b",", *_NEEDLES, b'm1"', b'"reference":"Medic', b"ation/", b'"x"')
+)
+
+
+@given(
+    runs=st.lists(
+        st.lists(st.lists(_line_pieces, max_size=8).map(b"".join), min_size=1, max_size=6),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_the_lines_that_may_refer_to_shared_resources_are_found_in_every_run(
+    runs: list[list[bytes]],
+) -> None:
+    """`_lines_referring` (one search of each run for each literal) finds the lines a search
+    of each line finds: a literal twice on a line, at its start or end, split by a line
+    end, in several runs."""
+    chunks = [(b"".join(line + b"\n" for line in run), len(run)) for run in runs]
+    lines = [line for run in runs for line in run]
+    expected = {number for number, line in enumerate(lines) if any(n in line for n in _NEEDLES)}
+    assert _lines_referring(chunks, _NEEDLES) == expected
+
+
+def test_a_line_that_is_not_json_is_reported_in_orjson_s_words_for_the_line(
+    tmp_path: Path,
+) -> None:
+    """Pass 2 reads each line with its line end; a line that is not JSON is still reported
+    with what orjson says of the line as written (with a line end after them, a truncated
+    string or number are worded otherwise)."""
+    (tmp_path / "Patient.ndjson").write_bytes(lines(patient("a")))
+    start = b'{"resourceType":"Observation","subject":{"reference":"Patient/a"},'
+    spoiled = [start + b'"note":"cut', start + b'"value":1.', start + b'"value":nul']
+    (tmp_path / "Observation.ndjson").write_bytes(b"".join(line + b"\n" for line in spoiled))
+    _patients, problems = read(tmp_path)
+    reasons = []
+    for line in spoiled:
+        with pytest.raises(orjson.JSONDecodeError) as raised:
+            orjson.loads(line)
+        reasons.append(f"not valid JSON: {raised.value.msg}")
+    assert [(problem.line, problem.message) for problem in problems] == [
+        (1, reasons[0]),
+        (2, reasons[1]),
+        (3, reasons[2]),
+    ]
