@@ -47,6 +47,7 @@ from engine.report.resources import (
     PatientReport,
     criterion_headings,
     keep_shared,
+    known_shared_json,
     shared_json,
 )
 from engine.resource_types import CODED_TYPES, RESOURCE_TYPES
@@ -222,6 +223,9 @@ _PARTS_LIMIT = 4096
 def encoded_part(part: CriterionReport) -> list[Any] | orjson.Fragment:
     """`encode_part`, as JSON text made once for a part shared by many patients
     (`shared_json`)."""
+    known = known_shared_json(part, "store")
+    if known is not None:
+        return known
     return shared_json(part, "store", lambda: encode_part(part))
 
 
@@ -381,12 +385,19 @@ class StoreBuilder:
         blobs: list[bytes] = []
         header: dict[str, Any] = {"concepts": {}, "types": {}}
         offset = 0
+        # Concepts with the same codes (creatinine and its sex-specific limits) hold the
+        # same text for every patient: their segment is written once, each names its place.
+        places: dict[tuple[int, ...], list[int]] = {}
 
         def add_blob(by_patient: dict[str, bytes]) -> list[int]:
             nonlocal offset
+            same = (*map(id, by_patient), *map(id, by_patient.values()))
+            place = places.get(same)
+            if place is not None:
+                return place
             blob = _json_object(by_patient)
             blobs.append(blob)
-            place = [offset, len(blob)]
+            place = places[same] = [offset, len(blob)]
             offset += len(blob)
             return place
 

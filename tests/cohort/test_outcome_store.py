@@ -5,6 +5,8 @@ texts; a segment must read back exactly as `orjson.dumps` of the whole mapping w
 from __future__ import annotations
 
 import hashlib
+import struct
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -56,3 +58,37 @@ def test_previous_result_lines_are_found_by_patient_whatever_their_ids(
         holed = bytes(len(lines[0])) + data[len(lines[0]) :]  # a block never written
         assert patient_lines(holed, digest) == {}
     assert complete_digest(data[: data.rindex(b'{"complete":')]) is None
+
+
+def test_concepts_holding_the_same_resources_share_one_segment(
+    ndjson_folder: Path, tmp_path: Path
+) -> None:
+    """Concepts with the same codes (creatinine and its sex-specific limits) index the same
+    resources for every patient: their segment is written once and each concept names its
+    place. (`tests/cohort/test_rerun.py` evaluates every criterion on the stored records.)"""
+    from cohort_examples import AS_OF, CRITERIA
+
+    from engine.cohort import NdjsonInput, run_cohort
+    from engine.cohort.outcome_store import RecordStore
+
+    run_cohort(CRITERIA, NdjsonInput(ndjson_folder), tmp_path, AS_OF, workers=1, full=True)
+    shared = 0
+    for path in sorted((tmp_path / "partitions" / "store").glob("*.records")):
+        data = path.read_bytes()
+        (length,) = struct.unpack("<Q", data[:8])
+        concepts = orjson.loads(data[8 : 8 + length])["concepts"]
+        by_place: dict[tuple[int, int], list[str]] = {}
+        for concept, place in concepts.items():
+            by_place.setdefault(tuple(place), []).append(concept)
+        store = RecordStore(path)
+        for names in by_place.values():
+            segments = [store.segment("concept", name) for name in names]
+            assert all(segment == segments[0] for segment in segments)
+            shared += len(names) - 1
+        store.close()
+        if len(by_place) < len(concepts):
+            written = sum(length for _offset, length in by_place)
+            assert written < sum(length for _offset, length in concepts.values())
+            if "creatinine" in concepts:
+                assert concepts["creatinine"] == concepts["creatinine-female-limits"]
+    assert shared >= 2
