@@ -54,6 +54,7 @@ from engine.report.resources import (
     CriterionReport,
     PatientReport,
     detected_issue_json,
+    known_shared_json,
     report_of,
     research_subject_json,
     shared_json,
@@ -153,12 +154,19 @@ def report_result_line(
 
 def _cell(kind: CriterionKind, part: CriterionReport) -> list[Any] | orjson.Fragment:
     """A criterion's cell of the summary: `[value, [missing...]]` (made once as JSON text for
-    a part shared by many patients: `shared_json`)."""
+    a part shared by many patients: `shared_json`, found without making a closure)."""
+    use = _CELL_USES[kind]
+    known = known_shared_json(part, use)
+    if known is not None:
+        return known
 
     def cell() -> list[Any]:
         return [verdict_value(kind, part.verdict), list(part.missing)]
 
-    return shared_json(part, ("summary cell", kind), cell)
+    return shared_json(part, use, cell)
+
+
+_CELL_USES = {kind: ("summary cell", kind) for kind in CriterionKind}
 
 
 @dataclass(frozen=True)

@@ -307,7 +307,7 @@ def shared_json(
 ) -> JsonValue | orjson.Fragment:
     """`make()`, the JSON value made of `part` for `use` (a summary cell, a store encoding);
     for a part of many patients (`is_shared`) its JSON text instead, an `orjson.Fragment`
-    made once per part and use."""
+    made once per part and use (`known_shared_json` finds it without a `make`)."""
     key = (id(part), use)
     known = _shared_texts.get(key)
     if known is not None and known[0] is part:
@@ -320,6 +320,12 @@ def shared_json(
         _shared_texts.clear()
     _shared_texts[key] = (part, text)
     return text
+
+
+def known_shared_json(part: CriterionReport, use: Hashable) -> orjson.Fragment | None:
+    """The JSON text `shared_json` made of `part` for `use`, if it made one."""
+    known = _shared_texts.get((id(part), use))
+    return known[1] if known is not None and known[0] is part else None
 
 
 def criterion_report_of(
@@ -428,6 +434,8 @@ class _PartPieces:
     row: str
     row_clean: bool
     """Whether the row holds no character the FHIR string pattern refuses."""
+    row_json: bytes
+    """The row as the inside of a JSON string (`orjson.dumps(row)` without its quotes)."""
     entry: orjson.Fragment | None = None
     entry_shape: Shape = None
 
@@ -454,11 +462,12 @@ def _pieces(trial: Trial, heading: CriterionHeading, part: CriterionReport) -> _
         "</tr>"
     )
     clean = not has_refused_whitespace(row)
+    row_json = orjson.dumps(row)[1:-1]
     if part.verdict is None or part.verdict is CriterionVerdict.CLEAR:
-        pieces = _PartPieces(row, clean)
+        pieces = _PartPieces(row, clean, row_json)
     else:
         entry, shape = _evidence(trial, heading, part)
-        pieces = _PartPieces(row, clean, orjson.Fragment(orjson.dumps(entry)), shape)
+        pieces = _PartPieces(row, clean, row_json, orjson.Fragment(orjson.dumps(entry)), shape)
     if is_shared(part):
         if len(_part_pieces) >= _PARTS_LIMIT:
             _part_pieces.clear()
@@ -524,7 +533,9 @@ def detected_issue_json(report: PatientReport) -> ShapedJson:
     constants = _constant_members(criteria)
     identifier = {"system": DETECTED_ISSUE_SYSTEM, "value": value}
     patient = {"reference": report.patient_reference}
-    text = {"status": "generated", "div": _narrative_of(report, summary, pieces)}
+    text = orjson.Fragment(
+        b'{"status":"generated","div":"%b"}' % _narrative_json(report, summary, pieces)
+    )
     summary_clean = not has_refused_whitespace(summary)
     # the narrative fits the FHIR string pattern when its pieces hold no refused character
     # (its own words and tags hold none, and html.escape changes none)
@@ -657,7 +668,32 @@ def summary_line(evaluation: PatientEvaluation) -> str:
     return _summary_line(criteria.trial.id, evaluation.status, criterion_headings(criteria), parts)
 
 
+_summary_lines: dict[
+    tuple[str, SubjectStatus, int, tuple[Any, ...]], tuple[Sequence[CriterionHeading], str]
+] = {}
+
+
 def _summary_line(
+    trial: str,
+    status: SubjectStatus,
+    headings: Sequence[CriterionHeading],
+    parts: Sequence[CriterionReport],
+) -> str:
+    """The DetectedIssue's one line (`summary_line`): made once per trial, status, headings
+    (the same object for a compiled criteria, kept to check identity) and verdicts (a
+    cohort's patients have a few dozen combinations)."""
+    key = (trial, status, id(headings), tuple([part.verdict for part in parts]))
+    known = _summary_lines.get(key)
+    if known is not None and known[0] is headings:
+        return known[1]
+    line = _make_summary_line(trial, status, headings, parts)
+    if len(_summary_lines) >= 4096:
+        _summary_lines.clear()
+    _summary_lines[key] = (headings, line)
+    return line
+
+
+def _make_summary_line(
     trial: str,
     status: SubjectStatus,
     headings: Sequence[CriterionHeading],
@@ -705,20 +741,35 @@ def _narrative(report: PatientReport, summary: str, headings: Sequence[Criterion
 
 
 def _narrative_of(report: PatientReport, summary: str, pieces: Sequence[_PartPieces]) -> str:
+    head, tail = _narrative_ends(report, summary)
+    return head + "".join([piece.row for piece in pieces]) + tail
+
+
+def _narrative_json(report: PatientReport, summary: str, pieces: Sequence[_PartPieces]) -> bytes:
+    """`_narrative_of` as the inside of a JSON string, from the rows' JSON texts (made once
+    for a shared part): JSON escapes character by character, so the text of the whole is
+    the texts of its pieces, joined."""
+    head, tail = _narrative_ends(report, summary)
+    dumps = orjson.dumps
+    return b"".join([dumps(head)[1:-1], *[piece.row_json for piece in pieces], dumps(tail)[1:-1]])
+
+
+def _narrative_ends(report: PatientReport, summary: str) -> tuple[str, str]:
+    """The narrative before its table's rows, and after them."""
     escape = html.escape
     problems = ""
     if report.data_problems:
         items = "".join(f"<li>{escape(problem)}</li>" for problem in report.data_problems)
         problems = f"<p>Data problems in the record:</p><ul>{items}</ul>"
     newest = report.newest_data.isoformat() if report.newest_data else "none dated"
-    rows = "".join([piece.row for piece in pieces])
-    return (
+    head = (
         '<div xmlns="http://www.w3.org/1999/xhtml">'
         f"<p>{escape(summary)} (as of {report.as_of.isoformat()}; newest data in the "
         f"record {newest})</p>"
         "<table><thead><tr><th>#</th><th>Criterion</th><th>Outcome</th><th>Why</th>"
-        f"</tr></thead><tbody>{rows}</tbody></table>{problems}</div>"
+        "</tr></thead><tbody>"
     )
+    return head, f"</tbody></table>{problems}</div>"
 
 
 def _outcome_words(kind: CriterionKind, verdict: CriterionVerdict | None) -> str:

@@ -12,6 +12,8 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from engine.criteria.model import ResourceAtom, Window
 from engine.evaluate import CompiledCriteria, CriterionVerdict, PatientEvaluation, evaluate_patient
@@ -167,6 +169,24 @@ def test_units_inside_an_evaluator_sentence_read_readably() -> None:
     assert readable_units_in("33.45 mL/min/{1.73_m2} (Observation/a-1.2); 3.2 10*9/L") == (
         "33.45 mL/min/1.73 m2 (Observation/a-1.2); 3.2 x10^9/L"
     )
+
+
+_SENTENCE_PIECES = st.sampled_from(
+    [
+        *(" ", "  ", "\t", "\n", ".", "(", ")", ";", ",", "{", "}", "[", "]", "10*", "-", "_"),
+        *("/", "mL", "min", "{1.73_m2}", "10*9/L", "[IU]", "umol/L", "a", "Observation/a-1.2"),
+    ]
+)
+
+
+@given(st.lists(_SENTENCE_PIECES, max_size=16).map("".join))
+def test_units_are_made_readable_word_by_word_as_in_the_whole_sentence(text: str) -> None:
+    """`readable_units_in` runs its expression only over the words holding a unit's mark:
+    what it gives is what the expression gives over the whole sentence."""
+    from engine.report.explanation import _UCUM_IN_TEXT, readable_unit, readable_units_in
+
+    whole = _UCUM_IN_TEXT.sub(lambda match: readable_unit(match.group(0)) or "", text)
+    assert readable_units_in(text) == whole
 
 
 def _all_steps(step: Step) -> list[Step]:

@@ -145,7 +145,8 @@ def test_a_detected_issue_is_written_with_the_shape_of_its_text(criteria_file: s
     """`detected_issue_json`'s shape, made from its pieces (kept for parts shared by many
     patients), is `output_shape` of its text: the shape validated is that of what is
     written, for every shipped example, evaluated in full and from a preview, twice; so is
-    `research_subject_json`'s, whose text is that of `research_subject_of`."""
+    `research_subject_json`'s, whose text is that of `research_subject_of`. The narrative,
+    joined from its rows' JSON texts, is the narrative made as a string."""
     import dataclasses
     import datetime as dt
 
@@ -153,6 +154,7 @@ def test_a_detected_issue_is_written_with_the_shape_of_its_text(criteria_file: s
 
     from engine.cohort.prefilter import Prefilter, preview_of
     from engine.record import build_record
+    from engine.report import resources as built
     from engine.report.resources import (
         detected_issue_json,
         report_of,
@@ -186,6 +188,11 @@ def test_a_detected_issue_is_written_with_the_shape_of_its_text(criteria_file: s
         issue = detected_issue_json(report)
         assert issue.shape == output_shape(orjson.loads(issue.text))
         shapes.add(issue.shape)
+        # the narrative, written from its rows' JSON texts, is the one made as a string
+        headings = built.criterion_headings(report.criteria)
+        summary = built._summary_line(trial.trial.id, report.status, headings, report.parts)
+        narrative = built._narrative(report, summary, headings)
+        assert orjson.loads(issue.text)["text"]["div"] == narrative
         subject = research_subject_json(report, "ResearchStudy/x")
         assert subject.text == orjson.dumps(research_subject_of(report, "ResearchStudy/x"))
         assert subject.shape == output_shape(orjson.loads(subject.text))
