@@ -494,10 +494,9 @@ class RecordStore:
         return found
 
     def record(self, patient_id: str, origin: str, preview: bool) -> StoredRecord:
-        stored = self.segment("patients", "").get(patient_id)
-        if stored is None:
-            raise NotStored(f"Patient/{patient_id} has no stored record")
-        return StoredRecord(self, patient_id, origin, stored, preview)
+        """The patient's stored record; their Patient resource and resolved references (the
+        `patients` segment) are read when first asked for (many criteria read neither)."""
+        return StoredRecord(self, patient_id, origin, preview)
 
 
 _NO_RESOURCES: tuple[dict[str, Any], ...] = ()
@@ -507,21 +506,31 @@ class StoredRecord(PatientRecord):
     """A patient's record read back from the store: answers what the evaluator asks exactly
     as the record it was stored from, or raises `NotStored`."""
 
-    def __init__(
-        self,
-        store: RecordStore,
-        patient_id: str,
-        origin: str,
-        stored: dict[str, Any],
-        preview: bool,
-    ) -> None:
+    def __init__(self, store: RecordStore, patient_id: str, origin: str, preview: bool) -> None:
         self.patient_id = patient_id
         self.origin = origin
         self.data_problems = []
-        self.patient = stored["patient"]
         self._store = store
-        self._resolved: dict[str, Any] = stored["resolved"]
+        self._stored: dict[str, Any] | None = None
         self._preview = preview
+
+    def _patient_entry(self) -> dict[str, Any]:
+        stored = self._stored
+        if stored is None:
+            stored = self._store.segment("patients", "").get(self.patient_id)
+            if stored is None:
+                raise NotStored(f"Patient/{self.patient_id} has no stored record")
+            self._stored = stored
+        return stored
+
+    @property
+    def patient(self) -> dict[str, Any]:
+        found: dict[str, Any] = self._patient_entry()["patient"]
+        return found
+
+    @patient.setter
+    def patient(self, value: dict[str, Any]) -> None:
+        raise AttributeError("a stored record's Patient is the stored one")
 
     @property
     def resources(self) -> Sequence[dict[str, Any]]:
@@ -557,9 +566,10 @@ class StoredRecord(PatientRecord):
     ) -> dict[str, Any] | None:
         if not reference or reference[0] == "#":
             return super().resolve(reference, container)
-        if reference not in self._resolved:
+        resolved: dict[str, Any] = self._patient_entry()["resolved"]
+        if reference not in resolved:
             raise NotStored(f"reference {reference} was not stored")
-        found: dict[str, Any] | None = self._resolved[reference]
+        found: dict[str, Any] | None = resolved[reference]
         return found
 
     def label(self, resource: dict[str, Any]) -> str:

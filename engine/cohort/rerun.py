@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import operator
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,11 +43,13 @@ from engine.cohort.partition import (
     PartitionResult,
     report_result_line,
     result_data,
+    result_path,
     study_reference,
+    write_result,
 )
 from engine.cohort.prefilter import Prefilter, RequiredConcept
 from engine.errors import TrialsieveError
-from engine.evaluate import CompiledCriteria, CriterionResult, Outcome
+from engine.evaluate import CompiledCriteria, CompiledCriterion, CriterionResult, Outcome
 from engine.evaluate.nodes import EvaluationContext
 from engine.evaluate.patient import CriterionVerdict
 from engine.report.explanation import explain_criterion
@@ -75,15 +79,29 @@ class Rebuilder:
     outputs: OutputShapes = field(default_factory=OutputShapes)
     evaluated: int = 0
     """Criterion evaluations done (for the summary and tests)."""
+    ordered: list[tuple[CompiledCriterion, str]] = field(init=False)
+    """Each criterion with its digest, in the file's order."""
 
     def __post_init__(self) -> None:
         self.digests = criterion_digests(self.criteria)
+        self.ordered = [
+            (compiled, self.digests[compiled.id]) for compiled in self.criteria.criteria
+        ]
         self.prefilter = Prefilter.from_criteria(self.criteria)
         self.study = study_reference(self.criteria)
         self.headings = headings_digest(self.criteria)
 
 
-def rebuild_partition(rebuilder: Rebuilder, index: int) -> PartitionResult | None:
+@dataclass(frozen=True)
+class Rebuilt(PartitionResult):
+    """A partition's result rebuilt from the store. `unchanged`: its result file is the one
+    the earlier run wrote (`previous_result_path`), byte for byte (every patient kept their
+    line): it can be moved back instead of written."""
+
+    unchanged: bool = False
+
+
+def rebuild_partition(rebuilder: Rebuilder, index: int) -> Rebuilt | None:
     """The partition's result from the store, or None when it must be evaluated from the
     input (nothing stored under this key, or something the store cannot answer)."""
     path = outcomes_path(rebuilder.results_folder, index)
@@ -99,7 +117,19 @@ def rebuild_partition(rebuilder: Rebuilder, index: int) -> PartitionResult | Non
         return None
 
 
-def _rebuild(rebuilder: Rebuilder, index: int, stored: dict[str, Any]) -> PartitionResult:
+def write_rebuilt(results_folder: Path, result: Rebuilt) -> None:
+    """Write a rebuilt partition's files (`write_result`); an unchanged result file is the
+    earlier one, moved back from the store (verified by `patient_lines` as it was read)."""
+    if not result.unchanged:
+        write_result(results_folder, result)
+        return
+    assert result.stored is not None
+    result.stored.write(results_folder)
+    index = result.outcome.index
+    os.replace(previous_result_path(results_folder, index), result_path(results_folder, index))
+
+
+def _rebuild(rebuilder: Rebuilder, index: int, stored: dict[str, Any]) -> Rebuilt:
     criteria = rebuilder.criteria
     prefilter = rebuilder.prefilter
     digests = rebuilder.digests
@@ -116,23 +146,26 @@ def _rebuild(rebuilder: Rebuilder, index: int, stored: dict[str, Any]) -> Partit
         for compiled in criteria.criteria
         if earlier_digests.get(compiled.id, digests[compiled.id]) != digests[compiled.id]
     ]
-    earlier_lines = _previous_lines(rebuilder, index, stored)
+    earlier = _previous_result(rebuilder, index, stored)
     # a patient keeps their line only when the criteria's headings are the same too
-    previous = earlier_lines if stored["headings"] == rebuilder.headings else {}
-    shapes = _KnownShapes(rebuilder.outputs, earlier_lines)
+    previous = earlier.lines if stored["headings"] == rebuilder.headings else {}
+    shapes = _KnownShapes(rebuilder.outputs, earlier.lines)
     records: RecordStore | None = None
     lines: list[bytes] = []
+    kept = 0  # patients keeping their earlier line
+    ordered = rebuilder.ordered
     try:
         for entry in stored["patients"]:
             patient_id: str = entry["id"]
             preview: str | None = entry["preview"]
             parts: dict[str, Any] = entry["parts"]
-            wanted = [
-                compiled
-                for compiled in criteria.criteria
-                if digests[compiled.id] not in parts
-                and (preview is None or compiled.id in evaluable or compiled.id == preview)
-            ]
+            wanted = [compiled for compiled, digest in ordered if digest not in parts]
+            if wanted and preview is not None:
+                wanted = [
+                    compiled
+                    for compiled in wanted
+                    if compiled.id in evaluable or compiled.id == preview
+                ]
             record = None
             if wanted or not same_requirements or not same_settling:
                 if records is None:
@@ -150,11 +183,7 @@ def _rebuild(rebuilder: Rebuilder, index: int, stored: dict[str, Any]) -> Partit
                     raise NotStored(f"the pre-filter settles Patient/{patient_id} otherwise now")
             if record is not None and not same_requirements and preview is None:
                 settled_by = prefilter.settling_criterion(record)
-            new_parts = {
-                digests[c.id]: parts[digests[c.id]]
-                for c in criteria.criteria
-                if digests[c.id] in parts
-            }
+            new_parts = {digest: parts[digest] for _compiled, digest in ordered if digest in parts}
             if wanted:
                 assert record is not None
                 answers = rebuilder.attestations.get(patient_id) or {}
@@ -189,6 +218,8 @@ def _rebuild(rebuilder: Rebuilder, index: int, stored: dict[str, Any]) -> Partit
                 or any(new_parts.get(now) != parts.get(before) for now, before in edited)
             ):
                 line = _result_line(rebuilder, entry, new_parts, preview, settled_by, shapes)
+            else:
+                kept += 1
             entry["parts"] = new_parts
             entry["settled_by"] = settled_by
             lines.append(line)
@@ -196,7 +227,10 @@ def _rebuild(rebuilder: Rebuilder, index: int, stored: dict[str, Any]) -> Partit
         if records is not None:
             records.close()
     problems = [line.encode() for line in stored["problems"]]
-    data = result_data([*lines, *problems], len(lines), len(problems))
+    unchanged = kept == len(lines) and earlier.holds(lines, problems)
+    data = (
+        earlier.data if unchanged else result_data([*lines, *problems], len(lines), len(problems))
+    )
     stored |= {
         "result_sha256": complete_digest(data),
         "digests": digests,
@@ -207,7 +241,7 @@ def _rebuild(rebuilder: Rebuilder, index: int, stored: dict[str, Any]) -> Partit
     # the records stay as they are: only the outcomes file is written again
     keep = StoredPartition(index, orjson.dumps(stored), None)
     done = PartitionOutcome(index, len(lines), len(problems), 0.0)
-    return PartitionResult(done, data, keep)
+    return Rebuilt(done, data, keep, unchanged)
 
 
 def _result_line(
@@ -241,26 +275,45 @@ def _result_line(
     return report_result_line(report, settled_by, rebuilder.study, shapes)
 
 
-def _previous_lines(rebuilder: Rebuilder, index: int, stored: dict[str, Any]) -> dict[str, bytes]:
-    """The patients' lines of the result file the store's outcomes were written with."""
+@dataclass(frozen=True)
+class PreviousResult:
+    """The result file a store's outcomes were written with (`patient_lines`)."""
+
+    data: bytes = b""
+    lines: dict[str, bytes] = field(default_factory=dict)
+    """Its patients' lines, by patient id."""
+    ordered: list[bytes] = field(default_factory=list)
+    """Every line before the `complete` one, in file order."""
+
+    def holds(self, lines: list[bytes], problems: list[bytes]) -> bool:
+        """Whether these lines, then these problems, are this file's lines: each patient's
+        line is the earlier one itself (`is`), in the earlier order."""
+        ordered = self.ordered
+        if len(ordered) != len(lines) + len(problems):
+            return False
+        return all(map(operator.is_, lines, ordered)) and ordered[len(lines) :] == problems
+
+
+def _previous_result(rebuilder: Rebuilder, index: int, stored: dict[str, Any]) -> PreviousResult:
     try:
         data = previous_result_path(rebuilder.results_folder, index).read_bytes()
     except OSError:
-        return {}
+        return PreviousResult()
     return patient_lines(data, stored.get("result_sha256"))
 
 
-def patient_lines(data: bytes, digest: object) -> dict[str, bytes]:
-    """A partition result file's patient lines by patient id, when its `complete` line
-    gives `digest` and the lines before it match that digest; else none."""
+def patient_lines(data: bytes, digest: object) -> PreviousResult:
+    """A partition result file's lines, when its `complete` line gives `digest` and the
+    lines before it match that digest; else none."""
     if digest is None or complete_digest(data) != digest:
-        return {}
-    body = memoryview(data)[: data.rfind(b"\n", 0, len(data) - 1) + 1]
-    if hashlib.sha256(body).hexdigest() != digest:
-        return {}  # a block a machine crash left unwritten
+        return PreviousResult()
+    end = data.rfind(b"\n", 0, len(data) - 1) + 1
+    if hashlib.sha256(memoryview(data)[:end]).hexdigest() != digest:
+        return PreviousResult()  # a block a machine crash left unwritten
+    ordered = data[: end - 1].split(b"\n") if end else []
     lines = {}
     start = len(_PATIENT_TEXT)
-    for line in data.split(b"\n"):
+    for line in ordered:
         if line.startswith(_PATIENT_TEXT):
             # the id's JSON text is the id, unless it holds an escape (then it is parsed)
             text = line[start : line.index(b'"', start)]
@@ -269,7 +322,7 @@ def patient_lines(data: bytes, digest: object) -> dict[str, bytes]:
                 continue
         if line.startswith(b'{"patient":'):
             lines[orjson.loads(line[: line.index(b"\t")])["patient"]] = line
-    return lines
+    return PreviousResult(data, lines, ordered)
 
 
 _PATIENT_TEXT = b'{"patient":"'

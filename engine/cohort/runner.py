@@ -54,10 +54,9 @@ from engine.cohort.partition import (
     WorkerSetup,
     is_complete,
     result_path,
-    write_result,
 )
 from engine.cohort.prefilter import Prefilter
-from engine.cohort.rerun import Rebuilder, rebuild_partition
+from engine.cohort.rerun import Rebuilder, rebuild_partition, write_rebuilt
 from engine.compiled_cache import cached_trial
 from engine.errors import CohortError, Location
 from engine.evaluate import CompiledCriteria
@@ -648,7 +647,7 @@ def _rebuild_from_store(
             if result is None:
                 left.append(index)
             else:
-                write_result(results_folder, result)
+                write_rebuilt(results_folder, result)
     finally:
         if collecting:
             gc.enable()

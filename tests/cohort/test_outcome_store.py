@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from engine.cohort.outcome_store import _json_object, complete_digest
 from engine.cohort.partition import result_data
-from engine.cohort.rerun import patient_lines
+from engine.cohort.rerun import PreviousResult, patient_lines
 
 _JSON: st.SearchStrategy[Any] = st.recursive(
     st.none()
@@ -46,17 +46,29 @@ def test_previous_result_lines_are_found_by_patient_whatever_their_ids(
 ) -> None:
     """A re-run keeps an unchanged patient's earlier line (`rerun.patient_lines`): the id is
     read from the line's text unless it holds a JSON escape; a file whose lines do not match
-    its `complete` line's digest, or another file, gives none."""
+    its `complete` line's digest, or another file, gives none. The earlier file is reused
+    whole only for its own lines, in its order, and its problems."""
     lines = [orjson.dumps({"patient": each, "status": "eligible"}) + b"\t{}\t{}" for each in ids]
     problem_lines = [b'{"problem":{"line":1}}'] if problems else []
     data = result_data([*lines, *problem_lines], len(lines), len(problem_lines))
     digest = complete_digest(data)
     assert digest == hashlib.sha256(data[: data.rindex(b'{"complete":')]).hexdigest()
-    assert patient_lines(data, digest) == dict(zip(ids, lines, strict=True))
-    assert patient_lines(data, "0" * 64) == {}
+    previous = patient_lines(data, digest)
+    assert previous.lines == dict(zip(ids, lines, strict=True))
+    assert previous.data is data
+    kept = [previous.lines[each] for each in ids]
+    assert previous.holds(kept, problem_lines)
+    assert not previous.holds(kept, [*problem_lines, b'{"problem":{"line":2}}'])
+    if len(kept) > 1:
+        assert not previous.holds(kept[::-1], problem_lines)
+        assert not previous.holds(kept[:-1], problem_lines)
+    if kept:
+        new_line = bytes(bytearray(kept[0]))  # the same text, built anew
+        assert not previous.holds([new_line, *kept[1:]], problem_lines)
+    assert patient_lines(data, "0" * 64) == PreviousResult()
     if lines:
         holed = bytes(len(lines[0])) + data[len(lines[0]) :]  # a block never written
-        assert patient_lines(holed, digest) == {}
+        assert patient_lines(holed, digest) == PreviousResult()
     assert complete_digest(data[: data.rindex(b'{"complete":')]) is None
 
 

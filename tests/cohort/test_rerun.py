@@ -79,9 +79,24 @@ def itp_trial(tmp_path: Path, ndjson_folder: Path) -> Trial:
 
 
 def test_editing_a_lab_criterion_evaluates_it_alone(itp_trial: Trial) -> None:
+    results = itp_trial.folder / "out" / "partitions"
+    before = {
+        path.name: (path.read_bytes(), path.stat().st_ino) for path in results.glob("*.ndjson")
+    }
     itp_trial.edit(EXCLUSION_7_HEMOGLOBIN, 'value: "< 120 g/L"')
     rerun = itp_trial.rerun_equals_fresh("fresh")
     assert rerun.partitions_from_store == PARTITIONS
+    # a partition where no patient's line changed keeps its result file (moved back from
+    # the store, not written again); the others are written anew
+    kept = {
+        name
+        for name, (data, inode) in before.items()
+        if (results / name).read_bytes() == data and (results / name).stat().st_ino == inode
+    }
+    changed = {
+        name for name, (data, _inode) in before.items() if (results / name).read_bytes() != data
+    }
+    assert kept and changed and kept | changed == set(before)
     # the settled patients are not evaluated on it (their preview cannot answer it)
     assert rerun.criteria_evaluated == rerun.patients - rerun.settled_by_prefilter
     again = itp_trial.run("out")  # nothing changed: nothing evaluated, same files
