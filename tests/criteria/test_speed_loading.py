@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, reject, settings
+from hypothesis import strategies as st
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ucumvert import get_ucum_parser, parse_ucum
@@ -13,7 +17,7 @@ from ucumvert import get_ucum_parser, parse_ucum
 from engine.criteria.loader import load_criteria
 from engine.normalise import load_terminology
 from engine.normalise.units import _ucum_syntax_problem
-from engine.normalise.yaml_reading import load_round_trip
+from engine.normalise.yaml_reading import YamlLimitError, load_round_trip
 from engine.trial import load_trial
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,3 +136,59 @@ def test_an_unchanged_trial_is_loaded_once_and_a_changed_one_again(tmp_path: Pat
     units = mappings / "units.yaml"
     units.write_text(units.read_text(encoding="utf-8") + "\n", encoding="utf-8")
     assert load_terminology(list(first.mapping_paths)) is not terminology
+
+
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+_DATA: st.SearchStrategy[Any] = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _TEXT,
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(_TEXT | st.integers(), children, max_size=3)
+    ),
+    max_leaves=10,
+)
+_YAML_CHARACTERS = ":-[]{}#&*!|>'\"%@`,? \n\t\\ab1é"
+
+
+@settings(max_examples=int(os.environ.get("YAML_EXAMPLES", "400")), deadline=None)
+@given(
+    _DATA,
+    st.sampled_from([None, '"', "'", "|", ">"]),
+    st.sampled_from([None, True, False]),
+    st.lists(
+        st.tuples(st.integers(min_value=0), st.text(_YAML_CHARACTERS, max_size=3)), max_size=2
+    ),
+)
+def test_libyaml_events_read_what_ruamel_reads_and_refuse_what_it_refuses(
+    data: Any, style: str | None, flow: bool | None, edits: list[tuple[int, str]]
+) -> None:
+    """`load_round_trip` reads texts without `_LIBYAML_HAZARDS` from libyaml's events: for
+    documents dumped in every scalar and collection style, then cut or added to anywhere,
+    it gives ruamel's round-trip tree (types, values, lines, columns), or ruamel's error."""
+    dumper = YAML(typ="rt")
+    dumper.default_style = style  # type: ignore[assignment]
+    dumper.default_flow_style = flow
+    stream = io.StringIO()
+    try:
+        dumper.dump(data, stream)
+    except Exception:  # ruamel's emitter cannot write some values in some styles
+        reject()
+    text = stream.getvalue()
+    for position, inserted in edits:
+        at = position % (len(text) + 1)
+        text = text[:at] + inserted + text[at + len(inserted) % 2 :]
+
+    def ruamel() -> Any:
+        return YAML(typ="rt").load(text)
+
+    try:
+        expected: Any = _shape(ruamel())
+    except Exception as error:
+        expected = f"{type(error).__name__}: {error}"
+    try:
+        found: Any = _shape(load_round_trip(text, ruamel))
+    except YamlLimitError:
+        return  # nested deeper than the limit (the loader's own refusal)
+    except Exception as error:
+        found = f"{type(error).__name__}: {error}"
+    assert found == expected, repr(text)
