@@ -23,9 +23,10 @@ keeps the compiled criteria (cloudpickled: they hold closures) in one file per c
 - beside the compiled criteria, every unit conversion known in the process after compiling
   (`engine.normalise.units.known_conversions`) is kept and restored on a hit, so a cached
   trial needs no unit registry for them (at most 64 entries are kept, the oldest removed).
-  Conversions met later, in the data, are kept in one
+  Conversions met later, in the data, and those met compiling are kept in one
   shared file, `conversions-<key>.pickle` (key: the versions and sources above), which
-  `save_conversions` updates and `load_conversions` restores;
+  `save_conversions` updates and `load_conversions` restores (so a new process compiling
+  an edited trial needs no unit registry either);
 - the output shapes a cohort validated with the R4B models (`engine.report.validate.
   OutputShapes`) are kept the same way (`shapes-<key>.pickle`, key: the same versions and
   sources, fhir.resources and pydantic included): a later run validates only new shapes.
@@ -151,6 +152,10 @@ def load_trial_cached(
     read += [(str(path), _file_digest(path)) for path in value_set_files]
     _write_entry(folder / f"{_ENTRY_PREFIX}{key}.pickle", compiled, read)
     _remember_entry(key, (compiled, read))
+    # the conversions compiling met (a formula's input unit against its concept's) go to the
+    # shared file too: a new process compiling an edit of these criteria then needs no unit
+    # registry (ucumvert on pint: 0.7 s of CPU to build)
+    save_conversions()
     return compiled
 
 

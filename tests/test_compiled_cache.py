@@ -67,11 +67,11 @@ def test_a_cached_trial_evaluates_as_a_compiled_one(cache: Path, trial: str) -> 
     assert outputs(cached) == outputs(_load_and_compile(path))
 
 
-def copy_trial(target: Path) -> Path:
+def copy_trial(target: Path, trial: str = "NCT05315778") -> Path:
     shutil.copytree(ROOT / "mappings", target / "mappings")
     (target / "criteria").mkdir()
-    shutil.copy(ROOT / "criteria" / "NCT05315778.yaml", target / "criteria")
-    return target / "criteria" / "NCT05315778.yaml"
+    shutil.copy(ROOT / "criteria" / f"{trial}.yaml", target / "criteria")
+    return target / "criteria" / f"{trial}.yaml"
 
 
 def test_a_changed_mapping_or_criteria_file_compiles_again(cache: Path, tmp_path: Path) -> None:
@@ -273,6 +273,30 @@ def test_unit_conversions_travel_through_the_shared_file(cache: Path) -> None:
         assert units.convert(1.0, "mg/dL", "g/L") == pytest.approx(0.01)
     finally:
         units.add_known_conversions(known)
+
+
+def test_conversions_met_compiling_serve_a_new_process_compiling_an_edit(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DAPA-CKD's eGFR formula reads creatinine in mg/dL, its concept is in umol/L: compiling
+    converts units. Those conversions go to the shared file, so a new process compiling the
+    edited trial (a re-run after an edit, as a command) builds no unit registry."""
+    path = copy_trial(tmp_path / "trial", "NCT03036150")
+    monkeypatch.setattr(units, "_conversion_cache", {})
+    monkeypatch.setattr(compiled_cache, "_conversions_seen", 0)
+    fresh_load(path)
+    compiled = units.known_conversions()
+    assert ("umol/L", "mg/dL", 113.12) in compiled
+    monkeypatch.setattr(units, "_conversion_cache", {})  # a new process
+    monkeypatch.setattr(compiled_cache, "_conversions_seen", 0)
+    assert compiled_cache.load_conversions() >= len(compiled)
+
+    def no_registry(*arguments: object) -> None:
+        raise AssertionError(f"a unit registry was needed for {arguments}")
+
+    monkeypatch.setattr(units, "_build_linear_map", no_registry)
+    path.write_text(path.read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
+    assert fresh_load(path).trial.id == "NCT03036150"
 
 
 def _counting_loads(path: Path) -> tuple[list[Path], CompiledCriteria]:
