@@ -287,9 +287,9 @@ class PreviousResult:
 
     def holds(self, lines: list[bytes], problems: list[bytes]) -> bool:
         """Whether these lines, then these problems, are this file's lines: each patient's
-        line is the earlier one itself (`is`), in the earlier order."""
+        line is the earlier one itself (`is`), in the earlier order. Never for no file."""
         ordered = self.ordered
-        if len(ordered) != len(lines) + len(problems):
+        if not self.data or len(ordered) != len(lines) + len(problems):
             return False
         return all(map(operator.is_, lines, ordered)) and ordered[len(lines) :] == problems
 

@@ -66,6 +66,7 @@ def test_previous_result_lines_are_found_by_patient_whatever_their_ids(
         new_line = bytes(bytearray(kept[0]))  # the same text, built anew
         assert not previous.holds([new_line, *kept[1:]], problem_lines)
     assert patient_lines(data, "0" * 64) == PreviousResult()
+    assert not PreviousResult().holds([], [])  # no earlier file (or one refused): no reuse
     if lines:
         holed = bytes(len(lines[0])) + data[len(lines[0]) :]  # a block never written
         assert patient_lines(holed, digest) == PreviousResult()

@@ -399,3 +399,27 @@ def test_the_store_is_the_same_bytes_whatever_the_process_string_hashing(
     assert names == sorted(path.name for path in outs[1].iterdir())
     for name in names:
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+
+
+def test_a_re_run_with_empty_partitions(tmp_path: Path, ndjson_folder: Path) -> None:
+    """More partitions than patients: an empty partition is rebuilt as a fresh run writes
+    it, also when no earlier result file is left to keep (never taken for one)."""
+    trial = _copy(tmp_path, CRITERIA, NdjsonInput(ndjson_folder))
+
+    def run(out: str) -> CohortSummary:
+        return run_cohort(
+            trial.criteria, trial.source, trial.folder / out, AS_OF, workers=1, partition_count=64
+        )
+
+    first = run("out")
+    assert first.patients < 64
+    trial.edit(EXCLUSION_7_HEMOGLOBIN, 'value: "< 120 g/L"')
+    assert run("out").partitions_from_store == 64
+    for result in (trial.folder / "out" / "partitions").glob("[0-9][0-9][0-9][0-9].ndjson"):
+        result.unlink()  # lost after the re-run, which moved the earlier files back
+    assert run("out").partitions_from_store == 64  # rebuilt with no earlier file
+    run("fresh")
+    for name in COMPARED:
+        assert (trial.folder / "out" / name).read_bytes() == (
+            trial.folder / "fresh" / name
+        ).read_bytes(), name
