@@ -262,6 +262,7 @@ class ExposureNode:
         problems: list[str] = []
         concept = self.query.concept
         pool = record.resources_of_concept(concept.id) if concept is not None else ()
+        periods = context.exposure_periods
         for resource in pool:
             predicate = self.query.status_predicates.get(resource.get("resourceType", ""))
             if predicate is None or not predicate(resource, None, context.as_of):
@@ -274,7 +275,9 @@ class ExposureNode:
                 path_finds(path, resource, context.path_matches) for path in self.query.exclusions
             ):
                 continue
-            period = exposure_period(resource)
+            period = periods.get(id(resource))
+            if period is None:  # read once per patient: several exposures read the same drugs
+                period = periods[id(resource)] = exposure_period(resource)
             if isinstance(period, str):
                 problems.append(f"{record.label(resource)}: {period}")
                 continue

@@ -87,6 +87,9 @@ class EvaluationContext:
     )
     """The Patient's reference and citation, once made (`PatientNode`: several atoms cite
     the Patient)."""
+    exposure_periods: dict[int, Any] = field(default_factory=dict, compare=False, repr=False)
+    """Each medication resource's period of use (or why it has none), by the resource's
+    identity, once read (`engine.evaluate.exposure`: several exposures read the same drugs)."""
 
     def __init__(
         self,
@@ -111,6 +114,7 @@ class EvaluationContext:
         fields["spans"] = {}
         fields["path_matches"] = {}
         fields["patient_citation"] = []
+        fields["exposure_periods"] = {}
 
 
 class Node(Protocol):

@@ -567,3 +567,58 @@ def test_clinical_resource_without_subject_is_noted_and_kept() -> None:
         "taken to be about this record's patient"
     ]
     assert ids(record.resources_of_concept("myocardial-infarction")) == ["c9"]
+
+
+CODED_KINDS = {
+    "usual": lambda code: {"code": concept(SNOMED, code)},
+    "two codings": lambda code: {
+        "code": {"coding": [{"system": SNOMED, "code": code}, {"system": LOINC, "code": "x"}]}
+    },
+    "unknown system": lambda code: {"code": concept("urn:unknown", code)},
+    "text only": lambda code: {"code": {"text": code}},
+    "no subject": lambda code: {"code": concept(SNOMED, code)},
+}
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([*CODED_KINDS, "medication reference", "medication inline"]),
+            st.sampled_from(["22298006", "233604007", "80146002"]),
+        ),
+        max_size=10,
+    )
+)
+def test_usual_and_other_cases_keep_document_order(kinds: list[tuple[str, str]]) -> None:
+    """A resource in the usual case is classified inline, any other field by field (a
+    medicationReference may point to a Medication later in the data): concept lists stay in
+    document order, each resource has the concepts it has alone, and the problems come in
+    document order."""
+    resources: list[dict[str, Any]] = []
+    for index, (kind, code) in enumerate(kinds):
+        if kind == "medication reference":
+            fields: dict[str, Any] = {"medicationReference": {"reference": "Medication/m1"}}
+            resources.append(resource("MedicationRequest", f"r{index}", **fields))
+        elif kind == "medication inline":
+            inline = concept(RXNORM, "309362")
+            resources.append(
+                resource("MedicationRequest", f"r{index}", medicationCodeableConcept=inline)
+            )
+        else:
+            built = resource("Condition", f"r{index}", **CODED_KINDS[kind](code))
+            if kind == "no subject":
+                del built["subject"]
+            resources.append(built)
+    medication = resource("Medication", "m1", code=concept(RXNORM, "855812"))
+    record = record_of(*resources, medication)
+    position = {id(each): place for place, each in enumerate(record.resources)}
+    for found in record.concept_index().values():
+        places = [position[id(each)] for each in found]
+        assert places == sorted(places) and len(set(places)) == len(places)
+    for each in resources:
+        alone = record_of(each, medication)
+        expected = {c for c, found in alone.concept_index().items() if each in found}
+        held = {c for c, found in record.concept_index().items() if any(r is each for r in found)}
+        assert held == expected
+    order = [int(problem.resource.split("/r")[1]) for problem in record.data_problems]
+    assert order == sorted(order)
