@@ -386,6 +386,8 @@ def test_a_line_the_screen_skips_is_one_orjson_reads_as_inert(
     for criteria in both_trials:
         screen = LineScreen.from_criteria(criteria)
         verdict = screen.skippable(text, "Patient/p1")
+        # Pass 2 reads each line with its line end: the same verdict.
+        assert screen.skippable(text + b"\n", "Patient/p1") == verdict
         expected = _skippable_by_orjson(screen, resource)
         if verdict is not None:
             assert verdict == expected
@@ -417,6 +419,7 @@ def test_a_settled_patient_s_line_is_labelled_as_orjson_reads_it(line: tuple[byt
     text, as_written = line
     resource = _parsed(text)
     label = _screened_label(json_checker(), text, "Patient/p1")
+    assert _screened_label(json_checker(), text + b"\n", "Patient/p1") == label  # line end
     expected = _label_by_orjson(resource)
     if label is not _NEEDS_PARSING:
         assert label == expected
