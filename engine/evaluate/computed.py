@@ -34,7 +34,6 @@ from engine.evaluate.timing import (
     age_in_years,
     day_before,
     parse_date_range,
-    resource_span,
 )
 from engine.evaluate.values import ValueCheck
 from engine.normalise import Concept, DataProblem, Measurement, Terminology, convert, measure
@@ -263,9 +262,6 @@ class ComputedNode:
         )
 
 
-_UNREAD: Any = object()
-
-
 def _latest(item: _Input, context: EvaluationContext) -> _Read:
     """The latest result of the input's concept in its window, in the formula's unit."""
     record = context.record
@@ -273,17 +269,10 @@ def _latest(item: _Input, context: EvaluationContext) -> _Read:
     first_day = day_before(item.window.duration, context.as_of) if item.window.duration else None
     best: tuple[dt.datetime, dict[str, Any], Span] | None = None
     older: Span | None = None
-    spans = context.spans
     for resource in record.resources_of_concept(item.concept.id):
         if resource.get("resourceType") != _INPUT_TYPE:
             continue
-        span = spans.get(id(resource), _UNREAD)
-        if span is _UNREAD:  # read once per patient (`EvaluationContext.spans`)
-            try:
-                span = resource_span(resource)
-            except DateProblem as problem:
-                span = problem
-            spans[id(resource)] = span
+        span = context.span_of(resource)
         if isinstance(span, DateProblem):
             return _Read(None, "", None, None, f"{name}: {record.label(resource)} {span}")
         if span is None or span.start is None or span.start > context.as_of:

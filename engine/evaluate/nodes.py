@@ -116,6 +116,19 @@ class EvaluationContext:
         fields["patient_citation"] = []
         fields["exposure_periods"] = {}
 
+    def span_of(self, resource: dict[str, Any]) -> Span | DateProblem | None:
+        """The resource's span (None: undated; a DateProblem: why its dates cannot be read),
+        read once per patient (`spans`)."""
+        spans = self.spans
+        span = spans.get(id(resource), _UNREAD)
+        if span is _UNREAD:
+            try:
+                span = resource_span(resource)
+            except DateProblem as problem:
+                span = problem
+            spans[id(resource)] = span
+        return span  # type: ignore[no-any-return]
+
 
 class Node(Protocol):
     def evaluate(self, context: EvaluationContext) -> Outcome: ...
@@ -741,9 +754,8 @@ class ResourceNode:
             pool = (r for t in sorted(self.types) for r in record.resources_of_type(t))
         kept: list[_Candidate] = []
         problems: list[str] = []
-        spans = context.spans
+        span_of = context.span_of
         path_matches = context.path_matches
-        unread = _UNREAD
         for resource in pool:
             resource_type = resource.get("resourceType")
             predicate = self.status_predicates.get(resource_type)  # type: ignore[arg-type]
@@ -757,13 +769,7 @@ class ResourceNode:
                 path_finds(path, resource, path_matches) for path in self.exclusions
             ):
                 continue
-            span = spans.get(id(resource), unread)
-            if span is unread:
-                try:
-                    span = resource_span(resource)
-                except DateProblem as problem:
-                    span = problem
-                spans[id(resource)] = span
+            span = span_of(resource)
             if isinstance(span, DateProblem):
                 problems.append(f"{record.label(resource)} {span}")
                 continue
