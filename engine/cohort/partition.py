@@ -35,7 +35,7 @@ from engine.cohort.inputs import PartitionedInput, PartitionPayload
 from engine.cohort.line_screen import LineScreen
 from engine.cohort.ndjson_partitions import PreviewFirst
 from engine.cohort.orphans import exit_when_orphaned
-from engine.cohort.outcome_store import StoreBuilder, StoredPartition
+from engine.cohort.outcome_store import StoreBuilder, StoredPartition, complete_digest
 from engine.cohort.prefilter import Prefilter, preview_of
 from engine.compiled_cache import save_conversions, save_validated_shapes, validated_shapes
 from engine.criteria.model import CriterionKind
@@ -317,16 +317,12 @@ def is_complete(path: Path) -> bool:
         data = path.read_bytes()
     except OSError:
         return False
-    body, _newline, last = data.rstrip(b"\n").rpartition(b"\n")
-    if not last.startswith(b'{"complete":'):
+    digest = complete_digest(data)
+    if digest is None:
         return False
-    try:
-        complete = orjson.loads(last)["complete"]
-        digest = complete["sha256"] if type(complete) is dict else None
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return False
-    whole = body + b"\n" if body else b""
-    return type(digest) is str and hashlib.sha256(whole).hexdigest() == digest
+    end = len(data) - 1 if data.endswith(b"\n") else len(data)
+    body = data[: data.rfind(b"\n", 0, end) + 1]  # the lines before the complete line
+    return hashlib.sha256(body).hexdigest() == digest
 
 
 class PartitionEvaluator:
