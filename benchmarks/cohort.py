@@ -66,7 +66,7 @@ from engine.sources import ndjson_files, patient_reference
 from engine.sources.ndjson import SHARED_TYPES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shared_data import compile_bytecode, require, synthea
+from shared_data import compile_bytecode, cpu_seconds_of_this_process_tree, require, synthea
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = synthea("ndjson")
@@ -107,25 +107,6 @@ def clone(source: Path, target: Path, copies: int) -> None:
                 output.write(_UUID.sub(fresh, data))
 
 
-def _cpu_seconds_of_this_process_tree() -> float:
-    """CPU seconds of this process, of its ended children and of its living ones (with their
-    own ended children: Dask's forkserver reaps the workers it forked)."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    ended = resource.getrusage(resource.RUSAGE_CHILDREN)
-    total = own.ru_utime + own.ru_stime + ended.ru_utime + ended.ru_stime
-    try:
-        import psutil  # type: ignore[import-untyped]
-    except ImportError:  # comes with dask[distributed]; without it, ended children only
-        return total
-    for child in psutil.Process().children():
-        try:
-            times = child.cpu_times()
-        except psutil.Error:
-            continue
-        total += times.user + times.system + times.children_user + times.children_system
-    return total
-
-
 def _run_once(
     trial: Path,
     data: Path,
@@ -137,11 +118,11 @@ def _run_once(
 ) -> tuple[CohortSummary, float]:
     """One cohort run in this (fresh) process: its summary and its CPU seconds."""
     shutil.rmtree(out, ignore_errors=True)
-    before = _cpu_seconds_of_this_process_tree()
+    before = cpu_seconds_of_this_process_tree()
     summary = run_cohort(
         trial, NdjsonInput(data), out, as_of, engine=engine, workers=workers, full=full
     )
-    return summary, _cpu_seconds_of_this_process_tree() - before
+    return summary, cpu_seconds_of_this_process_tree() - before
 
 
 def run_in_a_fresh_process(

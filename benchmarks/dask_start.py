@@ -19,26 +19,14 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import resource
+import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
-
-def _tree_cpu_seconds() -> float:
-    """CPU seconds of this process, its ended children and its living ones (with theirs)."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    ended = resource.getrusage(resource.RUSAGE_CHILDREN)
-    total = own.ru_utime + own.ru_stime + ended.ru_utime + ended.ru_stime
-    import psutil  # type: ignore[import-untyped]  # comes with distributed
-
-    for child in psutil.Process().children():
-        try:
-            times = child.cpu_times()
-        except psutil.Error:
-            continue
-        total += times.user + times.system + times.children_user + times.children_system
-    return total
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shared_data import cpu_seconds_of_this_process_tree
 
 
 def _square(number: int) -> int:
@@ -54,7 +42,7 @@ def _start_run_close(workers: int, tasks: int, with_a_thread: bool) -> tuple[flo
     other = threading.Thread(target=stop.wait)
     if with_a_thread:
         other.start()
-    cpu = _tree_cpu_seconds()
+    cpu = cpu_seconds_of_this_process_tree()
     started = time.perf_counter()
     try:
         start = DaskStart(EngineSettings(workers))
@@ -72,7 +60,7 @@ def _start_run_close(workers: int, tasks: int, with_a_thread: bool) -> tuple[flo
     finally:
         start.close()
     closed = time.perf_counter() - started
-    return _tree_cpu_seconds() - cpu, ready, done, closed
+    return cpu_seconds_of_this_process_tree() - cpu, ready, done, closed
 
 
 def main() -> None:
