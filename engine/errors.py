@@ -198,7 +198,8 @@ class SinkError(TrialsieveError):
 
 
 class CohortError(TrialsieveError):
-    """A cohort run cannot start: the output folder holds another run, an unknown engine."""
+    """A cohort run cannot start (the output folder holds another run, an unknown engine) or
+    cannot go on (a worker process ended abruptly: what was written is kept for a resume)."""
 
 
 class ServiceConfigError(TrialsieveError):

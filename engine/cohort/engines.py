@@ -31,7 +31,8 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import CancelledError, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
@@ -120,6 +121,15 @@ def _kilobytes_or_bytes(maxrss: int) -> int:
     return maxrss if sys.platform == "darwin" else maxrss * 1024
 
 
+def _lost_worker(engine: str, error: BaseException) -> CohortError:
+    """The error of a run whose worker process ended abruptly (killed, out of memory)."""
+    return CohortError(
+        f"a {engine} worker process ended abruptly (killed, or out of memory?) before every "
+        f"partition was evaluated ({type(error).__name__}: {error}); the partitions written "
+        "so far are kept: run the same command again to resume"
+    )
+
+
 # --------------------------------------------------------------------------- local
 
 
@@ -151,8 +161,11 @@ def run_local(
     ) as pool:
         futures = [pool.submit(evaluate_in_worker, index) for index in indexes]
         on_started()  # after the workers are forked: no progress thread is copied into them
-        for future in as_completed(futures):
-            on_done(future.result())
+        try:
+            for future in as_completed(futures):
+                on_done(future.result())
+        except BrokenProcessPool as error:
+            raise _lost_worker("local", error) from error
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return _kilobytes_or_bytes(children)
 
@@ -631,7 +644,16 @@ def run_dask(
             submit_next()
         on_started()
         for future in running:
-            done: PartitionResult | PartitionOutcome = future.result()
+            try:
+                done: PartitionResult | PartitionOutcome = future.result()
+            except (
+                distributed.KilledWorker,
+                CancelledError,
+                distributed.comm.CommClosedError,
+            ) as error:
+                # a worker died with the run's data (FutureCancelledError), a task killed
+                # worker after worker (KilledWorker), the scheduler gone (CommClosedError)
+                raise _lost_worker("Dask", error) from error
             future.release()
             if isinstance(done, PartitionResult):
                 write_result(setup.results_folder, done)

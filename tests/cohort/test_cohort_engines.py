@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import csv
+import multiprocessing
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa  # type: ignore[import-untyped]
@@ -24,6 +28,7 @@ from engine.cohort import (
     RECORD_TYPES,
     CohortSummary,
     NdjsonInput,
+    engines,
     kept_types,
     run_cohort,
     study_reference,
@@ -122,3 +127,62 @@ def test_a_run_keeps_what_the_record_and_the_criteria_read(trial: CompiledCriter
     coded_types = set(engine.record._CODED_FIELDS)
     assert coded_types | {"Patient", "Medication"} == RECORD_TYPES
     assert kept_types(trial) == RECORD_TYPES | {"ResearchSubject"}
+
+
+def _end_abruptly(index: int) -> None:
+    os._exit(9)  # as a worker the kernel's out-of-memory killer ends
+
+
+def test_a_local_worker_that_ends_abruptly_is_a_clear_error_and_the_run_resumes(
+    one_worker: CohortSummary,
+    ndjson_folder: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("the workers see the patched function only when forked")
+    out = tmp_path / "out"
+    monkeypatch.setattr(engines, "evaluate_in_worker", _end_abruptly)
+    with pytest.raises(CohortError, match=r"a local worker process ended abruptly .* resume"):
+        run_cohort(
+            CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, workers=2, partition_count=PARTITIONS
+        )
+    monkeypatch.undo()
+    run_cohort(CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, workers=2)
+    for name in OUTPUT_FILES:
+        assert (out / name).read_bytes() == (one_worker.out_dir / name).read_bytes(), name
+
+
+def test_dask_workers_that_end_abruptly_are_a_clear_error(ndjson_folder: Path) -> None:
+    """Every worker dies on its first partition (taking the run's scattered job with it):
+    the run stops with a CohortError, no traceback, no hang."""
+    pytest.importorskip("distributed")
+    if "fork" not in multiprocessing.get_all_start_methods() or sys.platform == "darwin":
+        pytest.skip("workers see the patched function only when forked from this process")
+    code = (
+        "import os, sys, tempfile\n"
+        "from pathlib import Path\n"
+        "from engine.cohort import NdjsonInput, engines, run_cohort\n"
+        "from engine.errors import CohortError\n"
+        "from cohort_examples import AS_OF, CRITERIA\n"
+        "def end_abruptly(*arguments):\n"
+        "    os._exit(9)\n"
+        "engines.evaluate_and_write_on_dask_worker = end_abruptly\n"
+        "out = Path(tempfile.mkdtemp())\n"
+        "try:\n"
+        "    run_cohort(CRITERIA, NdjsonInput(Path(sys.argv[1])), out, AS_OF, engine='dask',"
+        " workers=2)\n"
+        "except CohortError as error:\n"
+        "    print(error)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(ndjson_folder)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+        cwd=Path(__file__).parent,
+    )
+    assert done.stdout.startswith("a Dask worker process ended abruptly"), done.stdout
+    assert "run the same command again to resume" in done.stdout
+    assert "Traceback" not in done.stderr
