@@ -604,17 +604,11 @@ class _RangeSplitter:
         if whole:
             self.result.resource_lines += whole
             return line_number + whole
-        find = buffer.find
         starts_with = buffer.startswith
         junction = b"}\n" + start
         counted = 0
         starts = starts_with(start, first)
-        line_end = first - 1
-        while line_end + 1 < stop:
-            line_start = line_end + 1
-            line_end = find(b"\n", line_start, stop)
-            if line_end < 0:
-                line_end = stop
+        for line_start, line_end in _line_spans(buffer, first, stop):
             line_number += 1
             if starts:
                 if starts_with(junction, line_end - 1):
@@ -635,13 +629,7 @@ class _RangeSplitter:
     ) -> int:
         """`split_line` for each line of `buffer[first:stop]` (of a type whose patient is not
         read from the text: Patient, the shared types)."""
-        find = buffer.find
-        line_end = first - 1
-        while line_end + 1 < stop:
-            line_start = line_end + 1
-            line_end = find(b"\n", line_start, stop)
-            if line_end < 0:
-                line_end = stop
+        for line_start, line_end in _line_spans(buffer, first, stop):
             line_number += 1
             source = None if base is None or line_end == stop else base + line_start
             self.split_line(line_number, buffer[line_start:line_end], source)
@@ -958,6 +946,19 @@ _find: Callable[[bytes, bytes, int, int], int] = stringzilla.find
 whose multi-byte search goes about a byte at a time) and a line end in less Python time."""
 _count: Callable[[bytes, bytes, int, int], int] = stringzilla.count
 """`bytes.count` with start and end (non-overlapping occurrences), in SIMD."""
+
+
+def _line_spans(buffer: bytes, first: int, stop: int) -> Iterator[tuple[int, int]]:
+    """`(start, end)` of each line of `buffer[first:stop]`: `end` is where its line end is,
+    or `stop` for a last line without one."""
+    find = buffer.find
+    line_end = first - 1
+    while line_end + 1 < stop:
+        line_start = line_end + 1
+        line_end = find(b"\n", line_start, stop)
+        if line_end < 0:
+            line_end = stop
+        yield line_start, line_end
 
 
 def _whole_lines_of(buffer: bytes, first: int, stop: int, start: bytes) -> int:
