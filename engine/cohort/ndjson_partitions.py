@@ -1104,7 +1104,7 @@ class PartitionLines:
         Raises InputError when an input file changed since pass 1 read it."""
         pieces: list[bytes] = []
         runs: list[Run] = []
-        for range_number, copies_path, runs_path, (offset, size, _copied) in zip(
+        for range_number, copies_path, runs_path, (offset, section_bytes, _copied) in zip(
             export.partition_ranges[index],
             export.partition_paths(index),
             export.run_paths(index),
@@ -1114,7 +1114,7 @@ class PartitionLines:
             copies = b"" if copies_path is None else copies_path.read_bytes()
             file_number = export.ranges[range_number][0]
             with _InputFile(export, file_number) as source:
-                for line in _read_section(runs_path, offset, size).splitlines():
+                for line in _read_section(runs_path, offset, section_bytes).splitlines():
                     patient, first_line, count, kind, at, length = line.split(b"\t")
                     start, size = int(at), int(length)
                     if kind == _COPY:
