@@ -205,6 +205,18 @@ def complete_digest(result: bytes) -> str | None:
     return digest if type(digest) is str else None
 
 
+def verified_digest(result: bytes) -> str | None:
+    """`complete_digest` of a partition result file's data when the lines before its
+    `complete` line have that SHA-256; None when there is no such line or they do not (a
+    block a machine crash left unwritten)."""
+    digest = complete_digest(result)
+    if digest is None:
+        return None
+    end = len(result) - 1 if result.endswith(b"\n") else len(result)
+    body = memoryview(result)[: result.rfind(b"\n", 0, end) + 1]  # before the complete line
+    return digest if hashlib.sha256(body).hexdigest() == digest else None
+
+
 def encode_part(part: CriterionReport) -> list[Any]:
     return [
         None if part.verdict is None else part.verdict.value,

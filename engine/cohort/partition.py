@@ -35,7 +35,7 @@ from engine.cohort.inputs import PartitionedInput, PartitionPayload
 from engine.cohort.line_screen import LineScreen
 from engine.cohort.ndjson_partitions import PreviewFirst
 from engine.cohort.orphans import exit_when_orphaned
-from engine.cohort.outcome_store import StoreBuilder, StoredPartition, complete_digest
+from engine.cohort.outcome_store import StoreBuilder, StoredPartition, verified_digest
 from engine.cohort.prefilter import Prefilter, preview_of
 from engine.compiled_cache import save_conversions, save_validated_shapes, validated_shapes
 from engine.criteria.model import CriterionKind
@@ -317,12 +317,7 @@ def is_complete(path: Path) -> bool:
         data = path.read_bytes()
     except OSError:
         return False
-    digest = complete_digest(data)
-    if digest is None:
-        return False
-    end = len(data) - 1 if data.endswith(b"\n") else len(data)
-    body = data[: data.rfind(b"\n", 0, end) + 1]  # the lines before the complete line
-    return hashlib.sha256(body).hexdigest() == digest
+    return verified_digest(data) is not None
 
 
 class PartitionEvaluator:

@@ -15,7 +15,6 @@ the same.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import operator
 import os
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from engine.cohort.outcome_store import (
     outcomes_path,
     previous_result_path,
     records_path,
+    verified_digest,
 )
 from engine.cohort.partition import (
     PartitionOutcome,
@@ -305,11 +305,9 @@ def _previous_result(rebuilder: Rebuilder, index: int, stored: dict[str, Any]) -
 def patient_lines(data: bytes, digest: object) -> PreviousResult:
     """A partition result file's lines, when its `complete` line gives `digest` and the
     lines before it match that digest; else none."""
-    if digest is None or complete_digest(data) != digest:
-        return PreviousResult()
+    if digest is None or verified_digest(data) != digest:
+        return PreviousResult()  # another file, or a block a machine crash left unwritten
     end = data.rfind(b"\n", 0, len(data) - 1) + 1
-    if hashlib.sha256(memoryview(data)[:end]).hexdigest() != digest:
-        return PreviousResult()  # a block a machine crash left unwritten
     ordered = data[: end - 1].split(b"\n") if end else []
     lines = {}
     start = len(_PATIENT_TEXT)
