@@ -617,9 +617,7 @@ def _evidence(
     if part.evidence:
         references = [{"reference": reference} for reference in part.evidence]
         entry["detail"] = references
-        shapes = dict.fromkeys(
-            (("reference", ("s", fits_fhir_string(reference))),) for reference in part.evidence
-        )
+        shapes = dict.fromkeys(map(_reference_shape, part.evidence))
         shape += (("detail", ("[]", *shapes)),)
     return entry, shape
 
@@ -737,18 +735,14 @@ def _narrative(report: PatientReport, summary: str, headings: Sequence[Criterion
     pieces = [
         _pieces(trial, heading, part) for heading, part in zip(headings, report.parts, strict=True)
     ]
-    return _narrative_of(report, summary, pieces)
-
-
-def _narrative_of(report: PatientReport, summary: str, pieces: Sequence[_PartPieces]) -> str:
     head, tail = _narrative_ends(report, summary)
     return head + "".join([piece.row for piece in pieces]) + tail
 
 
 def _narrative_json(report: PatientReport, summary: str, pieces: Sequence[_PartPieces]) -> bytes:
-    """`_narrative_of` as the inside of a JSON string, from the rows' JSON texts (made once
-    for a shared part): JSON escapes character by character, so the text of the whole is
-    the texts of its pieces, joined."""
+    """The narrative (`_narrative`) as the inside of a JSON string, from the rows' JSON
+    texts (made once for a shared part): JSON escapes character by character, so the text
+    of the whole is the texts of its pieces, joined."""
     head, tail = _narrative_ends(report, summary)
     dumps = orjson.dumps
     return b"".join([dumps(head)[1:-1], *[piece.row_json for piece in pieces], dumps(tail)[1:-1]])
