@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import multiprocessing
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from engine.attestations import Attestations
 from engine.evaluate import CompiledCriteria, PatientEvaluation, evaluate_patient
@@ -93,3 +97,24 @@ def evaluations_of_the_examples(
         evaluation = evaluate_patient(trial, record, AS_OF, answers)
         evaluations[evaluation.patient_reference] = evaluation
     return evaluations
+
+
+def skip_unless_dask_workers_fork() -> None:
+    """Skip where a local Dask cluster's workers are not forked from the command's process
+    (no distributed; no fork, or macOS, where fork is not safe)."""
+    pytest.importorskip("distributed")
+    if "fork" not in multiprocessing.get_all_start_methods() or sys.platform == "darwin":
+        pytest.skip("workers are forked from this process only where fork is safe")
+
+
+def run_python(code: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """Run `code` in a fresh interpreter, as a command starts (this folder importable): it
+    must exit 0; its output as text."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *arguments],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+        cwd=Path(__file__).parent,
+    )

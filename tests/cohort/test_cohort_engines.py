@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import multiprocessing
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa  # type: ignore[import-untyped]
@@ -19,6 +17,8 @@ from cohort_examples import (
     PARTITIONS,
     evaluations_of_the_examples,
     read_ndjson,
+    run_python,
+    skip_unless_dask_workers_fork,
 )
 
 import engine.record
@@ -156,9 +156,7 @@ def test_a_local_worker_that_ends_abruptly_is_a_clear_error_and_the_run_resumes(
 def test_dask_workers_that_end_abruptly_are_a_clear_error(ndjson_folder: Path) -> None:
     """Every worker dies on its first partition (taking the run's scattered job with it):
     the run stops with a CohortError, no traceback, no hang."""
-    pytest.importorskip("distributed")
-    if "fork" not in multiprocessing.get_all_start_methods() or sys.platform == "darwin":
-        pytest.skip("workers see the patched function only when forked from this process")
+    skip_unless_dask_workers_fork()
     code = (
         "import os, sys, tempfile\n"
         "from pathlib import Path\n"
@@ -175,14 +173,7 @@ def test_dask_workers_that_end_abruptly_are_a_clear_error(ndjson_folder: Path) -
         "except CohortError as error:\n"
         "    print(error)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(ndjson_folder)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=300,
-        cwd=Path(__file__).parent,
-    )
+    done = run_python(code, str(ndjson_folder))
     assert done.stdout.startswith("a Dask worker process ended abruptly"), done.stdout
     assert "run the same command again to resume" in done.stdout
     assert "Traceback" not in done.stderr

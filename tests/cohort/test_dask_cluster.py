@@ -7,13 +7,11 @@ import dataclasses
 import datetime as dt
 import multiprocessing
 import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
-from cohort_examples import AS_OF, CRITERIA
+from cohort_examples import AS_OF, CRITERIA, run_python, skip_unless_dask_workers_fork
 
 from engine.cohort.engines import (
     QUIET_LOCAL_CLUSTER,
@@ -49,9 +47,7 @@ def _profiling_and_parent() -> tuple[bool, int]:
 def test_a_local_cluster_forks_its_quiet_workers_from_the_command_s_process() -> None:
     """In a process that runs no other thread (a `trialsieve cohort` before pass 1), the
     workers are forks of that process: distributed, imported once, is theirs as well."""
-    pytest.importorskip("distributed")
-    if "fork" not in multiprocessing.get_all_start_methods() or sys.platform == "darwin":
-        pytest.skip("workers are forked from this process only where fork is safe")
+    skip_unless_dask_workers_fork()
     code = (
         "import os\n"
         "from engine.cohort.engines import DaskStart, EngineSettings\n"
@@ -68,17 +64,13 @@ def test_a_local_cluster_forks_its_quiet_workers_from_the_command_s_process() ->
         "    print(sorted((profiling, parent == os.getpid()) for profiling, parent in "
         "answers.values()))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
-    )
+    done = run_python(code)
     assert done.stdout.strip() == "[(False, True), (False, True)]"
     assert QUIET_LOCAL_CLUSTER["distributed.worker.profile.enabled"] is False
 
 
 def test_a_forked_worker_that_dies_before_joining_fails_the_start_instead_of_hanging() -> None:
-    pytest.importorskip("distributed")
-    if "fork" not in multiprocessing.get_all_start_methods() or sys.platform == "darwin":
-        pytest.skip("workers are forked from this process only where fork is safe")
+    skip_unless_dask_workers_fork()
     code = (
         "import os\n"
         "from engine.cohort import engines\n"
@@ -93,9 +85,7 @@ def test_a_forked_worker_that_dies_before_joining_fails_the_start_instead_of_han
         "finally:\n"
         "    start.close()\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
-    )
+    done = run_python(code)
     assert done.stdout.strip() == (
         "a Dask worker process ended before it joined the cluster (exit code 3)"
     )
