@@ -1083,26 +1083,30 @@ class PartitionLines:
     """One partition's lines with all it takes to group them anywhere (picklable).
 
     `chunks` are the partition's lines (unchanged, in export order), a run at a time: the
-    lines of `runs[i]` (whose they are and where they come from) are `chunks[i]`;
-    `files` and `ranges` turn a range and line into a file and line number; `shared` holds
-    the shared resources patients may refer to. A worker on another machine needs nothing
-    else.
+    lines of `runs[i]` (whose they are and where they come from) are `chunks[i]`, or, when
+    that is None, the bytes of an input file at `places[i]` (file number, byte offset,
+    bytes; `file_states` says what the file was like in pass 1), read when their patient is
+    (`patients`); `files` and `ranges` turn a range and line into a file and line number;
+    `shared` holds the shared resources patients may refer to. A pickled copy carries every
+    line (the input's are read first): a worker on another machine needs nothing else.
     """
 
     index: int
-    chunks: tuple[bytes, ...]
+    chunks: tuple[bytes | None, ...]
     runs: tuple[Run, ...]
     files: tuple[str, ...]
     ranges: tuple[tuple[int, int], ...]
     shared: SharedResources
+    places: tuple[tuple[int, int, int], ...] = ()
+    file_states: tuple[tuple[int, int] | None, ...] = ()
 
     @classmethod
     def read(cls, export: PartitionedExport, index: int, shared: SharedResources) -> PartitionLines:
-        """Partition `index` from the work folder: its runs' lines, read where pass 1 left
-        them (in the input file, or copied to the partition's file).
-
-        Raises InputError when an input file changed since pass 1 read it."""
-        pieces: list[bytes] = []
+        """Partition `index` from the work folder: its runs, and the lines pass 1 copied (the
+        others are read where they are in the input files, a patient at a time, by
+        `patients`: still in the processor's cache when they are split and read)."""
+        chunks: list[bytes | None] = []
+        places: list[tuple[int, int, int]] = []
         runs: list[Run] = []
         for range_number, copies_path, runs_path, (offset, section_bytes, _copied) in zip(
             export.partition_ranges[index],
@@ -1113,16 +1117,54 @@ class PartitionLines:
         ):
             copies = b"" if copies_path is None else copies_path.read_bytes()
             file_number = export.ranges[range_number][0]
-            with _InputFile(export, file_number) as source:
-                for line in _read_section(runs_path, offset, section_bytes).splitlines():
-                    patient, first_line, count, kind, at, length = line.split(b"\t")
-                    start, size = int(at), int(length)
-                    if kind == _COPY:
-                        pieces.append(copies[start : start + size])
-                    else:
-                        pieces.append(source.read(start, size))
-                    runs.append((patient, range_number, int(first_line), int(count)))
-        return cls(index, tuple(pieces), tuple(runs), export.files, export.ranges, shared)
+            for line in _read_section(runs_path, offset, section_bytes).splitlines():
+                patient, first_line, count, kind, at, length = line.split(b"\t")
+                start, size = int(at), int(length)
+                chunks.append(copies[start : start + size] if kind == _COPY else None)
+                places.append((file_number, start, size))
+                runs.append((patient, range_number, int(first_line), int(count)))
+        return cls(
+            index,
+            tuple(chunks),
+            tuple(runs),
+            export.files,
+            export.ranges,
+            shared,
+            tuple(places),
+            export.file_states,
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled with every line in `chunks` (read from the input files now)."""
+        with self._inputs() as inputs:
+            chunks = tuple(self._chunk(number, inputs) for number in range(len(self.runs)))
+        return (type(self), (self.index, chunks, self.runs, self.files, self.ranges, self.shared))
+
+    @contextmanager
+    def _inputs(self) -> Iterator[dict[int, _InputFile]]:
+        """The input files holding lines of `chunks` left None, by file number, each opened
+        and checked to be as pass 1 read it (in the order of the runs), closed afterwards.
+
+        Raises InputError when an input file changed since pass 1 read it."""
+        inputs: dict[int, _InputFile] = {}
+        try:
+            for chunk, (file_number, _at, _size) in zip(self.chunks, self.places, strict=False):
+                if chunk is None and file_number not in inputs:
+                    state = self.file_states[file_number] if self.file_states else None
+                    inputs[file_number] = _InputFile(self.files[file_number], state)
+                    inputs[file_number].open()
+            yield inputs
+        finally:
+            for source in inputs.values():
+                source.close()
+
+    def _chunk(self, number: int, inputs: dict[int, _InputFile]) -> bytes:
+        """The lines of run `number`."""
+        chunk = self.chunks[number]
+        if chunk is None:
+            file_number, at, size = self.places[number]
+            chunk = inputs[file_number].read(at, size)
+        return chunk
 
     @functools.cached_property
     def run_starts(self) -> list[int]:
@@ -1160,7 +1202,18 @@ class PartitionLines:
                 groups[run[0]] = [number]
             else:
                 group.append(number)
-        chunks = self.chunks
+        with self._inputs() as inputs:
+            yield from self._patients(groups, inputs, on_problem, screen, preview_first)
+
+    def _patients(
+        self,
+        groups: dict[bytes, list[int]],
+        inputs: dict[int, _InputFile],
+        on_problem: ProblemHandler,
+        screen: LineScreen | None,
+        preview_first: bool,
+    ) -> Iterator[PatientResources]:
+        chunk_of = self._chunk
         runs = self.runs
         run_starts = self.run_starts
         shared_types = tuple(sorted({key.split("/")[0] for key in self.shared}))
@@ -1168,22 +1221,23 @@ class PartitionLines:
         needles = tuple(b'"reference":"%s/' % name.encode() for name in shared_types)
         for patient in sorted(groups):
             numbers = groups.pop(patient)
-            # Split a patient at a time, just before the lines are read (still in the
-            # processor's cache), by BytesIO, which finds line ends with memchr (a byte loop
-            # in bytes.split). Each line keeps its line end: JSON white space to every
+            # Read and split a patient at a time, just before the lines are read (still in
+            # the processor's cache), by BytesIO, which finds line ends with memchr (a byte
+            # loop in bytes.split). Each line keeps its line end: JSON white space to every
             # reader of it (`_parse` words an error as for the line without it).
             texts: list[bytes] = []
+            chunks: list[tuple[bytes, int]] = []
             for number in numbers:
-                texts += io.BytesIO(chunks[number]).readlines()
+                chunk = chunk_of(number, inputs)
+                texts += io.BytesIO(chunk).readlines()
+                chunks.append((chunk, runs[number][3]))
             segments = [(run_starts[number], runs[number][3]) for number in numbers]
             reader = _PatientLines(
                 self,
                 patient,
                 texts,
                 segments,
-                _lines_referring([(chunks[number], runs[number][3]) for number in numbers], needles)
-                if references is not None
-                else None,
+                _lines_referring(chunks, needles) if references is not None else None,
                 references,
                 on_problem,
                 screen,
@@ -1217,30 +1271,34 @@ _PREAD: Callable[[int, int, int], bytes] | None = getattr(os, "pread", None)
 
 
 class _InputFile:
-    """An input file opened on first read, checked to be as pass 1 read it."""
+    """An input file, checked when opened to be as pass 1 read it (`state`: its size and
+    modification time then)."""
 
-    def __init__(self, export: PartitionedExport, file_number: int) -> None:
-        self.name = export.files[file_number]
-        self.state = export.file_states[file_number] if export.file_states else None
+    def __init__(self, name: str, state: tuple[int, int] | None) -> None:
+        self.name = name
+        self.state = state
         self.handle: IO[bytes] | None = None
+        self.descriptor = -1
 
-    def __enter__(self) -> _InputFile:
-        return self
-
-    def __exit__(self, *_exception: object) -> None:
-        if self.handle is not None:
-            self.handle.close()
-
-    def read(self, start: int, size: int) -> bytes:
-        """The `size` bytes from byte `start`: whole lines, the last ending with a line end."""
+    def open(self) -> None:
         if self.handle is None:
             self.handle = self._open()
+            self.descriptor = self.handle.fileno()
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+    def read(self, start: int, size: int) -> bytes:
+        """The `size` bytes from byte `start` (of the file `open` opened): whole lines, the
+        last ending with a line end."""
         try:
             if _PREAD is not None:
-                text = _PREAD(self.handle.fileno(), size, start)
+                text = _PREAD(self.descriptor, size, start)
             else:  # no pread (Windows)
-                self.handle.seek(start)
-                text = self.handle.read(size)
+                os.lseek(self.descriptor, start, os.SEEK_SET)
+                text = os.read(self.descriptor, size)
         except OSError as error:
             raise self._changed(_reason(error)) from error
         if len(text) != size or not text.endswith(b"\n"):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import pickle
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from hypothesis import strategies as st
 from engine.cohort.ndjson_partitions import (
     NdjsonFolderSource,
     PartitionedExport,
+    PartitionLines,
     _lines_referring,
     load_shared_resources,
     partition_ndjson,
@@ -375,6 +378,35 @@ def test_runs_are_read_where_they_are_without_pread(
     assert by_id(with_pread) == {
         "a": ["Observation/o1", "Observation/o3", "Patient/a"],
         "b": ["Observation/o2", "Patient/b"],
+    }
+
+
+def test_a_pickled_partition_carries_its_lines(tmp_path: Path) -> None:
+    """`PartitionLines.read` leaves the lines in the input files until a patient is read; a
+    pickled copy (a Dask payload) holds them all: it reads alike once the files are gone."""
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "Patient.ndjson").write_bytes(lines(patient("a"), patient("b")))
+    (export / "Observation.ndjson").write_bytes(
+        lines(observation("o1", "a"), observation("o2", "b"), observation("o3", "a"))
+    )
+    (export / "Medication.ndjson").write_bytes(lines({"resourceType": "Medication", "id": "m"}))
+    with gzip.open(export / "MedicationRequest.ndjson.gz", "wb") as requests:  # lines copied
+        requests.write(lines(medication_request("r", "b", "m")))
+    partitioned = partition_ndjson(export, tmp_path / "work", 1)
+    shared = load_shared_resources(partitioned)
+    partition = PartitionLines.read(partitioned, 0, shared)
+    assert None in partition.chunks  # read when their patient is
+    expected = list(partition.patients())
+    shipped = pickle.dumps(partition)
+    shutil.rmtree(export)
+    shutil.rmtree(tmp_path / "work")
+    arrived = pickle.loads(shipped)
+    assert None not in arrived.chunks
+    assert list(arrived.patients()) == expected
+    assert by_id(expected) == {
+        "a": ["Observation/o1", "Observation/o3", "Patient/a"],
+        "b": ["MedicationRequest/r", "Observation/o2", "Patient/b", "Medication/m"],
     }
 
 
