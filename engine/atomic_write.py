@@ -18,6 +18,11 @@ finds no `complete` line, a digest that does not match, or no JSON, and evaluate
 again: the crash costs time, never a wrong result. Each fsync waits for the disk: about 8 ms
 each on a shared machine, 0.35 s of a 10x re-run's 0.8 s wall for its 43 files.
 
+`atomic_files` writes several files as one set (the cohort's outputs): each to its temporary
+file, and when the block ends every one is fsynced at once, in threads, so that their waits
+for the disk overlap (nine cohort outputs at 10x, 27 MB: 0.048-0.057 s of fsyncs one after
+the other, 0.024-0.029 s at once), then renamed. Each file is still whole or absent.
+
 The temporary file is created exclusively (it never overwrites another) with the permissions
 any file the user writes gets (the umask applies), unlike `tempfile.mkstemp`'s owner-only ones.
 """
@@ -27,6 +32,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -51,7 +57,7 @@ def atomic_write(path: str | Path, buffering: int = -1, durable: bool = True) ->
     (b'{}', ['result.json'])
     """
     target = Path(path)
-    temporary = target.with_name(f".{target.name}.{secrets.token_hex(6)}{TEMPORARY_SUFFIX}")
+    temporary = _temporary_path(target)
     try:
         with open(temporary, "xb", buffering=buffering) as handle:
             yield handle
@@ -68,3 +74,68 @@ def write_atomically(path: str | Path, data: bytes, durable: bool = True) -> Non
     """Write `data` to `path` through `atomic_write`."""
     with atomic_write(path, durable=durable) as handle:
         handle.write(data)
+
+
+def _temporary_path(target: Path) -> Path:
+    return target.with_name(f".{target.name}.{secrets.token_hex(6)}{TEMPORARY_SUFFIX}")
+
+
+class AtomicFiles:
+    """Files being written by one `atomic_files` block; `open` adds one."""
+
+    def __init__(self, buffering: int) -> None:
+        self._buffering = buffering
+        self._files: list[tuple[Path, Path, BinaryIO]] = []
+
+    def open(self, path: str | Path) -> BinaryIO:
+        """A binary file to write, renamed to `path` when the block ends without an exception
+        (the target's folder must exist)."""
+        target = Path(path)
+        temporary = _temporary_path(target)
+        # closed when the `atomic_files` block ends
+        handle = open(temporary, "xb", buffering=self._buffering)  # noqa: SIM115
+        self._files.append((target, temporary, handle))
+        return handle
+
+    def _commit(self) -> None:
+        handles = [handle for _target, _temporary, handle in self._files]
+        for handle in handles:
+            handle.flush()
+        if len(handles) > 1:
+            with ThreadPoolExecutor(len(handles), thread_name_prefix="trialsieve-fsync") as pool:
+                list(pool.map(os.fsync, [handle.fileno() for handle in handles]))
+        else:
+            for handle in handles:
+                os.fsync(handle.fileno())
+        for handle in handles:
+            handle.close()
+        for target, temporary, _handle in self._files:
+            os.replace(temporary, target)
+
+    def _discard(self) -> None:
+        for _target, temporary, handle in self._files:
+            handle.close()
+            temporary.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_files(buffering: int = -1) -> Iterator[AtomicFiles]:
+    """Several files written atomically as one set (`AtomicFiles.open` each): when the block
+    ends without an exception all are flushed, fsynced at once (in threads) and renamed to
+    their targets; on an exception none is, and every temporary file is removed.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     with atomic_files() as files:
+    ...         _ = files.open(Path(folder) / "a.csv").write(b"a")
+    ...         _ = files.open(Path(folder) / "b.csv").write(b"b")
+    ...     sorted(p.name for p in Path(folder).iterdir())
+    ['a.csv', 'b.csv']
+    """
+    files = AtomicFiles(buffering)
+    try:
+        yield files
+        files._commit()
+    except BaseException:
+        files._discard()
+        raise

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.atomic_write import TEMPORARY_SUFFIX, atomic_write, write_atomically
+from engine.atomic_write import TEMPORARY_SUFFIX, atomic_files, atomic_write, write_atomically
 
 
 def test_a_finished_write_replaces_the_target_and_leaves_no_temporary_file(tmp_path: Path) -> None:
@@ -55,3 +55,51 @@ def test_durable_decides_the_fsync_alone(
     assert target.read_bytes() == b"whole"
     assert len(synced) == (1 if durable else 0)
     assert [path.name for path in tmp_path.iterdir()] == ["result.ndjson"]
+
+
+def test_a_set_of_files_appears_only_when_its_block_ends_each_fsynced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(descriptor: int) -> None:
+        synced.append(descriptor)
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    (tmp_path / "a.csv").write_bytes(b"old")
+    with atomic_files() as files:
+        files.open(tmp_path / "a.csv").write(b"new a")
+        files.open(tmp_path / "b.csv").write(b"new b")
+        assert (tmp_path / "a.csv").read_bytes() == b"old"
+        assert not (tmp_path / "b.csv").exists()
+    assert (tmp_path / "a.csv").read_bytes() == b"new a"
+    assert (tmp_path / "b.csv").read_bytes() == b"new b"
+    assert len(synced) == 2
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a.csv", "b.csv"]
+
+
+def test_an_error_in_a_set_of_files_keeps_every_old_target_and_removes_the_temporary_files(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "a.csv").write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="interrupted"), atomic_files() as files:
+        files.open(tmp_path / "a.csv").write(b"new a")
+        files.open(tmp_path / "b.csv").write(b"half")
+        raise RuntimeError("interrupted")
+    assert (tmp_path / "a.csv").read_bytes() == b"old"
+    assert [path.name for path in tmp_path.iterdir()] == ["a.csv"]
+
+
+def test_a_failed_fsync_renames_none_of_the_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fsync(descriptor: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(OSError, match="Input/output error"), atomic_files() as files:
+        files.open(tmp_path / "a.csv").write(b"a")
+        files.open(tmp_path / "b.csv").write(b"b")
+    assert list(tmp_path.iterdir()) == []

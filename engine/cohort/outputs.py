@@ -34,7 +34,7 @@ import orjson
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
-from engine.atomic_write import atomic_write
+from engine.atomic_write import AtomicFiles, atomic_files
 from engine.cohort.partition import (
     CRITERION_VALUES,
     NOT_EVALUATED,
@@ -89,44 +89,46 @@ def assemble_outputs(out: Path, criteria: CompiledCriteria, partition_count: int
     tallies = [_CriterionTally(c.id, c.kind) for c in criteria.criteria]
     counts = CohortCounts()
     duplicates: list[dict[str, Any]] = []
-    with (
-        atomic_write(out / "subjects.ndjson", _BUFFER) as subjects,
-        atomic_write(out / "issues.ndjson", _BUFFER) as issues,
-        atomic_write(out / "cohort.csv", _BUFFER) as table_file,
-        atomic_write(out / "cohort.parquet", _BUFFER) as parquet_file,
-        _CohortParquet(parquet_file, [tally.id for tally in tallies]) as parquet,
-    ):
-        table = csv.writer(_TextSink(table_file), lineterminator="\n")
-        table.writerow(["patient", "status", *(tally.id for tally in tallies)])
-        problems_at = [0] * partition_count
-        streams = [
-            _patient_results(result_path(results_folder, index), problems_at, index)
-            for index in range(partition_count)
-        ]
-        cells_seen = _CellsTally(tallies)
-        previous: str | None = None
-        for patient_id, _index, _position, result, line, tab, second_tab in heapq.merge(*streams):
-            if patient_id == previous:
-                duplicates.append(_duplicate_problem(patient_id))
-                continue
-            previous = patient_id
-            subjects.write(line[tab + 1 : second_tab])
-            subjects.write(b"\n")
-            issues.write(line[second_tab + 1 :])
-            status = result["status"]
-            values, numbers = cells_seen.add(result["cells"])
-            table.writerow([patient_id, status, *values])
-            parquet.add(patient_id, status, numbers)
-            counts.patients += 1
-            counts.statuses[status] += 1
-            if result["settled_by"] is not None:
-                counts.settled_by_prefilter += 1
-        cells_seen.flush()
-    with atomic_write(out / "study.json", _BUFFER) as study:
-        study.write(orjson.dumps(research_study(criteria.trial), option=orjson.OPT_INDENT_2))
-    _write_errors(out, results_folder, problems_at, duplicates, counts)
-    _write_attrition(out, criteria, tallies, counts)
-    _write_availability(out, tallies, counts.patients)
+    # Every output is renamed into place when the block ends, after one fsync of all of them
+    # at once (`atomic_files`): each file is whole or absent, as with an atomic write each.
+    with atomic_files(_BUFFER) as files:
+        subjects = files.open(out / "subjects.ndjson")
+        issues = files.open(out / "issues.ndjson")
+        table_file = files.open(out / "cohort.csv")
+        parquet_file = files.open(out / "cohort.parquet")
+        with _CohortParquet(parquet_file, [tally.id for tally in tallies]) as parquet:
+            table = csv.writer(_TextSink(table_file), lineterminator="\n")
+            table.writerow(["patient", "status", *(tally.id for tally in tallies)])
+            problems_at = [0] * partition_count
+            streams = [
+                _patient_results(result_path(results_folder, index), problems_at, index)
+                for index in range(partition_count)
+            ]
+            cells_seen = _CellsTally(tallies)
+            previous: str | None = None
+            merged = heapq.merge(*streams)
+            for patient_id, _index, _position, result, line, tab, second_tab in merged:
+                if patient_id == previous:
+                    duplicates.append(_duplicate_problem(patient_id))
+                    continue
+                previous = patient_id
+                subjects.write(line[tab + 1 : second_tab])
+                subjects.write(b"\n")
+                issues.write(line[second_tab + 1 :])
+                status = result["status"]
+                values, numbers = cells_seen.add(result["cells"])
+                table.writerow([patient_id, status, *values])
+                parquet.add(patient_id, status, numbers)
+                counts.patients += 1
+                counts.statuses[status] += 1
+                if result["settled_by"] is not None:
+                    counts.settled_by_prefilter += 1
+            cells_seen.flush()
+        study = orjson.dumps(research_study(criteria.trial), option=orjson.OPT_INDENT_2)
+        files.open(out / "study.json").write(study)
+        _write_errors(files, out, results_folder, problems_at, duplicates, counts)
+        _write_attrition(files, out, criteria, tallies, counts)
+        _write_availability(files, out, tallies, counts.patients)
     return counts
 
 
@@ -237,6 +239,7 @@ def _duplicate_problem(patient_id: str) -> dict[str, Any]:
 
 
 def _write_errors(
+    files: AtomicFiles,
     out: Path,
     results_folder: Path,
     problems_at: list[int],
@@ -249,19 +252,17 @@ def _write_errors(
     patients_affected: set[str] = set()
     places = [(results_folder / SOURCE_PROBLEMS, 0)]
     places += [(result_path(results_folder, i), at) for i, at in enumerate(problems_at)]
-    with atomic_write(out / "errors.ndjson", _BUFFER) as errors:
-        problems = (
-            orjson.loads(line)["problem"]
-            for path, at in places
-            for line in _problem_lines(path, at)
-        )
-        for problem in [*problems, *duplicates]:
-            errors.write(orjson.dumps(problem) + b"\n")
-            counts.problems += 1
-            if problem["line"] is not None:
-                lines_affected.add((problem["file"], problem["line"]))
-            if problem["patient"] is not None:
-                patients_affected.add(problem["patient"])
+    errors = files.open(out / "errors.ndjson")
+    problems = (
+        orjson.loads(line)["problem"] for path, at in places for line in _problem_lines(path, at)
+    )
+    for problem in [*problems, *duplicates]:
+        errors.write(orjson.dumps(problem) + b"\n")
+        counts.problems += 1
+        if problem["line"] is not None:
+            lines_affected.add((problem["file"], problem["line"]))
+        if problem["patient"] is not None:
+            patients_affected.add(problem["patient"])
     counts.lines_affected = len(lines_affected)
     counts.patients_affected = len(patients_affected)
 
@@ -270,7 +271,11 @@ def _write_errors(
 
 
 def _write_attrition(
-    out: Path, criteria: CompiledCriteria, tallies: list[_CriterionTally], counts: CohortCounts
+    files: AtomicFiles,
+    out: Path,
+    criteria: CompiledCriteria,
+    tallies: list[_CriterionTally],
+    counts: CohortCounts,
 ) -> None:
     rows: list[list[Any]] = []
     remaining = counts.patients
@@ -290,25 +295,24 @@ def _write_attrition(
             ]
         )
         remaining -= tally.first_failures
-    with atomic_write(out / "attrition.csv", _BUFFER) as handle:
-        writer = csv.writer(_TextSink(handle), lineterminator="\n")
-        writer.writerow(
-            [
-                "step",
-                "criterion",
-                "kind",
-                "remaining_before",
-                "lost",
-                "remaining",
-                "unknown_missing_of_remaining",
-                "manual_of_remaining",
-                "not_evaluated_of_remaining",
-                "fails_overall",
-            ]
-        )
-        writer.writerows(rows)
-    with atomic_write(out / "attrition.html", _BUFFER) as handle:
-        handle.write(_attrition_page(criteria, rows, counts).encode())
+    handle = files.open(out / "attrition.csv")
+    writer = csv.writer(_TextSink(handle), lineterminator="\n")
+    writer.writerow(
+        [
+            "step",
+            "criterion",
+            "kind",
+            "remaining_before",
+            "lost",
+            "remaining",
+            "unknown_missing_of_remaining",
+            "manual_of_remaining",
+            "not_evaluated_of_remaining",
+            "fails_overall",
+        ]
+    )
+    writer.writerows(rows)
+    files.open(out / "attrition.html").write(_attrition_page(criteria, rows, counts).encode())
 
 
 _ROW_HEIGHT = 28
@@ -411,34 +415,36 @@ def _attrition_page(criteria: CompiledCriteria, rows: list[list[Any]], counts: C
 # --------------------------------------------------------------------------- data availability
 
 
-def _write_availability(out: Path, tallies: list[_CriterionTally], patients: int) -> None:
-    with atomic_write(out / "data_availability.csv", _BUFFER) as handle:
-        writer = csv.writer(_TextSink(handle), lineterminator="\n")
-        writer.writerow(
-            [
-                "criterion",
-                "kind",
-                "patients",
-                "not_evaluated",
-                "answerable",
-                "answerable_share",
-                "missing_data",
-                "most_missing",
-            ]
+def _write_availability(
+    files: AtomicFiles, out: Path, tallies: list[_CriterionTally], patients: int
+) -> None:
+    handle = files.open(out / "data_availability.csv")
+    writer = csv.writer(_TextSink(handle), lineterminator="\n")
+    writer.writerow(
+        [
+            "criterion",
+            "kind",
+            "patients",
+            "not_evaluated",
+            "answerable",
+            "answerable_share",
+            "missing_data",
+            "most_missing",
+        ]
+    )
+    for tally in tallies:
+        missing = tally.values["unknown_missing"]
+        skipped = tally.values[NOT_EVALUATED]
+        evaluated = patients - skipped
+        answerable = evaluated - missing
+        share = f"{answerable / evaluated:.3f}" if evaluated else ""
+        shown = "; ".join(
+            f"{item} ({count})"
+            for item, count in tally.missing_items.most_common(MISSING_ITEMS_SHOWN)
         )
-        for tally in tallies:
-            missing = tally.values["unknown_missing"]
-            skipped = tally.values[NOT_EVALUATED]
-            evaluated = patients - skipped
-            answerable = evaluated - missing
-            share = f"{answerable / evaluated:.3f}" if evaluated else ""
-            shown = "; ".join(
-                f"{item} ({count})"
-                for item, count in tally.missing_items.most_common(MISSING_ITEMS_SHOWN)
-            )
-            writer.writerow(
-                [tally.id, tally.kind.value, evaluated, skipped, answerable, share, missing, shown]
-            )
+        writer.writerow(
+            [tally.id, tally.kind.value, evaluated, skipped, answerable, share, missing, shown]
+        )
 
 
 # --------------------------------------------------------------------------- files
@@ -451,7 +457,7 @@ _BUFFER = 1 << 20
 class _CohortParquet:
     """cohort.parquet, written in row groups as rows come (memory does not grow with them).
 
-    Writes into `target`, an open `atomic_write` file that the caller renames into place.
+    Writes into `target`, an open `atomic_files` file that the caller renames into place.
     """
 
     def __init__(self, target: BinaryIO, criterion_ids: list[str]) -> None:
