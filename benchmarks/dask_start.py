@@ -1,17 +1,18 @@
-"""Benchmark: the Dask engine's own cost, apart from any input: start its cluster, run tasks,
-close it.
+"""Benchmark: the Dask engine's own cost, apart from any input: start its cluster, call a
+function on every worker a few times, close it.
 
-    .venv/bin/python benchmarks/dask_start.py [--workers N] [--tasks N] [--repeat N]
+    .venv/bin/python benchmarks/dask_start.py [--workers N] [--calls N] [--repeat N]
 
 Each round runs, each in a fresh process (spawned, as a `trialsieve cohort` command starts),
-interleaved: the cluster a run starts for itself (`DaskStart`: on Linux its workers are
-forked from the command's process, which imports distributed once, before pass 1) and the
-same with another thread running in the process, where the workers come from a forkserver
-that imports distributed and trialsieve again (what every run did until 2026-11-30, with a
-nanny per worker). Each prints the CPU seconds of the whole process tree (the command's
-process, its children, their children: distributed's import included, trialsieve's not:
-the command has imported it anyway), and the seconds until the workers are up, until the
-tasks are done and until the cluster is closed. A cohort run's Dask/local CPU difference
+interleaved: the cluster a run starts for itself (`DaskStart`: on Linux a process forked
+from the command's holds it, importing distributed once and forking the workers from
+itself) and the same with another thread running in the process, where the command's
+process imports distributed and the workers come from a forkserver that imports distributed
+and trialsieve again (what every run did until 2026-11-30, with a nanny per worker). Each
+prints the CPU seconds of the whole process tree (the command's process, its children,
+their children: distributed's import included, trialsieve's not: the command has imported
+it anyway), and the seconds until the workers are up (the first call answered), until the
+calls are done and until the cluster is closed. A cohort run's Dask/local CPU difference
 (`benchmarks/cohort.py`) is about this cost, whatever the input size.
 """
 
@@ -33,7 +34,7 @@ def _square(number: int) -> int:
     return number * number
 
 
-def _start_run_close(workers: int, tasks: int, with_a_thread: bool) -> tuple[float, ...]:
+def _start_run_close(workers: int, calls: int, with_a_thread: bool) -> tuple[float, ...]:
     """In a fresh process: CPU seconds, and seconds to ready, to done, to closed."""
     import engine.cohort.runner  # noqa: F401  # what a cohort command has imported
     from engine.cohort.engines import DaskStart, EngineSettings
@@ -52,10 +53,11 @@ def _start_run_close(workers: int, tasks: int, with_a_thread: bool) -> tuple[flo
             other.join()
     start.begin()
     try:
-        client = start.client()
+        assert len(start.run_on_workers(_square, 0)) == workers
         ready = time.perf_counter() - started
-        futures = [client.submit(_square, number, pure=False) for number in range(tasks)]
-        assert sum(future.result() for future in futures) == sum(n * n for n in range(tasks))
+        for number in range(1, calls):
+            answers = start.run_on_workers(_square, number)
+            assert list(answers.values()) == [number * number] * workers
         done = time.perf_counter() - started
     finally:
         start.close()
@@ -68,10 +70,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--tasks", type=int, default=16)
+    parser.add_argument("--calls", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=3)
     arguments = parser.parse_args()
-    names = {False: "forked from the command", True: "forkserver (another thread ran)"}
+    names = {False: "hosted, workers forked", True: "forkserver (another thread ran)"}
     figures: dict[bool, list[tuple[float, ...]]] = {False: [], True: []}
     context = multiprocessing.get_context("spawn")
     for _round in range(arguments.repeat):
@@ -79,16 +81,16 @@ def main() -> None:
             with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
                 figures[with_a_thread].append(
                     pool.submit(
-                        _start_run_close, arguments.workers, arguments.tasks, with_a_thread
+                        _start_run_close, arguments.workers, arguments.calls, with_a_thread
                     ).result()
                 )
-    print(f"{arguments.workers} workers, {arguments.tasks} tasks, {arguments.repeat} rounds:")
+    print(f"{arguments.workers} workers, {arguments.calls} calls, {arguments.repeat} rounds:")
     for with_a_thread, rounds in figures.items():
         cpu = sorted(round_[0] for round_ in rounds)
         best = min(rounds, key=lambda round_: round_[3])
         print(
             f"  {names[with_a_thread]:32} CPU {cpu[0]:.2f}-{cpu[-1]:.2f} s; best round: "
-            f"workers up {best[1]:.2f} s, tasks done {best[2]:.2f} s, closed {best[3]:.2f} s"
+            f"workers up {best[1]:.2f} s, calls done {best[2]:.2f} s, closed {best[3]:.2f} s"
         )
 
 

@@ -55,6 +55,9 @@ caught there, never reaching a caller:
     UntrustedCacheFile (engine/compiled_cache.py) a cache file another user could have
                       written: never unpickled; caught there (a warning, then the trial
                       compiles as without a cache)
+    _HostClosing      (engine/cohort/engines.py) the command closed the Dask cluster's host
+                      process, or went away, in the middle of a run: the host stops the run
+                      and closes the cluster
 
 Every error carries a `location` that names where the problem is; `str(error)` puts it first,
 so a person reading the message knows which file, line, resource and field to open.

@@ -7,14 +7,16 @@ the same files, so a run resumes with either.
 - `local`: `workers` processes of this machine (this process alone when 1), criteria compiled
   once per process (inherited through fork); each worker reads and writes its partitions.
 - `dask`: a Dask distributed cluster, a local one of `workers` single-threaded worker
-  processes (forked from this process where that is safe) unless `scheduler` names a running
-  one; the criteria are compiled once per worker from the
-  criteria and mapping files sent along (`CriteriaFiles`, cached by digest). With a shared
-  filesystem (always for a LocalCluster; `shared_filesystem` for a remote cluster) a task
-  carries only where its partition is (`PartitionOnDisk`) and the worker writes the result
-  file itself; without one a task carries the partition (`PartitionPayload`: an NDJSON
-  partition's lines) and the result comes back to this process, which writes the file.
-  `DaskStart`, made before pass 1 forks, starts the local cluster while pass 1 runs.
+  processes unless `scheduler` names a running one (where forking is safe, the local one
+  lives in a process forked from this one, which imports distributed and forks the workers
+  from itself; this process then never imports distributed); the criteria are compiled once
+  per worker from the criteria and mapping files sent along (`CriteriaFiles`, cached by
+  digest). With a shared filesystem (always for a LocalCluster; `shared_filesystem` for a
+  remote cluster) a task carries only where its partition is (`PartitionOnDisk`) and the
+  worker writes the result file itself; without one a task carries the partition
+  (`PartitionPayload`: an NDJSON partition's lines) and the result comes back to the
+  client's process, which writes the file. `DaskStart`, made before pass 1 forks, starts
+  the local cluster while pass 1 runs.
 
 `ENGINES` is the one place that knows the engines: by name, how each evaluates partitions
 and what the runner does for it (`EngineKind`); `engine_kind(name)` looks one up.
@@ -24,8 +26,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import importlib.util
 import logging
 import multiprocessing
+import pickle
 import resource
 import signal
 import sys
@@ -446,17 +450,279 @@ class _ForkedWorkers:
                 process.join()
 
 
-class DaskStart:
-    """A Dask LocalCluster (or a connection to `scheduler`) started in a thread.
+@dataclass(frozen=True)
+class DaskRun:
+    """What one run asks of a cluster: evaluate these partitions for this job."""
 
-    Made before pass 1 and begun once pass 1's processes exist, so that the worker processes
-    start while the input is split. On Linux, when this process runs no other thread, it
-    imports distributed and forks the workers from itself at once (`_ForkedWorkers`: nothing
-    imported twice), and the thread starts a scheduler for them; elsewhere the thread starts
-    a LocalCluster whose workers fork from a warm forkserver. `warm_up` has the workers load
-    the criteria as soon as they are up, and, with `prepare_units` (a `--full` run), build
-    the unit registry when no unit conversion is cached. `client()` waits for all that and
-    re-raises what failed; `close` shuts the cluster down.
+    job: DaskJob
+    partitions: PartitionedInput
+    results_folder: str
+    indexes: tuple[int, ...]
+    shared_filesystem: bool
+
+
+class _HostClosing(Exception):
+    """The command asked the cluster's host to close in the middle of a run."""
+
+
+def _evaluate_on_cluster(
+    client: Any,
+    run: DaskRun,
+    owns_cluster: bool,
+    on_started: Callable[[], None],
+    on_done: Callable[[PartitionOutcome], None],
+    closing: Callable[[], bool] = lambda: False,
+) -> int | None:
+    """Evaluate `run`'s partitions on the cluster of `client`, one task each (see `run_dask`);
+    the largest peak memory of a worker. `closing`: checked after each partition, whether to
+    stop (`_HostClosing`)."""
+    distributed = _import_distributed()
+    job = run.job
+    worker_count = max(1, len(client.scheduler_info()["workers"]))
+    shared_job = client.scatter(job, broadcast=True, hash=False)
+    waiting = iter(run.indexes)
+    running = distributed.as_completed()
+
+    def submit_next() -> None:
+        index = next(waiting, None)
+        if index is None:
+            return
+        key = f"trialsieve-partition-{index}-{job.criteria.digest[:12]}"
+        if run.shared_filesystem:
+            future = client.submit(
+                evaluate_and_write_on_dask_worker,
+                shared_job,
+                PartitionOnDisk(run.partitions, index),
+                run.results_folder,
+                key=key,
+                pure=False,
+                retries=1,
+            )
+        else:
+            payload = client.scatter(run.partitions.payload(index), hash=False)
+            future = client.submit(
+                evaluate_on_dask_worker, shared_job, payload, key=key, pure=False, retries=1
+            )
+        running.add(future)
+
+    for _slot in range(len(run.indexes) if run.shared_filesystem else 2 * worker_count):
+        submit_next()
+    on_started()
+    for future in running:
+        try:
+            done: PartitionResult | PartitionOutcome = future.result()
+        except (
+            distributed.KilledWorker,
+            CancelledError,
+            distributed.comm.CommClosedError,
+        ) as error:
+            # a worker died with the run's data (FutureCancelledError), a task killed
+            # worker after worker (KilledWorker), the scheduler gone (CommClosedError)
+            raise _lost_worker("Dask", error) from error
+        future.release()
+        if isinstance(done, PartitionResult):
+            write_result(run.results_folder, done)
+            done = done.outcome
+        on_done(done)
+        if closing():
+            raise _HostClosing
+        submit_next()
+    # every result is written: closing the cluster, when it is the run's own, is clean
+    peaks: dict[str, int] = client.run(_end_of_run_on_worker, owns_cluster)
+    return max(peaks.values(), default=None)
+
+
+def _start_scheduler_for(forked: _ForkedWorkers, workers: int) -> tuple[Any, Any]:
+    """A LocalCluster without workers of its own (the scheduler) for the forked workers, and
+    a client, once all `workers` have joined; CohortError when one ended before that."""
+    import dask
+
+    distributed = _import_distributed()
+    with dask.config.set(QUIET_LOCAL_CLUSTER):
+        cluster = distributed.LocalCluster(
+            n_workers=0,  # the scheduler only: its workers are the forked processes
+            host="127.0.0.1",  # loopback only: a local cluster is nobody else's
+            dashboard_address="127.0.0.1:0",  # a free port: clusters side by side
+            silence_logs=logging.WARNING,
+        )
+    try:
+        forked.connect(cluster.scheduler_address)
+        client = distributed.Client(cluster)
+        while True:
+            try:
+                client.wait_for_workers(workers, timeout=1)
+                return cluster, client
+            except TimeoutError:
+                ended = forked.ended()
+                if ended:
+                    client.close()
+                    raise CohortError(
+                        f"a Dask worker process ended before it joined the cluster "
+                        f"(exit code {ended[0]})"
+                    ) from None
+    except BaseException:
+        cluster.close()
+        raise
+
+
+def _picklable(error: BaseException) -> BaseException:
+    """`error` if it pickles (to cross the pipe to the command's process), else a
+    CohortError that names it."""
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:
+        return CohortError(f"the Dask cluster failed: {type(error).__name__}: {error}")
+    return error
+
+
+def _host_dask_cluster(requests: Connection, workers: int, prepare_units: bool) -> None:
+    """The cluster's host: a process forked from the command's before pass 1. It imports
+    distributed (while pass 1 runs in the command's processes), forks the workers from
+    itself (`_ForkedWorkers`: nothing imported twice), starts the scheduler and a client,
+    then serves the command's requests (`DaskStart`) until told to close, or until the
+    command's end of the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the command's: it closes us
+    failed: BaseException | None = None
+    forked: _ForkedWorkers | None = None
+    cluster: Any = None
+    client: Any = None
+    try:
+        distributed = _import_distributed()
+        # Every worker, the client and the scheduler read the installed versions (package
+        # metadata, `uname -p`): read once here, cached for the workers forked next.
+        distributed.versions.get_versions()
+        forked = _ForkedWorkers(workers, prepare_units)
+        exit_when_orphaned()  # after the forks: the workers copy no thread
+        cluster, client = _start_scheduler_for(forked, workers)
+    except BaseException as error:
+        failed = error
+
+    def reply(message: tuple[Any, ...]) -> None:
+        try:
+            requests.send(message)
+        except OSError as error:  # the command has gone: nobody to answer
+            raise _HostClosing from error
+
+    try:
+        while True:
+            try:
+                request = requests.recv()
+            except (EOFError, OSError):
+                return
+            kind, *arguments = request
+            if kind == "close":
+                return
+            try:
+                if kind == "warm_up":
+                    if failed is None:
+                        try:
+                            client.run(compile_on_dask_worker, *arguments)
+                        except BaseException as error:
+                            failed = error
+                elif failed is not None:
+                    reply(("error", _picklable(failed)))
+                elif kind == "run":
+                    function, function_arguments = arguments
+                    try:
+                        answers = client.run(function, *function_arguments)
+                    except BaseException as error:
+                        reply(("error", _picklable(error)))
+                    else:
+                        reply(("ok", answers))
+                else:
+                    (run,) = arguments
+                    try:
+                        peak = _evaluate_on_cluster(
+                            client,
+                            run,
+                            True,
+                            lambda: reply(("started",)),
+                            lambda outcome: reply(("done", outcome)),
+                            requests.poll,
+                        )
+                    except _HostClosing:
+                        raise
+                    except BaseException as error:
+                        reply(("error", _picklable(error)))
+                    else:
+                        reply(("ok", peak))
+            except _HostClosing:
+                return
+    finally:
+        try:
+            if client is not None:
+                client.close()
+        finally:
+            try:
+                if cluster is not None:
+                    cluster.close()
+            finally:
+                if forked is not None:
+                    forked.stop()
+
+
+class _DaskHost:
+    """The command's end of `_host_dask_cluster`: one request at a time."""
+
+    def __init__(self, workers: int, prepare_units: bool) -> None:
+        context = multiprocessing.get_context("fork")
+        self._pipe, theirs = context.Pipe()
+        self._process = context.Process(
+            target=_host_dask_cluster,
+            args=(theirs, workers, prepare_units),
+            name="trialsieve-dask-cluster",
+        )
+        self._process.start()
+        theirs.close()
+
+    def send(self, request: tuple[Any, ...]) -> None:
+        try:
+            self._pipe.send(request)
+        except OSError as error:
+            raise self._ended(error) from error
+
+    def receive(self) -> tuple[Any, ...]:
+        """The host's next message; an error it sent is raised."""
+        try:
+            message: tuple[Any, ...] = self._pipe.recv()
+        except (EOFError, OSError) as error:
+            raise self._ended(error) from error
+        if message[0] == "error":
+            raise message[1]
+        return message
+
+    def _ended(self, error: BaseException) -> CohortError:
+        self._process.join(1)
+        return CohortError(
+            f"the Dask cluster's process ended abruptly (exit code {self._process.exitcode}: "
+            "killed, or out of memory?) before every partition was evaluated; the partitions "
+            "written so far are kept: run the same command again to resume"
+        )
+
+    def close(self) -> None:
+        """Ask the host to close the cluster; terminate it if it has not ended within 30 s."""
+        with contextlib.suppress(OSError):
+            self._pipe.send(("close",))
+        self._pipe.close()
+        self._process.join(30)
+        if self._process.exitcode is None:
+            self._process.terminate()
+            self._process.join()
+
+
+class DaskStart:
+    """A Dask LocalCluster (or a connection to `scheduler`), started ahead of the run.
+
+    Made before pass 1 forks its processes. On Linux, when this process runs no other thread,
+    it forks the cluster's host (`_host_dask_cluster`) at once: that process imports
+    distributed and starts the cluster while pass 1 runs, and this process never imports
+    distributed; the run's requests and each partition's outcome go through a pipe.
+    Elsewhere (or with `scheduler`) a thread of this process, begun once pass 1's processes
+    exist, starts a LocalCluster whose workers fork from a warm forkserver (or connects to
+    the scheduler). `warm_up` has the workers load the criteria as soon as they are up,
+    and, with `prepare_units` (a `--full` run), build the unit registry when no unit
+    conversion is cached. `evaluate` and `run_on_workers` wait for all that and raise what
+    failed; `close` shuts the cluster down.
     """
 
     def __init__(self, settings: EngineSettings, prepare_units: bool = False) -> None:
@@ -468,64 +734,40 @@ class DaskStart:
         self._criteria: CriteriaFiles | None = None
         self._conversions: tuple[tuple[Any, Any], ...] = ()
         self._criteria_known = threading.Event()
-        self._forked: _ForkedWorkers | None = None
+        self._host: _DaskHost | None = None
         if settings.scheduler is None and _can_fork_workers():
-            _import_distributed()  # before the fork: the workers inherit it
-            self._forked = _ForkedWorkers(
-                settings.workers, prepare_units and not _conversions_known()
-            )
+            if importlib.util.find_spec("distributed") is None:
+                _import_distributed()  # its CohortError: no need to start anything
+            self._host = _DaskHost(settings.workers, prepare_units and not _conversions_known())
         self._thread = threading.Thread(target=self._start, name="trialsieve-dask-start")
 
     def begin(self) -> None:
-        if self._thread.ident is None:
+        if self._host is None and self._thread.ident is None:
             self._thread.start()
 
     def warm_up(self, criteria: CriteriaFiles | None) -> None:
         """Load `criteria` (and build the unit registry, with `prepare_units`) on every worker
         once they are up (None: nothing to load); the unit conversions this process knows
         now go along."""
+        conversions = tuple(units.known_conversions().items())
+        if self._host is not None:
+            if criteria is not None:
+                self._host.send(("warm_up", criteria, self._prepare_units, conversions))
+            return
         self._criteria = criteria
-        self._conversions = tuple(units.known_conversions().items())
+        self._conversions = conversions
         self._criteria_known.set()
 
     def _start(self) -> None:
         try:
-            if self._forked is not None:
-                self._start_for_forked_workers(self._forked)
-            else:
-                self._start_cluster()
+            self._start_cluster()
             self._criteria_known.wait()
             if self._criteria is not None:
                 self._client.run(
                     compile_on_dask_worker, self._criteria, self._prepare_units, self._conversions
                 )
-        except BaseException as error:  # re-raised by client(): the thread cannot raise
+        except BaseException as error:  # re-raised by _connected(): the thread cannot raise
             self._error = error
-
-    def _start_for_forked_workers(self, forked: _ForkedWorkers) -> None:
-        import dask
-
-        distributed = _import_distributed()
-        with dask.config.set(QUIET_LOCAL_CLUSTER):
-            self._cluster = distributed.LocalCluster(
-                n_workers=0,  # the scheduler only: its workers are the forked processes
-                host="127.0.0.1",  # loopback only: a local cluster is nobody else's
-                dashboard_address="127.0.0.1:0",  # a free port: clusters side by side
-                silence_logs=logging.WARNING,
-            )
-        forked.connect(self._cluster.scheduler_address)
-        self._client = distributed.Client(self._cluster)
-        while True:
-            try:
-                self._client.wait_for_workers(self._settings.workers, timeout=1)
-                return
-            except TimeoutError:
-                ended = forked.ended()
-                if ended:
-                    raise CohortError(
-                        f"a Dask worker process ended before it joined the cluster "
-                        f"(exit code {ended[0]})"
-                    ) from None
 
     def _start_cluster(self) -> None:
         forked = self._settings.scheduler is None and _start_warm_forkserver(
@@ -548,8 +790,9 @@ class DaskStart:
         address = self._cluster if self._cluster is not None else self._settings.scheduler
         self._client = distributed.Client(address)
 
-    def client(self) -> Any:
-        """The connected client, once the workers are up (and warm); raises what failed."""
+    def _connected(self) -> Any:
+        """The client of this process, once the workers are up (and warm); raises what
+        failed."""
         self._criteria_known.set()  # never wait for a warm-up nobody asked for
         self.begin()
         self._thread.join()
@@ -558,11 +801,44 @@ class DaskStart:
         return self._client
 
     @property
-    def owns_cluster(self) -> bool:
-        """Whether it started a LocalCluster (closed by `close`), not joined a running one."""
-        return self._cluster is not None
+    def hosted(self) -> bool:
+        """Whether the cluster lives in a process of its own (`_host_dask_cluster`)."""
+        return self._host is not None
+
+    def run_on_workers(self, function: Callable[..., Any], *arguments: Any) -> dict[str, Any]:
+        """`function(*arguments)` on every worker (`Client.run`): the answers by worker."""
+        if self._host is not None:
+            self._host.send(("run", function, arguments))
+            answers: dict[str, Any] = self._host.receive()[1]
+            return answers
+        return dict(self._connected().run(function, *arguments))
+
+    def evaluate(
+        self,
+        run: DaskRun,
+        on_started: Callable[[], None],
+        on_done: Callable[[PartitionOutcome], None],
+    ) -> int | None:
+        """Evaluate `run` (see `run_dask`): `on_started` once its tasks are submitted,
+        `on_done` for each partition written; the largest peak memory of a worker."""
+        if self._host is None:
+            owns_cluster = self._cluster is not None
+            return _evaluate_on_cluster(self._connected(), run, owns_cluster, on_started, on_done)
+        self._host.send(("evaluate", run))
+        while True:
+            message = self._host.receive()
+            if message[0] == "started":
+                on_started()
+            elif message[0] == "done":
+                on_done(message[1])
+            else:
+                peak: int | None = message[1]
+                return peak
 
     def close(self) -> None:
+        if self._host is not None:
+            self._host.close()
+            return
         self._criteria_known.set()
         if self._thread.ident is not None:
             self._thread.join()
@@ -570,12 +846,8 @@ class DaskStart:
             if self._client is not None:
                 self._client.close()
         finally:
-            try:
-                if self._cluster is not None:
-                    self._cluster.close()
-            finally:
-                if self._forked is not None:
-                    self._forked.stop()
+            if self._cluster is not None:
+                self._cluster.close()
 
 
 def run_dask(
@@ -589,9 +861,9 @@ def run_dask(
 
     With a shared filesystem every task is submitted at once (a task is only a path) and the
     workers write the result files; without one at most two tasks per worker are in flight,
-    so this process holds only a few partitions at a time whatever the input size.
+    so the process that holds the client holds only a few partitions at a time whatever the
+    input size.
     """
-    distributed = _import_distributed()
     criteria = setup.compiled_criteria()
     job = DaskJob(
         CriteriaFiles.collect(criteria, with_compiled=True),
@@ -611,58 +883,14 @@ def run_dask(
     if not isinstance(start, DaskStart):
         raise TypeError(f"the dask engine runs on a DaskStart, not {type(start).__name__}")
     try:
-        client = start.client()
-        worker_count = max(1, len(client.scheduler_info()["workers"]))
-        shared_job = client.scatter(job, broadcast=True, hash=False)
-        shared_filesystem = settings.filesystem_is_shared
-        waiting = iter(indexes)
-        running = distributed.as_completed()
-
-        def submit_next() -> None:
-            index = next(waiting, None)
-            if index is None:
-                return
-            key = f"trialsieve-partition-{index}-{job.criteria.digest[:12]}"
-            if shared_filesystem:
-                future = client.submit(
-                    evaluate_and_write_on_dask_worker,
-                    shared_job,
-                    PartitionOnDisk(setup.partitions, index),
-                    setup.results_folder,
-                    key=key,
-                    pure=False,
-                    retries=1,
-                )
-            else:
-                payload = client.scatter(setup.partitions.payload(index), hash=False)
-                future = client.submit(
-                    evaluate_on_dask_worker, shared_job, payload, key=key, pure=False, retries=1
-                )
-            running.add(future)
-
-        for _slot in range(len(indexes) if shared_filesystem else 2 * worker_count):
-            submit_next()
-        on_started()
-        for future in running:
-            try:
-                done: PartitionResult | PartitionOutcome = future.result()
-            except (
-                distributed.KilledWorker,
-                CancelledError,
-                distributed.comm.CommClosedError,
-            ) as error:
-                # a worker died with the run's data (FutureCancelledError), a task killed
-                # worker after worker (KilledWorker), the scheduler gone (CommClosedError)
-                raise _lost_worker("Dask", error) from error
-            future.release()
-            if isinstance(done, PartitionResult):
-                write_result(setup.results_folder, done)
-                done = done.outcome
-            on_done(done)
-            submit_next()
-        # every result is written: closing the cluster, when it is the run's own, is clean
-        peaks: dict[str, int] = client.run(_end_of_run_on_worker, start.owns_cluster)
-        return max(peaks.values(), default=None)
+        run = DaskRun(
+            job,
+            setup.partitions,
+            str(setup.results_folder),
+            tuple(indexes),
+            settings.filesystem_is_shared,
+        )
+        return start.evaluate(run, on_started, on_done)
     finally:
         if owned:
             start.close()

@@ -44,28 +44,32 @@ def _profiling_and_parent() -> tuple[bool, int]:
     return bool(dask.config.get("distributed.worker.profile.enabled")), os.getppid()
 
 
-def test_a_local_cluster_forks_its_quiet_workers_from_the_command_s_process() -> None:
+def test_a_local_cluster_is_hosted_by_a_fork_of_the_command_s_process_with_quiet_workers() -> None:
     """In a process that runs no other thread (a `trialsieve cohort` before pass 1), the
-    workers are forks of that process: distributed, imported once, is theirs as well."""
+    cluster lives in a process forked from it, which imports distributed, forks the workers
+    from itself (distributed, imported once, is theirs as well) and holds the scheduler: the
+    command's process never imports distributed."""
     skip_unless_dask_workers_fork()
     code = (
-        "import os\n"
+        "import os, sys\n"
         "from engine.cohort.engines import DaskStart, EngineSettings\n"
-        "def _profiling_and_parent():\n"
-        "    import dask\n"
-        "    return bool(dask.config.get('distributed.worker.profile.enabled')), os.getppid()\n"
+        "def _profiling_and_parents():\n"
+        "    import dask, psutil\n"
+        "    profiling = dask.config.get('distributed.worker.profile.enabled')\n"
+        "    return bool(profiling), os.getppid(), psutil.Process(os.getppid()).ppid()\n"
         "if __name__ == '__main__':\n"
         "    start = DaskStart(EngineSettings(2))\n"
         "    start.begin()\n"
         "    try:\n"
-        "        answers = start.client().run(_profiling_and_parent)\n"
+        "        answers = start.run_on_workers(_profiling_and_parents)\n"
         "    finally:\n"
         "        start.close()\n"
-        "    print(sorted((profiling, parent == os.getpid()) for profiling, parent in "
-        "answers.values()))\n"
+        "    print(sorted((profiling, parent != os.getpid(), grandparent == os.getpid()) for "
+        "profiling, parent, grandparent in answers.values()), len({answer[1] for answer in "
+        "answers.values()}), 'distributed' in sys.modules)\n"
     )
     done = run_python(code)
-    assert done.stdout.strip() == "[(False, True), (False, True)]"
+    assert done.stdout.strip() == "[(False, True, True), (False, True, True)] 1 False"
     assert QUIET_LOCAL_CLUSTER["distributed.worker.profile.enabled"] is False
 
 
@@ -79,7 +83,7 @@ def test_a_forked_worker_that_dies_before_joining_fails_the_start_instead_of_han
         "start = engines.DaskStart(engines.EngineSettings(1))\n"
         "start.begin()\n"
         "try:\n"
-        "    start.client()\n"
+        "    start.run_on_workers(os.getpid)\n"
         "except CohortError as error:\n"
         "    print(error)\n"
         "finally:\n"
@@ -107,7 +111,7 @@ def test_with_another_thread_running_the_workers_fork_from_the_warm_server() -> 
     try:
         start.begin()
         start.warm_up(None)
-        answers = start.client().run(_profiling_and_parent)
+        answers = start.run_on_workers(_profiling_and_parent)
     finally:
         start.close()
     assert len(answers) == 1
@@ -150,7 +154,7 @@ def test_a_run_on_its_own_cluster_drops_only_the_heartbeat_races_of_its_clean_cl
     try:
         start.begin()
         start.warm_up(None)
-        before = start.client().run(_heartbeat_failure_and_other_error_logged)
+        before = start.run_on_workers(_heartbeat_failure_and_other_error_logged)
         assert [len(passed) for passed in before.values()] == [2]
         setup = WorkerSetup(
             str(CRITERIA),
@@ -164,7 +168,7 @@ def test_a_run_on_its_own_cluster_drops_only_the_heartbeat_races_of_its_clean_cl
         )
         settings = EngineSettings(1, started=start)
         run_dask(setup, [0, 1], settings, lambda: None, lambda _outcome: None)
-        after = start.client().run(_heartbeat_failure_and_other_error_logged)
+        after = start.run_on_workers(_heartbeat_failure_and_other_error_logged)
     finally:
         start.close()
     assert list(after.values()) == [["Compute Failed"]]
