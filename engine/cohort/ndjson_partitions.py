@@ -1253,12 +1253,13 @@ class PartitionLines:
                 reader.parse_rest()
                 reader.finish()
                 continue
-            preview = reader.preview()
+            preview, preview_texts = reader.preview()
             yield PreviewFirst(
                 reader.patient_id,
                 preview,
                 [None] * len(preview),
                 reader.origin,
+                texts=preview_texts,
                 rest=RestOfRecord(reader),
             )
 
@@ -1601,13 +1602,17 @@ class _PatientLines:
         if position in self.referring:
             self.kept_referring.append((position, text))
 
-    def preview(self) -> list[dict[str, Any]]:
+    def preview(self) -> tuple[list[dict[str, Any]], dict[int, bytes]]:
         """The resources parsed so far (the preview's), with the skipped line that decides
-        its newest data date."""
+        its newest data date, and their lines (`PatientResources.texts`)."""
+        lines = self.lines
         resources = [resource for _position, resource in self.entries]
+        texts = {id(resource): lines[position] for position, resource in self.entries}
         if self.newest_in_preview[0]:
-            resources.append(orjson.loads(self.newest_in_preview[2]))
-        return resources
+            newest = orjson.loads(self.newest_in_preview[2])
+            resources.append(newest)
+            texts[id(newest)] = self.newest_in_preview[2]
+        return resources, texts
 
     def finish(self, build: bool = True) -> PatientResources | None:
         """Report the patient's problems in line order; their resources (`build`), or None
@@ -1632,19 +1637,28 @@ class _PatientLines:
         if not build:
             return None
         self.entries.sort(key=_first)
+        lines = self.lines
         resources = [resource for _position, resource in self.entries]
+        # each resource's line, for the re-run store (PatientResources.texts)
+        texts = {id(resource): lines[position] for position, resource in self.entries}
         if self.newest[0]:
-            resources.append(orjson.loads(self.newest[2]))
+            newest = orjson.loads(self.newest[2])
+            resources.append(newest)
+            texts[id(newest)] = self.newest[2]
         if self.references is not None and self.kept_referring:
             self.kept_referring.sort(key=_first)
             # One search over the kept lines (a reference never spans lines): in line order.
-            texts = b"\n".join(text for _position, text in self.kept_referring)
-            referred = dict.fromkeys(key.decode() for key in self.references.findall(texts))
+            kept = b"\n".join(text for _position, text in self.kept_referring)
+            referred = dict.fromkeys(key.decode() for key in self.references.findall(kept))
             for key in referred:
                 shared_text = self.partition.shared.get(key)
                 if shared_text is not None and key not in self.seen:
-                    resources.append(orjson.loads(shared_text))
-        return PatientResources(self.patient_id, resources, [None] * len(resources), self.origin)
+                    shared = orjson.loads(shared_text)
+                    resources.append(shared)
+                    texts[id(shared)] = shared_text
+        return PatientResources(
+            self.patient_id, resources, [None] * len(resources), self.origin, texts=texts
+        )
 
 
 def _json_error(text: bytes, error: orjson.JSONDecodeError) -> str:

@@ -55,7 +55,11 @@ from engine.resource_types import CODED_TYPES, RESOURCE_TYPES
 STORE_FOLDER = "store"
 """The store's folder, inside the run's `partitions/` folder."""
 _HEADER = struct.Struct("<Q")
-_MEDICATION_TYPES = frozenset(name for name, known in RESOURCE_TYPES.items() if known.medication)
+_MEDICATION_TYPES = tuple(
+    sorted(name for name, known in RESOURCE_TYPES.items() if known.medication)
+)
+"""In name order: the resolved references of a record are kept in the same order by every
+process (a set's order varies with the process's string hashing)."""
 
 
 def _patient_id(patient: dict[str, Any]) -> str:
@@ -304,6 +308,7 @@ class StoreBuilder:
         self.settling = list(settling)
         self.digests = _digests_of(criteria)
         self.ids = [compiled.id for compiled in criteria.criteria]
+        self.ordered_digests = [self.digests[criterion_id] for criterion_id in self.ids]
         self.plain_types = sorted(type_wide_types(criteria))
         self.patients: list[dict[str, Any]] = []
         # each patient's part of every records segment, as JSON text: serialised as the
@@ -324,15 +329,18 @@ class StoreBuilder:
         report: PatientReport,
         settled_by: str | None,
         preview: str | None,
+        texts: Mapping[int, bytes] | None = None,
     ) -> None:
         """One patient: their record (the preview when `preview` names the settling
-        criterion) and report parts."""
+        criterion) and report parts. `texts`: the JSON text of the record's resources, by
+        their `id()` (`PatientResources.texts`), kept as they are instead of serialising the
+        resources again (read back, they are the same resources)."""
         if not self.usable:
             return
         patient_id = report.patient_id
         parts = {
-            self.digests[criterion_id]: encoded_part(part)
-            for criterion_id, part in zip(self.ids, report.parts, strict=True)
+            digest: encoded_part(part)
+            for digest, part in zip(self.ordered_digests, report.parts, strict=True)
             if part.verdict is not None
         }
         self.patients.append(
@@ -350,28 +358,39 @@ class StoreBuilder:
         for resource_type in _MEDICATION_TYPES:
             for resource in record.resources_of_type(resource_type):
                 reference = resource.get("medicationReference")
+                if reference is None:  # most: a medicationCodeableConcept
+                    continue
                 target = reference.get("reference") if isinstance(reference, dict) else None
                 if isinstance(target, str) and target and not target.startswith("#"):
                     resolved[target] = record.resolve(target, resource)
-        dumps = orjson.dumps
-        self.records[patient_id] = dumps({"patient": record.patient, "resolved": resolved})
+        array = _json_array if texts else _dumped_array
+        if texts is None:
+            texts = {}
+        patient = record.patient
+        patient_text = texts.get(id(patient))
+        self.records[patient_id] = orjson.dumps(
+            {
+                "patient": patient if patient_text is None else orjson.Fragment(patient_text),
+                "resolved": _with_texts(resolved, texts),
+            }
+        )
         concepts = self.concepts
         # concepts with the same codes (creatinine, and its sex-specific limits) index the
         # same resources: their text is made once
-        texts: dict[tuple[int, ...], bytes] = {}
+        made: dict[tuple[int, ...], bytes] = {}
         for concept, resources in record.concept_index().items():
             by_patient = concepts.get(concept)
             if by_patient is None:
                 by_patient = concepts[concept] = {}
             same = tuple(map(id, resources))
-            text = texts.get(same)
+            text = made.get(same)
             if text is None:
-                text = texts[same] = dumps(list(resources))
+                text = made[same] = array(resources, texts)
             by_patient[patient_id] = text
         for resource_type in self.plain_types:
             found = record.resources_of_type(resource_type)
             if found:
-                self.types.setdefault(resource_type, {})[patient_id] = dumps(list(found))
+                self.types.setdefault(resource_type, {})[patient_id] = array(found, texts)
 
     def finish(
         self, index: int, problem_lines: Sequence[bytes], result: bytes
@@ -394,12 +413,14 @@ class StoreBuilder:
                 "problems": [line.decode() for line in problem_lines],
             }
         )
-        blobs: list[bytes] = []
+        # the segments' texts in pieces, joined once (each patient's text is copied once)
+        pieces: list[bytes] = []
         header: dict[str, Any] = {"concepts": {}, "types": {}}
         offset = 0
         # Concepts with the same codes (creatinine and its sex-specific limits) hold the
         # same text for every patient: their segment is written once, each names its place.
         places: dict[tuple[int, ...], list[int]] = {}
+        keys = {patient_id: orjson.dumps(patient_id) + b":" for patient_id in self.records}
 
         def add_blob(by_patient: dict[str, bytes]) -> list[int]:
             nonlocal offset
@@ -407,10 +428,11 @@ class StoreBuilder:
             place = places.get(same)
             if place is not None:
                 return place
-            blob = _json_object(by_patient)
-            blobs.append(blob)
-            place = places[same] = [offset, len(blob)]
-            offset += len(blob)
+            blob = _json_object_pieces(by_patient, keys)
+            pieces.extend(blob)
+            size = sum(map(len, blob))
+            place = places[same] = [offset, size]
+            offset += size
             return place
 
         header["patients"] = add_blob(self.records)
@@ -423,14 +445,59 @@ class StoreBuilder:
             header["types"][resource_type] = add_blob(self.types[resource_type])
         header["plain_types"] = self.plain_types
         head = orjson.dumps(header)
-        records = b"".join([_HEADER.pack(len(head)), head, *blobs])
+        records = b"".join([_HEADER.pack(len(head)), head, *pieces])
         return StoredPartition(index, outcomes, records)
+
+
+def _json_array(resources: Sequence[dict[str, Any]], texts: Mapping[int, bytes]) -> bytes:
+    """A JSON array of the resources, each as its text in `texts` (by `id()`) where it has
+    one (a text keeps its line end: JSON white space), else serialised."""
+    try:
+        return b"[%b]" % b",".join([texts[id(resource)] for resource in resources])
+    except KeyError:
+        get = texts.get
+        dumps = orjson.dumps
+        return b"[%b]" % b",".join(
+            [
+                dumps(resource) if text is None else text
+                for resource in resources
+                for text in (get(id(resource)),)
+            ]
+        )
+
+
+def _dumped_array(resources: Sequence[dict[str, Any]], _texts: Mapping[int, bytes]) -> bytes:
+    """`_json_array` without texts: the resources serialised."""
+    return orjson.dumps(list(resources))
+
+
+def _with_texts(resolved: dict[str, Any], texts: Mapping[int, bytes]) -> dict[str, Any]:
+    """The resolved references' resources, each as its text in `texts` where it has one."""
+    if not texts or not resolved:
+        return resolved
+    return {
+        reference: resource if text is None else orjson.Fragment(text)
+        for reference, resource in resolved.items()
+        for text in (texts.get(id(resource)),)
+    }
 
 
 def _json_object(texts: dict[str, bytes]) -> bytes:
     """The JSON text `orjson.dumps` gives for a dict whose values' JSON texts are given."""
-    dumps = orjson.dumps
-    return b"{%b}" % b",".join([b"%b:%b" % (dumps(key), text) for key, text in texts.items()])
+    return b"".join(_json_object_pieces(texts, {}))
+
+
+def _json_object_pieces(texts: dict[str, bytes], keys: Mapping[str, bytes]) -> list[bytes]:
+    """`_json_object` in pieces (to be joined); `keys`: the JSON text of keys, each with its
+    colon, made before (a key not in it is serialised)."""
+    if not texts:
+        return [b"{}"]
+    pieces: list[bytes] = []
+    for key, text in texts.items():
+        pieces += (b",", keys.get(key) or orjson.dumps(key) + b":", text)
+    pieces[0] = b"{"
+    pieces.append(b"}")
+    return pieces
 
 
 _cached: dict[int, tuple[CompiledCriteria, dict[str, str], str]] = {}

@@ -423,7 +423,7 @@ class PartitionEvaluator:
             report = report_of(screening.evaluation)
             line = report_result_line(report, settled_by, self.study, self.outputs)
             if store is not None:
-                store.add(screening.record, report, settled_by, None)
+                store.add(screening.record, report, settled_by, None, patient.texts)
             return line
         except TrialsieveError as error:
             # Bad input, or (a bug) an output the R4B models reject: a problem, the run goes on.
@@ -449,7 +449,7 @@ class PartitionEvaluator:
         settled_by = requirement.criterion_id
         line = report_result_line(report, settled_by, self.study, self.outputs)
         if store is not None:
-            store.add(preview, report, settled_by, settled_by)
+            store.add(preview, report, settled_by, settled_by, patient.texts)
         return line
 
 

@@ -22,6 +22,10 @@ class PatientResources:
     `source_problems` are what the source noted about the data it did provide, each one line
     for the report's data problems (a server's warning in a searchset, a Medication it refused
     to read).
+    `texts`, when the source has them: the JSON text each resource was parsed from, by the
+    resource's `id()` (an NDJSON line, its line end kept: JSON white space), for a reader
+    that writes the resources out again (a cohort run's re-run store) without serialising
+    them anew. A resource missing from it (or None) is serialised.
     """
 
     patient_id: str
@@ -30,6 +34,7 @@ class PatientResources:
     origin: str
     unavailable_types: Mapping[str, str] = field(default_factory=dict)
     source_problems: tuple[str, ...] = ()
+    texts: Mapping[int, bytes] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.resources) != len(self.full_urls):

@@ -5,11 +5,13 @@ texts; a segment must read back exactly as `orjson.dumps` of the whole mapping w
 from __future__ import annotations
 
 import hashlib
+import json
 import struct
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -105,3 +107,86 @@ def test_concepts_holding_the_same_resources_share_one_segment(
             if "creatinine" in concepts:
                 assert concepts["creatinine"] == concepts["creatinine-female-limits"]
     assert shared >= 2
+
+
+@given(
+    st.lists(st.dictionaries(st.text(), _JSON), max_size=4),
+    st.lists(st.sampled_from([b"", b"\n", b" \r\n", b"\t"]), min_size=4, max_size=4),
+    st.lists(st.booleans(), min_size=4, max_size=4),
+)
+def test_an_array_of_resources_written_from_their_texts_reads_back_the_same(
+    resources: list[dict[str, Any]], ends: list[bytes], kept: list[bool]
+) -> None:
+    """The store writes a resource as the JSON text it was parsed from (its line end and
+    all) where it has one (`PatientResources.texts`), else serialises it."""
+    from engine.cohort.outcome_store import _json_array
+
+    texts = {
+        id(resource): b" " + orjson.dumps(resource, option=orjson.OPT_INDENT_2) + end
+        for resource, end, keep in zip(resources, ends, kept, strict=False)
+        if keep
+    }
+    assert orjson.loads(_json_array(resources, texts)) == resources
+
+
+def test_records_kept_from_the_input_lines_read_back_as_serialised(
+    ndjson_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run keeps each resource's input line in the records file instead of serialising
+    the parsed resource again: every segment reads back the same as when serialised (input
+    lines written with other white space and escapes than orjson's, so that the texts do
+    differ), in full and default (preview) runs."""
+    from cohort_examples import AS_OF, CRITERIA
+
+    from engine.cohort import NdjsonInput, run_cohort
+    from engine.cohort.outcome_store import RecordStore, StoreBuilder
+
+    spaced = tmp_path / "spaced"
+    spaced.mkdir()
+    for path in sorted(ndjson_folder.glob("*.ndjson")):
+        lines = []
+        for line in path.read_bytes().splitlines(keepends=True):
+            try:
+                resource = json.loads(line)
+            except ValueError:
+                lines.append(line)  # the cut-off line stays as it is
+            else:
+                lines.append(json.dumps(resource, separators=(", ", " : ")).encode() + b"\n")
+        (spaced / path.name).write_bytes(b"".join(lines))
+
+    def segments(out: Path) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for path in sorted((out / "partitions" / "store").glob("*.records")):
+            data = path.read_bytes()
+            (length,) = struct.unpack("<Q", data[:8])
+            header = orjson.loads(data[8 : 8 + length])
+            store = RecordStore(path)
+            found[path.name] = (
+                header["plain_types"],
+                store.segment("patients", ""),
+                {name: store.segment("concept", name) for name in header["concepts"]},
+                {name: store.segment("type", name) for name in header["types"]},
+                data,
+            )
+            store.close()
+        return found
+
+    add = StoreBuilder.add
+    for full in (True, False):
+        kept = tmp_path / f"kept-{full}"
+        run_cohort(CRITERIA, NdjsonInput(spaced), kept, AS_OF, workers=1, full=full)
+        with monkeypatch.context() as patch:
+            patch.setattr(StoreBuilder, "add", lambda self, *given: add(self, *given[:4]))
+            serialised = tmp_path / f"serialised-{full}"
+            run_cohort(CRITERIA, NdjsonInput(spaced), serialised, AS_OF, workers=1, full=full)
+        kept_segments, serialised_segments = segments(kept), segments(serialised)
+        assert kept_segments.keys() == serialised_segments.keys() and kept_segments
+        for name, (*read, data) in kept_segments.items():
+            *read_serialised, data_serialised = serialised_segments[name]
+            assert read == read_serialised
+            if read[1]:  # a partition with patients: their lines were kept, not serialised
+                assert data != data_serialised
+        for path in sorted((kept / "partitions" / "store").glob("*.outcomes")):
+            assert (
+                path.read_bytes() == (serialised / "partitions" / "store" / path.name).read_bytes()
+            )
