@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from engine.errors import InputError, Location
 from engine.resource_types import CODED_TYPES, RESOURCE_TYPES
@@ -109,6 +109,13 @@ class PatientRecord:
     source_problems: tuple[str, ...] = ()
     """What the source noted about the data it gave (`PatientResources.source_problems`)."""
     _newest_day: str | None = None
+    _concepts_indexed: ClassVar[bool] = True
+    """Whether `resources_of_concept` answers from the concept index (a subclass answering
+    it its own way is not: `holds_any_of` then asks it), known once per class."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._concepts_indexed = cls.resources_of_concept is PatientRecord.resources_of_concept
 
     def __init__(self, source: PatientResources, classifier: CodeClassifier) -> None:
         self.patient_id = source.patient_id
@@ -156,9 +163,9 @@ class PatientRecord:
         """Whether any resource of the record belongs to one of the concepts: one set
         operation on the concept index (a subclass answering `resources_of_concept` its
         own way is asked concept by concept)."""
-        if type(self).resources_of_concept is not PatientRecord.resources_of_concept:
-            return any(self.resources_of_concept(concept_id) for concept_id in concept_ids)
-        return not concept_ids.isdisjoint(self._by_concept)
+        if self._concepts_indexed:
+            return not concept_ids.isdisjoint(self._by_concept)
+        return any(self.resources_of_concept(concept_id) for concept_id in concept_ids)
 
     def concept_index(self) -> Mapping[str, Sequence[dict[str, Any]]]:
         """Every concept the record's resources belong to, with those resources (read-only)."""

@@ -16,8 +16,8 @@ only.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from engine.criteria.model import ComputedValue, Window
 from engine.errors import CriteriaError, DateProblem, Location, UnitError
@@ -51,11 +51,18 @@ class _Input:
     spec: FormulaInput
     concept: Concept
     window: Window
+    window_text: str = field(init=False, repr=False, compare=False)
+    """How the window is named when no result is in it (its name, duration, or "ever")."""
+
+    def __post_init__(self) -> None:
+        window = self.window
+        text = window.name or (window.duration.text if window.duration else "ever")
+        object.__setattr__(self, "window_text", text)
 
 
-@dataclass(frozen=True)
-class _Read:
-    """One input read from the record: its value in the formula's unit, or why not."""
+class _Read(NamedTuple):
+    """One input read from the record: its value in the formula's unit, or why not (a
+    tuple: made per input and patient, at a third of a frozen dataclass's cost)."""
 
     value: float | None
     shown: str
@@ -127,6 +134,12 @@ class ComputedNode:
     inputs: tuple[_Input, ...]
     label: str
     value_check: ValueCheck
+    reads_patient: bool = field(init=False, repr=False, compare=False)
+    """Whether the formula reads the Patient (age or sex), which it then cites."""
+
+    def __post_init__(self) -> None:
+        reads_patient = any(spec.kind is not InputKind.MEASUREMENT for spec in self.formula.inputs)
+        object.__setattr__(self, "reads_patient", reads_patient)
 
     def evaluate(self, context: EvaluationContext) -> Outcome:
         reads: list[_Read] = []
@@ -203,7 +216,7 @@ class ComputedNode:
                 first_day = read.day
         patient = context.record.patient
         patient_reference = context.record.label(patient)
-        for spec in self.formula.inputs:
+        for spec in self.formula.inputs if self.reads_patient else ():
             if spec.kind is InputKind.AGE:
                 age = _age(patient, first_day or context.as_of)
                 if isinstance(age, str):
@@ -218,7 +231,7 @@ class ComputedNode:
                 else:
                     values[spec.name] = gender
                     shown.append(gender)
-        if any(spec.kind is not InputKind.MEASUREMENT for spec in self.formula.inputs):
+        if self.reads_patient:
             evidence.append(patient_reference)
         name = self.formula.display
         if problems:
@@ -285,7 +298,7 @@ def _latest(item: _Input, context: EvaluationContext) -> _Read:
             continue
         if best is None or span.moment > best[0]:
             best = (span.moment, resource, span)
-    window = item.window.name or (item.window.duration.text if item.window.duration else "ever")
+    window = item.window_text
     if best is None:
         if older is not None and older.start is not None:
             return _Read(

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from engine.criteria.model import MedicationExposure
 from engine.errors import CriteriaError, Location, UnitError
@@ -73,8 +73,10 @@ def compile_exposure(
     return ExposureNode(node, exposure, threshold, node.label)
 
 
-@dataclass(frozen=True)
-class _Use:
+class _Use(NamedTuple):
+    """A medication resource in use, with its reference and period of use (a tuple: made per
+    resource and exposure)."""
+
     reference: str
     period: ExposurePeriod
     resource: dict[str, Any]

@@ -28,7 +28,7 @@ class UnknownReason(StrEnum):
     MANUAL_REVIEW = "manual-review"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Cited:
     """A resource an atom cites, kept for explanations (engine.report.explanation).
 
@@ -39,6 +39,18 @@ class Cited:
     reference: str
     resource: Mapping[str, Any]
     medication: Mapping[str, Any] | None = None
+
+    def __init__(
+        self,
+        reference: str,
+        resource: Mapping[str, Any],
+        medication: Mapping[str, Any] | None = None,
+    ) -> None:
+        # Straight into the instance's dict, as `Outcome` does (several per patient).
+        fields = self.__dict__
+        fields["reference"] = reference
+        fields["resource"] = resource
+        fields["medication"] = medication
 
 
 @dataclass(frozen=True, init=False)

@@ -83,7 +83,7 @@ class CriterionResult:
         return CriterionVerdict.CLEAR if truth is clear_truth else CriterionVerdict.FAILS
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class PatientEvaluation:
     """Every criterion's result for one patient, and the status they add up to.
 
@@ -101,6 +101,28 @@ class PatientEvaluation:
     data_problems: tuple[str, ...] = field(default=())
     not_evaluated: tuple[CompiledCriterion, ...] = field(default=())
     newest_data: dt.date | None = field(default=None)
+
+    def __init__(
+        self,
+        criteria: CompiledCriteria,
+        patient_id: str,
+        patient_reference: str,
+        as_of: dt.date,
+        results: tuple[CriterionResult, ...],
+        data_problems: tuple[str, ...] = (),
+        not_evaluated: tuple[CompiledCriterion, ...] = (),
+        newest_data: dt.date | None = None,
+    ) -> None:
+        # Straight into the instance's dict, as `Outcome` does (one per patient).
+        fields = self.__dict__
+        fields["criteria"] = criteria
+        fields["patient_id"] = patient_id
+        fields["patient_reference"] = patient_reference
+        fields["as_of"] = as_of
+        fields["results"] = results
+        fields["data_problems"] = data_problems
+        fields["not_evaluated"] = not_evaluated
+        fields["newest_data"] = newest_data
 
     @cached_property
     def status(self) -> SubjectStatus:

@@ -69,7 +69,7 @@ _MASS_UNITS = {"mcg": "ug", "µg": "ug", "μg": "ug"}
 _RXNORM_STRENGTH = re.compile(r"^[A-Za-z][A-Za-z ,-]*? (\d+(?:\.\d+)?) (MG|MCG|G)(?: |$)")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class ExposurePeriod:
     """Days a resource shows the drug in use. `end` None: still in use on the as-of date.
 
@@ -81,6 +81,15 @@ class ExposurePeriod:
     end: dt.date | None
     end_known: bool
     rule: str
+
+    def __init__(self, start: dt.date, end: dt.date | None, end_known: bool, rule: str) -> None:
+        # Straight into the instance's dict, as `engine.evaluate.Outcome` does (one per
+        # medication resource and patient).
+        fields = self.__dict__
+        fields["start"] = start
+        fields["end"] = end
+        fields["end_known"] = end_known
+        fields["rule"] = rule
 
     def last_day(self, as_of: dt.date) -> dt.date:
         """The last day of proven use, as of a day."""
