@@ -13,16 +13,21 @@ report shows:
   of which orjson rejects; simdjson rejects both, in about a quarter of orjson's time). A
   line either rejects, or cannot represent (an integer beyond 64 bits, nesting msgspec
   refuses), is parsed, which reports the problem exactly as without the screen;
-- it is an object of a type the record indexes by `code` alone (Observation, Condition,
-  Procedure) that no criterion reads without a concept (an atom with `resource:` but no
-  `concept:` reads every resource of its types, so those types are always parsed);
+- it is an object of a type the record indexes by one coded field alone: `code`
+  (Observation, Condition, Procedure) or `medicationCodeableConcept` (MedicationRequest,
+  -Administration, -Statement), of a type no criterion reads without a concept (an atom
+  with `resource:` but no `concept:` reads every resource of its types, so those types are
+  always parsed). msgspec decodes a line into the Struct of its type (one per type, tagged
+  by `resourceType`: only that type's fields are read);
 - it has an `id` (a string: its `Type/id` takes part in dropping duplicates), a `subject`
   (whose `reference` is the patient the line was routed to, so the record's "no subject"
-  problem cannot arise) and a `code`, and no `contained` (whose resources the record would
-  index too). A key given twice is read as orjson reads it: msgspec, like orjson, keeps the
-  last value (and unescapes keys as orjson does);
-- its `code`, and the `code` of each of its `component`s when it has any (a non-empty list
-  of objects: an Observation's components are classified by the record as its code is), is
+  problem cannot arise) and its coded field, and no `contained` (whose resources the
+  record would index too) and, for a medication type, no `medicationReference` (the
+  record classifies a medicationCodeableConcept before it, but the run's store resolves
+  every medicationReference for re-runs). A key given twice is read as orjson reads it:
+  msgspec, like orjson, keeps the last value (and unescapes keys as orjson does);
+- its coded field, and the `code` of each of an Observation's `component`s when it has any
+  (a non-empty list of objects: the record classifies them as it does the code), is
   a CodeableConcept whose codings are all objects with a string `system` the mappings know
   (`Terminology.knows_system`) and a non-empty string `code` belonging to no concept at all
   (`Terminology.concepts_of_coding`: exact codes, prefixes, ICD-10 ranges, value sets and
@@ -35,17 +40,19 @@ report shows:
 A skipped line is still counted, and its `Type/id` still takes part in dropping duplicate
 resources. The only other thing a skipped resource could change is the newest data date of
 the report (`data_day`): the screen reads the line's dating fields (`data_day` of the
-resource, exactly), and the reader parses the skipped lines of the latest day, so that date
-is the same too.
+resource, exactly; `dispenseRequest.validityPeriod` through a Struct of `dispenseRequest`,
+whose `null` or other JSON type has the line parsed), and the reader parses the skipped
+lines of the latest day, so that date is the same too.
 """
 
 from __future__ import annotations
 
+import functools
 import operator
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 import orjson
@@ -53,11 +60,13 @@ import simdjson
 
 from engine.evaluate import CompiledCriteria
 from engine.normalise import Terminology
-from engine.resource_types import CODE_ONLY_TYPES, RESOURCE_TYPES
+from engine.resource_types import CODE_ONLY_TYPES, MEDICATION_TYPES, RESOURCE_TYPES
 from engine.sources.ndjson import DEFAULT_PATIENT_FIELDS, PATIENT_FIELDS
 
-SCREENABLE_TYPES = CODE_ONLY_TYPES | {"Observation"}
-"""Types whose only coded fields are `code` (and, for Observation, components' codes)."""
+SCREENABLE_TYPES = CODE_ONLY_TYPES | {"Observation"} | set(MEDICATION_TYPES)
+"""Types whose only coded fields are `code` (and, for Observation, components' codes), or,
+for the medication types, `medicationCodeableConcept` (or the Medication that
+`medicationReference` points to: such a line is parsed)."""
 
 Skipped = tuple[str, str, str]
 """What the screen says of a line it leaves unparsed: its resourceType, `Type/id`, and
@@ -95,11 +104,6 @@ def _getter(*names: str) -> Callable[[Any], tuple[Any, ...]]:
     return operator.attrgetter(*names)
 
 
-_SCREENED_DATING_FIELDS = tuple(
-    sorted({f.name for name in SCREENABLE_TYPES for f in _dating_fields(name)})
-)
-
-
 class _Reference(msgspec.Struct, gc=False):
     reference: Any = None
 
@@ -113,30 +117,86 @@ class _Component(msgspec.Struct, gc=False):
     code: msgspec.Raw = msgspec.Raw()
 
 
-class _ScreenedLine(msgspec.Struct, gc=False):
-    """What the screen reads of a line; the rest is skipped (checked as JSON syntax only).
+class _ScreenedLine(msgspec.Struct, tag_field="resourceType", gc=False):
+    """What the screen reads of a line of any type it may skip; the rest is skipped (checked
+    as JSON syntax only). Each type has its own Struct (`_line_struct`), tagged by its
+    `resourceType` (a line whose resourceType, or whose repeated resourceType, names another
+    type fails the decoding).
 
-    An absent key reads as None (`code`, `contained`: an empty Raw; `component`: UNSET); a
-    value of another JSON type than these fields' (`component` not a list of objects, or
-    null) fails the decoding (the line is parsed)."""
+    An absent key reads as None (`code`, `contained`, `medicationReference`: an empty Raw;
+    `component`: UNSET); a value of another JSON type than these fields' (`component` not a
+    list of objects, or null) fails the decoding (the line is parsed)."""
 
-    resourceType: str = ""
     id: str | None = None
     subject: _Reference | None = None
-    code: msgspec.Raw = msgspec.Raw()
     contained: msgspec.Raw = msgspec.Raw()
-    component: list[_Component] | msgspec.UnsetType = msgspec.UNSET
 
 
-_ScreenedLineWithDates: Any = msgspec.defstruct(
-    "_ScreenedLineWithDates",
-    [(name, str | _Period | None, None) for name in _SCREENED_DATING_FIELDS],
-    bases=(_ScreenedLine,),
-    gc=False,
-)
-"""`_ScreenedLine` with the dating fields of every type the screen may skip (a dateTime,
-instant or date: a string; a Period)."""
-_decode_screened_line = msgspec.json.Decoder(_ScreenedLineWithDates).decode
+_DatingValue = str | _Period | None
+"""A dating field as the screen reads it (a dateTime, instant or date: a string; a Period)."""
+
+
+def _line_struct(resource_type: str) -> Any:
+    """The Struct of a type's lines: `_ScreenedLine`, its coded field as `code` (for a
+    medication type, `medicationCodeableConcept`), Observation's `component`, a medication
+    type's `medicationReference`, and its dating fields (a field inside a container, such as
+    `dispenseRequest.validityPeriod`, through a Struct of that container). A field a type
+    lacks reads as absent (a class attribute: `component` UNSET, `medicationReference` an
+    empty Raw)."""
+    medication = RESOURCE_TYPES[resource_type].medication
+    fields: list[tuple[str, Any, Any]] = [
+        (
+            "code",
+            msgspec.Raw,
+            msgspec.field(
+                default=msgspec.Raw(), name="medicationCodeableConcept" if medication else "code"
+            ),
+        )
+    ]
+    namespace: dict[str, Any] = {}
+    if resource_type == "Observation":
+        fields.append(("component", list[_Component] | msgspec.UnsetType, msgspec.UNSET))
+    else:
+        namespace["component"] = msgspec.UNSET
+    if medication:
+        fields.append(("medicationReference", msgspec.Raw, msgspec.Raw()))
+    else:
+        namespace["medicationReference"] = msgspec.Raw()
+    containers: dict[str, list[str]] = {}
+    for dating_field in _dating_fields(resource_type):
+        if dating_field.container is None:
+            fields.append((dating_field.name, _DatingValue, None))
+        else:
+            containers.setdefault(dating_field.container, []).append(dating_field.name)
+    for container, names in containers.items():
+        holder = msgspec.defstruct(
+            f"_{container}", [(name, _DatingValue, None) for name in names], frozen=True, gc=False
+        )
+        # Absent: an empty holder, so that `container.name` reads None (`null`, or any other
+        # JSON type, fails the decoding: the line is parsed).
+        fields.append((container, holder, holder()))
+    return msgspec.defstruct(
+        f"_{resource_type}Line",
+        fields,
+        bases=(_ScreenedLine,),
+        tag=resource_type,
+        namespace=namespace,
+        gc=False,
+    )
+
+
+def _dating_getter(resource_type: str) -> Callable[[Any], tuple[Any, ...]]:
+    """A decoded line's dating fields' values (`container.name` for a field inside a
+    container), always as a tuple."""
+    return _getter(*(f.path for f in _dating_fields(resource_type)))
+
+
+_LINE_STRUCTS = {name: _line_struct(name) for name in sorted(SCREENABLE_TYPES)}
+_DATING = {name: _dating_getter(name) for name in sorted(SCREENABLE_TYPES)}
+
+
+def _nothing(_text: bytes) -> NoReturn:
+    raise msgspec.DecodeError("no type to screen")
 
 
 @dataclass
@@ -147,22 +207,25 @@ class LineScreen:
     types: frozenset[str]
     heads: tuple[bytes, ...]
     """How a line of a type it may skip starts (`{"resourceType":"T",`): any other is parsed."""
-    dating: dict[str, Callable[[Any], tuple[Any, ...]]]
-    """By type it may skip: its dating fields' values of a decoded line."""
+    decode: Callable[[bytes], Any]
+    """A line's `_ScreenedLine` (the Struct of its type); msgspec.DecodeError for a line
+    that is not an object of one of `types` with fields of the types the Structs read."""
+    dating: dict[type, tuple[str, Callable[[Any], tuple[Any, ...]]]]
+    """By Struct of a type it may skip: the type, and its dating fields' values of a decoded
+    line."""
     _code_verdicts: dict[bytes, bool] = field(default_factory=dict)
     """By the text of a `code`: whether it is inert (see `_inert_code`)."""
 
     @classmethod
     def from_criteria(cls, criteria: CompiledCriteria) -> LineScreen:
         read_by_type = criteria.types_read_without_concept
-        types = frozenset(
-            name
-            for name in SCREENABLE_TYPES - read_by_type
-            if not any(f.container for f in _dating_fields(name))
-        )
+        types = frozenset(SCREENABLE_TYPES - read_by_type)
         heads = tuple(sorted(b'{"resourceType":"%s",' % name.encode() for name in types))
-        dating = {name: _getter(*(f.name for f in _dating_fields(name))) for name in types}
-        return cls(criteria.terminology, types, heads, dating)
+        structs = {name: _LINE_STRUCTS[name] for name in sorted(types)}
+        dating = {struct: (name, _DATING[name]) for name, struct in structs.items()}
+        union = functools.reduce(operator.or_, structs.values()) if structs else None
+        decode = msgspec.json.Decoder(union).decode if union is not None else _nothing
+        return cls(criteria.terminology, types, heads, decode, dating)
 
     def skippable(
         self, text: bytes, own_reference: str, parser: simdjson.Parser | None = None
@@ -175,16 +238,15 @@ class LineScreen:
         if not text.startswith(self.heads):
             return None
         try:
-            line = _decode_screened_line(text)
+            line = self.decode(text)
         except msgspec.DecodeError:  # not a JSON object, a field of another type, deep nesting
             return None
-        resource_type = line.resourceType
-        dating = self.dating.get(resource_type)
+        resource_type, dating = self.dating[type(line)]
         subject = line.subject
         code = line.code
         if (
-            dating is None
-            or line.contained
+            line.contained
+            or line.medicationReference
             or subject is None
             or subject.reference != own_reference
             or line.id is None

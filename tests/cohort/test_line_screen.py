@@ -2,11 +2,13 @@
 
 A cohort run that leaves unparsed the lines no criterion can read (the default) writes
 exactly what a run that parses every line writes: on the shipped examples for both trials,
-and for generated patients whose Observations, Conditions and Procedures mix concept codes,
-inert codes, unknown systems, text-only and missing codes, missing subjects and ids,
-duplicates, Periods (partial ones too), contained resources and escaped text, with lines
-spoiled after they were written (invalid JSON still ending with `}`, invalid UTF-8, a key
-given twice, at the top or in the subject).
+and for generated patients whose Observations, Conditions, Procedures and medication
+resources (MedicationRequest, -Administration, -Statement) mix concept codes, inert codes,
+unknown systems, text-only and missing codes, references to shared and contained
+Medications, missing subjects and ids, duplicates, Periods (partial ones too, a validity
+period inside `dispenseRequest`), contained resources and escaped text, with lines spoiled
+after they were written (invalid JSON still ending with `}`, invalid UTF-8, a key given
+twice, at the top or in the subject, escaped, a field of another type).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from engine.cohort.ndjson_partitions import _NEEDS_PARSING, PartitionLines, _scr
 from engine.cohort.partition import PartitionEvaluator
 from engine.evaluate import CompiledCriteria
 from engine.evaluate.patient import data_day
+from engine.resource_types import RESOURCE_TYPES
 from engine.sources.ndjson import DEFAULT_PATIENT_FIELDS, PATIENT_FIELDS
 from engine.trial import load_trial
 
@@ -34,13 +37,16 @@ CKD_CRITERIA = ROOT / "criteria" / "NCT03036150.yaml"
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
 CONDITION_STATUS = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+SHARED_MEDICATION = "Medication/m-shared"
 
 
-def _screened_lines(folder: Path, criteria: CompiledCriteria) -> int:
-    """How many Observation lines of the folder the screen would leave unparsed."""
+def _screened_lines(folder: Path, criteria: CompiledCriteria, resource_type: str) -> int:
+    """How many lines of one type in the folder the screen would leave unparsed."""
     screen = LineScreen.from_criteria(criteria)
     count = 0
-    for line in (folder / "Observation.000.ndjson").read_bytes().splitlines():
+    path = folder / f"{resource_type}.000.ndjson"
+    for line in path.read_bytes().splitlines() if path.exists() else ():
         resource = orjson.loads(line) if line.endswith(b"}") else None
         if resource is None or "subject" not in resource:
             continue
@@ -58,7 +64,8 @@ def test_a_run_parsing_every_line_writes_what_a_screened_run_writes(
     tmp_path: Path,
     full: bool,
 ) -> None:
-    assert _screened_lines(ndjson_folder, trial) > 100
+    assert _screened_lines(ndjson_folder, trial, "Observation") > 100
+    assert _screened_lines(ndjson_folder, trial, "MedicationRequest") > 50
     screened = full_run if full else one_worker  # the screen is on by default
     run_cohort(
         CRITERIA,
@@ -77,7 +84,8 @@ def test_a_run_parsing_every_line_writes_what_a_screened_run_writes(
 def test_the_dapa_ckd_run_is_the_same_screened_or_not(tmp_path: Path) -> None:
     folder = tmp_path / "ndjson"
     bundles_to_ndjson((ROOT / "examples" / "ckd", ROOT / "examples" / "synthea"), folder)
-    assert _screened_lines(folder, load_trial(CKD_CRITERIA)) > 100
+    assert _screened_lines(folder, load_trial(CKD_CRITERIA), "Observation") > 100
+    assert _screened_lines(folder, load_trial(CKD_CRITERIA), "MedicationRequest") > 50
     outputs = {}
     for screen in (False, True):
         out = tmp_path / f"out-{screen}"
@@ -214,6 +222,79 @@ def _procedure(draw: st.DrawFn, number: int) -> dict[str, Any]:
     return resource
 
 
+_MEDICATION_CONCEPT_CODES = ("314076", "309362", "1664463")  # lisinopril, clopidogrel, tacrolimus
+_MEDICATION_INERT_CODES = ("310798", "308136", "1535362")  # thiazide, amlodipine, fluoride gel
+_medication_codings = st.one_of(
+    st.tuples(st.just(RXNORM), st.sampled_from(_MEDICATION_INERT_CODES)),  # most often: inert
+    st.tuples(st.just(RXNORM), st.sampled_from(_MEDICATION_INERT_CODES)),
+    st.tuples(st.just(RXNORM), st.sampled_from(_MEDICATION_CONCEPT_CODES)),
+    st.tuples(st.just("http://example.org/local-drugs"), st.just("D1")),
+).map(lambda pair: {"system": pair[0], "code": pair[1], "display": "a drug"})
+_medication_concept = st.one_of(
+    _medication_codings.map(lambda coding: {"coding": [coding], "text": "a drug"}),
+    _medication_codings.map(lambda coding: {"coding": [coding]}),
+    st.lists(_medication_codings, min_size=1, max_size=2).map(lambda codings: {"coding": codings}),
+    st.just({"text": "free text only"}),
+    st.just("not an object"),
+)
+_late_day = st.dates(dt.date(2026, 6, 1), dt.date(2027, 6, 1)).map(lambda day: day.isoformat())
+_dispense_request = st.one_of(
+    _period.map(lambda period: {"validityPeriod": period, "numberOfRepeatsAllowed": 3}),
+    _late_day.map(lambda day: {"validityPeriod": {"start": "2026-01-01", "end": day}}),
+    _late_day.map(lambda day: {"validityPeriod": {"start": day}}),
+    st.just({"quantity": {"value": 30, "unit": "tablet"}}),
+    st.just({"validityPeriod": None}),
+    st.just(None),
+    st.just(["not an object"]),
+)
+
+
+@st.composite
+def _medication(draw: st.DrawFn, number: int) -> dict[str, Any]:
+    """A MedicationRequest, -Administration or -Statement: its medication a concept inert or
+    not (or text only, or not an object), a reference to a shared or contained Medication
+    (sometimes beside a concept), none; its dating fields in any mix (the validity period
+    inside `dispenseRequest`, which may be null or of another type)."""
+    resource_type = draw(
+        st.sampled_from(("MedicationRequest", "MedicationAdministration", "MedicationStatement"))
+    )
+    resource: dict[str, Any] = {"resourceType": resource_type}
+    if draw(st.integers(0, 19)):
+        resource["id"] = f"medication-{draw(st.integers(0, number))}"  # sometimes a duplicate
+    resource["status"] = draw(st.sampled_from(("active", "completed", "stopped", "on-hold")))
+    medication = draw(st.sampled_from(("concept",) * 6 + ("shared", "contained", "both", "none")))
+    if medication in ("concept", "both"):
+        resource["medicationCodeableConcept"] = draw(_medication_concept)
+    if medication in ("shared", "both"):
+        resource["medicationReference"] = {"reference": SHARED_MEDICATION}
+    if medication == "contained":
+        resource["contained"] = [
+            {
+                "resourceType": "Medication",
+                "id": "m1",
+                "code": {"coding": [{"system": RXNORM, "code": "314076"}]},
+            }
+        ]
+        resource["medicationReference"] = {"reference": "#m1"}
+    subject = draw(st.sampled_from(("own",) * 6 + ("none", "patient")))
+    if subject == "own":
+        resource["subject"] = {"reference": "Patient/p1"}
+    elif subject == "patient":
+        resource["patient"] = {"reference": "Patient/p1"}
+    for name in ("authoredOn", "effectiveDateTime", "dateAsserted"):
+        if draw(st.integers(0, 2)) == 0:
+            resource[name] = draw(_day) + "T09:00:00+00:00"
+    if draw(st.integers(0, 2)) == 0:
+        resource["effectivePeriod"] = draw(_period)
+    if draw(st.booleans()):
+        resource["dispenseRequest"] = draw(_dispense_request)
+    if draw(st.booleans()):
+        resource["dosageInstruction"] = [
+            {"text": "1 tablet daily", "doseAndRate": [{"doseQuantity": {"value": 1.5}}]}
+        ]
+    return resource
+
+
 _MANGLINGS = {
     # a key escaped: orjson reads `"c\u006fde"` as `code`, `"c\u006fntained"` as `contained`
     "escaped key": (b'"code":', b'"c\\u006fde":'),
@@ -252,6 +333,23 @@ _MANGLINGS = {
         b'{"reference":"Patient/p1"',
         b'{"reference":"Patient/p1","reference":"x"',
     ),
+    "escaped medication reference": (
+        b'"subject":',
+        b'"medic\\u0061tionReference":{"reference":"Medication/m-shared"},"subject":',
+    ),
+    "repeated medication": (
+        b'"medicationCodeableConcept":',
+        b'"medicationCodeableConcept":{"coding":[{"system":"%s","code":"314076"}]},'
+        b'"medicationCodeableConcept":' % RXNORM.encode(),
+    ),
+    "medication of another type": (b'"subject":', b'"medicationCodeableConcept":7,"subject":'),
+    "later validity period": (
+        b'"subject":',
+        b'"dispenseRequest":{"validityPeriod":{"start":"2031-02-02"}},"subject":',
+    ),
+    "null dispense request": (b'"subject":', b'"dispenseRequest":null,"subject":'),
+    "escaped validity period": (b'"validityPeriod":', b'"validit\\u0079Period":'),
+    "repeated resource type": (b'"id":', b'"resourceType":"Encounter","id":'),
 }
 """Text edits of a written line (the first occurrence of the first text becomes the second)."""
 
@@ -279,6 +377,7 @@ def _patient_lines(draw: st.DrawFn) -> list[bytes]:
     resources = [draw(_observation(number)) for number in range(count)]
     resources += [draw(_condition(number)) for number in range(draw(st.integers(0, 3)))]
     resources += [draw(_procedure(number)) for number in range(draw(st.integers(0, 4)))]
+    resources += [draw(_medication(number)) for number in range(draw(st.integers(0, 4)))]
     resources = draw(st.permutations(resources))
     patient = {"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1970-01-01"}
     texts = [orjson.dumps(patient)] + [orjson.dumps(resource) for resource in resources]
@@ -287,13 +386,30 @@ def _patient_lines(draw: st.DrawFn) -> list[bytes]:
     return texts
 
 
-def _results(criteria: CompiledCriteria, lines: list[bytes], screen: bool, full: bool) -> bytes:
-    """The partition result (every patient's result line, problems) of a cohort worker."""
+_SHARED_MEDICATION_TEXT = orjson.dumps(
+    {
+        "resourceType": "Medication",
+        "id": "m-shared",
+        "code": {"coding": [{"system": RXNORM, "code": "309362"}]},  # clopidogrel: a concept
+    }
+)
+
+
+def _results(
+    criteria: CompiledCriteria, lines: list[bytes], screen: bool, full: bool
+) -> tuple[bytes, ...]:
+    """The partition result (every patient's result line, problems) of a cohort worker, and
+    what it stores for re-runs (outcomes, records: the Medications references resolve to)."""
     data = b"".join(line + b"\n" for line in lines)
     runs = ((b"p1", 0, 1, len(lines)),)  # one patient's lines, from line 1 of range 0
-    partition = PartitionLines(0, (data,), runs, ("Observation.ndjson",), ((0, 1),), {})
-    evaluator = PartitionEvaluator(criteria, AS_OF, {}, full=full, screen_lines=screen)
-    return evaluator.evaluate(partition).data
+    shared = {SHARED_MEDICATION: _SHARED_MEDICATION_TEXT}
+    partition = PartitionLines(0, (data,), runs, ("Observation.ndjson",), ((0, 1),), shared)
+    evaluator = PartitionEvaluator(
+        criteria, AS_OF, {}, full=full, screen_lines=screen, store_key="generated"
+    )
+    result = evaluator.evaluate(partition)
+    assert result.stored is not None and result.stored.records is not None
+    return result.data, result.stored.outcomes, result.stored.records
 
 
 @pytest.fixture(scope="module")
@@ -333,10 +449,14 @@ def _line(draw: st.DrawFn) -> tuple[bytes, bool]:
     number = draw(st.integers(0, 3))
     resource = draw(
         st.one_of(
-            _observation(number), _condition(number), _procedure(number), _other_resource(number)
+            _observation(number),
+            _condition(number),
+            _procedure(number),
+            _medication(number),
+            _other_resource(number),
         )
     )
-    how = draw(st.sampled_from(("as written", "invalid", "repeated key", *_MANGLINGS)))
+    how = draw(st.sampled_from(("as written",) * 6 + ("invalid", "repeated key", *_MANGLINGS)))
     written = orjson.dumps(resource)
     text = _mangled(written, how)
     return text, text == written
@@ -353,9 +473,11 @@ def _skippable_by_orjson(screen: LineScreen, resource: Any) -> tuple[str, str, s
     """What the screen may say of a line, decided on the line parsed by orjson."""
     if type(resource) is not dict or resource.get("resourceType") not in screen.types:
         return None
-    if "contained" in resource:
+    resource_type = resource["resourceType"]
+    medication = RESOURCE_TYPES[resource_type].medication
+    if "contained" in resource or (medication and "medicationReference" in resource):
         return None
-    if "component" in resource:
+    if resource_type == "Observation" and "component" in resource:
         components = resource["component"]
         if type(components) is not list or not components:
             return None
@@ -365,9 +487,9 @@ def _skippable_by_orjson(screen: LineScreen, resource: Any) -> tuple[str, str, s
     subject, resource_id = resource.get("subject"), resource.get("id")
     if type(subject) is not dict or subject.get("reference") != "Patient/p1":
         return None
-    if type(resource_id) is not str or not screen._inert_code(resource.get("code")):
+    coded = resource.get("medicationCodeableConcept" if medication else "code")
+    if type(resource_id) is not str or not screen._inert_code(coded):
         return None
-    resource_type = resource["resourceType"]
     return resource_type, f"{resource_type}/{resource_id}", data_day(resource)
 
 
@@ -452,3 +574,42 @@ def test_the_screen_parses_concept_codes_and_skips_inert_ones(trial: CompiledCri
     assert screen.skippable(line("8867-4")[:-1], subject) is None  # not a whole line
     other = "Patient/p2"
     assert screen.skippable(line("8867-4"), other) is None
+
+
+def test_the_screen_skips_medications_of_inert_codes_only(trial: CompiledCriteria) -> None:
+    """A medication line is skipped only when its `medicationCodeableConcept` is inert and it
+    refers to no Medication (shared or contained); its data day counts the validity period
+    inside `dispenseRequest`."""
+    screen = LineScreen.from_criteria(trial)
+    subject = "Patient/p1"
+
+    def line(code: str = "310798", resource_type: str = "MedicationRequest", **more: Any) -> bytes:
+        resource = {
+            "resourceType": resource_type,
+            "id": "m1",
+            "status": "active",
+            "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": code}]},
+            "subject": {"reference": "Patient/p1"},
+            "authoredOn": "2024-05-01T10:00:00Z",
+        }
+        return orjson.dumps(resource | more)
+
+    for resource_type in ("MedicationRequest", "MedicationAdministration", "MedicationStatement"):
+        assert screen.skippable(line(resource_type=resource_type), subject) == (
+            resource_type,
+            f"{resource_type}/m1",
+            "2024-05-01",
+        )
+    validity = {"validityPeriod": {"start": "2024-05-01", "end": "2024-08-01"}}
+    assert screen.skippable(line(dispenseRequest=validity), subject) == (
+        "MedicationRequest",
+        "MedicationRequest/m1",
+        "2024-08-01",
+    )
+    assert screen.skippable(line("314076"), subject) is None  # lisinopril: a concept
+    shared = {"reference": SHARED_MEDICATION}
+    assert screen.skippable(line(medicationReference=shared), subject) is None
+    contained = [{"resourceType": "Medication", "id": "x"}]
+    assert screen.skippable(line(contained=contained), subject) is None
+    assert screen.skippable(line(dispenseRequest=None), subject) is None  # null: parsed
+    assert screen.skippable(line(medicationCodeableConcept={"text": "a drug"}), subject) is None
