@@ -468,6 +468,9 @@ class _RangeSplitter:
 
     def __init__(self, task: _RangeTask) -> None:
         self.task = task
+        self.named = _type_named_by(task.path)
+        """The type the file's name names (None: none): a line of that type routed where it
+        is goes in a run of `_OF_NAMED_TYPE`."""
         self.result = _RangeResult()
         self.outputs: dict[int, IO[bytes]] = {}
         """Per partition with copies, its file of them (opened when they are first written)."""
@@ -553,7 +556,8 @@ class _RangeSplitter:
         if patient is None:
             self.split_parsed(line_number, text, source)
         else:
-            self.write(patient, line_number, text, source)
+            kind = _OF_NAMED_TYPE if resource_type == self.named else _IN_SOURCE
+            self.write(patient, line_number, text, source, kind)
 
     def split_blocks(self, resource_type: bytes) -> None:
         """Route a range of a file named for `resource_type` without reading it line by line.
@@ -740,11 +744,13 @@ class _RangeSplitter:
     ) -> None:
         """Route the run of `patient`'s lines from `line_number` to line `before` (not
         included), `view[first:stop]`: by where they are in the file when `base` (the file
-        offset of `view[0]`) is known, else as a copy."""
+        offset of `view[0]`) is known, else as a copy. Each line starts as a line of the
+        file's type does (`route_block`)."""
         if base is None:
             self.route(patient, line_number, before - line_number, view[first:stop])
         else:
-            self.refer(patient, line_number, before - line_number, base + first, stop - first)
+            count = before - line_number
+            self.refer(patient, line_number, count, base + first, stop - first, _OF_NAMED_TYPE)
 
     def restart(self) -> None:
         """Forget what the range wrote and found, to split it again."""
@@ -758,13 +764,21 @@ class _RangeSplitter:
         self.unflushed = 0
         self.result = _RangeResult()
 
-    def write(self, patient: bytes, line_number: int, text: bytes, source: int | None) -> None:
+    def write(
+        self,
+        patient: bytes,
+        line_number: int,
+        text: bytes,
+        source: int | None,
+        kind: bytes,
+    ) -> None:
         """Route one line: by where it is in the file (`source`, its text being the file's
-        bytes up to the line end), else as a copy."""
+        bytes up to the line end; `kind`: `_OF_NAMED_TYPE` when it starts as a line of the
+        type the file's name names does), else as a copy."""
         if source is None:
             self.route(patient, line_number, 1, text + b"\n")
         else:
-            self.refer(patient, line_number, 1, source, len(text) + 1)
+            self.refer(patient, line_number, 1, source, len(text) + 1, kind)
 
     def route(
         self, patient: bytes, line_number: int, count: int, lines: bytes | memoryview
@@ -780,11 +794,14 @@ class _RangeSplitter:
         if self.unflushed >= _FLUSH_BYTES:
             self.flush()
 
-    def refer(self, patient: bytes, line_number: int, count: int, at: int, length: int) -> None:
+    def refer(
+        self, patient: bytes, line_number: int, count: int, at: int, length: int, kind: bytes
+    ) -> None:
         """Note `count` lines of `patient` from `line_number` on, `length` bytes from byte
-        `at` of the file, in the patient's partition: pass 2 reads them there."""
+        `at` of the file, in the patient's partition: pass 2 reads them there (`kind`:
+        `_IN_SOURCE`, or `_OF_NAMED_TYPE` when each starts as a line of the file's type)."""
         runs = self.partition(zlib.crc32(patient) % self.task.partition_count)
-        self.add_run(runs, patient, line_number, count, _IN_SOURCE, at, length)
+        self.add_run(runs, patient, line_number, count, kind, at, length)
 
     def partition(self, index: int) -> list[list[Any]]:
         """Partition `index`'s runs."""
@@ -805,17 +822,20 @@ class _RangeSplitter:
         at: int,
         length: int,
     ) -> None:
-        """Append a run, or lengthen the last one when this one continues it."""
+        """Append a run, or lengthen the last one when this one continues it (where it is:
+        both copied, or both in the file, `_IN_SOURCE` unless both are `_OF_NAMED_TYPE`)."""
         if runs:
             last = runs[-1]
             if (
                 last[0] == patient
                 and last[1] + last[2] == line_number
-                and last[3] == kind
+                and (last[3] == kind or (last[3] != _COPY and kind != _COPY))
                 and last[4] + last[5] == at
             ):
                 last[2] += count
                 last[5] += length
+                if last[3] != kind:
+                    last[3] = _IN_SOURCE
                 return
         runs.append([patient, line_number, count, kind, at, length])
 
@@ -864,7 +884,7 @@ class _RangeSplitter:
             if resource_type == "Patient":
                 index = partition_number(patient_id, self.task.partition_count)
                 self.result.patients[index] = self.result.patients.get(index, 0) + 1
-            self.write(patient_id.encode(), line_number, text, source)
+            self.write(patient_id.encode(), line_number, text, source, _IN_SOURCE)
         elif resource_type == "Patient":
             self.problem(line_number, "Patient.id is missing or not a FHIR id", label)
         elif resource_type in SHARED_TYPES:
@@ -887,11 +907,14 @@ class _RangeSplitter:
 _SHARED_TYPE_NAMES = frozenset(t.encode() for t in SHARED_TYPES)
 _IN_SOURCE = b"s"
 """A run's lines are where they are in the file the range is of (`at`: a byte offset)."""
+_OF_NAMED_TYPE = b"t"
+"""As `_IN_SOURCE`, and each line starts `{"resourceType":"<T>"` for the type T the file's
+name names (`_type_named_by`): pass 2 knows a line's type without looking at it."""
 _COPY = b"c"
 """A run's lines are copied into the partition's file of the range (`at`: a byte offset)."""
 _RUN_LINE = b"%s\t%d\t%d\t%s\t%d\t%d\n"
 """A runs file's line: patient, first line (from 1 within the range), number of lines, where
-they are (`_IN_SOURCE` or `_COPY`), byte offset there, number of bytes."""
+they are (`_IN_SOURCE`, `_OF_NAMED_TYPE` or `_COPY`), byte offset there, number of bytes."""
 
 
 def _patient_from_text(resource_type: bytes, text: bytes) -> bytes | None:
@@ -1086,9 +1109,11 @@ class PartitionLines:
     lines of `runs[i]` (whose they are and where they come from) are `chunks[i]`, or, when
     that is None, the bytes of an input file at `places[i]` (file number, byte offset,
     bytes; `file_states` says what the file was like in pass 1), read when their patient is
-    (`patients`); `files` and `ranges` turn a range and line into a file and line number;
-    `shared` holds the shared resources patients may refer to. A pickled copy carries every
-    line (the input's are read first): a worker on another machine needs nothing else.
+    (`patients`); `heads[i]`, when given and not None, is how every line of run i starts
+    (`{"resourceType":"<T>"`, pass 1's `_OF_NAMED_TYPE`); `files` and `ranges` turn a range
+    and line into a file and line number; `shared` holds the shared resources patients may
+    refer to. A pickled copy carries every line (the input's are read first): a worker on
+    another machine needs nothing else.
     """
 
     index: int
@@ -1099,6 +1124,7 @@ class PartitionLines:
     shared: SharedResources
     places: tuple[tuple[int, int, int], ...] = ()
     file_states: tuple[tuple[int, int] | None, ...] = ()
+    heads: tuple[bytes | None, ...] = ()
 
     @classmethod
     def read(cls, export: PartitionedExport, index: int, shared: SharedResources) -> PartitionLines:
@@ -1107,6 +1133,7 @@ class PartitionLines:
         `patients`: still in the processor's cache when they are split and read)."""
         chunks: list[bytes | None] = []
         places: list[tuple[int, int, int]] = []
+        heads: list[bytes | None] = []
         runs: list[Run] = []
         for range_number, copies_path, runs_path, (offset, section_bytes, _copied) in zip(
             export.partition_ranges[index],
@@ -1117,11 +1144,14 @@ class PartitionLines:
         ):
             copies = b"" if copies_path is None else copies_path.read_bytes()
             file_number = export.ranges[range_number][0]
+            named = _type_named_by(export.files[file_number])
+            head = None if named is None else b'{"resourceType":"%s"' % named
             for line in _read_section(runs_path, offset, section_bytes).splitlines():
                 patient, first_line, count, kind, at, length = line.split(b"\t")
                 start, size = int(at), int(length)
                 chunks.append(copies[start : start + size] if kind == _COPY else None)
                 places.append((file_number, start, size))
+                heads.append(head if kind == _OF_NAMED_TYPE else None)
                 runs.append((patient, range_number, int(first_line), int(count)))
         return cls(
             index,
@@ -1132,13 +1162,15 @@ class PartitionLines:
             shared,
             tuple(places),
             export.file_states,
+            tuple(heads),
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled with every line in `chunks` (read from the input files now)."""
         with self._inputs() as inputs:
             chunks = tuple(self._chunk(number, inputs) for number in range(len(self.runs)))
-        return (type(self), (self.index, chunks, self.runs, self.files, self.ranges, self.shared))
+        fields = (self.index, chunks, self.runs, self.files, self.ranges, self.shared)
+        return (type(self), (*fields, (), (), self.heads))
 
     @contextmanager
     def _inputs(self) -> Iterator[dict[int, _InputFile]]:
@@ -1215,6 +1247,7 @@ class PartitionLines:
     ) -> Iterator[PatientResources]:
         chunk_of = self._chunk
         runs = self.runs
+        heads = self.heads
         run_starts = self.run_starts
         shared_types = tuple(sorted({key.split("/")[0] for key in self.shared}))
         references = _shared_reference_pattern(shared_types)
@@ -1241,6 +1274,7 @@ class PartitionLines:
                 references,
                 on_problem,
                 screen,
+                [heads[number] for number in numbers] if heads else None,
             )
             if not preview_first:
                 reader.read(None)
@@ -1446,12 +1480,15 @@ class _PatientLines:
         references: re.Pattern[bytes] | None,
         on_problem: ProblemHandler,
         screen: LineScreen | None,
+        heads: list[bytes | None] | None = None,
     ) -> None:
         self.partition = partition
         self.patient_id = patient.decode()
         self.lines = lines
         # Where the lines are among the partition's: (first position, count) per run.
         self.segments = segments
+        # How every line of each run starts, when pass 1 knows (None: it does not).
+        self.heads = heads or [None] * len(segments)
         # The lines that may refer to shared resources, and how to find their references.
         self.references = references if referring else None
         self.referring = referring or frozenset()
@@ -1520,16 +1557,31 @@ class _PatientLines:
 
     def _read(self, first_types: tuple[bytes, ...] | None) -> None:
         parse_line = self.parse_line
+        lines = self.lines
+        if first_types is None:
+            for position, text in enumerate(lines):
+                parse_line(position, text)
+            return
         rest = self.rest
-        for position, text in enumerate(self.lines):
-            if (
-                first_types is not None
-                and not text.startswith(first_types)
-                and text.startswith(b'{"resourceType":"')
-            ):
-                rest.append((position, text))
-                continue
-            parse_line(position, text)
+        # A line starts as one of `first_types` (each `{"resourceType":"<type>"`) does
+        # exactly when its run's head is one of them: decided a run at a time where the head
+        # is known, a line at a time where it is not.
+        start = 0
+        for (_first, count), head in zip(self.segments, self.heads, strict=True):
+            end = start + count
+            if head is None:
+                for position in range(start, end):
+                    text = lines[position]
+                    if not text.startswith(first_types) and text.startswith(b'{"resourceType":"'):
+                        rest.append((position, text))
+                    else:
+                        parse_line(position, text)
+            elif head in first_types:
+                for position in range(start, end):
+                    parse_line(position, lines[position])
+            else:
+                rest += zip(range(start, end), lines[start:end], strict=True)
+            start = end
 
     def parse_rest(self) -> None:
         for position, text in self.rest:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import pickle
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from engine.cohort.ndjson_partitions import (
     NdjsonFolderSource,
     PartitionedExport,
     PartitionLines,
+    PreviewFirst,
     _lines_referring,
     load_shared_resources,
     partition_ndjson,
@@ -408,6 +410,50 @@ def test_a_pickled_partition_carries_its_lines(tmp_path: Path) -> None:
         "a": ["Observation/o1", "Observation/o3", "Patient/a"],
         "b": ["MedicationRequest/r", "Observation/o2", "Patient/b", "Medication/m"],
     }
+
+
+def test_lines_known_by_their_run_to_be_of_a_type_are_read_as_those_looked_at(
+    tmp_path: Path,
+) -> None:
+    """Pass 2 reads the preview's lines first: a run pass 1 found to hold lines of its
+    file's type only (`heads`) is sorted whole, any other line by how it starts, with the
+    same preview, rest and problems either way (a misnamed line, white space, not JSON)."""
+    condition = {"resourceType": "Condition", "id": "c", "subject": {"reference": "Patient/a"}}
+    (tmp_path / "Patient.ndjson").write_bytes(lines(patient("a"), patient("b")))
+    (tmp_path / "Condition.ndjson").write_bytes(
+        lines(condition, {**condition, "id": "c2"}, observation("o9", "b"))
+        + b' {"resourceType": "Condition", "id": "c3", "subject": {"reference": "Patient/b"}}\n'
+        + b'{"resourceType":"Condition","id":"c4","subject":{"reference":"Patient/a"}\n'
+    )
+    other = {**condition, "id": "c5", "subject": {"reference": "Patient/b"}}
+    (tmp_path / "Observation.ndjson").write_bytes(
+        lines(observation("o1", "a"), other, observation("o2", "a"))
+    )
+    partitioned = partition_ndjson(tmp_path, tmp_path / "work", 1)
+    partition = PartitionLines.read(partitioned, 0, load_shared_resources(partitioned))
+    assert partition.heads.count(None) < len(partition.heads)
+
+    def preview_then_rest(lines: PartitionLines) -> list[Any]:
+        problems: list[SourceProblem] = []
+        read = []
+        for each in lines.patients(problems.append, None, preview_first=True):
+            assert isinstance(each, PreviewFirst) and each.rest is not None
+            read.append((each.patient_id, each.resources, each.rest.parsed().resources))
+        return [read, problems]
+
+    preview, problems = preview_then_rest(partition)
+    assert (preview, problems) == tuple(preview_then_rest(replace(partition, heads=())))
+    assert [[r["id"] for r in resources] for _patient, resources, _whole in preview] == [
+        ["c", "c2", "a"],
+        ["c3", "c5", "b"],
+    ]
+    assert [[r["id"] for r in whole] for _patient, _resources, whole in preview] == [
+        ["c", "c2", "o1", "o2", "a"],
+        ["o9", "c3", "c5", "b"],
+    ]
+    assert [(problem.file, problem.line) for problem in problems] == [
+        (str(tmp_path / "Condition.ndjson"), 5)
+    ]
 
 
 _NEEDLES = (b'"reference":"Medication/', b'"reference":"Organization/')

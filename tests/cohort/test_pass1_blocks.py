@@ -81,9 +81,13 @@ KEPT_LINES = [
 
 @contextmanager
 def line_by_line() -> Iterator[None]:
-    """Pass 1 as it reads a file whose name names no type: every line through `split_line`."""
-    with mock.patch.object(ndjson_partitions, "_type_named_by", lambda path: None):
+    """Pass 1 as it reads a file again after a read error: every line through `split_line`."""
+    with mock.patch.object(ndjson_partitions._RangeSplitter, "split", _split_lines):
         yield
+
+
+def _split_lines(splitter: ndjson_partitions._RangeSplitter) -> None:
+    splitter.split_lines()
 
 
 def split(
@@ -427,11 +431,13 @@ def test_a_run_is_one_line_of_the_runs_file(tmp_path: Path) -> None:
     # p0 and p1 share partition 1. Lines 1-8 are p1's (line 6, naming the patient twice, is
     # parsed and routed by its subject: the same patient, so the runs join); line 9 names
     # Patient/p1 first but its subject is p0: parsed, a run of its own; lines 10-11 name p1,
-    # with a history reference and without.
+    # with a history reference and without. A run whose every line starts as a line of the
+    # file's type does (`{"resourceType":"Observation"`, found where the patient is read
+    # from the text) says so (`t`); joined with a parsed line it says only where it is (`s`).
     at = [sum(len(line) + 1 for line in lines[:number]) for number in range(len(lines) + 1)]
     assert written == {
         "input-0001.00000.ndjson": b"".join(line + b"\n" for line in lines),
-        "input-0001.00000.runs": b"p1\t1\t8\ts\t0\t%d\np0\t9\t1\ts\t%d\t%d\np1\t10\t2\ts\t%d\t%d\n"
+        "input-0001.00000.runs": b"p1\t1\t8\ts\t0\t%d\np0\t9\t1\ts\t%d\t%d\np1\t10\t2\tt\t%d\t%d\n"
         % (at[8], at[8], at[9] - at[8], at[9], at[11] - at[9]),
     }
 
