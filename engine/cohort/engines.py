@@ -112,8 +112,11 @@ class EngineStart(Protocol):
     def warm_up(self, criteria: CriteriaFiles | None) -> None:
         """Have the workers load these criteria as soon as they are up (None: nothing)."""
 
+    def stop(self) -> None:
+        """Have the workers begin to end, without waiting (the run's last task is done)."""
+
     def close(self) -> None:
-        """Stop the workers (waiting for the start to end first)."""
+        """Stop the workers and wait for them (waiting for the start to end first)."""
 
 
 def peak_memory() -> int:
@@ -699,11 +702,17 @@ class _DaskHost:
             "written so far are kept: run the same command again to resume"
         )
 
+    def stop(self) -> None:
+        """Ask the host to close the cluster and end, without waiting."""
+        if not self._pipe.closed:
+            with contextlib.suppress(OSError):
+                self._pipe.send(("close",))
+            self._pipe.close()
+
     def close(self) -> None:
-        """Ask the host to close the cluster; terminate it if it has not ended within 30 s."""
-        with contextlib.suppress(OSError):
-            self._pipe.send(("close",))
-        self._pipe.close()
+        """Ask the host to close the cluster and wait for it to end; terminate it if it has
+        not ended within 30 s."""
+        self.stop()
         self._process.join(30)
         if self._process.exitcode is None:
             self._process.terminate()
@@ -834,6 +843,12 @@ class DaskStart:
             else:
                 peak: int | None = message[1]
                 return peak
+
+    def stop(self) -> None:
+        """Have a hosted cluster begin closing while this process goes on (`close` waits
+        for it); nothing for a cluster of this process."""
+        if self._host is not None:
+            self._host.stop()
 
     def close(self) -> None:
         if self._host is not None:

@@ -336,10 +336,12 @@ def run_cohort(
             screen_lines,
             key if keep_store else None,
         )
+        if engine_start is not None:
+            engine_start.stop()  # the workers end while the outputs are assembled
+        counts = assemble_outputs(out, criteria, count)
     finally:
         if engine_start is not None:
             engine_start.close()
-    counts = assemble_outputs(out, criteria, count)
     shutil.rmtree(work, ignore_errors=True)
     summary = _summary(
         out,

@@ -172,3 +172,26 @@ def test_a_run_on_its_own_cluster_drops_only_the_heartbeat_races_of_its_clean_cl
     finally:
         start.close()
     assert list(after.values()) == [["Compute Failed"]]
+
+
+def test_a_run_s_own_cluster_has_ended_when_the_run_returns(
+    ndjson_folder: Path, tmp_path: Path
+) -> None:
+    """The run's cluster begins to close as its last partition is written (while the outputs
+    are assembled): by the time `run_cohort` returns, its host and workers have ended, and
+    the command's process has not imported distributed."""
+    skip_unless_dask_workers_fork()
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "import psutil\n"
+        "from engine.cohort import NdjsonInput, run_cohort\n"
+        "from cohort_examples import AS_OF, CRITERIA\n"
+        "if __name__ == '__main__':\n"
+        "    run_cohort(CRITERIA, NdjsonInput(Path(sys.argv[1])), Path(sys.argv[2]), AS_OF,"
+        " engine='dask', workers=2)\n"
+        "    print(psutil.Process().children(recursive=True), 'distributed' in sys.modules)\n"
+    )
+    done = run_python(code, str(ndjson_folder), str(tmp_path / "out"))
+    assert done.stdout.strip() == "[] False"
+    assert (tmp_path / "out" / "summary.json").is_file()
