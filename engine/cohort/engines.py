@@ -369,16 +369,17 @@ def _can_fork_workers() -> bool:
     )
 
 
-def _serve_as_dask_worker(addresses: Connection, prepare_units: bool) -> None:
+def _serve_as_dask_worker(host: Connection, prepare_units: bool) -> None:
     """A forked worker process: wait for the scheduler's address (and this worker's name),
-    then run a `distributed.Worker` (one thread) until the scheduler closes it. Nothing to
-    import: the process is a fork of one that imported distributed and trialsieve."""
+    then run a `distributed.Worker` (one thread) until the scheduler closes it, telling the
+    process that forked it once it has joined. Nothing to import: the process is a fork of
+    one that imported distributed and trialsieve."""
     exit_when_orphaned()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the command's: it closes us
     if prepare_units:
         prepare_unit_conversions()  # while pass 1 runs, before any task needs it
     try:
-        received = addresses.recv()
+        received = host.recv()
     except EOFError:
         return
     if received is None:  # the run ended before the cluster started
@@ -396,6 +397,7 @@ def _serve_as_dask_worker(addresses: Connection, prepare_units: bool) -> None:
         async with distributed.Worker(
             scheduler_address, nthreads=1, name=name, host="127.0.0.1", dashboard=False
         ) as worker:
+            host.send("joined")
             await worker.finished()
 
     asyncio.run(serve())
@@ -414,38 +416,47 @@ class _ForkedWorkers:
     def __init__(self, count: int, prepare_units: bool) -> None:
         context = multiprocessing.get_context("fork")
         self._processes: list[Any] = []
-        self._addresses: list[Connection] = []
+        self._pipes: list[Connection] = []
         for number in range(count):
-            receiving, sending = context.Pipe(duplex=False)
+            ours, theirs = context.Pipe()
             process = context.Process(
                 target=_serve_as_dask_worker,
-                args=(receiving, prepare_units),
+                args=(theirs, prepare_units),
                 name=f"trialsieve-dask-worker-{number}",
                 daemon=True,
             )
             process.start()
-            receiving.close()
+            theirs.close()
             self._processes.append(process)
-            self._addresses.append(sending)
+            self._pipes.append(ours)
 
     def connect(self, scheduler_address: str) -> None:
         """Send each worker the scheduler's address and its name (one that ended already is
-        found by `ended`)."""
-        for number, sending in enumerate(self._addresses):
+        found by `wait_until_joined`)."""
+        for number, pipe in enumerate(self._pipes):
             with contextlib.suppress(OSError):
-                sending.send((scheduler_address, f"trialsieve-worker-{number}"))
+                pipe.send((scheduler_address, f"trialsieve-worker-{number}"))
 
-    def ended(self) -> list[int]:
-        """The exit codes of the workers that ended."""
-        return [p.exitcode for p in self._processes if p.exitcode is not None]
+    def wait_until_joined(self) -> None:
+        """Wait until every worker has joined the scheduler (it says so as soon as it has:
+        no polling); CohortError when one ends before that."""
+        for pipe, process in zip(self._pipes, self._processes, strict=True):
+            try:
+                pipe.recv()
+            except (EOFError, OSError):  # it ended: its end of the pipe closed
+                process.join(10)
+                raise CohortError(
+                    f"a Dask worker process ended before it joined the cluster "
+                    f"(exit code {process.exitcode})"
+                ) from None
 
     def stop(self) -> None:
         """Tell the workers still waiting to end, and wait for every worker to end (the
         scheduler closes those that connected); terminate one that does not within 10 s."""
-        for sending in self._addresses:
+        for pipe in self._pipes:
             with contextlib.suppress(OSError):  # the worker already ended
-                sending.send(None)
-            sending.close()
+                pipe.send(None)
+            pipe.close()
         for process in self._processes:
             process.join(10)
             if process.exitcode is None:
@@ -535,9 +546,9 @@ def _evaluate_on_cluster(
     return max(peaks.values(), default=None)
 
 
-def _start_scheduler_for(forked: _ForkedWorkers, workers: int) -> tuple[Any, Any]:
+def _start_scheduler_for(forked: _ForkedWorkers) -> tuple[Any, Any]:
     """A LocalCluster without workers of its own (the scheduler) for the forked workers, and
-    a client, once all `workers` have joined; CohortError when one ended before that."""
+    a client, once they have all joined; CohortError when one ended before that."""
     import dask
 
     distributed = _import_distributed()
@@ -551,18 +562,12 @@ def _start_scheduler_for(forked: _ForkedWorkers, workers: int) -> tuple[Any, Any
     try:
         forked.connect(cluster.scheduler_address)
         client = distributed.Client(cluster)
-        while True:
-            try:
-                client.wait_for_workers(workers, timeout=1)
-                return cluster, client
-            except TimeoutError:
-                ended = forked.ended()
-                if ended:
-                    client.close()
-                    raise CohortError(
-                        f"a Dask worker process ended before it joined the cluster "
-                        f"(exit code {ended[0]})"
-                    ) from None
+        try:
+            forked.wait_until_joined()
+        except BaseException:
+            client.close()
+            raise
+        return cluster, client
     except BaseException:
         cluster.close()
         raise
@@ -596,7 +601,7 @@ def _host_dask_cluster(requests: Connection, workers: int, prepare_units: bool) 
         distributed.versions.get_versions()
         forked = _ForkedWorkers(workers, prepare_units)
         exit_when_orphaned()  # after the forks: the workers copy no thread
-        cluster, client = _start_scheduler_for(forked, workers)
+        cluster, client = _start_scheduler_for(forked)
     except BaseException as error:
         failed = error
 
