@@ -304,10 +304,13 @@ def result_data(lines: list[bytes], patients: int, problems: int) -> bytes:
     then the `complete` line with their counts and the SHA-256 of everything before it, so
     that `is_complete` knows a whole file from one a crash cut short or left with holes
     (result files are written without an fsync: `write_result`)."""
-    body = b"\n".join(lines) + b"\n" if lines else b""
-    digest = hashlib.sha256(body).hexdigest()
-    complete = {"patients": patients, "problems": problems, "sha256": digest}
-    return body + orjson.dumps({"complete": complete}) + b"\n"
+    # hashed line by line and joined once with the complete line (no copy of the body)
+    digest = hashlib.sha256()
+    for line in lines:
+        digest.update(line)
+        digest.update(b"\n")
+    complete = {"patients": patients, "problems": problems, "sha256": digest.hexdigest()}
+    return b"\n".join([*lines, orjson.dumps({"complete": complete}), b""])
 
 
 def is_complete(path: Path) -> bool:
