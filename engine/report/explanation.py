@@ -377,10 +377,9 @@ def criterion_summary(result: CriterionResult, as_of: dt.date, terminology: Term
     expression = result.criterion.criterion.expression
     outcome = result.outcome
     deciding = _deciding_steps(expression, outcome, as_of, terminology)
-    if isinstance(expression, AllOf | AnyOf | NotOf):
-        says = TRUTH_TEXT[outcome.truth]  # what a combination's own step says
-    else:
-        says = deciding[0].says  # a leaf is its own deciding step
+    combination = isinstance(expression, _COMBINATIONS)
+    # what a combination's own step says; a leaf is its own deciding step
+    says = TRUTH_TEXT[outcome.truth] if combination else deciding[0].says
     return _summary(result.verdict, deciding, says)
 
 
@@ -391,7 +390,7 @@ def _deciding_steps(
     building the deciding leaves' steps only."""
     if isinstance(expression, NotOf):
         return _deciding_steps(expression.operand, outcome.children[0], as_of, terminology)
-    if isinstance(expression, AllOf | AnyOf):
+    if isinstance(expression, _ALL_OR_ANY):
         pairs = list(zip(expression.operands, outcome.children, strict=False))
         if not pairs:  # a step without children is its own leaf
             return [_step(expression, outcome, as_of, terminology)]
@@ -411,6 +410,12 @@ def _deciding_steps(
 
 
 _ID_PREFIX = re.compile(r"^(inclusion|exclusion)-\d+-")
+_ALL_OR_ANY = (AllOf, AnyOf)
+_COMBINATIONS = (AllOf, AnyOf, NotOf)
+_NUMBERS = (int, float)
+"""isinstance's class tuples, made once (`AllOf | AnyOf` written in a call builds its union
+at every call, twice the cost of the check; explanations check every node of every
+outcome they walk)."""
 
 
 @functools.lru_cache(maxsize=1024)
@@ -465,7 +470,7 @@ def _deciding_leaves(step: Step) -> list[Step]:
 def _step(
     expression: Expression, outcome: Outcome, as_of: dt.date, terminology: Terminology
 ) -> Step:
-    if isinstance(expression, AllOf | AnyOf):
+    if isinstance(expression, _ALL_OR_ANY):
         word = "all of" if isinstance(expression, AllOf) else "any of"
         children = tuple(
             _operand_step(operand, child, as_of, terminology)
@@ -512,7 +517,7 @@ def _operand_step(
     expression: Expression, outcome: Outcome, as_of: dt.date, terminology: Terminology
 ) -> Step:
     """`_step` of a combination's operand, from `_uncited_combinations` when it can be."""
-    if not isinstance(expression, AllOf | AnyOf | NotOf) or not cites_nothing(outcome):
+    if not isinstance(expression, _COMBINATIONS) or not cites_nothing(outcome):
         return _step(expression, outcome, as_of, terminology)
     key = (id(expression), as_of, id(terminology), outcome)
     return remembered(
@@ -1061,7 +1066,7 @@ def _dose_words(dosage: object) -> str:
     if isinstance(dose, Mapping) and dose.get("value") is not None:
         unit = dose.get("unit") or readable_unit(dose.get("code"))
         value = dose["value"]
-        amount = _number(value) if isinstance(value, int | float) else str(value)
+        amount = _number(value) if isinstance(value, _NUMBERS) else str(value)
         parts.append(f"{amount} {unit}".strip())
     timing = dosage.get("timing")
     repeat = timing.get("repeat") if isinstance(timing, Mapping) else None
@@ -1167,7 +1172,7 @@ def _recorded_quantity(resource: Mapping[str, Any]) -> tuple[str, str] | None:
         return None
     unit = quantity.get("code") or quantity.get("unit") or ""
     value = quantity["value"]
-    return (_number(value) if isinstance(value, int | float) else str(value), str(unit))
+    return (_number(value) if isinstance(value, _NUMBERS) else str(value), str(unit))
 
 
 def _range_words(

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import quote
 
 import orjson
@@ -212,6 +212,22 @@ class CriterionReport:
     evidence: tuple[str, ...] = ()
     missing: tuple[str, ...] = ()
 
+    def __init__(
+        self,
+        verdict: CriterionVerdict | None,
+        summary: str,
+        evidence: tuple[str, ...] = (),
+        missing: tuple[str, ...] = (),
+    ) -> None:
+        # What the frozen dataclass's __init__ would write (it calls object.__setattr__ per
+        # field), straight into the instance's dict: a cohort makes one per criterion that
+        # cites a resource, per patient.
+        fields = self.__dict__
+        fields["verdict"] = verdict
+        fields["summary"] = summary
+        fields["evidence"] = evidence
+        fields["missing"] = missing
+
 
 NOT_EVALUATED_REPORT = CriterionReport(None, NOT_EVALUATED_SUMMARY)
 
@@ -228,6 +244,26 @@ class PatientReport:
     parts: tuple[CriterionReport, ...]
     data_problems: tuple[str, ...] = ()
     newest_data: dt.date | None = None
+
+    def __init__(
+        self,
+        criteria: CompiledCriteria,
+        patient_id: str,
+        patient_reference: str,
+        as_of: dt.date,
+        parts: tuple[CriterionReport, ...],
+        data_problems: tuple[str, ...] = (),
+        newest_data: dt.date | None = None,
+    ) -> None:
+        # the frozen dataclass's fields, written as `CriterionReport` writes them
+        fields = self.__dict__
+        fields["criteria"] = criteria
+        fields["patient_id"] = patient_id
+        fields["patient_reference"] = patient_reference
+        fields["as_of"] = as_of
+        fields["parts"] = parts
+        fields["data_problems"] = data_problems
+        fields["newest_data"] = newest_data
 
     @cached_property
     def status(self) -> SubjectStatus:
@@ -417,8 +453,7 @@ def detected_issue_of(report: PatientReport) -> dict[str, Any]:
     return issue
 
 
-@dataclass(frozen=True)
-class ShapedJson:
+class ShapedJson(NamedTuple):
     """A generated resource's JSON text (as `orjson.dumps` writes it) and its `output_shape`,
     made together from the same parts (`OutputShapes.validate_json`)."""
 
@@ -426,8 +461,7 @@ class ShapedJson:
     shape: Shape
 
 
-@dataclass(frozen=True)
-class _PartPieces:
+class _PartPieces(NamedTuple):
     """What a DetectedIssue shows of one criterion's part: its row of the narrative table
     and, for a criterion not clear, its evidence entry (JSON text and `output_shape`)."""
 
