@@ -117,19 +117,25 @@ class _Component(msgspec.Struct, gc=False):
     code: msgspec.Raw = msgspec.Raw()
 
 
-class _ScreenedLine(msgspec.Struct, tag_field="resourceType", gc=False):
+class _Subject(msgspec.Struct, gc=False):
+    reference: str
+
+
+class _ScreenedLine(msgspec.Struct, tag_field="resourceType", kw_only=True, gc=False):
     """What the screen reads of a line of any type it may skip; the rest is skipped (checked
     as JSON syntax only). Each type has its own Struct (`_line_struct`), tagged by its
     `resourceType` (a line whose resourceType, or whose repeated resourceType, names another
     type fails the decoding).
 
-    An absent key reads as None (`code`, `contained`, `medicationReference`: an empty Raw;
-    `component`: UNSET); a value of another JSON type than these fields' (`component` not a
-    list of objects, or null) fails the decoding (the line is parsed)."""
+    The checks msgspec can make are made in its decoding, which fails (the line is parsed)
+    when a line lacks `id` (a string), `subject` (an object with a string `reference`) or
+    its coded field, or has `contained` (or, for a medication type, `medicationReference`:
+    any value, `null` too, as `Unset` fields), or gives a field another JSON type than these
+    (an Observation's `component`: a list of objects)."""
 
-    id: str | None = None
-    subject: _Reference | None = None
-    contained: msgspec.Raw = msgspec.Raw()
+    id: str
+    subject: _Subject
+    contained: msgspec.UnsetType = msgspec.UNSET
 
 
 _DatingValue = str | _Period | None
@@ -144,24 +150,15 @@ def _line_struct(resource_type: str) -> Any:
     lacks reads as absent (a class attribute: `component` UNSET, `medicationReference` an
     empty Raw)."""
     medication = RESOURCE_TYPES[resource_type].medication
-    fields: list[tuple[str, Any, Any]] = [
-        (
-            "code",
-            msgspec.Raw,
-            msgspec.field(
-                default=msgspec.Raw(), name="medicationCodeableConcept" if medication else "code"
-            ),
-        )
-    ]
+    coded_field = "medicationCodeableConcept" if medication else "code"
+    fields: list[tuple[str, Any, Any]] = [("code", msgspec.Raw, msgspec.field(name=coded_field))]
     namespace: dict[str, Any] = {}
     if resource_type == "Observation":
         fields.append(("component", list[_Component] | msgspec.UnsetType, msgspec.UNSET))
     else:
         namespace["component"] = msgspec.UNSET
     if medication:
-        fields.append(("medicationReference", msgspec.Raw, msgspec.Raw()))
-    else:
-        namespace["medicationReference"] = msgspec.Raw()
+        fields.append(("medicationReference", msgspec.UnsetType, msgspec.UNSET))
     containers: dict[str, list[str]] = {}
     for dating_field in _dating_fields(resource_type):
         if dating_field.container is None:
@@ -181,6 +178,7 @@ def _line_struct(resource_type: str) -> Any:
         bases=(_ScreenedLine,),
         tag=resource_type,
         namespace=namespace,
+        kw_only=True,
         gc=False,
     )
 
@@ -241,20 +239,10 @@ class LineScreen:
             line = self.decode(text)
         except msgspec.DecodeError:  # not a JSON object, a field of another type, deep nesting
             return None
-        resource_type, dating = self.dating[type(line)]
-        subject = line.subject
-        code = line.code
-        if (
-            line.contained
-            or line.medicationReference
-            or subject is None
-            or subject.reference != own_reference
-            or line.id is None
-            or not code
-        ):
+        if line.subject.reference != own_reference:
             return None
         verdicts = self._code_verdicts
-        code_text = bytes(code)
+        code_text = bytes(line.code)
         inert = verdicts.get(code_text)
         if inert is None:
             inert = self._new_code_verdict(code_text)
@@ -275,18 +263,18 @@ class LineScreen:
             (parser or json_checker()).parse(text)
         except (ValueError, RuntimeError):  # UnicodeDecodeError is a ValueError
             return None
+        resource_type, dating = self.dating[type(line)]
         # `data_day`: the latest first ten characters of the values at least ten long, which
         # are those of the latest such value (a string's order is its prefix's first).
         newest = ""
         for value in dating(line):
-            if value is None:
-                continue
-            if type(value) is _Period:
+            if type(value) is str:
+                if value > newest and len(value) >= 10:
+                    newest = value
+            elif value is not None:  # a Period: its end, else its start
                 value = value.end or value.start
-                if type(value) is not str:
-                    continue
-            if value > newest and len(value) >= 10:
-                newest = value
+                if type(value) is str and value > newest and len(value) >= 10:
+                    newest = value
         return resource_type, f"{resource_type}/{line.id}", newest[:10]
 
     def _new_code_verdict(self, code_text: bytes) -> bool:
@@ -323,15 +311,21 @@ _FIRST_PATIENT_FIELDS = tuple(
     sorted({fields[0] for fields in PATIENT_FIELDS.values()} | {DEFAULT_PATIENT_FIELDS[0]})
 )
 
+_AnyHolder = _Reference | list[Any] | str | int | float | bool | None
+"""Any JSON value, an object read as a `_Reference` (its `reference` only: a dict of every
+key, as `Any` would give, costs more to build)."""
+
 _CheckedLine: Any = msgspec.defstruct(
     "_CheckedLine",
     [("resourceType", Any, None), ("id", Any, None)]
-    + [(name, Any, None) for name in _FIRST_PATIENT_FIELDS],
+    + [(name, _AnyHolder, None) for name in _FIRST_PATIENT_FIELDS],
     gc=False,
 )
 """What a settled patient's line is checked for (`decode_checked_line`)."""
 decode_checked_line = msgspec.json.Decoder(_CheckedLine).decode
 """A line's resourceType, id and the first patient field of every type (None when absent;
-a repeated key: its last value, as orjson reads it), the rest of the line checked as JSON
-syntax only and skipped. Raises msgspec.DecodeError for a line that is not a JSON object
-(or nests deeper than msgspec allows)."""
+an object: a `_Reference`; a repeated key: its last value, as orjson reads it), the rest of
+the line checked as JSON syntax only and skipped. Raises msgspec.DecodeError for a line
+that is not a JSON object (or nests deeper than msgspec allows)."""
+CheckedReference = _Reference
+"""The type of an object in a patient field of `decode_checked_line`."""

@@ -58,7 +58,12 @@ import simdjson
 import stringzilla
 
 from engine.atomic_write import write_atomically
-from engine.cohort.line_screen import LineScreen, decode_checked_line, json_checker
+from engine.cohort.line_screen import (
+    CheckedReference,
+    LineScreen,
+    decode_checked_line,
+    json_checker,
+)
 from engine.cohort.orphans import exit_when_orphaned
 from engine.cohort.prefilter import PREVIEW_TYPES
 from engine.errors import InputError, Location
@@ -1449,7 +1454,7 @@ def _screened_label(parser: simdjson.Parser, text: bytes, own_reference: str) ->
     if type(resource_type) is not str or not resource_type or resource_type == "Patient":
         return _NEEDS_PARSING
     holder = getattr(line, _FIRST_PATIENT_FIELD.get(resource_type, DEFAULT_PATIENT_FIELDS[0]))
-    if type(holder) is not dict or holder.get("reference") != own_reference:
+    if type(holder) is not CheckedReference or holder.reference != own_reference:
         return _NEEDS_PARSING
     try:
         parser.parse(text)

@@ -333,6 +333,8 @@ _MANGLINGS = {
         b'{"reference":"Patient/p1"',
         b'{"reference":"Patient/p1","reference":"x"',
     ),
+    "subject of another type": (b'"subject":{"reference":"Patient/p1"}', b'"subject":["p1"]'),
+    "reference of another type": (b'"reference":"Patient/p1"', b'"reference":["Patient/p1"]'),
     "escaped medication reference": (
         b'"subject":',
         b'"medic\\u0061tionReference":{"reference":"Medication/m-shared"},"subject":',
