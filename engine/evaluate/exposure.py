@@ -109,11 +109,11 @@ class ExposureNode:
         uses, problems = self._uses(context)
         if not uses and not problems:
             nothing = self._nothing_found.get(context.as_of)
-            if nothing is None:
-                nothing = self._nothing_found[context.as_of] = with_atom(
-                    self._decide(uses, problems, context), self.query.atom, ()
+            if nothing is None:  # shared when made
+                nothing = self._nothing_found[context.as_of] = shared(
+                    with_atom(self._decide(uses, problems, context), self.query.atom, ())
                 )
-            return shared(nothing)
+            return nothing
         outcome = self._decide(uses, problems, context)
         cited = tuple(
             Cited(use.reference, use.resource, context.record.medication_of(use.resource))

@@ -293,17 +293,19 @@ class ManualNode:
     def evaluate(self, context: EvaluationContext) -> Outcome:
         attestation = context.attestations.get(self.atom.id)
         if attestation is None:
-            if self._unanswered:
-                return shared(self._unanswered[0])
-            unanswered = Outcome(
-                Truth.UNKNOWN,
-                f"manual review: {self.atom.question}",
-                self.label,
-                manual=(self.atom.id,),
-                atom=self.atom,
+            if self._unanswered:  # shared when made (`shared` cannot share it later either)
+                return self._unanswered[0]
+            unanswered = shared(
+                Outcome(
+                    Truth.UNKNOWN,
+                    f"manual review: {self.atom.question}",
+                    self.label,
+                    manual=(self.atom.id,),
+                    atom=self.atom,
+                )
             )
             self._unanswered.append(unanswered)
-            return shared(unanswered)
+            return unanswered
         when = f" on {attestation.date.isoformat()}" if attestation.date else ""
         answer = "yes" if attestation.answer else "no"
         return Outcome(
@@ -503,13 +505,15 @@ class ResourceNode:
         default_factory=dict, init=False, repr=False, compare=False
     )
     """The outcome by as-of day when no resource qualifies (and none has a problem): it depends
-    on the atom and the window only, and most atoms find nothing for most patients."""
+    on the atom and the window only, and most atoms find nothing for most patients (shared
+    when made)."""
+    as_of_anchored: bool = field(init=False, repr=False, compare=False)
+    """Whether every `before:` / `after:` is relative to the as-of date (not to another
+    atom): the window is then the same for every patient, as without them."""
 
-    @property
-    def as_of_anchored(self) -> bool:
-        """Whether every `before:` / `after:` is relative to the as-of date (not to another
-        atom): the window is then the same for every patient, as without them."""
-        return all(anchoring.anchor is None for anchoring in self.anchorings)
+    def __post_init__(self) -> None:
+        as_of_anchored = all(anchoring.anchor is None for anchoring in self.anchorings)
+        object.__setattr__(self, "as_of_anchored", as_of_anchored)
 
     @property
     def open_world(self) -> bool:
@@ -542,7 +546,7 @@ class ResourceNode:
         if self.concept is not None and not context.record.resources_of_concept(self.concept.id):
             nothing = self._nothing_found.get(context.as_of)
             if nothing is not None:  # nothing to look at: as when nothing qualifies
-                return shared(nothing)
+                return nothing
         if anchorings:  # `before:` / `after:` the as-of date only: the same for every patient
             first_day, last_day, window_text = self._as_of_bounds(context)
             candidates, problems = self._candidates(context, first_day, last_day)
@@ -552,11 +556,13 @@ class ResourceNode:
         if not candidates and not problems:
             nothing = self._nothing_found.get(context.as_of)
             if nothing is None:
-                nothing = self._nothing_found[context.as_of] = with_atom(
-                    self._decision(candidates, problems, window_text, context, first_day),
-                    self.atom,
+                nothing = self._nothing_found[context.as_of] = shared(
+                    with_atom(
+                        self._decision(candidates, problems, window_text, context, first_day),
+                        self.atom,
+                    )
                 )
-            return shared(nothing)
+            return nothing
         outcome = self._decision(candidates, problems, window_text, context, first_day)
         return self._cite(outcome, candidates, context.record)
 

@@ -192,33 +192,43 @@ def evaluate_patient(
     problem = as_of_problem(as_of)
     if problem is not None:
         raise InputError(problem, Location(field="as-of"))
+    unavailable = record.unavailable_types
     context = EvaluationContext(
         record,
         as_of,
         attestations or {},
         criteria.terminology,
-        unavailable_types=criteria.unavailable_types.union(record.unavailable_types),
-        unavailable_reasons=record.unavailable_types,
+        unavailable_types=criteria.unavailable_types.union(unavailable)
+        if unavailable
+        else criteria.unavailable_types,
+        unavailable_reasons=unavailable,
     )
     results: list[CriterionResult] = []
     skipped: list[CompiledCriterion] = []
-    for criterion in criteria.criteria:
-        known = decided.get(criterion.id) if decided is not None else None
-        if known is not None:
-            results.append(CriterionResult(criterion, known))
-        elif only is None or criterion.id in only:
-            results.append(CriterionResult(criterion, criterion.root.evaluate(context)))
-        else:
-            skipped.append(criterion)
+    if decided is None and only is None:  # the usual case: every criterion evaluated
+        results = [
+            CriterionResult(criterion, criterion.root.evaluate(context))
+            for criterion in criteria.criteria
+        ]
+    else:
+        for criterion in criteria.criteria:
+            known = decided.get(criterion.id) if decided is not None else None
+            if known is not None:
+                results.append(CriterionResult(criterion, known))
+            elif only is None or criterion.id in only:
+                results.append(CriterionResult(criterion, criterion.root.evaluate(context)))
+            else:
+                skipped.append(criterion)
     problems = (
-        tuple(str(problem) for problem in record.data_problems)
+        tuple(map(str, record.data_problems))
         + record.source_problems
         + _patient_problems(record, as_of)
-        + tuple(
-            f"{resource_type} {why}: criteria over it are unknown"
-            for resource_type, why in record.unavailable_types.items()
-        )
     )
+    if unavailable:
+        problems += tuple(
+            f"{resource_type} {why}: criteria over it are unknown"
+            for resource_type, why in unavailable.items()
+        )
     return PatientEvaluation(
         criteria=criteria,
         patient_id=record.patient_id,
