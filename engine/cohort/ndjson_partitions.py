@@ -1275,7 +1275,8 @@ class PartitionLines:
                 patient,
                 texts,
                 segments,
-                _lines_referring(chunks, needles) if references is not None else None,
+                chunks,
+                needles if references is not None else (),
                 references,
                 on_problem,
                 screen,
@@ -1481,7 +1482,8 @@ class _PatientLines:
         patient: bytes,
         lines: list[bytes],
         segments: list[tuple[int, int]],
-        referring: frozenset[int] | None,
+        chunks: list[tuple[bytes, int]],
+        needles: tuple[bytes, ...],
         references: re.Pattern[bytes] | None,
         on_problem: ProblemHandler,
         screen: LineScreen | None,
@@ -1494,9 +1496,14 @@ class _PatientLines:
         self.segments = segments
         # How every line of each run starts, when pass 1 knows (None: it does not).
         self.heads = heads or [None] * len(segments)
-        # The lines that may refer to shared resources, and how to find their references.
-        self.references = references if referring else None
-        self.referring = referring or frozenset()
+        # The lines that may refer to shared resources (`_lines_referring` finds them in the
+        # runs' texts, `chunks`, with `needles`: a run when its lines are first read), and
+        # how to find their references.
+        self.chunks = chunks
+        self.needles = needles
+        self.unsearched = [bool(needles)] * len(segments)
+        self.references = references if needles else None
+        self.referring: frozenset[int] = frozenset()
         self.on_problem = on_problem
         self.own_reference = "Patient/" + self.patient_id
         self.screen = screen
@@ -1560,7 +1567,29 @@ class _PatientLines:
         if self._read_again_unscreened():
             self._read(first_types)
 
+    def _search_referring(self, first_types: tuple[bytes, ...] | None) -> None:
+        """Add to `referring` the lines that may refer to a shared resource, of the runs not
+        searched yet whose lines may start as `first_types` does (all, when None): a patient
+        settled from the preview needs no search of the rest (`finish` uses them only to
+        build the resources)."""
+        unsearched = self.unsearched
+        if not any(unsearched):
+            return
+        chunks = self.chunks
+        searched: list[tuple[bytes, int]] = []
+        for number, (chunk, count) in enumerate(chunks):
+            head = self.heads[number]
+            if unsearched[number] and (first_types is None or head is None or head in first_types):
+                unsearched[number] = False
+                searched.append((chunk, count))
+            else:
+                searched.append((b"", count))  # its lines keep their positions
+        found = _lines_referring(searched, self.needles)
+        if found:
+            self.referring = self.referring | found
+
     def _read(self, first_types: tuple[bytes, ...] | None) -> None:
+        self._search_referring(first_types)
         parse_line = self.parse_line
         lines = self.lines
         if first_types is None:
@@ -1589,6 +1618,7 @@ class _PatientLines:
             start = end
 
     def parse_rest(self) -> None:
+        self._search_referring(None)
         for position, text in self.rest:
             self.parse_line(position, text)
         self.rest = []

@@ -417,7 +417,8 @@ def test_lines_known_by_their_run_to_be_of_a_type_are_read_as_those_looked_at(
 ) -> None:
     """Pass 2 reads the preview's lines first: a run pass 1 found to hold lines of its
     file's type only (`heads`) is sorted whole, any other line by how it starts, with the
-    same preview, rest and problems either way (a misnamed line, white space, not JSON)."""
+    same preview, rest and problems either way (a misnamed line, white space, not JSON);
+    the rest is searched for references to shared resources when it is parsed."""
     condition = {"resourceType": "Condition", "id": "c", "subject": {"reference": "Patient/a"}}
     (tmp_path / "Patient.ndjson").write_bytes(lines(patient("a"), patient("b")))
     (tmp_path / "Condition.ndjson").write_bytes(
@@ -429,6 +430,8 @@ def test_lines_known_by_their_run_to_be_of_a_type_are_read_as_those_looked_at(
     (tmp_path / "Observation.ndjson").write_bytes(
         lines(observation("o1", "a"), other, observation("o2", "a"))
     )
+    (tmp_path / "Medication.ndjson").write_bytes(lines({"resourceType": "Medication", "id": "m"}))
+    (tmp_path / "MedicationRequest.ndjson").write_bytes(lines(medication_request("r", "a", "m")))
     partitioned = partition_ndjson(tmp_path, tmp_path / "work", 1)
     partition = PartitionLines.read(partitioned, 0, load_shared_resources(partitioned))
     assert partition.heads.count(None) < len(partition.heads)
@@ -448,7 +451,7 @@ def test_lines_known_by_their_run_to_be_of_a_type_are_read_as_those_looked_at(
         ["c3", "c5", "b"],
     ]
     assert [[r["id"] for r in whole] for _patient, _resources, whole in preview] == [
-        ["c", "c2", "o1", "o2", "a"],
+        ["c", "c2", "r", "o1", "o2", "a", "m"],  # the shared Medication the rest refers to
         ["o9", "c3", "c5", "b"],
     ]
     assert [(problem.file, problem.line) for problem in problems] == [
