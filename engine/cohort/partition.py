@@ -21,7 +21,7 @@ import os
 import pickle
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -132,10 +132,7 @@ def report_result_line(
 ) -> bytes:
     """`patient_result_line` of a patient's report parts."""
     criteria = report.criteria
-    cells = [
-        _cell(compiled.kind, part)
-        for compiled, part in zip(criteria.criteria, report.parts, strict=True)
-    ]
+    cells = _cells(criteria, report.parts)
     summary = {
         "patient": report.patient_id,
         "status": report.status.value,
@@ -167,6 +164,40 @@ def _cell(kind: CriterionKind, part: CriterionReport) -> list[Any] | orjson.Frag
 
 
 _CELL_USES = {kind: ("summary cell", kind) for kind in CriterionKind}
+_NO_PART = object()
+_recent_cells: dict[
+    int, tuple[CompiledCriteria, list[CriterionKind], list[tuple[object, orjson.Fragment]]]
+] = {}
+"""Per compiled criteria (kept to check identity), each criterion's kind and the shared part
+last met at its place, with its cell's JSON text."""
+
+
+def _cells(
+    criteria: CompiledCriteria, parts: Sequence[CriterionReport]
+) -> list[list[Any] | orjson.Fragment]:
+    """`_cell` of each part, in protocol order. Consecutive patients mostly have the same
+    shared part at a criterion's place: the one last met there is found by identity."""
+    if len(parts) != len(criteria.criteria):
+        raise ValueError(f"{len(parts)} report parts for {len(criteria.criteria)} criteria")
+    known = _recent_cells.get(id(criteria))
+    if known is None or known[0] is not criteria:
+        if len(_recent_cells) >= 64:
+            _recent_cells.clear()
+        kinds = [compiled.kind for compiled in criteria.criteria]
+        no_cell = orjson.Fragment(b"null")
+        known = _recent_cells[id(criteria)] = (criteria, kinds, [(_NO_PART, no_cell)] * len(kinds))
+    _criteria, kinds, recent = known
+    cells: list[list[Any] | orjson.Fragment] = []
+    for place, part in enumerate(parts):
+        last = recent[place]
+        if last[0] is part:
+            cells.append(last[1])
+            continue
+        cell = _cell(kinds[place], part)
+        if type(cell) is orjson.Fragment:  # a shared part's
+            recent[place] = (part, cell)
+        cells.append(cell)
+    return cells
 
 
 @dataclass(frozen=True)
