@@ -35,7 +35,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from engine import __version__
-from engine.atomic_write import atomic_write, write_atomically
+from engine.atomic_write import atomic_files, write_atomically
 from engine.attestations import Attestations, load_attestations
 from engine.cohort.engines import (
     Engine,
@@ -483,11 +483,12 @@ def _first_pass(
     workers: int,
     on_started: Callable[[], None] | None = None,
 ) -> PartitionedInput:
-    """Split the input; its problems go to `source-problems.ndjson`, its sizes to source.json."""
+    """Split the input; its problems go to `source-problems.ndjson`, its sizes to source.json
+    (both fsynced at once, then renamed in that order: source.json vouches for the other)."""
     shutil.rmtree(work, ignore_errors=True)
-    problems_path = results_folder / SOURCE_PROBLEMS
     problems = 0
-    with atomic_write(problems_path) as handle:
+    with atomic_files() as files:
+        handle = files.open(results_folder / SOURCE_PROBLEMS)
 
         def record(problem: SourceProblem) -> None:
             nonlocal problems
@@ -495,8 +496,8 @@ def _first_pass(
             handle.write(orjson.dumps({"problem": problem.to_json()}) + b"\n")
 
         partitions = source.prepare(work, count, record, types, workers, on_started)
-    record_data = {"bytes_read": partitions.bytes_read, "problems": problems}
-    write_atomically(results_folder / _SOURCE_RECORD, orjson.dumps(record_data))
+        record_data = {"bytes_read": partitions.bytes_read, "problems": problems}
+        files.open(results_folder / _SOURCE_RECORD).write(orjson.dumps(record_data))
     return partitions
 
 
