@@ -44,6 +44,7 @@ from engine.cohort.engines import (
     EngineStart,
     engine_kind,
     peak_memory,
+    wait_for_ended_workers,
 )
 from engine.cohort.inputs import CohortInput, NdjsonInput, PartitionedInput
 from engine.cohort.outcome_store import outcomes_path, previous_result_path, store_key
@@ -338,10 +339,13 @@ def run_cohort(
         )
         if engine_start is not None:
             engine_start.stop()  # the workers end while the outputs are assembled
-        counts = assemble_outputs(out, criteria, count)
+        counts = assemble_outputs(out, criteria, count)  # (the local engine's workers too)
     finally:
-        if engine_start is not None:
-            engine_start.close()
+        try:
+            if engine_start is not None:
+                engine_start.close()
+        finally:
+            wait_for_ended_workers()
     shutil.rmtree(work, ignore_errors=True)
     summary = _summary(
         out,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import multiprocessing
 import os
+import threading
 from pathlib import Path
 
 import pyarrow as pa  # type: ignore[import-untyped]
@@ -61,6 +62,26 @@ def test_the_dask_engine_writes_the_same_files_and_resumes(
         (out / "partitions" / f"{index:04d}.ndjson").unlink()
     resumed = run_cohort(CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, workers=1)
     assert resumed.partitions_reused == PARTITIONS - 2
+    for name in (*OUTPUT_FILES, "cohort.parquet"):
+        assert (out / name).read_bytes() == (one_worker.out_dir / name).read_bytes(), name
+
+
+def test_a_local_run_waits_for_its_workers_to_end_after_assembling_and_knows_their_peak(
+    one_worker: CohortSummary, ndjson_folder: Path, tmp_path: Path
+) -> None:
+    """The workers are told to end once every partition is written and the outputs are
+    assembled while they end; the run returns only once they have (no process or thread of
+    its own left behind), and reports their peak memory."""
+    children = set(multiprocessing.active_children())
+    threads = threading.active_count()
+    out = tmp_path / "out"
+    summary = run_cohort(
+        CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, workers=2, partition_count=PARTITIONS
+    )
+    assert engines._ending == []  # each pool told to end was waited for
+    assert set(multiprocessing.active_children()) <= children
+    assert threading.active_count() == threads
+    assert summary.worker_peak_memory is not None and summary.worker_peak_memory > 10**6
     for name in (*OUTPUT_FILES, "cohort.parquet"):
         assert (out / name).read_bytes() == (one_worker.out_dir / name).read_bytes(), name
 
