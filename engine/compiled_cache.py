@@ -122,7 +122,7 @@ def code_digest() -> bytes:
     digest.update(sys.version.encode())
     for distribution in ("cloudpickle", "pint", "ucumvert", "fhir.resources", "pydantic"):
         try:
-            digest.update(f"{distribution}={importlib.metadata.version(distribution)}".encode())
+            digest.update(f"{distribution}={_version_of(distribution)}".encode())
         except importlib.metadata.PackageNotFoundError:
             digest.update(f"{distribution}=absent".encode())
     for path in sorted(_ENGINE_ROOT.rglob("*")):
@@ -130,6 +130,20 @@ def code_digest() -> bytes:
             digest.update(path.relative_to(_ENGINE_ROOT).as_posix().encode() + b"\0")
             digest.update(path.read_bytes())
     return digest.digest()
+
+
+def _version_of(distribution: str) -> str:
+    """`importlib.metadata.version(distribution)`, read from the metadata's header lines
+    (core metadata: `Version:` is a header, before the first blank line) without parsing the
+    whole file as an e-mail, as `version` does (pydantic's holds its whole changelog): the
+    five versions of `code_digest` in 0.5 ms of CPU instead of 6, before every fresh run's
+    pass 1. Raises PackageNotFoundError as `version` does."""
+    found = importlib.metadata.distribution(distribution)
+    header = (found.read_text("METADATA") or "").split("\n\n", 1)[0]
+    for line in header.splitlines():
+        if line.startswith("Version:"):
+            return line.removeprefix("Version:").strip()
+    return found.version  # no METADATA (an egg's PKG-INFO), or no Version header in it
 
 
 def load_trial_cached(

@@ -5,6 +5,7 @@ file compiles again; criteria that do not load are never cached; `off` turns it 
 from __future__ import annotations
 
 import datetime as dt
+import importlib.metadata
 import json
 import shutil
 from pathlib import Path
@@ -348,3 +349,14 @@ def test_an_entry_of_another_user_or_a_link_is_never_unpickled(
     entry.symlink_to(elsewhere)
     calls, _ = _counting_loads(path)
     assert calls == [path] and "is a symbolic link" in caplog.text
+
+
+def test_the_key_s_library_versions_are_read_as_importlib_metadata_reads_them() -> None:
+    """`code_digest` reads each version from the metadata's header lines alone: the same
+    version as `importlib.metadata.version`, for every distribution installed here."""
+    names = {found.metadata["Name"] for found in importlib.metadata.distributions()}
+    assert len(names) > 10
+    for name in sorted(names):
+        assert compiled_cache._version_of(name) == importlib.metadata.version(name), name
+    with pytest.raises(importlib.metadata.PackageNotFoundError):
+        compiled_cache._version_of("no-such-distribution-anywhere")
