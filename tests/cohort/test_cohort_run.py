@@ -30,13 +30,16 @@ from engine.cohort import (
     NdjsonInput,
     Prefilter,
     RequiredConcept,
+    outputs,
     run_cohort,
     study_reference,
 )
+from engine.cohort.outputs import assemble_outputs
 from engine.errors import CohortError
 from engine.evaluate import CompiledCriteria
 from engine.record import build_record
 from engine.report import detected_issue, research_subject
+from engine.trial import load_trial
 
 
 def test_with_full_each_patient_gets_what_evaluate_gives(
@@ -176,6 +179,25 @@ def test_an_interrupted_run_resumes_to_the_same_files(
     cut.write_bytes(cut.read_bytes().rsplit(b"\n", 2)[0] + b"\n")
     summary = run_cohort(CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, workers=1)
     assert (summary.partitions, summary.partitions_reused) == (PARTITIONS, PARTITIONS - 3)
+    for name in OUTPUT_FILES:
+        assert (out / name).read_bytes() == (one_worker.out_dir / name).read_bytes(), name
+
+
+def test_result_files_that_cannot_be_mapped_are_read_whole_to_the_same_outputs(
+    one_worker: CohortSummary, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Assembly maps each partition result file into memory; on a file system without
+    `mmap` it reads the files whole, and writes the same outputs."""
+
+    def no_mmap(*arguments: object, **options: object) -> None:
+        raise OSError(19, "No such device")
+
+    out = tmp_path / "out"
+    shutil.copytree(one_worker.out_dir, out)
+    for name in OUTPUT_FILES:
+        (out / name).unlink()
+    monkeypatch.setattr(outputs.mmap, "mmap", no_mmap)
+    assemble_outputs(out, load_trial(CRITERIA), PARTITIONS)
     for name in OUTPUT_FILES:
         assert (out / name).read_bytes() == (one_worker.out_dir / name).read_bytes(), name
 
