@@ -29,6 +29,7 @@ import datetime as dt
 import importlib.util
 import logging
 import multiprocessing
+import multiprocessing.util
 import pickle
 import resource
 import signal
@@ -704,6 +705,14 @@ def _host_dask_cluster(requests: Connection, workers: int, prepare_units: bool) 
                     forked.stop()
 
 
+def _ask_to_close(pipe: Connection) -> None:
+    """Tell a cluster's host to close the cluster and end (once), without waiting."""
+    if not pipe.closed:
+        with contextlib.suppress(OSError):  # it has ended already
+            pipe.send(("close",))
+        pipe.close()
+
+
 class _DaskHost:
     """The command's end of `_host_dask_cluster`: one request at a time."""
 
@@ -717,6 +726,9 @@ class _DaskHost:
         )
         self._process.start()
         theirs.close()
+        # A host never told to close would keep the interpreter's exit waiting for it
+        # (multiprocessing joins its processes then): tell it first, whatever happens.
+        multiprocessing.util.Finalize(self, _ask_to_close, (self._pipe,), exitpriority=10)
 
     def send(self, request: tuple[Any, ...]) -> None:
         try:
@@ -744,10 +756,7 @@ class _DaskHost:
 
     def stop(self) -> None:
         """Ask the host to close the cluster and end, without waiting."""
-        if not self._pipe.closed:
-            with contextlib.suppress(OSError):
-                self._pipe.send(("close",))
-            self._pipe.close()
+        _ask_to_close(self._pipe)
 
     def close(self) -> None:
         """Ask the host to close the cluster and wait for it to end; terminate it if it has

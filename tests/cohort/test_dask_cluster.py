@@ -195,3 +195,17 @@ def test_a_run_s_own_cluster_has_ended_when_the_run_returns(
     done = run_python(code, str(ndjson_folder), str(tmp_path / "out"))
     assert done.stdout.strip() == "[] False"
     assert (tmp_path / "out" / "summary.json").is_file()
+
+
+def test_a_cluster_never_closed_does_not_keep_the_interpreter_from_exiting() -> None:
+    """multiprocessing waits for its processes when the interpreter exits: a hosted cluster
+    that nobody closed is told to close first, instead of waiting for a request forever."""
+    skip_unless_dask_workers_fork()
+    code = (
+        "import os\n"
+        "from engine.cohort.engines import DaskStart, EngineSettings\n"
+        "if __name__ == '__main__':\n"
+        "    start = DaskStart(EngineSettings(1))\n"
+        "    print(len(start.run_on_workers(os.getpid)), start.hosted)\n"
+    )
+    assert run_python(code).stdout.strip() == "1 True"
