@@ -8,7 +8,8 @@ microseconds per line, best of `--repeat` (default 5) passes, of:
 
 - `orjson`: parsing the line (what a line costs before its record is even built);
 - `screen`: `LineScreen.skippable`, the line screen of pass 2 (Observation, Condition,
-  Procedure lines: the types it may skip), and the share of lines it skips;
+  Procedure, MedicationRequest, -Administration and -Statement lines: the types it may skip,
+  less those the criteria read without a concept), and the share of lines it skips;
 - `settled`: `_screened_label`, the check of a settled patient's line.
 
 Each line is checked against the patient its own patient field names, as pass 2 does (a
