@@ -329,6 +329,11 @@ class PatientNode:
     )
     """The age part by birth date text and as-of day, when it names no patient: truth,
     reason, missing, whether it cites the Patient as evidence."""
+    _genders_text: str = field(init=False, repr=False, compare=False)
+    """The genders asked for, as the reasons say them ("female or male")."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_genders_text", " or ".join(self.atom.genders))
 
     def evaluate(self, context: EvaluationContext) -> Outcome:
         patient = context.record.patient
@@ -422,7 +427,7 @@ class PatientNode:
         return (low is None or age >= low) and (high is None or age <= high)
 
     def _gender(self, gender: object, reference: str, cited: tuple[Cited, ...]) -> Outcome:
-        wanted = " or ".join(self.atom.genders)
+        wanted = self._genders_text
         if not isinstance(gender, str):
             return self._part(
                 Truth.UNKNOWN,

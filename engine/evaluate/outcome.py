@@ -175,6 +175,13 @@ def _merged(parts: list[tuple[str, ...]]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(chain.from_iterable(filled)))
 
 
+def _deduplicated(part: tuple[str, ...]) -> tuple[str, ...]:
+    """`_merged` of one part: its items in order, each once."""
+    if len(part) < 2:
+        return part or ()
+    return tuple(dict.fromkeys(part))
+
+
 def combine_all(operands: Sequence[Outcome], label: str = "") -> Outcome:
     """Kleene conjunction: not met wins, then unknown, then met."""
     return combine(operands, label, Truth.NOT_MET)
@@ -208,6 +215,10 @@ def _made_once(key: tuple[Any, ...], make: Callable[[], Outcome]) -> Outcome:
 
 def _combined_anew(children: tuple[Outcome, ...], label: str, deciding: Truth) -> Outcome:
     deciders = [child for child in children if child.truth is deciding]
+    if len(deciders) == 1:  # the usual case: what joining and `_merged` give for one part
+        decider = deciders[0]
+        evidence = _deduplicated(decider.evidence)
+        return Outcome(deciding, decider.reason, label, evidence, (), (), children)
     if deciders:
         return Outcome(
             deciding,
@@ -219,6 +230,17 @@ def _combined_anew(children: tuple[Outcome, ...], label: str, deciding: Truth) -
             children,
         )
     unknowns = [child for child in children if child.truth is Truth.UNKNOWN]
+    if len(unknowns) == 1:
+        unknown = unknowns[0]
+        return Outcome(
+            Truth.UNKNOWN,
+            unknown.reason,
+            label,
+            _merged([child.evidence for child in children]),
+            _deduplicated(unknown.missing),
+            _deduplicated(unknown.manual),
+            children,
+        )
     if unknowns:
         return Outcome(
             Truth.UNKNOWN,
