@@ -479,6 +479,11 @@ def _skippable_by_orjson(screen: LineScreen, resource: Any) -> tuple[str, str, s
     medication = RESOURCE_TYPES[resource_type].medication
     if "contained" in resource or (medication and "medicationReference" in resource):
         return None
+    known = RESOURCE_TYPES[resource_type]
+    for dating_field in (*known.start_fields, *known.end_fields):
+        container = dating_field.container
+        if container in resource and type(resource[container]) is not dict:
+            return None  # a container of another JSON type (`null` too): parsed
     if resource_type == "Observation" and "component" in resource:
         components = resource["component"]
         if type(components) is not list or not components:
