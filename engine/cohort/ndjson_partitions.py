@@ -138,6 +138,9 @@ class PartitionedExport:
     file_states: tuple[tuple[int, int] | None, ...] = ()
     """Per file, its size and modification time (ns) when pass 1 read it (None: no stat):
     pass 2 reads lines where they are in the files and checks that they did not change."""
+    shared_bytes: int | None = None
+    """The size of shared.ndjson as pass 1 wrote it (None: a marker written before it was
+    recorded)."""
 
     def partition_paths(self, index: int) -> list[Path | None]:
         """The files holding partition `index`'s copied lines, in export order (None: the
@@ -163,12 +166,31 @@ class PartitionedExport:
         return sum(self.patients_per_partition)
 
     def is_complete(self) -> bool:
-        """Whether every file pass 1 wrote is still there."""
-        paths = {self.shared_path}
+        """Whether every file pass 1 wrote is still there, of the size it was written.
+
+        Pass 1 writes its files without fsync and the marker last, with one: after a crash of
+        the machine the marker may be on disk while a file it vouches for is empty or cut
+        short, so each file's size is checked against what the marker records (a runs file
+        ends with the last partition's section of it; a copies file holds `copied` bytes)."""
+        sizes: dict[Path, int | None] = {self.shared_path: self.shared_bytes}
         for index in range(self.partition_count):
-            paths.update(path for path in self.partition_paths(index) if path is not None)
-            paths.update(self.run_paths(index))
-        return all(path.is_file() for path in paths)
+            for runs, copies, (offset, length, copied) in zip(
+                self.run_paths(index),
+                self.partition_paths(index),
+                self.run_sections[index],
+                strict=True,
+            ):
+                sizes[runs] = max(sizes.get(runs) or 0, offset + length)
+                if copies is not None:
+                    sizes[copies] = copied
+        for path, size in sizes.items():
+            try:
+                found = path.stat().st_size
+            except OSError:
+                return False
+            if size is not None and found != size:
+                return False
+        return True
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -186,6 +208,7 @@ class PartitionedExport:
             "run_sections": [[list(section) for section in each] for each in self.run_sections],
             "kept_types": None if self.kept_types is None else list(self.kept_types),
             "file_states": [None if each is None else list(each) for each in self.file_states],
+            "shared_bytes": self.shared_bytes,
         }
 
     @classmethod
@@ -210,6 +233,7 @@ class PartitionedExport:
             file_states=tuple(
                 None if each is None else (each[0], each[1]) for each in data["file_states"]
             ),
+            shared_bytes=data.get("shared_bytes"),
         )
 
     @classmethod
@@ -405,6 +429,7 @@ def _combine_ranges(
                 partition_ranges[index].append(task.number)
                 run_sections[index].append(section)
             first_line += result.line_count
+        shared_bytes = shared.tell()
     return PartitionedExport(
         folder=str(folder),
         work_folder=str(work),
@@ -417,6 +442,7 @@ def _combine_ranges(
         ranges=tuple(ranges),
         partition_ranges=tuple(tuple(each) for each in partition_ranges),
         run_sections=tuple(tuple(each) for each in run_sections),
+        shared_bytes=shared_bytes,
     )
 
 

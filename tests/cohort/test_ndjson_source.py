@@ -349,6 +349,33 @@ def test_partitions_an_earlier_version_wrote_are_not_reused(tmp_path: Path) -> N
     assert PartitionedExport.load(work) is None
 
 
+def test_partitions_cut_short_by_a_crash_are_not_reused(tmp_path: Path) -> None:
+    """Pass 1 writes its files without fsync and its marker last, with one: after a crash of
+    the machine the marker may survive files it vouches for that are empty or cut short, so
+    each file's size is checked against the marker's record of it."""
+    gzipped = tmp_path / "export"
+    gzipped.mkdir()
+    (gzipped / "Patient.ndjson.gz").write_bytes(gzip.compress(lines(patient("a"), patient("b"))))
+    medication = {"resourceType": "Medication", "id": "m1"}
+    (gzipped / "Medication.ndjson").write_bytes(lines(medication))
+    (gzipped / "MedicationRequest.ndjson").write_bytes(lines(medication_request("r", "a", "m1")))
+    work = tmp_path / "work"
+    partition_ndjson(gzipped, work, 1)
+    written = {
+        path: path.read_bytes() for path in work.iterdir() if path.name != "partitioned.json"
+    }
+    kinds = sorted(path.name.split(".")[-1] for path in written)
+    assert kinds == ["ndjson", "ndjson", "runs", "runs"]  # copies of the gzipped lines, shared
+    assert all(written.values())
+    assert PartitionedExport.load(work) is not None
+    for path, data in written.items():
+        for spoiled in (b"", data[:-1], data + b"\n"):
+            path.write_bytes(spoiled)
+            assert PartitionedExport.load(work) is None, (path.name, spoiled)
+        path.write_bytes(data)
+        assert PartitionedExport.load(work) is not None
+
+
 def test_an_input_file_changed_after_pass_1_is_an_error_naming_it(tmp_path: Path) -> None:
     export = tmp_path / "export"
     export.mkdir()
