@@ -237,8 +237,11 @@ class _OperandsNode:
     def evaluate(self, context: EvaluationContext) -> Outcome:
         reads = self.reads
         if reads is not None and reads.unread_by(context):
-            return _same_for_all(self, context, self._combined)
-        return self._combined(context)
+            known = self.unread.get(context.as_of)  # `_same_for_all`'s, read inline
+            return known if known is not None else _same_for_all(self, context, self._combined)
+        return combine(
+            [operand.evaluate(context) for operand in self.operands], self.label, self.deciding
+        )
 
     def _combined(self, context: EvaluationContext) -> Outcome:
         return combine(
