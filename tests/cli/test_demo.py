@@ -48,7 +48,13 @@ TOKEN_VARIABLE = "TRIALSIEVE_TEST_DEMO_TOKEN"
 _STARTED = re.compile(
     r"started sekmet-fhir \S+ at http://127\.0\.0\.1:(\d+)/fhir \(pid (\d+), folder (.+)\) in"
 )
-_LAUNCH_DEMO = "import typer; from engine.cli.demo import demo; typer.run(demo)"
+_LAUNCH_DEMO = (
+    # Ctrl-C at a terminal: SIGINT raises KeyboardInterrupt, whatever the disposition the test
+    # run inherited (a job a non-interactive shell starts in the background ignores SIGINT,
+    # and so would the demo, which Python then leaves ignored)
+    "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "import typer; from engine.cli.demo import demo; typer.run(demo)"
+)
 
 
 @pytest.fixture(scope="module")
