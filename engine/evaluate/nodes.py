@@ -101,8 +101,8 @@ class EvaluationContext:
         unavailable_types: frozenset[str] = frozenset(),
         unavailable_reasons: Mapping[str, str] | None = None,
     ) -> None:
-        # Straight into the instance's dict, as `Outcome` does (one context per patient; the
-        # frozen dataclass's __init__ calls object.__setattr__ per field).
+        # Straight into the instance's dict, as `engine.dataclass_init.direct_init` makes
+        # `Outcome`'s __init__ (written out here: fields made per context, one per patient).
         fields = self.__dict__
         fields["record"] = record
         fields["as_of"] = as_of

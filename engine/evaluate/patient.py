@@ -11,6 +11,7 @@ from typing import Any
 
 from engine.attestations import Attestation
 from engine.criteria.model import CriterionKind
+from engine.dataclass_init import direct_init
 from engine.errors import DateProblem, InputError, Location
 from engine.evaluate.compile import CompiledCriteria, CompiledCriterion, EvaluationContext
 from engine.evaluate.outcome import Outcome, Truth, UnknownReason
@@ -50,19 +51,13 @@ class CriterionVerdict(StrEnum):
     MANUAL_REVIEW = "manual-review"  # unknown: only a person can answer
 
 
-@dataclass(frozen=True, init=False)
+@direct_init
+@dataclass(frozen=True)
 class CriterionResult:
     """One criterion's outcome for one patient."""
 
     criterion: CompiledCriterion
     outcome: Outcome
-
-    def __init__(self, criterion: CompiledCriterion, outcome: Outcome) -> None:
-        # Straight into the instance's dict, as `Outcome` does (one per criterion and
-        # patient; the frozen dataclass's __init__ calls object.__setattr__ per field).
-        fields = self.__dict__
-        fields["criterion"] = criterion
-        fields["outcome"] = outcome
 
     @property
     def id(self) -> str:
@@ -83,7 +78,8 @@ class CriterionResult:
         return CriterionVerdict.CLEAR if truth is clear_truth else CriterionVerdict.FAILS
 
 
-@dataclass(frozen=True, init=False)
+@direct_init
+@dataclass(frozen=True)
 class PatientEvaluation:
     """Every criterion's result for one patient, and the status they add up to.
 
@@ -101,28 +97,6 @@ class PatientEvaluation:
     data_problems: tuple[str, ...] = field(default=())
     not_evaluated: tuple[CompiledCriterion, ...] = field(default=())
     newest_data: dt.date | None = field(default=None)
-
-    def __init__(
-        self,
-        criteria: CompiledCriteria,
-        patient_id: str,
-        patient_reference: str,
-        as_of: dt.date,
-        results: tuple[CriterionResult, ...],
-        data_problems: tuple[str, ...] = (),
-        not_evaluated: tuple[CompiledCriterion, ...] = (),
-        newest_data: dt.date | None = None,
-    ) -> None:
-        # Straight into the instance's dict, as `Outcome` does (one per patient).
-        fields = self.__dict__
-        fields["criteria"] = criteria
-        fields["patient_id"] = patient_id
-        fields["patient_reference"] = patient_reference
-        fields["as_of"] = as_of
-        fields["results"] = results
-        fields["data_problems"] = data_problems
-        fields["not_evaluated"] = not_evaluated
-        fields["newest_data"] = newest_data
 
     @cached_property
     def status(self) -> SubjectStatus:

@@ -37,6 +37,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from engine.dataclass_init import direct_init
 from engine.errors import UnitError
 from engine.normalise.units import convert
 
@@ -69,7 +70,8 @@ _MASS_UNITS = {"mcg": "ug", "µg": "ug", "μg": "ug"}
 _RXNORM_STRENGTH = re.compile(r"^[A-Za-z][A-Za-z ,-]*? (\d+(?:\.\d+)?) (MG|MCG|G)(?: |$)")
 
 
-@dataclass(frozen=True, init=False)
+@direct_init
+@dataclass(frozen=True)
 class ExposurePeriod:
     """Days a resource shows the drug in use. `end` None: still in use on the as-of date.
 
@@ -81,15 +83,6 @@ class ExposurePeriod:
     end: dt.date | None
     end_known: bool
     rule: str
-
-    def __init__(self, start: dt.date, end: dt.date | None, end_known: bool, rule: str) -> None:
-        # Straight into the instance's dict, as `engine.evaluate.Outcome` does (one per
-        # medication resource and patient).
-        fields = self.__dict__
-        fields["start"] = start
-        fields["end"] = end
-        fields["end_known"] = end_known
-        fields["rule"] = rule
 
     def last_day(self, as_of: dt.date) -> dt.date:
         """The last day of proven use, as of a day."""

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
+from engine.dataclass_init import direct_init
 from engine.errors import UnitError
 from engine.normalise.terminology import Concept, Terminology, UnitConversion
 from engine.normalise.units import convert, is_valid_ucum, ucum_unit
@@ -37,7 +38,8 @@ _VALUE_KEYS = (
 )
 
 
-@dataclass(frozen=True, init=False)
+@direct_init
+@dataclass(frozen=True)
 class Measurement:
     """A usable value: a number in the concept's unit and/or the answer concepts it belongs to.
 
@@ -54,27 +56,6 @@ class Measurement:
     field: str
     comparator: str | None = None
     """For a censored result (`< 20 IU/mL`): the true value lies on that side of `value`."""
-
-    def __init__(
-        self,
-        value: float | None,
-        unit: str | None,
-        answer_concepts: frozenset[str],
-        reference_low: float | None,
-        reference_high: float | None,
-        field: str,
-        comparator: str | None = None,
-    ) -> None:
-        # Straight into the instance's dict, as `engine.evaluate.Outcome` does (one per
-        # value an atom reads).
-        fields = self.__dict__
-        fields["value"] = value
-        fields["unit"] = unit
-        fields["answer_concepts"] = answer_concepts
-        fields["reference_low"] = reference_low
-        fields["reference_high"] = reference_high
-        fields["field"] = field
-        fields["comparator"] = comparator
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import orjson
 
 from engine import __version__
 from engine.criteria.model import CriterionKind, Trial
+from engine.dataclass_init import direct_init
 from engine.evaluate.compile import CompiledCriteria, CompiledCriterion
 from engine.evaluate.outcome import Outcome
 from engine.evaluate.patient import (
@@ -197,6 +198,7 @@ def research_study(trial: Trial) -> dict[str, Any]:
     }
 
 
+@direct_init
 @dataclass(frozen=True)
 class CriterionReport:
     """What a patient's report shows of one criterion: its verdict (None: not evaluated, a
@@ -212,26 +214,11 @@ class CriterionReport:
     evidence: tuple[str, ...] = ()
     missing: tuple[str, ...] = ()
 
-    def __init__(
-        self,
-        verdict: CriterionVerdict | None,
-        summary: str,
-        evidence: tuple[str, ...] = (),
-        missing: tuple[str, ...] = (),
-    ) -> None:
-        # What the frozen dataclass's __init__ would write (it calls object.__setattr__ per
-        # field), straight into the instance's dict: a cohort makes one per criterion that
-        # cites a resource, per patient.
-        fields = self.__dict__
-        fields["verdict"] = verdict
-        fields["summary"] = summary
-        fields["evidence"] = evidence
-        fields["missing"] = missing
-
 
 NOT_EVALUATED_REPORT = CriterionReport(None, NOT_EVALUATED_SUMMARY)
 
 
+@direct_init
 @dataclass(frozen=True)
 class PatientReport:
     """Everything the ResearchSubject and DetectedIssue say of one patient: `parts` holds
@@ -244,26 +231,6 @@ class PatientReport:
     parts: tuple[CriterionReport, ...]
     data_problems: tuple[str, ...] = ()
     newest_data: dt.date | None = None
-
-    def __init__(
-        self,
-        criteria: CompiledCriteria,
-        patient_id: str,
-        patient_reference: str,
-        as_of: dt.date,
-        parts: tuple[CriterionReport, ...],
-        data_problems: tuple[str, ...] = (),
-        newest_data: dt.date | None = None,
-    ) -> None:
-        # the frozen dataclass's fields, written as `CriterionReport` writes them
-        fields = self.__dict__
-        fields["criteria"] = criteria
-        fields["patient_id"] = patient_id
-        fields["patient_reference"] = patient_reference
-        fields["as_of"] = as_of
-        fields["parts"] = parts
-        fields["data_problems"] = data_problems
-        fields["newest_data"] = newest_data
 
     @cached_property
     def status(self) -> SubjectStatus:
