@@ -19,6 +19,7 @@ from engine.cohort.engines import (
     DaskStart,
     EngineSettings,
     _evaluator_of,
+    _yaml_safe_load_in_c,
     run_dask,
 )
 from engine.cohort.inputs import NdjsonInput
@@ -209,3 +210,45 @@ def test_a_cluster_never_closed_does_not_keep_the_interpreter_from_exiting() -> 
         "    print(len(start.run_on_workers(os.getpid)), start.hosted)\n"
     )
     assert run_python(code).stdout.strip() == "1 True"
+
+
+def test_the_cluster_s_host_imports_distributed_without_jinja2_and_reads_its_yaml_in_c() -> None:
+    """The host's import of distributed leaves out jinja2 (notebook HTML templates), reads
+    Dask's YAML defaults with libyaml's safe loader and restores PyYAML's own `safe_load`
+    after, and freezes what it holds for the collector; the workers it forks inherit that,
+    and Dask's settings are the same as with Python's loader."""
+    skip_unless_dask_workers_fork()
+    code = (
+        "import gc, os, sys\n"
+        "from engine.cohort.engines import DaskStart, EngineSettings\n"
+        "def _state():\n"
+        "    import dask, yaml\n"
+        "    settings = (dask.config.get('distributed.scheduler.allowed-failures'),\n"
+        "                dask.config.get('distributed.comm.timeouts.connect'))\n"
+        "    return (sys.modules.get('jinja2', 'absent'), yaml.safe_load.__module__,\n"
+        "            gc.get_freeze_count() > 0, settings)\n"
+        "if __name__ == '__main__':\n"
+        "    start = DaskStart(EngineSettings(1))\n"
+        "    try:\n"
+        "        print(list(start.run_on_workers(_state).values()), start.hosted)\n"
+        "    finally:\n"
+        "        start.close()\n"
+    )
+    assert run_python(code).stdout.strip() == "[(None, 'yaml', True, (3, '30s'))] True"
+
+
+def test_dask_s_yaml_defaults_read_in_c_are_those_python_reads() -> None:
+    yaml = pytest.importorskip("yaml")
+    distributed = pytest.importorskip("distributed")
+    import dask
+
+    files = [
+        Path(dask.__file__).parent / "dask.yaml",
+        Path(distributed.__file__).parent / "distributed.yaml",
+    ]
+    python_safe_load = yaml.safe_load
+    in_python = [python_safe_load(file.read_text()) for file in files]
+    with _yaml_safe_load_in_c():
+        assert yaml.safe_load is not python_safe_load
+        assert [yaml.safe_load(file.read_text()) for file in files] == in_python
+    assert yaml.safe_load is python_safe_load
