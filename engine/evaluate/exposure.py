@@ -28,6 +28,7 @@ from engine.errors import CriteriaError, Location, UnitError
 from engine.evaluate.nodes import (
     EVIDENCE_LIMIT,
     EvaluationContext,
+    Reads,
     ResourceNode,
     first_problems,
     path_finds,
@@ -93,6 +94,20 @@ class ExposureNode:
     )
     """The outcome by as-of day when no medication of the concept is in use (and none has a
     problem): it depends on the atom and the day only (as `ResourceNode._nothing_found`)."""
+    reads: Reads | None = field(init=False, repr=False, compare=False)
+    """What the use reads (its concept and types; None without a concept), so that an
+    `all`/`any` over it answers once for every patient holding none of it
+    (`engine.evaluate.nodes.Reads`): a record without a resource of the concept has no use,
+    and the outcome is the shared `_nothing_found`."""
+
+    def __post_init__(self) -> None:
+        concept = self.query.concept
+        reads = (
+            None
+            if concept is None
+            else Reads(frozenset({concept.id}), self.query.types, frozenset())
+        )
+        object.__setattr__(self, "reads", reads)
 
     def evaluate(self, context: EvaluationContext) -> Outcome:
         """The exposure's outcome; unknown when some of its types are unavailable (not
@@ -106,6 +121,11 @@ class ExposureNode:
         return outcome
 
     def _evaluate_record(self, context: EvaluationContext) -> Outcome:
+        concept = self.query.concept
+        if concept is not None and not context.record.resources_of_concept(concept.id):
+            nothing = self._nothing_found.get(context.as_of)
+            if nothing is not None:  # nothing to look at: as when nothing is in use
+                return nothing
         uses, problems = self._uses(context)
         if not uses and not problems:
             nothing = self._nothing_found.get(context.as_of)

@@ -90,6 +90,10 @@ class EvaluationContext:
     exposure_periods: dict[int, Any] = field(default_factory=dict, compare=False, repr=False)
     """Each medication resource's period of use (or why it has none), by the resource's
     identity, once read (`engine.evaluate.exposure`: several exposures read the same drugs)."""
+    reaches: dict[str, tuple[dt.date, dt.date] | None] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    """How late each concept's resources reach (`reach_of`), by concept, once worked out."""
 
     def __init__(
         self,
@@ -115,6 +119,7 @@ class EvaluationContext:
         fields["path_matches"] = {}
         fields["patient_citation"] = []
         fields["exposure_periods"] = {}
+        fields["reaches"] = {}
 
     def span_of(self, resource: dict[str, Any]) -> Span | DateProblem | None:
         """The resource's span (None: undated; a DateProblem: why its dates cannot be read),
@@ -129,6 +134,32 @@ class EvaluationContext:
             spans[id(resource)] = span
         return span  # type: ignore[no-any-return]
 
+    def reach_of(self, concept_id: str) -> tuple[dt.date, dt.date] | None:
+        """The latest day any resource of the concept may have ended and the latest it may
+        have begun, when each has a readable span with a start and an end (None otherwise):
+        a window beginning after it holds none of them, and none is a problem there. Worked
+        out once per patient and concept (several atoms read the same results, and most of
+        them are older than a screening window)."""
+        reaches = self.reaches
+        if concept_id in reaches:
+            return reaches[concept_id]
+        latest_end = latest_start = None
+        reach: tuple[dt.date, dt.date] | None = None
+        for resource in self.record.resources_of_concept(concept_id):
+            span = self.span_of(resource)
+            if type(span) is not Span or span.start is None or span.end is None:
+                break
+            began = span.latest_start or span.start
+            if latest_end is None or span.end > latest_end:
+                latest_end = span.end
+            if latest_start is None or began > latest_start:
+                latest_start = began
+        else:
+            if latest_end is not None and latest_start is not None:
+                reach = (latest_end, latest_start)
+        reaches[concept_id] = reach
+        return reach
+
 
 class Node(Protocol):
     def evaluate(self, context: EvaluationContext) -> Outcome: ...
@@ -138,11 +169,12 @@ class Node(Protocol):
 class Reads:
     """What a part of a criterion reads, when that part answers the same for every patient
     whose record holds none of it: each atom is a resource atom (with `before:`/`after:` the
-    as-of date only) or a manual item. A resource atom with a concept reads that concept's
-    resources, one without a concept (`resource:` and filters only) every resource of its
-    types. A record with no resource of these concepts, none of these whole types, no answer
-    to these manual items and every type available gets the same (shared) outcome as every
-    other such record, so it is made once per as-of day."""
+    as-of date only), a medication use (`engine.evaluate.exposure`) or a manual item. A
+    resource atom or medication use with a concept reads that concept's resources, one
+    without a concept (`resource:` and filters only) every resource of its types. A record
+    with no resource of these concepts, none of these whole types, no answer to these manual
+    items and every type available gets the same (shared) outcome as every other such
+    record, so it is made once per as-of day."""
 
     concepts: frozenset[str]
     types: frozenset[str]
@@ -183,7 +215,7 @@ def reads_of(operands: Iterable[Node]) -> Reads | None:
             types.update(operand.types)
             continue
         reads = getattr(operand, "reads", None)
-        if type(operand) not in (AllNode, AnyNode, NotNode) or reads is None:
+        if type(reads) is not Reads:  # (a medication use knows its own: `ExposureNode.reads`)
             return None
         concepts.update(reads.concepts)
         types.update(reads.types)
@@ -763,6 +795,12 @@ class ResourceNode:
             return [], []
         pool: Iterable[dict[str, Any]]
         if self.concept is not None:
+            if first_day is not None:
+                # Every resource of the concept ended (or, for `timing: onset`, began) before
+                # the window, each with a readable span: none counts, none is a problem.
+                reach = context.reach_of(self.concept.id)
+                if reach is not None and reach[1 if self.onset else 0] < first_day:
+                    return [], []
             pool = record.resources_of_concept(self.concept.id)
         else:
             pool = (r for t in sorted(self.types) for r in record.resources_of_type(t))

@@ -175,3 +175,61 @@ def test_an_atom_anchored_on_the_as_of_date_only_is_the_same_for_all(tmp_path: P
     assert late.truth is Truth.UNKNOWN  # not met, or the manual item: unknown
     assert late.children[0].truth is Truth.NOT_MET
     assert late.children[0].reason == first.children[0].reason
+
+
+MEDICATION_MAPPINGS = """\
+systems:
+  rxnorm: {uri: http://www.nlm.nih.gov/research/umls/rxnorm}
+concepts:
+  lisinopril:
+    display: Lisinopril
+    codes: {rxnorm: ["29046"]}
+"""
+
+MEDICATION_USE = """\
+- id: c
+  kind: exclusion
+  text: t
+  expression:
+    any:
+      - resource: MedicationStatement
+        concept: lisinopril
+        use: {within: P8W}
+      - manual:
+          id: asked
+          question: Anything else?
+"""
+
+
+def lisinopril_order(authored: str, status: str = "active") -> dict[str, Any]:
+    return {
+        "resourceType": "MedicationRequest",
+        "id": f"order-{authored}",
+        "status": status,
+        "intent": "order",
+        "subject": {"reference": "Patient/p"},
+        "medicationCodeableConcept": {
+            "coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "29046"}]
+        },
+        "authoredOn": authored,
+    }
+
+
+def test_a_medication_use_reads_its_concept(tmp_path: Path) -> None:
+    path = write_trial(tmp_path, MEDICATION_USE, MEDICATION_MAPPINGS)
+    root = load_trial(path).criteria[0].root
+    assert isinstance(root, AnyNode)
+    assert root.reads == Reads(
+        frozenset({"lisinopril"}),
+        frozenset({"MedicationStatement", "MedicationRequest", "MedicationAdministration"}),
+        frozenset({"asked"}),
+    )
+    first, second = outcome(path), outcome(path)
+    assert first is second
+    assert first.children[0].reason.startswith("Lisinopril: no use on record within")
+    found = outcome(path, lisinopril_order("2025-07-20"))
+    assert found.truth is Truth.MET
+    assert found.evidence == ("MedicationRequest/order-2025-07-20",)
+    old = outcome(path, lisinopril_order("2020-01-01", "completed"))  # no end of use known
+    assert old.truth is Truth.UNKNOWN
+    assert "order-2020-01-01 (open-ended order, completed) may have" in old.children[0].reason
