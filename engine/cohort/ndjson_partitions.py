@@ -682,14 +682,14 @@ class _RangeSplitter:
         `bytes.find` finds line by line); a line names it exactly once when one position
         falls between its start and its end. When the block is vouched for whole
         (`_whole_lines_of`), every line starts with `start` and ends with `}`; else each
-        line is checked. Consecutive lines that start with `start`, end with `}` and name
-        `Patient/` once, in the same reference text (from `"reference":"` to its closing
-        `"`), are routed as one run (`send`): the reference is matched on the run's first
-        line only, matching reads nothing past that `"`, so each line matches as the first
-        did. Any other line first routes the run before it, then goes its own way.
+        line is checked. A line that starts with `start`, ends with `}` and names `Patient/`
+        once, in a reference (`_PATIENT_REFERENCE_TEXT`, from `"reference":"` to its closing
+        `"`), begins a run: the lines after it that do the same in the same reference text
+        are routed with it as one run (`send`), found by `_run_end`. Matching reads nothing
+        past that `"`, so each line matches as the first did. Any other line goes its own
+        way.
         """
         starts_with = buffer.startswith
-        result = self.result
         view = memoryview(buffer)
         whole = _whole_lines_of(buffer, first, stop, start) > 0
         positions = []
@@ -699,9 +699,6 @@ class _RangeSplitter:
             at = _find(buffer, b"Patient/", at + 8, stop)
         positions += (stop + 1, stop + 1)  # past every line end: no list end to test
         place = 0  # positions[place] is the first at or after the line's start
-        # The run being read (run_line 0: none): its reference text, patient, first byte, line.
-        run_text = run_patient = b""
-        run_start = run_line = 0
         counted = 0
         line_end = first - 1
         while line_end + 1 < stop:
@@ -711,32 +708,11 @@ class _RangeSplitter:
                 line_end = stop
             line_number += 1
             at = positions[place]
-            if (
-                run_line
-                # Patient/ exactly once, in the run's reference text (at >= line_start + 13:
-                # run_text holds no line end; from at - 13 < 0 too few bytes are left for it)
-                and at < line_end < positions[place + 1]
-                and starts_with(run_text, at - 13)
-                and (
-                    whole
-                    or (
-                        starts_with(start, line_start, line_end)
-                        and buffer[line_end - 1] == _CLOSING_BRACE
-                    )
-                )
-                and line_end < stop
-            ):
-                place += 1
-                counted += 1
-                continue  # the run goes on
             following = place
             while positions[following] < line_end:
                 following += 1
             named = following - place  # how many Patient/ the line names
             place = following
-            if run_line:
-                self.send(run_patient, run_line, line_number, view, base, run_start, line_start)
-                run_line = 0
             source = None if base is None or line_end == stop else base + line_start
             if not starts_with(start, line_start, line_end) or (
                 buffer[line_end - 1] != _CLOSING_BRACE
@@ -748,19 +724,29 @@ class _RangeSplitter:
             if named == 1 and at >= line_start + 13:
                 reference = _PATIENT_REFERENCE_TEXT.match(buffer, at - 13, line_end)
                 if reference is not None:
-                    if line_end < stop:
-                        run_text = reference.group(0)
-                        run_patient = reference.group(1)
-                        run_start = line_start
-                        run_line = line_number
-                    else:  # the file's last line, without a line end
+                    if line_end == stop:  # the file's last line, without a line end
                         line = buffer[line_start:line_end] + b"\n"
                         self.route(reference.group(1), line_number, 1, line)
+                        continue
+                    run_line = line_number
+                    line_end, after = _run_end(
+                        buffer, stop, line_end, positions, place, reference.group(0), start, whole
+                    )
+                    line_number += after - place
+                    counted += after - place
+                    place = after
+                    self.send(
+                        reference.group(1),
+                        run_line,
+                        line_number + 1,
+                        view,
+                        base,
+                        line_start,
+                        line_end + 1,
+                    )
                     continue
             self.split_parsed(line_number, buffer[line_start:line_end], source)
-        if run_line:
-            self.send(run_patient, run_line, line_number + 1, view, base, run_start, stop)
-        result.resource_lines += counted
+        self.result.resource_lines += counted
         return line_number
 
     def send(
@@ -1032,6 +1018,48 @@ def _whole_lines_of(buffer: bytes, first: int, stop: int, start: bytes) -> int:
         return 0
     lines: int = _count(buffer, b"\n", first, stop)
     return lines if _count(buffer, b"}\n" + start, first, stop) == lines - 1 else 0
+
+
+def _run_end(
+    buffer: bytes,
+    stop: int,
+    line_end: int,
+    positions: list[int],
+    place: int,
+    reference: bytes,
+    start: bytes,
+    whole: bool,
+) -> tuple[int, int]:
+    """Where the run that begins with the line ending at `line_end` ends (`route_block`):
+    the line end of its last line, and the index in `positions` past its lines' `Patient/`.
+
+    `positions[place]` is the first `Patient/` after `line_end`. A following line goes on
+    with the run when it has its line end, names `Patient/` exactly once (one position
+    between its start and its end: the lines go a position at a time), in `reference`, the
+    first line's reference text (`reference` holds no line end, so it is in that line),
+    and starts with `start` and ends with `}` (vouched for by `whole`, else checked).
+    """
+    starts_with = buffer.startswith
+    if whole:
+        while True:
+            next_end = _find(buffer, b"\n", line_end + 1, stop)
+            at = positions[place]
+            if not (at < next_end < positions[place + 1] and starts_with(reference, at - 13)):
+                return line_end, place  # (no line end: next_end is -1)
+            place += 1
+            line_end = next_end
+    while True:
+        next_end = _find(buffer, b"\n", line_end + 1, stop)
+        at = positions[place]
+        if not (
+            at < next_end < positions[place + 1]
+            and starts_with(reference, at - 13)
+            and starts_with(start, line_end + 1, next_end)
+            and buffer[next_end - 1] == _CLOSING_BRACE
+        ):
+            return line_end, place
+        place += 1
+        line_end = next_end
 
 
 _TYPE_NAME = re.compile(r"[A-Z][A-Za-z]*")

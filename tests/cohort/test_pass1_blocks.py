@@ -361,6 +361,10 @@ def run_line(patient: str, how: str) -> bytes:
         return b'{"resourceType":"Observation","subject":{"reference":"Patient/%s}' % (
             patient.encode()
         )
+    elif how == "white space after":  # the block is not vouched for whole: lines checked
+        return observation_with(0, **fields) + b" "
+    elif how == "white space before":
+        return b" " + observation_with(0, **fields)
     return observation_with(0, **fields)
 
 
@@ -377,6 +381,8 @@ RUN_LINES = st.lists(
                 "id too long",
                 "display only",
                 "no quote after the id",
+                "white space after",
+                "white space before",
             ]
         ),
     ),
