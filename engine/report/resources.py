@@ -120,10 +120,18 @@ def research_subject_json(report: PatientReport, study_reference: str) -> Shaped
         report.status,
         study_reference,
     )
-    return ShapedJson(
-        orjson.dumps({key: member for key, member, _shape in members}),
-        tuple((key, shape) for key, _member, shape in members),
-    )
+    shape = tuple((key, shape) for key, _member, shape in members)
+    known = _subject_shapes.get(shape)
+    if known is None:
+        if len(_subject_shapes) >= 1024:
+            _subject_shapes.clear()
+        known = _subject_shapes[shape] = shape
+    return ShapedJson(orjson.dumps({key: member for key, member, _shape in members}), known)
+
+
+_subject_shapes: dict[Shape, Shape] = {}
+"""One object per ResearchSubject shape (a few in a cohort), which
+`OutputShapes.validate_json` knows by identity."""
 
 
 def _research_subject(
@@ -439,6 +447,9 @@ class _PartPieces(NamedTuple):
     """The row as the inside of a JSON string (`orjson.dumps(row)` without its quotes)."""
     entry: orjson.Fragment | None = None
     entry_shape: Shape = None
+    entry_key: Hashable = None
+    """What `entry_shape` is made of besides the criteria (`_evidence`): equal keys, equal
+    shapes, and the other way round."""
 
 
 _part_pieces: dict[tuple[int, int], tuple[CriterionReport, CriterionHeading, _PartPieces]] = {}
@@ -467,8 +478,9 @@ def _pieces(trial: Trial, heading: CriterionHeading, part: CriterionReport) -> _
     if part.verdict is None or part.verdict is CriterionVerdict.CLEAR:
         pieces = _PartPieces(row, clean, row_json)
     else:
-        entry, shape = _evidence(trial, heading, part)
-        pieces = _PartPieces(row, clean, row_json, orjson.Fragment(orjson.dumps(entry)), shape)
+        entry, shape, entry_key = _evidence(trial, heading, part)
+        entry_text = orjson.Fragment(orjson.dumps(entry))
+        pieces = _PartPieces(row, clean, row_json, entry_text, shape, entry_key)
     if is_shared(part):
         if len(_part_pieces) >= _PARTS_LIMIT:
             _part_pieces.clear()
@@ -511,12 +523,20 @@ def _pieces_of(
     return pieces
 
 
-_issue_constants: dict[int, tuple[CompiledCriteria, dict[str, tuple[Any, Shape]]]] = {}
+class _IssueConstants(NamedTuple):
+    """What the DetectedIssues of one compiled criteria share: the members the same for
+    every patient (the device, the code, the author) as JSON fragments with their shapes,
+    and the DetectedIssue's shapes by what they are made of (`detected_issue_json`)."""
+
+    members: dict[str, tuple[orjson.Fragment, Shape]]
+    shapes: dict[Hashable, Shape]
 
 
-def _constant_members(criteria: CompiledCriteria) -> dict[str, tuple[Any, Shape]]:
-    """The DetectedIssue's members the same for every patient of a trial (the device, the
-    code, the author), as JSON fragments with their shapes: made once per compiled criteria."""
+_issue_constants: dict[int, tuple[CompiledCriteria, _IssueConstants]] = {}
+
+
+def _constants_of(criteria: CompiledCriteria) -> _IssueConstants:
+    """The DetectedIssue's constants of `criteria`: made once per compiled criteria."""
     known = _issue_constants.get(id(criteria))
     if known is not None and known[0] is criteria:
         return known[1]
@@ -541,86 +561,137 @@ def _constant_members(criteria: CompiledCriteria) -> dict[str, tuple[Any, Shape]
     }
     if len(_issue_constants) >= 64:
         _issue_constants.clear()
-    _issue_constants[id(criteria)] = (criteria, members)
-    return members
+    constants = _IssueConstants(members, {})
+    _issue_constants[id(criteria)] = (criteria, constants)
+    return constants
+
+
+_FINAL_STATUSES = (SubjectStatus.INELIGIBLE, SubjectStatus.ELIGIBLE)
 
 
 def detected_issue_json(report: PatientReport) -> ShapedJson:
     """The DetectedIssue of a patient's report parts as JSON text, with its `output_shape`:
     every criterion that is not clear, with its evidence, and a table. The rows and evidence
-    entries of parts shared by many patients are made once (`_pieces`)."""
+    entries of parts shared by many patients are made once (`_pieces`).
+
+    The shape is made from each member's, once per key of what those are made of besides
+    the criteria (the id's, identifier's and patient reference's fit, the status and
+    severity, the day, the detail's and narrative's fit, the evidence entries' keys, the
+    implicated references' fit): equal keys make equal shapes, so patients with the same key
+    share one shape object, which `OutputShapes.validate_json` knows by identity."""
     criteria = report.criteria
     trial = criteria.trial
+    parts = report.parts
     value = subject_identifier_value(trial, report.patient_id)
     status = report.status
     headings = criterion_headings(criteria)
-    pieces = _pieces_of(trial, headings, report.parts)
+    pieces = _pieces_of(trial, headings, parts)
     implicated = list(
         dict.fromkeys(
             reference
-            for part, piece in zip(report.parts, pieces, strict=True)
+            for part, piece in zip(parts, pieces, strict=True)
             if piece.entry is not None
             for reference in part.evidence
         )
     )
-    summary = _summary_line(trial.id, status, headings, report.parts)
-    constants = _constant_members(criteria)
-    identifier = {"system": DETECTED_ISSUE_SYSTEM, "value": value}
-    patient = {"reference": report.patient_reference}
-    text = orjson.Fragment(
-        b'{"status":"generated","div":"%b"}' % _narrative_json(report, summary, pieces)
-    )
+    summary = _summary_line(trial.id, status, headings, parts)
+    constants = _constants_of(criteria)
+    members = constants.members
+    patient_reference = report.patient_reference
     summary_clean = not has_refused_whitespace(summary)
     # the narrative fits the FHIR string pattern when its pieces hold no refused character
     # (its own words and tags hold none, and html.escape changes none)
     narrative_clean = (
-        all(piece.row_clean for piece in pieces)
+        all([piece.row_clean for piece in pieces])
         and summary_clean
         and not any(map(has_refused_whitespace, report.data_problems))
     )
     issue_id = deterministic_id(DETECTED_ISSUE_SYSTEM, value)
-    issue_status = (
-        "final" if status in (SubjectStatus.INELIGIBLE, SubjectStatus.ELIGIBLE) else "preliminary"
-    )
+    issue_status = "final" if status in _FINAL_STATUSES else "preliminary"
     severity = _SEVERITY[status]
     identified = report.as_of.isoformat()
-    # each member's `output_shape`, from what it is made of
-    members: list[tuple[str, Any, Shape]] = [
-        ("resourceType", "DetectedIssue", ("s", "DetectedIssue")),
-        ("id", issue_id, output_shape(issue_id, "id")),
-        ("contained", *constants["contained"]),
-        ("identifier", [identifier], ("[]", _system_value_shape(DETECTED_ISSUE_SYSTEM, value))),
-        ("status", issue_status, ("s", issue_status)),
-        ("code", *constants["code"]),
-        ("severity", severity, ("s", fits_fhir_string(severity))),
-        ("patient", patient, _reference_shape(report.patient_reference)),
-        ("identifiedDateTime", identified, output_shape(identified, "identifiedDateTime")),
-        ("author", *constants["author"]),
-        ("detail", summary, ("s", bool(summary) and summary_clean)),
-        ("text", text, (("status", ("s", "generated")), ("div", ("s", narrative_clean)))),
-    ]
     entries = [piece for piece in pieces if piece.entry is not None]
+    issue: dict[str, Any] = {
+        "resourceType": "DetectedIssue",
+        "id": issue_id,
+        "contained": members["contained"][0],
+        "identifier": [{"system": DETECTED_ISSUE_SYSTEM, "value": value}],
+        "status": issue_status,
+        "code": members["code"][0],
+        "severity": severity,
+        "patient": {"reference": patient_reference},
+        "identifiedDateTime": identified,
+        "author": members["author"][0],
+        "detail": summary,
+        "text": orjson.Fragment(
+            b'{"status":"generated","div":"%b"}' % _narrative_json(report, summary, pieces)
+        ),
+    }
     if entries:
-        members.append(
-            (
-                "evidence",
-                [piece.entry for piece in entries],
-                ("[]", *dict.fromkeys(piece.entry_shape for piece in entries)),
-            )
-        )
+        issue["evidence"] = [piece.entry for piece in entries]
     if implicated:
-        items = [{"reference": reference} for reference in implicated]
-        shapes = dict.fromkeys(map(_reference_shape, implicated))
-        members.append(("implicated", items, ("[]", *shapes)))
-    return ShapedJson(
-        orjson.dumps({key: member for key, member, _shape in members}),
-        tuple((key, shape) for key, _member, shape in members),
+        issue["implicated"] = [{"reference": reference} for reference in implicated]
+    key = (
+        output_shape(issue_id, "id"),
+        fits_fhir_string(value),
+        issue_status,
+        severity,
+        fits_fhir_string(patient_reference),
+        identified,
+        bool(summary) and summary_clean,
+        narrative_clean,
+        tuple(dict.fromkeys([piece.entry_key for piece in entries])),
+        tuple(dict.fromkeys(map(fits_fhir_string, implicated))),
     )
+    shape = constants.shapes.get(key)
+    if shape is None:
+        shape = _issue_shape(issue, members, key, entries, implicated)
+        if len(constants.shapes) >= 4096:
+            constants.shapes.clear()
+        constants.shapes[key] = shape
+    return ShapedJson(orjson.dumps(issue), shape)
+
+
+def _issue_shape(
+    issue: dict[str, Any],
+    members: dict[str, tuple[orjson.Fragment, Shape]],
+    key: tuple[Any, ...],
+    entries: Sequence[_PartPieces],
+    implicated: Sequence[str],
+) -> Shape:
+    """`output_shape` of the DetectedIssue `detected_issue_json` makes, from each member's
+    (`key`: what they are made of)."""
+    id_shape, value_fits, _status, _severity, patient_fits = key[:5]
+    shapes: dict[str, Shape] = {
+        "resourceType": ("s", "DetectedIssue"),
+        "id": id_shape,
+        "contained": members["contained"][1],
+        "identifier": (
+            "[]",
+            (("system", ("s", DETECTED_ISSUE_SYSTEM)), ("value", ("s", value_fits))),
+        ),
+        "status": ("s", issue["status"]),
+        "code": members["code"][1],
+        "severity": ("s", fits_fhir_string(issue["severity"])),
+        "patient": _REFERENCE_SHAPES[patient_fits],
+        "identifiedDateTime": output_shape(issue["identifiedDateTime"], "identifiedDateTime"),
+        "author": members["author"][1],
+        "detail": ("s", key[6]),
+        "text": (("status", ("s", "generated")), ("div", ("s", key[7]))),
+    }
+    if entries:
+        shapes["evidence"] = ("[]", *dict.fromkeys(piece.entry_shape for piece in entries))
+    if implicated:
+        shapes["implicated"] = ("[]", *dict.fromkeys(map(_reference_shape, implicated)))
+    return tuple((name, shapes[name]) for name in issue)
 
 
 def _reference_shape(reference: str) -> Shape:
     """`output_shape` of `{"reference": reference}`."""
-    return (("reference", ("s", fits_fhir_string(reference))),)
+    return _REFERENCE_SHAPES[fits_fhir_string(reference)]
+
+
+_REFERENCE_SHAPES = {fits: (("reference", ("s", fits)),) for fits in (False, True)}
 
 
 def _system_value_shape(system: str, value: str) -> Shape:
@@ -639,21 +710,26 @@ def _device() -> dict[str, Any]:
 
 def _evidence(
     trial: Trial, heading: CriterionHeading, part: CriterionReport
-) -> tuple[dict[str, Any], Shape]:
+) -> tuple[dict[str, Any], Shape, Hashable]:
     """A criterion's evidence entry and its `output_shape`, made from the same pieces: the
-    criterion's coding (made and shaped once per heading), the text and the references."""
+    criterion's coding (made and shaped once per heading), the text and the references;
+    and what the shape is made of besides the criteria's own texts: the criterion's id (its
+    coding's shape), whether the text fits and whether each distinct reference shape fits
+    (`detected_issue_json` finds the DetectedIssue's shape by these keys)."""
     assert part.verdict is not None
     coding, coding_shape = _criterion_coding(trial, heading)
     text = _evidence_text(heading, part)
     entry: dict[str, Any] = {"code": [{"coding": coding, "text": text}]}
-    code_shape = (("coding", coding_shape), ("text", ("s", fits_fhir_string(text))))
+    text_fits = fits_fhir_string(text)
+    code_shape = (("coding", coding_shape), ("text", ("s", text_fits)))
     shape: tuple[Any, ...] = (("code", ("[]", code_shape)),)
+    references_fit: tuple[bool, ...] = ()
     if part.evidence:
         references = [{"reference": reference} for reference in part.evidence]
         entry["detail"] = references
-        shapes = dict.fromkeys(map(_reference_shape, part.evidence))
-        shape += (("detail", ("[]", *shapes)),)
-    return entry, shape
+        references_fit = tuple(dict.fromkeys(map(fits_fhir_string, part.evidence)))
+        shape += (("detail", ("[]", *map(_REFERENCE_SHAPES.__getitem__, references_fit))),)
+    return entry, shape, (heading.id, text_fits, references_fit)
 
 
 def _evidence_text(heading: CriterionHeading, part: CriterionReport) -> str:

@@ -166,6 +166,11 @@ class OutputShapes:
         """`known_valid`: shapes validated before, under the same trialsieve and models (a
         cohort keeps them on disk, `engine.compiled_cache.validated_shapes`)."""
         self._valid: set[Shape] = set(known_valid or ())
+        self._valid_objects: dict[int, Shape] = {}
+        """Shape objects found valid before, by their id (kept, so that an id is not
+        reused): a shape made once and given for many resources is known without hashing
+        it (a DetectedIssue's shape is a tree of a hundred tuples, whose hash Python
+        computes anew at every lookup)."""
         self.validated = 0
 
     @property
@@ -186,5 +191,12 @@ class OutputShapes:
         """`validate` of a resource written as `text` whose `output_shape` is `shape` (made
         with the text from the same parts, `engine.report.resources.detected_issue_json`):
         a shape not validated before is validated (`validate`) on the text itself, parsed."""
+        if self._valid_objects.get(id(shape)) is shape:
+            return
         if shape not in self._valid:
             self.validate(orjson.loads(text))
+            if shape not in self._valid:  # not the text's shape (a bug): known by the text's
+                return
+        if len(self._valid_objects) >= 4096:
+            self._valid_objects.clear()
+        self._valid_objects[id(shape)] = shape

@@ -67,6 +67,29 @@ def test_a_broken_output_is_caught_after_its_valid_twins(
         checker.validate(broken)
 
 
+def test_a_shape_object_vouches_for_a_text_only_once_it_is_known_valid(
+    outputs: list[dict[str, Any]],
+) -> None:
+    """`validate_json` takes a shape object it found valid before as valid without hashing
+    it; a shape object that is not its text's shape (a bug in making it) is never taken so:
+    the next text given with it is validated again, and a broken one is caught."""
+    import orjson
+
+    issue = next(r for r in outputs if r["resourceType"] == "DetectedIssue")
+    text = orjson.dumps(issue)
+    checker = OutputShapes()
+    shape = output_shape(issue)
+    checker.validate_json(text, shape)
+    checker.validate_json(text, shape)
+    assert checker.validated == 1
+    wrong = ("a shape", "of nothing")
+    checker.validate_json(text, wrong)  # the text's own shape is valid
+    broken = copy.deepcopy(issue)
+    broken["status"] = " final"
+    with pytest.raises(OutputValidationError, match="not valid FHIR R4B"):
+        checker.validate_json(orjson.dumps(broken), wrong)
+
+
 def test_a_cohort_run_reports_a_broken_output_and_goes_on(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
