@@ -581,55 +581,70 @@ def _evaluate_on_cluster(
     stop (`_HostClosing`)."""
     distributed = _import_distributed()
     job = run.job
-    worker_count = max(1, len(client.scheduler_info()["workers"]))
     shared_job = client.scatter(job, broadcast=True, hash=False)
-    waiting = iter(run.indexes)
-    running = distributed.as_completed()
+
+    def key(index: int) -> str:
+        return f"trialsieve-partition-{index}-{job.criteria.digest[:12]}"
+
+    # The results are gathered as the tasks finish, in the client's event loop (with_results:
+    # no round trip from this thread per result)
+    if run.shared_filesystem:  # every task at once, as one graph
+        running = distributed.as_completed(
+            client.map(
+                evaluate_and_write_on_dask_worker,
+                [shared_job] * len(run.indexes),
+                [PartitionOnDisk(run.partitions, index) for index in run.indexes],
+                [run.results_folder] * len(run.indexes),
+                key=[key(index) for index in run.indexes],
+                pure=False,
+                retries=1,
+            ),
+            with_results=True,
+        )
+        waiting: Iterator[int] = iter(())
+    else:
+        running = distributed.as_completed(with_results=True)
+        waiting = iter(run.indexes)
 
     def submit_next() -> None:
         index = next(waiting, None)
-        if index is None:
-            return
-        key = f"trialsieve-partition-{index}-{job.criteria.digest[:12]}"
-        if run.shared_filesystem:
-            future = client.submit(
-                evaluate_and_write_on_dask_worker,
-                shared_job,
-                PartitionOnDisk(run.partitions, index),
-                run.results_folder,
-                key=key,
-                pure=False,
-                retries=1,
-            )
-        else:
+        if index is not None:
             payload = client.scatter(run.partitions.payload(index), hash=False)
-            future = client.submit(
-                evaluate_on_dask_worker, shared_job, payload, key=key, pure=False, retries=1
+            running.add(
+                client.submit(
+                    evaluate_on_dask_worker,
+                    shared_job,
+                    payload,
+                    key=key(index),
+                    pure=False,
+                    retries=1,
+                )
             )
-        running.add(future)
 
-    for _slot in range(len(run.indexes) if run.shared_filesystem else 2 * worker_count):
-        submit_next()
+    if not run.shared_filesystem:
+        for _slot in range(2 * max(1, len(client.scheduler_info()["workers"]))):
+            submit_next()
     on_started()
-    for future in running:
-        try:
-            done: PartitionResult | PartitionOutcome = future.result()
-        except (
-            distributed.KilledWorker,
-            CancelledError,
-            distributed.comm.CommClosedError,
-        ) as error:
-            # a worker died with the run's data (FutureCancelledError), a task killed
-            # worker after worker (KilledWorker), the scheduler gone (CommClosedError)
-            raise _lost_worker("Dask", error) from error
-        future.release()
-        if isinstance(done, PartitionResult):
-            write_result(run.results_folder, done)
-            done = done.outcome
-        on_done(done)
-        if closing():
-            raise _HostClosing
-        submit_next()
+    try:
+        for future, done in running:
+            if isinstance(done, BaseException):  # cancelled: yielded, not raised
+                raise done
+            future.release()
+            if isinstance(done, PartitionResult):
+                write_result(run.results_folder, done)
+                done = done.outcome
+            on_done(done)
+            if closing():
+                raise _HostClosing
+            submit_next()
+    except (
+        distributed.KilledWorker,
+        CancelledError,
+        distributed.comm.CommClosedError,
+    ) as error:
+        # a worker died with the run's data (FutureCancelledError), a task killed
+        # worker after worker (KilledWorker), the scheduler gone (CommClosedError)
+        raise _lost_worker("Dask", error) from error
     # every result is written: closing the cluster, when it is the run's own, is clean
     peaks: dict[str, int] = client.run(_end_of_run_on_worker, owns_cluster)
     return max(peaks.values(), default=None)
