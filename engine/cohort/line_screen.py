@@ -193,6 +193,9 @@ _LINE_STRUCTS = {name: _line_struct(name) for name in sorted(SCREENABLE_TYPES)}
 _DATING = {name: _dating_getter(name) for name in sorted(SCREENABLE_TYPES)}
 
 
+_UNSET = msgspec.UNSET
+
+
 def _nothing(_text: bytes) -> NoReturn:
     raise msgspec.DecodeError("no type to screen")
 
@@ -208,9 +211,12 @@ class LineScreen:
     decode: Callable[[bytes], Any]
     """A line's `_ScreenedLine` (the Struct of its type); msgspec.DecodeError for a line
     that is not an object of one of `types` with fields of the types the Structs read."""
-    dating: dict[type, tuple[str, Callable[[Any], tuple[Any, ...]]]]
-    """By Struct of a type it may skip: the type, and its dating fields' values of a decoded
-    line."""
+    dating: dict[type, tuple[str, str, Callable[[Any], tuple[Any, ...]]]]
+    """By Struct of a type it may skip: the type, `Type/`, and its dating fields' values of a
+    decoded line."""
+    run_heads: frozenset[bytes] = frozenset()
+    """How pass 1's runs of one type start (`{"resourceType":"T"`) for the types it may skip:
+    `skippable_started` takes their lines."""
     _code_verdicts: dict[bytes, bool] = field(default_factory=dict)
     """By the text of a `code`: whether it is inert (see `_inert_code`)."""
 
@@ -220,10 +226,11 @@ class LineScreen:
         types = frozenset(SCREENABLE_TYPES - read_by_type)
         heads = tuple(sorted(b'{"resourceType":"%s",' % name.encode() for name in types))
         structs = {name: _LINE_STRUCTS[name] for name in sorted(types)}
-        dating = {struct: (name, _DATING[name]) for name, struct in structs.items()}
+        dating = {struct: (name, f"{name}/", _DATING[name]) for name, struct in structs.items()}
         union = functools.reduce(operator.or_, structs.values()) if structs else None
         decode = msgspec.json.Decoder(union).decode if union is not None else _nothing
-        return cls(criteria.terminology, types, heads, decode, dating)
+        run_heads = frozenset(b'{"resourceType":"%s"' % name.encode() for name in types)
+        return cls(criteria.terminology, types, heads, decode, dating, run_heads)
 
     def skippable(
         self, text: bytes, own_reference: str, parser: simdjson.Parser | None = None
@@ -235,6 +242,15 @@ class LineScreen:
         """
         if not text.startswith(self.heads):
             return None
+        return self.skippable_started(text, own_reference, parser or json_checker())
+
+    def skippable_started(
+        self, text: bytes, own_reference: str, parser: simdjson.Parser
+    ) -> Skipped | None:
+        """`skippable` of a line known to start as a type it may skip does (one of
+        `run_heads`: a run of such lines from pass 1), without looking at its start again.
+        Exact for any line: the start only spares lines of other types their decoding, which
+        checks the type (`resourceType`, repeated or not, wherever it is)."""
         try:
             line = self.decode(text)
         except msgspec.DecodeError:  # not a JSON object, a field of another type, deep nesting
@@ -249,7 +265,7 @@ class LineScreen:
         if not inert:
             return None
         components = line.component
-        if components is not msgspec.UNSET:
+        if components is not _UNSET:
             if not components:  # `[]`: the record classifies the resource field by field
                 return None
             for component in components:  # each code classified as the record would
@@ -260,10 +276,10 @@ class LineScreen:
                 if not inert:
                     return None
         try:  # all of the line, as orjson would check it (UTF-8, numbers that overflow)
-            (parser or json_checker()).parse(text)
+            parser.parse(text)
         except (ValueError, RuntimeError):  # UnicodeDecodeError is a ValueError
             return None
-        resource_type, dating = self.dating[type(line)]
+        resource_type, label_head, dating = self.dating[type(line)]
         # `data_day`: the latest first ten characters of the values at least ten long, which
         # are those of the latest such value (a string's order is its prefix's first).
         newest = ""
@@ -275,7 +291,7 @@ class LineScreen:
                 value = value.end or value.start
                 if type(value) is str and value > newest and len(value) >= 10:
                     newest = value
-        return resource_type, f"{resource_type}/{line.id}", newest[:10]
+        return resource_type, label_head + line.id, newest[:10]
 
     def _new_code_verdict(self, code_text: bytes) -> bool:
         if len(self._code_verdicts) >= _CACHE_LIMIT:

@@ -45,7 +45,7 @@ import os
 import re
 import tempfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -1645,10 +1645,13 @@ class _PatientLines:
     def _read(self, first_types: tuple[bytes, ...] | None) -> None:
         self._search_referring(first_types)
         parse_line = self.parse_line
+        parse_lines = self.parse_lines
         lines = self.lines
         if first_types is None:
-            for position, text in enumerate(lines):
-                parse_line(position, text)
+            start = 0
+            for (_first, count), head in zip(self.segments, self.heads, strict=True):
+                parse_lines(enumerate(lines[start : start + count], start), head)
+                start += count
             return
         rest = self.rest
         # A line starts as one of `first_types` (each `{"resourceType":"<type>"`) does
@@ -1665,16 +1668,14 @@ class _PatientLines:
                     else:
                         parse_line(position, text)
             elif head in first_types:
-                for position in range(start, end):
-                    parse_line(position, lines[position])
+                parse_lines(enumerate(lines[start:end], start), head)
             else:
                 rest += zip(range(start, end), lines[start:end], strict=True)
             start = end
 
     def parse_rest(self) -> None:
         self._search_referring(None)
-        for position, text in self.rest:
-            self.parse_line(position, text)
+        self.parse_lines(self.rest, None)
         self.rest = []
         if self._read_again_unscreened():
             self._read(None)
@@ -1695,23 +1696,45 @@ class _PatientLines:
         self.rest = []
 
     def parse_line(self, position: int, text: bytes) -> None:
+        """Parse and check the line at `position`, or leave it unparsed (see `parse_lines`)."""
+        self.parse_lines(((position, text),), None)
+
+    def parse_lines(self, numbered: Iterable[tuple[int, bytes]], head: bytes | None) -> None:
+        """Parse and check these lines (position, text), in order, or leave unparsed those the
+        screen finds no criterion can read. `head`: how every one of them starts, when pass 1
+        knows (a run of one type's lines): the screen is not asked of a type it may not skip,
+        nor looks at the start of a line of a type it may."""
         screen = self.screen
-        if screen is not None:
-            verdict = screen.skippable(text, self.own_reference, self.parser)
-            if verdict is not None:
-                skipped_type, skipped_label, day = verdict
-                earlier = self.seen.setdefault(skipped_label, position)
-                if earlier != position:
-                    self.repeated(position, skipped_label, earlier, PARSED)
-                    return
-                self.skipped = True
-                if day > self.newest[0]:
-                    self.newest = (day, position, text)
-                if day > self.newest_in_preview[0] and skipped_type in PREVIEW_TYPES:
-                    self.newest_in_preview = (day, position, text)
-                if position in self.referring:
-                    self.kept_referring.append((position, text))
-                return
+        parse = self._parse
+        if screen is None or (head is not None and head not in screen.run_heads):
+            for position, text in numbered:
+                parse(position, text)
+            return
+        skippable = screen.skippable if head is None else screen.skippable_started
+        own_reference = self.own_reference
+        parser = self.parser
+        seen = self.seen
+        referring = self.referring
+        for position, text in numbered:
+            verdict = skippable(text, own_reference, parser)
+            if verdict is None:
+                parse(position, text)
+                continue
+            skipped_type, skipped_label, day = verdict
+            earlier = seen.setdefault(skipped_label, position)
+            if earlier != position:
+                self.repeated(position, skipped_label, earlier, PARSED)
+                continue
+            self.skipped = True
+            if day > self.newest[0]:
+                self.newest = (day, position, text)
+            if day > self.newest_in_preview[0] and skipped_type in PREVIEW_TYPES:
+                self.newest_in_preview = (day, position, text)
+            if position in referring:
+                self.kept_referring.append((position, text))
+
+    def _parse(self, position: int, text: bytes) -> None:
+        """Parse and check the line at `position` (the screen not asked)."""
         try:
             resource = orjson.loads(text)
         except orjson.JSONDecodeError as error:

@@ -14,6 +14,7 @@ twice, at the top or in the subject, escaped, a field of another type).
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Any
 
@@ -397,15 +398,33 @@ _SHARED_MEDICATION_TEXT = orjson.dumps(
 )
 
 
+Runs = list[tuple[int, bytes | None]]
+"""A patient's lines cut into runs: each run's number of lines and how pass 1 says every line
+of it starts (`{"resourceType":"<T>"`), or None."""
+
+
 def _results(
-    criteria: CompiledCriteria, lines: list[bytes], screen: bool, full: bool
+    criteria: CompiledCriteria,
+    lines: list[bytes],
+    screen: bool,
+    full: bool,
+    cut: Runs | None = None,
 ) -> tuple[bytes, ...]:
     """The partition result (every patient's result line, problems) of a cohort worker, and
-    what it stores for re-runs (outcomes, records: the Medications references resolve to)."""
-    data = b"".join(line + b"\n" for line in lines)
-    runs = ((b"p1", 0, 1, len(lines)),)  # one patient's lines, from line 1 of range 0
+    what it stores for re-runs (outcomes, records: the Medications references resolve to).
+    `cut`: the lines as these runs (else one run of unknown start)."""
+    cut = cut or [(len(lines), None)]
+    chunks: list[bytes | None] = []
+    runs = []
+    first = 0
+    for count, _head in cut:  # one patient's lines, from line 1 of range 0
+        chunks.append(b"".join(line + b"\n" for line in lines[first : first + count]))
+        runs.append((b"p1", 0, first + 1, count))
+        first += count
     shared = {SHARED_MEDICATION: _SHARED_MEDICATION_TEXT}
-    partition = PartitionLines(0, (data,), runs, ("Observation.ndjson",), ((0, 1),), shared)
+    heads = tuple(head for _count, head in cut)
+    files = ("Observation.ndjson",)
+    partition = PartitionLines(0, tuple(chunks), tuple(runs), files, ((0, 1),), shared, heads=heads)
     evaluator = PartitionEvaluator(
         criteria, AS_OF, {}, full=full, screen_lines=screen, store_key="generated"
     )
@@ -426,6 +445,58 @@ def test_generated_patients_get_the_same_results_screened_or_not(
     for criteria in both_trials:
         for full in (False, True):
             screened = _results(criteria, lines, screen=True, full=full)
+            assert screened == _results(criteria, lines, screen=False, full=full)
+
+
+_HEAD = re.compile(rb'\{"resourceType":"[A-Za-z]+"')
+
+
+def _common_head(lines: list[bytes]) -> bytes | None:
+    """How every one of the lines starts (`{"resourceType":"<T>"`), if they all start alike."""
+    heads = {found.group() if found else None for found in map(_HEAD.match, lines)}
+    return heads.pop() if len(heads) == 1 else None
+
+
+@st.composite
+def _runs(draw: st.DrawFn) -> tuple[list[bytes], Runs]:
+    """A patient's generated lines, sorted by type or not, cut into runs (of consecutive
+    lines of one start, or anywhere: types mixed into a run), each run with how all its
+    lines start when they do, as pass 1 gives it, or without."""
+    lines = draw(_patient_lines())
+    if draw(st.booleans()):
+        lines = [lines[0], *sorted(lines[1:], key=lambda line: line[:30])]
+    counts: list[int] = []
+    if draw(st.booleans()):
+        for previous, line in zip([b"", *lines], lines, strict=False):
+            if counts and _common_head([previous, line]) is not None:
+                counts[-1] += 1
+            else:
+                counts.append(1)
+    else:
+        left = len(lines)
+        while left:
+            counts.append(draw(st.integers(1, left)))
+            left -= counts[-1]
+    cut: Runs = []
+    first = 0
+    for count in counts:
+        head = _common_head(lines[first : first + count])
+        cut.append((count, draw(st.sampled_from((head, None)))))
+        first += count
+    return lines, cut
+
+
+@given(cut=_runs())
+def test_runs_of_one_type_get_the_same_results_screened_or_not(
+    both_trials: tuple[CompiledCriteria, CompiledCriteria], cut: tuple[list[bytes], Runs]
+) -> None:
+    """The screen leaves unparsed the lines of a run pass 1 says start as a type it may skip
+    without looking at their start (`LineScreen.skippable_started`), and parses those of a
+    run of another type without asking it: the same results as every line parsed."""
+    lines, runs = cut
+    for criteria in both_trials:
+        for full in (False, True):
+            screened = _results(criteria, lines, screen=True, full=full, cut=runs)
             assert screened == _results(criteria, lines, screen=False, full=full)
 
 
