@@ -149,13 +149,15 @@ class ComputedNode:
         if len(reads) != len(self.inputs):  # the formula did not read them
             reads = [_latest(item, context) for item in self.inputs]
         record = context.record
-        inputs = [read.resource for read in reads if read.resource is not None]
-        cited = tuple(
-            Cited(reference, resource)
-            for resource in (*inputs, record.patient)
-            if (reference := record.label(resource)) in outcome.evidence
-        )
-        return with_atom(outcome, self.measured.atom, cited)
+        evidence = outcome.evidence
+        cited = []
+        for read in reads:  # loops, not comprehensions: no frames of their own (Python 3.11)
+            resource = read.resource
+            if resource is not None and (reference := record.label(resource)) in evidence:
+                cited.append(Cited(reference, resource))
+        if (reference := record.label(record.patient)) in evidence:
+            cited.append(Cited(reference, record.patient))
+        return with_atom(outcome, self.measured.atom, tuple(cited))
 
     def _decide(self, context: EvaluationContext, reads: list[_Read]) -> Outcome:
         """The outcome; `reads` gets the inputs' reads when the formula reads them."""

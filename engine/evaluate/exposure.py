@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 from engine.criteria.model import MedicationExposure
@@ -31,7 +32,7 @@ from engine.evaluate.nodes import (
     Reads,
     ResourceNode,
     first_problems,
-    path_finds,
+    passes_filters,
 )
 from engine.evaluate.outcome import Cited, Outcome, Truth, shared, with_atom
 from engine.evaluate.timing import day_before
@@ -289,12 +290,9 @@ class ExposureNode:
             predicate = self.query.status_predicates.get(resource.get("resourceType", ""))
             if predicate is None or not predicate(resource, None, context.as_of):
                 continue
-            if self.query.filters and not all(
-                path_finds(path, resource, context.path_matches) for path in self.query.filters
-            ):
-                continue
-            if self.query.exclusions and any(
-                path_finds(path, resource, context.path_matches) for path in self.query.exclusions
+            filters, exclusions = self.query.filters, self.query.exclusions
+            if (filters or exclusions) and not passes_filters(
+                resource, filters, exclusions, context.path_matches
             ):
                 continue
             period = periods.get(id(resource))
@@ -384,7 +382,10 @@ def _shown(use: _Use, as_of: dt.date) -> str:
 
 
 def _evidence(uses: list[_Use]) -> tuple[str, ...]:
-    return tuple(use.reference for use in uses[:EVIDENCE_LIMIT])
+    return tuple(map(_reference_of, uses[:EVIDENCE_LIMIT]))
+
+
+_reference_of = attrgetter("reference")
 
 
 def _window_text(first_day: dt.date | None, as_of: dt.date, name: str | None) -> str:

@@ -8,10 +8,11 @@ kinds are kept apart all the way to the ResearchSubject status.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import chain
+from operator import attrgetter
 from typing import Any
 
 from engine.criteria.model import Atom
@@ -126,16 +127,30 @@ def is_shared(outcome: Outcome) -> bool:
     return id(outcome) in _shared_ids
 
 
-def _merged(parts: list[tuple[str, ...]]) -> tuple[str, ...]:
+def _merged(parts: Iterable[tuple[str, ...]]) -> tuple[str, ...]:
     """The items of `parts`, in order, each once (the usual cases, every part empty or one
     part of one item, without building a dict)."""
-    filled = [part for part in parts if part]
-    if not filled:
+    first: tuple[str, ...] | None = None
+    filled: list[tuple[str, ...]] | None = None
+    for part in parts:  # a loop, not a comprehension: no frame of its own (Python 3.11)
+        if part:
+            if first is None:
+                first = part
+            elif filled is None:
+                filled = [first, part]
+            else:
+                filled.append(part)
+    if first is None:
         return ()
-    if len(filled) == 1:
-        only = filled[0]
-        return only if len(only) == 1 else tuple(dict.fromkeys(only))
+    if filled is None:
+        return first if len(first) == 1 else tuple(dict.fromkeys(first))
     return tuple(dict.fromkeys(chain.from_iterable(filled)))
+
+
+_evidence_of = attrgetter("evidence")
+_missing_of = attrgetter("missing")
+_manual_of = attrgetter("manual")
+_reason_of = attrgetter("reason")
 
 
 def _deduplicated(part: tuple[str, ...]) -> tuple[str, ...]:
@@ -159,9 +174,9 @@ def combine(operands: Sequence[Outcome], label: str, deciding: Truth) -> Outcome
     """`combine_all` (`deciding` not met) or `combine_any` (`deciding` met) of the operands;
     a combination of shared outcomes is made once."""
     children = tuple(operands)
-    ids = tuple(map(id, children))
-    if not _shared_ids.issuperset(ids):
+    if not _shared_ids.issuperset(map(id, children)):
         return _combined_anew(children, label, deciding)
+    ids = tuple(map(id, children))
     return _made_once((deciding, label, ids), lambda: _combined_anew(children, label, deciding))
 
 
@@ -177,7 +192,15 @@ def _made_once(key: tuple[Any, ...], make: Callable[[], Outcome]) -> Outcome:
 
 
 def _combined_anew(children: tuple[Outcome, ...], label: str, deciding: Truth) -> Outcome:
-    deciders = [child for child in children if child.truth is deciding]
+    deciders: list[Outcome] = []
+    unknowns: list[Outcome] = []
+    unknown = Truth.UNKNOWN
+    for child in children:  # a loop, not two comprehensions: no frames of their own
+        truth = child.truth
+        if truth is deciding:
+            deciders.append(child)
+        elif truth is unknown:
+            unknowns.append(child)
     if len(deciders) == 1:  # the usual case: what joining and `_merged` give for one part
         decider = deciders[0]
         evidence = _deduplicated(decider.evidence)
@@ -185,41 +208,40 @@ def _combined_anew(children: tuple[Outcome, ...], label: str, deciding: Truth) -
     if deciders:
         return Outcome(
             deciding,
-            "; ".join([child.reason for child in deciders]),
+            "; ".join(map(_reason_of, deciders)),
             label,
-            _merged([child.evidence for child in deciders]),
+            _merged(map(_evidence_of, deciders)),
             (),
             (),
             children,
         )
-    unknowns = [child for child in children if child.truth is Truth.UNKNOWN]
     if len(unknowns) == 1:
-        unknown = unknowns[0]
+        only = unknowns[0]
         return Outcome(
-            Truth.UNKNOWN,
-            unknown.reason,
+            unknown,
+            only.reason,
             label,
-            _merged([child.evidence for child in children]),
-            _deduplicated(unknown.missing),
-            _deduplicated(unknown.manual),
+            _merged(map(_evidence_of, children)),
+            _deduplicated(only.missing),
+            _deduplicated(only.manual),
             children,
         )
     if unknowns:
         return Outcome(
-            Truth.UNKNOWN,
-            "; ".join([child.reason for child in unknowns]),
+            unknown,
+            "; ".join(map(_reason_of, unknowns)),
             label,
-            _merged([child.evidence for child in children]),
-            _merged([child.missing for child in unknowns]),
-            _merged([child.manual for child in unknowns]),
+            _merged(map(_evidence_of, children)),
+            _merged(map(_missing_of, unknowns)),
+            _merged(map(_manual_of, unknowns)),
             children,
         )
     other = Truth.MET if deciding is Truth.NOT_MET else Truth.NOT_MET
     return Outcome(
         other,
-        "; ".join([child.reason for child in children]),
+        "; ".join(map(_reason_of, children)),
         label,
-        _merged([child.evidence for child in children]),
+        _merged(map(_evidence_of, children)),
         (),
         (),
         children,

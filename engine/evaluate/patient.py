@@ -180,10 +180,8 @@ def evaluate_patient(
     results: list[CriterionResult] = []
     skipped: list[CompiledCriterion] = []
     if decided is None and only is None:  # the usual case: every criterion evaluated
-        results = [
-            CriterionResult(criterion, criterion.root.evaluate(context))
-            for criterion in criteria.criteria
-        ]
+        for criterion in criteria.criteria:
+            results.append(CriterionResult(criterion, criterion.root.evaluate(context)))
     else:
         for criterion in criteria.criteria:
             known = decided.get(criterion.id) if decided is not None else None

@@ -253,9 +253,32 @@ SPAN_READERS: dict[str, Callable[[dict[str, Any]], Span | None]] = {
 """The span reader of each resource type, from its dating in `engine.resource_types`."""
 
 
+_FIRST_POINT_FIELDS: dict[str, str] = {
+    name: known.start_fields[0].name
+    for name, known in RESOURCE_TYPES.items()
+    if known.dating in ("instant", "as-given")
+    and known.start_fields
+    and not known.start_fields[0].is_period
+    and known.start_fields[0].container is None
+}
+"""For types dated by their first field as it is (an Observation's `effectiveDateTime`, a
+Procedure's `performedDateTime`), when that field is a top-level date or dateTime: its name.
+Such a resource's span is that field's span (`_POINT_SPANS`), whatever its other fields."""
+
+
 def resource_span(resource: dict[str, Any]) -> Span | None:
     """The span of a resource, None if it carries no date. Raises DateProblem for bad dates."""
-    reader = SPAN_READERS.get(resource.get("resourceType", ""))
+    resource_type = resource.get("resourceType", "")
+    point_field = _FIRST_POINT_FIELDS.get(resource_type)
+    if point_field is not None:
+        # The usual case, read inline: the first dating field holds a date text whose span
+        # is known (what `_first` and the type's reader give: a point span is returned as is).
+        value = resource.get(point_field)
+        if type(value) is str:
+            span = _POINT_SPANS.get(value)
+            if span is not None:
+                return span
+    reader = SPAN_READERS.get(resource_type)
     return reader(resource) if reader is not None else None
 
 
