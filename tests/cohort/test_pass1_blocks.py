@@ -478,3 +478,90 @@ def test_a_block_is_vouched_for_whole_only_when_every_line_is(
     if vouched:
         cut = block[:-1]
         assert ndjson_partitions._whole_lines_of(head + cut, len(head), stop - 1, start) == 0
+
+
+PATIENT_KEYS = [b'"resourceType"', b'"id"', b'"i\\u0064"', b'"resourceTyp\\u0065"', b'"name"']
+PATIENT_VALUES = [
+    b'"Patient"',
+    b'"Patient"',
+    b'"Observation"',
+    b'"p1"',
+    b'"p\\u0032"',
+    b'"p 3"',
+    b'"' + b"x" * 65 + b'"',
+    b"1",
+    b"1e999",
+    b"123456789012345678901234567890",
+    b'"\\ud800"',
+    b'"\xff"',
+    b'"\xc3\xa9"',
+    b'{"id":"p4"}',
+    b"null",
+    b"[]",
+    b'"\\"',
+]
+
+
+@st.composite
+def patient_lines(draw: st.DrawFn) -> bytes:
+    """A line shaped like a Patient: a resourceType and an id (mostly "Patient" and a FHIR
+    id) and other pairs in any order, keys repeated or escaped, values of every JSON kind,
+    some not FHIR ids or not valid JSON (invalid UTF-8, a lone surrogate, numbers out of
+    range), the line cut short or with bytes after."""
+    usual = draw(st.booleans())  # mostly a Patient with a FHIR id, or anything
+    pairs = [
+        (b'"resourceType"', b'"Patient"' if usual else draw(st.sampled_from(PATIENT_VALUES))),
+        (b'"id"', b'"p1"' if usual else draw(st.sampled_from(PATIENT_VALUES))),
+        (b'"name"', draw(st.sampled_from(PATIENT_VALUES))),
+    ]
+    pairs += draw(
+        st.lists(
+            st.tuples(st.sampled_from(PATIENT_KEYS), st.sampled_from(PATIENT_VALUES)),
+            max_size=3,
+        )
+    )
+    pairs = draw(st.permutations(pairs))
+    line = b"{" + b",".join(key + b":" + value for key, value in pairs) + b"}"
+    return line + draw(st.sampled_from([b"", b"", b"", b"", b"", b"", b" ", b",", b"}", b" x"]))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    lines=st.lists(
+        st.one_of(
+            patient_lines(),
+            st.sampled_from(KEPT_LINES),
+            st.integers(0, 9).map(lambda n: dumps({"resourceType": "Patient", "id": f"p{n}"})),
+        ),
+        max_size=12,
+    )
+)
+def test_a_patient_read_without_parsing_is_routed_as_parsing_routes_it(lines: list[bytes]) -> None:
+    """A Patient line of a file named for Patients is read with msgspec and validated with
+    simdjson (`_patient_id_of`): it is routed, counted and reported exactly as when every
+    line is parsed with orjson (whatever its keys, values, bytes and JSON errors)."""
+    data = b"".join(line + b"\n" for line in lines)
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        path = work / "Patient.000.ndjson"
+        path.write_bytes(data)
+        read = both_ways(path, work / "read")
+        with mock.patch.object(ndjson_partitions, "_patient_id_of", _parse_instead):
+            parsed = both_ways(path, work / "parsed")
+    assert read == parsed
+
+
+def _parse_instead(_text: bytes) -> None:
+    return None
+
+
+def test_a_patient_is_read_without_parsing_only_when_parsing_would_route_it() -> None:
+    read = ndjson_partitions._patient_id_of
+    assert read(b'{"resourceType":"Patient","id":"p1","name":[{"family":"\xc3\xa9"}]}') == "p1"
+    assert read(b'{"resourceType":"Patient","id":"p1","id":"p2"}') == "p2"  # the last, as orjson
+    assert read(b'{"resourceType":"Patient","id":"p1","i\\u0064":"p2"}') == "p2"
+    assert read(b'{"resourceType":"Patient","id":"p1","name":"\xff"}') is None  # not UTF-8
+    assert read(b'{"resourceType":"Patient","id":"p1","n":123456789012345678901234567890}') is None
+    assert read(b'{"resourceType":"Patient","id":"p 1"}') is None
+    assert read(b'{"resourceType":"Patient","id":"p1"') is None
+    assert read(b'{"resourceType":"Observation","id":"p1"}') is None
