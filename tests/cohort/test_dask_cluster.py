@@ -252,3 +252,22 @@ def test_dask_s_yaml_defaults_read_in_c_are_those_python_reads() -> None:
         assert yaml.safe_load is not python_safe_load
         assert [yaml.safe_load(file.read_text()) for file in files] == in_python
     assert yaml.safe_load is python_safe_load
+
+
+def test_a_run_ships_the_criteria_its_workers_were_warmed_up_with(
+    trial: CompiledCriteria,
+) -> None:
+    """Collecting pickles the compiled criteria: once a run, for the warm-up and the tasks;
+    other criteria (here: other unavailable types) are collected anew."""
+    start = DaskStart(EngineSettings(1, "tcp://127.0.0.1:1"))  # nothing starts before begin
+    try:
+        assert start.criteria_files(trial).compiled is not None  # no warm-up: collected
+        warmed = CriteriaFiles.collect(trial, with_compiled=True)
+        start.warm_up(warmed)
+        assert start.criteria_files(trial) is warmed
+        other = dataclasses.replace(trial, unavailable_types=frozenset({"Procedure"}))
+        files = start.criteria_files(other)
+        assert files is not warmed and files.unavailable_types == ("Procedure",)
+        assert files.compiled is not None
+    finally:
+        start.close()
