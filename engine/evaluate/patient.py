@@ -14,7 +14,7 @@ from engine.criteria.model import CriterionKind
 from engine.dataclass_init import direct_init
 from engine.errors import DateProblem, InputError, Location
 from engine.evaluate.compile import CompiledCriteria, CompiledCriterion, EvaluationContext
-from engine.evaluate.outcome import Outcome, Truth, UnknownReason
+from engine.evaluate.outcome import Outcome, Truth, is_shared
 from engine.evaluate.timing import parse_date_range
 from engine.record import DATING_FIELDS, PatientRecord
 
@@ -71,7 +71,8 @@ class CriterionResult:
     def verdict(self) -> CriterionVerdict:
         truth = self.outcome.truth
         if truth is Truth.UNKNOWN:
-            if UnknownReason.MISSING_DATA in self.outcome.unknown_reasons:
+            # Missing data (`Outcome.unknown_reasons`) wins over manual review.
+            if self.outcome.missing:
                 return CriterionVerdict.MISSING_DATA
             return CriterionVerdict.MANUAL_REVIEW
         clear_truth = Truth.MET if self.kind is CriterionKind.INCLUSION else Truth.NOT_MET
@@ -104,6 +105,28 @@ class PatientEvaluation:
 
     def results_with(self, verdict: CriterionVerdict) -> tuple[CriterionResult, ...]:
         return tuple(result for result in self.results if result.verdict is verdict)
+
+
+_SHARED_RESULTS: dict[tuple[int, int], CriterionResult] = {}
+"""Each criterion's result for a shared outcome (`engine.evaluate.outcome.shared`: the same
+for every patient holding nothing the criterion reads, an unanswered manual item), by the
+identities of the criterion and the outcome (both kept alive by the result): made once, so
+that its verdict is worked out once too."""
+_SHARED_RESULTS_LIMIT = 10_000
+
+
+def criterion_result(criterion: CompiledCriterion, outcome: Outcome) -> CriterionResult:
+    """The criterion's result with this outcome: one object per criterion and shared outcome
+    (`_SHARED_RESULTS`), else a new one."""
+    if not is_shared(outcome):
+        return CriterionResult(criterion, outcome)
+    key = (id(criterion), id(outcome))
+    known = _SHARED_RESULTS.get(key)
+    if known is None:
+        if len(_SHARED_RESULTS) >= _SHARED_RESULTS_LIMIT:
+            _SHARED_RESULTS.clear()
+        known = _SHARED_RESULTS[key] = CriterionResult(criterion, outcome)
+    return known
 
 
 def _patient_problems(record: PatientRecord, as_of: dt.date) -> tuple[str, ...]:
@@ -181,14 +204,14 @@ def evaluate_patient(
     skipped: list[CompiledCriterion] = []
     if decided is None and only is None:  # the usual case: every criterion evaluated
         for criterion in criteria.criteria:
-            results.append(CriterionResult(criterion, criterion.root.evaluate(context)))
+            results.append(criterion_result(criterion, criterion.root.evaluate(context)))
     else:
         for criterion in criteria.criteria:
             known = decided.get(criterion.id) if decided is not None else None
             if known is not None:
-                results.append(CriterionResult(criterion, known))
+                results.append(criterion_result(criterion, known))
             elif only is None or criterion.id in only:
-                results.append(CriterionResult(criterion, criterion.root.evaluate(context)))
+                results.append(criterion_result(criterion, criterion.root.evaluate(context)))
             else:
                 skipped.append(criterion)
     problems = (

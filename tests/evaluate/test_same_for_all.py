@@ -14,6 +14,7 @@ from language_support import AS_OF, condition, write_trial
 from engine.attestations import Attestation
 from engine.evaluate.nodes import AnyNode, Reads
 from engine.evaluate.outcome import Outcome, Truth
+from engine.evaluate.patient import CriterionResult, CriterionVerdict
 from engine.screening import screen_patient
 from engine.sources.base import PatientResources
 from engine.trial import load_trial
@@ -233,3 +234,21 @@ def test_a_medication_use_reads_its_concept(tmp_path: Path) -> None:
     old = outcome(path, lisinopril_order("2020-01-01", "completed"))  # no end of use known
     assert old.truth is Truth.UNKNOWN
     assert "order-2020-01-01 (open-ended order, completed) may have" in old.children[0].reason
+
+
+def test_a_shared_outcome_has_one_criterion_result(tmp_path: Path) -> None:
+    criteria = load_trial(write_trial(tmp_path, CRITERIA))
+    patient = {"resourceType": "Patient", "id": "p", "birthDate": "1950-01-01"}
+
+    def result(*resources: dict[str, Any]) -> CriterionResult:
+        listed = [patient, *resources]
+        source = PatientResources("p", listed, [None] * len(listed), "test")
+        (found,) = screen_patient(criteria, source, AS_OF).evaluation.results
+        return found
+
+    first, second = result(), result()
+    assert first is second  # so its verdict is worked out once
+    assert first.verdict is CriterionVerdict.MANUAL_REVIEW
+    held = result(condition("22298006", "2025-01-01"))
+    assert held is not first
+    assert held.verdict is CriterionVerdict.FAILS
