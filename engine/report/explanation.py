@@ -383,11 +383,41 @@ def criterion_summary(result: CriterionResult, as_of: dt.date, terminology: Term
     return _summary(result.verdict, deciding, says)
 
 
+_uncited_deciding: dict[int, tuple[Outcome, Expression, dt.date, Terminology, list[Step]]] = {}
+"""`_deciding_steps` of combinations whose outcome cites nothing, by the outcome object (its
+id; the outcome, expression, day and terminology kept to check identity): such outcomes
+are mostly one object for every patient (`engine.evaluate.outcome`), met inside a
+criterion that cites something (a creatinine test beside each gender test)."""
+
+
 def _deciding_steps(
     expression: Expression, outcome: Outcome, as_of: dt.date, terminology: Terminology
 ) -> list[Step]:
     """`_deciding_leaves(_step(expression, outcome, ...))`, walking the outcome tree and
-    building the deciding leaves' steps only."""
+    building the deciding leaves' steps only (the list returned is not to be changed)."""
+    if outcome.children:
+        known = _uncited_deciding.get(id(outcome))
+        if (
+            known is not None
+            and known[0] is outcome
+            and known[1] is expression
+            and known[2] == as_of
+            and known[3] is terminology
+        ):
+            return known[4]
+        if cites_nothing(outcome):
+            steps = _walk_deciding(expression, outcome, as_of, terminology)
+            if len(_uncited_deciding) >= _CRITERION_CACHE_LIMIT:
+                _uncited_deciding.clear()
+            _uncited_deciding[id(outcome)] = (outcome, expression, as_of, terminology, steps)
+            return steps
+    return _walk_deciding(expression, outcome, as_of, terminology)
+
+
+def _walk_deciding(
+    expression: Expression, outcome: Outcome, as_of: dt.date, terminology: Terminology
+) -> list[Step]:
+    """`_deciding_steps` of an outcome found in no memo: one level, then each operand's."""
     if isinstance(expression, NotOf):
         return _deciding_steps(expression.operand, outcome.children[0], as_of, terminology)
     if isinstance(expression, _ALL_OR_ANY):
@@ -552,11 +582,12 @@ def _patient_step(atom: PatientAtom, outcome: Outcome, as_of: dt.date) -> Step:
     findings: list[Finding] = []
     checks_age = atom.minimum_age is not None or atom.maximum_age is not None
     relations: list[str] = []
+    born, born_of = "", None  # the text of the Patient said first, and that Patient
     for part in parts:
         for cited in part.cited:
             patient = cited.resource
             if not findings:
-                born = _patient_text(patient, as_of)
+                born, born_of = _patient_text(patient, as_of), patient
                 gender = f"gender {patient.get('gender') or 'not recorded'}"
                 text = (
                     f"{born}, {gender}"
@@ -571,7 +602,8 @@ def _patient_step(atom: PatientAtom, outcome: Outcome, as_of: dt.date) -> Step:
             sentences.append(f"age {bounds} cannot be checked: {age_outcome.reason}")
             to_settle.append("the patient's full date of birth (Patient.birthDate)")
         else:
-            born = _patient_text(patient, as_of)
+            if born_of is not patient:  # the last Patient cited is another (or none)
+                born = _patient_text(patient, as_of)
             sentences.append(born if age_outcome.truth is Truth.MET else f"{born}: not {bounds}")
             relations.append("yes" if age_outcome.truth is Truth.MET else f"not {bounds}")
     if atom.genders:

@@ -448,7 +448,7 @@ class _PartPieces(NamedTuple):
     entry: orjson.Fragment | None = None
     entry_shape: Shape = None
     entry_key: Hashable = None
-    """What `entry_shape` is made of besides the criteria (`_evidence`): equal keys, equal
+    """What `entry_shape` is made of besides the criteria (`_pieces`): equal keys, equal
     shapes, and the other way round."""
 
 
@@ -460,11 +460,87 @@ patient with that outcome."""
 
 
 def _pieces(trial: Trial, heading: CriterionHeading, part: CriterionReport) -> _PartPieces:
-    """A part's narrative row and evidence entry: made once for a shared part."""
+    """A part's narrative row and evidence entry: made once for a shared part, from texts
+    made once per criterion, verdict and summary (`_texts`)."""
     key = (id(part), id(heading))
     known = _part_pieces.get(key)
     if known is not None and known[0] is part and known[1] is heading:
         return known[2]
+    texts, shapes = _texts(trial, heading, part)
+    if texts.code is None:
+        pieces = _PartPieces(texts.row, texts.row_clean, texts.row_json)
+    else:
+        evidence = part.evidence
+        references_fit: tuple[bool, ...] = ()
+        if evidence:
+            details = [{"reference": reference} for reference in evidence]
+            entry = orjson.dumps({"code": orjson.Fragment(texts.code), "detail": details})
+            references_fit = tuple(dict.fromkeys(map(fits_fhir_string, evidence)))
+        else:
+            entry = b'{"code":%b}' % texts.code
+        entry_key = (heading.id, texts.text_fits, references_fit)
+        shape = shapes.get(entry_key)
+        if shape is None:
+            shape = shapes[entry_key] = _entry_shape(texts.code_shape, references_fit)
+        pieces = _PartPieces(
+            texts.row, texts.row_clean, texts.row_json, orjson.Fragment(entry), shape, entry_key
+        )
+    if is_shared(part):
+        if len(_part_pieces) >= _PARTS_LIMIT:
+            _part_pieces.clear()
+        _part_pieces[key] = (part, heading, pieces)
+    return pieces
+
+
+class _PartTexts(NamedTuple):
+    """What a DetectedIssue shows of a criterion with a verdict and summary, whoever the
+    patient: the narrative row (`_PartPieces`), and for a criterion not clear the evidence
+    entry's `code` (JSON text and `output_shape`) and whether its text fits."""
+
+    row: str
+    row_clean: bool
+    row_json: bytes
+    code: bytes | None = None
+    code_shape: Shape = None
+    text_fits: bool = True
+
+
+_part_texts: dict[
+    int,
+    tuple[
+        Trial,
+        CriterionHeading,
+        dict[tuple[CriterionVerdict | None, str], _PartTexts],
+        dict[Hashable, Shape],
+    ],
+] = {}
+"""Per heading (the trial and heading kept to check identity), `_texts` by verdict and
+summary, and the evidence entries' shapes by `_PartPieces.entry_key`."""
+_TEXTS_LIMIT = 64
+
+
+def _texts(
+    trial: Trial, heading: CriterionHeading, part: CriterionReport
+) -> tuple[_PartTexts, dict[Hashable, Shape]]:
+    """The texts of `part` under `heading` (made once per verdict and summary: a criterion
+    citing the patient's own resources often says the same for many of them, such as
+    "Needs ..." beside a gender test), and the heading's entry shapes."""
+    known = _part_texts.get(id(heading))
+    if known is None or known[0] is not trial or known[1] is not heading:
+        if len(_part_texts) >= 1024:
+            _part_texts.clear()
+        known = _part_texts[id(heading)] = (trial, heading, {}, {})
+    by_summary = known[2]
+    texts = by_summary.get((part.verdict, part.summary))
+    if texts is None:
+        texts = _make_texts(trial, heading, part)
+        if len(by_summary) >= _TEXTS_LIMIT:
+            by_summary.clear()
+        by_summary[part.verdict, part.summary] = texts
+    return texts, known[3]
+
+
+def _make_texts(trial: Trial, heading: CriterionHeading, part: CriterionReport) -> _PartTexts:
     row = (
         "<tr>"
         f"<td>{_escape_label(heading.number)}</td>"
@@ -476,16 +552,31 @@ def _pieces(trial: Trial, heading: CriterionHeading, part: CriterionReport) -> _
     clean = not has_refused_whitespace(row)
     row_json = orjson.dumps(row)[1:-1]
     if part.verdict is None or part.verdict is CriterionVerdict.CLEAR:
-        pieces = _PartPieces(row, clean, row_json)
-    else:
-        entry, shape, entry_key = _evidence(trial, heading, part)
-        entry_text = orjson.Fragment(orjson.dumps(entry))
-        pieces = _PartPieces(row, clean, row_json, entry_text, shape, entry_key)
-    if is_shared(part):
-        if len(_part_pieces) >= _PARTS_LIMIT:
-            _part_pieces.clear()
-        _part_pieces[key] = (part, heading, pieces)
-    return pieces
+        return _PartTexts(row, clean, row_json)
+    code, code_shape, text_fits = _evidence_code(trial, heading, part)
+    return _PartTexts(row, clean, row_json, code, code_shape, text_fits)
+
+
+def _evidence_code(
+    trial: Trial, heading: CriterionHeading, part: CriterionReport
+) -> tuple[bytes, Shape, bool]:
+    """A criterion's evidence entry's `code` (JSON text) and its `output_shape`, made from
+    the same pieces: the criterion's coding (made and shaped once per heading) and the
+    text; and whether the text fits the FHIR string pattern."""
+    coding, coding_shape = _criterion_coding(trial, heading)
+    text = _evidence_text(heading, part)
+    text_fits = fits_fhir_string(text)
+    code = orjson.dumps([{"coding": coding, "text": text}])
+    return code, ("[]", (("coding", coding_shape), ("text", ("s", text_fits)))), text_fits
+
+
+def _entry_shape(code_shape: Shape, references_fit: tuple[bool, ...]) -> Shape:
+    """`output_shape` of an evidence entry whose code has `code_shape` and whose distinct
+    references' shapes fit as `references_fit` (none: no `detail`)."""
+    shape: tuple[Any, ...] = (("code", code_shape),)
+    if references_fit:
+        shape += (("detail", ("[]", *map(_REFERENCE_SHAPES.__getitem__, references_fit))),)
+    return shape
 
 
 _NO_PART = object()
@@ -586,14 +677,16 @@ def detected_issue_json(report: PatientReport) -> ShapedJson:
     status = report.status
     headings = criterion_headings(criteria)
     pieces = _pieces_of(trial, headings, parts)
-    implicated = list(
-        dict.fromkeys(
-            reference
-            for part, piece in zip(parts, pieces, strict=True)
-            if piece.entry is not None
-            for reference in part.evidence
-        )
-    )
+    entries: list[_PartPieces] = []
+    cited: list[str] = []
+    rows_clean = True
+    for part, piece in zip(parts, pieces, strict=True):
+        if piece.entry is not None:
+            entries.append(piece)
+            cited += part.evidence
+        if not piece.row_clean:
+            rows_clean = False
+    implicated = list(dict.fromkeys(cited))
     summary = _summary_line(trial.id, status, headings, parts)
     constants = _constants_of(criteria)
     members = constants.members
@@ -602,15 +695,12 @@ def detected_issue_json(report: PatientReport) -> ShapedJson:
     # the narrative fits the FHIR string pattern when its pieces hold no refused character
     # (its own words and tags hold none, and html.escape changes none)
     narrative_clean = (
-        all([piece.row_clean for piece in pieces])
-        and summary_clean
-        and not any(map(has_refused_whitespace, report.data_problems))
+        rows_clean and summary_clean and not any(map(has_refused_whitespace, report.data_problems))
     )
     issue_id = deterministic_id(DETECTED_ISSUE_SYSTEM, value)
     issue_status = "final" if status in _FINAL_STATUSES else "preliminary"
     severity = _SEVERITY[status]
     identified = report.as_of.isoformat()
-    entries = [piece for piece in pieces if piece.entry is not None]
     issue: dict[str, Any] = {
         "resourceType": "DetectedIssue",
         "id": issue_id,
@@ -706,30 +796,6 @@ def _device() -> dict[str, Any]:
         "deviceName": [{"name": "trialsieve", "type": "manufacturer-name"}],
         "version": [{"value": __version__}],
     }
-
-
-def _evidence(
-    trial: Trial, heading: CriterionHeading, part: CriterionReport
-) -> tuple[dict[str, Any], Shape, Hashable]:
-    """A criterion's evidence entry and its `output_shape`, made from the same pieces: the
-    criterion's coding (made and shaped once per heading), the text and the references;
-    and what the shape is made of besides the criteria's own texts: the criterion's id (its
-    coding's shape), whether the text fits and whether each distinct reference shape fits
-    (`detected_issue_json` finds the DetectedIssue's shape by these keys)."""
-    assert part.verdict is not None
-    coding, coding_shape = _criterion_coding(trial, heading)
-    text = _evidence_text(heading, part)
-    entry: dict[str, Any] = {"code": [{"coding": coding, "text": text}]}
-    text_fits = fits_fhir_string(text)
-    code_shape = (("coding", coding_shape), ("text", ("s", text_fits)))
-    shape: tuple[Any, ...] = (("code", ("[]", code_shape)),)
-    references_fit: tuple[bool, ...] = ()
-    if part.evidence:
-        references = [{"reference": reference} for reference in part.evidence]
-        entry["detail"] = references
-        references_fit = tuple(dict.fromkeys(map(fits_fhir_string, part.evidence)))
-        shape += (("detail", ("[]", *map(_REFERENCE_SHAPES.__getitem__, references_fit))),)
-    return entry, shape, (heading.id, text_fits, references_fit)
 
 
 def _evidence_text(heading: CriterionHeading, part: CriterionReport) -> str:

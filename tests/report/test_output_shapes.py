@@ -149,6 +149,7 @@ def test_a_cohort_run_reports_a_broken_detected_issue_and_goes_on(
         evidence_text = resources._evidence_text
         monkeypatch.setattr(resources, "_part_pieces", {})  # none made before the break
         monkeypatch.setattr(resources, "_recent_pieces", {})
+        monkeypatch.setattr(resources, "_part_texts", {})
 
         def broken_evidence_text(heading: Any, part: Any) -> str:
             return "" if heading.number == "I1" else evidence_text(heading, part)
