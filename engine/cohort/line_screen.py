@@ -60,8 +60,8 @@ import simdjson
 
 from engine.evaluate import CompiledCriteria
 from engine.normalise import Terminology
-from engine.resource_types import CODE_ONLY_TYPES, MEDICATION_TYPES, RESOURCE_TYPES
-from engine.sources.ndjson import DEFAULT_PATIENT_FIELDS, PATIENT_FIELDS
+from engine.resource_types import CODE_ONLY_TYPES, MEDICATION_TYPES, RECORD_TYPES, RESOURCE_TYPES
+from engine.sources.ndjson import DEFAULT_PATIENT_FIELDS, PATIENT_FIELDS, SHARED_TYPES
 
 SCREENABLE_TYPES = CODE_ONLY_TYPES | {"Observation"} | set(MEDICATION_TYPES)
 """Types whose only coded fields are `code` (and, for Observation, components' codes), or,
@@ -217,6 +217,10 @@ class LineScreen:
     run_heads: frozenset[bytes] = frozenset()
     """How pass 1's runs of one type start (`{"resourceType":"T"`) for the types it may skip:
     `skippable_started` takes their lines."""
+    decode_kept: Callable[[bytes], Any] = _nothing
+    """A settled patient's line of a type the run keeps (but Patient): its `_KeptLine` (the
+    Struct of its type); msgspec.DecodeError for any other line, or one whose patient field
+    is not an object with a string `reference` (`decode_checked_line` then decides)."""
     _code_verdicts: dict[bytes, bool] = field(default_factory=dict)
     """By the text of a `code`: whether it is inert (see `_inert_code`)."""
 
@@ -230,7 +234,10 @@ class LineScreen:
         union = functools.reduce(operator.or_, structs.values()) if structs else None
         decode = msgspec.json.Decoder(union).decode if union is not None else _nothing
         run_heads = frozenset(b'{"resourceType":"%s"' % name.encode() for name in types)
-        return cls(criteria.terminology, types, heads, decode, dating, run_heads)
+        kept = sorted((RECORD_TYPES | criteria.resource_types) - SHARED_TYPES - {"Patient"})
+        kept_union = functools.reduce(operator.or_, map(_kept_line_struct, kept))
+        decode_kept = msgspec.json.Decoder(kept_union).decode
+        return cls(criteria.terminology, types, heads, decode, dating, run_heads, decode_kept)
 
     def skippable(
         self, text: bytes, own_reference: str, parser: simdjson.Parser | None = None
@@ -345,3 +352,29 @@ the line checked as JSON syntax only and skipped. Raises msgspec.DecodeError for
 that is not a JSON object (or nests deeper than msgspec allows)."""
 CheckedReference = _Reference
 """The type of an object in a patient field of `decode_checked_line`."""
+
+
+class _KeptLine(msgspec.Struct, tag_field="resourceType", kw_only=True, gc=False):
+    """What a settled patient's line of a type the run keeps is checked for, read as
+    `decode_checked_line` reads it (a repeated key's last value), with the checks msgspec
+    can make made in the decoding: its type (tagged by `resourceType`), its `id` (any value:
+    a string labels it), and its type's first patient field (`patient`), an object with a
+    string `reference`. One Struct per type (`_kept_line_struct`): only that type's patient
+    field is read, and the Python checks of `decode_checked_line`'s result are not needed."""
+
+    id: Any = None
+
+
+@functools.cache
+def _kept_line_struct(resource_type: str) -> Any:
+    """The `_KeptLine` of a type: its first patient field as `patient`, `label_head` `T/`."""
+    name = PATIENT_FIELDS.get(resource_type, DEFAULT_PATIENT_FIELDS)[0]
+    return msgspec.defstruct(
+        f"_{resource_type}KeptLine",
+        [("patient", _Subject, msgspec.field(name=name))],
+        bases=(_KeptLine,),
+        tag=resource_type,
+        namespace={"label_head": f"{resource_type}/"},
+        kw_only=True,
+        gc=False,
+    )

@@ -1535,7 +1535,12 @@ _NEEDS_PARSING = "parse"
 """What `_screened_label` says of a line that parsing must check (it reports the problem)."""
 
 
-def _screened_label(parser: simdjson.Parser, text: bytes, own_reference: str) -> str | None:
+def _screened_label(
+    parser: simdjson.Parser,
+    text: bytes,
+    own_reference: str,
+    decode_kept: Callable[[bytes], Any] | None = None,
+) -> str | None:
     """A line's `Type/id` (None: it has no id) when it is valid JSON, an object with a
     resourceType whose type's first patient field refers to `own_reference`, exactly the
     checks parsing makes of it; else `_NEEDS_PARSING` (parsing reports the problem or
@@ -1545,8 +1550,24 @@ def _screened_label(parser: simdjson.Parser, text: bytes, own_reference: str) ->
     reads it); simdjson then validates the whole line (the UTF-8 and the numbers msgspec
     skips unchecked). simdjson accepts no document that orjson rejects; a document either
     rejects (or cannot represent, such as an integer beyond 64 bits) is parsed by orjson,
-    which decides.
+    which decides. `decode_kept` (`LineScreen.decode_kept`): read a line of a type the run
+    keeps through its own Struct first, which makes most checks in the decoding (the same
+    answer; a line it does not decode is read as without it).
     """
+    if decode_kept is not None:
+        try:
+            kept = decode_kept(text)
+        except msgspec.DecodeError:
+            pass  # read as without it, below
+        else:
+            if kept.patient.reference != own_reference:
+                return _NEEDS_PARSING
+            try:
+                parser.parse(text)
+            except (ValueError, RuntimeError):  # UnicodeDecodeError is a ValueError
+                return _NEEDS_PARSING
+            resource_id = kept.id
+            return kept.label_head + resource_id if type(resource_id) is str else None
     try:
         line = decode_checked_line(text)
     except msgspec.DecodeError:
@@ -1731,8 +1752,9 @@ class _PatientLines:
         parser = self.parser
         own_reference = self.own_reference
         seen = self.seen
+        decode_kept = None if self.screen is None else self.screen.decode_kept
         for position, text in self.rest:
-            label = _screened_label(parser, text, own_reference)
+            label = _screened_label(parser, text, own_reference, decode_kept)
             if label is _NEEDS_PARSING:
                 self.parse_line(position, text)
             elif label is not None:  # `first_seen`, inline

@@ -611,15 +611,22 @@ def _label_by_orjson(resource: Any) -> str | object | None:
 
 @settings(max_examples=300)
 @given(line=_line())
-def test_a_settled_patient_s_line_is_labelled_as_orjson_reads_it(line: tuple[bytes, bool]) -> None:
+def test_a_settled_patient_s_line_is_labelled_as_orjson_reads_it(
+    both_trials: tuple[CompiledCriteria, CompiledCriteria], line: tuple[bytes, bool]
+) -> None:
     """A settled patient's line is checked without being built (`_screened_label`): it is
     left to parsing, or labelled with the `Type/id` orjson reads (a repeated key: the last
     value), only when orjson parses it into a resource whose patient field names the
-    patient; a line as written is never left to parsing needlessly."""
+    patient; a line as written is never left to parsing needlessly. Read first through the
+    Struct of its type (`LineScreen.decode_kept`, of either trial), it gets the same answer."""
     text, as_written = line
     resource = _parsed(text)
     label = _screened_label(json_checker(), text, "Patient/p1")
     assert _screened_label(json_checker(), text + b"\n", "Patient/p1") == label  # line end
+    for criteria in both_trials:
+        decode_kept = LineScreen.from_criteria(criteria).decode_kept
+        assert _screened_label(json_checker(), text, "Patient/p1", decode_kept) == label
+        assert _screened_label(json_checker(), text + b"\n", "Patient/p1", decode_kept) == label
     expected = _label_by_orjson(resource)
     if label is not _NEEDS_PARSING:
         assert label == expected
