@@ -677,28 +677,20 @@ class _RangeSplitter:
         the text) as `split_line` routes them; the line number of the block's last line is
         returned.
 
-        Lines and every `Patient/` are found with StringZilla's SIMD `find` (`Patient/`
-        holds no line end and cannot overlap itself, so `positions` are the occurrences
-        `bytes.find` finds line by line); a line names it exactly once when one position
-        falls between its start and its end. When the block is vouched for whole
-        (`_whole_lines_of`), every line starts with `start` and ends with `}`; else each
-        line is checked. A line that starts with `start`, ends with `}` and names `Patient/`
-        once, in a reference (`_PATIENT_REFERENCE_TEXT`, from `"reference":"` to its closing
-        `"`), begins a run: the lines after it that do the same in the same reference text
-        are routed with it as one run (`send`), found by `_run_end`. Matching reads nothing
-        past that `"`, so each line matches as the first did. Any other line goes its own
-        way.
+        Lines and `Patient/` are found with StringZilla's SIMD `find` (`Patient/` holds no
+        line end and cannot overlap itself, so a line names it exactly once when a second
+        search from past the first finds none before the line's end). When the block is
+        vouched for whole (`_whole_lines_of`), every line starts with `start` and ends with
+        `}`; else each line is checked. A line that starts with `start`, ends with `}` and
+        names `Patient/` once, in a reference (`_PATIENT_REFERENCE_TEXT`, from
+        `"reference":"` to its closing `"`), begins a run: the lines after it that do the
+        same in the same reference text are routed with it as one run (`send`), found by
+        `_run_end`. Matching reads nothing past that `"`, so each line matches as the first
+        did. Any other line goes its own way.
         """
         starts_with = buffer.startswith
         view = memoryview(buffer)
         whole = _whole_lines_of(buffer, first, stop, start) > 0
-        positions = []
-        at = _find(buffer, b"Patient/", first, stop)
-        while at >= 0:
-            positions.append(at)
-            at = _find(buffer, b"Patient/", at + 8, stop)
-        positions += (stop + 1, stop + 1)  # past every line end: no list end to test
-        place = 0  # positions[place] is the first at or after the line's start
         counted = 0
         line_end = first - 1
         while line_end + 1 < stop:
@@ -707,12 +699,6 @@ class _RangeSplitter:
             if line_end < 0:
                 line_end = stop
             line_number += 1
-            at = positions[place]
-            following = place
-            while positions[following] < line_end:
-                following += 1
-            named = following - place  # how many Patient/ the line names
-            place = following
             source = None if base is None or line_end == stop else base + line_start
             if not starts_with(start, line_start, line_end) or (
                 buffer[line_end - 1] != _CLOSING_BRACE
@@ -721,7 +707,8 @@ class _RangeSplitter:
                 continue
             counted += 1
             # as _patient_from_text: "Patient/" exactly once, a reference
-            if named == 1 and at >= line_start + 13:
+            at = _find(buffer, b"Patient/", line_start, line_end)
+            if at >= line_start + 13 and _find(buffer, b"Patient/", at + 8, line_end) < 0:
                 reference = _PATIENT_REFERENCE_TEXT.match(buffer, at - 13, line_end)
                 if reference is not None:
                     if line_end == stop:  # the file's last line, without a line end
@@ -729,12 +716,11 @@ class _RangeSplitter:
                         self.route(reference.group(1), line_number, 1, line)
                         continue
                     run_line = line_number
-                    line_end, after = _run_end(
-                        buffer, stop, line_end, positions, place, reference.group(0), start, whole
+                    line_end, following = _run_end(
+                        buffer, stop, line_end, reference.group(0), start, whole
                     )
-                    line_number += after - place
-                    counted += after - place
-                    place = after
+                    line_number += following
+                    counted += following
                     self.send(
                         reference.group(1),
                         run_line,
@@ -1067,45 +1053,53 @@ def _whole_lines_of(buffer: bytes, first: int, stop: int, start: bytes) -> int:
 
 
 def _run_end(
-    buffer: bytes,
-    stop: int,
-    line_end: int,
-    positions: list[int],
-    place: int,
-    reference: bytes,
-    start: bytes,
-    whole: bool,
+    buffer: bytes, stop: int, line_end: int, reference: bytes, start: bytes, whole: bool
 ) -> tuple[int, int]:
     """Where the run that begins with the line ending at `line_end` ends (`route_block`):
-    the line end of its last line, and the index in `positions` past its lines' `Patient/`.
+    the line end of its last line, and how many lines follow the first in it.
 
-    `positions[place]` is the first `Patient/` after `line_end`. A following line goes on
-    with the run when it has its line end, names `Patient/` exactly once (one position
-    between its start and its end: the lines go a position at a time), in `reference`, the
-    first line's reference text (`reference` holds no line end, so it is in that line),
-    and starts with `start` and ends with `}` (vouched for by `whole`, else checked).
+    A following line goes on with the run when it has its line end, holds `reference` (the
+    first line's reference text, which holds `Patient/` once, 13 bytes in, and no line end)
+    and starts with `start` and ends with `}` (vouched for by `whole`, else checked); and
+    names `Patient/` only there: one count for the run's following lines, as many as lines
+    exactly when each names it once (each names it at least once, in `reference`). Only when
+    the count says otherwise are the lines counted one by one, and the run ends before the
+    first that names it more than once.
     """
-    starts_with = buffer.startswith
+    first_end = line_end
+    following = 0
     if whole:
         while True:
             next_end = _find(buffer, b"\n", line_end + 1, stop)
-            at = positions[place]
-            if not (at < next_end < positions[place + 1] and starts_with(reference, at - 13)):
-                return line_end, place  # (no line end: next_end is -1)
-            place += 1
+            if next_end < 0 or _find(buffer, reference, line_end + 1, next_end) < 0:
+                break
             line_end = next_end
-    while True:
+            following += 1
+    else:
+        starts_with = buffer.startswith
+        while True:
+            next_end = _find(buffer, b"\n", line_end + 1, stop)
+            if not (
+                next_end >= 0
+                and _find(buffer, reference, line_end + 1, next_end) >= 0
+                and starts_with(start, line_end + 1, next_end)
+                and buffer[next_end - 1] == _CLOSING_BRACE
+            ):
+                break
+            line_end = next_end
+            following += 1
+    if not following or _count(buffer, b"Patient/", first_end, line_end) == following:
+        return line_end, following
+    # A line names Patient/ more than once: the run ends before the first that does.
+    last = following
+    line_end, following = first_end, 0
+    while following < last:
         next_end = _find(buffer, b"\n", line_end + 1, stop)
-        at = positions[place]
-        if not (
-            at < next_end < positions[place + 1]
-            and starts_with(reference, at - 13)
-            and starts_with(start, line_end + 1, next_end)
-            and buffer[next_end - 1] == _CLOSING_BRACE
-        ):
-            return line_end, place
-        place += 1
+        if _count(buffer, b"Patient/", line_end + 1, next_end) != 1:
+            break
         line_end = next_end
+        following += 1
+    return line_end, following
 
 
 _TYPE_NAME = re.compile(r"[A-Z][A-Za-z]*")
