@@ -27,7 +27,7 @@ from engine.evaluate.nodes import (
     ResourceNode,
     unavailable_text,
 )
-from engine.evaluate.outcome import Cited, Outcome, Truth, with_atom
+from engine.evaluate.outcome import MET, NOT_MET, UNKNOWN, Cited, Outcome, with_atom
 from engine.evaluate.status import status_predicate
 from engine.evaluate.timing import (
     Span,
@@ -148,30 +148,30 @@ class ComputedNode:
             return outcome
         if len(reads) != len(self.inputs):  # the formula did not read them
             reads = [_latest(item, context) for item in self.inputs]
-        record = context.record
         evidence = outcome.evidence
         cited = []
-        for read in reads:  # loops, not comprehensions: no frames of their own (Python 3.11)
+        for read in reads:  # a loop, not a comprehension: no frame of its own (Python 3.11)
             resource = read.resource
-            if resource is not None and (reference := record.label(resource)) in evidence:
-                cited.append(Cited(reference, resource))
-        if (reference := record.label(record.patient)) in evidence:
-            cited.append(Cited(reference, record.patient))
+            if resource is not None and read.reference in evidence:
+                cited.append(Cited(read.reference, resource))  # (its label: `_latest`)
+        patient_reference, patient_cited = context.patient_cited()
+        if patient_reference in evidence:
+            cited.extend(patient_cited)
         return with_atom(outcome, self.measured.atom, tuple(cited))
 
     def _decide(self, context: EvaluationContext, reads: list[_Read]) -> Outcome:
         """The outcome; `reads` gets the inputs' reads when the formula reads them."""
         if self.prefer == "measured":
             first = self.measured.evaluate(context)
-            if first.truth is not Truth.UNKNOWN:
+            if first.truth is not UNKNOWN:
                 return first
             second = self._computed(context, reads)
         else:
             first = self._computed(context, reads)
-            if first.truth is not Truth.UNKNOWN:
+            if first.truth is not UNKNOWN:
                 return first
             second = self.measured.evaluate(context)
-        if second.truth is not Truth.UNKNOWN:
+        if second.truth is not UNKNOWN:
             return Outcome(
                 second.truth,
                 f"{second.reason} ({first.reason})",
@@ -179,7 +179,7 @@ class ComputedNode:
                 evidence=second.evidence,
             )
         return Outcome(
-            Truth.UNKNOWN,
+            UNKNOWN,
             f"{first.reason}; {second.reason}",
             self.label,
             evidence=first.evidence + second.evidence,
@@ -192,7 +192,7 @@ class ComputedNode:
         if self.inputs and _INPUT_TYPE in context.unavailable_types:
             reason = unavailable_text({_INPUT_TYPE}, context.unavailable_reasons)
             return Outcome(
-                Truth.UNKNOWN,
+                UNKNOWN,
                 f"{subject}: cannot compute {self.formula.display}: {reason}",
                 self.label,
                 missing=(f"{subject} computed by {self.formula.id}: {reason}",),
@@ -217,7 +217,7 @@ class ComputedNode:
             if first_day is None:
                 first_day = read.day
         patient = context.record.patient
-        patient_reference = context.record.label(patient)
+        patient_reference, _ = context.patient_cited()
         for spec in self.formula.inputs if self.reads_patient else ():
             if spec.kind is InputKind.AGE:
                 age = _age(patient, first_day or context.as_of)
@@ -238,7 +238,7 @@ class ComputedNode:
         name = self.formula.display
         if problems:
             return Outcome(
-                Truth.UNKNOWN,
+                UNKNOWN,
                 f"{subject}: cannot compute {name}: {'; '.join(problems)}",
                 self.label,
                 evidence=tuple(evidence[:EVIDENCE_LIMIT]),
@@ -247,7 +247,7 @@ class ComputedNode:
         result = self.formula.compute(values)
         if isinstance(result, str):
             return Outcome(
-                Truth.UNKNOWN,
+                UNKNOWN,
                 f"{subject}: {name} from {', '.join(shown)} is unusable: {result}",
                 self.label,
                 evidence=tuple(evidence),
@@ -262,7 +262,7 @@ class ComputedNode:
         computed_text = f"{value:.4g} {concept.unit} by {name} from {', '.join(shown)}"
         if isinstance(verdict, str):
             return Outcome(
-                Truth.UNKNOWN,
+                UNKNOWN,
                 f"{subject}: {computed_text}: {verdict}",
                 self.label,
                 evidence=tuple(evidence),
@@ -270,7 +270,7 @@ class ComputedNode:
             )
         relation = "" if verdict else "not "
         return Outcome(
-            Truth.MET if verdict else Truth.NOT_MET,
+            MET if verdict else NOT_MET,
             f"{subject} computed: {computed_text} is {relation}{test}",
             self.label,
             evidence=tuple(evidence),

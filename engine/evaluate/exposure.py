@@ -34,7 +34,7 @@ from engine.evaluate.nodes import (
     first_problems,
     passes_filters,
 )
-from engine.evaluate.outcome import Cited, Outcome, Truth, shared, with_atom
+from engine.evaluate.outcome import MET, NOT_MET, UNKNOWN, Cited, Outcome, shared, with_atom
 from engine.evaluate.timing import day_before
 from engine.evaluate.values import COMPARISONS
 from engine.normalise import Terminology, convert
@@ -117,7 +117,7 @@ class ExposureNode:
         if unavailable == self.query.types:
             return self.query.unavailable(unavailable, context)
         outcome = self._evaluate_record(context)
-        if unavailable and outcome.truth is not Truth.MET:
+        if unavailable and outcome.truth is not MET:
             return self.query.unavailable(unavailable, context)
         return outcome
 
@@ -159,7 +159,7 @@ class ExposureNode:
         if proven:
             latest = max(proven, key=lambda u: u.period.last_day(context.as_of))
             return Outcome(
-                Truth.MET,
+                MET,
                 f"{subject}: in use {text} ({_shown(latest, context.as_of)})",
                 self.label,
                 evidence=_evidence(proven),
@@ -169,7 +169,7 @@ class ExposureNode:
             why = [f"{u.reference} ({u.period.rule}) may have lasted into it" for u in maybe]
             return self._unknown(f"{subject}: use {text} unknown", why + problems, maybe)
         return Outcome(
-            Truth.NOT_MET,
+            NOT_MET,
             f"{subject}: no use on record {text}"
             + (f"; last use {max(u.period.last_day(context.as_of) for u in uses)}" if uses else ""),
             self.label,
@@ -201,7 +201,7 @@ class ExposureNode:
         if proven is not None:
             covering = [u for u in uses if u.period.last_day(context.as_of) >= first_day]
             return Outcome(
-                Truth.MET,
+                MET,
                 f"{subject}: in use continuously {text}, since {proven.isoformat()}",
                 self.label,
                 evidence=_evidence(covering),
@@ -220,7 +220,7 @@ class ExposureNode:
                 f"{subject}: continuous use {text} cannot be confirmed", why + problems, unsure
             )
         return Outcome(
-            Truth.NOT_MET,
+            NOT_MET,
             f"{subject}: not in use continuously {text}"
             + (
                 f" (latest use from {max(u.period.start for u in uses)})"
@@ -255,7 +255,7 @@ class ExposureNode:
             milligrams, shown = dose
             if compare(milligrams, self.threshold):
                 return Outcome(
-                    Truth.MET,
+                    MET,
                     f"{subject}: daily dose {shown} ({use.reference}) is {test.text}",
                     self.label,
                     evidence=(use.reference,),
@@ -269,9 +269,9 @@ class ExposureNode:
             why = [f"{u.reference} ({u.period.rule}) may have lasted into it" for u in maybe]
             return self._unknown(f"{subject}: use {text} unknown", why, maybe)
         if not in_window:
-            return Outcome(Truth.NOT_MET, f"{subject}: not in use {text}", self.label)
+            return Outcome(NOT_MET, f"{subject}: not in use {text}", self.label)
         return Outcome(
-            Truth.NOT_MET,
+            NOT_MET,
             f"{subject}: daily dose {', '.join(failed)} is not {test.text}",
             self.label,
             evidence=_evidence(in_window),
@@ -343,7 +343,7 @@ class ExposureNode:
 
     def _unknown(self, text: str, reasons: list[str], uses: list[_Use]) -> Outcome:
         return Outcome(
-            Truth.UNKNOWN,
+            UNKNOWN,
             f"{text}: {first_problems(reasons)}",
             self.label,
             evidence=_evidence(uses),

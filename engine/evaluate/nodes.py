@@ -25,6 +25,9 @@ from engine.criteria.model import (
 from engine.errors import DateProblem
 from engine.evaluate.jsonpath_filter import JsonPathFilter
 from engine.evaluate.outcome import (
+    MET,
+    NOT_MET,
+    UNKNOWN,
     Cited,
     Outcome,
     Truth,
@@ -87,8 +90,7 @@ class EvaluationContext:
     patient_citation: list[tuple[str, tuple[Cited, ...]]] = field(
         default_factory=list, compare=False, repr=False
     )
-    """The Patient's reference and citation, once made (`PatientNode`: several atoms cite
-    the Patient)."""
+    """The Patient's reference and citation, once made (`patient_cited`)."""
     exposure_periods: dict[int, Any] = field(default_factory=dict, compare=False, repr=False)
     """Each medication resource's period of use (or why it has none), by the resource's
     identity, once read (`engine.evaluate.exposure`: several exposures read the same drugs)."""
@@ -135,6 +137,18 @@ class EvaluationContext:
                 span = problem
             spans[id(resource)] = span
         return span  # type: ignore[no-any-return]
+
+    def patient_cited(self) -> tuple[str, tuple[Cited, ...]]:
+        """The Patient's reference and its citation, made once per patient (`patient_citation`:
+        patient atoms and computed values reading age or sex cite the Patient)."""
+        citation = self.patient_citation
+        if citation:
+            return citation[0]
+        patient = self.record.patient
+        reference = self.record.label(patient)
+        made = (reference, (Cited(reference, patient),))
+        citation.append(made)
+        return made
 
     def reach_of(self, concept_id: str) -> tuple[dt.date, dt.date] | None:
         """The latest day any resource of the concept may have ended and the latest it may
@@ -287,12 +301,12 @@ class _OperandsNode:
 
 @dataclass(frozen=True)
 class AllNode(_OperandsNode):
-    deciding = Truth.NOT_MET
+    deciding = NOT_MET
 
 
 @dataclass(frozen=True)
 class AnyNode(_OperandsNode):
-    deciding = Truth.MET
+    deciding = MET
 
 
 @dataclass(frozen=True)
@@ -336,7 +350,7 @@ class ManualNode:
                 return self._unanswered[0]
             unanswered = shared(
                 Outcome(
-                    Truth.UNKNOWN,
+                    UNKNOWN,
                     f"manual review: {self.atom.question}",
                     self.label,
                     manual=(self.atom.id,),
@@ -348,7 +362,7 @@ class ManualNode:
         when = f" on {attestation.date.isoformat()}" if attestation.date else ""
         answer = "yes" if attestation.answer else "no"
         return Outcome(
-            Truth.MET if attestation.answer else Truth.NOT_MET,
+            MET if attestation.answer else NOT_MET,
             f"{self.atom.question} {answer}, attested by {attestation.by}{when}",
             self.label,
             atom=self.atom,
@@ -377,12 +391,7 @@ class PatientNode:
     def evaluate(self, context: EvaluationContext) -> Outcome:
         patient = context.record.patient
         citation = context.patient_citation
-        if citation:
-            reference, cited = citation[0]
-        else:
-            reference = context.record.label(patient)
-            cited = (Cited(reference, patient),)
-            citation.append((reference, cited))
+        reference, cited = citation[0] if citation else context.patient_cited()
         parts: list[Outcome] = []
         if self.atom.minimum_age is not None or self.atom.maximum_age is not None:
             parts.append(self._age(patient.get("birthDate"), context.as_of, reference, cited))
@@ -424,7 +433,7 @@ class PatientNode:
         bounds = age_bounds_text(self.atom.minimum_age, self.atom.maximum_age)
         if birth_date is None:
             return self._part(
-                Truth.UNKNOWN,
+                UNKNOWN,
                 f"{reference} has no birthDate; age {bounds} cannot be checked",
                 cited,
                 missing=("Patient.birthDate",),
@@ -433,11 +442,11 @@ class PatientNode:
             earliest, latest, _ = parse_date_range(birth_date, "birthDate")
         except DateProblem as problem:
             return self._part(
-                Truth.UNKNOWN, f"{reference}: {problem}", cited, missing=("Patient.birthDate",)
+                UNKNOWN, f"{reference}: {problem}", cited, missing=("Patient.birthDate",)
             )
         if earliest > as_of:
             return self._part(
-                Truth.UNKNOWN,
+                UNKNOWN,
                 f"{reference}: implausible value: birthDate {birth_date} is after "
                 f"{as_of.isoformat()}; age {bounds} cannot be checked",
                 cited,
@@ -447,7 +456,7 @@ class PatientNode:
         verdicts = {self._age_within(oldest), self._age_within(youngest)}
         if len(verdicts) > 1:
             return self._part(
-                Truth.UNKNOWN,
+                UNKNOWN,
                 f"birthDate {birth_date} is too coarse to tell whether age is {bounds}",
                 cited,
                 missing=("Patient.birthDate",),
@@ -455,7 +464,7 @@ class PatientNode:
         inside = verdicts.pop()
         age_text = str(oldest) if oldest == youngest else f"{youngest}-{oldest}"
         return self._part(
-            Truth.MET if inside else Truth.NOT_MET,
+            MET if inside else NOT_MET,
             f"age {age_text} on {as_of.isoformat()} is {'' if inside else 'not '}{bounds}",
             cited,
             evidence=(reference,),
@@ -469,14 +478,14 @@ class PatientNode:
         wanted = self._genders_text
         if not isinstance(gender, str):
             return self._part(
-                Truth.UNKNOWN,
+                UNKNOWN,
                 f"{reference} has no gender; {wanted} cannot be checked",
                 cited,
                 missing=("Patient.gender",),
             )
         inside = gender in self.atom.genders
         return self._part(
-            Truth.MET if inside else Truth.NOT_MET,
+            MET if inside else NOT_MET,
             f"gender {gender} is {'' if inside else 'not '}{wanted}",
             cited,
             evidence=(reference,),
@@ -573,7 +582,7 @@ class ResourceNode:
         if unavailable == self.types:
             return self.unavailable(unavailable, context)
         outcome = self._evaluate_record(context)
-        if outcome.truth is Truth.MET:
+        if outcome.truth is MET:
             return outcome
         return self.unavailable(unavailable, context)
 
@@ -688,16 +697,16 @@ class ResourceNode:
 
     def _undated(self, anchoring: Anchoring, anchor: Outcome) -> Outcome:
         relation = anchoring.relation
-        if anchor.truth is Truth.NOT_MET:
+        if anchor.truth is NOT_MET:
             return Outcome(
-                Truth.NOT_MET,
+                NOT_MET,
                 f"{self.subject} {relation.direction} {anchoring.name}: there is no "
                 f"{anchoring.name} to date it ({anchor.reason})",
                 self.label,
                 evidence=anchor.evidence,
             )
         return Outcome(
-            Truth.UNKNOWN,
+            UNKNOWN,
             f"{self.subject} {relation.direction} {anchoring.name}: {anchoring.name} cannot be "
             f"dated ({anchor.reason})",
             self.label,
@@ -716,7 +725,7 @@ class ResourceNode:
             return known
         outcome = self.evaluate(context)
         found: dt.date | Outcome = outcome
-        if outcome.truth is Truth.MET:
+        if outcome.truth is MET:
             days = [
                 candidate.span.start
                 for candidate in self._matching(context)
@@ -726,7 +735,7 @@ class ResourceNode:
                 found = min(days) if event == "first" else max(days)
             else:
                 found = Outcome(
-                    Truth.UNKNOWN,
+                    UNKNOWN,
                     f"{self.subject}: what matches has no date",
                     self.label,
                     evidence=outcome.evidence,
@@ -874,7 +883,7 @@ class ResourceNode:
         if found >= needed:
             latest = _date_text(candidates[0].span, first_day)
             return Outcome(
-                Truth.MET,
+                MET,
                 f"{self.subject}: {found} found {window_text}{latest}",
                 self.label,
                 evidence=evidence,
@@ -885,7 +894,7 @@ class ResourceNode:
             return self._missing(window_text)
         counted = f" ({found} of the {needed} required)" if needed > 1 else ""
         return Outcome(
-            Truth.NOT_MET,
+            NOT_MET,
             f"{self.subject}: none on record {window_text}{counted}"
             if found == 0
             else f"{self.subject}: {found} found {window_text}{counted}",
@@ -991,7 +1000,7 @@ class ResourceNode:
         elif test_text.startswith("is "):  # answer tests read "is positive" / "is not positive"
             test_text = test_text[3:]
         return Outcome(
-            Truth.MET if met else Truth.NOT_MET,
+            MET if met else NOT_MET,
             f"{self.subject}: {shown} is {relation}{test_text}",
             self.label,
             evidence=evidence,
@@ -1002,7 +1011,7 @@ class ResourceNode:
         each with why ("MedicationStatement not exported by the server")."""
         text = unavailable_text(unavailable, context.unavailable_reasons)
         return Outcome(
-            Truth.UNKNOWN,
+            UNKNOWN,
             f"{self.subject}: {text}",
             self.label,
             missing=(f"{self.subject}: {text}",),
@@ -1012,20 +1021,20 @@ class ResourceNode:
 
     def _missing(self, window_text: str) -> Outcome:
         return Outcome(
-            Truth.UNKNOWN,
+            UNKNOWN,
             f"{self.subject}: no result {window_text}",
             self.label,
             missing=(f"{self.subject} {window_text}",),
         )
 
     def _absent(self, window_text: str) -> Outcome:
-        return Outcome(Truth.NOT_MET, f"{self.subject}: none on record {window_text}", self.label)
+        return Outcome(NOT_MET, f"{self.subject}: none on record {window_text}", self.label)
 
     def _unusable(
         self, problems: list[str], window_text: str, evidence: tuple[str, ...]
     ) -> Outcome:
         return Outcome(
-            Truth.UNKNOWN,
+            UNKNOWN,
             f"{self.subject}: unusable data {window_text}: {first_problems(problems)}",
             self.label,
             evidence=evidence,

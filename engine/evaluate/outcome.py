@@ -25,6 +25,12 @@ class Truth(StrEnum):
     UNKNOWN = "unknown"
 
 
+MET, NOT_MET, UNKNOWN = Truth.MET, Truth.NOT_MET, Truth.UNKNOWN
+"""Truth's members as module names, which the evaluation reads as globals: an Enum class's
+attributes are read through `EnumType.__getattr__` in Python 3.11, several times a global's
+cost, and every node and combination reads them."""
+
+
 class UnknownReason(StrEnum):
     MISSING_DATA = "missing-data"
     MANUAL_REVIEW = "manual-review"
@@ -74,7 +80,7 @@ class Outcome:
     @property
     def unknown_reasons(self) -> frozenset[UnknownReason]:
         """Why the outcome is unknown (empty when it is known)."""
-        if self.truth is not Truth.UNKNOWN:
+        if self.truth is not UNKNOWN:
             return frozenset()
         reasons: set[UnknownReason] = set()
         if self.missing:
@@ -162,12 +168,12 @@ def _deduplicated(part: tuple[str, ...]) -> tuple[str, ...]:
 
 def combine_all(operands: Sequence[Outcome], label: str = "") -> Outcome:
     """Kleene conjunction: not met wins, then unknown, then met."""
-    return combine(operands, label, Truth.NOT_MET)
+    return combine(operands, label, NOT_MET)
 
 
 def combine_any(operands: Sequence[Outcome], label: str = "") -> Outcome:
     """Kleene disjunction: met wins, then unknown, then not met."""
-    return combine(operands, label, Truth.MET)
+    return combine(operands, label, MET)
 
 
 def combine(operands: Sequence[Outcome], label: str, deciding: Truth) -> Outcome:
@@ -194,7 +200,7 @@ def _made_once(key: tuple[Any, ...], make: Callable[[], Outcome]) -> Outcome:
 def _combined_anew(children: tuple[Outcome, ...], label: str, deciding: Truth) -> Outcome:
     deciders: list[Outcome] = []
     unknowns: list[Outcome] = []
-    unknown = Truth.UNKNOWN
+    unknown = UNKNOWN
     for child in children:  # a loop, not two comprehensions: no frames of their own
         truth = child.truth
         if truth is deciding:
@@ -236,7 +242,7 @@ def _combined_anew(children: tuple[Outcome, ...], label: str, deciding: Truth) -
             _merged(map(_manual_of, unknowns)),
             children,
         )
-    other = Truth.MET if deciding is Truth.NOT_MET else Truth.NOT_MET
+    other = MET if deciding is NOT_MET else NOT_MET
     return Outcome(
         other,
         "; ".join(map(_reason_of, children)),
@@ -248,7 +254,7 @@ def _combined_anew(children: tuple[Outcome, ...], label: str, deciding: Truth) -
     )
 
 
-_FLIPPED = {Truth.MET: Truth.NOT_MET, Truth.NOT_MET: Truth.MET, Truth.UNKNOWN: Truth.UNKNOWN}
+_FLIPPED = {MET: NOT_MET, NOT_MET: MET, UNKNOWN: UNKNOWN}
 
 
 def negate(operand: Outcome, label: str = "") -> Outcome:

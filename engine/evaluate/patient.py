@@ -7,6 +7,7 @@ from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
+from operator import attrgetter
 from typing import Any
 
 from engine.attestations import Attestation
@@ -14,7 +15,7 @@ from engine.criteria.model import CriterionKind
 from engine.dataclass_init import direct_init
 from engine.errors import DateProblem, InputError, Location
 from engine.evaluate.compile import CompiledCriteria, CompiledCriterion, EvaluationContext
-from engine.evaluate.outcome import Outcome, Truth, is_shared
+from engine.evaluate.outcome import MET, NOT_MET, UNKNOWN, Outcome, is_shared
 from engine.evaluate.timing import parse_date_range
 from engine.record import DATING_FIELDS, PatientRecord
 
@@ -51,6 +52,12 @@ class CriterionVerdict(StrEnum):
     MANUAL_REVIEW = "manual-review"  # unknown: only a person can answer
 
 
+_CLEAR, _FAILS = CriterionVerdict.CLEAR, CriterionVerdict.FAILS
+_MISSING_DATA, _MANUAL_REVIEW = CriterionVerdict.MISSING_DATA, CriterionVerdict.MANUAL_REVIEW
+_INCLUSION = CriterionKind.INCLUSION
+"""Members read as globals (see `engine.evaluate.outcome.MET`)."""
+
+
 @direct_init
 @dataclass(frozen=True)
 class CriterionResult:
@@ -70,13 +77,11 @@ class CriterionResult:
     @cached_property
     def verdict(self) -> CriterionVerdict:
         truth = self.outcome.truth
-        if truth is Truth.UNKNOWN:
+        if truth is UNKNOWN:
             # Missing data (`Outcome.unknown_reasons`) wins over manual review.
-            if self.outcome.missing:
-                return CriterionVerdict.MISSING_DATA
-            return CriterionVerdict.MANUAL_REVIEW
-        clear_truth = Truth.MET if self.kind is CriterionKind.INCLUSION else Truth.NOT_MET
-        return CriterionVerdict.CLEAR if truth is clear_truth else CriterionVerdict.FAILS
+            return _MISSING_DATA if self.outcome.missing else _MANUAL_REVIEW
+        clear_truth = MET if self.criterion.kind is _INCLUSION else NOT_MET
+        return _CLEAR if truth is clear_truth else _FAILS
 
 
 @direct_init
@@ -118,15 +123,16 @@ _SHARED_RESULTS_LIMIT = 10_000
 def criterion_result(criterion: CompiledCriterion, outcome: Outcome) -> CriterionResult:
     """The criterion's result with this outcome: one object per criterion and shared outcome
     (`_SHARED_RESULTS`), else a new one."""
-    if not is_shared(outcome):
-        return CriterionResult(criterion, outcome)
     key = (id(criterion), id(outcome))
-    known = _SHARED_RESULTS.get(key)
-    if known is None:
+    known = _SHARED_RESULTS.get(key)  # (its outcome is alive: the id is this outcome's)
+    if known is not None:
+        return known
+    result = CriterionResult(criterion, outcome)
+    if is_shared(outcome):
         if len(_SHARED_RESULTS) >= _SHARED_RESULTS_LIMIT:
             _SHARED_RESULTS.clear()
-        known = _SHARED_RESULTS[key] = CriterionResult(criterion, outcome)
-    return known
+        _SHARED_RESULTS[key] = result
+    return result
 
 
 def _patient_problems(record: PatientRecord, as_of: dt.date) -> tuple[str, ...]:
@@ -155,19 +161,24 @@ def _patient_problems(record: PatientRecord, as_of: dt.date) -> tuple[str, ...]:
 def subject_status(results: tuple[CriterionResult, ...]) -> SubjectStatus:
     """ineligible if anything fails; potential-candidate if data is missing; candidate if only
     manual review remains; eligible when every criterion is clear (manual items attested)."""
-    return status_of_verdicts(result.verdict for result in results)
+    return status_of_verdicts(map(_verdict_of, results))
 
 
 def status_of_verdicts(verdicts: Iterable[CriterionVerdict]) -> SubjectStatus:
     """`subject_status` of the criteria's verdicts."""
     found = set(verdicts)
-    if CriterionVerdict.FAILS in found:
-        return SubjectStatus.INELIGIBLE
-    if CriterionVerdict.MISSING_DATA in found:
-        return SubjectStatus.POTENTIAL_CANDIDATE
-    if CriterionVerdict.MANUAL_REVIEW in found:
-        return SubjectStatus.CANDIDATE
-    return SubjectStatus.ELIGIBLE
+    if _FAILS in found:
+        return _INELIGIBLE
+    if _MISSING_DATA in found:
+        return _POTENTIAL_CANDIDATE
+    if _MANUAL_REVIEW in found:
+        return _CANDIDATE
+    return _ELIGIBLE
+
+
+_verdict_of = attrgetter("verdict")
+_INELIGIBLE, _POTENTIAL_CANDIDATE = SubjectStatus.INELIGIBLE, SubjectStatus.POTENTIAL_CANDIDATE
+_CANDIDATE, _ELIGIBLE = SubjectStatus.CANDIDATE, SubjectStatus.ELIGIBLE
 
 
 def evaluate_patient(

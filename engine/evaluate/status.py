@@ -51,6 +51,7 @@ def _condition_predicate(known: ResourceType, wanted: frozenset[str]) -> StatusP
     literal = wanted - {"active"}
     refuted = known.excluded_statuses
     active = known.active_statuses
+    end_fields = tuple(field.name for field in known.end_fields)
 
     def predicate(resource: dict[str, Any], span: Span | None, as_of: dt.date) -> bool:
         if verification_status(resource) in refuted:
@@ -62,9 +63,9 @@ def _condition_predicate(known: ResourceType, wanted: frozenset[str]) -> StatusP
             return True
         if "active" not in wanted:
             return False
-        has_abatement = any(field.name in resource for field in known.end_fields)
-        if has_abatement:
-            return _covers_as_of(span, as_of)
+        for field in end_fields:  # a loop, not any() over a generator: no frame of its own
+            if field in resource:  # an abatement
+                return _covers_as_of(span, as_of)
         return status is None or status in active
 
     return predicate
