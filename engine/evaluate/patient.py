@@ -135,11 +135,10 @@ def criterion_result(criterion: CompiledCriterion, outcome: Outcome) -> Criterio
     return result
 
 
-def _patient_problems(record: PatientRecord, as_of: dt.date) -> tuple[str, ...]:
-    """Data problems of the Patient resource itself: a null id, a birth date after the as-of
-    day (an implausible value: no age is computed from it)."""
+def _patient_problems(record: PatientRecord, as_of: dt.date, label: str) -> tuple[str, ...]:
+    """Data problems of the Patient resource itself (`label`: its reference): a null id, a
+    birth date after the as-of day (an implausible value: no age is computed from it)."""
     patient = record.patient
-    label = record.label(patient)
     problems: list[str] = []
     if "id" in patient and patient["id"] is None:
         problems.append(
@@ -225,10 +224,12 @@ def evaluate_patient(
                 results.append(criterion_result(criterion, criterion.root.evaluate(context)))
             else:
                 skipped.append(criterion)
+    citation = context.patient_citation  # the Patient's reference, when an atom made it
+    patient_reference = citation[0][0] if citation else record.label(record.patient)
     problems = (
         tuple(map(str, record.data_problems))
         + record.source_problems
-        + _patient_problems(record, as_of)
+        + _patient_problems(record, as_of, patient_reference)
     )
     if unavailable:
         problems += tuple(
@@ -238,7 +239,7 @@ def evaluate_patient(
     return PatientEvaluation(
         criteria=criteria,
         patient_id=record.patient_id,
-        patient_reference=record.label(record.patient),
+        patient_reference=patient_reference,
         as_of=as_of,
         results=tuple(results),
         data_problems=problems,
