@@ -400,19 +400,6 @@ class StoreBuilder:
         if not self.usable:
             return None
         self.patients.sort(key=_patient_id)
-        outcomes = orjson.dumps(
-            {
-                "key": self.key,
-                "index": index,
-                "result_sha256": complete_digest(result),
-                "digests": self.digests,
-                "headings": _headings_of(self.criteria),
-                "requirements": self.requirements,
-                "settling": self.settling,
-                "patients": self.patients,
-                "problems": [line.decode() for line in problem_lines],
-            }
-        )
         # the segments' texts in pieces, joined once (each patient's text is copied once)
         pieces: list[bytes] = []
         header: dict[str, Any] = {"concepts": {}, "types": {}}
@@ -446,6 +433,20 @@ class StoreBuilder:
         header["plain_types"] = self.plain_types
         head = orjson.dumps(header)
         records = b"".join([_HEADER.pack(len(head)), head, *pieces])
+        outcomes = orjson.dumps(
+            {
+                "key": self.key,
+                "index": index,
+                "result_sha256": complete_digest(result),
+                "records_sha256": hashlib.sha256(head).hexdigest(),
+                "digests": self.digests,
+                "headings": _headings_of(self.criteria),
+                "requirements": self.requirements,
+                "settling": self.settling,
+                "patients": self.patients,
+                "problems": [line.decode() for line in problem_lines],
+            }
+        )
         return StoredPartition(index, outcomes, records)
 
 
@@ -538,15 +539,37 @@ def type_wide_types(criteria: CompiledCriteria) -> frozenset[str]:
 
 
 class RecordStore:
-    """A partition's stored records, read segment by segment as criteria ask."""
+    """A partition's stored records, read segment by segment as criteria ask.
 
-    def __init__(self, path: Path) -> None:
+    `header_sha256`: the SHA-256 of the records file's header (each segment's place) that
+    the partition's outcomes file names (`records_sha256`). A records file that is not the
+    one the outcomes were written with (the earlier run's, another partition's), or whose
+    header or a segment read is cut short or not JSON (spoiled after it was written), raises
+    `NotStored`: the partition is evaluated from the input, as a fresh run would.
+    """
+
+    def __init__(self, path: Path, header_sha256: object) -> None:
+        if type(header_sha256) is not str:
+            raise NotStored("the outcomes name no records file")
         try:
             self._file = open(path, "rb")  # noqa: SIM115  (closed by close())
         except OSError as error:
             raise NotStored(f"no stored records: {error}") from None
-        (length,) = _HEADER.unpack(self._file.read(_HEADER.size))
-        header = orjson.loads(self._file.read(length))
+        try:
+            self._read_header(header_sha256)
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _read_header(self, header_sha256: str) -> None:
+        size = self._file.read(_HEADER.size)
+        if len(size) != _HEADER.size:
+            raise NotStored("the records file is cut short")
+        (length,) = _HEADER.unpack(size)
+        head = self._file.read(length)
+        if hashlib.sha256(head).hexdigest() != header_sha256:
+            raise NotStored("the records file is not the one the outcomes were written with")
+        header = orjson.loads(head)  # whole, as written: its digest matched
         self._start = _HEADER.size + length
         self._places: dict[tuple[str, str], list[int]] = {
             ("concept", name): place for name, place in header["concepts"].items()
@@ -567,8 +590,15 @@ class RecordStore:
             if place is None:
                 found = {}
             else:
-                self._file.seek(self._start + place[0])
-                found = orjson.loads(self._file.read(place[1]))
+                offset, size = place
+                self._file.seek(self._start + offset)
+                data = self._file.read(size)
+                try:
+                    found = orjson.loads(data) if len(data) == size else None
+                except orjson.JSONDecodeError:
+                    found = None
+                if type(found) is not dict:
+                    raise NotStored(f"the records file's {kind} segment {name!r} is damaged")
             self._segments[key] = found
         return found
 

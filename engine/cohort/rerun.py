@@ -109,12 +109,44 @@ def rebuild_partition(rebuilder: Rebuilder, index: int) -> Rebuilt | None:
         stored = orjson.loads(path.read_bytes())
     except (OSError, orjson.JSONDecodeError):
         return None
-    if stored.get("key") != rebuilder.key or stored.get("index") != index:
+    if type(stored) is not dict or stored.get("key") != rebuilder.key:
+        return None
+    if stored.get("index") != index or not _outcomes_shape_holds(stored):
         return None
     try:
         return _rebuild(rebuilder, index, stored)
     except (NotStored, TrialsieveError):
         return None
+
+
+_OUTCOMES_FIELDS = {
+    "digests": dict,
+    "headings": str,
+    "requirements": list,
+    "settling": list,
+    "patients": list,
+    "problems": list,
+}
+_PATIENT_FIELDS = {"id": str, "reference": str, "problems": list, "parts": dict}
+_PATIENT_NULLABLE_FIELDS = ("preview", "settled_by", "newest")
+
+
+def _outcomes_shape_holds(stored: dict[str, Any]) -> bool:
+    """Whether an outcomes file with the run's key has the fields `_rebuild` reads, of their
+    JSON types (one a crash left cut short is not JSON at all; this is for one edited by
+    hand): else the partition is evaluated from the input."""
+    if any(type(stored.get(name)) is not kind for name, kind in _OUTCOMES_FIELDS.items()):
+        return False
+    for entry in stored["patients"]:
+        if type(entry) is not dict:
+            return False
+        if any(type(entry.get(name)) is not kind for name, kind in _PATIENT_FIELDS.items()):
+            return False
+        for name in _PATIENT_NULLABLE_FIELDS:
+            value = entry.get(name, 0)
+            if value is not None and type(value) is not str:
+                return False
+    return all(type(problem) is str for problem in stored["problems"])
 
 
 def write_rebuilt(results_folder: Path, result: Rebuilt) -> None:
@@ -169,7 +201,9 @@ def _rebuild(rebuilder: Rebuilder, index: int, stored: dict[str, Any]) -> Rebuil
             record = None
             if wanted or not same_requirements or not same_settling:
                 if records is None:
-                    records = RecordStore(records_path(rebuilder.results_folder, index))
+                    records = RecordStore(
+                        records_path(rebuilder.results_folder, index), stored.get("records_sha256")
+                    )
                 record = records.record(patient_id, "stored record", preview is not None)
             settled_by: str | None = entry["settled_by"]
             requirement: RequiredConcept | None = None

@@ -32,6 +32,11 @@ _JSON: st.SearchStrategy[Any] = st.recursive(
 )
 
 
+def _records_digest(path: Path) -> Any:
+    """The records file's header digest its partition's outcomes file names."""
+    return orjson.loads(path.with_suffix(".outcomes").read_bytes())["records_sha256"]
+
+
 @given(st.dictionaries(st.text(), st.lists(st.dictionaries(st.text(), _JSON), max_size=3)))
 def test_a_segment_joined_from_texts_is_the_whole_mapping_serialised(
     by_patient: dict[str, list[dict[str, Any]]],
@@ -92,18 +97,18 @@ def test_concepts_holding_the_same_resources_share_one_segment(
         data = path.read_bytes()
         (length,) = struct.unpack("<Q", data[:8])
         concepts = orjson.loads(data[8 : 8 + length])["concepts"]
-        by_place: dict[tuple[int, int], list[str]] = {}
+        by_place: dict[tuple[int, ...], list[str]] = {}
         for concept, place in concepts.items():
             by_place.setdefault(tuple(place), []).append(concept)
-        store = RecordStore(path)
+        store = RecordStore(path, _records_digest(path))
         for names in by_place.values():
             segments = [store.segment("concept", name) for name in names]
             assert all(segment == segments[0] for segment in segments)
             shared += len(names) - 1
         store.close()
         if len(by_place) < len(concepts):
-            written = sum(length for _offset, length in by_place)
-            assert written < sum(length for _offset, length in concepts.values())
+            written = sum(place[1] for place in by_place)
+            assert written < sum(place[1] for place in concepts.values())
             if "creatinine" in concepts:
                 assert concepts["creatinine"] == concepts["creatinine-female-limits"]
     assert shared >= 2
@@ -160,7 +165,7 @@ def test_records_kept_from_the_input_lines_read_back_as_serialised(
             data = path.read_bytes()
             (length,) = struct.unpack("<Q", data[:8])
             header = orjson.loads(data[8 : 8 + length])
-            store = RecordStore(path)
+            store = RecordStore(path, _records_digest(path))
             found[path.name] = (
                 header["plain_types"],
                 store.segment("patients", ""),
@@ -187,6 +192,53 @@ def test_records_kept_from_the_input_lines_read_back_as_serialised(
             if read[1]:  # a partition with patients: their lines were kept, not serialised
                 assert data != data_serialised
         for path in sorted((kept / "partitions" / "store").glob("*.outcomes")):
-            assert (
-                path.read_bytes() == (serialised / "partitions" / "store" / path.name).read_bytes()
+            # the same but for the digest of each one's own records file's header
+            outcomes = orjson.loads(path.read_bytes())
+            outcomes_serialised = orjson.loads(
+                (serialised / "partitions" / "store" / path.name).read_bytes()
             )
+            del outcomes["records_sha256"], outcomes_serialised["records_sha256"]
+            assert outcomes == outcomes_serialised
+
+
+def test_a_damaged_or_foreign_records_file_is_not_stored(
+    ndjson_folder: Path, tmp_path: Path
+) -> None:
+    """A records file spoiled after it was written (cut short, zeros, another partition's or
+    run's file) answers `NotStored` (the partition is evaluated from the input), never a
+    traceback: its header must have the SHA-256 the outcomes name, and each segment read
+    must be whole and a JSON object."""
+    from cohort_examples import AS_OF, CRITERIA
+
+    from engine.cohort import NdjsonInput, run_cohort
+    from engine.cohort.outcome_store import NotStored, RecordStore
+
+    run_cohort(CRITERIA, NdjsonInput(ndjson_folder), tmp_path, AS_OF, workers=1, full=True)
+    paths = sorted((tmp_path / "partitions" / "store").glob("*.records"))
+    path, other = paths[0], paths[1]
+    data = path.read_bytes()
+    digest = _records_digest(path)
+    (length,) = struct.unpack("<Q", data[:8])
+    header = orjson.loads(data[8 : 8 + length])
+    start = 8 + length
+    store = RecordStore(path, digest)  # as written: every segment reads
+    whole = {name: store.segment("concept", name) for name in header["concepts"]}
+    store.close()
+    assert any(whole.values())
+    for damaged in (b"", data[:5], data[: start - 1], bytes(len(data)), other.read_bytes()):
+        path.write_bytes(damaged)
+        with pytest.raises(NotStored):
+            RecordStore(path, digest)
+    with pytest.raises(NotStored):
+        RecordStore(path, None)  # outcomes of an earlier format: no digest
+    name, (offset, size) = max(header["concepts"].items(), key=lambda item: item[1][1])
+    for damaged in (
+        data[: start + offset + size // 2],  # cut inside the segment
+        data[: start + offset] + bytes(size) + data[start + offset + size :],  # zeros
+        data[: start + offset] + b"[" + bytes(size - 2) + b"]" + data[start + offset + size :],
+    ):
+        path.write_bytes(damaged)
+        store = RecordStore(path, digest)  # the header is whole
+        with pytest.raises(NotStored):
+            store.segment("concept", name)
+        store.close()

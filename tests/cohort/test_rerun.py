@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 from cohort_examples import AS_OF, CRITERIA, OUTPUT_FILES, PARTITIONS
 
@@ -150,6 +151,39 @@ def test_files_written_without_fsync_and_cut_short_by_a_crash_are_evaluated_agai
         assert (itp_trial.folder / "out" / name).read_bytes() == (
             itp_trial.folder / "fresh" / name
         ).read_bytes(), name
+
+
+def test_a_records_file_a_crash_damaged_or_an_edit_spoiled_is_evaluated_again(
+    itp_trial: Trial,
+) -> None:
+    """A records file spoiled after it was written (cut short, zeros, another partition's), or
+    an outcomes file edited by hand: a re-run that needs such a partition's store evaluates it
+    from the input (no traceback), to a fresh run's files."""
+    store = itp_trial.folder / "out" / "partitions" / "store"
+    # partitions with a patient the pre-filter did not settle: the edit below is evaluated
+    # on their stored records (`tests/cohort/test_outcome_store.py` damages single segments)
+    read = [
+        path.with_suffix(".records")
+        for path in sorted(store.glob("*.outcomes"))
+        if any(
+            patient["preview"] is None for patient in orjson.loads(path.read_bytes())["patients"]
+        )
+    ]
+    assert len(read) >= 3
+    cut, holed, foreign = read[:3]
+    cut.write_bytes(cut.read_bytes()[:20])  # inside the header
+    data = holed.read_bytes()
+    holed.write_bytes(data[:8] + bytes(len(data) - 8))
+    other = next(path for path in sorted(store.glob("*.records")) if path != foreign)
+    foreign.write_bytes(other.read_bytes())
+    edited = next(path for path in sorted(store.glob("*.outcomes")) if path.stem != cut.stem)
+    outcomes = orjson.loads(edited.read_bytes())
+    del outcomes["patients"][0]["parts"]
+    edited.write_bytes(orjson.dumps(outcomes))
+    damaged = {cut.stem, holed.stem, foreign.stem, edited.stem}
+    itp_trial.edit(EXCLUSION_7_HEMOGLOBIN, 'value: "< 120 g/L"')
+    rerun = itp_trial.rerun_equals_fresh("fresh")
+    assert rerun.partitions_from_store == PARTITIONS - len(damaged)
 
 
 def test_editing_a_criterion_the_preview_answers_evaluates_it_for_everyone(
