@@ -1548,36 +1548,34 @@ def _screened_label(
     keeps through its own Struct first, which makes most checks in the decoding (the same
     answer; a line it does not decode is read as without it).
     """
+    kept = None
     if decode_kept is not None:
         try:
             kept = decode_kept(text)
         except msgspec.DecodeError:
-            pass  # read as without it, below
-        else:
-            if kept.patient.reference != own_reference:
-                return _NEEDS_PARSING
-            try:
-                parser.parse(text)
-            except (ValueError, RuntimeError):  # UnicodeDecodeError is a ValueError
-                return _NEEDS_PARSING
-            resource_id = kept.id
-            return kept.label_head + resource_id if type(resource_id) is str else None
-    try:
-        line = decode_checked_line(text)
-    except msgspec.DecodeError:
-        return _NEEDS_PARSING
-    resource_type = line.resourceType
-    if type(resource_type) is not str or not resource_type or resource_type == "Patient":
-        return _NEEDS_PARSING
-    holder = getattr(line, _FIRST_PATIENT_FIELD.get(resource_type, DEFAULT_PATIENT_FIELDS[0]))
-    if type(holder) is not CheckedReference or holder.reference != own_reference:
-        return _NEEDS_PARSING
+            kept = None  # read as without it, below
+    if kept is not None:
+        if kept.patient.reference != own_reference:
+            return _NEEDS_PARSING
+        label_head, resource_id = kept.label_head, kept.id
+    else:
+        try:
+            line = decode_checked_line(text)
+        except msgspec.DecodeError:
+            return _NEEDS_PARSING
+        resource_type = line.resourceType
+        if type(resource_type) is not str or not resource_type or resource_type == "Patient":
+            return _NEEDS_PARSING
+        patient_field = _FIRST_PATIENT_FIELD.get(resource_type, DEFAULT_PATIENT_FIELDS[0])
+        holder = getattr(line, patient_field)
+        if type(holder) is not CheckedReference or holder.reference != own_reference:
+            return _NEEDS_PARSING
+        label_head, resource_id = resource_type + "/", line.id
     try:
         parser.parse(text)
     except (ValueError, RuntimeError):  # UnicodeDecodeError is a ValueError
         return _NEEDS_PARSING
-    resource_id = line.id
-    return f"{resource_type}/{resource_id}" if type(resource_id) is str else None
+    return label_head + resource_id if type(resource_id) is str else None
 
 
 class _PatientLines:

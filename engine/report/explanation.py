@@ -20,7 +20,7 @@ import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from engine.criteria.model import (
     AllOf,
@@ -383,11 +383,48 @@ def criterion_summary(result: CriterionResult, as_of: dt.date, terminology: Term
     return _summary(result.verdict, deciding, says)
 
 
-_uncited_deciding: dict[int, tuple[Outcome, Expression, dt.date, Terminology, list[Step]]] = {}
-"""`_deciding_steps` of combinations whose outcome cites nothing, by the outcome object (its
-id; the outcome, expression, day and terminology kept to check identity): such outcomes
-are mostly one object for every patient (`engine.evaluate.outcome`), met inside a
-criterion that cites something (a creatinine test beside each gender test)."""
+class OutcomeMemo(Generic[_Made]):
+    """Values kept by the outcome object they were made of (its id; the outcome, the object
+    they were made for, the day and the terminology kept to check that a hit is those very
+    objects: an id is reused once its object is freed). A full memo is emptied."""
+
+    def __init__(self, limit: int) -> None:
+        self.entries: dict[int, tuple[Outcome, object, dt.date, Terminology, _Made]] = {}
+        self.limit = limit
+
+    def get(
+        self, outcome: Outcome, owner: object, as_of: dt.date, terminology: Terminology
+    ) -> _Made | None:
+        """What was kept for these very objects, else None."""
+        known = self.entries.get(id(outcome))
+        if (
+            known is not None
+            and known[0] is outcome
+            and known[1] is owner
+            and known[2] == as_of
+            and known[3] is terminology
+        ):
+            return known[4]
+        return None
+
+    def keep(
+        self,
+        outcome: Outcome,
+        owner: object,
+        as_of: dt.date,
+        terminology: Terminology,
+        made: _Made,
+    ) -> None:
+        if len(self.entries) >= self.limit:
+            self.entries.clear()
+        self.entries[id(outcome)] = (outcome, owner, as_of, terminology, made)
+
+
+_uncited_deciding: OutcomeMemo[list[Step]] = OutcomeMemo(_CRITERION_CACHE_LIMIT)
+"""`_deciding_steps` of combinations whose outcome cites nothing, by the outcome object (and
+its expression): such outcomes are mostly one object for every patient
+(`engine.evaluate.outcome`), met inside a criterion that cites something (a creatinine test
+beside each gender test)."""
 
 
 def _deciding_steps(
@@ -396,20 +433,12 @@ def _deciding_steps(
     """`_deciding_leaves(_step(expression, outcome, ...))`, walking the outcome tree and
     building the deciding leaves' steps only (the list returned is not to be changed)."""
     if outcome.children:
-        known = _uncited_deciding.get(id(outcome))
-        if (
-            known is not None
-            and known[0] is outcome
-            and known[1] is expression
-            and known[2] == as_of
-            and known[3] is terminology
-        ):
-            return known[4]
+        known = _uncited_deciding.get(outcome, expression, as_of, terminology)
+        if known is not None:
+            return known
         if cites_nothing(outcome):
             steps = _walk_deciding(expression, outcome, as_of, terminology)
-            if len(_uncited_deciding) >= _CRITERION_CACHE_LIMIT:
-                _uncited_deciding.clear()
-            _uncited_deciding[id(outcome)] = (outcome, expression, as_of, terminology, steps)
+            _uncited_deciding.keep(outcome, expression, as_of, terminology, steps)
             return steps
     return _walk_deciding(expression, outcome, as_of, terminology)
 

@@ -38,6 +38,7 @@ from engine.normalise import Terminology
 from engine.report.explanation import (
     NOT_EVALUATED_SUMMARY,
     CriterionExplanation,
+    OutcomeMemo,
     cites_nothing,
     criterion_label,
     criterion_summary,
@@ -281,13 +282,11 @@ _uncited_parts: dict[
 patients), by compiled criterion, day, terminology and outcome: as the explanations of such
 outcomes (`engine.report.explanation._uncited_criteria`), the part is the same for every
 patient with an equal outcome."""
-_parts_by_outcome: dict[
-    int, tuple[Outcome, CompiledCriterion, dt.date, Terminology, CriterionReport]
-] = {}
-"""The same parts by the outcome object itself (its id, the outcome kept to check identity):
-an outcome shared by every patient (`engine.evaluate.outcome.shared`) is found without
-hashing its tree."""
 _PARTS_LIMIT = 4096
+_parts_by_outcome: OutcomeMemo[CriterionReport] = OutcomeMemo(_PARTS_LIMIT)
+"""The same parts by the outcome object itself (and its compiled criterion): an outcome
+shared by every patient (`engine.evaluate.outcome.shared`) is found without hashing its
+tree."""
 _shared_parts: dict[int, CriterionReport] = {}
 """The parts `criterion_report_of` keeps for outcomes citing nothing (by id, kept to check
 identity): each is the part of many patients (`_pieces`)."""
@@ -347,15 +346,9 @@ def criterion_report_of(
     citing nothing."""
     outcome = result.outcome
     compiled = result.criterion
-    known = _parts_by_outcome.get(id(outcome))
-    if (
-        known is not None
-        and known[0] is outcome
-        and known[1] is compiled
-        and known[2] == as_of
-        and known[3] is terminology
-    ):
-        return known[4]
+    known = _parts_by_outcome.get(outcome, compiled, as_of, terminology)
+    if known is not None:
+        return known
     if not cites_nothing(outcome):
         summary = criterion_summary(result, as_of, terminology)
         return CriterionReport(result.verdict, summary, outcome.evidence, outcome.missing)
@@ -372,9 +365,7 @@ def criterion_report_of(
         ),
     )
     keep_shared(part)
-    if len(_parts_by_outcome) >= _PARTS_LIMIT:
-        _parts_by_outcome.clear()
-    _parts_by_outcome[id(outcome)] = (outcome, compiled, as_of, terminology, part)
+    _parts_by_outcome.keep(outcome, compiled, as_of, terminology, part)
     return part
 
 
