@@ -153,12 +153,16 @@ def load_round_trip(text: str, fallback: Callable[[], Any]) -> Any:
 
 
 _LIBYAML_HAZARDS = re.compile(
-    r"[\t\r\x85\u2028\u2029\ufeff]|^%|(?:^|[\s\[{,:])!|[|>][-+0-9]*#", re.MULTILINE
+    r"[\t\r\x85\u2028\u2029\ufeff]|^%|(?:^|[\s\[{,:])!|[|>][-+0-9]*#|^(?:---[ ]+)?[|>]",
+    re.MULTILINE,
 )
 """What libyaml (YAML 1.1) may read otherwise than ruamel (1.2), or ruamel's round-trip
 parser builds otherwise than from events: tabs, line breaks other than LF (1.1 counts NEL and
 the Unicode separators as breaks), a byte order mark, directives, tags, a block scalar's
-header followed by `#` without a space (libyaml takes it as a comment, ruamel refuses it).
+header followed by `#` without a space (libyaml takes it as a comment, ruamel refuses it), a
+block scalar that is the document itself (a header at the start of a line, or after `---`:
+1.2 lets its lines start in column 0, where libyaml ends it, reading a following `#` line as
+a comment: `|-` then `#` is `#` for ruamel, empty for libyaml).
 1.2's escapes, `\\/` included, libyaml reads alike. A text holding one is read by ruamel's
 scanner."""
 

@@ -150,6 +150,18 @@ _DATA: st.SearchStrategy[Any] = st.recursive(
 _YAML_CHARACTERS = ":-[]{}#&*!|>'\"%@`,? \n\t\\ab1é"
 
 
+@pytest.mark.parametrize(
+    "text", ["|-\n#\n", ">\n#\n", "|-\n\n#\n", "# c\n|\n#\n", "--- |\n#\n", "---\n>-\n#x\n"]
+)
+def test_a_block_scalar_that_is_the_document_reads_as_ruamel_reads_it(text: str) -> None:
+    """YAML 1.2 lets a block scalar that is the document itself start its lines in column 0;
+    libyaml (1.1) ends it there and reads a `#` line as a comment (found by the property
+    test below: `|-` then `#` read empty): such a text is read by ruamel's scanner."""
+    assert _shape(load_round_trip(text, lambda: YAML(typ="rt").load(text))) == _shape(
+        YAML(typ="rt").load(text)
+    )
+
+
 @settings(max_examples=int(os.environ.get("YAML_EXAMPLES", "400")), deadline=None)
 @given(
     _DATA,
