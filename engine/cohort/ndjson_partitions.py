@@ -1068,26 +1068,17 @@ def _run_end(
     """
     first_end = line_end
     following = 0
-    if whole:
-        while True:
-            next_end = _find(buffer, b"\n", line_end + 1, stop)
-            if next_end < 0 or _find(buffer, reference, line_end + 1, next_end) < 0:
-                break
-            line_end = next_end
-            following += 1
-    else:
-        starts_with = buffer.startswith
-        while True:
-            next_end = _find(buffer, b"\n", line_end + 1, stop)
-            if not (
-                next_end >= 0
-                and _find(buffer, reference, line_end + 1, next_end) >= 0
-                and starts_with(start, line_end + 1, next_end)
-                and buffer[next_end - 1] == _CLOSING_BRACE
-            ):
-                break
-            line_end = next_end
-            following += 1
+    starts_with = buffer.startswith
+    while True:
+        next_end = _find(buffer, b"\n", line_end + 1, stop)
+        if next_end < 0 or _find(buffer, reference, line_end + 1, next_end) < 0:
+            break
+        if not whole and not (
+            starts_with(start, line_end + 1, next_end) and buffer[next_end - 1] == _CLOSING_BRACE
+        ):
+            break
+        line_end = next_end
+        following += 1
     if not following or _count(buffer, b"Patient/", first_end, line_end) == following:
         return line_end, following
     # A line names Patient/ more than once: the run ends before the first that does.
