@@ -1081,15 +1081,18 @@ def _medication_text(resource: Mapping[str, Any], medication: Mapping[str, Any] 
     drug = concept_name(medication) if medication is not None else "(drug not coded)"
     dosage: object = None
     if kind == "MedicationRequest":
-        dosage = (resource.get("dosageInstruction") or [None])[0]
+        dosage = _first_item(resource.get("dosageInstruction"))
     elif kind == "MedicationStatement":
-        dosage = (resource.get("dosage") or [None])[0]
+        dosage = _first_item(resource.get("dosage"))
     else:
         dosage = resource.get("dosage")
     dose = _dose_words(dosage)
     status = resource.get("status") or "no status"
     if kind == "MedicationRequest":
-        when = _period_words((resource.get("dispenseRequest") or {}).get("validityPeriod"))
+        dispense = resource.get("dispenseRequest")
+        when = _period_words(
+            dispense.get("validityPeriod") if isinstance(dispense, Mapping) else None
+        )
         authored = _day(resource.get("authoredOn"))
         dates = f"ordered {authored}" if authored else ""
         if when:
@@ -1109,6 +1112,12 @@ def _medication_text(resource: Mapping[str, Any], medication: Mapping[str, Any] 
         dates = when or (f"asserted {asserted}" if asserted else "")
         what = f"statement {status}"
     return ", ".join(part for part in (drug, dose, what, dates) if part)
+
+
+def _first_item(value: object) -> object:
+    """A list's first item; None for an empty list or anything else (data of another shape
+    than FHIR's is described as missing, never a crash)."""
+    return value[0] if isinstance(value, list) and value else None
 
 
 def _dose_words(dosage: object) -> str:

@@ -81,6 +81,32 @@ def test_a_drug_is_named_with_dose_status_and_date(trial: CompiledCriteria) -> N
     assert thrombosis.protocol_text.startswith("Patients with a known history")
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("dispenseRequest", [{"validityPeriod": {"start": "2025-02-14"}}]),
+        ("dispenseRequest", "not an object"),
+        ("dosageInstruction", {"text": "81 mg orally once daily"}),
+        ("dosageInstruction", "81 mg orally once daily"),
+    ],
+)
+def test_a_drug_order_of_another_shape_is_described_without_its_part(
+    trial: CompiledCriteria, field: str, value: object
+) -> None:
+    """A MedicationRequest whose dispenseRequest or dosageInstruction is not the JSON type
+    FHIR gives it is still described (that part left out), never a crash (found by the
+    line screen's property test: a list for dispenseRequest raised AttributeError)."""
+    data = read_bundle_file(EXAMPLES / "itp-refractory-on-aspirin.json")
+    resources = [dict(resource) for resource in data.resources]
+    for resource in resources:
+        if resource["resourceType"] == "MedicationRequest":
+            resource[field] = value
+    record = build_record(dataclasses.replace(data, resources=resources), trial.terminology)
+    thrombosis = _criterion(explain(evaluate_patient(trial, record, AS_OF)), "E2")
+    assert "Aspirin 81 mg" in thrombosis.summary
+    assert "order active" in thrombosis.summary
+
+
 def test_a_result_has_readable_units_range_and_date(trial: CompiledCriteria) -> None:
     text = explanation_text(explain(_evaluate(trial, "itp-refractory-on-aspirin")), width=400)
     assert "Absolute neutrophil count 3.2 x10^9/L on 2026-10-20" in text
