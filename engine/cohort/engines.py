@@ -24,6 +24,7 @@ and what the runner does for it (`EngineKind`); `engine_kind(name)` looks one up
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import gc
@@ -475,8 +476,6 @@ def _serve_as_dask_worker(host: Connection, prepare_units: bool) -> None:
     if received is None:  # the run ended before the cluster started
         return
     scheduler_address, name = received
-    import asyncio
-
     import dask
     import distributed
 
@@ -522,15 +521,16 @@ class _ForkedWorkers:
 
     def connect(self, scheduler_address: str) -> None:
         """Send each worker the scheduler's address and its name (one that ended already is
-        found by `wait_until_joined`)."""
+        found by `joined`)."""
         for number, pipe in enumerate(self._pipes):
             with contextlib.suppress(OSError):
                 pipe.send((scheduler_address, f"trialsieve-worker-{number}"))
 
-    def wait_until_joined(self) -> None:
+    async def joined(self) -> None:
         """Wait until every worker has joined the scheduler (it says so as soon as it has:
         no polling); CohortError when one ends before that."""
         for pipe, process in zip(self._pipes, self._processes, strict=True):
+            await _readable(pipe)
             try:
                 pipe.recv()
             except (EOFError, OSError):  # it ended: its end of the pipe closed
@@ -569,7 +569,7 @@ class _HostClosing(Exception):
     """The command asked the cluster's host to close in the middle of a run."""
 
 
-def _evaluate_on_cluster(
+async def _evaluate_on_cluster(
     client: Any,
     run: DaskRun,
     owns_cluster: bool,
@@ -579,16 +579,16 @@ def _evaluate_on_cluster(
 ) -> int | None:
     """Evaluate `run`'s partitions on the cluster of `client`, one task each (see `run_dask`);
     the largest peak memory of a worker. `closing`: checked after each partition, whether to
-    stop (`_HostClosing`)."""
+    stop (`_HostClosing`). Runs in the client's event loop (the cluster's host runs its loop
+    in its one thread; a client of this process runs it through `client.sync`)."""
     distributed = _import_distributed()
     job = run.job
-    shared_job = client.scatter(job, broadcast=True, hash=False)
+    shared_job = await client.scatter(job, broadcast=True, hash=False)
 
     def key(index: int) -> str:
         return f"trialsieve-partition-{index}-{job.criteria.digest[:12]}"
 
-    # The results are gathered as the tasks finish, in the client's event loop (with_results:
-    # no round trip from this thread per result)
+    # The results are gathered as the tasks finish, in the client's event loop (with_results)
     if run.shared_filesystem:  # every task at once, as one graph
         running = distributed.as_completed(
             client.map(
@@ -600,17 +600,18 @@ def _evaluate_on_cluster(
                 pure=False,
                 retries=1,
             ),
+            loop=client.loop,
             with_results=True,
         )
         waiting: Iterator[int] = iter(())
     else:
-        running = distributed.as_completed(with_results=True)
+        running = distributed.as_completed(loop=client.loop, with_results=True)
         waiting = iter(run.indexes)
 
-    def submit_next() -> None:
+    async def submit_next() -> None:
         index = next(waiting, None)
         if index is not None:
-            payload = client.scatter(run.partitions.payload(index), hash=False)
+            payload = await client.scatter(run.partitions.payload(index), hash=False)
             running.add(
                 client.submit(
                     evaluate_on_dask_worker,
@@ -622,12 +623,12 @@ def _evaluate_on_cluster(
                 )
             )
 
-    if not run.shared_filesystem:
-        for _slot in range(2 * max(1, len(client.scheduler_info()["workers"]))):
-            submit_next()
-    on_started()
     try:
-        for future, done in running:
+        if not run.shared_filesystem:
+            for _slot in range(2 * max(1, len(await client.nthreads()))):
+                await submit_next()
+        on_started()
+        async for future, done in running:
             if isinstance(done, BaseException):  # cancelled: yielded, not raised
                 raise done
             future.release()
@@ -637,7 +638,7 @@ def _evaluate_on_cluster(
             on_done(done)
             if closing():
                 raise _HostClosing
-            submit_next()
+            await submit_next()
     except (
         distributed.KilledWorker,
         CancelledError,
@@ -647,35 +648,47 @@ def _evaluate_on_cluster(
         # worker after worker (KilledWorker), the scheduler gone (CommClosedError)
         raise _lost_worker("Dask", error) from error
     # every result is written: closing the cluster, when it is the run's own, is clean
-    peaks: dict[str, int] = client.run(_end_of_run_on_worker, owns_cluster)
+    peaks: dict[str, int] = await client.run(_end_of_run_on_worker, owns_cluster)
     return max(peaks.values(), default=None)
 
 
-def _start_scheduler_for(forked: _ForkedWorkers) -> tuple[Any, Any]:
-    """A LocalCluster without workers of its own (the scheduler) for the forked workers, and
-    a client, once they have all joined; CohortError when one ended before that."""
-    import dask
-
+async def _start_scheduler_for(forked: _ForkedWorkers, running: contextlib.AsyncExitStack) -> Any:
+    """The scheduler for the forked workers (in this event loop, on loopback, with a free port
+    for its HTTP routes and no dashboard) and a client of it, once every worker has joined;
+    CohortError when one ended before that. Both close when `running` does (the scheduler
+    closes the workers that joined it)."""
     distributed = _import_distributed()
-    with dask.config.set(QUIET_LOCAL_CLUSTER):
-        cluster = distributed.LocalCluster(
-            n_workers=0,  # the scheduler only: its workers are the forked processes
+    scheduler = await running.enter_async_context(
+        distributed.Scheduler(
             host="127.0.0.1",  # loopback only: a local cluster is nobody else's
+            port=0,
+            dashboard=False,
             dashboard_address="127.0.0.1:0",  # a free port: clusters side by side
-            silence_logs=logging.WARNING,
         )
+    )
+    forked.connect(scheduler.address)
+    client = await running.enter_async_context(
+        distributed.Client(scheduler.address, asynchronous=True)
+    )
+    await forked.joined()
+    return client
+
+
+async def _readable(connection: Connection) -> None:
+    """Wait in this event loop until `connection` has something to read or has closed."""
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+
+    def set_ready() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    descriptor = connection.fileno()
+    loop.add_reader(descriptor, set_ready)
     try:
-        forked.connect(cluster.scheduler_address)
-        client = distributed.Client(cluster)
-        try:
-            forked.wait_until_joined()
-        except BaseException:
-            client.close()
-            raise
-        return cluster, client
-    except BaseException:
-        cluster.close()
-        raise
+        await ready
+    finally:
+        loop.remove_reader(descriptor)
 
 
 def _picklable(error: BaseException) -> BaseException:
@@ -691,14 +704,12 @@ def _picklable(error: BaseException) -> BaseException:
 def _host_dask_cluster(requests: Connection, workers: int, prepare_units: bool) -> None:
     """The cluster's host: a process forked from the command's before pass 1. It imports
     distributed (while pass 1 runs in the command's processes), forks the workers from
-    itself (`_ForkedWorkers`: nothing imported twice), starts the scheduler and a client,
-    then serves the command's requests (`DaskStart`) until told to close, or until the
-    command's end of the pipe closes."""
+    itself (`_ForkedWorkers`: nothing imported twice), then runs the scheduler and a client
+    in one event loop, in its one thread (`_serve_the_command`), until told to close, or
+    until the command's end of the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the command's: it closes us
     failed: BaseException | None = None
     forked: _ForkedWorkers | None = None
-    cluster: Any = None
-    client: Any = None
     # Every worker, the client and the scheduler read the installed versions (package
     # metadata, and the processor's name, which `platform` asks `uname -p` for: a process
     # waited for 40 ms): read once here, cached for the workers forked next; `uname -p`
@@ -711,11 +722,27 @@ def _host_dask_cluster(requests: Connection, workers: int, prepare_units: bool) 
         finally:
             processor.join()
         distributed.versions.get_versions()
+        import dask
+
+        dask.config.set(QUIET_LOCAL_CLUSTER)
+        logging.getLogger("distributed").setLevel(logging.WARNING)
         forked = _ForkedWorkers(workers, prepare_units)
         exit_when_orphaned()  # after the forks: the workers copy no thread
-        cluster, client = _start_scheduler_for(forked)
     except BaseException as error:
         failed = error
+    try:
+        asyncio.run(_serve_the_command(requests, forked, failed))
+    finally:
+        if forked is not None:
+            forked.stop()
+
+
+async def _serve_the_command(
+    requests: Connection, forked: _ForkedWorkers | None, failed: BaseException | None
+) -> None:
+    """The host's event loop: start the scheduler for the forked workers (unless `failed`),
+    then serve the command's requests (`DaskStart`) one at a time, until told to close or
+    until the command's end of the pipe closes; the scheduler and the client close after."""
 
     def reply(message: tuple[Any, ...]) -> None:
         try:
@@ -723,8 +750,15 @@ def _host_dask_cluster(requests: Connection, workers: int, prepare_units: bool) 
         except OSError as error:  # the command has gone: nobody to answer
             raise _HostClosing from error
 
-    try:
+    async with contextlib.AsyncExitStack() as running:
+        client: Any = None
+        if failed is None and forked is not None:
+            try:
+                client = await _start_scheduler_for(forked, running)
+            except BaseException as error:
+                failed = error
         while True:
+            await _readable(requests)
             try:
                 request = requests.recv()
             except (EOFError, OSError):
@@ -736,7 +770,7 @@ def _host_dask_cluster(requests: Connection, workers: int, prepare_units: bool) 
                 if kind == "warm_up":
                     if failed is None:
                         try:
-                            client.run(compile_on_dask_worker, *arguments)
+                            await client.run(compile_on_dask_worker, *arguments)
                         except BaseException as error:
                             failed = error
                 elif failed is not None:
@@ -744,7 +778,7 @@ def _host_dask_cluster(requests: Connection, workers: int, prepare_units: bool) 
                 elif kind == "run":
                     function, function_arguments = arguments
                     try:
-                        answers = client.run(function, *function_arguments)
+                        answers = await client.run(function, *function_arguments)
                     except BaseException as error:
                         reply(("error", _picklable(error)))
                     else:
@@ -752,7 +786,7 @@ def _host_dask_cluster(requests: Connection, workers: int, prepare_units: bool) 
                 else:
                     (run,) = arguments
                     try:
-                        peak = _evaluate_on_cluster(
+                        peak = await _evaluate_on_cluster(
                             client,
                             run,
                             True,
@@ -768,17 +802,6 @@ def _host_dask_cluster(requests: Connection, workers: int, prepare_units: bool) 
                         reply(("ok", peak))
             except _HostClosing:
                 return
-    finally:
-        try:
-            if client is not None:
-                client.close()
-        finally:
-            try:
-                if cluster is not None:
-                    cluster.close()
-            finally:
-                if forked is not None:
-                    forked.stop()
 
 
 def _ask_to_close(pipe: Connection) -> None:
@@ -971,7 +994,11 @@ class DaskStart:
         `on_done` for each partition written; the largest peak memory of a worker."""
         if self._host is None:
             owns_cluster = self._cluster is not None
-            return _evaluate_on_cluster(self._connected(), run, owns_cluster, on_started, on_done)
+            client = self._connected()
+            evaluated: int | None = client.sync(
+                _evaluate_on_cluster, client, run, owns_cluster, on_started, on_done
+            )
+            return evaluated
         self._host.send(("evaluate", run))
         while True:
             message = self._host.receive()
