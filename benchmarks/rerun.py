@@ -8,8 +8,10 @@ For each criteria file (default: both shipped trials) and mode (default: the pre
 and `--full`), each round copies the criteria and mappings into a temporary folder, runs the
 cohort into a fresh `--out` (the first run), edits one criterion (a lab threshold:
 NCT05315778 exclusion-7, haemoglobin < 100 -> < 120 g/L; NCT03036150 inclusion-3, eGFR <= 75
--> <= 60) and runs again into the same `--out` (the re-run: only that criterion is
-evaluated, engine.cohort.rerun), then asks the what-if funnel with two criteria switched
+-> <= 60; each round and mode one more, 121, 122, ... and 61, 62, ...: every re-run compiles
+criteria no earlier run compiled, as after a user's edit, never a compiled-cache hit) and
+runs again into the same `--out` (the re-run: only that criterion is evaluated,
+engine.cohort.rerun), then asks the what-if funnel with two criteria switched
 off (`what_if_funnel`, what `trialsieve attrition OUT --without ...` prints). Prints wall
 time and CPU time (this process and its worker processes) of each, the ratio first / re-run,
 and checks that the re-run wrote the files a fresh run of the edited criteria writes (the
@@ -47,10 +49,11 @@ from engine.cohort import NdjsonInput, run_cohort
 from engine.cohort.whatif import what_if_funnel
 
 EDITS = {
-    "NCT05315778": ('value: "< 100 g/L"', 'value: "< 120 g/L"'),
-    "NCT03036150": ('"75 mL/min/{1.73_m2}"]', '"60 mL/min/{1.73_m2}"]'),
+    "NCT05315778": ('value: "< 100 g/L"', 'value: "< {} g/L"', 120),
+    "NCT03036150": ('"75 mL/min/{1.73_m2}"]', '"{} mL/min/{{1.73_m2}}"]', 60),
 }
-"""One lab threshold per trial: (text in the criteria file, its edited form)."""
+"""One lab threshold per trial: (text in the criteria file, its edited form, the first edited
+value; each later edit one more, so that no re-run finds its criteria compiled already)."""
 SWITCHED_OFF = {
     "NCT05315778": ("exclusion-4-uncontrolled-infection-or-disorder", "inclusion-3-venous-access"),
     "NCT03036150": ("inclusion-4-albuminuria", "exclusion-2-immunosuppressive-therapy"),
@@ -97,6 +100,14 @@ def timed(step: Callable[[], object]) -> tuple[Timing, object]:
     return Timing(time.perf_counter() - wall, _cpu() - cpu), result
 
 
+def edited_text(original: str, trial_name: str, number: int) -> str:
+    """The criteria text with the trial's threshold edited for the `number`th time."""
+    old, new, first_value = EDITS[trial_name]
+    edited = original.replace(old, new.format(first_value + number), 1)
+    assert edited != original, f"{old!r} not found in the {trial_name} criteria"
+    return edited
+
+
 def _same_files(one: Path, other: Path) -> list[str]:
     return [name for name in COMPARED if (one / name).read_bytes() != (other / name).read_bytes()]
 
@@ -139,10 +150,9 @@ def main() -> None:
         for round_number in range(rounds):
             last = round_number == rounds - 1
             for trial in trials:
-                old, new = EDITS[trial.stem]
                 original = trial.read_text(encoding="utf-8")
                 criteria = scratch / "criteria" / trial.name
-                for mode in modes:
+                for mode_number, mode in enumerate(modes):
                     found = figures.setdefault((trial.stem, mode), Figures())
                     out = scratch / f"out-{trial.stem}-{mode}-{round_number}"
                     full = mode == "full"
@@ -159,9 +169,14 @@ def main() -> None:
                             criteria, NdjsonInput(data), folder, as_of, workers=workers, full=full
                         )
 
-                    edited = original.replace(old, new, 1)
-                    if round_number > 0:  # a fresh run of the edited criteria: compare
-                        criteria.write_text(edited, encoding="utf-8")
+                    edited = edited_text(
+                        original, trial.stem, round_number * len(modes) + mode_number
+                    )
+                    if round_number > 0:  # a fresh run of the earlier round's edit: compare
+                        earlier = (round_number - 1) * len(modes) + mode_number
+                        criteria.write_text(
+                            edited_text(original, trial.stem, earlier), encoding="utf-8"
+                        )
                         previous = scratch / f"out-{trial.stem}-{mode}-{round_number - 1}"
                         fresh = scratch / f"fresh-{trial.stem}-{mode}"
                         shutil.rmtree(fresh, ignore_errors=True)
@@ -196,7 +211,8 @@ def main() -> None:
         what_if = min(found.what_if, key=lambda timing: timing.wall)
         first_cpu = min(timing.cpu for timing in found.first)
         rerun_cpu = min(timing.cpu for timing in found.rerun)
-        print(f"{trial_name} {mode} (edited: {EDITS[trial_name][0]} -> {EDITS[trial_name][1]})")
+        old, new, first_value = EDITS[trial_name]
+        print(f"{trial_name} {mode} (edited: {old} -> {new.format(first_value)}, ...)")
         print(f"  first run {first.wall:6.2f} s / {first_cpu:6.2f} s CPU" + _spread(found.first))
         evaluated = (
             ""
@@ -208,6 +224,7 @@ def main() -> None:
             + _spread(found.rerun)
             + evaluated
         )
+        print("  re-run CPU by round " + ", ".join(f"{timing.cpu:.3f}" for timing in found.rerun))
         print(
             f"  first / re-run {first.wall / rerun.wall:5.1f}x wall, "
             f"{first_cpu / rerun_cpu:5.1f}x CPU"

@@ -49,14 +49,14 @@ from engine.cohort.partition import (
 )
 from engine.cohort.prefilter import Prefilter, RequiredConcept
 from engine.errors import TrialsieveError
-from engine.evaluate import CompiledCriteria, CompiledCriterion, CriterionResult, Outcome
+from engine.evaluate import CompiledCriteria, CompiledCriterion, Outcome
 from engine.evaluate.nodes import EvaluationContext
-from engine.evaluate.patient import CriterionVerdict
-from engine.report.explanation import explain_criterion
+from engine.evaluate.patient import CriterionVerdict, criterion_result
 from engine.report.resources import (
     NOT_EVALUATED_REPORT,
+    CriterionReport,
     PatientReport,
-    criterion_report,
+    criterion_report_of,
 )
 from engine.report.validate import OutputShapes, Shape, output_shape
 
@@ -218,6 +218,7 @@ def _rebuild(rebuilder: Rebuilder, index: int, stored: dict[str, Any]) -> Rebuil
             if record is not None and not same_requirements and preview is None:
                 settled_by = prefilter.settling_criterion(record)
             new_parts = {digest: parts[digest] for _compiled, digest in ordered if digest in parts}
+            made: dict[str, CriterionReport] = {}  # the parts evaluated now, by digest
             if wanted:
                 assert record is not None
                 answers = rebuilder.attestations.get(patient_id) or {}
@@ -238,11 +239,13 @@ def _rebuild(rebuilder: Rebuilder, index: int, stored: dict[str, Any]) -> Rebuil
                     else:
                         outcome = compiled.root.evaluate(context)
                     rebuilder.evaluated += 1
-                    result = CriterionResult(compiled, outcome)
-                    explained = explain_criterion(result, rebuilder.as_of, criteria.terminology)
-                    new_parts[digests[compiled.id]] = encode_part(
-                        criterion_report(result, explained)
+                    # as a fresh run makes the part (`report_of`): once per shared outcome
+                    part = criterion_report_of(
+                        criterion_result(compiled, outcome), rebuilder.as_of, criteria.terminology
                     )
+                    digest = digests[compiled.id]
+                    made[digest] = part
+                    new_parts[digest] = encode_part(part)
             if settled_by is not None and preview is None:
                 _check_settled(criteria, digests, new_parts, settled_by, patient_id)
             line = previous.get(patient_id)
@@ -251,7 +254,7 @@ def _rebuild(rebuilder: Rebuilder, index: int, stored: dict[str, Any]) -> Rebuil
                 or settled_by != entry["settled_by"]
                 or any(new_parts.get(now) != parts.get(before) for now, before in edited)
             ):
-                line = _result_line(rebuilder, entry, new_parts, preview, settled_by, shapes)
+                line = _result_line(rebuilder, entry, new_parts, made, preview, settled_by, shapes)
             else:
                 kept += 1
             entry["parts"] = new_parts
@@ -282,15 +285,23 @@ def _result_line(
     rebuilder: Rebuilder,
     entry: dict[str, Any],
     parts: dict[str, Any],
+    made: dict[str, CriterionReport],
     preview: str | None,
     settled_by: str | None,
     shapes: _KnownShapes,
 ) -> bytes:
+    """The patient's result line from their parts: those evaluated now (`made`) as they
+    are, the stored ones decoded."""
     criteria = rebuilder.criteria
     evaluable = rebuilder.prefilter.evaluable
     report_parts = []
     for compiled in criteria.criteria:
-        known = parts.get(rebuilder.digests[compiled.id])
+        digest = rebuilder.digests[compiled.id]
+        part = made.get(digest)
+        if part is not None:
+            report_parts.append(part)
+            continue
+        known = parts.get(digest)
         if known is not None:
             report_parts.append(decode_part(known))
         else:  # a settled patient, on a criterion their preview cannot answer
