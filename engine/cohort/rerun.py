@@ -183,7 +183,7 @@ def _rebuild(rebuilder: Rebuilder, index: int, stored: dict[str, Any]) -> Rebuil
     previous = earlier.lines if stored["headings"] == rebuilder.headings else {}
     shapes = _KnownShapes(rebuilder.outputs, earlier.lines)
     records: RecordStore | None = None
-    lines: list[bytes] = []
+    lines: list[Line] = []
     kept = 0  # patients keeping their earlier line
     ordered = rebuilder.ordered
     try:
@@ -265,9 +265,10 @@ def _rebuild(rebuilder: Rebuilder, index: int, stored: dict[str, Any]) -> Rebuil
             records.close()
     problems = [line.encode() for line in stored["problems"]]
     unchanged = kept == len(lines) and earlier.holds(lines, problems)
-    data = (
-        earlier.data if unchanged else result_data([*lines, *problems], len(lines), len(problems))
-    )
+    if unchanged:
+        data = earlier.data
+    else:  # the kept lines are slices of the earlier file: copied only now
+        data = result_data([bytes(line) for line in lines] + problems, len(lines), len(problems))
     stored |= {
         "result_sha256": complete_digest(data),
         "digests": digests,
@@ -320,17 +321,21 @@ def _result_line(
     return report_result_line(report, settled_by, rebuilder.study, shapes)
 
 
+Line = bytes | memoryview
+"""A result line: made now, or a slice of the earlier result file (`PreviousResult`)."""
+
+
 @dataclass(frozen=True)
 class PreviousResult:
     """The result file a store's outcomes were written with (`patient_lines`)."""
 
     data: bytes = b""
-    lines: dict[str, bytes] = field(default_factory=dict)
-    """Its patients' lines, by patient id."""
-    ordered: list[bytes] = field(default_factory=list)
-    """Every line before the `complete` one, in file order."""
+    lines: dict[str, Line] = field(default_factory=dict)
+    """Its patients' lines, by patient id (slices of `data`, not copies)."""
+    ordered: list[Line] = field(default_factory=list)
+    """Every line before the `complete` one, in file order (the same slices)."""
 
-    def holds(self, lines: list[bytes], problems: list[bytes]) -> bool:
+    def holds(self, lines: list[Line], problems: list[bytes]) -> bool:
         """Whether these lines, then these problems, are this file's lines: each patient's
         line is the earlier one itself (`is`), in the earlier order. Never for no file."""
         ordered = self.ordered
@@ -349,22 +354,35 @@ def _previous_result(rebuilder: Rebuilder, index: int, stored: dict[str, Any]) -
 
 def patient_lines(data: bytes, digest: object) -> PreviousResult:
     """A partition result file's lines, when its `complete` line gives `digest` and the
-    lines before it match that digest; else none."""
+    lines before it match that digest; else none.
+
+    The lines are memoryview slices of `data`: a partition whose patients all keep their
+    line is moved back whole (`write_rebuilt`), so copying its lines (`bytes.split`: 30 MB
+    for NCT05315778 `--full` at 10x) would be for nothing; a partition written anew copies
+    them when it joins them (`_rebuild`)."""
     if digest is None or verified_digest(data) != digest:
         return PreviousResult()  # another file, or a block a machine crash left unwritten
-    end = data.rfind(b"\n", 0, len(data) - 1) + 1
-    ordered = data[: end - 1].split(b"\n") if end else []
-    lines = {}
-    start = len(_PATIENT_TEXT)
-    for line in ordered:
-        if line.startswith(_PATIENT_TEXT):
+    end = data.rfind(b"\n", 0, len(data) - 1) + 1  # where the `complete` line starts
+    view = memoryview(data)
+    find, startswith = data.find, data.startswith
+    ordered: list[Line] = []
+    lines: dict[str, Line] = {}
+    start = 0
+    while start < end:
+        stop = find(b"\n", start, end)  # found: the line before `complete` ends with one
+        line = view[start:stop]
+        ordered.append(line)
+        if startswith(_PATIENT_TEXT, start):
             # the id's JSON text is the id, unless it holds an escape (then it is parsed)
-            text = line[start : line.index(b'"', start)]
+            id_start = start + len(_PATIENT_TEXT)
+            text = data[id_start : data.index(b'"', id_start, stop)]
             if b"\\" not in text:
                 lines[text.decode()] = line
+                start = stop + 1
                 continue
-        if line.startswith(b'{"patient":'):
-            lines[orjson.loads(line[: line.index(b"\t")])["patient"]] = line
+        if startswith(b'{"patient":', start):
+            lines[orjson.loads(view[start : data.index(b"\t", start, stop)])["patient"]] = line
+        start = stop + 1
     return PreviousResult(data, lines, ordered)
 
 
@@ -375,7 +393,7 @@ class _KnownShapes(OutputShapes):
     """Validation that takes as valid the shapes of the lines an earlier run wrote (each was
     validated, or of a shape validated, before it was written), and validates the others."""
 
-    def __init__(self, shapes: OutputShapes, previous: dict[str, bytes]) -> None:
+    def __init__(self, shapes: OutputShapes, previous: dict[str, Line]) -> None:
         super().__init__()
         self._shapes = shapes
         self._previous = previous
@@ -386,7 +404,7 @@ class _KnownShapes(OutputShapes):
         if self._known is None:
             self._known = set()
             for line in self._previous.values():
-                _summary, subject, issue = line.split(b"\t")
+                _summary, subject, issue = bytes(line).split(b"\t")
                 self._known.add(output_shape(orjson.loads(subject)))
                 self._known.add(output_shape(orjson.loads(issue)))
         if shape not in self._known:
