@@ -29,10 +29,12 @@ report shows:
 - its coded field, and the `code` of each of an Observation's `component`s when it has any
   (a non-empty list of objects: the record classifies them as it does the code), is
   a CodeableConcept whose codings are all objects with a string `system` the mappings know
-  (`Terminology.knows_system`) and a non-empty string `code` belonging to no concept at all
-  (`Terminology.concepts_of_coding`: exact codes, prefixes, ICD-10 ranges, value sets and
-  local maps alike, concepts of every trial included). Such a resource indexes under no
-  concept and adds no data problem. The verdict is kept per distinct `code` text (an
+  (`Terminology.knows_system`) and a non-empty string `code` belonging to no concept the
+  criteria read (`Terminology.concepts_of_coding`: exact codes, prefixes, ICD-10 ranges,
+  value sets and local maps alike; `CompiledCriteria.concepts_read`: atoms' concepts and
+  computed values' inputs). Such a resource indexes under no concept a criterion looks up
+  and adds no data problem; the re-run store keeps only those concepts too, and names them
+  (a re-run reading another evaluates the partition from the input). The verdict is kept per distinct `code` text (an
   export has a few hundred), so a line costs one msgspec decode, one simdjson validation
   and a few attribute reads. Components matter: Synthea's survey Observations (PRAPARE,
   LOINC 93025-5, 21 components each) are skipped only so.
@@ -205,6 +207,9 @@ class LineScreen:
     """Per-line parse decisions for one set of compiled criteria (see the module docstring)."""
 
     terminology: Terminology
+    concepts_read: frozenset[str]
+    """The concepts the criteria may look up in a record (`CompiledCriteria.concepts_read`):
+    a code of any other concept is as inert as a code of none."""
     types: frozenset[str]
     heads: tuple[bytes, ...]
     """How a line of a type it may skip starts (`{"resourceType":"T",`): any other is parsed."""
@@ -237,7 +242,16 @@ class LineScreen:
         kept = sorted((RECORD_TYPES | criteria.resource_types) - SHARED_TYPES - {"Patient"})
         kept_union = functools.reduce(operator.or_, map(_kept_line_struct, kept))
         decode_kept = msgspec.json.Decoder(kept_union).decode
-        return cls(criteria.terminology, types, heads, decode, dating, run_heads, decode_kept)
+        return cls(
+            criteria.terminology,
+            criteria.concepts_read,
+            types,
+            heads,
+            decode,
+            dating,
+            run_heads,
+            decode_kept,
+        )
 
     def skippable(
         self, text: bytes, own_reference: str, parser: simdjson.Parser | None = None
@@ -311,12 +325,14 @@ class LineScreen:
         return inert
 
     def _inert_code(self, code: Any) -> bool:
-        """Whether a `code` indexes under no concept and adds no data problem: a
-        CodeableConcept whose codings are all in known systems and of no concept."""
+        """Whether a `code` indexes under no concept the criteria read and adds no data
+        problem: a CodeableConcept whose codings are all in known systems and of no concept
+        in `concepts_read`."""
         codings = code.get("coding") if type(code) is dict else None
         if type(codings) is not list or not codings:
             return False
         terminology = self.terminology
+        concepts_read = self.concepts_read
         for coding in codings:
             if type(coding) is not dict:
                 return False
@@ -325,7 +341,7 @@ class LineScreen:
                 return False
             if not terminology.knows_system(system):
                 return False
-            if terminology.concepts_of_coding(system, value):
+            if not concepts_read.isdisjoint(terminology.concepts_of_coding(system, value)):
                 return False
         return True
 

@@ -12,8 +12,9 @@ stored concept index. Both are stored per partition in `partitions/store/`:
   their preview (or none), the criterion that settles them, and per criterion digest the
   report part (`CriterionReport`: verdict, summary, evidence, missing items).
 - `NNNN.records`: each patient's record as the evaluator reads it, by concept (the
-  resources the record indexes under each concept, in document order, as JSON segments, one
-  per concept, read only when a criterion asks for that concept), the Patient, the
+  resources the record indexes under each concept the criteria read, in document order, as
+  JSON segments, one per concept, read only when a criterion asks for that concept; the
+  header names those concepts, `covered`: another is `NotStored`), the Patient, the
   resources their medicationReferences resolve to, and the resources of the types the record
   does not index by concept (ResearchSubject, Medication). A settled patient's record is
   their preview (Patient, Conditions, Procedures), as the pre-filter evaluated it.
@@ -310,6 +311,10 @@ class StoreBuilder:
         self.ids = [compiled.id for compiled in criteria.criteria]
         self.ordered_digests = [self.digests[criterion_id] for criterion_id in self.ids]
         self.plain_types = sorted(type_wide_types(criteria))
+        # the concepts the records keep: those the criteria read (the line screen leaves the
+        # others' lines unparsed), named in the header so that a re-run reading another one
+        # evaluates the partition from the input
+        self.covered = criteria.concepts_read
         self.patients: list[dict[str, Any]] = []
         # each patient's part of every records segment, as JSON text: serialised as the
         # patient is added, so that their record is freed with them (holding every record
@@ -378,7 +383,10 @@ class StoreBuilder:
         # concepts with the same codes (creatinine, and its sex-specific limits) index the
         # same resources: their text is made once
         made: dict[tuple[int, ...], bytes] = {}
+        covered = self.covered
         for concept, resources in record.concept_index().items():
+            if concept not in covered:
+                continue
             by_patient = concepts.get(concept)
             if by_patient is None:
                 by_patient = concepts[concept] = {}
@@ -431,6 +439,7 @@ class StoreBuilder:
         for resource_type in sorted(self.types):
             header["types"][resource_type] = add_blob(self.types[resource_type])
         header["plain_types"] = self.plain_types
+        header["covered"] = sorted(self.covered)
         head = orjson.dumps(header)
         records = b"".join([_HEADER.pack(len(head)), head, *pieces])
         outcomes = orjson.dumps(
@@ -577,6 +586,9 @@ class RecordStore:
         self._places |= {("type", name): place for name, place in header["types"].items()}
         self._places["patients", ""] = header["patients"]
         self.plain_types = frozenset(header["plain_types"])
+        covered = header.get("covered")
+        # None: written before the store named its concepts, when it kept every concept
+        self.covered: frozenset[str] | None = None if covered is None else frozenset(covered)
         self._segments: dict[tuple[str, str], dict[str, Any]] = {}
 
     def close(self) -> None:
@@ -660,6 +672,9 @@ class StoredRecord(PatientRecord):
     def resources_of_concept(
         self, concept_id: str, resource_types: Collection[str] | None = None
     ) -> Sequence[dict[str, Any]]:
+        covered = self._store.covered
+        if covered is not None and concept_id not in covered:
+            raise NotStored(f"the stored records keep no resources of concept {concept_id}")
         found: list[dict[str, Any]] = self._store.segment("concept", concept_id).get(
             self.patient_id, []
         )

@@ -49,6 +49,7 @@ from engine.evaluate.nodes import (
 from engine.evaluate.status import TRIALSIEVE_IDENTIFIER_SYSTEM, status_predicate
 from engine.evaluate.values import compile_value_check
 from engine.normalise import Concept, Terminology
+from engine.normalise.formulas import FORMULAS
 
 __all__ = [
     "TRIALSIEVE_IDENTIFIER_SYSTEM",
@@ -116,6 +117,29 @@ class CompiledCriteria:
             if isinstance(atom, ResourceAtom) and atom.concept is None
             for resource_type in atom.resource_types
         )
+
+    @property
+    def concepts_read(self) -> frozenset[str]:
+        """Every concept whose resources an evaluation of these criteria may look up in a
+        record (`PatientRecord.resources_of_concept`, `holds_any_of`): each resource atom's
+        concept (a medication use's and a computed value's own included) and each measured
+        input of a computed value's formula (creatinine for eGFR). A record's resources of
+        no such concept change none of the criteria's outcomes."""
+        concepts: set[str] = set()
+        for compiled in self.criteria:
+            for atom in iter_atoms(compiled.criterion.expression):
+                if not isinstance(atom, ResourceAtom):
+                    continue
+                if atom.concept is not None:
+                    concepts.add(atom.concept)
+                if atom.computed is not None:
+                    formula = FORMULAS[atom.computed.formula]
+                    concepts.update(
+                        spec.concept
+                        for spec in formula.measurement_inputs
+                        if spec.concept is not None
+                    )
+        return frozenset(concepts)
 
 
 # --------------------------------------------------------------------------- compiler

@@ -30,6 +30,7 @@ from engine.cohort.ndjson_partitions import _NEEDS_PARSING, PartitionLines, _scr
 from engine.cohort.partition import PartitionEvaluator
 from engine.evaluate import CompiledCriteria
 from engine.evaluate.patient import data_day
+from engine.record import PatientRecord
 from engine.resource_types import RESOURCE_TYPES
 from engine.sources.ndjson import DEFAULT_PATIENT_FIELDS, PATIENT_FIELDS
 from engine.trial import load_trial
@@ -103,9 +104,53 @@ def test_the_dapa_ckd_run_is_the_same_screened_or_not(tmp_path: Path) -> None:
     assert outputs[True] == outputs[False]
 
 
+@pytest.mark.parametrize("criteria_path", [CRITERIA, CKD_CRITERIA], ids=["itp", "ckd"])
+def test_the_criteria_look_up_no_concept_but_those_they_read(
+    criteria_path: Path,
+    ndjson_folder: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The screen leaves unparsed the lines of concepts the criteria do not read
+    (`CompiledCriteria.concepts_read`): evaluating and reporting every example patient, in
+    full and from the pre-filter's preview, asks a record for no other concept (atoms,
+    computed values' inputs, medication uses, the pre-filter's requirements)."""
+    asked: set[str] = set()
+    resources_of_concept = PatientRecord.resources_of_concept
+    holds_any_of = PatientRecord.holds_any_of
+
+    def asking(self: PatientRecord, concept_id: str, *more: Any) -> Any:
+        asked.add(concept_id)
+        return resources_of_concept(self, concept_id, *more)
+
+    def asking_any(self: PatientRecord, concept_ids: frozenset[str]) -> bool:
+        asked.update(concept_ids)
+        return holds_any_of(self, concept_ids)
+
+    monkeypatch.setattr(PatientRecord, "resources_of_concept", asking)
+    monkeypatch.setattr(PatientRecord, "holds_any_of", asking_any)
+    folder = ndjson_folder
+    if criteria_path == CKD_CRITERIA:
+        folder = tmp_path / "ndjson"
+        bundles_to_ndjson((ROOT / "examples" / "ckd", ROOT / "examples" / "synthea"), folder)
+    for full in (True, False):
+        out = tmp_path / f"out-{full}"
+        run_cohort(criteria_path, NdjsonInput(folder), out, AS_OF, workers=1, full=full)
+    read = load_trial(criteria_path).concepts_read
+    assert asked <= read, asked - read
+    # a computed value's input (eGFR's creatinine), a lab, a medication use
+    assert {"creatinine", "urine-albumin-creatinine-ratio", "sglt2-inhibitors"} <= asked or {
+        "hemoglobin",
+        "platelets",
+        "anticoagulant-or-antiplatelet",
+    } <= asked
+
+
 # --------------------------------------------------------------------------- generated patients
 
-_CONCEPT_CODES = ("718-7", "777-3", "2160-0")  # haemoglobin, platelets, creatinine
+# haemoglobin, platelets (NCT05315778's), creatinine (both trials'), urine albumin/creatinine
+# (DAPA-CKD's), body weight (a concept neither trial's criteria read)
+_CONCEPT_CODES = ("718-7", "777-3", "2160-0", "9318-7", "29463-7")
 _INERT_CODES = ("72514-3", "8867-4", "9279-1")  # pain score, heart rate, respiratory rate
 _codings = st.one_of(
     st.tuples(st.just(LOINC), st.sampled_from(_INERT_CODES)),  # most often: inert
@@ -654,7 +699,15 @@ def test_the_screen_parses_concept_codes_and_skips_inert_ones(trial: CompiledCri
         "Observation/o1",
         "2024-05-01",
     )
-    assert screen.skippable(line("718-7"), subject) is None  # haemoglobin: a concept
+    assert screen.skippable(line("718-7"), subject) is None  # haemoglobin: a concept read
+    # urine albumin/creatinine (DAPA-CKD's), body weight (a computed value's input no
+    # criterion of either trial reads): concepts NCT05315778's criteria do not read
+    for code in ("9318-7", "29463-7"):
+        assert screen.skippable(line(code), subject) is not None
+    ckd_screen = LineScreen.from_criteria(load_trial(CKD_CRITERIA))
+    assert ckd_screen.skippable(line("9318-7"), subject) is None
+    assert ckd_screen.skippable(line("718-7"), subject) is not None
+    assert ckd_screen.skippable(line("2160-0"), subject) is None  # creatinine: eGFR's input
     assert screen.skippable(line("A1", "http://example.org/local"), subject) is None
     assert screen.skippable(line("8867-4")[:-1], subject) is None  # not a whole line
     other = "Patient/p2"
@@ -691,7 +744,16 @@ def test_the_screen_skips_medications_of_inert_codes_only(trial: CompiledCriteri
         "MedicationRequest/m1",
         "2024-08-01",
     )
-    assert screen.skippable(line("314076"), subject) is None  # lisinopril: a concept
+    assert screen.skippable(line("309362"), subject) is None  # clopidogrel: a concept read
+    # lisinopril: a concept of DAPA-CKD's criteria (ACE inhibitors), none of NCT05315778's
+    assert screen.skippable(line("314076"), subject) == (
+        "MedicationRequest",
+        "MedicationRequest/m1",
+        "2024-05-01",
+    )
+    ckd_screen = LineScreen.from_criteria(load_trial(CKD_CRITERIA))
+    assert ckd_screen.skippable(line("314076"), subject) is None
+    assert ckd_screen.skippable(line("309362"), subject) is not None
     shared = {"reference": SHARED_MEDICATION}
     assert screen.skippable(line(medicationReference=shared), subject) is None
     contained = [{"resourceType": "Medication", "id": "x"}]

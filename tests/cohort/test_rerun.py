@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -227,6 +228,39 @@ def test_a_criterion_reading_a_type_nothing_else_reads(itp_trial: Trial) -> None
     end = text.index("  - id: exclusion-12-pregnancy-or-breastfeeding")
     itp_trial.criteria.write_text(text[:start] + text[end:], encoding="utf-8")
     assert itp_trial.rerun_equals_fresh("without").partitions_from_store == 0
+
+
+HEMOGLOBIN_ATOM = (
+    "concept: hemoglobin\n          within: screening\n          select: latest\n"
+    '          value: "< 100 g/L"'
+)
+
+
+def test_an_edited_criterion_reading_a_concept_the_store_does_not_keep(
+    tmp_path: Path, ndjson_folder: Path
+) -> None:
+    """The store keeps the resources of the concepts the first run's criteria read (their
+    lines only are parsed: `engine.cohort.line_screen`) and names them in its header; a
+    criterion edited to read another concept (body weight, which no criterion of the trial
+    reads) is evaluated from the input in every partition where a patient needs it, and the
+    files are those of a fresh run (read from the store, the weights would be missing)."""
+    itp_trial = _copy(tmp_path, CRITERIA, NdjsonInput(ndjson_folder), full=True)
+    itp_trial.run("out")
+    records = sorted((itp_trial.folder / "out" / "partitions" / "store").glob("*.records"))
+    covered = load_trial(itp_trial.criteria).concepts_read
+    for path in records:
+        data = path.read_bytes()
+        (length,) = struct.unpack("<Q", data[:8])
+        header = orjson.loads(data[8 : 8 + length])
+        assert header["covered"] == sorted(covered)
+        assert set(header["concepts"]) <= covered
+    assert "body-weight" not in covered
+    itp_trial.edit(HEMOGLOBIN_ATOM, 'concept: body-weight\n          value: "> 1 kg"')
+    rerun = itp_trial.rerun_equals_fresh("fresh")
+    assert rerun.partitions_from_store is not None and rerun.partitions_from_store < PARTITIONS
+    assert rerun.partitions_from_store == 0  # a Synthea patient in each reads a weight
+    issues = (itp_trial.folder / "fresh" / "issues.ndjson").read_text(encoding="utf-8")
+    assert "Body weight 84.4 kg on 2025-07-24: > 1 kg" in issues
 
 
 def test_changed_mappings_evaluate_everything_again(itp_trial: Trial) -> None:
