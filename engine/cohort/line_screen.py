@@ -34,10 +34,10 @@ report shows:
   value sets and local maps alike; `CompiledCriteria.concepts_read`: atoms' concepts and
   computed values' inputs). Such a resource indexes under no concept a criterion looks up
   and adds no data problem; the re-run store keeps only those concepts too, and names them
-  (a re-run reading another evaluates the partition from the input). The verdict is kept per distinct `code` text (an
-  export has a few hundred), so a line costs one msgspec decode, one simdjson validation
-  and a few attribute reads. Components matter: Synthea's survey Observations (PRAPARE,
-  LOINC 93025-5, 21 components each) are skipped only so.
+  (a re-run reading another evaluates the partition from the input). The verdict is kept
+  per distinct `code` text (an export has a few hundred), so a line costs one msgspec
+  decode, one simdjson validation and a few attribute reads. Components matter: Synthea's
+  survey Observations (PRAPARE, LOINC 93025-5, 21 components each) are skipped only so.
 
 A skipped line is still counted, and its `Type/id` still takes part in dropping duplicate
 resources. The only other thing a skipped resource could change is the newest data date of
