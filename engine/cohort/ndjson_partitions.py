@@ -41,6 +41,7 @@ import io
 import itertools
 import math
 import multiprocessing
+import operator
 import os
 import re
 import tempfile
@@ -1335,7 +1336,8 @@ class PartitionLines:
         screen: LineScreen | None,
         preview_first: bool,
     ) -> Iterator[PatientResources]:
-        chunk_of = self._chunk
+        run_chunks = self.chunks
+        places = self.places
         runs = self.runs
         heads = self.heads
         run_starts = self.run_starts
@@ -1351,7 +1353,10 @@ class PartitionLines:
             texts: list[bytes] = []
             chunks: list[tuple[bytes, int]] = []
             for number in numbers:
-                chunk = chunk_of(number, inputs)
+                chunk = run_chunks[number]
+                if chunk is None:  # `_chunk`, inline
+                    file_number, at, size = places[number]
+                    chunk = inputs[file_number].read(at, size)
                 texts += io.BytesIO(chunk).readlines()
                 chunks.append((chunk, runs[number][3]))
             segments = [(run_starts[number], runs[number][3]) for number in numbers]
@@ -1650,14 +1655,6 @@ class _PatientLines:
         found = SourceProblem(file, line, label, self.patient_id, message, check)
         self.problems.append((position, found))
 
-    def first_seen(self, position: int, label: str, check: str) -> bool:
-        """Whether this is the resource's first line; a repeat is reported, not kept."""
-        earlier = self.seen.setdefault(label, position)
-        if earlier == position:
-            return True
-        self.repeated(position, label, earlier, check)
-        return False
-
     def repeated(self, position: int, label: str, earlier: int, check: str) -> None:
         """Report the line at `position`, a repeat of the one at `earlier`."""
         file, line = self.location(earlier)
@@ -1740,7 +1737,7 @@ class _PatientLines:
             label = _screened_label(parser, text, own_reference, decode_kept)
             if label is _NEEDS_PARSING:
                 self.parse_line(position, text)
-            elif label is not None:  # `first_seen`, inline
+            elif label is not None:  # its first line is kept, a repeat reported
                 earlier = seen.setdefault(label, position)
                 if earlier != position:
                     self.repeated(position, label, earlier, SCREENED)
@@ -1766,6 +1763,11 @@ class _PatientLines:
         parser = self.parser
         seen = self.seen
         referring = self.referring
+        # The days of the newest skipped lines so far (of all, and of the preview's types),
+        # kept here and written back with their lines only when a later day comes.
+        newest_day = self.newest[0]
+        newest_in_preview_day = self.newest_in_preview[0]
+        skipped = False
         for position, text in numbered:
             verdict = skippable(text, own_reference, parser)
             if verdict is None:
@@ -1776,18 +1778,22 @@ class _PatientLines:
             if earlier != position:
                 self.repeated(position, skipped_label, earlier, PARSED)
                 continue
-            self.skipped = True
-            if day > self.newest[0]:
+            skipped = True
+            if day > newest_day:
+                newest_day = day
                 self.newest = (day, position, text)
-            if day > self.newest_in_preview[0] and skipped_type in PREVIEW_TYPES:
+            if day > newest_in_preview_day and skipped_type in PREVIEW_TYPES:
+                newest_in_preview_day = day
                 self.newest_in_preview = (day, position, text)
             if position in referring:
                 self.kept_referring.append((position, text))
+        if skipped:
+            self.skipped = True
 
     def _parse(self, position: int, text: bytes) -> None:
         """Parse and check the line at `position` (the screen not asked)."""
         try:
-            resource = orjson.loads(text)
+            resource = _loads(text)
         except orjson.JSONDecodeError as error:
             self.problem(position, f"not valid JSON: {_json_error(text, error)}", None)
             return
@@ -1797,7 +1803,16 @@ class _PatientLines:
             return
         resource_id = resource.get("id")
         label = f"{resource_type}/{resource_id}" if type(resource_id) is str else None
-        if not _belongs_to(resource, resource_type, self.patient_id, self.own_reference):
+        # Whether the resource's patient is this one: fast for a plain `Patient/<id>` in the
+        # type's first patient field, else as `patient_reference` finds it.
+        holder = (
+            resource.get(_FIRST_PATIENT_FIELD.get(resource_type, _DEFAULT_FIRST_FIELD))
+            if resource_type != "Patient"
+            else None
+        )
+        if (type(holder) is not dict or holder.get("reference") != self.own_reference) and (
+            patient_reference(resource) != self.patient_id
+        ):
             fields = ", ".join(PATIENT_FIELDS.get(resource_type, DEFAULT_PATIENT_FIELDS))
             self.problem(
                 position,
@@ -1808,8 +1823,11 @@ class _PatientLines:
             return
         if label is None:
             self.unlabelled = True
-        elif not self.first_seen(position, label, PARSED):
-            return
+        else:  # its first line is kept, a repeat reported
+            earlier = self.seen.setdefault(label, position)
+            if earlier != position:
+                self.repeated(position, label, earlier, PARSED)
+                return
         if self.origin is None and resource_type == "Patient":
             file, line = self.location(position)
             self.origin = f"{file}:{line}"
@@ -1887,26 +1905,14 @@ def _json_error(text: bytes, error: orjson.JSONDecodeError) -> str:
     return error.msg  # not reached: white space after a JSON document leaves it valid
 
 
-def _first(item: tuple[int, Any]) -> int:
-    return item[0]
-
-
-def _belongs_to(
-    resource: dict[str, Any], resource_type: str, patient_id: str, own_reference: str
-) -> bool:
-    """Whether the resource's patient is `patient_id` (`own_reference`: `Patient/<id>`).
-
-    Fast for a plain `Patient/<id>` in the type's first patient field.
-    """
-    if resource_type != "Patient":
-        holder = resource.get(_FIRST_PATIENT_FIELD.get(resource_type, DEFAULT_PATIENT_FIELDS[0]))
-        if type(holder) is dict and holder.get("reference") == own_reference:
-            return True
-    return patient_reference(resource) == patient_id
+_first: Callable[[tuple[int, Any]], int] = operator.itemgetter(0)
+"""An item's position (a sort key)."""
 
 
 _FIRST_PATIENT_FIELD = {name: fields[0] for name, fields in PATIENT_FIELDS.items()}
 """The field that usually holds the patient reference, by resource type."""
+_DEFAULT_FIRST_FIELD = DEFAULT_PATIENT_FIELDS[0]
+_loads = orjson.loads
 
 
 @functools.lru_cache(maxsize=8)
