@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from engine.atomic_write import AtomicFiles
 from engine.cohort.line_screen import LineScreen
 from engine.cohort.ndjson_partitions import (
     PartitionedExport,
@@ -84,11 +85,14 @@ class CohortInput(Protocol):
         kept_types: frozenset[str],
         workers: int,
         on_started: Callable[[], None] | None = None,
+        marker_files: AtomicFiles | None = None,
     ) -> PartitionedInput:
         """The first pass: split the input into partitions (work files go to `work_folder`).
 
         Only resources of `kept_types` need to be kept (nothing reads the others); the pass
         may use `workers` processes, and calls `on_started` once they exist (no fork follows).
+        `marker_files`: the caller's set of files written as one, to which the file saying
+        the pass is complete (if any) is added, renamed into place with them.
         """
         ...
 
@@ -176,6 +180,7 @@ class NdjsonInput:
         kept_types: frozenset[str],
         workers: int,
         on_started: Callable[[], None] | None = None,
+        marker_files: AtomicFiles | None = None,
     ) -> NdjsonPartitions:
         return NdjsonPartitions(
             partition_ndjson(
@@ -186,6 +191,7 @@ class NdjsonInput:
                 kept_types,
                 workers,
                 on_started,
+                marker_files,
             )
         )
 
@@ -264,6 +270,7 @@ class BundleInput:
         kept_types: frozenset[str],
         workers: int,
         on_started: Callable[[], None] | None = None,
+        marker_files: AtomicFiles | None = None,
     ) -> BundlePartitions:
         if on_started is not None:
             on_started()

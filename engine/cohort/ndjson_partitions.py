@@ -58,7 +58,7 @@ import orjson
 import simdjson
 import stringzilla
 
-from engine.atomic_write import write_atomically
+from engine.atomic_write import AtomicFiles, write_atomically
 from engine.cohort.line_screen import (
     CheckedReference,
     LineScreen,
@@ -258,6 +258,7 @@ def partition_ndjson(
     kept_types: frozenset[str] | None = None,
     workers: int = 1,
     on_started: Callable[[], None] | None = None,
+    marker_files: AtomicFiles | None = None,
 ) -> PartitionedExport:
     """Pass 1: split every line of the export into `partition_count` partitions by patient.
 
@@ -275,7 +276,10 @@ def partition_ndjson(
     JSON). A file named for a resource type is read in blocks and its lines checked in place
     (`_RangeSplitter.split_blocks`), with what the line-by-line path gives. `on_started` is
     called once the pass's worker processes exist (before any range is split when it runs in
-    this process): a caller may start threads then, after every fork.
+    this process): a caller may start threads then, after every fork. `marker_files`: the
+    caller's set of files written as one (`engine.atomic_write.atomic_files`), to which the
+    marker is added: it is fsynced with them, at once, and renamed into place when their
+    block ends (else on its own, here).
     Raises InputError only when the folder holds no NDJSON.
     """
     if partition_count < 1:
@@ -297,7 +301,11 @@ def partition_ndjson(
     export = replace(export, file_states=states)
     if kept_types is not None:
         export = replace(export, kept_types=tuple(sorted(kept_types)))
-    write_atomically(work / _MARKER, orjson.dumps(export.to_json()))
+    marker = orjson.dumps(export.to_json())
+    if marker_files is None:
+        write_atomically(work / _MARKER, marker)
+    else:
+        marker_files.open(work / _MARKER).write(marker)
     return export
 
 

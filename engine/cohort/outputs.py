@@ -27,6 +27,7 @@ import html
 import mmap
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -84,52 +85,60 @@ class _CriterionTally:
         return self.values["not_met" if self.kind is CriterionKind.INCLUSION else "met"]
 
 
-def assemble_outputs(out: Path, criteria: CompiledCriteria, partition_count: int) -> CohortCounts:
-    """Write the cohort files into `out` from `out/partitions/`; returns the counts."""
+def assemble_outputs(
+    out: Path, criteria: CompiledCriteria, partition_count: int, files: AtomicFiles | None = None
+) -> CohortCounts:
+    """Write the cohort files into `out` from `out/partitions/`; returns the counts.
+
+    `files`: the caller's set of files written as one (`output_files()`), to which the
+    outputs are added (renamed into place when its block ends); else they are a set of their
+    own, renamed into place on return."""
+    if files is None:
+        with output_files() as own:
+            return assemble_outputs(out, criteria, partition_count, own)
     results_folder = out / "partitions"
     tallies = [_CriterionTally(c.id, c.kind) for c in criteria.criteria]
     counts = CohortCounts()
     duplicates: list[dict[str, Any]] = []
-    # Every output is renamed into place when the block ends, after one fsync of all of them
-    # at once (`atomic_files`): each file is whole or absent, as with an atomic write each.
-    with atomic_files(_BUFFER) as files:
-        subjects = files.open(out / "subjects.ndjson")
-        issues = files.open(out / "issues.ndjson")
-        table_file = files.open(out / "cohort.csv")
-        parquet_file = files.open(out / "cohort.parquet")
-        with _CohortParquet(parquet_file, [tally.id for tally in tallies]) as parquet:
-            table = csv.writer(_TextSink(table_file), lineterminator="\n")
-            table.writerow(["patient", "status", *(tally.id for tally in tallies)])
-            problems_at = [0] * partition_count
-            streams = [
-                _patient_results(result_path(results_folder, index), problems_at, index)
-                for index in range(partition_count)
-            ]
-            cells_seen = _CellsTally(tallies)
-            previous: str | None = None
-            merged = heapq.merge(*streams)
-            for patient_id, _index, _position, result, line, tab, second_tab in merged:
-                if patient_id == previous:
-                    duplicates.append(_duplicate_problem(patient_id))
-                    continue
-                previous = patient_id
-                subjects.write(line[tab + 1 : second_tab])
-                subjects.write(b"\n")
-                issues.write(line[second_tab + 1 :])
-                status = result["status"]
-                values, numbers = cells_seen.add(result["cells"])
-                table.writerow([patient_id, status, *values])
-                parquet.add(patient_id, status, numbers)
-                counts.patients += 1
-                counts.statuses[status] += 1
-                if result["settled_by"] is not None:
-                    counts.settled_by_prefilter += 1
-            cells_seen.flush()
-        study = orjson.dumps(research_study(criteria.trial), option=orjson.OPT_INDENT_2)
-        files.open(out / "study.json").write(study)
-        _write_errors(files, out, results_folder, problems_at, duplicates, counts)
-        _write_attrition(files, out, criteria, tallies, counts)
-        _write_availability(files, out, tallies, counts.patients)
+    # Every output is renamed into place when the set's block ends, after one fsync of all of
+    # them at once (`atomic_files`): each file is whole or absent, as with an atomic write each.
+    subjects = files.open(out / "subjects.ndjson")
+    issues = files.open(out / "issues.ndjson")
+    table_file = files.open(out / "cohort.csv")
+    parquet_file = files.open(out / "cohort.parquet")
+    with _CohortParquet(parquet_file, [tally.id for tally in tallies]) as parquet:
+        table = csv.writer(_TextSink(table_file), lineterminator="\n")
+        table.writerow(["patient", "status", *(tally.id for tally in tallies)])
+        problems_at = [0] * partition_count
+        streams = [
+            _patient_results(result_path(results_folder, index), problems_at, index)
+            for index in range(partition_count)
+        ]
+        cells_seen = _CellsTally(tallies)
+        previous: str | None = None
+        merged = heapq.merge(*streams)
+        for patient_id, _index, _position, result, line, tab, second_tab in merged:
+            if patient_id == previous:
+                duplicates.append(_duplicate_problem(patient_id))
+                continue
+            previous = patient_id
+            subjects.write(line[tab + 1 : second_tab])
+            subjects.write(b"\n")
+            issues.write(line[second_tab + 1 :])
+            status = result["status"]
+            values, numbers = cells_seen.add(result["cells"])
+            table.writerow([patient_id, status, *values])
+            parquet.add(patient_id, status, numbers)
+            counts.patients += 1
+            counts.statuses[status] += 1
+            if result["settled_by"] is not None:
+                counts.settled_by_prefilter += 1
+        cells_seen.flush()
+    study = orjson.dumps(research_study(criteria.trial), option=orjson.OPT_INDENT_2)
+    files.open(out / "study.json").write(study)
+    _write_errors(files, out, results_folder, problems_at, duplicates, counts)
+    _write_attrition(files, out, criteria, tallies, counts)
+    _write_availability(files, out, tallies, counts.patients)
     return counts
 
 
@@ -483,6 +492,14 @@ def _write_availability(
 
 
 _BUFFER = 1 << 20
+
+
+def output_files() -> AbstractContextManager[AtomicFiles]:
+    """A set of files written as one (`atomic_files`), with the outputs' write buffers: for
+    `assemble_outputs` and what its caller writes with them (one wait for the disk)."""
+    return atomic_files(_BUFFER)
+
+
 """Write buffer of each cohort output file."""
 
 

@@ -48,7 +48,7 @@ from engine.cohort.engines import (
 )
 from engine.cohort.inputs import CohortInput, NdjsonInput, PartitionedInput
 from engine.cohort.outcome_store import outcomes_path, previous_result_path, store_key
-from engine.cohort.outputs import SOURCE_PROBLEMS, CohortCounts, assemble_outputs
+from engine.cohort.outputs import SOURCE_PROBLEMS, CohortCounts, assemble_outputs, output_files
 from engine.cohort.partition import (
     CriteriaFiles,
     PartitionOutcome,
@@ -176,6 +176,7 @@ class CohortSummary:
     partitions_reused: int
     bytes_read: int
     seconds: float
+    """From the start of the run to its outputs and summary written (before their fsync)."""
     peak_memory: int
     worker_peak_memory: int | None
     partitions_from_store: int = 0
@@ -348,7 +349,26 @@ def run_cohort(
         )
         if engine_start is not None:
             engine_start.stop()  # the workers end while the outputs are assembled
-        counts = assemble_outputs(out, criteria, count)  # (the local engine's workers too)
+        # The outputs and then the summary, fsynced at once (one wait for the disk) and
+        # renamed into place in that order (the local engine's workers end meanwhile too).
+        with output_files() as files:
+            counts = assemble_outputs(out, criteria, count, files)
+            summary = _summary(
+                out,
+                criteria,
+                counts,
+                count,
+                reused,
+                source_record,
+                started,
+                worker_peak,
+                full,
+                from_store,
+                evaluated,
+            )
+            files.open(out / "summary.json").write(
+                orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2)
+            )
     finally:
         try:
             if engine_start is not None:
@@ -356,22 +376,6 @@ def run_cohort(
         finally:
             wait_for_ended_workers()
     shutil.rmtree(work, ignore_errors=True)
-    summary = _summary(
-        out,
-        criteria,
-        counts,
-        count,
-        reused,
-        source_record,
-        started,
-        worker_peak,
-        full,
-        from_store,
-        evaluated,
-    )
-    write_atomically(
-        out / "summary.json", orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2)
-    )
     return summary
 
 
@@ -499,7 +503,8 @@ def _first_pass(
     on_started: Callable[[], None] | None = None,
 ) -> PartitionedInput:
     """Split the input; its problems go to `source-problems.ndjson`, its sizes to source.json
-    (both fsynced at once, then renamed in that order: source.json vouches for the other)."""
+    (both fsynced at once, then renamed in that order: source.json vouches for the other),
+    with pass 1's marker (one wait for the disk instead of two)."""
     shutil.rmtree(work, ignore_errors=True)
     problems = 0
     with atomic_files() as files:
@@ -510,7 +515,7 @@ def _first_pass(
             problems += 1
             handle.write(orjson.dumps({"problem": problem.to_json()}) + b"\n")
 
-        partitions = source.prepare(work, count, record, types, workers, on_started)
+        partitions = source.prepare(work, count, record, types, workers, on_started, files)
         record_data = {"bytes_read": partitions.bytes_read, "problems": problems}
         files.open(results_folder / _SOURCE_RECORD).write(orjson.dumps(record_data))
     return partitions

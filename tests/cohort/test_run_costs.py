@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from cohort_examples import AS_OF, CRITERIA
 
 from engine.cohort.inputs import BULK_EXPORT_FILES
@@ -113,3 +114,39 @@ def test_the_cohort_command_over_an_ndjson_folder_does_not_import_the_bulk_clien
         "print('engine.sources.bulk_export' in sys.modules)\n"
     )
     assert _in_a_fresh_interpreter(code).splitlines()[-1] == "False"  # after its summary
+
+
+def test_a_run_waits_for_the_disk_once_between_the_passes_and_once_at_the_end(
+    ndjson_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each fsync waits for the disk while both cores idle (this process alone runs then):
+    pass 1's marker is fsynced with its problems and sizes, and the summary with the
+    outputs, each set at once, as one `atomic_files` set (in that order: the marker, its
+    sizes file, the summary renamed after what they vouch for)."""
+    import datetime
+
+    from engine import atomic_write
+    from engine.cohort import NdjsonInput, run_cohort
+
+    sets: list[list[str]] = []
+    alone: list[str] = []
+    commit = atomic_write.AtomicFiles._commit
+    one = atomic_write.write_atomically
+
+    def committed(files: atomic_write.AtomicFiles) -> None:
+        sets.append([target.name for target, _temporary, _handle in files._files])
+        commit(files)
+
+    def written(path: str | Path, data: bytes, durable: bool = True) -> None:
+        if durable:
+            alone.append(Path(path).name)
+        one(path, data, durable)
+
+    monkeypatch.setattr(atomic_write.AtomicFiles, "_commit", committed)
+    for module in ("engine.cohort.runner", "engine.cohort.ndjson_partitions"):
+        monkeypatch.setattr(f"{module}.write_atomically", written)
+    as_of = datetime.date.fromisoformat(AS_OF.isoformat())
+    run_cohort(CRITERIA, NdjsonInput(ndjson_folder), tmp_path / "out", as_of, workers=1)
+    assert sets[0] == ["source-problems.ndjson", "partitioned.json", "source.json"]
+    assert sets[-1][-1] == "summary.json" and "subjects.ndjson" in sets[-1]
+    assert "partitioned.json" not in alone and "summary.json" not in alone
