@@ -295,19 +295,21 @@ def _evaluator_of(job: DaskJob) -> PartitionEvaluator:
     return _evaluator[1]
 
 
-def evaluate_on_dask_worker(job: DaskJob, payload: PartitionPayload) -> PartitionResult:
+def evaluate_on_dask_worker(job: DaskJob, payload: PartitionPayload) -> tuple[PartitionResult, int]:
     """Dask task: evaluate one partition; the criteria are compiled once per worker, and its
-    evaluator is made once per job."""
-    return _evaluator_of(job).evaluate(payload)
+    evaluator is made once per job. With the result, this worker's peak memory after it
+    (as a local worker reports it: the run's `worker_peak_memory`)."""
+    return _evaluator_of(job).evaluate(payload), peak_memory()
 
 
 def evaluate_and_write_on_dask_worker(
     job: DaskJob, payload: PartitionPayload, results_folder: str
-) -> PartitionOutcome:
-    """Dask task (shared filesystem): evaluate one partition and write its result file."""
-    result = evaluate_on_dask_worker(job, payload)
+) -> tuple[PartitionOutcome, int]:
+    """Dask task (shared filesystem): evaluate one partition and write its result file; its
+    outcome and this worker's peak memory after it."""
+    result = _evaluator_of(job).evaluate(payload)
     write_result(results_folder, result)
-    return result.outcome
+    return result.outcome, peak_memory()
 
 
 _CLOSE_RACES = frozenset(
@@ -328,15 +330,13 @@ class _CloseRaceFilter(logging.Filter):
         return record.getMessage() not in _CLOSE_RACES
 
 
-def _end_of_run_on_worker(closing_cluster: bool) -> int:
-    """`client.run` at the end of a run: this worker's peak memory; with `closing_cluster`
-    (the run's own LocalCluster, closed next) its heartbeat's close races are dropped from
-    its log from now on. Real errors before, and any other record, are logged as ever."""
-    if closing_cluster:
-        logger = logging.getLogger("distributed.worker")
-        if not any(isinstance(each, _CloseRaceFilter) for each in logger.filters):
-            logger.addFilter(_CloseRaceFilter())
-    return peak_memory()
+def _end_of_run_on_worker() -> None:
+    """`client.run` at the end of a run on the run's own cluster (closed next): the heartbeat's
+    close races are dropped from this worker's log from now on. Real errors before, and any
+    other record, are logged as ever."""
+    logger = logging.getLogger("distributed.worker")
+    if not any(isinstance(each, _CloseRaceFilter) for each in logger.filters):
+        logger.addFilter(_CloseRaceFilter())
 
 
 def _import_distributed() -> Any:
@@ -572,15 +572,15 @@ class _HostClosing(Exception):
 async def _evaluate_on_cluster(
     client: Any,
     run: DaskRun,
-    owns_cluster: bool,
     on_started: Callable[[], None],
     on_done: Callable[[PartitionOutcome], None],
     closing: Callable[[], bool] = lambda: False,
 ) -> int | None:
     """Evaluate `run`'s partitions on the cluster of `client`, one task each (see `run_dask`);
-    the largest peak memory of a worker. `closing`: checked after each partition, whether to
-    stop (`_HostClosing`). Runs in the client's event loop (the cluster's host runs its loop
-    in its one thread; a client of this process runs it through `client.sync`)."""
+    the largest peak memory of a worker (after a task). `closing`: checked after each
+    partition, whether to stop (`_HostClosing`). Runs in the client's event loop (the
+    cluster's host runs its loop in its one thread; a client of this process runs it
+    through `client.sync`)."""
     distributed = _import_distributed()
     job = run.job
     shared_job = await client.scatter(job, broadcast=True, hash=False)
@@ -623,6 +623,7 @@ async def _evaluate_on_cluster(
                 )
             )
 
+    peak: int | None = None
     try:
         if not run.shared_filesystem:
             for _slot in range(2 * max(1, len(await client.nthreads()))):
@@ -632,10 +633,12 @@ async def _evaluate_on_cluster(
             if isinstance(done, BaseException):  # cancelled: yielded, not raised
                 raise done
             future.release()
-            if isinstance(done, PartitionResult):
-                write_result(run.results_folder, done)
-                done = done.outcome
-            on_done(done)
+            evaluated, worker_peak = done
+            peak = max(peak or 0, worker_peak)
+            if isinstance(evaluated, PartitionResult):
+                write_result(run.results_folder, evaluated)
+                evaluated = evaluated.outcome
+            on_done(evaluated)
             if closing():
                 raise _HostClosing
             await submit_next()
@@ -647,9 +650,7 @@ async def _evaluate_on_cluster(
         # a worker died with the run's data (FutureCancelledError), a task killed
         # worker after worker (KilledWorker), the scheduler gone (CommClosedError)
         raise _lost_worker("Dask", error) from error
-    # every result is written: closing the cluster, when it is the run's own, is clean
-    peaks: dict[str, int] = await client.run(_end_of_run_on_worker, owns_cluster)
-    return max(peaks.values(), default=None)
+    return peak
 
 
 async def _start_scheduler_for(forked: _ForkedWorkers, running: contextlib.AsyncExitStack) -> Any:
@@ -767,13 +768,7 @@ async def _serve_the_command(
             if kind == "close":
                 return
             try:
-                if kind == "warm_up":
-                    if failed is None:
-                        try:
-                            await client.run(compile_on_dask_worker, *arguments)
-                        except BaseException as error:
-                            failed = error
-                elif failed is not None:
+                if failed is not None:
                     reply(("error", _picklable(failed)))
                 elif kind == "run":
                     function, function_arguments = arguments
@@ -789,7 +784,6 @@ async def _serve_the_command(
                         peak = await _evaluate_on_cluster(
                             client,
                             run,
-                            True,
                             lambda: reply(("started",)),
                             lambda outcome: reply(("done", outcome)),
                             requests.poll,
@@ -800,6 +794,12 @@ async def _serve_the_command(
                         reply(("error", _picklable(error)))
                     else:
                         reply(("ok", peak))
+                        # every result is written: closing the cluster is clean (after the
+                        # reply: the command assembles the outputs meanwhile)
+                        try:
+                            await client.run(_end_of_run_on_worker)
+                        except BaseException as error:
+                            failed = error
             except _HostClosing:
                 return
 
@@ -876,9 +876,10 @@ class DaskStart:
     distributed; the run's requests and each partition's outcome go through a pipe.
     Elsewhere (or with `scheduler`) a thread of this process, begun once pass 1's processes
     exist, starts a LocalCluster whose workers fork from a warm forkserver (or connects to
-    the scheduler). `warm_up` has the workers load the criteria as soon as they are up,
+    the scheduler). `warm_up` has those workers load the criteria as soon as they are up,
     and, with `prepare_units` (a `--full` run), build the unit registry when no unit
-    conversion is cached. `evaluate` and `run_on_workers` wait for all that and raise what
+    conversion is cached (the hosted cluster's workers build it as they fork, and the run's
+    job brings them the criteria). `evaluate` and `run_on_workers` wait for all that and raise what
     failed; `close` shuts the cluster down.
     """
 
@@ -906,15 +907,16 @@ class DaskStart:
     def warm_up(self, criteria: CriteriaFiles | None) -> None:
         """Load `criteria` (and build the unit registry, with `prepare_units`) on every worker
         once they are up (None: nothing to load); the unit conversions this process knows
-        now go along."""
-        conversions = tuple(units.known_conversions().items())
+        now go along. A hosted cluster's workers are sent nothing (the run's job carries it
+        all); either way these are the criteria the run ships (`criteria_files`)."""
         self._warmed_with = criteria
         if self._host is not None:
-            if criteria is not None:
-                self._host.send(("warm_up", criteria, self._prepare_units, conversions))
+            # Nothing to send: a forked worker has built the unit registry as it forked, if
+            # the run needs one, and the run's job carries the criteria and the conversions
+            # (a warm-up came after pass 1 anyway, on the critical path: one more round trip)
             return
         self._criteria = criteria
-        self._conversions = conversions
+        self._conversions = tuple(units.known_conversions().items())
         self._criteria_known.set()
 
     def criteria_files(self, criteria: CompiledCriteria) -> CriteriaFiles:
@@ -996,8 +998,10 @@ class DaskStart:
             owns_cluster = self._cluster is not None
             client = self._connected()
             evaluated: int | None = client.sync(
-                _evaluate_on_cluster, client, run, owns_cluster, on_started, on_done
+                _evaluate_on_cluster, client, run, on_started, on_done
             )
+            if owns_cluster:  # every result is written: closing the cluster is clean
+                client.run(_end_of_run_on_worker)
             return evaluated
         self._host.send(("evaluate", run))
         while True:
