@@ -22,10 +22,14 @@ report shows:
 - it has an `id` (a string: its `Type/id` takes part in dropping duplicates), a `subject`
   (whose `reference` is the patient the line was routed to, so the record's "no subject"
   problem cannot arise) and its coded field, and no `contained` (whose resources the
-  record would index too) and, for a medication type, no `medicationReference` (the
-  record classifies a medicationCodeableConcept before it, but the run's store resolves
-  every medicationReference for re-runs). A key given twice is read as orjson reads it:
-  msgspec, like orjson, keeps the last value (and unescapes keys as orjson does);
+  record would index too). A medication line without a medicationCodeableConcept is coded
+  by the Medication its `medicationReference` resolves to: it is skipped only through a
+  shared Medication whose `code` the rule below finds inert (`LineScreen._shared_medication`:
+  a plain `Medication/<id>` of the export's shared resources, written in the line as the
+  search for shared references finds it, so that the record holds that Medication skipped
+  or not; a patient holding a resource of that `Type/id` of their own is read again without
+  the screen). A key given twice is read as orjson reads it: msgspec, like orjson, keeps
+  the last value (and unescapes keys as orjson does);
 - its coded field, and the `code` of each of an Observation's `component`s when it has any
   (a non-empty list of objects: the record classifies them as it does the code), is
   a CodeableConcept whose codings are all objects with a string `system` the mappings know
@@ -51,8 +55,9 @@ from __future__ import annotations
 
 import functools
 import operator
+import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -68,13 +73,17 @@ from engine.sources.ndjson import DEFAULT_PATIENT_FIELDS, PATIENT_FIELDS, SHARED
 SCREENABLE_TYPES = CODE_ONLY_TYPES | {"Observation"} | set(MEDICATION_TYPES)
 """Types whose only coded fields are `code` (and, for Observation, components' codes), or,
 for the medication types, `medicationCodeableConcept` (or the Medication that
-`medicationReference` points to: such a line is parsed)."""
+`medicationReference` points to: screened through a shared Medication's code)."""
 
 Skipped = tuple[str, str, str]
 """What the screen says of a line it leaves unparsed: its resourceType, `Type/id`, and
 `data_day` of it."""
 
 _CACHE_LIMIT = 100_000
+
+_SHARED_MEDICATION = re.compile(r"Medication/[A-Za-z0-9\-.]{1,64}")
+"""A reference to a shared Medication as the search of a patient's lines for references to
+shared resources finds it (`ndjson_partitions._shared_reference_pattern`): its `Type/id`."""
 """`code` verdicts kept per screen before they are forgotten."""
 
 _parsers = threading.local()
@@ -131,9 +140,9 @@ class _ScreenedLine(msgspec.Struct, tag_field="resourceType", kw_only=True, gc=F
 
     The checks msgspec can make are made in its decoding, which fails (the line is parsed)
     when a line lacks `id` (a string), `subject` (an object with a string `reference`) or
-    its coded field, or has `contained` (or, for a medication type, `medicationReference`:
-    any value, `null` too, as `Unset` fields), or gives a field another JSON type than these
-    (an Observation's `component`: a list of objects)."""
+    its coded field (a medication type's may be absent: then its `medicationReference`
+    decides), or has `contained` (any value, `null` too, as an `Unset` field), or gives a
+    field another JSON type than these (an Observation's `component`: a list of objects)."""
 
     id: str
     subject: _Subject
@@ -147,20 +156,26 @@ _DatingValue = str | _Period | None
 def _line_struct(resource_type: str) -> Any:
     """The Struct of a type's lines: `_ScreenedLine`, its coded field as `code` (for a
     medication type, `medicationCodeableConcept`), Observation's `component`, a medication
-    type's `medicationReference`, and its dating fields (a field inside a container, such as
+    type's `medicationReference` (a Raw, read only when its coded field is absent), and its
+    dating fields (a field inside a container, such as
     `dispenseRequest.validityPeriod`, through a Struct of that container). A field a type
     lacks reads as absent (a class attribute: `component` UNSET, `medicationReference` an
     empty Raw)."""
     medication = RESOURCE_TYPES[resource_type].medication
     coded_field = "medicationCodeableConcept" if medication else "code"
-    fields: list[tuple[str, Any, Any]] = [("code", msgspec.Raw, msgspec.field(name=coded_field))]
+    # A medication line may lack its medicationCodeableConcept (an empty Raw): then its
+    # `medicationReference` decides (`LineScreen._shared_medication`).
+    code_default = msgspec.Raw() if medication else msgspec.NODEFAULT
+    fields: list[tuple[str, Any, Any]] = [
+        ("code", msgspec.Raw, msgspec.field(default=code_default, name=coded_field))
+    ]
     namespace: dict[str, Any] = {}
     if resource_type == "Observation":
         fields.append(("component", list[_Component] | msgspec.UnsetType, msgspec.UNSET))
     else:
         namespace["component"] = msgspec.UNSET
     if medication:
-        fields.append(("medicationReference", msgspec.UnsetType, msgspec.UNSET))
+        fields.append(("medicationReference", msgspec.Raw, msgspec.Raw()))
     containers: dict[str, list[str]] = {}
     for dating_field in _dating_fields(resource_type):
         if dating_field.container is None:
@@ -228,6 +243,8 @@ class LineScreen:
     is not an object with a string `reference` (`decode_checked_line` then decides)."""
     _code_verdicts: dict[bytes, bool] = field(default_factory=dict)
     """By the text of a `code`: whether it is inert (see `_inert_code`)."""
+    _medication_verdicts: dict[bytes, bool] = field(default_factory=dict)
+    """By the text of a shared Medication: whether it is one with an inert `code`."""
 
     @classmethod
     def from_criteria(cls, criteria: CompiledCriteria) -> LineScreen:
@@ -254,19 +271,34 @@ class LineScreen:
         )
 
     def skippable(
-        self, text: bytes, own_reference: str, parser: simdjson.Parser | None = None
+        self,
+        text: bytes,
+        own_reference: str,
+        parser: simdjson.Parser | None = None,
+        shared: Mapping[str, bytes] | None = None,
+        relied: list[str] | None = None,
     ) -> Skipped | None:
         """`(resourceType, Type/id, data day)` when the line need not be parsed, else None.
 
         `own_reference`: `Patient/<id>` of the patient the line was routed to. `parser`:
-        this thread's `json_checker()`, when the caller has it at hand.
+        this thread's `json_checker()`, when the caller has it at hand. `shared` and
+        `relied`: the export's shared resources by `Type/id`, and the list to which the
+        `Medication/<id>` a skipped medication line refers to is added (a line without a
+        medicationCodeableConcept is skipped through its shared Medication's code, which
+        holds only while the patient has no resource of their own with that `Type/id`:
+        the caller checks; without them, such a line is parsed).
         """
         if not text.startswith(self.heads):
             return None
-        return self.skippable_started(text, own_reference, parser or json_checker())
+        return self.skippable_started(text, own_reference, parser or json_checker(), shared, relied)
 
     def skippable_started(
-        self, text: bytes, own_reference: str, parser: simdjson.Parser
+        self,
+        text: bytes,
+        own_reference: str,
+        parser: simdjson.Parser,
+        shared: Mapping[str, bytes] | None = None,
+        relied: list[str] | None = None,
     ) -> Skipped | None:
         """`skippable` of a line known to start as a type it may skip does (one of
         `run_heads`: a run of such lines from pass 1), without looking at its start again.
@@ -282,7 +314,11 @@ class LineScreen:
         code_text = bytes(line.code)
         inert = verdicts.get(code_text)
         if inert is None:
-            inert = self._new_code_verdict(code_text)
+            inert = (
+                self._new_code_verdict(code_text)
+                if code_text  # else a medication line without a medicationCodeableConcept
+                else self._shared_medication(line.medicationReference, text, shared, relied)
+            )
         if not inert:
             return None
         components = line.component
@@ -322,6 +358,49 @@ class LineScreen:
         except orjson.JSONDecodeError:  # msgspec does not check what it keeps Raw: parse it
             code = None
         inert = self._code_verdicts[code_text] = self._inert_code(code)
+        return inert
+
+    def _shared_medication(
+        self,
+        reference: msgspec.Raw,
+        text: bytes,
+        shared: Mapping[str, bytes] | None,
+        relied: list[str] | None,
+    ) -> bool:
+        """Whether a medication line without a medicationCodeableConcept refers, in its
+        `medicationReference`, to a shared Medication whose `code` is inert (then its
+        `Medication/<id>` is added to `relied`). The record classifies such a line by the
+        resource its reference resolves to: the shared Medication `finish` adds to the
+        patient's resources when the literal `"reference":"Medication/<id>"` is in a line of
+        theirs (this one: the search of the patient's lines finds it, skipped or not) and
+        no resource of theirs has that `Type/id` (the caller checks `relied`)."""
+        if shared is None or relied is None or not reference:
+            return False
+        try:
+            holder = orjson.loads(bytes(reference))  # what orjson reads of the whole line
+        except orjson.JSONDecodeError:
+            return False
+        target = holder.get("reference") if type(holder) is dict else None
+        if type(target) is not str or _SHARED_MEDICATION.fullmatch(target) is None:
+            return False
+        medication = shared.get(target)
+        if medication is None or b'"reference":"%s"' % target.encode() not in text:
+            return False
+        inert = self._medication_verdicts.get(medication)
+        if inert is None:
+            if len(self._medication_verdicts) >= _CACHE_LIMIT:
+                self._medication_verdicts.clear()
+            try:
+                resource = orjson.loads(medication)
+            except orjson.JSONDecodeError:
+                resource = None
+            inert = self._medication_verdicts[medication] = (
+                type(resource) is dict
+                and resource.get("resourceType") == "Medication"
+                and self._inert_code(resource.get("code"))
+            )
+        if inert:
+            relied.append(target)
         return inert
 
     def _inert_code(self, code: Any) -> bool:

@@ -1635,6 +1635,8 @@ class _PatientLines:
         self.seen: dict[str, int] = {}
         self.skipped = False
         self.unlabelled = False
+        # The shared Medications skipped lines were classified by (`LineScreen.skippable`).
+        self.relied: list[str] = []
         # The first skipped line of the latest data day, of all and of the preview's types.
         self.newest: tuple[str, int, bytes] = ("", 0, b"")
         self.newest_in_preview: tuple[str, int, bytes] = ("", 0, b"")
@@ -1643,8 +1645,12 @@ class _PatientLines:
 
     def _read_again_unscreened(self) -> bool:
         """Whether the lines must be read again without the screen (a resource without an id
-        was kept while lines were left unparsed); if so, forget what was read."""
-        if not (self.unlabelled and self.skipped):
+        was kept while lines were left unparsed, or a line was skipped for the code of a
+        shared Medication that a resource of the patient's own, with the same `Type/id`,
+        stands for in their record); if so, forget what was read."""
+        if not (self.unlabelled and self.skipped) and (
+            not self.relied or self.seen.keys().isdisjoint(self.relied)
+        ):
             return False
         self.screen = None
         self._start()
@@ -1776,8 +1782,10 @@ class _PatientLines:
         newest_day = self.newest[0]
         newest_in_preview_day = self.newest_in_preview[0]
         skipped = False
+        shared = self.partition.shared
+        relied = self.relied
         for position, text in numbered:
-            verdict = skippable(text, own_reference, parser)
+            verdict = skippable(text, own_reference, parser, shared, relied)
             if verdict is None:
                 parse(position, text)
                 continue

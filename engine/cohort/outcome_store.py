@@ -360,11 +360,27 @@ class StoreBuilder:
             }
         )
         resolved: dict[str, Any] = {}
+        covered = self.covered
+        # the references of the stored resources only (those of the concepts covered, or of
+        # a type kept whole): a re-run resolves no other, and a line the screen left unparsed
+        # (of no concept covered) is in the record of a run that parsed it
+        stored: set[int] | None = None
         for resource_type in _MEDICATION_TYPES:
+            whole = resource_type in self.plain_types
             for resource in record.resources_of_type(resource_type):
                 reference = resource.get("medicationReference")
                 if reference is None:  # most: a medicationCodeableConcept
                     continue
+                if not whole:
+                    if stored is None:
+                        stored = {
+                            id(each)
+                            for concept, found in record.concept_index().items()
+                            if concept in covered
+                            for each in found
+                        }
+                    if id(resource) not in stored:
+                        continue
                 target = reference.get("reference") if isinstance(reference, dict) else None
                 if isinstance(target, str) and target and not target.startswith("#"):
                     resolved[target] = record.resolve(target, resource)
@@ -383,7 +399,6 @@ class StoreBuilder:
         # concepts with the same codes (creatinine, and its sex-specific limits) index the
         # same resources: their text is made once
         made: dict[tuple[int, ...], bytes] = {}
-        covered = self.covered
         for concept, resources in record.concept_index().items():
             if concept not in covered:
                 continue

@@ -41,6 +41,7 @@ SNOMED = "http://snomed.info/sct"
 CONDITION_STATUS = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 SHARED_MEDICATION = "Medication/m-shared"
+INERT_MEDICATION = "Medication/m-inert"
 
 
 def _screened_lines(folder: Path, criteria: CompiledCriteria, resource_type: str) -> int:
@@ -312,7 +313,8 @@ def _medication(draw: st.DrawFn, number: int) -> dict[str, Any]:
     if medication in ("concept", "both"):
         resource["medicationCodeableConcept"] = draw(_medication_concept)
     if medication in ("shared", "both"):
-        resource["medicationReference"] = {"reference": SHARED_MEDICATION}
+        target = draw(st.sampled_from((SHARED_MEDICATION, INERT_MEDICATION, "Medication/m-gone")))
+        resource["medicationReference"] = {"reference": target}
     if medication == "contained":
         resource["contained"] = [
             {
@@ -426,6 +428,8 @@ def _patient_lines(draw: st.DrawFn) -> list[bytes]:
     resources += [draw(_condition(number)) for number in range(draw(st.integers(0, 3)))]
     resources += [draw(_procedure(number)) for number in range(draw(st.integers(0, 4)))]
     resources += [draw(_medication(number)) for number in range(draw(st.integers(0, 4)))]
+    if draw(st.integers(0, 5)) == 0:
+        resources.append(_OWN_MEDICATION)
     resources = draw(st.permutations(resources))
     patient = {"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1970-01-01"}
     texts = [orjson.dumps(patient)] + [orjson.dumps(resource) for resource in resources]
@@ -441,6 +445,21 @@ _SHARED_MEDICATION_TEXT = orjson.dumps(
         "code": {"coding": [{"system": RXNORM, "code": "309362"}]},  # clopidogrel: a concept
     }
 )
+_INERT_MEDICATION_TEXT = orjson.dumps(
+    {
+        "resourceType": "Medication",
+        "id": "m-inert",
+        "code": {"coding": [{"system": RXNORM, "code": "308136"}]},  # amlodipine: none
+    }
+)
+_OWN_MEDICATION = {
+    "resourceType": "Medication",
+    "id": "m-inert",
+    "code": {"coding": [{"system": RXNORM, "code": "314076"}]},  # lisinopril: DAPA-CKD's
+    "subject": {"reference": "Patient/p1"},
+}
+"""A Medication of the patient's own with the `Type/id` of a shared one: their record
+resolves the reference to it, not to the shared one."""
 
 
 Runs = list[tuple[int, bytes | None]]
@@ -466,7 +485,10 @@ def _results(
         chunks.append(b"".join(line + b"\n" for line in lines[first : first + count]))
         runs.append((b"p1", 0, first + 1, count))
         first += count
-    shared = {SHARED_MEDICATION: _SHARED_MEDICATION_TEXT}
+    shared = {
+        SHARED_MEDICATION: _SHARED_MEDICATION_TEXT,
+        INERT_MEDICATION: _INERT_MEDICATION_TEXT,
+    }
     heads = tuple(head for _count, head in cut)
     files = ("Observation.ndjson",)
     partition = PartitionLines(0, tuple(chunks), tuple(runs), files, ((0, 1),), shared, heads=heads)
@@ -481,6 +503,42 @@ def _results(
 @pytest.fixture(scope="module")
 def both_trials(trial: CompiledCriteria) -> tuple[CompiledCriteria, CompiledCriteria]:
     return trial, load_trial(CKD_CRITERIA)
+
+
+def test_a_medication_of_the_patient_s_own_stands_for_the_shared_one(
+    both_trials: tuple[CompiledCriteria, CompiledCriteria],
+) -> None:
+    """A patient's line referring to a shared Medication whose code is inert is skipped,
+    unless the patient has a Medication of their own with its `Type/id` (their record
+    resolves the reference to that one, here lisinopril, which DAPA-CKD reads): then the
+    lines are read again without the screen, and the results are those of a run parsing
+    every line (without the check, the DAPA-CKD run would miss the lisinopril)."""
+    patient = {"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1970-01-01"}
+    request = {
+        "resourceType": "MedicationRequest",
+        "id": "r1",
+        "status": "active",
+        "intent": "order",
+        "medicationReference": {"reference": INERT_MEDICATION},
+        "subject": {"reference": "Patient/p1"},
+        "authoredOn": "2026-09-01T10:00:00Z",
+    }
+    later = {  # a heart rate, inert: the skipped line of the latest day, parsed after all
+        "resourceType": "Observation",
+        "id": "o1",
+        "status": "final",
+        "code": {"coding": [{"system": LOINC, "code": "8867-4"}]},
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": "2026-10-01T10:00:00Z",
+    }
+    for own_first in (True, False):
+        resources = [_OWN_MEDICATION, request] if own_first else [request, _OWN_MEDICATION]
+        resources.append(later)
+        lines = [orjson.dumps(patient), *map(orjson.dumps, resources)]
+        for criteria in both_trials:
+            for full in (False, True):
+                screened = _results(criteria, lines, screen=True, full=full)
+                assert screened == _results(criteria, lines, screen=False, full=full)
 
 
 @given(lines=_patient_lines())
@@ -593,7 +651,7 @@ def _skippable_by_orjson(screen: LineScreen, resource: Any) -> tuple[str, str, s
         return None
     resource_type = resource["resourceType"]
     medication = RESOURCE_TYPES[resource_type].medication
-    if "contained" in resource or (medication and "medicationReference" in resource):
+    if "contained" in resource:  # (a medicationReference decides only with shared resources)
         return None
     known = RESOURCE_TYPES[resource_type]
     for dating_field in (*known.start_fields, *known.end_fields):
@@ -754,9 +812,65 @@ def test_the_screen_skips_medications_of_inert_codes_only(trial: CompiledCriteri
     ckd_screen = LineScreen.from_criteria(load_trial(CKD_CRITERIA))
     assert ckd_screen.skippable(line("314076"), subject) is None
     assert ckd_screen.skippable(line("309362"), subject) is not None
+    # with a medicationCodeableConcept, the record classifies it by that alone
     shared = {"reference": SHARED_MEDICATION}
-    assert screen.skippable(line(medicationReference=shared), subject) is None
+    assert screen.skippable(line(medicationReference=shared), subject) is not None
+    assert screen.skippable(line("309362", medicationReference=shared), subject) is None
     contained = [{"resourceType": "Medication", "id": "x"}]
     assert screen.skippable(line(contained=contained), subject) is None
     assert screen.skippable(line(dispenseRequest=None), subject) is None  # null: parsed
     assert screen.skippable(line(medicationCodeableConcept={"text": "a drug"}), subject) is None
+
+
+def test_a_medication_line_referring_to_a_shared_medication_is_screened_by_its_code(
+    trial: CompiledCriteria,
+) -> None:
+    """A medication line without a medicationCodeableConcept is skipped only when its
+    `medicationReference` is a plain `Medication/<id>` (written as the search for shared
+    references finds it) of a shared Medication whose code is inert; its reference is then
+    noted (`relied`), so that a patient with a resource of their own of that `Type/id` is
+    read again without the screen."""
+    screen = LineScreen.from_criteria(trial)
+    ckd_screen = LineScreen.from_criteria(load_trial(CKD_CRITERIA))
+    subject = "Patient/p1"
+    shared = {SHARED_MEDICATION: _SHARED_MEDICATION_TEXT, INERT_MEDICATION: _INERT_MEDICATION_TEXT}
+
+    def line(reference: Any = INERT_MEDICATION) -> bytes:
+        resource = {
+            "resourceType": "MedicationRequest",
+            "id": "m1",
+            "status": "active",
+            "medicationReference": {"reference": reference, "display": "a drug"},
+            "subject": {"reference": "Patient/p1"},
+            "authoredOn": "2024-05-01T10:00:00Z",
+        }
+        return orjson.dumps(resource)
+
+    relied: list[str] = []
+    skipped = ("MedicationRequest", "MedicationRequest/m1", "2024-05-01")
+    assert screen.skippable(line(), subject, json_checker(), shared, relied) == skipped
+    assert relied == [INERT_MEDICATION]
+    assert screen.skippable(line(), subject) is None  # no shared resources given: parsed
+    # clopidogrel: NCT05315778 reads it, DAPA-CKD does not
+    relied = []
+    assert screen.skippable(line(SHARED_MEDICATION), subject, None, shared, relied) is None
+    assert relied == []
+    assert ckd_screen.skippable(line(SHARED_MEDICATION), subject, None, shared, relied) == skipped
+    assert relied == [SHARED_MEDICATION]
+    for odd in (
+        "Medication/m-gone",  # resolves to nothing: a data problem
+        "#m-inert",  # contained
+        "Medication/m-inert/_history/1",
+        "https://example.org/fhir/Medication/m-inert",
+        "Observation/m-inert",
+        7,
+        None,
+    ):
+        relied = []
+        assert screen.skippable(line(odd), subject, None, shared, relied) is None, odd
+        assert relied == []
+    escaped = line().replace(b'"Medication/m-inert"', b'"Medication\\/m-inert"')
+    assert orjson.loads(escaped)["medicationReference"]["reference"] == INERT_MEDICATION
+    assert screen.skippable(escaped, subject, None, shared, []) is None  # not found by search
+    not_a_medication = {INERT_MEDICATION: _INERT_MEDICATION_TEXT.replace(b"Medication", b"Device")}
+    assert screen.skippable(line(), subject, None, not_a_medication, []) is None
