@@ -242,3 +242,61 @@ def test_a_damaged_or_foreign_records_file_is_not_stored(
         with pytest.raises(NotStored):
             store.segment("concept", name)
         store.close()
+
+
+def _rewritten_segment(data: bytes, start: int, place: list[int], value: bytes) -> bytes:
+    """The records file with a segment's every patient given `value` instead of their own,
+    padded with spaces to the segment's size (the header, and so its digest, unchanged)."""
+    offset, size = place
+    patients = orjson.loads(data[start + offset : start + offset + size])
+    text = b"{" + b",".join(orjson.dumps(each) + b":" + value for each in patients) + b"}"
+    assert len(text) <= size
+    return data[: start + offset] + text.ljust(size) + data[start + offset + size :]
+
+
+def test_a_patient_value_of_the_wrong_kind_is_not_stored(
+    ndjson_folder: Path, tmp_path: Path
+) -> None:
+    """A segment that is a whole JSON object but holds, for a patient, something other than
+    a list of resources (or, in the patients segment, other than their entry) answers
+    `NotStored` when that patient's record is read (each patient's value is parsed alone,
+    `RecordStore.patient_value`), never a traceback; read whole, the segment is the object."""
+    from cohort_examples import AS_OF, CRITERIA
+
+    from engine.cohort import NdjsonInput, run_cohort
+    from engine.cohort.outcome_store import NotStored, RecordStore
+
+    run_cohort(CRITERIA, NdjsonInput(ndjson_folder), tmp_path, AS_OF, workers=1, full=True)
+    path = max(
+        (tmp_path / "partitions" / "store").glob("*.records"), key=lambda each: each.stat().st_size
+    )
+    data = path.read_bytes()
+    digest = _records_digest(path)
+    (length,) = struct.unpack("<Q", data[:8])
+    header = orjson.loads(data[8 : 8 + length])
+    start = 8 + length
+    name, place = max(header["concepts"].items(), key=lambda item: item[1][1])
+    store = RecordStore(path, digest)
+    holding = [each for each, found in store.segment("concept", name).items() if found]
+    store.close()
+    assert holding
+    for value in (b"0", b'"text"', b"{}"):
+        path.write_bytes(_rewritten_segment(data, start, place, value))
+        store = RecordStore(path, digest)
+        assert store.segment("concept", name) == dict.fromkeys(holding, orjson.loads(value))
+        record = store.record(holding[0], "stored record", False)
+        with pytest.raises(NotStored):
+            record.resources_of_concept(name)
+        store.close()
+    for value in (b"[]", b'{"patient":{}}', b'{"patient":[],"resolved":{}}'):
+        path.write_bytes(_rewritten_segment(data, start, header["patients"], value))
+        store = RecordStore(path, digest)
+        with pytest.raises(NotStored):
+            _ = store.record(holding[0], "stored record", False).patient
+        store.close()
+    path.write_bytes(data)
+    store = RecordStore(path, digest)  # as written: each patient's value as in the segment
+    whole = store.segment("concept", name)
+    for each in holding:
+        assert store.record(each, "stored record", False).resources_of_concept(name) == whole[each]
+    store.close()

@@ -187,6 +187,37 @@ def test_a_records_file_a_crash_damaged_or_an_edit_spoiled_is_evaluated_again(
     assert rerun.partitions_from_store == PARTITIONS - len(damaged)
 
 
+def test_a_records_segment_holding_the_wrong_kind_of_value_is_evaluated_again(
+    itp_trial: Trial,
+) -> None:
+    """A partition whose records hold, for its patients, something other than their
+    resources in the segment the edited criterion reads (a whole JSON object: each patient's
+    value is parsed alone, when read) is evaluated from the input, to a fresh run's files."""
+    store = itp_trial.folder / "out" / "partitions" / "store"
+    for outcomes in sorted(store.glob("*.outcomes")):
+        if any(
+            patient["preview"] is None
+            for patient in orjson.loads(outcomes.read_bytes())["patients"]
+        ):
+            path = outcomes.with_suffix(".records")
+            data = path.read_bytes()
+            (length,) = struct.unpack("<Q", data[:8])
+            header = orjson.loads(data[8 : 8 + length])
+            if "hemoglobin" not in header["concepts"]:
+                continue
+            offset, size = header["concepts"]["hemoglobin"]
+            start = 8 + length + offset
+            patients = orjson.loads(data[start : start + size])
+            text = b"{" + b",".join(orjson.dumps(each) + b":0" for each in patients) + b"}"
+            path.write_bytes(data[:start] + text.ljust(size) + data[start + size :])
+            break
+    else:
+        pytest.fail("no partition with an unsettled patient's haemoglobin")
+    itp_trial.edit(EXCLUSION_7_HEMOGLOBIN, 'value: "< 120 g/L"')
+    rerun = itp_trial.rerun_equals_fresh("fresh")
+    assert rerun.partitions_from_store == PARTITIONS - 1
+
+
 def test_editing_a_criterion_the_preview_answers_evaluates_it_for_everyone(
     itp_trial: Trial,
 ) -> None:
