@@ -1077,13 +1077,15 @@ def _run_end(
     """
     first_end = line_end
     following = 0
+    find = _find
     starts_with = buffer.startswith
     while True:
-        next_end = _find(buffer, b"\n", line_end + 1, stop)
-        if next_end < 0 or _find(buffer, reference, line_end + 1, next_end) < 0:
+        line_start = line_end + 1
+        next_end = find(buffer, b"\n", line_start, stop)
+        if next_end < 0 or find(buffer, reference, line_start, next_end) < 0:
             break
         if not whole and not (
-            starts_with(start, line_end + 1, next_end) and buffer[next_end - 1] == _CLOSING_BRACE
+            starts_with(start, line_start, next_end) and buffer[next_end - 1] == _CLOSING_BRACE
         ):
             break
         line_end = next_end
