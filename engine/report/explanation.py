@@ -39,6 +39,7 @@ from engine.criteria.model import (
     SingleValueTest,
     ValueTest,
 )
+from engine.dataclass_init import direct_init
 from engine.evaluate.compile import CompiledCriteria, CompiledCriterion
 from engine.evaluate.outcome import Cited, Outcome, Truth
 from engine.evaluate.patient import (
@@ -93,6 +94,7 @@ _PERIOD_UNITS |= {"mo": "month", "a": "year"}
 # --------------------------------------------------------------------------- data
 
 
+@direct_init
 @dataclass(frozen=True)
 class Finding:
     """One cited resource as a clinician says it: `text` (`aspirin 81 mg, 1 tablet once
@@ -102,6 +104,7 @@ class Finding:
     text: str
 
 
+@direct_init
 @dataclass(frozen=True)
 class Step:
     """One node of a criterion's reasoning: a query, a demographic test, a question, or a
