@@ -98,6 +98,11 @@ class EvaluationContext:
         default_factory=dict, compare=False, repr=False
     )
     """How late each concept's resources reach (`reach_of`), by concept, once worked out."""
+    measurements: dict[int, tuple[Concept, Terminology, Measurement]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    """The value an atom with a value test read last of a resource (by its identity), with
+    the concept and terminology read for: what `_cite` gives the resources it cites."""
 
     def __init__(
         self,
@@ -124,6 +129,7 @@ class EvaluationContext:
         fields["patient_citation"] = []
         fields["exposure_periods"] = {}
         fields["reaches"] = {}
+        fields["measurements"] = {}
 
     def span_of(self, resource: dict[str, Any]) -> Span | DateProblem | None:
         """The resource's span (None: undated; a DateProblem: why its dates cannot be read),
@@ -595,7 +601,7 @@ class ResourceNode:
             first_day, last_day, window_text = bounds
             candidates, problems = self._candidates(context, first_day, last_day)
             outcome = self._decision(candidates, problems, window_text, context, first_day)
-            return self._cite(outcome, candidates, context.record)
+            return self._cite(outcome, candidates, context)
         if self.concept is not None and not context.record.resources_of_concept(self.concept.id):
             nothing = self._nothing_found.get(context.as_of)
             if nothing is not None:  # nothing to look at: as when nothing qualifies
@@ -617,14 +623,17 @@ class ResourceNode:
                 )
             return nothing
         outcome = self._decision(candidates, problems, window_text, context, first_day)
-        return self._cite(outcome, candidates, context.record)
+        return self._cite(outcome, candidates, context)
 
     def _cite(
-        self, outcome: Outcome, candidates: list[_Candidate], record: PatientRecord
+        self, outcome: Outcome, candidates: list[_Candidate], context: EvaluationContext
     ) -> Outcome:
-        """The outcome with its atom and the cited resources (for explanations)."""
+        """The outcome with its atom and the cited resources (for explanations), each with
+        the value `_values` read of it for this atom's concept (`Cited.measured`)."""
         if not outcome.evidence:
             return with_atom(outcome, self.atom)
+        record = context.record
+        measurements = context.measurements
         by_reference = dict(zip(map(_reference_of, candidates), candidates, strict=True))
         cited = []
         for reference in outcome.evidence:
@@ -637,7 +646,10 @@ class ResourceNode:
                 if resource.get("resourceType") in MEDICATION_REFERENCING_TYPES
                 else None
             )
-            cited.append(Cited(reference, resource, medication))
+            measured = measurements.get(id(resource)) if measurements else None
+            if measured is not None and measured[0] is not self.concept:
+                measured = None
+            cited.append(Cited(reference, resource, medication, measured))
         return with_atom(outcome, self.atom, tuple(cited))
 
     def _decision(
@@ -918,11 +930,14 @@ class ResourceNode:
         passed: list[tuple[_Candidate, str]] = []
         failed: list[tuple[_Candidate, str]] = []
         values: list[tuple[Measurement, _Candidate, str]] = []
+        concept, terminology = self.concept, context.terminology
+        measurements = context.measurements
         for candidate in candidates:
-            result = measure(candidate.resource, self.concept, context.terminology)
+            result = measure(candidate.resource, concept, terminology)
             if isinstance(result, DataProblem):
                 problems.append(f"{candidate.reference} {result.field}: {result.message}")
                 continue
+            measurements[id(candidate.resource)] = (concept, terminology, result)
             shown = _measurement_text(result, candidate)
             if selection in ("min", "max"):
                 if result.value is None:

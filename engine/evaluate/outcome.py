@@ -17,6 +17,7 @@ from typing import Any
 
 from engine.criteria.model import Atom
 from engine.dataclass_init import direct_init
+from engine.normalise import Concept, Measurement, Terminology
 
 
 class Truth(StrEnum):
@@ -43,11 +44,15 @@ class Cited:
 
     `resource` is the record's own dict (read-only); `medication` the CodeableConcept of a
     medication resource's drug (inline, or the code of the Medication it references).
+    `measured`: the concept and terminology an atom with a value test read the resource's
+    value for, and that value (`engine.normalise.measure` of the three), so that an
+    explanation saying the value reads it again only for another concept or terminology.
     """
 
     reference: str
     resource: Mapping[str, Any]
     medication: Mapping[str, Any] | None = None
+    measured: tuple[Concept, Terminology, Measurement] | None = field(default=None, compare=False)
 
 
 @direct_init

@@ -48,7 +48,7 @@ from engine.evaluate.patient import (
     PatientEvaluation,
     SubjectStatus,
 )
-from engine.normalise import Concept, DataProblem, Terminology, measure
+from engine.normalise import Concept, DataProblem, Measurement, Terminology, measure
 
 STATUS_TEXT = {
     SubjectStatus.INELIGIBLE: "not eligible",
@@ -991,7 +991,13 @@ def _finding(
     resource = cited.resource
     kind = resource.get("resourceType")
     if kind == "Observation":
-        text = _observation_text(resource, atom, concept, terminology)
+        measured = cited.measured
+        measurement = (
+            measured[2]
+            if measured is not None and measured[0] is concept and measured[1] is terminology
+            else None
+        )
+        text = _observation_text(resource, atom, concept, terminology, measurement)
     elif kind == "Condition":
         text = _condition_text(resource)
     elif kind == "Procedure":
@@ -1199,14 +1205,17 @@ def _observation_text(
     atom: ResourceAtom,
     concept: Concept | None,
     terminology: Terminology,
+    measured: Measurement | None = None,
 ) -> str:
+    """What an Observation says for the atom's concept; `measured`: its value for that
+    concept and terminology when evaluation read it already (`Cited.measured`)."""
     name = concept.display if concept is not None else concept_name(resource.get("code"))
     when = _day(resource.get("effectiveDateTime")) or _day(resource.get("effectiveInstant"))
     when = when or _period_words(resource.get("effectivePeriod")) or _day(resource.get("issued"))
     on = f" on {when}" if when else ""
     if concept is None:
         return f"{name}{on}"
-    measurement = measure(resource, concept, terminology)
+    measurement = measured if measured is not None else measure(resource, concept, terminology)
     if isinstance(measurement, DataProblem):
         return f"{name}{on}: {measurement.message}"
     if measurement.value is None:

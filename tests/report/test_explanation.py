@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 
 from engine.criteria.model import ResourceAtom, Window
 from engine.evaluate import CompiledCriteria, CriterionVerdict, PatientEvaluation, evaluate_patient
+from engine.evaluate.outcome import Cited, Outcome
+from engine.normalise import measure
 from engine.record import build_record
 from engine.report.explanation import (
     CriterionExplanation,
@@ -367,3 +369,52 @@ def test_report_parts_equal_those_of_full_explanations(criteria_file: str) -> No
         assert report.parts == fresh
         verdicts |= {part.verdict for part in fresh}
     assert len(verdicts) >= 3  # clear, fails and unknown summaries compared
+
+
+def _without_measurements(outcome: Outcome) -> Outcome:
+    """The outcome tree with every cited resource's `measured` value dropped."""
+    return dataclasses.replace(
+        outcome,
+        cited=tuple(dataclasses.replace(cited, measured=None) for cited in outcome.cited),
+        children=tuple(map(_without_measurements, outcome.children)),
+    )
+
+
+def _measured_citations(outcome: Outcome) -> list[Cited]:
+    found = [cited for cited in outcome.cited if cited.measured is not None]
+    return found + [x for child in outcome.children for x in _measured_citations(child)]
+
+
+@pytest.mark.parametrize("criteria_file", ["NCT05315778.yaml", "NCT03036150.yaml"])
+def test_values_read_by_evaluation_explain_as_values_read_again(criteria_file: str) -> None:
+    """A cited Observation carries the value its atom read (`Cited.measured`), which the
+    explanation says instead of reading it again: for every shipped example on two days,
+    each carried value is `measure` of the resource for that concept and terminology, and
+    every explanation equals the one made with no value carried (each read again)."""
+    from engine.report import explanation as module
+
+    _trial, evaluations = _examples_evaluated(criteria_file)
+    carried = 0
+    for evaluation in evaluations:
+        for result in evaluation.results:
+            for cited in _measured_citations(result.outcome):
+                assert cited.measured is not None
+                concept, terminology, value = cited.measured
+                assert value == measure(cited.resource, concept, terminology)
+                carried += 1
+        module._uncited_criteria.clear()
+        module._uncited_combinations.clear()
+        module._uncited_steps.clear()
+        with_values = explain(evaluation)
+        stripped = dataclasses.replace(
+            evaluation,
+            results=tuple(
+                dataclasses.replace(result, outcome=_without_measurements(result.outcome))
+                for result in evaluation.results
+            ),
+        )
+        module._uncited_criteria.clear()
+        module._uncited_combinations.clear()
+        module._uncited_steps.clear()
+        assert explain(stripped) == with_values
+    assert carried >= 5  # platelet counts, creatinine, eGFR inputs...
