@@ -186,6 +186,40 @@ def test_resolve(referenced: PatientRecord, reference: str | None, found: str | 
     assert (resolved.get("id", "?") if resolved is not None else None) == found
 
 
+_REFERENCE_PIECES = st.sampled_from(
+    [
+        *("Medication", "Observation", "medication", "M", "/", "m1", "o1", ".", "..", "-"),
+        *("_", "a" * 64, "_history", "2", "#", "?", "urn:uuid:", "https://x.org/fhir/"),
+        *(" ", "\n", "é", "Ob1"),
+    ]
+)
+
+
+@given(st.lists(_REFERENCE_PIECES, max_size=6).map("".join))
+def test_a_reference_looked_up_as_it_is_resolves_as_through_its_key(reference: str) -> None:
+    """`resolve` looks a relative `Type/id` up as it is (`_PLAIN_REFERENCE`): such a
+    reference is its own `reference_key`, so it finds what the key finds, whatever the ids
+    in the record (ids that are not FHIR ids included)."""
+    from engine.record import _PLAIN_REFERENCE
+
+    if _PLAIN_REFERENCE.fullmatch(reference) is not None:
+        assert reference_key(reference) == reference
+    kind, _, rest = reference.partition("/")
+    record = record_of(
+        resource(kind or "Observation", rest or None),
+        resource("Medication", "m1"),
+        resource("Observation", "o1/_history/2"),
+        resource("Medication", ".."),
+    )
+    key = reference_key(reference) if reference and reference[0] != "#" else None
+    by_key = {
+        f"{each['resourceType']}/{each['id']}": each
+        for each in reversed([record.patient, *record.resources])
+        if each.get("id")
+    }
+    assert record.resolve(reference) is (by_key.get(key) if key is not None else None)
+
+
 def test_resolve_contained(referenced: PatientRecord) -> None:
     request = referenced.resources_of_type("MedicationRequest")[0]
     assert referenced.resolve("#inline", container=request) == request["contained"][0]
