@@ -372,14 +372,23 @@ def _summary(verdict: CriterionVerdict, deciding: list[Step], says: str) -> str:
     return "; ".join(shown) + (f" (+{more} more)" if more else "")
 
 
-def criterion_summary(result: CriterionResult, as_of: dt.date, terminology: Terminology) -> str:
+def criterion_summary(
+    result: CriterionResult, as_of: dt.date, terminology: Terminology, cites: bool = False
+) -> str:
     """`explain_criterion(result, ...).summary`, building only the steps of the leaves that
     decide it (`_deciding_leaves`, found on the outcome tree): a cohort's report keeps
     only the summary, and a criterion citing a resource (the patient's age) would otherwise
-    build the steps of every operand for every patient."""
+    build the steps of every operand for every patient.
+
+    `cites`: the caller knows that the outcome cites something (`cites_nothing` is false),
+    so it is walked at once: only outcomes citing nothing are kept in `_uncited_deciding`."""
     expression = result.criterion.criterion.expression
     outcome = result.outcome
-    deciding = _deciding_steps(expression, outcome, as_of, terminology)
+    deciding = (
+        _walk_deciding(expression, outcome, as_of, terminology)
+        if cites
+        else _deciding_steps(expression, outcome, as_of, terminology)
+    )
     combination = isinstance(expression, _COMBINATIONS)
     # what a combination's own step says; a leaf is its own deciding step
     says = TRUTH_TEXT[outcome.truth] if combination else deciding[0].says

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from operator import attrgetter
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import quote
 
@@ -225,6 +226,7 @@ class CriterionReport:
 
 
 NOT_EVALUATED_REPORT = CriterionReport(None, NOT_EVALUATED_SUMMARY)
+_verdict_of_part = attrgetter("verdict")
 
 
 @direct_init
@@ -243,7 +245,9 @@ class PatientReport:
 
     @cached_property
     def status(self) -> SubjectStatus:
-        return status_of_verdicts(part.verdict for part in self.parts if part.verdict)
+        verdicts = set(map(_verdict_of_part, self.parts))
+        verdicts.discard(None)  # not evaluated
+        return status_of_verdicts(verdicts)
 
 
 def report_of(evaluation: PatientEvaluation) -> PatientReport:
@@ -350,7 +354,7 @@ def criterion_report_of(
     if known is not None:
         return known
     if not cites_nothing(outcome):
-        summary = criterion_summary(result, as_of, terminology)
+        summary = criterion_summary(result, as_of, terminology, cites=True)
         return CriterionReport(result.verdict, summary, outcome.evidence, outcome.missing)
     part = remembered(
         _uncited_parts,
