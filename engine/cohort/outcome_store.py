@@ -48,6 +48,7 @@ from engine.report.resources import (
     CriterionReport,
     PatientReport,
     criterion_headings,
+    is_shared,
     keep_shared,
     known_shared_json,
     shared_json,
@@ -244,6 +245,8 @@ def encoded_part(part: CriterionReport) -> list[Any] | orjson.Fragment:
     known = known_shared_json(part, "store")
     if known is not None:
         return known
+    if not is_shared(part):  # the patient's own part: encoded as a value, once
+        return encode_part(part)
     return shared_json(part, "store", lambda: encode_part(part))
 
 
@@ -479,7 +482,7 @@ def _json_array(resources: Sequence[dict[str, Any]], texts: Mapping[int, bytes])
     """A JSON array of the resources, each as its text in `texts` (by `id()`) where it has
     one (a text keeps its line end: JSON white space), else serialised."""
     try:
-        return b"[%b]" % b",".join([texts[id(resource)] for resource in resources])
+        return b"[%b]" % b",".join(map(texts.__getitem__, map(id, resources)))
     except KeyError:
         get = texts.get
         dumps = orjson.dumps

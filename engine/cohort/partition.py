@@ -54,6 +54,7 @@ from engine.report.resources import (
     CriterionReport,
     PatientReport,
     detected_issue_json,
+    is_shared,
     known_shared_json,
     report_of,
     research_subject_json,
@@ -156,6 +157,8 @@ def _cell(kind: CriterionKind, part: CriterionReport) -> list[Any] | orjson.Frag
     known = known_shared_json(part, use)
     if known is not None:
         return known
+    if not is_shared(part):  # the patient's own part: its cell as a value, made once
+        return [verdict_value(kind, part.verdict), list(part.missing)]
 
     def cell() -> list[Any]:
         return [verdict_value(kind, part.verdict), list(part.missing)]
