@@ -460,15 +460,13 @@ def _can_fork_workers() -> bool:
     )
 
 
-def _serve_as_dask_worker(host: Connection, prepare_units: bool) -> None:
+def _serve_as_dask_worker(host: Connection) -> None:
     """A forked worker process: wait for the scheduler's address (and this worker's name),
     then run a `distributed.Worker` (one thread) until the scheduler closes it, telling the
     process that forked it once it has joined. Nothing to import: the process is a fork of
     one that imported distributed and trialsieve."""
     exit_when_orphaned()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the command's: it closes us
-    if prepare_units:
-        prepare_unit_conversions()  # while pass 1 runs, before any task needs it
     try:
         received = host.recv()
     except EOFError:
@@ -476,11 +474,7 @@ def _serve_as_dask_worker(host: Connection, prepare_units: bool) -> None:
     if received is None:  # the run ended before the cluster started
         return
     scheduler_address, name = received
-    import dask
-    import distributed
-
-    dask.config.set(QUIET_LOCAL_CLUSTER)
-    logging.getLogger("distributed").setLevel(logging.WARNING)
+    import distributed  # imported already (and Dask's settings made) by the host
 
     async def serve() -> None:
         async with distributed.Worker(
@@ -502,7 +496,7 @@ class _ForkedWorkers:
     remote cluster do (`dask worker --no-nanny`).
     """
 
-    def __init__(self, count: int, prepare_units: bool) -> None:
+    def __init__(self, count: int) -> None:
         context = multiprocessing.get_context("fork")
         self._processes: list[Any] = []
         self._pipes: list[Connection] = []
@@ -510,7 +504,7 @@ class _ForkedWorkers:
             ours, theirs = context.Pipe()
             process = context.Process(
                 target=_serve_as_dask_worker,
-                args=(theirs, prepare_units),
+                args=(theirs,),
                 name=f"trialsieve-dask-worker-{number}",
                 daemon=True,
             )
@@ -522,7 +516,7 @@ class _ForkedWorkers:
     def connect(self, scheduler_address: str) -> None:
         """Send each worker the scheduler's address and its name (one that ended already is
         found by `joined`)."""
-        for number, pipe in enumerate(self._pipes):
+        for number, pipe in enumerate(self._pipes, start=1):  # 0: the host's (`HOST_WORKER`)
             with contextlib.suppress(OSError):
                 pipe.send((scheduler_address, f"trialsieve-worker-{number}"))
 
@@ -654,10 +648,10 @@ async def _evaluate_on_cluster(
 
 
 async def _start_scheduler_for(forked: _ForkedWorkers, running: contextlib.AsyncExitStack) -> Any:
-    """The scheduler for the forked workers (in this event loop, on loopback, with a free port
-    for its HTTP routes and no dashboard) and a client of it, once every worker has joined;
-    CohortError when one ended before that. Both close when `running` does (the scheduler
-    closes the workers that joined it)."""
+    """The scheduler (in this event loop, on loopback, with a free port for its HTTP routes and
+    no dashboard), this process's own worker, `HOST_WORKER`, and a client, once every forked
+    worker has joined; CohortError when one ended before that. They close when `running`
+    does (the scheduler closes the forked workers that joined it)."""
     distributed = _import_distributed()
     scheduler = await running.enter_async_context(
         distributed.Scheduler(
@@ -668,6 +662,11 @@ async def _start_scheduler_for(forked: _ForkedWorkers, running: contextlib.Async
         )
     )
     forked.connect(scheduler.address)
+    await running.enter_async_context(
+        distributed.Worker(
+            scheduler.address, nthreads=1, name=HOST_WORKER, host="127.0.0.1", dashboard=False
+        )
+    )
     client = await running.enter_async_context(
         distributed.Client(scheduler.address, asynchronous=True)
     )
@@ -702,12 +701,20 @@ def _picklable(error: BaseException) -> BaseException:
     return error
 
 
+HOST_WORKER = "trialsieve-worker-0"
+"""The name of the hosted cluster's worker that lives in the host itself (its tasks run in a
+thread of the host): a worker less to fork, start and keep (about 0.03-0.04 s of CPU a run),
+and the host's event loop, idle while tasks run, shares a process with it instead of taking
+a core's time slices of its own."""
+
+
 def _host_dask_cluster(requests: Connection, workers: int, prepare_units: bool) -> None:
     """The cluster's host: a process forked from the command's before pass 1. It imports
-    distributed (while pass 1 runs in the command's processes), forks the workers from
-    itself (`_ForkedWorkers`: nothing imported twice), then runs the scheduler and a client
-    in one event loop, in its one thread (`_serve_the_command`), until told to close, or
-    until the command's end of the pipe closes."""
+    distributed (while pass 1 runs in the command's processes), forks all workers but one
+    from itself (`_ForkedWorkers`: nothing imported twice), then runs the scheduler, its own
+    worker (`HOST_WORKER`) and a client in one event loop (`_serve_the_command`), until told
+    to close, or until the command's end of the pipe closes. With `prepare_units` it builds
+    the unit registry before it forks (the forked workers share it)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the command's: it closes us
     failed: BaseException | None = None
     forked: _ForkedWorkers | None = None
@@ -727,7 +734,9 @@ def _host_dask_cluster(requests: Connection, workers: int, prepare_units: bool) 
 
         dask.config.set(QUIET_LOCAL_CLUSTER)
         logging.getLogger("distributed").setLevel(logging.WARNING)
-        forked = _ForkedWorkers(workers, prepare_units)
+        if prepare_units:
+            prepare_unit_conversions()  # for this process's worker and the forks alike
+        forked = _ForkedWorkers(workers - 1)
         exit_when_orphaned()  # after the forks: the workers copy no thread
     except BaseException as error:
         failed = error
@@ -878,9 +887,9 @@ class DaskStart:
     exist, starts a LocalCluster whose workers fork from a warm forkserver (or connects to
     the scheduler). `warm_up` has those workers load the criteria as soon as they are up,
     and, with `prepare_units` (a `--full` run), build the unit registry when no unit
-    conversion is cached (the hosted cluster's workers build it as they fork, and the run's
-    job brings them the criteria). `evaluate` and `run_on_workers` wait for all that and raise what
-    failed; `close` shuts the cluster down.
+    conversion is cached (the hosted cluster's host builds it before it forks the workers,
+    and the run's job brings them the criteria). `evaluate` and `run_on_workers` wait for
+    all that and raise what failed; `close` shuts the cluster down.
     """
 
     def __init__(self, settings: EngineSettings, prepare_units: bool = False) -> None:
@@ -911,8 +920,8 @@ class DaskStart:
         all); either way these are the criteria the run ships (`criteria_files`)."""
         self._warmed_with = criteria
         if self._host is not None:
-            # Nothing to send: a forked worker has built the unit registry as it forked, if
-            # the run needs one, and the run's job carries the criteria and the conversions
+            # Nothing to send: the host built the unit registry before it forked the workers,
+            # if the run needs one, and the run's job carries the criteria and the conversions
             # (a warm-up came after pass 1 anyway, on the critical path: one more round trip)
             return
         self._criteria = criteria

@@ -47,30 +47,35 @@ def _profiling_and_parent() -> tuple[bool, int]:
 
 def test_a_local_cluster_is_hosted_by_a_fork_of_the_command_s_process_with_quiet_workers() -> None:
     """In a process that runs no other thread (a `trialsieve cohort` before pass 1), the
-    cluster lives in a process forked from it, which imports distributed, forks the workers
-    from itself (distributed, imported once, is theirs as well) and holds the scheduler: the
-    command's process never imports distributed."""
+    cluster lives in a process forked from it, which imports distributed, holds the scheduler
+    and one worker, and forks the other workers from itself (distributed, imported once, is
+    theirs as well): the command's process never imports distributed."""
     skip_unless_dask_workers_fork()
     code = (
         "import os, sys\n"
-        "from engine.cohort.engines import DaskStart, EngineSettings\n"
-        "def _profiling_and_parents():\n"
+        "from engine.cohort.engines import HOST_WORKER, DaskStart, EngineSettings\n"
+        "def _profiling_and_parents(dask_worker):\n"
         "    import dask, psutil\n"
         "    profiling = dask.config.get('distributed.worker.profile.enabled')\n"
-        "    return bool(profiling), os.getppid(), psutil.Process(os.getppid()).ppid()\n"
+        "    return (dask_worker.name == HOST_WORKER, bool(profiling), os.getpid(),\n"
+        "            os.getppid(), psutil.Process(os.getppid()).ppid())\n"
         "if __name__ == '__main__':\n"
-        "    start = DaskStart(EngineSettings(2))\n"
+        "    start = DaskStart(EngineSettings(3))\n"
         "    start.begin()\n"
         "    try:\n"
-        "        answers = start.run_on_workers(_profiling_and_parents)\n"
+        "        answers = sorted(start.run_on_workers(_profiling_and_parents).values())\n"
         "    finally:\n"
         "        start.close()\n"
-        "    print(sorted((profiling, parent != os.getpid(), grandparent == os.getpid()) for "
-        "profiling, parent, grandparent in answers.values()), len({answer[1] for answer in "
-        "answers.values()}), 'distributed' in sys.modules)\n"
+        "    host = answers[-1][2]\n"
+        "    print([(in_host, profiling, parent == os.getpid(), parent == host, "
+        "grandparent == os.getpid()) for in_host, profiling, _, parent, grandparent in "
+        "answers], 'distributed' in sys.modules)\n"
     )
     done = run_python(code)
-    assert done.stdout.strip() == "[(False, True, True), (False, True, True)] 1 False"
+    assert done.stdout.strip() == (
+        "[(False, False, False, True, True), (False, False, False, True, True), "
+        "(True, False, True, False, False)] False"
+    )
     assert QUIET_LOCAL_CLUSTER["distributed.worker.profile.enabled"] is False
 
 
@@ -81,7 +86,7 @@ def test_a_forked_worker_that_dies_before_joining_fails_the_start_instead_of_han
         "from engine.cohort import engines\n"
         "from engine.errors import CohortError\n"
         "engines._serve_as_dask_worker = lambda *arguments: os._exit(3)\n"
-        "start = engines.DaskStart(engines.EngineSettings(1))\n"
+        "start = engines.DaskStart(engines.EngineSettings(2))  # the host's worker, one fork\n"
         "start.begin()\n"
         "try:\n"
         "    start.run_on_workers(os.getpid)\n"
