@@ -169,7 +169,11 @@ def _line_struct(resource_type: str) -> Any:
     fields: list[tuple[str, Any, Any]] = [
         ("code", msgspec.Raw, msgspec.field(default=code_default, name=coded_field))
     ]
-    namespace: dict[str, Any] = {}
+    # what a skipped line of the type says (its type, `Type/`, its dating fields' values),
+    # read from its Struct (a class attribute: no look-up by type per line)
+    namespace: dict[str, Any] = {
+        "screened": (resource_type, f"{resource_type}/", _dating_getter(resource_type))
+    }
     if resource_type == "Observation":
         fields.append(("component", list[_Component] | msgspec.UnsetType, msgspec.UNSET))
     else:
@@ -207,7 +211,6 @@ def _dating_getter(resource_type: str) -> Callable[[Any], tuple[Any, ...]]:
 
 
 _LINE_STRUCTS = {name: _line_struct(name) for name in sorted(SCREENABLE_TYPES)}
-_DATING = {name: _dating_getter(name) for name in sorted(SCREENABLE_TYPES)}
 
 
 _UNSET = msgspec.UNSET
@@ -231,9 +234,6 @@ class LineScreen:
     decode: Callable[[bytes], Any]
     """A line's `_ScreenedLine` (the Struct of its type); msgspec.DecodeError for a line
     that is not an object of one of `types` with fields of the types the Structs read."""
-    dating: dict[type, tuple[str, str, Callable[[Any], tuple[Any, ...]]]]
-    """By Struct of a type it may skip: the type, `Type/`, and its dating fields' values of a
-    decoded line."""
     run_heads: frozenset[bytes] = frozenset()
     """How pass 1's runs of one type start (`{"resourceType":"T"`) for the types it may skip:
     `skippable_started` takes their lines."""
@@ -252,7 +252,6 @@ class LineScreen:
         types = frozenset(SCREENABLE_TYPES - read_by_type)
         heads = tuple(sorted(b'{"resourceType":"%s",' % name.encode() for name in types))
         structs = {name: _LINE_STRUCTS[name] for name in sorted(types)}
-        dating = {struct: (name, f"{name}/", _DATING[name]) for name, struct in structs.items()}
         union = functools.reduce(operator.or_, structs.values()) if structs else None
         decode = msgspec.json.Decoder(union).decode if union is not None else _nothing
         run_heads = frozenset(b'{"resourceType":"%s"' % name.encode() for name in types)
@@ -265,7 +264,6 @@ class LineScreen:
             types,
             heads,
             decode,
-            dating,
             run_heads,
             decode_kept,
         )
@@ -336,7 +334,7 @@ class LineScreen:
             parser.parse(text)
         except (ValueError, RuntimeError):  # UnicodeDecodeError is a ValueError
             return None
-        resource_type, label_head, dating = self.dating[type(line)]
+        resource_type, label_head, dating = line.screened
         # `data_day`: the latest first ten characters of the values at least ten long, which
         # are those of the latest such value (a string's order is its prefix's first).
         newest = ""
