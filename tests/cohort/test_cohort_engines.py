@@ -66,6 +66,34 @@ def test_the_dask_engine_writes_the_same_files_and_resumes(
         assert (out / name).read_bytes() == (one_worker.out_dir / name).read_bytes(), name
 
 
+def test_a_dask_run_on_a_cluster_of_this_process_writes_the_same_files(
+    one_worker: CohortSummary, ndjson_folder: Path, tmp_path: Path
+) -> None:
+    """With another thread running (no fork of the command's process), the run's cluster is a
+    LocalCluster of this process, whose client runs the same evaluation through its own
+    event loop's thread (`client.sync`), as with a `--scheduler`."""
+    pytest.importorskip("distributed")
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        summary = run_cohort(
+            CRITERIA,
+            NdjsonInput(ndjson_folder),
+            tmp_path,
+            AS_OF,
+            engine="dask",
+            workers=2,
+            partition_count=PARTITIONS,
+        )
+    finally:
+        stop.set()
+        other.join()
+    assert summary.partitions_reused == 0 and summary.worker_peak_memory
+    for name in (*OUTPUT_FILES, "cohort.parquet"):
+        assert (tmp_path / name).read_bytes() == (one_worker.out_dir / name).read_bytes(), name
+
+
 def test_a_local_run_waits_for_its_workers_to_end_after_assembling_and_knows_their_peak(
     one_worker: CohortSummary, ndjson_folder: Path, tmp_path: Path
 ) -> None:
