@@ -675,7 +675,25 @@ def _age_bounds(low: int | None, high: int | None) -> str:
 
 
 def _patient_text(patient: Mapping[str, Any], as_of: dt.date) -> str:
+    """The Patient's age on the day and birth date in words (`_birth_text`)."""
     birth = patient.get("birthDate")
+    if type(birth) is not str:
+        return _birth_text(birth, as_of)
+    key = (birth, as_of)
+    known = _birth_texts.get(key)
+    if known is None:
+        if len(_birth_texts) >= _STEP_CACHE_LIMIT:
+            _birth_texts.clear()
+        known = _birth_texts[key] = _birth_text(birth, as_of)
+    return known
+
+
+_birth_texts: dict[tuple[str, dt.date], str] = {}
+"""`_birth_text` by birth date text and day: a pure function of the two, and a cohort's
+patients share birth dates (every patient atom with an age says it)."""
+
+
+def _birth_text(birth: Any, as_of: dt.date) -> str:
     if not isinstance(birth, str) or len(birth) < 10:
         return f"born {birth}" if birth else "date of birth not recorded"
     try:

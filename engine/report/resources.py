@@ -252,7 +252,7 @@ class PatientReport:
 
 def report_of(evaluation: PatientEvaluation) -> PatientReport:
     """The report parts of an evaluation (explained in clinical language)."""
-    results = {result.id: result for result in evaluation.results}
+    results = {result.criterion.id: result for result in evaluation.results}
     as_of = evaluation.as_of
     terminology = evaluation.criteria.terminology
     parts = []
@@ -457,10 +457,12 @@ patient with that outcome."""
 def _pieces(trial: Trial, heading: CriterionHeading, part: CriterionReport) -> _PartPieces:
     """A part's narrative row and evidence entry: made once for a shared part, from texts
     made once per criterion, verdict and summary (`_texts`)."""
+    shared = is_shared(part)  # only a shared part's pieces are kept
     key = (id(part), id(heading))
-    known = _part_pieces.get(key)
-    if known is not None and known[0] is part and known[1] is heading:
-        return known[2]
+    if shared:
+        known = _part_pieces.get(key)
+        if known is not None and known[0] is part and known[1] is heading:
+            return known[2]
     texts, shapes = _texts(trial, heading, part)
     if texts.code is None:
         pieces = _PartPieces(texts.row, texts.row_clean, texts.row_json)
@@ -480,7 +482,7 @@ def _pieces(trial: Trial, heading: CriterionHeading, part: CriterionReport) -> _
         pieces = _PartPieces(
             texts.row, texts.row_clean, texts.row_json, orjson.Fragment(entry), shape, entry_key
         )
-    if is_shared(part):
+    if shared:
         if len(_part_pieces) >= _PARTS_LIMIT:
             _part_pieces.clear()
         _part_pieces[key] = (part, heading, pieces)

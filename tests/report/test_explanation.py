@@ -418,3 +418,26 @@ def test_values_read_by_evaluation_explain_as_values_read_again(criteria_file: s
         module._uncited_steps.clear()
         assert explain(stripped) == with_values
     assert carried >= 5  # platelet counts, creatinine, eGFR inputs...
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["1980-02-29", "1980-03-01", "2000-12-31T10:00:00Z", "1975", "x" * 12])
+            | st.text(max_size=12),
+            st.dates(min_value=dt.date(2000, 1, 1), max_value=dt.date(2030, 12, 31)),
+        ),
+        max_size=12,
+    )
+)
+def test_ages_kept_by_birth_date_and_day_read_as_made_anew(
+    births: list[tuple[str, dt.date]],
+) -> None:
+    """A Patient's age in words is kept by birth date text and day (`_birth_texts`): one
+    after the other, each reads as made anew for its own birth date and day."""
+    from engine.report import explanation as module
+
+    module._birth_texts.clear()
+    for birth, day in births + births:
+        assert module._patient_text({"birthDate": birth}, day) == module._birth_text(birth, day)
+    assert module._patient_text({}, AS_OF) == "date of birth not recorded"
