@@ -9,7 +9,9 @@ microseconds per line, best of `--repeat` (default 5) passes, of:
 - `orjson`: parsing the line (what a line costs before its record is even built);
 - `screen`: `LineScreen.skippable`, the line screen of pass 2 (Observation, Condition,
   Procedure, MedicationRequest, -Administration and -Statement lines: the types it may skip,
-  less those the criteria read without a concept), and the share of lines it skips;
+  less those the criteria read without a concept), and the share of lines it skips (given
+  the export's Medications as a run's shared resources: a medication line referring to one
+  is screened through its code);
 - `settled`: `_screened_label`, the check of a settled patient's line.
 
 Each line is checked against the patient its own patient field names, as pass 2 does (a
@@ -49,6 +51,20 @@ def _own_reference(resource: Any) -> str | None:
     return reference if type(reference) is str else None
 
 
+def _shared_medications(data: Path) -> dict[str, bytes]:
+    """The export's Medications by `Medication/<id>`, as pass 1 keeps shared resources."""
+    shared: dict[str, bytes] = {}
+    for path in ndjson_files(data):
+        if path.name.endswith(".gz") or path.name.split(".", 1)[0] != "Medication":
+            continue
+        with open(path, "rb") as handle:
+            for text in handle:
+                resource = orjson.loads(text)
+                if type(resource) is dict and type(resource.get("id")) is str:
+                    shared.setdefault(f"Medication/{resource['id']}", text.rstrip(b"\n"))
+    return shared
+
+
 def _best(
     check: Callable[[bytes, str], object], lines: list[tuple[bytes, str]], repeat: int
 ) -> float:
@@ -77,6 +93,8 @@ def main() -> None:
     require(arguments.data)
     screen = LineScreen.from_criteria(load_trial(arguments.criteria))
     checker = json_checker()
+    shared = _shared_medications(arguments.data)
+    relied: list[str] = []
     print(f"criteria   {arguments.criteria.name}; screened types {', '.join(sorted(screen.types))}")
     print(
         f"{'file':34} {'lines':>7} {'bytes':>6}  {'orjson':>7} {'screen':>7} {'skips':>5}  "
@@ -104,8 +122,15 @@ def main() -> None:
         repeat = arguments.repeat
         parse = _best(lambda text, _own: orjson.loads(text), lines, repeat)
         if path.name.split(".", 1)[0] in screen.types:
-            skips = sum(screen.skippable(text, own, checker) is not None for text, own in lines)
-            cost = _best(lambda text, own: screen.skippable(text, own, checker), lines, repeat)
+            skips = sum(
+                screen.skippable(text, own, checker, shared, relied) is not None
+                for text, own in lines
+            )
+            cost = _best(
+                lambda text, own: screen.skippable(text, own, checker, shared, relied),
+                lines,
+                repeat,
+            )
             screened = f"{cost:7.2f} {skips / count:5.0%}"
         else:
             screened = f"{'':7} {'':5}"
