@@ -26,10 +26,12 @@ keeps the compiled criteria (cloudpickled: they hold closures) in one file per c
   Conversions met later, in the data, and those met compiling are kept in one
   shared file, `conversions-<key>.pickle` (key: the versions and sources above), which
   `save_conversions` updates and `load_conversions` restores (so a new process compiling
-  an edited trial needs no unit registry either);
+  an edited trial needs no unit registry either; the files of the last 4 versions written
+  are kept, older ones removed as a new one is written);
 - the output shapes a cohort validated with the R4B models (`engine.report.validate.
   OutputShapes`) are kept the same way (`shapes-<key>.pickle`, key: the same versions and
-  sources, fhir.resources and pydantic included): a later run validates only new shapes.
+  sources, fhir.resources and pydantic included): a later run validates only new shapes
+  (the last 4 versions' files kept, as for the conversions).
 
 The folder is `$TRIALSIEVE_CACHE_DIR`, else `$XDG_CACHE_HOME/trialsieve`, else
 `~/.cache/trialsieve`; `TRIALSIEVE_CACHE_DIR=off` turns the cache off. Entries are pickles,
@@ -316,10 +318,13 @@ def _write_entry(
 
 _KEPT_ENTRIES = 64
 """The cache keeps the entries last written, at most this many."""
+_KEPT_VERSIONS = 4
+"""The shared files (conversions, validated shapes) are one per trialsieve version (their
+key is `code_digest`): the cache keeps those of the versions last written, at most this many."""
 
 
-def _prune(folder: Path, prefix: str = _ENTRY_PREFIX) -> None:
-    """Remove the oldest entries beyond `_KEPT_ENTRIES` (by modification time)."""
+def _prune(folder: Path, prefix: str = _ENTRY_PREFIX, kept: int = _KEPT_ENTRIES) -> None:
+    """Remove the oldest files `prefix*.pickle` beyond `kept` (by modification time)."""
     entries = []
     for path in folder.glob(f"{prefix}*.pickle"):
         try:
@@ -327,7 +332,7 @@ def _prune(folder: Path, prefix: str = _ENTRY_PREFIX) -> None:
         except OSError:
             continue  # removed meanwhile
     entries.sort(reverse=True)
-    for _time, path in entries[_KEPT_ENTRIES:]:
+    for _time, path in entries[kept:]:
         path.unlink(missing_ok=True)
 
 
@@ -384,6 +389,7 @@ def save_conversions() -> None:
     try:
         _make_folder(path.parent)
         write_atomically(path, pickle.dumps(stored))
+        _prune(path.parent, _CONVERSIONS_PREFIX, _KEPT_VERSIONS)
     except Exception as error:
         _log.debug("unit conversion cache: cannot write %s (%s)", path, error)
 
@@ -425,6 +431,7 @@ def save_validated_shapes(shapes: frozenset[Any] | set[Any]) -> None:
     try:
         _make_folder(path.parent)
         write_atomically(path, pickle.dumps(stored | set(shapes)))
+        _prune(path.parent, _SHAPES_PREFIX, _KEPT_VERSIONS)
     except Exception as error:
         _log.debug("validated shapes cache: cannot write %s (%s)", path, error)
 

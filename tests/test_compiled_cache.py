@@ -7,6 +7,8 @@ from __future__ import annotations
 import datetime as dt
 import importlib.metadata
 import json
+import os
+import pickle
 import shutil
 from pathlib import Path
 
@@ -274,6 +276,36 @@ def test_unit_conversions_travel_through_the_shared_file(cache: Path) -> None:
         assert units.convert(1.0, "mg/dL", "g/L") == pytest.approx(0.01)
     finally:
         units.add_known_conversions(known)
+
+
+@pytest.mark.parametrize("prefix", ["conversions-", "shapes-"])
+def test_shared_files_of_older_versions_are_removed_as_a_new_one_is_written(
+    cache: Path, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The conversions and validated shapes are one file per trialsieve version: writing
+    the current version's file keeps the newest `_KEPT_VERSIONS` and removes older ones (a
+    cache left by earlier versions does not grow without end), other files untouched."""
+    cache.mkdir(mode=0o700)
+    older = []
+    for age in range(6):
+        path = cache / f"{prefix}{age:032x}.pickle"
+        path.write_bytes(pickle.dumps({} if prefix == "conversions-" else set()))
+        os.utime(path, (1_000_000 - age, 1_000_000 - age))
+        older.append(path)
+    other = cache / "compiled-old.pickle"
+    other.write_bytes(b"")
+    os.utime(other, (1, 1))
+    if prefix == "conversions-":
+        monkeypatch.setattr(compiled_cache, "_conversions_seen", 0)
+        units.convert(1.0, "mg/dL", "g/L")
+        compiled_cache.save_conversions()
+    else:
+        compiled_cache.save_validated_shapes({("a shape",)})
+    kept = sorted(cache.glob(f"{prefix}*.pickle"))
+    current = cache / f"{prefix}{compiled_cache.code_digest().hex()[:32]}.pickle"
+    assert current in kept and len(kept) == compiled_cache._KEPT_VERSIONS
+    assert set(kept) == {current, *older[: compiled_cache._KEPT_VERSIONS - 1]}
+    assert other.exists()
 
 
 def test_conversions_met_compiling_serve_a_new_process_compiling_an_edit(
