@@ -69,6 +69,7 @@ from engine.evaluate import CompiledCriteria
 from engine.normalise import Terminology
 from engine.resource_types import CODE_ONLY_TYPES, MEDICATION_TYPES, RECORD_TYPES, RESOURCE_TYPES
 from engine.sources.ndjson import DEFAULT_PATIENT_FIELDS, PATIENT_FIELDS, SHARED_TYPES
+from engine.sources.references import FHIR_ID
 
 SCREENABLE_TYPES = CODE_ONLY_TYPES | {"Observation"} | set(MEDICATION_TYPES)
 """Types whose only coded fields are `code` (and, for Observation, components' codes), or,
@@ -80,11 +81,11 @@ Skipped = tuple[str, str, str]
 `data_day` of it."""
 
 _CACHE_LIMIT = 100_000
+"""`code` verdicts kept per screen before they are forgotten."""
 
-_SHARED_MEDICATION = re.compile(r"Medication/[A-Za-z0-9\-.]{1,64}")
+_SHARED_MEDICATION = re.compile(f"Medication/{FHIR_ID.pattern}")
 """A reference to a shared Medication as the search of a patient's lines for references to
 shared resources finds it (`ndjson_partitions._shared_reference_pattern`): its `Type/id`."""
-"""`code` verdicts kept per screen before they are forgotten."""
 
 _parsers = threading.local()
 

@@ -1939,7 +1939,7 @@ def _shared_reference_pattern(shared_types: tuple[str, ...]) -> re.Pattern[bytes
     if not shared_types:
         return None
     names = "|".join(re.escape(name) for name in shared_types)
-    return re.compile(rb'"reference":"((?:%s)/[A-Za-z0-9\-.]{1,64})"' % names.encode())
+    return re.compile(b'"reference":"((?:%s)/%s)"' % (names.encode(), FHIR_ID.pattern.encode()))
 
 
 def read_partition(

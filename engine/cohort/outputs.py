@@ -492,15 +492,13 @@ def _write_availability(
 
 
 _BUFFER = 1 << 20
+"""Write buffer of each cohort output file."""
 
 
 def output_files() -> AbstractContextManager[AtomicFiles]:
     """A set of files written as one (`atomic_files`), with the outputs' write buffers: for
     `assemble_outputs` and what its caller writes with them (one wait for the disk)."""
     return atomic_files(_BUFFER)
-
-
-"""Write buffer of each cohort output file."""
 
 
 class _CohortParquet:
