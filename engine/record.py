@@ -18,10 +18,10 @@ from typing import Any, ClassVar, Protocol
 from engine.errors import InputError, Location
 from engine.resource_types import CODED_TYPES, RESOURCE_TYPES
 from engine.sources.base import PatientResources
-from engine.sources.references import reference_key
+from engine.sources.references import FHIR_ID, reference_key
 
 _NO_RESOURCES: tuple[dict[str, Any], ...] = ()
-_PLAIN_REFERENCE = re.compile(r"[A-Z][A-Za-z]+/(?!\.*$)[A-Za-z0-9\-.]{1,64}")
+_PLAIN_REFERENCE = re.compile(rf"[A-Z][A-Za-z]+/(?!\.*$){FHIR_ID.pattern}")
 """A relative reference `Type/id` that is its own `reference_key` (a type, an id that is
 not only dots), which `resolve` looks up as it is: one anchored match instead of the
 key's search from every position (a test checks that the two agree)."""
