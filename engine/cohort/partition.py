@@ -157,12 +157,12 @@ def _cell(kind: CriterionKind, part: CriterionReport) -> list[Any] | orjson.Frag
     known = known_shared_json(part, use)
     if known is not None:
         return known
-    if not is_shared(part):  # the patient's own part: its cell as a value, made once
-        return [verdict_value(kind, part.verdict), list(part.missing)]
 
     def cell() -> list[Any]:
         return [verdict_value(kind, part.verdict), list(part.missing)]
 
+    if not is_shared(part):  # the patient's own part: its cell as a value, made once
+        return cell()
     return shared_json(part, use, cell)
 
 

@@ -412,7 +412,8 @@ def _fresh_start(
             engine_start.begin()
 
     try:
-        if kind.start is not None and started_here:  # before pass 1 forks (a Dask host)
+        if started_here:  # before pass 1 forks (a Dask host)
+            assert kind.start is not None
             engine_start = kind.start(settings, full)
         partitions = _first_pass(
             source, work, results_folder, count, provisional, settings.workers, on_started
