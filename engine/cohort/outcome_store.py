@@ -608,26 +608,16 @@ class RecordStore:
         covered = header.get("covered")
         # None: written before the store named its concepts, when it kept every concept
         self.covered: frozenset[str] | None = None if covered is None else frozenset(covered)
-        self._segments: dict[tuple[str, str], dict[str, Any]] = {}
         self._texts: dict[tuple[int, int], dict[str, msgspec.Raw]] = {}
 
     def close(self) -> None:
         self._file.close()
 
     def segment(self, kind: str, name: str) -> dict[str, Any]:
-        """A segment read whole: each patient's value, parsed."""
-        key = (kind, name)
-        found = self._segments.get(key)
-        if found is None:
-            data = self._segment_data(kind, name)
-            try:
-                found = orjson.loads(data) if data else {}
-            except orjson.JSONDecodeError:
-                found = None
-            if type(found) is not dict:
-                raise NotStored(f"the records file's {kind} segment {name!r} is damaged")
-            self._segments[key] = found
-        return found
+        """Every patient's value in a segment, each parsed as `patient_value` parses it: the
+        whole segment at once, to inspect it (a re-run reads one patient at a time)."""
+        texts = self._patient_texts(kind, name)
+        return {patient_id: self._parsed(kind, name, text) for patient_id, text in texts.items()}
 
     def patient_value(self, kind: str, name: str, patient_id: str) -> Any:
         """One patient's value in a segment (None when the segment holds none for them),
@@ -635,42 +625,49 @@ class RecordStore:
         (msgspec.Raw, checked as JSON), so a re-run parses and frees each patient's
         resources while they are in the cache, not the whole segment at once (the patients
         segment of a DAPA-CKD partition at 10x: 380 kB, about 15,000 objects)."""
+        text = self._patient_texts(kind, name).get(patient_id)
+        return None if text is None else self._parsed(kind, name, text)
+
+    def _patient_texts(self, kind: str, name: str) -> dict[str, msgspec.Raw]:
+        """A segment's JSON text of each patient (empty when the file has no such segment),
+        read once per place (concepts holding the same resources share a place)."""
         place = self._places.get((kind, name))
         if place is None:
-            return None
-        texts = self._texts.get(place)  # concepts holding the same resources share a place
+            return {}
+        texts = self._texts.get(place)
         if texts is None:
-            data = self._segment_data(kind, name)
+            data = self._segment_data(kind, name, place)
             try:
                 texts = _SEGMENT_TEXTS.decode(data)
             except msgspec.DecodeError:  # cut short, not JSON, or not an object
-                raise NotStored(f"the records file's {kind} segment {name!r} is damaged") from None
+                raise _damaged_segment(kind, name) from None
             self._texts[place] = texts
-        text = texts.get(patient_id)
-        if text is None:
-            return None
+        return texts
+
+    @staticmethod
+    def _parsed(kind: str, name: str, text: msgspec.Raw) -> Any:
         try:
             return orjson.loads(memoryview(text))
         except orjson.JSONDecodeError:  # JSON for msgspec, not for orjson (a huge number)
-            raise NotStored(f"the records file's {kind} segment {name!r} is damaged") from None
+            raise _damaged_segment(kind, name) from None
 
-    def _segment_data(self, kind: str, name: str) -> bytes:
-        """A segment's bytes (b"" when the file has none of that name); NotStored when cut
-        short."""
-        place = self._places.get((kind, name))
-        if place is None:
-            return b""
+    def _segment_data(self, kind: str, name: str, place: tuple[int, int]) -> bytes:
+        """The bytes of a segment at `place` (offset, size); NotStored when cut short."""
         offset, size = place
         self._file.seek(self._start + offset)
         data = self._file.read(size)
         if len(data) != size:
-            raise NotStored(f"the records file's {kind} segment {name!r} is damaged")
+            raise _damaged_segment(kind, name)
         return data
 
     def record(self, patient_id: str, origin: str, preview: bool) -> StoredRecord:
         """The patient's stored record; their Patient resource and resolved references (the
         `patients` segment) are read when first asked for (many criteria read neither)."""
         return StoredRecord(self, patient_id, origin, preview)
+
+
+def _damaged_segment(kind: str, name: str) -> NotStored:
+    return NotStored(f"the records file's {kind} segment {name!r} is damaged")
 
 
 _NO_RESOURCES: tuple[dict[str, Any], ...] = ()

@@ -288,6 +288,14 @@ def test_a_patient_value_of_the_wrong_kind_is_not_stored(
         with pytest.raises(NotStored):
             record.resources_of_concept(name)
         store.close()
+    # JSON to msgspec's split of the segment, not to orjson: a number that overflows a double
+    path.write_bytes(_rewritten_segment(data, start, place, b"[1e999]"))
+    store = RecordStore(path, digest)
+    with pytest.raises(NotStored, match="is damaged"):
+        store.segment("concept", name)
+    with pytest.raises(NotStored, match="is damaged"):
+        store.record(holding[0], "stored record", False).resources_of_concept(name)
+    store.close()
     for value in (b"[]", b'{"patient":{}}', b'{"patient":[],"resolved":{}}'):
         path.write_bytes(_rewritten_segment(data, start, header["patients"], value))
         store = RecordStore(path, digest)
