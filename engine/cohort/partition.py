@@ -21,7 +21,7 @@ import os
 import pickle
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -555,11 +555,14 @@ def start_worker(setup: WorkerSetup) -> None:
     _worker = (setup, setup.partition_evaluator())
 
 
-def evaluate_in_worker(index: int) -> PartitionOutcome:
-    """Process pool task: read, evaluate and write one partition in this process."""
+def evaluate_in_worker(
+    index: int, write: Callable[[str, PartitionResult], None] = write_result
+) -> PartitionOutcome:
+    """Process pool task: read, evaluate and write one partition in this process (`write`:
+    how its files are written, `write_result` unless the engine writes them otherwise)."""
     if _worker is None:
         raise RuntimeError("evaluate_in_worker runs only in a process set up by start_worker")
     setup, evaluator = _worker
     result = evaluator.evaluate(setup.partitions.payload(index))
-    write_result(setup.results_folder, result)
+    write(setup.results_folder, result)
     return result.outcome

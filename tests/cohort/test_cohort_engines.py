@@ -178,7 +178,7 @@ def test_a_run_keeps_what_the_record_and_the_criteria_read(trial: CompiledCriter
     assert kept_types(trial) == RECORD_TYPES | {"ResearchSubject"}
 
 
-def _end_abruptly(index: int) -> None:
+def _end_abruptly(index: int, *rest: object) -> None:
     os._exit(9)  # as a worker the kernel's out-of-memory killer ends
 
 
