@@ -101,6 +101,57 @@ def test_a_forked_worker_that_dies_before_joining_fails_the_start_instead_of_han
     )
 
 
+def test_a_run_does_not_wait_for_the_forked_workers_to_join(ndjson_folder: Path) -> None:
+    """The run's tasks go out once the scheduler, the host's own worker and the client are
+    up: a forked worker that has not joined yet (here: never, until the cluster closes) takes
+    tasks once it joins, and meanwhile the others evaluate every partition."""
+    skip_unless_dask_workers_fork()
+    code = (
+        "import sys, tempfile\n"
+        "from pathlib import Path\n"
+        "from engine.cohort import NdjsonInput, engines, run_cohort\n"
+        "from cohort_examples import AS_OF, CRITERIA\n"
+        "def never_joins(host):\n"
+        "    host.recv()  # the scheduler's address\n"
+        "    host.recv()  # the end of the cluster\n"
+        "engines._serve_as_dask_worker = never_joins\n"
+        "summary = run_cohort(CRITERIA, NdjsonInput(Path(sys.argv[1])),"
+        " Path(tempfile.mkdtemp()) / 'out', AS_OF, engine='dask', workers=2,"
+        " partition_count=3)\n"
+        "print(summary.partitions, summary.patients)\n"
+    )
+    done = run_python(code, str(ndjson_folder))
+    partitions, patients = done.stdout.split()
+    assert partitions == "3" and int(patients) > 0, done.stdout
+
+
+def test_a_forked_worker_that_dies_before_joining_ends_the_run_with_a_clear_error(
+    ndjson_folder: Path,
+) -> None:
+    """Tasks go out before every forked worker has joined, so one that ends before it
+    joins is found as partitions are done: the run stops with the start's CohortError."""
+    skip_unless_dask_workers_fork()
+    code = (
+        "import os, sys, tempfile\n"
+        "from pathlib import Path\n"
+        "from engine.cohort import NdjsonInput, engines, run_cohort\n"
+        "from engine.errors import CohortError\n"
+        "from cohort_examples import AS_OF, CRITERIA\n"
+        "engines._serve_as_dask_worker = lambda *arguments: os._exit(3)\n"
+        "try:\n"
+        "    run_cohort(CRITERIA, NdjsonInput(Path(sys.argv[1])),"
+        " Path(tempfile.mkdtemp()) / 'out', AS_OF, engine='dask', workers=2,"
+        " partition_count=3)\n"
+        "except CohortError as error:\n"
+        "    print(error)\n"
+    )
+    done = run_python(code, str(ndjson_folder))
+    assert done.stdout.strip() == (
+        "a Dask worker process ended before it joined the cluster (exit code 3)"
+    )
+    assert "Traceback" not in done.stderr
+
+
 def test_with_another_thread_running_the_workers_fork_from_the_warm_server() -> None:
     """A fork copies only the calling thread: while another runs, the LocalCluster's
     workers come from the forkserver that imported distributed and trialsieve instead."""
