@@ -225,28 +225,32 @@ def verified_digest(result: bytes) -> str | None:
 
 
 def encode_part(part: CriterionReport) -> list[Any]:
+    verdict = part.verdict
     return [
-        None if part.verdict is None else part.verdict.value,
+        None if verdict is None else _VERDICT_VALUES[verdict],
         part.summary,
         list(part.evidence),
         list(part.missing),
     ]
 
 
+_VERDICT_VALUES = {verdict: verdict.value for verdict in CriterionVerdict}
+"""Each verdict's value, read from a dict (an enum member's `value` is a property)."""
 _decoded: dict[tuple[Any, ...], CriterionReport] = {}
 """Decoded parts citing nothing, by their encoding: one part (`keep_shared`) for every
 patient with that encoding."""
 _PARTS_LIMIT = 4096
+_NO_PART = object()
 
 
 def encoded_part(part: CriterionReport) -> list[Any] | orjson.Fragment:
     """`encode_part`, as JSON text made once for a part shared by many patients
     (`shared_json`)."""
+    if not is_shared(part):  # the patient's own part: encoded as a value, once
+        return encode_part(part)
     known = known_shared_json(part, "store")
     if known is not None:
         return known
-    if not is_shared(part):  # the patient's own part: encoded as a value, once
-        return encode_part(part)
     return shared_json(part, "store", lambda: encode_part(part))
 
 
@@ -314,6 +318,10 @@ class StoreBuilder:
         self.digests = _digests_of(criteria)
         self.ids = [compiled.id for compiled in criteria.criteria]
         self.ordered_digests = [self.digests[criterion_id] for criterion_id in self.ids]
+        self._recent_parts: list[tuple[object, orjson.Fragment]] = [
+            (_NO_PART, orjson.Fragment(b"null"))
+        ] * len(self.ids)
+        """The shared part last met at each criterion's place, with its encoding."""
         self.plain_types = sorted(type_wide_types(criteria))
         # the concepts the records keep: those the criteria read (the line screen leaves the
         # others' lines unparsed), named in the header so that a re-run reading another one
@@ -347,11 +355,22 @@ class StoreBuilder:
         if not self.usable:
             return
         patient_id = report.patient_id
-        parts = {
-            digest: encoded_part(part)
-            for digest, part in zip(self.ordered_digests, report.parts, strict=True)
-            if part.verdict is not None
-        }
+        # each criterion's encoded part by its digest (none: not evaluated); consecutive
+        # patients mostly have the same shared part at a criterion's place, whose encoding
+        # (JSON text made once) is found by identity
+        parts: dict[str, list[Any] | orjson.Fragment] = {}
+        recent = self._recent_parts
+        for place, (digest, part) in enumerate(
+            zip(self.ordered_digests, report.parts, strict=True)
+        ):
+            last = recent[place]
+            if last[0] is part:
+                parts[digest] = last[1]
+            elif part.verdict is not None:
+                encoded = encoded_part(part)
+                if type(encoded) is orjson.Fragment:  # a shared part's
+                    recent[place] = (part, encoded)
+                parts[digest] = encoded
         self.patients.append(
             {
                 "id": patient_id,

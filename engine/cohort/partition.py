@@ -47,6 +47,7 @@ from engine.evaluate import (
     Truth,
     UnknownReason,
 )
+from engine.evaluate.outcome import NOT_MET
 from engine.evaluate.patient import CriterionVerdict
 from engine.record import build_record
 from engine.report import research_study
@@ -153,17 +154,18 @@ def report_result_line(
 def _cell(kind: CriterionKind, part: CriterionReport) -> list[Any] | orjson.Fragment:
     """A criterion's cell of the summary: `[value, [missing...]]` (made once as JSON text for
     a part shared by many patients: `shared_json`, found without making a closure)."""
+    if not is_shared(part):  # the patient's own part: its cell as a value, made once
+        return _cell_value(kind, part)
     use = _CELL_USES[kind]
     known = known_shared_json(part, use)
     if known is not None:
         return known
+    return shared_json(part, use, lambda: _cell_value(kind, part))
 
-    def cell() -> list[Any]:
-        return [verdict_value(kind, part.verdict), list(part.missing)]
 
-    if not is_shared(part):  # the patient's own part: its cell as a value, made once
-        return cell()
-    return shared_json(part, use, cell)
+def _cell_value(kind: CriterionKind, part: CriterionReport) -> list[Any]:
+    """A criterion's cell of the summary as a value (`_cell`)."""
+    return [verdict_value(kind, part.verdict), list(part.missing)]
 
 
 _CELL_USES = {kind: ("summary cell", kind) for kind in CriterionKind}
@@ -504,8 +506,8 @@ def _problem_of(error: TrialsieveError, patient: PatientResources) -> SourceProb
 
 def _check_settled(evaluation: PatientEvaluation, settled_by: str) -> None:
     """The full evaluation must agree with the pre-filter; a disagreement is a bug."""
-    for result in evaluation.results:
-        if result.id == settled_by and result.outcome.truth is not Truth.NOT_MET:
+    for result in evaluation.results:  # (the criterion's id: `result.id` is a property)
+        if result.criterion.id == settled_by and result.outcome.truth is not NOT_MET:
             raise RuntimeError(
                 f"pre-filter bug: Patient/{evaluation.patient_id} was settled by {settled_by}, "
                 f"but the criterion is {result.outcome.truth.value}"

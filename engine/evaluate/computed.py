@@ -24,10 +24,20 @@ from engine.errors import CriteriaError, DateProblem, Location, UnitError
 from engine.evaluate.nodes import (
     EVIDENCE_LIMIT,
     EvaluationContext,
+    Reads,
     ResourceNode,
     unavailable_text,
 )
-from engine.evaluate.outcome import MET, NOT_MET, UNKNOWN, Cited, Outcome, with_atom
+from engine.evaluate.outcome import (
+    MET,
+    NOT_MET,
+    UNKNOWN,
+    Cited,
+    Outcome,
+    is_shared,
+    shared,
+    with_atom,
+)
 from engine.evaluate.status import status_predicate
 from engine.evaluate.timing import (
     Span,
@@ -136,12 +146,40 @@ class ComputedNode:
     value_check: ValueCheck
     reads_patient: bool = field(init=False, repr=False, compare=False)
     """Whether the formula reads the Patient (age or sex), which it then cites."""
+    reads: Reads | None = field(init=False, repr=False, compare=False)
+    """What the value reads when it answers the same for every patient holding none of it
+    (`Reads`): a formula that does not read the Patient, over a measured atom with a
+    concept whose window is the as-of date's. Such a patient has no measured value (the
+    atom's shared nothing-found outcome) and no input (each "no ... within" its window),
+    and nothing is cited, so the outcome is made once per as-of day (`_unread`), shared."""
+    _unread: dict[dt.date, Outcome] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    """The outcome for a patient holding nothing of `reads`, by as-of day."""
 
     def __post_init__(self) -> None:
         reads_patient = any(spec.kind is not InputKind.MEASUREMENT for spec in self.formula.inputs)
         object.__setattr__(self, "reads_patient", reads_patient)
+        measured = self.measured
+        reads = None
+        if not reads_patient and measured.as_of_anchored and measured.concept is not None:
+            concepts = {measured.concept.id, *(item.concept.id for item in self.inputs)}
+            types = measured.types | {_INPUT_TYPE} if self.inputs else measured.types
+            reads = Reads(frozenset(concepts), frozenset(types), frozenset())
+        object.__setattr__(self, "reads", reads)
 
     def evaluate(self, context: EvaluationContext) -> Outcome:
+        reads = self.reads
+        if reads is not None and reads.unread_by(context):
+            known = self._unread.get(context.as_of)
+            if known is None:
+                known = shared(self._evaluate(context))
+                if is_shared(known):
+                    self._unread[context.as_of] = known
+            return known
+        return self._evaluate(context)
+
+    def _evaluate(self, context: EvaluationContext) -> Outcome:
         reads: list[_Read] = []
         outcome = self._decide(context, reads)
         if outcome.atom is not None:  # decided by the measured value: cited already

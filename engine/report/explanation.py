@@ -472,11 +472,10 @@ def _walk_deciding(
             pairs = [pair for pair in pairs if pair[1].truth is Truth.MET]
         elif isinstance(expression, AllOf) and truth is Truth.NOT_MET:
             pairs = [pair for pair in pairs if pair[1].truth is Truth.NOT_MET]
-        return [
-            leaf
-            for operand, child in pairs
-            for leaf in _deciding_steps(operand, child, as_of, terminology)
-        ]
+        leaves: list[Step] = []
+        for operand, child in pairs:  # a loop, not a comprehension: no frame of its own
+            leaves += _deciding_steps(operand, child, as_of, terminology)
+        return leaves
     return [_step(expression, outcome, as_of, terminology)]
 
 
@@ -708,17 +707,23 @@ def _birth_text(birth: Any, as_of: dt.date) -> str:
 
 
 _STEP_CACHE_LIMIT = 4096
-_uncited_steps: dict[tuple[int, dt.date, Truth, tuple[str, ...], str], tuple[object, Step]] = {}
-"""Steps of atoms that cite nothing (most atoms, for most patients), by atom, day and
-outcome: their text depends on nothing else. The atom is kept to check identity."""
+_uncited_steps: dict[
+    tuple[int, dt.date, Truth, tuple[str, ...], str, str], tuple[object, Step]
+] = {}
+"""Steps of atoms that cite nothing (most atoms, for most patients), and of unknown computed
+values and medication uses (whose step does not say what they cite), by atom, day and
+outcome (truth, missing data, reason, unavailable types): their text depends on nothing
+else. The atom is kept to check identity."""
 
 
 def _cached_step(
     atom: ManualAtom | ResourceAtom, outcome: Outcome, as_of: dt.date, build: Any
 ) -> Step:
-    if outcome.cited:
+    if outcome.cited and not (outcome.truth is Truth.UNKNOWN and _is_derived(atom)):
         return build()  # type: ignore[no-any-return]
-    key = (id(atom), as_of, outcome.truth, outcome.missing, outcome.reason)
+    # An atom citing nothing, or an unknown computed value or medication use (whose step
+    # says the outcome's reason and what settles it, never what it cites: `_derived_step`)
+    key = (id(atom), as_of, outcome.truth, outcome.missing, outcome.reason, outcome.unavailable)
     known = _uncited_steps.get(key)
     if known is not None and known[0] is atom:
         return known[1]
@@ -727,6 +732,11 @@ def _cached_step(
         _uncited_steps.clear()
     _uncited_steps[key] = (atom, step)
     return step
+
+
+def _is_derived(atom: ManualAtom | ResourceAtom) -> bool:
+    """Whether the atom's step is `_derived_step`'s: a computed value or a medication use."""
+    return type(atom) is ResourceAtom and (atom.computed is not None or atom.exposure is not None)
 
 
 def _resource_step(

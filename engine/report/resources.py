@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from operator import attrgetter
+from operator import attrgetter, is_
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import quote
 
@@ -256,7 +256,64 @@ class PatientReport:
 
 
 def report_of(evaluation: PatientEvaluation) -> PatientReport:
-    """The report parts of an evaluation (explained in clinical language)."""
+    """The report parts of an evaluation (explained in clinical language).
+
+    A full evaluation's results are in protocol order: they are walked beside the
+    criteria, and a result met at its place by the previous patient whose part was shared
+    (`criterion_result`: one result object per criterion and shared outcome) takes that
+    part again (`_recent_parts`), as `criterion_report_of` would find it."""
+    criteria = evaluation.criteria
+    as_of = evaluation.as_of
+    terminology = criteria.terminology
+    compiled_criteria = criteria.criteria
+    results = evaluation.results
+    if len(results) != len(compiled_criteria) or not all(
+        map(is_, map(_criterion_of, results), compiled_criteria)
+    ):
+        return _report_by_id(evaluation)
+    known = _recent_parts.get(id(criteria))
+    if known is None or known[0] is not criteria:
+        if len(_recent_parts) >= 64:
+            _recent_parts.clear()
+        known = _recent_parts[id(criteria)] = (criteria, [_NO_RECENT_PART] * len(results))
+    recent = known[1]
+    parts = []
+    for place, result in enumerate(results):
+        last = recent[place]
+        if last[0] is result and last[1] == as_of:
+            parts.append(last[2])
+            continue
+        part = criterion_report_of(result, as_of, terminology)
+        if is_shared(part):
+            recent[place] = (result, as_of, part)
+        parts.append(part)
+    return PatientReport(
+        criteria,
+        evaluation.patient_id,
+        evaluation.patient_reference,
+        as_of,
+        tuple(parts),
+        evaluation.data_problems,
+        evaluation.newest_data,
+    )
+
+
+_criterion_of = attrgetter("criterion")
+_NO_RECENT_PART: tuple[object, dt.date | None, CriterionReport] = (
+    object(),
+    None,
+    NOT_EVALUATED_REPORT,
+)
+_recent_parts: dict[
+    int, tuple[CompiledCriteria, list[tuple[object, dt.date | None, CriterionReport]]]
+] = {}
+"""Per compiled criteria (kept to check identity), the result last met at each criterion's
+place whose part is shared (`is_shared`), with its day and part."""
+
+
+def _report_by_id(evaluation: PatientEvaluation) -> PatientReport:
+    """`report_of` of an evaluation whose results are not every criterion's in protocol
+    order (a pre-filter left some out): each criterion's result found by its id."""
     results = {result.criterion.id: result for result in evaluation.results}
     as_of = evaluation.as_of
     terminology = evaluation.criteria.terminology

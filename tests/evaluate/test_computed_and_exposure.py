@@ -207,6 +207,50 @@ def test_acr_from_its_parts_with_an_input_window_of_its_own(
     assert set(result.evidence) == {"Observation/albumin", "Observation/urine-creatinine"}
 
 
+def test_a_value_whose_formula_reads_no_patient_is_shared_by_patients_holding_none_of_it(
+    measured_first: CompiledCriteria,
+) -> None:
+    """The UACR (its formula reads no age or sex) answers the same for every patient holding
+    no UACR, urine albumin or urine creatinine: that outcome is made once (`ComputedNode.reads`)
+    and is the one the ordinary evaluation makes; a patient holding any of them is evaluated.
+    The eGFR (its formula reads the Patient, whom it cites) is made for each patient."""
+    from engine.evaluate.computed import ComputedNode
+    from engine.evaluate.nodes import Reads
+    from engine.evaluate.outcome import is_shared
+
+    (acr,) = [c.root for c in measured_first.criteria if c.id == "inclusion-2-acr"]
+    (egfr,) = [c.root for c in measured_first.criteria if c.id == "inclusion-1-egfr"]
+    assert isinstance(acr, ComputedNode) and isinstance(egfr, ComputedNode)
+    assert acr.reads == Reads(
+        frozenset({"urine-albumin-creatinine-ratio", "urine-albumin", "urine-creatinine"}),
+        frozenset({"Observation"}),
+        frozenset(),
+    )
+    assert egfr.reads is None
+    unrelated = observation("2160-0", 2.0, "mg/dL", "2026-10-25", "creatinine")
+    first = outcome_of(measured_first, "inclusion-2-acr", patient())
+    second = outcome_of(
+        measured_first, "inclusion-2-acr", patient("female", "1990-01-01"), unrelated
+    )
+    assert first is second and is_shared(first)
+    assert first.truth is Truth.UNKNOWN and first.missing and not first.evidence
+    # the outcome the ordinary evaluation makes for such a patient
+    document = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": patient()}]}
+    record = build_record(
+        parse_bundle(orjson.dumps(document), origin="t"), measured_first.terminology
+    )
+    context = EvaluationContext(record, AS_OF, {}, measured_first.terminology)
+    assert acr.reads is not None and acr.reads.unread_by(context)
+    assert acr._evaluate(context) == first
+    # a patient holding an input (too old to use) is evaluated, and says so
+    old = observation("14683-7", 8.84, "mmol/L", "2025-01-10", "urine-creatinine")
+    stale = outcome_of(measured_first, "inclusion-2-acr", patient(), old)
+    assert stale is not first and "stale" in stale.reason
+    assert outcome_of(measured_first, "inclusion-1-egfr", patient()) is not outcome_of(
+        measured_first, "inclusion-1-egfr", patient()
+    )
+
+
 def test_a_ratio_in_mg_per_mmol_is_converted_to_mg_per_g(measured_first: CompiledCriteria) -> None:
     ratio = observation("9318-7", 25, "mg/mmol", "2026-10-30", "acr")  # 221 mg/g
     assert outcome_of(measured_first, "inclusion-2-acr", patient(), ratio).truth is Truth.MET

@@ -354,6 +354,7 @@ def test_report_parts_equal_those_of_full_explanations(criteria_file: str) -> No
     trial, evaluations = _examples_evaluated(criteria_file)
     resources._uncited_parts.clear()
     resources._parts_by_outcome.entries.clear()
+    resources._recent_parts.clear()
     reports = [report_of(evaluation) for evaluation in evaluations]
     assert resources._uncited_parts and resources._parts_by_outcome.entries
     verdicts = set()
