@@ -57,18 +57,19 @@ import functools
 import operator
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import msgspec
 import orjson
 import simdjson
 
+from engine.cohort.prefilter import PREVIEW_TYPES
 from engine.evaluate import CompiledCriteria
 from engine.normalise import Terminology
 from engine.resource_types import CODE_ONLY_TYPES, MEDICATION_TYPES, RECORD_TYPES, RESOURCE_TYPES
-from engine.sources.ndjson import DEFAULT_PATIENT_FIELDS, PATIENT_FIELDS, SHARED_TYPES
+from engine.sources.ndjson import DEFAULT_PATIENT_FIELDS, PARSED, PATIENT_FIELDS, SHARED_TYPES
 from engine.sources.references import FHIR_ID
 
 SCREENABLE_TYPES = CODE_ONLY_TYPES | {"Observation"} | set(MEDICATION_TYPES)
@@ -221,6 +222,83 @@ def _nothing(_text: bytes) -> NoReturn:
     raise msgspec.DecodeError("no type to screen")
 
 
+class ScreenedLines(Protocol):
+    """A reader of one patient's lines (pass 2's `_PatientLines`), as `LineScreen.screen_lines`
+    notes in it the lines it leaves unparsed."""
+
+    @property
+    def own_reference(self) -> str:
+        """`Patient/<id>` of the patient the lines were routed to."""
+
+    @property
+    def parser(self) -> simdjson.Parser:
+        """This thread's `json_checker()`."""
+
+    @property
+    def shared(self) -> Mapping[str, bytes] | None:
+        """The export's shared resources by `Type/id` (None: a medication line without a
+        medicationCodeableConcept is parsed)."""
+
+    @property
+    def relied(self) -> list[str] | None:
+        """The `Medication/<id>` a skipped medication line was classified by are added here
+        (the reader checks that the patient has no resource of their own with that `Type/id`);
+        None: such a line is parsed."""
+
+    @property
+    def seen(self) -> dict[str, int]:
+        """The position of the first line of each `Type/id` read so far, parsed or skipped."""
+
+    @property
+    def referring(self) -> frozenset[int]:
+        """The positions of the lines that may refer to a shared resource."""
+
+    @property
+    def kept_referring(self) -> list[tuple[int, bytes]]:
+        """Lines of `referring` read so far, parsed or skipped (position, text)."""
+
+    newest: tuple[str, int, bytes]
+    """The day, position and text of the first skipped line of the latest data day."""
+    newest_in_preview: tuple[str, int, bytes]
+    """The same of the skipped lines of the preview's types (`PREVIEW_TYPES`)."""
+    skipped: bool
+    """Whether a line was left unparsed."""
+
+    def parse_unscreened(self, position: int, text: bytes) -> None:
+        """Parse and check the line at `position` (the screen leaves it to parsing)."""
+
+    def repeated(self, position: int, label: str, earlier: int, check: str) -> None:
+        """Report the line at `position`, a repeat of the one at `earlier`."""
+
+
+class _OneLine:
+    """A reader of one line (`LineScreen.skippable_started`)."""
+
+    def __init__(
+        self,
+        own_reference: str,
+        parser: simdjson.Parser,
+        shared: Mapping[str, bytes] | None,
+        relied: list[str] | None,
+    ) -> None:
+        self.own_reference = own_reference
+        self.parser = parser
+        self.shared = shared
+        self.relied = relied
+        self.seen: dict[str, int] = {}
+        self.referring: frozenset[int] = frozenset()
+        self.kept_referring: list[tuple[int, bytes]] = []
+        self.newest: tuple[str, int, bytes] = ("", 0, b"")
+        self.newest_in_preview: tuple[str, int, bytes] = ("", 0, b"")
+        self.skipped = False
+
+    def parse_unscreened(self, position: int, text: bytes) -> None:
+        """Left to parsing: not skipped."""
+
+    def repeated(self, position: int, label: str, earlier: int, check: str) -> None:
+        raise AssertionError("one line repeats no other")  # pragma: no cover
+
+
 @dataclass
 class LineScreen:
     """Per-line parse decisions for one set of compiled criteria (see the module docstring)."""
@@ -302,52 +380,121 @@ class LineScreen:
         """`skippable` of a line known to start as a type it may skip does (one of
         `run_heads`: a run of such lines from pass 1), without looking at its start again.
         Exact for any line: the start only spares lines of other types their decoding, which
-        checks the type (`resourceType`, repeated or not, wherever it is)."""
-        try:
-            line = self.decode(text)
-        except msgspec.DecodeError:  # not a JSON object, a field of another type, deep nesting
+        checks the type (`resourceType`, repeated or not, wherever it is). The screen of one
+        line through `screen_lines`, the one pass 2 runs."""
+        line = _OneLine(own_reference, parser, shared, relied)
+        self.screen_lines(line, ((0, text),), True)
+        if not line.skipped:
             return None
-        if line.subject.reference != own_reference:
-            return None
+        label = next(iter(line.seen))
+        return label.partition("/")[0], label, line.newest[0]
+
+    def screen_lines(
+        self, reader: ScreenedLines, numbered: Iterable[tuple[int, bytes]], started: bool
+    ) -> None:
+        """Screen a patient's lines (position, text) in order: a line that need not be parsed
+        is noted in `reader` (see `ScreenedLines`), any other goes to its
+        `parse_unscreened`. `started`: every line is known to start as a type the screen
+        may skip does (one of `run_heads`: a run of such lines from pass 1), so their start
+        is not looked at (the decoding checks the type, wherever `resourceType` is); else a
+        line that does not start as one of `heads` does is parsed.
+
+        One loop for every line (no call, and no verdict to build, per line): a line is
+        skipped as the module docstring says. A skipped line's `Type/id` takes part in
+        dropping duplicates (`reader.seen`; a repeat is reported, `reader.repeated`), the
+        first of its latest data day (of all, and of the preview's types) is noted
+        (`reader.newest`, `reader.newest_in_preview`: the reader parses it), one that may
+        refer to a shared resource (`reader.referring`) is kept in `reader.kept_referring`.
+        """
+        parse = reader.parse_unscreened
+        heads = self.heads
+        decode = self.decode
         verdicts = self._code_verdicts
-        code_text = bytes(line.code)
-        inert = verdicts.get(code_text)
-        if inert is None:
-            inert = (
-                self._new_code_verdict(code_text)
-                if code_text  # else a medication line without a medicationCodeableConcept
-                else self._shared_medication(line.medicationReference, text, shared, relied)
-            )
-        if not inert:
-            return None
-        components = line.component
-        if components is not _UNSET:
-            if not components:  # `[]`: the record classifies the resource field by field
-                return None
-            for component in components:  # each code classified as the record would
-                code_text = bytes(component.code)
-                inert = verdicts.get(code_text) if code_text else False
-                if inert is None:
-                    inert = self._new_code_verdict(code_text)
-                if not inert:
-                    return None
-        try:  # all of the line, as orjson would check it (UTF-8, numbers that overflow)
-            parser.parse(text)
-        except (ValueError, RuntimeError):  # UnicodeDecodeError is a ValueError
-            return None
-        resource_type, label_head, dating = line.screened
-        # `data_day`: the latest first ten characters of the values at least ten long, which
-        # are those of the latest such value (a string's order is its prefix's first).
-        newest = ""
-        for value in dating(line):
-            if type(value) is str:
-                if value > newest and len(value) >= 10:
-                    newest = value
-            elif value is not None:  # a Period: its end, else its start
-                value = value.end or value.start
-                if type(value) is str and value > newest and len(value) >= 10:
-                    newest = value
-        return resource_type, label_head + line.id, newest[:10]
+        own_reference = reader.own_reference
+        parse_json = reader.parser.parse
+        seen = reader.seen
+        referring = reader.referring
+        shared = reader.shared
+        relied = reader.relied
+        # The days of the newest skipped lines so far (of all, and of the preview's types),
+        # kept here and written back with their lines only when a later day comes.
+        newest_day = reader.newest[0]
+        newest_in_preview_day = reader.newest_in_preview[0]
+        skipped = False
+        for position, text in numbered:
+            if not started and not text.startswith(heads):
+                parse(position, text)
+                continue
+            try:
+                line = decode(text)
+            except msgspec.DecodeError:  # not a JSON object, a field of another type, deep nesting
+                parse(position, text)
+                continue
+            if line.subject.reference != own_reference:
+                parse(position, text)
+                continue
+            code_text = bytes(line.code)
+            inert = verdicts.get(code_text)
+            if inert is None:
+                inert = (
+                    self._new_code_verdict(code_text)
+                    if code_text  # else a medication line without a medicationCodeableConcept
+                    else self._shared_medication(line.medicationReference, text, shared, relied)
+                )
+            if not inert or (
+                line.component is not _UNSET and not self._inert_components(line.component)
+            ):
+                parse(position, text)
+                continue
+            try:  # all of the line, as orjson would check it (UTF-8, numbers that overflow)
+                parse_json(text)
+            except (ValueError, RuntimeError):  # UnicodeDecodeError is a ValueError
+                parse(position, text)
+                continue
+            resource_type, label_head, dating = line.screened
+            # `data_day`: the latest first ten characters of the values at least ten long,
+            # which are those of the latest such value (a string's order is its prefix's first).
+            newest = ""
+            for value in dating(line):
+                if type(value) is str:
+                    if value > newest and len(value) >= 10:
+                        newest = value
+                elif value is not None:  # a Period: its end, else its start
+                    value = value.end or value.start
+                    if type(value) is str and value > newest and len(value) >= 10:
+                        newest = value
+            label = label_head + line.id
+            earlier = seen.setdefault(label, position)
+            if earlier != position:
+                reader.repeated(position, label, earlier, PARSED)
+                continue
+            skipped = True
+            day = newest[:10]
+            if day > newest_day:
+                newest_day = day
+                reader.newest = (day, position, text)
+            if day > newest_in_preview_day and resource_type in PREVIEW_TYPES:
+                newest_in_preview_day = day
+                reader.newest_in_preview = (day, position, text)
+            if position in referring:
+                reader.kept_referring.append((position, text))
+        if skipped:
+            reader.skipped = True
+
+    def _inert_components(self, components: list[_Component]) -> bool:
+        """Whether an Observation's `component` (a list of objects with a `code`) is one the
+        record classifies under no concept read: not empty, and every code inert."""
+        if not components:  # `[]`: the record classifies the resource field by field
+            return False
+        verdicts = self._code_verdicts
+        for component in components:  # each code classified as the record would
+            code_text = bytes(component.code)
+            inert = verdicts.get(code_text) if code_text else False
+            if inert is None:
+                inert = self._new_code_verdict(code_text)
+            if not inert:
+                return False
+        return True
 
     def _new_code_verdict(self, code_text: bytes) -> bool:
         if len(self._code_verdicts) >= _CACHE_LIMIT:

@@ -1346,7 +1346,7 @@ class PartitionLines:
             # Read and split a patient at a time, just before the lines are read (still in
             # the processor's cache), by BytesIO, which finds line ends with memchr (a byte
             # loop in bytes.split). Each line keeps its line end: JSON white space to every
-            # reader of it (`_parse` words an error as for the line without it).
+            # reader of it (`parse_unscreened` words an error as for the line without it).
             texts: list[bytes] = []
             chunks: list[tuple[bytes, int]] = []
             for number in numbers:
@@ -1612,6 +1612,7 @@ class _PatientLines:
         self.referring: frozenset[int] = frozenset()
         self.on_problem = on_problem
         self.own_reference = "Patient/" + self.patient_id
+        self.shared: SharedResources = partition.shared
         self.screen = screen
         self.parser = json_checker()
         self._start()
@@ -1752,50 +1753,19 @@ class _PatientLines:
 
     def parse_lines(self, numbered: Iterable[tuple[int, bytes]], head: bytes | None) -> None:
         """Parse and check these lines (position, text), in order, or leave unparsed those the
-        screen finds no criterion can read. `head`: how every one of them starts, when pass 1
-        knows (a run of one type's lines): the screen is not asked of a type it may not skip,
-        nor looks at the start of a line of a type it may."""
+        screen finds no criterion can read (`LineScreen.screen_lines`, which notes them
+        here). `head`: how every one of them starts, when pass 1 knows (a run of one type's
+        lines): the screen is not asked of a type it may not skip, nor looks at the start of
+        a line of a type it may."""
         screen = self.screen
-        parse = self._parse
         if screen is None or (head is not None and head not in screen.run_heads):
+            parse = self.parse_unscreened
             for position, text in numbered:
                 parse(position, text)
             return
-        skippable = screen.skippable if head is None else screen.skippable_started
-        own_reference = self.own_reference
-        parser = self.parser
-        seen = self.seen
-        referring = self.referring
-        # The days of the newest skipped lines so far (of all, and of the preview's types),
-        # kept here and written back with their lines only when a later day comes.
-        newest_day = self.newest[0]
-        newest_in_preview_day = self.newest_in_preview[0]
-        skipped = False
-        shared = self.partition.shared
-        relied = self.relied
-        for position, text in numbered:
-            verdict = skippable(text, own_reference, parser, shared, relied)
-            if verdict is None:
-                parse(position, text)
-                continue
-            skipped_type, skipped_label, day = verdict
-            earlier = seen.setdefault(skipped_label, position)
-            if earlier != position:
-                self.repeated(position, skipped_label, earlier, PARSED)
-                continue
-            skipped = True
-            if day > newest_day:
-                newest_day = day
-                self.newest = (day, position, text)
-            if day > newest_in_preview_day and skipped_type in PREVIEW_TYPES:
-                newest_in_preview_day = day
-                self.newest_in_preview = (day, position, text)
-            if position in referring:
-                self.kept_referring.append((position, text))
-        if skipped:
-            self.skipped = True
+        screen.screen_lines(self, numbered, head is not None)
 
-    def _parse(self, position: int, text: bytes) -> None:
+    def parse_unscreened(self, position: int, text: bytes) -> None:
         """Parse and check the line at `position` (the screen not asked)."""
         try:
             resource = _loads(text)
