@@ -81,21 +81,42 @@ def _temporary_path(target: Path) -> Path:
 
 
 class AtomicFiles:
-    """Files being written by one `atomic_files` block; `open` adds one."""
+    """Files written as one set (`atomic_files`); `open` adds one, `commit` makes them all
+    whole at once, `discard` removes them (each at most once: then both do nothing)."""
 
-    def __init__(self, buffering: int) -> None:
+    def __init__(self, buffering: int = -1) -> None:
         self._buffering = buffering
         self._files: list[tuple[Path, Path, BinaryIO]] = []
+        self._ended = False
 
     def open(self, path: str | Path) -> BinaryIO:
-        """A binary file to write, renamed to `path` when the block ends without an exception
-        (the target's folder must exist)."""
+        """A binary file to write, renamed to `path` when the set is committed (the target's
+        folder must exist)."""
+        if self._ended:
+            raise ValueError("this set of files is committed or discarded already")
         target = Path(path)
         temporary = _temporary_path(target)
-        # closed when the `atomic_files` block ends
+        # closed when the set is committed or discarded
         handle = open(temporary, "xb", buffering=self._buffering)  # noqa: SIM115
         self._files.append((target, temporary, handle))
         return handle
+
+    def commit(self) -> None:
+        """Flush every file, fsync them at once (in threads) and rename each into place, in
+        the order they were opened (on an error, the files not renamed yet are removed)."""
+        if not self._ended:
+            self._ended = True
+            try:
+                self._commit()
+            except BaseException:
+                self._discard()
+                raise
+
+    def discard(self) -> None:
+        """Close and remove every temporary file: no target is touched."""
+        if not self._ended:
+            self._ended = True
+            self._discard()
 
     def _commit(self) -> None:
         handles = [handle for _target, _temporary, handle in self._files]
@@ -135,7 +156,7 @@ def atomic_files(buffering: int = -1) -> Iterator[AtomicFiles]:
     files = AtomicFiles(buffering)
     try:
         yield files
-        files._commit()
+        files.commit()
     except BaseException:
-        files._discard()
+        files.discard()
         raise

@@ -43,7 +43,7 @@ from concurrent.futures import CancelledError, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
-from multiprocessing.synchronize import Barrier
+from multiprocessing.synchronize import Barrier, Event
 from typing import Any, Protocol
 
 from engine.attestations import Attestations
@@ -154,6 +154,8 @@ def run_local(
 ) -> int | None:
     """The local engine: `settings.workers` processes, whole partitions each.
 
+    `on_started` is called once the workers are forked, and they write nothing before it
+    has returned (they evaluate meanwhile; should it raise, they write nothing at all).
     Each worker writes a partition's files in a thread of its own (`_BackgroundWriter`)
     while it evaluates its next partition, so that it does not wait for the records file's
     fsync (`write_result`); a partition's outcome is reported once it is evaluated. Once
@@ -176,17 +178,24 @@ def run_local(
     if context.get_start_method() != "fork":
         setup = replace(setup, criteria=None)  # compiled criteria do not pickle: recompile
     size = min(settings.workers, len(indexes))
+    started = _Started(context.Event(), context.Event())
     pool = ProcessPoolExecutor(
         max_workers=size,
         mp_context=context,
         initializer=_start_local_worker,
-        initargs=(setup, context.Barrier(size)),
+        initargs=(setup, context.Barrier(size), started),
     )
     # the largest peak of the workers that ended before (pass 1's), and of these workers
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     try:
         futures = [pool.submit(_evaluate_in_worker_measured, index) for index in indexes]
-        on_started()  # after the workers are forked: no progress thread is copied into them
+        try:
+            on_started()  # after the workers are forked: no thread of it is copied into them
+        except BaseException:
+            started.failed.set()
+            raise
+        finally:
+            started.returned.set()
         try:
             for future in as_completed(futures):
                 outcome, worker_peak = future.result()
@@ -197,7 +206,7 @@ def run_local(
         except BrokenProcessPool as error:
             raise _lost_worker("local", error) from error
     except BaseException:
-        pool.shutdown(wait=True)
+        pool.shutdown(wait=True, cancel_futures=True)
         raise
     # `shutdown(wait=False)` would forget the threads and processes it leaves running: one
     # thread asks the pool to shut down and waits, and the run waits for that thread
@@ -226,6 +235,10 @@ class _BackgroundWriter:
 
     def _write(self, results_folder: str, result: PartitionResult) -> None:
         try:
+            if _started is not None:
+                _started.returned.wait()
+                if _started.failed.is_set():
+                    return  # the run stops: nothing is written
             write_result(results_folder, result)
         except BaseException as error:  # raised by wait(): the thread cannot raise
             self._error = error
@@ -239,15 +252,28 @@ class _BackgroundWriter:
             raise error
 
 
+@dataclass(frozen=True)
+class _Started:
+    """Set by `run_local` once the run's `on_started` has returned (`returned`), and before
+    that when it raised (`failed`): a local worker writes only after `returned`, and nothing
+    once `failed`."""
+
+    returned: Event
+    failed: Event
+
+
 _writer = _BackgroundWriter()
 _finished: Barrier | None = None
-"""In a local worker: its writer, and the barrier its `_finish_writing` task waits at."""
+_started: _Started | None = None
+"""In a local worker: its writer, the barrier its `_finish_writing` task waits at, and
+whether it may write."""
 
 
-def _start_local_worker(setup: WorkerSetup, finished: Barrier) -> None:
-    """Process pool initializer of the local engine: `start_worker`, and the barrier."""
-    global _finished
-    _finished = finished
+def _start_local_worker(setup: WorkerSetup, finished: Barrier, started: _Started) -> None:
+    """Process pool initializer of the local engine: `start_worker`, the barrier and the
+    events."""
+    global _finished, _started
+    _finished, _started = finished, started
     start_worker(setup)
 
 
@@ -1208,13 +1234,16 @@ class EngineKind:
     splits the input (settings, whether the run converts units); None when there is nothing to
     start. `takes_scheduler`: it can run on a running cluster (`--scheduler`). `forks_workers`:
     its workers are forks of this process, so what this process prepares before they start
-    (the unit registry of a `--full` run) they share.
+    (the unit registry of a `--full` run) they share. `writes_after_started`: its workers
+    write no file before the run's `on_started` has returned, so the runner may write its
+    own files (pass 1's and the manifest) in `on_started`, while the workers start.
     """
 
     run: Engine
     start: Callable[[EngineSettings, bool], EngineStart] | None = None
     takes_scheduler: bool = False
     forks_workers: bool = False
+    writes_after_started: bool = False
 
 
 def _start_dask(settings: EngineSettings, prepare_units: bool) -> EngineStart:
@@ -1222,7 +1251,7 @@ def _start_dask(settings: EngineSettings, prepare_units: bool) -> EngineStart:
 
 
 ENGINES: dict[str, EngineKind] = {
-    "local": EngineKind(run_local, forks_workers=True),
+    "local": EngineKind(run_local, forks_workers=True, writes_after_started=True),
     "dask": EngineKind(run_dask, start=_start_dask, takes_scheduler=True),
 }
 """The engines `run_cohort` knows, by name."""

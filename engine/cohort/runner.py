@@ -35,7 +35,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from engine import __version__
-from engine.atomic_write import atomic_files, write_atomically
+from engine.atomic_write import AtomicFiles, write_atomically
 from engine.attestations import Attestations, load_attestations
 from engine.cohort.engines import (
     Engine,
@@ -265,6 +265,9 @@ def run_cohort(
     results_folder = out / "partitions"
     work = out / "work"
     engine_start: EngineStart | None = None
+    # A fresh run's pass 1 files and manifest, committed (fsynced at once) as the engine's
+    # workers start, for an engine whose workers write nothing before (`writes_after_started`)
+    deferred: AtomicFiles | None = None
     try:
         fresh = settings.workers > 1 and not (out / MANIFEST).is_file()
         if fresh and kind.start is not None:
@@ -275,7 +278,7 @@ def run_cohort(
         if provisional is not None:
             # A fresh run: pass 1 starts at once with the types the criteria file names, while
             # the criteria compile (and a Dask cluster starts) in threads.
-            criteria, partitions, engine_start = _fresh_start(
+            criteria, partitions, engine_start, deferred = _fresh_start(
                 criteria_path,
                 source,
                 out,
@@ -286,6 +289,9 @@ def run_cohort(
                 full,
                 engine_start,
             )
+            if not kind.writes_after_started:
+                deferred.commit()
+                deferred = None
         else:
             criteria = load_trial(criteria_path)
             partitions = None
@@ -300,15 +306,23 @@ def run_cohort(
             else {}
         )
         results_folder.mkdir(parents=True, exist_ok=True)
-        count = _check_manifest(
-            out, criteria_path, criteria, source, as_of, partition_count, attestations_path, full
+        count, attested = _check_manifest(
+            out,
+            criteria_path,
+            criteria,
+            source,
+            as_of,
+            partition_count,
+            attestations_path,
+            full,
+            deferred,
         )
         key = store_key(
             criteria,
             source.describe(),
             count,
             as_of.isoformat(),
-            _sha256_of(orjson.loads((out / MANIFEST).read_bytes())["attestations"]),
+            _sha256_of(attested),
             kept_types(criteria),
             full,
         )
@@ -346,7 +360,10 @@ def run_cohort(
             progress,
             screen_lines,
             key if keep_store else None,
+            None if deferred is None else deferred.commit,
         )
+        if deferred is not None:
+            deferred.commit()  # when nothing was evaluated
         if engine_start is not None:
             engine_start.stop()  # the workers end while the outputs are assembled
         # The outputs and then the summary, fsynced at once (one wait for the disk) and
@@ -369,6 +386,10 @@ def run_cohort(
             files.open(out / "summary.json").write(
                 orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2)
             )
+    except BaseException:
+        if deferred is not None:
+            deferred.discard()
+        raise
     finally:
         try:
             if engine_start is not None:
@@ -389,10 +410,11 @@ def _fresh_start(
     settings: EngineSettings,
     full: bool,
     engine_start: EngineStart | None = None,
-) -> tuple[CompiledCriteria, PartitionedInput, EngineStart | None]:
+) -> tuple[CompiledCriteria, PartitionedInput, EngineStart | None, AtomicFiles]:
     """Pass 1 of a fresh run, overlapped with compiling the criteria (and starting the
     engine's workers, for an engine that starts them, unless `engine_start` has: the caller
-    then closes it should this fail).
+    then closes it should this fail). Pass 1's files are returned as a set to commit (the
+    caller commits or discards it).
 
     The threads start once pass 1's worker processes exist, so that no fork copies them. When
     the compiled criteria keep other types than `provisional`, pass 1 runs again with those.
@@ -415,10 +437,14 @@ def _fresh_start(
         if started_here:  # before pass 1 forks (a Dask host)
             assert kind.start is not None
             engine_start = kind.start(settings, full)
-        partitions = _first_pass(
+        partitions, files = _first_pass_files(
             source, work, results_folder, count, provisional, settings.workers, on_started
         )
-        criteria = loading.result()
+        try:
+            criteria = loading.result()
+        except BaseException:
+            files.discard()
+            raise
     except BaseException:
         if engine_start is not None and started_here:
             engine_start.close()
@@ -430,10 +456,11 @@ def _fresh_start(
                 folder.rmdir()
         raise
     if kept_types(criteria) != provisional:
-        partitions = _first_pass(
+        files.discard()
+        partitions, files = _first_pass_files(
             source, work, results_folder, count, kept_types(criteria), settings.workers
         )
-    return criteria, partitions, engine_start
+    return criteria, partitions, engine_start, files
 
 
 def _run_engine(
@@ -450,8 +477,10 @@ def _run_engine(
     progress: ProgressListener | None,
     screen_lines: bool | None = None,
     key: str | None = None,
+    commit: Callable[[], None] | None = None,
 ) -> int | None:
-    """Evaluate the pending partitions; the largest worker's peak memory when known."""
+    """Evaluate the pending partitions; the largest worker's peak memory when known.
+    `commit`: called once the engine's workers are started (before any writes a file)."""
     if not pending:
         return None
     assert partitions is not None
@@ -467,7 +496,7 @@ def _run_engine(
         criteria.unavailable_types,
         key,
     )
-    return _evaluate(setup, pending, engine, settings, progress)
+    return _evaluate(setup, pending, engine, settings, progress, commit)
 
 
 def _evaluate(
@@ -476,6 +505,7 @@ def _evaluate(
     engine: Engine,
     settings: EngineSettings,
     progress: ProgressListener | None,
+    commit: Callable[[], None] | None = None,
 ) -> int | None:
     partitions = setup.partitions
     total = sum(partitions.patients_in(index) for index in pending)
@@ -484,6 +514,8 @@ def _evaluate(
     pending = sorted(pending, key=partitions.patients_in, reverse=True)
 
     def on_started() -> None:
+        if commit is not None:
+            commit()
         if progress is not None:
             progress.start(total)
 
@@ -506,9 +538,28 @@ def _first_pass(
     """Split the input; its problems go to `source-problems.ndjson`, its sizes to source.json
     (both fsynced at once, then renamed in that order: source.json vouches for the other),
     with pass 1's marker (one wait for the disk instead of two)."""
+    partitions, files = _first_pass_files(
+        source, work, results_folder, count, types, workers, on_started
+    )
+    files.commit()
+    return partitions
+
+
+def _first_pass_files(
+    source: CohortInput,
+    work: Path,
+    results_folder: Path,
+    count: int,
+    types: frozenset[str],
+    workers: int,
+    on_started: Callable[[], None] | None = None,
+) -> tuple[PartitionedInput, AtomicFiles]:
+    """`_first_pass`, its files (the problems, pass 1's marker, the sizes) left as a set to
+    commit: the caller commits it (or discards it: then they are not written at all)."""
     shutil.rmtree(work, ignore_errors=True)
     problems = 0
-    with atomic_files() as files:
+    files = AtomicFiles()
+    try:
         handle = files.open(results_folder / SOURCE_PROBLEMS)
 
         def record(problem: SourceProblem) -> None:
@@ -519,7 +570,10 @@ def _first_pass(
         partitions = source.prepare(work, count, record, types, workers, on_started, files)
         record_data = {"bytes_read": partitions.bytes_read, "problems": problems}
         files.open(results_folder / _SOURCE_RECORD).write(orjson.dumps(record_data))
-    return partitions
+    except BaseException:
+        files.discard()
+        raise
+    return partitions, files
 
 
 def _summary(
@@ -569,10 +623,12 @@ def _check_manifest(
     partition_count: int | None,
     attestations_path: str | Path | None,
     full: bool,
-) -> int:
-    """Write the manifest, or check the one there; returns the partition count to use. With
-    other criteria or mappings (a re-run) the earlier results are set aside and the manifest
-    is written again."""
+    files: AtomicFiles | None = None,
+) -> tuple[int, Any]:
+    """Write the manifest, or check the one there; returns the partition count to use and
+    the manifest's attestations. With other criteria or mappings (a re-run) the earlier
+    results are set aside and the manifest is written again. `files`: a set of files to
+    which a new manifest is added (written when the caller commits it)."""
     path = out / MANIFEST
     digest = CriteriaFiles.collect(criteria).digest
     earlier = orjson.loads(path.read_bytes()) if path.is_file() else None
@@ -598,8 +654,11 @@ def _check_manifest(
         "unavailable_types": sorted(criteria.unavailable_types),
     }
     if earlier is None:
-        write_atomically(path, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
-        return partition_count
+        if files is None:
+            write_atomically(path, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+        else:
+            files.open(path).write(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+        return partition_count, manifest["attestations"]
     differences = [
         name
         for name, same in (
@@ -630,8 +689,7 @@ def _check_manifest(
         if earlier["criteria"]["sha256"] != digest:  # the results are the other criteria's
             _set_aside_results(out / "partitions", partition_count)
         write_atomically(path, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
-        return partition_count
-    return partition_count
+    return partition_count, manifest["attestations"]
 
 
 def _set_aside_results(results_folder: Path, partition_count: int) -> None:

@@ -150,3 +150,76 @@ def test_a_run_waits_for_the_disk_once_between_the_passes_and_once_at_the_end(
     assert sets[0] == ["source-problems.ndjson", "partitioned.json", "source.json"]
     assert sets[-1][-1] == "summary.json" and "subjects.ndjson" in sets[-1]
     assert "partitioned.json" not in alone and "summary.json" not in alone
+
+
+def test_a_fresh_local_run_writes_pass_1_files_and_manifest_as_its_workers_start(
+    ndjson_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With two local workers, pass 1's files and the manifest are one set, fsynced while the
+    workers start (both cores idled through its wait before), and no worker writes a
+    partition's files before it is renamed into place: the commit below takes a second, in
+    which the workers evaluate every partition of these few patients; none is written."""
+    import datetime
+    import time
+
+    from engine import atomic_write
+    from engine.cohort import NdjsonInput, run_cohort
+
+    out = tmp_path / "out"
+    sets: list[list[str]] = []
+    written_before: list[list[str]] = []
+    alone: list[str] = []
+    commit = atomic_write.AtomicFiles._commit
+    one = atomic_write.write_atomically
+
+    def committed(files: atomic_write.AtomicFiles) -> None:
+        names = [target.name for target, _temporary, _handle in files._files]
+        sets.append(names)
+        if "manifest.json" in names:
+            time.sleep(1.0)
+            written_before.append(sorted(p.name for p in (out / "partitions").glob("0*")))
+        commit(files)
+
+    def written(path: str | Path, data: bytes, durable: bool = True) -> None:
+        if durable:
+            alone.append(Path(path).name)
+        one(path, data, durable)
+
+    monkeypatch.setattr(atomic_write.AtomicFiles, "_commit", committed)
+    monkeypatch.setattr("engine.cohort.runner.write_atomically", written)
+    as_of = datetime.date.fromisoformat(AS_OF.isoformat())
+    run_cohort(CRITERIA, NdjsonInput(ndjson_folder), out, as_of, workers=2)
+    assert sets[0] == ["source-problems.ndjson", "partitioned.json", "source.json", "manifest.json"]
+    assert written_before == [[]]
+    assert "manifest.json" not in alone
+    assert sorted(p.name for p in (out / "partitions").glob("0*"))  # written after it
+
+
+def test_when_the_manifest_cannot_be_written_the_workers_write_nothing(
+    ndjson_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The set holding the manifest fails as the workers start: the run stops with that error
+    (no hang), no partition's files are written, and the same command then runs whole."""
+    import datetime
+
+    from engine import atomic_write
+    from engine.cohort import NdjsonInput, run_cohort
+
+    out = tmp_path / "out"
+    commit = atomic_write.AtomicFiles._commit
+
+    def failing(files: atomic_write.AtomicFiles) -> None:
+        if "manifest.json" in [target.name for target, _temporary, _handle in files._files]:
+            raise OSError("No space left on device")
+        commit(files)
+
+    monkeypatch.setattr(atomic_write.AtomicFiles, "_commit", failing)
+    as_of = datetime.date.fromisoformat(AS_OF.isoformat())
+    with pytest.raises(OSError, match="No space left"):
+        run_cohort(CRITERIA, NdjsonInput(ndjson_folder), out, as_of, workers=2)
+    assert not (out / "manifest.json").exists()
+    assert not list((out / "partitions").glob("0*"))
+    assert not list((out / "partitions").rglob("*.part"))
+    monkeypatch.undo()
+    summary = run_cohort(CRITERIA, NdjsonInput(ndjson_folder), out, as_of, workers=2)
+    assert summary.patients > 0 and summary.partitions_reused == 0
