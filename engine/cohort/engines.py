@@ -395,13 +395,63 @@ def evaluate_on_dask_worker(job: DaskJob, payload: PartitionPayload) -> tuple[Pa
 
 
 def evaluate_and_write_on_dask_worker(
-    job: DaskJob, payload: PartitionPayload, results_folder: str
+    job: DaskJob, payload: PartitionPayload, results_folder: str, in_background: bool = True
 ) -> tuple[PartitionOutcome, int]:
     """Dask task (shared filesystem): evaluate one partition and write its result file; its
-    outcome and this worker's peak memory after it."""
+    outcome and this worker's peak memory after it. `in_background`: the files are written
+    in a thread of this worker while it evaluates its next partition (`_DaskWrites`); the
+    run asks each worker at its end which partitions it wrote (`_finish_writing_on_dask_worker`)."""
     result = _evaluator_of(job).evaluate(payload)
-    write_result(results_folder, result)
+    if in_background:
+        _dask_writes.write(results_folder, result)
+    else:
+        write_result(results_folder, result)
     return result.outcome, peak_memory()
+
+
+class _DaskWrites:
+    """A Dask worker's partition files, written in a thread while the worker evaluates its
+    next partition (`_BackgroundWriter`, as the local engine's workers do: the records file's
+    fsync is a wait for the disk), and the partitions written so far, by results folder.
+
+    A write's error is raised by the worker's next task or by `finish`. A worker that ends
+    with a write under way (its process killed) takes the list with it: the run evaluates
+    the partitions no worker says it wrote again (`_evaluate_on_cluster`)."""
+
+    def __init__(self) -> None:
+        self._writer = _BackgroundWriter()
+        self._writing: tuple[str, int] | None = None
+        self._written: list[tuple[str, int]] = []
+
+    def write(self, results_folder: str, result: PartitionResult) -> None:
+        self._wait()
+        self._writing = (results_folder, result.outcome.index)
+        self._writer.write(results_folder, result)
+
+    def _wait(self) -> None:
+        writing, self._writing = self._writing, None
+        self._writer.wait()
+        if writing is not None:
+            self._written.append(writing)
+
+    def finish(self, results_folder: str) -> list[int]:
+        """Wait for the last write (raising its error): the partitions written into
+        `results_folder` since the last `finish` (those of other folders are forgotten)."""
+        try:
+            self._wait()
+            return [index for folder, index in self._written if folder == results_folder]
+        finally:
+            self._written.clear()
+
+
+_dask_writes = _DaskWrites()
+"""In a Dask worker: its partition files being written, and those written."""
+
+
+def _finish_writing_on_dask_worker(results_folder: str) -> list[int]:
+    """`client.run` once every partition of a run is evaluated: wait for this worker's last
+    write; the partitions it wrote into `results_folder` (`_DaskWrites.finish`)."""
+    return _dask_writes.finish(results_folder)
 
 
 _CLOSE_RACES = frozenset(
@@ -739,6 +789,8 @@ async def _evaluate_on_cluster(
             _raise_if_join_failed(joining)
             await submit_next()
         _raise_if_join_failed(joining)
+        if run.shared_filesystem:
+            await _dask_writes_finished(client, run, shared_job, key)
     except (
         distributed.KilledWorker,
         CancelledError,
@@ -748,6 +800,31 @@ async def _evaluate_on_cluster(
         # worker after worker (KilledWorker), the scheduler gone (CommClosedError)
         raise _lost_worker("Dask", error) from error
     return peak
+
+
+async def _dask_writes_finished(
+    client: Any, run: DaskRun, shared_job: Any, key: Callable[[int], str]
+) -> None:
+    """Once every partition of `run` is evaluated (shared filesystem: the workers write their
+    files in the background, `_DaskWrites`), wait for every worker's last write; evaluate
+    again, written before the task ends, the partitions no worker says it wrote (a worker
+    that ended after it evaluated them, before it had written them). Raises a write's error."""
+    written = await client.run(_finish_writing_on_dask_worker, run.results_folder)
+    done = {index for indexes in written.values() for index in indexes}
+    lost = [index for index in run.indexes if index not in done]
+    if lost:
+        await client.gather(
+            client.map(
+                evaluate_and_write_on_dask_worker,
+                [shared_job] * len(lost),
+                [PartitionOnDisk(run.partitions, index) for index in lost],
+                [run.results_folder] * len(lost),
+                [False] * len(lost),
+                key=[f"{key(index)}-again" for index in lost],
+                pure=False,
+                retries=1,
+            )
+        )
 
 
 async def _start_scheduler_for(

@@ -66,6 +66,28 @@ def test_the_dask_engine_writes_the_same_files_and_resumes(
         assert (out / name).read_bytes() == (one_worker.out_dir / name).read_bytes(), name
 
 
+def test_partitions_no_dask_worker_says_it_wrote_are_evaluated_again(
+    one_worker: CohortSummary, ndjson_folder: Path, tmp_path: Path
+) -> None:
+    """The workers write their partitions' files in the background and say at the end which
+    they wrote: a partition none wrote (its worker ended before its write was done; here no
+    worker writes any) is evaluated again and written before the run ends."""
+    skip_unless_dask_workers_fork()
+    out = tmp_path / "out"
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from engine.cohort import NdjsonInput, engines, run_cohort\n"
+        "from cohort_examples import AS_OF, CRITERIA, PARTITIONS\n"
+        "engines._DaskWrites.write = lambda self, folder, result: None  # every write lost\n"
+        "run_cohort(CRITERIA, NdjsonInput(Path(sys.argv[1])), Path(sys.argv[2]), AS_OF,"
+        " engine='dask', workers=2, partition_count=PARTITIONS)\n"
+    )
+    run_python(code, str(ndjson_folder), str(out))
+    for name in (*OUTPUT_FILES, "cohort.parquet"):
+        assert (out / name).read_bytes() == (one_worker.out_dir / name).read_bytes(), name
+
+
 def test_a_dask_run_on_a_cluster_of_this_process_writes_the_same_files(
     one_worker: CohortSummary, ndjson_folder: Path, tmp_path: Path
 ) -> None:
