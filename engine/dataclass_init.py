@@ -7,14 +7,19 @@ such objects per atom and patient. `direct_init` gives a frozen dataclass an `__
 the same parameters and defaults that does the latter: the same code a hand-written one would
 be (`d = self.__dict__; d["a"] = a; ...`), made from the fields once, as `dataclasses` makes
 its own, so that the fields are written once, in the class body.
+
+`cached_attribute` is `functools.cached_property` without its lock, for the values such
+objects work out once when first read (a criterion's verdict, a patient's status).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar, overload
 
 _Class = TypeVar("_Class", bound=type)
+_Value = TypeVar("_Value")
 
 
 def direct_init(cls: _Class) -> _Class:
@@ -53,3 +58,44 @@ def direct_init(cls: _Class) -> _Class:
     init.__doc__ = f"Set the fields of {cls.__name__} (`engine.dataclass_init.direct_init`)."
     cls.__init__ = init  # type: ignore[method-assign]
     return cls
+
+
+class cached_attribute(Generic[_Value]):  # (named as functools.cached_property)
+    """A method's value worked out at the first read and kept in the instance's `__dict__`,
+    which later reads find first (a non-data descriptor): `functools.cached_property`
+    without the lock Python 3.11 takes at every first read (a re-entrant lock per
+    descriptor, acquired and released around the work; Python 3.12 dropped it). For pure
+    methods only: two threads reading the value first at once both work it out, and keep
+    one of two equal values.
+
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class Square:
+    ...     side: int
+    ...     @cached_attribute
+    ...     def area(self) -> int:
+    ...         return self.side * self.side
+    >>> square = Square(3)
+    >>> square.area, square.__dict__["area"], Square.area.name
+    (9, 9, 'area')
+    """
+
+    def __init__(self, compute: Callable[[Any], _Value]) -> None:
+        self.compute = compute
+        self.name = compute.__name__
+        self.__doc__ = compute.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> cached_attribute[_Value]: ...
+
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> _Value: ...
+
+    def __get__(self, instance: object | None, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        value = self.compute(instance)
+        instance.__dict__[self.name] = value
+        return value

@@ -68,3 +68,28 @@ def test_fields_it_cannot_write_plainly_are_refused() -> None:
     for cls in (Factory, After, KeywordOnly, int):
         with pytest.raises(TypeError):
             direct_init(cls)
+
+
+def test_a_cached_attribute_is_worked_out_once_per_instance_at_its_first_read() -> None:
+    from engine.dataclass_init import cached_attribute
+
+    calls: list[int] = []
+
+    @dataclasses.dataclass(frozen=True)
+    class Counted:
+        side: int
+
+        @cached_attribute
+        def area(self) -> int:
+            """The square's area."""
+            calls.append(self.side)
+            return self.side * self.side
+
+    first, second = Counted(2), Counted(3)
+    assert "area" not in first.__dict__
+    assert (first.area, first.area, second.area, first.area) == (4, 4, 9, 4)
+    assert calls == [2, 3]
+    assert first == Counted(2) and "area" not in repr(first)  # not a field
+    assert (
+        isinstance(Counted.area, cached_attribute) and Counted.area.__doc__ == "The square's area."
+    )

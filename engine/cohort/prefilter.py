@@ -38,10 +38,9 @@ from engine.evaluate import (
     CompiledCriteria,
     CompiledCriterion,
     Outcome,
-    Truth,
 )
 from engine.evaluate.nodes import EvaluationContext, Node
-from engine.evaluate.outcome import is_shared, shared
+from engine.evaluate.outcome import NOT_MET, is_shared, shared
 from engine.record import PatientRecord
 from engine.resource_types import CODE_ONLY_TYPES
 from engine.screening import Screening, screen_record
@@ -165,7 +164,7 @@ class Prefilter:
             unavailable_types=criteria.unavailable_types,
         )
         atom = requirement.node.evaluate(context)
-        if atom.truth is not Truth.NOT_MET:
+        if atom.truth is not NOT_MET:
             raise RuntimeError(
                 f"pre-filter bug: Patient/{preview.patient_id} was settled by "
                 f"{requirement.criterion_id}, but its required atom is {atom.truth.value}"
@@ -178,7 +177,7 @@ class Prefilter:
             return known[1]
         compiled = next(c for c in criteria.criteria if c.id == requirement.criterion_id)
         label = str(getattr(compiled.root, "label", ""))
-        outcome = Outcome(Truth.NOT_MET, atom.reason, label, atom.evidence, children=(atom,))
+        outcome = Outcome(NOT_MET, atom.reason, label, atom.evidence, children=(atom,))
         if is_shared(atom):
             if len(self._settled_outcomes) >= _SETTLED_OUTCOMES_LIMIT:
                 self._settled_outcomes.clear()

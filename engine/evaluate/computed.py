@@ -54,6 +54,8 @@ __all__ = ["ComputedNode", "compile_computed"]
 _INPUT_TYPE = "Observation"
 """The type every measured input is read from (`_latest`)."""
 _OBSERVATION_STATUS = status_predicate(_INPUT_TYPE, None)
+_AGE, _SEX = InputKind.AGE, InputKind.SEX
+"""Read as globals (an enum class's member is a lookup through its metaclass in Python 3.11)."""
 
 
 @dataclass(frozen=True)
@@ -257,14 +259,14 @@ class ComputedNode:
         patient = context.record.patient
         patient_reference, _ = context.patient_cited()
         for spec in self.formula.inputs if self.reads_patient else ():
-            if spec.kind is InputKind.AGE:
+            if spec.kind is _AGE:
                 age = _age(patient, first_day or context.as_of)
                 if isinstance(age, str):
                     problems.append(age)
                 else:
                     values[spec.name] = age
                     shown.append(f"age {age}")
-            elif spec.kind is InputKind.SEX:
+            elif spec.kind is _SEX:
                 gender = patient.get("gender")
                 if not isinstance(gender, str):
                     problems.append(f"{patient_reference} has no gender")

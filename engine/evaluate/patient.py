@@ -6,13 +6,12 @@ import datetime as dt
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import cached_property
 from operator import attrgetter
 from typing import Any
 
 from engine.attestations import Attestation
 from engine.criteria.model import CriterionKind
-from engine.dataclass_init import direct_init
+from engine.dataclass_init import cached_attribute, direct_init
 from engine.errors import DateProblem, InputError, Location
 from engine.evaluate.compile import CompiledCriteria, CompiledCriterion, EvaluationContext
 from engine.evaluate.outcome import MET, NOT_MET, UNKNOWN, Outcome, is_shared
@@ -74,7 +73,7 @@ class CriterionResult:
     def kind(self) -> CriterionKind:
         return self.criterion.kind
 
-    @cached_property
+    @cached_attribute
     def verdict(self) -> CriterionVerdict:
         truth = self.outcome.truth
         if truth is UNKNOWN:
@@ -104,7 +103,7 @@ class PatientEvaluation:
     not_evaluated: tuple[CompiledCriterion, ...] = field(default=())
     newest_data: dt.date | None = field(default=None)
 
-    @cached_property
+    @cached_attribute
     def status(self) -> SubjectStatus:
         return subject_status(self.results)
 

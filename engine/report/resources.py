@@ -15,7 +15,6 @@ import html
 import uuid
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from operator import attrgetter, is_
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import quote
@@ -24,7 +23,7 @@ import orjson
 
 from engine import __version__
 from engine.criteria.model import CriterionKind, Trial
-from engine.dataclass_init import direct_init
+from engine.dataclass_init import cached_attribute, direct_init
 from engine.evaluate.compile import CompiledCriteria, CompiledCriterion
 from engine.evaluate.outcome import Outcome
 from engine.evaluate.patient import (
@@ -127,13 +126,18 @@ def research_subject_json(report: PatientReport, study_reference: str) -> Shaped
         report.status,
         study_reference,
     )
-    shape = tuple((key, shape) for key, _member, shape in members)
+    subject: dict[str, Any] = {}
+    shapes: list[tuple[str, Shape]] = []
+    for key, member, member_shape in members:  # one loop, not two comprehensions (frames)
+        subject[key] = member
+        shapes.append((key, member_shape))
+    shape = tuple(shapes)
     known = _subject_shapes.get(shape)
     if known is None:
         if len(_subject_shapes) >= 1024:
             _subject_shapes.clear()
         known = _subject_shapes[shape] = shape
-    return ShapedJson(orjson.dumps({key: member for key, member, _shape in members}), known)
+    return ShapedJson(orjson.dumps(subject), known)
 
 
 _subject_shapes: dict[Shape, Shape] = {}
@@ -232,6 +236,8 @@ class CriterionReport:
 
 NOT_EVALUATED_REPORT = CriterionReport(None, NOT_EVALUATED_SUMMARY)
 _verdict_of_part = attrgetter("verdict")
+_CLEAR = CriterionVerdict.CLEAR
+"""Read as a global (an enum class's member is a lookup through its metaclass in Python 3.11)."""
 
 
 @direct_init
@@ -248,7 +254,7 @@ class PatientReport:
     data_problems: tuple[str, ...] = ()
     newest_data: dt.date | None = None
 
-    @cached_property
+    @cached_attribute
     def status(self) -> SubjectStatus:
         verdicts = set(map(_verdict_of_part, self.parts))
         verdicts.discard(None)  # not evaluated
@@ -610,7 +616,7 @@ def _make_texts(trial: Trial, heading: CriterionHeading, part: CriterionReport) 
     )
     clean = not has_refused_whitespace(row)
     row_json = orjson.dumps(row)[1:-1]
-    if part.verdict is None or part.verdict is CriterionVerdict.CLEAR:
+    if part.verdict is None or part.verdict is _CLEAR:
         return _PartTexts(row, clean, row_json)
     code, code_shape, text_fits = _evidence_code(trial, heading, part)
     return _PartTexts(row, clean, row_json, code, code_shape, text_fits)
