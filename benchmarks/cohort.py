@@ -12,21 +12,25 @@ default, where the pre-filter settles patients without an ITP diagnosis from the
 and `--full`, every patient evaluated in full; `--mode` picks one) prints the time,
 patients/s, MB/s of NDJSON (the whole export, although a run skips the types nothing reads)
 and peak memory: this process, and the largest worker (local: the largest child process;
-dask: the largest of the workers' own peaks, asked with `client.run`). Then the floor, one
+dask: the largest of the workers' own peaks, which each task reports with its outcome).
+Then the floor, one
 process parsing every line with orjson, and a reference query in DuckDB over the same files:
 every patient, whether they have a primary ITP Condition, and their latest haemoglobin.
 `--repeat N` runs every configuration and the floor N times, interleaved, and shows the best
 of each with the range: on a shared machine speed drifts by tens of percent between runs.
 Every run is a fresh process, as a `trialsieve cohort` command is (nothing imported, started
-or built by an earlier run is reused: Dask's forkserver and distributed itself included; the
+or built by an earlier run is reused: Dask's cluster and distributed itself included; the
 time is `summary.json`'s, which leaves out the interpreter's start and trialsieve's imports
-for both engines), and also shows its CPU seconds: the run's process, every process it
-started (first-pass and local workers, Dask's forkserver and workers) and their children. On
+for both engines, and takes in the Dask cluster's start, its import of distributed
+included: the cluster's host is forked when the run starts), and also shows its CPU
+seconds: the run's process, every process it started (first-pass and local workers, the
+Dask cluster's host and the workers it forks) and their children. On
 a machine others use, CPU seconds drift much less than times do; the load average (1 min) is
 printed for each round.
 The engine's bytecode is compiled first (`shared_data.compile_bytecode`), as installing
 trialsieve does: where PYTHONDONTWRITEBYTECODE is set, a checkout's new processes (Dask's
-forkserver) would otherwise compile every engine module they import, 0.1 CPU s each.
+forkserver, where one is used) would otherwise compile every engine module they import, 0.1
+CPU s each.
 
 Every run is done for each `--criteria` file (default: both shipped trials, NCT05315778,
 where the pre-filter settles everyone in the Synthea set, and NCT03036150, DAPA-CKD, whose
@@ -37,10 +41,11 @@ many workers as the local engine has processes (`--workers`, default every core)
 twice as many (2 and 4 on a 2-core machine: no gain is expected beyond the core count; on
 several machines each worker node adds its cores, and the first pass, which runs in the
 command's process, stays the serial part); `--dask-workers N` (repeatable) picks the sizes.
-Each Dask configuration is compared with the local engine per mode: time (best over best,
-and the range of the per-round ratios: the rounds are interleaved, so a round's two runs saw
-about the same load) and CPU seconds (least over least), each against the goal of at most
-1.2x (`DASK_GOAL`; met or not: on a machine others load, the CPU ratio is the one to trust).
+Each Dask configuration is compared with the local engine per mode: time (best over best)
+and CPU seconds (least over least), each with the median and range of the per-round ratios
+(the rounds are interleaved, so a round's two runs saw about the same load) and against the
+goal of at most 1.2x (`DASK_GOAL`; met or not: on a machine others load, the CPU ratio is the
+one to trust).
 """
 
 from __future__ import annotations
@@ -225,28 +230,32 @@ DASK_GOAL = 1.2
 def _ratios(
     seconds: list[float], local: list[float], cpu: list[float], local_cpu: list[float]
 ) -> str:
-    """A configuration against the local engine: best time over best time (with the median
-    and range of the rounds' own ratios, when there were several), least CPU over least (and
-    their difference: the engine's own cost, fixed per run), and whether each is within
-    `DASK_GOAL`."""
+    """A configuration against the local engine: best time over best time, least CPU over
+    least (and their difference: the engine's own cost, fixed per run), each with the median
+    and range of the rounds' own ratios when there were several (the rounds are interleaved:
+    a round's two runs saw about the same load), and whether each is within `DASK_GOAL`."""
     time_ratio = min(seconds) / min(local)
     cpu_ratio = min(cpu) / min(local_cpu)
-    text = f"{time_ratio:5.2f}x time"
-    if len(seconds) > 1:
-        rounds = [mine / theirs for mine, theirs in zip(seconds, local, strict=True)]
-        text += (
-            f" (per round: median {statistics.median(rounds):.2f}x, "
-            f"{min(rounds):.2f}-{max(rounds):.2f}x)"
-        )
+    extra = min(cpu) - min(local_cpu)
     verdicts = [
         f"{name} {'met' if ratio <= DASK_GOAL else 'not met'}"
         for name, ratio in (("time", time_ratio), ("CPU", cpu_ratio))
     ]
-    extra = min(cpu) - min(local_cpu)
     return (
-        text
-        + f", {cpu_ratio:5.2f}x CPU seconds ({extra:+.2f} s); goal at most {DASK_GOAL}x: "
+        f"{time_ratio:5.2f}x time{_per_round(seconds, local)}, {cpu_ratio:5.2f}x CPU seconds "
+        f"({extra:+.2f} s){_per_round(cpu, local_cpu)}; goal at most {DASK_GOAL}x: "
         + ", ".join(verdicts)
+    )
+
+
+def _per_round(mine: list[float], theirs: list[float]) -> str:
+    """The median and range of the rounds' own ratios, when there were several rounds."""
+    if len(mine) < 2:
+        return ""
+    rounds = [one / other for one, other in zip(mine, theirs, strict=True)]
+    return (
+        f" (per round: median {statistics.median(rounds):.2f}x, "
+        f"{min(rounds):.2f}-{max(rounds):.2f}x)"
     )
 
 
