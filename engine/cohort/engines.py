@@ -717,15 +717,12 @@ async def _evaluate_on_cluster(
     on_started: Callable[[], None],
     on_done: Callable[[PartitionOutcome], None],
     closing: Callable[[], bool] = lambda: False,
-    joining: asyncio.Task[None] | None = None,
 ) -> int | None:
     """Evaluate `run`'s partitions on the cluster of `client`, one task each (see `run_dask`);
     the largest peak memory of a worker (after a task). `closing`: checked after each
-    partition, whether to stop (`_HostClosing`). `joining`: workers still joining the
-    cluster (the hosted cluster's forked ones), whose failure (one ended before it joined)
-    ends the run, checked as each partition is done and at the end. Runs in the client's
-    event loop (the cluster's host runs its loop in its one thread; a client of this process
-    runs it through `client.sync`)."""
+    partition, whether to stop (`_HostClosing`). Runs in the client's event loop (the
+    cluster's host runs its loop in its one thread; a client of this process runs it
+    through `client.sync`)."""
     distributed = _import_distributed()
     job = run.job
     shared_job = await client.scatter(job, broadcast=True, hash=False)
@@ -786,9 +783,7 @@ async def _evaluate_on_cluster(
             on_done(evaluated)
             if closing():
                 raise _HostClosing
-            _raise_if_join_failed(joining)
             await submit_next()
-        _raise_if_join_failed(joining)
         if run.shared_filesystem:
             await _dask_writes_finished(client, run, shared_job, key)
     except (
@@ -827,16 +822,11 @@ async def _dask_writes_finished(
         )
 
 
-async def _start_scheduler_for(
-    forked: _ForkedWorkers, running: contextlib.AsyncExitStack
-) -> tuple[Any, asyncio.Task[None]]:
-    """The scheduler (in this event loop, on loopback, with a free port for its HTTP server
-    and no dashboard), this process's own worker, `HOST_WORKER`, and a client; and the
-    forked workers' joining, still under way (`_ForkedWorkers.joined`: it raises CohortError
-    when one ended before it joined). A run's tasks go out at once, to the workers there are
-    (the host's own, and the forked ones that have joined): a forked worker that joins later
-    takes the next ones. They close when `running` does (the scheduler closes the forked
-    workers that joined it)."""
+async def _start_scheduler_for(forked: _ForkedWorkers, running: contextlib.AsyncExitStack) -> Any:
+    """The scheduler (in this event loop, on loopback, with a free port for its HTTP server and
+    no dashboard), this process's own worker, `HOST_WORKER`, and a client, once every forked
+    worker has joined; CohortError when one ended before that. They close when `running`
+    does (the scheduler closes the forked workers that joined it)."""
     distributed = _import_distributed()
     scheduler = await running.enter_async_context(
         distributed.Scheduler(
@@ -847,8 +837,6 @@ async def _start_scheduler_for(
         )
     )
     forked.connect(scheduler.address)
-    joining = asyncio.create_task(forked.joined())
-    running.callback(joining.cancel)  # a close before every worker has joined
     await running.enter_async_context(
         distributed.Worker(
             scheduler.address, nthreads=1, name=HOST_WORKER, host="127.0.0.1", dashboard=False
@@ -857,23 +845,11 @@ async def _start_scheduler_for(
     client = await running.enter_async_context(
         distributed.Client(scheduler.address, asynchronous=True)
     )
-    return client, joining
-
-
-def _join_failed(joining: asyncio.Task[None] | None) -> bool:
-    """Whether workers joining the cluster have failed to (one ended before it joined)."""
-    return (
-        joining is not None
-        and joining.done()
-        and not joining.cancelled()
-        and joining.exception() is not None
-    )
-
-
-def _raise_if_join_failed(joining: asyncio.Task[None] | None) -> None:
-    """Raise the CohortError of a worker that ended before it joined the cluster, if one did."""
-    if joining is not None and _join_failed(joining):
-        joining.result()
+    # Every worker joins before the run's tasks go out: the job is scattered to each, so no
+    # worker fetches it from another (a fetch from the host's worker when the host dies is
+    # an error with a traceback in the fetching worker's log).
+    await forked.joined()
+    return client
 
 
 async def _readable(connection: Connection) -> None:
@@ -964,10 +940,9 @@ async def _serve_the_command(
 
     async with contextlib.AsyncExitStack() as running:
         client: Any = None
-        joining: asyncio.Task[None] | None = None
         if failed is None and forked is not None:
             try:
-                client, joining = await _start_scheduler_for(forked, running)
+                client = await _start_scheduler_for(forked, running)
             except BaseException as error:
                 failed = error
         while True:
@@ -985,12 +960,8 @@ async def _serve_the_command(
                 elif kind == "run":
                     function, function_arguments = arguments
                     try:
-                        if joining is not None:
-                            await joining  # on every worker: each has joined first
                         answers = await client.run(function, *function_arguments)
                     except BaseException as error:
-                        if _join_failed(joining):
-                            failed = error
                         reply(("error", _picklable(error)))
                     else:
                         reply(("ok", answers))
@@ -1003,13 +974,10 @@ async def _serve_the_command(
                             lambda: reply(("started",)),
                             lambda outcome: reply(("done", outcome)),
                             requests.poll,
-                            joining,
                         )
                     except _HostClosing:
                         raise
                     except BaseException as error:
-                        if _join_failed(joining):
-                            failed = error
                         reply(("error", _picklable(error)))
                     else:
                         reply(("ok", peak))

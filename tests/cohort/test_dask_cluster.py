@@ -101,35 +101,11 @@ def test_a_forked_worker_that_dies_before_joining_fails_the_start_instead_of_han
     )
 
 
-def test_a_run_does_not_wait_for_the_forked_workers_to_join(ndjson_folder: Path) -> None:
-    """The run's tasks go out once the scheduler, the host's own worker and the client are
-    up: a forked worker that has not joined yet (here: never, until the cluster closes) takes
-    tasks once it joins, and meanwhile the others evaluate every partition."""
-    skip_unless_dask_workers_fork()
-    code = (
-        "import sys, tempfile\n"
-        "from pathlib import Path\n"
-        "from engine.cohort import NdjsonInput, engines, run_cohort\n"
-        "from cohort_examples import AS_OF, CRITERIA\n"
-        "def never_joins(host):\n"
-        "    host.recv()  # the scheduler's address\n"
-        "    host.recv()  # the end of the cluster\n"
-        "engines._serve_as_dask_worker = never_joins\n"
-        "summary = run_cohort(CRITERIA, NdjsonInput(Path(sys.argv[1])),"
-        " Path(tempfile.mkdtemp()) / 'out', AS_OF, engine='dask', workers=2,"
-        " partition_count=3)\n"
-        "print(summary.partitions, summary.patients)\n"
-    )
-    done = run_python(code, str(ndjson_folder))
-    partitions, patients = done.stdout.split()
-    assert partitions == "3" and int(patients) > 0, done.stdout
-
-
 def test_a_forked_worker_that_dies_before_joining_ends_the_run_with_a_clear_error(
     ndjson_folder: Path,
 ) -> None:
-    """Tasks go out before every forked worker has joined, so one that ends before it
-    joins is found as partitions are done: the run stops with the start's CohortError."""
+    """A run, as `run_on_workers`, waits for every forked worker to join the cluster: one
+    that ends before it joins stops the run with a CohortError, no traceback, no hang."""
     skip_unless_dask_workers_fork()
     code = (
         "import os, sys, tempfile\n"
