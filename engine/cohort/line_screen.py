@@ -130,6 +130,10 @@ class _Component(msgspec.Struct, gc=False):
     code: msgspec.Raw = msgspec.Raw()
 
 
+_code_of: Callable[[_Component], msgspec.Raw] = operator.attrgetter("code")
+"""A component's `code` (its text; empty when absent)."""
+
+
 class _Subject(msgspec.Struct, gc=False):
     reference: str
 
@@ -324,6 +328,9 @@ class LineScreen:
     """By the text of a `code`: whether it is inert (see `_inert_code`)."""
     _medication_verdicts: dict[bytes, bool] = field(default_factory=dict)
     """By the text of a shared Medication: whether it is one with an inert `code`."""
+    _component_verdicts: dict[bytes, bool] = field(default_factory=dict)
+    """By the texts of an Observation's components' codes, joined by NUL (`_inert_components`):
+    whether they are all inert."""
 
     @classmethod
     def from_criteria(cls, criteria: CompiledCriteria) -> LineScreen:
@@ -483,11 +490,27 @@ class LineScreen:
 
     def _inert_components(self, components: list[_Component]) -> bool:
         """Whether an Observation's `component` (a list of objects with a `code`) is one the
-        record classifies under no concept read: not empty, and every code inert."""
+        record classifies under no concept read: not empty, and every code inert.
+
+        Kept per list of the components' codes' texts, joined by NUL (a PRAPARE survey has 21
+        components: one look-up instead of 21): no JSON text msgspec decodes holds a NUL (a
+        control character, invalid in a string too), so a key is the list of one sequence of
+        texts only (an absent `code`, an empty text, among them)."""
         if not components:  # `[]`: the record classifies the resource field by field
             return False
+        key = b"\x00".join(map(_code_of, components))
+        verdicts = self._component_verdicts
+        inert = verdicts.get(key)
+        if inert is None:
+            if len(verdicts) >= _CACHE_LIMIT:
+                verdicts.clear()
+            inert = verdicts[key] = self._every_code_inert(components)
+        return inert
+
+    def _every_code_inert(self, components: list[_Component]) -> bool:
+        """Whether every component's `code` is inert (classified as the record would)."""
         verdicts = self._code_verdicts
-        for component in components:  # each code classified as the record would
+        for component in components:
             code_text = bytes(component.code)
             inert = verdicts.get(code_text) if code_text else False
             if inert is None:
