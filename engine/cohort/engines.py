@@ -152,7 +152,8 @@ def run_local(
     on_started: Callable[[], None],
     on_done: Callable[[PartitionOutcome], None],
 ) -> int | None:
-    """The local engine: `settings.workers` processes, whole partitions each.
+    """The local engine: `settings.workers` processes, whole partitions each (this process
+    alone when 1, its writes in a thread as a worker's, below).
 
     `on_started` is called once the workers are forked, and they write nothing before it
     has returned (they evaluate meanwhile; should it raise, they write nothing at all).
@@ -168,10 +169,17 @@ def run_local(
     if settings.workers <= 1 or len(indexes) <= 1:
         evaluator = setup.partition_evaluator()
         on_started()
-        for index in indexes:
-            result = evaluator.evaluate(setup.partitions.payload(index))
-            write_result(setup.results_folder, result)
-            on_done(result.outcome)
+        writer = _BackgroundWriter()  # as a worker's: the next partition hides the fsync
+        try:
+            for index in indexes:
+                result = evaluator.evaluate(setup.partitions.payload(index))
+                writer.write(setup.results_folder, result)
+                on_done(result.outcome)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                writer.wait()  # the error raised is the evaluation's
+            raise
+        writer.wait()
         return None
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
@@ -217,10 +225,11 @@ def run_local(
 
 
 class _BackgroundWriter:
-    """A local worker's partition files, written in a thread while the worker evaluates its
-    next partition (the records file's fsync is a wait for the disk, 2-20 ms each: 8 per
-    worker at 10x). Writes stay in order: each waits for the one before; `wait` waits for
-    the last and raises what it raised."""
+    """A local worker's partition files (or this process's, evaluating alone), written in a
+    thread while it evaluates its next partition (the records file's fsync is a wait for
+    the disk, 2-20 ms each: 8 per worker at 10x with two workers, 16 alone). Writes stay in
+    order: each waits for the one before; `wait` waits for the last and raises what it
+    raised."""
 
     def __init__(self) -> None:
         self._thread: threading.Thread | None = None

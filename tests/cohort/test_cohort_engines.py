@@ -34,6 +34,7 @@ from engine.cohort import (
     run_cohort,
     study_reference,
 )
+from engine.cohort.partition import PartitionResult, write_result
 from engine.errors import CohortError
 from engine.evaluate import CompiledCriteria, SubjectStatus
 from engine.report import detected_issue, research_subject
@@ -250,3 +251,37 @@ def test_dask_workers_that_end_abruptly_are_a_clear_error(ndjson_folder: Path) -
     assert done.stdout.startswith(ended), done.stdout
     assert "run the same command again to resume" in done.stdout
     assert "Traceback" not in done.stderr
+
+
+def test_a_partition_write_that_fails_in_the_background_stops_the_run_and_it_resumes(
+    one_worker: CohortSummary,
+    ndjson_folder: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Evaluating alone, this process writes each partition's files in a thread while it
+    evaluates the next: a write that fails stops the run with its error (raised by the next
+    write or at the end), the partitions written before stay, and the same command resumes
+    to the files of an uninterrupted run."""
+    out = tmp_path / "out"
+    written: list[int] = []
+
+    def fails_on_the_third(results_folder: str | Path, result: PartitionResult) -> None:
+        if len(written) == 2:
+            raise OSError("No space left on device")
+        write_result(results_folder, result)
+        written.append(result.outcome.index)
+
+    monkeypatch.setattr("engine.cohort.engines.write_result", fails_on_the_third)
+    with pytest.raises(OSError, match="No space left"):
+        run_cohort(
+            CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, workers=1, partition_count=PARTITIONS
+        )
+    assert sorted(p.name for p in (out / "partitions").glob("0*")) == [
+        f"{index:04d}.ndjson" for index in sorted(written)
+    ]
+    monkeypatch.undo()
+    summary = run_cohort(CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, workers=1)
+    assert summary.partitions_reused == 2
+    for name in OUTPUT_FILES:
+        assert (out / name).read_bytes() == (one_worker.out_dir / name).read_bytes(), name
