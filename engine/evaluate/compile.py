@@ -30,6 +30,7 @@ from engine.criteria.model import (
     Trial,
     iter_atoms,
 )
+from engine.dataclass_init import cached_attribute
 from engine.errors import CriteriaError, ErrorCollection, Location, TrialsieveError
 from engine.evaluate.computed import compile_computed
 from engine.evaluate.exposure import compile_exposure
@@ -95,7 +96,7 @@ class CompiledCriteria:
     def manual_ids(self) -> frozenset[str]:
         return frozenset(self.source.manual_atoms)
 
-    @property
+    @cached_attribute
     def resource_types(self) -> frozenset[str]:
         """Every resource type the criteria read (MedicationStatement already expanded)."""
         return frozenset(
@@ -106,7 +107,7 @@ class CompiledCriteria:
             for resource_type in atom.resource_types
         )
 
-    @property
+    @cached_attribute
     def types_read_without_concept(self) -> frozenset[str]:
         """The types an atom reads without a concept (`resource:` and no `concept:`): every
         resource of them counts, whatever its code."""
@@ -118,7 +119,7 @@ class CompiledCriteria:
             for resource_type in atom.resource_types
         )
 
-    @property
+    @cached_attribute
     def concepts_read(self) -> frozenset[str]:
         """Every concept whose resources an evaluation of these criteria may look up in a
         record (`PatientRecord.resources_of_concept`, `holds_any_of`): each resource atom's

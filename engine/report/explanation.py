@@ -348,27 +348,26 @@ def _summary(verdict: CriterionVerdict, deciding: list[Step], says: str) -> str:
     """A criterion's summary from its deciding leaves (`_deciding_leaves`) and what its
     top step says."""
     if verdict is _MISSING_DATA:
-        unavailable = tuple(
-            dict.fromkeys(_leaf_sentence(leaf) for leaf in deciding if leaf.unavailable)
-        )
+        # one loop, not generators (a frame each in Python 3.11): the sentences of the leaves
+        # whose types were unavailable, and what settles the others (manual items aside)
+        unavailable: dict[str, None] = {}
+        needs: dict[str, None] = {}
+        for leaf in deciding:
+            if leaf.unavailable:
+                unavailable[_leaf_sentence(leaf)] = None
+            elif not leaf.question:
+                for item in leaf.to_settle:
+                    needs[item] = None
         if unavailable:
             # the data may exist where the source could not reach: say why, not "Needs ..."
-            needs = tuple(
-                dict.fromkeys(
-                    item
-                    for leaf in deciding
-                    if not leaf.question and not leaf.unavailable
-                    for item in leaf.to_settle
-                )
-            )
             summary = "Unknown: " + "; ".join(unavailable)
             return summary + ("; needs " + "; ".join(needs) if needs else "")
-        to_settle = tuple(
-            dict.fromkeys(item for leaf in deciding if not leaf.question for item in leaf.to_settle)
-        )
-        return "Needs " + "; ".join(to_settle) if to_settle else says
+        return "Needs " + "; ".join(needs) if needs else says
     if verdict is _MANUAL_REVIEW:
-        questions = dict.fromkeys(leaf.question for leaf in deciding if leaf.question)
+        questions: dict[str, None] = {}
+        for leaf in deciding:
+            if leaf.question:
+                questions[leaf.question] = None
         return "Investigator to answer: " + " / ".join(questions)
     sentences = [_leaf_sentence(leaf) for leaf in deciding]
     shown = sentences[:FINDINGS_SHOWN]

@@ -921,7 +921,7 @@ def _summary_line(
     """The DetectedIssue's one line (`summary_line`): made once per trial, status, headings
     (the same object for a compiled criteria, kept to check identity) and verdicts (a
     cohort's patients have a few dozen combinations)."""
-    key = (trial, status, id(headings), tuple([part.verdict for part in parts]))
+    key = (trial, status, id(headings), tuple(map(_verdict_of_part, parts)))
     known = _summary_lines.get(key)
     if known is not None and known[0] is headings:
         return known[1]
