@@ -425,17 +425,20 @@ class _DaskWrites:
 
     A write's error is raised by the worker's next task or by `finish`. A worker that ends
     with a write under way (its process killed) takes the list with it: the run evaluates
-    the partitions no worker says it wrote again (`_evaluate_on_cluster`)."""
+    the partitions no worker says it wrote again (`_evaluate_on_cluster`). One write at a
+    time, in order, also on a worker of a running cluster started with several threads."""
 
     def __init__(self) -> None:
         self._writer = _BackgroundWriter()
         self._writing: tuple[str, int] | None = None
         self._written: list[tuple[str, int]] = []
+        self._lock = threading.Lock()
 
     def write(self, results_folder: str, result: PartitionResult) -> None:
-        self._wait()
-        self._writing = (results_folder, result.outcome.index)
-        self._writer.write(results_folder, result)
+        with self._lock:
+            self._wait()
+            self._writing = (results_folder, result.outcome.index)
+            self._writer.write(results_folder, result)
 
     def _wait(self) -> None:
         writing, self._writing = self._writing, None
@@ -446,11 +449,12 @@ class _DaskWrites:
     def finish(self, results_folder: str) -> list[int]:
         """Wait for the last write (raising its error): the partitions written into
         `results_folder` since the last `finish` (those of other folders are forgotten)."""
-        try:
-            self._wait()
-            return [index for folder, index in self._written if folder == results_folder]
-        finally:
-            self._written.clear()
+        with self._lock:
+            try:
+                self._wait()
+                return [index for folder, index in self._written if folder == results_folder]
+            finally:
+                self._written.clear()
 
 
 _dask_writes = _DaskWrites()
