@@ -31,7 +31,12 @@ keeps the compiled criteria (cloudpickled: they hold closures) in one file per c
 - the output shapes a cohort validated with the R4B models (`engine.report.validate.
   OutputShapes`) are kept the same way (`shapes-<key>.pickle`, key: the same versions and
   sources, fhir.resources and pydantic included): a later run validates only new shapes
-  (the last 4 versions' files kept, as for the conversions).
+  (the last 4 versions' files kept, as for the conversions);
+- the resource types each criteria file's compiled criteria read (`remember_resource_types`,
+  one JSON file, `resource-types.json`, for the last 64 criteria files): a cohort run's pass
+  1 starts with them (`remembered_resource_types`, keyed by the criteria file alone: no
+  digest of the sources, no entry unpickled) and checks them against the compiled criteria,
+  so a hint no longer right costs a second pass 1, never a different result.
 
 The folder is `$TRIALSIEVE_CACHE_DIR`, else `$XDG_CACHE_HOME/trialsieve`, else
 `~/.cache/trialsieve`; `TRIALSIEVE_CACHE_DIR=off` turns the cache off. Entries are pickles,
@@ -56,6 +61,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from engine.atomic_write import write_atomically
 from engine.evaluate import CompiledCriteria
@@ -127,11 +134,32 @@ def code_digest() -> bytes:
             digest.update(f"{distribution}={_version_of(distribution)}".encode())
         except importlib.metadata.PackageNotFoundError:
             digest.update(f"{distribution}=absent".encode())
-    for path in sorted(_ENGINE_ROOT.rglob("*")):
-        if path.suffix in {".py", ".json", ".yaml", ".lark"} and path.is_file():
-            digest.update(path.relative_to(_ENGINE_ROOT).as_posix().encode() + b"\0")
-            digest.update(path.read_bytes())
+    for name in _engine_source_files():
+        digest.update(name.encode() + b"\0")
+        digest.update((_ENGINE_ROOT / name).read_bytes())
     return digest.digest()
+
+
+_SOURCE_SUFFIXES = frozenset({".py", ".json", ".yaml", ".lark"})
+
+
+def _engine_source_files() -> list[str]:
+    """The `engine` package's source files (their paths in it, sorted), found without
+    entering the `__pycache__` folders (a glob of every path visits their ~120 compiled
+    files too and stats each file: 2.5 against 0.6 ms before each fresh run's pass 1)."""
+    found: list[str] = []
+    folders = [""]
+    while folders:
+        folder = folders.pop()
+        with os.scandir(_ENGINE_ROOT / folder) as entries:
+            for entry in entries:
+                path = f"{folder}{entry.name}"
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.name != "__pycache__":
+                        folders.append(path + "/")
+                elif entry.is_file() and os.path.splitext(entry.name)[1] in _SOURCE_SUFFIXES:
+                    found.append(path)
+    return sorted(found)
 
 
 def _version_of(distribution: str) -> str:
@@ -173,17 +201,6 @@ def load_trial_cached(
     # registry (ucumvert on pint: 0.7 s of CPU to build)
     save_conversions()
     return compiled
-
-
-def cached_trial(criteria_path: str | Path) -> CompiledCriteria | None:
-    """The compiled criteria of `criteria_path` when the cache holds a current entry for
-    them (in this process or on disk), else None: nothing is compiled."""
-    folder = cache_folder()
-    key = _entry_key(criteria_path) if folder is not None else None
-    if folder is None or key is None:
-        return None
-    cached = _current_entry(folder, key)
-    return None if cached is None else cached[0]
 
 
 def _current_entry(
@@ -260,16 +277,82 @@ def _entry_key(criteria_path: str | Path) -> str | None:
     """The entry's key, or None when the criteria file cannot be read (compiling then
     reports why). No YAML is parsed: the files the entry was compiled from besides the
     criteria file are recorded in the entry (`_unchanged`)."""
+    return _criteria_file_key(criteria_path, code_digest())
+
+
+def _criteria_file_key(criteria_path: str | Path, prefix: bytes) -> str | None:
+    """SHA-256 over `prefix`, the working folder when the path is relative, the path as
+    given, the criteria file's bytes and `TRIALSIEVE_TERMINOLOGY_SERVER`; None when the file
+    cannot be read."""
     text_path = str(criteria_path)
     try:
         raw = Path(text_path).read_bytes()
     except OSError:
         return None
-    digest = hashlib.sha256(code_digest())
+    digest = hashlib.sha256(prefix)
     digest.update(b"" if os.path.isabs(text_path) else os.getcwd().encode())
     digest.update(b"\0" + text_path.encode() + b"\0" + raw)
     digest.update(os.environ.get(TERMINOLOGY_SERVER_VARIABLE, "").encode())
     return digest.hexdigest()
+
+
+_RESOURCE_TYPES_FILE = "resource-types.json"
+_RESOURCE_TYPES_KEY = _FORMAT + b"\0resource-types"
+_KEPT_RESOURCE_TYPES = 64
+"""The resource types file keeps those of the criteria files last remembered, at most this
+many."""
+
+
+def remembered_resource_types(criteria_path: str | Path) -> frozenset[str] | None:
+    """The resource types (`CompiledCriteria.resource_types`) remembered for this criteria
+    file, as it now reads, by any trialsieve version (`remember_resource_types`); None when
+    none are, or the cache is off or unreadable. A hint for what the compiled criteria will
+    say (a cohort run starts splitting its input with it while they load, and checks it
+    against them), read without computing `code_digest` or unpickling an entry: neither a
+    changed mapping file nor another version of trialsieve is checked."""
+    folder = cache_folder()
+    key = None if folder is None else _criteria_file_key(criteria_path, _RESOURCE_TYPES_KEY)
+    if folder is None or key is None:
+        return None
+    found = _remembered_types(folder).get(key)
+    if type(found) is not list or not all(type(name) is str for name in found):
+        return None
+    return frozenset(found)
+
+
+def remember_resource_types(criteria_path: str | Path, resource_types: frozenset[str]) -> None:
+    """Remember the resource types compiled from this criteria file as it now reads (the
+    file keeps those of the last 64 files remembered); a cache that cannot be written is
+    left as it is."""
+    folder = cache_folder()
+    key = None if folder is None else _criteria_file_key(criteria_path, _RESOURCE_TYPES_KEY)
+    if folder is None or key is None:
+        return
+    remembered = _remembered_types(folder)
+    remembered.pop(key, None)  # moved to the end: the last remembered
+    remembered[key] = sorted(resource_types)
+    kept = dict(list(remembered.items())[-_KEPT_RESOURCE_TYPES:])
+    try:
+        _make_folder(folder)
+        write_atomically(folder / _RESOURCE_TYPES_FILE, orjson.dumps(kept))
+    except OSError as error:  # a cache that cannot be written only costs time
+        _log.debug("compiled criteria cache: cannot write %s (%s)", _RESOURCE_TYPES_FILE, error)
+
+
+def _remembered_types(folder: Path) -> dict[str, Any]:
+    """The resource types file's contents; empty when it is absent, untrusted or damaged."""
+    path = folder / _RESOURCE_TYPES_FILE
+    try:
+        remembered = orjson.loads(_read_trusted(path))
+    except FileNotFoundError:
+        return {}
+    except UntrustedCacheFile as error:
+        _log.warning("trialsieve cache: not reading %s", error)
+        return {}
+    except (OSError, orjson.JSONDecodeError) as error:
+        _log.debug("compiled criteria cache: ignoring %s (%s)", path, error)
+        return {}
+    return remembered if type(remembered) is dict else {}
 
 
 def _file_digest(path: Path) -> bytes | None:

@@ -392,3 +392,58 @@ def test_the_key_s_library_versions_are_read_as_importlib_metadata_reads_them() 
         assert compiled_cache._version_of(name) == importlib.metadata.version(name), name
     with pytest.raises(importlib.metadata.PackageNotFoundError):
         compiled_cache._version_of("no-such-distribution-anywhere")
+
+
+def test_the_engine_s_source_files_are_every_source_file_of_the_package() -> None:
+    """`code_digest` hashes the files `_engine_source_files` lists (without entering the
+    `__pycache__` folders): every .py/.json/.yaml/.lark file under `engine`, sorted."""
+    root = compiled_cache._ENGINE_ROOT
+    globbed = sorted(
+        path.relative_to(root).as_posix()
+        for path in root.rglob("*")
+        if path.suffix in {".py", ".json", ".yaml", ".lark"} and path.is_file()
+    )
+    listed = compiled_cache._engine_source_files()
+    assert listed == globbed and "compiled_cache.py" in listed and "cohort/runner.py" in listed
+
+
+def test_resource_types_are_remembered_by_the_criteria_file_s_content(
+    cache: Path, tmp_path: Path
+) -> None:
+    """The hint a cohort run's pass 1 starts with: by the criteria file as it reads (an edit
+    forgets it), the last 64 files kept."""
+    criteria = tmp_path / "criteria.yaml"
+    criteria.write_text("trial: {}\n")
+    assert compiled_cache.remembered_resource_types(criteria) is None
+    compiled_cache.remember_resource_types(criteria, frozenset({"Observation", "Condition"}))
+    assert compiled_cache.remembered_resource_types(criteria) == {"Observation", "Condition"}
+    criteria.write_text("trial: {id: x}\n")
+    assert compiled_cache.remembered_resource_types(criteria) is None
+    for number in range(70):
+        other = tmp_path / f"other-{number}.yaml"
+        other.write_text(f"trial: {{id: t{number}}}\n")
+        compiled_cache.remember_resource_types(other, frozenset({f"Type{number}"}))
+    assert compiled_cache.remembered_resource_types(tmp_path / "other-69.yaml") == {"Type69"}
+    assert compiled_cache.remembered_resource_types(tmp_path / "other-5.yaml") is None
+    assert len(orjson.loads((cache / "resource-types.json").read_bytes())) == 64
+    assert compiled_cache.remembered_resource_types(tmp_path / "absent.yaml") is None
+
+
+@pytest.mark.parametrize(
+    "damage", [b"", b"not json", b"[1, 2]", b'{"%s": "Observation"}', b'{"%s": [1]}']
+)
+def test_a_damaged_or_untrusted_resource_types_file_is_ignored(
+    cache: Path, tmp_path: Path, damage: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    criteria = tmp_path / "criteria.yaml"
+    criteria.write_text("trial: {}\n")
+    compiled_cache.remember_resource_types(criteria, frozenset({"Observation"}))
+    path = cache / "resource-types.json"
+    (key,) = orjson.loads(path.read_bytes())
+    path.write_bytes(damage.replace(b"%s", key.encode()))
+    assert compiled_cache.remembered_resource_types(criteria) is None
+    compiled_cache.remember_resource_types(criteria, frozenset({"Condition"}))  # mends it
+    assert compiled_cache.remembered_resource_types(criteria) == {"Condition"}
+    path.chmod(path.stat().st_mode | 0o022)
+    assert compiled_cache.remembered_resource_types(criteria) is None
+    assert "writable by group or others" in caplog.text

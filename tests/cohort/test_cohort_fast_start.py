@@ -10,11 +10,14 @@ from cohort_examples import AS_OF, CRITERIA, OUTPUT_FILES, PARTITIONS
 import engine.cohort.runner as runner
 from engine.cohort import RECORD_TYPES, CohortSummary, NdjsonInput, kept_types, run_cohort
 from engine.cohort.engines import EngineSettings, PartitionOnDisk
-from engine.compiled_cache import CACHE_VARIABLE
+from engine.compiled_cache import (
+    CACHE_VARIABLE,
+    remember_resource_types,
+    remembered_resource_types,
+)
 from engine.errors import TrialsieveError
 from engine.evaluate import CompiledCriteria
 from engine.sources import SourceProblem
-from engine.trial import load_trial
 
 
 def _same_files(out: Path, expected: CohortSummary) -> None:
@@ -29,16 +32,41 @@ def test_the_criteria_file_names_the_types_a_run_keeps(
     assert runner.provisional_kept_types(CRITERIA) == kept_types(trial)
 
 
-def test_criteria_in_the_compiled_cache_give_their_kept_types_unparsed(
-    trial: CompiledCriteria, monkeypatch: pytest.MonkeyPatch
+def test_a_fresh_run_s_loading_remembers_the_kept_types_for_the_next_unparsed(
+    trial: CompiledCriteria, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    load_trial(CRITERIA)  # in the cache (the tests' cache folder)
+    monkeypatch.setenv(CACHE_VARIABLE, str(tmp_path / "cache"))
+    assert remembered_resource_types(CRITERIA) is None
+    loading = runner._Loading(CRITERIA)
+    loading.start()
+    loading.result()
+    assert remembered_resource_types(CRITERIA) == trial.resource_types
 
     def no_parse(*_arguments: object, **_options: object) -> None:
         raise AssertionError("the criteria file was parsed")
 
     monkeypatch.setattr(runner, "YAML", no_parse)
     assert runner.provisional_kept_types(CRITERIA) == kept_types(trial)
+
+
+def test_wrongly_remembered_types_split_the_input_again_and_are_mended(
+    one_worker: CohortSummary,
+    trial: CompiledCriteria,
+    ndjson_folder: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hint that no longer holds (another trialsieve version, an edited mapping file)
+    costs a second pass 1, never a different result; the run remembers the right types."""
+    monkeypatch.setenv(CACHE_VARIABLE, str(tmp_path / "cache"))
+    remember_resource_types(CRITERIA, frozenset())  # without ResearchSubject, which they read
+    assert runner.provisional_kept_types(CRITERIA) == RECORD_TYPES
+    out = tmp_path / "out"
+    run_cohort(
+        CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, workers=2, partition_count=PARTITIONS
+    )
+    _same_files(out, one_worker)
+    assert remembered_resource_types(CRITERIA) == trial.resource_types
 
 
 def test_a_file_that_is_not_yaml_names_no_types(tmp_path: Path) -> None:
