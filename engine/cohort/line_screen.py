@@ -476,13 +476,17 @@ class LineScreen:
                 reader.repeated(position, label, earlier, PARSED)
                 continue
             skipped = True
-            day = newest[:10]
-            if day > newest_day:
-                newest_day = day
-                reader.newest = (day, position, text)
-            if day > newest_in_preview_day and resource_type in PREVIEW_TYPES:
-                newest_in_preview_day = day
-                reader.newest_in_preview = (day, position, text)
+            # No later day than either newest day unless later than the preview's, which is
+            # never later than the other (a day is taken for both or for all's alone): most
+            # lines then skip taking their day.
+            if newest > newest_in_preview_day:
+                day = newest[:10]
+                if day > newest_day:
+                    newest_day = day
+                    reader.newest = (day, position, text)
+                if day > newest_in_preview_day and resource_type in PREVIEW_TYPES:
+                    newest_in_preview_day = day
+                    reader.newest_in_preview = (day, position, text)
             if position in referring:
                 reader.kept_referring.append((position, text))
         if skipped:
