@@ -460,8 +460,9 @@ class LineScreen:
                 continue
             resource_type, label_head, dating = line.screened
             # `data_day`: the latest first ten characters of the values at least ten long,
-            # which are those of the latest such value (a string's order is its prefix's first).
-            newest = ""
+            # which are those of the latest such value (a string's order is its prefix's first);
+            # only a value later than the preview's newest day can change a newest day (below).
+            newest = newest_in_preview_day
             for value in dating(line):
                 if type(value) is str:
                     if value > newest and len(value) >= 10:
