@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 from shared_data import require, synthea
 
-from engine.cohort.line_screen import LineScreen, json_checker
+from engine.cohort.line_screen import LineScreen, _OneLine, json_checker
 from engine.cohort.ndjson_partitions import _screened_label
 from engine.sources.ndjson import DEFAULT_PATIENT_FIELDS, PATIENT_FIELDS, ndjson_files
 from engine.trial import load_trial
@@ -87,24 +87,12 @@ def _best(
     return best / len(lines) * 1e6
 
 
-class _Reader:
+class _Reader(_OneLine):
     """What pass 2's reader of a patient's lines notes of those the screen skips
-    (`ScreenedLines`); a line left to parsing is only counted."""
+    (`ScreenedLines`, as the screen's reader of one line notes it); a line left to parsing
+    is only counted, and a repeat is not reported."""
 
-    def __init__(
-        self, own_reference: str, parser: Any, shared: Mapping[str, bytes], relied: list[str]
-    ) -> None:
-        self.own_reference = own_reference
-        self.parser = parser
-        self.shared = shared
-        self.relied = relied
-        self.seen: dict[str, int] = {}
-        self.referring: frozenset[int] = frozenset()
-        self.kept_referring: list[tuple[int, bytes]] = []
-        self.newest: tuple[str, int, bytes] = ("", 0, b"")
-        self.newest_in_preview: tuple[str, int, bytes] = ("", 0, b"")
-        self.skipped = False
-        self.parsed = 0
+    parsed = 0
 
     def parse_unscreened(self, position: int, text: bytes) -> None:
         self.parsed += 1

@@ -293,11 +293,16 @@ def report_of(evaluation: PatientEvaluation) -> PatientReport:
         if is_shared(part):
             recent[place] = (result, as_of, part)
         parts.append(part)
+    return _patient_report(evaluation, parts)
+
+
+def _patient_report(evaluation: PatientEvaluation, parts: list[CriterionReport]) -> PatientReport:
+    """The patient's report of these parts, one per criterion in protocol order."""
     return PatientReport(
-        criteria,
+        evaluation.criteria,
         evaluation.patient_id,
         evaluation.patient_reference,
-        as_of,
+        evaluation.as_of,
         tuple(parts),
         evaluation.data_problems,
         evaluation.newest_data,
@@ -330,15 +335,7 @@ def _report_by_id(evaluation: PatientEvaluation) -> PatientReport:
             parts.append(NOT_EVALUATED_REPORT)
         else:
             parts.append(criterion_report_of(result, as_of, terminology))
-    return PatientReport(
-        evaluation.criteria,
-        evaluation.patient_id,
-        evaluation.patient_reference,
-        as_of,
-        tuple(parts),
-        evaluation.data_problems,
-        evaluation.newest_data,
-    )
+    return _patient_report(evaluation, parts)
 
 
 def criterion_report(result: CriterionResult, explained: CriterionExplanation) -> CriterionReport:
