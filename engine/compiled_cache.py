@@ -310,10 +310,10 @@ def remembered_resource_types(criteria_path: str | Path) -> frozenset[str] | Non
     say (a cohort run starts splitting its input with it while they load, and checks it
     against them), read without computing `code_digest` or unpickling an entry: neither a
     changed mapping file nor another version of trialsieve is checked."""
-    folder = cache_folder()
-    key = None if folder is None else _criteria_file_key(criteria_path, _RESOURCE_TYPES_KEY)
-    if folder is None or key is None:
+    place = _resource_types_place(criteria_path)
+    if place is None:
         return None
+    folder, key = place
     found = _remembered_types(folder).get(key)
     if type(found) is not list or not all(type(name) is str for name in found):
         return None
@@ -322,21 +322,32 @@ def remembered_resource_types(criteria_path: str | Path) -> frozenset[str] | Non
 
 def remember_resource_types(criteria_path: str | Path, resource_types: frozenset[str]) -> None:
     """Remember the resource types compiled from this criteria file as it now reads (the
-    file keeps those of the last 64 files remembered); a cache that cannot be written is
-    left as it is."""
-    folder = cache_folder()
-    key = None if folder is None else _criteria_file_key(criteria_path, _RESOURCE_TYPES_KEY)
-    if folder is None or key is None:
+    file keeps those of the last 64 files remembered; it is written only when they are not
+    remembered already); a cache that cannot be written is left as it is."""
+    place = _resource_types_place(criteria_path)
+    if place is None:
         return
+    folder, key = place
     remembered = _remembered_types(folder)
+    listed = sorted(resource_types)
+    if remembered.get(key) == listed:
+        return
     remembered.pop(key, None)  # moved to the end: the last remembered
-    remembered[key] = sorted(resource_types)
+    remembered[key] = listed
     kept = dict(list(remembered.items())[-_KEPT_RESOURCE_TYPES:])
     try:
         _make_folder(folder)
         write_atomically(folder / _RESOURCE_TYPES_FILE, orjson.dumps(kept))
     except OSError as error:  # a cache that cannot be written only costs time
         _log.debug("compiled criteria cache: cannot write %s (%s)", _RESOURCE_TYPES_FILE, error)
+
+
+def _resource_types_place(criteria_path: str | Path) -> tuple[Path, str] | None:
+    """The cache folder and this criteria file's key in the resource types file; None when
+    the cache is off or the criteria file cannot be read."""
+    folder = cache_folder()
+    key = None if folder is None else _criteria_file_key(criteria_path, _RESOURCE_TYPES_KEY)
+    return None if folder is None or key is None else (folder, key)
 
 
 def _remembered_types(folder: Path) -> dict[str, Any]:

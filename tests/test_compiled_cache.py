@@ -417,6 +417,9 @@ def test_resource_types_are_remembered_by_the_criteria_file_s_content(
     assert compiled_cache.remembered_resource_types(criteria) is None
     compiled_cache.remember_resource_types(criteria, frozenset({"Observation", "Condition"}))
     assert compiled_cache.remembered_resource_types(criteria) == {"Observation", "Condition"}
+    written = (cache / "resource-types.json").stat().st_ino
+    compiled_cache.remember_resource_types(criteria, frozenset({"Condition", "Observation"}))
+    assert (cache / "resource-types.json").stat().st_ino == written  # remembered: not rewritten
     criteria.write_text("trial: {id: x}\n")
     assert compiled_cache.remembered_resource_types(criteria) is None
     for number in range(70):

@@ -145,8 +145,7 @@ class _Loading:
     def _load(self) -> None:
         try:
             self._criteria = criteria = load_trial(self._path)
-            if remembered_resource_types(self._path) != criteria.resource_types:
-                remember_resource_types(self._path, criteria.resource_types)
+            remember_resource_types(self._path, criteria.resource_types)
             if self._prepare_units:
                 prepare_unit_conversions()
         except BaseException as error:  # re-raised by result(): the thread cannot raise
@@ -347,9 +346,10 @@ def run_cohort(
         if partitions is None and (pending or not source_record.is_file()):
             partitions = source.reopen(work, count) if source_record.is_file() else None
             if partitions is None:
-                partitions = _first_pass(
+                partitions, pass_one_files = _first_pass(
                     source, work, results_folder, count, kept_types(criteria), settings.workers
                 )
+                pass_one_files.commit()
         worker_peak = _run_engine(
             criteria_path,
             criteria,
@@ -441,7 +441,7 @@ def _fresh_start(
         if started_here:  # before pass 1 forks (a Dask host)
             assert kind.start is not None
             engine_start = kind.start(settings, full)
-        partitions, files = _first_pass_files(
+        partitions, files = _first_pass(
             source, work, results_folder, count, provisional, settings.workers, on_started
         )
         try:
@@ -461,7 +461,7 @@ def _fresh_start(
         raise
     if kept_types(criteria) != provisional:
         files.discard()
-        partitions, files = _first_pass_files(
+        partitions, files = _first_pass(
             source, work, results_folder, count, kept_types(criteria), settings.workers
         )
     return criteria, partitions, engine_start, files
@@ -538,28 +538,11 @@ def _first_pass(
     types: frozenset[str],
     workers: int,
     on_started: Callable[[], None] | None = None,
-) -> PartitionedInput:
-    """Split the input; its problems go to `source-problems.ndjson`, its sizes to source.json
-    (both fsynced at once, then renamed in that order: source.json vouches for the other),
-    with pass 1's marker (one wait for the disk instead of two)."""
-    partitions, files = _first_pass_files(
-        source, work, results_folder, count, types, workers, on_started
-    )
-    files.commit()
-    return partitions
-
-
-def _first_pass_files(
-    source: CohortInput,
-    work: Path,
-    results_folder: Path,
-    count: int,
-    types: frozenset[str],
-    workers: int,
-    on_started: Callable[[], None] | None = None,
 ) -> tuple[PartitionedInput, AtomicFiles]:
-    """`_first_pass`, its files (the problems, pass 1's marker, the sizes) left as a set to
-    commit: the caller commits it (or discards it: then they are not written at all)."""
+    """Split the input; its problems go to `source-problems.ndjson`, its sizes to source.json,
+    with pass 1's marker: a set of files the caller commits (fsynced at once, then renamed in
+    that order: source.json vouches for the other; one wait for the disk) or discards (then
+    none is written)."""
     shutil.rmtree(work, ignore_errors=True)
     problems = 0
     files = AtomicFiles()
