@@ -51,10 +51,12 @@ class CriterionVerdict(StrEnum):
     MANUAL_REVIEW = "manual-review"  # unknown: only a person can answer
 
 
-_CLEAR, _FAILS = CriterionVerdict.CLEAR, CriterionVerdict.FAILS
-_MISSING_DATA, _MANUAL_REVIEW = CriterionVerdict.MISSING_DATA, CriterionVerdict.MANUAL_REVIEW
+CLEAR, FAILS = CriterionVerdict.CLEAR, CriterionVerdict.FAILS
+MISSING_DATA, MANUAL_REVIEW = CriterionVerdict.MISSING_DATA, CriterionVerdict.MANUAL_REVIEW
+"""CriterionVerdict's members as module names, read as globals where it counts (see
+`engine.evaluate.outcome.MET`)."""
 _INCLUSION = CriterionKind.INCLUSION
-"""Members read as globals (see `engine.evaluate.outcome.MET`)."""
+"""Read as a global (see `engine.evaluate.outcome.MET`)."""
 
 
 @direct_init
@@ -78,9 +80,9 @@ class CriterionResult:
         truth = self.outcome.truth
         if truth is UNKNOWN:
             # Missing data (`Outcome.unknown_reasons`) wins over manual review.
-            return _MISSING_DATA if self.outcome.missing else _MANUAL_REVIEW
+            return MISSING_DATA if self.outcome.missing else MANUAL_REVIEW
         clear_truth = MET if self.criterion.kind is _INCLUSION else NOT_MET
-        return _CLEAR if truth is clear_truth else _FAILS
+        return CLEAR if truth is clear_truth else FAILS
 
 
 @direct_init
@@ -165,11 +167,11 @@ def subject_status(results: tuple[CriterionResult, ...]) -> SubjectStatus:
 def status_of_verdicts(verdicts: Iterable[CriterionVerdict]) -> SubjectStatus:
     """`subject_status` of the criteria's verdicts."""
     found = set(verdicts)
-    if _FAILS in found:
+    if FAILS in found:
         return _INELIGIBLE
-    if _MISSING_DATA in found:
+    if MISSING_DATA in found:
         return _POTENTIAL_CANDIDATE
-    if _MANUAL_REVIEW in found:
+    if MANUAL_REVIEW in found:
         return _CANDIDATE
     return _ELIGIBLE
 

@@ -43,6 +43,10 @@ from engine.dataclass_init import direct_init
 from engine.evaluate.compile import CompiledCriteria, CompiledCriterion
 from engine.evaluate.outcome import MET, NOT_MET, UNKNOWN, Cited, Outcome, Truth
 from engine.evaluate.patient import (
+    CLEAR,
+    FAILS,
+    MANUAL_REVIEW,
+    MISSING_DATA,
     CriterionResult,
     CriterionVerdict,
     PatientEvaluation,
@@ -59,10 +63,6 @@ STATUS_TEXT = {
 """The ResearchSubject status as a screening coordinator says it."""
 
 TRUTH_TEXT = {MET: "yes", NOT_MET: "no", UNKNOWN: "unknown"}
-_CLEAR, _FAILS = CriterionVerdict.CLEAR, CriterionVerdict.FAILS
-_MISSING_DATA, _MANUAL_REVIEW = CriterionVerdict.MISSING_DATA, CriterionVerdict.MANUAL_REVIEW
-"""Verdicts read as globals, as the truths (`engine.evaluate.outcome.MET`): an enum class's
-member costs a lookup through its metaclass in Python 3.11 (0.1-0.27 us against 0.01)."""
 FINDINGS_SHOWN = 3
 """At most this many findings are named per step (the most recent first)."""
 
@@ -244,11 +244,11 @@ def explain_criterion(
 
 def outcome_text(kind: CriterionKind, verdict: CriterionVerdict) -> str:
     """The criterion's outcome from the patient's side: `clear`, `excludes the patient`, ..."""
-    if verdict is _CLEAR:
+    if verdict is CLEAR:
         return "met" if kind is CriterionKind.INCLUSION else "clear (not present)"
-    if verdict is _FAILS:
+    if verdict is FAILS:
         return "not met" if kind is CriterionKind.INCLUSION else "present: excludes"
-    if verdict is _MISSING_DATA:
+    if verdict is MISSING_DATA:
         return "unknown: data missing"
     return "unknown: manual review"
 
@@ -347,7 +347,7 @@ def _protocol_text(text: str) -> str:
 def _summary(verdict: CriterionVerdict, deciding: list[Step], says: str) -> str:
     """A criterion's summary from its deciding leaves (`_deciding_leaves`) and what its
     top step says."""
-    if verdict is _MISSING_DATA:
+    if verdict is MISSING_DATA:
         # one loop, not generators (a frame each in Python 3.11): the sentences of the leaves
         # whose types were unavailable, and what settles the others (manual items aside)
         unavailable: dict[str, None] = {}
@@ -363,7 +363,7 @@ def _summary(verdict: CriterionVerdict, deciding: list[Step], says: str) -> str:
             summary = "Unknown: " + "; ".join(unavailable)
             return summary + ("; needs " + "; ".join(needs) if needs else "")
         return "Needs " + "; ".join(needs) if needs else says
-    if verdict is _MANUAL_REVIEW:
+    if verdict is MANUAL_REVIEW:
         questions: dict[str, None] = {}
         for leaf in deciding:
             if leaf.question:

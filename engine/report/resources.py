@@ -27,6 +27,7 @@ from engine.dataclass_init import cached_attribute, direct_init
 from engine.evaluate.compile import CompiledCriteria, CompiledCriterion
 from engine.evaluate.outcome import Outcome
 from engine.evaluate.patient import (
+    CLEAR,
     CriterionResult,
     CriterionVerdict,
     PatientEvaluation,
@@ -236,8 +237,6 @@ class CriterionReport:
 
 NOT_EVALUATED_REPORT = CriterionReport(None, NOT_EVALUATED_SUMMARY)
 _verdict_of_part = attrgetter("verdict")
-_CLEAR = CriterionVerdict.CLEAR
-"""Read as a global (an enum class's member is a lookup through its metaclass in Python 3.11)."""
 
 
 @direct_init
@@ -613,7 +612,7 @@ def _make_texts(trial: Trial, heading: CriterionHeading, part: CriterionReport) 
     )
     clean = not has_refused_whitespace(row)
     row_json = orjson.dumps(row)[1:-1]
-    if part.verdict is None or part.verdict is _CLEAR:
+    if part.verdict is None or part.verdict is CLEAR:
         return _PartTexts(row, clean, row_json)
     code, code_shape, text_fits = _evidence_code(trial, heading, part)
     return _PartTexts(row, clean, row_json, code, code_shape, text_fits)
