@@ -1,8 +1,8 @@
 """Engines: how a cohort run's partitions get evaluated.
 
-An engine takes the partitions still to do and calls `on_done` as each one's result file
-(`partitions/NNNN.ndjson`, ending with its `complete` line) is written; both engines write
-the same files, so a run resumes with either.
+An engine takes the partitions still to do and calls `on_done` with each one's index as its
+result file (`partitions/NNNN.ndjson`, ending with its `complete` line) is written; both
+engines write the same files, so a run resumes with either.
 
 - `local`: `workers` processes of this machine (this process alone when 1), criteria compiled
   once per process (inherited through fork); each worker reads and writes its partitions.
@@ -96,12 +96,13 @@ Engine = Callable[
         list[int],
         EngineSettings,
         Callable[[], None],
-        Callable[[PartitionOutcome], None],
+        Callable[[int], None],
     ],
     int | None,
 ]
-"""Evaluates partitions: (setup, partition indexes, settings, on_started, on_done); returns
-the largest peak resident memory of a worker, in bytes, when known."""
+"""Evaluates partitions: (setup, partition indexes, settings, on_started, on_done: called
+with each partition's index as it is done); returns the largest peak resident memory of a
+worker, in bytes, when known."""
 
 
 class EngineStart(Protocol):
@@ -150,7 +151,7 @@ def run_local(
     indexes: list[int],
     settings: EngineSettings,
     on_started: Callable[[], None],
-    on_done: Callable[[PartitionOutcome], None],
+    on_done: Callable[[int], None],
 ) -> int | None:
     """The local engine: `settings.workers` processes, whole partitions each (this process
     alone when 1, its writes in a thread as a worker's, below).
@@ -174,7 +175,7 @@ def run_local(
             for index in indexes:
                 result = evaluator.evaluate(setup.partitions.payload(index))
                 writer.write(setup.results_folder, result)
-                on_done(result.outcome)
+                on_done(index)
         except BaseException:
             with contextlib.suppress(Exception):
                 writer.wait()  # the error raised is the evaluation's
@@ -208,7 +209,7 @@ def run_local(
             for future in as_completed(futures):
                 outcome, worker_peak = future.result()
                 peak = max(peak, worker_peak)
-                on_done(outcome)
+                on_done(outcome.index)
             finishing = [pool.submit(_finish_writing) for _ in range(size)]
             peak = max(peak, *(ended.result() for ended in finishing))
         except BrokenProcessPool as error:
@@ -405,17 +406,18 @@ def evaluate_on_dask_worker(job: DaskJob, payload: PartitionPayload) -> tuple[Pa
 
 def evaluate_and_write_on_dask_worker(
     job: DaskJob, payload: PartitionPayload, results_folder: str, in_background: bool = True
-) -> tuple[PartitionOutcome, int]:
-    """Dask task (shared filesystem): evaluate one partition and write its result file; its
-    outcome and this worker's peak memory after it. `in_background`: the files are written
-    in a thread of this worker while it evaluates its next partition (`_DaskWrites`); the
-    run asks each worker at its end which partitions it wrote (`_finish_writing_on_dask_worker`)."""
+) -> None:
+    """Dask task (shared filesystem): evaluate one partition and write its result file.
+    Nothing comes back (the run knows a task's partition by its key, and fetching a result
+    costs a round trip per task: 1.3-1.5 ms of CPU over the processes). `in_background`: the
+    files are written in a thread of this worker while it evaluates its next partition
+    (`_DaskWrites`); the run asks each worker at its end which partitions it wrote, and its
+    peak memory (`_finish_writing_on_dask_worker`)."""
     result = _evaluator_of(job).evaluate(payload)
     if in_background:
         _dask_writes.write(results_folder, result)
     else:
         write_result(results_folder, result)
-    return result.outcome, peak_memory()
 
 
 class _DaskWrites:
@@ -461,10 +463,11 @@ _dask_writes = _DaskWrites()
 """In a Dask worker: its partition files being written, and those written."""
 
 
-def _finish_writing_on_dask_worker(results_folder: str) -> list[int]:
+def _finish_writing_on_dask_worker(results_folder: str) -> tuple[list[int], int]:
     """`client.run` once every partition of a run is evaluated: wait for this worker's last
-    write; the partitions it wrote into `results_folder` (`_DaskWrites.finish`)."""
-    return _dask_writes.finish(results_folder)
+    write; the partitions it wrote into `results_folder` (`_DaskWrites.finish`), and this
+    worker's peak memory (as a local worker reports it: the run's `worker_peak_memory`)."""
+    return _dask_writes.finish(results_folder), peak_memory()
 
 
 _CLOSE_RACES = frozenset(
@@ -728,11 +731,11 @@ async def _evaluate_on_cluster(
     client: Any,
     run: DaskRun,
     on_started: Callable[[], None],
-    on_done: Callable[[PartitionOutcome], None],
+    on_done: Callable[[int], None],
     closing: Callable[[], bool] = lambda: False,
 ) -> int | None:
     """Evaluate `run`'s partitions on the cluster of `client`, one task each (see `run_dask`);
-    the largest peak memory of a worker (after a task). `closing`: checked after each
+    the largest peak memory of a worker. `closing`: checked after each
     partition, whether to stop (`_HostClosing`). Runs in the client's event loop (the
     cluster's host runs its loop in its one thread; a client of this process runs it
     through `client.sync`)."""
@@ -743,7 +746,8 @@ async def _evaluate_on_cluster(
     def key(index: int) -> str:
         return f"trialsieve-partition-{index}-{job.criteria.digest[:12]}"
 
-    # The results are gathered as the tasks finish, in the client's event loop (with_results)
+    # Without a shared filesystem the results are gathered as the tasks finish, in the
+    # client's event loop (with_results); with one a task returns nothing to gather
     if run.shared_filesystem:  # every task at once, as one graph
         running = distributed.as_completed(
             client.map(
@@ -756,7 +760,6 @@ async def _evaluate_on_cluster(
                 retries=1,
             ),
             loop=client.loop,
-            with_results=True,
         )
         waiting: Iterator[int] = iter(())
     else:
@@ -778,27 +781,32 @@ async def _evaluate_on_cluster(
                 )
             )
 
+    index_of = {key(index): index for index in run.indexes}
     peak: int | None = None
     try:
         if not run.shared_filesystem:
             for _slot in range(2 * max(1, len(await client.nthreads()))):
                 await submit_next()
         on_started()
-        async for future, done in running:
-            if isinstance(done, BaseException):  # cancelled: yielded, not raised
-                raise done
-            future.release()
-            evaluated, worker_peak = done
-            peak = max(peak or 0, worker_peak)
-            if isinstance(evaluated, PartitionResult):
+        async for done in running:
+            if run.shared_filesystem:
+                future = done
+                if future.status != "finished":
+                    await future  # raises its error, or CancelledError
+            else:
+                future, returned = done
+                if isinstance(returned, BaseException):  # cancelled: yielded, not raised
+                    raise returned
+                evaluated, worker_peak = returned
+                peak = max(peak or 0, worker_peak)
                 write_result(run.results_folder, evaluated)
-                evaluated = evaluated.outcome
-            on_done(evaluated)
+            future.release()
+            on_done(index_of[future.key])
             if closing():
                 raise _HostClosing
             await submit_next()
         if run.shared_filesystem:
-            await _dask_writes_finished(client, run, shared_job, key)
+            peak = await _dask_writes_finished(client, run, shared_job, key)
     except (
         distributed.KilledWorker,
         CancelledError,
@@ -812,13 +820,14 @@ async def _evaluate_on_cluster(
 
 async def _dask_writes_finished(
     client: Any, run: DaskRun, shared_job: Any, key: Callable[[int], str]
-) -> None:
+) -> int | None:
     """Once every partition of `run` is evaluated (shared filesystem: the workers write their
     files in the background, `_DaskWrites`), wait for every worker's last write; evaluate
     again, written before the task ends, the partitions no worker says it wrote (a worker
-    that ended after it evaluated them, before it had written them). Raises a write's error."""
-    written = await client.run(_finish_writing_on_dask_worker, run.results_folder)
-    done = {index for indexes in written.values() for index in indexes}
+    that ended after it evaluated them, before it had written them). Raises a write's error.
+    The largest peak memory of the workers (None when none answered)."""
+    answers = await client.run(_finish_writing_on_dask_worker, run.results_folder)
+    done = {index for indexes, _peak in answers.values() for index in indexes}
     lost = [index for index in run.indexes if index not in done]
     if lost:
         await client.gather(
@@ -833,6 +842,7 @@ async def _dask_writes_finished(
                 retries=1,
             )
         )
+    return max((peak for _indexes, peak in answers.values()), default=None)
 
 
 async def _start_scheduler_for(forked: _ForkedWorkers, running: contextlib.AsyncExitStack) -> Any:
@@ -985,7 +995,7 @@ async def _serve_the_command(
                             client,
                             run,
                             lambda: reply(("started",)),
-                            lambda outcome: reply(("done", outcome)),
+                            lambda index: reply(("done", index)),
                             requests.poll,
                         )
                     except _HostClosing:
@@ -1190,10 +1200,11 @@ class DaskStart:
         self,
         run: DaskRun,
         on_started: Callable[[], None],
-        on_done: Callable[[PartitionOutcome], None],
+        on_done: Callable[[int], None],
     ) -> int | None:
         """Evaluate `run` (see `run_dask`): `on_started` once its tasks are submitted,
-        `on_done` for each partition written; the largest peak memory of a worker."""
+        `on_done` with each partition's index as it is done; the largest peak memory of a
+        worker."""
         if self._host is None:
             owns_cluster = self._cluster is not None
             client = self._connected()
@@ -1240,7 +1251,7 @@ def run_dask(
     indexes: list[int],
     settings: EngineSettings,
     on_started: Callable[[], None],
-    on_done: Callable[[PartitionOutcome], None],
+    on_done: Callable[[int], None],
 ) -> int | None:
     """The Dask engine: one task per partition on a LocalCluster or the cluster at `scheduler`.
 

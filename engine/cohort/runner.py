@@ -51,7 +51,6 @@ from engine.cohort.outcome_store import outcomes_path, previous_result_path, sto
 from engine.cohort.outputs import SOURCE_PROBLEMS, CohortCounts, assemble_outputs, output_files
 from engine.cohort.partition import (
     CriteriaFiles,
-    PartitionOutcome,
     WorkerSetup,
     is_complete,
     result_path,
@@ -523,9 +522,9 @@ def _evaluate(
         if progress is not None:
             progress.start(total)
 
-    def on_done(outcome: PartitionOutcome) -> None:
+    def on_done(index: int) -> None:
         if progress is not None:
-            progress.advance(partitions.patients_in(outcome.index))
+            progress.advance(partitions.patients_in(index))
 
     return engine(setup, pending, settings, on_started, on_done)
 

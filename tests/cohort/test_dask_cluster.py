@@ -200,7 +200,7 @@ def test_a_run_on_its_own_cluster_drops_only_the_heartbeat_races_of_its_clean_cl
             {},
         )
         settings = EngineSettings(1, started=start)
-        run_dask(setup, [0, 1], settings, lambda: None, lambda _outcome: None)
+        run_dask(setup, [0, 1], settings, lambda: None, lambda _index: None)
         after = start.run_on_workers(_heartbeat_failure_and_other_error_logged)
     finally:
         start.close()
