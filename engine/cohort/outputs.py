@@ -17,14 +17,23 @@
 - `errors.ndjson`: every input problem (file, line, resource, patient, message, check).
 
 Partition results are read as streams and merged, so memory does not grow with the cohort.
+
+A run whose outputs would be those already in `out` keeps them (`kept_outputs`): what they
+were assembled from (each partition result's digest, the first pass's problems, the criteria
+headings they show, trialsieve's code) is recorded beside them (`remember_outputs`), with
+each file's identity (inode, size, modification time), so a re-run after an edit that
+changes no patient's result writes only its summary.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import heapq
 import html
 import mmap
+import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -36,18 +45,34 @@ import orjson
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
-from engine.atomic_write import AtomicFiles, atomic_files
+from engine.atomic_write import AtomicFiles, atomic_files, write_atomically
+from engine.cohort.outcome_store import complete_digest
 from engine.cohort.partition import (
     CRITERION_VALUES,
     NOT_EVALUATED,
     result_path,
 )
+from engine.compiled_cache import code_digest
 from engine.criteria.model import CriterionKind
 from engine.evaluate import CompiledCriteria, SubjectStatus
 from engine.report import research_study
 from engine.report.explanation import criterion_labels
 
 SOURCE_PROBLEMS = "source-problems.ndjson"
+OUTPUTS_RECORD = "outputs.json"
+"""In `partitions/`: what the outputs were assembled from, their files and counts."""
+ASSEMBLED_FILES = (
+    "subjects.ndjson",
+    "issues.ndjson",
+    "cohort.csv",
+    "cohort.parquet",
+    "study.json",
+    "errors.ndjson",
+    "attrition.csv",
+    "attrition.html",
+    "data_availability.csv",
+)
+"""The files `assemble_outputs` writes into `out`."""
 MISSING_ITEMS_SHOWN = 3
 PARQUET_ROWS_PER_GROUP = 64 * 1024
 
@@ -140,6 +165,86 @@ def assemble_outputs(
     _write_attrition(files, out, criteria, tallies, counts)
     _write_availability(files, out, tallies, counts.patients)
     return counts
+
+
+def outputs_key(out: Path, criteria: CompiledCriteria, partition_count: int) -> str | None:
+    """SHA-256 of everything `assemble_outputs` reads: each partition result's digest (its
+    `complete` line's; every result file is whole when the outputs are assembled: verified
+    or written by the run), the first pass's problems, what the outputs show of the
+    criteria (the study, each criterion's id, kind and label) and trialsieve's code
+    (`code_digest`). None when a result file has no `complete` line."""
+    results_folder = out / "partitions"
+    digest = hashlib.sha256(_OUTPUTS_FORMAT + code_digest())
+    headings = [
+        research_study(criteria.trial),
+        [[compiled.id, compiled.kind.value] for compiled in criteria.criteria],
+        criterion_labels(criteria),
+        partition_count,
+    ]
+    digest.update(orjson.dumps(headings))
+    for index in range(partition_count):
+        result = _result_digest(result_path(results_folder, index))
+        if result is None:
+            return None
+        digest.update(result.encode())
+    try:
+        digest.update(hashlib.sha256((results_folder / SOURCE_PROBLEMS).read_bytes()).digest())
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+_OUTPUTS_FORMAT = b"trialsieve-cohort-outputs-1\0"
+_TAIL = 512
+"""Bytes read from a result file's end for its `complete` line (about 110 bytes)."""
+
+
+def _result_digest(path: Path) -> str | None:
+    """The digest a result file's `complete` line names (read from the file's end)."""
+    try:
+        with open(path, "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - _TAIL))
+            tail = handle.read()
+            if size > _TAIL and tail.rfind(b"\n", 0, len(tail) - 1) < 0:
+                handle.seek(0)  # the last line is longer than that: read the whole file
+                tail = handle.read()
+    except OSError:
+        return None
+    return complete_digest(tail)
+
+
+def kept_outputs(out: Path, key: str) -> CohortCounts | None:
+    """The counts of the outputs in `out` when they were assembled under `key` and their
+    files are the ones written then (`remember_outputs`); else None (assemble them)."""
+    try:
+        record = orjson.loads((out / "partitions" / OUTPUTS_RECORD).read_bytes())
+        if type(record) is not dict or record.get("key") != key:
+            return None
+        files = record["files"]
+        if [_identity(out / name) for name in ASSEMBLED_FILES] != files:
+            return None
+        return CohortCounts(**record["counts"])
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+
+
+def remember_outputs(out: Path, key: str, counts: CohortCounts) -> None:
+    """Record, once the outputs are in place, the key they were assembled under, their
+    files' identities and counts (written without an fsync: a record lost or cut short
+    only means the next run assembles them again; one whose files were replaced since
+    does not match them)."""
+    record = {
+        "key": key,
+        "files": [_identity(out / name) for name in ASSEMBLED_FILES],
+        "counts": dataclasses.asdict(counts),
+    }
+    write_atomically(out / "partitions" / OUTPUTS_RECORD, orjson.dumps(record), durable=False)
+
+
+def _identity(path: Path) -> list[int]:
+    status = path.stat()
+    return [status.st_ino, status.st_size, status.st_mtime_ns]
 
 
 class _CellsTally:

@@ -48,7 +48,15 @@ from engine.cohort.engines import (
 )
 from engine.cohort.inputs import CohortInput, NdjsonInput, PartitionedInput
 from engine.cohort.outcome_store import outcomes_path, previous_result_path, store_key
-from engine.cohort.outputs import SOURCE_PROBLEMS, CohortCounts, assemble_outputs, output_files
+from engine.cohort.outputs import (
+    SOURCE_PROBLEMS,
+    CohortCounts,
+    assemble_outputs,
+    kept_outputs,
+    output_files,
+    outputs_key,
+    remember_outputs,
+)
 from engine.cohort.partition import (
     CriteriaFiles,
     WorkerSetup,
@@ -371,8 +379,11 @@ def run_cohort(
             engine_start.stop()  # the workers end while the outputs are assembled
         # The outputs and then the summary, fsynced at once (one wait for the disk) and
         # renamed into place in that order (the local engine's workers end meanwhile too).
+        # Outputs that would be the same as those in `out` are kept (`kept_outputs`).
+        assembled_from = outputs_key(out, criteria, count)
+        kept = None if assembled_from is None else kept_outputs(out, assembled_from)
         with output_files() as files:
-            counts = assemble_outputs(out, criteria, count, files)
+            counts = kept if kept is not None else assemble_outputs(out, criteria, count, files)
             summary = _summary(
                 out,
                 criteria,
@@ -389,6 +400,8 @@ def run_cohort(
             files.open(out / "summary.json").write(
                 orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2)
             )
+        if kept is None and assembled_from is not None:
+            remember_outputs(out, assembled_from, counts)
     except BaseException:
         if deferred is not None:
             deferred.discard()

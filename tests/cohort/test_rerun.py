@@ -105,6 +105,27 @@ def test_editing_a_lab_criterion_evaluates_it_alone(itp_trial: Trial) -> None:
     assert again.criteria_evaluated is None and again.partitions_reused == PARTITIONS
 
 
+def test_a_re_run_that_changes_no_result_keeps_the_outputs(itp_trial: Trial) -> None:
+    """An edit that changes no patient's result (a criterion's note: evaluated again for
+    everyone, to the same parts) leaves every partition's file as it was, so the outputs
+    are those in the folder already: kept, not assembled and written again. An output
+    changed since it was written is assembled again."""
+    out = itp_trial.folder / "out"
+    inodes = {name: (out / name).stat().st_ino for name in COMPARED}
+    itp_trial.edit("note: Whole years on the as-of date", "note: Whole years, as of the day")
+    rerun = itp_trial.rerun_equals_fresh("fresh")
+    assert rerun.criteria_evaluated == rerun.patients  # the preview answers the age
+    assert {name: (out / name).stat().st_ino for name in COMPARED} == inodes
+    for name in ("cohort.csv", "subjects.ndjson"):  # one edited, one removed
+        (out / name).write_bytes(b"edited by hand\n")
+    (out / "subjects.ndjson").unlink()
+    again = itp_trial.run("out")
+    assert again.partitions_reused == PARTITIONS
+    for name in COMPARED:
+        assert (out / name).read_bytes() == (itp_trial.folder / "fresh" / name).read_bytes()
+    assert (out / "study.json").stat().st_ino != inodes["study.json"]
+
+
 def test_an_interrupted_re_run_resumes_to_the_same_files(itp_trial: Trial) -> None:
     itp_trial.edit(EXCLUSION_7_HEMOGLOBIN, 'value: "< 120 g/L"')
     itp_trial.rerun_equals_fresh("fresh")
