@@ -268,7 +268,10 @@ terminology are kept to check identity."""
 
 def cites_nothing(outcome: Outcome) -> bool:
     """Whether no node of the outcome's tree cites a resource."""
-    return not outcome.cited and all(map(cites_nothing, outcome.children))
+    if outcome.cited:
+        return False
+    children = outcome.children  # most outcomes walked are leaves: no `all` and `map` then
+    return not children or all(map(cites_nothing, children))
 
 
 def _criterion(
@@ -465,19 +468,22 @@ def _walk_deciding(
     if isinstance(expression, NotOf):
         return _deciding_steps(expression.operand, outcome.children[0], as_of, terminology)
     if isinstance(expression, _ALL_OR_ANY):
-        pairs = list(zip(expression.operands, outcome.children, strict=False))
-        if not pairs:  # a step without children is its own leaf
+        children = outcome.children
+        if not children or not expression.operands:  # a step without children: its own leaf
             return [_step(expression, outcome, as_of, terminology)]
+        # the operands with the deciding truth (all of them when none decides); one loop, not
+        # comprehensions (a frame each in Python 3.11)
         truth = outcome.truth
         if truth is UNKNOWN:
-            pairs = [pair for pair in pairs if pair[1].truth is UNKNOWN]
-        elif isinstance(expression, AnyOf) and truth is MET:
-            pairs = [pair for pair in pairs if pair[1].truth is MET]
-        elif isinstance(expression, AllOf) and truth is NOT_MET:
-            pairs = [pair for pair in pairs if pair[1].truth is NOT_MET]
+            deciding: Truth | None = UNKNOWN
+        elif truth is MET:
+            deciding = MET if isinstance(expression, AnyOf) else None
+        else:
+            deciding = NOT_MET if isinstance(expression, AllOf) else None
         leaves: list[Step] = []
-        for operand, child in pairs:  # a loop, not a comprehension: no frame of its own
-            leaves += _deciding_steps(operand, child, as_of, terminology)
+        for operand, child in zip(expression.operands, children, strict=False):
+            if deciding is None or child.truth is deciding:
+                leaves += _deciding_steps(operand, child, as_of, terminology)
         return leaves
     return [_step(expression, outcome, as_of, terminology)]
 

@@ -85,6 +85,9 @@ def deterministic_id(*parts: str) -> str:
 
 _URL_NAMESPACE_SHA1 = hashlib.sha1(uuid.NAMESPACE_URL.bytes)
 """The SHA-1 of the URL namespace's bytes, continued (copied) by every `deterministic_id`."""
+DETERMINISTIC_ID_SHAPE = output_shape(deterministic_id(), "id")
+"""`output_shape` of every `deterministic_id` as an `id`: a UUID's text (36 lower-case hex
+digits and hyphens) always fits the FHIR id pattern (a test checks ids of many names)."""
 
 
 def subject_identifier_value(trial: Trial, patient_id: str) -> str:
@@ -175,7 +178,7 @@ def _research_subject_members(
     study, study_shape = _study_member(trial, study_reference)
     return [
         ("resourceType", "ResearchSubject", ("s", "ResearchSubject")),
-        ("id", subject_id, output_shape(subject_id, "id")),
+        ("id", subject_id, DETERMINISTIC_ID_SHAPE),
         (
             "identifier",
             [{"system": RESEARCH_SUBJECT_SYSTEM, "value": value}],
@@ -719,6 +722,8 @@ def _constants_of(criteria: CompiledCriteria) -> _IssueConstants:
 
 
 _FINAL_STATUSES = (SubjectStatus.INELIGIBLE, SubjectStatus.ELIGIBLE)
+_summary_clean: dict[str, bool] = {}
+"""Whether each summary line met holds no character the FHIR string pattern refuses."""
 
 
 def detected_issue_json(report: PatientReport) -> ShapedJson:
@@ -752,7 +757,11 @@ def detected_issue_json(report: PatientReport) -> ShapedJson:
     constants = _constants_of(criteria)
     members = constants.members
     patient_reference = report.patient_reference
-    summary_clean = not has_refused_whitespace(summary)
+    summary_clean = _summary_clean.get(summary)  # (a few dozen lines in a cohort)
+    if summary_clean is None:
+        if len(_summary_clean) >= 4096:
+            _summary_clean.clear()
+        summary_clean = _summary_clean[summary] = not has_refused_whitespace(summary)
     # the narrative fits the FHIR string pattern when its pieces hold no refused character
     # (its own words and tags hold none, and html.escape changes none)
     narrative_clean = (
@@ -783,7 +792,7 @@ def detected_issue_json(report: PatientReport) -> ShapedJson:
     if implicated:
         issue["implicated"] = [{"reference": reference} for reference in implicated]
     key = (
-        output_shape(issue_id, "id"),
+        DETERMINISTIC_ID_SHAPE,
         fits_fhir_string(value),
         issue_status,
         severity,
@@ -977,30 +986,67 @@ def _narrative(report: PatientReport, summary: str, headings: Sequence[Criterion
 
 
 def _narrative_json(report: PatientReport, summary: str, pieces: Sequence[_PartPieces]) -> bytes:
-    """The narrative (`_narrative`) as the inside of a JSON string, from the rows' JSON
-    texts (made once for a shared part): JSON escapes character by character, so the text
-    of the whole is the texts of its pieces, joined."""
-    head, tail = _narrative_ends(report, summary)
+    """The narrative (`_narrative`) as the inside of a JSON string, from the JSON texts of
+    its pieces: JSON escapes character by character, so the text of the whole is the texts
+    of its pieces, joined. The rows' texts are made once for a shared part, the head's
+    text before the newest data day once per summary line and day (`_narrative_start`), the
+    end without data problems once."""
     dumps = orjson.dumps
-    return b"".join([dumps(head)[1:-1], *[piece.row_json for piece in pieces], dumps(tail)[1:-1]])
+    key = (summary, report.as_of)
+    start = _narrative_starts.get(key)
+    if start is None:
+        if len(_narrative_starts) >= 4096:
+            _narrative_starts.clear()
+        start = _narrative_starts[key] = dumps(_narrative_start(summary, report.as_of))[1:-1]
+    tail = dumps(_narrative_tail(report))[1:-1] if report.data_problems else _PLAIN_TAIL_JSON
+    return b"".join(
+        [
+            start,
+            dumps(_newest_words(report))[1:-1],
+            _HEAD_END_JSON,
+            *[piece.row_json for piece in pieces],
+            tail,
+        ]
+    )
 
 
 def _narrative_ends(report: PatientReport, summary: str) -> tuple[str, str]:
     """The narrative before its table's rows, and after them."""
-    escape = html.escape
+    head = _narrative_start(summary, report.as_of) + _newest_words(report) + _HEAD_END
+    return head, _narrative_tail(report)
+
+
+def _narrative_start(summary: str, as_of: dt.date) -> str:
+    """The narrative's head up to the newest data day."""
+    return (
+        '<div xmlns="http://www.w3.org/1999/xhtml">'
+        f"<p>{html.escape(summary)} (as of {as_of.isoformat()}; newest data in the record "
+    )
+
+
+def _newest_words(report: PatientReport) -> str:
+    return report.newest_data.isoformat() if report.newest_data else "none dated"
+
+
+def _narrative_tail(report: PatientReport) -> str:
+    """The narrative after its table's rows: the data problems, if any."""
     problems = ""
     if report.data_problems:
+        escape = html.escape
         items = "".join(f"<li>{escape(problem)}</li>" for problem in report.data_problems)
         problems = f"<p>Data problems in the record:</p><ul>{items}</ul>"
-    newest = report.newest_data.isoformat() if report.newest_data else "none dated"
-    head = (
-        '<div xmlns="http://www.w3.org/1999/xhtml">'
-        f"<p>{escape(summary)} (as of {report.as_of.isoformat()}; newest data in the "
-        f"record {newest})</p>"
-        "<table><thead><tr><th>#</th><th>Criterion</th><th>Outcome</th><th>Why</th>"
-        "</tr></thead><tbody>"
-    )
-    return head, f"</tbody></table>{problems}</div>"
+    return f"</tbody></table>{problems}</div>"
+
+
+_HEAD_END = (
+    ")</p><table><thead><tr><th>#</th><th>Criterion</th><th>Outcome</th><th>Why</th>"
+    "</tr></thead><tbody>"
+)
+_HEAD_END_JSON = orjson.dumps(_HEAD_END)[1:-1]
+_PLAIN_TAIL_JSON = orjson.dumps("</tbody></table></div>")[1:-1]
+"""The narrative's end without data problems, as the inside of a JSON string."""
+_narrative_starts: dict[tuple[str, dt.date], bytes] = {}
+"""`_narrative_start` as the inside of a JSON string, by summary line and day."""
 
 
 def _outcome_words(kind: CriterionKind, verdict: CriterionVerdict | None) -> str:

@@ -19,8 +19,8 @@ from engine.evaluate import CompiledCriteria, CriterionVerdict, PatientEvaluatio
 from engine.record import build_record
 from engine.report import detected_issue, research_subject, transaction_bundle, validate_bundle
 from engine.report.explanation import explain
-from engine.report.resources import deterministic_id
-from engine.report.validate import validate_resource
+from engine.report.resources import DETERMINISTIC_ID_SHAPE, deterministic_id
+from engine.report.validate import output_shape, validate_resource
 from engine.sources import read_bundle_file
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "patients"
@@ -38,6 +38,9 @@ def test_deterministic_ids_are_the_uuid5_of_the_parts(parts: list[str]) -> None:
     of the parts joined by `|`, whatever they hold (non-ASCII, `|`, empty)."""
     assume(all(not ("\ud800" <= character <= "\udfff") for part in parts for character in part))
     assert deterministic_id(*parts) == str(uuid.uuid5(uuid.NAMESPACE_URL, "|".join(parts)))
+    # the shape the ResearchSubject and DetectedIssue give their ids without working it out
+    assert output_shape(deterministic_id(*parts), "id") == DETERMINISTIC_ID_SHAPE
+    assert DETERMINISTIC_ID_SHAPE == ("s", "id", True)
 
 
 def test_identifiers_are_deterministic_so_a_rerun_updates(trial: CompiledCriteria) -> None:
