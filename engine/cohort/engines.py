@@ -115,7 +115,11 @@ class EngineStart(Protocol):
     def begin(self) -> None:
         """Start bringing the workers up in a thread (no more forks of this process)."""
 
-    def warm_up(self, criteria: CriteriaFiles | None) -> None:
+    def criteria_loaded(self, criteria: CompiledCriteria) -> None:
+        """The run's criteria, just compiled (called in the thread that compiled them, while
+        pass 1 runs): what the workers may be given before the run."""
+
+    def warm_up(self, criteria: CompiledCriteria | None) -> None:
         """Have the workers load these criteria as soon as they are up (None: nothing)."""
 
     def stop(self) -> None:
@@ -463,11 +467,18 @@ _dask_writes = _DaskWrites()
 """In a Dask worker: its partition files being written, and those written."""
 
 
-def _finish_writing_on_dask_worker(results_folder: str) -> tuple[list[int], int]:
+def _finish_writing_on_dask_worker(
+    results_folder: str, end_of_run: bool = False
+) -> tuple[list[int], int]:
     """`client.run` once every partition of a run is evaluated: wait for this worker's last
     write; the partitions it wrote into `results_folder` (`_DaskWrites.finish`), and this
-    worker's peak memory (as a local worker reports it: the run's `worker_peak_memory`)."""
-    return _dask_writes.finish(results_folder), peak_memory()
+    worker's peak memory (as a local worker reports it: the run's `worker_peak_memory`).
+    `end_of_run`: the run's own cluster closes next (`_end_of_run_on_worker`, in the same
+    round trip, once the writes are done)."""
+    written = _dask_writes.finish(results_folder)
+    if end_of_run:
+        _end_of_run_on_worker()
+    return written, peak_memory()
 
 
 _CLOSE_RACES = frozenset(
@@ -489,9 +500,10 @@ class _CloseRaceFilter(logging.Filter):
 
 
 def _end_of_run_on_worker() -> None:
-    """`client.run` at the end of a run on the run's own cluster (closed next): the heartbeat's
-    close races are dropped from this worker's log from now on. Real errors before, and any
-    other record, are logged as ever."""
+    """At the end of a run on the run's own cluster (closed next; with a shared filesystem
+    when the run asks the workers which partitions they wrote, else a `client.run` once
+    every result is written): the heartbeat's close races are dropped from this worker's log
+    from now on. Real errors before, and any other record, are logged as ever."""
     logger = logging.getLogger("distributed.worker")
     if not any(isinstance(each, _CloseRaceFilter) for each in logger.filters):
         logger.addFilter(_CloseRaceFilter())
@@ -733,12 +745,14 @@ async def _evaluate_on_cluster(
     on_started: Callable[[], None],
     on_done: Callable[[int], None],
     closing: Callable[[], bool] = lambda: False,
+    own_cluster: bool = False,
 ) -> int | None:
     """Evaluate `run`'s partitions on the cluster of `client`, one task each (see `run_dask`);
-    the largest peak memory of a worker. `closing`: checked after each
-    partition, whether to stop (`_HostClosing`). Runs in the client's event loop (the
-    cluster's host runs its loop in its one thread; a client of this process runs it
-    through `client.sync`)."""
+    the largest peak memory of a worker. `closing`: checked after each partition, whether
+    to stop (`_HostClosing`). `own_cluster`: the cluster is the run's own, closed after it
+    (its workers drop the close's races from their logs, `_end_of_run_on_worker`). Runs in
+    the client's event loop (the cluster's host runs its loop in its one thread; a client
+    of this process runs it through `client.sync`)."""
     distributed = _import_distributed()
     job = run.job
     shared_job = await client.scatter(job, broadcast=True, hash=False)
@@ -806,7 +820,9 @@ async def _evaluate_on_cluster(
                 raise _HostClosing
             await submit_next()
         if run.shared_filesystem:
-            peak = await _dask_writes_finished(client, run, shared_job, key)
+            peak = await _dask_writes_finished(client, run, shared_job, key, own_cluster)
+        elif own_cluster:  # every result is written: closing the cluster is clean
+            await client.run(_end_of_run_on_worker)
     except (
         distributed.KilledWorker,
         CancelledError,
@@ -819,14 +835,15 @@ async def _evaluate_on_cluster(
 
 
 async def _dask_writes_finished(
-    client: Any, run: DaskRun, shared_job: Any, key: Callable[[int], str]
+    client: Any, run: DaskRun, shared_job: Any, key: Callable[[int], str], end_of_run: bool
 ) -> int | None:
     """Once every partition of `run` is evaluated (shared filesystem: the workers write their
     files in the background, `_DaskWrites`), wait for every worker's last write; evaluate
     again, written before the task ends, the partitions no worker says it wrote (a worker
     that ended after it evaluated them, before it had written them). Raises a write's error.
-    The largest peak memory of the workers (None when none answered)."""
-    answers = await client.run(_finish_writing_on_dask_worker, run.results_folder)
+    The largest peak memory of the workers (None when none answered). `end_of_run`: see
+    `_finish_writing_on_dask_worker`."""
+    answers = await client.run(_finish_writing_on_dask_worker, run.results_folder, end_of_run)
     done = {index for indexes, _peak in answers.values() for index in indexes}
     lost = [index for index in run.indexes if index not in done]
     if lost:
@@ -937,23 +954,47 @@ def _host_dask_cluster(requests: Connection, workers: int, prepare_units: bool) 
         logging.getLogger("distributed").setLevel(logging.WARNING)
         if prepare_units:
             prepare_unit_conversions()  # for this process's worker and the forks alike
+        first = _criteria_before_the_fork(requests)
         forked = _ForkedWorkers(workers - 1)
         exit_when_orphaned()  # after the forks: the workers copy no thread
     except BaseException as error:
         failed = error
     try:
-        asyncio.run(_serve_the_command(requests, forked, failed))
+        asyncio.run(_serve_the_command(requests, forked, failed, first))
     finally:
         if forked is not None:
             forked.stop()
 
 
+def _criteria_before_the_fork(requests: Connection) -> tuple[Any, ...] | None:
+    """In the host, before it forks its workers: when the command has sent the run's
+    criteria by now (`DaskStart.criteria_loaded`, while pass 1 runs), load them into this
+    process's cache of compiled criteria (`_compiled_criteria`), which the forked workers
+    inherit: no worker unpickles them for the run (4-13 ms each, before its first partition).
+    Another request that came first is returned, for `_serve_the_command` to serve."""
+    if not requests.poll():
+        return None
+    try:
+        request: tuple[Any, ...] = requests.recv()
+    except (EOFError, OSError):
+        return None  # the command has gone: `_serve_the_command` finds out
+    if request[0] != "criteria":
+        return request
+    _compiled_criteria(request[1])
+    return None
+
+
 async def _serve_the_command(
-    requests: Connection, forked: _ForkedWorkers | None, failed: BaseException | None
+    requests: Connection,
+    forked: _ForkedWorkers | None,
+    failed: BaseException | None,
+    first: tuple[Any, ...] | None = None,
 ) -> None:
     """The host's event loop: start the scheduler for the forked workers (unless `failed`),
-    then serve the command's requests (`DaskStart`) one at a time, until told to close or
-    until the command's end of the pipe closes; the scheduler and the client close after."""
+    then serve the command's requests (`DaskStart`) one at a time (`first`, a request
+    received already, first), until told to close or until the command's end of the pipe
+    closes; the scheduler and the client close after. The criteria sent after the workers
+    forked are loaded into this process's cache (for its own worker), with no answer."""
 
     def reply(message: tuple[Any, ...]) -> None:
         try:
@@ -969,14 +1010,21 @@ async def _serve_the_command(
             except BaseException as error:
                 failed = error
         while True:
-            await _readable(requests)
-            try:
-                request = requests.recv()
-            except (EOFError, OSError):
-                return
+            if first is not None:
+                request, first = first, None
+            else:
+                await _readable(requests)
+                try:
+                    request = requests.recv()
+                except (EOFError, OSError):
+                    return
             kind, *arguments = request
             if kind == "close":
                 return
+            if kind == "criteria":
+                if failed is None:
+                    _compiled_criteria(arguments[0])
+                continue
             try:
                 if failed is not None:
                     reply(("error", _picklable(failed)))
@@ -997,6 +1045,7 @@ async def _serve_the_command(
                             lambda: reply(("started",)),
                             lambda index: reply(("done", index)),
                             requests.poll,
+                            own_cluster=True,
                         )
                     except _HostClosing:
                         raise
@@ -1004,12 +1053,6 @@ async def _serve_the_command(
                         reply(("error", _picklable(error)))
                     else:
                         reply(("ok", peak))
-                        # every result is written: closing the cluster is clean (after the
-                        # reply: the command assembles the outputs meanwhile)
-                        try:
-                            await client.run(_end_of_run_on_worker)
-                        except BaseException as error:
-                            failed = error
             except _HostClosing:
                 return
 
@@ -1027,6 +1070,7 @@ class _DaskHost:
 
     def __init__(self, workers: int, prepare_units: bool) -> None:
         context = multiprocessing.get_context("fork")
+        self._sending: threading.Thread | None = None
         self._pipe, theirs = context.Pipe()
         self._process = context.Process(
             target=_host_dask_cluster,
@@ -1040,10 +1084,32 @@ class _DaskHost:
         multiprocessing.util.Finalize(self, _ask_to_close, (self._pipe,), exitpriority=10)
 
     def send(self, request: tuple[Any, ...]) -> None:
+        self._sent()
         try:
             self._pipe.send(request)
         except OSError as error:
             raise self._ended(error) from error
+
+    def send_soon(self, request: tuple[Any, ...]) -> None:
+        """Send a request that has no answer from a thread: one larger than the pipe holds
+        (the criteria, 0.1-0.3 MB) waits for the host to read it, which it does once it has
+        imported distributed. The next request, `stop` and `close` wait for it to be sent.
+        (The thread holds no lock a fork could copy while it waits: it is in a write.)"""
+        self._sent()
+        self._sending = threading.Thread(
+            target=self._send_quietly, args=(request,), name="trialsieve-dask-send"
+        )
+        self._sending.start()
+
+    def _send_quietly(self, request: tuple[Any, ...]) -> None:
+        with contextlib.suppress(OSError):  # the host ended: the next request says so
+            self._pipe.send(request)
+
+    def _sent(self) -> None:
+        """Wait for a request `send_soon` is sending."""
+        if self._sending is not None:
+            self._sending.join()
+            self._sending = None
 
     def receive(self) -> tuple[Any, ...]:
         """The host's next message; an error it sent is raised."""
@@ -1065,6 +1131,7 @@ class _DaskHost:
 
     def stop(self) -> None:
         """Ask the host to close the cluster and end, without waiting."""
+        self._sent()
         _ask_to_close(self._pipe)
 
     def close(self) -> None:
@@ -1101,6 +1168,7 @@ class DaskStart:
         self._error: BaseException | None = None
         self._criteria: CriteriaFiles | None = None
         self._warmed_with: CriteriaFiles | None = None
+        self._loaded: CriteriaFiles | None = None
         self._conversions: tuple[tuple[Any, Any], ...] = ()
         self._criteria_known = threading.Event()
         self._host: _DaskHost | None = None
@@ -1114,31 +1182,43 @@ class DaskStart:
         if self._host is None and self._thread.ident is None:
             self._thread.start()
 
-    def warm_up(self, criteria: CriteriaFiles | None) -> None:
+    def criteria_loaded(self, criteria: CompiledCriteria) -> None:
+        """Collect `criteria` as a task ships them (compiled: pickling them takes 6-10 ms)
+        while pass 1 runs, instead of after it; a hosted cluster's host is sent them at once,
+        from a thread (`_DaskHost.send_soon`): when they are there by the end of its import,
+        it loads them before it forks its workers, so that no worker unpickles them for the
+        run (they are the criteria the run ships, `criteria_files`)."""
+        self._loaded = CriteriaFiles.collect(criteria, with_compiled=True)
+        if self._host is not None:
+            self._host.send_soon(("criteria", self._loaded))
+
+    def warm_up(self, criteria: CompiledCriteria | None) -> None:
         """Load `criteria` (and build the unit registry, with `prepare_units`) on every worker
         once they are up (None: nothing to load); the unit conversions this process knows
         now go along. A hosted cluster's workers are sent nothing (the run's job carries it
         all); either way these are the criteria the run ships (`criteria_files`)."""
-        self._warmed_with = criteria
+        files = None if criteria is None else self.criteria_files(criteria)
+        self._warmed_with = files
         if self._host is not None:
             # Nothing to send: the host built the unit registry before it forked the workers,
             # if the run needs one, and the run's job carries the criteria and the conversions
             # (a warm-up came after pass 1 anyway, on the critical path: one more round trip)
             return
-        self._criteria = criteria
+        self._criteria = files
         self._conversions = tuple(units.known_conversions().items())
         self._criteria_known.set()
 
     def criteria_files(self, criteria: CompiledCriteria) -> CriteriaFiles:
-        """`criteria` as a task ships them (compiled): those the workers were warmed up with
-        when they are the same files with the same unavailable types (which the workers'
-        cache takes for the same criteria, `CriteriaFiles.key`), else collected now.
-        Collecting pickles the compiled criteria (10 ms for NCT05315778): once a run."""
-        warmed = self._warmed_with
-        if warmed is not None and warmed.compiled is not None:
-            files = CriteriaFiles.collect(criteria)  # reads and hashes the files: 1 ms
-            if files.key == warmed.key:
-                return warmed
+        """`criteria` as a task ships them (compiled): those the workers were warmed up with,
+        or those collected when they were loaded, when they are the same files with the same
+        unavailable types (which the workers' cache takes for the same criteria,
+        `CriteriaFiles.key`), else collected now. Collecting pickles the compiled criteria
+        (6-10 ms): once a run."""
+        for known in (self._warmed_with, self._loaded):
+            if known is not None and known.compiled is not None:
+                files = CriteriaFiles.collect(criteria)  # reads and hashes the files: 1 ms
+                if files.key == known.key:
+                    return known
         return CriteriaFiles.collect(criteria, with_compiled=True)
 
     def _start(self) -> None:
@@ -1209,10 +1289,13 @@ class DaskStart:
             owns_cluster = self._cluster is not None
             client = self._connected()
             evaluated: int | None = client.sync(
-                _evaluate_on_cluster, client, run, on_started, on_done
+                _evaluate_on_cluster,
+                client,
+                run,
+                on_started,
+                on_done,
+                own_cluster=owns_cluster,
             )
-            if owns_cluster:  # every result is written: closing the cluster is clean
-                client.run(_end_of_run_on_worker)
             return evaluated
         self._host.send(("evaluate", run))
         while True:
@@ -1266,7 +1349,7 @@ def run_dask(
     if start is None:
         start = DaskStart(settings, prepare_units=setup.full)
         start.begin()
-        start.warm_up(CriteriaFiles.collect(criteria, with_compiled=True))
+        start.warm_up(criteria)
     if not isinstance(start, DaskStart):
         raise TypeError(f"the dask engine runs on a DaskStart, not {type(start).__name__}")
     try:

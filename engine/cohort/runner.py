@@ -136,12 +136,19 @@ class _Loading:
     and remembers the criteria's resource types for the next run's pass 1 to start with.
 
     `prepare_units`: also build the unit registry, for workers that will convert units (a
-    full evaluation) to inherit.
+    full evaluation) to inherit. `on_loaded`: called with the criteria in the thread, once
+    they are compiled (an engine's start takes them then: `EngineStart.criteria_loaded`).
     """
 
-    def __init__(self, criteria_path: str | Path, prepare_units: bool = False) -> None:
+    def __init__(
+        self,
+        criteria_path: str | Path,
+        prepare_units: bool = False,
+        on_loaded: Callable[[CompiledCriteria], None] | None = None,
+    ) -> None:
         self._path = criteria_path
         self._prepare_units = prepare_units
+        self._on_loaded = on_loaded
         self._criteria: CompiledCriteria | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._load, name="trialsieve-load-criteria")
@@ -155,6 +162,8 @@ class _Loading:
             remember_resource_types(self._path, criteria.resource_types)
             if self._prepare_units:
                 prepare_unit_conversions()
+            if self._on_loaded is not None:
+                self._on_loaded(criteria)
         except BaseException as error:  # re-raised by result(): the thread cannot raise
             self._error = error
 
@@ -347,7 +356,7 @@ def run_cohort(
             engine_start = kind.start(settings, full)
         if engine_start is not None:
             engine_start.begin()  # begun already unless pass 1 ran in this process alone
-            engine_start.warm_up(CriteriaFiles.collect(criteria, with_compiled=True))
+            engine_start.warm_up(criteria)
             settings = replace(settings, started=engine_start)
         source_record = results_folder / _SOURCE_RECORD
         if partitions is None and (pending or not source_record.is_file()):
@@ -441,7 +450,12 @@ def _fresh_start(
     created = [folder for folder in (out, results_folder) if not folder.is_dir()]
     results_folder.mkdir(parents=True, exist_ok=True)
     count = partition_count or default_partition_count(source)
-    loading = _Loading(criteria_path, prepare_units=full and kind.forks_workers)
+
+    def on_loaded(criteria: CompiledCriteria) -> None:
+        if engine_start is not None:
+            engine_start.criteria_loaded(criteria)
+
+    loading = _Loading(criteria_path, full and kind.forks_workers, on_loaded)
     started_here = engine_start is None and kind.start is not None
 
     def on_started() -> None:

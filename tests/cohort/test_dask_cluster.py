@@ -286,20 +286,53 @@ def test_dask_s_yaml_defaults_read_in_c_are_those_python_reads() -> None:
     assert yaml.safe_load is python_safe_load
 
 
-def test_a_run_ships_the_criteria_its_workers_were_warmed_up_with(
+def test_a_run_ships_the_criteria_collected_when_they_were_loaded(
     trial: CompiledCriteria,
 ) -> None:
-    """Collecting pickles the compiled criteria: once a run, for the warm-up and the tasks;
-    other criteria (here: other unavailable types) are collected anew."""
+    """Collecting pickles the compiled criteria: once a run, when they are loaded (while pass
+    1 runs), for the warm-up and the tasks; other criteria (here: other unavailable types)
+    are collected anew."""
     start = DaskStart(EngineSettings(1, "tcp://127.0.0.1:1"))  # nothing starts before begin
     try:
-        assert start.criteria_files(trial).compiled is not None  # no warm-up: collected
-        warmed = CriteriaFiles.collect(trial, with_compiled=True)
-        start.warm_up(warmed)
-        assert start.criteria_files(trial) is warmed
+        assert start.criteria_files(trial).compiled is not None  # not loaded: collected
+        start.criteria_loaded(trial)
+        loaded = start.criteria_files(trial)
+        assert loaded.compiled is not None and start.criteria_files(trial) is loaded
+        start.warm_up(trial)
+        assert start.criteria_files(trial) is loaded
         other = dataclasses.replace(trial, unavailable_types=frozenset({"Procedure"}))
         files = start.criteria_files(other)
-        assert files is not warmed and files.unavailable_types == ("Procedure",)
+        assert files is not loaded and files.unavailable_types == ("Procedure",)
         assert files.compiled is not None
     finally:
         start.close()
+
+
+def test_criteria_sent_while_the_host_imports_are_loaded_before_its_workers_fork() -> None:
+    """The command sends the hosted cluster the criteria as soon as they are compiled (while
+    pass 1 runs); there by the end of the host's import (here the host waits for them), they
+    are loaded into the host's cache of compiled criteria before it forks its workers, so
+    every worker has them before the run (none unpickles them for its first task)."""
+    skip_unless_dask_workers_fork()
+    code = (
+        "from engine.cohort import engines\n"
+        "from engine.cohort.partition import CriteriaFiles\n"
+        "from engine.trial import load_trial\n"
+        "from cohort_examples import CRITERIA\n"
+        "def _key():\n"
+        "    return None if engines._compiled is None else engines._compiled[0]\n"
+        "before_the_fork = engines._criteria_before_the_fork\n"
+        "engines._criteria_before_the_fork = lambda requests: (\n"
+        "    requests.poll(60), before_the_fork(requests))[1]\n"
+        "if __name__ == '__main__':\n"
+        "    trial = load_trial(CRITERIA)\n"
+        "    start = engines.DaskStart(engines.EngineSettings(2))\n"
+        "    start.begin()\n"
+        "    start.criteria_loaded(trial)\n"
+        "    try:\n"
+        "        keys = list(start.run_on_workers(_key).values())\n"
+        "    finally:\n"
+        "        start.close()\n"
+        "    print(keys == [CriteriaFiles.collect(trial).key] * 2)\n"
+    )
+    assert run_python(code).stdout.strip() == "True"
