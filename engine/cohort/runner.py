@@ -64,7 +64,7 @@ from engine.cohort.partition import (
     result_path,
 )
 from engine.cohort.prefilter import Prefilter
-from engine.cohort.rerun import Rebuilder, rebuild_partition, write_rebuilt
+from engine.cohort.rerun import Rebuilder, rebuild_partitions
 from engine.compiled_cache import remember_resource_types, remembered_resource_types
 from engine.errors import CohortError, Location
 from engine.evaluate import CompiledCriteria
@@ -350,7 +350,7 @@ def run_cohort(
         ]
         reused = count - len(pending)
         pending, from_store, evaluated = _rebuild_from_store(
-            criteria, as_of, answers, full, key, results_folder, pending
+            criteria, as_of, answers, full, key, results_folder, pending, settings.workers
         )
         if kind.start is not None and pending and engine_start is None:
             engine_start = kind.start(settings, full)
@@ -724,25 +724,21 @@ def _rebuild_from_store(
     key: str,
     results_folder: Path,
     pending: list[int],
+    workers: int = 1,
 ) -> tuple[list[int], int, int | None]:
     """Rebuild what pending partitions the store can (`engine.cohort.rerun`: only criteria
-    without a stored outcome are evaluated); the partitions left to evaluate from the input,
-    how many were rebuilt and how many criterion outcomes were evaluated for them."""
+    without a stored outcome are evaluated; in two processes with two `workers` or more and
+    enough to do); the partitions left to evaluate from the input, how many were rebuilt
+    and how many criterion outcomes were evaluated for them."""
     if not any(outcomes_path(results_folder, index).is_file() for index in pending):
         return pending, 0, None
     rebuilder = Rebuilder(criteria, as_of, answers, full, key, results_folder)
-    left = []
     # The rebuild makes many objects (stored outcomes and records, parsed) and no cycles
     # worth collecting: the cyclic collector would walk the process's whole heap for nothing.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        for index in pending:
-            result = rebuild_partition(rebuilder, index)
-            if result is None:
-                left.append(index)
-            else:
-                write_rebuilt(results_folder, result)
+        left = rebuild_partitions(rebuilder, pending, workers)
     finally:
         if collecting:
             gc.enable()

@@ -15,7 +15,7 @@ import orjson
 import pytest
 from cohort_examples import AS_OF, CRITERIA, OUTPUT_FILES, PARTITIONS
 
-from engine.cohort import BundleInput, CohortInput, CohortSummary, NdjsonInput, run_cohort
+from engine.cohort import BundleInput, CohortInput, CohortSummary, NdjsonInput, rerun, run_cohort
 from engine.cohort.outcome_store import criterion_digests
 from engine.trial import load_trial
 
@@ -35,13 +35,13 @@ class Trial:
     source: CohortInput
     full: bool = False
 
-    def run(self, out: str) -> CohortSummary:
+    def run(self, out: str, workers: int = 1) -> CohortSummary:
         return run_cohort(
             self.criteria,
             self.source,
             self.folder / out,
             AS_OF,
-            workers=1,
+            workers=workers,
             partition_count=PARTITIONS,
             full=self.full,
         )
@@ -124,6 +124,55 @@ def test_a_re_run_that_changes_no_result_keeps_the_outputs(itp_trial: Trial) -> 
     for name in COMPARED:
         assert (out / name).read_bytes() == (itp_trial.folder / "fresh" / name).read_bytes()
     assert (out / "study.json").stat().st_ino != inodes["study.json"]
+
+
+@pytest.mark.parametrize("child", ["rebuilds", "dies", "raises"])
+def test_a_re_run_in_two_processes(
+    itp_trial: Trial, monkeypatch: pytest.MonkeyPatch, child: str
+) -> None:
+    """With two workers and enough stored outcomes, half the partitions are rebuilt in a
+    forked process, which writes their files: the same files as a fresh run. A child that
+    dies leaves its partitions to be evaluated from the input; an error its rebuild raises
+    is raised by the run."""
+    monkeypatch.setattr(rerun, "FORK_OUTCOMES_BYTES", 0)
+    # under pytest-xdist a thread of the test worker's runs: the fork is safe all the same
+    # (the child runs only the rebuild, then os._exit)
+    monkeypatch.setattr(rerun, "_can_fork", lambda: True)
+    parent = os.getpid()
+    forks = []
+    fork = os.fork
+
+    def counted_fork() -> int:
+        forks.append(1)
+        return fork()
+
+    monkeypatch.setattr(os, "fork", counted_fork)
+    rebuild = rerun.rebuild_partition
+
+    def rebuild_in_child(rebuilder: rerun.Rebuilder, index: int) -> rerun.Rebuilt | None:
+        if os.getpid() != parent and child == "dies":
+            os._exit(3)
+        if os.getpid() != parent and child == "raises":
+            raise RuntimeError("a bug met in the forked process")
+        return rebuild(rebuilder, index)
+
+    monkeypatch.setattr(rerun, "rebuild_partition", rebuild_in_child)
+    itp_trial.edit(EXCLUSION_7_HEMOGLOBIN, 'value: "< 120 g/L"')
+    if child == "raises":
+        with pytest.raises(RuntimeError, match="a bug met in the forked process"):
+            itp_trial.run("out", workers=2)
+        return
+    again = itp_trial.run("out", workers=2)
+    assert forks[:1] == [1]
+    itp_trial.run("fresh")
+    for name in COMPARED:
+        assert (itp_trial.folder / "out" / name).read_bytes() == (
+            itp_trial.folder / "fresh" / name
+        ).read_bytes(), name
+    if child == "rebuilds":
+        assert again.partitions_from_store == PARTITIONS
+    else:  # the child's half evaluated from the input
+        assert 0 < again.partitions_from_store < PARTITIONS
 
 
 def test_an_interrupted_re_run_resumes_to_the_same_files(itp_trial: Trial) -> None:
