@@ -136,12 +136,13 @@ class ExposureNode:
                 )
             return nothing
         outcome = self._decide(uses, problems, context)
-        cited = tuple(
-            Cited(use.reference, use.resource, context.record.medication_of(use.resource))
-            for use in uses
-            if use.reference in outcome.evidence
-        )
-        return with_atom(outcome, self.query.atom, cited)
+        evidence = outcome.evidence
+        medication_of = context.record.medication_of
+        cited = []
+        for use in uses:  # a loop, not a generator: no frame of its own (Python 3.11)
+            if use.reference in evidence:
+                cited.append(Cited(use.reference, use.resource, medication_of(use.resource)))
+        return with_atom(outcome, self.query.atom, tuple(cited))
 
     def _decide(self, uses: list[_Use], problems: list[str], context: EvaluationContext) -> Outcome:
         subject = self.query.subject
@@ -192,14 +193,11 @@ class ExposureNode:
         allowed = -gap
         subject = self.query.subject
         text = f"for {duration.text} ({first_day.isoformat()} to {context.as_of.isoformat()})"
-        proven = _covers(
-            [(u.period.start, u.period.last_day(context.as_of)) for u in uses],
-            first_day,
-            context.as_of,
-            allowed,
-        )
+        as_of = context.as_of
+        periods = [(u.period.start, u.period.last_day(as_of)) for u in uses]
+        proven = _covers(periods, first_day, as_of, allowed)
         if proven is not None:
-            covering = [u for u in uses if u.period.last_day(context.as_of) >= first_day]
+            covering = [u for u, (_, last) in zip(uses, periods, strict=True) if last >= first_day]
             return Outcome(
                 MET,
                 f"{subject}: in use continuously {text}, since {proven.isoformat()}",
@@ -283,17 +281,19 @@ class ExposureNode:
         record = context.record
         uses: list[_Use] = []
         problems: list[str] = []
-        concept = self.query.concept
+        query = self.query
+        concept = query.concept
         pool = record.resources_of_concept(concept.id) if concept is not None else ()
         periods = context.exposure_periods
+        as_of = context.as_of
+        predicates = query.status_predicates
+        filters, exclusions = query.filters, query.exclusions
+        filtered = bool(filters or exclusions)
         for resource in pool:
-            predicate = self.query.status_predicates.get(resource.get("resourceType", ""))
-            if predicate is None or not predicate(resource, None, context.as_of):
+            predicate = predicates.get(resource.get("resourceType", ""))
+            if predicate is None or not predicate(resource, None, as_of):
                 continue
-            filters, exclusions = self.query.filters, self.query.exclusions
-            if (filters or exclusions) and not passes_filters(
-                resource, filters, exclusions, context.path_matches
-            ):
+            if filtered and not passes_filters(resource, filters, exclusions, context.path_matches):
                 continue
             period = periods.get(id(resource))
             if period is None:  # read once per patient: several exposures read the same drugs
@@ -301,10 +301,10 @@ class ExposureNode:
             if isinstance(period, str):
                 problems.append(f"{record.label(resource)}: {period}")
                 continue
-            if period.start > context.as_of:
+            if period.start > as_of:
                 continue
             uses.append(_Use(record.label(resource), period, resource))
-        uses.sort(key=lambda use: use.period.start, reverse=True)
+        uses.sort(key=_start_of_use, reverse=True)
         return uses, problems
 
     def _daily_mg(self, use: _Use, context: EvaluationContext) -> tuple[float, str] | str:
@@ -349,6 +349,10 @@ class ExposureNode:
             evidence=_evidence(uses),
             missing=(f"{self.query.subject}: {reasons[0]}" if reasons else text,),
         )
+
+
+def _start_of_use(use: _Use) -> dt.date:
+    return use.period.start
 
 
 def _touches(start: dt.date, last: dt.date, first_day: dt.date | None) -> bool:

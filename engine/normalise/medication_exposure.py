@@ -35,7 +35,7 @@ import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from engine.dataclass_init import direct_init
 from engine.errors import UnitError
@@ -108,7 +108,7 @@ def _day(text: object) -> dt.date | None:
 
 
 def _duration_days(duration: object) -> float | None:
-    if not isinstance(duration, Mapping):
+    if not _is_mapping(duration):
         return None
     value, unit = duration.get("value"), duration.get("code") or duration.get("unit")
     if not isinstance(value, int | float) or not isinstance(unit, str):
@@ -124,7 +124,7 @@ def exposure_period(resource: Mapping[str, Any]) -> ExposurePeriod | str:
     if resource.get("resourceType") == "MedicationRequest":
         return _request_period(resource, ongoing)
     period = resource.get("effectivePeriod")
-    if isinstance(period, Mapping):
+    if _is_mapping(period):
         start, end = _day(period.get("start")), _day(period.get("end"))
         if start is None:
             return "effectivePeriod has no usable start"
@@ -141,11 +141,19 @@ def exposure_period(resource: Mapping[str, Any]) -> ExposurePeriod | str:
     )
 
 
+def _is_mapping(value: object) -> TypeGuard[Mapping[str, Any]]:
+    """`isinstance(value, Mapping)`, answering a parsed JSON object (a dict) and a missing
+    field (None) without the ABC's check (a Python-level `__instancecheck__` in 3.11)."""
+    if type(value) is dict:
+        return True
+    return value is not None and isinstance(value, Mapping)
+
+
 def _request_period(resource: Mapping[str, Any], ongoing: bool) -> ExposurePeriod | str:
     dispense = resource.get("dispenseRequest")
-    dispense = dispense if isinstance(dispense, Mapping) else {}
+    dispense = dispense if _is_mapping(dispense) else {}
     validity = dispense.get("validityPeriod")
-    validity = validity if isinstance(validity, Mapping) else {}
+    validity = validity if _is_mapping(validity) else {}
     start = _day(validity.get("start")) or _day(resource.get("authoredOn"))
     if start is None:
         return "no usable authoredOn or dispenseRequest.validityPeriod.start"

@@ -177,17 +177,29 @@ def _research_subject_members(
     subject_id = deterministic_id(RESEARCH_SUBJECT_SYSTEM, value)
     study, study_shape = _study_member(trial, study_reference)
     return [
-        ("resourceType", "ResearchSubject", ("s", "ResearchSubject")),
+        ("resourceType", "ResearchSubject", _SUBJECT_TYPE_SHAPE),
         ("id", subject_id, DETERMINISTIC_ID_SHAPE),
         (
             "identifier",
             [{"system": RESEARCH_SUBJECT_SYSTEM, "value": value}],
-            ("[]", _system_value_shape(RESEARCH_SUBJECT_SYSTEM, value)),
+            _SUBJECT_IDENTIFIER_SHAPES[fits_fhir_string(value)],
         ),
-        ("status", status.value, ("s", status.value)),
+        ("status", _STATUS_VALUES[status], _STATUS_SHAPES[status]),
         ("study", study, study_shape),
         ("individual", {"reference": patient_reference}, _reference_shape(patient_reference)),
     ]
+
+
+# The members' shapes that do not depend on the patient, made once (a ResearchSubject's
+# shape is then found among those met before mostly by the identity of its pieces)
+_SUBJECT_TYPE_SHAPE = ("s", "ResearchSubject")
+_SUBJECT_IDENTIFIER_SHAPES = {
+    fits: ("[]", (("system", ("s", RESEARCH_SUBJECT_SYSTEM)), ("value", ("s", fits))))
+    for fits in (False, True)
+}
+"""`("[]", _system_value_shape(RESEARCH_SUBJECT_SYSTEM, value))` by whether the value fits."""
+_STATUS_VALUES = {status: status.value for status in SubjectStatus}
+_STATUS_SHAPES = {status: ("s", status.value) for status in SubjectStatus}
 
 
 _study_members: dict[tuple[int, str], tuple[Trial, dict[str, Any], Shape]] = {}

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections import OrderedDict
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.normalise.medication_exposure import daily_dose, exposure_period
+from engine.normalise.medication_exposure import _is_mapping, daily_dose, exposure_period
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 
@@ -156,3 +159,12 @@ def test_daily_dose_is_dose_times_administrations_per_day(
     )
     assert not isinstance(result, str)
     assert result.value == pytest.approx(dose * frequency * per_day)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{}, {"start": "2026-01-01"}, None, [], "2026", 3, MappingProxyType({"a": 1}), OrderedDict()],
+)
+def test_the_quick_mapping_check_is_isinstance_of_mapping(value: object) -> None:
+    """`_is_mapping` answers a dict and None without the ABC's check: the same answer."""
+    assert _is_mapping(value) is isinstance(value, Mapping)
