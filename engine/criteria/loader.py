@@ -6,6 +6,7 @@ all problems of a file are reported together (`ErrorCollection`), not just the f
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import difflib
 import os
@@ -51,7 +52,7 @@ from engine.criteria.model import (
 from engine.criteria.values import parse_range_test, parse_value_test
 from engine.errors import CriteriaError, ErrorCollection, Location, TrialsieveError
 from engine.normalise.formulas import FORMULAS, InputKind
-from engine.normalise.yaml_reading import load_round_trip
+from engine.normalise.yaml_reading import check_limits, load_round_trip
 from engine.resource_types import (
     CONCEPT_OPTIONAL_TYPES,
     MEDICATION_TYPES,
@@ -94,16 +95,34 @@ def load_criteria(path: str | Path) -> CriteriaFile:
     key = (folder, text_path, raw)
     loaded = _loaded.get(key)
     if loaded is None:
-        loaded = _Checker(_read_document(text_path, raw)).run()
+        document = _read_document(text_path, raw, _readings.get((folder, text_path)))
+        loaded = _Checker(document).run()
         if len(_loaded) >= _LOADED_LIMIT:
             _loaded.clear()
+            _readings.clear()
         _loaded[key] = loaded
+        _readings[(folder, text_path)] = _Reading(document.lines, document.tree, document.data)
     return loaded
 
 
 _LOADED_LIMIT = 64
 _loaded: dict[tuple[str, str, bytes], CriteriaFile] = {}
 """Criteria files loaded in this process, by working folder, path as given and content."""
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """A criteria file as it was last loaded without problems: its lines, tree and plain
+    data, from which an edit of one criterion is read alone (`_reread_criterion`)."""
+
+    lines: list[str]
+    tree: CommentedMap
+    data: dict[str, Any]
+
+
+_readings: dict[tuple[str, str], _Reading] = {}
+"""The last reading of each criteria file loaded in this process, by working folder and
+path as given (a `--watch` process, a benchmark's re-runs)."""
 
 
 @cache
@@ -192,13 +211,17 @@ def _read_bytes(path: str) -> bytes:
         ) from None
 
 
-def _read_document(path: str, raw: bytes) -> _Document:
+def _read_document(path: str, raw: bytes, earlier: _Reading | None = None) -> _Document:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
         raise CriteriaError("the file is not UTF-8 text", Location(file=path, line=line)) from None
     lines = text.splitlines()
+    if earlier is not None:
+        reread = _reread_criterion(path, text, lines, earlier)
+        if reread is not None:
+            return reread
     try:
         tree = load_round_trip(text, lambda: YAML(typ="rt").load(text))
     except MarkedYAMLError as error:
@@ -216,6 +239,88 @@ def _read_document(path: str, raw: bytes) -> _Document:
     document = _Document(path, lines, tree, {})
     document.data = cast(dict[str, Any], _plain(tree, [], document))
     return document
+
+
+def _reread_criterion(
+    path: str, text: str, lines: list[str], earlier: _Reading
+) -> _Document | None:
+    """The document of `text` when it is `earlier`'s with the lines of one criterion edited
+    (as many lines as before, the edit within the lines from that criterion's `- ` to the
+    next one's, or to the next top-level key): only those lines are read as YAML, in a text
+    where every other line is blank but the `criteria:` key's, so that each node keeps its
+    line and column, and the criterion's tree takes the place of its earlier one. None for
+    any other edit, or anything the lines alone might read otherwise than the whole file
+    (an anchor or alias in them, a directive or document marker in the file, a criteria
+    list not in block style, an item whose `- ` is not on its first line): the file is then
+    read whole. Reading an edit of one criterion of NCT05315778 (835 lines) this way takes
+    about a twentieth of reading the file (`tests/criteria/test_loader_reread.py` compares
+    both readings of many edits)."""
+    before = earlier.lines
+    if len(lines) != len(before) or _WHOLE_FILE_ONLY.search(text) is not None:
+        return None
+    changed = [
+        number for number, (line, was) in enumerate(zip(lines, before, strict=True)) if line != was
+    ]
+    tree = earlier.tree
+    criteria = tree.get("criteria")
+    if not changed or not isinstance(criteria, CommentedSeq) or criteria.fa.flow_style():
+        return None
+    key_line = tree.lc.key("criteria")[0]
+    if lines[key_line].split("#", 1)[0].strip() != "criteria:":
+        return None
+    following = [tree.lc.key(key)[0] for key in tree]
+    end_of_list = min((line for line in following if line > key_line), default=len(lines))
+    starts = [criteria.lc.item(index) for index in range(len(criteria))]
+    ends = [line for line, _column in starts[1:]] + [end_of_list]
+    index = next(
+        (
+            number
+            for number, ((start, _column), end) in enumerate(zip(starts, ends, strict=True))
+            if start <= changed[0] and changed[-1] < end
+        ),
+        None,
+    )
+    if index is None:
+        return None
+    (start, column), end = starts[index], ends[index]
+    if column < 2 or before[start][column - 2 : column] != "- ":
+        return None
+    if lines[start][:column] != before[start][:column]:
+        return None
+    region = lines[start:end]
+    if any(_ANCHOR_OR_ALIAS.search(line) for line in (*region, *before[start:end])):
+        return None
+    partial = [""] * end
+    partial[key_line] = lines[key_line]
+    partial[start:end] = region
+    partial_text = "\n".join(partial) + "\n"
+    try:
+        check_limits(text)
+        read = load_round_trip(partial_text, lambda: YAML(typ="rt").load(partial_text))
+    except Exception:  # the whole file's reading reports it
+        return None
+    items = read.get("criteria") if isinstance(read, CommentedMap) and len(read) == 1 else None
+    if not isinstance(items, CommentedSeq) or len(items) != 1:
+        return None
+    if items.lc.item(0) != (start, column):
+        return None
+    edited = copy.copy(criteria)  # shares the positions (`lc`): every item keeps its place
+    list.__setitem__(edited, index, items[0])
+    edited_tree = copy.copy(tree)
+    edited_tree["criteria"] = edited
+    document = _Document(path, lines, edited_tree, {})
+    data = dict(earlier.data)
+    data["criteria"] = list(data["criteria"])
+    data["criteria"][index] = _plain(items[0], ["criteria", index], document)
+    document.data = data
+    return document
+
+
+_ANCHOR_OR_ALIAS = re.compile(r"(?:^|[\s\[{,])[&*]")
+"""Where an anchor or an alias may start (a token's first character: `10*9/L` is no alias;
+in a quoted text it is taken as one all the same, and the file is read whole)."""
+_WHOLE_FILE_ONLY = re.compile(r"^(?:%|---|\.\.\.)", re.MULTILINE)
+"""A directive or document marker: a criteria file holding one is always read whole."""
 
 
 SNIPPET_LIMIT = 120
