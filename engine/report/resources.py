@@ -756,11 +756,15 @@ def detected_issue_json(report: PatientReport) -> ShapedJson:
     headings = criterion_headings(criteria)
     pieces = _pieces_of(trial, headings, parts)
     entries: list[_PartPieces] = []
+    entry_texts: list[orjson.Fragment] = []
+    entry_keys: dict[Hashable, None] = {}
     cited: list[str] = []
     rows_clean = True
-    for part, piece in zip(parts, pieces, strict=True):
+    for part, piece in zip(parts, pieces, strict=True):  # one loop, no comprehension frames
         if piece.entry is not None:
             entries.append(piece)
+            entry_texts.append(piece.entry)
+            entry_keys[piece.entry_key] = None
             cited += part.evidence
         if not piece.row_clean:
             rows_clean = False
@@ -800,7 +804,7 @@ def detected_issue_json(report: PatientReport) -> ShapedJson:
         ),
     }
     if entries:
-        issue["evidence"] = [piece.entry for piece in entries]
+        issue["evidence"] = entry_texts
     if implicated:
         issue["implicated"] = [{"reference": reference} for reference in implicated]
     key = (
@@ -812,7 +816,7 @@ def detected_issue_json(report: PatientReport) -> ShapedJson:
         identified,
         bool(summary) and summary_clean,
         narrative_clean,
-        tuple(dict.fromkeys([piece.entry_key for piece in entries])),
+        tuple(entry_keys),
         tuple(dict.fromkeys(map(fits_fhir_string, implicated))),
     )
     shape = constants.shapes.get(key)
@@ -1016,7 +1020,7 @@ def _narrative_json(report: PatientReport, summary: str, pieces: Sequence[_PartP
             start,
             dumps(_newest_words(report))[1:-1],
             _HEAD_END_JSON,
-            *[piece.row_json for piece in pieces],
+            *map(_row_json_of, pieces),
             tail,
         ]
     )
@@ -1050,6 +1054,7 @@ def _narrative_tail(report: PatientReport) -> str:
     return f"</tbody></table>{problems}</div>"
 
 
+_row_json_of = attrgetter("row_json")
 _HEAD_END = (
     ")</p><table><thead><tr><th>#</th><th>Criterion</th><th>Outcome</th><th>Why</th>"
     "</tr></thead><tbody>"
