@@ -18,6 +18,8 @@ keeps the compiled criteria (cloudpickled: they hold closures) in one file per c
   each with its SHA-256. A changed file, or a folder whose listing changed (a mapping file
   added or removed), makes the entry stale: the trial compiles again and the entry is
   written anew;
+- an entry is written without an fsync, after its SHA-256 (`_sealed`): one a machine crash
+  cut short or left with a block of zeros does not match it and is compiled again;
 - criteria that do not load (a `CriteriaError`, a `MappingError`) are never cached: the
   loader raises them every time, naming the file and line;
 - beside the compiled criteria, every unit conversion known in the process after compiling
@@ -108,6 +110,32 @@ def _unpickle(path: Path) -> Any:
     except UntrustedCacheFile as error:
         _log.warning("trialsieve cache: not reading %s", error)
         raise
+
+
+def _unpickle_sealed(path: Path) -> Any:
+    """`_unpickle` of a file written `_sealed`: ValueError when its SHA-256 does not match
+    (a write a machine crash cut short or left with a block of zeros)."""
+    try:
+        data = _read_trusted(path)
+    except UntrustedCacheFile as error:
+        _log.warning("trialsieve cache: not reading %s", error)
+        raise
+    digest_end = len(_SEAL) + hashlib.sha256().digest_size
+    if (
+        not data.startswith(_SEAL)
+        or hashlib.sha256(data[digest_end:]).digest() != data[len(_SEAL) : digest_end]
+    ):
+        raise ValueError("not whole (its SHA-256 does not match)")
+    return pickle.loads(data[digest_end:])
+
+
+def _sealed(data: bytes) -> bytes:
+    """`data` after a header and its SHA-256 (`_unpickle_sealed` checks them), so that the
+    file can be written without an fsync: one a crash damaged is never unpickled."""
+    return _SEAL + hashlib.sha256(data).digest() + data
+
+
+_SEAL = b"trialsieve-sealed-1\0"
 
 
 def _make_folder(folder: Path) -> None:
@@ -375,7 +403,7 @@ def _file_digest(path: Path) -> bytes | None:
 
 def _read_entry(entry: Path) -> tuple[CompiledCriteria, list[tuple[str, bytes | None]]] | None:
     try:
-        stored = _unpickle(entry)
+        stored = _unpickle_sealed(entry)
         compiled = pickle.loads(stored["compiled"])
         files_read: list[tuple[str, bytes | None]] = stored["files_read"]
         conversions: dict[Any, Any] = stored["conversions"]
@@ -404,7 +432,9 @@ def _write_entry(
             "conversions": units.known_conversions(),
         }
         _make_folder(entry.parent)
-        write_atomically(entry, pickle.dumps(stored))
+        # no fsync (a wait for the disk, 5-15 ms of a re-run's wall time on a shared disk):
+        # an entry a machine crash damaged does not match its SHA-256 and is compiled again
+        write_atomically(entry, _sealed(pickle.dumps(stored)), durable=False)
         _prune(entry.parent)
     except Exception as error:  # a cache that cannot be written only costs time
         _log.debug("compiled criteria cache: cannot write %s (%s)", entry, error)

@@ -249,6 +249,20 @@ def test_a_damaged_entry_is_compiled_again(cache: Path) -> None:
     assert entry.read_bytes() != b"not a pickle"
 
 
+def test_an_entry_with_a_block_a_crash_left_unwritten_is_compiled_again(cache: Path) -> None:
+    """Entries are written without an fsync, after their SHA-256: one whose data a machine
+    crash left with a block of zeros (its length unchanged) is never unpickled."""
+    path = ROOT / "criteria" / "NCT05315778.yaml"
+    fresh_load(path)
+    (entry,) = entries(cache)
+    data = entry.read_bytes()
+    holed = data[:100] + bytes(4096) + data[4196:]
+    entry.write_bytes(holed)
+    assert fresh_load(path).trial.id == "NCT05315778"
+    assert entry.read_bytes() != holed  # compiled again and written anew, whole
+    assert compiled_cache._unpickle_sealed(entry)["compiled"]
+
+
 def test_off_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(CACHE_VARIABLE, "off")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
