@@ -325,11 +325,13 @@ def run_cohort(
             else {}
         )
         results_folder.mkdir(parents=True, exist_ok=True)
+        described = source.describe()  # the input files' names, sizes and times: stat once
         count, attested = _check_manifest(
             out,
             criteria_path,
             criteria,
             source,
+            described,
             as_of,
             partition_count,
             attestations_path,
@@ -338,7 +340,7 @@ def run_cohort(
         )
         key = store_key(
             criteria,
-            source.describe(),
+            described,
             count,
             as_of.isoformat(),
             _sha256_of(attested),
@@ -632,6 +634,7 @@ def _check_manifest(
     criteria_path: str | Path,
     criteria: CompiledCriteria,
     source: CohortInput,
+    described: dict[str, Any],
     as_of: dt.date,
     partition_count: int | None,
     attestations_path: str | Path | None,
@@ -639,9 +642,10 @@ def _check_manifest(
     files: AtomicFiles | None = None,
 ) -> tuple[int, Any]:
     """Write the manifest, or check the one there; returns the partition count to use and
-    the manifest's attestations. With other criteria or mappings (a re-run) the earlier
-    results are set aside and the manifest is written again. `files`: a set of files to
-    which a new manifest is added (written when the caller commits it)."""
+    the manifest's attestations (`described`: `source.describe()`). With other criteria or
+    mappings (a re-run) the earlier results are set aside and the manifest is written again.
+    `files`: a set of files to which a new manifest is added (written when the caller
+    commits it)."""
     path = out / MANIFEST
     digest = CriteriaFiles.collect(criteria).digest
     earlier = orjson.loads(path.read_bytes()) if path.is_file() else None
@@ -661,7 +665,7 @@ def _check_manifest(
                 "sha256": hashlib.sha256(Path(attestations_path).read_bytes()).hexdigest(),
             }
         ),
-        "input": source.describe(),
+        "input": described,
         "partition_count": partition_count,
         "full": full,
         "unavailable_types": sorted(criteria.unavailable_types),
