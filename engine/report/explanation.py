@@ -20,6 +20,7 @@ import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
 from engine.criteria.model import (
@@ -106,6 +107,9 @@ class Finding:
 
     reference: str
     text: str
+
+
+_text_of = attrgetter("text")
 
 
 @direct_init
@@ -372,7 +376,7 @@ def _summary(verdict: CriterionVerdict, deciding: list[Step], says: str) -> str:
             if leaf.question:
                 questions[leaf.question] = None
         return "Investigator to answer: " + " / ".join(questions)
-    sentences = [_leaf_sentence(leaf) for leaf in deciding]
+    sentences = list(map(_leaf_sentence, deciding))  # (no comprehension frame)
     shown = sentences[:FINDINGS_SHOWN]
     more = len(sentences) - len(shown)
     return "; ".join(shown) + (f" (+{more} more)" if more else "")
@@ -767,9 +771,12 @@ def _build_resource_step(
     looked_for, filters = _query_words(atom, concept, as_of)
     if atom.computed is not None or atom.exposure is not None:
         return _derived_step(atom, outcome, looked_for, filters)
-    findings = tuple(_finding(cited, atom, concept, terminology) for cited in outcome.cited)
+    found = []
+    for cited in outcome.cited:  # a loop, not a generator: no frame of its own (Python 3.11)
+        found.append(_finding(cited, atom, concept, terminology))
+    findings = tuple(found)
     label = atom.label or looked_for
-    shown = "; ".join(f.text for f in findings[:FINDINGS_SHOWN])
+    shown = "; ".join(map(_text_of, findings[:FINDINGS_SHOWN]))
     more = len(findings) - FINDINGS_SHOWN
     if more > 0:
         shown += f" (+{more} more)"
@@ -856,9 +863,7 @@ def _derived_step(
         says=says,
         looked_for=looked_for,
         filters=filters,
-        findings=tuple(Finding(reference, reference) for reference in outcome.evidence)
-        if not unknown
-        else (),
+        findings=tuple(map(Finding, outcome.evidence, outcome.evidence)) if not unknown else (),
         to_settle=outcome.missing if unknown else (),
         relation=says,
         unavailable=outcome.unavailable if unknown else "",
