@@ -26,7 +26,7 @@ def load_trial(criteria_path: str | Path) -> CompiledCriteria:
     restored too.
     """
     _restore_conversions()
-    return load_trial_cached(criteria_path, _load_and_compile)
+    return load_trial_cached(criteria_path, _load_and_compile, _compile_loaded)
 
 
 @functools.cache
@@ -39,7 +39,11 @@ def _load_and_compile(criteria_path: str | Path) -> CompiledCriteria:
     # compile: a trial found in the cache needs neither.
     from engine.criteria.loader import load_criteria
 
-    criteria = load_criteria(criteria_path)
+    return _compile_loaded(load_criteria(criteria_path))
+
+
+def _compile_loaded(criteria: CriteriaFile) -> CompiledCriteria:
+    """Compile a loaded criteria file over the terminology of its mappings (cached)."""
     terminology = load_terminology_cached(criteria.mapping_paths, load_terminology)
     key = (id(criteria), id(terminology))
     known = _compiled.get(key)

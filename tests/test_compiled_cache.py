@@ -15,6 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+import engine.criteria.loader
 import engine.trial
 from engine import compiled_cache
 from engine.compiled_cache import CACHE_VARIABLE, load_trial_cached
@@ -23,7 +24,7 @@ from engine.evaluate import CompiledCriteria
 from engine.normalise import Terminology, load_terminology, units
 from engine.screening import screen_patient
 from engine.sources import BundleFileSource
-from engine.trial import _load_and_compile, load_trial
+from engine.trial import _compile_loaded, _load_and_compile, load_trial
 
 ROOT = Path(__file__).resolve().parent.parent
 SNOMED = "http://snomed.info/sct"
@@ -260,7 +261,29 @@ def test_an_entry_with_a_block_a_crash_left_unwritten_is_compiled_again(cache: P
     entry.write_bytes(holed)
     assert fresh_load(path).trial.id == "NCT05315778"
     assert entry.read_bytes() != holed  # compiled again and written anew, whole
-    assert compiled_cache._unpickle_sealed(entry)["compiled"]
+    assert compiled_cache._unpickle_sealed(entry)["loaded"]
+
+
+def test_an_entry_is_the_loaded_file_compiled_without_parsing_its_jsonpaths_again(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An entry keeps the loaded criteria file and the jsonpath expressions parsed: a hit
+    compiles it (no YAML read, no jsonpath-ng parser built), to criteria that evaluate as
+    freshly compiled ones."""
+    import engine.evaluate.compile as compile_module
+
+    path = ROOT / "criteria" / "NCT05315778.yaml"  # its `where:` filters are jsonpaths
+    compiled = fresh_load(path)
+    monkeypatch.setattr(compile_module, "_PARSED_PATHS", {})
+
+    def no_parse(expression: str) -> object:
+        raise AssertionError(f"{expression} parsed again")
+
+    monkeypatch.setattr(compile_module, "parse_jsonpath", no_parse)
+    monkeypatch.setattr(engine.criteria.loader, "load_criteria", no_parse)
+    cached = fresh_load(path)
+    assert cached is not compiled and compile_module._PARSED_PATHS
+    assert outputs(cached) == outputs(compiled)
 
 
 def test_off_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -272,8 +295,8 @@ def test_off_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         calls.append(Path(path))
         return _load_and_compile(path)
 
-    load_trial_cached(ROOT / "criteria" / "NCT05315778.yaml", compile_trial)
-    load_trial_cached(ROOT / "criteria" / "NCT05315778.yaml", compile_trial)
+    load_trial_cached(ROOT / "criteria" / "NCT05315778.yaml", compile_trial, _compile_loaded)
+    load_trial_cached(ROOT / "criteria" / "NCT05315778.yaml", compile_trial, _compile_loaded)
     assert len(calls) == 2 and not any(tmp_path.iterdir())
 
 
@@ -355,7 +378,7 @@ def _counting_loads(path: Path) -> tuple[list[Path], CompiledCriteria]:
         return _load_and_compile(criteria)
 
     compiled_cache._in_process.clear()
-    return calls, load_trial_cached(path, compile_trial)
+    return calls, load_trial_cached(path, compile_trial, _compile_loaded)
 
 
 def test_the_folder_is_created_for_its_owner_only(cache: Path) -> None:

@@ -10,6 +10,7 @@ objects over plain dicts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from jsonpath_ng.exceptions import JsonPathParserError
 from jsonpath_ng.ext.parser import parse as parse_jsonpath
@@ -352,6 +353,19 @@ _PARSED_PATHS: dict[str, JsonPathFilter] = {}
 compiled path, so a patient's evaluation runs it once per resource
 (`EvaluationContext.path_matches`), and the process once per distinct content it reads
 (`JsonPathFilter`)."""
+
+
+def parsed_jsonpaths() -> dict[str, Any]:
+    """Each jsonpath expression parsed in this process, as jsonpath-ng parsed it (for the
+    compiled cache: a process that compiles criteria it read from there parses none)."""
+    return {text: known.path for text, known in _PARSED_PATHS.items()}
+
+
+def remember_jsonpaths(paths: dict[str, Any]) -> None:
+    """Take these parsed expressions (`parsed_jsonpaths` of another process) as parsed."""
+    for text, path in paths.items():
+        if text not in _PARSED_PATHS:
+            _PARSED_PATHS[text] = JsonPathFilter(text, path)
 
 
 def _jsonpaths(
