@@ -583,7 +583,7 @@ def _step(
         )
     if isinstance(expression, ManualAtom):
         manual = expression
-        return _cached_step(manual, outcome, as_of, lambda: _manual_step(manual, outcome))
+        return _cached_step(manual, outcome, as_of, _manual_step, manual, outcome)
     if isinstance(expression, PatientAtom):
         return _patient_step(expression, outcome, as_of)
     return _resource_step(expression, outcome, as_of, terminology)
@@ -730,17 +730,23 @@ else. The atom is kept to check identity."""
 
 
 def _cached_step(
-    atom: ManualAtom | ResourceAtom, outcome: Outcome, as_of: dt.date, build: Any
+    atom: ManualAtom | ResourceAtom,
+    outcome: Outcome,
+    as_of: dt.date,
+    build: Callable[..., Step],
+    *arguments: Any,
 ) -> Step:
+    """`build(*arguments)`, the atom's step for this outcome (its arguments passed rather
+    than a closure made for every step), kept as `_uncited_steps` says."""
     if outcome.cited and not (outcome.truth is UNKNOWN and _is_derived(atom)):
-        return build()  # type: ignore[no-any-return]
+        return build(*arguments)
     # An atom citing nothing, or an unknown computed value or medication use (whose step
     # says the outcome's reason and what settles it, never what it cites: `_derived_step`)
     key = (id(atom), as_of, outcome.truth, outcome.missing, outcome.reason, outcome.unavailable)
     known = _uncited_steps.get(key)
     if known is not None and known[0] is atom:
         return known[1]
-    step: Step = build()
+    step = build(*arguments)
     if len(_uncited_steps) >= _STEP_CACHE_LIMIT:
         _uncited_steps.clear()
     _uncited_steps[key] = (atom, step)
@@ -756,7 +762,7 @@ def _resource_step(
     atom: ResourceAtom, outcome: Outcome, as_of: dt.date, terminology: Terminology
 ) -> Step:
     return _cached_step(
-        atom, outcome, as_of, lambda: _build_resource_step(atom, outcome, as_of, terminology)
+        atom, outcome, as_of, _build_resource_step, atom, outcome, as_of, terminology
     )
 
 
