@@ -20,7 +20,6 @@ import os
 import pickle
 import sys
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -85,8 +84,6 @@ class Rebuilder:
     """Criterion evaluations done (for the summary and tests)."""
     ordered: list[tuple[CompiledCriterion, str]] = field(init=False)
     """Each criterion with its digest, in the file's order."""
-    earlier_files: dict[int, Future[tuple[bytes, str | None] | None]] = field(default_factory=dict)
-    """Earlier result files being read ahead (`_rebuild_here`), by partition."""
 
     def __post_init__(self) -> None:
         self.digests = criterion_digests(self.criteria)
@@ -238,43 +235,14 @@ def _can_fork() -> bool:
 
 
 def _rebuild_here(rebuilder: Rebuilder, indexes: list[int]) -> list[int]:
-    """Rebuild and write these partitions in this process, their earlier result files read
-    and hashed ahead in a thread (`_earlier_file`: the read and the SHA-256 release the
-    GIL, so they run on the other core while this thread rebuilds)."""
     left = []
-    with ThreadPoolExecutor(1, thread_name_prefix="trialsieve-earlier-results") as reading:
-
-        def read_ahead(position: int) -> None:  # the next file or two, not all: memory
-            for index in indexes[position : position + _READ_AHEAD]:
-                if index not in rebuilder.earlier_files:
-                    path = previous_result_path(rebuilder.results_folder, index)
-                    rebuilder.earlier_files[index] = reading.submit(_earlier_file, path)
-
-        try:
-            for position, index in enumerate(indexes):
-                read_ahead(position)
-                result = rebuild_partition(rebuilder, index)
-                if result is None:
-                    left.append(index)
-                else:
-                    write_rebuilt(rebuilder.results_folder, result)
-        finally:
-            for index in indexes:
-                rebuilder.earlier_files.pop(index, None)
+    for index in indexes:
+        result = rebuild_partition(rebuilder, index)
+        if result is None:
+            left.append(index)
+        else:
+            write_rebuilt(rebuilder.results_folder, result)
     return left
-
-
-_READ_AHEAD = 2
-"""Earlier result files read ahead at most (this partition's and the next one's)."""
-
-
-def _earlier_file(path: Path) -> tuple[bytes, str | None] | None:
-    """An earlier result file's content and its verified digest (`verified_digest`)."""
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return None
-    return data, verified_digest(data)
 
 
 def _rebuild_in_child(rebuilder: Rebuilder, indexes: list[int], pipe: int) -> NoReturn:
@@ -481,30 +449,22 @@ class PreviousResult:
 
 
 def _previous_result(rebuilder: Rebuilder, index: int, stored: dict[str, Any]) -> PreviousResult:
-    ahead = rebuilder.earlier_files.pop(index, None)
-    found = (
-        ahead.result()
-        if ahead is not None
-        else _earlier_file(previous_result_path(rebuilder.results_folder, index))
-    )
-    if found is None:
+    try:
+        data = previous_result_path(rebuilder.results_folder, index).read_bytes()
+    except OSError:
         return PreviousResult()
-    data, verified = found
-    return patient_lines(data, stored.get("result_sha256"), verified)
+    return patient_lines(data, stored.get("result_sha256"))
 
 
-def patient_lines(data: bytes, digest: object, verified: object = False) -> PreviousResult:
+def patient_lines(data: bytes, digest: object) -> PreviousResult:
     """A partition result file's lines, when its `complete` line gives `digest` and the
-    lines before it match that digest (`verified`: the file's `verified_digest`, when known);
-    else none.
+    lines before it match that digest; else none.
 
     The lines are memoryview slices of `data`: a partition whose patients all keep their
     line is moved back whole (`write_rebuilt`), so copying its lines (`bytes.split`: 30 MB
     for NCT05315778 `--full` at 10x) would be for nothing; a partition written anew copies
     them when it joins them (`_rebuild`)."""
-    if verified is False:
-        verified = verified_digest(data)
-    if digest is None or verified != digest:
+    if digest is None or verified_digest(data) != digest:
         return PreviousResult()  # another file, or a block a machine crash left unwritten
     end = data.rfind(b"\n", 0, len(data) - 1) + 1  # where the `complete` line starts
     view = memoryview(data)
