@@ -251,6 +251,11 @@ def encoded_part(part: CriterionReport) -> list[Any] | orjson.Fragment:
     known = known_shared_json(part, "store")
     if known is not None:
         return known
+    return _shared_encoding(part)
+
+
+def _shared_encoding(part: CriterionReport) -> list[Any] | orjson.Fragment:
+    """`encoded_part` of a shared part met first (apart: no closure cell in `encoded_part`)."""
     return shared_json(part, "store", lambda: encode_part(part))
 
 

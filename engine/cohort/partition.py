@@ -21,7 +21,7 @@ import os
 import pickle
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -160,6 +160,13 @@ def _cell(kind: CriterionKind, part: CriterionReport) -> list[Any] | orjson.Frag
     known = known_shared_json(part, use)
     if known is not None:
         return known
+    return _shared_cell(kind, part, use)
+
+
+def _shared_cell(
+    kind: CriterionKind, part: CriterionReport, use: Hashable
+) -> list[Any] | orjson.Fragment:
+    """`_cell` of a shared part met first (apart: no closure cells in `_cell`)."""
     return shared_json(part, use, lambda: _cell_value(kind, part))
 
 

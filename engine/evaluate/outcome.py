@@ -187,6 +187,12 @@ def combine(operands: Sequence[Outcome], label: str, deciding: Truth) -> Outcome
     children = tuple(operands)
     if not _shared_ids.issuperset(map(id, children)):
         return _combined_anew(children, label, deciding)
+    return _combined_once(children, label, deciding)
+
+
+def _combined_once(children: tuple[Outcome, ...], label: str, deciding: Truth) -> Outcome:
+    """`combine` of shared outcomes (apart, so that `combine` makes no closure cells: a
+    function whose closure reads its locals makes a cell of each at every call)."""
     ids = tuple(map(id, children))
     return _made_once((deciding, label, ids), lambda: _combined_anew(children, label, deciding))
 
@@ -266,6 +272,11 @@ def negate(operand: Outcome, label: str = "") -> Outcome:
     """Kleene negation: met and not met swap, unknown stays unknown with its reasons."""
     if id(operand) not in _shared_ids:
         return _negated(operand, label)
+    return _negated_once(operand, label)
+
+
+def _negated_once(operand: Outcome, label: str) -> Outcome:
+    """`negate` of a shared outcome (apart: no closure cells in `negate`)."""
     return _made_once((None, label, id(operand)), lambda: _negated(operand, label))
 
 

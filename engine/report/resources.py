@@ -435,6 +435,16 @@ def criterion_report_of(
     if not cites_nothing(outcome):
         summary = criterion_summary(result, as_of, terminology, cites=True)
         return CriterionReport(result.verdict, summary, outcome.evidence, outcome.missing)
+    return _uncited_part(result, as_of, terminology)
+
+
+def _uncited_part(
+    result: CriterionResult, as_of: dt.date, terminology: Terminology
+) -> CriterionReport:
+    """`criterion_report_of` of an outcome citing nothing (apart, so that the parts citing
+    something make no closure cells)."""
+    outcome = result.outcome
+    compiled = result.criterion
     part = remembered(
         _uncited_parts,
         (id(compiled), as_of, id(terminology), outcome),
