@@ -97,6 +97,14 @@ class RecordProblem:
         return f"{self.resource}, field {self.field}: {self.message}"
 
 
+def _of_types(
+    found: Sequence[dict[str, Any]], resource_types: Collection[str]
+) -> list[dict[str, Any]]:
+    """The resources of these types (a function apart: a comprehension reading a local
+    makes it a cell at every call of the function holding it)."""
+    return [resource for resource in found if resource["resourceType"] in resource_types]
+
+
 class PatientRecord:
     """One patient's resources with the indexes the evaluator queries.
 
@@ -162,7 +170,7 @@ class PatientRecord:
         found = self._by_concept.get(concept_id, _NO_RESOURCES)
         if resource_types is None:
             return found
-        return [resource for resource in found if resource["resourceType"] in resource_types]
+        return _of_types(found, resource_types)
 
     def holds_any_of(self, concept_ids: frozenset[str]) -> bool:
         """Whether any resource of the record belongs to one of the concepts: one set
@@ -170,7 +178,7 @@ class PatientRecord:
         own way is asked concept by concept)."""
         if self._concepts_indexed:
             return not concept_ids.isdisjoint(self._by_concept)
-        return any(self.resources_of_concept(concept_id) for concept_id in concept_ids)
+        return any(map(self.resources_of_concept, concept_ids))  # (no generator's cell)
 
     def concept_index(self) -> Mapping[str, Sequence[dict[str, Any]]]:
         """Every concept the record's resources belong to, with those resources (read-only)."""

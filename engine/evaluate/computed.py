@@ -187,7 +187,9 @@ class ComputedNode:
         if outcome.atom is not None:  # decided by the measured value: cited already
             return outcome
         if len(reads) != len(self.inputs):  # the formula did not read them
-            reads = [_latest(item, context) for item in self.inputs]
+            reads = []
+            for item in self.inputs:  # a loop: a comprehension would make `context` a cell
+                reads.append(_latest(item, context))
         evidence = outcome.evidence
         cited = []
         for read in reads:  # a loop, not a comprehension: no frame of its own (Python 3.11)

@@ -44,6 +44,15 @@ _LOCAL_STEPS: tuple[type, ...] = tuple(
 Expression and This, checked with what they hold)."""
 
 
+def _key_of(resource: dict[str, Any], fields: tuple[str, ...]) -> tuple[str | None, ...]:
+    """What a filter reading several fields is answered by (a function apart: its
+    generator reads `resource`, which would be a cell at every call of `finds`)."""
+    return tuple(
+        None if value is _ABSENT else repr(value)
+        for value in (resource.get(name, _ABSENT) for name in fields)
+    )
+
+
 class JsonPathFilter:
     """A compiled `where` / `where_not` expression (`path`: jsonpath-ng's), with the
     top-level fields of a resource it reads (`fields`; None: it may read anything)."""
@@ -65,10 +74,7 @@ class JsonPathFilter:
             value = resource.get(fields[0], _ABSENT)
             key: Any = None if value is _ABSENT else repr(value)
         else:
-            key = tuple(
-                None if value is _ABSENT else repr(value)
-                for value in (resource.get(name, _ABSENT) for name in fields)
-            )
+            key = _key_of(resource, fields)
         known = self._known
         found = known.get(key)
         if found is None:

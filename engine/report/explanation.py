@@ -554,24 +554,7 @@ def _step(
     expression: Expression, outcome: Outcome, as_of: dt.date, terminology: Terminology
 ) -> Step:
     if isinstance(expression, _ALL_OR_ANY):
-        word = "all of" if isinstance(expression, AllOf) else "any of"
-        children = tuple(
-            _operand_step(operand, child, as_of, terminology)
-            for operand, child in zip(expression.operands, outcome.children, strict=False)
-        )
-        decided = MET if isinstance(expression, AnyOf) else NOT_MET
-        if outcome.truth is decided:
-            children = tuple(
-                replace(child, needed=False) if child.truth is UNKNOWN else child
-                for child in children
-            )
-        return Step(
-            label=expression.label or "",
-            truth=outcome.truth,
-            says=TRUTH_TEXT[outcome.truth],
-            combination=word,
-            children=children,
-        )
+        return _combination_step(expression, outcome, as_of, terminology)
     if isinstance(expression, NotOf):
         child = _operand_step(expression.operand, outcome.children[0], as_of, terminology)
         return Step(
@@ -587,6 +570,30 @@ def _step(
     if isinstance(expression, PatientAtom):
         return _patient_step(expression, outcome, as_of)
     return _resource_step(expression, outcome, as_of, terminology)
+
+
+def _combination_step(
+    expression: AllOf | AnyOf, outcome: Outcome, as_of: dt.date, terminology: Terminology
+) -> Step:
+    """`_step` of an `all`/`any` (a function apart: its generators read `as_of` and
+    `terminology`, which would be cells at every call of `_step`, mostly for leaves)."""
+    word = "all of" if isinstance(expression, AllOf) else "any of"
+    children = tuple(
+        _operand_step(operand, child, as_of, terminology)
+        for operand, child in zip(expression.operands, outcome.children, strict=False)
+    )
+    decided = MET if isinstance(expression, AnyOf) else NOT_MET
+    if outcome.truth is decided:
+        children = tuple(
+            replace(child, needed=False) if child.truth is UNKNOWN else child for child in children
+        )
+    return Step(
+        label=expression.label or "",
+        truth=outcome.truth,
+        says=TRUTH_TEXT[outcome.truth],
+        combination=word,
+        children=children,
+    )
 
 
 _uncited_combinations: dict[

@@ -68,7 +68,7 @@ def has_refused_whitespace(value: str) -> bool:
     if len(value) < 128 and value.isprintable():
         return False
     if value.isascii():
-        return any(character in value for character in _ASCII_OTHER_WHITESPACE)
+        return any(map(value.__contains__, _ASCII_OTHER_WHITESPACE))  # (no generator's cell)
     return _REFUSED_WHITESPACE.search(value) is not None
 
 
