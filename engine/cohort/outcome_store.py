@@ -50,7 +50,6 @@ from engine.report.resources import (
     criterion_headings,
     is_shared,
     keep_shared,
-    known_shared_json,
     shared_json,
 )
 from engine.resource_types import CODED_TYPES, RESOURCE_TYPES
@@ -248,15 +247,7 @@ def encoded_part(part: CriterionReport) -> list[Any] | orjson.Fragment:
     (`shared_json`)."""
     if not is_shared(part):  # the patient's own part: encoded as a value, once
         return encode_part(part)
-    known = known_shared_json(part, "store")
-    if known is not None:
-        return known
-    return _shared_encoding(part)
-
-
-def _shared_encoding(part: CriterionReport) -> list[Any] | orjson.Fragment:
-    """`encoded_part` of a shared part met first (apart: no closure cell in `encoded_part`)."""
-    return shared_json(part, "store", lambda: encode_part(part))
+    return shared_json(part, "store", encode_part, part)
 
 
 def decode_part(encoded: list[Any]) -> CriterionReport:

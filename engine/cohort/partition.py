@@ -21,7 +21,7 @@ import os
 import pickle
 import tempfile
 import time
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -56,7 +56,6 @@ from engine.report.resources import (
     PatientReport,
     detected_issue_json,
     is_shared,
-    known_shared_json,
     report_of,
     research_subject_json,
     shared_json,
@@ -153,21 +152,10 @@ def report_result_line(
 
 def _cell(kind: CriterionKind, part: CriterionReport) -> list[Any] | orjson.Fragment:
     """A criterion's cell of the summary: `[value, [missing...]]` (made once as JSON text for
-    a part shared by many patients: `shared_json`, found without making a closure)."""
+    a part shared by many patients: `shared_json`)."""
     if not is_shared(part):  # the patient's own part: its cell as a value, made once
         return _cell_value(kind, part)
-    use = _CELL_USES[kind]
-    known = known_shared_json(part, use)
-    if known is not None:
-        return known
-    return _shared_cell(kind, part, use)
-
-
-def _shared_cell(
-    kind: CriterionKind, part: CriterionReport, use: Hashable
-) -> list[Any] | orjson.Fragment:
-    """`_cell` of a shared part met first (apart: no closure cells in `_cell`)."""
-    return shared_json(part, use, lambda: _cell_value(kind, part))
+    return shared_json(part, _CELL_USES[kind], _cell_value, kind, part)
 
 
 def _cell_value(kind: CriterionKind, part: CriterionReport) -> list[Any]:

@@ -187,22 +187,17 @@ def combine(operands: Sequence[Outcome], label: str, deciding: Truth) -> Outcome
     children = tuple(operands)
     if not _shared_ids.issuperset(map(id, children)):
         return _combined_anew(children, label, deciding)
-    return _combined_once(children, label, deciding)
+    key = (deciding, label, tuple(map(id, children)))
+    return _made_once(key, _combined_anew, children, label, deciding)
 
 
-def _combined_once(children: tuple[Outcome, ...], label: str, deciding: Truth) -> Outcome:
-    """`combine` of shared outcomes (apart, so that `combine` makes no closure cells: a
-    function whose closure reads its locals makes a cell of each at every call)."""
-    ids = tuple(map(id, children))
-    return _made_once((deciding, label, ids), lambda: _combined_anew(children, label, deciding))
-
-
-def _made_once(key: tuple[Any, ...], make: Callable[[], Outcome]) -> Outcome:
-    """The outcome made of shared outcomes that `key` names: made once (`make`), and shared
-    itself."""
+def _made_once(key: tuple[Any, ...], make: Callable[..., Outcome], *arguments: Any) -> Outcome:
+    """The outcome made of shared outcomes that `key` names: made once (`make(*arguments)`),
+    and shared itself. The arguments are passed rather than a closure: a function whose
+    closure reads its locals makes a cell of each at every call (`combine`, `negate`)."""
     found = _combined.get(key)
     if found is None:
-        found = make()
+        found = make(*arguments)
         if len(_combined) < _SHARED_LIMIT:
             _combined[key] = shared(found)
     return found
@@ -272,12 +267,7 @@ def negate(operand: Outcome, label: str = "") -> Outcome:
     """Kleene negation: met and not met swap, unknown stays unknown with its reasons."""
     if id(operand) not in _shared_ids:
         return _negated(operand, label)
-    return _negated_once(operand, label)
-
-
-def _negated_once(operand: Outcome, label: str) -> Outcome:
-    """`negate` of a shared outcome (apart: no closure cells in `negate`)."""
-    return _made_once((None, label, id(operand)), lambda: _negated(operand, label))
+    return _made_once((None, label, id(operand)), _negated, operand, label)
 
 
 def _negated(operand: Outcome, label: str) -> Outcome:

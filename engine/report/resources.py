@@ -396,16 +396,17 @@ _shared_texts: dict[tuple[int, Hashable], tuple[CriterionReport, orjson.Fragment
 
 
 def shared_json(
-    part: CriterionReport, use: Hashable, make: Callable[[], JsonValue]
+    part: CriterionReport, use: Hashable, make: Callable[..., JsonValue], *arguments: Any
 ) -> JsonValue | orjson.Fragment:
-    """`make()`, the JSON value made of `part` for `use` (a summary cell, a store encoding);
-    for a part of many patients (`is_shared`) its JSON text instead, an `orjson.Fragment`
-    made once per part and use (`known_shared_json` finds it without a `make`)."""
+    """`make(*arguments)`, the JSON value made of `part` for `use` (a summary cell, a store
+    encoding); for a part of many patients (`is_shared`) its JSON text instead, an
+    `orjson.Fragment` made once per part and use. The arguments are passed rather than a
+    closure: a function whose closure reads its locals makes a cell of each at every call."""
     key = (id(part), use)
     known = _shared_texts.get(key)
     if known is not None and known[0] is part:
         return known[1]
-    value = make()
+    value = make(*arguments)
     if not is_shared(part):
         return value
     text = orjson.Fragment(orjson.dumps(value))
@@ -413,12 +414,6 @@ def shared_json(
         _shared_texts.clear()
     _shared_texts[key] = (part, text)
     return text
-
-
-def known_shared_json(part: CriterionReport, use: Hashable) -> orjson.Fragment | None:
-    """The JSON text `shared_json` made of `part` for `use`, if it made one."""
-    known = _shared_texts.get((id(part), use))
-    return known[1] if known is not None and known[0] is part else None
 
 
 def criterion_report_of(
