@@ -15,6 +15,9 @@ microseconds per line, best of `--repeat` (default 5) passes, of:
   shared resources: a medication line referring to one is screened through its code);
 - `settled`: `_screened_label`, the check of a settled patient's line.
 
+Both search each run's text once first, as pass 2 does (`line_validator`: simdjson validates
+the lines only of a run that is not `plain_json`).
+
 Each line is checked against the patient its own patient field names, as pass 2 does (a
 line naming none, such as a Patient or a Medication, is left out). The loop and a call
 around each check are included (about 0.2 µs; for `screen`, a reader per run). On a machine
@@ -36,7 +39,7 @@ from typing import Any
 import orjson
 from shared_data import require, synthea
 
-from engine.cohort.line_screen import LineScreen, _OneLine, json_checker
+from engine.cohort.line_screen import LineScreen, _OneLine, line_validator
 from engine.cohort.ndjson_partitions import _screened_label
 from engine.sources.ndjson import DEFAULT_PATIENT_FIELDS, PATIENT_FIELDS, ndjson_files
 from engine.trial import load_trial
@@ -101,20 +104,38 @@ class _Reader(_OneLine):
         return None
 
 
-def _screen_runs(
-    screen: LineScreen,
-    lines: list[tuple[bytes, str]],
-    parser: Any,
-    shared: Mapping[str, bytes],
-    relied: list[str],
-) -> int:
-    """Screen each run of one patient's consecutive lines as pass 2 does; how many it skips."""
-    skipped = 0
+Run = tuple[str, bytes, list[bytes]]
+"""One patient's consecutive lines: their own reference, their text, the lines."""
+
+
+def _runs(lines: list[tuple[bytes, str]]) -> list[Run]:
+    """The lines as runs of one patient's consecutive lines, as pass 1 routes them."""
+    runs: list[Run] = []
     for own, run in itertools.groupby(lines, key=lambda line: line[1]):
-        reader = _Reader(own, parser, shared, relied)
-        screen.screen_lines(reader, enumerate(text for text, _own in run), True)
+        texts = [text + b"\n" for text, _own in run]
+        runs.append((own, b"".join(texts), texts))
+    return runs
+
+
+def _screen_runs(
+    screen: LineScreen, runs: list[Run], shared: Mapping[str, bytes], relied: list[str]
+) -> int:
+    """Screen each run as pass 2 does (its text searched once by `line_validator`); how many
+    lines it skips."""
+    skipped = 0
+    for own, chunk, texts in runs:
+        reader = _Reader(own, line_validator((chunk,)), shared, relied)
+        screen.screen_lines(reader, enumerate(texts), True)
         skipped += len(reader.seen)
     return skipped
+
+
+def _settled_runs(runs: list[Run]) -> None:
+    """Check each line of each run as a settled patient's (`_screened_label`), as pass 2 does."""
+    for own, chunk, texts in runs:
+        validate = line_validator((chunk,))
+        for text in texts:
+            _screened_label(validate, text, own)
 
 
 def _best_runs(check: Callable[[], object], count: int, repeat: int) -> float:
@@ -141,7 +162,6 @@ def main() -> None:
     arguments = parser.parse_args()
     require(arguments.data)
     screen = LineScreen.from_criteria(load_trial(arguments.criteria))
-    checker = json_checker()
     shared = _shared_medications(arguments.data)
     relied: list[str] = []
     print(f"criteria   {arguments.criteria.name}; screened types {', '.join(sorted(screen.types))}")
@@ -170,17 +190,16 @@ def main() -> None:
         size = sum(len(text) for text, _own in lines) // count
         repeat = arguments.repeat
         parse = _best(lambda text, _own: orjson.loads(text), lines, repeat)
+        runs = _runs(lines)
         if path.name.split(".", 1)[0] in screen.types:
-            skips = _screen_runs(screen, lines, checker, shared, relied)
+            skips = _screen_runs(screen, runs, shared, relied)
             cost = _best_runs(
-                functools.partial(_screen_runs, screen, lines, checker, shared, relied),
-                count,
-                repeat,
+                functools.partial(_screen_runs, screen, runs, shared, relied), count, repeat
             )
             screened = f"{cost:7.2f} {skips / count:5.0%}"
         else:
             screened = f"{'':7} {'':5}"
-        settled = _best(lambda text, own: _screened_label(checker, text, own), lines, repeat)
+        settled = _best_runs(functools.partial(_settled_runs, runs), count, repeat)
         print(f"{path.name:34} {count:7,} {size:6,}  {parse:7.2f} {screened}  {settled:7.2f}")
 
 

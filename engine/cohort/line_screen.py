@@ -10,9 +10,12 @@ report shows:
   only those fields: the rest of the line is checked as JSON syntax and skipped), and, for
   a line the checks below would skip, simdjson validates the whole of it (msgspec does not
   check the UTF-8 of what it skips, nor whether a number it skips overflows a double, both
-  of which orjson rejects; simdjson rejects both, in about a quarter of orjson's time). A
-  line either rejects, or cannot represent (an integer beyond 64 bits, nesting msgspec
-  refuses), is parsed, which reports the problem exactly as without the screen;
+  of which orjson rejects; simdjson rejects both, in about a quarter of orjson's time);
+  when the patient's runs of lines hold nothing that could be such a number (one SIMD
+  search of each run, `line_validator`: half simdjson's time), only a line that is not all
+  ASCII is validated so. A line
+  either rejects, or cannot represent (an integer beyond 64 bits, nesting msgspec refuses),
+  is parsed, which reports the problem exactly as without the screen;
 - it is an object of a type the record indexes by one coded field alone: `code`
   (Observation, Condition, Procedure) or `medicationCodeableConcept` (MedicationRequest,
   -Administration, -Statement), of a type no criterion reads without a concept (an atom
@@ -40,8 +43,9 @@ report shows:
   and adds no data problem; the re-run store keeps only those concepts too, and names them
   (a re-run reading another evaluates the partition from the input). The verdict is kept
   per distinct `code` text (an export has a few hundred), so a line costs one msgspec
-  decode, one simdjson validation and a few attribute reads. Components matter: Synthea's
-  survey Observations (PRAPARE, LOINC 93025-5, 21 components each) are skipped only so.
+  decode, its share of a search of its run (`plain_json`) and a few attribute reads.
+  Components matter: Synthea's survey Observations (PRAPARE, LOINC 93025-5, 21
+  components each) are skipped only so.
 
 A skipped line is still counted, and its `Type/id` still takes part in dropping duplicate
 resources. The only other thing a skipped resource could change is the newest data date of
@@ -61,6 +65,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol
 
+import hyperscan
 import msgspec
 import orjson
 import simdjson
@@ -99,6 +104,97 @@ def json_checker() -> simdjson.Parser:
     if parser is None:
         parser = _parsers.parser = simdjson.Parser()
     return parser
+
+
+Validator = Callable[[bytes], object]
+"""What validates a line msgspec has decoded as orjson would read it (raises ValueError or
+RuntimeError for a line orjson rejects): simdjson's parse (`json_checker().parse`)."""
+
+_OVERFLOW_PATTERNS = (
+    # An exponent of three digits or more where a number ends: inside an object or an array a
+    # JSON number ends before white space, `,`, `]` or `}`, which the digits of a
+    # hexadecimal id or a date never are (they go on, or end at `"`, `-` or a letter).
+    rb"[0-9][eE][+\-]?[0-9]{3,}[\s,\]}]",
+    # 210 digits in a row: with an exponent of two digits at most, only a number whose
+    # integer part is that long reaches 1.8e308 (209 digits times 1e99 stay below it).
+    rb"[0-9]{210}",
+)
+"""Where a number that overflows a double may be: every such number matches one of these
+(Hyperscan regular expressions, `_OVERFLOW`)."""
+
+
+def _overflow_database() -> hyperscan.Database:
+    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    database.compile(
+        expressions=list(_OVERFLOW_PATTERNS),
+        ids=list(range(len(_OVERFLOW_PATTERNS))),
+        elements=len(_OVERFLOW_PATTERNS),
+        flags=hyperscan.HS_FLAG_SINGLEMATCH,
+    )
+    return database
+
+
+_OVERFLOW = _overflow_database()
+"""`_OVERFLOW_PATTERNS` compiled (6 ms, once per process: forked workers inherit it)."""
+_scratches = threading.local()
+
+
+def _stop(*_match: object) -> bool:
+    return True  # the first match ends the scan (hyperscan.ScanTerminated)
+
+
+def plain_json(text: bytes) -> bool:
+    """Whether orjson accepts every line of `text` that msgspec decodes (as the screen does:
+    into a Struct of some fields, the rest checked as JSON syntax and skipped).
+
+    msgspec's skip lets through two things orjson rejects: invalid UTF-8 and a number that
+    overflows a double (it checks escapes, surrogates, control characters, the number
+    grammar, literals and nesting as orjson does: `tests/cohort/test_plain_json.py`). Text
+    all ASCII holds no invalid UTF-8 (`bytes.isascii`, a word at a time), and a number that
+    overflows has an exponent of three digits or more, or an integer part of 210 digits or
+    more (`_OVERFLOW_PATTERNS`, searched by Hyperscan in SIMD: about 0.3 µs for a 1 KB line
+    against simdjson's 0.63 for validating it, and no call per line when `text` is a run of
+    lines). False when in doubt: a date or a value with three decimals matches neither, an
+    export's lines almost never do.
+    """
+    return text.isascii() and not _may_overflow(text)
+
+
+def _may_overflow(text: bytes) -> bool:
+    """Whether `text` may hold a number that overflows a double (`_OVERFLOW_PATTERNS`)."""
+    if not text:
+        return False
+    scratch: hyperscan.Scratch | None = getattr(_scratches, "scratch", None)
+    if scratch is None:
+        scratch = _scratches.scratch = hyperscan.Scratch(_OVERFLOW)
+    try:
+        _OVERFLOW.scan(text, match_event_handler=_stop, scratch=scratch)
+    except hyperscan.ScanTerminated:
+        return True
+    return False
+
+
+def _unless_ascii(parse: Validator, text: bytes) -> object:
+    """`parse(text)` for a line that is not all ASCII (where invalid UTF-8 may be)."""
+    return None if text.isascii() else parse(text)
+
+
+def line_validator(texts: Iterable[bytes]) -> Validator | None:
+    """What must still validate the lines of `texts` (a patient's runs of lines) that msgspec
+    decodes, for them to be lines orjson accepts: nothing (None) when every text is
+    `plain_json`; simdjson for the lines that are not ASCII when no text may hold a number
+    that overflows (Synthea's practitioner names, "Dr. Marisol435 Tórrez28", put a few
+    non-ASCII lines in a quarter of its patients' runs); else simdjson for every line
+    (this thread's `json_checker`)."""
+    ascii = True
+    for text in texts:
+        if _may_overflow(text):
+            return json_checker().parse
+        if ascii and not text.isascii():
+            ascii = False
+    if ascii:
+        return None
+    return functools.partial(_unless_ascii, json_checker().parse)
 
 
 def _dating_fields(resource_type: str) -> tuple[Any, ...]:
@@ -235,8 +331,9 @@ class ScreenedLines(Protocol):
         """`Patient/<id>` of the patient the lines were routed to."""
 
     @property
-    def parser(self) -> simdjson.Parser:
-        """This thread's `json_checker()`."""
+    def validate(self) -> Validator | None:
+        """What validates a line msgspec decoded (`line_validator` of the patient's runs: None
+        when they are `plain_json`)."""
 
     @property
     def shared(self) -> Mapping[str, bytes] | None:
@@ -281,12 +378,12 @@ class _OneLine:
     def __init__(
         self,
         own_reference: str,
-        parser: simdjson.Parser,
+        validate: Validator | None,
         shared: Mapping[str, bytes] | None,
         relied: list[str] | None,
     ) -> None:
         self.own_reference = own_reference
-        self.parser = parser
+        self.validate = validate
         self.shared = shared
         self.relied = relied
         self.seen: dict[str, int] = {}
@@ -358,14 +455,12 @@ class LineScreen:
         self,
         text: bytes,
         own_reference: str,
-        parser: simdjson.Parser | None = None,
         shared: Mapping[str, bytes] | None = None,
         relied: list[str] | None = None,
     ) -> Skipped | None:
         """`(resourceType, Type/id, data day)` when the line need not be parsed, else None.
 
-        `own_reference`: `Patient/<id>` of the patient the line was routed to. `parser`:
-        this thread's `json_checker()`, when the caller has it at hand. `shared` and
+        `own_reference`: `Patient/<id>` of the patient the line was routed to. `shared` and
         `relied`: the export's shared resources by `Type/id`, and the list to which the
         `Medication/<id>` a skipped medication line refers to is added (a line without a
         medicationCodeableConcept is skipped through its shared Medication's code, which
@@ -374,13 +469,12 @@ class LineScreen:
         """
         if not text.startswith(self.heads):
             return None
-        return self.skippable_started(text, own_reference, parser or json_checker(), shared, relied)
+        return self.skippable_started(text, own_reference, shared, relied)
 
     def skippable_started(
         self,
         text: bytes,
         own_reference: str,
-        parser: simdjson.Parser,
         shared: Mapping[str, bytes] | None = None,
         relied: list[str] | None = None,
     ) -> Skipped | None:
@@ -389,7 +483,7 @@ class LineScreen:
         Exact for any line: the start only spares lines of other types their decoding, which
         checks the type (`resourceType`, repeated or not, wherever it is). The screen of one
         line through `screen_lines`, the one pass 2 runs."""
-        line = _OneLine(own_reference, parser, shared, relied)
+        line = _OneLine(own_reference, line_validator((text,)), shared, relied)
         self.screen_lines(line, ((0, text),), True)
         if not line.skipped:
             return None
@@ -418,7 +512,7 @@ class LineScreen:
         decode = self.decode
         verdicts = self._code_verdicts
         own_reference = reader.own_reference
-        parse_json = reader.parser.parse
+        validate = reader.validate
         seen = reader.seen
         referring = reader.referring
         shared = reader.shared
@@ -453,11 +547,12 @@ class LineScreen:
             ):
                 parse(position, text)
                 continue
-            try:  # all of the line, as orjson would check it (UTF-8, numbers that overflow)
-                parse_json(text)
-            except (ValueError, RuntimeError):  # UnicodeDecodeError is a ValueError
-                parse(position, text)
-                continue
+            if validate is not None:
+                try:  # all of the line, as orjson would check it (UTF-8, numbers that overflow)
+                    validate(text)
+                except (ValueError, RuntimeError):  # UnicodeDecodeError is a ValueError
+                    parse(position, text)
+                    continue
             resource_type, label_head, dating = line.screened
             # `data_day`: the latest first ten characters of the values at least ten long,
             # which are those of the latest such value (a string's order is its prefix's first);

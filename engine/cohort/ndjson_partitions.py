@@ -55,15 +55,16 @@ from typing import IO, Any
 
 import msgspec
 import orjson
-import simdjson
 import stringzilla
 
 from engine.atomic_write import AtomicFiles, write_atomically
 from engine.cohort.line_screen import (
     CheckedReference,
     LineScreen,
+    Validator,
     decode_checked_line,
     json_checker,
+    line_validator,
 )
 from engine.cohort.orphans import exit_when_orphaned
 from engine.cohort.prefilter import PREVIEW_TYPES
@@ -1503,7 +1504,8 @@ class RestOfRecord:
         return whole
 
     def screened(self) -> None:
-        """Check the rest without building it: each line is validated as JSON (simdjson) and
+        """Check the rest without building it: each line is validated as JSON (msgspec, and
+        simdjson unless the runs are `plain_json`) and
         must be an object with a resourceType whose patient field names the patient; its
         `Type/id` still takes part in dropping duplicates. A line that fails a check is
         parsed, which reports why, as it would in a full run. Problems of screened lines say
@@ -1523,7 +1525,7 @@ _NEEDS_PARSING = "parse"
 
 
 def _screened_label(
-    parser: simdjson.Parser,
+    validate: Validator | None,
     text: bytes,
     own_reference: str,
     decode_kept: Callable[[bytes], Any] | None = None,
@@ -1534,8 +1536,9 @@ def _screened_label(
     settles the less common cases, such as the patient in another field).
 
     msgspec reads the fields (`decode_checked_line`: a repeated key's last value, as orjson
-    reads it); simdjson then validates the whole line (the UTF-8 and the numbers msgspec
-    skips unchecked). simdjson accepts no document that orjson rejects; a document either
+    reads it); `validate` (simdjson's parse, None when the patient's runs are
+    `plain_json`) then validates the whole line (the UTF-8 and the numbers msgspec skips
+    unchecked). simdjson accepts no document that orjson rejects; a document either
     rejects (or cannot represent, such as an integer beyond 64 bits) is parsed by orjson,
     which decides. `decode_kept` (`LineScreen.decode_kept`): read a line of a type the run
     keeps through its own Struct first, which makes most checks in the decoding (the same
@@ -1564,10 +1567,11 @@ def _screened_label(
         if type(holder) is not CheckedReference or holder.reference != own_reference:
             return _NEEDS_PARSING
         label_head, resource_id = resource_type + "/", line.id
-    try:
-        parser.parse(text)
-    except (ValueError, RuntimeError):  # UnicodeDecodeError is a ValueError
-        return _NEEDS_PARSING
+    if validate is not None:
+        try:
+            validate(text)
+        except (ValueError, RuntimeError):  # UnicodeDecodeError is a ValueError
+            return _NEEDS_PARSING
     return label_head + resource_id if type(resource_id) is str else None
 
 
@@ -1614,7 +1618,6 @@ class _PatientLines:
         self.own_reference = "Patient/" + self.patient_id
         self.shared: SharedResources = partition.shared
         self.screen = screen
-        self.parser = json_checker()
         self._start()
 
     def _start(self) -> None:
@@ -1632,6 +1635,13 @@ class _PatientLines:
         self.newest_in_preview: tuple[str, int, bytes] = ("", 0, b"")
         self.rest: list[tuple[int, bytes]] = []
         self.origin: str | None = None
+
+    @functools.cached_property
+    def validate(self) -> Validator | None:
+        """What validates a line msgspec decoded: None when the patient's runs hold no
+        invalid UTF-8 nor a number that could overflow a double (`plain_json`, asked once a
+        line is to be screened), so that msgspec's checks are orjson's; else simdjson's."""
+        return line_validator(chunk for chunk, _count in self.chunks)
 
     def _read_again_unscreened(self) -> bool:
         """Whether the lines must be read again without the screen (a resource without an id
@@ -1733,12 +1743,12 @@ class _PatientLines:
 
     def screen_rest(self) -> None:
         """Check the rest's lines without building them (`RestOfRecord.screened`)."""
-        parser = self.parser
+        validate = self.validate
         own_reference = self.own_reference
         seen = self.seen
         decode_kept = None if self.screen is None else self.screen.decode_kept
         for position, text in self.rest:
-            label = _screened_label(parser, text, own_reference, decode_kept)
+            label = _screened_label(validate, text, own_reference, decode_kept)
             if label is _NEEDS_PARSING:
                 self.parse_line(position, text)
             elif label is not None:  # its first line is kept, a repeat reported

@@ -25,7 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.cohort import CohortSummary, NdjsonInput, run_cohort
-from engine.cohort.line_screen import LineScreen, json_checker
+from engine.cohort.line_screen import LineScreen, line_validator
 from engine.cohort.ndjson_partitions import _NEEDS_PARSING, PartitionLines, _screened_label
 from engine.cohort.partition import PartitionEvaluator
 from engine.evaluate import CompiledCriteria
@@ -724,12 +724,13 @@ def test_a_settled_patient_s_line_is_labelled_as_orjson_reads_it(
     Struct of its type (`LineScreen.decode_kept`, of either trial), it gets the same answer."""
     text, as_written = line
     resource = _parsed(text)
-    label = _screened_label(json_checker(), text, "Patient/p1")
-    assert _screened_label(json_checker(), text + b"\n", "Patient/p1") == label  # line end
+    validate = line_validator((text,))  # as pass 2 checks a run of lines, first
+    label = _screened_label(validate, text, "Patient/p1")
+    assert _screened_label(validate, text + b"\n", "Patient/p1") == label  # line end
     for criteria in both_trials:
         decode_kept = LineScreen.from_criteria(criteria).decode_kept
-        assert _screened_label(json_checker(), text, "Patient/p1", decode_kept) == label
-        assert _screened_label(json_checker(), text + b"\n", "Patient/p1", decode_kept) == label
+        assert _screened_label(validate, text, "Patient/p1", decode_kept) == label
+        assert _screened_label(validate, text + b"\n", "Patient/p1", decode_kept) == label
     expected = _label_by_orjson(resource)
     if label is not _NEEDS_PARSING:
         assert label == expected
@@ -848,14 +849,14 @@ def test_a_medication_line_referring_to_a_shared_medication_is_screened_by_its_c
 
     relied: list[str] = []
     skipped = ("MedicationRequest", "MedicationRequest/m1", "2024-05-01")
-    assert screen.skippable(line(), subject, json_checker(), shared, relied) == skipped
+    assert screen.skippable(line(), subject, shared, relied) == skipped
     assert relied == [INERT_MEDICATION]
     assert screen.skippable(line(), subject) is None  # no shared resources given: parsed
     # clopidogrel: NCT05315778 reads it, DAPA-CKD does not
     relied = []
-    assert screen.skippable(line(SHARED_MEDICATION), subject, None, shared, relied) is None
+    assert screen.skippable(line(SHARED_MEDICATION), subject, shared, relied) is None
     assert relied == []
-    assert ckd_screen.skippable(line(SHARED_MEDICATION), subject, None, shared, relied) == skipped
+    assert ckd_screen.skippable(line(SHARED_MEDICATION), subject, shared, relied) == skipped
     assert relied == [SHARED_MEDICATION]
     for odd in (
         "Medication/m-gone",  # resolves to nothing: a data problem
@@ -867,10 +868,10 @@ def test_a_medication_line_referring_to_a_shared_medication_is_screened_by_its_c
         None,
     ):
         relied = []
-        assert screen.skippable(line(odd), subject, None, shared, relied) is None, odd
+        assert screen.skippable(line(odd), subject, shared, relied) is None, odd
         assert relied == []
     escaped = line().replace(b'"Medication/m-inert"', b'"Medication\\/m-inert"')
     assert orjson.loads(escaped)["medicationReference"]["reference"] == INERT_MEDICATION
-    assert screen.skippable(escaped, subject, None, shared, []) is None  # not found by search
+    assert screen.skippable(escaped, subject, shared, []) is None  # not found by search
     not_a_medication = {INERT_MEDICATION: _INERT_MEDICATION_TEXT.replace(b"Medication", b"Device")}
-    assert screen.skippable(line(), subject, None, not_a_medication, []) is None
+    assert screen.skippable(line(), subject, not_a_medication, []) is None
