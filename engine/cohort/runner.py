@@ -469,8 +469,11 @@ def _fresh_start(
         if started_here:  # before pass 1 forks (a Dask host)
             assert kind.start is not None
             engine_start = kind.start(settings, full)
+        # the cores the engine's start keeps busy meanwhile (a Dask host's import) are left to it
+        taken = 0 if engine_start is None else engine_start.cores_taken
+        pass_one_workers = max(1, settings.workers - taken)
         partitions, files = _first_pass(
-            source, work, results_folder, count, provisional, settings.workers, on_started
+            source, work, results_folder, count, provisional, pass_one_workers, on_started
         )
         try:
             criteria = loading.result()
@@ -491,7 +494,7 @@ def _fresh_start(
         files.discard()
         partitions, files = _first_pass(
             source, work, results_folder, count, kept_types(criteria), settings.workers
-        )
+        )  # the engine's start is over by now (or soon): every core
     return criteria, partitions, engine_start, files
 
 

@@ -336,3 +336,34 @@ def test_criteria_sent_while_the_host_imports_are_loaded_before_its_workers_fork
         "    print(keys == [CriteriaFiles.collect(trial).key] * 2)\n"
     )
     assert run_python(code).stdout.strip() == "True"
+
+
+def test_pass_one_leaves_a_core_to_the_hosted_cluster_s_start(
+    ndjson_folder: Path, tmp_path: Path
+) -> None:
+    """While the cluster's host imports distributed and starts the cluster (a core's work, on
+    the way to the first partition), pass 1 runs in one process fewer (`cores_taken`); with
+    the local engine it runs in as many processes as there are workers."""
+    skip_unless_dask_workers_fork()
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "import engine.cohort.runner as runner\n"
+        "from engine.cohort import NdjsonInput, run_cohort\n"
+        "from cohort_examples import AS_OF, CRITERIA\n"
+        "workers = []\n"
+        "first_pass = runner._first_pass\n"
+        "def spied(*arguments, **named):\n"
+        "    workers.append(arguments[5])\n"
+        "    return first_pass(*arguments, **named)\n"
+        "runner._first_pass = spied\n"
+        "if __name__ == '__main__':\n"
+        "    for engine in ('dask', 'local'):\n"
+        "        run_cohort(CRITERIA, NdjsonInput(Path(sys.argv[1])), Path(sys.argv[2]) / engine,"
+        " AS_OF, engine=engine, workers=2)\n"
+        "    print(workers)\n"
+    )
+    done = run_python(code, str(ndjson_folder), str(tmp_path))
+    assert done.stdout.strip() == "[1, 2]"
+    dask, local = ((tmp_path / engine / "cohort.csv").read_bytes() for engine in ("dask", "local"))
+    assert dask == local
