@@ -123,14 +123,19 @@ _OVERFLOW_PATTERNS = (
 (Hyperscan regular expressions, `_OVERFLOW`)."""
 
 
-def _overflow_database() -> hyperscan.Database:
+def _overflow_database() -> hyperscan.Database | None:
+    """`_OVERFLOW_PATTERNS` compiled; None where Hyperscan cannot run (a processor without
+    the instructions it needs: then every line is validated by simdjson, as without it)."""
     database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-    database.compile(
-        expressions=list(_OVERFLOW_PATTERNS),
-        ids=list(range(len(_OVERFLOW_PATTERNS))),
-        elements=len(_OVERFLOW_PATTERNS),
-        flags=hyperscan.HS_FLAG_SINGLEMATCH,
-    )
+    try:
+        database.compile(
+            expressions=list(_OVERFLOW_PATTERNS),
+            ids=list(range(len(_OVERFLOW_PATTERNS))),
+            elements=len(_OVERFLOW_PATTERNS),
+            flags=hyperscan.HS_FLAG_SINGLEMATCH,
+        )
+    except hyperscan.error:
+        return None
     return database
 
 
@@ -161,7 +166,10 @@ def plain_json(text: bytes) -> bool:
 
 
 def _may_overflow(text: bytes) -> bool:
-    """Whether `text` may hold a number that overflows a double (`_OVERFLOW_PATTERNS`)."""
+    """Whether `text` may hold a number that overflows a double (`_OVERFLOW_PATTERNS`;
+    always, where Hyperscan cannot run)."""
+    if _OVERFLOW is None:
+        return True
     if not text:
         return False
     scratch: hyperscan.Scratch | None = getattr(_scratches, "scratch", None)

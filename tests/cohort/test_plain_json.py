@@ -18,6 +18,7 @@ import pytest
 from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
+from engine.cohort import line_screen
 from engine.cohort.line_screen import line_validator, plain_json
 
 
@@ -188,3 +189,14 @@ def test_a_synthea_run_is_plain() -> None:
         b'"valueQuantity":{"value":172.4,"unit":"cm","system":"http://unitsofmeasure.org"}}\n'
     )
     assert plain_json(observation * 40)
+
+
+def test_without_hyperscan_every_line_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where Hyperscan cannot run (its patterns do not compile on the processor), nothing is
+    plain: simdjson validates every line, as before the search."""
+    monkeypatch.setattr(line_screen, "_OVERFLOW", None)
+    assert not plain_json(b'{"a":1}')
+    validate = line_validator((b'{"a":1}\n',))
+    assert validate is not None
+    with pytest.raises(ValueError):
+        validate(b'{"count":1e400}')
