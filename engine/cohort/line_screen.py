@@ -13,9 +13,9 @@ report shows:
   of which orjson rejects; simdjson rejects both, in about a quarter of orjson's time);
   when the patient's runs of lines hold nothing that could be such a number (one SIMD
   search of each run, `line_validator`: half simdjson's time), only a line that is not all
-  ASCII is validated so. A line
-  either rejects, or cannot represent (an integer beyond 64 bits, nesting msgspec refuses),
-  is parsed, which reports the problem exactly as without the screen;
+  ASCII is validated so. A line either rejects, or cannot represent (an integer beyond 64
+  bits, nesting msgspec refuses), is parsed, which reports the problem exactly as without
+  the screen;
 - it is an object of a type the record indexes by one coded field alone: `code`
   (Observation, Condition, Procedure) or `medicationCodeableConcept` (MedicationRequest,
   -Administration, -Statement), of a type no criterion reads without a concept (an atom
