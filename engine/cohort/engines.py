@@ -50,7 +50,7 @@ from typing import Any, Protocol
 from engine.attestations import Attestations
 from engine.cohort.inputs import PartitionedInput, PartitionPayload
 from engine.cohort.line_screen import LineScreen
-from engine.cohort.orphans import exit_when_orphaned
+from engine.cohort.orphans import exit_when_orphaned, fork_is_safe
 from engine.cohort.partition import (
     CriteriaFiles,
     PartitionEvaluator,
@@ -630,18 +630,6 @@ def _conversions_known() -> bool:
     return bool(units.known_conversions())
 
 
-def _can_fork_workers() -> bool:
-    """Whether this process may fork the LocalCluster's workers itself: fork exists and is
-    safe here (not Windows; not macOS, whose system libraries are not fork-safe) and no other
-    thread runs (a fork copies only the calling thread: a lock another thread held would stay
-    held in the child)."""
-    return (
-        "fork" in multiprocessing.get_all_start_methods()
-        and sys.platform != "darwin"
-        and threading.active_count() == 1
-    )
-
-
 def _serve_as_dask_worker(host: Connection) -> None:
     """A forked worker process: wait for the scheduler's address (and this worker's name),
     then run a `distributed.Worker` (one thread) until the scheduler closes it, telling the
@@ -1178,7 +1166,7 @@ class DaskStart:
         self._conversions: tuple[tuple[Any, Any], ...] = ()
         self._criteria_known = threading.Event()
         self._host: _DaskHost | None = None
-        if settings.scheduler is None and _can_fork_workers():
+        if settings.scheduler is None and fork_is_safe():  # the host forks the workers
             if importlib.util.find_spec("distributed") is None:
                 _import_distributed()  # its CohortError: no need to start anything
             self._host = _DaskHost(settings.workers, prepare_units and not _conversions_known())

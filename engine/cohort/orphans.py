@@ -1,10 +1,19 @@
-"""Pool workers that end with the run: a worker whose parent was killed exits too."""
+"""The processes a cohort run forks: whether this process may fork now, and pool workers
+that end with the run (a worker whose parent was killed exits too)."""
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
+
+
+def fork_is_safe() -> bool:
+    """Whether fork exists and is safe here: not Windows, not macOS (whose system libraries
+    are not fork-safe), and no other thread running (a fork copies only the calling thread:
+    a lock another thread held would stay held in the child)."""
+    return hasattr(os, "fork") and sys.platform != "darwin" and threading.active_count() == 1
 
 
 def exit_when_orphaned(interval: float = 0.5) -> None:

@@ -18,8 +18,6 @@ import datetime as dt
 import operator
 import os
 import pickle
-import sys
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -27,6 +25,7 @@ from typing import Any, NoReturn
 import orjson
 
 from engine.attestations import Attestations
+from engine.cohort.orphans import fork_is_safe
 from engine.cohort.outcome_store import (
     NotStored,
     RecordStore,
@@ -178,7 +177,7 @@ def rebuild_partitions(rebuilder: Rebuilder, indexes: list[int], workers: int = 
         workers < 2
         or len(indexes) < 2
         or sum(sizes.values()) < FORK_OUTCOMES_BYTES
-        or not _can_fork()
+        or not fork_is_safe()
     ):
         return _rebuild_here(rebuilder, indexes)
     mine: list[int] = []
@@ -225,13 +224,6 @@ def _outcomes_size(rebuilder: Rebuilder, index: int) -> int:
         return outcomes_path(rebuilder.results_folder, index).stat().st_size
     except OSError:
         return 0
-
-
-def _can_fork() -> bool:
-    """Whether fork exists and is safe here: not Windows, not macOS (whose system libraries
-    are not fork-safe), and no other thread running (a fork copies only the calling thread:
-    a lock another thread held would stay locked)."""
-    return hasattr(os, "fork") and sys.platform != "darwin" and threading.active_count() == 1
 
 
 def _rebuild_here(rebuilder: Rebuilder, indexes: list[int]) -> list[int]:

@@ -137,7 +137,7 @@ def test_a_re_run_in_two_processes(
     monkeypatch.setattr(rerun, "FORK_OUTCOMES_BYTES", 0)
     # under pytest-xdist a thread of the test worker's runs: the fork is safe all the same
     # (the child runs only the rebuild, then os._exit)
-    monkeypatch.setattr(rerun, "_can_fork", lambda: True)
+    monkeypatch.setattr(rerun, "fork_is_safe", lambda: True)
     parent = os.getpid()
     forks = []
     fork = os.fork
