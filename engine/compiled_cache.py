@@ -111,23 +111,24 @@ def _read_trusted(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def _unpickle(path: Path) -> Any:
-    """Unpickle a cache file, only if `_read_trusted` allows it (warning when it does not)."""
+def _trusted_bytes(path: Path) -> bytes:
+    """`_read_trusted`, warning when it refuses the file."""
     try:
-        return pickle.loads(_read_trusted(path))
+        return _read_trusted(path)
     except UntrustedCacheFile as error:
         _log.warning("trialsieve cache: not reading %s", error)
         raise
+
+
+def _unpickle(path: Path) -> Any:
+    """Unpickle a cache file, only if `_read_trusted` allows it (warning when it does not)."""
+    return pickle.loads(_trusted_bytes(path))
 
 
 def _unpickle_sealed(path: Path) -> Any:
     """`_unpickle` of a file written `_sealed`: ValueError when its SHA-256 does not match
     (a write a machine crash cut short or left with a block of zeros)."""
-    try:
-        data = _read_trusted(path)
-    except UntrustedCacheFile as error:
-        _log.warning("trialsieve cache: not reading %s", error)
-        raise
+    data = _trusted_bytes(path)
     digest_end = len(_SEAL) + hashlib.sha256().digest_size
     if (
         not data.startswith(_SEAL)
