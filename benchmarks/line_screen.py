@@ -21,8 +21,8 @@ the lines only of a run that is not `plain_json`).
 Each line is checked against the patient its own patient field names, as pass 2 does (a
 line naming none, such as a Patient or a Medication, is left out). The loop and a call
 around each check are included (about 0.2 µs; for `screen`, a reader per run). On a machine
-others use, compare figures of runs made in the same minute only (docs/cohort.md, Lines left
-unparsed).
+others use, compare figures of runs made in the same minute only (docs/cohort-performance.md,
+Lines left unparsed: measurements).
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ per run the wall time and the CPU seconds of this process and of the pass's work
 is the part of a run no evaluation can start before, so both count), best and median of
 `--repeat` (default 3) runs, each into a new temporary work folder. `--files`: also each
 file as one range in this process (CPU ms, best of `--repeat`). On a machine others use,
-compare figures of runs made in the same minute only (docs/cohort.md, Partitioning).
+compare figures of runs made in the same minute only (docs/cohort-performance.md, How it
+works: Partitioning).
 """
 
 from __future__ import annotations

@@ -1269,9 +1269,9 @@ class DaskStart:
         the way to the first partition, pass 1 alone keeps two processes busy, and on two
         cores a pass 1 of two processes slowed the import by a third (the first partitions
         started 0.33 s after the run's start, median of 8, against 0.30 with pass 1 in one
-        process: docs/cohort.md, Dask); none for a cluster started from a thread of this
-        process, or reached at a scheduler, or when the machine has a core the workers leave
-        free."""
+        process: docs/cohort-performance.md, Dask: measurements); none for a cluster started
+        from a thread of this process, or reached at a scheduler, or when the machine has a
+        core the workers leave free."""
         if self._host is None:
             return 0
         return 1 if self._settings.workers >= (os.cpu_count() or 1) else 0
