@@ -61,7 +61,7 @@ from engine.cohort.partition import (
     start_worker,
     write_result,
 )
-from engine.compiled_cache import load_conversions
+from engine.compiled_cache import code_digest, load_conversions
 from engine.errors import CohortError
 from engine.evaluate import CompiledCriteria
 from engine.normalise import units
@@ -934,7 +934,9 @@ def _host_dask_cluster(requests: Connection, workers: int, prepare_units: bool) 
     # metadata, and the processor's name, which `platform` asks `uname -p` for: a process
     # waited for 40 ms): read once here, cached for the workers forked next; `uname -p`
     # runs while distributed is imported, in a thread that ends before the workers fork.
-    processor = threading.Thread(target=platform.processor, name="trialsieve-uname")
+    # So does the digest of trialsieve's code, which each worker's first task reads (the
+    # cache of validated output shapes is keyed by it): 8 ms of file reads and hashing.
+    processor = threading.Thread(target=_read_once_for_the_workers, name="trialsieve-read")
     processor.start()
     try:
         try:
@@ -958,6 +960,15 @@ def _host_dask_cluster(requests: Connection, workers: int, prepare_units: bool) 
     finally:
         if forked is not None:
             forked.stop()
+
+
+def _read_once_for_the_workers() -> None:
+    """In the cluster's host, while it imports distributed: what every worker would read
+    for itself before its first task, and which the workers forked next inherit (both are
+    cached for the process): the processor's name and the digest of trialsieve's code."""
+    platform.processor()
+    with contextlib.suppress(OSError):  # an unreadable source file: each worker meets it again
+        code_digest()
 
 
 def _criteria_before_the_fork(requests: Connection) -> tuple[Any, ...] | None:

@@ -269,6 +269,27 @@ def test_the_cluster_s_host_imports_distributed_without_jinja2_and_reads_its_yam
     assert run_python(code).stdout.strip() == "[(None, 'yaml', True, (3, '30s'))] True"
 
 
+def test_the_cluster_s_workers_inherit_the_code_digest_their_first_task_reads() -> None:
+    """The host reads the digest of trialsieve's code (the key of the cache of validated
+    output shapes, which each worker's first task reads) while it imports distributed, before
+    it forks its workers: no worker hashes trialsieve's sources itself."""
+    skip_unless_dask_workers_fork()
+    code = (
+        "from engine import compiled_cache\n"
+        "from engine.cohort.engines import DaskStart, EngineSettings\n"
+        "def _digests_read():\n"
+        "    return compiled_cache.code_digest.cache_info().currsize\n"
+        "if __name__ == '__main__':\n"
+        "    start = DaskStart(EngineSettings(2))\n"
+        "    start.begin()\n"
+        "    try:\n"
+        "        print(list(start.run_on_workers(_digests_read).values()), start.hosted)\n"
+        "    finally:\n"
+        "        start.close()\n"
+    )
+    assert run_python(code).stdout.strip() == "[1, 1] True"
+
+
 def test_dask_s_yaml_defaults_read_in_c_are_those_python_reads() -> None:
     yaml = pytest.importorskip("yaml")
     distributed = pytest.importorskip("distributed")
