@@ -33,9 +33,11 @@ and 8.7-9.2 with the compiled criteria cloudpickled). The entries:
   trial needs no unit registry for them (at most 64 entries are kept, the oldest removed).
   Conversions met later, in the data, and those met compiling are kept in one
   shared file, `conversions-<key>.pickle` (key: the versions and sources above), which
-  `save_conversions` updates and `load_conversions` restores (so a new process compiling
-  an edited trial needs no unit registry either; the files of the last 4 versions written
-  are kept, older ones removed as a new one is written);
+  `save_conversions` updates (a cohort run after each partition, a `trialsieve` command
+  when it ends) and `load_conversions` restores (so a new process compiling an edited
+  trial, or evaluating data in the units an earlier one met, needs no unit registry either;
+  the files of the last 4 versions written are kept, older ones removed as a new one is
+  written);
 - the output shapes a cohort validated with the R4B models (`engine.report.validate.
   OutputShapes`) are kept the same way (`shapes-<key>.pickle`, key: the same versions and
   sources, fhir.resources and pydantic included): a later run validates only new shapes

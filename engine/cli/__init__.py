@@ -18,6 +18,10 @@ below.
 
 from __future__ import annotations
 
+import atexit
+import gc
+import sys
+
 import typer
 
 from engine.cli.attrition import attrition
@@ -42,8 +46,44 @@ app = typer.Typer(
 
 
 @app.callback()
-def _main(version: VersionOption = False) -> None:
+def _main(context: typer.Context, version: VersionOption = False) -> None:
     """FHIR-based clinical-trial eligibility engine."""
+    context.call_on_close(_keep_unit_conversions)
+    _exit_without_collecting()
+
+
+def _keep_unit_conversions() -> None:
+    """Once the command has ended, the unit conversions it worked out with the unit registry
+    (units met in the data, such as a haemoglobin in g/dL against the concept's g/L) are
+    added to the cache that loading criteria restores (`engine.compiled_cache`), as a cohort
+    run adds those of each partition: the next command needs no registry for them (ucumvert
+    on pint, 0.55 s of a 1.0 s `evaluate` of one Bundle). Nothing for a command that loaded
+    no criteria (the cache module is not even imported then)."""
+    compiled_cache = sys.modules.get("engine.compiled_cache")
+    if compiled_cache is not None:
+        compiled_cache.save_conversions()
+
+
+def _exit_without_collecting() -> None:
+    """Have the interpreter's exit skip the cyclic collector's walks of the whole heap.
+
+    A command's heap (the compiled criteria, the terminology, the models, the modules) is
+    walked by the collections the interpreter's shutdown makes, 0.06-0.08 s of every command,
+    for nothing: the command has closed its files and ended its work. At exit, after the
+    exit handlers registered after it, what is left is frozen (`gc.freeze`); reference
+    counting still frees it all as the modules are torn down. Registered once per process.
+    """
+    if not _freezing_at_exit:
+        _freezing_at_exit.append(True)
+        atexit.register(_freeze_what_is_left)
+
+
+_freezing_at_exit: list[bool] = []
+
+
+def _freeze_what_is_left() -> None:
+    gc.disable()
+    gc.freeze()
 
 
 app.command()(evaluate)

@@ -1,0 +1,87 @@
+"""What a command leaves for the next one, and how it exits: the unit conversions it worked
+out are cached (the next `evaluate` builds no unit registry), and the interpreter's exit does
+not walk the whole heap with the cyclic collector. Speed itself is measured by
+benchmarks/startup.py, not here."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PATIENT = ROOT / "examples" / "patients" / "itp-abnormal-screening-labs.json"
+"""A shipped patient whose labs are in units other than their concepts' (haemoglobin in g/dL,
+creatinine in mg/dL): evaluating them converts units."""
+REGISTRY_MODULE = "engine.normalise.unit_registry"
+
+_EVALUATE_AND_LIST_MODULES = """
+import sys
+sys.argv = ["trialsieve", *sys.argv[1:]]
+from engine.cli import app
+try:
+    app()
+except SystemExit as exit:
+    code = exit.code
+print(code, " ".join(sorted(sys.modules)), file=sys.stderr)
+"""
+
+
+def evaluate_in_a_new_process(cache: Path, output: Path) -> tuple[int, set[str]]:
+    """`trialsieve evaluate` of PATIENT with the cache folder `cache`: its exit code and the
+    modules it imported."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _EVALUATE_AND_LIST_MODULES,
+            "evaluate",
+            str(ROOT / "criteria" / "NCT05315778.yaml"),
+            "--bundle",
+            str(PATIENT),
+            "--as-of",
+            "2026-11-01",
+            "--output",
+            str(output),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+        env={**os.environ, "TRIALSIEVE_CACHE_DIR": str(cache)},
+    )
+    code, _, modules = done.stderr.strip().splitlines()[-1].partition(" ")
+    return int(code), set(modules.split())
+
+
+def test_the_unit_conversions_a_command_worked_out_spare_the_next_its_registry(
+    tmp_path: Path,
+) -> None:
+    cache = tmp_path / "cache"
+    first_code, first = evaluate_in_a_new_process(cache, tmp_path / "first.json")
+    second_code, second = evaluate_in_a_new_process(cache, tmp_path / "second.json")
+    assert (first_code, second_code) == (0, 0)
+    assert REGISTRY_MODULE in first  # the patient's units needed the registry once
+    assert REGISTRY_MODULE not in second
+    assert (tmp_path / "first.json").read_bytes() == (tmp_path / "second.json").read_bytes()
+
+
+def test_a_command_exits_with_everything_left_frozen_for_the_collector() -> None:
+    """The exit handler the command registers runs before this one, registered first (exit
+    handlers run last registered first): by then the collector is off and what is left is
+    frozen, so the interpreter's shutdown does not walk it."""
+    code = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print(gc.isenabled(), gc.get_freeze_count() > 0))\n"
+        "sys.argv = ['trialsieve', 'version']\n"
+        "from engine.cli import app\n"
+        "try:\n"
+        "    app()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.strip().splitlines()[-1] == "False True"
