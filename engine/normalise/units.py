@@ -68,6 +68,14 @@ def prepare_unit_conversions() -> None:
     _pint_registry()
 
 
+def build_unit_registry() -> None:
+    """Build the unit registry now, whatever conversions are known: for a process that must
+    not build it at a moment someone waits for (a service, whose requests may meet a pair of
+    units no earlier run met; `prepare_unit_conversions` builds nothing when some are
+    known)."""
+    _pint_registry()
+
+
 def _pint_registry() -> Any:
     """The process-wide ucumvert registry, built on first use."""
     from engine.normalise.unit_registry import REGISTRY

@@ -38,6 +38,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine import __version__
 from engine.errors import TrialsieveError
+from engine.normalise.units import build_unit_registry
 from engine.service.auth import ApiAuthenticator, describe, forbidden
 from engine.service.cds_hooks import discovery
 from engine.service.core import Service
@@ -86,11 +87,17 @@ class FhirAnswer(JsonAnswer):
 
 
 def create_app(settings: ServiceSettings) -> FastAPI:
-    """Load and compile the trials, read the secrets, and build the app.
+    """Load and compile the trials, read the secrets, build the unit registry, and build the
+    app.
+
+    The unit registry (ucumvert on pint) is built now, at start, because a request that
+    meets a unit conversion no earlier run cached would otherwise build it: 0.55 s of the
+    first such request (0.68 s against 0.008 for the next ones, with an empty cache).
 
     Raises TrialsieveError (ServiceConfigError, CriteriaError, ...) when it cannot serve.
     """
     trials = load_trials(settings.trials_folder, settings.attestations)
+    build_unit_registry()
     service = Service(settings, trials, ApiAuthenticator(settings))
     notifications = NotificationQueue(
         service.re_evaluate,
