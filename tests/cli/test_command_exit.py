@@ -16,7 +16,7 @@ PATIENT = ROOT / "examples" / "patients" / "itp-abnormal-screening-labs.json"
 creatinine in mg/dL): evaluating them converts units."""
 REGISTRY_MODULE = "engine.normalise.unit_registry"
 
-_EVALUATE_AND_LIST_MODULES = """
+_RUN_AND_LIST_MODULES = """
 import sys
 sys.argv = ["trialsieve", *sys.argv[1:]]
 from engine.cli import app
@@ -28,23 +28,11 @@ print(code, " ".join(sorted(sys.modules)), file=sys.stderr)
 """
 
 
-def evaluate_in_a_new_process(cache: Path, output: Path) -> tuple[int, set[str]]:
-    """`trialsieve evaluate` of PATIENT with the cache folder `cache`: its exit code and the
-    modules it imported."""
+def run_in_a_new_process(cache: Path, *arguments: str) -> tuple[int, set[str]]:
+    """`trialsieve ARGUMENTS` with the cache folder `cache`: its exit code and the modules
+    it imported."""
     done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            _EVALUATE_AND_LIST_MODULES,
-            "evaluate",
-            str(ROOT / "criteria" / "NCT05315778.yaml"),
-            "--bundle",
-            str(PATIENT),
-            "--as-of",
-            "2026-11-01",
-            "--output",
-            str(output),
-        ],
+        [sys.executable, "-c", _RUN_AND_LIST_MODULES, *arguments],
         capture_output=True,
         text=True,
         check=True,
@@ -53,6 +41,21 @@ def evaluate_in_a_new_process(cache: Path, output: Path) -> tuple[int, set[str]]
     )
     code, _, modules = done.stderr.strip().splitlines()[-1].partition(" ")
     return int(code), set(modules.split())
+
+
+def evaluate_in_a_new_process(cache: Path, output: Path) -> tuple[int, set[str]]:
+    """`trialsieve evaluate` of PATIENT as of 2026-11-01 into `output`."""
+    return run_in_a_new_process(
+        cache,
+        "evaluate",
+        str(ROOT / "criteria" / "NCT05315778.yaml"),
+        "--bundle",
+        str(PATIENT),
+        "--as-of",
+        "2026-11-01",
+        "--output",
+        str(output),
+    )
 
 
 def test_the_unit_conversions_a_command_worked_out_spare_the_next_its_registry(
@@ -65,6 +68,18 @@ def test_the_unit_conversions_a_command_worked_out_spare_the_next_its_registry(
     assert REGISTRY_MODULE in first  # the patient's units needed the registry once
     assert REGISTRY_MODULE not in second
     assert (tmp_path / "first.json").read_bytes() == (tmp_path / "second.json").read_bytes()
+
+
+def test_lint_checks_units_with_the_conversions_earlier_runs_worked_out(tmp_path: Path) -> None:
+    """DAPA-CKD's eGFR reads creatinine in mg/dL, its concept's unit is umol/L: lint checks
+    that pair by compiling the criteria anew; the second lint finds it known."""
+    cache = tmp_path / "cache"
+    criteria = str(ROOT / "criteria" / "NCT03036150.yaml")
+    first_code, first = run_in_a_new_process(cache, "lint", criteria)
+    second_code, second = run_in_a_new_process(cache, "lint", criteria)
+    assert (first_code, second_code) == (0, 0)
+    assert REGISTRY_MODULE in first
+    assert REGISTRY_MODULE not in second
 
 
 def test_a_command_exits_with_everything_left_frozen_for_the_collector() -> None:
