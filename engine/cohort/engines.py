@@ -24,7 +24,6 @@ and what the runner does for it (`EngineKind`); `engine_kind(name)` looks one up
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import gc
@@ -653,6 +652,8 @@ def _serve_as_dask_worker(host: Connection) -> None:
             host.send("joined")
             await worker.finished()
 
+    import asyncio  # here: a run on the local engine never needs it (0.02 s to import)
+
     asyncio.run(serve())
 
 
@@ -888,6 +889,8 @@ async def _start_scheduler_for(forked: _ForkedWorkers, running: contextlib.Async
 
 async def _readable(connection: Connection) -> None:
     """Wait in this event loop until `connection` has something to read or has closed."""
+    import asyncio  # imported already: this runs in its event loop
+
     loop = asyncio.get_running_loop()
     ready = loop.create_future()
 
@@ -955,6 +958,8 @@ def _host_dask_cluster(requests: Connection, workers: int, prepare_units: bool) 
         exit_when_orphaned()  # after the forks: the workers copy no thread
     except BaseException as error:
         failed = error
+    import asyncio  # here: a run on the local engine never needs it (0.02 s to import)
+
     try:
         asyncio.run(_serve_the_command(requests, forked, failed, first))
     finally:

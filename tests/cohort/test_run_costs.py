@@ -60,6 +60,14 @@ def test_a_run_of_cached_criteria_imports_neither_the_criteria_loader_nor_jsonsc
     assert _in_a_fresh_interpreter(_run_then_print(ndjson_folder, tmp_path, printed)) == "[]"
 
 
+def test_a_run_on_the_local_engine_does_not_import_asyncio(
+    ndjson_folder: Path, tmp_path: Path
+) -> None:
+    """asyncio is for the Dask engine's event loops (0.02 s of every command to import)."""
+    printed = "'asyncio' in sys.modules"
+    assert _in_a_fresh_interpreter(_run_then_print(ndjson_folder, tmp_path, printed)) == "False"
+
+
 def test_a_worker_loads_neither_the_runner_nor_the_output_writers_nor_the_criteria_loader() -> None:
     code = (
         "import sys\n"
