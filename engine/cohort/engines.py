@@ -115,10 +115,9 @@ class EngineStart(Protocol):
     def begin(self) -> None:
         """Start bringing the workers up in a thread (no more forks of this process)."""
 
-    @property
-    def cores_taken(self) -> int:
-        """How many cores the start keeps busy while pass 1 runs (pass 1 then runs in as many
-        processes fewer)."""
+    def cores_taken(self, input_bytes: int) -> int:
+        """How many cores the start keeps busy while pass 1 splits `input_bytes` of input
+        (pass 1 then runs in as many processes fewer)."""
 
     def criteria_loaded(self, criteria: CompiledCriteria) -> None:
         """The run's criteria, just compiled (called in the thread that compiled them, while
@@ -916,6 +915,13 @@ def _picklable(error: BaseException) -> BaseException:
     return error
 
 
+HOSTED_START_BYTES = 640 << 20
+"""The input (bytes) up to which pass 1 leaves the hosted cluster's start a core
+(`DaskStart.cores_taken`): what one pass-1 process splits (about 3 GB/s on the development
+machine) in the 0.2 s the host takes to import distributed and start the cluster. Measured on
+two cores, NCT05315778 default, in-process runs: at 10x (507 MB) one process started the
+first partitions 0.03 s earlier; at 20x (1,015 MB) two processes ended the run 0.06 s
+earlier (medians 1.55 against 1.61 s, six and five runs)."""
 HOST_WORKER = "trialsieve-worker-0"
 """The name of the hosted cluster's worker that lives in the host itself (its tasks run in a
 thread of the host): a worker less to fork, start and keep (about 0.03-0.04 s of CPU a run),
@@ -1278,17 +1284,18 @@ class DaskStart:
         """Whether the cluster lives in a process of its own (`_host_dask_cluster`)."""
         return self._host is not None
 
-    @property
-    def cores_taken(self) -> int:
+    def cores_taken(self, input_bytes: int) -> int:
         """One while the cluster's host imports distributed (0.15-0.25 s of CPU) and starts
         the cluster beside pass 1, which then runs in one process fewer: the import is on
         the way to the first partition, pass 1 alone keeps two processes busy, and on two
         cores a pass 1 of two processes slowed the import by a third (the first partitions
         started 0.33 s after the run's start, median of 8, against 0.30 with pass 1 in one
-        process: docs/cohort-performance.md, Dask: measurements); none for a cluster started
-        from a thread of this process, or reached at a scheduler, or when the machine has a
-        core the workers leave free."""
-        if self._host is None:
+        process: docs/cohort-performance.md, Dask: measurements). Only for an input pass 1
+        splits in one process in about the time the host takes to start the cluster
+        (`HOSTED_START_BYTES`): a larger one would leave that core idle once the cluster is
+        up. None for a cluster started from a thread of this process, or reached at a
+        scheduler, or when the machine has a core the workers leave free."""
+        if self._host is None or input_bytes > HOSTED_START_BYTES:
             return 0
         return 1 if self._settings.workers >= (os.cpu_count() or 1) else 0
 

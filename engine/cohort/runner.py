@@ -470,7 +470,7 @@ def _fresh_start(
             assert kind.start is not None
             engine_start = kind.start(settings, full)
         # the cores the engine's start keeps busy meanwhile (a Dask host's import) are left to it
-        taken = 0 if engine_start is None else engine_start.cores_taken
+        taken = 0 if engine_start is None else engine_start.cores_taken(source.size_in_bytes())
         pass_one_workers = max(1, settings.workers - taken)
         partitions, files = _first_pass(
             source, work, results_folder, count, provisional, pass_one_workers, on_started

@@ -363,12 +363,15 @@ def test_pass_one_leaves_a_core_to_the_hosted_cluster_s_start(
     ndjson_folder: Path, tmp_path: Path
 ) -> None:
     """While the cluster's host imports distributed and starts the cluster (a core's work, on
-    the way to the first partition), pass 1 runs in one process fewer (`cores_taken`); with
-    the local engine it runs in as many processes as there are workers."""
+    the way to the first partition), pass 1 runs in one process fewer (`cores_taken`), for
+    an input it splits in about that time (`HOSTED_START_BYTES`: here one larger than 0
+    bytes is taken for a large one, and pass 1 keeps every core); with the local engine it
+    runs in as many processes as there are workers."""
     skip_unless_dask_workers_fork()
     code = (
         "import sys\n"
         "from pathlib import Path\n"
+        "import engine.cohort.engines as engines\n"
         "import engine.cohort.runner as runner\n"
         "from engine.cohort import NdjsonInput, run_cohort\n"
         "from cohort_examples import AS_OF, CRITERIA\n"
@@ -379,12 +382,16 @@ def test_pass_one_leaves_a_core_to_the_hosted_cluster_s_start(
         "    return first_pass(*arguments, **named)\n"
         "runner._first_pass = spied\n"
         "if __name__ == '__main__':\n"
-        "    for engine in ('dask', 'local'):\n"
-        "        run_cohort(CRITERIA, NdjsonInput(Path(sys.argv[1])), Path(sys.argv[2]) / engine,"
+        "    for engine, folder in (('dask', 'dask'), ('local', 'local'), ('dask', 'large')):\n"
+        "        if folder == 'large':\n"
+        "            engines.HOSTED_START_BYTES = 0\n"
+        "        run_cohort(CRITERIA, NdjsonInput(Path(sys.argv[1])), Path(sys.argv[2]) / folder,"
         " AS_OF, engine=engine, workers=2)\n"
         "    print(workers)\n"
     )
     done = run_python(code, str(ndjson_folder), str(tmp_path))
-    assert done.stdout.strip() == "[1, 2]"
-    dask, local = ((tmp_path / engine / "cohort.csv").read_bytes() for engine in ("dask", "local"))
-    assert dask == local
+    assert done.stdout.strip() == "[1, 2, 2]"
+    dask, local, large = (
+        (tmp_path / folder / "cohort.csv").read_bytes() for folder in ("dask", "local", "large")
+    )
+    assert dask == local == large
