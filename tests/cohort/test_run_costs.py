@@ -68,16 +68,6 @@ def test_a_run_on_the_local_engine_does_not_import_asyncio(
     assert _in_a_fresh_interpreter(_run_then_print(ndjson_folder, tmp_path, printed)) == "False"
 
 
-def test_a_run_that_keeps_the_outputs_in_the_folder_does_not_import_pyarrow(
-    ndjson_folder: Path, tmp_path: Path
-) -> None:
-    """pyarrow writes cohort.parquet: a run whose outputs would be those in the folder
-    already (here the same run again) keeps them and never needs it."""
-    assert _in_a_fresh_interpreter(_run_then_print(ndjson_folder, tmp_path, "1")) == "1"
-    printed = "'pyarrow' in sys.modules"
-    assert _in_a_fresh_interpreter(_run_then_print(ndjson_folder, tmp_path, printed)) == "False"
-
-
 def test_a_worker_loads_neither_the_runner_nor_the_output_writers_nor_the_criteria_loader() -> None:
     code = (
         "import sys\n"
