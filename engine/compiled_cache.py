@@ -509,6 +509,14 @@ _conversions_seen = 0
 """How many conversions this process knew when it last read or wrote the shared file."""
 
 
+@functools.cache
+def restore_conversions() -> None:
+    """`load_conversions`, once per process: what loading criteria (`engine.trial`) and
+    `lint` (which compiles anew) do before they compile, so that no unit registry is built
+    for a pair of units an earlier run worked out."""
+    load_conversions()
+
+
 def save_conversions() -> None:
     """Add this process's unit conversions to the shared file when it lacks some."""
     global _conversions_seen

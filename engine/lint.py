@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from engine.compiled_cache import load_conversions
+from engine.compiled_cache import restore_conversions
 from engine.criteria.loader import load_criteria
 from engine.criteria.model import (
     AnswerTest,
@@ -62,11 +62,12 @@ def lint_paths(paths: Sequence[str | Path]) -> list[TrialsieveError]:
     """Every problem in the criteria and mapping files at `paths` (files or folders).
 
     Criteria compile anew (never from the cache of compiled criteria), but the unit
-    conversions earlier runs worked out are restored first (`engine.compiled_cache`), so
-    checking a unit against its concept's builds no unit registry for a pair they know
-    (0.55 s of a 1.1 s lint); the answers are the same, failures included.
+    conversions earlier runs worked out are restored first (`restore_conversions`, as
+    loading criteria does), so checking a unit against its concept's builds no unit registry
+    for a pair they know (0.55 s of a 1.1 s lint); the answers are the same, failures
+    included.
     """
-    load_conversions()
+    restore_conversions()
     problems: list[TrialsieveError] = []
     criteria_files: list[str] = []
     mapping_files: list[str] = []

@@ -97,11 +97,12 @@ class RecordProblem:
         return f"{self.resource}, field {self.field}: {self.message}"
 
 
-def _of_types(
+def of_types(
     found: Sequence[dict[str, Any]], resource_types: Collection[str]
 ) -> list[dict[str, Any]]:
-    """The resources of these types (a function apart: a comprehension reading a local
-    makes it a cell at every call of the function holding it)."""
+    """The resources of these types (a record's `resources_of_concept`, stored or not; a
+    function apart: a comprehension reading a local makes it a cell at every call of the
+    function holding it)."""
     return [resource for resource in found if resource["resourceType"] in resource_types]
 
 
@@ -170,7 +171,7 @@ class PatientRecord:
         found = self._by_concept.get(concept_id, _NO_RESOURCES)
         if resource_types is None:
             return found
-        return _of_types(found, resource_types)
+        return of_types(found, resource_types)
 
     def holds_any_of(self, concept_ids: frozenset[str]) -> bool:
         """Whether any resource of the record belongs to one of the concepts: one set

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
-from engine.compiled_cache import load_conversions, load_terminology_cached, load_trial_cached
+from engine.compiled_cache import load_terminology_cached, load_trial_cached, restore_conversions
 from engine.criteria.model import CriteriaFile
 from engine.evaluate.compile import CompiledCriteria, compile_criteria
 from engine.normalise import Terminology, load_terminology
@@ -25,13 +24,8 @@ def load_trial(criteria_path: str | Path) -> CompiledCriteria:
     trial loads in milliseconds in a new process. The unit conversions earlier runs met are
     restored too.
     """
-    _restore_conversions()
+    restore_conversions()
     return load_trial_cached(criteria_path, _load_and_compile, _compile_loaded)
-
-
-@functools.cache
-def _restore_conversions() -> None:
-    load_conversions()
 
 
 def _load_and_compile(criteria_path: str | Path) -> CompiledCriteria:

@@ -43,7 +43,7 @@ from engine.cohort.prefilter import PREVIEW_TYPES
 from engine.criteria.model import ResourceAtom, iter_atoms
 from engine.evaluate import CompiledCriteria
 from engine.evaluate.patient import CriterionVerdict
-from engine.record import PatientRecord
+from engine.record import PatientRecord, of_types
 from engine.report.resources import (
     CriterionReport,
     PatientReport,
@@ -765,7 +765,7 @@ class StoredRecord(PatientRecord):
         found = self._segment_resources("concept", concept_id)
         if resource_types is None or not found:
             return found if found else _NO_RESOURCES
-        return [resource for resource in found if resource["resourceType"] in resource_types]
+        return of_types(found, resource_types)
 
     def concept_index(self) -> Mapping[str, Sequence[dict[str, Any]]]:
         raise NotStored("the stored record is read concept by concept")
