@@ -12,8 +12,9 @@ engines write the same files, so a run resumes with either.
   from itself; this process then never imports distributed); the criteria are compiled once
   per worker from the criteria and mapping files sent along (`CriteriaFiles`, cached by
   digest). With a shared filesystem (always for a LocalCluster; `shared_filesystem` for a
-  remote cluster) a task carries only where its partition is (`PartitionOnDisk`) and the
-  worker writes the result file itself; without one a task carries the partition
+  remote cluster) a task carries only where its partitions are (`PartitionOnDisk`: up to
+  `PARTITIONS_PER_TASK` of them, `task_groups`) and the worker writes the result files
+  itself; without one a task carries one partition
   (`PartitionPayload`: an NDJSON partition's lines) and the result comes back to the
   client's process, which writes the file. `DaskStart`, made before pass 1 forks, starts
   the local cluster while pass 1 runs.
@@ -38,7 +39,7 @@ import resource
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import CancelledError, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
@@ -413,19 +414,25 @@ def evaluate_on_dask_worker(job: DaskJob, payload: PartitionPayload) -> tuple[Pa
 
 
 def evaluate_and_write_on_dask_worker(
-    job: DaskJob, payload: PartitionPayload, results_folder: str, in_background: bool = True
+    job: DaskJob,
+    payloads: Sequence[PartitionPayload],
+    results_folder: str,
+    in_background: bool = True,
 ) -> None:
-    """Dask task (shared filesystem): evaluate one partition and write its result file.
-    Nothing comes back (the run knows a task's partition by its key, and fetching a result
-    costs a round trip per task: 1.3-1.5 ms of CPU over the processes). `in_background`: the
-    files are written in a thread of this worker while it evaluates its next partition
-    (`_DaskWrites`); the run asks each worker at its end which partitions it wrote, and its
-    peak memory (`_finish_writing_on_dask_worker`)."""
-    result = _evaluator_of(job).evaluate(payload)
-    if in_background:
-        _dask_writes.write(results_folder, result)
-    else:
-        write_result(results_folder, result)
+    """Dask task (shared filesystem): evaluate partitions one after the other (`task_groups`)
+    and write each one's result file as it is evaluated. Nothing comes back (the run knows a
+    task's partitions by its key, and fetching a result costs a round trip per task: 1.3-1.5
+    ms of CPU over the processes). `in_background`: the files are written in a thread of this
+    worker while it evaluates its next partition (`_DaskWrites`); the run asks each worker at
+    its end which partitions it wrote, and its peak memory (`_finish_writing_on_dask_worker`),
+    so a task cut short by its worker's end loses no partition it wrote."""
+    evaluator = _evaluator_of(job)
+    for payload in payloads:
+        result = evaluator.evaluate(payload)
+        if in_background:
+            _dask_writes.write(results_folder, result)
+        else:
+            write_result(results_folder, result)
 
 
 class _DaskWrites:
@@ -733,6 +740,44 @@ class _HostClosing(Exception):
     """The command asked the cluster's host to close in the middle of a run."""
 
 
+TASKS_PER_THREAD = 4
+"""A Dask run with a shared filesystem makes at least this many tasks per worker thread of
+the cluster, when it has that many partitions (`task_groups`): a thread's last task is then at
+most about a quarter of its share, so no thread idles long at the end while another ends a
+task."""
+PARTITIONS_PER_TASK = 4
+"""At most this many partitions in one Dask task (`task_groups`): a task of 32 MB partitions
+then takes 0.2-0.6 s on the development machine, long enough that Dask's own cost per task
+(about 6 ms of CPU, below) is 1-3% of it, short enough that a task a lost worker takes with it
+is soon done again and the progress bar moves every few tenths of a second."""
+
+
+def task_groups(indexes: Sequence[int], threads: int) -> list[tuple[int, ...]]:
+    """The partitions `indexes` (in the order the run evaluates them: largest first) as the
+    Dask tasks of a run with a shared filesystem, each a tuple of partitions evaluated one
+    after the other: consecutive runs of as many partitions as leave `TASKS_PER_THREAD` tasks
+    per worker thread, at least one and at most `PARTITIONS_PER_TASK` (one when `threads` is
+    unknown, 0: a cluster still without workers). The tasks, like the partitions, come
+    largest first, and the last ones are the smallest.
+
+    Why: a task here costs about 6 ms of CPU besides its work (messages and state changes in
+    the scheduler's, the client's and the worker's event loops, on two cores), and a 32 MB
+    partition of the Synthea export takes 0.05-0.15 s to evaluate. Dask's best practices
+    ("Avoid very large graphs": every task comes with an overhead of 200 us to 1 ms; "the
+    more administrative work you can move into your functions the better") advise fusing
+    work into fewer tasks. Measured on two cores (in-process runs in ABBA order, medians;
+    docs/cohort-performance.md, Dask): NCT05315778 default at 10x (16 partitions, tasks of 2)
+    0.81 against 0.835 s and 0.05 s of CPU less; DAPA-CKD `--full` at 10x 0.98 against 1.02
+    s; NCT05315778 default at 20x (32 partitions, tasks of 4) 1.44 against 1.50 s and 0.14 s
+    of CPU less.
+    """
+    if threads < 1:
+        size = 1
+    else:
+        size = max(1, min(PARTITIONS_PER_TASK, len(indexes) // (TASKS_PER_THREAD * threads)))
+    return [tuple(indexes[start : start + size]) for start in range(0, len(indexes), size)]
+
+
 async def _evaluate_on_cluster(
     client: Any,
     run: DaskRun,
@@ -741,8 +786,9 @@ async def _evaluate_on_cluster(
     closing: Callable[[], bool] = lambda: False,
     own_cluster: bool = False,
 ) -> int | None:
-    """Evaluate `run`'s partitions on the cluster of `client`, one task each (see `run_dask`);
-    the largest peak memory of a worker. `closing`: checked after each partition, whether
+    """Evaluate `run`'s partitions on the cluster of `client` (see `run_dask`; with a shared
+    filesystem up to `PARTITIONS_PER_TASK` a task, `task_groups`, else one); the largest peak
+    memory of a worker. `closing`: checked after each partition, whether
     to stop (`_HostClosing`). `own_cluster`: the cluster is the run's own, closed after it
     (its workers drop the close's races from their logs, `_end_of_run_on_worker`). Runs in
     the client's event loop (the cluster's host runs its loop in its one thread; a client
@@ -751,19 +797,22 @@ async def _evaluate_on_cluster(
     job = run.job
     shared_job = await client.scatter(job, broadcast=True, hash=False)
 
-    def key(index: int) -> str:
-        return f"trialsieve-partition-{index}-{job.criteria.digest[:12]}"
+    def key(group: tuple[int, ...]) -> str:
+        partitions = "-".join(str(index) for index in group)
+        return f"trialsieve-partition-{partitions}-{job.criteria.digest[:12]}"
 
     # Without a shared filesystem the results are gathered as the tasks finish, in the
     # client's event loop (with_results); with one a task returns nothing to gather
     if run.shared_filesystem:  # every task at once, as one graph
+        threads = sum((await client.nthreads()).values())
+        groups = task_groups(run.indexes, threads)
         running = distributed.as_completed(
             client.map(
                 evaluate_and_write_on_dask_worker,
-                [shared_job] * len(run.indexes),
-                [PartitionOnDisk(run.partitions, index) for index in run.indexes],
-                [run.results_folder] * len(run.indexes),
-                key=[key(index) for index in run.indexes],
+                [shared_job] * len(groups),
+                [[PartitionOnDisk(run.partitions, index) for index in group] for group in groups],
+                [run.results_folder] * len(groups),
+                key=[key(group) for group in groups],
                 pure=False,
                 retries=1,
             ),
@@ -771,6 +820,7 @@ async def _evaluate_on_cluster(
         )
         waiting: Iterator[int] = iter(())
     else:
+        groups = [(index,) for index in run.indexes]
         running = distributed.as_completed(loop=client.loop, with_results=True)
         waiting = iter(run.indexes)
 
@@ -783,13 +833,13 @@ async def _evaluate_on_cluster(
                     evaluate_on_dask_worker,
                     shared_job,
                     payload,
-                    key=key(index),
+                    key=key((index,)),
                     pure=False,
                     retries=1,
                 )
             )
 
-    index_of = {key(index): index for index in run.indexes}
+    partitions_of = {key(group): group for group in groups}
     peak: int | None = None
     try:
         if not run.shared_filesystem:
@@ -809,7 +859,8 @@ async def _evaluate_on_cluster(
                 peak = max(peak or 0, worker_peak)
                 write_result(run.results_folder, evaluated)
             future.release()
-            on_done(index_of[future.key])
+            for index in partitions_of[future.key]:
+                on_done(index)
             if closing():
                 raise _HostClosing
             await submit_next()
@@ -829,7 +880,11 @@ async def _evaluate_on_cluster(
 
 
 async def _dask_writes_finished(
-    client: Any, run: DaskRun, shared_job: Any, key: Callable[[int], str], end_of_run: bool
+    client: Any,
+    run: DaskRun,
+    shared_job: Any,
+    key: Callable[[tuple[int, ...]], str],
+    end_of_run: bool,
 ) -> int | None:
     """Once every partition of `run` is evaluated (shared filesystem: the workers write their
     files in the background, `_DaskWrites`), wait for every worker's last write; evaluate
@@ -845,10 +900,10 @@ async def _dask_writes_finished(
             client.map(
                 evaluate_and_write_on_dask_worker,
                 [shared_job] * len(lost),
-                [PartitionOnDisk(run.partitions, index) for index in lost],
+                [[PartitionOnDisk(run.partitions, index)] for index in lost],
                 [run.results_folder] * len(lost),
                 [False] * len(lost),
-                key=[f"{key(index)}-again" for index in lost],
+                key=[f"{key((index,))}-again" for index in lost],
                 pure=False,
                 retries=1,
             )
@@ -1367,10 +1422,11 @@ def run_dask(
     on_started: Callable[[], None],
     on_done: Callable[[int], None],
 ) -> int | None:
-    """The Dask engine: one task per partition on a LocalCluster or the cluster at `scheduler`.
+    """The Dask engine: the partitions as tasks on a LocalCluster or the cluster at `scheduler`.
 
-    With a shared filesystem every task is submitted at once (a task is only a path) and the
-    workers write the result files; without one at most two tasks per worker are in flight,
+    With a shared filesystem every task is submitted at once (a task is only paths: a few
+    partitions each, `task_groups`) and the workers write the result files; without one a
+    task is one partition, and at most two tasks per worker are in flight,
     so the process that holds the client holds only a few partitions at a time whatever the
     input size.
     """

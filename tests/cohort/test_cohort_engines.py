@@ -67,24 +67,57 @@ def test_the_dask_engine_writes_the_same_files_and_resumes(
         assert (out / name).read_bytes() == (one_worker.out_dir / name).read_bytes(), name
 
 
+@pytest.mark.parametrize("partitions", [PARTITIONS, 16])
 def test_partitions_no_dask_worker_says_it_wrote_are_evaluated_again(
-    one_worker: CohortSummary, ndjson_folder: Path, tmp_path: Path
+    one_worker: CohortSummary, ndjson_folder: Path, tmp_path: Path, partitions: int
 ) -> None:
     """The workers write their partitions' files in the background and say at the end which
     they wrote: a partition none wrote (its worker ended before its write was done; here no
-    worker writes any) is evaluated again and written before the run ends."""
+    worker writes any) is evaluated again and written before the run ends; also when a task
+    held several partitions (16 on two workers: tasks of two)."""
     skip_unless_dask_workers_fork()
     out = tmp_path / "out"
     code = (
         "import sys\n"
         "from pathlib import Path\n"
         "from engine.cohort import NdjsonInput, engines, run_cohort\n"
-        "from cohort_examples import AS_OF, CRITERIA, PARTITIONS\n"
+        "from cohort_examples import AS_OF, CRITERIA\n"
         "engines._DaskWrites.write = lambda self, folder, result: None  # every write lost\n"
         "run_cohort(CRITERIA, NdjsonInput(Path(sys.argv[1])), Path(sys.argv[2]), AS_OF,"
-        " engine='dask', workers=2, partition_count=PARTITIONS)\n"
+        " engine='dask', workers=2, partition_count=int(sys.argv[3]))\n"
     )
-    run_python(code, str(ndjson_folder), str(out))
+    run_python(code, str(ndjson_folder), str(out), str(partitions))
+    for name in (*OUTPUT_FILES, "cohort.parquet"):
+        assert (out / name).read_bytes() == (one_worker.out_dir / name).read_bytes(), name
+
+
+def test_a_dask_run_makes_tasks_of_a_few_partitions_and_writes_the_same_files(
+    one_worker: CohortSummary, ndjson_folder: Path, tmp_path: Path
+) -> None:
+    """16 partitions on two single-threaded workers: eight tasks of two partitions each
+    (`task_groups`), each partition in one task; the files are those of one worker."""
+    skip_unless_dask_workers_fork()
+    out = tmp_path / "out"
+    tasks = tmp_path / "tasks.txt"
+    code = (
+        "import functools, sys\n"
+        "from pathlib import Path\n"
+        "from engine.cohort import NdjsonInput, engines, run_cohort\n"
+        "from cohort_examples import AS_OF, CRITERIA\n"
+        "task = engines.evaluate_and_write_on_dask_worker\n"
+        "@functools.wraps(task)  # pickled by name: the workers, forks, run this one\n"
+        "def noted(job, payloads, folder, in_background=True):\n"
+        "    with open(sys.argv[3], 'a') as tasks:\n"
+        "        tasks.write(' '.join(str(payload.index) for payload in payloads) + '\\n')\n"
+        "    task(job, payloads, folder, in_background)\n"
+        "engines.evaluate_and_write_on_dask_worker = noted\n"
+        "summary = run_cohort(CRITERIA, NdjsonInput(Path(sys.argv[1])), Path(sys.argv[2]),"
+        " AS_OF, engine='dask', workers=2, partition_count=16)\n"
+    )
+    run_python(code, str(ndjson_folder), str(out), str(tasks))
+    groups = [[int(index) for index in line.split()] for line in tasks.read_text().splitlines()]
+    assert sorted(len(group) for group in groups) == [2] * 8, groups
+    assert sorted(index for group in groups for index in group) == list(range(16))
     for name in (*OUTPUT_FILES, "cohort.parquet"):
         assert (out / name).read_bytes() == (one_worker.out_dir / name).read_bytes(), name
 
