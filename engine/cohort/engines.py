@@ -788,7 +788,7 @@ async def _evaluate_on_cluster(
 ) -> int | None:
     """Evaluate `run`'s partitions on the cluster of `client` (see `run_dask`; with a shared
     filesystem up to `PARTITIONS_PER_TASK` a task, `task_groups`, else one); the largest peak
-    memory of a worker. `closing`: checked after each partition, whether
+    memory of a worker. `closing`: checked after each task, whether
     to stop (`_HostClosing`). `own_cluster`: the cluster is the run's own, closed after it
     (its workers drop the close's races from their logs, `_end_of_run_on_worker`). Runs in
     the client's event loop (the cluster's host runs its loop in its one thread; a client
