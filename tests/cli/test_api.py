@@ -4,11 +4,10 @@ cheap, and docs/api.md's examples run (a doctest)."""
 from __future__ import annotations
 
 import doctest
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from fresh_interpreter import run_python
 
 import engine
 
@@ -42,12 +41,7 @@ def test_an_unknown_name_is_an_attribute_error() -> None:
 
 
 def test_importing_engine_imports_nothing_else() -> None:
-    listed = subprocess.run(
-        [sys.executable, "-c", "import sys, engine; print(' '.join(sorted(sys.modules)))"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
+    listed = run_python("import sys, engine; print(' '.join(sorted(sys.modules)))").stdout.split()
     assert [name for name in listed if name.startswith("engine")] == [
         "engine",
         "engine.lazy_exports",

@@ -6,9 +6,9 @@ benchmarks/startup.py, not here."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
+
+from fresh_interpreter import run_python, run_trialsieve
 
 ROOT = Path(__file__).resolve().parents[2]
 PATIENT = ROOT / "examples" / "patients" / "itp-abnormal-screening-labs.json"
@@ -16,31 +16,14 @@ PATIENT = ROOT / "examples" / "patients" / "itp-abnormal-screening-labs.json"
 creatinine in mg/dL): evaluating them converts units."""
 REGISTRY_MODULE = "engine.normalise.unit_registry"
 
-_RUN_AND_LIST_MODULES = """
-import sys
-sys.argv = ["trialsieve", *sys.argv[1:]]
-from engine.cli import app
-try:
-    app()
-except SystemExit as exit:
-    code = exit.code
-print(code, " ".join(sorted(sys.modules)), file=sys.stderr)
-"""
-
 
 def run_in_a_new_process(cache: Path, *arguments: str) -> tuple[int, set[str]]:
     """`trialsieve ARGUMENTS` with the cache folder `cache`: its exit code and the modules
     it imported."""
-    done = subprocess.run(
-        [sys.executable, "-c", _RUN_AND_LIST_MODULES, *arguments],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=300,
-        env={**os.environ, "TRIALSIEVE_CACHE_DIR": str(cache)},
+    code, _output, modules = run_trialsieve(
+        *arguments, environment={**os.environ, "TRIALSIEVE_CACHE_DIR": str(cache)}
     )
-    code, _, modules = done.stderr.strip().splitlines()[-1].partition(" ")
-    return int(code), set(modules.split())
+    return code, modules
 
 
 def evaluate_in_a_new_process(cache: Path, output: Path) -> tuple[int, set[str]]:
@@ -96,7 +79,5 @@ def test_a_command_exits_with_everything_left_frozen_for_the_collector() -> None
         "except SystemExit:\n"
         "    pass\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
-    )
+    done = run_python(code, timeout=120)
     assert done.stdout.strip().splitlines()[-1] == "False True"

@@ -5,35 +5,17 @@ by benchmarks/startup.py, not here.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
+from fresh_interpreter import run_trialsieve
 
 HEAVY = ("fastapi", "pyarrow", "dask", "distributed", "httpx", "jwt", "fhir", "uvicorn", "pint")
-
-_RUN_AND_LIST_MODULES = """
-import sys
-sys.argv = ["trialsieve", *sys.argv[1:]]
-from engine.cli import app
-try:
-    app()
-except SystemExit:
-    pass
-print(" ".join(sorted(sys.modules)), file=sys.stderr)
-"""
 
 
 def modules_after(*arguments: str) -> set[str]:
     """The modules imported by a fresh process running `trialsieve ARGUMENTS`."""
-    done = subprocess.run(
-        [sys.executable, "-c", _RUN_AND_LIST_MODULES, *arguments],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert "Usage" in done.stdout, done.stdout + done.stderr
-    return set(done.stderr.split())
+    _code, output, modules = run_trialsieve(*arguments)
+    assert "Usage" in output, output
+    return modules
 
 
 @pytest.mark.parametrize("arguments", [("--help",), ("evaluate", "--help"), ("serve", "--help")])

@@ -110,11 +110,7 @@ def skip_unless_dask_workers_fork() -> None:
 def run_python(code: str, *arguments: str) -> subprocess.CompletedProcess[str]:
     """Run `code` in a fresh interpreter, as a command starts (this folder importable): it
     must exit 0; its output as text."""
-    return subprocess.run(
-        [sys.executable, "-c", code, *arguments],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=300,
-        cwd=Path(__file__).parent,
-    )
+    # imported here: the interpreters started so import this module from this folder alone
+    from fresh_interpreter import run_python as run_in_a_fresh_interpreter
+
+    return run_in_a_fresh_interpreter(code, *arguments, cwd=Path(__file__).parent)

@@ -6,22 +6,18 @@ Speed itself is measured by benchmarks/cohort.py; these tests check the decision
 from __future__ import annotations
 
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from cohort_examples import AS_OF, CRITERIA
+from fresh_interpreter import run_python
 
 from engine.cohort.inputs import BULK_EXPORT_FILES
 from engine.sources import bulk_export
 
 
 def _in_a_fresh_interpreter(code: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
-    )
-    return done.stdout.strip()
+    return run_python(code).stdout.strip()
 
 
 def _run_then_print(ndjson_folder: Path, tmp_path: Path, printed: str) -> str:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 
 import pytest
+from fresh_interpreter import run_python
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -162,8 +161,6 @@ def test_units_of_restored_conversions_are_valid_without_building_the_ucum_parse
         "print(units.is_valid_ucum('mg/dl'), units.is_valid_ucum('mcg'))\n"
         "print(units._ucum_parser.cache_info().currsize)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
-    )
+    done = run_python(code)
     assert done.stdout.split("\n")[:4] == ["1.0 0.0", "mg/dL True True", "0", "True False"]
     assert done.stdout.split("\n")[4] == "1"  # a unit not met before is parsed

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
+
+from fresh_interpreter import run_python
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -25,13 +25,8 @@ def test_the_service_builds_the_unit_registry_at_start(tmp_path: Path) -> None:
     conversions in the cache, and still builds it."""
     environment = {**os.environ, "TRIALSIEVE_CACHE_DIR": str(tmp_path / "cache")}
     answers = [
-        subprocess.run(
-            [sys.executable, "-c", _START_AND_SAY_IF_THE_REGISTRY_IS_BUILT, str(TESTS)],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=300,
-            env=environment,
+        run_python(
+            _START_AND_SAY_IF_THE_REGISTRY_IS_BUILT, str(TESTS), environment=environment
         ).stdout.strip()
         for _start in range(2)
     ]
