@@ -8,6 +8,10 @@ and constructor, so the result is the same `CommentedMap` tree with the same lin
 of every node. When that parse fails for any reason, the caller's own round-trip parse is
 run instead, so every error (message, mark, exception class) is ruamel's usual one.
 
+A plain scalar shaped like a date that is not one (`2026-02-30`) is an `ImpossibleDateError`
+(a `MarkedYAMLError` with its line and column), where ruamel's constructor raises a bare
+ValueError that names no position.
+
 Limits (`YamlLimitError`, a `MarkedYAMLError` with the line and column, so every reader
 reports it as it reports a syntax error): a file that uses anchors is scanned first and may
 not expand (aliases and merge keys followed) to more than `MAX_NODES` nodes (a "billion
@@ -22,6 +26,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from ruamel.yaml import YAML
+from ruamel.yaml.constructor import ConstructorError, RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.events import (
     AliasEvent,
@@ -31,7 +36,14 @@ from ruamel.yaml.events import (
 )
 from ruamel.yaml.scanner import RoundTripScanner, Scanner
 
-__all__ = ["MAX_DEPTH", "MAX_NODES", "YamlLimitError", "check_limits", "load_round_trip"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_NODES",
+    "ImpossibleDateError",
+    "YamlLimitError",
+    "check_limits",
+    "load_round_trip",
+]
 
 MAX_NODES = 100_000
 """Nodes a file may expand to with its aliases followed (the shipped files hold a few thousand)."""
@@ -49,6 +61,27 @@ _BRACKETS = re.compile(r"[\[\]{}]")
 
 class YamlLimitError(MarkedYAMLError):
     """A YAML file beyond the reading limits (alias expansion, nesting depth)."""
+
+
+class ImpossibleDateError(ConstructorError):
+    """A plain scalar shaped like a date (YAML 1.2's timestamp) that is no date: `2026-02-30`."""
+
+
+class _Constructor(RoundTripConstructor):
+    """The round-trip constructor, with an impossible date as a marked error."""
+
+    def construct_yaml_timestamp(self, node: Any, values: Any = None) -> Any:
+        try:
+            return super().construct_yaml_timestamp(node, values)
+        except ValueError as error:  # datetime's own: "day is out of range for month"
+            raise ImpossibleDateError(
+                problem=f"'{node.value}' is not a date ({error}); write a real date, or quote "
+                "the value if it is meant as text",
+                problem_mark=node.start_mark,
+            ) from None
+
+
+_Constructor.add_constructor("tag:yaml.org,2002:timestamp", _Constructor.construct_yaml_timestamp)
 
 
 class _ScannerWithoutComments(Scanner):
@@ -123,9 +156,11 @@ def _check_brackets(text: str) -> None:
 
 
 def load_round_trip(text: str, fallback: Callable[[], Any]) -> Any:
-    """`YAML(typ="rt").load(text)` without comments; `fallback()` if that raises anything.
+    """`YAML(typ="rt").load(text)` without comments; `fallback()` if that raises anything
+    but an impossible date.
 
-    Raises YamlLimitError for a text beyond the limits (see the module).
+    Raises YamlLimitError for a text beyond the limits (see the module), ImpossibleDateError
+    for a date-shaped scalar that is no date.
     """
     check_limits(text)
     try:
@@ -139,10 +174,13 @@ def load_round_trip(text: str, fallback: Callable[[], Any]) -> Any:
         return tree
     yaml = YAML(typ="rt")
     yaml.Scanner = _ScannerWithoutComments
+    yaml.Constructor = _Constructor
     try:
         tree = yaml.load(text)
     except RecursionError:
         raise YamlLimitError(problem=f"nested deeper than {MAX_DEPTH} levels") from None
+    except ImpossibleDateError:
+        raise
     except Exception:
         try:
             tree = fallback()
@@ -170,6 +208,7 @@ scanner."""
 def _load_with_libyaml(text: str) -> Any:
     yaml = YAML(typ="rt")
     yaml.Parser = lambda loader: _LibyamlEvents(text)
+    yaml.Constructor = _Constructor
     return yaml.load(text)
 
 

@@ -4,17 +4,26 @@ so a hang fails the test instead of hanging the suite."""
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from hostile_support import HOSTILE, ROOT
+from hypothesis import given
+from hypothesis import strategies as st
 
 from engine.attestations import load_attestations
 from engine.errors import AttestationError
 from engine.normalise import yaml_reading
-from engine.normalise.yaml_reading import MAX_DEPTH, YamlLimitError, check_limits, load_round_trip
+from engine.normalise.yaml_reading import (
+    MAX_DEPTH,
+    ImpossibleDateError,
+    YamlLimitError,
+    check_limits,
+    load_round_trip,
+)
 
 TRIALSIEVE = [sys.executable, "-c", "from engine.cli import app; app()"]
 LIMIT = 60  # seconds; each run takes about one when the input is refused at once
@@ -25,6 +34,7 @@ CRITERIA_CORPUS = {
     "deep-block-criteria.yaml": f"nested deeper than {MAX_DEPTH} levels",
     "huge-window-criteria.yaml": "longer than 200 years",
     "empty-criteria.yaml": "empty",
+    "impossible-date-criteria.yaml": "4:10, field title: YAML: '2026-02-30' is not a date",
 }
 
 
@@ -86,6 +96,42 @@ def test_an_unknown_key_in_an_attestation_entry_is_an_error(tmp_path: Path) -> N
     )
     with pytest.raises(AttestationError, match="unknown key"):
         load_attestations(path, ["informed-consent"])
+
+
+def test_an_impossible_date_in_an_attestation_file_is_named_with_its_line() -> None:
+    with pytest.raises(AttestationError, match="'2026-02-30' is not a date") as caught:
+        load_attestations(HOSTILE / "impossible-date-attestations.yaml", ["informed-consent"])
+    assert "impossible-date-attestations.yaml:5" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "when: 2026-02-30\n",  # read through libyaml's events
+        "# a\ttab\nwhen: 2026-02-30\n",  # a tab: read by ruamel's scanner
+        "a: &x 1\nb: *x\nwhen: 2026-13-01\n",  # an alias: read by ruamel's scanner
+    ],
+)
+def test_an_impossible_date_is_a_marked_error_on_every_reading_path(text: str) -> None:
+    with pytest.raises(ImpossibleDateError, match="is not a date") as caught:
+        load_round_trip(text, lambda: pytest.fail("the fallback hides the position"))
+    mark = caught.value.problem_mark
+    assert mark is not None and mark.line == text.count("\n") - 1
+
+
+@given(year=st.integers(1000, 9999), month=st.integers(0, 19), day=st.integers(0, 39))
+def test_a_date_shaped_scalar_is_its_date_or_a_marked_error(
+    year: int, month: int, day: int
+) -> None:
+    text = f"first: 1\nwhen: {year}-{month:02d}-{day:02d}\n"
+    try:
+        expected = dt.date(year, month, day)
+    except ValueError:
+        with pytest.raises(ImpossibleDateError) as caught:
+            load_round_trip(text, lambda: None)
+        assert caught.value.problem_mark is not None and caught.value.problem_mark.line == 1
+    else:
+        assert load_round_trip(text, lambda: None)["when"] == expected
 
 
 def test_anchors_within_the_limits_still_load() -> None:
