@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, cast, get_args
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from engine.cli.console import parse_day
@@ -137,6 +138,14 @@ def cohort(
     except TrialsieveError as error:
         _errors().print(f"[bold red]error:[/] {error}", soft_wrap=True)
         raise typer.Exit(2) from None
+    except OSError as error:  # the disk filled, a file vanished: the run can be resumed
+        where = escape(str(error.filename or out))
+        _errors().print(
+            f"[bold red]error:[/] {where}: {escape(error.strerror or str(error))}; what was "
+            "finished is kept: run the same command again to resume",
+            soft_wrap=True,
+        )
+        raise typer.Exit(1) from None
     _show(summary, out)
     if watch:
         summary = _watch(criteria, run, out) or summary

@@ -283,6 +283,8 @@ def run_cohort(
     out = Path(out_dir)
     results_folder = out / "partitions"
     work = out / "work"
+    existed = {folder: folder.is_dir() for folder in (out, results_folder, work)}
+    _check_output_folder(out, source)
     engine_start: EngineStart | None = None
     # A fresh run's pass 1 files and manifest, committed (fsynced at once) as the engine's
     # workers start, for an engine whose workers write nothing before (`writes_after_started`)
@@ -423,8 +425,48 @@ def run_cohort(
                 engine_start.close()
         finally:
             wait_for_ended_workers()
+            if not (out / MANIFEST).is_file():  # refused, or ended before it began
+                _remove_created_folders(existed)
     shutil.rmtree(work, ignore_errors=True)
     return summary
+
+
+def _check_output_folder(out: Path, source: CohortInput) -> None:
+    """Refuse an `out` the run cannot use, before anything is read or written: a path that
+    is not a folder, a folder inside the input folder (the run would read its own outputs
+    as input), one that cannot be created or written. Creates `out`."""
+    if out.exists() and not out.is_dir():
+        raise CohortError("--out is not a folder", Location(file=str(out)))
+    input_folder = getattr(source, "folder", None)
+    if input_folder is not None:
+        inside = Path(input_folder).resolve()
+        target = out.resolve()
+        if target == inside or inside in target.parents:
+            raise CohortError(
+                f"--out is inside the input folder {input_folder}: the run would read "
+                "its own outputs as input; choose a folder outside it",
+                Location(file=str(out)),
+            )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CohortError(
+            f"--out: cannot create the folder ({error.strerror})", Location(file=str(out))
+        ) from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise CohortError(
+            "--out: cannot write in the folder (permission denied, or a read-only file system)",
+            Location(file=str(out)),
+        )
+
+
+def _remove_created_folders(existed: dict[Path, bool]) -> None:
+    """After a run that wrote no manifest (refused, or ended before it began: nothing to
+    resume), remove the folders it created, the innermost first; folders that were there
+    before are left as they were."""
+    for folder, was_there in reversed(existed.items()):
+        if not was_there:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _fresh_start(
@@ -658,6 +700,7 @@ def _check_manifest(
         )
     manifest = {
         "trialsieve": __version__,
+        "trial": criteria.trial.id,
         "criteria": {"path": str(Path(criteria_path).resolve()), "sha256": digest},
         "as_of": as_of.isoformat(),
         "attestations": (
@@ -679,6 +722,12 @@ def _check_manifest(
         else:
             files.open(path).write(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
         return partition_count, manifest["attestations"]
+    if earlier.get("trial", manifest["trial"]) != manifest["trial"]:
+        raise CohortError(
+            f"this folder holds a cohort run of another trial ({earlier['trial']}, criteria "
+            f"{earlier['criteria']['path']}); choose another --out for {manifest['trial']}",
+            Location(file=str(path)),
+        )
     differences = [
         name
         for name, same in (

@@ -44,6 +44,21 @@ def test_cohort_over_bundles_prints_the_summary(tmp_path: Path) -> None:
     assert "other as-of day" in again.output
 
 
+def test_a_failed_write_is_an_error_naming_the_file_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_full(*_arguments: Any, **_options: Any) -> None:
+        raise OSError(28, "No space left on device", str(tmp_path / "partitions" / "3.ndjson"))
+
+    monkeypatch.setattr(importlib.import_module("engine.cohort"), "run_cohort", disk_full)
+    arguments = ["cohort", CRITERIA, "--bundles", PATIENTS, "--out", str(tmp_path), "--quiet"]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "3.ndjson: No space left on device" in result.output
+    assert "run the same command again to resume" in result.output
+
+
 def test_a_re_run_after_an_edit_says_what_it_evaluated(tmp_path: Path) -> None:
     criteria = tmp_path / "criteria" / "trial.yaml"
     criteria.parent.mkdir()

@@ -18,6 +18,7 @@ from cohort_examples import (
     EXAMPLE_FOLDERS,
     OUTPUT_FILES,
     PARTITIONS,
+    ROOT,
     evaluations_of_the_examples,
     example_patients,
     read_csv,
@@ -35,7 +36,7 @@ from engine.cohort import (
     study_reference,
 )
 from engine.cohort.outputs import assemble_outputs
-from engine.errors import CohortError
+from engine.errors import AttestationError, CohortError
 from engine.evaluate import CompiledCriteria
 from engine.record import build_record
 from engine.report import detected_issue, research_subject
@@ -213,6 +214,75 @@ def test_a_run_with_other_arguments_is_refused(
         run_cohort(CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, full=True)
     with pytest.raises(CohortError, match="unknown engine 'spark'"):
         run_cohort(CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, engine="spark")
+
+
+def test_a_folder_holding_another_trial_s_run_is_refused_and_kept(
+    one_worker: CohortSummary, ndjson_folder: Path, tmp_path: Path
+) -> None:
+    """Other criteria of the same trial are an edited re-run; another trial's are not."""
+    out = tmp_path / "out"
+    shutil.copytree(one_worker.out_dir, out)
+    before = (out / "cohort.csv").read_bytes()
+    dapa = ROOT / "criteria" / "NCT03036150.yaml"
+    with pytest.raises(CohortError, match=r"another trial \(NCT05315778"):
+        run_cohort(dapa, NdjsonInput(ndjson_folder), out, AS_OF)
+    assert (out / "cohort.csv").read_bytes() == before
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_unusable_out_is_refused_before_anything_is_written(
+    ndjson_folder: Path, tmp_path: Path, workers: int
+) -> None:
+    a_file = tmp_path / "a-file.json"
+    a_file.write_text("{}", encoding="utf-8")
+    with pytest.raises(CohortError, match="--out is not a folder"):
+        run_cohort(CRITERIA, NdjsonInput(ndjson_folder), a_file, AS_OF, workers=workers)
+    inside = tmp_path / "input"
+    shutil.copytree(ndjson_folder, inside)
+    with pytest.raises(CohortError, match="--out is inside the input folder"):
+        run_cohort(CRITERIA, NdjsonInput(inside), inside / "out", AS_OF, workers=workers)
+    assert not (inside / "out").exists()
+    with pytest.raises(CohortError, match="cannot create the folder"):
+        run_cohort(CRITERIA, NdjsonInput(ndjson_folder), a_file / "out", AS_OF, workers=workers)
+
+
+def test_an_out_that_cannot_be_written_is_refused(
+    ndjson_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As for a read-only file system (EROFS) or an immutable folder, which a test run as
+    root cannot make with chmod: `os.access` says no."""
+    monkeypatch.setattr("engine.cohort.runner.os.access", lambda *_arguments: False)
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    with pytest.raises(CohortError, match="cannot write in the folder"):
+        run_cohort(CRITERIA, NdjsonInput(ndjson_folder), existing, AS_OF, workers=1)
+    assert list(existing.iterdir()) == []
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_refused_run_leaves_no_folder_behind(
+    ndjson_folder: Path, tmp_path: Path, workers: int
+) -> None:
+    bad = tmp_path / "attestations.yaml"
+    bad.write_text("attestations:\n  - {patient: p1, answers: {nope: true}}\n", encoding="utf-8")
+    out = tmp_path / "out"
+    with pytest.raises(AttestationError, match="is required"):
+        run_cohort(
+            CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, workers=workers, attestations_path=bad
+        )
+    assert not out.exists()
+    kept = tmp_path / "kept"
+    (kept / "notes").mkdir(parents=True)
+    with pytest.raises(AttestationError, match="is required"):
+        run_cohort(
+            CRITERIA,
+            NdjsonInput(ndjson_folder),
+            kept,
+            AS_OF,
+            workers=workers,
+            attestations_path=bad,
+        )
+    assert [path.name for path in kept.iterdir()] == ["notes"]
 
 
 def test_bundles_give_the_same_subjects_and_issues(
