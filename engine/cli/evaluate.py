@@ -47,7 +47,7 @@ from engine.cli.options import (
     TokenFileOption,
     WriteOption,
 )
-from engine.errors import ServerError, TrialsieveError
+from engine.errors import InputError, Location, ServerError, TrialsieveError
 
 if TYPE_CHECKING:
     from engine.attestations import Attestations
@@ -142,7 +142,22 @@ def evaluate(
                 soft_wrap=True,
             )
 
-    readers: list[PatientReader] = [(None, partial(read_bundle_file, file)) for file in files]
+    first_file_of: dict[str, Path] = {}
+
+    def read_once(file: Path) -> PatientResources:
+        """The patient of `file`; InputError when an earlier file held the same patient (one
+        result per patient: the first in file order is kept, as a cohort run keeps it)."""
+        resources = read_bundle_file(file)
+        first = first_file_of.setdefault(resources.patient_id, file)
+        if first != file:
+            raise InputError(
+                f"Patient/{resources.patient_id} is also in {first}, which was evaluated: "
+                "this file is left out (one result per patient)",
+                Location(file=str(file)),
+            )
+        return resources
+
+    readers: list[PatientReader] = [(None, partial(read_once, file)) for file in files]
     evaluations, failures = _screen_each(
         trial, day, answers, readers, deliver, explain, console, report
     )
@@ -150,7 +165,8 @@ def evaluate(
         from engine.cli.tables import summary_table
 
         console.print(summary_table(evaluations))
-        console.print(f"Results written to {output}/ ({len(evaluations)} patients)")
+        count = len(evaluations)
+        console.print(f"Results written to {output}/ ({count} patient{'' if count == 1 else 's'})")
     if quiet_bundle:
         console.print("(with --explain the Bundle is not printed; --output FILE writes it)")
     _warn_stale(console, evaluations)

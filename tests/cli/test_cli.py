@@ -97,6 +97,34 @@ def test_a_folder_writes_one_file_per_patient_and_a_summary(
     assert "Screening summary" in result.stdout
 
 
+def test_the_same_patient_in_two_files_is_named_and_the_first_result_kept(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """One result per patient, the first file's (in file order), as a cohort run keeps it;
+    the second file used to overwrite the first's result with exit 0."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    bundle = orjson.loads(Path(CANDIDATE).read_bytes())
+    shutil.copy(CANDIDATE, folder / "a.json")
+    for entry in bundle["entry"]:
+        if entry["resource"]["resourceType"] == "Patient":
+            entry["resource"]["birthDate"] = "2015-01-01"  # a child: another status
+    (folder / "b.json").write_bytes(orjson.dumps(bundle))
+    out = tmp_path / "out"
+    arguments = ["evaluate", CRITERIA, "--bundle", str(folder), "--as-of", "2026-11-01"]
+    result = runner.invoke(app, [*arguments, "--output", str(out)])
+    assert result.exit_code == 1
+    assert "b.json: Patient/itp-relapsed-candidate is also in" in result.output
+    assert "a.json" in result.output and "(1 patient)" in result.output
+    written = orjson.loads((out / "itp-relapsed-candidate.json").read_bytes())
+    subject = next(
+        entry["resource"]
+        for entry in written["entry"]
+        if entry["resource"]["resourceType"] == "ResearchSubject"
+    )
+    assert subject["status"] == "candidate"  # a.json's; b.json's child is ineligible
+
+
 def test_a_bad_file_among_good_ones_is_named_and_the_others_are_written(
     runner: CliRunner, tmp_path: Path
 ) -> None:
