@@ -27,12 +27,15 @@ A case file (YAML) sits next to the criteria, in a `tests/` folder (`criteria/te
 Outcomes are the verdicts seen from the patient's side: `clear`, `fails`, `missing-data`,
 `manual-review`; `status` is the ResearchSubject status. `run_case` screens the patient as
 `trialsieve evaluate` does and compares; a failure carries the explanation of each criterion
-that differs (engine.report.explanation), for `trialsieve test` to print.
+that differs (engine.report.explanation), for `trialsieve test` to print. A compact patient's
+dates must be FHIR dates or dateTimes and its values finite numbers: a case holding what no
+resource could (`onset: 12`, `1980-02-30`, `1e999 g/L`) is refused with its line and field.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,8 +46,9 @@ from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import MarkedYAMLError
 
 from engine.attestations import Attestation
-from engine.errors import CriteriaError, Location
+from engine.errors import CriteriaError, DateProblem, Location
 from engine.evaluate import CompiledCriteria, CriterionVerdict, SubjectStatus
+from engine.evaluate.timing import parse_date_range
 from engine.normalise.yaml_reading import load_round_trip
 from engine.report.explanation import criterion_lines, explain
 
@@ -258,11 +262,33 @@ def compact_bundle(
     terminology = trial.terminology
     patient_id = str(patient.get("id") or "case-patient")
     subject = {"reference": f"Patient/{patient_id}"}
+
+    def refuse(message: str, where: str) -> CriteriaError:
+        return CriteriaError(
+            f"case '{case.name}': {message}",
+            Location(file=case.file, line=case.line, field=f"patient.{where}"),
+        )
+
+    def checked_date(value: object, where: str) -> str:
+        """A compact date as FHIR writes it; CriteriaError for what is no FHIR date (a number,
+        an impossible day: a case must not test a patient the data could never hold)."""
+        text = value.isoformat() if isinstance(value, dt.date) else value
+        try:
+            parse_date_range(text, where)
+        except DateProblem as problem:
+            raise refuse(str(problem), where) from None
+        return str(text)
+
     resources: list[dict[str, Any]] = [
         {
             "resourceType": "Patient",
             "id": patient_id,
-            **{k: str(patient[k]) for k in ("gender", "birthDate") if patient.get(k) is not None},
+            **({"gender": str(patient["gender"])} if patient.get("gender") is not None else {}),
+            **(
+                {"birthDate": checked_date(patient["birthDate"], "birthDate")}
+                if patient.get("birthDate") is not None
+                else {}
+            ),
         }
     ]
 
@@ -270,15 +296,13 @@ def compact_bundle(
         text = str(item.get("code") or "")
         alias, _, code = text.partition(" ")
         if not code:
-            raise CriteriaError(
-                f"case '{case.name}': {kind} code '{text}' is not '<system> <code>'",
-                Location(file=case.file, line=case.line, field=f"patient.{kind}"),
-            )
+            raise refuse(f"{kind} code '{text}' is not '<system> <code>'", kind)
         return {"coding": [{"system": terminology.system_uri(alias), "code": code.strip()}]}
 
-    def dated(item: Mapping[str, Any]) -> str | None:
-        value = item.get("date") or item.get("onset")
-        return str(value) if value is not None else None
+    def dated(item: Mapping[str, Any], kind: str = "item") -> str | None:
+        key = "date" if item.get("date") is not None else "onset"
+        value = item.get(key)
+        return None if value is None else checked_date(value, f"{kind}.{key}")
 
     for number, item in enumerate(patient.get("conditions") or ()):
         condition: dict[str, Any] = {
@@ -288,8 +312,8 @@ def compact_bundle(
             "code": coded(item, "conditions"),
             "clinicalStatus": {"coding": [{"code": str(item.get("status", "active"))}]},
         }
-        if dated(item):
-            condition["onsetDateTime"] = dated(item)
+        if (day := dated(item, "conditions")) is not None:
+            condition["onsetDateTime"] = day
         resources.append(condition)
     for number, item in enumerate(patient.get("observations") or ()):
         observation: dict[str, Any] = {
@@ -299,19 +323,23 @@ def compact_bundle(
             "subject": subject,
             "code": coded(item, "observations"),
         }
-        if dated(item):
-            observation["effectiveDateTime"] = dated(item)
+        if (day := dated(item, "observations")) is not None:
+            observation["effectiveDateTime"] = day
         value = str(item.get("value", "")).strip()
         amount, _, unit = value.partition(" ")
         try:
-            observation["valueQuantity"] = {
-                "value": float(amount),
-                "system": "http://unitsofmeasure.org",
-                "code": unit or "1",
-            }
+            quantity = float(amount)
         except ValueError:
             if value:
                 observation["valueString"] = value
+        else:
+            if not math.isfinite(quantity):
+                raise refuse(f"value '{value}' is not a finite number", "observations.value")
+            observation["valueQuantity"] = {
+                "value": quantity,
+                "system": "http://unitsofmeasure.org",
+                "code": unit or "1",
+            }
         resources.append(observation)
     for number, item in enumerate(patient.get("medications") or ()):
         request: dict[str, Any] = {
@@ -322,8 +350,8 @@ def compact_bundle(
             "subject": subject,
             "medicationCodeableConcept": coded(item, "medications"),
         }
-        if dated(item):
-            request["authoredOn"] = dated(item)
+        if (day := dated(item, "medications")) is not None:
+            request["authoredOn"] = day
         resources.append(request)
     for number, item in enumerate(patient.get("procedures") or ()):
         procedure: dict[str, Any] = {
@@ -333,8 +361,8 @@ def compact_bundle(
             "subject": subject,
             "code": coded(item, "procedures"),
         }
-        if dated(item):
-            procedure["performedDateTime"] = dated(item)
+        if (day := dated(item, "procedures")) is not None:
+            procedure["performedDateTime"] = day
         resources.append(procedure)
     for number, item in enumerate(patient.get("allergies") or ()):
         allergy: dict[str, Any] = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from engine.cli import app
@@ -76,3 +77,34 @@ def test_a_bad_case_file_is_named_with_line_and_field(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert f"{path}:4, field cases[0].bundle" in result.output
     assert "give `bundle:`" in result.output
+
+
+@pytest.mark.parametrize(
+    ("patient", "field", "message"),
+    [
+        (
+            "{gender: male, conditions: [{code: snomed 32273002, onset: 12}]}",
+            "patient.conditions.onset",
+            "expected a date string, found int",
+        ),
+        ('{gender: male, birthDate: "1980-02-30"}', "patient.birthDate", "not a valid date"),
+        (
+            "{gender: male, observations: [{code: loinc 718-7, value: 1e999 g/L}]}",
+            "patient.observations.value",
+            "'1e999 g/L' is not a finite number",
+        ),
+    ],
+)
+def test_a_compact_patient_the_data_could_never_hold_is_refused(
+    tmp_path: Path, patient: str, field: str, message: str
+) -> None:
+    """A case must not pass or fail on a value no FHIR resource can hold (these were taken
+    as written, and the case then passed or failed on other grounds)."""
+    path = _write(
+        tmp_path,
+        f"cases:\n  - name: x\n    patient: {patient}\n    expect: {{status: ineligible}}\n",
+    )
+    result = CliRunner().invoke(app, ["test", str(path)], env={"COLUMNS": "250"})
+    assert result.exit_code == 2, result.output
+    assert f"field {field}: case 'x': " in result.output
+    assert message in result.output
