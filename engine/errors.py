@@ -41,6 +41,9 @@ handle it as they handle the library's errors, and converted into the tree above
                       expansion or nesting limits: a ruamel `MarkedYAMLError` (line, column),
                       reported by each YAML reader as it reports a syntax error
                       (CriteriaError, MappingError, AttestationError, ...)
+    ImpossibleDateError (engine/normalise/yaml_reading.py) a date-shaped plain scalar that
+                      is no date (`2026-02-30`): a ruamel `ConstructorError` (line,
+                      column), reported the same way
 
 Signals, not errors: private exceptions that carry control inside one module and are always
 caught there, never reaching a caller:
