@@ -6,8 +6,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
-from engine.errors import CriteriaError, LintWarning, TrialsieveError
+from engine.cli import app
+from engine.errors import CriteriaError, LintWarning, MappingError, TrialsieveError
 from engine.lint import format_problems, has_errors, lint_paths
 from engine.normalise.loader import load_terminology
 
@@ -307,3 +309,20 @@ def test_per_result_is_the_only_word_a_reference_range_takes(tmp_path: Path) -> 
     problems = lint(tmp_path)
     assert has_errors(problems)
     assert "reference_range" in format_problems(problems)
+
+
+def test_a_mapping_error_is_reported_once_with_the_default_targets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`trialsieve lint` in a project folder reads mappings/ as found (`mappings/lab.yaml`)
+    and again through the criteria's `mappings: [../mappings]` (an absolute path): one file,
+    one error, counted once."""
+    project(tmp_path, mappings=MAPPINGS.replace("{high: 40}", "{low: 400, high: 40}"))
+    monkeypatch.chdir(tmp_path)
+    (problem,) = lint_paths([Path("criteria"), Path("mappings")])
+    assert isinstance(problem, MappingError)
+    assert problem.location.file == str(Path("mappings") / "lab.yaml")
+    result = CliRunner().invoke(app, ["lint"])
+    assert result.exit_code == 2
+    assert result.stderr.count("reference_range low 400 is above high 40") == 1, result.stderr
+    assert result.stderr.endswith("1 error, 0 warnings\n")
