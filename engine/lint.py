@@ -138,31 +138,19 @@ def _classify(
     mapping_files: list[str],
     problems: list[TrialsieveError],
 ) -> None:
+    """A criteria file or a mapping file: the loader that reads it reports what is wrong
+    with it (not UTF-8, empty), as when a command reads it."""
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as error:
-        problems.append(TrialsieveError(f"cannot read the file: {error}", Location(file=path)))
-        return
-    if _CRITERIA_MARKER.search(text):
-        criteria_files.append(path)
-    elif not _has_content(text):
+        raw = Path(path).read_bytes()
+    except OSError as error:
         problems.append(
-            TrialsieveError(
-                "the file is empty: a criteria file needs trial: and criteria:, a mapping "
-                "file at least one section",
-                Location(file=path),
-            )
+            TrialsieveError(f"cannot read the file: {error.strerror}", Location(file=path))
         )
+        return
+    if _CRITERIA_MARKER.search(raw.decode("utf-8-sig", errors="replace")):
+        criteria_files.append(path)
     else:
         mapping_files.append(path)
-
-
-def _has_content(text: str) -> bool:
-    """True when a YAML text holds more than blank lines, comments and document markers."""
-    return any(
-        line.strip() and not line.lstrip().startswith("#") and line.strip() not in ("---", "...")
-        for line in text.splitlines()
-    )
 
 
 class _TerminologyCache:
