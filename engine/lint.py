@@ -17,6 +17,7 @@ import difflib
 import os
 import re
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
@@ -49,6 +50,7 @@ from engine.errors import (
 )
 from engine.evaluate.compile import compile_criteria
 from engine.normalise import Concept, Terminology, convert, load_terminology
+from engine.normalise import loader as mapping_loader
 from engine.normalise.loinc import LOINC_URI, loinc_code_problem
 from engine.normalise.yaml_reading import load_round_trip
 
@@ -136,35 +138,23 @@ def _classify(
     mapping_files: list[str],
     problems: list[TrialsieveError],
 ) -> None:
+    """A criteria file or a mapping file: the loader that reads it reports what is wrong
+    with it (not UTF-8, empty), as when a command reads it."""
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as error:
-        problems.append(TrialsieveError(f"cannot read the file: {error}", Location(file=path)))
-        return
-    if _CRITERIA_MARKER.search(text):
-        criteria_files.append(path)
-    elif not _has_content(text):
+        raw = Path(path).read_bytes()
+    except OSError as error:
         problems.append(
-            TrialsieveError(
-                "the file is empty: a criteria file needs trial: and criteria:, a mapping "
-                "file at least one section",
-                Location(file=path),
-            )
+            TrialsieveError(f"cannot read the file: {error.strerror}", Location(file=path))
         )
+        return
+    if _CRITERIA_MARKER.search(raw.decode("utf-8-sig", errors="replace")):
+        criteria_files.append(path)
     else:
         mapping_files.append(path)
 
 
-def _has_content(text: str) -> bool:
-    """True when a YAML text holds more than blank lines, comments and document markers."""
-    return any(
-        line.strip() and not line.lstrip().startswith("#") and line.strip() not in ("---", "...")
-        for line in text.splitlines()
-    )
-
-
 class _TerminologyCache:
-    """Loads each distinct set of mapping paths once; loading errors go to `problems` once.
+    """Loads each distinct set of mapping files once; loading errors go to `problems` once.
 
     Each mapping file of a set that loads is also checked for mistyped LOINC codes, once.
     """
@@ -175,7 +165,11 @@ class _TerminologyCache:
         self.code_checked: set[str] = set()
 
     def load(self, mapping_paths: tuple[str, ...]) -> Terminology | None:
-        key = tuple(sorted(os.path.normpath(os.path.abspath(path)) for path in mapping_paths))
+        # By the files read, whatever the paths: the files of a folder a criteria file names
+        # (`/abs/mappings`) and those found in it (`mappings/a.yaml`, ...) load once.
+        not_found: list[TrialsieveError] = []
+        files = list(mapping_loader.mapping_files(mapping_paths, not_found))
+        key = tuple(sorted(_normalised(path) for path in (mapping_paths if not_found else files)))
         if key not in self.loaded:
             try:
                 self.loaded[key] = load_terminology(tuple(mapping_paths))
@@ -184,24 +178,12 @@ class _TerminologyCache:
                 self.loaded[key] = None
             terminology = self.loaded[key]
             if terminology is not None:
-                for mapping_file in _mapping_files_of(mapping_paths):
-                    checked = os.path.normpath(os.path.abspath(mapping_file))
+                for mapping_file in files:
+                    checked = _normalised(mapping_file)
                     if checked not in self.code_checked:
                         self.code_checked.add(checked)
                         self.problems.extend(_loinc_problems(mapping_file, terminology))
         return self.loaded[key]
-
-
-def _mapping_files_of(mapping_paths: Sequence[str]) -> list[str]:
-    """The mapping files the loader reads for `mapping_paths` (a folder: its *.yaml, sorted)."""
-    files: list[str] = []
-    for given in mapping_paths:
-        path = Path(given)
-        if path.is_dir():
-            files.extend(str(file) for file in sorted([*path.glob("*.yaml"), *path.glob("*.yml")]))
-        elif path.is_file():
-            files.append(str(path))
-    return files
 
 
 # --------------------------------------------------------------------------- LOINC codes
@@ -478,11 +460,21 @@ def _flatten(error: TrialsieveError) -> list[TrialsieveError]:
     return [error]
 
 
+def _normalised(path: str) -> str:
+    return os.path.normpath(os.path.abspath(path))
+
+
 def _unique(problems: list[TrialsieveError]) -> list[TrialsieveError]:
-    seen: set[str] = set()
+    """Each problem once, the first way it was found: a file found in a folder given
+    (`mappings/a.yaml`) and read again through a criteria file's `mappings:`
+    (`/abs/mappings/a.yaml`) is the same file."""
+    seen: set[tuple[str, str, Location]] = set()
     unique: list[TrialsieveError] = []
     for problem in problems:
-        key = f"{type(problem).__name__}:{problem}"
+        location = problem.location
+        if location.file is not None:
+            location = replace(location, file=_normalised(location.file))
+        key = (type(problem).__name__, problem.message, location)
         if key not in seen:
             seen.add(key)
             unique.append(problem)

@@ -1,7 +1,9 @@
 """`trialsieve attrition OUT [--without CRITERION ...]`: a finished cohort run's funnel,
 recomputed from its stored outcomes with criteria switched off (`engine.cohort.whatif`).
 
-Exit status: 0, or 2 when OUT holds no finished run or names an unknown criterion.
+Exit status: 0, or 2 when OUT holds no finished run, when one of its files is unreadable or
+disagrees with the others (another run's, truncated: `engine.cohort.whatif` names it), or
+for an unknown criterion.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """`trialsieve lint`: check criteria and mapping files (the checks are `engine.lint`'s).
 
-Exit status: 0 when no file has an error (warnings are printed), 1 when some file has one.
+Exit status: 0 when no file has an error (warnings are printed), 2 when some file has one (bad
+criteria or mappings, as for `evaluate` and `cohort`) or a path does not exist.
 """
 
 from __future__ import annotations
@@ -23,5 +24,5 @@ def lint(paths: LintPathsArgument = None) -> None:
     if problems:
         error_console().print(format_problems(problems), soft_wrap=True, markup=False)
     if has_errors(problems):
-        raise typer.Exit(1)
+        raise typer.Exit(2)
     Console(highlight=False).print(f"ok: {', '.join(map(str, targets))}")

@@ -52,6 +52,7 @@ from engine.cohort.partition import (
     NOT_EVALUATED,
     result_path,
 )
+from engine.cohort.whatif import ATTRITION_COLUMNS
 from engine.compiled_cache import code_digest
 from engine.criteria.model import CriterionKind
 from engine.evaluate import CompiledCriteria, SubjectStatus
@@ -443,20 +444,7 @@ def _write_attrition(
         remaining -= tally.first_failures
     handle = files.open(out / "attrition.csv")
     writer = csv.writer(_TextSink(handle), lineterminator="\n")
-    writer.writerow(
-        [
-            "step",
-            "criterion",
-            "kind",
-            "remaining_before",
-            "lost",
-            "remaining",
-            "unknown_missing_of_remaining",
-            "manual_of_remaining",
-            "not_evaluated_of_remaining",
-            "fails_overall",
-        ]
-    )
+    writer.writerow(ATTRITION_COLUMNS)
     writer.writerows(rows)
     files.open(out / "attrition.html").write(_attrition_page(criteria, rows, counts).encode())
 

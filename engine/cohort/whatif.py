@@ -7,6 +7,11 @@ as `cohort.csv`) and the criteria's kinds and order (`attrition.csv`); evaluates
 it answers in well under a second for 10^5-10^6 patients (column-wise with pyarrow). A
 criterion switched off excludes nobody: the patients it was the first to exclude move on to
 the next criteria.
+
+The files are checked against each other and against the run's `summary.json` before any
+funnel is drawn from them: the table's patients and statuses are the summary's, its columns
+are the criteria of `attrition.csv`, and the funnel without switches is the stored one. A
+damaged, truncated or foreign file is refused, naming it and what is wrong.
 """
 
 from __future__ import annotations
@@ -17,7 +22,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from engine.errors import CohortError, Location
+
+ATTRITION_COLUMNS = (
+    "step",
+    "criterion",
+    "kind",
+    "remaining_before",
+    "lost",
+    "remaining",
+    "unknown_missing_of_remaining",
+    "manual_of_remaining",
+    "not_evaluated_of_remaining",
+    "fails_overall",
+)
+"""The header of attrition.csv (written by `engine.cohort.outputs`)."""
+_KINDS = ("inclusion", "exclusion")
 
 
 @dataclass(frozen=True)
@@ -48,51 +70,203 @@ class WhatIfFunnel:
         return self.steps[-1].remaining if self.steps else self.patients
 
 
+@dataclass(frozen=True)
+class _StoredStep:
+    """A row of attrition.csv: what the run found for one criterion."""
+
+    criterion: str
+    kind: str
+    lost: int
+
+
 def what_if_funnel(out: str | Path, without: Sequence[str] = ()) -> WhatIfFunnel:
     """The attrition funnel of the cohort run in `out` with the `without` criteria switched off.
 
-    Raises CohortError when `out` holds no finished run, or naming a criterion id the run
-    does not have (with the ids it has).
+    Raises CohortError when `out` holds no finished run, when one of its files is unreadable
+    or disagrees with the others (naming it), or naming a criterion id the run does not
+    have (with the ids it has).
     """
     import pyarrow  # type: ignore[import-untyped]
     import pyarrow.compute as compute  # type: ignore[import-untyped]
-    import pyarrow.parquet as parquet  # type: ignore[import-untyped]
 
     folder = Path(out)
     attrition_path = folder / "attrition.csv"
     table_path = folder / "cohort.parquet"
-    if not attrition_path.is_file() or not table_path.is_file():
+    summary_path = folder / "summary.json"
+    if not all(path.is_file() for path in (attrition_path, table_path, summary_path)):
         raise CohortError(
-            "no finished cohort run here (attrition.csv and cohort.parquet are written at the "
-            "end of `trialsieve cohort`)",
+            "no finished cohort run here (attrition.csv, cohort.parquet and summary.json are "
+            "written at the end of `trialsieve cohort`)",
             Location(file=str(folder)),
         )
-    with open(attrition_path, encoding="utf-8", newline="") as handle:
-        kinds = {row["criterion"]: row["kind"] for row in csv.DictReader(handle)}
+    patients, statuses = _read_summary(summary_path)
+    stored = _read_attrition(attrition_path, patients)
+    kinds = {step.criterion: step.kind for step in stored}
     unknown = [criterion for criterion in without if criterion not in kinds]
     if unknown:
         raise CohortError(
             f"no criterion {', '.join(unknown)} in this run; its criteria: {', '.join(kinds)}",
             Location(file=str(attrition_path)),
         )
-    table = parquet.read_table(table_path, columns=list(kinds))
-    patients = table.num_rows
+    table = _read_table(table_path, list(kinds), patients, statuses)
     alive: Any = pyarrow.repeat(True, patients)  # the patients no criterion so far excludes
     steps: list[FunnelStep] = []
     remaining_in_the_run = patients
     alive_in_the_run = alive
     switched_off = set(without)
-    for criterion, kind in kinds.items():
-        failing = "not_met" if kind == "inclusion" else "met"
-        fails = compute.equal(compute.cast(table.column(criterion), "string"), failing)
-        lost_in_the_run = compute.and_(alive_in_the_run, fails)
-        remaining_in_the_run -= compute.sum(lost_in_the_run).as_py() or 0
+    for step in stored:
+        failing = "not_met" if step.kind == "inclusion" else "met"
+        fails = compute.equal(compute.cast(table.column(step.criterion), "string"), failing)
+        lost_in_the_run = compute.sum(compute.and_(alive_in_the_run, fails)).as_py() or 0
+        if lost_in_the_run != step.lost:
+            raise _not_this_run(
+                table_path,
+                f"{step.criterion} loses {lost_in_the_run} patients in it and "
+                f"{step.lost} in attrition.csv",
+            )
+        remaining_in_the_run -= lost_in_the_run
         alive_in_the_run = compute.and_(alive_in_the_run, compute.invert(fails))
         before = compute.sum(alive).as_py() or 0
-        if criterion in switched_off:
-            steps.append(FunnelStep(criterion, kind, True, before, 0))
+        if step.criterion in switched_off:
+            steps.append(FunnelStep(step.criterion, step.kind, True, before, 0))
             continue
         lost = compute.sum(compute.and_(alive, fails)).as_py() or 0
-        steps.append(FunnelStep(criterion, kind, False, before, lost))
+        steps.append(FunnelStep(step.criterion, step.kind, False, before, lost))
         alive = compute.and_(alive, compute.invert(fails))
     return WhatIfFunnel(patients, tuple(steps), remaining_in_the_run)
+
+
+def _not_this_run(path: Path, why: str, line: int | None = None) -> CohortError:
+    return CohortError(
+        f"not a cohort output of this run ({why})", Location(file=str(path), line=line)
+    )
+
+
+def _read_summary(path: Path) -> tuple[int, dict[str, int]]:
+    """The run's patient count and its count per status, from summary.json."""
+    try:
+        summary = orjson.loads(path.read_bytes())
+    except OSError as error:
+        raise CohortError(
+            f"cannot read the file: {error.strerror}", Location(file=str(path))
+        ) from None
+    except orjson.JSONDecodeError as error:
+        raise _not_this_run(path, f"not JSON: {error}") from None
+    patients = summary.get("patients") if isinstance(summary, dict) else None
+    statuses = summary.get("statuses") if isinstance(summary, dict) else None
+    if (
+        not _is_count(patients)
+        or not isinstance(statuses, dict)
+        or not all(_is_count(count) for count in statuses.values())
+        or sum(statuses.values()) != patients
+    ):
+        raise _not_this_run(path, "no patient count and counts per status that add up to it")
+    return patients, statuses
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _read_attrition(path: Path, patients: int) -> list[_StoredStep]:
+    """attrition.csv's criteria, kinds and losses, checked to be a funnel of `patients`."""
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise CohortError(
+            f"cannot read the file: {error.strerror}", Location(file=str(path))
+        ) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise _not_this_run(path, "the file is not UTF-8 text", line) from None
+    rows = list(csv.reader(text.splitlines()))
+    if not rows:
+        raise _not_this_run(path, "the file is empty")
+    if tuple(rows[0]) != ATTRITION_COLUMNS:
+        raise _not_this_run(
+            path, f"its first line is not the header {','.join(ATTRITION_COLUMNS)}", 1
+        )
+    if len(rows) == 1:
+        raise _not_this_run(path, "no criteria")
+    steps: list[_StoredStep] = []
+    remaining = patients
+    for line, row in enumerate(rows[1:], start=2):
+        step = _stored_step(row, len(steps) + 1, remaining)
+        if isinstance(step, str):
+            raise _not_this_run(path, step, line)
+        if step.criterion in (earlier.criterion for earlier in steps):
+            raise _not_this_run(path, f"{step.criterion} is listed twice", line)
+        steps.append(step)
+        remaining -= step.lost
+    return steps
+
+
+def _stored_step(row: list[str], number: int, remaining: int) -> _StoredStep | str:
+    """The row as a step of the funnel with `remaining` patients before it, or what is wrong
+    with it."""
+    if len(row) != len(ATTRITION_COLUMNS):
+        return f"{len(row)} columns, not {len(ATTRITION_COLUMNS)}"
+    cells = dict(zip(ATTRITION_COLUMNS, row, strict=True))
+    counts = ("step", "remaining_before", "lost", "remaining")
+    if not all(cells[name].isdigit() for name in counts):
+        return "a step or a count that is not a whole number"
+    step, before, lost, after = (int(cells[name]) for name in counts)
+    if step != number:
+        return f"step {step} where {number} comes"
+    if not cells["criterion"] or cells["kind"] not in _KINDS:
+        return "a criterion without its id, or a kind other than inclusion or exclusion"
+    if before != remaining or after != before - lost or lost > before:
+        return (
+            f"{before} patients remain before {cells['criterion']} and {after} after it losing "
+            f"{lost}, where the steps before it leave {remaining}"
+        )
+    return _StoredStep(cells["criterion"], cells["kind"], lost)
+
+
+def _read_table(path: Path, criteria: list[str], patients: int, statuses: dict[str, int]) -> Any:
+    """cohort.parquet's criterion columns (a pyarrow Table), checked to be those of the run:
+    its columns are the patient, the status and `criteria` in order, and its rows the
+    summary's patients and statuses."""
+    import pyarrow
+    import pyarrow.compute as compute
+    import pyarrow.parquet as parquet  # type: ignore[import-untyped]
+
+    try:
+        with parquet.ParquetFile(path) as table_file:
+            names = table_file.schema_arrow.names
+            if names != ["patient", "status", *criteria]:
+                raise _not_this_run(path, _columns_differ(names, criteria))
+            table = table_file.read(columns=["status", *criteria])
+    except (OSError, pyarrow.ArrowException) as error:
+        raise _not_this_run(path, f"not a readable Parquet table: {error}") from None
+    for name in table.column_names:
+        kind = table.schema.field(name).type
+        if not (pyarrow.types.is_string(kind) or _is_text_dictionary(kind)):
+            raise _not_this_run(path, f"its column {name} is {kind}, not text")
+    if table.num_rows != patients:
+        raise _not_this_run(path, f"{table.num_rows} patients; summary.json counts {patients}")
+    counted = compute.value_counts(compute.cast(table.column("status"), "string"))
+    found = {str(item["values"]): int(item["counts"]) for item in counted.to_pylist()}
+    if found != {status: count for status, count in statuses.items() if count}:
+        raise _not_this_run(path, "its patients' statuses are not those summary.json counts")
+    return table
+
+
+def _is_text_dictionary(kind: Any) -> bool:
+    import pyarrow
+
+    return bool(pyarrow.types.is_dictionary(kind) and pyarrow.types.is_string(kind.value_type))
+
+
+def _columns_differ(names: list[str], criteria: list[str]) -> str:
+    """How the table's columns differ from patient, status and the run's criteria."""
+    missing = [criterion for criterion in criteria if criterion not in names]
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        return f"no column for {', '.join(missing[:3])}{more} of attrition.csv's criteria"
+    extra = [name for name in names if name not in ("patient", "status", *criteria)]
+    if extra:
+        return f"columns {', '.join(extra)} that attrition.csv does not list"
+    return f"its columns are not patient, status and attrition.csv's criteria in order: {names}"

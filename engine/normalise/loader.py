@@ -209,11 +209,16 @@ def _parse_file(path: str, raw: bytes | None, errors: list[TrialsieveError]) -> 
             problem = f"{error.context}: {problem}"
         errors.append(MappingError(f"not valid YAML: {problem}", Location(path, line, column)))
         return None
-    except (OSError, UnicodeDecodeError) as error:
+    except UnicodeDecodeError:
+        line = _first_line_not_utf8(path, raw)
+        errors.append(MappingError("the file is not UTF-8 text", Location(path, line)))
+        return None
+    except OSError as error:
         errors.append(MappingError(f"cannot read mapping file: {error}", Location(path)))
         return None
     if data is None:
-        data = CommentedMap()
+        errors.append(MappingError(EMPTY_FILE, Location(path)))
+        return None
     if not isinstance(data, CommentedMap):
         errors.append(
             MappingError(
@@ -229,6 +234,25 @@ def _parse_file(path: str, raw: bytes | None, errors: list[TrialsieveError]) -> 
     for schema_error in schema_errors:
         errors.append(_schema_error(mapping_file, schema_error))
     return None if schema_errors else mapping_file
+
+
+EMPTY_FILE = (
+    "the file is empty: a mapping file holds at least one of systems:, concepts:, "
+    "local_codes:, unit_aliases:"
+)
+"""The problem with a mapping file of blank lines and comments only (lint's too)."""
+
+
+def _first_line_not_utf8(path: str, raw: bytes | None) -> int | None:
+    """The line of the first byte of the file that is not UTF-8."""
+    try:
+        content = raw if raw is not None else Path(path).read_bytes()
+        content.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return content[: error.start].count(b"\n") + 1
+    except OSError:
+        return None
+    return None
 
 
 def _read_yaml(path: str, raw: bytes | None) -> Any:

@@ -203,9 +203,11 @@ def test_lint_fails_on_an_unknown_concept(runner: CliRunner, tmp_path: Path) -> 
     criteria = tmp_path / "trial.yaml"
     criteria.write_text(text)
     result = runner.invoke(app, ["lint", str(criteria)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # bad criteria, as for evaluate
     assert "haemoglobinn" in result.stderr
     assert "trial.yaml:" in result.stderr
+    assert runner.invoke(app, ["evaluate", str(criteria), "--bundle", CANDIDATE]).exit_code == 2
+    assert runner.invoke(app, ["lint", str(tmp_path / "nowhere")]).exit_code == 2
 
 
 def test_server_options_need_a_server(runner: CliRunner) -> None:

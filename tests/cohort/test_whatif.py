@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import csv
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
+import pyarrow.parquet as parquet  # type: ignore[import-untyped]
 import pytest
+from cohort_examples import AS_OF, ROOT
 from typer.testing import CliRunner
 
 from engine.cli import app
-from engine.cohort import CohortSummary
+from engine.cohort import BundleInput, CohortSummary, run_cohort
 from engine.cohort.whatif import what_if_funnel
 from engine.errors import CohortError
 
@@ -74,3 +78,130 @@ def test_the_command_prints_the_funnel(full_run: CohortSummary) -> None:
     assert "(switched off)" in result.output and "remaining after every criterion" in result.output
     refused = CliRunner().invoke(app, ["attrition", str(full_run.out_dir), "--without", "x-1"])
     assert refused.exit_code == 2
+
+
+@pytest.fixture(scope="module")
+def other_trial_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cohort run of the other trial (NCT03036150) over its examples."""
+    out = tmp_path_factory.mktemp("other-trial")
+    criteria = ROOT / "criteria" / "NCT03036150.yaml"
+    run_cohort(criteria, BundleInput(ROOT / "examples" / "ckd"), out, AS_OF, workers=1)
+    return out
+
+
+def _cut_table(out: Path, _other: Path) -> None:
+    table = out / "cohort.parquet"
+    table.write_bytes(table.read_bytes()[:3000])
+
+
+def _other_trial_s_table(out: Path, other: Path) -> None:
+    shutil.copyfile(other / "cohort.parquet", out / "cohort.parquet")
+
+
+def _table_less_a_patient(out: Path, _other: Path) -> None:
+    table = parquet.read_table(out / "cohort.parquet")
+    parquet.write_table(table.slice(1), out / "cohort.parquet")
+
+
+def _attrition_not_utf8(out: Path, _other: Path) -> None:
+    (out / "attrition.csv").write_bytes(b"\xff\xfe" + (out / "attrition.csv").read_bytes())
+
+
+def _attrition_garbage(out: Path, _other: Path) -> None:
+    (out / "attrition.csv").write_text("garbage,,,\n", encoding="utf-8")
+
+
+def _attrition_empty(out: Path, _other: Path) -> None:
+    (out / "attrition.csv").write_bytes(b"")
+
+
+def _attrition_of_another_funnel(out: Path, _other: Path) -> None:
+    """The first criterion that loses patients loses one fewer, the counts kept consistent."""
+    lines = (out / "attrition.csv").read_text(encoding="utf-8").splitlines()
+    rows = [line.split(",") for line in lines[1:]]
+    first = next(index for index, row in enumerate(rows) if int(row[4]) > 0)
+    rows[first][4] = str(int(rows[first][4]) - 1)
+    for row in rows[first:]:
+        row[5] = str(int(row[5]) + 1)
+    for row in rows[first + 1 :]:
+        row[3] = str(int(row[3]) + 1)
+    text = "\n".join([lines[0], *(",".join(row) for row in rows)]) + "\n"
+    (out / "attrition.csv").write_text(text, encoding="utf-8")
+
+
+def _summary_not_json(out: Path, _other: Path) -> None:
+    (out / "summary.json").write_text("{", encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        pytest.param(
+            _cut_table,
+            r"cohort\.parquet: not a cohort output of this run \(not a readable Parquet",
+            id="truncated-table",
+        ),
+        pytest.param(
+            _other_trial_s_table,
+            r"cohort\.parquet: .* \(no column for inclusion-1-relapsed",
+            id="other-trial-table",
+        ),
+        pytest.param(
+            _table_less_a_patient,
+            r"cohort\.parquet: .* \(\d+ patients; summary\.json counts",
+            id="table-less-a-patient",
+        ),
+        pytest.param(
+            _attrition_not_utf8,
+            r"attrition\.csv:1: .* \(the file is not UTF-8 text\)",
+            id="attrition-not-utf8",
+        ),
+        pytest.param(
+            _attrition_garbage,
+            r"attrition\.csv:1: .* \(its first line is not the header step,",
+            id="attrition-garbage",
+        ),
+        pytest.param(
+            _attrition_empty, r"attrition\.csv: .* \(the file is empty\)", id="attrition-empty"
+        ),
+        pytest.param(
+            _attrition_of_another_funnel,
+            r"cohort\.parquet: .* \(\S+ loses \d+ patients in it and",
+            id="attrition-of-another-funnel",
+        ),
+        pytest.param(
+            _summary_not_json,
+            r"summary\.json: not a cohort output of this run \(not JSON",
+            id="summary-not-json",
+        ),
+    ],
+)
+def test_a_damaged_or_foreign_file_is_refused_naming_it(
+    full_run: CohortSummary,
+    other_trial_run: Path,
+    tmp_path: Path,
+    damage: Callable[[Path, Path], None],
+    message: str,
+) -> None:
+    """Each file the funnel is drawn from is checked against the others and the summary: a
+    damaged one is named, exit 2, never a traceback or a wrong funnel."""
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("attrition.csv", "cohort.parquet", "summary.json"):
+        shutil.copyfile(full_run.out_dir / name, out / name)
+    what_if_funnel(out)  # the copy is whole
+    damage(out, other_trial_run)
+    with pytest.raises(CohortError, match=message):
+        what_if_funnel(out)
+    result = CliRunner().invoke(app, ["attrition", str(out)])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    assert result.output.startswith(f"error: {out}"), result.output
+
+
+def test_a_folder_without_its_summary_holds_no_finished_run(
+    full_run: CohortSummary, tmp_path: Path
+) -> None:
+    for name in ("attrition.csv", "cohort.parquet"):
+        shutil.copyfile(full_run.out_dir / name, tmp_path / name)
+    with pytest.raises(CohortError, match="no finished cohort run"):
+        what_if_funnel(tmp_path)

@@ -6,8 +6,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
-from engine.errors import CriteriaError, LintWarning, TrialsieveError
+from engine.cli import app
+from engine.criteria.loader import load_criteria
+from engine.errors import CriteriaError, LintWarning, MappingError, TrialsieveError
 from engine.lint import format_problems, has_errors, lint_paths
 from engine.normalise.loader import load_terminology
 
@@ -307,3 +310,51 @@ def test_per_result_is_the_only_word_a_reference_range_takes(tmp_path: Path) -> 
     problems = lint(tmp_path)
     assert has_errors(problems)
     assert "reference_range" in format_problems(problems)
+
+
+def test_a_mapping_error_is_reported_once_with_the_default_targets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`trialsieve lint` in a project folder reads mappings/ as found (`mappings/lab.yaml`)
+    and again through the criteria's `mappings: [../mappings]` (an absolute path): one file,
+    one error, counted once."""
+    project(tmp_path, mappings=MAPPINGS.replace("{high: 40}", "{low: 400, high: 40}"))
+    monkeypatch.chdir(tmp_path)
+    (problem,) = lint_paths([Path("criteria"), Path("mappings")])
+    assert isinstance(problem, MappingError)
+    assert problem.location.file == str(Path("mappings") / "lab.yaml")
+    result = CliRunner().invoke(app, ["lint"])
+    assert result.exit_code == 2
+    assert result.stderr.count("reference_range low 400 is above high 40") == 1, result.stderr
+    assert result.stderr.endswith("1 error, 0 warnings\n")
+
+
+@pytest.mark.parametrize("text", ["", "# to be written\n"])
+def test_an_empty_mapping_file_is_an_error_as_when_criteria_load_it(
+    tmp_path: Path, text: str
+) -> None:
+    criteria = project(tmp_path)
+    (tmp_path / "mappings" / "more.yaml").write_text(text, encoding="utf-8")
+    (problem,) = lint(tmp_path)
+    assert isinstance(problem, MappingError)
+    assert problem.message.startswith("the file is empty")
+    with pytest.raises(MappingError, match="the file is empty"):
+        load_terminology(load_criteria(criteria).mapping_paths)
+    for arguments in (["lint", str(criteria)], ["evaluate", str(criteria), "--bundle", "x"]):
+        assert CliRunner().invoke(app, arguments).exit_code == 2, arguments
+
+
+@pytest.mark.parametrize("folder", ["criteria", "mappings"])
+def test_a_file_that_is_not_utf8_is_reported_at_its_line(tmp_path: Path, folder: str) -> None:
+    """As the loaders report it (`evaluate`): the line, not a byte position."""
+    project(tmp_path)
+    path = tmp_path / folder / ("trial.yaml" if folder == "criteria" else "lab.yaml")
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[2] = lines[2].rstrip(b"\n") + b" # caf\xe9\n"
+    path.write_bytes(b"".join(lines))
+    (problem,) = lint(tmp_path)
+    assert (str(problem.location.file), problem.message) == (
+        str(path),
+        "the file is not UTF-8 text",
+    )
+    assert problem.location.line == 3

@@ -52,7 +52,7 @@ def run(*arguments: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(("name", "message"), CRITERIA_CORPUS.items())
 def test_lint_refuses_hostile_criteria_with_a_clear_error(name: str, message: str) -> None:
     finished = run("lint", str(HOSTILE / name))
-    assert finished.returncode == 1, finished.stdout + finished.stderr
+    assert finished.returncode == 2, finished.stdout + finished.stderr
     assert message in finished.stdout + finished.stderr
     assert "Traceback" not in finished.stderr
     assert max(map(len, (finished.stdout + finished.stderr).splitlines())) < 400

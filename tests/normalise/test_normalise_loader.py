@@ -68,9 +68,20 @@ def test_folder_loads_every_yaml_file(write_mapping: WriteMapping) -> None:
     assert terminology.concepts_of_coding("http://loinc.org", "1-8") == {"a", "b"}
 
 
-def test_empty_file_is_an_empty_mapping(write_mapping: WriteMapping) -> None:
-    path = write_mapping("# nothing yet\n")
-    assert load_terminology([path]).concept_ids() == frozenset()
+@pytest.mark.parametrize("text", ["", "# nothing yet\n", "---\n\n"])
+def test_an_empty_file_is_an_error(write_mapping: WriteMapping, text: str) -> None:
+    """A mapping file emptied by mistake would drop its codes without a word (and a
+    diagnosis no concept maps reads as absent); an empty section list, `{}`, still loads."""
+    error = only_error(write_mapping(text))
+    assert error.message.startswith("the file is empty")
+    assert load_terminology([write_mapping("{}\n", "none.yaml")]).concept_ids() == frozenset()
+
+
+def test_a_file_that_is_not_utf8_names_its_line(write_mapping: WriteMapping) -> None:
+    path = write_mapping("systems:\n  loinc: http://loinc.org\n")
+    path.write_bytes(path.read_bytes() + b"concepts: {a: {display: caf\xe9}}\n")
+    error = only_error(path)
+    assert (error.message, error.location.line) == ("the file is not UTF-8 text", 3)
 
 
 def test_missing_file(tmp_path: Path) -> None:
