@@ -41,6 +41,10 @@ handle it as they handle the library's errors, and converted into the tree above
                       expansion or nesting limits: a ruamel `MarkedYAMLError` (line, column),
                       reported by each YAML reader as it reports a syntax error
                       (CriteriaError, MappingError, AttestationError, ...)
+    NotRegularFileError (engine/atomic_write.py) a write's target that exists and is not a
+                      regular file (a named pipe, a device, a socket), never replaced: an
+                      OSError, reported by each writer as it reports a full disk (SinkError,
+                      the commands' `cannot write` messages)
 
 Signals, not errors: private exceptions that carry control inside one module and are always
 caught there, never reaching a caller:
