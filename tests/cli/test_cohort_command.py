@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,20 @@ def test_cohort_over_bundles_prints_the_summary(tmp_path: Path) -> None:
     again = CliRunner().invoke(app, [*arguments[:-1], "2027-01-01", "--out", str(tmp_path)])
     assert again.exit_code == 2
     assert "other as-of day" in again.output
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this system")
+def test_an_output_that_is_a_named_pipe_is_named_and_the_run_exits_1(tmp_path: Path) -> None:
+    pipe = tmp_path / "cohort.csv"
+    os.mkfifo(pipe)
+    arguments = ["cohort", CRITERIA, "--bundles", PATIENTS, "--as-of", "2026-11-01"]
+    result = CliRunner().invoke(
+        app, [*arguments, "--out", str(tmp_path), "--workers", "1", "--quiet"]
+    )
+    assert result.exit_code == 1
+    assert f"error: {pipe}: not a regular file (a named pipe)" in result.output
+    assert stat.S_ISFIFO(pipe.lstat().st_mode)
+    assert not (tmp_path / "summary.json").exists()
 
 
 def test_a_re_run_after_an_edit_says_what_it_evaluated(tmp_path: Path) -> None:
