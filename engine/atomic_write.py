@@ -25,12 +25,26 @@ the other, 0.024-0.029 s at once), then renamed. Each file is still whole or abs
 
 The temporary file is created exclusively (it never overwrites another) with the permissions
 any file the user writes gets (the umask applies), unlike `tempfile.mkstemp`'s owner-only ones.
+
+What is replaced: a symbolic link is followed, as a shell's `>` follows it: the temporary file
+is made beside the file the link points to (which need not exist yet), so the link stays and
+that file is replaced. A link in a sticky folder writable by all (`/tmp`) is followed only
+when it belongs to the user or to the folder's owner, the rule of Linux's
+`fs.protected_symlinks`, else PermissionError: another user's link there must not choose
+which of this user's files is replaced. A target that exists and is not a regular file (a
+named pipe, a device such as `/dev/null`, a socket) raises `NotRegularFileError`, a folder
+`IsADirectoryError`: renaming over such a node would delete it. Both are OSErrors, so every
+writer reports them as it reports a disk that is full. The target is checked when the
+temporary file is made and again just before the rename. (A hard link to the target keeps
+the old contents: the rename puts a new file in its place.)
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -39,6 +53,25 @@ from typing import BinaryIO
 
 TEMPORARY_SUFFIX = ".part"
 """Ends the name of a file being written; such a file is never a finished result."""
+
+_MOST_LINKS = 40
+"""Symbolic links followed from one target at most (Linux's limit, MAXSYMLINKS)."""
+
+_KINDS = (
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISLNK, "a symbolic link"),
+)
+
+
+class NotRegularFileError(OSError):
+    """A write's target exists and is not a regular file (a named pipe, a device, a socket):
+    it is never replaced. `filename` is the target, `strerror` says what it is."""
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
 
 
 @contextmanager
@@ -56,7 +89,7 @@ def atomic_write(path: str | Path, buffering: int = -1, durable: bool = True) ->
     ...     target.read_bytes(), sorted(p.name for p in Path(folder).iterdir())
     (b'{}', ['result.json'])
     """
-    target = Path(path)
+    target = _replaceable(path)
     temporary = _temporary_path(target)
     try:
         with open(temporary, "xb", buffering=buffering) as handle:
@@ -64,6 +97,7 @@ def atomic_write(path: str | Path, buffering: int = -1, durable: bool = True) ->
             handle.flush()
             if durable:
                 os.fsync(handle.fileno())
+        _check_replaceable(target)
         os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
@@ -80,6 +114,53 @@ def _temporary_path(target: Path) -> Path:
     return target.with_name(f".{target.name}.{secrets.token_hex(6)}{TEMPORARY_SUFFIX}")
 
 
+def _replaceable(path: str | Path) -> Path:
+    """The file a write to `path` replaces: `path`, or the file its symbolic links lead to
+    (see the module docstring for what is refused)."""
+    target = Path(path)
+    for _ in range(_MOST_LINKS):
+        try:
+            status = target.lstat()
+        except FileNotFoundError:
+            return target
+        if not stat.S_ISLNK(status.st_mode):
+            _check_replaceable(target, status)
+            return target
+        _check_may_follow(target, status)
+        target = target.parent / os.readlink(target)
+    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path))
+
+
+def _check_replaceable(target: Path, status: os.stat_result | None = None) -> None:
+    """Raise unless `target` is absent or a regular file (a link too, when checked again
+    before the rename: it was not one when the write began)."""
+    if status is None:
+        try:
+            status = target.lstat()
+        except FileNotFoundError:
+            return
+    if stat.S_ISREG(status.st_mode):
+        return
+    if stat.S_ISDIR(status.st_mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(target))
+    kind = next((name for test, name in _KINDS if test(status.st_mode)), "of another kind")
+    raise NotRegularFileError(None, f"not a regular file ({kind})", str(target))
+
+
+def _check_may_follow(link: Path, status: os.stat_result) -> None:
+    """PermissionError for a link another user made in a sticky folder writable by all."""
+    folder = link.parent.stat()
+    shared = folder.st_mode & stat.S_ISVTX and folder.st_mode & stat.S_IWOTH
+    user = os.geteuid() if hasattr(os, "geteuid") else status.st_uid
+    if shared and status.st_uid not in (user, folder.st_uid):
+        raise PermissionError(
+            errno.EACCES,
+            f"a symbolic link of another user (uid {status.st_uid}) in a folder writable by "
+            "all: not followed",
+            str(link),
+        )
+
+
 class AtomicFiles:
     """Files written as one set (`atomic_files`); `open` adds one, `commit` makes them all
     whole at once, `discard` removes them (each at most once: then both do nothing)."""
@@ -94,7 +175,7 @@ class AtomicFiles:
         folder must exist)."""
         if self._ended:
             raise ValueError("this set of files is committed or discarded already")
-        target = Path(path)
+        target = _replaceable(path)
         temporary = _temporary_path(target)
         # closed when the set is committed or discarded
         handle = open(temporary, "xb", buffering=self._buffering)  # noqa: SIM115
@@ -130,6 +211,8 @@ class AtomicFiles:
                 os.fsync(handle.fileno())
         for handle in handles:
             handle.close()
+        for target, _temporary, _handle in self._files:
+            _check_replaceable(target)  # none renamed when one is refused
         for target, temporary, _handle in self._files:
             os.replace(temporary, target)
 

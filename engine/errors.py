@@ -44,6 +44,13 @@ handle it as they handle the library's errors, and converted into the tree above
     ImpossibleDateError (engine/normalise/yaml_reading.py) a date-shaped plain scalar that
                       is no date (`2026-02-30`): a ruamel `ConstructorError` (line,
                       column), reported the same way
+    NotRegularFileError (engine/atomic_write.py) a write's target that exists and is not a
+                      regular file (a named pipe, a device, a socket), never replaced: an
+                      OSError, reported by each writer as it reports a full disk (SinkError,
+                      the commands' `cannot write` messages)
+    StandardOutputError (engine/cli/standard_output.py) standard output cannot be written
+                      (a full disk, a closed pipe): an OSError, which the `trialsieve` entry
+                      turns into `error: standard output: cannot write: ...` and exit 1
 
 Signals, not errors: private exceptions that carry control inside one module and are always
 caught there, never reaching a caller:

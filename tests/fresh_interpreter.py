@@ -20,6 +20,13 @@ except SystemExit as exit:
 print(code, " ".join(sorted(sys.modules)), file=sys.stderr)
 """
 
+_RUN_AS_THE_CONSOLE_SCRIPT = """
+import sys
+sys.argv = ["trialsieve", *sys.argv[1:]]
+from engine.cli import app
+sys.exit(app())
+"""
+
 
 def run_python(
     code: str,
@@ -50,3 +57,16 @@ def run_trialsieve(
     done = run_python(_RUN_TRIALSIEVE, *arguments, environment=environment)
     code, _, modules = done.stderr.strip().splitlines()[-1].partition(" ")
     return int(code), done.stdout, set(modules.split())
+
+
+def run_trialsieve_into(stdout: int, *arguments: str, timeout: float = 300) -> tuple[int, str]:
+    """`trialsieve ARGUMENTS` in a fresh interpreter as its console script runs it, with
+    standard output going to the descriptor `stdout`: its exit code and standard error."""
+    done = subprocess.run(
+        [sys.executable, "-c", _RUN_AS_THE_CONSOLE_SCRIPT, *arguments],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=timeout,
+    )
+    return done.returncode, done.stderr

@@ -4,13 +4,16 @@
     engine/cli/options.py    every option and argument, declared once
     engine/cli/console.py    the as-of day, `error: ...` messages, exits, loading a trial
     engine/cli/tables.py     the per-criterion and summary tables `evaluate` and `demo` print
+    engine/cli/standard_output.py  a failed write to standard output: an error, not a traceback
     engine/cli/<command>.py  one command each: evaluate, lint, cohort, coverage, demo,
                              serve, subscribe, version, test (cases.py), attrition
 
 Only this package prints for a person and exits: the engine raises the errors of
 `engine.errors`, and a command turns them into messages and exit codes (0 done, 1 some input
-could not be used or a server failed, each named; 2 bad criteria, mappings, attestations or
-arguments). A command module imports at its top only typer, rich and the options, and the
+could not be used or a write or a server failed, each named; 2 bad criteria, mappings,
+attestations or arguments). Standard output that cannot be written ends every command the
+same way, here: `error: standard output: cannot write: ...` and 1, and quietly 1 for a closed
+pipe (`| head`). A command module imports at its top only typer, rich and the options, and the
 engine inside the command function, so that `trialsieve --help` loads no more than it needs.
 To add a command: a module here with its function, its options in `options.py`, and a line
 below.
@@ -22,6 +25,7 @@ import atexit
 import functools
 import gc
 import sys
+from typing import Any
 
 import typer
 
@@ -37,7 +41,26 @@ from engine.cli.serve import serve
 from engine.cli.subscribe import subscribe
 from engine.cli.version import version
 
-app = typer.Typer(
+
+class _Trialsieve(typer.Typer):
+    """The app; run as a program (`app()`), it ends a failed write to standard output with
+    an error message and exit 1, never a traceback (`engine.cli.standard_output`)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from engine.cli.standard_output import StandardOutputError, guard, stop
+
+        guard()
+        try:
+            try:
+                return super().__call__(*args, **kwargs)
+            finally:
+                if sys.stdout is not None:
+                    sys.stdout.flush()  # what is left, before the interpreter's exit
+        except StandardOutputError as error:
+            stop(error)
+
+
+app = _Trialsieve(
     name="trialsieve",
     help="FHIR-based clinical-trial eligibility engine.",
     no_args_is_help=True,

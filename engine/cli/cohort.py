@@ -1,7 +1,8 @@
 """`trialsieve cohort`: evaluate a trial over a whole record set (`engine.cohort.run_cohort`).
 
 Exit status as for `evaluate`: 0 when every input was used, 1 when some input could not be
-(each problem is in errors.ndjson; the run went on without it), 2 for bad criteria, mappings
+(each problem is in errors.ndjson; the run went on without it) or a file could not be written
+(named: a full disk, an output that is a named pipe or a device), 2 for bad criteria, mappings
 or arguments, or an output folder that holds another run.
 """
 
@@ -16,10 +17,9 @@ from typing import TYPE_CHECKING, cast, get_args
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from engine.cli.console import parse_day
+from engine.cli.console import fail, parse_day, print_error
 from engine.cli.options import (
     AsOfOption,
     AttestationsOption,
@@ -138,14 +138,12 @@ def cohort(
     except TrialsieveError as error:
         _errors().print(f"[bold red]error:[/] {error}", soft_wrap=True)
         raise typer.Exit(2) from None
-    except OSError as error:  # the disk filled, a file vanished: the run can be resumed
-        where = escape(str(error.filename or out))
-        _errors().print(
-            f"[bold red]error:[/] {where}: {escape(error.strerror or str(error))}; what was "
-            "finished is kept: run the same command again to resume",
-            soft_wrap=True,
-        )
-        raise typer.Exit(1) from None
+    except OSError as error:  # the disk filled, a target is a named pipe: the run resumes
+        raise fail(
+            f"{_file_problem(error, out)}; what was finished is kept: run the same command "
+            "again to resume",
+            code=1,
+        ) from None
     _show(summary, out)
     if watch:
         summary = _watch(criteria, run, out) or summary
@@ -179,6 +177,9 @@ def _watch(criteria: Path, run: Callable[[], CohortSummary], out: Path) -> Cohor
                 last = run()
             except TrialsieveError as error:
                 errors.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+                continue
+            except OSError as error:
+                print_error(_file_problem(error, out))
                 continue
             _show(last, out)
             errors.print(f"watching {criteria} and its mappings (Ctrl-C stops)")
@@ -273,6 +274,8 @@ def _export(criteria: Path, export: ServerExport, folder: Path, quiet: bool) -> 
     except TrialsieveError as error:
         errors.print(f"[bold red]error:[/] {error}", soft_wrap=True)
         raise typer.Exit(2) from None
+    except OSError as error:
+        raise fail(_file_problem(error, folder), code=1) from None
     if export.since is not None and not quiet:
         errors.print(
             f"export: the changes since {export.since} (transaction time "
@@ -300,6 +303,13 @@ def _export(criteria: Path, export: ServerExport, folder: Path, quiet: bool) -> 
 
 
 _EXPORT_ISSUES_SHOWN = 20
+
+
+def _file_problem(error: OSError, folder: Path) -> str:
+    """What an OSError of a run says, first the file it names (for a rename, the target),
+    else the folder written into."""
+    where = error.filename2 or error.filename or folder
+    return f"{where}: {error.strerror or type(error).__name__}"
 
 
 def summary_table(summary: CohortSummary) -> Table:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 from pathlib import Path
 
 import orjson
@@ -30,6 +32,28 @@ def test_one_patient_goes_to_standard_output(runner: CliRunner) -> None:
     bundle = orjson.loads(result.stdout)
     assert bundle["type"] == "transaction"
     assert bundle["entry"][1]["resource"]["status"] == "candidate"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this system")
+def test_output_through_a_link_replaces_its_file_and_a_named_pipe_is_refused(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """`--output` writes through a symbolic link (the link stays); a named pipe is an error
+    naming it, exit 1 as for any output that cannot be written, and stays a named pipe."""
+    target, link, pipe = tmp_path / "target.json", tmp_path / "link.json", tmp_path / "pipe.json"
+    target.write_bytes(b"{}")
+    link.symlink_to(target.name)
+    os.mkfifo(pipe)
+    arguments = ["evaluate", CRITERIA, "--bundle", CANDIDATE, "--as-of", "2026-11-01"]
+    linked = runner.invoke(app, [*arguments, "--output", str(link)])
+    assert linked.exit_code == 0, linked.output
+    assert link.is_symlink()
+    assert orjson.loads(target.read_bytes())["type"] == "transaction"
+    refused = runner.invoke(app, [*arguments, "--output", str(pipe)])
+    assert refused.exit_code == 1
+    assert f"error: {pipe}: cannot write: not a regular file (a named pipe)" in refused.output
+    assert "written to" not in refused.output
+    assert stat.S_ISFIFO(pipe.lstat().st_mode)
 
 
 def test_attestations_make_the_candidate_eligible(runner: CliRunner, tmp_path: Path) -> None:

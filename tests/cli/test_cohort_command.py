@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,20 @@ def test_a_failed_write_is_an_error_naming_the_file_not_a_traceback(
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert "3.ndjson: No space left on device" in result.output
     assert "run the same command again to resume" in result.output
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this system")
+def test_an_output_that_is_a_named_pipe_is_named_and_the_run_exits_1(tmp_path: Path) -> None:
+    pipe = tmp_path / "cohort.csv"
+    os.mkfifo(pipe)
+    arguments = ["cohort", CRITERIA, "--bundles", PATIENTS, "--as-of", "2026-11-01"]
+    result = CliRunner().invoke(
+        app, [*arguments, "--out", str(tmp_path), "--workers", "1", "--quiet"]
+    )
+    assert result.exit_code == 1
+    assert f"error: {pipe}: not a regular file (a named pipe)" in result.output
+    assert stat.S_ISFIFO(pipe.lstat().st_mode)
+    assert not (tmp_path / "summary.json").exists()
 
 
 def test_a_re_run_after_an_edit_says_what_it_evaluated(tmp_path: Path) -> None:
