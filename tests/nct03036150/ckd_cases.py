@@ -24,6 +24,7 @@ from ckd_builders import (
 from trial_patients import (
     ATC,
     CLEAR,
+    CPT,
     ICD10CM,
     LOINC,
     MANUAL,
@@ -62,6 +63,8 @@ NYHA_III = (LOINC, "LA28406-9")
 TACROLIMUS = "1664463"
 DAPAGLIFLOZIN = "1488564"
 PREDNISONE_5_MG_TABLET = "312617"
+ICD10PCS = "http://www.cms.gov/Medicare/Coding/ICD10"
+DAPAGLIFLOZIN_10_MG_TABLET = "1488569"  # SCD (VSAC Hypoglycemics Treatment Medications)
 
 INCLUSION_1 = [
     i1.silent("unattested", MANUAL, answers=without("informed-consent"), reason=("manual review",)),
@@ -207,6 +210,27 @@ INCLUSION_5 = [
         reason=("in use continuously",),
     ),
     i5.meets(
+        "ramipril 10 mg capsule (SCD) since January",
+        remove=("lisinopril",),
+        add=(medication_request("ramipril", "261962", "active", "2026-01-12"),),
+        evidence=("MedicationRequest/ramipril",),
+    ),
+    i5.meets(
+        "fosinopril (ingredient) since January",
+        remove=("lisinopril",),
+        add=(medication_request("fosinopril", "50166", "active", "2026-01-12"),),
+    ),
+    i5.meets(
+        "perindopril erbumine 4 mg tablet (SCD) since January",
+        remove=("lisinopril",),
+        add=(medication_request("perindopril", "854988", "active", "2026-01-12"),),
+    ),
+    i5.meets(
+        "olmesartan 20 mg tablet (SCD) since January",
+        remove=("lisinopril",),
+        add=(medication_request("olmesartan", "349401", "active", "2026-01-12"),),
+    ),
+    i5.meets(
         "not on an ACE-I or ARB, contraindication attested",
         remove=("lisinopril",),
         answers=answered(ace_inhibitor_and_arb_contraindicated=True),
@@ -241,6 +265,14 @@ EXCLUSION_1 = [
     e1.fails(
         "lupus nephritis (SNOMED), resolved",
         add=(condition("ln", SNOMED, "68815009", "2010-01-01", "resolved", "2012-01-01"),),
+    ),
+    e1.fails(
+        "tubulo-interstitial nephropathy in SLE (M32.15)",
+        add=(condition("ln-m3215", ICD10CM, "M32.15", "2018-03-01"),),
+    ),
+    e1.fails(
+        "lupus nephritis WHO class IV (SNOMED)",
+        add=(condition("ln-iv", SNOMED, "36402006", "2019-01-01"),),
     ),
     e1.fails(
         "granulomatosis with polyangiitis (M31.31)",
@@ -289,6 +321,16 @@ EXCLUSION_2 = [
         evidence=("MedicationRequest/tacrolimus",),
     ),
     e2.fails(
+        "obinutuzumab (ATC L01FA03) 3 months ago, for renal disease",
+        add=(
+            medication_request(
+                "obinutuzumab", "L01FA03", "completed", days_ago(90), supply_days=1, system=ATC
+            ),
+        ),
+        answers=answered(immunotherapy_for_renal_disease=True),
+        evidence=("MedicationRequest/obinutuzumab",),
+    ),
+    e2.fails(
         "prednisone 2 x 5 mg tablets daily (10 mg) for renal disease",
         add=(prednisone("prednisone-tablets", daily_dosage(2, None), code=PREDNISONE_5_MG_TABLET),),
         answers=answered(immunotherapy_for_renal_disease=True),
@@ -329,6 +371,23 @@ EXCLUSION_3 = [
         add=(procedure("kidney-tx-procedure", SNOMED, "70536003", "2009-07-01"),),
     ),
     e3.fails(
+        "kidney transplant Procedure, ICD-10-PCS 0TY00Z0",
+        add=(procedure("kidney-tx-pcs", ICD10PCS, "0TY00Z0", "2011-03-01"),),
+        evidence=("Procedure/kidney-tx-pcs",),
+    ),
+    e3.fails(
+        "kidney transplant Procedure, CPT 50360",
+        add=(procedure("kidney-tx-cpt", CPT, "50360", "2013-05-01"),),
+    ),
+    e3.fails(
+        "heart transplant Procedure, ICD-10-PCS 02YA0Z0",
+        add=(procedure("heart-tx-pcs", ICD10PCS, "02YA0Z0", "2015-08-01"),),
+    ),
+    e3.meets(
+        "renal autotransplantation (CPT 50380) is not an organ transplant",
+        add=(procedure("auto-tx", CPT, "50380", "2014-01-01"),),
+    ),
+    e3.fails(
         "liver transplant status Z94.4",
         add=(condition("liver-tx", ICD10CM, "Z94.4", "2020-02-02"),),
     ),
@@ -362,6 +421,27 @@ EXCLUSION_4 = [
         add=(allergy("dapa-intolerance", RXNORM, DAPAGLIFLOZIN, "2024-05-01"),),
     ),
     e4.fails(
+        "dapagliflozin 10 mg tablet (SCD), active order",
+        add=(medication_request("dapa-scd", DAPAGLIFLOZIN_10_MG_TABLET, "active", days_ago(30)),),
+        evidence=("MedicationRequest/dapa-scd",),
+    ),
+    e4.fails(
+        "Farxiga 10 mg (SBD), active order",
+        add=(medication_request("farxiga", "1486977", "active", days_ago(30)),),
+    ),
+    e4.fails(
+        "empagliflozin 10 mg / linagliptin 5 mg (SCD), active order",
+        add=(medication_request("glyxambi-scd", "1602109", "active", days_ago(30)),),
+    ),
+    e4.fails(
+        "intolerance of Jardiance 10 mg (SBD)",
+        add=(allergy("jardiance-intolerance", RXNORM, "1545664", "2024-05-01"),),
+    ),
+    e4.fails(
+        "saxagliptin and dapagliflozin by ATC A10BD21",
+        add=(medication_request("qtern", "A10BD21", "active", days_ago(200), system=ATC),),
+    ),
+    e4.fails(
         "SGLT2 inhibitor by ATC class",
         add=(medication_request("atc-sglt2", "A10BK01", "active", days_ago(200), system=ATC),),
     ),
@@ -382,6 +462,23 @@ EXCLUSION_5 = [
     e5.fails(
         "type 1 diabetes (SNOMED)",
         add=(condition("t1dm-snomed", SNOMED, "46635009", "1990-01-01"),),
+    ),
+    e5.fails(
+        "type 1 diabetes without complication (SNOMED 313435000)",
+        add=(condition("t1dm-313435000", SNOMED, "313435000", "1995-01-01"),),
+        evidence=("Condition/t1dm-313435000",),
+    ),
+    e5.fails(
+        "renal disorder due to type 1 diabetes (SNOMED 421893009)",
+        add=(condition("t1dm-renal", SNOMED, "421893009", "2015-01-01"),),
+    ),
+    e5.fails(
+        "pre-existing type 1 diabetes in pregnancy (O24.012)",
+        add=(condition("t1dm-pregnancy", ICD10CM, "O24.012", "2001-05-01"),),
+    ),
+    e5.meets(
+        "MODY type 1 (SNOMED 609562003) is not type 1 diabetes",
+        add=(condition("mody1", SNOMED, "609562003", "2005-01-01"),),
     ),
     e5.silent("nothing recorded: closed world", CLEAR),
 ]

@@ -571,6 +571,22 @@ EXCLUSION_2 = [
     ),
     e2.fails("aspirin 81 mg active", add=(drug("243670", "active", days_ago(90), "aspirin"),)),
     e2.fails(
+        "apixaban 5 mg tablet [Eliquis] (SBD, VSAC) active",
+        add=(drug("1364447", "active", days_ago(20), "eliquis"),),
+    ),
+    e2.fails(
+        "enoxaparin 40 mg prefilled syringe (SCD, VSAC) active",
+        add=(drug("854235", "active", days_ago(5), "enoxaparin"),),
+    ),
+    e2.fails(
+        "clopidogrel 75 mg tablet [Plavix] (SBD, VSAC) active",
+        add=(drug("213169", "active", days_ago(40), "plavix"),),
+    ),
+    e2.meets(
+        "heparin lock flush (2 mL of 100 units/mL) is not anticoagulant therapy",
+        add=(drug("1362060", "active", days_ago(1), "heparin-flush"),),
+    ),
+    e2.fails(
         "rivaroxaban by ATC B01AF01 active",
         add=(drug("B01AF01", "active", days_ago(30), "rivaroxaban", system=ATC),),
     ),
