@@ -191,6 +191,14 @@ INCLUSION_4 = [
 ]
 
 LISINOPRIL_ENDED = medication_request("lisinopril-ended", "314077", "completed", days_ago(90))
+LISINOPRIL_ON_HOLD = {
+    **medication_request("lisinopril-held", "314077", "on-hold", "2026-01-15"),
+    "statusReason": {"text": "held: potassium 6.1"},
+}
+LISINOPRIL_PROPOSED = {
+    **medication_request("lisinopril-proposed", "314077", "active", "2026-01-15"),
+    "intent": "proposal",
+}
 
 INCLUSION_5 = [
     i5.meets(
@@ -219,6 +227,18 @@ INCLUSION_5 = [
     i5.fails(
         "dose not stable (investigator)",
         answers=answered(ace_inhibitor_or_arb_stable_maximum_tolerated_dose=False),
+    ),
+    i5.fails(
+        "lisinopril only proposed (intent proposal): no use",
+        remove=("lisinopril",),
+        add=(LISINOPRIL_PROPOSED,),
+    ),
+    i5.silent(
+        "lisinopril order on hold: end of use unknown",
+        MISSING,
+        remove=("lisinopril",),
+        add=(LISINOPRIL_ON_HOLD,),
+        reason=("end of use unknown",),
     ),
     i5.silent(
         "an ended order without supply duration: continuous use unknown",
@@ -343,6 +363,19 @@ EXCLUSION_4 = [
             medication_request(
                 "dapa-old", DAPAGLIFLOZIN, "completed", days_ago(180), supply_days=30
             ),
+        ),
+    ),
+    e4.meets(
+        "empagliflozin statement intended: a planned drug is no use",
+        add=(medication_statement("empa-intended", "1545653", "intended", days_ago(2), None),),
+    ),
+    e4.meets(
+        "dapagliflozin order of intent plan: no use",
+        add=(
+            {
+                **medication_request("dapa-plan", DAPAGLIFLOZIN, "active", days_ago(10)),
+                "intent": "plan",
+            },
         ),
     ),
     e4.fails(
