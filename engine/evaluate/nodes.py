@@ -40,16 +40,20 @@ from engine.evaluate.outcome import (
 )
 from engine.evaluate.status import StatusPredicate
 from engine.evaluate.timing import (
+    ONSET_FIELDS,
+    UNCERTAIN_VERIFICATION,
     Span,
     age_in_years,
     day_before,
     parse_date_range,
     resource_span,
+    undated_onset,
+    verification_status,
 )
 from engine.evaluate.values import ValueCheck
 from engine.normalise import Concept, DataProblem, Measurement, Terminology, measure
 from engine.record import PatientRecord
-from engine.resource_types import MEDICATION_REFERENCING_TYPES
+from engine.resource_types import MEDICATION_REFERENCING_TYPES, RESOURCE_TYPES
 
 EVIDENCE_LIMIT = 5
 """At most this many resources are cited per atom (the most recent first)."""
@@ -847,7 +851,21 @@ class ResourceNode:
             if isinstance(span, DateProblem):
                 problems.append(f"{record.label(resource)} {span}")
                 continue
-            if span is None:
+            if (
+                self.onset
+                and resource_type in _RECORDED_TYPES
+                and not any(name in resource for name in ONSET_FIELDS)
+            ):
+                # no dated onset: where onsetAge / onsetRange and recordedDate place it
+                placed = _place_undated_onset(
+                    resource, span, first_day, last_day, record.patient.get("birthDate")
+                )
+                if placed is None:
+                    continue
+                if placed:
+                    problems.append(f"{record.label(resource)} {placed}")
+                    continue
+            elif span is None:
                 if first_day is not None or self.needs_current:
                     problems.append(f"{record.label(resource)} has no date")
                     continue
@@ -878,6 +896,14 @@ class ResourceNode:
                         f"is current on {context.as_of.isoformat()}"
                     )
                 continue
+            if resource_type == "Condition":
+                uncertain = verification_status(resource)
+                if uncertain in UNCERTAIN_VERIFICATION:  # not an established diagnosis
+                    problems.append(
+                        f"{record.label(resource)}: {UNCERTAIN_VERIFICATION[uncertain]} "
+                        f"(verificationStatus {uncertain}): confirm"
+                    )
+                    continue
             kept.append(_Candidate(resource, span, record.label(resource)))
         kept.sort(key=_moment, reverse=True)
         return kept, problems
@@ -1055,6 +1081,39 @@ class ResourceNode:
             evidence=evidence,
             missing=(f"{self.subject} {window_text} (unusable: {problems[0]})",),
         )
+
+
+_RECORDED_TYPES = frozenset(
+    name
+    for name, known in RESOURCE_TYPES.items()
+    if any(date_field.name == "recordedDate" for date_field in known.start_fields)
+)
+"""Types dated by onset[x], else recordedDate (Condition, AllergyIntolerance): with `timing:
+onset`, their recordedDate is no onset (`undated_onset`)."""
+
+
+def _place_undated_onset(
+    resource: dict[str, Any],
+    span: Span | None,
+    first_day: dt.date | None,
+    last_day: dt.date,
+    birth_date: object,
+) -> str | None:
+    """Whether a resource without a dated onset began in the window: "" when surely (it
+    counts), None when surely not, else why it cannot be told (a problem)."""
+    earliest, latest, how = undated_onset(resource, span, birth_date)
+    if earliest is not None and earliest > last_day:
+        return None  # began after the window
+    if first_day is not None and latest is not None and latest < first_day:
+        return None  # began before it
+    if first_day is None:  # `within: ever`: any onset up to the last day counts
+        surely = latest is None or latest <= last_day
+    else:
+        surely = earliest is not None and latest is not None and first_day <= earliest
+        surely = surely and latest is not None and latest <= last_day
+    if surely:
+        return ""
+    return f"{how}: whether it began in the window cannot be told"
 
 
 def passes_filters(

@@ -15,6 +15,7 @@ from ckd_builders import (
     allergy,
     condition,
     daily_dosage,
+    date_time,
     medication_request,
     medication_statement,
     observation,
@@ -24,12 +25,14 @@ from ckd_builders import (
 from trial_patients import (
     ATC,
     CLEAR,
+    CONDITION_VERIFICATION,
     ICD10CM,
     LOINC,
     MANUAL,
     MISSING,
     RXNORM,
     SNOMED,
+    UCUM,
     Case,
     Cases,
     Resource,
@@ -48,6 +51,22 @@ def without(*manual_ids: str) -> dict[str, bool]:
 
 def answered(**overrides: bool) -> dict[str, bool]:
     return {**FAVOURABLE, **{key.replace("_", "-"): value for key, value in overrides.items()}}
+
+
+def verified(resource: Resource, status: str) -> Resource:
+    """The Condition with this verificationStatus (FHIR R4 condition-ver-status)."""
+    coding = {"system": CONDITION_VERIFICATION, "code": status}
+    return {**resource, "verificationStatus": {"coding": [coding]}}
+
+
+def onset_as(resource: Resource, **fields: object) -> Resource:
+    """The Condition with these fields instead of its onsetDateTime."""
+    kept = {key: value for key, value in resource.items() if key != "onsetDateTime"}
+    return {**kept, **fields}
+
+
+def years(value: int) -> Resource:
+    return {"value": value, "unit": "a", "system": UCUM, "code": "a"}
 
 
 i1, i2, i3, i4, i5 = (Cases(f"inclusion-{number}", FAVOURABLE) for number in range(1, 6))
@@ -406,6 +425,10 @@ EXCLUSION_4 = [
     ),
 ]
 
+T1DM_PROVISIONAL = verified(
+    condition("t1dm-provisional", SNOMED, "46635009", "2015-05-01"), "provisional"
+)
+
 EXCLUSION_5 = [
     e5.meets("type 2 diabetes only"),
     e5.fails(
@@ -416,10 +439,43 @@ EXCLUSION_5 = [
         "type 1 diabetes (SNOMED)",
         add=(condition("t1dm-snomed", SNOMED, "46635009", "1990-01-01"),),
     ),
+    e5.meets(
+        "type 1 diabetes refuted",
+        add=(verified(condition("t1dm-refuted", SNOMED, "46635009", "2015-05-01"), "refuted"),),
+    ),
+    e5.fails(
+        "type 1 diabetes provisional, and confirmed by another record",
+        add=(
+            verified(
+                condition("t1dm-provisional", SNOMED, "46635009", "2015-05-01"), "provisional"
+            ),
+            condition("t1dm", ICD10CM, "E10.9", "1990-01-01"),
+        ),
+        evidence=("Condition/t1dm",),
+    ),
+    e5.silent(
+        "type 1 diabetes provisional: confirm",
+        MISSING,
+        add=(
+            verified(
+                condition("t1dm-provisional", SNOMED, "46635009", "2015-05-01"), "provisional"
+            ),
+        ),
+        reason=("provisional diagnosis (verificationStatus provisional): confirm",),
+    ),
+    e5.silent(
+        "type 1 diabetes unconfirmed: confirm",
+        MISSING,
+        add=(
+            verified(condition("t1dm-unconfirmed", ICD10CM, "E10.9", "2015-05-01"), "unconfirmed"),
+        ),
+        reason=("unconfirmed diagnosis",),
+    ),
     e5.silent("nothing recorded: closed world", CLEAR),
 ]
 
 HEART_FAILURE = condition("chf", SNOMED, "88805009", "2022-01-01")
+
 
 EXCLUSION_6 = [
     e6.meets("no heart failure"),
@@ -457,6 +513,68 @@ EXCLUSION_7 = [
     e7.fails(
         "unstable angina 3 weeks ago, resolved",
         add=(condition("ua", SNOMED, "4557003", days_ago(21), "resolved", days_ago(18)),),
+    ),
+    e7.meets(
+        "stroke recorded last month, onset aged 50 (onsetAge: 2014)",
+        add=(
+            onset_as(
+                condition("stroke-age-50", ICD10CM, "I63.9", "2014-01-01"),
+                onsetAge=years(50),
+                recordedDate=date_time(days_ago(30)),
+            ),
+        ),
+    ),
+    e7.meets(
+        "stroke with no onset, recorded a year ago: began before the 12 weeks",
+        add=(
+            onset_as(
+                condition("stroke-recorded-old", ICD10CM, "I63.9", "2025-01-01"),
+                recordedDate=date_time(days_ago(365)),
+            ),
+        ),
+    ),
+    e7.silent(
+        "stroke differential diagnosis 4 weeks ago: confirm",
+        MISSING,
+        add=(
+            verified(condition("stroke-ruleout", ICD10CM, "I63.9", days_ago(28)), "differential"),
+        ),
+        reason=("differential diagnosis (verificationStatus differential): confirm",),
+    ),
+    e7.silent(
+        "stroke with no onset, recorded 4 weeks ago: the record date is no onset",
+        MISSING,
+        add=(
+            onset_as(
+                condition("stroke-recorded", ICD10CM, "I63.9", "2026-01-01"),
+                recordedDate=date_time(days_ago(28)),
+            ),
+        ),
+        reason=("has no onset date; recorded",),
+    ),
+    e7.silent(
+        "stroke at age 62 (onsetAge), recorded 10 days ago: the age spans the window's start",
+        MISSING,
+        add=(
+            onset_as(
+                condition("stroke-age-62", ICD10CM, "I63.9", "2026-01-01"),
+                onsetAge=years(62),
+                recordedDate=date_time(days_ago(10)),
+            ),
+        ),
+        reason=("began aged 62 years (onsetAge): 2026-02-10 to 2027-02-09",),
+    ),
+    e7.silent(
+        "stroke onset as text (onsetString), recorded 10 days ago",
+        MISSING,
+        add=(
+            onset_as(
+                condition("stroke-text", ICD10CM, "I63.9", "2026-01-01"),
+                onsetString="last month",
+                recordedDate=date_time(days_ago(10)),
+            ),
+        ),
+        reason=("onset as text only ('last month', onsetString)",),
     ),
     e7.silent("nothing recorded: closed world", CLEAR),
 ]
