@@ -82,6 +82,37 @@ TACROLIMUS = "1664463"
 DAPAGLIFLOZIN = "1488564"
 PREDNISONE_5_MG_TABLET = "312617"
 
+FARXIGA_DISPLAY = "Farxiga 10 mg tablet (dapagliflozin)"
+
+
+def referring(id: str, status: str, authored_on: str, **dispense: int) -> Resource:
+    """A MedicationRequest whose medicationReference names a Medication not in the record."""
+    order = medication_request(id, DAPAGLIFLOZIN, status, authored_on, **dispense)
+    del order["medicationCodeableConcept"]
+    return {
+        **order,
+        "medicationReference": {"reference": "Medication/farxiga-10", "display": FARXIGA_DISPLAY},
+    }
+
+
+def text_only(id: str, text: str, authored_on: str) -> Resource:
+    """A MedicationRequest naming its drug as text, with no coding."""
+    order = medication_request(id, DAPAGLIFLOZIN, "active", authored_on)
+    return {**order, "medicationCodeableConcept": {"text": text}}
+
+
+def ingredient_only(id: str, code: str, authored_on: str) -> Resource:
+    """A MedicationRequest of a contained Medication coded only by its ingredient."""
+    order = medication_request(id, code, "active", authored_on)
+    del order["medicationCodeableConcept"]
+    medication = {
+        "resourceType": "Medication",
+        "id": "med",
+        "ingredient": [{"itemCodeableConcept": {"coding": [{"system": RXNORM, "code": code}]}}],
+    }
+    return {**order, "contained": [medication], "medicationReference": {"reference": "#med"}}
+
+
 INCLUSION_1 = [
     i1.silent("unattested", MANUAL, answers=without("informed-consent"), reason=("manual review",)),
     i1.meets("consent attested"),
@@ -252,6 +283,23 @@ INCLUSION_5 = [
         remove=("lisinopril",),
         add=(LISINOPRIL_PROPOSED,),
     ),
+    i5.meets(
+        "lisinopril on record beside an unidentifiable order",
+        add=(referring("farxiga-order", "active", "2026-01-15"),),
+        evidence=("MedicationRequest/lisinopril",),
+    ),
+    i5.meets(
+        "lisinopril as the ingredient of a contained Medication",
+        remove=("lisinopril",),
+        add=(ingredient_only("lisinopril-ingredient", "29046", "2026-01-15"),),
+    ),
+    i5.silent(
+        "only an order whose Medication is not in the record",
+        MISSING,
+        remove=("lisinopril",),
+        add=(referring("unknown-order", "active", "2026-01-15"),),
+        reason=("is not in the record: which drug it is cannot be told",),
+    ),
     i5.silent(
         "lisinopril order on hold: end of use unknown",
         MISSING,
@@ -416,6 +464,37 @@ EXCLUSION_4 = [
     e4.fails(
         "SGLT2 inhibitor by ATC class",
         add=(medication_request("atc-sglt2", "A10BK01", "active", days_ago(200), system=ATC),),
+    ),
+    e4.silent(
+        "an order whose Medication is not in the record: which drug cannot be told",
+        MISSING,
+        add=(referring("farxiga-order", "active", days_ago(60)),),
+        reason=(
+            "MedicationRequest/farxiga-order: its medication (Medication/farxiga-10, "
+            f"'{FARXIGA_DISPLAY}') is not in the record: which drug it is cannot be told",
+        ),
+    ),
+    e4.silent(
+        "an order naming its drug as text only",
+        MISSING,
+        add=(text_only("dapa-text", "dapagliflozin 10 mg tablet", days_ago(30)),),
+        reason=("its medication ('dapagliflozin 10 mg tablet') has no code the mappings know",),
+    ),
+    e4.meets(
+        "an unidentifiable order ended long before the 8 weeks (30-day supply)",
+        add=(referring("farxiga-old", "completed", days_ago(365), supply_days=30),),
+    ),
+    e4.fails(
+        "a contained Medication coded only by its ingredient, dapagliflozin",
+        add=(ingredient_only("dapa-ingredient", DAPAGLIFLOZIN, days_ago(30)),),
+    ),
+    e4.fails(
+        "empagliflozin on record beside an unidentifiable order: settled present",
+        add=(
+            medication_request("empa-active", "1545653", "active", days_ago(20)),
+            referring("farxiga-order", "active", days_ago(60)),
+        ),
+        evidence=("MedicationRequest/empa-active",),
     ),
     e4.silent(
         "stopped dapagliflozin order without supply duration: end unknown",
