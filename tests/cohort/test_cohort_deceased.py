@@ -70,6 +70,7 @@ def test_a_cohort_loses_the_deceased_at_step_0(tmp_path: Path) -> None:
         "fails_overall": "1",
     }
     assert int(attrition[1]["remaining_before"]) == summary.patients - 1
+    assert summary.deceased == 1 and summary.to_json()["deceased"] == 1
     assert "Deceased on or before the as-of day" in (out / "attrition.html").read_text()
     issues = [orjson.loads(line) for line in (out / "issues.ndjson").read_bytes().splitlines()]
     assert sum("deceased on 2026-10-29" in issue["detail"] for issue in issues) == 1
