@@ -27,6 +27,13 @@ not only dots), which `resolve` looks up as it is: one anchored match instead of
 key's search from every position (a test checks that the two agree)."""
 _NO_CONCEPTS: frozenset[str] = frozenset()
 
+UNIDENTIFIED_MEDICATION = "trialsieve:unidentified-medication"
+"""The concept a record indexes a medication resource under when it cannot tell which drug
+it is: its medicationReference resolves to nothing (or to no Medication), or its medication
+has no coding in a system the mappings know (text only, a Medication with neither code nor
+ingredient codes, local codes). Medication atoms read it too: such a resource in their
+window keeps them unknown (`engine.evaluate.nodes.unidentified_medication_text`)."""
+
 DATING_FIELDS: dict[str, tuple[tuple[str | None, str], ...]] = {
     name: tuple(
         (date_field.container, date_field.name)
@@ -333,10 +340,17 @@ class PatientRecord:
                 )
             if concepts is None:
                 concepts = _NO_CONCEPTS
-                for field, concept in coded_fields_of(self, resource):
+                coded_fields = coded_fields_of(self, resource)
+                for field, concept in coded_fields:
                     found = self._classify(resource, field, concept, classified, classify)
                     if found:
                         concepts = found if not concepts else concepts | found
+                if (
+                    not concepts
+                    and coded_fields_of is _medication_codes
+                    and not _knows_a_coding(coded_fields, classify)
+                ):  # which drug it is cannot be told
+                    concepts = _UNIDENTIFIED
             if concepts:
                 for concept_id in concepts:
                     same_concept = by_concept.get(concept_id)
@@ -409,9 +423,19 @@ class PatientRecord:
             found = medication.get("resourceType")
             return None, f"medicationReference '{reference}' points to a {found}, not a Medication"
         code = medication.get("code")
-        if not isinstance(code, dict):
-            return None, f"the Medication '{reference}' has no code"
-        return code, ""
+        if isinstance(code, dict):
+            return code, ""
+        ingredients = _ingredient_concepts(medication)
+        if ingredients:  # coded through its ingredients only
+            codings = [
+                coding
+                for _field, concept in ingredients
+                for coding in concept.get("coding") or ()
+                if isinstance(coding, dict)
+            ]
+            names = [_concept_name(concept) for _field, concept in ingredients]
+            return {"coding": codings, "text": " + ".join(filter(None, names))}, ""
+        return None, f"the Medication '{reference}' has no code"
 
     def _position_of(self, resource: dict[str, Any]) -> int | None:
         if self._position_by_identity is None:
@@ -506,6 +530,9 @@ def _allergy_codes(record: PatientRecord, resource: dict[str, Any]) -> list[_Cod
 
 
 def _medication_codes(record: PatientRecord, resource: dict[str, Any]) -> list[_CodedField]:
+    """The medication's code, and the codes of the ingredients of a referenced Medication
+    (FHIR R4 Medication.ingredient.itemCodeableConcept: "The actual ingredient"), each a
+    code of the medication: a product containing a drug is that drug."""
     concept, problem = record._medication_concept(resource)
     if concept is None:
         field = "medicationReference" if "medicationReference" in resource else "medication[x]"
@@ -513,7 +540,58 @@ def _medication_codes(record: PatientRecord, resource: dict[str, Any]) -> list[_
         return []
     if isinstance(resource.get("medicationCodeableConcept"), dict):
         return [("medicationCodeableConcept", concept)]
-    return [("medicationReference", concept)]
+    reference = resource.get("medicationReference")
+    target = reference.get("reference") if isinstance(reference, dict) else None
+    medication = record.resolve(target, container=resource) if isinstance(target, str) else None
+    if medication is None or not isinstance(medication.get("code"), dict):
+        return [("medicationReference", concept)]  # (the ingredients' codes, joined)
+    return [
+        ("medicationReference", concept),
+        *(
+            (f"medicationReference.{field}", ingredient)
+            for field, ingredient in _ingredient_concepts(medication)
+        ),
+    ]
+
+
+def _ingredient_concepts(medication: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """A Medication's ingredients coded by itemCodeableConcept, with their fields."""
+    ingredients = medication.get("ingredient")
+    if not isinstance(ingredients, list):
+        return []
+    return [
+        (f"ingredient[{index}].itemCodeableConcept", ingredient["itemCodeableConcept"])
+        for index, ingredient in enumerate(ingredients)
+        if isinstance(ingredient, dict) and isinstance(ingredient.get("itemCodeableConcept"), dict)
+    ]
+
+
+def _concept_name(concept: dict[str, Any]) -> str:
+    text = concept.get("text")
+    if isinstance(text, str) and text:
+        return text
+    for coding in concept.get("coding") or ():
+        if isinstance(coding, dict) and isinstance(coding.get("display"), str):
+            return str(coding["display"])
+    return ""
+
+
+def _knows_a_coding(coded_fields: list[_CodedField], classify: _ClassifyCoding) -> bool:
+    """Whether a coding of these fields is in a system the mappings know (a code of no
+    concept there is a drug the criteria do not ask about, not an unknown one)."""
+    for _field, concept in coded_fields:
+        codings = concept.get("coding") if isinstance(concept, dict) else None
+        for coding in codings if isinstance(codings, list) else ():
+            code = coding.get("code") if isinstance(coding, dict) else None
+            if not isinstance(code, str) or not code:
+                continue
+            system = coding.get("system")
+            if classify(system if isinstance(system, str) else None, code) is not None:
+                return True
+    return False
+
+
+_UNIDENTIFIED = frozenset({UNIDENTIFIED_MEDICATION})
 
 
 _CodedFields = Callable[[PatientRecord, dict[str, Any]], list[_CodedField]]

@@ -95,9 +95,22 @@ class ResourceType:
 
 _REFUTED = frozenset({"refuted", "entered-in-error"})
 _MEDICATION_EXCLUDED = frozenset(
-    {"entered-in-error", "cancelled", "not-taken", "not-done", "draft"}
+    {"entered-in-error", "cancelled", "not-taken", "not-done", "draft", "intended"}
 )
-_MEDICATION_ONGOING = frozenset({"active", "in-progress", "on-hold", "intended"})
+"""Medication statuses that show no use (FHIR R4 value sets medication-statement-status,
+medicationrequest-status, medication-admin-status): `intended` is a MedicationStatement's
+"the medication may be taken at some time in the future", not a use."""
+_MEDICATION_ONGOING = frozenset({"active", "in-progress"})
+"""Medication statuses still going on. `on-hold` is not one: FHIR R4 defines it as "actions
+implied by the statement/prescription/administration have been temporarily halted"; a held
+drug proves use up to the hold, a day the record does not give (its end is unknown)."""
+NOT_ORDER_INTENTS = frozenset({"proposal", "plan", "option"})
+"""MedicationRequest.intent codes (FHIR R4 value set medicationrequest-intent) that are no
+order: `proposal` "a suggestion ... without an intention to ensure it occurs and without
+providing an authorization to act", `plan` "an intention to ensure something occurs without
+providing an authorization for others to act", `option` "a component or option for a
+RequestGroup". Such a request shows no use (`order`, `original-order`, `reflex-order`,
+`filler-order` and `instance-order` authorise the drug, and count)."""
 _MEDICATION_DATES = (
     DateField("effectivePeriod", is_period=True, open_ended=True),
     DateField("validityPeriod", is_period=True, open_ended=True, container="dispenseRequest"),

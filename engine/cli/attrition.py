@@ -39,7 +39,8 @@ def attrition(out: CohortOutArgument, without: WithoutOption = None) -> None:
     table = Table(title=f"Attrition of {funnel.patients:,} patients")
     for column in ("#", "criterion", "kind", "remaining before", "lost", "remaining"):
         table.add_column(column, justify="right" if column != "criterion" else "left")
-    for step_number, step in enumerate(funnel.steps, start=1):
+    first = 0 if funnel.steps and funnel.steps[0].kind == "vital-status" else 1  # deceased
+    for step_number, step in enumerate(funnel.steps, start=first):
         table.add_row(
             str(step_number),
             step.criterion + (" (switched off)" if step.switched_off else ""),

@@ -320,6 +320,8 @@ def summary_table(summary: CohortSummary) -> Table:
     table.add_row("patients", f"{summary.patients:,}")
     for status, count in summary.statuses.items():
         table.add_row(f"  {status}", f"{count:,}")
+    if summary.deceased:
+        table.add_row("  deceased (ineligible, attrition step 0)", f"{summary.deceased:,}")
     how = "evaluated in full" if summary.full else "evaluated from their preview"
     table.add_row(
         f"settled by the pre-filter ({how})",

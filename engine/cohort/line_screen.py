@@ -27,7 +27,8 @@ report shows:
   problem cannot arise) and its coded field, and no `contained` (whose resources the
   record would index too). A medication line without a medicationCodeableConcept is coded
   by the Medication its `medicationReference` resolves to: it is skipped only through a
-  shared Medication whose `code` the rule below finds inert (`LineScreen._shared_medication`:
+  shared Medication whose `code` (and each ingredient's `itemCodeableConcept`) the rule below
+  finds inert (`LineScreen._shared_medication`:
   a plain `Medication/<id>` of the export's shared resources, written in the line as the
   search for shared references finds it, so that the record holds that Medication skipped
   or not; a patient holding a resource of that `Type/id` of their own is read again without
@@ -675,10 +676,26 @@ class LineScreen:
                 type(resource) is dict
                 and resource.get("resourceType") == "Medication"
                 and self._inert_code(resource.get("code"))
+                and self._inert_ingredients(resource.get("ingredient"))
             )
         if inert:
             relied.append(target)
         return inert
+
+    def _inert_ingredients(self, ingredients: Any) -> bool:
+        """Whether a Medication's ingredients add no concept: the record classifies each
+        `itemCodeableConcept` as a code of the medication (`engine.record`)."""
+        if ingredients is None:
+            return True
+        if type(ingredients) is not list:
+            return False
+        for ingredient in ingredients:
+            if type(ingredient) is not dict:
+                return False
+            item = ingredient.get("itemCodeableConcept")
+            if item is not None and not self._inert_code(item):
+                return False
+        return True
 
     def _inert_code(self, code: Any) -> bool:
         """Whether a `code` indexes under no concept the criteria read and adds no data

@@ -140,6 +140,11 @@ def mappings_digest(criteria: CompiledCriteria) -> str:
     return digest.hexdigest()
 
 
+_STORED_PATIENT_FIELDS = ("vital",)
+"""Patient fields added to the store since its first format (a store written without them
+has another key: it is evaluated again rather than read as if the patient were alive)."""
+
+
 def store_key(
     criteria: CompiledCriteria,
     input_description: Mapping[str, Any],
@@ -162,6 +167,7 @@ def store_key(
             "unavailable_types": sorted(criteria.unavailable_types),
             "kept_types": sorted(kept_types),
             "full": full,
+            "patient_fields": _STORED_PATIENT_FIELDS,
         },
         option=orjson.OPT_SORT_KEYS,
     )
@@ -376,6 +382,9 @@ class StoreBuilder:
                 "preview": preview,
                 "settled_by": settled_by,
                 "parts": parts,
+                "vital": None
+                if report.vital is None
+                else [report.vital.reason, report.vital.certain],
             }
         )
         resolved: dict[str, Any] = {}

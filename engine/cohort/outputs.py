@@ -3,14 +3,18 @@
 - `subjects.ndjson`, `issues.ndjson`: every patient's ResearchSubject and DetectedIssue.
 - `study.json`: the ResearchStudy the ResearchSubjects refer to (`ResearchStudy/<id>`), so
   every reference resolves inside the output set.
-- `cohort.csv`: a row per patient: id, status, and per criterion `met` / `not_met` /
-  `unknown_missing` / `manual` (the criterion's own truth; see `criterion_value`), or
-  `not_evaluated` for the criteria a pre-filter-settled patient was not evaluated on.
+- `cohort.csv`: a row per patient: id, status, `deceased` (`no`; `yes`: the record says they
+  died on or before the as-of day; `unknown`: it cannot tell whether before or after), and
+  per criterion `met` / `not_met` / `unknown_missing` / `manual` (the criterion's own truth;
+  see `criterion_value`), or `not_evaluated` for the criteria a pre-filter-settled patient
+  was not evaluated on.
 - `cohort.parquet`: the same rows and columns, typed: status and criterion columns are
   dictionary-encoded strings (fixed dictionaries: every status, every criterion value).
 - `attrition.csv`, `attrition.html`: the funnel in protocol order: how many patients remain
   after each criterion (remaining = failing none so far: an inclusion not met or an exclusion
-  met is a failure) and how many each criterion loses, as ATLAS draws it.
+  met is a failure) and how many each criterion loses, as ATLAS draws it. Its first row, step
+  0 (`deceased`, kind `vital-status`), loses the patients who died on or before the as-of
+  day: they are no candidates whatever the criteria say.
 - `data_availability.csv`: per criterion, the share of the patients evaluated on it whose
   record could answer it (anything but `unknown_missing`) and the most frequent missing items;
   `patients` counts those evaluated, `not_evaluated` those the pre-filter settled without it.
@@ -74,6 +78,14 @@ ASSEMBLED_FILES = (
     "data_availability.csv",
 )
 """The files `assemble_outputs` writes into `out`."""
+DECEASED = "deceased"
+"""cohort.csv's column (after `status`), the summary's member and attrition's step 0."""
+DECEASED_VALUES = ("no", "yes", "unknown")
+"""The `deceased` column's values: `yes` died on or before the as-of day (Patient.deceased[x]:
+not a candidate); `unknown` the record cannot tell whether before or after it."""
+VITAL_STATUS_KIND = "vital-status"
+"""attrition.csv's kind of step 0 (no criterion: a patient who died is no candidate)."""
+DECEASED_LABEL = "Deceased on or before the as-of day"
 MISSING_ITEMS_SHOWN = 3
 PARQUET_ROWS_PER_GROUP = 64 * 1024
 
@@ -87,6 +99,8 @@ class CohortCounts:
         default_factory=lambda: {status.value: 0 for status in SubjectStatus}
     )
     settled_by_prefilter: int = 0
+    deceased: int = 0
+    """Patients the record says died on or before the as-of day (lost at step 0)."""
     problems: int = 0
     lines_affected: int = 0
     patients_affected: int = 0
@@ -134,7 +148,7 @@ def assemble_outputs(
     parquet_file = files.open(out / "cohort.parquet")
     with _CohortParquet(parquet_file, [tally.id for tally in tallies]) as parquet:
         table = csv.writer(_TextSink(table_file), lineterminator="\n")
-        table.writerow(["patient", "status", *(tally.id for tally in tallies)])
+        table.writerow(["patient", "status", DECEASED, *(tally.id for tally in tallies)])
         problems_at = [0] * partition_count
         streams = [
             _patient_results(result_path(results_folder, index), problems_at, index)
@@ -152,11 +166,14 @@ def assemble_outputs(
             subjects.write(b"\n")
             issues.write(line[second_tab + 1 :])
             status = result["status"]
-            values, numbers = cells_seen.add(result["cells"])
-            table.writerow([patient_id, status, *values])
-            parquet.add(patient_id, status, numbers)
+            deceased = result.get(DECEASED, "no")
+            dead = deceased == "yes"
+            values, numbers = cells_seen.add(result["cells"], dead)
+            table.writerow([patient_id, status, deceased, *values])
+            parquet.add(patient_id, status, deceased, numbers)
             counts.patients += 1
             counts.statuses[status] += 1
+            counts.deceased += dead
             if result["settled_by"] is not None:
                 counts.settled_by_prefilter += 1
         cells_seen.flush()
@@ -195,7 +212,7 @@ def outputs_key(out: Path, criteria: CompiledCriteria, partition_count: int) -> 
     return digest.hexdigest()
 
 
-_OUTPUTS_FORMAT = b"trialsieve-cohort-outputs-1\0"
+_OUTPUTS_FORMAT = b"trialsieve-cohort-outputs-2\0"
 _TAIL = 512
 """Bytes read from a result file's end for its `complete` line (about 110 bytes)."""
 
@@ -258,10 +275,11 @@ class _CellsTally:
         self.tallies = tallies
         self.value_numbers = {value: number for number, value in enumerate(CRITERION_VALUES)}
         self.known: dict[bytes, tuple[list[str], list[int], list[Any]]] = {}
-        self.patients: Counter[bytes] = Counter()
+        self.patients: Counter[tuple[bytes, bool]] = Counter()
 
-    def add(self, text: bytes) -> tuple[list[str], list[int]]:
-        """One patient's cells (JSON text): their values, and the values' numbers."""
+    def add(self, text: bytes, dead: bool = False) -> tuple[list[str], list[int]]:
+        """One patient's cells (JSON text): their values, and the values' numbers. `dead`:
+        the patient left the funnel before the criteria (step 0, deceased)."""
         known = self.known.get(text)
         if known is None:
             if len(self.known) >= _CELLS_KEPT:
@@ -270,13 +288,13 @@ class _CellsTally:
             values = [value for value, _missing in cells]
             numbers = self.value_numbers
             known = self.known[text] = (values, [numbers[value] for value in values], cells)
-        self.patients[text] += 1
+        self.patients[text, dead] += 1
         return known[0], known[1]
 
     def flush(self) -> None:
         """Count the patients seen so far into the tallies."""
-        for text, patients in self.patients.items():
-            _count(self.tallies, self.known[text][2], patients)
+        for (text, dead), patients in self.patients.items():
+            _count(self.tallies, self.known[text][2], patients, dead)
         self.known.clear()
         self.patients.clear()
 
@@ -284,9 +302,12 @@ class _CellsTally:
 _CELLS_KEPT = 4096
 
 
-def _count(tallies: list[_CriterionTally], cells: list[Any], patients: int) -> None:
-    """Count `patients` patients whose criteria cells are `cells` into the tallies."""
-    failed = False
+def _count(
+    tallies: list[_CriterionTally], cells: list[Any], patients: int, dead: bool = False
+) -> None:
+    """Count `patients` patients whose criteria cells are `cells` into the tallies (`dead`:
+    lost before the first criterion, at step 0)."""
+    failed = dead
     for tally, (value, missing) in zip(tallies, cells, strict=True):
         tally.values[value] += patients
         if value == "unknown_missing":
@@ -424,8 +445,11 @@ def _write_attrition(
     tallies: list[_CriterionTally],
     counts: CohortCounts,
 ) -> None:
-    rows: list[list[Any]] = []
-    remaining = counts.patients
+    dead = counts.deceased
+    patients = counts.patients
+    step_0 = [0, DECEASED, VITAL_STATUS_KIND, patients, dead, patients - dead, 0, 0, 0, dead]
+    rows: list[list[Any]] = [step_0]
+    remaining = counts.patients - dead
     for step, tally in enumerate(tallies, start=1):
         rows.append(
             [
@@ -466,7 +490,7 @@ def _attrition_page(criteria: CompiledCriteria, rows: list[list[Any]], counts: C
     escape = html.escape
     patients = counts.patients
     scale = _BAR_WIDTH / patients if patients else 0.0
-    labels = ["All patients", *criterion_labels(criteria)]
+    labels = ["All patients", DECEASED_LABEL, *criterion_labels(criteria)]
     final = patients - sum(row[4] for row in rows)
     labels.append("Remaining, by status")
     label_width = int(max(len(label) for label in labels) * _CHARACTER_WIDTH) + 16
@@ -533,7 +557,9 @@ def _attrition_page(criteria: CompiledCriteria, rows: list[list[Any]], counts: C
         f"<h1>{escape(trial.id)}: {escape(trial.title)}</h1>"
         f"<p>{patients} patients; criteria in protocol order.{escape(settled)} Blue: patients "
         "who fail none of the criteria so far; red: patients this criterion is the first to "
-        "exclude. The last bar splits the remaining patients by status.</p>"
+        "exclude. The first step loses the patients the record says died on or before the "
+        f"as-of day ({counts.deceased}): no candidates, whatever the criteria say. The last "
+        "bar splits the remaining patients by status.</p>"
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'role="img" aria-label="attrition funnel">{"".join(bars)}</svg>'
         f"<p>{''.join(legend)}</p>"
@@ -604,12 +630,14 @@ class _CohortParquet:
         self.target = target
         self.statuses = [status.value for status in SubjectStatus]
         self.status_numbers = {status: number for number, status in enumerate(self.statuses)}
+        self.deceased_numbers = {value: number for number, value in enumerate(DECEASED_VALUES)}
         self.value_numbers = {value: number for number, value in enumerate(CRITERION_VALUES)}
         status_type = pa.dictionary(pa.int8(), pa.string())
         self.schema = pa.schema(
             [
                 pa.field("patient", pa.string(), nullable=False),
                 pa.field("status", status_type, nullable=False),
+                pa.field(DECEASED, status_type, nullable=False),
                 *(pa.field(criterion, status_type, nullable=False) for criterion in criterion_ids),
             ]
         )
@@ -620,11 +648,13 @@ class _CohortParquet:
         self.writer = pq.ParquetWriter(self.target, self.schema)
         return self
 
-    def add(self, patient_id: str, status: str, value_numbers: list[int]) -> None:
-        """A row: the patient, their status and each criterion's value, by its number in
-        `CRITERION_VALUES`."""
+    def add(self, patient_id: str, status: str, deceased: str, value_numbers: list[int]) -> None:
+        """A row: the patient, their status, whether deceased and each criterion's value, by
+        its number in `CRITERION_VALUES`."""
         self.patients.append(patient_id)
-        self.rows.append([self.status_numbers[status], *value_numbers])
+        self.rows.append(
+            [self.status_numbers[status], self.deceased_numbers[deceased], *value_numbers]
+        )
         if len(self.rows) >= PARQUET_ROWS_PER_GROUP:
             self._flush()
 
@@ -633,13 +663,15 @@ class _CohortParquet:
             return
         columns = list(zip(*self.rows, strict=True))
         statuses = pa.array(self.statuses, pa.string())
+        deceased = pa.array(DECEASED_VALUES, pa.string())
         values = pa.array(CRITERION_VALUES, pa.string())
         arrays = [
             pa.array(self.patients, pa.string()),
             pa.DictionaryArray.from_arrays(pa.array(columns[0], pa.int8()), statuses),
+            pa.DictionaryArray.from_arrays(pa.array(columns[1], pa.int8()), deceased),
             *(
                 pa.DictionaryArray.from_arrays(pa.array(column, pa.int8()), values)
-                for column in columns[1:]
+                for column in columns[2:]
             ),
         ]
         self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))

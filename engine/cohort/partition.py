@@ -7,7 +7,8 @@ end with a `complete` line, so a partition file exists only when it is whole: a 
 it.
 
 A result line per patient, sorted by patient id: three JSON texts separated by tabs, the
-summary `{"patient", "status", "settled_by", "criteria": [[value, [missing...]], ...]}`, the
+summary `{"patient", "status", "settled_by", ["deceased",] "criteria": [[value, [missing...]],
+...]}` ("deceased": "yes" or "unknown", only for a patient the record says died), the
 ResearchSubject and the DetectedIssue (so that assembling the outputs parses only the
 summary); a line per input problem: `{"problem": {file, line, resource, patient, message}}`.
 """
@@ -134,12 +135,15 @@ def report_result_line(
     """`patient_result_line` of a patient's report parts."""
     criteria = report.criteria
     cells = _cells(criteria, report.parts)
-    summary = {
+    summary: dict[str, Any] = {
         "patient": report.patient_id,
         "status": report.status.value,
         "settled_by": settled_by,
-        "criteria": cells,
     }
+    vital = report.vital
+    if vital is not None:  # the record says the patient died: "yes" on the as-of day
+        summary["deceased"] = "yes" if vital.certain else "unknown"
+    summary["criteria"] = cells  # last: assembling parses the summary up to it
     if study is None:
         study = study_reference(criteria)
     subject = research_subject_json(report, study)

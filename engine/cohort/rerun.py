@@ -53,7 +53,7 @@ from engine.cohort.prefilter import Prefilter, RequiredConcept
 from engine.errors import TrialsieveError
 from engine.evaluate import CompiledCriteria, CompiledCriterion, Outcome
 from engine.evaluate.nodes import EvaluationContext
-from engine.evaluate.patient import CriterionVerdict, criterion_result
+from engine.evaluate.patient import CriterionVerdict, VitalStatus, criterion_result
 from engine.report.resources import (
     NOT_EVALUATED_REPORT,
     CriterionReport,
@@ -148,6 +148,14 @@ def _outcomes_shape_holds(stored: dict[str, Any]) -> bool:
             value = entry.get(name, 0)
             if value is not None and type(value) is not str:
                 return False
+        vital = entry.get("vital")
+        if vital is not None and (
+            type(vital) is not list
+            or len(vital) != 2
+            or type(vital[0]) is not str
+            or type(vital[1]) is not bool
+        ):
+            return False
     return all(type(problem) is str for problem in stored["problems"])
 
 
@@ -405,6 +413,7 @@ def _result_line(
             assert preview is not None and compiled.id not in evaluable
             report_parts.append(NOT_EVALUATED_REPORT)
     newest = entry["newest"]
+    vital = entry.get("vital")  # (absent from a store written before it was kept)
     report = PatientReport(
         criteria,
         entry["id"],
@@ -413,6 +422,7 @@ def _result_line(
         tuple(report_parts),
         tuple(entry["problems"]),
         None if newest is None else dt.date.fromisoformat(newest),
+        None if vital is None else VitalStatus(vital[0], vital[1]),
     )
     return report_result_line(report, settled_by, rebuilder.study, shapes)
 

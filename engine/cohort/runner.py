@@ -204,6 +204,9 @@ class CohortSummary:
     criteria_evaluated: int | None = None
     """In partitions rebuilt from the store, the criterion outcomes evaluated again (patients
     times edited or new criteria); None when nothing was rebuilt."""
+    deceased: int = 0
+    """Patients the record says died on or before the as-of day (ineligible; attrition's
+    step 0)."""
 
     @property
     def patients_per_second(self) -> float:
@@ -217,6 +220,7 @@ class CohortSummary:
         return {
             "patients": self.patients,
             "statuses": self.statuses,
+            "deceased": self.deceased,
             "settled_by_prefilter": self.settled_by_prefilter,
             "settled_patients_evaluated_in_full": self.full,
             "prefilter": list(self.prefilter),
@@ -664,6 +668,7 @@ def _summary(
         partitions_reused=reused,
         partitions_from_store=from_store,
         criteria_evaluated=evaluated,
+        deceased=counts.deceased,
         bytes_read=source["bytes_read"],
         seconds=time.perf_counter() - started,
         peak_memory=peak_memory(),

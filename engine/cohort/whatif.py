@@ -6,7 +6,8 @@ Reads the run's stored per-patient, per-criterion outcomes (`cohort.parquet`, th
 as `cohort.csv`) and the criteria's kinds and order (`attrition.csv`); evaluates nothing, so
 it answers in well under a second for 10^5-10^6 patients (column-wise with pyarrow). A
 criterion switched off excludes nobody: the patients it was the first to exclude move on to
-the next criteria.
+the next criteria. Step 0 (`deceased`, kind `vital-status`: patients who died on or before the
+as-of day, cohort.csv's `deceased` column `yes`) is no criterion and cannot be switched off.
 
 The files are checked against each other and against the run's `summary.json` before any
 funnel is drawn from them: the table's patients and statuses are the summary's, its columns
@@ -89,6 +90,8 @@ def what_if_funnel(out: str | Path, without: Sequence[str] = ()) -> WhatIfFunnel
     import pyarrow  # type: ignore[import-untyped]
     import pyarrow.compute as compute  # type: ignore[import-untyped]
 
+    from engine.cohort.outputs import DECEASED, VITAL_STATUS_KIND
+
     folder = Path(out)
     attrition_path = folder / "attrition.csv"
     table_path = folder / "cohort.parquet"
@@ -100,7 +103,7 @@ def what_if_funnel(out: str | Path, without: Sequence[str] = ()) -> WhatIfFunnel
             Location(file=str(folder)),
         )
     patients, statuses = _read_summary(summary_path)
-    stored = _read_attrition(attrition_path, patients)
+    stored_deceased, stored = _read_attrition(attrition_path, patients)
     kinds = {step.criterion: step.kind for step in stored}
     unknown = [criterion for criterion in without if criterion not in kinds]
     if unknown:
@@ -108,10 +111,24 @@ def what_if_funnel(out: str | Path, without: Sequence[str] = ()) -> WhatIfFunnel
             f"no criterion {', '.join(unknown)} in this run; its criteria: {', '.join(kinds)}",
             Location(file=str(attrition_path)),
         )
-    table = _read_table(table_path, list(kinds), patients, statuses)
-    alive: Any = pyarrow.repeat(True, patients)  # the patients no criterion so far excludes
+    with_deceased = stored_deceased is not None
+    table = _read_table(table_path, list(kinds), patients, statuses, with_deceased)
     steps: list[FunnelStep] = []
-    remaining_in_the_run = patients
+    if with_deceased:
+        dead = compute.equal(compute.cast(table.column(DECEASED), "string"), "yes")
+        deceased = compute.sum(dead).as_py() or 0
+        if deceased != stored_deceased:
+            raise _not_this_run(
+                table_path,
+                f"{deceased} patients who died in it and {stored_deceased} in attrition.csv",
+            )
+        steps.append(FunnelStep(DECEASED, VITAL_STATUS_KIND, False, patients, deceased))
+        alive: Any = compute.invert(dead)
+    else:  # a run written before the column was
+        deceased = 0
+        alive = pyarrow.repeat(True, patients)
+    # `alive`: the patients nothing so far excludes
+    remaining_in_the_run = patients - deceased
     alive_in_the_run = alive
     switched_off = set(without)
     for step in stored:
@@ -168,8 +185,11 @@ def _is_count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _read_attrition(path: Path, patients: int) -> list[_StoredStep]:
-    """attrition.csv's criteria, kinds and losses, checked to be a funnel of `patients`."""
+def _read_attrition(path: Path, patients: int) -> tuple[int | None, list[_StoredStep]]:
+    """attrition.csv's step 0 (the patients who died; None for a run written before it was)
+    and its criteria, kinds and losses, checked to be a funnel of `patients`."""
+    from engine.cohort.outputs import DECEASED, VITAL_STATUS_KIND
+
     try:
         raw = path.read_bytes()
     except OSError as error:
@@ -188,11 +208,21 @@ def _read_attrition(path: Path, patients: int) -> list[_StoredStep]:
         raise _not_this_run(
             path, f"its first line is not the header {','.join(ATTRITION_COLUMNS)}", 1
         )
-    if len(rows) == 1:
+    deceased: int | None = None
+    remaining = patients
+    first = 2  # the line of the first criterion
+    if len(rows) > 1 and rows[1][:1] == ["0"]:
+        step_0 = _stored_step(rows[1], 0, remaining, (VITAL_STATUS_KIND,))
+        if isinstance(step_0, str) or step_0.criterion != DECEASED:
+            why = step_0 if isinstance(step_0, str) else f"step 0 is not {DECEASED}"
+            raise _not_this_run(path, why, 2)
+        deceased = step_0.lost
+        remaining -= deceased
+        first = 3
+    if len(rows) < first:
         raise _not_this_run(path, "no criteria")
     steps: list[_StoredStep] = []
-    remaining = patients
-    for line, row in enumerate(rows[1:], start=2):
+    for line, row in enumerate(rows[first - 1 :], start=first):
         step = _stored_step(row, len(steps) + 1, remaining)
         if isinstance(step, str):
             raise _not_this_run(path, step, line)
@@ -200,12 +230,14 @@ def _read_attrition(path: Path, patients: int) -> list[_StoredStep]:
             raise _not_this_run(path, f"{step.criterion} is listed twice", line)
         steps.append(step)
         remaining -= step.lost
-    return steps
+    return deceased, steps
 
 
-def _stored_step(row: list[str], number: int, remaining: int) -> _StoredStep | str:
+def _stored_step(
+    row: list[str], number: int, remaining: int, kinds: tuple[str, ...] = _KINDS
+) -> _StoredStep | str:
     """The row as a step of the funnel with `remaining` patients before it, or what is wrong
-    with it."""
+    with it (`kinds`: those the step may have)."""
     if len(row) != len(ATTRITION_COLUMNS):
         return f"{len(row)} columns, not {len(ATTRITION_COLUMNS)}"
     cells = dict(zip(ATTRITION_COLUMNS, row, strict=True))
@@ -215,8 +247,8 @@ def _stored_step(row: list[str], number: int, remaining: int) -> _StoredStep | s
     step, before, lost, after = (int(cells[name]) for name in counts)
     if step != number:
         return f"step {step} where {number} comes"
-    if not cells["criterion"] or cells["kind"] not in _KINDS:
-        return "a criterion without its id, or a kind other than inclusion or exclusion"
+    if not cells["criterion"] or cells["kind"] not in kinds:
+        return f"a criterion without its id, or a kind other than {' or '.join(kinds)}"
     if before != remaining or after != before - lost or lost > before:
         return (
             f"{before} patients remain before {cells['criterion']} and {after} after it losing "
@@ -225,20 +257,30 @@ def _stored_step(row: list[str], number: int, remaining: int) -> _StoredStep | s
     return _StoredStep(cells["criterion"], cells["kind"], lost)
 
 
-def _read_table(path: Path, criteria: list[str], patients: int, statuses: dict[str, int]) -> Any:
-    """cohort.parquet's criterion columns (a pyarrow Table), checked to be those of the run:
-    its columns are the patient, the status and `criteria` in order, and its rows the
-    summary's patients and statuses."""
+def _read_table(
+    path: Path,
+    criteria: list[str],
+    patients: int,
+    statuses: dict[str, int],
+    with_deceased: bool,
+) -> Any:
+    """cohort.parquet's status, deceased (`with_deceased`) and criterion columns (a pyarrow
+    Table), checked to be those of the run: its columns are the patient, the status, the
+    deceased column and `criteria` in order, and its rows the summary's patients and
+    statuses."""
     import pyarrow
     import pyarrow.compute as compute
     import pyarrow.parquet as parquet  # type: ignore[import-untyped]
 
+    from engine.cohort.outputs import DECEASED
+
+    leading = ["status", DECEASED] if with_deceased else ["status"]
     try:
         with parquet.ParquetFile(path) as table_file:
             names = table_file.schema_arrow.names
-            if names != ["patient", "status", *criteria]:
-                raise _not_this_run(path, _columns_differ(names, criteria))
-            table = table_file.read(columns=["status", *criteria])
+            if names != ["patient", *leading, *criteria]:
+                raise _not_this_run(path, _columns_differ(names, [*leading[1:], *criteria]))
+            table = table_file.read(columns=[*leading, *criteria])
     except (OSError, pyarrow.ArrowException) as error:
         raise _not_this_run(path, f"not a readable Parquet table: {error}") from None
     for name in table.column_names:

@@ -7,8 +7,11 @@ from engine.evaluate.patient import (
     CriterionVerdict,
     PatientEvaluation,
     SubjectStatus,
+    VitalStatus,
     evaluate_patient,
+    status_given_vital,
     subject_status,
+    vital_status,
 )
 
 __all__ = [
@@ -21,7 +24,10 @@ __all__ = [
     "SubjectStatus",
     "Truth",
     "UnknownReason",
+    "VitalStatus",
     "compile_criteria",
     "evaluate_patient",
+    "status_given_vital",
     "subject_status",
+    "vital_status",
 ]

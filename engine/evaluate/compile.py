@@ -52,6 +52,8 @@ from engine.evaluate.status import TRIALSIEVE_IDENTIFIER_SYSTEM, status_predicat
 from engine.evaluate.values import compile_value_check
 from engine.normalise import Concept, Terminology
 from engine.normalise.formulas import FORMULAS
+from engine.record import UNIDENTIFIED_MEDICATION
+from engine.resource_types import MEDICATION_TYPES
 
 __all__ = [
     "TRIALSIEVE_IDENTIFIER_SYSTEM",
@@ -134,6 +136,8 @@ class CompiledCriteria:
                     continue
                 if atom.concept is not None:
                     concepts.add(atom.concept)
+                    if not set(atom.resource_types).isdisjoint(MEDICATION_TYPES):
+                        concepts.add(UNIDENTIFIED_MEDICATION)  # (`ResourceNode`)
                 if atom.computed is not None:
                     formula = FORMULAS[atom.computed.formula]
                     concepts.update(

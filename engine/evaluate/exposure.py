@@ -33,6 +33,7 @@ from engine.evaluate.nodes import (
     ResourceNode,
     first_problems,
     passes_filters,
+    unidentified_medication_text,
 )
 from engine.evaluate.outcome import MET, NOT_MET, UNKNOWN, Cited, Outcome, shared, with_atom
 from engine.evaluate.timing import day_before
@@ -44,6 +45,7 @@ from engine.normalise.medication_exposure import (
     daily_dose,
     exposure_period,
 )
+from engine.record import UNIDENTIFIED_MEDICATION
 
 __all__ = ["ExposureNode", "compile_exposure"]
 
@@ -106,7 +108,9 @@ class ExposureNode:
         reads = (
             None
             if concept is None
-            else Reads(frozenset({concept.id}), self.query.types, frozenset())
+            else Reads(
+                frozenset({concept.id, UNIDENTIFIED_MEDICATION}), self.query.types, frozenset()
+            )
         )
         object.__setattr__(self, "reads", reads)
 
@@ -123,7 +127,11 @@ class ExposureNode:
 
     def _evaluate_record(self, context: EvaluationContext) -> Outcome:
         concept = self.query.concept
-        if concept is not None and not context.record.resources_of_concept(concept.id):
+        if (
+            concept is not None
+            and not context.record.resources_of_concept(concept.id)
+            and not self.query.has_unidentified(context.record)
+        ):
             nothing = self._nothing_found.get(context.as_of)
             if nothing is not None:  # nothing to look at: as when nothing is in use
                 return nothing
@@ -305,7 +313,46 @@ class ExposureNode:
                 continue
             uses.append(_Use(record.label(resource), period, resource))
         uses.sort(key=_start_of_use, reverse=True)
+        if query.has_unidentified(record):
+            problems += self._unidentified(context)
         return uses, problems
+
+    def _unidentified(self, context: EvaluationContext) -> list[str]:
+        """Why each medication of the query's types whose drug cannot be told (of its
+        statuses and filters) may be a use of the concept in the window that matters (one
+        ended before it cannot)."""
+        record = context.record
+        query = self.query
+        as_of = context.as_of
+        first_day = self._first_day(as_of)
+        problems: list[str] = []
+        for resource in record.resources_of_concept(UNIDENTIFIED_MEDICATION, query.types):
+            predicate = query.status_predicates.get(resource.get("resourceType", ""))
+            if predicate is None or not predicate(resource, None, as_of):
+                continue
+            if (query.filters or query.exclusions) and not passes_filters(
+                resource, query.filters, query.exclusions, context.path_matches
+            ):
+                continue
+            period = exposure_period(resource)
+            if not isinstance(period, str):
+                if period.start > as_of:
+                    continue
+                last = period.last_day(as_of)
+                if period.end_known and not _touches(period.start, last, first_day):
+                    continue  # ended before the window
+            problems.append(unidentified_medication_text(record, resource))
+        return problems
+
+    def _first_day(self, as_of: dt.date) -> dt.date | None:
+        """The first day of the window the exposure reads (None: no start)."""
+        exposure = self.exposure
+        if exposure.continuous_for is not None:
+            return day_before(exposure.continuous_for, as_of)
+        window = exposure.within
+        if window is None:
+            return as_of
+        return day_before(window.duration, as_of) if window.duration else None
 
     def _daily_mg(self, use: _Use, context: EvaluationContext) -> tuple[float, str] | str:
         record = context.record

@@ -40,16 +40,20 @@ from engine.evaluate.outcome import (
 )
 from engine.evaluate.status import StatusPredicate
 from engine.evaluate.timing import (
+    ONSET_FIELDS,
+    UNCERTAIN_VERIFICATION,
     Span,
     age_in_years,
     day_before,
     parse_date_range,
     resource_span,
+    undated_onset,
+    verification_status,
 )
 from engine.evaluate.values import ValueCheck
 from engine.normalise import Concept, DataProblem, Measurement, Terminology, measure
-from engine.record import PatientRecord
-from engine.resource_types import MEDICATION_REFERENCING_TYPES
+from engine.record import UNIDENTIFIED_MEDICATION, PatientRecord
+from engine.resource_types import MEDICATION_REFERENCING_TYPES, MEDICATION_TYPES, RESOURCE_TYPES
 
 EVIDENCE_LIMIT = 5
 """At most this many resources are cited per atom (the most recent first)."""
@@ -234,6 +238,8 @@ def reads_of(operands: Iterable[Node]) -> Reads | None:
                 whole_types.update(operand.types)
             else:
                 concepts.add(operand.concept.id)
+                if operand.reads_unidentified:
+                    concepts.add(UNIDENTIFIED_MEDICATION)
             types.update(operand.types)
             continue
         reads = getattr(operand, "reads", None)
@@ -569,10 +575,24 @@ class ResourceNode:
     as_of_anchored: bool = field(init=False, repr=False, compare=False)
     """Whether every `before:` / `after:` is relative to the as-of date (not to another
     atom): the window is then the same for every patient, as without them."""
+    reads_unidentified: bool = field(init=False, repr=False, compare=False)
+    """A medication atom with a concept: the record's medications whose drug cannot be told
+    (`UNIDENTIFIED_MEDICATION`) in its window keep it unknown."""
 
     def __post_init__(self) -> None:
         as_of_anchored = all(anchoring.anchor is None for anchoring in self.anchorings)
         object.__setattr__(self, "as_of_anchored", as_of_anchored)
+        reads_unidentified = self.concept is not None and not self.types.isdisjoint(
+            MEDICATION_TYPES
+        )
+        object.__setattr__(self, "reads_unidentified", reads_unidentified)
+
+    def has_unidentified(self, record: PatientRecord) -> bool:
+        """Whether the record holds a medication of the atom's types whose drug cannot be
+        told (so that an atom finding none of its concept still looks)."""
+        return self.reads_unidentified and bool(
+            record.resources_of_concept(UNIDENTIFIED_MEDICATION, self.types)
+        )
 
     @property
     def open_world(self) -> bool:
@@ -602,7 +622,11 @@ class ResourceNode:
             candidates, problems = self._candidates(context, first_day, last_day)
             outcome = self._decision(candidates, problems, window_text, context, first_day)
             return self._cite(outcome, candidates, context)
-        if self.concept is not None and not context.record.resources_of_concept(self.concept.id):
+        if (
+            self.concept is not None
+            and not context.record.resources_of_concept(self.concept.id)
+            and not self.has_unidentified(context.record)
+        ):
             nothing = self._nothing_found.get(context.as_of)
             if nothing is not None:  # nothing to look at: as when nothing qualifies
                 return nothing
@@ -819,18 +843,21 @@ class ResourceNode:
         if first_day is not None and first_day > last_day:
             return [], []
         pool: Iterable[dict[str, Any]]
+        unidentified = (
+            self._unidentified(context, first_day, last_day) if self.reads_unidentified else []
+        )
         if self.concept is not None:
             if first_day is not None:
                 # Every resource of the concept ended (or, for `timing: onset`, began) before
                 # the window, each with a readable span: none counts, none is a problem.
                 reach = context.reach_of(self.concept.id)
                 if reach is not None and reach[1 if self.onset else 0] < first_day:
-                    return [], []
+                    return [], unidentified
             pool = record.resources_of_concept(self.concept.id)
         else:
             pool = chain.from_iterable(map(record.resources_of_type, sorted(self.types)))
         kept: list[_Candidate] = []
-        problems: list[str] = []
+        problems: list[str] = unidentified
         span_of = context.span_of
         path_matches = context.path_matches
         filters, exclusions = self.filters, self.exclusions
@@ -847,7 +874,21 @@ class ResourceNode:
             if isinstance(span, DateProblem):
                 problems.append(f"{record.label(resource)} {span}")
                 continue
-            if span is None:
+            if (
+                self.onset
+                and resource_type in _RECORDED_TYPES
+                and not any(name in resource for name in ONSET_FIELDS)
+            ):
+                # no dated onset: where onsetAge / onsetRange and recordedDate place it
+                placed = _place_undated_onset(
+                    resource, span, first_day, last_day, record.patient.get("birthDate")
+                )
+                if placed is None:
+                    continue
+                if placed:
+                    problems.append(f"{record.label(resource)} {placed}")
+                    continue
+            elif span is None:
                 if first_day is not None or self.needs_current:
                     problems.append(f"{record.label(resource)} has no date")
                     continue
@@ -878,9 +919,48 @@ class ResourceNode:
                         f"is current on {context.as_of.isoformat()}"
                     )
                 continue
+            if resource_type == "Condition":
+                uncertain = verification_status(resource)
+                if uncertain in UNCERTAIN_VERIFICATION:  # not an established diagnosis
+                    problems.append(
+                        f"{record.label(resource)}: {UNCERTAIN_VERIFICATION[uncertain]} "
+                        f"(verificationStatus {uncertain}): confirm"
+                    )
+                    continue
             kept.append(_Candidate(resource, span, record.label(resource)))
         kept.sort(key=_moment, reverse=True)
         return kept, problems
+
+    def _unidentified(
+        self, context: EvaluationContext, first_day: dt.date | None, last_day: dt.date
+    ) -> list[str]:
+        """Why each medication of the atom's types whose drug cannot be told (in its window,
+        of its statuses and filters) may be the one it looks for."""
+        record = context.record
+        found = record.resources_of_concept(UNIDENTIFIED_MEDICATION, self.types)
+        if not found:
+            return []
+        problems: list[str] = []
+        for resource in found:
+            predicate = self.status_predicates.get(resource.get("resourceType", ""))
+            if predicate is None:
+                continue
+            if (self.filters or self.exclusions) and not passes_filters(
+                resource, self.filters, self.exclusions, context.path_matches
+            ):
+                continue
+            span = context.span_of(resource)
+            if isinstance(span, Span):
+                if not span.overlaps(first_day, last_day):
+                    continue
+                if not predicate(resource, span, context.as_of) and not predicate(
+                    resource, span.widest(), context.as_of
+                ):
+                    continue
+            elif not predicate(resource, None, context.as_of):
+                continue
+            problems.append(unidentified_medication_text(record, resource))
+        return problems
 
     def _presence(
         self,
@@ -1055,6 +1135,75 @@ class ResourceNode:
             evidence=evidence,
             missing=(f"{self.subject} {window_text} (unusable: {problems[0]})",),
         )
+
+
+_RECORDED_TYPES = frozenset(
+    name
+    for name, known in RESOURCE_TYPES.items()
+    if any(date_field.name == "recordedDate" for date_field in known.start_fields)
+)
+"""Types dated by onset[x], else recordedDate (Condition, AllergyIntolerance): with `timing:
+onset`, their recordedDate is no onset (`undated_onset`)."""
+
+
+def _place_undated_onset(
+    resource: dict[str, Any],
+    span: Span | None,
+    first_day: dt.date | None,
+    last_day: dt.date,
+    birth_date: object,
+) -> str | None:
+    """Whether a resource without a dated onset began in the window: "" when surely (it
+    counts), None when surely not, else why it cannot be told (a problem)."""
+    earliest, latest, how = undated_onset(resource, span, birth_date)
+    if earliest is not None and earliest > last_day:
+        return None  # began after the window
+    if first_day is not None and latest is not None and latest < first_day:
+        return None  # began before it
+    if first_day is None:  # `within: ever`: any onset up to the last day counts
+        surely = latest is None or latest <= last_day
+    else:
+        surely = earliest is not None and latest is not None and first_day <= earliest
+        surely = surely and latest is not None and latest <= last_day
+    if surely:
+        return ""
+    return f"{how}: whether it began in the window cannot be told"
+
+
+def unidentified_medication_text(record: PatientRecord, resource: dict[str, Any]) -> str:
+    """Why a medication resource's drug cannot be told, naming it as the record does:
+    `MedicationRequest/x: its medication (Medication/farxiga-10, 'Farxiga 10 mg tablet
+    (dapagliflozin)') is not in the record: which drug it is cannot be told`."""
+    label = record.label(resource)
+    cannot = "which drug it is cannot be told"
+    concept = resource.get("medicationCodeableConcept")
+    if isinstance(concept, dict):
+        text = concept.get("text")
+        named = f"'{text}'" if isinstance(text, str) and text else "unnamed"
+        return f"{label}: its medication ({named}) has no code the mappings know: {cannot}"
+    holder = resource.get("medicationReference")
+    if not isinstance(holder, dict):
+        return f"{label}: it names no medication: {cannot}"
+    target, display = holder.get("reference"), holder.get("display")
+    shown = ", ".join(
+        part
+        for part in (
+            target if isinstance(target, str) and target else None,
+            f"'{display}'" if isinstance(display, str) and display else None,
+        )
+        if part
+    )
+    medication = (
+        record.resolve(target, container=resource) if isinstance(target, str) and target else None
+    )
+    if medication is None:
+        return f"{label}: its medication ({shown or 'no reference'}) is not in the record: {cannot}"
+    if medication.get("resourceType") != "Medication":
+        return f"{label}: its medication ({shown}) is a {medication.get('resourceType')}: {cannot}"
+    code = medication.get("code")
+    text = code.get("text") if isinstance(code, dict) else None
+    named = f", '{text}'" if isinstance(text, str) and text and text != display else ""
+    return f"{label}: its medication ({shown}{named}) has no code the mappings know: {cannot}"
 
 
 def passes_filters(

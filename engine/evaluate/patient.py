@@ -87,6 +87,64 @@ class CriterionResult:
 
 @direct_init
 @dataclass(frozen=True)
+class VitalStatus:
+    """A patient whose record says they died (FHIR R4 Patient.deceased[x]), as of a day.
+
+    `certain`: they died on or before the as-of day (`deceasedBoolean` true, or a
+    `deceasedDateTime` whose every possible day is on or before it): not a candidate,
+    whatever the criteria say (ResearchSubject.status `ineligible`). Otherwise the record
+    cannot tell whether they were alive on the as-of day (a date as imprecise as a month
+    holding it, or unreadable): the status is at best `potential-candidate` (data missing).
+    `reason` says which, naming the field, for the DetectedIssue and explanations.
+    """
+
+    reason: str
+    certain: bool
+
+
+def vital_status(patient: Mapping[str, Any], as_of: dt.date) -> VitalStatus | None:
+    """What the Patient's `deceased[x]` (FHIR R4 Patient.deceased[x]: "indicates if the
+    individual is deceased or not") says as of a day; None when alive on it (no
+    `deceased[x]`, `deceasedBoolean` false, or a `deceasedDateTime` after the as-of day)."""
+    if patient.get("deceasedBoolean") is True:
+        return VitalStatus(
+            "deceased (Patient.deceasedBoolean true, no date): not a candidate", True
+        )
+    died = patient.get("deceasedDateTime")
+    if died is None:
+        return None
+    try:
+        earliest, latest, _ = parse_date_range(died, "deceasedDateTime")
+    except DateProblem:
+        return VitalStatus(
+            f"Patient.deceasedDateTime {died!r} cannot be read: whether the patient was "
+            f"alive on {as_of.isoformat()} cannot be told",
+            False,
+        )
+    if earliest > as_of:  # died after the as-of day: alive on it
+        return None
+    day = died[:10] if isinstance(died, str) else str(died)
+    if latest <= as_of:
+        return VitalStatus(f"deceased on {day} (Patient.deceasedDateTime): not a candidate", True)
+    return VitalStatus(
+        f"deceased in {day} (Patient.deceasedDateTime): whether before or after "
+        f"{as_of.isoformat()} cannot be told",
+        False,
+    )
+
+
+def status_given_vital(status: SubjectStatus, vital: VitalStatus | None) -> SubjectStatus:
+    """The criteria's status for a patient with this vital status: `ineligible` for one
+    surely deceased on the as-of day, at best `potential-candidate` when unknown."""
+    if vital is None or status is _INELIGIBLE:
+        return status
+    if vital.certain:
+        return _INELIGIBLE
+    return _POTENTIAL_CANDIDATE
+
+
+@direct_init
+@dataclass(frozen=True)
 class PatientEvaluation:
     """Every criterion's result for one patient, and the status they add up to.
 
@@ -104,10 +162,13 @@ class PatientEvaluation:
     data_problems: tuple[str, ...] = field(default=())
     not_evaluated: tuple[CompiledCriterion, ...] = field(default=())
     newest_data: dt.date | None = field(default=None)
+    vital: VitalStatus | None = field(default=None)
+    """Set when the record says the patient died (`vital_status`): the criteria are still
+    evaluated and reported, but a patient dead on the as-of day is not a candidate."""
 
     @cached_attribute
     def status(self) -> SubjectStatus:
-        return subject_status(self.results)
+        return status_given_vital(subject_status(self.results), self.vital)
 
     def results_with(self, verdict: CriterionVerdict) -> tuple[CriterionResult, ...]:
         return tuple(result for result in self.results if result.verdict is verdict)
@@ -246,6 +307,7 @@ def evaluate_patient(
         data_problems=problems,
         not_evaluated=tuple(skipped),
         newest_data=newest_data_date(record),
+        vital=vital_status(record.patient, as_of),
     )
 
 

@@ -11,7 +11,7 @@ from engine.evaluate.timing import (
     clinical_status,
     verification_status,
 )
-from engine.resource_types import RESOURCE_TYPES, ResourceType
+from engine.resource_types import NOT_ORDER_INTENTS, RESOURCE_TYPES, ResourceType
 
 # --------------------------------------------------------------------------- status predicates
 StatusPredicate = Callable[[dict[str, Any], Span | None, dt.date], bool]
@@ -78,10 +78,12 @@ def _medication_predicate(known: ResourceType, wanted: frozenset[str]) -> Status
 
     def predicate(resource: dict[str, Any], span: Span | None, as_of: dt.date) -> bool:
         status = resource.get("status")
+        if status in literal:  # a status the atom names: as written
+            return True
+        if resource.get("intent") in NOT_ORDER_INTENTS:  # a proposal or plan: no use
+            return False
         if not wanted:
             return status not in excluded
-        if status in literal:
-            return True
         return "active" in wanted and status in active_codes and _covers_as_of(span, as_of)
 
     return predicate

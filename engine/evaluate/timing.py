@@ -292,6 +292,130 @@ def verification_status(resource: dict[str, Any]) -> str | None:
     return _first_code(resource.get("verificationStatus"))
 
 
+UNCERTAIN_VERIFICATION = {
+    "unconfirmed": "unconfirmed diagnosis",
+    "provisional": "provisional diagnosis",
+    "differential": "differential diagnosis",
+}
+"""Condition.verificationStatus codes (FHIR R4 condition-ver-status) of a diagnosis not
+established: `unconfirmed` "There is not sufficient diagnostic and/or clinical evidence to
+treat this as a confirmed condition", with its children `provisional` "a tentative
+diagnosis - still a candidate that is under consideration" and `differential` "One of a set of
+potential (and typically mutually exclusive) diagnoses". Such a Condition keeps an atom
+unknown (confirm it) rather than counting as the diagnosis."""
+
+ONSET_FIELDS = ("onsetDateTime", "onsetPeriod")
+"""The onset[x] choices that date a Condition's onset (FHIR R4 Condition.onset[x]); the
+others, onsetAge, onsetRange and onsetString, are read by `undated_onset`."""
+
+
+def undated_onset(
+    resource: dict[str, Any], span: Span | None, birth_date: object
+) -> tuple[dt.date | None, dt.date | None, str]:
+    """When a Condition (or AllergyIntolerance) without onsetDateTime / onsetPeriod may have
+    begun: the earliest and latest possible days (None: unbounded) and how that was read.
+
+    onsetAge / onsetRange ("Estimated or actual date, date-time, or age", FHIR R4
+    Condition.onset[x]) pin it from the birth date: aged 62 years is the year from the 62nd
+    birthday to the day before the 63rd. onsetString cannot be dated. The record cannot have
+    been made before the condition began, so `recordedDate` (in `span`, its start, when no
+    onset is dated: "Date record was first recorded") is the latest possible onset day; it is
+    never read as the onset itself.
+    """
+    earliest: dt.date | None = None
+    latest: dt.date | None = None
+    words: list[str] = []
+    pinned = _age_onset(resource, birth_date)
+    if isinstance(pinned, str):
+        words.append(pinned)
+    elif pinned is not None:
+        earliest, latest, text = pinned
+        words.append(text)
+    elif isinstance(resource.get("onsetString"), str):
+        words.append(f"has its onset as text only ('{resource['onsetString']}', onsetString)")
+    else:
+        words.append("has no onset date")
+    recorded = resource.get("recordedDate")
+    if span is not None and span.start is not None and isinstance(recorded, str):
+        last = span.latest_start or span.start
+        if latest is None or last < latest:
+            latest = last
+        words.append(f"recorded {recorded[:10]}, so it began on or before that day")
+    return earliest, latest, "; ".join(words)
+
+
+_AGE_UNITS = {"a": "years", "mo": "months", "wk": "weeks", "d": "days"}
+
+
+def _age_onset(
+    resource: dict[str, Any], birth_date: object
+) -> tuple[dt.date | None, dt.date | None, str] | str | None:
+    """The days onsetAge / onsetRange allow (None without either; why not, as text)."""
+    age, ages = resource.get("onsetAge"), resource.get("onsetRange")
+    if age is None and ages is None:
+        return None
+    name = "onsetAge" if age is not None else "onsetRange"
+    low, high = (age, age) if age is not None else (_get(ages, "low"), _get(ages, "high"))
+    if not isinstance(birth_date, str):
+        return f"began at an age ({name}) but the birth date is not on record"
+    try:
+        born_first, born_last, _ = parse_date_range(birth_date, "birthDate")
+    except DateProblem:
+        return f"began at an age ({name}) but the birth date cannot be read"
+    earliest: dt.date | None = born_first
+    latest: dt.date | None = None
+    shown: list[str] = []
+    for bound, is_low in ((low, True), (high, False)):
+        if bound is None:
+            continue
+        read = _age_quantity(bound)
+        if read is None:
+            return f"has an onset age ({name}) that cannot be read"
+        value, unit = read
+        shown.append(f"{value:g} {_AGE_UNITS[unit]}")
+        if is_low:
+            earliest = _add_age(born_first, value, unit)
+        else:
+            latest = _add_age(born_last, value + 1, unit) - dt.timedelta(days=1)
+    ages_text = " to ".join(dict.fromkeys(shown)) or "an unknown age"
+    days = (
+        f"{earliest.isoformat() if earliest else 'any day'} to "
+        f"{latest.isoformat() if latest else 'any day'}"
+    )
+    return earliest, latest, f"began aged {ages_text} ({name}): {days}"
+
+
+def _get(holder: object, name: str) -> object:
+    return holder.get(name) if isinstance(holder, dict) else None
+
+
+def _age_quantity(quantity: object) -> tuple[float, str] | None:
+    """An Age's value and UCUM unit (a, mo, wk, d), None when it is not one of those."""
+    if not isinstance(quantity, dict):
+        return None
+    value, unit = quantity.get("value"), quantity.get("code") or quantity.get("unit")
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        return None
+    unit = {"year": "a", "years": "a", "month": "mo", "months": "mo"}.get(str(unit), unit)
+    if unit not in _AGE_UNITS or (unit in ("a", "mo") and value != int(value)):
+        return None
+    return float(value), str(unit)
+
+
+def _add_age(day: dt.date, value: float, unit: str) -> dt.date:
+    """The day `value` years / months / weeks / days after `day` (a 29 February birthday
+    falls on 1 March in other years)."""
+    if unit in ("wk", "d"):
+        return day + dt.timedelta(days=value * (7 if unit == "wk" else 1))
+    months = day.month - 1 + int(value) * (12 if unit == "a" else 1)
+    year, month = day.year + months // 12, months % 12 + 1
+    try:
+        return dt.date(year, month, day.day)
+    except ValueError:  # no such day in that month: the first of the next
+        following = dt.date(year + (month == 12), month % 12 + 1, 1)
+        return following
+
+
 def _first_code(concept: object) -> str | None:
     if isinstance(concept, dict):
         for coding in concept.get("coding") or ():

@@ -6,13 +6,13 @@ docs/criteria-language.md, "Medication use"):
 Period of use
 - MedicationStatement / MedicationAdministration: `effectivePeriod` start to end;
   `effectiveDateTime` is one day. A period without an end, or a single date, on a resource
-  whose status says it is still going on (`active`, `in-progress`, `on-hold`, `intended`)
-  runs to the as-of date; on any other status its end is unknown.
+  whose status says it is still going on (`active`, `in-progress`) runs to the as-of date;
+  on any other status (`on-hold`, `stopped`, `completed`...) its end is unknown.
 - MedicationRequest: from `dispenseRequest.validityPeriod.start`, else `authoredOn`; it ends
   after `dispenseRequest.expectedSupplyDuration` x (1 + `numberOfRepeatsAllowed`) when the
   supply duration is given, else at `validityPeriod.end`; an order with neither is
-  open-ended: while `active` (or `on-hold`) it runs to the as-of date, otherwise
-  (`completed`, `stopped`, ...) its end is unknown.
+  open-ended: while `active` it runs to the as-of date, otherwise (`on-hold`, `completed`,
+  `stopped`, ...) its end is unknown.
 - A period whose end is unknown proves use on its first day only; whether it lasted longer
   is unknown (the evaluator says so rather than guess).
 
@@ -53,7 +53,8 @@ DOSE_UNIT = "mg"
 """Daily doses are returned in milligrams."""
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-ONGOING = frozenset({"active", "in-progress", "on-hold", "intended"})
+ONGOING = frozenset({"active", "in-progress"})
+"""Statuses still going on (`on-hold`: temporarily halted, FHIR R4; its end is unknown)."""
 _PERIOD_DAYS = {
     "s": 1 / 86400,
     "min": 1 / 1440,

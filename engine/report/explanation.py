@@ -233,7 +233,8 @@ def explain(evaluation: PatientEvaluation) -> PatientExplanation:
         as_of=evaluation.as_of,
         newest_data=evaluation.newest_data,
         status=evaluation.status,
-        status_text=STATUS_TEXT[evaluation.status],
+        status_text=STATUS_TEXT[evaluation.status]
+        + (f": {evaluation.vital.reason}" if evaluation.vital is not None else ""),
         criteria=tuple(criteria),
         data_problems=evaluation.data_problems,
     )

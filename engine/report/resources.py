@@ -32,6 +32,8 @@ from engine.evaluate.patient import (
     CriterionVerdict,
     PatientEvaluation,
     SubjectStatus,
+    VitalStatus,
+    status_given_vital,
     status_of_verdicts,
 )
 from engine.evaluate.status import TRIALSIEVE_IDENTIFIER_SYSTEM
@@ -267,12 +269,14 @@ class PatientReport:
     parts: tuple[CriterionReport, ...]
     data_problems: tuple[str, ...] = ()
     newest_data: dt.date | None = None
+    vital: VitalStatus | None = None
+    """The record says the patient died (`engine.evaluate.patient.vital_status`)."""
 
     @cached_attribute
     def status(self) -> SubjectStatus:
         verdicts = set(map(_verdict_of_part, self.parts))
         verdicts.discard(None)  # not evaluated
-        return status_of_verdicts(verdicts)
+        return status_given_vital(status_of_verdicts(verdicts), self.vital)
 
 
 def report_of(evaluation: PatientEvaluation) -> PatientReport:
@@ -320,6 +324,7 @@ def _patient_report(evaluation: PatientEvaluation, parts: list[CriterionReport])
         tuple(parts),
         evaluation.data_problems,
         evaluation.newest_data,
+        evaluation.vital,
     )
 
 
@@ -774,7 +779,7 @@ def detected_issue_json(report: PatientReport) -> ShapedJson:
         if not piece.row_clean:
             rows_clean = False
     implicated = list(dict.fromkeys(cited))
-    summary = _summary_line(trial.id, status, headings, parts)
+    summary = _with_vital(_summary_line(trial.id, status, headings, parts), report.vital)
     constants = _constants_of(criteria)
     members = constants.members
     patient_reference = report.patient_reference
@@ -930,7 +935,18 @@ def summary_line(evaluation: PatientEvaluation) -> str:
         CriterionReport(verdicts[c.id], "") if c.id in verdicts else NOT_EVALUATED_REPORT
         for c in criteria.criteria
     ]
-    return _summary_line(criteria.trial.id, evaluation.status, criterion_headings(criteria), parts)
+    line = _summary_line(criteria.trial.id, evaluation.status, criterion_headings(criteria), parts)
+    return _with_vital(line, evaluation.vital)
+
+
+def _with_vital(line: str, vital: VitalStatus | None) -> str:
+    """The summary line, saying first that the record says the patient died (when it does):
+    `ineligible for X: deceased on 2026-10-29 (Patient.deceasedDateTime): not a candidate;
+    criteria: 2 lack data (...)`."""
+    if vital is None:
+        return line
+    head, _, criteria = line.partition(": ")
+    return f"{head}: {vital.reason}; criteria: {criteria}"
 
 
 _summary_lines: dict[
@@ -987,7 +1003,10 @@ def narrative(evaluation: PatientEvaluation) -> str:
     """An XHTML table of every criterion's outcome, for the DetectedIssue's text."""
     report = report_of(evaluation)
     headings = criterion_headings(report.criteria)
-    summary = _summary_line(report.criteria.trial.id, report.status, headings, report.parts)
+    summary = _with_vital(
+        _summary_line(report.criteria.trial.id, report.status, headings, report.parts),
+        report.vital,
+    )
     return _narrative(report, summary, headings)
 
 

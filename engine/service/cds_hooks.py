@@ -398,12 +398,15 @@ def summary(evaluation: PatientEvaluation) -> str:
     trial = evaluation.criteria.trial.id
     status = evaluation.status
     explanation = explain(evaluation)
+    vital = evaluation.vital
+    if vital is not None and vital.certain:  # died on or before the as-of day
+        return _shorten(f"Not eligible for {trial}: {vital.reason}", SUMMARY_LIMIT)
     if status is SubjectStatus.INELIGIBLE:
         failing = explanation.with_verdict(CriterionVerdict.FAILS)
         return _fit(f"Not eligible for {trial}: ", [f"{c.number} {c.label}" for c in failing])
     if status is SubjectStatus.ELIGIBLE:
         return _shorten(f"Eligible for {trial}: every criterion is clear", SUMMARY_LIMIT)
-    parts = []
+    parts = [] if vital is None else ["date of death unclear"]
     missing = len(explanation.missing_data)
     questions = len(explanation.open_questions)
     if missing:
@@ -440,8 +443,13 @@ def detail(evaluation: PatientEvaluation) -> str:
     warning = stale_data_warning(evaluation)
     if warning:
         lines += ["", f"Warning: {_escape(warning)}"]
+    vital = evaluation.vital
+    if vital is not None and not vital.certain:
+        lines += ["", f"Warning: {_escape(vital.reason)}"]
     if explanation.status is SubjectStatus.INELIGIBLE:
         lines += ["", "### What excludes", ""]
+        if vital is not None and vital.certain:
+            lines.append(f"- **Deceased**: {_escape(vital.reason)}")
         for criterion in explanation.with_verdict(CriterionVerdict.FAILS):
             lines.append(
                 f"- **{_escape(criterion.number)} {_escape(criterion.label)}**: "

@@ -188,7 +188,9 @@ def test_the_parquet_table_has_the_csv_rows_typed(one_worker: CohortSummary) -> 
         assert column.type == pa.dictionary(pa.int8(), pa.string()), name
     status_dictionary = table.column("status").chunk(0).dictionary.to_pylist()
     assert status_dictionary == [status.value for status in SubjectStatus]
-    values = table.column(rows[0][2]).chunk(0).dictionary.to_pylist()
+    deceased = table.column("deceased").chunk(0).dictionary.to_pylist()
+    assert rows[0][2] == "deceased" and deceased == ["no", "yes", "unknown"]
+    values = table.column(rows[0][3]).chunk(0).dictionary.to_pylist()
     assert values == list(CRITERION_VALUES)
 
 

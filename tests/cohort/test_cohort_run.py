@@ -306,8 +306,12 @@ def test_attrition_and_data_availability_agree_with_the_cohort_table(
     attrition = read_csv(out / "attrition.csv")
     availability = read_csv(out / "data_availability.csv")
     failing = {"inclusion": "not_met", "exclusion": "met"}
-    remaining = list(rows)
-    for step, criterion in zip(attrition, trial.criteria, strict=True):
+    first = attrition[0]  # step 0: the patients who died on or before the as-of day
+    dead = sum(row["deceased"] == "yes" for row in rows)
+    assert (first["step"], first["criterion"], first["kind"]) == ("0", "deceased", "vital-status")
+    assert (int(first["remaining_before"]), int(first["lost"])) == (len(rows), dead)
+    remaining = [row for row in rows if row["deceased"] != "yes"]
+    for step, criterion in zip(attrition[1:], trial.criteria, strict=True):
         assert step["criterion"] == criterion.id
         assert int(step["remaining_before"]) == len(remaining)
         kept = [row for row in remaining if row[criterion.id] != failing[criterion.kind.value]]

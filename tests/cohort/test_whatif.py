@@ -25,10 +25,11 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 def _funnel_by_hand(out: Path, without: set[str]) -> list[tuple[int, int]]:
     """(remaining before, lost) per criterion, patient by patient from cohort.csv."""
-    kinds = {row["criterion"]: row["kind"] for row in _rows(out / "attrition.csv")}
+    stored = _rows(out / "attrition.csv")
+    kinds = {row["criterion"]: row["kind"] for row in stored if row["kind"] != "vital-status"}
     patients = _rows(out / "cohort.csv")
-    alive = [True] * len(patients)
-    steps = []
+    alive = [patient["deceased"] != "yes" for patient in patients]
+    steps = [(len(patients), len(patients) - sum(alive))]  # step 0: deceased
     for criterion, kind in kinds.items():
         failing = "not_met" if kind == "inclusion" else "met"
         before = sum(alive)
@@ -72,7 +73,7 @@ def test_an_unknown_criterion_or_folder_is_refused(full_run: CohortSummary, tmp_
 
 
 def test_the_command_prints_the_funnel(full_run: CohortSummary) -> None:
-    criterion = _rows(full_run.out_dir / "attrition.csv")[0]["criterion"]
+    criterion = _rows(full_run.out_dir / "attrition.csv")[1]["criterion"]  # (0: deceased)
     result = CliRunner().invoke(app, ["attrition", str(full_run.out_dir), "--without", criterion])
     assert result.exit_code == 0, result.output
     assert "(switched off)" in result.output and "remaining after every criterion" in result.output

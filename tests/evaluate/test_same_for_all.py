@@ -15,6 +15,7 @@ from engine.attestations import Attestation
 from engine.evaluate.nodes import AnyNode, Reads
 from engine.evaluate.outcome import Outcome, Truth
 from engine.evaluate.patient import CriterionResult, CriterionVerdict
+from engine.record import UNIDENTIFIED_MEDICATION
 from engine.screening import screen_patient
 from engine.sources.base import PatientResources
 from engine.trial import load_trial
@@ -220,8 +221,8 @@ def test_a_medication_use_reads_its_concept(tmp_path: Path) -> None:
     path = write_trial(tmp_path, MEDICATION_USE, MEDICATION_MAPPINGS)
     root = load_trial(path).criteria[0].root
     assert isinstance(root, AnyNode)
-    assert root.reads == Reads(
-        frozenset({"lisinopril"}),
+    assert root.reads == Reads(  # (and the medications whose drug cannot be told)
+        frozenset({"lisinopril", UNIDENTIFIED_MEDICATION}),
         frozenset({"MedicationStatement", "MedicationRequest", "MedicationAdministration"}),
         frozenset({"asked"}),
     )

@@ -116,3 +116,49 @@ def test_results_with_the_same_time_have_the_same_span_and_odd_values_still_fail
     for odd in ({"start": "2024"}, ["2024"], 2024):
         with pytest.raises(DateProblem, match=r"^effectiveDateTime: expected a date string"):
             resource_span(observation(odd))
+
+
+# ------------------------------------------------------------------ onset without a date
+
+_RECORDED = "2026-10-20T09:15:00-05:00"
+
+
+def _undated(**fields: object) -> tuple[dt.date | None, dt.date | None, str]:
+    from engine.evaluate.timing import undated_onset
+
+    resource: dict[str, object] = {"resourceType": "Condition", **fields}
+    return undated_onset(resource, resource_span(resource), "1964-02-10")  # type: ignore[arg-type]
+
+
+def test_an_onset_age_is_the_year_of_that_age_and_recorded_date_caps_it() -> None:
+    """onsetAge 62 years, born 1964-02-10: 62nd birthday to the day before the 63rd, no
+    later than recordedDate (FHIR R4 Condition.onset[x], Condition.recordedDate)."""
+    earliest, latest, how = _undated(
+        onsetAge={"value": 62, "unit": "a", "system": "http://unitsofmeasure.org", "code": "a"}
+    )
+    assert (earliest, latest) == (dt.date(2026, 2, 10), dt.date(2027, 2, 9))
+    assert how == "began aged 62 years (onsetAge): 2026-02-10 to 2027-02-09"
+    earliest, latest, how = _undated(onsetAge={"value": 62, "code": "a"}, recordedDate=_RECORDED)
+    assert (earliest, latest) == (dt.date(2026, 2, 10), dt.date(2026, 10, 20))
+    assert how.endswith("recorded 2026-10-20, so it began on or before that day")
+
+
+def test_an_onset_range_of_ages_and_unreadable_onsets() -> None:
+    earliest, latest, _ = _undated(
+        onsetRange={"low": {"value": 40, "code": "a"}, "high": {"value": 45, "code": "a"}}
+    )
+    assert (earliest, latest) == (dt.date(2004, 2, 10), dt.date(2010, 2, 9))
+    assert _undated(onsetString="last month", recordedDate=_RECORDED)[:2] == (
+        None,
+        dt.date(2026, 10, 20),
+    )
+    assert _undated(recordedDate=_RECORDED)[2].startswith("has no onset date")
+    assert _undated(onsetAge={"value": 62, "code": "kg"})[:2] == (None, None)
+
+
+def test_a_leap_day_birthday_ages_on_the_first_of_march() -> None:
+    from engine.evaluate.timing import _add_age
+
+    assert _add_age(dt.date(2000, 2, 29), 1, "a") == dt.date(2001, 3, 1)
+    assert _add_age(dt.date(2000, 2, 29), 4, "a") == dt.date(2004, 2, 29)
+    assert _add_age(dt.date(2000, 1, 31), 1, "mo") == dt.date(2000, 3, 1)

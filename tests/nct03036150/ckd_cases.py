@@ -15,6 +15,7 @@ from ckd_builders import (
     allergy,
     condition,
     daily_dosage,
+    date_time,
     medication_request,
     medication_statement,
     observation,
@@ -24,6 +25,7 @@ from ckd_builders import (
 from trial_patients import (
     ATC,
     CLEAR,
+    CONDITION_VERIFICATION,
     CPT,
     ICD10CM,
     LOINC,
@@ -31,6 +33,7 @@ from trial_patients import (
     MISSING,
     RXNORM,
     SNOMED,
+    UCUM,
     Case,
     Cases,
     Resource,
@@ -51,6 +54,22 @@ def answered(**overrides: bool) -> dict[str, bool]:
     return {**FAVOURABLE, **{key.replace("_", "-"): value for key, value in overrides.items()}}
 
 
+def verified(resource: Resource, status: str) -> Resource:
+    """The Condition with this verificationStatus (FHIR R4 condition-ver-status)."""
+    coding = {"system": CONDITION_VERIFICATION, "code": status}
+    return {**resource, "verificationStatus": {"coding": [coding]}}
+
+
+def onset_as(resource: Resource, **fields: object) -> Resource:
+    """The Condition with these fields instead of its onsetDateTime."""
+    kept = {key: value for key, value in resource.items() if key != "onsetDateTime"}
+    return {**kept, **fields}
+
+
+def years(value: int) -> Resource:
+    return {"value": value, "unit": "a", "system": UCUM, "code": "a"}
+
+
 i1, i2, i3, i4, i5 = (Cases(f"inclusion-{number}", FAVOURABLE) for number in range(1, 6))
 e1, e2, e3, e4, e5, e6, e7 = (Cases(f"exclusion-{number}", FAVOURABLE) for number in range(1, 8))
 
@@ -65,6 +84,37 @@ DAPAGLIFLOZIN = "1488564"
 PREDNISONE_5_MG_TABLET = "312617"
 ICD10PCS = "http://www.cms.gov/Medicare/Coding/ICD10"
 DAPAGLIFLOZIN_10_MG_TABLET = "1488569"  # SCD (VSAC Hypoglycemics Treatment Medications)
+
+FARXIGA_DISPLAY = "Farxiga 10 mg tablet (dapagliflozin)"
+
+
+def referring(id: str, status: str, authored_on: str, **dispense: int) -> Resource:
+    """A MedicationRequest whose medicationReference names a Medication not in the record."""
+    order = medication_request(id, DAPAGLIFLOZIN, status, authored_on, **dispense)
+    del order["medicationCodeableConcept"]
+    return {
+        **order,
+        "medicationReference": {"reference": "Medication/farxiga-10", "display": FARXIGA_DISPLAY},
+    }
+
+
+def text_only(id: str, text: str, authored_on: str) -> Resource:
+    """A MedicationRequest naming its drug as text, with no coding."""
+    order = medication_request(id, DAPAGLIFLOZIN, "active", authored_on)
+    return {**order, "medicationCodeableConcept": {"text": text}}
+
+
+def ingredient_only(id: str, code: str, authored_on: str) -> Resource:
+    """A MedicationRequest of a contained Medication coded only by its ingredient."""
+    order = medication_request(id, code, "active", authored_on)
+    del order["medicationCodeableConcept"]
+    medication = {
+        "resourceType": "Medication",
+        "id": "med",
+        "ingredient": [{"itemCodeableConcept": {"coding": [{"system": RXNORM, "code": code}]}}],
+    }
+    return {**order, "contained": [medication], "medicationReference": {"reference": "#med"}}
+
 
 INCLUSION_1 = [
     i1.silent("unattested", MANUAL, answers=without("informed-consent"), reason=("manual review",)),
@@ -194,6 +244,14 @@ INCLUSION_4 = [
 ]
 
 LISINOPRIL_ENDED = medication_request("lisinopril-ended", "314077", "completed", days_ago(90))
+LISINOPRIL_ON_HOLD = {
+    **medication_request("lisinopril-held", "314077", "on-hold", "2026-01-15"),
+    "statusReason": {"text": "held: potassium 6.1"},
+}
+LISINOPRIL_PROPOSED = {
+    **medication_request("lisinopril-proposed", "314077", "active", "2026-01-15"),
+    "intent": "proposal",
+}
 
 INCLUSION_5 = [
     i5.meets(
@@ -243,6 +301,35 @@ INCLUSION_5 = [
     i5.fails(
         "dose not stable (investigator)",
         answers=answered(ace_inhibitor_or_arb_stable_maximum_tolerated_dose=False),
+    ),
+    i5.fails(
+        "lisinopril only proposed (intent proposal): no use",
+        remove=("lisinopril",),
+        add=(LISINOPRIL_PROPOSED,),
+    ),
+    i5.meets(
+        "lisinopril on record beside an unidentifiable order",
+        add=(referring("farxiga-order", "active", "2026-01-15"),),
+        evidence=("MedicationRequest/lisinopril",),
+    ),
+    i5.meets(
+        "lisinopril as the ingredient of a contained Medication",
+        remove=("lisinopril",),
+        add=(ingredient_only("lisinopril-ingredient", "29046", "2026-01-15"),),
+    ),
+    i5.silent(
+        "only an order whose Medication is not in the record",
+        MISSING,
+        remove=("lisinopril",),
+        add=(referring("unknown-order", "active", "2026-01-15"),),
+        reason=("is not in the record: which drug it is cannot be told",),
+    ),
+    i5.silent(
+        "lisinopril order on hold: end of use unknown",
+        MISSING,
+        remove=("lisinopril",),
+        add=(LISINOPRIL_ON_HOLD,),
+        reason=("end of use unknown",),
     ),
     i5.silent(
         "an ended order without supply duration: continuous use unknown",
@@ -404,6 +491,19 @@ EXCLUSION_4 = [
             ),
         ),
     ),
+    e4.meets(
+        "empagliflozin statement intended: a planned drug is no use",
+        add=(medication_statement("empa-intended", "1545653", "intended", days_ago(2), None),),
+    ),
+    e4.meets(
+        "dapagliflozin order of intent plan: no use",
+        add=(
+            {
+                **medication_request("dapa-plan", DAPAGLIFLOZIN, "active", days_ago(10)),
+                "intent": "plan",
+            },
+        ),
+    ),
     e4.fails(
         "empagliflozin supply reaching into the last 8 weeks",
         add=(
@@ -446,12 +546,47 @@ EXCLUSION_4 = [
         add=(medication_request("atc-sglt2", "A10BK01", "active", days_ago(200), system=ATC),),
     ),
     e4.silent(
+        "an order whose Medication is not in the record: which drug cannot be told",
+        MISSING,
+        add=(referring("farxiga-order", "active", days_ago(60)),),
+        reason=(
+            "MedicationRequest/farxiga-order: its medication (Medication/farxiga-10, "
+            f"'{FARXIGA_DISPLAY}') is not in the record: which drug it is cannot be told",
+        ),
+    ),
+    e4.silent(
+        "an order naming its drug as text only",
+        MISSING,
+        add=(text_only("dapa-text", "dapagliflozin 10 mg tablet", days_ago(30)),),
+        reason=("its medication ('dapagliflozin 10 mg tablet') has no code the mappings know",),
+    ),
+    e4.meets(
+        "an unidentifiable order ended long before the 8 weeks (30-day supply)",
+        add=(referring("farxiga-old", "completed", days_ago(365), supply_days=30),),
+    ),
+    e4.fails(
+        "a contained Medication coded only by its ingredient, dapagliflozin",
+        add=(ingredient_only("dapa-ingredient", DAPAGLIFLOZIN, days_ago(30)),),
+    ),
+    e4.fails(
+        "empagliflozin on record beside an unidentifiable order: settled present",
+        add=(
+            medication_request("empa-active", "1545653", "active", days_ago(20)),
+            referring("farxiga-order", "active", days_ago(60)),
+        ),
+        evidence=("MedicationRequest/empa-active",),
+    ),
+    e4.silent(
         "stopped dapagliflozin order without supply duration: end unknown",
         MISSING,
         add=(medication_request("dapa-stopped", DAPAGLIFLOZIN, "stopped", days_ago(120)),),
         reason=("may have lasted into it",),
     ),
 ]
+
+T1DM_PROVISIONAL = verified(
+    condition("t1dm-provisional", SNOMED, "46635009", "2015-05-01"), "provisional"
+)
 
 EXCLUSION_5 = [
     e5.meets("type 2 diabetes only"),
@@ -480,10 +615,43 @@ EXCLUSION_5 = [
         "MODY type 1 (SNOMED 609562003) is not type 1 diabetes",
         add=(condition("mody1", SNOMED, "609562003", "2005-01-01"),),
     ),
+    e5.meets(
+        "type 1 diabetes refuted",
+        add=(verified(condition("t1dm-refuted", SNOMED, "46635009", "2015-05-01"), "refuted"),),
+    ),
+    e5.fails(
+        "type 1 diabetes provisional, and confirmed by another record",
+        add=(
+            verified(
+                condition("t1dm-provisional", SNOMED, "46635009", "2015-05-01"), "provisional"
+            ),
+            condition("t1dm", ICD10CM, "E10.9", "1990-01-01"),
+        ),
+        evidence=("Condition/t1dm",),
+    ),
+    e5.silent(
+        "type 1 diabetes provisional: confirm",
+        MISSING,
+        add=(
+            verified(
+                condition("t1dm-provisional", SNOMED, "46635009", "2015-05-01"), "provisional"
+            ),
+        ),
+        reason=("provisional diagnosis (verificationStatus provisional): confirm",),
+    ),
+    e5.silent(
+        "type 1 diabetes unconfirmed: confirm",
+        MISSING,
+        add=(
+            verified(condition("t1dm-unconfirmed", ICD10CM, "E10.9", "2015-05-01"), "unconfirmed"),
+        ),
+        reason=("unconfirmed diagnosis",),
+    ),
     e5.silent("nothing recorded: closed world", CLEAR),
 ]
 
 HEART_FAILURE = condition("chf", SNOMED, "88805009", "2022-01-01")
+
 
 EXCLUSION_6 = [
     e6.meets("no heart failure"),
@@ -521,6 +689,68 @@ EXCLUSION_7 = [
     e7.fails(
         "unstable angina 3 weeks ago, resolved",
         add=(condition("ua", SNOMED, "4557003", days_ago(21), "resolved", days_ago(18)),),
+    ),
+    e7.meets(
+        "stroke recorded last month, onset aged 50 (onsetAge: 2014)",
+        add=(
+            onset_as(
+                condition("stroke-age-50", ICD10CM, "I63.9", "2014-01-01"),
+                onsetAge=years(50),
+                recordedDate=date_time(days_ago(30)),
+            ),
+        ),
+    ),
+    e7.meets(
+        "stroke with no onset, recorded a year ago: began before the 12 weeks",
+        add=(
+            onset_as(
+                condition("stroke-recorded-old", ICD10CM, "I63.9", "2025-01-01"),
+                recordedDate=date_time(days_ago(365)),
+            ),
+        ),
+    ),
+    e7.silent(
+        "stroke differential diagnosis 4 weeks ago: confirm",
+        MISSING,
+        add=(
+            verified(condition("stroke-ruleout", ICD10CM, "I63.9", days_ago(28)), "differential"),
+        ),
+        reason=("differential diagnosis (verificationStatus differential): confirm",),
+    ),
+    e7.silent(
+        "stroke with no onset, recorded 4 weeks ago: the record date is no onset",
+        MISSING,
+        add=(
+            onset_as(
+                condition("stroke-recorded", ICD10CM, "I63.9", "2026-01-01"),
+                recordedDate=date_time(days_ago(28)),
+            ),
+        ),
+        reason=("has no onset date; recorded",),
+    ),
+    e7.silent(
+        "stroke at age 62 (onsetAge), recorded 10 days ago: the age spans the window's start",
+        MISSING,
+        add=(
+            onset_as(
+                condition("stroke-age-62", ICD10CM, "I63.9", "2026-01-01"),
+                onsetAge=years(62),
+                recordedDate=date_time(days_ago(10)),
+            ),
+        ),
+        reason=("began aged 62 years (onsetAge): 2026-02-10 to 2027-02-09",),
+    ),
+    e7.silent(
+        "stroke onset as text (onsetString), recorded 10 days ago",
+        MISSING,
+        add=(
+            onset_as(
+                condition("stroke-text", ICD10CM, "I63.9", "2026-01-01"),
+                onsetString="last month",
+                recordedDate=date_time(days_ago(10)),
+            ),
+        ),
+        reason=("onset as text only ('last month', onsetString)",),
     ),
     e7.silent("nothing recorded: closed world", CLEAR),
 ]

@@ -86,6 +86,22 @@ def test_open_ended_orders_run_to_the_as_of_date_while_active_only() -> None:
     assert not stopped.end_known and stopped.last_day(as_of) == dt.date(2026, 9, 1)
 
 
+def test_a_held_order_or_statement_is_not_ongoing() -> None:
+    """`on-hold` (FHIR R4: "temporarily halted"): use up to an unknown day, as `stopped`."""
+    as_of = dt.date(2026, 11, 1)
+    held = exposure_period(request("on-hold"))
+    statement = exposure_period(
+        {
+            "resourceType": "MedicationStatement",
+            "status": "on-hold",
+            "effectivePeriod": {"start": "2026-01-01"},
+        }
+    )
+    for period in (held, statement):
+        assert not isinstance(period, str)
+        assert not period.end_known and period.last_day(as_of) == period.start
+
+
 def test_statement_and_administration_periods() -> None:
     statement = {
         "resourceType": "MedicationStatement",

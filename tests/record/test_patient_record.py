@@ -10,7 +10,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.errors import InputError
-from engine.record import CodeClassifier, PatientRecord, RecordProblem, build_record
+from engine.record import (
+    UNIDENTIFIED_MEDICATION,
+    CodeClassifier,
+    PatientRecord,
+    RecordProblem,
+    build_record,
+)
 from engine.sources import PatientResources, read_bundle_file
 from engine.sources.references import reference_key
 
@@ -358,6 +364,63 @@ def test_medications_by_concept_reference_and_containment() -> None:
     # The Medication itself is not a medication use: it is not indexed by concept.
     assert "m1" not in ids(record.resources_of_concept("clopidogrel"))
     assert record.data_problems == []
+
+
+def test_a_medication_is_coded_by_its_ingredients_too() -> None:
+    """Medication.ingredient.itemCodeableConcept (FHIR R4): a product with no code, or one
+    whose code no concept holds, is a drug of its ingredients' concepts."""
+    ingredient = {"itemCodeableConcept": concept(RXNORM, "309362", "clopidogrel")}
+    record = record_of(
+        resource(
+            "MedicationStatement",
+            "ingredients-only",
+            contained=[resource("Medication", "c", ingredient=[ingredient])],
+            medicationReference={"reference": "#c"},
+        ),
+        resource(
+            "MedicationRequest",
+            "product-and-ingredient",
+            contained=[
+                resource("Medication", "p", code=concept(RXNORM, "999"), ingredient=[ingredient])
+            ],
+            medicationReference={"reference": "#p"},
+        ),
+    )
+    assert ids(record.resources_of_concept("clopidogrel")) == [
+        "ingredients-only",
+        "product-and-ingredient",
+    ]
+    first = record.resources_of_type("MedicationStatement")[0]
+    assert record.medication_of(first) == {
+        "coding": [{"system": RXNORM, "code": "309362"}],
+        "text": "clopidogrel",
+    }
+    assert record.data_problems == []
+
+
+def test_medications_whose_drug_cannot_be_told_are_indexed_apart() -> None:
+    """An unresolved medicationReference, a text-only medication, a Medication without code
+    or ingredients, local codes only: `UNIDENTIFIED_MEDICATION`; a known system's code of no
+    concept is a drug the criteria do not ask about, not an unknown one."""
+    record = record_of(
+        resource("MedicationRequest", "absent", medicationReference={"reference": "Medication/x"}),
+        resource("MedicationRequest", "text", medicationCodeableConcept={"text": "dapagliflozin"}),
+        resource(
+            "MedicationStatement",
+            "no-code",
+            contained=[resource("Medication", "c")],
+            medicationReference={"reference": "#c"},
+        ),
+        resource("MedicationRequest", "local", medicationCodeableConcept=concept("urn:x", "1")),
+        resource("MedicationRequest", "other", medicationCodeableConcept=concept(RXNORM, "1")),
+    )
+    assert ids(record.resources_of_concept(UNIDENTIFIED_MEDICATION)) == [
+        "absent",
+        "text",
+        "no-code",
+        "local",
+    ]
+    assert len(record.data_problems) == 4  # the data problems are as before
 
 
 # --------------------------------------------------------------------------- data problems

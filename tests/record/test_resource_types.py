@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -59,3 +60,36 @@ def test_a_medication_dated_by_its_validity_period_reads_the_nested_field() -> N
         "2024-01-01",
         "2024-03-01",
     )
+
+
+def _medication(resource_type: str, status: str, **fields: object) -> dict[str, object]:
+    return {"resourceType": resource_type, "status": status, **fields}
+
+
+def test_planned_and_held_medications_are_no_use_by_default() -> None:
+    """FHIR R4: MedicationStatement `intended` "may be taken at some time in the future";
+    MedicationRequest intent `proposal` / `plan` / `option` authorise nothing."""
+    as_of = dt.date(2026, 11, 1)
+    statement = status_predicate("MedicationStatement", None)
+    request = status_predicate("MedicationRequest", None)
+    assert not statement(_medication("MedicationStatement", "intended"), None, as_of)
+    assert statement(_medication("MedicationStatement", "active"), None, as_of)
+    for intent in ("proposal", "plan", "option"):
+        assert not request(_medication("MedicationRequest", "active", intent=intent), None, as_of)
+    for intent in ("order", "original-order", "reflex-order", "filler-order", "instance-order"):
+        assert request(_medication("MedicationRequest", "active", intent=intent), None, as_of)
+    # A status the atom names is read as written (planned drugs can be asked for).
+    intended = status_predicate("MedicationStatement", ("intended",))
+    assert intended(_medication("MedicationStatement", "intended"), None, as_of)
+
+
+def test_a_held_medication_is_not_in_use_on_the_as_of_day() -> None:
+    """`on-hold`: "temporarily halted" (FHIR R4): never ongoing, never `status: [active]`."""
+    as_of = dt.date(2026, 11, 1)
+    held = _medication(
+        "MedicationRequest", "on-hold", intent="order", authoredOn="2026-09-01T10:00:00Z"
+    )
+    span = resource_span(held)
+    assert span is not None and span.end is not None
+    assert not status_predicate("MedicationRequest", ("active",))(held, span, as_of)
+    assert status_predicate("MedicationRequest", None)(held, span, as_of)
