@@ -266,6 +266,19 @@ classifies (and notes data problems of), and Medication (what medicationReferenc
 A run keeps these and the types the criteria query; nothing reads the others."""
 
 
+ADMINISTRATIVE_GENDERS = frozenset({"male", "female", "other", "unknown"})
+"""Patient.gender's required value set, administrative-gender
+(http://hl7.org/fhir/R4/valueset-administrative-gender.html)."""
+
+
+def administrative_gender_problem(gender: object) -> str:
+    """Why `gender` (not in ADMINISTRATIVE_GENDERS) is no Patient.gender."""
+    return (
+        f"{gender!r} is not an administrative-gender code (male, female, other, unknown; "
+        "FHIR R4 Patient.gender)"
+    )
+
+
 def expand_resource_types(written: Sequence[str]) -> tuple[str, ...]:
     """The types a `resource:` value queries, in order: MedicationStatement brings the other
     medication types (`MEDICATION_TYPES`)."""

@@ -53,7 +53,13 @@ from engine.evaluate.timing import (
 from engine.evaluate.values import ValueCheck
 from engine.normalise import Concept, DataProblem, Measurement, Terminology, measure
 from engine.record import UNIDENTIFIED_MEDICATION, PatientRecord
-from engine.resource_types import MEDICATION_REFERENCING_TYPES, MEDICATION_TYPES, RESOURCE_TYPES
+from engine.resource_types import (
+    ADMINISTRATIVE_GENDERS,
+    MEDICATION_REFERENCING_TYPES,
+    MEDICATION_TYPES,
+    RESOURCE_TYPES,
+    administrative_gender_problem,
+)
 
 EVIDENCE_LIMIT = 5
 """At most this many resources are cited per atom (the most recent first)."""
@@ -488,10 +494,18 @@ class PatientNode:
 
     def _gender(self, gender: object, reference: str, cited: tuple[Cited, ...]) -> Outcome:
         wanted = self._genders_text
-        if not isinstance(gender, str):
+        if gender is None:
             return self._part(
                 UNKNOWN,
                 f"{reference} has no gender; {wanted} cannot be checked",
+                cited,
+                missing=("Patient.gender",),
+            )
+        if not isinstance(gender, str) or gender not in ADMINISTRATIVE_GENDERS:  # "M", 42
+            return self._part(
+                UNKNOWN,
+                f"{reference}: gender {administrative_gender_problem(gender)}; {wanted} cannot "
+                "be checked",
                 cited,
                 missing=("Patient.gender",),
             )

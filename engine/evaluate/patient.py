@@ -17,6 +17,7 @@ from engine.evaluate.compile import CompiledCriteria, CompiledCriterion, Evaluat
 from engine.evaluate.outcome import MET, NOT_MET, UNKNOWN, Outcome, is_shared
 from engine.evaluate.timing import parse_date_range
 from engine.record import DATING_FIELDS, PatientRecord
+from engine.resource_types import ADMINISTRATIVE_GENDERS, administrative_gender_problem
 
 EARLIEST_AS_OF = dt.date(1900, 1, 1)
 LATEST_AS_OF = dt.date(2199, 12, 31)
@@ -199,17 +200,23 @@ def criterion_result(criterion: CompiledCriterion, outcome: Outcome) -> Criterio
 
 def _patient_problems(record: PatientRecord, as_of: dt.date, label: str) -> tuple[str, ...]:
     """Data problems of the Patient resource itself (`label`: its reference): a null id, a
-    birth date after the as-of day (an implausible value: no age is computed from it)."""
+    gender outside FHIR's administrative-gender codes, a birth date that is no date or is
+    after the as-of day (an implausible value: no age is computed from it)."""
     patient = record.patient
     problems: list[str] = []
     if "id" in patient and patient["id"] is None:
         problems.append(
             f"{label}, field id: null is not a FHIR value (the id was taken from the fullUrl)"
         )
+    gender = patient.get("gender")
+    if gender is not None and (not isinstance(gender, str) or gender not in ADMINISTRATIVE_GENDERS):
+        problems.append(f"{label}, field gender: {administrative_gender_problem(gender)}")
     birth_date = patient.get("birthDate")
     try:
         earliest, _, _ = parse_date_range(birth_date, "birthDate")
-    except DateProblem:
+    except DateProblem as problem:
+        if birth_date is not None:
+            problems.append(f"{label}, field {problem}; no age is computed from it")
         return tuple(problems)
     if earliest > as_of:
         problems.append(

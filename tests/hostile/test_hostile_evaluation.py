@@ -6,7 +6,16 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from hostile_support import bundle, evaluate, haemoglobin, itp, patient, result, write_trial
+from hostile_support import (
+    SMALL_TRIAL,
+    bundle,
+    evaluate,
+    haemoglobin,
+    itp,
+    patient,
+    result,
+    write_trial,
+)
 
 from engine.criteria.loader import parse_iso_duration
 from engine.errors import CriteriaError, ErrorCollection, InputError
@@ -120,6 +129,29 @@ def test_a_birth_date_after_the_as_of_day_is_a_data_problem(trial_path: Path) ->
     assert age.truth is Truth.UNKNOWN
     assert "implausible value" in age.reason
     assert any("birthDate" in problem for problem in evaluation.data_problems)
+
+
+def test_a_birth_date_that_is_no_date_is_a_data_problem(trial_path: Path) -> None:
+    evaluation = evaluate(trial_path, bundle(patient(birthDate="1984-13-99")))
+    assert result(evaluation, "inclusion-1-adult").outcome.truth is Truth.UNKNOWN
+    assert any(
+        "field birthDate: '1984-13-99' is not a valid date" in problem
+        for problem in evaluation.data_problems
+    )
+
+
+@pytest.mark.parametrize("gender", ["M", 42, {"code": "F"}])
+def test_a_gender_outside_administrative_gender_is_unknown_and_a_data_problem(
+    tmp_path: Path, gender: object
+) -> None:
+    """'M' is no FHIR gender: read as not female, a man would fail a women-only criterion
+    silently (FHIR R4 Patient.gender, required value set administrative-gender)."""
+    women = SMALL_TRIAL.replace("age: {min: 18}", "gender: [female]")
+    evaluation = evaluate(write_trial(tmp_path, women), bundle(patient(gender=gender)))
+    outcome = result(evaluation, "inclusion-1-adult").outcome
+    assert outcome.truth is Truth.UNKNOWN
+    assert "is not an administrative-gender code" in outcome.reason
+    assert any("field gender:" in problem for problem in evaluation.data_problems)
 
 
 def test_a_null_patient_id_is_a_data_problem(trial_path: Path) -> None:
