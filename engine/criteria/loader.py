@@ -1132,11 +1132,21 @@ class _Checker:
             if window is None:
                 return None
             windows.append((name, window))
+        same_sample = bool(spec.get("same_sample", False))
+        if same_sample and len(names) < 2:
+            self._fail(
+                here,
+                "same_sample",
+                f"same_sample needs two or more measured inputs; formula {formula.id} has "
+                f"{len(names)}",
+            )
+            return None
         return ComputedValue(
             formula.id,
             spec.get("prefer", "measured"),
             tuple(windows),
             _source_position(self.document, [*here, "formula"]),
+            same_sample=same_sample,
         )
 
     def _use(

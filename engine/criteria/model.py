@@ -212,7 +212,9 @@ class ComputedValue:
     `prefer` says which source decides first: `measured` (the latest measured value in the
     window, else the computed one) or `computed` (the computed value when its inputs allow,
     else the measured one). `input_windows` gives a window per formula input by input name;
-    an input without one uses the atom's window. See `engine.normalise.formulas`.
+    an input without one uses the atom's window. `same_sample`: the measured inputs must come
+    from one specimen (a ratio of two concentrations in one spot sample), else the computed
+    value is unknown. See `engine.normalise.formulas`.
     """
 
     formula: str
@@ -220,6 +222,7 @@ class ComputedValue:
     input_windows: tuple[tuple[str, Window], ...] = ()
     position: SourcePosition | None = None
     """Where `formula:` is written."""
+    same_sample: bool = False
 
 
 @dataclass(frozen=True)

@@ -177,6 +177,19 @@ INCLUSION_4 = [
         reason=("no urine_albumin",),
     ),
     i4.silent(
+        "UACR from urine albumin and urine creatinine 12 days apart: not one sample",
+        MISSING,
+        remove=("uacr",),
+        add=(
+            observation("urine-albumin", "14957-5", 300, "mg/L", days_ago(13)),
+            observation("urine-creatinine", "2161-8", 40, "mg/dL", days_ago(1)),
+        ),
+        reason=(
+            "urine albumin on 2026-10-19 and urine creatinine on 2026-10-31 are not from the "
+            "same sample",
+        ),
+    ),
+    i4.silent(
         "only recent UACRs: no evidence 3 months before visit 1",
         MISSING,
         remove=("uacr-last-year",),
