@@ -210,15 +210,17 @@ class ComputedValue:
     """`computed:` on an Observation atom: the value may also come from a registered formula.
 
     `prefer` says which source decides first: `measured` (the latest measured value in the
-    window, else the computed one) or `computed` (the computed value when its inputs allow,
-    else the measured one). `input_windows` gives a window per formula input by input name;
-    an input without one uses the atom's window. `same_sample`: the measured inputs must come
-    from one specimen (a ratio of two concentrations in one spot sample), else the computed
-    value is unknown. See `engine.normalise.formulas`.
+    window, else the computed one), `computed` (the computed value when its inputs allow,
+    else the measured one) or `latest` (the newer of the two; the measured one on the same
+    day; the computed value is dated by its oldest measured input). `input_windows` gives a
+    window per formula input by input name; an input without one uses the atom's window.
+    `same_sample`: the measured inputs must come from one specimen (a ratio of two
+    concentrations in one spot sample), else the computed value is unknown. See
+    `engine.normalise.formulas`.
     """
 
     formula: str
-    prefer: Literal["measured", "computed"] = "measured"
+    prefer: Literal["measured", "computed", "latest"] = "measured"
     input_windows: tuple[tuple[str, Window], ...] = ()
     position: SourcePosition | None = None
     """Where `formula:` is written."""

@@ -186,7 +186,8 @@ class ComputedNode:
 
     def _evaluate(self, context: EvaluationContext) -> Outcome:
         reads: list[_Read] = []
-        outcome = self._decide(context, reads)
+        also: list[Cited] = []
+        outcome = self._decide(context, reads, also)
         if outcome.atom is not None:  # decided by the measured value: cited already
             return outcome
         if len(reads) != len(self.inputs):  # the formula did not read them
@@ -202,10 +203,14 @@ class ComputedNode:
         patient_reference, patient_cited = context.patient_cited()
         if patient_reference in evidence:
             cited.extend(patient_cited)
+        cited.extend(also)
         return with_atom(outcome, self.measured.atom, tuple(cited))
 
-    def _decide(self, context: EvaluationContext, reads: list[_Read]) -> Outcome:
-        """The outcome; `reads` gets the inputs' reads when the formula reads them."""
+    def _decide(self, context: EvaluationContext, reads: list[_Read], also: list[Cited]) -> Outcome:
+        """The outcome; `reads` gets the inputs' reads when the formula reads them, `also` the
+        measured value's cited resources when both values are given (`prefer: latest`)."""
+        if self.prefer == "latest":
+            return self._newest(context, reads, also)
         if self.prefer == "measured":
             first = self.measured.evaluate(context)
             if first.truth is not UNKNOWN:
@@ -230,6 +235,59 @@ class ComputedNode:
             evidence=first.evidence + second.evidence,
             missing=first.missing + second.missing,
             unavailable=first.unavailable or second.unavailable,
+        )
+
+    def _newest(self, context: EvaluationContext, reads: list[_Read], also: list[Cited]) -> Outcome:
+        """`prefer: latest`: the newer of the latest measured value and the computed one
+        decides (the measured one on the same day); the computed value is dated by its oldest
+        measured input. The other value, when there is one, is shown beside it."""
+        measured = self.measured.evaluate(context)
+        computed = self._computed(context, reads)
+        if measured.truth is UNKNOWN or computed.truth is UNKNOWN:
+            first, second = (
+                (measured, computed) if measured.truth is not UNKNOWN else (computed, measured)
+            )
+            if first.truth is UNKNOWN:
+                return Outcome(
+                    UNKNOWN,
+                    f"{measured.reason}; {computed.reason}",
+                    self.label,
+                    evidence=measured.evidence + computed.evidence,
+                    missing=measured.missing + computed.missing,
+                    unavailable=measured.unavailable or computed.unavailable,
+                )
+            if first is measured:
+                also.extend(measured.cited)
+                # why the computed value cannot decide, when the window holds an input
+                read = any(read.reference is not None for read in reads)
+            else:  # why the measured one cannot, when the window holds one (unusable)
+                read = bool(measured.evidence) or any("(unusable: " in m for m in measured.missing)
+            return Outcome(
+                first.truth,
+                f"{first.reason} ({second.reason})" if read else first.reason,
+                self.label,
+                evidence=first.evidence,
+            )
+        measured_day = None
+        if measured.cited:
+            span = context.span_of(dict(measured.cited[0].resource))
+            if isinstance(span, Span):
+                measured_day = span.start
+        days = [read.day for read in reads if read.day is not None]
+        computed_day = min(days) if days else None
+        also.extend(measured.cited)
+        if computed_day is not None and (measured_day is None or computed_day > measured_day):
+            newer, older, kind = computed, measured, "measured"
+        else:
+            newer, older, kind = measured, computed, "computed"
+        disagree = " and says otherwise" if older.truth is not newer.truth else ""
+        when = "of the same day" if computed_day == measured_day else "older"
+        return Outcome(
+            newer.truth,
+            f"{newer.reason}; the newest value in the window decides (the measured one on the "
+            f"same day), and the {kind} one is {when}{disagree} ({_without_subject(older.reason)})",
+            self.label,
+            evidence=newer.evidence + older.evidence,
         )
 
     def _computed(self, context: EvaluationContext, reads: list[_Read]) -> Outcome:
@@ -375,6 +433,11 @@ def _latest(item: _Input, context: EvaluationContext) -> _Read:
     day = span.start
     shown = f"{name} {value:.4g} {unit} on {day.isoformat() if day else '?'} ({reference})"
     return _Read(value, shown, reference, day, resource=resource)
+
+
+def _without_subject(reason: str) -> str:
+    """A reason without its leading "<subject>: " (shown inside another reason)."""
+    return reason.split(": ", 1)[1] if ": " in reason else reason
 
 
 def _not_same_sample(inputs: tuple[_Input, ...], reads: list[_Read]) -> str | None:

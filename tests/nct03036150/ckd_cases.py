@@ -93,6 +93,26 @@ INCLUSION_3 = [
         add=(observation("egfr", EGFR_2021, 58, "mL/min/{1.73_m2}", days_ago(3)),),
         evidence=("Observation/egfr",),
     ),
+    i3.meets(
+        "a reported eGFR 30 and creatinine 4.2 mg/dL (computed 15) the same day: reported wins",
+        remove=("creatinine",),
+        add=(
+            observation("egfr", EGFR_2021, 30, "mL/min/{1.73_m2}", VISIT_1),
+            observation("creatinine-high", "2160-0", 4.2, "mg/dL", VISIT_1),
+        ),
+        reason=("computed one is of the same day and says otherwise",),
+        evidence=("Observation/egfr", "Observation/creatinine-high"),
+    ),
+    i3.fails(
+        "reported eGFR 45 on 2026-10-19, then creatinine 3.5 mg/dL: the newer (eGFR 19) decides",
+        remove=("creatinine",),
+        add=(
+            observation("egfr", EGFR_2021, 45, "mL/min/{1.73_m2}", days_ago(13)),
+            observation("creatinine-rising", "2160-0", 3.5, "mg/dL", days_ago(2)),
+        ),
+        reason=("computed: 18.92", "measured one is older and says otherwise"),
+        evidence=("Observation/creatinine-rising", "Observation/egfr"),
+    ),
     i3.fails(
         "reported CKD-EPI eGFR 22 is below 25",
         add=(observation("egfr", EGFR_2021, 22, "mL/min/{1.73_m2}", days_ago(3)),),
