@@ -526,6 +526,12 @@ class Anchoring:
     name: str
 
 
+OUTSIDE = "; outside the window: "
+"""Starts what an anchored atom that finds nothing in its window says of the resources of its
+concept outside it ("the earliest after it, 2026-08-02 (Observation/x), is too recent"), at
+the end of its reason; explanations show it (`engine.report.explanation`)."""
+
+
 def _relation_text(relation: Relation, name: str, day: dt.date) -> str:
     parts = []
     if relation.at_least is not None:
@@ -601,6 +607,8 @@ class ResourceNode:
             first_day, last_day, window_text = bounds
             candidates, problems = self._candidates(context, first_day, last_day)
             outcome = self._decision(candidates, problems, window_text, context, first_day)
+            if not candidates and not problems:
+                outcome = _noted(outcome, self._outside(context, first_day, last_day))
             return self._cite(outcome, candidates, context)
         if self.concept is not None and not context.record.resources_of_concept(self.concept.id):
             nothing = self._nothing_found.get(context.as_of)
@@ -613,6 +621,10 @@ class ResourceNode:
             first_day, window_text = self._window(context.as_of)
             candidates, problems = self._candidates(context, first_day)
         if not candidates and not problems:
+            note = self._outside(context, first_day, last_day) if anchorings else ""
+            if note:  # this patient's results outside the window: said, not shared
+                outcome = self._decision(candidates, problems, window_text, context, first_day)
+                return with_atom(_noted(outcome, note), self.atom)
             nothing = self._nothing_found.get(context.as_of)
             if nothing is None:
                 nothing = self._nothing_found[context.as_of] = shared(
@@ -706,6 +718,37 @@ class ResourceNode:
             assert not isinstance(found, Outcome)  # the as-of date is always there
             bounds = self._as_of_windows[context.as_of] = found
         return bounds
+
+    def _outside(
+        self, context: EvaluationContext, first_day: dt.date | None, last_day: dt.date
+    ) -> str:
+        """What the record holds outside an anchored window, nearest first: results after it
+        (too recent) and before it (too old); "" when none."""
+        everything, _ = self._candidates(context, None, context.as_of)
+        later: list[tuple[dt.date, str]] = []
+        earlier: list[tuple[dt.date, str]] = []
+        for candidate in everything:
+            span = candidate.span
+            if span is None or span.start is None:
+                continue
+            if span.start > last_day:
+                later.append((span.start, candidate.reference))
+                continue
+            end = span.start if self.onset else span.end
+            if first_day is not None and end is not None and end < first_day:
+                earlier.append((span.start, candidate.reference))
+        parts = []
+        if later:
+            day, reference = min(later)
+            more = f" ({len(later)} after it in all)" if len(later) > 1 else ""
+            parts.append(
+                f"the earliest after it, {day.isoformat()} ({reference}), is too recent{more}"
+            )
+        if earlier:
+            day, reference = max(earlier)
+            more = f" ({len(earlier)} before it in all)" if len(earlier) > 1 else ""
+            parts.append(f"the latest before it, {day.isoformat()} ({reference}), is too old{more}")
+        return "; ".join(parts)
 
     def _undated(self, anchoring: Anchoring, anchor: Outcome) -> Outcome:
         relation = anchoring.relation
@@ -1055,6 +1098,24 @@ class ResourceNode:
             evidence=evidence,
             missing=(f"{self.subject} {window_text} (unusable: {problems[0]})",),
         )
+
+
+def _noted(outcome: Outcome, note: str) -> Outcome:
+    """The outcome with `note` (what lies outside its window) at the end of its reason."""
+    if not note:
+        return outcome
+    return Outcome(
+        outcome.truth,
+        f"{outcome.reason}{OUTSIDE}{note}",
+        outcome.label,
+        outcome.evidence,
+        outcome.missing,
+        outcome.manual,
+        outcome.children,
+        outcome.atom,
+        outcome.cited,
+        outcome.unavailable,
+    )
 
 
 def passes_filters(

@@ -214,6 +214,17 @@ INCLUSION_4 = [
         MISSING,
         remove=("uacr-last-year",),
         add=(observation("uacr-last-month", UACR, 700, "mg/g", days_ago(40)),),
+        reason=(
+            "to 2026-08-01 (at least P3M before the as-of date 2026-11-01); outside the window: "
+            "the earliest after it, 2026-09-22 (Observation/uacr-last-month), is too recent",
+        ),
+    ),
+    i4.silent(
+        "a UACR one day short of 3 months before visit 1 is too recent",
+        MISSING,
+        remove=("uacr-last-year",),
+        add=(observation("uacr-3-months-less-a-day", UACR, 420, "mg/g", "2026-08-02"),),
+        reason=("the earliest after it, 2026-08-02 (Observation/uacr-3-months-less-a-day)",),
     ),
     i4.silent(
         "albuminuria diagnosed 2 months ago, no older UACR",
