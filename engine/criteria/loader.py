@@ -950,6 +950,15 @@ class _Checker:
         ):
             return None
         selection: Selection = node.get("select", "latest" if value is not None else "any")
+        failing: Absence = node.get("failing", "not-met")
+        if failing != "not-met" and (value is None or selection not in ("any", "count")):
+            self._fail(
+                path,
+                "failing",
+                "failing says what results failing the value test mean for select: any or "
+                "count; it needs a value test and one of those",
+            )
+            return None
         status = node.get("status")
         atom = ResourceAtom(
             resource_types=types,
@@ -970,6 +979,7 @@ class _Checker:
             id=atom_id,
             relations=relations,
             apart=apart,
+            failing=failing,
         )
         if atom_id is not None:
             self.atom_ids[atom_id] = (atom, path)

@@ -260,6 +260,10 @@ class ResourceAtom:
     apart: IsoDuration | None = None
     computed: ComputedValue | None = None
     exposure: MedicationExposure | None = None
+    failing: Absence = "not-met"
+    """What results that fail the value test mean (select any / count) when none passes:
+    `not-met`, or `unknown` for "evidence of X" criteria, where a result failing the test is
+    no evidence against X (an earlier normal value does not refute an episode of albuminuria)."""
 
 
 @dataclass(frozen=True)

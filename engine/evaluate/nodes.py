@@ -1048,6 +1048,15 @@ class ResourceNode:
             shown = f"{len(passed)} of the {needed} required results {test_text}"
         else:
             shown = failed[0][1] if failed else ""
+        if self.atom.failing == "unknown":  # failing results are no evidence against it
+            return Outcome(
+                UNKNOWN,
+                f"{self.subject}: {shown} is not {test_text}, which does not rule it out: "
+                f"no result {window_text} is {test_text}",
+                self.label,
+                evidence=_references(failed or passed),
+                missing=(f"{self.subject} {window_text} {test_text} (failing: {shown})",),
+            )
         return self._verdict(False, shown, _references(failed or passed))
 
     def _verdict(self, met: bool, shown: str, evidence: tuple[str, ...]) -> Outcome:

@@ -800,6 +800,16 @@ def _build_resource_step(
         problem = _unusable_problem(outcome)
         says = f"unusable data: {problem}" if problem else f"no result {window_words(atom, as_of)}"
         says += _outside_words(outcome)
+        failing = ""
+        if atom.failing == "unknown" and atom.value is not None and findings and not problem:
+            # results failing the test are no evidence against it (`failing: unknown`)
+            test = value_test_text(atom.value)
+            failing = (
+                f"not {test}, which does not rule it out (no result "
+                f"{window_words(atom, as_of)} is {test})"
+            )
+            says = f"{shown}: {failing}"
+            settle = tuple(f"{item}, {test}" for item in settle)
         if outcome.unavailable:  # not "no result": the source could not give these types
             says = outcome.unavailable
             settle = tuple(f"{item}: {outcome.unavailable}" for item in settle)
@@ -812,6 +822,7 @@ def _build_resource_step(
             findings=findings,
             to_settle=settle,
             unavailable=outcome.unavailable,
+            relation=failing,
         )
     relation = ""
     if atom.value is not None:

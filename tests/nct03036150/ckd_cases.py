@@ -185,10 +185,20 @@ INCLUSION_4 = [
         remove=("uacr",),
         add=(observation("uacr-nephrotic", UACR, 6200, "mg/g", VISIT_1),),
     ),
-    i4.fails(
-        "UACR 20 mg/g a year ago, no albuminuria diagnosis",
+    i4.silent(
+        "UACR 20 mg/g a year ago, no albuminuria diagnosis: no evidence against it",
+        MISSING,
         remove=("uacr-last-year",),
         add=(observation("uacr-normal-before", UACR, 20, "mg/g", days_ago(400)),),
+        reason=("20 mg/g", "is not >= 30 mg/g, which does not rule it out"),
+        evidence=("Observation/uacr-normal-before",),
+    ),
+    i4.silent(
+        "only a normal UACR of 2015 (20 mg/g): unknown, as with no earlier UACR",
+        MISSING,
+        remove=("uacr-last-year",),
+        add=(observation("uacr-2015", UACR, 20, "mg/g", "2015-03-01"),),
+        reason=("does not rule it out",),
     ),
     i4.silent(
         "no UACR at visit 1",
