@@ -39,6 +39,7 @@ from engine.criteria.model import (
     MedicationExposure,
     NotOf,
     PatientAtom,
+    PerUnitTest,
     QuantityTest,
     Relation,
     ResourceAtom,
@@ -49,7 +50,7 @@ from engine.criteria.model import (
     ValueTest,
     Window,
 )
-from engine.criteria.values import parse_range_test, parse_value_test
+from engine.criteria.values import parse_per_unit_test, parse_range_test, parse_value_test
 from engine.errors import CriteriaError, ErrorCollection, Location, TrialsieveError
 from engine.normalise.formulas import FORMULAS, InputKind
 from engine.normalise.yaml_reading import check_limits, load_round_trip
@@ -1278,6 +1279,12 @@ class _Checker:
     ) -> ValueTest | None:
         if text is None:
             return None
+        if isinstance(text, dict) and "per_unit" in text:
+            try:
+                return parse_per_unit_test(text["per_unit"])
+            except ValueError as error:
+                self.errors.append(_error_at(self.document, [*path, "per_unit"], str(error)))
+                return None
         if isinstance(text, dict):
             low, high = text["between"]
             try:
@@ -1291,7 +1298,7 @@ class _Checker:
             if len(singles) < len(tests):
                 return None
             return AnyValueTest(
-                tuple(test for test in singles if not isinstance(test, AnyValueTest)),
+                tuple(test for test in singles if not isinstance(test, AnyValueTest | PerUnitTest)),
                 " or ".join(text),
             )
         try:

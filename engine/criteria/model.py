@@ -188,7 +188,22 @@ class AnyValueTest:
     text: str
 
 
-ValueTest = SingleValueTest | AnyValueTest
+@dataclass(frozen=True)
+class PerUnitTest:
+    """`value: {per_unit: [">= 30 mg/g", ">= 3 mg/mmol"]}`: one cut-off per unit of report.
+
+    A result is tested against the cut-off in the unit it was reported in (or one that
+    converts to it without a molar mass: `ug/mg` against `mg/g`), compared in that unit; a
+    result in none of them (or a computed value) against the first, in the concept's unit.
+    For categories a guideline defines separately in each unit (KDIGO albuminuria: 30 mg/g
+    or 3 mg/mmol), which an exact conversion would put on different sides.
+    """
+
+    tests: tuple[QuantityTest, ...]
+    text: str
+
+
+ValueTest = SingleValueTest | AnyValueTest | PerUnitTest
 
 
 # --------------------------------------------------------------------------- atoms

@@ -34,6 +34,7 @@ from engine.criteria.model import (
     ManualAtom,
     NotOf,
     PatientAtom,
+    PerUnitTest,
     QuantityTest,
     RangeTest,
     ReferenceLimitTest,
@@ -1095,6 +1096,8 @@ def value_test_text(test: ValueTest) -> str:
     """A value test with readable units: `< 1.5 x10^9/L`, `> 3 x ULN`, `positive`."""
     if isinstance(test, AnyValueTest):
         return " or ".join(_single_test_text(single) for single in test.tests)
+    if isinstance(test, PerUnitTest):  # each in its own unit: say so
+        return " or ".join(_single_test_text(single) for single in test.tests) + " (per unit)"
     return _single_test_text(test)
 
 
@@ -1406,7 +1409,9 @@ def _range_words(
         text = f"{default}lower limit {_number(low)}{suffix}"
     else:
         return ""
-    tests = atom.value.tests if isinstance(atom.value, AnyValueTest) else (atom.value,)
+    tests = (
+        atom.value.tests if isinstance(atom.value, AnyValueTest | PerUnitTest) else (atom.value,)
+    )
     for test in tests:
         if isinstance(test, ReferenceLimitTest):
             limit = high if test.limit == "high" else low

@@ -171,6 +171,19 @@ INCLUSION_4 = [
         evidence=("Observation/urine-albumin", "Observation/urine-creatinine"),
     ),
     i4.meets(
+        "an earlier UACR of 3.0 mg/mmol is KDIGO A2 (its mg/mmol cut-off, not 26.5 mg/g)",
+        remove=("uacr-last-year",),
+        add=(observation("uacr-si-before", UACR, 3.0, "mg/mmol", days_ago(400)),),
+        evidence=("Observation/uacr-si-before",),
+    ),
+    i4.silent(
+        "an earlier UACR of 2.9 mg/mmol is below A2: no evidence either way",
+        MISSING,
+        remove=("uacr-last-year",),
+        add=(observation("uacr-si-normal", UACR, 2.9, "mg/mmol", days_ago(400)),),
+        reason=("does not rule it out",),
+    ),
+    i4.meets(
         "an albuminuria diagnosis is the earlier evidence",
         remove=("uacr-last-year",),
         add=(condition("microalbuminuria", SNOMED, "90781000119102", "2024-03-01"),),
@@ -190,7 +203,7 @@ INCLUSION_4 = [
         MISSING,
         remove=("uacr-last-year",),
         add=(observation("uacr-normal-before", UACR, 20, "mg/g", days_ago(400)),),
-        reason=("20 mg/g", "is not >= 30 mg/g, which does not rule it out"),
+        reason=("20 mg/g", "is not >= 30 mg/g or >= 3 mg/mmol, which does not rule it out"),
         evidence=("Observation/uacr-normal-before",),
     ),
     i4.silent(
