@@ -3,11 +3,14 @@ guideline, 1.4: a UACR is albumin and creatinine of one spot urine sample)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_computed_and_exposure import ROOT, observation, outcome_of, patient
 
 from engine.errors import TrialsieveError
@@ -147,3 +150,32 @@ def test_same_sample_needs_two_measured_inputs(tmp_path: Path) -> None:
     with pytest.raises(TrialsieveError) as raised:
         load_trial(path)
     assert "same_sample needs two or more measured inputs" in str(raised.value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    instant=st.datetimes(
+        min_value=dt.datetime(2000, 1, 1),
+        max_value=dt.datetime(2100, 1, 1),
+        timezones=st.just(dt.UTC),
+    ),
+    one=st.integers(min_value=-12 * 60, max_value=14 * 60),
+    other=st.integers(min_value=-12 * 60, max_value=14 * 60),
+    shift=st.integers(min_value=-3000, max_value=3000),
+)
+def test_one_instant_in_any_zones_is_one_sample_and_another_minute_is_not(
+    instant: dt.datetime, one: int, other: int, shift: int
+) -> None:
+    """Property: the collection minute is compared in UTC, whatever zones the times are
+    written in; a different minute is a different sample."""
+    from engine.evaluate.computed import _collected
+
+    def written(moment: dt.datetime, minutes: int) -> dict[str, Any]:
+        zone = dt.timezone(dt.timedelta(minutes=minutes))
+        return {"effectiveDateTime": moment.astimezone(zone).isoformat()}
+
+    first = _collected(written(instant, one))[0]
+    assert first is not None and first == _collected(written(instant, other))[0]
+    moved = instant + dt.timedelta(minutes=shift)
+    same_minute = moved.replace(second=0, microsecond=0) == instant.replace(second=0, microsecond=0)
+    assert (_collected(written(moved, other))[0] == first) is same_minute
