@@ -29,6 +29,7 @@ from engine.criteria.model import (
     AnyValueTest,
     CriteriaFile,
     Criterion,
+    PerUnitTest,
     QuantityTest,
     RangeTest,
     ReferenceLimitTest,
@@ -324,7 +325,7 @@ def _single_tests(test: ValueTest | None) -> tuple[SingleValueTest, ...]:
     """The single tests of a value test, a range counting as its two bounds."""
     if test is None:
         return ()
-    tests = test.tests if isinstance(test, AnyValueTest) else (test,)
+    tests = test.tests if isinstance(test, AnyValueTest | PerUnitTest) else (test,)
     return tuple(
         bound
         for one in tests

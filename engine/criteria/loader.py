@@ -39,6 +39,7 @@ from engine.criteria.model import (
     MedicationExposure,
     NotOf,
     PatientAtom,
+    PerUnitTest,
     QuantityTest,
     Relation,
     ResourceAtom,
@@ -49,7 +50,7 @@ from engine.criteria.model import (
     ValueTest,
     Window,
 )
-from engine.criteria.values import parse_range_test, parse_value_test
+from engine.criteria.values import parse_per_unit_test, parse_range_test, parse_value_test
 from engine.errors import CriteriaError, ErrorCollection, Location, TrialsieveError
 from engine.normalise.formulas import FORMULAS, InputKind
 from engine.normalise.yaml_reading import check_limits, load_round_trip
@@ -950,6 +951,15 @@ class _Checker:
         ):
             return None
         selection: Selection = node.get("select", "latest" if value is not None else "any")
+        failing: Absence = node.get("failing", "not-met")
+        if failing != "not-met" and (value is None or selection not in ("any", "count")):
+            self._fail(
+                path,
+                "failing",
+                "failing says what results failing the value test mean for select: any or "
+                "count; it needs a value test and one of those",
+            )
+            return None
         status = node.get("status")
         atom = ResourceAtom(
             resource_types=types,
@@ -970,6 +980,7 @@ class _Checker:
             id=atom_id,
             relations=relations,
             apart=apart,
+            failing=failing,
         )
         if atom_id is not None:
             self.atom_ids[atom_id] = (atom, path)
@@ -1132,11 +1143,21 @@ class _Checker:
             if window is None:
                 return None
             windows.append((name, window))
+        same_sample = bool(spec.get("same_sample", False))
+        if same_sample and len(names) < 2:
+            self._fail(
+                here,
+                "same_sample",
+                f"same_sample needs two or more measured inputs; formula {formula.id} has "
+                f"{len(names)}",
+            )
+            return None
         return ComputedValue(
             formula.id,
             spec.get("prefer", "measured"),
             tuple(windows),
             _source_position(self.document, [*here, "formula"]),
+            same_sample=same_sample,
         )
 
     def _use(
@@ -1258,6 +1279,12 @@ class _Checker:
     ) -> ValueTest | None:
         if text is None:
             return None
+        if isinstance(text, dict) and "per_unit" in text:
+            try:
+                return parse_per_unit_test(text["per_unit"])
+            except ValueError as error:
+                self.errors.append(_error_at(self.document, [*path, "per_unit"], str(error)))
+                return None
         if isinstance(text, dict):
             low, high = text["between"]
             try:
@@ -1271,7 +1298,7 @@ class _Checker:
             if len(singles) < len(tests):
                 return None
             return AnyValueTest(
-                tuple(test for test in singles if not isinstance(test, AnyValueTest)),
+                tuple(test for test in singles if not isinstance(test, AnyValueTest | PerUnitTest)),
                 " or ".join(text),
             )
         try:

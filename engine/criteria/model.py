@@ -188,7 +188,22 @@ class AnyValueTest:
     text: str
 
 
-ValueTest = SingleValueTest | AnyValueTest
+@dataclass(frozen=True)
+class PerUnitTest:
+    """`value: {per_unit: [">= 30 mg/g", ">= 3 mg/mmol"]}`: one cut-off per unit of report.
+
+    A result is tested against the cut-off in the unit it was reported in (or one that
+    converts to it without a molar mass: `ug/mg` against `mg/g`), compared in that unit; a
+    result in none of them (or a computed value) against the first, in the concept's unit.
+    For categories a guideline defines separately in each unit (KDIGO albuminuria: 30 mg/g
+    or 3 mg/mmol), which an exact conversion would put on different sides.
+    """
+
+    tests: tuple[QuantityTest, ...]
+    text: str
+
+
+ValueTest = SingleValueTest | AnyValueTest | PerUnitTest
 
 
 # --------------------------------------------------------------------------- atoms
@@ -210,16 +225,21 @@ class ComputedValue:
     """`computed:` on an Observation atom: the value may also come from a registered formula.
 
     `prefer` says which source decides first: `measured` (the latest measured value in the
-    window, else the computed one) or `computed` (the computed value when its inputs allow,
-    else the measured one). `input_windows` gives a window per formula input by input name;
-    an input without one uses the atom's window. See `engine.normalise.formulas`.
+    window, else the computed one), `computed` (the computed value when its inputs allow,
+    else the measured one) or `latest` (the newer of the two; the measured one on the same
+    day; the computed value is dated by its oldest measured input). `input_windows` gives a
+    window per formula input by input name; an input without one uses the atom's window.
+    `same_sample`: the measured inputs must come from one specimen (a ratio of two
+    concentrations in one spot sample), else the computed value is unknown. See
+    `engine.normalise.formulas`.
     """
 
     formula: str
-    prefer: Literal["measured", "computed"] = "measured"
+    prefer: Literal["measured", "computed", "latest"] = "measured"
     input_windows: tuple[tuple[str, Window], ...] = ()
     position: SourcePosition | None = None
     """Where `formula:` is written."""
+    same_sample: bool = False
 
 
 @dataclass(frozen=True)
@@ -255,6 +275,10 @@ class ResourceAtom:
     apart: IsoDuration | None = None
     computed: ComputedValue | None = None
     exposure: MedicationExposure | None = None
+    failing: Absence = "not-met"
+    """What results that fail the value test mean (select any / count) when none passes:
+    `not-met`, or `unknown` for "evidence of X" criteria, where a result failing the test is
+    no evidence against X (an earlier normal value does not refute an episode of albuminuria)."""
 
 
 @dataclass(frozen=True)

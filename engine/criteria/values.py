@@ -31,6 +31,7 @@ from engine.criteria.model import (
     AnswerTest,
     AnyValueTest,
     Comparator,
+    PerUnitTest,
     QuantityTest,
     RangeTest,
     ReferenceLimitTest,
@@ -128,6 +129,26 @@ def parse_range_test(low_text: str, high_text: str) -> RangeTest:
     return RangeTest(low, high, f"between {low.text} and {high.text}")
 
 
+def parse_per_unit_test(texts: list[str]) -> PerUnitTest:
+    """Read `{per_unit: [test, ...]}`: two or more quantity tests, each with a unit. Raise
+    ValueError saying what is wrong (units that convert into one another without a molar
+    mass are refused when the criteria are compiled against the concept)."""
+    if len(texts) < 2:
+        raise ValueError("per_unit needs two or more tests, one per unit")
+    tests: list[QuantityTest] = []
+    for text in texts:
+        try:
+            parsed = parse_value_test(text)
+        except ValueError as error:
+            raise ValueError(f"'{text}': {error}") from None
+        if not isinstance(parsed, QuantityTest) or parsed.unit is None:
+            raise ValueError(f"'{text}' is not a quantity test with a unit ('>= 30 mg/g')")
+        tests.append(parsed)
+    if len({test.unit for test in tests}) < len(tests):
+        raise ValueError("per_unit gives two tests in one unit")
+    return PerUnitTest(tuple(tests), " or ".join(test.text for test in tests))
+
+
 def format_value_test(test: ValueTest) -> str:
     """Write a value test in canonical form; `parse_value_test` reads a single test back.
 
@@ -138,6 +159,8 @@ def format_value_test(test: ValueTest) -> str:
     """
     if isinstance(test, AnyValueTest):
         return " or ".join(format_value_test(one) for one in test.tests)
+    if isinstance(test, PerUnitTest):
+        return " or ".join(format_value_test(one) for one in test.tests) + " (per unit)"
     if isinstance(test, AnswerTest):
         return f"is {test.answer_concept}"
     if isinstance(test, RangeTest):

@@ -133,6 +133,7 @@ def compile_computed(
         formula=formula,
         prefer=computed.prefer,
         inputs=tuple(inputs),
+        same_sample=computed.same_sample,
         label=measured.label,
         value_check=measured.value_check,
     )
@@ -146,6 +147,8 @@ class ComputedNode:
     inputs: tuple[_Input, ...]
     label: str
     value_check: ValueCheck
+    same_sample: bool = False
+    """`computed.same_sample`: the measured inputs must come from one specimen."""
     reads_patient: bool = field(init=False, repr=False, compare=False)
     """Whether the formula reads the Patient (age or sex), which it then cites."""
     reads: Reads | None = field(init=False, repr=False, compare=False)
@@ -183,7 +186,8 @@ class ComputedNode:
 
     def _evaluate(self, context: EvaluationContext) -> Outcome:
         reads: list[_Read] = []
-        outcome = self._decide(context, reads)
+        also: list[Cited] = []
+        outcome = self._decide(context, reads, also)
         if outcome.atom is not None:  # decided by the measured value: cited already
             return outcome
         if len(reads) != len(self.inputs):  # the formula did not read them
@@ -199,10 +203,14 @@ class ComputedNode:
         patient_reference, patient_cited = context.patient_cited()
         if patient_reference in evidence:
             cited.extend(patient_cited)
+        cited.extend(also)
         return with_atom(outcome, self.measured.atom, tuple(cited))
 
-    def _decide(self, context: EvaluationContext, reads: list[_Read]) -> Outcome:
-        """The outcome; `reads` gets the inputs' reads when the formula reads them."""
+    def _decide(self, context: EvaluationContext, reads: list[_Read], also: list[Cited]) -> Outcome:
+        """The outcome; `reads` gets the inputs' reads when the formula reads them, `also` the
+        measured value's cited resources when both values are given (`prefer: latest`)."""
+        if self.prefer == "latest":
+            return self._newest(context, reads, also)
         if self.prefer == "measured":
             first = self.measured.evaluate(context)
             if first.truth is not UNKNOWN:
@@ -227,6 +235,59 @@ class ComputedNode:
             evidence=first.evidence + second.evidence,
             missing=first.missing + second.missing,
             unavailable=first.unavailable or second.unavailable,
+        )
+
+    def _newest(self, context: EvaluationContext, reads: list[_Read], also: list[Cited]) -> Outcome:
+        """`prefer: latest`: the newer of the latest measured value and the computed one
+        decides (the measured one on the same day); the computed value is dated by its oldest
+        measured input. The other value, when there is one, is shown beside it."""
+        measured = self.measured.evaluate(context)
+        computed = self._computed(context, reads)
+        if measured.truth is UNKNOWN or computed.truth is UNKNOWN:
+            first, second = (
+                (measured, computed) if measured.truth is not UNKNOWN else (computed, measured)
+            )
+            if first.truth is UNKNOWN:
+                return Outcome(
+                    UNKNOWN,
+                    f"{measured.reason}; {computed.reason}",
+                    self.label,
+                    evidence=measured.evidence + computed.evidence,
+                    missing=measured.missing + computed.missing,
+                    unavailable=measured.unavailable or computed.unavailable,
+                )
+            if first is measured:
+                also.extend(measured.cited)
+                # why the computed value cannot decide, when the window holds an input
+                read = any(read.reference is not None for read in reads)
+            else:  # why the measured one cannot, when the window holds one (unusable)
+                read = bool(measured.evidence) or any("(unusable: " in m for m in measured.missing)
+            return Outcome(
+                first.truth,
+                f"{first.reason} ({second.reason})" if read else first.reason,
+                self.label,
+                evidence=first.evidence,
+            )
+        measured_day = None
+        if measured.cited:
+            span = context.span_of(dict(measured.cited[0].resource))
+            if isinstance(span, Span):
+                measured_day = span.start
+        days = [read.day for read in reads if read.day is not None]
+        computed_day = min(days) if days else None
+        also.extend(measured.cited)
+        if computed_day is not None and (measured_day is None or computed_day > measured_day):
+            newer, older, kind = computed, measured, "measured"
+        else:
+            newer, older, kind = measured, computed, "computed"
+        disagree = " and says otherwise" if older.truth is not newer.truth else ""
+        when = "of the same day" if computed_day == measured_day else "older"
+        return Outcome(
+            newer.truth,
+            f"{newer.reason}; the newest value in the window decides (the measured one on the "
+            f"same day), and the {kind} one is {when}{disagree} ({_without_subject(older.reason)})",
+            self.label,
+            evidence=newer.evidence + older.evidence,
         )
 
     def _computed(self, context: EvaluationContext, reads: list[_Read]) -> Outcome:
@@ -258,6 +319,10 @@ class ComputedNode:
                 evidence.append(read.reference)
             if first_day is None:
                 first_day = read.day
+        if self.same_sample and not problems:
+            apart = _not_same_sample(self.inputs, reads[-len(self.inputs) :])
+            if apart is not None:
+                problems.append(apart)
         patient = context.record.patient
         patient_reference, _ = context.patient_cited()
         for spec in self.formula.inputs if self.reads_patient else ():
@@ -368,6 +433,87 @@ def _latest(item: _Input, context: EvaluationContext) -> _Read:
     day = span.start
     shown = f"{name} {value:.4g} {unit} on {day.isoformat() if day else '?'} ({reference})"
     return _Read(value, shown, reference, day, resource=resource)
+
+
+def _without_subject(reason: str) -> str:
+    """A reason without its leading "<subject>: " (shown inside another reason)."""
+    return reason.split(": ", 1)[1] if ": " in reason else reason
+
+
+def _not_same_sample(inputs: tuple[_Input, ...], reads: list[_Read]) -> str | None:
+    """Why the inputs' results are not from one specimen, or None when they are.
+
+    Two results are from one sample when both name a `specimen` and it is the same reference;
+    when either names none, when both are collected at the same minute (`effectiveDateTime` /
+    `effectiveInstant`, compared in UTC), or on the same day when either gives no time of day
+    (the record then cannot tell two samples of one day apart: said in the reason). Different
+    specimens, times or days, or a collection date less precise than a day, are not."""
+    first_input, first = inputs[0], reads[0]
+    assert first.resource is not None
+    for item, read in zip(inputs[1:], reads[1:], strict=True):
+        assert read.resource is not None
+        one, other = _specimen(first.resource), _specimen(read.resource)
+        if one is not None and other is not None:
+            if one == other:
+                continue
+            return (
+                f"{_input_words(first_input)} ({first.reference}, specimen {one}) and "
+                f"{_input_words(item)} ({read.reference}, specimen {other}) are not from the "
+                "same sample"
+            )
+        moment, day = _collected(first.resource), _collected(read.resource)
+        same = (
+            moment[0] == day[0]
+            if moment[0] is not None and day[0] is not None
+            else moment[1] is not None and moment[1] == day[1]
+        )
+        if not same:
+            one_day, other_day = moment[1], day[1]
+            same_day = one_day is not None and one_day == other_day
+            return (
+                f"{_input_words(first_input)} on {moment[2] if same_day else moment[3]} and "
+                f"{_input_words(item)} on {day[2] if same_day else day[3]} are not from the "
+                "same sample"
+            )
+    return None
+
+
+def _input_words(item: _Input) -> str:
+    return item.spec.name.replace("_", " ")
+
+
+def _specimen(resource: dict[str, Any]) -> str | None:
+    specimen = resource.get("specimen")
+    reference = specimen.get("reference") if isinstance(specimen, dict) else None
+    return reference if isinstance(reference, str) and reference else None
+
+
+def _collected(
+    resource: dict[str, Any],
+) -> tuple[dt.datetime | None, dt.date | None, str, str]:
+    """When a sample was collected: the minute (UTC; None without a time of day or zone), the
+    day (None when the date is less precise than a day), the day and time as written, and the
+    day alone."""
+    value = resource.get("effectiveDateTime") or resource.get("effectiveInstant")
+    if not isinstance(value, str):
+        period = resource.get("effectivePeriod")
+        value = period.get("start") if isinstance(period, dict) else None
+    if not isinstance(value, str):
+        return None, None, "an unknown date", "an unknown date"
+    try:
+        day = dt.date.fromisoformat(value[:10])
+    except ValueError:
+        return None, None, value, value
+    if "T" not in value:
+        return None, day, value, value
+    shown = f"{value[:10]} {value[11:16]}"
+    try:
+        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None, day, shown, value[:10]
+    if moment.tzinfo is None:
+        return None, day, shown, value[:10]
+    return moment.astimezone(dt.UTC).replace(second=0, microsecond=0), day, shown, value[:10]
 
 
 def _age(patient: dict[str, Any], on: dt.date) -> int | str:

@@ -546,6 +546,12 @@ class Anchoring:
     name: str
 
 
+OUTSIDE = "; outside the window: "
+"""Starts what an anchored atom that finds nothing in its window says of the resources of its
+concept outside it ("the earliest after it, 2026-08-02 (Observation/x), is too recent"), at
+the end of its reason; explanations show it (`engine.report.explanation`)."""
+
+
 def _relation_text(relation: Relation, name: str, day: dt.date) -> str:
     parts = []
     if relation.at_least is not None:
@@ -635,6 +641,8 @@ class ResourceNode:
             first_day, last_day, window_text = bounds
             candidates, problems = self._candidates(context, first_day, last_day)
             outcome = self._decision(candidates, problems, window_text, context, first_day)
+            if not candidates and not problems:
+                outcome = _noted(outcome, self._outside(context, first_day, last_day))
             return self._cite(outcome, candidates, context)
         if (
             self.concept is not None
@@ -651,6 +659,10 @@ class ResourceNode:
             first_day, window_text = self._window(context.as_of)
             candidates, problems = self._candidates(context, first_day)
         if not candidates and not problems:
+            note = self._outside(context, first_day, last_day) if anchorings else ""
+            if note:  # this patient's results outside the window: said, not shared
+                outcome = self._decision(candidates, problems, window_text, context, first_day)
+                return with_atom(_noted(outcome, note), self.atom)
             nothing = self._nothing_found.get(context.as_of)
             if nothing is None:
                 nothing = self._nothing_found[context.as_of] = shared(
@@ -744,6 +756,37 @@ class ResourceNode:
             assert not isinstance(found, Outcome)  # the as-of date is always there
             bounds = self._as_of_windows[context.as_of] = found
         return bounds
+
+    def _outside(
+        self, context: EvaluationContext, first_day: dt.date | None, last_day: dt.date
+    ) -> str:
+        """What the record holds outside an anchored window, nearest first: results after it
+        (too recent) and before it (too old); "" when none."""
+        everything, _ = self._candidates(context, None, context.as_of)
+        later: list[tuple[dt.date, str]] = []
+        earlier: list[tuple[dt.date, str]] = []
+        for candidate in everything:
+            span = candidate.span
+            if span is None or span.start is None:
+                continue
+            if span.start > last_day:
+                later.append((span.start, candidate.reference))
+                continue
+            end = span.start if self.onset else span.end
+            if first_day is not None and end is not None and end < first_day:
+                earlier.append((span.start, candidate.reference))
+        parts = []
+        if later:
+            day, reference = min(later)
+            more = f" ({len(later)} after it in all)" if len(later) > 1 else ""
+            parts.append(
+                f"the earliest after it, {day.isoformat()} ({reference}), is too recent{more}"
+            )
+        if earlier:
+            day, reference = max(earlier)
+            more = f" ({len(earlier)} before it in all)" if len(earlier) > 1 else ""
+            parts.append(f"the latest before it, {day.isoformat()} ({reference}), is too old{more}")
+        return "; ".join(parts)
 
     def _undated(self, anchoring: Anchoring, anchor: Outcome) -> Outcome:
         relation = anchoring.relation
@@ -1099,6 +1142,15 @@ class ResourceNode:
             shown = f"{len(passed)} of the {needed} required results {test_text}"
         else:
             shown = failed[0][1] if failed else ""
+        if self.atom.failing == "unknown":  # failing results are no evidence against it
+            return Outcome(
+                UNKNOWN,
+                f"{self.subject}: {shown} is not {test_text}, which does not rule it out: "
+                f"no result {window_text} is {test_text}",
+                self.label,
+                evidence=_references(failed or passed),
+                missing=(f"{self.subject} {window_text} {test_text} (failing: {shown})",),
+            )
         return self._verdict(False, shown, _references(failed or passed))
 
     def _verdict(self, met: bool, shown: str, evidence: tuple[str, ...]) -> Outcome:
@@ -1218,6 +1270,24 @@ def unidentified_medication_text(record: PatientRecord, resource: dict[str, Any]
     text = code.get("text") if isinstance(code, dict) else None
     named = f", '{text}'" if isinstance(text, str) and text and text != display else ""
     return f"{label}: its medication ({shown}{named}) has no code the mappings know: {cannot}"
+
+
+def _noted(outcome: Outcome, note: str) -> Outcome:
+    """The outcome with `note` (what lies outside its window) at the end of its reason."""
+    if not note:
+        return outcome
+    return Outcome(
+        outcome.truth,
+        f"{outcome.reason}{OUTSIDE}{note}",
+        outcome.label,
+        outcome.evidence,
+        outcome.missing,
+        outcome.manual,
+        outcome.children,
+        outcome.atom,
+        outcome.cited,
+        outcome.unavailable,
+    )
 
 
 def passes_filters(

@@ -12,6 +12,7 @@ from engine.criteria.model import (
     AnswerTest,
     AnyValueTest,
     Comparator,
+    PerUnitTest,
     QuantityTest,
     RangeTest,
     ReferenceLimitTest,
@@ -46,6 +47,8 @@ def compile_value_check(
         )
     if isinstance(test, QuantityTest):
         return quantity_check(test, concept, where)
+    if isinstance(test, PerUnitTest):
+        return per_unit_check(test, concept, where)
     if isinstance(test, ReferenceLimitTest):
         return limit_check(test, concept)
     if isinstance(test, RangeTest):
@@ -103,6 +106,68 @@ def quantity_check(test: QuantityTest, concept: Concept, where: Location) -> Val
         return compare_result(measurement, test.comparator, threshold)
 
     return check
+
+
+def per_unit_check(test: PerUnitTest, concept: Concept, where: Location) -> ValueCheck:
+    """Each result against the cut-off in its unit of report (`PerUnitTest`), compared in
+    that unit; a result in the concept's unit (or computed) against the cut-off in a unit it
+    converts to without a molar mass, else the first. CriteriaError when two of the units
+    convert into one another without a molar mass (which cut-off would apply is then moot)."""
+    checks = [quantity_check(one, concept, where) for one in test.tests]  # each converts
+    units = [one.unit for one in test.tests]
+    for index, unit in enumerate(units):
+        for other in units[index + 1 :]:
+            assert unit is not None and other is not None
+            if _plainly_convertible(unit, other):
+                raise CriteriaError(
+                    f"'{test.text}': {unit} and {other} convert into one another without a "
+                    "molar mass; per_unit is for units of different kinds (mg/g, mg/mmol)",
+                    where,
+                )
+    in_concept_unit = next(
+        (
+            check
+            for one, check in zip(test.tests, checks, strict=True)
+            if one.unit is not None
+            and concept.unit is not None
+            and _plainly_convertible(concept.unit, one.unit)
+        ),
+        checks[0],
+    )
+
+    def check(measurement: Measurement) -> bool | str:
+        if measurement.value is None:
+            return "no numeric value"
+        reported = measurement.reported
+        if reported is not None:
+            number, unit = reported
+            for one in test.tests:
+                assert one.unit is not None
+                if not _plainly_convertible(unit, one.unit):
+                    continue
+                as_reported = Measurement(
+                    convert(number, unit, one.unit),
+                    one.unit,
+                    frozenset(),
+                    None,
+                    None,
+                    measurement.field,
+                    measurement.comparator,
+                )
+                return compare_result(as_reported, one.comparator, one.value)
+        return in_concept_unit(measurement)
+
+    return check
+
+
+def _plainly_convertible(unit: str, other: str) -> bool:
+    """Whether one unit converts to the other without a molar mass (mg/g and ug/mg do, mg/g
+    and mg/mmol do not)."""
+    try:
+        convert(1.0, unit, other)
+    except UnitError:
+        return False
+    return True
 
 
 def _threshold(test: QuantityTest, concept: Concept, where: Location) -> float:

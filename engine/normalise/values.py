@@ -56,6 +56,9 @@ class Measurement:
     field: str
     comparator: str | None = None
     """For a censored result (`< 20 IU/mL`): the true value lies on that side of `value`."""
+    reported: tuple[float, str] | None = None
+    """The number and UCUM unit as the result gave them, when converted to the concept's
+    unit (a per-unit test compares in the unit of report)."""
 
 
 @dataclass(frozen=True)
@@ -266,7 +269,8 @@ def _read_quantity(
     low, high = _reference_range(
         element, unit, concept.unit, concept.molar_mass, terminology, concept.conversions
     )
-    return Measurement(value, concept.unit, frozenset(), low, high, field, comparator)
+    reported = (float(number), unit) if unit != concept.unit else None
+    return Measurement(value, concept.unit, frozenset(), low, high, field, comparator, reported)
 
 
 def to_concept_unit(number: float, unit: str, concept: Concept) -> float:

@@ -24,6 +24,7 @@ from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
 from engine.criteria.model import (
+    AS_OF,
     AllOf,
     AnswerTest,
     AnyOf,
@@ -33,6 +34,7 @@ from engine.criteria.model import (
     ManualAtom,
     NotOf,
     PatientAtom,
+    PerUnitTest,
     QuantityTest,
     RangeTest,
     ReferenceLimitTest,
@@ -42,6 +44,7 @@ from engine.criteria.model import (
 )
 from engine.dataclass_init import direct_init
 from engine.evaluate.compile import CompiledCriteria, CompiledCriterion
+from engine.evaluate.nodes import OUTSIDE
 from engine.evaluate.outcome import MET, NOT_MET, UNKNOWN, Cited, Outcome, Truth
 from engine.evaluate.patient import (
     CLEAR,
@@ -798,6 +801,17 @@ def _build_resource_step(
         settle = _what_settles(atom, concept, as_of, outcome)
         problem = _unusable_problem(outcome)
         says = f"unusable data: {problem}" if problem else f"no result {window_words(atom, as_of)}"
+        says += _outside_words(outcome)
+        failing = ""
+        if atom.failing == "unknown" and atom.value is not None and findings and not problem:
+            # results failing the test are no evidence against it (`failing: unknown`)
+            test = value_test_text(atom.value)
+            failing = (
+                f"not {test}, which does not rule it out (no result "
+                f"{window_words(atom, as_of)} is {test})"
+            )
+            says = f"{shown}: {failing}"
+            settle = tuple(f"{item}, {test}" for item in settle)
         if outcome.unavailable:  # not "no result": the source could not give these types
             says = outcome.unavailable
             settle = tuple(f"{item}: {outcome.unavailable}" for item in settle)
@@ -810,6 +824,7 @@ def _build_resource_step(
             findings=findings,
             to_settle=settle,
             unavailable=outcome.unavailable,
+            relation=failing,
         )
     relation = ""
     if atom.value is not None:
@@ -822,7 +837,7 @@ def _build_resource_step(
             relation = f"{_count_words(outcome, atom)}{selection}{negation}{test}"
             says = f"{shown}: {relation}"
         else:
-            says = _none_words(atom, as_of)
+            says = _none_words(atom, as_of) + _outside_words(outcome)
     elif outcome.truth is MET:
         relation = f"{_count_words(outcome, atom)}found"
         says = f"found: {shown}" if shown else "found"
@@ -830,7 +845,7 @@ def _build_resource_step(
         relation = f"{_count_words(outcome, atom)}".rstrip(": ")
         says = f"{relation}: {shown}"
     else:
-        says = _none_words(atom, as_of)
+        says = _none_words(atom, as_of) + _outside_words(outcome)
     return Step(
         label=label,
         truth=outcome.truth,
@@ -882,6 +897,14 @@ def _derived_step(
         relation=says,
         unavailable=outcome.unavailable if unknown else "",
     )
+
+
+def _outside_words(outcome: Outcome) -> str:
+    """What an anchored atom found outside its window ("; outside the window: the earliest
+    after it, 2026-08-02 (Observation/x), is too recent"), or ""."""
+    if OUTSIDE not in outcome.reason:
+        return ""
+    return f"{OUTSIDE}{outcome.reason.split(OUTSIDE, 1)[1]}"
 
 
 def _none_words(atom: ResourceAtom, as_of: dt.date) -> str:
@@ -958,6 +981,8 @@ def window_words(atom: ResourceAtom, as_of: dt.date) -> str:
     `active on 2026-11-01`, or `at any date up to 2026-11-01`."""
     active = "active" in (atom.status or ())
     window = atom.window
+    if atom.relations:
+        return _anchored_words(atom, as_of)
     if window.duration is None:
         if active:
             word = "in use" if atom.resource_types[0].startswith("Medication") else "active"
@@ -968,6 +993,47 @@ def window_words(atom: ResourceAtom, as_of: dt.date) -> str:
     active_words = ", active then" if active else ""
     dated = "with onset" if atom.timing == "onset" and not active else "dated"
     return f"{dated} {first.isoformat()} to {as_of.isoformat()}{name}{active_words}"
+
+
+def _anchored_words(atom: ResourceAtom, as_of: dt.date) -> str:
+    """A window narrowed by `before:` / `after:`, in dates where the anchor is the as-of date:
+    `dated on or before 2026-08-01 (at least P3M before the as-of date 2026-11-01)`. An
+    anchor on another atom is named (its day is the patient's: the reason gives it)."""
+    window = atom.window
+    first = window.duration.start_before(as_of) if window.duration is not None else None
+    last: dt.date | None = as_of
+    described = []
+    for relation in atom.relations:
+        parts = []
+        if relation.at_least is not None:
+            parts.append(f"at least {relation.at_least.text}")
+        if relation.at_most is not None:
+            parts.append(f"at most {relation.at_most.text}")
+        distance = f"{' and '.join(parts)} " if parts else ""
+        if relation.anchor != AS_OF:
+            described.append(
+                f"{distance}{relation.direction} the {relation.event} {relation.anchor}"
+            )
+            last = None
+            continue
+        described.append(f"{distance}{relation.direction} the as-of date {as_of.isoformat()}")
+        if relation.direction == "before":
+            latest = relation.at_least.start_before(as_of) if relation.at_least else as_of
+            earliest = relation.at_most.start_before(as_of) if relation.at_most else None
+        else:
+            earliest = relation.at_least.start_after(as_of) if relation.at_least else as_of
+            latest = relation.at_most.start_after(as_of) if relation.at_most else as_of
+        if last is not None:
+            last = min(last, latest)
+        if earliest is not None:
+            first = earliest if first is None else max(first, earliest)
+    dated = "with onset" if atom.timing == "onset" else "dated"
+    how = "; ".join(described)
+    if last is None:
+        return f"{dated} {how} (up to {as_of.isoformat()})"
+    if first is None:
+        return f"{dated} on or before {last.isoformat()} ({how})"
+    return f"{dated} {first.isoformat()} to {last.isoformat()} ({how})"
 
 
 def describe_filters(atom: ResourceAtom) -> tuple[str, ...]:
@@ -1031,6 +1097,8 @@ def value_test_text(test: ValueTest) -> str:
     """A value test with readable units: `< 1.5 x10^9/L`, `> 3 x ULN`, `positive`."""
     if isinstance(test, AnyValueTest):
         return " or ".join(_single_test_text(single) for single in test.tests)
+    if isinstance(test, PerUnitTest):  # each in its own unit: say so
+        return " or ".join(_single_test_text(single) for single in test.tests) + " (per unit)"
     return _single_test_text(test)
 
 
@@ -1342,7 +1410,9 @@ def _range_words(
         text = f"{default}lower limit {_number(low)}{suffix}"
     else:
         return ""
-    tests = atom.value.tests if isinstance(atom.value, AnyValueTest) else (atom.value,)
+    tests = (
+        atom.value.tests if isinstance(atom.value, AnyValueTest | PerUnitTest) else (atom.value,)
+    )
     for test in tests:
         if isinstance(test, ReferenceLimitTest):
             limit = high if test.limit == "high" else low

@@ -176,7 +176,11 @@ def test_an_atom_anchored_on_the_as_of_date_only_is_the_same_for_all(tmp_path: P
     late = outcome(path, condition("22298006", "2025-07-01"))  # within the 3 months
     assert late.truth is Truth.UNKNOWN  # not met, or the manual item: unknown
     assert late.children[0].truth is Truth.NOT_MET
-    assert late.children[0].reason == first.children[0].reason
+    # the same window, and what lies outside it for this patient (not shared)
+    assert late.children[0].reason == (
+        f"{first.children[0].reason}; outside the window: the earliest after it, 2025-07-01 "
+        "(Condition/condition-22298006-2025-07-01), is too recent"
+    )
 
 
 MEDICATION_MAPPINGS = """\

@@ -146,6 +146,26 @@ INCLUSION_3 = [
         add=(observation("egfr", EGFR_2021, 58, "mL/min/{1.73_m2}", days_ago(3)),),
         evidence=("Observation/egfr",),
     ),
+    i3.meets(
+        "a reported eGFR 30 and creatinine 4.2 mg/dL (computed 15) the same day: reported wins",
+        remove=("creatinine",),
+        add=(
+            observation("egfr", EGFR_2021, 30, "mL/min/{1.73_m2}", VISIT_1),
+            observation("creatinine-high", "2160-0", 4.2, "mg/dL", VISIT_1),
+        ),
+        reason=("computed one is of the same day and says otherwise",),
+        evidence=("Observation/egfr", "Observation/creatinine-high"),
+    ),
+    i3.fails(
+        "reported eGFR 45 on 2026-10-19, then creatinine 3.5 mg/dL: the newer (eGFR 19) decides",
+        remove=("creatinine",),
+        add=(
+            observation("egfr", EGFR_2021, 45, "mL/min/{1.73_m2}", days_ago(13)),
+            observation("creatinine-rising", "2160-0", 3.5, "mg/dL", days_ago(2)),
+        ),
+        reason=("computed: 18.92", "measured one is older and says otherwise"),
+        evidence=("Observation/creatinine-rising", "Observation/egfr"),
+    ),
     i3.fails(
         "reported CKD-EPI eGFR 22 is below 25",
         add=(observation("egfr", EGFR_2021, 22, "mL/min/{1.73_m2}", days_ago(3)),),
@@ -204,6 +224,19 @@ INCLUSION_4 = [
         evidence=("Observation/urine-albumin", "Observation/urine-creatinine"),
     ),
     i4.meets(
+        "an earlier UACR of 3.0 mg/mmol is KDIGO A2 (its mg/mmol cut-off, not 26.5 mg/g)",
+        remove=("uacr-last-year",),
+        add=(observation("uacr-si-before", UACR, 3.0, "mg/mmol", days_ago(400)),),
+        evidence=("Observation/uacr-si-before",),
+    ),
+    i4.silent(
+        "an earlier UACR of 2.9 mg/mmol is below A2: no evidence either way",
+        MISSING,
+        remove=("uacr-last-year",),
+        add=(observation("uacr-si-normal", UACR, 2.9, "mg/mmol", days_ago(400)),),
+        reason=("does not rule it out",),
+    ),
+    i4.meets(
         "an albuminuria diagnosis is the earlier evidence",
         remove=("uacr-last-year",),
         add=(condition("microalbuminuria", SNOMED, "90781000119102", "2024-03-01"),),
@@ -218,10 +251,20 @@ INCLUSION_4 = [
         remove=("uacr",),
         add=(observation("uacr-nephrotic", UACR, 6200, "mg/g", VISIT_1),),
     ),
-    i4.fails(
-        "UACR 20 mg/g a year ago, no albuminuria diagnosis",
+    i4.silent(
+        "UACR 20 mg/g a year ago, no albuminuria diagnosis: no evidence against it",
+        MISSING,
         remove=("uacr-last-year",),
         add=(observation("uacr-normal-before", UACR, 20, "mg/g", days_ago(400)),),
+        reason=("20 mg/g", "is not >= 30 mg/g or >= 3 mg/mmol, which does not rule it out"),
+        evidence=("Observation/uacr-normal-before",),
+    ),
+    i4.silent(
+        "only a normal UACR of 2015 (20 mg/g): unknown, as with no earlier UACR",
+        MISSING,
+        remove=("uacr-last-year",),
+        add=(observation("uacr-2015", UACR, 20, "mg/g", "2015-03-01"),),
+        reason=("does not rule it out",),
     ),
     i4.silent(
         "no UACR at visit 1",
@@ -230,10 +273,34 @@ INCLUSION_4 = [
         reason=("no urine_albumin",),
     ),
     i4.silent(
+        "UACR from urine albumin and urine creatinine 12 days apart: not one sample",
+        MISSING,
+        remove=("uacr",),
+        add=(
+            observation("urine-albumin", "14957-5", 300, "mg/L", days_ago(13)),
+            observation("urine-creatinine", "2161-8", 40, "mg/dL", days_ago(1)),
+        ),
+        reason=(
+            "urine albumin on 2026-10-19 and urine creatinine on 2026-10-31 are not from the "
+            "same sample",
+        ),
+    ),
+    i4.silent(
         "only recent UACRs: no evidence 3 months before visit 1",
         MISSING,
         remove=("uacr-last-year",),
         add=(observation("uacr-last-month", UACR, 700, "mg/g", days_ago(40)),),
+        reason=(
+            "to 2026-08-01 (at least P3M before the as-of date 2026-11-01); outside the window: "
+            "the earliest after it, 2026-09-22 (Observation/uacr-last-month), is too recent",
+        ),
+    ),
+    i4.silent(
+        "a UACR one day short of 3 months before visit 1 is too recent",
+        MISSING,
+        remove=("uacr-last-year",),
+        add=(observation("uacr-3-months-less-a-day", UACR, 420, "mg/g", "2026-08-02"),),
+        reason=("the earliest after it, 2026-08-02 (Observation/uacr-3-months-less-a-day)",),
     ),
     i4.silent(
         "albuminuria diagnosed 2 months ago, no older UACR",
