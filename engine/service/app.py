@@ -334,7 +334,9 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def unexpected(request: Request, error: Exception) -> Response:
         log_event(logging.ERROR, "unexpected error", error=type(error).__name__)
         body = operation_outcome([Issue("exception", "internal error; see the service log")])
-        return FhirAnswer(body, status_code=500)
+        # Starlette re-raises the error once this answer is sent, and the server then closes
+        # the connection: the answer says so (RFC 9112 9.6), so a client does not reuse it.
+        return FhirAnswer(body, status_code=500, headers={"Connection": "close"})
 
 
 def _validation_issue(error: Any) -> Issue:

@@ -44,6 +44,7 @@ from engine.service.evaluation import (
     pull_patient,
     read_attestations,
 )
+from engine.service.fhir_json import check_fhir_resource
 from engine.service.logs import elapsed_ms, log_event
 from engine.service.models import CdsFeedback, CdsHookRequest, EvaluateRequest
 from engine.service.notifications import is_own, patient_of
@@ -534,9 +535,12 @@ def _parse_inline_bundle(bundle: dict[str, Any]) -> PatientResources:
             400, "invalid", "bundle holds a number beyond the 64-bit integer range", "bundle"
         ) from None
     try:
-        return parse_bundle(text, "request field bundle")
+        resources = parse_bundle(text, "request field bundle")
     except InputError as error:
         raise error_for(error, "bundle") from None
+    # What the Bundle reader skips as unreadable (`"coding": [5]`) is refused, as in a prefetch.
+    check_fhir_resource(bundle, "bundle")
+    return resources
 
 
 def _check_id(value: str, field_name: str) -> None:

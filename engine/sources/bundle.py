@@ -234,7 +234,8 @@ def _snippet_with_caret(line_text: str, offset: int) -> str | None:
     return f"{excerpt}\n    {' ' * (offset - start)}^"
 
 
-def _json_kind(value: Any) -> str:
+def json_kind(value: Any) -> str:
+    """What a JSON value is, for messages: `an object`, `an array`, `a number`, `null`."""
     if isinstance(value, dict):
         return "an object"
     if isinstance(value, list):
@@ -257,7 +258,7 @@ def _bundle_contents(document: Any, origin: str) -> tuple[list[dict[str, Any]], 
     """The Bundle's resources and their fullUrls, checked for shape; searchset outcomes left out."""
     if not isinstance(document, dict):
         raise InputError(
-            f"expected a JSON object (a FHIR Bundle), found {_json_kind(document)}",
+            f"expected a JSON object (a FHIR Bundle), found {json_kind(document)}",
             Location(file=origin),
         )
     resource_type = document.get("resourceType")
@@ -278,7 +279,7 @@ def _bundle_contents(document: Any, origin: str) -> tuple[list[dict[str, Any]], 
         raise InputError("the Bundle has no entries", Location(file=origin, field="entry"))
     if not isinstance(entries, list):
         raise InputError(
-            f"entry must be an array, found {_json_kind(entries)}",
+            f"entry must be an array, found {json_kind(entries)}",
             Location(file=origin, field="entry"),
         )
     resources: list[dict[str, Any]] = []
@@ -298,7 +299,7 @@ def _checked_bundle_type(bundle_type: Any, origin: str) -> str:
     if bundle_type is None:
         raise InputError(f"the Bundle has no type; expected one of {accepted}", where)
     if not isinstance(bundle_type, str):
-        raise InputError(f"type must be a string, found {_json_kind(bundle_type)}", where)
+        raise InputError(f"type must be a string, found {json_kind(bundle_type)}", where)
     if bundle_type in _REFUSED_BUNDLE_TYPES:
         raise InputError(
             f"a {bundle_type} Bundle is not patient data: {_REFUSED_BUNDLE_TYPES[bundle_type]}; "
@@ -318,13 +319,13 @@ def _entry_contents(entry: Any, index: int, origin: str) -> tuple[dict[str, Any]
     field = f"entry[{index}]"
     if not isinstance(entry, dict):
         raise InputError(
-            f"the entry must be a JSON object, found {_json_kind(entry)}",
+            f"the entry must be a JSON object, found {json_kind(entry)}",
             Location(file=origin, field=field),
         )
     full_url = entry.get("fullUrl")
     if full_url is not None and not isinstance(full_url, str):
         raise InputError(
-            f"fullUrl must be a string, found {_json_kind(full_url)}",
+            f"fullUrl must be a string, found {json_kind(full_url)}",
             Location(file=origin, field=f"{field}.fullUrl"),
         )
     resource = entry.get("resource")
@@ -335,7 +336,7 @@ def _entry_contents(entry: Any, index: int, origin: str) -> tuple[dict[str, Any]
         )
     if not isinstance(resource, dict):
         raise InputError(
-            f"the resource must be a JSON object, found {_json_kind(resource)}",
+            f"the resource must be a JSON object, found {json_kind(resource)}",
             Location(file=origin, resource=full_url, field=f"{field}.resource"),
         )
     resource_type = resource.get("resourceType")
@@ -478,4 +479,4 @@ def _label(resource: dict[str, Any], full_url: str | None, position: int) -> str
 
 
 def _quoted(value: Any) -> str:
-    return f"'{value}'" if isinstance(value, str) else _json_kind(value)
+    return f"'{value}'" if isinstance(value, str) else json_kind(value)

@@ -784,3 +784,110 @@ def test_the_algorithm_is_bound_to_the_key(
     assert_unauthorized(call(jwt_api, rs384_for_the_ec_key), "is for ES384, not RS384")
     es384 = jwt.encode(claims(), ec_key, algorithm="ES384", headers={"kid": "ehr-es384"})
     assert call(jwt_api, es384).status_code == 412
+
+
+# --------------------------------------------------------------------------- malformed prefetch
+
+
+def _first_condition(prefetch: dict[str, Any]) -> dict[str, Any]:
+    return next(
+        entry["resource"]
+        for entry in prefetch["condition"]["entry"]
+        if entry["resource"]["resourceType"] == "Condition"
+    )
+
+
+def _prefetch_changes() -> list[tuple[str, Any, str]]:
+    """(label, change to the prefetch, the element the 400 must name)."""
+    return [
+        ("entry object", lambda p: p["condition"].update(entry={}), "prefetch.condition.entry"),
+        ("entry null", lambda p: p["condition"].update(entry=None), "prefetch.condition.entry"),
+        ("entry number", lambda p: p["condition"].update(entry=5), "prefetch.condition.entry"),
+        ("link number", lambda p: p["condition"].update(link=5), "prefetch.condition.link"),
+        ("total text", lambda p: p["condition"].update(total="x"), "prefetch.condition.total"),
+        ("type number", lambda p: p["condition"].update(type=5), "prefetch.condition.type"),
+        (
+            "search number",
+            lambda p: p["condition"]["entry"][0].update(search=5),
+            "prefetch.condition.entry[0].search",
+        ),
+        (
+            "coding [5]",
+            lambda p: _first_condition(p)["code"].update(coding=[5]),
+            "prefetch.condition.entry[0].resource.code.coding[0]",
+        ),
+        (
+            "subject number",
+            lambda p: _first_condition(p).update(subject=5),
+            "prefetch.condition.entry[0].resource.subject",
+        ),
+        (
+            "id number",
+            lambda p: _first_condition(p).update(id=5),
+            "prefetch.condition.entry[0].resource.id",
+        ),
+        (
+            "an outcome entry whose issue is a number",
+            lambda p: p["condition"]["entry"].append(
+                {
+                    "resource": {"resourceType": "OperationOutcome", "issue": 5},
+                    "search": {"mode": "outcome"},
+                }
+            ),
+            "prefetch.condition.entry[1].resource.issue",
+        ),
+        (
+            "an OperationOutcome whose issue is a number",
+            lambda p: p.update(condition={"resourceType": "OperationOutcome", "issue": 5}),
+            "prefetch.condition.issue",
+        ),
+        (
+            "an Observation in the condition search",
+            lambda p: p["condition"]["entry"].append(
+                {"resource": p["observation"]["entry"][0]["resource"]}
+            ),
+            "prefetch.condition.entry[1].resource",
+        ),
+        (
+            "a Patient element of the wrong type",
+            lambda p: p["patient"].update(birthDate=5),
+            "prefetch.patient.birthDate",
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "expression"),
+    [(change, expression) for _, change, expression in _prefetch_changes()],
+    ids=[label for label, _, _ in _prefetch_changes()],
+)
+def test_a_prefetch_that_is_not_fhir_json_is_refused_naming_the_element(
+    api: TestClient, change: Any, expression: str
+) -> None:
+    """Prefetch Template: the value of a key is the FHIR resource its query returns (a search:
+    a Bundle, FHIR R4 JSON 2.6.2: a repeating element is an array); Use of JSON: "JSON
+    elements SHALL NOT be null". A value the service cannot read is answered 400 naming the
+    element, never read as "no conditions on record" (which turned a card into "Not
+    eligible"), and never a 500."""
+    name = "itp-relapsed-candidate"
+    prefetch = prefetch_from(example(name), loaded_trial(api), name)
+    change(prefetch)
+    response = api.post(CDS_SERVICE, json=hook_call(name, prefetch=prefetch), headers=AUTH)
+    assert response.status_code == 400, response.text
+    issue = response.json()["issue"][0]
+    assert issue["expression"] == [expression], issue
+    assert issue["diagnostics"].startswith(expression), issue
+
+
+@pytest.mark.parametrize("value", ["numeric string", True, [1]])
+@pytest.mark.parametrize("claim", ["exp", "iat"])
+def test_exp_and_iat_are_numbers(
+    jwt_api: TestClient, rsa_key: rsa.RSAPrivateKey, claim: str, value: Any
+) -> None:
+    """Trusting CDS Clients, JWT payload: `exp` and `iat` are *number* (RFC 7519 4.1.4: a
+    NumericDate is a JSON numeric value): a validly signed JWT whose `exp` or `iat` is a
+    numeric string is refused with 401, not a 500."""
+    payload = claims()
+    payload[claim] = str(payload[claim]) if isinstance(value, str) else value
+    words = f"{claim} must be a number" if isinstance(value, str) else ""
+    assert_unauthorized(call(jwt_api, rs384(rsa_key, payload)), words)

@@ -267,3 +267,21 @@ def test_the_connection_stays_usable_after_an_error() -> None:
             assert client.post("/evaluate", json=body, headers=AUTH).status_code == 400
         assert client.get("/health").status_code == 200
     assert free_port()  # the helper module stays importable for the benchmarks
+
+
+def test_a_500_says_the_connection_closes() -> None:
+    """An unexpected error is answered 500, and the server then drops the connection
+    (Starlette re-raises after the answer): the answer carries `Connection: close` (RFC 9112
+    9.6), so the client opens a new connection for its next request instead of failing."""
+    app = create_app(make_settings())
+
+    @app.get("/fails")
+    def fails() -> None:
+        raise RuntimeError("a bug")
+
+    with live_service(app) as base_url, httpx.Client(base_url=base_url) as client:
+        response = client.get("/fails", headers=AUTH)
+        assert response.status_code == 500
+        assert response.headers["connection"] == "close"
+        assert "a bug" not in response.text
+        assert client.get("/health").status_code == 200
