@@ -261,3 +261,15 @@ def test_health_and_openapi(api: TestClient) -> None:
         paths
     )
     assert api.get("/docs").status_code == 200
+
+
+@pytest.mark.parametrize("value", ["yes", "on", "1", "true", 1, 0, "no", None])
+def test_write_is_a_json_boolean(api: TestClient, value: Any) -> None:
+    """The OpenAPI schema says `write` is a boolean: a field whose effect is a transaction on
+    the clinical server is not guessed from "yes", "on", "1" or 1 (pydantic's lax mode took
+    them as true), nor from "no" or 0: only JSON true and false, else 400 naming it."""
+    response = api.post("/evaluate", json={"patient": "p1", "write": value}, headers=AUTH)
+    assert response.status_code == 400, response.text
+    issue = response.json()["issue"][0]
+    assert issue["expression"] == ["write"]
+    assert "boolean" in issue["diagnostics"]
