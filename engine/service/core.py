@@ -216,6 +216,15 @@ class Service:
                 "fhirServer is required when fhirAuthorization is given",
                 "fhirServer",
             )
+        called_server: str | None = None
+        if request.fhir_server is not None:
+            # Checked on every call, not only when something must be fetched: a full prefetch
+            # with a fhirServer that is not allowed (or not a FHIR base URL) is refused too.
+            called_server, _ = check_fhir_server(
+                request.fhir_server,
+                self.settings.fhir_server_allow_list(),
+                self.settings.allow_any_fhir_server,
+            )
         prefetched = read_prefetch(trial, request.prefetch, patient_id)
         fetched = bool(prefetched.missing_types)
         resources: PatientResources | None = None
@@ -243,7 +252,15 @@ class Service:
             lambda: screen_patient(trial.criteria, resources, self.settings.day(), answers)
         ).evaluation
         template = self.settings.report_url_template
-        if template is None and base_url is not None and self.settings.fhir_server is not None:
+        configured = self.settings.fhir_server
+        if (
+            template is None
+            and base_url is not None
+            and configured is not None
+            and called_server in (None, configured.rstrip("/"))
+        ):
+            # The service's own report page pulls from the configured server: linked only when
+            # the call's record is that server's (else the card and the page could disagree).
             template = base_url.rstrip("/") + "/" + REPORT_PATH
         answer = card(evaluation, template)
         # The hook instance and the card uuid let feedback on the card ("cds card feedback")

@@ -285,3 +285,51 @@ def test_a_500_says_the_connection_closes() -> None:
         assert response.headers["connection"] == "close"
         assert "a bug" not in response.text
         assert client.get("/health").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("url", "status"),
+    [
+        (METADATA_SERVICE, 403),
+        ("https://other-ehr.example.org/fhir", 403),
+        ("file:///etc/passwd", 400),
+        ("http://user:password@ehr.example.org/fhir", 400),
+        ("http://ehr.example.org/fhir?x=1", 400),
+        ("", 400),
+    ],
+)
+def test_fhir_server_is_checked_even_with_a_full_prefetch(
+    api: TestClient, url: str, status: int
+) -> None:
+    """docs/service.md: `fhirServer` must be on the allow-list (else 403), and be an http(s)
+    base URL without credentials, query or fragment (else 400). It was checked only when
+    something had to be fetched: with a full prefetch any value was answered 200."""
+    name = "itp-relapsed-candidate"
+    prefetch = prefetch_from(example(name), loaded_trial(api), name)
+    body = hook_call(name, prefetch=prefetch, fhirServer=url)
+    response = api.post(SERVICE, json=body, headers=AUTH)
+    assert response.status_code == status, response.text
+    assert response.json()["issue"][0]["expression"] == ["fhirServer"]
+
+
+def test_the_report_link_only_for_a_call_on_the_configured_server(
+    service_client: ClientFactory,
+) -> None:
+    """The card's default link is the service's own report page, which pulls the patient from
+    the configured server: a call whose `fhirServer` is another (allow-listed) server gets no
+    such link, since the page would describe another record than the card."""
+    other = "https://other-ehr.example.org/fhir"
+    api = service_client(server_settings(CONFIGURED, "server-token", trusted_fhir_servers=(other,)))
+    name = "itp-relapsed-candidate"
+    prefetch = prefetch_from(example(name), loaded_trial(api), name)
+    links = {}
+    for server in (CONFIGURED, other, None):
+        fields = {"fhirServer": server} if server else {}
+        body = hook_call(name, prefetch=prefetch, **fields)
+        response = api.post(SERVICE, json=body, headers=AUTH)
+        assert response.status_code == 200, response.text
+        links[server] = response.json()["cards"][0].get("links")
+    assert links[CONFIGURED] is not None
+    assert links[CONFIGURED][0]["url"].endswith(f"/trials/NCT05315778/patients/{name}/report")
+    assert links[None] == links[CONFIGURED]
+    assert links[other] is None
