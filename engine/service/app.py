@@ -44,6 +44,7 @@ from engine.service.cds_hooks import discovery
 from engine.service.core import Service
 from engine.service.limits import BodyLimitMiddleware
 from engine.service.logs import RequestLogMiddleware, log_event
+from engine.service.media_types import json_body
 from engine.service.models import CdsFeedback, CdsHookRequest, EvaluateRequest
 from engine.service.notifications import (
     NotificationQueue,
@@ -70,6 +71,7 @@ _STATUS_CODES = {
     404: "not-found",
     405: "not-supported",
     413: "too-costly",
+    415: "not-supported",
 }
 
 
@@ -153,7 +155,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     evaluating = Depends(requiring(SCOPE_EVALUATE))
     protected = [evaluating]
-    notifying = [Depends(requiring(SCOPE_NOTIFY))]
+    json_checked = Depends(json_body)  # after the credentials: 401/403 come first
+    reading_json = [evaluating, json_checked]
+    notifying = [Depends(requiring(SCOPE_NOTIFY)), json_checked]
 
     @app.get("/health", tags=["operations"])
     async def health() -> dict[str, str]:
@@ -166,7 +170,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return service.readiness()
 
     @app.post("/evaluate", tags=["evaluate"])
-    def evaluate(body: EvaluateRequest, scopes: frozenset[str] = evaluating) -> dict[str, Any]:
+    def evaluate(
+        body: EvaluateRequest, scopes: frozenset[str] = evaluating, _: None = json_checked
+    ) -> dict[str, Any]:
         """Evaluate one patient: per-criterion outcomes, status, ResearchSubject and
         DetectedIssue (as `trialsieve evaluate` writes them); `write` writes them back.
         """
@@ -176,7 +182,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @app.post("/trials/{trial_id}/evaluate", tags=["evaluate"])
     def evaluate_for_trial(
-        trial_id: str, body: EvaluateRequest, scopes: frozenset[str] = evaluating
+        trial_id: str,
+        body: EvaluateRequest,
+        scopes: frozenset[str] = evaluating,
+        _: None = json_checked,
     ) -> dict[str, Any]:
         """`POST /evaluate` for the trial of the path."""
         if body.write and SCOPE_WRITE not in scopes:
@@ -188,7 +197,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         """CDS Hooks discovery: one patient-view service per trial, with prefetch templates."""
         return discovery(trials)
 
-    @app.post("/cds-services/{service_id}", dependencies=protected, tags=["cds-hooks"])
+    @app.post("/cds-services/{service_id}", dependencies=reading_json, tags=["cds-hooks"])
     def cds_service(service_id: str, body: CdsHookRequest, request: Request) -> dict[str, Any]:
         """A patient-view call: one card with the patient's eligibility for the trial."""
         return service.cds_call(service_id, body, str(request.base_url))
@@ -206,7 +215,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @app.post(
         "/cds-services/{service_id}/feedback",
-        dependencies=protected,
+        dependencies=reading_json,
         tags=["cds-hooks"],
         response_class=FhirAnswer,
     )

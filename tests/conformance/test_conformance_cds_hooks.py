@@ -891,3 +891,76 @@ def test_exp_and_iat_are_numbers(
     payload[claim] = str(payload[claim]) if isinstance(value, str) else value
     words = f"{claim} must be a number" if isinstance(value, str) else ""
     assert_unauthorized(call(jwt_api, rs384(rsa_key, payload)), words)
+
+
+# --------------------------------------------------------------------------- media types
+
+_ROUTES = ("/evaluate", CDS_SERVICE, FEEDBACK, "/fhir-notify", "/fhir-notify/Patient/p1")
+
+
+@pytest.mark.parametrize("path", _ROUTES)
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",
+        "application/xml",
+        "multipart/form-data; boundary=x",
+        "image/png",
+        "application/json-patch+json",
+        "application/json; charset=utf-16",
+        "application/x-www-form-urlencoded",
+        "json",
+        None,
+    ],
+)
+def test_a_body_that_is_not_json_is_415(
+    api: TestClient, path: str, content_type: str | None
+) -> None:
+    """Use of JSON: data "MUST be sent and received as JSON"; FHIR R4 http.html, "Content
+    Types and encodings": `application/fhir+json` (and `application/json`), UTF-8. Another
+    media type, another charset, or a body without Content-Type is 415 Unsupported Media
+    Type (RFC 9110 15.5.16) with `Accept` naming the accepted types (RFC 9110 12.5.1), not a
+    400 blaming the body's shape; on /fhir-notify it was accepted whatever its type."""
+    headers = {**AUTH, **({"Content-Type": content_type} if content_type else {})}
+    content = orjson.dumps(hook_call("p1"))
+    method = "PUT" if path == "/fhir-notify/Patient/p1" else "POST"
+    response = api.request(method, path, content=content, headers=headers)
+    assert response.status_code == 415, response.text
+    assert response.headers["accept"] == "application/fhir+json, application/json"
+    issue = response.json()["issue"][0]
+    assert issue["code"] == "not-supported"
+    assert issue["expression"] == ["Content-Type"]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",
+        "application/json; charset=utf-8",
+        "application/json;charset=UTF-8",
+        "Application/JSON",
+        "application/fhir+json",
+        "application/fhir+json; fhirVersion=4.0; charset=utf-8",
+    ],
+)
+def test_json_media_types_are_accepted(api: TestClient, content_type: str) -> None:
+    """The JSON media types are taken with any case and a UTF-8 charset (RFC 9110 8.3.1: type,
+    subtype and parameter names are case-insensitive; FHIR R4 http.html allows the
+    `fhirVersion` parameter)."""
+    name = "itp-relapsed-candidate"
+    prefetch = prefetch_from(example(name), loaded_trial(api), name)
+    content = orjson.dumps(hook_call(name, prefetch=prefetch))
+    headers = {**AUTH, "Content-Type": content_type}
+    assert api.post(CDS_SERVICE, content=content, headers=headers).status_code == 200
+
+
+def test_a_notification_without_a_body_needs_no_content_type(api: TestClient) -> None:
+    """An R4 rest-hook without payload (R4 2.46.7.1) sends no body, so no Content-Type: past the
+    media type check, the service without a FHIR server answers 409."""
+    assert api.post("/fhir-notify", headers=AUTH).status_code == 409
+
+
+def test_credentials_are_checked_before_the_media_type(api: TestClient) -> None:
+    """A caller without credentials learns nothing about the route: 401 before 415."""
+    response = api.post(CDS_SERVICE, content=b"{}", headers={"Content-Type": "text/plain"})
+    assert_unauthorized(response, "")
