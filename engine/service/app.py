@@ -24,6 +24,7 @@ every status of every route. `app.state.notifications` is the background queue; 
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -44,7 +45,7 @@ from engine.service.cds_hooks import discovery
 from engine.service.core import Service
 from engine.service.limits import BodyLimitMiddleware
 from engine.service.logs import RequestLogMiddleware, log_event
-from engine.service.media_types import json_body
+from engine.service.media_types import JsonRoute, json_body, load_json
 from engine.service.models import CdsFeedback, CdsHookRequest, EvaluateRequest
 from engine.service.notifications import (
     NotificationQueue,
@@ -135,6 +136,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
+    app.router.route_class = JsonRoute  # JSON bodies read by orjson, errors said precisely
     _add_docs(app)
     app.state.service = service
     app.state.notifications = notifications
@@ -267,9 +269,11 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             )
         raw = await request.body()
         try:
-            body = orjson.loads(raw) if raw.strip() else None
-        except orjson.JSONDecodeError as error:
-            raise ApiError.of(400, "invalid", f"the notification is not JSON: {error}") from None
+            body = load_json(raw) if raw.strip() else None
+        except json.JSONDecodeError as error:
+            raise ApiError.of(
+                400, "invalid", f"the notification is not JSON: {error.msg}"
+            ) from None
         relevant = trials.resource_types | {"Patient"}
         targets = notification_targets(body, path_reference, relevant, client.base_url, named)
         queued = await notifications.submit(targets)
@@ -354,7 +358,8 @@ def _validation_issue(error: Any) -> Issue:
     field = ".".join(location)
     kind = error.get("type", "")
     if kind == "json_invalid":
-        return Issue("invalid", f"the request body is not valid JSON: {error.get('msg')}")
+        reason = (error.get("ctx") or {}).get("error") or error.get("msg")
+        return Issue("invalid", f"the request body is not valid JSON: {reason}")
     if kind == "missing" and not location:
         return Issue("required", "a JSON request body is required")
     code = "required" if kind == "missing" else "invalid"

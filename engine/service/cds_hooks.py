@@ -102,11 +102,19 @@ def patient_id_of(request: CdsHookRequest) -> str:
             400, "not-supported", f"hook '{request.hook}' is not served (only {HOOK})", "hook"
         )
     patient_id = request.context.get("patientId")
-    if not is_fhir_id(patient_id):
+    if patient_id is None:
         raise ApiError.of(
             400,
             "required",
             "context.patientId (the id of the patient in view) is required",
+            "context.patientId",
+        )
+    if not is_fhir_id(patient_id):
+        raise ApiError.of(
+            400,
+            "invalid",
+            "context.patientId must be a FHIR id (letters, digits, '-', '.'; 1 to 64; not "
+            "only dots)",
             "context.patientId",
         )
     assert isinstance(patient_id, str)

@@ -17,6 +17,7 @@ from service_support import (
     cli_bundle,
     example,
     make_settings,
+    server_settings,
 )
 
 from engine.errors import ServiceConfigError, TrialsieveError
@@ -273,3 +274,27 @@ def test_write_is_a_json_boolean(api: TestClient, value: Any) -> None:
     issue = response.json()["issue"][0]
     assert issue["expression"] == ["write"]
     assert "boolean" in issue["diagnostics"]
+
+
+@pytest.mark.parametrize("path", ["/evaluate", "/cds-services/NCT05315778", "/fhir-notify"])
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b"[" * 1200 + b"]" * 1200, "nested deeper than 1024 levels at line 1, column 1026"),
+        (b'{"bundle": "\xff"}', "not UTF-8: byte 0xff at line 1, column 13"),
+        (b'{"bundle":\n  {"a": 1,}}', "trailing comma is not allowed at line 2, column 10"),
+    ],
+)
+def test_a_body_that_is_not_json_says_why_and_where(
+    service_client: ClientFactory, path: str, content: bytes, words: str
+) -> None:
+    """Deep nesting and bytes that are not UTF-8 were answered "There was an error parsing
+    the body" on /evaluate and the CDS service (FastAPI's own parsing): the 400 now says what
+    is wrong and where, as /fhir-notify did."""
+    api = service_client(server_settings("http://fhir.invalid/r4", "server-token"))
+    headers = {**AUTH, "Content-Type": "application/json"}
+    response = api.post(path, content=content, headers=headers)
+    assert response.status_code == 400, response.text
+    diagnostics = response.json()["issue"][0]["diagnostics"]
+    assert "not valid JSON" in diagnostics or "not JSON" in diagnostics
+    assert words in diagnostics, diagnostics

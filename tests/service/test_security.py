@@ -221,10 +221,22 @@ def test_an_invalid_patient_id_is_400(service_client: ClientFactory, patient: st
     assert not anything.called
 
 
-@pytest.mark.parametrize("patient_id", ["..", "p1\n", "a/b"])
-def test_an_invalid_cds_patient_id_is_400(api: TestClient, patient_id: str) -> None:
+@pytest.mark.parametrize("patient_id", ["..", "p1\n", "a/b", "../metadata", 5, ""])
+def test_an_invalid_cds_patient_id_is_400(api: TestClient, patient_id: Any) -> None:
+    """A context.patientId that is given but is not a FHIR id is `invalid` and says so; it
+    was answered `required` ("... is required") although present."""
     response = api.post(SERVICE, json=hook_call(patient_id), headers=AUTH)
     assert response.status_code == 400
+    issue = response.json()["issue"][0]
+    assert issue["code"] == "invalid"
+    assert issue["expression"] == ["context.patientId"]
+    assert "must be a FHIR id" in issue["diagnostics"]
+
+
+def test_a_missing_cds_patient_id_is_required(api: TestClient) -> None:
+    response = api.post(SERVICE, json={**hook_call("p1"), "context": {}}, headers=AUTH)
+    assert response.status_code == 400
+    assert response.json()["issue"][0]["code"] == "required"
 
 
 def test_an_invalid_notified_id_is_400(api: TestClient) -> None:
@@ -248,7 +260,10 @@ def test_a_huge_integer_in_an_inline_bundle_is_400(api: TestClient) -> None:
     bundle["entry"][0]["resource"]["extension"] = [{"url": "x", "valueInteger": 2**64}]
     response = api.post("/evaluate", json={"bundle": bundle}, headers=AUTH)
     assert response.status_code == 400, response.text
-    assert response.json()["issue"][0]["expression"] == ["bundle"]
+    # orjson reads an integer beyond 64 bits as a float, as the Bundle reader does; the
+    # FHIR models refuse it as an integer, naming the element.
+    (expression,) = response.json()["issue"][0]["expression"]
+    assert expression == "bundle.entry[0].resource.extension[0].valueInteger"
 
 
 def test_a_huge_integer_in_a_prefetch_is_400(api: TestClient) -> None:
