@@ -140,7 +140,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     _add_docs(app)
     app.state.service = service
     app.state.notifications = notifications
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware, limit=settings.max_body_bytes, timeout=settings.body_timeout
+    )
     app.add_middleware(RequestLogMiddleware)
     _add_error_handlers(app)
 

@@ -5,6 +5,7 @@ Hooks rule, is checked in tests/conformance/test_conformance_cds_hooks.py.)"""
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from typing import Any
@@ -348,3 +349,27 @@ def test_the_report_link_only_for_a_call_on_the_configured_server(
     assert links[CONFIGURED][0]["url"].endswith(f"/trials/NCT05315778/patients/{name}/report")
     assert links[None] == links[CONFIGURED]
     assert links[other] is None
+
+
+def test_a_body_that_does_not_arrive_in_time_is_408() -> None:
+    """A client that declares `Content-Length: 100` and sends 9 bytes held its connection
+    (and a worker's read) open without end: past `body_timeout` the service answers 408
+    Request Timeout (RFC 9110 15.5.9) with `Connection: close` and closes the connection."""
+    app = create_app(make_settings(body_timeout=1.0))
+    with live_service(app) as base_url:
+        port = int(base_url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            started = time.monotonic()
+            connection.sendall(
+                b"POST /evaluate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Authorization: {AUTH['Authorization']}\r\n".encode()
+                + b'Content-Length: 100\r\n\r\n{"bundle"'
+            )
+            answer = b""
+            while chunk := connection.recv(65536):
+                answer += chunk  # until the server closes the connection
+            waited = time.monotonic() - started
+    head = answer.split(b"\r\n\r\n", 1)[0].lower()
+    assert head.startswith(b"http/1.1 408"), answer
+    assert b"connection: close" in head
+    assert 0.9 < waited < 8, waited
