@@ -342,6 +342,13 @@ TrustedFhirServerOption = Annotated[
         help="A fhirServer CDS Hooks calls may name besides --server; repeat. Default: none."
     ),
 ]
+CorsOriginOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="A browser origin (https://host[:port]) allowed to call the service (CORS); "
+        "repeat. Default: none."
+    ),
+]
 AllowAnyFhirServerOption = Annotated[
     bool,
     typer.Option(

@@ -17,6 +17,7 @@ from engine.cli.options import (
     AsOfOption,
     AttestationsOption,
     BodyTimeoutOption,
+    CorsOriginOption,
     HostOption,
     JwksFileOption,
     JwtHs256TestModeOption,
@@ -68,6 +69,7 @@ def serve(
     body_timeout: BodyTimeoutOption = 30.0,  # service.settings.BODY_TIMEOUT
     limit_concurrency: LimitConcurrencyOption = 1000,
     timeout_keep_alive: TimeoutKeepAliveOption = 5,
+    cors_origin: CorsOriginOption = None,
     as_of: AsOfOption = None,
     attestations: AttestationsOption = None,
     no_auth: NoAuthOption = False,
@@ -117,6 +119,7 @@ def serve(
             allow_any_fhir_server=allow_any_fhir_server,
             max_body_bytes=max_body_bytes,
             body_timeout=body_timeout,
+            cors_origins=tuple(cors_origin or ()),
             as_of=day,
             notification_state=notification_state,
         )

@@ -30,15 +30,17 @@ import re
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine import __version__
-from engine.errors import TrialsieveError
+from engine.errors import ServiceConfigError, TrialsieveError
 from engine.normalise.units import build_unit_registry
 from engine.service.auth import ApiAuthenticator, describe, forbidden
 from engine.service.cds_hooks import discovery
@@ -144,6 +146,15 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         BodyLimitMiddleware, limit=settings.max_body_bytes, timeout=settings.body_timeout
     )
     app.add_middleware(RequestLogMiddleware)
+    if settings.cors_origins:
+        # Outermost: a preflight is answered before anything else looks at it.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=cors_origins(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
     _add_error_handlers(app)
 
     def requiring(scope: str) -> Callable[[Request], Coroutine[Any, Any, frozenset[str]]]:
@@ -288,6 +299,32 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     describe_routes(app)
     return app
+
+
+def cors_origins(origins: tuple[str, ...]) -> list[str]:
+    """The CORS origins, each `http(s)://host[:port]` (RFC 6454: scheme, host, port; no path,
+    no `*`: only the origins the operator names); ServiceConfigError otherwise."""
+    checked = []
+    for origin in origins:
+        try:
+            parts = urlsplit(origin)
+            parts.port  # noqa: B018  (a port out of range raises ValueError)
+        except ValueError:
+            parts = None
+        if (
+            parts is None
+            or parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.path
+            or parts.query
+            or parts.fragment
+            or parts.username is not None
+        ):
+            raise ServiceConfigError(
+                f"--cors-origin {origin[:80]!r} must be an origin: http(s)://host[:port]"
+            )
+        checked.append(origin)
+    return checked
 
 
 DOCS_ASSETS = "/docs-assets"

@@ -125,6 +125,7 @@ class ServiceSettings:
     the allow-listed servers).
     `max_body_bytes`: larger request bodies are refused with 413.
     `body_timeout`: a body not received whole within this many seconds is refused with 408.
+    `cors_origins`: the browser origins allowed to call the service (CORS; none by default).
     `as_of`: evaluate as of this day instead of today (tests, replays).
     `notification_state`: a JSON file keeping, per Subscription, when the service last asked
     the server what changed (`engine.service.subscription_changes`), across restarts.
@@ -142,6 +143,7 @@ class ServiceSettings:
     allow_any_fhir_server: bool = False
     max_body_bytes: int = MAX_BODY_BYTES
     body_timeout: float = BODY_TIMEOUT
+    cors_origins: tuple[str, ...] = ()
     as_of: dt.date | None = None
     fhir_retry: RetryPolicy = SERVICE_RETRY
     page_size: int = DEFAULT_PAGE_SIZE

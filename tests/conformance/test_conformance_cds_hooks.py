@@ -964,3 +964,49 @@ def test_credentials_are_checked_before_the_media_type(api: TestClient) -> None:
     """A caller without credentials learns nothing about the route: 401 before 415."""
     response = api.post(CDS_SERVICE, content=b"{}", headers={"Content-Type": "text/plain"})
     assert_unauthorized(response, "")
+
+
+# --------------------------------------------------------------------------- CORS
+
+SANDBOX = "https://sandbox.cds-hooks.org"
+
+
+def test_cors_for_the_origins_the_operator_names(service_client: ClientFactory) -> None:
+    """Security and Safety, "Cross-Origin Resource Sharing": "CDS Services and browser-based
+    CDS Clients will require CORS support". With `--cors-origin`, a preflight from a named
+    origin is answered with the methods and headers a call needs, and the call's answer
+    names the origin; another origin gets no `Access-Control-Allow-Origin`."""
+    api = service_client(cors_origins=(SANDBOX,))
+    preflight = {
+        "Origin": SANDBOX,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
+    answer = api.options(CDS_SERVICE, headers=preflight)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["access-control-allow-origin"] == SANDBOX
+    assert "POST" in answer.headers["access-control-allow-methods"]
+    allowed = answer.headers["access-control-allow-headers"].lower()
+    assert "authorization" in allowed and "content-type" in allowed
+    call = api.get("/cds-services", headers={"Origin": SANDBOX})
+    assert call.headers["access-control-allow-origin"] == SANDBOX
+    other = api.options(CDS_SERVICE, headers={**preflight, "Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
+    assert (
+        "access-control-allow-origin"
+        not in api.get("/cds-services", headers={"Origin": "https://evil.example"}).headers
+    )
+
+
+def test_no_cors_by_default(api: TestClient) -> None:
+    """Without `--cors-origin` no browser origin may call the service."""
+    response = api.get("/cds-services", headers={"Origin": SANDBOX})
+    assert "access-control-allow-origin" not in response.headers
+
+
+@pytest.mark.parametrize("origin", ["*", "https://ehr.example.org/app", "ftp://ehr", "ehr"])
+def test_a_cors_origin_is_an_origin(origin: str) -> None:
+    """An origin is scheme, host and port (RFC 6454): a path, `*` or another scheme stops
+    the start."""
+    with pytest.raises(ServiceConfigError, match="must be an origin"):
+        create_app(make_settings(cors_origins=(origin,)))
