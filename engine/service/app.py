@@ -16,10 +16,12 @@ Routes (see docs/service.md):
 Every other route needs an accepted bearer token (engine/service/auth.py) whose scopes allow
 what the route does: `evaluate` for the evaluate and CDS Hooks routes, `write` as well for
 `write: true`, `notify` for the notification routes (403 otherwise). Request bodies larger
-than `max_body_bytes` are refused with 413 before they are read whole. Every error answer
-is a FHIR OperationOutcome; the OpenAPI description (engine/service/openapi.py) documents
-every status of every route. `app.state.notifications` is the background queue; tests await its
-`drain()`.
+than `max_body_bytes` are refused with 413 before they are read whole, bodies slower than
+`body_timeout` with 408 (engine/service/limits.py), bodies that are not JSON with 415
+(engine/service/media_types.py); `cors_origins` turns CORS on for those browser origins.
+Every error answer is a FHIR OperationOutcome; the OpenAPI description
+(engine/service/openapi.py) documents every status of every route. `app.state.notifications`
+is the background queue; tests await its `drain()`.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ from engine.service.problems import (
 )
 from engine.service.settings import SCOPE_EVALUATE, SCOPE_NOTIFY, SCOPE_WRITE, ServiceSettings
 from engine.service.trials import load_trials
+from engine.sources.bundle import json_kind
 from engine.sources.references import is_fhir_id
 
 _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
@@ -401,6 +404,9 @@ def _validation_issue(error: Any) -> Issue:
         return Issue("invalid", f"the request body is not valid JSON: {reason}")
     if kind == "missing" and not location:
         return Issue("required", "a JSON request body is required")
+    if kind in ("model_attributes_type", "dict_type") and not location:
+        found = json_kind(error.get("input"))
+        return Issue("invalid", f"the request body must be a JSON object, found {found}")
     code = "required" if kind == "missing" else "invalid"
     message = str(error.get("msg", "invalid")).removeprefix("Value error, ")  # our validators'
     return Issue(code, f"{field}: {message}" if field else message, (field,) if field else ())

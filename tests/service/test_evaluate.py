@@ -298,3 +298,17 @@ def test_a_body_that_is_not_json_says_why_and_where(
     diagnostics = response.json()["issue"][0]["diagnostics"]
     assert "not valid JSON" in diagnostics or "not JSON" in diagnostics
     assert words in diagnostics, diagnostics
+
+
+@pytest.mark.parametrize(("content", "found"), [(b"[]", "an array"), (b'"x"', "a string")])
+@pytest.mark.parametrize("path", ["/evaluate", "/cds-services/NCT05315778"])
+def test_a_body_that_is_not_an_object_says_so(
+    api: TestClient, path: str, content: bytes, found: str
+) -> None:
+    """A JSON body that is not an object was answered with pydantic's "Input should be a valid
+    dictionary or object to extract fields from"."""
+    headers = {**AUTH, "Content-Type": "application/json"}
+    response = api.post(path, content=content, headers=headers)
+    assert response.status_code == 400
+    diagnostics = response.json()["issue"][0]["diagnostics"]
+    assert diagnostics == f"the request body must be a JSON object, found {found}"
