@@ -149,10 +149,12 @@ def read_prefetch(
 
     400 when a value is not what its template asks for (a Patient that is another patient, a
     search answered with something other than a Bundle, a Bundle holding a type its search
-    does not return), or is not FHIR JSON (`engine.service.fhir_json`: `"entry": {}`, a
-    Condition whose `code.coding` is `[5]`): a malformed value is never read as "none on
-    record" (CDS Hooks 2.0, "Prefetch": a prefetch that is missing or incomplete is fetched
-    or reported; one the service cannot read is the client's error, named in the answer).
+    does not return), or an element the engine reads does not have its FHIR JSON shape
+    (`engine.service.fhir_json`: `"entry": {}`, a Condition whose `code.coding` is `[5]`;
+    elements it does not read are not checked): a malformed value is never read as "none
+    on record" (CDS Hooks 2.0, "Prefetch": a prefetch that is missing or incomplete is
+    fetched or reported; one the service cannot read is the client's error, named in the
+    answer).
     """
     given = prefetch or {}
     entries: dict[str, dict[str, Any]] = {}
@@ -200,7 +202,7 @@ def read_prefetch(
                 field,
             )
         else:
-            # Read by the FHIR models first: a malformed search is refused, never read as empty.
+            # Checked for the shape of what the engine reads: malformed is refused, never empty.
             check_fhir_resource(value, field)
             if any(link.get("relation") == "next" for link in value.get("link") or ()):
                 missing.add(template.resource_type)  # one page of several: read it all

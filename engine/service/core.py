@@ -555,7 +555,8 @@ def _parse_inline_bundle(bundle: dict[str, Any]) -> PatientResources:
         resources = parse_bundle(text, "request field bundle")
     except InputError as error:
         raise error_for(error, "bundle") from None
-    # What the Bundle reader skips as unreadable (`"coding": [5]`) is refused, as in a prefetch.
+    # An element the engine reads of the wrong shape (`"coding": [5]`), which the record
+    # would skip as unreadable, is refused, as in a prefetch (engine.service.fhir_json).
     check_fhir_resource(bundle, "bundle")
     return resources
 

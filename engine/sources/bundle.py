@@ -273,7 +273,7 @@ def _bundle_contents(document: Any, origin: str) -> tuple[list[dict[str, Any]], 
             "put the patient's resources in a Bundle (type collection)",
             Location(file=origin, field="resourceType"),
         )
-    bundle_type = _checked_bundle_type(document.get("type"), origin)
+    bundle_type = checked_bundle_type(document.get("type"), origin)
     entries = document.get("entry")
     if entries is None or entries == []:
         raise InputError("the Bundle has no entries", Location(file=origin, field="entry"))
@@ -285,7 +285,7 @@ def _bundle_contents(document: Any, origin: str) -> tuple[list[dict[str, Any]], 
     resources: list[dict[str, Any]] = []
     full_urls: list[str | None] = []
     for index, entry in enumerate(entries):
-        resource, full_url = _entry_contents(entry, index, origin)
+        resource, full_url = entry_contents(entry, index, origin)
         if bundle_type == "searchset" and _is_search_outcome(entry, resource):
             continue
         resources.append(resource)
@@ -293,7 +293,9 @@ def _bundle_contents(document: Any, origin: str) -> tuple[list[dict[str, Any]], 
     return resources, full_urls
 
 
-def _checked_bundle_type(bundle_type: Any, origin: str) -> str:
+def checked_bundle_type(bundle_type: Any, origin: str) -> str:
+    """`Bundle.type` when it is one of `ACCEPTED_BUNDLE_TYPES`; else InputError saying why
+    (missing, not a string, a response or history Bundle, not an R4 type)."""
     where = Location(file=origin, field="type")
     accepted = ", ".join(ACCEPTED_BUNDLE_TYPES)
     if bundle_type is None:
@@ -315,7 +317,10 @@ def _checked_bundle_type(bundle_type: Any, origin: str) -> str:
     return bundle_type
 
 
-def _entry_contents(entry: Any, index: int, origin: str) -> tuple[dict[str, Any], str | None]:
+def entry_contents(entry: Any, index: int, origin: str) -> tuple[dict[str, Any], str | None]:
+    """`entry[index]`'s resource and fullUrl, checked for shape (an object; fullUrl a string;
+    a resource that is an object with a resourceType; an id that is a FHIR id); else
+    InputError naming the field (`entry[0].resource.resourceType`)."""
     field = f"entry[{index}]"
     if not isinstance(entry, dict):
         raise InputError(

@@ -805,6 +805,13 @@ def _prefetch_changes() -> list[tuple[str, Any, str]]:
         ("entry number", lambda p: p["condition"].update(entry=5), "prefetch.condition.entry"),
         ("link number", lambda p: p["condition"].update(link=5), "prefetch.condition.link"),
         ("total text", lambda p: p["condition"].update(total="x"), "prefetch.condition.total"),
+        ("total negative", lambda p: p["condition"].update(total=-1), "prefetch.condition.total"),
+        ("total true", lambda p: p["condition"].update(total=True), "prefetch.condition.total"),
+        (
+            "link item number",
+            lambda p: p["condition"].update(link=[5]),
+            "prefetch.condition.link[0]",
+        ),
         ("type number", lambda p: p["condition"].update(type=5), "prefetch.condition.type"),
         (
             "search number",
@@ -815,6 +822,43 @@ def _prefetch_changes() -> list[tuple[str, Any, str]]:
             "coding [5]",
             lambda p: _first_condition(p)["code"].update(coding=[5]),
             "prefetch.condition.entry[0].resource.code.coding[0]",
+        ),
+        (
+            "coding system number",
+            lambda p: _first_condition(p)["code"].update(coding=[{"system": 5, "code": "x"}]),
+            "prefetch.condition.entry[0].resource.code.coding[0].system",
+        ),
+        (
+            "coding an object",
+            lambda p: _first_condition(p)["code"].update(coding={"code": "x"}),
+            "prefetch.condition.entry[0].resource.code.coding",
+        ),
+        (
+            "clinicalStatus a string",
+            lambda p: _first_condition(p).update(clinicalStatus="active"),
+            "prefetch.condition.entry[0].resource.clinicalStatus",
+        ),
+        (
+            "category an object",
+            lambda p: _first_condition(p).update(category={"text": "problem"}),
+            "prefetch.condition.entry[0].resource.category",
+        ),
+        (
+            "onsetDateTime a number",
+            lambda p: _first_condition(p).update(onsetDateTime=20250101),
+            "prefetch.condition.entry[0].resource.onsetDateTime",
+        ),
+        (
+            "a contained resource's code",
+            lambda p: _first_condition(p).update(
+                contained=[{"resourceType": "Medication", "id": "m", "code": {"coding": 5}}]
+            ),
+            "prefetch.condition.entry[0].resource.contained[0].code.coding",
+        ),
+        (
+            "an entry without resourceType (the Bundle reader's check)",
+            lambda p: p["condition"]["entry"][0]["resource"].pop("resourceType"),
+            "prefetch.condition.entry[0].resource.resourceType",
         ),
         (
             "subject number",
@@ -853,6 +897,13 @@ def _prefetch_changes() -> list[tuple[str, Any, str]]:
             lambda p: p["patient"].update(birthDate=5),
             "prefetch.patient.birthDate",
         ),
+        (
+            "an Observation value that is not a number",
+            lambda p: p["observation"]["entry"][0]["resource"].update(
+                valueQuantity={"value": "42", "unit": "10*9/L"}
+            ),
+            "prefetch.observation.entry[0].resource.valueQuantity.value",
+        ),
     ]
 
 
@@ -877,6 +928,43 @@ def test_a_prefetch_that_is_not_fhir_json_is_refused_naming_the_element(
     issue = response.json()["issue"][0]
     assert issue["expression"] == [expression], issue
     assert issue["diagnostics"].startswith(expression), issue
+
+
+def test_elements_the_engine_does_not_read_are_accepted(api: TestClient) -> None:
+    """FHIR R4 JSON and Extensibility (2.6.2, 2.4): a resource may carry extensions, and real
+    EHR data carries elements a vendor adds or a later version defines. The prefetch check is
+    of the shape of what the engine reads, not a model of every element: a Condition with an
+    unknown element (`vendorFlag`), a standard extension and a primitive's `_element` is read
+    and evaluated as without them (the same card), not refused."""
+    name = "itp-relapsed-candidate"
+    plain = prefetch_from(example(name), loaded_trial(api), name)
+    extended = prefetch_from(example(name), loaded_trial(api), name)
+    conditions = [
+        entry["resource"]
+        for entry in extended["condition"]["entry"]
+        if entry["resource"]["resourceType"] == "Condition"
+    ]
+    assert conditions
+    for condition in conditions:
+        condition["vendorFlag"] = True
+        condition["extension"] = [
+            {
+                "url": "http://hl7.org/fhir/StructureDefinition/condition-assertedDate",
+                "valueDateTime": "2024-01-01",
+            }
+        ]
+        condition["_recordedDate"] = {
+            "extension": [{"url": "http://example.org/x", "valueCode": "y"}]
+        }
+        condition["code"]["vendorCodeQuality"] = {"score": 0.9}
+    answers = [
+        api.post(CDS_SERVICE, json=hook_call(name, prefetch=given_prefetch), headers=AUTH)
+        for given_prefetch in (plain, extended)
+    ]
+    assert all(answer.status_code == 200 for answer in answers), answers[1].text
+    first, second = (answer.json()["cards"][0] for answer in answers)
+    assert same_card(first, second)
+    assert "Not eligible" not in second["summary"], second["summary"]
 
 
 @pytest.mark.parametrize("value", ["numeric string", True, [1]])

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 from service_support import (
@@ -312,3 +315,63 @@ def test_a_body_that_is_not_an_object_says_so(
     assert response.status_code == 400
     diagnostics = response.json()["issue"][0]["diagnostics"]
     assert diagnostics == f"the request body must be a JSON object, found {found}"
+
+
+def _first_condition(bundle: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    return next(
+        (index, entry["resource"])
+        for index, entry in enumerate(bundle["entry"])
+        if entry["resource"]["resourceType"] == "Condition"
+    )
+
+
+def test_an_inline_bundle_element_of_the_wrong_shape_is_400_naming_it(api: TestClient) -> None:
+    """What the record would skip as unreadable (`code.coding: [5]`, a `subject` that is a
+    number) is refused, naming the element, as in a CDS Hooks prefetch; never read as "none
+    on record"."""
+    for change, element in (
+        (lambda condition: condition["code"].update(coding=[5]), "code.coding[0]"),
+        (lambda condition: condition.update(subject=5), "subject"),
+    ):
+        bundle = example("itp-relapsed-candidate")
+        index, condition = _first_condition(bundle)
+        change(condition)
+        response = api.post("/evaluate", json={"bundle": bundle}, headers=AUTH)
+        assert response.status_code == 400, response.text
+        issue = response.json()["issue"][0]
+        assert issue["expression"] == [f"bundle.entry[{index}].resource.{element}"]
+
+
+def test_an_inline_bundle_with_elements_the_engine_does_not_read_is_evaluated(
+    api: TestClient,
+) -> None:
+    """A vendor's own element and a standard extension are not checked (only the shape of
+    what the engine reads is): the Bundle is evaluated as without them."""
+    plain = api.post("/evaluate", json={"bundle": BUNDLE}, headers=AUTH)
+    bundle = example("itp-relapsed-candidate")
+    _, condition = _first_condition(bundle)
+    condition["vendorFlag"] = True
+    condition["extension"] = [
+        {
+            "url": "http://hl7.org/fhir/StructureDefinition/condition-assertedDate",
+            "valueDateTime": "2024-01-01",
+        }
+    ]
+    extended = api.post("/evaluate", json={"bundle": bundle}, headers=AUTH)
+    assert plain.status_code == extended.status_code == 200, extended.text
+    assert extended.json()["criteria"] == plain.json()["criteria"]
+
+
+def test_the_request_check_does_not_load_the_fhir_models() -> None:
+    """The check of a prefetch or inline Bundle is structural (engine/service/fhir_json.py):
+    the fhir.resources models, for what trialsieve writes, are not loaded to read a request."""
+    script = (
+        "import sys, orjson\n"
+        "from engine.service.fhir_json import check_fhir_resource\n"
+        f"check_fhir_resource(orjson.loads({orjson.dumps(BUNDLE)!r}), 'bundle')\n"
+        "print(sorted(name for name in sys.modules if name.startswith('fhir.resources')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
