@@ -342,6 +342,13 @@ TrustedFhirServerOption = Annotated[
         help="A fhirServer CDS Hooks calls may name besides --server; repeat. Default: none."
     ),
 ]
+CorsOriginOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="A browser origin (https://host[:port]) allowed to call the service (CORS); "
+        "repeat. Default: none."
+    ),
+]
 AllowAnyFhirServerOption = Annotated[
     bool,
     typer.Option(
@@ -353,6 +360,24 @@ AllowAnyFhirServerOption = Annotated[
 ]
 MaxBodyBytesOption = Annotated[
     int, typer.Option(min=1024, help="Largest request body accepted, in bytes (413 beyond).")
+]
+BodyTimeoutOption = Annotated[
+    float,
+    typer.Option(
+        min=1.0,
+        help="Seconds a client may take to send a request body after its headers (408 beyond).",
+    ),
+]
+LimitConcurrencyOption = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="Most connections (and requests) at once; uvicorn answers 503 beyond.",
+    ),
+]
+TimeoutKeepAliveOption = Annotated[
+    int,
+    typer.Option(min=1, help="Seconds an idle keep-alive connection is kept open."),
 ]
 NoAuthOption = Annotated[
     bool,

@@ -16,12 +16,15 @@ from engine.cli.options import (
     ApiTokenFileOption,
     AsOfOption,
     AttestationsOption,
+    BodyTimeoutOption,
+    CorsOriginOption,
     HostOption,
     JwksFileOption,
     JwtHs256TestModeOption,
     JwtIssuerOption,
     JwtSecretEnvOption,
     JwtSecretFileOption,
+    LimitConcurrencyOption,
     LogLevelOption,
     MaxBodyBytesOption,
     NoAuthOption,
@@ -32,6 +35,7 @@ from engine.cli.options import (
     ReportUrlOption,
     ServicePublicUrlOption,
     ServiceServerOption,
+    TimeoutKeepAliveOption,
     TokenEnvOption,
     TokenFileOption,
     TrialsOption,
@@ -62,6 +66,10 @@ def serve(
     notify_token_file: NotifyTokenFileOption = None,
     notification_state: NotificationStateOption = None,
     max_body_bytes: MaxBodyBytesOption = 10 * 1024 * 1024,  # service.settings.MAX_BODY_BYTES
+    body_timeout: BodyTimeoutOption = 30.0,  # service.settings.BODY_TIMEOUT
+    limit_concurrency: LimitConcurrencyOption = 1000,
+    timeout_keep_alive: TimeoutKeepAliveOption = 5,
+    cors_origin: CorsOriginOption = None,
     as_of: AsOfOption = None,
     attestations: AttestationsOption = None,
     no_auth: NoAuthOption = False,
@@ -70,7 +78,9 @@ def serve(
     """Run the eligibility service: evaluate API, CDS Hooks, Subscription notifications.
 
     --attestations are used for every evaluation of the patients they name, notifications
-    included.
+    included. --body-timeout, --limit-concurrency and --timeout-keep-alive bound slow and
+    idle clients; a request whose headers never end is the TLS proxy's to time out
+    (docs/service.md, "Slow clients").
     """
     import uvicorn
 
@@ -108,6 +118,8 @@ def serve(
             trusted_fhir_servers=tuple(trusted_fhir_server or ()),
             allow_any_fhir_server=allow_any_fhir_server,
             max_body_bytes=max_body_bytes,
+            body_timeout=body_timeout,
+            cors_origins=tuple(cors_origin or ()),
             as_of=day,
             notification_state=notification_state,
         )
@@ -115,4 +127,12 @@ def serve(
     except TrialsieveError as error:
         raise fail(error) from None
     configure_logging(log_level)
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        limit_concurrency=limit_concurrency,
+        timeout_keep_alive=timeout_keep_alive,
+    )

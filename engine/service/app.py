@@ -16,34 +16,40 @@ Routes (see docs/service.md):
 Every other route needs an accepted bearer token (engine/service/auth.py) whose scopes allow
 what the route does: `evaluate` for the evaluate and CDS Hooks routes, `write` as well for
 `write: true`, `notify` for the notification routes (403 otherwise). Request bodies larger
-than `max_body_bytes` are refused with 413 before they are read whole. Every error answer
-is a FHIR OperationOutcome; the OpenAPI description (engine/service/openapi.py) documents
-every status of every route. `app.state.notifications` is the background queue; tests await its
-`drain()`.
+than `max_body_bytes` are refused with 413 before they are read whole, bodies slower than
+`body_timeout` with 408 (engine/service/limits.py), bodies that are not JSON with 415
+(engine/service/media_types.py); `cors_origins` turns CORS on for those browser origins.
+Every error answer is a FHIR OperationOutcome; the OpenAPI description
+(engine/service/openapi.py) documents every status of every route. `app.state.notifications`
+is the background queue; tests await its `drain()`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine import __version__
-from engine.errors import TrialsieveError
+from engine.errors import ServiceConfigError, TrialsieveError
 from engine.normalise.units import build_unit_registry
 from engine.service.auth import ApiAuthenticator, describe, forbidden
 from engine.service.cds_hooks import discovery
 from engine.service.core import Service
 from engine.service.limits import BodyLimitMiddleware
 from engine.service.logs import RequestLogMiddleware, log_event
+from engine.service.media_types import JsonRoute, json_body, load_json
 from engine.service.models import CdsFeedback, CdsHookRequest, EvaluateRequest
 from engine.service.notifications import (
     NotificationQueue,
@@ -61,6 +67,7 @@ from engine.service.problems import (
 )
 from engine.service.settings import SCOPE_EVALUATE, SCOPE_NOTIFY, SCOPE_WRITE, ServiceSettings
 from engine.service.trials import load_trials
+from engine.sources.bundle import json_kind
 from engine.sources.references import is_fhir_id
 
 _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
@@ -70,6 +77,7 @@ _STATUS_CODES = {
     404: "not-found",
     405: "not-supported",
     413: "too-costly",
+    415: "not-supported",
 }
 
 
@@ -133,11 +141,23 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
+    app.router.route_class = JsonRoute  # JSON bodies read by orjson, errors said precisely
     _add_docs(app)
     app.state.service = service
     app.state.notifications = notifications
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware, limit=settings.max_body_bytes, timeout=settings.body_timeout
+    )
     app.add_middleware(RequestLogMiddleware)
+    if settings.cors_origins:
+        # Outermost: a preflight is answered before anything else looks at it.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=cors_origins(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
     _add_error_handlers(app)
 
     def requiring(scope: str) -> Callable[[Request], Coroutine[Any, Any, frozenset[str]]]:
@@ -153,7 +173,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     evaluating = Depends(requiring(SCOPE_EVALUATE))
     protected = [evaluating]
-    notifying = [Depends(requiring(SCOPE_NOTIFY))]
+    json_checked = Depends(json_body)  # after the credentials: 401/403 come first
+    reading_json = [evaluating, json_checked]
+    notifying = [Depends(requiring(SCOPE_NOTIFY)), json_checked]
 
     @app.get("/health", tags=["operations"])
     async def health() -> dict[str, str]:
@@ -166,7 +188,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return service.readiness()
 
     @app.post("/evaluate", tags=["evaluate"])
-    def evaluate(body: EvaluateRequest, scopes: frozenset[str] = evaluating) -> dict[str, Any]:
+    def evaluate(
+        body: EvaluateRequest, scopes: frozenset[str] = evaluating, _: None = json_checked
+    ) -> dict[str, Any]:
         """Evaluate one patient: per-criterion outcomes, status, ResearchSubject and
         DetectedIssue (as `trialsieve evaluate` writes them); `write` writes them back.
         """
@@ -176,7 +200,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @app.post("/trials/{trial_id}/evaluate", tags=["evaluate"])
     def evaluate_for_trial(
-        trial_id: str, body: EvaluateRequest, scopes: frozenset[str] = evaluating
+        trial_id: str,
+        body: EvaluateRequest,
+        scopes: frozenset[str] = evaluating,
+        _: None = json_checked,
     ) -> dict[str, Any]:
         """`POST /evaluate` for the trial of the path."""
         if body.write and SCOPE_WRITE not in scopes:
@@ -188,7 +215,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         """CDS Hooks discovery: one patient-view service per trial, with prefetch templates."""
         return discovery(trials)
 
-    @app.post("/cds-services/{service_id}", dependencies=protected, tags=["cds-hooks"])
+    @app.post("/cds-services/{service_id}", dependencies=reading_json, tags=["cds-hooks"])
     def cds_service(service_id: str, body: CdsHookRequest, request: Request) -> dict[str, Any]:
         """A patient-view call: one card with the patient's eligibility for the trial."""
         return service.cds_call(service_id, body, str(request.base_url))
@@ -206,7 +233,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @app.post(
         "/cds-services/{service_id}/feedback",
-        dependencies=protected,
+        dependencies=reading_json,
         tags=["cds-hooks"],
         response_class=FhirAnswer,
     )
@@ -258,9 +285,11 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             )
         raw = await request.body()
         try:
-            body = orjson.loads(raw) if raw.strip() else None
-        except orjson.JSONDecodeError as error:
-            raise ApiError.of(400, "invalid", f"the notification is not JSON: {error}") from None
+            body = load_json(raw) if raw.strip() else None
+        except json.JSONDecodeError as error:
+            raise ApiError.of(
+                400, "invalid", f"the notification is not JSON: {error.msg}"
+            ) from None
         relevant = trials.resource_types | {"Patient"}
         targets = notification_targets(body, path_reference, relevant, client.base_url, named)
         queued = await notifications.submit(targets)
@@ -273,6 +302,32 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     describe_routes(app)
     return app
+
+
+def cors_origins(origins: tuple[str, ...]) -> list[str]:
+    """The CORS origins, each `http(s)://host[:port]` (RFC 6454: scheme, host, port; no path,
+    no `*`: only the origins the operator names); ServiceConfigError otherwise."""
+    checked = []
+    for origin in origins:
+        try:
+            parts = urlsplit(origin)
+            parts.port  # noqa: B018  (a port out of range raises ValueError)
+        except ValueError:
+            parts = None
+        if (
+            parts is None
+            or parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.path
+            or parts.query
+            or parts.fragment
+            or parts.username is not None
+        ):
+            raise ServiceConfigError(
+                f"--cors-origin {origin[:80]!r} must be an origin: http(s)://host[:port]"
+            )
+        checked.append(origin)
+    return checked
 
 
 DOCS_ASSETS = "/docs-assets"
@@ -334,7 +389,9 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def unexpected(request: Request, error: Exception) -> Response:
         log_event(logging.ERROR, "unexpected error", error=type(error).__name__)
         body = operation_outcome([Issue("exception", "internal error; see the service log")])
-        return FhirAnswer(body, status_code=500)
+        # Starlette re-raises the error once this answer is sent, and the server then closes
+        # the connection: the answer says so (RFC 9112 9.6), so a client does not reuse it.
+        return FhirAnswer(body, status_code=500, headers={"Connection": "close"})
 
 
 def _validation_issue(error: Any) -> Issue:
@@ -343,9 +400,13 @@ def _validation_issue(error: Any) -> Issue:
     field = ".".join(location)
     kind = error.get("type", "")
     if kind == "json_invalid":
-        return Issue("invalid", f"the request body is not valid JSON: {error.get('msg')}")
+        reason = (error.get("ctx") or {}).get("error") or error.get("msg")
+        return Issue("invalid", f"the request body is not valid JSON: {reason}")
     if kind == "missing" and not location:
         return Issue("required", "a JSON request body is required")
+    if kind in ("model_attributes_type", "dict_type") and not location:
+        found = json_kind(error.get("input"))
+        return Issue("invalid", f"the request body must be a JSON object, found {found}")
     code = "required" if kind == "missing" else "invalid"
     message = str(error.get("msg", "invalid")).removeprefix("Value error, ")  # our validators'
     return Issue(code, f"{field}: {message}" if field else message, (field,) if field else ())

@@ -167,6 +167,14 @@ class ApiAuthenticator:
             )
         except jwt.PyJWTError as error:
             raise _unauthorized(f"the JWT is not accepted: {error}") from None
+        for name in ("exp", "iat", "nbf"):
+            # RFC 7519 4.1.4: a NumericDate is a JSON number (PyJWT also takes "1796000000");
+            # CDS Hooks 2.0, "Trusting CDS Clients": exp and iat are numbers.
+            value = claims.get(name)
+            if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise _unauthorized(f"the JWT's {name} must be a number (a NumericDate)")
+        if not isinstance(claims["iss"], str):
+            raise _unauthorized("the JWT's iss must be a string")
         if self._issuers and claims["iss"] not in self._issuers:
             raise _unauthorized("the JWT issuer is not trusted")
         if claims["exp"] - claims["iat"] > LONGEST_LIFETIME:

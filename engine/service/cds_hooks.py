@@ -34,6 +34,7 @@ import orjson
 from engine.evaluate import CriterionVerdict, PatientEvaluation, SubjectStatus
 from engine.report.explanation import explain, stale_data_warning
 from engine.resource_types import MEDICATION_REFERENCING_TYPES
+from engine.service.fhir_json import check_fhir_resource
 from engine.service.models import CdsFeedback, CdsHookRequest
 from engine.service.problems import ApiError, Issue
 from engine.service.trials import LoadedTrial
@@ -101,11 +102,19 @@ def patient_id_of(request: CdsHookRequest) -> str:
             400, "not-supported", f"hook '{request.hook}' is not served (only {HOOK})", "hook"
         )
     patient_id = request.context.get("patientId")
-    if not is_fhir_id(patient_id):
+    if patient_id is None:
         raise ApiError.of(
             400,
             "required",
             "context.patientId (the id of the patient in view) is required",
+            "context.patientId",
+        )
+    if not is_fhir_id(patient_id):
+        raise ApiError.of(
+            400,
+            "invalid",
+            "context.patientId must be a FHIR id (letters, digits, '-', '.'; 1 to 64; not "
+            "only dots)",
             "context.patientId",
         )
     assert isinstance(patient_id, str)
@@ -139,7 +148,13 @@ def read_prefetch(
     search timed out)"), the `patient` key missing.
 
     400 when a value is not what its template asks for (a Patient that is another patient, a
-    search answered with something other than a Bundle).
+    search answered with something other than a Bundle, a Bundle holding a type its search
+    does not return), or an element the engine reads does not have its FHIR JSON shape
+    (`engine.service.fhir_json`: `"entry": {}`, a Condition whose `code.coding` is `[5]`;
+    elements it does not read are not checked): a malformed value is never read as "none
+    on record" (CDS Hooks 2.0, "Prefetch": a prefetch that is missing or incomplete is
+    fetched or reported; one the service cannot read is the client's error, named in the
+    answer).
     """
     given = prefetch or {}
     entries: dict[str, dict[str, Any]] = {}
@@ -150,11 +165,14 @@ def read_prefetch(
     for template in prefetch_templates(trial):
         value = given.get(template.key)
         field = f"prefetch.{template.key}"
-        if value is None and (template.key not in given or template.resource_type == "Patient"):
-            missing.add(template.resource_type)
-        elif value is None:
-            continue  # null: the client has no such data
-        elif isinstance(value, dict) and value.get("resourceType") == "OperationOutcome":
+        if value is None:
+            if template.key not in given or template.resource_type == "Patient":
+                missing.add(template.resource_type)
+            continue  # else null: the client has no such data
+        if not isinstance(value, dict):
+            raise ApiError.of(400, "invalid", f"{field} must be a FHIR resource (JSON)", field)
+        if value.get("resourceType") == "OperationOutcome":
+            check_fhir_resource(value, field)
             # The client could not prefetch it, and says so to spare a follow-up query.
             if template.resource_type == "Patient":
                 missing.add(template.resource_type)
@@ -164,8 +182,6 @@ def read_prefetch(
                 unavailable[template.resource_type] = (
                     f"not available from the EHR ({field}: {words})"
                 )
-        elif not isinstance(value, dict):
-            raise ApiError.of(400, "invalid", f"{field} must be a FHIR resource (JSON)", field)
         elif template.resource_type == "Patient":
             if value.get("resourceType") != "Patient" or value.get("id") != patient_id:
                 found = f"{value.get('resourceType')}/{value.get('id')}"
@@ -175,6 +191,7 @@ def read_prefetch(
                     f"{field} is {found}, not Patient/{patient_id} (context.patientId)",
                     field,
                 )
+            check_fhir_resource(value, field)
             _add(entries, {"resource": value})
         elif value.get("resourceType") != "Bundle":
             raise ApiError.of(
@@ -184,15 +201,14 @@ def read_prefetch(
                 f"found {value.get('resourceType')}",
                 field,
             )
-        elif any(
-            isinstance(link, dict) and link.get("relation") == "next"
-            for link in value.get("link") or ()
-        ):
-            missing.add(template.resource_type)  # one page of several: read the whole search
         else:
+            # Checked for the shape of what the engine reads: malformed is refused, never empty.
+            check_fhir_resource(value, field)
+            if any(link.get("relation") == "next" for link in value.get("link") or ()):
+                missing.add(template.resource_type)  # one page of several: read it all
+                continue
+            _check_entry_types(value, template, field)
             for entry in value.get("entry") or ():
-                if not isinstance(entry, dict):
-                    raise ApiError.of(400, "invalid", f"{field}: an entry is not an object", field)
                 outcome = search_outcome(entry)
                 if outcome is None:
                     _add(entries, entry)
@@ -206,6 +222,24 @@ def read_prefetch(
                         f"not complete from the EHR ({field}: {errors})"
                     )
     return Prefetched(entries, frozenset(missing), failed, unavailable, problems)
+
+
+def _check_entry_types(bundle: Mapping[str, Any], template: PrefetchTemplate, field: str) -> None:
+    """400 when a search key's Bundle holds a resource its query cannot return: only the
+    searched type, the Medications its `_include` brings, and OperationOutcomes."""
+    allowed = {template.resource_type, "OperationOutcome"}
+    if template.resource_type in MEDICATION_REFERENCING_TYPES:
+        allowed.add("Medication")
+    for index, entry in enumerate(bundle.get("entry") or ()):
+        found = entry["resource"]["resourceType"]
+        if found not in allowed:
+            at = f"{field}.entry[{index}].resource"
+            raise ApiError.of(
+                400,
+                "invalid",
+                f"{at} is a {found}, which {template.query} does not return",
+                at,
+            )
 
 
 def _outcome_words(outcome: Mapping[str, Any]) -> str:

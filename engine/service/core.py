@@ -44,6 +44,7 @@ from engine.service.evaluation import (
     pull_patient,
     read_attestations,
 )
+from engine.service.fhir_json import check_fhir_resource
 from engine.service.logs import elapsed_ms, log_event
 from engine.service.models import CdsFeedback, CdsHookRequest, EvaluateRequest
 from engine.service.notifications import is_own, patient_of
@@ -215,6 +216,15 @@ class Service:
                 "fhirServer is required when fhirAuthorization is given",
                 "fhirServer",
             )
+        called_server: str | None = None
+        if request.fhir_server is not None:
+            # Checked on every call, not only when something must be fetched: a full prefetch
+            # with a fhirServer that is not allowed (or not a FHIR base URL) is refused too.
+            called_server, _ = check_fhir_server(
+                request.fhir_server,
+                self.settings.fhir_server_allow_list(),
+                self.settings.allow_any_fhir_server,
+            )
         prefetched = read_prefetch(trial, request.prefetch, patient_id)
         fetched = bool(prefetched.missing_types)
         resources: PatientResources | None = None
@@ -242,7 +252,15 @@ class Service:
             lambda: screen_patient(trial.criteria, resources, self.settings.day(), answers)
         ).evaluation
         template = self.settings.report_url_template
-        if template is None and base_url is not None and self.settings.fhir_server is not None:
+        configured = self.settings.fhir_server
+        if (
+            template is None
+            and base_url is not None
+            and configured is not None
+            and called_server in (None, configured.rstrip("/"))
+        ):
+            # The service's own report page pulls from the configured server: linked only when
+            # the call's record is that server's (else the card and the page could disagree).
             template = base_url.rstrip("/") + "/" + REPORT_PATH
         answer = card(evaluation, template)
         # The hook instance and the card uuid let feedback on the card ("cds card feedback")
@@ -534,9 +552,13 @@ def _parse_inline_bundle(bundle: dict[str, Any]) -> PatientResources:
             400, "invalid", "bundle holds a number beyond the 64-bit integer range", "bundle"
         ) from None
     try:
-        return parse_bundle(text, "request field bundle")
+        resources = parse_bundle(text, "request field bundle")
     except InputError as error:
         raise error_for(error, "bundle") from None
+    # An element the engine reads of the wrong shape (`"coding": [5]`), which the record
+    # would skip as unreadable, is refused, as in a prefetch (engine.service.fhir_json).
+    check_fhir_resource(bundle, "bundle")
+    return resources
 
 
 def _check_id(value: str, field_name: str) -> None:

@@ -3,8 +3,9 @@
 Every line is one JSON object: time, level, logger, message, the request or job id, and the
 fields the service passes in `extra={"fields": {...}}` (trial ids, timings, status counts). The
 service logs no patient ids, resource contents or tokens. Messages from other loggers (the FHIR
-client names requests such as `GET Patient/p1/$everything`) are redacted: patient references,
-`patient=` parameters and bearer tokens are replaced, and an exception is written as its type
+client names requests such as `GET Patient/p1/$everything`, httpx `GET .../Observation/o1`)
+are redacted: the id of every `Type/id` reference or path, `patient=`, `subject=`, `_id=` and
+`identifier=` values and bearer tokens are replaced, and an exception is written as its type
 and stack, never its message.
 """
 
@@ -33,14 +34,20 @@ CORRELATION_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 REQUEST_ID_HEADER = "x-request-id"
 _ACCEPTED_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _REDACTIONS = (
-    (re.compile(r"(Patient/)[^\s/?&#,;'\")]+"), r"\1[redacted]"),
-    (re.compile(r"((?:patient|subject|individual)=)[^\s&#,;'\")]+"), r"\1[redacted]"),
+    # Every `Type/id` (a resource type is PascalCase, so `HTTP/1.1` is not one): ids of any
+    # type may be MRNs or accession numbers. An operation (`Patient/$everything`) is kept.
+    (re.compile(r"\b([A-Z][a-z][A-Za-z]{0,62}/)(?![$\[])[^\s/?&#,;'\")]+"), r"\1[redacted]"),
+    (
+        re.compile(r"((?:patient|subject|individual|_id|identifier)=)[^\s&#,;'\")]+"),
+        r"\1[redacted]",
+    ),
     (re.compile(r"(Bearer\s+)\S+", re.IGNORECASE), r"\1[redacted]"),
 )
 
 
 def redact(text: str) -> str:
-    """The text with patient references, patient search values and bearer tokens replaced."""
+    """The text with the ids of `Type/id` references, patient and id search values and bearer
+    tokens replaced."""
     for pattern, replacement in _REDACTIONS:
         text = pattern.sub(replacement, text)
     return text

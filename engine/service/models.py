@@ -57,9 +57,11 @@ class EvaluateRequest(BaseModel):
         json_schema_extra={"pattern": AS_OF_PATTERN},
     )
     attestations: list[AttestationEntry] = Field(default_factory=list)
-    write: bool = Field(
+    write: StrictBool = Field(
         default=False,
-        description="Write the ResearchStudy, ResearchSubject and DetectedIssue to the server.",
+        description="Write the ResearchStudy, ResearchSubject and DetectedIssue to the server "
+        "(JSON true or false only: a field with a side effect is not guessed from "
+        '"yes", "1" or 1).',
     )
 
     @field_validator("patient")

@@ -44,6 +44,7 @@ from engine.service.logs import CORRELATION_ID, elapsed_ms, log_event, new_job_i
 from engine.service.problems import ApiError
 from engine.service.subscription_changes import SERVICE_WIDE
 from engine.sources import reference_key
+from engine.sources.bundle import json_kind
 from engine.sources.references import is_fhir_id
 
 NOTIFICATION_BUNDLE_TYPES = ("history", "subscription-notification")
@@ -53,6 +54,8 @@ _OWN_SYSTEMS = {
     "DetectedIssue": DETECTED_ISSUE_SYSTEM,
 }
 _EVENT_TYPES = ("event-notification",)
+_STATUS_FIELD = "entry[0].resource"
+"""Where a notification Bundle's status (SubscriptionStatus, or the Backport Parameters) is."""
 
 
 @dataclass(frozen=True, order=True)
@@ -183,8 +186,10 @@ def is_own(resource: Mapping[str, Any]) -> bool:
         return True
     system = _OWN_SYSTEMS.get(str(resource_type))
     identifiers = resource.get("identifier")
-    return system is not None and any(
-        isinstance(item, dict) and item.get("system") == system for item in identifiers or ()
+    return (
+        system is not None
+        and isinstance(identifiers, list)
+        and any(isinstance(item, dict) and item.get("system") == system for item in identifiers)
     )
 
 
@@ -264,7 +269,7 @@ def _subscription_of(status: dict[str, Any]) -> str | None:
     if status.get("resourceType") == "SubscriptionStatus":
         reference = _reference(status.get("subscription"))
         return reference if isinstance(reference, str) else None
-    for parameter in status.get("parameter") or ():
+    for parameter in _array(status, "parameter", _STATUS_FIELD):
         if isinstance(parameter, dict) and parameter.get("name") == "subscription":
             reference = _reference(parameter.get("valueReference"))
             return reference if isinstance(reference, str) else None
@@ -276,12 +281,13 @@ def _status(resource: dict[str, Any]) -> tuple[str | None, list[tuple[Any, list[
     (R4B/R5) or a backport Parameters (R4, kebab- or camelCase names); None for neither.
     """
     if resource.get("resourceType") == "SubscriptionStatus":
+        field = f"{_STATUS_FIELD}.notificationEvent"
         events = [
             (
                 _reference(event.get("focus")),
-                [_reference(c) for c in event.get("additionalContext") or ()],
+                [_reference(c) for c in _array(event, "additionalContext", f"{field}[{index}]")],
             )
-            for event in resource.get("notificationEvent") or ()
+            for index, event in enumerate(_array(resource, "notificationEvent", _STATUS_FIELD))
             if isinstance(event, dict)
         ]
         return resource.get("type"), events
@@ -289,7 +295,7 @@ def _status(resource: dict[str, Any]) -> tuple[str | None, list[tuple[Any, list[
         return None
     notification_type: str | None = None
     parsed: list[tuple[Any, list[Any]]] = []
-    for parameter in resource.get("parameter") or ():
+    for index, parameter in enumerate(_array(resource, "parameter", _STATUS_FIELD)):
         if not isinstance(parameter, dict):
             continue
         name = parameter.get("name")
@@ -298,7 +304,7 @@ def _status(resource: dict[str, Any]) -> tuple[str | None, list[tuple[Any, list[
         elif name in ("notification-event", "notificationEvent"):
             focus: Any = None
             contexts: list[Any] = []
-            for part in parameter.get("part") or ():
+            for part in _array(parameter, "part", f"{_STATUS_FIELD}.parameter[{index}]"):
                 if not isinstance(part, dict):
                     continue
                 if part.get("name") == "focus":
@@ -307,6 +313,21 @@ def _status(resource: dict[str, Any]) -> tuple[str | None, list[tuple[Any, list[
                     contexts.append(_reference(part.get("valueReference")))
             parsed.append((focus, contexts))
     return notification_type, parsed
+
+
+def _array(resource: Mapping[str, Any], name: str, at: str) -> list[Any]:
+    """The repeating element `name` of `resource` (at `at` in the notification): [] when
+    absent; 400 naming it when it is not an array (FHIR R4 JSON, 2.6.2: an element that can
+    repeat is always an array)."""
+    value = resource.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        field = f"{at}.{name}"
+        raise ApiError.of(
+            400, "invalid", f"{field} must be an array, found {json_kind(value)}", field
+        )
+    return value
 
 
 def _reference(value: Any) -> Any:

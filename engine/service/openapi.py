@@ -134,24 +134,26 @@ _MEANING = {
     412: "CDS Hooks: the patient's data cannot be had: prefetch data is missing and the "
     "request names no fhirServer, or the fhirServer cannot give it",
     413: "Request body too large",
+    415: "The body is not JSON (application/fhir+json or application/json, UTF-8)",
     500: "Internal error (a bug: see the service log)",
     502: "The FHIR server failed or refused the service's request",
     503: "Not ready: the FHIR server does not answer",
     504: "The FHIR server did not answer in time",
 }
 _PROTECTED = (400, 401, 403, 413, 500)
+_READS_JSON = (*_PROTECTED, 415)
 _ERRORS_BY_ROUTE: Mapping[tuple[str, str], tuple[int, ...]] = {
     ("get", "/health"): (),
     ("get", "/ready"): (503,),
     ("get", "/cds-services"): (),
-    ("post", "/evaluate"): (*_PROTECTED, 404, 409, 502, 504),
-    ("post", "/trials/{trial_id}/evaluate"): (*_PROTECTED, 404, 409, 502, 504),
-    ("post", "/cds-services/{service_id}"): (*_PROTECTED, 404, 412),
-    ("post", "/cds-services/{service_id}/feedback"): (*_PROTECTED, 404),
+    ("post", "/evaluate"): (*_READS_JSON, 404, 409, 502, 504),
+    ("post", "/trials/{trial_id}/evaluate"): (*_READS_JSON, 404, 409, 502, 504),
+    ("post", "/cds-services/{service_id}"): (*_READS_JSON, 404, 412),
+    ("post", "/cds-services/{service_id}/feedback"): (*_READS_JSON, 404),
     ("get", "/trials/{trial_id}/patients/{patient_id}/report"): (*_PROTECTED, 404, 409, 502, 504),
-    ("put", "/fhir-notify/{resource_type}/{resource_id}"): (*_PROTECTED, 409),
-    ("post", "/fhir-notify/{resource_type}/{resource_id}"): (*_PROTECTED, 409),
-    ("post", "/fhir-notify"): (*_PROTECTED, 409),
+    ("put", "/fhir-notify/{resource_type}/{resource_id}"): (*_READS_JSON, 409),
+    ("post", "/fhir-notify/{resource_type}/{resource_id}"): (*_READS_JSON, 409),
+    ("post", "/fhir-notify"): (*_READS_JSON, 409),
 }
 _ANSWERS: Mapping[tuple[str, str], type[BaseModel]] = {
     ("get", "/health"): Health,
@@ -245,6 +247,10 @@ def complete(document: dict[str, Any]) -> dict[str, Any]:
             operation["responses"] = responses
             if path.startswith("/fhir-notify"):
                 operation["requestBody"] = _NOTIFICATION_BODY
+            else:
+                content = operation.get("requestBody", {}).get("content", {})
+                if "application/json" in content:  # FHIR JSON is taken as well (media_types)
+                    content.setdefault(FHIR_JSON, content["application/json"])
             for parameter in operation.get("parameters", ()):
                 if parameter.get("name") in ("resource_id", "patient_id"):
                     parameter["schema"] = dict(_FHIR_ID)

@@ -27,6 +27,8 @@ ALL_SCOPES = frozenset({SCOPE_EVALUATE, SCOPE_WRITE, SCOPE_NOTIFY})
 JWT_SCOPES = frozenset({SCOPE_EVALUATE})
 """What a CDS Hooks client's JWT may do: read and evaluate, never write or notify."""
 MAX_BODY_BYTES = 10 * 1024 * 1024
+BODY_TIMEOUT = 30.0
+"""Seconds a client may take to send a request body once its headers are in (408 beyond)."""
 """Default request body limit (a large Synthea patient Bundle is about 5 MB)."""
 
 SERVICE_RETRY = RetryPolicy(attempts=3, first_delay=0.2, longest_delay=2.0, give_up_after=25.0)
@@ -122,6 +124,8 @@ class ServiceSettings:
     (the allow-list); `allow_any_fhir_server` lifts it (the caller's token still goes only to
     the allow-listed servers).
     `max_body_bytes`: larger request bodies are refused with 413.
+    `body_timeout`: a body not received whole within this many seconds is refused with 408.
+    `cors_origins`: the browser origins allowed to call the service (CORS; none by default).
     `as_of`: evaluate as of this day instead of today (tests, replays).
     `notification_state`: a JSON file keeping, per Subscription, when the service last asked
     the server what changed (`engine.service.subscription_changes`), across restarts.
@@ -138,6 +142,8 @@ class ServiceSettings:
     trusted_fhir_servers: tuple[str, ...] = ()
     allow_any_fhir_server: bool = False
     max_body_bytes: int = MAX_BODY_BYTES
+    body_timeout: float = BODY_TIMEOUT
+    cors_origins: tuple[str, ...] = ()
     as_of: dt.date | None = None
     fhir_retry: RetryPolicy = SERVICE_RETRY
     page_size: int = DEFAULT_PAGE_SIZE

@@ -234,7 +234,8 @@ def _snippet_with_caret(line_text: str, offset: int) -> str | None:
     return f"{excerpt}\n    {' ' * (offset - start)}^"
 
 
-def _json_kind(value: Any) -> str:
+def json_kind(value: Any) -> str:
+    """What a JSON value is, for messages: `an object`, `an array`, `a number`, `null`."""
     if isinstance(value, dict):
         return "an object"
     if isinstance(value, list):
@@ -257,7 +258,7 @@ def _bundle_contents(document: Any, origin: str) -> tuple[list[dict[str, Any]], 
     """The Bundle's resources and their fullUrls, checked for shape; searchset outcomes left out."""
     if not isinstance(document, dict):
         raise InputError(
-            f"expected a JSON object (a FHIR Bundle), found {_json_kind(document)}",
+            f"expected a JSON object (a FHIR Bundle), found {json_kind(document)}",
             Location(file=origin),
         )
     resource_type = document.get("resourceType")
@@ -272,19 +273,19 @@ def _bundle_contents(document: Any, origin: str) -> tuple[list[dict[str, Any]], 
             "put the patient's resources in a Bundle (type collection)",
             Location(file=origin, field="resourceType"),
         )
-    bundle_type = _checked_bundle_type(document.get("type"), origin)
+    bundle_type = checked_bundle_type(document.get("type"), origin)
     entries = document.get("entry")
     if entries is None or entries == []:
         raise InputError("the Bundle has no entries", Location(file=origin, field="entry"))
     if not isinstance(entries, list):
         raise InputError(
-            f"entry must be an array, found {_json_kind(entries)}",
+            f"entry must be an array, found {json_kind(entries)}",
             Location(file=origin, field="entry"),
         )
     resources: list[dict[str, Any]] = []
     full_urls: list[str | None] = []
     for index, entry in enumerate(entries):
-        resource, full_url = _entry_contents(entry, index, origin)
+        resource, full_url = entry_contents(entry, index, origin)
         if bundle_type == "searchset" and _is_search_outcome(entry, resource):
             continue
         resources.append(resource)
@@ -292,13 +293,15 @@ def _bundle_contents(document: Any, origin: str) -> tuple[list[dict[str, Any]], 
     return resources, full_urls
 
 
-def _checked_bundle_type(bundle_type: Any, origin: str) -> str:
+def checked_bundle_type(bundle_type: Any, origin: str) -> str:
+    """`Bundle.type` when it is one of `ACCEPTED_BUNDLE_TYPES`; else InputError saying why
+    (missing, not a string, a response or history Bundle, not an R4 type)."""
     where = Location(file=origin, field="type")
     accepted = ", ".join(ACCEPTED_BUNDLE_TYPES)
     if bundle_type is None:
         raise InputError(f"the Bundle has no type; expected one of {accepted}", where)
     if not isinstance(bundle_type, str):
-        raise InputError(f"type must be a string, found {_json_kind(bundle_type)}", where)
+        raise InputError(f"type must be a string, found {json_kind(bundle_type)}", where)
     if bundle_type in _REFUSED_BUNDLE_TYPES:
         raise InputError(
             f"a {bundle_type} Bundle is not patient data: {_REFUSED_BUNDLE_TYPES[bundle_type]}; "
@@ -314,17 +317,20 @@ def _checked_bundle_type(bundle_type: Any, origin: str) -> str:
     return bundle_type
 
 
-def _entry_contents(entry: Any, index: int, origin: str) -> tuple[dict[str, Any], str | None]:
+def entry_contents(entry: Any, index: int, origin: str) -> tuple[dict[str, Any], str | None]:
+    """`entry[index]`'s resource and fullUrl, checked for shape (an object; fullUrl a string;
+    a resource that is an object with a resourceType; an id that is a FHIR id); else
+    InputError naming the field (`entry[0].resource.resourceType`)."""
     field = f"entry[{index}]"
     if not isinstance(entry, dict):
         raise InputError(
-            f"the entry must be a JSON object, found {_json_kind(entry)}",
+            f"the entry must be a JSON object, found {json_kind(entry)}",
             Location(file=origin, field=field),
         )
     full_url = entry.get("fullUrl")
     if full_url is not None and not isinstance(full_url, str):
         raise InputError(
-            f"fullUrl must be a string, found {_json_kind(full_url)}",
+            f"fullUrl must be a string, found {json_kind(full_url)}",
             Location(file=origin, field=f"{field}.fullUrl"),
         )
     resource = entry.get("resource")
@@ -335,7 +341,7 @@ def _entry_contents(entry: Any, index: int, origin: str) -> tuple[dict[str, Any]
         )
     if not isinstance(resource, dict):
         raise InputError(
-            f"the resource must be a JSON object, found {_json_kind(resource)}",
+            f"the resource must be a JSON object, found {json_kind(resource)}",
             Location(file=origin, resource=full_url, field=f"{field}.resource"),
         )
     resource_type = resource.get("resourceType")
@@ -478,4 +484,4 @@ def _label(resource: dict[str, Any], full_url: str | None, position: int) -> str
 
 
 def _quoted(value: Any) -> str:
-    return f"'{value}'" if isinstance(value, str) else _json_kind(value)
+    return f"'{value}'" if isinstance(value, str) else json_kind(value)

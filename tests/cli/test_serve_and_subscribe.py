@@ -39,7 +39,16 @@ def test_serve_runs_uvicorn_on_loopback(cli: typer.Typer, monkeypatch: pytest.Mo
         env={"API_TOKEN": "secret"},
     )
     assert result.exit_code == 0, result.output
-    assert calls == [{"host": "127.0.0.1", "port": 8099, "log_config": None, "access_log": False}]
+    assert calls == [
+        {
+            "host": "127.0.0.1",
+            "port": 8099,
+            "log_config": None,
+            "access_log": False,
+            "limit_concurrency": 1000,  # uvicorn answers 503 beyond (docs/service.md)
+            "timeout_keep_alive": 5,
+        }
+    ]
 
 
 @pytest.mark.parametrize(

@@ -784,3 +784,317 @@ def test_the_algorithm_is_bound_to_the_key(
     assert_unauthorized(call(jwt_api, rs384_for_the_ec_key), "is for ES384, not RS384")
     es384 = jwt.encode(claims(), ec_key, algorithm="ES384", headers={"kid": "ehr-es384"})
     assert call(jwt_api, es384).status_code == 412
+
+
+# --------------------------------------------------------------------------- malformed prefetch
+
+
+def _first_condition(prefetch: dict[str, Any]) -> dict[str, Any]:
+    return next(
+        entry["resource"]
+        for entry in prefetch["condition"]["entry"]
+        if entry["resource"]["resourceType"] == "Condition"
+    )
+
+
+def _prefetch_changes() -> list[tuple[str, Any, str]]:
+    """(label, change to the prefetch, the element the 400 must name)."""
+    return [
+        ("entry object", lambda p: p["condition"].update(entry={}), "prefetch.condition.entry"),
+        ("entry null", lambda p: p["condition"].update(entry=None), "prefetch.condition.entry"),
+        ("entry number", lambda p: p["condition"].update(entry=5), "prefetch.condition.entry"),
+        ("link number", lambda p: p["condition"].update(link=5), "prefetch.condition.link"),
+        ("total text", lambda p: p["condition"].update(total="x"), "prefetch.condition.total"),
+        ("total negative", lambda p: p["condition"].update(total=-1), "prefetch.condition.total"),
+        ("total true", lambda p: p["condition"].update(total=True), "prefetch.condition.total"),
+        (
+            "link item number",
+            lambda p: p["condition"].update(link=[5]),
+            "prefetch.condition.link[0]",
+        ),
+        ("type number", lambda p: p["condition"].update(type=5), "prefetch.condition.type"),
+        (
+            "search number",
+            lambda p: p["condition"]["entry"][0].update(search=5),
+            "prefetch.condition.entry[0].search",
+        ),
+        (
+            "coding [5]",
+            lambda p: _first_condition(p)["code"].update(coding=[5]),
+            "prefetch.condition.entry[0].resource.code.coding[0]",
+        ),
+        (
+            "coding system number",
+            lambda p: _first_condition(p)["code"].update(coding=[{"system": 5, "code": "x"}]),
+            "prefetch.condition.entry[0].resource.code.coding[0].system",
+        ),
+        (
+            "coding an object",
+            lambda p: _first_condition(p)["code"].update(coding={"code": "x"}),
+            "prefetch.condition.entry[0].resource.code.coding",
+        ),
+        (
+            "clinicalStatus a string",
+            lambda p: _first_condition(p).update(clinicalStatus="active"),
+            "prefetch.condition.entry[0].resource.clinicalStatus",
+        ),
+        (
+            "category an object",
+            lambda p: _first_condition(p).update(category={"text": "problem"}),
+            "prefetch.condition.entry[0].resource.category",
+        ),
+        (
+            "onsetDateTime a number",
+            lambda p: _first_condition(p).update(onsetDateTime=20250101),
+            "prefetch.condition.entry[0].resource.onsetDateTime",
+        ),
+        (
+            "a contained resource's code",
+            lambda p: _first_condition(p).update(
+                contained=[{"resourceType": "Medication", "id": "m", "code": {"coding": 5}}]
+            ),
+            "prefetch.condition.entry[0].resource.contained[0].code.coding",
+        ),
+        (
+            "an entry without resourceType (the Bundle reader's check)",
+            lambda p: p["condition"]["entry"][0]["resource"].pop("resourceType"),
+            "prefetch.condition.entry[0].resource.resourceType",
+        ),
+        (
+            "subject number",
+            lambda p: _first_condition(p).update(subject=5),
+            "prefetch.condition.entry[0].resource.subject",
+        ),
+        (
+            "id number",
+            lambda p: _first_condition(p).update(id=5),
+            "prefetch.condition.entry[0].resource.id",
+        ),
+        (
+            "an outcome entry whose issue is a number",
+            lambda p: p["condition"]["entry"].append(
+                {
+                    "resource": {"resourceType": "OperationOutcome", "issue": 5},
+                    "search": {"mode": "outcome"},
+                }
+            ),
+            "prefetch.condition.entry[1].resource.issue",
+        ),
+        (
+            "an OperationOutcome whose issue is a number",
+            lambda p: p.update(condition={"resourceType": "OperationOutcome", "issue": 5}),
+            "prefetch.condition.issue",
+        ),
+        (
+            "an Observation in the condition search",
+            lambda p: p["condition"]["entry"].append(
+                {"resource": p["observation"]["entry"][0]["resource"]}
+            ),
+            "prefetch.condition.entry[1].resource",
+        ),
+        (
+            "a Patient element of the wrong type",
+            lambda p: p["patient"].update(birthDate=5),
+            "prefetch.patient.birthDate",
+        ),
+        (
+            "an Observation value that is not a number",
+            lambda p: p["observation"]["entry"][0]["resource"].update(
+                valueQuantity={"value": "42", "unit": "10*9/L"}
+            ),
+            "prefetch.observation.entry[0].resource.valueQuantity.value",
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "expression"),
+    [(change, expression) for _, change, expression in _prefetch_changes()],
+    ids=[label for label, _, _ in _prefetch_changes()],
+)
+def test_a_prefetch_that_is_not_fhir_json_is_refused_naming_the_element(
+    api: TestClient, change: Any, expression: str
+) -> None:
+    """Prefetch Template: the value of a key is the FHIR resource its query returns (a search:
+    a Bundle, FHIR R4 JSON 2.6.2: a repeating element is an array); Use of JSON: "JSON
+    elements SHALL NOT be null". A value the service cannot read is answered 400 naming the
+    element, never read as "no conditions on record" (which turned a card into "Not
+    eligible"), and never a 500."""
+    name = "itp-relapsed-candidate"
+    prefetch = prefetch_from(example(name), loaded_trial(api), name)
+    change(prefetch)
+    response = api.post(CDS_SERVICE, json=hook_call(name, prefetch=prefetch), headers=AUTH)
+    assert response.status_code == 400, response.text
+    issue = response.json()["issue"][0]
+    assert issue["expression"] == [expression], issue
+    assert issue["diagnostics"].startswith(expression), issue
+
+
+def test_elements_the_engine_does_not_read_are_accepted(api: TestClient) -> None:
+    """FHIR R4 JSON and Extensibility (2.6.2, 2.4): a resource may carry extensions, and real
+    EHR data carries elements a vendor adds or a later version defines. The prefetch check is
+    of the shape of what the engine reads, not a model of every element: a Condition with an
+    unknown element (`vendorFlag`), a standard extension and a primitive's `_element` is read
+    and evaluated as without them (the same card), not refused."""
+    name = "itp-relapsed-candidate"
+    plain = prefetch_from(example(name), loaded_trial(api), name)
+    extended = prefetch_from(example(name), loaded_trial(api), name)
+    conditions = [
+        entry["resource"]
+        for entry in extended["condition"]["entry"]
+        if entry["resource"]["resourceType"] == "Condition"
+    ]
+    assert conditions
+    for condition in conditions:
+        condition["vendorFlag"] = True
+        condition["extension"] = [
+            {
+                "url": "http://hl7.org/fhir/StructureDefinition/condition-assertedDate",
+                "valueDateTime": "2024-01-01",
+            }
+        ]
+        condition["_recordedDate"] = {
+            "extension": [{"url": "http://example.org/x", "valueCode": "y"}]
+        }
+        condition["code"]["vendorCodeQuality"] = {"score": 0.9}
+    answers = [
+        api.post(CDS_SERVICE, json=hook_call(name, prefetch=given_prefetch), headers=AUTH)
+        for given_prefetch in (plain, extended)
+    ]
+    assert all(answer.status_code == 200 for answer in answers), answers[1].text
+    first, second = (answer.json()["cards"][0] for answer in answers)
+    assert same_card(first, second)
+    assert "Not eligible" not in second["summary"], second["summary"]
+
+
+@pytest.mark.parametrize("value", ["numeric string", True, [1]])
+@pytest.mark.parametrize("claim", ["exp", "iat"])
+def test_exp_and_iat_are_numbers(
+    jwt_api: TestClient, rsa_key: rsa.RSAPrivateKey, claim: str, value: Any
+) -> None:
+    """Trusting CDS Clients, JWT payload: `exp` and `iat` are *number* (RFC 7519 4.1.4: a
+    NumericDate is a JSON numeric value): a validly signed JWT whose `exp` or `iat` is a
+    numeric string is refused with 401, not a 500."""
+    payload = claims()
+    payload[claim] = str(payload[claim]) if isinstance(value, str) else value
+    words = f"{claim} must be a number" if isinstance(value, str) else ""
+    assert_unauthorized(call(jwt_api, rs384(rsa_key, payload)), words)
+
+
+# --------------------------------------------------------------------------- media types
+
+_ROUTES = ("/evaluate", CDS_SERVICE, FEEDBACK, "/fhir-notify", "/fhir-notify/Patient/p1")
+
+
+@pytest.mark.parametrize("path", _ROUTES)
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",
+        "application/xml",
+        "multipart/form-data; boundary=x",
+        "image/png",
+        "application/json-patch+json",
+        "application/json; charset=utf-16",
+        "application/x-www-form-urlencoded",
+        "json",
+        None,
+    ],
+)
+def test_a_body_that_is_not_json_is_415(
+    api: TestClient, path: str, content_type: str | None
+) -> None:
+    """Use of JSON: data "MUST be sent and received as JSON"; FHIR R4 http.html, "Content
+    Types and encodings": `application/fhir+json` (and `application/json`), UTF-8. Another
+    media type, another charset, or a body without Content-Type is 415 Unsupported Media
+    Type (RFC 9110 15.5.16) with `Accept` naming the accepted types (RFC 9110 12.5.1), not a
+    400 blaming the body's shape; on /fhir-notify it was accepted whatever its type."""
+    headers = {**AUTH, **({"Content-Type": content_type} if content_type else {})}
+    content = orjson.dumps(hook_call("p1"))
+    method = "PUT" if path == "/fhir-notify/Patient/p1" else "POST"
+    response = api.request(method, path, content=content, headers=headers)
+    assert response.status_code == 415, response.text
+    assert response.headers["accept"] == "application/fhir+json, application/json"
+    issue = response.json()["issue"][0]
+    assert issue["code"] == "not-supported"
+    assert issue["expression"] == ["Content-Type"]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",
+        "application/json; charset=utf-8",
+        "application/json;charset=UTF-8",
+        "Application/JSON",
+        "application/fhir+json",
+        "application/fhir+json; fhirVersion=4.0; charset=utf-8",
+    ],
+)
+def test_json_media_types_are_accepted(api: TestClient, content_type: str) -> None:
+    """The JSON media types are taken with any case and a UTF-8 charset (RFC 9110 8.3.1: type,
+    subtype and parameter names are case-insensitive; FHIR R4 http.html allows the
+    `fhirVersion` parameter)."""
+    name = "itp-relapsed-candidate"
+    prefetch = prefetch_from(example(name), loaded_trial(api), name)
+    content = orjson.dumps(hook_call(name, prefetch=prefetch))
+    headers = {**AUTH, "Content-Type": content_type}
+    assert api.post(CDS_SERVICE, content=content, headers=headers).status_code == 200
+
+
+def test_a_notification_without_a_body_needs_no_content_type(api: TestClient) -> None:
+    """An R4 rest-hook without payload (R4 2.46.7.1) sends no body, so no Content-Type: past the
+    media type check, the service without a FHIR server answers 409."""
+    assert api.post("/fhir-notify", headers=AUTH).status_code == 409
+
+
+def test_credentials_are_checked_before_the_media_type(api: TestClient) -> None:
+    """A caller without credentials learns nothing about the route: 401 before 415."""
+    response = api.post(CDS_SERVICE, content=b"{}", headers={"Content-Type": "text/plain"})
+    assert_unauthorized(response, "")
+
+
+# --------------------------------------------------------------------------- CORS
+
+SANDBOX = "https://sandbox.cds-hooks.org"
+
+
+def test_cors_for_the_origins_the_operator_names(service_client: ClientFactory) -> None:
+    """Security and Safety, "Cross-Origin Resource Sharing": "CDS Services and browser-based
+    CDS Clients will require CORS support". With `--cors-origin`, a preflight from a named
+    origin is answered with the methods and headers a call needs, and the call's answer
+    names the origin; another origin gets no `Access-Control-Allow-Origin`."""
+    api = service_client(cors_origins=(SANDBOX,))
+    preflight = {
+        "Origin": SANDBOX,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
+    answer = api.options(CDS_SERVICE, headers=preflight)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["access-control-allow-origin"] == SANDBOX
+    assert "POST" in answer.headers["access-control-allow-methods"]
+    allowed = answer.headers["access-control-allow-headers"].lower()
+    assert "authorization" in allowed and "content-type" in allowed
+    call = api.get("/cds-services", headers={"Origin": SANDBOX})
+    assert call.headers["access-control-allow-origin"] == SANDBOX
+    other = api.options(CDS_SERVICE, headers={**preflight, "Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
+    assert (
+        "access-control-allow-origin"
+        not in api.get("/cds-services", headers={"Origin": "https://evil.example"}).headers
+    )
+
+
+def test_no_cors_by_default(api: TestClient) -> None:
+    """Without `--cors-origin` no browser origin may call the service."""
+    response = api.get("/cds-services", headers={"Origin": SANDBOX})
+    assert "access-control-allow-origin" not in response.headers
+
+
+@pytest.mark.parametrize("origin", ["*", "https://ehr.example.org/app", "ftp://ehr", "ehr"])
+def test_a_cors_origin_is_an_origin(origin: str) -> None:
+    """An origin is scheme, host and port (RFC 6454): a path, `*` or another scheme stops
+    the start."""
+    with pytest.raises(ServiceConfigError, match="must be an origin"):
+        create_app(make_settings(cors_origins=(origin,)))

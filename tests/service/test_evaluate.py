@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 from service_support import (
@@ -17,6 +20,7 @@ from service_support import (
     cli_bundle,
     example,
     make_settings,
+    server_settings,
 )
 
 from engine.errors import ServiceConfigError, TrialsieveError
@@ -261,3 +265,113 @@ def test_health_and_openapi(api: TestClient) -> None:
         paths
     )
     assert api.get("/docs").status_code == 200
+
+
+@pytest.mark.parametrize("value", ["yes", "on", "1", "true", 1, 0, "no", None])
+def test_write_is_a_json_boolean(api: TestClient, value: Any) -> None:
+    """The OpenAPI schema says `write` is a boolean: a field whose effect is a transaction on
+    the clinical server is not guessed from "yes", "on", "1" or 1 (pydantic's lax mode took
+    them as true), nor from "no" or 0: only JSON true and false, else 400 naming it."""
+    response = api.post("/evaluate", json={"patient": "p1", "write": value}, headers=AUTH)
+    assert response.status_code == 400, response.text
+    issue = response.json()["issue"][0]
+    assert issue["expression"] == ["write"]
+    assert "boolean" in issue["diagnostics"]
+
+
+@pytest.mark.parametrize("path", ["/evaluate", "/cds-services/NCT05315778", "/fhir-notify"])
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b"[" * 1200 + b"]" * 1200, "nested deeper than 1024 levels at line 1, column 1026"),
+        (b'{"bundle": "\xff"}', "not UTF-8: byte 0xff at line 1, column 13"),
+        (b'{"bundle":\n  {"a": 1,}}', "trailing comma is not allowed at line 2, column 10"),
+    ],
+)
+def test_a_body_that_is_not_json_says_why_and_where(
+    service_client: ClientFactory, path: str, content: bytes, words: str
+) -> None:
+    """Deep nesting and bytes that are not UTF-8 were answered "There was an error parsing
+    the body" on /evaluate and the CDS service (FastAPI's own parsing): the 400 now says what
+    is wrong and where, as /fhir-notify did."""
+    api = service_client(server_settings("http://fhir.invalid/r4", "server-token"))
+    headers = {**AUTH, "Content-Type": "application/json"}
+    response = api.post(path, content=content, headers=headers)
+    assert response.status_code == 400, response.text
+    diagnostics = response.json()["issue"][0]["diagnostics"]
+    assert "not valid JSON" in diagnostics or "not JSON" in diagnostics
+    assert words in diagnostics, diagnostics
+
+
+@pytest.mark.parametrize(("content", "found"), [(b"[]", "an array"), (b'"x"', "a string")])
+@pytest.mark.parametrize("path", ["/evaluate", "/cds-services/NCT05315778"])
+def test_a_body_that_is_not_an_object_says_so(
+    api: TestClient, path: str, content: bytes, found: str
+) -> None:
+    """A JSON body that is not an object was answered with pydantic's "Input should be a valid
+    dictionary or object to extract fields from"."""
+    headers = {**AUTH, "Content-Type": "application/json"}
+    response = api.post(path, content=content, headers=headers)
+    assert response.status_code == 400
+    diagnostics = response.json()["issue"][0]["diagnostics"]
+    assert diagnostics == f"the request body must be a JSON object, found {found}"
+
+
+def _first_condition(bundle: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    return next(
+        (index, entry["resource"])
+        for index, entry in enumerate(bundle["entry"])
+        if entry["resource"]["resourceType"] == "Condition"
+    )
+
+
+def test_an_inline_bundle_element_of_the_wrong_shape_is_400_naming_it(api: TestClient) -> None:
+    """What the record would skip as unreadable (`code.coding: [5]`, a `subject` that is a
+    number) is refused, naming the element, as in a CDS Hooks prefetch; never read as "none
+    on record"."""
+    for change, element in (
+        (lambda condition: condition["code"].update(coding=[5]), "code.coding[0]"),
+        (lambda condition: condition.update(subject=5), "subject"),
+    ):
+        bundle = example("itp-relapsed-candidate")
+        index, condition = _first_condition(bundle)
+        change(condition)
+        response = api.post("/evaluate", json={"bundle": bundle}, headers=AUTH)
+        assert response.status_code == 400, response.text
+        issue = response.json()["issue"][0]
+        assert issue["expression"] == [f"bundle.entry[{index}].resource.{element}"]
+
+
+def test_an_inline_bundle_with_elements_the_engine_does_not_read_is_evaluated(
+    api: TestClient,
+) -> None:
+    """A vendor's own element and a standard extension are not checked (only the shape of
+    what the engine reads is): the Bundle is evaluated as without them."""
+    plain = api.post("/evaluate", json={"bundle": BUNDLE}, headers=AUTH)
+    bundle = example("itp-relapsed-candidate")
+    _, condition = _first_condition(bundle)
+    condition["vendorFlag"] = True
+    condition["extension"] = [
+        {
+            "url": "http://hl7.org/fhir/StructureDefinition/condition-assertedDate",
+            "valueDateTime": "2024-01-01",
+        }
+    ]
+    extended = api.post("/evaluate", json={"bundle": bundle}, headers=AUTH)
+    assert plain.status_code == extended.status_code == 200, extended.text
+    assert extended.json()["criteria"] == plain.json()["criteria"]
+
+
+def test_the_request_check_does_not_load_the_fhir_models() -> None:
+    """The check of a prefetch or inline Bundle is structural (engine/service/fhir_json.py):
+    the fhir.resources models, for what trialsieve writes, are not loaded to read a request."""
+    script = (
+        "import sys, orjson\n"
+        "from engine.service.fhir_json import check_fhir_resource\n"
+        f"check_fhir_resource(orjson.loads({orjson.dumps(BUNDLE)!r}), 'bundle')\n"
+        "print(sorted(name for name in sys.modules if name.startswith('fhir.resources')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr

@@ -83,3 +83,36 @@ def test_exceptions_are_logged_without_their_message(caplog: pytest.LogCaptureFi
     line = JsonFormatter().format(caplog.records[-1])
     assert "itp-secret-id" not in line
     assert orjson.loads(line)["exception"] == "KeyError"
+
+
+def test_resource_ids_of_every_type_are_redacted() -> None:
+    """docs/service.md, Logs: "never by resource or patient id". Ids of every type may be MRNs
+    or accession numbers, so every `Type/id` is redacted, not only `Patient/id`; `HTTP/1.1`
+    and operations (`Patient/$everything`) are not ids."""
+    message = 'HTTP Request: GET http://h/fhir/Observation/MRN-1234 "HTTP/1.1 404 Not Found"'
+    assert redact(message) == (
+        'HTTP Request: GET http://h/fhir/Observation/[redacted] "HTTP/1.1 404 Not Found"'
+    )
+    assert redact("GET Subscription/s1") == "GET Subscription/[redacted]"
+    assert redact("GET Patient/$everything") == "GET Patient/$everything"
+    assert redact("GET Condition?_id=c1&identifier=urn:mrn|7") == (
+        "GET Condition?_id=[redacted]&identifier=[redacted]"
+    )
+
+
+def test_an_id_only_notification_logs_no_resource_id(
+    service_client: ClientFactory, sekmet: SekmetServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The id-only notification path reads the resource from the server; the FHIR client's
+    request line (httpx, INFO) named it with its id (`GET .../Observation/MRN-...`)."""
+    caplog.set_level(logging.INFO)
+    api = service_client(server_settings(sekmet.base_url, sekmet.token))
+    secret = "MRN-123456-secret"
+    response = api.put(f"/fhir-notify/Observation/{secret}", headers=AUTH)
+    assert response.status_code == 202, response.text
+    api.portal.call(api.app.state.notifications.drain)  # type: ignore[union-attr,attr-defined]
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(secret in message for message in messages), "the id was not read: no test"
+    formatter = JsonFormatter()
+    for record in caplog.records:
+        assert secret not in formatter.format(record)

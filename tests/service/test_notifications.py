@@ -155,6 +155,49 @@ def test_malformed_notifications(body: Any) -> None:
     assert raised.value.status == 400
 
 
+def _r5_status(**status: Any) -> dict[str, Any]:
+    resource = {"resourceType": "SubscriptionStatus", "type": "event-notification", **status}
+    return {
+        "resourceType": "Bundle",
+        "type": "subscription-notification",
+        "entry": [{"resource": resource}],
+    }
+
+
+def _backport_with(change: Any) -> dict[str, Any]:
+    body = backport("event-notification", (f"{BASE}/Observation/o1", [f"{BASE}/Patient/p1"]))
+    change(body["entry"][0]["resource"])
+    return body
+
+
+@pytest.mark.parametrize(
+    ("body", "expression"),
+    [
+        (_backport_with(lambda r: r.update(parameter=5)), "entry[0].resource.parameter"),
+        (
+            _backport_with(lambda r: r["parameter"][2].update(part=5)),
+            "entry[0].resource.parameter[2].part",
+        ),
+        (_r5_status(notificationEvent=5), "entry[0].resource.notificationEvent"),
+        (
+            _r5_status(
+                notificationEvent=[{"focus": {"reference": "Patient/p1"}, "additionalContext": {}}]
+            ),
+            "entry[0].resource.notificationEvent[0].additionalContext",
+        ),
+    ],
+)
+def test_a_repeating_element_that_is_not_an_array_is_400(body: Any, expression: str) -> None:
+    """FHIR R4 JSON (2.6.2): an element that can repeat is an array. A notification whose
+    Parameters.parameter, its part, or SubscriptionStatus.notificationEvent is not one is
+    refused with 400 naming it (it was a 500)."""
+    with pytest.raises(ApiError) as raised:
+        notification_targets(body, None, RELEVANT, BASE)
+    assert raised.value.status == 400
+    assert raised.value.issues[0].expression == (expression,)
+    assert "must be an array, found" in raised.value.issues[0].diagnostics
+
+
 def test_path_and_body_must_agree() -> None:
     with pytest.raises(ApiError, match="the path names Observation/o2"):
         notification_targets(observation(), "Observation/o2", RELEVANT, BASE)

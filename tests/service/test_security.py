@@ -5,6 +5,7 @@ Hooks rule, is checked in tests/conformance/test_conformance_cds_hooks.py.)"""
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from typing import Any
@@ -221,10 +222,22 @@ def test_an_invalid_patient_id_is_400(service_client: ClientFactory, patient: st
     assert not anything.called
 
 
-@pytest.mark.parametrize("patient_id", ["..", "p1\n", "a/b"])
-def test_an_invalid_cds_patient_id_is_400(api: TestClient, patient_id: str) -> None:
+@pytest.mark.parametrize("patient_id", ["..", "p1\n", "a/b", "../metadata", 5, ""])
+def test_an_invalid_cds_patient_id_is_400(api: TestClient, patient_id: Any) -> None:
+    """A context.patientId that is given but is not a FHIR id is `invalid` and says so; it
+    was answered `required` ("... is required") although present."""
     response = api.post(SERVICE, json=hook_call(patient_id), headers=AUTH)
     assert response.status_code == 400
+    issue = response.json()["issue"][0]
+    assert issue["code"] == "invalid"
+    assert issue["expression"] == ["context.patientId"]
+    assert "must be a FHIR id" in issue["diagnostics"]
+
+
+def test_a_missing_cds_patient_id_is_required(api: TestClient) -> None:
+    response = api.post(SERVICE, json={**hook_call("p1"), "context": {}}, headers=AUTH)
+    assert response.status_code == 400
+    assert response.json()["issue"][0]["code"] == "required"
 
 
 def test_an_invalid_notified_id_is_400(api: TestClient) -> None:
@@ -243,20 +256,48 @@ def test_an_as_of_day_out_of_range_is_400(api: TestClient, day: str) -> None:
     assert response.json()["issue"][0]["expression"] == ["asOf"]
 
 
+def _an_observation(entries: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+    return next(
+        (index, entry["resource"])
+        for index, entry in enumerate(entries)
+        if entry["resource"]["resourceType"] == "Observation"
+    )
+
+
 def test_a_huge_integer_in_an_inline_bundle_is_400(api: TestClient) -> None:
+    """orjson reads an integer beyond 64 bits as a number with a fraction, as the Bundle
+    reader does (no 500): where the engine reads an integer (an Observation's valueInteger)
+    it is a 400 naming the element; in an element the engine does not read (an extension)
+    it is read as that number, not refused."""
     bundle = example("itp-too-old")
-    bundle["entry"][0]["resource"]["extension"] = [{"url": "x", "valueInteger": 2**64}]
+    index, observation = _an_observation(bundle["entry"])
+    for value in [element for element in observation if element.startswith("value")]:
+        del observation[value]
+    observation["valueInteger"] = 2**64
     response = api.post("/evaluate", json={"bundle": bundle}, headers=AUTH)
     assert response.status_code == 400, response.text
-    assert response.json()["issue"][0]["expression"] == ["bundle"]
+    (expression,) = response.json()["issue"][0]["expression"]
+    assert expression == f"bundle.entry[{index}].resource.valueInteger"
+    bundle = example("itp-too-old")
+    bundle["entry"][0]["resource"]["extension"] = [{"url": "x", "valueInteger": 2**64}]
+    assert api.post("/evaluate", json={"bundle": bundle}, headers=AUTH).status_code == 200
 
 
 def test_a_huge_integer_in_a_prefetch_is_400(api: TestClient) -> None:
     name = "itp-relapsed-candidate"
     prefetch = prefetch_from(example(name), loaded_trial(api), name)
-    prefetch["patient"]["extension"] = [{"url": "x", "valueInteger": 2**70}]
+    index, observation = _an_observation(prefetch["observation"]["entry"])
+    for value in [element for element in observation if element.startswith("value")]:
+        del observation[value]
+    observation["valueInteger"] = 2**70
     response = api.post(SERVICE, json=hook_call(name, prefetch=prefetch), headers=AUTH)
     assert response.status_code == 400, response.text
+    (expression,) = response.json()["issue"][0]["expression"]
+    assert expression == f"prefetch.observation.entry[{index}].resource.valueInteger"
+    prefetch = prefetch_from(example(name), loaded_trial(api), name)
+    prefetch["patient"]["extension"] = [{"url": "x", "valueInteger": 2**70}]
+    response = api.post(SERVICE, json=hook_call(name, prefetch=prefetch), headers=AUTH)
+    assert response.status_code == 200, response.text
 
 
 def test_the_connection_stays_usable_after_an_error() -> None:
@@ -267,3 +308,93 @@ def test_the_connection_stays_usable_after_an_error() -> None:
             assert client.post("/evaluate", json=body, headers=AUTH).status_code == 400
         assert client.get("/health").status_code == 200
     assert free_port()  # the helper module stays importable for the benchmarks
+
+
+def test_a_500_says_the_connection_closes() -> None:
+    """An unexpected error is answered 500, and the server then drops the connection
+    (Starlette re-raises after the answer): the answer carries `Connection: close` (RFC 9112
+    9.6), so the client opens a new connection for its next request instead of failing."""
+    app = create_app(make_settings())
+
+    @app.get("/fails")
+    def fails() -> None:
+        raise RuntimeError("a bug")
+
+    with live_service(app) as base_url, httpx.Client(base_url=base_url) as client:
+        response = client.get("/fails", headers=AUTH)
+        assert response.status_code == 500
+        assert response.headers["connection"] == "close"
+        assert "a bug" not in response.text
+        assert client.get("/health").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("url", "status"),
+    [
+        (METADATA_SERVICE, 403),
+        ("https://other-ehr.example.org/fhir", 403),
+        ("file:///etc/passwd", 400),
+        ("http://user:password@ehr.example.org/fhir", 400),
+        ("http://ehr.example.org/fhir?x=1", 400),
+        ("", 400),
+    ],
+)
+def test_fhir_server_is_checked_even_with_a_full_prefetch(
+    api: TestClient, url: str, status: int
+) -> None:
+    """docs/service.md: `fhirServer` must be on the allow-list (else 403), and be an http(s)
+    base URL without credentials, query or fragment (else 400). It was checked only when
+    something had to be fetched: with a full prefetch any value was answered 200."""
+    name = "itp-relapsed-candidate"
+    prefetch = prefetch_from(example(name), loaded_trial(api), name)
+    body = hook_call(name, prefetch=prefetch, fhirServer=url)
+    response = api.post(SERVICE, json=body, headers=AUTH)
+    assert response.status_code == status, response.text
+    assert response.json()["issue"][0]["expression"] == ["fhirServer"]
+
+
+def test_the_report_link_only_for_a_call_on_the_configured_server(
+    service_client: ClientFactory,
+) -> None:
+    """The card's default link is the service's own report page, which pulls the patient from
+    the configured server: a call whose `fhirServer` is another (allow-listed) server gets no
+    such link, since the page would describe another record than the card."""
+    other = "https://other-ehr.example.org/fhir"
+    api = service_client(server_settings(CONFIGURED, "server-token", trusted_fhir_servers=(other,)))
+    name = "itp-relapsed-candidate"
+    prefetch = prefetch_from(example(name), loaded_trial(api), name)
+    links = {}
+    for server in (CONFIGURED, other, None):
+        fields = {"fhirServer": server} if server else {}
+        body = hook_call(name, prefetch=prefetch, **fields)
+        response = api.post(SERVICE, json=body, headers=AUTH)
+        assert response.status_code == 200, response.text
+        links[server] = response.json()["cards"][0].get("links")
+    assert links[CONFIGURED] is not None
+    assert links[CONFIGURED][0]["url"].endswith(f"/trials/NCT05315778/patients/{name}/report")
+    assert links[None] == links[CONFIGURED]
+    assert links[other] is None
+
+
+def test_a_body_that_does_not_arrive_in_time_is_408() -> None:
+    """A client that declares `Content-Length: 100` and sends 9 bytes held its connection
+    (and a worker's read) open without end: past `body_timeout` the service answers 408
+    Request Timeout (RFC 9110 15.5.9) with `Connection: close` and closes the connection."""
+    app = create_app(make_settings(body_timeout=1.0))
+    with live_service(app) as base_url:
+        port = int(base_url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            started = time.monotonic()
+            connection.sendall(
+                b"POST /evaluate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Authorization: {AUTH['Authorization']}\r\n".encode()
+                + b'Content-Length: 100\r\n\r\n{"bundle"'
+            )
+            answer = b""
+            while chunk := connection.recv(65536):
+                answer += chunk  # until the server closes the connection
+            waited = time.monotonic() - started
+    head = answer.split(b"\r\n\r\n", 1)[0].lower()
+    assert head.startswith(b"http/1.1 408"), answer
+    assert b"connection: close" in head
+    assert 0.9 < waited < 8, waited

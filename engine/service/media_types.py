@@ -1,0 +1,120 @@
+"""The media type of a request body: JSON (FHIR JSON or plain JSON) in UTF-8, else 415.
+
+Every route that reads a body reads JSON: CDS Hooks 2.0 ("Use of JSON": data "MUST be sent
+and received as JSON"; its examples send `Content-Type: application/json`), and FHIR R4
+(http.html, "Content Types and encodings": `application/fhir+json`, the formal MIME type;
+`application/json` is taken as well; "FHIR uses UTF-8 for all request and response bodies").
+A body of another media type, or of none, is answered 415 Unsupported Media Type (RFC 9110
+15.5.16) with an `Accept` header naming the accepted types (RFC 9110 12.5.1: "Accept ... can
+be used to indicate which media types would have been accepted in the request"). Parameters
+other than `charset` (`fhirVersion=4.0`) are allowed; `charset`, when given, must be UTF-8
+(RFC 8259 8.1: JSON exchanged between systems is UTF-8), in any case (`charset=UTF-8`).
+
+A request without a body (an R4 rest-hook notification without payload, R4 2.46.7.1) needs no
+Content-Type. The header is parsed by the standard library's `email.message` (the parser
+FastAPI itself uses for it).
+
+A JSON body is parsed by orjson (`load_json`, through `JsonRoute` for the routes whose body is
+a model), and a body that is not JSON is a 400 saying what is wrong and where (`not UTF-8:
+byte 0xff at line 1, column 12`, `nested deeper than 1024 levels at line 1, column 1026`):
+FastAPI's own parsing (`json.loads`) answered both with "There was an error parsing the body".
+"""
+
+from __future__ import annotations
+
+import email.message
+import json
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import orjson
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+
+from engine.service.problems import FHIR_JSON, ApiError
+
+JSON = "application/json"
+ACCEPTED_MEDIA_TYPES = (FHIR_JSON, JSON)
+_UTF_8 = frozenset({"utf-8", "utf8"})
+
+
+async def json_body(request: Request) -> None:
+    """415 when the request carries a body whose Content-Type is not JSON in UTF-8."""
+    value = request.headers.get("content-type")
+    if value is None:
+        if _has_no_body(request):
+            return
+        raise _unsupported("the request has a body but no Content-Type")
+    message = email.message.Message()
+    message["content-type"] = value
+    media_type = message.get_content_type()
+    shown = value.split(";", 1)[0].strip()[:64]
+    if media_type not in ACCEPTED_MEDIA_TYPES or "/" not in shown:
+        raise _unsupported(f"Content-Type {shown!r} is not JSON")
+    charset = message.get_param("charset")
+    if charset is not None and (not isinstance(charset, str) or charset.lower() not in _UTF_8):
+        named = charset if isinstance(charset, str) else "?"
+        raise _unsupported(f"the charset {named[:32]!r} is not UTF-8")
+
+
+def _has_no_body(request: Request) -> bool:
+    length = request.headers.get("content-length")
+    return "transfer-encoding" not in request.headers and length in (None, "0")
+
+
+def _unsupported(reason: str) -> ApiError:
+    accepted = ", ".join(ACCEPTED_MEDIA_TYPES)
+    return ApiError.of(
+        415,
+        "not-supported",
+        f"{reason}; send the body as {accepted} (UTF-8)",
+        "Content-Type",
+        headers={"Accept": accepted},
+    )
+
+
+MAX_DEPTH = 1024
+"""orjson's nesting limit (arrays and objects)."""
+
+
+def load_json(body: bytes) -> Any:
+    """The JSON value of a request body; json.JSONDecodeError (orjson's is one) whose message
+    says what is wrong and where (line and column; the byte for a text that is not UTF-8)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        before = body[: error.start]
+        line = before.count(b"\n") + 1
+        column = len(before[before.rfind(b"\n") + 1 :].decode("utf-8", "replace")) + 1
+        reason = f"not UTF-8: byte 0x{body[error.start]:02x} at line {line}, column {column}"
+        raise json.JSONDecodeError(reason, "", 0) from None
+    try:
+        return orjson.loads(text.removeprefix("\ufeff"))  # a byte order mark is ignored
+    except orjson.JSONDecodeError as error:
+        what = error.msg
+        if what == "depth limit exceeded":
+            what = f"nested deeper than {MAX_DEPTH} levels"
+        reason = f"{what} at line {error.lineno}, column {error.colno}"
+        raise json.JSONDecodeError(reason, "", 0) from None
+
+
+class JsonRequest(Request):
+    """A request whose JSON body is read by `load_json`."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = load_json(await self.body())
+        return self._json
+
+
+class JsonRoute(APIRoute):
+    """A route that reads its JSON body with `load_json` (FastAPI's documented custom
+    request class: "Custom Request and APIRoute class")."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def json_handler(request: Request) -> Response:
+            return await handler(JsonRequest(request.scope, request.receive))
+
+        return json_handler
