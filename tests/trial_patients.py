@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, TypedDict, Unpack
 
 import orjson
@@ -244,3 +245,12 @@ class Cases:
             yes("attested yes", answers={**others, manual_id: True}),
             no("attested no", answers={**others, manual_id: False}),
         ]
+
+
+def example_with_patient_fields(path: Path, **fields: Any) -> dict[str, Any]:
+    """A shipped example's Bundle (`path`) with `fields` set on its Patient (a copy)."""
+    bundle: dict[str, Any] = copy.deepcopy(orjson.loads(path.read_bytes()))
+    for entry in bundle["entry"]:
+        if entry["resource"]["resourceType"] == "Patient":
+            entry["resource"].update(fields)
+    return bundle

@@ -228,6 +228,10 @@ class ComputedNode:
                 self.label,
                 evidence=second.evidence,
             )
+        return self._both_unknown(first, second)
+
+    def _both_unknown(self, first: Outcome, second: Outcome) -> Outcome:
+        """Unknown: neither value decides; both reasons, evidence and missing data."""
         return Outcome(
             UNKNOWN,
             f"{first.reason}; {second.reason}",
@@ -248,14 +252,7 @@ class ComputedNode:
                 (measured, computed) if measured.truth is not UNKNOWN else (computed, measured)
             )
             if first.truth is UNKNOWN:
-                return Outcome(
-                    UNKNOWN,
-                    f"{measured.reason}; {computed.reason}",
-                    self.label,
-                    evidence=measured.evidence + computed.evidence,
-                    missing=measured.missing + computed.missing,
-                    unavailable=measured.unavailable or computed.unavailable,
-                )
+                return self._both_unknown(measured, computed)
             if first is measured:
                 also.extend(measured.cited)
                 # why the computed value cannot decide, when the window holds an input

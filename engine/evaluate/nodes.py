@@ -552,14 +552,19 @@ concept outside it ("the earliest after it, 2026-08-02 (Observation/x), is too r
 the end of its reason; explanations show it (`engine.report.explanation`)."""
 
 
-def _relation_text(relation: Relation, name: str, day: dt.date) -> str:
+def relation_distance_text(relation: Relation) -> str:
+    """How far from its anchor a relation asks for, with a trailing space ("at least P3M "),
+    or nothing."""
     parts = []
     if relation.at_least is not None:
         parts.append(f"at least {relation.at_least.text}")
     if relation.at_most is not None:
         parts.append(f"at most {relation.at_most.text}")
-    distance = f"{' and '.join(parts)} " if parts else ""
-    return f"{distance}{relation.direction} {name} {day.isoformat()}"
+    return f"{' and '.join(parts)} " if parts else ""
+
+
+def _relation_text(relation: Relation, name: str, day: dt.date) -> str:
+    return f"{relation_distance_text(relation)}{relation.direction} {name} {day.isoformat()}"
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from engine.criteria.model import (
 )
 from engine.dataclass_init import direct_init
 from engine.evaluate.compile import CompiledCriteria, CompiledCriterion
-from engine.evaluate.nodes import OUTSIDE
+from engine.evaluate.nodes import OUTSIDE, relation_distance_text
 from engine.evaluate.outcome import MET, NOT_MET, UNKNOWN, Cited, Outcome, Truth
 from engine.evaluate.patient import (
     CLEAR,
@@ -1004,12 +1004,7 @@ def _anchored_words(atom: ResourceAtom, as_of: dt.date) -> str:
     last: dt.date | None = as_of
     described = []
     for relation in atom.relations:
-        parts = []
-        if relation.at_least is not None:
-            parts.append(f"at least {relation.at_least.text}")
-        if relation.at_most is not None:
-            parts.append(f"at most {relation.at_most.text}")
-        distance = f"{' and '.join(parts)} " if parts else ""
+        distance = relation_distance_text(relation)
         if relation.anchor != AS_OF:
             described.append(
                 f"{distance}{relation.direction} the {relation.event} {relation.anchor}"

@@ -3,7 +3,6 @@ attrition funnel; re-runs and what-if attrition keep them lost."""
 
 from __future__ import annotations
 
-import copy
 import csv
 import shutil
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 import orjson
 from cohort_examples import AS_OF, bundles_to_ndjson
+from trial_patients import example_with_patient_fields
 
 from engine.cohort import NdjsonInput, run_cohort
 from engine.cohort.whatif import what_if_funnel
@@ -23,11 +23,7 @@ CANDIDATE = "itp-relapsed-candidate"
 
 def _bundle(name: str, **deceased: Any) -> dict[str, Any]:
     """An example Bundle with these `deceased[x]` fields on its Patient."""
-    bundle: dict[str, Any] = copy.deepcopy(orjson.loads((PATIENTS / f"{name}.json").read_bytes()))
-    for entry in bundle["entry"]:
-        if entry["resource"]["resourceType"] == "Patient":
-            entry["resource"].update(deceased)
-    return bundle
+    return example_with_patient_fields(PATIENTS / f"{name}.json", **deceased)
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

@@ -4,7 +4,6 @@ tests/cohort/test_cohort_deceased.py."""
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 from service_support import AUTH, make_settings
+from trial_patients import example_with_patient_fields
 from typer.testing import CliRunner
 
 from engine.cli import app as cli_app
@@ -32,11 +32,7 @@ ELIGIBLE_ANSWERS = ROOT / "examples" / "attestations.yaml"
 
 def _bundle(name: str, **deceased: Any) -> dict[str, Any]:
     """An example Bundle with these `deceased[x]` fields on its Patient."""
-    bundle: dict[str, Any] = copy.deepcopy(orjson.loads((PATIENTS / f"{name}.json").read_bytes()))
-    for entry in bundle["entry"]:
-        if entry["resource"]["resourceType"] == "Patient":
-            entry["resource"].update(deceased)
-    return bundle
+    return example_with_patient_fields(PATIENTS / f"{name}.json", **deceased)
 
 
 def _parsed(bundle: dict[str, Any]) -> PatientResources:
