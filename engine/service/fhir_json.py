@@ -38,9 +38,12 @@ primitive with its `_element` extensions.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from engine.errors import InputError
 from engine.resource_types import CODED_TYPES, RESOURCE_TYPES
@@ -279,7 +282,13 @@ def check_fhir_resource(value: Mapping[str, Any], field_name: str) -> None:
     the engine cannot read: a null, a Bundle that is not the shape the Bundle reader takes,
     an element the engine reads that has the wrong JSON shape (see the module's docstring).
     """
-    nulls = [f"{field_name}{path}" for path in _null_values(value)][:MAX_ISSUES]
+    # orjson writes a member whose value is null as `"name":null`; only then is the tree
+    # walked for the paths (a string holding those characters is escaped: `\":null`, which
+    # the walk then clears). 0.3 ms against 6 ms for the walk on a 490-resource Bundle.
+    maybe_null = b'":null' in orjson.dumps(value)
+    nulls = (
+        [f"{field_name}{path}" for path in _null_values(value)][:MAX_ISSUES] if maybe_null else []
+    )
     if nulls:
         raise ApiError(
             400,
@@ -343,11 +352,7 @@ def _check_resource(resource: Any, path: str, issues: list[Issue]) -> None:
             f"must be a FHIR resource type, found {json_kind(resource_type)}",
         )
         return
-    shape = _Object(
-        {"id": ID, **_RESOURCE_ELEMENTS.get(resource_type, {})},
-        _REQUIRED.get(resource_type, ()),
-    )
-    _check(resource, shape, path, issues)
+    _check(resource, _resource_shape(resource_type), path, issues)
     contained = resource.get("contained")
     if contained is not None:
         if not isinstance(contained, list):
@@ -357,6 +362,15 @@ def _check_resource(resource: Any, path: str, issues: list[Issue]) -> None:
             return
         for index, inner in enumerate(contained):
             _check_resource(inner, f"{path}.contained[{index}]", issues)
+
+
+@functools.cache
+def _resource_shape(resource_type: str) -> _Object:
+    """The elements the engine reads of a resource of `resource_type`, and those required."""
+    return _Object(
+        {"id": ID, **_RESOURCE_ELEMENTS.get(resource_type, {})},
+        _REQUIRED.get(resource_type, ()),
+    )
 
 
 def _check(value: Any, shape: _Shape, path: str, issues: list[Issue]) -> None:
@@ -370,10 +384,15 @@ def _check(value: Any, shape: _Shape, path: str, issues: list[Issue]) -> None:
         if not isinstance(value, list):
             _add_issue(issues, path, f"must be an array, found {json_kind(value)}")
             return
+        item_shape = shape.item
+        primitive = isinstance(item_shape, _Primitive)
         for index, item in enumerate(value):
-            if item is None and isinstance(shape.item, _Primitive):
-                continue  # lined up with an `_element` extension (R4 JSON 2.6.2)
-            _check(item, shape.item, f"{path}[{index}]", issues)
+            if primitive:  # checked here: a path is written only for a wrong value
+                if item is not None and not item_shape.accepts(item):  # type: ignore[union-attr]
+                    _check(item, item_shape, f"{path}[{index}]", issues)
+                # (a null is lined up with an `_element` extension, R4 JSON 2.6.2)
+            else:
+                _check(item, item_shape, f"{path}[{index}]", issues)
     else:
         if not isinstance(value, dict):
             _add_issue(issues, path, f"must be {shape.words}, found {json_kind(value)}")
@@ -383,7 +402,10 @@ def _check(value: Any, shape: _Shape, path: str, issues: list[Issue]) -> None:
                 _add_issue(issues, f"{path}.{name}", "is required")
         for name, inner in shape.elements.items():
             if name in value:
-                _check(value[name], inner, f"{path}.{name}", issues)
+                item = value[name]
+                if isinstance(inner, _Primitive) and inner.accepts(item):
+                    continue  # the common case: no path written
+                _check(item, inner, f"{path}.{name}", issues)
 
 
 def _found(value: Any) -> str:
