@@ -285,7 +285,10 @@ def check_fhir_resource(value: Mapping[str, Any], field_name: str) -> None:
     # orjson writes a member whose value is null as `"name":null`; only then is the tree
     # walked for the paths (a string holding those characters is escaped: `\":null`, which
     # the walk then clears). 0.3 ms against 6 ms for the walk on a 490-resource Bundle.
-    maybe_null = b'":null' in orjson.dumps(value)
+    try:
+        maybe_null = b'":null' in orjson.dumps(value)
+    except orjson.JSONEncodeError:  # what orjson does not write (an integer beyond 64 bits)
+        maybe_null = True
     nulls = (
         [f"{field_name}{path}" for path in _null_values(value)][:MAX_ISSUES] if maybe_null else []
     )
