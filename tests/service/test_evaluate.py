@@ -375,3 +375,30 @@ def test_the_request_check_does_not_load_the_fhir_models() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("patient", "null_at"),
+    [
+        ({"gender": None}, "bundle.gender"),
+        ({"name": [{"family": None}]}, "bundle.name[0].family"),
+        ({"text": {"status": "generated", "div": '<div>"x":null</div>'}}, None),
+        ({"extension": [{"url": "u", "valueInteger": 10**30}], "gender": None}, "bundle.gender"),
+        ({"extension": [{"url": "u", "valueInteger": 10**30}]}, None),
+    ],
+)
+def test_a_null_is_found_whatever_the_text_and_numbers_around_it(
+    patient: dict[str, Any], null_at: str | None
+) -> None:
+    """The null test reads orjson's serialisation first: a string holding `":null` is no null,
+    and a value orjson cannot write (an integer beyond 64 bits) is walked instead."""
+    from engine.service.fhir_json import check_fhir_resource
+    from engine.service.problems import ApiError
+
+    resource = {"resourceType": "Patient", "id": "p1", **patient}
+    if null_at is None:
+        check_fhir_resource(resource, "bundle")
+        return
+    with pytest.raises(ApiError) as caught:
+        check_fhir_resource(resource, "bundle")
+    assert f"{null_at} is null" in str(caught.value.issues[0].diagnostics)
