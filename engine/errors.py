@@ -41,6 +41,8 @@ handle it as they handle the library's errors, and converted into the tree above
                       expansion or nesting limits: a ruamel `MarkedYAMLError` (line, column),
                       reported by each YAML reader as it reports a syntax error
                       (CriteriaError, MappingError, AttestationError, ...)
+    DuplicateAnchorError (engine/normalise/yaml_reading.py) an anchor defined twice in one
+                      document: a ruamel `ComposerError` (line, column), reported the same way
     ImpossibleDateError (engine/normalise/yaml_reading.py) a date-shaped plain scalar that
                       is no date (`2026-02-30`): a ruamel `ConstructorError` (line,
                       column), reported the same way

@@ -10,7 +10,9 @@ run instead, so every error (message, mark, exception class) is ruamel's usual o
 
 A plain scalar shaped like a date that is not one (`2026-02-30`) is an `ImpossibleDateError`
 (a `MarkedYAMLError` with its line and column), where ruamel's constructor raises a bare
-ValueError that names no position.
+ValueError that names no position. An anchor defined twice (`&x` ... `&x`) is a
+`DuplicateAnchorError`: YAML lets an alias take the later one, which in a criteria or mapping
+file is a mistake waiting to happen, and ruamel only printed a Python warning naming no file.
 
 Limits (`YamlLimitError`, a `MarkedYAMLError` with the line and column, so every reader
 reports it as it reports a syntax error): a file that uses anchors is scanned first and may
@@ -26,6 +28,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from ruamel.yaml import YAML
+from ruamel.yaml.composer import Composer, ComposerError
 from ruamel.yaml.constructor import ConstructorError, RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.events import (
@@ -39,6 +42,7 @@ from ruamel.yaml.scanner import RoundTripScanner, Scanner
 __all__ = [
     "MAX_DEPTH",
     "MAX_NODES",
+    "DuplicateAnchorError",
     "ImpossibleDateError",
     "YamlLimitError",
     "check_limits",
@@ -82,6 +86,26 @@ class _Constructor(RoundTripConstructor):
 
 
 _Constructor.add_constructor("tag:yaml.org,2002:timestamp", _Constructor.construct_yaml_timestamp)
+
+
+class DuplicateAnchorError(ComposerError):
+    """An anchor defined a second time in one document (`&base` twice)."""
+
+
+class _Composer(Composer):
+    """ruamel's composer, with an anchor defined twice as a marked error, not a warning."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.parser.peek_event()
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None and not isinstance(event, AliasEvent) and anchor in self.anchors:
+            first = self.anchors[anchor].start_mark.line + 1
+            raise DuplicateAnchorError(
+                problem=f"anchor &{anchor} is defined again, first on line {first} (an alias "
+                f"*{anchor} would take this one); give each anchor its own name",
+                problem_mark=event.start_mark,
+            )
+        return super().compose_node(parent, index)
 
 
 class _ScannerWithoutComments(Scanner):
@@ -160,7 +184,7 @@ def load_round_trip(text: str, fallback: Callable[[], Any]) -> Any:
     but an impossible date.
 
     Raises YamlLimitError for a text beyond the limits (see the module), ImpossibleDateError
-    for a date-shaped scalar that is no date.
+    for a date-shaped scalar that is no date, DuplicateAnchorError for an anchor defined twice.
     """
     check_limits(text)
     try:
@@ -175,11 +199,12 @@ def load_round_trip(text: str, fallback: Callable[[], Any]) -> Any:
     yaml = YAML(typ="rt")
     yaml.Scanner = _ScannerWithoutComments
     yaml.Constructor = _Constructor
+    yaml.Composer = _Composer
     try:
         tree = yaml.load(text)
     except RecursionError:
         raise YamlLimitError(problem=f"nested deeper than {MAX_DEPTH} levels") from None
-    except ImpossibleDateError:
+    except (ImpossibleDateError, DuplicateAnchorError):
         raise
     except Exception:
         try:

@@ -35,6 +35,7 @@ CRITERIA_CORPUS = {
     "huge-window-criteria.yaml": "longer than 200 years",
     "empty-criteria.yaml": "empty",
     "impossible-date-criteria.yaml": "4:10, field title: YAML: '2026-02-30' is not a date",
+    "duplicate-anchor-criteria.yaml": "anchor &window is defined again, first on line 5",
 }
 
 
