@@ -36,6 +36,8 @@ CRITERIA_CORPUS = {
     "empty-criteria.yaml": "empty",
     "impossible-date-criteria.yaml": "4:10, field title: YAML: '2026-02-30' is not a date",
     "duplicate-anchor-criteria.yaml": "anchor &window is defined again, first on line 5",
+    "huge-age-criteria.yaml": "field patient.age.min: 99999999999999999999999999999999999 is "
+    "greater than the maximum of 150",
 }
 
 
