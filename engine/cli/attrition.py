@@ -29,7 +29,7 @@ WithoutOption = Annotated[
 def attrition(out: CohortOutArgument, without: WithoutOption = None) -> None:
     """The attrition funnel of a cohort run with criteria switched off, from its stored
     per-patient outcomes (nothing is evaluated again)."""
-    from engine.cohort.whatif import what_if_funnel
+    from engine.cohort.whatif import VITAL_STATUS_KIND, what_if_funnel
     from engine.errors import CohortError
 
     try:
@@ -39,7 +39,7 @@ def attrition(out: CohortOutArgument, without: WithoutOption = None) -> None:
     table = Table(title=f"Attrition of {funnel.patients:,} patients")
     for column in ("#", "criterion", "kind", "remaining before", "lost", "remaining"):
         table.add_column(column, justify="right" if column != "criterion" else "left")
-    first = 0 if funnel.steps and funnel.steps[0].kind == "vital-status" else 1  # deceased
+    first = 0 if funnel.steps and funnel.steps[0].kind == VITAL_STATUS_KIND else 1  # deceased
     for step_number, step in enumerate(funnel.steps, start=first):
         table.add_row(
             str(step_number),

@@ -56,7 +56,7 @@ from engine.cohort.partition import (
     NOT_EVALUATED,
     result_path,
 )
-from engine.cohort.whatif import ATTRITION_COLUMNS
+from engine.cohort.whatif import ATTRITION_COLUMNS, DECEASED, VITAL_STATUS_KIND
 from engine.compiled_cache import code_digest
 from engine.criteria.model import CriterionKind
 from engine.evaluate import CompiledCriteria, SubjectStatus
@@ -78,13 +78,9 @@ ASSEMBLED_FILES = (
     "data_availability.csv",
 )
 """The files `assemble_outputs` writes into `out`."""
-DECEASED = "deceased"
-"""cohort.csv's column (after `status`), the summary's member and attrition's step 0."""
 DECEASED_VALUES = ("no", "yes", "unknown")
 """The `deceased` column's values: `yes` died on or before the as-of day (Patient.deceased[x]:
 not a candidate); `unknown` the record cannot tell whether before or after it."""
-VITAL_STATUS_KIND = "vital-status"
-"""attrition.csv's kind of step 0 (no criterion: a patient who died is no candidate)."""
 DECEASED_LABEL = "Deceased on or before the as-of day"
 MISSING_ITEMS_SHOWN = 3
 PARQUET_ROWS_PER_GROUP = 64 * 1024

@@ -40,6 +40,10 @@ ATTRITION_COLUMNS = (
     "fails_overall",
 )
 """The header of attrition.csv (written by `engine.cohort.outputs`)."""
+DECEASED = "deceased"
+"""cohort.csv's column (after `status`), the summary's member and attrition's step 0."""
+VITAL_STATUS_KIND = "vital-status"
+"""attrition.csv's kind of step 0 (no criterion: a patient who died is no candidate)."""
 _KINDS = ("inclusion", "exclusion")
 
 
@@ -89,8 +93,6 @@ def what_if_funnel(out: str | Path, without: Sequence[str] = ()) -> WhatIfFunnel
     """
     import pyarrow  # type: ignore[import-untyped]
     import pyarrow.compute as compute  # type: ignore[import-untyped]
-
-    from engine.cohort.outputs import DECEASED, VITAL_STATUS_KIND
 
     folder = Path(out)
     attrition_path = folder / "attrition.csv"
@@ -188,8 +190,6 @@ def _is_count(value: object) -> bool:
 def _read_attrition(path: Path, patients: int) -> tuple[int | None, list[_StoredStep]]:
     """attrition.csv's step 0 (the patients who died; None for a run written before it was)
     and its criteria, kinds and losses, checked to be a funnel of `patients`."""
-    from engine.cohort.outputs import DECEASED, VITAL_STATUS_KIND
-
     try:
         raw = path.read_bytes()
     except OSError as error:
@@ -271,8 +271,6 @@ def _read_table(
     import pyarrow
     import pyarrow.compute as compute
     import pyarrow.parquet as parquet  # type: ignore[import-untyped]
-
-    from engine.cohort.outputs import DECEASED
 
     leading = ["status", DECEASED] if with_deceased else ["status"]
     try:
