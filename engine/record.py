@@ -241,7 +241,7 @@ class PatientRecord:
         medicationCodeableConcept when given, else the code of the Medication that
         medicationReference points to (contained or elsewhere in the record).
         """
-        concept, _problem = self._medication_concept(resource)
+        concept, _problem, _medication = self._medication_concept(resource)
         return concept
 
     # ------------------------------------------------------------------ building
@@ -405,26 +405,31 @@ class PatientRecord:
             )
         return concepts
 
-    def _medication_concept(self, resource: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
-        """The medication's CodeableConcept, or None and why not."""
+    def _medication_concept(
+        self, resource: dict[str, Any]
+    ) -> tuple[dict[str, Any] | None, str, dict[str, Any] | None]:
+        """The medication's CodeableConcept, or None and why not; and the Medication that
+        medicationReference resolves to, when it is one."""
         concept = resource.get("medicationCodeableConcept")
         if isinstance(concept, dict):
-            return concept, ""
+            return concept, "", None
         reference_value = resource.get("medicationReference")
         if not isinstance(reference_value, dict):
-            return None, "no medicationCodeableConcept or medicationReference"
+            return None, "no medicationCodeableConcept or medicationReference", None
         reference = reference_value.get("reference")
         if not isinstance(reference, str) or not reference:
-            return None, "medicationReference has no literal reference"
+            return None, "medicationReference has no literal reference", None
         medication = self.resolve(reference, container=resource)
         if medication is None:
-            return None, f"medicationReference '{reference}' resolves to no resource in the record"
+            problem = f"medicationReference '{reference}' resolves to no resource in the record"
+            return None, problem, None
         if medication.get("resourceType") != "Medication":
             found = medication.get("resourceType")
-            return None, f"medicationReference '{reference}' points to a {found}, not a Medication"
+            problem = f"medicationReference '{reference}' points to a {found}, not a Medication"
+            return None, problem, None
         code = medication.get("code")
         if isinstance(code, dict):
-            return code, ""
+            return code, "", medication
         ingredients = _ingredient_concepts(medication)
         if ingredients:  # coded through its ingredients only
             codings = [
@@ -434,8 +439,8 @@ class PatientRecord:
                 if isinstance(coding, dict)
             ]
             names = [_concept_name(concept) for _field, concept in ingredients]
-            return {"coding": codings, "text": " + ".join(filter(None, names))}, ""
-        return None, f"the Medication '{reference}' has no code"
+            return {"coding": codings, "text": " + ".join(filter(None, names))}, "", medication
+        return None, f"the Medication '{reference}' has no code", medication
 
     def _position_of(self, resource: dict[str, Any]) -> int | None:
         if self._position_by_identity is None:
@@ -533,17 +538,14 @@ def _medication_codes(record: PatientRecord, resource: dict[str, Any]) -> list[_
     """The medication's code, and the codes of the ingredients of a referenced Medication
     (FHIR R4 Medication.ingredient.itemCodeableConcept: "The actual ingredient"), each a
     code of the medication: a product containing a drug is that drug."""
-    concept, problem = record._medication_concept(resource)
+    concept, problem, medication = record._medication_concept(resource)
     if concept is None:
         field = "medicationReference" if "medicationReference" in resource else "medication[x]"
         record._problem(resource, field, f"{problem}; it cannot match any concept")
         return []
-    if isinstance(resource.get("medicationCodeableConcept"), dict):
+    if medication is None:
         return [("medicationCodeableConcept", concept)]
-    reference = resource.get("medicationReference")
-    target = reference.get("reference") if isinstance(reference, dict) else None
-    medication = record.resolve(target, container=resource) if isinstance(target, str) else None
-    if medication is None or not isinstance(medication.get("code"), dict):
+    if not isinstance(medication.get("code"), dict):
         return [("medicationReference", concept)]  # (the ingredients' codes, joined)
     return [
         ("medicationReference", concept),

@@ -100,8 +100,9 @@ _MEDICATION_EXCLUDED = frozenset(
 """Medication statuses that show no use (FHIR R4 value sets medication-statement-status,
 medicationrequest-status, medication-admin-status): `intended` is a MedicationStatement's
 "the medication may be taken at some time in the future", not a use."""
-_MEDICATION_ONGOING = frozenset({"active", "in-progress"})
-"""Medication statuses still going on. `on-hold` is not one: FHIR R4 defines it as "actions
+MEDICATION_ONGOING = frozenset({"active", "in-progress"})
+"""Medication statuses still going on (the status predicates, and the periods of use of
+`engine.normalise.medication_exposure`). `on-hold` is not one: FHIR R4 defines it as "actions
 implied by the statement/prescription/administration have been temporarily halted"; a held
 drug proves use up to the hold, a day the record does not give (its end is unknown)."""
 NOT_ORDER_INTENTS = frozenset({"proposal", "plan", "option"})
@@ -161,7 +162,7 @@ RESOURCE_TYPES: dict[str, ResourceType] = {
             start_fields=_MEDICATION_DATES,
             excluded_statuses=_MEDICATION_EXCLUDED,
             active_statuses=frozenset({"active"}),
-            ongoing_statuses=_MEDICATION_ONGOING,
+            ongoing_statuses=MEDICATION_ONGOING,
             medication=True,
         ),
         ResourceType(
@@ -170,7 +171,7 @@ RESOURCE_TYPES: dict[str, ResourceType] = {
             start_fields=_MEDICATION_DATES,
             excluded_statuses=_MEDICATION_EXCLUDED,
             active_statuses=frozenset({"active"}),
-            ongoing_statuses=_MEDICATION_ONGOING,
+            ongoing_statuses=MEDICATION_ONGOING,
             medication=True,
         ),
         ResourceType(
@@ -179,7 +180,7 @@ RESOURCE_TYPES: dict[str, ResourceType] = {
             start_fields=_MEDICATION_DATES,
             excluded_statuses=_MEDICATION_EXCLUDED,
             active_statuses=frozenset({"in-progress"}),
-            ongoing_statuses=_MEDICATION_ONGOING,
+            ongoing_statuses=MEDICATION_ONGOING,
             medication=True,
         ),
         ResourceType(

@@ -40,6 +40,7 @@ from typing import Any, TypeGuard
 from engine.dataclass_init import direct_init
 from engine.errors import UnitError
 from engine.normalise.units import convert
+from engine.resource_types import MEDICATION_ONGOING
 
 __all__ = [
     "DOSE_UNIT",
@@ -53,8 +54,6 @@ DOSE_UNIT = "mg"
 """Daily doses are returned in milligrams."""
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-ONGOING = frozenset({"active", "in-progress"})
-"""Statuses still going on (`on-hold`: temporarily halted, FHIR R4; its end is unknown)."""
 _PERIOD_DAYS = {
     "s": 1 / 86400,
     "min": 1 / 1440,
@@ -121,7 +120,7 @@ def _duration_days(duration: object) -> float | None:
 def exposure_period(resource: Mapping[str, Any]) -> ExposurePeriod | str:
     """The period of use a medication resource shows, or why it has none (no usable date)."""
     status = resource.get("status")
-    ongoing = status in ONGOING
+    ongoing = status in MEDICATION_ONGOING
     if resource.get("resourceType") == "MedicationRequest":
         return _request_period(resource, ongoing)
     period = resource.get("effectivePeriod")
