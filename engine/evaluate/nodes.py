@@ -563,6 +563,17 @@ def relation_distance_text(relation: Relation) -> str:
     return f"{' and '.join(parts)} " if parts else ""
 
 
+def relation_bounds(relation: Relation, day: dt.date) -> tuple[dt.date | None, dt.date | None]:
+    """The first and the last day a `before:` / `after:` relation to an anchor dated `day`
+    keeps (None: it sets no bound on that side)."""
+    if relation.direction == "before":
+        latest = day_before(relation.at_least, day) if relation.at_least else day
+        earliest = day_before(relation.at_most, day) if relation.at_most else None
+        return earliest, latest
+    earliest = relation.at_least.start_after(day) if relation.at_least else day
+    return earliest, relation.at_most.start_after(day) if relation.at_most else None
+
+
 def _relation_text(relation: Relation, name: str, day: dt.date) -> str:
     return f"{relation_distance_text(relation)}{relation.direction} {name} {day.isoformat()}"
 
@@ -738,13 +749,9 @@ class ResourceNode:
                 if isinstance(found, Outcome):
                     return self._undated(anchoring, found)
                 day = found
-            if relation.direction == "before":
-                latest = day_before(relation.at_least, day) if relation.at_least else day
-                earliest = day_before(relation.at_most, day) if relation.at_most else None
-            else:
-                earliest = relation.at_least.start_after(day) if relation.at_least else day
-                latest = relation.at_most.start_after(day) if relation.at_most else last_day
-            last_day = min(last_day, latest)
+            earliest, latest = relation_bounds(relation, day)
+            if latest is not None:
+                last_day = min(last_day, latest)
             if earliest is not None:
                 first_day = earliest if first_day is None else max(first_day, earliest)
             described.append(_relation_text(relation, anchoring.name, day))

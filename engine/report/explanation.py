@@ -44,7 +44,7 @@ from engine.criteria.model import (
 )
 from engine.dataclass_init import direct_init
 from engine.evaluate.compile import CompiledCriteria, CompiledCriterion
-from engine.evaluate.nodes import OUTSIDE, relation_distance_text
+from engine.evaluate.nodes import OUTSIDE, relation_bounds, relation_distance_text
 from engine.evaluate.outcome import MET, NOT_MET, UNKNOWN, Cited, Outcome, Truth
 from engine.evaluate.patient import (
     CLEAR,
@@ -1012,13 +1012,8 @@ def _anchored_words(atom: ResourceAtom, as_of: dt.date) -> str:
             last = None
             continue
         described.append(f"{distance}{relation.direction} the as-of date {as_of.isoformat()}")
-        if relation.direction == "before":
-            latest = relation.at_least.start_before(as_of) if relation.at_least else as_of
-            earliest = relation.at_most.start_before(as_of) if relation.at_most else None
-        else:
-            earliest = relation.at_least.start_after(as_of) if relation.at_least else as_of
-            latest = relation.at_most.start_after(as_of) if relation.at_most else as_of
-        if last is not None:
+        earliest, latest = relation_bounds(relation, as_of)
+        if last is not None and latest is not None:
             last = min(last, latest)
         if earliest is not None:
             first = earliest if first is None else max(first, earliest)
