@@ -557,7 +557,7 @@ def _parse_inline_bundle(bundle: dict[str, Any]) -> PatientResources:
         raise error_for(error, "bundle") from None
     # An element the engine reads of the wrong shape (`"coding": [5]`), which the record
     # would skip as unreadable, is refused, as in a prefetch (engine.service.fhir_json).
-    check_fhir_resource(bundle, "bundle")
+    check_fhir_resource(bundle, "bundle", text)
     return resources
 
 

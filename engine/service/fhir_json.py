@@ -277,16 +277,19 @@ _LINK = _Object({"relation": STRING, "url": STRING})
 # --------------------------------------------------------------------------- checks
 
 
-def check_fhir_resource(value: Mapping[str, Any], field_name: str) -> None:
+def check_fhir_resource(
+    value: Mapping[str, Any], field_name: str, serialised: bytes | None = None
+) -> None:
     """400 naming the elements of `value` (a resource in the request field `field_name`) that
     the engine cannot read: a null, a Bundle that is not the shape the Bundle reader takes,
     an element the engine reads that has the wrong JSON shape (see the module's docstring).
+    `serialised`: `value` as orjson writes it, when the caller has it already.
     """
     # orjson writes a member whose value is null as `"name":null`; only then is the tree
     # walked for the paths (a string holding those characters is escaped: `\":null`, which
     # the walk then clears). 0.3 ms against 6 ms for the walk on a 490-resource Bundle.
     try:
-        maybe_null = b'":null' in orjson.dumps(value)
+        maybe_null = b'":null' in (serialised if serialised is not None else orjson.dumps(value))
     except orjson.JSONEncodeError:  # what orjson does not write (an integer beyond 64 bits)
         maybe_null = True
     nulls = (
