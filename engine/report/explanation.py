@@ -62,7 +62,7 @@ STATUS_TEXT = {
     SubjectStatus.INELIGIBLE: "not eligible",
     SubjectStatus.POTENTIAL_CANDIDATE: "may be eligible: data missing",
     SubjectStatus.CANDIDATE: "may be eligible: manual review pending",
-    SubjectStatus.ELIGIBLE: "eligible",
+    SubjectStatus.ELIGIBLE: "eligible: every criterion met",
 }
 """The ResearchSubject status as a screening coordinator says it."""
 

@@ -18,9 +18,11 @@ from hypothesis import strategies as st
 from engine.criteria.model import ResourceAtom, Window
 from engine.evaluate import CompiledCriteria, CriterionVerdict, PatientEvaluation, evaluate_patient
 from engine.evaluate.outcome import Cited, Outcome
+from engine.evaluate.patient import SubjectStatus
 from engine.normalise import measure
 from engine.record import build_record
 from engine.report.explanation import (
+    STATUS_TEXT,
     CriterionExplanation,
     PatientExplanation,
     Step,
@@ -161,6 +163,14 @@ def test_the_text_header_names_status_as_of_and_newest_data(trial: CompiledCrite
     assert "candidate" in lines[1]
     assert lines[2].startswith("As of 2026-11-01; newest data in the record 2026-")
     assert max(len(line) for line in lines) <= 100
+
+
+def test_every_status_is_said_in_words_not_repeated_as_its_code() -> None:
+    # The header, the CDS card and the report page show the code and then these words:
+    # "eligible (eligible)" told a coordinator nothing.
+    assert set(STATUS_TEXT) == set(SubjectStatus)
+    for status, words in STATUS_TEXT.items():
+        assert words != status.value and words.startswith(("eligible", "not", "may")), status
 
 
 def test_criteria_left_out_by_a_prefilter_say_so(trial: CompiledCriteria) -> None:
