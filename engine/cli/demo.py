@@ -233,12 +233,12 @@ def _show_results(
     client: FhirServerClient, trial: CompiledCriteria, run: DemoRun, page_size: int
 ) -> None:
     """The summary table, then where the ResearchSubjects are and how many were read back."""
-    from engine.cli.tables import summary_table
+    from engine.cli.tables import print_summary_table
     from engine.sinks.fhir_server import research_subjects_on_server, subject_patient_id
 
     console = Console(highlight=False)
     if run.evaluations:
-        console.print(summary_table(run.evaluations))
+        print_summary_table(console, run.evaluations)
     patient_ids = [evaluation.patient_id for evaluation in run.evaluations]
     try:
         subjects = research_subjects_on_server(client, trial.trial, patient_ids, page_size)

@@ -162,9 +162,9 @@ def evaluate(
         trial, day, answers, readers, deliver, explain, console, report
     )
     if several:
-        from engine.cli.tables import summary_table
+        from engine.cli.tables import print_summary_table
 
-        console.print(summary_table(evaluations))
+        print_summary_table(console, evaluations)
         count = len(evaluations)
         console.print(f"Results written to {output}/ ({count} patient{'' if count == 1 else 's'})")
     if quiet_bundle:
@@ -266,9 +266,9 @@ def _evaluate_on_server(
             trial, day, answers, readers, deliver, explain, console, report
         )
     if several:
-        from engine.cli.tables import summary_table
+        from engine.cli.tables import print_summary_table
 
-        console.print(summary_table(evaluations))
+        print_summary_table(console, evaluations)
     _warn_stale(console, evaluations)
     if failures:
         print_error(f"{failures} of {len(patient_ids)} patients could not be evaluated")

@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 
 from rich import box
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -22,6 +23,23 @@ STATUS_STYLE = {
     SubjectStatus.CANDIDATE: "cyan",
     SubjectStatus.ELIGIBLE: "bold green",
 }
+
+
+def print_summary_table(console: Console, evaluations: Sequence[PatientEvaluation]) -> None:
+    """Print `summary_table`. A file or a pipe gets the table at its natural width (Rich
+    takes 80 columns for them, which folded `potential-candidate` beside a 36-character
+    patient id); a terminal gets it fitted to its width."""
+    table = summary_table(evaluations)
+    if console.is_terminal:
+        console.print(table)
+        return
+    fitted = console.width
+    natural = console.measure(table, options=console.options.update_width(10_000)).maximum
+    console.width = max(fitted, natural)  # `print(width=...)` never goes above the console's
+    try:
+        console.print(table)
+    finally:
+        console.width = fitted
 
 
 def summary_table(evaluations: Sequence[PatientEvaluation]) -> Table:

@@ -121,6 +121,34 @@ def test_a_folder_writes_one_file_per_patient_and_a_summary(
     assert "Screening summary" in result.stdout
 
 
+def test_the_summary_in_a_file_or_pipe_keeps_every_cell_on_one_line(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """Rich takes 80 columns for a file or a pipe: a 36-character Synthea id beside
+    `potential-candidate` folded the status into `potential-ca` / `ndidate`. Not a terminal,
+    the table is printed at its natural width."""
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(ROOT / "criteria" / "NCT03036150.yaml"),
+            "--bundle",
+            str(ROOT / "examples" / "ckd"),
+            "--as-of",
+            "2026-11-01",
+            "--output",
+            str(tmp_path),
+        ],
+        env={"COLUMNS": "80"},
+    )
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.stdout.splitlines() if "potential-candidate " in line]
+    assert len(rows) == 3, result.stdout
+    synthea_rows = [row for row in rows if "4d9dd02d-a8d6-b435-83c2-13cbdac86f9e" in row]
+    assert len(synthea_rows) == 1, result.stdout
+    assert max(map(len, result.stdout.splitlines())) > 80
+
+
 def test_the_same_patient_in_two_files_is_named_and_the_first_result_kept(
     runner: CliRunner, tmp_path: Path
 ) -> None:
