@@ -7,7 +7,8 @@ there is no snippet and no `suggested-mappings.yaml` (a file of comments only is
 file), the table and the terminal say so, and one an earlier run left in --out is removed
 (it would suggest what this run no longer does). Exit status: 0 when every
 input was used, 1 when some could not be (each named; the report covers the rest), 2 for bad
-criteria, mappings or arguments.
+criteria, mappings or arguments, among them an input folder that is missing, holds no input
+file or holds a folder named like one (`cohort` refuses the same folders, with 2).
 """
 
 from __future__ import annotations
@@ -58,6 +59,12 @@ def coverage(
     folder = ndjson or bundles
     if folder is None or not folder.is_dir():
         raise fail(f"{folder}: no such folder")
+    from engine.sources import BundleFileSource, ndjson_files
+
+    try:  # a folder with nothing to read is refused before anything is read, as by `cohort`
+        ndjson_files(folder) if ndjson is not None else BundleFileSource(folder).files()
+    except InputError as error:
+        raise fail(error) from None
     trial, _ = load_trial_and_answers(criteria, None)
     problems: list[str] = []
     try:
@@ -69,7 +76,6 @@ def coverage(
                 ndjson, on_problem=lambda problem: problems.append(str(problem))
             )
         else:
-            from engine.sources import BundleFileSource
 
             def note(error: InputError) -> None:
                 problems.append(str(error))

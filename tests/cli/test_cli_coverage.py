@@ -129,3 +129,35 @@ def test_nothing_to_suggest_writes_no_suggestions_file_and_says_so(
     ) in result.output
     assert "local_codes" not in result.output
     assert sorted(path.name for path in out.iterdir()) == ["coverage.csv", "coverage.txt"]
+
+
+@pytest.mark.parametrize(
+    ("option", "folder", "inside", "message"),
+    [
+        ("--ndjson", "X.ndjson", "p1.json", "the folder holds no *.ndjson or *.ndjson.gz files"),
+        ("--ndjson", "empty", None, "the folder holds no *.ndjson or *.ndjson.gz files"),
+        ("--bundles", "empty", None, "the folder holds no *.json files"),
+        ("--ndjson", "input", "Patient.ndjson/", "a folder, named like an NDJSON file"),
+        ("--bundles", "input", "p1.json/", "a folder, named like a Bundle file"),
+    ],
+)
+def test_an_unusable_input_folder_exits_2_as_in_cohort(
+    tmp_path: Path, option: str, folder: str, inside: str | None, message: str
+) -> None:
+    """The same input folder problems get the same exit status from `coverage` and
+    `cohort`: 2, refused before anything is read (README, "Exit status"). `inside`: what the
+    folder holds (a name ending in / is a folder)."""
+    given = tmp_path / folder
+    given.mkdir()
+    if inside is not None and inside.endswith("/"):
+        (given / inside).mkdir()
+    elif inside is not None:
+        (given / inside).write_text("{}", encoding="utf-8")
+    runner = CliRunner()
+    coverage = runner.invoke(app, ["coverage", str(CRITERIA), option, str(given)])
+    cohort = runner.invoke(
+        app, ["cohort", str(CRITERIA), option, str(given), "--out", str(tmp_path / "out")]
+    )
+    assert (coverage.exit_code, cohort.exit_code) == (2, 2), coverage.output + cohort.output
+    assert message in coverage.output and message in cohort.output
+    assert "Terminology coverage" not in coverage.output
