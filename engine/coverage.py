@@ -34,6 +34,7 @@ from engine.normalise.terminology import Terminology
 from engine.resource_types import MEDICATION_REFERENCING_TYPES
 
 __all__ = [
+    "SUGGESTIONS_FILE",
     "Candidate",
     "CodeCount",
     "ConceptCoverage",
@@ -520,12 +521,32 @@ def coverage_table(report: CoverageReport, matched_limit: int = 5) -> str:
                 f"patients, {candidate.patients_gained} would gain the concept; "
                 f"like '{candidate.similar_to}' ({candidate.score:g})"
             )
+    suggested = len(
+        {
+            (candidate.system, candidate.code)
+            for concept in report.concepts
+            for candidate in concept.candidates
+            if not candidate.left_out_on_purpose
+        }
+    )
+    if suggested:
+        lines.append(
+            f"Suggested mappings: {suggested} code{'s' if suggested > 1 else ''}, in the "
+            "local_codes: snippet (review every line before pasting it into a site mapping file)"
+        )
+    else:
+        lines.append("Suggested mappings: none (no unmapped code resembles a member of a concept)")
     return "\n".join(lines) + "\n"
 
 
-def mapping_snippet(report: CoverageReport) -> str:
+SUGGESTIONS_FILE = "suggested-mappings.yaml"
+"""Where `trialsieve coverage --out` writes the `mapping_snippet`, when there is one."""
+
+
+def mapping_snippet(report: CoverageReport) -> str | None:
     """A `local_codes:` block mapping every candidate (not those left out on purpose) into
-    the concept whose member it resembles, to review and paste into a site's mapping file."""
+    the concept whose member it resembles, to review and paste into a site's mapping file;
+    None when there is nothing to suggest (a file of comments only is no mapping file)."""
     by_system: dict[str, list[tuple[str, str, Candidate]]] = {}
     for concept in report.concepts:
         for candidate in concept.candidates:
@@ -534,7 +555,7 @@ def mapping_snippet(report: CoverageReport) -> str:
                     (candidate.code, candidate.member_concept, candidate)
                 )
     if not by_system:
-        return "# trialsieve coverage found no candidate codes to map\n"
+        return None
     lines = [
         "# Suggested by `trialsieve coverage`: review every line before pasting it into a",
         "# site mapping file (see mappings/local-example.yaml); delete what does not belong.",

@@ -19,15 +19,15 @@ AbsenceMeaning = Literal["not-met", "unknown"]
 """What "no such resource in the window" means: not met (closed world: the record would
 hold it) or unknown, missing data (open world: a measurement may simply not have been made)."""
 
-Dating = Literal["instant", "onset-abatement", "onset-onward", "as-given", "in-use"]
+Dating = Literal["instant", "onset-abatement", "as-given", "in-use"]
 """How a resource's date fields make a span of days (`engine.evaluate.timing.resource_span`);
 the first field of `start_fields` found is read:
 
 - `instant`: a point in time (a Period with a start and an end is kept as given);
 - `onset-abatement`: from onset (else the recorded date) to the first of `end_fields`; ongoing
   without one, unless the clinical status says it ended (`ended_statuses`: then it covers the
-  onset only);
-- `onset-onward`: from onset (else the recorded date) onwards (an allergy does not end);
+  onset only). An AllergyIntolerance has no end field: it is ongoing unless its clinical
+  status is `inactive` or `resolved`;
 - `as-given`: the date or Period as written (performed[x], ResearchSubject.period);
 - `in-use`: a Period (effective, validity) as given; a single date is ongoing when the status
   says the medication is still in use (`ongoing_statuses`), else that day.
@@ -76,7 +76,12 @@ class ResourceType:
     ongoing_statuses: frozenset[str] = frozenset()
     """Statuses that make a single-dated resource ongoing (`in-use` dating)."""
     ended_statuses: frozenset[str] = frozenset()
-    """Clinical statuses that end a Condition without an abatement date (`onset-abatement`)."""
+    """Clinical statuses that end a Condition or an AllergyIntolerance without an abatement
+    date (`onset-abatement`)."""
+    uncertain_statuses: tuple[tuple[str, str], ...] = ()
+    """Verification statuses of a Condition or AllergyIntolerance that is not established,
+    with the words that say so: such a resource keeps an atom unknown ("confirm") rather than
+    counting (`engine.evaluate.timing.UNCERTAIN_VERIFICATION`)."""
     absence: AbsenceMeaning = "not-met"
     """What no matching resource in the window means, unless the atom says otherwise."""
     default_timing: Literal["onset", "active"] | None = "active"
@@ -94,6 +99,8 @@ class ResourceType:
 
 
 _REFUTED = frozenset({"refuted", "entered-in-error"})
+"""Verification statuses never counted: FHIR R4 condition-ver-status and
+allergyintolerance-verification share these codes (`refuted`, `entered-in-error`)."""
 _MEDICATION_EXCLUDED = frozenset(
     {"entered-in-error", "cancelled", "not-taken", "not-done", "draft", "intended"}
 )
@@ -148,6 +155,11 @@ RESOURCE_TYPES: dict[str, ResourceType] = {
             excluded_statuses=_REFUTED,
             active_statuses=frozenset({"active", "recurrence", "relapse"}),
             ended_statuses=frozenset({"inactive", "remission", "resolved"}),
+            uncertain_statuses=(
+                ("unconfirmed", "unconfirmed diagnosis"),
+                ("provisional", "provisional diagnosis"),
+                ("differential", "differential diagnosis"),
+            ),
             default_timing=None,
         ),
         ResourceType(
@@ -192,7 +204,7 @@ RESOURCE_TYPES: dict[str, ResourceType] = {
         ),
         ResourceType(
             "AllergyIntolerance",
-            dating="onset-onward",
+            dating="onset-abatement",
             start_fields=(
                 DateField("onsetDateTime"),
                 DateField("onsetPeriod", is_period=True, open_ended=True),
@@ -200,6 +212,11 @@ RESOURCE_TYPES: dict[str, ResourceType] = {
             ),
             status_field="clinicalStatus",
             excluded_statuses=_REFUTED,
+            ended_statuses=frozenset({"inactive", "resolved"}),
+            uncertain_statuses=(
+                ("unconfirmed", "unconfirmed allergy or intolerance"),
+                ("presumed", "presumed allergy or intolerance"),
+            ),
             default_timing=None,
             concept_optional=True,
             patient_fields=("patient",),

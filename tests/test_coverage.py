@@ -218,3 +218,25 @@ def test_concepts_used_reads_the_atoms_of_a_criteria_file() -> None:
         "MedicationStatement",
     )
     assert "positive" not in used  # answer concepts are not coded resources
+
+
+def test_nothing_to_suggest_is_no_snippet_and_the_table_says_so(
+    terminology: Terminology,
+) -> None:
+    report = coverage_report(
+        terminology,
+        CONCEPTS,
+        [("a", [lab((LOINC, "751-8", "Neutrophils"))])],
+        mapping_names([MAPPINGS]),
+    )
+    assert all(not concept.candidates for concept in report.concepts)
+    assert mapping_snippet(report) is None
+    assert coverage_table(report).endswith(
+        "Suggested mappings: none (no unmapped code resembles a member of a concept)\n"
+    )
+    # a code left out on purpose is listed, not suggested: still nothing to suggest
+    flagged = coverage_report(
+        terminology, CONCEPTS, [("e", [lab(LEFT_OUT)])], mapping_names([MAPPINGS])
+    )
+    assert [c.code for c in flagged.concepts[0].candidates] == ["26499-4"]
+    assert mapping_snippet(flagged) is None

@@ -277,7 +277,8 @@ WatchOption = Annotated[
 CoverageOutOption = Annotated[
     Path | None,
     typer.Option(
-        help="A folder to write coverage.csv, coverage.txt and suggested-mappings.yaml to."
+        help="A folder to write coverage.csv, coverage.txt and suggested-mappings.yaml to "
+        "(no suggested-mappings.yaml when there is nothing to suggest)."
     ),
 ]
 MinimumScoreOption = Annotated[

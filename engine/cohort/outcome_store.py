@@ -140,7 +140,7 @@ def mappings_digest(criteria: CompiledCriteria) -> str:
     return digest.hexdigest()
 
 
-_STORED_PATIENT_FIELDS = ("vital",)
+_STORED_PATIENT_FIELDS = ("vital", "file")
 """Patient fields added to the store since its first format (a store written without them
 has another key: it is evaluated again rather than read as if the patient were alive)."""
 
@@ -349,11 +349,13 @@ class StoreBuilder:
         settled_by: str | None,
         preview: str | None,
         texts: Mapping[int, bytes] | None = None,
+        file: str | None = None,
     ) -> None:
         """One patient: their record (the preview when `preview` names the settling
         criterion) and report parts. `texts`: the JSON text of the record's resources, by
         their `id()` (`PatientResources.texts`), kept as they are instead of serialising the
-        resources again (read back, they are the same resources)."""
+        resources again (read back, they are the same resources). `file`: the Bundle file
+        they were read from (`PatientResources.file`), which their result line names."""
         if not self.usable:
             return
         patient_id = report.patient_id
@@ -385,6 +387,7 @@ class StoreBuilder:
                 "vital": None
                 if report.vital is None
                 else [report.vital.reason, report.vital.certain],
+                "file": file,
             }
         )
         resolved: dict[str, Any] = {}

@@ -152,12 +152,14 @@ def assemble_outputs(
         ]
         cells_seen = _CellsTally(tallies)
         previous: str | None = None
+        kept_file: Path | None = None
         merged = heapq.merge(*streams)
-        for patient_id, _index, _position, result, line, tab, second_tab in merged:
+        for patient_id, file, _index, _position, result, line, tab, second_tab in merged:
             if patient_id == previous:
-                duplicates.append(_duplicate_problem(patient_id))
+                duplicates.append(_duplicate_problem(patient_id, file, kept_file))
                 continue
             previous = patient_id
+            kept_file = file
             subjects.write(line[tab + 1 : second_tab])
             subjects.write(b"\n")
             issues.write(line[second_tab + 1 :])
@@ -324,10 +326,12 @@ match is the key."""
 
 def _patient_results(
     path: Path, problems_at: list[int], index: int
-) -> Iterator[tuple[str, int, int, dict[str, Any], memoryview, int, int]]:
+) -> Iterator[tuple[str, Path | None, int, int, dict[str, Any], memoryview, int, int]]:
     """The patients' result lines of a partition result file, in order (they come first):
-    the patient id; the partition's index and the line's position (a patient met twice is
-    taken first from the first partition, then from the first line); the summary's other
+    the patient id; the Bundle file they were read from (None for other inputs), the
+    partition's index and the line's position (a patient met twice is taken first from the
+    first file in the order `evaluate` reads a folder, sorted paths; else from the first
+    partition, then from the first line); the summary's other
     members (`cells`: the criteria's JSON text); the line and where its two tabs are.
     `problems_at[index]` becomes the offset of the lines after them (problems, then the
     `complete` line), which `_write_errors` reads.
@@ -351,7 +355,17 @@ def _patient_results(
         result = loads(data[start:cut] + b"}")
         result["cells"] = data[cut + len(_CRITERIA_KEY) : tab - 1]
         line = view[start:end]
-        yield result["patient"], index, position, result, line, tab - start, second_tab - start
+        file = result.get("file")
+        yield (
+            result["patient"],
+            None if file is None else Path(file),
+            index,
+            position,
+            result,
+            line,
+            tab - start,
+            second_tab - start,
+        )
         start = end
         position += 1
     problems_at[index] = start
@@ -391,13 +405,24 @@ def _problem_lines(path: Path, offset: int = 0) -> Iterator[bytes]:
                 yield line
 
 
-def _duplicate_problem(patient_id: str) -> dict[str, Any]:
+def _duplicate_problem(
+    patient_id: str, file: Path | None, kept_file: Path | None
+) -> dict[str, Any]:
+    """A patient met again, in `file`, after the result kept from `kept_file` (the Bundle
+    files, None for an input without them)."""
+    if file is None or kept_file is None:
+        message = "the patient is in more than one input; the first (in file order) is kept"
+    else:
+        message = (
+            f"this patient is also in {kept_file}, the first in file order, whose data is "
+            "evaluated; each patient's data must be in one Bundle"
+        )
     return {
-        "file": None,
+        "file": None if file is None else str(file),
         "line": None,
         "resource": f"Patient/{patient_id}",
         "patient": patient_id,
-        "message": "the patient is in more than one input; the first (in file order) is kept",
+        "message": message,
         "check": None,
     }
 

@@ -7,8 +7,9 @@ end with a `complete` line, so a partition file exists only when it is whole: a 
 it.
 
 A result line per patient, sorted by patient id: three JSON texts separated by tabs, the
-summary `{"patient", "status", "settled_by", ["deceased",] "criteria": [[value, [missing...]],
-...]}` ("deceased": "yes" or "unknown", only for a patient the record says died), the
+summary `{"patient", "status", "settled_by", ["deceased",] ["file",] "criteria": [[value,
+[missing...]], ...]}` ("deceased": "yes" or "unknown", only for a patient the record says
+died; "file": the Bundle file the patient was read from, for a folder of Bundles), the
 ResearchSubject and the DetectedIssue (so that assembling the outputs parses only the
 summary); a line per input problem: `{"problem": {file, line, resource, patient, message}}`.
 """
@@ -131,8 +132,10 @@ def report_result_line(
     settled_by: str | None,
     study: str | None = None,
     outputs: OutputShapes | None = None,
+    file: str | None = None,
 ) -> bytes:
-    """`patient_result_line` of a patient's report parts."""
+    """`patient_result_line` of a patient's report parts. `file`: the Bundle file the
+    patient was read from (`PatientResources.file`), which the summary names."""
     criteria = report.criteria
     cells = _cells(criteria, report.parts)
     summary: dict[str, Any] = {
@@ -143,6 +146,8 @@ def report_result_line(
     vital = report.vital
     if vital is not None:  # the record says the patient died: "yes" on the as-of day
         summary["deceased"] = "yes" if vital.certain else "unknown"
+    if file is not None:
+        summary["file"] = file
     summary["criteria"] = cells  # last: assembling parses the summary up to it
     if study is None:
         study = study_reference(criteria)
@@ -459,9 +464,9 @@ class PartitionEvaluator:
             if settled_by is not None:
                 _check_settled(screening.evaluation, settled_by)
             report = report_of(screening.evaluation)
-            line = report_result_line(report, settled_by, self.study, self.outputs)
+            line = report_result_line(report, settled_by, self.study, self.outputs, patient.file)
             if store is not None:
-                store.add(screening.record, report, settled_by, None, patient.texts)
+                store.add(screening.record, report, settled_by, None, patient.texts, patient.file)
             return line
         except TrialsieveError as error:
             # Bad input, or (a bug) an output the R4B models reject: a problem, the run goes on.
@@ -485,9 +490,9 @@ class PartitionEvaluator:
         )
         report = report_of(screening.evaluation)
         settled_by = requirement.criterion_id
-        line = report_result_line(report, settled_by, self.study, self.outputs)
+        line = report_result_line(report, settled_by, self.study, self.outputs, patient.file)
         if store is not None:
-            store.add(preview, report, settled_by, settled_by, patient.texts)
+            store.add(preview, report, settled_by, settled_by, patient.texts, patient.file)
         return line
 
 

@@ -130,7 +130,7 @@ _OUTCOMES_FIELDS = {
     "problems": list,
 }
 _PATIENT_FIELDS = {"id": str, "reference": str, "problems": list, "parts": dict}
-_PATIENT_NULLABLE_FIELDS = ("preview", "settled_by", "newest")
+_PATIENT_NULLABLE_FIELDS = ("preview", "settled_by", "newest", "file")
 
 
 def _outcomes_shape_holds(stored: dict[str, Any]) -> bool:
@@ -424,7 +424,7 @@ def _result_line(
         None if newest is None else dt.date.fromisoformat(newest),
         None if vital is None else VitalStatus(vital[0], vital[1]),
     )
-    return report_result_line(report, settled_by, rebuilder.study, shapes)
+    return report_result_line(report, settled_by, rebuilder.study, shapes, entry["file"])
 
 
 Line = bytes | memoryview

@@ -988,11 +988,12 @@ class ResourceNode:
                         f"is current on {context.as_of.isoformat()}"
                     )
                 continue
-            if resource_type == "Condition":
+            uncertain_words = UNCERTAIN_VERIFICATION.get(resource_type)  # type: ignore[arg-type]
+            if uncertain_words is not None:
                 uncertain = verification_status(resource)
-                if uncertain in UNCERTAIN_VERIFICATION:  # not an established diagnosis
+                if uncertain in uncertain_words:  # not an established diagnosis or allergy
                     problems.append(
-                        f"{record.label(resource)}: {UNCERTAIN_VERIFICATION[uncertain]} "
+                        f"{record.label(resource)}: {uncertain_words[uncertain]} "
                         f"(verificationStatus {uncertain}): confirm"
                     )
                     continue

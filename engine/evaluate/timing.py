@@ -215,13 +215,6 @@ def _onset_abatement_span(resource: dict[str, Any], known: ResourceType) -> Span
     return Span(start, None, moment, latest_start)
 
 
-def _onset_onward_span(resource: dict[str, Any], known: ResourceType) -> Span | None:
-    found = _first(resource, known.start_fields)
-    if found is None:
-        return None
-    return Span(found[0].start, None, found[0].moment, found[0].latest_start)
-
-
 def _as_given_span(resource: dict[str, Any], known: ResourceType) -> Span | None:
     found = _first(resource, known.start_fields)
     return found[0] if found is not None else None
@@ -241,7 +234,6 @@ def _in_use_span(resource: dict[str, Any], known: ResourceType) -> Span | None:
 _DATING: dict[Dating, Callable[[dict[str, Any], ResourceType], Span | None]] = {
     "instant": _instant_span,
     "onset-abatement": _onset_abatement_span,
-    "onset-onward": _onset_onward_span,
     "as-given": _as_given_span,
     "in-use": _in_use_span,
 }
@@ -292,17 +284,22 @@ def verification_status(resource: dict[str, Any]) -> str | None:
     return _first_code(resource.get("verificationStatus"))
 
 
-UNCERTAIN_VERIFICATION = {
-    "unconfirmed": "unconfirmed diagnosis",
-    "provisional": "provisional diagnosis",
-    "differential": "differential diagnosis",
+UNCERTAIN_VERIFICATION: dict[str, dict[str, str]] = {
+    name: dict(known.uncertain_statuses)
+    for name, known in RESOURCE_TYPES.items()
+    if known.uncertain_statuses
 }
-"""Condition.verificationStatus codes (FHIR R4 condition-ver-status) of a diagnosis not
-established: `unconfirmed` "There is not sufficient diagnostic and/or clinical evidence to
-treat this as a confirmed condition", with its children `provisional` "a tentative
-diagnosis - still a candidate that is under consideration" and `differential` "One of a set of
-potential (and typically mutually exclusive) diagnoses". Such a Condition keeps an atom
-unknown (confirm it) rather than counting as the diagnosis."""
+"""Per resource type, the verificationStatus codes of a resource not established, with the
+words that say so (from `engine.resource_types`). Condition (FHIR R4 condition-ver-status):
+`unconfirmed` "There is not sufficient diagnostic and/or clinical evidence to treat this as a
+confirmed condition", with its children `provisional` "a tentative diagnosis - still a
+candidate that is under consideration" and `differential` "One of a set of potential (and
+typically mutually exclusive) diagnoses". AllergyIntolerance (FHIR R4
+allergyintolerance-verification): `unconfirmed` "A low level of certainty about the
+propensity for a reaction to the identified substance", and its child `presumed`, which the
+same code system gained after R4 (HL7 Terminology 1.0.1, FHIR R5: "The available clinical
+information supports a high likelihood of the propensity for a reaction"). Such a resource
+keeps an atom unknown (confirm it) rather than counting as the diagnosis or the allergy."""
 
 ONSET_FIELDS = ("onsetDateTime", "onsetPeriod")
 """The onset[x] choices that date a Condition's onset (FHIR R4 Condition.onset[x]); the

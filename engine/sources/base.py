@@ -22,6 +22,10 @@ class PatientResources:
     `source_problems` are what the source noted about the data it did provide, each one line
     for the report's data problems (a server's warning in a searchset, a Medication it refused
     to read).
+    `file`: the file that holds this patient's data and no other patient's (a Bundle file),
+    when the data came from one (None for NDJSON, a server, a Bundle posted inline): a cohort
+    run names it in the patient's result, so that a patient found in two files is reported
+    naming both.
     `texts`, when the source has them: the JSON text each resource was parsed from, by the
     resource's `id()` (an NDJSON line, its line end kept: JSON white space), for a reader
     that writes the resources out again (a cohort run's re-run store) without serialising
@@ -34,6 +38,7 @@ class PatientResources:
     origin: str
     unavailable_types: Mapping[str, str] = field(default_factory=dict)
     source_problems: tuple[str, ...] = ()
+    file: str | None = None
     texts: Mapping[int, bytes] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -51,7 +51,7 @@ def read_bundle_file(path: str | Path) -> PatientResources:
     """
     origin = str(path)
     resources, full_urls = _bundle_contents(_load_json_file(Path(path)), origin)
-    return _patient_resources(resources, full_urls, origin)
+    return _patient_resources(resources, full_urls, origin, file=origin)
 
 
 def parse_bundle(data: bytes | str, origin: str) -> PatientResources:
@@ -160,7 +160,7 @@ def _read_patient_file(file: Path) -> PatientResources | None:
         resource["resourceType"] == "Patient" for resource in resources
     ):
         return None
-    return _patient_resources(resources, full_urls, origin)
+    return _patient_resources(resources, full_urls, origin, file=origin)
 
 
 def _check_patient_not_seen(patient: PatientResources, origin_of_patient: dict[str, str]) -> None:
@@ -371,7 +371,10 @@ def _is_search_outcome(entry: dict[str, Any], resource: dict[str, Any]) -> bool:
 
 
 def _patient_resources(
-    resources: list[dict[str, Any]], full_urls: list[str | None], origin: str
+    resources: list[dict[str, Any]],
+    full_urls: list[str | None],
+    origin: str,
+    file: str | None = None,
 ) -> PatientResources:
     patient_positions = [
         position
@@ -398,7 +401,7 @@ def _patient_resources(
     patient_full_urls = {full_urls[position] for position in patient_positions} - {None}
     _check_references_to_patient(resources, full_urls, patient_id, patient_full_urls, origin)
     return PatientResources(
-        patient_id=patient_id, resources=resources, full_urls=full_urls, origin=origin
+        patient_id=patient_id, resources=resources, full_urls=full_urls, origin=origin, file=file
     )
 
 

@@ -77,6 +77,7 @@ def test_bundles_report_matched_codes_and_a_look_alike_local_code(
     assert (out / "coverage.txt").read_text(encoding="utf-8") in result.output
     assert "neutrophils,candidate," in (out / "coverage.csv").read_text(encoding="utf-8")
     assert '"NEUT": neutrophils' in (out / "suggested-mappings.yaml").read_text(encoding="utf-8")
+    assert "Suggested mappings: 1 code, in the local_codes: snippet" in result.output
 
 
 def test_ndjson_gives_the_same_report_as_bundles(bundles: Path, ndjson: Path) -> None:
@@ -99,3 +100,64 @@ def test_an_unreadable_bundle_is_named_and_the_rest_reported(bundles: Path) -> N
     assert result.exit_code == 1
     assert "broken.json" in result.output
     assert "Terminology coverage over 2 patients" in result.output
+
+
+def test_nothing_to_suggest_writes_no_suggestions_file_and_says_so(
+    bundles: Path, tmp_path: Path
+) -> None:
+    """A file of comments only is no mapping file (an empty mapping file is refused): with
+    nothing to suggest there is none, and one an earlier run left is removed."""
+    for file in bundles.glob("*.json"):  # the local NEUT code, the only candidate, goes
+        document = json.loads(file.read_text(encoding="utf-8"))
+        document["entry"] = [
+            entry for entry in document["entry"] if "NEUT" not in json.dumps(entry["resource"])
+        ]
+        file.write_text(json.dumps(document), encoding="utf-8")
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "suggested-mappings.yaml").write_text("local_codes: []\n", encoding="utf-8")
+    result = CliRunner().invoke(
+        app, ["coverage", str(CRITERIA), "--bundles", str(bundles), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    said = "Suggested mappings: none (no unmapped code resembles a member of a concept)"
+    assert said in result.output
+    assert said in (out / "coverage.txt").read_text(encoding="utf-8")
+    assert (
+        f"Nothing to suggest: no {out / 'suggested-mappings.yaml'} written (the one an "
+        "earlier run wrote there is removed)"
+    ) in result.output
+    assert "local_codes" not in result.output
+    assert sorted(path.name for path in out.iterdir()) == ["coverage.csv", "coverage.txt"]
+
+
+@pytest.mark.parametrize(
+    ("option", "folder", "inside", "message"),
+    [
+        ("--ndjson", "X.ndjson", "p1.json", "the folder holds no *.ndjson or *.ndjson.gz files"),
+        ("--ndjson", "empty", None, "the folder holds no *.ndjson or *.ndjson.gz files"),
+        ("--bundles", "empty", None, "the folder holds no *.json files"),
+        ("--ndjson", "input", "Patient.ndjson/", "a folder, named like an NDJSON file"),
+        ("--bundles", "input", "p1.json/", "a folder, named like a Bundle file"),
+    ],
+)
+def test_an_unusable_input_folder_exits_2_as_in_cohort(
+    tmp_path: Path, option: str, folder: str, inside: str | None, message: str
+) -> None:
+    """The same input folder problems get the same exit status from `coverage` and
+    `cohort`: 2, refused before anything is read (README, "Exit status"). `inside`: what the
+    folder holds (a name ending in / is a folder)."""
+    given = tmp_path / folder
+    given.mkdir()
+    if inside is not None and inside.endswith("/"):
+        (given / inside).mkdir()
+    elif inside is not None:
+        (given / inside).write_text("{}", encoding="utf-8")
+    runner = CliRunner()
+    coverage = runner.invoke(app, ["coverage", str(CRITERIA), option, str(given)])
+    cohort = runner.invoke(
+        app, ["cohort", str(CRITERIA), option, str(given), "--out", str(tmp_path / "out")]
+    )
+    assert (coverage.exit_code, cohort.exit_code) == (2, 2), coverage.output + cohort.output
+    assert message in coverage.output and message in cohort.output
+    assert "Terminology coverage" not in coverage.output

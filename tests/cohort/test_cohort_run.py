@@ -472,3 +472,42 @@ def _settled_patient_export(
         if own in line
     )
     return export, patient_id, first_observation
+
+
+def _bundles_with_a_patient_twice(folder: Path) -> Path:
+    """Four Bundle files; the second and the fourth hold the same patient, the fourth as
+    deceased. Dealt to three partitions, the fourth file is in an earlier partition (0) than
+    the second (1)."""
+    patients = ROOT / "examples" / "patients"
+    folder.mkdir()
+    shutil.copy(patients / "itp-too-old.json", folder / "1-other.json")
+    shutil.copy(patients / "itp-relapsed-candidate.json", folder / "2-first.json")
+    shutil.copy(patients / "itp-secondary-lupus.json", folder / "3-other.json")
+    bundle = orjson.loads((patients / "itp-relapsed-candidate.json").read_bytes())
+    for entry in bundle["entry"]:
+        if entry["resource"]["resourceType"] == "Patient":
+            entry["resource"]["deceasedBoolean"] = True
+    (folder / "4-again.json").write_bytes(orjson.dumps(bundle))
+    return folder
+
+
+def test_a_patient_in_two_bundles_is_reported_naming_both_files_and_the_first_kept(
+    tmp_path: Path,
+) -> None:
+    folder = _bundles_with_a_patient_twice(tmp_path / "bundles")
+    out = tmp_path / "out"
+    summary = run_cohort(CRITERIA, BundleInput(folder), out, AS_OF, workers=1, partition_count=3)
+    assert summary.patients == 3 and summary.problems == 1
+    [problem] = read_ndjson(out / "errors.ndjson")
+    assert problem == {
+        "file": str(folder / "4-again.json"),
+        "line": None,
+        "resource": "Patient/itp-relapsed-candidate",
+        "patient": "itp-relapsed-candidate",
+        "message": f"this patient is also in {folder / '2-first.json'}, the first in file "
+        "order, whose data is evaluated; each patient's data must be in one Bundle",
+        "check": None,
+    }
+    # the first file's data is evaluated (as `evaluate` does), not the second's (deceased)
+    rows = {row["patient"]: row for row in read_csv(out / "cohort.csv")}
+    assert rows["itp-relapsed-candidate"]["deceased"] == "no"

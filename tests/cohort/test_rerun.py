@@ -385,6 +385,25 @@ def test_full_evaluation_of_bundles(tmp_path: Path) -> None:
     assert rerun.criteria_evaluated == rerun.patients
 
 
+def test_a_re_run_names_the_bundle_files_of_a_patient_found_twice(tmp_path: Path) -> None:
+    """The Bundle file a patient was read from is stored with their outcomes: a re-run's
+    errors.ndjson names both files, as a fresh run's does."""
+    folder = tmp_path / "bundles"
+    folder.mkdir()
+    patients = ROOT / "examples" / "patients"
+    shutil.copy(patients / "itp-relapsed-candidate.json", folder / "first.json")
+    shutil.copy(patients / "itp-relapsed-candidate.json", folder / "second.json")
+    shutil.copy(patients / "itp-too-old.json", folder / "other.json")
+    trial = _copy(tmp_path, CRITERIA, BundleInput(folder))
+    trial.run("out")
+    trial.edit(EXCLUSION_7_HEMOGLOBIN, 'value: "< 120 g/L"')
+    rerun = trial.rerun_equals_fresh("fresh")
+    assert rerun.partitions_from_store == PARTITIONS
+    [problem] = [orjson.loads(line) for line in (trial.folder / "out" / "errors.ndjson").open()]
+    assert problem["file"] == str(folder / "second.json")
+    assert f"also in {folder / 'first.json'}" in problem["message"]
+
+
 def _edit_every_protocol_text(text: str) -> str:
     """Prefix every criterion's protocol text with `Edited.` (a new definition for each)."""
     lines = text.split("\n")

@@ -23,6 +23,8 @@ from ckd_builders import (
     procedure,
 )
 from trial_patients import (
+    ALLERGY_CLINICAL,
+    ALLERGY_VERIFICATION,
     ATC,
     CLEAR,
     CONDITION_VERIFICATION,
@@ -58,6 +60,20 @@ def verified(resource: Resource, status: str) -> Resource:
     """The Condition with this verificationStatus (FHIR R4 condition-ver-status)."""
     coding = {"system": CONDITION_VERIFICATION, "code": status}
     return {**resource, "verificationStatus": {"coding": [coding]}}
+
+
+def allergy_as(
+    resource: Resource, clinical: str | None = None, verification: str | None = None
+) -> Resource:
+    """The AllergyIntolerance with this clinicalStatus and verificationStatus (FHIR R4
+    allergyintolerance-clinical, allergyintolerance-verification)."""
+    changed = dict(resource)
+    if clinical is not None:
+        changed["clinicalStatus"] = {"coding": [{"system": ALLERGY_CLINICAL, "code": clinical}]}
+    if verification is not None:
+        coding = {"system": ALLERGY_VERIFICATION, "code": verification}
+        changed["verificationStatus"] = {"coding": [coding]}
+    return changed
 
 
 def onset_as(resource: Resource, **fields: object) -> Resource:
@@ -603,6 +619,39 @@ EXCLUSION_4 = [
     e4.fails(
         "intolerance of Jardiance 10 mg (SBD)",
         add=(allergy("jardiance-intolerance", RXNORM, "1545664", "2024-05-01"),),
+    ),
+    e4.fails(
+        "intolerance of dapagliflozin, resolved: still a previous intolerance",
+        add=(
+            allergy_as(
+                allergy("dapa-intolerance", RXNORM, DAPAGLIFLOZIN, "2024-05-01"),
+                clinical="resolved",
+            ),
+        ),
+        evidence=("AllergyIntolerance/dapa-intolerance",),
+    ),
+    e4.meets(
+        "intolerance of dapagliflozin refuted",
+        add=(
+            allergy_as(
+                allergy("dapa-intolerance", RXNORM, DAPAGLIFLOZIN, "2024-05-01"),
+                verification="refuted",
+            ),
+        ),
+    ),
+    e4.silent(
+        "intolerance of dapagliflozin unconfirmed: confirm",
+        MISSING,
+        add=(
+            allergy_as(
+                allergy("dapa-intolerance", RXNORM, DAPAGLIFLOZIN, "2024-05-01"),
+                verification="unconfirmed",
+            ),
+        ),
+        reason=(
+            "AllergyIntolerance/dapa-intolerance: unconfirmed allergy or intolerance "
+            "(verificationStatus unconfirmed): confirm",
+        ),
     ),
     e4.fails(
         "saxagliptin and dapagliflozin by ATC A10BD21",

@@ -1615,6 +1615,67 @@ EXCLUSION_14 = [
             ),
         ),
     ),
+    e14.meets(
+        "high-criticality drug allergy entered in error",
+        add=(
+            allergy(
+                RXNORM,
+                PENICILLIN,
+                "2010-01-01",
+                criticality="high",
+                clinical_status=None,
+                verification="entered-in-error",
+                id="pen",
+            ),
+        ),
+    ),
+    e14.silent(
+        "unconfirmed high-criticality drug allergy: confirm",
+        MISSING,
+        add=(
+            allergy(
+                RXNORM,
+                PENICILLIN,
+                "2010-01-01",
+                criticality="high",
+                verification="unconfirmed",
+                id="pen",
+            ),
+        ),
+        reason=(
+            "AllergyIntolerance/pen: unconfirmed allergy or intolerance "
+            "(verificationStatus unconfirmed): confirm",
+        ),
+    ),
+    e14.fails(
+        "unconfirmed penicillin allergy beside a confirmed tocilizumab allergy",
+        add=(
+            allergy(
+                RXNORM,
+                PENICILLIN,
+                "2010-01-01",
+                criticality="high",
+                verification="unconfirmed",
+                id="pen",
+            ),
+            allergy(RXNORM, "612865", "2024-01-01", criticality="low", id="toci"),
+        ),
+        evidence=("AllergyIntolerance/toci",),
+    ),
+    e14.fails(
+        "inactive high-criticality drug allergy still counts as history",
+        add=(
+            allergy(
+                RXNORM,
+                PENICILLIN,
+                "2010-01-01",
+                criticality="high",
+                clinical_status="inactive",
+                id="pen",
+            ),
+        ),
+        evidence=("AllergyIntolerance/pen",),
+    ),
     e14.fails(
         "resolved high-criticality drug allergy still counts as history",
         add=(
