@@ -155,9 +155,16 @@ def _show(summary: CohortSummary, out: Path) -> None:
     Console(highlight=False).print(summary_table(summary))
     if summary.problems:
         _errors().print(
-            f"[bold red]{summary.problems} input problems[/] ({summary.lines_affected} lines, "
-            f"{summary.patients_affected} patients affected): see {out / 'errors.ndjson'}"
+            f"[bold red]{_counted(summary.problems, 'input problem')}[/] "
+            f"({_counted(summary.lines_affected, 'line')}, "
+            f"{_counted(summary.patients_affected, 'patient')} affected): "
+            f"see {out / 'errors.ndjson'}"
         )
+
+
+def _counted(count: int, noun: str) -> str:
+    """`1 line`, `2 lines`."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def _watch(criteria: Path, run: Callable[[], CohortSummary], out: Path) -> CohortSummary | None:

@@ -63,7 +63,7 @@ from engine.report.resources import (
     shared_json,
 )
 from engine.report.validate import OutputShapes
-from engine.screening import Screening, screen_patient
+from engine.screening import screen_patient
 from engine.sources import PatientResources, SourceProblem
 
 NOT_EVALUATED = "not_evaluated"
@@ -112,21 +112,6 @@ def study_reference(criteria: CompiledCriteria) -> str:
     return f"ResearchStudy/{research_study(criteria.trial)['id']}"
 
 
-def patient_result_line(
-    screening: Screening,
-    settled_by: str | None,
-    study: str | None = None,
-    outputs: OutputShapes | None = None,
-) -> bytes:
-    """One patient's result line (see the module docstring).
-
-    `study`: the criteria's `study_reference`, when the caller has it already. `outputs`:
-    validate the ResearchSubject and DetectedIssue (once per shape); raises
-    OutputValidationError for an invalid one.
-    """
-    return report_result_line(report_of(screening.evaluation), settled_by, study, outputs)
-
-
 def report_result_line(
     report: PatientReport,
     settled_by: str | None,
@@ -134,8 +119,12 @@ def report_result_line(
     outputs: OutputShapes | None = None,
     file: str | None = None,
 ) -> bytes:
-    """`patient_result_line` of a patient's report parts. `file`: the Bundle file the
-    patient was read from (`PatientResources.file`), which the summary names."""
+    """One patient's result line (see the module docstring) of their report parts.
+
+    `study`: the criteria's `study_reference`, when the caller has it already. `outputs`:
+    validate the ResearchSubject and DetectedIssue (once per shape); raises
+    OutputValidationError for an invalid one. `file`: the Bundle file the patient was read
+    from (`PatientResources.file`), which the summary names."""
     criteria = report.criteria
     cells = _cells(criteria, report.parts)
     summary: dict[str, Any] = {

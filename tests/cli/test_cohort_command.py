@@ -155,7 +155,7 @@ def test_input_problems_exit_with_1(tmp_path: Path) -> None:
     arguments = ["cohort", CRITERIA, "--ndjson", str(folder), "--out", str(tmp_path / "out")]
     result = CliRunner().invoke(app, [*arguments, "--as-of", "2026-11-01", "--quiet"])
     assert result.exit_code == 1, result.output
-    assert "1 input problems" in result.output
+    assert "1 input problem (1 line, " in result.output
 
 
 def test_attestations_and_engine_options(tmp_path: Path) -> None:
