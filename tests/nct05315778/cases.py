@@ -1698,6 +1698,57 @@ EXCLUSION_16 = [
 ]
 
 
+# ------------------------------------------------------------------------ code lists
+# The haematology review of session 14 (findings 5, 7, 8, 9): codes the mappings lacked. Each
+# case failed before its codes were added; the sources are in docs/NCT05315778.md.
+
+CODE_LISTS = [
+    i1.meets(
+        "prednisone 5 MG Oral Tablet (RxNorm SCD 312617, VSAC oral glucocorticoids) as first line",
+        remove=("prednisone",),
+        add=(drug("312617", "completed", "2021-03-02", "prednisone-tablet"),),
+        answers={RELAPSE: True},
+        evidence=("MedicationRequest/prednisone-tablet",),
+    ),
+    i1.meets(
+        "dexamethasone 4 MG Oral Tablet (RxNorm 197582, VSAC) as first line",
+        remove=("prednisone",),
+        add=(drug("197582", "completed", "2021-03-02", "dexamethasone-tablet"),),
+        answers={RELAPSE: True},
+        evidence=("MedicationRequest/dexamethasone-tablet",),
+    ),
+    i1.meets(
+        "methylprednisolone 1000 MG Injection [Solu-Medrol] (RxNorm 1743729, PEDSnet) as first line",
+        remove=("prednisone",),
+        add=(medication_administration("1743729", "completed", "2021-03-02", id="pulse"),),
+        answers={RELAPSE: True},
+        evidence=("MedicationAdministration/pulse",),
+    ),
+    i1.meets(
+        "IVIG 100 ML immunoglobulin G 100 MG/ML [Privigen] (RxNorm 1809517) as first line",
+        remove=("prednisone",),
+        add=(medication_administration("1809517", "completed", "2021-02-21", id="privigen"),),
+        answers={RELAPSE: True},
+        evidence=("MedicationAdministration/privigen",),
+    ),
+    i1.meets(
+        "anti-D immunoglobulin (ATC J06BB01) as first line",
+        remove=("prednisone",),
+        add=(
+            medication_administration("J06BB01", "completed", "2021-02-21", ATC, id="anti-d"),
+        ),
+        answers={RELAPSE: True},
+        evidence=("MedicationAdministration/anti-d",),
+    ),
+    i1.fails(
+        "subcutaneous immunoglobulin [Hizentra] (RxNorm 1809065) is not first-line ITP therapy",
+        remove=("prednisone",),
+        add=(drug("1809065", "completed", "2021-03-02", "hizentra"),),
+        answers={RELAPSE: True, REFRACTORY: True, **NOTHING_ELSEWHERE},
+    ),
+]
+
+
 CASES: tuple[Case, ...] = (
     *INCLUSION_1,
     *INCLUSION_2,
@@ -1720,4 +1771,5 @@ CASES: tuple[Case, ...] = (
     *EXCLUSION_14,
     *EXCLUSION_15,
     *EXCLUSION_16,
+    *CODE_LISTS,
 )
