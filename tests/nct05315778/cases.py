@@ -1746,6 +1746,29 @@ CODE_LISTS = [
         add=(drug("1809065", "completed", "2021-03-02", "hizentra"),),
         answers={RELAPSE: True, REFRACTORY: True, **NOTHING_ELSEWHERE},
     ),
+    e1.fails(
+        "thrombotic thrombocytopenic purpura (SNOMED 78129009) active",
+        add=(condition(SNOMED, "78129009", days_ago(20), id="ttp"),),
+        evidence=("Condition/ttp",),
+    ),
+    e1.fails(
+        "TTP coded ICD-10-CM M31.19 (other thrombotic microangiopathy, incl. TTP) active",
+        add=(condition(ICD10CM, "M31.19", days_ago(20), id="tma"),),
+        evidence=("Condition/tma",),
+    ),
+    e1.meets(
+        "thrombotic microangiopathy M31.10 resolved in 2024: counts only while active",
+        add=(condition(ICD10CM, "M31.10", "2023-11-01", "resolved", abatement="2024-01-01"),),
+    ),
+    e1.fails(
+        "hereditary haemolytic-uraemic syndrome D59.32, inactive: lifelong, any date",
+        add=(condition(ICD10CM, "D59.32", "2010-01-01", "inactive", id="ahus"),),
+    ),
+    e1.fails(
+        "vaccine-induced thrombotic thrombocytopenia D75.84 (anti-PF4 disorder) active",
+        add=(condition(ICD10CM, "D75.84", days_ago(15), id="vitt"),),
+        evidence=("Condition/vitt",),
+    ),
 ]
 
 
