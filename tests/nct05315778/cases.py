@@ -106,6 +106,7 @@ NOTHING_ELSEWHERE: Mapping[str, bool] = {
     ANTI_CD20_ELSEWHERE: False,
 }
 EXAMPLE_DRUG = "http://hospital.example.org/fhir/CodeSystem/formulary"
+ICD10PCS = "http://www.cms.gov/Medicare/Coding/ICD10"
 DYSPNEA = "dyspnea-ctcae-grade-1-or-higher"
 NO_DYSPNEA: Mapping[str, bool] = {DYSPNEA: False}
 OXYGEN_FLOW = "3151-8"
@@ -1718,7 +1719,7 @@ CODE_LISTS = [
         evidence=("MedicationRequest/dexamethasone-tablet",),
     ),
     i1.meets(
-        "methylprednisolone 1000 MG Injection [Solu-Medrol] (RxNorm 1743729, PEDSnet) as first line",
+        "methylprednisolone 1000 MG Injection [Solu-Medrol] (RxNorm 1743729) as first line",
         remove=("prednisone",),
         add=(medication_administration("1743729", "completed", "2021-03-02", id="pulse"),),
         answers={RELAPSE: True},
@@ -1734,9 +1735,7 @@ CODE_LISTS = [
     i1.meets(
         "anti-D immunoglobulin (ATC J06BB01) as first line",
         remove=("prednisone",),
-        add=(
-            medication_administration("J06BB01", "completed", "2021-02-21", ATC, id="anti-d"),
-        ),
+        add=(medication_administration("J06BB01", "completed", "2021-02-21", ATC, id="anti-d"),),
         answers={RELAPSE: True},
         evidence=("MedicationAdministration/anti-d",),
     ),
@@ -1768,6 +1767,34 @@ CODE_LISTS = [
         "vaccine-induced thrombotic thrombocytopenia D75.84 (anti-PF4 disorder) active",
         add=(condition(ICD10CM, "D75.84", days_ago(15), id="vitt"),),
         evidence=("Condition/vitt",),
+    ),
+    e16.silent(
+        "prior BCMA-directed teclistamab (ATC L01FX24) on record: asked",
+        MANUAL,
+        add=(drug("L01FX24", "completed", "2024-02-01", "teclistamab", system=ATC),),
+        answers=SUITABLE,
+        reason=("manual review: The record shows prior CAR-T",),
+        evidence=("MedicationRequest/teclistamab",),
+    ),
+    e16.silent(
+        "idecabtagene vicleucel infusion ICD-10-PCS XW033K7 (from FY2022) on record: asked",
+        MANUAL,
+        add=(procedure(ICD10PCS, "XW033K7", "2024-02-01", id="ide-cel"),),
+        answers=SUITABLE,
+        evidence=("Procedure/ide-cel",),
+    ),
+    e16.fails(
+        "CAR-T infusion ICD-10-PCS XW043C3 (before FY2022), investigator: unsuitable",
+        add=(procedure(ICD10PCS, "XW043C3", "2020-06-01", id="car-t-2020"),),
+        answers={**SUITABLE, PRIOR_CAR_T: True},
+        evidence=("Procedure/car-t-2020",),
+    ),
+    e16.silent(
+        "axicabtagene ciloleucel by its ATC code before 2023 (L01XX70): asked",
+        MANUAL,
+        add=(medication_administration("L01XX70", "completed", "2021-05-01", ATC, id="axi-cel"),),
+        answers=SUITABLE,
+        evidence=("MedicationAdministration/axi-cel",),
     ),
 ]
 
