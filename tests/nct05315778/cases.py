@@ -1796,6 +1796,45 @@ CODE_LISTS = [
         answers=SUITABLE,
         evidence=("MedicationAdministration/axi-cel",),
     ),
+    i1.meets(
+        "refractory after laparoscopic total splenectomy (SNOMED 314118002), no anti-CD20",
+        remove=("rituximab",),
+        add=(procedure(SNOMED, "314118002", "2024-03-12", id="splenectomy"),),
+        answers={REFRACTORY: True},
+        evidence=("Procedure/splenectomy",),
+    ),
+    i1.meets(
+        "refractory after total splenectomy (SNOMED 174776001), no anti-CD20",
+        remove=("rituximab",),
+        add=(procedure(SNOMED, "174776001", "2024-03-12", id="splenectomy"),),
+        answers={REFRACTORY: True},
+        evidence=("Procedure/splenectomy",),
+    ),
+    e1.fails(
+        "chronic hepatitis C active, HCV RNA 520000 IU/mL coded LOINC 10676-5",
+        add=(
+            condition(ICD10CM, "B18.2", "2015-01-01", id="hcv"),
+            viral_load("10676-5", 520000, "IU/mL", 15, "hcv-rna"),
+        ),
+        evidence=("Observation/hcv-rna",),
+    ),
+    e1.fails(
+        "chronic hepatitis C active, HCV RNA [#/volume] LOINC 20416-4 detected",
+        add=(
+            condition(ICD10CM, "B18.2", "2015-01-01", id="hcv"),
+            serology("20416-4", "hcv-rna-copies", coded=POSITIVE),
+        ),
+        evidence=("Observation/hcv-rna-copies",),
+    ),
+    e1.silent(
+        "chronic hepatitis C active, HCV RNA 20416-4 in copies/mL: no factor converts to IU",
+        MISSING,
+        add=(
+            condition(ICD10CM, "B18.2", "2015-01-01", id="hcv"),
+            viral_load("20416-4", 800000, "copies/mL", 40, "hcv-rna-copies"),
+        ),
+        reason=("Observation/hcv-rna-copies",),
+    ),
 ]
 
 
