@@ -24,6 +24,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import httpx
 import orjson
@@ -173,7 +174,7 @@ class FhirServerSink:
 
     def _create_study(self, trial: Trial, query: str) -> str:
         """Create the trial's ResearchStudy with `If-None-Exist` (R4 http.html#ccreate) and
-        return the id the server holds it by.
+        return the id the server holds it by (`created_id`: the Location header's).
 
         A 200 answer says the server matched a study already there: it must carry the trial's
         identifier (read back when the answer's body is not that study), else a ServerError.
@@ -186,9 +187,14 @@ class FhirServerSink:
             body=body,
             headers={"If-None-Exist": query, "Prefer": "return=representation"},
         )
-        resource_id = _created_id(response)
-        if not isinstance(resource_id, str) or not resource_id:
-            raise self.client.error(described, "the server's ResearchStudy has no id")
+        resource_id = created_id(response, "ResearchStudy")
+        if resource_id is None:
+            raise self.client.error(
+                described,
+                f"HTTP {response.status_code}: the answer names no ResearchStudy id (no "
+                "Location header, no ResearchStudy body)",
+                response.status_code,
+            )
         if response.status_code != 201:  # a conditional create that matched: check the match
             answered = _json_body(response)
             study = (
@@ -332,17 +338,32 @@ def _json_body(response: httpx.Response) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def _created_id(response: httpx.Response) -> str | None:
-    """The id of a created (or matched) resource: the body's, else the Location's
-    (`[base]/TYPE/ID/_history/VID`)."""
-    try:
-        body = orjson.loads(response.content) if response.content else None
-    except orjson.JSONDecodeError:
-        body = None
-    if isinstance(body, dict) and isinstance(body.get("id"), str):
-        return str(body["id"])
-    location = response.headers.get("Location") or response.headers.get("Content-Location")
-    if not location:
-        return None
-    parts = location.split("/_history/")[0].rstrip("/").split("/")
-    return parts[-1] or None
+def created_id(response: httpx.Response, resource_type: str) -> str | None:
+    """The id of a created (or, for a conditional create, matched) resource of
+    `resource_type`: from the `Location` header, which R4 http.html#create defines as the new
+    resource's address (`[base]/[type]/[id]/_history/[vid]`), else `Content-Location`, else
+    the body's `id` when the body is a resource of that type (a server may answer an
+    OperationOutcome instead, R4 http.html#return, whose id is not the resource's).
+    None when none of them names one."""
+    for header in ("Location", "Content-Location"):
+        location = response.headers.get(header)
+        found = _id_in_location(location, resource_type) if location else None
+        if found is not None:
+            return found
+    body = _json_body(response)
+    if body is not None and body.get("resourceType") == resource_type:
+        body_id = body.get("id")
+        if isinstance(body_id, str) and body_id:
+            return body_id
+    return None
+
+
+def _id_in_location(location: str, resource_type: str) -> str | None:
+    """The id in `[base]/[type]/[id]` or `[base]/[type]/[id]/_history/[vid]` (absolute or
+    relative), None when the URL is not the address of a resource of `resource_type`."""
+    segments = [segment for segment in urlsplit(location).path.split("/") if segment]
+    if len(segments) >= 4 and segments[-2] == "_history":
+        segments = segments[:-2]
+    if len(segments) >= 2 and segments[-2] == resource_type:
+        return unquote(segments[-1])
+    return None

@@ -115,3 +115,65 @@ def test_a_study_search_answered_with_an_outcome_is_an_error(
     with pytest.raises(ServerError, match="not a searchset: search disabled"):
         sink().study_reference(trial.trial)
     assert create.call_count == 0
+
+
+OUTCOME_CREATED = {
+    "resourceType": "OperationOutcome",
+    "id": "oo-123",
+    "issue": [{"severity": "information", "code": "informational", "diagnostics": "Created"}],
+}
+
+
+@pytest.mark.parametrize(
+    ("location", "expected"),
+    [
+        (f"{BASE}/ResearchStudy/study-real/_history/1", "ResearchStudy/study-real"),
+        ("ResearchStudy/study-real/_history/1", "ResearchStudy/study-real"),
+        (f"{BASE}/ResearchStudy/study-real", "ResearchStudy/study-real"),
+    ],
+)
+def test_the_created_study_id_comes_from_the_location_not_an_outcome_body(
+    server: respx.MockRouter, trial: CompiledCriteria, location: str, expected: str
+) -> None:
+    """R4 http.html#create: "Location: [base]/[type]/[id]/_history/[vid]" names the new
+    resource; a server may answer an OperationOutcome instead of it (http.html#return), whose
+    id is not the study's."""
+    search_answers(server)
+    server.post("/ResearchStudy").mock(
+        return_value=httpx.Response(201, json=OUTCOME_CREATED, headers={"Location": location})
+    )
+    assert sink().study_reference(trial.trial) == expected
+
+
+def test_without_a_location_the_body_id_counts_only_for_a_research_study(
+    server: respx.MockRouter, trial: CompiledCriteria
+) -> None:
+    search_answers(server)
+    server.post("/ResearchStudy").mock(
+        side_effect=[
+            httpx.Response(201, json=dict(THIS_TRIAL, id="from-body")),
+            httpx.Response(201, json=OUTCOME_CREATED),
+        ]
+    )
+    assert sink().study_reference(trial.trial) == "ResearchStudy/from-body"
+    with pytest.raises(ServerError) as caught:
+        sink().study_reference(trial.trial)
+    assert str(caught.value) == (
+        f"{BASE}: POST ResearchStudy (If-None-Exist: {SEARCH}): HTTP 201: the answer names no "
+        "ResearchStudy id (no Location header, no ResearchStudy body)"
+    )
+
+
+def test_a_location_of_another_type_is_not_taken_for_the_study(
+    server: respx.MockRouter, trial: CompiledCriteria
+) -> None:
+    search_answers(server)
+    server.post("/ResearchStudy").mock(
+        return_value=httpx.Response(
+            201,
+            json=OUTCOME_CREATED,
+            headers={"Location": f"{BASE}/OperationOutcome/oo-123"},
+        )
+    )
+    with pytest.raises(ServerError, match="names no ResearchStudy id"):
+        sink().study_reference(trial.trial)
