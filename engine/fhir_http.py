@@ -9,8 +9,8 @@ sinks both talk to servers; the stages keep what they do with the answers.
 - `FhirServerClient` talks to one server over httpx: a base URL, optional auth, a timeout per
   attempt, retries, a bound on the time of each request (or, with `time_limit`, of the whole
   job: a Bulk export), `next`-link paging that never leaves the base URL (a token is not sent
-  to another host). It reads the server's CapabilityStatement once, through fhirclient's R4
-  model, into `ServerCapabilities`.
+  to another host) and stops after `ServerLimits.max_pages` pages. It reads the server's
+  CapabilityStatement once, through fhirclient's R4 model, into `ServerCapabilities`.
 - Retries: `RetryPolicy` and `Retrier`, the one retry loop: exponential backoff with jitter on
   connection errors, timeouts, 429 and 5xx, honouring Retry-After (`retry_after`).
 - Authentication, as `httpx.Auth`: `BearerToken` (a static token from the environment or a
@@ -166,6 +166,28 @@ class RetryPolicy:
         """Seconds before retry number `retry`; `jitter` is uniform in [0, 1)."""
         ceiling = min(self.longest_delay, self.first_delay * 2.0**retry)
         return ceiling / 2 + jitter * ceiling / 2
+
+
+DEFAULT_MAX_PAGES = 1000
+"""Pages one search may bring (`ServerLimits.max_pages`): at the default page size of 200,
+200,000 resources of one type for one patient, which no real record reaches; a server whose
+`next` links never end is stopped there."""
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """How much a server may send: `max_pages` pages per search (`FhirServerClient.pages`).
+
+    Every front end (evaluate, demo, the service, a cohort's Bulk export) builds its client
+    with these defaults unless it passes others, so a misbehaving or hostile server cannot
+    keep a run or a service worker reading forever.
+    """
+
+    max_pages: int = DEFAULT_MAX_PAGES
+
+    def __post_init__(self) -> None:
+        if self.max_pages < 1:
+            raise ValueError("max_pages must be at least 1")
 
 
 T = TypeVar("T")
@@ -352,7 +374,8 @@ class ServerCapabilities:
 class FhirServerClient:
     """HTTP access to one FHIR R4 server: retries, time bounds, paging, its capabilities.
 
-    Each request may take `retry.give_up_after` seconds, retries included. With `time_limit`
+    Each request may take `retry.give_up_after` seconds, retries included; a search may bring
+    `limits.max_pages` pages. With `time_limit`
     the client serves one bounded job instead (a Bulk export): every request must end within
     `time_limit` seconds of the client's creation (`deadline`), and a request's retries stop
     `retry.give_up_after` after its first failure. `transport`, `sleep`, `clock` and `jitter`
@@ -365,6 +388,7 @@ class FhirServerClient:
         *,
         auth: httpx.Auth | None = None,
         retry: RetryPolicy | None = None,
+        limits: ServerLimits | None = None,
         time_limit: float | None = None,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -376,6 +400,7 @@ class FhirServerClient:
             raise ServerError(f"'{base_url}' is not a FHIR base URL (http(s)://host[:port]/path)")
         self.base_url = base_url.rstrip("/")
         self.retry = retry or RetryPolicy()
+        self.limits = limits or ServerLimits()
         self.auth = auth
         self.deadline: float | None = None if time_limit is None else clock() + time_limit
         """When the job must end (monotonic seconds); None: each request has its own bound."""
@@ -484,12 +509,23 @@ class FhirServerClient:
         """The searchset Bundles of a search, following `next` links (with handling=strict).
 
         An OperationOutcome in place of a page is a ServerError with status 200 and its
-        diagnostics; any other non-searchset answer one without a status."""
+        diagnostics; any other non-searchset answer one without a status. A search whose
+        `next` links go on past `limits.max_pages` pages is a ServerError naming the search
+        and the limit (the pages before it have been yielded)."""
         strict = {"Prefer": "handling=strict"}
         seen: set[str] = set()
         page_url: str | None = url
         page_params = params
+        search = self.describe("GET", url, params)
+        count = 0
         while page_url is not None:
+            if count == self.limits.max_pages:
+                raise self.error(
+                    search,
+                    f"stopped after {count} pages: the server's next links do not end within "
+                    f"the limit of {self.limits.max_pages} pages per search",
+                )
+            count += 1
             seen.add(str(self.http.build_request("GET", page_url, params=page_params).url))
             described = self.describe("GET", page_url, page_params)
             bundle = self.json("GET", page_url, params=page_params, headers=strict)

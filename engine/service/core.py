@@ -99,7 +99,10 @@ class Service:
         )
         self.fhir: FhirServerClient | None = (
             FhirServerClient(
-                settings.fhir_server, auth=self._server_auth, retry=settings.fhir_retry
+                settings.fhir_server,
+                auth=self._server_auth,
+                retry=settings.fhir_retry,
+                limits=settings.fhir_limits,
             )
             if settings.fhir_server
             else None
@@ -330,7 +333,10 @@ class Service:
             client = self._request_clients.pop(base, None)
             if client is None:
                 client = FhirServerClient(
-                    base, auth=ContextBearerToken(REQUEST_TOKEN), retry=self.settings.fhir_retry
+                    base,
+                    auth=ContextBearerToken(REQUEST_TOKEN),
+                    retry=self.settings.fhir_retry,
+                    limits=self.settings.fhir_limits,
                 )
             self._request_clients[base] = client  # the most recently used last
             while len(self._request_clients) > MAX_REQUEST_SERVERS:

@@ -17,7 +17,7 @@ from scripted_fhir import BASE, capability_statement, searchset
 
 from engine.errors import ServerError
 from engine.evaluate import CompiledCriteria, evaluate_patient
-from engine.fhir_http import ServerCapabilities
+from engine.fhir_http import DEFAULT_MAX_PAGES, ServerCapabilities, ServerLimits
 from engine.record import build_record
 from engine.sinks import FhirServerSink, server_transaction
 from engine.sources import (
@@ -223,6 +223,37 @@ def test_a_next_link_back_to_an_earlier_page_is_refused(
         list(client(waits).pages("Observation", {"_count": "1"}))
 
 
+def endless_pages(request: httpx.Request) -> httpx.Response:
+    """A page whose `next` link is always a new page: the server's links never end."""
+    page = int(request.url.params.get("page", "0"))
+    return httpx.Response(
+        200, json=searchset(next_url=f"{BASE}/Observation?patient=Patient/p1&page={page + 1}")
+    )
+
+
+def test_a_search_whose_next_links_never_end_stops_at_the_page_limit(
+    server: respx.MockRouter, waits: Waits
+) -> None:
+    route = server.get("/Observation").mock(side_effect=endless_pages)
+    limited = FhirServerClient(BASE, limits=ServerLimits(max_pages=5), sleep=waits)
+    pages = 0
+    with pytest.raises(ServerError) as caught:
+        for _page in limited.pages("Observation", {"patient": "Patient/p1"}):
+            pages += 1
+    assert pages == 5
+    assert route.call_count == 5
+    assert str(caught.value) == (
+        f"{BASE}: GET Observation?patient=Patient/p1: stopped after 5 pages: the server's "
+        "next links do not end within the limit of 5 pages per search"
+    )
+
+
+def test_every_client_has_a_page_limit_by_default() -> None:
+    assert FhirServerClient(BASE).limits.max_pages == DEFAULT_MAX_PAGES == 1000
+    with pytest.raises(ValueError, match="max_pages must be at least 1"):
+        ServerLimits(max_pages=0)
+
+
 def test_a_search_answered_with_another_bundle_type_is_refused(
     server: respx.MockRouter, waits: Waits
 ) -> None:
@@ -392,6 +423,20 @@ def test_when_everything_is_refused_the_source_falls_back_to_searches(
     assert everything.call_count == 1
     assert routes["observations"].call_count == 1
     assert "Observation/o1" in keys(patient.resources)
+
+
+def test_a_patient_whose_search_never_ends_is_an_error_not_a_hang(
+    server: respx.MockRouter, waits: Waits
+) -> None:
+    """`evaluate --server` and `demo --server` pull through FhirServerSource: the page limit
+    ends the pull with an error for the patient (not a refusal: the first page came)."""
+    declared = {"Observation": SEARCHABLE, "MedicationRequest": SEARCHABLE}
+    server.get("/metadata").mock(return_value=httpx.Response(200, json=statement(declared)))
+    script_searches(server)
+    server.get("/Observation").mock(side_effect=endless_pages)
+    limited = FhirServerClient(BASE, limits=ServerLimits(max_pages=3), sleep=waits)
+    with pytest.raises(ServerError, match="stopped after 3 pages"):
+        list(FhirServerSource(limited, ["p1"], NEEDED))
 
 
 def test_everything_pages_are_followed_and_medications_read(
