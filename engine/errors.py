@@ -50,6 +50,9 @@ handle it as they handle the library's errors, and converted into the tree above
                       regular file (a named pipe, a device, a socket), never replaced: an
                       OSError, reported by each writer as it reports a full disk (SinkError,
                       the commands' `cannot write` messages)
+    AnswerTooSlow     (engine/fhir_http.py) a FHIR server's answer still arriving when its
+                      attempt's time ran out: an httpx `ReadTimeout`, retried by the retry
+                      loop like any timeout and reported as a ServerError (`timed_out`)
     StandardOutputError (engine/cli/standard_output.py) standard output cannot be written
                       (a full disk, a closed pipe): an OSError, which the `trialsieve` entry
                       turns into `error: standard output: cannot write: ...` and exit 1

@@ -153,7 +153,9 @@ class RetryPolicy:
     A request is tried up to `attempts` times; retry n (from 0) waits between half and all of
     `min(longest_delay, first_delay * 2**n)` seconds (exponential backoff, jitter), or what the
     server's Retry-After asks. `give_up_after` bounds one request's total time, all attempts
-    and waits included; `timeout` bounds each attempt's connect, read, write and pool waits.
+    and waits included; `timeout` bounds each attempt: httpx's connect, read, write and pool
+    timeouts, and (`FhirServerClient.send`) the whole answer, which must be read within
+    `timeout` of the attempt's start (checked as its body arrives).
     """
 
     attempts: int = 5
@@ -174,9 +176,17 @@ DEFAULT_MAX_PAGES = 1000
 `next` links never end is stopped there."""
 
 
+DEFAULT_MAX_ANSWER_BYTES = 128 * 1024 * 1024
+"""Bytes one answer's body may hold, decoded (`ServerLimits.max_answer_bytes`): a searchset
+page of 200 resources is a few hundred kB, a large record answered in one `$everything` page
+some tens of MB."""
+
+
 @dataclass(frozen=True)
 class ServerLimits:
-    """How much a server may send: `max_pages` pages per search (`FhirServerClient.pages`).
+    """How much a server may send: `max_pages` pages per search (`FhirServerClient.pages`)
+    and `max_answer_bytes` bytes per answer (`FhirServerClient.send`; Bulk Data files are
+    streamed to disk instead, bounded by the export's time limit).
 
     Every front end (evaluate, demo, the service, a cohort's Bulk export) builds its client
     with these defaults unless it passes others, so a misbehaving or hostile server cannot
@@ -184,13 +194,22 @@ class ServerLimits:
     """
 
     max_pages: int = DEFAULT_MAX_PAGES
+    max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES
 
     def __post_init__(self) -> None:
         if self.max_pages < 1:
             raise ValueError("max_pages must be at least 1")
+        if self.max_answer_bytes < 1:
+            raise ValueError("max_answer_bytes must be at least 1")
 
 
 T = TypeVar("T")
+
+
+class AnswerTooSlow(httpx.ReadTimeout):
+    """An answer still arriving when its attempt's time ran out (a server that sends it a few
+    bytes at a time never trips httpx's timeout, which bounds each read, not the whole):
+    retried like any timeout."""
 
 
 class RetryableAnswer(Exception):
@@ -428,6 +447,7 @@ class FhirServerClient:
                 jitter=jitter,
                 window_from_first_failure=True,
             )
+        self._clock = clock
         self._capabilities: ServerCapabilities | None = None
         self.http = httpx.Client(
             base_url=self.base_url + "/",
@@ -570,9 +590,17 @@ class FhirServerClient:
         all_headers.update(headers or {})
 
         def attempt(timeout: float) -> httpx.Response:
-            response = self.http.request(
-                method, url, params=params, content=content, headers=all_headers, timeout=timeout
+            deadline = self._clock() + timeout
+            request = self.http.build_request(
+                method,
+                url,
+                params=params,
+                content=content,
+                headers=all_headers,
+                timeout=httpx.Timeout(timeout),
             )
+            answer = self.http.send(request, stream=True)
+            response = self._read_whole(answer, described, timeout, deadline)
             if response.is_success or (missing_ok and response.status_code in (404, 410)):
                 return response
             if response.status_code in answers_kept:
@@ -585,6 +613,51 @@ class FhirServerClient:
             raise RetryableAnswer(problem, status, retry_after(response, time.time))
 
         return self._retrier.run(described, attempt)
+
+    def _read_whole(
+        self, response: httpx.Response, described: str, timeout: float, deadline: float
+    ) -> httpx.Response:
+        """A streamed answer, read whole (decoded) by `deadline` (monotonic seconds, `timeout`
+        after the attempt began) and within
+        `limits.max_answer_bytes`, as an answer whose content is in memory.
+
+        Raises AnswerTooSlow (retried as a timeout) when the body is still arriving at the
+        deadline, ServerError when it is larger than the limit; closes the stream either way.
+        """
+        limit = self.limits.max_answer_bytes
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    raise self.error(
+                        described,
+                        f"the answer is larger than {limit:,} bytes "
+                        "(ServerLimits.max_answer_bytes); not read further",
+                    )
+                chunks.append(chunk)
+                if self._clock() > deadline:
+                    raise AnswerTooSlow(
+                        f"the answer was not complete within the {timeout:g} s an attempt "
+                        f"may take ({size:,} bytes had come)",
+                        request=response.request,
+                    )
+        finally:
+            response.close()
+        # The body is decoded: the answer keeps every header but its encoding and length.
+        headers = [
+            (name, value)
+            for name, value in response.headers.multi_items()
+            if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+        ]
+        return httpx.Response(
+            response.status_code,
+            headers=headers,
+            content=b"".join(chunks),
+            request=response.request,
+            extensions=response.extensions,
+        )
 
     def retrying(self, described: str, attempt: Callable[[float], T]) -> T:
         """Run `attempt(timeout)` with this client's retries (for a streamed download)."""
@@ -662,6 +735,8 @@ class FhirServerClient:
 
 
 def transport_problem(error: httpx.TransportError) -> str:
+    if isinstance(error, AnswerTooSlow):
+        return str(error)
     if isinstance(error, httpx.TimeoutException):
         return f"no answer in time ({type(error).__name__})"
     return f"cannot connect ({type(error).__name__}: {error})"

@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import gzip
+import threading
+import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import respx
 from scripted_fhir import BASE, capability_statement, searchset
@@ -180,6 +185,128 @@ def test_an_answer_that_is_not_json_is_an_error(server: respx.MockRouter, waits:
     )
     with pytest.raises(ServerError, match=r"GET Patient/p1: the answer is not JSON \(text/html\)"):
         client(waits).read("Patient", "p1")
+
+
+# --------------------------------------------------------------------------- answer bounds
+
+
+class FakeClock:
+    """Monotonic seconds that pass only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Trickle(httpx.SyncByteStream):
+    """A body that arrives a few bytes at a time, `seconds` apart on `clock`."""
+
+    def __init__(self, body: bytes, clock: FakeClock, seconds: float) -> None:
+        self.body, self.clock, self.seconds = body, clock, seconds
+
+    def __iter__(self) -> Iterator[bytes]:
+        for start in range(0, len(self.body), 8):
+            self.clock.now += self.seconds
+            yield self.body[start : start + 8]
+
+
+def test_an_answer_that_trickles_in_is_cut_at_the_attempt_timeout(
+    server: respx.MockRouter, waits: Waits
+) -> None:
+    """httpx's timeout bounds each read, so bytes arriving every 0.4 s never trip a 1 s
+    timeout; the attempt's whole answer is bounded too, and the attempt retried."""
+    clock = FakeClock()
+    body = orjson.dumps(searchset(OBSERVATION))
+    route = server.get("/Observation").mock(
+        side_effect=lambda request: httpx.Response(200, stream=Trickle(body, clock, 0.4))
+    )
+    policy = RetryPolicy(attempts=2, timeout=1.0, give_up_after=10.0)
+    slow = FhirServerClient(BASE, retry=policy, sleep=waits, clock=clock, jitter=lambda: 0.5)
+    with pytest.raises(ServerError) as caught:
+        list(slow.pages("Observation"))
+    assert route.call_count == 2
+    assert caught.value.timed_out
+    assert str(caught.value) == (
+        f"{BASE}: GET Observation: the answer was not complete within the 1 s an attempt may "
+        "take (24 bytes had come); gave up after 2 attempts"
+    )
+
+
+def test_an_answer_larger_than_the_limit_is_not_read_whole(
+    server: respx.MockRouter, waits: Waits
+) -> None:
+    big = dict(PATIENT, text={"status": "generated", "div": "<div>" + "x" * 5000 + "</div>"})
+    route = server.get("/Patient/p1").mock(return_value=httpx.Response(200, json=big))
+    small = FhirServerClient(BASE, limits=ServerLimits(max_answer_bytes=4096), sleep=waits)
+    with pytest.raises(ServerError) as caught:
+        small.read("Patient", "p1")
+    assert route.call_count == 1  # not retried
+    assert caught.value.status is None
+    assert str(caught.value) == (
+        f"{BASE}: GET Patient/p1: the answer is larger than 4,096 bytes "
+        "(ServerLimits.max_answer_bytes); not read further"
+    )
+    assert FhirServerClient(BASE).limits.max_answer_bytes == 128 * 1024 * 1024
+
+
+def test_a_compressed_answer_is_read_decoded(server: respx.MockRouter, waits: Waits) -> None:
+    compressed = gzip.compress(orjson.dumps(PATIENT))
+    server.get("/Patient/p1").mock(
+        return_value=httpx.Response(
+            200,
+            content=compressed,
+            headers={"Content-Type": "application/fhir+json", "Content-Encoding": "gzip"},
+        )
+    )
+    assert client(waits).read("Patient", "p1") == PATIENT
+
+
+class _DripHandler(BaseHTTPRequestHandler):
+    """Sends a searchset one byte every 50 ms (about 4 s in all)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def do_GET(self) -> None:
+        body = orjson.dumps(searchset())
+        self.send_response(200)
+        self.send_header("Content-Type", "application/fhir+json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            for byte in body:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(0.05)
+        except OSError:  # the client gave up and closed the connection
+            pass
+
+
+def test_a_server_that_drips_its_answer_is_given_up_within_the_bounds() -> None:
+    """Over a real socket (loopback): one attempt of 0.5 s, no retry, gives up in well under
+    the 4 s the answer would take."""
+    http_server = ThreadingHTTPServer(("127.0.0.1", 0), _DripHandler)
+    thread = threading.Thread(target=http_server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{http_server.server_address[1]}/fhir"
+        policy = RetryPolicy(attempts=1, timeout=0.5, give_up_after=1.0)
+        started = time.monotonic()
+        with (
+            FhirServerClient(base, retry=policy) as dripping,
+            pytest.raises(ServerError, match=r"was not complete within the 0\.5 s") as caught,
+        ):
+            list(dripping.pages("Observation"))
+        assert time.monotonic() - started < 1.5
+        assert caught.value.timed_out
+    finally:
+        http_server.shutdown()
+        http_server.server_close()
+        thread.join()
 
 
 # --------------------------------------------------------------------------- paging
