@@ -70,11 +70,15 @@ from fhirclient.models.capabilitystatement import CapabilityStatement
 from fhirclient.models.fhirabstractbase import FHIRValidationError
 
 from engine import __version__
-from engine.errors import AuthConfigError, Location, ServerError
+from engine.errors import AuthConfigError, Location, ServerError, ServerRefusal
 
 log = logging.getLogger(__name__)
 
 FHIR_JSON = "application/fhir+json"
+JSON_MEDIA_TYPES = frozenset({FHIR_JSON, "application/json", "application/json+fhir"})
+"""Content types taken for FHIR JSON in an answer: R4's (http.html#mime-type), plain JSON,
+and the DSTU2 type some servers still send; parameters (`; charset=utf-8`,
+`; fhirVersion=4.0`) aside. An answer without a Content-Type is judged by its body."""
 USER_AGENT = f"trialsieve/{__version__}"
 """Sent with every request, so that a server's logs name the client."""
 _LONGEST_DIAGNOSTICS = 500
@@ -505,21 +509,19 @@ class FhirServerClient:
     def read(self, resource_type: str, resource_id: str) -> dict[str, Any] | None:
         """`GET TYPE/ID`: the resource, or None when the server answers 404 or 410.
 
-        An OperationOutcome answered with 200 instead of the resource is a ServerError with
-        status 200 and its diagnostics."""
+        An OperationOutcome answered with 200 instead of the resource is a ServerRefusal
+        (status 200) with its diagnostics."""
         url = f"{resource_type}/{quote(resource_id, safe='')}"
         response = self.send("GET", url, missing_ok=True)
         if response.status_code in (404, 410):
             return None
         resource = self._json_object(response, f"GET {url}")
         if resource.get("resourceType") == "OperationOutcome" != resource_type:
-            # A read answered 200 with an OperationOutcome instead of the resource: a refusal
-            # (status 200, as for a search answered so), with the server's words.
+            # A read answered 200 with an OperationOutcome instead of the resource: a refusal,
+            # as for a search answered so, with the server's words.
             words = outcome_diagnostics(resource) or "no diagnostics"
-            raise self.error(
-                f"GET {url}",
-                f"HTTP 200 with an OperationOutcome, not a {resource_type}: {words}",
-                200,
+            raise self.refusal(
+                f"GET {url}", f"HTTP 200 with an OperationOutcome, not a {resource_type}: {words}"
             )
         if resource.get("resourceType") != resource_type:
             raise self.error(f"GET {url}", f"answered with a {resource.get('resourceType')}")
@@ -528,8 +530,9 @@ class FhirServerClient:
     def pages(self, url: str, params: Mapping[str, str] | None = None) -> Iterator[dict[str, Any]]:
         """The searchset Bundles of a search, following `next` links (with handling=strict).
 
-        An OperationOutcome in place of a page is a ServerError with status 200 and its
-        diagnostics; any other non-searchset answer one without a status. A search whose
+        An OperationOutcome in place of a page is a ServerRefusal (status 200) with its
+        diagnostics; any other answer that is not a searchset Bundle in FHIR JSON a
+        ServerError without a status. A search whose
         `next` links go on past `limits.max_pages` pages is a ServerError naming the search
         and the limit (the pages before it have been yielded)."""
         strict = {"Prefer": "handling=strict"}
@@ -550,11 +553,11 @@ class FhirServerClient:
             described = self.describe("GET", page_url, page_params)
             bundle = self.json("GET", page_url, params=page_params, headers=strict)
             if bundle.get("resourceType") == "OperationOutcome":
-                # A search answered 200 with an OperationOutcome instead of results: the status
-                # stays 200 on the error, for callers that take it as a refusal.
+                # A search answered 200 with an OperationOutcome instead of results: a
+                # refusal, for callers that take it as "this type is not available".
                 words = outcome_diagnostics(bundle) or "no diagnostics"
-                raise self.error(
-                    described, f"HTTP 200 with an OperationOutcome, not a searchset: {words}", 200
+                raise self.refusal(
+                    described, f"HTTP 200 with an OperationOutcome, not a searchset: {words}"
                 )
             if bundle.get("resourceType") != "Bundle" or bundle.get("type") != "searchset":
                 kind = bundle.get("type") or bundle.get("resourceType")
@@ -714,16 +717,26 @@ class FhirServerClient:
         return f"{method} {target or '/'}"
 
     def _json_object(self, response: httpx.Response, described: str) -> dict[str, Any]:
+        """The answer's JSON object. An answer of another media type (a proxy's or single
+        sign-on's HTML login page), not JSON, or JSON but not an object is a ServerError
+        naming the request and the content type, without a status: never a refusal."""
+        kind = response.headers.get("Content-Type")
+        media_type = (kind or "").split(";", 1)[0].strip().lower()
+        if kind is not None and media_type not in JSON_MEDIA_TYPES:
+            raise self.error(described, f"the answer is {kind}, not FHIR JSON ({FHIR_JSON})")
+        shown = kind or "no content type"
         try:
             document = orjson.loads(response.content)
         except orjson.JSONDecodeError:
-            kind = response.headers.get("Content-Type", "no content type")
-            raise self.error(
-                described, f"the answer is not JSON ({kind})", response.status_code
-            ) from None
+            raise self.error(described, f"the answer is not JSON ({shown})") from None
         if not isinstance(document, dict):
-            raise self.error(described, "the answer is not a JSON object", response.status_code)
+            raise self.error(described, f"the answer is not a JSON object ({shown})")
         return document
+
+    def refusal(self, described: str, message: str) -> ServerRefusal:
+        """A ServerRefusal (an OperationOutcome answered with 200) naming this server and the
+        request."""
+        return ServerRefusal(message, server=self.base_url, request=described, status=200)
 
     def error(
         self, described: str, message: str, status: int | None = None, timed_out: bool = False

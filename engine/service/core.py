@@ -67,7 +67,7 @@ from engine.sources import (
     RetryPolicy,
     parse_bundle,
 )
-from engine.sources.fhir_server import SEARCH_REFUSALS, outcome_words, search_outcome
+from engine.sources.fhir_server import is_refusal, outcome_words, search_outcome
 from engine.sources.references import is_fhir_id
 
 READY_PROBE = RetryPolicy(attempts=1, timeout=3.0, give_up_after=3.0)
@@ -384,7 +384,7 @@ class Service:
             try:
                 medication = client.read("Medication", medication_id)
             except ServerError as error:
-                if error.status not in SEARCH_REFUSALS:  # refused, or 200 with an outcome
+                if not is_refusal(error):  # refused, or 200 with an outcome
                     raise
                 # The reference stays unresolved, with why (as `FhirServerSource` does).
                 prefetched.problems.append(
@@ -508,7 +508,7 @@ class Service:
                         if patient:
                             patients.add(patient)
         except ServerError as error:
-            if not first or error.status not in SEARCH_REFUSALS:
+            if not first or not is_refusal(error):
                 raise
             log_event(
                 logging.WARNING,

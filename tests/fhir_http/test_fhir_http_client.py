@@ -183,8 +183,12 @@ def test_an_answer_that_is_not_json_is_an_error(server: respx.MockRouter, waits:
             200, text="<html>login</html>", headers={"Content-Type": "text/html"}
         )
     )
-    with pytest.raises(ServerError, match=r"GET Patient/p1: the answer is not JSON \(text/html\)"):
+    with pytest.raises(ServerError) as caught:
         client(waits).read("Patient", "p1")
+    assert str(caught.value) == (
+        f"{BASE}: GET Patient/p1: the answer is text/html, not FHIR JSON (application/fhir+json)"
+    )
+    assert caught.value.status is None
 
 
 # --------------------------------------------------------------------------- answer bounds
