@@ -530,11 +530,14 @@ class FhirServerClient:
     def pages(self, url: str, params: Mapping[str, str] | None = None) -> Iterator[dict[str, Any]]:
         """The searchset Bundles of a search, following `next` links (with handling=strict).
 
+        A `next` link is a URI reference (R4 http.html#paging: followed as given, never
+        built); a relative one is resolved against the URL of the page that carries it (RFC
+        3986 §5.2, `httpx.URL.join`), and the result must be on this server (`is_on_server`).
         An OperationOutcome in place of a page is a ServerRefusal (status 200) with its
         diagnostics; any other answer that is not a searchset Bundle in FHIR JSON a
-        ServerError without a status. A search whose
-        `next` links go on past `limits.max_pages` pages is a ServerError naming the search
-        and the limit (the pages before it have been yielded)."""
+        ServerError without a status. A search whose `next` links go on past
+        `limits.max_pages` pages is a ServerError naming the search and the limit (the pages
+        before it have been yielded)."""
         strict = {"Prefer": "handling=strict"}
         seen: set[str] = set()
         page_url: str | None = url
@@ -549,7 +552,8 @@ class FhirServerClient:
                     f"the limit of {self.limits.max_pages} pages per search",
                 )
             count += 1
-            seen.add(str(self.http.build_request("GET", page_url, params=page_params).url))
+            page_address = self.http.build_request("GET", page_url, params=page_params).url
+            seen.add(str(page_address))
             described = self.describe("GET", page_url, page_params)
             bundle = self.json("GET", page_url, params=page_params, headers=strict)
             if bundle.get("resourceType") == "OperationOutcome":
@@ -563,8 +567,8 @@ class FhirServerClient:
                 kind = bundle.get("type") or bundle.get("resourceType")
                 raise self.error(described, f"expected a searchset Bundle, got {kind}")
             yield bundle
-            page_url, page_params = self._next_link(bundle, described), None
-            if page_url is not None and str(self.http.build_request("GET", page_url).url) in seen:
+            page_url, page_params = self._next_link(bundle, described, page_address), None
+            if page_url is not None and page_url in seen:
                 raise self.error(described, f"the next link {page_url} repeats an earlier page")
 
     def send(
@@ -672,7 +676,10 @@ class FhirServerClient:
             return self.retry.timeout
         return self._retrier.timeout(self.deadline)
 
-    def _next_link(self, bundle: dict[str, Any], described: str) -> str | None:
+    def _next_link(self, bundle: dict[str, Any], described: str, page: httpx.URL) -> str | None:
+        """The page's `next` link as an absolute URL on this server (resolved against `page`,
+        the page's own URL), None when it has none; a ServerError when it is unusable or
+        leads off the server."""
         links = bundle.get("link")
         if not isinstance(links, list):
             return None
@@ -681,24 +688,29 @@ class FhirServerClient:
                 url = link.get("url")
                 if not isinstance(url, str) or not url:
                     raise self.error(described, "the next link has no url")
-                if not self.is_on_server(url):
+                absolute = _resolved(page, url)
+                if absolute is None:
+                    raise self.error(described, f"the next link {url} is not a URL")
+                if not self.is_on_server(absolute):
                     raise self.error(
                         described,
                         f"the next link {url} is outside the base URL {self.base_url}; the "
                         "server is configured with another base URL than the one it is "
                         "reached at (for sekmet: set SEKMET_BASE_URL)",
                     )
-                return url
+                return absolute
         return None
 
     def is_on_server(self, url: str) -> bool:
-        """Whether a URL or literal reference (relative, or absolute under the base URL) is
-        on this server.
+        """Whether a URL or literal reference is on this server: resolved against the base URL
+        (RFC 3986 §5.2, so `Medication/m1` is, `//other.example.org/fhir/Medication/m1` and
+        `/elsewhere/Medication/m1` are not), it lies under the base URL.
         """
-        if not url.startswith(("http://", "https://")):
-            return "://" not in url
+        absolute = _resolved(httpx.URL(self.base_url + "/"), url)
+        if absolute is None or not absolute.startswith(("http://", "https://")):
+            return False
         base = self.base_url
-        return url == base or url.startswith((base + "/", base + "?"))
+        return absolute == base or absolute.startswith((base + "/", base + "?"))
 
     def describe(self, method: str, url: str, params: Mapping[str, str] | None = None) -> str:
         """`METHOD path?query` relative to the base URL, for messages; another host's URL
@@ -745,6 +757,15 @@ class FhirServerClient:
         return ServerError(
             message, server=self.base_url, request=described, status=status, timed_out=timed_out
         )
+
+
+def _resolved(base: httpx.URL, reference: str) -> str | None:
+    """A URI reference resolved against `base` (RFC 3986 §5.2: httpx's join), as a string;
+    None when it is not a URL httpx can parse."""
+    try:
+        return str(base.join(reference))
+    except httpx.InvalidURL:
+        return None
 
 
 def transport_problem(error: httpx.TransportError) -> str:
