@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 import jwt
@@ -704,13 +704,16 @@ class FhirServerClient:
     def is_on_server(self, url: str) -> bool:
         """Whether a URL or literal reference is on this server: resolved against the base URL
         (RFC 3986 §5.2, so `Medication/m1` is, `//other.example.org/fhir/Medication/m1` and
-        `/elsewhere/Medication/m1` are not), it lies under the base URL.
+        `/elsewhere/Medication/m1` are not), it lies under the base URL, both compared in
+        their normal form (`_normal_form`): `BASE/../other` and `BASE/%2E%2E/other` are
+        outside, `HTTPS://HOST:443/base` is the base.
         """
         absolute = _resolved(httpx.URL(self.base_url + "/"), url)
-        if absolute is None or not absolute.startswith(("http://", "https://")):
+        found = _normal_form(absolute) if absolute is not None else None
+        base = _normal_form(self.base_url)
+        if found is None or base is None or found[:3] != base[:3]:
             return False
-        base = self.base_url
-        return absolute == base or absolute.startswith((base + "/", base + "?"))
+        return found[3][: len(base[3])] == base[3]
 
     def describe(self, method: str, url: str, params: Mapping[str, str] | None = None) -> str:
         """`METHOD path?query` relative to the base URL, for messages; another host's URL
@@ -766,6 +769,31 @@ def _resolved(base: httpx.URL, reference: str) -> str | None:
         return str(base.join(reference))
     except httpx.InvalidURL:
         return None
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _normal_form(url: str) -> tuple[str, str, int, tuple[str, ...]] | None:
+    """An http(s) URL as (scheme, host, port, path segments) after RFC 3986 §6.2.2's
+    syntax-based normalisation, the query dropped: scheme and host in lower case, the default
+    port explicit, each path segment percent-decoded (§6.2.2.2; decoded per segment, so an
+    encoded `/` stays inside its segment), and dot segments removed (§6.2.2.3, by httpx),
+    those decoding reveals (`%2E%2E`) included; empty segments are left out, so that a base
+    URL compares with a trailing slash or without. None for another scheme or no host."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return None
+    scheme = parsed.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parsed.host:
+        return None
+    raw_path = parsed.raw_path.split(b"?", 1)[0].decode("ascii")
+    decoded = "/".join(quote(unquote(segment), safe="") for segment in raw_path.split("/"))
+    normal = httpx.URL(scheme=scheme, host=parsed.host.lower(), path=decoded or "/")
+    segments = tuple(normal.raw_path.decode("ascii").split("/")[1:])
+    port = parsed.port or _DEFAULT_PORTS[scheme]
+    return scheme, normal.host, port, tuple(segment for segment in segments if segment)
 
 
 def transport_problem(error: httpx.TransportError) -> str:

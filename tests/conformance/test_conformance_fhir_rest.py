@@ -202,3 +202,44 @@ def test_a_reference_is_on_the_server_only_when_it_resolves_under_the_base_url(
     and RFC 3986 §5.2: a protocol-relative or absolute-path reference is not this server's."""
     with FhirServerClient(TENANT_BASE) as client:
         assert client.is_on_server(reference) is on_server
+
+
+@pytest.mark.parametrize(
+    ("url", "on_server"),
+    [
+        (f"{TENANT_BASE}/../../tenant-b/fhir/Patient", False),
+        (f"{TENANT_BASE}/%2E%2E/%2e%2e/tenant-b/fhir/Patient", False),
+        (f"{TENANT_BASE}/Patient/%2E%2E/%2E%2E/%2E%2E/tenant-b/fhir/Patient", False),
+        ("https://fhir.example.org/tenant-a/fhirx/Patient", False),
+        ("https://fhir.example.org/tenant-a%2Ffhir/Patient", False),
+        ("http://fhir.example.org/tenant-a/fhir/Patient", False),
+        ("https://fhir.example.org:8443/tenant-a/fhir/Patient", False),
+        ("HTTPS://FHIR.Example.ORG:443/tenant-a/fhir/Patient", True),
+        ("https://fhir.example.org/tenant-%61/fhir/Patient", True),
+        (f"{TENANT_BASE}/Patient/../Observation?page=2", True),
+        (f"{TENANT_BASE}?_count=1", True),
+    ],
+)
+def test_the_base_url_check_compares_normalised_urls(url: str, on_server: bool) -> None:
+    """RFC 3986 §6.2.2 (syntax-based normalisation: case, percent-encoding, dot segments) and
+    §6.2.3 (the scheme's default port): `BASE/../other` or `BASE/%2E%2E/other` leaves the
+    base URL, so the token is not sent there; the same server written in other case or with
+    its default port is the base URL. The prefix is compared by whole segments."""
+    with FhirServerClient(TENANT_BASE) as client:
+        assert client.is_on_server(url) is on_server
+
+
+def test_a_next_link_that_climbs_out_of_the_base_url_is_refused_before_any_request() -> None:
+    """docs/server.md "Authentication": the token goes only under the base URL; on a
+    multi-tenant gateway, another tenant's path is another server."""
+    escape = f"{TENANT_BASE}/%2E%2E/%2E%2E/tenant-b/fhir/Observation?page=2"
+    with respx.mock(assert_all_called=False) as mock:
+        mock.get(f"{TENANT_BASE}/Observation").mock(return_value=_page(escape))
+        anything_else = mock.route().mock(return_value=_page())
+        with (
+            FhirServerClient(TENANT_BASE, retry=RetryPolicy(attempts=1)) as client,
+            pytest.raises(ServerError) as caught,
+        ):
+            list(client.pages("Observation"))
+    assert anything_else.call_count == 0
+    assert "is outside the base URL" in str(caught.value)
