@@ -822,7 +822,10 @@ def _outcome_text(response: httpx.Response) -> str:
 
 
 def outcome_diagnostics(outcome: dict[str, Any]) -> str:
-    """The issues of an OperationOutcome as one line (diagnostics, else details.text)."""
+    """The issues of an OperationOutcome as one line: each issue's diagnostics, else
+    details.text, else code, followed by the element it is about in parentheses (its
+    `expression`, else its deprecated `location`; R4 OperationOutcome.issue), unless the text
+    names it already: `Missing required property (Bundle.entry[1].resource.status)`."""
     texts: list[str] = []
     for item in outcome.get("issue") or ():
         if not isinstance(item, dict):
@@ -830,12 +833,29 @@ def outcome_diagnostics(outcome: dict[str, Any]) -> str:
         details = item.get("details")
         detail_text = details.get("text") if isinstance(details, dict) else None
         text = item.get("diagnostics") or detail_text or item.get("code")
-        if isinstance(text, str) and text:
+        paths = _issue_paths(item)
+        if not isinstance(text, str) or not text:
+            text = ", ".join(paths)
+        elif paths and not all(path in text for path in paths):
+            text = f"{text} ({', '.join(paths)})"
+        if text:
             texts.append(text)
     joined = "; ".join(texts)
     if len(joined) > _LONGEST_DIAGNOSTICS:
         return joined[: _LONGEST_DIAGNOSTICS - 1] + "…"
     return joined
+
+
+def _issue_paths(issue: dict[str, Any]) -> list[str]:
+    """The elements an OperationOutcome issue is about: its `expression` (FHIRPath), else its
+    `location` (XPath, deprecated in R4)."""
+    for name in ("expression", "location"):
+        paths = issue.get(name)
+        if isinstance(paths, list):
+            found = [path for path in paths if isinstance(path, str) and path]
+            if found:
+                return found
+    return []
 
 
 # --------------------------------------------------------------------------- SMART Backend Services

@@ -21,6 +21,7 @@ checked entry by entry; anything but success raises `ServerError`. The requests 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -230,7 +231,8 @@ class FhirServerSink:
                 "POST", self.client.base_url, body=bundle, headers={"Prefer": "return=minimal"}
             )
         except ServerError as error:
-            raise self._error(described, error.message, error.status) from error
+            message = error.message + _entries_named(error.message, requests)
+            raise self._error(described, message, error.status) from error
         if answer.get("resourceType") != "Bundle" or answer.get("type") != "transaction-response":
             kind = answer.get("type") or answer.get("resourceType")
             raise self._error(described, f"expected a transaction-response Bundle, got {kind}")
@@ -253,6 +255,19 @@ class FhirServerSink:
 
     def _error(self, described: str, message: str, status: int | None = None) -> ServerError:
         return ServerError(message, server=self.client.base_url, request=described, status=status)
+
+
+_ENTRY_PATH = re.compile(r"\bBundle\.entry\[(\d+)\]")
+
+
+def _entries_named(message: str, requests: Sequence[str]) -> str:
+    """`; Bundle.entry[1] is PUT DetectedIssue?identifier=...` for each transaction entry a
+    server's message names by FHIRPath (an OperationOutcome's `expression`; 0-based, as
+    FHIRPath indexes), so that a rejected transaction says which request it rejected."""
+    named = dict.fromkeys(int(index) for index in _ENTRY_PATH.findall(message))
+    return "".join(
+        f"; Bundle.entry[{index}] is {requests[index]}" for index in named if index < len(requests)
+    )
 
 
 def _written_entry(request: str, entry: Any) -> WrittenEntry:

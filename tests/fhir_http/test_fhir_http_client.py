@@ -22,7 +22,12 @@ from scripted_fhir import BASE, capability_statement, searchset
 
 from engine.errors import ServerError
 from engine.evaluate import CompiledCriteria, evaluate_patient
-from engine.fhir_http import DEFAULT_MAX_PAGES, ServerCapabilities, ServerLimits
+from engine.fhir_http import (
+    DEFAULT_MAX_PAGES,
+    ServerCapabilities,
+    ServerLimits,
+    outcome_diagnostics,
+)
 from engine.record import build_record
 from engine.sinks import FhirServerSink, server_transaction
 from engine.sources import (
@@ -629,3 +634,73 @@ def test_a_failed_entry_in_the_answer_is_an_error(server: respx.MockRouter, wait
         f"{BASE}: POST / (transaction: PUT ResearchStudy/s1): "
         "entries failed in a transaction reported done: PUT ResearchStudy/s1: 409 Conflict"
     )
+
+
+def test_a_rejected_transaction_names_the_field_and_the_entry(
+    server: respx.MockRouter, waits: Waits
+) -> None:
+    """Medplum's validator puts the text in `details.text` and the element only in
+    `expression` (R4 OperationOutcome.issue.expression, FHIRPath, 0-based indexes): both
+    reach the message, with the request of the entry it names."""
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": {"resourceType": "ResearchStudy", "id": "s1", "status": "active"},
+                "request": {"method": "PUT", "url": "ResearchStudy/s1"},
+            },
+            {
+                "resource": {"resourceType": "DetectedIssue", "id": "d1", "status": "final"},
+                "request": {"method": "PUT", "url": "DetectedIssue/d1"},
+            },
+        ],
+    }
+    rejected = {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {
+                "severity": "error",
+                "code": "required",
+                "details": {"text": "Missing required property"},
+                "expression": ["Bundle.entry[1].resource.status"],
+            }
+        ],
+    }
+    server.post("").mock(return_value=httpx.Response(400, json=rejected))
+    with pytest.raises(ServerError) as caught:
+        FhirServerSink(client(waits)).send(bundle)
+    assert str(caught.value) == (
+        f"{BASE}: POST / (transaction: PUT ResearchStudy/s1, PUT DetectedIssue/d1): "
+        "HTTP 400 Bad Request: Missing required property (Bundle.entry[1].resource.status); "
+        "Bundle.entry[1] is PUT DetectedIssue/d1"
+    )
+
+
+@pytest.mark.parametrize(
+    ("issue", "text"),
+    [
+        (
+            {"code": "required", "expression": ["Patient.name", "Patient.gender"]},
+            "required (Patient.name, Patient.gender)",
+        ),
+        ({"code": "invalid", "location": ["/f:Patient/f:gender"]}, "invalid (/f:Patient/f:gender)"),
+        (
+            {"diagnostics": "Patient.gender: unknown code", "expression": ["Patient.gender"]},
+            "Patient.gender: unknown code",
+        ),
+        (
+            {
+                "diagnostics": "bad",
+                "expression": ["Patient.gender"],
+                "location": ["/f:Patient/f:gender"],
+            },
+            "bad (Patient.gender)",
+        ),
+    ],
+)
+def test_an_outcome_issue_names_its_element(issue: dict[str, Any], text: str) -> None:
+    """R4 OperationOutcome.issue.expression (FHIRPath), else the deprecated location (XPath),
+    follows the issue's text unless the text names it already."""
+    outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", **issue}]}
+    assert outcome_diagnostics(outcome) == text
