@@ -810,6 +810,32 @@ class _Export:
             raise self.client.error(described, "the completion manifest is not JSON", 200) from None
         if not isinstance(manifest, dict) or not isinstance(manifest.get("output"), list):
             raise self.client.error(described, "the completion manifest has no output list", 200)
+        # IG 2.0.0 "Response - Complete Status": transactionTime, request, requiresAccessToken,
+        # output and error are required; deleted is optional.
+        transaction_time = manifest.get("transactionTime")
+        if not isinstance(transaction_time, str) or not _is_instant(transaction_time):
+            raise self.client.error(
+                described,
+                "the completion manifest's transactionTime is "
+                + ("missing" if transaction_time is None else f"{transaction_time!r}")
+                + ", not a FHIR instant (the next --since needs it)",
+                200,
+            )
+        if not isinstance(manifest.get("request"), str) or not manifest["request"]:
+            raise self.client.error(
+                described, "the completion manifest has no request (the kick-off URL)", 200
+            )
+        if not isinstance(manifest.get("requiresAccessToken"), bool):
+            raise self.client.error(
+                described,
+                "the completion manifest's requiresAccessToken is "
+                + ("missing" if "requiresAccessToken" not in manifest else "not true or false"),
+                200,
+            )
+        if "error" not in manifest:
+            raise self.client.error(
+                described, "the completion manifest has no error list (an empty one if none)", 200
+            )
         for key in ("error", "deleted"):
             if not isinstance(manifest.get(key) or [], list):
                 raise self.client.error(

@@ -379,6 +379,24 @@ def test_the_complete_status_manifest_is_read_field_by_field(
             lambda body: body.update(error={"url": "x"}),
             "the completion manifest's error is not a list",
         ),
+        (
+            lambda body: body.pop("transactionTime"),
+            "the completion manifest's transactionTime is missing, not a FHIR instant",
+        ),
+        (
+            lambda body: body.update(transactionTime="2026-11-25"),
+            "the completion manifest's transactionTime is '2026-11-25', not a FHIR instant",
+        ),
+        (
+            lambda body: body.pop("requiresAccessToken"),
+            "the completion manifest's requiresAccessToken is missing",
+        ),
+        (
+            lambda body: body.update(requiresAccessToken="false"),
+            "the completion manifest's requiresAccessToken is not true or false",
+        ),
+        (lambda body: body.pop("request"), "the completion manifest has no request"),
+        (lambda body: body.pop("error"), "the completion manifest has no error list"),
     ],
 )
 def test_a_manifest_without_what_the_ig_requires_is_an_error(
@@ -388,9 +406,11 @@ def test_a_manifest_without_what_the_ig_requires_is_an_error(
     change: Callable[[dict[str, Any]], object],
     message: str,
 ) -> None:
-    """ "Response - Complete Status": `output` is required, each item with `type` and `url`;
-    `error` is an array. A manifest without them is refused with what is wrong, nothing
-    downloaded."""
+    """ "Response - Complete Status": `transactionTime` (a FHIR instant: the next `_since`),
+    `request`, `requiresAccessToken` (a boolean), `output` (each item with `type` and `url`)
+    and `error` (an array, empty when there were none) are required. A manifest without them
+    is refused with what is wrong, nothing downloaded (a missing `requiresAccessToken` is not
+    read as false)."""
     kickoff_route(server)
     body = manifest([("Patient", f"{FILES}/p.ndjson")])
     change(body)
