@@ -274,17 +274,23 @@ class Retrier:
             if delay > retry_deadline - now:
                 raise self.error(
                     described,
-                    f"{problem}; gave up after {number} attempts: the next try would come "
+                    f"{problem}; gave up after {_attempts(number)}: the next try would come "
                     f"after {delay:.1f} s, beyond {self.bound}",
                     status,
                     timed_out,
                 )
             log.warning("%s %s: %s; retrying in %.1f s", self.server, described, problem, delay)
             self.sleep(delay)
-        attempts = self.retry.attempts
         raise self.error(
-            described, f"{problem}; gave up after {attempts} attempts", status, timed_out
+            described,
+            f"{problem}; gave up after {_attempts(self.retry.attempts)}",
+            status,
+            timed_out,
         )
+
+
+def _attempts(count: int) -> str:
+    return f"{count} attempt" if count == 1 else f"{count} attempts"
 
 
 def is_retryable(status: int) -> bool:
@@ -292,18 +298,24 @@ def is_retryable(status: int) -> bool:
 
 
 def retry_after(response: httpx.Response, now: Callable[[], float]) -> float | None:
-    """Seconds the Retry-After header asks for (delta-seconds or an HTTP date), or None."""
+    """Seconds the Retry-After header asks for (RFC 9110 §10.2.3: delta-seconds or an HTTP
+    date), or None when it asks for none: absent, unreadable, `0`, or a date not in the future
+    (the server's clock behind ours). RFC 9110 leaves such a value to the client; retrying at
+    once would hammer a server that has just said 429 or 503, so the caller's backoff applies
+    instead."""
     value = response.headers.get("Retry-After")
     if value is None:
         return None
     value = value.strip()
     if value.isdigit():
-        return float(value)
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, moment.timestamp() - now())
+        seconds = float(value)
+    else:
+        try:
+            moment = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = moment.timestamp() - now()
+    return seconds if seconds > 0 else None
 
 
 # --------------------------------------------------------------------------- capabilities

@@ -117,6 +117,25 @@ def test_retry_after_may_be_a_date(server: respx.MockRouter, waits: Waits) -> No
     assert 1.0 < waits.seconds[0] <= 3.0
 
 
+@pytest.mark.parametrize("asked", ["Wed, 21 Oct 2015 07:28:00 GMT", "0"])
+def test_a_retry_after_asking_no_wait_gets_the_backoff(
+    server: respx.MockRouter, waits: Waits, asked: str
+) -> None:
+    """RFC 9110 §10.2.3 leaves a date in the past (the server's clock behind) or 0 to the
+    client: trialsieve takes it as no wait asked and backs off as without Retry-After, never
+    retrying at once a server that has just said 429."""
+    route = server.get("/Patient/p1").mock(
+        side_effect=[
+            httpx.Response(429, headers={"Retry-After": asked}),
+            httpx.Response(429, headers={"Retry-After": asked}),
+            httpx.Response(200, json=PATIENT),
+        ]
+    )
+    assert client(waits).read("Patient", "p1") == PATIENT
+    assert route.call_count == 3
+    assert waits.seconds == [0.375, 0.75]
+
+
 def test_503_is_retried_with_exponential_backoff(server: respx.MockRouter, waits: Waits) -> None:
     route = server.get("/Patient/p1").mock(
         side_effect=[httpx.Response(503), httpx.Response(503), httpx.Response(200, json=PATIENT)]
@@ -160,7 +179,7 @@ def test_a_retry_after_beyond_the_time_bound_gives_up_at_once(
         client(waits, give_up_after=60.0).read("Patient", "p1")
     assert route.call_count == 1
     assert waits.seconds == []
-    assert "HTTP 429 Too Many Requests; gave up after 1 attempts" in str(caught.value)
+    assert "HTTP 429 Too Many Requests; gave up after 1 attempt: " in str(caught.value)
     assert "beyond the 60 s bound" in str(caught.value)
 
 
