@@ -36,7 +36,8 @@ cannot help). Other answers raise `ServerError` naming the server, the request a
 OperationOutcome's diagnostics. `time_limit` bounds the whole call; the state stays on disk,
 so the next call resumes. Credentials go to the status URL only on the server's own host, and
 to output files only when the manifest says `requiresAccessToken` and the file is on that
-host; no message or log line carries them (nor a file URL's query).
+host; a file's redirects are followed, the token dropped on one to another origin; no
+message or log line carries them (nor a file URL's query).
 """
 
 from __future__ import annotations
@@ -440,6 +441,11 @@ def _download(
 ) -> tuple[int, int]:
     """Stream `url` to `target` atomically (`engine.atomic_write`); (lines, bytes).
 
+    Redirects are followed (a file server in front of an object store answers 302 or 307 with
+    a presigned URL), by httpx, which drops the Authorization header on a redirect to another
+    origin (scheme, host, port; an http-to-https upgrade of the same host aside): the token,
+    sent only with `send_auth`, stays on the server's origin.
+
     Raises `_Gone` for 404/410, ServerError for other refusals or when the client's deadline
     passes during the download.
     """
@@ -452,6 +458,7 @@ def _download(
             headers={"Accept": FHIR_NDJSON},
             auth=client.auth if send_auth else None,
             timeout=timeout,
+            follow_redirects=True,
         ) as response:
             if response.status_code in (404, 410):
                 raise _Gone(described)

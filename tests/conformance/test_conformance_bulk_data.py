@@ -217,6 +217,40 @@ def test_downloads_carry_the_token_only_when_the_manifest_requires_it(
     assert sent.headers.get("Authorization") == (expected if requires_token else None)
 
 
+@pytest.mark.parametrize(
+    ("target", "token_follows"),
+    [
+        ("https://objects.example.org/bucket/p.ndjson?X-Signature=abc", False),
+        (f"{FILES}/moved/p.ndjson", True),
+    ],
+)
+def test_a_file_behind_a_redirect_is_downloaded_the_token_kept_on_the_servers_origin(
+    server: respx.MockRouter,
+    fake_time: FakeTime,
+    tmp_path: Path,
+    target: str,
+    token_follows: bool,
+) -> None:
+    """ "File Request": the token goes with a file request only when `requiresAccessToken`
+    is true. A file server in front of an object store redirects (302) to a presigned URL:
+    the redirect is followed, and the token goes on only to the server's own origin, never
+    to the object store."""
+    kickoff_route(server)
+    status_route(server, done(manifest([("Patient", f"{FILES}/p.ndjson")], requires_token=True)))
+    asked = server.get(f"{FILES}/p.ndjson").mock(
+        return_value=httpx.Response(302, headers={"Location": target})
+    )
+    moved = server.get(target).mock(return_value=httpx.Response(200, content=ndjson(patient("p1"))))
+    delete_route(server)
+
+    result = export(tmp_path, fake_time)
+
+    assert [file.resources for file in result.files] == [1]
+    assert asked.calls.last.request.headers["Authorization"] == f"Bearer {TOKEN}"
+    sent = moved.calls.last.request.headers.get("Authorization")
+    assert sent == (f"Bearer {TOKEN}" if token_follows else None)
+
+
 def test_the_manifest_error_files_are_kept_apart_and_their_issues_returned(
     server: respx.MockRouter, fake_time: FakeTime, tmp_path: Path
 ) -> None:
