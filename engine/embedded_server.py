@@ -103,10 +103,23 @@ def sekmet_version() -> str:
         return "unknown version"
 
 
+def _make_folder(folder: Path) -> None:
+    """Create the server's folder and its parents when missing; EmbeddedServerError naming it
+    when that fails (a file in the way, no permission)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise EmbeddedServerError(
+            f"{folder}: cannot create the server's folder: {reason}"
+        ) from None
+
+
 class EmbeddedServer:
     """sekmet-fhir on a free loopback port, in a temporary folder deleted when it stops.
 
-    `folder` puts the server in an existing folder instead (which is then kept);
+    `folder` puts the server in that folder instead (created with its parents when missing,
+    and kept; EmbeddedServerError naming it when it cannot be);
     `smart_clients` are accepted besides the bearer token, with access tokens valid for
     `token_lifetime` seconds. The token is never shown in the repr.
     """
@@ -152,6 +165,7 @@ class EmbeddedServer:
         atexit.register(self.stop)
         try:
             self._folder = self._given_folder or Path(tempfile.mkdtemp(prefix="trialsieve-sekmet-"))
+            _make_folder(self._folder)
             settings = self._write_settings(self._folder)
             for _attempt in range(_PORT_ATTEMPTS):
                 self._launch(settings, _free_port())

@@ -15,6 +15,8 @@ without being named below with its module, or is missing from the tree.
      +-- UnitError              a unit cannot be parsed or converted
      +-- AttestationError       an attestation file is malformed
      +-- ServerError            a FHIR server cannot be reached or refuses a request
+          +-- ServerRefusal     it answered 200 with an OperationOutcome in place of the
+                                searchset or resource asked for (its own words of refusal)
      +-- AuthConfigError        an auth configuration (token or SMART key file) is unusable
      +-- BulkExportError        a Bulk Data export cannot be asked for, or kept in that folder
      +-- OutputValidationError  a resource trialsieve built is not valid FHIR (a bug, never input)
@@ -50,6 +52,9 @@ handle it as they handle the library's errors, and converted into the tree above
                       regular file (a named pipe, a device, a socket), never replaced: an
                       OSError, reported by each writer as it reports a full disk (SinkError,
                       the commands' `cannot write` messages)
+    AnswerTooSlow     (engine/fhir_http.py) a FHIR server's answer still arriving when its
+                      attempt's time ran out: an httpx `ReadTimeout`, retried by the retry
+                      loop like any timeout and reported as a ServerError (`timed_out`)
     StandardOutputError (engine/cli/standard_output.py) standard output cannot be written
                       (a full disk, a closed pipe): an OSError, which the `trialsieve` entry
                       turns into `error: standard output: cannot write: ...` and exit 1
@@ -192,6 +197,15 @@ class ServerError(TrialsieveError):
     def __str__(self) -> str:
         where = ": ".join(part for part in (self.server, self.request) if part)
         return f"{where}: {self.message}" if where else self.message
+
+
+class ServerRefusal(ServerError):
+    """A server answered 200 with an OperationOutcome in place of the searchset or the resource
+    asked for: it refuses the request in its own words (`status` is 200). Callers that take a
+    refusal as "this type is not available" (`engine.sources.fhir_server.is_refusal`) catch
+    this class, never a bare status 200: an answer that is not FHIR JSON at all (a proxy's
+    login page) is a plain ServerError.
+    """
 
 
 class AuthConfigError(TrialsieveError):

@@ -9,8 +9,8 @@ sinks both talk to servers; the stages keep what they do with the answers.
 - `FhirServerClient` talks to one server over httpx: a base URL, optional auth, a timeout per
   attempt, retries, a bound on the time of each request (or, with `time_limit`, of the whole
   job: a Bulk export), `next`-link paging that never leaves the base URL (a token is not sent
-  to another host). It reads the server's CapabilityStatement once, through fhirclient's R4
-  model, into `ServerCapabilities`.
+  to another host) and stops after `ServerLimits.max_pages` pages. It reads the server's
+  CapabilityStatement once, through fhirclient's R4 model, into `ServerCapabilities`.
 - Retries: `RetryPolicy` and `Retrier`, the one retry loop: exponential backoff with jitter on
   connection errors, timeouts, 429 and 5xx, honouring Retry-After (`retry_after`).
 - Authentication, as `httpx.Auth`: `BearerToken` (a static token from the environment or a
@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 import jwt
@@ -70,11 +70,15 @@ from fhirclient.models.capabilitystatement import CapabilityStatement
 from fhirclient.models.fhirabstractbase import FHIRValidationError
 
 from engine import __version__
-from engine.errors import AuthConfigError, Location, ServerError
+from engine.errors import AuthConfigError, Location, ServerError, ServerRefusal
 
 log = logging.getLogger(__name__)
 
 FHIR_JSON = "application/fhir+json"
+JSON_MEDIA_TYPES = frozenset({FHIR_JSON, "application/json", "application/json+fhir"})
+"""Content types taken for FHIR JSON in an answer: R4's (http.html#mime-type), plain JSON,
+and the DSTU2 type some servers still send; parameters (`; charset=utf-8`,
+`; fhirVersion=4.0`) aside. An answer without a Content-Type is judged by its body."""
 USER_AGENT = f"trialsieve/{__version__}"
 """Sent with every request, so that a server's logs name the client."""
 _LONGEST_DIAGNOSTICS = 500
@@ -153,7 +157,9 @@ class RetryPolicy:
     A request is tried up to `attempts` times; retry n (from 0) waits between half and all of
     `min(longest_delay, first_delay * 2**n)` seconds (exponential backoff, jitter), or what the
     server's Retry-After asks. `give_up_after` bounds one request's total time, all attempts
-    and waits included; `timeout` bounds each attempt's connect, read, write and pool waits.
+    and waits included; `timeout` bounds each attempt: httpx's connect, read, write and pool
+    timeouts, and (`FhirServerClient.send`) the whole answer, which must be read within
+    `timeout` of the attempt's start (checked as its body arrives).
     """
 
     attempts: int = 5
@@ -168,7 +174,46 @@ class RetryPolicy:
         return ceiling / 2 + jitter * ceiling / 2
 
 
+DEFAULT_MAX_PAGES = 1000
+"""Pages one search may bring (`ServerLimits.max_pages`): at the default page size of 200,
+200,000 resources of one type for one patient, which no real record reaches; a server whose
+`next` links never end is stopped there."""
+
+
+DEFAULT_MAX_ANSWER_BYTES = 128 * 1024 * 1024
+"""Bytes one answer's body may hold, decoded (`ServerLimits.max_answer_bytes`): a searchset
+page of 200 resources is a few hundred kB, a large record answered in one `$everything` page
+some tens of MB."""
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """How much a server may send: `max_pages` pages per search (`FhirServerClient.pages`)
+    and `max_answer_bytes` bytes per answer (`FhirServerClient.send`; Bulk Data files are
+    streamed to disk instead, bounded by the export's time limit).
+
+    Every front end (evaluate, demo, the service, a cohort's Bulk export) builds its client
+    with these defaults unless it passes others, so a misbehaving or hostile server cannot
+    keep a run or a service worker reading forever.
+    """
+
+    max_pages: int = DEFAULT_MAX_PAGES
+    max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES
+
+    def __post_init__(self) -> None:
+        if self.max_pages < 1:
+            raise ValueError("max_pages must be at least 1")
+        if self.max_answer_bytes < 1:
+            raise ValueError("max_answer_bytes must be at least 1")
+
+
 T = TypeVar("T")
+
+
+class AnswerTooSlow(httpx.ReadTimeout):
+    """An answer still arriving when its attempt's time ran out (a server that sends it a few
+    bytes at a time never trips httpx's timeout, which bounds each read, not the whole):
+    retried like any timeout."""
 
 
 class RetryableAnswer(Exception):
@@ -229,17 +274,23 @@ class Retrier:
             if delay > retry_deadline - now:
                 raise self.error(
                     described,
-                    f"{problem}; gave up after {number} attempts: the next try would come "
+                    f"{problem}; gave up after {_attempts(number)}: the next try would come "
                     f"after {delay:.1f} s, beyond {self.bound}",
                     status,
                     timed_out,
                 )
             log.warning("%s %s: %s; retrying in %.1f s", self.server, described, problem, delay)
             self.sleep(delay)
-        attempts = self.retry.attempts
         raise self.error(
-            described, f"{problem}; gave up after {attempts} attempts", status, timed_out
+            described,
+            f"{problem}; gave up after {_attempts(self.retry.attempts)}",
+            status,
+            timed_out,
         )
+
+
+def _attempts(count: int) -> str:
+    return f"{count} attempt" if count == 1 else f"{count} attempts"
 
 
 def is_retryable(status: int) -> bool:
@@ -247,18 +298,24 @@ def is_retryable(status: int) -> bool:
 
 
 def retry_after(response: httpx.Response, now: Callable[[], float]) -> float | None:
-    """Seconds the Retry-After header asks for (delta-seconds or an HTTP date), or None."""
+    """Seconds the Retry-After header asks for (RFC 9110 §10.2.3: delta-seconds or an HTTP
+    date), or None when it asks for none: absent, unreadable, `0`, or a date not in the future
+    (the server's clock behind ours). RFC 9110 leaves such a value to the client; retrying at
+    once would hammer a server that has just said 429 or 503, so the caller's backoff applies
+    instead."""
     value = response.headers.get("Retry-After")
     if value is None:
         return None
     value = value.strip()
     if value.isdigit():
-        return float(value)
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, moment.timestamp() - now())
+        seconds = float(value)
+    else:
+        try:
+            moment = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = moment.timestamp() - now()
+    return seconds if seconds > 0 else None
 
 
 # --------------------------------------------------------------------------- capabilities
@@ -352,7 +409,8 @@ class ServerCapabilities:
 class FhirServerClient:
     """HTTP access to one FHIR R4 server: retries, time bounds, paging, its capabilities.
 
-    Each request may take `retry.give_up_after` seconds, retries included. With `time_limit`
+    Each request may take `retry.give_up_after` seconds, retries included; a search may bring
+    `limits.max_pages` pages. With `time_limit`
     the client serves one bounded job instead (a Bulk export): every request must end within
     `time_limit` seconds of the client's creation (`deadline`), and a request's retries stop
     `retry.give_up_after` after its first failure. `transport`, `sleep`, `clock` and `jitter`
@@ -365,6 +423,7 @@ class FhirServerClient:
         *,
         auth: httpx.Auth | None = None,
         retry: RetryPolicy | None = None,
+        limits: ServerLimits | None = None,
         time_limit: float | None = None,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -376,6 +435,7 @@ class FhirServerClient:
             raise ServerError(f"'{base_url}' is not a FHIR base URL (http(s)://host[:port]/path)")
         self.base_url = base_url.rstrip("/")
         self.retry = retry or RetryPolicy()
+        self.limits = limits or ServerLimits()
         self.auth = auth
         self.deadline: float | None = None if time_limit is None else clock() + time_limit
         """When the job must end (monotonic seconds); None: each request has its own bound."""
@@ -403,6 +463,7 @@ class FhirServerClient:
                 jitter=jitter,
                 window_from_first_failure=True,
             )
+        self._clock = clock
         self._capabilities: ServerCapabilities | None = None
         self.http = httpx.Client(
             base_url=self.base_url + "/",
@@ -460,21 +521,19 @@ class FhirServerClient:
     def read(self, resource_type: str, resource_id: str) -> dict[str, Any] | None:
         """`GET TYPE/ID`: the resource, or None when the server answers 404 or 410.
 
-        An OperationOutcome answered with 200 instead of the resource is a ServerError with
-        status 200 and its diagnostics."""
+        An OperationOutcome answered with 200 instead of the resource is a ServerRefusal
+        (status 200) with its diagnostics."""
         url = f"{resource_type}/{quote(resource_id, safe='')}"
         response = self.send("GET", url, missing_ok=True)
         if response.status_code in (404, 410):
             return None
         resource = self._json_object(response, f"GET {url}")
         if resource.get("resourceType") == "OperationOutcome" != resource_type:
-            # A read answered 200 with an OperationOutcome instead of the resource: a refusal
-            # (status 200, as for a search answered so), with the server's words.
+            # A read answered 200 with an OperationOutcome instead of the resource: a refusal,
+            # as for a search answered so, with the server's words.
             words = outcome_diagnostics(resource) or "no diagnostics"
-            raise self.error(
-                f"GET {url}",
-                f"HTTP 200 with an OperationOutcome, not a {resource_type}: {words}",
-                200,
+            raise self.refusal(
+                f"GET {url}", f"HTTP 200 with an OperationOutcome, not a {resource_type}: {words}"
             )
         if resource.get("resourceType") != resource_type:
             raise self.error(f"GET {url}", f"answered with a {resource.get('resourceType')}")
@@ -483,29 +542,45 @@ class FhirServerClient:
     def pages(self, url: str, params: Mapping[str, str] | None = None) -> Iterator[dict[str, Any]]:
         """The searchset Bundles of a search, following `next` links (with handling=strict).
 
-        An OperationOutcome in place of a page is a ServerError with status 200 and its
-        diagnostics; any other non-searchset answer one without a status."""
+        A `next` link is a URI reference (R4 http.html#paging: followed as given, never
+        built); a relative one is resolved against the URL of the page that carries it (RFC
+        3986 §5.2, `httpx.URL.join`), and the result must be on this server (`is_on_server`).
+        An OperationOutcome in place of a page is a ServerRefusal (status 200) with its
+        diagnostics; any other answer that is not a searchset Bundle in FHIR JSON a
+        ServerError without a status. A search whose `next` links go on past
+        `limits.max_pages` pages is a ServerError naming the search and the limit (the pages
+        before it have been yielded)."""
         strict = {"Prefer": "handling=strict"}
         seen: set[str] = set()
         page_url: str | None = url
         page_params = params
+        search = self.describe("GET", url, params)
+        count = 0
         while page_url is not None:
-            seen.add(str(self.http.build_request("GET", page_url, params=page_params).url))
+            if count == self.limits.max_pages:
+                raise self.error(
+                    search,
+                    f"stopped after {count} pages: the server's next links do not end within "
+                    f"the limit of {self.limits.max_pages} pages per search",
+                )
+            count += 1
+            page_address = self.http.build_request("GET", page_url, params=page_params).url
+            seen.add(str(page_address))
             described = self.describe("GET", page_url, page_params)
             bundle = self.json("GET", page_url, params=page_params, headers=strict)
             if bundle.get("resourceType") == "OperationOutcome":
-                # A search answered 200 with an OperationOutcome instead of results: the status
-                # stays 200 on the error, for callers that take it as a refusal.
+                # A search answered 200 with an OperationOutcome instead of results: a
+                # refusal, for callers that take it as "this type is not available".
                 words = outcome_diagnostics(bundle) or "no diagnostics"
-                raise self.error(
-                    described, f"HTTP 200 with an OperationOutcome, not a searchset: {words}", 200
+                raise self.refusal(
+                    described, f"HTTP 200 with an OperationOutcome, not a searchset: {words}"
                 )
             if bundle.get("resourceType") != "Bundle" or bundle.get("type") != "searchset":
                 kind = bundle.get("type") or bundle.get("resourceType")
                 raise self.error(described, f"expected a searchset Bundle, got {kind}")
             yield bundle
-            page_url, page_params = self._next_link(bundle, described), None
-            if page_url is not None and str(self.http.build_request("GET", page_url).url) in seen:
+            page_url, page_params = self._next_link(bundle, described, page_address), None
+            if page_url is not None and page_url in seen:
                 raise self.error(described, f"the next link {page_url} repeats an earlier page")
 
     def send(
@@ -534,9 +609,17 @@ class FhirServerClient:
         all_headers.update(headers or {})
 
         def attempt(timeout: float) -> httpx.Response:
-            response = self.http.request(
-                method, url, params=params, content=content, headers=all_headers, timeout=timeout
+            deadline = self._clock() + timeout
+            request = self.http.build_request(
+                method,
+                url,
+                params=params,
+                content=content,
+                headers=all_headers,
+                timeout=httpx.Timeout(timeout),
             )
+            answer = self.http.send(request, stream=True)
+            response = self._read_whole(answer, described, timeout, deadline)
             if response.is_success or (missing_ok and response.status_code in (404, 410)):
                 return response
             if response.status_code in answers_kept:
@@ -550,6 +633,51 @@ class FhirServerClient:
 
         return self._retrier.run(described, attempt)
 
+    def _read_whole(
+        self, response: httpx.Response, described: str, timeout: float, deadline: float
+    ) -> httpx.Response:
+        """A streamed answer, read whole (decoded) by `deadline` (monotonic seconds, `timeout`
+        after the attempt began) and within
+        `limits.max_answer_bytes`, as an answer whose content is in memory.
+
+        Raises AnswerTooSlow (retried as a timeout) when the body is still arriving at the
+        deadline, ServerError when it is larger than the limit; closes the stream either way.
+        """
+        limit = self.limits.max_answer_bytes
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    raise self.error(
+                        described,
+                        f"the answer is larger than {limit:,} bytes "
+                        "(ServerLimits.max_answer_bytes); not read further",
+                    )
+                chunks.append(chunk)
+                if self._clock() > deadline:
+                    raise AnswerTooSlow(
+                        f"the answer was not complete within the {timeout:g} s an attempt "
+                        f"may take ({size:,} bytes had come)",
+                        request=response.request,
+                    )
+        finally:
+            response.close()
+        # The body is decoded: the answer keeps every header but its encoding and length.
+        headers = [
+            (name, value)
+            for name, value in response.headers.multi_items()
+            if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+        ]
+        return httpx.Response(
+            response.status_code,
+            headers=headers,
+            content=b"".join(chunks),
+            request=response.request,
+            extensions=response.extensions,
+        )
+
     def retrying(self, described: str, attempt: Callable[[float], T]) -> T:
         """Run `attempt(timeout)` with this client's retries (for a streamed download)."""
         return self._retrier.run(described, attempt)
@@ -560,7 +688,10 @@ class FhirServerClient:
             return self.retry.timeout
         return self._retrier.timeout(self.deadline)
 
-    def _next_link(self, bundle: dict[str, Any], described: str) -> str | None:
+    def _next_link(self, bundle: dict[str, Any], described: str, page: httpx.URL) -> str | None:
+        """The page's `next` link as an absolute URL on this server (resolved against `page`,
+        the page's own URL), None when it has none; a ServerError when it is unusable or
+        leads off the server."""
         links = bundle.get("link")
         if not isinstance(links, list):
             return None
@@ -569,24 +700,32 @@ class FhirServerClient:
                 url = link.get("url")
                 if not isinstance(url, str) or not url:
                     raise self.error(described, "the next link has no url")
-                if not self.is_on_server(url):
+                absolute = _resolved(page, url)
+                if absolute is None:
+                    raise self.error(described, f"the next link {url} is not a URL")
+                if not self.is_on_server(absolute):
                     raise self.error(
                         described,
                         f"the next link {url} is outside the base URL {self.base_url}; the "
                         "server is configured with another base URL than the one it is "
                         "reached at (for sekmet: set SEKMET_BASE_URL)",
                     )
-                return url
+                return absolute
         return None
 
     def is_on_server(self, url: str) -> bool:
-        """Whether a URL or literal reference (relative, or absolute under the base URL) is
-        on this server.
+        """Whether a URL or literal reference is on this server: resolved against the base URL
+        (RFC 3986 §5.2, so `Medication/m1` is, `//other.example.org/fhir/Medication/m1` and
+        `/elsewhere/Medication/m1` are not), it lies under the base URL, both compared in
+        their normal form (`_normal_form`): `BASE/../other` and `BASE/%2E%2E/other` are
+        outside, `HTTPS://HOST:443/base` is the base.
         """
-        if not url.startswith(("http://", "https://")):
-            return "://" not in url
-        base = self.base_url
-        return url == base or url.startswith((base + "/", base + "?"))
+        absolute = _resolved(httpx.URL(self.base_url + "/"), url)
+        found = _normal_form(absolute) if absolute is not None else None
+        base = _normal_form(self.base_url)
+        if found is None or base is None or found[:3] != base[:3]:
+            return False
+        return found[3][: len(base[3])] == base[3]
 
     def describe(self, method: str, url: str, params: Mapping[str, str] | None = None) -> str:
         """`METHOD path?query` relative to the base URL, for messages; another host's URL
@@ -605,16 +744,26 @@ class FhirServerClient:
         return f"{method} {target or '/'}"
 
     def _json_object(self, response: httpx.Response, described: str) -> dict[str, Any]:
+        """The answer's JSON object. An answer of another media type (a proxy's or single
+        sign-on's HTML login page), not JSON, or JSON but not an object is a ServerError
+        naming the request and the content type, without a status: never a refusal."""
+        kind = response.headers.get("Content-Type")
+        media_type = (kind or "").split(";", 1)[0].strip().lower()
+        if kind is not None and media_type not in JSON_MEDIA_TYPES:
+            raise self.error(described, f"the answer is {kind}, not FHIR JSON ({FHIR_JSON})")
+        shown = kind or "no content type"
         try:
             document = orjson.loads(response.content)
         except orjson.JSONDecodeError:
-            kind = response.headers.get("Content-Type", "no content type")
-            raise self.error(
-                described, f"the answer is not JSON ({kind})", response.status_code
-            ) from None
+            raise self.error(described, f"the answer is not JSON ({shown})") from None
         if not isinstance(document, dict):
-            raise self.error(described, "the answer is not a JSON object", response.status_code)
+            raise self.error(described, f"the answer is not a JSON object ({shown})")
         return document
+
+    def refusal(self, described: str, message: str) -> ServerRefusal:
+        """A ServerRefusal (an OperationOutcome answered with 200) naming this server and the
+        request."""
+        return ServerRefusal(message, server=self.base_url, request=described, status=200)
 
     def error(
         self, described: str, message: str, status: int | None = None, timed_out: bool = False
@@ -625,7 +774,43 @@ class FhirServerClient:
         )
 
 
+def _resolved(base: httpx.URL, reference: str) -> str | None:
+    """A URI reference resolved against `base` (RFC 3986 §5.2: httpx's join), as a string;
+    None when it is not a URL httpx can parse."""
+    try:
+        return str(base.join(reference))
+    except httpx.InvalidURL:
+        return None
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _normal_form(url: str) -> tuple[str, str, int, tuple[str, ...]] | None:
+    """An http(s) URL as (scheme, host, port, path segments) after RFC 3986 §6.2.2's
+    syntax-based normalisation, the query dropped: scheme and host in lower case, the default
+    port explicit, each path segment percent-decoded (§6.2.2.2; decoded per segment, so an
+    encoded `/` stays inside its segment), and dot segments removed (§6.2.2.3, by httpx),
+    those decoding reveals (`%2E%2E`) included; empty segments are left out, so that a base
+    URL compares with a trailing slash or without. None for another scheme or no host."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return None
+    scheme = parsed.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parsed.host:
+        return None
+    raw_path = parsed.raw_path.split(b"?", 1)[0].decode("ascii")
+    decoded = "/".join(quote(unquote(segment), safe="") for segment in raw_path.split("/"))
+    normal = httpx.URL(scheme=scheme, host=parsed.host.lower(), path=decoded or "/")
+    segments = tuple(normal.raw_path.decode("ascii").split("/")[1:])
+    port = parsed.port or _DEFAULT_PORTS[scheme]
+    return scheme, normal.host, port, tuple(segment for segment in segments if segment)
+
+
 def transport_problem(error: httpx.TransportError) -> str:
+    if isinstance(error, AnswerTooSlow):
+        return str(error)
     if isinstance(error, httpx.TimeoutException):
         return f"no answer in time ({type(error).__name__})"
     return f"cannot connect ({type(error).__name__}: {error})"
@@ -649,7 +834,10 @@ def _outcome_text(response: httpx.Response) -> str:
 
 
 def outcome_diagnostics(outcome: dict[str, Any]) -> str:
-    """The issues of an OperationOutcome as one line (diagnostics, else details.text)."""
+    """The issues of an OperationOutcome as one line: each issue's diagnostics, else
+    details.text, else code, followed by the element it is about in parentheses (its
+    `expression`, else its deprecated `location`; R4 OperationOutcome.issue), unless the text
+    names it already: `Missing required property (Bundle.entry[1].resource.status)`."""
     texts: list[str] = []
     for item in outcome.get("issue") or ():
         if not isinstance(item, dict):
@@ -657,12 +845,29 @@ def outcome_diagnostics(outcome: dict[str, Any]) -> str:
         details = item.get("details")
         detail_text = details.get("text") if isinstance(details, dict) else None
         text = item.get("diagnostics") or detail_text or item.get("code")
-        if isinstance(text, str) and text:
+        paths = _issue_paths(item)
+        if not isinstance(text, str) or not text:
+            text = ", ".join(paths)
+        elif paths and not all(path in text for path in paths):
+            text = f"{text} ({', '.join(paths)})"
+        if text:
             texts.append(text)
     joined = "; ".join(texts)
     if len(joined) > _LONGEST_DIAGNOSTICS:
         return joined[: _LONGEST_DIAGNOSTICS - 1] + "…"
     return joined
+
+
+def _issue_paths(issue: dict[str, Any]) -> list[str]:
+    """The elements an OperationOutcome issue is about: its `expression` (FHIRPath), else its
+    `location` (XPath, deprecated in R4)."""
+    for name in ("expression", "location"):
+        paths = issue.get(name)
+        if isinstance(paths, list):
+            found = [path for path in paths if isinstance(path, str) and path]
+            if found:
+                return found
+    return []
 
 
 # --------------------------------------------------------------------------- SMART Backend Services

@@ -67,7 +67,7 @@ from engine.sources import (
     RetryPolicy,
     parse_bundle,
 )
-from engine.sources.fhir_server import SEARCH_REFUSALS, outcome_words, search_outcome
+from engine.sources.fhir_server import is_refusal, outcome_words, search_outcome
 from engine.sources.references import is_fhir_id
 
 READY_PROBE = RetryPolicy(attempts=1, timeout=3.0, give_up_after=3.0)
@@ -99,7 +99,10 @@ class Service:
         )
         self.fhir: FhirServerClient | None = (
             FhirServerClient(
-                settings.fhir_server, auth=self._server_auth, retry=settings.fhir_retry
+                settings.fhir_server,
+                auth=self._server_auth,
+                retry=settings.fhir_retry,
+                limits=settings.fhir_limits,
             )
             if settings.fhir_server
             else None
@@ -330,7 +333,10 @@ class Service:
             client = self._request_clients.pop(base, None)
             if client is None:
                 client = FhirServerClient(
-                    base, auth=ContextBearerToken(REQUEST_TOKEN), retry=self.settings.fhir_retry
+                    base,
+                    auth=ContextBearerToken(REQUEST_TOKEN),
+                    retry=self.settings.fhir_retry,
+                    limits=self.settings.fhir_limits,
                 )
             self._request_clients[base] = client  # the most recently used last
             while len(self._request_clients) > MAX_REQUEST_SERVERS:
@@ -378,7 +384,7 @@ class Service:
             try:
                 medication = client.read("Medication", medication_id)
             except ServerError as error:
-                if error.status not in SEARCH_REFUSALS:  # refused, or 200 with an outcome
+                if not is_refusal(error):  # refused, or 200 with an outcome
                     raise
                 # The reference stays unresolved, with why (as `FhirServerSource` does).
                 prefetched.problems.append(
@@ -502,7 +508,7 @@ class Service:
                         if patient:
                             patients.add(patient)
         except ServerError as error:
-            if not first or error.status not in SEARCH_REFUSALS:
+            if not first or not is_refusal(error):
                 raise
             log_event(
                 logging.WARNING,

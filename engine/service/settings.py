@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import Location, ServiceConfigError
-from engine.sources import RetryPolicy
+from engine.sources import RetryPolicy, ServerLimits
 from engine.sources.fhir_server import DEFAULT_PAGE_SIZE
 
 SCOPE_EVALUATE = "evaluate"
@@ -129,6 +129,9 @@ class ServiceSettings:
     `as_of`: evaluate as of this day instead of today (tests, replays).
     `notification_state`: a JSON file keeping, per Subscription, when the service last asked
     the server what changed (`engine.service.subscription_changes`), across restarts.
+    `fhir_retry`: retries and time bounds of every request to a FHIR server;
+    `fhir_limits`: how much one server may send (pages per search), for the configured server
+    and every server a CDS Hooks call names (`engine.fhir_http.ServerLimits`).
     `environment`: where environment-variable secrets are read (default `os.environ`).
     """
 
@@ -146,6 +149,7 @@ class ServiceSettings:
     cors_origins: tuple[str, ...] = ()
     as_of: dt.date | None = None
     fhir_retry: RetryPolicy = SERVICE_RETRY
+    fhir_limits: ServerLimits = field(default_factory=ServerLimits)
     page_size: int = DEFAULT_PAGE_SIZE
     notification_workers: int = 2
     notification_state: Path | None = None

@@ -1,7 +1,10 @@
 """FHIR server sink: write one evaluation's results to the server in one transaction.
 
 The ResearchStudy is found or created first, once per sink and trial: searched by its registry
-identifier, else POSTed with `If-None-Exist` (R4 3.1.0.8.1), and the ResearchSubject refers to
+identifier (`Prefer: handling=strict`, every page; only a study whose `identifier` holds the
+trial's system and value counts, so a server that ignores or mis-matches the parameter cannot
+put the subjects into another trial), else POSTed with `If-None-Exist` (R4 3.1.0.8.1; a match
+the server reports with 200 is checked the same way), and the ResearchSubject refers to
 it by the id the server holds, so the reference resolves on any server (a conditional create
 inside a transaction that matches an existing study is not rewritten by every server). Then
 the ResearchSubject and DetectedIssue are upserted by conditional update on their identifiers
@@ -17,9 +20,12 @@ checked entry by entry; anything but success raises `ServerError`. The requests 
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import httpx
 import orjson
@@ -31,6 +37,8 @@ from engine.fhir_http import FhirServerClient, ServerCapabilities, outcome_diagn
 from engine.report import research_study, transaction_bundle, validate_bundle
 from engine.report.resources import entry_id, research_study_id, study_search
 from engine.sources.references import reference_key
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -105,43 +113,107 @@ class FhirServerSink:
 
     def study_reference(self, trial: Trial, *, create: bool = True) -> str | None:
         """`ResearchStudy/{id}` of the trial's study on the server: found by its identifier,
-        else (when `create`) made by a conditional create; None when absent and not made."""
+        else (when `create`) made by a conditional create; None when absent and not made.
+
+        The search is sent with `Prefer: handling=strict` and read through every page, like
+        every other search; only a study that carries the trial's identifier (system and
+        value) counts as found: a server that ignores or mis-matches the parameter and
+        answers with another trial's study does not put the subjects into that trial.
+        """
         known = self._studies.get(trial.id)
         if known is not None:
             return known
-        study = research_study(trial)
         query = study_search(trial)
-        described = f"GET ResearchStudy?{query}"
-        found = self.client.json("GET", f"ResearchStudy?{query}")
-        matches: list[dict[str, Any]] = [
-            entry["resource"]
-            for entry in found.get("entry") or ()
-            if isinstance(entry, dict)
-            and (entry.get("search") or {}).get("mode", "match") == "match"
-            and isinstance(entry.get("resource"), dict)
-        ]
+        search = f"ResearchStudy?{query}"
+        matches = self._studies_found(search, trial)
         if len(matches) > 1:
             raise self.client.error(
-                described, f"{len(matches)} ResearchStudies carry the identifier of {trial.id}"
+                f"GET {search}",
+                f"{len(matches)} ResearchStudies carry the identifier of {trial.id}",
             )
         if matches:
             resource_id = matches[0].get("id")
+            if not isinstance(resource_id, str) or not resource_id:
+                raise self.client.error(f"GET {search}", "the server's ResearchStudy has no id")
         elif create:
-            body = {key: value for key, value in study.items() if key != "id"}
-            response = self.client.send(
-                "POST",
-                "ResearchStudy",
-                body=body,
-                headers={"If-None-Exist": query, "Prefer": "return=representation"},
-            )
-            resource_id = _created_id(response)
+            resource_id = self._create_study(trial, query)
         else:
             return None
-        if not isinstance(resource_id, str) or not resource_id:
-            raise self.client.error(described, "the server's ResearchStudy has no id")
         reference = f"ResearchStudy/{resource_id}"
         self._studies[trial.id] = reference
         return reference
+
+    def _studies_found(self, search: str, trial: Trial) -> list[dict[str, Any]]:
+        """The ResearchStudies a search answers (`search.mode` match) that carry the trial's
+        identifier; the others are named in a warning and left out."""
+        found: list[dict[str, Any]] = []
+        others: list[str] = []
+        for page in self.client.pages(search):
+            for entry in page.get("entry") or ():
+                if not isinstance(entry, dict):
+                    continue
+                resource = entry.get("resource")
+                if (entry.get("search") or {}).get("mode", "match") != "match" or not isinstance(
+                    resource, dict
+                ):
+                    continue
+                if carries_identifier(resource, trial):
+                    found.append(resource)
+                else:
+                    others.append(f"{resource.get('resourceType')}/{resource.get('id')}")
+        if others:
+            log.warning(
+                "%s: GET %s answered %s, which %s not carry the identifier %s|%s; left out",
+                self.client.base_url,
+                search,
+                ", ".join(others),
+                "does" if len(others) == 1 else "do",
+                trial.identifier_system,
+                trial.id,
+            )
+        return found
+
+    def _create_study(self, trial: Trial, query: str) -> str:
+        """Create the trial's ResearchStudy with `If-None-Exist` (R4 http.html#ccreate) and
+        return the id the server holds it by (`created_id`: the Location header's).
+
+        A 200 answer says the server matched a study already there: it must carry the trial's
+        identifier (read back when the answer's body is not that study), else a ServerError.
+        """
+        body = {key: value for key, value in research_study(trial).items() if key != "id"}
+        described = f"POST ResearchStudy (If-None-Exist: {query})"
+        response = self.client.send(
+            "POST",
+            "ResearchStudy",
+            body=body,
+            headers={"If-None-Exist": query, "Prefer": "return=representation"},
+        )
+        resource_id = created_id(response, "ResearchStudy")
+        if resource_id is None:
+            raise self.client.error(
+                described,
+                f"HTTP {response.status_code}: the answer names no ResearchStudy id (no "
+                "Location header, no ResearchStudy body)",
+                response.status_code,
+            )
+        if response.status_code != 201:  # a conditional create that matched: check the match
+            answered = _json_body(response)
+            study = (
+                answered
+                if answered is not None
+                and answered.get("resourceType") == "ResearchStudy"
+                and answered.get("id") == resource_id
+                else self.client.read("ResearchStudy", resource_id)
+            )
+            if study is None or not carries_identifier(study, trial):
+                raise self.client.error(
+                    described,
+                    f"the server matched ResearchStudy/{resource_id}, which does not carry the "
+                    f"identifier {trial.identifier_system}|{trial.id}; its identifier search "
+                    "does not match identifiers exactly",
+                    response.status_code,
+                )
+        return resource_id
 
     def write(self, evaluation: PatientEvaluation) -> list[WrittenEntry]:
         """Write one evaluation; what the server did with each entry, in entry order."""
@@ -159,7 +231,8 @@ class FhirServerSink:
                 "POST", self.client.base_url, body=bundle, headers={"Prefer": "return=minimal"}
             )
         except ServerError as error:
-            raise self._error(described, error.message, error.status) from error
+            message = error.message + _entries_named(error.message, requests)
+            raise self._error(described, message, error.status) from error
         if answer.get("resourceType") != "Bundle" or answer.get("type") != "transaction-response":
             kind = answer.get("type") or answer.get("resourceType")
             raise self._error(described, f"expected a transaction-response Bundle, got {kind}")
@@ -182,6 +255,19 @@ class FhirServerSink:
 
     def _error(self, described: str, message: str, status: int | None = None) -> ServerError:
         return ServerError(message, server=self.client.base_url, request=described, status=status)
+
+
+_ENTRY_PATH = re.compile(r"\bBundle\.entry\[(\d+)\]")
+
+
+def _entries_named(message: str, requests: Sequence[str]) -> str:
+    """`; Bundle.entry[1] is PUT DetectedIssue?identifier=...` for each transaction entry a
+    server's message names by FHIRPath (an OperationOutcome's `expression`; 0-based, as
+    FHIRPath indexes), so that a rejected transaction says which request it rejected."""
+    named = dict.fromkeys(int(index) for index in _ENTRY_PATH.findall(message))
+    return "".join(
+        f"; Bundle.entry[{index}] is {requests[index]}" for index in named if index < len(requests)
+    )
 
 
 def _written_entry(request: str, entry: Any) -> WrittenEntry:
@@ -246,17 +332,53 @@ def subject_patient_id(subject: dict[str, Any]) -> str | None:
     return key.split("/", 1)[1] if key else None
 
 
-def _created_id(response: httpx.Response) -> str | None:
-    """The id of a created (or matched) resource: the body's, else the Location's
-    (`[base]/TYPE/ID/_history/VID`)."""
+def carries_identifier(resource: dict[str, Any], trial: Trial) -> bool:
+    """Whether a resource's `identifier` holds the trial's registry identifier (system and
+    value, as `research_study` writes it)."""
+    identifiers = resource.get("identifier")
+    return isinstance(identifiers, list) and any(
+        isinstance(identifier, dict)
+        and identifier.get("system") == trial.identifier_system
+        and identifier.get("value") == trial.id
+        for identifier in identifiers
+    )
+
+
+def _json_body(response: httpx.Response) -> dict[str, Any] | None:
+    """An answer's body as a JSON object, None when it is empty or not one."""
     try:
         body = orjson.loads(response.content) if response.content else None
     except orjson.JSONDecodeError:
-        body = None
-    if isinstance(body, dict) and isinstance(body.get("id"), str):
-        return str(body["id"])
-    location = response.headers.get("Location") or response.headers.get("Content-Location")
-    if not location:
         return None
-    parts = location.split("/_history/")[0].rstrip("/").split("/")
-    return parts[-1] or None
+    return body if isinstance(body, dict) else None
+
+
+def created_id(response: httpx.Response, resource_type: str) -> str | None:
+    """The id of a created (or, for a conditional create, matched) resource of
+    `resource_type`: from the `Location` header, which R4 http.html#create defines as the new
+    resource's address (`[base]/[type]/[id]/_history/[vid]`), else `Content-Location`, else
+    the body's `id` when the body is a resource of that type (a server may answer an
+    OperationOutcome instead, R4 http.html#return, whose id is not the resource's).
+    None when none of them names one."""
+    for header in ("Location", "Content-Location"):
+        location = response.headers.get(header)
+        found = _id_in_location(location, resource_type) if location else None
+        if found is not None:
+            return found
+    body = _json_body(response)
+    if body is not None and body.get("resourceType") == resource_type:
+        body_id = body.get("id")
+        if isinstance(body_id, str) and body_id:
+            return body_id
+    return None
+
+
+def _id_in_location(location: str, resource_type: str) -> str | None:
+    """The id in `[base]/[type]/[id]` or `[base]/[type]/[id]/_history/[vid]` (absolute or
+    relative), None when the URL is not the address of a resource of `resource_type`."""
+    segments = [segment for segment in urlsplit(location).path.split("/") if segment]
+    if len(segments) >= 4 and segments[-2] == "_history":
+        segments = segments[:-2]
+    if len(segments) >= 2 and segments[-2] == resource_type:
+        return unquote(segments[-1])
+    return None

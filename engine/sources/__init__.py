@@ -9,7 +9,7 @@ style NDJSON (grouping a folder by patient through partition files is the cohort
 Data `$export`.
 `FhirServerSource` pulls patients from a FHIR R4 server through a `FhirServerClient`
 (defined in `engine.fhir_http`, the HTTP layer sources and sinks share, with `BearerToken`
-and `RetryPolicy`; listed here too for the source's callers).
+`RetryPolicy` and `ServerLimits`; listed here too for the source's callers).
 """
 
 from typing import TYPE_CHECKING
@@ -18,7 +18,7 @@ from engine.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:
     from engine.errors import BulkExportError
-    from engine.fhir_http import BearerToken, FhirServerClient, RetryPolicy
+    from engine.fhir_http import BearerToken, FhirServerClient, RetryPolicy, ServerLimits
     from engine.sources.base import PatientResources, PatientSource
     from engine.sources.bulk_export import (
         BulkExportResult,
@@ -53,6 +53,7 @@ __all__ = [
     "PatientResources",
     "PatientSource",
     "RetryPolicy",
+    "ServerLimits",
     "SourceProblem",
     "export_to_folder",
     "id_from_full_url",
@@ -80,6 +81,7 @@ __getattr__, __dir__ = lazy_exports(
         "PatientResources": "engine.sources.base",
         "PatientSource": "engine.sources.base",
         "RetryPolicy": "engine.fhir_http",
+        "ServerLimits": "engine.fhir_http",
         "SourceProblem": "engine.sources.ndjson",
         "export_to_folder": "engine.sources.bulk_export",
         "id_from_full_url": "engine.sources.references",

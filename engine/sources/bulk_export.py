@@ -36,7 +36,8 @@ cannot help). Other answers raise `ServerError` naming the server, the request a
 OperationOutcome's diagnostics. `time_limit` bounds the whole call; the state stays on disk,
 so the next call resumes. Credentials go to the status URL only on the server's own host, and
 to output files only when the manifest says `requiresAccessToken` and the file is on that
-host; no message or log line carries them (nor a file URL's query).
+host; a file's redirects are followed, the token dropped on one to another origin; no
+message or log line carries them (nor a file URL's query).
 """
 
 from __future__ import annotations
@@ -440,6 +441,11 @@ def _download(
 ) -> tuple[int, int]:
     """Stream `url` to `target` atomically (`engine.atomic_write`); (lines, bytes).
 
+    Redirects are followed (a file server in front of an object store answers 302 or 307 with
+    a presigned URL), by httpx, which drops the Authorization header on a redirect to another
+    origin (scheme, host, port; an http-to-https upgrade of the same host aside): the token,
+    sent only with `send_auth`, stays on the server's origin.
+
     Raises `_Gone` for 404/410, ServerError for other refusals or when the client's deadline
     passes during the download.
     """
@@ -452,6 +458,7 @@ def _download(
             headers={"Accept": FHIR_NDJSON},
             auth=client.auth if send_auth else None,
             timeout=timeout,
+            follow_redirects=True,
         ) as response:
             if response.status_code in (404, 410):
                 raise _Gone(described)
@@ -810,6 +817,32 @@ class _Export:
             raise self.client.error(described, "the completion manifest is not JSON", 200) from None
         if not isinstance(manifest, dict) or not isinstance(manifest.get("output"), list):
             raise self.client.error(described, "the completion manifest has no output list", 200)
+        # IG 2.0.0 "Response - Complete Status": transactionTime, request, requiresAccessToken,
+        # output and error are required; deleted is optional.
+        transaction_time = manifest.get("transactionTime")
+        if not isinstance(transaction_time, str) or not _is_instant(transaction_time):
+            raise self.client.error(
+                described,
+                "the completion manifest's transactionTime is "
+                + ("missing" if transaction_time is None else f"{transaction_time!r}")
+                + ", not a FHIR instant (the next --since needs it)",
+                200,
+            )
+        if not isinstance(manifest.get("request"), str) or not manifest["request"]:
+            raise self.client.error(
+                described, "the completion manifest has no request (the kick-off URL)", 200
+            )
+        if not isinstance(manifest.get("requiresAccessToken"), bool):
+            raise self.client.error(
+                described,
+                "the completion manifest's requiresAccessToken is "
+                + ("missing" if "requiresAccessToken" not in manifest else "not true or false"),
+                200,
+            )
+        if "error" not in manifest:
+            raise self.client.error(
+                described, "the completion manifest has no error list (an empty one if none)", 200
+            )
         for key in ("error", "deleted"):
             if not isinstance(manifest.get(key) or [], list):
                 raise self.client.error(

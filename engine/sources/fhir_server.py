@@ -15,12 +15,13 @@ type whose CapabilityStatement entry declares interactions but not `search-type`
 out of the pull and named in `PatientResources.unavailable_types` ("not available from the
 server (HTTP 400 Bad Request: <diagnostics>)"): criteria over it are unknown, never "none on
 record". A search answered 200 with an OperationOutcome instead of a searchset is refused the
-same way. A searchset entry holding an OperationOutcome (`search.mode` outcome) with an error
-or fatal issue leaves the type "not complete from the server (<diagnostics>)", the entries
-read kept; warning and information issues go to `PatientResources.source_problems`, as does a
-Medication read the server refuses (the reference stays unresolved). A type the statement does
-not list is still asked for (sekmet serves ResearchSubject
-without listing it): the server's answer decides.
+same way (`ServerRefusal`); a 200 answer that is not FHIR JSON at all (a proxy's login page)
+is an error, never a refusal (`is_refusal`). A searchset entry holding an OperationOutcome
+(`search.mode` outcome) with an error or fatal issue leaves the type "not complete from the
+server (<diagnostics>)", the entries read kept; warning and information issues go to
+`PatientResources.source_problems`, as does a Medication read the server refuses (the
+reference stays unresolved). A type the statement does not list is still asked for (sekmet
+serves ResearchSubject without listing it): the server's answer decides.
 
 Every other failure raises `ServerError` naming the server and the request; nothing is logged
 but URLs, statuses and fallbacks, never a token.
@@ -36,7 +37,7 @@ from urllib.parse import quote
 
 import orjson
 
-from engine.errors import ServerError
+from engine.errors import ServerError, ServerRefusal
 from engine.fhir_http import FhirServerClient, ServerCapabilities, outcome_diagnostics
 from engine.resource_types import MEDICATION_REFERENCING_TYPES
 from engine.resource_types import resource_types_to_pull as resource_types_to_pull
@@ -54,11 +55,16 @@ _PATIENT_REFERENCE_FIELDS = ("subject", "patient", "individual")
 # allowed, not implemented): "this server does not do $everything", after which searches are
 # tried, or "this server does not give this type", after which it is unavailable.
 REFUSALS = frozenset({400, 403, 404, 405, 501})
-# A search or read answered 200 with an OperationOutcome in place of the searchset or the
-# resource (`FhirClient.pages`, `FhirClient.read`): a refusal too.
-SEARCH_REFUSALS = REFUSALS | {200}
 # OperationOutcome issue severities (R4 `issue-severity`) that say the results are not complete.
 _INCOMPLETE = frozenset({"error", "fatal"})
+
+
+def is_refusal(error: ServerError) -> bool:
+    """Whether a failed search or read is the server refusing it: one of `REFUSALS`, or an
+    OperationOutcome answered with 200 in place of the searchset or the resource
+    (`ServerRefusal`, from `FhirServerClient.pages` and `read`). An answer that is not FHIR
+    JSON (a login page), a 401 or a 5xx is no refusal: it stays an error."""
+    return isinstance(error, ServerRefusal) or error.status in REFUSALS
 
 
 # --------------------------------------------------------------------------- source
@@ -214,7 +220,7 @@ class FhirServerSource:
                 if not complete:
                     return
         except ServerError as error:
-            if not first or error.status not in SEARCH_REFUSALS:
+            if not first or not is_refusal(error):
                 raise
             self._unavailable(pulled, resource_type, error.message)
 
@@ -250,7 +256,7 @@ class FhirServerSource:
                         )
                         return None
         except ServerError as error:
-            if error.status not in SEARCH_REFUSALS or pulled.entries:
+            if not is_refusal(error) or pulled.entries:
                 raise
             log.warning("%s; falling back to searches by patient", error)
             return None
@@ -337,7 +343,7 @@ class FhirServerSource:
             try:
                 medication = self.client.read("Medication", medication_id)
             except ServerError as error:
-                if error.status not in SEARCH_REFUSALS:  # refused, or 200 with an outcome
+                if not is_refusal(error):  # refused, or 200 with an outcome
                     raise
                 # The reference stays unresolved (a data problem of the record), with why.
                 log.warning("%s: %s not read (%s)", self.client.base_url, key, error.message)

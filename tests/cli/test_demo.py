@@ -315,6 +315,24 @@ def test_an_error_inside_the_context_stops_the_server_and_deletes_its_folder() -
     server.stop()  # stopping twice is harmless
 
 
+def test_a_given_folder_is_created_when_missing_and_kept(tmp_path: Path) -> None:
+    folder = tmp_path / "not" / "yet" / "sekmet"
+    with EmbeddedServer(folder=folder) as server:
+        assert server.folder == folder
+        assert (folder / "settings.yaml").is_file()
+    assert folder.is_dir()  # a folder the caller gave is kept
+
+
+def test_a_given_folder_that_cannot_be_made_is_an_error_naming_it(tmp_path: Path) -> None:
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("not a folder", encoding="utf-8")
+    server = EmbeddedServer(folder=in_the_way / "sekmet")
+    with pytest.raises(EmbeddedServerError) as caught:
+        server.start()
+    assert str(caught.value).startswith(f"{in_the_way / 'sekmet'}: cannot create the server's")
+    assert not server.running
+
+
 def test_a_server_that_does_not_answer_in_time_is_stopped() -> None:
     server = EmbeddedServer(start_timeout=0.0)
     with pytest.raises(EmbeddedServerError, match="did not answer"):

@@ -217,6 +217,40 @@ def test_downloads_carry_the_token_only_when_the_manifest_requires_it(
     assert sent.headers.get("Authorization") == (expected if requires_token else None)
 
 
+@pytest.mark.parametrize(
+    ("target", "token_follows"),
+    [
+        ("https://objects.example.org/bucket/p.ndjson?X-Signature=abc", False),
+        (f"{FILES}/moved/p.ndjson", True),
+    ],
+)
+def test_a_file_behind_a_redirect_is_downloaded_the_token_kept_on_the_servers_origin(
+    server: respx.MockRouter,
+    fake_time: FakeTime,
+    tmp_path: Path,
+    target: str,
+    token_follows: bool,
+) -> None:
+    """ "File Request": the token goes with a file request only when `requiresAccessToken`
+    is true. A file server in front of an object store redirects (302) to a presigned URL:
+    the redirect is followed, and the token goes on only to the server's own origin, never
+    to the object store."""
+    kickoff_route(server)
+    status_route(server, done(manifest([("Patient", f"{FILES}/p.ndjson")], requires_token=True)))
+    asked = server.get(f"{FILES}/p.ndjson").mock(
+        return_value=httpx.Response(302, headers={"Location": target})
+    )
+    moved = server.get(target).mock(return_value=httpx.Response(200, content=ndjson(patient("p1"))))
+    delete_route(server)
+
+    result = export(tmp_path, fake_time)
+
+    assert [file.resources for file in result.files] == [1]
+    assert asked.calls.last.request.headers["Authorization"] == f"Bearer {TOKEN}"
+    sent = moved.calls.last.request.headers.get("Authorization")
+    assert sent == (f"Bearer {TOKEN}" if token_follows else None)
+
+
 def test_the_manifest_error_files_are_kept_apart_and_their_issues_returned(
     server: respx.MockRouter, fake_time: FakeTime, tmp_path: Path
 ) -> None:
@@ -379,6 +413,24 @@ def test_the_complete_status_manifest_is_read_field_by_field(
             lambda body: body.update(error={"url": "x"}),
             "the completion manifest's error is not a list",
         ),
+        (
+            lambda body: body.pop("transactionTime"),
+            "the completion manifest's transactionTime is missing, not a FHIR instant",
+        ),
+        (
+            lambda body: body.update(transactionTime="2026-11-25"),
+            "the completion manifest's transactionTime is '2026-11-25', not a FHIR instant",
+        ),
+        (
+            lambda body: body.pop("requiresAccessToken"),
+            "the completion manifest's requiresAccessToken is missing",
+        ),
+        (
+            lambda body: body.update(requiresAccessToken="false"),
+            "the completion manifest's requiresAccessToken is not true or false",
+        ),
+        (lambda body: body.pop("request"), "the completion manifest has no request"),
+        (lambda body: body.pop("error"), "the completion manifest has no error list"),
     ],
 )
 def test_a_manifest_without_what_the_ig_requires_is_an_error(
@@ -388,9 +440,11 @@ def test_a_manifest_without_what_the_ig_requires_is_an_error(
     change: Callable[[dict[str, Any]], object],
     message: str,
 ) -> None:
-    """ "Response - Complete Status": `output` is required, each item with `type` and `url`;
-    `error` is an array. A manifest without them is refused with what is wrong, nothing
-    downloaded."""
+    """ "Response - Complete Status": `transactionTime` (a FHIR instant: the next `_since`),
+    `request`, `requiresAccessToken` (a boolean), `output` (each item with `type` and `url`)
+    and `error` (an array, empty when there were none) are required. A manifest without them
+    is refused with what is wrong, nothing downloaded (a missing `requiresAccessToken` is not
+    read as false)."""
     kickoff_route(server)
     body = manifest([("Patient", f"{FILES}/p.ndjson")])
     change(body)

@@ -14,15 +14,18 @@ from typing import Any
 from urllib.parse import unquote
 
 import httpx
+import pytest
+import respx
 from medplum_server import MedplumServer
 from sekmet_server import ROOT, SekmetServer
 
+from engine.errors import ServerError
 from engine.evaluate import CompiledCriteria, PatientEvaluation, evaluate_patient
 from engine.record import build_record
 from engine.report import transaction_bundle
 from engine.report.resources import DETECTED_ISSUE_SYSTEM, RESEARCH_SUBJECT_SYSTEM
 from engine.sinks import FhirServerSink
-from engine.sources import read_bundle_file
+from engine.sources import FhirServerClient, RetryPolicy, read_bundle_file
 
 AS_OF = dt.date(2026, 11, 1)
 PATIENTS = ("itp-too-old", "itp-relapsed-candidate")
@@ -125,3 +128,118 @@ def test_two_runs_leave_one_subject_and_one_issue_per_patient(
                 if i["patient"]["reference"] == f"Patient/{patient_id}" and ours(i)
             ]
             assert len(theirs) == 1, theirs
+
+
+# --------------------------------------------------------------------------- paging links
+
+TENANT_BASE = "https://fhir.example.org/tenant-a/fhir"
+
+
+def _page(next_url: str | None = None) -> httpx.Response:
+    links = [{"relation": "next", "url": next_url}] if next_url else []
+    return httpx.Response(200, json={"resourceType": "Bundle", "type": "searchset", "link": links})
+
+
+@pytest.mark.parametrize(
+    ("link", "followed"),
+    [
+        ("/tenant-a/fhir/Observation?page=2", f"{TENANT_BASE}/Observation?page=2"),
+        ("?page=2", f"{TENANT_BASE}/Observation?page=2"),
+        ("Observation?page=2", f"{TENANT_BASE}/Observation?page=2"),
+        ("../fhir/Observation?page=2", f"{TENANT_BASE}/Observation?page=2"),
+        (f"{TENANT_BASE}/Observation?page=2", f"{TENANT_BASE}/Observation?page=2"),
+    ],
+)
+def test_a_relative_next_link_is_resolved_against_the_page_that_carries_it(
+    link: str, followed: str
+) -> None:
+    """R4 http.html#paging (the links are opaque: followed as given) and RFC 3986 §5.2
+    (a relative reference is resolved against the URL of the document it is in): an
+    absolute-path, query-only or relative-path link leads to the page the server meant, not
+    to the base URL with the link appended."""
+    with respx.mock(assert_all_called=False) as mock:
+        second = mock.get(followed).mock(return_value=_page())
+        mock.get(f"{TENANT_BASE}/Observation").mock(side_effect=[_page(link), _page()])
+        with FhirServerClient(TENANT_BASE, retry=RetryPolicy(attempts=1)) as client:
+            pages = list(client.pages("Observation", {"patient": "Patient/p1"}))
+    assert len(pages) == 2
+    assert str(second.calls.last.request.url) == followed
+    assert second.calls.last.request.headers["Prefer"] == "handling=strict"
+
+
+def test_a_network_path_next_link_is_another_host() -> None:
+    """RFC 3986 §4.2: `//host/path` is a network-path reference, so it names another host: it
+    is refused before any request (the token stays on the server), never sent to the base."""
+    other = "//other.example.org/fhir/Observation?page=2"
+    with respx.mock(assert_all_called=False) as mock:
+        first = mock.get(f"{TENANT_BASE}/Observation").mock(return_value=_page(other))
+        anything_else = mock.route().mock(return_value=_page())
+        with (
+            FhirServerClient(TENANT_BASE, retry=RetryPolicy(attempts=1)) as client,
+            pytest.raises(ServerError) as caught,
+        ):
+            list(client.pages("Observation"))
+    assert f"the next link {other} is outside the base URL" in str(caught.value)
+    assert first.call_count == 1
+    assert anything_else.call_count == 0
+
+
+@pytest.mark.parametrize(
+    ("reference", "on_server"),
+    [
+        ("Medication/m1", True),
+        (f"{TENANT_BASE}/Medication/m1", True),
+        ("//other.example.org/fhir/Medication/m1", False),
+        ("/tenant-b/fhir/Medication/m1", False),
+        ("https://other.example.org/tenant-a/fhir/Medication/m1", False),
+        ("urn:uuid:0b9f1b4e-9a8c-4f3b-8e1a-2b7c0d3e4f5a", False),
+    ],
+)
+def test_a_reference_is_on_the_server_only_when_it_resolves_under_the_base_url(
+    reference: str, on_server: bool
+) -> None:
+    """R4 references.html#literal (a relative reference is relative to the server's base)
+    and RFC 3986 §5.2: a protocol-relative or absolute-path reference is not this server's."""
+    with FhirServerClient(TENANT_BASE) as client:
+        assert client.is_on_server(reference) is on_server
+
+
+@pytest.mark.parametrize(
+    ("url", "on_server"),
+    [
+        (f"{TENANT_BASE}/../../tenant-b/fhir/Patient", False),
+        (f"{TENANT_BASE}/%2E%2E/%2e%2e/tenant-b/fhir/Patient", False),
+        (f"{TENANT_BASE}/Patient/%2E%2E/%2E%2E/%2E%2E/tenant-b/fhir/Patient", False),
+        ("https://fhir.example.org/tenant-a/fhirx/Patient", False),
+        ("https://fhir.example.org/tenant-a%2Ffhir/Patient", False),
+        ("http://fhir.example.org/tenant-a/fhir/Patient", False),
+        ("https://fhir.example.org:8443/tenant-a/fhir/Patient", False),
+        ("HTTPS://FHIR.Example.ORG:443/tenant-a/fhir/Patient", True),
+        ("https://fhir.example.org/tenant-%61/fhir/Patient", True),
+        (f"{TENANT_BASE}/Patient/../Observation?page=2", True),
+        (f"{TENANT_BASE}?_count=1", True),
+    ],
+)
+def test_the_base_url_check_compares_normalised_urls(url: str, on_server: bool) -> None:
+    """RFC 3986 §6.2.2 (syntax-based normalisation: case, percent-encoding, dot segments) and
+    §6.2.3 (the scheme's default port): `BASE/../other` or `BASE/%2E%2E/other` leaves the
+    base URL, so the token is not sent there; the same server written in other case or with
+    its default port is the base URL. The prefix is compared by whole segments."""
+    with FhirServerClient(TENANT_BASE) as client:
+        assert client.is_on_server(url) is on_server
+
+
+def test_a_next_link_that_climbs_out_of_the_base_url_is_refused_before_any_request() -> None:
+    """docs/server.md "Authentication": the token goes only under the base URL; on a
+    multi-tenant gateway, another tenant's path is another server."""
+    escape = f"{TENANT_BASE}/%2E%2E/%2E%2E/tenant-b/fhir/Observation?page=2"
+    with respx.mock(assert_all_called=False) as mock:
+        mock.get(f"{TENANT_BASE}/Observation").mock(return_value=_page(escape))
+        anything_else = mock.route().mock(return_value=_page())
+        with (
+            FhirServerClient(TENANT_BASE, retry=RetryPolicy(attempts=1)) as client,
+            pytest.raises(ServerError) as caught,
+        ):
+            list(client.pages("Observation"))
+    assert anything_else.call_count == 0
+    assert "is outside the base URL" in str(caught.value)

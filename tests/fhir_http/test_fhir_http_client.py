@@ -6,18 +6,28 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import gzip
+import threading
+import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import respx
 from scripted_fhir import BASE, capability_statement, searchset
 
 from engine.errors import ServerError
 from engine.evaluate import CompiledCriteria, evaluate_patient
-from engine.fhir_http import ServerCapabilities
+from engine.fhir_http import (
+    DEFAULT_MAX_PAGES,
+    ServerCapabilities,
+    ServerLimits,
+    outcome_diagnostics,
+)
 from engine.record import build_record
 from engine.sinks import FhirServerSink, server_transaction
 from engine.sources import (
@@ -107,6 +117,25 @@ def test_retry_after_may_be_a_date(server: respx.MockRouter, waits: Waits) -> No
     assert 1.0 < waits.seconds[0] <= 3.0
 
 
+@pytest.mark.parametrize("asked", ["Wed, 21 Oct 2015 07:28:00 GMT", "0"])
+def test_a_retry_after_asking_no_wait_gets_the_backoff(
+    server: respx.MockRouter, waits: Waits, asked: str
+) -> None:
+    """RFC 9110 §10.2.3 leaves a date in the past (the server's clock behind) or 0 to the
+    client: trialsieve takes it as no wait asked and backs off as without Retry-After, never
+    retrying at once a server that has just said 429."""
+    route = server.get("/Patient/p1").mock(
+        side_effect=[
+            httpx.Response(429, headers={"Retry-After": asked}),
+            httpx.Response(429, headers={"Retry-After": asked}),
+            httpx.Response(200, json=PATIENT),
+        ]
+    )
+    assert client(waits).read("Patient", "p1") == PATIENT
+    assert route.call_count == 3
+    assert waits.seconds == [0.375, 0.75]
+
+
 def test_503_is_retried_with_exponential_backoff(server: respx.MockRouter, waits: Waits) -> None:
     route = server.get("/Patient/p1").mock(
         side_effect=[httpx.Response(503), httpx.Response(503), httpx.Response(200, json=PATIENT)]
@@ -150,7 +179,7 @@ def test_a_retry_after_beyond_the_time_bound_gives_up_at_once(
         client(waits, give_up_after=60.0).read("Patient", "p1")
     assert route.call_count == 1
     assert waits.seconds == []
-    assert "HTTP 429 Too Many Requests; gave up after 1 attempts" in str(caught.value)
+    assert "HTTP 429 Too Many Requests; gave up after 1 attempt: " in str(caught.value)
     assert "beyond the 60 s bound" in str(caught.value)
 
 
@@ -178,8 +207,134 @@ def test_an_answer_that_is_not_json_is_an_error(server: respx.MockRouter, waits:
             200, text="<html>login</html>", headers={"Content-Type": "text/html"}
         )
     )
-    with pytest.raises(ServerError, match=r"GET Patient/p1: the answer is not JSON \(text/html\)"):
+    with pytest.raises(ServerError) as caught:
         client(waits).read("Patient", "p1")
+    assert str(caught.value) == (
+        f"{BASE}: GET Patient/p1: the answer is text/html, not FHIR JSON (application/fhir+json)"
+    )
+    assert caught.value.status is None
+
+
+# --------------------------------------------------------------------------- answer bounds
+
+
+class FakeClock:
+    """Monotonic seconds that pass only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Trickle(httpx.SyncByteStream):
+    """A body that arrives a few bytes at a time, `seconds` apart on `clock`."""
+
+    def __init__(self, body: bytes, clock: FakeClock, seconds: float) -> None:
+        self.body, self.clock, self.seconds = body, clock, seconds
+
+    def __iter__(self) -> Iterator[bytes]:
+        for start in range(0, len(self.body), 8):
+            self.clock.now += self.seconds
+            yield self.body[start : start + 8]
+
+
+def test_an_answer_that_trickles_in_is_cut_at_the_attempt_timeout(
+    server: respx.MockRouter, waits: Waits
+) -> None:
+    """httpx's timeout bounds each read, so bytes arriving every 0.4 s never trip a 1 s
+    timeout; the attempt's whole answer is bounded too, and the attempt retried."""
+    clock = FakeClock()
+    body = orjson.dumps(searchset(OBSERVATION))
+    route = server.get("/Observation").mock(
+        side_effect=lambda request: httpx.Response(200, stream=Trickle(body, clock, 0.4))
+    )
+    policy = RetryPolicy(attempts=2, timeout=1.0, give_up_after=10.0)
+    slow = FhirServerClient(BASE, retry=policy, sleep=waits, clock=clock, jitter=lambda: 0.5)
+    with pytest.raises(ServerError) as caught:
+        list(slow.pages("Observation"))
+    assert route.call_count == 2
+    assert caught.value.timed_out
+    assert str(caught.value) == (
+        f"{BASE}: GET Observation: the answer was not complete within the 1 s an attempt may "
+        "take (24 bytes had come); gave up after 2 attempts"
+    )
+
+
+def test_an_answer_larger_than_the_limit_is_not_read_whole(
+    server: respx.MockRouter, waits: Waits
+) -> None:
+    big = dict(PATIENT, text={"status": "generated", "div": "<div>" + "x" * 5000 + "</div>"})
+    route = server.get("/Patient/p1").mock(return_value=httpx.Response(200, json=big))
+    small = FhirServerClient(BASE, limits=ServerLimits(max_answer_bytes=4096), sleep=waits)
+    with pytest.raises(ServerError) as caught:
+        small.read("Patient", "p1")
+    assert route.call_count == 1  # not retried
+    assert caught.value.status is None
+    assert str(caught.value) == (
+        f"{BASE}: GET Patient/p1: the answer is larger than 4,096 bytes "
+        "(ServerLimits.max_answer_bytes); not read further"
+    )
+    assert FhirServerClient(BASE).limits.max_answer_bytes == 128 * 1024 * 1024
+
+
+def test_a_compressed_answer_is_read_decoded(server: respx.MockRouter, waits: Waits) -> None:
+    compressed = gzip.compress(orjson.dumps(PATIENT))
+    server.get("/Patient/p1").mock(
+        return_value=httpx.Response(
+            200,
+            content=compressed,
+            headers={"Content-Type": "application/fhir+json", "Content-Encoding": "gzip"},
+        )
+    )
+    assert client(waits).read("Patient", "p1") == PATIENT
+
+
+class _DripHandler(BaseHTTPRequestHandler):
+    """Sends a searchset one byte every 50 ms (about 4 s in all)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def do_GET(self) -> None:
+        body = orjson.dumps(searchset())
+        self.send_response(200)
+        self.send_header("Content-Type", "application/fhir+json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            for byte in body:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(0.05)
+        except OSError:  # the client gave up and closed the connection
+            pass
+
+
+def test_a_server_that_drips_its_answer_is_given_up_within_the_bounds() -> None:
+    """Over a real socket (loopback): one attempt of 0.5 s, no retry, gives up in well under
+    the 4 s the answer would take."""
+    http_server = ThreadingHTTPServer(("127.0.0.1", 0), _DripHandler)
+    thread = threading.Thread(target=http_server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{http_server.server_address[1]}/fhir"
+        policy = RetryPolicy(attempts=1, timeout=0.5, give_up_after=1.0)
+        started = time.monotonic()
+        with (
+            FhirServerClient(base, retry=policy) as dripping,
+            pytest.raises(ServerError, match=r"was not complete within the 0\.5 s") as caught,
+        ):
+            list(dripping.pages("Observation"))
+        assert time.monotonic() - started < 1.5
+        assert caught.value.timed_out
+    finally:
+        http_server.shutdown()
+        http_server.server_close()
+        thread.join()
 
 
 # --------------------------------------------------------------------------- paging
@@ -221,6 +376,37 @@ def test_a_next_link_back_to_an_earlier_page_is_refused(
     server.get("/Observation").mock(return_value=httpx.Response(200, json=searchset(next_url=loop)))
     with pytest.raises(ServerError, match="repeats an earlier page"):
         list(client(waits).pages("Observation", {"_count": "1"}))
+
+
+def endless_pages(request: httpx.Request) -> httpx.Response:
+    """A page whose `next` link is always a new page: the server's links never end."""
+    page = int(request.url.params.get("page", "0"))
+    return httpx.Response(
+        200, json=searchset(next_url=f"{BASE}/Observation?patient=Patient/p1&page={page + 1}")
+    )
+
+
+def test_a_search_whose_next_links_never_end_stops_at_the_page_limit(
+    server: respx.MockRouter, waits: Waits
+) -> None:
+    route = server.get("/Observation").mock(side_effect=endless_pages)
+    limited = FhirServerClient(BASE, limits=ServerLimits(max_pages=5), sleep=waits)
+    pages = 0
+    with pytest.raises(ServerError) as caught:
+        for _page in limited.pages("Observation", {"patient": "Patient/p1"}):
+            pages += 1
+    assert pages == 5
+    assert route.call_count == 5
+    assert str(caught.value) == (
+        f"{BASE}: GET Observation?patient=Patient/p1: stopped after 5 pages: the server's "
+        "next links do not end within the limit of 5 pages per search"
+    )
+
+
+def test_every_client_has_a_page_limit_by_default() -> None:
+    assert FhirServerClient(BASE).limits.max_pages == DEFAULT_MAX_PAGES == 1000
+    with pytest.raises(ValueError, match="max_pages must be at least 1"):
+        ServerLimits(max_pages=0)
 
 
 def test_a_search_answered_with_another_bundle_type_is_refused(
@@ -394,6 +580,20 @@ def test_when_everything_is_refused_the_source_falls_back_to_searches(
     assert "Observation/o1" in keys(patient.resources)
 
 
+def test_a_patient_whose_search_never_ends_is_an_error_not_a_hang(
+    server: respx.MockRouter, waits: Waits
+) -> None:
+    """`evaluate --server` and `demo --server` pull through FhirServerSource: the page limit
+    ends the pull with an error for the patient (not a refusal: the first page came)."""
+    declared = {"Observation": SEARCHABLE, "MedicationRequest": SEARCHABLE}
+    server.get("/metadata").mock(return_value=httpx.Response(200, json=statement(declared)))
+    script_searches(server)
+    server.get("/Observation").mock(side_effect=endless_pages)
+    limited = FhirServerClient(BASE, limits=ServerLimits(max_pages=3), sleep=waits)
+    with pytest.raises(ServerError, match="stopped after 3 pages"):
+        list(FhirServerSource(limited, ["p1"], NEEDED))
+
+
 def test_everything_pages_are_followed_and_medications_read(
     server: respx.MockRouter, waits: Waits
 ) -> None:
@@ -453,3 +653,73 @@ def test_a_failed_entry_in_the_answer_is_an_error(server: respx.MockRouter, wait
         f"{BASE}: POST / (transaction: PUT ResearchStudy/s1): "
         "entries failed in a transaction reported done: PUT ResearchStudy/s1: 409 Conflict"
     )
+
+
+def test_a_rejected_transaction_names_the_field_and_the_entry(
+    server: respx.MockRouter, waits: Waits
+) -> None:
+    """Medplum's validator puts the text in `details.text` and the element only in
+    `expression` (R4 OperationOutcome.issue.expression, FHIRPath, 0-based indexes): both
+    reach the message, with the request of the entry it names."""
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": {"resourceType": "ResearchStudy", "id": "s1", "status": "active"},
+                "request": {"method": "PUT", "url": "ResearchStudy/s1"},
+            },
+            {
+                "resource": {"resourceType": "DetectedIssue", "id": "d1", "status": "final"},
+                "request": {"method": "PUT", "url": "DetectedIssue/d1"},
+            },
+        ],
+    }
+    rejected = {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {
+                "severity": "error",
+                "code": "required",
+                "details": {"text": "Missing required property"},
+                "expression": ["Bundle.entry[1].resource.status"],
+            }
+        ],
+    }
+    server.post("").mock(return_value=httpx.Response(400, json=rejected))
+    with pytest.raises(ServerError) as caught:
+        FhirServerSink(client(waits)).send(bundle)
+    assert str(caught.value) == (
+        f"{BASE}: POST / (transaction: PUT ResearchStudy/s1, PUT DetectedIssue/d1): "
+        "HTTP 400 Bad Request: Missing required property (Bundle.entry[1].resource.status); "
+        "Bundle.entry[1] is PUT DetectedIssue/d1"
+    )
+
+
+@pytest.mark.parametrize(
+    ("issue", "text"),
+    [
+        (
+            {"code": "required", "expression": ["Patient.name", "Patient.gender"]},
+            "required (Patient.name, Patient.gender)",
+        ),
+        ({"code": "invalid", "location": ["/f:Patient/f:gender"]}, "invalid (/f:Patient/f:gender)"),
+        (
+            {"diagnostics": "Patient.gender: unknown code", "expression": ["Patient.gender"]},
+            "Patient.gender: unknown code",
+        ),
+        (
+            {
+                "diagnostics": "bad",
+                "expression": ["Patient.gender"],
+                "location": ["/f:Patient/f:gender"],
+            },
+            "bad (Patient.gender)",
+        ),
+    ],
+)
+def test_an_outcome_issue_names_its_element(issue: dict[str, Any], text: str) -> None:
+    """R4 OperationOutcome.issue.expression (FHIRPath), else the deprecated location (XPath),
+    follows the issue's text unless the text names it already."""
+    outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", **issue}]}
+    assert outcome_diagnostics(outcome) == text

@@ -10,11 +10,12 @@ from pathlib import Path
 import httpx
 import pytest
 import respx
+from scripted_fhir import capability_statement, patient_search, searchset
 from sekmet_server import SekmetServer
 from service_support import AUTH, ClientFactory, cli_bundle, copy_patient, server_settings
 
 from engine.service.settings import ServiceSettings
-from engine.sources import RetryPolicy
+from engine.sources import RetryPolicy, ServerLimits
 
 FAST_FAILURE = RetryPolicy(attempts=1, timeout=1.0, give_up_after=2.0)
 
@@ -114,3 +115,33 @@ def test_server_faults_are_502_or_504(
     assert "the FHIR server" in issue["diagnostics"]
     assert FAKE_SERVER not in issue["diagnostics"]  # no upstream address in the answer
     assert "GET metadata" in issue["diagnostics"]
+
+
+def test_a_server_whose_search_never_ends_is_a_502_not_a_busy_worker(
+    service_client: ClientFactory,
+) -> None:
+    """The service's clients carry `fhir_limits` (the page limit): a server whose `next` links
+    never end ties up no worker."""
+    limited = server_settings(
+        FAKE_SERVER, "token", fhir_retry=FAST_FAILURE, fhir_limits=ServerLimits(max_pages=4)
+    )
+    api = service_client(limited)
+    statement = capability_statement([patient_search("Observation", ["search-type"])])
+    patient = {"resourceType": "Patient", "id": "p1"}
+
+    def endless(request: httpx.Request) -> httpx.Response:
+        page = int(request.url.params.get("page", "0"))
+        link = f"{FAKE_SERVER}/Observation?patient=Patient/p1&page={page + 1}"
+        return httpx.Response(200, json=searchset(next_url=link))
+
+    with respx.mock(assert_all_called=False) as mock:
+        mock.get(f"{FAKE_SERVER}/metadata").mock(return_value=httpx.Response(200, json=statement))
+        mock.get(f"{FAKE_SERVER}/Patient/p1").mock(return_value=httpx.Response(200, json=patient))
+        observations = mock.get(f"{FAKE_SERVER}/Observation").mock(side_effect=endless)
+        mock.get(url__regex=rf"{FAKE_SERVER}/[A-Za-z]+$").mock(
+            return_value=httpx.Response(200, json=searchset())
+        )
+        response = api.post("/evaluate", json={"patient": "p1"}, headers=AUTH)
+    assert response.status_code == 502, response.text
+    assert observations.call_count == 4
+    assert "(GET Observation)" in response.json()["issue"][0]["diagnostics"]

@@ -24,6 +24,7 @@ from sekmet_server import ROOT, SekmetServer
 
 from engine.errors import ServerError
 from engine.evaluate import CompiledCriteria, Truth
+from engine.fhir_http import FHIR_JSON
 from engine.resource_types import resource_types_to_pull
 from engine.screening import screen_patient
 from engine.sources import BearerToken, FhirServerClient, FhirServerSource, RetryPolicy
@@ -204,6 +205,67 @@ def test_other_failures_still_abort(server: respx.MockRouter) -> None:
     with pytest.raises(ServerError) as caught:
         pull()
     assert caught.value.status == 401
+
+
+LOGIN_PAGE = httpx.Response(
+    200, content=b"<html><body>Login</body></html>", headers={"Content-Type": "text/html"}
+)
+
+
+@pytest.mark.parametrize(
+    ("answer", "why"),
+    [
+        (LOGIN_PAGE, "the answer is text/html, not FHIR JSON (application/fhir+json)"),
+        (
+            httpx.Response(200, content=b"<html/>", headers={"Content-Type": FHIR_JSON}),
+            "the answer is not JSON (application/fhir+json)",
+        ),
+        (
+            httpx.Response(200, content=b"[]", headers={"Content-Type": FHIR_JSON}),
+            "the answer is not a JSON object (application/fhir+json)",
+        ),
+    ],
+)
+def test_a_200_answer_that_is_not_fhir_json_is_an_error_not_a_refusal(
+    server: respx.MockRouter, answer: httpx.Response, why: str
+) -> None:
+    """docs/server.md "A type the server refuses": a broken answer is an error for the
+    patient. A reverse proxy's login page after a session expired must not turn the type's
+    criteria into unknowns and the patient into a written result."""
+    declare(server)
+    server.get("/MedicationStatement").mock(return_value=answer)
+    with pytest.raises(ServerError) as caught:
+        pull()
+    assert str(caught.value) == (
+        f"{BASE}: GET MedicationStatement?patient=Patient/p1&_count=200: {why}"
+    )
+    assert caught.value.status is None
+
+
+def test_everything_answered_with_a_login_page_is_an_error_not_a_fallback(
+    server: respx.MockRouter,
+) -> None:
+    declare(server, everything=True)
+    server.get("/Patient/p1/$everything").mock(return_value=LOGIN_PAGE)
+    searches = server.get("/MedicationStatement")
+    with pytest.raises(ServerError, match="the answer is text/html, not FHIR JSON"):
+        pull()
+    assert searches.call_count == 0
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/fhir+json; charset=utf-8", "application/json", "application/json+fhir", None],
+)
+def test_json_answers_of_every_usual_content_type_are_read(
+    server: respx.MockRouter, content_type: str | None
+) -> None:
+    declare(server)
+    headers = {"Content-Type": content_type} if content_type else {}
+    server.get("/MedicationStatement").mock(
+        return_value=httpx.Response(200, content=orjson.dumps(searchset()), headers=headers)
+    )
+    assert pull().unavailable_types == {}
 
 
 # --------------------------------------------------------------------------- both test servers
