@@ -44,6 +44,7 @@ from engine.normalise.medication_exposure import (
     ExposurePeriod,
     daily_dose,
     exposure_period,
+    use_in_days,
 )
 from engine.record import UNIDENTIFIED_MEDICATION
 
@@ -162,9 +163,9 @@ class ExposureNode:
         assert window is not None
         first_day = day_before(window.duration, context.as_of) if window.duration else None
         text = _window_text(first_day, context.as_of, window.name)
-        proven = [
-            u for u in uses if _touches(u.period.start, u.period.last_day(context.as_of), first_day)
-        ]
+        as_of = context.as_of
+        placed = [(u, use_in_days(u.period, first_day, as_of, as_of)) for u in uses]
+        proven = [u for u, in_window in placed if in_window]
         if proven:
             latest = max(proven, key=lambda u: u.period.last_day(context.as_of))
             return Outcome(
@@ -173,9 +174,9 @@ class ExposureNode:
                 self.label,
                 evidence=_evidence(proven),
             )
-        maybe = [u for u in uses if not u.period.end_known and u.period.end is None]
+        maybe = [u for u, in_window in placed if in_window is None]
         if maybe or problems:
-            why = [f"{u.reference} ({u.period.rule}) may have lasted into it" for u in maybe]
+            why = [_may_have_lasted(u) for u in maybe]
             return self._unknown(f"{subject}: use {text} unknown", why + problems, maybe)
         return Outcome(
             NOT_MET,
@@ -248,9 +249,9 @@ class ExposureNode:
         )
         text = _window_text(first_day, context.as_of, window.name if window else None)
         subject = self.query.subject
-        in_window = [
-            u for u in uses if _touches(u.period.start, u.period.last_day(context.as_of), first_day)
-        ]
+        as_of = context.as_of
+        placed = [(u, use_in_days(u.period, first_day, as_of, as_of)) for u in uses]
+        in_window = [u for u, in_window in placed if in_window]
         compare = COMPARISONS[test.comparator]
         failed: list[str] = []
         for use in in_window:
@@ -269,10 +270,9 @@ class ExposureNode:
             failed.append(f"{shown} ({use.reference})")
         if problems:
             return self._unknown(f"{subject}: daily dose {text} unusable", problems, in_window)
-        maybe = [u for u in uses if u not in in_window and u.period.end is None]
-        maybe = [u for u in maybe if not u.period.end_known]
+        maybe = [u for u, in_window in placed if in_window is None]
         if not in_window and maybe:
-            why = [f"{u.reference} ({u.period.rule}) may have lasted into it" for u in maybe]
+            why = [_may_have_lasted(u) for u in maybe]
             return self._unknown(f"{subject}: use {text} unknown", why, maybe)
         if not in_window:
             return Outcome(NOT_MET, f"{subject}: not in use {text}", self.label)
@@ -335,12 +335,11 @@ class ExposureNode:
             ):
                 continue
             period = exposure_period(resource)
-            if not isinstance(period, str):
-                if period.start > as_of:
-                    continue
-                last = period.last_day(as_of)
-                if period.end_known and not _touches(period.start, last, first_day):
-                    continue  # ended before the window
+            if (
+                not isinstance(period, str)
+                and use_in_days(period, first_day, as_of, as_of) is False
+            ):
+                continue  # begun after the as-of date, or ended before the window
             problems.append(unidentified_medication_text(record, resource))
         return problems
 
@@ -402,8 +401,12 @@ def _start_of_use(use: _Use) -> dt.date:
     return use.period.start
 
 
-def _touches(start: dt.date, last: dt.date, first_day: dt.date | None) -> bool:
-    return first_day is None or last >= first_day
+def _may_have_lasted(use: _Use) -> str:
+    """Why a use whose end is unknown, begun before the window, keeps it unknown."""
+    return (
+        f"{use.reference} ({use.period.rule}) began {use.period.start.isoformat()}, before the "
+        "window, and its end is not known: it may have lasted into the window"
+    )
 
 
 def _covers(

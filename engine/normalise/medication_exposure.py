@@ -14,7 +14,8 @@ Period of use
   open-ended: while `active` it runs to the as-of date, otherwise (`on-hold`, `completed`,
   `stopped`, ...) its end is unknown.
 - A period whose end is unknown proves use on its first day only; whether it lasted longer
-  is unknown (the evaluator says so rather than guess).
+  is unknown (the evaluator says so rather than guess). Such a period has no `end`, whichever
+  fields it was read from (`use_in_days` places it in a window).
 
 Daily dose (MedicationRequest.dosageInstruction, MedicationStatement.dosage)
 - dose = doseAndRate[0].doseQuantity (a doseRange is not a single dose: unusable);
@@ -48,6 +49,7 @@ __all__ = [
     "ExposurePeriod",
     "daily_dose",
     "exposure_period",
+    "use_in_days",
 ]
 
 DOSE_UNIT = "mg"
@@ -73,10 +75,11 @@ _RXNORM_STRENGTH = re.compile(r"^[A-Za-z][A-Za-z ,-]*? (\d+(?:\.\d+)?) (MG|MCG|G
 @direct_init
 @dataclass(frozen=True)
 class ExposurePeriod:
-    """Days a resource shows the drug in use. `end` None: still in use on the as-of date.
+    """Days a resource shows the drug in use. `end` None: still in use on the as-of date
+    when `end_known`, else an end the record does not give.
 
-    `end_known` False: only `start` is proven (an ended order without supply information).
-    `rule` says which fields decided, for explanations.
+    `end_known` False: only `start` is proven (an ended order without supply information, a
+    stopped statement with a single date). `rule` says which fields decided, for explanations.
     """
 
     start: dt.date
@@ -136,9 +139,21 @@ def exposure_period(resource: Mapping[str, Any]) -> ExposurePeriod | str:
         return "no usable effective[x] date"
     if resource.get("resourceType") == "MedicationAdministration":
         return ExposurePeriod(start, start, True, "effectiveDateTime")
-    return ExposurePeriod(
-        start, None if ongoing else start, ongoing, f"effectiveDateTime, {status}"
-    )
+    return ExposurePeriod(start, None, ongoing, f"effectiveDateTime, {status}")
+
+
+def use_in_days(
+    period: ExposurePeriod, first_day: dt.date | None, last_day: dt.date, as_of: dt.date
+) -> bool | None:
+    """Whether a period of use touches the days `first_day` to `last_day` (`first_day` None:
+    from the start of the record): True when it proves use on one of them, False when it
+    surely does not (begun after them, or ended before them), None when only its unknown end
+    could reach into them (begun before them, end not in the record)."""
+    if period.start > last_day:
+        return False
+    if first_day is None or period.last_day(as_of) >= first_day:
+        return True
+    return None if not period.end_known else False
 
 
 def _is_mapping(value: object) -> TypeGuard[Mapping[str, Any]]:

@@ -302,6 +302,61 @@ def test_last_use_within_eight_weeks(measured_first: CompiledCriteria) -> None:
     )
 
 
+def statement(identifier: str, code: str, status: str, **dates: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "MedicationStatement",
+        "id": identifier,
+        "status": status,
+        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": code}]},
+        "subject": {"reference": "Patient/p"},
+        **dates,
+    }
+
+
+def test_a_stopped_statement_with_one_date_may_have_lasted_into_the_window(
+    measured_first: CompiledCriteria,
+) -> None:
+    """A MedicationStatement `stopped` or `completed` with a single date proves use on that
+    day; its end is not in the record. Begun before the 8 weeks, it may have lasted into
+    them: unknown, naming it and why, as the same order (MedicationRequest) and
+    `continuous_for` say; never "no use" (an exclusion cleared)."""
+    for status in ("stopped", "completed", "on-hold"):
+        stopped = statement("dapa", "1488564", status, effectiveDateTime="2026-09-01")
+        result = outcome_of(measured_first, "exclusion-1-sglt2", patient(), stopped)
+        assert result.truth is Truth.UNKNOWN, (status, result.reason)
+        assert "MedicationStatement/dapa (effectiveDateTime, " in result.reason
+        assert "began 2026-09-01, before the window, and its end is not known" in result.reason
+        assert result.evidence == ("MedicationStatement/dapa",) and result.missing
+    in_window = statement("dapa", "1488564", "completed", effectiveDateTime="2026-10-15")
+    assert outcome_of(measured_first, "exclusion-1-sglt2", patient(), in_window).truth is (
+        Truth.MET
+    )
+    ended = statement(
+        "dapa", "1488564", "completed", effectivePeriod={"start": "2026-05-01", "end": "2026-06-01"}
+    )
+    assert outcome_of(measured_first, "exclusion-1-sglt2", patient(), ended).truth is (
+        Truth.NOT_MET
+    )
+    ace = statement("lisinopril", "314076", "stopped", effectiveDateTime="2026-09-01")
+    continuous = outcome_of(measured_first, "inclusion-3-ace", patient(), ace)
+    assert continuous.truth is Truth.UNKNOWN and "end of use unknown" in continuous.reason
+
+
+def test_a_stopped_dose_statement_begun_before_the_window_is_unknown(
+    measured_first: CompiledCriteria,
+) -> None:
+    dosage = {
+        "timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}},
+        "doseAndRate": [{"doseQuantity": {"value": 8, "unit": "mg"}}],
+    }
+    stopped = statement(
+        "mp", "6902", "stopped", effectiveDateTime="2026-07-01", dosage=[dosage]
+    )  # before the 3 months from 2026-08-01
+    result = outcome_of(measured_first, "exclusion-2-steroid-dose", patient(), stopped)
+    assert result.truth is Truth.UNKNOWN, result.reason
+    assert "MedicationStatement/mp" in result.reason and "its end is not known" in result.reason
+
+
 def test_daily_dose_through_the_prednisone_equivalence_table(
     measured_first: CompiledCriteria,
 ) -> None:
@@ -398,7 +453,7 @@ def test_a_dose_order_that_may_have_lasted_into_the_window_is_unknown(
 ) -> None:
     old_open = order("mp-open", "6902", "completed", "2026-01-10")  # no supply, end unknown
     result = outcome_of(measured_first, "exclusion-2-steroid-dose", patient(), old_open)
-    assert result.truth is Truth.UNKNOWN and "may have lasted into it" in result.reason
+    assert result.truth is Truth.UNKNOWN and "its end is not known" in result.reason
 
 
 @pytest.mark.parametrize("prefer", ["measured", "computed"])

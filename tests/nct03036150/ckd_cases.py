@@ -66,6 +66,13 @@ def onset_as(resource: Resource, **fields: object) -> Resource:
     return {**kept, **fields}
 
 
+def single_dated(statement: Resource) -> Resource:
+    """The MedicationStatement dated by one day (`effectiveDateTime`, its period's start)
+    instead of its effectivePeriod."""
+    kept = {key: value for key, value in statement.items() if key != "effectivePeriod"}
+    return {**kept, "effectiveDateTime": statement["effectivePeriod"]["start"]}
+
+
 def years(value: int) -> Resource:
     return {"value": value, "unit": "a", "system": UCUM, "code": "a"}
 
@@ -647,7 +654,26 @@ EXCLUSION_4 = [
         "stopped dapagliflozin order without supply duration: end unknown",
         MISSING,
         add=(medication_request("dapa-stopped", DAPAGLIFLOZIN, "stopped", days_ago(120)),),
-        reason=("may have lasted into it",),
+        reason=("its end is not known: it may have lasted into the window",),
+    ),
+    e4.silent(
+        "dapagliflozin statement stopped, one date before the 8 weeks: end unknown",
+        MISSING,
+        add=(
+            single_dated(
+                medication_statement("dapa-said", DAPAGLIFLOZIN, "stopped", days_ago(61), None)
+            ),
+        ),
+        reason=("MedicationStatement/dapa-said", "its end is not known"),
+    ),
+    e4.fails(
+        "dapagliflozin statement completed, one date in the 8 weeks",
+        add=(
+            single_dated(
+                medication_statement("dapa-said", DAPAGLIFLOZIN, "completed", days_ago(20), None)
+            ),
+        ),
+        evidence=("MedicationStatement/dapa-said",),
     ),
 ]
 

@@ -12,7 +12,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.normalise.medication_exposure import _is_mapping, daily_dose, exposure_period
+from engine.normalise.medication_exposure import (
+    _is_mapping,
+    daily_dose,
+    exposure_period,
+    use_in_days,
+)
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 
@@ -100,6 +105,35 @@ def test_a_held_order_or_statement_is_not_ongoing() -> None:
     for period in (held, statement):
         assert not isinstance(period, str)
         assert not period.end_known and period.last_day(as_of) == period.start
+
+
+def test_a_single_date_on_a_statement_no_longer_going_on_has_an_unknown_end() -> None:
+    """A stopped (or completed) statement with one date proves use on that day only, and its
+    end is unknown, as an open-ended order's: one shape, which `use_in_days` reads."""
+    as_of = dt.date(2026, 11, 1)
+    for status in ("stopped", "completed", "on-hold"):
+        period = exposure_period(
+            {
+                "resourceType": "MedicationStatement",
+                "status": status,
+                "effectiveDateTime": "2026-09-01",
+            }
+        )
+        assert not isinstance(period, str)
+        assert (period.start, period.end, period.end_known) == (dt.date(2026, 9, 1), None, False)
+        assert period.last_day(as_of) == dt.date(2026, 9, 1)
+        assert use_in_days(period, dt.date(2026, 9, 6), as_of, as_of) is None  # may reach
+        assert use_in_days(period, dt.date(2026, 8, 1), as_of, as_of) is True
+        assert use_in_days(period, None, as_of, as_of) is True
+        assert use_in_days(period, dt.date(2026, 7, 1), dt.date(2026, 8, 31), as_of) is False
+    ended = exposure_period(request("completed", dispenseRequest=_supply(30)))
+    assert not isinstance(ended, str)
+    assert use_in_days(ended, dt.date(2026, 9, 30), as_of, as_of) is True  # to 2026-09-30
+    assert use_in_days(ended, dt.date(2026, 10, 1), as_of, as_of) is False
+
+
+def _supply(days: int) -> dict[str, Any]:
+    return {"expectedSupplyDuration": {"value": days, "unit": "days", "code": "d"}}
 
 
 def test_statement_and_administration_periods() -> None:
