@@ -44,6 +44,7 @@ from engine.normalise.medication_exposure import (
     ExposurePeriod,
     daily_dose,
     exposure_period,
+    unknown_end_text,
     use_in_days,
 )
 from engine.record import UNIDENTIFIED_MEDICATION
@@ -403,10 +404,7 @@ def _start_of_use(use: _Use) -> dt.date:
 
 def _may_have_lasted(use: _Use) -> str:
     """Why a use whose end is unknown, begun before the window, keeps it unknown."""
-    return (
-        f"{use.reference} ({use.period.rule}) began {use.period.start.isoformat()}, before the "
-        "window, and its end is not known: it may have lasted into the window"
-    )
+    return f"{use.reference} {unknown_end_text(use.period)}"
 
 
 def _covers(

@@ -49,6 +49,7 @@ __all__ = [
     "ExposurePeriod",
     "daily_dose",
     "exposure_period",
+    "unknown_end_text",
     "use_in_days",
 ]
 
@@ -154,6 +155,15 @@ def use_in_days(
     if first_day is None or period.last_day(as_of) >= first_day:
         return True
     return None if not period.end_known else False
+
+
+def unknown_end_text(period: ExposurePeriod) -> str:
+    """Why a period with an unknown end, begun before a window, may be use in it (after the
+    resource's reference)."""
+    return (
+        f"({period.rule}) began {period.start.isoformat()}, before the window, and its end is "
+        "not known: it may have lasted into the window"
+    )
 
 
 def _is_mapping(value: object) -> TypeGuard[Mapping[str, Any]]:

@@ -342,6 +342,144 @@ def test_a_stopped_statement_with_one_date_may_have_lasted_into_the_window(
     assert continuous.truth is Truth.UNKNOWN and "end of use unknown" in continuous.reason
 
 
+PLAIN_WINDOWS = """
+trial: {id: NCT00000002, title: A medication in a window two ways}
+mappings: [MAPPINGS]
+criteria:
+  - id: exclusion-1-within-active
+    kind: exclusion
+    text: SGLT2 inhibitor within 8 weeks (timing active)
+    expression:
+      resource: MedicationStatement
+      concept: sglt2-inhibitors
+      within: P8W
+      timing: active
+  - id: exclusion-2-use-within
+    kind: exclusion
+    text: SGLT2 inhibitor within 8 weeks (use)
+    expression:
+      resource: MedicationStatement
+      concept: sglt2-inhibitors
+      use: {within: P8W}
+  - id: exclusion-3-began-within
+    kind: exclusion
+    text: SGLT2 inhibitor started within 8 weeks
+    expression:
+      resource: MedicationStatement
+      concept: sglt2-inhibitors
+      within: P8W
+      timing: onset
+"""
+
+DAPAGLIFLOZIN = "1488564"
+
+
+def supplied(days: int) -> dict[str, Any]:
+    return {"expectedSupplyDuration": {"value": days, "unit": "days", "code": "d"}}
+
+
+@pytest.fixture(scope="module")
+def plain_windows(tmp_path_factory: pytest.TempPathFactory) -> CompiledCriteria:
+    return load_trial(write_trial(tmp_path_factory.mktemp("plain"), text=PLAIN_WINDOWS))
+
+
+@pytest.mark.parametrize(
+    ("resource", "expected", "reason"),
+    [
+        (  # 90 days from 2026-08-01: in use to 2026-10-29, the window is from 2026-09-06
+            order("dapa", DAPAGLIFLOZIN, "completed", "2026-08-01", dispenseRequest=supplied(90)),
+            Truth.MET,
+            "latest began 2026-08-01 (before the window) and active in it",
+        ),
+        (
+            order("dapa", DAPAGLIFLOZIN, "completed", "2026-09-01"),
+            Truth.UNKNOWN,
+            "MedicationRequest/dapa (open-ended order, completed) began 2026-09-01, before the "
+            "window, and its end is not known",
+        ),
+        (
+            order("dapa", DAPAGLIFLOZIN, "on-hold", "2026-08-01"),
+            Truth.UNKNOWN,
+            "(open-ended order, on-hold) began 2026-08-01",
+        ),
+        (
+            statement("dapa", DAPAGLIFLOZIN, "stopped", effectiveDateTime="2026-09-01"),
+            Truth.UNKNOWN,
+            "MedicationStatement/dapa (effectiveDateTime, stopped) began 2026-09-01",
+        ),
+        (
+            statement("dapa", DAPAGLIFLOZIN, "stopped", effectivePeriod={"start": "2026-06-01"}),
+            Truth.UNKNOWN,
+            "(effectivePeriod without end, stopped) began 2026-06-01",
+        ),
+        (  # 30 days from 2026-05-01: ended long before the window
+            order("dapa", DAPAGLIFLOZIN, "completed", "2026-05-01", dispenseRequest=supplied(30)),
+            Truth.NOT_MET,
+            "none on record",
+        ),
+        (
+            order("dapa", DAPAGLIFLOZIN, "active", "2026-08-01"),
+            Truth.MET,
+            "1 found",
+        ),
+        (
+            statement("dapa", DAPAGLIFLOZIN, "completed", effectiveDateTime="2026-10-15"),
+            Truth.MET,
+            "latest 2026-10-15",
+        ),
+    ],
+    ids=[
+        "supply-reaching-in",
+        "completed-open-ended",
+        "held",
+        "stopped-statement-one-date",
+        "stopped-statement-open-period",
+        "supply-ended-before",
+        "active-order",
+        "statement-in-window",
+    ],
+)
+def test_a_medication_within_a_window_is_in_it_by_its_period_of_use(
+    plain_windows: CompiledCriteria, resource: dict[str, Any], expected: Truth, reason: str
+) -> None:
+    """`within: P8W` with `timing: active` (the Timing section's "on an ACE inhibitor in the
+    last 4 weeks") reads a medication's period of use, as `use: {within: P8W}` does: a 90-day
+    supply begun before the window is in it, an order or statement whose end is unknown may
+    be (unknown, naming it), never "none on record"."""
+    plain = outcome_of(plain_windows, "exclusion-1-within-active", patient(), resource)
+    assert plain.truth is expected, plain.reason
+    assert reason in plain.reason
+    assert outcome_of(plain_windows, "exclusion-2-use-within", patient(), resource).truth is (
+        expected
+    )
+
+
+def test_timing_onset_still_reads_when_a_medication_began(plain_windows: CompiledCriteria) -> None:
+    supply = order("dapa", DAPAGLIFLOZIN, "completed", "2026-08-01", dispenseRequest=supplied(90))
+    began_before = outcome_of(plain_windows, "exclusion-3-began-within", patient(), supply)
+    assert began_before.truth is Truth.NOT_MET, began_before.reason
+    recent = order("dapa", DAPAGLIFLOZIN, "completed", "2026-10-01")
+    assert outcome_of(plain_windows, "exclusion-3-began-within", patient(), recent).truth is (
+        Truth.MET
+    )
+
+
+def test_an_unidentified_drug_whose_supply_ended_before_the_window_does_not_matter(
+    plain_windows: CompiledCriteria,
+) -> None:
+    def text_only(identifier: str, authored: str, **more: Any) -> dict[str, Any]:
+        unnamed = order(identifier, "x", "completed", authored, **more)
+        return {**unnamed, "medicationCodeableConcept": {"text": "dapagliflozin 10 mg"}}
+
+    ended = text_only("old", "2026-05-01", dispenseRequest=supplied(30))
+    assert outcome_of(plain_windows, "exclusion-1-within-active", patient(), ended).truth is (
+        Truth.NOT_MET
+    )
+    reaching = text_only("reaching", "2026-08-01", dispenseRequest=supplied(90))
+    result = outcome_of(plain_windows, "exclusion-1-within-active", patient(), reaching)
+    assert result.truth is Truth.UNKNOWN and "which drug it is cannot be told" in result.reason
+
+
 def test_a_stopped_dose_statement_begun_before_the_window_is_unknown(
     measured_first: CompiledCriteria,
 ) -> None:
