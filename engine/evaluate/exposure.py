@@ -20,11 +20,14 @@ Closed world, as for every medication atom: no such medication on record means n
 from __future__ import annotations
 
 import datetime as dt
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from operator import attrgetter
 from typing import Any, NamedTuple
 
-from engine.criteria.model import MedicationExposure
+from engine.criteria.model import Comparator, MedicationExposure
 from engine.errors import CriteriaError, Location, UnitError
 from engine.evaluate.nodes import (
     EVIDENCE_LIMIT,
@@ -37,19 +40,30 @@ from engine.evaluate.nodes import (
 )
 from engine.evaluate.outcome import MET, NOT_MET, UNKNOWN, Cited, Outcome, shared, with_atom
 from engine.evaluate.timing import day_before
-from engine.evaluate.values import COMPARISONS
-from engine.normalise import Terminology, convert
+from engine.normalise import Terminology
 from engine.normalise.medication_exposure import (
-    DOSE_UNIT,
     ExposurePeriod,
     daily_dose,
     exposure_period,
+    milligrams,
     unknown_end_text,
     use_in_days,
 )
 from engine.record import UNIDENTIFIED_MEDICATION
 
 __all__ = ["ExposureNode", "compile_exposure"]
+
+
+_DOSE_COMPARISONS: dict[Comparator, Callable[[Fraction, Fraction], bool]] = {
+    Comparator.LESS: operator.lt,
+    Comparator.LESS_OR_EQUAL: operator.le,
+    Comparator.GREATER: operator.gt,
+    Comparator.GREATER_OR_EQUAL: operator.ge,
+    Comparator.EQUAL: operator.eq,
+    Comparator.NOT_EQUAL: operator.ne,
+}
+"""The `daily_dose` comparisons, on exact doses (`engine.evaluate.values.COMPARISONS` on
+fractions)."""
 
 
 def compile_exposure(
@@ -61,7 +75,7 @@ def compile_exposure(
     if exposure.daily_dose is not None:
         assert exposure.daily_dose.unit is not None
         try:
-            threshold = convert(exposure.daily_dose.value, exposure.daily_dose.unit, DOSE_UNIT)
+            threshold = milligrams(exposure.daily_dose.value, exposure.daily_dose.unit)
         except UnitError as error:
             raise CriteriaError(
                 f"daily_dose '{exposure.daily_dose.text}' must be a mass per day "
@@ -92,7 +106,8 @@ class _Use(NamedTuple):
 class ExposureNode:
     query: ResourceNode
     exposure: MedicationExposure
-    threshold: float | None
+    threshold: Fraction | None
+    """The `daily_dose` test's mass in mg, exactly (a dose equal to it compares equal)."""
     label: str
     _nothing_found: dict[dt.date, Outcome] = field(
         default_factory=dict, init=False, repr=False, compare=False
@@ -253,15 +268,15 @@ class ExposureNode:
         as_of = context.as_of
         placed = [(u, use_in_days(u.period, first_day, as_of, as_of)) for u in uses]
         in_window = [u for u, in_window in placed if in_window]
-        compare = COMPARISONS[test.comparator]
+        compare = _DOSE_COMPARISONS[test.comparator]
         failed: list[str] = []
         for use in in_window:
             dose = self._daily_mg(use, context)
             if isinstance(dose, str):
                 problems.append(f"{use.reference}: {dose}")
                 continue
-            milligrams, shown = dose
-            if compare(milligrams, self.threshold):
+            daily, shown = dose
+            if compare(daily, self.threshold):
                 return Outcome(
                     MET,
                     f"{subject}: daily dose {shown} ({use.reference}) is {test.text}",
@@ -354,7 +369,7 @@ class ExposureNode:
             return as_of
         return day_before(window.duration, as_of) if window.duration else None
 
-    def _daily_mg(self, use: _Use, context: EvaluationContext) -> tuple[float, str] | str:
+    def _daily_mg(self, use: _Use, context: EvaluationContext) -> tuple[Fraction, str] | str:
         record = context.record
         reference = use.resource.get("medicationReference")
         medication = (
@@ -367,26 +382,34 @@ class ExposureNode:
             return dose
         table = self.exposure.equivalent
         if table is None:
-            return dose.value, f"{dose.value:g} mg/day [{dose.shown}]"
-        factors = set()
+            return dose.value, f"{float(dose.value):g} mg/day [{dose.shown}]"
+        equivalents: dict[Fraction, str] = {}
         concept = record.medication_of(use.resource) or {}
+        terminology = context.terminology
         for coding in concept.get("coding") or ():
             if isinstance(coding, dict) and isinstance(coding.get("code"), str):
-                for concept_id in context.terminology.concepts_of_coding(
+                for concept_id in terminology.concepts_of_coding(
                     coding.get("system"), coding["code"]
                 ):
-                    factor = context.terminology.concept(concept_id).dose_equivalents.get(table)
-                    if factor is not None:
-                        factors.add(factor)
-        if len(factors) != 1:
+                    drug = terminology.concept(concept_id)
+                    equivalent = drug.dose_equivalents.get(table)
+                    if equivalent is not None:  # (the table's own drug needs no words)
+                        equivalents.setdefault(
+                            equivalent.factor,
+                            ""
+                            if concept_id == table
+                            else f"; {equivalent.text(drug.display.lower(), table)}",
+                        )
+        if len(equivalents) != 1:
             return (
                 f"no {table} equivalence for this drug in the mappings"
-                if not factors
-                else f"conflicting {table} equivalence factors {sorted(factors)}"
+                if not equivalents
+                else f"conflicting {table} equivalences"
+                + "".join(sorted(equivalents.values())).replace(";", ":", 1)
             )
-        factor = factors.pop()
+        ((factor, equivalence),) = equivalents.items()
         value = dose.value * factor
-        return value, f"{value:g} mg/day {table}-equivalent [{dose.shown}; x {factor:g}]"
+        return value, f"{float(value):g} mg/day {table}-equivalent [{dose.shown}{equivalence}]"
 
     def _unknown(self, text: str, reasons: list[str], uses: list[_Use]) -> Outcome:
         return Outcome(

@@ -513,6 +513,99 @@ def test_daily_dose_through_the_prednisone_equivalence_table(
     assert low.truth is Truth.NOT_MET
 
 
+THRESHOLDS = """
+trial: {id: NCT00000003, title: Prednisone-equivalent thresholds}
+mappings: [MAPPINGS]
+criteria:
+""" + "".join(
+    f"""
+  - id: inclusion-{name}
+    kind: inclusion
+    text: prednisone-equivalent {test} on the as-of day
+    expression:
+      resource: MedicationStatement
+      concept: systemic-glucocorticoid-ingredients
+      use: {{daily_dose: "{test}", equivalent: prednisone}}
+"""
+    for name, test in (
+        ("ge-5", ">= 5 mg"),
+        ("gt-5", "> 5 mg"),
+        ("ge-10", ">= 10 mg"),
+        ("gt-10", "> 10 mg"),
+        ("le-5", "<= 5 mg"),
+        ("eq-5", "= 5 mg"),
+    )
+)
+
+
+@pytest.fixture(scope="module")
+def thresholds(tmp_path_factory: pytest.TempPathFactory) -> CompiledCriteria:
+    return load_trial(write_trial(tmp_path_factory.mktemp("thresholds"), text=THRESHOLDS))
+
+
+def taking(
+    code: str, milligrams: float, system: str = RXNORM, unit: str = "mg", frequency: int = 1
+) -> dict[str, Any]:
+    dosage = {
+        "timing": {"repeat": {"frequency": frequency, "period": 1, "periodUnit": "d"}},
+        "doseAndRate": [{"doseQuantity": {"value": milligrams, "unit": unit}}],
+    }
+    return {
+        **statement("steroid", code, "active", effectiveDateTime="2026-10-01"),
+        "medicationCodeableConcept": {"coding": [{"system": system, "code": code}]},
+        "dosage": [dosage],
+    }
+
+
+TABLE_DOSES = [  # each is prednisone 5 mg (Liu D et al. 2013, Table 1)
+    ("prednisone", "8640", RXNORM, 5),
+    ("prednisolone", "8638", RXNORM, 5),
+    ("methylprednisolone", "6902", RXNORM, 4),
+    ("triamcinolone", "H02AB08", ATC, 4),
+    ("hydrocortisone", "H02AB09", ATC, 20),
+    ("cortisone", "2878", RXNORM, 25),
+    ("dexamethasone", "3264", RXNORM, 0.75),
+    ("betamethasone", "1514", RXNORM, 0.6),
+]
+
+
+@pytest.mark.parametrize(
+    ("code", "system", "milligrams"),
+    [entry[1:] for entry in TABLE_DOSES],
+    ids=[entry[0] for entry in TABLE_DOSES],
+)
+def test_the_tables_equivalent_doses_are_exactly_prednisone_5_mg(
+    thresholds: CompiledCriteria, code: str, system: str, milligrams: float
+) -> None:
+    """Dexamethasone 0.75 mg and betamethasone 0.6 mg are prednisone 5 mg in the cited
+    table: with rounded factors (6.667, 8.333) they were 5.00025 mg ("> 5 mg") and 4.9998 mg
+    ("not >= 5 mg"). Each drug at its table dose is 5 mg exactly, and twice it 10 mg."""
+    once = taking(code, milligrams, system)
+    for criterion, truth in (
+        ("inclusion-ge-5", Truth.MET),
+        ("inclusion-gt-5", Truth.NOT_MET),
+        ("inclusion-le-5", Truth.MET),
+        ("inclusion-eq-5", Truth.MET),
+    ):
+        result = outcome_of(thresholds, criterion, patient(), once)
+        assert result.truth is truth, (criterion, result.reason)
+        assert "daily dose 5 mg/day prednisone-equivalent" in result.reason
+    twice = taking(code, milligrams, system, frequency=2)
+    assert outcome_of(thresholds, "inclusion-ge-10", patient(), twice).truth is Truth.MET
+    assert outcome_of(thresholds, "inclusion-gt-10", patient(), twice).truth is Truth.NOT_MET
+
+
+def test_a_dose_in_micrograms_or_split_is_as_exact(thresholds: CompiledCriteria) -> None:
+    micrograms = taking("3264", 750, unit="ug")  # dexamethasone 0.75 mg
+    result = outcome_of(thresholds, "inclusion-gt-5", patient(), micrograms)
+    assert result.truth is Truth.NOT_MET, result.reason
+    assert "dexamethasone 0.75 mg = prednisone 5 mg" in result.reason
+    thirds = taking("3264", 0.25, frequency=3)  # 0.25 mg three times a day
+    assert outcome_of(thresholds, "inclusion-eq-5", patient(), thirds).truth is Truth.MET
+    tenths = taking("1514", 0.2, frequency=3)  # betamethasone 0.6 mg: 0.2 x 3 is not 0.6000...1
+    assert outcome_of(thresholds, "inclusion-ge-5", patient(), tenths).truth is Truth.MET
+
+
 # ------------------------------------------------------------------ load errors
 
 

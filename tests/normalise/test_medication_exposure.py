@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import OrderedDict
 from collections.abc import Mapping
+from fractions import Fraction
 from types import MappingProxyType
 from typing import Any
 
@@ -16,6 +17,7 @@ from engine.normalise.medication_exposure import (
     _is_mapping,
     daily_dose,
     exposure_period,
+    milligrams,
     use_in_days,
 )
 
@@ -164,6 +166,20 @@ def test_daily_dose_from_dose_and_timing() -> None:
     assert not isinstance(weekly, str) and weekly.value == pytest.approx(10)
     grams = daily_dose(request(dosageInstruction=[dosage(0.5, "g", 1, 12, "h")]), None)
     assert not isinstance(grams, str) and grams.value == pytest.approx(1000)
+
+
+def test_daily_doses_are_exact_fractions_of_a_milligram() -> None:
+    """0.1 mg three times a day is 3/10 mg (not 0.30000000000000004), 750 ug is 3/4 mg and
+    500 ng 1/2000 mg: a dose equal to a threshold compares equal."""
+    split = daily_dose(request(dosageInstruction=[dosage(0.1, "mg", frequency=3)]), None)
+    assert not isinstance(split, str) and split.value == Fraction(3, 10)
+    micrograms = daily_dose(request(dosageInstruction=[dosage(750, "ug")]), None)
+    assert not isinstance(micrograms, str) and micrograms.value == Fraction(3, 4)
+    nanograms = daily_dose(request(dosageInstruction=[dosage(500, "ng")]), None)
+    assert not isinstance(nanograms, str) and nanograms.value == Fraction(1, 2000)
+    assert milligrams(0.6, "mg") * 25 / 3 == 5  # betamethasone 0.6 mg x 8.333...
+    twice_daily = daily_dose(request(dosageInstruction=[dosage(0.375, "mg", 1, 12, "h")]), None)
+    assert not isinstance(twice_daily, str) and twice_daily.value == Fraction(3, 4)
 
 
 def test_tablets_use_the_strength_of_the_rxnorm_clinical_drug_or_the_medication() -> None:
