@@ -9,10 +9,12 @@
   unknown when they would only if periods whose end is unknown had lasted; else not met.
 - `within: P8W`: met when a period of proven use touches the window; unknown when only a
   period with an unknown end, begun before the window, might reach into it; else not met.
-- `daily_dose: ">= 7.5 mg"` (optionally `equivalent: prednisone`): over the resources in use
-  in the window (the as-of day when no `within`), met when one daily dose passes, not met
-  when all are read and fail, else unknown with the reason (also when only a period with an
-  unknown end, begun before the window, may reach into it).
+- `daily_dose: ">= 7.5 mg"` (optionally `equivalent: prednisone`): the total daily dose of
+  the courses in use on each day of the window (the as-of day when no `within`), counting
+  a course once (`engine.evaluate.dose_totals`): met when on some day every total the
+  records allow passes, not met when on every day every one fails, else unknown, naming
+  the records and the totals (records that may be one course or two, a period whose end is
+  unknown, a dose that cannot be read).
 
 Closed world, as for every medication atom: no such medication on record means not met.
 """
@@ -29,6 +31,7 @@ from typing import Any, NamedTuple
 
 from engine.criteria.model import Comparator, MedicationExposure
 from engine.errors import CriteriaError, Location, UnitError
+from engine.evaluate.dose_totals import DoseDay, DoseRecord, Reading, dose_days
 from engine.evaluate.nodes import (
     EVIDENCE_LIMIT,
     EvaluationContext,
@@ -255,49 +258,149 @@ class ExposureNode:
         )
 
     def _dose(self, uses: list[_Use], problems: list[str], context: EvaluationContext) -> Outcome:
+        """The daily dose test over the days of the window (`engine.evaluate.dose_totals`): met
+        when on some day every total the records allow passes, not met when on every day
+        every total fails (and every dose is read), else unknown, saying why."""
         test = self.exposure.daily_dose
-        assert test is not None and self.threshold is not None
+        assert test is not None
         window = self.exposure.within
-        first_day = (
-            day_before(window.duration, context.as_of)
-            if window is not None and window.duration is not None
-            else (None if window is not None else context.as_of)
-        )
-        text = _window_text(first_day, context.as_of, window.name if window else None)
-        subject = self.query.subject
         as_of = context.as_of
-        placed = [(u, use_in_days(u.period, first_day, as_of, as_of)) for u in uses]
-        in_window = [u for u, in_window in placed if in_window]
-        compare = _DOSE_COMPARISONS[test.comparator]
-        failed: list[str] = []
-        for use in in_window:
-            dose = self._daily_mg(use, context)
-            if isinstance(dose, str):
-                problems.append(f"{use.reference}: {dose}")
-                continue
-            daily, shown = dose
-            if compare(daily, self.threshold):
-                return Outcome(
-                    MET,
-                    f"{subject}: daily dose {shown} ({use.reference}) is {test.text}",
-                    self.label,
-                    evidence=(use.reference,),
-                )
-            failed.append(f"{shown} ({use.reference})")
-        if problems:
-            return self._unknown(f"{subject}: daily dose {text} unusable", problems, in_window)
-        maybe = [u for u, in_window in placed if in_window is None]
-        if not in_window and maybe:
-            why = [_may_have_lasted(u) for u in maybe]
-            return self._unknown(f"{subject}: use {text} unknown", why, maybe)
-        if not in_window:
+        first_day = (
+            day_before(window.duration, as_of)
+            if window is not None and window.duration is not None
+            else (None if window is not None else as_of)
+        )
+        text = _window_text(first_day, as_of, window.name if window else None)
+        subject = self.query.subject
+        relevant = [u for u in uses if use_in_days(u.period, first_day, as_of, as_of) is not False]
+        records = [self._dose_record(use, context) for use in relevant]
+        days = dose_days(records, _same_course(relevant, context), first_day, as_of)
+        verdicts = [self._day_verdict(day) for day in days]
+        passing = [day for day, verdict in zip(days, verdicts, strict=True) if verdict is True]
+        if passing:
+            day = passing[-1]
+            cited = dict.fromkeys(r.reference for r in day.in_use + day.may_be_in_use)
+            return Outcome(
+                MET,
+                f"{subject}: {self._passing_text(day)} is {test.text}",
+                self.label,
+                evidence=tuple(cited)[:EVIDENCE_LIMIT],
+            )
+        undecided = [day for day, verdict in zip(days, verdicts, strict=True) if verdict is None]
+        reasons = (self._undecided_text(undecided[-1]) if undecided else []) + problems
+        if reasons:  # (a dose not read that cannot change the verdict is no reason)
+            return self._unknown(f"{subject}: daily dose {text} unknown", reasons, relevant)
+        if not relevant:
             return Outcome(NOT_MET, f"{subject}: not in use {text}", self.label)
+        shown = ", ".join(map(_record_text, records))
         return Outcome(
             NOT_MET,
-            f"{subject}: daily dose {', '.join(failed)} is not {test.text}",
+            f"{subject}: daily dose {shown} is not {test.text}{self._added_text(days)}",
             self.label,
-            evidence=_evidence(in_window),
+            evidence=_evidence(relevant),
         )
+
+    def _judge(self, reading: Reading) -> bool | None:
+        """Whether a total passes the test: None when a dose of it cannot be read and the
+        known part does not settle it (a total at least X passes `> X` tests only)."""
+        test = self.exposure.daily_dose
+        assert test is not None and self.threshold is not None
+        if not reading.records:
+            return False  # nothing in use that day: no dose to pass
+        passes = _DOSE_COMPARISONS[test.comparator](reading.total, self.threshold)
+        if not reading.unread:
+            return passes
+        if test.comparator in _RISING and passes:
+            return True  # more than the known part passes too
+        if test.comparator in _FALLING and not passes:
+            return False
+        return None
+
+    def _day_verdict(self, day: DoseDay) -> bool | None:
+        if day.readings is None:
+            return None
+        verdicts = {self._judge(reading) for reading in day.readings}
+        return verdicts.pop() if len(verdicts) == 1 else None
+
+    def _amount_text(self, reading: Reading) -> str:
+        """A total as a reason gives it: "10 mg/day prednisone-equivalent" ("at least" when a
+        dose of it cannot be read)."""
+        equivalent = f" {self.exposure.equivalent}-equivalent" if self.exposure.equivalent else ""
+        least = "at least " if reading.unread else ""
+        return f"{least}{float(reading.total):g} mg/day{equivalent}"
+
+    def _total_text(self, reading: Reading) -> str:
+        """A total with the records it adds up."""
+        added = " + ".join(r.reference for r in reading.records) or "none in use"
+        return f"{self._amount_text(reading)} ({added})"
+
+    def _passing_text(self, day: DoseDay) -> str:
+        """What passes on a day every reading of which passes."""
+        assert day.readings is not None
+        if len(day.readings) == 1:
+            (reading,) = day.readings
+            if len(reading.records) == 1:
+                (record,) = reading.records
+                return f"daily dose {record.shown} ({record.reference})"
+            shown = " and ".join(map(_record_text, reading.records))
+            return (
+                f"daily dose {self._amount_text(reading)} on {day.day.isoformat()}, the total "
+                f"of {shown}, courses taken together,"
+            )
+        low = min(day.readings, key=_total_of)
+        high = max(day.readings, key=_total_of)
+        shown = ", ".join(map(_record_text, day.in_use + day.may_be_in_use))
+        return (
+            f"daily dose on {day.day.isoformat()} ({shown}), one course or several, "
+            f"{float(low.total):g} to {self._amount_text(high)},"
+        )
+
+    def _undecided_text(self, day: DoseDay) -> list[str]:
+        """Why the records of a day allow totals that pass and totals that fail (one reason,
+        its clauses joined, so that none is cut off)."""
+        on = day.day.isoformat()
+        if day.readings is None:
+            shown = ", ".join(r.reference for r in day.in_use)
+            return [f"{shown} are in use on {on}: too many records of one drug to add up"]
+        reasons = []
+        for group in day.undecided_groups:
+            records = " and ".join(f"{r.reference} ({r.shown})" for r in group)
+            reasons.append(
+                f"{records} are in use on {on}, neither linked as one course (basedOn, "
+                "priorPrescription) nor ordered together (groupIdentifier): one course "
+                "recorded twice or courses taken together, the record does not tell"
+            )
+        for group in day.disagreeing:
+            records = " and ".join(f"{r.reference} ({r.shown})" for r in group)
+            reasons.append(f"{records}, one course, give different doses from {on}")
+        for record in day.may_be_in_use:
+            reasons.append(f"{record.reference} ({record.shown}) {unknown_end_text(record.period)}")
+        for record in day.in_use + day.may_be_in_use:
+            if record.dose is None:
+                reasons.append(f"{record.reference}: {record.shown}")
+        judged = [(reading, self._judge(reading)) for reading in day.readings]
+        passing = [reading for reading, verdict in judged if verdict is True]
+        failing = [reading for reading, verdict in judged if verdict is False]
+        test = self.exposure.daily_dose
+        assert test is not None
+        if passing and failing:
+            reasons.append(
+                f"{self._total_text(max(passing, key=_size))} would be {test.text}, "
+                f"{self._total_text(min(failing, key=_size))} would not"
+            )
+        return ["; ".join(reasons)] if reasons else []
+
+    def _added_text(self, days: list[DoseDay]) -> str:
+        """For a failing test: the largest total of records taken together, if any."""
+        totals = [
+            reading
+            for day in days
+            for reading in day.readings or ()
+            if len(reading.records) > 1 and not reading.unread
+        ]
+        if not totals:
+            return ""
+        return f"; added up, {self._total_text(max(totals, key=_total_of))} is not either"
 
     # ------------------------------------------------------------------ helpers
 
@@ -369,7 +472,26 @@ class ExposureNode:
             return as_of
         return day_before(window.duration, as_of) if window.duration else None
 
-    def _daily_mg(self, use: _Use, context: EvaluationContext) -> tuple[Fraction, str] | str:
+    def _dose_record(self, use: _Use, context: EvaluationContext) -> DoseRecord:
+        """A use with its daily dose as the test reads it (or why it cannot be read)."""
+        dose = self._daily_mg(use, context)
+        group = use.resource.get("groupIdentifier")
+        group_key = (
+            f"{group.get('system', '')}|{group['value']}"
+            if use.resource.get("resourceType") == "MedicationRequest"
+            and isinstance(group, dict)
+            and isinstance(group.get("value"), str)
+            else None
+        )
+        value, shown, drug = dose
+        return DoseRecord(use.reference, use.period, value, shown, drug, group_key)
+
+    def _daily_mg(
+        self, use: _Use, context: EvaluationContext
+    ) -> tuple[Fraction | None, str, frozenset[str]]:
+        """The use's daily dose in mg (of the equivalence table's drug; None when it cannot
+        be read), how it reads (or why not), and which drug it is (the concepts giving its
+        equivalence; none without a table, or when the mappings give it none)."""
         record = context.record
         reference = use.resource.get("medicationReference")
         medication = (
@@ -378,12 +500,13 @@ class ExposureNode:
             else None
         )
         dose = daily_dose(use.resource, medication)
-        if isinstance(dose, str):
-            return dose
         table = self.exposure.equivalent
         if table is None:
-            return dose.value, f"{float(dose.value):g} mg/day [{dose.shown}]"
+            if isinstance(dose, str):
+                return None, dose, frozenset()
+            return dose.value, f"{float(dose.value):g} mg/day [{dose.shown}]", frozenset()
         equivalents: dict[Fraction, str] = {}
+        drugs: set[str] = set()
         concept = record.medication_of(use.resource) or {}
         terminology = context.terminology
         for coding in concept.get("coding") or ():
@@ -394,6 +517,7 @@ class ExposureNode:
                     drug = terminology.concept(concept_id)
                     equivalent = drug.dose_equivalents.get(table)
                     if equivalent is not None:  # (the table's own drug needs no words)
+                        drugs.add(concept_id)
                         equivalents.setdefault(
                             equivalent.factor,
                             ""
@@ -401,15 +525,19 @@ class ExposureNode:
                             else f"; {equivalent.text(drug.display.lower(), table)}",
                         )
         if len(equivalents) != 1:
-            return (
+            why = (
                 f"no {table} equivalence for this drug in the mappings"
                 if not equivalents
                 else f"conflicting {table} equivalences"
                 + "".join(sorted(equivalents.values())).replace(";", ":", 1)
             )
+            return None, why, frozenset()
+        if isinstance(dose, str):
+            return None, dose, frozenset(drugs)
         ((factor, equivalence),) = equivalents.items()
         value = dose.value * factor
-        return value, f"{float(value):g} mg/day {table}-equivalent [{dose.shown}{equivalence}]"
+        shown = f"{float(value):g} mg/day {table}-equivalent [{dose.shown}{equivalence}]"
+        return value, shown, frozenset(drugs)
 
     def _unknown(self, text: str, reasons: list[str], uses: list[_Use]) -> Outcome:
         return Outcome(
@@ -423,6 +551,47 @@ class ExposureNode:
 
 def _start_of_use(use: _Use) -> dt.date:
     return use.period.start
+
+
+_RISING = frozenset({Comparator.GREATER, Comparator.GREATER_OR_EQUAL})
+"""Tests a larger dose passes whenever a smaller one does."""
+_FALLING = frozenset({Comparator.LESS, Comparator.LESS_OR_EQUAL})
+"""Tests a larger dose fails whenever a smaller one does."""
+_LINK_FIELDS = ("basedOn", "derivedFrom", "partOf", "priorPrescription", "request")
+"""Reference fields by which a medication record names another record of its course (FHIR
+R4 MedicationStatement.basedOn/.derivedFrom/.partOf, MedicationRequest.basedOn/
+.priorPrescription, MedicationAdministration.request/.partOf)."""
+
+
+def _same_course(uses: list[_Use], context: EvaluationContext) -> list[tuple[int, int]]:
+    """Pairs of uses (by index) that one of them links to the other (`_LINK_FIELDS`)."""
+    index_of = {id(use.resource): index for index, use in enumerate(uses)}
+    pairs = []
+    for index, use in enumerate(uses):
+        for name in _LINK_FIELDS:
+            value = use.resource.get(name)
+            for link in value if isinstance(value, list) else (value,):
+                if isinstance(link, dict) and isinstance(link.get("reference"), str):
+                    target = context.record.resolve(link["reference"], use.resource)
+                    other = index_of.get(id(target)) if target is not None else None
+                    if other is not None and other != index:
+                        pairs.append((index, other))
+    return pairs
+
+
+def _record_text(record: DoseRecord) -> str:
+    """A record's daily dose in a reason, with its reference."""
+    if record.dose is None:
+        return f"a dose that cannot be read ({record.reference}: {record.shown})"
+    return f"{record.shown} ({record.reference})"
+
+
+def _total_of(reading: Reading) -> Fraction:
+    return reading.total
+
+
+def _size(reading: Reading) -> tuple[int, Fraction]:
+    return (len(reading.records), reading.total)
 
 
 def _may_have_lasted(use: _Use) -> str:
@@ -464,6 +633,8 @@ _reference_of = attrgetter("reference")
 
 
 def _window_text(first_day: dt.date | None, as_of: dt.date, name: str | None) -> str:
+    if first_day == as_of and name is None:
+        return f"on {as_of.isoformat()}"
     if first_day is None:
         return f"ever (up to {as_of.isoformat()})"
     label = f"{name} " if name else ""

@@ -606,6 +606,182 @@ def test_a_dose_in_micrograms_or_split_is_as_exact(thresholds: CompiledCriteria)
     assert outcome_of(thresholds, "inclusion-ge-5", patient(), tenths).truth is Truth.MET
 
 
+TOTALS = """
+trial: {id: NCT00000004, title: Daily dose totals}
+mappings: [MAPPINGS]
+criteria:
+""" + "".join(
+    f"""
+  - id: {name}
+    kind: inclusion
+    text: prednisone-equivalent {test}
+    expression:
+      resource: MedicationStatement
+      concept: systemic-glucocorticoid-ingredients
+      use: {{{window}daily_dose: "{test}", equivalent: prednisone}}
+"""
+    for name, window, test in (
+        ("above-7-5-now", "", "> 7.5 mg"),
+        ("at-least-7-5-now", "", ">= 7.5 mg"),
+        ("below-7-5-now", "", "< 7.5 mg"),
+        ("above-7-5-in-3-months", "within: P3M, ", "> 7.5 mg"),
+    )
+)
+
+
+@pytest.fixture(scope="module")
+def totals(tmp_path_factory: pytest.TempPathFactory) -> CompiledCriteria:
+    return load_trial(write_trial(tmp_path_factory.mktemp("totals"), text=TOTALS))
+
+
+def steroid_order(
+    identifier: str,
+    code: str,
+    milligrams: float,
+    authored: str = "2026-10-01",
+    status: str = "active",
+    **more: Any,
+) -> dict[str, Any]:
+    dosage = {
+        "timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}},
+        "doseAndRate": [{"doseQuantity": {"value": milligrams, "unit": "mg"}}],
+    }
+    return order(identifier, code, status, authored, dosageInstruction=[dosage], **more)
+
+
+def steroid_statement(identifier: str, code: str, milligrams: float, **more: Any) -> dict[str, Any]:
+    taken = taking(code, milligrams)
+    return {**taken, "id": identifier, **more}
+
+
+PREDNISONE, DEXAMETHASONE = "8640", "3264"
+
+
+def test_two_records_of_one_drug_not_linked_may_be_one_course_or_two(
+    totals: CompiledCriteria,
+) -> None:
+    """Prednisone 5 mg in two unlinked statements from the same day: one course recorded
+    twice (5 mg/day) or two taken together (10 mg/day); "> 7.5 mg" depends on it: unknown,
+    naming both and the total, never a silent "not > 7.5 mg"."""
+    first = steroid_statement("d0", PREDNISONE, 5)
+    second = steroid_statement("d1", PREDNISONE, 5)
+    result = outcome_of(totals, "above-7-5-now", patient(), first, second)
+    assert result.truth is Truth.UNKNOWN, result.reason
+    assert "MedicationStatement/d0 (5 mg/day" in result.reason
+    assert "one course recorded twice or courses taken together" in result.reason
+    assert (
+        "10 mg/day prednisone-equivalent (MedicationStatement/d0 + MedicationStatement/d1) "
+        "would be > 7.5 mg, 5 mg/day prednisone-equivalent (MedicationStatement/d0) would not"
+    ) in result.reason
+    assert set(result.evidence) == {"MedicationStatement/d0", "MedicationStatement/d1"}
+    below = outcome_of(totals, "below-7-5-now", patient(), first, second)
+    assert below.truth is Truth.UNKNOWN, below.reason  # 5 is below 7.5, 10 is not
+    assert outcome_of(totals, "below-7-5-now", patient(), first).truth is Truth.MET
+    small = steroid_statement("d1", PREDNISONE, 2)
+    none_passes = outcome_of(totals, "above-7-5-now", patient(), first, small)
+    assert none_passes.truth is Truth.NOT_MET, none_passes.reason  # 5, 2 or 7: none > 7.5
+    assert "added up, 7 mg/day prednisone-equivalent" in none_passes.reason
+    ten, other_ten = (steroid_statement(name, PREDNISONE, 10) for name in ("d0", "d1"))
+    both_pass = outcome_of(totals, "above-7-5-now", patient(), ten, other_ten)
+    assert both_pass.truth is Truth.MET, both_pass.reason  # 10 (one course) or 20
+    assert "one course or several, 10 to 20 mg/day prednisone-equivalent, is > 7.5" in (
+        both_pass.reason
+    )
+    disagreeing = outcome_of(totals, "above-7-5-now", patient(), ten, second)
+    assert disagreeing.truth is Truth.UNKNOWN, disagreeing.reason  # 10, 5 (one course) or 15
+
+
+def test_orders_written_together_are_added(totals: CompiledCriteria) -> None:
+    """Requests sharing a groupIdentifier were authorised together by one author (FHIR R4):
+    5 mg and 2.5 mg tablets are 7.5 mg a day."""
+    group = {"system": "urn:example:prescriptions", "value": "rx-1"}
+    five = steroid_order("five", PREDNISONE, 5, groupIdentifier=group)
+    half = steroid_order("two-and-a-half", PREDNISONE, 2.5, groupIdentifier=group)
+    result = outcome_of(totals, "at-least-7-5-now", patient(), five, half)
+    assert result.truth is Truth.MET, result.reason
+    assert "daily dose 7.5 mg/day prednisone-equivalent on 2026-11-01, the total of" in (
+        result.reason
+    )
+    above = outcome_of(totals, "above-7-5-now", patient(), five, half)
+    assert above.truth is Truth.NOT_MET, above.reason
+
+
+def test_different_drugs_taken_together_are_added_in_prednisone_equivalents(
+    totals: CompiledCriteria,
+) -> None:
+    prednisone = steroid_statement("pred", PREDNISONE, 5)
+    dexamethasone = steroid_statement("dexa", DEXAMETHASONE, 0.75)  # prednisone 5 mg
+    result = outcome_of(totals, "above-7-5-now", patient(), prednisone, dexamethasone)
+    assert result.truth is Truth.MET, result.reason
+    assert "10 mg/day prednisone-equivalent on 2026-11-01, the total of" in result.reason
+    assert "courses taken together" in result.reason
+
+
+def test_records_of_one_course_are_counted_once(totals: CompiledCriteria) -> None:
+    """A statement based on an order, and a renewal naming the order it renews, are one
+    course: 5 mg + 5 mg of one course is 5 mg/day, and the renewal's dose replaces the
+    earlier order's from its start."""
+    ordered = steroid_order("ordered", PREDNISONE, 5)
+    taken = steroid_statement(
+        "taken", PREDNISONE, 5, basedOn=[{"reference": "MedicationRequest/ordered"}]
+    )
+    result = outcome_of(totals, "above-7-5-now", patient(), ordered, taken)
+    assert result.truth is Truth.NOT_MET, result.reason
+    assert "added up" not in result.reason
+    supply = {"expectedSupplyDuration": {"value": 90, "unit": "days", "code": "d"}}
+    old = steroid_order("old", PREDNISONE, 10, "2026-09-01", "completed", dispenseRequest=supply)
+    renewed = steroid_order(
+        "renewed",
+        PREDNISONE,
+        5,
+        "2026-10-15",
+        priorPrescription={"reference": "MedicationRequest/old"},
+    )
+    now = outcome_of(totals, "above-7-5-now", patient(), old, renewed)  # old supply to 11-29
+    assert now.truth is Truth.NOT_MET, now.reason  # 5 mg from 2026-10-15, not 15
+    earlier = outcome_of(totals, "above-7-5-in-3-months", patient(), old, renewed)
+    assert earlier.truth is Truth.MET, earlier.reason  # 10 mg from 2026-09-01
+    assert "(MedicationRequest/old)" in earlier.reason
+    unlinked = {key: value for key, value in renewed.items() if key != "priorPrescription"}
+    unsure = outcome_of(totals, "above-7-5-now", patient(), old, unlinked)
+    assert unsure.truth is Truth.UNKNOWN, unsure.reason  # 5 (the newer), or 15 if both
+    assert "would not" in unsure.reason and "15 mg/day" in unsure.reason
+
+
+def test_a_course_that_may_have_lasted_into_the_day_adds_a_reading(
+    totals: CompiledCriteria,
+) -> None:
+    stopped = steroid_order("stopped", PREDNISONE, 10, "2026-09-01", "stopped")  # end unknown
+    result = outcome_of(totals, "above-7-5-now", patient(), stopped)
+    assert result.truth is Truth.UNKNOWN, result.reason
+    assert "MedicationRequest/stopped (10 mg/day prednisone-equivalent" in result.reason
+    assert "its end is not known" in result.reason
+    low = steroid_order("stopped", PREDNISONE, 5, "2026-09-01", "stopped")
+    assert outcome_of(totals, "above-7-5-now", patient(), low).truth is Truth.NOT_MET
+
+
+def test_a_dose_that_cannot_be_read_settles_only_what_it_cannot_change(
+    totals: CompiledCriteria,
+) -> None:
+    """Dexamethasone without a dosage beside prednisone 10 mg: the total is at least 10 mg,
+    so "> 7.5 mg" is met; "< 7.5 mg" stays unknown, naming the unreadable dose."""
+    prednisone = steroid_statement("pred", PREDNISONE, 10)
+    unknown_dose = {
+        key: value
+        for key, value in steroid_statement("dexa", DEXAMETHASONE, 1).items()
+        if key != "dosage"
+    }
+    met = outcome_of(totals, "above-7-5-now", patient(), prednisone, unknown_dose)
+    assert met.truth is Truth.MET, met.reason
+    below = outcome_of(totals, "below-7-5-now", patient(), prednisone, unknown_dose)
+    assert below.truth is Truth.NOT_MET, below.reason  # at least 10: never below 7.5
+    low = steroid_statement("pred", PREDNISONE, 5)
+    unsure = outcome_of(totals, "above-7-5-now", patient(), low, unknown_dose)
+    assert unsure.truth is Truth.UNKNOWN and "MedicationStatement/dexa: no dosage" in (
+        unsure.reason
+    )
+
+
 # ------------------------------------------------------------------ load errors
 
 

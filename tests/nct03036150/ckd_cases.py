@@ -458,6 +458,9 @@ def prednisone(
     )
 
 
+RX_GROUP = {"system": "urn:example:prescription", "value": "rx-1"}
+"""A groupIdentifier: requests authorised together (FHIR R4 MedicationRequest)."""
+
 EXCLUSION_2 = [
     e2.meets("no immunosuppressive therapy"),
     e2.meets(
@@ -507,6 +510,56 @@ EXCLUSION_2 = [
         MANUAL,
         add=(TACROLIMUS_ACTIVE,),
         answers=without("immunotherapy-for-renal-disease"),
+    ),
+    e2.fails(
+        "prednisone 5 mg + 5 mg ordered together (one groupIdentifier): 10 mg/day",
+        add=(
+            {**prednisone("prednisone-morning", daily_dosage(5)), "groupIdentifier": RX_GROUP},
+            {**prednisone("prednisone-evening", daily_dosage(5)), "groupIdentifier": RX_GROUP},
+        ),
+        answers=answered(immunotherapy_for_renal_disease=True),
+        reason=("10 mg/day prednisone-equivalent on 2026-", "the total of"),
+    ),
+    e2.fails(
+        "prednisone 5 mg with dexamethasone 0.75 mg (prednisone 5 mg): 10 mg/day",
+        add=(
+            prednisone("prednisone-low", daily_dosage(5)),
+            medication_request(
+                "dexamethasone", "3264", "active", days_ago(20), dosage=daily_dosage(0.75)
+            ),
+        ),
+        answers=answered(immunotherapy_for_renal_disease=True),
+    ),
+    e2.meets(
+        "prednisone 5 mg order and the statement of it (basedOn): one course, 5 mg/day",
+        add=(
+            prednisone("prednisone-low", daily_dosage(5)),
+            {
+                **medication_statement("prednisone-taken", "8640", "active", days_ago(50), None),
+                "dosage": [daily_dosage(5)],
+                "basedOn": [{"reference": "MedicationRequest/prednisone-low"}],
+            },
+        ),
+        answers=answered(immunotherapy_for_renal_disease=True),
+    ),
+    e2.silent(
+        "two prednisone 5 mg orders, not linked: one course or two cannot be told",
+        MISSING,
+        add=(
+            prednisone("prednisone-low", daily_dosage(5)),
+            prednisone("prednisone-again", daily_dosage(5)),
+        ),
+        answers=answered(immunotherapy_for_renal_disease=True),
+        reason=("one course recorded twice or courses taken together", "10 mg/day"),
+    ),
+    e2.meets(
+        "dexamethasone 0.75 mg/day is prednisone 5 mg, not above 7.5 mg",
+        add=(
+            medication_request(
+                "dexamethasone", "3264", "active", days_ago(20), dosage=daily_dosage(0.75)
+            ),
+        ),
+        answers=answered(immunotherapy_for_renal_disease=True),
     ),
     e2.silent(
         "prednisone order without dosage: daily dose unknown",
