@@ -9,10 +9,12 @@
   unknown when they would only if periods whose end is unknown had lasted; else not met.
 - `within: P8W`: met when a period of proven use touches the window; unknown when only a
   period with an unknown end, begun before the window, might reach into it; else not met.
-- `daily_dose: ">= 7.5 mg"` (optionally `equivalent: prednisone`): over the resources in use
-  in the window (the as-of day when no `within`), met when one daily dose passes, not met
-  when all are read and fail, else unknown with the reason (also when only a period with an
-  unknown end, begun before the window, may reach into it).
+- `daily_dose: ">= 7.5 mg"` (optionally `equivalent: prednisone`): the total daily dose of
+  the courses in use on each day of the window (the as-of day when no `within`), counting
+  a course once (`engine.evaluate.dose_totals`): met when on some day every total the
+  records allow passes, not met when on every day every one fails, else unknown, naming
+  the records and the totals (records that may be one course or two, a period whose end is
+  unknown, a dose that cannot be read).
 
 Closed world, as for every medication atom: no such medication on record means not met.
 """
@@ -20,12 +22,16 @@ Closed world, as for every medication atom: no such medication on record means n
 from __future__ import annotations
 
 import datetime as dt
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from operator import attrgetter
 from typing import Any, NamedTuple
 
-from engine.criteria.model import MedicationExposure
+from engine.criteria.model import Comparator, MedicationExposure
 from engine.errors import CriteriaError, Location, UnitError
+from engine.evaluate.dose_totals import DoseDay, DoseRecord, Reading, dose_days
 from engine.evaluate.nodes import (
     EVIDENCE_LIMIT,
     EvaluationContext,
@@ -37,17 +43,30 @@ from engine.evaluate.nodes import (
 )
 from engine.evaluate.outcome import MET, NOT_MET, UNKNOWN, Cited, Outcome, shared, with_atom
 from engine.evaluate.timing import day_before
-from engine.evaluate.values import COMPARISONS
-from engine.normalise import Terminology, convert
+from engine.normalise import Terminology
 from engine.normalise.medication_exposure import (
-    DOSE_UNIT,
     ExposurePeriod,
     daily_dose,
     exposure_period,
+    milligrams,
+    unknown_end_text,
+    use_in_days,
 )
 from engine.record import UNIDENTIFIED_MEDICATION
 
 __all__ = ["ExposureNode", "compile_exposure"]
+
+
+_DOSE_COMPARISONS: dict[Comparator, Callable[[Fraction, Fraction], bool]] = {
+    Comparator.LESS: operator.lt,
+    Comparator.LESS_OR_EQUAL: operator.le,
+    Comparator.GREATER: operator.gt,
+    Comparator.GREATER_OR_EQUAL: operator.ge,
+    Comparator.EQUAL: operator.eq,
+    Comparator.NOT_EQUAL: operator.ne,
+}
+"""The `daily_dose` comparisons, on exact doses (`engine.evaluate.values.COMPARISONS` on
+fractions)."""
 
 
 def compile_exposure(
@@ -59,7 +78,7 @@ def compile_exposure(
     if exposure.daily_dose is not None:
         assert exposure.daily_dose.unit is not None
         try:
-            threshold = convert(exposure.daily_dose.value, exposure.daily_dose.unit, DOSE_UNIT)
+            threshold = milligrams(exposure.daily_dose.value, exposure.daily_dose.unit)
         except UnitError as error:
             raise CriteriaError(
                 f"daily_dose '{exposure.daily_dose.text}' must be a mass per day "
@@ -90,7 +109,8 @@ class _Use(NamedTuple):
 class ExposureNode:
     query: ResourceNode
     exposure: MedicationExposure
-    threshold: float | None
+    threshold: Fraction | None
+    """The `daily_dose` test's mass in mg, exactly (a dose equal to it compares equal)."""
     label: str
     _nothing_found: dict[dt.date, Outcome] = field(
         default_factory=dict, init=False, repr=False, compare=False
@@ -162,9 +182,9 @@ class ExposureNode:
         assert window is not None
         first_day = day_before(window.duration, context.as_of) if window.duration else None
         text = _window_text(first_day, context.as_of, window.name)
-        proven = [
-            u for u in uses if _touches(u.period.start, u.period.last_day(context.as_of), first_day)
-        ]
+        as_of = context.as_of
+        placed = [(u, use_in_days(u.period, first_day, as_of, as_of)) for u in uses]
+        proven = [u for u, in_window in placed if in_window]
         if proven:
             latest = max(proven, key=lambda u: u.period.last_day(context.as_of))
             return Outcome(
@@ -173,9 +193,9 @@ class ExposureNode:
                 self.label,
                 evidence=_evidence(proven),
             )
-        maybe = [u for u in uses if not u.period.end_known and u.period.end is None]
+        maybe = [u for u, in_window in placed if in_window is None]
         if maybe or problems:
-            why = [f"{u.reference} ({u.period.rule}) may have lasted into it" for u in maybe]
+            why = [_may_have_lasted(u) for u in maybe]
             return self._unknown(f"{subject}: use {text} unknown", why + problems, maybe)
         return Outcome(
             NOT_MET,
@@ -238,50 +258,149 @@ class ExposureNode:
         )
 
     def _dose(self, uses: list[_Use], problems: list[str], context: EvaluationContext) -> Outcome:
+        """The daily dose test over the days of the window (`engine.evaluate.dose_totals`): met
+        when on some day every total the records allow passes, not met when on every day
+        every total fails (and every dose is read), else unknown, saying why."""
         test = self.exposure.daily_dose
-        assert test is not None and self.threshold is not None
+        assert test is not None
         window = self.exposure.within
+        as_of = context.as_of
         first_day = (
-            day_before(window.duration, context.as_of)
+            day_before(window.duration, as_of)
             if window is not None and window.duration is not None
-            else (None if window is not None else context.as_of)
+            else (None if window is not None else as_of)
         )
-        text = _window_text(first_day, context.as_of, window.name if window else None)
+        text = _window_text(first_day, as_of, window.name if window else None)
         subject = self.query.subject
-        in_window = [
-            u for u in uses if _touches(u.period.start, u.period.last_day(context.as_of), first_day)
-        ]
-        compare = COMPARISONS[test.comparator]
-        failed: list[str] = []
-        for use in in_window:
-            dose = self._daily_mg(use, context)
-            if isinstance(dose, str):
-                problems.append(f"{use.reference}: {dose}")
-                continue
-            milligrams, shown = dose
-            if compare(milligrams, self.threshold):
-                return Outcome(
-                    MET,
-                    f"{subject}: daily dose {shown} ({use.reference}) is {test.text}",
-                    self.label,
-                    evidence=(use.reference,),
-                )
-            failed.append(f"{shown} ({use.reference})")
-        if problems:
-            return self._unknown(f"{subject}: daily dose {text} unusable", problems, in_window)
-        maybe = [u for u in uses if u not in in_window and u.period.end is None]
-        maybe = [u for u in maybe if not u.period.end_known]
-        if not in_window and maybe:
-            why = [f"{u.reference} ({u.period.rule}) may have lasted into it" for u in maybe]
-            return self._unknown(f"{subject}: use {text} unknown", why, maybe)
-        if not in_window:
+        relevant = [u for u in uses if use_in_days(u.period, first_day, as_of, as_of) is not False]
+        records = [self._dose_record(use, context) for use in relevant]
+        days = dose_days(records, _same_course(relevant, context), first_day, as_of)
+        verdicts = [self._day_verdict(day) for day in days]
+        passing = [day for day, verdict in zip(days, verdicts, strict=True) if verdict is True]
+        if passing:
+            day = passing[-1]
+            cited = dict.fromkeys(r.reference for r in day.in_use + day.may_be_in_use)
+            return Outcome(
+                MET,
+                f"{subject}: {self._passing_text(day)} is {test.text}",
+                self.label,
+                evidence=tuple(cited)[:EVIDENCE_LIMIT],
+            )
+        undecided = [day for day, verdict in zip(days, verdicts, strict=True) if verdict is None]
+        reasons = (self._undecided_text(undecided[-1]) if undecided else []) + problems
+        if reasons:  # (a dose not read that cannot change the verdict is no reason)
+            return self._unknown(f"{subject}: daily dose {text} unknown", reasons, relevant)
+        if not relevant:
             return Outcome(NOT_MET, f"{subject}: not in use {text}", self.label)
+        shown = ", ".join(map(_record_text, records))
         return Outcome(
             NOT_MET,
-            f"{subject}: daily dose {', '.join(failed)} is not {test.text}",
+            f"{subject}: daily dose {shown} is not {test.text}{self._added_text(days)}",
             self.label,
-            evidence=_evidence(in_window),
+            evidence=_evidence(relevant),
         )
+
+    def _judge(self, reading: Reading) -> bool | None:
+        """Whether a total passes the test: None when a dose of it cannot be read and the
+        known part does not settle it (a total at least X passes `> X` tests only)."""
+        test = self.exposure.daily_dose
+        assert test is not None and self.threshold is not None
+        if not reading.records:
+            return False  # nothing in use that day: no dose to pass
+        passes = _DOSE_COMPARISONS[test.comparator](reading.total, self.threshold)
+        if not reading.unread:
+            return passes
+        if test.comparator in _RISING and passes:
+            return True  # more than the known part passes too
+        if test.comparator in _FALLING and not passes:
+            return False
+        return None
+
+    def _day_verdict(self, day: DoseDay) -> bool | None:
+        if day.readings is None:
+            return None
+        verdicts = {self._judge(reading) for reading in day.readings}
+        return verdicts.pop() if len(verdicts) == 1 else None
+
+    def _amount_text(self, reading: Reading) -> str:
+        """A total as a reason gives it: "10 mg/day prednisone-equivalent" ("at least" when a
+        dose of it cannot be read)."""
+        equivalent = f" {self.exposure.equivalent}-equivalent" if self.exposure.equivalent else ""
+        least = "at least " if reading.unread else ""
+        return f"{least}{float(reading.total):g} mg/day{equivalent}"
+
+    def _total_text(self, reading: Reading) -> str:
+        """A total with the records it adds up."""
+        added = " + ".join(r.reference for r in reading.records) or "none in use"
+        return f"{self._amount_text(reading)} ({added})"
+
+    def _passing_text(self, day: DoseDay) -> str:
+        """What passes on a day every reading of which passes."""
+        assert day.readings is not None
+        if len(day.readings) == 1:
+            (reading,) = day.readings
+            if len(reading.records) == 1:
+                (record,) = reading.records
+                return f"daily dose {record.shown} ({record.reference})"
+            shown = " and ".join(map(_record_text, reading.records))
+            return (
+                f"daily dose {self._amount_text(reading)} on {day.day.isoformat()}, the total "
+                f"of {shown}, courses taken together,"
+            )
+        low = min(day.readings, key=_total_of)
+        high = max(day.readings, key=_total_of)
+        shown = ", ".join(map(_record_text, day.in_use + day.may_be_in_use))
+        return (
+            f"daily dose on {day.day.isoformat()} ({shown}), one course or several, "
+            f"{float(low.total):g} to {self._amount_text(high)},"
+        )
+
+    def _undecided_text(self, day: DoseDay) -> list[str]:
+        """Why the records of a day allow totals that pass and totals that fail (one reason,
+        its clauses joined, so that none is cut off)."""
+        on = day.day.isoformat()
+        if day.readings is None:
+            shown = ", ".join(r.reference for r in day.in_use)
+            return [f"{shown} are in use on {on}: too many records of one drug to add up"]
+        reasons = []
+        for group in day.undecided_groups:
+            records = " and ".join(f"{r.reference} ({r.shown})" for r in group)
+            reasons.append(
+                f"{records} are in use on {on}, neither linked as one course (basedOn, "
+                "priorPrescription) nor ordered together (groupIdentifier): one course "
+                "recorded twice or courses taken together, the record does not tell"
+            )
+        for group in day.disagreeing:
+            records = " and ".join(f"{r.reference} ({r.shown})" for r in group)
+            reasons.append(f"{records}, one course, give different doses from {on}")
+        for record in day.may_be_in_use:
+            reasons.append(f"{record.reference} ({record.shown}) {unknown_end_text(record.period)}")
+        for record in day.in_use + day.may_be_in_use:
+            if record.dose is None:
+                reasons.append(f"{record.reference}: {record.shown}")
+        judged = [(reading, self._judge(reading)) for reading in day.readings]
+        passing = [reading for reading, verdict in judged if verdict is True]
+        failing = [reading for reading, verdict in judged if verdict is False]
+        test = self.exposure.daily_dose
+        assert test is not None
+        if passing and failing:
+            reasons.append(
+                f"{self._total_text(max(passing, key=_size))} would be {test.text}, "
+                f"{self._total_text(min(failing, key=_size))} would not"
+            )
+        return ["; ".join(reasons)] if reasons else []
+
+    def _added_text(self, days: list[DoseDay]) -> str:
+        """For a failing test: the largest total of records taken together, if any."""
+        totals = [
+            reading
+            for day in days
+            for reading in day.readings or ()
+            if len(reading.records) > 1 and not reading.unread
+        ]
+        if not totals:
+            return ""
+        return f"; added up, {self._total_text(max(totals, key=_total_of))} is not either"
 
     # ------------------------------------------------------------------ helpers
 
@@ -335,12 +454,11 @@ class ExposureNode:
             ):
                 continue
             period = exposure_period(resource)
-            if not isinstance(period, str):
-                if period.start > as_of:
-                    continue
-                last = period.last_day(as_of)
-                if period.end_known and not _touches(period.start, last, first_day):
-                    continue  # ended before the window
+            if (
+                not isinstance(period, str)
+                and use_in_days(period, first_day, as_of, as_of) is False
+            ):
+                continue  # begun after the as-of date, or ended before the window
             problems.append(unidentified_medication_text(record, resource))
         return problems
 
@@ -354,7 +472,26 @@ class ExposureNode:
             return as_of
         return day_before(window.duration, as_of) if window.duration else None
 
-    def _daily_mg(self, use: _Use, context: EvaluationContext) -> tuple[float, str] | str:
+    def _dose_record(self, use: _Use, context: EvaluationContext) -> DoseRecord:
+        """A use with its daily dose as the test reads it (or why it cannot be read)."""
+        dose = self._daily_mg(use, context)
+        group = use.resource.get("groupIdentifier")
+        group_key = (
+            f"{group.get('system', '')}|{group['value']}"
+            if use.resource.get("resourceType") == "MedicationRequest"
+            and isinstance(group, dict)
+            and isinstance(group.get("value"), str)
+            else None
+        )
+        value, shown, drug = dose
+        return DoseRecord(use.reference, use.period, value, shown, drug, group_key)
+
+    def _daily_mg(
+        self, use: _Use, context: EvaluationContext
+    ) -> tuple[Fraction | None, str, frozenset[str]]:
+        """The use's daily dose in mg (of the equivalence table's drug; None when it cannot
+        be read), how it reads (or why not), and which drug it is (the concepts giving its
+        equivalence; none without a table, or when the mappings give it none)."""
         record = context.record
         reference = use.resource.get("medicationReference")
         medication = (
@@ -363,30 +500,44 @@ class ExposureNode:
             else None
         )
         dose = daily_dose(use.resource, medication)
-        if isinstance(dose, str):
-            return dose
         table = self.exposure.equivalent
         if table is None:
-            return dose.value, f"{dose.value:g} mg/day [{dose.shown}]"
-        factors = set()
+            if isinstance(dose, str):
+                return None, dose, frozenset()
+            return dose.value, f"{float(dose.value):g} mg/day [{dose.shown}]", frozenset()
+        equivalents: dict[Fraction, str] = {}
+        drugs: set[str] = set()
         concept = record.medication_of(use.resource) or {}
+        terminology = context.terminology
         for coding in concept.get("coding") or ():
             if isinstance(coding, dict) and isinstance(coding.get("code"), str):
-                for concept_id in context.terminology.concepts_of_coding(
+                for concept_id in terminology.concepts_of_coding(
                     coding.get("system"), coding["code"]
                 ):
-                    factor = context.terminology.concept(concept_id).dose_equivalents.get(table)
-                    if factor is not None:
-                        factors.add(factor)
-        if len(factors) != 1:
-            return (
+                    drug = terminology.concept(concept_id)
+                    equivalent = drug.dose_equivalents.get(table)
+                    if equivalent is not None:  # (the table's own drug needs no words)
+                        drugs.add(concept_id)
+                        equivalents.setdefault(
+                            equivalent.factor,
+                            ""
+                            if concept_id == table
+                            else f"; {equivalent.text(drug.display.lower(), table)}",
+                        )
+        if len(equivalents) != 1:
+            why = (
                 f"no {table} equivalence for this drug in the mappings"
-                if not factors
-                else f"conflicting {table} equivalence factors {sorted(factors)}"
+                if not equivalents
+                else f"conflicting {table} equivalences"
+                + "".join(sorted(equivalents.values())).replace(";", ":", 1)
             )
-        factor = factors.pop()
+            return None, why, frozenset()
+        if isinstance(dose, str):
+            return None, dose, frozenset(drugs)
+        ((factor, equivalence),) = equivalents.items()
         value = dose.value * factor
-        return value, f"{value:g} mg/day {table}-equivalent [{dose.shown}; x {factor:g}]"
+        shown = f"{float(value):g} mg/day {table}-equivalent [{dose.shown}{equivalence}]"
+        return value, shown, frozenset(drugs)
 
     def _unknown(self, text: str, reasons: list[str], uses: list[_Use]) -> Outcome:
         return Outcome(
@@ -402,8 +553,50 @@ def _start_of_use(use: _Use) -> dt.date:
     return use.period.start
 
 
-def _touches(start: dt.date, last: dt.date, first_day: dt.date | None) -> bool:
-    return first_day is None or last >= first_day
+_RISING = frozenset({Comparator.GREATER, Comparator.GREATER_OR_EQUAL})
+"""Tests a larger dose passes whenever a smaller one does."""
+_FALLING = frozenset({Comparator.LESS, Comparator.LESS_OR_EQUAL})
+"""Tests a larger dose fails whenever a smaller one does."""
+_LINK_FIELDS = ("basedOn", "derivedFrom", "partOf", "priorPrescription", "request")
+"""Reference fields by which a medication record names another record of its course (FHIR
+R4 MedicationStatement.basedOn/.derivedFrom/.partOf, MedicationRequest.basedOn/
+.priorPrescription, MedicationAdministration.request/.partOf)."""
+
+
+def _same_course(uses: list[_Use], context: EvaluationContext) -> list[tuple[int, int]]:
+    """Pairs of uses (by index) that one of them links to the other (`_LINK_FIELDS`)."""
+    index_of = {id(use.resource): index for index, use in enumerate(uses)}
+    pairs = []
+    for index, use in enumerate(uses):
+        for name in _LINK_FIELDS:
+            value = use.resource.get(name)
+            for link in value if isinstance(value, list) else (value,):
+                if isinstance(link, dict) and isinstance(link.get("reference"), str):
+                    target = context.record.resolve(link["reference"], use.resource)
+                    other = index_of.get(id(target)) if target is not None else None
+                    if other is not None and other != index:
+                        pairs.append((index, other))
+    return pairs
+
+
+def _record_text(record: DoseRecord) -> str:
+    """A record's daily dose in a reason, with its reference."""
+    if record.dose is None:
+        return f"a dose that cannot be read ({record.reference}: {record.shown})"
+    return f"{record.shown} ({record.reference})"
+
+
+def _total_of(reading: Reading) -> Fraction:
+    return reading.total
+
+
+def _size(reading: Reading) -> tuple[int, Fraction]:
+    return (len(reading.records), reading.total)
+
+
+def _may_have_lasted(use: _Use) -> str:
+    """Why a use whose end is unknown, begun before the window, keeps it unknown."""
+    return f"{use.reference} {unknown_end_text(use.period)}"
 
 
 def _covers(
@@ -440,6 +633,8 @@ _reference_of = attrgetter("reference")
 
 
 def _window_text(first_day: dt.date | None, as_of: dt.date, name: str | None) -> str:
+    if first_day == as_of and name is None:
+        return f"on {as_of.isoformat()}"
     if first_day is None:
         return f"ever (up to {as_of.isoformat()})"
     label = f"{name} " if name else ""

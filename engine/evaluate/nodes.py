@@ -52,6 +52,7 @@ from engine.evaluate.timing import (
 )
 from engine.evaluate.values import ValueCheck
 from engine.normalise import Concept, DataProblem, Measurement, Terminology, measure
+from engine.normalise.medication_exposure import exposure_period, unknown_end_text, use_in_days
 from engine.record import UNIDENTIFIED_MEDICATION, PatientRecord
 from engine.resource_types import (
     ADMINISTRATIVE_GENDERS,
@@ -614,6 +615,10 @@ class ResourceNode:
     reads_unidentified: bool = field(init=False, repr=False, compare=False)
     """A medication atom with a concept: the record's medications whose drug cannot be told
     (`UNIDENTIFIED_MEDICATION`) in its window keep it unknown."""
+    reads_use: bool = field(init=False, repr=False, compare=False)
+    """A medication atom with `timing: active` (and no `status: [active]`, which is use on
+    the as-of day): a medication is in a bounded window by its period of use, as `use:
+    {within: ...}` reads it (`_use_in_window`), supply durations and unknown ends included."""
 
     def __post_init__(self) -> None:
         as_of_anchored = all(anchoring.anchor is None for anchoring in self.anchorings)
@@ -622,6 +627,9 @@ class ResourceNode:
             MEDICATION_TYPES
         )
         object.__setattr__(self, "reads_unidentified", reads_unidentified)
+        reads_use = not self.onset and not self.needs_current
+        reads_use = reads_use and not self.types.isdisjoint(MEDICATION_TYPES)
+        object.__setattr__(self, "reads_use", reads_use)
 
     def has_unidentified(self, record: PatientRecord) -> bool:
         """Whether the record holds a medication of the atom's types whose drug cannot be
@@ -919,7 +927,8 @@ class ResourceNode:
             if first_day is not None:
                 # Every resource of the concept ended (or, for `timing: onset`, began) before
                 # the window, each with a readable span: none counts, none is a problem.
-                reach = context.reach_of(self.concept.id)
+                # (Not for periods of use: a supply or an unknown end outlasts the dates.)
+                reach = None if self.reads_use else context.reach_of(self.concept.id)
                 if reach is not None and reach[1 if self.onset else 0] < first_day:
                     return [], unidentified
             pool = record.resources_of_concept(self.concept.id)
@@ -975,6 +984,16 @@ class ResourceNode:
                         f"{record.label(resource)} {_imprecise(span, first_day, context)}"
                     )
                     continue
+            elif (
+                self.reads_use
+                and first_day is not None
+                and (in_use := self._use_in_window(context, resource, first_day, last_day))
+                is not None
+            ):
+                if in_use is not True:  # not in use in the window, or it may have been
+                    if in_use:
+                        problems.append(f"{record.label(resource)} {in_use}")
+                    continue
             elif not span.overlaps(first_day, last_day):
                 continue
             elif not span.surely_overlaps(first_day, last_day):
@@ -1020,8 +1039,15 @@ class ResourceNode:
             ):
                 continue
             span = context.span_of(resource)
+            in_use = (
+                self._use_in_window(context, resource, first_day, last_day)
+                if self.reads_use and first_day is not None
+                else None
+            )
+            if in_use is False:  # not in use in the window (by its period of use)
+                continue
             if isinstance(span, Span):
-                if not span.overlaps(first_day, last_day):
+                if in_use is None and not span.overlaps(first_day, last_day):
                     continue
                 if not predicate(resource, span, context.as_of) and not predicate(
                     resource, span.widest(), context.as_of
@@ -1031,6 +1057,28 @@ class ResourceNode:
                 continue
             problems.append(unidentified_medication_text(record, resource))
         return problems
+
+    def _use_in_window(
+        self,
+        context: EvaluationContext,
+        resource: dict[str, Any],
+        first_day: dt.date,
+        last_day: dt.date,
+    ) -> bool | str | None:
+        """Whether a medication resource is in use in the window by its period of use
+        (`engine.normalise.medication_exposure`, as `use:` reads it): True, False, or why it
+        may be (begun before the window, its end not known); None when it has no period of
+        use (no full date: its dates decide, as for other types)."""
+        if resource.get("resourceType") not in MEDICATION_TYPES:
+            return None
+        periods = context.exposure_periods
+        period = periods.get(id(resource))
+        if period is None:
+            period = periods[id(resource)] = exposure_period(resource)
+        if isinstance(period, str):
+            return None
+        in_use = use_in_days(period, first_day, last_day, context.as_of)
+        return unknown_end_text(period) if in_use is None else in_use
 
     def _presence(
         self,

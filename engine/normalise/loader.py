@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,10 @@ from engine.normalise.terminology import (
     PER_RESULT,
     CodeRange,
     Concept,
+    DoseEquivalent,
     Terminology,
     UnitConversion,
+    exact_decimal,
     normalise_code,
     normalise_text,
 )
@@ -605,11 +608,22 @@ def _build_concept(
         plausible_low=float(plausible_low) if plausible_low is not None else None,
         plausible_high=float(plausible_high) if plausible_high is not None else None,
         dose_equivalents={
-            str(table): float(factor)
-            for table, factor in (node.get("dose_equivalents") or {}).items()
+            str(table): _dose_equivalent(equivalent)
+            for table, equivalent in (node.get("dose_equivalents") or {}).items()
         },
         conversions=tuple(conversions),
     )
+
+
+def _dose_equivalent(written: Any) -> DoseEquivalent:
+    """A `dose_equivalents` entry (the schema checked its shape): the pair of equivalent
+    doses `{drug_mg: 0.75, reference_mg: 5}`, or a factor (mg of the reference drug per mg
+    of this drug), each read as the decimal it is written as."""
+    if isinstance(written, Mapping):
+        return DoseEquivalent(
+            exact_decimal(written["drug_mg"]), exact_decimal(written["reference_mg"])
+        )
+    return DoseEquivalent(Fraction(1), exact_decimal(written))
 
 
 def _read_codes(

@@ -14,7 +14,8 @@ Period of use
   open-ended: while `active` it runs to the as-of date, otherwise (`on-hold`, `completed`,
   `stopped`, ...) its end is unknown.
 - A period whose end is unknown proves use on its first day only; whether it lasted longer
-  is unknown (the evaluator says so rather than guess).
+  is unknown (the evaluator says so rather than guess). Such a period has no `end`, whichever
+  fields it was read from (`use_in_days` places it in a window).
 
 Daily dose (MedicationRequest.dosageInstruction, MedicationStatement.dosage)
 - dose = doseAndRate[0].doseQuantity (a doseRange is not a single dose: unusable);
@@ -22,6 +23,9 @@ Daily dose (MedicationRequest.dosageInstruction, MedicationStatement.dosage)
   wk, mo = 30 d, a = 365 d); `asNeeded` dosage has no regular daily dose. Dosage lines with
   the same `sequence` (or none) are taken together and summed (split doses); lines of
   different sequences (a taper) make the daily dose unusable.
+- Doses are exact fractions of a milligram: every number is read as the decimal it is
+  written as, and a mass unit converts by its exact decimal scale (1 g = 1000 mg), so that a
+  dose equal to a threshold compares equal.
 - A dose in a mass unit is used as is. A dose counted in units of the product (no unit,
   `tablet`, `{tbl}`, `capsule`) is multiplied by the strength of a single-ingredient
   product: the referenced Medication's `ingredient[0].strength` (a mass per one unit), else
@@ -35,10 +39,12 @@ import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, TypeGuard
 
 from engine.dataclass_init import direct_init
 from engine.errors import UnitError
+from engine.normalise.terminology import exact_decimal
 from engine.normalise.units import convert
 from engine.resource_types import MEDICATION_ONGOING
 
@@ -48,6 +54,9 @@ __all__ = [
     "ExposurePeriod",
     "daily_dose",
     "exposure_period",
+    "milligrams",
+    "unknown_end_text",
+    "use_in_days",
 ]
 
 DOSE_UNIT = "mg"
@@ -55,13 +64,13 @@ DOSE_UNIT = "mg"
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 _PERIOD_DAYS = {
-    "s": 1 / 86400,
-    "min": 1 / 1440,
-    "h": 1 / 24,
-    "d": 1.0,
-    "wk": 7.0,
-    "mo": 30.0,
-    "a": 365.0,
+    "s": Fraction(1, 86400),
+    "min": Fraction(1, 1440),
+    "h": Fraction(1, 24),
+    "d": Fraction(1),
+    "wk": Fraction(7),
+    "mo": Fraction(30),
+    "a": Fraction(365),
 }
 _PRODUCT_UNITS = frozenset(
     {"", "1", "tablet", "tablets", "tab", "{tbl}", "{tablet}", "capsule", "{capsule}", "cap"}
@@ -73,10 +82,11 @@ _RXNORM_STRENGTH = re.compile(r"^[A-Za-z][A-Za-z ,-]*? (\d+(?:\.\d+)?) (MG|MCG|G
 @direct_init
 @dataclass(frozen=True)
 class ExposurePeriod:
-    """Days a resource shows the drug in use. `end` None: still in use on the as-of date.
+    """Days a resource shows the drug in use. `end` None: still in use on the as-of date
+    when `end_known`, else an end the record does not give.
 
-    `end_known` False: only `start` is proven (an ended order without supply information).
-    `rule` says which fields decided, for explanations.
+    `end_known` False: only `start` is proven (an ended order without supply information, a
+    stopped statement with a single date). `rule` says which fields decided, for explanations.
     """
 
     start: dt.date
@@ -93,9 +103,18 @@ class ExposurePeriod:
 
 @dataclass(frozen=True)
 class DailyDose:
-    value: float
-    """Milligrams per day."""
+    value: Fraction
+    """Milligrams per day, exactly."""
     shown: str
+
+
+def milligrams(value: float, unit: str) -> Fraction:
+    """A mass in mg, exactly (UnitError when `unit` is not a mass): `value` as the decimal
+    it is written as, times the unit's scale, a decimal (UCUM's metric prefixes; pint
+    computes it in floating point, so it is read to 12 significant digits: 1e-06, not
+    1.0000000000000002e-06)."""
+    scale = convert(1.0, unit, DOSE_UNIT)
+    return exact_decimal(value) * Fraction(f"{scale:.12g}")
 
 
 def _day(text: object) -> dt.date | None:
@@ -136,8 +155,29 @@ def exposure_period(resource: Mapping[str, Any]) -> ExposurePeriod | str:
         return "no usable effective[x] date"
     if resource.get("resourceType") == "MedicationAdministration":
         return ExposurePeriod(start, start, True, "effectiveDateTime")
-    return ExposurePeriod(
-        start, None if ongoing else start, ongoing, f"effectiveDateTime, {status}"
+    return ExposurePeriod(start, None, ongoing, f"effectiveDateTime, {status}")
+
+
+def use_in_days(
+    period: ExposurePeriod, first_day: dt.date | None, last_day: dt.date, as_of: dt.date
+) -> bool | None:
+    """Whether a period of use touches the days `first_day` to `last_day` (`first_day` None:
+    from the start of the record): True when it proves use on one of them, False when it
+    surely does not (begun after them, or ended before them), None when only its unknown end
+    could reach into them (begun before them, end not in the record)."""
+    if period.start > last_day:
+        return False
+    if first_day is None or period.last_day(as_of) >= first_day:
+        return True
+    return None if not period.end_known else False
+
+
+def unknown_end_text(period: ExposurePeriod) -> str:
+    """Why a period with an unknown end, begun before a window, may be use in it (after the
+    resource's reference)."""
+    return (
+        f"({period.rule}) began {period.start.isoformat()}, before the window, and its end is "
+        "not known: it may have lasted into the window"
     )
 
 
@@ -185,7 +225,7 @@ def daily_dose(
     sequences = {line.get("sequence") for line in lines if isinstance(line, Mapping)}
     if len(sequences) > 1:
         return "dosage lines of different sequences (a changing dose)"
-    total = 0.0
+    total = Fraction(0)
     parts: list[str] = []
     for line in lines:
         if not isinstance(line, Mapping):
@@ -200,7 +240,7 @@ def daily_dose(
 
 def _line_dose(
     line: Mapping[str, Any], resource: Mapping[str, Any], medication: Mapping[str, Any] | None
-) -> tuple[float, str] | str:
+) -> tuple[Fraction, str] | str:
     if line.get("asNeededBoolean") is True or "asNeededCodeableConcept" in line:
         return "taken as needed: no regular daily dose"
     rates = line.get("doseAndRate")
@@ -216,7 +256,7 @@ def _line_dose(
         return "no timing.repeat period and periodUnit"
     if not isinstance(frequency, int) or frequency < 1:
         return "timing.repeat.frequency is not a positive integer"
-    per_day = frequency / (period * _PERIOD_DAYS[unit])
+    per_day = frequency / (exact_decimal(period) * _PERIOD_DAYS[unit])
     amount = _dose_in_mg(dose, resource, medication)
     if isinstance(amount, str):
         return amount
@@ -226,22 +266,22 @@ def _line_dose(
 
 def _dose_in_mg(
     dose: Mapping[str, Any], resource: Mapping[str, Any], medication: Mapping[str, Any] | None
-) -> tuple[float, str] | str:
-    value = float(dose["value"])
+) -> tuple[Fraction, str] | str:
+    value = dose["value"]
     unit = str(dose.get("code") or dose.get("unit") or "")
     unit = _MASS_UNITS.get(unit, unit)
     if unit.lower() not in _PRODUCT_UNITS:
         try:
-            return convert(value, unit, DOSE_UNIT), f"{value:g} {unit}"
+            return milligrams(value, unit), f"{value:g} {unit}"
         except UnitError:
             return f"dose unit {unit!r} is neither a mass nor a count of the product"
     strength = _strength(resource, medication)
     if isinstance(strength, str):
         return strength
-    return value * strength, f"{value:g} x {strength:g} mg"
+    return exact_decimal(value) * strength, f"{value:g} x {float(strength):g} mg"
 
 
-def _strength(resource: Mapping[str, Any], medication: Mapping[str, Any] | None) -> float | str:
+def _strength(resource: Mapping[str, Any], medication: Mapping[str, Any] | None) -> Fraction | str:
     if medication is not None:
         ingredients = medication.get("ingredient")
         if isinstance(ingredients, list) and len(ingredients) == 1:
@@ -258,7 +298,7 @@ def _strength(resource: Mapping[str, Any], medication: Mapping[str, Any] | None)
             ):
                 unit = str(numerator.get("code") or numerator.get("unit") or "")
                 try:
-                    return convert(float(numerator["value"]), _MASS_UNITS.get(unit, unit), "mg")
+                    return milligrams(numerator["value"], _MASS_UNITS.get(unit, unit))
                 except UnitError:
                     return f"Medication strength unit {unit!r} is not a mass"
     for coding in _codings(resource, medication):
@@ -266,8 +306,8 @@ def _strength(resource: Mapping[str, Any], medication: Mapping[str, Any] | None)
             display = coding["display"]
             found = _RXNORM_STRENGTH.match(display)
             if found and "/" not in display:
-                factor = {"MG": 1.0, "MCG": 0.001, "G": 1000.0}[found.group(2)]
-                return float(found.group(1)) * factor
+                factor = {"MG": Fraction(1), "MCG": Fraction(1, 1000), "G": Fraction(1000)}
+                return Fraction(found.group(1)) * factor[found.group(2)]
     return "the dose counts tablets or units, and no single-ingredient strength is known"
 
 

@@ -12,10 +12,19 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from engine.errors import Location
 
-__all__ = ["CodeRange", "Concept", "Terminology", "normalise_code", "normalise_text"]
+__all__ = [
+    "CodeRange",
+    "Concept",
+    "DoseEquivalent",
+    "Terminology",
+    "exact_decimal",
+    "normalise_code",
+    "normalise_text",
+]
 
 _SPACES = re.compile(r"\s+")
 # Bound the memo tables so a stream of junk codes cannot grow them without limit.
@@ -84,6 +93,37 @@ class UnitConversion:
     source: str
 
 
+def exact_decimal(number: float) -> Fraction:
+    """A number read from JSON or YAML (a float, or an int) as the decimal it was written as,
+    exactly: the shortest text that reads back as the same float (`0.6`, not the binary
+    0.59999999999999997...).
+
+    >>> exact_decimal(0.6), exact_decimal(5)
+    (Fraction(3, 5), Fraction(5, 1))
+    """
+    return Fraction(number) if isinstance(number, int) else Fraction(repr(float(number)))
+
+
+@dataclass(frozen=True)
+class DoseEquivalent:
+    """`drug_mg` of a drug is equivalent to `reference_mg` of an equivalence table's reference
+    drug (dexamethasone 0.75 mg = prednisone 5 mg), both exact: the doses as the mapping
+    writes them (a table's own pair, or a factor per 1 mg), so that a dose equal to the
+    table's anchor dose compares equal, never 5.00025 mg."""
+
+    drug_mg: Fraction
+    reference_mg: Fraction
+
+    @property
+    def factor(self) -> Fraction:
+        """mg of the reference drug per mg of this drug."""
+        return self.reference_mg / self.drug_mg
+
+    def text(self, drug: str, reference: str) -> str:
+        """How an explanation shows it: "dexamethasone 0.75 mg = prednisone 5 mg"."""
+        return f"{drug} {float(self.drug_mg):g} mg = {reference} {float(self.reference_mg):g} mg"
+
+
 @dataclass(frozen=True)
 class Concept:
     """A named set of codes (and, for measurements, the canonical unit and defaults).
@@ -111,9 +151,9 @@ class Concept:
     plausible_low: float | None = None
     plausible_high: float | None = None
     """Values outside [plausible_low, plausible_high] (canonical unit) are data errors."""
-    dose_equivalents: Mapping[str, float] = field(default_factory=dict)
-    """Equivalence table -> factor: mg of the table's reference drug per mg of this drug
-    (`prednisone: 1.25` on methylprednisolone)."""
+    dose_equivalents: Mapping[str, DoseEquivalent] = field(default_factory=dict)
+    """Equivalence table -> the equivalent doses of this drug and of the table's reference
+    drug (`prednisone: {drug_mg: 4, reference_mg: 5}` on methylprednisolone)."""
     conversions: tuple[UnitConversion, ...] = ()
     reference_range_per_result: bool = False
     """`reference_range: per-result` in the mappings: no default range on purpose (it depends

@@ -219,6 +219,22 @@ def test_mapping_errors_are_reported(tmp_path: Path) -> None:
     assert has_errors(problems)
 
 
+def test_a_dose_equivalent_pair_is_checked_by_lint(tmp_path: Path) -> None:
+    """The pair of equivalent doses (`{drug_mg: 0.75, reference_mg: 5}`) passes; half a pair
+    is reported with the mapping file's line and field."""
+    good = "  dexamethasone:\n    display: D\n    dose_equivalents:\n"
+    good += "      prednisone: {drug_mg: 0.75, reference_mg: 5}\n"
+    project(tmp_path, mappings=MAPPINGS + good)
+    assert not has_errors(lint(tmp_path))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    project(broken, mappings=MAPPINGS + good.replace(", reference_mg: 5", ""))
+    problems = [problem for problem in lint(broken) if "lab.yaml" in str(problem)]
+    assert len(problems) == 1 and has_errors(problems), problems
+    assert "'reference_mg' is a required property" in problems[0].message
+    assert problems[0].location.field == "concepts.dexamethasone.dose_equivalents.prednisone"
+
+
 def test_missing_mapping_folder_points_at_mappings_line(tmp_path: Path) -> None:
     criteria = project(tmp_path)
     criteria.write_text(CRITERIA_HEADER.replace("[../mappings]", "[../mapings]"), encoding="utf-8")

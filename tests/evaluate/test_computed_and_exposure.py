@@ -302,6 +302,199 @@ def test_last_use_within_eight_weeks(measured_first: CompiledCriteria) -> None:
     )
 
 
+def statement(identifier: str, code: str, status: str, **dates: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "MedicationStatement",
+        "id": identifier,
+        "status": status,
+        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": code}]},
+        "subject": {"reference": "Patient/p"},
+        **dates,
+    }
+
+
+def test_a_stopped_statement_with_one_date_may_have_lasted_into_the_window(
+    measured_first: CompiledCriteria,
+) -> None:
+    """A MedicationStatement `stopped` or `completed` with a single date proves use on that
+    day; its end is not in the record. Begun before the 8 weeks, it may have lasted into
+    them: unknown, naming it and why, as the same order (MedicationRequest) and
+    `continuous_for` say; never "no use" (an exclusion cleared)."""
+    for status in ("stopped", "completed", "on-hold"):
+        stopped = statement("dapa", "1488564", status, effectiveDateTime="2026-09-01")
+        result = outcome_of(measured_first, "exclusion-1-sglt2", patient(), stopped)
+        assert result.truth is Truth.UNKNOWN, (status, result.reason)
+        assert "MedicationStatement/dapa (effectiveDateTime, " in result.reason
+        assert "began 2026-09-01, before the window, and its end is not known" in result.reason
+        assert result.evidence == ("MedicationStatement/dapa",) and result.missing
+    in_window = statement("dapa", "1488564", "completed", effectiveDateTime="2026-10-15")
+    assert outcome_of(measured_first, "exclusion-1-sglt2", patient(), in_window).truth is (
+        Truth.MET
+    )
+    ended = statement(
+        "dapa", "1488564", "completed", effectivePeriod={"start": "2026-05-01", "end": "2026-06-01"}
+    )
+    assert outcome_of(measured_first, "exclusion-1-sglt2", patient(), ended).truth is (
+        Truth.NOT_MET
+    )
+    ace = statement("lisinopril", "314076", "stopped", effectiveDateTime="2026-09-01")
+    continuous = outcome_of(measured_first, "inclusion-3-ace", patient(), ace)
+    assert continuous.truth is Truth.UNKNOWN and "end of use unknown" in continuous.reason
+
+
+PLAIN_WINDOWS = """
+trial: {id: NCT00000002, title: A medication in a window two ways}
+mappings: [MAPPINGS]
+criteria:
+  - id: exclusion-1-within-active
+    kind: exclusion
+    text: SGLT2 inhibitor within 8 weeks (timing active)
+    expression:
+      resource: MedicationStatement
+      concept: sglt2-inhibitors
+      within: P8W
+      timing: active
+  - id: exclusion-2-use-within
+    kind: exclusion
+    text: SGLT2 inhibitor within 8 weeks (use)
+    expression:
+      resource: MedicationStatement
+      concept: sglt2-inhibitors
+      use: {within: P8W}
+  - id: exclusion-3-began-within
+    kind: exclusion
+    text: SGLT2 inhibitor started within 8 weeks
+    expression:
+      resource: MedicationStatement
+      concept: sglt2-inhibitors
+      within: P8W
+      timing: onset
+"""
+
+DAPAGLIFLOZIN = "1488564"
+
+
+def supplied(days: int) -> dict[str, Any]:
+    return {"expectedSupplyDuration": {"value": days, "unit": "days", "code": "d"}}
+
+
+@pytest.fixture(scope="module")
+def plain_windows(tmp_path_factory: pytest.TempPathFactory) -> CompiledCriteria:
+    return load_trial(write_trial(tmp_path_factory.mktemp("plain"), text=PLAIN_WINDOWS))
+
+
+@pytest.mark.parametrize(
+    ("resource", "expected", "reason"),
+    [
+        (  # 90 days from 2026-08-01: in use to 2026-10-29, the window is from 2026-09-06
+            order("dapa", DAPAGLIFLOZIN, "completed", "2026-08-01", dispenseRequest=supplied(90)),
+            Truth.MET,
+            "latest began 2026-08-01 (before the window) and active in it",
+        ),
+        (
+            order("dapa", DAPAGLIFLOZIN, "completed", "2026-09-01"),
+            Truth.UNKNOWN,
+            "MedicationRequest/dapa (open-ended order, completed) began 2026-09-01, before the "
+            "window, and its end is not known",
+        ),
+        (
+            order("dapa", DAPAGLIFLOZIN, "on-hold", "2026-08-01"),
+            Truth.UNKNOWN,
+            "(open-ended order, on-hold) began 2026-08-01",
+        ),
+        (
+            statement("dapa", DAPAGLIFLOZIN, "stopped", effectiveDateTime="2026-09-01"),
+            Truth.UNKNOWN,
+            "MedicationStatement/dapa (effectiveDateTime, stopped) began 2026-09-01",
+        ),
+        (
+            statement("dapa", DAPAGLIFLOZIN, "stopped", effectivePeriod={"start": "2026-06-01"}),
+            Truth.UNKNOWN,
+            "(effectivePeriod without end, stopped) began 2026-06-01",
+        ),
+        (  # 30 days from 2026-05-01: ended long before the window
+            order("dapa", DAPAGLIFLOZIN, "completed", "2026-05-01", dispenseRequest=supplied(30)),
+            Truth.NOT_MET,
+            "none on record",
+        ),
+        (
+            order("dapa", DAPAGLIFLOZIN, "active", "2026-08-01"),
+            Truth.MET,
+            "1 found",
+        ),
+        (
+            statement("dapa", DAPAGLIFLOZIN, "completed", effectiveDateTime="2026-10-15"),
+            Truth.MET,
+            "latest 2026-10-15",
+        ),
+    ],
+    ids=[
+        "supply-reaching-in",
+        "completed-open-ended",
+        "held",
+        "stopped-statement-one-date",
+        "stopped-statement-open-period",
+        "supply-ended-before",
+        "active-order",
+        "statement-in-window",
+    ],
+)
+def test_a_medication_within_a_window_is_in_it_by_its_period_of_use(
+    plain_windows: CompiledCriteria, resource: dict[str, Any], expected: Truth, reason: str
+) -> None:
+    """`within: P8W` with `timing: active` (the Timing section's "on an ACE inhibitor in the
+    last 4 weeks") reads a medication's period of use, as `use: {within: P8W}` does: a 90-day
+    supply begun before the window is in it, an order or statement whose end is unknown may
+    be (unknown, naming it), never "none on record"."""
+    plain = outcome_of(plain_windows, "exclusion-1-within-active", patient(), resource)
+    assert plain.truth is expected, plain.reason
+    assert reason in plain.reason
+    assert outcome_of(plain_windows, "exclusion-2-use-within", patient(), resource).truth is (
+        expected
+    )
+
+
+def test_timing_onset_still_reads_when_a_medication_began(plain_windows: CompiledCriteria) -> None:
+    supply = order("dapa", DAPAGLIFLOZIN, "completed", "2026-08-01", dispenseRequest=supplied(90))
+    began_before = outcome_of(plain_windows, "exclusion-3-began-within", patient(), supply)
+    assert began_before.truth is Truth.NOT_MET, began_before.reason
+    recent = order("dapa", DAPAGLIFLOZIN, "completed", "2026-10-01")
+    assert outcome_of(plain_windows, "exclusion-3-began-within", patient(), recent).truth is (
+        Truth.MET
+    )
+
+
+def test_an_unidentified_drug_whose_supply_ended_before_the_window_does_not_matter(
+    plain_windows: CompiledCriteria,
+) -> None:
+    def text_only(identifier: str, authored: str, **more: Any) -> dict[str, Any]:
+        unnamed = order(identifier, "x", "completed", authored, **more)
+        return {**unnamed, "medicationCodeableConcept": {"text": "dapagliflozin 10 mg"}}
+
+    ended = text_only("old", "2026-05-01", dispenseRequest=supplied(30))
+    assert outcome_of(plain_windows, "exclusion-1-within-active", patient(), ended).truth is (
+        Truth.NOT_MET
+    )
+    reaching = text_only("reaching", "2026-08-01", dispenseRequest=supplied(90))
+    result = outcome_of(plain_windows, "exclusion-1-within-active", patient(), reaching)
+    assert result.truth is Truth.UNKNOWN and "which drug it is cannot be told" in result.reason
+
+
+def test_a_stopped_dose_statement_begun_before_the_window_is_unknown(
+    measured_first: CompiledCriteria,
+) -> None:
+    dosage = {
+        "timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}},
+        "doseAndRate": [{"doseQuantity": {"value": 8, "unit": "mg"}}],
+    }
+    stopped = statement(
+        "mp", "6902", "stopped", effectiveDateTime="2026-07-01", dosage=[dosage]
+    )  # before the 3 months from 2026-08-01
+    result = outcome_of(measured_first, "exclusion-2-steroid-dose", patient(), stopped)
+    assert result.truth is Truth.UNKNOWN, result.reason
+    assert "MedicationStatement/mp" in result.reason and "its end is not known" in result.reason
+
+
 def test_daily_dose_through_the_prednisone_equivalence_table(
     measured_first: CompiledCriteria,
 ) -> None:
@@ -318,6 +511,275 @@ def test_daily_dose_through_the_prednisone_equivalence_table(
     assert high.truth is Truth.MET and "10 mg/day prednisone-equivalent" in high.reason
     low = outcome_of(measured_first, "exclusion-2-steroid-dose", patient(), methylprednisolone(4))
     assert low.truth is Truth.NOT_MET
+
+
+THRESHOLDS = """
+trial: {id: NCT00000003, title: Prednisone-equivalent thresholds}
+mappings: [MAPPINGS]
+criteria:
+""" + "".join(
+    f"""
+  - id: inclusion-{name}
+    kind: inclusion
+    text: prednisone-equivalent {test} on the as-of day
+    expression:
+      resource: MedicationStatement
+      concept: systemic-glucocorticoid-ingredients
+      use: {{daily_dose: "{test}", equivalent: prednisone}}
+"""
+    for name, test in (
+        ("ge-5", ">= 5 mg"),
+        ("gt-5", "> 5 mg"),
+        ("ge-10", ">= 10 mg"),
+        ("gt-10", "> 10 mg"),
+        ("le-5", "<= 5 mg"),
+        ("eq-5", "= 5 mg"),
+    )
+)
+
+
+@pytest.fixture(scope="module")
+def thresholds(tmp_path_factory: pytest.TempPathFactory) -> CompiledCriteria:
+    return load_trial(write_trial(tmp_path_factory.mktemp("thresholds"), text=THRESHOLDS))
+
+
+def taking(
+    code: str, milligrams: float, system: str = RXNORM, unit: str = "mg", frequency: int = 1
+) -> dict[str, Any]:
+    dosage = {
+        "timing": {"repeat": {"frequency": frequency, "period": 1, "periodUnit": "d"}},
+        "doseAndRate": [{"doseQuantity": {"value": milligrams, "unit": unit}}],
+    }
+    return {
+        **statement("steroid", code, "active", effectiveDateTime="2026-10-01"),
+        "medicationCodeableConcept": {"coding": [{"system": system, "code": code}]},
+        "dosage": [dosage],
+    }
+
+
+TABLE_DOSES = [  # each is prednisone 5 mg (Liu D et al. 2013, Table 1)
+    ("prednisone", "8640", RXNORM, 5),
+    ("prednisolone", "8638", RXNORM, 5),
+    ("methylprednisolone", "6902", RXNORM, 4),
+    ("triamcinolone", "H02AB08", ATC, 4),
+    ("hydrocortisone", "H02AB09", ATC, 20),
+    ("cortisone", "2878", RXNORM, 25),
+    ("dexamethasone", "3264", RXNORM, 0.75),
+    ("betamethasone", "1514", RXNORM, 0.6),
+]
+
+
+@pytest.mark.parametrize(
+    ("code", "system", "milligrams"),
+    [entry[1:] for entry in TABLE_DOSES],
+    ids=[entry[0] for entry in TABLE_DOSES],
+)
+def test_the_tables_equivalent_doses_are_exactly_prednisone_5_mg(
+    thresholds: CompiledCriteria, code: str, system: str, milligrams: float
+) -> None:
+    """Dexamethasone 0.75 mg and betamethasone 0.6 mg are prednisone 5 mg in the cited
+    table: with rounded factors (6.667, 8.333) they were 5.00025 mg ("> 5 mg") and 4.9998 mg
+    ("not >= 5 mg"). Each drug at its table dose is 5 mg exactly, and twice it 10 mg."""
+    once = taking(code, milligrams, system)
+    for criterion, truth in (
+        ("inclusion-ge-5", Truth.MET),
+        ("inclusion-gt-5", Truth.NOT_MET),
+        ("inclusion-le-5", Truth.MET),
+        ("inclusion-eq-5", Truth.MET),
+    ):
+        result = outcome_of(thresholds, criterion, patient(), once)
+        assert result.truth is truth, (criterion, result.reason)
+        assert "daily dose 5 mg/day prednisone-equivalent" in result.reason
+    twice = taking(code, milligrams, system, frequency=2)
+    assert outcome_of(thresholds, "inclusion-ge-10", patient(), twice).truth is Truth.MET
+    assert outcome_of(thresholds, "inclusion-gt-10", patient(), twice).truth is Truth.NOT_MET
+
+
+def test_a_dose_in_micrograms_or_split_is_as_exact(thresholds: CompiledCriteria) -> None:
+    micrograms = taking("3264", 750, unit="ug")  # dexamethasone 0.75 mg
+    result = outcome_of(thresholds, "inclusion-gt-5", patient(), micrograms)
+    assert result.truth is Truth.NOT_MET, result.reason
+    assert "dexamethasone 0.75 mg = prednisone 5 mg" in result.reason
+    thirds = taking("3264", 0.25, frequency=3)  # 0.25 mg three times a day
+    assert outcome_of(thresholds, "inclusion-eq-5", patient(), thirds).truth is Truth.MET
+    tenths = taking("1514", 0.2, frequency=3)  # betamethasone 0.6 mg: 0.2 x 3 is not 0.6000...1
+    assert outcome_of(thresholds, "inclusion-ge-5", patient(), tenths).truth is Truth.MET
+
+
+TOTALS = """
+trial: {id: NCT00000004, title: Daily dose totals}
+mappings: [MAPPINGS]
+criteria:
+""" + "".join(
+    f"""
+  - id: {name}
+    kind: inclusion
+    text: prednisone-equivalent {test}
+    expression:
+      resource: MedicationStatement
+      concept: systemic-glucocorticoid-ingredients
+      use: {{{window}daily_dose: "{test}", equivalent: prednisone}}
+"""
+    for name, window, test in (
+        ("above-7-5-now", "", "> 7.5 mg"),
+        ("at-least-7-5-now", "", ">= 7.5 mg"),
+        ("below-7-5-now", "", "< 7.5 mg"),
+        ("above-7-5-in-3-months", "within: P3M, ", "> 7.5 mg"),
+    )
+)
+
+
+@pytest.fixture(scope="module")
+def totals(tmp_path_factory: pytest.TempPathFactory) -> CompiledCriteria:
+    return load_trial(write_trial(tmp_path_factory.mktemp("totals"), text=TOTALS))
+
+
+def steroid_order(
+    identifier: str,
+    code: str,
+    milligrams: float,
+    authored: str = "2026-10-01",
+    status: str = "active",
+    **more: Any,
+) -> dict[str, Any]:
+    dosage = {
+        "timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}},
+        "doseAndRate": [{"doseQuantity": {"value": milligrams, "unit": "mg"}}],
+    }
+    return order(identifier, code, status, authored, dosageInstruction=[dosage], **more)
+
+
+def steroid_statement(identifier: str, code: str, milligrams: float, **more: Any) -> dict[str, Any]:
+    taken = taking(code, milligrams)
+    return {**taken, "id": identifier, **more}
+
+
+PREDNISONE, DEXAMETHASONE = "8640", "3264"
+
+
+def test_two_records_of_one_drug_not_linked_may_be_one_course_or_two(
+    totals: CompiledCriteria,
+) -> None:
+    """Prednisone 5 mg in two unlinked statements from the same day: one course recorded
+    twice (5 mg/day) or two taken together (10 mg/day); "> 7.5 mg" depends on it: unknown,
+    naming both and the total, never a silent "not > 7.5 mg"."""
+    first = steroid_statement("d0", PREDNISONE, 5)
+    second = steroid_statement("d1", PREDNISONE, 5)
+    result = outcome_of(totals, "above-7-5-now", patient(), first, second)
+    assert result.truth is Truth.UNKNOWN, result.reason
+    assert "MedicationStatement/d0 (5 mg/day" in result.reason
+    assert "one course recorded twice or courses taken together" in result.reason
+    assert (
+        "10 mg/day prednisone-equivalent (MedicationStatement/d0 + MedicationStatement/d1) "
+        "would be > 7.5 mg, 5 mg/day prednisone-equivalent (MedicationStatement/d0) would not"
+    ) in result.reason
+    assert set(result.evidence) == {"MedicationStatement/d0", "MedicationStatement/d1"}
+    below = outcome_of(totals, "below-7-5-now", patient(), first, second)
+    assert below.truth is Truth.UNKNOWN, below.reason  # 5 is below 7.5, 10 is not
+    assert outcome_of(totals, "below-7-5-now", patient(), first).truth is Truth.MET
+    small = steroid_statement("d1", PREDNISONE, 2)
+    none_passes = outcome_of(totals, "above-7-5-now", patient(), first, small)
+    assert none_passes.truth is Truth.NOT_MET, none_passes.reason  # 5, 2 or 7: none > 7.5
+    assert "added up, 7 mg/day prednisone-equivalent" in none_passes.reason
+    ten, other_ten = (steroid_statement(name, PREDNISONE, 10) for name in ("d0", "d1"))
+    both_pass = outcome_of(totals, "above-7-5-now", patient(), ten, other_ten)
+    assert both_pass.truth is Truth.MET, both_pass.reason  # 10 (one course) or 20
+    assert "one course or several, 10 to 20 mg/day prednisone-equivalent, is > 7.5" in (
+        both_pass.reason
+    )
+    disagreeing = outcome_of(totals, "above-7-5-now", patient(), ten, second)
+    assert disagreeing.truth is Truth.UNKNOWN, disagreeing.reason  # 10, 5 (one course) or 15
+
+
+def test_orders_written_together_are_added(totals: CompiledCriteria) -> None:
+    """Requests sharing a groupIdentifier were authorised together by one author (FHIR R4):
+    5 mg and 2.5 mg tablets are 7.5 mg a day."""
+    group = {"system": "urn:example:prescriptions", "value": "rx-1"}
+    five = steroid_order("five", PREDNISONE, 5, groupIdentifier=group)
+    half = steroid_order("two-and-a-half", PREDNISONE, 2.5, groupIdentifier=group)
+    result = outcome_of(totals, "at-least-7-5-now", patient(), five, half)
+    assert result.truth is Truth.MET, result.reason
+    assert "daily dose 7.5 mg/day prednisone-equivalent on 2026-11-01, the total of" in (
+        result.reason
+    )
+    above = outcome_of(totals, "above-7-5-now", patient(), five, half)
+    assert above.truth is Truth.NOT_MET, above.reason
+
+
+def test_different_drugs_taken_together_are_added_in_prednisone_equivalents(
+    totals: CompiledCriteria,
+) -> None:
+    prednisone = steroid_statement("pred", PREDNISONE, 5)
+    dexamethasone = steroid_statement("dexa", DEXAMETHASONE, 0.75)  # prednisone 5 mg
+    result = outcome_of(totals, "above-7-5-now", patient(), prednisone, dexamethasone)
+    assert result.truth is Truth.MET, result.reason
+    assert "10 mg/day prednisone-equivalent on 2026-11-01, the total of" in result.reason
+    assert "courses taken together" in result.reason
+
+
+def test_records_of_one_course_are_counted_once(totals: CompiledCriteria) -> None:
+    """A statement based on an order, and a renewal naming the order it renews, are one
+    course: 5 mg + 5 mg of one course is 5 mg/day, and the renewal's dose replaces the
+    earlier order's from its start."""
+    ordered = steroid_order("ordered", PREDNISONE, 5)
+    taken = steroid_statement(
+        "taken", PREDNISONE, 5, basedOn=[{"reference": "MedicationRequest/ordered"}]
+    )
+    result = outcome_of(totals, "above-7-5-now", patient(), ordered, taken)
+    assert result.truth is Truth.NOT_MET, result.reason
+    assert "added up" not in result.reason
+    supply = {"expectedSupplyDuration": {"value": 90, "unit": "days", "code": "d"}}
+    old = steroid_order("old", PREDNISONE, 10, "2026-09-01", "completed", dispenseRequest=supply)
+    renewed = steroid_order(
+        "renewed",
+        PREDNISONE,
+        5,
+        "2026-10-15",
+        priorPrescription={"reference": "MedicationRequest/old"},
+    )
+    now = outcome_of(totals, "above-7-5-now", patient(), old, renewed)  # old supply to 11-29
+    assert now.truth is Truth.NOT_MET, now.reason  # 5 mg from 2026-10-15, not 15
+    earlier = outcome_of(totals, "above-7-5-in-3-months", patient(), old, renewed)
+    assert earlier.truth is Truth.MET, earlier.reason  # 10 mg from 2026-09-01
+    assert "(MedicationRequest/old)" in earlier.reason
+    unlinked = {key: value for key, value in renewed.items() if key != "priorPrescription"}
+    unsure = outcome_of(totals, "above-7-5-now", patient(), old, unlinked)
+    assert unsure.truth is Truth.UNKNOWN, unsure.reason  # 5 (the newer), or 15 if both
+    assert "would not" in unsure.reason and "15 mg/day" in unsure.reason
+
+
+def test_a_course_that_may_have_lasted_into_the_day_adds_a_reading(
+    totals: CompiledCriteria,
+) -> None:
+    stopped = steroid_order("stopped", PREDNISONE, 10, "2026-09-01", "stopped")  # end unknown
+    result = outcome_of(totals, "above-7-5-now", patient(), stopped)
+    assert result.truth is Truth.UNKNOWN, result.reason
+    assert "MedicationRequest/stopped (10 mg/day prednisone-equivalent" in result.reason
+    assert "its end is not known" in result.reason
+    low = steroid_order("stopped", PREDNISONE, 5, "2026-09-01", "stopped")
+    assert outcome_of(totals, "above-7-5-now", patient(), low).truth is Truth.NOT_MET
+
+
+def test_a_dose_that_cannot_be_read_settles_only_what_it_cannot_change(
+    totals: CompiledCriteria,
+) -> None:
+    """Dexamethasone without a dosage beside prednisone 10 mg: the total is at least 10 mg,
+    so "> 7.5 mg" is met; "< 7.5 mg" stays unknown, naming the unreadable dose."""
+    prednisone = steroid_statement("pred", PREDNISONE, 10)
+    unknown_dose = {
+        key: value
+        for key, value in steroid_statement("dexa", DEXAMETHASONE, 1).items()
+        if key != "dosage"
+    }
+    met = outcome_of(totals, "above-7-5-now", patient(), prednisone, unknown_dose)
+    assert met.truth is Truth.MET, met.reason
+    below = outcome_of(totals, "below-7-5-now", patient(), prednisone, unknown_dose)
+    assert below.truth is Truth.NOT_MET, below.reason  # at least 10: never below 7.5
+    low = steroid_statement("pred", PREDNISONE, 5)
+    unsure = outcome_of(totals, "above-7-5-now", patient(), low, unknown_dose)
+    assert unsure.truth is Truth.UNKNOWN and "MedicationStatement/dexa: no dosage" in (
+        unsure.reason
+    )
 
 
 # ------------------------------------------------------------------ load errors
@@ -398,7 +860,7 @@ def test_a_dose_order_that_may_have_lasted_into_the_window_is_unknown(
 ) -> None:
     old_open = order("mp-open", "6902", "completed", "2026-01-10")  # no supply, end unknown
     result = outcome_of(measured_first, "exclusion-2-steroid-dose", patient(), old_open)
-    assert result.truth is Truth.UNKNOWN and "may have lasted into it" in result.reason
+    assert result.truth is Truth.UNKNOWN and "its end is not known" in result.reason
 
 
 @pytest.mark.parametrize("prefer", ["measured", "computed"])

@@ -82,6 +82,13 @@ def onset_as(resource: Resource, **fields: object) -> Resource:
     return {**kept, **fields}
 
 
+def single_dated(statement: Resource) -> Resource:
+    """The MedicationStatement dated by one day (`effectiveDateTime`, its period's start)
+    instead of its effectivePeriod."""
+    kept = {key: value for key, value in statement.items() if key != "effectivePeriod"}
+    return {**kept, "effectiveDateTime": statement["effectivePeriod"]["start"]}
+
+
 def years(value: int) -> Resource:
     return {"value": value, "unit": "a", "system": UCUM, "code": "a"}
 
@@ -467,6 +474,9 @@ def prednisone(
     )
 
 
+RX_GROUP = {"system": "urn:example:prescription", "value": "rx-1"}
+"""A groupIdentifier: requests authorised together (FHIR R4 MedicationRequest)."""
+
 EXCLUSION_2 = [
     e2.meets("no immunosuppressive therapy"),
     e2.meets(
@@ -516,6 +526,56 @@ EXCLUSION_2 = [
         MANUAL,
         add=(TACROLIMUS_ACTIVE,),
         answers=without("immunotherapy-for-renal-disease"),
+    ),
+    e2.fails(
+        "prednisone 5 mg + 5 mg ordered together (one groupIdentifier): 10 mg/day",
+        add=(
+            {**prednisone("prednisone-morning", daily_dosage(5)), "groupIdentifier": RX_GROUP},
+            {**prednisone("prednisone-evening", daily_dosage(5)), "groupIdentifier": RX_GROUP},
+        ),
+        answers=answered(immunotherapy_for_renal_disease=True),
+        reason=("10 mg/day prednisone-equivalent on 2026-", "the total of"),
+    ),
+    e2.fails(
+        "prednisone 5 mg with dexamethasone 0.75 mg (prednisone 5 mg): 10 mg/day",
+        add=(
+            prednisone("prednisone-low", daily_dosage(5)),
+            medication_request(
+                "dexamethasone", "3264", "active", days_ago(20), dosage=daily_dosage(0.75)
+            ),
+        ),
+        answers=answered(immunotherapy_for_renal_disease=True),
+    ),
+    e2.meets(
+        "prednisone 5 mg order and the statement of it (basedOn): one course, 5 mg/day",
+        add=(
+            prednisone("prednisone-low", daily_dosage(5)),
+            {
+                **medication_statement("prednisone-taken", "8640", "active", days_ago(50), None),
+                "dosage": [daily_dosage(5)],
+                "basedOn": [{"reference": "MedicationRequest/prednisone-low"}],
+            },
+        ),
+        answers=answered(immunotherapy_for_renal_disease=True),
+    ),
+    e2.silent(
+        "two prednisone 5 mg orders, not linked: one course or two cannot be told",
+        MISSING,
+        add=(
+            prednisone("prednisone-low", daily_dosage(5)),
+            prednisone("prednisone-again", daily_dosage(5)),
+        ),
+        answers=answered(immunotherapy_for_renal_disease=True),
+        reason=("one course recorded twice or courses taken together", "10 mg/day"),
+    ),
+    e2.meets(
+        "dexamethasone 0.75 mg/day is prednisone 5 mg, not above 7.5 mg",
+        add=(
+            medication_request(
+                "dexamethasone", "3264", "active", days_ago(20), dosage=daily_dosage(0.75)
+            ),
+        ),
+        answers=answered(immunotherapy_for_renal_disease=True),
     ),
     e2.silent(
         "prednisone order without dosage: daily dose unknown",
@@ -696,7 +756,26 @@ EXCLUSION_4 = [
         "stopped dapagliflozin order without supply duration: end unknown",
         MISSING,
         add=(medication_request("dapa-stopped", DAPAGLIFLOZIN, "stopped", days_ago(120)),),
-        reason=("may have lasted into it",),
+        reason=("its end is not known: it may have lasted into the window",),
+    ),
+    e4.silent(
+        "dapagliflozin statement stopped, one date before the 8 weeks: end unknown",
+        MISSING,
+        add=(
+            single_dated(
+                medication_statement("dapa-said", DAPAGLIFLOZIN, "stopped", days_ago(61), None)
+            ),
+        ),
+        reason=("MedicationStatement/dapa-said", "its end is not known"),
+    ),
+    e4.fails(
+        "dapagliflozin statement completed, one date in the 8 weeks",
+        add=(
+            single_dated(
+                medication_statement("dapa-said", DAPAGLIFLOZIN, "completed", days_ago(20), None)
+            ),
+        ),
+        evidence=("MedicationStatement/dapa-said",),
     ),
 ]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import OrderedDict
 from collections.abc import Mapping
+from fractions import Fraction
 from types import MappingProxyType
 from typing import Any
 
@@ -12,7 +13,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.normalise.medication_exposure import _is_mapping, daily_dose, exposure_period
+from engine.normalise.medication_exposure import (
+    _is_mapping,
+    daily_dose,
+    exposure_period,
+    milligrams,
+    use_in_days,
+)
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 
@@ -102,6 +109,35 @@ def test_a_held_order_or_statement_is_not_ongoing() -> None:
         assert not period.end_known and period.last_day(as_of) == period.start
 
 
+def test_a_single_date_on_a_statement_no_longer_going_on_has_an_unknown_end() -> None:
+    """A stopped (or completed) statement with one date proves use on that day only, and its
+    end is unknown, as an open-ended order's: one shape, which `use_in_days` reads."""
+    as_of = dt.date(2026, 11, 1)
+    for status in ("stopped", "completed", "on-hold"):
+        period = exposure_period(
+            {
+                "resourceType": "MedicationStatement",
+                "status": status,
+                "effectiveDateTime": "2026-09-01",
+            }
+        )
+        assert not isinstance(period, str)
+        assert (period.start, period.end, period.end_known) == (dt.date(2026, 9, 1), None, False)
+        assert period.last_day(as_of) == dt.date(2026, 9, 1)
+        assert use_in_days(period, dt.date(2026, 9, 6), as_of, as_of) is None  # may reach
+        assert use_in_days(period, dt.date(2026, 8, 1), as_of, as_of) is True
+        assert use_in_days(period, None, as_of, as_of) is True
+        assert use_in_days(period, dt.date(2026, 7, 1), dt.date(2026, 8, 31), as_of) is False
+    ended = exposure_period(request("completed", dispenseRequest=_supply(30)))
+    assert not isinstance(ended, str)
+    assert use_in_days(ended, dt.date(2026, 9, 30), as_of, as_of) is True  # to 2026-09-30
+    assert use_in_days(ended, dt.date(2026, 10, 1), as_of, as_of) is False
+
+
+def _supply(days: int) -> dict[str, Any]:
+    return {"expectedSupplyDuration": {"value": days, "unit": "days", "code": "d"}}
+
+
 def test_statement_and_administration_periods() -> None:
     statement = {
         "resourceType": "MedicationStatement",
@@ -130,6 +166,20 @@ def test_daily_dose_from_dose_and_timing() -> None:
     assert not isinstance(weekly, str) and weekly.value == pytest.approx(10)
     grams = daily_dose(request(dosageInstruction=[dosage(0.5, "g", 1, 12, "h")]), None)
     assert not isinstance(grams, str) and grams.value == pytest.approx(1000)
+
+
+def test_daily_doses_are_exact_fractions_of_a_milligram() -> None:
+    """0.1 mg three times a day is 3/10 mg (not 0.30000000000000004), 750 ug is 3/4 mg and
+    500 ng 1/2000 mg: a dose equal to a threshold compares equal."""
+    split = daily_dose(request(dosageInstruction=[dosage(0.1, "mg", frequency=3)]), None)
+    assert not isinstance(split, str) and split.value == Fraction(3, 10)
+    micrograms = daily_dose(request(dosageInstruction=[dosage(750, "ug")]), None)
+    assert not isinstance(micrograms, str) and micrograms.value == Fraction(3, 4)
+    nanograms = daily_dose(request(dosageInstruction=[dosage(500, "ng")]), None)
+    assert not isinstance(nanograms, str) and nanograms.value == Fraction(1, 2000)
+    assert milligrams(0.6, "mg") * 25 / 3 == 5  # betamethasone 0.6 mg x 8.333...
+    twice_daily = daily_dose(request(dosageInstruction=[dosage(0.375, "mg", 1, 12, "h")]), None)
+    assert not isinstance(twice_daily, str) and twice_daily.value == Fraction(3, 4)
 
 
 def test_tablets_use_the_strength_of_the_rxnorm_clinical_drug_or_the_medication() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -253,6 +254,64 @@ def test_reference_range_low_above_high(write_mapping: WriteMapping) -> None:
     error = only_error(path)
     assert "above high" in error.message
     assert error.location.field == "concepts.a.reference_range"
+
+
+def test_dose_equivalents_are_read_exactly_as_the_pair_of_doses_or_a_factor(
+    write_mapping: WriteMapping,
+) -> None:
+    """`{drug_mg: 0.75, reference_mg: 5}` is the cited table's own pair (dexamethasone 0.75 mg
+    = prednisone 5 mg): its factor is exactly 20/3, never a rounded 6.667; a factor written
+    as a number is the decimal written (1.25 = 5/4)."""
+    path = write_mapping(
+        """\
+        concepts:
+          dexamethasone:
+            display: Dexamethasone
+            dose_equivalents: {prednisone: {drug_mg: 0.75, reference_mg: 5}}
+          betamethasone:
+            display: Betamethasone
+            dose_equivalents: {prednisone: {drug_mg: 0.6, reference_mg: 5}}
+          methylprednisolone:
+            display: Methylprednisolone
+            dose_equivalents: {prednisone: 1.25}
+        """
+    )
+    terminology = load_terminology([path])
+    dexamethasone = terminology.concept("dexamethasone").dose_equivalents["prednisone"]
+    assert dexamethasone.factor == Fraction(20, 3)
+    assert Fraction(3, 4) * dexamethasone.factor == 5
+    assert dexamethasone.text("dexamethasone", "prednisone") == (
+        "dexamethasone 0.75 mg = prednisone 5 mg"
+    )
+    betamethasone = terminology.concept("betamethasone").dose_equivalents["prednisone"]
+    assert Fraction(3, 5) * betamethasone.factor == 5
+    assert terminology.concept("methylprednisolone").dose_equivalents["prednisone"].factor == (
+        Fraction(5, 4)
+    )
+
+
+@pytest.mark.parametrize(
+    ("written", "message", "field"),
+    [
+        ("{drug_mg: 0.75}", "'reference_mg' is a required property", ""),
+        ("{drug_mg: 0, reference_mg: 5}", "less than or equal to the minimum of 0", ".drug_mg"),
+        ("{drug_mg: 0.75, reference_mg: 5, note: x}", "unknown field 'note'", ".note"),
+        ("{drug_mg: '0.75', reference_mg: 5}", "is not of type 'number'", ".drug_mg"),
+        ("-1", "less than or equal to the minimum of 0", ""),
+        ("'6.667'", "is not of type 'number', 'object'", ""),
+    ],
+)
+def test_a_bad_dose_equivalent_names_line_and_field(
+    write_mapping: WriteMapping, written: str, message: str, field: str
+) -> None:
+    path = write_mapping(
+        f"concepts:\n  dexamethasone:\n    display: D\n"
+        f"    dose_equivalents:\n      prednisone: {written}\n"
+    )
+    error = only_error(path)
+    assert message in error.message
+    assert error.location.line == 5
+    assert error.location.field == f"concepts.dexamethasone.dose_equivalents.prednisone{field}"
 
 
 def test_reference_range_needs_unit(write_mapping: WriteMapping) -> None:
