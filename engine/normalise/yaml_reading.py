@@ -36,7 +36,9 @@ from ruamel.yaml.events import (
     CollectionEndEvent,
     CollectionStartEvent,
     NodeEvent,
+    ScalarEvent,
 )
+from ruamel.yaml.nodes import Node
 from ruamel.yaml.scanner import RoundTripScanner, Scanner
 
 __all__ = [
@@ -105,7 +107,25 @@ class _Composer(Composer):
                 f"*{anchor} would take this one); give each anchor its own name",
                 problem_mark=event.start_mark,
             )
+        if (
+            type(event) is ScalarEvent
+            and event.value == ""
+            and event.style is None
+            and isinstance(index, Node)
+            and event.start_mark.line != index.end_mark.line
+        ):
+            # An empty value after its key's colon: without comment tokens the parser marks it
+            # where the next token starts, the round-trip parser at the colon when a comment
+            # follows the colon (`key: # note`). Such a text is read by the round-trip parser.
+            text = self.loader.reader.buffer
+            end = text.find("\n", index.end_mark.index)
+            if "#" in text[index.end_mark.index : end if end >= 0 else len(text)]:
+                raise _CommentedEmptyValue
         return super().compose_node(parent, index)
+
+
+class _CommentedEmptyValue(Exception):
+    """An empty value followed by a comment on its key's line (`_Composer.compose_node`)."""
 
 
 class _ScannerWithoutComments(Scanner):

@@ -73,6 +73,20 @@ def test_fast_yaml_reads_the_same_tree_as_the_round_trip_loader(text: str) -> No
     assert _shape(load_round_trip(text, _never)) == _shape(expected)
 
 
+@pytest.mark.parametrize(
+    "text", ["a: #]\nb: 1\n", "a:   # note\nb: 1\n", '!!int "-1": #]\nb: 1\n', "a: #\n"]
+)
+def test_an_empty_value_before_a_comment_is_marked_where_ruamel_marks_it(text: str) -> None:
+    """ruamel's round-trip parser marks the empty value at its key's colon when a comment
+    follows (found by the property test below: the parser without comment tokens marked it
+    where the next line starts)."""
+
+    def ruamel() -> Any:
+        return YAML(typ="rt").load(text)
+
+    assert _shape(load_round_trip(text, ruamel)) == _shape(ruamel())
+
+
 @pytest.mark.parametrize("text", ["a: [1, 2\n", "a: 1\na: 2\n", "a:\n\t- b\n", "a: *missing\n"])
 def test_broken_yaml_is_read_by_the_fallback(text: str) -> None:
     assert load_round_trip(text, lambda: "fallback") == "fallback"
