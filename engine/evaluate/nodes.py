@@ -546,6 +546,10 @@ class Anchoring:
     name: str
 
 
+DISAGREE = "disagree: "
+"""Starts what an atom with `select: latest` misses when the results that may each be the
+latest disagree (in its `missing`, after the window): explanations ask for a newer result."""
+
 OUTSIDE = "; outside the window: "
 """Starts what an anchored atom that finds nothing in its window says of the resources of its
 concept outside it ("the earliest after it, 2026-08-02 (Observation/x), is too recent"), at
@@ -862,7 +866,7 @@ class ResourceNode:
         if self.value_check is None or self.concept is None:
             return candidates
         if self.atom.selection == "latest":
-            candidates = candidates[:1]
+            candidates = may_be_latest(candidates)
         matching = []
         for candidate in candidates:
             result = measure(candidate.resource, self.concept, context.terminology)
@@ -1073,12 +1077,15 @@ class ResourceNode:
         assert self.value_check is not None and self.concept is not None
         selection = self.atom.selection
         if selection == "latest" and candidates:
-            # Only the latest dated result counts, but a result whose date cannot be read may
-            # be newer: such date problems (already in `problems`) keep the atom unknown.
-            candidates = candidates[:1]
+            # Only the latest dated result counts (or those that may each be it: the same
+            # moment, or the same day when one gives no time), but a result whose date cannot
+            # be read may be newer: such date problems (already in `problems`) keep the atom
+            # unknown.
+            candidates = may_be_latest(candidates)
         passed: list[tuple[_Candidate, str]] = []
         failed: list[tuple[_Candidate, str]] = []
         values: list[tuple[Measurement, _Candidate, str]] = []
+        values_shown: dict[str, str] = {}
         concept, terminology = self.concept, context.terminology
         measurements = context.measurements
         for candidate in candidates:
@@ -1087,7 +1094,9 @@ class ResourceNode:
                 problems.append(f"{candidate.reference} {result.field}: {result.message}")
                 continue
             measurements[id(candidate.resource)] = (concept, terminology, result)
-            shown = _measurement_text(result, candidate)
+            value_text = _value_text(result)
+            values_shown[candidate.reference] = value_text
+            shown = _measurement_text(value_text, candidate)
             if selection in ("min", "max"):
                 if result.value is None:
                     problems.append(f"{candidate.reference}: no numeric value")
@@ -1103,6 +1112,8 @@ class ResourceNode:
                 failed.append((candidate, shown))
         if selection in ("min", "max"):
             return self._extreme(values, problems, window_text)
+        if selection == "latest" and passed and failed and not problems:
+            return self._disagreeing(passed, failed, values_shown, window_text)
         return self._decide(passed, failed, problems, window_text)
 
     def _extreme(
@@ -1164,6 +1175,40 @@ class ResourceNode:
                 missing=(f"{self.subject} {window_text} {test_text} (failing: {shown})",),
             )
         return self._verdict(False, shown, _references(failed or passed))
+
+    def _disagreeing(
+        self,
+        passed: list[tuple[_Candidate, str]],
+        failed: list[tuple[_Candidate, str]],
+        values_shown: Mapping[str, str],
+        window_text: str,
+    ) -> Outcome:
+        """Unknown: results that may each be the latest (`may_be_latest`) pass and fail the
+        test; which is the current value cannot be told, and guessing by the order the
+        source gave them in would make the answer depend on that order."""
+        test_text = self.atom.value.text if self.atom.value else ""
+        if test_text.startswith("is "):  # answer tests: "is positive"
+            test_text = test_text[3:]
+        both = [candidate for candidate, _ in passed + failed]
+        days = list(dict.fromkeys(_day_text(candidate.span) for candidate in both))
+        dated = f"on {days[0]}" if len(days) == 1 else f"(dated {'; '.join(days)})"
+        results = "two results" if len(both) == 2 else f"{len(both)} results"
+        said = [
+            f"{values_shown[candidate.reference]} ({candidate.reference}) is {test_text}"
+            for candidate, _ in passed
+        ]
+        said += [
+            f"{values_shown[candidate.reference]} ({candidate.reference}) is not"
+            for candidate, _ in failed
+        ]
+        disagreement = f"{results} {dated} may each be the latest and disagree: {', '.join(said)}"
+        return Outcome(
+            UNKNOWN,
+            f"{self.subject}: {disagreement}",
+            self.label,
+            evidence=_references(passed + failed),
+            missing=(f"{self.subject} {window_text} ({DISAGREE}{disagreement})",),
+        )
 
     def _verdict(self, met: bool, shown: str, evidence: tuple[str, ...]) -> Outcome:
         test_text = self.atom.value.text if self.atom.value else ""
@@ -1376,17 +1421,71 @@ def _date_text(span: Span | None, first_day: dt.date | None) -> str:
     return f", latest {span.start.isoformat()}"
 
 
-def _measurement_text(measurement: Measurement, candidate: _Candidate) -> str:
+def _value_text(measurement: Measurement) -> str:
+    """A result's value as the reasons say it: `95 g/L`, `< 3 mg/mmol`, `positive`."""
     if measurement.value is not None:
         unit = f" {measurement.unit}" if measurement.unit and measurement.unit != "1" else ""
         censored = f"{measurement.comparator} " if measurement.comparator else ""
-        shown = f"{censored}{measurement.value:g}{unit}"
-    else:
-        shown = "/".join(sorted(measurement.answer_concepts)) or "a coded result"
+        return f"{censored}{measurement.value:g}{unit}"
+    return "/".join(sorted(measurement.answer_concepts)) or "a coded result"
+
+
+def _measurement_text(value_text: str, candidate: _Candidate) -> str:
+    """A result's value with its day and reference: `95 g/L on 2026-10-20 (Observation/x)`."""
     day = (
         f" on {candidate.span.start.isoformat()}" if candidate.span and candidate.span.start else ""
     )
-    return f"{shown}{day} ({candidate.reference})"
+    return f"{value_text}{day} ({candidate.reference})"
+
+
+def _day_text(span: Span | None) -> str:
+    """The day (or the days, for a partial date) a span's start stands for."""
+    if span is None or span.start is None:
+        return "an unknown day"
+    latest = span.latest_start or span.start
+    if latest == span.start:
+        return span.start.isoformat()
+    return f"some day {span.start.isoformat()} to {latest.isoformat()}"
+
+
+def may_be_latest(candidates: list[_Candidate]) -> list[_Candidate]:
+    """The candidates (dated ones, newest first, as `_candidates` sorts them) that may each
+    be the latest: none of the others is surely newer. Two times of day (with their time
+    zones) are compared as instants; a result dated to the day only (or to a month) is
+    compared by calendar days, each read in the time zone it was written in, so a result of
+    some time on 2026-10-20 may be later than one at 08:00 that day, and one of October may
+    be later than one of 20 October. The first of several is not a guess: each is returned,
+    and an atom whose results disagree is unknown."""
+    if len(candidates) < 2:
+        return candidates
+    newest_time: dt.datetime | None = None
+    newest_day_untimed: dt.date | None = None
+    newest_day: dt.date | None = None
+    for candidate in candidates:
+        span = candidate.span
+        if span is None or span.start is None:
+            continue
+        if span.timed:
+            if newest_time is None or span.moment > newest_time:
+                newest_time = span.moment
+        elif newest_day_untimed is None or span.start > newest_day_untimed:
+            newest_day_untimed = span.start
+        if newest_day is None or span.start > newest_day:
+            newest_day = span.start
+    contenders = []
+    for candidate in candidates:
+        span = candidate.span
+        if span is None or span.start is None:
+            continue
+        if span.timed:
+            surely_older = (newest_time is not None and span.moment < newest_time) or (
+                newest_day_untimed is not None and newest_day_untimed > span.start
+            )
+        else:
+            surely_older = newest_day is not None and newest_day > (span.latest_start or span.start)
+        if not surely_older:
+            contenders.append(candidate)
+    return contenders or candidates[:1]
 
 
 def _imprecise(span: Span, first_day: dt.date | None, context: EvaluationContext) -> str:

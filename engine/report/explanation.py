@@ -44,7 +44,12 @@ from engine.criteria.model import (
 )
 from engine.dataclass_init import direct_init
 from engine.evaluate.compile import CompiledCriteria, CompiledCriterion
-from engine.evaluate.nodes import OUTSIDE, relation_bounds, relation_distance_text
+from engine.evaluate.nodes import (
+    DISAGREE,
+    OUTSIDE,
+    relation_bounds,
+    relation_distance_text,
+)
 from engine.evaluate.outcome import MET, NOT_MET, UNKNOWN, Cited, Outcome, Truth
 from engine.evaluate.patient import (
     CLEAR,
@@ -800,7 +805,13 @@ def _build_resource_step(
     if outcome.truth is UNKNOWN:
         settle = _what_settles(atom, concept, as_of, outcome)
         problem = _unusable_problem(outcome)
-        says = f"unusable data: {problem}" if problem else f"no result {window_words(atom, as_of)}"
+        disagreement = _disagreement(outcome)
+        if problem:
+            says = f"unusable data: {problem}"
+        elif disagreement:
+            says = disagreement
+        else:
+            says = f"no result {window_words(atom, as_of)}"
         says += _outside_words(outcome)
         failing = ""
         if atom.failing == "unknown" and atom.value is not None and findings and not problem:
@@ -824,7 +835,8 @@ def _build_resource_step(
             findings=findings,
             to_settle=settle,
             unavailable=outcome.unavailable,
-            relation=failing,
+            # with findings, the line above them says why they leave it unknown
+            relation=failing or (says if findings else ""),
         )
     relation = ""
     if atom.value is not None:
@@ -929,12 +941,25 @@ def _unusable_problem(outcome: Outcome) -> str:
     return ""
 
 
+def _disagreement(outcome: Outcome) -> str:
+    """Why results that may each be the latest leave the atom unknown (`DISAGREE`), or ""."""
+    for item in outcome.missing:
+        if f"({DISAGREE}" in item:
+            return item.split(f"({DISAGREE}", 1)[1].removesuffix(")")
+    return ""
+
+
 def _what_settles(
     atom: ResourceAtom, concept: Concept | None, as_of: dt.date, outcome: Outcome
 ) -> tuple[str, ...]:
     what = concept.display if concept is not None else " or ".join(atom.resource_types)
     code = _example_code(concept)
     coded = f" ({code})" if code else ""
+    if _disagreement(outcome):  # a newer result decides (or a correction of one of them)
+        return (
+            f"a newer {what} {_TYPE_WORDS.get(atom.resource_types[0], 'result')}{coded} "
+            f"{window_words(atom, as_of)}, or a correction of the results that disagree",
+        )
     usable = "a usable " if _unusable_problem(outcome) else ""
     kind = _TYPE_WORDS.get(atom.resource_types[0], atom.resource_types[0])
     return (f"{usable}{what} {kind}{coded} {window_words(atom, as_of)}",)
