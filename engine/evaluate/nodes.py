@@ -76,10 +76,11 @@ class EvaluationContext:
     as_of: dt.date
     attestations: Mapping[str, Attestation]
     terminology: Terminology
-    anchor_days: dict[tuple[int, str], dt.date | Outcome] = field(
+    anchor_days: dict[tuple[int, str], tuple[dt.date, dt.date] | Outcome] = field(
         default_factory=dict, compare=False, repr=False
     )
-    """Anchor atoms' event days for this patient (`ResourceNode.anchor_day`), memoised."""
+    """Anchor atoms' event days (earliest and latest possible) for this patient
+    (`ResourceNode.anchor_days`), memoised."""
     unavailable_types: frozenset[str] = frozenset()
     """Types the source could not provide (`CompiledCriteria.unavailable_types`, and the
     record's `unavailable_types`)."""
@@ -578,8 +579,43 @@ def relation_bounds(relation: Relation, day: dt.date) -> tuple[dt.date | None, d
     return earliest, relation.at_most.start_after(day) if relation.at_most else None
 
 
-def _relation_text(relation: Relation, name: str, day: dt.date) -> str:
-    return f"{relation_distance_text(relation)}{relation.direction} {name} {day.isoformat()}"
+def _relation_text(relation: Relation, name: str, days: str) -> str:
+    return f"{relation_distance_text(relation)}{relation.direction} {name} {days}"
+
+
+class _WidestWindow(NamedTuple):
+    """An anchored window's days at the widest, when an anchor is dated imprecisely (any
+    of its possible days would give another window), with why (`ckd-dx is dated 2026-05
+    only`)."""
+
+    first_day: dt.date | None
+    last_day: dt.date
+    why: str
+
+
+def _later(day: dt.date | None, other: dt.date | None) -> dt.date | None:
+    """The later of two first days (None: no bound)."""
+    if day is None:
+        return other
+    return day if other is None else max(day, other)
+
+
+def _days_span_text(first_day: dt.date | None, last_day: dt.date) -> str:
+    start = first_day.isoformat() if first_day is not None else "the start of the record"
+    return f"from {start} to {last_day.isoformat()}"
+
+
+def days_text(earliest: dt.date, latest: dt.date) -> str:
+    """Days a date may stand for, as the record wrote it where it can: `2026-05-10`, a whole
+    month `2026-05`, a whole year `2026`, else `some day 2026-05-03 to 2026-06-10`."""
+    if earliest == latest:
+        return earliest.isoformat()
+    if earliest.day == 1 and (latest + dt.timedelta(days=1)).day == 1:
+        if earliest.month == 1 and latest.month == 12 and earliest.year == latest.year:
+            return str(earliest.year)
+        if (earliest.year, earliest.month) == (latest.year, latest.month):
+            return earliest.isoformat()[:7]
+    return f"some day {earliest.isoformat()} to {latest.isoformat()}"
 
 
 @dataclass(frozen=True)
@@ -658,8 +694,11 @@ class ResourceNode:
             bounds = self._anchored_bounds(context)
             if isinstance(bounds, Outcome):
                 return bounds
-            first_day, last_day, window_text = bounds
+            first_day, last_day, window_text, widest = bounds
             candidates, problems = self._candidates(context, first_day, last_day)
+            if widest is not None:  # an anchor dated imprecisely: its window may be wider
+                candidates, problems = self._maybe_in_window(context, candidates, widest)
+                first_day, last_day = widest.first_day, widest.last_day
             outcome = self._decision(candidates, problems, window_text, context, first_day)
             if not candidates and not problems:
                 outcome = _noted(outcome, self._outside(context, first_day, last_day))
@@ -738,30 +777,73 @@ class ResourceNode:
 
     def _anchored_bounds(
         self, context: EvaluationContext
-    ) -> tuple[dt.date | None, dt.date, str] | Outcome:
+    ) -> tuple[dt.date | None, dt.date, str, _WidestWindow | None] | Outcome:
         """The window narrowed by `before:` / `after:` (first day, last day, text), or the
-        outcome when an anchor cannot date it."""
+        outcome when an anchor cannot date it.
+
+        An anchor dated imprecisely (a diagnosis of `2026-05`: any day of May) gives a range
+        of windows: the days returned are those every one of them holds (the window for
+        certain, empty when none is), and the last item the days any of them holds, with why
+        (None when every anchor is dated to the day)."""
         first_day, _ = self._window(context.as_of)
         last_day = context.as_of
+        widest_first, widest_last = first_day, last_day
         described: list[str] = []
+        vague: list[str] = []
         for anchoring in self.anchorings:
             relation = anchoring.relation
             if anchoring.anchor is None:
-                day = context.as_of
+                early = late = context.as_of
             else:
-                found = anchoring.anchor.anchor_day(context, relation.event)
+                found = anchoring.anchor.anchor_days(context, relation.event)
                 if isinstance(found, Outcome):
                     return self._undated(anchoring, found)
-                day = found
-            earliest, latest = relation_bounds(relation, day)
-            if latest is not None:
-                last_day = min(last_day, latest)
-            if earliest is not None:
-                first_day = earliest if first_day is None else max(first_day, earliest)
-            described.append(_relation_text(relation, anchoring.name, day))
-        start = first_day.isoformat() if first_day is not None else "the start of the record"
-        text = f"from {start} to {last_day.isoformat()} ({'; '.join(described)})"
-        return first_day, last_day, text
+                early, late = found
+            # A relation's first and last days move with the anchor's day: every day from the
+            # earliest anchor day's first to the latest's last may be in the window, and the
+            # days from the latest's first to the earliest's last surely are.
+            widest_earliest, certain_latest = relation_bounds(relation, early)
+            certain_earliest, widest_latest = relation_bounds(relation, late)
+            first_day = _later(first_day, certain_earliest)
+            widest_first = _later(widest_first, widest_earliest)
+            if certain_latest is not None:
+                last_day = min(last_day, certain_latest)
+            if widest_latest is not None:
+                widest_last = min(widest_last, widest_latest)
+            days = days_text(early, late)
+            described.append(_relation_text(relation, anchoring.name, days))
+            if early != late:
+                vague.append(f"{anchoring.name} is dated {days} only")
+        how = "; ".join(described)
+        if not vague:
+            return first_day, last_day, f"{_days_span_text(first_day, last_day)} ({how})", None
+        certain = (
+            _days_span_text(first_day, last_day)
+            if first_day is None or first_day <= last_day
+            else "no day"
+        )
+        text = (
+            f"{_days_span_text(widest_first, widest_last)} at the widest, {certain} for "
+            f"certain ({how})"
+        )
+        widest = _WidestWindow(widest_first, widest_last, "; ".join(vague))
+        return first_day, last_day, text, widest
+
+    def _maybe_in_window(
+        self, context: EvaluationContext, certain: list[_Candidate], widest: _WidestWindow
+    ) -> tuple[list[_Candidate], list[str]]:
+        """The candidates in the window for certain, and the problems of the widest window:
+        its own, and each candidate in it but not surely in the window (the anchor's day
+        decides whether it is, and the record does not give it)."""
+        found, problems = self._candidates(context, widest.first_day, widest.last_day)
+        surely = {id(candidate.resource) for candidate in certain}
+        for candidate in found:
+            if id(candidate.resource) not in surely:
+                problems.append(
+                    f"{candidate.reference} of {_day_text(candidate.span)}: {widest.why}, so "
+                    "whether it falls in the window cannot be told"
+                )
+        return certain, problems
 
     def _as_of_bounds(self, context: EvaluationContext) -> tuple[dt.date | None, dt.date, str]:
         """`_anchored_bounds` when every anchor is the as-of date (`as_of_anchored`): worked
@@ -770,7 +852,7 @@ class ResourceNode:
         if bounds is None:
             found = self._anchored_bounds(context)
             assert not isinstance(found, Outcome)  # the as-of date is always there
-            bounds = self._as_of_windows[context.as_of] = found
+            bounds = self._as_of_windows[context.as_of] = found[:3]
         return bounds
 
     def _outside(
@@ -824,24 +906,30 @@ class ResourceNode:
             manual=anchor.manual,
         )
 
-    def anchor_day(self, context: EvaluationContext, event: str) -> dt.date | Outcome:
-        """The day of this atom's first or latest matching resource, for atoms anchored on it;
-        its outcome when it is not met (or nothing it matches has a date). Memoised per
-        patient."""
+    def anchor_days(
+        self, context: EvaluationContext, event: str
+    ) -> tuple[dt.date, dt.date] | Outcome:
+        """The earliest and the latest day this atom's first (or latest) matching resource
+        may have begun, for atoms anchored on it (one day, twice, when its date is a day; a
+        partial date `2026-05` leaves every day of May); its outcome when it is not met (or
+        nothing it matches has a date). Memoised per patient."""
         key = (id(self), event)
         known = context.anchor_days.get(key)
         if known is not None:
             return known
         outcome = self.evaluate(context)
-        found: dt.date | Outcome = outcome
+        found: tuple[dt.date, dt.date] | Outcome = outcome
         if outcome.truth is MET:
             days = [
-                candidate.span.start
+                (candidate.span.start, candidate.span.latest_start or candidate.span.start)
                 for candidate in self._matching(context)
                 if candidate.span is not None and candidate.span.start is not None
             ]
             if days:
-                found = min(days) if event == "first" else max(days)
+                # the first event began between the earliest first day and the earliest
+                # last day any of them may have begun on (the latest event: the latest ones)
+                pick = min if event == "first" else max
+                found = (pick(day for day, _ in days), pick(day for _, day in days))
             else:
                 found = Outcome(
                     UNKNOWN,
@@ -859,7 +947,7 @@ class ResourceNode:
             bounds = self._anchored_bounds(context)
             if isinstance(bounds, Outcome):
                 return []
-            first_day, last_day, _ = bounds
+            first_day, last_day, _, _ = bounds  # (in the window for certain)
             candidates, _problems = self._candidates(context, first_day, last_day)
         else:
             candidates, _problems = self._candidates(context, self._window(context.as_of)[0])
@@ -1417,8 +1505,8 @@ def _date_text(span: Span | None, first_day: dt.date | None) -> str:
         return ""
     if first_day is not None and span.start < first_day:
         # Active in the window, begun before it: say so rather than "found within ..., 1971".
-        return f", latest began {span.start.isoformat()} (before the window) and active in it"
-    return f", latest {span.start.isoformat()}"
+        return f", latest began {_day_text(span)} (before the window) and active in it"
+    return f", latest {_day_text(span)}"  # (a partial date as written: `2026-05`)
 
 
 def _value_text(measurement: Measurement) -> str:
@@ -1439,13 +1527,10 @@ def _measurement_text(value_text: str, candidate: _Candidate) -> str:
 
 
 def _day_text(span: Span | None) -> str:
-    """The day (or the days, for a partial date) a span's start stands for."""
+    """The day (or the days, for a partial date) a span's start stands for (`days_text`)."""
     if span is None or span.start is None:
         return "an unknown day"
-    latest = span.latest_start or span.start
-    if latest == span.start:
-        return span.start.isoformat()
-    return f"some day {span.start.isoformat()} to {latest.isoformat()}"
+    return days_text(span.start, span.latest_start or span.start)
 
 
 def may_be_latest(candidates: list[_Candidate]) -> list[_Candidate]:
