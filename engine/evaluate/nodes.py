@@ -511,12 +511,27 @@ class PatientNode:
                 missing=("Patient.gender",),
             )
         inside = gender in self.atom.genders
+        if gender == UNKNOWN_GENDER and not inside:
+            # FHIR R4 administrative-gender `unknown`: "The gender of the patient is unknown",
+            # what an absent gender says too (`other` is a gender recorded: it answers)
+            return self._part(
+                UNKNOWN,
+                f"{reference}: gender is recorded as unknown; {wanted} cannot be checked",
+                cited,
+                evidence=(reference,),
+                missing=("Patient.gender",),
+            )
         return self._part(
             MET if inside else NOT_MET,
             f"gender {gender} is {'' if inside else 'not '}{wanted}",
             cited,
             evidence=(reference,),
         )
+
+
+UNKNOWN_GENDER = "unknown"
+"""The administrative-gender code of a gender not known (FHIR R4 valueset-administrative-gender:
+"The gender of the patient is unknown"): missing data to a gender test that does not list it."""
 
 
 def age_bounds_text(low: int | None, high: int | None) -> str:

@@ -680,7 +680,9 @@ def _patient_step(atom: PatientAtom, outcome: Outcome, as_of: dt.date) -> Step:
         gender_outcome = parts[-1]
         recorded_gender = patient.get("gender")
         if gender_outcome.truth is UNKNOWN:
-            sentences.append(f"gender not recorded ({wanted} needed)")
+            recorded = "recorded as unknown" if recorded_gender == "unknown" else "not recorded"
+            sentences.append(f"gender {recorded} ({wanted} needed)")
+            relations.append(sentences[-1])
             to_settle.append("the patient's administrative gender (Patient.gender)")
         else:
             inside = "" if gender_outcome.truth is MET else "not "
