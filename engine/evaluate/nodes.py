@@ -1085,7 +1085,13 @@ class ResourceNode:
             elif not span.overlaps(first_day, last_day):
                 continue
             elif not span.surely_overlaps(first_day, last_day):
-                problems.append(f"{record.label(resource)} {_imprecise(span, first_day, context)}")
+                problems.append(
+                    _ImpreciseDate(
+                        f"{record.label(resource)} {_imprecise(span, first_day, context)}",
+                        record.label(resource),
+                        span.latest_start or span.end or span.start or context.as_of,
+                    )
+                )
                 continue
             if not predicate(resource, span, context.as_of):
                 if span is not None and predicate(resource, span.widest(), context.as_of):
@@ -1183,8 +1189,11 @@ class ResourceNode:
             # Only the latest dated result counts (or those that may each be it: the same
             # moment, or the same day when one gives no time), but a result whose date cannot
             # be read may be newer: such date problems (already in `problems`) keep the atom
-            # unknown.
+            # unknown. One dated too imprecisely to place in the window (`2026-10` for a
+            # window from 2026-10-04) whose every possible day is before the newest result
+            # cannot be the latest, and does not count.
             candidates = may_be_latest(candidates)
+            problems = _newer_problems(problems, candidates[0])
         passed: list[tuple[_Candidate, str]] = []
         failed: list[tuple[_Candidate, str]] = []
         values: list[tuple[Measurement, _Candidate, str]] = []
@@ -1586,6 +1595,40 @@ def may_be_latest(candidates: list[_Candidate]) -> list[_Candidate]:
         if not surely_older:
             contenders.append(candidate)
     return contenders or candidates[:1]
+
+
+class _ImpreciseDate(str):
+    """A problem: a resource dated too imprecisely to tell whether it is in the window
+    (`_imprecise`), with its reference and the latest day it may be of."""
+
+    reference: str
+    latest_day: dt.date
+
+    def __new__(cls, text: str, reference: str, latest_day: dt.date) -> _ImpreciseDate:
+        problem = super().__new__(cls, text)
+        problem.reference = reference
+        problem.latest_day = latest_day
+        return problem
+
+
+def _newer_problems(problems: list[str], newest: _Candidate) -> list[str]:
+    """With `select: latest`, the problems that may still concern the latest result: a
+    resource dated imprecisely whose latest possible day is before the newest dated
+    result's day cannot be newer, and is left out; one that may be newer says so."""
+    if not problems or newest.span is None or newest.span.start is None:
+        return problems
+    day = newest.span.start
+    kept: list[str] = []
+    for problem in problems:
+        if type(problem) is _ImpreciseDate:
+            if problem.latest_day < day:
+                continue  # every day it may be of is before the newest result
+            problem = (
+                f"{problem}; it may be the latest, newer than {newest.reference} of "
+                f"{_day_text(newest.span)}"
+            )
+        kept.append(problem)
+    return kept
 
 
 def _imprecise(span: Span, first_day: dt.date | None, context: EvaluationContext) -> str:

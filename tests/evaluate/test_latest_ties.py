@@ -101,3 +101,45 @@ def test_the_explanation_says_why_and_asks_for_a_newer_result(tmp_path: Path) ->
     assert "two results on 2026-10-20 may each be the latest and disagree" in text
     assert "to settle: a newer Haemoglobin result" in text
     assert "or a correction of the results that disagree" in text
+
+
+# ------------------------------------------------------------------ imprecise dates and latest
+
+# 2026-10-04 to 2026-11-01: a result dated 2026-10 may or may not be in it
+SCREENING_LATEST = 'resource: Observation\nconcept: hemoglobin\nwithin: P28D\nvalue: "< 100 g/L"\n'
+
+
+@pytest.mark.parametrize(
+    ("dated", "truth"),
+    [
+        ("2026-11-01", Truth.NOT_MET),  # after every day of October: it decides
+        ("2026-11-01T07:00:00Z", Truth.NOT_MET),
+        ("2026-10-31", Truth.UNKNOWN),  # "2026-10" may be the 31st, and later that day
+        ("2026-10-15", Truth.UNKNOWN),
+    ],
+)
+def test_a_result_dated_to_a_month_competes_for_latest_only_if_it_may_be_newer(
+    tmp_path: Path, dated: str, truth: Truth
+) -> None:
+    path = atom_trial(tmp_path, SCREENING_LATEST)
+    month, day = _hb(95, "2026-10", "hb-month"), _hb(130, dated, "hb-day")
+    [outcome] = evaluate(path, month, day, as_of=AS_OF)
+    assert outcome.truth is truth
+    if truth is Truth.UNKNOWN:
+        assert "Observation/hb-month is dated too imprecisely" in outcome.reason
+        assert f"it may be the latest, newer than Observation/hb-day of {dated[:10]}" in (
+            outcome.reason
+        )
+
+
+def test_the_explanation_of_an_unknown_with_findings_gives_its_reason(tmp_path: Path) -> None:
+    from engine.report.explanation import explain, explanation_text
+
+    path = atom_trial(tmp_path, SCREENING_LATEST)
+    patient = {"resourceType": "Patient", "id": "p", "birthDate": "1950-01-01"}
+    resources = [patient, _hb(95, "2026-10", "hb-month"), _hb(130, "2026-10-15", "hb-day")]
+    source = PatientResources("p", resources, [None] * len(resources), "test")
+    screening = screen_patient(load_trial(path), source, AS_OF)
+    text = explanation_text(explain(screening.evaluation), width=1000)
+    assert "unusable data: Observation/hb-month is dated too imprecisely" in text
+    assert "it may be the latest, newer than Observation/hb-day of 2026-10-15" in text
