@@ -1166,7 +1166,15 @@ class ResourceNode:
             return self._unusable(problems, window_text, evidence)
         if found == 0 and self.open_world:
             return self._missing(window_text)
-        counted = f" ({found} of the {needed} required)" if needed > 1 else ""
+        counted = f" ({needed} needed)" if needed > 1 else ""
+        apart = self.atom.apart
+        if apart is not None and found < len(candidates):  # found, but too close together
+            days = ", ".join(_day_text(candidate.span) for candidate in reversed(candidates))
+            counted = (
+                f", on {days}: {'only ' if found else ''}{found} of them at least {apart.text} "
+                f"apart ({needed} needed)"
+            )
+            found = len(candidates)
         return Outcome(
             NOT_MET,
             f"{self.subject}: none on record {window_text}{counted}"
@@ -1266,17 +1274,39 @@ class ResourceNode:
         if selection == "latest" and problems:
             return self._unusable(problems, window_text, _references(passed + failed))
         needed = self.atom.minimum_count if selection == "count" else 1
-        if self._counted([candidate for candidate, _ in passed]) >= needed:
-            shown = passed[0][1] if needed == 1 else f"{len(passed)} results {test_text}"
-            return self._verdict(True, shown, _references(passed))
+        counted = self._counted([candidate for candidate, _ in passed])
+        if counted >= needed:
+            if selection == "count":
+                return Outcome(
+                    MET,
+                    f"{self.subject}: {self._count_text(passed, failed, counted)}",
+                    self.label,
+                    evidence=_references(passed),
+                )
+            return self._verdict(True, passed[0][1], _references(passed))
         if problems:
             return self._unusable(problems, window_text, _references(passed + failed))
         if not passed and not failed:
             return self._missing(window_text) if self.open_world else self._absent(window_text)
-        if needed > 1:
-            shown = f"{len(passed)} of the {needed} required results {test_text}"
-        else:
-            shown = failed[0][1] if failed else ""
+        if selection == "count":
+            # what was found and why it is too few, never "results < 100 g/L is not < 100"
+            shown = self._count_text(passed, failed, counted)
+            if self.atom.failing == "unknown":
+                return Outcome(
+                    UNKNOWN,
+                    f"{self.subject}: {shown}, which does not rule it out: no {needed} results "
+                    f"{window_text} are {test_text}",
+                    self.label,
+                    evidence=_references(passed + failed),
+                    missing=(f"{self.subject} {window_text} {test_text} (failing: {shown})",),
+                )
+            return Outcome(
+                NOT_MET,
+                f"{self.subject}: {shown}",
+                self.label,
+                evidence=_references(passed + failed),
+            )
+        shown = failed[0][1] if failed else ""
         if self.atom.failing == "unknown":  # failing results are no evidence against it
             return Outcome(
                 UNKNOWN,
@@ -1287,6 +1317,45 @@ class ResourceNode:
                 missing=(f"{self.subject} {window_text} {test_text} (failing: {shown})",),
             )
         return self._verdict(False, shown, _references(failed or passed))
+
+    def _count_text(
+        self,
+        passed: list[tuple[_Candidate, str]],
+        failed: list[tuple[_Candidate, str]],
+        counted: int,
+    ) -> str:
+        """`select: count`: how many results pass and how many are needed, and with `apart:`
+        which are too close together ("2 results < 100 g/L, on 2026-01-01 and 2026-03-31, 89
+        days apart: fewer than P90D (2 needed at least P90D apart)")."""
+        test_text = self.atom.value.text if self.atom.value else ""
+        needed, apart = self.atom.minimum_count, self.atom.apart
+        found = len(passed)
+        spaced = f" at least {apart.text} apart" if apart is not None else ""
+        text = f"{_results(found)} {test_text}"
+        if apart is not None and counted < found:
+            days = sorted(
+                candidate.span.start
+                for candidate, _ in passed
+                if candidate.span is not None and candidate.span.start is not None
+            )
+            if found == 2 and len(days) == 2:
+                gap = (days[1] - days[0]).days
+                text += (
+                    f", on {days[0].isoformat()} and {days[1].isoformat()}, "
+                    f"{gap} day{'s' if gap != 1 else ''} apart: less than {apart.text}"
+                )
+            else:
+                only = "" if counted >= needed else "only "
+                text += f", on {', '.join(map(dt.date.isoformat, days))}: {only}{counted} of "
+                text += f"them{spaced}"
+            text += f" ({needed} needed{spaced if counted < needed else ''})"
+        elif apart is not None and found > 1:
+            text += f"{spaced} ({needed} needed)"
+        else:
+            text += f" ({needed} needed{spaced})"
+        if failed and counted < needed:
+            text += f"; {_results(len(failed))} not {test_text}"
+        return text
 
     def _disagreeing(
         self,
@@ -1531,6 +1600,10 @@ def _date_text(span: Span | None, first_day: dt.date | None) -> str:
         # Active in the window, begun before it: say so rather than "found within ..., 1971".
         return f", latest began {_day_text(span)} (before the window) and active in it"
     return f", latest {_day_text(span)}"  # (a partial date as written: `2026-05`)
+
+
+def _results(count: int) -> str:
+    return f"{count} result" if count == 1 else f"{count} results"
 
 
 def _value_text(measurement: Measurement) -> str:

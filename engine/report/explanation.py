@@ -843,7 +843,12 @@ def _build_resource_step(
     relation = ""
     if atom.value is not None:
         test = value_test_text(atom.value)
-        if findings:
+        if findings and atom.selection == "count":
+            # how many pass, how many are needed, which are too close together: the
+            # evaluator's own sentence (a count is not "< 100 g/L is not < 100 g/L")
+            relation = readable_units_in(_without_subject(outcome.reason))
+            says = f"{shown}: {relation}"
+        elif findings:
             negation = "" if outcome.truth is MET else "not "
             selection = {"min": "lowest ", "max": "highest ", "all": "every result "}.get(
                 atom.selection, ""
@@ -911,6 +916,11 @@ def _derived_step(
         relation=says,
         unavailable=outcome.unavailable if unknown else "",
     )
+
+
+def _without_subject(reason: str) -> str:
+    """An atom's reason without the subject it starts with (`Haemoglobin: ...`)."""
+    return reason.split(": ", 1)[1] if ": " in reason else reason
 
 
 def _outside_words(outcome: Outcome) -> str:
@@ -997,9 +1007,12 @@ def describe_query(atom: ResourceAtom, concept: Concept | None, as_of: dt.date) 
             "max": "the highest result counts",
             "count": f"at least {atom.minimum_count} results must pass",
         }[atom.selection]
+        if atom.apart is not None:
+            selection += f" at least {atom.apart.text} apart"
         text += f"; {selection}, tested {value_test_text(atom.value)}"
     elif atom.selection == "count" and atom.minimum_count > 1:
-        text += f"; at least {atom.minimum_count} needed"
+        apart = f", at least {atom.apart.text} apart" if atom.apart is not None else ""
+        text += f"; at least {atom.minimum_count} needed{apart}"
     return text
 
 

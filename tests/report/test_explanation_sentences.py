@@ -1,0 +1,139 @@
+"""Explanation sentences that must not contradict the data they explain: counts with
+`apart:`, per-unit cut-offs, the codes asked for, what was found when none counts, anchored
+windows. Each on hand-written patients, read as `--explain` prints them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.evaluate.outcome import Outcome, Truth
+from engine.report.explanation import explain, explanation_text
+from engine.screening import Screening, screen_patient
+from engine.sources.base import PatientResources
+from engine.trial import load_trial
+
+MAPPINGS = """\
+systems:
+  loinc: {uri: http://loinc.org}
+  snomed: {uri: http://snomed.info/sct}
+concepts:
+  hemoglobin:
+    display: Haemoglobin
+    unit: g/L
+    codes: {loinc: ["718-7", "20509-6", "59260-0"]}
+  uacr:
+    display: Urine albumin/creatinine ratio
+    unit: mg/g
+    molar_mass: 113.12
+    codes: {loinc: ["9318-7", "14959-1"]}
+  chronic-kidney-disease:
+    display: Chronic kidney disease
+    codes: {snomed: ["709044004"]}
+"""
+
+
+def atom_trial(folder: Path, atom: str) -> Path:
+    """A trial with one inclusion criterion `c` whose expression is `atom` (YAML)."""
+    (folder / "mappings.yaml").write_text(MAPPINGS)
+    expression = textwrap.indent(textwrap.dedent(atom), "      ")
+    path = folder / "trial.yaml"
+    path.write_text(
+        "trial: {id: NCT00000000, title: Test}\nmappings: [mappings.yaml]\ncriteria:\n"
+        f"  - id: c\n    kind: inclusion\n    text: t\n    expression:\n{expression}"
+    )
+    return path
+
+
+def observation(code: str, value: float, unit: str, date: str, name: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": name,
+        "status": "final",
+        "subject": {"reference": "Patient/p"},
+        "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+        "effectiveDateTime": date,
+        "valueQuantity": {
+            "value": value,
+            "unit": unit,
+            "system": "http://unitsofmeasure.org",
+            "code": unit,
+        },
+    }
+
+
+AS_OF = dt.date(2026, 11, 1)
+HB = "718-7"
+
+
+def _screen(path: Path, *resources: dict[str, Any]) -> Screening:
+    patient = {"resourceType": "Patient", "id": "p", "birthDate": "1950-01-01"}
+    listed = [patient, *resources]
+    source = PatientResources("p", listed, [None] * len(listed), "test")
+    return screen_patient(load_trial(path), source, AS_OF)
+
+
+def _outcome(path: Path, *resources: dict[str, Any]) -> Outcome:
+    [result] = _screen(path, *resources).evaluation.results
+    return result.outcome
+
+
+def _text(path: Path, *resources: dict[str, Any]) -> str:
+    return explanation_text(explain(_screen(path, *resources).evaluation), width=1000)
+
+
+def _hb(value: float, date: str, name: str) -> dict[str, Any]:
+    return observation(HB, value, "g/L", date, name)
+
+
+# ------------------------------------------------------------------ count and apart
+
+TWO_APART = (
+    'resource: Observation\nconcept: hemoglobin\nvalue: "< 100 g/L"\nselect: count\n'
+    "at_least: 2\napart: P90D\n"
+)
+
+
+def test_results_too_close_together_name_the_apart_rule_and_the_days(tmp_path: Path) -> None:
+    path = atom_trial(tmp_path, TWO_APART)
+    results = (_hb(95, "2026-01-01", "hb0"), _hb(95, "2026-03-31", "hb1"))
+    outcome = _outcome(path, *results)
+    assert outcome.truth is Truth.NOT_MET
+    expected = (
+        "2 results < 100 g/L, on 2026-01-01 and 2026-03-31, 89 days apart: less than P90D "
+        "(2 needed at least P90D apart)"
+    )
+    assert outcome.reason == f"Haemoglobin: {expected}"
+    text = _text(path, *results)
+    assert expected in text
+    assert "is not < 100" not in text and "not < 100 g/L" not in text
+    assert "at least 2 results must pass at least P90D apart" in text
+
+
+@pytest.mark.parametrize(
+    ("dates", "truth", "said"),
+    [
+        (("2026-01-01", "2026-03-31"), Truth.NOT_MET, "89 days apart: less than P90D"),
+        (("2026-01-01", "2026-04-01"), Truth.MET, "2 results < 100 g/L at least P90D apart"),
+        (("2026-01-01",), Truth.NOT_MET, "1 result < 100 g/L (2 needed at least P90D apart)"),
+    ],
+)
+def test_a_count_says_what_it_found(
+    tmp_path: Path, dates: tuple[str, ...], truth: Truth, said: str
+) -> None:
+    results = [_hb(95, date, f"hb{index}") for index, date in enumerate(dates)]
+    outcome = _outcome(atom_trial(tmp_path, TWO_APART), *results)
+    assert outcome.truth is truth
+    assert said in outcome.reason
+    assert "is not <" not in outcome.reason and "is < 100" not in outcome.reason
+
+
+def test_a_count_without_apart_says_found_and_needed(tmp_path: Path) -> None:
+    path = atom_trial(tmp_path, TWO_APART.replace("apart: P90D\n", ""))
+    outcome = _outcome(path, _hb(95, "2026-01-01", "hb0"), _hb(130, "2026-02-01", "hb1"))
+    assert outcome.truth is Truth.NOT_MET
+    assert outcome.reason == "Haemoglobin: 1 result < 100 g/L (2 needed); 1 result not < 100 g/L"
