@@ -18,6 +18,7 @@ from engine.criteria.model import (
     AnyValueTest,
     ManualAtom,
     PatientAtom,
+    PerUnitTest,
     Relation,
     ResourceAtom,
     Window,
@@ -50,7 +51,7 @@ from engine.evaluate.timing import (
     undated_onset,
     verification_status,
 )
-from engine.evaluate.values import ValueCheck
+from engine.evaluate.values import PerUnitReading, ValueCheck, per_unit_reading
 from engine.normalise import Concept, DataProblem, Measurement, Terminology, measure
 from engine.record import UNIDENTIFIED_MEDICATION, PatientRecord
 from engine.resource_types import (
@@ -1206,6 +1207,9 @@ class ResourceNode:
         failed: list[tuple[_Candidate, str]] = []
         values: list[tuple[Measurement, _Candidate, str]] = []
         values_shown: dict[str, str] = {}
+        applied: dict[str, str] = {}
+        """A per-unit test's cut-off that applies to each result, by its reference."""
+        per_unit = self.atom.value if type(self.atom.value) is PerUnitTest else None
         concept, terminology = self.concept, context.terminology
         measurements = context.measurements
         for candidate in candidates:
@@ -1214,7 +1218,13 @@ class ResourceNode:
                 problems.append(f"{candidate.reference} {result.field}: {result.message}")
                 continue
             measurements[id(candidate.resource)] = (concept, terminology, result)
-            value_text = _value_text(result)
+            if per_unit is not None and result.value is not None:
+                # said in the unit it is compared in, against the cut-off that applies
+                reading = per_unit_reading(per_unit, result, concept.unit)
+                value_text = _per_unit_value_text(reading, result)
+                applied[candidate.reference] = reading.test.text
+            else:
+                value_text = _value_text(result)
             values_shown[candidate.reference] = value_text
             shown = _measurement_text(value_text, candidate)
             if selection in ("min", "max"):
@@ -1233,8 +1243,8 @@ class ResourceNode:
         if selection in ("min", "max"):
             return self._extreme(values, problems, window_text)
         if selection == "latest" and passed and failed and not problems:
-            return self._disagreeing(passed, failed, values_shown, window_text)
-        return self._decide(passed, failed, problems, window_text)
+            return self._disagreeing(passed, failed, values_shown, window_text, applied)
+        return self._decide(passed, failed, problems, window_text, applied)
 
     def _extreme(
         self,
@@ -1260,12 +1270,16 @@ class ResourceNode:
         failed: list[tuple[_Candidate, str]],
         problems: list[str],
         window_text: str,
+        applied: Mapping[str, str],
     ) -> Outcome:
         selection = self.atom.selection
         test_text = self.atom.value.text if self.atom.value else ""
         if selection == "all":
             if failed:
-                return self._verdict(False, failed[0][1], _references(failed))
+                first = failed[0]
+                return self._verdict(
+                    False, first[1], _references(failed), applied.get(first[0].reference)
+                )
             if problems:
                 return self._unusable(problems, window_text, _references(passed))
             if not passed:
@@ -1283,7 +1297,10 @@ class ResourceNode:
                     self.label,
                     evidence=_references(passed),
                 )
-            return self._verdict(True, passed[0][1], _references(passed))
+            first = passed[0]
+            return self._verdict(
+                True, first[1], _references(passed), applied.get(first[0].reference)
+            )
         if problems:
             return self._unusable(problems, window_text, _references(passed + failed))
         if not passed and not failed:
@@ -1307,16 +1324,17 @@ class ResourceNode:
                 evidence=_references(passed + failed),
             )
         shown = failed[0][1] if failed else ""
+        cut_off = applied.get(failed[0][0].reference) if failed else None
         if self.atom.failing == "unknown":  # failing results are no evidence against it
             return Outcome(
                 UNKNOWN,
-                f"{self.subject}: {shown} is not {test_text}, which does not rule it out: "
-                f"no result {window_text} is {test_text}",
+                f"{self.subject}: {shown} is not {cut_off or test_text}, which does not rule it "
+                f"out: no result {window_text} is {test_text}",
                 self.label,
                 evidence=_references(failed or passed),
                 missing=(f"{self.subject} {window_text} {test_text} (failing: {shown})",),
             )
-        return self._verdict(False, shown, _references(failed or passed))
+        return self._verdict(False, shown, _references(failed or passed), cut_off)
 
     def _count_text(
         self,
@@ -1363,6 +1381,7 @@ class ResourceNode:
         failed: list[tuple[_Candidate, str]],
         values_shown: Mapping[str, str],
         window_text: str,
+        applied: Mapping[str, str],
     ) -> Outcome:
         """Unknown: results that may each be the latest (`may_be_latest`) pass and fail the
         test; which is the current value cannot be told, and guessing by the order the
@@ -1375,11 +1394,13 @@ class ResourceNode:
         dated = f"on {days[0]}" if len(days) == 1 else f"(dated {'; '.join(days)})"
         results = "two results" if len(both) == 2 else f"{len(both)} results"
         said = [
-            f"{values_shown[candidate.reference]} ({candidate.reference}) is {test_text}"
+            f"{values_shown[candidate.reference]} ({candidate.reference}) is "
+            f"{applied.get(candidate.reference, test_text)}"
             for candidate, _ in passed
         ]
         said += [
             f"{values_shown[candidate.reference]} ({candidate.reference}) is not"
+            + (f" {applied[candidate.reference]}" if candidate.reference in applied else "")
             for candidate, _ in failed
         ]
         disagreement = f"{results} {dated} may each be the latest and disagree: {', '.join(said)}"
@@ -1391,10 +1412,13 @@ class ResourceNode:
             missing=(f"{self.subject} {window_text} ({DISAGREE}{disagreement})",),
         )
 
-    def _verdict(self, met: bool, shown: str, evidence: tuple[str, ...]) -> Outcome:
-        test_text = self.atom.value.text if self.atom.value else ""
+    def _verdict(
+        self, met: bool, shown: str, evidence: tuple[str, ...], cut_off: str | None = None
+    ) -> Outcome:
+        """`cut_off`: the one test of a per-unit test that applied to the result shown."""
+        test_text = cut_off or (self.atom.value.text if self.atom.value else "")
         relation = "" if met else "not "
-        if isinstance(self.atom.value, AnyValueTest):
+        if cut_off is None and isinstance(self.atom.value, AnyValueTest | PerUnitTest):
             test_text = f"({test_text})" if not met else test_text
         elif test_text.startswith("is "):  # answer tests read "is positive" / "is not positive"
             test_text = test_text[3:]
@@ -1613,6 +1637,19 @@ def _value_text(measurement: Measurement) -> str:
         censored = f"{measurement.comparator} " if measurement.comparator else ""
         return f"{censored}{measurement.value:g}{unit}"
     return "/".join(sorted(measurement.answer_concepts)) or "a coded result"
+
+
+def _per_unit_value_text(reading: PerUnitReading, measurement: Measurement) -> str:
+    """A result under a per-unit test, in the unit it is compared in: `3 mg/mmol (as
+    reported)`, `30 mg/g (reported 30 ug/mg)`, or as usual in the concept's unit."""
+    if not reading.as_reported or measurement.reported is None:
+        return _value_text(measurement)
+    censored = f"{measurement.comparator} " if measurement.comparator else ""
+    shown = f"{censored}{reading.value:g} {reading.unit}"
+    number, unit = measurement.reported
+    if unit == reading.unit:
+        return f"{shown} (as reported)"
+    return f"{shown} (reported {censored}{number:g} {unit})"
 
 
 def _measurement_text(value_text: str, candidate: _Candidate) -> str:

@@ -61,6 +61,7 @@ from engine.evaluate.patient import (
     PatientEvaluation,
     SubjectStatus,
 )
+from engine.evaluate.values import per_unit_reading
 from engine.normalise import Concept, DataProblem, Measurement, Terminology, measure
 
 STATUS_TEXT = {
@@ -853,6 +854,9 @@ def _build_resource_step(
             selection = {"min": "lowest ", "max": "highest ", "all": "every result "}.get(
                 atom.selection, ""
             )
+            if isinstance(atom.value, PerUnitTest):  # the cut-off in the deciding one's unit
+                cited = outcome.cited[0]
+                test = _per_unit_cut_off(atom.value, cited, concept, terminology) or test
             relation = f"{_count_words(outcome, atom)}{selection}{negation}{test}"
             says = f"{shown}: {relation}"
         else:
@@ -921,6 +925,24 @@ def _derived_step(
 def _without_subject(reason: str) -> str:
     """An atom's reason without the subject it starts with (`Haemoglobin: ...`)."""
     return reason.split(": ", 1)[1] if ": " in reason else reason
+
+
+def _per_unit_cut_off(
+    test: PerUnitTest, cited: Cited, concept: Concept | None, terminology: Terminology
+) -> str:
+    """The cut-off of a per-unit test that applied to a cited result (`>= 3 mg/mmol`), or
+    "" when it has no numeric value."""
+    if concept is None:
+        return ""
+    measured = cited.measured
+    measurement = (
+        measured[2]
+        if measured is not None and measured[0] is concept and measured[1] is terminology
+        else measure(cited.resource, concept, terminology)
+    )
+    if isinstance(measurement, DataProblem) or measurement.value is None:
+        return ""
+    return _single_test_text(per_unit_reading(test, measurement, concept.unit).test)
 
 
 def _outside_words(outcome: Outcome) -> str:
@@ -1388,7 +1410,21 @@ def _observation_text(
     censored = f"{measurement.comparator} " if measurement.comparator else ""
     value = f"{censored}{_number(measurement.value)}{(' ' + unit) if unit else ''}"
     recorded = _recorded_quantity(resource)
-    if recorded and readable_unit(recorded[1]) != unit:
+    reading = (
+        per_unit_reading(atom.value, measurement, concept.unit)
+        if isinstance(atom.value, PerUnitTest)
+        else None
+    )
+    if recorded and reading is not None and reading.as_reported:
+        # a per-unit test compares it in its unit of report: say it in that unit, never as
+        # converted through a molar mass (3 mg/mmol is A2; its 26.5 mg/g is not)
+        value = f"{censored}{recorded[0]} {readable_unit(recorded[1])}"
+        compared = readable_unit(reading.unit)
+        if compared != readable_unit(recorded[1]):
+            value += f" (= {_number(reading.value)} {compared}, compared in {compared})"
+        else:
+            value += " (compared as reported)"
+    elif recorded and readable_unit(recorded[1]) != unit:
         value = f"{recorded[0]} {readable_unit(recorded[1])} (= {value})"
     limits = _range_words(
         atom, concept, measurement.reference_low, measurement.reference_high, unit

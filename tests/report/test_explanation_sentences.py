@@ -137,3 +137,31 @@ def test_a_count_without_apart_says_found_and_needed(tmp_path: Path) -> None:
     outcome = _outcome(path, _hb(95, "2026-01-01", "hb0"), _hb(130, "2026-02-01", "hb1"))
     assert outcome.truth is Truth.NOT_MET
     assert outcome.reason == "Haemoglobin: 1 result < 100 g/L (2 needed); 1 result not < 100 g/L"
+
+
+# ------------------------------------------------------------------ a cut-off per unit
+
+A2_PER_UNIT = (
+    "resource: Observation\nconcept: uacr\nselect: any\n"
+    'value: {per_unit: [">= 30 mg/g", ">= 3 mg/mmol"]}\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "shown", "relation"),
+    [
+        (3, "mg/mmol", "3 mg/mmol (compared as reported)", ": >= 3 mg/mmol"),
+        (2.9, "mg/mmol", "2.9 mg/mmol (compared as reported)", ": not >= 3 mg/mmol"),
+        (30, "ug/mg", "30 µg/mg (= 30 mg/g, compared in mg/g)", ": >= 30 mg/g"),
+        (29, "mg/g", "29 mg/g on", ": not >= 30 mg/g"),
+    ],
+)
+def test_a_per_unit_result_is_shown_in_the_unit_it_is_compared_in(
+    tmp_path: Path, value: float, unit: str, shown: str, relation: str
+) -> None:
+    text = _text(
+        atom_trial(tmp_path, A2_PER_UNIT), observation("9318-7", value, unit, "2026-06-01", "u0")
+    )
+    assert shown in text
+    assert relation in text
+    assert "26.5" not in text and "25.6" not in text  # never converted through a molar mass
