@@ -1000,8 +1000,14 @@ def _what_settles(
 
 
 def _example_code(concept: Concept | None) -> str:
+    """A code of the concept to name as an example: the first the mapping lists (in the
+    first system listed that has a name here), else the smallest of a known system."""
     if concept is None:
         return ""
+    for system, code in concept.first_codes.items():
+        name = _SYSTEM_NAMES.get(system)
+        if name is not None:
+            return f"{name} {code}"
     for system, name in _SYSTEM_NAMES.items():
         codes = concept.codes.get(system)
         if codes:

@@ -165,3 +165,15 @@ def test_a_per_unit_result_is_shown_in_the_unit_it_is_compared_in(
     assert shown in text
     assert relation in text
     assert "26.5" not in text and "25.6" not in text  # never converted through a molar mass
+
+
+# ------------------------------------------------------------------ the code asked for
+
+
+def test_what_settles_names_the_code_the_mapping_lists_first(tmp_path: Path) -> None:
+    """The mapping lists 718-7 (what laboratories order) before 20509-6 (Hemoglobin by
+    calculation), which sorts first as text."""
+    path = atom_trial(tmp_path, 'resource: Observation\nconcept: hemoglobin\nvalue: "< 100 g/L"\n')
+    text = _text(path)
+    assert "to settle: Haemoglobin result (LOINC 718-7)" in text
+    assert "20509-6" not in text
