@@ -45,6 +45,7 @@ from engine.evaluate.timing import (
     UNCERTAIN_VERIFICATION,
     Span,
     age_in_years,
+    clinical_status,
     day_before,
     parse_date_range,
     resource_span,
@@ -58,6 +59,7 @@ from engine.resource_types import (
     ADMINISTRATIVE_GENDERS,
     MEDICATION_REFERENCING_TYPES,
     MEDICATION_TYPES,
+    NOT_ORDER_INTENTS,
     RESOURCE_TYPES,
     administrative_gender_problem,
 )
@@ -718,6 +720,8 @@ class ResourceNode:
             outcome = self._decision(candidates, problems, window_text, context, first_day)
             if not candidates and not problems:
                 outcome = _noted(outcome, self._outside(context, first_day, last_day))
+                aside = self._set_aside(context, first_day, last_day)
+                outcome = _status_noted(outcome, aside, self.atom.status)
             return self._cite(outcome, candidates, context)
         if (
             self.concept is not None
@@ -732,12 +736,15 @@ class ResourceNode:
             candidates, problems = self._candidates(context, first_day, last_day)
         else:
             first_day, window_text = self._window(context.as_of)
+            last_day = context.as_of
             candidates, problems = self._candidates(context, first_day)
         if not candidates and not problems:
             note = self._outside(context, first_day, last_day) if anchorings else ""
-            if note:  # this patient's results outside the window: said, not shared
+            aside = self._set_aside(context, first_day, last_day)
+            if note or aside:  # this patient's resources the window holds none of: said
                 outcome = self._decision(candidates, problems, window_text, context, first_day)
-                return with_atom(_noted(outcome, note), self.atom)
+                outcome = _status_noted(_noted(outcome, note), aside, self.atom.status)
+                return with_atom(outcome, self.atom)
             nothing = self._nothing_found.get(context.as_of)
             if nothing is None:
                 nothing = self._nothing_found[context.as_of] = shared(
@@ -901,6 +908,39 @@ class ResourceNode:
             more = f" ({len(earlier)} before it in all)" if len(earlier) > 1 else ""
             parts.append(f"the latest before it, {day.isoformat()} ({reference}), is too old{more}")
         return "; ".join(parts)
+
+    def _set_aside(
+        self, context: EvaluationContext, first_day: dt.date | None, last_day: dt.date
+    ) -> str:
+        """The resources of the atom's concept and types in its window that its status
+        filter leaves out, counted by what they are ("2 completed", "1 active, not in use on
+        2026-11-01"), or "": a reason that says "none on record" must not hide them."""
+        concept = self.concept
+        if concept is None:
+            return ""
+        if first_day is not None:
+            reach = context.reach_of(concept.id)
+            if reach is not None and reach[0] < first_day:
+                return ""  # every one ended before the window
+        counts: dict[str, int] = {}
+        for resource in context.record.resources_of_concept(concept.id, self.types):
+            predicate = self.status_predicates.get(resource["resourceType"])
+            if predicate is None:
+                continue
+            if (self.filters or self.exclusions) and not passes_filters(
+                resource, self.filters, self.exclusions, context.path_matches
+            ):
+                continue
+            span = context.span_of(resource)
+            if isinstance(span, DateProblem) or (
+                isinstance(span, Span) and not span.overlaps(first_day, last_day)
+            ):
+                continue
+            if predicate(resource, span if isinstance(span, Span) else None, context.as_of):
+                continue
+            word = _status_word(resource, self.atom.status or (), context.as_of)
+            counts[word] = counts.get(word, 0) + 1
+        return ", ".join(f"{count} {word}" for word, count in counts.items())
 
     def _undated(self, anchoring: Anchoring, anchor: Outcome) -> Outcome:
         relation = anchoring.relation
@@ -1538,9 +1578,14 @@ def _noted(outcome: Outcome, note: str) -> Outcome:
     """The outcome with `note` (what lies outside its window) at the end of its reason."""
     if not note:
         return outcome
+    return _with_reason(outcome, f"{outcome.reason}{OUTSIDE}{note}")
+
+
+def _with_reason(outcome: Outcome, reason: str) -> Outcome:
+    """The outcome with another reason."""
     return Outcome(
         outcome.truth,
-        f"{outcome.reason}{OUTSIDE}{note}",
+        reason,
         outcome.label,
         outcome.evidence,
         outcome.missing,
@@ -1550,6 +1595,48 @@ def _noted(outcome: Outcome, note: str) -> Outcome:
         outcome.cited,
         outcome.unavailable,
     )
+
+
+NOT_COUNTED = "; on record, not counted by status: "
+"""Starts what an atom that counts nothing says of the resources of its concept in its window
+that its status filter left out ("2 completed"), at the end of its reason; explanations show
+it (`engine.report.explanation`)."""
+
+
+def _status_noted(outcome: Outcome, aside: str, wanted: tuple[str, ...] | None) -> Outcome:
+    """The outcome with what its status filter left out (`NOT_COUNTED`) after its reason,
+    whose "none on record" / "no result" (`_absent`, `_presence`, `_missing`) then says
+    which statuses count: the record is not empty."""
+    if not aside:
+        return outcome
+    statuses = f"with status {' or '.join(wanted)}" if wanted else "with a status that counts"
+    reason = outcome.reason
+    for said, now in ((": none on record ", ": none "), (": no result ", ": no result ")):
+        if said in reason:
+            reason = reason.replace(said, f"{now}{statuses} ", 1)
+            break
+    return _with_reason(outcome, f"{reason}{NOT_COUNTED}{aside}")
+
+
+def _status_word(resource: dict[str, Any], wanted: tuple[str, ...], as_of: dt.date) -> str:
+    """What a resource a status filter left out is, in a word or two: its status (or
+    clinical status), a refuted verification, an intent that is no order, or its status
+    when that is the one asked for but not on the as-of day ("active, not current on
+    2026-11-01")."""
+    intent = resource.get("intent")
+    if isinstance(intent, str) and intent in NOT_ORDER_INTENTS:
+        return f"intent {intent}"
+    verification = verification_status(resource)
+    if verification in ("refuted", "entered-in-error"):
+        return f"verification {verification}"
+    status = resource.get("status")
+    if not isinstance(status, str):
+        status = clinical_status(resource)
+    if status is None:
+        return "with no status"
+    if status in wanted:
+        return f"{status}, not current on {as_of.isoformat()}"
+    return status
 
 
 def passes_filters(

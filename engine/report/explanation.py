@@ -46,6 +46,7 @@ from engine.dataclass_init import direct_init
 from engine.evaluate.compile import CompiledCriteria, CompiledCriterion
 from engine.evaluate.nodes import (
     DISAGREE,
+    NOT_COUNTED,
     OUTSIDE,
     relation_bounds,
     relation_distance_text,
@@ -815,7 +816,7 @@ def _build_resource_step(
             says = disagreement
         else:
             says = f"no result {window_words(atom, as_of)}"
-        says += _outside_words(outcome)
+        says += _outside_words(outcome) + _not_counted_words(outcome)
         failing = ""
         if atom.failing == "unknown" and atom.value is not None and findings and not problem:
             # results failing the test are no evidence against it (`failing: unknown`)
@@ -860,7 +861,7 @@ def _build_resource_step(
             relation = f"{_count_words(outcome, atom)}{selection}{negation}{test}"
             says = f"{shown}: {relation}"
         else:
-            says = _none_words(atom, as_of) + _outside_words(outcome)
+            says = _none_words(atom, as_of) + _outside_words(outcome) + _not_counted_words(outcome)
     elif outcome.truth is MET:
         relation = f"{_count_words(outcome, atom)}found"
         says = f"found: {shown}" if shown else "found"
@@ -868,7 +869,7 @@ def _build_resource_step(
         relation = f"{_count_words(outcome, atom)}".rstrip(": ")
         says = f"{relation}: {shown}"
     else:
-        says = _none_words(atom, as_of) + _outside_words(outcome)
+        says = _none_words(atom, as_of) + _outside_words(outcome) + _not_counted_words(outcome)
     return Step(
         label=label,
         truth=outcome.truth,
@@ -920,6 +921,14 @@ def _derived_step(
         relation=says,
         unavailable=outcome.unavailable if unknown else "",
     )
+
+
+def _not_counted_words(outcome: Outcome) -> str:
+    """What an atom that counted nothing found of its concept that its status filter left
+    out ("; on record, not counted by status: 2 completed"), or ""."""
+    if NOT_COUNTED not in outcome.reason:
+        return ""
+    return f"{NOT_COUNTED}{outcome.reason.split(NOT_COUNTED, 1)[1]}"
 
 
 def _without_subject(reason: str) -> str:

@@ -177,3 +177,47 @@ def test_what_settles_names_the_code_the_mapping_lists_first(tmp_path: Path) -> 
     text = _text(path)
     assert "to settle: Haemoglobin result (LOINC 718-7)" in text
     assert "20509-6" not in text
+
+
+# ------------------------------------------------------------------ what the status left out
+
+
+def _ckd(status: str, name: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Condition",
+        "id": name,
+        "subject": {"reference": "Patient/p"},
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "709044004"}]},
+        "clinicalStatus": {"coding": [{"code": status}]},
+        "onsetDateTime": "2020-01-01",
+        **fields,
+    }
+
+
+def test_none_active_says_what_is_on_record_and_why_it_does_not_count(tmp_path: Path) -> None:
+    path = atom_trial(
+        tmp_path, "resource: Condition\nconcept: chronic-kidney-disease\nstatus: [active]\n"
+    )
+    resolved = (
+        _ckd("resolved", "ckd-1", abatementDateTime="2021-01-01"),
+        _ckd("resolved", "ckd-2", abatementDateTime="2022-01-01"),
+    )
+    outcome = _outcome(path, *resolved)
+    assert outcome.truth is Truth.NOT_MET
+    assert outcome.reason == (
+        "Chronic kidney disease: none with status active ever (up to 2026-11-01); "
+        "on record, not counted by status: 2 resolved"
+    )
+    assert "on record, not counted by status: 2 resolved" in _text(path, *resolved)
+    # nothing on record at all: as before
+    assert _outcome(path).reason == "Chronic kidney disease: none on record ever (up to 2026-11-01)"
+
+
+def test_a_result_of_a_status_that_does_not_count_is_named(tmp_path: Path) -> None:
+    path = atom_trial(tmp_path, 'resource: Observation\nconcept: hemoglobin\nvalue: "< 100 g/L"\n')
+    preliminary = _hb(95, "2026-10-20", "hb0") | {"status": "preliminary"}
+    outcome = _outcome(path, preliminary)
+    assert outcome.truth is Truth.UNKNOWN
+    assert "no result with a status that counts" in outcome.reason
+    assert outcome.reason.endswith("; on record, not counted by status: 1 preliminary")
+    assert "not counted by status: 1 preliminary" in _text(path, preliminary)
