@@ -597,8 +597,11 @@ def relation_bounds(relation: Relation, day: dt.date) -> tuple[dt.date | None, d
     return earliest, relation.at_most.start_after(day) if relation.at_most else None
 
 
-def _relation_text(relation: Relation, name: str, days: str) -> str:
-    return f"{relation_distance_text(relation)}{relation.direction} {name} {days}"
+def _relation_text(relation: Relation, name: str, days: str, as_of: bool) -> str:
+    """`at least P3M before the as-of date 2026-11-01`, `after the first Albuminuria
+    (diagnosis), 2026-05`."""
+    named = f"{name} {days}" if as_of else f"{name}, {days}"
+    return f"{relation_distance_text(relation)}{relation.direction} {named}"
 
 
 class _WidestWindow(NamedTuple):
@@ -834,7 +837,9 @@ class ResourceNode:
             if widest_latest is not None:
                 widest_last = min(widest_last, widest_latest)
             days = days_text(early, late)
-            described.append(_relation_text(relation, anchoring.name, days))
+            described.append(
+                _relation_text(relation, anchoring.name, days, anchoring.anchor is None)
+            )
             if early != late:
                 vague.append(f"{anchoring.name} is dated {days} only")
         how = "; ".join(described)
@@ -947,8 +952,8 @@ class ResourceNode:
         if anchor.truth is NOT_MET:
             return Outcome(
                 NOT_MET,
-                f"{self.subject} {relation.direction} {anchoring.name}: there is no "
-                f"{anchoring.name} to date it ({anchor.reason})",
+                f"{self.subject} {relation.direction} {anchoring.name}: there is none to "
+                f"date it ({anchor.reason})",
                 self.label,
                 evidence=anchor.evidence,
             )

@@ -221,3 +221,28 @@ def test_a_result_of_a_status_that_does_not_count_is_named(tmp_path: Path) -> No
     assert "no result with a status that counts" in outcome.reason
     assert outcome.reason.endswith("; on record, not counted by status: 1 preliminary")
     assert "not counted by status: 1 preliminary" in _text(path, preliminary)
+
+
+# ------------------------------------------------------------------ anchored windows
+
+
+def test_an_anchor_is_named_as_the_first_event_without_its_window(tmp_path: Path) -> None:
+    atom = """\
+    all:
+      - resource: Condition
+        id: ckd
+        concept: chronic-kidney-disease
+      - resource: Observation
+        concept: uacr
+        value: ">= 200 mg/g"
+        select: any
+        after: {anchor: ckd, at_least: P1W}
+    """
+    path = atom_trial(tmp_path, atom)
+    ckd = _ckd("active", "ckd-1") | {"onsetDateTime": "2026-05-01"}
+    uacr = observation("9318-7", 300, "mg/g", "2026-05-07", "u0")
+    outcome = _outcome(path, ckd, uacr)
+    assert outcome.truth is Truth.UNKNOWN
+    reason = outcome.children[1].reason
+    assert "(at least P1W after the first Chronic kidney disease, 2026-05-01)" in reason
+    assert "(ever)" not in reason
