@@ -70,6 +70,8 @@ def truth(trial: CompiledCriteria, resource: dict[str, Any]) -> Truth:
         (27, "mg/g", Truth.NOT_MET),  # 3.05 mg/mmol, but reported in mg/g: 27 < 30
         (30, "ug/mg", Truth.MET),  # ug/mg is mg/g
         (29, "ug/mg", Truth.NOT_MET),
+        (0.03, "g/g", Truth.MET),  # g/g is mg/g x 1000 (was refused as "a plain number")
+        (0.029, "g/g", Truth.NOT_MET),
     ],
 )
 def test_each_result_meets_the_cut_off_of_its_unit(
