@@ -151,6 +151,9 @@ class PatientRecord:
         self._by_full_url: dict[str, dict[str, Any]] = {}
         self._by_concept: dict[str, list[dict[str, Any]]] = {}
         self._position_by_identity: dict[int, int] | None = None
+        self._repeated: set[int] = set()
+        """The identities of resources whose Type/id an earlier one has: left out of the
+        type and concept indexes (a data problem names each)."""
         self._index_types_and_references()
         self.patient = self._find_patient()
         self._index_concepts(classifier)
@@ -254,6 +257,29 @@ class PatientRecord:
         newest = ""
         for resource, full_url in zip(self._resources, self._full_urls, strict=True):
             resource_type = resource["resourceType"]
+            resource_id = resource.get("id")
+            if resource_id:
+                key = f"{resource_type}/{resource_id}"
+            elif full_url:
+                key = reference_key(full_url) or ""
+            else:
+                key = ""
+            if key:
+                first = by_key.setdefault(key, resource)
+                if first is not resource:
+                    # One Type/id is one resource (a Bundle's entries with one fullUrl are
+                    # versions of it, FHIR R4 bdl-7): the first is read, once, and references
+                    # resolve to it; a repeat counted again would make one result two.
+                    self._problem(
+                        resource,
+                        "id",
+                        f"another resource has the same id {key}; only the first is read "
+                        "(references resolve to it too)",
+                    )
+                    self._repeated.add(id(resource))
+                    if full_url:
+                        by_full_url.setdefault(full_url, first)
+                    continue
             same_type = by_type.get(resource_type)
             if same_type is None:
                 by_type[resource_type] = [resource]
@@ -274,19 +300,6 @@ class PatientRecord:
                     # The greatest value's first ten characters are the greatest of theirs.
                     if type(value) is str and len(value) >= 10 and value > newest:
                         newest = value
-            resource_id = resource.get("id")
-            if resource_id:
-                key = f"{resource_type}/{resource_id}"
-            elif full_url:
-                key = reference_key(full_url) or ""
-            else:
-                key = ""
-            if key and by_key.setdefault(key, resource) is not resource:
-                self._problem(
-                    resource,
-                    "id",
-                    f"another resource has the same id {key}; references resolve to the first",
-                )
             if full_url:
                 by_full_url.setdefault(full_url, resource)
         self._newest_day = newest[:10]
@@ -305,7 +318,10 @@ class PatientRecord:
         classified, classify = _coding_classification(classifier)
         ways = _WAYS_TO_CLASSIFY
         unseen = _UNSEEN
+        repeated = self._repeated
         for resource in self._resources:
+            if repeated and id(resource) in repeated:
+                continue  # a repeated Type/id: read once, as its first (`_repeated`)
             resource_type = resource["resourceType"]
             way = ways.get(resource_type)
             if way is None:

@@ -511,6 +511,9 @@ def _explain(document: _Document, error: ValidationError) -> Iterator[_Problem]:
         yield _problem(document, path, _value_test_message(str(instance), schema))
     elif error.validator == "pattern":
         message = schema.get("patternErrorMessage", f"does not match {schema.get('pattern')}")
+        suggestion = _duration_suggestion(instance) if "ISO 8601 duration" in message else ""
+        if suggestion:  # a window or duration written another way: "6 months" is P6M
+            message = f"{message.rstrip('.')}{suggestion}."
         yield _problem(document, path, f"'{instance}': {message}")
     elif error.validator == "anyOf" and isinstance(instance, list) and _list_branch(error):
         for sub_error in _list_branch(error):
@@ -693,6 +696,36 @@ def _quoted(instance: Any) -> str:
     return f"'{instance}': " if isinstance(instance, str | int | float) else ""
 
 
+_LOOSE_DURATION = re.compile(
+    r"^\s*P?\s*([0-9]+)\s*(Y|YRS?|YEARS?|M|MOS?|MONTHS?|W|WKS?|WEEKS?|D|DAYS?)\s*$", re.IGNORECASE
+)
+
+
+def _duration_suggestion(text: object) -> str:
+    """ " (did you mean 'P6M'?)" for a duration written another way ('6 months', '180 days',
+    '6M', 'p6m', 'P6m'), else ""."""
+    if not isinstance(text, str):
+        return ""
+    upper = text.strip().upper()
+    if upper != text and _ISO_DURATION.fullmatch(upper):
+        return f" (did you mean '{upper}'?)"
+    loose = _LOOSE_DURATION.match(text)
+    if loose is None:
+        return ""
+    number, unit = loose.groups()
+    return f" (did you mean 'P{int(number)}{unit[0].upper()}'?)"
+
+
+def _zero_length(duration: IsoDuration) -> bool:
+    return not (duration.years or duration.months or duration.weeks or duration.days)
+
+
+_NO_LENGTH_WINDOW = (
+    "'{text}' is a window of no length: write how far to look back (P1D is the as-of date "
+    "and the day before), or status: [active] for active (in use) on the as-of date"
+)
+
+
 def _suggestion(word: str, choices: Sequence[str]) -> str:
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
@@ -805,6 +838,15 @@ class _Checker:
             except ValueError as error:
                 self.errors.append(
                     _error_at(self.document, ["windows", name, "within"], str(error))
+                )
+                continue
+            if _zero_length(duration):
+                self.errors.append(
+                    _error_at(
+                        self.document,
+                        ["windows", name, "within"],
+                        _NO_LENGTH_WINDOW.format(text=duration.text),
+                    )
                 )
                 continue
             result[name] = Window(duration, name=name, description=definition.get("description"))
@@ -1194,6 +1236,15 @@ class _Checker:
                 except ValueError as error:
                     self._fail(here, key, str(error))
                     return None
+        continuous = durations.get("continuous_for")
+        if continuous is not None and _zero_length(continuous):
+            self._fail(
+                here,
+                "continuous_for",
+                f"'{continuous.text}' is no length of use: write how long the use must have "
+                "lasted up to the as-of date (P4W); for in use on the as-of date, status: [active]",
+            )
+            return None
         return MedicationExposure(
             continuous_for=durations.get("continuous_for"),
             within=window,
@@ -1253,24 +1304,24 @@ class _Checker:
             return EVER
         if within.startswith("P"):
             try:
-                return Window(parse_iso_duration(within))
+                duration = parse_iso_duration(within)
             except ValueError as error:
                 self.errors.append(_error_at(self.document, path, str(error)))
                 return None
+            if _zero_length(duration):
+                message = _NO_LENGTH_WINDOW.format(text=within)
+                self.errors.append(_error_at(self.document, path, message))
+                return None
+            return Window(duration)
         if within in self.windows:
             return self.windows[within]
         if not self.windows_known:
             return None  # the windows section has its own errors; do not pile on
         names = list(self.windows)
-        known = (
-            f"; named windows: {', '.join(names)}" if names else "; this file defines no windows:"
-        )
+        known = f"; named windows: {', '.join(names)}" if names else "; this file defines none"
+        suggestion = _duration_suggestion(within) or _suggestion(within, names)
         self.errors.append(
-            _error_at(
-                self.document,
-                path,
-                f"unknown window '{within}'{_suggestion(within, names)}{known}",
-            )
+            _error_at(self.document, path, f"unknown window '{within}'{suggestion}{known}")
         )
         return None
 

@@ -284,7 +284,10 @@ def _anchorings(
                 "resource atom",
                 where,
             )
-        anchorings.append(Anchoring(relation, anchor, anchor.label))
+        # "after the first Albuminuria (diagnosis), 2026-05-01": the atom's own label, else
+        # what it finds (its generated label also names its window, "(ever)": no name)
+        name = f"the {relation.event} {anchor_atom.label or anchor.subject}"
+        anchorings.append(Anchoring(relation, anchor, name))
     return tuple(anchorings)
 
 

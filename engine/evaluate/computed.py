@@ -278,11 +278,13 @@ class ComputedNode:
         else:
             newer, older, kind = measured, computed, "computed"
         disagree = " and says otherwise" if older.truth is not newer.truth else ""
-        when = "of the same day" if computed_day == measured_day else "older"
+        same_day = computed_day == measured_day
+        when = "of the same day" if same_day else "older"
+        rule = " (the measured one on the same day)" if same_day else ""
         return Outcome(
             newer.truth,
-            f"{newer.reason}; the newest value in the window decides (the measured one on the "
-            f"same day), and the {kind} one is {when}{disagree} ({_without_subject(older.reason)})",
+            f"{newer.reason}; the newest value in the window decides{rule}, and the {kind} one "
+            f"is {when}{disagree} ({_without_subject(older.reason)})",
             self.label,
             evidence=newer.evidence + older.evidence,
         )

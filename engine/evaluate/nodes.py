@@ -18,6 +18,7 @@ from engine.criteria.model import (
     AnyValueTest,
     ManualAtom,
     PatientAtom,
+    PerUnitTest,
     Relation,
     ResourceAtom,
     Window,
@@ -44,13 +45,14 @@ from engine.evaluate.timing import (
     UNCERTAIN_VERIFICATION,
     Span,
     age_in_years,
+    clinical_status,
     day_before,
     parse_date_range,
     resource_span,
     undated_onset,
     verification_status,
 )
-from engine.evaluate.values import ValueCheck
+from engine.evaluate.values import PerUnitReading, ValueCheck, per_unit_reading
 from engine.normalise import Concept, DataProblem, Measurement, Terminology, measure
 from engine.normalise.medication_exposure import exposure_period, unknown_end_text, use_in_days
 from engine.record import UNIDENTIFIED_MEDICATION, PatientRecord
@@ -58,6 +60,7 @@ from engine.resource_types import (
     ADMINISTRATIVE_GENDERS,
     MEDICATION_REFERENCING_TYPES,
     MEDICATION_TYPES,
+    NOT_ORDER_INTENTS,
     RESOURCE_TYPES,
     administrative_gender_problem,
 )
@@ -77,10 +80,11 @@ class EvaluationContext:
     as_of: dt.date
     attestations: Mapping[str, Attestation]
     terminology: Terminology
-    anchor_days: dict[tuple[int, str], dt.date | Outcome] = field(
+    anchor_days: dict[tuple[int, str], tuple[dt.date, dt.date] | Outcome] = field(
         default_factory=dict, compare=False, repr=False
     )
-    """Anchor atoms' event days for this patient (`ResourceNode.anchor_day`), memoised."""
+    """Anchor atoms' event days (earliest and latest possible) for this patient
+    (`ResourceNode.anchor_days`), memoised."""
     unavailable_types: frozenset[str] = frozenset()
     """Types the source could not provide (`CompiledCriteria.unavailable_types`, and the
     record's `unavailable_types`)."""
@@ -511,12 +515,27 @@ class PatientNode:
                 missing=("Patient.gender",),
             )
         inside = gender in self.atom.genders
+        if gender == UNKNOWN_GENDER and not inside:
+            # FHIR R4 administrative-gender `unknown`: "The gender of the patient is unknown",
+            # what an absent gender says too (`other` is a gender recorded: it answers)
+            return self._part(
+                UNKNOWN,
+                f"{reference}: gender is recorded as unknown; {wanted} cannot be checked",
+                cited,
+                evidence=(reference,),
+                missing=("Patient.gender",),
+            )
         return self._part(
             MET if inside else NOT_MET,
             f"gender {gender} is {'' if inside else 'not '}{wanted}",
             cited,
             evidence=(reference,),
         )
+
+
+UNKNOWN_GENDER = "unknown"
+"""The administrative-gender code of a gender not known (FHIR R4 valueset-administrative-gender:
+"The gender of the patient is unknown"): missing data to a gender test that does not list it."""
 
 
 def age_bounds_text(low: int | None, high: int | None) -> str:
@@ -547,6 +566,10 @@ class Anchoring:
     name: str
 
 
+DISAGREE = "disagree: "
+"""Starts what an atom with `select: latest` misses when the results that may each be the
+latest disagree (in its `missing`, after the window): explanations ask for a newer result."""
+
 OUTSIDE = "; outside the window: "
 """Starts what an anchored atom that finds nothing in its window says of the resources of its
 concept outside it ("the earliest after it, 2026-08-02 (Observation/x), is too recent"), at
@@ -575,8 +598,46 @@ def relation_bounds(relation: Relation, day: dt.date) -> tuple[dt.date | None, d
     return earliest, relation.at_most.start_after(day) if relation.at_most else None
 
 
-def _relation_text(relation: Relation, name: str, day: dt.date) -> str:
-    return f"{relation_distance_text(relation)}{relation.direction} {name} {day.isoformat()}"
+def _relation_text(relation: Relation, name: str, days: str, as_of: bool) -> str:
+    """`at least P3M before the as-of date 2026-11-01`, `after the first Albuminuria
+    (diagnosis), 2026-05`."""
+    named = f"{name} {days}" if as_of else f"{name}, {days}"
+    return f"{relation_distance_text(relation)}{relation.direction} {named}"
+
+
+class _WidestWindow(NamedTuple):
+    """An anchored window's days at the widest, when an anchor is dated imprecisely (any
+    of its possible days would give another window), with why (`ckd-dx is dated 2026-05
+    only`)."""
+
+    first_day: dt.date | None
+    last_day: dt.date
+    why: str
+
+
+def _later(day: dt.date | None, other: dt.date | None) -> dt.date | None:
+    """The later of two first days (None: no bound)."""
+    if day is None:
+        return other
+    return day if other is None else max(day, other)
+
+
+def _days_span_text(first_day: dt.date | None, last_day: dt.date) -> str:
+    start = first_day.isoformat() if first_day is not None else "the start of the record"
+    return f"from {start} to {last_day.isoformat()}"
+
+
+def days_text(earliest: dt.date, latest: dt.date) -> str:
+    """Days a date may stand for, as the record wrote it where it can: `2026-05-10`, a whole
+    month `2026-05`, a whole year `2026`, else `some day 2026-05-03 to 2026-06-10`."""
+    if earliest == latest:
+        return earliest.isoformat()
+    if earliest.day == 1 and (latest + dt.timedelta(days=1)).day == 1:
+        if earliest.month == 1 and latest.month == 12 and earliest.year == latest.year:
+            return str(earliest.year)
+        if (earliest.year, earliest.month) == (latest.year, latest.month):
+            return earliest.isoformat()[:7]
+    return f"some day {earliest.isoformat()} to {latest.isoformat()}"
 
 
 @dataclass(frozen=True)
@@ -662,11 +723,16 @@ class ResourceNode:
             bounds = self._anchored_bounds(context)
             if isinstance(bounds, Outcome):
                 return bounds
-            first_day, last_day, window_text = bounds
+            first_day, last_day, window_text, widest = bounds
             candidates, problems = self._candidates(context, first_day, last_day)
+            if widest is not None:  # an anchor dated imprecisely: its window may be wider
+                candidates, problems = self._maybe_in_window(context, candidates, widest)
+                first_day, last_day = widest.first_day, widest.last_day
             outcome = self._decision(candidates, problems, window_text, context, first_day)
             if not candidates and not problems:
                 outcome = _noted(outcome, self._outside(context, first_day, last_day))
+                aside = self._set_aside(context, first_day, last_day)
+                outcome = _status_noted(outcome, aside, self.atom.status)
             return self._cite(outcome, candidates, context)
         if (
             self.concept is not None
@@ -681,12 +747,15 @@ class ResourceNode:
             candidates, problems = self._candidates(context, first_day, last_day)
         else:
             first_day, window_text = self._window(context.as_of)
+            last_day = context.as_of
             candidates, problems = self._candidates(context, first_day)
         if not candidates and not problems:
             note = self._outside(context, first_day, last_day) if anchorings else ""
-            if note:  # this patient's results outside the window: said, not shared
+            aside = self._set_aside(context, first_day, last_day)
+            if note or aside:  # this patient's resources the window holds none of: said
                 outcome = self._decision(candidates, problems, window_text, context, first_day)
-                return with_atom(_noted(outcome, note), self.atom)
+                outcome = _status_noted(_noted(outcome, note), aside, self.atom.status)
+                return with_atom(outcome, self.atom)
             nothing = self._nothing_found.get(context.as_of)
             if nothing is None:
                 nothing = self._nothing_found[context.as_of] = shared(
@@ -742,30 +811,75 @@ class ResourceNode:
 
     def _anchored_bounds(
         self, context: EvaluationContext
-    ) -> tuple[dt.date | None, dt.date, str] | Outcome:
+    ) -> tuple[dt.date | None, dt.date, str, _WidestWindow | None] | Outcome:
         """The window narrowed by `before:` / `after:` (first day, last day, text), or the
-        outcome when an anchor cannot date it."""
+        outcome when an anchor cannot date it.
+
+        An anchor dated imprecisely (a diagnosis of `2026-05`: any day of May) gives a range
+        of windows: the days returned are those every one of them holds (the window for
+        certain, empty when none is), and the last item the days any of them holds, with why
+        (None when every anchor is dated to the day)."""
         first_day, _ = self._window(context.as_of)
         last_day = context.as_of
+        widest_first, widest_last = first_day, last_day
         described: list[str] = []
+        vague: list[str] = []
         for anchoring in self.anchorings:
             relation = anchoring.relation
             if anchoring.anchor is None:
-                day = context.as_of
+                early = late = context.as_of
             else:
-                found = anchoring.anchor.anchor_day(context, relation.event)
+                found = anchoring.anchor.anchor_days(context, relation.event)
                 if isinstance(found, Outcome):
                     return self._undated(anchoring, found)
-                day = found
-            earliest, latest = relation_bounds(relation, day)
-            if latest is not None:
-                last_day = min(last_day, latest)
-            if earliest is not None:
-                first_day = earliest if first_day is None else max(first_day, earliest)
-            described.append(_relation_text(relation, anchoring.name, day))
-        start = first_day.isoformat() if first_day is not None else "the start of the record"
-        text = f"from {start} to {last_day.isoformat()} ({'; '.join(described)})"
-        return first_day, last_day, text
+                early, late = found
+            # A relation's first and last days move with the anchor's day: every day from the
+            # earliest anchor day's first to the latest's last may be in the window, and the
+            # days from the latest's first to the earliest's last surely are.
+            widest_earliest, certain_latest = relation_bounds(relation, early)
+            certain_earliest, widest_latest = relation_bounds(relation, late)
+            first_day = _later(first_day, certain_earliest)
+            widest_first = _later(widest_first, widest_earliest)
+            if certain_latest is not None:
+                last_day = min(last_day, certain_latest)
+            if widest_latest is not None:
+                widest_last = min(widest_last, widest_latest)
+            days = days_text(early, late)
+            described.append(
+                _relation_text(relation, anchoring.name, days, anchoring.anchor is None)
+            )
+            if early != late:
+                vague.append(f"{anchoring.name} is dated {days} only")
+        how = "; ".join(described)
+        if not vague:
+            return first_day, last_day, f"{_days_span_text(first_day, last_day)} ({how})", None
+        certain = (
+            _days_span_text(first_day, last_day)
+            if first_day is None or first_day <= last_day
+            else "no day"
+        )
+        text = (
+            f"{_days_span_text(widest_first, widest_last)} at the widest, {certain} for "
+            f"certain ({how})"
+        )
+        widest = _WidestWindow(widest_first, widest_last, "; ".join(vague))
+        return first_day, last_day, text, widest
+
+    def _maybe_in_window(
+        self, context: EvaluationContext, certain: list[_Candidate], widest: _WidestWindow
+    ) -> tuple[list[_Candidate], list[str]]:
+        """The candidates in the window for certain, and the problems of the widest window:
+        its own, and each candidate in it but not surely in the window (the anchor's day
+        decides whether it is, and the record does not give it)."""
+        found, problems = self._candidates(context, widest.first_day, widest.last_day)
+        surely = {id(candidate.resource) for candidate in certain}
+        for candidate in found:
+            if id(candidate.resource) not in surely:
+                problems.append(
+                    f"{candidate.reference} of {_day_text(candidate.span)}: {widest.why}, so "
+                    "whether it falls in the window cannot be told"
+                )
+        return certain, problems
 
     def _as_of_bounds(self, context: EvaluationContext) -> tuple[dt.date | None, dt.date, str]:
         """`_anchored_bounds` when every anchor is the as-of date (`as_of_anchored`): worked
@@ -774,7 +888,7 @@ class ResourceNode:
         if bounds is None:
             found = self._anchored_bounds(context)
             assert not isinstance(found, Outcome)  # the as-of date is always there
-            bounds = self._as_of_windows[context.as_of] = found
+            bounds = self._as_of_windows[context.as_of] = found[:3]
         return bounds
 
     def _outside(
@@ -808,13 +922,46 @@ class ResourceNode:
             parts.append(f"the latest before it, {day.isoformat()} ({reference}), is too old{more}")
         return "; ".join(parts)
 
+    def _set_aside(
+        self, context: EvaluationContext, first_day: dt.date | None, last_day: dt.date
+    ) -> str:
+        """The resources of the atom's concept and types in its window that its status
+        filter leaves out, counted by what they are ("2 completed", "1 active, not in use on
+        2026-11-01"), or "": a reason that says "none on record" must not hide them."""
+        concept = self.concept
+        if concept is None:
+            return ""
+        if first_day is not None:
+            reach = context.reach_of(concept.id)
+            if reach is not None and reach[0] < first_day:
+                return ""  # every one ended before the window
+        counts: dict[str, int] = {}
+        for resource in context.record.resources_of_concept(concept.id, self.types):
+            predicate = self.status_predicates.get(resource["resourceType"])
+            if predicate is None:
+                continue
+            if (self.filters or self.exclusions) and not passes_filters(
+                resource, self.filters, self.exclusions, context.path_matches
+            ):
+                continue
+            span = context.span_of(resource)
+            if isinstance(span, DateProblem) or (
+                isinstance(span, Span) and not span.overlaps(first_day, last_day)
+            ):
+                continue
+            if predicate(resource, span if isinstance(span, Span) else None, context.as_of):
+                continue
+            word = _status_word(resource, self.atom.status or (), context.as_of)
+            counts[word] = counts.get(word, 0) + 1
+        return ", ".join(f"{count} {word}" for word, count in counts.items())
+
     def _undated(self, anchoring: Anchoring, anchor: Outcome) -> Outcome:
         relation = anchoring.relation
         if anchor.truth is NOT_MET:
             return Outcome(
                 NOT_MET,
-                f"{self.subject} {relation.direction} {anchoring.name}: there is no "
-                f"{anchoring.name} to date it ({anchor.reason})",
+                f"{self.subject} {relation.direction} {anchoring.name}: there is none to "
+                f"date it ({anchor.reason})",
                 self.label,
                 evidence=anchor.evidence,
             )
@@ -828,24 +975,30 @@ class ResourceNode:
             manual=anchor.manual,
         )
 
-    def anchor_day(self, context: EvaluationContext, event: str) -> dt.date | Outcome:
-        """The day of this atom's first or latest matching resource, for atoms anchored on it;
-        its outcome when it is not met (or nothing it matches has a date). Memoised per
-        patient."""
+    def anchor_days(
+        self, context: EvaluationContext, event: str
+    ) -> tuple[dt.date, dt.date] | Outcome:
+        """The earliest and the latest day this atom's first (or latest) matching resource
+        may have begun, for atoms anchored on it (one day, twice, when its date is a day; a
+        partial date `2026-05` leaves every day of May); its outcome when it is not met (or
+        nothing it matches has a date). Memoised per patient."""
         key = (id(self), event)
         known = context.anchor_days.get(key)
         if known is not None:
             return known
         outcome = self.evaluate(context)
-        found: dt.date | Outcome = outcome
+        found: tuple[dt.date, dt.date] | Outcome = outcome
         if outcome.truth is MET:
             days = [
-                candidate.span.start
+                (candidate.span.start, candidate.span.latest_start or candidate.span.start)
                 for candidate in self._matching(context)
                 if candidate.span is not None and candidate.span.start is not None
             ]
             if days:
-                found = min(days) if event == "first" else max(days)
+                # the first event began between the earliest first day and the earliest
+                # last day any of them may have begun on (the latest event: the latest ones)
+                pick = min if event == "first" else max
+                found = (pick(day for day, _ in days), pick(day for _, day in days))
             else:
                 found = Outcome(
                     UNKNOWN,
@@ -863,14 +1016,14 @@ class ResourceNode:
             bounds = self._anchored_bounds(context)
             if isinstance(bounds, Outcome):
                 return []
-            first_day, last_day, _ = bounds
+            first_day, last_day, _, _ = bounds  # (in the window for certain)
             candidates, _problems = self._candidates(context, first_day, last_day)
         else:
             candidates, _problems = self._candidates(context, self._window(context.as_of)[0])
         if self.value_check is None or self.concept is None:
             return candidates
         if self.atom.selection == "latest":
-            candidates = candidates[:1]
+            candidates = may_be_latest(candidates)
         matching = []
         for candidate in candidates:
             result = measure(candidate.resource, self.concept, context.terminology)
@@ -997,7 +1150,13 @@ class ResourceNode:
             elif not span.overlaps(first_day, last_day):
                 continue
             elif not span.surely_overlaps(first_day, last_day):
-                problems.append(f"{record.label(resource)} {_imprecise(span, first_day, context)}")
+                problems.append(
+                    _ImpreciseDate(
+                        f"{record.label(resource)} {_imprecise(span, first_day, context)}",
+                        record.label(resource),
+                        span.latest_start or span.end or span.start or context.as_of,
+                    )
+                )
                 continue
             if not predicate(resource, span, context.as_of):
                 if span is not None and predicate(resource, span.widest(), context.as_of):
@@ -1102,7 +1261,15 @@ class ResourceNode:
             return self._unusable(problems, window_text, evidence)
         if found == 0 and self.open_world:
             return self._missing(window_text)
-        counted = f" ({found} of the {needed} required)" if needed > 1 else ""
+        counted = f" ({needed} needed)" if needed > 1 else ""
+        apart = self.atom.apart
+        if apart is not None and found < len(candidates):  # found, but too close together
+            days = ", ".join(_day_text(candidate.span) for candidate in reversed(candidates))
+            counted = (
+                f", on {days}: {'only ' if found else ''}{found} of them at least {apart.text} "
+                f"apart ({needed} needed)"
+            )
+            found = len(candidates)
         return Outcome(
             NOT_MET,
             f"{self.subject}: none on record {window_text}{counted}"
@@ -1122,12 +1289,21 @@ class ResourceNode:
         assert self.value_check is not None and self.concept is not None
         selection = self.atom.selection
         if selection == "latest" and candidates:
-            # Only the latest dated result counts, but a result whose date cannot be read may
-            # be newer: such date problems (already in `problems`) keep the atom unknown.
-            candidates = candidates[:1]
+            # Only the latest dated result counts (or those that may each be it: the same
+            # moment, or the same day when one gives no time), but a result whose date cannot
+            # be read may be newer: such date problems (already in `problems`) keep the atom
+            # unknown. One dated too imprecisely to place in the window (`2026-10` for a
+            # window from 2026-10-04) whose every possible day is before the newest result
+            # cannot be the latest, and does not count.
+            candidates = may_be_latest(candidates)
+            problems = _newer_problems(problems, candidates[0])
         passed: list[tuple[_Candidate, str]] = []
         failed: list[tuple[_Candidate, str]] = []
         values: list[tuple[Measurement, _Candidate, str]] = []
+        values_shown: dict[str, str] = {}
+        applied: dict[str, str] = {}
+        """A per-unit test's cut-off that applies to each result, by its reference."""
+        per_unit = self.atom.value if type(self.atom.value) is PerUnitTest else None
         concept, terminology = self.concept, context.terminology
         measurements = context.measurements
         for candidate in candidates:
@@ -1136,7 +1312,15 @@ class ResourceNode:
                 problems.append(f"{candidate.reference} {result.field}: {result.message}")
                 continue
             measurements[id(candidate.resource)] = (concept, terminology, result)
-            shown = _measurement_text(result, candidate)
+            if per_unit is not None and result.value is not None:
+                # said in the unit it is compared in, against the cut-off that applies
+                reading = per_unit_reading(per_unit, result, concept.unit)
+                value_text = _per_unit_value_text(reading, result)
+                applied[candidate.reference] = reading.test.text
+            else:
+                value_text = _value_text(result)
+            values_shown[candidate.reference] = value_text
+            shown = _measurement_text(value_text, candidate)
             if selection in ("min", "max"):
                 if result.value is None:
                     problems.append(f"{candidate.reference}: no numeric value")
@@ -1152,7 +1336,9 @@ class ResourceNode:
                 failed.append((candidate, shown))
         if selection in ("min", "max"):
             return self._extreme(values, problems, window_text)
-        return self._decide(passed, failed, problems, window_text)
+        if selection == "latest" and passed and failed and not problems:
+            return self._disagreeing(passed, failed, values_shown, window_text, applied)
+        return self._decide(passed, failed, problems, window_text, applied)
 
     def _extreme(
         self,
@@ -1178,12 +1364,16 @@ class ResourceNode:
         failed: list[tuple[_Candidate, str]],
         problems: list[str],
         window_text: str,
+        applied: Mapping[str, str],
     ) -> Outcome:
         selection = self.atom.selection
         test_text = self.atom.value.text if self.atom.value else ""
         if selection == "all":
             if failed:
-                return self._verdict(False, failed[0][1], _references(failed))
+                first = failed[0]
+                return self._verdict(
+                    False, first[1], _references(failed), applied.get(first[0].reference)
+                )
             if problems:
                 return self._unusable(problems, window_text, _references(passed))
             if not passed:
@@ -1192,32 +1382,137 @@ class ResourceNode:
         if selection == "latest" and problems:
             return self._unusable(problems, window_text, _references(passed + failed))
         needed = self.atom.minimum_count if selection == "count" else 1
-        if self._counted([candidate for candidate, _ in passed]) >= needed:
-            shown = passed[0][1] if needed == 1 else f"{len(passed)} results {test_text}"
-            return self._verdict(True, shown, _references(passed))
+        counted = self._counted([candidate for candidate, _ in passed])
+        if counted >= needed:
+            if selection == "count":
+                return Outcome(
+                    MET,
+                    f"{self.subject}: {self._count_text(passed, failed, counted)}",
+                    self.label,
+                    evidence=_references(passed),
+                )
+            first = passed[0]
+            return self._verdict(
+                True, first[1], _references(passed), applied.get(first[0].reference)
+            )
         if problems:
             return self._unusable(problems, window_text, _references(passed + failed))
         if not passed and not failed:
             return self._missing(window_text) if self.open_world else self._absent(window_text)
-        if needed > 1:
-            shown = f"{len(passed)} of the {needed} required results {test_text}"
-        else:
-            shown = failed[0][1] if failed else ""
+        if selection == "count":
+            # what was found and why it is too few, never "results < 100 g/L is not < 100"
+            shown = self._count_text(passed, failed, counted)
+            if self.atom.failing == "unknown":
+                return Outcome(
+                    UNKNOWN,
+                    f"{self.subject}: {shown}, which does not rule it out: no {needed} results "
+                    f"{window_text} are {test_text}",
+                    self.label,
+                    evidence=_references(passed + failed),
+                    missing=(f"{self.subject} {window_text} {test_text} (failing: {shown})",),
+                )
+            return Outcome(
+                NOT_MET,
+                f"{self.subject}: {shown}",
+                self.label,
+                evidence=_references(passed + failed),
+            )
+        shown = failed[0][1] if failed else ""
+        cut_off = applied.get(failed[0][0].reference) if failed else None
         if self.atom.failing == "unknown":  # failing results are no evidence against it
             return Outcome(
                 UNKNOWN,
-                f"{self.subject}: {shown} is not {test_text}, which does not rule it out: "
-                f"no result {window_text} is {test_text}",
+                f"{self.subject}: {shown} is not {cut_off or test_text}, which does not rule it "
+                f"out: no result {window_text} is {test_text}",
                 self.label,
                 evidence=_references(failed or passed),
                 missing=(f"{self.subject} {window_text} {test_text} (failing: {shown})",),
             )
-        return self._verdict(False, shown, _references(failed or passed))
+        return self._verdict(False, shown, _references(failed or passed), cut_off)
 
-    def _verdict(self, met: bool, shown: str, evidence: tuple[str, ...]) -> Outcome:
+    def _count_text(
+        self,
+        passed: list[tuple[_Candidate, str]],
+        failed: list[tuple[_Candidate, str]],
+        counted: int,
+    ) -> str:
+        """`select: count`: how many results pass and how many are needed, and with `apart:`
+        which are too close together ("2 results < 100 g/L, on 2026-01-01 and 2026-03-31, 89
+        days apart: fewer than P90D (2 needed at least P90D apart)")."""
         test_text = self.atom.value.text if self.atom.value else ""
+        needed, apart = self.atom.minimum_count, self.atom.apart
+        found = len(passed)
+        spaced = f" at least {apart.text} apart" if apart is not None else ""
+        text = f"{_results(found)} {test_text}"
+        if apart is not None and counted < found:
+            days = sorted(
+                candidate.span.start
+                for candidate, _ in passed
+                if candidate.span is not None and candidate.span.start is not None
+            )
+            if found == 2 and len(days) == 2:
+                gap = (days[1] - days[0]).days
+                text += (
+                    f", on {days[0].isoformat()} and {days[1].isoformat()}, "
+                    f"{gap} day{'s' if gap != 1 else ''} apart: less than {apart.text}"
+                )
+            else:
+                only = "" if counted >= needed else "only "
+                text += f", on {', '.join(map(dt.date.isoformat, days))}: {only}{counted} of "
+                text += f"them{spaced}"
+            text += f" ({needed} needed{spaced if counted < needed else ''})"
+        elif apart is not None and found > 1:
+            text += f"{spaced} ({needed} needed)"
+        else:
+            text += f" ({needed} needed{spaced})"
+        if failed and counted < needed:
+            text += f"; {_results(len(failed))} not {test_text}"
+        return text
+
+    def _disagreeing(
+        self,
+        passed: list[tuple[_Candidate, str]],
+        failed: list[tuple[_Candidate, str]],
+        values_shown: Mapping[str, str],
+        window_text: str,
+        applied: Mapping[str, str],
+    ) -> Outcome:
+        """Unknown: results that may each be the latest (`may_be_latest`) pass and fail the
+        test; which is the current value cannot be told, and guessing by the order the
+        source gave them in would make the answer depend on that order."""
+        test_text = self.atom.value.text if self.atom.value else ""
+        if test_text.startswith("is "):  # answer tests: "is positive"
+            test_text = test_text[3:]
+        both = [candidate for candidate, _ in passed + failed]
+        days = list(dict.fromkeys(_day_text(candidate.span) for candidate in both))
+        dated = f"on {days[0]}" if len(days) == 1 else f"(dated {'; '.join(days)})"
+        results = "two results" if len(both) == 2 else f"{len(both)} results"
+        said = [
+            f"{values_shown[candidate.reference]} ({candidate.reference}) is "
+            f"{applied.get(candidate.reference, test_text)}"
+            for candidate, _ in passed
+        ]
+        said += [
+            f"{values_shown[candidate.reference]} ({candidate.reference}) is not"
+            + (f" {applied[candidate.reference]}" if candidate.reference in applied else "")
+            for candidate, _ in failed
+        ]
+        disagreement = f"{results} {dated} may each be the latest and disagree: {', '.join(said)}"
+        return Outcome(
+            UNKNOWN,
+            f"{self.subject}: {disagreement}",
+            self.label,
+            evidence=_references(passed + failed),
+            missing=(f"{self.subject} {window_text} ({DISAGREE}{disagreement})",),
+        )
+
+    def _verdict(
+        self, met: bool, shown: str, evidence: tuple[str, ...], cut_off: str | None = None
+    ) -> Outcome:
+        """`cut_off`: the one test of a per-unit test that applied to the result shown."""
+        test_text = cut_off or (self.atom.value.text if self.atom.value else "")
         relation = "" if met else "not "
-        if isinstance(self.atom.value, AnyValueTest):
+        if cut_off is None and isinstance(self.atom.value, AnyValueTest | PerUnitTest):
             test_text = f"({test_text})" if not met else test_text
         elif test_text.startswith("is "):  # answer tests read "is positive" / "is not positive"
             test_text = test_text[3:]
@@ -1337,9 +1632,14 @@ def _noted(outcome: Outcome, note: str) -> Outcome:
     """The outcome with `note` (what lies outside its window) at the end of its reason."""
     if not note:
         return outcome
+    return _with_reason(outcome, f"{outcome.reason}{OUTSIDE}{note}")
+
+
+def _with_reason(outcome: Outcome, reason: str) -> Outcome:
+    """The outcome with another reason."""
     return Outcome(
         outcome.truth,
-        f"{outcome.reason}{OUTSIDE}{note}",
+        reason,
         outcome.label,
         outcome.evidence,
         outcome.missing,
@@ -1349,6 +1649,48 @@ def _noted(outcome: Outcome, note: str) -> Outcome:
         outcome.cited,
         outcome.unavailable,
     )
+
+
+NOT_COUNTED = "; on record, not counted by status: "
+"""Starts what an atom that counts nothing says of the resources of its concept in its window
+that its status filter left out ("2 completed"), at the end of its reason; explanations show
+it (`engine.report.explanation`)."""
+
+
+def _status_noted(outcome: Outcome, aside: str, wanted: tuple[str, ...] | None) -> Outcome:
+    """The outcome with what its status filter left out (`NOT_COUNTED`) after its reason,
+    whose "none on record" / "no result" (`_absent`, `_presence`, `_missing`) then says
+    which statuses count: the record is not empty."""
+    if not aside:
+        return outcome
+    statuses = f"with status {' or '.join(wanted)}" if wanted else "with a status that counts"
+    reason = outcome.reason
+    for said, now in ((": none on record ", ": none "), (": no result ", ": no result ")):
+        if said in reason:
+            reason = reason.replace(said, f"{now}{statuses} ", 1)
+            break
+    return _with_reason(outcome, f"{reason}{NOT_COUNTED}{aside}")
+
+
+def _status_word(resource: dict[str, Any], wanted: tuple[str, ...], as_of: dt.date) -> str:
+    """What a resource a status filter left out is, in a word or two: its status (or
+    clinical status), a refuted verification, an intent that is no order, or its status
+    when that is the one asked for but not on the as-of day ("active, not current on
+    2026-11-01")."""
+    intent = resource.get("intent")
+    if isinstance(intent, str) and intent in NOT_ORDER_INTENTS:
+        return f"intent {intent}"
+    verification = verification_status(resource)
+    if verification in ("refuted", "entered-in-error"):
+        return f"verification {verification}"
+    status = resource.get("status")
+    if not isinstance(status, str):
+        status = clinical_status(resource)
+    if status is None:
+        return "with no status"
+    if status in wanted:
+        return f"{status}, not current on {as_of.isoformat()}"
+    return status
 
 
 def passes_filters(
@@ -1421,21 +1763,123 @@ def _date_text(span: Span | None, first_day: dt.date | None) -> str:
         return ""
     if first_day is not None and span.start < first_day:
         # Active in the window, begun before it: say so rather than "found within ..., 1971".
-        return f", latest began {span.start.isoformat()} (before the window) and active in it"
-    return f", latest {span.start.isoformat()}"
+        return f", latest began {_day_text(span)} (before the window) and active in it"
+    return f", latest {_day_text(span)}"  # (a partial date as written: `2026-05`)
 
 
-def _measurement_text(measurement: Measurement, candidate: _Candidate) -> str:
+def _results(count: int) -> str:
+    return f"{count} result" if count == 1 else f"{count} results"
+
+
+def _value_text(measurement: Measurement) -> str:
+    """A result's value as the reasons say it: `95 g/L`, `< 3 mg/mmol`, `positive`."""
     if measurement.value is not None:
         unit = f" {measurement.unit}" if measurement.unit and measurement.unit != "1" else ""
         censored = f"{measurement.comparator} " if measurement.comparator else ""
-        shown = f"{censored}{measurement.value:g}{unit}"
-    else:
-        shown = "/".join(sorted(measurement.answer_concepts)) or "a coded result"
+        return f"{censored}{measurement.value:g}{unit}"
+    return "/".join(sorted(measurement.answer_concepts)) or "a coded result"
+
+
+def _per_unit_value_text(reading: PerUnitReading, measurement: Measurement) -> str:
+    """A result under a per-unit test, in the unit it is compared in: `3 mg/mmol (as
+    reported)`, `30 mg/g (reported 30 ug/mg)`, or as usual in the concept's unit."""
+    if not reading.as_reported or measurement.reported is None:
+        return _value_text(measurement)
+    censored = f"{measurement.comparator} " if measurement.comparator else ""
+    shown = f"{censored}{reading.value:g} {reading.unit}"
+    number, unit = measurement.reported
+    if unit == reading.unit:
+        return f"{shown} (as reported)"
+    return f"{shown} (reported {censored}{number:g} {unit})"
+
+
+def _measurement_text(value_text: str, candidate: _Candidate) -> str:
+    """A result's value with its day and reference: `95 g/L on 2026-10-20 (Observation/x)`."""
     day = (
         f" on {candidate.span.start.isoformat()}" if candidate.span and candidate.span.start else ""
     )
-    return f"{shown}{day} ({candidate.reference})"
+    return f"{value_text}{day} ({candidate.reference})"
+
+
+def _day_text(span: Span | None) -> str:
+    """The day (or the days, for a partial date) a span's start stands for (`days_text`)."""
+    if span is None or span.start is None:
+        return "an unknown day"
+    return days_text(span.start, span.latest_start or span.start)
+
+
+def may_be_latest(candidates: list[_Candidate]) -> list[_Candidate]:
+    """The candidates (dated ones, newest first, as `_candidates` sorts them) that may each
+    be the latest: none of the others is surely newer. Two times of day (with their time
+    zones) are compared as instants; a result dated to the day only (or to a month) is
+    compared by calendar days, each read in the time zone it was written in, so a result of
+    some time on 2026-10-20 may be later than one at 08:00 that day, and one of October may
+    be later than one of 20 October. The first of several is not a guess: each is returned,
+    and an atom whose results disagree is unknown."""
+    if len(candidates) < 2:
+        return candidates
+    newest_time: dt.datetime | None = None
+    newest_day_untimed: dt.date | None = None
+    newest_day: dt.date | None = None
+    for candidate in candidates:
+        span = candidate.span
+        if span is None or span.start is None:
+            continue
+        if span.timed:
+            if newest_time is None or span.moment > newest_time:
+                newest_time = span.moment
+        elif newest_day_untimed is None or span.start > newest_day_untimed:
+            newest_day_untimed = span.start
+        if newest_day is None or span.start > newest_day:
+            newest_day = span.start
+    contenders = []
+    for candidate in candidates:
+        span = candidate.span
+        if span is None or span.start is None:
+            continue
+        if span.timed:
+            surely_older = (newest_time is not None and span.moment < newest_time) or (
+                newest_day_untimed is not None and newest_day_untimed > span.start
+            )
+        else:
+            surely_older = newest_day is not None and newest_day > (span.latest_start or span.start)
+        if not surely_older:
+            contenders.append(candidate)
+    return contenders or candidates[:1]
+
+
+class _ImpreciseDate(str):
+    """A problem: a resource dated too imprecisely to tell whether it is in the window
+    (`_imprecise`), with its reference and the latest day it may be of."""
+
+    reference: str
+    latest_day: dt.date
+
+    def __new__(cls, text: str, reference: str, latest_day: dt.date) -> _ImpreciseDate:
+        problem = super().__new__(cls, text)
+        problem.reference = reference
+        problem.latest_day = latest_day
+        return problem
+
+
+def _newer_problems(problems: list[str], newest: _Candidate) -> list[str]:
+    """With `select: latest`, the problems that may still concern the latest result: a
+    resource dated imprecisely whose latest possible day is before the newest dated
+    result's day cannot be newer, and is left out; one that may be newer says so."""
+    if not problems or newest.span is None or newest.span.start is None:
+        return problems
+    day = newest.span.start
+    kept: list[str] = []
+    for problem in problems:
+        if type(problem) is _ImpreciseDate:
+            if problem.latest_day < day:
+                continue  # every day it may be of is before the newest result
+            problem = (
+                f"{problem}; it may be the latest, newer than {newest.reference} of "
+                f"{_day_text(newest.span)}"
+            )
+        kept.append(problem)
+    return kept
 
 
 def _imprecise(span: Span, first_day: dt.date | None, context: EvaluationContext) -> str:

@@ -41,6 +41,10 @@ class Span:
     moment: dt.datetime
     latest_start: dt.date | None = None
     earliest_end: dt.date | None = None
+    timed: bool = False
+    """The start has a time of day (a dateTime with its time zone): `moment` is that
+    instant. Otherwise the start is a day (or a month, a year) and `moment` its first
+    midnight in UTC, which orders it but says nothing of the hour."""
 
     def overlaps(self, first_day: dt.date | None, last_day: dt.date) -> bool:
         """True if the span may touch [first_day, last_day] (first_day None: no lower bound)."""
@@ -50,7 +54,7 @@ class Span:
 
     def widest(self) -> Span:
         """The same span read optimistically: every partial date as wide as it can be."""
-        return Span(self.start, self.end, self.moment)
+        return Span(self.start, self.end, self.moment, timed=self.timed)
 
     def surely_overlaps(self, first_day: dt.date | None, last_day: dt.date) -> bool:
         """True if the span touches [first_day, last_day] however its partial dates resolve.
@@ -148,7 +152,9 @@ def _read(resource: dict[str, Any], date_field: DateField) -> Span | None:
         span = _POINT_SPANS.get(value) if type(value) is str else None
         if span is None:
             start, end, moment = parse_date_range(value, date_field.name)
-            span = Span(start, end, moment, latest_start=end, earliest_end=start)
+            span = Span(
+                start, end, moment, latest_start=end, earliest_end=start, timed=len(value) > 10
+            )
             if type(value) is str:
                 if len(_POINT_SPANS) >= _PARSED_DATES_LIMIT:
                     _POINT_SPANS.clear()
@@ -162,8 +168,10 @@ def _period(period: object, field: str, open_ended: bool) -> Span:
         raise DateProblem(field, "expected a Period object")
     start = end = latest_start = earliest_end = None
     moment = _EARLIEST
+    timed = False
     if "start" in period:
         start, latest_start, moment = parse_date_range(period["start"], f"{field}.start")
+        timed = len(period["start"]) > 10  # (a text, or the parse had raised)
     if "end" in period:
         earliest_end, end, end_moment = parse_date_range(period["end"], f"{field}.end")
         if start is None:
@@ -172,7 +180,7 @@ def _period(period: object, field: str, open_ended: bool) -> Span:
         end, earliest_end = latest_start, start
     if start is None and end is None:
         raise DateProblem(field, "a Period with neither start nor end")
-    return Span(start, end, moment, latest_start=latest_start, earliest_end=earliest_end)
+    return Span(start, end, moment, latest_start, earliest_end, timed)
 
 
 def _first(
@@ -191,7 +199,9 @@ def _instant_span(resource: dict[str, Any], known: ResourceType) -> Span | None:
         return None
     span = found[0]
     if span.end is None:  # an observation is a point in time
-        return Span(span.start, span.latest_start, span.moment, span.latest_start, span.start)
+        return Span(
+            span.start, span.latest_start, span.moment, span.latest_start, span.start, span.timed
+        )
     return span
 
 
@@ -204,15 +214,17 @@ def _onset_abatement_span(resource: dict[str, Any], known: ResourceType) -> Span
     start = onset.start if onset is not None else None
     latest_start = onset.latest_start if onset is not None else None
     moment = onset.moment if onset is not None else _EARLIEST
+    timed = onset is not None and onset.timed
     if abatement_found is not None:
         abatement = abatement_found[0]
         end = abatement.end or abatement.start
-        return Span(start, end, moment, latest_start, abatement.earliest_end or abatement.start)
+        earliest_end = abatement.earliest_end or abatement.start
+        return Span(start, end, moment, latest_start, earliest_end, timed)
     if clinical_status(resource) in known.ended_statuses:
         # Resolved without an abatement date: all we know is that it happened at onset.
         end = onset.end if onset is not None else None
-        return Span(start, end, moment, latest_start, start if end is not None else None)
-    return Span(start, None, moment, latest_start)
+        return Span(start, end, moment, latest_start, start if end is not None else None, timed)
+    return Span(start, None, moment, latest_start, timed=timed)
 
 
 def _as_given_span(resource: dict[str, Any], known: ResourceType) -> Span | None:
@@ -227,7 +239,7 @@ def _in_use_span(resource: dict[str, Any], known: ResourceType) -> Span | None:
     span, date_field = found
     if not date_field.is_period and resource.get("status") in known.ongoing_statuses:
         # A single date on a medication still in use: in use from then on.
-        return Span(span.start, None, span.moment, span.latest_start)
+        return Span(span.start, None, span.moment, span.latest_start, timed=span.timed)
     return span
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Callable
+from typing import NamedTuple
 
 from engine.criteria.model import (
     AnswerTest,
@@ -124,40 +125,65 @@ def per_unit_check(test: PerUnitTest, concept: Concept, where: Location) -> Valu
                     "molar mass; per_unit is for units of different kinds (mg/g, mg/mmol)",
                     where,
                 )
-    in_concept_unit = next(
-        (
-            check
-            for one, check in zip(test.tests, checks, strict=True)
-            if one.unit is not None
-            and concept.unit is not None
-            and _plainly_convertible(concept.unit, one.unit)
-        ),
-        checks[0],
-    )
+    check_of = dict(zip(test.tests, checks, strict=True))
 
     def check(measurement: Measurement) -> bool | str:
         if measurement.value is None:
             return "no numeric value"
-        reported = measurement.reported
-        if reported is not None:
-            number, unit = reported
-            for one in test.tests:
-                assert one.unit is not None
-                if not _plainly_convertible(unit, one.unit):
-                    continue
-                as_reported = Measurement(
-                    convert(number, unit, one.unit),
-                    one.unit,
-                    frozenset(),
-                    None,
-                    None,
-                    measurement.field,
-                    measurement.comparator,
-                )
-                return compare_result(as_reported, one.comparator, one.value)
-        return in_concept_unit(measurement)
+        reading = per_unit_reading(test, measurement, concept.unit)
+        if not reading.as_reported:  # in the concept's unit, converted as usual
+            return check_of[reading.test](measurement)
+        as_reported = Measurement(
+            reading.value,
+            reading.unit,
+            frozenset(),
+            None,
+            None,
+            measurement.field,
+            measurement.comparator,
+        )
+        return compare_result(as_reported, reading.test.comparator, reading.test.value)
 
     return check
+
+
+class PerUnitReading(NamedTuple):
+    """How a per-unit test reads a result: the number and unit it compares (the unit of
+    report, or one it converts to without a molar mass: `as_reported`; else the concept's)
+    and the cut-off it compares them with."""
+
+    value: float
+    unit: str
+    test: QuantityTest
+    as_reported: bool
+
+
+def per_unit_reading(
+    test: PerUnitTest, measurement: Measurement, concept_unit: str | None
+) -> PerUnitReading:
+    """The cut-off of a per-unit test that applies to a result with a numeric value, and
+    the value as compared: in its unit of report when a cut-off is in that unit (or converts
+    to it without a molar mass), else in the concept's unit against the cut-off in a unit the
+    concept's converts to (else the first)."""
+    assert measurement.value is not None
+    reported = measurement.reported
+    if reported is not None:
+        number, unit = reported
+        for one in test.tests:
+            assert one.unit is not None
+            if _plainly_convertible(unit, one.unit):
+                return PerUnitReading(convert(number, unit, one.unit), one.unit, one, True)
+    in_concept_unit = next(
+        (
+            one
+            for one in test.tests
+            if one.unit is not None
+            and concept_unit is not None
+            and _plainly_convertible(concept_unit, one.unit)
+        ),
+        test.tests[0],
+    )
+    return PerUnitReading(measurement.value, measurement.unit or "", in_concept_unit, False)
 
 
 def _plainly_convertible(unit: str, other: str) -> bool:

@@ -453,6 +453,7 @@ def _build_concept(
     icd_uris = systems.icd_uris
 
     codes: dict[str, frozenset[str]] = {}
+    first_codes: dict[str, str] = {}
     for reference, values in (node.get("codes") or {}).items():
         uri = _resolve_system(
             reference, systems, mapping_file.location(*here, "codes", reference), collected
@@ -460,6 +461,8 @@ def _build_concept(
         if uri is not None:
             read = _read_codes(mapping_file, (*here, "codes", reference), values, collected)
             codes[uri] = codes.get(uri, frozenset()) | frozenset(read)
+            if read:
+                first_codes.setdefault(uri, read[0])
 
     value_set = node.get("value_set")
     if value_set is not None:
@@ -600,6 +603,7 @@ def _build_concept(
         value_path=str(value_path) if value_path is not None else None,
         source=mapping_file.location(*here),
         codes=codes,
+        first_codes=first_codes,
         prefixes=prefixes,
         ranges=ranges,
         includes=tuple(str(item) for item in node.get("include") or ()),

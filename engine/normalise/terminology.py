@@ -142,6 +142,10 @@ class Concept:
     value_path: str | None
     source: Location
     codes: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    first_codes: Mapping[str, str] = field(default_factory=dict)
+    """The first code of each system as the mapping file lists them, systems in the file's
+    order: the code its authors put first (the one a laboratory orders, 718-7 for
+    haemoglobin), which explanations name as an example."""
     prefixes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     ranges: Mapping[str, tuple[CodeRange, ...]] = field(default_factory=dict)
     includes: tuple[str, ...] = ()

@@ -247,11 +247,11 @@ def _build_linear_map(
             f"{_describe(Counter(target_per))}), so these are different quantities "
             "(an eGFR per 1.73 m2 of body surface area is not a clearance in mL/min)"
         )
-    kinds = _ratio_kinds(source), _ratio_kinds(target)
-    if kinds[0] is not None and kinds[1] is not None and kinds[0] != kinds[1]:
+    kinds = _ratio_kinds(from_unit, source), _ratio_kinds(to_unit, target)
+    if kinds[0] is not None and kinds[1] is not None and kinds[0].isdisjoint(kinds[1]):
         return _Failure(
             f"cannot convert {from_unit!r} to {to_unit!r}: both are ratios, but of different "
-            f"kinds ({_describe_kind(kinds[0])} vs {_describe_kind(kinds[1])}); UCUM would "
+            f"kinds ({_describe_kinds(kinds[0])} vs {_describe_kinds(kinds[1])}); UCUM would "
             "scale one into the other, which is wrong for calibrated scales (HbA1c mmol/mol "
             "is not a tenth of HbA1c %): declare the conversion on the concept "
             "(`conversions:` in the mappings) instead"
@@ -318,22 +318,48 @@ def _denominator_annotations(unit_text: str) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
-def _ratio_kinds(quantity: Any) -> frozenset[str] | None:
-    """For a dimensionless unit, the dimensions its terms cancel out (`mmol/mol`: substance;
-    `%` and `L/L`: none); None for a unit with a dimension."""
+def _ratio_kinds(unit_text: str, quantity: Any) -> frozenset[frozenset[str]] | None:
+    """For a dimensionless unit, the kinds of ratio it may be read as (None for a unit with
+    a dimension): the dimensions its terms cancel out as written (`mg/g` and `g/g`: mass;
+    `mmol/mol`: substance; `%`: none, a plain number), and as pint reduces it, which cancels
+    a unit divided by itself (`g/g`, `L/L`: a plain number). Two ratios convert when they
+    share a kind: `g/g` is `mg/g` x 1000 (both mass: UCUM's mass ratios are one
+    dimensionless quantity with units) and, as a plain number, 100 %; `mmol/mol` (HbA1c
+    IFCC) never becomes `%` (HbA1c NGSP), a calibrated scale."""
     if not quantity.dimensionless:
         return None
     registry = _pint_registry()
-    kinds = set()
+    reduced = set()
     for name in quantity._units:
         dimensionality = registry.get_dimensionality(name)
+        if dimensionality:
+            reduced.add(str(dimensionality))
+    return frozenset({frozenset(reduced), _written_kinds(unit_text)})
+
+
+def _written_kinds(unit_text: str) -> frozenset[str]:
+    """The dimensions of a unit's terms as written, before any cancels out (`g/g`: mass).
+    Annotations are dropped (`mg/g{creat}` is mg/g); a term pint cannot read is left out."""
+    masked = re.sub(r"\{[^{}]*\}", "", unit_text)
+    kinds = set()
+    for term in _TERM_SPLIT.split(masked):
+        if term in (".", "/", "") or not any(character.isalpha() for character in term):
+            continue
+        try:
+            dimensionality = _pint_quantity(term).dimensionality
+        except Exception:  # a term alone may not parse (`10*3` is read whole)
+            continue
         if dimensionality:
             kinds.add(str(dimensionality))
     return frozenset(kinds)
 
 
-def _describe_kind(kinds: frozenset[str]) -> str:
-    return "a ratio of " + " and ".join(sorted(kinds)) if kinds else "a plain number"
+def _describe_kinds(kinds: frozenset[frozenset[str]]) -> str:
+    """A unit's ratio kinds in words: the most specific first (`a ratio of [mass]`)."""
+    return " or ".join(
+        "a ratio of " + " and ".join(sorted(kind)) if kind else "a plain number"
+        for kind in sorted(kinds, key=lambda kind: (not kind, sorted(kind)))
+    )
 
 
 def _arbitrary_units(quantity: Any) -> Counter[str]:

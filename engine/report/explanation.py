@@ -44,7 +44,13 @@ from engine.criteria.model import (
 )
 from engine.dataclass_init import direct_init
 from engine.evaluate.compile import CompiledCriteria, CompiledCriterion
-from engine.evaluate.nodes import OUTSIDE, relation_bounds, relation_distance_text
+from engine.evaluate.nodes import (
+    DISAGREE,
+    NOT_COUNTED,
+    OUTSIDE,
+    relation_bounds,
+    relation_distance_text,
+)
 from engine.evaluate.outcome import MET, NOT_MET, UNKNOWN, Cited, Outcome, Truth
 from engine.evaluate.patient import (
     CLEAR,
@@ -56,6 +62,7 @@ from engine.evaluate.patient import (
     PatientEvaluation,
     SubjectStatus,
 )
+from engine.evaluate.values import per_unit_reading
 from engine.normalise import Concept, DataProblem, Measurement, Terminology, measure
 
 STATUS_TEXT = {
@@ -675,7 +682,9 @@ def _patient_step(atom: PatientAtom, outcome: Outcome, as_of: dt.date) -> Step:
         gender_outcome = parts[-1]
         recorded_gender = patient.get("gender")
         if gender_outcome.truth is UNKNOWN:
-            sentences.append(f"gender not recorded ({wanted} needed)")
+            recorded = "recorded as unknown" if recorded_gender == "unknown" else "not recorded"
+            sentences.append(f"gender {recorded} ({wanted} needed)")
+            relations.append(sentences[-1])
             to_settle.append("the patient's administrative gender (Patient.gender)")
         else:
             inside = "" if gender_outcome.truth is MET else "not "
@@ -800,8 +809,14 @@ def _build_resource_step(
     if outcome.truth is UNKNOWN:
         settle = _what_settles(atom, concept, as_of, outcome)
         problem = _unusable_problem(outcome)
-        says = f"unusable data: {problem}" if problem else f"no result {window_words(atom, as_of)}"
-        says += _outside_words(outcome)
+        disagreement = _disagreement(outcome)
+        if problem:
+            says = f"unusable data: {problem}"
+        elif disagreement:
+            says = disagreement
+        else:
+            says = f"no result {window_words(atom, as_of)}"
+        says += _outside_words(outcome) + _not_counted_words(outcome)
         failing = ""
         if atom.failing == "unknown" and atom.value is not None and findings and not problem:
             # results failing the test are no evidence against it (`failing: unknown`)
@@ -824,20 +839,29 @@ def _build_resource_step(
             findings=findings,
             to_settle=settle,
             unavailable=outcome.unavailable,
-            relation=failing,
+            # with findings, the line above them says why they leave it unknown
+            relation=failing or (says if findings else ""),
         )
     relation = ""
     if atom.value is not None:
         test = value_test_text(atom.value)
-        if findings:
+        if findings and atom.selection == "count":
+            # how many pass, how many are needed, which are too close together: the
+            # evaluator's own sentence (a count is not "< 100 g/L is not < 100 g/L")
+            relation = readable_units_in(_without_subject(outcome.reason))
+            says = f"{shown}: {relation}"
+        elif findings:
             negation = "" if outcome.truth is MET else "not "
             selection = {"min": "lowest ", "max": "highest ", "all": "every result "}.get(
                 atom.selection, ""
             )
+            if isinstance(atom.value, PerUnitTest):  # the cut-off in the deciding one's unit
+                cited = outcome.cited[0]
+                test = _per_unit_cut_off(atom.value, cited, concept, terminology) or test
             relation = f"{_count_words(outcome, atom)}{selection}{negation}{test}"
             says = f"{shown}: {relation}"
         else:
-            says = _none_words(atom, as_of) + _outside_words(outcome)
+            says = _none_words(atom, as_of) + _outside_words(outcome) + _not_counted_words(outcome)
     elif outcome.truth is MET:
         relation = f"{_count_words(outcome, atom)}found"
         says = f"found: {shown}" if shown else "found"
@@ -845,7 +869,7 @@ def _build_resource_step(
         relation = f"{_count_words(outcome, atom)}".rstrip(": ")
         says = f"{relation}: {shown}"
     else:
-        says = _none_words(atom, as_of) + _outside_words(outcome)
+        says = _none_words(atom, as_of) + _outside_words(outcome) + _not_counted_words(outcome)
     return Step(
         label=label,
         truth=outcome.truth,
@@ -899,6 +923,37 @@ def _derived_step(
     )
 
 
+def _not_counted_words(outcome: Outcome) -> str:
+    """What an atom that counted nothing found of its concept that its status filter left
+    out ("; on record, not counted by status: 2 completed"), or ""."""
+    if NOT_COUNTED not in outcome.reason:
+        return ""
+    return f"{NOT_COUNTED}{outcome.reason.split(NOT_COUNTED, 1)[1]}"
+
+
+def _without_subject(reason: str) -> str:
+    """An atom's reason without the subject it starts with (`Haemoglobin: ...`)."""
+    return reason.split(": ", 1)[1] if ": " in reason else reason
+
+
+def _per_unit_cut_off(
+    test: PerUnitTest, cited: Cited, concept: Concept | None, terminology: Terminology
+) -> str:
+    """The cut-off of a per-unit test that applied to a cited result (`>= 3 mg/mmol`), or
+    "" when it has no numeric value."""
+    if concept is None:
+        return ""
+    measured = cited.measured
+    measurement = (
+        measured[2]
+        if measured is not None and measured[0] is concept and measured[1] is terminology
+        else measure(cited.resource, concept, terminology)
+    )
+    if isinstance(measurement, DataProblem) or measurement.value is None:
+        return ""
+    return _single_test_text(per_unit_reading(test, measurement, concept.unit).test)
+
+
 def _outside_words(outcome: Outcome) -> str:
     """What an anchored atom found outside its window ("; outside the window: the earliest
     after it, 2026-08-02 (Observation/x), is too recent"), or ""."""
@@ -929,20 +984,39 @@ def _unusable_problem(outcome: Outcome) -> str:
     return ""
 
 
+def _disagreement(outcome: Outcome) -> str:
+    """Why results that may each be the latest leave the atom unknown (`DISAGREE`), or ""."""
+    for item in outcome.missing:
+        if f"({DISAGREE}" in item:
+            return item.split(f"({DISAGREE}", 1)[1].removesuffix(")")
+    return ""
+
+
 def _what_settles(
     atom: ResourceAtom, concept: Concept | None, as_of: dt.date, outcome: Outcome
 ) -> tuple[str, ...]:
     what = concept.display if concept is not None else " or ".join(atom.resource_types)
     code = _example_code(concept)
     coded = f" ({code})" if code else ""
+    if _disagreement(outcome):  # a newer result decides (or a correction of one of them)
+        return (
+            f"a newer {what} {_TYPE_WORDS.get(atom.resource_types[0], 'result')}{coded} "
+            f"{window_words(atom, as_of)}, or a correction of the results that disagree",
+        )
     usable = "a usable " if _unusable_problem(outcome) else ""
     kind = _TYPE_WORDS.get(atom.resource_types[0], atom.resource_types[0])
     return (f"{usable}{what} {kind}{coded} {window_words(atom, as_of)}",)
 
 
 def _example_code(concept: Concept | None) -> str:
+    """A code of the concept to name as an example: the first the mapping lists (in the
+    first system listed that has a name here), else the smallest of a known system."""
     if concept is None:
         return ""
+    for system, code in concept.first_codes.items():
+        name = _SYSTEM_NAMES.get(system)
+        if name is not None:
+            return f"{name} {code}"
     for system, name in _SYSTEM_NAMES.items():
         codes = concept.codes.get(system)
         if codes:
@@ -970,9 +1044,12 @@ def describe_query(atom: ResourceAtom, concept: Concept | None, as_of: dt.date) 
             "max": "the highest result counts",
             "count": f"at least {atom.minimum_count} results must pass",
         }[atom.selection]
+        if atom.apart is not None:
+            selection += f" at least {atom.apart.text} apart"
         text += f"; {selection}, tested {value_test_text(atom.value)}"
     elif atom.selection == "count" and atom.minimum_count > 1:
-        text += f"; at least {atom.minimum_count} needed"
+        apart = f", at least {atom.apart.text} apart" if atom.apart is not None else ""
+        text += f"; at least {atom.minimum_count} needed{apart}"
     return text
 
 
@@ -1348,7 +1425,21 @@ def _observation_text(
     censored = f"{measurement.comparator} " if measurement.comparator else ""
     value = f"{censored}{_number(measurement.value)}{(' ' + unit) if unit else ''}"
     recorded = _recorded_quantity(resource)
-    if recorded and readable_unit(recorded[1]) != unit:
+    reading = (
+        per_unit_reading(atom.value, measurement, concept.unit)
+        if isinstance(atom.value, PerUnitTest)
+        else None
+    )
+    if recorded and reading is not None and reading.as_reported:
+        # a per-unit test compares it in its unit of report: say it in that unit, never as
+        # converted through a molar mass (3 mg/mmol is A2; its 26.5 mg/g is not)
+        value = f"{censored}{recorded[0]} {readable_unit(recorded[1])}"
+        compared = readable_unit(reading.unit)
+        if compared != readable_unit(recorded[1]):
+            value += f" (= {_number(reading.value)} {compared}, compared in {compared})"
+        else:
+            value += " (compared as reported)"
+    elif recorded and readable_unit(recorded[1]) != unit:
         value = f"{recorded[0]} {readable_unit(recorded[1])} (= {value})"
     limits = _range_words(
         atom, concept, measurement.reference_low, measurement.reference_high, unit

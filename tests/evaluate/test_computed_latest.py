@@ -35,6 +35,9 @@ def test_a_newer_creatinine_decides_over_an_older_reported_egfr(
     assert "computed: 19" in result.reason
     assert "the measured one is older and says otherwise" in result.reason
     assert "45 mL/min/{1.73_m2} on 2026-10-19" in result.reason
+    # days apart: the same-day rule is not what decided, and is not said
+    assert "decides, and the measured one is older" in result.reason
+    assert "on the same day" not in result.reason
     assert set(result.evidence) == {"Observation/creatinine", "Patient/p", "Observation/egfr"}
     assert {cited.reference for cited in result.cited} == set(result.evidence)
 
@@ -46,6 +49,7 @@ def test_a_newer_reported_egfr_decides_over_an_older_creatinine(newest: Compiled
     assert result.truth is Truth.NOT_MET, result.reason
     assert result.evidence[0] == "Observation/egfr"
     assert "the computed one is older and says otherwise" in result.reason
+    assert "on the same day" not in result.reason
 
 
 def test_on_the_same_day_the_reported_value_wins(newest: CompiledCriteria) -> None:
@@ -55,6 +59,7 @@ def test_on_the_same_day_the_reported_value_wins(newest: CompiledCriteria) -> No
     assert result.truth is Truth.MET, result.reason
     assert result.evidence[0] == "Observation/egfr"
     assert "the computed one is of the same day and says otherwise" in result.reason
+    assert "decides (the measured one on the same day)" in result.reason
 
 
 def test_agreeing_values_say_so_without_a_warning(newest: CompiledCriteria) -> None:

@@ -77,12 +77,62 @@ def test_after_the_diagnosis_of_another_atom(tmp_path: Path) -> None:
     assert outcome.truth is Truth.MET
 
 
+AT_LEAST_A_WEEK_AFTER = AFTER_DIAGNOSIS.replace(
+    "after: ckd-diagnosis", "after: {anchor: ckd-diagnosis, at_least: P1W}"
+)
+
+
+@pytest.mark.parametrize(
+    ("result_day", "truth"),
+    [
+        ("2024-04-29", Truth.UNKNOWN),  # before April's end: in the window at the widest only
+        ("2024-04-15", Truth.UNKNOWN),
+        ("2024-03-31", Truth.UNKNOWN),  # before April: outside whatever the day (open world)
+        ("2024-04-30", Truth.MET),  # on or after every day of April
+    ],
+)
+def test_an_anchor_dated_to_the_month_is_any_day_of_it(
+    tmp_path: Path, result_day: str, truth: Truth
+) -> None:
+    """A diagnosis dated `2024-04` may be 30 April: a result of 15 April may precede it."""
+    path = write_trial(tmp_path, AFTER_DIAGNOSIS)
+    [outcome] = evaluate(path, condition(CKD, "2024-04"), uacr(300, result_day))
+    assert outcome.truth is truth
+    if truth is Truth.UNKNOWN and result_day >= "2024-04":
+        assert "is dated 2024-04 only" in outcome.reason
+        assert " 2024-04)" in outcome.reason  # the month as written, not its first day
+
+
+@pytest.mark.parametrize(
+    ("result_day", "truth"),
+    [
+        ("2024-04-08", Truth.UNKNOWN),  # a week after 1 April, not after 30 April
+        ("2024-05-06", Truth.UNKNOWN),
+        ("2024-05-07", Truth.MET),  # a week after every day of April
+    ],
+)
+def test_at_least_a_week_after_a_month(tmp_path: Path, result_day: str, truth: Truth) -> None:
+    path = write_trial(tmp_path, AT_LEAST_A_WEEK_AFTER)
+    [outcome] = evaluate(path, condition(CKD, "2024-04"), uacr(300, result_day))
+    assert outcome.truth is truth
+
+
+def test_an_anchor_dated_to_the_day_is_that_day(tmp_path: Path) -> None:
+    path = write_trial(tmp_path, AT_LEAST_A_WEEK_AFTER)
+    [outcome] = evaluate(path, condition(CKD, "2024-04-01"), uacr(300, "2024-04-08"))
+    assert outcome.truth is Truth.MET
+    [outcome] = evaluate(path, condition(CKD, "2024-04-01"), uacr(300, "2024-04-07"))
+    assert outcome.truth is Truth.UNKNOWN  # none a week after it: open world
+    assert "cannot be told" not in outcome.reason
+
+
 def test_without_the_anchor_event_the_relation_cannot_hold(tmp_path: Path) -> None:
     path = write_trial(tmp_path, AFTER_DIAGNOSIS)
     [outcome] = evaluate(path, uacr(300, "2024-05-01"))
     assert outcome.truth is Truth.NOT_MET
     uacr_outcome = outcome.children[1]
-    assert "there is no Chronic kidney disease (ever) to date it" in uacr_outcome.reason
+    assert "after the first Chronic kidney disease: there is none to date it" in uacr_outcome.reason
+    assert "(ever)" not in uacr_outcome.reason
 
 
 def test_the_latest_anchor_event_when_asked(tmp_path: Path) -> None:

@@ -70,6 +70,8 @@ def truth(trial: CompiledCriteria, resource: dict[str, Any]) -> Truth:
         (27, "mg/g", Truth.NOT_MET),  # 3.05 mg/mmol, but reported in mg/g: 27 < 30
         (30, "ug/mg", Truth.MET),  # ug/mg is mg/g
         (29, "ug/mg", Truth.NOT_MET),
+        (0.03, "g/g", Truth.MET),  # g/g is mg/g x 1000 (was refused as "a plain number")
+        (0.029, "g/g", Truth.NOT_MET),
     ],
 )
 def test_each_result_meets_the_cut_off_of_its_unit(
@@ -83,9 +85,19 @@ def test_a_censored_result_is_compared_in_its_unit(a2: CompiledCriteria) -> None
     assert truth(a2, uacr(3, "mg/mmol", comparator=">")) is Truth.MET
 
 
-def test_the_reason_says_the_test_per_unit(a2: CompiledCriteria) -> None:
+def test_the_reason_says_the_result_and_its_cut_off_in_its_unit_of_report(
+    a2: CompiledCriteria,
+) -> None:
+    """Not '26.5205 mg/g ... is >= 30 mg/g or >= 3 mg/mmol': read as '26.5 mg/g is >= 30'."""
     result = outcome_of(a2, "inclusion-1-a2", patient(), uacr(3.0, "mg/mmol"))
-    assert ">= 30 mg/g or >= 3 mg/mmol" in result.reason
+    assert "3 mg/mmol (as reported) on " in result.reason
+    assert result.reason.endswith(") is >= 3 mg/mmol")
+    assert "26.5" not in result.reason
+    result = outcome_of(a2, "inclusion-1-a2", patient(), uacr(2.9, "mg/mmol"))
+    assert result.truth is Truth.NOT_MET
+    assert result.reason.endswith(") is not >= 3 mg/mmol")
+    result = outcome_of(a2, "inclusion-1-a2", patient(), uacr(29, "mg/g"))
+    assert result.reason.endswith(") is not >= 30 mg/g")
 
 
 @pytest.mark.parametrize(

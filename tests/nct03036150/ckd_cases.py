@@ -279,7 +279,7 @@ INCLUSION_4 = [
         MISSING,
         remove=("uacr-last-year",),
         add=(observation("uacr-normal-before", UACR, 20, "mg/g", days_ago(400)),),
-        reason=("20 mg/g", "is not >= 30 mg/g or >= 3 mg/mmol, which does not rule it out"),
+        reason=("20 mg/g", "is not >= 30 mg/g, which does not rule it out"),
         evidence=("Observation/uacr-normal-before",),
     ),
     i4.silent(

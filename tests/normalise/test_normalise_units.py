@@ -164,3 +164,67 @@ def test_units_of_restored_conversions_are_valid_without_building_the_ucum_parse
     done = run_python(code)
     assert done.stdout.split("\n")[:4] == ["1.0 0.0", "mg/dL True True", "0", "True False"]
     assert done.stdout.split("\n")[4] == "1"  # a unit not met before is parsed
+
+
+# ------------------------------------------------------------------ ratios of one kind
+
+CREATININE_MOLAR_MASS = 113.12
+"""g/mol: a UACR in mg/mmol is mg of albumin per mmol of creatinine."""
+
+UACR_IN_MG_PER_G = {
+    "g/g": 1000.0,
+    "mg/g": 1.0,
+    "ug/mg": 1.0,
+    "g/kg": 1.0,
+    "mg/mg": 1000.0,
+    "ug/g": 0.001,
+    "mg/mmol": 1000.0 / CREATININE_MOLAR_MASS,  # 8.84 mg/g (KDIGO 2012: 3 mg/mmol ~ 30 mg/g)
+    "g/mol": 1000.0 / CREATININE_MOLAR_MASS,
+}
+"""Each UACR unit's value in mg/g. Mass per mass is one quantity in UCUM whatever the
+prefixes (g/g, mg/g and ug/mg are dimensionless with units; 1 g/g = 1000 mg/g); mass per
+substance converts to it through creatinine's molar mass."""
+
+
+@settings(max_examples=300)
+@given(
+    st.sampled_from(sorted(UACR_IN_MG_PER_G)),
+    st.sampled_from(sorted(UACR_IN_MG_PER_G)),
+    st.floats(min_value=0, max_value=1e6, allow_nan=False, allow_infinity=False),
+)
+def test_uacr_units_convert_as_ucum_says(from_unit: str, to_unit: str, value: float) -> None:
+    converted = convert(value, from_unit, to_unit, CREATININE_MOLAR_MASS)
+    expected = value * UACR_IN_MG_PER_G[from_unit] / UACR_IN_MG_PER_G[to_unit]
+    assert math.isclose(converted, expected, rel_tol=1e-9, abs_tol=1e-12)
+    back = convert(converted, to_unit, from_unit, CREATININE_MOLAR_MASS)
+    assert math.isclose(back, value, rel_tol=1e-9, abs_tol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("value", "from_unit", "to_unit", "expected"),
+    [
+        (0.03, "g/g", "mg/g", 30.0),  # refused before: g/g was read as a plain number only
+        (30.0, "mg/g", "g/g", 0.03),
+        (0.45, "L/L", "%", 45.0),  # a fraction of one unit is also a plain number
+        (0.5, "g/g", "%", 50.0),
+        (1.0, "mmol/mol", "umol/mol", 1000.0),
+    ],
+)
+def test_ratios_of_one_kind_convert(
+    value: float, from_unit: str, to_unit: str, expected: float
+) -> None:
+    assert convert(value, from_unit, to_unit) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("from_unit", "to_unit", "kinds"),
+    [
+        ("mmol/mol", "%", "a ratio of [substance] vs a plain number"),  # HbA1c IFCC vs NGSP
+        ("g/g", "mmol/mol", "a ratio of [mass] or a plain number vs a ratio of [substance]"),
+        ("mg/g", "%", "a ratio of [mass] vs a plain number"),
+    ],
+)
+def test_ratios_of_different_kinds_do_not_convert(from_unit: str, to_unit: str, kinds: str) -> None:
+    with pytest.raises(UnitError) as raised:
+        convert(1.0, from_unit, to_unit)
+    assert f"different kinds ({kinds})" in raised.value.message

@@ -512,16 +512,20 @@ def test_data_problems(bad: dict[str, Any], problem: RecordProblem) -> None:
     assert record.resources_of_type(bad["resourceType"]) == [bad]
 
 
-def test_duplicate_ids_resolve_to_the_first_and_are_noted() -> None:
+def test_duplicate_ids_resolve_to_the_first_are_read_once_and_are_noted() -> None:
     first = resource("Observation", "o1", code=concept(LOINC, "718-7"))
     second = resource("Observation", "o1", code=concept(LOINC, "777-3"))
     record = record_of(first, second)
     assert record.resolve("Observation/o1") is first
     assert [str(problem) for problem in record.data_problems] == [
         "Observation/o1, field id: another resource has the same id Observation/o1; "
-        "references resolve to the first"
+        "only the first is read (references resolve to it too)"
     ]
-    assert ids(record.resources_of_concept("platelets")) == ["o1"]
+    # one Type/id is one resource: the repeat is in no index, so no query counts it again
+    assert record.resources_of_type("Observation") == [first]
+    assert ids(record.resources_of_concept("hemoglobin")) == ["o1"]
+    assert not record.resources_of_concept("platelets")
+    assert record.resources[-1] is second  # (the source's list is kept as it came)
 
 
 @given(
@@ -548,7 +552,7 @@ def test_references_and_duplicate_ids_as_one_walk_gives_them(
             if first.setdefault(key, each) is not each:
                 noted.append(
                     f"{record.label(each)}, field id: another resource has the same id {key}; "
-                    "references resolve to the first"
+                    "only the first is read (references resolve to it too)"
                 )
     assert [str(problem) for problem in record.data_problems if problem.field == "id"] == noted
     for key, found in first.items():
