@@ -517,6 +517,36 @@ EXCLUSION_2 = [
         reason=("10 mg/day prednisone-equivalent",),
     ),
     e2.fails(
+        "prednisone 10 MG Oral Tablet (RxNorm 198145, a product), one a day, for renal disease",
+        add=(
+            medication_request(
+                "prednisone-10",
+                "198145",
+                "active",
+                days_ago(40),
+                display="prednisone 10 MG Oral Tablet",
+                dosage=daily_dosage(1, None),
+            ),
+        ),
+        answers=answered(immunotherapy_for_renal_disease=True),
+        reason=("10 mg/day prednisone-equivalent",),
+    ),
+    e2.fails(
+        "dexamethasone 4 MG Oral Tablet (RxNorm 197582), one a day: 26.7 mg prednisone-equivalent",
+        add=(
+            medication_request(
+                "dexamethasone-4",
+                "197582",
+                "active",
+                days_ago(40),
+                display="dexamethasone 4 MG Oral Tablet",
+                dosage=daily_dosage(1, None),
+            ),
+        ),
+        answers=answered(immunotherapy_for_renal_disease=True),
+        evidence=("MedicationRequest/dexamethasone-4",),
+    ),
+    e2.fails(
         "methylprednisolone 8 mg/day = 10 mg prednisone-equivalent",
         add=(medication_request("mp", "6902", "active", days_ago(30), dosage=daily_dosage(8)),),
         answers=answered(immunotherapy_for_renal_disease=True),
