@@ -120,12 +120,8 @@ class _Composer(Composer):
             text = self.loader.reader.buffer
             end = text.find("\n", index.end_mark.index)
             if "#" in text[index.end_mark.index : end if end >= 0 else len(text)]:
-                raise _CommentedEmptyValue
+                raise ValueError("an empty value before a comment")
         return super().compose_node(parent, index)
-
-
-class _CommentedEmptyValue(Exception):
-    """An empty value followed by a comment on its key's line (`_Composer.compose_node`)."""
 
 
 class _ScannerWithoutComments(Scanner):
