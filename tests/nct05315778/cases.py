@@ -1514,6 +1514,18 @@ EXCLUSION_12 = [
         add=(observation("21198-7", 2, "mIU/mL", ucum=False, id="b-hcg"),),
         answers={**NOT_PREGNANT, CHILDBEARING: True},
     ),
+    e12.fails(
+        "serum hCG 120 IU/L written as unit text: WHO International Units, not the enzyme U/L",
+        add=(observation("19080-1", 120, "IU/L", date=SCREENING_LATE, ucum=False, id="hcg-iu"),),
+        answers=NOT_PREGNANT,
+        evidence=("Observation/hcg-iu",),
+    ),
+    e12.meets(
+        "serum hCG 3 IU/L written as unit text: negative",
+        remove=("pregnancy-test",),
+        add=(observation("19080-1", 3, "IU/L", ucum=False, id="hcg-iu"),),
+        answers={**NOT_PREGNANT, CHILDBEARING: True},
+    ),
     e12.silent(
         "woman whose pregnancy test is 40 days old",
         MISSING,
