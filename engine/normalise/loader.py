@@ -460,6 +460,7 @@ def _build_concept(
     icd_uris = systems.icd_uris
 
     codes: dict[str, frozenset[str]] = {}
+    first_codes: dict[str, str] = {}
     for reference, values in (node.get("codes") or {}).items():
         uri = _resolve_system(
             reference, systems, mapping_file.location(*here, "codes", reference), collected
@@ -467,6 +468,8 @@ def _build_concept(
         if uri is not None:
             read = _read_codes(mapping_file, (*here, "codes", reference), values, collected)
             codes[uri] = codes.get(uri, frozenset()) | frozenset(read)
+            if read:
+                first_codes.setdefault(uri, read[0])
 
     value_set = node.get("value_set")
     if value_set is not None:
@@ -619,6 +622,7 @@ def _build_concept(
             for table, factor in (node.get("dose_equivalents") or {}).items()
         },
         conversions=tuple(conversions),
+        first_codes=first_codes,
     )
 
 

@@ -118,6 +118,10 @@ class Concept:
     reference_range_per_result: bool = False
     """`reference_range: per-result` in the mappings: no default range on purpose (it depends
     on the assay), so a ULN/LLN test uses each result's own referenceRange or is unknown."""
+    first_codes: Mapping[str, str] = field(default_factory=dict)
+    """The code each system's `codes:` list gives first in the mapping file, the author's
+    preferred one (platelets: LOINC 777-3 before 13056-7, platelets in plasma): what an
+    explanation names as an example (`codes` is a set, without order)."""
 
 
 class Terminology:

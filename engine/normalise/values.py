@@ -483,6 +483,12 @@ def _read_string(
     if _PLAIN_NUMBER.match(stripped) and (concept.unit is None or _is_unity(concept.unit)):
         number = float(stripped)
     if not answers and number is None:
+        if _PLAIN_NUMBER.match(stripped):  # a number, but the concept is measured in a unit
+            return DataProblem(
+                f"{field} {value!r} is a number without a unit; {concept.id} needs a unit "
+                f"convertible to {concept.unit}",
+                field,
+            )
         return DataProblem(f"{field} {value!r} is neither a known answer nor a plain number", field)
     unit = concept.unit if number is not None else None
     return Measurement(number, unit, answers, None, None, field)

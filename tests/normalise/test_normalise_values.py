@@ -297,3 +297,14 @@ def test_a_unit_that_does_not_convert_is_named_as_written(real_terminology: Term
     resource = observation("718-7", valueQuantity=quantity(13.5, "mg", "mg"))
     result = problem(measure(resource, real_terminology.concept("hemoglobin"), real_terminology))
     assert result.message.startswith("valueQuantity.unit 'mg' cannot be converted to g/L")
+
+
+def test_a_bare_number_for_a_measured_concept_says_the_unit_is_missing(
+    small_terminology: Terminology,
+) -> None:
+    """'18' is a plain number: what it lacks is a unit (haematology QA session 14, 11)."""
+    resource = observation("777-3", valueString="18")
+    result = problem(measure(resource, small_terminology.concept("platelets"), small_terminology))
+    assert result.message == (
+        "valueString '18' is a number without a unit; platelets needs a unit convertible to 10*9/L"
+    )
