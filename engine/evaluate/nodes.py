@@ -38,7 +38,7 @@ from engine.evaluate.outcome import (
     shared,
     with_atom,
 )
-from engine.evaluate.status import StatusPredicate
+from engine.evaluate.status import StatusPredicate, status_alone
 from engine.evaluate.timing import (
     ONSET_FIELDS,
     UNCERTAIN_VERIFICATION,
@@ -959,8 +959,14 @@ class ResourceNode:
                     continue
             elif span is None:
                 if first_day is not None or self.needs_current:
-                    problems.append(f"{record.label(resource)} has no date")
-                    continue
+                    # an undated Condition is active on the as-of day as its clinicalStatus
+                    # says (`status_alone`), whatever it was on an earlier day
+                    now = status_alone(resource) if last_day == context.as_of else None
+                    if now is None or (now is False and not self.needs_current):
+                        problems.append(f"{record.label(resource)} has no date")
+                        continue
+                    if now is False:
+                        continue  # not active on the as-of day, which the atom asks
             elif self.onset:
                 if span.start is None:
                     if first_day is not None:

@@ -1247,7 +1247,8 @@ def _condition_text(resource: Mapping[str, Any]) -> str:
         parts.append(f"recorded {_day(resource.get('recordedDate'))}")
     status = _status_code(resource.get("clinicalStatus"))
     if status:
-        parts.append(status)
+        undated = not any(name in resource for name in _CONDITION_DATES)
+        parts.append(f"{status} (no date recorded)" if undated else status)
     abatement = _day(resource.get("abatementDateTime")) or _period_words(
         resource.get("abatementPeriod")
     )
@@ -1257,6 +1258,22 @@ def _condition_text(resource: Mapping[str, Any]) -> str:
     if verification and verification != "confirmed":
         parts.append(verification)
     return ", ".join(parts)
+
+
+_CONDITION_DATES = (
+    "onsetDateTime",
+    "onsetPeriod",
+    "onsetAge",
+    "onsetRange",
+    "onsetString",
+    "recordedDate",
+    "abatementDateTime",
+    "abatementPeriod",
+    "abatementAge",
+    "abatementRange",
+    "abatementString",
+)
+"""A Condition's fields that say when: one with none of them is undated."""
 
 
 def _procedure_text(resource: Mapping[str, Any]) -> str:

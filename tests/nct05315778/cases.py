@@ -83,6 +83,14 @@ def drug(code: str, status: str, authored_on: str, id: str, system: str = RXNORM
     return medication_request(code, status, authored_on, system=system, id=id)
 
 
+def undated(resource: Resource) -> Resource:
+    """The Condition without any date (onset, abatement, recordedDate)."""
+    return {key: value for key, value in resource.items() if key not in UNDATED_DROPS}
+
+
+UNDATED_DROPS = frozenset({"onsetDateTime", "abatementDateTime", "recordedDate"})
+
+
 def censored(resource: Resource, comparator: str) -> Resource:
     """The Observation with its valueQuantity censored (`<`, `>`...)."""
     result = amended(resource)
@@ -440,6 +448,15 @@ EXCLUSION_1 = [
     e1.fails(
         "H. pylori B96.81 active (not yet eradicated)",
         add=(condition(ICD10CM, "B96.81", days_ago(30), id="h-pylori"),),
+    ),
+    e1.fails(
+        "H. pylori B96.81 active with no onset or recorded date: active now by its status",
+        add=(undated(condition(ICD10CM, "B96.81", days_ago(30), id="h-pylori")),),
+        evidence=("Condition/h-pylori",),
+    ),
+    e1.meets(
+        "H. pylori B96.81 resolved with no dates: not active now",
+        add=(undated(condition(ICD10CM, "B96.81", days_ago(30), "resolved", id="h-pylori")),),
     ),
     e1.silent(
         "hypothyroidism active (Synthea 83664006), attribution unattested",
