@@ -62,6 +62,7 @@ FAVOURABLE: Mapping[str, bool] = {
     "informed-consent": True,
     "thrombocytopenia-due-to-thyroid-disease": False,
     "cardiovascular-disease-is-serious": False,
+    "thrombocytopenia-is-primary-itp": True,
     "first-line-therapy-outside-record": False,
     "second-line-therapy-outside-record": False,
     "anti-cd20-outside-record": False,

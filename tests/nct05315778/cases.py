@@ -91,6 +91,11 @@ def undated(resource: Resource) -> Resource:
 UNDATED_DROPS = frozenset({"onsetDateTime", "abatementDateTime", "recordedDate"})
 
 
+def text_only(resource: Resource, text: str) -> Resource:
+    """The resource with its code written in text only, no coding."""
+    return {**resource, "code": {"text": text}}
+
+
 def censored(resource: Resource, comparator: str) -> Resource:
     """The Observation with its valueQuantity censored (`<`, `>`...)."""
     result = amended(resource)
@@ -104,6 +109,8 @@ e9, e10, e11, e12, e13, e14, e15, e16 = (Cases(f"exclusion-{number}") for number
 
 
 RELAPSE = "relapse-after-response"
+ITP_CONFIRMED = "thrombocytopenia-is-primary-itp"
+ITP_TEXT = "Immune thrombocytopenia (ITP), chronic, refractory"
 REFRACTORY = "refractory-itp-per-2020-guideline"
 FIRST_LINE_ELSEWHERE = "first-line-therapy-outside-record"
 SECOND_LINE_ELSEWHERE = "second-line-therapy-outside-record"
@@ -165,11 +172,48 @@ INCLUSION_1 = [
         answers={RELAPSE: True},
         evidence=("Condition/itp-china",),
     ),
+    i1.silent(
+        "ITP written in text only: which diagnosis it is cannot be told, not 'no ITP'",
+        MISSING,
+        remove=("itp",),
+        add=(text_only(condition(SNOMED, "32273002", "2021-02-20", id="itp-text"), ITP_TEXT),),
+        answers={RELAPSE: True},
+        reason=("Condition/itp-text: its diagnosis ('Immune thrombocytopenia", "cannot be told"),
+    ),
+    i1.silent(
+        "ITP coded only in a local problem-list system: cannot be told",
+        MISSING,
+        remove=("itp",),
+        add=(condition("urn:oid:2.16.840.1.113883.1.2.3", "ITP-01", "2021-02-20", id="itp-lo"),),
+        answers={RELAPSE: True},
+        reason=("coded only as urn:oid:2.16.840.1.113883.1.2.3|ITP-01",),
+    ),
+    i1.silent(
+        "thrombocytopenia coded D69.6, not ITP: the investigator confirms the diagnosis",
+        MANUAL,
+        remove=("itp",),
+        add=(condition(ICD10CM, "D69.6", "2021-02-20", id="thrombocytopenia"),),
+        answers={RELAPSE: True},
+        reason=("manual review: Thrombocytopenia is recorded, not coded as ITP",),
+    ),
+    i1.meets(
+        "other primary thrombocytopenia D69.49, investigator: it is primary ITP",
+        remove=("itp",),
+        add=(condition(ICD10CM, "D69.49", "2021-02-20", id="thrombocytopenia"),),
+        answers={RELAPSE: True, ITP_CONFIRMED: True},
+        evidence=("Condition/thrombocytopenia",),
+    ),
+    i1.fails(
+        "thrombocytopenic disorder (SNOMED 302215000), investigator: not primary ITP",
+        remove=("itp",),
+        add=(condition(SNOMED, "302215000", "2021-02-20", id="thrombocytopenia"),),
+        answers={RELAPSE: True, ITP_CONFIRMED: False},
+    ),
     i1.fails(
         "no ITP diagnosis on record, relapse attested",
         remove=("itp",),
         answers={RELAPSE: True},
-        reason=("Primary immune thrombocytopenia (ITP): none on record",),
+        reason=("ITP, or thrombocytopenia not coded as ITP: none on record",),
     ),
     i1.fails(
         "ITP diagnosis refuted",
@@ -353,6 +397,7 @@ def viral_load(loinc: str, value: float, unit: str, upper_limit: float, id: str)
     return observation(loinc, value, unit, reference_range=(None, upper_limit), ucum=False, id=id)
 
 
+HP_TEXT = "Helicobacter pylori gastritis, urea breath test positive"
 THYROID = "thrombocytopenia-due-to-thyroid-disease"
 
 EXCLUSION_1 = [
@@ -453,6 +498,23 @@ EXCLUSION_1 = [
         "H. pylori B96.81 active with no onset or recorded date: active now by its status",
         add=(undated(condition(ICD10CM, "B96.81", days_ago(30), id="h-pylori")),),
         evidence=("Condition/h-pylori",),
+    ),
+    e1.silent(
+        "H. pylori gastritis in text only, active: which diagnosis it is cannot be told",
+        MISSING,
+        add=(text_only(condition(ICD10CM, "B96.81", days_ago(30), id="hp-text"), HP_TEXT),),
+        reason=("Condition/hp-text: its diagnosis ('Helicobacter pylori gastritis",),
+    ),
+    e1.silent(
+        "a text-only diagnosis resolved in 2015 may still be a chronic cause (any date)",
+        MISSING,
+        add=(
+            text_only(
+                condition(ICD10CM, "B96.81", "2015-01-01", "resolved", "2015-03-01", id="hp"),
+                HP_TEXT,
+            ),
+        ),
+        reason=("Chronic causes", "Condition/hp: its diagnosis"),
     ),
     e1.meets(
         "H. pylori B96.81 resolved with no dates: not active now",
