@@ -63,6 +63,7 @@ FAVOURABLE: Mapping[str, bool] = {
     "thrombocytopenia-due-to-thyroid-disease": False,
     "cardiovascular-disease-is-serious": False,
     "thrombocytopenia-is-primary-itp": True,
+    "platelet-count-below-100-outside-record": True,
     "first-line-therapy-outside-record": False,
     "second-line-therapy-outside-record": False,
     "anti-cd20-outside-record": False,

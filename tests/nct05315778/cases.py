@@ -110,6 +110,7 @@ e9, e10, e11, e12, e13, e14, e15, e16 = (Cases(f"exclusion-{number}") for number
 
 RELAPSE = "relapse-after-response"
 ITP_CONFIRMED = "thrombocytopenia-is-primary-itp"
+PLATELETS_ELSEWHERE = "platelet-count-below-100-outside-record"
 ITP_TEXT = "Immune thrombocytopenia (ITP), chronic, refractory"
 REFRACTORY = "refractory-itp-per-2020-guideline"
 FIRST_LINE_ELSEWHERE = "first-line-therapy-outside-record"
@@ -271,11 +272,28 @@ INCLUSION_1 = [
         evidence=("MedicationRequest/rhtpo",),
     ),
     i1.fails(
-        "no platelet count below 100 x 10^9/L on record (150 at screening)",
+        "no platelet count below 100 x 10^9/L on record (150 at screening), none elsewhere",
         remove=("platelets",),
         add=(observation("777-3", 150, "10*9/L", id="platelets-150"),),
-        answers={RELAPSE: True},
+        answers={RELAPSE: True, PLATELETS_ELSEWHERE: False},
         reason=("Platelet count",),
+    ),
+    i1.silent(
+        "referral patient: only count 135 on eltrombopag: asked for a count below 100 elsewhere",
+        MANUAL,
+        remove=("platelets",),
+        add=(
+            observation("777-3", 135, "10*9/L", id="platelets-135"),
+            drug("825421", "active", "2026-05-01", "eltrombopag-now"),
+        ),
+        answers={RELAPSE: True},
+        reason=("manual review: The record shows no platelet count below 100 x 10^9/L",),
+    ),
+    i1.meets(
+        "referral patient: count below 100 at the referring hospital, attested",
+        remove=("platelets",),
+        add=(observation("777-3", 135, "10*9/L", id="platelets-135"),),
+        answers={RELAPSE: True, PLATELETS_ELSEWHERE: True},
     ),
     i1.silent(
         "no platelet count on record",
