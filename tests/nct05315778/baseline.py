@@ -79,6 +79,7 @@ FAVOURABLE: Mapping[str, bool] = {
     "dyspnea-ctcae-grade-1-or-higher": False,
     "other-clinical-study-within-3-months": False,
     "pregnant-breastfeeding-or-planning-pregnancy": False,
+    "pregnant-despite-later-negative-test": False,
     "fertile-and-inappropriate": False,
     "suspected-substance-abuse": False,
     "investigator-judges-unsuitable": False,

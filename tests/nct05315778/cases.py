@@ -1540,6 +1540,7 @@ EXCLUSION_11 = [
 
 PREGNANT = "pregnant-breastfeeding-or-planning-pregnancy"
 CHILDBEARING = "woman-of-childbearing-potential"
+NEGATIVE_THEN = "pregnant-despite-later-negative-test"
 NOT_PREGNANT: Mapping[str, bool] = {PREGNANT: False}
 
 EXCLUSION_12 = [
@@ -1550,8 +1551,87 @@ EXCLUSION_12 = [
     ),
     e12.meets("woman with a negative test, attested not pregnant", answers=NOT_PREGNANT),
     e12.fails(
-        "pregnancy (SNOMED 77386006) active",
+        "pregnancy (SNOMED 77386006) active, no pregnancy test since",
+        remove=("pregnancy-test",),
         add=(condition(SNOMED, "77386006", days_ago(50), id="pregnancy"),),
+        answers=NOT_PREGNANT,
+        evidence=("Condition/pregnancy",),
+    ),
+    e12.meets(
+        "pregnancy (SNOMED 77386006) begun in 2019, still 'active': it ended long ago",
+        add=(condition(SNOMED, "77386006", "2019-01-01", id="pregnancy-2019"),),
+        answers=NOT_PREGNANT,
+    ),
+    e12.meets(
+        "pregnant state Z33.1 since 2019, still 'active'",
+        remove=("pregnancy-test",),
+        add=(condition(ICD10CM, "Z33.1", "2019-01-01", id="pregnant-2019"),),
+        answers={**NOT_PREGNANT, CHILDBEARING: False},
+    ),
+    e12.silent(
+        "pregnancy begun 43 weeks and 1 day before, no test: past the bound, so the test decides",
+        MISSING,
+        remove=("pregnancy-test",),
+        add=(condition(SNOMED, "77386006", days_ago(43 * 7 + 1), id="pregnancy-long"),),
+        answers={**NOT_PREGNANT, CHILDBEARING: True},
+        reason=("Pregnancy test", "no result within screening"),
+    ),
+    e12.fails(
+        "pregnancy begun 43 weeks before (the bound's first day), no test",
+        remove=("pregnancy-test",),
+        add=(condition(SNOMED, "77386006", days_ago(43 * 7), id="pregnancy-long"),),
+        answers=NOT_PREGNANT,
+    ),
+    e12.meets(
+        "spontaneous abortion O03.9 three weeks ago, 'active': the pregnancy has ended",
+        add=(condition(ICD10CM, "O03.9", days_ago(21), id="miscarriage"),),
+        answers=NOT_PREGNANT,
+    ),
+    e12.meets(
+        "complications following induced termination O04.89, 'active': ended",
+        add=(condition(ICD10CM, "O04.89", days_ago(27), id="termination"),),
+        answers=NOT_PREGNANT,
+    ),
+    e12.meets(
+        "encounter for full-term uncomplicated delivery O80 two months ago: ended",
+        add=(condition(ICD10CM, "O80", days_ago(60), id="delivery"),),
+        answers=NOT_PREGNANT,
+    ),
+    e12.fails(
+        "ectopic (tubal) pregnancy O00.101 active: present until treated",
+        remove=("pregnancy-test",),
+        add=(condition(ICD10CM, "O00.101", days_ago(5), id="ectopic"),),
+        answers=NOT_PREGNANT,
+    ),
+    e12.silent(
+        "pregnancy active since 2026-09-01, negative hCG in screening after it: confirm",
+        MANUAL,
+        add=(condition(SNOMED, "77386006", "2026-09-01", id="pregnancy"),),
+        answers=NOT_PREGNANT,
+        reason=("manual review: The record holds a current pregnancy and a later negative",),
+        evidence=("Condition/pregnancy", "Observation/pregnancy-test"),
+    ),
+    e12.fails(
+        "pregnancy with a later negative hCG, investigator: pregnant",
+        add=(condition(SNOMED, "77386006", "2026-09-01", id="pregnancy"),),
+        answers={**NOT_PREGNANT, NEGATIVE_THEN: True},
+    ),
+    e12.meets(
+        "pregnancy with a later negative hCG, investigator: not pregnant",
+        add=(condition(SNOMED, "77386006", "2026-09-01", id="pregnancy"),),
+        answers={**NOT_PREGNANT, NEGATIVE_THEN: False},
+    ),
+    e12.fails(
+        "pregnancy with a negative hCG, then a positive one: the latest since it decides",
+        add=(
+            condition(SNOMED, "77386006", "2026-09-01", id="pregnancy"),
+            serology("2106-3", "hcg-pos", date=SCREENING_LATE),
+        ),
+        answers=NOT_PREGNANT,
+    ),
+    e12.fails(
+        "pregnancy begun after the negative screening test: the test says nothing of it",
+        add=(condition(SNOMED, "77386006", days_ago(3), id="pregnancy"),),
         answers=NOT_PREGNANT,
         evidence=("Condition/pregnancy",),
     ),
