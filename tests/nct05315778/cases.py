@@ -1653,13 +1653,32 @@ EXCLUSION_12 = [
         answers=NOT_PREGNANT,
     ),
     e12.fails("investigator: planning a pregnancy", answers={PREGNANT: True}),
-    e12.silent(
-        "pregnancy recorded for a male patient, no test",
-        MANUAL,
+    e12.fails(
+        "pregnancy recorded for a patient whose administrative gender is male, no test",
         patient=patient(gender="male"),
         remove=("pregnancy-test",),
         add=(condition(SNOMED, "77386006", days_ago(50), id="pregnancy"),),
-        reason=("manual review: Is the patient pregnant",),
+        answers=NOT_PREGNANT,
+        evidence=("Condition/pregnancy",),
+    ),
+    e12.fails(
+        "serum hCG 1200 mIU/mL in a patient recorded male: counted (pregnant or a tumour marker)",
+        patient=patient(gender="male"),
+        remove=("pregnancy-test",),
+        add=(observation("21198-7", 1200, "mIU/mL", ucum=False, id="b-hcg"),),
+        answers=NOT_PREGNANT,
+        evidence=("Observation/b-hcg",),
+    ),
+    e12.fails(
+        "breastfeeding recorded for a patient of gender other",
+        patient=patient(gender="other"),
+        add=(condition(SNOMED, "169750002", days_ago(100), id="breastfeeding"),),
+        answers=NOT_PREGNANT,
+    ),
+    e12.meets(
+        "man with a negative hCG and nothing else on record, attested not pregnant",
+        patient=patient(gender="male"),
+        answers=NOT_PREGNANT,
     ),
     e12.meets(
         "man without a pregnancy test, attested no",

@@ -520,3 +520,33 @@ def test_a_branch_for_another_gender_does_not_apply(trial: CompiledCriteria) -> 
     assert "else the female default" in clear.summary
     assert "else the male default" not in clear.summary
     assert "Recorded gender male" not in clear.summary
+
+
+def test_pregnancy_evidence_counts_whatever_the_gender_and_names_the_other_cause(
+    trial: CompiledCriteria,
+) -> None:
+    """Haematology QA session 14, finding 2: Patient.gender is administrative; a positive hCG
+    in a patient recorded male counts, and the explanation says that without a pregnancy it
+    may come from an hCG-secreting tumour (exclusion 5's concern), guessing neither."""
+    bundle = orjson.loads((EXAMPLES / "itp-relapsed-candidate.json").read_bytes())
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        if resource["resourceType"] == "Patient":
+            resource["gender"] = "male"
+        elif resource["resourceType"] == "Observation" and resource["code"]["coding"][0][
+            "code"
+        ] in ("2106-3", "2118-8"):
+            resource["code"]["coding"][0]["code"] = "21198-7"
+            resource.pop("valueCodeableConcept", None)
+            resource["valueQuantity"] = {"value": 1200, "unit": "mIU/mL"}
+    source = parse_bundle(orjson.dumps(bundle), origin="male-hcg.json")
+    explanation = explain(evaluate_patient(trial, build_record(source, trial.terminology), AS_OF))
+    pregnancy = _criterion(explanation, "E12")
+    assert pregnancy.verdict is CriterionVerdict.FAILS
+    text = " ".join(" ".join(criterion_lines(pregnancy)).split())
+    assert "[yes] Pregnant or breastfeeding (record, whatever the recorded gender)" in text
+    assert (
+        "a positive hCG may come from an hCG-secreting tumour, a malignancy: see exclusion 5"
+        in (text)
+    )
+    assert "1200 mIU/mL (= 1200 IU/L)" in text
