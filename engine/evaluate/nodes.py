@@ -964,6 +964,10 @@ class ResourceNode:
                 if placed is None:
                     continue
                 if placed:
+                    if self.needs_current and not _may_be_current(
+                        predicate, resource, span, context
+                    ):
+                        continue  # not active on the as-of day, which the atom asks: no matter
                     problems.append(f"{record.label(resource)} {placed}")
                     continue
             elif span is None:
@@ -1250,6 +1254,19 @@ _RECORDED_TYPES = frozenset(
 )
 """Types dated by onset[x], else recordedDate (Condition, AllergyIntolerance): with `timing:
 onset`, their recordedDate is no onset (`undated_onset`)."""
+
+
+def _may_be_current(
+    predicate: StatusPredicate,
+    resource: dict[str, Any],
+    span: Span | None,
+    context: EvaluationContext,
+) -> bool:
+    """Whether the status predicate may count the resource on the as-of day (its partial
+    dates read as widely as they can be)."""
+    if predicate(resource, span, context.as_of):
+        return True
+    return span is not None and predicate(resource, span.widest(), context.as_of)
 
 
 def _place_undated_onset(

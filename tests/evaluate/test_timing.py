@@ -230,3 +230,25 @@ def test_an_undated_active_condition_is_active_now_only(
     [outcome] = evaluate(atom_trial(tmp_path, atom), _undated_condition(clinical_status))
     assert outcome.truth is truth, outcome.reason
     assert reason in outcome.reason
+
+
+def test_a_condition_ended_before_the_as_of_day_is_no_onset_problem(tmp_path: Path) -> None:
+    """`status: [active]` with `timing: onset` in a window: a Condition recorded in the window
+    without an onset, but resolved (abated) before the as-of day, cannot count, so when it
+    began does not matter (it made the atom unknown; haematology QA session 14, a resolved
+    pregnancy complication without onset)."""
+    atom = (
+        "resource: Condition\nconcept: myocardial-infarction\nstatus: [active]\nwithin: P43W\n"
+        "timing: onset\n"
+    )
+    resolved = _undated_condition("resolved")
+    resolved["recordedDate"] = "2025-07-15"
+    resolved["abatementDateTime"] = "2025-06-01"
+    [outcome] = evaluate(atom_trial(tmp_path, atom), resolved)
+    assert outcome.truth is Truth.NOT_MET, outcome.reason
+    active = _undated_condition("active")
+    active["recordedDate"] = "2025-07-15"
+    (tmp_path / "active").mkdir()
+    [outcome] = evaluate(atom_trial(tmp_path / "active", atom), active)
+    assert outcome.truth is Truth.UNKNOWN  # active: when it began cannot be told
+    assert "whether it began in the window cannot be told" in outcome.reason

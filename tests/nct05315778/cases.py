@@ -91,6 +91,12 @@ def undated(resource: Resource) -> Resource:
 UNDATED_DROPS = frozenset({"onsetDateTime", "abatementDateTime", "recordedDate"})
 
 
+def recorded_only(resource: Resource, recorded: str) -> Resource:
+    """The Condition without its onset, with a recordedDate."""
+    dated = {key: value for key, value in resource.items() if key != "onsetDateTime"}
+    return {**dated, "recordedDate": recorded}
+
+
 def text_only(resource: Resource, text: str) -> Resource:
     """The resource with its code written in text only, no coding."""
     return {**resource, "code": {"text": text}}
@@ -1595,6 +1601,16 @@ EXCLUSION_12 = [
     e12.meets(
         "encounter for full-term uncomplicated delivery O80 two months ago: ended",
         add=(condition(ICD10CM, "O80", days_ago(60), id="delivery"),),
+        answers=NOT_PREGNANT,
+    ),
+    e12.meets(
+        "blood disease complicating pregnancy O99.113 resolved in 2025, recorded without onset",
+        add=(
+            recorded_only(
+                condition(ICD10CM, "O99.113", "2025-01-01", "resolved", "2025-06-01", id="o99"),
+                days_ago(17),
+            ),
+        ),
         answers=NOT_PREGNANT,
     ),
     e12.fails(
