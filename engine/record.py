@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from engine.errors import InputError, Location
-from engine.resource_types import CODED_TYPES, RESOURCE_TYPES
+from engine.resource_types import CODED_TYPES, MEDICATION_REFERENCING_TYPES, RESOURCE_TYPES
 from engine.sources.base import PatientResources
 from engine.sources.references import FHIR_ID, reference_key
 
@@ -33,6 +33,19 @@ it is: its medicationReference resolves to nothing (or to no Medication), or its
 has no coding in a system the mappings know (text only, a Medication with neither code nor
 ingredient codes, local codes). Medication atoms read it too: such a resource in their
 window keeps them unknown (`engine.evaluate.nodes.unidentified_medication_text`)."""
+UNIDENTIFIED_CONDITION = "trialsieve:unidentified-condition"
+"""The concept a record indexes a Condition under when it cannot tell which diagnosis it is:
+no code, or no coding in a system the mappings know (text only, local codes only). Condition
+atoms read it too: such a Condition in their window keeps them unknown
+(`engine.evaluate.nodes.unidentified_text`). A code of a known system that no concept holds
+is a diagnosis the criteria do not ask about, not an unknown one."""
+
+UNIDENTIFIED_CONCEPTS: dict[str, str] = {
+    **{name: UNIDENTIFIED_MEDICATION for name in MEDICATION_REFERENCING_TYPES},
+    "Condition": UNIDENTIFIED_CONDITION,
+}
+"""For each type whose resources a record indexes under an "unidentified" concept when it
+cannot tell what they are, that concept."""
 
 DATING_FIELDS: dict[str, tuple[tuple[str | None, str], ...]] = {
     name: tuple(
@@ -361,12 +374,10 @@ class PatientRecord:
                     found = self._classify(resource, field, concept, classified, classify)
                     if found:
                         concepts = found if not concepts else concepts | found
-                if (
-                    not concepts
-                    and coded_fields_of is _medication_codes
-                    and not _knows_a_coding(coded_fields, classify)
-                ):  # which drug it is cannot be told
-                    concepts = _UNIDENTIFIED
+                if not concepts:
+                    unidentified = _UNIDENTIFIED.get(resource_type)
+                    if unidentified is not None and not _knows_a_coding(coded_fields, classify):
+                        concepts = unidentified  # which drug or diagnosis it is cannot be told
             if concepts:
                 for concept_id in concepts:
                     same_concept = by_concept.get(concept_id)
@@ -609,7 +620,7 @@ def _knows_a_coding(coded_fields: list[_CodedField], classify: _ClassifyCoding) 
     return False
 
 
-_UNIDENTIFIED = frozenset({UNIDENTIFIED_MEDICATION})
+_UNIDENTIFIED = {name: frozenset({concept}) for name, concept in UNIDENTIFIED_CONCEPTS.items()}
 
 
 _CodedFields = Callable[[PatientRecord, dict[str, Any]], list[_CodedField]]

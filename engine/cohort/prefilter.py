@@ -41,7 +41,7 @@ from engine.evaluate import (
 )
 from engine.evaluate.nodes import EvaluationContext, Node
 from engine.evaluate.outcome import NOT_MET, is_shared, shared
-from engine.record import PatientRecord
+from engine.record import UNIDENTIFIED_CONCEPTS, PatientRecord
 from engine.resource_types import CODE_ONLY_TYPES
 from engine.screening import Screening, screen_record
 from engine.sources import PatientResources
@@ -188,10 +188,20 @@ class Prefilter:
 def _first_unmet(
     requirements: tuple[RequiredConcept, ...], record: PatientRecord
 ) -> RequiredConcept | None:
-    """The first requirement no resource of the record meets (by the record's concept index)."""
+    """The first requirement no resource of the record meets (by the record's concept index)
+    nor may meet: a resource of its types whose diagnosis cannot be told (`engine.record.
+    UNIDENTIFIED_CONCEPTS`) may be the one required, so it settles nothing."""
     for requirement in requirements:
-        if not record.resources_of_concept(requirement.concept, requirement.resource_types):
-            return requirement
+        types = requirement.resource_types
+        if record.resources_of_concept(requirement.concept, types):
+            continue
+        if any(
+            record.resources_of_concept(UNIDENTIFIED_CONCEPTS[name], types)
+            for name in types
+            if name in UNIDENTIFIED_CONCEPTS
+        ):
+            continue
+        return requirement
     return None
 
 

@@ -52,8 +52,7 @@ from engine.evaluate.status import TRIALSIEVE_IDENTIFIER_SYSTEM, status_predicat
 from engine.evaluate.values import compile_value_check
 from engine.normalise import Concept, Terminology
 from engine.normalise.formulas import FORMULAS
-from engine.record import UNIDENTIFIED_MEDICATION
-from engine.resource_types import MEDICATION_TYPES
+from engine.record import UNIDENTIFIED_CONCEPTS
 
 __all__ = [
     "TRIALSIEVE_IDENTIFIER_SYSTEM",
@@ -136,8 +135,11 @@ class CompiledCriteria:
                     continue
                 if atom.concept is not None:
                     concepts.add(atom.concept)
-                    if not set(atom.resource_types).isdisjoint(MEDICATION_TYPES):
-                        concepts.add(UNIDENTIFIED_MEDICATION)  # (`ResourceNode`)
+                    concepts.update(  # what cannot be told may be it (`ResourceNode`)
+                        UNIDENTIFIED_CONCEPTS[name]
+                        for name in atom.resource_types
+                        if name in UNIDENTIFIED_CONCEPTS
+                    )
                 if atom.computed is not None:
                     formula = FORMULAS[atom.computed.formula]
                     concepts.update(

@@ -39,7 +39,7 @@ from engine.evaluate.outcome import (
     shared,
     with_atom,
 )
-from engine.evaluate.status import StatusPredicate
+from engine.evaluate.status import StatusPredicate, status_alone
 from engine.evaluate.timing import (
     ONSET_FIELDS,
     UNCERTAIN_VERIFICATION,
@@ -55,7 +55,7 @@ from engine.evaluate.timing import (
 from engine.evaluate.values import PerUnitReading, ValueCheck, per_unit_reading
 from engine.normalise import Concept, DataProblem, Measurement, Terminology, measure
 from engine.normalise.medication_exposure import exposure_period, unknown_end_text, use_in_days
-from engine.record import UNIDENTIFIED_MEDICATION, PatientRecord
+from engine.record import UNIDENTIFIED_CONCEPTS, PatientRecord
 from engine.resource_types import (
     ADMINISTRATIVE_GENDERS,
     MEDICATION_REFERENCING_TYPES,
@@ -249,8 +249,7 @@ def reads_of(operands: Iterable[Node]) -> Reads | None:
                 whole_types.update(operand.types)
             else:
                 concepts.add(operand.concept.id)
-                if operand.reads_unidentified:
-                    concepts.add(UNIDENTIFIED_MEDICATION)
+                concepts.update(operand.unidentified_concepts)
             types.update(operand.types)
             continue
         reads = getattr(operand, "reads", None)
@@ -673,9 +672,10 @@ class ResourceNode:
     as_of_anchored: bool = field(init=False, repr=False, compare=False)
     """Whether every `before:` / `after:` is relative to the as-of date (not to another
     atom): the window is then the same for every patient, as without them."""
-    reads_unidentified: bool = field(init=False, repr=False, compare=False)
-    """A medication atom with a concept: the record's medications whose drug cannot be told
-    (`UNIDENTIFIED_MEDICATION`) in its window keep it unknown."""
+    unidentified_concepts: frozenset[str] = field(init=False, repr=False, compare=False)
+    """For an atom with a concept over medications or Conditions: the concepts the record
+    indexes those of its types under when it cannot tell which drug or diagnosis they are
+    (`engine.record.UNIDENTIFIED_CONCEPTS`); such a resource in its window keeps it unknown."""
     reads_use: bool = field(init=False, repr=False, compare=False)
     """A medication atom with `timing: active` (and no `status: [active]`, which is use on
     the as-of day): a medication is in a bounded window by its period of use, as `use:
@@ -684,20 +684,30 @@ class ResourceNode:
     def __post_init__(self) -> None:
         as_of_anchored = all(anchoring.anchor is None for anchoring in self.anchorings)
         object.__setattr__(self, "as_of_anchored", as_of_anchored)
-        reads_unidentified = self.concept is not None and not self.types.isdisjoint(
-            MEDICATION_TYPES
+        unidentified = (
+            frozenset(
+                UNIDENTIFIED_CONCEPTS[name] for name in self.types if name in UNIDENTIFIED_CONCEPTS
+            )
+            if self.concept is not None
+            else frozenset()
         )
-        object.__setattr__(self, "reads_unidentified", reads_unidentified)
+        object.__setattr__(self, "unidentified_concepts", unidentified)
         reads_use = not self.onset and not self.needs_current
         reads_use = reads_use and not self.types.isdisjoint(MEDICATION_TYPES)
         object.__setattr__(self, "reads_use", reads_use)
 
+    @property
+    def reads_unidentified(self) -> bool:
+        """Whether resources whose drug or diagnosis cannot be told may keep it unknown."""
+        return bool(self.unidentified_concepts)
+
     def has_unidentified(self, record: PatientRecord) -> bool:
-        """Whether the record holds a medication of the atom's types whose drug cannot be
-        told (so that an atom finding none of its concept still looks)."""
-        return self.reads_unidentified and bool(
-            record.resources_of_concept(UNIDENTIFIED_MEDICATION, self.types)
-        )
+        """Whether the record holds a resource of the atom's types whose drug or diagnosis
+        cannot be told (so that an atom finding none of its concept still looks)."""
+        for concept in self.unidentified_concepts:  # (a loop: no generator frame)
+            if record.resources_of_concept(concept, self.types):
+                return True
+        return False
 
     @property
     def open_world(self) -> bool:
@@ -1074,7 +1084,7 @@ class ResourceNode:
             return [], []
         pool: Iterable[dict[str, Any]]
         unidentified = (
-            self._unidentified(context, first_day, last_day) if self.reads_unidentified else []
+            self._unidentified(context, first_day, last_day) if self.unidentified_concepts else []
         )
         if self.concept is not None:
             if first_day is not None:
@@ -1117,12 +1127,22 @@ class ResourceNode:
                 if placed is None:
                     continue
                 if placed:
+                    if self.needs_current and not _may_be_current(
+                        predicate, resource, span, context
+                    ):
+                        continue  # not active on the as-of day, which the atom asks: no matter
                     problems.append(f"{record.label(resource)} {placed}")
                     continue
             elif span is None:
                 if first_day is not None or self.needs_current:
-                    problems.append(f"{record.label(resource)} has no date")
-                    continue
+                    # an undated Condition is active on the as-of day as its clinicalStatus
+                    # says (`status_alone`), whatever it was on an earlier day
+                    now = status_alone(resource) if last_day == context.as_of else None
+                    if now is None or (now is False and not self.needs_current):
+                        problems.append(f"{record.label(resource)} has no date")
+                        continue
+                    if now is False:
+                        continue  # not active on the as-of day, which the atom asks
             elif self.onset:
                 if span.start is None:
                     if first_day is not None:
@@ -1182,13 +1202,17 @@ class ResourceNode:
     def _unidentified(
         self, context: EvaluationContext, first_day: dt.date | None, last_day: dt.date
     ) -> list[str]:
-        """Why each medication of the atom's types whose drug cannot be told (in its window,
-        of its statuses and filters) may be the one it looks for."""
+        """Why each resource of the atom's types whose drug or diagnosis cannot be told (in
+        its window, as its `timing` reads it; of its statuses and filters) may be the one it
+        looks for."""
         record = context.record
-        found = record.resources_of_concept(UNIDENTIFIED_MEDICATION, self.types)
+        found: list[dict[str, Any]] = []
+        for concept in sorted(self.unidentified_concepts):
+            found += record.resources_of_concept(concept, self.types)
         if not found:
             return []
         problems: list[str] = []
+        as_of = context.as_of
         for resource in found:
             predicate = self.status_predicates.get(resource.get("resourceType", ""))
             if predicate is None:
@@ -1206,15 +1230,24 @@ class ResourceNode:
             if in_use is False:  # not in use in the window (by its period of use)
                 continue
             if isinstance(span, Span):
-                if in_use is None and not span.overlaps(first_day, last_day):
+                if self.onset and span.start is not None:  # began in the window?
+                    latest_start = span.latest_start or span.start
+                    if span.start > last_day or (
+                        first_day is not None and latest_start < first_day
+                    ):
+                        continue
+                elif in_use is None and not span.overlaps(first_day, last_day):
                     continue
-                if not predicate(resource, span, context.as_of) and not predicate(
-                    resource, span.widest(), context.as_of
+                if not predicate(resource, span, as_of) and not predicate(
+                    resource, span.widest(), as_of
                 ):
                     continue
-            elif not predicate(resource, None, context.as_of):
-                continue
-            problems.append(unidentified_medication_text(record, resource))
+            elif span is None:
+                if not predicate(resource, None, as_of):
+                    continue
+                if self.needs_current and status_alone(resource) is False:
+                    continue  # undated, and its clinical status says it is over
+            problems.append(unidentified_text(record, resource))
         return problems
 
     def _use_in_window(
@@ -1568,6 +1601,19 @@ _RECORDED_TYPES = frozenset(
 onset`, their recordedDate is no onset (`undated_onset`)."""
 
 
+def _may_be_current(
+    predicate: StatusPredicate,
+    resource: dict[str, Any],
+    span: Span | None,
+    context: EvaluationContext,
+) -> bool:
+    """Whether the status predicate may count the resource on the as-of day (its partial
+    dates read as widely as they can be)."""
+    if predicate(resource, span, context.as_of):
+        return True
+    return span is not None and predicate(resource, span.widest(), context.as_of)
+
+
 def _place_undated_onset(
     resource: dict[str, Any],
     span: Span | None,
@@ -1590,6 +1636,51 @@ def _place_undated_onset(
     if surely:
         return ""
     return f"{how}: whether it began in the window cannot be told"
+
+
+def unidentified_text(record: PatientRecord, resource: dict[str, Any]) -> str:
+    """Why a resource's drug or diagnosis cannot be told, naming it as the record does
+    (`unidentified_medication_text`, `unidentified_condition_text`)."""
+    if resource.get("resourceType") in MEDICATION_REFERENCING_TYPES:
+        return unidentified_medication_text(record, resource)
+    return unidentified_condition_text(record, resource)
+
+
+def unidentified_condition_text(record: PatientRecord, resource: dict[str, Any]) -> str:
+    """Why a Condition's diagnosis cannot be told, naming it: `Condition/x: its diagnosis ('Immune
+    thrombocytopenia (ITP), chronic, refractory') has no code the mappings know: which
+    diagnosis it is cannot be told`, `Condition/x: coded only as
+    http://hospital.example/codes|ITP-01 ('ITP'), ...`, `Condition/x has no code: ...`."""
+    label = record.label(resource)
+    cannot = "which diagnosis it is cannot be told"
+    code = resource.get("code")
+    if not isinstance(code, dict):
+        return f"{label} has no code: {cannot}"
+    text = code.get("text")
+    codings = code.get("coding")
+    codes = [
+        f"{coding.get('system') or '(no system)'}|{coding['code']}"
+        for coding in (codings if isinstance(codings, list) else ())
+        if isinstance(coding, dict) and isinstance(coding.get("code"), str) and coding["code"]
+    ]
+    if not isinstance(text, str) or not text:
+        text = next(
+            (
+                coding["display"]
+                for coding in (codings if isinstance(codings, list) else ())
+                if isinstance(coding, dict) and isinstance(coding.get("display"), str)
+            ),
+            "",
+        )
+    named = f" ('{text}')" if text else ""
+    if codes:
+        return (
+            f"{label}: coded only as {', '.join(codes)}{named}, in systems the mappings do not "
+            f"know: {cannot}"
+        )
+    if text:
+        return f"{label}: its diagnosis{named} has no code the mappings know: {cannot}"
+    return f"{label} has no code: {cannot}"
 
 
 def unidentified_medication_text(record: PatientRecord, resource: dict[str, Any]) -> str:

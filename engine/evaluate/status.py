@@ -71,6 +71,25 @@ def _condition_predicate(known: ResourceType, wanted: frozenset[str]) -> StatusP
     return predicate
 
 
+def status_alone(resource: dict[str, Any]) -> bool | None:
+    """Whether an undated resource is active on the as-of day by its status alone: for a
+    Condition (a type whose `clinicalStatus` has active codes) with neither dates nor an
+    abatement, True when its clinicalStatus says active, recurrence or relapse, False when it
+    says inactive, remission or resolved; None otherwise (no clinical status, another type).
+    FHIR R4 Condition.clinicalStatus is the condition's status now: nothing else dates it.
+    Whether it was active on an earlier day cannot be told."""
+    known = RESOURCE_TYPES.get(resource.get("resourceType", ""))
+    if known is None or known.status_field != "clinicalStatus" or not known.active_statuses:
+        return None
+    for field in known.end_fields:  # a loop, not any() over a generator: no frame of its own
+        if field.name in resource:  # an abatement that is no date (abatementString)
+            return None
+    status = clinical_status(resource)
+    if status in known.active_statuses:
+        return True
+    return False if status in known.ended_statuses else None
+
+
 def _medication_predicate(known: ResourceType, wanted: frozenset[str]) -> StatusPredicate:
     literal = wanted - {"active"}
     active_codes = known.active_statuses

@@ -77,7 +77,7 @@ class _Collected:
     errors: list[TrialsieveError] = field(default_factory=list)
     aliases: dict[str, _SystemDefinition] = field(default_factory=dict)
     concept_nodes: dict[str, tuple[_File, CommentedMap]] = field(default_factory=dict)
-    unit_aliases: dict[str, tuple[str, Location]] = field(default_factory=dict)
+    unit_aliases: dict[str, tuple[tuple[str, ...], Location]] = field(default_factory=dict)
 
     def error(self, message: str, location: Location) -> None:
         self.errors.append(MappingError(message, location))
@@ -427,18 +427,28 @@ def _collect_concepts_and_units(mapping_file: _File, collected: _Collected) -> N
     for alias, target in (mapping_file.root.get("unit_aliases") or {}).items():
         location = mapping_file.location("unit_aliases", alias)
         alias_text = str(alias)
-        if not is_valid_ucum(str(target)):
-            collected.error(f"unit alias target {target!r} is not valid UCUM", location)
+        # one UCUM unit, or a list of readings: the first that converts to the unit of the
+        # concept measured is meant (`engine.normalise.units.ucum_unit`)
+        readings = tuple(map(str, target)) if isinstance(target, list) else (str(target),)
+        wrong = [reading for reading in readings if not is_valid_ucum(reading)]
+        if wrong or not readings:
+            shown = repr(wrong[0]) if wrong else "an empty list"
+            collected.error(f"unit alias target {shown} is not valid UCUM", location)
             continue
         previous_alias = collected.unit_aliases.get(alias_text)
-        if previous_alias is not None and previous_alias[0] != str(target):
+        if previous_alias is not None and previous_alias[0] != readings:
             collected.error(
-                f"unit alias {alias_text!r} already maps to {previous_alias[0]!r} at "
-                f"{previous_alias[1]}",
+                f"unit alias {alias_text!r} already maps to {_readings_text(previous_alias[0])} "
+                f"at {previous_alias[1]}",
                 location,
             )
             continue
-        collected.unit_aliases[alias_text] = (str(target), location)
+        collected.unit_aliases[alias_text] = (readings, location)
+
+
+def _readings_text(readings: tuple[str, ...]) -> str:
+    """An alias's target as the mapping file writes it: `'10*9/L'` or `['[IU]/L', 'U/L']`."""
+    return repr(readings[0]) if len(readings) == 1 else repr(list(readings))
 
 
 def _build_concept(

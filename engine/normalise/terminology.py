@@ -173,7 +173,7 @@ class Terminology:
         system_equivalents: Mapping[str, str],
         icd_systems: Iterable[str],
         local_codes: Mapping[tuple[str, str], frozenset[str]],
-        unit_aliases: Mapping[str, str],
+        unit_aliases: Mapping[str, str | tuple[str, ...]],
         system_aliases: Mapping[str, str] | None = None,
     ) -> None:
         self._concepts = dict(concepts)
@@ -181,9 +181,12 @@ class Terminology:
         self._system_equivalents = dict(system_equivalents)
         self._icd_systems = frozenset(icd_systems)
         self._system_aliases = dict(system_aliases or {})
-        self._unit_aliases = dict(unit_aliases)
+        self._unit_aliases: dict[str, tuple[str, ...]] = {
+            alias: (target,) if isinstance(target, str) else tuple(target)
+            for alias, target in unit_aliases.items()
+        }
         self._unit_aliases_folded = {
-            normalise_text(alias): target for alias, target in unit_aliases.items()
+            normalise_text(alias): readings for alias, readings in self._unit_aliases.items()
         }
         self._containers = _containing_concepts(self._concepts)
 
@@ -232,7 +235,7 @@ class Terminology:
         self._system_memo: dict[str | None, bool] = {}
         self._classification_memo: dict[tuple[str | None, str], frozenset[str] | None] = {}
         self._text_memo: dict[str, frozenset[str]] = {}
-        self._unit_alias_memo: dict[str, str | None] = {}
+        self._unit_alias_memo: dict[str, tuple[str, ...]] = {}
 
     # ------------------------------------------------------------------ concepts
 
@@ -364,17 +367,32 @@ class Terminology:
         return found
 
     def unit_alias(self, unit_text: str) -> str | None:
-        """The UCUM unit an exact unit string stands for, per `unit_aliases`, or None."""
-        return self._unit_aliases.get(unit_text)
+        """The UCUM unit an exact unit string stands for, per `unit_aliases`, or None (its
+        first reading, for an alias with several: `unit_readings`)."""
+        readings = self._unit_aliases.get(unit_text)
+        return readings[0] if readings else None
 
     def unit_alias_ignoring_case(self, unit_text: str) -> str | None:
         """Like `unit_alias`, ignoring case and spacing."""
-        if unit_text not in self._unit_alias_memo:
+        readings = self.unit_readings_ignoring_case(unit_text)
+        return readings[0] if readings else None
+
+    def unit_readings(self, unit_text: str) -> tuple[str, ...]:
+        """Every UCUM unit an exact unit string may stand for, in the mappings' order (empty
+        when it is no alias). Most aliases have one reading; "IU/L" has two: the WHO
+        International Unit `[IU]/L` (hCG) and the enzyme unit `U/L` (ALT), told apart by
+        the unit of the concept measured (`engine.normalise.units.ucum_unit`)."""
+        return self._unit_aliases.get(unit_text, ())
+
+    def unit_readings_ignoring_case(self, unit_text: str) -> tuple[str, ...]:
+        """Like `unit_readings`, ignoring case and spacing."""
+        known = self._unit_alias_memo.get(unit_text)
+        if known is None:
             if len(self._unit_alias_memo) >= _MEMO_LIMIT:
                 self._unit_alias_memo.clear()
-            folded = self._unit_aliases_folded.get(normalise_text(unit_text))
-            self._unit_alias_memo[unit_text] = folded
-        return self._unit_alias_memo[unit_text]
+            known = self._unit_aliases_folded.get(normalise_text(unit_text), ())
+            self._unit_alias_memo[unit_text] = known
+        return known
 
 
 def _containing_concepts(concepts: Mapping[str, Concept]) -> dict[str, frozenset[str]]:

@@ -16,6 +16,7 @@ import functools
 import importlib.util
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -143,29 +144,45 @@ def is_valid_ucum(unit_text: str) -> bool:
     return _ucum_syntax_problem(unit_text) is None
 
 
-def ucum_unit(unit_text: str, terminology: Terminology | None = None) -> str:
+def ucum_unit(
+    unit_text: str,
+    terminology: Terminology | None = None,
+    fits: Callable[[str], bool] | None = None,
+) -> str:
     """The UCUM unit for a unit string as found in data.
 
     Resolution order: the terminology's exact `unit_aliases`, then the text itself as
     UCUM, then the aliases case- and space-insensitively (so "g/l", valid UCUM, is never
-    taken for the alias "G/L"). Raises UnitError.
+    taken for the alias "G/L"). An alias with several readings ("IU/L": the WHO
+    International Unit `[IU]/L` of hCG, or the enzyme unit `U/L` of ALT) is the first
+    reading `fits` accepts (whether it converts to the unit of the concept measured), else
+    its first. Raises UnitError.
 
     >>> ucum_unit(" mg/dL ")
     'mg/dL'
     """
     text = unit_text.strip()
     if terminology is not None:
-        alias = terminology.unit_alias(text)
-        if alias is not None:
-            return alias
+        readings = terminology.unit_readings(text)
+        if readings:
+            return _fitting(readings, fits)
     problem = _ucum_syntax_problem(text)
     if problem is None:
         return text
     if terminology is not None:
-        alias = terminology.unit_alias_ignoring_case(text)
-        if alias is not None:
-            return alias
+        readings = terminology.unit_readings_ignoring_case(text)
+        if readings:
+            return _fitting(readings, fits)
     raise UnitError(f"unit {unit_text!r} is not UCUM and has no alias in the mappings ({problem})")
+
+
+def _fitting(readings: tuple[str, ...], fits: Callable[[str], bool] | None) -> str:
+    """The first reading `fits` accepts, else the first (the one messages then name)."""
+    if fits is not None and len(readings) > 1:
+        for reading in readings:
+            if fits(reading):
+                return reading
+    return readings[0]
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
@@ -246,7 +246,8 @@ def _read_quantity(
             + ") gives no bound on the value",
             f"{field}.comparator",
         )
-    unit = _unit_of(quantity, field, terminology)
+    fits = None if concept.unit is None else functools.partial(_converts_for, concept)
+    unit = _unit_of(quantity, field, terminology, fits)
     if isinstance(unit, DataProblem):
         return unit
     if concept.unit is None or (unit is None and _is_unity(concept.unit)):
@@ -263,7 +264,8 @@ def _read_quantity(
         value = to_concept_unit(float(number), unit, concept)
     except UnitError as error:
         return DataProblem(
-            f"{field}.unit {unit!r} cannot be converted to {concept.unit}: {error.message}",
+            f"{field}.unit {_as_written(quantity, unit)} cannot be converted to "
+            f"{concept.unit}: {error.message}",
             f"{field}.unit",
         )
     low, high = _reference_range(
@@ -284,10 +286,35 @@ def to_concept_unit(number: float, unit: str, concept: Concept) -> float:
     return convert(number, unit, concept.unit, concept.molar_mass)
 
 
+def _converts_for(concept: Concept, unit: str) -> bool:
+    """Whether a number in `unit` converts to the concept's unit (`to_concept_unit`): which
+    reading of an alias with several is meant (`ucum_unit`)."""
+    try:
+        to_concept_unit(1.0, unit, concept)
+    except UnitError:
+        return False
+    return True
+
+
+def _as_written(quantity: Mapping[str, Any], unit: str) -> str:
+    """The unit as the result wrote it, with the UCUM unit it was read as when that differs:
+    `'IU/L' (read as UCUM 'U/L')`, `'mg/dL'`."""
+    for written in (quantity.get("unit"), quantity.get("code")):
+        if isinstance(written, str) and written.strip():
+            if written.strip() == unit:
+                return repr(written)
+            return f"{written!r} (read as UCUM {unit!r})"
+    return repr(unit)
+
+
 def _unit_of(
-    quantity: Mapping[str, Any], field: str, terminology: Terminology
+    quantity: Mapping[str, Any],
+    field: str,
+    terminology: Terminology,
+    fits: Callable[[str], bool] | None = None,
 ) -> str | DataProblem | None:
-    """The UCUM unit of a Quantity: its code when the system is UCUM, else its unit text."""
+    """The UCUM unit of a Quantity: its code when the system is UCUM, else its unit text
+    (`fits`: which reading of an alias with several is meant, `ucum_unit`)."""
     code = quantity.get("code")
     system = quantity.get("system")
     text = quantity.get("unit")
@@ -301,7 +328,7 @@ def _unit_of(
     for candidate, where in ((text, "unit"), (code, "code")):
         if isinstance(candidate, str) and candidate.strip():
             try:
-                return ucum_unit(candidate, terminology)
+                return ucum_unit(candidate, terminology, fits)
             except UnitError:
                 return DataProblem(
                     f"{field}.{where} {candidate!r} is not UCUM and has no alias in the mappings",
@@ -359,7 +386,8 @@ def _bound(
     if not isinstance(quantity, Mapping) or not _is_number(quantity.get("value")):
         return None
     number = float(quantity["value"])
-    unit = _unit_of(quantity, "referenceRange", terminology)
+    fits = None if target_unit is None else functools.partial(_converts_to, target_unit, molar_mass)
+    unit = _unit_of(quantity, "referenceRange", terminology, fits)
     if isinstance(unit, DataProblem):
         return None
     unit = unit or value_unit
@@ -374,6 +402,15 @@ def _bound(
         return convert(number, unit, target_unit, molar_mass)
     except UnitError:
         return None
+
+
+def _converts_to(target_unit: str, molar_mass: float | None, unit: str) -> bool:
+    """Whether a number in `unit` converts to `target_unit` (a reference range's bound)."""
+    try:
+        convert(1.0, unit, target_unit, molar_mass)
+    except UnitError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------- other value types
@@ -446,6 +483,12 @@ def _read_string(
     if _PLAIN_NUMBER.match(stripped) and (concept.unit is None or _is_unity(concept.unit)):
         number = float(stripped)
     if not answers and number is None:
+        if _PLAIN_NUMBER.match(stripped):  # a number, but the concept is measured in a unit
+            return DataProblem(
+                f"{field} {value!r} is a number without a unit; {concept.id} needs a unit "
+                f"convertible to {concept.unit}",
+                field,
+            )
         return DataProblem(f"{field} {value!r} is neither a known answer nor a plain number", field)
     unit = concept.unit if number is not None else None
     return Measurement(number, unit, answers, None, None, field)

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
@@ -152,6 +154,10 @@ class Step:
     needed: bool = True
     """False for an unknown operand of a combination its other operands already decide (an
     "any of" met, an "all of" not met): its open question or missing data changes nothing."""
+    moot: str = ""
+    """For an operand not needed because its "all of" does not apply to the patient (an age
+    or gender test of the same "all of" is not met): why, in words ("does not apply (gender
+    female: not male)"); shown instead of its findings."""
 
 
 @dataclass(frozen=True)
@@ -495,8 +501,15 @@ def _walk_deciding(
             deciding = MET if isinstance(expression, AnyOf) else None
         else:
             deciding = NOT_MET if isinstance(expression, AllOf) else None
+        guards = _failed_guards(expression, outcome) if truth is NOT_MET else ()
+        pairs = list(zip(expression.operands, children, strict=False))
+        if deciding is None:  # each operand decides, bar those for other patients (if any do)
+            applying = [pair for pair in pairs if not _is_for_others(*pair)]
+            pairs = applying or pairs
         leaves: list[Step] = []
-        for operand, child in zip(expression.operands, children, strict=False):
+        for index, (operand, child) in enumerate(pairs):
+            if guards and index not in guards:  # the "all of" is for other patients
+                continue
             if deciding is None or child.truth is deciding:
                 leaves += _deciding_steps(operand, child, as_of, terminology)
         return leaves
@@ -555,10 +568,19 @@ def _deciding_leaves(step: Step) -> list[Step]:
     elif step.combination == "any of" and step.truth is MET:
         chosen = [child for child in step.children if child.truth is MET]
     elif step.combination == "all of" and step.truth is NOT_MET:
-        chosen = [child for child in step.children if child.truth is NOT_MET]
+        chosen = [child for child in step.children if child.truth is NOT_MET and not child.moot]
     else:
-        chosen = list(step.children)
+        # an "any of" not met: each operand decides, bar those for other patients (an "all
+        # of" whose age or gender test is not met), unless every one is such
+        applying = [child for child in step.children if not _for_others(child)]
+        chosen = applying or list(step.children)
     return [leaf for child in chosen for leaf in _deciding_leaves(child)]
+
+
+def _for_others(step: Step) -> bool:
+    """Whether a step is an "all of" for other patients (its age or gender test not met:
+    its other operands are moot)."""
+    return step.combination == "all of" and any(child.moot for child in step.children)
 
 
 def _step(
@@ -595,15 +617,49 @@ def _combination_step(
     )
     decided = MET if isinstance(expression, AnyOf) else NOT_MET
     if outcome.truth is decided:
-        children = tuple(
-            replace(child, needed=False) if child.truth is UNKNOWN else child for child in children
-        )
+        guards = _failed_guards(expression, outcome) if decided is NOT_MET else ()
+        if guards:
+            # an "all of" for other patients (`Woman, creatinine above 1.5 x the female
+            # limit` for a man): its other operands do not apply, whatever they found
+            moot = f"does not apply ({'; '.join(children[index].says for index in guards)})"
+            children = tuple(
+                child if index in guards else replace(child, needed=False, moot=moot)
+                for index, child in enumerate(children)
+            )
+        else:
+            children = tuple(
+                replace(child, needed=False) if child.truth is UNKNOWN else child
+                for child in children
+            )
     return Step(
         label=expression.label or "",
         truth=outcome.truth,
         says=TRUTH_TEXT[outcome.truth],
         combination=word,
         children=children,
+    )
+
+
+def _failed_guards(expression: AllOf | AnyOf, outcome: Outcome) -> tuple[int, ...]:
+    """The positions of an "all of"'s patient atoms (age, gender) that are not met: such
+    an atom says whom the "all of" is for, and the patient is not one of them."""
+    if not isinstance(expression, AllOf):
+        return ()
+    return tuple(
+        index
+        for index, (operand, child) in enumerate(
+            zip(expression.operands, outcome.children, strict=False)
+        )
+        if isinstance(operand, PatientAtom) and child.truth is NOT_MET
+    )
+
+
+def _is_for_others(expression: Expression, outcome: Outcome) -> bool:
+    """`_for_others` of the step an expression and its outcome make, without making it."""
+    return (
+        isinstance(expression, AllOf)
+        and outcome.truth is NOT_MET
+        and bool(_failed_guards(expression, outcome))
     )
 
 
@@ -690,8 +746,9 @@ def _patient_step(atom: PatientAtom, outcome: Outcome, as_of: dt.date) -> Step:
             inside = "" if gender_outcome.truth is MET else "not "
             sentences.append(f"gender {recorded_gender}: {inside}{wanted}")
             relations.append(f"{inside}{wanted}")
+    default_label = "Age and gender" if checks_age and atom.genders else "Age" if checks_age else ""
     return Step(
-        label=atom.label or "",
+        label=atom.label or default_label or "Gender (administrative)",
         truth=outcome.truth,
         says="; ".join(sentences),
         findings=tuple(findings),
@@ -1009,8 +1066,10 @@ def _what_settles(
 
 
 def _example_code(concept: Concept | None) -> str:
-    """A code of the concept to name as an example: the first the mapping lists (in the
-    first system listed that has a name here), else the smallest of a known system."""
+    """A code of the concept to name in "to settle": the one its mapping lists first (the
+    author's preferred code: LOINC 777-3 for platelets, not 13056-7, platelets in plasma; in
+    the first system listed that has a name here), else the smallest of a known system (codes
+    from a value set have no order)."""
     if concept is None:
         return ""
     for system, code in concept.first_codes.items():
@@ -1020,7 +1079,7 @@ def _example_code(concept: Concept | None) -> str:
     for system, name in _SYSTEM_NAMES.items():
         codes = concept.codes.get(system)
         if codes:
-            return f"{name} {sorted(codes)[0]}"
+            return f"{name} {min(codes)}"
     return ""
 
 
@@ -1264,7 +1323,8 @@ def _condition_text(resource: Mapping[str, Any]) -> str:
         parts.append(f"recorded {_day(resource.get('recordedDate'))}")
     status = _status_code(resource.get("clinicalStatus"))
     if status:
-        parts.append(status)
+        undated = not any(name in resource for name in _CONDITION_DATES)
+        parts.append(f"{status} (no date recorded)" if undated else status)
     abatement = _day(resource.get("abatementDateTime")) or _period_words(
         resource.get("abatementPeriod")
     )
@@ -1274,6 +1334,22 @@ def _condition_text(resource: Mapping[str, Any]) -> str:
     if verification and verification != "confirmed":
         parts.append(verification)
     return ", ".join(parts)
+
+
+_CONDITION_DATES = (
+    "onsetDateTime",
+    "onsetPeriod",
+    "onsetAge",
+    "onsetRange",
+    "onsetString",
+    "recordedDate",
+    "abatementDateTime",
+    "abatementPeriod",
+    "abatementAge",
+    "abatementRange",
+    "abatementString",
+)
+"""A Condition's fields that say when: one with none of them is undated."""
 
 
 def _procedure_text(resource: Mapping[str, Any]) -> str:
@@ -1504,7 +1580,22 @@ def _range_words(
 
 
 def _number(value: float) -> str:
-    return f"{value:.4g}" if abs(value) < 1e6 else f"{value:g}"
+    """A number as a clinician writes it, never in exponent notation (18000 /mm3, not
+    1.8e+04; 0.00012, not 1.2e-04): 4 significant digits, a whole number or one of 10000 or
+    more to the unit.
+
+    >>> _number(18000.0), _number(0.00012), _number(121.5), _number(123456.7), _number(2 / 3)
+    ('18000', '0.00012', '121.5', '123457', '0.6667')
+    """
+    if not math.isfinite(value):
+        return str(value)
+    if value == int(value) or abs(value) >= 1e4:
+        return f"{value:.0f}"
+    text = f"{value:.4g}"
+    if "e" not in text:
+        return text
+    plain = format(Decimal(text), "f")
+    return plain.rstrip("0").rstrip(".") if "." in plain else plain
 
 
 _POWER = re.compile(r"10\*(-?\d+)")
@@ -1593,7 +1684,8 @@ def step_lines(step: Step, depth: int) -> list[str]:
     """A step and its children, indented; looked-for, filters and what would settle it."""
     indent = "  " * depth
     if not step.needed:
-        return [f"{indent}[not needed] {not_needed_text(step)}"]
+        mark = "[not applicable]" if step.moot else "[not needed]"
+        return [f"{indent}{mark} {not_needed_text(step)}"]
     mark = f"[{TRUTH_TEXT[step.truth]}]"
     if step.children:
         title = step.label or {"all of": "All of:", "any of": "Any of:", "not": "Not:"}.get(
@@ -1630,6 +1722,8 @@ def step_lines(step: Step, depth: int) -> list[str]:
 def not_needed_text(step: Step) -> str:
     """One line for an operand whose answer changes nothing: what it is, and why it is moot."""
     title = step.label or step.combination.capitalize() or "this item"
+    if step.moot:
+        return f"{title}: {step.moot}"
     return f"{title}: unanswered, not needed (the other items already decide)"
 
 

@@ -199,7 +199,8 @@ def _criterion_row(criterion: CriterionExplanation) -> str:
 def _step_item(step: Step) -> str:
     escape = html.escape
     if not step.needed:
-        return f"<li><span class='mark moot'>not needed</span>{escape(not_needed_text(step))}</li>"
+        mark = "not applicable" if step.moot else "not needed"
+        return f"<li><span class='mark moot'>{mark}</span>{escape(not_needed_text(step))}</li>"
     mark = TRUTH_TEXT[step.truth]
     if step.children:
         title = step.label or {"all of": "All of", "any of": "Any of", "not": "Not"}.get(

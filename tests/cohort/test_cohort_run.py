@@ -98,9 +98,8 @@ def test_settled_patients_get_evaluate_s_status_from_their_preview(
         assert issue["evidence"][0]["code"][0]["coding"][0]["code"] == (
             "inclusion-1-relapsed-refractory-itp"
         )
-        assert (
-            "Diagnosis of primary ITP: none on record" in (issue["evidence"][0]["code"][0]["text"])
-        )
+        required = "ITP, or thrombocytopenia not coded as ITP (D69.6, D69.49), any date: none"
+        assert required in issue["evidence"][0]["code"][0]["text"]
         assert issue["text"]["div"].count("<tr>") == len(trial.criteria) + 1
     assert settled == one_worker.settled_by_prefilter == 20 and not one_worker.full
     for name in ("attrition.csv", "data_availability.csv"):
@@ -147,11 +146,15 @@ def test_summary_counts_statuses_prefilter_and_problems(one_worker: CohortSummar
     assert not (one_worker.out_dir / "work").exists()
 
 
-def test_prefilter_requires_the_primary_itp_condition(trial: CompiledCriteria) -> None:
+def test_prefilter_requires_a_thrombocytopenia_condition(trial: CompiledCriteria) -> None:
+    """ITP, or thrombocytopenia not coded as ITP that the investigator confirms (haematology
+    QA session 14, finding 3): still one required concept, so the pre-filter settles as many."""
     prefilter = Prefilter.from_criteria(trial)
     assert prefilter.requirements == (
         RequiredConcept(
-            "inclusion-1-relapsed-refractory-itp", "primary-itp", frozenset({"Condition"})
+            "inclusion-1-relapsed-refractory-itp",
+            "thrombocytopenia-diagnosis",
+            frozenset({"Condition"}),
         ),
     )
 

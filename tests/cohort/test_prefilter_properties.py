@@ -36,6 +36,7 @@ def coded_pool(trial: CompiledCriteria) -> list[tuple[str, str]]:
     pool: set[tuple[str, str]] = {
         ("http://snomed.info/sct", "38341003"),  # hypertension: in no concept here
         ("http://hl7.org/fhir/sid/icd-10-cm", "J45.909"),
+        ("urn:hospital:problem-list", "ITP-01"),  # a diagnosis that cannot be told
     }
     for criterion in trial.criteria:
         for atom in iter_atoms(criterion.criterion.expression):
@@ -156,3 +157,28 @@ def test_a_settled_patient_s_preview_answers_as_the_full_record(
         ]
 
     check()
+
+
+def test_a_diagnosis_that_cannot_be_told_settles_no_one(trial: CompiledCriteria) -> None:
+    """A Condition in text only may be the required ITP: the patient is not settled, and a
+    full evaluation leaves inclusion 1 unknown (haematology QA session 14, finding 3)."""
+    resources: list[dict[str, Any]] = [
+        {"resourceType": "Patient", "id": "p", "birthDate": "1984-03-15", "gender": "female"},
+        {
+            "resourceType": "Condition",
+            "id": "itp-text",
+            "subject": {"reference": "Patient/p"},
+            "code": {"text": "Immune thrombocytopenia (ITP), chronic, refractory"},
+            "onsetDateTime": "2021-02-20",
+        },
+    ]
+    source = PatientResources("p", resources, [None] * len(resources), "test")
+    preview = build_record(preview_of(source), trial.terminology)
+    assert Prefilter.from_criteria(trial).settle(preview) is None
+    evaluation = evaluate_patient(trial, build_record(source, trial.terminology), AS_OF)
+    inclusion = next(r for r in evaluation.results if r.id.startswith("inclusion-1"))
+    assert inclusion.outcome.truth.value == "unknown"
+    without = build_record(
+        preview_of(PatientResources("p", resources[:1], [None], "t")), trial.terminology
+    )
+    assert Prefilter.from_criteria(trial).settle(without) is not None

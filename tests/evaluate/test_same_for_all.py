@@ -15,7 +15,7 @@ from engine.attestations import Attestation
 from engine.evaluate.nodes import AnyNode, Reads
 from engine.evaluate.outcome import Outcome, Truth
 from engine.evaluate.patient import CriterionResult, CriterionVerdict
-from engine.record import UNIDENTIFIED_MEDICATION
+from engine.record import UNIDENTIFIED_CONDITION, UNIDENTIFIED_MEDICATION
 from engine.screening import screen_patient
 from engine.sources.base import PatientResources
 from engine.trial import load_trial
@@ -52,9 +52,27 @@ def outcome(
 def test_the_part_knows_what_it_reads(tmp_path: Path) -> None:
     root = load_trial(write_trial(tmp_path, CRITERIA)).criteria[0].root
     assert isinstance(root, AnyNode)
-    assert root.reads == Reads(
-        frozenset({"myocardial-infarction"}), frozenset({"Condition"}), frozenset({"asked"})
+    assert root.reads == Reads(  # (and the Conditions whose diagnosis cannot be told)
+        frozenset({"myocardial-infarction", UNIDENTIFIED_CONDITION}),
+        frozenset({"Condition"}),
+        frozenset({"asked"}),
     )
+
+
+def test_a_condition_whose_diagnosis_cannot_be_told_is_read(tmp_path: Path) -> None:
+    """A text-only Condition may be the diagnosis: the part is evaluated for its patient,
+    and unknown (haematology QA session 14, finding 3), not the shared outcome."""
+    path = write_trial(tmp_path, CRITERIA)
+    shared = outcome(path)
+    text_only = condition("22298006", "2025-01-01")
+    text_only["code"] = {"text": "heart attack in 2019"}
+    found = outcome(path, text_only)
+    assert found is not shared
+    assert found.truth is Truth.UNKNOWN
+    assert (
+        "Condition/condition-22298006-2025-01-01: its diagnosis ('heart attack in 2019') has "
+        "no code the mappings know: which diagnosis it is cannot be told"
+    ) in found.children[0].reason
 
 
 def test_patients_holding_none_of_it_share_one_outcome(tmp_path: Path) -> None:
@@ -125,7 +143,7 @@ def test_an_atom_without_a_concept_reads_its_whole_type(tmp_path: Path) -> None:
     root = load_trial(write_trial(tmp_path, WHOLE_TYPE)).criteria[0].root
     assert isinstance(root, AnyNode)
     assert root.reads == Reads(
-        frozenset({"myocardial-infarction"}),
+        frozenset({"myocardial-infarction", UNIDENTIFIED_CONDITION}),
         frozenset({"AllergyIntolerance", "Condition"}),
         frozenset(),
         frozenset({"AllergyIntolerance"}),

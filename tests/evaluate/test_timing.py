@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from language_support import atom_trial, condition, evaluate
 
 from engine.criteria.model import IsoDuration
 from engine.errors import DateProblem
+from engine.evaluate.outcome import Truth
 from engine.evaluate.timing import age_in_years, parse_date_range, resource_span
 
 
@@ -162,3 +165,90 @@ def test_a_leap_day_birthday_ages_on_the_first_of_march() -> None:
     assert _add_age(dt.date(2000, 2, 29), 1, "a") == dt.date(2001, 3, 1)
     assert _add_age(dt.date(2000, 2, 29), 4, "a") == dt.date(2004, 2, 29)
     assert _add_age(dt.date(2000, 1, 31), 1, "mo") == dt.date(2000, 3, 1)
+
+
+# An active Condition with no date at all (haematology QA session 14, finding 10): its
+# clinicalStatus says it is active, so it is active on the as-of day; whether it was active
+# on an earlier day cannot be told.
+
+ACTIVE_NOW = "resource: Condition\nconcept: myocardial-infarction\nstatus: [active]\n"
+
+
+def _undated_condition(clinical_status: str | None) -> dict[str, object]:
+    resource = condition("22298006", "2020-01-01")
+    del resource["onsetDateTime"]
+    if clinical_status is not None:
+        resource["clinicalStatus"] = {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                    "code": clinical_status,
+                }
+            ]
+        }
+    return resource
+
+
+@pytest.mark.parametrize(
+    ("atom", "clinical_status", "truth", "reason"),
+    [
+        (ACTIVE_NOW, "active", Truth.MET, "1 found"),
+        (ACTIVE_NOW, "relapse", Truth.MET, "1 found"),
+        (ACTIVE_NOW, "resolved", Truth.NOT_MET, "none"),
+        (ACTIVE_NOW, "inactive", Truth.NOT_MET, "none"),
+        (ACTIVE_NOW, None, Truth.UNKNOWN, "has no date"),  # nothing says when, or whether
+        (
+            "resource: Condition\nconcept: myocardial-infarction\nwithin: P30D\ntiming: active\n",
+            "active",
+            Truth.MET,
+            "1 found",
+        ),
+        (  # resolved now, but it may have been active earlier in the window
+            "resource: Condition\nconcept: myocardial-infarction\nwithin: P30D\ntiming: active\n",
+            "resolved",
+            Truth.UNKNOWN,
+            "has no date",
+        ),
+        (
+            "resource: Condition\nconcept: myocardial-infarction\nwithin: P1Y\ntiming: active\n"
+            "before: {anchor: as-of, at_least: P1M}\n",
+            "active",
+            Truth.UNKNOWN,
+            "has no date",
+        ),
+        (
+            "resource: Condition\nconcept: myocardial-infarction\nwithin: P30D\ntiming: onset\n",
+            "active",
+            Truth.UNKNOWN,
+            "cannot be told",
+        ),
+    ],
+)
+def test_an_undated_active_condition_is_active_now_only(
+    tmp_path: Path, atom: str, clinical_status: str | None, truth: Truth, reason: str
+) -> None:
+    [outcome] = evaluate(atom_trial(tmp_path, atom), _undated_condition(clinical_status))
+    assert outcome.truth is truth, outcome.reason
+    assert reason in outcome.reason
+
+
+def test_a_condition_ended_before_the_as_of_day_is_no_onset_problem(tmp_path: Path) -> None:
+    """`status: [active]` with `timing: onset` in a window: a Condition recorded in the window
+    without an onset, but resolved (abated) before the as-of day, cannot count, so when it
+    began does not matter (it made the atom unknown; haematology QA session 14, a resolved
+    pregnancy complication without onset)."""
+    atom = (
+        "resource: Condition\nconcept: myocardial-infarction\nstatus: [active]\nwithin: P43W\n"
+        "timing: onset\n"
+    )
+    resolved = _undated_condition("resolved")
+    resolved["recordedDate"] = "2025-07-15"
+    resolved["abatementDateTime"] = "2025-06-01"
+    [outcome] = evaluate(atom_trial(tmp_path, atom), resolved)
+    assert outcome.truth is Truth.NOT_MET, outcome.reason
+    active = _undated_condition("active")
+    active["recordedDate"] = "2025-07-15"
+    (tmp_path / "active").mkdir()
+    [outcome] = evaluate(atom_trial(tmp_path / "active", atom), active)
+    assert outcome.truth is Truth.UNKNOWN  # active: when it began cannot be told
+    assert "whether it began in the window cannot be told" in outcome.reason

@@ -83,6 +83,25 @@ def drug(code: str, status: str, authored_on: str, id: str, system: str = RXNORM
     return medication_request(code, status, authored_on, system=system, id=id)
 
 
+def undated(resource: Resource) -> Resource:
+    """The Condition without any date (onset, abatement, recordedDate)."""
+    return {key: value for key, value in resource.items() if key not in UNDATED_DROPS}
+
+
+UNDATED_DROPS = frozenset({"onsetDateTime", "abatementDateTime", "recordedDate"})
+
+
+def recorded_only(resource: Resource, recorded: str) -> Resource:
+    """The Condition without its onset, with a recordedDate."""
+    dated = {key: value for key, value in resource.items() if key != "onsetDateTime"}
+    return {**dated, "recordedDate": recorded}
+
+
+def text_only(resource: Resource, text: str) -> Resource:
+    """The resource with its code written in text only, no coding."""
+    return {**resource, "code": {"text": text}}
+
+
 def censored(resource: Resource, comparator: str) -> Resource:
     """The Observation with its valueQuantity censored (`<`, `>`...)."""
     result = amended(resource)
@@ -96,6 +115,9 @@ e9, e10, e11, e12, e13, e14, e15, e16 = (Cases(f"exclusion-{number}") for number
 
 
 RELAPSE = "relapse-after-response"
+ITP_CONFIRMED = "thrombocytopenia-is-primary-itp"
+PLATELETS_ELSEWHERE = "platelet-count-below-100-outside-record"
+ITP_TEXT = "Immune thrombocytopenia (ITP), chronic, refractory"
 REFRACTORY = "refractory-itp-per-2020-guideline"
 FIRST_LINE_ELSEWHERE = "first-line-therapy-outside-record"
 SECOND_LINE_ELSEWHERE = "second-line-therapy-outside-record"
@@ -158,11 +180,48 @@ INCLUSION_1 = [
         answers={RELAPSE: True},
         evidence=("Condition/itp-china",),
     ),
+    i1.silent(
+        "ITP written in text only: which diagnosis it is cannot be told, not 'no ITP'",
+        MISSING,
+        remove=("itp",),
+        add=(text_only(condition(SNOMED, "32273002", "2021-02-20", id="itp-text"), ITP_TEXT),),
+        answers={RELAPSE: True},
+        reason=("Condition/itp-text: its diagnosis ('Immune thrombocytopenia", "cannot be told"),
+    ),
+    i1.silent(
+        "ITP coded only in a local problem-list system: cannot be told",
+        MISSING,
+        remove=("itp",),
+        add=(condition("urn:oid:2.16.840.1.113883.1.2.3", "ITP-01", "2021-02-20", id="itp-lo"),),
+        answers={RELAPSE: True},
+        reason=("coded only as urn:oid:2.16.840.1.113883.1.2.3|ITP-01",),
+    ),
+    i1.silent(
+        "thrombocytopenia coded D69.6, not ITP: the investigator confirms the diagnosis",
+        MANUAL,
+        remove=("itp",),
+        add=(condition(ICD10CM, "D69.6", "2021-02-20", id="thrombocytopenia"),),
+        answers={RELAPSE: True},
+        reason=("manual review: Thrombocytopenia is recorded, not coded as ITP",),
+    ),
+    i1.meets(
+        "other primary thrombocytopenia D69.49, investigator: it is primary ITP",
+        remove=("itp",),
+        add=(condition(ICD10CM, "D69.49", "2021-02-20", id="thrombocytopenia"),),
+        answers={RELAPSE: True, ITP_CONFIRMED: True},
+        evidence=("Condition/thrombocytopenia",),
+    ),
+    i1.fails(
+        "thrombocytopenic disorder (SNOMED 302215000), investigator: not primary ITP",
+        remove=("itp",),
+        add=(condition(SNOMED, "302215000", "2021-02-20", id="thrombocytopenia"),),
+        answers={RELAPSE: True, ITP_CONFIRMED: False},
+    ),
     i1.fails(
         "no ITP diagnosis on record, relapse attested",
         remove=("itp",),
         answers={RELAPSE: True},
-        reason=("Primary immune thrombocytopenia (ITP): none on record",),
+        reason=("ITP, or thrombocytopenia not coded as ITP: none on record",),
     ),
     i1.fails(
         "ITP diagnosis refuted",
@@ -220,11 +279,28 @@ INCLUSION_1 = [
         evidence=("MedicationRequest/rhtpo",),
     ),
     i1.fails(
-        "no platelet count below 100 x 10^9/L on record (150 at screening)",
+        "no platelet count below 100 x 10^9/L on record (150 at screening), none elsewhere",
         remove=("platelets",),
         add=(observation("777-3", 150, "10*9/L", id="platelets-150"),),
-        answers={RELAPSE: True},
+        answers={RELAPSE: True, PLATELETS_ELSEWHERE: False},
         reason=("Platelet count",),
+    ),
+    i1.silent(
+        "referral patient: only count 135 on eltrombopag: asked for a count below 100 elsewhere",
+        MANUAL,
+        remove=("platelets",),
+        add=(
+            observation("777-3", 135, "10*9/L", id="platelets-135"),
+            drug("825421", "active", "2026-05-01", "eltrombopag-now"),
+        ),
+        answers={RELAPSE: True},
+        reason=("manual review: The record shows no platelet count below 100 x 10^9/L",),
+    ),
+    i1.meets(
+        "referral patient: count below 100 at the referring hospital, attested",
+        remove=("platelets",),
+        add=(observation("777-3", 135, "10*9/L", id="platelets-135"),),
+        answers={RELAPSE: True, PLATELETS_ELSEWHERE: True},
     ),
     i1.silent(
         "no platelet count on record",
@@ -346,6 +422,7 @@ def viral_load(loinc: str, value: float, unit: str, upper_limit: float, id: str)
     return observation(loinc, value, unit, reference_range=(None, upper_limit), ucum=False, id=id)
 
 
+HP_TEXT = "Helicobacter pylori gastritis, urea breath test positive"
 THYROID = "thrombocytopenia-due-to-thyroid-disease"
 
 EXCLUSION_1 = [
@@ -441,6 +518,32 @@ EXCLUSION_1 = [
     e1.fails(
         "H. pylori B96.81 active (not yet eradicated)",
         add=(condition(ICD10CM, "B96.81", days_ago(30), id="h-pylori"),),
+    ),
+    e1.fails(
+        "H. pylori B96.81 active with no onset or recorded date: active now by its status",
+        add=(undated(condition(ICD10CM, "B96.81", days_ago(30), id="h-pylori")),),
+        evidence=("Condition/h-pylori",),
+    ),
+    e1.silent(
+        "H. pylori gastritis in text only, active: which diagnosis it is cannot be told",
+        MISSING,
+        add=(text_only(condition(ICD10CM, "B96.81", days_ago(30), id="hp-text"), HP_TEXT),),
+        reason=("Condition/hp-text: its diagnosis ('Helicobacter pylori gastritis",),
+    ),
+    e1.silent(
+        "a text-only diagnosis resolved in 2015 may still be a chronic cause (any date)",
+        MISSING,
+        add=(
+            text_only(
+                condition(ICD10CM, "B96.81", "2015-01-01", "resolved", "2015-03-01", id="hp"),
+                HP_TEXT,
+            ),
+        ),
+        reason=("Chronic causes", "Condition/hp: its diagnosis"),
+    ),
+    e1.meets(
+        "H. pylori B96.81 resolved with no dates: not active now",
+        add=(undated(condition(ICD10CM, "B96.81", days_ago(30), "resolved", id="h-pylori")),),
     ),
     e1.silent(
         "hypothyroidism active (Synthea 83664006), attribution unattested",
@@ -1444,6 +1547,7 @@ EXCLUSION_11 = [
 
 PREGNANT = "pregnant-breastfeeding-or-planning-pregnancy"
 CHILDBEARING = "woman-of-childbearing-potential"
+NEGATIVE_THEN = "pregnant-despite-later-negative-test"
 NOT_PREGNANT: Mapping[str, bool] = {PREGNANT: False}
 
 EXCLUSION_12 = [
@@ -1454,8 +1558,97 @@ EXCLUSION_12 = [
     ),
     e12.meets("woman with a negative test, attested not pregnant", answers=NOT_PREGNANT),
     e12.fails(
-        "pregnancy (SNOMED 77386006) active",
+        "pregnancy (SNOMED 77386006) active, no pregnancy test since",
+        remove=("pregnancy-test",),
         add=(condition(SNOMED, "77386006", days_ago(50), id="pregnancy"),),
+        answers=NOT_PREGNANT,
+        evidence=("Condition/pregnancy",),
+    ),
+    e12.meets(
+        "pregnancy (SNOMED 77386006) begun in 2019, still 'active': it ended long ago",
+        add=(condition(SNOMED, "77386006", "2019-01-01", id="pregnancy-2019"),),
+        answers=NOT_PREGNANT,
+    ),
+    e12.meets(
+        "pregnant state Z33.1 since 2019, still 'active'",
+        remove=("pregnancy-test",),
+        add=(condition(ICD10CM, "Z33.1", "2019-01-01", id="pregnant-2019"),),
+        answers={**NOT_PREGNANT, CHILDBEARING: False},
+    ),
+    e12.silent(
+        "pregnancy begun 43 weeks and 1 day before, no test: past the bound, so the test decides",
+        MISSING,
+        remove=("pregnancy-test",),
+        add=(condition(SNOMED, "77386006", days_ago(43 * 7 + 1), id="pregnancy-long"),),
+        answers={**NOT_PREGNANT, CHILDBEARING: True},
+        reason=("Pregnancy test", "no result within screening"),
+    ),
+    e12.fails(
+        "pregnancy begun 43 weeks before (the bound's first day), no test",
+        remove=("pregnancy-test",),
+        add=(condition(SNOMED, "77386006", days_ago(43 * 7), id="pregnancy-long"),),
+        answers=NOT_PREGNANT,
+    ),
+    e12.meets(
+        "spontaneous abortion O03.9 three weeks ago, 'active': the pregnancy has ended",
+        add=(condition(ICD10CM, "O03.9", days_ago(21), id="miscarriage"),),
+        answers=NOT_PREGNANT,
+    ),
+    e12.meets(
+        "complications following induced termination O04.89, 'active': ended",
+        add=(condition(ICD10CM, "O04.89", days_ago(27), id="termination"),),
+        answers=NOT_PREGNANT,
+    ),
+    e12.meets(
+        "encounter for full-term uncomplicated delivery O80 two months ago: ended",
+        add=(condition(ICD10CM, "O80", days_ago(60), id="delivery"),),
+        answers=NOT_PREGNANT,
+    ),
+    e12.meets(
+        "blood disease complicating pregnancy O99.113 resolved in 2025, recorded without onset",
+        add=(
+            recorded_only(
+                condition(ICD10CM, "O99.113", "2025-01-01", "resolved", "2025-06-01", id="o99"),
+                days_ago(17),
+            ),
+        ),
+        answers=NOT_PREGNANT,
+    ),
+    e12.fails(
+        "ectopic (tubal) pregnancy O00.101 active: present until treated",
+        remove=("pregnancy-test",),
+        add=(condition(ICD10CM, "O00.101", days_ago(5), id="ectopic"),),
+        answers=NOT_PREGNANT,
+    ),
+    e12.silent(
+        "pregnancy active since 2026-09-01, negative hCG in screening after it: confirm",
+        MANUAL,
+        add=(condition(SNOMED, "77386006", "2026-09-01", id="pregnancy"),),
+        answers=NOT_PREGNANT,
+        reason=("manual review: The record holds a current pregnancy and a later negative",),
+        evidence=("Condition/pregnancy", "Observation/pregnancy-test"),
+    ),
+    e12.fails(
+        "pregnancy with a later negative hCG, investigator: pregnant",
+        add=(condition(SNOMED, "77386006", "2026-09-01", id="pregnancy"),),
+        answers={**NOT_PREGNANT, NEGATIVE_THEN: True},
+    ),
+    e12.meets(
+        "pregnancy with a later negative hCG, investigator: not pregnant",
+        add=(condition(SNOMED, "77386006", "2026-09-01", id="pregnancy"),),
+        answers={**NOT_PREGNANT, NEGATIVE_THEN: False},
+    ),
+    e12.fails(
+        "pregnancy with a negative hCG, then a positive one: the latest since it decides",
+        add=(
+            condition(SNOMED, "77386006", "2026-09-01", id="pregnancy"),
+            serology("2106-3", "hcg-pos", date=SCREENING_LATE),
+        ),
+        answers=NOT_PREGNANT,
+    ),
+    e12.fails(
+        "pregnancy begun after the negative screening test: the test says nothing of it",
+        add=(condition(SNOMED, "77386006", days_ago(3), id="pregnancy"),),
         answers=NOT_PREGNANT,
         evidence=("Condition/pregnancy",),
     ),
@@ -1477,13 +1670,32 @@ EXCLUSION_12 = [
         answers=NOT_PREGNANT,
     ),
     e12.fails("investigator: planning a pregnancy", answers={PREGNANT: True}),
-    e12.silent(
-        "pregnancy recorded for a male patient, no test",
-        MANUAL,
+    e12.fails(
+        "pregnancy recorded for a patient whose administrative gender is male, no test",
         patient=patient(gender="male"),
         remove=("pregnancy-test",),
         add=(condition(SNOMED, "77386006", days_ago(50), id="pregnancy"),),
-        reason=("manual review: Is the patient pregnant",),
+        answers=NOT_PREGNANT,
+        evidence=("Condition/pregnancy",),
+    ),
+    e12.fails(
+        "serum hCG 1200 mIU/mL in a patient recorded male: counted (pregnant or a tumour marker)",
+        patient=patient(gender="male"),
+        remove=("pregnancy-test",),
+        add=(observation("21198-7", 1200, "mIU/mL", ucum=False, id="b-hcg"),),
+        answers=NOT_PREGNANT,
+        evidence=("Observation/b-hcg",),
+    ),
+    e12.fails(
+        "breastfeeding recorded for a patient of gender other",
+        patient=patient(gender="other"),
+        add=(condition(SNOMED, "169750002", days_ago(100), id="breastfeeding"),),
+        answers=NOT_PREGNANT,
+    ),
+    e12.meets(
+        "man with a negative hCG and nothing else on record, attested not pregnant",
+        patient=patient(gender="male"),
+        answers=NOT_PREGNANT,
     ),
     e12.meets(
         "man without a pregnancy test, attested no",
@@ -1513,6 +1725,18 @@ EXCLUSION_12 = [
         "serum hCG 2 mIU/mL (quantitative): negative",
         remove=("pregnancy-test",),
         add=(observation("21198-7", 2, "mIU/mL", ucum=False, id="b-hcg"),),
+        answers={**NOT_PREGNANT, CHILDBEARING: True},
+    ),
+    e12.fails(
+        "serum hCG 120 IU/L written as unit text: WHO International Units, not the enzyme U/L",
+        add=(observation("19080-1", 120, "IU/L", date=SCREENING_LATE, ucum=False, id="hcg-iu"),),
+        answers=NOT_PREGNANT,
+        evidence=("Observation/hcg-iu",),
+    ),
+    e12.meets(
+        "serum hCG 3 IU/L written as unit text: negative",
+        remove=("pregnancy-test",),
+        add=(observation("19080-1", 3, "IU/L", ucum=False, id="hcg-iu"),),
         answers={**NOT_PREGNANT, CHILDBEARING: True},
     ),
     e12.silent(

@@ -412,3 +412,16 @@ def test_part_of_extends_a_concept_and_names_unknown_targets(tmp_path: Path) -> 
         load_terminology([bad])
     assert "b.yaml:3" in str(caught.value)
     assert "lvfe" in str(caught.value)
+
+
+def test_unit_alias_with_several_readings(write_mapping: WriteMapping) -> None:
+    path = write_mapping('unit_aliases:\n  "IU/L": ["[IU]/L", U/L]\n  "K/uL": 10*3/uL\n')
+    terminology = load_terminology([path])
+    assert terminology.unit_readings("IU/L") == ("[IU]/L", "U/L")
+    assert terminology.unit_alias("IU/L") == "[IU]/L"
+    assert terminology.unit_readings_ignoring_case("iu/l") == ("[IU]/L", "U/L")
+    assert terminology.unit_readings("K/uL") == ("10*3/uL",)
+    bad = write_mapping('unit_aliases:\n  "IU/L": ["[IU]/L", not a unit]\n', "bad.yaml")
+    error = only_error(bad)
+    assert "'not a unit' is not valid UCUM" in error.message
+    assert error.location.field == "unit_aliases.IU/L"

@@ -153,6 +153,35 @@ def test_real_codes_do_not_match(
     assert concept_id not in real_terminology.concepts_of_coding(system, code)
 
 
+@pytest.mark.parametrize(
+    ("system", "code", "current"),
+    [
+        (ICD10CM, "O00.101", True),  # tubal pregnancy: present until treated
+        (ICD10CM, "O01.9", True),  # hydatidiform mole
+        (ICD10CM, "O07.4", True),  # failed attempted termination: it may go on
+        (ICD10CM, "O09.511", True),  # supervision of elderly primigravida
+        (ICD10CM, "O24.414", True),  # gestational diabetes
+        (ICD10CM, "O9A.111", True),
+        (ICD10CM, "O03.9", False),  # complete or unspecified spontaneous abortion
+        (ICD10CM, "O03.4", False),  # incomplete spontaneous abortion
+        (ICD10CM, "O04.89", False),  # complications following induced termination
+        (ICD10CM, "O08.0", False),  # complications following ectopic and molar pregnancy
+        (ICD10CM, "O80", False),  # encounter for full-term uncomplicated delivery
+        (ICD10CM, "O82", False),  # encounter for caesarean delivery
+        (ICD10, "O03.9", False),  # spontaneous abortion, complete or unspecified
+        (ICD10, "O06.9", False),  # unspecified abortion
+        (ICD10, "O80.0", False),  # spontaneous vertex delivery
+        (ICD10, "O00.1", True),
+    ],
+)
+def test_pregnancy_holds_current_pregnancies_not_their_outcome(
+    real_terminology: Terminology, system: str, code: str, current: bool
+) -> None:
+    """Haematology QA session 14, finding 1: an abortive outcome or a delivery records a
+    pregnancy that has ended (ICD-10-CM chapter 15 blocks O00-O08, O80-O82)."""
+    assert ("pregnancy" in real_terminology.concepts_of_coding(system, code)) is current
+
+
 def test_text_answers(real_terminology: Terminology) -> None:
     assert "positive" in real_terminology.concepts_of_text("Reactive")
     assert "negative" in real_terminology.concepts_of_text("Non-reactive")

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import UnitError
-from engine.normalise import Terminology, convert, is_valid_ucum, ucum_unit
+from engine.normalise import Measurement, Terminology, convert, is_valid_ucum, measure, ucum_unit
 from engine.normalise import units as units_module
 
 
@@ -228,3 +228,80 @@ def test_ratios_of_different_kinds_do_not_convert(from_unit: str, to_unit: str, 
     with pytest.raises(UnitError) as raised:
         convert(1.0, from_unit, to_unit)
     assert f"different kinds ({kinds})" in raised.value.message
+
+
+# International units: the WHO International Unit ([IU] = [iU], an arbitrary unit) and the
+# enzyme unit U (the IUB 1964 "international unit" of enzyme activity, 1 umol/min) are two
+# units that laboratories both write "IU" (haematology QA session 14, finding 6).
+
+INTERNATIONAL_UNITS_PER_LITRE = {
+    # as written (unit text, no UCUM code) -> IU per litre for one of it
+    "IU/L": 1.0,
+    "iu/l": 1.0,
+    "IU/l": 1.0,
+    "mIU/mL": 1.0,
+    "mIU/ml": 1.0,
+    "[iU]/L": 1.0,
+    "[IU]/L": 1.0,
+    "m[iU]/mL": 1.0,
+    "m[IU]/mL": 1.0,
+    "IU/mL": 1000.0,
+    "[IU]/mL": 1000.0,
+}
+
+
+@settings(max_examples=200)
+@given(
+    st.sampled_from(sorted(INTERNATIONAL_UNITS_PER_LITRE)),
+    st.floats(min_value=0, max_value=1e7, allow_nan=False, allow_infinity=False),
+)
+def test_international_units_of_a_hormone_convert_to_iu_per_litre(
+    real_terminology: Terminology, written: str, value: float
+) -> None:
+    """hCG in any way of writing the WHO International Unit is that number of IU/L (times
+    1000 per mL): never the enzyme unit U/L, which cannot convert to [IU]/L at all."""
+    concept = real_terminology.concept("pregnancy-test")
+    resource = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "19080-1"}]},
+        "valueQuantity": {"value": value, "unit": written},
+    }
+    result = measure(resource, concept, real_terminology)
+    assert isinstance(result, Measurement), result
+    expected = value * INTERNATIONAL_UNITS_PER_LITRE[written]
+    assert result.value == pytest.approx(expected, rel=1e-9, abs=1e-9)
+    assert result.unit == "[IU]/L"
+
+
+@settings(max_examples=100)
+@given(
+    st.sampled_from(["IU/L", "iu/l", "U/L"]),
+    st.floats(min_value=0, max_value=5e4, allow_nan=False, allow_infinity=False),
+)
+def test_iu_per_litre_of_an_enzyme_is_the_enzyme_unit(
+    real_terminology: Terminology, written: str, value: float
+) -> None:
+    """ALT "IU/L" is the enzyme unit U/L (= umol/min per litre), the same number."""
+    concept = real_terminology.concept("alt")
+    resource = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "1742-6"}]},
+        "valueQuantity": {"value": value, "unit": written},
+    }
+    result = measure(resource, concept, real_terminology)
+    assert isinstance(result, Measurement), result
+    assert result.value == pytest.approx(value, rel=1e-9, abs=1e-9)
+    assert result.unit == "U/L"
+
+
+def test_an_alias_with_two_readings_takes_the_one_that_fits(real_terminology: Terminology) -> None:
+    assert real_terminology.unit_readings("IU/L") == ("[IU]/L", "U/L")
+    assert ucum_unit("IU/L", real_terminology) == "[IU]/L"  # no concept: the first reading
+    assert ucum_unit("IU/L", real_terminology, lambda unit: unit == "U/L") == "U/L"
+    assert ucum_unit("IU/L", real_terminology, lambda unit: False) == "[IU]/L"
+    assert ucum_unit("[iU]/L", real_terminology) == "[iU]/L"  # UCUM as written
+    assert convert(3.0, "[iU]/L", "[IU]/L") == 3.0
+    with pytest.raises(UnitError):
+        convert(3.0, "U/L", "[IU]/L")

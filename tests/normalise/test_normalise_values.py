@@ -284,3 +284,27 @@ def test_every_synthea_measurement_is_usable(real_terminology: Terminology) -> N
     assert {"hemoglobin", "platelets", "creatinine", "total-bilirubin", "alt", "ast"} <= (
         measured_concepts
     )
+
+
+def test_a_unit_that_does_not_convert_is_named_as_written(real_terminology: Terminology) -> None:
+    """The message quotes the lab's unit and says how it was read (haematology QA session 14,
+    finding 6: "IU/L" was shown as "U/L", and the reader could not see what went wrong)."""
+    resource = observation("1742-6", valueQuantity=quantity(22, "mIU/mL"))
+    result = problem(measure(resource, real_terminology.concept("alt"), real_terminology))
+    assert result.message.startswith(
+        "valueQuantity.unit 'mIU/mL' (read as UCUM 'm[IU]/mL') cannot be converted to U/L"
+    )
+    resource = observation("718-7", valueQuantity=quantity(13.5, "mg", "mg"))
+    result = problem(measure(resource, real_terminology.concept("hemoglobin"), real_terminology))
+    assert result.message.startswith("valueQuantity.unit 'mg' cannot be converted to g/L")
+
+
+def test_a_bare_number_for_a_measured_concept_says_the_unit_is_missing(
+    small_terminology: Terminology,
+) -> None:
+    """'18' is a plain number: what it lacks is a unit (haematology QA session 14, 11)."""
+    resource = observation("777-3", valueString="18")
+    result = problem(measure(resource, small_terminology.concept("platelets"), small_terminology))
+    assert result.message == (
+        "valueString '18' is a number without a unit; platelets needs a unit convertible to 10*9/L"
+    )

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from engine.errors import InputError
 from engine.record import (
+    UNIDENTIFIED_CONDITION,
     UNIDENTIFIED_MEDICATION,
     CodeClassifier,
     PatientRecord,
@@ -421,6 +422,24 @@ def test_medications_whose_drug_cannot_be_told_are_indexed_apart() -> None:
         "local",
     ]
     assert len(record.data_problems) == 4  # the data problems are as before
+
+
+def test_conditions_whose_diagnosis_cannot_be_told_are_indexed_apart() -> None:
+    """A Condition in text only, coded only in systems the mappings do not know, or without a
+    code: `UNIDENTIFIED_CONDITION` (haematology QA session 14, finding 3); a known system's
+    code of no concept (ICD-10-CM D69.6 where no concept holds it) is a diagnosis the
+    criteria do not ask about. Procedures and Observations are not indexed so."""
+    record = record_of(
+        resource("Condition", "text", code={"text": "Immune thrombocytopenia, chronic"}),
+        resource("Condition", "local", code=concept("urn:hospital:problems", "ITP-01")),
+        resource("Condition", "no-code"),
+        resource("Condition", "other", code=concept(SNOMED, "1")),
+        resource("Procedure", "text-procedure", code={"text": "splenectomy"}),
+        resource("Observation", "text-result", code={"text": "platelets"}),
+    )
+    assert ids(record.resources_of_concept(UNIDENTIFIED_CONDITION)) == ["text", "local", "no-code"]
+    assert not record.resources_of_concept(UNIDENTIFIED_MEDICATION)
+    assert len(record.data_problems) == 5  # the data problems are as before
 
 
 # --------------------------------------------------------------------------- data problems

@@ -11,10 +11,12 @@ import dataclasses
 import datetime as dt
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from engine.attestations import Attestation
 from engine.criteria.model import ResourceAtom, Window
 from engine.evaluate import CompiledCriteria, CriterionVerdict, PatientEvaluation, evaluate_patient
 from engine.evaluate.outcome import Cited, Outcome
@@ -26,13 +28,14 @@ from engine.report.explanation import (
     CriterionExplanation,
     PatientExplanation,
     Step,
+    criterion_lines,
     describe_filters,
     explain,
     explanation_text,
     readable_unit,
 )
 from engine.report.resources import detected_issue
-from engine.sources import PatientResources, read_bundle_file
+from engine.sources import PatientResources, parse_bundle, read_bundle_file
 from engine.trial import load_trial
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "patients"
@@ -452,3 +455,108 @@ def test_ages_kept_by_birth_date_and_day_read_as_made_anew(
     for birth, day in births + births:
         assert module._patient_text({"birthDate": birth}, day) == module._birth_text(birth, day)
     assert module._patient_text({}, AS_OF) == "date of birth not recorded"
+
+
+def _with_platelets(trial: CompiledCriteria, **value: object) -> PatientExplanation:
+    """The relapsed candidate with her platelet count's value replaced by `value`."""
+    bundle = orjson.loads((EXAMPLES / "itp-relapsed-candidate.json").read_bytes())
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        if resource["resourceType"] == "Observation" and resource["code"]["coding"][0]["code"] == (
+            "777-3"
+        ):
+            resource.pop("valueQuantity")
+            resource.update(value)
+    source = parse_bundle(orjson.dumps(bundle), origin="platelets.json")
+    return explain(evaluate_patient(trial, build_record(source, trial.terminology), AS_OF))
+
+
+def test_a_count_in_another_unit_is_written_without_exponents(trial: CompiledCriteria) -> None:
+    """Haematology QA session 14, 11: "1.8e+04 /mm3" read as a typo to a clinician."""
+    explanation = _with_platelets(
+        trial,
+        valueQuantity={
+            "value": 18000,
+            "unit": "/mm3",
+            "system": "http://unitsofmeasure.org",
+            "code": "/mm3",
+        },
+    )
+    text = explanation_text(explanation, width=400)
+    assert "Platelet count 18000 /mm3 (= 18 x10^9/L) on 2026-10-20" in text
+    assert "e+0" not in text
+
+
+def test_a_bare_number_says_it_lacks_a_unit_and_the_preferred_code_settles_it(
+    trial: CompiledCriteria,
+) -> None:
+    """'18' is a number without a unit (not "neither a known answer nor a plain number");
+    "to settle" names the code the mapping lists first, LOINC 777-3 (platelets in blood),
+    not the smallest, 13056-7 (platelets in plasma)."""
+    itp = _criterion(_with_platelets(trial, valueString="18"), "I1")
+    assert itp.verdict is CriterionVerdict.MISSING_DATA
+    text = "\n".join(criterion_lines(itp))
+    assert "valueString '18' is a number without a unit; platelets needs a unit" in text
+    assert "a usable Platelet count result (LOINC 777-3) at any date" in " ".join(itp.to_settle)
+    assert "13056-7" not in text
+
+
+def test_a_branch_for_another_gender_does_not_apply(trial: CompiledCriteria) -> None:
+    """Exclusion 8 tests creatinine against each sex's default limit under a gender test; for
+    a woman the male branch is shown as not applicable, without a male-limit creatinine line,
+    and every patient test has a label (it printed "[yes] : female")."""
+    explanation = explain(_evaluate(trial, "itp-relapsed-candidate"))
+    organs = _criterion(explanation, "E8")
+    text = "\n".join(line.strip() for line in criterion_lines(organs))
+    assert (
+        "[not applicable] Creatinine above 1.5 x ULN (the result's own range, else the male "
+        "default): does not apply (gender female: not male)"
+    ) in " ".join(text.split())
+    assert "[yes] Recorded gender female: female" in text
+    assert "[yes] :" not in text
+    assert organs.step is not None
+    moot = [step for step in _all_steps(organs.step) if step.moot]
+    assert len(moot) == 2 and all(not step.needed for step in moot)
+    record = build_record(
+        read_bundle_file(EXAMPLES / "itp-relapsed-candidate.json"), trial.terminology
+    )
+    answered = {
+        "dyspnea-ctcae-grade-1-or-higher": Attestation(
+            "dyspnea-ctcae-grade-1-or-higher", False, "Dr. Test", AS_OF
+        )
+    }
+    clear = _criterion(explain(evaluate_patient(trial, record, AS_OF, answered)), "E8")
+    assert clear.verdict is CriterionVerdict.CLEAR
+    assert "else the female default" in clear.summary
+    assert "else the male default" not in clear.summary
+    assert "Recorded gender male" not in clear.summary
+
+
+def test_pregnancy_evidence_counts_whatever_the_gender_and_names_the_other_cause(
+    trial: CompiledCriteria,
+) -> None:
+    """Haematology QA session 14, finding 2: Patient.gender is administrative; a positive hCG
+    in a patient recorded male counts, and the explanation says that without a pregnancy it
+    may come from an hCG-secreting tumour (exclusion 5's concern), guessing neither."""
+    bundle = orjson.loads((EXAMPLES / "itp-relapsed-candidate.json").read_bytes())
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        if resource["resourceType"] == "Patient":
+            resource["gender"] = "male"
+        elif resource["resourceType"] == "Observation" and resource["code"]["coding"][0][
+            "code"
+        ] in ("2106-3", "2118-8"):
+            resource["code"]["coding"][0]["code"] = "21198-7"
+            resource.pop("valueCodeableConcept", None)
+            resource["valueQuantity"] = {"value": 1200, "unit": "mIU/mL"}
+    source = parse_bundle(orjson.dumps(bundle), origin="male-hcg.json")
+    explanation = explain(evaluate_patient(trial, build_record(source, trial.terminology), AS_OF))
+    pregnancy = _criterion(explanation, "E12")
+    assert pregnancy.verdict is CriterionVerdict.FAILS
+    text = " ".join(" ".join(criterion_lines(pregnancy)).split())
+    assert "[yes] Pregnant or breastfeeding (record, whatever the recorded gender)" in text
+    assert (
+        "a positive hCG may come from an hCG-secreting tumour, a malignancy: see exclusion 5"
+        in (text)
+    )
+    assert "1200 mIU/mL (= 1200 IU/L)" in text
