@@ -227,8 +227,31 @@ def load_round_trip(text: str, fallback: Callable[[], Any]) -> Any:
             tree = fallback()
         except RecursionError:
             raise YamlLimitError(problem=f"nested deeper than {MAX_DEPTH} levels") from None
+        except TypeError:  # ruamel's constructor cannot hash a key that is a collection
+            raise _collection_key_error(text) from None
     check_depth(tree)
     return tree
+
+
+def _collection_key_error(text: str) -> ConstructorError:
+    """The marked error for a mapping key that is a list or a mapping (`[a]: b`, `{a: 1}: b`),
+    which ruamel's round-trip constructor fails on with a bare TypeError."""
+    from ruamel.yaml.nodes import MappingNode, SequenceNode
+
+    pending = [YAML(typ="rt").compose(text)]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, MappingNode):
+            for key, value in node.value:
+                if isinstance(key, (MappingNode, SequenceNode)):
+                    return ConstructorError(
+                        problem="a key that is a list or a mapping; write each key as plain text",
+                        problem_mark=key.start_mark,
+                    )
+                pending += (key, value)
+        elif isinstance(node, SequenceNode):
+            pending += node.value
+    return ConstructorError(problem="a key that is a list or a mapping; write keys as plain text")
 
 
 _LIBYAML_HAZARDS = re.compile(

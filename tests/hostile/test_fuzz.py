@@ -204,8 +204,23 @@ def test_fuzz_criteria_loader_mutated(data: st.DataObject) -> None:
 @FUZZ
 @given(st.lists(st.sampled_from([*YAML_PIECES, "trial", "criteria", "id", "x"]), max_size=60))
 @example(pieces=[CORPUS[0]] if CORPUS else [])
+@example(pieces=["[within: P1Y]", ": "])  # a key that is a list: was a TypeError traceback
 def test_fuzz_criteria_loader_generated(pieces: list[str]) -> None:
     load_text("".join(pieces))
+
+
+def test_a_key_that_is_a_list_or_a_mapping_is_a_marked_error(tmp_path: Path) -> None:
+    """ruamel's round-trip constructor cannot hash a list holding a mapping as a key and
+    raised a bare TypeError."""
+    path = tmp_path / "criteria.yaml"
+    for text, position in (("[within: P1Y]: x\n", ":1:1:"), ("trial:\n  [a: 1]: b\n", ":2:3:")):
+        path.write_text(text, encoding="utf-8")
+        try:
+            load_criteria(path)
+        except TrialsieveError as error:
+            assert f"{path}{position} YAML: a key that is a list or a mapping" in str(error)
+        else:
+            raise AssertionError(f"{text!r} was accepted")
 
 
 def test_the_corpus_is_refused_cleanly() -> None:
