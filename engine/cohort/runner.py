@@ -52,10 +52,12 @@ from engine.cohort.outputs import (
     SOURCE_PROBLEMS,
     CohortCounts,
     assemble_outputs,
+    discard_previous_outputs,
     kept_outputs,
     output_files,
     outputs_key,
     remember_outputs,
+    set_aside_outputs,
 )
 from engine.cohort.partition import (
     CriteriaFiles,
@@ -65,6 +67,7 @@ from engine.cohort.partition import (
 )
 from engine.cohort.prefilter import Prefilter
 from engine.cohort.rerun import Rebuilder, rebuild_partitions
+from engine.cohort.run_folder import MANIFEST, SUMMARY
 from engine.compiled_cache import remember_resource_types, remembered_resource_types
 from engine.errors import CohortError, Location
 from engine.evaluate import CompiledCriteria
@@ -79,7 +82,6 @@ MINIMUM_PARTITIONS = 16
 PARTITION_BYTES = 32 * 1024 * 1024
 """About this much input per partition: bounds a worker's memory, whatever the input size."""
 
-MANIFEST = "manifest.json"
 _SOURCE_RECORD = "source.json"
 
 
@@ -207,6 +209,9 @@ class CohortSummary:
     deceased: int = 0
     """Patients the record says died on or before the as-of day (ineligible; attrition's
     step 0)."""
+    criteria_sha256: str | None = None
+    """The digest of the criteria and mapping files the outputs are of (the manifest's):
+    `engine.cohort.run_folder.check_finished` compares them."""
 
     @property
     def patients_per_second(self) -> float:
@@ -218,6 +223,7 @@ class CohortSummary:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "criteria_sha256": self.criteria_sha256,
             "patients": self.patients,
             "statuses": self.statuses,
             "deceased": self.deceased,
@@ -332,7 +338,7 @@ def run_cohort(
         )
         results_folder.mkdir(parents=True, exist_ok=True)
         described = source.describe()  # the input files' names, sizes and times: stat once
-        count, attested = _check_manifest(
+        count, attested, digest = _check_manifest(
             out,
             criteria_path,
             criteria,
@@ -413,10 +419,12 @@ def run_cohort(
                 full,
                 from_store,
                 evaluated,
+                digest,
             )
-            files.open(out / "summary.json").write(
+            files.open(out / SUMMARY).write(
                 orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2)
             )
+        discard_previous_outputs(out)  # an edit's earlier outputs, set aside (or moved back)
         if kept is None and assembled_from is not None:
             remember_outputs(out, assembled_from, counts)
     except BaseException:
@@ -652,6 +660,7 @@ def _summary(
     full: bool,
     from_store: int = 0,
     evaluated: int | None = None,
+    criteria_sha256: str | None = None,
 ) -> CohortSummary:
     source = orjson.loads(source_record.read_bytes())
     return CohortSummary(
@@ -673,6 +682,7 @@ def _summary(
         seconds=time.perf_counter() - started,
         peak_memory=peak_memory(),
         worker_peak_memory=worker_peak_memory,
+        criteria_sha256=criteria_sha256,
     )
 
 
@@ -690,12 +700,13 @@ def _check_manifest(
     attestations_path: str | Path | None,
     full: bool,
     files: AtomicFiles | None = None,
-) -> tuple[int, Any]:
-    """Write the manifest, or check the one there; returns the partition count to use and
-    the manifest's attestations (`described`: `source.describe()`). With other criteria or
-    mappings (a re-run) the earlier results are set aside and the manifest is written again.
-    `files`: a set of files to which a new manifest is added (written when the caller
-    commits it)."""
+) -> tuple[int, Any, str]:
+    """Write the manifest, or check the one there; returns the partition count to use, the
+    manifest's attestations (`described`: `source.describe()`) and the criteria's digest.
+    With other criteria or mappings (a re-run) the earlier outputs and results are set aside
+    (the outputs first: the folder never shows the earlier criteria's outputs beside a
+    manifest naming the edited ones) and the manifest is written again. `files`: a set of
+    files to which a new manifest is added (written when the caller commits it)."""
     path = out / MANIFEST
     digest = CriteriaFiles.collect(criteria).digest
     earlier = orjson.loads(path.read_bytes()) if path.is_file() else None
@@ -726,7 +737,7 @@ def _check_manifest(
             write_atomically(path, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
         else:
             files.open(path).write(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
-        return partition_count, manifest["attestations"]
+        return partition_count, manifest["attestations"], digest
     if earlier.get("trial", manifest["trial"]) != manifest["trial"]:
         raise CohortError(
             f"this folder holds a cohort run of another trial ({earlier['trial']}, criteria "
@@ -761,9 +772,10 @@ def _check_manifest(
         )
     if earlier["criteria"] != manifest["criteria"]:
         if earlier["criteria"]["sha256"] != digest:  # the results are the other criteria's
+            set_aside_outputs(out)
             _set_aside_results(out / "partitions", partition_count)
         write_atomically(path, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
-    return partition_count, manifest["attestations"]
+    return partition_count, manifest["attestations"], digest
 
 
 def _set_aside_results(results_folder: Path, partition_count: int) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from engine.cohort.run_folder import check_finished
 from engine.errors import CohortError, Location
 
 ATTRITION_COLUMNS = (
@@ -87,7 +88,8 @@ class _StoredStep:
 def what_if_funnel(out: str | Path, without: Sequence[str] = ()) -> WhatIfFunnel:
     """The attrition funnel of the cohort run in `out` with the `without` criteria switched off.
 
-    Raises CohortError when `out` holds no finished run, when one of its files is unreadable
+    Raises CohortError when `out` holds no finished run (or one that has not finished:
+    `engine.cohort.run_folder.check_finished`), when one of its files is unreadable
     or disagrees with the others (naming it), or naming a criterion id the run does not
     have (with the ids it has).
     """
@@ -95,6 +97,7 @@ def what_if_funnel(out: str | Path, without: Sequence[str] = ()) -> WhatIfFunnel
     import pyarrow.compute as compute  # type: ignore[import-untyped]
 
     folder = Path(out)
+    check_finished(folder)
     attrition_path = folder / "attrition.csv"
     table_path = folder / "cohort.parquet"
     summary_path = folder / "summary.json"
