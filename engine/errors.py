@@ -10,6 +10,8 @@ without being named below with its module, or is missing from the tree.
      +-- MappingError           a mapping file is malformed (file, line, column, field)
      +-- LintWarning            `trialsieve lint`: worth fixing, does not stop evaluation
      +-- InputError             patient data cannot be read (file, resource, field)
+     |    +-- InputChangedError a cohort's input file changed while the run read it (an
+     |                          export still being written or copied)
      +-- DateProblem            a resource's date field is unusable (also a ValueError);
      |                          evaluation turns it into an "unknown" outcome naming the field
      +-- UnitError              a unit cannot be parsed or converted
@@ -145,6 +147,11 @@ class LintWarning(TrialsieveError):
 
 class InputError(TrialsieveError):
     """Patient data cannot be read: not JSON, not a Bundle, several patients, ..."""
+
+
+class InputChangedError(InputError):
+    """An input file of a cohort run changed while the run read it (its size, modification
+    time, or lines differ from what the first pass found; a file added or removed)."""
 
 
 class DateProblem(TrialsieveError, ValueError):

@@ -1,9 +1,10 @@
 """`trialsieve cohort`: evaluate a trial over a whole record set (`engine.cohort.run_cohort`).
 
 Exit status as for `evaluate`: 0 when every input was used, 1 when some input could not be
-(each problem is in errors.ndjson; the run went on without it) or a file could not be written
-(named: a full disk, an output that is a named pipe or a device), 2 for bad criteria, mappings
-or arguments, or an output folder that holds another run.
+(each problem is in errors.ndjson; the run went on without it), an input file changed while
+the run read it (named, with what to do) or a file could not be written (named: a full disk,
+an output that is a named pipe or a device), 2 for bad criteria, mappings or arguments, or an
+output folder that holds another run.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from engine.cli.options import (
     WatchOption,
     WorkersOption,
 )
-from engine.errors import TrialsieveError
+from engine.errors import InputChangedError, TrialsieveError
 
 if TYPE_CHECKING:
     from engine.cohort import CohortSummary
@@ -135,6 +136,8 @@ def cohort(
 
     try:
         summary = run()
+    except InputChangedError as error:  # a fresh run runs again; the message says what to do
+        raise fail(error, code=1) from None
     except TrialsieveError as error:
         _errors().print(f"[bold red]error:[/] {error}", soft_wrap=True)
         raise typer.Exit(2) from None

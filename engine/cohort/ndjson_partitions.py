@@ -68,7 +68,7 @@ from engine.cohort.line_screen import (
 )
 from engine.cohort.orphans import exit_when_orphaned
 from engine.cohort.prefilter import PREVIEW_TYPES
-from engine.errors import InputError, Location
+from engine.errors import InputChangedError, Location
 from engine.sources.base import PatientResources
 from engine.sources.ndjson import (
     DEFAULT_PATIENT_FIELDS,
@@ -1445,10 +1445,9 @@ class _InputFile:
             raise self._changed("its size or modification time differs")
         return handle
 
-    def _changed(self, reason: str) -> InputError:
-        return InputError(
-            f"the input file changed while the cohort ran ({reason}); run again",
-            Location(file=self.name),
+    def _changed(self, reason: str) -> InputChangedError:
+        return InputChangedError(
+            f"the input file changed while the cohort ran ({reason})", Location(file=self.name)
         )
 
 

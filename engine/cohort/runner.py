@@ -69,7 +69,7 @@ from engine.cohort.prefilter import Prefilter
 from engine.cohort.rerun import Rebuilder, rebuild_partitions
 from engine.cohort.run_folder import MANIFEST, SUMMARY
 from engine.compiled_cache import remember_resource_types, remembered_resource_types
-from engine.errors import CohortError, Location
+from engine.errors import CohortError, InputChangedError, Location
 from engine.evaluate import CompiledCriteria
 from engine.normalise.units import prepare_unit_conversions
 from engine.normalise.yaml_reading import check_limits
@@ -295,12 +295,16 @@ def run_cohort(
     work = out / "work"
     existed = {folder: folder.is_dir() for folder in (out, results_folder, work)}
     _check_output_folder(out, source)
+    resumed = (out / MANIFEST).is_file()
     engine_start: EngineStart | None = None
     # A fresh run's pass 1 files and manifest, committed (fsynced at once) as the engine's
     # workers start, for an engine whose workers write nothing before (`writes_after_started`)
     deferred: AtomicFiles | None = None
     try:
-        fresh = settings.workers > 1 and not (out / MANIFEST).is_file()
+        # the input files' names, sizes and times (stat once), before pass 1 reads them: the
+        # manifest's, and what pass 1 checks they still are at its end
+        described = source.describe()
+        fresh = settings.workers > 1 and not resumed
         if fresh and kind.start is not None:
             # first: a Dask cluster's host imports distributed while the criteria file is
             # read for pass 1's types (0.02-0.07 s of CPU) and pass 1 runs
@@ -318,6 +322,7 @@ def run_cohort(
                 kind,
                 settings,
                 full,
+                described,
                 engine_start,
             )
             if not kind.writes_after_started:
@@ -337,7 +342,6 @@ def run_cohort(
             else {}
         )
         results_folder.mkdir(parents=True, exist_ok=True)
-        described = source.describe()  # the input files' names, sizes and times: stat once
         count, attested, digest = _check_manifest(
             out,
             criteria_path,
@@ -377,7 +381,13 @@ def run_cohort(
             partitions = source.reopen(work, count) if source_record.is_file() else None
             if partitions is None:
                 partitions, pass_one_files = _first_pass(
-                    source, work, results_folder, count, kept_types(criteria), settings.workers
+                    source,
+                    work,
+                    results_folder,
+                    count,
+                    kept_types(criteria),
+                    settings.workers,
+                    described,
                 )
                 pass_one_files.commit()
         worker_peak = _run_engine(
@@ -427,6 +437,12 @@ def run_cohort(
         discard_previous_outputs(out)  # an edit's earlier outputs, set aside (or moved back)
         if kept is None and assembled_from is not None:
             remember_outputs(out, assembled_from, counts)
+    except InputChangedError as error:
+        if deferred is not None:
+            deferred.discard()
+        if not resumed:  # nothing of this run is worth keeping: the next run starts afresh
+            (out / MANIFEST).unlink(missing_ok=True)
+        raise _input_changed(error, out, resumed) from None
     except BaseException:
         if deferred is not None:
             deferred.discard()
@@ -490,6 +506,7 @@ def _fresh_start(
     kind: EngineKind,
     settings: EngineSettings,
     full: bool,
+    described: dict[str, Any],
     engine_start: EngineStart | None = None,
 ) -> tuple[CompiledCriteria, PartitionedInput, EngineStart | None, AtomicFiles]:
     """Pass 1 of a fresh run, overlapped with compiling the criteria (and starting the
@@ -527,7 +544,14 @@ def _fresh_start(
         taken = 0 if engine_start is None else engine_start.cores_taken(source.size_in_bytes())
         pass_one_workers = max(1, settings.workers - taken)
         partitions, files = _first_pass(
-            source, work, results_folder, count, provisional, pass_one_workers, on_started
+            source,
+            work,
+            results_folder,
+            count,
+            provisional,
+            pass_one_workers,
+            described,
+            on_started,
         )
         try:
             criteria = loading.result()
@@ -547,7 +571,7 @@ def _fresh_start(
     if kept_types(criteria) != provisional:
         files.discard()
         partitions, files = _first_pass(
-            source, work, results_folder, count, kept_types(criteria), settings.workers
+            source, work, results_folder, count, kept_types(criteria), settings.workers, described
         )  # the engine's start is over by now (or soon): every core
     return criteria, partitions, engine_start, files
 
@@ -622,12 +646,17 @@ def _first_pass(
     count: int,
     types: frozenset[str],
     workers: int,
+    described: dict[str, Any],
     on_started: Callable[[], None] | None = None,
 ) -> tuple[PartitionedInput, AtomicFiles]:
     """Split the input; its problems go to `source-problems.ndjson`, its sizes to source.json,
     with pass 1's marker: a set of files the caller commits (fsynced at once, then renamed in
     that order: source.json vouches for the other; one wait for the disk) or discards (then
-    none is written)."""
+    none is written).
+
+    `described`: the input as `source.describe()` gave it before the pass (the manifest's);
+    when it differs at the pass's end (a file still being written or copied), what the pass
+    wrote is removed and InputChangedError names the files that changed."""
     shutil.rmtree(work, ignore_errors=True)
     problems = 0
     files = AtomicFiles()
@@ -640,6 +669,14 @@ def _first_pass(
             handle.write(orjson.dumps({"problem": problem.to_json()}) + b"\n")
 
         partitions = source.prepare(work, count, record, types, workers, on_started, files)
+        changed = input_differences(described, source.describe())
+        if changed:
+            shutil.rmtree(work, ignore_errors=True)
+            raise InputChangedError(
+                "the input changed while the cohort's first pass read it, as an export "
+                f"still being written or copied does ({changed})",
+                Location(file=str(described.get("path", ""))),
+            )
         record_data = {"bytes_read": partitions.bytes_read, "problems": problems}
         files.open(results_folder / _SOURCE_RECORD).write(orjson.dumps(record_data))
     except BaseException:
@@ -764,9 +801,11 @@ def _check_manifest(
         if not same
     ]
     if differences:
+        changed = input_differences(earlier["input"], described)
         raise CohortError(
             f"this folder holds a cohort run with other {', '.join(differences)} "
-            f"(as of {earlier['as_of']}, input {earlier['input']['path']}); "
+            f"(as of {earlier['as_of']}, input {earlier['input']['path']}"
+            f"{'' if not changed else f'; {changed}'}); "
             "resume it with the same arguments, or choose another --out",
             Location(file=str(path)),
         )
@@ -776,6 +815,43 @@ def _check_manifest(
             _set_aside_results(out / "partitions", partition_count)
         write_atomically(path, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     return partition_count, manifest["attestations"], digest
+
+
+def input_differences(earlier: dict[str, Any], now: dict[str, Any]) -> str:
+    """How the input `now` differs from `earlier` (both `CohortInput.describe()`): the
+    files changed, added or removed, a few of each named; "" when it does not."""
+    if earlier == now:
+        return ""
+    if earlier.get("kind") != now.get("kind") or earlier.get("path") != now.get("path"):
+        return f"another input folder: {now.get('path')}"
+    before = {name: rest for name, *rest in earlier.get("files", [])}
+    after = {name: rest for name, *rest in now.get("files", [])}
+    parts = []
+    for what, names in (
+        ("changed", [name for name in after if name in before and after[name] != before[name]]),
+        ("added", [name for name in after if name not in before]),
+        ("removed", [name for name in before if name not in after]),
+    ):
+        if names:
+            more = f" and {len(names) - _NAMES_SHOWN} more" if len(names) > _NAMES_SHOWN else ""
+            parts.append(f"{what}: {', '.join(names[:_NAMES_SHOWN])}{more}")
+    return "; ".join(parts) or "the files are listed in another order"
+
+
+_NAMES_SHOWN = 3
+
+
+def _input_changed(error: InputChangedError, out: Path, resumed: bool) -> InputChangedError:
+    """`error` with what to do: run again (a fresh run: it kept nothing), or, when it
+    resumed a run of the input as it was, evaluate the input as it is now elsewhere."""
+    if resumed:
+        advice = (
+            f"the partitions kept in {out} are of the input as it was before: to evaluate "
+            f"the input as it is now, choose another --out (or remove {out})"
+        )
+    else:
+        advice = "nothing was kept: run the same command again once the input no longer changes"
+    return InputChangedError(f"{error.message}; {advice}", error.location)
 
 
 def _set_aside_results(results_folder: Path, partition_count: int) -> None:

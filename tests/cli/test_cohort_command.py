@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from engine.cli.cohort import cohort
 from engine.cohort import kept_types
+from engine.errors import InputChangedError, Location
 from engine.trial import load_trial
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,6 +60,27 @@ def test_a_failed_write_is_an_error_naming_the_file_not_a_traceback(
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert "3.ndjson: No space left on device" in result.output
     assert "run the same command again to resume" in result.output
+
+
+def test_an_input_that_changed_while_read_exits_1_saying_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a bad argument (2): the same command runs again once the input has settled."""
+
+    def changed(*_arguments: Any, **_options: Any) -> None:
+        raise InputChangedError(
+            "the input file changed while the cohort ran (its size or modification time "
+            "differs); nothing was kept: run the same command again once the input no longer "
+            "changes",
+            Location(file="export/Patient.000.ndjson"),
+        )
+
+    monkeypatch.setattr(importlib.import_module("engine.cohort"), "run_cohort", changed)
+    arguments = ["cohort", CRITERIA, "--bundles", PATIENTS, "--out", str(tmp_path), "--quiet"]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("error: export/Patient.000.ndjson: the input file changed")
+    assert "run the same command again once the input no longer changes" in result.output
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this system")

@@ -33,10 +33,11 @@ from engine.cohort import (
     RequiredConcept,
     outputs,
     run_cohort,
+    runner,
     study_reference,
 )
 from engine.cohort.outputs import assemble_outputs
-from engine.errors import AttestationError, CohortError
+from engine.errors import AttestationError, CohortError, InputChangedError
 from engine.evaluate import CompiledCriteria
 from engine.record import build_record
 from engine.report import detected_issue, research_subject
@@ -283,6 +284,110 @@ def test_a_refused_run_leaves_no_folder_behind(
             attestations_path=bad,
         )
     assert [path.name for path in kept.iterdir()] == ["notes"]
+
+
+def _a_late_patient(export: Path) -> bytes:
+    """A Patient line of a new patient, as an export still being copied gains one."""
+    first = orjson.loads((export / "Patient.000.ndjson").read_bytes().splitlines()[0])
+    return orjson.dumps({**first, "id": "late-patient"}) + b"\n"
+
+
+def _copy_of_the_export(ndjson_folder: Path, tmp_path: Path) -> tuple[Path, bytes]:
+    export = tmp_path / "export"
+    shutil.copytree(ndjson_folder, export)
+    return export, _a_late_patient(export)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("during", ["pass-1", "pass-2"])
+def test_an_input_that_changes_during_a_fresh_run_leaves_nothing_and_running_again_works(
+    ndjson_folder: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    workers: int,
+    during: str,
+) -> None:
+    """An export still being copied when the run starts: a file that changes while pass 1
+    reads it (found at the pass's end) or before pass 2 reads its lines (found when it opens
+    the file) stops the run, naming the file; a fresh run keeps nothing, so that running
+    the same command again evaluates the input as it is then. (Before, the manifest of a run
+    on two workers recorded the file after the change, pass 1's files the file before it,
+    and every later run failed with the same error.)"""
+    export, late = _copy_of_the_export(ndjson_folder, tmp_path)
+    out = tmp_path / "out"
+
+    def grow() -> None:
+        with open(export / "Patient.000.ndjson", "ab") as patients:
+            patients.write(late)
+
+    if during == "pass-1":
+        prepare = NdjsonInput.prepare
+
+        def prepare_while_copied(self: NdjsonInput, *arguments: Any, **options: Any) -> Any:
+            partitions = prepare(self, *arguments, **options)
+            grow()
+            return partitions
+
+        target, replacement = NdjsonInput, prepare_while_copied
+        name = "prepare"
+    else:
+        run_engine = runner._run_engine
+
+        def engine_after_a_change(*arguments: Any, **options: Any) -> Any:
+            grow()
+            return run_engine(*arguments, **options)
+
+        target, replacement, name = runner, engine_after_a_change, "_run_engine"
+
+    def run() -> CohortSummary:
+        return run_cohort(
+            CRITERIA, NdjsonInput(export), out, AS_OF, workers=workers, partition_count=PARTITIONS
+        )
+
+    with monkeypatch.context() as patched:
+        patched.setattr(target, name, replacement)
+        with pytest.raises(InputChangedError) as raised:
+            run()
+    message = str(raised.value)
+    assert "Patient.000.ndjson" in message
+    assert "nothing was kept: run the same command again once the input no longer changes" in (
+        message
+    )
+    assert not out.exists()
+    summary = run()
+    assert summary.patients == 29
+    assert "late-patient" in (out / "cohort.csv").read_text(encoding="utf-8")
+
+
+def test_an_input_that_changes_while_a_run_resumes_is_refused_with_what_to_do(
+    ndjson_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resuming a run whose input then changes: the partitions kept are of the input as it
+    was, so the message says to evaluate it elsewhere; following it works, and the folder
+    is kept, a later run there refused naming the file that changed."""
+    export, late = _copy_of_the_export(ndjson_folder, tmp_path)
+    out = tmp_path / "out"
+    run_cohort(CRITERIA, NdjsonInput(export), out, AS_OF, workers=1, partition_count=PARTITIONS)
+    for written in (out / "partitions").rglob("0001.*"):  # interrupted before it was written
+        written.unlink()
+    prepare = NdjsonInput.prepare
+
+    def prepare_while_copied(self: NdjsonInput, *arguments: Any, **options: Any) -> Any:
+        partitions = prepare(self, *arguments, **options)
+        with open(export / "Patient.000.ndjson", "ab") as patients:
+            patients.write(late)
+        return partitions
+
+    with monkeypatch.context() as patched:
+        patched.setattr(NdjsonInput, "prepare", prepare_while_copied)
+        with pytest.raises(InputChangedError, match="choose another --out") as raised:
+            run_cohort(CRITERIA, NdjsonInput(export), out, AS_OF, workers=1)
+    assert "changed: Patient.000.ndjson" in str(raised.value)
+    assert (out / "manifest.json").is_file() and not (out / "work").exists()
+    elsewhere = run_cohort(CRITERIA, NdjsonInput(export), tmp_path / "other", AS_OF, workers=1)
+    assert elsewhere.patients == 29
+    with pytest.raises(CohortError, match=r"other input files .*changed: Patient\.000\.ndjson"):
+        run_cohort(CRITERIA, NdjsonInput(export), out, AS_OF, workers=1)
 
 
 def test_bundles_give_the_same_subjects_and_issues(
