@@ -10,6 +10,7 @@ output folder that holds another run.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -109,7 +110,12 @@ def cohort(
         export = ServerExport(
             server, export_level, group, since, token_env, token_file, auth_config
         )
-        export_issues = _export(criteria, export, ndjson, quiet)
+        try:
+            export_issues = _export(criteria, export, ndjson, quiet)
+        except KeyboardInterrupt:
+            raise _interrupted(
+                f"the export into {ndjson} resumes: run the same command again"
+            ) from None
     from engine.cli.progress import ProgressBar
 
     def run() -> CohortSummary:
@@ -136,6 +142,8 @@ def cohort(
 
     try:
         summary = run()
+    except KeyboardInterrupt:
+        raise _interrupted(_what_is_kept(out)) from None
     except InputChangedError as error:  # a fresh run runs again; the message says what to do
         raise fail(error, code=1) from None
     except TrialsieveError as error:
@@ -178,6 +186,8 @@ def _watch(criteria: Path, run: Callable[[], CohortSummary], out: Path) -> Cohor
         for _changed in changes(Path(criteria).resolve(), mappings):
             try:
                 last = run()
+            except KeyboardInterrupt:  # during a re-run, not while watching
+                raise _interrupted(_what_is_kept(out)) from None
             except TrialsieveError as error:
                 errors.print(f"[bold red]error:[/] {error}", soft_wrap=True)
                 continue
@@ -189,6 +199,22 @@ def _watch(criteria: Path, run: Callable[[], CohortSummary], out: Path) -> Cohor
     except KeyboardInterrupt:
         pass
     return last
+
+
+def _what_is_kept(out: Path) -> str:
+    from engine.cohort.run_folder import what_is_kept
+
+    return what_is_kept(out)
+
+
+def _interrupted(what_is_kept: str) -> typer.Exit:
+    """Ctrl-C: one line, `interrupted: ` and what is kept (and how to resume), and exit
+    status 130 (128 + SIGINT), as a shell reports a command Ctrl-C stopped."""
+    _errors().print(f"interrupted: {what_is_kept}", markup=False, soft_wrap=True)
+    return typer.Exit(_INTERRUPTED)
+
+
+_INTERRUPTED = 128 + int(signal.SIGINT)
 
 
 def changes(criteria: Path, mappings: list[Path]) -> Iterator[object]:

@@ -36,7 +36,6 @@ import os
 import pickle
 import platform
 import resource
-import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -50,7 +49,7 @@ from typing import Any, Protocol
 from engine.attestations import Attestations
 from engine.cohort.inputs import PartitionedInput, PartitionPayload
 from engine.cohort.line_screen import LineScreen
-from engine.cohort.orphans import exit_when_orphaned, fork_is_safe
+from engine.cohort.orphans import exit_when_orphaned, fork_is_safe, leave_interrupts_to_the_parent
 from engine.cohort.partition import (
     CriteriaFiles,
     PartitionEvaluator,
@@ -293,6 +292,7 @@ def _start_local_worker(setup: WorkerSetup, finished: Barrier, started: _Started
     events."""
     global _finished, _started
     _finished, _started = finished, started
+    leave_interrupts_to_the_parent()
     start_worker(setup)
 
 
@@ -510,6 +510,20 @@ class _CloseRaceFilter(logging.Filter):
         return record.getMessage() not in _CLOSE_RACES
 
 
+class _CancelledOnCloseFilter(logging.Filter):
+    """Drops the warning a worker of the run's own cluster logs for a task it was running
+    when the cluster closed under it ("Async instruction for <Task ...> ended with
+    CancelledError", which distributed logs only from `Worker.close`): the command stopped
+    the run (Ctrl-C) and says so itself; the partition is evaluated when the run resumes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (
+            message.startswith("Async instruction for ")
+            and message.endswith(" ended with CancelledError")
+        )
+
+
 def _end_of_run_on_worker() -> None:
     """At the end of a run on the run's own cluster (closed next; with a shared filesystem
     when the run asks the workers which partitions they wrote, else a `client.run` once
@@ -641,7 +655,7 @@ def _serve_as_dask_worker(host: Connection) -> None:
     process that forked it once it has joined. Nothing to import: the process is a fork of
     one that imported distributed and trialsieve."""
     exit_when_orphaned()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the command's: it closes us
+    leave_interrupts_to_the_parent()  # Ctrl-C is the command's: it closes us
     try:
         received = host.recv()
     except EOFError:
@@ -991,7 +1005,7 @@ def _host_dask_cluster(requests: Connection, workers: int, prepare_units: bool) 
     worker (`HOST_WORKER`) and a client in one event loop (`_serve_the_command`), until told
     to close, or until the command's end of the pipe closes. With `prepare_units` it builds
     the unit registry before it forks (the forked workers share it)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the command's: it closes us
+    leave_interrupts_to_the_parent()  # Ctrl-C is the command's: it closes us
     failed: BaseException | None = None
     forked: _ForkedWorkers | None = None
     # Every worker, the client and the scheduler read the installed versions (package
@@ -1012,6 +1026,8 @@ def _host_dask_cluster(requests: Connection, workers: int, prepare_units: bool) 
 
         dask.config.set(QUIET_LOCAL_CLUSTER)
         logging.getLogger("distributed").setLevel(logging.WARNING)
+        # for the host's worker and the forked ones alike (a logger's filters are copied)
+        logging.getLogger("distributed.worker.state_machine").addFilter(_CancelledOnCloseFilter())
         if prepare_units:
             prepare_unit_conversions()  # for this process's worker and the forks alike
         first = _criteria_before_the_fork(requests)

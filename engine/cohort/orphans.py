@@ -1,9 +1,10 @@
-"""The processes a cohort run forks: whether this process may fork now, and pool workers
-that end with the run (a worker whose parent was killed exits too)."""
+"""The processes a cohort run forks: whether this process may fork now, pool workers that
+end with the run (a worker whose parent was killed exits too) and leave Ctrl-C to it."""
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -31,3 +32,17 @@ def exit_when_orphaned(interval: float = 0.5) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="trialsieve-orphan-watch", daemon=True).start()
+
+
+def leave_interrupts_to_the_parent() -> None:
+    """In a worker process: ignore SIGINT. Ctrl-C reaches every process of the terminal's
+    process group; the command's process stops the run and its workers (a pool's, a Dask
+    cluster's), so a worker has nothing to do with it (a pool worker waiting for its next
+    task would otherwise end with a KeyboardInterrupt traceback)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def start_pool_worker() -> None:
+    """Process pool initializer: `leave_interrupts_to_the_parent`, `exit_when_orphaned`."""
+    leave_interrupts_to_the_parent()
+    exit_when_orphaned()

@@ -72,6 +72,19 @@ def how_to_resume(out: Path) -> str:
     return f"run the same command again to resume: {command}"
 
 
+def what_is_kept(out: Path) -> str:
+    """What an interrupted run leaves in `out`, and what to do: the partitions written (the
+    same command resumes), or nothing (a fresh run stopped before its manifest)."""
+    from engine.cohort.partition import is_complete, result_path
+
+    manifest = read_manifest(out)
+    count = None if manifest is None else manifest.get("partition_count")
+    if not isinstance(count, int) or isinstance(count, bool):
+        return "nothing was kept; run the same command again to start afresh"
+    done = sum(is_complete(result_path(out / "partitions", index)) for index in range(count))
+    return f"{done} of {count} partitions kept in {out}; run the same command again to resume"
+
+
 def check_finished(out: Path) -> None:
     """Raise CohortError when `out` holds a cohort run that has not finished (interrupted,
     failed, or running; see the module's docstring), naming the command that resumes it.
