@@ -67,7 +67,7 @@ from engine.cohort.partition import (
 )
 from engine.cohort.prefilter import Prefilter
 from engine.cohort.rerun import Rebuilder, rebuild_partitions
-from engine.cohort.run_folder import MANIFEST, SUMMARY
+from engine.cohort.run_folder import MANIFEST, SUMMARY, RunLock
 from engine.compiled_cache import remember_resource_types, remembered_resource_types
 from engine.errors import CohortError, InputChangedError, Location
 from engine.evaluate import CompiledCriteria
@@ -295,6 +295,7 @@ def run_cohort(
     work = out / "work"
     existed = {folder: folder.is_dir() for folder in (out, results_folder, work)}
     _check_output_folder(out, source)
+    lock = RunLock.take(out)  # one run at a time; refused: nothing touched
     resumed = (out / MANIFEST).is_file()
     engine_start: EngineStart | None = None
     # A fresh run's pass 1 files and manifest, committed (fsynced at once) as the engine's
@@ -437,6 +438,7 @@ def run_cohort(
         discard_previous_outputs(out)  # an edit's earlier outputs, set aside (or moved back)
         if kept is None and assembled_from is not None:
             remember_outputs(out, assembled_from, counts)
+        shutil.rmtree(work, ignore_errors=True)
     except InputChangedError as error:
         if deferred is not None:
             deferred.discard()
@@ -452,10 +454,12 @@ def run_cohort(
             if engine_start is not None:
                 engine_start.close()
         finally:
-            wait_for_ended_workers()
-            if not (out / MANIFEST).is_file():  # refused, or ended before it began
-                _remove_created_folders(existed)
-    shutil.rmtree(work, ignore_errors=True)
+            try:
+                wait_for_ended_workers()
+                if not (out / MANIFEST).is_file():  # refused, or ended before it began
+                    _remove_created_folders(existed)
+            finally:
+                lock.release()  # last: every process of the run has ended
     return summary
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from engine.cohort.run_folder import check_finished
+from engine.cohort.run_folder import check_finished, reading
 from engine.errors import CohortError, Location
 
 ATTRITION_COLUMNS = (
@@ -93,11 +93,17 @@ def what_if_funnel(out: str | Path, without: Sequence[str] = ()) -> WhatIfFunnel
     or disagrees with the others (naming it), or naming a criterion id the run does not
     have (with the ids it has).
     """
+    folder = Path(out)
+    with reading(folder):  # refused while a run writes the folder; none starts meanwhile
+        check_finished(folder)
+        return _funnel(folder, without)
+
+
+def _funnel(folder: Path, without: Sequence[str]) -> WhatIfFunnel:
+    """`what_if_funnel` of a folder no run writes meanwhile."""
     import pyarrow  # type: ignore[import-untyped]
     import pyarrow.compute as compute  # type: ignore[import-untyped]
 
-    folder = Path(out)
-    check_finished(folder)
     attrition_path = folder / "attrition.csv"
     table_path = folder / "cohort.parquet"
     summary_path = folder / "summary.json"

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+import subprocess
+import sys
+import threading
+import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +28,9 @@ from cohort_examples import (
     read_csv,
     read_ndjson,
 )
+from typer.testing import CliRunner
 
+from engine.cli import app
 from engine.cohort import (
     BundleInput,
     CohortSummary,
@@ -33,10 +39,12 @@ from engine.cohort import (
     RequiredConcept,
     outputs,
     run_cohort,
+    run_folder,
     runner,
     study_reference,
 )
 from engine.cohort.outputs import assemble_outputs
+from engine.cohort.whatif import what_if_funnel
 from engine.errors import AttestationError, CohortError, InputChangedError
 from engine.evaluate import CompiledCriteria
 from engine.record import build_record
@@ -388,6 +396,89 @@ def test_an_input_that_changes_while_a_run_resumes_is_refused_with_what_to_do(
     assert elsewhere.patients == 29
     with pytest.raises(CohortError, match=r"other input files .*changed: Patient\.000\.ndjson"):
         run_cohort(CRITERIA, NdjsonInput(export), out, AS_OF, workers=1)
+
+
+_HOLD_THE_LOCK = """
+import sys
+from pathlib import Path
+from engine.cohort.run_folder import RunLock
+RunLock.take(Path(sys.argv[1]))
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_second_run_on_a_folder_is_refused_at_once_and_attrition_too(
+    one_worker: CohortSummary, ndjson_folder: Path, tmp_path: Path
+) -> None:
+    """A run holds an exclusive lock on its --out (`.lock`, naming its pid) for its
+    duration: another run is refused at once, touching nothing, and `attrition` is refused
+    while it writes. The operating system releases the lock of a run that is killed."""
+    out = tmp_path / "out"
+    shutil.copytree(one_worker.out_dir, out)
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_THE_LOCK, str(out)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        started = time.monotonic()
+        with pytest.raises(CohortError) as refused:
+            run_cohort(CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, workers=1)
+        assert time.monotonic() - started < 1.0  # a run holds it: no wait
+        assert str(refused.value) == (
+            f"{out}: another trialsieve cohort run (pid {holder.pid}) is using this folder; "
+            "wait for it to end, or choose another --out"
+        )
+        with pytest.raises(CohortError, match=rf"run \(pid {holder.pid}\) is writing this folder"):
+            what_if_funnel(out)
+        refused_command = CliRunner().invoke(app, ["attrition", str(out)])
+        assert refused_command.exit_code == 2, refused_command.output
+        after = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+        assert after == {**before, out / ".lock": f"{holder.pid}\n".encode()}
+    finally:
+        holder.kill()  # killed: never released by the process itself
+        holder.wait()
+    again = run_cohort(CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, workers=1)
+    assert again.partitions_reused == PARTITIONS
+    assert not (out / ".lock").exists()  # a run removes it at its end
+    what_if_funnel(out)
+    assert not (out / ".lock").exists()  # and so does a reader
+
+
+def test_a_run_waits_for_a_reader_a_moment_then_gives_up(
+    one_worker: CohortSummary, ndjson_folder: Path, tmp_path: Path
+) -> None:
+    """A lock no run holds is a reader's (`trialsieve attrition`, less than a second): a
+    run starting meanwhile waits for it, up to `READ_GRACE_SECONDS`, then is refused."""
+    out = tmp_path / "out"
+    shutil.copytree(one_worker.out_dir, out)
+
+    def read_for(seconds: float) -> threading.Thread:
+        locked = threading.Event()
+
+        def read() -> None:
+            with run_folder.reading(out):
+                locked.set()
+                time.sleep(seconds)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        locked.wait()
+        return reader
+
+    reader = read_for(0.3)
+    run_cohort(CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, workers=1)
+    reader.join()
+    reader = read_for(run_folder.READ_GRACE_SECONDS + 1.0)
+    try:
+        with pytest.raises(CohortError, match="attrition` reading it"):
+            run_cohort(CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, workers=1)
+    finally:
+        reader.join()
 
 
 def test_bundles_give_the_same_subjects_and_issues(
