@@ -292,7 +292,7 @@ def _start_local_worker(setup: WorkerSetup, finished: Barrier, started: _Started
     events."""
     global _finished, _started
     _finished, _started = finished, started
-    leave_interrupts_to_the_parent()
+    leave_interrupts_to_the_parent(_writer.wait)  # SIGTERM: the file being written is kept
     start_worker(setup)
 
 
@@ -462,6 +462,10 @@ class _DaskWrites:
         self._writer.wait()
         if writing is not None:
             self._written.append(writing)
+
+    def wait(self) -> None:
+        """Wait for the file being written (its error raised); for a worker that ends."""
+        self._writer.wait()
 
     def finish(self, results_folder: str) -> list[int]:
         """Wait for the last write (raising its error): the partitions written into
@@ -655,7 +659,8 @@ def _serve_as_dask_worker(host: Connection) -> None:
     process that forked it once it has joined. Nothing to import: the process is a fork of
     one that imported distributed and trialsieve."""
     exit_when_orphaned()
-    leave_interrupts_to_the_parent()  # Ctrl-C is the command's: it closes us
+    # Ctrl-C is the command's: it closes us; SIGTERM: the file being written is kept
+    leave_interrupts_to_the_parent(_dask_writes.wait)
     try:
         received = host.recv()
     except EOFError:
@@ -1005,7 +1010,8 @@ def _host_dask_cluster(requests: Connection, workers: int, prepare_units: bool) 
     worker (`HOST_WORKER`) and a client in one event loop (`_serve_the_command`), until told
     to close, or until the command's end of the pipe closes. With `prepare_units` it builds
     the unit registry before it forks (the forked workers share it)."""
-    leave_interrupts_to_the_parent()  # Ctrl-C is the command's: it closes us
+    # Ctrl-C is the command's: it closes us; SIGTERM: the file its worker writes is kept
+    leave_interrupts_to_the_parent(_dask_writes.wait)
     failed: BaseException | None = None
     forked: _ForkedWorkers | None = None
     # Every worker, the client and the scheduler read the installed versions (package

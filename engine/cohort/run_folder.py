@@ -35,6 +35,7 @@ from typing import Any
 
 import orjson
 
+from engine.atomic_write import is_temporary_name
 from engine.errors import CohortError, Location
 
 MANIFEST = "manifest.json"
@@ -177,6 +178,22 @@ def _run_holding(path: Path) -> int | None:
     except PermissionError:  # alive, another user's
         return pid
     return pid
+
+
+def remove_leftover_temporary_files(out: Path) -> int:
+    """Remove from `out` and the folders in it the temporary files of atomic writes that a
+    process ended while writing left behind (`engine.atomic_write.is_temporary_name`: only
+    files of that pattern, never following a symbolic link out of `out`); how many. Under
+    the run's lock (`RunLock`): no process of another run is writing them."""
+    removed = 0
+    for folder, _folders, names in os.walk(out):
+        for name in names:
+            path = Path(folder) / name
+            if is_temporary_name(name) and path.is_file() and not path.is_symlink():
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed += 1
+    return removed
 
 
 def read_manifest(out: Path) -> dict[str, Any] | None:

@@ -67,7 +67,12 @@ from engine.cohort.partition import (
 )
 from engine.cohort.prefilter import Prefilter
 from engine.cohort.rerun import Rebuilder, rebuild_partitions
-from engine.cohort.run_folder import MANIFEST, SUMMARY, RunLock
+from engine.cohort.run_folder import (
+    MANIFEST,
+    SUMMARY,
+    RunLock,
+    remove_leftover_temporary_files,
+)
 from engine.compiled_cache import remember_resource_types, remembered_resource_types
 from engine.errors import CohortError, InputChangedError, Location
 from engine.evaluate import CompiledCriteria
@@ -302,6 +307,7 @@ def run_cohort(
     # workers start, for an engine whose workers write nothing before (`writes_after_started`)
     deferred: AtomicFiles | None = None
     try:
+        remove_leftover_temporary_files(out)  # of a run killed while it wrote them
         # the input files' names, sizes and times (stat once), before pass 1 reads them: the
         # manifest's, and what pass 1 checks they still are at its end
         described = source.describe()

@@ -27,6 +27,7 @@ pass_one = importlib.import_module("engine.cohort.ndjson_partitions")
 
 when = sys.argv[1]
 sent = Path(sys.argv[2])
+stop = getattr(signal, sys.argv[3])
 
 
 def control_c():
@@ -35,7 +36,7 @@ def control_c():
         os.close(os.open(sent, os.O_CREAT | os.O_EXCL))
     except FileExistsError:
         return
-    os.killpg(0, signal.SIGINT)
+    os.killpg(0, stop)
 
 
 class Interrupting:
@@ -62,7 +63,7 @@ def split_and_interrupt(task):
 command._show_progress = lambda quiet: True
 progress.ProgressBar = Interrupting
 pass_one._split_range = split_and_interrupt
-sys.argv = ["trialsieve", *sys.argv[3:]]
+sys.argv = ["trialsieve", *sys.argv[4:]]
 from engine.cli import app
 
 app()
@@ -70,10 +71,11 @@ app()
 
 
 def _interrupted_command(
-    when: str, tmp_path: Path, *arguments: str
+    when: str, stop: str, tmp_path: Path, *arguments: str
 ) -> subprocess.CompletedProcess[str]:
-    """`trialsieve ARGUMENTS` in a session of its own, sent Ctrl-C (SIGINT to its process
-    group) by pass 1's first range (`pass-1`) or as its first partition is done."""
+    """`trialsieve ARGUMENTS` in a session of its own, sent `stop` (SIGINT: Ctrl-C; SIGTERM)
+    to its process group by pass 1's first range (`pass-1`) or as its first partition is
+    done."""
     return subprocess.run(
         [
             sys.executable,
@@ -81,6 +83,7 @@ def _interrupted_command(
             _INTERRUPTED_COMMAND,
             when,
             str(tmp_path / "sent"),
+            stop,
             *arguments,
         ],
         capture_output=True,
@@ -92,12 +95,26 @@ def _interrupted_command(
 
 
 @pytest.mark.parametrize(
-    ("engine", "when"),
-    [("local", "pass-1"), ("local", "partitions"), ("dask", "partitions")],
+    ("engine", "when", "stop"),
+    [
+        ("local", "pass-1", "SIGINT"),
+        ("local", "partitions", "SIGINT"),
+        ("dask", "partitions", "SIGINT"),
+        ("local", "pass-1", "SIGTERM"),
+        ("local", "partitions", "SIGTERM"),
+        ("dask", "partitions", "SIGTERM"),
+    ],
 )
 def test_control_c_prints_one_line_and_the_same_command_resumes(
-    one_worker: CohortSummary, ndjson_folder: Path, tmp_path: Path, engine: str, when: str
+    one_worker: CohortSummary,
+    ndjson_folder: Path,
+    tmp_path: Path,
+    engine: str,
+    when: str,
+    stop: str,
 ) -> None:
+    """SIGTERM (a batch system's stop, sent to the whole group) as Ctrl-C: `terminated:`
+    and exit status 143. A worker that SIGTERM ended is no lost worker."""
     if engine == "dask":
         skip_unless_dask_workers_fork()
     out = tmp_path / "out"
@@ -115,17 +132,16 @@ def test_control_c_prints_one_line_and_the_same_command_resumes(
         "--workers",
         "2",
     ]
-    done = _interrupted_command(when, tmp_path, *arguments)
-    assert done.returncode == 130, done.stderr
+    done = _interrupted_command(when, stop, tmp_path, *arguments)
+    assert done.returncode == 128 + getattr(signal, stop), done.stderr
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr  # no traceback, no log record of a worker
+    said = "interrupted: " if stop == "SIGINT" else "terminated: "
     if when == "pass-1":  # a fresh run stopped before its manifest: nothing to resume
-        assert lines == [
-            "interrupted: nothing was kept; run the same command again to start afresh"
-        ]
+        assert lines == [f"{said}nothing was kept; run the same command again to start afresh"]
         assert not out.exists()
     else:
-        kept, _, rest = lines[0].removeprefix("interrupted: ").partition(" of ")
+        kept, _, rest = lines[0].removeprefix(said).partition(" of ")
         assert int(kept) >= 1
         assert rest == f"16 partitions kept in {out}; run the same command again to resume"
     resumed = run_cohort(CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, workers=1)

@@ -481,6 +481,42 @@ def test_a_run_waits_for_a_reader_a_moment_then_gives_up(
         reader.join()
 
 
+def test_temporary_files_a_killed_run_left_are_removed_when_it_resumes(
+    one_worker: CohortSummary, ndjson_folder: Path, tmp_path: Path
+) -> None:
+    """A run killed while it wrote (SIGKILL, a machine crash) leaves its atomic writes'
+    temporary files (`.<name>.<12 hex digits>.part`) in --out; the next run on the folder
+    removes them, in --out and the folders in it, and nothing else."""
+    out = tmp_path / "out"
+    shutil.copytree(one_worker.out_dir, out)
+    for name in (*OUTPUT_FILES, "summary.json"):  # killed while assembling the outputs
+        (out / name).unlink()
+    left = [
+        out / ".cohort.csv.69b094ae04c7.part",
+        out / ".manifest.json.8b523560f1ea.part",
+        out / "partitions" / ".0003.ndjson.0123456789ab.part",
+        out / "partitions" / "store" / ".0001.records.abcdefabcdef.part",
+    ]
+    others = [
+        out / "notes.part",
+        out / ".notes.part",
+        out / ".cohort.csv.69b094ae04c7.part.bak",
+        out / ".cohort.csv.69B094AE04C7.part",
+        out / "partitions" / "cohort.csv.69b094ae04c7.part",
+    ]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (out / "elsewhere").symlink_to(elsewhere)  # never followed out of --out
+    others.append(elsewhere / ".cohort.csv.69b094ae04c7.part")
+    for path in (*left, *others):
+        path.write_bytes(b"half written")
+    run_cohort(CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, workers=1)
+    assert [path for path in left if path.exists()] == []
+    assert [path for path in others if not path.exists()] == []
+    for name in OUTPUT_FILES:
+        assert (out / name).read_bytes() == (one_worker.out_dir / name).read_bytes(), name
+
+
 def test_bundles_give_the_same_subjects_and_issues(
     one_worker: CohortSummary, tmp_path: Path
 ) -> None:
