@@ -2,9 +2,11 @@
 
 Exit status as for `evaluate`: 0 when every input was used, 1 when some input could not be
 (each problem is in errors.ndjson; the run went on without it), an input file changed while
-the run read it (named, with what to do) or a file could not be written (named: a full disk,
-an output that is a named pipe or a device), 2 for bad criteria, mappings or arguments, or an
-output folder that holds another run.
+the run read it (named, with what to do), a worker process ended abruptly (killed, out of
+memory: the same command resumes) or a file could not be written (named: a full disk, an
+output that is a named pipe or a device), 2 for bad criteria, mappings or arguments, or an
+output folder that holds another run or that another run is writing; 130 after Ctrl-C, 143
+after SIGTERM.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from engine.cli.options import (
     WatchOption,
     WorkersOption,
 )
-from engine.errors import InputChangedError, TrialsieveError
+from engine.errors import InputChangedError, TrialsieveError, WorkerLostError
 
 if TYPE_CHECKING:
     from engine.cohort import CohortSummary
@@ -161,7 +163,7 @@ def _failed(error: TrialsieveError | OSError, out: Path) -> typer.Exit:
     """Print why the run failed; the exit to raise."""
     if _terminated:  # SIGTERM reached a worker (the process group's) before this process
         return _interrupted(_what_is_kept(out))
-    if isinstance(error, InputChangedError):  # a fresh run runs again; the message says how
+    if isinstance(error, InputChangedError | WorkerLostError):  # the same command runs again
         return fail(error, code=1)
     if isinstance(error, TrialsieveError):
         _errors().print(f"[bold red]error:[/] {error}", soft_wrap=True)

@@ -61,7 +61,7 @@ from engine.cohort.partition import (
     write_result,
 )
 from engine.compiled_cache import code_digest, load_conversions
-from engine.errors import CohortError
+from engine.errors import CohortError, WorkerLostError
 from engine.evaluate import CompiledCriteria
 from engine.normalise import units
 from engine.normalise.units import UNIT_REGISTRY_MODULE, prepare_unit_conversions
@@ -142,9 +142,9 @@ def _kilobytes_or_bytes(maxrss: int) -> int:
     return maxrss if sys.platform == "darwin" else maxrss * 1024
 
 
-def _lost_worker(engine: str, error: BaseException) -> CohortError:
+def _lost_worker(engine: str, error: BaseException) -> WorkerLostError:
     """The error of a run whose worker process ended abruptly (killed, out of memory)."""
-    return CohortError(
+    return WorkerLostError(
         f"a {engine} worker process ended abruptly (killed, or out of memory?) before every "
         f"partition was evaluated ({type(error).__name__}: {error}); the partitions written "
         "so far are kept: run the same command again to resume"
@@ -1214,9 +1214,9 @@ class _DaskHost:
             raise message[1]
         return message
 
-    def _ended(self, error: BaseException) -> CohortError:
+    def _ended(self, error: BaseException) -> WorkerLostError:
         self._process.join(1)
-        return CohortError(
+        return WorkerLostError(
             f"the Dask cluster's process ended abruptly (exit code {self._process.exitcode}: "
             "killed, or out of memory?) before every partition was evaluated; the partitions "
             "written so far are kept: run the same command again to resume"
