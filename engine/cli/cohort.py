@@ -210,8 +210,9 @@ def _watch(criteria: Path, run: Callable[[], CohortSummary], out: Path) -> Cohor
                 continue
             _show(last, out)
             errors.print(f"watching {criteria} and its mappings (Ctrl-C stops)")
-    except KeyboardInterrupt:
-        pass
+    except KeyboardInterrupt:  # Ctrl-C while watching: the watch ends
+        if _terminated:
+            raise typer.Exit(128 + int(signal.SIGTERM)) from None
     return last
 
 

@@ -6,12 +6,12 @@ folder from before it reads the manifest to its end (`RunLock.take`); the operat
 releases it when the process ends, however it ends. A second run on the folder is refused at
 once (CohortError naming the folder and the run's pid, which the lock file holds). A reader
 (`trialsieve attrition`) holds a shared lock while it reads (`reading`): it is refused while
-a run writes the folder, and a run starting meanwhile is refused (for as long as the read
-takes, about a second at most; the run waits that long before it gives up, when the lock is
-not a run's). A run removes the lock file at its end, while it holds the lock, and so does a
-reader that can then lock it exclusively (no one else holds it); whoever locks a lock file
-checks that it is still the one in the folder, else locks the new one. No lock where
-`fcntl` does not exist (Windows).
+a run writes the folder, and a run starting meanwhile waits for the read (a lock that no
+living run's pid names is a reader's), up to `READ_GRACE_SECONDS`, then is refused. A run
+removes the lock file at its end, while it holds the lock, and so does a reader that can
+then lock it exclusively (no one else holds it); whoever locks a lock file checks that it
+is still the one in the folder, else locks the new one. No lock where `fcntl` does not
+exist (Windows), nor on a file system without locks.
 
 A run is **finished** when `summary.json` is in the folder and names the criteria the
 manifest names (`criteria_sha256`, the digest of the criteria and mapping files): the run
@@ -26,6 +26,7 @@ to resume it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shlex
 import time
@@ -53,6 +54,10 @@ except ImportError:  # pragma: no cover (Windows: no lock)
     fcntl = None  # type: ignore[assignment]
 
 
+_NO_LOCKS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL})
+"""What flock raises on a file system that has no locks (some network and FUSE ones)."""
+
+
 class RunLock:
     """The exclusive lock of the run writing a folder (`take`), until `release`."""
 
@@ -69,7 +74,12 @@ class RunLock:
             return cls(path, None)
         waited_until = time.monotonic() + READ_GRACE_SECONDS
         while True:
-            descriptor = _open_locked(path, exclusive=True)
+            try:
+                descriptor = _open_locked(path, exclusive=True)
+            except OSError as error:
+                if error.errno in _NO_LOCKS:  # a file system without locks: run unlocked
+                    return cls(path, None)
+                raise
             if descriptor is not None:
                 break
             holder = _run_holding(path)
