@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
 import stat
 from collections.abc import Iterator
@@ -53,6 +54,10 @@ from typing import BinaryIO
 
 TEMPORARY_SUFFIX = ".part"
 """Ends the name of a file being written; such a file is never a finished result."""
+_TEMPORARY_TOKEN_BYTES = 6
+_TEMPORARY_NAME = re.compile(
+    rf"\..+\.[0-9a-f]{{{2 * _TEMPORARY_TOKEN_BYTES}}}{re.escape(TEMPORARY_SUFFIX)}", re.DOTALL
+)
 
 _MOST_LINKS = 40
 """Symbolic links followed from one target at most (Linux's limit, MAXSYMLINKS)."""
@@ -111,7 +116,19 @@ def write_atomically(path: str | Path, data: bytes, durable: bool = True) -> Non
 
 
 def _temporary_path(target: Path) -> Path:
-    return target.with_name(f".{target.name}.{secrets.token_hex(6)}{TEMPORARY_SUFFIX}")
+    token = secrets.token_hex(_TEMPORARY_TOKEN_BYTES)
+    return target.with_name(f".{target.name}.{token}{TEMPORARY_SUFFIX}")
+
+
+def is_temporary_name(name: str) -> bool:
+    """Whether `name` is that of a temporary file these writes make (`.<name>.<12 hex
+    digits>.part`): one a process killed while writing left behind (a SIGKILL, a machine
+    crash), never a finished file.
+
+    >>> is_temporary_name(".cohort.csv.69b094ae04c7.part"), is_temporary_name("cohort.csv")
+    (True, False)
+    """
+    return _TEMPORARY_NAME.fullmatch(name) is not None
 
 
 def _replaceable(path: str | Path) -> Path:

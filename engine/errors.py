@@ -10,6 +10,8 @@ without being named below with its module, or is missing from the tree.
      +-- MappingError           a mapping file is malformed (file, line, column, field)
      +-- LintWarning            `trialsieve lint`: worth fixing, does not stop evaluation
      +-- InputError             patient data cannot be read (file, resource, field)
+     |    +-- InputChangedError a cohort's input file changed while the run read it (an
+     |                          export still being written or copied)
      +-- DateProblem            a resource's date field is unusable (also a ValueError);
      |                          evaluation turns it into an "unknown" outcome naming the field
      +-- UnitError              a unit cannot be parsed or converted
@@ -22,6 +24,8 @@ without being named below with its module, or is missing from the tree.
      +-- OutputValidationError  a resource trialsieve built is not valid FHIR (a bug, never input)
      +-- SinkError              a result cannot be written
      +-- CohortError            a cohort run cannot start (folder holds another run, engine)
+     |    +-- WorkerLostError   a cohort run's worker process (or Dask cluster) ended abruptly;
+     |                          the partitions written are kept, the same command resumes
      +-- ServiceConfigError     the REST service cannot start: a setting is missing or unreadable
      +-- EmbeddedServerError    the embedded FHIR server (sekmet-fhir) cannot be started
      +-- ErrorCollection        several of the above found in one pass (the linter)
@@ -152,6 +156,11 @@ class InputError(TrialsieveError):
     """Patient data cannot be read: not JSON, not a Bundle, several patients, ..."""
 
 
+class InputChangedError(InputError):
+    """An input file of a cohort run changed while the run read it (its size, modification
+    time, or lines differ from what the first pass found; a file added or removed)."""
+
+
 class DateProblem(TrialsieveError, ValueError):
     """A date field cannot be used: names the field and says why (`field: why`).
 
@@ -229,6 +238,13 @@ class SinkError(TrialsieveError):
 class CohortError(TrialsieveError):
     """A cohort run cannot start (the output folder holds another run, an unknown engine) or
     cannot go on (a worker process ended abruptly: what was written is kept for a resume)."""
+
+
+class WorkerLostError(CohortError):
+    """A worker process of a cohort run (local, or of the Dask cluster, or the cluster's
+    process) ended abruptly (killed, out of memory) before every partition was evaluated:
+    the partitions written are kept and the same command resumes (exit status 1, not a bad
+    argument's 2)."""
 
 
 class ServiceConfigError(TrialsieveError):

@@ -18,7 +18,7 @@ import engine.errors
 from engine.errors import TrialsieveError
 
 ROOTS = ("TrialsieveError", "Exception")
-_BRANCH = re.compile(r"^(?P<indent>\s*)\+-- (?P<name>\w+)")
+_BRANCH = re.compile(r"^(?P<indent>[\s|]*)\+-- (?P<name>\w+)")
 _ELSEWHERE = re.compile(r"\b(?P<name>\w+)\s+\((?P<file>engine/[\w/]+\.py)\)")
 
 

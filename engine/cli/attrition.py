@@ -1,7 +1,8 @@
 """`trialsieve attrition OUT [--without CRITERION ...]`: a finished cohort run's funnel,
 recomputed from its stored outcomes with criteria switched off (`engine.cohort.whatif`).
 
-Exit status: 0, or 2 when OUT holds no finished run, when one of its files is unreadable or
+Exit status: 0, or 2 when OUT holds no finished run (or one that has not finished: the
+message gives the command that resumes it), when one of its files is unreadable or
 disagrees with the others (another run's, truncated: `engine.cohort.whatif` names it), or
 for an unknown criterion.
 """

@@ -1,18 +1,25 @@
 """`trialsieve cohort`: evaluate a trial over a whole record set (`engine.cohort.run_cohort`).
 
 Exit status as for `evaluate`: 0 when every input was used, 1 when some input could not be
-(each problem is in errors.ndjson; the run went on without it) or a file could not be written
-(named: a full disk, an output that is a named pipe or a device), 2 for bad criteria, mappings
-or arguments, or an output folder that holds another run.
+(each problem is in errors.ndjson; the run went on without it), an input file changed while
+the run read it (named, with what to do), a worker process ended abruptly (killed, out of
+memory: the same command resumes) or a file could not be written (named: a full disk, an
+output that is a named pipe or a device), 2 for bad criteria, mappings or arguments, or an
+output folder that holds another run or that another run is writing; 130 after Ctrl-C, 143
+after SIGTERM.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, cast, get_args
 
 import typer
@@ -45,7 +52,7 @@ from engine.cli.options import (
     WatchOption,
     WorkersOption,
 )
-from engine.errors import TrialsieveError
+from engine.errors import InputChangedError, TrialsieveError, WorkerLostError
 
 if TYPE_CHECKING:
     from engine.cohort import CohortSummary
@@ -102,53 +109,71 @@ def cohort(
             )
     source: CohortInput = BundleInput(bundles) if bundles is not None else NdjsonInput(ndjson)  # type: ignore[arg-type]
     day = parse_day(as_of)
-    export_issues = 0
-    if server is not None:
-        assert ndjson is not None
-        export = ServerExport(
-            server, export_level, group, since, token_env, token_file, auth_config
-        )
-        export_issues = _export(criteria, export, ndjson, quiet)
-    from engine.cli.progress import ProgressBar
-
-    def run() -> CohortSummary:
-        bar = ProgressBar() if _show_progress(quiet) else None
-        try:
-            return run_cohort(
-                criteria,
-                source,
-                out,
-                day,
-                engine.value,
-                workers,
-                bar,
-                scheduler=scheduler,
-                attestations_path=attestations,
-                shared_filesystem=True if shared_filesystem else None,
-                full=full,
-                screen_lines=not parse_every_line,
-                keep_store=not no_store,
+    with _terminate_as_interrupt():  # SIGTERM stops a run as Ctrl-C does
+        export_issues = 0
+        if server is not None:
+            assert ndjson is not None
+            export = ServerExport(
+                server, export_level, group, since, token_env, token_file, auth_config
             )
-        finally:
-            if bar is not None:
-                bar.stop()
+            try:
+                export_issues = _export(criteria, export, ndjson, quiet)
+            except KeyboardInterrupt:
+                raise _interrupted(
+                    f"the export into {ndjson} resumes: run the same command again"
+                ) from None
+        from engine.cli.progress import ProgressBar
 
-    try:
-        summary = run()
-    except TrialsieveError as error:
+        def run() -> CohortSummary:
+            bar = ProgressBar() if _show_progress(quiet) else None
+            try:
+                return run_cohort(
+                    criteria,
+                    source,
+                    out,
+                    day,
+                    engine.value,
+                    workers,
+                    bar,
+                    scheduler=scheduler,
+                    attestations_path=attestations,
+                    shared_filesystem=True if shared_filesystem else None,
+                    full=full,
+                    screen_lines=not parse_every_line,
+                    keep_store=not no_store,
+                )
+            finally:
+                if bar is not None:
+                    bar.stop()
+
+        try:
+            summary = run()
+        except KeyboardInterrupt:
+            raise _interrupted(_what_is_kept(out)) from None
+        except (TrialsieveError, OSError) as error:
+            raise _failed(error, out) from None
+        _show(summary, out)
+        if watch:
+            summary = _watch(criteria, run, out) or summary
+        if summary.problems or export_issues:
+            raise typer.Exit(1)
+
+
+def _failed(error: TrialsieveError | OSError, out: Path) -> typer.Exit:
+    """Print why the run failed; the exit to raise."""
+    if _terminated:  # SIGTERM reached a worker (the process group's) before this process
+        return _interrupted(_what_is_kept(out))
+    if isinstance(error, InputChangedError | WorkerLostError):  # the same command runs again
+        return fail(error, code=1)
+    if isinstance(error, TrialsieveError):
         _errors().print(f"[bold red]error:[/] {error}", soft_wrap=True)
-        raise typer.Exit(2) from None
-    except OSError as error:  # the disk filled, a target is a named pipe: the run resumes
-        raise fail(
-            f"{_file_problem(error, out)}; what was finished is kept: run the same command "
-            "again to resume",
-            code=1,
-        ) from None
-    _show(summary, out)
-    if watch:
-        summary = _watch(criteria, run, out) or summary
-    if summary.problems or export_issues:
-        raise typer.Exit(1)
+        return typer.Exit(2)
+    # the disk filled, a target is a named pipe: the run resumes
+    return fail(
+        f"{_file_problem(error, out)}; what was finished is kept: run the same command again "
+        "to resume",
+        code=1,
+    )
 
 
 def _show(summary: CohortSummary, out: Path) -> None:
@@ -182,6 +207,8 @@ def _watch(criteria: Path, run: Callable[[], CohortSummary], out: Path) -> Cohor
         for _changed in changes(Path(criteria).resolve(), mappings):
             try:
                 last = run()
+            except KeyboardInterrupt:  # during a re-run, not while watching
+                raise _interrupted(_what_is_kept(out)) from None
             except TrialsieveError as error:
                 errors.print(f"[bold red]error:[/] {error}", soft_wrap=True)
                 continue
@@ -190,9 +217,55 @@ def _watch(criteria: Path, run: Callable[[], CohortSummary], out: Path) -> Cohor
                 continue
             _show(last, out)
             errors.print(f"watching {criteria} and its mappings (Ctrl-C stops)")
-    except KeyboardInterrupt:
-        pass
+    except KeyboardInterrupt:  # Ctrl-C while watching: the watch ends
+        if _terminated:
+            raise typer.Exit(128 + int(signal.SIGTERM)) from None
     return last
+
+
+def _what_is_kept(out: Path) -> str:
+    from engine.cohort.run_folder import what_is_kept
+
+    return what_is_kept(out)
+
+
+def _interrupted(what_is_kept: str) -> typer.Exit:
+    """Ctrl-C: one line, `interrupted: ` and what is kept (and how to resume), and exit
+    status 130 (128 + SIGINT), as a shell reports a command Ctrl-C stopped; after SIGTERM
+    `terminated: ...` and 143 (128 + SIGTERM)."""
+    if _terminated:
+        _errors().print(f"terminated: {what_is_kept}", markup=False, soft_wrap=True)
+        return typer.Exit(128 + int(signal.SIGTERM))
+    _errors().print(f"interrupted: {what_is_kept}", markup=False, soft_wrap=True)
+    return typer.Exit(128 + int(signal.SIGINT))
+
+
+_terminated: list[int] = []
+"""Not empty once SIGTERM was received (`_terminate_as_interrupt`)."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a batch system's stop: Slurm, systemd, `docker stop`, `timeout`) stops the
+    run as Ctrl-C does: KeyboardInterrupt in this process (once; a second SIGTERM meanwhile
+    is ignored, so that the run's cleanup ends), `finally` blocks remove the temporary files
+    and close the workers, and the command says what is kept (`_interrupted`). Main thread
+    only (a signal handler can be set there alone)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(_signal_number: int, _frame: FrameType | None) -> None:
+        if not _terminated:
+            _terminated.append(_signal_number)
+            raise KeyboardInterrupt
+
+    _terminated.clear()
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def changes(criteria: Path, mappings: list[Path]) -> Iterator[object]:

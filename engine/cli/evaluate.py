@@ -55,8 +55,6 @@ if TYPE_CHECKING:
     from engine.screening import Screening
     from engine.sources import PatientResources
 
-_SKIPPED_PREFIXES = ("hospitalInformation", "practitionerInformation")
-
 PatientReader = tuple[str | None, Callable[[], "PatientResources"]]
 """A patient to screen: how errors about it are prefixed (None: the error names the file),
 and how to read their resources."""
@@ -124,7 +122,18 @@ def evaluate(
     if several and output is not None and output.exists() and not output.is_dir():
         raise fail(f"{output}: --output must be a folder when evaluating several patients")
     from engine.sources import read_bundle_file
+    from engine.sources.bundle import SharedBundleResources, shared_bundle_files
 
+    # Bundles of shared resources (Medication, Organization, ...: no Patient) among several
+    # files, whatever their names: each patient gets those their Bundle refers to
+    shared_files = set(shared_bundle_files(files)) if several else set()
+    unusable: list[InputError] = []
+    shared = SharedBundleResources.from_files(
+        [file for file in files if file in shared_files], unusable.append
+    )
+    files = [file for file in files if file not in shared_files]
+    if not files and not unusable:
+        raise fail("no patient's Bundle found in " + ", ".join(map(str, bundle)))
     console = Console(stderr=output is None, highlight=False)
     _print_as_of(console, day, as_of is None, explain)
     quiet_bundle = explain and output is None
@@ -147,7 +156,7 @@ def evaluate(
     def read_once(file: Path) -> PatientResources:
         """The patient of `file`; InputError when an earlier file held the same patient (one
         result per patient: the first in file order is kept, as a cohort run keeps it)."""
-        resources = read_bundle_file(file)
+        resources = read_bundle_file(file, shared)
         first = first_file_of.setdefault(resources.patient_id, file)
         if first != file:
             raise InputError(
@@ -157,7 +166,8 @@ def evaluate(
             )
         return resources
 
-    readers: list[PatientReader] = [(None, partial(read_once, file)) for file in files]
+    readers: list[PatientReader] = [(None, partial(_refuse, error)) for error in unusable]
+    readers += [(None, partial(read_once, file)) for file in files]
     evaluations, failures = _screen_each(
         trial, day, answers, readers, deliver, explain, console, report
     )
@@ -171,7 +181,7 @@ def evaluate(
         console.print("(with --explain the Bundle is not printed; --output FILE writes it)")
     _warn_stale(console, evaluations)
     if failures:
-        print_error(f"{failures} of {len(files)} inputs could not be evaluated")
+        print_error(f"{failures} of {len(readers)} inputs could not be evaluated")
         raise typer.Exit(1)
 
 
@@ -353,11 +363,15 @@ def _warn_stale(console: Console, evaluations: list[PatientEvaluation]) -> None:
 def _bundle_files(paths: list[Path]) -> Iterator[Path]:
     for path in paths:
         if path.is_dir():
-            for file in sorted(path.rglob("*.json")):
-                if not file.name.startswith(_SKIPPED_PREFIXES):
-                    yield file
+            yield from sorted(path.rglob("*.json"))
         else:
             yield path
+
+
+def _refuse(error: InputError) -> PatientResources:
+    """A reader of a file that is no patient's Bundle: raises why (a Bundle without a Patient
+    that holds a resource belonging to a patient)."""
+    raise error
 
 
 def _emit(bundle: dict[str, Any], output: Path | None, patient_id: str, several: bool) -> None:

@@ -36,7 +36,6 @@ import os
 import pickle
 import platform
 import resource
-import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -50,7 +49,7 @@ from typing import Any, Protocol
 from engine.attestations import Attestations
 from engine.cohort.inputs import PartitionedInput, PartitionPayload
 from engine.cohort.line_screen import LineScreen
-from engine.cohort.orphans import exit_when_orphaned, fork_is_safe
+from engine.cohort.orphans import exit_when_orphaned, fork_is_safe, leave_interrupts_to_the_parent
 from engine.cohort.partition import (
     CriteriaFiles,
     PartitionEvaluator,
@@ -62,7 +61,7 @@ from engine.cohort.partition import (
     write_result,
 )
 from engine.compiled_cache import code_digest, load_conversions
-from engine.errors import CohortError
+from engine.errors import CohortError, WorkerLostError
 from engine.evaluate import CompiledCriteria
 from engine.normalise import units
 from engine.normalise.units import UNIT_REGISTRY_MODULE, prepare_unit_conversions
@@ -143,9 +142,9 @@ def _kilobytes_or_bytes(maxrss: int) -> int:
     return maxrss if sys.platform == "darwin" else maxrss * 1024
 
 
-def _lost_worker(engine: str, error: BaseException) -> CohortError:
+def _lost_worker(engine: str, error: BaseException) -> WorkerLostError:
     """The error of a run whose worker process ended abruptly (killed, out of memory)."""
-    return CohortError(
+    return WorkerLostError(
         f"a {engine} worker process ended abruptly (killed, or out of memory?) before every "
         f"partition was evaluated ({type(error).__name__}: {error}); the partitions written "
         "so far are kept: run the same command again to resume"
@@ -293,6 +292,7 @@ def _start_local_worker(setup: WorkerSetup, finished: Barrier, started: _Started
     events."""
     global _finished, _started
     _finished, _started = finished, started
+    leave_interrupts_to_the_parent(_writer.wait)  # SIGTERM: the file being written is kept
     start_worker(setup)
 
 
@@ -463,6 +463,10 @@ class _DaskWrites:
         if writing is not None:
             self._written.append(writing)
 
+    def wait(self) -> None:
+        """Wait for the file being written (its error raised); for a worker that ends."""
+        self._writer.wait()
+
     def finish(self, results_folder: str) -> list[int]:
         """Wait for the last write (raising its error): the partitions written into
         `results_folder` since the last `finish` (those of other folders are forgotten)."""
@@ -508,6 +512,20 @@ class _CloseRaceFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.getMessage() not in _CLOSE_RACES
+
+
+class _CancelledOnCloseFilter(logging.Filter):
+    """Drops the warning a worker of the run's own cluster logs for a task it was running
+    when the cluster closed under it ("Async instruction for <Task ...> ended with
+    CancelledError", which distributed logs only from `Worker.close`): the command stopped
+    the run (Ctrl-C) and says so itself; the partition is evaluated when the run resumes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (
+            message.startswith("Async instruction for ")
+            and message.endswith(" ended with CancelledError")
+        )
 
 
 def _end_of_run_on_worker() -> None:
@@ -641,7 +659,8 @@ def _serve_as_dask_worker(host: Connection) -> None:
     process that forked it once it has joined. Nothing to import: the process is a fork of
     one that imported distributed and trialsieve."""
     exit_when_orphaned()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the command's: it closes us
+    # Ctrl-C is the command's: it closes us; SIGTERM: the file being written is kept
+    leave_interrupts_to_the_parent(_dask_writes.wait)
     try:
         received = host.recv()
     except EOFError:
@@ -991,7 +1010,8 @@ def _host_dask_cluster(requests: Connection, workers: int, prepare_units: bool) 
     worker (`HOST_WORKER`) and a client in one event loop (`_serve_the_command`), until told
     to close, or until the command's end of the pipe closes. With `prepare_units` it builds
     the unit registry before it forks (the forked workers share it)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the command's: it closes us
+    # Ctrl-C is the command's: it closes us; SIGTERM: the file its worker writes is kept
+    leave_interrupts_to_the_parent(_dask_writes.wait)
     failed: BaseException | None = None
     forked: _ForkedWorkers | None = None
     # Every worker, the client and the scheduler read the installed versions (package
@@ -1012,6 +1032,8 @@ def _host_dask_cluster(requests: Connection, workers: int, prepare_units: bool) 
 
         dask.config.set(QUIET_LOCAL_CLUSTER)
         logging.getLogger("distributed").setLevel(logging.WARNING)
+        # for the host's worker and the forked ones alike (a logger's filters are copied)
+        logging.getLogger("distributed.worker.state_machine").addFilter(_CancelledOnCloseFilter())
         if prepare_units:
             prepare_unit_conversions()  # for this process's worker and the forks alike
         first = _criteria_before_the_fork(requests)
@@ -1192,9 +1214,9 @@ class _DaskHost:
             raise message[1]
         return message
 
-    def _ended(self, error: BaseException) -> CohortError:
+    def _ended(self, error: BaseException) -> WorkerLostError:
         self._process.join(1)
-        return CohortError(
+        return WorkerLostError(
             f"the Dask cluster's process ended abruptly (exit code {self._process.exitcode}: "
             "killed, or out of memory?) before every partition was evaluated; the partitions "
             "written so far are kept: run the same command again to resume"

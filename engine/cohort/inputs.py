@@ -28,6 +28,7 @@ from engine.cohort.ndjson_partitions import (
 )
 from engine.errors import InputError, Location
 from engine.sources import BundleFileSource, PatientResources, SourceProblem, ndjson_files
+from engine.sources.bundle import SharedBundleResources, shared_bundle_files
 from engine.sources.ndjson import ProblemHandler
 
 
@@ -207,25 +208,29 @@ class NdjsonInput:
 
 @dataclass(frozen=True)
 class BundlePartitions:
-    """Per-patient Bundle files dealt out to partitions: file i goes to partition i mod N."""
+    """Per-patient Bundle files dealt out to partitions: file i goes to partition i mod N;
+    the Bundles of shared resources (`shared_files`) go to every partition."""
 
     files: tuple[str, ...]
     partition_count: int
     bytes_read: int
+    shared_files: tuple[str, ...] = ()
 
     def patients_in(self, index: int) -> int:
         return len(self.files[index :: self.partition_count])
 
     def payload(self, index: int) -> BundleFiles:
-        return BundleFiles(index, self.files[index :: self.partition_count])
+        return BundleFiles(index, self.files[index :: self.partition_count], self.shared_files)
 
 
 @dataclass(frozen=True)
 class BundleFiles:
-    """One partition of Bundle files, by path (a remote worker needs them at the same path)."""
+    """One partition of Bundle files, by path (a remote worker needs them at the same path),
+    and the record set's Bundles of shared resources (read once per process)."""
 
     index: int
     files: tuple[str, ...]
+    shared_files: tuple[str, ...] = ()
 
     def patients(
         self,
@@ -236,8 +241,16 @@ class BundleFiles:
         def report(error: InputError) -> None:
             on_problem(SourceProblem.from_error(error))
 
+        shared = _shared_bundle_resources(self.shared_files)
         for file in self.files:
-            yield from BundleFileSource(file, on_error=report)
+            yield from BundleFileSource(file, on_error=report, shared=shared)
+
+
+@functools.lru_cache(maxsize=1)
+def _shared_bundle_resources(files: tuple[str, ...]) -> SharedBundleResources:
+    """The shared resources of these Bundles (checked by the first pass, which reported the
+    problems of those it left out)."""
+    return SharedBundleResources.from_files([Path(file) for file in files])
 
 
 @dataclass(frozen=True)
@@ -272,13 +285,26 @@ class BundleInput:
         on_started: Callable[[], None] | None = None,
         marker_files: AtomicFiles | None = None,
     ) -> BundlePartitions:
+        """The files dealt out to partitions; the Bundles of shared resources among them
+        (`engine.sources.bundle.shared_bundle_files`) are checked here, once, a file that is
+        not one reported to `on_problem` and left out."""
         if on_started is not None:
             on_started()
         files = self._files()
+        found = set(shared_bundle_files(files))
+        shared: list[str] = []
+        for file in (file for file in files if file in found):
+            try:
+                SharedBundleResources().add(file)
+            except InputError as error:
+                on_problem(SourceProblem.from_error(error))
+            else:
+                shared.append(str(file))
         return BundlePartitions(
-            tuple(str(file) for file in files),
+            tuple(str(file) for file in files if file not in found),
             partition_count,
             sum(file.stat().st_size for file in files),
+            tuple(shared),
         )
 
     def reopen(self, work_folder: Path, partition_count: int) -> BundlePartitions | None:

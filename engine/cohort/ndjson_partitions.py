@@ -66,9 +66,9 @@ from engine.cohort.line_screen import (
     json_checker,
     line_validator,
 )
-from engine.cohort.orphans import exit_when_orphaned
+from engine.cohort.orphans import start_pool_worker
 from engine.cohort.prefilter import PREVIEW_TYPES
-from engine.errors import InputError, Location
+from engine.errors import InputChangedError, Location
 from engine.sources.base import PatientResources
 from engine.sources.ndjson import (
     DEFAULT_PATIENT_FIELDS,
@@ -363,11 +363,12 @@ def _split_ranges(
         return [_split_range(task) for task in tasks]
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    with ProcessPoolExecutor(
+    pool = ProcessPoolExecutor(
         max_workers=min(workers, len(tasks)),
         mp_context=context,
-        initializer=exit_when_orphaned,
-    ) as pool:
+        initializer=start_pool_worker,
+    )
+    try:
         # With fork, the first submit starts every worker process: on_started comes after.
         # The largest ranges first, so that the pass does not end with one worker splitting a
         # large range while the others idle; the results keep the ranges' order.
@@ -376,7 +377,12 @@ def _split_ranges(
             for task in sorted(tasks, key=_range_bytes, reverse=True)
         }
         on_started()
-        return [futures[task.number].result() for task in tasks]
+        results = [futures[task.number].result() for task in tasks]
+    except BaseException:  # Ctrl-C, an error: the ranges not begun are not split
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return results
 
 
 def _range_bytes(task: _RangeTask) -> int:
@@ -1445,10 +1451,9 @@ class _InputFile:
             raise self._changed("its size or modification time differs")
         return handle
 
-    def _changed(self, reason: str) -> InputError:
-        return InputError(
-            f"the input file changed while the cohort ran ({reason}); run again",
-            Location(file=self.name),
+    def _changed(self, reason: str) -> InputChangedError:
+        return InputChangedError(
+            f"the input file changed while the cohort ran ({reason})", Location(file=self.name)
         )
 
 

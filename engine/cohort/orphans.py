@@ -1,12 +1,16 @@
-"""The processes a cohort run forks: whether this process may fork now, and pool workers
-that end with the run (a worker whose parent was killed exits too)."""
+"""The processes a cohort run forks: whether this process may fork now, pool workers that
+end with the run (a worker whose parent was killed exits too) and leave Ctrl-C to it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
+from types import FrameType
 
 
 def fork_is_safe() -> bool:
@@ -31,3 +35,33 @@ def exit_when_orphaned(interval: float = 0.5) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="trialsieve-orphan-watch", daemon=True).start()
+
+
+def leave_interrupts_to_the_parent(before_ending: Callable[[], None] | None = None) -> None:
+    """In a worker process: ignore SIGINT, and end on SIGTERM. Ctrl-C reaches every process
+    of the terminal's process group; the command's process stops the run and its workers
+    (a pool's, a Dask cluster's), so a worker has nothing to do with it (a pool worker
+    waiting for its next task would otherwise end with a KeyboardInterrupt traceback).
+    SIGTERM (a batch system stopping the whole group, or a pool terminating its workers)
+    ends the worker at once, quietly, once `before_ending` has returned (a worker's result
+    file being written is finished: what the worker evaluated is kept); not through the
+    handler the command set for itself (`engine.cli.cohort`), which a fork copies."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if before_ending is None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        return
+
+    def end(signal_number: int, _frame: FrameType | None) -> None:
+        try:
+            with contextlib.suppress(BaseException):  # ending anyway: evaluated again
+                before_ending()
+        finally:
+            os._exit(128 + signal_number)
+
+    signal.signal(signal.SIGTERM, end)
+
+
+def start_pool_worker() -> None:
+    """Process pool initializer: `leave_interrupts_to_the_parent`, `exit_when_orphaned`."""
+    leave_interrupts_to_the_parent()
+    exit_when_orphaned()

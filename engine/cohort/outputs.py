@@ -38,6 +38,7 @@ import heapq
 import html
 import mmap
 import os
+import shutil
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -56,6 +57,7 @@ from engine.cohort.partition import (
     NOT_EVALUATED,
     result_path,
 )
+from engine.cohort.run_folder import SUMMARY
 from engine.cohort.whatif import ATTRITION_COLUMNS, DECEASED, VITAL_STATUS_KIND
 from engine.compiled_cache import code_digest
 from engine.criteria.model import CriterionKind
@@ -66,6 +68,9 @@ from engine.report.explanation import criterion_labels
 SOURCE_PROBLEMS = "source-problems.ndjson"
 OUTPUTS_RECORD = "outputs.json"
 """In `partitions/`: what the outputs were assembled from, their files and counts."""
+PREVIOUS_OUTPUTS = "previous-outputs"
+"""In `partitions/`: the earlier criteria's outputs while a re-run of edited criteria has
+not finished (`set_aside_outputs`)."""
 ASSEMBLED_FILES = (
     "subjects.ndjson",
     "issues.ndjson",
@@ -232,17 +237,48 @@ def _result_digest(path: Path) -> str | None:
 
 def kept_outputs(out: Path, key: str) -> CohortCounts | None:
     """The counts of the outputs in `out` when they were assembled under `key` and their
-    files are the ones written then (`remember_outputs`); else None (assemble them)."""
+    files are the ones written then (`remember_outputs`); else None (assemble them).
+    Outputs set aside by a re-run (`set_aside_outputs`) that are the ones it would assemble
+    are moved back into `out`."""
     try:
         record = orjson.loads((out / "partitions" / OUTPUTS_RECORD).read_bytes())
         if type(record) is not dict or record.get("key") != key:
             return None
         files = record["files"]
-        if [_identity(out / name) for name in ASSEMBLED_FILES] != files:
+        aside = out / "partitions" / PREVIOUS_OUTPUTS
+        places = [
+            out / name if os.path.lexists(out / name) else aside / name for name in ASSEMBLED_FILES
+        ]
+        if [_identity(place) for place in places] != files:
             return None
-        return CohortCounts(**record["counts"])
+        counts = CohortCounts(**record["counts"])
+        for name, place in zip(ASSEMBLED_FILES, places, strict=True):
+            if place.parent == aside:
+                os.replace(place, out / name)  # a rename: the file's identity stays
     except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
         return None
+    return counts
+
+
+def set_aside_outputs(out: Path) -> None:
+    """Before a re-run names other criteria in the manifest: remove `summary.json` (which
+    says the outputs are finished) first, then move each output file into
+    `partitions/previous-outputs/`, so that `out` shows no output of the earlier criteria
+    while the re-run has not finished. The re-run moves them back when they are the ones
+    it would assemble (`kept_outputs`), else removes them once its own are in place
+    (`discard_previous_outputs`)."""
+    (out / SUMMARY).unlink(missing_ok=True)
+    present = [name for name in ASSEMBLED_FILES if os.path.lexists(out / name)]
+    if present:
+        aside = out / "partitions" / PREVIOUS_OUTPUTS
+        aside.mkdir(parents=True, exist_ok=True)
+        for name in present:
+            os.replace(out / name, aside / name)
+
+
+def discard_previous_outputs(out: Path) -> None:
+    """Remove the outputs a re-run set aside (its own are in place)."""
+    shutil.rmtree(out / "partitions" / PREVIOUS_OUTPUTS, ignore_errors=True)
 
 
 def remember_outputs(out: Path, key: str, counts: CohortCounts) -> None:

@@ -52,10 +52,12 @@ from engine.cohort.outputs import (
     SOURCE_PROBLEMS,
     CohortCounts,
     assemble_outputs,
+    discard_previous_outputs,
     kept_outputs,
     output_files,
     outputs_key,
     remember_outputs,
+    set_aside_outputs,
 )
 from engine.cohort.partition import (
     CriteriaFiles,
@@ -65,8 +67,14 @@ from engine.cohort.partition import (
 )
 from engine.cohort.prefilter import Prefilter
 from engine.cohort.rerun import Rebuilder, rebuild_partitions
+from engine.cohort.run_folder import (
+    MANIFEST,
+    SUMMARY,
+    RunLock,
+    remove_leftover_temporary_files,
+)
 from engine.compiled_cache import remember_resource_types, remembered_resource_types
-from engine.errors import CohortError, Location
+from engine.errors import CohortError, InputChangedError, Location
 from engine.evaluate import CompiledCriteria
 from engine.normalise.units import prepare_unit_conversions
 from engine.normalise.yaml_reading import check_limits
@@ -79,7 +87,6 @@ MINIMUM_PARTITIONS = 16
 PARTITION_BYTES = 32 * 1024 * 1024
 """About this much input per partition: bounds a worker's memory, whatever the input size."""
 
-MANIFEST = "manifest.json"
 _SOURCE_RECORD = "source.json"
 
 
@@ -207,6 +214,9 @@ class CohortSummary:
     deceased: int = 0
     """Patients the record says died on or before the as-of day (ineligible; attrition's
     step 0)."""
+    criteria_sha256: str | None = None
+    """The digest of the criteria and mapping files the outputs are of (the manifest's):
+    `engine.cohort.run_folder.check_finished` compares them."""
 
     @property
     def patients_per_second(self) -> float:
@@ -218,6 +228,7 @@ class CohortSummary:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "criteria_sha256": self.criteria_sha256,
             "patients": self.patients,
             "statuses": self.statuses,
             "deceased": self.deceased,
@@ -289,12 +300,18 @@ def run_cohort(
     work = out / "work"
     existed = {folder: folder.is_dir() for folder in (out, results_folder, work)}
     _check_output_folder(out, source)
+    lock = RunLock.take(out)  # one run at a time; refused: nothing touched
+    resumed = (out / MANIFEST).is_file()
     engine_start: EngineStart | None = None
     # A fresh run's pass 1 files and manifest, committed (fsynced at once) as the engine's
     # workers start, for an engine whose workers write nothing before (`writes_after_started`)
     deferred: AtomicFiles | None = None
     try:
-        fresh = settings.workers > 1 and not (out / MANIFEST).is_file()
+        remove_leftover_temporary_files(out)  # of a run killed while it wrote them
+        # the input files' names, sizes and times (stat once), before pass 1 reads them: the
+        # manifest's, and what pass 1 checks they still are at its end
+        described = source.describe()
+        fresh = settings.workers > 1 and not resumed
         if fresh and kind.start is not None:
             # first: a Dask cluster's host imports distributed while the criteria file is
             # read for pass 1's types (0.02-0.07 s of CPU) and pass 1 runs
@@ -312,6 +329,7 @@ def run_cohort(
                 kind,
                 settings,
                 full,
+                described,
                 engine_start,
             )
             if not kind.writes_after_started:
@@ -331,8 +349,7 @@ def run_cohort(
             else {}
         )
         results_folder.mkdir(parents=True, exist_ok=True)
-        described = source.describe()  # the input files' names, sizes and times: stat once
-        count, attested = _check_manifest(
+        count, attested, digest = _check_manifest(
             out,
             criteria_path,
             criteria,
@@ -371,7 +388,13 @@ def run_cohort(
             partitions = source.reopen(work, count) if source_record.is_file() else None
             if partitions is None:
                 partitions, pass_one_files = _first_pass(
-                    source, work, results_folder, count, kept_types(criteria), settings.workers
+                    source,
+                    work,
+                    results_folder,
+                    count,
+                    kept_types(criteria),
+                    settings.workers,
+                    described,
                 )
                 pass_one_files.commit()
         worker_peak = _run_engine(
@@ -413,12 +436,21 @@ def run_cohort(
                 full,
                 from_store,
                 evaluated,
+                digest,
             )
-            files.open(out / "summary.json").write(
+            files.open(out / SUMMARY).write(
                 orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2)
             )
+        discard_previous_outputs(out)  # an edit's earlier outputs, set aside (or moved back)
         if kept is None and assembled_from is not None:
             remember_outputs(out, assembled_from, counts)
+        shutil.rmtree(work, ignore_errors=True)
+    except InputChangedError as error:
+        if deferred is not None:
+            deferred.discard()
+        if not resumed:  # nothing of this run is worth keeping: the next run starts afresh
+            (out / MANIFEST).unlink(missing_ok=True)
+        raise _input_changed(error, out, resumed) from None
     except BaseException:
         if deferred is not None:
             deferred.discard()
@@ -428,10 +460,12 @@ def run_cohort(
             if engine_start is not None:
                 engine_start.close()
         finally:
-            wait_for_ended_workers()
-            if not (out / MANIFEST).is_file():  # refused, or ended before it began
-                _remove_created_folders(existed)
-    shutil.rmtree(work, ignore_errors=True)
+            try:
+                wait_for_ended_workers()
+                if not (out / MANIFEST).is_file():  # refused, or ended before it began
+                    _remove_created_folders(existed)
+            finally:
+                lock.release()  # last: every process of the run has ended
     return summary
 
 
@@ -482,6 +516,7 @@ def _fresh_start(
     kind: EngineKind,
     settings: EngineSettings,
     full: bool,
+    described: dict[str, Any],
     engine_start: EngineStart | None = None,
 ) -> tuple[CompiledCriteria, PartitionedInput, EngineStart | None, AtomicFiles]:
     """Pass 1 of a fresh run, overlapped with compiling the criteria (and starting the
@@ -519,7 +554,14 @@ def _fresh_start(
         taken = 0 if engine_start is None else engine_start.cores_taken(source.size_in_bytes())
         pass_one_workers = max(1, settings.workers - taken)
         partitions, files = _first_pass(
-            source, work, results_folder, count, provisional, pass_one_workers, on_started
+            source,
+            work,
+            results_folder,
+            count,
+            provisional,
+            pass_one_workers,
+            described,
+            on_started,
         )
         try:
             criteria = loading.result()
@@ -539,7 +581,7 @@ def _fresh_start(
     if kept_types(criteria) != provisional:
         files.discard()
         partitions, files = _first_pass(
-            source, work, results_folder, count, kept_types(criteria), settings.workers
+            source, work, results_folder, count, kept_types(criteria), settings.workers, described
         )  # the engine's start is over by now (or soon): every core
     return criteria, partitions, engine_start, files
 
@@ -614,12 +656,17 @@ def _first_pass(
     count: int,
     types: frozenset[str],
     workers: int,
+    described: dict[str, Any],
     on_started: Callable[[], None] | None = None,
 ) -> tuple[PartitionedInput, AtomicFiles]:
     """Split the input; its problems go to `source-problems.ndjson`, its sizes to source.json,
     with pass 1's marker: a set of files the caller commits (fsynced at once, then renamed in
     that order: source.json vouches for the other; one wait for the disk) or discards (then
-    none is written)."""
+    none is written).
+
+    `described`: the input as `source.describe()` gave it before the pass (the manifest's);
+    when it differs at the pass's end (a file still being written or copied), what the pass
+    wrote is removed and InputChangedError names the files that changed."""
     shutil.rmtree(work, ignore_errors=True)
     problems = 0
     files = AtomicFiles()
@@ -632,6 +679,14 @@ def _first_pass(
             handle.write(orjson.dumps({"problem": problem.to_json()}) + b"\n")
 
         partitions = source.prepare(work, count, record, types, workers, on_started, files)
+        changed = input_differences(described, source.describe())
+        if changed:
+            shutil.rmtree(work, ignore_errors=True)
+            raise InputChangedError(
+                "the input changed while the cohort's first pass read it, as an export "
+                f"still being written or copied does ({changed})",
+                Location(file=str(described.get("path", ""))),
+            )
         record_data = {"bytes_read": partitions.bytes_read, "problems": problems}
         files.open(results_folder / _SOURCE_RECORD).write(orjson.dumps(record_data))
     except BaseException:
@@ -652,6 +707,7 @@ def _summary(
     full: bool,
     from_store: int = 0,
     evaluated: int | None = None,
+    criteria_sha256: str | None = None,
 ) -> CohortSummary:
     source = orjson.loads(source_record.read_bytes())
     return CohortSummary(
@@ -673,6 +729,7 @@ def _summary(
         seconds=time.perf_counter() - started,
         peak_memory=peak_memory(),
         worker_peak_memory=worker_peak_memory,
+        criteria_sha256=criteria_sha256,
     )
 
 
@@ -690,12 +747,13 @@ def _check_manifest(
     attestations_path: str | Path | None,
     full: bool,
     files: AtomicFiles | None = None,
-) -> tuple[int, Any]:
-    """Write the manifest, or check the one there; returns the partition count to use and
-    the manifest's attestations (`described`: `source.describe()`). With other criteria or
-    mappings (a re-run) the earlier results are set aside and the manifest is written again.
-    `files`: a set of files to which a new manifest is added (written when the caller
-    commits it)."""
+) -> tuple[int, Any, str]:
+    """Write the manifest, or check the one there; returns the partition count to use, the
+    manifest's attestations (`described`: `source.describe()`) and the criteria's digest.
+    With other criteria or mappings (a re-run) the earlier outputs and results are set aside
+    (the outputs first: the folder never shows the earlier criteria's outputs beside a
+    manifest naming the edited ones) and the manifest is written again. `files`: a set of
+    files to which a new manifest is added (written when the caller commits it)."""
     path = out / MANIFEST
     digest = CriteriaFiles.collect(criteria).digest
     earlier = orjson.loads(path.read_bytes()) if path.is_file() else None
@@ -726,7 +784,7 @@ def _check_manifest(
             write_atomically(path, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
         else:
             files.open(path).write(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
-        return partition_count, manifest["attestations"]
+        return partition_count, manifest["attestations"], digest
     if earlier.get("trial", manifest["trial"]) != manifest["trial"]:
         raise CohortError(
             f"this folder holds a cohort run of another trial ({earlier['trial']}, criteria "
@@ -753,17 +811,57 @@ def _check_manifest(
         if not same
     ]
     if differences:
+        changed = input_differences(earlier["input"], described)
         raise CohortError(
             f"this folder holds a cohort run with other {', '.join(differences)} "
-            f"(as of {earlier['as_of']}, input {earlier['input']['path']}); "
+            f"(as of {earlier['as_of']}, input {earlier['input']['path']}"
+            f"{'' if not changed else f'; {changed}'}); "
             "resume it with the same arguments, or choose another --out",
             Location(file=str(path)),
         )
     if earlier["criteria"] != manifest["criteria"]:
         if earlier["criteria"]["sha256"] != digest:  # the results are the other criteria's
+            set_aside_outputs(out)
             _set_aside_results(out / "partitions", partition_count)
         write_atomically(path, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
-    return partition_count, manifest["attestations"]
+    return partition_count, manifest["attestations"], digest
+
+
+def input_differences(earlier: dict[str, Any], now: dict[str, Any]) -> str:
+    """How the input `now` differs from `earlier` (both `CohortInput.describe()`): the
+    files changed, added or removed, a few of each named; "" when it does not."""
+    if earlier == now:
+        return ""
+    if earlier.get("kind") != now.get("kind") or earlier.get("path") != now.get("path"):
+        return f"another input folder: {now.get('path')}"
+    before = {name: rest for name, *rest in earlier.get("files", [])}
+    after = {name: rest for name, *rest in now.get("files", [])}
+    parts = []
+    for what, names in (
+        ("changed", [name for name in after if name in before and after[name] != before[name]]),
+        ("added", [name for name in after if name not in before]),
+        ("removed", [name for name in before if name not in after]),
+    ):
+        if names:
+            more = f" and {len(names) - _NAMES_SHOWN} more" if len(names) > _NAMES_SHOWN else ""
+            parts.append(f"{what}: {', '.join(names[:_NAMES_SHOWN])}{more}")
+    return "; ".join(parts) or "the files are listed in another order"
+
+
+_NAMES_SHOWN = 3
+
+
+def _input_changed(error: InputChangedError, out: Path, resumed: bool) -> InputChangedError:
+    """`error` with what to do: run again (a fresh run: it kept nothing), or, when it
+    resumed a run of the input as it was, evaluate the input as it is now elsewhere."""
+    if resumed:
+        advice = (
+            f"the partitions kept in {out} are of the input as it was before: to evaluate "
+            f"the input as it is now, choose another --out (or remove {out})"
+        )
+    else:
+        advice = "nothing was kept: run the same command again once the input no longer changes"
+    return InputChangedError(f"{error.message}; {advice}", error.location)
 
 
 def _set_aside_results(results_folder: Path, partition_count: int) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from engine.cohort.run_folder import check_finished, reading
 from engine.errors import CohortError, Location
 
 ATTRITION_COLUMNS = (
@@ -87,14 +88,22 @@ class _StoredStep:
 def what_if_funnel(out: str | Path, without: Sequence[str] = ()) -> WhatIfFunnel:
     """The attrition funnel of the cohort run in `out` with the `without` criteria switched off.
 
-    Raises CohortError when `out` holds no finished run, when one of its files is unreadable
+    Raises CohortError when `out` holds no finished run (or one that has not finished:
+    `engine.cohort.run_folder.check_finished`), when one of its files is unreadable
     or disagrees with the others (naming it), or naming a criterion id the run does not
     have (with the ids it has).
     """
+    folder = Path(out)
+    with reading(folder):  # refused while a run writes the folder; none starts meanwhile
+        check_finished(folder)
+        return _funnel(folder, without)
+
+
+def _funnel(folder: Path, without: Sequence[str]) -> WhatIfFunnel:
+    """`what_if_funnel` of a folder no run writes meanwhile."""
     import pyarrow  # type: ignore[import-untyped]
     import pyarrow.compute as compute  # type: ignore[import-untyped]
 
-    folder = Path(out)
     attrition_path = folder / "attrition.csv"
     table_path = folder / "cohort.parquet"
     summary_path = folder / "summary.json"

@@ -5,14 +5,27 @@ are kept, `outcome` entries are skipped), `collection`, `transaction`, `batch` a
 (e.g. an International Patient Summary). Response and history Bundles are refused with the
 reason: they describe what a server did, not a patient's record.
 
+A folder of patient Bundles may also hold Bundles of **shared resources**: no Patient, only
+resources of `SHARED_TYPES` (Medication, Organization, Practitioner, Location, ...) that
+belong to no patient, such as Synthea's `hospitalInformation*`/`practitionerInformation*`
+Bundles or the `_shared.json` a conversion from NDJSON writes. They are found by their
+content, whatever their names (`shared_bundle_files`, `SharedBundleResources`), and each
+patient's Bundle gets the shared resources it refers to (by `Type/id`, an absolute URL
+ending so, or the shared entry's fullUrl), as a cohort run over NDJSON gives each patient
+the export's shared resources it refers to. A Bundle without a Patient that holds a
+resource belonging to a patient stays an error naming the file and the resource.
+
 Every problem raises `InputError` naming the file and, where it applies, the line and column,
 the entry, the resource and the field. Nothing here prints or exits.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import mmap
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +33,7 @@ import orjson
 
 from engine.errors import InputError, Location
 from engine.sources.base import PatientResources
+from engine.sources.ndjson import SHARED_TYPES, patient_reference
 from engine.sources.references import id_from_full_url, is_fhir_id, reference_key
 
 ACCEPTED_BUNDLE_TYPES = ("searchset", "collection", "transaction", "batch", "document")
@@ -35,23 +49,28 @@ _REFUSED_BUNDLE_TYPES = {
 # Fields that tie a resource to its patient (Observation.subject, AllergyIntolerance.patient, ...).
 _PATIENT_FIELDS = ("subject", "patient")
 
-# Synthea writes shared Organization/Location and Practitioner/PractitionerRole resources into
-# batch Bundles beside the patient files; the engine needs none of them.
-_SYNTHEA_SHARED_FILE = re.compile(r"^(?:hospital|practitioner)Information.*\.json$")
+_PATIENT_RESOURCE = re.compile(rb'"resourceType"\s*:\s*"Patient"')
+"""How a Patient resource starts in a Bundle's JSON text (a file without it holds none)."""
+_REFERENCE = re.compile(rb'"reference"\s*:\s*"([^"\\]{1,2048})"')
+"""A reference in JSON text (one with an escape in it is not looked for)."""
 
 _BYTE_ORDER_MARK = b"\xef\xbb\xbf"
 _SNIPPET_HALF_WIDTH = 40
 
 
-def read_bundle_file(path: str | Path) -> PatientResources:
-    """Read one patient's Bundle from a JSON file.
+def read_bundle_file(
+    path: str | Path, shared: SharedBundleResources | None = None
+) -> PatientResources:
+    """Read one patient's Bundle from a JSON file, with the `shared` resources it refers to.
 
     Raises InputError when the file cannot be read, is not JSON, is not a Bundle of an
     accepted type, or does not hold exactly one patient's data.
     """
     origin = str(path)
-    resources, full_urls = _bundle_contents(_load_json_file(Path(path)), origin)
-    return _patient_resources(resources, full_urls, origin, file=origin)
+    data = _read_file(Path(path))
+    resources, full_urls = _bundle_contents(_parse_json(data, origin), origin)
+    patient = _patient_resources(resources, full_urls, origin, file=origin)
+    return patient if shared is None else shared.attach(patient, data)
 
 
 def parse_bundle(data: bytes | str, origin: str) -> PatientResources:
@@ -65,26 +84,157 @@ def parse_bundle(data: bytes | str, origin: str) -> PatientResources:
     return _patient_resources(resources, full_urls, origin)
 
 
+@dataclass
+class SharedBundleResources:
+    """The resources of a record set's shared Bundles (see the module's docstring), by what
+    a patient's Bundle may write to refer to one: `Type/id` and the entry's fullUrl. The
+    first of a `Type/id` (in file order) is kept."""
+
+    entries: list[tuple[bytes, str | None, str]] = dataclasses.field(default_factory=list)
+    """Each resource's JSON text, its entry's fullUrl and its `Type/id`."""
+    by_reference: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_files(
+        cls, files: Iterable[Path], on_error: Callable[[InputError], None] | None = None
+    ) -> SharedBundleResources:
+        """The shared resources of these Bundle files (`shared_bundle_files`); a file that
+        is not a Bundle of shared resources raises InputError naming it, or is passed to
+        `on_error` and left out."""
+        shared = cls()
+        for file in files:
+            try:
+                shared.add(file)
+            except InputError as error:
+                if on_error is None:
+                    raise
+                on_error(error)
+        return shared
+
+    def add(self, file: Path) -> None:
+        """Add the resources of a Bundle of shared resources; InputError naming the file
+        when it is not one (a resource belonging to a patient, one without an id)."""
+        origin = str(file)
+        resources, full_urls = _bundle_contents(_parse_json(_read_file(file), origin), origin)
+        found: list[tuple[bytes, str | None, str]] = []
+        for position, (resource, full_url) in enumerate(zip(resources, full_urls, strict=True)):
+            resource_type = resource["resourceType"]
+            label = _label(resource, full_url, position)
+            if resource_type == "Patient" or resource_type not in SHARED_TYPES:
+                raise InputError(
+                    f"the Bundle holds no Patient resource, and {label} belongs to a patient; "
+                    "each Bundle must hold one patient's data, or only resources patients "
+                    f"share ({', '.join(sorted(SHARED_TYPES))})",
+                    Location(file=origin, resource=label),
+                )
+            if patient_reference(resource) is not None:
+                raise InputError(
+                    "the Bundle holds no Patient resource, and this resource refers to a "
+                    "patient; put it in that patient's Bundle",
+                    Location(file=origin, resource=label),
+                )
+            resource_id = resource.get("id")
+            if not is_fhir_id(resource_id):
+                raise InputError(
+                    "a shared resource needs an id to be referred to",
+                    Location(file=origin, resource=label, field=f"entry[{position}].resource.id"),
+                )
+            found.append((orjson.dumps(resource), full_url, f"{resource_type}/{resource_id}"))
+        for text, full_url, key in found:
+            if key in self.by_reference:
+                continue  # another shared Bundle's, read first
+            self.by_reference[key] = len(self.entries)
+            if full_url is not None:
+                self.by_reference.setdefault(full_url, len(self.entries))
+            self.entries.append((text, full_url, key))
+
+    def __bool__(self) -> bool:
+        return bool(self.entries)
+
+    def attach(self, patient: PatientResources, text: bytes) -> PatientResources:
+        """`patient` (read from the JSON `text`) with the shared resources its Bundle refers
+        to, in the order of their first reference, after its own resources (those it holds
+        itself are not added again)."""
+        if not self.entries:
+            return patient
+        own = {
+            key
+            for resource, full_url in zip(patient.resources, patient.full_urls, strict=True)
+            for key in (full_url, _key_of(resource))
+            if key is not None
+        }
+        chosen: dict[int, None] = {}
+        for match in _REFERENCE.finditer(text):
+            reference = match.group(1).decode("utf-8", errors="replace")
+            position = self.by_reference.get(reference)
+            if position is None:
+                key = reference_key(reference)
+                position = None if key is None else self.by_reference.get(key)
+            if position is not None and reference not in own:
+                chosen.setdefault(position, None)
+        attached = [
+            self.entries[position] for position in chosen if self.entries[position][2] not in own
+        ]
+        if not attached:
+            return patient
+        return replace(
+            patient,
+            resources=[*patient.resources, *(orjson.loads(text) for text, _, _ in attached)],
+            full_urls=[*patient.full_urls, *(full_url for _, full_url, _ in attached)],
+        )
+
+
+def shared_bundle_files(files: Iterable[Path]) -> list[Path]:
+    """The files that hold no Patient resource (their JSON text has no `"resourceType":
+    "Patient"`): Bundles of shared resources, or files `SharedBundleResources.add` refuses,
+    naming them. A patient's Bundle is told by its first Patient (most Bundles put it
+    first: a page or two read); a file that cannot be read is left to the patients'
+    reading, which names the problem."""
+    return [file for file in files if not _holds_a_patient(file)]
+
+
+def _holds_a_patient(file: Path) -> bool:
+    try:
+        with (
+            open(file, "rb") as handle,
+            mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as text,
+        ):
+            return _PATIENT_RESOURCE.search(text) is not None
+    except (OSError, ValueError):  # unreadable, or empty (no mapping): read as a patient's
+        return True
+
+
+def _key_of(resource: dict[str, Any]) -> str | None:
+    resource_id = resource.get("id")
+    return f"{resource['resourceType']}/{resource_id}" if isinstance(resource_id, str) else None
+
+
 class BundleFileSource:
     """Patients from Bundle files and folders, one patient per Bundle, in a stable order.
 
     Each path is a file or a folder; a folder contributes its `*.json` files, searched
-    recursively and sorted. A file reached twice is read once. Synthea's
-    `hospitalInformation*`/`practitionerInformation*` Bundles are skipped when they hold no
-    Patient: they carry shared Organization, Location and Practitioner resources, which Synthea's
-    patient Bundles refer to only through conditional references the engine does not need.
+    recursively and sorted. A file reached twice is read once. Bundles of shared resources
+    (no Patient; Medication, Organization, Practitioner, Location, ...: Synthea's
+    `hospitalInformation*`/`practitionerInformation*`, a conversion's `_shared.json`) are
+    found among the files by their content and read first; each patient gets the shared
+    resources their Bundle refers to (`SharedBundleResources`). `shared`: those resources,
+    found already (a cohort run's partitions: then every file is a patient's).
 
     A problem raises InputError from the iteration, unless `on_error` is given: then each error
     is passed to it and reading goes on with the next file.
     """
 
     def __init__(
-        self, *paths: str | Path, on_error: Callable[[InputError], None] | None = None
+        self,
+        *paths: str | Path,
+        on_error: Callable[[InputError], None] | None = None,
+        shared: SharedBundleResources | None = None,
     ) -> None:
         if not paths:
             raise ValueError("BundleFileSource needs at least one file or folder")
         self.paths = tuple(Path(path) for path in paths)
         self.on_error = on_error
+        self.shared = shared
 
     def files(self) -> list[Path]:
         """The files that will be read, in reading order; InputError for a missing path."""
@@ -93,23 +243,28 @@ class BundleFileSource:
 
     def __iter__(self) -> Iterator[PatientResources]:
         seen: set[Path] = set()
-        origin_of_patient: dict[str, str] = {}
+        files: list[Path] = []
         for path in self.paths:
             try:
-                files = _new_files(_files_under(path), seen)
+                files += _new_files(_files_under(path), seen)
+            except InputError as error:
+                self._report(error)
+        shared = self.shared
+        if shared is None:
+            found = set(shared_bundle_files(files))
+            shared = SharedBundleResources.from_files(
+                [file for file in files if file in found], self._report
+            )
+            files = [file for file in files if file not in found]
+        origin_of_patient: dict[str, str] = {}
+        for file in files:
+            try:
+                patient = read_bundle_file(file, shared)
+                _check_patient_not_seen(patient, origin_of_patient)
             except InputError as error:
                 self._report(error)
                 continue
-            for file in files:
-                try:
-                    patient = _read_patient_file(file)
-                    if patient is None:
-                        continue
-                    _check_patient_not_seen(patient, origin_of_patient)
-                except InputError as error:
-                    self._report(error)
-                    continue
-                yield patient
+            yield patient
 
     def _report(self, error: InputError) -> None:
         if self.on_error is None:
@@ -152,17 +307,6 @@ def _new_files(candidates: list[Path], seen: set[Path]) -> list[Path]:
     return files
 
 
-def _read_patient_file(file: Path) -> PatientResources | None:
-    """The file's patient, or None for a Synthea shared-resources Bundle without a Patient."""
-    origin = str(file)
-    resources, full_urls = _bundle_contents(_load_json_file(file), origin)
-    if _SYNTHEA_SHARED_FILE.match(file.name) and not any(
-        resource["resourceType"] == "Patient" for resource in resources
-    ):
-        return None
-    return _patient_resources(resources, full_urls, origin, file=origin)
-
-
 def _check_patient_not_seen(patient: PatientResources, origin_of_patient: dict[str, str]) -> None:
     earlier = origin_of_patient.setdefault(patient.patient_id, patient.origin)
     if earlier != patient.origin:
@@ -175,10 +319,10 @@ def _check_patient_not_seen(patient: PatientResources, origin_of_patient: dict[s
 # --------------------------------------------------------------------------- JSON
 
 
-def _load_json_file(path: Path) -> Any:
+def _read_file(path: Path) -> bytes:
     origin = str(path)
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise InputError("file not found", Location(file=origin)) from None
     except IsADirectoryError:
@@ -186,7 +330,6 @@ def _load_json_file(path: Path) -> Any:
     except OSError as error:
         reason = error.strerror or type(error).__name__
         raise InputError(f"cannot read the file: {reason}", Location(file=origin)) from None
-    return _parse_json(data, origin)
 
 
 def _parse_json(data: bytes, origin: str) -> Any:

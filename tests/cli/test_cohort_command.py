@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from engine.cli.cohort import cohort
 from engine.cohort import kept_types
+from engine.errors import InputChangedError, Location
 from engine.trial import load_trial
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,6 +60,27 @@ def test_a_failed_write_is_an_error_naming_the_file_not_a_traceback(
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert "3.ndjson: No space left on device" in result.output
     assert "run the same command again to resume" in result.output
+
+
+def test_an_input_that_changed_while_read_exits_1_saying_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a bad argument (2): the same command runs again once the input has settled."""
+
+    def changed(*_arguments: Any, **_options: Any) -> None:
+        raise InputChangedError(
+            "the input file changed while the cohort ran (its size or modification time "
+            "differs); nothing was kept: run the same command again once the input no longer "
+            "changes",
+            Location(file="export/Patient.000.ndjson"),
+        )
+
+    monkeypatch.setattr(importlib.import_module("engine.cohort"), "run_cohort", changed)
+    arguments = ["cohort", CRITERIA, "--bundles", PATIENTS, "--out", str(tmp_path), "--quiet"]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("error: export/Patient.000.ndjson: the input file changed")
+    assert "run the same command again once the input no longer changes" in result.output
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this system")
@@ -128,6 +150,50 @@ def test_watch_re_runs_after_each_save(tmp_path: Path, monkeypatch: pytest.Monke
     assert "sixty" in result.output  # the criteria that did not load, named
     summary = orjson.loads((out / "summary.json").read_bytes())
     assert summary["criteria_evaluated_again"] == summary["patients"]
+
+
+def test_control_c_during_a_watch_s_re_run_says_what_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while --watch waits for a save ends the watch as usual (the last run's status);
+    during a re-run it stops that run: `interrupted: ...`, exit 130, and the folder shows no
+    finished run until the same command resumes it."""
+    criteria = tmp_path / "criteria" / "trial.yaml"
+    criteria.parent.mkdir()
+    (tmp_path / "mappings").symlink_to(ROOT / "mappings")
+    text = Path(CRITERIA).read_text(encoding="utf-8")
+    criteria.write_text(text, encoding="utf-8")
+    out = tmp_path / "out"
+    arguments = ["cohort", str(criteria), "--bundles", PATIENTS, "--as-of", "2026-11-01"]
+    arguments += ["--out", str(out), "--workers", "1", "--quiet"]
+    module = importlib.import_module("engine.cli.cohort")
+
+    def stopped_while_waiting(_watched: Path, _mappings: list[Path]) -> Any:
+        raise KeyboardInterrupt
+        yield  # a generator
+
+    monkeypatch.setattr(module, "changes", stopped_while_waiting)
+    assert CliRunner().invoke(app, [*arguments, "--watch"]).exit_code == 0
+
+    def interrupted(*_arguments: Any, **_options: Any) -> Any:
+        raise KeyboardInterrupt
+
+    def a_save(_watched: Path, _mappings: list[Path]) -> Any:
+        criteria.write_text(text.replace("max: 65}", "max: 60}", 1), encoding="utf-8")
+        runner = importlib.import_module("engine.cohort.runner")
+        monkeypatch.setattr(runner, "_rebuild_from_store", interrupted)  # Ctrl-C in the re-run
+        yield {"saved"}
+
+    monkeypatch.setattr(module, "changes", a_save)
+    result = CliRunner().invoke(app, [*arguments, "--watch"])
+    assert result.exit_code == 130, result.output
+    assert result.output.splitlines()[-1] == (
+        f"interrupted: 0 of 16 partitions kept in {out}; run the same command again to resume"
+    ), result.output
+    assert not (out / "summary.json").exists()
+    monkeypatch.undo()
+    assert CliRunner().invoke(app, arguments).exit_code == 0
+    assert (out / "summary.json").is_file()
 
 
 def test_no_store_keeps_nothing_for_re_runs_and_refuses_watch(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import pytest
 from engine.attestations import Attestations
 from engine.evaluate import CompiledCriteria, PatientEvaluation, evaluate_patient
 from engine.record import build_record
-from engine.sources import PatientResources, read_bundle_file
+from engine.sources import PatientResources, patient_reference, read_bundle_file
 
 ROOT = Path(__file__).resolve().parents[2]
 CRITERIA = ROOT / "criteria" / "NCT05315778.yaml"
@@ -69,6 +69,54 @@ def bundles_to_ndjson(folders: tuple[Path, ...], target: Path) -> None:
     target.mkdir(parents=True)
     for resource_type, lines in by_type.items():
         (target / f"{resource_type}.000.ndjson").write_bytes(b"\n".join(lines) + b"\n")
+
+
+def ndjson_to_bundles(folder: Path, target: Path) -> None:
+    """Bulk-style NDJSON -> a transaction Bundle per patient (fullUrls `urn:uuid:<id>`, the
+    references among a patient's resources written so) and `_shared.json`, a batch Bundle
+    of the resources of no patient (Medication, Organization, ...), which the patients'
+    Bundles refer to as `Type/id`: the layout /work/shared/tools/convert.py ndjson2bundles
+    writes."""
+    patients: dict[str, list[dict[str, Any]]] = {}
+    shared: list[dict[str, Any]] = []
+    for file in sorted(folder.glob("*.ndjson")):
+        for line in file.read_bytes().splitlines():
+            try:
+                resource = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            owner = patient_reference(resource)
+            if owner is None:
+                shared.append(resource)
+            else:
+                patients.setdefault(owner, []).append(resource)
+    target.mkdir(parents=True)
+
+    def entry(resource: dict[str, Any], keys: dict[str, str], method: str) -> dict[str, Any]:
+        resource = orjson.loads(orjson.dumps(resource))
+        _rewrite_references(resource, keys)
+        key = f"{resource['resourceType']}/{resource['id']}"
+        return {
+            "fullUrl": f"urn:uuid:{resource['id']}",
+            "resource": resource,
+            "request": {"method": method, "url": key},
+        }
+
+    for patient_id, resources in patients.items():
+        resources.sort(key=lambda resource: resource["resourceType"] != "Patient")
+        keys = {f"{r['resourceType']}/{r['id']}": f"urn:uuid:{r['id']}" for r in resources}
+        document = {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [entry(resource, keys, "PUT") for resource in resources],
+        }
+        (target / f"{patient_id}.json").write_bytes(orjson.dumps(document))
+    document = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [entry(resource, {}, "PUT") for resource in shared],
+    }
+    (target / "_shared.json").write_bytes(orjson.dumps(document))
 
 
 def read_ndjson(path: Path) -> list[dict[str, Any]]:

@@ -21,9 +21,11 @@ from cohort_examples import (
     run_python,
     skip_unless_dask_workers_fork,
 )
+from typer.testing import CliRunner
 
 import engine.record
 from engine.attestations import load_attestations
+from engine.cli import app
 from engine.cohort import (
     CRITERION_VALUES,
     RECORD_TYPES,
@@ -35,7 +37,7 @@ from engine.cohort import (
     study_reference,
 )
 from engine.cohort.partition import PartitionResult, write_result
-from engine.errors import CohortError
+from engine.errors import CohortError, WorkerLostError
 from engine.evaluate import CompiledCriteria, SubjectStatus
 from engine.report import detected_issue, research_subject
 
@@ -250,10 +252,16 @@ def test_a_local_worker_that_ends_abruptly_is_a_clear_error_and_the_run_resumes(
         pytest.skip("the workers see the patched function only when forked")
     out = tmp_path / "out"
     monkeypatch.setattr(engines, "evaluate_in_worker", _end_abruptly)
-    with pytest.raises(CohortError, match=r"a local worker process ended abruptly .* resume"):
+    with pytest.raises(WorkerLostError, match=r"a local worker process ended abruptly .* resume"):
         run_cohort(
             CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, workers=2, partition_count=PARTITIONS
         )
+    # the command: exit status 1 (the same command resumes), not 2 (a bad argument)
+    arguments = ["cohort", str(CRITERIA), "--ndjson", str(ndjson_folder), "--out", str(out)]
+    result = CliRunner().invoke(app, [*arguments, "--as-of", AS_OF.isoformat(), "--workers", "2"])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("error: a local worker process ended abruptly"), result.output
+    assert "run the same command again to resume" in result.output
     monkeypatch.undo()
     run_cohort(CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, workers=2)
     for name in OUTPUT_FILES:
@@ -279,11 +287,11 @@ def test_dask_workers_that_end_abruptly_are_a_clear_error(ndjson_folder: Path) -
         "    run_cohort(CRITERIA, NdjsonInput(Path(sys.argv[1])), out, AS_OF, engine='dask',"
         " workers=2)\n"
         "except CohortError as error:\n"
-        "    print(error)\n"
+        "    print(type(error).__name__, error)\n"
     )
     done = run_python(code, str(ndjson_folder))
     ended = ("a Dask worker process ended abruptly", "the Dask cluster's process ended abruptly")
-    assert done.stdout.startswith(ended), done.stdout
+    assert done.stdout.startswith(tuple(f"WorkerLostError {each}" for each in ended)), done.stdout
     assert "run the same command again to resume" in done.stdout
     assert "Traceback" not in done.stderr
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+import subprocess
+import sys
+import threading
+import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +28,9 @@ from cohort_examples import (
     read_csv,
     read_ndjson,
 )
+from typer.testing import CliRunner
 
+from engine.cli import app
 from engine.cohort import (
     BundleInput,
     CohortSummary,
@@ -33,10 +39,13 @@ from engine.cohort import (
     RequiredConcept,
     outputs,
     run_cohort,
+    run_folder,
+    runner,
     study_reference,
 )
 from engine.cohort.outputs import assemble_outputs
-from engine.errors import AttestationError, CohortError
+from engine.cohort.whatif import what_if_funnel
+from engine.errors import AttestationError, CohortError, InputChangedError
 from engine.evaluate import CompiledCriteria
 from engine.record import build_record
 from engine.report import detected_issue, research_subject
@@ -286,6 +295,229 @@ def test_a_refused_run_leaves_no_folder_behind(
             attestations_path=bad,
         )
     assert [path.name for path in kept.iterdir()] == ["notes"]
+
+
+def _a_late_patient(export: Path) -> bytes:
+    """A Patient line of a new patient, as an export still being copied gains one."""
+    first = orjson.loads((export / "Patient.000.ndjson").read_bytes().splitlines()[0])
+    return orjson.dumps({**first, "id": "late-patient"}) + b"\n"
+
+
+def _copy_of_the_export(ndjson_folder: Path, tmp_path: Path) -> tuple[Path, bytes]:
+    export = tmp_path / "export"
+    shutil.copytree(ndjson_folder, export)
+    return export, _a_late_patient(export)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("during", ["pass-1", "pass-2"])
+def test_an_input_that_changes_during_a_fresh_run_leaves_nothing_and_running_again_works(
+    ndjson_folder: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    workers: int,
+    during: str,
+) -> None:
+    """An export still being copied when the run starts: a file that changes while pass 1
+    reads it (found at the pass's end) or before pass 2 reads its lines (found when it opens
+    the file) stops the run, naming the file; a fresh run keeps nothing, so that running
+    the same command again evaluates the input as it is then. (Before, the manifest of a run
+    on two workers recorded the file after the change, pass 1's files the file before it,
+    and every later run failed with the same error.)"""
+    export, late = _copy_of_the_export(ndjson_folder, tmp_path)
+    out = tmp_path / "out"
+
+    def grow() -> None:
+        with open(export / "Patient.000.ndjson", "ab") as patients:
+            patients.write(late)
+
+    if during == "pass-1":
+        prepare = NdjsonInput.prepare
+
+        def prepare_while_copied(self: NdjsonInput, *arguments: Any, **options: Any) -> Any:
+            partitions = prepare(self, *arguments, **options)
+            grow()
+            return partitions
+
+        target, replacement = NdjsonInput, prepare_while_copied
+        name = "prepare"
+    else:
+        run_engine = runner._run_engine
+
+        def engine_after_a_change(*arguments: Any, **options: Any) -> Any:
+            grow()
+            return run_engine(*arguments, **options)
+
+        target, replacement, name = runner, engine_after_a_change, "_run_engine"
+
+    def run() -> CohortSummary:
+        return run_cohort(
+            CRITERIA, NdjsonInput(export), out, AS_OF, workers=workers, partition_count=PARTITIONS
+        )
+
+    with monkeypatch.context() as patched:
+        patched.setattr(target, name, replacement)
+        with pytest.raises(InputChangedError) as raised:
+            run()
+    message = str(raised.value)
+    assert "Patient.000.ndjson" in message
+    assert "nothing was kept: run the same command again once the input no longer changes" in (
+        message
+    )
+    assert not out.exists()
+    summary = run()
+    assert summary.patients == 29
+    assert "late-patient" in (out / "cohort.csv").read_text(encoding="utf-8")
+
+
+def test_an_input_that_changes_while_a_run_resumes_is_refused_with_what_to_do(
+    ndjson_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resuming a run whose input then changes: the partitions kept are of the input as it
+    was, so the message says to evaluate it elsewhere; following it works, and the folder
+    is kept, a later run there refused naming the file that changed."""
+    export, late = _copy_of_the_export(ndjson_folder, tmp_path)
+    out = tmp_path / "out"
+    run_cohort(CRITERIA, NdjsonInput(export), out, AS_OF, workers=1, partition_count=PARTITIONS)
+    for written in (out / "partitions").rglob("0001.*"):  # interrupted before it was written
+        written.unlink()
+    prepare = NdjsonInput.prepare
+
+    def prepare_while_copied(self: NdjsonInput, *arguments: Any, **options: Any) -> Any:
+        partitions = prepare(self, *arguments, **options)
+        with open(export / "Patient.000.ndjson", "ab") as patients:
+            patients.write(late)
+        return partitions
+
+    with monkeypatch.context() as patched:
+        patched.setattr(NdjsonInput, "prepare", prepare_while_copied)
+        with pytest.raises(InputChangedError, match="choose another --out") as raised:
+            run_cohort(CRITERIA, NdjsonInput(export), out, AS_OF, workers=1)
+    assert "changed: Patient.000.ndjson" in str(raised.value)
+    assert (out / "manifest.json").is_file() and not (out / "work").exists()
+    elsewhere = run_cohort(CRITERIA, NdjsonInput(export), tmp_path / "other", AS_OF, workers=1)
+    assert elsewhere.patients == 29
+    with pytest.raises(CohortError, match=r"other input files .*changed: Patient\.000\.ndjson"):
+        run_cohort(CRITERIA, NdjsonInput(export), out, AS_OF, workers=1)
+
+
+_HOLD_THE_LOCK = """
+import sys
+from pathlib import Path
+from engine.cohort.run_folder import RunLock
+RunLock.take(Path(sys.argv[1]))
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_second_run_on_a_folder_is_refused_at_once_and_attrition_too(
+    one_worker: CohortSummary, ndjson_folder: Path, tmp_path: Path
+) -> None:
+    """A run holds an exclusive lock on its --out (`.lock`, naming its pid) for its
+    duration: another run is refused at once, touching nothing, and `attrition` is refused
+    while it writes. The operating system releases the lock of a run that is killed."""
+    out = tmp_path / "out"
+    shutil.copytree(one_worker.out_dir, out)
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_THE_LOCK, str(out)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        started = time.monotonic()
+        with pytest.raises(CohortError) as refused:
+            run_cohort(CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, workers=1)
+        assert time.monotonic() - started < 1.0  # a run holds it: no wait
+        assert str(refused.value) == (
+            f"{out}: another trialsieve cohort run (pid {holder.pid}) is using this folder; "
+            "wait for it to end, or choose another --out"
+        )
+        with pytest.raises(CohortError, match=rf"run \(pid {holder.pid}\) is writing this folder"):
+            what_if_funnel(out)
+        refused_command = CliRunner().invoke(app, ["attrition", str(out)])
+        assert refused_command.exit_code == 2, refused_command.output
+        after = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+        assert after == {**before, out / ".lock": f"{holder.pid}\n".encode()}
+    finally:
+        holder.kill()  # killed: never released by the process itself
+        holder.wait()
+    again = run_cohort(CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, workers=1)
+    assert again.partitions_reused == PARTITIONS
+    assert not (out / ".lock").exists()  # a run removes it at its end
+    what_if_funnel(out)
+    assert not (out / ".lock").exists()  # and so does a reader
+
+
+def test_a_run_waits_for_a_reader_a_moment_then_gives_up(
+    one_worker: CohortSummary, ndjson_folder: Path, tmp_path: Path
+) -> None:
+    """A lock no run holds is a reader's (`trialsieve attrition`, less than a second): a
+    run starting meanwhile waits for it, up to `READ_GRACE_SECONDS`, then is refused."""
+    out = tmp_path / "out"
+    shutil.copytree(one_worker.out_dir, out)
+
+    def read_for(seconds: float) -> threading.Thread:
+        locked = threading.Event()
+
+        def read() -> None:
+            with run_folder.reading(out):
+                locked.set()
+                time.sleep(seconds)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        locked.wait()
+        return reader
+
+    reader = read_for(0.3)
+    run_cohort(CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, workers=1)
+    reader.join()
+    reader = read_for(run_folder.READ_GRACE_SECONDS + 1.0)
+    try:
+        with pytest.raises(CohortError, match="attrition` reading it"):
+            run_cohort(CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, workers=1)
+    finally:
+        reader.join()
+
+
+def test_temporary_files_a_killed_run_left_are_removed_when_it_resumes(
+    one_worker: CohortSummary, ndjson_folder: Path, tmp_path: Path
+) -> None:
+    """A run killed while it wrote (SIGKILL, a machine crash) leaves its atomic writes'
+    temporary files (`.<name>.<12 hex digits>.part`) in --out; the next run on the folder
+    removes them, in --out and the folders in it, and nothing else."""
+    out = tmp_path / "out"
+    shutil.copytree(one_worker.out_dir, out)
+    for name in (*OUTPUT_FILES, "summary.json"):  # killed while assembling the outputs
+        (out / name).unlink()
+    left = [
+        out / ".cohort.csv.69b094ae04c7.part",
+        out / ".manifest.json.8b523560f1ea.part",
+        out / "partitions" / ".0003.ndjson.0123456789ab.part",
+        out / "partitions" / "store" / ".0001.records.abcdefabcdef.part",
+    ]
+    others = [
+        out / "notes.part",
+        out / ".notes.part",
+        out / ".cohort.csv.69b094ae04c7.part.bak",
+        out / ".cohort.csv.69B094AE04C7.part",
+        out / "partitions" / "cohort.csv.69b094ae04c7.part",
+    ]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (out / "elsewhere").symlink_to(elsewhere)  # never followed out of --out
+    others.append(elsewhere / ".cohort.csv.69b094ae04c7.part")
+    for path in (*left, *others):
+        path.write_bytes(b"half written")
+    run_cohort(CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, workers=1)
+    assert [path for path in left if path.exists()] == []
+    assert [path for path in others if not path.exists()] == []
+    for name in OUTPUT_FILES:
+        assert (out / name).read_bytes() == (one_worker.out_dir / name).read_bytes(), name
 
 
 def test_bundles_give_the_same_subjects_and_issues(

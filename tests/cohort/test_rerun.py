@@ -15,8 +15,19 @@ import orjson
 import pytest
 from cohort_examples import AS_OF, CRITERIA, OUTPUT_FILES, PARTITIONS
 
-from engine.cohort import BundleInput, CohortInput, CohortSummary, NdjsonInput, rerun, run_cohort
+from engine.cohort import (
+    BundleInput,
+    CohortInput,
+    CohortSummary,
+    NdjsonInput,
+    rerun,
+    run_cohort,
+    runner,
+)
 from engine.cohort.outcome_store import criterion_digests
+from engine.cohort.partition import CriteriaFiles
+from engine.cohort.whatif import what_if_funnel
+from engine.errors import CohortError
 from engine.trial import load_trial
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,6 +71,11 @@ class Trial:
                 self.folder / fresh / name
             ).read_bytes(), name
         return rerun
+
+
+def criterion_files_digest(criteria: Path) -> str:
+    """The digest of a criteria file and its mappings, as the run's manifest names it."""
+    return CriteriaFiles.collect(load_trial(criteria)).digest
 
 
 def _copy(tmp_path: Path, criteria: Path, source: CohortInput, full: bool = False) -> Trial:
@@ -188,6 +204,61 @@ def test_an_interrupted_re_run_resumes_to_the_same_files(itp_trial: Trial) -> No
         assert (itp_trial.folder / "out" / name).read_bytes() == (
             itp_trial.folder / "fresh" / name
         ).read_bytes(), name
+
+
+@pytest.mark.parametrize("edit", ["changes-results", "changes-none"])
+def test_a_re_run_that_stops_shows_no_outputs_of_the_earlier_criteria(
+    itp_trial: Trial, monkeypatch: pytest.MonkeyPatch, edit: str
+) -> None:
+    """A re-run of edited criteria that stops (killed, Ctrl-C, a full disk) after it wrote
+    the manifest naming them leaves no output of the earlier criteria in the folder: their
+    summary is removed and the outputs set aside before the manifest names other criteria,
+    and `attrition` says the run has not finished, with the command that resumes it. The
+    resumed run writes a fresh run's files (the set-aside outputs moved back when they are
+    the same, keeping their identity, else replaced)."""
+    out = itp_trial.folder / "out"
+    inodes = {name: (out / name).stat().st_ino for name in COMPARED}
+    if edit == "changes-results":
+        itp_trial.edit(EXCLUSION_7_HEMOGLOBIN, 'value: "< 120 g/L"')
+    else:
+        itp_trial.edit("note: Whole years on the as-of date", "note: Whole years, as of the day")
+
+    def stopped(*_arguments: object, **_options: object) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(runner, "_rebuild_from_store", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            itp_trial.run("out")
+    manifest = orjson.loads((out / "manifest.json").read_bytes())
+    assert manifest["criteria"]["sha256"] == criterion_files_digest(itp_trial.criteria)
+    assert not [name for name in (*COMPARED, "summary.json") if (out / name).exists()]
+    with pytest.raises(CohortError, match="has not finished") as refused:
+        what_if_funnel(out)
+    assert f"run the same command again to resume: trialsieve cohort {itp_trial.criteria} " in (
+        str(refused.value)
+    )
+    assert f"--as-of {AS_OF.isoformat()} --out {out}" in str(refused.value)
+    itp_trial.rerun_equals_fresh("fresh")
+    assert not (out / "partitions" / "previous-outputs").exists()
+    summary = orjson.loads((out / "summary.json").read_bytes())
+    assert summary["criteria_sha256"] == manifest["criteria"]["sha256"]
+    kept = {name for name in COMPARED if (out / name).stat().st_ino == inodes[name]}
+    assert kept == (set(COMPARED) if edit == "changes-none" else set())
+    what_if_funnel(out)
+
+
+def test_a_summary_of_other_criteria_than_the_manifest_s_is_no_finished_run(
+    itp_trial: Trial,
+) -> None:
+    """A summary.json naming other criteria than the manifest (a folder left so by an
+    earlier version) is not read as the run of the manifest's criteria."""
+    out = itp_trial.folder / "out"
+    what_if_funnel(out)
+    summary = orjson.loads((out / "summary.json").read_bytes())
+    (out / "summary.json").write_bytes(orjson.dumps({**summary, "criteria_sha256": "0" * 64}))
+    with pytest.raises(CohortError, match="has not finished"):
+        what_if_funnel(out)
 
 
 def test_files_written_without_fsync_and_cut_short_by_a_crash_are_evaluated_again(

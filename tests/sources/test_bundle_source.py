@@ -470,22 +470,104 @@ def test_source_checks_synthea_named_bundles_too(tmp_path: Path) -> None:
         list(BundleFileSource(tmp_path))
 
 
-def test_other_bundle_without_patient_is_an_error(tmp_path: Path) -> None:
-    write(tmp_path, "organizations.json", bundle({"resourceType": "Organization", "id": "o"}))
+def test_a_bundle_without_patient_holding_a_patient_s_resource_is_an_error(
+    tmp_path: Path,
+) -> None:
+    """A Bundle of shared resources holds only resources no patient owns; one without a
+    Patient that holds an Observation (or a Device of a patient) is an error naming the file
+    and the resource, and the patients' Bundles are still read."""
+    write(tmp_path, "p.json", bundle(patient()))
+    medication = {"resourceType": "Medication", "id": "m1"}
+    loose = write(tmp_path, "loose.json", bundle(medication, observation(subject="Patient/p1")))
+    device = {"resourceType": "Device", "id": "d1", "patient": {"reference": "Patient/p1"}}
+    owned = write(tmp_path, "owned.json", bundle(medication, device))
+    errors: list[InputError] = []
+    assert [each.patient_id for each in BundleFileSource(tmp_path, on_error=errors.append)] == [
+        "p1"
+    ]
+    assert [(error.location.file, error.location.resource) for error in errors] == [
+        (str(loose), "Observation/o1"),
+        (str(owned), "Device/d1"),
+    ]
+    assert errors[0].message.startswith(
+        "the Bundle holds no Patient resource, and Observation/o1 belongs to a patient; each "
+        "Bundle must hold one patient's data, or only resources patients share (Device, "
+    )
+    assert "refers to a patient" in errors[1].message
     with pytest.raises(InputError, match="no Patient"):
         list(BundleFileSource(tmp_path))
 
 
+def _medication_request(request_id: str, medication: str) -> dict[str, Any]:
+    return {
+        "resourceType": "MedicationRequest",
+        "id": request_id,
+        "status": "active",
+        "intent": "order",
+        "medicationReference": {"reference": medication},
+        "subject": {"reference": "Patient/p1"},
+    }
+
+
+@pytest.mark.parametrize("name", ["_shared.json", "hospitalInformation1.json", "zz.json"])
+def test_a_bundle_of_shared_resources_is_read_for_every_patient_that_refers_to_them(
+    tmp_path: Path, name: str
+) -> None:
+    """Whatever its name, a Bundle without a Patient holding only shared resources gives
+    each patient the ones their Bundle refers to: by `Type/id`, by an absolute URL ending
+    so, or by the shared entry's fullUrl; in the order referred to, after the patient's
+    own, never twice nor one the patient's Bundle holds itself."""
+    medications = [{"resourceType": "Medication", "id": f"m{number}"} for number in (1, 2, 3)]
+    organization = {"resourceType": "Organization", "id": "o1", "name": "Patient First"}
+    shared = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            *({"fullUrl": f"urn:uuid:{m['id']}", "resource": m} for m in medications),
+            {"resource": organization},
+        ],
+    }
+    write(tmp_path, name, shared)
+    first = bundle(
+        patient("p1"),
+        _medication_request("r1", "urn:uuid:m2"),
+        _medication_request("r2", "Medication/m1"),
+        _medication_request("r3", "https://example.org/fhir/Medication/m2"),
+        _medication_request("r4", "Medication/unknown"),
+    )
+    write(tmp_path, "p1.json", first)
+    holds_its_own = bundle(
+        patient("p2"),
+        {"resourceType": "Medication", "id": "m3"},
+        _medication_request("r5", "Medication/m3"),
+    )
+    holds_its_own["entry"][2]["resource"]["subject"] = {"reference": "Patient/p2"}
+    write(tmp_path, "p2.json", holds_its_own)
+    write(tmp_path, "p3.json", bundle(patient("p3")))
+    read = {each.patient_id: each for each in BundleFileSource(tmp_path)}
+    assert sorted(read) == ["p1", "p2", "p3"]
+    attached = read["p1"].resources[5:]
+    assert attached == [medications[1], medications[0]]
+    assert read["p1"].full_urls[5:] == ["urn:uuid:m2", "urn:uuid:m1"]
+    assert [resource["id"] for resource in read["p2"].resources] == ["p2", "m3", "r5"]
+    assert len(read["p3"].resources) == 1
+
+
 def test_source_with_on_error_reports_and_goes_on(tmp_path: Path) -> None:
+    """The paths are listed first (a missing one reported), then the files without a
+    Patient read (shared resources: `{oops` is one of those, and not JSON), then each
+    patient's, in file order."""
     write(tmp_path, "1.json", bundle(patient("p1")))
     write(tmp_path, "2.json", b"{oops")
     write(tmp_path, "3.json", bundle(patient("p3")))
+    write(tmp_path, "4.json", bundle(patient("p4"), observation(subject="Patient/p3")))
     errors: list[InputError] = []
     source = BundleFileSource(tmp_path, tmp_path / "absent", on_error=errors.append)
     assert [patient_data.patient_id for patient_data in source] == ["p1", "p3"]
     assert [error.location.file for error in errors] == [
-        str(tmp_path / "2.json"),
         str(tmp_path / "absent"),
+        str(tmp_path / "2.json"),
+        str(tmp_path / "4.json"),
     ]
 
 

@@ -1,0 +1,204 @@
+"""Ctrl-C during a cohort run: the command's process stops the run, its workers (pass 1's and
+the local engine's pools, a Dask cluster's) leave the signal to it, and the command prints one
+line, what is kept and how to resume, and exits 130; the same command then resumes to the
+files an uninterrupted run writes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cohort_examples import AS_OF, CRITERIA, OUTPUT_FILES, PARTITIONS, skip_unless_dask_workers_fork
+
+from engine.cohort import CohortSummary, NdjsonInput, engines, ndjson_partitions, run_cohort
+
+_INTERRUPTED_COMMAND = """
+import importlib, os, signal, sys
+from pathlib import Path
+
+command = importlib.import_module("engine.cli.cohort")  # (engine.cli.cohort: the function)
+progress = importlib.import_module("engine.cli.progress")
+pass_one = importlib.import_module("engine.cohort.ndjson_partitions")
+
+when = sys.argv[1]
+sent = Path(sys.argv[2])
+stop = getattr(signal, sys.argv[3])
+
+
+def control_c():
+    # once, to the whole process group, as a terminal sends it
+    try:
+        os.close(os.open(sent, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return
+    os.killpg(0, stop)
+
+
+class Interrupting:
+    def start(self, total):
+        pass
+
+    def advance(self, patients):
+        if when == "partitions":
+            control_c()
+
+    def stop(self):
+        pass
+
+
+split_range = pass_one._split_range
+
+
+def split_and_interrupt(task):
+    if when == "pass-1":
+        control_c()
+    return split_range(task)
+
+
+command._show_progress = lambda quiet: True
+progress.ProgressBar = Interrupting
+pass_one._split_range = split_and_interrupt
+sys.argv = ["trialsieve", *sys.argv[4:]]
+from engine.cli import app
+
+app()
+"""
+
+
+def _interrupted_command(
+    when: str, stop: str, tmp_path: Path, *arguments: str
+) -> subprocess.CompletedProcess[str]:
+    """`trialsieve ARGUMENTS` in a session of its own, sent `stop` (SIGINT: Ctrl-C; SIGTERM)
+    to its process group by pass 1's first range (`pass-1`) or as its first partition is
+    done."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _INTERRUPTED_COMMAND,
+            when,
+            str(tmp_path / "sent"),
+            stop,
+            *arguments,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        start_new_session=True,
+        cwd=Path(__file__).parent,
+    )
+
+
+@pytest.mark.parametrize(
+    ("engine", "when", "stop"),
+    [
+        ("local", "pass-1", "SIGINT"),
+        ("local", "partitions", "SIGINT"),
+        ("dask", "partitions", "SIGINT"),
+        ("local", "pass-1", "SIGTERM"),
+        ("local", "partitions", "SIGTERM"),
+        ("dask", "partitions", "SIGTERM"),
+    ],
+)
+def test_control_c_prints_one_line_and_the_same_command_resumes(
+    one_worker: CohortSummary,
+    ndjson_folder: Path,
+    tmp_path: Path,
+    engine: str,
+    when: str,
+    stop: str,
+) -> None:
+    """SIGTERM (a batch system's stop, sent to the whole group) as Ctrl-C: `terminated:`
+    and exit status 143. A worker that SIGTERM ended is no lost worker."""
+    if engine == "dask":
+        skip_unless_dask_workers_fork()
+    out = tmp_path / "out"
+    arguments = [
+        "cohort",
+        str(CRITERIA),
+        "--ndjson",
+        str(ndjson_folder),
+        "--as-of",
+        AS_OF.isoformat(),
+        "--out",
+        str(out),
+        "--engine",
+        engine,
+        "--workers",
+        "2",
+    ]
+    done = _interrupted_command(when, stop, tmp_path, *arguments)
+    assert done.returncode == 128 + getattr(signal, stop), done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr  # no traceback, no log record of a worker
+    said = "interrupted: " if stop == "SIGINT" else "terminated: "
+    if when == "pass-1":  # a fresh run stopped before its manifest: nothing to resume
+        assert lines == [f"{said}nothing was kept; run the same command again to start afresh"]
+        assert not out.exists()
+    else:
+        kept, _, rest = lines[0].removeprefix(said).partition(" of ")
+        assert int(kept) >= 1
+        assert rest == f"16 partitions kept in {out}; run the same command again to resume"
+    resumed = run_cohort(CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, workers=1)
+    assert resumed.patients == one_worker.patients
+    for name in OUTPUT_FILES:
+        assert (out / name).read_bytes() == (one_worker.out_dir / name).read_bytes(), name
+
+
+def _note_the_handler(folder: Path) -> None:
+    """Note in `folder` (a file per process) how this process handles SIGINT."""
+    handler = signal.getsignal(signal.SIGINT)
+    (folder / str(os.getpid())).write_text(
+        "ignored" if handler is signal.SIG_IGN else repr(handler), encoding="utf-8"
+    )
+
+
+_SPLIT_RANGE = ndjson_partitions._split_range
+_NOTES: list[Path] = []
+"""Where `_noting_split_range` notes (set before the pool's workers fork)."""
+
+
+def _noting_split_range(task: Any) -> Any:
+    """Pass 1's task, noting the worker's SIGINT handler first (a function of this module:
+    the pool pickles its tasks' function by name)."""
+    _note_the_handler(_NOTES[0])
+    return _SPLIT_RANGE(task)
+
+
+def test_pool_workers_leave_control_c_to_the_command(
+    ndjson_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pass 1's workers and the local engine's ignore SIGINT: a worker waiting for its next
+    task would end with a KeyboardInterrupt traceback."""
+    pass_one, partitions = tmp_path / "pass-1", tmp_path / "partitions"
+    pass_one.mkdir()
+    partitions.mkdir()
+    _NOTES[:] = [pass_one]
+    monkeypatch.setattr(ndjson_partitions, "_split_range", _noting_split_range)
+    evaluate_in_worker = engines.evaluate_in_worker
+
+    def noting_evaluate_in_worker(*arguments: Any, **options: Any) -> Any:
+        _note_the_handler(partitions)
+        return evaluate_in_worker(*arguments, **options)
+
+    monkeypatch.setattr(engines, "evaluate_in_worker", noting_evaluate_in_worker)
+    try:
+        run_cohort(
+            CRITERIA,
+            NdjsonInput(ndjson_folder),
+            tmp_path / "out",
+            AS_OF,
+            workers=2,
+            partition_count=PARTITIONS,
+        )
+    finally:
+        _NOTES.clear()
+    for folder in (pass_one, partitions):
+        noted = {path.name: path.read_text(encoding="utf-8") for path in folder.iterdir()}
+        assert noted and str(os.getpid()) not in noted, folder.name  # in worker processes
+        assert set(noted.values()) == {"ignored"}, (folder.name, noted)
