@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from operator import attrgetter
-from typing import Any, ClassVar, NamedTuple, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol, TypeVar
 
 from engine.attestations import Attestation
 from engine.criteria.model import (
@@ -1808,9 +1808,20 @@ def _day_text(span: Span | None) -> str:
     return days_text(span.start, span.latest_start or span.start)
 
 
-def may_be_latest(candidates: list[_Candidate]) -> list[_Candidate]:
-    """The candidates (dated ones, newest first, as `_candidates` sorts them) that may each
-    be the latest: none of the others is surely newer. Two times of day (with their time
+class Spanned(Protocol):
+    """Anything dated by a span: an atom's candidate, a computed value's input read."""
+
+    @property
+    def span(self) -> Span | None: ...
+
+
+SpannedT = TypeVar("SpannedT", bound=Spanned)
+
+
+def may_be_latest(candidates: list[SpannedT]) -> list[SpannedT]:
+    """The candidates (dated ones, in any order: an atom's `_candidates` are newest first,
+    a computed value's input reads come in record order) that may each be the latest: none
+    of the others is surely newer. Two times of day (with their time
     zones) are compared as instants; a result dated to the day only (or to a month) is
     compared by calendar days, each read in the time zone it was written in, so a result of
     some time on 2026-10-20 may be later than one at 08:00 that day, and one of October may
