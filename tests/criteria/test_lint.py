@@ -374,3 +374,13 @@ def test_a_file_that_is_not_utf8_is_reported_at_its_line(tmp_path: Path, folder:
         "the file is not UTF-8 text",
     )
     assert problem.location.line == 3
+
+
+def test_lint_suggests_a_ucum_unit_for_gm_per_dl(tmp_path: Path) -> None:
+    project(tmp_path, '- resource: Observation\n  concept: hemoglobin\n  value: "< 10 gm/dl"\n')
+    problems = lint(tmp_path)
+    assert has_errors(problems)
+    [problem] = problems
+    assert problem.location.field == "value" and problem.location.line == 18
+    assert "unit 'gm/dl' is not UCUM (did you mean 'g/dL', gram per deciliter?)" in str(problem)
+
