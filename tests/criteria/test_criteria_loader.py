@@ -780,3 +780,45 @@ def test_a_lower_case_litre_is_ucum(tmp_path: Path, unit: str) -> None:
     assert isinstance(atom, ResourceAtom) and isinstance(atom.value, QuantityTest)
     assert atom.value.unit == unit
 
+
+SHARED_FRAGMENTS = """\
+trial: {id: NCT00000001, title: A test trial}
+x-haemoglobin: &haemoglobin {resource: Observation, concept: hb, within: P28D}
+x-notes: [anything, {at: all}]
+criteria:
+  - id: inclusion-1
+    kind: inclusion
+    text: Haemoglobin below 100 g/L
+    expression:
+      <<: *haemoglobin
+      value: "< 100 g/L"
+  - id: inclusion-2
+    kind: inclusion
+    text: Haemoglobin in the last year
+    expression:
+      <<: *haemoglobin
+      within: P1Y
+"""
+
+
+def test_top_level_keys_starting_with_x_are_ignored_and_hold_shared_fragments(
+    tmp_path: Path,
+) -> None:
+    loaded = load_criteria(write(tmp_path, SHARED_FRAGMENTS))
+    first, second = (criterion.expression for criterion in loaded.criteria)
+    assert isinstance(first, ResourceAtom) and isinstance(second, ResourceAtom)
+    assert first.concept == second.concept == "hb"
+    assert first.window.duration is not None and first.window.duration.text == "P28D"
+    assert isinstance(first.value, QuantityTest)
+    assert second.window.duration is not None and second.window.duration.text == "P1Y"
+
+
+def test_another_unknown_top_level_key_says_x_keys_are_allowed(tmp_path: Path) -> None:
+    path = write(tmp_path, SHARED_FRAGMENTS.replace("x-notes:", "notes:"))
+    with pytest.raises(CriteriaError) as raised:
+        load_criteria(path)
+    assert raised.value.location.field == "notes"
+    assert raised.value.message == (
+        "unknown key 'notes'; allowed: criteria, mappings, trial, version, windows, and keys "
+        "starting with 'x-' (ignored)"
+    )

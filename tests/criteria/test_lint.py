@@ -384,3 +384,16 @@ def test_lint_suggests_a_ucum_unit_for_gm_per_dl(tmp_path: Path) -> None:
     assert problem.location.field == "value" and problem.location.line == 18
     assert "unit 'gm/dl' is not UCUM (did you mean 'g/dL', gram per deciliter?)" in str(problem)
 
+
+def test_lint_accepts_and_ignores_top_level_x_keys(tmp_path: Path) -> None:
+    criteria = project(tmp_path)
+    text = criteria.read_text(encoding="utf-8").replace(
+        "criteria:\n",
+        "x-haemoglobin: &haemoglobin {resource: Observation, concept: hemoglobin}\ncriteria:\n",
+        1,
+    )
+    text += '        - <<: *haemoglobin\n          value: "< 12 g/dL"\n'
+    criteria.write_text(text, encoding="utf-8")
+    assert lint(tmp_path) == []
+    result = CliRunner().invoke(app, ["lint", str(criteria), str(tmp_path / "mappings")])
+    assert result.exit_code == 0, result.output
