@@ -66,6 +66,10 @@ caught there, never reaching a caller:
     _Gone             (engine/sources/bulk_export.py) an export file the server no longer has
     _NeedsMolarMass   (engine/normalise/units.py) a conversion needs the analyte's molar mass
     _Incommensurable  (engine/normalise/units.py) two units measure different dimensions
+    _CommentedEmptyValue (engine/normalise/yaml_reading.py) an empty value with a comment on
+                      its key's line, which ruamel's parser without comment tokens marks on
+                      the next line: caught by load_round_trip, which reads the text with
+                      its caller's fallback (the round-trip parser with comment tokens)
     NotStored         (engine/cohort/outcome_store.py) a cohort re-run's store cannot answer
                       what a criterion asks; caught by engine/cohort/rerun.py, which then
                       evaluates that partition from the input
