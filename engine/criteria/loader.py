@@ -534,10 +534,13 @@ def _explain(document: _Document, error: ValidationError) -> Iterator[_Problem]:
         yield _problem(document, path, f"{_quoted(instance)}{custom}")
     elif error.validator == "additionalProperties":
         allowed = sorted(schema.get("properties", {}))
+        patterns = list(schema.get("patternProperties", {}))
+        also = "".join(f", and keys starting with '{_prefix(p)}' (ignored)" for p in patterns)
         for key in instance:
-            if key not in allowed:
+            if key not in allowed and not any(re.search(p, str(key)) for p in patterns):
                 message = (
-                    f"unknown key '{key}'{_suggestion(key, allowed)}; allowed: {', '.join(allowed)}"
+                    f"unknown key '{key}'{_suggestion(key, allowed)}; allowed: "
+                    f"{', '.join(allowed)}{also}"
                 )
                 yield _problem(document, [*path, key], message, at_key=True)
     elif error.validator == "required":
@@ -724,6 +727,11 @@ _NO_LENGTH_WINDOW = (
     "'{text}' is a window of no length: write how far to look back (P1D is the as-of date "
     "and the day before), or status: [active] for active (in use) on the as-of date"
 )
+
+
+def _prefix(pattern: str) -> str:
+    """The prefix a `patternProperties` pattern such as `^x-` stands for (`x-`)."""
+    return pattern.removeprefix("^")
 
 
 def _suggestion(word: str, choices: Sequence[str]) -> str:

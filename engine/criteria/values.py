@@ -37,7 +37,7 @@ from engine.criteria.model import (
     ReferenceLimitTest,
     ValueTest,
 )
-from engine.normalise.units import is_valid_ucum
+from engine.normalise.units import is_valid_ucum, ucum_suggestion
 
 CONCEPT_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]*")
 """A concept id, as `mappings/mappings.schema.json` defines it."""
@@ -262,13 +262,15 @@ def _checked_unit(unit: str) -> str:
         first = unit.split()[0]
         if first in _TIMES_SIGNS:
             raise ValueError(f"expected ULN or LLN after '{first}', found '{unit[1:].strip()}'")
-        raise ValueError(f"unit '{unit}' is not UCUM: a UCUM unit has no spaces")
+        raise ValueError(
+            f"unit '{unit}' is not UCUM: a UCUM unit has no spaces{ucum_suggestion(unit)}"
+        )
     if not unit.isascii() or not unit.isprintable():
         raise ValueError(
             f"unit '{unit}' is not UCUM: UCUM units are plain ASCII (write 'u' for micro, 'ug/L')"
         )
     if not is_valid_ucum(unit):
-        raise ValueError(f"unit '{unit}' is not UCUM")
+        raise ValueError(f"unit '{unit}' is not UCUM{ucum_suggestion(unit)}")
     return unit
 
 

@@ -6,17 +6,21 @@ window holds one, else the computed value; with `prefer: computed` the other way
 computed value takes each measured input as the latest usable result of its concept in the
 input's window (the atom's window unless `computed.inputs` names another), the age on the
 day of the formula's first measured input, and Patient.gender; every input is cited as
-evidence. An input that is missing, only older than its window (stale), unusable or
-implausible makes the computed value unknown, with that reason; so does an input type the
-source could not provide (`EvaluationContext.unavailable_types`: "Observation not exported by
-the server", or the server's refusal), whatever the record holds, as an atom over that type
-only.
+evidence. Results that may each be an input's latest (`may_be_latest`) are each computed, in
+the order of their references: values on one side of the test decide together, values that
+disagree leave it unknown, naming each. An input that is missing, only older than its
+window (stale), unusable or implausible makes the computed value unknown, with that reason;
+so does an input type the source could not provide (`EvaluationContext.unavailable_types`:
+"Observation not exported by the server", or the server's refusal), whatever the record
+holds, as an atom over that type only.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import product
 from typing import Any, NamedTuple
 
 from engine.criteria.model import ComputedValue, Window
@@ -26,6 +30,7 @@ from engine.evaluate.nodes import (
     EvaluationContext,
     Reads,
     ResourceNode,
+    may_be_latest,
     unavailable_text,
 )
 from engine.evaluate.outcome import (
@@ -82,6 +87,25 @@ class _Read(NamedTuple):
     day: dt.date | None
     problem: str | None = None
     resource: dict[str, Any] | None = None
+
+
+class _Dated(NamedTuple):
+    """An input's result in its window, with its span (what `may_be_latest` compares)."""
+
+    resource: dict[str, Any]
+    span: Span
+
+
+class _Computation(NamedTuple):
+    """The computed value of one choice of input results: its outcome, the value ("37.1
+    mL/min/{1.73_m2}"; "" when it could not be computed), the inputs it came from
+    ("creatinine 2 mg/dL on 2026-10-25 (Observation/x), age 60, male"), and whether they are
+    from different samples (`same_sample`)."""
+
+    outcome: Outcome
+    value_text: str = ""
+    inputs_text: str = ""
+    apart: bool = False
 
 
 def compile_computed(
@@ -190,10 +214,9 @@ class ComputedNode:
         outcome = self._decide(context, reads, also)
         if outcome.atom is not None:  # decided by the measured value: cited already
             return outcome
-        if len(reads) != len(self.inputs):  # the formula did not read them
-            reads = []
+        if not reads:  # the formula did not read them
             for item in self.inputs:  # a loop: a comprehension would make `context` a cell
-                reads.append(_latest(item, context))
+                reads.extend(_latest(item, context))
         evidence = outcome.evidence
         cited = []
         for read in reads:  # a loop, not a comprehension: no frame of its own (Python 3.11)
@@ -300,14 +323,88 @@ class ComputedNode:
                 missing=(f"{subject} computed by {self.formula.id}: {reason}",),
                 unavailable=reason,
             )
+        tied: list[tuple[_Read, ...]] = []
+        for item in self.inputs:
+            item_reads = _latest(item, context)
+            reads.extend(item_reads)
+            tied.append(item_reads)
+        if all(len(item_reads) == 1 for item_reads in tied):  # one latest result each
+            return self._computation(context, [item_reads[0] for item_reads in tied]).outcome
+        # Results that may each be an input's latest (`may_be_latest`): every choice of them
+        # is computed, in the order of their references, so that the source's order of them
+        # never decides.
+        computations = [self._computation(context, choice) for choice in product(*tied)]
+        together = [computation for computation in computations if not computation.apart]
+        if not together:  # no choice is one sample: the first says why
+            return computations[0].outcome
+        for computation in together:
+            if computation.outcome.truth is UNKNOWN:  # a result that may be the latest is unusable
+                return computation.outcome
+        if len(together) == 1:
+            return together[0].outcome
+        return self._tied(together, tied)
+
+    def _tied(self, computations: list[_Computation], tied: list[tuple[_Read, ...]]) -> Outcome:
+        """The outcome of computed values from input results that may each be the latest:
+        decided when every value is on the same side of the test, else unknown, naming each
+        value and the results it came from."""
+        subject = self.measured.subject
+        truths = {computation.outcome.truth for computation in computations}
+        which = " and ".join(
+            f"{_count_words(len(item_reads))} {_input_words(item)} results"
+            for item, item_reads in zip(self.inputs, tied, strict=True)
+            if len(item_reads) > 1
+        )
+        test = self.measured.atom.value.text if self.measured.atom.value is not None else ""
+        evidence = tuple(
+            dict.fromkeys(
+                reference
+                for computation in computations
+                for reference in computation.outcome.evidence
+            )
+        )[:EVIDENCE_LIMIT]
+        name = self.formula.display
+        if len(truths) == 1:
+            relation = "" if MET in truths else "not "
+            values = "; ".join(
+                f"{computation.value_text} from {computation.inputs_text}"
+                for computation in computations
+            )
+            return Outcome(
+                MET if MET in truths else NOT_MET,
+                f"{subject} computed: {which} may each be the latest, and each value computed "
+                f"by {name} is {relation}{test}: {values}",
+                self.label,
+                evidence=evidence,
+            )
+        said = "; ".join(
+            f"{computation.value_text}, which is "
+            f"{'' if computation.outcome.truth is MET else 'not '}{test}, from "
+            f"{computation.inputs_text}"
+            for computation in computations
+        )
+        return Outcome(
+            UNKNOWN,
+            f"{subject}: {which} may each be the latest, and the values computed by {name} "
+            f"disagree: {said}",
+            self.label,
+            evidence=evidence,
+            missing=(
+                f"{subject} computed by {self.formula.id} ({which} that may each be the latest "
+                "disagree: a newer result, or a correction of them, settles it)",
+            ),
+        )
+
+    def _computation(self, context: EvaluationContext, chosen: Sequence[_Read]) -> _Computation:
+        """The value the formula computes from one result of each input (`chosen`, in the
+        order of `self.inputs`), the Patient's age and sex, and its test."""
+        subject = self.measured.subject
         values: dict[str, float | str] = {}
         shown: list[str] = []
         evidence: list[str] = []
         problems: list[str] = []
         first_day: dt.date | None = None
-        for item in self.inputs:
-            read = _latest(item, context)
-            reads.append(read)
+        for item, read in zip(self.inputs, chosen, strict=True):
             if read.problem is not None:
                 problems.append(read.problem)
                 continue
@@ -318,8 +415,9 @@ class ComputedNode:
                 evidence.append(read.reference)
             if first_day is None:
                 first_day = read.day
+        apart = None
         if self.same_sample and not problems:
-            apart = _not_same_sample(self.inputs, reads[-len(self.inputs) :])
+            apart = _not_same_sample(self.inputs, chosen)
             if apart is not None:
                 problems.append(apart)
         patient = context.record.patient
@@ -343,21 +441,26 @@ class ComputedNode:
             evidence.append(patient_reference)
         name = self.formula.display
         if problems:
-            return Outcome(
-                UNKNOWN,
-                f"{subject}: cannot compute {name}: {'; '.join(problems)}",
-                self.label,
-                evidence=tuple(evidence[:EVIDENCE_LIMIT]),
-                missing=(f"{subject} computed by {self.formula.id} ({problems[0]})",),
+            return _Computation(
+                Outcome(
+                    UNKNOWN,
+                    f"{subject}: cannot compute {name}: {'; '.join(problems)}",
+                    self.label,
+                    evidence=tuple(evidence[:EVIDENCE_LIMIT]),
+                    missing=(f"{subject} computed by {self.formula.id} ({problems[0]})",),
+                ),
+                apart=apart is not None,
             )
         result = self.formula.compute(values)
         if isinstance(result, str):
-            return Outcome(
-                UNKNOWN,
-                f"{subject}: {name} from {', '.join(shown)} is unusable: {result}",
-                self.label,
-                evidence=tuple(evidence),
-                missing=(f"{subject} computed by {self.formula.id} ({result})",),
+            return _Computation(
+                Outcome(
+                    UNKNOWN,
+                    f"{subject}: {name} from {', '.join(shown)} is unusable: {result}",
+                    self.label,
+                    evidence=tuple(evidence),
+                    missing=(f"{subject} computed by {self.formula.id} ({result})",),
+                ),
             )
         concept = self.measured.concept
         assert concept is not None and concept.unit is not None
@@ -365,37 +468,49 @@ class ComputedNode:
         measurement = Measurement(value, concept.unit, frozenset(), None, None, "computed")
         verdict = self.value_check(measurement)
         test = self.measured.atom.value.text if self.measured.atom.value is not None else ""
-        computed_text = f"{value:.4g} {concept.unit} by {name} from {', '.join(shown)}"
+        value_text, inputs_text = f"{value:.4g} {concept.unit}", ", ".join(shown)
+        computed_text = f"{value_text} by {name} from {inputs_text}"
         if isinstance(verdict, str):
-            return Outcome(
-                UNKNOWN,
-                f"{subject}: {computed_text}: {verdict}",
-                self.label,
-                evidence=tuple(evidence),
-                missing=(f"{subject} computed by {self.formula.id} ({verdict})",),
+            return _Computation(
+                Outcome(
+                    UNKNOWN,
+                    f"{subject}: {computed_text}: {verdict}",
+                    self.label,
+                    evidence=tuple(evidence),
+                    missing=(f"{subject} computed by {self.formula.id} ({verdict})",),
+                ),
+                value_text,
+                inputs_text,
             )
         relation = "" if verdict else "not "
-        return Outcome(
-            MET if verdict else NOT_MET,
-            f"{subject} computed: {computed_text} is {relation}{test}",
-            self.label,
-            evidence=tuple(evidence),
+        return _Computation(
+            Outcome(
+                MET if verdict else NOT_MET,
+                f"{subject} computed: {computed_text} is {relation}{test}",
+                self.label,
+                evidence=tuple(evidence),
+            ),
+            value_text,
+            inputs_text,
         )
 
 
-def _latest(item: _Input, context: EvaluationContext) -> _Read:
-    """The latest result of the input's concept in its window, in the formula's unit."""
+def _latest(item: _Input, context: EvaluationContext) -> tuple[_Read, ...]:
+    """The latest result of the input's concept in its window, in the formula's unit; or the
+    results that may each be the latest (`may_be_latest`: the same instant, or the same day
+    when one gives no time), in the order of their references; or one read saying why there
+    is none."""
     record = context.record
     name = item.spec.name
     first_day = day_before(item.window.duration, context.as_of) if item.window.duration else None
-    best: tuple[dt.datetime, dict[str, Any], Span] | None = None
+    in_window: list[_Dated] = []
     older: Span | None = None
     for resource in record.resources_of_concept(item.concept.id):
         if resource.get("resourceType") != _INPUT_TYPE:
             continue
         span = context.span_of(resource)
         if isinstance(span, DateProblem):
-            return _Read(None, "", None, None, f"{name}: {record.label(resource)} {span}")
+            return (_Read(None, "", None, None, f"{name}: {record.label(resource)} {span}"),)
         if span is None or span.start is None or span.start > context.as_of:
             continue
         if not _OBSERVATION_STATUS(resource, span, context.as_of):
@@ -404,22 +519,32 @@ def _latest(item: _Input, context: EvaluationContext) -> _Read:
             if older is None or span.moment > older.moment:
                 older = span
             continue
-        if best is None or span.moment > best[0]:
-            best = (span.moment, resource, span)
+        in_window.append(_Dated(resource, span))
     window = item.window_text
-    if best is None:
+    if not in_window:
         if older is not None and older.start is not None:
-            return _Read(
-                None,
-                "",
-                None,
-                None,
-                f"{name} ({item.concept.display}) is stale: the latest, on "
-                f"{older.start.isoformat()}, is before the window {window}",
+            return (
+                _Read(
+                    None,
+                    "",
+                    None,
+                    None,
+                    f"{name} ({item.concept.display}) is stale: the latest, on "
+                    f"{older.start.isoformat()}, is before the window {window}",
+                ),
             )
-        return _Read(None, "", None, None, f"no {name} ({item.concept.display}) within {window}")
-    _, resource, span = best
-    reference = record.label(resource)
+        return (_Read(None, "", None, None, f"no {name} ({item.concept.display}) within {window}"),)
+    if len(in_window) == 1:
+        return (_read(item, in_window[0], context),)
+    reads = [_read(item, dated, context) for dated in may_be_latest(in_window)]
+    return tuple(sorted(reads, key=lambda read: read.reference or ""))
+
+
+def _read(item: _Input, dated: _Dated, context: EvaluationContext) -> _Read:
+    """One result of an input, in the formula's unit, or why it is unusable."""
+    name = item.spec.name
+    resource, span = dated
+    reference = context.record.label(resource)
     measured = measure(resource, item.concept, context.terminology)
     if isinstance(measured, DataProblem):
         return _Read(None, "", reference, None, f"{name}: {reference} {measured.message}", resource)
@@ -434,12 +559,16 @@ def _latest(item: _Input, context: EvaluationContext) -> _Read:
     return _Read(value, shown, reference, day, resource=resource)
 
 
+def _count_words(count: int) -> str:
+    return "two" if count == 2 else str(count)
+
+
 def _without_subject(reason: str) -> str:
     """A reason without its leading "<subject>: " (shown inside another reason)."""
     return reason.split(": ", 1)[1] if ": " in reason else reason
 
 
-def _not_same_sample(inputs: tuple[_Input, ...], reads: list[_Read]) -> str | None:
+def _not_same_sample(inputs: tuple[_Input, ...], reads: Sequence[_Read]) -> str | None:
     """Why the inputs' results are not from one specimen, or None when they are.
 
     Two results are from one sample when both name a `specimen` and it is the same reference;

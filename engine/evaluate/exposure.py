@@ -40,6 +40,7 @@ from engine.evaluate.nodes import (
     first_problems,
     passes_filters,
     unidentified_medication_text,
+    unknown_use,
 )
 from engine.evaluate.outcome import MET, NOT_MET, UNKNOWN, Cited, Outcome, shared, with_atom
 from engine.evaluate.timing import day_before
@@ -196,7 +197,7 @@ class ExposureNode:
         maybe = [u for u, in_window in placed if in_window is None]
         if maybe or problems:
             why = [_may_have_lasted(u) for u in maybe]
-            return self._unknown(f"{subject}: use {text} unknown", why + problems, maybe)
+            return unknown_use(subject, text, why + problems, self.label, _evidence(maybe))
         return Outcome(
             NOT_MET,
             f"{subject}: no use on record {text}"

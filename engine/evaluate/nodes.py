@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from operator import attrgetter
-from typing import Any, ClassVar, NamedTuple, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol, TypeVar
 
 from engine.attestations import Attestation
 from engine.criteria.model import (
@@ -1165,7 +1165,7 @@ class ResourceNode:
             ):
                 if in_use is not True:  # not in use in the window, or it may have been
                     if in_use:
-                        problems.append(f"{record.label(resource)} {in_use}")
+                        problems.append(_MayHaveLasted(f"{record.label(resource)} {in_use}"))
                     continue
             elif not span.overlaps(first_day, last_day):
                 continue
@@ -1583,6 +1583,10 @@ class ResourceNode:
     def _unusable(
         self, problems: list[str], window_text: str, evidence: tuple[str, ...]
     ) -> Outcome:
+        lasted = [problem for problem in problems if type(problem) is _MayHaveLasted]
+        if lasted:  # a medication begun before the window may have been in use in it
+            others = [problem for problem in problems if type(problem) is not _MayHaveLasted]
+            return unknown_use(self.subject, window_text, lasted + others, self.label, evidence)
         return Outcome(
             UNKNOWN,
             f"{self.subject}: unusable data {window_text}: {first_problems(problems)}",
@@ -1899,9 +1903,20 @@ def _day_text(span: Span | None) -> str:
     return days_text(span.start, span.latest_start or span.start)
 
 
-def may_be_latest(candidates: list[_Candidate]) -> list[_Candidate]:
-    """The candidates (dated ones, newest first, as `_candidates` sorts them) that may each
-    be the latest: none of the others is surely newer. Two times of day (with their time
+class Spanned(Protocol):
+    """Anything dated by a span: an atom's candidate, a computed value's input read."""
+
+    @property
+    def span(self) -> Span | None: ...
+
+
+SpannedT = TypeVar("SpannedT", bound=Spanned)
+
+
+def may_be_latest(candidates: list[SpannedT]) -> list[SpannedT]:
+    """The candidates (dated ones, in any order: an atom's `_candidates` are newest first,
+    a computed value's input reads come in record order) that may each be the latest: none
+    of the others is surely newer. Two times of day (with their time
     zones) are compared as instants; a result dated to the day only (or to a month) is
     compared by calendar days, each read in the time zone it was written in, so a result of
     some time on 2026-10-20 may be later than one at 08:00 that day, and one of October may
@@ -1937,6 +1952,33 @@ def may_be_latest(candidates: list[_Candidate]) -> list[_Candidate]:
         if not surely_older:
             contenders.append(candidate)
     return contenders or candidates[:1]
+
+
+class _MayHaveLasted(str):
+    """A problem: a medication begun before the window whose end is not in the record
+    (`unknown_end_text`), so that it may have been in use in the window."""
+
+
+def unknown_use(
+    subject: str,
+    window_text: str,
+    reasons: Sequence[str],
+    label: str,
+    evidence: tuple[str, ...],
+) -> Outcome:
+    """Unknown: whether a medication was in use in the window, for `reasons` (first those of
+    a period of use begun before it whose end is not known: `unknown_end_text`): "Lisinopril:
+    use within 2026-09-06 to 2026-11-01 unknown: MedicationStatement/x (effectiveDateTime,
+    stopped) began 2026-09-01, before the window, and its end is not known: it may have
+    lasted into the window". `use: {within}` and a medication atom with `within:` (placed by
+    its period of use) say it alike."""
+    return Outcome(
+        UNKNOWN,
+        f"{subject}: use {window_text} unknown: {first_problems(reasons)}",
+        label,
+        evidence=evidence,
+        missing=(f"{subject}: {reasons[0]}",),
+    )
 
 
 class _ImpreciseDate(str):

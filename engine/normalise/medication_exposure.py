@@ -50,6 +50,7 @@ from engine.resource_types import MEDICATION_ONGOING
 
 __all__ = [
     "DOSE_UNIT",
+    "MAY_HAVE_LASTED",
     "DailyDose",
     "ExposurePeriod",
     "daily_dose",
@@ -60,6 +61,8 @@ __all__ = [
 ]
 
 DOSE_UNIT = "mg"
+MAY_HAVE_LASTED = "it may have lasted into the window"
+"""How `unknown_end_text` ends: what explanations recognise an unknown use by."""
 """Daily doses are returned in milligrams."""
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
@@ -177,7 +180,7 @@ def unknown_end_text(period: ExposurePeriod) -> str:
     resource's reference)."""
     return (
         f"({period.rule}) began {period.start.isoformat()}, before the window, and its end is "
-        "not known: it may have lasted into the window"
+        f"not known: {MAY_HAVE_LASTED}"
     )
 
 

@@ -12,6 +12,7 @@ only to the same arbitrary unit. `convert` enforces it.
 
 from __future__ import annotations
 
+import csv
 import functools
 import importlib.util
 import re
@@ -26,7 +27,7 @@ from engine.errors import UnitError
 if TYPE_CHECKING:
     from engine.normalise.terminology import Terminology
 
-__all__ = ["convert", "is_valid_ucum", "ucum_unit"]
+__all__ = ["convert", "is_valid_ucum", "ucum_suggestion", "ucum_unit"]
 
 # A unit made only of annotations (`{INR}`, `{score}`, `{INR}.{ratio}`) is the unity in UCUM.
 _ANNOTATION_ONLY = re.compile(r"^\{[^{}]*\}(\.\{[^{}]*\})*$")
@@ -142,6 +143,93 @@ def is_valid_ucum(unit_text: str) -> bool:
     (True, False)
     """
     return _ucum_syntax_problem(unit_text) is None
+
+
+_SUGGESTION_SCORE = 80
+"""The lowest similarity (rapidfuzz `fuzz.ratio`, 0-100, ignoring case) at which a common UCUM
+unit is suggested for a unit that is not UCUM: 'gm/dl' is 88.9 from 'g/dL', 'mls/min' 92.3
+from 'mL/min'."""
+
+
+@functools.cache
+def _common_units() -> dict[str, str]:
+    """UCUM's table of example codes for electronic messaging, the common units of clinical
+    data (ucum-org, common-units/TableOfExampleUcumCodesForElectronicMessaging, as ucumvert
+    vendors it): each code with its description ("g/dL": "gram per deciliter"), in the
+    table's order. Empty if this ucumvert does not ship the table. (A few codes of the table
+    are not UCUM, 'Torr': `ucum_suggestion` checks the one it suggests.)"""
+    spec = importlib.util.find_spec("ucumvert")
+    folders = spec.submodule_search_locations if spec is not None else None
+    table = Path(folders[0]) / "vendor" / "ucum_examples.tsv" if folders else None
+    if table is None or not table.is_file():
+        return {}
+    units: dict[str, str] = {}
+    with table.open(encoding="utf8", newline="") as lines:
+        rows = csv.reader(lines, delimiter="\t")
+        next(rows, None)  # the header
+        for row in rows:
+            if len(row) < 3:
+                continue
+            code, description = row[1].strip(), " ".join(row[2].rstrip("*").split())
+            if code and code not in units:
+                units[code] = description
+    return units
+
+
+_NON_UCUM_SPELLINGS = (
+    (re.compile(r"mcg"), "ug"),
+    (re.compile(r"\bgm\b", re.IGNORECASE), "g"),
+    (re.compile(r"\bcc\b"), "mL"),
+    (re.compile(r"\bhrs?\b"), "h"),
+    (re.compile(r"\bsec\b"), "s"),
+    (re.compile(r"(?<![\[\w])(m?)IU\b"), r"\1[IU]"),
+)
+"""Common spellings that are not UCUM, each with UCUM's (the microgram is `ug`, the
+international unit `[IU]`, the hour `h`): tried before a spelling-alike, which could be
+another magnitude ('mcg/mL' is nearest 'mg/mL')."""
+
+
+def _respelled(unit_text: str) -> str:
+    for pattern, ucum in _NON_UCUM_SPELLINGS:
+        unit_text = pattern.sub(ucum, unit_text)
+    return unit_text
+
+
+def ucum_suggestion(unit_text: str) -> str:
+    """ " (did you mean 'g/dL', gram per deciliter?)" for a unit that is not UCUM ('gm/dl'):
+    first the unit with its common non-UCUM spellings replaced (`_NON_UCUM_SPELLINGS`:
+    'mcg/mL' is 'ug/mL'), else the most similar of UCUM's common units (`_common_units`),
+    ignoring case, by rapidfuzz; "" when none is similar enough. The description is part of
+    the suggestion because a similar spelling may be another magnitude."""
+    from rapidfuzz import fuzz, process
+
+    units = _common_units()
+    respelled = _respelled(unit_text.strip())
+    if respelled != unit_text.strip() and is_valid_ucum(respelled):
+        common = [code for code in units if code.lower() == respelled.lower()]
+        code = next((code for code in common if is_valid_ucum(code)), respelled)
+        description = units.get(code)
+        return (
+            f" (did you mean '{code}', {description}?)"
+            if description
+            else f" (did you mean '{code}'?)"
+        )
+    found = process.extract(
+        unit_text.strip(),
+        list(units),
+        scorer=fuzz.ratio,
+        processor=str.lower,
+        score_cutoff=_SUGGESTION_SCORE,
+        limit=5,
+    )
+    valid = [code for code, _, _ in found if is_valid_ucum(code)]
+    if not valid:
+        return ""
+    code = valid[0]
+    description = units[code]
+    return (
+        f" (did you mean '{code}', {description}?)" if description else f" (did you mean '{code}'?)"
+    )
 
 
 def ucum_unit(

@@ -66,6 +66,7 @@ from engine.evaluate.patient import (
 )
 from engine.evaluate.values import per_unit_reading
 from engine.normalise import Concept, DataProblem, Measurement, Terminology, measure
+from engine.normalise.medication_exposure import MAY_HAVE_LASTED
 
 STATUS_TEXT = {
     SubjectStatus.INELIGIBLE: "not eligible",
@@ -871,6 +872,9 @@ def _build_resource_step(
             says = f"unusable data: {problem}"
         elif disagreement:
             says = disagreement
+        elif _may_have_lasted(outcome):  # as `use: {within}` says it (`_derived_step`)
+            says = readable_units_in(_without_subject(outcome.reason))
+            settle = outcome.missing
         else:
             says = f"no result {window_words(atom, as_of)}"
         says += _outside_words(outcome) + _not_counted_words(outcome)
@@ -1039,6 +1043,12 @@ def _unusable_problem(outcome: Outcome) -> str:
         if "(unusable: " in item:
             return item.split("(unusable: ", 1)[1].rstrip(")")
     return ""
+
+
+def _may_have_lasted(outcome: Outcome) -> bool:
+    """Whether a medication begun before the window, its end not known, may have been in use
+    in it (`engine.evaluate.nodes.unknown_use`)."""
+    return any(item.endswith(MAY_HAVE_LASTED) for item in outcome.missing)
 
 
 def _disagreement(outcome: Outcome) -> str:

@@ -736,3 +736,94 @@ def test_a_bad_item_in_a_value_list_is_named(tmp_path: Path) -> None:
     message = str(caught.value)
     assert "trial.yaml:9" in message
     assert "is Positive" in message
+
+
+@pytest.mark.parametrize(
+    ("written", "suggested"),
+    [
+        ("gm/dl", "'g/dL', gram per deciliter"),
+        ("gm/dL", "'g/dL', gram per deciliter"),
+        ("GM/DL", "'g/dL', gram per deciliter"),
+        ("mgdl", "'mg/dL', milligram per deciliter"),
+        ("mls/min", "'mL/min', milliliter per minute"),
+        ("mL/min/1.73 m2", "'mL/min/{1.73_m2}', milliliter per minute per 1.73 square meter"),
+        # common spellings that are not UCUM are respelled before any spelling-alike, which
+        # could be a unit a thousand times larger ('mcg/mL' is nearest 'mg/mL')
+        ("mcg/mL", "'ug/mL', microgram per milliliter"),
+        ("IU/L", "'[IU]/L', international unit per liter"),
+        ("mg/hr", "'mg/h', milligram per hour"),
+    ],
+)
+def test_a_unit_that_is_not_ucum_gets_a_common_ucum_unit_suggested(
+    tmp_path: Path, written: str, suggested: str
+) -> None:
+    """The suggestion is UCUM's common unit nearest by spelling (rapidfuzz), named in words so
+    that a reader sees when it is another magnitude."""
+    expression = f'  resource: Observation\n  concept: hb\n  value: "< 10 {written}"\n'
+    path = write(tmp_path, HEADER + textwrap.indent(expression, "    "))
+    with pytest.raises(CriteriaError) as raised:
+        load_criteria(path)
+    assert raised.value.location.field == "value"
+    assert f"unit '{written}' is not UCUM" in raised.value.message
+    assert f"(did you mean {suggested}?)" in raised.value.message
+
+
+def test_a_unit_far_from_every_common_one_gets_no_suggestion(tmp_path: Path) -> None:
+    expression = '  resource: Observation\n  concept: hb\n  value: "< 10 xyz"\n'
+    path = write(tmp_path, HEADER + textwrap.indent(expression, "    "))
+    with pytest.raises(CriteriaError) as raised:
+        load_criteria(path)
+    assert raised.value.message.endswith("unit 'xyz' is not UCUM")
+
+
+@pytest.mark.parametrize("unit", ["mg/dl", "g/dl", "ug/dl", "mmol/l"])
+def test_a_lower_case_litre_is_ucum(tmp_path: Path, unit: str) -> None:
+    """UCUM has `l` and `L` for the litre: `mg/dl` is valid as written (ucumvert's grammar)."""
+    expression = f'  resource: Observation\n  concept: hb\n  value: "< 10 {unit}"\n'
+    path = write(tmp_path, HEADER + textwrap.indent(expression, "    "))
+    atom = load_criteria(path).criteria[0].expression
+    assert isinstance(atom, ResourceAtom) and isinstance(atom.value, QuantityTest)
+    assert atom.value.unit == unit
+
+
+SHARED_FRAGMENTS = """\
+trial: {id: NCT00000001, title: A test trial}
+x-haemoglobin: &haemoglobin {resource: Observation, concept: hb, within: P28D}
+x-notes: [anything, {at: all}]
+criteria:
+  - id: inclusion-1
+    kind: inclusion
+    text: Haemoglobin below 100 g/L
+    expression:
+      <<: *haemoglobin
+      value: "< 100 g/L"
+  - id: inclusion-2
+    kind: inclusion
+    text: Haemoglobin in the last year
+    expression:
+      <<: *haemoglobin
+      within: P1Y
+"""
+
+
+def test_top_level_keys_starting_with_x_are_ignored_and_hold_shared_fragments(
+    tmp_path: Path,
+) -> None:
+    loaded = load_criteria(write(tmp_path, SHARED_FRAGMENTS))
+    first, second = (criterion.expression for criterion in loaded.criteria)
+    assert isinstance(first, ResourceAtom) and isinstance(second, ResourceAtom)
+    assert first.concept == second.concept == "hb"
+    assert first.window.duration is not None and first.window.duration.text == "P28D"
+    assert isinstance(first.value, QuantityTest)
+    assert second.window.duration is not None and second.window.duration.text == "P1Y"
+
+
+def test_another_unknown_top_level_key_says_x_keys_are_allowed(tmp_path: Path) -> None:
+    path = write(tmp_path, SHARED_FRAGMENTS.replace("x-notes:", "notes:"))
+    with pytest.raises(CriteriaError) as raised:
+        load_criteria(path)
+    assert raised.value.location.field == "notes"
+    assert raised.value.message == (
+        "unknown key 'notes'; allowed: criteria, mappings, trial, version, windows, and keys "
+        "starting with 'x-' (ignored)"
+    )

@@ -166,3 +166,26 @@ def test_the_fast_schema_check_accepts_nothing_jsonschema_refuses(data: st.DataO
 
 def test_the_fast_schema_check_accepts_the_shipped_files() -> None:
     assert all(valid_by_schema(document) for document in _SHIPPED)
+
+
+def test_the_schema_accepts_top_level_x_keys_and_nothing_else_unknown() -> None:
+    """`x-` keys hold shared YAML fragments (`patternProperties`), as the loader allows."""
+    document = {
+        "trial": {"id": "NCT1", "title": "T"},
+        "x-haemoglobin": {"resource": "Observation", "concept": "hb"},
+        "x-anything": [1, "two"],
+        "criteria": [
+            {
+                "id": "inclusion-1",
+                "kind": "inclusion",
+                "text": "t",
+                "expression": {"resource": "Observation", "concept": "hb"},
+            }
+        ],
+    }
+    assert list(schema_validator().iter_errors(document)) == []
+    assert valid_by_schema(document)
+    for key in ("common", "X-haemoglobin", "xhaemoglobin"):
+        refused = {**document, key: {}}
+        assert list(schema_validator().iter_errors(refused)), key
+        assert not valid_by_schema(refused), key

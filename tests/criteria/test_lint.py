@@ -374,3 +374,26 @@ def test_a_file_that_is_not_utf8_is_reported_at_its_line(tmp_path: Path, folder:
         "the file is not UTF-8 text",
     )
     assert problem.location.line == 3
+
+
+def test_lint_suggests_a_ucum_unit_for_gm_per_dl(tmp_path: Path) -> None:
+    project(tmp_path, '- resource: Observation\n  concept: hemoglobin\n  value: "< 10 gm/dl"\n')
+    problems = lint(tmp_path)
+    assert has_errors(problems)
+    [problem] = problems
+    assert problem.location.field == "value" and problem.location.line == 18
+    assert "unit 'gm/dl' is not UCUM (did you mean 'g/dL', gram per deciliter?)" in str(problem)
+
+
+def test_lint_accepts_and_ignores_top_level_x_keys(tmp_path: Path) -> None:
+    criteria = project(tmp_path)
+    text = criteria.read_text(encoding="utf-8").replace(
+        "criteria:\n",
+        "x-haemoglobin: &haemoglobin {resource: Observation, concept: hemoglobin}\ncriteria:\n",
+        1,
+    )
+    text += '        - <<: *haemoglobin\n          value: "< 12 g/dL"\n'
+    criteria.write_text(text, encoding="utf-8")
+    assert lint(tmp_path) == []
+    result = CliRunner().invoke(app, ["lint", str(criteria), str(tmp_path / "mappings")])
+    assert result.exit_code == 0, result.output

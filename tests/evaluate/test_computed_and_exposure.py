@@ -919,3 +919,56 @@ def test_inputs_a_server_refused_name_the_servers_answer(tmp_path: Path) -> None
         result.reason
     )
     assert "not exported" not in result.reason
+
+
+@pytest.mark.parametrize(
+    ("resource", "rule"),
+    [
+        (
+            statement("dapa", DAPAGLIFLOZIN, "stopped", effectiveDateTime="2026-09-01"),
+            "MedicationStatement/dapa (effectiveDateTime, stopped) began 2026-09-01",
+        ),
+        (
+            order("dapa", DAPAGLIFLOZIN, "completed", "2026-09-01"),
+            "MedicationRequest/dapa (open-ended order, completed) began 2026-09-01",
+        ),
+    ],
+    ids=["stopped-statement", "completed-order"],
+)
+def test_a_medication_that_may_have_lasted_into_the_window_is_said_alike_both_ways(
+    plain_windows: CompiledCriteria, resource: dict[str, Any], rule: str
+) -> None:
+    """The plain `within:` form says what `use: {within}` says, in the same words (one
+    helper, `nodes.unknown_use`): a use whose end is unknown is not "unusable data"."""
+    plain = outcome_of(plain_windows, "exclusion-1-within-active", patient(), resource)
+    use = outcome_of(plain_windows, "exclusion-2-use-within", patient(), resource)
+    subject = plain.reason.split(": ", 1)[0]
+    expected = (
+        f"{subject}: use within 2026-09-06 to 2026-11-01 unknown: {rule}, before the window, "
+        "and its end is not known: it may have lasted into the window"
+    )
+    assert plain.truth is Truth.UNKNOWN and use.truth is Truth.UNKNOWN
+    assert plain.reason == expected
+    assert use.reason == expected
+    assert plain.missing == use.missing
+    assert "unusable data" not in plain.reason
+
+
+def test_the_explanation_of_a_plain_window_says_the_use_may_have_lasted(tmp_path: Path) -> None:
+    from engine.report.explanation import explain, explanation_text
+    from engine.screening import screen_patient
+    from engine.sources.base import PatientResources
+
+    trial = load_trial(write_trial(tmp_path, text=PLAIN_WINDOWS))
+    stopped = statement("dapa", DAPAGLIFLOZIN, "stopped", effectiveDateTime="2026-09-01")
+    resources = [patient(), stopped]
+    source = PatientResources("p", resources, [None] * len(resources), "test")
+    text = explanation_text(explain(screen_patient(trial, source, AS_OF).evaluation), width=1000)
+    said = (
+        "use within 2026-09-06 to 2026-11-01 unknown: MedicationStatement/dapa (effectiveDateTime,"
+        " stopped) began 2026-09-01, before the window, and its end is not known: it may have "
+        "lasted into the window"
+    )
+    assert text.count(said) >= 2, text  # the plain form's step and the use form's
+    assert "unusable data" not in text
+    assert "no result dated 2026-09-06" not in text
