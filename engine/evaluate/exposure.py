@@ -22,8 +22,6 @@ Closed world, as for every medication atom: no such medication on record means n
 from __future__ import annotations
 
 import datetime as dt
-import operator
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from operator import attrgetter
@@ -44,6 +42,7 @@ from engine.evaluate.nodes import (
 )
 from engine.evaluate.outcome import MET, NOT_MET, UNKNOWN, Cited, Outcome, shared, with_atom
 from engine.evaluate.timing import day_before
+from engine.evaluate.values import COMPARISONS
 from engine.normalise import Terminology
 from engine.normalise.medication_exposure import (
     ExposurePeriod,
@@ -56,18 +55,6 @@ from engine.normalise.medication_exposure import (
 from engine.record import UNIDENTIFIED_MEDICATION
 
 __all__ = ["ExposureNode", "compile_exposure"]
-
-
-_DOSE_COMPARISONS: dict[Comparator, Callable[[Fraction, Fraction], bool]] = {
-    Comparator.LESS: operator.lt,
-    Comparator.LESS_OR_EQUAL: operator.le,
-    Comparator.GREATER: operator.gt,
-    Comparator.GREATER_OR_EQUAL: operator.ge,
-    Comparator.EQUAL: operator.eq,
-    Comparator.NOT_EQUAL: operator.ne,
-}
-"""The `daily_dose` comparisons, on exact doses (`engine.evaluate.values.COMPARISONS` on
-fractions)."""
 
 
 def compile_exposure(
@@ -308,7 +295,7 @@ class ExposureNode:
         assert test is not None and self.threshold is not None
         if not reading.records:
             return False  # nothing in use that day: no dose to pass
-        passes = _DOSE_COMPARISONS[test.comparator](reading.total, self.threshold)
+        passes = COMPARISONS[test.comparator](reading.total, self.threshold)
         if not reading.unread:
             return passes
         if test.comparator in _RISING and passes:

@@ -947,12 +947,8 @@ class ResourceNode:
                 return ""  # every one ended before the window
         counts: dict[str, int] = {}
         for resource in context.record.resources_of_concept(concept.id, self.types):
-            predicate = self.status_predicates.get(resource["resourceType"])
+            predicate = self._read_by(context, resource)
             if predicate is None:
-                continue
-            if (self.filters or self.exclusions) and not passes_filters(
-                resource, self.filters, self.exclusions, context.path_matches
-            ):
                 continue
             span = context.span_of(resource)
             if isinstance(span, DateProblem) or (
@@ -1199,6 +1195,21 @@ class ResourceNode:
         kept.sort(key=_moment, reverse=True)
         return kept, problems
 
+    def _read_by(
+        self, context: EvaluationContext, resource: dict[str, Any]
+    ) -> StatusPredicate | None:
+        """The status predicate of the resource's type when the atom reads that type and the
+        resource passes its `where` / `where_not`; None otherwise. (The candidates' loop,
+        `_candidates`, makes the same two checks inline, for speed.)"""
+        predicate = self.status_predicates.get(resource.get("resourceType", ""))
+        if predicate is None:
+            return None
+        if (self.filters or self.exclusions) and not passes_filters(
+            resource, self.filters, self.exclusions, context.path_matches
+        ):
+            return None
+        return predicate
+
     def _unidentified(
         self, context: EvaluationContext, first_day: dt.date | None, last_day: dt.date
     ) -> list[str]:
@@ -1214,12 +1225,8 @@ class ResourceNode:
         problems: list[str] = []
         as_of = context.as_of
         for resource in found:
-            predicate = self.status_predicates.get(resource.get("resourceType", ""))
+            predicate = self._read_by(context, resource)
             if predicate is None:
-                continue
-            if (self.filters or self.exclusions) and not passes_filters(
-                resource, self.filters, self.exclusions, context.path_matches
-            ):
                 continue
             span = context.span_of(resource)
             in_use = (

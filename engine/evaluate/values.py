@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Callable
+from fractions import Fraction
 from typing import NamedTuple
 
 from engine.criteria.model import (
@@ -26,7 +27,7 @@ from engine.normalise.units import convert
 ValueCheck = Callable[[Measurement], bool | str]
 """True / False, or the reason the result cannot be tested."""
 
-COMPARISONS: dict[Comparator, Callable[[float, float], bool]] = {
+COMPARISONS: dict[Comparator, Callable[[float | Fraction, float | Fraction], bool]] = {
     Comparator.LESS: operator.lt,
     Comparator.LESS_OR_EQUAL: operator.le,
     Comparator.GREATER: operator.gt,
