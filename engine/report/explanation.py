@@ -913,9 +913,12 @@ def _build_resource_step(
             says = f"{shown}: {relation}"
         elif findings:
             negation = "" if outcome.truth is MET else "not "
-            selection = {"min": "lowest ", "max": "highest ", "all": "every result "}.get(
-                atom.selection, ""
-            )
+            if atom.selection == "all":  # "not every result is", never "every result not"
+                selection, negation = f"{negation}every result is ", ""
+            else:  # "the lowest is not < 100 x10^9/L", the result itself cited below
+                selection = {"min": "the lowest is ", "max": "the highest is "}.get(
+                    atom.selection, ""
+                )
             if isinstance(atom.value, PerUnitTest):  # the cut-off in the deciding one's unit
                 cited = outcome.cited[0]
                 test = _per_unit_cut_off(atom.value, cited, concept, terminology) or test

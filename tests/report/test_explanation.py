@@ -168,6 +168,14 @@ def test_the_text_header_names_status_as_of_and_newest_data(trial: CompiledCrite
     assert max(len(line) for line in lines) <= 100
 
 
+def test_a_lowest_result_test_reads_as_a_sentence(trial: CompiledCriteria) -> None:
+    """ "lowest < 100" / "lowest not < 100" read as a clipped note (haematology QA, session
+    14): the step says "the lowest is (not) < 100", the result itself cited below it."""
+    text = explanation_text(explain(_evaluate(trial, "itp-relapsed-candidate")))
+    assert "on record: the lowest is < 100" in text, text
+    assert ": lowest " not in text
+
+
 def test_every_status_is_said_in_words_not_repeated_as_its_code() -> None:
     # The header, the CDS card and the report page show the code and then these words:
     # "eligible (eligible)" told a coordinator nothing.
