@@ -255,17 +255,34 @@ def _terminate_as_interrupt() -> Iterator[None]:
         yield
         return
 
-    def stop(_signal_number: int, _frame: FrameType | None) -> None:
+    command = os.getpid()
+
+    def stop(signal_number: int, _frame: FrameType | None) -> None:
+        if os.getpid() != command:
+            # A worker just forked, before it set its own handling (a pool's worker exits on
+            # SIGTERM): it exits quietly, where the KeyboardInterrupt printed a traceback.
+            raise SystemExit(128 + signal_number)
         if not _terminated:
-            _terminated.append(_signal_number)
+            _terminated.append(signal_number)
             raise KeyboardInterrupt
+
+    def interrupt(_signal_number: int, _frame: FrameType | None) -> None:
+        if os.getpid() == command:
+            raise KeyboardInterrupt
+        # A worker just forked, before it ignores SIGINT as every worker does (the command
+        # stops them): ignored here too, where the default handler printed a traceback.
 
     _terminated.clear()
     previous = signal.signal(signal.SIGTERM, stop)
+    previous_interrupt = signal.signal(signal.SIGINT, interrupt)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        signal.signal(
+            signal.SIGINT,
+            signal.default_int_handler if previous_interrupt is None else previous_interrupt,
+        )
 
 
 def changes(criteria: Path, mappings: list[Path]) -> Iterator[object]:

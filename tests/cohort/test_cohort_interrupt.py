@@ -202,3 +202,38 @@ def test_pool_workers_leave_control_c_to_the_command(
         noted = {path.name: path.read_text(encoding="utf-8") for path in folder.iterdir()}
         assert noted and str(os.getpid()) not in noted, folder.name  # in worker processes
         assert set(noted.values()) == {"ignored"}, (folder.name, noted)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this system")
+@pytest.mark.parametrize(("signal_number", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 0)])
+def test_a_worker_signalled_before_it_sets_its_own_handling_prints_no_traceback(
+    signal_number: int, status: int
+) -> None:
+    """A pool worker inherits the command's handlers until it sets its own: a SIGTERM (a
+    batch system's stop, to the process group) in that window raised the command's
+    KeyboardInterrupt there, a 'Process ForkProcess-2: Traceback' on the terminal (found in
+    CI). In a forked process SIGTERM now exits it quietly (128 + 15) and SIGINT is ignored,
+    as every worker ignores it."""
+    script = (
+        "import os, signal, sys\n"
+        "from engine.cli.cohort import _terminate_as_interrupt\n"
+        "with _terminate_as_interrupt():\n"
+        "    child = os.fork()\n"
+        "    if child == 0:\n"
+        "        try:\n"
+        f"            os.kill(os.getpid(), {int(signal_number)})\n"
+        "        except SystemExit as stop:\n"
+        "            os._exit(stop.code)\n"
+        "        except BaseException as error:\n"
+        "            sys.stderr.write(f'child: {type(error).__name__}')\n"
+        "            os._exit(99)\n"
+        "        os._exit(0)\n"
+        "    _, waited = os.waitpid(child, 0)\n"
+        "    print(os.waitstatus_to_exitcode(waited))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(status), (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr and "child:" not in done.stderr, done.stderr
