@@ -259,9 +259,13 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
     def stop(signal_number: int, _frame: FrameType | None) -> None:
         if os.getpid() != command:
-            # A worker just forked, before it set its own handling (a pool's worker exits on
-            # SIGTERM): it exits quietly, where the KeyboardInterrupt printed a traceback.
-            raise SystemExit(128 + signal_number)
+            # A process forked from the command before it set its own handling: it ends as
+            # SIGTERM ends a process without a handler (raising here printed the command's
+            # KeyboardInterrupt traceback, and an exception would unwind the fork's copy of
+            # the command's stack).
+            signal.signal(signal_number, signal.SIG_DFL)
+            os.kill(os.getpid(), signal_number)
+            return
         if not _terminated:
             _terminated.append(signal_number)
             raise KeyboardInterrupt
