@@ -704,7 +704,7 @@ print(problems[0].line, problems[0].message)
 def test_a_gzipped_line_longer_than_256_mib_is_read_past_in_bounded_memory(
     tmp_path: Path,
 ) -> None:
-    """A 600 MiB line in a gzip file of under a MB (what a hostile or broken export can hold):
+    """A 600 MiB line in a gzip file of a few MB (what a hostile or broken export can hold):
     pass 1 reports it and reads on, its peak memory bounded by the limit (it holds a line's
     bytes until they pass it), not by the line (pass 1 alone once took 0.86 GB for 400 MB)."""
     export = tmp_path / "export"
