@@ -15,6 +15,7 @@ import gzip
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -270,6 +271,59 @@ def test_the_export_reports_the_same_problems_as_line_by_line(tmp_path: Path) ->
     ]
 
 
+@dataclass(frozen=True)
+class ExportFile:
+    """How a generated export file is written and read: its name (`<named>.000.ndjson`),
+    gzipped or not, with a line end after its last line or not, read in blocks of `block`
+    bytes, and where it is cut in two byte ranges (`cut_at` of its length)."""
+
+    named: str
+    compressed: bool
+    final_line_end: bool
+    block: int
+    cut_at: float
+
+    def data(self, lines: list[bytes], line_end: bytes = b"\n") -> bytes:
+        return line_end.join(lines) + (line_end if self.final_line_end and lines else b"")
+
+    @contextmanager
+    def written(self, data: bytes) -> Iterator[tuple[Path, Path]]:
+        """`data` written as the file in a new folder, pass 1 reading blocks of `block`
+        bytes: the file and the folder."""
+        with (
+            tempfile.TemporaryDirectory() as folder,
+            mock.patch.object(ndjson_partitions, "_BLOCK_BYTES", self.block),
+        ):
+            work = Path(folder)
+            suffix = ".ndjson.gz" if self.compressed else ".ndjson"
+            path = work / f"{self.named}.000{suffix}"
+            path.write_bytes(gzip.compress(data) if self.compressed else data)
+            yield path, work
+
+    def cut_in_two(
+        self, path: Path, work: Path, data: bytes, max_line_bytes: int = MAX_LINE_BYTES
+    ) -> tuple[_RangeResult, _RangeResult] | None:
+        """The file split as two byte ranges, each both ways (None: a gzipped file, read
+        whole, or a cut at its start)."""
+        cut = int(len(data) * self.cut_at)
+        if self.compressed or cut == 0:
+            return None
+        first, _ = both_ways(path, work, 0, cut, max_line_bytes=max_line_bytes)
+        second, _ = both_ways(path, work, cut, max_line_bytes=max_line_bytes)
+        return first, second
+
+
+def export_files(names: list[str], blocks: list[int]) -> st.SearchStrategy[ExportFile]:
+    return st.builds(
+        ExportFile,
+        named=st.sampled_from(names),
+        compressed=st.booleans(),
+        final_line_end=st.booleans(),
+        block=st.sampled_from(blocks),
+        cut_at=st.floats(0, 1),
+    )
+
+
 LINES = st.one_of(
     st.integers(0, 99).map(encounter),
     st.integers(0, 99).map(observation),
@@ -289,36 +343,20 @@ LINES = st.one_of(
 @given(
     lines=st.lists(LINES, max_size=25),
     line_end=st.sampled_from([b"\n", b"\r\n"]),
-    final_line_end=st.booleans(),
-    compressed=st.booleans(),
-    named=st.sampled_from(["Encounter", "Observation", "Patient", "Medication", "export"]),
-    block=st.sampled_from([1, 5, 64, 1 << 20]),
-    cut_at=st.floats(0, 1),
+    file=export_files(
+        ["Encounter", "Observation", "Patient", "Medication", "export"], [1, 5, 64, 1 << 20]
+    ),
 )
 def test_blocks_and_lines_give_the_same_result(
-    lines: list[bytes],
-    line_end: bytes,
-    final_line_end: bool,
-    compressed: bool,
-    named: str,
-    block: int,
-    cut_at: float,
+    lines: list[bytes], line_end: bytes, file: ExportFile
 ) -> None:
-    data = line_end.join(lines) + (line_end if final_line_end and lines else b"")
-    with (
-        tempfile.TemporaryDirectory() as folder,
-        mock.patch.object(ndjson_partitions, "_BLOCK_BYTES", block),
-    ):
-        work = Path(folder)
-        name = f"{named}.000.ndjson.gz" if compressed else f"{named}.000.ndjson"
-        path = work / name
-        path.write_bytes(gzip.compress(data) if compressed else data)
+    data = file.data(lines, line_end)
+    with file.written(data) as (path, work):
         whole, _written = both_ways(path, work)
         assert whole.bytes_read == len(data)
-        cut = int(len(data) * cut_at)
-        if not compressed and cut > 0:
-            first, _ = both_ways(path, work, 0, cut)
-            second, _ = both_ways(path, work, cut)
+        halves = file.cut_in_two(path, work, data)
+        if halves is not None:
+            first, second = halves
             assert first.line_count + second.line_count == whole.line_count
             assert (
                 first.problems
@@ -610,39 +648,22 @@ def long_lines_of(data: bytes) -> list[tuple[int, int]]:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     lines=st.lists(st.one_of(LINES, st.integers(LIMIT - 5, 4 * LIMIT).map(long_observation))),
-    final_line_end=st.booleans(),
-    compressed=st.booleans(),
-    named=st.sampled_from(["Observation", "Encounter", "export"]),
-    block=st.sampled_from([1, 7, 64, LIMIT]),
-    cut_at=st.floats(0, 1),
+    file=export_files(["Observation", "Encounter", "export"], [1, 7, 64, LIMIT]),
 )
 def test_a_line_longer_than_the_limit_is_counted_reported_and_read_past(
-    lines: list[bytes],
-    final_line_end: bool,
-    compressed: bool,
-    named: str,
-    block: int,
-    cut_at: float,
+    lines: list[bytes], file: ExportFile
 ) -> None:
-    data = b"\n".join(lines) + (b"\n" if final_line_end and lines else b"")
-    with (
-        tempfile.TemporaryDirectory() as folder,
-        mock.patch.object(ndjson_partitions, "_BLOCK_BYTES", block),
-    ):
-        work = Path(folder)
-        name = f"{named}.000.ndjson.gz" if compressed else f"{named}.000.ndjson"
-        path = work / name
-        path.write_bytes(gzip.compress(data) if compressed else data)
+    data = file.data(lines)
+    with file.written(data) as (path, work):
         whole, written = both_ways(path, work, max_line_bytes=LIMIT)
         assert whole.long_lines == long_lines_of(data)
         assert whole.bytes_read == len(data)
         assert whole.line_count == len(lines_of(data))
         routed = b"".join(lines_in(written))
         assert all(len(line) <= LIMIT for line in routed.splitlines())
-        cut = int(len(data) * cut_at)
-        if not compressed and cut > 0:
-            first, _ = both_ways(path, work, 0, cut, max_line_bytes=LIMIT)
-            second, _ = both_ways(path, work, cut, max_line_bytes=LIMIT)
+        halves = file.cut_in_two(path, work, data, LIMIT)
+        if halves is not None:
+            first, second = halves
             assert first.line_count + second.line_count == whole.line_count
             assert first.bytes_read + second.bytes_read == whole.bytes_read
             shifted = [(line + first.line_count, size) for line, size in second.long_lines]
