@@ -1080,24 +1080,31 @@ class _LongLine:
 
 def _bounded_lines(handle: io.BufferedIOBase, max_line_bytes: int) -> Iterator[bytes | _LongLine]:
     """The lines of `handle` from where it is, each with its line end (the last one may have
-    none); a line longer than `max_line_bytes` comes as a `_LongLine`, read past a block at
-    a time, never held whole."""
+    none); a line longer than `max_line_bytes` (at least `_BLOCK_BYTES`) comes as a
+    `_LongLine`. Read a block at a time, so that a line is held once (`readline(n)` holds
+    its result and the pieces it joins) and a long one is dropped as it is read."""
     readline = handle.readline
     while True:
-        line = readline(max_line_bytes + 1)
+        line = readline(_BLOCK_BYTES)
         if not line:
             return
-        if len(line) <= max_line_bytes or line.endswith(b"\n"):
+        if line.endswith(b"\n") or len(line) < _BLOCK_BYTES:  # shorter: the file's end
             yield line
             continue
+        pieces = [line]
         read = len(line)
-        while True:
+        ended = False
+        while not ended:
             piece = readline(_BLOCK_BYTES)
-            read += len(piece)
-            if not piece or piece.endswith(b"\n"):
+            if not piece:
                 break
-        ended = bool(piece)
-        yield _LongLine(read - ended, read)
+            read += len(piece)
+            ended = piece.endswith(b"\n")
+            if pieces and read - ended > max_line_bytes:
+                pieces = []  # a long line: the rest is only counted
+            elif pieces:
+                pieces.append(piece)
+        yield b"".join(pieces) if pieces else _LongLine(read - ended, read)
 
 
 _BLOCK_BYTES = 1 << 20
