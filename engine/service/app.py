@@ -13,9 +13,11 @@ Routes (see docs/service.md):
     PUT|POST /fhir-notify/{type}/{id}     R4 rest-hook notification (the changed resource)
     POST /fhir-notify                     rest-hook POST, or a topic-based notification Bundle
 
-Every other route needs an accepted bearer token (engine/service/auth.py) whose scopes allow
-what the route does: `evaluate` for the evaluate and CDS Hooks routes, `write` as well for
-`write: true`, `notify` for the notification routes (403 otherwise). Request bodies larger
+Every route but health, readiness and discovery needs an accepted bearer token
+(engine/service/auth.py) whose scopes allow what the route does: `evaluate` for the evaluate
+and CDS Hooks routes, `write` as well for `write: true`, `notify` for the notification routes
+(403 otherwise). Every GET route answers HEAD as GET without the body (engine/service/head.py,
+RFC 9110 9.3.2). Request bodies larger
 than `max_body_bytes` are refused with 413 before they are read whole, bodies slower than
 `body_timeout` with 408 (engine/service/limits.py), bodies that are not JSON with 415
 (engine/service/media_types.py); `cors_origins` turns CORS on for those browser origins.
@@ -47,6 +49,7 @@ from engine.normalise.units import build_unit_registry
 from engine.service.auth import ApiAuthenticator, describe, forbidden
 from engine.service.cds_hooks import discovery
 from engine.service.core import Service
+from engine.service.head import HeadAsGetMiddleware
 from engine.service.limits import BodyLimitMiddleware
 from engine.service.logs import RequestLogMiddleware, log_event
 from engine.service.media_types import JsonRoute, json_body, load_json
@@ -145,6 +148,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     _add_docs(app)
     app.state.service = service
     app.state.notifications = notifications
+    app.add_middleware(HeadAsGetMiddleware)  # innermost: the log names the method sent
     app.add_middleware(
         BodyLimitMiddleware, limit=settings.max_body_bytes, timeout=settings.body_timeout
     )
