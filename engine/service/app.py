@@ -61,7 +61,8 @@ from engine.service.notifications import (
 )
 from engine.service.openapi import describe_routes
 from engine.service.problems import (
-    FHIR_JSON,
+    FHIR_JSON_ANSWER,
+    JSON_ANSWER,
     ApiError,
     Issue,
     error_for,
@@ -85,16 +86,18 @@ _STATUS_CODES = {
 
 
 class JsonAnswer(Response):
-    """JSON rendered with orjson."""
+    """JSON rendered with orjson, `application/json; charset=utf-8`."""
 
-    media_type = "application/json"
+    media_type = JSON_ANSWER
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
 
 
 class FhirAnswer(JsonAnswer):
-    media_type = FHIR_JSON
+    """A FHIR resource (an OperationOutcome), `application/fhir+json; charset=utf-8`."""
+
+    media_type = FHIR_JSON_ANSWER
 
 
 def create_app(settings: ServiceSettings) -> FastAPI:
@@ -143,6 +146,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         default_response_class=JsonAnswer,
         docs_url=None,
         redoc_url=None,
+        openapi_url=None,  # served by _add_docs, as JSON in UTF-8 like every answer
     )
     app.router.route_class = JsonRoute  # JSON bodies read by orjson, errors said precisely
     _add_docs(app)
@@ -335,21 +339,28 @@ def cors_origins(origins: tuple[str, ...]) -> list[str]:
 
 
 DOCS_ASSETS = "/docs-assets"
+OPENAPI_PATH = "/openapi.json"
 
 
 def _add_docs(app: FastAPI) -> None:
-    """`/docs`: Swagger UI from the swagger-ui-bundle-v2 package, its script and styles
-    served by the service itself, so the page works offline (no CDN)."""
+    """`/openapi.json`, the OpenAPI description (`application/json; charset=utf-8`, as every
+    JSON answer; FastAPI's own route answers without the charset), and `/docs`: Swagger UI
+    from the swagger-ui-bundle-v2 package, its script and styles served by the service
+    itself, so the page works offline (no CDN)."""
     from fastapi.openapi.docs import get_swagger_ui_html
     from fastapi.staticfiles import StaticFiles
     from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
     app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
 
+    @app.get(OPENAPI_PATH, include_in_schema=False)
+    async def openapi() -> Response:
+        return JsonAnswer(app.openapi())
+
     @app.get("/docs", include_in_schema=False)
     async def docs() -> Response:
         return get_swagger_ui_html(
-            openapi_url=app.openapi_url or "/openapi.json",
+            openapi_url=OPENAPI_PATH,
             title="trialsieve API",
             swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
             swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",

@@ -7,7 +7,15 @@ Every test names the section it checks.
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
-from service_support import AUTH
+from service_support import (
+    AUTH,
+    CDS_SERVICE,
+    ClientFactory,
+    example,
+    hook_call,
+    loaded_trial,
+    prefetch_from,
+)
 
 VARYING_HEADERS = frozenset({"x-request-id"})
 """Answer headers that differ between two requests (a new id for each)."""
@@ -57,3 +65,43 @@ def test_head_on_a_route_without_get_is_405_with_allow(api: TestClient) -> None:
     assert answer.status_code == 405
     assert answer.headers["allow"] == "POST"
     assert answer.content == b""
+
+
+def test_every_json_answer_says_utf_8(service_client: ClientFactory) -> None:
+    """RFC 9110 8.3 Content-Type and 8.3.1 Media Type (the `charset` parameter); FHIR R4
+    http.html, "Content Types and encodings": "FHIR uses UTF-8 for all request and response
+    bodies". Every JSON answer, success or error, from a route, the body limit or the
+    error handlers, is `application/fhir+json; charset=utf-8` (an OperationOutcome) or
+    `application/json; charset=utf-8` (the service's own JSON), never without the charset."""
+    api = service_client()
+    small = service_client(max_body_bytes=1000)
+    json_header = {"Content-Type": "application/json", **AUTH}
+    answers = {
+        "health": api.get("/health"),
+        "ready": api.get("/ready"),
+        "discovery": api.get("/cds-services"),
+        "openapi": api.get("/openapi.json"),
+        "evaluated": api.post("/evaluate", json={"bundle": example("itp-too-old")}, headers=AUTH),
+        "card": api.post(
+            CDS_SERVICE,
+            json=hook_call(
+                "itp-too-old",
+                prefetch=prefetch_from(example("itp-too-old"), loaded_trial(api), "itp-too-old"),
+            ),
+            headers=AUTH,
+        ),
+        "400": api.post("/evaluate", content=b"{", headers=json_header),
+        "401": api.post("/evaluate", json={}),
+        "404": api.get("/nowhere"),
+        "405": api.get("/evaluate", headers=AUTH),
+        "409": api.post("/evaluate", json={"patient": "p1"}, headers=AUTH),
+        "413": small.post("/evaluate", content=b" " * 2000, headers=json_header),
+        "415": api.post("/evaluate", content=b"{}", headers={"Content-Type": "text/plain", **AUTH}),
+    }
+    own_json = {"health", "ready", "discovery", "openapi", "evaluated", "card"}
+    for name, answer in answers.items():
+        kind = "application/json" if name in own_json else "application/fhir+json"
+        assert answer.headers["content-type"] == f"{kind}; charset=utf-8", (name, answer.text)
+        assert answer.json(), name
+    assert answers["card"].status_code == 200, answers["card"].text
+    assert answers["evaluated"].status_code == 200, answers["evaluated"].text
