@@ -414,9 +414,6 @@ def _validation_issue(error: Any) -> Issue:
     location = [str(part) for part in error.get("loc", ()) if part != "body"]
     field = ".".join(location)
     kind = error.get("type", "")
-    if kind == "json_invalid":
-        reason = (error.get("ctx") or {}).get("error") or error.get("msg")
-        return Issue("invalid", f"the request body is not valid JSON: {reason}")
     if kind == "missing" and not location:
         return Issue("required", "a JSON request body is required")
     if kind in ("model_attributes_type", "dict_type") and not location:

@@ -6,11 +6,13 @@ Every test names the section it checks.
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 from service_support import (
     AUTH,
     CDS_SERVICE,
     ClientFactory,
+    assert_unauthorized,
     example,
     hook_call,
     loaded_trial,
@@ -105,3 +107,31 @@ def test_every_json_answer_says_utf_8(service_client: ClientFactory) -> None:
         assert answer.json(), name
     assert answers["card"].status_code == 200, answers["card"].text
     assert answers["evaluated"].status_code == 200, answers["evaluated"].text
+
+
+BODY_ROUTES = (
+    "/evaluate",
+    "/trials/NCT05315778/evaluate",
+    CDS_SERVICE,
+    f"{CDS_SERVICE}/feedback",
+    "/fhir-notify",
+    "/fhir-notify/Observation/o1",
+)
+
+
+@pytest.mark.parametrize("path", BODY_ROUTES)
+@pytest.mark.parametrize("body", [b"{bad", b"\xff\xfe", b"[" * 2000, b'{"a": 1,}'])
+def test_credentials_are_checked_before_the_body_is_parsed(
+    api: TestClient, path: str, body: bytes
+) -> None:
+    """RFC 9110 11.6.1 WWW-Authenticate and 15.5.2 401 Unauthorized: a request without
+    credentials is answered 401 with the challenge, whatever its body: a malformed JSON body
+    is not parsed (nor answered 400) before the caller is authenticated, so an anonymous
+    caller learns nothing about what a route reads. With credentials, the same body is a 400
+    saying why it is not JSON."""
+    headers = {"Content-Type": "application/json"}
+    assert_unauthorized(api.post(path, content=body, headers=headers), "")
+    if not path.startswith("/fhir-notify"):  # notifications need a FHIR server first (409)
+        refused = api.post(path, content=body, headers={**headers, **AUTH})
+        assert refused.status_code == 400, refused.text
+        assert "not valid JSON" in refused.json()["issue"][0]["diagnostics"]
