@@ -11,7 +11,9 @@ other than `charset` (`fhirVersion=4.0`) are allowed; `charset`, when given, mus
 (RFC 8259 8.1: JSON exchanged between systems is UTF-8), in any case (`charset=UTF-8`).
 
 A request without a body (an R4 rest-hook notification without payload, R4 2.46.7.1) needs no
-Content-Type. The header is parsed by the standard library's `email.message` (the parser
+Content-Type. A body with a content coding (`Content-Encoding: gzip`, `br`, any but `identity`)
+is 415 with `Accept-Encoding: identity` (RFC 9110 8.4, 15.5.16): the service decodes none.
+The Content-Type header is parsed by the standard library's `email.message` (the parser
 FastAPI itself uses for it).
 
 A JSON body is parsed by orjson (`load_json`, through `JsonRoute` for the routes whose body is
@@ -51,6 +53,7 @@ async def json_body(request: Request) -> None:
 
 
 def _check_media_type(request: Request) -> None:
+    _check_content_encoding(request)
     value = request.headers.get("content-type")
     if value is None:
         if _has_no_body(request):
@@ -66,6 +69,31 @@ def _check_media_type(request: Request) -> None:
     if charset is not None and (not isinstance(charset, str) or charset.lower() not in _UTF_8):
         named = charset if isinstance(charset, str) else "?"
         raise _unsupported(f"the charset {named[:32]!r} is not UTF-8")
+
+
+def _check_content_encoding(request: Request) -> None:
+    """415 for a body with a content coding (RFC 9110 8.4: gzip, br, deflate, anything but
+    `identity`): the service decodes none, and a coded body read as it is would be parsed
+    as garbage. RFC 9110 15.5.16: "If the problem was caused by an unsupported content
+    coding, the Accept-Encoding response header field (Section 12.5.3) ought to be used to
+    indicate which (if any) content codings would have been accepted in the request"."""
+    codings = [
+        coding.strip().lower()
+        for value in request.headers.getlist("content-encoding")
+        for coding in value.split(",")
+        if coding.strip()
+    ]
+    unsupported = [coding for coding in codings if coding != "identity"]
+    if not unsupported or _has_no_body(request):
+        return
+    raise ApiError.of(
+        415,
+        "not-supported",
+        f"Content-Encoding {unsupported[0][:32]!r} is not supported; send the body without "
+        "a content coding",
+        "Content-Encoding",
+        headers={"Accept-Encoding": "identity"},
+    )
 
 
 def _has_no_body(request: Request) -> bool:

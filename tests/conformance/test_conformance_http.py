@@ -6,6 +6,8 @@ Every test names the section it checks.
 
 from __future__ import annotations
 
+import gzip
+
 import pytest
 from fastapi.testclient import TestClient
 from service_support import (
@@ -17,6 +19,7 @@ from service_support import (
     hook_call,
     loaded_trial,
     prefetch_from,
+    without,
 )
 
 VARYING_HEADERS = frozenset({"x-request-id"})
@@ -135,3 +138,37 @@ def test_credentials_are_checked_before_the_body_is_parsed(
         refused = api.post(path, content=body, headers={**headers, **AUTH})
         assert refused.status_code == 400, refused.text
         assert "not valid JSON" in refused.json()["issue"][0]["diagnostics"]
+
+
+@pytest.mark.parametrize("path", BODY_ROUTES)
+@pytest.mark.parametrize("coding", ["gzip", "br", "deflate", "zstd", "x-custom", "identity, gzip"])
+def test_a_body_with_a_content_coding_is_415(
+    service_client: ClientFactory, path: str, coding: str
+) -> None:
+    """RFC 9110 8.4 Content-Encoding and 15.5.16 415 Unsupported Media Type: "The 415 (Unsupported
+    Media Type) status code indicates that the origin server is refusing to service the request
+    because the content is ... in a format not supported by this method on the target
+    resource", and "If the problem was caused by an unsupported content coding, the
+    Accept-Encoding response header field (Section 12.5.3) ought to be used to indicate which
+    (if any) content codings would have been accepted". The service decodes no coding: a coded
+    body (even one whose bytes happen to be JSON) is a 415 naming Content-Encoding, with
+    `Accept-Encoding: identity`, never parsed as it is."""
+    api = service_client(fhir_server="http://127.0.0.1:9/r4")
+    plain = b'{"patient": "p1"}'
+    body = gzip.compress(plain) if coding == "gzip" else plain
+    headers = {"Content-Type": "application/json", "Content-Encoding": coding, **AUTH}
+    answer = api.post(path, content=body, headers=headers)
+    assert answer.status_code == 415, answer.text
+    assert answer.headers["accept-encoding"] == "identity"
+    (issue,) = answer.json()["issue"]
+    assert issue["code"] == "not-supported"
+    assert issue["expression"] == ["Content-Encoding"]
+    assert_unauthorized(api.post(path, content=body, headers=without(headers, "Authorization")), "")
+
+
+def test_identity_is_no_content_coding(api: TestClient) -> None:
+    """RFC 9110 8.4.1: `identity` is no coding at all (reserved for Accept-Encoding, but a
+    body that says it is taken as it is)."""
+    headers = {"Content-Type": "application/json", "Content-Encoding": "identity", **AUTH}
+    answer = api.post("/evaluate", json={"bundle": example("itp-too-old")}, headers=headers)
+    assert answer.status_code == 200, answer.text
