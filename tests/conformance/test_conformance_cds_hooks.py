@@ -904,6 +904,11 @@ def _prefetch_changes() -> list[tuple[str, Any, str]]:
             ),
             "prefetch.observation.entry[0].resource.valueQuantity.value",
         ),
+        (
+            "a MedicationRequest intent that is a list",
+            lambda p: p["medicationRequest"]["entry"][0]["resource"].update(intent=["order"]),
+            "prefetch.medicationRequest.entry[0].resource.intent",
+        ),
     ]
 
 

@@ -12,7 +12,17 @@ import pytest
 import respx
 from scripted_fhir import capability_statement, patient_search, searchset
 from sekmet_server import SekmetServer
-from service_support import AUTH, ClientFactory, cli_bundle, copy_patient, server_settings
+from service_support import (
+    AUTH,
+    CDS_SERVICE,
+    ClientFactory,
+    as_on_a_server,
+    cli_bundle,
+    copy_patient,
+    example,
+    hook_call,
+    server_settings,
+)
 
 from engine.service.settings import ServiceSettings
 from engine.sources import RetryPolicy, ServerLimits
@@ -145,3 +155,42 @@ def test_a_server_whose_search_never_ends_is_a_502_not_a_busy_worker(
     assert response.status_code == 502, response.text
     assert observations.call_count == 4
     assert "(GET Observation)" in response.json()["issue"][0]["diagnostics"]
+
+
+@pytest.mark.parametrize("field", ["status", "intent"])
+@pytest.mark.parametrize("value", [5, {"code": "active"}, ["active"]])
+def test_a_status_or_intent_that_is_not_a_code_on_the_server_is_no_500(
+    service_client: ClientFactory, field: str, value: object
+) -> None:
+    """A MedicationRequest read from the server whose status or intent is no code (a number,
+    an object, a list; an object or a list was a 500) is evaluated: the criterion that reads
+    it is unknown, naming it, and the card and report page are answered too."""
+    resources = as_on_a_server(example("itp-relapsed-candidate"))
+    for resource in resources:
+        if resource["resourceType"] == "MedicationRequest":
+            resource[field] = value
+    patient_id = next(r["id"] for r in resources if r["resourceType"] == "Patient")
+    api = service_client(fake_server_settings())
+    statement = capability_statement([], everything=True)
+
+    def server(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/metadata"):
+            return httpx.Response(200, json=statement)
+        if request.url.path.endswith(f"/Patient/{patient_id}/$everything"):
+            return httpx.Response(200, json=searchset(*resources))
+        return httpx.Response(200, json=searchset())  # every other search: none
+
+    with respx.mock(assert_all_called=False) as mock:
+        mock.get(url__startswith=FAKE_SERVER).mock(side_effect=server)
+        evaluated = api.post("/evaluate", json={"patient": patient_id}, headers=AUTH)
+        call = hook_call(patient_id, fhirServer=FAKE_SERVER)
+        card = api.post(CDS_SERVICE, json=call, headers=AUTH)
+        page = api.get(f"/trials/NCT05315778/patients/{patient_id}/report", headers=AUTH)
+    assert evaluated.status_code == 200, evaluated.text
+    (first_line,) = [
+        item for item in evaluated.json()["criteria"] if item["id"].startswith("inclusion-1")
+    ]
+    assert first_line["truth"] == "unknown"
+    assert f"its {field} is " in first_line["reason"] and "not a code" in first_line["reason"]
+    assert card.status_code == 200, card.text
+    assert page.status_code == 200, page.text
