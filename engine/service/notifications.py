@@ -43,9 +43,8 @@ from engine.report.resources import DETECTED_ISSUE_SYSTEM, RESEARCH_SUBJECT_SYST
 from engine.service.logs import CORRELATION_ID, elapsed_ms, log_event, new_job_id
 from engine.service.problems import ApiError
 from engine.service.subscription_changes import SERVICE_WIDE
-from engine.sources import reference_key
 from engine.sources.bundle import json_kind
-from engine.sources.references import is_fhir_id
+from engine.sources.references import is_fhir_id, reference_key
 
 NOTIFICATION_BUNDLE_TYPES = ("history", "subscription-notification")
 _PATIENT_FIELDS = ("subject", "patient", "individual")
@@ -151,16 +150,54 @@ def notification_targets(
 
 
 def _resource_target(
-    resource: Mapping[str, Any], relevant_types: Collection[str], server_base: str
+    resource: Mapping[str, Any],
+    relevant_types: Collection[str],
+    server_base: str,
+    at: str = "",
 ) -> Target | None:
+    """The target of a notified resource (`at`: where it is in the notification, for the
+    error): its patient; 400 when its id, or the patient reference it names, is no FHIR id."""
     resource_type = resource.get("resourceType")
+    identifier = resource.get("id")
+    if resource_type == "Patient" or identifier is not None:
+        _check_id(identifier, f"{at}id")
     if resource_type == "Patient":
-        identifier = resource.get("id")
-        return Target(f"Patient/{identifier}") if isinstance(identifier, str) else None
+        return Target(f"Patient/{identifier}")
     if resource_type not in relevant_types or is_own(resource):
         return None
+    for field_name in _PATIENT_FIELDS:
+        value = resource.get(field_name)
+        reference = value.get("reference") if isinstance(value, dict) else None
+        if isinstance(reference, str):
+            _check_local_reference(reference, f"{at}{field_name}.reference", server_base)
     patient = patient_of(resource, server_base)
     return Target(f"Patient/{patient}") if patient else None
+
+
+def _check_id(identifier: Any, field: str) -> None:
+    """400 naming `field` unless `identifier` is a FHIR id (R4 datatypes, `id`)."""
+    if not is_fhir_id(identifier):
+        shown = json_kind(identifier) if not isinstance(identifier, str) else repr(identifier[:70])
+        raise ApiError.of(
+            400,
+            "invalid",
+            f"{field} must be a FHIR id (letters, digits, '-', '.'; at most 64), found {shown}",
+            field,
+        )
+
+
+def _check_local_reference(reference: str, field: str, server_base: str) -> None:
+    """400 naming `field` when a reference to the configured server (relative, or absolute
+    under its base) names no `Type/id` with a FHIR id (`Patient/../x`, `Patient/a b`)."""
+    if _elsewhere(reference, server_base) or reference.startswith(("urn:", "#")):
+        return
+    if reference_key(reference) is None:
+        raise ApiError.of(
+            400,
+            "invalid",
+            f"{field} must be a reference Type/id with a FHIR id, found {reference[:70]!r}",
+            field,
+        )
 
 
 def patient_of(resource: Mapping[str, Any], server_base: str) -> str | None:
@@ -234,18 +271,28 @@ def _bundle_targets(
     notification_type, events = status
     if notification_type not in _EVENT_TYPES:
         return []  # handshake, heartbeat, query-status: nothing changed
-    changed = changed_in(subscription_key(_subscription_of(first), server_base))
-    carried: dict[str, dict[str, Any]] = {}
-    for entry in entries[1:]:
+    changed = changed_in(_checked_subscription(first, server_base))
+    carried: dict[str, tuple[dict[str, Any], str]] = {}
+    by_full_url: dict[str, str] = {}
+    for index, entry in enumerate(entries[1:], start=1):
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if isinstance(resource, dict) and isinstance(resource.get("id"), str):
-            carried[f"{resource.get('resourceType')}/{resource['id']}"] = resource
+            entry_key = f"{resource.get('resourceType')}/{resource['id']}"
+            carried[entry_key] = (resource, f"entry[{index}].resource.")
+            full_url = entry.get("fullUrl")
+            if isinstance(full_url, str):
+                by_full_url[full_url] = entry_key
     targets: list[Target] = []
-    for focus, contexts in events:
-        key = _local_reference(focus, server_base)
+    for event in events:
+        key = _checked_focus(event, server_base, by_full_url)
+        contexts = [reference for reference, _ in event.contexts]
+        for reference, at in event.contexts:
+            if isinstance(reference, str) and reference not in by_full_url:
+                _check_local_reference(reference, at, server_base)
         target: Target | None = None
         if key is not None and key in carried:
-            target = _resource_target(carried[key], relevant_types, server_base)
+            resource, at = carried[key]
+            target = _resource_target(resource, relevant_types, server_base, at)
         elif key is not None and key.startswith("Patient/"):
             target = Target(key)
         else:
@@ -254,8 +301,10 @@ def _bundle_targets(
                 target = Target(f"Patient/{patients[0]}")
             elif key is not None and key.split("/", 1)[0] in relevant_types:
                 target = Target(key)
-        if target is None and key is None and not contexts:
-            target = changed  # a Backport `empty` event: ask the server what changed
+        if target is None and (not event.has_focus or key == _ELSEWHERE) and not contexts:
+            # a Backport `empty` event, or a focus this server cannot be asked about: ask the
+            # server what changed
+            target = changed
         if target is not None and target not in targets:
             targets.append(target)
     if not events:
@@ -263,29 +312,116 @@ def _bundle_targets(
     return targets
 
 
-def _subscription_of(status: dict[str, Any]) -> str | None:
-    """The Subscription a notification's status names: SubscriptionStatus.subscription (R4B,
-    R5) or the Backport Parameters' `subscription`."""
+def _subscription_of(status: dict[str, Any]) -> tuple[Any, str] | None:
+    """The Subscription reference a notification's status names, and where:
+    SubscriptionStatus.subscription (R4B, R5) or the Backport Parameters' `subscription`;
+    None when it names none."""
     if status.get("resourceType") == "SubscriptionStatus":
-        reference = _reference(status.get("subscription"))
-        return reference if isinstance(reference, str) else None
-    for parameter in _array(status, "parameter", _STATUS_FIELD):
+        if "subscription" not in status:
+            return None
+        return _reference(status["subscription"]), f"{_STATUS_FIELD}.subscription.reference"
+    for index, parameter in enumerate(_array(status, "parameter", _STATUS_FIELD)):
         if isinstance(parameter, dict) and parameter.get("name") == "subscription":
-            reference = _reference(parameter.get("valueReference"))
-            return reference if isinstance(reference, str) else None
+            at = f"{_STATUS_FIELD}.parameter[{index}].valueReference.reference"
+            return _reference(parameter.get("valueReference")), at
     return None
 
 
-def _status(resource: dict[str, Any]) -> tuple[str | None, list[tuple[Any, list[Any]]]] | None:
-    """(notification type, [(focus reference, [context references])]) of a SubscriptionStatus
-    (R4B/R5) or a backport Parameters (R4, kebab- or camelCase names); None for neither.
+def _checked_subscription(status: dict[str, Any], server_base: str) -> str | None:
+    """`Subscription/{id}` of the Subscription the status names, None when it names none;
+    400 naming the element when it names something else (not a reference, another type, an
+    id that is no FHIR id, another server's Subscription)."""
+    named = _subscription_of(status)
+    if named is None:
+        return None
+    reference, at = named
+    if isinstance(reference, str) and _elsewhere(reference, server_base):
+        return None  # another server's Subscription: as if none were named (every type)
+    key = subscription_key(reference, server_base) if isinstance(reference, str) else None
+    if key is None:
+        shown = repr(reference[:70]) if isinstance(reference, str) else json_kind(reference)
+        raise ApiError.of(
+            400,
+            "invalid",
+            f"{at} must be a reference to a Subscription of the configured server "
+            f"(Subscription/{{id}}), found {shown}",
+            at,
+        )
+    return key
+
+
+@dataclass(frozen=True)
+class _Event:
+    """One event of a notification status: its focus reference (and where it is), whether
+    the event names a focus at all, and its additional-context references (with where)."""
+
+    focus: Any
+    focus_at: str
+    has_focus: bool
+    contexts: tuple[tuple[Any, str], ...]
+
+
+_ELSEWHERE = "*/elsewhere"
+"""The focus of an event that is another server's resource."""
+
+
+def _elsewhere(reference: str, server_base: str) -> bool:
+    """An absolute reference that is not under the configured server's base."""
+    return "://" in reference and not reference.startswith(server_base.rstrip("/") + "/")
+
+
+def _checked_focus(event: _Event, server_base: str, by_full_url: Mapping[str, str]) -> str | None:
+    """`Type/id` of an event's focus (None when the event has none, _ELSEWHERE for another
+    server's resource); 400 naming the element when the focus is not a literal reference or
+    names no `Type/id` with a FHIR id: the service acts on nothing it cannot name."""
+    if not event.has_focus:
+        return None
+    focus, at = event.focus, event.focus_at
+    if isinstance(focus, str) and focus in by_full_url:
+        carried = by_full_url[focus]  # the fullUrl of a resource the Bundle carries
+        named = reference_key(focus)
+        if named is not None and named != carried:
+            raise ApiError.of(
+                400,
+                "invalid",
+                f"{at} names {named}, but the entry with that fullUrl is {carried}",
+                at,
+            )
+        return carried
+    if isinstance(focus, str) and _elsewhere(focus, server_base) and reference_key(focus):
+        return _ELSEWHERE  # another server's resource: not one to read here
+    key = _local_reference(focus, server_base)
+    if key is None:
+        shown = repr(focus[:70]) if isinstance(focus, str) else json_kind(focus)
+        if focus is None:
+            shown = "no reference"
+        raise ApiError.of(
+            400,
+            "invalid",
+            f"{at} must be a reference to a resource of the configured server (Type/id, the "
+            f"id a FHIR id), found {shown}",
+            at,
+        )
+    return key
+
+
+def _status(resource: dict[str, Any]) -> tuple[str | None, list[_Event]] | None:
+    """(notification type, its events) of a SubscriptionStatus (R4B/R5) or a backport
+    Parameters (R4, kebab- or camelCase names); None for neither.
     """
     if resource.get("resourceType") == "SubscriptionStatus":
         field = f"{_STATUS_FIELD}.notificationEvent"
         events = [
-            (
+            _Event(
                 _reference(event.get("focus")),
-                [_reference(c) for c in _array(event, "additionalContext", f"{field}[{index}]")],
+                f"{field}[{index}].focus.reference",
+                "focus" in event,
+                tuple(
+                    (_reference(context), f"{field}[{index}].additionalContext[{place}].reference")
+                    for place, context in enumerate(
+                        _array(event, "additionalContext", f"{field}[{index}]")
+                    )
+                ),
             )
             for index, event in enumerate(_array(resource, "notificationEvent", _STATUS_FIELD))
             if isinstance(event, dict)
@@ -294,7 +430,7 @@ def _status(resource: dict[str, Any]) -> tuple[str | None, list[tuple[Any, list[
     if resource.get("resourceType") != "Parameters":
         return None
     notification_type: str | None = None
-    parsed: list[tuple[Any, list[Any]]] = []
+    parsed: list[_Event] = []
     for index, parameter in enumerate(_array(resource, "parameter", _STATUS_FIELD)):
         if not isinstance(parameter, dict):
             continue
@@ -302,16 +438,24 @@ def _status(resource: dict[str, Any]) -> tuple[str | None, list[tuple[Any, list[
         if name == "type":
             notification_type = parameter.get("valueCode")
         elif name in ("notification-event", "notificationEvent"):
+            at = f"{_STATUS_FIELD}.parameter[{index}]"
             focus: Any = None
-            contexts: list[Any] = []
-            for part in _array(parameter, "part", f"{_STATUS_FIELD}.parameter[{index}]"):
+            focus_at = ""
+            has_focus = False
+            contexts: list[tuple[Any, str]] = []
+            for place, part in enumerate(_array(parameter, "part", at)):
                 if not isinstance(part, dict):
                     continue
+                value_at = f"{at}.part[{place}].valueReference.reference"
                 if part.get("name") == "focus":
-                    focus = _reference(part.get("valueReference"))
+                    focus, focus_at, has_focus = (
+                        _reference(part.get("valueReference")),
+                        value_at,
+                        True,
+                    )
                 elif part.get("name") in ("additional-context", "additionalContext"):
-                    contexts.append(_reference(part.get("valueReference")))
-            parsed.append((focus, contexts))
+                    contexts.append((_reference(part.get("valueReference")), value_at))
+            parsed.append(_Event(focus, focus_at, has_focus, tuple(contexts)))
     return notification_type, parsed
 
 
