@@ -56,6 +56,8 @@ from engine.service.media_types import JsonRoute, json_body, load_json
 from engine.service.models import CdsFeedback, CdsHookRequest, EvaluateRequest
 from engine.service.notifications import (
     NotificationQueue,
+    missed_target,
+    notification_events,
     notification_targets,
     subscription_key,
 )
@@ -118,6 +120,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         service.find_patient,
         settings.notification_workers,
         service.find_changed,
+        service.find_missed,
     )
 
     @asynccontextmanager
@@ -300,12 +303,24 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             ) from None
         relevant = trials.resource_types | {"Patient"}
         targets = notification_targets(body, path_reference, relevant, client.base_url, named)
+        counts = notification_events(body, client.base_url)
+        missed = service.events_seen(counts) if counts is not None else None
+        said = ""
+        if missed is not None:
+            # Subscriptions Backport, "Handling Errors": a gap in the event numbers is events
+            # this service never received; their recovery is queued with the notification.
+            targets.append(missed_target(missed))
+            said = (
+                f"; events {missed.first} to {missed.last} of the Subscription were not "
+                "received: their recovery is queued"
+            )
         queued = await notifications.submit(targets)
         log_event(logging.INFO, "notification received", targets=len(targets), queued=queued)
         if not targets:
             return FhirAnswer(information("received; nothing to re-evaluate"), status_code=200)
         return FhirAnswer(
-            information(f"received; {len(targets)} re-evaluation(s) queued"), status_code=202
+            information(f"received; {len(targets)} re-evaluation(s) queued{said}"),
+            status_code=202,
         )
 
     describe_routes(app)

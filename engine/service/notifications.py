@@ -22,6 +22,11 @@ reference whose patient the queue reads first, or a `changed_in` target.
 Resources trialsieve writes itself (ResearchStudy, its ResearchSubjects and DetectedIssues) and
 types no trial reads are not targets, so the service's own writes never trigger it again.
 
+`notification_events` reads the event numbers a topic-based notification shows; a gap in a
+Subscription's numbers (`ChangeTimes.events_seen`) is events the service missed, and the
+target `missed_target(...)` makes the queue recover them (`Service.find_missed`: the
+Subscription's `$events`, else what changed for it; Subscriptions Backport, "Handling Errors").
+
 `NotificationQueue` runs the work in the background: a target already waiting is not queued
 twice, a patient is never worked on by two workers at once, and a notification that arrives
 while its patient is being worked on queues one more run (which pulls the state after it).
@@ -42,7 +47,7 @@ from typing import Any
 from engine.report.resources import DETECTED_ISSUE_SYSTEM, RESEARCH_SUBJECT_SYSTEM
 from engine.service.logs import CORRELATION_ID, elapsed_ms, log_event, new_job_id
 from engine.service.problems import ApiError
-from engine.service.subscription_changes import SERVICE_WIDE
+from engine.service.subscription_changes import SERVICE_WIDE, EventCounts, MissedEvents
 from engine.sources.bundle import json_kind
 from engine.sources.references import is_fhir_id, reference_key
 
@@ -52,7 +57,8 @@ _OWN_SYSTEMS = {
     "ResearchSubject": RESEARCH_SUBJECT_SYSTEM,
     "DetectedIssue": DETECTED_ISSUE_SYSTEM,
 }
-_EVENT_TYPES = ("event-notification",)
+_EVENT_TYPES = ("event-notification", "query-event")
+"""Notification types that carry events (`query-event`: the answer of `$events`)."""
 _STATUS_FIELD = "entry[0].resource"
 """Where a notification Bundle's status (SubscriptionStatus, or the Backport Parameters) is."""
 
@@ -81,6 +87,22 @@ def changed_in(subscription: str | None) -> Target:
     """What changed for `subscription` (`Subscription/{id}`) since its last query; CHANGED
     when the notification names no Subscription."""
     return Target(_CHANGED_IN + subscription) if subscription else CHANGED
+
+
+_MISSED = "*/missed/"
+
+
+def missed_target(missed: MissedEvents) -> Target:
+    """The recovery of events a Subscription's notifications skipped (see `missed_of`)."""
+    return Target(f"{_MISSED}{missed.first}/{missed.last}/{missed.subscription}")
+
+
+def missed_of(target: Target) -> MissedEvents | None:
+    """For a `missed_target`, the events to recover; else None."""
+    if not target.reference.startswith(_MISSED):
+        return None
+    first, last, subscription = target.reference[len(_MISSED) :].split("/", 2)
+    return MissedEvents(subscription, int(first), int(last))
 
 
 def changed_subscription(target: Target) -> str | None:
@@ -312,6 +334,87 @@ def _bundle_targets(
     return targets
 
 
+def notification_events(body: Any, server_base: str) -> EventCounts | None:
+    """The event numbers a topic-based notification shows, for a Subscription it names:
+    `eventsSinceSubscriptionStart` and each event's `eventNumber` (R4B/R5
+    SubscriptionStatus; the Backport's R4 Parameters `events-since-subscription-start` and
+    `notification-event.event-number`, kebab- or camelCase). None for anything else (a
+    rest-hook resource, a notification naming no Subscription or no number). A number that is
+    not a non-negative integer (an integer64: a JSON string of digits, or a number) is a 400
+    naming it. Call after `notification_targets` accepted the body."""
+    if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
+        return None
+    if body.get("type") not in NOTIFICATION_BUNDLE_TYPES:
+        return None
+    status = body["entry"][0]["resource"]
+    subscription = _checked_subscription(status, server_base)
+    if subscription is None:
+        return None
+    numbers: list[int] = []
+    since_start: int | None = None
+    if status.get("resourceType") == "SubscriptionStatus":
+        if "eventsSinceSubscriptionStart" in status:
+            since_start = _event_number(
+                status["eventsSinceSubscriptionStart"],
+                f"{_STATUS_FIELD}.eventsSinceSubscriptionStart",
+            )
+        for index, event in enumerate(_array(status, "notificationEvent", _STATUS_FIELD)):
+            if isinstance(event, dict) and "eventNumber" in event:
+                at = f"{_STATUS_FIELD}.notificationEvent[{index}].eventNumber"
+                numbers.append(_event_number(event["eventNumber"], at))
+        notification_type = status.get("type")
+    else:
+        notification_type = None
+        for index, parameter in enumerate(_array(status, "parameter", _STATUS_FIELD)):
+            if not isinstance(parameter, dict):
+                continue
+            at = f"{_STATUS_FIELD}.parameter[{index}]"
+            name = parameter.get("name")
+            if name == "type":
+                notification_type = parameter.get("valueCode")
+            elif name in ("events-since-subscription-start", "eventsSinceSubscriptionStart"):
+                since_start = _parameter_number(parameter, at)
+            elif name in ("notification-event", "notificationEvent"):
+                for place, part in enumerate(_array(parameter, "part", at)):
+                    if isinstance(part, dict) and part.get("name") in (
+                        "event-number",
+                        "eventNumber",
+                    ):
+                        numbers.append(_parameter_number(part, f"{at}.part[{place}]"))
+    if not numbers and since_start is None:
+        return None
+    kind = notification_type if isinstance(notification_type, str) else None
+    return EventCounts(subscription, kind, tuple(numbers), since_start)
+
+
+def _parameter_number(parameter: Mapping[str, Any], at: str) -> int:
+    """The event number of a Parameters parameter or part (its `value[x]`)."""
+    for name, value in parameter.items():
+        if name.startswith("value"):
+            return _event_number(value, f"{at}.{name}")
+    return _event_number(None, f"{at}.value[x]")
+
+
+_MAX_EVENT_NUMBER = 2**63 - 1
+"""integer64 (FHIR R5 datatypes): at most 9223372036854775807."""
+
+
+def _event_number(value: Any, at: str) -> int:
+    """An event number: a non-negative integer64, sent as a JSON string of digits (R5
+    integer64, R4B and the Backport's `string`) or a JSON integer; 400 naming `at` otherwise."""
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        number = int(value)
+    if number is None or not 0 <= number <= _MAX_EVENT_NUMBER:
+        shown = repr(value[:30]) if isinstance(value, str) else json_kind(value)
+        raise ApiError.of(
+            400, "invalid", f"{at} must be an event number (digits), found {shown}", at
+        )
+    return number
+
+
 def _subscription_of(status: dict[str, Any]) -> tuple[Any, str] | None:
     """The Subscription reference a notification's status names, and where:
     SubscriptionStatus.subscription (R4B, R5) or the Backport Parameters' `subscription`;
@@ -499,6 +602,9 @@ FindPatient = Callable[[str], str | None]
 FindChanged = Callable[[str], list[str]]
 """The ids of the patients whose data changed since the last call for a Subscription
 (`Subscription/{id}`, or SERVICE_WIDE)."""
+FindMissed = Callable[[MissedEvents], list[str]]
+"""What the events a Subscription's notifications skipped were about: references
+(`Patient/{id}`, `Observation/{id}`, or a `changed_in` target's) to re-evaluate."""
 
 
 class NotificationQueue:
@@ -514,12 +620,14 @@ class NotificationQueue:
         find_patient: FindPatient,
         workers: int,
         find_changed: FindChanged | None = None,
+        find_missed: FindMissed | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self._re_evaluate = re_evaluate
         self._find_patient = find_patient
         self._find_changed = find_changed
+        self._find_missed = find_missed
         self._worker_count = workers
         self._pending: dict[Target, str] = {}  # target -> job id, in arrival order
         self._running: set[Target] = set()
@@ -598,6 +706,10 @@ class NotificationQueue:
         started = time.perf_counter()
         try:
             patient_id = target.patient_id
+            missed = missed_of(target)
+            if missed is not None:
+                recovered = self._find_missed(missed) if self._find_missed else []
+                return [Target(reference) for reference in recovered]
             subscription = changed_subscription(target)
             if subscription is not None:
                 changed = self._find_changed(subscription) if self._find_changed else []

@@ -25,6 +25,8 @@ from engine.service.notifications import (
     NotificationQueue,
     Target,
     changed_in,
+    missed_target,
+    notification_events,
     notification_targets,
 )
 from engine.service.problems import ApiError
@@ -33,6 +35,8 @@ from engine.service.subscription_changes import (
     SERVICE_WIDE,
     ChangeQuery,
     ChangeTimes,
+    EventCounts,
+    MissedEvents,
     change_queries,
 )
 
@@ -313,3 +317,108 @@ def test_a_bad_focus_is_answered_400_before_anything_is_queued(
     assert answer.status_code == 400, answer.text
     assert answer.json()["issue"][0]["expression"] == [FOCUS_AT]
     assert api.app.state.notifications.counts.received == 0  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------- missed events (Handling Errors)
+
+
+def counts(numbers: tuple[int, ...], since: int | None, kind: str = "event-notification") -> Any:
+    return EventCounts("Subscription/s1", kind, numbers, since)
+
+
+def test_a_gap_in_the_event_numbers_is_missed_events(tmp_path: Path) -> None:
+    """Subscriptions Backport, "Handling Errors", "Missing Event": "the client tracks the
+    `eventsSinceSubscriptionStart` of each received notification (per `Subscription`). When
+    the client received event 23, they were aware that the last notification it received was
+    a single notification for event 21" - event 22 was missed. A heartbeat's count shows
+    missed events too ("Broken Communication"); a duplicate or a late notification does not;
+    a handshake starts the count again. The numbers are kept in the state file: events missed
+    while the service was down are found by the first notification after its restart."""
+    state = tmp_path / "state.json"
+    times = ChangeTimes(dt.datetime(2026, 11, 30, tzinfo=dt.UTC), state)
+    assert times.events_seen(counts((21,), 21)) is None  # the first: nothing to compare with
+    assert times.events_seen(counts((23,), 23)) == MissedEvents("Subscription/s1", 22, 22)
+    assert times.events_seen(counts((24, 25), 25)) is None
+    assert times.events_seen(counts((22,), 22)) is None  # late: already recovered
+    assert times.events_seen(counts((), 28, "heartbeat")) == MissedEvents("Subscription/s1", 26, 28)
+    assert times.events_seen(counts((30, 32), 32)) == MissedEvents("Subscription/s1", 29, 31)
+    assert times.events_seen(counts((), 0, "handshake")) is None
+    assert times.events_seen(counts((1,), 1)) is None
+    restarted = ChangeTimes(dt.datetime(2026, 12, 1, tzinfo=dt.UTC), state)
+    assert restarted.events_seen(counts((4,), 4)) == MissedEvents("Subscription/s1", 2, 3)
+    restarted.rewind_events(MissedEvents("Subscription/s1", 2, 3))  # the recovery failed
+    assert restarted.events_seen(counts((5,), 5)) == MissedEvents("Subscription/s1", 2, 4)
+
+
+def test_event_numbers_are_read_from_every_notification_shape() -> None:
+    """Subscriptions Backport, "Notifications": R4 Parameters `events-since-subscription-start`
+    and `notification-event.event-number` (strings); R4B/R5 SubscriptionStatus
+    `eventsSinceSubscriptionStart` and `notificationEvent.eventNumber` (R5 integer64, a JSON
+    string). A number that is no non-negative integer is a 400 naming it."""
+    r4 = backport_event_bundle(
+        [
+            {"name": "event-number", "valueString": "7"},
+            {"name": "focus", "valueReference": {"reference": "Patient/p1"}},
+        ]
+    )
+    r4["entry"][0]["resource"]["parameter"].append(
+        {"name": "events-since-subscription-start", "valueString": "7"}
+    )
+    assert notification_events(r4, BASE) == EventCounts(
+        "Subscription/s1", "event-notification", (7,), 7
+    )
+    r5 = {
+        "resourceType": "Bundle",
+        "type": "subscription-notification",
+        "entry": [
+            {
+                "resource": {
+                    "resourceType": "SubscriptionStatus",
+                    "type": "event-notification",
+                    "subscription": {"reference": "Subscription/s2"},
+                    "eventsSinceSubscriptionStart": "9",
+                    "notificationEvent": [{"eventNumber": "8"}, {"eventNumber": 9}],
+                }
+            }
+        ],
+    }
+    assert notification_events(r5, BASE) == EventCounts(
+        "Subscription/s2", "event-notification", (8, 9), 9
+    )
+    for bad in ("-1", "7.5", "x", "", True, None, "9" * 20):
+        r5["entry"][0]["resource"]["eventsSinceSubscriptionStart"] = bad
+        with pytest.raises(ApiError) as raised:
+            notification_events(r5, BASE)
+        assert raised.value.issues[0].expression == (
+            "entry[0].resource.eventsSinceSubscriptionStart",
+        ), bad
+
+
+def test_missed_events_are_recovered_in_the_queue() -> None:
+    """Subscriptions Backport, "Recovering from Errors": the client recovers the missed events
+    (what it found is re-evaluated: patients, resources whose patient is read)."""
+    recovered: list[MissedEvents] = []
+    evaluated: list[str] = []
+
+    def find_missed(missed: MissedEvents) -> list[str]:
+        recovered.append(missed)
+        return ["Patient/p7", "Observation/o8"]
+
+    def re_evaluate(patient_id: str) -> list[str]:
+        evaluated.append(patient_id)
+        return ["candidate"]
+
+    async def scenario() -> NotificationQueue:
+        queue = NotificationQueue(
+            re_evaluate, lambda reference: "p8", 1, lambda subscription: [], find_missed
+        )
+        await queue.start()
+        await queue.submit([missed_target(MissedEvents("Subscription/s1", 22, 24))])
+        await queue.drain()
+        await queue.stop()
+        return queue
+
+    queue = asyncio.run(scenario())
+    assert recovered == [MissedEvents("Subscription/s1", 22, 24)]
+    assert sorted(evaluated) == ["p7", "p8"]
+    assert queue.counts.failed == 0
