@@ -18,7 +18,7 @@ FastAPI itself uses for it).
 
 A JSON body is parsed by orjson (`load_json`, through `JsonRoute` for the routes whose body is
 a model), and a body that is not JSON is a 400 saying what is wrong and where (`not UTF-8:
-byte 0xff at line 1, column 12`, `nested deeper than 1024 levels at line 1, column 1026`):
+byte 0xff at line 1, column 12`, `nested deeper than 254 levels`):
 FastAPI's own parsing (`json.loads`) answered both with "There was an error parsing the body".
 That 400 comes after the credentials are checked (401 first; `JsonRequest`).
 """
@@ -112,8 +112,12 @@ def _unsupported(reason: str) -> ApiError:
     )
 
 
-MAX_DEPTH = 1024
-"""orjson's nesting limit (arrays and objects)."""
+MAX_DEPTH = 254
+"""How deep a request's JSON may nest (arrays and objects): orjson's writer's limit. The
+service writes what it reads (an inline Bundle, a prefetch) with orjson to read it as a
+Bundle file, and walks it for nulls; deeper data was a 500 (RecursionError) or a 400 that
+misnamed the fault ("a number beyond the 64-bit integer range"). orjson's reader stops at
+1024 levels; no FHIR resource nests near 254."""
 
 
 def load_json(body: bytes) -> Any:
@@ -128,13 +132,22 @@ def load_json(body: bytes) -> Any:
         reason = f"not UTF-8: byte 0x{body[error.start]:02x} at line {line}, column {column}"
         raise json.JSONDecodeError(reason, "", 0) from None
     try:
-        return orjson.loads(text.removeprefix("\ufeff"))  # a byte order mark is ignored
+        value = orjson.loads(text.removeprefix("\ufeff"))  # a byte order mark is ignored
     except orjson.JSONDecodeError as error:
-        what = error.msg
-        if what == "depth limit exceeded":
-            what = f"nested deeper than {MAX_DEPTH} levels"
-        reason = f"{what} at line {error.lineno}, column {error.colno}"
+        where = f"line {error.lineno}, column {error.colno}"
+        if error.msg == "depth limit exceeded":
+            reason = f"nested deeper than {MAX_DEPTH} levels (reading stopped at {where})"
+        else:
+            reason = f"{error.msg} at {where}"
         raise json.JSONDecodeError(reason, "", 0) from None
+    try:
+        orjson.dumps(value)  # the writer's nesting limit, checked once, here (~0.1 ms/200 KB)
+    except orjson.JSONEncodeError as error:
+        if "Recursion" in str(error):
+            raise json.JSONDecodeError(f"nested deeper than {MAX_DEPTH} levels", "", 0) from None
+        # Anything else orjson reads but cannot write (none known: it reads an integer beyond
+        # 64 bits as a float) is answered where the value is written, naming its field.
+    return value
 
 
 UNREADABLE = object()
