@@ -18,11 +18,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+import httpx
 import orjson
 
-from engine.errors import InputError, ServerError, TrialsieveError
+from engine.errors import InputError, ServerError, ServiceConfigError, TrialsieveError
 from engine.evaluate import PatientEvaluation
-from engine.fhir_http import ContextBearerToken
+from engine.fhir_http import ContextBearerToken, load_smart_auth
 from engine.report.page import report_page
 from engine.screening import screen_patient
 from engine.service.auth import ApiAuthenticator
@@ -99,11 +100,7 @@ class Service:
         self.settings = settings
         self.trials = trials
         self.authenticator = authenticator
-        self._server_auth = (
-            BearerToken(settings.fhir_token.read(settings.environment))
-            if settings.fhir_token
-            else None
-        )
+        self._server_auth = _server_auth(settings)
         self.fhir: FhirServerClient | None = (
             FhirServerClient(
                 settings.fhir_server,
@@ -641,6 +638,24 @@ class Service:
             ) from None
         answer["fhirServer"] = "reachable"
         return answer
+
+
+def _server_auth(settings: ServiceSettings) -> httpx.Auth | None:
+    """How the service authenticates to the configured FHIR server: SMART Backend Services
+    from `fhir_auth_config`, a static bearer token from `fhir_token`, or nothing;
+    ServiceConfigError (AuthConfigError) when both are given or the config is unusable."""
+    if settings.fhir_auth_config is None:
+        if settings.fhir_token is None:
+            return None
+        return BearerToken(settings.fhir_token.read(settings.environment))
+    if settings.fhir_token is not None:
+        raise ServiceConfigError(
+            "give the FHIR server's token (--token-env/--token-file) or its SMART auth config "
+            "(--auth-config), not both"
+        )
+    if settings.fhir_server is None:
+        raise ServiceConfigError("--auth-config is for the FHIR server: give --server too")
+    return load_smart_auth(settings.fhir_auth_config, settings.fhir_server, settings.environment)
 
 
 def _parse_inline_bundle(bundle: dict[str, Any]) -> PatientResources:

@@ -62,6 +62,17 @@ def test_serve_runs_uvicorn_on_loopback(cli: typer.Typer, monkeypatch: pytest.Mo
         ),
         (["serve", "--trials", str(CRITERIA), "--api-token-env", "UNSET_VARIABLE_X"], "UNSET"),
         (
+            ["serve", "--trials", str(CRITERIA), "--no-auth", "--auth-config", "auth.toml"],
+            "give --server too",
+        ),
+        (
+            [
+                *("serve", "--trials", str(CRITERIA), "--no-auth", "--server"),
+                *("http://127.0.0.1:9/fhir", "--auth-config", "no-such-auth.toml"),
+            ],
+            "cannot read the auth config",
+        ),
+        (
             ["subscribe", "--server", "http://127.0.0.1:9/fhir", "--public-url", "ftp://x"],
             "--public-url must be an http(s) URL",
         ),
