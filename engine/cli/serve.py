@@ -16,6 +16,7 @@ from engine.cli.options import (
     ApiTokenFileOption,
     AsOfOption,
     AttestationsOption,
+    AuthConfigOption,
     BodyTimeoutOption,
     CorsOriginOption,
     HostOption,
@@ -51,6 +52,7 @@ def serve(
     server: ServiceServerOption = None,
     token_env: TokenEnvOption = None,
     token_file: TokenFileOption = None,
+    auth_config: AuthConfigOption = None,
     api_token_env: ApiTokenEnvOption = None,
     api_token_file: ApiTokenFileOption = None,
     jwt_secret_env: JwtSecretEnvOption = None,
@@ -95,6 +97,7 @@ def serve(
             attestations=attestations,
             fhir_server=server,
             fhir_token=secret_reference(token_env, token_file, "--token-env", "--token-file"),
+            fhir_auth_config=auth_config,
             api_auth=ApiAuthSettings(
                 tokens=secret_reference(
                     api_token_env, api_token_file, "--api-token-env", "--api-token-file"

@@ -39,7 +39,7 @@ from engine.evaluate.outcome import (
     shared,
     with_atom,
 )
-from engine.evaluate.status import StatusPredicate, status_alone
+from engine.evaluate.status import StatusPredicate, status_alone, unreadable_status
 from engine.evaluate.timing import (
     ONSET_FIELDS,
     UNCERTAIN_VERIFICATION,
@@ -1173,6 +1173,10 @@ class ResourceNode:
                         span.latest_start or span.end or span.start or context.as_of,
                     )
                 )
+                continue
+            unreadable = unreadable_status(resource)
+            if unreadable is not None:  # a status that is no code: cannot tell if it counts
+                problems.append(f"{record.label(resource)}: {unreadable}")
                 continue
             if not predicate(resource, span, context.as_of):
                 if span is not None and predicate(resource, span.widest(), context.as_of):
