@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -113,17 +113,20 @@ def evaluate(
         )
     day = parse_day(as_of)
     trial, answers = load_trial_and_answers(criteria, attestations)
-    files = list(_bundle_files(bundle))
-    if not files:
-        raise fail("no Bundle files found in " + ", ".join(map(str, bundle)))
+    from engine.sources import BundleFileSource, read_bundle_file
+    from engine.sources.bundle import SharedBundleResources, shared_bundle_files
+
+    try:
+        # every path given must be a file or a folder holding *.json files: a folder
+        # given by mistake (empty, or of NDJSON) is refused, not run on nobody
+        files = BundleFileSource(*bundle).files()
+    except InputError as error:
+        raise fail(error) from None
     several = len(files) > 1 or any(path.is_dir() for path in bundle)
     if several and output is None:
         raise fail("--output FOLDER is required when evaluating several patients")
     if several and output is not None and output.exists() and not output.is_dir():
         raise fail(f"{output}: --output must be a folder when evaluating several patients")
-    from engine.sources import read_bundle_file
-    from engine.sources.bundle import SharedBundleResources, shared_bundle_files
-
     # Bundles of shared resources (Medication, Organization, ...: no Patient) among several
     # files, whatever their names: each patient gets those their Bundle refers to
     shared_files = set(shared_bundle_files(files)) if several else set()
@@ -358,14 +361,6 @@ def _warn_stale(console: Console, evaluations: list[PatientEvaluation]) -> None:
             f"the screening window; e.g. {stale[0]}"
         )
     console.print(f"[bold yellow]warning:[/] {escape(message)}", soft_wrap=True)
-
-
-def _bundle_files(paths: list[Path]) -> Iterator[Path]:
-    for path in paths:
-        if path.is_dir():
-            yield from sorted(path.rglob("*.json"))
-        else:
-            yield path
 
 
 def _refuse(error: InputError) -> PatientResources:
