@@ -38,6 +38,8 @@ from engine.cli.options import (
     DryRunOption,
     EverythingOption,
     ExplainOption,
+    MaxAnswerMibOption,
+    MaxPagesOption,
     OutputOption,
     PageSizeOption,
     PatientOption,
@@ -77,6 +79,8 @@ def evaluate(
     everything: EverythingOption = True,
     page_size: PageSizeOption = None,
     report: ReportOption = None,
+    max_pages: MaxPagesOption = None,
+    max_answer_mib: MaxAnswerMibOption = None,
 ) -> None:
     """Evaluate patients and write a ResearchSubject + DetectedIssue transaction Bundle each.
 
@@ -102,6 +106,8 @@ def evaluate(
             everything=everything,
             page_size=page_size,
             report=report,
+            max_pages=max_pages,
+            max_answer_mib=max_answer_mib,
         )
         return
     if not bundle:
@@ -111,6 +117,8 @@ def evaluate(
             "--patient, --write, --dry-run, --token-env, --token-file and --auth-config "
             "need --server"
         )
+    if max_pages is not None or max_answer_mib is not None:
+        raise fail("--max-pages and --max-answer-mib need --server")
     day = parse_day(as_of)
     trial, answers = load_trial_and_answers(criteria, attestations)
     from engine.sources import BundleFileSource, read_bundle_file
@@ -204,6 +212,8 @@ def _evaluate_on_server(
     everything: bool,
     page_size: int | None,
     report: Path | None,
+    max_pages: int | None,
+    max_answer_mib: int | None,
 ) -> None:
     """Evaluate patients on a FHIR server; print the results, or write them back (--write)."""
     day = parse_day(as_of)
@@ -219,14 +229,15 @@ def _evaluate_on_server(
     if several and output is not None and output.exists() and not output.is_dir():
         raise fail(f"{output}: --output must be a folder when evaluating several patients")
     trial, answers = load_trial_and_answers(criteria, attestations)
-    from engine.fhir_http import auth_from_options
+    from engine.fhir_http import ServerLimits, auth_from_options
     from engine.sinks import FhirServerSink
     from engine.sources import FhirServerClient, FhirServerSource
     from engine.sources.fhir_server import DEFAULT_PAGE_SIZE, resource_types_to_pull
 
     try:
         auth = auth_from_options(token_env, token_file, auth_config, server=server)
-        client = FhirServerClient(server, auth=auth)
+        limits = ServerLimits.of(max_pages, max_answer_mib)
+        client = FhirServerClient(server, auth=auth, limits=limits)
     except TrialsieveError as error:
         raise fail(error) from None
     console = Console(stderr=prints_bundles and output is None, highlight=False)
