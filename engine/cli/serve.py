@@ -27,7 +27,9 @@ from engine.cli.options import (
     JwtSecretFileOption,
     LimitConcurrencyOption,
     LogLevelOption,
+    MaxAnswerMibOption,
     MaxBodyBytesOption,
+    MaxPagesOption,
     NoAuthOption,
     NotificationStateOption,
     NotifyTokenEnvOption,
@@ -69,6 +71,8 @@ def serve(
     notification_state: NotificationStateOption = None,
     max_body_bytes: MaxBodyBytesOption = 10 * 1024 * 1024,  # service.settings.MAX_BODY_BYTES
     body_timeout: BodyTimeoutOption = 30.0,  # service.settings.BODY_TIMEOUT
+    max_pages: MaxPagesOption = None,
+    max_answer_mib: MaxAnswerMibOption = None,
     limit_concurrency: LimitConcurrencyOption = 1000,
     timeout_keep_alive: TimeoutKeepAliveOption = 5,
     cors_origin: CorsOriginOption = None,
@@ -89,6 +93,7 @@ def serve(
     from engine.service.app import create_app
     from engine.service.logs import configure_logging
     from engine.service.settings import ApiAuthSettings, ServiceSettings
+    from engine.sources import ServerLimits
 
     day = parse_day(as_of) if as_of else None
     try:
@@ -122,6 +127,7 @@ def serve(
             allow_any_fhir_server=allow_any_fhir_server,
             max_body_bytes=max_body_bytes,
             body_timeout=body_timeout,
+            fhir_limits=ServerLimits.of(max_pages, max_answer_mib),
             cors_origins=tuple(cors_origin or ()),
             as_of=day,
             notification_state=notification_state,
