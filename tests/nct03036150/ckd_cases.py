@@ -455,6 +455,23 @@ EXCLUSION_1 = [
         "granulomatosis with polyangiitis (M31.31)",
         add=(condition("gpa", ICD10CM, "M31.31", "2019-05-01"),),
     ),
+    e1.fails(
+        "microscopic polyangiitis in SNOMED CT (239928004)",
+        add=(condition("mpa", SNOMED, "239928004", "2020-04-01"),),
+        evidence=("Condition/mpa",),
+    ),
+    e1.fails(
+        "eosinophilic granulomatosis with polyangiitis in SNOMED CT (82275008)",
+        add=(condition("egpa", SNOMED, "82275008", "2021-09-01"),),
+    ),
+    e1.fails(
+        "ADPKD type 1 (PKD1) in SNOMED CT (253878003)",
+        add=(condition("pkd1", SNOMED, "253878003", "2005-01-01"),),
+    ),
+    e1.meets(
+        "polyarteritis nodosa (155441006) is not an ANCA-associated vasculitis",
+        add=(condition("pan", SNOMED, "155441006", "2020-04-01"),),
+    ),
     e1.silent("nothing recorded: closed world", CLEAR),
 ]
 
@@ -646,6 +663,15 @@ EXCLUSION_3 = [
     e3.meets(
         "renal autotransplantation (CPT 50380) is not an organ transplant",
         add=(procedure("auto-tx", CPT, "50380", "2014-01-01"),),
+    ),
+    e3.fails(
+        "lung transplant rejection (ICD-10-CM T86.810)",
+        add=(condition("lung-tx-rejection", ICD10CM, "T86.810", "2019-06-01"),),
+        evidence=("Condition/lung-tx-rejection",),
+    ),
+    e3.meets(
+        "corneal transplant rejection (T86.840) is a tissue graft, not an organ",
+        add=(condition("cornea-rejection", ICD10CM, "T86.840", "2019-06-01"),),
     ),
     e3.fails(
         "liver transplant status Z94.4",
@@ -911,6 +937,15 @@ EXCLUSION_7 = [
     ),
     e7.fails("NSTEMI 30 days ago", add=(condition("nstemi", SNOMED, "401314000", days_ago(30)),)),
     e7.fails("TIA (G45.9) 10 weeks ago", add=(condition("tia", ICD10CM, "G45.9", days_ago(70)),)),
+    e7.fails(
+        "acute coronary syndrome (394659003) 5 weeks ago",
+        add=(condition("acs", SNOMED, "394659003", days_ago(35)),),
+        evidence=("Condition/acs",),
+    ),
+    e7.meets(
+        "acute coronary syndrome (394659003) 2 years ago",
+        add=(condition("acs-old", SNOMED, "394659003", "2024-09-01"),),
+    ),
     e7.fails(
         "unstable angina 3 weeks ago, resolved",
         add=(condition("ua", SNOMED, "4557003", days_ago(21), "resolved", days_ago(18)),),
