@@ -99,6 +99,7 @@ e1, e2, e3, e4, e5, e6, e7 = (Cases(f"exclusion-{number}", FAVOURABLE) for numbe
 EGFR_2021 = "98979-8"
 MDRD = "33914-3"
 UACR = "14959-1"
+UACR_MOLAR = "32294-1"  # Albumin/Creatinine [Ratio] in Urine, reported in mg/mmol{creat}
 NYHA = "88020-3"
 NYHA_IV = (LOINC, "LA28407-7")
 NYHA_III = (LOINC, "LA28406-9")
@@ -235,6 +236,30 @@ INCLUSION_4 = [
         "UACR 30 mg/mmol (265 mg/g) at visit 1",
         remove=("uacr",),
         add=(observation("uacr-si", UACR, 30, "mg/mmol", VISIT_1),),
+    ),
+    i4.meets(
+        "UACR (LOINC 32294-1) 96 mg/mmol{creat}, LOINC's unit, is 849 mg/g at visit 1",
+        remove=("uacr",),
+        add=(observation("uacr-ratio", UACR_MOLAR, 96, "mg/mmol{creat}", VISIT_1),),
+        evidence=("Observation/uacr-ratio",),
+    ),
+    i4.meets(
+        "UACR in mg/g{creat} (UCUM annotation: a label, not another unit)",
+        remove=("uacr",),
+        add=(observation("uacr-annotated", UACR, 850, "mg/g{creat}", VISIT_1),),
+        evidence=("Observation/uacr-annotated",),
+    ),
+    i4.fails(
+        "UACR (LOINC 32294-1) 15 mg/mmol{creat} is 133 mg/g, below 200",
+        remove=("uacr",),
+        add=(observation("uacr-ratio-low", UACR_MOLAR, 15, "mg/mmol{creat}", VISIT_1),),
+        reason=("132.6",),
+    ),
+    i4.meets(
+        "an earlier UACR of 3.0 mg/mmol{creat} is KDIGO A2 (its mg/mmol cut-off)",
+        remove=("uacr-last-year",),
+        add=(observation("uacr-ratio-before", UACR_MOLAR, 3.0, "mg/mmol{creat}", days_ago(400)),),
+        evidence=("Observation/uacr-ratio-before",),
     ),
     i4.meets(
         "UACR computed from urine albumin 500 mg/L and urine creatinine 1 g/L",

@@ -32,6 +32,11 @@ from engine.normalise import units as units_module
         (30.0, "s", "min", None, 0.5),
         (37.0, "Cel", "[degF]", None, 98.6),
         (1.0, "mmol/L", "g/L", 16114.0, 16.114),  # haemoglobin as monomer
+        # An annotation attached to a unit only labels it (UCUM 2.1, 2.4): LOINC's UACR units
+        (850.0, "mg/g{creat}", "mg/g", None, 850.0),
+        (96.0, "mg/mmol{creat}", "mg/g", 113.12, 848.66),
+        (30.0, "mg/g", "mg/mmol{creat}", 113.12, 3.394),
+        (42.0, "mL/min/{1.73_m2}", "mL/s/{1.73_m2}", None, 0.7),
     ],
 )
 def test_conversions(
@@ -49,6 +54,10 @@ def test_conversions(
         ("{copies}/mL", "[IU]/mL", None, "arbitrary units"),
         ("g/LL", "g/L", None, "'g/LL' is not UCUM"),
         ("U/L", "[IU]/L", None, "arbitrary units"),
+        # An annotation standing for a unit in a denominator makes another quantity: an
+        # eGFR per 1.73 m2 is not a clearance, whatever label its units carry.
+        ("mL/min/{1.73_m2}", "mL/min", None, "({1.73_m2} vs none)"),
+        ("mL/min{creat}/{1.73_m2}", "mL/min", None, "({1.73_m2} vs none)"),
     ],
 )
 def test_conversion_errors(
