@@ -191,6 +191,16 @@ INCLUSION_3 = [
         evidence=("Observation/creatinine-rising", "Observation/egfr"),
     ),
     i3.fails(
+        "reported CKD-EPI eGFR 22 'mL/min/1.73m2' (as laboratories print it) is below 25",
+        add=(observation("egfr-printed", EGFR_2021, 22, "mL/min/1.73m2", days_ago(3)),),
+        evidence=("Observation/egfr-printed",),
+    ),
+    i3.meets(
+        "reported CKD-EPI eGFR 0.9 mL/s/1.73m2 (SI) is 54 mL/min/1.73 m2",
+        add=(observation("egfr-si", EGFR_2021, 0.9, "mL/s/1.73m2", days_ago(3)),),
+        evidence=("Observation/egfr-si",),
+    ),
+    i3.fails(
         "reported CKD-EPI eGFR 22 is below 25",
         add=(observation("egfr", EGFR_2021, 22, "mL/min/{1.73_m2}", days_ago(3)),),
     ),

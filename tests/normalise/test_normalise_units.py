@@ -120,6 +120,21 @@ def test_ucum_unit_uses_aliases(small_terminology: Terminology) -> None:
     assert "not UCUM" in raised.value.message
 
 
+@pytest.mark.parametrize(
+    "printed",
+    ["mL/min/1.73m2", "ml/min/1.73 m2", "mL/min/1.73m²", "mL/min/1.73m^2", "mL/min/{1.73m2}"],
+)
+def test_an_egfr_unit_as_laboratories_print_it_is_per_1_73_m2(
+    printed: str, real_terminology: Terminology
+) -> None:
+    assert ucum_unit(printed, real_terminology) == "mL/min/{1.73_m2}"
+
+
+def test_an_egfr_in_si_units_converts_to_ml_per_min(real_terminology: Terminology) -> None:
+    unit = ucum_unit("mL/s/1.73m2", real_terminology)
+    assert convert(0.5, unit, "mL/min/{1.73_m2}") == pytest.approx(30.0)
+
+
 def test_case_insensitive_alias_never_overrides_valid_ucum(real_terminology: Terminology) -> None:
     # units.yaml has "G/L" -> 10*9/L for European cell counts; g/L stays gram per litre
     assert ucum_unit("G/L", real_terminology) == "10*9/L"
