@@ -29,6 +29,7 @@ from trial_patients import (
     CLEAR,
     CONDITION_VERIFICATION,
     CPT,
+    ICD10,
     ICD10CM,
     LOINC,
     MANUAL,
@@ -507,6 +508,34 @@ EXCLUSION_1 = [
         "polyarteritis nodosa (155441006) is not an ANCA-associated vasculitis",
         add=(condition("pan", SNOMED, "155441006", "2020-04-01"),),
     ),
+    e1.silent(
+        "WHO ICD-10 M32.1, SLE with organ involvement: is it lupus nephritis? (unanswered)",
+        MANUAL,
+        add=(condition("sle-organ", ICD10, "M32.1", "2017-01-01"),),
+        answers=without("organ-involvement-is-lupus-nephritis-or-anca-vasculitis"),
+        reason=("manual review",),
+    ),
+    e1.fails(
+        "WHO ICD-10 M32.1, attested lupus nephritis",
+        add=(condition("sle-organ", ICD10, "M32.1", "2017-01-01"),),
+        answers=answered(organ_involvement_is_lupus_nephritis_or_anca_vasculitis=True),
+        evidence=("Condition/sle-organ",),
+    ),
+    e1.meets(
+        "WHO ICD-10 M32.1, attested not lupus nephritis (lupus pericarditis)",
+        add=(condition("sle-organ", ICD10, "M32.1", "2017-01-01"),),
+        answers=answered(organ_involvement_is_lupus_nephritis_or_anca_vasculitis=False),
+    ),
+    e1.fails(
+        "ICD-10-CM M32.10, SLE organ involvement unspecified, attested lupus nephritis",
+        add=(condition("sle-unspecified", ICD10CM, "M32.10", "2017-01-01"),),
+        answers=answered(organ_involvement_is_lupus_nephritis_or_anca_vasculitis=True),
+    ),
+    e1.meets(
+        "ICD-10-CM M32.19, SLE with other organ involvement, is not the kidney: no question",
+        add=(condition("sle-other-organ", ICD10CM, "M32.19", "2017-01-01"),),
+        answers=without("organ-involvement-is-lupus-nephritis-or-anca-vasculitis"),
+    ),
     e1.silent("nothing recorded: closed world", CLEAR),
 ]
 
@@ -668,6 +697,54 @@ EXCLUSION_2 = [
     ),
 ]
 
+BUDESONIDE = "19831"
+
+EXCLUSION_2_BUDESONIDE = [
+    e2.silent(
+        "budesonide (ingredient only) in use, for IgA nephropathy: taken by mouth? (unanswered)",
+        MANUAL,
+        add=(medication_request("budesonide", BUDESONIDE, "active", days_ago(40)),),
+        answers={
+            **without("budesonide-taken-by-mouth"),
+            "immunotherapy-for-renal-disease": True,
+        },
+        reason=("manual review",),
+    ),
+    e2.fails(
+        "budesonide in use, attested by mouth (Nefecon) for IgA nephropathy",
+        add=(medication_request("budesonide", BUDESONIDE, "active", days_ago(40)),),
+        answers=answered(budesonide_taken_by_mouth=True, immunotherapy_for_renal_disease=True),
+        evidence=("MedicationRequest/budesonide",),
+    ),
+    e2.meets(
+        "budesonide in use, attested inhaled",
+        add=(medication_request("budesonide", BUDESONIDE, "active", days_ago(40)),),
+        answers=answered(budesonide_taken_by_mouth=False, immunotherapy_for_renal_disease=True),
+    ),
+    e2.meets(
+        "inhaled budesonide (ATC R03BA02): no question about the route",
+        add=(
+            medication_request("budesonide-inhaled", "R03BA02", "active", days_ago(40), system=ATC),
+        ),
+        answers={
+            **without("budesonide-taken-by-mouth"),
+            "immunotherapy-for-renal-disease": True,
+        },
+    ),
+    e2.meets(
+        "budesonide stopped 8 months ago: outside the 6 months",
+        add=(
+            medication_request(
+                "budesonide-old", BUDESONIDE, "completed", days_ago(240), supply_days=30
+            ),
+        ),
+        answers={
+            **without("budesonide-taken-by-mouth"),
+            "immunotherapy-for-renal-disease": True,
+        },
+    ),
+]
+
 EXCLUSION_3 = [
     e3.meets("no transplant"),
     e3.meets(
@@ -711,6 +788,29 @@ EXCLUSION_3 = [
     e3.fails(
         "liver transplant status Z94.4",
         add=(condition("liver-tx", ICD10CM, "Z94.4", "2020-02-02"),),
+    ),
+    e3.silent(
+        "transplant status unspecified (Z94.9): a solid organ? (unanswered)",
+        MANUAL,
+        add=(condition("tx-unspecified", ICD10CM, "Z94.9", "2015-01-01"),),
+        answers=without("transplanted-organ-is-solid-organ"),
+        reason=("manual review",),
+    ),
+    e3.fails(
+        "a 'Transplantation' Procedure (SNOMED CT 77465005), attested a solid organ",
+        add=(procedure("tx-procedure", SNOMED, "77465005", "2012-01-01"),),
+        answers=answered(transplanted_organ_is_solid_organ=True),
+        evidence=("Procedure/tx-procedure",),
+    ),
+    e3.meets(
+        "other transplanted organ and tissue status (Z94.89), attested bone marrow",
+        add=(condition("tx-other", ICD10CM, "Z94.89", "2015-01-01"),),
+        answers=answered(transplanted_organ_is_solid_organ=False),
+    ),
+    e3.meets(
+        "bone marrow transplant status (Z94.81) is a cell transplant: no question",
+        add=(condition("bmt", ICD10CM, "Z94.81", "2015-01-01"),),
+        answers=without("transplanted-organ-is-solid-organ"),
     ),
     e3.silent("nothing recorded: closed world", CLEAR),
 ]
@@ -1058,6 +1158,7 @@ CASES: list[Case] = [
     *INCLUSION_5,
     *EXCLUSION_1,
     *EXCLUSION_2,
+    *EXCLUSION_2_BUDESONIDE,
     *EXCLUSION_3,
     *EXCLUSION_4,
     *EXCLUSION_5,
