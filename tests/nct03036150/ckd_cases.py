@@ -157,7 +157,7 @@ INCLUSION_2 = [
 INCLUSION_3 = [
     i3.meets(
         "no eGFR reported: computed by CKD-EPI 2021 from creatinine 1.8 mg/dL",
-        reason=("computed", "42.03", "CKD-EPI 2021"),
+        reason=("computed: 42.0 mL/min/{1.73_m2} by CKD-EPI 2021",),
         evidence=("Observation/creatinine", "Patient/patient"),
     ),
     i3.meets(
@@ -188,8 +188,20 @@ INCLUSION_3 = [
             observation("egfr", EGFR_2021, 45, "mL/min/{1.73_m2}", days_ago(13)),
             observation("creatinine-rising", "2160-0", 3.5, "mg/dL", days_ago(2)),
         ),
-        reason=("computed: 18.92", "measured one is older and says otherwise"),
+        reason=("computed: 18.9 mL/min", "measured one is older and says otherwise"),
         evidence=("Observation/creatinine-rising", "Observation/egfr"),
+    ),
+    i3.fails(
+        "computed eGFR 24.993 from creatinine 2.776 mg/dL reads 24.99, not 25.0",
+        remove=("creatinine",),
+        add=(observation("creatinine-boundary", "2160-0", 2.776, "mg/dL", VISIT_1),),
+        reason=("computed: 24.99 mL/min/{1.73_m2}", "is not between 25"),
+    ),
+    i3.meets(
+        "computed eGFR 25.0035 from creatinine 2.775 mg/dL reads 25.004, not 25",
+        remove=("creatinine",),
+        add=(observation("creatinine-boundary", "2160-0", 2.775, "mg/dL", VISIT_1),),
+        reason=("computed: 25.004 mL/min/{1.73_m2}", "is between 25"),
     ),
     i3.fails(
         "reported CKD-EPI eGFR 22 'mL/min/1.73m2' (as laboratories print it) is below 25",
