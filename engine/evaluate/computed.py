@@ -73,7 +73,7 @@ class _Input:
 
     def __post_init__(self) -> None:
         window = self.window
-        text = window.name or (window.duration.text if window.duration else "ever")
+        text = window.name or (window.duration.readable if window.duration else "ever")
         object.__setattr__(self, "window_text", text)
 
 

@@ -582,13 +582,13 @@ the end of its reason; explanations show it (`engine.report.explanation`)."""
 
 
 def relation_distance_text(relation: Relation) -> str:
-    """How far from its anchor a relation asks for, with a trailing space ("at least P3M "),
+    """How far from its anchor a relation asks for, with a trailing space ("at least 3 months "),
     or nothing."""
     parts = []
     if relation.at_least is not None:
-        parts.append(f"at least {relation.at_least.text}")
+        parts.append(f"at least {relation.at_least.readable}")
     if relation.at_most is not None:
-        parts.append(f"at most {relation.at_most.text}")
+        parts.append(f"at most {relation.at_most.readable}")
     return f"{' and '.join(parts)} " if parts else ""
 
 
@@ -1316,7 +1316,7 @@ class ResourceNode:
         if apart is not None and found < len(candidates):  # found, but too close together
             days = ", ".join(_day_text(candidate.span) for candidate in reversed(candidates))
             counted = (
-                f", on {days}: {'only ' if found else ''}{found} of them at least {apart.text} "
+                f", on {days}: {'only ' if found else ''}{found} of them at least {apart.readable} "
                 f"apart ({needed} needed)"
             )
             found = len(candidates)
@@ -1488,11 +1488,11 @@ class ResourceNode:
     ) -> str:
         """`select: count`: how many results pass and how many are needed, and with `apart:`
         which are too close together ("2 results < 100 g/L, on 2026-01-01 and 2026-03-31, 89
-        days apart: fewer than P90D (2 needed at least P90D apart)")."""
+        days apart: fewer than 90 days (2 needed at least 90 days apart)")."""
         test_text = self.atom.value.text if self.atom.value else ""
         needed, apart = self.atom.minimum_count, self.atom.apart
         found = len(passed)
-        spaced = f" at least {apart.text} apart" if apart is not None else ""
+        spaced = f" at least {apart.readable} apart" if apart is not None else ""
         text = f"{_results(found)} {test_text}"
         if apart is not None and counted < found:
             days = sorted(
@@ -1504,7 +1504,7 @@ class ResourceNode:
                 gap = (days[1] - days[0]).days
                 text += (
                     f", on {days[0].isoformat()} and {days[1].isoformat()}, "
-                    f"{gap} day{'s' if gap != 1 else ''} apart: less than {apart.text}"
+                    f"{gap} day{'s' if gap != 1 else ''} apart: less than {apart.readable}"
                 )
             else:
                 only = "" if counted >= needed else "only "

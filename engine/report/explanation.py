@@ -1117,10 +1117,10 @@ def describe_query(atom: ResourceAtom, concept: Concept | None, as_of: dt.date) 
             "count": f"at least {atom.minimum_count} results must pass",
         }[atom.selection]
         if atom.apart is not None:
-            selection += f" at least {atom.apart.text} apart"
+            selection += f" at least {atom.apart.readable} apart"
         text += f"; {selection}, tested {value_test_text(atom.value)}"
     elif atom.selection == "count" and atom.minimum_count > 1:
-        apart = f", at least {atom.apart.text} apart" if atom.apart is not None else ""
+        apart = f", at least {atom.apart.readable} apart" if atom.apart is not None else ""
         text += f"; at least {atom.minimum_count} needed{apart}"
     return text
 
@@ -1146,7 +1146,7 @@ def window_words(atom: ResourceAtom, as_of: dt.date) -> str:
 
 def _anchored_words(atom: ResourceAtom, as_of: dt.date) -> str:
     """A window narrowed by `before:` / `after:`, in dates where the anchor is the as-of date:
-    `dated on or before 2026-08-01 (at least P3M before the as-of date 2026-11-01)`. An
+    `dated on or before 2026-08-01 (at least 3 months before the as-of date 2026-11-01)`. An
     anchor on another atom is named (its day is the patient's: the reason gives it)."""
     window = atom.window
     first = window.duration.start_before(as_of) if window.duration is not None else None

@@ -362,8 +362,9 @@ INCLUSION_4 = [
         remove=("uacr-last-year",),
         add=(observation("uacr-last-month", UACR, 700, "mg/g", days_ago(40)),),
         reason=(
-            "to 2026-08-01 (at least P3M before the as-of date 2026-11-01); outside the window: "
-            "the earliest after it, 2026-09-22 (Observation/uacr-last-month), is too recent",
+            "to 2026-08-01 (at least 3 months before the as-of date 2026-11-01); outside the "
+            "window: the earliest after it, 2026-09-22 (Observation/uacr-last-month), is too "
+            "recent",
         ),
     ),
     i4.silent(
@@ -395,6 +396,7 @@ INCLUSION_5 = [
     i5.meets(
         "active lisinopril order since January, stable dose attested",
         evidence=("MedicationRequest/lisinopril",),
+        reason=("in use continuously for 4 weeks (2026-10-04 to 2026-11-01)",),
     ),
     i5.meets(
         "losartan refills of 30 days with a 3-day gap",
