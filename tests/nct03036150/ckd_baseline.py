@@ -51,6 +51,7 @@ FAVOURABLE: Mapping[str, bool] = {
     "organ-involvement-is-lupus-nephritis-or-anca-vasculitis": False,
     "budesonide-taken-by-mouth": False,
     "transplanted-organ-is-solid-organ": False,
+    "nyha-class-iv-is-congestive-heart-failure": False,
 }
 """The answer to every manual item that keeps the baseline patient eligible."""
 

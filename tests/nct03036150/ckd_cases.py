@@ -1060,11 +1060,36 @@ EXCLUSION_6 = [
         add=(HEART_FAILURE, observation("nyha", NYHA, None, None, days_ago(30), coded=NYHA_III)),
     ),
     e6.meets(
-        "NYHA class IV with heart failure resolved",
+        "NYHA class IV last month with heart failure resolved in 2023, attested not CHF",
         add=(
             condition("chf-resolved", SNOMED, "88805009", "2022-01-01", "resolved", "2023-01-01"),
             observation("nyha", NYHA, None, None, days_ago(30), coded=NYHA_IV),
         ),
+    ),
+    e6.silent(
+        "NYHA class IV last month with heart failure resolved in 2023: is it CHF? (unanswered)",
+        MANUAL,
+        add=(
+            condition("chf-resolved", SNOMED, "88805009", "2022-01-01", "resolved", "2023-01-01"),
+            observation("nyha", NYHA, None, None, days_ago(30), coded=NYHA_IV),
+        ),
+        answers=without("nyha-class-iv-is-congestive-heart-failure"),
+        reason=("manual review",),
+    ),
+    e6.fails(
+        "NYHA class IV last month, no heart failure coded, attested CHF",
+        add=(observation("nyha", NYHA, None, None, days_ago(30), coded=NYHA_IV),),
+        answers=answered(nyha_class_iv_is_congestive_heart_failure=True),
+        evidence=("Observation/nyha",),
+    ),
+    e6.meets(
+        "NYHA class III last month, no heart failure coded: no question",
+        add=(observation("nyha", NYHA, None, None, days_ago(30), coded=NYHA_III),),
+        answers=without("nyha-class-iv-is-congestive-heart-failure"),
+    ),
+    e6.meets(
+        "no heart failure and no NYHA class: no question",
+        answers=without("nyha-class-iv-is-congestive-heart-failure"),
     ),
     e6.fails(
         "heart failure, NYHA class IV last month",
