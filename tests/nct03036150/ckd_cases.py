@@ -308,6 +308,35 @@ INCLUSION_4 = [
         reason=("does not rule it out",),
     ),
     i4.meets(
+        "no earlier UACR, a PCR of 600 mg/g a year ago (KDIGO A2 is PCR 150 mg/g)",
+        remove=("uacr-last-year",),
+        add=(observation("pcr-before", "2890-2", 600, "mg/g", days_ago(400)),),
+        evidence=("Observation/pcr-before",),
+    ),
+    i4.meets(
+        "no earlier UACR, a PCR of 20 mg/mmol a year ago (its mg/mmol cut-off, 15)",
+        remove=("uacr-last-year",),
+        add=(observation("pcr-before-si", "2890-2", 20, "mg/mmol", days_ago(400)),),
+    ),
+    i4.silent(
+        "no earlier UACR, a PCR of 100 mg/g a year ago is below A2: no evidence either way",
+        MISSING,
+        remove=("uacr-last-year",),
+        add=(observation("pcr-normal", "2890-2", 100, "mg/g", days_ago(400)),),
+        reason=("does not rule it out",),
+    ),
+    i4.meets(
+        "no earlier UACR, 24-hour urine protein 0.8 g/24h a year ago",
+        remove=("uacr-last-year",),
+        add=(observation("protein-24h", "2889-4", 0.8, "g/24h", days_ago(400)),),
+        evidence=("Observation/protein-24h",),
+    ),
+    i4.meets(
+        "no earlier UACR, 24-hour urine albumin 45 mg/(24.h) a year ago",
+        remove=("uacr-last-year",),
+        add=(observation("albumin-24h", "14956-7", 45, "mg/(24.h)", days_ago(400)),),
+    ),
+    i4.meets(
         "an albuminuria diagnosis is the earlier evidence",
         remove=("uacr-last-year",),
         add=(condition("microalbuminuria", SNOMED, "90781000119102", "2024-03-01"),),
