@@ -743,6 +743,16 @@ EXCLUSION_2 = [
 BUDESONIDE = "19831"
 
 EXCLUSION_2_BUDESONIDE = [
+    e2.fails(
+        "chlorambucil (ATC L01AA02) 4 months ago, for membranous nephropathy",
+        add=(
+            medication_request(
+                "chlorambucil", "L01AA02", "completed", days_ago(120), supply_days=30, system=ATC
+            ),
+        ),
+        answers=answered(immunotherapy_for_renal_disease=True),
+        evidence=("MedicationRequest/chlorambucil",),
+    ),
     e2.silent(
         "budesonide (ingredient only) in use, for IgA nephropathy: taken by mouth? (unanswered)",
         MANUAL,
