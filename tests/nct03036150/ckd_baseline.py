@@ -52,6 +52,7 @@ FAVOURABLE: Mapping[str, bool] = {
     "budesonide-taken-by-mouth": False,
     "transplanted-organ-is-solid-organ": False,
     "nyha-class-iv-is-congestive-heart-failure": False,
+    "sacubitril-valsartan-counts-as-stable-maximum-tolerated-arb": True,
 }
 """The answer to every manual item that keeps the baseline patient eligible."""
 

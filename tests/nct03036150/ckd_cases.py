@@ -421,6 +421,44 @@ LISINOPRIL_PROPOSED = {
     "intent": "proposal",
 }
 
+SACUBITRIL_VALSARTAN_97_103 = "1656354"
+
+INCLUSION_5_ARNI = [
+    i5.silent(
+        "sacubitril / valsartan since January, no ACE-I or ARB: counts as the ARB? (unanswered)",
+        MANUAL,
+        remove=("lisinopril",),
+        add=(medication_request("arni", SACUBITRIL_VALSARTAN_97_103, "active", "2026-01-12"),),
+        answers={
+            **without("sacubitril-valsartan-counts-as-stable-maximum-tolerated-arb"),
+            "ace-inhibitor-and-arb-contraindicated": False,
+        },
+        reason=("manual review",),
+    ),
+    i5.meets(
+        "sacubitril / valsartan since January, attested as the ARB treatment",
+        remove=("lisinopril",),
+        add=(medication_request("arni", SACUBITRIL_VALSARTAN_97_103, "active", "2026-01-12"),),
+        evidence=("MedicationRequest/arni",),
+    ),
+    i5.fails(
+        "sacubitril / valsartan by ATC C09DX04, attested not the ARB, no contraindication",
+        remove=("lisinopril",),
+        add=(medication_request("arni-atc", "C09DX04", "active", "2026-01-12", system=ATC),),
+        answers=answered(
+            sacubitril_valsartan_counts_as_stable_maximum_tolerated_arb=False,
+            ace_inhibitor_and_arb_contraindicated=False,
+        ),
+    ),
+    i5.meets(
+        "valsartan and amlodipine by ATC C09DB01 since January: an ARB",
+        remove=("lisinopril",),
+        add=(medication_request("exforge", "C09DB01", "active", "2026-01-12", system=ATC),),
+        answers=without("sacubitril-valsartan-counts-as-stable-maximum-tolerated-arb"),
+        evidence=("MedicationRequest/exforge",),
+    ),
+]
+
 INCLUSION_5 = [
     i5.meets(
         "active lisinopril order since January, stable dose attested",
@@ -1234,6 +1272,7 @@ CASES: list[Case] = [
     *INCLUSION_3,
     *INCLUSION_4,
     *INCLUSION_5,
+    *INCLUSION_5_ARNI,
     *EXCLUSION_1,
     *EXCLUSION_2,
     *EXCLUSION_2_BUDESONIDE,
