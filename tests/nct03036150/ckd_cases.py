@@ -1068,6 +1068,11 @@ T1DM_PROVISIONAL = verified(
 EXCLUSION_5 = [
     e5.meets("type 2 diabetes only"),
     e5.fails(
+        "latent autoimmune diabetes in adults (SNOMED CT 426875007): type 1 (ADA)",
+        add=(condition("lada", SNOMED, "426875007", "2015-01-01"),),
+        evidence=("Condition/lada",),
+    ),
+    e5.fails(
         "type 1 diabetes (ICD-10-CM E10.9)",
         add=(condition("t1dm", ICD10CM, "E10.9", "1990-01-01"),),
     ),
