@@ -69,6 +69,27 @@ class IsoDuration:
     days: int = 0
     text: str = ""
 
+    @property
+    def readable(self) -> str:
+        """The duration as a clinician writes it, for explanations: `P4W` -> `4 weeks`,
+        `P1Y6M` -> `1 year 6 months`, `P28D` -> `28 days` (the ISO text stays in messages
+        about the criteria file, which quote it).
+
+        >>> IsoDuration(weeks=4, text="P4W").readable, IsoDuration(years=1, months=6).readable
+        ('4 weeks', '1 year 6 months')
+        """
+        parts = [
+            f"{count} {name}{'' if count == 1 else 's'}"
+            for count, name in (
+                (self.years, "year"),
+                (self.months, "month"),
+                (self.weeks, "week"),
+                (self.days, "day"),
+            )
+            if count
+        ]
+        return " ".join(parts) or "0 days"
+
     def start_before(self, as_of: dt.date) -> dt.date:
         """The first day of the window that ends on `as_of` (calendar arithmetic, clamped).
 

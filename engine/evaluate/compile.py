@@ -346,14 +346,14 @@ def _resource_label(atom: ResourceAtom, subject: str) -> str:
     window = (
         "ever"
         if atom.window.duration is None
-        else f"within {atom.window.name or atom.window.duration.text}"
+        else f"within {atom.window.name or atom.window.duration.readable}"
     )
     if atom.timing == "onset" and atom.window.duration is not None:
         window = f"onset {window}"
     for relation in atom.relations:
         window += f", {relation.direction} {relation.anchor}"
     if atom.apart is not None:
-        window += f", {atom.apart.text} apart"
+        window += f", {atom.apart.readable} apart"
     return f"{subject}{value} ({window})"
 
 

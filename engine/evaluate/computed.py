@@ -50,7 +50,7 @@ from engine.evaluate.timing import (
     day_before,
     parse_date_range,
 )
-from engine.evaluate.values import ValueCheck
+from engine.evaluate.values import ValueCheck, deciding_number, value_thresholds
 from engine.normalise import Concept, DataProblem, Measurement, Terminology, convert, measure
 from engine.normalise.formulas import FORMULAS, Formula, FormulaInput, InputKind
 
@@ -73,7 +73,7 @@ class _Input:
 
     def __post_init__(self) -> None:
         window = self.window
-        text = window.name or (window.duration.text if window.duration else "ever")
+        text = window.name or (window.duration.readable if window.duration else "ever")
         object.__setattr__(self, "window_text", text)
 
 
@@ -160,6 +160,7 @@ def compile_computed(
         same_sample=computed.same_sample,
         label=measured.label,
         value_check=measured.value_check,
+        thresholds=value_thresholds(measured.atom.value, concept),
     )
 
 
@@ -173,6 +174,9 @@ class ComputedNode:
     value_check: ValueCheck
     same_sample: bool = False
     """`computed.same_sample`: the measured inputs must come from one specimen."""
+    thresholds: tuple[float, ...] = ()
+    """The value test's numbers in the concept's unit: the computed value is shown with the
+    digits that decide against them (`deciding_number`)."""
     reads_patient: bool = field(init=False, repr=False, compare=False)
     """Whether the formula reads the Patient (age or sex), which it then cites."""
     reads: Reads | None = field(init=False, repr=False, compare=False)
@@ -475,7 +479,8 @@ class ComputedNode:
         measurement = Measurement(value, concept.unit, frozenset(), None, None, "computed")
         verdict = self.value_check(measurement)
         test = self.measured.atom.value.text if self.measured.atom.value is not None else ""
-        value_text, inputs_text = f"{value:.4g} {concept.unit}", ", ".join(shown)
+        value_text = f"{deciding_number(value, self.thresholds)} {concept.unit}"
+        inputs_text = ", ".join(shown)
         computed_text = f"{value_text} by {name} from {inputs_text}"
         if isinstance(verdict, str):
             return _Computation(

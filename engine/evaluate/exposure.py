@@ -208,7 +208,7 @@ class ExposureNode:
         )
         allowed = -gap
         subject = self.query.subject
-        text = f"for {duration.text} ({first_day.isoformat()} to {context.as_of.isoformat()})"
+        text = f"for {duration.readable} ({first_day.isoformat()} to {context.as_of.isoformat()})"
         as_of = context.as_of
         periods = [(u.period.start, u.period.last_day(as_of)) for u in uses]
         proven = _covers(periods, first_day, as_of, allowed)

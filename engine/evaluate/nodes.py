@@ -52,7 +52,13 @@ from engine.evaluate.timing import (
     undated_onset,
     verification_status,
 )
-from engine.evaluate.values import PerUnitReading, ValueCheck, per_unit_reading
+from engine.evaluate.values import (
+    PerUnitReading,
+    ValueCheck,
+    deciding_number,
+    per_unit_reading,
+    value_thresholds,
+)
 from engine.normalise import Concept, DataProblem, Measurement, Terminology, measure
 from engine.normalise.medication_exposure import exposure_period, unknown_end_text, use_in_days
 from engine.record import UNIDENTIFIED_CONCEPTS, PatientRecord
@@ -576,13 +582,13 @@ the end of its reason; explanations show it (`engine.report.explanation`)."""
 
 
 def relation_distance_text(relation: Relation) -> str:
-    """How far from its anchor a relation asks for, with a trailing space ("at least P3M "),
+    """How far from its anchor a relation asks for, with a trailing space ("at least 3 months "),
     or nothing."""
     parts = []
     if relation.at_least is not None:
-        parts.append(f"at least {relation.at_least.text}")
+        parts.append(f"at least {relation.at_least.readable}")
     if relation.at_most is not None:
-        parts.append(f"at most {relation.at_most.text}")
+        parts.append(f"at most {relation.at_most.readable}")
     return f"{' and '.join(parts)} " if parts else ""
 
 
@@ -677,6 +683,9 @@ class ResourceNode:
     record indexes those of its types under when it cannot tell which drug, diagnosis or
     procedure they are (`engine.record.UNIDENTIFIED_CONCEPTS`); such a resource in its window
     keeps it unknown."""
+    thresholds: tuple[float, ...] = field(init=False, repr=False, compare=False)
+    """The value test's numbers in the concept's unit: a converted result is shown with the
+    digits that decide against them (`deciding_number`)."""
     reads_use: bool = field(init=False, repr=False, compare=False)
     """A medication atom with `timing: active` (and no `status: [active]`, which is use on
     the as-of day): a medication is in a bounded window by its period of use, as `use:
@@ -696,6 +705,7 @@ class ResourceNode:
         reads_use = not self.onset and not self.needs_current
         reads_use = reads_use and not self.types.isdisjoint(MEDICATION_TYPES)
         object.__setattr__(self, "reads_use", reads_use)
+        object.__setattr__(self, "thresholds", value_thresholds(self.atom.value, self.concept))
 
     @property
     def reads_unidentified(self) -> bool:
@@ -1312,7 +1322,7 @@ class ResourceNode:
         if apart is not None and found < len(candidates):  # found, but too close together
             days = ", ".join(_day_text(candidate.span) for candidate in reversed(candidates))
             counted = (
-                f", on {days}: {'only ' if found else ''}{found} of them at least {apart.text} "
+                f", on {days}: {'only ' if found else ''}{found} of them at least {apart.readable} "
                 f"apart ({needed} needed)"
             )
             found = len(candidates)
@@ -1361,10 +1371,10 @@ class ResourceNode:
             if per_unit is not None and result.value is not None:
                 # said in the unit it is compared in, against the cut-off that applies
                 reading = per_unit_reading(per_unit, result, concept.unit)
-                value_text = _per_unit_value_text(reading, result)
+                value_text = _per_unit_value_text(reading, result, self.thresholds)
                 applied[candidate.reference] = reading.test.text
             else:
-                value_text = _value_text(result)
+                value_text = _value_text(result, self.thresholds)
             values_shown[candidate.reference] = value_text
             shown = _measurement_text(value_text, candidate)
             if selection in ("min", "max"):
@@ -1484,11 +1494,11 @@ class ResourceNode:
     ) -> str:
         """`select: count`: how many results pass and how many are needed, and with `apart:`
         which are too close together ("2 results < 100 g/L, on 2026-01-01 and 2026-03-31, 89
-        days apart: fewer than P90D (2 needed at least P90D apart)")."""
+        days apart: fewer than 90 days (2 needed at least 90 days apart)")."""
         test_text = self.atom.value.text if self.atom.value else ""
         needed, apart = self.atom.minimum_count, self.atom.apart
         found = len(passed)
-        spaced = f" at least {apart.text} apart" if apart is not None else ""
+        spaced = f" at least {apart.readable} apart" if apart is not None else ""
         text = f"{_results(found)} {test_text}"
         if apart is not None and counted < found:
             days = sorted(
@@ -1500,7 +1510,7 @@ class ResourceNode:
                 gap = (days[1] - days[0]).days
                 text += (
                     f", on {days[0].isoformat()} and {days[1].isoformat()}, "
-                    f"{gap} day{'s' if gap != 1 else ''} apart: less than {apart.text}"
+                    f"{gap} day{'s' if gap != 1 else ''} apart: less than {apart.readable}"
                 )
             else:
                 only = "" if counted >= needed else "only "
@@ -1885,20 +1895,27 @@ def _results(count: int) -> str:
     return f"{count} result" if count == 1 else f"{count} results"
 
 
-def _value_text(measurement: Measurement) -> str:
-    """A result's value as the reasons say it: `95 g/L`, `< 3 mg/mmol`, `positive`."""
+def _value_text(measurement: Measurement, thresholds: tuple[float, ...] = ()) -> str:
+    """A result's value as the reasons say it: `95 g/L`, `< 3 mg/mmol`, `positive`; one
+    converted into the concept's unit with the digits that decide against the test's
+    `thresholds` (`132.6 mg/g`, not `132.603 mg/g`), one in its unit of report as the
+    laboratory gave it."""
     if measurement.value is not None:
         unit = f" {measurement.unit}" if measurement.unit and measurement.unit != "1" else ""
         censored = f"{measurement.comparator} " if measurement.comparator else ""
-        return f"{censored}{measurement.value:g}{unit}"
+        if measurement.reported is None:
+            return f"{censored}{measurement.value:g}{unit}"
+        return f"{censored}{deciding_number(measurement.value, thresholds)}{unit}"
     return "/".join(sorted(measurement.answer_concepts)) or "a coded result"
 
 
-def _per_unit_value_text(reading: PerUnitReading, measurement: Measurement) -> str:
+def _per_unit_value_text(
+    reading: PerUnitReading, measurement: Measurement, thresholds: tuple[float, ...] = ()
+) -> str:
     """A result under a per-unit test, in the unit it is compared in: `3 mg/mmol (as
     reported)`, `30 mg/g (reported 30 ug/mg)`, or as usual in the concept's unit."""
     if not reading.as_reported or measurement.reported is None:
-        return _value_text(measurement)
+        return _value_text(measurement, thresholds)
     censored = f"{measurement.comparator} " if measurement.comparator else ""
     shown = f"{censored}{reading.value:g} {reading.unit}"
     number, unit = measurement.reported

@@ -308,3 +308,56 @@ def answer_check(test: AnswerTest, terminology: Terminology, where: Location) ->
         return "no coded or text answer"
 
     return check
+
+
+# --------------------------------------------------------------------------- shown numbers
+
+
+def value_thresholds(test: ValueTest | None, concept: Concept | None) -> tuple[float, ...]:
+    """The numbers a numeric test compares a value with, in the concept's unit (a range's
+    two bounds; every member of an "any of" or a per-unit test that converts); none for a
+    coded or a reference-limit test, whose limit is the result's own. For showing a value
+    with the digits that decide (`deciding_number`); the test was compiled, so it converts."""
+    if test is None or concept is None:
+        return ()
+    if isinstance(test, QuantityTest):
+        try:
+            return (_threshold(test, concept, Location()),)
+        except CriteriaError:
+            return ()
+    if isinstance(test, RangeTest):
+        return value_thresholds(test.low, concept) + value_thresholds(test.high, concept)
+    if isinstance(test, AnyValueTest | PerUnitTest):
+        return tuple(number for one in test.tests for number in value_thresholds(one, concept))
+    return ()
+
+
+_MOST_DECIMALS = 6
+
+
+def deciding_number(value: float, thresholds: tuple[float, ...] = ()) -> str:
+    """A computed or converted value as a clinician reads it: one decimal, or as many more
+    as it takes for the number shown to fall on the same side of every threshold as the
+    value itself (24.96 against 25 is `24.96`, never `25.0`; 42.03 is `42.0`), with no
+    trailing zeros past the first decimal; never exponent notation nor a float's last digits.
+
+    >>> deciding_number(42.0312), deciding_number(24.6123, (25.0,)), deciding_number(24.96, (25.0,))
+    ('42.0', '24.6', '24.96')
+    >>> deciding_number(74.99996, (25.0, 75.0)), deciding_number(25.0, (25.0,))
+    ('74.99996', '25.0')
+    """
+    if not math.isfinite(value):
+        return str(value)
+    text = f"{value:.{_MOST_DECIMALS}f}"
+    for decimals in range(1, _MOST_DECIMALS + 1):
+        candidate = f"{value:.{decimals}f}"
+        shown = float(candidate)
+        if all(_side(shown, limit) == _side(value, limit) for limit in thresholds):
+            text = candidate
+            break
+    whole, _, fraction = text.partition(".")
+    return f"{whole}.{fraction.rstrip('0') or '0'}"
+
+
+def _side(value: float, limit: float) -> int:
+    return (value > limit) - (value < limit)

@@ -397,13 +397,19 @@ def _pint_quantity(unit_text: str) -> Any:
 _TERM_SPLIT = re.compile(r"([./])")
 
 
-def _denominator_annotations(unit_text: str) -> tuple[str, ...]:
-    """The annotations (`{1.73_m2}`, `{creat}`) of the terms a unit divides by, sorted.
+_STANDALONE_ANNOTATION = re.compile(r"\{[^{}]*\}")
 
-    UCUM gives annotations no meaning, but one in a denominator says what the value is per
-    (`mL/min/{1.73_m2}`: per 1.73 m2 of body surface area), which makes another quantity; one
-    in a numerator only labels what is counted (`{cells}/uL`), and is ignored. UCUM reads
-    `.` and `/` left to right with the same precedence: a term after `/` divides.
+
+def _denominator_annotations(unit_text: str) -> tuple[str, ...]:
+    """The annotations a unit divides by in place of a unit (`{1.73_m2}`), sorted.
+
+    UCUM gives annotations no meaning for conversion (UCUM 2.1, section 2.4, "curly
+    braces"), but one that stands as a term of its own in a denominator says what the value
+    is per (`mL/min/{1.73_m2}`: per 1.73 m2 of body surface area), which makes another
+    quantity. One attached to a unit symbol only labels it, wherever it stands: `mg/g{creat}`
+    (LOINC's unit for a UACR: mg of albumin per g of creatinine) is mg/g, as UCUM says, and
+    `{cells}/uL` is /uL. UCUM reads `.` and `/` left to right with the same precedence: a
+    term after `/` divides.
     """
     if "{" not in unit_text:
         return ()
@@ -415,10 +421,8 @@ def _denominator_annotations(unit_text: str) -> tuple[str, ...]:
     for part in _TERM_SPLIT.split(masked):
         if part in (".", "/"):
             dividing = part == "/"
-        elif dividing:
-            for match in re.finditer(r"\{[^{}]*\}", part):
-                start = position + match.start()
-                found.append(unit_text[start : start + len(match[0])])
+        elif dividing and _STANDALONE_ANNOTATION.fullmatch(part):
+            found.append(unit_text[position : position + len(part)])
         position += len(part)
     return tuple(sorted(found))
 

@@ -313,8 +313,11 @@ def _unit_of(
     terminology: Terminology,
     fits: Callable[[str], bool] | None = None,
 ) -> str | DataProblem | None:
-    """The UCUM unit of a Quantity: its code when the system is UCUM, else its unit text
-    (`fits`: which reading of an alias with several is meant, `ucum_unit`)."""
+    """The UCUM unit of a Quantity: its code when the system is UCUM, else its unit text,
+    else its code (`fits`: which reading of an alias with several is meant, `ucum_unit`). A
+    unit text that is a display ("mg/g creatinine") beside a code that is UCUM
+    (`mg/g{creat}`) without a system is read by the code, not refused; the problem names the
+    text when neither is UCUM."""
     code = quantity.get("code")
     system = quantity.get("system")
     text = quantity.get("unit")
@@ -325,16 +328,17 @@ def _unit_of(
         and is_valid_ucum(code)
     ):
         return code
+    first_problem: DataProblem | None = None
     for candidate, where in ((text, "unit"), (code, "code")):
         if isinstance(candidate, str) and candidate.strip():
             try:
                 return ucum_unit(candidate, terminology, fits)
             except UnitError:
-                return DataProblem(
+                first_problem = first_problem or DataProblem(
                     f"{field}.{where} {candidate!r} is not UCUM and has no alias in the mappings",
                     f"{field}.{where}",
                 )
-    return None
+    return first_problem
 
 
 def _reference_range(

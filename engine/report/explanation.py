@@ -1117,10 +1117,10 @@ def describe_query(atom: ResourceAtom, concept: Concept | None, as_of: dt.date) 
             "count": f"at least {atom.minimum_count} results must pass",
         }[atom.selection]
         if atom.apart is not None:
-            selection += f" at least {atom.apart.text} apart"
+            selection += f" at least {atom.apart.readable} apart"
         text += f"; {selection}, tested {value_test_text(atom.value)}"
     elif atom.selection == "count" and atom.minimum_count > 1:
-        apart = f", at least {atom.apart.text} apart" if atom.apart is not None else ""
+        apart = f", at least {atom.apart.readable} apart" if atom.apart is not None else ""
         text += f"; at least {atom.minimum_count} needed{apart}"
     return text
 
@@ -1146,7 +1146,7 @@ def window_words(atom: ResourceAtom, as_of: dt.date) -> str:
 
 def _anchored_words(atom: ResourceAtom, as_of: dt.date) -> str:
     """A window narrowed by `before:` / `after:`, in dates where the anchor is the as-of date:
-    `dated on or before 2026-08-01 (at least P3M before the as-of date 2026-11-01)`. An
+    `dated on or before 2026-08-01 (at least 3 months before the as-of date 2026-11-01)`. An
     anchor on another atom is named (its day is the patient's: the reason gives it)."""
     window = atom.window
     first = window.duration.start_before(as_of) if window.duration is not None else None
@@ -1613,6 +1613,9 @@ def _number(value: float) -> str:
 
 _POWER = re.compile(r"10\*(-?\d+)")
 _ANNOTATION = re.compile(r"\{([^}]*)\}")
+_ATTACHED_ANNOTATION = re.compile(r"(?<=[\w\]])\{[^}]*\}")
+"""An annotation right after a unit symbol (`g{creat}`): a label of that unit (UCUM 2.1,
+section 2.4), which people do not write."""
 _UCUM_IN_TEXT = re.compile(
     r"(?<![\w.])[\w%\[\]/.*{}-]*(?:\{[^}\s]*\}|10\*-?\d+|\[[A-Za-z]+\])[\w%\[\]/.*{}-]*"
 )
@@ -1643,12 +1646,15 @@ _PREFIXES = {"umol": "µmol", "ug": "µg", "uL": "µL", "um": "µm"}
 @functools.lru_cache(maxsize=256)
 def readable_unit(unit: object) -> str:
     """A UCUM code as people write it: `10*9/L` -> `x10^9/L`, `[IU]/mL` -> `IU/mL`,
-    `umol/L` -> `µmol/L`, `{score}` -> `` (annotations dropped); `1` -> ``."""
+    `umol/L` -> `µmol/L`, `{score}` -> `` (annotations dropped), `mg/g{creat}` -> `mg/g`
+    (a unit's label dropped), `mL/min/{1.73_m2}` -> `mL/min/1.73 m2` (an annotation
+    standing for a unit kept); `1` -> ``."""
     if not isinstance(unit, str) or unit in ("", "1"):
         return ""
     text = _POWER.sub(lambda match: f"x10^{match.group(1)}", unit)
     if text.startswith("{") and text.endswith("}") and "}" not in text[:-1]:
         return ""  # a unitless annotation: {INR}, {score}
+    text = _ATTACHED_ANNOTATION.sub("", text)
     text = _ANNOTATION.sub(lambda match: match.group(1).replace("_", " "), text)
     text = text.replace("[", "").replace("]", "")
     for code, shown in _PREFIXES.items():

@@ -874,3 +874,21 @@ def test_another_unknown_top_level_key_says_x_keys_are_allowed(tmp_path: Path) -
         "unknown key 'notes'; allowed: criteria, mappings, trial, version, windows, and keys "
         "starting with 'x-' (ignored)"
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "readable"),
+    [
+        ("P4W", "4 weeks"),
+        ("P1W", "1 week"),
+        ("P28D", "28 days"),
+        ("P1D", "1 day"),
+        ("P3M", "3 months"),
+        ("P1Y", "1 year"),
+        ("P1Y6M", "1 year 6 months"),
+        ("P2W3D", "2 weeks 3 days"),
+    ],
+)
+def test_a_duration_reads_as_a_clinician_writes_it(text: str, readable: str) -> None:
+    """Explanations say 'for 4 weeks', never 'P28D' or '28 days, 0:00:00'."""
+    assert parse_iso_duration(text).readable == readable

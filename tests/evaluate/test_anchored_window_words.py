@@ -65,7 +65,7 @@ def test_a_result_one_day_too_recent_is_named_and_the_window_dated(tmp_path: Pat
         "is too recent (2 after it in all)"
     )
     text = text_of(path, late, uacr(850, "2025-07-26"))
-    window = "dated on or before 2025-05-01 (at least P3M before the as-of date 2025-08-01)"
+    window = "dated on or before 2025-05-01 (at least 3 months before the as-of date 2025-08-01)"
     assert f"no result {window}; outside the window: the earliest after it, 2025-05-02" in text
     assert f"to settle: Urine albumin/creatinine ratio result (LOINC 9318-7) {window}" in text
     assert "at any date" not in text
@@ -75,7 +75,7 @@ def test_nothing_at_all_says_the_window_without_a_note(tmp_path: Path) -> None:
     path = atom_trial(tmp_path, BEFORE)
     (outcome,) = evaluate(path)
     assert outcome.truth is Truth.UNKNOWN and "outside the window" not in outcome.reason
-    assert "no result dated on or before 2025-05-01 (at least P3M" in text_of(path)
+    assert "no result dated on or before 2025-05-01 (at least 3 months" in text_of(path)
 
 
 def test_a_closed_world_atom_names_the_too_old_and_too_recent_ones(tmp_path: Path) -> None:
@@ -89,6 +89,6 @@ def test_a_closed_world_atom_names_the_too_old_and_too_recent_ones(tmp_path: Pat
     )
     text = text_of(path, old)
     assert (
-        "none on record with onset 2025-02-01 to 2025-08-01 (at most P6M before the as-of date "
-        "2025-08-01); outside the window: the latest before it, 2024-12-01" in text
+        "none on record with onset 2025-02-01 to 2025-08-01 (at most 6 months before the "
+        "as-of date 2025-08-01); outside the window: the latest before it, 2024-12-01" in text
     )

@@ -32,7 +32,7 @@ def test_at_least_three_months_before_the_as_of_date(tmp_path: Path) -> None:
     )
     [outcome] = evaluate(path, uacr(450, "2025-07-01"))  # one month before 2025-08-01
     assert outcome.truth is Truth.UNKNOWN  # none old enough: missing data (open world)
-    assert "to 2025-05-01 (at least P3M before the as-of date 2025-08-01)" in outcome.reason
+    assert "to 2025-05-01 (at least 3 months before the as-of date 2025-08-01)" in outcome.reason
     [outcome] = evaluate(path, uacr(450, "2025-07-01"), uacr(300, "2025-04-15"))
     assert outcome.truth is Truth.MET
     assert outcome.evidence == ("Observation/observation-9318-7-2025-04-15-300",)

@@ -186,7 +186,7 @@ def test_an_atom_anchored_on_the_as_of_date_only_is_the_same_for_all(tmp_path: P
     first, second = outcome(path), outcome(path)
     assert first is second
     assert first.children[0].reason.endswith(
-        "to 2025-05-01 (at least P3M before the as-of date 2025-08-01)"
+        "to 2025-05-01 (at least 3 months before the as-of date 2025-08-01)"
     )
     early = outcome(path, condition("22298006", "2025-04-01"))  # 4 months before 2025-08-01
     assert early.truth is Truth.MET

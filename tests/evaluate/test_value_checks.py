@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from engine.criteria.model import Comparator, QuantityTest, ReferenceLimitTest
 from engine.errors import CriteriaError, Location
-from engine.evaluate.values import limit_check, quantity_check
+from engine.evaluate.values import deciding_number, limit_check, quantity_check, value_thresholds
 from engine.normalise import Concept, Measurement
 
 WHERE = Location(file="trial.yaml", line=1)
@@ -171,3 +171,47 @@ def test_an_indeterminate_result_answers_neither_way() -> None:
     verdict = check(_coded("indeterminate"))
     assert isinstance(verdict, str)
     assert "indeterminate" in verdict
+
+
+# A value shown in a reason has the digits that decide its test: never so rounded that it
+# reads as the threshold it is on the other side of (24.996 as '25'), never a float's tail.
+
+
+@pytest.mark.parametrize(
+    ("value", "thresholds", "shown"),
+    [
+        (42.0312, (25.0, 75.0), "42.0"),
+        (24.6123, (25.0, 75.0), "24.6"),
+        (24.96, (25.0, 75.0), "24.96"),
+        (24.9996, (25.0, 75.0), "24.9996"),
+        (25.00353, (25.0, 75.0), "25.004"),
+        (25.0, (25.0, 75.0), "25.0"),
+        (75.04, (25.0, 75.0), "75.04"),
+        (132.60309, (200.0, 5000.0), "132.6"),
+        (199.97, (200.0, 5000.0), "199.97"),
+        (18.92, (), "18.9"),
+    ],
+)
+def test_a_value_is_shown_with_the_digits_that_decide(
+    value: float, thresholds: tuple[float, ...], shown: str
+) -> None:
+    assert deciding_number(value, thresholds) == shown
+
+
+@settings(max_examples=300)
+@given(
+    st.floats(min_value=0, max_value=1e4, allow_nan=False),
+    st.floats(min_value=0, max_value=1e4, allow_nan=False),
+)
+def test_the_shown_value_compares_as_the_value_does(value: float, threshold: float) -> None:
+    assume(abs(value - threshold) >= 1e-6)  # closer than the sixth decimal: not shown apart
+    shown = float(deciding_number(value, (threshold,)))
+    assert (shown < threshold) == (value < threshold)
+    assert (shown > threshold) == (value > threshold)
+
+
+def test_the_thresholds_of_a_test_are_in_the_concept_s_unit() -> None:
+    creatinine = concept("umol/L")
+    test = QuantityTest(Comparator.LESS, 1.5, "mg/dL", "< 1.5 mg/dL")
+    assert value_thresholds(test, creatinine) == (pytest.approx(132.6, abs=0.01),)
+    assert value_thresholds(None, creatinine) == ()

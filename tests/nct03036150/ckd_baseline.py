@@ -48,6 +48,11 @@ FAVOURABLE: Mapping[str, bool] = {
     "ace-inhibitor-or-arb-stable-maximum-tolerated-dose": True,
     "ace-inhibitor-and-arb-contraindicated": False,
     "immunotherapy-for-renal-disease": False,
+    "organ-involvement-is-lupus-nephritis-or-anca-vasculitis": False,
+    "budesonide-taken-by-mouth": False,
+    "transplanted-organ-is-solid-organ": False,
+    "nyha-class-iv-is-congestive-heart-failure": False,
+    "sacubitril-valsartan-counts-as-stable-maximum-tolerated-arb": True,
 }
 """The answer to every manual item that keeps the baseline patient eligible."""
 

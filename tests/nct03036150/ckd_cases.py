@@ -29,6 +29,7 @@ from trial_patients import (
     CLEAR,
     CONDITION_VERIFICATION,
     CPT,
+    ICD10,
     ICD10CM,
     LOINC,
     MANUAL,
@@ -99,6 +100,7 @@ e1, e2, e3, e4, e5, e6, e7 = (Cases(f"exclusion-{number}", FAVOURABLE) for numbe
 EGFR_2021 = "98979-8"
 MDRD = "33914-3"
 UACR = "14959-1"
+UACR_MOLAR = "32294-1"  # Albumin/Creatinine [Ratio] in Urine, reported in mg/mmol{creat}
 NYHA = "88020-3"
 NYHA_IV = (LOINC, "LA28407-7")
 NYHA_III = (LOINC, "LA28406-9")
@@ -160,7 +162,7 @@ INCLUSION_2 = [
 INCLUSION_3 = [
     i3.meets(
         "no eGFR reported: computed by CKD-EPI 2021 from creatinine 1.8 mg/dL",
-        reason=("computed", "42.03", "CKD-EPI 2021"),
+        reason=("computed: 42.0 mL/min/{1.73_m2} by CKD-EPI 2021",),
         evidence=("Observation/creatinine", "Patient/patient"),
     ),
     i3.meets(
@@ -191,8 +193,30 @@ INCLUSION_3 = [
             observation("egfr", EGFR_2021, 45, "mL/min/{1.73_m2}", days_ago(13)),
             observation("creatinine-rising", "2160-0", 3.5, "mg/dL", days_ago(2)),
         ),
-        reason=("computed: 18.92", "measured one is older and says otherwise"),
+        reason=("computed: 18.9 mL/min", "measured one is older and says otherwise"),
         evidence=("Observation/creatinine-rising", "Observation/egfr"),
+    ),
+    i3.fails(
+        "computed eGFR 24.993 from creatinine 2.776 mg/dL reads 24.99, not 25.0",
+        remove=("creatinine",),
+        add=(observation("creatinine-boundary", "2160-0", 2.776, "mg/dL", VISIT_1),),
+        reason=("computed: 24.99 mL/min/{1.73_m2}", "is not between 25"),
+    ),
+    i3.meets(
+        "computed eGFR 25.0035 from creatinine 2.775 mg/dL reads 25.004, not 25",
+        remove=("creatinine",),
+        add=(observation("creatinine-boundary", "2160-0", 2.775, "mg/dL", VISIT_1),),
+        reason=("computed: 25.004 mL/min/{1.73_m2}", "is between 25"),
+    ),
+    i3.fails(
+        "reported CKD-EPI eGFR 22 'mL/min/1.73m2' (as laboratories print it) is below 25",
+        add=(observation("egfr-printed", EGFR_2021, 22, "mL/min/1.73m2", days_ago(3)),),
+        evidence=("Observation/egfr-printed",),
+    ),
+    i3.meets(
+        "reported CKD-EPI eGFR 0.9 mL/s/1.73m2 (SI) is 54 mL/min/1.73 m2",
+        add=(observation("egfr-si", EGFR_2021, 0.9, "mL/s/1.73m2", days_ago(3)),),
+        evidence=("Observation/egfr-si",),
     ),
     i3.fails(
         "reported CKD-EPI eGFR 22 is below 25",
@@ -242,6 +266,30 @@ INCLUSION_4 = [
         add=(observation("uacr-si", UACR, 30, "mg/mmol", VISIT_1),),
     ),
     i4.meets(
+        "UACR (LOINC 32294-1) 96 mg/mmol{creat}, LOINC's unit, is 849 mg/g at visit 1",
+        remove=("uacr",),
+        add=(observation("uacr-ratio", UACR_MOLAR, 96, "mg/mmol{creat}", VISIT_1),),
+        evidence=("Observation/uacr-ratio",),
+    ),
+    i4.meets(
+        "UACR in mg/g{creat} (UCUM annotation: a label, not another unit)",
+        remove=("uacr",),
+        add=(observation("uacr-annotated", UACR, 850, "mg/g{creat}", VISIT_1),),
+        evidence=("Observation/uacr-annotated",),
+    ),
+    i4.fails(
+        "UACR (LOINC 32294-1) 15 mg/mmol{creat} is 133 mg/g, below 200",
+        remove=("uacr",),
+        add=(observation("uacr-ratio-low", UACR_MOLAR, 15, "mg/mmol{creat}", VISIT_1),),
+        reason=("132.6",),
+    ),
+    i4.meets(
+        "an earlier UACR of 3.0 mg/mmol{creat} is KDIGO A2 (its mg/mmol cut-off)",
+        remove=("uacr-last-year",),
+        add=(observation("uacr-ratio-before", UACR_MOLAR, 3.0, "mg/mmol{creat}", days_ago(400)),),
+        evidence=("Observation/uacr-ratio-before",),
+    ),
+    i4.meets(
         "UACR computed from urine albumin 500 mg/L and urine creatinine 1 g/L",
         remove=("uacr",),
         add=(
@@ -263,6 +311,35 @@ INCLUSION_4 = [
         remove=("uacr-last-year",),
         add=(observation("uacr-si-normal", UACR, 2.9, "mg/mmol", days_ago(400)),),
         reason=("does not rule it out",),
+    ),
+    i4.meets(
+        "no earlier UACR, a PCR of 600 mg/g a year ago (KDIGO A2 is PCR 150 mg/g)",
+        remove=("uacr-last-year",),
+        add=(observation("pcr-before", "2890-2", 600, "mg/g", days_ago(400)),),
+        evidence=("Observation/pcr-before",),
+    ),
+    i4.meets(
+        "no earlier UACR, a PCR of 20 mg/mmol a year ago (its mg/mmol cut-off, 15)",
+        remove=("uacr-last-year",),
+        add=(observation("pcr-before-si", "2890-2", 20, "mg/mmol", days_ago(400)),),
+    ),
+    i4.silent(
+        "no earlier UACR, a PCR of 100 mg/g a year ago is below A2: no evidence either way",
+        MISSING,
+        remove=("uacr-last-year",),
+        add=(observation("pcr-normal", "2890-2", 100, "mg/g", days_ago(400)),),
+        reason=("does not rule it out",),
+    ),
+    i4.meets(
+        "no earlier UACR, 24-hour urine protein 0.8 g/24h a year ago",
+        remove=("uacr-last-year",),
+        add=(observation("protein-24h", "2889-4", 0.8, "g/24h", days_ago(400)),),
+        evidence=("Observation/protein-24h",),
+    ),
+    i4.meets(
+        "no earlier UACR, 24-hour urine albumin 45 mg/(24.h) a year ago",
+        remove=("uacr-last-year",),
+        add=(observation("albumin-24h", "14956-7", 45, "mg/(24.h)", days_ago(400)),),
     ),
     i4.meets(
         "an albuminuria diagnosis is the earlier evidence",
@@ -319,8 +396,9 @@ INCLUSION_4 = [
         remove=("uacr-last-year",),
         add=(observation("uacr-last-month", UACR, 700, "mg/g", days_ago(40)),),
         reason=(
-            "to 2026-08-01 (at least P3M before the as-of date 2026-11-01); outside the window: "
-            "the earliest after it, 2026-09-22 (Observation/uacr-last-month), is too recent",
+            "to 2026-08-01 (at least 3 months before the as-of date 2026-11-01); outside the "
+            "window: the earliest after it, 2026-09-22 (Observation/uacr-last-month), is too "
+            "recent",
         ),
     ),
     i4.silent(
@@ -348,10 +426,49 @@ LISINOPRIL_PROPOSED = {
     "intent": "proposal",
 }
 
+SACUBITRIL_VALSARTAN_97_103 = "1656354"
+
+INCLUSION_5_ARNI = [
+    i5.silent(
+        "sacubitril / valsartan since January, no ACE-I or ARB: counts as the ARB? (unanswered)",
+        MANUAL,
+        remove=("lisinopril",),
+        add=(medication_request("arni", SACUBITRIL_VALSARTAN_97_103, "active", "2026-01-12"),),
+        answers={
+            **without("sacubitril-valsartan-counts-as-stable-maximum-tolerated-arb"),
+            "ace-inhibitor-and-arb-contraindicated": False,
+        },
+        reason=("manual review",),
+    ),
+    i5.meets(
+        "sacubitril / valsartan since January, attested as the ARB treatment",
+        remove=("lisinopril",),
+        add=(medication_request("arni", SACUBITRIL_VALSARTAN_97_103, "active", "2026-01-12"),),
+        evidence=("MedicationRequest/arni",),
+    ),
+    i5.fails(
+        "sacubitril / valsartan by ATC C09DX04, attested not the ARB, no contraindication",
+        remove=("lisinopril",),
+        add=(medication_request("arni-atc", "C09DX04", "active", "2026-01-12", system=ATC),),
+        answers=answered(
+            sacubitril_valsartan_counts_as_stable_maximum_tolerated_arb=False,
+            ace_inhibitor_and_arb_contraindicated=False,
+        ),
+    ),
+    i5.meets(
+        "valsartan and amlodipine by ATC C09DB01 since January: an ARB",
+        remove=("lisinopril",),
+        add=(medication_request("exforge", "C09DB01", "active", "2026-01-12", system=ATC),),
+        answers=without("sacubitril-valsartan-counts-as-stable-maximum-tolerated-arb"),
+        evidence=("MedicationRequest/exforge",),
+    ),
+]
+
 INCLUSION_5 = [
     i5.meets(
         "active lisinopril order since January, stable dose attested",
         evidence=("MedicationRequest/lisinopril",),
+        reason=("in use continuously for 4 weeks (2026-10-04 to 2026-11-01)",),
     ),
     i5.meets(
         "losartan refills of 30 days with a 3-day gap",
@@ -459,6 +576,51 @@ EXCLUSION_1 = [
     e1.fails(
         "granulomatosis with polyangiitis (M31.31)",
         add=(condition("gpa", ICD10CM, "M31.31", "2019-05-01"),),
+    ),
+    e1.fails(
+        "microscopic polyangiitis in SNOMED CT (239928004)",
+        add=(condition("mpa", SNOMED, "239928004", "2020-04-01"),),
+        evidence=("Condition/mpa",),
+    ),
+    e1.fails(
+        "eosinophilic granulomatosis with polyangiitis in SNOMED CT (82275008)",
+        add=(condition("egpa", SNOMED, "82275008", "2021-09-01"),),
+    ),
+    e1.fails(
+        "ADPKD type 1 (PKD1) in SNOMED CT (253878003)",
+        add=(condition("pkd1", SNOMED, "253878003", "2005-01-01"),),
+    ),
+    e1.meets(
+        "polyarteritis nodosa (155441006) is not an ANCA-associated vasculitis",
+        add=(condition("pan", SNOMED, "155441006", "2020-04-01"),),
+    ),
+    e1.silent(
+        "WHO ICD-10 M32.1, SLE with organ involvement: is it lupus nephritis? (unanswered)",
+        MANUAL,
+        add=(condition("sle-organ", ICD10, "M32.1", "2017-01-01"),),
+        answers=without("organ-involvement-is-lupus-nephritis-or-anca-vasculitis"),
+        reason=("manual review",),
+    ),
+    e1.fails(
+        "WHO ICD-10 M32.1, attested lupus nephritis",
+        add=(condition("sle-organ", ICD10, "M32.1", "2017-01-01"),),
+        answers=answered(organ_involvement_is_lupus_nephritis_or_anca_vasculitis=True),
+        evidence=("Condition/sle-organ",),
+    ),
+    e1.meets(
+        "WHO ICD-10 M32.1, attested not lupus nephritis (lupus pericarditis)",
+        add=(condition("sle-organ", ICD10, "M32.1", "2017-01-01"),),
+        answers=answered(organ_involvement_is_lupus_nephritis_or_anca_vasculitis=False),
+    ),
+    e1.fails(
+        "ICD-10-CM M32.10, SLE organ involvement unspecified, attested lupus nephritis",
+        add=(condition("sle-unspecified", ICD10CM, "M32.10", "2017-01-01"),),
+        answers=answered(organ_involvement_is_lupus_nephritis_or_anca_vasculitis=True),
+    ),
+    e1.meets(
+        "ICD-10-CM M32.19, SLE with other organ involvement, is not the kidney: no question",
+        add=(condition("sle-other-organ", ICD10CM, "M32.19", "2017-01-01"),),
+        answers=without("organ-involvement-is-lupus-nephritis-or-anca-vasculitis"),
     ),
     e1.silent("nothing recorded: closed world", CLEAR),
 ]
@@ -621,6 +783,64 @@ EXCLUSION_2 = [
     ),
 ]
 
+BUDESONIDE = "19831"
+
+EXCLUSION_2_BUDESONIDE = [
+    e2.fails(
+        "chlorambucil (ATC L01AA02) 4 months ago, for membranous nephropathy",
+        add=(
+            medication_request(
+                "chlorambucil", "L01AA02", "completed", days_ago(120), supply_days=30, system=ATC
+            ),
+        ),
+        answers=answered(immunotherapy_for_renal_disease=True),
+        evidence=("MedicationRequest/chlorambucil",),
+    ),
+    e2.silent(
+        "budesonide (ingredient only) in use, for IgA nephropathy: taken by mouth? (unanswered)",
+        MANUAL,
+        add=(medication_request("budesonide", BUDESONIDE, "active", days_ago(40)),),
+        answers={
+            **without("budesonide-taken-by-mouth"),
+            "immunotherapy-for-renal-disease": True,
+        },
+        reason=("manual review",),
+    ),
+    e2.fails(
+        "budesonide in use, attested by mouth (Nefecon) for IgA nephropathy",
+        add=(medication_request("budesonide", BUDESONIDE, "active", days_ago(40)),),
+        answers=answered(budesonide_taken_by_mouth=True, immunotherapy_for_renal_disease=True),
+        evidence=("MedicationRequest/budesonide",),
+    ),
+    e2.meets(
+        "budesonide in use, attested inhaled",
+        add=(medication_request("budesonide", BUDESONIDE, "active", days_ago(40)),),
+        answers=answered(budesonide_taken_by_mouth=False, immunotherapy_for_renal_disease=True),
+    ),
+    e2.meets(
+        "inhaled budesonide (ATC R03BA02): no question about the route",
+        add=(
+            medication_request("budesonide-inhaled", "R03BA02", "active", days_ago(40), system=ATC),
+        ),
+        answers={
+            **without("budesonide-taken-by-mouth"),
+            "immunotherapy-for-renal-disease": True,
+        },
+    ),
+    e2.meets(
+        "budesonide stopped 8 months ago: outside the 6 months",
+        add=(
+            medication_request(
+                "budesonide-old", BUDESONIDE, "completed", days_ago(240), supply_days=30
+            ),
+        ),
+        answers={
+            **without("budesonide-taken-by-mouth"),
+            "immunotherapy-for-renal-disease": True,
+        },
+    ),
+]
+
 EXCLUSION_3 = [
     e3.meets("no transplant"),
     e3.meets(
@@ -653,8 +873,40 @@ EXCLUSION_3 = [
         add=(procedure("auto-tx", CPT, "50380", "2014-01-01"),),
     ),
     e3.fails(
+        "lung transplant rejection (ICD-10-CM T86.810)",
+        add=(condition("lung-tx-rejection", ICD10CM, "T86.810", "2019-06-01"),),
+        evidence=("Condition/lung-tx-rejection",),
+    ),
+    e3.meets(
+        "corneal transplant rejection (T86.840) is a tissue graft, not an organ",
+        add=(condition("cornea-rejection", ICD10CM, "T86.840", "2019-06-01"),),
+    ),
+    e3.fails(
         "liver transplant status Z94.4",
         add=(condition("liver-tx", ICD10CM, "Z94.4", "2020-02-02"),),
+    ),
+    e3.silent(
+        "transplant status unspecified (Z94.9): a solid organ? (unanswered)",
+        MANUAL,
+        add=(condition("tx-unspecified", ICD10CM, "Z94.9", "2015-01-01"),),
+        answers=without("transplanted-organ-is-solid-organ"),
+        reason=("manual review",),
+    ),
+    e3.fails(
+        "a 'Transplantation' Procedure (SNOMED CT 77465005), attested a solid organ",
+        add=(procedure("tx-procedure", SNOMED, "77465005", "2012-01-01"),),
+        answers=answered(transplanted_organ_is_solid_organ=True),
+        evidence=("Procedure/tx-procedure",),
+    ),
+    e3.meets(
+        "other transplanted organ and tissue status (Z94.89), attested bone marrow",
+        add=(condition("tx-other", ICD10CM, "Z94.89", "2015-01-01"),),
+        answers=answered(transplanted_organ_is_solid_organ=False),
+    ),
+    e3.meets(
+        "bone marrow transplant status (Z94.81) is a cell transplant: no question",
+        add=(condition("bmt", ICD10CM, "Z94.81", "2015-01-01"),),
+        answers=without("transplanted-organ-is-solid-organ"),
     ),
     e3.silent("nothing recorded: closed world", CLEAR),
     e3.silent(
@@ -847,6 +1099,11 @@ T1DM_PROVISIONAL = verified(
 EXCLUSION_5 = [
     e5.meets("type 2 diabetes only"),
     e5.fails(
+        "latent autoimmune diabetes in adults (SNOMED CT 426875007): type 1 (ADA)",
+        add=(condition("lada", SNOMED, "426875007", "2015-01-01"),),
+        evidence=("Condition/lada",),
+    ),
+    e5.fails(
         "type 1 diabetes (ICD-10-CM E10.9)",
         add=(condition("t1dm", ICD10CM, "E10.9", "1990-01-01"),),
     ),
@@ -916,11 +1173,36 @@ EXCLUSION_6 = [
         add=(HEART_FAILURE, observation("nyha", NYHA, None, None, days_ago(30), coded=NYHA_III)),
     ),
     e6.meets(
-        "NYHA class IV with heart failure resolved",
+        "NYHA class IV last month with heart failure resolved in 2023, attested not CHF",
         add=(
             condition("chf-resolved", SNOMED, "88805009", "2022-01-01", "resolved", "2023-01-01"),
             observation("nyha", NYHA, None, None, days_ago(30), coded=NYHA_IV),
         ),
+    ),
+    e6.silent(
+        "NYHA class IV last month with heart failure resolved in 2023: is it CHF? (unanswered)",
+        MANUAL,
+        add=(
+            condition("chf-resolved", SNOMED, "88805009", "2022-01-01", "resolved", "2023-01-01"),
+            observation("nyha", NYHA, None, None, days_ago(30), coded=NYHA_IV),
+        ),
+        answers=without("nyha-class-iv-is-congestive-heart-failure"),
+        reason=("manual review",),
+    ),
+    e6.fails(
+        "NYHA class IV last month, no heart failure coded, attested CHF",
+        add=(observation("nyha", NYHA, None, None, days_ago(30), coded=NYHA_IV),),
+        answers=answered(nyha_class_iv_is_congestive_heart_failure=True),
+        evidence=("Observation/nyha",),
+    ),
+    e6.meets(
+        "NYHA class III last month, no heart failure coded: no question",
+        add=(observation("nyha", NYHA, None, None, days_ago(30), coded=NYHA_III),),
+        answers=without("nyha-class-iv-is-congestive-heart-failure"),
+    ),
+    e6.meets(
+        "no heart failure and no NYHA class: no question",
+        answers=without("nyha-class-iv-is-congestive-heart-failure"),
     ),
     e6.fails(
         "heart failure, NYHA class IV last month",
@@ -942,6 +1224,15 @@ EXCLUSION_7 = [
     ),
     e7.fails("NSTEMI 30 days ago", add=(condition("nstemi", SNOMED, "401314000", days_ago(30)),)),
     e7.fails("TIA (G45.9) 10 weeks ago", add=(condition("tia", ICD10CM, "G45.9", days_ago(70)),)),
+    e7.fails(
+        "acute coronary syndrome (394659003) 5 weeks ago",
+        add=(condition("acs", SNOMED, "394659003", days_ago(35)),),
+        evidence=("Condition/acs",),
+    ),
+    e7.meets(
+        "acute coronary syndrome (394659003) 2 years ago",
+        add=(condition("acs-old", SNOMED, "394659003", "2024-09-01"),),
+    ),
     e7.fails(
         "unstable angina 3 weeks ago, resolved",
         add=(condition("ua", SNOMED, "4557003", days_ago(21), "resolved", days_ago(18)),),
@@ -1017,8 +1308,10 @@ CASES: list[Case] = [
     *INCLUSION_3,
     *INCLUSION_4,
     *INCLUSION_5,
+    *INCLUSION_5_ARNI,
     *EXCLUSION_1,
     *EXCLUSION_2,
+    *EXCLUSION_2_BUDESONIDE,
     *EXCLUSION_3,
     *EXCLUSION_4,
     *EXCLUSION_5,

@@ -32,6 +32,11 @@ from engine.normalise import units as units_module
         (30.0, "s", "min", None, 0.5),
         (37.0, "Cel", "[degF]", None, 98.6),
         (1.0, "mmol/L", "g/L", 16114.0, 16.114),  # haemoglobin as monomer
+        # An annotation attached to a unit only labels it (UCUM 2.1, 2.4): LOINC's UACR units
+        (850.0, "mg/g{creat}", "mg/g", None, 850.0),
+        (96.0, "mg/mmol{creat}", "mg/g", 113.12, 848.66),
+        (30.0, "mg/g", "mg/mmol{creat}", 113.12, 3.394),
+        (42.0, "mL/min/{1.73_m2}", "mL/s/{1.73_m2}", None, 0.7),
     ],
 )
 def test_conversions(
@@ -49,6 +54,10 @@ def test_conversions(
         ("{copies}/mL", "[IU]/mL", None, "arbitrary units"),
         ("g/LL", "g/L", None, "'g/LL' is not UCUM"),
         ("U/L", "[IU]/L", None, "arbitrary units"),
+        # An annotation standing for a unit in a denominator makes another quantity: an
+        # eGFR per 1.73 m2 is not a clearance, whatever label its units carry.
+        ("mL/min/{1.73_m2}", "mL/min", None, "({1.73_m2} vs none)"),
+        ("mL/min{creat}/{1.73_m2}", "mL/min", None, "({1.73_m2} vs none)"),
     ],
 )
 def test_conversion_errors(
@@ -109,6 +118,21 @@ def test_ucum_unit_uses_aliases(small_terminology: Terminology) -> None:
     with pytest.raises(UnitError) as raised:
         ucum_unit("x10^9/L")
     assert "not UCUM" in raised.value.message
+
+
+@pytest.mark.parametrize(
+    "printed",
+    ["mL/min/1.73m2", "ml/min/1.73 m2", "mL/min/1.73m²", "mL/min/1.73m^2", "mL/min/{1.73m2}"],
+)
+def test_an_egfr_unit_as_laboratories_print_it_is_per_1_73_m2(
+    printed: str, real_terminology: Terminology
+) -> None:
+    assert ucum_unit(printed, real_terminology) == "mL/min/{1.73_m2}"
+
+
+def test_an_egfr_in_si_units_converts_to_ml_per_min(real_terminology: Terminology) -> None:
+    unit = ucum_unit("mL/s/1.73m2", real_terminology)
+    assert convert(0.5, unit, "mL/min/{1.73_m2}") == pytest.approx(30.0)
 
 
 def test_case_insensitive_alias_never_overrides_valid_ucum(real_terminology: Terminology) -> None:

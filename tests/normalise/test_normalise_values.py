@@ -91,6 +91,20 @@ def test_non_ucum_unit_is_a_problem(small_terminology: Terminology) -> None:
     assert "not UCUM" in result.message
 
 
+def test_a_display_unit_beside_a_ucum_code_is_read_by_the_code(
+    real_terminology: Terminology,
+) -> None:
+    """A Quantity whose `unit` is a display and whose `code` is UCUM, without a system, is
+    read by its code (LOINC's annotated UACR unit), not refused for its display."""
+    uacr = real_terminology.concept("urine-albumin-creatinine-ratio")
+    written = {"value": 96, "unit": "mg/mmol creatinine", "code": "mg/mmol{creat}"}
+    resource = observation("32294-1", valueQuantity=written)
+    assert measured(measure(resource, uacr, real_terminology)).value == pytest.approx(848.66, 1e-3)
+    neither = {"value": 96, "unit": "mg/mmol creatinine", "code": "mg per mmol"}
+    result = problem(measure(observation("32294-1", valueQuantity=neither), uacr, real_terminology))
+    assert result.message.startswith("valueQuantity.unit 'mg/mmol creatinine' is not UCUM")
+
+
 def test_censored_value_keeps_its_side_through_conversion(small_terminology: Terminology) -> None:
     value = {**quantity(5, "g/dL", "g/dL"), "comparator": "<"}
     resource = observation("718-7", valueQuantity=value)

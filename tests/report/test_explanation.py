@@ -66,6 +66,9 @@ def _leaves(step: Step) -> list[Step]:
         ("ug/L", "µg/L"),
         ("{INR}", ""),
         ("mL/min/{1.73_m2}", "mL/min/1.73 m2"),
+        ("mg/g{creat}", "mg/g"),  # LOINC's UACR unit: the annotation labels the g
+        ("mg/mmol{creat}", "mg/mmol"),
+        ("10*3{cells}/uL", "x10^3/µL"),
         ("1", ""),
         ("%", "%"),
         (None, ""),

@@ -104,22 +104,22 @@ def test_results_too_close_together_name_the_apart_rule_and_the_days(tmp_path: P
     outcome = _outcome(path, *results)
     assert outcome.truth is Truth.NOT_MET
     expected = (
-        "2 results < 100 g/L, on 2026-01-01 and 2026-03-31, 89 days apart: less than P90D "
-        "(2 needed at least P90D apart)"
+        "2 results < 100 g/L, on 2026-01-01 and 2026-03-31, 89 days apart: less than 90 days "
+        "(2 needed at least 90 days apart)"
     )
     assert outcome.reason == f"Haemoglobin: {expected}"
     text = _text(path, *results)
     assert expected in text
     assert "is not < 100" not in text and "not < 100 g/L" not in text
-    assert "at least 2 results must pass at least P90D apart" in text
+    assert "at least 2 results must pass at least 90 days apart" in text
 
 
 @pytest.mark.parametrize(
     ("dates", "truth", "said"),
     [
-        (("2026-01-01", "2026-03-31"), Truth.NOT_MET, "89 days apart: less than P90D"),
-        (("2026-01-01", "2026-04-01"), Truth.MET, "2 results < 100 g/L at least P90D apart"),
-        (("2026-01-01",), Truth.NOT_MET, "1 result < 100 g/L (2 needed at least P90D apart)"),
+        (("2026-01-01", "2026-03-31"), Truth.NOT_MET, "89 days apart: less than 90 days"),
+        (("2026-01-01", "2026-04-01"), Truth.MET, "2 results < 100 g/L at least 90 days apart"),
+        (("2026-01-01",), Truth.NOT_MET, "1 result < 100 g/L (2 needed at least 90 days apart)"),
     ],
 )
 def test_a_count_says_what_it_found(
@@ -244,5 +244,5 @@ def test_an_anchor_is_named_as_the_first_event_without_its_window(tmp_path: Path
     outcome = _outcome(path, ckd, uacr)
     assert outcome.truth is Truth.UNKNOWN
     reason = outcome.children[1].reason
-    assert "(at least P1W after the first Chronic kidney disease, 2026-05-01)" in reason
+    assert "(at least 1 week after the first Chronic kidney disease, 2026-05-01)" in reason
     assert "(ever)" not in reason
