@@ -172,3 +172,15 @@ def test_identity_is_no_content_coding(api: TestClient) -> None:
     headers = {"Content-Type": "application/json", "Content-Encoding": "identity", **AUTH}
     answer = api.post("/evaluate", json={"bundle": example("itp-too-old")}, headers=headers)
     assert answer.status_code == 200, answer.text
+
+
+def test_a_405_allows_head_where_it_allows_get(api: TestClient) -> None:
+    """RFC 9110 10.2.1 Allow: "lists the set of methods advertised as supported by the target
+    resource"; 15.5.6 405: "The origin server MUST generate an Allow header field in a 405
+    response containing a list of the target resource's currently supported methods". HEAD is
+    supported wherever GET is, so it is listed there; a POST-only route lists POST alone."""
+    for path in ("/health", "/ready", "/cds-services"):
+        answer = api.post(path, json={}, headers=AUTH)
+        assert answer.status_code == 405, (path, answer.text)
+        assert answer.headers["allow"] == "GET, HEAD", path
+    assert api.get("/evaluate", headers=AUTH).headers["allow"] == "POST"
