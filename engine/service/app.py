@@ -43,6 +43,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
 from engine import __version__
 from engine.errors import ServiceConfigError, TrialsieveError
@@ -51,7 +52,7 @@ from engine.service.auth import ApiAuthenticator, describe, forbidden
 from engine.service.cds_hooks import discovery
 from engine.service.core import Service
 from engine.service.head import HeadAsGetMiddleware
-from engine.service.limits import BodyLimitMiddleware
+from engine.service.limits import SCOPES_KEY, BodyLimitMiddleware
 from engine.service.logs import RequestLogMiddleware, log_event
 from engine.service.media_types import JsonRoute, json_body, load_json
 from engine.service.models import CdsFeedback, CdsHookRequest, EvaluateRequest
@@ -158,7 +159,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.state.notifications = notifications
     app.add_middleware(HeadAsGetMiddleware)  # innermost: the log names the method sent
     app.add_middleware(
-        BodyLimitMiddleware, limit=settings.max_body_bytes, timeout=settings.body_timeout
+        BodyLimitMiddleware,
+        limit=settings.max_body_bytes,
+        timeout=settings.body_timeout,
+        authenticate=None if service.authenticator.anonymous else _authenticator(service),
     )
     app.add_middleware(RequestLogMiddleware)
     if settings.cors_origins:
@@ -174,9 +178,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     def requiring(scope: str) -> Callable[[Request], Coroutine[Any, Any, frozenset[str]]]:
         async def authenticated(request: Request) -> frozenset[str]:
-            endpoint = str(request.url.replace(query=None))
-            authorization = request.headers.get("authorization")
-            scopes = service.authenticator.check(authorization, endpoint, str(request.base_url))
+            scopes = request.scope.get(SCOPES_KEY)  # checked before the body was read
+            if scopes is None:
+                scopes = _authenticator(service)(request.scope)
             if scope not in scopes:
                 raise forbidden(scope)
             return scopes
@@ -327,6 +331,19 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     describe_routes(app)
     return app
+
+
+def _authenticator(service: Service) -> Callable[[Scope], frozenset[str]]:
+    """The scopes of a request's credentials, from its headers (ApiError 401 when refused):
+    the URL called (no query) is the JWT audience, with the service's base URL."""
+
+    def authenticate(scope: Scope) -> frozenset[str]:
+        request = Request(scope)
+        endpoint = str(request.url.replace(query=None))
+        authorization = request.headers.get("authorization")
+        return service.authenticator.check(authorization, endpoint, str(request.base_url))
+
+    return authenticate
 
 
 def cors_origins(origins: tuple[str, ...]) -> list[str]:
