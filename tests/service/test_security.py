@@ -5,6 +5,7 @@ Hooks rule, is checked in tests/conformance/test_conformance_cds_hooks.py.)"""
 
 from __future__ import annotations
 
+import base64
 import socket
 import time
 import uuid
@@ -483,3 +484,16 @@ def test_credentials_checked_before_the_body_are_checked_once(secured: TestClien
     )
     assert again.status_code == 401
     assert "used before" in again.json()["issue"][0]["diagnostics"]
+
+
+def test_a_refused_jwt_algorithm_is_named_clipped(secured: TestClient) -> None:
+    """A JWT header's `alg` is the caller's text: the 401 names it, clipped to 40 characters
+    (a 5,000-character `alg` was echoed whole)."""
+    header = base64.urlsafe_b64encode(
+        orjson.dumps({"alg": "A" * 5000, "typ": "JWT", "kid": "k"})
+    ).rstrip(b"=")
+    forged = f"{header.decode()}.e30.c2ln"
+    response = secured.post(SERVICE, json=hook_call("p1"), headers=bearer(forged))
+    assert response.status_code == 401
+    diagnostics = response.json()["issue"][0]["diagnostics"]
+    assert diagnostics == f"JWT algorithm '{'A' * 38}… is not accepted"
