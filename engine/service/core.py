@@ -545,8 +545,8 @@ class Service:
         describes: first the Subscription's `$events` operation for exactly those numbers
         (`eventsSinceNumber`, `eventsUntilNumber`; "clients MAY try to retrieve missing events
         via the $events operation"), read as a notification; when the server does not support
-        it (refuses it, answers something that is not a notification) or does not return every
-        missed event (servers "MAY use implementation-specific criteria to restrict
+        it (refuses or fails it, answers something that is not a notification) or does not
+        return every missed event (servers "MAY use implementation-specific criteria to restrict
         availability of events"), what changed for the Subscription since its last query
         (`find_changed`: its criteria with `_lastUpdated`; "an application may need to query
         all relevant resources ... to ensure nothing has been missed"). Logged as `missed
@@ -590,9 +590,10 @@ class Service:
             targets = notification_targets(answer, None, relevant, client.base_url)
             counts = notification_events(answer, client.base_url)
         except ServerError as error:
-            if not is_refusal(error) and error.status not in (404, 410):
-                raise
-            reason = f"HTTP {error.status}" if error.status else "refused"
+            # Refused (400, 404, 405, 501), or failing: servers answer an operation they do not
+            # implement in many ways (a 500 too). The what-changed query is asked instead; if
+            # the server is down, that fails as well and the gap is kept for the next try.
+            reason = f"HTTP {error.status}" if error.status else "no usable answer"
             log_event(logging.INFO, "$events not available", reason=reason)
             return None
         except ApiError:
