@@ -28,6 +28,7 @@ is the background queue; tests await its `drain()`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -42,6 +43,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
 from engine import __version__
 from engine.errors import ServiceConfigError, TrialsieveError
@@ -50,7 +52,7 @@ from engine.service.auth import ApiAuthenticator, describe, forbidden
 from engine.service.cds_hooks import discovery
 from engine.service.core import Service
 from engine.service.head import HeadAsGetMiddleware
-from engine.service.limits import BodyLimitMiddleware
+from engine.service.limits import SCOPES_KEY, BodyLimitMiddleware
 from engine.service.logs import RequestLogMiddleware, log_event
 from engine.service.media_types import JsonRoute, json_body, load_json
 from engine.service.models import CdsFeedback, CdsHookRequest, EvaluateRequest
@@ -157,7 +159,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.state.notifications = notifications
     app.add_middleware(HeadAsGetMiddleware)  # innermost: the log names the method sent
     app.add_middleware(
-        BodyLimitMiddleware, limit=settings.max_body_bytes, timeout=settings.body_timeout
+        BodyLimitMiddleware,
+        limit=settings.max_body_bytes,
+        timeout=settings.body_timeout,
+        authenticate=None if service.authenticator.anonymous else _authenticator(service),
     )
     app.add_middleware(RequestLogMiddleware)
     if settings.cors_origins:
@@ -173,9 +178,9 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     def requiring(scope: str) -> Callable[[Request], Coroutine[Any, Any, frozenset[str]]]:
         async def authenticated(request: Request) -> frozenset[str]:
-            endpoint = str(request.url.replace(query=None))
-            authorization = request.headers.get("authorization")
-            scopes = service.authenticator.check(authorization, endpoint, str(request.base_url))
+            scopes = request.scope.get(SCOPES_KEY)  # checked before the body was read
+            if scopes is None:
+                scopes = _authenticator(service)(request.scope)
             if scope not in scopes:
                 raise forbidden(scope)
             return scopes
@@ -304,7 +309,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         relevant = trials.resource_types | {"Patient"}
         targets = notification_targets(body, path_reference, relevant, client.base_url, named)
         counts = notification_events(body, client.base_url)
-        missed = service.events_seen(counts) if counts is not None else None
+        # (in a thread: with a state file, the numbers are written to it)
+        missed = await asyncio.to_thread(service.events_seen, counts) if counts else None
         said = ""
         if missed is not None:
             # Subscriptions Backport, "Handling Errors": a gap in the event numbers is events
@@ -325,6 +331,19 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     describe_routes(app)
     return app
+
+
+def _authenticator(service: Service) -> Callable[[Scope], frozenset[str]]:
+    """The scopes of a request's credentials, from its headers (ApiError 401 when refused):
+    the URL called (no query) is the JWT audience, with the service's base URL."""
+
+    def authenticate(scope: Scope) -> frozenset[str]:
+        request = Request(scope)
+        endpoint = str(request.url.replace(query=None))
+        authorization = request.headers.get("authorization")
+        return service.authenticator.check(authorization, endpoint, str(request.base_url))
+
+    return authenticate
 
 
 def cors_origins(origins: tuple[str, ...]) -> list[str]:

@@ -151,7 +151,9 @@ class ApiAuthenticator:
         elif algorithm in ASYMMETRIC_ALGORITHMS and self._keys:
             key = None
         else:
-            raise _unauthorized(f"JWT algorithm {algorithm!r} is not accepted")
+            shown = repr(algorithm)
+            shown = shown if len(shown) <= 40 else f"{shown[:39]}…"  # the caller's text, clipped
+            raise _unauthorized(f"JWT algorithm {shown} is not accepted")
         if not isinstance(key_id, str) or not key_id:
             raise _unauthorized("the JWT header must name its key (kid)")
         if key is None:

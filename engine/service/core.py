@@ -114,6 +114,8 @@ class Service:
         self._request_clients: OrderedDict[str, FhirServerClient] = OrderedDict()
         self._clients_lock = threading.Lock()
         self._change_times = ChangeTimes(dt.datetime.now(dt.UTC), settings.notification_state)
+        self._ready_lock = threading.Lock()
+        self._last_probe: tuple[float, str | None] | None = None
 
     def close(self) -> None:
         if self.fhir is not None:
@@ -543,8 +545,8 @@ class Service:
         describes: first the Subscription's `$events` operation for exactly those numbers
         (`eventsSinceNumber`, `eventsUntilNumber`; "clients MAY try to retrieve missing events
         via the $events operation"), read as a notification; when the server does not support
-        it (refuses it, answers something that is not a notification) or does not return every
-        missed event (servers "MAY use implementation-specific criteria to restrict
+        it (refuses or fails it, answers something that is not a notification) or does not
+        return every missed event (servers "MAY use implementation-specific criteria to restrict
         availability of events"), what changed for the Subscription since its last query
         (`find_changed`: its criteria with `_lastUpdated`; "an application may need to query
         all relevant resources ... to ensure nothing has been missed"). Logged as `missed
@@ -588,9 +590,10 @@ class Service:
             targets = notification_targets(answer, None, relevant, client.base_url)
             counts = notification_events(answer, client.base_url)
         except ServerError as error:
-            if not is_refusal(error) and error.status not in (404, 410):
-                raise
-            reason = f"HTTP {error.status}" if error.status else "refused"
+            # Refused (400, 404, 405, 501), or failing: servers answer an operation they do not
+            # implement in many ways (a 500 too). The what-changed query is asked instead; if
+            # the server is down, that fails as well and the gap is kept for the next try.
+            reason = f"HTTP {error.status}" if error.status else "no usable answer"
             log_event(logging.INFO, "$events not available", reason=reason)
             return None
         except ApiError:
@@ -621,11 +624,30 @@ class Service:
     # ----------------------------------------------------------------------- readiness
 
     def readiness(self) -> dict[str, Any]:
-        """Trials loaded, and the FHIR server's metadata answering; 503 otherwise."""
+        """Trials loaded, and the FHIR server's metadata answering; 503 otherwise.
+
+        `/ready` needs no credentials, so the server is asked at most once per
+        `settings.ready_cache_seconds` (one probe at a time; the others wait for its answer
+        and share it): an anonymous client polling `/ready` cannot make the service send the
+        FHIR server one request per call with the service's own credentials."""
         answer: dict[str, Any] = {"status": "ready", "trials": list(self.trials)}
         if self.settings.fhir_server is None:
             answer["fhirServer"] = "not configured"
             return answer
+        with self._ready_lock:
+            now = time.monotonic()
+            last = self._last_probe
+            if last is None or now - last[0] >= self.settings.ready_cache_seconds:
+                last = self._last_probe = (now, self._probe_server())
+        problem = last[1]
+        if problem is not None:
+            raise ApiError.of(503, "transient", f"not ready: {problem}")
+        answer["fhirServer"] = "reachable"
+        return answer
+
+    def _probe_server(self) -> str | None:
+        """Why the FHIR server's metadata does not answer (a summary), None when it does."""
+        assert self.settings.fhir_server is not None
         probe = FhirServerClient(
             self.settings.fhir_server, auth=self._server_auth, retry=READY_PROBE
         )
@@ -633,11 +655,8 @@ class Service:
             with probe:
                 probe.json("GET", "metadata")
         except ServerError as error:
-            raise ApiError.of(
-                503, "transient", f"not ready: {server_failure_summary(error)}"
-            ) from None
-        answer["fhirServer"] = "reachable"
-        return answer
+            return server_failure_summary(error)
+        return None
 
 
 def _server_auth(settings: ServiceSettings) -> httpx.Auth | None:

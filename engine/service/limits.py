@@ -1,4 +1,5 @@
-"""A request body size and time limit, enforced before a route reads the body.
+"""A request body size and time limit, enforced before a route reads the body, and the
+credentials of a request with a body checked before the body is read.
 
 A `Content-Length` over the limit is refused at once; a body sent without one (chunked) is
 read up to the limit and refused as soon as it passes it. Either way the answer is 413 with
@@ -9,27 +10,47 @@ that declares `Content-Length: 100` and sends 9 bytes, or trickles its body) is 
 Request Timeout (RFC 9110 15.5.9) with `Connection: close`, and the connection is closed.
 uvicorn has no such timeout, and none for the headers themselves: a request whose headers
 never end never reaches the app (docs/service.md, "Slow clients": the proxy's job).
+
+The body is read whole (up to the limit) before the app runs, so without a check first any
+client could make the service hold `limit` bytes per connection: with `authenticate`, a
+request that carries a body is authenticated from its headers before a byte of the body is
+read (401 with `Connection: close`, the body left unread), and its scopes are kept in the
+scope (`SCOPES_KEY`) for the route, which then does not check the credentials again (a JWT
+is accepted once). A request without a body is authenticated by its route, as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engine.service.problems import FHIR_JSON_ANSWER, Issue, operation_outcome
+from engine.service.problems import FHIR_JSON_ANSWER, ApiError, Issue, operation_outcome
+
+SCOPES_KEY = "trialsieve.scopes"
+"""The ASGI scope key of the scopes of a request authenticated before its body was read."""
+Authenticate = Callable[[Scope], frozenset[str]]
+"""The scopes of a request's credentials (from its headers); ApiError 401 when refused."""
 
 
 class BodyLimitMiddleware:
     """Refuse HTTP request bodies larger than `limit` bytes with 413, and bodies not received
     whole within `timeout` seconds with 408."""
 
-    def __init__(self, app: ASGIApp, limit: int, timeout: float) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int,
+        timeout: float,
+        authenticate: Authenticate | None = None,
+    ) -> None:
         self.app = app
         self.limit = limit
         self.timeout = timeout
+        self.authenticate = authenticate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -39,6 +60,12 @@ class BodyLimitMiddleware:
         if declared is not None and declared > self.limit:
             await _too_large(send, self.limit)
             return
+        if self.authenticate is not None and _has_body(scope, declared):
+            try:
+                scope[SCOPES_KEY] = self.authenticate(scope)
+            except ApiError as error:
+                await _refused(send, error)
+                return
         chunks: list[bytes] = []
         size = 0
         try:
@@ -75,6 +102,26 @@ class BodyLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def _has_body(scope: Scope, declared: int | None) -> bool:
+    """Whether the request says it carries a body (a Content-Length above 0, or chunked)."""
+    if declared is not None and declared > 0:
+        return True
+    return any(name == b"transfer-encoding" for name, _ in scope.get("headers", ()))
+
+
+async def _refused(send: Send, error: ApiError) -> None:
+    """The error's answer, with `Connection: close`: the body it came with is not read."""
+    encoded = orjson.dumps(error.body())
+    headers = [
+        (b"content-type", FHIR_JSON_ANSWER.encode()),
+        (b"content-length", str(len(encoded)).encode()),
+        (b"connection", b"close"),
+        *((name.lower().encode(), value.encode()) for name, value in error.headers.items()),
+    ]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": encoded})
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -69,6 +69,38 @@ def _check_media_type(request: Request) -> None:
     if charset is not None and (not isinstance(charset, str) or charset.lower() not in _UTF_8):
         named = charset if isinstance(charset, str) else "?"
         raise _unsupported(f"the charset {named[:32]!r} is not UTF-8")
+    if media_type == FHIR_JSON:
+        _check_fhir_version(message.get_param("fhirversion"), request.url.path)
+
+
+READ_FHIR_VERSIONS = ("4.0",)
+"""The FHIR releases (major.minor) whose resources the evaluation routes read: R4."""
+NOTIFICATION_FHIR_VERSIONS = ("4.0", "4.3", "5.0")
+"""What `/fhir-notify` reads: R4 (rest-hook, Backport), R4B and R5 notification Bundles."""
+
+
+def _check_fhir_version(version: object, path: str) -> None:
+    """415 when `application/fhir+json`'s `fhirVersion` parameter names a release the route
+    does not read. FHIR R4 http.html, "FHIR Version Parameter": it indicates "which version
+    of the FHIR release a resource is based on" and "applies to the entire interaction"; and
+    "`415 Unsupported Media Type` [is the appropriate response] when the client posts a
+    format that is not supported to the server". A STU3 body (`fhirVersion=3.0`) read as R4
+    would be misread (MedicationRequest, Observation elements changed). The value is the
+    major and minor version (`4.0`); `4.0.1` is taken as `4.0`. Absent: the body is R4."""
+    if version is None:
+        return
+    accepted = NOTIFICATION_FHIR_VERSIONS if path.startswith("/fhir-notify") else READ_FHIR_VERSIONS
+    release = ".".join(str(version).split(".")[:2]) if isinstance(version, str) else ""
+    if release not in accepted:
+        shown = str(version)[:16] if isinstance(version, str) else "?"
+        raise ApiError.of(
+            415,
+            "not-supported",
+            f"fhirVersion {shown!r} is not supported here: the body must be FHIR "
+            f"{' or '.join(accepted)} (fhirVersion={accepted[0]}, or no fhirVersion)",
+            "Content-Type",
+            headers={"Accept": f"{FHIR_JSON}; fhirVersion={accepted[0]}, {JSON}"},
+        )
 
 
 def _check_content_encoding(request: Request) -> None:

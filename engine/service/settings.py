@@ -27,9 +27,11 @@ ALL_SCOPES = frozenset({SCOPE_EVALUATE, SCOPE_WRITE, SCOPE_NOTIFY})
 JWT_SCOPES = frozenset({SCOPE_EVALUATE})
 """What a CDS Hooks client's JWT may do: read and evaluate, never write or notify."""
 MAX_BODY_BYTES = 10 * 1024 * 1024
+"""Default request body limit (a large Synthea patient Bundle is about 5 MB)."""
 BODY_TIMEOUT = 30.0
 """Seconds a client may take to send a request body once its headers are in (408 beyond)."""
-"""Default request body limit (a large Synthea patient Bundle is about 5 MB)."""
+READY_CACHE_SECONDS = 5.0
+"""`/ready` asks the FHIR server at most once in this many seconds (it needs no credentials)."""
 
 SERVICE_RETRY = RetryPolicy(attempts=3, first_delay=0.2, longest_delay=2.0, give_up_after=25.0)
 """Interactive callers wait: fewer, shorter retries than the command line's."""
@@ -135,6 +137,7 @@ class ServiceSettings:
     `fhir_retry`: retries and time bounds of every request to a FHIR server;
     `fhir_limits`: how much one server may send (pages per search), for the configured server
     and every server a CDS Hooks call names (`engine.fhir_http.ServerLimits`).
+    `ready_cache_seconds`: `/ready` asks the FHIR server at most once in this many seconds.
     `environment`: where environment-variable secrets are read (default `os.environ`).
     """
 
@@ -157,6 +160,7 @@ class ServiceSettings:
     page_size: int = DEFAULT_PAGE_SIZE
     notification_workers: int = 2
     notification_state: Path | None = None
+    ready_cache_seconds: float = READY_CACHE_SECONDS
     environment: Mapping[str, str] = field(default_factory=lambda: os.environ, repr=False)
 
     def fhir_server_allow_list(self) -> frozenset[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 from service_support import (
@@ -172,3 +173,62 @@ def test_identity_is_no_content_coding(api: TestClient) -> None:
     headers = {"Content-Type": "application/json", "Content-Encoding": "identity", **AUTH}
     answer = api.post("/evaluate", json={"bundle": example("itp-too-old")}, headers=headers)
     assert answer.status_code == 200, answer.text
+
+
+def test_a_405_allows_head_where_it_allows_get(api: TestClient) -> None:
+    """RFC 9110 10.2.1 Allow: "lists the set of methods advertised as supported by the target
+    resource"; 15.5.6 405: "The origin server MUST generate an Allow header field in a 405
+    response containing a list of the target resource's currently supported methods". HEAD is
+    supported wherever GET is, so it is listed there; a POST-only route lists POST alone."""
+    for path in ("/health", "/ready", "/cds-services"):
+        answer = api.post(path, json={}, headers=AUTH)
+        assert answer.status_code == 405, (path, answer.text)
+        assert answer.headers["allow"] == "GET, HEAD", path
+    assert api.get("/evaluate", headers=AUTH).headers["allow"] == "POST"
+
+
+@pytest.mark.parametrize(
+    ("path", "version", "status"),
+    [
+        ("/evaluate", "3.0", 415),
+        ("/evaluate", "5.0", 415),
+        ("/evaluate", "1.0", 415),
+        ("/evaluate", "x", 415),
+        ("/evaluate", "4.0", 200),
+        ("/evaluate", "4.0.1", 200),
+        (CDS_SERVICE, "3.0", 415),
+        ("/fhir-notify", "3.0", 415),
+        ("/fhir-notify", "4.3", 200),
+        ("/fhir-notify", "5.0", 200),
+    ],
+)
+def test_the_fhir_version_parameter_names_a_release_the_route_reads(
+    service_client: ClientFactory, path: str, version: str, status: int
+) -> None:
+    """FHIR R4 http.html, "FHIR Version Parameter": `fhirVersion` on `application/fhir+json`
+    says "which version of the FHIR release a resource is based on" and "applies to the
+    entire interaction"; "415 Unsupported Media Type" is the answer "when the client posts a
+    format that is not supported to the server". The evaluation routes read R4 (4.0; 4.0.1
+    taken as 4.0); `/fhir-notify` R4, R4B and R5 notifications. A STU3 body was read as R4."""
+    api = service_client(fhir_server="http://127.0.0.1:9/r4")
+    bodies = {
+        "/evaluate": {"bundle": example("itp-too-old")},
+        CDS_SERVICE: hook_call("itp-too-old"),
+        "/fhir-notify": {
+            "resourceType": "Bundle",
+            "type": "history",
+            "entry": [
+                {
+                    "resource": {
+                        "resourceType": "Parameters",
+                        "parameter": [{"name": "type", "valueCode": "heartbeat"}],
+                    }
+                }
+            ],
+        },
+    }
+    headers = {"Content-Type": f"application/fhir+json; fhirVersion={version}", **AUTH}
+    answer = api.post(path, content=orjson.dumps(bodies[path]), headers=headers)
+    assert answer.status_code == status, answer.text
+    if status == 415:
+        assert answer.json()["issue"][0]["expression"] == ["Content-Type"]

@@ -567,7 +567,9 @@ def numbered_event(number: int, focus: str, kind: str = "event-notification") ->
     return {"resourceType": "Bundle", "type": "history", "entry": [entry]}
 
 
-@pytest.mark.parametrize("events_answer", ["complete", "partial", "404", "501", "not a bundle"])
+@pytest.mark.parametrize(
+    "events_answer", ["complete", "partial", "404", "501", "500", "not a bundle"]
+)
 def test_missed_events_are_recovered_from_events_else_from_what_changed(
     service_client: ClientFactory, caplog: pytest.LogCaptureFixture, events_answer: str
 ) -> None:
@@ -576,15 +578,18 @@ def test_missed_events_are_recovered_from_events_else_from_what_changed(
     `$events` for event 2; when the server answers it with every missed event, those events
     are what is re-evaluated, else (404, 501, an answer that is not a notification, some
     events left out) the server is asked what changed for the Subscription (its criteria, read
-    from the server, with `_lastUpdated`). Scripted server (respx); the events are about
-    Encounters, which no trial reads, so nothing is written."""
-    api = service_client(server_settings(FAKE_SERVER, "token"))
+    from the server, with `_lastUpdated`); so it is when `$events` fails (500: servers answer
+    an operation they lack in many ways), else the gap would never be recovered. Scripted
+    server (respx); the events are about Encounters, which no trial reads, so nothing is
+    written."""
+    fast = RetryPolicy(attempts=1, timeout=1.0, give_up_after=2.0)
+    api = service_client(server_settings(FAKE_SERVER, "token", fhir_retry=fast))
     asked: list[str] = []
 
     def server(request: httpx.Request) -> httpx.Response:
         asked.append(f"{request.url.path.removeprefix('/r4/')}?{request.url.query.decode()}")
         if request.url.path.endswith("/$events"):
-            if events_answer in ("404", "501"):
+            if events_answer in ("404", "501", "500"):
                 return httpx.Response(int(events_answer), json={"resourceType": "OperationOutcome"})
             if events_answer == "not a bundle":
                 return httpx.Response(200, json={"resourceType": "Patient", "id": "p1"})

@@ -5,6 +5,7 @@ Hooks rule, is checked in tests/conformance/test_conformance_cds_hooks.py.)"""
 
 from __future__ import annotations
 
+import base64
 import socket
 import time
 import uuid
@@ -433,3 +434,66 @@ def test_a_body_that_does_not_arrive_in_time_is_408() -> None:
     assert head.startswith(b"http/1.1 408"), answer
     assert b"connection: close" in head
     assert 0.9 < waited < 8, waited
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    ["", "Authorization: Bearer not-a-token\r\n", "Authorization: Basic dXNlcjpwYXNz\r\n"],
+)
+def test_a_body_is_not_read_before_its_credentials_are_accepted(authorization: str) -> None:
+    """The body limit middleware reads a body whole before the app runs: any client could
+    make the service hold up to `--max-body-bytes` (10 MB) per connection, and wait up to
+    `--body-timeout` for it, without credentials. A request with a body is now authenticated
+    from its headers first: without accepted credentials it is answered 401 (RFC 9110 15.5.2,
+    with `WWW-Authenticate`) at once, with `Connection: close`, its body unread (here:
+    9 MB declared, none sent; it used to wait the body timeout, then 408)."""
+    app = create_app(make_settings(body_timeout=5.0))
+    with live_service(app) as base_url:
+        port = int(base_url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            started = time.monotonic()
+            connection.sendall(
+                b"POST /evaluate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + authorization.encode()
+                + b"Content-Length: 9000000\r\n\r\n"
+            )
+            answer = b""
+            while chunk := connection.recv(65536):
+                answer += chunk  # until the server closes the connection
+            waited = time.monotonic() - started
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.lower().startswith(b"http/1.1 401"), answer
+    assert b"www-authenticate: bearer" in head.lower()
+    assert b"connection: close" in head.lower()
+    assert orjson.loads(body)["issue"][0]["code"] == "login"
+    assert waited < 3, waited
+
+
+def test_credentials_checked_before_the_body_are_checked_once(secured: TestClient) -> None:
+    """A CDS Hooks JWT (accepted once: its jti is remembered) on a request with a body is
+    checked before the body is read, and the route uses that result: the call is served,
+    not refused as a replay of itself; the same JWT again is a replay."""
+    name = "itp-too-old"
+    prefetch = prefetch_from(example(name), loaded_trial(secured), name)
+    jwt_token = token(f"http://testserver{SERVICE}")
+    body = hook_call(name, prefetch=prefetch)
+    first = secured.post(SERVICE, json=body, headers=bearer(jwt_token))
+    assert first.status_code == 200, first.text
+    again = secured.post(
+        SERVICE, json=hook_call(name, prefetch=prefetch), headers=bearer(jwt_token)
+    )
+    assert again.status_code == 401
+    assert "used before" in again.json()["issue"][0]["diagnostics"]
+
+
+def test_a_refused_jwt_algorithm_is_named_clipped(secured: TestClient) -> None:
+    """A JWT header's `alg` is the caller's text: the 401 names it, clipped to 40 characters
+    (a 5,000-character `alg` was echoed whole)."""
+    header = base64.urlsafe_b64encode(
+        orjson.dumps({"alg": "A" * 5000, "typ": "JWT", "kid": "k"})
+    ).rstrip(b"=")
+    forged = f"{header.decode()}.e30.c2ln"
+    response = secured.post(SERVICE, json=hook_call("p1"), headers=bearer(forged))
+    assert response.status_code == 401
+    diagnostics = response.json()["issue"][0]["diagnostics"]
+    assert diagnostics == f"JWT algorithm '{'A' * 38}… is not accepted"

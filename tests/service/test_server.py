@@ -280,3 +280,23 @@ def test_a_token_and_an_auth_config_together_are_refused(tmp_path: Path) -> None
     settings = server_settings(FAKE_SERVER, "token", fhir_auth_config=config)
     with pytest.raises(ServiceConfigError, match="not both"):
         create_app(settings)
+
+
+def test_ready_asks_the_server_at_most_once_in_a_while(service_client: ClientFactory) -> None:
+    """`/ready` needs no credentials: an anonymous client polling it made the service send the
+    FHIR server one request per call, with the service's own token. The probe's answer is
+    shared for `ready_cache_seconds` (5 s by default), a failure as well as a success; with 0
+    every call asks."""
+    for cache_seconds, asked in ((5.0, 1), (0.0, 20)):
+        api = service_client(
+            server_settings(
+                FAKE_SERVER, "token", fhir_retry=FAST_FAILURE, ready_cache_seconds=cache_seconds
+            )
+        )
+        with respx.mock(assert_all_called=False) as mock:
+            metadata = mock.get(f"{FAKE_SERVER}/metadata").mock(
+                return_value=httpx.Response(503, text="down")
+            )
+            answers = [api.get("/ready") for _ in range(20)]
+        assert {answer.status_code for answer in answers} == {503}
+        assert metadata.call_count == asked, cache_seconds
