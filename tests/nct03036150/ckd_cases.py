@@ -337,6 +337,24 @@ INCLUSION_4 = [
         add=(observation("albumin-24h", "14956-7", 45, "mg/(24.h)", days_ago(400)),),
     ),
     i4.meets(
+        "persistent proteinuria (ICD-10-CM R80.1) diagnosed 2 years ago, no earlier UACR",
+        remove=("uacr-last-year",),
+        add=(condition("proteinuria", ICD10CM, "R80.1", "2024-06-01"),),
+        evidence=("Condition/proteinuria",),
+    ),
+    i4.silent(
+        "Bence Jones proteinuria (R80.3) is light chains, not albumin: no evidence",
+        MISSING,
+        remove=("uacr-last-year",),
+        add=(condition("bence-jones", ICD10CM, "R80.3", "2024-06-01"),),
+    ),
+    i4.silent(
+        "orthostatic proteinuria (R80.2) is benign: no evidence",
+        MISSING,
+        remove=("uacr-last-year",),
+        add=(condition("orthostatic", ICD10CM, "R80.2", "2024-06-01"),),
+    ),
+    i4.meets(
         "an albuminuria diagnosis is the earlier evidence",
         remove=("uacr-last-year",),
         add=(condition("microalbuminuria", SNOMED, "90781000119102", "2024-03-01"),),
