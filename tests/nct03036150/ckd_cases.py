@@ -1197,6 +1197,15 @@ EXCLUSION_6 = [
         evidence=("Observation/nyha",),
     ),
     e6.silent("heart failure without a recent NYHA class", MISSING, add=(HEART_FAILURE,)),
+    e6.fails(
+        "hypertensive heart and CKD with heart failure (ICD-10-CM I13.0), NYHA class IV",
+        add=(
+            condition("hhd-ckd-hf", ICD10CM, "I13.0", "2023-03-01"),
+            observation("nyha", NYHA, None, None, days_ago(30), coded=NYHA_IV),
+        ),
+        answers=without("nyha-class-iv-is-congestive-heart-failure"),
+        evidence=("Condition/hhd-ckd-hf", "Observation/nyha"),
+    ),
 ]
 
 EXCLUSION_7 = [
