@@ -800,6 +800,21 @@ BUDESONIDE = "19831"
 
 EXCLUSION_2_BUDESONIDE = [
     e2.fails(
+        "mycophenolate mofetil 500 mg tablet (RxNorm SCD 200060) for lupus nephritis",
+        add=(medication_request("mmf", "200060", "active", days_ago(60)),),
+        answers=answered(immunotherapy_for_renal_disease=True),
+        evidence=("MedicationRequest/mmf",),
+    ),
+    e2.fails(
+        "cyclophosphamide 1000 mg injection (RxNorm 1734919) 5 months ago",
+        add=(
+            medication_request(
+                "cyclophosphamide-iv", "1734919", "completed", days_ago(150), supply_days=1
+            ),
+        ),
+        answers=answered(immunotherapy_for_renal_disease=True),
+    ),
+    e2.fails(
         "chlorambucil (ATC L01AA02) 4 months ago, for membranous nephropathy",
         add=(
             medication_request(
