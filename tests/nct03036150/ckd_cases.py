@@ -469,6 +469,30 @@ INCLUSION_5_ARNI = [
         ),
     ),
     i5.meets(
+        "Zestril 20 mg tablet (branded lisinopril, RxNorm SBD 104378) since January",
+        remove=("lisinopril",),
+        add=(medication_request("zestril", "104378", "active", "2026-01-12"),),
+        answers=without("sacubitril-valsartan-counts-as-stable-maximum-tolerated-arb"),
+        evidence=("MedicationRequest/zestril",),
+    ),
+    i5.meets(
+        "Diovan 160 mg tablet (branded valsartan, RxNorm SBD 351762) since January",
+        remove=("lisinopril",),
+        add=(medication_request("diovan", "351762", "active", "2026-01-12"),),
+        answers=without("sacubitril-valsartan-counts-as-stable-maximum-tolerated-arb"),
+    ),
+    i5.silent(
+        "Entresto 97/103 mg tablet (RxNorm SBD 1656356) since January: an ARNI, asked",
+        MANUAL,
+        remove=("lisinopril",),
+        add=(medication_request("entresto", "1656356", "active", "2026-01-12"),),
+        answers={
+            **without("sacubitril-valsartan-counts-as-stable-maximum-tolerated-arb"),
+            "ace-inhibitor-and-arb-contraindicated": False,
+        },
+        reason=("manual review",),
+    ),
+    i5.meets(
         "valsartan and amlodipine by ATC C09DB01 since January: an ARB",
         remove=("lisinopril",),
         add=(medication_request("exforge", "C09DB01", "active", "2026-01-12", system=ATC),),
