@@ -180,8 +180,8 @@ def test_tied_albumins_whose_ratios_disagree_are_unknown(same_sample: CompiledCr
     )
     assert result.truth is Truth.UNKNOWN, result.reason
     assert "two urine albumin results may each be the latest" in result.reason
-    assert "300.0 mg/g, which is >= 200 mg/g, from urine_albumin 300 mg/L" in result.reason
-    assert "100.0 mg/g, which is not >= 200 mg/g, from urine_albumin 100 mg/L" in result.reason
+    assert "300 mg/g, which is >= 200 mg/g, from urine_albumin 300 mg/L" in result.reason
+    assert "100 mg/g, which is not >= 200 mg/g, from urine_albumin 100 mg/L" in result.reason
 
 
 def test_the_specimen_pairs_tied_results(same_sample: CompiledCriteria) -> None:
