@@ -242,9 +242,9 @@ class CohortError(TrialsieveError):
 
 class WorkerLostError(CohortError):
     """A worker process of a cohort run (local, or of the Dask cluster, or the cluster's
-    process) ended abruptly (killed, out of memory) before every partition was evaluated:
-    the partitions written are kept and the same command resumes (exit status 1, not a bad
-    argument's 2)."""
+    process) ended abruptly (killed, out of memory) before every partition was evaluated and
+    written: the partitions written are kept and the same command resumes (exit status 1,
+    not a bad argument's 2)."""
 
 
 class ServiceConfigError(TrialsieveError):

@@ -206,6 +206,17 @@ class ServerLimits:
         if self.max_answer_bytes < 1:
             raise ValueError("max_answer_bytes must be at least 1")
 
+    @classmethod
+    def of(cls, max_pages: int | None = None, max_answer_mib: int | None = None) -> ServerLimits:
+        """The limits a command's `--max-pages N` and `--max-answer-mib N` ask for (MiB:
+        2**20 bytes); None keeps the default."""
+        return cls(
+            max_pages=DEFAULT_MAX_PAGES if max_pages is None else max_pages,
+            max_answer_bytes=(
+                DEFAULT_MAX_ANSWER_BYTES if max_answer_mib is None else max_answer_mib * 2**20
+            ),
+        )
+
 
 T = TypeVar("T")
 

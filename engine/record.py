@@ -40,9 +40,18 @@ atoms read it too: such a Condition in their window keeps them unknown
 (`engine.evaluate.nodes.unidentified_text`). A code of a known system that no concept holds
 is a diagnosis the criteria do not ask about, not an unknown one."""
 
+UNIDENTIFIED_PROCEDURE = "trialsieve:unidentified-procedure"
+"""The concept a record indexes a Procedure under when it cannot tell which procedure it is,
+as for a Condition: no code, or no coding in a system the mappings know (text only, local
+codes only). Procedure atoms read it too: such a Procedure in their window keeps them
+unknown, so that a patient whose splenectomy or transplant is coded locally is not cleared
+(`engine.evaluate.nodes.unidentified_text`). A code of a known system that no concept holds
+is a procedure the criteria do not ask about."""
+
 UNIDENTIFIED_CONCEPTS: dict[str, str] = {
     **{name: UNIDENTIFIED_MEDICATION for name in MEDICATION_REFERENCING_TYPES},
     "Condition": UNIDENTIFIED_CONDITION,
+    "Procedure": UNIDENTIFIED_PROCEDURE,
 }
 """For each type whose resources a record indexes under an "unidentified" concept when it
 cannot tell what they are, that concept."""
@@ -377,7 +386,9 @@ class PatientRecord:
                 if not concepts:
                     unidentified = _UNIDENTIFIED.get(resource_type)
                     if unidentified is not None and not _knows_a_coding(coded_fields, classify):
-                        concepts = unidentified  # which drug or diagnosis it is cannot be told
+                        concepts = (
+                            unidentified  # which drug, diagnosis or procedure: cannot be told
+                        )
             if concepts:
                 for concept_id in concepts:
                     same_concept = by_concept.get(concept_id)

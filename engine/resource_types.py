@@ -11,9 +11,9 @@ Nothing here does I/O or imports another stage: every stage may import it.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 AbsenceMeaning = Literal["not-met", "unknown"]
 """What "no such resource in the window" means: not met (closed world: the record would
@@ -294,6 +294,28 @@ def administrative_gender_problem(gender: object) -> str:
     return (
         f"{gender!r} is not an administrative-gender code (male, female, other, unknown; "
         "FHIR R4 Patient.gender)"
+    )
+
+
+CODE_ELEMENTS = ("status", "intent")
+"""The `code` elements the engine reads on a resource of its own: a JSON string in FHIR R4
+(JSON representation, 2.6.2: "code" is a string), which a faulty feed may send as a number,
+an object or a list."""
+
+
+def code_of(resource: Mapping[str, Any], name: str) -> str | None:
+    """The code an element (`status`, `intent`) holds: the string, else None (absent, or not
+    a string: `unreadable_code_elements` says which, so that nothing reads it as absent)."""
+    value = resource.get(name)
+    return value if isinstance(value, str) else None
+
+
+def unreadable_code_elements(resource: Mapping[str, Any]) -> tuple[str, ...]:
+    """The CODE_ELEMENTS of a resource that are present but not a string."""
+    return tuple(
+        name
+        for name in CODE_ELEMENTS
+        if resource.get(name) is not None and not isinstance(resource.get(name), str)
     )
 
 

@@ -40,6 +40,7 @@ from engine.cli.options import (
     ExportServerOption,
     FullOption,
     GroupOption,
+    MaxAnswerMibOption,
     NdjsonOption,
     NoStoreOption,
     ParseEveryLineOption,
@@ -90,12 +91,15 @@ def cohort(
     quiet: QuietOption = False,
     watch: WatchOption = False,
     no_store: NoStoreOption = False,
+    max_answer_mib: MaxAnswerMibOption = None,
 ) -> None:
     """Evaluate every patient of a record set: cohort table, attrition, data availability."""
     from engine.cohort import BundleInput, CohortInput, NdjsonInput, run_cohort
 
     if server is not None and (ndjson is None or bundles is not None):
         raise typer.BadParameter("--server needs --ndjson DIR (the folder the export goes to)")
+    if server is None and max_answer_mib is not None:
+        raise typer.BadParameter("--max-answer-mib needs --server")
     if watch and no_store:
         raise typer.BadParameter("--watch re-runs from the store: leave out --no-store")
     if (ndjson is None) == (bundles is None):
@@ -114,7 +118,14 @@ def cohort(
         if server is not None:
             assert ndjson is not None
             export = ServerExport(
-                server, export_level, group, since, token_env, token_file, auth_config
+                server,
+                export_level,
+                group,
+                since,
+                token_env,
+                token_file,
+                auth_config,
+                max_answer_mib,
             )
             try:
                 export_issues = _export(criteria, export, ndjson, quiet)
@@ -314,6 +325,7 @@ class ServerExport:
     token_env: str | None
     token_file: Path | None
     auth_config: Path | None
+    max_answer_mib: int | None
 
 
 def _export(criteria: Path, export: ServerExport, folder: Path, quiet: bool) -> int:
@@ -323,7 +335,7 @@ def _export(criteria: Path, export: ServerExport, folder: Path, quiet: bool) -> 
     with status 2 when the criteria, the options or the server fail.
     """
     from engine.cohort import kept_types
-    from engine.fhir_http import auth_from_options
+    from engine.fhir_http import ServerLimits, auth_from_options
     from engine.sources.bulk_export import (
         ERRORS_FOLDER,
         ExportLevel,
@@ -351,6 +363,7 @@ def _export(criteria: Path, export: ServerExport, folder: Path, quiet: bool) -> 
             export.token_env, export.token_file, export.auth_config, server=export.server
         )
         level = cast(ExportLevel, export.level)
+        limits = ServerLimits.of(max_answer_mib=export.max_answer_mib)
         if export.since is None:
             result = export_to_folder(
                 export.server,
@@ -359,6 +372,7 @@ def _export(criteria: Path, export: ServerExport, folder: Path, quiet: bool) -> 
                 level=level,
                 group_id=export.group,
                 auth=auth,
+                limits=limits,
                 progress=show,
             )
         else:  # the changes, merged into the complete export in the folder
@@ -370,6 +384,7 @@ def _export(criteria: Path, export: ServerExport, folder: Path, quiet: bool) -> 
                 level=level,
                 group_id=export.group,
                 auth=auth,
+                limits=limits,
                 progress=show,
             )
     except TrialsieveError as error:

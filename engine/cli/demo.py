@@ -48,6 +48,8 @@ from engine.cli.options import (
     DemoServerOption,
     ExamplesOption,
     LoadExamplesOption,
+    MaxAnswerMibOption,
+    MaxPagesOption,
     PageSizeOption,
     PatientOption,
     TokenEnvOption,
@@ -87,17 +89,23 @@ def demo(
     token_file: TokenFileOption = None,
     auth_config: AuthConfigOption = None,
     page_size: PageSizeOption = None,
+    max_pages: MaxPagesOption = None,
+    max_answer_mib: MaxAnswerMibOption = None,
 ) -> None:
     """Evaluate patients through a FHIR server (a local one by default), write the results."""
-    from engine.fhir_http import auth_from_options
+    from engine.fhir_http import ServerLimits, auth_from_options
     from engine.sources import FhirServerClient, FhirServerSource
     from engine.sources.fhir_server import DEFAULT_PAGE_SIZE
 
     page_size = page_size or DEFAULT_PAGE_SIZE
     day = parse_day(as_of)
-    if server is None and (patient or load_examples or token_env or token_file or auth_config):
+    limited = max_pages is not None or max_answer_mib is not None
+    if server is None and (
+        patient or load_examples or token_env or token_file or auth_config or limited
+    ):
         raise fail(
-            "--patient, --load-examples, --token-env, --token-file and --auth-config need --server"
+            "--patient, --load-examples, --token-env, --token-file, --auth-config, --max-pages "
+            "and --max-answer-mib need --server"
         )
     if server is not None and examples and not load_examples:
         raise fail("--examples needs --load-examples with --server")
@@ -111,7 +119,8 @@ def demo(
         else:
             try:
                 auth = auth_from_options(token_env, token_file, auth_config, server=server)
-                client = FhirServerClient(server, auth=auth)
+                limits = ServerLimits.of(max_pages, max_answer_mib)
+                client = FhirServerClient(server, auth=auth, limits=limits)
             except TrialsieveError as error:
                 raise fail(error) from None
             with client:

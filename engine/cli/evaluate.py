@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +38,8 @@ from engine.cli.options import (
     DryRunOption,
     EverythingOption,
     ExplainOption,
+    MaxAnswerMibOption,
+    MaxPagesOption,
     OutputOption,
     PageSizeOption,
     PatientOption,
@@ -77,6 +79,8 @@ def evaluate(
     everything: EverythingOption = True,
     page_size: PageSizeOption = None,
     report: ReportOption = None,
+    max_pages: MaxPagesOption = None,
+    max_answer_mib: MaxAnswerMibOption = None,
 ) -> None:
     """Evaluate patients and write a ResearchSubject + DetectedIssue transaction Bundle each.
 
@@ -102,6 +106,8 @@ def evaluate(
             everything=everything,
             page_size=page_size,
             report=report,
+            max_pages=max_pages,
+            max_answer_mib=max_answer_mib,
         )
         return
     if not bundle:
@@ -111,19 +117,24 @@ def evaluate(
             "--patient, --write, --dry-run, --token-env, --token-file and --auth-config "
             "need --server"
         )
+    if max_pages is not None or max_answer_mib is not None:
+        raise fail("--max-pages and --max-answer-mib need --server")
     day = parse_day(as_of)
     trial, answers = load_trial_and_answers(criteria, attestations)
-    files = list(_bundle_files(bundle))
-    if not files:
-        raise fail("no Bundle files found in " + ", ".join(map(str, bundle)))
+    from engine.sources import BundleFileSource, read_bundle_file
+    from engine.sources.bundle import SharedBundleResources, shared_bundle_files
+
+    try:
+        # every path given must be a file or a folder holding *.json files: a folder
+        # given by mistake (empty, or of NDJSON) is refused, not run on nobody
+        files = BundleFileSource(*bundle).files()
+    except InputError as error:
+        raise fail(error) from None
     several = len(files) > 1 or any(path.is_dir() for path in bundle)
     if several and output is None:
         raise fail("--output FOLDER is required when evaluating several patients")
     if several and output is not None and output.exists() and not output.is_dir():
         raise fail(f"{output}: --output must be a folder when evaluating several patients")
-    from engine.sources import read_bundle_file
-    from engine.sources.bundle import SharedBundleResources, shared_bundle_files
-
     # Bundles of shared resources (Medication, Organization, ...: no Patient) among several
     # files, whatever their names: each patient gets those their Bundle refers to
     shared_files = set(shared_bundle_files(files)) if several else set()
@@ -201,6 +212,8 @@ def _evaluate_on_server(
     everything: bool,
     page_size: int | None,
     report: Path | None,
+    max_pages: int | None,
+    max_answer_mib: int | None,
 ) -> None:
     """Evaluate patients on a FHIR server; print the results, or write them back (--write)."""
     day = parse_day(as_of)
@@ -216,14 +229,15 @@ def _evaluate_on_server(
     if several and output is not None and output.exists() and not output.is_dir():
         raise fail(f"{output}: --output must be a folder when evaluating several patients")
     trial, answers = load_trial_and_answers(criteria, attestations)
-    from engine.fhir_http import auth_from_options
+    from engine.fhir_http import ServerLimits, auth_from_options
     from engine.sinks import FhirServerSink
     from engine.sources import FhirServerClient, FhirServerSource
     from engine.sources.fhir_server import DEFAULT_PAGE_SIZE, resource_types_to_pull
 
     try:
         auth = auth_from_options(token_env, token_file, auth_config, server=server)
-        client = FhirServerClient(server, auth=auth)
+        limits = ServerLimits.of(max_pages, max_answer_mib)
+        client = FhirServerClient(server, auth=auth, limits=limits)
     except TrialsieveError as error:
         raise fail(error) from None
     console = Console(stderr=prints_bundles and output is None, highlight=False)
@@ -358,14 +372,6 @@ def _warn_stale(console: Console, evaluations: list[PatientEvaluation]) -> None:
             f"the screening window; e.g. {stale[0]}"
         )
     console.print(f"[bold yellow]warning:[/] {escape(message)}", soft_wrap=True)
-
-
-def _bundle_files(paths: list[Path]) -> Iterator[Path]:
-    for path in paths:
-        if path.is_dir():
-            yield from sorted(path.rglob("*.json"))
-        else:
-            yield path
 
 
 def _refuse(error: InputError) -> PatientResources:

@@ -125,6 +125,27 @@ PageSizeOption = Annotated[
     ),
 ]
 
+MaxPagesOption = Annotated[
+    int | None,
+    typer.Option(
+        "--max-pages",
+        min=1,
+        metavar="N",
+        help="Most pages one search may bring from the FHIR server (a server whose next links "
+        "never end is stopped there, an error naming the search); default 1000.",
+    ),
+]
+MaxAnswerMibOption = Annotated[
+    int | None,
+    typer.Option(
+        "--max-answer-mib",
+        min=1,
+        metavar="N",
+        help="Largest answer the FHIR server may send, in MiB (decoded; Bulk Data files are "
+        "streamed to disk, not bounded so); default 128.",
+    ),
+]
+
 # ----------------------------------------------------------------------------- lint
 
 LintPathsArgument = Annotated[

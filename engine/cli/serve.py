@@ -16,6 +16,7 @@ from engine.cli.options import (
     ApiTokenFileOption,
     AsOfOption,
     AttestationsOption,
+    AuthConfigOption,
     BodyTimeoutOption,
     CorsOriginOption,
     HostOption,
@@ -26,7 +27,9 @@ from engine.cli.options import (
     JwtSecretFileOption,
     LimitConcurrencyOption,
     LogLevelOption,
+    MaxAnswerMibOption,
     MaxBodyBytesOption,
+    MaxPagesOption,
     NoAuthOption,
     NotificationStateOption,
     NotifyTokenEnvOption,
@@ -51,6 +54,7 @@ def serve(
     server: ServiceServerOption = None,
     token_env: TokenEnvOption = None,
     token_file: TokenFileOption = None,
+    auth_config: AuthConfigOption = None,
     api_token_env: ApiTokenEnvOption = None,
     api_token_file: ApiTokenFileOption = None,
     jwt_secret_env: JwtSecretEnvOption = None,
@@ -67,6 +71,8 @@ def serve(
     notification_state: NotificationStateOption = None,
     max_body_bytes: MaxBodyBytesOption = 10 * 1024 * 1024,  # service.settings.MAX_BODY_BYTES
     body_timeout: BodyTimeoutOption = 30.0,  # service.settings.BODY_TIMEOUT
+    max_pages: MaxPagesOption = None,
+    max_answer_mib: MaxAnswerMibOption = None,
     limit_concurrency: LimitConcurrencyOption = 1000,
     timeout_keep_alive: TimeoutKeepAliveOption = 5,
     cors_origin: CorsOriginOption = None,
@@ -87,6 +93,7 @@ def serve(
     from engine.service.app import create_app
     from engine.service.logs import configure_logging
     from engine.service.settings import ApiAuthSettings, ServiceSettings
+    from engine.sources import ServerLimits
 
     day = parse_day(as_of) if as_of else None
     try:
@@ -95,6 +102,7 @@ def serve(
             attestations=attestations,
             fhir_server=server,
             fhir_token=secret_reference(token_env, token_file, "--token-env", "--token-file"),
+            fhir_auth_config=auth_config,
             api_auth=ApiAuthSettings(
                 tokens=secret_reference(
                     api_token_env, api_token_file, "--api-token-env", "--api-token-file"
@@ -119,6 +127,7 @@ def serve(
             allow_any_fhir_server=allow_any_fhir_server,
             max_body_bytes=max_body_bytes,
             body_timeout=body_timeout,
+            fhir_limits=ServerLimits.of(max_pages, max_answer_mib),
             cors_origins=tuple(cors_origin or ()),
             as_of=day,
             notification_state=notification_state,

@@ -15,6 +15,8 @@ from rich.table import Table
 
 from engine.cli.console import fail, secret_reference
 from engine.cli.options import (
+    AuthConfigOption,
+    MaxAnswerMibOption,
     NotifyTokenEnvOption,
     NotifyTokenFileOption,
     SubscribePublicUrlOption,
@@ -32,28 +34,32 @@ def subscribe(
     trials: TrialsOption = Path("criteria"),
     token_env: TokenEnvOption = None,
     token_file: TokenFileOption = None,
+    auth_config: AuthConfigOption = None,
     notify_token_env: NotifyTokenEnvOption = None,
     notify_token_file: NotifyTokenFileOption = None,
+    max_answer_mib: MaxAnswerMibOption = None,
 ) -> None:
     """Register rest-hook Subscriptions (one per resource type the trials read) that send
     changes to the service's /fhir-notify; a re-run updates them in place.
     """
+    from engine.fhir_http import auth_from_options
     from engine.service.subscriptions import NOTIFY_PATH, register_subscriptions
     from engine.service.trials import load_trials
-    from engine.sources import BearerToken, FhirServerClient
+    from engine.sources import FhirServerClient, ServerLimits
 
     endpoint = public_url.rstrip("/") + NOTIFY_PATH
     if urlsplit(endpoint).scheme not in ("http", "https"):
         raise fail("--public-url must be an http(s) URL")
     try:
         registry = load_trials(trials)
-        server_token = secret_reference(token_env, token_file, "--token-env", "--token-file")
         notify_token = secret_reference(
             notify_token_env, notify_token_file, "--notify-token-env", "--notify-token-file"
         )
-        auth = BearerToken(server_token.read(os.environ)) if server_token else None
+        auth = auth_from_options(token_env, token_file, auth_config, server=server)
         headers = [f"Authorization: Bearer {notify_token.read(os.environ)}"] if notify_token else []
-        client = FhirServerClient(server, auth=auth)
+        client = FhirServerClient(
+            server, auth=auth, limits=ServerLimits.of(max_answer_mib=max_answer_mib)
+        )
     except TrialsieveError as error:
         raise fail(error) from None
     table = Table(title=f"Subscriptions on {client.base_url} -> {endpoint}")

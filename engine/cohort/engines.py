@@ -146,8 +146,8 @@ def _lost_worker(engine: str, error: BaseException) -> WorkerLostError:
     """The error of a run whose worker process ended abruptly (killed, out of memory)."""
     return WorkerLostError(
         f"a {engine} worker process ended abruptly (killed, or out of memory?) before every "
-        f"partition was evaluated ({type(error).__name__}: {error}); the partitions written "
-        "so far are kept: run the same command again to resume"
+        f"partition was evaluated and written ({type(error).__name__}: {error}); the "
+        "partitions written so far are kept: run the same command again to resume"
     )
 
 
@@ -526,6 +526,30 @@ class _CancelledOnCloseFilter(logging.Filter):
             message.startswith("Async instruction for ")
             and message.endswith(" ended with CancelledError")
         )
+
+
+class _LostWorkerFilter(logging.Filter):
+    """Drops what the scheduler of the run's own cluster logs when a worker process is lost
+    (killed, by the out-of-memory killer or a person): "Removing worker ... caused the
+    cluster to lose ..." (the tasks are retried elsewhere, `retries=1`, or the run stops)
+    and "broadcast to tcp://... failed: CommClosedError: ..." (a `client.run` met the dead
+    worker: when the run asks the workers which partitions they wrote). A run that cannot
+    go on raises a WorkerLostError saying so: the command prints that one line, and the
+    same command resumes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (
+            (message.startswith("Removing worker ") and " caused the cluster to lose " in message)
+            or (message.startswith("broadcast to ") and " failed: " in message)
+        )
+
+
+def _quiet_lost_workers() -> None:
+    """In the process of the run's own scheduler: `_LostWorkerFilter`, once."""
+    logger = logging.getLogger("distributed.scheduler")
+    if not any(isinstance(each, _LostWorkerFilter) for each in logger.filters):
+        logger.addFilter(_LostWorkerFilter())
 
 
 def _end_of_run_on_worker() -> None:
@@ -1034,6 +1058,7 @@ def _host_dask_cluster(requests: Connection, workers: int, prepare_units: bool) 
         logging.getLogger("distributed").setLevel(logging.WARNING)
         # for the host's worker and the forked ones alike (a logger's filters are copied)
         logging.getLogger("distributed.worker.state_machine").addFilter(_CancelledOnCloseFilter())
+        _quiet_lost_workers()
         if prepare_units:
             prepare_unit_conversions()  # for this process's worker and the forks alike
         first = _criteria_before_the_fork(requests)
@@ -1218,8 +1243,8 @@ class _DaskHost:
         self._process.join(1)
         return WorkerLostError(
             f"the Dask cluster's process ended abruptly (exit code {self._process.exitcode}: "
-            "killed, or out of memory?) before every partition was evaluated; the partitions "
-            "written so far are kept: run the same command again to resume"
+            "killed, or out of memory?) before every partition was evaluated and written; the "
+            "partitions written so far are kept: run the same command again to resume"
         )
 
     def stop(self) -> None:
@@ -1343,6 +1368,7 @@ class DaskStart:
                     dashboard_address="127.0.0.1:0",  # a free port: clusters side by side
                     silence_logs=logging.WARNING,
                 )
+            _quiet_lost_workers()
         address = self._cluster if self._cluster is not None else self._settings.scheduler
         self._client = distributed.Client(address)
 

@@ -98,6 +98,12 @@ naming where each run's lines are (the input file or the partition's copies), a 
 partition (`PartitionedExport.run_sections`), copies files only where lines were copied, and
 the input files' states."""
 _SHARED_FILE = "shared.ndjson"
+MAX_LINE_BYTES = 256 * 1024 * 1024
+"""A line longer than this (its line end not counted) is not read: pass 1 counts it, reports
+it (`long_line_problem`) and reads past it in blocks, never holding it whole. Parsing a line
+costs several times its size in memory (orjson's objects; a 400 MB line once took 1.75 GB),
+and no resource a criterion reads comes near this size: what does is a Binary or an
+attachment's inline data, which a cohort run does not read."""
 
 
 def partition_number(patient_id: str, partition_count: int) -> int:
@@ -260,6 +266,7 @@ def partition_ndjson(
     workers: int = 1,
     on_started: Callable[[], None] | None = None,
     marker_files: AtomicFiles | None = None,
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> PartitionedExport:
     """Pass 1: split every line of the export into `partition_count` partitions by patient.
 
@@ -280,11 +287,15 @@ def partition_ndjson(
     this process): a caller may start threads then, after every fork. `marker_files`: the
     caller's set of files written as one (`engine.atomic_write.atomic_files`), to which the
     marker is added: it is fsynced with them, at once, and renamed into place when their
-    block ends (else on its own, here).
+    block ends (else on its own, here). `max_line_bytes`: a longer line is counted and
+    reported but not read (`MAX_LINE_BYTES`); at least `_BLOCK_BYTES`, so that every line
+    longer is one that spans blocks.
     Raises InputError only when the folder holds no NDJSON.
     """
     if partition_count < 1:
         raise ValueError("partition_count must be at least 1")
+    if max_line_bytes < _BLOCK_BYTES:
+        raise ValueError(f"max_line_bytes must be at least {_BLOCK_BYTES}")
     files = ndjson_files(folder)
     work = Path(work_folder)
     work.mkdir(parents=True, exist_ok=True)
@@ -294,7 +305,17 @@ def partition_ndjson(
     kept = None if kept_types is None else frozenset(t.encode() for t in kept_types)
     states = tuple(_file_state(path) for path in files)
     tasks = [
-        _RangeTask(number, file_number, str(path), start, end, str(work), partition_count, kept)
+        _RangeTask(
+            number,
+            file_number,
+            str(path),
+            start,
+            end,
+            str(work),
+            partition_count,
+            kept,
+            max_line_bytes,
+        )
         for number, (file_number, path, start, end) in enumerate(_plan_ranges(files, workers))
     ]
     results = _split_ranges(tasks, workers, on_started or _nothing)
@@ -423,6 +444,10 @@ def _combine_ranges(
                 (line, SourceProblem(name, first_line + line - 1, label, None, message, PARSED))
                 for line, message, label in result.problems
             ]
+            found += [
+                (line, long_line_problem(name, first_line + line - 1, size, task.max_line_bytes))
+                for line, size in result.long_lines
+            ]
             for label, line, text in result.shared:
                 absolute = first_line + line - 1
                 earlier = shared_keys.get(label)
@@ -462,6 +487,16 @@ def _combine_ranges(
     )
 
 
+def long_line_problem(file: str, line: int, size: int, max_line_bytes: int) -> SourceProblem:
+    """The problem of a line longer than `max_line_bytes` (`size`: its bytes, line end not
+    counted): left unread, so its content was not checked (`check` None)."""
+    message = (
+        f"the line is {size:,} bytes long, more than the {max_line_bytes:,} a line may be; "
+        "it is not read, and the resource on it is left out"
+    )
+    return SourceProblem(file, line, None, None, message, None)
+
+
 def _read_problem(file: str, last_line: int, reason: str) -> SourceProblem:
     if last_line < 1:
         return SourceProblem(file, None, None, None, f"cannot read the file: {reason}")
@@ -482,6 +517,7 @@ class _RangeTask:
     work_folder: str
     partition_count: int
     kept_types: frozenset[bytes] | None
+    max_line_bytes: int = MAX_LINE_BYTES
 
 
 @dataclass
@@ -498,6 +534,9 @@ class _RangeResult:
     """Per partition it has lines for, in order: where its runs are in the range's runs file
     (byte offset, bytes) and how many bytes of lines were copied for it."""
     read_error: str | None = None
+    long_lines: list[tuple[int, int]] = field(default_factory=list)
+    """(line number, bytes without the line end) of each line longer than the task's
+    `max_line_bytes`: counted, not read (`MAX_LINE_BYTES`)."""
 
 
 def _split_range(task: _RangeTask) -> _RangeResult:
@@ -565,12 +604,16 @@ class _RangeSplitter:
         end = task.end
         line_number = 0
         try:
-            with _open_range(Path(task.path), task.start) as (lines, position):
+            with _open_range(Path(task.path), task.start) as (handle, position):
                 plain = not task.path.endswith(".gz")
-                for line in lines:
+                for line in _bounded_lines(handle, task.max_line_bytes):
                     if end is not None and position >= end:
                         break
                     line_number += 1
+                    if isinstance(line, _LongLine):
+                        self.long_line(line_number, line)
+                        position += line.read
+                        continue
                     result.bytes_read += len(line)
                     ended = line.endswith(b"\n")
                     self.split_line(line_number, line, position if plain and ended else None)
@@ -626,7 +669,13 @@ class _RangeSplitter:
         plain = not task.path.endswith(".gz")
         line_number = 0
         with _open_range(Path(task.path), task.start) as (handle, offset):
-            for buffer, first, stop in _range_blocks(handle, offset, task.end):
+            for block in _range_blocks(handle, offset, task.end, task.max_line_bytes):
+                if isinstance(block, _LongLine):
+                    line_number += 1
+                    self.long_line(line_number, block)
+                    offset += block.read
+                    continue
+                buffer, first, stop = block
                 result.bytes_read += stop - first
                 # Where buffer[0] would be in the file (None: gzipped), blocks being contiguous.
                 base = offset - first if plain else None
@@ -874,6 +923,12 @@ class _RangeSplitter:
     def problem(self, line_number: int, message: str, label: str | None = None) -> None:
         self.result.problems.append((line_number, message, label))
 
+    def long_line(self, line_number: int, line: _LongLine) -> None:
+        """Count a line too long to read (`MAX_LINE_BYTES`) and note it for its problem."""
+        self.result.bytes_read += line.read
+        self.result.resource_lines += 1
+        self.result.long_lines.append((line_number, line.size))
+
     def check_skipped(self, line_number: int, text: bytes) -> None:
         try:
             orjson.loads(text)
@@ -1007,8 +1062,49 @@ def _open_range(path: Path, start: int) -> Iterator[tuple[io.BufferedIOBase, int
     with open(path, "rb") as handle:
         if start > 0:
             handle.seek(start - 1)
-            handle.readline()
+            while True:  # to the end of the line `start - 1` is in, a block at a time
+                piece = handle.readline(_BLOCK_BYTES)
+                if not piece or piece.endswith(b"\n"):
+                    break
         yield handle, handle.tell()
+
+
+@dataclass(frozen=True)
+class _LongLine:
+    """A line longer than a range's `max_line_bytes`, read past: `size` bytes without its
+    line end, `read` with it."""
+
+    size: int
+    read: int
+
+
+def _bounded_lines(handle: io.BufferedIOBase, max_line_bytes: int) -> Iterator[bytes | _LongLine]:
+    """The lines of `handle` from where it is, each with its line end (the last one may have
+    none); a line longer than `max_line_bytes` (at least `_BLOCK_BYTES`) comes as a
+    `_LongLine`. Read a block at a time, so that a line is held once (`readline(n)` holds
+    its result and the pieces it joins) and a long one is dropped as it is read."""
+    readline = handle.readline
+    while True:
+        line = readline(_BLOCK_BYTES)
+        if not line:
+            return
+        if line.endswith(b"\n") or len(line) < _BLOCK_BYTES:  # shorter: the file's end
+            yield line
+            continue
+        pieces = [line]
+        read = len(line)
+        ended = False
+        while not ended:
+            piece = readline(_BLOCK_BYTES)
+            if not piece:
+                break
+            read += len(piece)
+            ended = piece.endswith(b"\n")
+            if pieces and read - ended > max_line_bytes:
+                pieces = []  # a long line: the rest is only counted
+            elif pieces:
+                pieces.append(piece)
+        yield b"".join(pieces) if pieces else _LongLine(read - ended, read)
 
 
 _BLOCK_BYTES = 1 << 20
@@ -1113,25 +1209,46 @@ def _type_named_by(path: str) -> bytes | None:
 
 
 def _range_blocks(
-    handle: io.BufferedIOBase, position: int, end: int | None
-) -> Iterator[tuple[bytes, int, int]]:
+    handle: io.BufferedIOBase, position: int, end: int | None, max_line_bytes: int
+) -> Iterator[tuple[bytes, int, int] | _LongLine]:
     """The range's lines in blocks: `(buffer, first, stop)`, `buffer[first:stop]` whole lines.
 
     `position` is the offset of the range's first line; the range owns the lines that start
     before `end` (None: to the end of the file). Every block ends with a line end except the
-    file's last line when it has none; a line cut by a read comes as a block of its own.
+    file's last line when it has none; a line cut by a read comes as a block of its own, or,
+    when longer than `max_line_bytes` (at least `_BLOCK_BYTES`, so only a line cut by a read
+    can be), as a `_LongLine`: its bytes are dropped as they are read.
     """
     if end is not None and position >= end:
         return
     pending: list[bytes] = []
+    pending_bytes = 0
+    skipping = False  # pending_bytes counts a long line's bytes, dropped
     offset = position  # of the next byte read
     while True:
         data = handle.read1(_BLOCK_BYTES)
         if not data:
-            if pending:
+            if skipping:
+                yield _LongLine(pending_bytes, pending_bytes)
+            elif pending:
                 rest = b"".join(pending)
                 yield rest, 0, len(rest)
             return
+        if skipping:
+            line_end = data.find(b"\n")
+            if line_end < 0:
+                pending_bytes += len(data)
+                offset += len(data)
+                continue
+            yield _LongLine(pending_bytes + line_end, pending_bytes + line_end + 1)
+            skipping = False
+            pending_bytes = 0
+            offset += line_end + 1
+            data = data[line_end + 1 :]
+            if end is not None and offset >= end:
+                return
+            if not data:
+                continue
         stop = len(data)
         last = False
         if end is not None and offset + stop >= end:
@@ -1142,21 +1259,32 @@ def _range_blocks(
         offset += len(data)
         cut = data.rfind(b"\n", 0, stop) + 1
         if cut == 0:
-            pending.append(data)
+            pending_bytes += len(data)
+            if pending_bytes > max_line_bytes:
+                pending = []
+                skipping = True
+            else:
+                pending.append(data)
             continue
         first = 0
         if pending:
             first = data.find(b"\n") + 1
-            pending.append(data[:first])
-            rest = b"".join(pending)
+            size = pending_bytes + first - 1
+            if size > max_line_bytes:
+                yield _LongLine(size, size + 1)
+            else:
+                pending.append(data[:first])
+                rest = b"".join(pending)
+                yield rest, 0, len(rest)
             pending = []
-            yield rest, 0, len(rest)
+            pending_bytes = 0
         if first < cut:
             yield data, first, cut
         if last:
             return
         if cut < stop:
             pending.append(data[cut:stop])
+            pending_bytes = stop - cut
 
 
 def _reason(error: BaseException) -> str:

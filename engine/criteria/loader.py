@@ -601,14 +601,20 @@ def _list_branch(error: ValidationError) -> list[ValidationError]:
 def _item_branch(error: ValidationError) -> list[ValidationError]:
     """For "one X or a list of X" written as one X: the errors of the single-item branch
     (of the branches the instance's JSON type fits, when some fit: a text written where a
-    text or a mapping may stand is not told that it is not a mapping)."""
+    text or a mapping may stand is not told that it is not a mapping). Of mappings of
+    several kinds (`value: {between: [...]}` or `{per_unit: [...]}`), the kinds whose keys
+    the mapping has (their errors lie inside it): a bad bound of `between` is named, not
+    "'per_unit' is missing"."""
     branch = [
         sub_error
         for sub_error in error.context or ()
-        if isinstance(sub_error.schema, dict) and sub_error.schema.get("type") != "array"
+        if isinstance(sub_error.schema, dict)
+        and (sub_error.relative_path or sub_error.schema.get("type") != "array")
     ]
     fitting = [sub_error for sub_error in branch if sub_error.validator != "type"]
-    return fitting or branch
+    meant = {sub_error.relative_schema_path[0] for sub_error in fitting if sub_error.relative_path}
+    inside = [sub_error for sub_error in fitting if sub_error.relative_schema_path[0] in meant]
+    return inside or fitting or branch
 
 
 @cache
@@ -648,6 +654,8 @@ def _reason(error: ValidationError) -> str:
                 if value == 1
                 else f"give at least {value} items"
             )
+        case "maxItems":
+            return f"give at most {value} item{'' if value == 1 else 's'}, found {len(instance)}"
         case "minLength":
             return "must not be empty"
         case "minimum":

@@ -268,6 +268,23 @@ class ComputedNode:
             unavailable=first.unavailable or second.unavailable,
         )
 
+    def _cannot_decide(
+        self, reason: str, problem: str, evidence: Sequence[str] = (), unavailable: bool = False
+    ) -> Outcome:
+        """Unknown: the computed value cannot decide, because `reason` (with the inputs'
+        `evidence`); its missing item names the value, the formula and the `problem`:
+        `eGFR computed by ckd-epi-2021 (<problem>)`, or, when the problem is that the inputs'
+        type is `unavailable` (not exported, refused), `eGFR computed by ckd-epi-2021: <why>`."""
+        computed_by = f"{self.measured.subject} computed by {self.formula.id}"
+        return Outcome(
+            UNKNOWN,
+            reason,
+            self.label,
+            evidence=tuple(evidence),
+            missing=(f"{computed_by}: {problem}" if unavailable else f"{computed_by} ({problem})",),
+            unavailable=problem if unavailable else "",
+        )
+
     def _newest(self, context: EvaluationContext, reads: list[_Read], also: list[Cited]) -> Outcome:
         """`prefer: latest`: the newer of the latest measured value and the computed one
         decides (the measured one on the same day); the computed value is dated by its oldest
@@ -320,12 +337,10 @@ class ComputedNode:
         subject = self.measured.subject
         if self.inputs and _INPUT_TYPE in context.unavailable_types:
             reason = unavailable_text({_INPUT_TYPE}, context.unavailable_reasons)
-            return Outcome(
-                UNKNOWN,
+            return self._cannot_decide(
                 f"{subject}: cannot compute {self.formula.display}: {reason}",
-                self.label,
-                missing=(f"{subject} computed by {self.formula.id}: {reason}",),
-                unavailable=reason,
+                reason,
+                unavailable=True,
             )
         tied: list[tuple[_Read, ...]] = []
         for item in self.inputs:
@@ -387,16 +402,12 @@ class ComputedNode:
             f"{computation.inputs_text}"
             for computation in computations
         )
-        return Outcome(
-            UNKNOWN,
+        return self._cannot_decide(
             f"{subject}: {which} may each be the latest, and the values computed by {name} "
             f"disagree: {said}",
-            self.label,
-            evidence=evidence,
-            missing=(
-                f"{subject} computed by {self.formula.id} ({which} that may each be the latest "
-                "disagree: a newer result, or a correction of them, settles it)",
-            ),
+            f"{which} that may each be the latest disagree: a newer result, or a correction of "
+            "them, settles it",
+            evidence,
         )
 
     def _computation(self, context: EvaluationContext, chosen: Sequence[_Read]) -> _Computation:
@@ -446,24 +457,20 @@ class ComputedNode:
         name = self.formula.display
         if problems:
             return _Computation(
-                Outcome(
-                    UNKNOWN,
+                self._cannot_decide(
                     f"{subject}: cannot compute {name}: {'; '.join(problems)}",
-                    self.label,
-                    evidence=tuple(evidence[:EVIDENCE_LIMIT]),
-                    missing=(f"{subject} computed by {self.formula.id} ({problems[0]})",),
+                    problems[0],
+                    evidence[:EVIDENCE_LIMIT],
                 ),
                 apart=apart is not None,
             )
         result = self.formula.compute(values)
         if isinstance(result, str):
             return _Computation(
-                Outcome(
-                    UNKNOWN,
+                self._cannot_decide(
                     f"{subject}: {name} from {', '.join(shown)} is unusable: {result}",
-                    self.label,
-                    evidence=tuple(evidence),
-                    missing=(f"{subject} computed by {self.formula.id} ({result})",),
+                    result,
+                    evidence,
                 ),
             )
         concept = self.measured.concept
@@ -477,13 +484,7 @@ class ComputedNode:
         computed_text = f"{value_text} by {name} from {inputs_text}"
         if isinstance(verdict, str):
             return _Computation(
-                Outcome(
-                    UNKNOWN,
-                    f"{subject}: {computed_text}: {verdict}",
-                    self.label,
-                    evidence=tuple(evidence),
-                    missing=(f"{subject} computed by {self.formula.id} ({verdict})",),
-                ),
+                self._cannot_decide(f"{subject}: {computed_text}: {verdict}", verdict, evidence),
                 value_text,
                 inputs_text,
             )

@@ -39,7 +39,7 @@ from engine.evaluate.outcome import (
     shared,
     with_atom,
 )
-from engine.evaluate.status import StatusPredicate, status_alone
+from engine.evaluate.status import StatusPredicate, status_alone, unreadable_status
 from engine.evaluate.timing import (
     ONSET_FIELDS,
     UNCERTAIN_VERIFICATION,
@@ -679,9 +679,10 @@ class ResourceNode:
     """Whether every `before:` / `after:` is relative to the as-of date (not to another
     atom): the window is then the same for every patient, as without them."""
     unidentified_concepts: frozenset[str] = field(init=False, repr=False, compare=False)
-    """For an atom with a concept over medications or Conditions: the concepts the record
-    indexes those of its types under when it cannot tell which drug or diagnosis they are
-    (`engine.record.UNIDENTIFIED_CONCEPTS`); such a resource in its window keeps it unknown."""
+    """For an atom with a concept over medications, Conditions or Procedures: the concepts the
+    record indexes those of its types under when it cannot tell which drug, diagnosis or
+    procedure they are (`engine.record.UNIDENTIFIED_CONCEPTS`); such a resource in its window
+    keeps it unknown."""
     thresholds: tuple[float, ...] = field(init=False, repr=False, compare=False)
     """The value test's numbers in the concept's unit: a converted result is shown with the
     digits that decide against them (`deciding_number`)."""
@@ -708,12 +709,13 @@ class ResourceNode:
 
     @property
     def reads_unidentified(self) -> bool:
-        """Whether resources whose drug or diagnosis cannot be told may keep it unknown."""
+        """Whether resources whose drug, diagnosis or procedure cannot be told may keep it
+        unknown."""
         return bool(self.unidentified_concepts)
 
     def has_unidentified(self, record: PatientRecord) -> bool:
-        """Whether the record holds a resource of the atom's types whose drug or diagnosis
-        cannot be told (so that an atom finding none of its concept still looks)."""
+        """Whether the record holds a resource of the atom's types whose drug, diagnosis or
+        procedure cannot be told (so that an atom finding none of its concept still looks)."""
         for concept in self.unidentified_concepts:  # (a loop: no generator frame)
             if record.resources_of_concept(concept, self.types):
                 return True
@@ -1184,6 +1186,10 @@ class ResourceNode:
                     )
                 )
                 continue
+            unreadable = unreadable_status(resource)
+            if unreadable is not None:  # a status that is no code: cannot tell if it counts
+                problems.append(f"{record.label(resource)}: {unreadable}")
+                continue
             if not predicate(resource, span, context.as_of):
                 if span is not None and predicate(resource, span.widest(), context.as_of):
                     # current only if a partial date resolves one way: cannot tell
@@ -1223,9 +1229,9 @@ class ResourceNode:
     def _unidentified(
         self, context: EvaluationContext, first_day: dt.date | None, last_day: dt.date
     ) -> list[str]:
-        """Why each resource of the atom's types whose drug or diagnosis cannot be told (in
-        its window, as its `timing` reads it; of its statuses and filters) may be the one it
-        looks for."""
+        """Why each resource of the atom's types whose drug, diagnosis or procedure cannot be
+        told (in its window, as its `timing` reads it; of its statuses and filters) may be the
+        one it looks for."""
         record = context.record
         found: list[dict[str, Any]] = []
         for concept in sorted(self.unidentified_concepts):
@@ -1660,20 +1666,26 @@ def _place_undated_onset(
 
 
 def unidentified_text(record: PatientRecord, resource: dict[str, Any]) -> str:
-    """Why a resource's drug or diagnosis cannot be told, naming it as the record does
-    (`unidentified_medication_text`, `unidentified_condition_text`)."""
-    if resource.get("resourceType") in MEDICATION_REFERENCING_TYPES:
+    """Why a resource's drug, diagnosis or procedure cannot be told, naming it as the record
+    does (`unidentified_medication_text`, `unidentified_code_text`)."""
+    resource_type: str = resource["resourceType"]
+    if resource_type in MEDICATION_REFERENCING_TYPES:
         return unidentified_medication_text(record, resource)
-    return unidentified_condition_text(record, resource)
+    return unidentified_code_text(record, resource, _WHAT_IS_CODED.get(resource_type, "code"))
 
 
-def unidentified_condition_text(record: PatientRecord, resource: dict[str, Any]) -> str:
-    """Why a Condition's diagnosis cannot be told, naming it: `Condition/x: its diagnosis ('Immune
-    thrombocytopenia (ITP), chronic, refractory') has no code the mappings know: which
-    diagnosis it is cannot be told`, `Condition/x: coded only as
-    http://hospital.example/codes|ITP-01 ('ITP'), ...`, `Condition/x has no code: ...`."""
+_WHAT_IS_CODED = {"Condition": "diagnosis", "Procedure": "procedure"}
+"""What the `code` of each type a record indexes as unidentified says (medications apart)."""
+
+
+def unidentified_code_text(record: PatientRecord, resource: dict[str, Any], what: str) -> str:
+    """Why the `code` of a Condition (`what`: diagnosis) or a Procedure (procedure) cannot be
+    told, naming it: `Condition/x: its diagnosis ('Immune thrombocytopenia (ITP), chronic,
+    refractory') has no code the mappings know: which diagnosis it is cannot be told`,
+    `Procedure/x: coded only as http://hospital.example/codes|SPL-01 ('Splenectomy'), ...`,
+    `Condition/x has no code: ...`."""
     label = record.label(resource)
-    cannot = "which diagnosis it is cannot be told"
+    cannot = f"which {what} it is cannot be told"
     code = resource.get("code")
     if not isinstance(code, dict):
         return f"{label} has no code: {cannot}"
@@ -1700,7 +1712,7 @@ def unidentified_condition_text(record: PatientRecord, resource: dict[str, Any])
             f"know: {cannot}"
         )
     if text:
-        return f"{label}: its diagnosis{named} has no code the mappings know: {cannot}"
+        return f"{label}: its {what}{named} has no code the mappings know: {cannot}"
     return f"{label} has no code: {cannot}"
 
 

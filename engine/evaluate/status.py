@@ -11,7 +11,14 @@ from engine.evaluate.timing import (
     clinical_status,
     verification_status,
 )
-from engine.resource_types import NOT_ORDER_INTENTS, RESOURCE_TYPES, ResourceType
+from engine.resource_types import (
+    NOT_ORDER_INTENTS,
+    RESOURCE_TYPES,
+    ResourceType,
+    code_of,
+    unreadable_code_elements,
+)
+from engine.sources.bundle import json_kind
 
 # --------------------------------------------------------------------------- status predicates
 StatusPredicate = Callable[[dict[str, Any], Span | None, dt.date], bool]
@@ -42,9 +49,9 @@ def status_predicate(resource_type: str, statuses: tuple[str, ...] | None) -> St
     allowed = wanted or known.default_statuses
     if resource_type == "ResearchSubject":
         return lambda resource, span, as_of: (
-            resource.get("status") in allowed and not _written_by_trialsieve(resource)
+            code_of(resource, "status") in allowed and not _written_by_trialsieve(resource)
         )
-    return lambda resource, span, as_of: resource.get("status") in allowed
+    return lambda resource, span, as_of: code_of(resource, "status") in allowed
 
 
 def _condition_predicate(known: ResourceType, wanted: frozenset[str]) -> StatusPredicate:
@@ -96,10 +103,10 @@ def _medication_predicate(known: ResourceType, wanted: frozenset[str]) -> Status
     excluded = known.excluded_statuses
 
     def predicate(resource: dict[str, Any], span: Span | None, as_of: dt.date) -> bool:
-        status = resource.get("status")
+        status = code_of(resource, "status")
         if status in literal:  # a status the atom names: as written
             return True
-        if resource.get("intent") in NOT_ORDER_INTENTS:  # a proposal or plan: no use
+        if code_of(resource, "intent") in NOT_ORDER_INTENTS:  # a proposal or plan: no use
             return False
         if not wanted:
             return status not in excluded
@@ -117,6 +124,20 @@ def _allergy_predicate(known: ResourceType, wanted: frozenset[str]) -> StatusPre
         return not wanted or clinical_status(resource) in wanted
 
     return predicate
+
+
+def unreadable_status(resource: dict[str, Any]) -> str | None:
+    """Why a resource's status (or intent) cannot be read, when it is present but not a code
+    (a number, an object, a list: FHIR's `code` is a JSON string): "its status is an array,
+    not a code, so whether it counts cannot be told". None when it can be read. The
+    predicates read such a resource as having no status (never raising); the evaluator makes
+    it a data problem, so the atom is unknown with this reason rather than "none on record".
+    """
+    names = unreadable_code_elements(resource)
+    if not names:
+        return None
+    said = " and ".join(f"its {name} is {json_kind(resource[name])}" for name in names)
+    return f"{said}, not a code, so whether it counts cannot be told"
 
 
 def _written_by_trialsieve(resource: dict[str, Any]) -> bool:

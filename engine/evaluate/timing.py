@@ -17,7 +17,7 @@ from typing import Any
 
 from engine.criteria.model import IsoDuration
 from engine.errors import DateProblem
-from engine.resource_types import RESOURCE_TYPES, DateField, Dating, ResourceType
+from engine.resource_types import RESOURCE_TYPES, DateField, Dating, ResourceType, code_of
 
 _YEAR = re.compile(r"^\d{4}$")
 _MONTH = re.compile(r"^\d{4}-\d{2}$")
@@ -237,7 +237,7 @@ def _in_use_span(resource: dict[str, Any], known: ResourceType) -> Span | None:
     if found is None:
         return None
     span, date_field = found
-    if not date_field.is_period and resource.get("status") in known.ongoing_statuses:
+    if not date_field.is_period and code_of(resource, "status") in known.ongoing_statuses:
         # A single date on a medication still in use: in use from then on.
         return Span(span.start, None, span.moment, span.latest_start, timed=span.timed)
     return span

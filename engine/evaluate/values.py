@@ -336,26 +336,20 @@ _MOST_DECIMALS = 6
 
 
 def deciding_number(value: float, thresholds: tuple[float, ...] = ()) -> str:
-    """A computed or converted value as a clinician reads it: a whole number as it is (13.5
-    g/dL is `135` g/L), else one decimal, or as many more as it takes for the number shown to
-    fall on the same side of every threshold as the value itself (24.96 against 25 is
-    `24.96`, never `25.0`; 42.03 is `42.0`), with no trailing zeros past the first decimal;
-    never exponent notation nor a float's last digits.
+    """A computed or converted value as a clinician reads it: one decimal, or as many more
+    as it takes for the number shown to fall on the same side of every threshold as the
+    value itself (24.96 against 25 is `24.96`, never `25.0`; 42.03 is `42.0`), with no
+    trailing zeros past the first decimal, and none at all for a whole number (a result of
+    10.5 g/dL is 105 g/L, as a haematologist writes it); never exponent notation nor a
+    float's last digits.
 
     >>> deciding_number(42.0312), deciding_number(24.6123, (25.0,)), deciding_number(24.96, (25.0,))
     ('42.0', '24.6', '24.96')
     >>> deciding_number(74.99996, (25.0, 75.0)), deciding_number(25.0, (25.0,))
     ('74.99996', '25')
-    >>> deciding_number(135.0)
-    '135'
     """
     if not math.isfinite(value):
         return str(value)
-    nearest = round(value)
-    if abs(value - nearest) < 1e-9 * max(1.0, abs(value)) and all(
-        _side(nearest, limit) == _side(value, limit) for limit in thresholds
-    ):
-        return str(nearest)
     text = f"{value:.{_MOST_DECIMALS}f}"
     for decimals in range(1, _MOST_DECIMALS + 1):
         candidate = f"{value:.{decimals}f}"
@@ -364,7 +358,10 @@ def deciding_number(value: float, thresholds: tuple[float, ...] = ()) -> str:
             text = candidate
             break
     whole, _, fraction = text.partition(".")
-    return f"{whole}.{fraction.rstrip('0') or '0'}"
+    fraction = fraction.rstrip("0")
+    if not fraction and abs(value - round(value)) <= 1e-9 * max(1.0, abs(value)):
+        return whole  # a whole number, as converted (10.5 g/dL is 105 g/L, not 105.0)
+    return f"{whole}.{fraction or '0'}"
 
 
 def _side(value: float, limit: float) -> int:

@@ -46,7 +46,7 @@ from engine.dataclass_init import direct_init
 from engine.errors import UnitError
 from engine.normalise.terminology import exact_decimal
 from engine.normalise.units import convert
-from engine.resource_types import MEDICATION_ONGOING
+from engine.resource_types import MEDICATION_ONGOING, code_of
 
 __all__ = [
     "DOSE_UNIT",
@@ -141,7 +141,7 @@ def _duration_days(duration: object) -> float | None:
 
 def exposure_period(resource: Mapping[str, Any]) -> ExposurePeriod | str:
     """The period of use a medication resource shows, or why it has none (no usable date)."""
-    status = resource.get("status")
+    status = code_of(resource, "status")
     ongoing = status in MEDICATION_ONGOING
     if resource.get("resourceType") == "MedicationRequest":
         return _request_period(resource, ongoing)

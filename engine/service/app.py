@@ -13,9 +13,11 @@ Routes (see docs/service.md):
     PUT|POST /fhir-notify/{type}/{id}     R4 rest-hook notification (the changed resource)
     POST /fhir-notify                     rest-hook POST, or a topic-based notification Bundle
 
-Every other route needs an accepted bearer token (engine/service/auth.py) whose scopes allow
-what the route does: `evaluate` for the evaluate and CDS Hooks routes, `write` as well for
-`write: true`, `notify` for the notification routes (403 otherwise). Request bodies larger
+Every route but health, readiness and discovery needs an accepted bearer token
+(engine/service/auth.py) whose scopes allow what the route does: `evaluate` for the evaluate
+and CDS Hooks routes, `write` as well for `write: true`, `notify` for the notification routes
+(403 otherwise). Every GET route answers HEAD as GET without the body (engine/service/head.py,
+RFC 9110 9.3.2). Request bodies larger
 than `max_body_bytes` are refused with 413 before they are read whole, bodies slower than
 `body_timeout` with 408 (engine/service/limits.py), bodies that are not JSON with 415
 (engine/service/media_types.py); `cors_origins` turns CORS on for those browser origins.
@@ -47,18 +49,22 @@ from engine.normalise.units import build_unit_registry
 from engine.service.auth import ApiAuthenticator, describe, forbidden
 from engine.service.cds_hooks import discovery
 from engine.service.core import Service
+from engine.service.head import HeadAsGetMiddleware
 from engine.service.limits import BodyLimitMiddleware
 from engine.service.logs import RequestLogMiddleware, log_event
 from engine.service.media_types import JsonRoute, json_body, load_json
 from engine.service.models import CdsFeedback, CdsHookRequest, EvaluateRequest
 from engine.service.notifications import (
     NotificationQueue,
+    missed_target,
+    notification_events,
     notification_targets,
     subscription_key,
 )
 from engine.service.openapi import describe_routes
 from engine.service.problems import (
-    FHIR_JSON,
+    FHIR_JSON_ANSWER,
+    JSON_ANSWER,
     ApiError,
     Issue,
     error_for,
@@ -82,16 +88,18 @@ _STATUS_CODES = {
 
 
 class JsonAnswer(Response):
-    """JSON rendered with orjson."""
+    """JSON rendered with orjson, `application/json; charset=utf-8`."""
 
-    media_type = "application/json"
+    media_type = JSON_ANSWER
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
 
 
 class FhirAnswer(JsonAnswer):
-    media_type = FHIR_JSON
+    """A FHIR resource (an OperationOutcome), `application/fhir+json; charset=utf-8`."""
+
+    media_type = FHIR_JSON_ANSWER
 
 
 def create_app(settings: ServiceSettings) -> FastAPI:
@@ -112,6 +120,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         service.find_patient,
         settings.notification_workers,
         service.find_changed,
+        service.find_missed,
     )
 
     @asynccontextmanager
@@ -140,11 +149,13 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         default_response_class=JsonAnswer,
         docs_url=None,
         redoc_url=None,
+        openapi_url=None,  # served by _add_docs, as JSON in UTF-8 like every answer
     )
     app.router.route_class = JsonRoute  # JSON bodies read by orjson, errors said precisely
     _add_docs(app)
     app.state.service = service
     app.state.notifications = notifications
+    app.add_middleware(HeadAsGetMiddleware)  # innermost: the log names the method sent
     app.add_middleware(
         BodyLimitMiddleware, limit=settings.max_body_bytes, timeout=settings.body_timeout
     )
@@ -292,12 +303,24 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             ) from None
         relevant = trials.resource_types | {"Patient"}
         targets = notification_targets(body, path_reference, relevant, client.base_url, named)
+        counts = notification_events(body, client.base_url)
+        missed = service.events_seen(counts) if counts is not None else None
+        said = ""
+        if missed is not None:
+            # Subscriptions Backport, "Handling Errors": a gap in the event numbers is events
+            # this service never received; their recovery is queued with the notification.
+            targets.append(missed_target(missed))
+            said = (
+                f"; events {missed.first} to {missed.last} of the Subscription were not "
+                "received: their recovery is queued"
+            )
         queued = await notifications.submit(targets)
         log_event(logging.INFO, "notification received", targets=len(targets), queued=queued)
         if not targets:
             return FhirAnswer(information("received; nothing to re-evaluate"), status_code=200)
         return FhirAnswer(
-            information(f"received; {len(targets)} re-evaluation(s) queued"), status_code=202
+            information(f"received; {len(targets)} re-evaluation(s) queued{said}"),
+            status_code=202,
         )
 
     describe_routes(app)
@@ -331,21 +354,28 @@ def cors_origins(origins: tuple[str, ...]) -> list[str]:
 
 
 DOCS_ASSETS = "/docs-assets"
+OPENAPI_PATH = "/openapi.json"
 
 
 def _add_docs(app: FastAPI) -> None:
-    """`/docs`: Swagger UI from the swagger-ui-bundle-v2 package, its script and styles
-    served by the service itself, so the page works offline (no CDN)."""
+    """`/openapi.json`, the OpenAPI description (`application/json; charset=utf-8`, as every
+    JSON answer; FastAPI's own route answers without the charset), and `/docs`: Swagger UI
+    from the swagger-ui-bundle-v2 package, its script and styles served by the service
+    itself, so the page works offline (no CDN)."""
     from fastapi.openapi.docs import get_swagger_ui_html
     from fastapi.staticfiles import StaticFiles
     from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
     app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
 
+    @app.get(OPENAPI_PATH, include_in_schema=False)
+    async def openapi() -> Response:
+        return JsonAnswer(app.openapi())
+
     @app.get("/docs", include_in_schema=False)
     async def docs() -> Response:
         return get_swagger_ui_html(
-            openapi_url=app.openapi_url or "/openapi.json",
+            openapi_url=OPENAPI_PATH,
             title="trialsieve API",
             swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
             swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
@@ -399,9 +429,6 @@ def _validation_issue(error: Any) -> Issue:
     location = [str(part) for part in error.get("loc", ()) if part != "body"]
     field = ".".join(location)
     kind = error.get("type", "")
-    if kind == "json_invalid":
-        reason = (error.get("ctx") or {}).get("error") or error.get("msg")
-        return Issue("invalid", f"the request body is not valid JSON: {reason}")
     if kind == "missing" and not location:
         return Issue("required", "a JSON request body is required")
     if kind in ("model_attributes_type", "dict_type") and not location:

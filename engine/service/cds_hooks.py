@@ -52,6 +52,7 @@ _ELLIPSIS = "…"
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
 # Types read through the Patient template, or through medicationReference (never searched).
 _NOT_SEARCHED = frozenset({"Patient", "Medication"})
+_RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,39 @@ def patient_id_of(request: CdsHookRequest) -> str:
             "context.patientId",
         )
     assert isinstance(patient_id, str)
+    _check_context(request.context)
     return patient_id
+
+
+def _check_context(context: Mapping[str, Any]) -> None:
+    """The rest of the patient-view context (hook version 1.0, "Context"): `userId` REQUIRED,
+    "The id of the current user. Must be in the format [ResourceType]/[id]" (a resource type,
+    a FHIR id); `encounterId`, OPTIONAL, "The FHIR Encounter.id", a FHIR id when given. 400
+    naming the field otherwise. The service reads neither, but a call without them is not a
+    patient-view call, and a client that sends a malformed one should hear it."""
+    user = context.get("userId")
+    if user is None:
+        raise ApiError.of(
+            400,
+            "required",
+            "context.userId (the current user, [ResourceType]/[id]) is required",
+            "context.userId",
+        )
+    kind, _, identifier = user.partition("/") if isinstance(user, str) else ("", "", "")
+    if not _RESOURCE_TYPE.fullmatch(kind) or not is_fhir_id(identifier):
+        raise ApiError.of(
+            400,
+            "invalid",
+            "context.userId must be [ResourceType]/[id] (Practitioner/abc, Patient/123)",
+            "context.userId",
+        )
+    if "encounterId" in context and not is_fhir_id(context["encounterId"]):
+        raise ApiError.of(
+            400,
+            "invalid",
+            "context.encounterId must be a FHIR id (the Encounter.id)",
+            "context.encounterId",
+        )
 
 
 @dataclass

@@ -18,11 +18,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+import httpx
 import orjson
 
-from engine.errors import InputError, ServerError, TrialsieveError
+from engine.errors import InputError, ServerError, ServiceConfigError, TrialsieveError
 from engine.evaluate import PatientEvaluation
-from engine.fhir_http import ContextBearerToken
+from engine.fhir_http import ContextBearerToken, load_smart_auth
 from engine.report.page import report_page
 from engine.screening import screen_patient
 from engine.service.auth import ApiAuthenticator
@@ -47,13 +48,20 @@ from engine.service.evaluation import (
 from engine.service.fhir_json import check_fhir_resource
 from engine.service.logs import elapsed_ms, log_event
 from engine.service.models import CdsFeedback, CdsHookRequest, EvaluateRequest
-from engine.service.notifications import is_own, patient_of
+from engine.service.notifications import (
+    is_own,
+    notification_events,
+    notification_targets,
+    patient_of,
+)
 from engine.service.problems import ApiError, error_for, server_failure_summary
 from engine.service.settings import ServiceSettings
 from engine.service.subscription_changes import (
     SERVICE_WIDE,
     ChangeQuery,
     ChangeTimes,
+    EventCounts,
+    MissedEvents,
     change_queries,
     timestamp,
 )
@@ -92,11 +100,7 @@ class Service:
         self.settings = settings
         self.trials = trials
         self.authenticator = authenticator
-        self._server_auth = (
-            BearerToken(settings.fhir_token.read(settings.environment))
-            if settings.fhir_token
-            else None
-        )
+        self._server_auth = _server_auth(settings)
         self.fhir: FhirServerClient | None = (
             FhirServerClient(
                 settings.fhir_server,
@@ -519,6 +523,92 @@ class Service:
             return set(), False
         return patients, whole
 
+    def events_seen(self, counts: EventCounts) -> MissedEvents | None:
+        """Record a notification's event numbers; the events it shows were missed, if any
+        (`ChangeTimes.events_seen`), logged as `notification events missed`."""
+        missed = self._change_times.events_seen(counts)
+        if missed is not None:
+            log_event(
+                logging.WARNING,
+                "notification events missed",
+                first=missed.first,
+                last=missed.last,
+                events=missed.last - missed.first + 1,
+            )
+        return missed
+
+    def find_missed(self, missed: MissedEvents) -> list[str]:
+        """What the events a Subscription's notifications skipped were about (references to
+        re-evaluate), recovered as the Subscriptions Backport's "Handling Errors" page
+        describes: first the Subscription's `$events` operation for exactly those numbers
+        (`eventsSinceNumber`, `eventsUntilNumber`; "clients MAY try to retrieve missing events
+        via the $events operation"), read as a notification; when the server does not support
+        it (refuses it, answers something that is not a notification) or does not return every
+        missed event (servers "MAY use implementation-specific criteria to restrict
+        availability of events"), what changed for the Subscription since its last query
+        (`find_changed`: its criteria with `_lastUpdated`; "an application may need to query
+        all relevant resources ... to ensure nothing has been missed"). Logged as `missed
+        events recovered` with the way and the count. When neither works (the server fails),
+        the events are marked unseen again, so the next notification of the Subscription
+        finds the gap and tries again, and the error is raised (the queue counts it)."""
+        client = self.require_server("recovering missed notification events")
+        try:
+            recovered = self._missed_from_events(client, missed)
+            way = "$events"
+            if recovered is None:
+                recovered = [
+                    f"Patient/{patient}" for patient in self.find_changed(missed.subscription)
+                ]
+                way = "changes query"
+        except Exception:
+            self._change_times.rewind_events(missed)
+            raise
+        log_event(
+            logging.INFO,
+            "missed events recovered",
+            way=way,
+            events=missed.last - missed.first + 1,
+            targets=len(recovered),
+        )
+        return recovered
+
+    def _missed_from_events(
+        self, client: FhirServerClient, missed: MissedEvents
+    ) -> list[str] | None:
+        """The references the `$events` answer for the missed events names; None when the
+        server does not answer it with a notification holding every missed event."""
+        identifier = missed.subscription.split("/", 1)[1]
+        parameters = {
+            "eventsSinceNumber": str(missed.first),
+            "eventsUntilNumber": str(missed.last),
+        }
+        try:
+            answer = client.json("GET", f"Subscription/{identifier}/$events", params=parameters)
+            relevant = self.trials.resource_types | {"Patient"}
+            targets = notification_targets(answer, None, relevant, client.base_url)
+            counts = notification_events(answer, client.base_url)
+        except ServerError as error:
+            if not is_refusal(error) and error.status not in (404, 410):
+                raise
+            reason = f"HTTP {error.status}" if error.status else "refused"
+            log_event(logging.INFO, "$events not available", reason=reason)
+            return None
+        except ApiError:
+            log_event(logging.INFO, "$events not available", reason="not a notification")
+            return None
+        returned = set(counts.numbers) if counts is not None else set()
+        wanted = missed.last - missed.first + 1
+        in_range = {number for number in returned if missed.first <= number <= missed.last}
+        if len(in_range) < wanted:
+            log_event(
+                logging.INFO,
+                "$events not available",
+                reason="not every missed event returned",
+                returned=len(returned),
+            )
+            return None
+        return [target.reference for target in targets]
+
     def find_patient(self, reference: str) -> str | None:
         """The patient a resource on the configured server is about (None when it is gone or
         about no patient).
@@ -548,6 +638,24 @@ class Service:
             ) from None
         answer["fhirServer"] = "reachable"
         return answer
+
+
+def _server_auth(settings: ServiceSettings) -> httpx.Auth | None:
+    """How the service authenticates to the configured FHIR server: SMART Backend Services
+    from `fhir_auth_config`, a static bearer token from `fhir_token`, or nothing;
+    ServiceConfigError (AuthConfigError) when both are given or the config is unusable."""
+    if settings.fhir_auth_config is None:
+        if settings.fhir_token is None:
+            return None
+        return BearerToken(settings.fhir_token.read(settings.environment))
+    if settings.fhir_token is not None:
+        raise ServiceConfigError(
+            "give the FHIR server's token (--token-env/--token-file) or its SMART auth config "
+            "(--auth-config), not both"
+        )
+    if settings.fhir_server is None:
+        raise ServiceConfigError("--auth-config is for the FHIR server: give --server too")
+    return load_smart_auth(settings.fhir_auth_config, settings.fhir_server, settings.environment)
 
 
 def _parse_inline_bundle(bundle: dict[str, Any]) -> PatientResources:

@@ -171,6 +171,7 @@ _OWN_ELEMENTS: dict[str, dict[str, _Shape]] = {
     "Condition": {"category": CONCEPTS},
     "MedicationStatement": {"dosage": _Array(_DOSAGE)},
     "MedicationRequest": {
+        "intent": STRING,
         "dosageInstruction": _Array(_DOSAGE),
         "dispenseRequest": _Object(
             {

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engine.service.problems import FHIR_JSON, Issue, operation_outcome
+from engine.service.problems import FHIR_JSON_ANSWER, Issue, operation_outcome
 
 
 class BodyLimitMiddleware:
@@ -95,7 +95,7 @@ async def _answer(send: Send, status: int, text: str, code: str, close: bool = F
     body: Any = operation_outcome([Issue(code, text)])
     encoded = orjson.dumps(body)
     headers = [
-        (b"content-type", FHIR_JSON.encode()),
+        (b"content-type", FHIR_JSON_ANSWER.encode()),
         (b"content-length", str(len(encoded)).encode()),
     ]
     if close:

@@ -11,13 +11,16 @@ other than `charset` (`fhirVersion=4.0`) are allowed; `charset`, when given, mus
 (RFC 8259 8.1: JSON exchanged between systems is UTF-8), in any case (`charset=UTF-8`).
 
 A request without a body (an R4 rest-hook notification without payload, R4 2.46.7.1) needs no
-Content-Type. The header is parsed by the standard library's `email.message` (the parser
+Content-Type. A body with a content coding (`Content-Encoding: gzip`, `br`, any but `identity`)
+is 415 with `Accept-Encoding: identity` (RFC 9110 8.4, 15.5.16): the service decodes none.
+The Content-Type header is parsed by the standard library's `email.message` (the parser
 FastAPI itself uses for it).
 
 A JSON body is parsed by orjson (`load_json`, through `JsonRoute` for the routes whose body is
 a model), and a body that is not JSON is a 400 saying what is wrong and where (`not UTF-8:
-byte 0xff at line 1, column 12`, `nested deeper than 1024 levels at line 1, column 1026`):
+byte 0xff at line 1, column 12`, `nested deeper than 254 levels`):
 FastAPI's own parsing (`json.loads`) answered both with "There was an error parsing the body".
+That 400 comes after the credentials are checked (401 first; `JsonRequest`).
 """
 
 from __future__ import annotations
@@ -39,7 +42,18 @@ _UTF_8 = frozenset({"utf-8", "utf8"})
 
 
 async def json_body(request: Request) -> None:
-    """415 when the request carries a body whose Content-Type is not JSON in UTF-8."""
+    """415 when the request carries a body whose Content-Type is not JSON in UTF-8; 400 when
+    that body is not JSON (what `JsonRequest` kept of the parse). A dependency that runs after
+    the credentials' (401/403 first, then 415, then 400), whereas FastAPI parses a route's
+    body before any dependency runs."""
+    _check_media_type(request)
+    unreadable = getattr(request.state, "unreadable_json", None)
+    if unreadable is not None:
+        raise ApiError.of(400, "invalid", f"the request body is not valid JSON: {unreadable}")
+
+
+def _check_media_type(request: Request) -> None:
+    _check_content_encoding(request)
     value = request.headers.get("content-type")
     if value is None:
         if _has_no_body(request):
@@ -55,6 +69,31 @@ async def json_body(request: Request) -> None:
     if charset is not None and (not isinstance(charset, str) or charset.lower() not in _UTF_8):
         named = charset if isinstance(charset, str) else "?"
         raise _unsupported(f"the charset {named[:32]!r} is not UTF-8")
+
+
+def _check_content_encoding(request: Request) -> None:
+    """415 for a body with a content coding (RFC 9110 8.4: gzip, br, deflate, anything but
+    `identity`): the service decodes none, and a coded body read as it is would be parsed
+    as garbage. RFC 9110 15.5.16: "If the problem was caused by an unsupported content
+    coding, the Accept-Encoding response header field (Section 12.5.3) ought to be used to
+    indicate which (if any) content codings would have been accepted in the request"."""
+    codings = [
+        coding.strip().lower()
+        for value in request.headers.getlist("content-encoding")
+        for coding in value.split(",")
+        if coding.strip()
+    ]
+    unsupported = [coding for coding in codings if coding != "identity"]
+    if not unsupported or _has_no_body(request):
+        return
+    raise ApiError.of(
+        415,
+        "not-supported",
+        f"Content-Encoding {unsupported[0][:32]!r} is not supported; send the body without "
+        "a content coding",
+        "Content-Encoding",
+        headers={"Accept-Encoding": "identity"},
+    )
 
 
 def _has_no_body(request: Request) -> bool:
@@ -73,8 +112,12 @@ def _unsupported(reason: str) -> ApiError:
     )
 
 
-MAX_DEPTH = 1024
-"""orjson's nesting limit (arrays and objects)."""
+MAX_DEPTH = 254
+"""How deep a request's JSON may nest (arrays and objects): orjson's writer's limit. The
+service writes what it reads (an inline Bundle, a prefetch) with orjson to read it as a
+Bundle file, and walks it for nulls; deeper data was a 500 (RecursionError) or a 400 that
+misnamed the fault ("a number beyond the 64-bit integer range"). orjson's reader stops at
+1024 levels; no FHIR resource nests near 254."""
 
 
 def load_json(body: bytes) -> Any:
@@ -89,21 +132,45 @@ def load_json(body: bytes) -> Any:
         reason = f"not UTF-8: byte 0x{body[error.start]:02x} at line {line}, column {column}"
         raise json.JSONDecodeError(reason, "", 0) from None
     try:
-        return orjson.loads(text.removeprefix("\ufeff"))  # a byte order mark is ignored
+        value = orjson.loads(text.removeprefix("\ufeff"))  # a byte order mark is ignored
     except orjson.JSONDecodeError as error:
-        what = error.msg
-        if what == "depth limit exceeded":
-            what = f"nested deeper than {MAX_DEPTH} levels"
-        reason = f"{what} at line {error.lineno}, column {error.colno}"
+        where = f"line {error.lineno}, column {error.colno}"
+        if error.msg == "depth limit exceeded":
+            reason = f"nested deeper than {MAX_DEPTH} levels (reading stopped at {where})"
+        else:
+            reason = f"{error.msg} at {where}"
         raise json.JSONDecodeError(reason, "", 0) from None
+    try:
+        orjson.dumps(value)  # the writer's nesting limit, checked once, here (~0.1 ms/200 KB)
+    except orjson.JSONEncodeError as error:
+        if "Recursion" in str(error):
+            raise json.JSONDecodeError(f"nested deeper than {MAX_DEPTH} levels", "", 0) from None
+        # Anything else orjson reads but cannot write (none known: it reads an integer beyond
+        # 64 bits as a float) is answered where the value is written, naming its field.
+    return value
+
+
+UNREADABLE = object()
+"""The body `JsonRequest.json` gives for a body that is not JSON (json_body answers 400)."""
 
 
 class JsonRequest(Request):
-    """A request whose JSON body is read by `load_json`."""
+    """A request whose JSON body is read by `load_json`.
+
+    FastAPI parses a route's body before its dependencies run, so a parse error would be
+    answered 400 before the credentials are checked: an unauthenticated caller could probe
+    the routes with malformed bodies. A body that is not JSON is kept as UNREADABLE with the
+    reason in `state.unreadable_json`, and `json_body`, a dependency after the credentials,
+    answers it (CDS Hooks and every route alike: 401 before 400).
+    """
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            self._json = load_json(await self.body())
+            try:
+                self._json = load_json(await self.body())
+            except json.JSONDecodeError as error:
+                self.state.unreadable_json = error.msg
+                self._json = UNREADABLE
         return self._json
 
 

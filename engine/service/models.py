@@ -135,6 +135,11 @@ class CdsHookRequest(BaseModel):
     fhir_authorization: FhirAuthorization | None = Field(default=None, alias="fhirAuthorization")
     context: dict[str, Any]
     prefetch: dict[str, Any] | None = None
+    extension: dict[str, Any] | None = Field(
+        default=None,
+        description='Extensions (CDS Hooks 2.0, "Extensions"): a JSON object whose members '
+        "the CDS Client and Service agree on; read by nothing here.",
+    )
 
     @field_validator("hook_instance")
     @classmethod

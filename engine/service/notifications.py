@@ -22,6 +22,11 @@ reference whose patient the queue reads first, or a `changed_in` target.
 Resources trialsieve writes itself (ResearchStudy, its ResearchSubjects and DetectedIssues) and
 types no trial reads are not targets, so the service's own writes never trigger it again.
 
+`notification_events` reads the event numbers a topic-based notification shows; a gap in a
+Subscription's numbers (`ChangeTimes.events_seen`) is events the service missed, and the
+target `missed_target(...)` makes the queue recover them (`Service.find_missed`: the
+Subscription's `$events`, else what changed for it; Subscriptions Backport, "Handling Errors").
+
 `NotificationQueue` runs the work in the background: a target already waiting is not queued
 twice, a patient is never worked on by two workers at once, and a notification that arrives
 while its patient is being worked on queues one more run (which pulls the state after it).
@@ -42,10 +47,9 @@ from typing import Any
 from engine.report.resources import DETECTED_ISSUE_SYSTEM, RESEARCH_SUBJECT_SYSTEM
 from engine.service.logs import CORRELATION_ID, elapsed_ms, log_event, new_job_id
 from engine.service.problems import ApiError
-from engine.service.subscription_changes import SERVICE_WIDE
-from engine.sources import reference_key
+from engine.service.subscription_changes import SERVICE_WIDE, EventCounts, MissedEvents
 from engine.sources.bundle import json_kind
-from engine.sources.references import is_fhir_id
+from engine.sources.references import is_fhir_id, reference_key
 
 NOTIFICATION_BUNDLE_TYPES = ("history", "subscription-notification")
 _PATIENT_FIELDS = ("subject", "patient", "individual")
@@ -53,7 +57,8 @@ _OWN_SYSTEMS = {
     "ResearchSubject": RESEARCH_SUBJECT_SYSTEM,
     "DetectedIssue": DETECTED_ISSUE_SYSTEM,
 }
-_EVENT_TYPES = ("event-notification",)
+_EVENT_TYPES = ("event-notification", "query-event")
+"""Notification types that carry events (`query-event`: the answer of `$events`)."""
 _STATUS_FIELD = "entry[0].resource"
 """Where a notification Bundle's status (SubscriptionStatus, or the Backport Parameters) is."""
 
@@ -82,6 +87,22 @@ def changed_in(subscription: str | None) -> Target:
     """What changed for `subscription` (`Subscription/{id}`) since its last query; CHANGED
     when the notification names no Subscription."""
     return Target(_CHANGED_IN + subscription) if subscription else CHANGED
+
+
+_MISSED = "*/missed/"
+
+
+def missed_target(missed: MissedEvents) -> Target:
+    """The recovery of events a Subscription's notifications skipped (see `missed_of`)."""
+    return Target(f"{_MISSED}{missed.first}/{missed.last}/{missed.subscription}")
+
+
+def missed_of(target: Target) -> MissedEvents | None:
+    """For a `missed_target`, the events to recover; else None."""
+    if not target.reference.startswith(_MISSED):
+        return None
+    first, last, subscription = target.reference[len(_MISSED) :].split("/", 2)
+    return MissedEvents(subscription, int(first), int(last))
 
 
 def changed_subscription(target: Target) -> str | None:
@@ -151,16 +172,54 @@ def notification_targets(
 
 
 def _resource_target(
-    resource: Mapping[str, Any], relevant_types: Collection[str], server_base: str
+    resource: Mapping[str, Any],
+    relevant_types: Collection[str],
+    server_base: str,
+    at: str = "",
 ) -> Target | None:
+    """The target of a notified resource (`at`: where it is in the notification, for the
+    error): its patient; 400 when its id, or the patient reference it names, is no FHIR id."""
     resource_type = resource.get("resourceType")
+    identifier = resource.get("id")
+    if resource_type == "Patient" or identifier is not None:
+        _check_id(identifier, f"{at}id")
     if resource_type == "Patient":
-        identifier = resource.get("id")
-        return Target(f"Patient/{identifier}") if isinstance(identifier, str) else None
+        return Target(f"Patient/{identifier}")
     if resource_type not in relevant_types or is_own(resource):
         return None
+    for field_name in _PATIENT_FIELDS:
+        value = resource.get(field_name)
+        reference = value.get("reference") if isinstance(value, dict) else None
+        if isinstance(reference, str):
+            _check_local_reference(reference, f"{at}{field_name}.reference", server_base)
     patient = patient_of(resource, server_base)
     return Target(f"Patient/{patient}") if patient else None
+
+
+def _check_id(identifier: Any, field: str) -> None:
+    """400 naming `field` unless `identifier` is a FHIR id (R4 datatypes, `id`)."""
+    if not is_fhir_id(identifier):
+        shown = json_kind(identifier) if not isinstance(identifier, str) else repr(identifier[:70])
+        raise ApiError.of(
+            400,
+            "invalid",
+            f"{field} must be a FHIR id (letters, digits, '-', '.'; at most 64), found {shown}",
+            field,
+        )
+
+
+def _check_local_reference(reference: str, field: str, server_base: str) -> None:
+    """400 naming `field` when a reference to the configured server (relative, or absolute
+    under its base) names no `Type/id` with a FHIR id (`Patient/../x`, `Patient/a b`)."""
+    if _elsewhere(reference, server_base) or reference.startswith(("urn:", "#")):
+        return
+    if reference_key(reference) is None:
+        raise ApiError.of(
+            400,
+            "invalid",
+            f"{field} must be a reference Type/id with a FHIR id, found {reference[:70]!r}",
+            field,
+        )
 
 
 def patient_of(resource: Mapping[str, Any], server_base: str) -> str | None:
@@ -234,18 +293,28 @@ def _bundle_targets(
     notification_type, events = status
     if notification_type not in _EVENT_TYPES:
         return []  # handshake, heartbeat, query-status: nothing changed
-    changed = changed_in(subscription_key(_subscription_of(first), server_base))
-    carried: dict[str, dict[str, Any]] = {}
-    for entry in entries[1:]:
+    changed = changed_in(_checked_subscription(first, server_base))
+    carried: dict[str, tuple[dict[str, Any], str]] = {}
+    by_full_url: dict[str, str] = {}
+    for index, entry in enumerate(entries[1:], start=1):
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if isinstance(resource, dict) and isinstance(resource.get("id"), str):
-            carried[f"{resource.get('resourceType')}/{resource['id']}"] = resource
+            entry_key = f"{resource.get('resourceType')}/{resource['id']}"
+            carried[entry_key] = (resource, f"entry[{index}].resource.")
+            full_url = entry.get("fullUrl")
+            if isinstance(full_url, str):
+                by_full_url[full_url] = entry_key
     targets: list[Target] = []
-    for focus, contexts in events:
-        key = _local_reference(focus, server_base)
+    for event in events:
+        key = _checked_focus(event, server_base, by_full_url)
+        contexts = [reference for reference, _ in event.contexts]
+        for reference, at in event.contexts:
+            if isinstance(reference, str) and reference not in by_full_url:
+                _check_local_reference(reference, at, server_base)
         target: Target | None = None
         if key is not None and key in carried:
-            target = _resource_target(carried[key], relevant_types, server_base)
+            resource, at = carried[key]
+            target = _resource_target(resource, relevant_types, server_base, at)
         elif key is not None and key.startswith("Patient/"):
             target = Target(key)
         else:
@@ -254,8 +323,10 @@ def _bundle_targets(
                 target = Target(f"Patient/{patients[0]}")
             elif key is not None and key.split("/", 1)[0] in relevant_types:
                 target = Target(key)
-        if target is None and key is None and not contexts:
-            target = changed  # a Backport `empty` event: ask the server what changed
+        if target is None and (not event.has_focus or key == _ELSEWHERE) and not contexts:
+            # a Backport `empty` event, or a focus this server cannot be asked about: ask the
+            # server what changed
+            target = changed
         if target is not None and target not in targets:
             targets.append(target)
     if not events:
@@ -263,29 +334,197 @@ def _bundle_targets(
     return targets
 
 
-def _subscription_of(status: dict[str, Any]) -> str | None:
-    """The Subscription a notification's status names: SubscriptionStatus.subscription (R4B,
-    R5) or the Backport Parameters' `subscription`."""
+def notification_events(body: Any, server_base: str) -> EventCounts | None:
+    """The event numbers a topic-based notification shows, for a Subscription it names:
+    `eventsSinceSubscriptionStart` and each event's `eventNumber` (R4B/R5
+    SubscriptionStatus; the Backport's R4 Parameters `events-since-subscription-start` and
+    `notification-event.event-number`, kebab- or camelCase). None for anything else (a
+    rest-hook resource, a notification naming no Subscription or no number). A number that is
+    not a non-negative integer (an integer64: a JSON string of digits, or a number) is a 400
+    naming it. Call after `notification_targets` accepted the body."""
+    if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
+        return None
+    if body.get("type") not in NOTIFICATION_BUNDLE_TYPES:
+        return None
+    status = body["entry"][0]["resource"]
+    subscription = _checked_subscription(status, server_base)
+    if subscription is None:
+        return None
+    numbers: list[int] = []
+    since_start: int | None = None
     if status.get("resourceType") == "SubscriptionStatus":
-        reference = _reference(status.get("subscription"))
-        return reference if isinstance(reference, str) else None
-    for parameter in _array(status, "parameter", _STATUS_FIELD):
+        if "eventsSinceSubscriptionStart" in status:
+            since_start = _event_number(
+                status["eventsSinceSubscriptionStart"],
+                f"{_STATUS_FIELD}.eventsSinceSubscriptionStart",
+            )
+        for index, event in enumerate(_array(status, "notificationEvent", _STATUS_FIELD)):
+            if isinstance(event, dict) and "eventNumber" in event:
+                at = f"{_STATUS_FIELD}.notificationEvent[{index}].eventNumber"
+                numbers.append(_event_number(event["eventNumber"], at))
+        notification_type = status.get("type")
+    else:
+        notification_type = None
+        for index, parameter in enumerate(_array(status, "parameter", _STATUS_FIELD)):
+            if not isinstance(parameter, dict):
+                continue
+            at = f"{_STATUS_FIELD}.parameter[{index}]"
+            name = parameter.get("name")
+            if name == "type":
+                notification_type = parameter.get("valueCode")
+            elif name in ("events-since-subscription-start", "eventsSinceSubscriptionStart"):
+                since_start = _parameter_number(parameter, at)
+            elif name in ("notification-event", "notificationEvent"):
+                for place, part in enumerate(_array(parameter, "part", at)):
+                    if isinstance(part, dict) and part.get("name") in (
+                        "event-number",
+                        "eventNumber",
+                    ):
+                        numbers.append(_parameter_number(part, f"{at}.part[{place}]"))
+    if not numbers and since_start is None:
+        return None
+    kind = notification_type if isinstance(notification_type, str) else None
+    return EventCounts(subscription, kind, tuple(numbers), since_start)
+
+
+def _parameter_number(parameter: Mapping[str, Any], at: str) -> int:
+    """The event number of a Parameters parameter or part (its `value[x]`)."""
+    for name, value in parameter.items():
+        if name.startswith("value"):
+            return _event_number(value, f"{at}.{name}")
+    return _event_number(None, f"{at}.value[x]")
+
+
+_MAX_EVENT_NUMBER = 2**63 - 1
+"""integer64 (FHIR R5 datatypes): at most 9223372036854775807."""
+
+
+def _event_number(value: Any, at: str) -> int:
+    """An event number: a non-negative integer64, sent as a JSON string of digits (R5
+    integer64, R4B and the Backport's `string`) or a JSON integer; 400 naming `at` otherwise."""
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        number = int(value)
+    if number is None or not 0 <= number <= _MAX_EVENT_NUMBER:
+        shown = repr(value[:30]) if isinstance(value, str) else json_kind(value)
+        raise ApiError.of(
+            400, "invalid", f"{at} must be an event number (digits), found {shown}", at
+        )
+    return number
+
+
+def _subscription_of(status: dict[str, Any]) -> tuple[Any, str] | None:
+    """The Subscription reference a notification's status names, and where:
+    SubscriptionStatus.subscription (R4B, R5) or the Backport Parameters' `subscription`;
+    None when it names none."""
+    if status.get("resourceType") == "SubscriptionStatus":
+        if "subscription" not in status:
+            return None
+        return _reference(status["subscription"]), f"{_STATUS_FIELD}.subscription.reference"
+    for index, parameter in enumerate(_array(status, "parameter", _STATUS_FIELD)):
         if isinstance(parameter, dict) and parameter.get("name") == "subscription":
-            reference = _reference(parameter.get("valueReference"))
-            return reference if isinstance(reference, str) else None
+            at = f"{_STATUS_FIELD}.parameter[{index}].valueReference.reference"
+            return _reference(parameter.get("valueReference")), at
     return None
 
 
-def _status(resource: dict[str, Any]) -> tuple[str | None, list[tuple[Any, list[Any]]]] | None:
-    """(notification type, [(focus reference, [context references])]) of a SubscriptionStatus
-    (R4B/R5) or a backport Parameters (R4, kebab- or camelCase names); None for neither.
+def _checked_subscription(status: dict[str, Any], server_base: str) -> str | None:
+    """`Subscription/{id}` of the Subscription the status names, None when it names none;
+    400 naming the element when it names something else (not a reference, another type, an
+    id that is no FHIR id, another server's Subscription)."""
+    named = _subscription_of(status)
+    if named is None:
+        return None
+    reference, at = named
+    if isinstance(reference, str) and _elsewhere(reference, server_base):
+        return None  # another server's Subscription: as if none were named (every type)
+    key = subscription_key(reference, server_base) if isinstance(reference, str) else None
+    if key is None:
+        shown = repr(reference[:70]) if isinstance(reference, str) else json_kind(reference)
+        raise ApiError.of(
+            400,
+            "invalid",
+            f"{at} must be a reference to a Subscription of the configured server "
+            f"(Subscription/{{id}}), found {shown}",
+            at,
+        )
+    return key
+
+
+@dataclass(frozen=True)
+class _Event:
+    """One event of a notification status: its focus reference (and where it is), whether
+    the event names a focus at all, and its additional-context references (with where)."""
+
+    focus: Any
+    focus_at: str
+    has_focus: bool
+    contexts: tuple[tuple[Any, str], ...]
+
+
+_ELSEWHERE = "*/elsewhere"
+"""The focus of an event that is another server's resource."""
+
+
+def _elsewhere(reference: str, server_base: str) -> bool:
+    """An absolute reference that is not under the configured server's base."""
+    return "://" in reference and not reference.startswith(server_base.rstrip("/") + "/")
+
+
+def _checked_focus(event: _Event, server_base: str, by_full_url: Mapping[str, str]) -> str | None:
+    """`Type/id` of an event's focus (None when the event has none, _ELSEWHERE for another
+    server's resource); 400 naming the element when the focus is not a literal reference or
+    names no `Type/id` with a FHIR id: the service acts on nothing it cannot name."""
+    if not event.has_focus:
+        return None
+    focus, at = event.focus, event.focus_at
+    if isinstance(focus, str) and focus in by_full_url:
+        carried = by_full_url[focus]  # the fullUrl of a resource the Bundle carries
+        named = reference_key(focus)
+        if named is not None and named != carried:
+            raise ApiError.of(
+                400,
+                "invalid",
+                f"{at} names {named}, but the entry with that fullUrl is {carried}",
+                at,
+            )
+        return carried
+    if isinstance(focus, str) and _elsewhere(focus, server_base) and reference_key(focus):
+        return _ELSEWHERE  # another server's resource: not one to read here
+    key = _local_reference(focus, server_base)
+    if key is None:
+        shown = repr(focus[:70]) if isinstance(focus, str) else json_kind(focus)
+        if focus is None:
+            shown = "no reference"
+        raise ApiError.of(
+            400,
+            "invalid",
+            f"{at} must be a reference to a resource of the configured server (Type/id, the "
+            f"id a FHIR id), found {shown}",
+            at,
+        )
+    return key
+
+
+def _status(resource: dict[str, Any]) -> tuple[str | None, list[_Event]] | None:
+    """(notification type, its events) of a SubscriptionStatus (R4B/R5) or a backport
+    Parameters (R4, kebab- or camelCase names); None for neither.
     """
     if resource.get("resourceType") == "SubscriptionStatus":
         field = f"{_STATUS_FIELD}.notificationEvent"
         events = [
-            (
+            _Event(
                 _reference(event.get("focus")),
-                [_reference(c) for c in _array(event, "additionalContext", f"{field}[{index}]")],
+                f"{field}[{index}].focus.reference",
+                "focus" in event,
+                tuple(
+                    (_reference(context), f"{field}[{index}].additionalContext[{place}].reference")
+                    for place, context in enumerate(
+                        _array(event, "additionalContext", f"{field}[{index}]")
+                    )
+                ),
             )
             for index, event in enumerate(_array(resource, "notificationEvent", _STATUS_FIELD))
             if isinstance(event, dict)
@@ -294,7 +533,7 @@ def _status(resource: dict[str, Any]) -> tuple[str | None, list[tuple[Any, list[
     if resource.get("resourceType") != "Parameters":
         return None
     notification_type: str | None = None
-    parsed: list[tuple[Any, list[Any]]] = []
+    parsed: list[_Event] = []
     for index, parameter in enumerate(_array(resource, "parameter", _STATUS_FIELD)):
         if not isinstance(parameter, dict):
             continue
@@ -302,16 +541,24 @@ def _status(resource: dict[str, Any]) -> tuple[str | None, list[tuple[Any, list[
         if name == "type":
             notification_type = parameter.get("valueCode")
         elif name in ("notification-event", "notificationEvent"):
+            at = f"{_STATUS_FIELD}.parameter[{index}]"
             focus: Any = None
-            contexts: list[Any] = []
-            for part in _array(parameter, "part", f"{_STATUS_FIELD}.parameter[{index}]"):
+            focus_at = ""
+            has_focus = False
+            contexts: list[tuple[Any, str]] = []
+            for place, part in enumerate(_array(parameter, "part", at)):
                 if not isinstance(part, dict):
                     continue
+                value_at = f"{at}.part[{place}].valueReference.reference"
                 if part.get("name") == "focus":
-                    focus = _reference(part.get("valueReference"))
+                    focus, focus_at, has_focus = (
+                        _reference(part.get("valueReference")),
+                        value_at,
+                        True,
+                    )
                 elif part.get("name") in ("additional-context", "additionalContext"):
-                    contexts.append(_reference(part.get("valueReference")))
-            parsed.append((focus, contexts))
+                    contexts.append((_reference(part.get("valueReference")), value_at))
+            parsed.append(_Event(focus, focus_at, has_focus, tuple(contexts)))
     return notification_type, parsed
 
 
@@ -355,6 +602,9 @@ FindPatient = Callable[[str], str | None]
 FindChanged = Callable[[str], list[str]]
 """The ids of the patients whose data changed since the last call for a Subscription
 (`Subscription/{id}`, or SERVICE_WIDE)."""
+FindMissed = Callable[[MissedEvents], list[str]]
+"""What the events a Subscription's notifications skipped were about: references
+(`Patient/{id}`, `Observation/{id}`, or a `changed_in` target's) to re-evaluate."""
 
 
 class NotificationQueue:
@@ -370,12 +620,14 @@ class NotificationQueue:
         find_patient: FindPatient,
         workers: int,
         find_changed: FindChanged | None = None,
+        find_missed: FindMissed | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self._re_evaluate = re_evaluate
         self._find_patient = find_patient
         self._find_changed = find_changed
+        self._find_missed = find_missed
         self._worker_count = workers
         self._pending: dict[Target, str] = {}  # target -> job id, in arrival order
         self._running: set[Target] = set()
@@ -454,6 +706,10 @@ class NotificationQueue:
         started = time.perf_counter()
         try:
             patient_id = target.patient_id
+            missed = missed_of(target)
+            if missed is not None:
+                recovered = self._find_missed(missed) if self._find_missed else []
+                return [Target(reference) for reference in recovered]
             subscription = changed_subscription(target)
             if subscription is not None:
                 changed = self._find_changed(subscription) if self._find_changed else []

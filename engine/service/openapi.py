@@ -134,7 +134,8 @@ _MEANING = {
     412: "CDS Hooks: the patient's data cannot be had: prefetch data is missing and the "
     "request names no fhirServer, or the fhirServer cannot give it",
     413: "Request body too large",
-    415: "The body is not JSON (application/fhir+json or application/json, UTF-8)",
+    415: "The body is not JSON (application/fhir+json or application/json, UTF-8), or has a "
+    "content coding (Content-Encoding)",
     500: "Internal error (a bug: see the service log)",
     502: "The FHIR server failed or refused the service's request",
     503: "Not ready: the FHIR server does not answer",

@@ -15,6 +15,13 @@ from typing import Any
 from engine.errors import AttestationError, InputError, ServerError, TrialsieveError
 
 FHIR_JSON = "application/fhir+json"
+"""The FHIR JSON media type (FHIR R4 http.html, "Content Types and encodings")."""
+FHIR_JSON_ANSWER = f"{FHIR_JSON}; charset=utf-8"
+JSON_ANSWER = "application/json; charset=utf-8"
+"""The Content-Type of every JSON answer: FHIR's "FHIR uses UTF-8 for all request and
+response bodies" (R4 http.html) said in the header (RFC 9110 8.3.1, the `charset` parameter),
+so no client falls back to another encoding; an OperationOutcome (and every FHIR resource) as
+FHIR JSON, the service's own answers (evaluation, cards, discovery, OpenAPI) as JSON."""
 
 
 @dataclass

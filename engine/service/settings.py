@@ -118,6 +118,9 @@ class ServiceSettings:
     `attestations`: answers to manual items (the `--attestations` file of `evaluate`), used for
     every evaluation of the patients it names, notifications included.
     `fhir_server`/`fhir_token`: the server patients are pulled from and results written to.
+    `fhir_auth_config`: instead of `fhir_token`, SMART Backend Services for that server (the
+    `[smart]` table of a TOML file, docs/server.md): access tokens are fetched with a signed
+    client assertion and renewed before they expire, as EHRs grant system access.
     `public_url`: the service's own base URL as callers see it (JWT audience, Subscriptions).
     `report_url_template`: a link for CDS cards, with `{trial_id}` and `{patient_id}`.
     `trusted_fhir_servers`: base URLs a CDS Hooks `fhirServer` may name besides `fhir_server`
@@ -139,6 +142,7 @@ class ServiceSettings:
     attestations: Path | None = None
     fhir_server: str | None = None
     fhir_token: SecretReference | None = None
+    fhir_auth_config: Path | None = None
     api_auth: ApiAuthSettings = field(default_factory=ApiAuthSettings)
     public_url: str | None = None
     report_url_template: str | None = None

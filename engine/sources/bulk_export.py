@@ -64,6 +64,7 @@ from engine.fhir_http import (
     FhirServerClient,
     RetryableAnswer,
     RetryPolicy,
+    ServerLimits,
     is_retryable,
     outcome_diagnostics,
     retry_after,
@@ -517,6 +518,7 @@ def export_to_folder(
     since: str | None = None,
     auth: httpx.Auth | None = None,
     retry: RetryPolicy | None = None,
+    limits: ServerLimits | None = None,
     time_limit: float = DEFAULT_TIME_LIMIT,
     progress: ProgressHandler | None = None,
     transport: httpx.BaseTransport | None = None,
@@ -529,8 +531,10 @@ def export_to_folder(
 
     `types` becomes `_type` (Patient is always added; None exports every type), `since`
     `_since` (a FHIR instant). `auth` is sent to the server and, when the manifest requires
-    it, with the downloads. `retry` bounds each request's retries, `time_limit` the call's
-    seconds. `transport`, `sleep`, `clock` and `jitter` are for tests.
+    it, with the downloads. `retry` bounds each request's retries, `limits` each answer's
+    size (`ServerLimits.max_answer_bytes`: the kick-off, status and manifest answers; the
+    files are streamed to disk), `time_limit` the call's seconds. `transport`, `sleep`,
+    `clock` and `jitter` are for tests.
     Raises ServerError for what the server refuses or answers wrongly, BulkExportError for
     bad arguments or a folder that holds something else.
     """
@@ -545,6 +549,7 @@ def export_to_folder(
             request.base_url,
             auth=auth,
             retry=retry,
+            limits=limits,
             time_limit=time_limit,
             transport=transport,
             sleep=sleep,

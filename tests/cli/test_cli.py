@@ -221,6 +221,42 @@ def test_bad_arguments_exit_2_with_a_clear_message(
     assert message in result.stderr
 
 
+@pytest.mark.parametrize("contents", [[], ["export.ndjson"], ["nested/"]])
+def test_a_folder_without_bundle_files_is_refused_beside_good_ones(
+    runner: CliRunner, tmp_path: Path, contents: list[str]
+) -> None:
+    """A `--bundle` folder that holds no *.json file (empty, NDJSON, only empty subfolders)
+    is named, exit 2, nothing evaluated; it used to be skipped, the other `--bundle` run and
+    the command end 0 as though the folder's patients had been screened."""
+    folder = tmp_path / "bundles"
+    folder.mkdir()
+    for name in contents:
+        if name.endswith("/"):
+            (folder / name).mkdir()
+        else:
+            (folder / name).write_text('{"resourceType": "Patient", "id": "p"}\n')
+    output = tmp_path / "out"
+    arguments = ["evaluate", CRITERIA, "--bundle", str(folder), "--bundle", CANDIDATE]
+    result = runner.invoke(app, [*arguments, "--as-of", "2026-11-01", "--output", str(output)])
+    assert result.exit_code == 2, result.output
+    assert f"error: {folder}: the folder holds no *.json files" in result.stderr
+    assert not output.exists()
+
+
+def test_a_missing_bundle_path_is_refused_before_any_patient(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """A `--bundle` path that does not exist is a bad argument (exit 2, named), as in
+    `cohort --bundles`; nothing is evaluated."""
+    missing = tmp_path / "missing.json"
+    output = tmp_path / "out"
+    arguments = ["evaluate", CRITERIA, "--bundle", CANDIDATE, "--bundle", str(missing)]
+    result = runner.invoke(app, [*arguments, "--as-of", "2026-11-01", "--output", str(output)])
+    assert result.exit_code == 2, result.output
+    assert f"error: {missing}: no such file or folder" in result.stderr
+    assert not output.exists()
+
+
 def test_an_attestation_for_an_unknown_item_is_refused(runner: CliRunner, tmp_path: Path) -> None:
     attestations = tmp_path / "attestations.yaml"
     attestations.write_text(

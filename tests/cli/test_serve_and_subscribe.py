@@ -8,9 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import respx
 import typer
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from typer.testing import CliRunner
 
 from engine.cli.serve import serve
@@ -62,6 +65,17 @@ def test_serve_runs_uvicorn_on_loopback(cli: typer.Typer, monkeypatch: pytest.Mo
         ),
         (["serve", "--trials", str(CRITERIA), "--api-token-env", "UNSET_VARIABLE_X"], "UNSET"),
         (
+            ["serve", "--trials", str(CRITERIA), "--no-auth", "--auth-config", "auth.toml"],
+            "give --server too",
+        ),
+        (
+            [
+                *("serve", "--trials", str(CRITERIA), "--no-auth", "--server"),
+                *("http://127.0.0.1:9/fhir", "--auth-config", "no-such-auth.toml"),
+            ],
+            "cannot read the auth config",
+        ),
+        (
             ["subscribe", "--server", "http://127.0.0.1:9/fhir", "--public-url", "ftp://x"],
             "--public-url must be an http(s) URL",
         ),
@@ -97,3 +111,53 @@ def test_subscribe_reports_a_refusal(cli: typer.Typer) -> None:
     assert result.exit_code == 1, result.output
     assert "http://fhir.invalid/r4" in result.output
     assert "no rest-hooks here" in result.output
+
+
+def test_subscribe_authenticates_with_smart_backend_services(
+    cli: typer.Typer, tmp_path: Path
+) -> None:
+    """`subscribe --auth-config`: the Subscriptions are registered with the access token SMART
+    Backend Services grants (as `evaluate --server --auth-config`), not only a static token."""
+    key = ec.generate_private_key(ec.SECP384R1())
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    token_url = "https://auth.example.org/token"
+    config = tmp_path / "auth.toml"
+    config.write_text(
+        '[smart]\nclient_id = "trialsieve"\nprivate_key_file = "key.pem"\n'
+        f'key_id = "k1"\ntoken_url = "{token_url}"\n',
+        encoding="utf-8",
+    )
+    bearers: set[str | None] = set()
+
+    def stored(request: httpx.Request) -> httpx.Response:
+        bearers.add(request.headers.get("authorization"))
+        return httpx.Response(200, json={**orjson.loads(request.content), "status": "active"})
+
+    with respx.mock() as mock:
+        mock.post(token_url).mock(
+            return_value=httpx.Response(
+                200, json={"access_token": "smart-1", "token_type": "Bearer", "expires_in": 300}
+            )
+        )
+        mock.put(url__regex=r"http://fhir\.invalid/r4/Subscription/.*").mock(side_effect=stored)
+        mock.get(url__regex=r"http://fhir\.invalid/r4/Subscription/.*").mock(
+            side_effect=lambda request: (
+                bearers.add(request.headers.get("authorization")) or httpx.Response(404)
+            )
+        )
+        result = CliRunner().invoke(
+            cli,
+            [
+                *("subscribe", "--server", "http://fhir.invalid/r4"),
+                *("--public-url", "http://127.0.0.1:8080", "--trials", str(CRITERIA)),
+                *("--auth-config", str(config)),
+            ],
+        )
+    assert result.exit_code == 0, result.output
+    assert bearers == {"Bearer smart-1"}

@@ -36,7 +36,7 @@ from engine.cohort import (
     run_cohort,
     study_reference,
 )
-from engine.cohort.partition import PartitionResult, write_result
+from engine.cohort.partition import PartitionResult, is_complete, write_result
 from engine.errors import CohortError, WorkerLostError
 from engine.evaluate import CompiledCriteria, SubjectStatus
 from engine.report import detected_issue, research_subject
@@ -294,6 +294,58 @@ def test_dask_workers_that_end_abruptly_are_a_clear_error(ndjson_folder: Path) -
     assert done.stdout.startswith(tuple(f"WorkerLostError {each}" for each in ended)), done.stdout
     assert "run the same command again to resume" in done.stdout
     assert "Traceback" not in done.stderr
+
+
+def test_a_dask_worker_lost_when_the_results_are_joined_is_a_clear_error_and_the_run_resumes(
+    one_worker: CohortSummary, ndjson_folder: Path, tmp_path: Path
+) -> None:
+    """Every partition is evaluated, then a forked worker is killed while the run asks the
+    workers which partitions they wrote (`client.run`): the command ends with one line,
+    exit status 1, without the scheduler's 'broadcast to ... failed' or 'Removing worker'
+    log records or a traceback, every result file it leaves is whole, and the same command
+    resumes to the files of an uninterrupted run."""
+    skip_unless_dask_workers_fork()
+    out = tmp_path / "out"
+    code = (
+        "import sys\n"
+        "from engine.cohort import engines\n"
+        "engines.finish_writing = engines._finish_writing_on_dask_worker\n"
+        "def killed_in_a_forked_worker(*arguments):\n"
+        "    import multiprocessing, os\n"
+        "    if multiprocessing.current_process().name.startswith('trialsieve-dask-worker-'):\n"
+        "        os._exit(9)\n"
+        "    from engine.cohort import engines\n"
+        "    return engines.finish_writing(*arguments)\n"
+        "engines._finish_writing_on_dask_worker = killed_in_a_forked_worker\n"
+        "sys.argv = ['trialsieve', 'cohort', *sys.argv[1:]]\n"
+        "from engine.cli import app\n"
+        "try:\n"
+        "    app()\n"
+        "except SystemExit as exit:\n"
+        "    print('exit', exit.code)\n"
+    )
+    arguments = [str(CRITERIA), "--ndjson", str(ndjson_folder), "--out", str(out)]
+    arguments += ["--as-of", AS_OF.isoformat(), "--quiet", "--engine", "dask", "--workers", "2"]
+    lost = run_python(code, *arguments)
+    assert lost.stdout.strip().endswith("exit 1"), lost.stdout + lost.stderr
+    assert lost.stderr.startswith(
+        "error: a Dask worker process ended abruptly (killed, or out of memory?) before every "
+        "partition was evaluated and written"
+    ), lost.stderr
+    assert "run the same command again to resume" in lost.stderr
+    assert lost.stderr.count("\n") == 1, lost.stderr  # one line: no log record, no traceback
+    assert not (out / "summary.json").exists()
+    # every result file there is whole (a write the kill cut short left only its temporary
+    # file, which the next run removes: docs/cohort.md, "Temporary files")
+    results = sorted((out / "partitions").glob("[0-9][0-9][0-9][0-9].ndjson"))
+    assert results and all(is_complete(path) for path in results)
+    resumed = CliRunner().invoke(app, ["cohort", *arguments])
+    # 1: the export's cut-off Observation line (ndjson_folder), an input problem
+    assert resumed.exit_code == 1 and "1 input problem" in resumed.output, resumed.output
+    assert "reused" in resumed.output
+    assert not [file.name for file in out.rglob(".*.part")]
+    for name in (*OUTPUT_FILES, "cohort.parquet"):
+        assert (out / name).read_bytes() == (one_worker.out_dir / name).read_bytes(), name
 
 
 def test_a_partition_write_that_fails_in_the_background_stops_the_run_and_it_resumes(

@@ -15,17 +15,20 @@ import gzip
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
 import orjson
 import pytest
+from fresh_interpreter import run_python
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.cohort import ndjson_partitions
 from engine.cohort.ndjson_partitions import (
+    MAX_LINE_BYTES,
     _RangeResult,
     _RangeTask,
     _split_range,
@@ -91,7 +94,12 @@ def _split_lines(splitter: ndjson_partitions._RangeSplitter) -> None:
 
 
 def split(
-    path: Path, work: Path, start: int = 0, end: int | None = None, number: int = 0
+    path: Path,
+    work: Path,
+    start: int = 0,
+    end: int | None = None,
+    number: int = 0,
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> tuple[_RangeResult, dict[str, bytes]]:
     """One range of `path` through pass 1, and what it wrote per partition: its section of
     the range's runs file (under the name `input-PPPP.RRRRR.runs`) and (under the name of the
@@ -100,7 +108,7 @@ def split(
     work.mkdir(parents=True, exist_ok=True)
     for old in work.glob("input-*"):
         old.unlink()
-    task = _RangeTask(number, 0, str(path), start, end, str(work), 3, KEPT)
+    task = _RangeTask(number, 0, str(path), start, end, str(work), 3, KEPT, max_line_bytes)
     result = _split_range(task)
     runs_file = work / f"input-{number:05d}.runs"
     assert runs_file.exists() == bool(result.sections)
@@ -129,12 +137,16 @@ def lines_in(written: dict[str, bytes]) -> list[bytes]:
 
 
 def both_ways(
-    path: Path, work: Path, start: int = 0, end: int | None = None
+    path: Path,
+    work: Path,
+    start: int = 0,
+    end: int | None = None,
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> tuple[_RangeResult, dict[str, bytes]]:
     """The range split in blocks, checked equal to it split line by line."""
-    fast = split(path, work / "fast", start, end)
+    fast = split(path, work / "fast", start, end, max_line_bytes=max_line_bytes)
     with line_by_line():
-        slow = split(path, work / "slow", start, end)
+        slow = split(path, work / "slow", start, end, max_line_bytes=max_line_bytes)
     assert fast == slow
     return fast
 
@@ -259,6 +271,59 @@ def test_the_export_reports_the_same_problems_as_line_by_line(tmp_path: Path) ->
     ]
 
 
+@dataclass(frozen=True)
+class ExportFile:
+    """How a generated export file is written and read: its name (`<named>.000.ndjson`),
+    gzipped or not, with a line end after its last line or not, read in blocks of `block`
+    bytes, and where it is cut in two byte ranges (`cut_at` of its length)."""
+
+    named: str
+    compressed: bool
+    final_line_end: bool
+    block: int
+    cut_at: float
+
+    def data(self, lines: list[bytes], line_end: bytes = b"\n") -> bytes:
+        return line_end.join(lines) + (line_end if self.final_line_end and lines else b"")
+
+    @contextmanager
+    def written(self, data: bytes) -> Iterator[tuple[Path, Path]]:
+        """`data` written as the file in a new folder, pass 1 reading blocks of `block`
+        bytes: the file and the folder."""
+        with (
+            tempfile.TemporaryDirectory() as folder,
+            mock.patch.object(ndjson_partitions, "_BLOCK_BYTES", self.block),
+        ):
+            work = Path(folder)
+            suffix = ".ndjson.gz" if self.compressed else ".ndjson"
+            path = work / f"{self.named}.000{suffix}"
+            path.write_bytes(gzip.compress(data) if self.compressed else data)
+            yield path, work
+
+    def cut_in_two(
+        self, path: Path, work: Path, data: bytes, max_line_bytes: int = MAX_LINE_BYTES
+    ) -> tuple[_RangeResult, _RangeResult] | None:
+        """The file split as two byte ranges, each both ways (None: a gzipped file, read
+        whole, or a cut at its start)."""
+        cut = int(len(data) * self.cut_at)
+        if self.compressed or cut == 0:
+            return None
+        first, _ = both_ways(path, work, 0, cut, max_line_bytes=max_line_bytes)
+        second, _ = both_ways(path, work, cut, max_line_bytes=max_line_bytes)
+        return first, second
+
+
+def export_files(names: list[str], blocks: list[int]) -> st.SearchStrategy[ExportFile]:
+    return st.builds(
+        ExportFile,
+        named=st.sampled_from(names),
+        compressed=st.booleans(),
+        final_line_end=st.booleans(),
+        block=st.sampled_from(blocks),
+        cut_at=st.floats(0, 1),
+    )
+
+
 LINES = st.one_of(
     st.integers(0, 99).map(encounter),
     st.integers(0, 99).map(observation),
@@ -278,36 +343,20 @@ LINES = st.one_of(
 @given(
     lines=st.lists(LINES, max_size=25),
     line_end=st.sampled_from([b"\n", b"\r\n"]),
-    final_line_end=st.booleans(),
-    compressed=st.booleans(),
-    named=st.sampled_from(["Encounter", "Observation", "Patient", "Medication", "export"]),
-    block=st.sampled_from([1, 5, 64, 1 << 20]),
-    cut_at=st.floats(0, 1),
+    file=export_files(
+        ["Encounter", "Observation", "Patient", "Medication", "export"], [1, 5, 64, 1 << 20]
+    ),
 )
 def test_blocks_and_lines_give_the_same_result(
-    lines: list[bytes],
-    line_end: bytes,
-    final_line_end: bool,
-    compressed: bool,
-    named: str,
-    block: int,
-    cut_at: float,
+    lines: list[bytes], line_end: bytes, file: ExportFile
 ) -> None:
-    data = line_end.join(lines) + (line_end if final_line_end and lines else b"")
-    with (
-        tempfile.TemporaryDirectory() as folder,
-        mock.patch.object(ndjson_partitions, "_BLOCK_BYTES", block),
-    ):
-        work = Path(folder)
-        name = f"{named}.000.ndjson.gz" if compressed else f"{named}.000.ndjson"
-        path = work / name
-        path.write_bytes(gzip.compress(data) if compressed else data)
+    data = file.data(lines, line_end)
+    with file.written(data) as (path, work):
         whole, _written = both_ways(path, work)
         assert whole.bytes_read == len(data)
-        cut = int(len(data) * cut_at)
-        if not compressed and cut > 0:
-            first, _ = both_ways(path, work, 0, cut)
-            second, _ = both_ways(path, work, cut)
+        halves = file.cut_in_two(path, work, data)
+        if halves is not None:
+            first, second = halves
             assert first.line_count + second.line_count == whole.line_count
             assert (
                 first.problems
@@ -565,3 +614,135 @@ def test_a_patient_is_read_without_parsing_only_when_parsing_would_route_it() ->
     assert read(b'{"resourceType":"Patient","id":"p 1"}') is None
     assert read(b'{"resourceType":"Patient","id":"p1"') is None
     assert read(b'{"resourceType":"Observation","id":"p1"}') is None
+
+
+# --------------------------------------------------------------------------- long lines
+
+LIMIT = 120
+"""The longest line the long-line tests read (`max_line_bytes`); every block size they use is
+at most this, as `partition_ndjson` requires."""
+
+
+def long_observation(length: int) -> bytes:
+    """An Observation of patient p1 whose note makes the line `length` bytes or a few more."""
+    return observation_with(
+        0, subject={"reference": "Patient/p1"}, note=[{"text": "L" * max(0, length - 90)}]
+    )
+
+
+def lines_of(data: bytes) -> list[bytes]:
+    """The lines of `data`, without their line ends."""
+    lines = data.split(b"\n")
+    if data.endswith(b"\n") or not data:
+        lines.pop()
+    return lines
+
+
+def long_lines_of(data: bytes) -> list[tuple[int, int]]:
+    """(line number, bytes without the line end) of each line of `data` longer than LIMIT."""
+    return [
+        (number, len(line)) for number, line in enumerate(lines_of(data), 1) if len(line) > LIMIT
+    ]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    lines=st.lists(st.one_of(LINES, st.integers(LIMIT - 5, 4 * LIMIT).map(long_observation))),
+    file=export_files(["Observation", "Encounter", "export"], [1, 7, 64, LIMIT]),
+)
+def test_a_line_longer_than_the_limit_is_counted_reported_and_read_past(
+    lines: list[bytes], file: ExportFile
+) -> None:
+    data = file.data(lines)
+    with file.written(data) as (path, work):
+        whole, written = both_ways(path, work, max_line_bytes=LIMIT)
+        assert whole.long_lines == long_lines_of(data)
+        assert whole.bytes_read == len(data)
+        assert whole.line_count == len(lines_of(data))
+        routed = b"".join(lines_in(written))
+        assert all(len(line) <= LIMIT for line in routed.splitlines())
+        halves = file.cut_in_two(path, work, data, LIMIT)
+        if halves is not None:
+            first, second = halves
+            assert first.line_count + second.line_count == whole.line_count
+            assert first.bytes_read + second.bytes_read == whole.bytes_read
+            shifted = [(line + first.line_count, size) for line, size in second.long_lines]
+            assert first.long_lines + shifted == whole.long_lines
+
+
+def test_the_export_reports_a_long_line_unchecked_and_reads_the_others(tmp_path: Path) -> None:
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "Patient.000.ndjson").write_bytes(
+        b"".join(dumps({"resourceType": "Patient", "id": f"p{n}"}) + b"\n" for n in range(3))
+    )
+    long_line = long_observation(LIMIT * 3)
+    (export / "Observation.000.ndjson").write_bytes(
+        observation(1) + b"\n" + long_line + b"\n" + observation(4) + b"\n"
+    )
+    problems: list[SourceProblem] = []
+    with mock.patch.object(ndjson_partitions, "_BLOCK_BYTES", 16):
+        partitioned = partition_ndjson(
+            export, tmp_path / "work", 2, problems.append, max_line_bytes=LIMIT
+        )
+        shared = load_shared_resources(partitioned)
+        observations = sorted(
+            resource["id"]
+            for index in range(2)
+            for patient in read_partition(partitioned, index, shared, problems.append)
+            for resource in patient.resources
+            if resource["resourceType"] == "Observation"
+        )
+    assert observations == ["o1", "o4"]
+    assert partitioned.lines == 6 and partitioned.problems == 1
+    [problem] = problems
+    assert (problem.file, problem.line, problem.check) == (
+        str(export / "Observation.000.ndjson"),
+        2,
+        None,
+    )
+    assert problem.message == (
+        f"the line is {len(long_line)} bytes long, more than the {LIMIT} a line may be; "
+        "it is not read, and the resource on it is left out"
+    )
+
+
+def test_the_limit_is_at_least_a_block(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="max_line_bytes must be at least"):
+        partition_ndjson(tmp_path, tmp_path / "work", 2, max_line_bytes=10)
+
+
+_PEAK_OF_PASS_1 = """
+import resource, sys
+from engine.cohort.ndjson_partitions import partition_ndjson
+problems = []
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+partition_ndjson(sys.argv[1], sys.argv[2], 2, problems.append, max_line_bytes=int(sys.argv[3]))
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+print(problems[0].line, problems[0].message)
+"""
+
+
+@pytest.mark.parametrize("name", ["Observation.000.ndjson.gz", "export.ndjson.gz"])
+def test_a_gzipped_line_far_longer_than_the_limit_is_read_past_in_bounded_memory(
+    tmp_path: Path, name: str
+) -> None:
+    """A 400 MiB line in a gzip file of about 2 MB (what a hostile or broken export can hold),
+    read in blocks (a file named for a type) or line by line: pass 1 reports it and reads on,
+    its memory growing by about the limit (it holds a line's bytes until they pass it), not by
+    the line (pass 1 alone once took 0.86 GB for 400 MB). 16 MiB here, 256 MiB by default:
+    the same code, a different constant."""
+    export = tmp_path / "export"
+    export.mkdir()
+    head = b'{"resourceType":"Observation","id":"big","subject":{"reference":"Patient/p1"},'
+    with gzip.open(export / name, "wb", compresslevel=1) as out:
+        out.write(observation(1) + b"\n" + head + b'"note":[{"text":"')
+        chunk = b"A" * (1 << 20)
+        for _ in range(400):
+            out.write(chunk)
+        out.write(b'"}]}\n' + observation(4) + b"\n")
+    limit = 16 << 20
+    done = run_python(_PEAK_OF_PASS_1, str(export), str(tmp_path / "work"), str(limit))
+    growth_mib, problem = done.stdout.splitlines()
+    assert int(growth_mib) < 3 * 16 + 32, f"pass 1 grew by {growth_mib} MiB"
+    assert problem.startswith("2 the line is 419,430,") and "more than the 16,777,216" in problem

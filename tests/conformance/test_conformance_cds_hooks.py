@@ -115,6 +115,54 @@ def test_hook_hook_instance_and_context_are_required(api: TestClient) -> None:
         assert response.json()["issue"][0]["expression"] == [field_name]
 
 
+@pytest.mark.parametrize(
+    ("context", "code", "expression"),
+    [
+        ({"patientId": "itp-too-old"}, "required", "context.userId"),
+        ({"patientId": "itp-too-old", "userId": "abc"}, "invalid", "context.userId"),
+        ({"patientId": "itp-too-old", "userId": "Practitioner/"}, "invalid", "context.userId"),
+        ({"patientId": "itp-too-old", "userId": "Practitioner/../x"}, "invalid", "context.userId"),
+        ({"patientId": "itp-too-old", "userId": 5}, "invalid", "context.userId"),
+        (
+            {"patientId": "itp-too-old", "userId": "Practitioner/1", "encounterId": "../e"},
+            "invalid",
+            "context.encounterId",
+        ),
+    ],
+)
+def test_the_patient_view_context_is_checked(
+    api: TestClient, context: dict[str, Any], code: str, expression: str
+) -> None:
+    """patient-view (hook version 1.0), "Context": `userId` REQUIRED, "The id of the current
+    user. Must be in the format [ResourceType]/[id]"; `encounterId` OPTIONAL, "The FHIR
+    Encounter.id of the current encounter". A call without `userId`, or with either malformed,
+    is a 400 naming it (was answered with a card); a well-formed one of any user type is
+    served."""
+    name = "itp-too-old"
+    prefetch = prefetch_from(example(name), loaded_trial(api), name)
+    body = {**hook_call(name, prefetch=prefetch), "context": context}
+    response = api.post(CDS_SERVICE, json=body, headers=AUTH)
+    assert response.status_code == 400, response.text
+    (issue,) = response.json()["issue"]
+    assert (issue["code"], issue["expression"]) == (code, [expression])
+    for user in ("Practitioner/abc", "PractitionerRole/r1", "Patient/123", "RelatedPerson/r"):
+        served = {**body, "context": {"patientId": name, "userId": user, "encounterId": "e1"}}
+        assert api.post(CDS_SERVICE, json=served, headers=AUTH).status_code == 200
+
+
+def test_extension_is_an_object(api: TestClient) -> None:
+    """Extensions: a call's `extension` is a JSON object of members the client and service
+    agree on; one that is not an object is a 400 naming it; an object is accepted unread."""
+    name = "itp-too-old"
+    prefetch = prefetch_from(example(name), loaded_trial(api), name)
+    for value, status in ((5, 400), (["x"], 400), ({"com.example.flag": True}, 200)):
+        body = {**hook_call(name, prefetch=prefetch), "extension": value}
+        response = api.post(CDS_SERVICE, json=body, headers=AUTH)
+        assert response.status_code == status, response.text
+        if status == 400:
+            assert response.json()["issue"][0]["expression"] == ["extension"]
+
+
 def test_fhir_authorization_needs_fhir_server(api: TestClient) -> None:
     """Calling a CDS Service, "HTTP Request": `fhirServer` "If fhirAuthorization is
     provided, this field is REQUIRED"."""
@@ -903,6 +951,11 @@ def _prefetch_changes() -> list[tuple[str, Any, str]]:
                 valueQuantity={"value": "42", "unit": "10*9/L"}
             ),
             "prefetch.observation.entry[0].resource.valueQuantity.value",
+        ),
+        (
+            "a MedicationRequest intent that is a list",
+            lambda p: p["medicationRequest"]["entry"][0]["resource"].update(intent=["order"]),
+            "prefetch.medicationRequest.entry[0].resource.intent",
         ),
     ]
 

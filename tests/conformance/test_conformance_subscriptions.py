@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+from service_support import AUTH, ClientFactory
 
 from engine.errors import ServiceConfigError
 from engine.service.notifications import (
@@ -24,13 +25,18 @@ from engine.service.notifications import (
     NotificationQueue,
     Target,
     changed_in,
+    missed_target,
+    notification_events,
     notification_targets,
 )
+from engine.service.problems import ApiError
 from engine.service.subscription_changes import (
     BACKPORT_FILTER_CRITERIA,
     SERVICE_WIDE,
     ChangeQuery,
     ChangeTimes,
+    EventCounts,
+    MissedEvents,
     change_queries,
 )
 
@@ -213,3 +219,206 @@ def test_each_subscription_keeps_its_own_time(tmp_path: Path) -> None:
     state.write_text('{"Subscription/a": "yesterday"}')
     with pytest.raises(ServiceConfigError, match="not an instant"):
         ChangeTimes(start, state)
+
+
+FOCUS_AT = "entry[0].resource.parameter[2].part[0].valueReference.reference"
+
+
+@pytest.mark.parametrize(
+    ("focus", "expression"),
+    [
+        ({"reference": "Patient/../x"}, FOCUS_AT),
+        ({"reference": "Observation/a b"}, FOCUS_AT),
+        ({"reference": "Patient/" + "x" * 65}, FOCUS_AT),
+        ({"reference": "urn:uuid:4d0b58d2-7bd4-4b43-9d5f-8aa0c4a1e6d5"}, FOCUS_AT),
+        ({"reference": "Observation?code=718-7"}, FOCUS_AT),
+        ({"reference": 5}, FOCUS_AT),
+        ({"display": "a focus without a reference"}, FOCUS_AT),
+    ],
+)
+def test_an_event_focus_that_names_no_resource_is_400(focus: Any, expression: str) -> None:
+    """Subscriptions Backport, "Notifications" (`notification-event.focus`, a Reference to the
+    resource the event is about) and FHIR R4 datatypes (`id`: [A-Za-z0-9\\-\\.]{1,64}): a focus
+    the service would act on (read from the server, re-evaluate its patient) must name a
+    `Type/id` of the configured server. One that does not (a path out, an id that is no FHIR
+    id, a search, a `urn:uuid` no entry carries, no reference at all) is a 400 naming the
+    element, never read as an `empty` event nor sent to the server."""
+    bundle = backport_event_bundle([{"name": "focus", "valueReference": focus}])
+    with pytest.raises(ApiError) as raised:
+        notification_targets(bundle, None, RELEVANT, BASE)
+    assert raised.value.status == 400
+    (issue,) = raised.value.issues
+    assert issue.expression == (expression,)
+    assert issue.diagnostics.startswith(expression)
+
+
+def test_a_focus_and_its_entry_must_agree() -> None:
+    """Subscriptions Backport, "Payload Types" `full-resource`: the Bundle carries the focus
+    resource in an entry; a focus whose fullUrl entry holds another resource type (or id)
+    than the focus names is a 400, and so is a carried focus resource whose id or patient
+    reference is no FHIR id."""
+    focus = [{"name": "focus", "valueReference": {"reference": f"{BASE}/Observation/o1"}}]
+    bundle = backport_event_bundle(focus)
+    condition = {"resourceType": "Condition", "id": "o1", "subject": {"reference": "Patient/p1"}}
+    bundle["entry"].append({"fullUrl": f"{BASE}/Observation/o1", "resource": condition})
+    with pytest.raises(ApiError) as raised:
+        notification_targets(bundle, None, RELEVANT, BASE)
+    assert "is Condition/o1" in raised.value.issues[0].diagnostics
+    bad_subject = {
+        "resourceType": "Observation",
+        "id": "o1",
+        "subject": {"reference": "Patient/../p"},
+    }
+    bundle["entry"][1] = {"fullUrl": f"{BASE}/Observation/o1", "resource": bad_subject}
+    with pytest.raises(ApiError) as raised:
+        notification_targets(bundle, None, RELEVANT, BASE)
+    assert raised.value.issues[0].expression == ("entry[1].resource.subject.reference",)
+
+
+def test_a_rest_hook_resource_whose_id_is_no_fhir_id_is_400() -> None:
+    """R4 Subscription 2.46.7.1 (rest-hook with payload: the resource is the body) and R4
+    datatypes `id`: a Patient with an id that is no FHIR id (or none), or a resource whose
+    patient reference names none, is a 400 naming the element."""
+    for body, expression in [
+        ({"resourceType": "Patient", "id": "../x"}, "id"),
+        ({"resourceType": "Patient"}, "id"),
+        (
+            {"resourceType": "Observation", "id": "o1", "subject": {"reference": "Patient/a b"}},
+            "subject.reference",
+        ),
+    ]:
+        with pytest.raises(ApiError) as raised:
+            notification_targets(body, None, RELEVANT, BASE)
+        assert raised.value.issues[0].expression == (expression,), body
+
+
+def test_a_subscription_reference_that_names_no_subscription_is_400() -> None:
+    """Subscriptions Backport, "Notifications": `subscription` is a Reference(Subscription);
+    one to another type or with an id that is no FHIR id is a 400 naming it (another
+    server's Subscription is still read as none named: every type is searched)."""
+    for reference in ("Patient/p1", "Subscription/../x", "Subscription/a b"):
+        bundle = backport_event_bundle()
+        bundle["entry"][0]["resource"]["parameter"][0]["valueReference"]["reference"] = reference
+        with pytest.raises(ApiError) as raised:
+            notification_targets(bundle, None, RELEVANT, BASE)
+        assert raised.value.issues[0].expression == (
+            "entry[0].resource.parameter[0].valueReference.reference",
+        )
+
+
+def test_a_bad_focus_is_answered_400_before_anything_is_queued(
+    service_client: ClientFactory,
+) -> None:
+    """The service answers a bad focus with a 400 OperationOutcome naming the element
+    (the server that sent it sees why), and queues nothing."""
+    api = service_client(fhir_server="http://127.0.0.1:9/r4")
+    focus = [{"name": "focus", "valueReference": {"reference": "Patient/../../admin"}}]
+    answer = api.post("/fhir-notify", json=backport_event_bundle(focus), headers=AUTH)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["issue"][0]["expression"] == [FOCUS_AT]
+    assert api.app.state.notifications.counts.received == 0  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------- missed events (Handling Errors)
+
+
+def counts(numbers: tuple[int, ...], since: int | None, kind: str = "event-notification") -> Any:
+    return EventCounts("Subscription/s1", kind, numbers, since)
+
+
+def test_a_gap_in_the_event_numbers_is_missed_events(tmp_path: Path) -> None:
+    """Subscriptions Backport, "Handling Errors", "Missing Event": "the client tracks the
+    `eventsSinceSubscriptionStart` of each received notification (per `Subscription`). When
+    the client received event 23, they were aware that the last notification it received was
+    a single notification for event 21" - event 22 was missed. A heartbeat's count shows
+    missed events too ("Broken Communication"); a duplicate or a late notification does not;
+    a handshake starts the count again. The numbers are kept in the state file: events missed
+    while the service was down are found by the first notification after its restart."""
+    state = tmp_path / "state.json"
+    times = ChangeTimes(dt.datetime(2026, 11, 30, tzinfo=dt.UTC), state)
+    assert times.events_seen(counts((21,), 21)) is None  # the first: nothing to compare with
+    assert times.events_seen(counts((23,), 23)) == MissedEvents("Subscription/s1", 22, 22)
+    assert times.events_seen(counts((24, 25), 25)) is None
+    assert times.events_seen(counts((22,), 22)) is None  # late: already recovered
+    assert times.events_seen(counts((), 28, "heartbeat")) == MissedEvents("Subscription/s1", 26, 28)
+    assert times.events_seen(counts((30, 32), 32)) == MissedEvents("Subscription/s1", 29, 31)
+    assert times.events_seen(counts((), 0, "handshake")) is None
+    assert times.events_seen(counts((1,), 1)) is None
+    restarted = ChangeTimes(dt.datetime(2026, 12, 1, tzinfo=dt.UTC), state)
+    assert restarted.events_seen(counts((4,), 4)) == MissedEvents("Subscription/s1", 2, 3)
+    restarted.rewind_events(MissedEvents("Subscription/s1", 2, 3))  # the recovery failed
+    assert restarted.events_seen(counts((5,), 5)) == MissedEvents("Subscription/s1", 2, 4)
+
+
+def test_event_numbers_are_read_from_every_notification_shape() -> None:
+    """Subscriptions Backport, "Notifications": R4 Parameters `events-since-subscription-start`
+    and `notification-event.event-number` (strings); R4B/R5 SubscriptionStatus
+    `eventsSinceSubscriptionStart` and `notificationEvent.eventNumber` (R5 integer64, a JSON
+    string). A number that is no non-negative integer is a 400 naming it."""
+    r4 = backport_event_bundle(
+        [
+            {"name": "event-number", "valueString": "7"},
+            {"name": "focus", "valueReference": {"reference": "Patient/p1"}},
+        ]
+    )
+    r4["entry"][0]["resource"]["parameter"].append(
+        {"name": "events-since-subscription-start", "valueString": "7"}
+    )
+    assert notification_events(r4, BASE) == EventCounts(
+        "Subscription/s1", "event-notification", (7,), 7
+    )
+    r5 = {
+        "resourceType": "Bundle",
+        "type": "subscription-notification",
+        "entry": [
+            {
+                "resource": {
+                    "resourceType": "SubscriptionStatus",
+                    "type": "event-notification",
+                    "subscription": {"reference": "Subscription/s2"},
+                    "eventsSinceSubscriptionStart": "9",
+                    "notificationEvent": [{"eventNumber": "8"}, {"eventNumber": 9}],
+                }
+            }
+        ],
+    }
+    assert notification_events(r5, BASE) == EventCounts(
+        "Subscription/s2", "event-notification", (8, 9), 9
+    )
+    for bad in ("-1", "7.5", "x", "", True, None, "9" * 20):
+        r5["entry"][0]["resource"]["eventsSinceSubscriptionStart"] = bad
+        with pytest.raises(ApiError) as raised:
+            notification_events(r5, BASE)
+        assert raised.value.issues[0].expression == (
+            "entry[0].resource.eventsSinceSubscriptionStart",
+        ), bad
+
+
+def test_missed_events_are_recovered_in_the_queue() -> None:
+    """Subscriptions Backport, "Recovering from Errors": the client recovers the missed events
+    (what it found is re-evaluated: patients, resources whose patient is read)."""
+    recovered: list[MissedEvents] = []
+    evaluated: list[str] = []
+
+    def find_missed(missed: MissedEvents) -> list[str]:
+        recovered.append(missed)
+        return ["Patient/p7", "Observation/o8"]
+
+    def re_evaluate(patient_id: str) -> list[str]:
+        evaluated.append(patient_id)
+        return ["candidate"]
+
+    async def scenario() -> NotificationQueue:
+        queue = NotificationQueue(
+            re_evaluate, lambda reference: "p8", 1, lambda subscription: [], find_missed
+        )
+        await queue.start()
+        await queue.submit([missed_target(MissedEvents("Subscription/s1", 22, 24))])
+        await queue.drain()
+        await queue.stop()
+        return queue
+
+    queue = asyncio.run(scenario())
+    assert recovered == [MissedEvents("Subscription/s1", 22, 24)]
+    assert sorted(evaluated) == ["p7", "p8"]
+    assert queue.counts.failed == 0

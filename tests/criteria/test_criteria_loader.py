@@ -739,6 +739,53 @@ def test_a_bad_item_in_a_value_list_is_named(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("value", "field", "message"),
+    [
+        (
+            '{per_unit: ["=> 30 mg/g", ">= 3 mg/mmol"]}',
+            "value.per_unit[0]",
+            "cannot read '=> 30 mg/g': comparator '=>' is not known; write '>='",
+        ),
+        ('{between: ["25 mg/g"]}', "value.between", "give at least 2 items"),
+        (
+            '{between: ["25 mg/g", "75 mg/g", "80 mg/g"]}',
+            "value.between",
+            "give at most 2 items, found 3",
+        ),
+        (
+            '{between: ["nan mg/g", "75 mg/g"]}',
+            "value.between[0]",
+            "'nan mg/g': Not a quantity: write a number and a UCUM unit",
+        ),
+    ],
+)
+def test_a_bad_range_or_per_unit_test_is_named_not_the_other_kind(
+    tmp_path: Path, value: str, field: str, message: str
+) -> None:
+    """`value:` may be a test, a list, {between: ...} or {per_unit: ...}: a mistake inside
+    one of the two mappings is named where it is, not reported as the other kind's missing
+    key ("'per_unit' is missing", "unknown key 'between'"), as it was."""
+    path = tmp_path / "trial.yaml"
+    path.write_text(
+        "trial: {id: NCT1, title: T}\n"
+        "criteria:\n"
+        "  - id: inclusion-1\n"
+        "    kind: inclusion\n"
+        "    text: Albuminuria\n"
+        "    expression:\n"
+        "      resource: Observation\n"
+        "      concept: uacr\n"
+        f"      value: {value}\n"
+    )
+    with pytest.raises(CriteriaError) as caught:
+        load_criteria(path)
+    error = caught.value
+    assert (error.location.line, error.location.field) == (9, field), str(error)
+    assert message in error.message
+    assert "is missing" not in str(error) and "unknown key" not in str(error)
+
+
+@pytest.mark.parametrize(
     ("written", "suggested"),
     [
         ("gm/dl", "'g/dL', gram per deciliter"),

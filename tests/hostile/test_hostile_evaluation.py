@@ -5,8 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import orjson
 import pytest
 from hostile_support import (
+    AS_OF,
+    ROOT,
     SMALL_TRIAL,
     bundle,
     evaluate,
@@ -21,6 +24,8 @@ from engine.criteria.loader import parse_iso_duration
 from engine.errors import CriteriaError, ErrorCollection, InputError
 from engine.evaluate import CriterionVerdict
 from engine.evaluate.outcome import Truth
+from engine.screening import screen_patient
+from engine.sources import parse_bundle
 from engine.trial import load_trial
 
 
@@ -224,3 +229,46 @@ def test_the_command_line_refuses_an_as_of_day_out_of_range(command: str, day: s
     assert outcome.exit_code == 2, outcome.output
     assert "outside 1900-01-01 to 2199-12-31" in outcome.output
     assert outcome.exception is None or isinstance(outcome.exception, SystemExit)
+
+
+# ------------------------------------------------ a status or intent that is no code (review 5)
+
+NOT_CODES = [5, 1.5, True, {"coding": [{"code": "final"}]}, ["final"], []]
+"""A `code` element (FHIR R4 JSON: a string) as a faulty feed may send it."""
+
+
+@pytest.mark.parametrize("value", NOT_CODES)
+def test_a_status_that_is_not_a_code_leaves_the_atom_unknown_with_the_reason(
+    trial_path: Path, value: object
+) -> None:
+    """A status that is a number, an object or a list (a list or an object made the status
+    predicates raise TypeError, unhashable) reads as an unidentified status: the atom over
+    the resource is unknown with the reason, never "none on record" and never a crash."""
+    haemoglobin_result = {**haemoglobin(130, "2026-10-20"), "status": value}
+    evaluation = evaluate(trial_path, bundle(patient(), haemoglobin_result))
+    kind = {bool: "true/false", dict: "an object", list: "an array"}.get(type(value), "a number")
+    for criterion in ("exclusion-1-any-haemoglobin", "inclusion-2-haemoglobin"):
+        outcome = result(evaluation, criterion).outcome
+        assert outcome.truth is Truth.UNKNOWN, outcome.reason
+        assert f"Observation/hb1: its status is {kind}, not a code" in outcome.reason
+
+
+@pytest.mark.parametrize("field", ["status", "intent"])
+@pytest.mark.parametrize("value", NOT_CODES)
+def test_a_medication_status_or_intent_that_is_not_a_code_is_screened(
+    field: str, value: object
+) -> None:
+    """The shipped ITP trial over a patient whose first-line therapy orders carry a status or
+    intent that is no code: the whole screening (evaluation, report, explanation) runs, and
+    the criterion that reads the orders is unknown, naming the order and the element."""
+    trial = load_trial(ROOT / "criteria" / "NCT05315778.yaml")
+    document = orjson.loads(
+        (ROOT / "examples" / "patients" / "itp-relapsed-candidate.json").read_bytes()
+    )
+    for entry in document["entry"]:
+        if entry["resource"]["resourceType"] == "MedicationRequest":
+            entry["resource"][field] = value
+    screening = screen_patient(trial, parse_bundle(orjson.dumps(document), "test bundle"), AS_OF)
+    outcome = result(screening.evaluation, "inclusion-1-relapsed-refractory-itp").outcome
+    assert outcome.truth is Truth.UNKNOWN, outcome.reason
+    assert f"its {field} is " in outcome.reason and "not a code" in outcome.reason

@@ -123,6 +123,11 @@ def referring(id: str, status: str, authored_on: str, **dispense: int) -> Resour
     }
 
 
+def procedure_in_text(id: str, text: str, performed: str) -> Resource:
+    """A Procedure naming what was done as text, with no coding."""
+    return {**procedure(id, SNOMED, "0", performed), "code": {"text": text}}
+
+
 def text_only(id: str, text: str, authored_on: str) -> Resource:
     """A MedicationRequest naming its drug as text, with no coding."""
     order = medication_request(id, DAPAGLIFLOZIN, "active", authored_on)
@@ -961,6 +966,32 @@ EXCLUSION_3 = [
         answers=without("transplanted-organ-is-solid-organ"),
     ),
     e3.silent("nothing recorded: closed world", CLEAR),
+    e3.silent(
+        "a Procedure in text only ('Kidney transplant'): which procedure it is cannot be told",
+        MISSING,
+        add=(procedure_in_text("kidney-tx-text", "Kidney transplant", "2012-04-01"),),
+        reason=(
+            "Procedure/kidney-tx-text: its procedure ('Kidney transplant') has no code the "
+            "mappings know: which procedure it is cannot be told",
+        ),
+    ),
+    e3.silent(
+        "a Procedure coded only in a local system no mapping knows: cannot be told",
+        MISSING,
+        add=(procedure("kidney-tx-local", "urn:oid:2.16.840.1.113883.1.2.9", "KTX", "2012-04-01"),),
+        reason=(
+            "Procedure/kidney-tx-local: coded only as urn:oid:2.16.840.1.113883.1.2.9|KTX",
+            "which procedure it is cannot be told",
+        ),
+    ),
+    e3.fails(
+        "a kidney transplant Procedure (SNOMED) beside one in text only: the coded one decides",
+        add=(
+            procedure("kidney-tx-coded", SNOMED, "70536003", "2009-07-01"),
+            procedure_in_text("kidney-tx-words", "Kidney transplant", "2012-04-01"),
+        ),
+        evidence=("Procedure/kidney-tx-coded",),
+    ),
 ]
 
 EXCLUSION_4 = [

@@ -13,6 +13,7 @@ from engine.errors import InputError
 from engine.record import (
     UNIDENTIFIED_CONDITION,
     UNIDENTIFIED_MEDICATION,
+    UNIDENTIFIED_PROCEDURE,
     CodeClassifier,
     PatientRecord,
     RecordProblem,
@@ -424,22 +425,33 @@ def test_medications_whose_drug_cannot_be_told_are_indexed_apart() -> None:
     assert len(record.data_problems) == 4  # the data problems are as before
 
 
-def test_conditions_whose_diagnosis_cannot_be_told_are_indexed_apart() -> None:
-    """A Condition in text only, coded only in systems the mappings do not know, or without a
-    code: `UNIDENTIFIED_CONDITION` (haematology QA session 14, finding 3); a known system's
-    code of no concept (ICD-10-CM D69.6 where no concept holds it) is a diagnosis the
-    criteria do not ask about. Procedures and Observations are not indexed so."""
+@pytest.mark.parametrize(
+    ("resource_type", "local", "unidentified"),
+    [
+        ("Condition", "urn:hospital:problems", UNIDENTIFIED_CONDITION),
+        ("Procedure", "urn:hospital:procedures", UNIDENTIFIED_PROCEDURE),
+    ],
+)
+def test_conditions_and_procedures_that_cannot_be_told_are_indexed_apart(
+    resource_type: str, local: str, unidentified: str
+) -> None:
+    """A Condition (or a Procedure) in text only, coded only in systems the mappings do not
+    know, or without a code: `UNIDENTIFIED_CONDITION` (haematology QA session 14, finding 3)
+    or `UNIDENTIFIED_PROCEDURE` (a splenectomy coded locally must not clear a criterion); a
+    known system's code of no concept (ICD-10-CM D69.6 where no concept holds it) is a
+    diagnosis or procedure the criteria do not ask about. Observations are not indexed so."""
     record = record_of(
-        resource("Condition", "text", code={"text": "Immune thrombocytopenia, chronic"}),
-        resource("Condition", "local", code=concept("urn:hospital:problems", "ITP-01")),
-        resource("Condition", "no-code"),
-        resource("Condition", "other", code=concept(SNOMED, "1")),
-        resource("Procedure", "text-procedure", code={"text": "splenectomy"}),
+        resource(resource_type, "text", code={"text": "Immune thrombocytopenia, chronic"}),
+        resource(resource_type, "local", code=concept(local, "ITP-01")),
+        resource(resource_type, "no-code"),
+        resource(resource_type, "other", code=concept(SNOMED, "1")),
         resource("Observation", "text-result", code={"text": "platelets"}),
     )
-    assert ids(record.resources_of_concept(UNIDENTIFIED_CONDITION)) == ["text", "local", "no-code"]
+    assert ids(record.resources_of_concept(unidentified)) == ["text", "local", "no-code"]
     assert not record.resources_of_concept(UNIDENTIFIED_MEDICATION)
-    assert len(record.data_problems) == 5  # the data problems are as before
+    other = {UNIDENTIFIED_CONDITION, UNIDENTIFIED_PROCEDURE} - {unidentified}
+    assert not record.resources_of_concept(other.pop())
+    assert len(record.data_problems) == 4  # the data problems are as before
 
 
 # --------------------------------------------------------------------------- data problems

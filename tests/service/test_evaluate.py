@@ -283,7 +283,11 @@ def test_write_is_a_json_boolean(api: TestClient, value: Any) -> None:
 @pytest.mark.parametrize(
     ("content", "words"),
     [
-        (b"[" * 1200 + b"]" * 1200, "nested deeper than 1024 levels at line 1, column 1026"),
+        (
+            b"[" * 1200 + b"]" * 1200,
+            "nested deeper than 254 levels (reading stopped at line 1, column 1026)",
+        ),
+        (b"[" * 255 + b"]" * 255, "nested deeper than 254 levels"),
         (b'{"bundle": "\xff"}', "not UTF-8: byte 0xff at line 1, column 13"),
         (b'{"bundle":\n  {"a": 1,}}', "trailing comma is not allowed at line 2, column 10"),
     ],

@@ -36,7 +36,7 @@ def test_logs_name_no_patient_and_no_token(
     hook = {
         "hook": "patient-view",
         "hookInstance": "0f2c8e7a-1111-4a3b-9c1d-000000000001",
-        "context": {"patientId": PATIENT},
+        "context": {"patientId": PATIENT, "userId": "Practitioner/example"},
         "fhirServer": sekmet.base_url,
         "fhirAuthorization": fhir_authorization(sekmet.token),
     }

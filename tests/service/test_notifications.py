@@ -39,6 +39,7 @@ from engine.service.notifications import NotificationQueue, Target, notification
 from engine.service.problems import ApiError
 from engine.service.subscription_changes import SERVICE_WIDE
 from engine.service.subscriptions import NOT_SUBSCRIBED, rest_hook_subscription
+from engine.sources import RetryPolicy
 
 BASE = "http://fhir.example.org/r4"
 RELEVANT = frozenset({"Patient", "Observation", "Condition", "ResearchSubject"})
@@ -546,3 +547,86 @@ def test_a_change_query_its_server_says_is_not_complete_keeps_its_patients_and_t
         assert (after == before) is holds_time, severity
         said = [r.fields for r in caplog.records if r.getMessage() == "changes query not complete"]  # type: ignore[attr-defined]
         assert said == ([{"resource_type": "Condition"}] if holds_time else []), severity
+
+
+def numbered_event(number: int, focus: str, kind: str = "event-notification") -> dict[str, Any]:
+    """A Backport R4 id-only notification of Subscription s1 for one numbered event."""
+    parameters: list[dict[str, Any]] = [
+        {"name": "subscription", "valueReference": {"reference": "Subscription/s1"}},
+        {"name": "type", "valueCode": kind},
+        {"name": "events-since-subscription-start", "valueString": str(number)},
+        {
+            "name": "notification-event",
+            "part": [
+                {"name": "event-number", "valueString": str(number)},
+                {"name": "focus", "valueReference": {"reference": focus}},
+            ],
+        },
+    ]
+    entry = {"resource": {"resourceType": "Parameters", "parameter": parameters}}
+    return {"resourceType": "Bundle", "type": "history", "entry": [entry]}
+
+
+@pytest.mark.parametrize("events_answer", ["complete", "partial", "404", "501", "not a bundle"])
+def test_missed_events_are_recovered_from_events_else_from_what_changed(
+    service_client: ClientFactory, caplog: pytest.LogCaptureFixture, events_answer: str
+) -> None:
+    """Subscriptions Backport, "Handling Errors": a notification for event 3 after event 1
+    shows event 2 missed. The answer says so, and the recovery asks the Subscription's
+    `$events` for event 2; when the server answers it with every missed event, those events
+    are what is re-evaluated, else (404, 501, an answer that is not a notification, some
+    events left out) the server is asked what changed for the Subscription (its criteria, read
+    from the server, with `_lastUpdated`). Scripted server (respx); the events are about
+    Encounters, which no trial reads, so nothing is written."""
+    api = service_client(server_settings(FAKE_SERVER, "token"))
+    asked: list[str] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        asked.append(f"{request.url.path.removeprefix('/r4/')}?{request.url.query.decode()}")
+        if request.url.path.endswith("/$events"):
+            if events_answer in ("404", "501"):
+                return httpx.Response(int(events_answer), json={"resourceType": "OperationOutcome"})
+            if events_answer == "not a bundle":
+                return httpx.Response(200, json={"resourceType": "Patient", "id": "p1"})
+            number = 2 if events_answer == "complete" else 5
+            return httpx.Response(200, json=numbered_event(number, "Encounter/e2", "query-event"))
+        if request.url.path.endswith("/Subscription/s1"):
+            subscription = {"resourceType": "Subscription", "id": "s1", "criteria": "Encounter?"}
+            return httpx.Response(200, json=subscription)
+        return httpx.Response(404, json={"resourceType": "OperationOutcome"})
+
+    with respx.mock(assert_all_called=False) as mock:
+        mock.get(url__startswith=FAKE_SERVER).mock(side_effect=server)
+        first = api.post("/fhir-notify", json=numbered_event(1, "Encounter/e1"), headers=AUTH)
+        assert first.status_code == 200, first.text
+        with caplog.at_level(logging.INFO):
+            third = api.post("/fhir-notify", json=numbered_event(3, "Encounter/e3"), headers=AUTH)
+            assert third.status_code == 202, third.text
+            said = third.json()["issue"][0]["diagnostics"]
+            assert "events 2 to 2 of the Subscription were not received" in said
+            api.portal.call(api.app.state.notifications.drain)  # type: ignore[union-attr,attr-defined]
+    assert "Subscription/s1/$events?eventsSinceNumber=2&eventsUntilNumber=2" in asked
+    way = "$events" if events_answer == "complete" else "changes query"
+    recovered = [r.fields for r in caplog.records if r.getMessage() == "missed events recovered"]  # type: ignore[attr-defined]
+    assert recovered == [{"way": way, "events": 1, "targets": 0}]
+    assert ("Subscription/s1?" in asked) is (way == "changes query")
+    assert api.app.state.notifications.counts.failed == 0  # type: ignore[attr-defined]
+
+
+def test_a_recovery_that_fails_is_tried_again_by_the_next_notification(
+    service_client: ClientFactory,
+) -> None:
+    """Subscriptions Backport, "Recovering from Errors": when neither `$events` nor the
+    question of what changed can be answered (the server fails), the missed events are not
+    forgotten: the next notification of the Subscription finds them missing again."""
+    fast = RetryPolicy(attempts=1, timeout=1.0, give_up_after=2.0)
+    api = service_client(server_settings(FAKE_SERVER, "token", fhir_retry=fast))
+    with respx.mock(assert_all_called=False) as mock:
+        mock.get(url__startswith=FAKE_SERVER).mock(return_value=httpx.Response(503))
+        for number in (1, 3):
+            api.post("/fhir-notify", json=numbered_event(number, "Encounter/e"), headers=AUTH)
+        api.portal.call(api.app.state.notifications.drain)  # type: ignore[union-attr,attr-defined]
+        assert api.app.state.notifications.counts.failed == 1  # type: ignore[attr-defined]
+        fourth = api.post("/fhir-notify", json=numbered_event(4, "Encounter/e"), headers=AUTH)
+        api.portal.call(api.app.state.notifications.drain)  # type: ignore[union-attr,attr-defined]
+    assert "events 2 to 3 of the Subscription were not received" in fourth.text

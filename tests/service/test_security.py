@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import jwt
+import orjson
 import pytest
 import respx
 from fastapi.testclient import TestClient
@@ -298,6 +299,40 @@ def test_a_huge_integer_in_a_prefetch_is_400(api: TestClient) -> None:
     prefetch["patient"]["extension"] = [{"url": "x", "valueInteger": 2**70}]
     response = api.post(SERVICE, json=hook_call(name, prefetch=prefetch), headers=AUTH)
     assert response.status_code == 200, response.text
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "1" + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [255, 300, 1000])
+def test_deep_nesting_anywhere_in_a_body_is_400_never_500(
+    service_client: ClientFactory, depth: int
+) -> None:
+    """JSON nested deeper than the service can write back (orjson's writer stops at 254
+    levels; its reader at 1024) inside an element the engine does not read: in a prefetch a
+    1000-level extension was a 500 (RecursionError in the null check), at 300 levels a prefetch
+    or an inline Bundle was a 400 misnaming the fault ("a number beyond the 64-bit integer
+    range"). Every route now answers 400 "nested deeper than 254 levels"."""
+    api = service_client(server_settings("http://fhir.invalid/r4", "server-token"))
+    name = "itp-too-old"
+    prefetch = prefetch_from(example(name), loaded_trial(api), name)
+    prefetch["patient"]["extension"] = [{"url": "http://x", "valueString": "DEEP"}]
+    bundle = example(name)
+    bundle["entry"][0]["resource"]["extension"] = [{"url": "http://x", "valueString": "DEEP"}]
+    observation = {"resourceType": "Observation", "id": "o1", "note": "DEEP"}
+    bodies = {
+        SERVICE: hook_call(name, prefetch=prefetch),
+        "/evaluate": {"bundle": bundle},
+        "/fhir-notify": observation,
+    }
+    headers = {**AUTH, "Content-Type": "application/json"}
+    for path, body in bodies.items():
+        content = orjson.dumps(body).replace(b'"DEEP"', _nested(depth).encode())
+        response = api.post(path, content=content, headers=headers)
+        assert response.status_code == 400, (path, response.text)
+        diagnostics = response.json()["issue"][0]["diagnostics"]
+        assert "nested deeper than 254 levels" in diagnostics, (path, diagnostics)
 
 
 def test_the_connection_stays_usable_after_an_error() -> None:

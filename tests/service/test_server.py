@@ -6,14 +6,31 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import httpx
+import jwt
 import pytest
 import respx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from scripted_fhir import capability_statement, patient_search, searchset
 from sekmet_server import SekmetServer
-from service_support import AUTH, ClientFactory, cli_bundle, copy_patient, server_settings
+from service_support import (
+    AUTH,
+    CDS_SERVICE,
+    ClientFactory,
+    as_on_a_server,
+    cli_bundle,
+    copy_patient,
+    example,
+    hook_call,
+    make_settings,
+    server_settings,
+)
 
+from engine.errors import ServiceConfigError
+from engine.service import create_app
 from engine.service.settings import ServiceSettings
 from engine.sources import RetryPolicy, ServerLimits
 
@@ -145,3 +162,121 @@ def test_a_server_whose_search_never_ends_is_a_502_not_a_busy_worker(
     assert response.status_code == 502, response.text
     assert observations.call_count == 4
     assert "(GET Observation)" in response.json()["issue"][0]["diagnostics"]
+
+
+@pytest.mark.parametrize("field", ["status", "intent"])
+@pytest.mark.parametrize("value", [5, {"code": "active"}, ["active"]])
+def test_a_status_or_intent_that_is_not_a_code_on_the_server_is_no_500(
+    service_client: ClientFactory, field: str, value: object
+) -> None:
+    """A MedicationRequest read from the server whose status or intent is no code (a number,
+    an object, a list; an object or a list was a 500) is evaluated: the criterion that reads
+    it is unknown, naming it, and the card and report page are answered too."""
+    resources = as_on_a_server(example("itp-relapsed-candidate"))
+    for resource in resources:
+        if resource["resourceType"] == "MedicationRequest":
+            resource[field] = value
+    patient_id = next(r["id"] for r in resources if r["resourceType"] == "Patient")
+    api = service_client(fake_server_settings())
+    statement = capability_statement([], everything=True)
+
+    def server(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/metadata"):
+            return httpx.Response(200, json=statement)
+        if request.url.path.endswith(f"/Patient/{patient_id}/$everything"):
+            return httpx.Response(200, json=searchset(*resources))
+        return httpx.Response(200, json=searchset())  # every other search: none
+
+    with respx.mock(assert_all_called=False) as mock:
+        mock.get(url__startswith=FAKE_SERVER).mock(side_effect=server)
+        evaluated = api.post("/evaluate", json={"patient": patient_id}, headers=AUTH)
+        call = hook_call(patient_id, fhirServer=FAKE_SERVER)
+        card = api.post(CDS_SERVICE, json=call, headers=AUTH)
+        page = api.get(f"/trials/NCT05315778/patients/{patient_id}/report", headers=AUTH)
+    assert evaluated.status_code == 200, evaluated.text
+    (first_line,) = [
+        item for item in evaluated.json()["criteria"] if item["id"].startswith("inclusion-1")
+    ]
+    assert first_line["truth"] == "unknown"
+    assert f"its {field} is " in first_line["reason"] and "not a code" in first_line["reason"]
+    assert card.status_code == 200, card.text
+    assert page.status_code == 200, page.text
+
+
+def test_the_service_authenticates_to_its_server_with_smart_backend_services(
+    service_client: ClientFactory, tmp_path: Path
+) -> None:
+    """SMART Backend Services (hl7.org/fhir/smart-app-launch, "Backend Services"): with an
+    auth config (`serve --auth-config`), the service asks the token endpoint for an access
+    token with a signed client assertion (`grant_type=client_credentials`,
+    `client_assertion_type` jwt-bearer, the assertion's `aud` the token endpoint) and sends it
+    to the FHIR server as a bearer token, for every request (pull, readiness). Before, serve
+    took only a static token, which an EHR's system access expires."""
+    key = ec.generate_private_key(ec.SECP384R1())
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    token_url = "https://auth.example.org/token"
+    config = tmp_path / "auth.toml"
+    config.write_text(
+        '[smart]\nclient_id = "trialsieve"\nprivate_key_file = "key.pem"\n'
+        f'key_id = "k1"\ntoken_url = "{token_url}"\nscope = "system/*.rs"\n',
+        encoding="utf-8",
+    )
+    settings = make_settings(
+        fhir_server=FAKE_SERVER, fhir_auth_config=config, fhir_retry=FAST_FAILURE
+    )
+    api = service_client(settings)
+    resources = as_on_a_server(example("itp-too-old"))
+    patient_id = next(r["id"] for r in resources if r["resourceType"] == "Patient")
+    statement = capability_statement([], everything=True)
+    forms: list[dict[str, list[str]]] = []
+    bearers: set[str | None] = set()
+
+    def token(request: httpx.Request) -> httpx.Response:
+        forms.append(parse_qs(request.content.decode()))
+        return httpx.Response(
+            200, json={"access_token": "smart-token-1", "token_type": "bearer", "expires_in": 300}
+        )
+
+    def server(request: httpx.Request) -> httpx.Response:
+        bearers.add(request.headers.get("authorization"))
+        if request.url.path.endswith("/metadata"):
+            return httpx.Response(200, json=statement)
+        if request.url.path.endswith(f"/Patient/{patient_id}/$everything"):
+            return httpx.Response(200, json=searchset(*resources))
+        return httpx.Response(200, json=searchset())
+
+    with respx.mock(assert_all_called=False) as mock:
+        mock.post(token_url).mock(side_effect=token)
+        mock.get(url__startswith=FAKE_SERVER).mock(side_effect=server)
+        evaluated = api.post("/evaluate", json={"patient": patient_id}, headers=AUTH)
+        ready = api.get("/ready")
+    assert evaluated.status_code == 200, evaluated.text
+    assert ready.status_code == 200, ready.text
+    assert bearers == {"Bearer smart-token-1"}
+    assert len(forms) == 1  # the token is cached and reused
+    (form,) = forms
+    assert form["grant_type"] == ["client_credentials"]
+    assert form["client_assertion_type"] == [
+        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+    ]
+    assert form["scope"] == ["system/*.rs"]
+    claims = jwt.decode(
+        form["client_assertion"][0], key.public_key(), algorithms=["ES384"], audience=token_url
+    )
+    assert claims["iss"] == claims["sub"] == "trialsieve"
+
+
+def test_a_token_and_an_auth_config_together_are_refused(tmp_path: Path) -> None:
+    """One way to authenticate to the server: a static token and a SMART config together stop
+    the start (ServiceConfigError), as `evaluate --server` refuses both."""
+    config = tmp_path / "auth.toml"
+    config.write_text("[smart]\n", encoding="utf-8")
+    settings = server_settings(FAKE_SERVER, "token", fhir_auth_config=config)
+    with pytest.raises(ServiceConfigError, match="not both"):
+        create_app(settings)
