@@ -342,6 +342,24 @@ INCLUSION_4 = [
         add=(observation("albumin-24h", "14956-7", 45, "mg/(24.h)", days_ago(400)),),
     ),
     i4.meets(
+        "persistent proteinuria (ICD-10-CM R80.1) diagnosed 2 years ago, no earlier UACR",
+        remove=("uacr-last-year",),
+        add=(condition("proteinuria", ICD10CM, "R80.1", "2024-06-01"),),
+        evidence=("Condition/proteinuria",),
+    ),
+    i4.silent(
+        "Bence Jones proteinuria (R80.3) is light chains, not albumin: no evidence",
+        MISSING,
+        remove=("uacr-last-year",),
+        add=(condition("bence-jones", ICD10CM, "R80.3", "2024-06-01"),),
+    ),
+    i4.silent(
+        "orthostatic proteinuria (R80.2) is benign: no evidence",
+        MISSING,
+        remove=("uacr-last-year",),
+        add=(condition("orthostatic", ICD10CM, "R80.2", "2024-06-01"),),
+    ),
+    i4.meets(
         "an albuminuria diagnosis is the earlier evidence",
         remove=("uacr-last-year",),
         add=(condition("microalbuminuria", SNOMED, "90781000119102", "2024-03-01"),),
@@ -454,6 +472,30 @@ INCLUSION_5_ARNI = [
             sacubitril_valsartan_counts_as_stable_maximum_tolerated_arb=False,
             ace_inhibitor_and_arb_contraindicated=False,
         ),
+    ),
+    i5.meets(
+        "Zestril 20 mg tablet (branded lisinopril, RxNorm SBD 104378) since January",
+        remove=("lisinopril",),
+        add=(medication_request("zestril", "104378", "active", "2026-01-12"),),
+        answers=without("sacubitril-valsartan-counts-as-stable-maximum-tolerated-arb"),
+        evidence=("MedicationRequest/zestril",),
+    ),
+    i5.meets(
+        "Diovan 160 mg tablet (branded valsartan, RxNorm SBD 351762) since January",
+        remove=("lisinopril",),
+        add=(medication_request("diovan", "351762", "active", "2026-01-12"),),
+        answers=without("sacubitril-valsartan-counts-as-stable-maximum-tolerated-arb"),
+    ),
+    i5.silent(
+        "Entresto 97/103 mg tablet (RxNorm SBD 1656356) since January: an ARNI, asked",
+        MANUAL,
+        remove=("lisinopril",),
+        add=(medication_request("entresto", "1656356", "active", "2026-01-12"),),
+        answers={
+            **without("sacubitril-valsartan-counts-as-stable-maximum-tolerated-arb"),
+            "ace-inhibitor-and-arb-contraindicated": False,
+        },
+        reason=("manual review",),
     ),
     i5.meets(
         "valsartan and amlodipine by ATC C09DB01 since January: an ARB",
@@ -786,6 +828,21 @@ EXCLUSION_2 = [
 BUDESONIDE = "19831"
 
 EXCLUSION_2_BUDESONIDE = [
+    e2.fails(
+        "mycophenolate mofetil 500 mg tablet (RxNorm SCD 200060) for lupus nephritis",
+        add=(medication_request("mmf", "200060", "active", days_ago(60)),),
+        answers=answered(immunotherapy_for_renal_disease=True),
+        evidence=("MedicationRequest/mmf",),
+    ),
+    e2.fails(
+        "cyclophosphamide 1000 mg injection (RxNorm 1734919) 5 months ago",
+        add=(
+            medication_request(
+                "cyclophosphamide-iv", "1734919", "completed", days_ago(150), supply_days=1
+            ),
+        ),
+        answers=answered(immunotherapy_for_renal_disease=True),
+    ),
     e2.fails(
         "chlorambucil (ATC L01AA02) 4 months ago, for membranous nephropathy",
         add=(
@@ -1210,6 +1267,15 @@ EXCLUSION_6 = [
         evidence=("Observation/nyha",),
     ),
     e6.silent("heart failure without a recent NYHA class", MISSING, add=(HEART_FAILURE,)),
+    e6.fails(
+        "hypertensive heart and CKD with heart failure (ICD-10-CM I13.0), NYHA class IV",
+        add=(
+            condition("hhd-ckd-hf", ICD10CM, "I13.0", "2023-03-01"),
+            observation("nyha", NYHA, None, None, days_ago(30), coded=NYHA_IV),
+        ),
+        answers=without("nyha-class-iv-is-congestive-heart-failure"),
+        evidence=("Condition/hhd-ckd-hf", "Observation/nyha"),
+    ),
 ]
 
 EXCLUSION_7 = [
