@@ -20,6 +20,8 @@ from typing import Any
 import httpx
 import orjson
 import uvicorn
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sekmet_server import SekmetServer
@@ -171,6 +173,41 @@ def same_card(one: dict[str, Any], other: dict[str, Any]) -> bool:
     """The same card but for its uuid (fresh on every call)."""
     return {k: v for k, v in one.items() if k != "uuid"} == {
         k: v for k, v in other.items() if k != "uuid"
+    }
+
+
+def smart_config(
+    folder: Path, token_url: str, scope: str | None = None
+) -> tuple[Path, ec.EllipticCurvePrivateKey]:
+    """A SMART Backend Services config (`--auth-config`) in `folder`, its client "trialsieve"
+    signing with a new EC P-384 key written beside it (key.pem, key id "k1"): the config's
+    path and the key."""
+    key = ec.generate_private_key(ec.SECP384R1())
+    (folder / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    config = folder / "auth.toml"
+    config.write_text(
+        '[smart]\nclient_id = "trialsieve"\nprivate_key_file = "key.pem"\n'
+        f'key_id = "k1"\ntoken_url = "{token_url}"\n'
+        + (f'scope = "{scope}"\n' if scope is not None else ""),
+        encoding="utf-8",
+    )
+    return config, key
+
+
+def r5_notification(*entries: dict[str, Any], **status: Any) -> dict[str, Any]:
+    """An R4B/R5 notification Bundle: a SubscriptionStatus of type event-notification with
+    the elements `status` gives, then `entries`."""
+    resource = {"resourceType": "SubscriptionStatus", "type": "event-notification", **status}
+    return {
+        "resourceType": "Bundle",
+        "type": "subscription-notification",
+        "entry": [{"resource": resource}, *entries],
     }
 
 

@@ -12,8 +12,7 @@ import orjson
 import pytest
 import respx
 import typer
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from service_support import smart_config
 from typer.testing import CliRunner
 
 from engine.cli.serve import serve
@@ -118,21 +117,8 @@ def test_subscribe_authenticates_with_smart_backend_services(
 ) -> None:
     """`subscribe --auth-config`: the Subscriptions are registered with the access token SMART
     Backend Services grants (as `evaluate --server --auth-config`), not only a static token."""
-    key = ec.generate_private_key(ec.SECP384R1())
-    (tmp_path / "key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
     token_url = "https://auth.example.org/token"
-    config = tmp_path / "auth.toml"
-    config.write_text(
-        '[smart]\nclient_id = "trialsieve"\nprivate_key_file = "key.pem"\n'
-        f'key_id = "k1"\ntoken_url = "{token_url}"\n',
-        encoding="utf-8",
-    )
+    config, _key = smart_config(tmp_path, token_url)
     bearers: set[str | None] = set()
 
     def stored(request: httpx.Request) -> httpx.Response:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-from service_support import AUTH, ClientFactory
+from service_support import AUTH, ClientFactory, r5_notification
 
 from engine.errors import ServiceConfigError
 from engine.service.notifications import (
@@ -73,19 +74,7 @@ def test_a_backport_empty_notification_asks_what_changed() -> None:
     assert notification_targets(no_events, None, RELEVANT, BASE) == [changed]
     numbered_only = backport_event_bundle([{"name": "event-number", "valueString": "7"}])
     assert notification_targets(numbered_only, None, RELEVANT, BASE) == [changed]
-    r5 = {
-        "resourceType": "Bundle",
-        "type": "subscription-notification",
-        "entry": [
-            {
-                "resource": {
-                    "resourceType": "SubscriptionStatus",
-                    "type": "event-notification",
-                    "subscription": {"reference": "Subscription/s2"},
-                }
-            }
-        ],
-    }
+    r5 = r5_notification(subscription={"reference": "Subscription/s2"})
     assert notification_targets(r5, None, RELEVANT, BASE) == [changed_in("Subscription/s2")]
     elsewhere = backport_event_bundle()
     parameters = elsewhere["entry"][0]["resource"]["parameter"]
@@ -105,32 +94,46 @@ def test_a_backport_id_only_notification_names_its_focus() -> None:
     ]
 
 
-def test_what_changed_is_queried_and_each_patient_re_evaluated() -> None:
-    """R4 3.1.1.5.2 (`_lastUpdated`): the queue turns a `changed_in` target into the patients
-    the server reports as changed for that Subscription since its last query, and
-    re-evaluates each."""
-    queries: list[str] = []
+def through_a_queue(
+    make_queue: Callable[[Callable[[str], list[str]]], NotificationQueue],
+    *batches: list[Target],
+) -> tuple[NotificationQueue, list[str]]:
+    """Each batch of targets submitted and drained in turn through the queue `make_queue`
+    makes with a re-evaluation that records its patient: the stopped queue and the patients
+    re-evaluated."""
     evaluated: list[str] = []
-
-    def find_changed(subscription: str) -> list[str]:
-        queries.append(subscription)
-        return ["p1", "p2"]
 
     def re_evaluate(patient_id: str) -> list[str]:
         evaluated.append(patient_id)
         return ["candidate"]
 
     async def scenario() -> NotificationQueue:
-        queue = NotificationQueue(re_evaluate, lambda reference: None, 1, find_changed)
+        queue = make_queue(re_evaluate)
         await queue.start()
-        await queue.submit([changed_in("Subscription/s1")])
-        await queue.drain()
-        await queue.submit([CHANGED])
-        await queue.drain()
+        for batch in batches:
+            await queue.submit(batch)
+            await queue.drain()
         await queue.stop()
         return queue
 
-    queue = asyncio.run(scenario())
+    return asyncio.run(scenario()), evaluated
+
+
+def test_what_changed_is_queried_and_each_patient_re_evaluated() -> None:
+    """R4 3.1.1.5.2 (`_lastUpdated`): the queue turns a `changed_in` target into the patients
+    the server reports as changed for that Subscription since its last query, and
+    re-evaluates each."""
+    queries: list[str] = []
+
+    def find_changed(subscription: str) -> list[str]:
+        queries.append(subscription)
+        return ["p1", "p2"]
+
+    queue, evaluated = through_a_queue(
+        lambda re_evaluate: NotificationQueue(re_evaluate, lambda reference: None, 1, find_changed),
+        [changed_in("Subscription/s1")],
+        [CHANGED],
+    )
     assert queries == ["Subscription/s1", SERVICE_WIDE]
     assert sorted(evaluated) == ["p1", "p1", "p2", "p2"]
     assert queue.counts.failed == 0
@@ -367,21 +370,11 @@ def test_event_numbers_are_read_from_every_notification_shape() -> None:
     assert notification_events(r4, BASE) == EventCounts(
         "Subscription/s1", "event-notification", (7,), 7
     )
-    r5 = {
-        "resourceType": "Bundle",
-        "type": "subscription-notification",
-        "entry": [
-            {
-                "resource": {
-                    "resourceType": "SubscriptionStatus",
-                    "type": "event-notification",
-                    "subscription": {"reference": "Subscription/s2"},
-                    "eventsSinceSubscriptionStart": "9",
-                    "notificationEvent": [{"eventNumber": "8"}, {"eventNumber": 9}],
-                }
-            }
-        ],
-    }
+    r5 = r5_notification(
+        subscription={"reference": "Subscription/s2"},
+        eventsSinceSubscriptionStart="9",
+        notificationEvent=[{"eventNumber": "8"}, {"eventNumber": 9}],
+    )
     assert notification_events(r5, BASE) == EventCounts(
         "Subscription/s2", "event-notification", (8, 9), 9
     )
@@ -398,27 +391,17 @@ def test_missed_events_are_recovered_in_the_queue() -> None:
     """Subscriptions Backport, "Recovering from Errors": the client recovers the missed events
     (what it found is re-evaluated: patients, resources whose patient is read)."""
     recovered: list[MissedEvents] = []
-    evaluated: list[str] = []
 
     def find_missed(missed: MissedEvents) -> list[str]:
         recovered.append(missed)
         return ["Patient/p7", "Observation/o8"]
 
-    def re_evaluate(patient_id: str) -> list[str]:
-        evaluated.append(patient_id)
-        return ["candidate"]
-
-    async def scenario() -> NotificationQueue:
-        queue = NotificationQueue(
+    queue, evaluated = through_a_queue(
+        lambda re_evaluate: NotificationQueue(
             re_evaluate, lambda reference: "p8", 1, lambda subscription: [], find_missed
-        )
-        await queue.start()
-        await queue.submit([missed_target(MissedEvents("Subscription/s1", 22, 24))])
-        await queue.drain()
-        await queue.stop()
-        return queue
-
-    queue = asyncio.run(scenario())
+        ),
+        [missed_target(MissedEvents("Subscription/s1", 22, 24))],
+    )
     assert recovered == [MissedEvents("Subscription/s1", 22, 24)]
     assert sorted(evaluated) == ["p7", "p8"]
     assert queue.counts.failed == 0

@@ -28,6 +28,7 @@ from service_support import (
     ClientFactory,
     copy_patient,
     live_service,
+    r5_notification,
     server_settings,
 )
 from typer.testing import CliRunner
@@ -117,22 +118,10 @@ def test_topic_based_notifications() -> None:
     assert targets(id_only) == ["Patient/p2", "Condition/c3", "Patient/p4"]
     assert targets(backport("handshake")) == []
     assert targets(backport("heartbeat")) == []
-    r5 = {
-        "resourceType": "Bundle",
-        "type": "subscription-notification",
-        "entry": [
-            {
-                "resource": {
-                    "resourceType": "SubscriptionStatus",
-                    "type": "event-notification",
-                    "notificationEvent": [
-                        {"eventNumber": 3, "focus": {"reference": "Observation/o1"}}
-                    ],
-                }
-            },
-            {"fullUrl": f"{BASE}/Observation/o1", "resource": observation("Patient/p5")},
-        ],
-    }
+    r5 = r5_notification(
+        {"fullUrl": f"{BASE}/Observation/o1", "resource": observation("Patient/p5")},
+        notificationEvent=[{"eventNumber": 3, "focus": {"reference": "Observation/o1"}}],
+    )
     assert targets(r5) == ["Patient/p5"]
 
 
@@ -156,15 +145,6 @@ def test_malformed_notifications(body: Any) -> None:
     assert raised.value.status == 400
 
 
-def _r5_status(**status: Any) -> dict[str, Any]:
-    resource = {"resourceType": "SubscriptionStatus", "type": "event-notification", **status}
-    return {
-        "resourceType": "Bundle",
-        "type": "subscription-notification",
-        "entry": [{"resource": resource}],
-    }
-
-
 def _backport_with(change: Any) -> dict[str, Any]:
     body = backport("event-notification", (f"{BASE}/Observation/o1", [f"{BASE}/Patient/p1"]))
     change(body["entry"][0]["resource"])
@@ -179,9 +159,9 @@ def _backport_with(change: Any) -> dict[str, Any]:
             _backport_with(lambda r: r["parameter"][2].update(part=5)),
             "entry[0].resource.parameter[2].part",
         ),
-        (_r5_status(notificationEvent=5), "entry[0].resource.notificationEvent"),
+        (r5_notification(notificationEvent=5), "entry[0].resource.notificationEvent"),
         (
-            _r5_status(
+            r5_notification(
                 notificationEvent=[{"focus": {"reference": "Patient/p1"}, "additionalContext": {}}]
             ),
             "entry[0].resource.notificationEvent[0].additionalContext",

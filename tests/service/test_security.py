@@ -33,7 +33,7 @@ from service_support import (
     server_settings,
 )
 
-from engine.service import ApiAuthSettings, SecretReference, create_app
+from engine.service import ApiAuthSettings, SecretReference, ServiceSettings, create_app
 
 SECRET = "a-shared-secret-of-enough-length-0123456789"
 SECRET_VARIABLE = "TRIALSIEVE_TEST_JWT_SECRET"
@@ -412,24 +412,33 @@ def test_the_report_link_only_for_a_call_on_the_configured_server(
     assert links[other] is None
 
 
-def test_a_body_that_does_not_arrive_in_time_is_408() -> None:
-    """A client that declares `Content-Length: 100` and sends 9 bytes held its connection
-    (and a worker's read) open without end: past `body_timeout` the service answers 408
-    Request Timeout (RFC 9110 15.5.9) with `Connection: close` and closes the connection."""
-    app = create_app(make_settings(body_timeout=1.0))
+def exchange_until_closed(settings: ServiceSettings, rest: bytes) -> tuple[bytes, float]:
+    """`POST /evaluate` to a live service over a raw socket, the request line and JSON
+    content type followed by `rest` (more headers, the blank line, what body is sent): all
+    the service answered until it closed the connection, and how long that took."""
+    app = create_app(settings)
     with live_service(app) as base_url:
         port = int(base_url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
             started = time.monotonic()
             connection.sendall(
-                b"POST /evaluate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                + f"Authorization: {AUTH['Authorization']}\r\n".encode()
-                + b'Content-Length: 100\r\n\r\n{"bundle"'
+                b"POST /evaluate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + rest
             )
             answer = b""
             while chunk := connection.recv(65536):
                 answer += chunk  # until the server closes the connection
-            waited = time.monotonic() - started
+            return answer, time.monotonic() - started
+
+
+def test_a_body_that_does_not_arrive_in_time_is_408() -> None:
+    """A client that declares `Content-Length: 100` and sends 9 bytes held its connection
+    (and a worker's read) open without end: past `body_timeout` the service answers 408
+    Request Timeout (RFC 9110 15.5.9) with `Connection: close` and closes the connection."""
+    answer, waited = exchange_until_closed(
+        make_settings(body_timeout=1.0),
+        f"Authorization: {AUTH['Authorization']}\r\n".encode()
+        + b'Content-Length: 100\r\n\r\n{"bundle"',
+    )
     head = answer.split(b"\r\n\r\n", 1)[0].lower()
     assert head.startswith(b"http/1.1 408"), answer
     assert b"connection: close" in head
@@ -447,20 +456,10 @@ def test_a_body_is_not_read_before_its_credentials_are_accepted(authorization: s
     from its headers first: without accepted credentials it is answered 401 (RFC 9110 15.5.2,
     with `WWW-Authenticate`) at once, with `Connection: close`, its body unread (here:
     9 MB declared, none sent; it used to wait the body timeout, then 408)."""
-    app = create_app(make_settings(body_timeout=5.0))
-    with live_service(app) as base_url:
-        port = int(base_url.rsplit(":", 1)[1])
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
-            started = time.monotonic()
-            connection.sendall(
-                b"POST /evaluate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                + authorization.encode()
-                + b"Content-Length: 9000000\r\n\r\n"
-            )
-            answer = b""
-            while chunk := connection.recv(65536):
-                answer += chunk  # until the server closes the connection
-            waited = time.monotonic() - started
+    answer, waited = exchange_until_closed(
+        make_settings(body_timeout=5.0),
+        authorization.encode() + b"Content-Length: 9000000\r\n\r\n",
+    )
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.lower().startswith(b"http/1.1 401"), answer
     assert b"www-authenticate: bearer" in head.lower()

@@ -12,8 +12,6 @@ import httpx
 import jwt
 import pytest
 import respx
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from scripted_fhir import capability_statement, patient_search, searchset
 from sekmet_server import SekmetServer
 from service_support import (
@@ -27,6 +25,7 @@ from service_support import (
     hook_call,
     make_settings,
     server_settings,
+    smart_config,
 )
 
 from engine.errors import ServiceConfigError
@@ -212,21 +211,8 @@ def test_the_service_authenticates_to_its_server_with_smart_backend_services(
     `client_assertion_type` jwt-bearer, the assertion's `aud` the token endpoint) and sends it
     to the FHIR server as a bearer token, for every request (pull, readiness). Before, serve
     took only a static token, which an EHR's system access expires."""
-    key = ec.generate_private_key(ec.SECP384R1())
-    (tmp_path / "key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
     token_url = "https://auth.example.org/token"
-    config = tmp_path / "auth.toml"
-    config.write_text(
-        '[smart]\nclient_id = "trialsieve"\nprivate_key_file = "key.pem"\n'
-        f'key_id = "k1"\ntoken_url = "{token_url}"\nscope = "system/*.rs"\n',
-        encoding="utf-8",
-    )
+    config, key = smart_config(tmp_path, token_url, scope="system/*.rs")
     settings = make_settings(
         fhir_server=FAKE_SERVER, fhir_auth_config=config, fhir_retry=FAST_FAILURE
     )
