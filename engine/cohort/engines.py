@@ -242,16 +242,23 @@ class _BackgroundWriter:
 
     def __init__(self) -> None:
         self._thread: threading.Thread | None = None
+        self._written: threading.Event | None = None
         self._error: BaseException | None = None
 
     def write(self, results_folder: str, result: PartitionResult) -> None:
         self.wait()
+        written = threading.Event()
         self._thread = threading.Thread(
-            target=self._write, args=(results_folder, result), name="trialsieve-write-result"
+            target=self._write,
+            args=(results_folder, result, written),
+            name="trialsieve-write-result",
         )
         self._thread.start()
+        self._written = written  # once started: `finish_before_ending` waits for it
 
-    def _write(self, results_folder: str, result: PartitionResult) -> None:
+    def _write(
+        self, results_folder: str, result: PartitionResult, written: threading.Event
+    ) -> None:
         try:
             if _started is not None:
                 _started.returned.wait()
@@ -260,6 +267,19 @@ class _BackgroundWriter:
             write_result(results_folder, result)
         except BaseException as error:  # raised by wait(): the thread cannot raise
             self._error = error
+        finally:
+            written.set()
+
+    def finish_before_ending(self) -> None:
+        """Wait for the write under way (if any) to end, from a SIGTERM handler. Not by
+        joining its thread: the handler may run in the main thread between `join`'s taking
+        of the thread's lock and its release (bpo-45274), where a second join waits for that
+        lock for ever (a worker ended by SIGTERM while it waited for its previous write hung,
+        and with it the command, in `ProcessPoolExecutor.shutdown`); an Event's wait takes no
+        lock the interrupted code holds."""
+        written = self._written
+        if written is not None:
+            written.wait()
 
     def wait(self) -> None:
         if self._thread is not None:
@@ -292,7 +312,8 @@ def _start_local_worker(setup: WorkerSetup, finished: Barrier, started: _Started
     events."""
     global _finished, _started
     _finished, _started = finished, started
-    leave_interrupts_to_the_parent(_writer.wait)  # SIGTERM: the file being written is kept
+    # SIGTERM: the file being written is kept
+    leave_interrupts_to_the_parent(_writer.finish_before_ending)
     start_worker(setup)
 
 
@@ -463,9 +484,10 @@ class _DaskWrites:
         if writing is not None:
             self._written.append(writing)
 
-    def wait(self) -> None:
-        """Wait for the file being written (its error raised); for a worker that ends."""
-        self._writer.wait()
+    def finish_before_ending(self) -> None:
+        """Wait for the file being written, from a SIGTERM handler (as the local engine's
+        workers do: `_BackgroundWriter.finish_before_ending`)."""
+        self._writer.finish_before_ending()
 
     def finish(self, results_folder: str) -> list[int]:
         """Wait for the last write (raising its error): the partitions written into
@@ -684,7 +706,7 @@ def _serve_as_dask_worker(host: Connection) -> None:
     one that imported distributed and trialsieve."""
     exit_when_orphaned()
     # Ctrl-C is the command's: it closes us; SIGTERM: the file being written is kept
-    leave_interrupts_to_the_parent(_dask_writes.wait)
+    leave_interrupts_to_the_parent(_dask_writes.finish_before_ending)
     try:
         received = host.recv()
     except EOFError:
@@ -1035,7 +1057,7 @@ def _host_dask_cluster(requests: Connection, workers: int, prepare_units: bool) 
     to close, or until the command's end of the pipe closes. With `prepare_units` it builds
     the unit registry before it forks (the forked workers share it)."""
     # Ctrl-C is the command's: it closes us; SIGTERM: the file its worker writes is kept
-    leave_interrupts_to_the_parent(_dask_writes.wait)
+    leave_interrupts_to_the_parent(_dask_writes.finish_before_ending)
     failed: BaseException | None = None
     forked: _ForkedWorkers | None = None
     # Every worker, the client and the scheduler read the installed versions (package

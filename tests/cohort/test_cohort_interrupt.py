@@ -9,6 +9,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -237,3 +239,38 @@ def test_a_worker_signalled_before_it_sets_its_own_handling_prints_no_traceback(
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(status), (done.stdout, done.stderr)
     assert "Traceback" not in done.stderr and "child:" not in done.stderr, done.stderr
+
+
+def test_sigterm_s_handler_waits_for_the_write_without_joining_its_thread(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A local worker's SIGTERM handler waits for the result file being written before the
+    worker ends. It may run in the main thread while that thread joins the writer thread,
+    between `join` taking the thread's lock and releasing it (bpo-45274); joining again there
+    waited for ever, and the command with it, in `ProcessPoolExecutor.shutdown` (one CI run
+    in about ten under load: `test_control_c_prints_one_line_and_the_same_command_resumes
+    [local-partitions-SIGTERM]` timed out). Here the interrupted join is played by holding
+    the finished writer thread's lock (CPython's `Thread._tstate_lock`) as it would."""
+    monkeypatch.setattr(engines, "write_result", lambda folder, result: None)
+    writer = engines._BackgroundWriter()
+    writer.write(str(tmp_path), Any)  # type: ignore[arg-type]  # written by nothing
+    thread = writer._thread
+    assert thread is not None
+    lock = thread._tstate_lock  # type: ignore[attr-defined]  # (is_alive would drop it)
+    deadline = time.monotonic() + 5
+    while lock.locked() and time.monotonic() < deadline:
+        time.sleep(0.01)  # the thread is ending: its lock is free until it is joined
+    assert lock.acquire(timeout=5)  # as the interrupted join holds it
+    try:
+        joining = threading.Thread(target=writer.wait, daemon=True)
+        joining.start()
+        joining.join(0.3)
+        assert joining.is_alive()  # a join now waits for the lock: the old handler's hang
+        ending = threading.Thread(target=writer.finish_before_ending, daemon=True)
+        ending.start()
+        ending.join(5)
+        assert not ending.is_alive()  # the handler's wait returns
+    finally:
+        lock.release()
+    joining.join(5)
+    assert not joining.is_alive()
