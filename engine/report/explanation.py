@@ -1611,7 +1611,9 @@ def _number(value: float) -> str:
     return plain.rstrip("0").rstrip(".") if "." in plain else plain
 
 
-_POWER = re.compile(r"10\*(-?\d+)")
+_POWER = re.compile(r"(?:[x×] ?)?10\*(-?\d+)")
+"""A power of ten, with the multiplication sign a recorded unit may already write before it
+(`x10*9/L`, as some laboratory systems send a platelet count): shown once, `x10^9/L`."""
 _ANNOTATION = re.compile(r"\{([^}]*)\}")
 _ATTACHED_ANNOTATION = re.compile(r"(?<=[\w\]])\{[^}]*\}")
 """An annotation right after a unit symbol (`g{creat}`): a label of that unit (UCUM 2.1,

@@ -60,6 +60,9 @@ def _leaves(step: Step) -> list[Step]:
     [
         ("10*9/L", "x10^9/L"),
         ("10*12/L", "x10^12/L"),
+        ("x10*9/L", "x10^9/L"),  # a recorded unit that writes the sign itself: one x
+        ("x 10*9/L", "x10^9/L"),
+        ("×10*9/L", "x10^9/L"),
         ("[IU]/mL", "IU/mL"),
         ("mg/dL", "mg/dL"),
         ("umol/L", "µmol/L"),
@@ -124,6 +127,15 @@ def test_a_result_has_readable_units_range_and_date(trial: CompiledCriteria) -> 
     assert "not < 1.5 x10^9/L" in text
     assert "3 x ULN = 120 U/L" in text
     assert "10*9" not in text
+
+
+def test_a_count_recorded_in_x10_9_per_litre_reads_as_written(trial: CompiledCriteria) -> None:
+    """A platelet count a laboratory sends as `x10*9/L` is one unit with the one the criteria
+    compare in: shown once, `11 x10^9/L`, not `11 xx10^9/L (= 11 x10^9/L)`."""
+    text = explanation_text(explain(_evaluate(trial, "itp-refractory-local-codes")), width=400)
+    assert "Platelet count 11 x10^9/L on 2026-10-26" in text
+    assert "Absolute neutrophil count 2.9 x10^9/L on 2026-10-26" in text
+    assert "xx10" not in text
 
 
 def test_nothing_found_says_what_was_looked_for(trial: CompiledCriteria) -> None:
