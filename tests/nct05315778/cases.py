@@ -1213,7 +1213,7 @@ EXCLUSION_8 = [
         MISSING,
         remove=("creatinine",),
         answers=NO_DYSPNEA,
-        reason=("Creatinine, with the adult female default upper limit: no result within",),
+        reason=("Creatinine (serum/plasma/blood): no result within",),
     ),
     e8.silent(
         "creatinine 40 days old",

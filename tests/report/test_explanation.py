@@ -138,6 +138,17 @@ def test_a_count_recorded_in_x10_9_per_litre_reads_as_written(trial: CompiledCri
     assert "xx10" not in text
 
 
+def test_a_creatinine_is_named_as_creatinine_whichever_default_limit_applies(
+    trial: CompiledCriteria,
+) -> None:
+    """Exclusion 8 reads creatinine through concepts that differ only in their default upper
+    limit; the evidence named the concept, 'Creatinine, with the adult female default upper
+    limit 58 µmol/L', which reads as if 58 were the limit."""
+    text = explanation_text(explain(_evaluate(trial, "itp-refractory-local-codes")), width=400)
+    assert "- Creatinine (serum/plasma/blood) 58 µmol/L on 2026-10-26" in text
+    assert "default upper limit 58" not in text
+
+
 def test_nothing_found_says_what_was_looked_for(trial: CompiledCriteria) -> None:
     explanation = explain(_evaluate(trial, "itp-refractory-on-aspirin"))
     allergy = _criterion(explanation, "E14")
