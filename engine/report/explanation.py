@@ -542,7 +542,8 @@ def criterion_label(expression: Expression, criterion_id: str) -> str:
 
 
 def criterion_labels(criteria: CompiledCriteria) -> list[str]:
-    """Each criterion as `I1 Relapsed or refractory primary ITP`: number and label, protocol order."""
+    """Each criterion as `I1 Relapsed or refractory primary ITP`: number and label, in
+    protocol order."""
     numbers = {CriterionKind.INCLUSION: 0, CriterionKind.EXCLUSION: 0}
     labels = []
     for compiled in criteria.criteria:
