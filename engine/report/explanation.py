@@ -866,7 +866,7 @@ def _build_resource_step(
     if more > 0:
         shown += f" (+{more} more)"
     if outcome.truth is UNKNOWN:
-        settle = _what_settles(atom, concept, as_of, outcome)
+        settle = _what_settles(atom, concept, as_of, outcome, terminology)
         problem = _unusable_problem(outcome)
         disagreement = _disagreement(outcome)
         if problem:
@@ -1064,10 +1064,14 @@ def _disagreement(outcome: Outcome) -> str:
 
 
 def _what_settles(
-    atom: ResourceAtom, concept: Concept | None, as_of: dt.date, outcome: Outcome
+    atom: ResourceAtom,
+    concept: Concept | None,
+    as_of: dt.date,
+    outcome: Outcome,
+    terminology: Terminology,
 ) -> tuple[str, ...]:
     what = concept.display if concept is not None else " or ".join(atom.resource_types)
-    code = _example_code(concept)
+    code = _example_code(concept, terminology)
     coded = f" ({code})" if code else ""
     if _disagreement(outcome):  # a newer result decides (or a correction of one of them)
         return (
@@ -1079,11 +1083,14 @@ def _what_settles(
     return (f"{usable}{what} {kind}{coded} {window_words(atom, as_of)}",)
 
 
-def _example_code(concept: Concept | None) -> str:
+def _example_code(concept: Concept | None, terminology: Terminology) -> str:
     """A code of the concept to name in "to settle": the one its mapping lists first (the
     author's preferred code: LOINC 777-3 for platelets, not 13056-7, platelets in plasma; in
     the first system listed that has a name here), else the smallest of a known system (codes
-    from a value set have no order)."""
+    from a value set have no order), else, for a concept that only renames another (includes
+    exactly one, as `creatinine-female-limits` includes `creatinine` with another default
+    range), that one's (LOINC 2160-0). A group of several (anticoagulants and antiplatelets)
+    names none: one member's code would read as the group's."""
     if concept is None:
         return ""
     for system, code in concept.first_codes.items():
@@ -1094,7 +1101,9 @@ def _example_code(concept: Concept | None) -> str:
         codes = concept.codes.get(system)
         if codes:
             return f"{name} {min(codes)}"
-    return ""
+    if len(concept.includes) == 1 and terminology.has_concept(concept.includes[0]):
+        return _example_code(terminology.concept(concept.includes[0]), terminology)
+    return ""  # (the loader refuses include cycles)
 
 
 def describe_query(atom: ResourceAtom, concept: Concept | None, as_of: dt.date) -> str:

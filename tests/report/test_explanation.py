@@ -149,6 +149,18 @@ def test_a_creatinine_is_named_as_creatinine_whichever_default_limit_applies(
     assert "default upper limit 58" not in text
 
 
+def test_missing_data_names_a_code_of_the_concept_a_concept_includes(
+    trial: CompiledCriteria,
+) -> None:
+    """Exclusion 8's creatinine concepts list no code of their own (they include
+    `creatinine`): the missing data named no code to look for, as every other test does."""
+    explanation = explain(_evaluate(trial, "itp-relapsed-missing-labs"))
+    organ_function = _criterion(explanation, "E8")
+    assert "Needs Creatinine (serum/plasma/blood) result (LOINC 2160-0) dated" in (
+        organ_function.summary
+    )
+
+
 def test_nothing_found_says_what_was_looked_for(trial: CompiledCriteria) -> None:
     explanation = explain(_evaluate(trial, "itp-refractory-on-aspirin"))
     allergy = _criterion(explanation, "E14")
