@@ -272,6 +272,11 @@ INCLUSION_1 = [
         answers={REFRACTORY: True},
         evidence=("MedicationRequest/eltrombopag-rx",),
     ),
+    i1.fails(
+        "lusutrombopag (liver-disease TPO-RA) and rituximab: no second-line ITP therapy on record",
+        add=(drug("B02BX07", "completed", "2023-05-01", "lusutrombopag", system=ATC),),
+        answers={REFRACTORY: True, RELAPSE: False, SECOND_LINE_ELSEWHERE: False},
+    ),
     i1.meets(
         "refractory: rhTPO by a local formulary code and rituximab",
         add=(drug("RHTPO-15000U", "completed", "2023-05-01", "rhtpo", system=EXAMPLE_DRUG),),
