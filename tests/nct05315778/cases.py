@@ -272,6 +272,13 @@ INCLUSION_1 = [
         answers={REFRACTORY: True},
         evidence=("MedicationRequest/eltrombopag-rx",),
     ),
+    i1.meets(
+        "relapsed: ocrelizumab coded by its current ATC, L04AG08, as the anti-CD20",
+        remove=("rituximab",),
+        add=(drug("L04AG08", "completed", "2022-06-10", "ocrelizumab", system=ATC),),
+        answers={RELAPSE: True, **NOTHING_ELSEWHERE},
+        evidence=("MedicationRequest/ocrelizumab",),
+    ),
     i1.fails(
         "lusutrombopag (liver-disease TPO-RA) and rituximab: no second-line ITP therapy on record",
         add=(drug("B02BX07", "completed", "2023-05-01", "lusutrombopag", system=ATC),),
