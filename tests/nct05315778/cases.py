@@ -1116,7 +1116,7 @@ EXCLUSION_8 = [
         answers=NO_DYSPNEA,
     ),
     e8.meets(
-        "woman aged 62, creatinine 1.3 mg/dL (115 umol/L) without range: within 1.5 x ULN 81 from 60",
+        "woman aged 62, creatinine 1.3 mg/dL (115 umol/L), no range: within 1.5 x ULN 81 from 60",
         patient=patient(birth_date="1964-03-15"),
         remove=("creatinine",),
         add=(observation("2160-0", 1.3, "mg/dL", id="crea"),),
@@ -1131,7 +1131,7 @@ EXCLUSION_8 = [
         evidence=("Observation/crea",),
     ),
     e8.meets(
-        "man aged 62, creatinine 1.8 mg/dL (159 umol/L) without range: within 1.5 x ULN 111 from 60",
+        "man aged 62, creatinine 1.8 mg/dL (159 umol/L), no range: within 1.5 x ULN 111 from 60",
         patient=patient(birth_date="1964-03-15", gender="male"),
         remove=("creatinine", "pregnancy-test"),
         add=(observation("2160-0", 1.8, "mg/dL", id="crea"),),
