@@ -64,7 +64,7 @@ from engine.evaluate.patient import (
     PatientEvaluation,
     SubjectStatus,
 )
-from engine.evaluate.values import per_unit_reading
+from engine.evaluate.values import deciding_number, per_unit_reading, value_thresholds
 from engine.normalise import Concept, DataProblem, Measurement, Terminology, measure
 from engine.normalise.medication_exposure import MAY_HAVE_LASTED
 
@@ -1539,7 +1539,17 @@ def _observation_text(
         else:
             value += " (compared as reported)"
     elif recorded and readable_unit(recorded[1]) != unit:
-        value = f"{recorded[0]} {readable_unit(recorded[1])} (= {value})"
+        # converted: the digits that decide, as the reasons give them (0.8 mg/dL is 70.7
+        # umol/L, not 70.72: four digits from a result given to one)
+        converted = _number(measurement.value)
+        if converted != recorded[0]:  # the number changed, not only the unit's spelling
+            shown = deciding_number(
+                measurement.value, _thresholds_shown(atom, concept, measurement)
+            )
+            if abs(float(shown) - measurement.value) <= 0.01 * abs(measurement.value):
+                converted = shown  # else one decimal loses too much (0.04): four digits
+        value = f"{recorded[0]} {readable_unit(recorded[1])} (= {censored}{converted}"
+        value += f"{(' ' + unit) if unit else ''})"
     limits = _range_words(
         atom, concept, measurement.reference_low, measurement.reference_high, unit
     )
@@ -1568,6 +1578,33 @@ def _recorded_quantity(resource: Mapping[str, Any]) -> tuple[str, str] | None:
     unit = quantity.get("code") or quantity.get("unit") or ""
     value = quantity["value"]
     return (_number(value) if isinstance(value, _NUMBERS) else str(value), str(unit))
+
+
+def _thresholds_shown(
+    atom: ResourceAtom, concept: Concept, measurement: Measurement
+) -> tuple[float, ...]:
+    """The numbers the atom's value test compares a converted result with: its thresholds,
+    and a reference-limit test's limit (the result's own, else the concept's default) times
+    its factor."""
+    thresholds = value_thresholds(atom.value, concept)
+    tests = (
+        atom.value.tests if isinstance(atom.value, AnyValueTest | PerUnitTest) else (atom.value,)
+    )
+    for test in tests:
+        if isinstance(test, ReferenceLimitTest):
+            own = (measurement.reference_low, measurement.reference_high)
+            low, high = (
+                own
+                if own != (None, None)
+                else (
+                    concept.reference_low,
+                    concept.reference_high,
+                )
+            )
+            limit = high if test.limit == "high" else low
+            if limit is not None:
+                thresholds += (limit * test.factor,)
+    return thresholds
 
 
 def _range_words(

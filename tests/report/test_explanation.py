@@ -161,6 +161,17 @@ def test_missing_data_names_a_code_of_the_concept_a_concept_includes(
     )
 
 
+def test_a_converted_result_shows_the_digits_that_decide(trial: CompiledCriteria) -> None:
+    """A creatinine of 0.8 mg/dL was '(= 70.72 µmol/L)': four digits from a result given to
+    one. Converted, it shows the digits that decide, as the reasons do; an INR only respelt
+    keeps its two decimals."""
+    text = explanation_text(explain(_evaluate(trial, "itp-abnormal-screening-labs")), width=400)
+    assert "Creatinine (serum/plasma/blood) 0.8 mg/dL (= 70.7 µmol/L) on 2026-10-22" in text
+    assert "Haemoglobin 8.5 g/dL (= 85 g/L) on 2026-10-22" in text
+    local = explanation_text(explain(_evaluate(trial, "itp-refractory-local-codes")), width=400)
+    assert "0.95 INR (= 0.95) on 2026-10-26" in local
+
+
 def test_nothing_found_says_what_was_looked_for(trial: CompiledCriteria) -> None:
     explanation = explain(_evaluate(trial, "itp-refractory-on-aspirin"))
     allergy = _criterion(explanation, "E14")
