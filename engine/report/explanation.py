@@ -1230,11 +1230,13 @@ def _nested_filter_words(rest: str) -> str:
 
 
 def _field_test(field: str, operator: str, value: str) -> str:
-    """`severity severe`, `valueQuantity.value > 0`, `status other than x`."""
+    """`severity severe`, `valueQuantity.value > 0`, `status other than x`; a second test
+    joined by `&&` in words (`valueQuantity.value > 0.21 and <= 1`, not `&& @.valueQuantity...`)."""
     if operator in ("==", "="):
         return f"{field} {_value_words(value)}"
     if operator == "!=":
         return f"{field} other than {_value_words(value)}"
+    value = re.sub(rf"\s*&&\s*@\.{re.escape(field)}\s*", " and ", value)
     return f"{field} {operator} {value}"
 
 

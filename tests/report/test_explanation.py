@@ -261,6 +261,23 @@ def test_where_filters_without_a_simple_reading_are_shown_as_written() -> None:
     )
 
 
+def test_a_filter_with_two_tests_on_one_field_reads_in_words() -> None:
+    """Exclusion 8's SpO2 filter for FiO2 written as a fraction read 'valueQuantity.value >
+    0.21 && @.valueQuantity.value <= 1' in the explanation: jsonpath in a clinician's text."""
+    atom = ResourceAtom(
+        resource_types=("Observation",),
+        concept=None,
+        window=Window(None),
+        where_not=(
+            "component[?(@.valueQuantity.value > 0.21 && @.valueQuantity.value <= 1)]"
+            ".code.coding[?(@.code == '3150-0')]",
+        ),
+    )
+    assert describe_filters(atom) == (
+        "not where component has valueQuantity.value > 0.21 and <= 1 and code.coding code 3150-0",
+    )
+
+
 def test_units_inside_an_evaluator_sentence_read_readably() -> None:
     from engine.report.explanation import readable_units_in
 
