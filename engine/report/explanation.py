@@ -1543,15 +1543,23 @@ def _observation_text(
     elif recorded and readable_unit(recorded[1]) != unit:
         # converted: the digits that decide, as the reasons give them (0.8 mg/dL is 70.7
         # umol/L, not 70.72: four digits from a result given to one)
-        converted = _number(measurement.value)
-        if converted != recorded[0]:  # the number changed, not only the unit's spelling
+        value = f"{censored}{recorded[0]} {readable_unit(recorded[1])}"
+        readings = terminology.unit_readings(
+            recorded[1]
+        ) or terminology.unit_readings_ignoring_case(recorded[1])
+        respelt = any(
+            reading == concept.unit or readable_unit(reading) == unit for reading in readings
+        )
+        if not respelt:  # another unit (mg/dL, g/dL, mIU/mL), not the same one spelt otherwise
+            converted = _number(measurement.value)
             shown = deciding_number(
                 measurement.value, _thresholds_shown(atom, concept, measurement)
             )
             if abs(float(shown) - measurement.value) <= 0.01 * abs(measurement.value):
                 converted = shown  # else one decimal loses too much (0.04): four digits
-        value = f"{recorded[0]} {readable_unit(recorded[1])} (= {censored}{converted}"
-        value += f"{(' ' + unit) if unit else ''})"
+            value += f" (= {censored}{converted}{(' ' + unit) if unit else ''})"
+        # else the unit only respelt (27.8 sec, 18 IU/L of ALT, 0.95 INR): the number as
+        # recorded, the limits in the concept's unit beside it; "(= 27.8 s)" said nothing new
     limits = _range_words(
         atom, concept, measurement.reference_low, measurement.reference_high, unit
     )

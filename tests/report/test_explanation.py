@@ -169,7 +169,11 @@ def test_a_converted_result_shows_the_digits_that_decide(trial: CompiledCriteria
     assert "Creatinine (serum/plasma/blood) 0.8 mg/dL (= 70.7 µmol/L) on 2026-10-22" in text
     assert "Haemoglobin 8.5 g/dL (= 85 g/L) on 2026-10-22" in text
     local = explanation_text(explain(_evaluate(trial, "itp-refractory-local-codes")), width=400)
-    assert "0.95 INR (= 0.95) on 2026-10-26" in local
+    assert "(INR) 0.95 INR on 2026-10-26" in local
+    # a unit only respelt: the number as recorded, no "(= ...)" repeating it
+    assert "Alanine aminotransferase (ALT) 18 IU/L on 2026-10-26" in local
+    assert "Prothrombin time (PT) 11.2 sec on 2026-10-26" in local
+    assert "(= 18 U/L)" not in local and "(= 0.95)" not in local
 
 
 def test_nothing_found_says_what_was_looked_for(trial: CompiledCriteria) -> None:
