@@ -321,7 +321,9 @@ def test_an_unanswered_item_of_a_decided_combination_is_not_needed(
     itp = _criterion(explanation, "I1")
     assert itp.step is not None
     steps = {step.label: step for step in _all_steps(itp.step)}
-    first_line = steps["Received first-line therapy (glucocorticoids or IVIG)"]
+    first_line = steps[
+        "Received first-line therapy (glucocorticoids, IVIG or anti-D immunoglobulin)"
+    ]
     assert first_line.combination == "any of"
     outside = steps["First-line therapy given outside this record (investigator)"]
     assert outside.needed is False
