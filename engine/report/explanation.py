@@ -64,7 +64,7 @@ from engine.evaluate.patient import (
     PatientEvaluation,
     SubjectStatus,
 )
-from engine.evaluate.values import per_unit_reading
+from engine.evaluate.values import deciding_number, per_unit_reading, value_thresholds
 from engine.normalise import Concept, DataProblem, Measurement, Terminology, measure
 from engine.normalise.medication_exposure import MAY_HAVE_LASTED
 
@@ -542,7 +542,8 @@ def criterion_label(expression: Expression, criterion_id: str) -> str:
 
 
 def criterion_labels(criteria: CompiledCriteria) -> list[str]:
-    """Each criterion as `I1 Relapsed refractory itp`: number and label, protocol order."""
+    """Each criterion as `I1 Relapsed or refractory primary ITP`: number and label, in
+    protocol order."""
     numbers = {CriterionKind.INCLUSION: 0, CriterionKind.EXCLUSION: 0}
     labels = []
     for compiled in criteria.criteria:
@@ -865,7 +866,7 @@ def _build_resource_step(
     if more > 0:
         shown += f" (+{more} more)"
     if outcome.truth is UNKNOWN:
-        settle = _what_settles(atom, concept, as_of, outcome)
+        settle = _what_settles(atom, concept, as_of, outcome, terminology)
         problem = _unusable_problem(outcome)
         disagreement = _disagreement(outcome)
         if problem:
@@ -1063,10 +1064,14 @@ def _disagreement(outcome: Outcome) -> str:
 
 
 def _what_settles(
-    atom: ResourceAtom, concept: Concept | None, as_of: dt.date, outcome: Outcome
+    atom: ResourceAtom,
+    concept: Concept | None,
+    as_of: dt.date,
+    outcome: Outcome,
+    terminology: Terminology,
 ) -> tuple[str, ...]:
     what = concept.display if concept is not None else " or ".join(atom.resource_types)
-    code = _example_code(concept)
+    code = _example_code(concept, terminology)
     coded = f" ({code})" if code else ""
     if _disagreement(outcome):  # a newer result decides (or a correction of one of them)
         return (
@@ -1078,11 +1083,14 @@ def _what_settles(
     return (f"{usable}{what} {kind}{coded} {window_words(atom, as_of)}",)
 
 
-def _example_code(concept: Concept | None) -> str:
+def _example_code(concept: Concept | None, terminology: Terminology) -> str:
     """A code of the concept to name in "to settle": the one its mapping lists first (the
     author's preferred code: LOINC 777-3 for platelets, not 13056-7, platelets in plasma; in
     the first system listed that has a name here), else the smallest of a known system (codes
-    from a value set have no order)."""
+    from a value set have no order), else, for a concept that only renames another (includes
+    exactly one, as `creatinine-female-limits` includes `creatinine` with another default
+    range), that one's (LOINC 2160-0). A group of several (anticoagulants and antiplatelets)
+    names none: one member's code would read as the group's."""
     if concept is None:
         return ""
     for system, code in concept.first_codes.items():
@@ -1093,7 +1101,9 @@ def _example_code(concept: Concept | None) -> str:
         codes = concept.codes.get(system)
         if codes:
             return f"{name} {min(codes)}"
-    return ""
+    if len(concept.includes) == 1 and terminology.has_concept(concept.includes[0]):
+        return _example_code(terminology.concept(concept.includes[0]), terminology)
+    return ""  # (the loader refuses include cycles)
 
 
 def describe_query(atom: ResourceAtom, concept: Concept | None, as_of: dt.date) -> str:
@@ -1220,11 +1230,13 @@ def _nested_filter_words(rest: str) -> str:
 
 
 def _field_test(field: str, operator: str, value: str) -> str:
-    """`severity severe`, `valueQuantity.value > 0`, `status other than x`."""
+    """`severity severe`, `valueQuantity.value > 0`, `status other than x`; a second test
+    joined by `&&` in words (`valueQuantity.value > 0.21 and <= 1`, not `&& @.valueQuantity...`)."""
     if operator in ("==", "="):
         return f"{field} {_value_words(value)}"
     if operator == "!=":
         return f"{field} other than {_value_words(value)}"
+    value = re.sub(rf"\s*&&\s*@\.{re.escape(field)}\s*", " and ", value)
     return f"{field} {operator} {value}"
 
 
@@ -1529,7 +1541,25 @@ def _observation_text(
         else:
             value += " (compared as reported)"
     elif recorded and readable_unit(recorded[1]) != unit:
-        value = f"{recorded[0]} {readable_unit(recorded[1])} (= {value})"
+        # converted: the digits that decide, as the reasons give them (0.8 mg/dL is 70.7
+        # umol/L, not 70.72: four digits from a result given to one)
+        value = f"{censored}{recorded[0]} {readable_unit(recorded[1])}"
+        readings = terminology.unit_readings(
+            recorded[1]
+        ) or terminology.unit_readings_ignoring_case(recorded[1])
+        respelt = any(
+            reading == concept.unit or readable_unit(reading) == unit for reading in readings
+        )
+        if not respelt:  # another unit (mg/dL, g/dL, mIU/mL), not the same one spelt otherwise
+            converted = _number(measurement.value)
+            shown = deciding_number(
+                measurement.value, _thresholds_shown(atom, concept, measurement)
+            )
+            if abs(float(shown) - measurement.value) <= 0.01 * abs(measurement.value):
+                converted = shown  # else one decimal loses too much (0.04): four digits
+            value += f" (= {censored}{converted}{(' ' + unit) if unit else ''})"
+        # else the unit only respelt (27.8 sec, 18 IU/L of ALT, 0.95 INR): the number as
+        # recorded, the limits in the concept's unit beside it; "(= 27.8 s)" said nothing new
     limits = _range_words(
         atom, concept, measurement.reference_low, measurement.reference_high, unit
     )
@@ -1558,6 +1588,33 @@ def _recorded_quantity(resource: Mapping[str, Any]) -> tuple[str, str] | None:
     unit = quantity.get("code") or quantity.get("unit") or ""
     value = quantity["value"]
     return (_number(value) if isinstance(value, _NUMBERS) else str(value), str(unit))
+
+
+def _thresholds_shown(
+    atom: ResourceAtom, concept: Concept, measurement: Measurement
+) -> tuple[float, ...]:
+    """The numbers the atom's value test compares a converted result with: its thresholds,
+    and a reference-limit test's limit (the result's own, else the concept's default) times
+    its factor."""
+    thresholds = value_thresholds(atom.value, concept)
+    tests = (
+        atom.value.tests if isinstance(atom.value, AnyValueTest | PerUnitTest) else (atom.value,)
+    )
+    for test in tests:
+        if isinstance(test, ReferenceLimitTest):
+            own = (measurement.reference_low, measurement.reference_high)
+            low, high = (
+                own
+                if own != (None, None)
+                else (
+                    concept.reference_low,
+                    concept.reference_high,
+                )
+            )
+            limit = high if test.limit == "high" else low
+            if limit is not None:
+                thresholds += (limit * test.factor,)
+    return thresholds
 
 
 def _range_words(
@@ -1611,7 +1668,9 @@ def _number(value: float) -> str:
     return plain.rstrip("0").rstrip(".") if "." in plain else plain
 
 
-_POWER = re.compile(r"10\*(-?\d+)")
+_POWER = re.compile(r"(?:[x×] ?)?10\*(-?\d+)")
+"""A power of ten, with the multiplication sign a recorded unit may already write before it
+(`x10*9/L`, as some laboratory systems send a platelet count): shown once, `x10^9/L`."""
 _ANNOTATION = re.compile(r"\{([^}]*)\}")
 _ATTACHED_ANNOTATION = re.compile(r"(?<=[\w\]])\{[^}]*\}")
 """An annotation right after a unit symbol (`g{creat}`): a label of that unit (UCUM 2.1,

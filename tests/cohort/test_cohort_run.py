@@ -566,7 +566,7 @@ def test_attrition_and_data_availability_agree_with_the_cohort_table(
         counted = int(step["unknown_missing_of_remaining"]) + int(step["manual_of_remaining"])
         assert counted <= int(step["remaining_before"])
     html = (out / "attrition.html").read_text()
-    assert "<svg" in html and ">I1 Relapsed refractory itp</text>" in html
+    assert "<svg" in html and ">I1 Relapsed or refractory primary ITP</text>" in html
     statuses = Counter(row["status"] for row in rows)
     for status in ("eligible", "candidate", "potential-candidate"):
         if statuses[status]:

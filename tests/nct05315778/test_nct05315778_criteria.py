@@ -113,3 +113,14 @@ def test_the_patients_are_valid_fhir_but_for_the_deliberately_broken_resources()
             except ValidationError:
                 invalid.add(resources[-1]["id"])
     assert invalid == DELIBERATELY_INVALID
+
+
+def test_criterion_names_write_itp_as_haematologists_do(trial: CompiledCriteria) -> None:
+    """The summary names each criterion by its label, else its id in words: the id's 'itp'
+    read 'I1 Relapsed refractory itp' and 'E1 Secondary itp'."""
+    from engine.report.explanation import criterion_labels
+
+    labels = criterion_labels(trial)
+    assert labels[0] == "I1 Relapsed or refractory primary ITP"
+    assert "E1 Secondary ITP" in labels
+    assert not [label for label in labels if " itp" in label]

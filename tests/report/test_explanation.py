@@ -60,6 +60,9 @@ def _leaves(step: Step) -> list[Step]:
     [
         ("10*9/L", "x10^9/L"),
         ("10*12/L", "x10^12/L"),
+        ("x10*9/L", "x10^9/L"),  # a recorded unit that writes the sign itself: one x
+        ("x 10*9/L", "x10^9/L"),
+        ("×10*9/L", "x10^9/L"),
         ("[IU]/mL", "IU/mL"),
         ("mg/dL", "mg/dL"),
         ("umol/L", "µmol/L"),
@@ -124,6 +127,53 @@ def test_a_result_has_readable_units_range_and_date(trial: CompiledCriteria) -> 
     assert "not < 1.5 x10^9/L" in text
     assert "3 x ULN = 120 U/L" in text
     assert "10*9" not in text
+
+
+def test_a_count_recorded_in_x10_9_per_litre_reads_as_written(trial: CompiledCriteria) -> None:
+    """A platelet count a laboratory sends as `x10*9/L` is one unit with the one the criteria
+    compare in: shown once, `11 x10^9/L`, not `11 xx10^9/L (= 11 x10^9/L)`."""
+    text = explanation_text(explain(_evaluate(trial, "itp-refractory-local-codes")), width=400)
+    assert "Platelet count 11 x10^9/L on 2026-10-26" in text
+    assert "Absolute neutrophil count 2.9 x10^9/L on 2026-10-26" in text
+    assert "xx10" not in text
+
+
+def test_a_creatinine_is_named_as_creatinine_whichever_default_limit_applies(
+    trial: CompiledCriteria,
+) -> None:
+    """Exclusion 8 reads creatinine through concepts that differ only in their default upper
+    limit; the evidence named the concept, 'Creatinine, with the adult female default upper
+    limit 58 µmol/L', which reads as if 58 were the limit."""
+    text = explanation_text(explain(_evaluate(trial, "itp-refractory-local-codes")), width=400)
+    assert "- Creatinine (serum/plasma/blood) 58 µmol/L on 2026-10-26" in text
+    assert "default upper limit 58" not in text
+
+
+def test_missing_data_names_a_code_of_the_concept_a_concept_includes(
+    trial: CompiledCriteria,
+) -> None:
+    """Exclusion 8's creatinine concepts list no code of their own (they include
+    `creatinine`): the missing data named no code to look for, as every other test does."""
+    explanation = explain(_evaluate(trial, "itp-relapsed-missing-labs"))
+    organ_function = _criterion(explanation, "E8")
+    assert "Needs Creatinine (serum/plasma/blood) result (LOINC 2160-0) dated" in (
+        organ_function.summary
+    )
+
+
+def test_a_converted_result_shows_the_digits_that_decide(trial: CompiledCriteria) -> None:
+    """A creatinine of 0.8 mg/dL was '(= 70.72 µmol/L)': four digits from a result given to
+    one. Converted, it shows the digits that decide, as the reasons do; an INR only respelt
+    keeps its two decimals."""
+    text = explanation_text(explain(_evaluate(trial, "itp-abnormal-screening-labs")), width=400)
+    assert "Creatinine (serum/plasma/blood) 0.8 mg/dL (= 70.7 µmol/L) on 2026-10-22" in text
+    assert "Haemoglobin 8.5 g/dL (= 85 g/L) on 2026-10-22" in text
+    local = explanation_text(explain(_evaluate(trial, "itp-refractory-local-codes")), width=400)
+    assert "(INR) 0.95 INR on 2026-10-26" in local
+    # a unit only respelt: the number as recorded, no "(= ...)" repeating it
+    assert "Alanine aminotransferase (ALT) 18 IU/L on 2026-10-26" in local
+    assert "Prothrombin time (PT) 11.2 sec on 2026-10-26" in local
+    assert "(= 18 U/L)" not in local and "(= 0.95)" not in local
 
 
 def test_nothing_found_says_what_was_looked_for(trial: CompiledCriteria) -> None:
@@ -215,6 +265,23 @@ def test_where_filters_without_a_simple_reading_are_shown_as_written() -> None:
     )
 
 
+def test_a_filter_with_two_tests_on_one_field_reads_in_words() -> None:
+    """Exclusion 8's SpO2 filter for FiO2 written as a fraction read 'valueQuantity.value >
+    0.21 && @.valueQuantity.value <= 1' in the explanation: jsonpath in a clinician's text."""
+    atom = ResourceAtom(
+        resource_types=("Observation",),
+        concept=None,
+        window=Window(None),
+        where_not=(
+            "component[?(@.valueQuantity.value > 0.21 && @.valueQuantity.value <= 1)]"
+            ".code.coding[?(@.code == '3150-0')]",
+        ),
+    )
+    assert describe_filters(atom) == (
+        "not where component has valueQuantity.value > 0.21 and <= 1 and code.coding code 3150-0",
+    )
+
+
 def test_units_inside_an_evaluator_sentence_read_readably() -> None:
     from engine.report.explanation import readable_units_in
 
@@ -254,7 +321,9 @@ def test_an_unanswered_item_of_a_decided_combination_is_not_needed(
     itp = _criterion(explanation, "I1")
     assert itp.step is not None
     steps = {step.label: step for step in _all_steps(itp.step)}
-    first_line = steps["Received first-line therapy (glucocorticoids or IVIG)"]
+    first_line = steps[
+        "Received first-line therapy (glucocorticoids, IVIG or anti-D immunoglobulin)"
+    ]
     assert first_line.combination == "any of"
     outside = steps["First-line therapy given outside this record (investigator)"]
     assert outside.needed is False
@@ -513,7 +582,8 @@ def test_a_bare_number_says_it_lacks_a_unit_and_the_preferred_code_settles_it(
 
 
 def test_a_branch_for_another_gender_does_not_apply(trial: CompiledCriteria) -> None:
-    """Exclusion 8 tests creatinine against each sex's default limit under a gender test; for
+    """Exclusion 8 tests creatinine against each sex's (and age band's) default limit under a
+    gender (and age) test; for
     a woman the male branch is shown as not applicable, without a male-limit creatinine line,
     and every patient test has a label (it printed "[yes] : female")."""
     explanation = explain(_evaluate(trial, "itp-relapsed-candidate"))
@@ -527,7 +597,9 @@ def test_a_branch_for_another_gender_does_not_apply(trial: CompiledCriteria) -> 
     assert "[yes] :" not in text
     assert organs.step is not None
     moot = [step for step in _all_steps(organs.step) if step.moot]
-    assert len(moot) == 2 and all(not step.needed for step in moot)
+    # the woman-from-60 branch's gender and creatinine, the man-under-60 branch's age and
+    # creatinine, the man-from-60 and other-gender branches' creatinine
+    assert len(moot) == 6 and all(not step.needed for step in moot)
     record = build_record(
         read_bundle_file(EXAMPLES / "itp-relapsed-candidate.json"), trial.terminology
     )
