@@ -278,7 +278,10 @@ def _read_yaml(path: str, raw: bytes | None) -> Any:
 
 
 def _schema_error(mapping_file: _File, error: Any) -> MappingError:
-    elements: list[PathElement] = list(error.path)
+    meant = _meant_form(error)
+    if meant is not None:
+        return _schema_error(mapping_file, meant)
+    elements: list[PathElement] = list(error.absolute_path)
     container = _node_at(mapping_file.root, elements)
     message = error.message
     at_key = False
@@ -300,6 +303,23 @@ def _schema_error(mapping_file: _File, error: Any) -> MappingError:
         at_key = True
         message = f"invalid name {error.instance!r}: must match {error.validator_value}"
     return MappingError(message, mapping_file.location(*elements, at_key=at_key))
+
+
+def _meant_form(error: Any) -> Any:
+    """For a field of several forms (`oneOf` / `anyOf`: a system as a URI or as {uri, ...}, a
+    range as {low, high} or `per-result`) none of which fits: the first error of the forms
+    whose keys the value has (their errors lie inside it), which names the field at fault
+    (`reference_range.low: 'abc' is not of type 'number'`) instead of "{...} is not valid
+    under any of the given schemas"; None when no form is meant so."""
+    if error.validator not in ("oneOf", "anyOf") or not error.context:
+        return None
+    meant = {
+        sub_error.relative_schema_path[0] for sub_error in error.context if sub_error.relative_path
+    }
+    inside = [
+        sub_error for sub_error in error.context if sub_error.relative_schema_path[0] in meant
+    ]
+    return min(inside, key=lambda sub_error: len(sub_error.relative_path), default=None)
 
 
 def _node_at(root: Any, elements: Sequence[PathElement]) -> Any:

@@ -256,6 +256,37 @@ def test_reference_range_low_above_high(write_mapping: WriteMapping) -> None:
     assert error.location.field == "concepts.a.reference_range"
 
 
+@pytest.mark.parametrize(
+    ("text", "field", "line", "message"),
+    [
+        (
+            "systems:\n  lab:\n    uri: 5\n    icd: true\n",
+            "systems.lab.uri",
+            3,
+            "5 is not of type 'string'",
+        ),
+        (
+            "concepts:\n  a:\n    display: A\n    unit: g/L\n"
+            "    reference_range: {low: abc, high: 1}\n",
+            "concepts.a.reference_range.low",
+            5,
+            "'abc' is not of type 'number'",
+        ),
+    ],
+)
+def test_a_field_of_several_forms_names_what_is_wrong_inside_the_form_written(
+    write_mapping: WriteMapping, text: str, field: str, line: int, message: str
+) -> None:
+    """A system (a URI, or {uri, equivalents, icd}) or a range ({low, high}, or
+    `per-result`) written as a mapping with a bad value inside is named at that value, not
+    "{'uri': 5, ...} is not valid under any of the given schemas" at the mapping, as it was."""
+    error = only_error(write_mapping(text))
+    assert error.location.field == field
+    assert error.location.line == line
+    assert error.message == message
+    assert "not valid under any" not in str(error)
+
+
 def test_dose_equivalents_are_read_exactly_as_the_pair_of_doses_or_a_factor(
     write_mapping: WriteMapping,
 ) -> None:
