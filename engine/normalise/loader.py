@@ -389,6 +389,25 @@ def _collect_systems(mapping_file: _File, collected: _Collected) -> None:
                     location,
                 )
             continue
+        for uri in (definition.uri, *definition.equivalents):
+            other = next(
+                (
+                    (name, known)
+                    for name, known in collected.aliases.items()
+                    if uri in (known.uri, *known.equivalents)
+                    and (known.uri, known.icd, known.equivalents)
+                    != (definition.uri, definition.icd, definition.equivalents)
+                ),
+                None,
+            )
+            if other is not None:  # one URI, two systems: codes would be read as the other's
+                collected.error(
+                    f"system alias {alias!r} names {uri}, which system alias {other[0]!r} "
+                    f"names too, defined otherwise at {other[1].location}: a code system's "
+                    "URI belongs to one system (a copied line?)",
+                    location,
+                )
+                break
         collected.aliases[alias] = definition
 
 

@@ -185,6 +185,33 @@ def test_system_alias_defined_differently(write_mapping: WriteMapping) -> None:
     assert error.location.file == str(second)
 
 
+@pytest.mark.parametrize(
+    "second",
+    [
+        "  snomed: http://loinc.org\n",  # a copied line
+        "  lab:\n    uri: http://lab.example\n    equivalents: [http://loinc.org]\n",
+    ],
+)
+def test_a_uri_two_system_aliases_name_is_an_error(
+    write_mapping: WriteMapping, second: str
+) -> None:
+    """One URI named by two system aliases defined otherwise: SNOMED CT codes were checked
+    as LOINC codes ("'10828004' is not a LOINC code", one error a code), or an equivalent
+    sent another system's data elsewhere; now one error at the second alias, naming both."""
+    path = write_mapping(
+        "systems:\n  loinc:\n    uri: http://loinc.org\n    equivalents: [urn:oid:1]\n" + second
+    )
+    error = only_error(path)
+    assert error.location.line == 5
+    assert "names http://loinc.org, which system alias 'loinc' names too" in error.message
+
+
+def test_two_aliases_of_one_system_defined_alike_are_allowed(write_mapping: WriteMapping) -> None:
+    path = write_mapping("systems:\n  loinc: http://loinc.org\n  lab: http://loinc.org\n")
+    terminology = load_terminology([path])
+    assert terminology.system_uri("lab") == terminology.system_uri("loinc") == "http://loinc.org"
+
+
 def test_concept_defined_twice_names_both_places(write_mapping: WriteMapping) -> None:
     first = write_mapping("concepts:\n  a:\n    display: A\n", "a.yaml")
     second = write_mapping("\n\nconcepts:\n  a:\n    display: A again\n", "b.yaml")
