@@ -35,7 +35,7 @@ from engine.normalise.terminology import (
 )
 from engine.normalise.units import is_valid_ucum
 from engine.normalise.value_sets import note_reads, recording_reads, value_set_codes
-from engine.normalise.yaml_reading import load_round_trip
+from engine.normalise.yaml_reading import load_round_trip, plain_yaml_problem
 from engine.schemas import MAPPINGS_SCHEMA, load_schema
 
 __all__ = ["load_terminology"]
@@ -207,9 +207,7 @@ def _parse_file(path: str, raw: bytes | None, errors: list[TrialsieveError]) -> 
         mark = error.problem_mark or error.context_mark
         line = mark.line + 1 if mark is not None else None
         column = mark.column + 1 if mark is not None else None
-        problem = error.problem or str(error)
-        if error.context and "duplicate" not in problem:
-            problem = f"{error.context}: {problem}"
+        problem = plain_yaml_problem(error)
         errors.append(MappingError(f"not valid YAML: {problem}", Location(path, line, column)))
         return None
     except UnicodeDecodeError:

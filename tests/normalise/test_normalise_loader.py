@@ -100,10 +100,21 @@ def test_yaml_syntax_error_names_line(write_mapping: WriteMapping) -> None:
 
 
 def test_duplicate_yaml_key_names_line(write_mapping: WriteMapping) -> None:
+    """Named as a criteria file names it: the key and where its mapping began, without the
+    value's repr (ruamel's message held the second concept whole)."""
     path = write_mapping("concepts:\n  a:\n    display: A\n  a:\n    display: B\n")
     error = only_error(path)
-    assert "duplicate" in error.message
+    assert error.message == (
+        "not valid YAML: duplicate key 'a' (while constructing a mapping, line 2)"
+    )
     assert error.location.line == 4
+
+
+def test_a_tab_in_the_indentation_says_to_indent_with_spaces(write_mapping: WriteMapping) -> None:
+    path = write_mapping("concepts:\n  a:\n\tdisplay: A\n")
+    error = only_error(path)
+    assert error.message.endswith("; indent with spaces, not tabs"), error.message
+    assert error.location.line == 3
 
 
 def test_unknown_field_names_line_and_field(write_mapping: WriteMapping) -> None:
