@@ -267,7 +267,7 @@ def test_an_attestation_for_an_unknown_item_is_refused(runner: CliRunner, tmp_pa
     )
     assert result.exit_code == 2
     assert "informed-consnt" in result.stderr
-    assert "attestations.yaml:2" in result.stderr
+    assert "attestations.yaml:5" in result.stderr  # the answer's own line
 
 
 def test_not_a_bundle_is_a_clear_error(runner: CliRunner, tmp_path: Path) -> None:
