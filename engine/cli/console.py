@@ -62,7 +62,11 @@ def load_trial_and_answers(
 
     try:
         trial = load_trial(criteria)
-        answers = load_attestations(attestations, trial.manual_ids) if attestations else {}
+        answers = (
+            load_attestations(attestations, trial.manual_ids, trial.trial.id)
+            if attestations
+            else {}
+        )
     except TrialsieveError as error:
         raise fail(error) from None
     return trial, answers

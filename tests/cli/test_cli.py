@@ -257,6 +257,50 @@ def test_a_missing_bundle_path_is_refused_before_any_patient(
     assert not output.exists()
 
 
+OTHER_TRIAL_ATTESTATIONS = """\
+attestations:
+  - patient: itp-relapsed-candidate
+    trial: NCT03036150
+    by: Dr. Nephrologist
+    answers:
+      informed-consent: false
+      ace-inhibitor-and-arb-contraindicated: true
+"""
+
+
+@pytest.mark.parametrize("command", ["evaluate", "cohort"])
+def test_an_attestation_for_another_trial_is_not_applied(
+    runner: CliRunner, tmp_path: Path, command: str
+) -> None:
+    """An entry naming another trial is skipped, as the service skips it (README,
+    Attestations): DAPA-CKD's 'informed-consent: false' made the ITP candidate ineligible for
+    NCT05315778, and an item only DAPA-CKD asks was refused as unknown."""
+    attestations = tmp_path / "attestations.yaml"
+    attestations.write_text(OTHER_TRIAL_ATTESTATIONS)
+    out = tmp_path / "out"
+    if command == "evaluate":
+        arguments = ["evaluate", CRITERIA, "--bundle", CANDIDATE, "--output", str(out)]
+    else:
+        folder = tmp_path / "bundles"
+        folder.mkdir()
+        shutil.copy(CANDIDATE, folder)
+        arguments = ["cohort", CRITERIA, "--bundles", str(folder), "--out", str(out), "--quiet"]
+    arguments += ["--as-of", "2026-11-01", "--attestations", str(attestations)]
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    if command == "evaluate":
+        written = orjson.loads(out.read_bytes())
+        statuses = [
+            entry["resource"]["status"]
+            for entry in written["entry"]
+            if entry["resource"]["resourceType"] == "ResearchSubject"
+        ]
+    else:
+        subjects = (out / "subjects.ndjson").read_bytes().splitlines()
+        statuses = [orjson.loads(line)["status"] for line in subjects]
+    assert statuses == ["candidate"]
+
+
 def test_an_attestation_for_an_unknown_item_is_refused(runner: CliRunner, tmp_path: Path) -> None:
     attestations = tmp_path / "attestations.yaml"
     attestations.write_text(
