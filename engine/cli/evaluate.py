@@ -87,6 +87,8 @@ def evaluate(
     Patients come from Bundle files (--bundle) or from a FHIR server (--server, --patient);
     with a server, --write writes the results back (see docs/server.md).
     """
+    if report is not None and report.exists() and not report.is_dir():
+        raise fail(f"{report}: --report must be a folder (of one page per patient)")
     if server is not None:
         if bundle:
             raise fail("give --bundle or --server, not both")

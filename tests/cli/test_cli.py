@@ -211,6 +211,10 @@ def test_a_bad_file_among_good_ones_is_named_and_the_others_are_written(
         (["evaluate", "missing.yaml", "--bundle", CANDIDATE], "missing.yaml"),
         (["evaluate", CRITERIA, "--bundle", CANDIDATE, "--as-of", "01/11/2026"], "YYYY-MM-DD"),
         (["evaluate", CRITERIA, "--bundle", str(PATIENTS)], "--output FOLDER is required"),
+        (
+            ["evaluate", CRITERIA, "--bundle", CANDIDATE, "--report", CANDIDATE],
+            f"{CANDIDATE}: --report must be a folder",
+        ),
     ],
 )
 def test_bad_arguments_exit_2_with_a_clear_message(
