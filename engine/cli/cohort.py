@@ -341,6 +341,7 @@ def _export(criteria: Path, export: ServerExport, folder: Path, quiet: bool) -> 
         ERRORS_FOLDER,
         ExportLevel,
         ExportProgress,
+        ExportRequest,
         check_since_base,
         export_to_folder,
     )
@@ -359,13 +360,16 @@ def _export(criteria: Path, export: ServerExport, folder: Path, quiet: bool) -> 
             )
 
     try:
+        level = cast(ExportLevel, export.level)
+        # the arguments first (a --since that is no instant, a group export without --group),
+        # then what the folder must hold
+        ExportRequest.build(export.server, level=level, group_id=export.group, since=export.since)
         if export.since is not None:
             check_since_base(folder, export.since)
         types = kept_types(load_trial(criteria))
         auth = auth_from_options(
             export.token_env, export.token_file, export.auth_config, server=export.server
         )
-        level = cast(ExportLevel, export.level)
         limits = ServerLimits.of(max_answer_mib=export.max_answer_mib)
         if export.since is None:
             result = export_to_folder(
