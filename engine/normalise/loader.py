@@ -791,6 +791,7 @@ def _collect_local_codes(
     collected: _Collected,
 ) -> dict[tuple[str, str], frozenset[str]]:
     local: dict[tuple[str, str], frozenset[str]] = {}
+    first_at: dict[tuple[str, str], Location] = {}
     for mapping_file in files:
         for index, entry in enumerate(mapping_file.root.get("local_codes") or ()):
             uri = _resolve_system(
@@ -811,5 +812,18 @@ def _collect_local_codes(
                     )
                     continue
                 key = (uri, str(code))
-                local[key] = local.get(key, frozenset()) | frozenset(target_ids)
+                earlier = local.get(key)
+                if earlier is not None and earlier != frozenset(target_ids):
+                    # two mappings of one code (a site file over a shared one): the code
+                    # would count as both, a haemoglobin result as platelets too
+                    collected.error(
+                        f"local code {code!r} of {uri} is mapped again, to "
+                        f"{', '.join(sorted(target_ids))}; {first_at[key]} maps it to "
+                        f"{', '.join(sorted(earlier))}: map it once (a list for several "
+                        "concepts)",
+                        location,
+                    )
+                    continue
+                local[key] = frozenset(target_ids)
+                first_at.setdefault(key, location)
     return local

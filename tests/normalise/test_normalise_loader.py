@@ -427,6 +427,34 @@ def test_local_code_to_unknown_concept(write_mapping: WriteMapping) -> None:
     assert (error.location.line, error.location.field) == (7, "local_codes[0].codes.PLT")
 
 
+def test_a_local_code_mapped_twice_to_other_concepts_is_an_error(
+    write_mapping: WriteMapping,
+) -> None:
+    """A site file mapping HGB to platelets over a shared file's HGB: hemoglobin loaded with
+    HGB in both concepts (a haemoglobin result counted as a platelet count too); now an error
+    at the second naming the first. The same mapping twice, or a list, stays allowed."""
+    write_mapping(SYSTEMS, "systems.yaml")
+    write_mapping(
+        "concepts:\n  hemoglobin: {display: Hemoglobin}\n  platelets: {display: Platelets}\n"
+        "local_codes:\n  - system: local-lab\n    codes:\n      HGB: hemoglobin\n"
+        "      BOTH: [hemoglobin, platelets]\n",
+        "shared.yaml",
+    )
+    site = write_mapping(
+        "local_codes:\n  - system: local-lab\n    codes:\n      BOTH: [platelets, hemoglobin]\n"
+        "      HGB: platelets\n",
+        "site.yaml",
+    )
+    error = only_error(site.parent)
+    assert (error.location.file, error.location.line) == (str(site), 5)
+    assert error.message.startswith(
+        "local code 'HGB' of http://hospital.example.org/lab is mapped again, to platelets; "
+    )
+    assert "shared.yaml:7:12, field local_codes[0].codes.HGB maps it to hemoglobin" in (
+        error.message
+    )
+
+
 def test_top_level_must_be_a_mapping(write_mapping: WriteMapping) -> None:
     path = write_mapping("- just\n- a list\n")
     assert "must be a YAML mapping" in only_error(path).message
