@@ -53,6 +53,21 @@ def fail(error: TrialsieveError | str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def patient_ids_option(patients: list[str] | None) -> list[str]:
+    """The `--patient` ids, each once, in order; the Exit to raise for one that is no FHIR id
+    (it would go into the server's URL: `Patient/a b`, `Patient/../Group`)."""
+    from engine.sources.references import is_fhir_id
+
+    ids = list(dict.fromkeys(patients or ()))
+    for patient_id in ids:
+        if not is_fhir_id(patient_id):
+            raise fail(
+                f"--patient {patient_id!r} is not a FHIR id (letters, digits, '-' and '.', "
+                "1 to 64 of them)"
+            )
+    return ids
+
+
 def load_trial_and_answers(
     criteria: Path, attestations: Path | None
 ) -> tuple[CompiledCriteria, Attestations]:

@@ -305,6 +305,21 @@ def test_an_attestation_for_another_trial_is_not_applied(
     assert statuses == ["candidate"]
 
 
+@pytest.mark.parametrize("command", ["evaluate", "demo"])
+@pytest.mark.parametrize("patient_id", ["", "a b", "../Group", "x" * 65])
+def test_a_patient_that_is_no_fhir_id_is_refused_before_the_server_is_asked(
+    runner: CliRunner, command: str, patient_id: str
+) -> None:
+    """It went into the server's URL (`Patient/a b/$everything`) and failed per patient after
+    the retries (a closed port here: 5 attempts), or asked for another resource."""
+    server = "http://127.0.0.1:9/fhir"  # nothing listens: any request would fail
+    arguments = [command, CRITERIA, "--server", server, "--patient", patient_id]
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 2, result.output
+    assert f"error: --patient {patient_id!r} is not a FHIR id" in " ".join(result.stderr.split())
+    assert "cannot connect" not in result.output
+
+
 def test_an_attestation_for_an_unknown_item_is_refused(runner: CliRunner, tmp_path: Path) -> None:
     attestations = tmp_path / "attestations.yaml"
     attestations.write_text(
