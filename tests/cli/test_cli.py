@@ -247,6 +247,17 @@ def test_a_folder_without_bundle_files_is_refused_beside_good_ones(
     assert not output.exists()
 
 
+def test_a_folder_named_like_a_bundle_file_is_refused(runner: CliRunner, tmp_path: Path) -> None:
+    folder = tmp_path / "bundles"
+    (folder / "odd.json").mkdir(parents=True)
+    shutil.copy(CANDIDATE, folder)
+    arguments = ["evaluate", CRITERIA, "--bundle", str(folder), "--as-of", "2026-11-01"]
+    result = runner.invoke(app, [*arguments, "--output", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert f"error: {folder / 'odd.json'}: a folder, named like a Bundle file" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_missing_bundle_path_is_refused_before_any_patient(
     runner: CliRunner, tmp_path: Path
 ) -> None:
