@@ -29,12 +29,14 @@ def parse_day(text: str | None) -> dt.date:
     try:
         day = dt.date.fromisoformat(text)
     except ValueError:
-        raise typer.BadParameter(f"'{text}' is not a date (YYYY-MM-DD)") from None
+        raise typer.BadParameter(
+            f"'{text}' is not a date (YYYY-MM-DD)", param_hint="'--as-of'"
+        ) from None
     from engine.evaluate.patient import as_of_problem
 
     problem = as_of_problem(day)
     if problem is not None:
-        raise typer.BadParameter(problem)
+        raise typer.BadParameter(problem, param_hint="'--as-of'")
     return day
 
 

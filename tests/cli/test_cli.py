@@ -209,7 +209,14 @@ def test_a_bad_file_among_good_ones_is_named_and_the_others_are_written(
     ("arguments", "message"),
     [
         (["evaluate", "missing.yaml", "--bundle", CANDIDATE], "missing.yaml"),
-        (["evaluate", CRITERIA, "--bundle", CANDIDATE, "--as-of", "01/11/2026"], "YYYY-MM-DD"),
+        (
+            ["evaluate", CRITERIA, "--bundle", CANDIDATE, "--as-of", "01/11/2026"],
+            "Invalid value for '--as-of': '01/11/2026' is not a date (YYYY-MM-DD)",
+        ),
+        (
+            ["evaluate", CRITERIA, "--bundle", CANDIDATE, "--as-of", "0001-01-01"],
+            "Invalid value for '--as-of': the as-of day 0001-01-01 is outside",
+        ),
         (["evaluate", CRITERIA, "--bundle", str(PATIENTS)], "--output FOLDER is required"),
         (
             ["evaluate", CRITERIA, "--bundle", CANDIDATE, "--report", CANDIDATE],
@@ -220,7 +227,7 @@ def test_a_bad_file_among_good_ones_is_named_and_the_others_are_written(
 def test_bad_arguments_exit_2_with_a_clear_message(
     runner: CliRunner, arguments: list[str], message: str
 ) -> None:
-    result = runner.invoke(app, arguments)
+    result = runner.invoke(app, arguments, env={"COLUMNS": "200"})
     assert result.exit_code == 2
     assert message in result.stderr
 
