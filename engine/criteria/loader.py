@@ -293,7 +293,11 @@ def _reread_criterion(
     partial = [""] * end
     partial[key_line] = lines[key_line]
     partial[start:end] = region
-    partial_text = "\n".join(partial) + "\n"
+    # the next line's indentation, up to its first token (the next item's `- `): a value
+    # left empty at the region's end is marked there, as the whole file marks it
+    following_line = lines[end] if end < len(lines) else ""
+    indentation = following_line[: len(following_line) - len(following_line.lstrip(" "))]
+    partial_text = "\n".join(partial) + "\n" + indentation
     try:
         check_limits(text)
         read = load_round_trip(partial_text, lambda: YAML(typ="rt").load(partial_text))
