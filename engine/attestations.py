@@ -80,6 +80,7 @@ def load_attestations(
             Location(file=file, line=_key_line(document, unknown_keys[0]), field=unknown_keys[0]),
         )
     result: dict[str, dict[str, Attestation]] = {}
+    answered_on: dict[tuple[str, str], int | None] = {}
     for index, entry in enumerate(document["attestations"]):
         line = _line_of(document["attestations"], index)
         where = Location(file=file, line=line, field=f"attestations[{index}]")
@@ -101,14 +102,17 @@ def load_attestations(
         by = entry.get("by")
         answers = entry.get("answers")
         if not isinstance(patient, str) or not patient:
-            raise AttestationError("'patient' (a patient id) is required", where)
+            found = "" if patient is None else f", found {patient!r}"
+            raise AttestationError(f"'patient' (a patient id, as text) is required{found}", where)
         if not isinstance(by, str) or not by:
-            raise AttestationError("'by' (who attests) is required", where)
+            found = "" if by is None else f", found {by!r}"
+            raise AttestationError(f"'by' (who attests, as text) is required{found}", where)
         if not isinstance(answers, dict) or not answers:
             raise AttestationError("'answers' must map manual item ids to true/false", where)
         day = _read_date(entry.get("date"), where)
         for manual_id, answer in answers.items():
-            answer_where = Location(file=file, line=line, field=f"answers.{manual_id}")
+            answer_line = _key_line(answers, manual_id) or line
+            answer_where = Location(file=file, line=answer_line, field=f"answers.{manual_id}")
             if manual_id not in known:
                 raise AttestationError(
                     f"'{manual_id}' is not a manual item of these criteria "
@@ -117,6 +121,16 @@ def load_attestations(
                 )
             if not isinstance(answer, bool):
                 raise AttestationError("an answer must be true or false", answer_where)
+            earlier = result.get(patient, {}).get(str(manual_id))
+            if earlier is not None and earlier.answer != answer:
+                first_line = answered_on[patient, str(manual_id)]
+                raise AttestationError(
+                    f"patient {patient}'s '{manual_id}' is answered {str(answer).lower()} here "
+                    f"and {str(earlier.answer).lower()} on line {first_line} (by {earlier.by}): "
+                    "remove the answer that no longer holds",
+                    answer_where,
+                )
+            answered_on.setdefault((patient, str(manual_id)), answer_line)
             result.setdefault(patient, {})[str(manual_id)] = Attestation(
                 str(manual_id), answer, by, day
             )

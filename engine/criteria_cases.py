@@ -35,6 +35,7 @@ resource could (`onset: 12`, `1980-02-30`, `1e999 g/L`) is refused with its line
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -69,6 +70,10 @@ class CriteriaCase:
     answers: Mapping[str, bool] = field(default_factory=dict)
     status: SubjectStatus | None = None
     verdicts: Mapping[str, CriterionVerdict] = field(default_factory=dict)
+    index: int = 0
+    """The case's place in the file's `cases:` list (for its errors' field)."""
+    verdict_lines: Mapping[str, int | None] = field(default_factory=dict)
+    """The line of each criterion id under `expect.criteria:`."""
 
 
 @dataclass(frozen=True)
@@ -175,6 +180,9 @@ def _case(node: object, index: int, path: Path, default_day: dt.date | None) -> 
     bundle, patient = node.get("bundle"), node.get("patient")
     if (bundle is None) == (patient is None):
         raise problem("give `bundle:` (a Bundle file) or `patient:` (compact), not both", "bundle")
+    bundle_path = (path.parent / str(bundle)).resolve() if bundle is not None else None
+    if bundle_path is not None and not bundle_path.is_file():
+        raise problem(f"`bundle:` {bundle_path}: no such file", "bundle")
     expect = node.get("expect")
     if not isinstance(expect, CommentedMap):
         raise problem("`expect:` with `status:` and/or `criteria:` is required", "expect")
@@ -186,7 +194,8 @@ def _case(node: object, index: int, path: Path, default_day: dt.date | None) -> 
             known = ", ".join(s.value for s in SubjectStatus)
             raise problem(f"status '{expect['status']}' is not one of {known}", "expect") from None
     verdicts: dict[str, CriterionVerdict] = {}
-    for criterion_id, verdict in (expect.get("criteria") or {}).items():
+    expected = expect.get("criteria") or {}
+    for criterion_id, verdict in expected.items():
         try:
             verdicts[str(criterion_id)] = CriterionVerdict(str(verdict))
         except ValueError:
@@ -202,12 +211,34 @@ def _case(node: object, index: int, path: Path, default_day: dt.date | None) -> 
         file=file,
         line=line,
         as_of=day,
-        bundle=(path.parent / str(bundle)).resolve() if bundle is not None else None,
+        bundle=bundle_path,
         patient=dict(patient) if isinstance(patient, Mapping) else None,
         answers={str(k): bool(v) for k, v in answers.items()},
         status=status,
         verdicts=verdicts,
+        index=index,
+        verdict_lines={key: _line(expected, key) for key in verdicts},
     )
+
+
+def check_criterion_ids(trial: CompiledCriteria, case_file: CaseFile) -> None:
+    """CriteriaError naming the case file, line and field for a criterion id a case expects
+    that the criteria do not have (a typo is a bad case file, exit 2, not a failing case)."""
+    known = [compiled.criterion.id for compiled in trial.criteria]
+    for case in case_file.cases:
+        for criterion_id in case.verdicts:
+            if criterion_id in known:
+                continue
+            close = difflib.get_close_matches(criterion_id, known, n=1, cutoff=0.6)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise CriteriaError(
+                f"case '{case.name}': {trial.source.path} has no criterion '{criterion_id}'{hint}",
+                Location(
+                    file=case.file,
+                    line=case.verdict_lines.get(criterion_id) or case.line,
+                    field=f"cases[{case.index}].expect.criteria.{criterion_id}",
+                ),
+            )
 
 
 # --------------------------------------------------------------------------- running

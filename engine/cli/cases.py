@@ -23,7 +23,7 @@ CasePathsArgument = Annotated[
 def test(paths: CasePathsArgument = None) -> None:
     """Run criteria test cases: per patient, the expected outcome of each criterion and the
     expected status; a failure prints the difference and the criterion's explanation."""
-    from engine.criteria_cases import case_files, load_case_file, run_case
+    from engine.criteria_cases import case_files, check_criterion_ids, load_case_file, run_case
     from engine.trial import load_trial
 
     console = Console(highlight=False)
@@ -36,6 +36,7 @@ def test(paths: CasePathsArgument = None) -> None:
         try:
             cases = load_case_file(file)
             trial = load_trial(cases.criteria)
+            check_criterion_ids(trial, cases)
             results = [run_case(trial, case) for case in cases.cases]
         except TrialsieveError as error:
             print_error(error)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, cast, get_args
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from engine.cli.console import fail, parse_day, print_error
@@ -177,7 +178,7 @@ def _failed(error: TrialsieveError | OSError, out: Path) -> typer.Exit:
     if isinstance(error, InputChangedError | WorkerLostError):  # the same command runs again
         return fail(error, code=1)
     if isinstance(error, TrialsieveError):
-        _errors().print(f"[bold red]error:[/] {error}", soft_wrap=True)
+        print_error(error)  # as written: a UCUM unit such as [in_i] is no markup
         return typer.Exit(2)
     # the disk filled, a target is a named pipe: the run resumes
     return fail(
@@ -194,7 +195,7 @@ def _show(summary: CohortSummary, out: Path) -> None:
             f"[bold red]{_counted(summary.problems, 'input problem')}[/] "
             f"({_counted(summary.lines_affected, 'line')}, "
             f"{_counted(summary.patients_affected, 'patient')} affected): "
-            f"see {out / 'errors.ndjson'}"
+            f"see {escape(str(out / 'errors.ndjson'))}"
         )
 
 
@@ -213,7 +214,7 @@ def _watch(criteria: Path, run: Callable[[], CohortSummary], out: Path) -> Cohor
     errors = _errors()
     mappings = [Path(path).resolve() for path in load_criteria(criteria).mapping_paths]
     last = None
-    errors.print(f"watching {criteria} and its mappings (Ctrl-C stops)")
+    errors.print(f"watching {criteria} and its mappings (Ctrl-C stops)", markup=False)
     try:
         for _changed in changes(Path(criteria).resolve(), mappings):
             try:
@@ -221,13 +222,13 @@ def _watch(criteria: Path, run: Callable[[], CohortSummary], out: Path) -> Cohor
             except KeyboardInterrupt:  # during a re-run, not while watching
                 raise _interrupted(_what_is_kept(out)) from None
             except TrialsieveError as error:
-                errors.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+                print_error(error)
                 continue
             except OSError as error:
                 print_error(_file_problem(error, out))
                 continue
             _show(last, out)
-            errors.print(f"watching {criteria} and its mappings (Ctrl-C stops)")
+            errors.print(f"watching {criteria} and its mappings (Ctrl-C stops)", markup=False)
     except KeyboardInterrupt:  # Ctrl-C while watching: the watch ends
         if _terminated:
             raise typer.Exit(128 + int(signal.SIGTERM)) from None
@@ -340,6 +341,7 @@ def _export(criteria: Path, export: ServerExport, folder: Path, quiet: bool) -> 
         ERRORS_FOLDER,
         ExportLevel,
         ExportProgress,
+        ExportRequest,
         check_since_base,
         export_to_folder,
     )
@@ -353,16 +355,21 @@ def _export(criteria: Path, export: ServerExport, folder: Path, quiet: bool) -> 
             done = (
                 f" ({progress.files_done}/{progress.files_total})" if progress.files_total else ""
             )
-            errors.print(f"export: {progress.stage}{done} {progress.message}".rstrip())
+            errors.print(
+                f"export: {progress.stage}{done} {progress.message}".rstrip(), markup=False
+            )
 
     try:
+        level = cast(ExportLevel, export.level)
+        # the arguments first (a --since that is no instant, a group export without --group),
+        # then what the folder must hold
+        ExportRequest.build(export.server, level=level, group_id=export.group, since=export.since)
         if export.since is not None:
             check_since_base(folder, export.since)
         types = kept_types(load_trial(criteria))
         auth = auth_from_options(
             export.token_env, export.token_file, export.auth_config, server=export.server
         )
-        level = cast(ExportLevel, export.level)
         limits = ServerLimits.of(max_answer_mib=export.max_answer_mib)
         if export.since is None:
             result = export_to_folder(
@@ -388,7 +395,7 @@ def _export(criteria: Path, export: ServerExport, folder: Path, quiet: bool) -> 
                 progress=show,
             )
     except TrialsieveError as error:
-        errors.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+        print_error(error)
         raise typer.Exit(2) from None
     except OSError as error:
         raise fail(_file_problem(error, folder), code=1) from None
@@ -413,7 +420,7 @@ def _export(criteria: Path, export: ServerExport, folder: Path, quiet: bool) -> 
     if result.issues:
         errors.print(
             f"[bold red]the export reported {len(result.issues)} issues[/] "
-            f"({len(failures)} errors): see {folder / ERRORS_FOLDER}"
+            f"({len(failures)} errors): see {escape(str(folder / ERRORS_FOLDER))}"
         )
     return len(failures)
 

@@ -29,12 +29,14 @@ def parse_day(text: str | None) -> dt.date:
     try:
         day = dt.date.fromisoformat(text)
     except ValueError:
-        raise typer.BadParameter(f"'{text}' is not a date (YYYY-MM-DD)") from None
+        raise typer.BadParameter(
+            f"'{text}' is not a date (YYYY-MM-DD)", param_hint="'--as-of'"
+        ) from None
     from engine.evaluate.patient import as_of_problem
 
     problem = as_of_problem(day)
     if problem is not None:
-        raise typer.BadParameter(problem)
+        raise typer.BadParameter(problem, param_hint="'--as-of'")
     return day
 
 
@@ -53,6 +55,21 @@ def fail(error: TrialsieveError | str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def patient_ids_option(patients: list[str] | None) -> list[str]:
+    """The `--patient` ids, each once, in order; the Exit to raise for one that is no FHIR id
+    (it would go into the server's URL: `Patient/a b`, `Patient/../Group`)."""
+    from engine.sources.references import is_fhir_id
+
+    ids = list(dict.fromkeys(patients or ()))
+    for patient_id in ids:
+        if not is_fhir_id(patient_id):
+            raise fail(
+                f"--patient {patient_id!r} is not a FHIR id (letters, digits, '-' and '.', "
+                "1 to 64 of them)"
+            )
+    return ids
+
+
 def load_trial_and_answers(
     criteria: Path, attestations: Path | None
 ) -> tuple[CompiledCriteria, Attestations]:
@@ -62,7 +79,11 @@ def load_trial_and_answers(
 
     try:
         trial = load_trial(criteria)
-        answers = load_attestations(attestations, trial.manual_ids) if attestations else {}
+        answers = (
+            load_attestations(attestations, trial.manual_ids, trial.trial.id)
+            if attestations
+            else {}
+        )
     except TrialsieveError as error:
         raise fail(error) from None
     return trial, answers

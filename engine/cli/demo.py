@@ -38,6 +38,7 @@ from engine.cli.console import (
     fail,
     load_trial_and_answers,
     parse_day,
+    patient_ids_option,
     print_error,
 )
 from engine.cli.options import (
@@ -112,7 +113,7 @@ def demo(
     loading = server is None or load_examples
     files = _example_files(examples or list(DEFAULT_EXAMPLES)) if loading else []
     trial, answers = load_trial_and_answers(criteria, attestations)
-    patient_ids = list(dict.fromkeys(patient or ()))
+    patient_ids = patient_ids_option(patient)
     with _sigterm_as_exit(), _each_warning_once(logging.getLogger(FhirServerSource.__module__)):
         if server is None:
             run = _on_embedded_server(trial, answers, day, files, page_size)

@@ -28,7 +28,13 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from engine.cli.console import fail, load_trial_and_answers, parse_day, print_error
+from engine.cli.console import (
+    fail,
+    load_trial_and_answers,
+    parse_day,
+    patient_ids_option,
+    print_error,
+)
 from engine.cli.options import (
     AsOfOption,
     AttestationsOption,
@@ -87,6 +93,8 @@ def evaluate(
     Patients come from Bundle files (--bundle) or from a FHIR server (--server, --patient);
     with a server, --write writes the results back (see docs/server.md).
     """
+    if report is not None and report.exists() and not report.is_dir():
+        raise fail(f"{report}: --report must be a folder (of one page per patient)")
     if server is not None:
         if bundle:
             raise fail("give --bundle or --server, not both")
@@ -217,7 +225,7 @@ def _evaluate_on_server(
 ) -> None:
     """Evaluate patients on a FHIR server; print the results, or write them back (--write)."""
     day = parse_day(as_of)
-    patient_ids = list(dict.fromkeys(patient or ()))
+    patient_ids = patient_ids_option(patient)
     if not patient_ids:
         raise fail("--patient ID is required with --server")
     if token_env and token_file:

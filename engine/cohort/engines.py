@@ -35,6 +35,7 @@ import multiprocessing.util
 import os
 import pickle
 import platform
+import re
 import resource
 import sys
 import threading
@@ -1391,8 +1392,17 @@ class DaskStart:
                     silence_logs=logging.WARNING,
                 )
             _quiet_lost_workers()
-        address = self._cluster if self._cluster is not None else self._settings.scheduler
-        self._client = distributed.Client(address)
+        if self._cluster is not None:
+            self._client = distributed.Client(self._cluster)
+            return
+        try:
+            self._client = distributed.Client(self._settings.scheduler)
+        except OSError as error:  # refused, or no answer within distributed's connect timeout
+            raise CohortError(
+                f"--scheduler {self._settings.scheduler}: cannot reach the Dask scheduler "
+                f"({error}); start it (dask scheduler) or correct the address; what was "
+                "finished is kept: run the same command again to resume"
+            ) from None
 
     def _connected(self) -> Any:
         """The client of this process, once the workers are up (and warm); raises what
@@ -1566,13 +1576,28 @@ ENGINES: dict[str, EngineKind] = {
 """The engines `run_cohort` knows, by name."""
 
 
+SCHEDULER_ADDRESS = re.compile(
+    r"(?:(?:tcp|tls|ws|wss|ucx)://)?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(?P<port>[0-9]{1,5})"
+)
+"""A Dask scheduler's address as distributed reads it: an optional protocol, a host (an IPv6
+one in brackets) and a port (`tcp://head-node:8786`, `10.0.0.5:8786`)."""
+
+
 def engine_kind(name: str, scheduler: str | None = None) -> EngineKind:
-    """The engine called `name`; CohortError for an unknown one, or a `scheduler` given to an
-    engine that cannot take one."""
+    """The engine called `name`; CohortError for an unknown one, a `scheduler` given to an
+    engine that cannot take one, or one that is no scheduler address (before anything is
+    read or written: distributed would raise a ValueError when it connects)."""
     kind = ENGINES.get(name)
     if kind is None:
         raise CohortError(f"unknown engine '{name}'; known engines: {', '.join(sorted(ENGINES))}")
     if scheduler is not None and not kind.takes_scheduler:
         takers = " or ".join(sorted(known for known, k in ENGINES.items() if k.takes_scheduler))
         raise CohortError(f"--scheduler needs --engine {takers}")
+    if scheduler is not None:
+        address = SCHEDULER_ADDRESS.fullmatch(scheduler)
+        if address is None or not 0 < int(address["port"]) < 65536:
+            raise CohortError(
+                f"--scheduler {scheduler!r} is not a Dask scheduler address: write "
+                "[tcp://]HOST:PORT, e.g. tcp://head-node:8786"
+            )
     return kind

@@ -344,7 +344,7 @@ def run_cohort(
             # types a Bulk export into the folder left out: unknown, never "none on record"
             criteria = replace(criteria, unavailable_types=exported_types_left_out(source.folder))
         answers: Attestations = (
-            load_attestations(attestations_path, criteria.manual_ids)
+            load_attestations(attestations_path, criteria.manual_ids, criteria.trial.id)
             if attestations_path is not None
             else {}
         )

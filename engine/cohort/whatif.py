@@ -116,12 +116,15 @@ def _funnel(folder: Path, without: Sequence[str]) -> WhatIfFunnel:
     patients, statuses = _read_summary(summary_path)
     stored_deceased, stored = _read_attrition(attrition_path, patients)
     kinds = {step.criterion: step.kind for step in stored}
-    unknown = [criterion for criterion in without if criterion not in kinds]
+    named = {criterion: _criteria_named(criterion, list(kinds)) for criterion in without}
+    unknown = [criterion for criterion, found in named.items() if len(found) != 1]
     if unknown:
         raise CohortError(
-            f"no criterion {', '.join(unknown)} in this run; its criteria: {', '.join(kinds)}",
+            f"no criterion {', '.join(unknown)} in this run (a criterion's id, or its "
+            f"inclusion-N / exclusion-N); its criteria: {', '.join(kinds)}",
             Location(file=str(attrition_path)),
         )
+    without = [found[0] for found in named.values()]
     with_deceased = stored_deceased is not None
     table = _read_table(table_path, list(kinds), patients, statuses, with_deceased)
     steps: list[FunnelStep] = []
@@ -162,6 +165,14 @@ def _funnel(folder: Path, without: Sequence[str]) -> WhatIfFunnel:
         steps.append(FunnelStep(step.criterion, step.kind, False, before, lost))
         alive = compute.and_(alive, compute.invert(fails))
     return WhatIfFunnel(patients, tuple(steps), remaining_in_the_run)
+
+
+def _criteria_named(name: str, criteria: list[str]) -> list[str]:
+    """The criteria `name` names: its id, or its number (`exclusion-4` for
+    `exclusion-4-sglt2-inhibitor`, as the docs and each trial's page call criteria)."""
+    if name in criteria:
+        return [name]
+    return [criterion for criterion in criteria if criterion.startswith(f"{name}-")]
 
 
 def _not_this_run(path: Path, why: str, line: int | None = None) -> CohortError:

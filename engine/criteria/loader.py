@@ -53,7 +53,7 @@ from engine.criteria.model import (
 from engine.criteria.values import parse_per_unit_test, parse_range_test, parse_value_test
 from engine.errors import CriteriaError, ErrorCollection, Location, TrialsieveError
 from engine.normalise.formulas import FORMULAS, InputKind
-from engine.normalise.yaml_reading import check_limits, load_round_trip
+from engine.normalise.yaml_reading import check_limits, load_round_trip, plain_yaml_problem
 from engine.resource_types import (
     CONCEPT_OPTIONAL_TYPES,
     MEDICATION_TYPES,
@@ -76,7 +76,6 @@ LONGEST_WINDOW_YEARS = 200
 
 _ISO_DURATION = re.compile(r"P(?=[0-9])(?:([0-9]+)Y)?(?:([0-9]+)M)?(?:([0-9]+)W)?(?:([0-9]+)D)?")
 _YAML_KEY_LINE = re.compile(r"^\s*(?:-\s+)?([A-Za-z_][\w-]*)\s*:")
-_DUPLICATE_KEY = re.compile(r'found duplicate key "(.*?)" with value')
 _CRITERION_ID_LINE = re.compile(r"^\s*-\s+id\s*:\s*['\"]?([a-z0-9][a-z0-9-]*)")
 
 PathSegment = str | int
@@ -294,7 +293,11 @@ def _reread_criterion(
     partial = [""] * end
     partial[key_line] = lines[key_line]
     partial[start:end] = region
-    partial_text = "\n".join(partial) + "\n"
+    # the next line's indentation, up to its first token (the next item's `- `): a value
+    # left empty at the region's end is marked there, as the whole file marks it
+    following_line = lines[end] if end < len(lines) else ""
+    indentation = following_line[: len(following_line) - len(following_line.lstrip(" "))]
+    partial_text = "\n".join(partial) + "\n" + indentation
     try:
         check_limits(text)
         read = load_round_trip(partial_text, lambda: YAML(typ="rt").load(partial_text))
@@ -336,16 +339,9 @@ def _yaml_syntax_error(path: str, lines: list[str], error: MarkedYAMLError) -> C
     mark = error.problem_mark or error.context_mark
     line = mark.line + 1 if mark is not None else None
     column = mark.column + 1 if mark is not None else None
-    message = f"YAML: {error.problem or error.context}"
-    duplicate = _DUPLICATE_KEY.match(str(error.problem))
-    if duplicate:
-        message = f"YAML: duplicate key '{duplicate.group(1)}'"
-    if error.context and error.problem and error.context_mark is not None:
-        message += f" ({error.context}, line {error.context_mark.line + 1})"
+    message = f"YAML: {plain_yaml_problem(error)}"
     if "block scalar" in str(error.context):
         message += "; quote a value that starts with '>' or '|', e.g. value: \"> 1.5 x ULN\""
-    if "found character '\\t'" in str(error.problem):
-        message += "; indent with spaces, not tabs"
     criterion = field_name = snippet = None
     if line is not None and line <= len(lines):
         snippet = _shortened(lines[line - 1].strip())

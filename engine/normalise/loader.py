@@ -35,7 +35,7 @@ from engine.normalise.terminology import (
 )
 from engine.normalise.units import is_valid_ucum
 from engine.normalise.value_sets import note_reads, recording_reads, value_set_codes
-from engine.normalise.yaml_reading import load_round_trip
+from engine.normalise.yaml_reading import load_round_trip, plain_yaml_problem
 from engine.schemas import MAPPINGS_SCHEMA, load_schema
 
 __all__ = ["load_terminology"]
@@ -207,9 +207,7 @@ def _parse_file(path: str, raw: bytes | None, errors: list[TrialsieveError]) -> 
         mark = error.problem_mark or error.context_mark
         line = mark.line + 1 if mark is not None else None
         column = mark.column + 1 if mark is not None else None
-        problem = error.problem or str(error)
-        if error.context and "duplicate" not in problem:
-            problem = f"{error.context}: {problem}"
+        problem = plain_yaml_problem(error)
         errors.append(MappingError(f"not valid YAML: {problem}", Location(path, line, column)))
         return None
     except UnicodeDecodeError:
@@ -278,7 +276,10 @@ def _read_yaml(path: str, raw: bytes | None) -> Any:
 
 
 def _schema_error(mapping_file: _File, error: Any) -> MappingError:
-    elements: list[PathElement] = list(error.path)
+    meant = _meant_form(error)
+    if meant is not None:
+        return _schema_error(mapping_file, meant)
+    elements: list[PathElement] = list(error.absolute_path)
     container = _node_at(mapping_file.root, elements)
     message = error.message
     at_key = False
@@ -300,6 +301,23 @@ def _schema_error(mapping_file: _File, error: Any) -> MappingError:
         at_key = True
         message = f"invalid name {error.instance!r}: must match {error.validator_value}"
     return MappingError(message, mapping_file.location(*elements, at_key=at_key))
+
+
+def _meant_form(error: Any) -> Any:
+    """For a field of several forms (`oneOf` / `anyOf`: a system as a URI or as {uri, ...}, a
+    range as {low, high} or `per-result`) none of which fits: the first error of the forms
+    whose keys the value has (their errors lie inside it), which names the field at fault
+    (`reference_range.low: 'abc' is not of type 'number'`) instead of "{...} is not valid
+    under any of the given schemas"; None when no form is meant so."""
+    if error.validator not in ("oneOf", "anyOf") or not error.context:
+        return None
+    meant = {
+        sub_error.relative_schema_path[0] for sub_error in error.context if sub_error.relative_path
+    }
+    inside = [
+        sub_error for sub_error in error.context if sub_error.relative_schema_path[0] in meant
+    ]
+    return min(inside, key=lambda sub_error: len(sub_error.relative_path), default=None)
 
 
 def _node_at(root: Any, elements: Sequence[PathElement]) -> Any:
@@ -369,6 +387,25 @@ def _collect_systems(mapping_file: _File, collected: _Collected) -> None:
                     location,
                 )
             continue
+        for uri in (definition.uri, *definition.equivalents):
+            other = next(
+                (
+                    (name, known)
+                    for name, known in collected.aliases.items()
+                    if uri in (known.uri, *known.equivalents)
+                    and (known.uri, known.icd, known.equivalents)
+                    != (definition.uri, definition.icd, definition.equivalents)
+                ),
+                None,
+            )
+            if other is not None:  # one URI, two systems: codes would be read as the other's
+                collected.error(
+                    f"system alias {alias!r} names {uri}, which system alias {other[0]!r} "
+                    f"names too, defined otherwise at {other[1].location}: a code system's "
+                    "URI belongs to one system (a copied line?)",
+                    location,
+                )
+                break
         collected.aliases[alias] = definition
 
 
@@ -754,6 +791,7 @@ def _collect_local_codes(
     collected: _Collected,
 ) -> dict[tuple[str, str], frozenset[str]]:
     local: dict[tuple[str, str], frozenset[str]] = {}
+    first_at: dict[tuple[str, str], Location] = {}
     for mapping_file in files:
         for index, entry in enumerate(mapping_file.root.get("local_codes") or ()):
             uri = _resolve_system(
@@ -774,5 +812,18 @@ def _collect_local_codes(
                     )
                     continue
                 key = (uri, str(code))
-                local[key] = local.get(key, frozenset()) | frozenset(target_ids)
+                earlier = local.get(key)
+                if earlier is not None and earlier != frozenset(target_ids):
+                    # two mappings of one code (a site file over a shared one): the code
+                    # would count as both, a haemoglobin result as platelets too
+                    collected.error(
+                        f"local code {code!r} of {uri} is mapped again, to "
+                        f"{', '.join(sorted(target_ids))}; {first_at[key]} maps it to "
+                        f"{', '.join(sorted(earlier))}: map it once (a list for several "
+                        "concepts)",
+                        location,
+                    )
+                    continue
+                local[key] = frozenset(target_ids)
+                first_at.setdefault(key, location)
     return local

@@ -133,6 +133,24 @@ class _ScannerWithoutComments(Scanner):
     scan_uri_escapes = RoundTripScanner.scan_uri_escapes
 
 
+_DUPLICATE_KEY = re.compile(r'found duplicate key "(.*?)" with value')
+
+
+def plain_yaml_problem(error: MarkedYAMLError) -> str:
+    """What a YAML error says, for a person: a duplicate key named without its value
+    (ruamel's message writes the value's whole repr, which can be pages of a concept), with
+    where its mapping began; a tab's fix."""
+    problem = str(error.problem or error.context)
+    duplicate = _DUPLICATE_KEY.match(problem)
+    if duplicate:
+        problem = f"duplicate key '{duplicate.group(1)}'"
+    if error.context and error.problem and error.context_mark is not None:
+        problem += f" ({error.context}, line {error.context_mark.line + 1})"
+    if "found character '\\t'" in str(error.problem):
+        problem += "; indent with spaces, not tabs"
+    return problem
+
+
 def check_limits(text: str) -> None:
     """Raise YamlLimitError when `text` expands beyond MAX_NODES or nests beyond MAX_DEPTH.
 

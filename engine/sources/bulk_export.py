@@ -142,7 +142,8 @@ class ExportRequest:
             raise BulkExportError(f"the export level is system, patient or group, not '{level}'")
         if level == "group":
             if group_id is None or not _FHIR_ID.fullmatch(group_id):
-                raise BulkExportError(f"a group export needs a Group id, not {group_id!r}")
+                found = "none given" if group_id is None else f"'{group_id}' is no FHIR id"
+                raise BulkExportError(f"a group export needs a Group id (--group ID): {found}")
         elif group_id is not None:
             raise BulkExportError(f"a Group id ({group_id}) is only for a group export")
         kept: tuple[str, ...] | None = None

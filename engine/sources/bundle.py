@@ -361,8 +361,15 @@ def _json_error(data: bytes, error: orjson.JSONDecodeError, origin: str) -> Inpu
     column = position - line_start + 1
     line_end = text.find("\n", position)
     line_text = text[line_start : len(text) if line_end < 0 else line_end]
+    message = f"not valid JSON: {error.msg}"
+    if error.msg == "unexpected content after document" and line_text[:1] == "{" and column == 1:
+        # a second JSON object on its own line: one resource a line is a Bulk Data export
+        message += (
+            "; one JSON object a line is NDJSON (a Bulk Data export file), which "
+            "`trialsieve cohort --ndjson FOLDER` reads, not a Bundle"
+        )
     return InputError(
-        f"not valid JSON: {error.msg}",
+        message,
         Location(file=origin, line=line, column=column),
         snippet=_snippet_with_caret(line_text, column - 1),
     )

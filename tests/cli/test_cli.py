@@ -209,14 +209,25 @@ def test_a_bad_file_among_good_ones_is_named_and_the_others_are_written(
     ("arguments", "message"),
     [
         (["evaluate", "missing.yaml", "--bundle", CANDIDATE], "missing.yaml"),
-        (["evaluate", CRITERIA, "--bundle", CANDIDATE, "--as-of", "01/11/2026"], "YYYY-MM-DD"),
+        (
+            ["evaluate", CRITERIA, "--bundle", CANDIDATE, "--as-of", "01/11/2026"],
+            "Invalid value for '--as-of': '01/11/2026' is not a date (YYYY-MM-DD)",
+        ),
+        (
+            ["evaluate", CRITERIA, "--bundle", CANDIDATE, "--as-of", "0001-01-01"],
+            "Invalid value for '--as-of': the as-of day 0001-01-01 is outside",
+        ),
         (["evaluate", CRITERIA, "--bundle", str(PATIENTS)], "--output FOLDER is required"),
+        (
+            ["evaluate", CRITERIA, "--bundle", CANDIDATE, "--report", CANDIDATE],
+            f"{CANDIDATE}: --report must be a folder",
+        ),
     ],
 )
 def test_bad_arguments_exit_2_with_a_clear_message(
     runner: CliRunner, arguments: list[str], message: str
 ) -> None:
-    result = runner.invoke(app, arguments)
+    result = runner.invoke(app, arguments, env={"COLUMNS": "200"})
     assert result.exit_code == 2
     assert message in result.stderr
 
@@ -243,6 +254,17 @@ def test_a_folder_without_bundle_files_is_refused_beside_good_ones(
     assert not output.exists()
 
 
+def test_a_folder_named_like_a_bundle_file_is_refused(runner: CliRunner, tmp_path: Path) -> None:
+    folder = tmp_path / "bundles"
+    (folder / "odd.json").mkdir(parents=True)
+    shutil.copy(CANDIDATE, folder)
+    arguments = ["evaluate", CRITERIA, "--bundle", str(folder), "--as-of", "2026-11-01"]
+    result = runner.invoke(app, [*arguments, "--output", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert f"error: {folder / 'odd.json'}: a folder, named like a Bundle file" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_missing_bundle_path_is_refused_before_any_patient(
     runner: CliRunner, tmp_path: Path
 ) -> None:
@@ -257,6 +279,65 @@ def test_a_missing_bundle_path_is_refused_before_any_patient(
     assert not output.exists()
 
 
+OTHER_TRIAL_ATTESTATIONS = """\
+attestations:
+  - patient: itp-relapsed-candidate
+    trial: NCT03036150
+    by: Dr. Nephrologist
+    answers:
+      informed-consent: false
+      ace-inhibitor-and-arb-contraindicated: true
+"""
+
+
+@pytest.mark.parametrize("command", ["evaluate", "cohort"])
+def test_an_attestation_for_another_trial_is_not_applied(
+    runner: CliRunner, tmp_path: Path, command: str
+) -> None:
+    """An entry naming another trial is skipped, as the service skips it (README,
+    Attestations): DAPA-CKD's 'informed-consent: false' made the ITP candidate ineligible for
+    NCT05315778, and an item only DAPA-CKD asks was refused as unknown."""
+    attestations = tmp_path / "attestations.yaml"
+    attestations.write_text(OTHER_TRIAL_ATTESTATIONS)
+    out = tmp_path / "out"
+    if command == "evaluate":
+        arguments = ["evaluate", CRITERIA, "--bundle", CANDIDATE, "--output", str(out)]
+    else:
+        folder = tmp_path / "bundles"
+        folder.mkdir()
+        shutil.copy(CANDIDATE, folder)
+        arguments = ["cohort", CRITERIA, "--bundles", str(folder), "--out", str(out), "--quiet"]
+    arguments += ["--as-of", "2026-11-01", "--attestations", str(attestations)]
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    if command == "evaluate":
+        written = orjson.loads(out.read_bytes())
+        statuses = [
+            entry["resource"]["status"]
+            for entry in written["entry"]
+            if entry["resource"]["resourceType"] == "ResearchSubject"
+        ]
+    else:
+        subjects = (out / "subjects.ndjson").read_bytes().splitlines()
+        statuses = [orjson.loads(line)["status"] for line in subjects]
+    assert statuses == ["candidate"]
+
+
+@pytest.mark.parametrize("command", ["evaluate", "demo"])
+@pytest.mark.parametrize("patient_id", ["", "a b", "../Group", "x" * 65])
+def test_a_patient_that_is_no_fhir_id_is_refused_before_the_server_is_asked(
+    runner: CliRunner, command: str, patient_id: str
+) -> None:
+    """It went into the server's URL (`Patient/a b/$everything`) and failed per patient after
+    the retries (a closed port here: 5 attempts), or asked for another resource."""
+    server = "http://127.0.0.1:9/fhir"  # nothing listens: any request would fail
+    arguments = [command, CRITERIA, "--server", server, "--patient", patient_id]
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 2, result.output
+    assert f"error: --patient {patient_id!r} is not a FHIR id" in " ".join(result.stderr.split())
+    assert "cannot connect" not in result.output
+
+
 def test_an_attestation_for_an_unknown_item_is_refused(runner: CliRunner, tmp_path: Path) -> None:
     attestations = tmp_path / "attestations.yaml"
     attestations.write_text(
@@ -267,7 +348,7 @@ def test_an_attestation_for_an_unknown_item_is_refused(runner: CliRunner, tmp_pa
     )
     assert result.exit_code == 2
     assert "informed-consnt" in result.stderr
-    assert "attestations.yaml:2" in result.stderr
+    assert "attestations.yaml:5" in result.stderr  # the answer's own line
 
 
 def test_not_a_bundle_is_a_clear_error(runner: CliRunner, tmp_path: Path) -> None:

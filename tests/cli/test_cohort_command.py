@@ -47,6 +47,21 @@ def test_cohort_over_bundles_prints_the_summary(tmp_path: Path) -> None:
     assert "other as-of day" in again.output
 
 
+def test_an_error_is_printed_as_written_not_read_as_markup(tmp_path: Path) -> None:
+    """A criteria error naming a UCUM unit in brackets ('[in_i]', '[length]') lost them to
+    rich's markup ("cannot convert '' to 'g/L':  is not  /  ** 3"), as evaluate never did."""
+    criteria = tmp_path / "criteria.yaml"
+    text = Path(CRITERIA).read_text()
+    text = text.replace('value: "< 100 g/L"', 'value: "< 100 [in_i]"', 1)
+    criteria.write_text(text.replace("mappings: [../mappings]", f"mappings: [{ROOT}/mappings]"))
+    arguments = ["cohort", str(criteria), "--bundles", PATIENTS, "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(app, arguments, env={"COLUMNS": "300"})
+    assert result.exit_code == 2, result.output
+    assert "cannot convert '[in_i]' to 'g/L': [length] is not [mass] / [length] ** 3" in (
+        result.output
+    )
+
+
 def test_a_failed_write_is_an_error_naming_the_file_not_a_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

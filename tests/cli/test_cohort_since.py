@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 import respx
 import typer
 from bulk_support import (
@@ -94,6 +95,29 @@ def test_since_into_a_folder_without_a_complete_export_asks_the_server_nothing(
     assert not anything.called
     assert not (tmp_path / "out").exists()
     assert not list(folder.rglob("*.ndjson"))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--since", "yesterday"], "_since 'yesterday' is not a FHIR instant"),
+        (["--export-level", "group"], "a group export needs a Group id (--group ID): none given"),
+    ],
+)
+def test_bad_export_arguments_are_named_before_the_folder_or_the_server(
+    tmp_path: Path, options: list[str], message: str
+) -> None:
+    """A --since that is no instant was reported as a folder without a complete export, and a
+    group export without --group as "needs a Group id, not None"."""
+    folder = tmp_path / "export"
+    arguments = [*_arguments(tmp_path / "out"), "--server", BASE, "--ndjson", str(folder)]
+    with respx.mock(assert_all_called=False) as server:
+        anything = server.route().mock(return_value=httpx.Response(500))
+        result = CliRunner().invoke(app, [*arguments, *options])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: {message}"), result.output
+    assert not anything.called
+    assert not (tmp_path / "out").exists()
 
 
 def test_since_applies_the_changes_onto_the_complete_export(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import multiprocessing
 import os
+import socket
 import threading
 from pathlib import Path
 
@@ -175,6 +176,45 @@ def test_a_local_run_waits_for_its_workers_to_end_after_assembling_and_knows_the
 def test_a_scheduler_needs_the_dask_engine(ndjson_folder: Path, tmp_path: Path) -> None:
     with pytest.raises(CohortError, match="--scheduler needs --engine dask"):
         run_cohort(CRITERIA, NdjsonInput(ndjson_folder), tmp_path, AS_OF, scheduler="tcp://x:1")
+
+
+@pytest.mark.parametrize("scheduler", ["nonsense", "tcp://head-node", "tcp://head:99999", "h :1"])
+def test_a_scheduler_that_is_no_address_is_refused_before_anything_is_written(
+    ndjson_folder: Path, tmp_path: Path, scheduler: str
+) -> None:
+    """It raised distributed's ValueError ('missing port number in address'), a traceback,
+    after pass 1 had written the run's folder."""
+    out = tmp_path / "out"
+    arguments = ["cohort", str(CRITERIA), "--ndjson", str(ndjson_folder), "--out", str(out)]
+    result = CliRunner().invoke(app, [*arguments, "--engine", "dask", "--scheduler", scheduler])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(
+        f"error: --scheduler '{scheduler}' is not a Dask scheduler address: write [tcp://]HOST:PORT"
+    ), result.output
+    assert not out.exists()
+    for good in ("tcp://head-node:8786", "10.0.0.5:8786", "tls://[::1]:8786"):
+        assert engines.engine_kind("dask", good).takes_scheduler
+
+
+def test_a_scheduler_that_cannot_be_reached_is_named(ndjson_folder: Path, tmp_path: Path) -> None:
+    """'error: OUT: OSError' after distributed's 30 s connect timeout, naming neither the
+    scheduler nor the problem; now the scheduler and why (exit 2: an address to correct or a
+    scheduler to start), and the same command resumes."""
+    dask = pytest.importorskip("dask")
+    pytest.importorskip("distributed")
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    out = tmp_path / "out"
+    arguments = ["cohort", str(CRITERIA), "--ndjson", str(ndjson_folder), "--out", str(out)]
+    arguments += ["--engine", "dask", "--scheduler", f"tcp://127.0.0.1:{port}", "--workers", "1"]
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(
+        f"error: --scheduler tcp://127.0.0.1:{port}: cannot reach the Dask scheduler ("
+    ), result.output
+    assert "run the same command again to resume" in result.output
 
 
 def test_the_parquet_table_has_the_csv_rows_typed(one_worker: CohortSummary) -> None:

@@ -72,6 +72,19 @@ def test_an_unknown_criterion_or_folder_is_refused(full_run: CohortSummary, tmp_
         what_if_funnel(tmp_path)
 
 
+def test_a_criterion_may_be_named_by_its_number(full_run: CohortSummary) -> None:
+    """`--without exclusion-4 --without inclusion-3`, as docs/cohort.md and this module's
+    docstring write it, was refused ("no criterion exclusion-4 in this run"): the number
+    names the one criterion whose id it begins (exclusion-1 is not exclusion-10-...)."""
+    by_number = what_if_funnel(full_run.out_dir, ["exclusion-1", "inclusion-2"])
+    by_id = what_if_funnel(full_run.out_dir, ["exclusion-1-secondary-itp", "inclusion-2-age-18-65"])
+    assert by_number == by_id
+    off = [step.criterion for step in by_number.steps if step.switched_off]
+    assert off == ["inclusion-2-age-18-65", "exclusion-1-secondary-itp"]
+    with pytest.raises(CohortError, match="no criterion exclusion"):
+        what_if_funnel(full_run.out_dir, ["exclusion"])  # a prefix of many names none
+
+
 def test_the_command_prints_the_funnel(full_run: CohortSummary) -> None:
     criterion = _rows(full_run.out_dir / "attrition.csv")[1]["criterion"]  # (0: deceased)
     result = CliRunner().invoke(app, ["attrition", str(full_run.out_dir), "--without", criterion])

@@ -80,6 +80,37 @@ def test_a_bad_case_file_is_named_with_line_and_field(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("case", "line", "field", "message"),
+    [
+        (
+            "    bundle: no-such-patient.json\n    expect: {status: candidate}\n",
+            5,
+            "cases[0].bundle",
+            "no-such-patient.json: no such file",
+        ),
+        (
+            "    patient: {gender: male}\n    expect:\n      criteria:\n"
+            "        inclusion-2-age-18-66: fails\n",
+            8,
+            "cases[0].expect.criteria.inclusion-2-age-18-66",
+            "has no criterion 'inclusion-2-age-18-66' (did you mean 'inclusion-2-age-18-65'?)",
+        ),
+    ],
+)
+def test_a_missing_bundle_or_an_unknown_criterion_is_a_bad_case_file(
+    tmp_path: Path, case: str, line: int, field: str, message: str
+) -> None:
+    """Named at the case's line and field, exit 2, before any case runs: a missing Bundle was
+    named by its own path alone, and a criterion id typo was a failing case (exit 1)."""
+    path = _write(tmp_path, "cases:\n  - name: typo\n" + case)
+    result = CliRunner().invoke(app, ["test", str(path)], env={"COLUMNS": "300"})
+    assert result.exit_code == 2, result.output
+    assert f"{path}:{line}, field {field}: case 'typo': " in result.output
+    assert message in result.output
+    assert "FAILED" not in result.output
+
+
+@pytest.mark.parametrize(
     ("patient", "field", "message"),
     [
         (

@@ -67,6 +67,9 @@ EDITS = [
     ("NCT03036150.yaml", "  id: NCT03036150", "  id: NCT03036151", False),  # the header
     ("NCT05315778.yaml", 'value: "< 100 g/L"', 'value: "< 120 g/L"', True),
     ("NCT05315778.yaml", "          within: P3M", "          within: P3", True),
+    # a value emptied at a criterion's end: marked at the next item's `- ` (169:3), as the
+    # whole file marks it, not at the start of that line (the property test's find)
+    ("NCT05315778.yaml", "        age: {min: 18, max: 65}\n", "\n", True),
 ]
 
 

@@ -224,10 +224,12 @@ def test_the_command_line_refuses_an_as_of_day_out_of_range(command: str, day: s
     patients = str(ROOT / "examples" / "patients")
     source = ["--bundle", patients] if command == "evaluate" else ["--bundles", patients]
     outcome = CliRunner().invoke(
-        app, [command, str(ROOT / "criteria" / "NCT05315778.yaml"), *source, "--as-of", day]
+        app,
+        [command, str(ROOT / "criteria" / "NCT05315778.yaml"), *source, "--as-of", day],
+        env={"COLUMNS": "200"},  # the message on one line of the error panel
     )
     assert outcome.exit_code == 2, outcome.output
-    assert "outside 1900-01-01 to 2199-12-31" in outcome.output
+    assert f"'--as-of': the as-of day {day} is outside 1900-01-01 to 2199-12-31" in (outcome.output)
     assert outcome.exception is None or isinstance(outcome.exception, SystemExit)
 
 

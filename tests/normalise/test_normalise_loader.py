@@ -100,10 +100,21 @@ def test_yaml_syntax_error_names_line(write_mapping: WriteMapping) -> None:
 
 
 def test_duplicate_yaml_key_names_line(write_mapping: WriteMapping) -> None:
+    """Named as a criteria file names it: the key and where its mapping began, without the
+    value's repr (ruamel's message held the second concept whole)."""
     path = write_mapping("concepts:\n  a:\n    display: A\n  a:\n    display: B\n")
     error = only_error(path)
-    assert "duplicate" in error.message
+    assert error.message == (
+        "not valid YAML: duplicate key 'a' (while constructing a mapping, line 2)"
+    )
     assert error.location.line == 4
+
+
+def test_a_tab_in_the_indentation_says_to_indent_with_spaces(write_mapping: WriteMapping) -> None:
+    path = write_mapping("concepts:\n  a:\n\tdisplay: A\n")
+    error = only_error(path)
+    assert error.message.endswith("; indent with spaces, not tabs"), error.message
+    assert error.location.line == 3
 
 
 def test_unknown_field_names_line_and_field(write_mapping: WriteMapping) -> None:
@@ -185,6 +196,33 @@ def test_system_alias_defined_differently(write_mapping: WriteMapping) -> None:
     assert error.location.file == str(second)
 
 
+@pytest.mark.parametrize(
+    "second",
+    [
+        "  snomed: http://loinc.org\n",  # a copied line
+        "  lab:\n    uri: http://lab.example\n    equivalents: [http://loinc.org]\n",
+    ],
+)
+def test_a_uri_two_system_aliases_name_is_an_error(
+    write_mapping: WriteMapping, second: str
+) -> None:
+    """One URI named by two system aliases defined otherwise: SNOMED CT codes were checked
+    as LOINC codes ("'10828004' is not a LOINC code", one error a code), or an equivalent
+    sent another system's data elsewhere; now one error at the second alias, naming both."""
+    path = write_mapping(
+        "systems:\n  loinc:\n    uri: http://loinc.org\n    equivalents: [urn:oid:1]\n" + second
+    )
+    error = only_error(path)
+    assert error.location.line == 5
+    assert "names http://loinc.org, which system alias 'loinc' names too" in error.message
+
+
+def test_two_aliases_of_one_system_defined_alike_are_allowed(write_mapping: WriteMapping) -> None:
+    path = write_mapping("systems:\n  loinc: http://loinc.org\n  lab: http://loinc.org\n")
+    terminology = load_terminology([path])
+    assert terminology.system_uri("lab") == terminology.system_uri("loinc") == "http://loinc.org"
+
+
 def test_concept_defined_twice_names_both_places(write_mapping: WriteMapping) -> None:
     first = write_mapping("concepts:\n  a:\n    display: A\n", "a.yaml")
     second = write_mapping("\n\nconcepts:\n  a:\n    display: A again\n", "b.yaml")
@@ -254,6 +292,37 @@ def test_reference_range_low_above_high(write_mapping: WriteMapping) -> None:
     error = only_error(path)
     assert "above high" in error.message
     assert error.location.field == "concepts.a.reference_range"
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "line", "message"),
+    [
+        (
+            "systems:\n  lab:\n    uri: 5\n    icd: true\n",
+            "systems.lab.uri",
+            3,
+            "5 is not of type 'string'",
+        ),
+        (
+            "concepts:\n  a:\n    display: A\n    unit: g/L\n"
+            "    reference_range: {low: abc, high: 1}\n",
+            "concepts.a.reference_range.low",
+            5,
+            "'abc' is not of type 'number'",
+        ),
+    ],
+)
+def test_a_field_of_several_forms_names_what_is_wrong_inside_the_form_written(
+    write_mapping: WriteMapping, text: str, field: str, line: int, message: str
+) -> None:
+    """A system (a URI, or {uri, equivalents, icd}) or a range ({low, high}, or
+    `per-result`) written as a mapping with a bad value inside is named at that value, not
+    "{'uri': 5, ...} is not valid under any of the given schemas" at the mapping, as it was."""
+    error = only_error(write_mapping(text))
+    assert error.location.field == field
+    assert error.location.line == line
+    assert error.message == message
+    assert "not valid under any" not in str(error)
 
 
 def test_dose_equivalents_are_read_exactly_as_the_pair_of_doses_or_a_factor(
@@ -356,6 +425,34 @@ def test_local_code_to_unknown_concept(write_mapping: WriteMapping) -> None:
     error = only_error(path.parent)
     assert "unknown concept 'platelets'" in error.message
     assert (error.location.line, error.location.field) == (7, "local_codes[0].codes.PLT")
+
+
+def test_a_local_code_mapped_twice_to_other_concepts_is_an_error(
+    write_mapping: WriteMapping,
+) -> None:
+    """A site file mapping HGB to platelets over a shared file's HGB: hemoglobin loaded with
+    HGB in both concepts (a haemoglobin result counted as a platelet count too); now an error
+    at the second naming the first. The same mapping twice, or a list, stays allowed."""
+    write_mapping(SYSTEMS, "systems.yaml")
+    write_mapping(
+        "concepts:\n  hemoglobin: {display: Hemoglobin}\n  platelets: {display: Platelets}\n"
+        "local_codes:\n  - system: local-lab\n    codes:\n      HGB: hemoglobin\n"
+        "      BOTH: [hemoglobin, platelets]\n",
+        "shared.yaml",
+    )
+    site = write_mapping(
+        "local_codes:\n  - system: local-lab\n    codes:\n      BOTH: [platelets, hemoglobin]\n"
+        "      HGB: platelets\n",
+        "site.yaml",
+    )
+    error = only_error(site.parent)
+    assert (error.location.file, error.location.line) == (str(site), 5)
+    assert error.message.startswith(
+        "local code 'HGB' of http://hospital.example.org/lab is mapped again, to platelets; "
+    )
+    assert "shared.yaml:7:12, field local_codes[0].codes.HGB maps it to hemoglobin" in (
+        error.message
+    )
 
 
 def test_top_level_must_be_a_mapping(write_mapping: WriteMapping) -> None:

@@ -222,6 +222,20 @@ def test_other_malformed_json(tmp_path: Path, content: bytes, message: str) -> N
     assert read_error(tmp_path, content).message.startswith(message)
 
 
+def test_ndjson_given_as_a_bundle_says_so(tmp_path: Path) -> None:
+    """An export's NDJSON file named .json (one resource a line) is named as such, with the
+    command that reads it; "unexpected content after document" alone left the user to guess."""
+    content = b'{"resourceType": "Patient", "id": "a"}\n{"resourceType": "Patient", "id": "b"}\n'
+    error = read_error(tmp_path, content)
+    assert (error.location.line, error.location.column) == (2, 1)
+    assert error.message == (
+        "not valid JSON: unexpected content after document; one JSON object a line is NDJSON "
+        "(a Bulk Data export file), which `trialsieve cohort --ndjson FOLDER` reads, not a Bundle"
+    )
+    missing_comma = read_error(tmp_path, b'[\n{"a": 1}\n{"b": 2}]')
+    assert "NDJSON" not in missing_comma.message
+
+
 @pytest.mark.parametrize(
     ("content", "found"),
     [
