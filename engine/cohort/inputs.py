@@ -152,9 +152,13 @@ MERGE_JOURNAL; a test checks that they agree)."""
 
 @dataclass(frozen=True)
 class NdjsonInput:
-    """A folder of Bulk Data style NDJSON (`<Type>[.n].ndjson`, optionally gzipped)."""
+    """A folder of Bulk Data style NDJSON (`<Type>[.n].ndjson`, optionally gzipped); given
+    as a Path or a str, as `run_cohort`'s paths are."""
 
     folder: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "folder", Path(self.folder))
 
     def exported_here(self) -> bool:
         """Whether a Bulk export wrote (or is merging into) the folder: only then has a run
@@ -255,9 +259,13 @@ def _shared_bundle_resources(files: tuple[str, ...]) -> SharedBundleResources:
 
 @dataclass(frozen=True)
 class BundleInput:
-    """A folder of per-patient Bundle files (`*.json`, searched recursively)."""
+    """A folder of per-patient Bundle files (`*.json`, searched recursively); given as a Path
+    or a str, as `run_cohort`'s paths are."""
 
     folder: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "folder", Path(self.folder))
 
     def _files(self) -> list[Path]:
         if not self.folder.is_dir():

@@ -746,3 +746,22 @@ def test_a_patient_in_two_bundles_is_reported_naming_both_files_and_the_first_ke
     # the first file's data is evaluated (as `evaluate` does), not the second's (deceased)
     rows = {row["patient"]: row for row in read_csv(out / "cohort.csv")}
     assert rows["itp-relapsed-candidate"]["deceased"] == "no"
+
+
+def test_an_input_folder_given_as_text_is_read_as_a_path(
+    one_worker: CohortSummary, ndjson_folder: Path, tmp_path: Path
+) -> None:
+    """`NdjsonInput` and `BundleInput` take a str as `run_cohort`'s own paths do: a str
+    folder ended in a TypeError inside the run (`str / str`), naming neither."""
+    assert NdjsonInput(str(ndjson_folder)).folder == ndjson_folder  # type: ignore[arg-type]
+    assert BundleInput("examples").folder == Path("examples")  # type: ignore[arg-type]
+    summary = run_cohort(
+        str(CRITERIA),
+        NdjsonInput(str(ndjson_folder)),  # type: ignore[arg-type]
+        str(tmp_path / "out"),
+        AS_OF,
+        workers=1,
+        partition_count=PARTITIONS,
+    )
+    for name in OUTPUT_FILES:
+        assert (summary.out_dir / name).read_bytes() == (one_worker.out_dir / name).read_bytes()
