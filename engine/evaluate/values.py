@@ -221,15 +221,25 @@ def _threshold(test: QuantityTest, concept: Concept, where: Location) -> float:
     return threshold
 
 
+def reference_limit(
+    test: ReferenceLimitTest, concept: Concept, measurement: Measurement
+) -> float | None:
+    """The reference limit a test compares a result with (before its factor): the result's
+    own, else the concept's default; None when neither is known."""
+    if test.limit == "high":
+        own, default = measurement.reference_high, concept.reference_high
+    else:
+        own, default = measurement.reference_low, concept.reference_low
+    return own if own is not None else default
+
+
 def limit_check(test: ReferenceLimitTest, concept: Concept) -> ValueCheck:
-    default = concept.reference_high if test.limit == "high" else concept.reference_low
     name = "upper" if test.limit == "high" else "lower"
 
     def check(measurement: Measurement) -> bool | str:
         if measurement.value is None:
             return "no numeric value"
-        own = measurement.reference_high if test.limit == "high" else measurement.reference_low
-        limit = own if own is not None else default
+        limit = reference_limit(test, concept, measurement)
         if limit is None:
             return f"no {name} reference limit on the result and none in the mappings"
         return compare_result(measurement, test.comparator, test.factor * limit)

@@ -64,7 +64,12 @@ from engine.evaluate.patient import (
     PatientEvaluation,
     SubjectStatus,
 )
-from engine.evaluate.values import deciding_number, per_unit_reading, value_thresholds
+from engine.evaluate.values import (
+    deciding_number,
+    per_unit_reading,
+    reference_limit,
+    value_thresholds,
+)
 from engine.normalise import Concept, DataProblem, Measurement, Terminology, measure
 from engine.normalise.medication_exposure import MAY_HAVE_LASTED
 
@@ -1594,24 +1599,15 @@ def _thresholds_shown(
     atom: ResourceAtom, concept: Concept, measurement: Measurement
 ) -> tuple[float, ...]:
     """The numbers the atom's value test compares a converted result with: its thresholds,
-    and a reference-limit test's limit (the result's own, else the concept's default) times
-    its factor."""
+    and a reference-limit test's limit times its factor (`reference_limit`, the limit the
+    evaluator compares with)."""
     thresholds = value_thresholds(atom.value, concept)
     tests = (
         atom.value.tests if isinstance(atom.value, AnyValueTest | PerUnitTest) else (atom.value,)
     )
     for test in tests:
         if isinstance(test, ReferenceLimitTest):
-            own = (measurement.reference_low, measurement.reference_high)
-            low, high = (
-                own
-                if own != (None, None)
-                else (
-                    concept.reference_low,
-                    concept.reference_high,
-                )
-            )
-            limit = high if test.limit == "high" else low
+            limit = reference_limit(test, concept, measurement)
             if limit is not None:
                 thresholds += (limit * test.factor,)
     return thresholds
