@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engine.service.problems import FHIR_JSON_ANSWER, ApiError, Issue, operation_outcome
+from engine.service.problems import FHIR_JSON_ANSWER, ApiError
 
 SCOPES_KEY = "trialsieve.scopes"
 """The ASGI scope key of the scopes of a request authenticated before its body was read."""
@@ -64,7 +63,7 @@ class BodyLimitMiddleware:
             try:
                 scope[SCOPES_KEY] = self.authenticate(scope)
             except ApiError as error:
-                await _refused(send, error)
+                await _answer(send, error, close=True)
                 return
         chunks: list[bytes] = []
         size = 0
@@ -83,13 +82,8 @@ class BodyLimitMiddleware:
                     if not message.get("more_body", False):
                         break
         except TimeoutError:
-            await _answer(
-                send,
-                408,
-                f"the request body did not arrive within {self.timeout:g} s",
-                "timeout",
-                close=True,
-            )
+            text = f"the request body did not arrive within {self.timeout:g} s"
+            await _answer(send, ApiError.of(408, "timeout", text), close=True)
             return
         body = b"".join(chunks)
         delivered = False
@@ -111,19 +105,6 @@ def _has_body(scope: Scope, declared: int | None) -> bool:
     return any(name == b"transfer-encoding" for name, _ in scope.get("headers", ()))
 
 
-async def _refused(send: Send, error: ApiError) -> None:
-    """The error's answer, with `Connection: close`: the body it came with is not read."""
-    encoded = orjson.dumps(error.body())
-    headers = [
-        (b"content-type", FHIR_JSON_ANSWER.encode()),
-        (b"content-length", str(len(encoded)).encode()),
-        (b"connection", b"close"),
-        *((name.lower().encode(), value.encode()) for name, value in error.headers.items()),
-    ]
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await send({"type": "http.response.body", "body": encoded})
-
-
 def _content_length(scope: Scope) -> int | None:
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
@@ -135,17 +116,20 @@ def _content_length(scope: Scope) -> int | None:
 
 
 async def _too_large(send: Send, limit: int) -> None:
-    await _answer(send, 413, f"the request body is larger than {limit:,} bytes", "too-costly")
+    error = ApiError.of(413, "too-costly", f"the request body is larger than {limit:,} bytes")
+    await _answer(send, error)
 
 
-async def _answer(send: Send, status: int, text: str, code: str, close: bool = False) -> None:
-    body: Any = operation_outcome([Issue(code, text)])
-    encoded = orjson.dumps(body)
+async def _answer(send: Send, error: ApiError, close: bool = False) -> None:
+    """The error's answer (an OperationOutcome, with the error's headers), with `Connection:
+    close` when `close` (the body it came with is not read)."""
+    encoded = orjson.dumps(error.body())
     headers = [
         (b"content-type", FHIR_JSON_ANSWER.encode()),
         (b"content-length", str(len(encoded)).encode()),
     ]
     if close:
         headers.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    headers += [(name.lower().encode(), value.encode()) for name, value in error.headers.items()]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": encoded})
