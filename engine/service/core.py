@@ -54,7 +54,7 @@ from engine.service.notifications import (
     notification_targets,
     patient_of,
 )
-from engine.service.problems import ApiError, error_for, server_failure_summary
+from engine.service.problems import ApiError, check_fhir_id, error_for, server_failure_summary
 from engine.service.settings import ServiceSettings
 from engine.service.subscription_changes import (
     SERVICE_WIDE,
@@ -76,7 +76,6 @@ from engine.sources import (
     parse_bundle,
 )
 from engine.sources.fhir_server import is_refusal, outcome_words, search_outcome
-from engine.sources.references import is_fhir_id
 
 READY_PROBE = RetryPolicy(attempts=1, timeout=3.0, give_up_after=3.0)
 MAX_REQUEST_SERVERS = 16
@@ -171,7 +170,7 @@ class Service:
             resources = _parse_inline_bundle(request.bundle)
         else:
             assert request.patient is not None
-            _check_id(request.patient, "patient")
+            check_fhir_id(request.patient, "patient")
             client = self.require_server("evaluating a patient by id")
             resources = _serving(
                 lambda: pull_patient(
@@ -411,7 +410,7 @@ class Service:
         as of the service's day."""
         started = time.perf_counter()
         trial = pick_trial(self.trials, trial_id)
-        _check_id(patient_id, "patient")
+        check_fhir_id(patient_id, "patient")
         client = self.require_server("showing a patient's report page")
         resources = _serving(
             lambda: pull_patient(client, patient_id, trial.resource_types, self.settings.page_size)
@@ -692,16 +691,6 @@ def _parse_inline_bundle(bundle: dict[str, Any]) -> PatientResources:
     # would skip as unreadable, is refused, as in a prefetch (engine.service.fhir_json).
     check_fhir_resource(bundle, "bundle", text)
     return resources
-
-
-def _check_id(value: str, field_name: str) -> None:
-    if not is_fhir_id(value):
-        raise ApiError.of(
-            400,
-            "invalid",
-            f"{field_name} must be a FHIR id (letters, digits, '-', '.'; at most 64)",
-            field_name,
-        )
 
 
 def _missing_prefetch(trial: LoadedTrial, prefetched: Prefetched) -> ApiError:

@@ -46,7 +46,7 @@ from typing import Any
 
 from engine.report.resources import DETECTED_ISSUE_SYSTEM, RESEARCH_SUBJECT_SYSTEM
 from engine.service.logs import CORRELATION_ID, elapsed_ms, log_event, new_job_id
-from engine.service.problems import ApiError
+from engine.service.problems import ApiError, check_fhir_id, found_text
 from engine.service.subscription_changes import SERVICE_WIDE, EventCounts, MissedEvents
 from engine.sources.bundle import json_kind
 from engine.sources.references import is_fhir_id, reference_key
@@ -182,7 +182,7 @@ def _resource_target(
     resource_type = resource.get("resourceType")
     identifier = resource.get("id")
     if resource_type == "Patient" or identifier is not None:
-        _check_id(identifier, f"{at}id")
+        check_fhir_id(identifier, f"{at}id")
     if resource_type == "Patient":
         return Target(f"Patient/{identifier}")
     if resource_type not in relevant_types or is_own(resource):
@@ -194,18 +194,6 @@ def _resource_target(
             _check_local_reference(reference, f"{at}{field_name}.reference", server_base)
     patient = patient_of(resource, server_base)
     return Target(f"Patient/{patient}") if patient else None
-
-
-def _check_id(identifier: Any, field: str) -> None:
-    """400 naming `field` unless `identifier` is a FHIR id (R4 datatypes, `id`)."""
-    if not is_fhir_id(identifier):
-        shown = json_kind(identifier) if not isinstance(identifier, str) else repr(identifier[:70])
-        raise ApiError.of(
-            400,
-            "invalid",
-            f"{field} must be a FHIR id (letters, digits, '-', '.'; at most 64), found {shown}",
-            field,
-        )
 
 
 def _check_local_reference(reference: str, field: str, server_base: str) -> None:
@@ -408,7 +396,7 @@ def _event_number(value: Any, at: str) -> int:
     elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
         number = int(value)
     if number is None or not 0 <= number <= _MAX_EVENT_NUMBER:
-        shown = repr(value[:30]) if isinstance(value, str) else json_kind(value)
+        shown = found_text(value, 30)
         raise ApiError.of(
             400, "invalid", f"{at} must be an event number (digits), found {shown}", at
         )
@@ -442,7 +430,7 @@ def _checked_subscription(status: dict[str, Any], server_base: str) -> str | Non
         return None  # another server's Subscription: as if none were named (every type)
     key = subscription_key(reference, server_base) if isinstance(reference, str) else None
     if key is None:
-        shown = repr(reference[:70]) if isinstance(reference, str) else json_kind(reference)
+        shown = found_text(reference)
         raise ApiError.of(
             400,
             "invalid",
@@ -495,7 +483,7 @@ def _checked_focus(event: _Event, server_base: str, by_full_url: Mapping[str, st
         return _ELSEWHERE  # another server's resource: not one to read here
     key = _local_reference(focus, server_base)
     if key is None:
-        shown = repr(focus[:70]) if isinstance(focus, str) else json_kind(focus)
+        shown = found_text(focus)
         if focus is None:
             shown = "no reference"
         raise ApiError.of(

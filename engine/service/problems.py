@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import AttestationError, InputError, ServerError, TrialsieveError
+from engine.sources.bundle import json_kind
+from engine.sources.references import is_fhir_id
 
 FHIR_JSON = "application/fhir+json"
 """The FHIR JSON media type (FHIR R4 http.html, "Content Types and encodings")."""
@@ -135,3 +137,22 @@ def _request_kind(request: str | None) -> str:
 
 def _retryable(status: int | None) -> bool:
     return status is None or status == 429 or status >= 500
+
+
+def found_text(value: Any, limit: int = 70) -> str:
+    """A request value as an error says what it found: a string quoted, cut to `limit`
+    characters; anything else by its JSON kind (`an array`)."""
+    return repr(value[:limit]) if isinstance(value, str) else json_kind(value)
+
+
+def check_fhir_id(identifier: Any, field_name: str) -> None:
+    """400 naming `field_name` unless `identifier` is a FHIR id (R4 datatypes, `id`)."""
+    if not is_fhir_id(identifier):
+        shown = found_text(identifier)
+        raise ApiError.of(
+            400,
+            "invalid",
+            f"{field_name} must be a FHIR id (letters, digits, '-', '.'; at most 64), "
+            f"found {shown}",
+            field_name,
+        )
