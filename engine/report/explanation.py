@@ -1565,9 +1565,7 @@ def _observation_text(
             value += f" (= {censored}{converted}{(' ' + unit) if unit else ''})"
         # else the unit only respelt (27.8 sec, 18 IU/L of ALT, 0.95 INR): the number as
         # recorded, the limits in the concept's unit beside it; "(= 27.8 s)" said nothing new
-    limits = _range_words(
-        atom, concept, measurement.reference_low, measurement.reference_high, unit
-    )
+    limits = _range_words(atom, concept, measurement, unit)
     return f"{name} {value}{on}{limits}"
 
 
@@ -1602,46 +1600,58 @@ def _thresholds_shown(
     and a reference-limit test's limit times its factor (`reference_limit`, the limit the
     evaluator compares with)."""
     thresholds = value_thresholds(atom.value, concept)
-    tests = (
-        atom.value.tests if isinstance(atom.value, AnyValueTest | PerUnitTest) else (atom.value,)
-    )
-    for test in tests:
-        if isinstance(test, ReferenceLimitTest):
-            limit = reference_limit(test, concept, measurement)
-            if limit is not None:
-                thresholds += (limit * test.factor,)
+    for test in _reference_limit_tests(atom):
+        limit = reference_limit(test, concept, measurement)
+        if limit is not None:
+            thresholds += (limit * test.factor,)
     return thresholds
 
 
-def _range_words(
-    atom: ResourceAtom,
-    concept: Concept,
-    low: float | None,
-    high: float | None,
-    unit: str,
-) -> str:
-    default = ""
-    if low is None and high is None:
-        low, high = concept.reference_low, concept.reference_high
-        default = "default "
-    suffix = f" {unit}" if unit else ""
-    if low is not None and high is not None:
-        text = f"{default}reference range {_number(low)}-{_number(high)}{suffix}"
-    elif high is not None:
-        text = f"{default}upper limit {_number(high)}{suffix}"
-    elif low is not None:
-        text = f"{default}lower limit {_number(low)}{suffix}"
+def _reference_limit_tests(atom: ResourceAtom) -> list[ReferenceLimitTest]:
+    """The atom's tests against a reference limit ("> 3 x ULN"), alone or among others."""
+    value = atom.value
+    tests = value.tests if isinstance(value, AnyValueTest | PerUnitTest) else (value,)
+    return [test for test in tests if isinstance(test, ReferenceLimitTest)]
+
+
+def _range_words(atom: ResourceAtom, concept: Concept, measurement: Measurement, unit: str) -> str:
+    """The reference limits beside a result: its own; the concept's default for a result
+    with none, and, per limit, for each limit a reference-limit test compares with that the
+    result lacks (`reference_limit`, as the evaluator chooses: a result with only a lower
+    limit, tested against the ULN, is compared with the default upper limit, and says so);
+    then each such test's factor times the limit it used ("3 x ULN = 120 U/L")."""
+    tests = _reference_limit_tests(atom)
+    own = {"low": measurement.reference_low, "high": measurement.reference_high}
+    defaults = {"low": concept.reference_low, "high": concept.reference_high}
+    if own["low"] is None and own["high"] is None:
+        shown = {side: (value, True) for side, value in defaults.items()}
     else:
-        return ""
-    tests = (
-        atom.value.tests if isinstance(atom.value, AnyValueTest | PerUnitTest) else (atom.value,)
-    )
+        shown = {side: (value, False) for side, value in own.items()}
+        for test in tests:
+            if own[test.limit] is None:
+                shown[test.limit] = (defaults[test.limit], True)
+    suffix = f" {unit}" if unit else ""
+    (low, low_default), (high, high_default) = shown["low"], shown["high"]
+    if low is not None and high is not None and low_default == high_default:
+        default = "default " if low_default else ""
+        text = f"{default}reference range {_number(low)}-{_number(high)}{suffix}"
+    else:
+        parts = [
+            f"{'default ' if is_default else ''}{name} {_number(value)}{suffix}"
+            for name, (value, is_default) in (
+                ("lower limit", shown["low"]),
+                ("upper limit", shown["high"]),
+            )
+            if value is not None
+        ]
+        if not parts:
+            return ""
+        text = ", ".join(parts)
     for test in tests:
-        if isinstance(test, ReferenceLimitTest):
-            limit = high if test.limit == "high" else low
-            if limit is not None and test.factor != 1:
-                name = "ULN" if test.limit == "high" else "LLN"
-                text += f"; {test.factor:g} x {name} = {_number(limit * test.factor)}{suffix}"
+        limit = reference_limit(test, concept, measurement)
+        if limit is not None and test.factor != 1:
+            name = "ULN" if test.limit == "high" else "LLN"
+            text += f"; {test.factor:g} x {name} = {_number(limit * test.factor)}{suffix}"
     return f" ({text})"
 
 

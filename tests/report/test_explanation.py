@@ -129,6 +129,35 @@ def test_a_result_has_readable_units_range_and_date(trial: CompiledCriteria) -> 
     assert "10*9" not in text
 
 
+@pytest.mark.parametrize(
+    ("reference_range", "shown"),
+    [
+        # the result's own lower limit, and the default upper limit the ULN test used
+        (
+            [{"low": {"value": 7, "unit": "U/L"}}],
+            "(lower limit 7 U/L, default upper limit 55 U/L; 3 x ULN = 165 U/L)",
+        ),
+        ([{"high": {"value": 40, "unit": "U/L"}}], "(upper limit 40 U/L; 3 x ULN = 120 U/L)"),
+        ([], "(default reference range 7-55 U/L; 3 x ULN = 165 U/L)"),
+    ],
+)
+def test_a_result_shows_the_upper_limit_its_uln_test_compared_with(
+    trial: CompiledCriteria, reference_range: list[dict[str, object]], shown: str
+) -> None:
+    """Exclusion 7's "ALT > 3 x ULN" on a result whose range gives only a lower limit is
+    compared with the default upper limit (`reference_limit`, limit by limit); the words
+    beside the result say that limit and 3 times it, not only the lower limit (they fell back
+    to the defaults only for a result with no limit at all)."""
+    data = read_bundle_file(EXAMPLES / "itp-refractory-on-aspirin.json")
+    resources = [dict(resource) for resource in data.resources]
+    for resource in resources:
+        if resource["resourceType"] == "Observation" and "1742-6" in str(resource["code"]):
+            resource["referenceRange"] = reference_range
+    record = build_record(dataclasses.replace(data, resources=resources), trial.terminology)
+    text = explanation_text(explain(evaluate_patient(trial, record, AS_OF)), width=400)
+    assert f"Alanine aminotransferase (ALT) 22 U/L on 2026-10-20 {shown}" in text
+
+
 def test_a_count_recorded_in_x10_9_per_litre_reads_as_written(trial: CompiledCriteria) -> None:
     """A platelet count a laboratory sends as `x10*9/L` is one unit with the one the criteria
     compare in: shown once, `11 x10^9/L`, not `11 xx10^9/L (= 11 x10^9/L)`."""
