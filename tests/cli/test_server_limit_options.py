@@ -4,7 +4,7 @@ on the commands that read a server, validated (exit 2 naming the option) and app
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import pytest
@@ -13,6 +13,7 @@ from scripted_fhir import BASE, capability_statement, searchset
 from typer.testing import CliRunner
 
 from engine.cli import app
+from engine.cli.options import MaxAnswerMibOption, MaxPagesOption
 from engine.fhir_http import DEFAULT_MAX_ANSWER_BYTES, DEFAULT_MAX_PAGES, ServerLimits
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,3 +143,12 @@ def test_cohort_gives_the_export_its_answer_limit(
     arguments = ["cohort", CRITERIA, "--server", BASE, "--ndjson", str(tmp_path / "export")]
     CliRunner().invoke(app, [*arguments, "--out", str(tmp_path / "out"), "--max-answer-mib", "3"])
     assert asked == [ServerLimits(max_answer_bytes=3 * 2**20)]
+
+
+def test_the_help_gives_the_defaults_the_limits_have() -> None:
+    """The options' help says each default as a number (the CLI's options do not import the
+    HTTP client to read it): the number must be the one `ServerLimits` applies."""
+    pages_help = get_args(MaxPagesOption)[1].help
+    answer_help = get_args(MaxAnswerMibOption)[1].help
+    assert pages_help.endswith(f"default {DEFAULT_MAX_PAGES}.")
+    assert answer_help.endswith(f"default {DEFAULT_MAX_ANSWER_BYTES // 2**20}.")
