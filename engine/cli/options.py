@@ -358,6 +358,25 @@ ReportUrlOption = Annotated[
     str | None,
     typer.Option(help="Link for CDS cards, with {trial_id} and {patient_id}."),
 ]
+ReportLinkKeyEnvOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Environment variable holding the key (32 characters or more) that signs the CDS "
+        "cards' links to the report page; give the same to every replica. Default: a key of "
+        "the process (links end when it does)."
+    ),
+]
+ReportLinkKeyFileOption = Annotated[
+    Path | None, typer.Option(help="File whose first line is that key.")
+]
+ReportLinkMinutesOption = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        metavar="N",
+        help="Minutes a CDS card's link opens the report page without the API token.",
+    ),
+]
 TrustedFhirServerOption = Annotated[
     list[str] | None,
     typer.Option(

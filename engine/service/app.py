@@ -34,11 +34,11 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import orjson
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, Response
@@ -102,6 +102,16 @@ class FhirAnswer(JsonAnswer):
     """A FHIR resource (an OperationOutcome), `application/fhir+json; charset=utf-8`."""
 
     media_type = FHIR_JSON_ANSWER
+
+
+_EXPIRES_TEXT = "With `signature`: when the CDS card's link to this page ends (Unix time)."
+_SIGNATURE_TEXT = (
+    "With `expires`: the CDS card's signature of this page's link, which opens it without "
+    "the bearer token until `expires`."
+)
+_REPORT_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+"""A report page is a patient's data, opened by a browser: kept in no cache, and its address
+(a signed link) sent on by no link followed from it."""
 
 
 def create_app(settings: ServiceSettings) -> FastAPI:
@@ -188,7 +198,6 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return authenticated
 
     evaluating = Depends(requiring(SCOPE_EVALUATE))
-    protected = [evaluating]
     json_checked = Depends(json_body)  # after the credentials: 401/403 come first
     reading_json = [evaluating, json_checked]
     notifying = [Depends(requiring(SCOPE_NOTIFY)), json_checked]
@@ -236,16 +245,40 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         """A patient-view call: one card with the patient's eligibility for the trial."""
         return service.cds_call(service_id, body, str(request.base_url))
 
+    async def report_reader(
+        request: Request,
+        trial_id: str,
+        patient_id: str,
+        expires: Annotated[str | None, Query(description=_EXPIRES_TEXT)] = None,
+        signature: Annotated[str | None, Query(description=_SIGNATURE_TEXT)] = None,
+    ) -> None:
+        """The report page's credentials: a link a CDS card gave (`expires` and `signature`,
+        `engine.service.report_links`), else the bearer token as for `/evaluate`."""
+        if service.authenticator.anonymous or (expires is None and signature is None):
+            await requiring(SCOPE_EVALUATE)(request)
+            return
+        query = request.query_params
+        if len(query.getlist("expires")) != 1 or len(query.getlist("signature")) != 1:
+            raise ApiError.of(
+                401,
+                "login",
+                "the report link is not accepted: it must give expires and signature once each",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        service.report_links.check(trial_id, patient_id, query["expires"], query["signature"])
+
     @app.get(
         "/trials/{trial_id}/patients/{patient_id}/report",
-        dependencies=protected,
+        dependencies=[Depends(report_reader)],
         tags=["evaluate"],
         response_class=HTMLResponse,
     )
     def report_page(trial_id: str, patient_id: str) -> HTMLResponse:
         """The patient's eligibility report page for the trial (self-contained, printable
-        HTML), evaluated from the configured FHIR server as of the service's day."""
-        return HTMLResponse(service.report(trial_id, patient_id))
+        HTML), evaluated from the configured FHIR server as of the service's day. Opened
+        with the bearer token, or by the signed link of a CDS card (`expires`, `signature`);
+        never cached, and no link followed from it sends its address on."""
+        return HTMLResponse(service.report(trial_id, patient_id), headers=_REPORT_HEADERS)
 
     @app.post(
         "/cds-services/{service_id}/feedback",

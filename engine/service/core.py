@@ -55,6 +55,7 @@ from engine.service.notifications import (
     patient_of,
 )
 from engine.service.problems import ApiError, check_fhir_id, error_for, server_failure_summary
+from engine.service.report_links import report_links_of
 from engine.service.settings import ServiceSettings
 from engine.service.subscription_changes import (
     SERVICE_WIDE,
@@ -99,6 +100,7 @@ class Service:
         self.settings = settings
         self.trials = trials
         self.authenticator = authenticator
+        self.report_links = report_links_of(settings)
         self._server_auth = _server_auth(settings)
         self.fhir: FhirServerClient | None = (
             FhirServerClient(
@@ -208,7 +210,8 @@ class Service:
         """The cards for a patient-view call of the service `service_id` (a trial id).
 
         The card links to `report_url_template`, else (given the service's `base_url`) to
-        the service's own report page of the patient.
+        the service's own report page of the patient, by a link signed for a short time
+        (`engine.service.report_links`: a browser opens it without the API token).
         """
         started = time.perf_counter()
         trial = self.trials.get(service_id)
@@ -269,7 +272,10 @@ class Service:
         ):
             # The service's own report page pulls from the configured server: linked only when
             # the call's record is that server's (else the card and the page could disagree).
+            # The clinician's browser opens it without the API token: the link is signed.
             template = base_url.rstrip("/") + "/" + REPORT_PATH
+            if not self.authenticator.anonymous:
+                template += "?" + self.report_links.query(trial.id, evaluation.patient_id)
         answer = card(evaluation, template)
         # The hook instance and the card uuid let feedback on the card ("cds card feedback")
         # be matched to the call that answered it; neither identifies the patient.

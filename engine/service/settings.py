@@ -30,6 +30,8 @@ MAX_BODY_BYTES = 10 * 1024 * 1024
 """Default request body limit (a large Synthea patient Bundle is about 5 MB)."""
 BODY_TIMEOUT = 30.0
 """Seconds a client may take to send a request body once its headers are in (408 beyond)."""
+REPORT_LINK_MINUTES = 15
+"""How long a CDS card's link to the report page opens it (`engine.service.report_links`)."""
 READY_CACHE_SECONDS = 5.0
 """`/ready` asks the FHIR server at most once in this many seconds (it needs no credentials)."""
 
@@ -125,6 +127,9 @@ class ServiceSettings:
     client assertion and renewed before they expire, as EHRs grant system access.
     `public_url`: the service's own base URL as callers see it (JWT audience, Subscriptions).
     `report_url_template`: a link for CDS cards, with `{trial_id}` and `{patient_id}`.
+    `report_link_key`, `report_link_minutes`: the key that signs the cards' links to the
+    service's own report page, and how long such a link opens it
+    (`engine.service.report_links`; without a key, one of the process's own).
     `trusted_fhir_servers`: base URLs a CDS Hooks `fhirServer` may name besides `fhir_server`
     (the allow-list); `allow_any_fhir_server` lifts it (the caller's token still goes only to
     the allow-listed servers).
@@ -149,6 +154,8 @@ class ServiceSettings:
     api_auth: ApiAuthSettings = field(default_factory=ApiAuthSettings)
     public_url: str | None = None
     report_url_template: str | None = None
+    report_link_key: SecretReference | None = None
+    report_link_minutes: int = REPORT_LINK_MINUTES
     trusted_fhir_servers: tuple[str, ...] = ()
     allow_any_fhir_server: bool = False
     max_body_bytes: int = MAX_BODY_BYTES

@@ -86,6 +86,26 @@ def test_bad_options_exit_2(cli: typer.Typer, arguments: list[str], words: str) 
     assert words in result.output
 
 
+def test_serve_refuses_a_short_report_link_key(cli: typer.Typer) -> None:
+    """The key that signs the CDS cards' report links: 32 characters at least (RFC 2104
+    section 3), else the start stops with exit 2 naming where the key was read."""
+    arguments = ["serve", "--trials", str(CRITERIA), "--api-token-env", "API_TOKEN"]
+    result = CliRunner().invoke(
+        cli,
+        [*arguments, "--report-link-key-env", "LINK_KEY"],
+        env={"API_TOKEN": "secret", "LINK_KEY": "short"},
+    )
+    assert result.exit_code == 2, result.output
+    assert "at least 32 characters" in result.output
+    assert "LINK_KEY" in result.output
+    both = CliRunner().invoke(
+        cli,
+        [*arguments, "--report-link-key-env", "A", "--report-link-key-file", "f"],
+        env={"API_TOKEN": "secret"},
+    )
+    assert both.exit_code == 2 and "not both" in both.output
+
+
 def test_subscribe_reports_a_refusal(cli: typer.Typer) -> None:
     refusal = {
         "resourceType": "OperationOutcome",

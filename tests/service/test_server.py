@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import jwt
@@ -23,7 +23,9 @@ from service_support import (
     copy_patient,
     example,
     hook_call,
+    loaded_trial,
     make_settings,
+    prefetch_from,
     server_settings,
     smart_config,
 )
@@ -82,6 +84,41 @@ def test_report_page_of_a_patient_on_the_server(
     unknown = api.get("/trials/NCT05315778/patients/nobody-here/report", headers=AUTH)
     assert unknown.status_code == 404
     assert api.get("/trials/NCT0/patients/x/report", headers=AUTH).status_code == 404
+
+
+def test_a_cds_card_links_to_the_report_page_a_browser_opens(
+    service_client: ClientFactory, sekmet: SekmetServer
+) -> None:
+    """The card's link to the service's own report page is opened by the clinician's browser,
+    which sends no bearer token (CDS Hooks 2.0, "Link": an absolute link is opened by the CDS
+    client): it is signed for that page for a short time (`engine.service.report_links`) and
+    the page answers it, never cached and sending its address on to no link (it was a 401)."""
+    api = service_client(server_settings(sekmet.base_url, sekmet.token))
+    name = "itp-relapsed-missing-labs"
+    call = hook_call(name, prefetch=prefetch_from(example(name), loaded_trial(api), name))
+    answer = api.post(CDS_SERVICE, json=call, headers=AUTH)
+    assert answer.status_code == 200, answer.text
+    (link,) = answer.json()["cards"][0]["links"]
+    url = urlsplit(link["url"])
+    assert url.path == f"/trials/NCT05315778/patients/{name}/report"
+    assert sorted(parse_qs(url.query)) == ["expires", "signature"]
+    page = api.get(f"{url.path}?{url.query}")  # no Authorization header
+    assert page.status_code == 200, page.text
+    assert "potential-candidate" in page.text
+    assert page.headers["cache-control"] == "no-store"
+    assert page.headers["referrer-policy"] == "no-referrer"
+    query = parse_qs(url.query)
+    other = api.get(
+        "/trials/NCT05315778/patients/itp-relapsed-candidate/report", params=query
+    )  # the same signature, another patient
+    assert other.status_code == 401
+    assert other.headers["www-authenticate"] == "Bearer"
+    assert "does not match" in other.json()["issue"][0]["diagnostics"]
+    twice = api.get(f"{url.path}?{url.query}&signature=x")
+    assert twice.status_code == 401
+    assert "once each" in twice.json()["issue"][0]["diagnostics"]
+    assert api.get(url.path, params={"expires": query["expires"][0]}).status_code == 401
+    assert api.get(url.path, headers=AUTH).status_code == 200  # the bearer token as before
 
 
 def test_unknown_patient_is_404(service_client: ClientFactory, sekmet: SekmetServer) -> None:
