@@ -413,7 +413,8 @@ LimitConcurrencyOption = Annotated[
     int,
     typer.Option(
         min=1,
-        help="Most connections (and requests) at once; uvicorn answers 503 beyond.",
+        help="Most requests served at once (503 with Retry-After beyond, an "
+        "OperationOutcome); connections are capped at twice as many.",
     ),
 ]
 TimeoutKeepAliveOption = Annotated[

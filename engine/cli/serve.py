@@ -79,7 +79,7 @@ def serve(
     body_timeout: BodyTimeoutOption = 30.0,  # service.settings.BODY_TIMEOUT
     max_pages: MaxPagesOption = None,
     max_answer_mib: MaxAnswerMibOption = None,
-    limit_concurrency: LimitConcurrencyOption = 1000,
+    limit_concurrency: LimitConcurrencyOption = 1000,  # settings.MAX_REQUESTS_IN_PROGRESS
     timeout_keep_alive: TimeoutKeepAliveOption = 5,
     cors_origin: CorsOriginOption = None,
     as_of: AsOfOption = None,
@@ -142,6 +142,7 @@ def serve(
             body_timeout=body_timeout,
             fhir_limits=ServerLimits.of(max_pages, max_answer_mib),
             cors_origins=tuple(cors_origin or ()),
+            max_requests_in_progress=limit_concurrency,
             as_of=day,
             notification_state=notification_state,
         )
@@ -155,6 +156,8 @@ def serve(
         port=port,
         log_config=None,
         access_log=False,
-        limit_concurrency=limit_concurrency,
+        # connections, idle keep-alive ones included: uvicorn's backstop, above the requests
+        # the app serves at once (beyond those, the app's own 503, an OperationOutcome)
+        limit_concurrency=2 * limit_concurrency,
         timeout_keep_alive=timeout_keep_alive,
     )

@@ -52,7 +52,7 @@ from engine.service.auth import ApiAuthenticator, describe, forbidden
 from engine.service.cds_hooks import discovery
 from engine.service.core import Service
 from engine.service.head import HeadAsGetMiddleware
-from engine.service.limits import SCOPES_KEY, BodyLimitMiddleware
+from engine.service.limits import SCOPES_KEY, BodyLimitMiddleware, RequestLimitMiddleware
 from engine.service.logs import RequestLogMiddleware, log_event
 from engine.service.media_types import JsonRoute, json_body, load_json
 from engine.service.models import CdsFeedback, CdsHookRequest, EvaluateRequest
@@ -174,6 +174,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         timeout=settings.body_timeout,
         authenticate=None if service.authenticator.anonymous else _authenticator(service),
     )
+    # around the body limit: a request whose body is still arriving is in progress too
+    app.add_middleware(RequestLimitMiddleware, limit=settings.max_requests_in_progress)
     app.add_middleware(RequestLogMiddleware)
     if settings.cors_origins:
         # Outermost: a preflight is answered before anything else looks at it.

@@ -1,5 +1,6 @@
-"""A request body size and time limit, enforced before a route reads the body, and the
-credentials of a request with a body checked before the body is read.
+"""A request body size and time limit, enforced before a route reads the body, the
+credentials of a request with a body checked before the body is read, and a limit on the
+requests served at once (`RequestLimitMiddleware`).
 
 A `Content-Length` over the limit is refused at once; a body sent without one (chunked) is
 read up to the limit and refused as soon as it passes it. Either way the answer is 413 with
@@ -96,6 +97,46 @@ class BodyLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+class RequestLimitMiddleware:
+    """Answer 503 to an HTTP request that comes while `limit` requests are in progress.
+
+    The answer is an OperationOutcome (issue code `throttled`) with `Retry-After`
+    (RFC 9110 15.6.4: a 503 MAY say when to retry; 10.2.3) and `Connection: close`, sent
+    before the request's body is read; the request log records it. `GET /health` is never
+    refused: a liveness probe that failed under load would have the orchestrator restart a
+    process that is only busy. uvicorn's own cap on connections (`limit_concurrency`, idle
+    keep-alive connections included) stays as the transport's backstop, set above this one
+    (`cli/serve.py`), where it answers in plain text.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, retry_after_seconds: int = 1) -> None:
+        self.app = app
+        self.limit = limit
+        self.retry_after_seconds = retry_after_seconds
+        self.in_progress = 0
+        """Requests this process is serving (one event loop: no lock needed)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] == "/health":
+            await self.app(scope, receive, send)
+            return
+        if self.in_progress >= self.limit:
+            error = ApiError.of(
+                503,
+                "throttled",
+                f"the service is at its limit of {self.limit:,} requests in progress; retry "
+                f"in {self.retry_after_seconds} s",
+                headers={"Retry-After": str(self.retry_after_seconds)},
+            )
+            await _answer(send, error, close=True)
+            return
+        self.in_progress += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_progress -= 1
 
 
 def _has_body(scope: Scope, declared: int | None) -> bool:

@@ -32,6 +32,8 @@ BODY_TIMEOUT = 30.0
 """Seconds a client may take to send a request body once its headers are in (408 beyond)."""
 REPORT_LINK_MINUTES = 15
 """How long a CDS card's link to the report page opens it (`engine.service.report_links`)."""
+MAX_REQUESTS_IN_PROGRESS = 1000
+"""Requests served at once; one more is answered 503 (`limits.RequestLimitMiddleware`)."""
 READY_CACHE_SECONDS = 5.0
 """`/ready` asks the FHIR server at most once in this many seconds (it needs no credentials)."""
 
@@ -136,6 +138,8 @@ class ServiceSettings:
     `max_body_bytes`: larger request bodies are refused with 413.
     `body_timeout`: a body not received whole within this many seconds is refused with 408.
     `cors_origins`: the browser origins allowed to call the service (CORS; none by default).
+    `max_requests_in_progress`: requests served at once; one more is answered 503 with
+    Retry-After (`limits.RequestLimitMiddleware`; `GET /health` always answers).
     `as_of`: evaluate as of this day instead of today (tests, replays).
     `notification_state`: a JSON file keeping, per Subscription, when the service last asked
     the server what changed (`engine.service.subscription_changes`), across restarts.
@@ -161,6 +165,7 @@ class ServiceSettings:
     max_body_bytes: int = MAX_BODY_BYTES
     body_timeout: float = BODY_TIMEOUT
     cors_origins: tuple[str, ...] = ()
+    max_requests_in_progress: int = MAX_REQUESTS_IN_PROGRESS
     as_of: dt.date | None = None
     fhir_retry: RetryPolicy = SERVICE_RETRY
     fhir_limits: ServerLimits = field(default_factory=ServerLimits)

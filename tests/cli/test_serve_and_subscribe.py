@@ -47,7 +47,7 @@ def test_serve_runs_uvicorn_on_loopback(cli: typer.Typer, monkeypatch: pytest.Mo
             "port": 8099,
             "log_config": None,
             "access_log": False,
-            "limit_concurrency": 1000,  # uvicorn answers 503 beyond (docs/service.md)
+            "limit_concurrency": 2000,  # connections; requests: the app's 1000 (docs/service.md)
             "timeout_keep_alive": 5,
         }
     ]

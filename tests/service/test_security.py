@@ -498,3 +498,38 @@ def test_a_refused_jwt_algorithm_is_named_clipped(secured: TestClient) -> None:
     assert response.status_code == 401
     diagnostics = response.json()["issue"][0]["diagnostics"]
     assert diagnostics == f"JWT algorithm '{'A' * 38}… is not accepted"
+
+
+def test_a_request_beyond_those_in_progress_is_503_with_retry_after() -> None:
+    """`--limit-concurrency N`: with N requests in progress (here one whose body is still
+    arriving) the next is answered 503 by the app itself, an OperationOutcome (`throttled`)
+    with `Retry-After` (RFC 9110 15.6.4, 10.2.3); uvicorn's own 503 for the same cap was plain
+    text, which a FHIR client cannot read as an OperationOutcome. `GET /health` still answers,
+    and once the request in progress ends the next is served."""
+    app = create_app(make_settings(max_requests_in_progress=1, body_timeout=30.0))
+    with live_service(app) as base_url:
+        port = int(base_url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as holding:
+            holding.sendall(
+                b"POST /evaluate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Authorization: {AUTH['Authorization']}\r\n".encode()
+                + b'Content-Length: 100\r\n\r\n{"bundle"'
+            )
+            deadline = time.monotonic() + 10
+            refused = httpx.get(f"{base_url}/cds-services")
+            while refused.status_code != 503 and time.monotonic() < deadline:
+                time.sleep(0.05)  # until the held request is in progress
+                refused = httpx.get(f"{base_url}/cds-services")
+            assert refused.status_code == 503, refused.text
+            assert refused.headers["retry-after"] == "1"
+            assert refused.headers["content-type"].startswith("application/fhir+json")
+            issue = refused.json()["issue"][0]
+            assert issue["code"] == "throttled"
+            assert "limit of 1 requests in progress" in issue["diagnostics"]
+            assert httpx.get(f"{base_url}/health").status_code == 200
+        deadline = time.monotonic() + 10
+        served = httpx.get(f"{base_url}/cds-services")
+        while served.status_code == 503 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the held request ends once its connection is closed
+            served = httpx.get(f"{base_url}/cds-services")
+        assert served.status_code == 200, served.text
