@@ -254,9 +254,14 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         expires: Annotated[str | None, Query(description=_EXPIRES_TEXT)] = None,
         signature: Annotated[str | None, Query(description=_SIGNATURE_TEXT)] = None,
     ) -> None:
-        """The report page's credentials: a link a CDS card gave (`expires` and `signature`,
-        `engine.service.report_links`), else the bearer token as for `/evaluate`."""
-        if service.authenticator.anonymous or (expires is None and signature is None):
+        """The report page's credentials: the bearer token as for `/evaluate` when the request
+        sends one (or gives no link), else a link a CDS card gave (`expires` and `signature`,
+        `engine.service.report_links`)."""
+        if (
+            service.authenticator.anonymous
+            or "authorization" in request.headers
+            or (expires is None and signature is None)
+        ):
             await requiring(SCOPE_EVALUATE)(request)
             return
         query = request.query_params
