@@ -73,6 +73,7 @@ from engine.service.problems import (
     information,
     operation_outcome,
 )
+from engine.service.report_links import refused
 from engine.service.settings import SCOPE_EVALUATE, SCOPE_NOTIFY, SCOPE_WRITE, ServiceSettings
 from engine.service.trials import load_trials
 from engine.sources.bundle import json_kind
@@ -266,12 +267,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             return
         query = request.query_params
         if len(query.getlist("expires")) != 1 or len(query.getlist("signature")) != 1:
-            raise ApiError.of(
-                401,
-                "login",
-                "the report link is not accepted: it must give expires and signature once each",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+            raise refused("it must give expires and signature once each")
         service.report_links.check(trial_id, patient_id, query["expires"], query["signature"])
 
     @app.get(

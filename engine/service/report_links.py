@@ -79,14 +79,14 @@ class ReportLinks:
     def check(self, trial_id: str, patient_id: str, expires: str, signature: str) -> None:
         """Accept a signed link of this page; ApiError 401 saying why it is not accepted."""
         if not expires.isascii() or not expires.isdigit() or len(expires) > 12:
-            raise _refused("its expires is not a Unix time")
+            raise refused("its expires is not a Unix time")
         if len(signature) != _SIGNATURE_CHARACTERS or not hmac.compare_digest(
             signature.encode("ascii", "replace"),
             self._signature(trial_id, patient_id, int(expires)).encode(),
         ):
-            raise _refused("its signature does not match this page")
+            raise refused("its signature does not match this page")
         if int(expires) <= self._clock():
-            raise _refused("it has expired: open the card again for a fresh link")
+            raise refused("it has expired: open the card again for a fresh link")
 
     def _signature(self, trial_id: str, patient_id: str, expires: int) -> str:
         # NUL never occurs in a FHIR id, a trial id or a number: the fields cannot run together
@@ -106,7 +106,8 @@ def report_links_of(settings: ServiceSettings) -> ReportLinks:
     return ReportLinks.of_secret(secret, str(reference), settings.report_link_minutes)
 
 
-def _refused(reason: str) -> ApiError:
+def refused(reason: str) -> ApiError:
+    """The 401 of a report link that is not accepted, saying why."""
     # RFC 9110 15.5.2: a 401 names the scheme that would be accepted (the bearer token)
     return ApiError.of(
         401,
