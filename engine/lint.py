@@ -13,7 +13,6 @@ some answers unknown (no default reference range) or look unintended (an unused 
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -297,8 +296,7 @@ def _check_atom(
 ) -> Iterator[TrialsieveError]:
     for concept_id, field in _concepts_used(atom):
         if not terminology.has_concept(concept_id):
-            close = difflib.get_close_matches(concept_id, terminology.concept_ids(), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            hint = terminology.unknown_concept_hint(concept_id)
             yield CriteriaError(
                 f"unknown concept '{concept_id}'{hint}; it is not defined in {mappings}",
                 _location(atom.position, criterion, field),

@@ -304,7 +304,8 @@ def _compile_resource_node(
     if atom.concept is not None:
         if not terminology.has_concept(atom.concept):
             raise CriteriaError(
-                f"concept '{atom.concept}' is not defined in the mappings",
+                f"concept '{atom.concept}' is not defined in the mappings"
+                f"{terminology.unknown_concept_hint(atom.concept)}",
                 _location(atom.position, criterion, source, "concept"),
             )
         concept = terminology.concept(atom.concept)

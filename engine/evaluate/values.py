@@ -300,8 +300,9 @@ INDETERMINATE = "indeterminate"
 
 def answer_check(test: AnswerTest, terminology: Terminology, where: Location) -> ValueCheck:
     if not terminology.has_concept(test.answer_concept):
+        hint = terminology.unknown_concept_hint(test.answer_concept)
         raise CriteriaError(
-            f"answer concept '{test.answer_concept}' is not defined in the mappings", where
+            f"answer concept '{test.answer_concept}' is not defined in the mappings{hint}", where
         )
     wanted = test.answer_concept
 

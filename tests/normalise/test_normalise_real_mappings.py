@@ -241,3 +241,25 @@ def test_a_site_concept_part_of_lvef_reads_its_own_value_path(
     assert isinstance(result, Measurement)
     assert result.value == 45
     assert result.field.startswith("extension")
+
+
+@pytest.mark.parametrize(
+    ("written", "offered"),
+    [
+        ("egfr", ["egfr-ckd-epi"]),  # a shorter name of a concept: the ids it begins
+        ("hemoglobn", ["hemoglobin"]),  # a slip of the keyboard
+        ("haemoglobin", ["hemoglobin"]),  # British spelling
+        ("type-1-diabetis", ["type-1-diabetes"]),
+        ("diabetes-type-1", ["type-1-diabetes"]),  # the same words in another order
+        ("diabetes-type-2", []),  # never type 1 for type 2: numbers must agree
+        ("sglt2", ["sglt2-inhibitors"]),
+        ("uacr", []),  # nothing like it: no guess
+    ],
+)
+def test_an_unknown_concept_id_is_offered_the_ids_like_it(
+    real_terminology: Terminology, written: str, offered: list[str]
+) -> None:
+    """The "did you mean" of an unknown concept in criteria (lint and compile)."""
+    assert real_terminology.similar_concepts(written) == offered
+    hint = real_terminology.unknown_concept_hint(written)
+    assert hint == (f" (did you mean '{offered[0]}'?)" if offered else "")
