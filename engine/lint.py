@@ -355,6 +355,7 @@ def _check_quantity(
                 f" (write '{format_value_test(test)} {concept.unit}' to say so)",
                 location,
             )
+        yield from _check_plausible(test, test.value, concept, location)
         return
     if concept.unit is None:
         yield CriteriaError(
@@ -364,13 +365,35 @@ def _check_quantity(
         )
         return
     try:
-        convert(1.0, test.unit, concept.unit, concept.molar_mass)
+        threshold = convert(test.value, test.unit, concept.unit, concept.molar_mass)
     except UnitError as error:
         yield CriteriaError(
             f"'{test.text}': {test.unit} does not convert to {concept.id}'s unit "
             f"{concept.unit}: {error.message}",
             location,
         )
+        return
+    yield from _check_plausible(test, threshold, concept, location)
+
+
+def _check_plausible(
+    test: QuantityTest, threshold: float, concept: Concept, location: Location
+) -> Iterator[TrialsieveError]:
+    """A threshold outside the concept's plausible range (the mappings' `plausible_range`,
+    beyond which a result is a data error) gives every result the engine accepts the same
+    answer: almost always a unit slip (`>= 100 g/dL` for a haemoglobin of 100 g/L)."""
+    low, high = concept.plausible_low, concept.plausible_high
+    if (low is None or threshold >= low) and (high is None or threshold <= high):
+        return
+    unit = f" {concept.unit}" if concept.unit else ""
+    shown = f"{threshold:g}{unit}"
+    limits = f"{'' if low is None else f'{low:g}'}-{'' if high is None else f'{high:g}'}{unit}"
+    yield LintWarning(
+        f"'{test.text}' is {shown}, outside {concept.id}'s plausible range {limits} (its "
+        "plausible_range in the mappings): every result the engine accepts gives the test "
+        "the same answer; check the number and its unit",
+        location,
+    )
 
 
 def _check_reference_limit(

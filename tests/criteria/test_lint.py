@@ -186,6 +186,43 @@ def test_cross_check_problems_point_at_the_criterion(
     assert has_errors(problems) is (kind is CriteriaError)
 
 
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (
+            '">= 100 g/dL"',
+            "'>= 100 g/dL' is 1000 g/L, outside hemoglobin's plausible range 0-260 g/L",
+        ),
+        ('"< 300"', "'< 300' is 300 g/L, outside hemoglobin's plausible range 0-260 g/L"),
+        ('{between: ["50 g/L", "30 g/dL"]}', "'30 g/dL' is 300 g/L, outside"),
+    ],
+    ids=["g/dL for g/L", "no unit", "a range's bound"],
+)
+def test_a_threshold_outside_the_plausible_range_is_a_warning(
+    tmp_path: Path, value: str, shown: str
+) -> None:
+    """A threshold no plausible result can be on the other side of (a haemoglobin of
+    ">= 100 g/dL" for 100 g/L: 1000 g/L, beyond the analysers' 0-26 g/dL) gives every patient
+    the same answer: lint warns, naming the converted number and the range."""
+    mappings = MAPPINGS.replace(
+        "    unit: g/L\n", "    unit: g/L\n    plausible_range: {low: 0, high: 260}\n", 1
+    )
+    atom = f"- resource: Observation\n  concept: hemoglobin\n  value: {value}\n"
+    project(tmp_path, atom, mappings=mappings)
+    problems = [problem for problem in lint(tmp_path) if shown in problem.message]
+    assert len(problems) == 1, format_problems(lint(tmp_path))
+    assert type(problems[0]) is LintWarning
+    assert problems[0].location.field == "value"
+    project_ok = tmp_path / "fine"
+    project_ok.mkdir()
+    project(
+        project_ok,
+        '- resource: Observation\n  concept: hemoglobin\n  value: ">= 100 g/L"\n',
+        mappings=mappings,
+    )
+    assert lint(project_ok) == []
+
+
 def test_every_problem_is_reported(tmp_path: Path) -> None:
     project(
         tmp_path,
