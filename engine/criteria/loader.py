@@ -527,7 +527,7 @@ def _explain(document: _Document, error: ValidationError) -> Iterator[_Problem]:
             if key not in instance:
                 yield _problem(document, [*path, key], custom)
     elif isinstance(custom, str):
-        yield _problem(document, path, f"{_quoted(instance)}{custom}")
+        yield _problem(document, path, f"{_quoted(instance)}{custom}{_branch_suggestion(error)}")
     elif error.validator == "additionalProperties":
         allowed = sorted(schema.get("properties", {}))
         patterns = list(schema.get("patternProperties", {}))
@@ -736,6 +736,22 @@ _NO_LENGTH_WINDOW = (
 def _prefix(pattern: str) -> str:
     """The prefix a `patternProperties` pattern such as `^x-` stands for (`x-`)."""
     return pattern.removeprefix("^")
+
+
+def _branch_suggestion(error: ValidationError) -> str:
+    """ " Did you mean 'X'?" for a misspelt word of a list of choices (`enum`: the schema's,
+    or one of its branches'), such as 'Conditon' for `resource:`; else ""."""
+    for branch_error in (error, *(error.context or ())):
+        word = branch_error.instance
+        if branch_error.validator != "enum" or not isinstance(word, str):
+            continue
+        close = difflib.get_close_matches(
+            word, [str(choice) for choice in branch_error.validator_value], n=1, cutoff=0.6
+        )
+        if close:
+            whose = "" if word == error.instance else f" for '{word}'"
+            return f" Did you mean '{close[0]}'{whose}?"
+    return ""
 
 
 def _suggestion(word: str, choices: Sequence[str]) -> str:

@@ -362,6 +362,23 @@ criteria:
             id="unknown-resource-type",
         ),
         pytest.param(
+            "  resource: Conditon\n  concept: hb\n",
+            9,
+            "resource",
+            "ResearchSubject. Did you mean 'Condition'?",
+            id="misspelt-resource-type",
+        ),
+        pytest.param(
+            "  resource: [Observation, Procdure]\n  concept: hb\n",
+            9,
+            "resource[1]",
+            "'Procdure': Not a resource type the criteria language knows: Observation, "
+            "Condition, Procedure, MedicationStatement, MedicationRequest, "
+            "MedicationAdministration, AllergyIntolerance, ResearchSubject. Did you mean "
+            "'Procedure'?",
+            id="misspelt-resource-type-in-a-list",
+        ),
+        pytest.param(
             "  resource: Observation\n  concept: Hemoglobin\n",
             10,
             "concept",
