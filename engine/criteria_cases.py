@@ -47,7 +47,7 @@ from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import MarkedYAMLError
 
 from engine.attestations import Attestation
-from engine.errors import CriteriaError, DateProblem, Location
+from engine.errors import CriteriaError, DateProblem, ErrorCollection, Location, TrialsieveError
 from engine.evaluate import CompiledCriteria, CriterionVerdict, SubjectStatus
 from engine.evaluate.timing import parse_date_range
 from engine.normalise.yaml_reading import load_round_trip
@@ -191,17 +191,31 @@ def _case(node: object, index: int, path: Path, default_day: dt.date | None) -> 
         try:
             status = SubjectStatus(str(expect["status"]))
         except ValueError:
-            known = ", ".join(s.value for s in SubjectStatus)
-            raise problem(f"status '{expect['status']}' is not one of {known}", "expect") from None
+            raise _not_one_of(
+                f"case '{name}': status",
+                str(expect["status"]),
+                [s.value for s in SubjectStatus],
+                Location(
+                    file=file,
+                    line=_line(expect, "status") or line,
+                    field=f"cases[{index}].expect.status",
+                ),
+            ) from None
     verdicts: dict[str, CriterionVerdict] = {}
     expected = expect.get("criteria") or {}
     for criterion_id, verdict in expected.items():
         try:
             verdicts[str(criterion_id)] = CriterionVerdict(str(verdict))
         except ValueError:
-            known = ", ".join(v.value for v in CriterionVerdict)
-            raise problem(
-                f"'{verdict}' for {criterion_id} is not one of {known}", "expect"
+            raise _not_one_of(
+                f"case '{name}': {criterion_id}'s outcome",
+                str(verdict),
+                [v.value for v in CriterionVerdict],
+                Location(
+                    file=file,
+                    line=_line(expected, criterion_id) or line,
+                    field=f"cases[{index}].expect.criteria.{criterion_id}",
+                ),
             ) from None
     answers = node.get("answers") or {}
     if not isinstance(answers, Mapping) or not all(isinstance(v, bool) for v in answers.values()):
@@ -223,22 +237,45 @@ def _case(node: object, index: int, path: Path, default_day: dt.date | None) -> 
 
 def check_criterion_ids(trial: CompiledCriteria, case_file: CaseFile) -> None:
     """CriteriaError naming the case file, line and field for a criterion id a case expects
-    that the criteria do not have (a typo is a bad case file, exit 2, not a failing case)."""
+    that the criteria do not have (a typo is a bad case file, exit 2, not a failing case);
+    ErrorCollection of them when there are several, so that all are fixed at once."""
     known = [compiled.criterion.id for compiled in trial.criteria]
+    errors: list[TrialsieveError] = []
     for case in case_file.cases:
         for criterion_id in case.verdicts:
             if criterion_id in known:
                 continue
-            close = difflib.get_close_matches(criterion_id, known, n=1, cutoff=0.6)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise CriteriaError(
-                f"case '{case.name}': {trial.source.path} has no criterion '{criterion_id}'{hint}",
-                Location(
-                    file=case.file,
-                    line=case.verdict_lines.get(criterion_id) or case.line,
-                    field=f"cases[{case.index}].expect.criteria.{criterion_id}",
-                ),
+            errors.append(
+                CriteriaError(
+                    f"case '{case.name}': {trial.source.path} has no criterion "
+                    f"'{criterion_id}'{_suggestion(criterion_id, known)}",
+                    Location(
+                        file=case.file,
+                        line=case.verdict_lines.get(criterion_id) or case.line,
+                        field=f"cases[{case.index}].expect.criteria.{criterion_id}",
+                    ),
+                )
             )
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ErrorCollection(
+            f"{len(errors)} problems in {case_file.path}",
+            Location(file=str(case_file.path)),
+            errors=errors,
+        )
+
+
+def _not_one_of(what: str, word: str, choices: list[str], where: Location) -> CriteriaError:
+    """`what` is `word`, which is not one of `choices` (with the one it is like, if any)."""
+    return CriteriaError(
+        f"{what} '{word}' is not one of {', '.join(choices)}{_suggestion(word, choices)}", where
+    )
+
+
+def _suggestion(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 # --------------------------------------------------------------------------- running

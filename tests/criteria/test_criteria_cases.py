@@ -95,6 +95,21 @@ def test_a_bad_case_file_is_named_with_line_and_field(tmp_path: Path) -> None:
             "cases[0].expect.criteria.inclusion-2-age-18-66",
             "has no criterion 'inclusion-2-age-18-66' (did you mean 'inclusion-2-age-18-65'?)",
         ),
+        (
+            "    patient: {gender: male}\n    expect:\n      status: inelligible\n",
+            7,
+            "cases[0].expect.status",
+            "status 'inelligible' is not one of ineligible, potential-candidate, candidate, "
+            "eligible (did you mean 'ineligible'?)",
+        ),
+        (
+            "    patient: {gender: male}\n    expect:\n      criteria:\n"
+            "        inclusion-2-age-18-65: clear\n        inclusion-4-ecog-0-2: failed\n",
+            9,
+            "cases[0].expect.criteria.inclusion-4-ecog-0-2",
+            "inclusion-4-ecog-0-2's outcome 'failed' is not one of clear, fails, missing-data, "
+            "manual-review (did you mean 'fails'?)",
+        ),
     ],
 )
 def test_a_missing_bundle_or_an_unknown_criterion_is_a_bad_case_file(
@@ -108,6 +123,21 @@ def test_a_missing_bundle_or_an_unknown_criterion_is_a_bad_case_file(
     assert f"{path}:{line}, field {field}: case 'typo': " in result.output
     assert message in result.output
     assert "FAILED" not in result.output
+
+
+def test_every_unknown_criterion_of_a_case_file_is_named_at_once(tmp_path: Path) -> None:
+    """Two criterion ids misspelt in one file: both named, each at its line (the first alone
+    was, and the second only once the first was fixed)."""
+    path = _write(
+        tmp_path,
+        "cases:\n  - name: typos\n    patient: {gender: male}\n    expect:\n      criteria:\n"
+        "        inclusion-2-age-18-to-65: fails\n        inclusion-4-ecog-0-to-2: fails\n",
+    )
+    result = CliRunner().invoke(app, ["test", str(path)], env={"COLUMNS": "300"})
+    assert result.exit_code == 2, result.output
+    assert f"{path}:8, field cases[0].expect.criteria.inclusion-2-age-18-to-65" in result.output
+    assert f"{path}:9, field cases[0].expect.criteria.inclusion-4-ecog-0-to-2" in result.output
+    assert "(did you mean 'inclusion-4-ecog-0-2'?)" in result.output
 
 
 @pytest.mark.parametrize(
