@@ -29,6 +29,7 @@ from engine.normalise.terminology import (
     DoseEquivalent,
     Terminology,
     UnitConversion,
+    did_you_mean,
     exact_decimal,
     normalise_code,
     normalise_text,
@@ -720,7 +721,8 @@ def _add_part_of(concepts: dict[str, Concept], collected: _Collected) -> dict[st
         for index, target in enumerate(node.get("part_of") or ()):
             if str(target) not in concepts:
                 collected.error(
-                    f"part_of refers to unknown concept {target!r}",
+                    f"part_of refers to unknown concept {target!r}"
+                    f"{did_you_mean(str(target), concepts)}",
                     mapping_file.location("concepts", concept_id, "part_of", index),
                 )
                 continue
@@ -741,7 +743,8 @@ def _check_includes(
             if included not in defined:
                 location = concept.source
                 collected.error(
-                    f"include refers to unknown concept {included!r}",
+                    f"include refers to unknown concept {included!r}"
+                    f"{did_you_mean(included, defined)}",
                     Location(
                         location.file,
                         location.line,
@@ -808,7 +811,9 @@ def _collect_local_codes(
                 unknown = [target for target in target_ids if target not in defined]
                 if unknown:
                     collected.error(
-                        f"local code {code!r} maps to unknown concept {unknown[0]!r}", location
+                        f"local code {code!r} maps to unknown concept {unknown[0]!r}"
+                        f"{did_you_mean(unknown[0], defined)}",
+                        location,
                     )
                     continue
                 key = (uri, str(code))

@@ -168,6 +168,35 @@ class Concept:
     on the assay), so a ULN/LLN test uses each result's own referenceRange or is unknown."""
 
 
+def similar_ids(word: str, ids: Iterable[str], limit: int = 3) -> list[str]:
+    """The concept ids of `ids` most like `word`, best first, for a "did you mean": ids that
+    begin with it and a hyphen ("egfr" -> "egfr-ckd-epi"), then ids of nearly the same words
+    in any order or with a slip of the keyboard ("hemoglobn", "haemoglobin" -> "hemoglobin"),
+    scored by rapidfuzz's token sort ratio. An id whose numbers differ is never offered
+    ("type-2-diabetes" is not "type-1-diabetes")."""
+    from rapidfuzz import fuzz, process  # only when an id is wrong
+
+    numbers = _NUMBER.findall(word)
+    ordered = sorted(ids)
+    found = [name for name in ordered if name.startswith(f"{word}-")]
+    words = {name: name.replace("-", " ") for name in ordered if name not in found}
+    ranked = process.extract(
+        word.replace("-", " "),
+        words,
+        scorer=fuzz.token_sort_ratio,
+        score_cutoff=_SIMILAR_SCORE,
+        limit=None,
+    )
+    found += [name for _words, _score, name in ranked]
+    return [name for name in found if _NUMBER.findall(name) == numbers][:limit]
+
+
+def did_you_mean(word: str, ids: Iterable[str]) -> str:
+    """` (did you mean 'a' or 'b'?)` with the ids like `word` (`similar_ids`), or ""."""
+    similar = [f"'{name}'" for name in similar_ids(word, ids)]
+    return f" (did you mean {' or '.join(similar)}?)" if similar else ""
+
+
 class Terminology:
     """The loaded concepts, with memoised code, text and unit-alias lookups."""
 
@@ -256,36 +285,12 @@ class Terminology:
         return self._concept_ids
 
     def similar_concepts(self, concept_id: str, limit: int = 3) -> list[str]:
-        """The concept ids most like `concept_id`, best first, for a "did you mean": ids that
-        begin with it and a hyphen ("egfr" -> "egfr-ckd-epi"), then ids of nearly the same
-        words in any order or with a slip of the keyboard ("hemoglobn", "haemoglobin" ->
-        "hemoglobin"), scored by rapidfuzz's token sort ratio. An id whose numbers differ is
-        never offered ("type-2-diabetes" is not "type-1-diabetes")."""
-        from rapidfuzz import fuzz, process  # only when an id is wrong
-
-        numbers = _NUMBER.findall(concept_id)
-        ids = sorted(self._concept_ids)
-        found = [name for name in ids if name.startswith(f"{concept_id}-")]
-        words = {name: name.replace("-", " ") for name in ids}
-        for name in found:
-            words.pop(name)
-        ranked = process.extract(
-            concept_id.replace("-", " "),
-            words,
-            scorer=fuzz.token_sort_ratio,
-            score_cutoff=_SIMILAR_SCORE,
-            limit=None,
-        )
-        found += [name for _words, _score, name in ranked]
-        return [name for name in found if _NUMBER.findall(name) == numbers][:limit]
+        """The concept ids most like `concept_id`, best first (`similar_ids`)."""
+        return similar_ids(concept_id, self._concept_ids, limit)
 
     def unknown_concept_hint(self, concept_id: str) -> str:
-        """` (did you mean 'a' or 'b'?)` for an id no concept has (`similar_concepts`), or
-        an empty text when none is like it."""
-        similar = [f"'{name}'" for name in self.similar_concepts(concept_id)]
-        if not similar:
-            return ""
-        return f" (did you mean {' or '.join(similar)}?)"
+        """` (did you mean 'a' or 'b'?)` for an id no concept has, or "" (`did_you_mean`)."""
+        return did_you_mean(concept_id, self._concept_ids)
 
     def containing_concepts(self, concept_id: str) -> frozenset[str]:
         """The concept itself and every concept that includes it, directly or not."""

@@ -522,3 +522,28 @@ def test_unit_alias_with_several_readings(write_mapping: WriteMapping) -> None:
     error = only_error(bad)
     assert "'not a unit' is not valid UCUM" in error.message
     assert error.location.field == "unit_aliases.IU/L"
+
+
+def test_an_unknown_concept_a_mapping_names_is_offered_the_ids_like_it(
+    write_mapping: WriteMapping,
+) -> None:
+    """`include`, `part_of` and `local_codes` naming a misspelt concept: the error offers the
+    ids like it, as the criteria's unknown concepts do (`terminology.did_you_mean`)."""
+    write_mapping(SYSTEMS, "systems.yaml")
+    path = write_mapping(
+        """\
+        concepts:
+          hemoglobin: {display: Hemoglobin}
+          platelets: {display: Platelets}
+          anaemia-labs: {display: Anaemia labs, include: [haemoglobin]}
+        local_codes:
+          - system: local-lab
+            codes:
+              PLT: platelet
+        """
+    )
+    with pytest.raises(TrialsieveError) as caught:
+        load_terminology([path.parent])
+    text = str(caught.value)
+    assert "include refers to unknown concept 'haemoglobin' (did you mean 'hemoglobin'?)" in text
+    assert "maps to unknown concept 'platelet' (did you mean 'platelets'?)" in text
