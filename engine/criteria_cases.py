@@ -35,7 +35,6 @@ resource could (`onset: 12`, `1980-02-30`, `1e999 g/L`) is refused with its line
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import MarkedYAMLError
 
 from engine.attestations import Attestation
+from engine.criteria.loader import word_suggestion
 from engine.errors import CriteriaError, DateProblem, ErrorCollection, Location, TrialsieveError
 from engine.evaluate import CompiledCriteria, CriterionVerdict, SubjectStatus
 from engine.evaluate.timing import parse_date_range
@@ -248,7 +248,7 @@ def check_criterion_ids(trial: CompiledCriteria, case_file: CaseFile) -> None:
             errors.append(
                 CriteriaError(
                     f"case '{case.name}': {trial.source.path} has no criterion "
-                    f"'{criterion_id}'{_suggestion(criterion_id, known)}",
+                    f"'{criterion_id}'{word_suggestion(criterion_id, known)}",
                     Location(
                         file=case.file,
                         line=case.verdict_lines.get(criterion_id) or case.line,
@@ -269,13 +269,8 @@ def check_criterion_ids(trial: CompiledCriteria, case_file: CaseFile) -> None:
 def _not_one_of(what: str, word: str, choices: list[str], where: Location) -> CriteriaError:
     """`what` is `word`, which is not one of `choices` (with the one it is like, if any)."""
     return CriteriaError(
-        f"{what} '{word}' is not one of {', '.join(choices)}{_suggestion(word, choices)}", where
+        f"{what} '{word}' is not one of {', '.join(choices)}{word_suggestion(word, choices)}", where
     )
-
-
-def _suggestion(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 # --------------------------------------------------------------------------- running

@@ -535,7 +535,7 @@ def _explain(document: _Document, error: ValidationError) -> Iterator[_Problem]:
         for key in instance:
             if key not in allowed and not any(re.search(p, str(key)) for p in patterns):
                 message = (
-                    f"unknown key '{key}'{_suggestion(key, allowed)}; allowed: "
+                    f"unknown key '{key}'{word_suggestion(key, allowed)}; allowed: "
                     f"{', '.join(allowed)}{also}"
                 )
                 yield _problem(document, [*path, key], message, at_key=True)
@@ -564,7 +564,7 @@ def _explain_expression(
         unknown = [key for key in instance if key != "label"]
         hint = ""
         if unknown:
-            hint = f"; found '{unknown[0]}'{_suggestion(unknown[0], EXPRESSION_KEYS)}"
+            hint = f"; found '{unknown[0]}'{word_suggestion(unknown[0], EXPRESSION_KEYS)}"
         at = [*path, unknown[0]] if unknown else path
         yield _problem(
             document, at, f"an expression needs one of {keys}{hint}", at_key=bool(unknown)
@@ -640,7 +640,7 @@ def _reason(error: ValidationError) -> str:
             choices = [str(choice) for choice in value]
             return (
                 f"'{instance}' is not one of: {', '.join(choices)}"
-                f"{_suggestion(str(instance), choices)}"
+                f"{word_suggestion(str(instance), choices)}"
             )
         case "const":
             return f"{_quoted(instance)}must be '{value}'"
@@ -745,18 +745,23 @@ def _branch_suggestion(error: ValidationError) -> str:
         word = branch_error.instance
         if branch_error.validator != "enum" or not isinstance(word, str):
             continue
-        close = difflib.get_close_matches(
-            word, [str(choice) for choice in branch_error.validator_value], n=1, cutoff=0.6
-        )
-        if close:
+        close = closest_word(word, [str(choice) for choice in branch_error.validator_value])
+        if close is not None:
             whose = "" if word == error.instance else f" for '{word}'"
-            return f" Did you mean '{close[0]}'{whose}?"
+            return f" Did you mean '{close}'{whose}?"
     return ""
 
 
-def _suggestion(word: str, choices: Sequence[str]) -> str:
+def closest_word(word: str, choices: Sequence[str]) -> str | None:
+    """The choice most like `word` (difflib, ratio 0.6 or more), or None."""
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    return close[0] if close else None
+
+
+def word_suggestion(word: str, choices: Sequence[str]) -> str:
+    """` (did you mean 'x'?)` with the choice most like `word` (`closest_word`), or ""."""
+    close = closest_word(word, choices)
+    return f" (did you mean '{close}'?)" if close is not None else ""
 
 
 # --------------------------------------------------------------------------- building
@@ -1137,7 +1142,7 @@ class _Checker:
                     field.append("anchor")
                 known = f"; atom ids: {', '.join(names)}" if names else "; no atom has an id"
                 message = (
-                    f"unknown anchor '{relation.anchor}'{_suggestion(relation.anchor, names)}: "
+                    f"unknown anchor '{relation.anchor}'{word_suggestion(relation.anchor, names)}: "
                     f"write '{AS_OF}' or the id of a resource atom{known}"
                 )
                 self.errors.append(_error_at(self.document, field, message))
@@ -1347,7 +1352,7 @@ class _Checker:
             return None  # the windows section has its own errors; do not pile on
         names = list(self.windows)
         known = f"; named windows: {', '.join(names)}" if names else "; this file defines none"
-        suggestion = _duration_suggestion(within) or _suggestion(within, names)
+        suggestion = _duration_suggestion(within) or word_suggestion(within, names)
         self.errors.append(
             _error_at(self.document, path, f"unknown window '{within}'{suggestion}{known}")
         )
