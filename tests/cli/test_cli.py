@@ -166,8 +166,9 @@ def test_the_same_patient_in_two_files_is_named_and_the_first_result_kept(
     arguments = ["evaluate", CRITERIA, "--bundle", str(folder), "--as-of", "2026-11-01"]
     result = runner.invoke(app, [*arguments, "--output", str(out)])
     assert result.exit_code == 1
-    assert "b.json: Patient/itp-relapsed-candidate is also in" in result.output
-    assert "a.json" in result.output and "(1 patient)" in result.output
+    output = " ".join(result.output.split())  # as the console wraps it, at any path's length
+    assert "b.json: Patient/itp-relapsed-candidate is also in" in output
+    assert "a.json" in output and "(1 patient)" in output
     written = orjson.loads((out / "itp-relapsed-candidate.json").read_bytes())
     subject = next(
         entry["resource"]
