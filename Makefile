@@ -37,8 +37,9 @@ lint: setup
 	$(BIN)/trialsieve lint criteria mappings
 	@$(BIN)/trialsieve test criteria
 
+# One test process per core (pytest-xdist); a long test goes to whichever process is free.
 test: lint
-	@$(BIN)/pytest
+	@$(BIN)/pytest -n auto --dist worksteal
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

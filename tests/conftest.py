@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from hypothesis import settings
 from medplum_server import MedplumServer, MedplumUnavailable, start_medplum
 from medplum_server import stop as stop_medplum
+from one_at_a_time import install_lock
 from sekmet_server import SekmetServer, load_examples, start_sekmet, stop
 from service_support import ClientFactory, make_settings
 
@@ -142,7 +143,9 @@ def chromium(tmp_path_factory: pytest.TempPathFactory) -> HeadlessChromium:
     tests that need it skip, naming why, only when it cannot be installed."""
     binary = _chromium_binary()
     if binary is None:
-        reason = _install_chromium()
+        with install_lock("apt-get"):  # another test process may be installing it now
+            binary = _chromium_binary()
+            reason = _install_chromium() if binary is None else ""
         binary = _chromium_binary()
         if binary is None:
             pytest.skip(reason or "chromium was installed but is not on PATH")

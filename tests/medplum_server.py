@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from one_at_a_time import install_lock
 
 from engine.sources import FhirServerClient, RetryPolicy
 
@@ -59,16 +60,17 @@ def install() -> None:
         raise MedplumUnavailable("node and npm are not installed, so Medplum cannot run")
     modules = ADAPTER / "node_modules" / ".package-lock.json"
     lock = ADAPTER / "package-lock.json"
-    if modules.is_file() and modules.stat().st_mtime >= lock.stat().st_mtime:
-        return
-    finished = subprocess.run(
-        [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-        cwd=ADAPTER,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    with install_lock(str(ADAPTER)):  # another test process may be installing it now
+        if modules.is_file() and modules.stat().st_mtime >= lock.stat().st_mtime:
+            return
+        finished = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=ADAPTER,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
     if finished.returncode != 0:
         raise RuntimeError(f"npm ci in {ADAPTER} failed: {finished.stderr.strip()[-2000:]}")
 
