@@ -159,6 +159,29 @@ def parse_floor(folder: Path) -> tuple[float, int, int]:
     return time.perf_counter() - started, size, lines
 
 
+def interpreter_probe(repeat: int = 3) -> float:
+    """Seconds (best of `repeat`) of a fixed pure-Python loop shaped like a run's per-line
+    bookkeeping (dict look-ups, string building and comparing, 10^6 turns). The floor times
+    orjson's C; a run is partly Python, so its ratio to the floor depends on how fast this
+    machine runs each: print both to compare machines."""
+    keys = [f"Observation/{number:08d}" for number in range(1000)]
+    verdicts = dict.fromkeys(keys[::2], True)
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        seen: dict[str, int] = {}
+        newest = ""
+        for turn in range(1_000_000):
+            key = keys[turn % 1000]
+            if verdicts.get(key) is None:
+                label = "Observation/" + key[12:]
+                seen.setdefault(label, turn)
+                if label > newest:
+                    newest = label
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
 def duckdb_reference(folder: Path, threads: int) -> tuple[float, int, int, int]:
     """The DuckDB query: seconds, rows, patients with ITP, bytes of the files it reads."""
     import duckdb
@@ -346,6 +369,12 @@ def main() -> None:
     print(
         f"parse floor    {floor_seconds:7.2f} s  {floor_rate:23.1f} MB/s  (orjson, 1 process)"
         + _spread(floors)
+    )
+    probe = interpreter_probe()
+    print(
+        f"python probe   {probe:7.2f} s  (a fixed pure-Python loop, best of 3: a run is partly "
+        f"Python, the floor C; the floor / probe, {floor_seconds / probe:.2f}, says how "
+        "this machine weighs them)"
     )
     if duck is not None:
         duck_seconds, rows, with_itp, read_size = duck
