@@ -144,8 +144,7 @@ def chromium(tmp_path_factory: pytest.TempPathFactory) -> HeadlessChromium:
     binary = _chromium_binary()
     if binary is None:
         with install_lock("apt-get"):  # another test process may be installing it now
-            binary = _chromium_binary()
-            reason = _install_chromium() if binary is None else ""
+            reason = _install_chromium() if _chromium_binary() is None else ""
         binary = _chromium_binary()
         if binary is None:
             pytest.skip(reason or "chromium was installed but is not on PATH")
