@@ -9,8 +9,11 @@ stored concept index. Both are stored per partition in `partitions/store/`:
   index, mappings, as-of day, attestations, kept types, mode, trialsieve version), the
   pre-filter's requirements, the partition's input problems, and per patient (by id) the
   patient reference, data problems, newest data day, the requirement that settled them from
-  their preview (or none), the criterion that settles them, and per criterion digest the
-  report part (`CriterionReport`: verdict, summary, evidence, missing items).
+  their preview (or none), the criterion that settles them, per criterion digest the
+  report part (`CriterionReport`: verdict, summary, evidence, missing items), and what each
+  computed value's formula found before its value test (`engine.evaluate.computed`: the
+  value, or why there is none, and the results it read), by the computation's key: editing
+  a computed value's threshold re-tests the stored value instead of computing it again.
 - `NNNN.records`: each patient's record as the evaluator reads it, by concept (the
   resources the record indexes under each concept the criteria read, in document order, as
   JSON segments, one per concept, read only when a criterion asks for that concept; the
@@ -350,12 +353,15 @@ class StoreBuilder:
         preview: str | None,
         texts: Mapping[int, bytes] | None = None,
         file: str | None = None,
+        computed: Mapping[str, Any] | None = None,
     ) -> None:
         """One patient: their record (the preview when `preview` names the settling
         criterion) and report parts. `texts`: the JSON text of the record's resources, by
         their `id()` (`PatientResources.texts`), kept as they are instead of serialising the
         resources again (read back, they are the same resources). `file`: the Bundle file
-        they were read from (`PatientResources.file`), which their result line names."""
+        they were read from (`PatientResources.file`), which their result line names.
+        `computed`: what computed values' formulas found before their value tests
+        (`PatientEvaluation.computed_values`), which a re-run reads back."""
         if not self.usable:
             return
         patient_id = report.patient_id
@@ -390,6 +396,8 @@ class StoreBuilder:
                 "file": file,
             }
         )
+        if computed:
+            self.patients[-1]["computed"] = computed
         resolved: dict[str, Any] = {}
         covered = self.covered
         # the references of the stored resources only (those of the concepts covered, or of

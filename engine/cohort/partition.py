@@ -455,7 +455,15 @@ class PartitionEvaluator:
             report = report_of(screening.evaluation)
             line = report_result_line(report, settled_by, self.study, self.outputs, patient.file)
             if store is not None:
-                store.add(screening.record, report, settled_by, None, patient.texts, patient.file)
+                store.add(
+                    screening.record,
+                    report,
+                    settled_by,
+                    None,
+                    patient.texts,
+                    patient.file,
+                    screening.evaluation.computed_values,
+                )
             return line
         except TrialsieveError as error:
             # Bad input, or (a bug) an output the R4B models reject: a problem, the run goes on.

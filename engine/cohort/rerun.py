@@ -50,8 +50,10 @@ from engine.cohort.partition import (
     write_result,
 )
 from engine.cohort.prefilter import Prefilter, RequiredConcept
+from engine.criteria.model import ResourceAtom, iter_atoms
 from engine.errors import TrialsieveError
 from engine.evaluate import CompiledCriteria, CompiledCriterion, Outcome
+from engine.evaluate.computed import computation_key
 from engine.evaluate.nodes import EvaluationContext
 from engine.evaluate.patient import CriterionVerdict, VitalStatus, criterion_result
 from engine.report.resources import (
@@ -83,6 +85,9 @@ class Rebuilder:
     """Criterion evaluations done (for the summary and tests)."""
     ordered: list[tuple[CompiledCriterion, str]] = field(init=False)
     """Each criterion with its digest, in the file's order."""
+    computation_keys: frozenset[str] = field(init=False)
+    """The keys of the criteria's computed values (`computation_key`): what the formulas
+    found under another key (of a computed value edited or removed since) is dropped."""
 
     def __post_init__(self) -> None:
         self.digests = criterion_digests(self.criteria)
@@ -92,6 +97,12 @@ class Rebuilder:
         self.prefilter = Prefilter.from_criteria(self.criteria)
         self.study = study_reference(self.criteria)
         self.headings = headings_digest(self.criteria)
+        self.computation_keys = frozenset(
+            computation_key(atom)
+            for compiled in self.criteria.criteria
+            for atom in iter_atoms(compiled.criterion.expression)
+            if isinstance(atom, ResourceAtom) and atom.computed is not None
+        )
 
 
 @dataclass(frozen=True)
@@ -148,6 +159,9 @@ def _outcomes_shape_holds(stored: dict[str, Any]) -> bool:
             value = entry.get(name, 0)
             if value is not None and type(value) is not str:
                 return False
+        computed = entry.get("computed")
+        if computed is not None and type(computed) is not dict:
+            return False
         vital = entry.get("vital")
         if vital is not None and (
             type(vital) is not list
@@ -224,7 +238,9 @@ process pays 15-20 ms of CPU for the pages it writes that the fork shared (copy 
 about 2,500 faults each at 10x), so the fork pays for rebuilds that evaluate much (DAPA-CKD
 at 10x: 5.1 MB of outcomes, 1,420 eGFR evaluations, 123-135 ms of CPU in one process
 against 69-85 ms in each of two), not for one that evaluates nothing (NCT05315778 by
-default at 10x: 3.2 MB, 40-45 ms in one process against 31-40 ms in each of two)."""
+default at 10x: 3.2 MB, 40-45 ms in one process against 31-40 ms in each of two). Still
+so with the eGFR's values stored (the DAPA-CKD re-run's wall time 0.38-0.41 s with one
+worker, 0.22-0.23 s with two)."""
 
 
 def _outcomes_size(rebuilder: Rebuilder, index: int) -> int:
@@ -290,6 +306,7 @@ def _rebuild(rebuilder: Rebuilder, index: int, stored: dict[str, Any]) -> Rebuil
     lines: list[Line] = []
     kept = 0  # patients keeping their earlier line
     ordered = rebuilder.ordered
+    computation_keys = rebuilder.computation_keys
     try:
         for entry in stored["patients"]:
             patient_id: str = entry["id"]
@@ -326,12 +343,14 @@ def _rebuild(rebuilder: Rebuilder, index: int, stored: dict[str, Any]) -> Rebuil
             if wanted:
                 assert record is not None
                 answers = rebuilder.attestations.get(patient_id) or {}
+                computed = entry.get("computed")  # (a dict: `_outcomes_shape_holds`)
                 context = EvaluationContext(
                     record,
                     rebuilder.as_of,
                     answers,
                     criteria.terminology,
                     unavailable_types=criteria.unavailable_types,
+                    computed_values={} if computed is None else computed,
                 )
                 for compiled in wanted:
                     outcome: Outcome
@@ -350,6 +369,15 @@ def _rebuild(rebuilder: Rebuilder, index: int, stored: dict[str, Any]) -> Rebuil
                     digest = digests[compiled.id]
                     made[digest] = part
                     new_parts[digest] = encode_part(part)
+                if context.computed_values:  # with what the formulas found now
+                    entry["computed"] = context.computed_values
+            computed = entry.get("computed")
+            if computed is not None and not computation_keys.issuperset(computed):
+                current = {key: value for key, value in computed.items() if key in computation_keys}
+                if current:
+                    entry["computed"] = current
+                else:
+                    del entry["computed"]
             if settled_by is not None and preview is None:
                 _check_settled(criteria, digests, new_parts, settled_by, patient_id)
             line = previous.get(patient_id)

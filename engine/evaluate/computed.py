@@ -13,17 +13,24 @@ window (stale), unusable or implausible makes the computed value unknown, with t
 so does an input type the source could not provide (`EvaluationContext.unavailable_types`:
 "Observation not exported by the server", or the server's refusal), whatever the record
 holds, as an atom over that type only.
+
+What the formula finds (`_Value`: the value, or why there is none, and the results read) is
+worked out apart from the value test and kept in `EvaluationContext.computed_values` under
+`computation_key`, which leaves the test out: a cohort run stores it, and a re-run after a
+threshold edit tests the stored value instead of reading the inputs again.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import product
 from typing import Any, NamedTuple
 
-from engine.criteria.model import ComputedValue, Window
+from engine.criteria.model import ComputedValue, ResourceAtom, Window
 from engine.errors import CriteriaError, DateProblem, Location, UnitError
 from engine.evaluate.nodes import (
     EVIDENCE_LIMIT,
@@ -54,7 +61,7 @@ from engine.evaluate.values import ValueCheck, deciding_number, value_thresholds
 from engine.normalise import Concept, DataProblem, Measurement, Terminology, convert, measure
 from engine.normalise.formulas import FORMULAS, Formula, FormulaInput, InputKind
 
-__all__ = ["ComputedNode", "compile_computed"]
+__all__ = ["ComputedNode", "compile_computed", "computation_key"]
 
 _INPUT_TYPE = "Observation"
 """The type every measured input is read from (`_latest`)."""
@@ -94,6 +101,21 @@ class _Dated(NamedTuple):
 
     resource: dict[str, Any]
     span: Span
+
+
+class _Value(NamedTuple):
+    """What the formula found for one choice of input results, before the value test: the
+    value in the formula's unit, or why it is unusable (the formula's own words), or None
+    with the `problems` that kept it from being computed; whether the inputs are from
+    different samples (`same_sample`); the references read (inputs, then the Patient) and
+    the inputs as shown ("creatinine 2 mg/dL on 2026-10-25 (Observation/x)", "age 60",
+    "male"). As JSON data it is what a cohort run stores (`EvaluationContext.computed_values`)."""
+
+    result: float | str | None
+    problems: tuple[str, ...]
+    apart: bool
+    evidence: tuple[str, ...]
+    shown: tuple[str, ...]
 
 
 class _Computation(NamedTuple):
@@ -161,7 +183,30 @@ def compile_computed(
         label=measured.label,
         value_check=measured.value_check,
         thresholds=value_thresholds(measured.atom.value, concept),
+        key=computation_key(measured.atom),
     )
+
+
+_KEY_FORMAT = 1
+"""Changed whenever what a stored computation holds, or how it is read, changes."""
+
+
+def computation_key(atom: ResourceAtom) -> str:
+    """What the formula of an atom with `computed:` finds depends on, as a hash: the formula,
+    each input's concept and window, whether the inputs must be one sample. Not the value
+    test: editing a threshold keeps the key, so a re-run reads back what the formula found
+    (`_Value`). The concepts' definitions (mappings), the as-of day and the data are in a
+    cohort store's own key; the formulas' code is in its trialsieve version."""
+    computed = atom.computed
+    assert computed is not None
+    formula = FORMULAS[computed.formula]
+    windows = dict(computed.input_windows)
+    inputs = tuple(
+        (spec.name, spec.concept, windows.get(spec.name, atom.window))
+        for spec in formula.measurement_inputs
+    )
+    text = repr((_KEY_FORMAT, formula.id, computed.same_sample, inputs))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -177,6 +222,9 @@ class ComputedNode:
     thresholds: tuple[float, ...] = ()
     """The value test's numbers in the concept's unit: the computed value is shown with the
     digits that decide against them (`deciding_number`)."""
+    key: str = ""
+    """`computation_key`: what the formula finds for a patient is kept under it
+    (`EvaluationContext.computed_values`)."""
     reads_patient: bool = field(init=False, repr=False, compare=False)
     """Whether the formula reads the Patient (age or sex), which it then cites."""
     reads: Reads | None = field(init=False, repr=False, compare=False)
@@ -342,17 +390,24 @@ class ComputedNode:
                 reason,
                 unavailable=True,
             )
-        tied: list[tuple[_Read, ...]] = []
-        for item in self.inputs:
-            item_reads = _latest(item, context)
+        memo = context.computed_values
+        known = _stored_values(memo.get(self.key), self.inputs, context)
+        if known is None:
+            tied: list[tuple[_Read, ...]] = [_latest(item, context) for item in self.inputs]
+            # Results that may each be an input's latest (`may_be_latest`): every choice of
+            # them is computed, in the order of their references, so that the source's order
+            # of them never decides.
+            values = [self._value(context, choice) for choice in product(*tied)]
+            stored = _stored_form(tied, values)
+            if stored is not None:
+                memo[self.key] = stored
+        else:
+            tied, values = known
+        for item_reads in tied:
             reads.extend(item_reads)
-            tied.append(item_reads)
-        if all(len(item_reads) == 1 for item_reads in tied):  # one latest result each
-            return self._computation(context, [item_reads[0] for item_reads in tied]).outcome
-        # Results that may each be an input's latest (`may_be_latest`): every choice of them
-        # is computed, in the order of their references, so that the source's order of them
-        # never decides.
-        computations = [self._computation(context, choice) for choice in product(*tied)]
+        if len(values) == 1:  # one latest result each
+            return self._tested(values[0]).outcome
+        computations = [self._tested(value) for value in values]
         together = [computation for computation in computations if not computation.apart]
         if not together:  # no choice is one sample: the first says why
             return computations[0].outcome
@@ -410,10 +465,9 @@ class ComputedNode:
             evidence,
         )
 
-    def _computation(self, context: EvaluationContext, chosen: Sequence[_Read]) -> _Computation:
-        """The value the formula computes from one result of each input (`chosen`, in the
-        order of `self.inputs`), the Patient's age and sex, and its test."""
-        subject = self.measured.subject
+    def _value(self, context: EvaluationContext, chosen: Sequence[_Read]) -> _Value:
+        """What the formula finds from one result of each input (`chosen`, in the order of
+        `self.inputs`) and the Patient's age and sex."""
         values: dict[str, float | str] = {}
         shown: list[str] = []
         evidence: list[str] = []
@@ -454,7 +508,14 @@ class ComputedNode:
                     shown.append(gender)
         if self.reads_patient:
             evidence.append(patient_reference)
+        result = None if problems else self.formula.compute(values)
+        return _Value(result, tuple(problems), apart is not None, tuple(evidence), tuple(shown))
+
+    def _tested(self, found: _Value) -> _Computation:
+        """The computed value's outcome: its value test, or why it cannot decide."""
+        subject = self.measured.subject
         name = self.formula.display
+        result, problems, apart, evidence, shown = found
         if problems:
             return _Computation(
                 self._cannot_decide(
@@ -462,9 +523,9 @@ class ComputedNode:
                     problems[0],
                     evidence[:EVIDENCE_LIMIT],
                 ),
-                apart=apart is not None,
+                apart=apart,
             )
-        result = self.formula.compute(values)
+        assert result is not None
         if isinstance(result, str):
             return _Computation(
                 self._cannot_decide(
@@ -499,6 +560,105 @@ class ComputedNode:
             value_text,
             inputs_text,
         )
+
+
+def _stored_form(tied: Sequence[tuple[_Read, ...]], values: Sequence[_Value]) -> list[Any] | None:
+    """What the formula found for a patient as JSON data (`computed_values`): each input's
+    reads (reference, day, whether a resource is cited) and the value of each choice of
+    them; None for a value JSON cannot hold (not finite), which is then not kept."""
+    found = []
+    for value in values:
+        result = value.result
+        if type(result) is float and not math.isfinite(result):
+            return None
+        found.append(
+            [result, list(value.problems), value.apart, list(value.evidence), list(value.shown)]
+        )
+    reads = [
+        [
+            [
+                read.reference,
+                None if read.day is None else read.day.isoformat(),
+                read.resource is not None,
+            ]
+            for read in item_reads
+        ]
+        for item_reads in tied
+    ]
+    return [reads, found]
+
+
+def _stored_values(
+    stored: Any, inputs: Sequence[_Input], context: EvaluationContext
+) -> tuple[list[tuple[_Read, ...]], list[_Value]] | None:
+    """The reads and values of `_stored_form` read back, each cited resource found again in
+    the patient's record by its reference; None when nothing is stored, or when what is
+    stored is not of that form or names a result the record does not hold (then it is
+    computed again)."""
+    if type(stored) is not list or len(stored) != 2:
+        return None
+    stored_reads, stored_values = stored
+    if type(stored_reads) is not list or len(stored_reads) != len(inputs):
+        return None
+    tied: list[tuple[_Read, ...]] = []
+    choices = 1
+    for item, item_reads in zip(inputs, stored_reads, strict=True):
+        if type(item_reads) is not list or not item_reads:
+            return None
+        reads = []
+        by_reference: dict[str, dict[str, Any]] | None = None
+        for entry in item_reads:
+            if type(entry) is not list or len(entry) != 3:
+                return None
+            reference, day, cited = entry
+            if (
+                not _TEXT_OR_NONE.issuperset((type(reference), type(day)))
+                or type(cited) is not bool
+            ):
+                return None
+            try:
+                read_day = None if day is None else dt.date.fromisoformat(day)
+            except ValueError:
+                return None
+            resource = None
+            if cited:
+                if by_reference is None:
+                    record = context.record
+                    by_reference = {
+                        record.label(each): each
+                        for each in record.resources_of_concept(item.concept.id)
+                        if each.get("resourceType") == _INPUT_TYPE
+                    }
+                resource = by_reference.get(reference) if reference is not None else None
+                if resource is None:
+                    return None
+            reads.append(_Read(None, "", reference, read_day, None, resource))
+        tied.append(tuple(reads))
+        choices *= len(reads)
+    if type(stored_values) is not list or len(stored_values) != choices:
+        return None
+    values = []
+    for entry in stored_values:
+        if type(entry) is not list or len(entry) != 5:
+            return None
+        result, problems, apart, evidence, shown = entry
+        if type(result) not in (float, int, str) and result is not None:
+            return None
+        if (result is None) != bool(problems) or type(apart) is not bool:
+            return None
+        if not (_texts(problems) and _texts(evidence) and _texts(shown)):
+            return None
+        values.append(_Value(result, tuple(problems), apart, tuple(evidence), tuple(shown)))
+    return tied, values
+
+
+_TEXT_OR_NONE = frozenset({str, type(None)})
+_TEXT = frozenset({str})
+
+
+def _texts(value: Any) -> bool:
+    """Whether a stored value is a list of texts."""
+    return type(value) is list and _TEXT.issuperset(map(type, value))
 
 
 def _latest(item: _Input, context: EvaluationContext) -> tuple[_Read, ...]:

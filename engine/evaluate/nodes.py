@@ -124,6 +124,10 @@ class EvaluationContext:
     )
     """The value an atom with a value test read last of a resource (by its identity), with
     the concept and terminology read for: what `_cite` gives the resources it cites."""
+    computed_values: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """What each computed value's formula found for this patient before its value test, by
+    the computation's key (`engine.evaluate.computed`), as JSON data: a cohort run stores
+    it, so that a re-run after editing the test (a threshold) does not compute it again."""
 
     def __init__(
         self,
@@ -134,6 +138,7 @@ class EvaluationContext:
         *,
         unavailable_types: frozenset[str] = frozenset(),
         unavailable_reasons: Mapping[str, str] | None = None,
+        computed_values: dict[str, Any] | None = None,
     ) -> None:
         # Straight into the instance's dict, as `engine.dataclass_init.direct_init` makes
         # `Outcome`'s __init__ (written out here: fields made per context, one per patient).
@@ -151,6 +156,7 @@ class EvaluationContext:
         fields["exposure_periods"] = {}
         fields["reaches"] = {}
         fields["measurements"] = {}
+        fields["computed_values"] = {} if computed_values is None else computed_values
 
     def span_of(self, resource: dict[str, Any]) -> Span | DateProblem | None:
         """The resource's span (None: undated; a DateProblem: why its dates cannot be read),

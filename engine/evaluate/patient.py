@@ -166,6 +166,9 @@ class PatientEvaluation:
     vital: VitalStatus | None = field(default=None)
     """Set when the record says the patient died (`vital_status`): the criteria are still
     evaluated and reported, but a patient dead on the as-of day is not a candidate."""
+    computed_values: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    """What computed values' formulas found before their value tests
+    (`EvaluationContext.computed_values`): a cohort run stores it for its re-runs."""
 
     @cached_attribute
     def status(self) -> SubjectStatus:
@@ -315,6 +318,7 @@ def evaluate_patient(
         not_evaluated=tuple(skipped),
         newest_data=newest_data_date(record),
         vital=vital_status(record.patient, as_of),
+        computed_values=context.computed_values,
     )
 
 

@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import orjson
 import pytest
@@ -27,7 +28,10 @@ from engine.cohort import (
 from engine.cohort.outcome_store import criterion_digests
 from engine.cohort.partition import CriteriaFiles
 from engine.cohort.whatif import what_if_funnel
+from engine.criteria.model import ResourceAtom, iter_atoms
 from engine.errors import CohortError
+from engine.evaluate import computed
+from engine.evaluate.computed import computation_key
 from engine.trial import load_trial
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -454,6 +458,124 @@ def test_full_evaluation_of_bundles(tmp_path: Path) -> None:
     rerun = trial.rerun_equals_fresh("fresh")
     assert rerun.partitions_from_store == PARTITIONS
     assert rerun.criteria_evaluated == rerun.patients
+
+
+def test_an_edited_egfr_threshold_re_tests_the_stored_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first run stores what CKD-EPI found for each patient (ckd-candidate: 42 from
+    creatinine 1.8 mg/dL); after the upper bound moves from 75 to 40, the re-run tests the
+    stored values: it reads no creatinine and computes nothing, the candidate's eGFR now
+    fails inclusion 3, and the files are a fresh run's."""
+    trial = _copy(
+        tmp_path,
+        ROOT / "criteria" / "NCT03036150.yaml",
+        BundleInput(ROOT / "examples" / "ckd"),
+        full=True,
+    )
+    first = trial.run("out")
+    stored = [
+        value
+        for path in (trial.folder / "out" / "partitions" / "store").glob("*.outcomes")
+        for entry in orjson.loads(path.read_bytes())["patients"]
+        for _reads, values in entry.get("computed", {}).values()
+        for value in values
+    ]
+    assert any(type(value[0]) is float for value in stored)  # a value, not only problems
+    trial.edit('"75 mL/min/{1.73_m2}"]', '"40 mL/min/{1.73_m2}"]')
+    with monkeypatch.context() as patched:
+        patched.setattr(computed, "_latest", _not_read)
+        rerun = trial.run("out")
+    assert rerun.criteria_evaluated == rerun.patients
+    assert rerun.statuses != first.statuses
+    fresh = trial.run("fresh")
+    assert fresh.statuses == rerun.statuses
+    for name in COMPARED:
+        assert (trial.folder / "out" / name).read_bytes() == (
+            trial.folder / "fresh" / name
+        ).read_bytes(), name
+
+
+def test_stored_computed_values_edited_by_hand(tmp_path: Path) -> None:
+    """A patient's stored computed values that are not a mapping: their partition is
+    evaluated from the input; a value of another form than the run's is computed again from
+    the stored record. Either way the files are a fresh run's."""
+    trial = _copy(
+        tmp_path,
+        ROOT / "criteria" / "NCT03036150.yaml",
+        BundleInput(ROOT / "examples" / "ckd"),
+        full=True,
+    )
+    trial.run("out")
+    store = trial.folder / "out" / "partitions" / "store"
+    edited = []
+    for path in sorted(store.glob("*.outcomes")):
+        outcomes = orjson.loads(path.read_bytes())
+        if not outcomes["patients"]:
+            continue
+        entry = outcomes["patients"][0]
+        assert entry["computed"]
+        if not edited:
+            entry["computed"] = ["not", "a", "mapping"]
+        else:
+            entry["computed"] = {key: {"value": 42} for key in entry["computed"]}
+        path.write_bytes(orjson.dumps(outcomes))
+        edited.append(path)
+        if len(edited) == 2:
+            break
+    assert len(edited) == 2
+    trial.edit('"75 mL/min/{1.73_m2}"]', '"40 mL/min/{1.73_m2}"]')
+    rerun = trial.rerun_equals_fresh("fresh")
+    assert rerun.partitions_from_store == PARTITIONS - 1
+
+
+def test_what_the_formulas_found_is_kept_for_the_criteria_of_the_run(tmp_path: Path) -> None:
+    """Each patient's stored computed values are those of the run's criteria: after the
+    eGFR's window changes (another computation), the re-run computes it, keeps the new
+    values and drops those of the earlier window; the UACR's are kept as they were."""
+    trial = _copy(
+        tmp_path,
+        ROOT / "criteria" / "NCT03036150.yaml",
+        BundleInput(ROOT / "examples" / "ckd"),
+        full=True,
+    )
+    trial.run("out")
+
+    def stored() -> dict[str, dict[str, object]]:
+        return {
+            entry["id"]: entry["computed"]
+            for path in (trial.folder / "out" / "partitions" / "store").glob("*.outcomes")
+            for entry in orjson.loads(path.read_bytes())["patients"]
+        }
+
+    def keys() -> set[str]:
+        criteria = load_trial(trial.criteria)
+        return {  # (the stored ones are the compiled nodes': they must be the same)
+            computation_key(atom)
+            for compiled in criteria.criteria
+            for atom in iter_atoms(compiled.criterion.expression)
+            if isinstance(atom, ResourceAtom) and atom.computed is not None
+        }
+
+    # (a patient with no UACR, albumin or urine creatinine at all has no UACR computed: the
+    # outcome of such patients is made once, `ComputedNode.reads`)
+    before, before_keys = stored(), keys()
+    assert len(before_keys) == 2
+    assert set().union(*before.values()) == before_keys
+    trial.edit("within: visit-1", "within: P30D")  # the first: inclusion 3's eGFR
+    trial.rerun_equals_fresh("fresh")
+    after, after_keys = stored(), keys()
+    [uacr] = after_keys & before_keys
+    [egfr] = after_keys - before_keys
+    assert set().union(*after.values()) == after_keys
+    for patient, found in before.items():
+        assert set(after[patient]) == set(found) - before_keys | {egfr} | (set(found) & {uacr})
+        if uacr in found:
+            assert after[patient][uacr] == found[uacr]
+
+
+def _not_read(*_arguments: object) -> NoReturn:
+    raise AssertionError("an input read again")
 
 
 def test_a_re_run_names_the_bundle_files_of_a_patient_found_twice(tmp_path: Path) -> None:
