@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from one_at_a_time import install_lock
+
 HERE = Path(__file__).resolve().parent
 
 _INSTALLER = """
@@ -46,3 +48,10 @@ def test_installs_started_at_once_run_one_after_the_other(tmp_path: Path) -> Non
     for (_, earlier_end, _), (later_start, _, _) in itertools.pairwise(spans):
         assert later_start >= earlier_end  # never two at once
     assert [found for _, _, found in spans] == [False, True, True]  # installed once
+    Path(install_lock(what).lock_file).unlink()  # the lock of this run's own, left behind
+
+
+def test_the_lock_of_an_install_is_one_file_for_every_process() -> None:
+    first, second = install_lock("npm ci /a/folder"), install_lock("npm ci /a/folder")
+    assert first.lock_file == second.lock_file
+    assert install_lock("npm ci /another/folder").lock_file != first.lock_file
