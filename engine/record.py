@@ -241,6 +241,11 @@ class PatientRecord:
         key = reference_key(reference)
         return self._by_key.get(key) if key is not None else None
 
+    def cited_patient(self) -> tuple[str, Mapping[str, Any]]:
+        """The Patient's label and the Patient, as an atom citing it cites them."""
+        patient = self.patient
+        return self.label(patient), patient
+
     def label(self, resource: dict[str, Any]) -> str:
         """A name for messages: `Type/id`, else its fullUrl, else `Type#position`."""
         resource_type = resource.get("resourceType", "Resource")

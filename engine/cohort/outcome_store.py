@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import struct
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -695,10 +695,33 @@ class RecordStore:
             raise _damaged_segment(kind, name)
         return data
 
-    def record(self, patient_id: str, origin: str, preview: bool) -> StoredRecord:
+    def record(
+        self, patient_id: str, origin: str, preview: bool, reference: str | None = None
+    ) -> StoredRecord:
         """The patient's stored record; their Patient resource and resolved references (the
-        `patients` segment) are read when first asked for (many criteria read neither)."""
-        return StoredRecord(self, patient_id, origin, preview)
+        `patients` segment) are read when first asked for (many criteria read neither).
+        `reference`: the Patient's label the run that stored it gave (the outcomes'
+        `reference`), which a citation of the Patient names without reading it."""
+        return StoredRecord(self, patient_id, origin, preview, reference)
+
+
+class PatientWhenRead(Mapping[str, Any]):
+    """A stored record's Patient, read from the store at the first look into it (raising
+    `NotStored` then, as `StoredRecord.patient` does, for a damaged one)."""
+
+    __slots__ = ("_record",)
+
+    def __init__(self, record: StoredRecord) -> None:
+        self._record = record
+
+    def __getitem__(self, key: str) -> Any:
+        return self._record.patient[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._record.patient)
+
+    def __len__(self) -> int:
+        return len(self._record.patient)
 
 
 def _damaged_segment(kind: str, name: str) -> NotStored:
@@ -714,13 +737,21 @@ class StoredRecord(PatientRecord):
     """A patient's record read back from the store: answers what the evaluator asks exactly
     as the record it was stored from, or raises `NotStored`."""
 
-    def __init__(self, store: RecordStore, patient_id: str, origin: str, preview: bool) -> None:
+    def __init__(
+        self,
+        store: RecordStore,
+        patient_id: str,
+        origin: str,
+        preview: bool,
+        reference: str | None = None,
+    ) -> None:
         self.patient_id = patient_id
         self.origin = origin
         self.data_problems = []
         self._store = store
         self._stored: dict[str, Any] | None = None
         self._preview = preview
+        self._reference = reference
         self._lists: dict[tuple[str, str], list[dict[str, Any]]] = {}
         """The patient's resources read so far, by segment (the same list each time)."""
 
@@ -762,6 +793,15 @@ class StoredRecord(PatientRecord):
     @patient.setter
     def patient(self, value: dict[str, Any]) -> None:
         raise AttributeError("a stored record's Patient is the stored one")
+
+    def cited_patient(self) -> tuple[str, Mapping[str, Any]]:
+        """The Patient's label, as the run that stored it gave it, and the Patient, read only
+        when the citation's reader looks into it (`PatientWhenRead`): a computed value reading
+        age and sex cites the Patient, and a re-run testing its stored value reads nothing
+        else of it (a Synthea Patient is about 3.5 kB of JSON)."""
+        if self._stored is not None or self._reference is None:
+            return super().cited_patient()
+        return self._reference, PatientWhenRead(self)
 
     @property
     def resources(self) -> Sequence[dict[str, Any]]:

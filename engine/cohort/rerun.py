@@ -325,7 +325,9 @@ def _rebuild(rebuilder: Rebuilder, index: int, stored: dict[str, Any]) -> Rebuil
                     records = RecordStore(
                         records_path(rebuilder.results_folder, index), stored.get("records_sha256")
                     )
-                record = records.record(patient_id, "stored record", preview is not None)
+                record = records.record(
+                    patient_id, "stored record", preview is not None, entry["reference"]
+                )
             settled_by: str | None = entry["settled_by"]
             requirement: RequiredConcept | None = None
             if preview is not None:

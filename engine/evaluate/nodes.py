@@ -177,8 +177,7 @@ class EvaluationContext:
         citation = self.patient_citation
         if citation:
             return citation[0]
-        patient = self.record.patient
-        reference = self.record.label(patient)
+        reference, patient = self.record.cited_patient()
         made = (reference, (Cited(reference, patient),))
         citation.append(made)
         return made

@@ -308,3 +308,48 @@ def test_a_patient_value_of_the_wrong_kind_is_not_stored(
     for each in holding:
         assert store.record(each, "stored record", False).resources_of_concept(name) == whole[each]
     store.close()
+
+
+def test_a_stored_patient_is_cited_by_its_reference_and_read_when_looked_into(
+    ndjson_folder: Path, tmp_path: Path
+) -> None:
+    """`StoredRecord.cited_patient` names the Patient by the reference the outcomes keep,
+    without reading the patients segment; the Patient it gives reads as the stored one when
+    looked into, and a damaged entry then answers `NotStored`, as reading it directly does."""
+    from cohort_examples import AS_OF, CRITERIA
+
+    from engine.cohort import NdjsonInput, run_cohort
+    from engine.cohort.outcome_store import NotStored, PatientWhenRead, RecordStore
+
+    run_cohort(CRITERIA, NdjsonInput(ndjson_folder), tmp_path, AS_OF, workers=1, full=True)
+    outcomes = max(
+        (tmp_path / "partitions" / "store").glob("*.outcomes"), key=lambda each: each.stat().st_size
+    )
+    entry = orjson.loads(outcomes.read_bytes())["patients"][0]
+    path = outcomes.with_suffix(".records")
+    data = path.read_bytes()
+    digest = _records_digest(path)
+    store = RecordStore(path, digest)
+    record = store.record(entry["id"], "stored record", False, entry["reference"])
+    reference, patient = record.cited_patient()
+    assert reference == entry["reference"] == f"Patient/{entry['id']}"
+    assert isinstance(patient, PatientWhenRead) and record._stored is None  # not read
+    stored = store.record(entry["id"], "stored record", False).patient
+    assert dict(patient) == stored and patient.get("id") == entry["id"]
+    assert patient.get("no such field") is None and len(patient) == len(stored)
+    # read once: later citations give the Patient itself
+    assert record.cited_patient() == (reference, record.patient)
+    # without a reference (a store read another way) the Patient is read to label it
+    plain = store.record(entry["id"], "stored record", False)
+    assert plain.cited_patient() == (reference, stored)
+    store.close()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = orjson.loads(data[8 : 8 + length])
+    path.write_bytes(_rewritten_segment(data, 8 + length, header["patients"], b"[]"))
+    store = RecordStore(path, digest)
+    _, damaged = store.record(
+        entry["id"], "stored record", False, entry["reference"]
+    ).cited_patient()
+    with pytest.raises(NotStored):
+        damaged.get("gender")
+    store.close()

@@ -21,6 +21,7 @@ from engine.cohort import (
     CohortInput,
     CohortSummary,
     NdjsonInput,
+    outcome_store,
     rerun,
     run_cohort,
     runner,
@@ -465,8 +466,9 @@ def test_an_edited_egfr_threshold_re_tests_the_stored_values(
 ) -> None:
     """The first run stores what CKD-EPI found for each patient (ckd-candidate: 42 from
     creatinine 1.8 mg/dL); after the upper bound moves from 75 to 40, the re-run tests the
-    stored values: it reads no creatinine and computes nothing, the candidate's eGFR now
-    fails inclusion 3, and the files are a fresh run's."""
+    stored values: it reads no creatinine, computes nothing and reads no stored Patient (the
+    value cites the Patient by the reference stored with it), the candidate's eGFR now fails
+    inclusion 3, and the files are a fresh run's."""
     trial = _copy(
         tmp_path,
         ROOT / "criteria" / "NCT03036150.yaml",
@@ -485,6 +487,7 @@ def test_an_edited_egfr_threshold_re_tests_the_stored_values(
     trial.edit('"75 mL/min/{1.73_m2}"]', '"40 mL/min/{1.73_m2}"]')
     with monkeypatch.context() as patched:
         patched.setattr(computed, "_latest", _not_read)
+        patched.setattr(outcome_store.StoredRecord, "_patient_entry", _not_read)
         rerun = trial.run("out")
     assert rerun.criteria_evaluated == rerun.patients
     assert rerun.statuses != first.statuses
