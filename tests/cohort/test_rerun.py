@@ -447,7 +447,9 @@ def test_changed_mappings_evaluate_everything_again(itp_trial: Trial) -> None:
     assert rerun.partitions_from_store == 0 and rerun.criteria_evaluated == 0
 
 
-def test_full_evaluation_of_bundles(tmp_path: Path) -> None:
+@pytest.fixture
+def ckd_trial(tmp_path: Path) -> Trial:
+    """NCT03036150 over the CKD example Bundles, evaluated in full, run once."""
     trial = _copy(
         tmp_path,
         ROOT / "criteria" / "NCT03036150.yaml",
@@ -455,6 +457,11 @@ def test_full_evaluation_of_bundles(tmp_path: Path) -> None:
         full=True,
     )
     trial.run("out")
+    return trial
+
+
+def test_full_evaluation_of_bundles(ckd_trial: Trial) -> None:
+    trial = ckd_trial
     trial.edit('"75 mL/min/{1.73_m2}"]', '"60 mL/min/{1.73_m2}"]')
     rerun = trial.rerun_equals_fresh("fresh")
     assert rerun.partitions_from_store == PARTITIONS
@@ -462,20 +469,16 @@ def test_full_evaluation_of_bundles(tmp_path: Path) -> None:
 
 
 def test_an_edited_egfr_threshold_re_tests_the_stored_values(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ckd_trial: Trial, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The first run stores what CKD-EPI found for each patient (ckd-candidate: 42 from
     creatinine 1.8 mg/dL); after the upper bound moves from 75 to 40, the re-run tests the
     stored values: it reads no creatinine, computes nothing and reads no stored Patient (the
     value cites the Patient by the reference stored with it), the candidate's eGFR now fails
     inclusion 3, and the files are a fresh run's."""
-    trial = _copy(
-        tmp_path,
-        ROOT / "criteria" / "NCT03036150.yaml",
-        BundleInput(ROOT / "examples" / "ckd"),
-        full=True,
-    )
-    first = trial.run("out")
+    trial = ckd_trial
+    first = trial.run("out")  # the same criteria again: the fixture's outputs, reused
+    assert first.partitions_reused == PARTITIONS
     stored = [
         value
         for path in (trial.folder / "out" / "partitions" / "store").glob("*.outcomes")
@@ -499,17 +502,11 @@ def test_an_edited_egfr_threshold_re_tests_the_stored_values(
         ).read_bytes(), name
 
 
-def test_stored_computed_values_edited_by_hand(tmp_path: Path) -> None:
+def test_stored_computed_values_edited_by_hand(ckd_trial: Trial) -> None:
     """A patient's stored computed values that are not a mapping: their partition is
     evaluated from the input; a value of another form than the run's is computed again from
     the stored record. Either way the files are a fresh run's."""
-    trial = _copy(
-        tmp_path,
-        ROOT / "criteria" / "NCT03036150.yaml",
-        BundleInput(ROOT / "examples" / "ckd"),
-        full=True,
-    )
-    trial.run("out")
+    trial = ckd_trial
     store = trial.folder / "out" / "partitions" / "store"
     edited = []
     for path in sorted(store.glob("*.outcomes")):
@@ -532,17 +529,11 @@ def test_stored_computed_values_edited_by_hand(tmp_path: Path) -> None:
     assert rerun.partitions_from_store == PARTITIONS - 1
 
 
-def test_what_the_formulas_found_is_kept_for_the_criteria_of_the_run(tmp_path: Path) -> None:
+def test_what_the_formulas_found_is_kept_for_the_criteria_of_the_run(ckd_trial: Trial) -> None:
     """Each patient's stored computed values are those of the run's criteria: after the
     eGFR's window changes (another computation), the re-run computes it, keeps the new
     values and drops those of the earlier window; the UACR's are kept as they were."""
-    trial = _copy(
-        tmp_path,
-        ROOT / "criteria" / "NCT03036150.yaml",
-        BundleInput(ROOT / "examples" / "ckd"),
-        full=True,
-    )
-    trial.run("out")
+    trial = ckd_trial
 
     def stored() -> dict[str, dict[str, object]]:
         return {
