@@ -50,6 +50,7 @@ from engine.cohort.partition import (
     write_result,
 )
 from engine.cohort.prefilter import Prefilter, RequiredConcept
+from engine.compiled_cache import save_validated_shapes, validated_shapes
 from engine.criteria.model import ResourceAtom, iter_atoms
 from engine.errors import TrialsieveError
 from engine.evaluate import CompiledCriteria, CompiledCriterion, Outcome
@@ -80,7 +81,10 @@ class Rebuilder:
     prefilter: Prefilter = field(init=False)
     study: str = field(init=False)
     headings: str = field(init=False)
-    outputs: OutputShapes = field(default_factory=OutputShapes)
+    outputs: OutputShapes | None = None
+    """The output shapes taken as valid (`output_shapes`)."""
+    lines_shaped: int = 0
+    """Partitions whose earlier lines were read for their shapes (`_KnownShapes`; tests)."""
     evaluated: int = 0
     """Criterion evaluations done (for the summary and tests)."""
     ordered: list[tuple[CompiledCriterion, str]] = field(init=False)
@@ -103,6 +107,19 @@ class Rebuilder:
             for atom in iter_atoms(compiled.criterion.expression)
             if isinstance(atom, ResourceAtom) and atom.computed is not None
         )
+
+    def output_shapes(self) -> OutputShapes:
+        """The output shapes taken as valid: those earlier runs validated with the R4B models
+        (the shapes cache, `validated_shapes`: a first run's workers saved theirs), read
+        when a result line is first made anew, and those validated since."""
+        if self.outputs is None:
+            self.outputs = OutputShapes(validated_shapes())
+        return self.outputs
+
+    def save_shapes(self) -> None:
+        """Add the shapes validated by this process to the shapes cache."""
+        if self.outputs is not None and self.outputs.validated:
+            save_validated_shapes(self.outputs.valid_shapes)
 
 
 @dataclass(frozen=True)
@@ -258,6 +275,7 @@ def _rebuild_here(rebuilder: Rebuilder, indexes: list[int]) -> list[int]:
             left.append(index)
         else:
             write_rebuilt(rebuilder.results_folder, result)
+    rebuilder.save_shapes()
     return left
 
 
@@ -301,7 +319,7 @@ def _rebuild(rebuilder: Rebuilder, index: int, stored: dict[str, Any]) -> Rebuil
     earlier = _previous_result(rebuilder, index, stored)
     # a patient keeps their line only when the criteria's headings are the same too
     previous = earlier.lines if stored["headings"] == rebuilder.headings else {}
-    shapes = _KnownShapes(rebuilder.outputs, earlier.lines)
+    shapes = _KnownShapes(rebuilder, earlier.lines)
     records: RecordStore | None = None
     lines: list[Line] = []
     kept = 0  # patients keeping their earlier line
@@ -526,25 +544,37 @@ _PATIENT_TEXT = b'{"patient":"'
 
 
 class _KnownShapes(OutputShapes):
-    """Validation that takes as valid the shapes of the lines an earlier run wrote (each was
-    validated, or of a shape validated, before it was written), and validates the others."""
+    """Validation of a partition's result lines made anew: a shape validated before (in this
+    process, or by an earlier run: `Rebuilder.output_shapes`) is valid; so is the shape of a
+    line the earlier run wrote in this partition (each validated, or of a shape validated,
+    before it was written), read only when a shape is none of the former (with no shapes
+    cache, or after a change of trialsieve or its models); any other is validated."""
 
-    def __init__(self, shapes: OutputShapes, previous: dict[str, Line]) -> None:
+    def __init__(self, rebuilder: Rebuilder, previous: dict[str, Line]) -> None:
         super().__init__()
-        self._shapes = shapes
+        self._rebuilder = rebuilder
         self._previous = previous
-        self._known: set[Shape] | None = None
+        self._earlier: set[Shape] | None = None
 
-    def validate(self, resource: dict[str, Any]) -> None:
-        shape = output_shape(resource)
-        if self._known is None:
-            self._known = set()
+    def _known(self, shape: Shape) -> bool:
+        if self._rebuilder.output_shapes().knows(shape):
+            return True
+        if self._earlier is None:
+            self._earlier = set()
+            self._rebuilder.lines_shaped += 1
             for line in self._previous.values():
                 _summary, subject, issue = bytes(line).split(b"\t")
-                self._known.add(output_shape(orjson.loads(subject)))
-                self._known.add(output_shape(orjson.loads(issue)))
-        if shape not in self._known:
-            self._shapes.validate(resource)
+                self._earlier.add(output_shape(orjson.loads(subject)))
+                self._earlier.add(output_shape(orjson.loads(issue)))
+        return shape in self._earlier
+
+    def validate(self, resource: dict[str, Any]) -> None:
+        if not self._known(output_shape(resource)):
+            self._rebuilder.output_shapes().validate(resource)
+
+    def validate_json(self, text: bytes, shape: Shape) -> None:
+        if not self._known(shape):
+            self._rebuilder.output_shapes().validate_json(text, shape)
 
 
 def _check_settled(

@@ -178,6 +178,10 @@ class OutputShapes:
         """The shapes taken as valid: given, and validated here."""
         return frozenset(self._valid)
 
+    def knows(self, shape: Shape) -> bool:
+        """Whether a resource of this shape is taken as valid."""
+        return self._valid_objects.get(id(shape)) is shape or shape in self._valid
+
     def validate(self, resource: dict[str, Any]) -> None:
         """Raise OutputValidationError (see `validate_resource`) for an invalid resource."""
         shape = output_shape(resource)

@@ -10,7 +10,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import orjson
 import pytest
@@ -145,6 +145,62 @@ def test_a_re_run_that_changes_no_result_keeps_the_outputs(itp_trial: Trial) -> 
     for name in COMPARED:
         assert (out / name).read_bytes() == (itp_trial.folder / "fresh" / name).read_bytes()
     assert (out / "study.json").stat().st_ino != inodes["study.json"]
+
+
+@pytest.mark.parametrize("cache", ["kept", "off", "none"])
+def test_lines_made_anew_are_validated_once_per_shape_never_known(
+    tmp_path: Path, ndjson_folder: Path, monkeypatch: pytest.MonkeyPatch, cache: str
+) -> None:
+    """The age bound edited, many patients' lines change. Their shapes are mostly those the
+    first run's validation saved in the shapes cache (`kept`), or, with the cache off, those
+    of the lines the first run wrote (`off`): only a shape new to both is validated. Without
+    either (the cache off and the earlier result files gone, `none`), each shape is
+    validated with the R4B models, once. The files are a fresh run's every time."""
+    from engine.compiled_cache import CACHE_VARIABLE
+    from engine.report import validate
+
+    monkeypatch.setenv(CACHE_VARIABLE, str(tmp_path / "cache"))
+    trial = _copy(tmp_path, CRITERIA, NdjsonInput(ndjson_folder))
+    trial.run("out")
+    if cache != "kept":
+        monkeypatch.setenv(CACHE_VARIABLE, "off")
+    if cache == "none":
+        for result in (trial.folder / "out" / "partitions").glob("[0-9]*.ndjson"):
+            result.unlink()
+    validated: list[str] = []
+    real = validate.validate_resource
+
+    def counted(resource: dict[str, object]) -> None:
+        validated.append(str(resource["resourceType"]))
+        real(resource)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(validate, "validate_resource", counted)
+    made: list[rerun.Rebuilder] = []
+
+    def rebuilder(*given: Any) -> rerun.Rebuilder:
+        made.append(rerun.Rebuilder(*given))
+        return made[-1]
+
+    monkeypatch.setattr(runner, "Rebuilder", rebuilder)
+    trial.edit(INCLUSION_2_AGE, "age: {min: 18, max: 70}")
+    again = trial.run("out")
+    assert again.partitions_from_store == PARTITIONS
+    assert again.criteria_evaluated == again.patients
+    if cache == "none":
+        assert {"ResearchSubject", "DetectedIssue"} <= set(validated)
+    else:  # the one shape new to both: a DetectedIssue of a new bound's wording
+        assert validated == ["DetectedIssue"]
+    # the earlier lines' shapes are read only for a shape not known before: with the cache,
+    # in the one partition where the new shape is first met; without it, in every
+    # partition where a line changed
+    [used] = made
+    assert used.lines_shaped == 1 if cache == "kept" else used.lines_shaped > 1
+    monkeypatch.setattr(validate, "validate_resource", real)
+    trial.run("fresh")
+    for name in COMPARED:
+        assert (trial.folder / "out" / name).read_bytes() == (
+            trial.folder / "fresh" / name
+        ).read_bytes(), name
 
 
 @pytest.mark.parametrize("child", ["rebuilds", "dies", "raises"])
