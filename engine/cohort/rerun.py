@@ -363,14 +363,14 @@ def _rebuild(rebuilder: Rebuilder, index: int, stored: dict[str, Any]) -> Rebuil
             if wanted:
                 assert record is not None
                 answers = rebuilder.attestations.get(patient_id) or {}
-                computed = entry.get("computed")  # (a dict: `_outcomes_shape_holds`)
                 context = EvaluationContext(
                     record,
                     rebuilder.as_of,
                     answers,
                     criteria.terminology,
                     unavailable_types=criteria.unavailable_types,
-                    computed_values={} if computed is None else computed,
+                    # the stored dict, added to in place, or None (`_outcomes_shape_holds`)
+                    computed_values=entry.get("computed"),
                 )
                 for compiled in wanted:
                     outcome: Outcome

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import textwrap
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -126,7 +127,13 @@ def order(
     }
 
 
-def outcome_of(trial: CompiledCriteria, criterion: str, *resources: dict[str, Any]) -> Any:
+def context_of(
+    trial: CompiledCriteria,
+    resources: Sequence[dict[str, Any]],
+    computed_values: dict[str, Any] | None = None,
+) -> EvaluationContext:
+    """The evaluation context of a patient holding `resources` (a collection Bundle's
+    entries), as of AS_OF; `computed_values`: what computed values found before (stored)."""
     document = {
         "resourceType": "Bundle",
         "type": "collection",
@@ -136,11 +143,19 @@ def outcome_of(trial: CompiledCriteria, criterion: str, *resources: dict[str, An
         ],
     }
     record = build_record(parse_bundle(orjson.dumps(document), origin="test"), trial.terminology)
-    context = EvaluationContext(
-        record, AS_OF, {}, trial.terminology, unavailable_types=trial.unavailable_types
+    return EvaluationContext(
+        record,
+        AS_OF,
+        {},
+        trial.terminology,
+        unavailable_types=trial.unavailable_types,
+        computed_values=computed_values,
     )
+
+
+def outcome_of(trial: CompiledCriteria, criterion: str, *resources: dict[str, Any]) -> Any:
     (compiled,) = [c for c in trial.criteria if c.id == criterion]
-    return compiled.root.evaluate(context)
+    return compiled.root.evaluate(context_of(trial, resources))
 
 
 # ------------------------------------------------------------------ computed values

@@ -12,17 +12,14 @@ from typing import Any
 
 import orjson
 import pytest
-from test_computed_and_exposure import AS_OF, observation, patient, write_trial
+from test_computed_and_exposure import context_of, observation, patient, write_trial
 from test_computed_same_sample import sample, trial_at
 
 from engine.evaluate import CompiledCriteria, Truth
 from engine.evaluate import computed as computed_module
 from engine.evaluate.computed import ComputedNode
-from engine.evaluate.nodes import EvaluationContext
 from engine.evaluate.outcome import Outcome
 from engine.normalise.formulas import Formula
-from engine.record import build_record
-from engine.sources import parse_bundle
 from engine.trial import load_trial
 
 
@@ -88,27 +85,6 @@ def trials(tmp_path_factory: pytest.TempPathFactory) -> list[CompiledCriteria]:
     return [*made, load_trial(trial_at(tmp_path_factory.mktemp("same")))]
 
 
-def context_for(
-    trial: CompiledCriteria,
-    resources: list[dict[str, Any]],
-    computed_values: dict[str, Any] | None = None,
-) -> EvaluationContext:
-    document = {
-        "resourceType": "Bundle",
-        "type": "collection",
-        "entry": [{"resource": resource} for resource in resources],
-    }
-    record = build_record(parse_bundle(orjson.dumps(document), origin="test"), trial.terminology)
-    return EvaluationContext(
-        record,
-        AS_OF,
-        {},
-        trial.terminology,
-        unavailable_types=trial.unavailable_types,
-        computed_values=computed_values,
-    )
-
-
 def computed_nodes(trial: CompiledCriteria) -> list[ComputedNode]:
     return [c.root for c in trial.criteria if isinstance(c.root, ComputedNode)]
 
@@ -141,13 +117,13 @@ def test_what_the_formula_found_read_back_gives_the_same_outcome(
 ) -> None:
     for trial in trials:
         for node in computed_nodes(trial):
-            first = context_for(trial, RECORDS[case])
+            first = context_of(trial, RECORDS[case])
             computed = node.evaluate(first)
             stored = orjson.loads(orjson.dumps(first.computed_values))
             with monkeypatch.context() as patched:  # read back: no input read, no formula
                 patched.setattr(computed_module, "_latest", _not_called)
                 patched.setattr(Formula, "compute", _not_called)
-                again = context_for(trial, RECORDS[case], stored)
+                again = context_of(trial, RECORDS[case], stored)
                 assert said(node.evaluate(again)) == said(computed), (case, node.label)
             if node.key in stored:  # as JSON: one read per input, one value per choice
                 reads, values = stored[node.key]
@@ -173,11 +149,11 @@ def test_the_formula_s_value_is_kept_and_decided_by_the_test_of_the_moment(
     [node_25, *_] = computed_nodes(at_25)
     [node_40, *_] = computed_nodes(at_40)
     assert node_25.key == node_40.key
-    first = context_for(at_25, resources)
+    first = context_of(at_25, resources)
     assert node_25.evaluate(first).truth is Truth.MET
     stored = orjson.loads(orjson.dumps(first.computed_values))
-    fresh = node_40.evaluate(context_for(at_40, resources))
-    read_back = node_40.evaluate(context_for(at_40, resources, stored))
+    fresh = node_40.evaluate(context_of(at_40, resources))
+    read_back = node_40.evaluate(context_of(at_40, resources, stored))
     assert fresh.truth is Truth.NOT_MET
     assert said(read_back) == said(fresh)
     assert "is not >= 40 mL/min/{1.73_m2}" in read_back.reason
@@ -214,8 +190,8 @@ def test_anything_else_stored_is_computed_again(
     trial = trials[1]  # prefer: computed
     [node, *_] = computed_nodes(trial)
     resources = RECORDS["one creatinine"]
-    fresh = node.evaluate(context_for(trial, resources))
-    context = context_for(trial, resources, {node.key: stored})
+    fresh = node.evaluate(context_of(trial, resources))
+    context = context_of(trial, resources, {node.key: stored})
     assert said(node.evaluate(context)) == said(fresh)
     assert context.computed_values[node.key] != stored
     assert fresh.truth is Truth.MET
@@ -224,7 +200,7 @@ def test_anything_else_stored_is_computed_again(
 def test_a_value_json_cannot_hold_is_not_kept(trials: list[CompiledCriteria]) -> None:
     trial = trials[1]
     [node, *_] = computed_nodes(trial)
-    context = context_for(trial, RECORDS["one creatinine"])
+    context = context_of(trial, RECORDS["one creatinine"])
     found = computed_module._Value(float("nan"), (), False, (), ())
     assert computed_module._stored_form([()], [found]) is None
     node.evaluate(context)
