@@ -237,7 +237,7 @@ def load_trial_cached(
         return compiled  # a mapping file vanished meanwhile: nothing to record
     read += [(str(path), _file_digest(path)) for path in value_set_files]
     _write_entry(folder / f"{_ENTRY_PREFIX}{key}.pickle", compiled, read)
-    _remember_entry(key, (compiled, read))
+    _remember_entry(_in_process_key(folder, key), (compiled, read))
     # the conversions compiling met (a formula's input unit against its concept's) go to the
     # shared file too: a new process compiling an edit of these criteria then needs no unit
     # registry (ucumvert on pint: 0.7 s of CPU to build)
@@ -250,7 +250,7 @@ def _current_entry(
 ) -> tuple[CompiledCriteria, list[tuple[str, bytes | None]]] | None:
     """The entry of `key`, this process's or read from `folder` (and compiled), when the
     files it was read from are unchanged; else None."""
-    known = _in_process.get(key)
+    known = _in_process.get(_in_process_key(folder, key))
     if known is not None and _unchanged(known[1]):
         return known
     stored = _read_entry(folder / f"{_ENTRY_PREFIX}{key}.pickle")
@@ -258,8 +258,15 @@ def _current_entry(
         return None
     loaded, files_read = stored
     cached = (compile_loaded(loaded), files_read)
-    _remember_entry(key, cached)
+    _remember_entry(_in_process_key(folder, key), cached)
     return cached
+
+
+def _in_process_key(folder: Path, key: str) -> str:
+    """The key of an entry this process holds: the folder's and the entry's. What this process
+    holds from one folder is never taken for another's, so a process whose cache folder changes
+    (`CACHE_VARIABLE` set anew) still leaves its entries in the new one for the next process."""
+    return f"{folder}\0{key}"
 
 
 def _remember_entry(
@@ -273,7 +280,8 @@ def _remember_entry(
 _IN_PROCESS_LIMIT = 64
 _in_process: dict[str, tuple[CompiledCriteria, list[tuple[str, bytes | None]]]] = {}
 """Entries this process read or wrote (the same object for the same content, as without a
-cache), with the files they were read from (`_unchanged`)."""
+cache), with the files they were read from (`_unchanged`), by folder and key
+(`_in_process_key`)."""
 
 _LISTING = "listing\0"
 """Prefix of a recorded mapping folder's entry: its digest is that of its listing."""
@@ -588,8 +596,9 @@ def save_validated_shapes(shapes: frozenset[Any] | set[Any]) -> None:
 
 _TERMINOLOGY_PREFIX = "terminology-"
 _terminologies: dict[str, tuple[Terminology, list[tuple[str, bytes | None]]]] = {}
-"""Terminologies this process read or loaded through the cache, by entry key, with the
-ValueSet files they read (the same object for the same files, as `load_terminology`)."""
+"""Terminologies this process read or loaded through the cache, by folder and entry key
+(`_in_process_key`), with the ValueSet files they read (the same object for the same files,
+as `load_terminology`)."""
 
 
 def load_terminology_cached(
@@ -613,7 +622,7 @@ def load_terminology_cached(
     digest.update(os.environ.get(TERMINOLOGY_SERVER_VARIABLE, "").encode())
     digest.update(pickle.dumps(read))
     key = digest.hexdigest()
-    known = _terminologies.get(key)
+    known = _terminologies.get(_in_process_key(folder, key))
     if known is None or not _unchanged(known[1]):
         known = _read_terminology(folder / f"{_TERMINOLOGY_PREFIX}{key}.pickle")
     if known is None:
@@ -625,7 +634,7 @@ def load_terminology_cached(
         note_reads(Path(path) for path, _digest in known[1])
     if len(_terminologies) >= _IN_PROCESS_LIMIT:
         _terminologies.clear()
-    _terminologies[key] = known
+    _terminologies[_in_process_key(folder, key)] = known
     return known[0]
 
 

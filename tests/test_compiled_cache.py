@@ -286,6 +286,23 @@ def test_an_entry_is_the_loaded_file_compiled_without_parsing_its_jsonpaths_agai
     assert outputs(cached) == outputs(compiled)
 
 
+def test_a_process_that_switches_folders_leaves_the_entries_in_the_new_one(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What this process holds was read from (or written to) one folder: loading the same
+    trial with the cache pointed at another folder leaves its entries there too, for the next
+    process (a flaky CI failure: a test's own folder, then the session's, in one worker)."""
+    path = ROOT / "criteria" / "NCT05315778.yaml"
+    load_trial(path)
+    elsewhere = tmp_path / "elsewhere"
+    monkeypatch.setenv(CACHE_VARIABLE, str(elsewhere))
+    load_trial(path)
+    assert [entry.name.split("-")[0] for entry in entries(elsewhere)] == ["compiled"]
+    assert len(list(elsewhere.glob(f"{compiled_cache._TERMINOLOGY_PREFIX}*.pickle"))) == 1
+    calls, _ = _counting_loads(path)  # in this process: no compiling again
+    assert calls == []
+
+
 def test_off_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(CACHE_VARIABLE, "off")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))

@@ -47,10 +47,14 @@ def test_a_run_over_a_folder_no_export_wrote_does_not_import_the_bulk_client(
 
 
 def test_a_run_of_cached_criteria_imports_neither_the_criteria_loader_nor_jsonschema(
-    ndjson_folder: Path, tmp_path: Path
+    ndjson_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from engine.compiled_cache import CACHE_VARIABLE
     from engine.trial import load_trial
 
+    # a folder of its own: the session's is shared by every test, and other tests' entries
+    # can push this one out of it (64 kept)
+    monkeypatch.setenv(CACHE_VARIABLE, str(tmp_path / "cache"))
     load_trial(CRITERIA)  # into the compiled cache (the same folder for the child process)
     printed = "sorted(m for m in ('engine.criteria.loader', 'jsonschema') if m in sys.modules)"
     assert _in_a_fresh_interpreter(_run_then_print(ndjson_folder, tmp_path, printed)) == "[]"
