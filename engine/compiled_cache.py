@@ -227,7 +227,8 @@ def load_trial_cached(
     key = _entry_key(criteria_path) if folder is not None else None
     if folder is None or key is None:
         return compile_trial(criteria_path)
-    cached = _current_entry(folder, key, compile_loaded)
+    held = _in_process_key(folder, key)
+    cached = _current_entry(folder, key, held, compile_loaded)
     if cached is not None:
         return cached[0]
     with recording_reads() as value_set_files:
@@ -237,7 +238,7 @@ def load_trial_cached(
         return compiled  # a mapping file vanished meanwhile: nothing to record
     read += [(str(path), _file_digest(path)) for path in value_set_files]
     _write_entry(folder / f"{_ENTRY_PREFIX}{key}.pickle", compiled, read)
-    _remember_entry(_in_process_key(folder, key), (compiled, read))
+    _remember_entry(held, (compiled, read))
     # the conversions compiling met (a formula's input unit against its concept's) go to the
     # shared file too: a new process compiling an edit of these criteria then needs no unit
     # registry (ucumvert on pint: 0.7 s of CPU to build)
@@ -246,11 +247,14 @@ def load_trial_cached(
 
 
 def _current_entry(
-    folder: Path, key: str, compile_loaded: Callable[[CriteriaFile], CompiledCriteria]
+    folder: Path,
+    key: str,
+    held: str,
+    compile_loaded: Callable[[CriteriaFile], CompiledCriteria],
 ) -> tuple[CompiledCriteria, list[tuple[str, bytes | None]]] | None:
-    """The entry of `key`, this process's or read from `folder` (and compiled), when the
-    files it was read from are unchanged; else None."""
-    known = _in_process.get(_in_process_key(folder, key))
+    """The entry of `key`, this process's (held as `held`, `_in_process_key`) or read from
+    `folder` (and compiled), when the files it was read from are unchanged; else None."""
+    known = _in_process.get(held)
     if known is not None and _unchanged(known[1]):
         return known
     stored = _read_entry(folder / f"{_ENTRY_PREFIX}{key}.pickle")
@@ -258,7 +262,7 @@ def _current_entry(
         return None
     loaded, files_read = stored
     cached = (compile_loaded(loaded), files_read)
-    _remember_entry(_in_process_key(folder, key), cached)
+    _remember_entry(held, cached)
     return cached
 
 
@@ -622,7 +626,8 @@ def load_terminology_cached(
     digest.update(os.environ.get(TERMINOLOGY_SERVER_VARIABLE, "").encode())
     digest.update(pickle.dumps(read))
     key = digest.hexdigest()
-    known = _terminologies.get(_in_process_key(folder, key))
+    held = _in_process_key(folder, key)
+    known = _terminologies.get(held)
     if known is None or not _unchanged(known[1]):
         known = _read_terminology(folder / f"{_TERMINOLOGY_PREFIX}{key}.pickle")
     if known is None:
@@ -634,7 +639,7 @@ def load_terminology_cached(
         note_reads(Path(path) for path, _digest in known[1])
     if len(_terminologies) >= _IN_PROCESS_LIMIT:
         _terminologies.clear()
-    _terminologies[_in_process_key(folder, key)] = known
+    _terminologies[held] = known
     return known[0]
 
 

@@ -297,9 +297,9 @@ def test_a_process_that_switches_folders_leaves_the_entries_in_the_new_one(
     elsewhere = tmp_path / "elsewhere"
     monkeypatch.setenv(CACHE_VARIABLE, str(elsewhere))
     load_trial(path)
-    assert [entry.name.split("-")[0] for entry in entries(elsewhere)] == ["compiled"]
+    assert len(entries(elsewhere)) == 1
     assert len(list(elsewhere.glob(f"{compiled_cache._TERMINOLOGY_PREFIX}*.pickle"))) == 1
-    calls, _ = _counting_loads(path)  # in this process: no compiling again
+    calls, _ = _counting_loads(path)  # as a new process: the entry read from the new folder
     assert calls == []
 
 
