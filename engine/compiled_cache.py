@@ -46,7 +46,14 @@ and 8.7-9.2 with the compiled criteria cloudpickled). The entries:
   one JSON file, `resource-types.json`, for the last 64 criteria files): a cohort run's pass
   1 starts with them (`remembered_resource_types`, keyed by the criteria file alone: no
   digest of the sources, no entry unpickled) and checks them against the compiled criteria,
-  so a hint no longer right costs a second pass 1, never a different result.
+  so a hint no longer right costs a second pass 1, never a different result;
+- the last reading of each criteria file compiled (`store_reading`, `reading-<key>.pickle`,
+  key: the versions and sources above, ruamel.yaml's version, the working folder when the
+  path is relative and the path as given, not the file's bytes; the last 64 kept): a new
+  process compiling an edit of one criterion takes it (`stored_reading`) and reads the
+  edited criterion alone (`engine.criteria.loader`), not the whole file (NCT05315778: 45-52
+  instead of 74-82 ms of CPU to load the criteria). A reading that no longer fits the file
+  (another edit, an older file) only makes the file read whole.
 
 The folder is `$TRIALSIEVE_CACHE_DIR`, else `$XDG_CACHE_HOME/trialsieve`, else
 `~/.cache/trialsieve`; `TRIALSIEVE_CACHE_DIR=off` turns the cache off. Entries are pickles,
@@ -351,6 +358,59 @@ def _criteria_file_key(criteria_path: str | Path, prefix: bytes) -> str | None:
     digest.update(b"\0" + text_path.encode() + b"\0" + raw)
     digest.update(os.environ.get(TERMINOLOGY_SERVER_VARIABLE, "").encode())
     return digest.hexdigest()
+
+
+_READING_PREFIX = "reading-"
+
+
+def stored_reading(criteria_path: str | Path) -> object | None:
+    """The reading of the criteria file at `criteria_path` (as given) an earlier process
+    kept (`store_reading`), or None: none kept, the cache off, or the file damaged or
+    untrusted (never unpickled then)."""
+    entry = _reading_entry(criteria_path)
+    if entry is None:
+        return None
+    try:
+        reading: object = _unpickle_sealed(entry)
+    except FileNotFoundError:
+        return None
+    except Exception as error:  # damaged, foreign or untrusted: the file is read whole
+        _log.debug("criteria reading cache: ignoring %s (%s)", entry, error)
+        return None
+    return reading
+
+
+def store_reading(criteria_path: str | Path, reading: object) -> None:
+    """Keep `reading` (`engine.criteria.loader.last_reading`) for the next process compiling
+    the criteria file at `criteria_path` (written without an fsync, sealed; the last 64
+    kept); a cache that cannot be written is left as it is."""
+    entry = _reading_entry(criteria_path)
+    if entry is None:
+        return
+    try:
+        _make_folder(entry.parent)
+        write_atomically(entry, _sealed(pickle.dumps(reading)), durable=False)
+        _prune(entry.parent, _READING_PREFIX)
+    except Exception as error:  # a cache that cannot be written only costs time
+        _log.debug("criteria reading cache: cannot write %s (%s)", entry, error)
+
+
+def _reading_entry(criteria_path: str | Path) -> Path | None:
+    """Where the reading of `criteria_path` is kept: by this trialsieve's sources and
+    versions, ruamel.yaml's (the tree's pickle is its classes'), the working folder when the
+    path is relative and the path as given; None when the cache is off."""
+    folder = cache_folder()
+    if folder is None:
+        return None
+    text_path = str(criteria_path)
+    digest = hashlib.sha256(_FORMAT + b"\0reading\0" + code_digest())
+    try:
+        digest.update(_version_of("ruamel.yaml").encode())
+    except importlib.metadata.PackageNotFoundError:
+        digest.update(b"absent")
+    digest.update(b"\0" + (b"" if os.path.isabs(text_path) else os.getcwd().encode()))
+    digest.update(b"\0" + text_path.encode())
+    return folder / f"{_READING_PREFIX}{digest.hexdigest()}.pickle"
 
 
 _RESOURCE_TYPES_FILE = "resource-types.json"

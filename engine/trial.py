@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.compiled_cache import load_terminology_cached, load_trial_cached, restore_conversions
+from engine.compiled_cache import (
+    load_terminology_cached,
+    load_trial_cached,
+    restore_conversions,
+    store_reading,
+    stored_reading,
+)
 from engine.criteria.model import CriteriaFile
 from engine.evaluate.compile import CompiledCriteria, compile_criteria
 from engine.normalise import Terminology, load_terminology
@@ -31,9 +37,19 @@ def load_trial(criteria_path: str | Path) -> CompiledCriteria:
 def _load_and_compile(criteria_path: str | Path) -> CompiledCriteria:
     # The criteria loader (and jsonschema, 0.07 s of CPU to import) only where criteria
     # compile: a trial found in the cache needs neither.
-    from engine.criteria.loader import load_criteria
+    from engine.criteria.loader import last_reading, load_criteria, take_reading
 
-    return _compile_loaded(load_criteria(criteria_path))
+    # the reading an earlier process kept: an edit of one criterion is then read alone
+    if last_reading(criteria_path) is None:
+        kept = stored_reading(criteria_path)
+        if kept is not None:
+            take_reading(criteria_path, kept)
+    before = last_reading(criteria_path)
+    criteria = load_criteria(criteria_path)
+    reading = last_reading(criteria_path)
+    if reading is not None and reading is not before:
+        store_reading(criteria_path, reading)
+    return _compile_loaded(criteria)
 
 
 def _compile_loaded(criteria: CriteriaFile) -> CompiledCriteria:

@@ -11,6 +11,7 @@ import os
 import pickle
 import shutil
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -19,6 +20,7 @@ import engine.criteria.loader
 import engine.trial
 from engine import compiled_cache
 from engine.compiled_cache import CACHE_VARIABLE, load_trial_cached
+from engine.criteria.model import CriteriaFile
 from engine.errors import TrialsieveError
 from engine.evaluate import CompiledCriteria
 from engine.normalise import Terminology, load_terminology, units
@@ -504,3 +506,123 @@ def test_a_damaged_or_untrusted_resource_types_file_is_ignored(
     path.chmod(path.stat().st_mode | 0o022)
     assert compiled_cache.remembered_resource_types(criteria) is None
     assert "writable by group or others" in caplog.text
+
+
+def _as_in_a_new_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing in memory: no compiled entry or terminology held, no criteria file loaded or
+    read (only what the cache folder holds)."""
+    monkeypatch.setattr(compiled_cache, "_in_process", {})
+    monkeypatch.setattr(compiled_cache, "_terminologies", {})
+    monkeypatch.setattr(engine.trial, "_compiled", {})
+    monkeypatch.setattr(engine.criteria.loader, "_loaded", {})
+    monkeypatch.setattr(engine.criteria.loader, "_readings", {})
+
+
+def _rereadings(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each edit the loader met from here on was read alone (True) or made it read
+    the whole file (False)."""
+    met: list[bool] = []
+    reread = engine.criteria.loader._reread_criterion
+
+    def recorded(*arguments: Any) -> Any:
+        document = reread(*arguments)
+        met.append(document is not None)
+        return document
+
+    monkeypatch.setattr(engine.criteria.loader, "_reread_criterion", recorded)
+    return met
+
+
+def _read_whole(path: Path) -> CriteriaFile:
+    loader = engine.criteria.loader
+    return loader._Checker(loader._read_document(str(path), path.read_bytes())).run()
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def _readings_kept(folder: Path) -> list[Path]:
+    return sorted(folder.glob(f"{compiled_cache._READING_PREFIX}*.pickle"))
+
+
+PLATELET_EDIT = ('value: "< 100 10*9/L"', 'value: "< 80 10*9/L"')
+
+
+def test_a_new_process_reads_an_edited_criterion_alone_from_the_reading_kept(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = copy_trial(tmp_path / "trial")
+    _as_in_a_new_process(monkeypatch)
+    first = load_trial(path)
+    assert len(_readings_kept(cache)) == 1
+    _edit(path, *PLATELET_EDIT)
+    _as_in_a_new_process(monkeypatch)
+    met = _rereadings(monkeypatch)
+    edited = load_trial(path)
+    assert met == [True]
+    assert edited.source == _read_whole(path) != first.source
+    assert outputs(edited) == outputs(_compile_loaded(_read_whole(path)))
+    assert len(_readings_kept(cache)) == 1  # the edited file's reading, kept in its place
+    _edit(path, *reversed(PLATELET_EDIT))
+    _as_in_a_new_process(monkeypatch)
+    met = _rereadings(monkeypatch)
+    assert load_trial(path).source == first.source
+    assert met == []  # the first version's compiled entry: nothing read at all
+
+
+@pytest.mark.parametrize("kept", ["damaged", "foreign", "another file", "untrusted"])
+def test_a_reading_kept_that_is_damaged_foreign_or_does_not_fit_reads_the_file_whole(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kept: str
+) -> None:
+    path = copy_trial(tmp_path / "trial")
+    _as_in_a_new_process(monkeypatch)
+    load_trial(path)
+    [reading] = _readings_kept(cache)
+    if kept == "damaged":
+        data = bytearray(reading.read_bytes())
+        data[-20:] = bytes(20)
+        reading.write_bytes(bytes(data))
+    elif kept == "foreign":
+        compiled_cache.store_reading(path, {"lines": ["criteria:"], "tree": None})
+    elif kept == "another file":
+        other = ROOT / "criteria" / "NCT03036150.yaml"
+        _as_in_a_new_process(monkeypatch)
+        engine.criteria.loader.load_criteria(other)
+        compiled_cache.store_reading(path, engine.criteria.loader.last_reading(other))
+    else:
+        reading.chmod(0o664)
+    _edit(path, *PLATELET_EDIT)
+    _as_in_a_new_process(monkeypatch)
+    met = _rereadings(monkeypatch)
+    edited = load_trial(path)
+    assert met == ([False] if kept == "another file" else [])
+    assert edited.source == _read_whole(path)
+    if kept != "untrusted":  # the file read whole: its reading kept for the next edit
+        _edit(path, *reversed(PLATELET_EDIT))
+        _as_in_a_new_process(monkeypatch)
+        met = _rereadings(monkeypatch)
+        _load_and_compile(path)
+        assert met == [True]
+
+
+def test_a_process_keeps_the_reading_it_holds_over_the_one_kept(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = copy_trial(tmp_path / "trial")
+    other = ROOT / "criteria" / "NCT03036150.yaml"
+    _as_in_a_new_process(monkeypatch)
+    engine.criteria.loader.load_criteria(other)
+    foreign = engine.criteria.loader.last_reading(other)
+    load_trial(path)
+    held = engine.criteria.loader.last_reading(path)
+    assert held is not None
+    compiled_cache.store_reading(path, foreign)
+    assert not engine.criteria.loader.take_reading(path, foreign)
+    _edit(path, *PLATELET_EDIT)
+    met = _rereadings(monkeypatch)
+    compiled_cache._in_process.clear()
+    assert load_trial(path).source == _read_whole(path)
+    assert met == [True]  # read alone from the reading held, not from the other file's

@@ -91,18 +91,50 @@ def load_criteria(path: str | Path) -> CriteriaFile:
     text_path = str(path)
     raw = _read_bytes(text_path)
     # The mapping paths are made absolute from the working folder when the path is relative.
-    folder = "" if os.path.isabs(text_path) else os.getcwd()
-    key = (folder, text_path, raw)
+    reading_key = _reading_key(text_path)
+    key = (*reading_key, raw)
     loaded = _loaded.get(key)
     if loaded is None:
-        document = _read_document(text_path, raw, _readings.get((folder, text_path)))
+        document = _read_document(text_path, raw, _readings.get(reading_key))
         loaded = _Checker(document).run()
         if len(_loaded) >= _LOADED_LIMIT:
             _loaded.clear()
             _readings.clear()
         _loaded[key] = loaded
-        _readings[(folder, text_path)] = _Reading(document.lines, document.tree, document.data)
+        _readings[reading_key] = _Reading(document.lines, document.tree, document.data)
     return loaded
+
+
+def last_reading(path: str | Path) -> object | None:
+    """The last reading this process holds of the criteria file at `path` (as given): what
+    an edit of one criterion is read alone from. Opaque: for `engine.compiled_cache` to keep,
+    so that a new process compiling an edited trial reads the edited criterion alone too."""
+    return _readings.get(_reading_key(str(path)))
+
+
+def take_reading(path: str | Path, reading: object) -> bool:
+    """Hold `reading` (one `last_reading` gave, kept by the cache) as the last reading of
+    the criteria file at `path`, unless this process holds one already, or `reading` is not
+    a whole reading (its fields of the wrong types); whether it was taken. A reading that no
+    longer fits the file only costs a reading of the whole file (`_reread_criterion`)."""
+    key = _reading_key(str(path))
+    if key in _readings or not isinstance(reading, _Reading):
+        return False
+    if not (
+        type(reading.lines) is list
+        and all(type(line) is str for line in reading.lines)
+        and isinstance(reading.tree, CommentedMap)
+        and type(reading.data) is dict
+        and type(reading.data.get("criteria")) is list
+    ):
+        return False
+    _readings[key] = reading
+    return True
+
+
+def _reading_key(path: str) -> tuple[str, str]:
+    """The working folder (when `path` is relative) and the path as given."""
+    return ("" if os.path.isabs(path) else os.getcwd(), path)
 
 
 _LOADED_LIMIT = 64
