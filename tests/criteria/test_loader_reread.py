@@ -4,6 +4,7 @@ exactly those of reading the whole file."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,30 @@ def test_an_edit_reads_as_the_whole_file_does(
     path, read_alone = _edited(tmp_path, trial, old, new)
     assert read_alone == alone
     assert _outcome(lambda: loader.load_criteria(path)) == _whole(path)
+
+
+@pytest.mark.parametrize(("trial", "old", "new", "alone"), EDITS)
+def test_an_edit_reads_as_the_whole_file_does_from_a_reading_a_new_process_takes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trial: str, old: str, new: str, alone: bool
+) -> None:
+    """The reading the compiled-criteria cache keeps (pickled) and a new process takes
+    (`take_reading`) reads an edit as the reading of the process that made it does."""
+    path, _ = _edited(tmp_path, trial, old, new)
+    kept = pickle.loads(pickle.dumps(loader.last_reading(path)))
+    monkeypatch.setattr(loader, "_loaded", {})
+    monkeypatch.setattr(loader, "_readings", {})
+    assert loader.take_reading(path, kept)
+    reread = loader._reread_criterion
+    read_alone: list[bool] = []
+
+    def recorded(*arguments: Any) -> Any:
+        document = reread(*arguments)
+        read_alone.append(document is not None)
+        return document
+
+    monkeypatch.setattr(loader, "_reread_criterion", recorded)
+    assert _outcome(lambda: loader.load_criteria(path)) == _whole(path)
+    assert read_alone == [alone]
 
 
 @settings(
