@@ -58,6 +58,7 @@ from engine.errors import InputChangedError, TrialsieveError, WorkerLostError
 
 if TYPE_CHECKING:
     from engine.cohort import CohortSummary
+    from engine.cohort.whatif import WhatIfFunnel
 
 
 def _show_progress(quiet: bool) -> bool:
@@ -166,7 +167,7 @@ def cohort(
             raise _failed(error, out) from None
         _show(summary, out)
         if watch:
-            summary = _watch(criteria, run, out) or summary
+            summary = _watch(criteria, run, out, summary) or summary
         if summary.problems or export_issues:
             raise typer.Exit(1)
 
@@ -204,16 +205,20 @@ def _counted(count: int, noun: str) -> str:
     return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
-def _watch(criteria: Path, run: Callable[[], CohortSummary], out: Path) -> CohortSummary | None:
+def _watch(
+    criteria: Path, run: Callable[[], CohortSummary], out: Path, first: CohortSummary
+) -> CohortSummary | None:
     """Run again after each save of the criteria or mapping files, until Ctrl-C; the last
     summary (None when no re-run succeeded). A re-run evaluates only the criteria that
-    changed (docs/cohort.md, Re-runs); criteria that do not load are reported and the watch
-    goes on, so the next save can fix them."""
+    changed (docs/cohort.md, Re-runs) and is followed by what it moved against the run
+    before it (`_show_changes`); criteria that do not load are reported and the watch goes
+    on, so the next save can fix them."""
     from engine.criteria.loader import load_criteria
 
     errors = _errors()
     mappings = [Path(path).resolve() for path in load_criteria(criteria).mapping_paths]
     last = None
+    counts = _run_counts(first, out)
     errors.print(f"watching {criteria} and its mappings (Ctrl-C stops)", markup=False)
     try:
         for _changed in changes(Path(criteria).resolve(), mappings):
@@ -228,11 +233,58 @@ def _watch(criteria: Path, run: Callable[[], CohortSummary], out: Path) -> Cohor
                 print_error(_file_problem(error, out))
                 continue
             _show(last, out)
+            counts = _show_changes(counts, last, out)
             errors.print(f"watching {criteria} and its mappings (Ctrl-C stops)", markup=False)
     except KeyboardInterrupt:  # Ctrl-C while watching: the watch ends
         if _terminated:
             raise typer.Exit(128 + int(signal.SIGTERM)) from None
     return last
+
+
+def _run_counts(summary: CohortSummary, out: Path) -> tuple[dict[str, int], WhatIfFunnel] | None:
+    """A finished run's patients by status and its funnel (`what_if_funnel`, without
+    switches); None, said why, when the funnel cannot be read."""
+    from engine.cohort.whatif import what_if_funnel
+
+    try:
+        return dict(summary.statuses), what_if_funnel(out)
+    except TrialsieveError as error:
+        print_error(error)
+        return None
+
+
+def _show_changes(
+    previous: tuple[dict[str, int], WhatIfFunnel] | None, summary: CohortSummary, out: Path
+) -> tuple[dict[str, int], WhatIfFunnel] | None:
+    """Print what a re-run moved against the run before it (statuses, funnel steps'
+    losses: `count_changes`), or that nothing moved; this run's counts, for the next."""
+    from engine.cohort.whatif import count_changes
+
+    counts = _run_counts(summary, out)
+    if previous is None or counts is None:
+        return counts
+    changes = count_changes(*previous, *counts)
+    console = Console(highlight=False)
+    if not changes:
+        console.print(
+            "no count moved since the last run: as many patients in each status and funnel step",
+            markup=False,
+        )
+        return counts
+    table = Table(title="Moved since the last run")
+    table.add_column("patients")
+    for heading in ("before", "now", "change"):
+        table.add_column(heading, justify="right")
+    for change in changes:
+        label = change.name if change.what == "status" else f"lost at {change.name}"
+        table.add_row(
+            escape(label),
+            "-" if change.before is None else f"{change.before:,}",
+            "-" if change.after is None else f"{change.after:,}",
+            f"{(change.after or 0) - (change.before or 0):+,}",
+        )
+    console.print(table)
+    return counts
 
 
 def _what_is_kept(out: Path) -> str:

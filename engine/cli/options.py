@@ -288,7 +288,8 @@ WatchOption = Annotated[
     typer.Option(
         "--watch",
         help="After the run, run again whenever the criteria file or a mapping file is "
-        "saved: a re-run evaluates only the criteria that changed. Ctrl-C stops.",
+        "saved: a re-run evaluates only the criteria that changed, and shows the statuses "
+        "and funnel steps whose counts moved. Ctrl-C stops.",
         metavar="",
     ),
 ]

@@ -18,7 +18,7 @@ damaged, truncated or foreign file is refused, naming it and what is wrong.
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,6 +165,49 @@ def _funnel(folder: Path, without: Sequence[str]) -> WhatIfFunnel:
         steps.append(FunnelStep(step.criterion, step.kind, False, before, lost))
         alive = compute.and_(alive, compute.invert(fails))
     return WhatIfFunnel(patients, tuple(steps), remaining_in_the_run)
+
+
+@dataclass(frozen=True)
+class CountChange:
+    """A count that differs between two runs of one folder (`count_changes`): the patients of
+    a status (`what` "status"), or the patients a criterion's funnel step loses ("step"; the
+    deceased step 0 too). None: the status or criterion is not in that run."""
+
+    what: str
+    name: str
+    before: int | None
+    after: int | None
+
+
+def count_changes(
+    before_statuses: Mapping[str, int],
+    before_funnel: WhatIfFunnel,
+    after_statuses: Mapping[str, int],
+    after_funnel: WhatIfFunnel,
+) -> list[CountChange]:
+    """What moved from one run to the next (a `--watch` re-run after a save): the statuses
+    whose patient counts differ, then the funnel steps whose losses differ, in the later
+    run's order (a criterion the edit removed last). Nothing when nothing moved. A step's
+    loss depends on the criteria before it (protocol order): an edit of one criterion may
+    move the steps after it too."""
+    changes = [
+        CountChange("status", status, before_statuses.get(status), after_statuses.get(status))
+        for status in _in_order(after_statuses, before_statuses)
+        if before_statuses.get(status) != after_statuses.get(status)
+    ]
+    lost_before = {step.criterion: step.lost for step in before_funnel.steps}
+    lost_after = {step.criterion: step.lost for step in after_funnel.steps}
+    changes += [
+        CountChange("step", criterion, lost_before.get(criterion), lost_after.get(criterion))
+        for criterion in _in_order(lost_after, lost_before)
+        if lost_before.get(criterion) != lost_after.get(criterion)
+    ]
+    return changes
+
+
+def _in_order(later: Mapping[str, int], earlier: Mapping[str, int]) -> list[str]:
+    """The keys of `later`, then those only `earlier` has."""
+    return [*later, *(key for key in earlier if key not in later)]
 
 
 def _criteria_named(name: str, criteria: list[str]) -> list[str]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import importlib
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -134,30 +136,41 @@ def test_a_re_run_after_an_edit_says_what_it_evaluated(tmp_path: Path) -> None:
 
 
 def test_watch_re_runs_after_each_save(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """--watch: each save re-runs (only the edited criterion is evaluated); criteria that do
-    not load are reported and the watch goes on to the next save."""
+    """--watch: each save re-runs (only the edited criterion is evaluated) and shows what it
+    moved against the run before it; criteria that do not load are reported and the watch
+    goes on to the next save."""
     criteria = tmp_path / "criteria" / "trial.yaml"
     criteria.parent.mkdir()
     (tmp_path / "mappings").symlink_to(ROOT / "mappings")
     text = Path(CRITERIA).read_text(encoding="utf-8")
     criteria.write_text(text, encoding="utf-8")
     seen: list[tuple[Path, list[Path]]] = []
+    out = tmp_path / "out"
+    runs: list[tuple[dict[str, int], int]] = []  # statuses, and the age step's loss
+
+    def finished_run() -> None:
+        summary = orjson.loads((out / "summary.json").read_bytes())
+        with open(out / "attrition.csv", encoding="utf-8", newline="") as handle:
+            lost = {row["criterion"]: int(row["lost"]) for row in csv.DictReader(handle)}
+        runs.append((summary["statuses"], lost["inclusion-2-age-18-65"]))
 
     def saves(watched: Path, mappings: list[Path]) -> Any:
         seen.append((watched, mappings))
-        criteria.write_text(text.replace("max: 65}", "max: 60}", 1), encoding="utf-8")
+        finished_run()
+        criteria.write_text(text.replace("max: 65}", "max: 66}", 1), encoding="utf-8")
         yield {"saved"}
+        finished_run()
         criteria.write_text(text.replace("max: 65}", "max: sixty}", 1), encoding="utf-8")
         yield {"saved"}
-        criteria.write_text(text.replace("max: 65}", "max: 55}", 1), encoding="utf-8")
+        criteria.write_text(text.replace("max: 65}", "max: 19}", 1), encoding="utf-8")
         yield {"saved"}
+        finished_run()
 
     # the module (engine.cli re-exports the command under the module's name)
     monkeypatch.setattr(importlib.import_module("engine.cli.cohort"), "changes", saves)
-    out = tmp_path / "out"
     arguments = ["cohort", str(criteria), "--bundles", PATIENTS, "--as-of", "2026-11-01"]
     arguments += ["--out", str(out), "--workers", "1", "--quiet", "--watch"]
-    result = CliRunner().invoke(app, arguments)
+    result = CliRunner().invoke(app, arguments, terminal_width=200)
     assert result.exit_code == 0, result.output
     assert seen == [(criteria.resolve(), [(ROOT / "mappings").resolve()])]
     assert result.output.count("Cohort written to") == 3  # the first run and two re-runs
@@ -165,6 +178,21 @@ def test_watch_re_runs_after_each_save(tmp_path: Path, monkeypatch: pytest.Monke
     assert "sixty" in result.output  # the criteria that did not load, named
     summary = orjson.loads((out / "summary.json").read_bytes())
     assert summary["criteria_evaluated_again"] == summary["patients"]
+    # a save that changes no outcome (nobody is 66), then one that moves the age step's patients
+    first, unchanged, younger = runs
+    assert unchanged == first
+    assert result.output.count("no count moved since the last run") == 1
+    assert result.output.count("Moved since the last run") == 1
+    moved = result.output[result.output.index("Moved since the last run") :]
+    (before, lost_before), (after, lost_after) = unchanged, younger
+    assert lost_after > lost_before
+    expected = [
+        (status, before[status], after[status])
+        for status in after
+        if before[status] != after[status]
+    ] + [("lost at inclusion-2-age-18-65", lost_before, lost_after)]
+    for label, was, now in expected:
+        assert re.search(rf"{re.escape(label)}\s*│\s*{was:,}\s*│\s*{now:,}\s*│", moved), label
 
 
 def test_control_c_during_a_watch_s_re_run_says_what_is_kept(

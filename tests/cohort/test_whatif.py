@@ -14,7 +14,13 @@ from typer.testing import CliRunner
 
 from engine.cli import app
 from engine.cohort import BundleInput, CohortSummary, run_cohort
-from engine.cohort.whatif import what_if_funnel
+from engine.cohort.whatif import (
+    CountChange,
+    FunnelStep,
+    WhatIfFunnel,
+    count_changes,
+    what_if_funnel,
+)
 from engine.errors import CohortError
 
 
@@ -219,3 +225,36 @@ def test_a_folder_without_its_summary_holds_no_finished_run(
         shutil.copyfile(full_run.out_dir / name, tmp_path / name)
     with pytest.raises(CohortError, match="no finished cohort run"):
         what_if_funnel(tmp_path)
+
+
+def _funnel(*steps: tuple[str, int]) -> WhatIfFunnel:
+    """A funnel of 100 patients losing `lost` at each `(criterion, lost)` step."""
+    remaining, built = 100, []
+    for criterion, lost in steps:
+        built.append(FunnelStep(criterion, "inclusion", False, remaining, lost))
+        remaining -= lost
+    return WhatIfFunnel(100, tuple(built), remaining)
+
+
+def test_count_changes_lists_the_statuses_and_steps_that_moved_in_the_later_run_s_order() -> None:
+    before = _funnel(("deceased", 0), ("inclusion-1-age", 10), ("exclusion-1-a", 5))
+    after = _funnel(("deceased", 0), ("inclusion-1-age", 40), ("exclusion-1-a", 3))
+    statuses_before = {"ineligible": 15, "potential-candidate": 85, "eligible": 0}
+    statuses_after = {"ineligible": 43, "potential-candidate": 57, "eligible": 0}
+    assert count_changes(statuses_before, before, statuses_after, after) == [
+        CountChange("status", "ineligible", 15, 43),
+        CountChange("status", "potential-candidate", 85, 57),
+        CountChange("step", "inclusion-1-age", 10, 40),
+        CountChange("step", "exclusion-1-a", 5, 3),
+    ]
+
+
+def test_count_changes_names_criteria_one_run_lacks_and_nothing_when_nothing_moved() -> None:
+    before = _funnel(("deceased", 1), ("inclusion-1-age", 10), ("exclusion-1-a", 0))
+    after = _funnel(("deceased", 1), ("inclusion-2-sex", 0), ("inclusion-1-age", 10))
+    statuses = {"ineligible": 11, "potential-candidate": 89}
+    assert count_changes(statuses, before, statuses, after) == [
+        CountChange("step", "inclusion-2-sex", None, 0),
+        CountChange("step", "exclusion-1-a", 0, None),
+    ]
+    assert count_changes(statuses, before, dict(statuses), before) == []
