@@ -38,8 +38,13 @@ def attrition(out: CohortOutArgument, without: WithoutOption = None) -> None:
     except CohortError as error:
         raise fail(error) from None
     table = Table(title=f"Attrition of {funnel.patients:,} patients")
-    for column in ("#", "criterion", "kind", "remaining before", "lost", "remaining"):
-        table.add_column(column, justify="right" if column != "criterion" else "left")
+    # patients remaining before the step, lost at it, remaining after it; the criterion's
+    # id folded when the terminal is narrow, never cut: it is what a reader looks for
+    for column in ("#", "criterion", "kind", "before", "lost", "after"):
+        if column == "criterion":
+            table.add_column(column, overflow="fold")
+        else:
+            table.add_column(column, justify="right", no_wrap=True)
     first = 0 if funnel.steps and funnel.steps[0].kind == VITAL_STATUS_KIND else 1  # deceased
     for step_number, step in enumerate(funnel.steps, start=first):
         table.add_row(

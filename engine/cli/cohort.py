@@ -272,9 +272,9 @@ def _show_changes(
         )
         return counts
     table = Table(title="Moved since the last run")
-    table.add_column("patients")
+    table.add_column("patients", overflow="fold")  # a criterion's id folded, never cut
     for heading in ("before", "now", "change"):
-        table.add_column(heading, justify="right")
+        table.add_column(heading, justify="right", no_wrap=True)
     for change in changes:
         label = change.name if change.what == "status" else f"lost at {change.name}"
         table.add_row(

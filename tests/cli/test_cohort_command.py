@@ -170,7 +170,7 @@ def test_watch_re_runs_after_each_save(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(importlib.import_module("engine.cli.cohort"), "changes", saves)
     arguments = ["cohort", str(criteria), "--bundles", PATIENTS, "--as-of", "2026-11-01"]
     arguments += ["--out", str(out), "--workers", "1", "--quiet", "--watch"]
-    result = CliRunner().invoke(app, arguments, terminal_width=200)
+    result = CliRunner().invoke(app, arguments, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert seen == [(criteria.resolve(), [(ROOT / "mappings").resolve()])]
     assert result.output.count("Cohort written to") == 3  # the first run and two re-runs

@@ -100,6 +100,21 @@ def test_the_command_prints_the_funnel(full_run: CohortSummary) -> None:
     assert refused.exit_code == 2
 
 
+@pytest.mark.parametrize("width", [60, 100])
+def test_the_command_never_cuts_a_criterion_s_id(full_run: CohortSummary, width: int) -> None:
+    """In a narrow terminal an id folds onto more lines (the criterion column's pieces, read
+    down, spell it); at 100 columns every id of NCT05315778 stands on one line."""
+    ids = [row["criterion"] for row in _rows(full_run.out_dir / "attrition.csv")]
+    environment = {"COLUMNS": str(width)}
+    result = CliRunner().invoke(app, ["attrition", str(full_run.out_dir)], env=environment)
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output
+    cells = [line.split("│")[2].strip() for line in result.output.splitlines() if "│" in line]
+    assert "".join(cells) == "".join(ids)
+    if width == 100:
+        assert cells == ids
+
+
 @pytest.fixture(scope="module")
 def other_trial_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cohort run of the other trial (NCT03036150) over its examples."""
