@@ -64,7 +64,7 @@ def subscribe(
         raise fail(error) from None
     table = Table(title=f"Subscriptions on {client.base_url} -> {endpoint}")
     for column in ("Subscription", "criteria", "status"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # an id or a criteria string never cut
     with client:
         try:
             registered = register_subscriptions(client, registry.resource_types, endpoint, headers)

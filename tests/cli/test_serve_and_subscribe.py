@@ -140,10 +140,12 @@ def test_subscribe_authenticates_with_smart_backend_services(
     token_url = "https://auth.example.org/token"
     config, _key = smart_config(tmp_path, token_url)
     bearers: set[str | None] = set()
+    registered: list[dict[str, str]] = []
 
     def stored(request: httpx.Request) -> httpx.Response:
         bearers.add(request.headers.get("authorization"))
-        return httpx.Response(200, json={**orjson.loads(request.content), "status": "active"})
+        registered.append({**orjson.loads(request.content), "status": "active"})
+        return httpx.Response(200, json=registered[-1])
 
     with respx.mock() as mock:
         mock.post(token_url).mock(
@@ -167,3 +169,10 @@ def test_subscribe_authenticates_with_smart_backend_services(
         )
     assert result.exit_code == 0, result.output
     assert bearers == {"Bearer smart-1"}
+    # each Subscription's id and criteria in full (folded in a narrow table, never cut)
+    rows = [line.split("│")[1:4] for line in result.output.splitlines() if "│" in line]
+    assert "…" not in result.output
+    for column, field in ((0, "id"), (1, "criteria")):
+        written = "".join(cells[column].strip() for cells in rows)
+        prefix = "Subscription/" if field == "id" else ""
+        assert written == "".join(prefix + subscription[field] for subscription in registered)
