@@ -37,19 +37,42 @@ def load_trial(criteria_path: str | Path) -> CompiledCriteria:
 def _load_and_compile(criteria_path: str | Path) -> CompiledCriteria:
     # The criteria loader (and jsonschema, 0.07 s of CPU to import) only where criteria
     # compile: a trial found in the cache needs neither.
-    from engine.criteria.loader import last_reading, load_criteria, take_reading
+    from engine.criteria.loader import load_criteria
 
-    # the reading an earlier process kept: an edit of one criterion is then read alone
-    if last_reading(criteria_path) is None:
-        kept = stored_reading(criteria_path)
-        if kept is not None:
-            take_reading(criteria_path, kept)
-    before = last_reading(criteria_path)
+    before = _take_kept_reading(criteria_path)
     criteria = load_criteria(criteria_path)
-    reading = last_reading(criteria_path)
-    if reading is not None and reading is not before:
-        store_reading(criteria_path, reading)
+    _keep_reading(criteria_path, before)
     return _compile_loaded(criteria)
+
+
+def _take_kept_reading(criteria_path: str | Path) -> object | None:
+    """The reading of the criteria file this process holds, taken from the cache when it
+    holds none (`engine.compiled_cache.stored_reading`): an edit of one criterion is then read
+    alone. None when there is none, or the working folder a relative path needs is gone (the
+    loader then says the file is not found)."""
+    from engine.criteria.loader import last_reading, take_reading
+
+    try:
+        if last_reading(criteria_path) is None:
+            kept = stored_reading(criteria_path)
+            if kept is not None:
+                take_reading(criteria_path, kept)
+        return last_reading(criteria_path)
+    except OSError:
+        return None
+
+
+def _keep_reading(criteria_path: str | Path, before: object | None) -> None:
+    """Keep the reading loading the criteria file left, when it is a new one, for the next
+    process (`engine.compiled_cache.store_reading`)."""
+    from engine.criteria.loader import last_reading
+
+    try:
+        reading = last_reading(criteria_path)
+        if reading is not None and reading is not before:
+            store_reading(criteria_path, reading)
+    except OSError:  # the working folder removed meanwhile: nothing kept
+        return
 
 
 def _compile_loaded(criteria: CriteriaFile) -> CompiledCriteria:

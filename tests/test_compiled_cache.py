@@ -21,7 +21,7 @@ import engine.trial
 from engine import compiled_cache
 from engine.compiled_cache import CACHE_VARIABLE, load_trial_cached
 from engine.criteria.model import CriteriaFile
-from engine.errors import TrialsieveError
+from engine.errors import CriteriaError, TrialsieveError
 from engine.evaluate import CompiledCriteria
 from engine.normalise import Terminology, load_terminology, units
 from engine.screening import screen_patient
@@ -626,3 +626,17 @@ def test_a_process_keeps_the_reading_it_holds_over_the_one_kept(
     compiled_cache._in_process.clear()
     assert load_trial(path).source == _read_whole(path)
     assert met == [True]  # read alone from the reading held, not from the other file's
+
+
+def test_a_relative_path_once_the_working_folder_is_removed_is_a_file_not_found(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reading kept for a relative path is keyed by the working folder: a folder removed
+    meanwhile makes no traceback, the loader says the file is not found."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    _as_in_a_new_process(monkeypatch)
+    with pytest.raises(CriteriaError, match="criteria file not found"):
+        load_trial("criteria/NCT05315778.yaml")

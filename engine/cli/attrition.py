@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from engine.cli.console import fail
+from engine.cli.console import fail, print_table_or_lines
 
 CohortOutArgument = Annotated[
     Path, typer.Argument(help="The --out folder of a finished `trialsieve cohort` run.")
@@ -25,6 +25,10 @@ WithoutOption = Annotated[
     list[str] | None,
     typer.Option(help="A criterion id to switch off (repeatable), e.g. exclusion-4."),
 ]
+
+
+_FOLDED_ID_WIDTH = 16
+"""The narrowest a criterion id's column gets: below it the funnel is printed as lines."""
 
 
 def attrition(out: CohortOutArgument, without: WithoutOption = None) -> None:
@@ -42,21 +46,21 @@ def attrition(out: CohortOutArgument, without: WithoutOption = None) -> None:
     # id folded when the terminal is narrow, never cut: it is what a reader looks for
     for column in ("#", "criterion", "kind", "before", "lost", "after"):
         if column == "criterion":
-            table.add_column(column, overflow="fold")
+            table.add_column(column, overflow="fold", min_width=_FOLDED_ID_WIDTH)
         else:
             table.add_column(column, justify="right", no_wrap=True)
     first = 0 if funnel.steps and funnel.steps[0].kind == VITAL_STATUS_KIND else 1  # deceased
+    lines = [f"Attrition of {funnel.patients:,} patients"]
     for step_number, step in enumerate(funnel.steps, start=first):
-        table.add_row(
-            str(step_number),
-            step.criterion + (" (switched off)" if step.switched_off else ""),
-            step.kind,
-            f"{step.remaining_before:,}",
-            "-" if step.switched_off else f"{step.lost:,}",
-            f"{step.remaining:,}",
+        name = step.criterion + (" (switched off)" if step.switched_off else "")
+        lost = "-" if step.switched_off else f"{step.lost:,}"
+        before, after = f"{step.remaining_before:,}", f"{step.remaining:,}"
+        table.add_row(str(step_number), name, step.kind, before, lost, after)
+        lines.append(
+            f"{step_number} {name} ({step.kind}): before {before}, lost {lost}, after {after}"
         )
     console = Console()
-    console.print(table)
+    print_table_or_lines(console, table, lines)
     console.print(
         f"remaining after every criterion: {funnel.remaining:,} "
         f"(the run itself: {funnel.remaining_in_the_run:,})"

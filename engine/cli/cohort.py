@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from engine.cli.console import fail, parse_day, print_error
+from engine.cli.console import fail, parse_day, print_error, print_table_or_lines
 from engine.cli.options import (
     AsOfOption,
     AttestationsOption,
@@ -218,9 +218,9 @@ def _watch(
     errors = _errors()
     mappings = [Path(path).resolve() for path in load_criteria(criteria).mapping_paths]
     last = None
-    counts = _run_counts(first, out)
-    errors.print(f"watching {criteria} and its mappings (Ctrl-C stops)", markup=False)
     try:
+        counts = _run_counts(first, out)
+        errors.print(f"watching {criteria} and its mappings (Ctrl-C stops)", markup=False)
         for _changed in changes(Path(criteria).resolve(), mappings):
             try:
                 last = run()
@@ -272,19 +272,24 @@ def _show_changes(
         )
         return counts
     table = Table(title="Moved since the last run")
-    table.add_column("patients", overflow="fold")  # a criterion's id folded, never cut
+    # a criterion's id folded, never cut
+    table.add_column("patients", overflow="fold", min_width=_FOLDED_LABEL_WIDTH)
     for heading in ("before", "now", "change"):
         table.add_column(heading, justify="right", no_wrap=True)
+    lines = ["Moved since the last run:"]
     for change in changes:
         label = change.name if change.what == "status" else f"lost at {change.name}"
-        table.add_row(
-            escape(label),
-            "-" if change.before is None else f"{change.before:,}",
-            "-" if change.after is None else f"{change.after:,}",
-            f"{(change.after or 0) - (change.before or 0):+,}",
-        )
-    console.print(table)
+        before = "-" if change.before is None else f"{change.before:,}"
+        now = "-" if change.after is None else f"{change.after:,}"
+        difference = f"{(change.after or 0) - (change.before or 0):+,}"
+        table.add_row(escape(label), before, now, difference)
+        lines.append(f"{label}: before {before}, now {now} ({difference})")
+    print_table_or_lines(console, table, lines)
     return counts
+
+
+_FOLDED_LABEL_WIDTH = 16
+"""The narrowest the moved table's labels get: below it the changes are printed as lines."""
 
 
 def _what_is_kept(out: Path) -> str:

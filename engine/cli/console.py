@@ -7,12 +7,15 @@ which the commands print here (`error: ...` on standard error) and turn into exi
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from engine.errors import ServiceConfigError, TrialsieveError
 
@@ -42,6 +45,37 @@ def parse_day(text: str | None) -> dt.date:
 
 def error_console() -> Console:
     return Console(stderr=True, highlight=False)
+
+
+def print_table_or_lines(console: Console, table: Table, lines: Sequence[str]) -> None:
+    """Print `table` when the terminal is wide enough for it to show every cell whole
+    (`narrowest_width`), else `lines`, the same content as plain text (one row a line,
+    wrapped as text is, never cut)."""
+    if narrowest_width(table) <= console.width:
+        console.print(table)
+        return
+    for line in lines:
+        console.print(line, markup=False, highlight=False, overflow="fold")
+
+
+def narrowest_width(table: Table) -> int:
+    """The fewest terminal columns `table` needs to show every cell whole: a `no_wrap` column
+    as wide as its widest cell, a folding one at its `min_width`, any other as its longest
+    word; with the padding and the box's rules. (rich's own measure takes a cell's longest
+    word, so that an id it would fold counts whole, and a cell it would cut short counts as
+    fitting.)"""
+    widths = []
+    for column in table.columns:
+        texts = [str(column.header), *map(str, column.cells)]
+        if column.no_wrap:
+            widths.append(max(map(cell_len, texts)))
+        elif column.overflow == "fold" and column.min_width:
+            widths.append(column.min_width)
+        else:
+            widths.append(max(cell_len(word) for text in texts for word in text.split() or [""]))
+    _top, right, _bottom, left = table.padding
+    rules = 0 if table.box is None else len(widths) - 1 + (2 if table.show_edge else 0)
+    return sum(widths) + len(widths) * (left + right) + rules
 
 
 def print_error(error: TrialsieveError | str) -> None:

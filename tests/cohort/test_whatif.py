@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -100,15 +101,24 @@ def test_the_command_prints_the_funnel(full_run: CohortSummary) -> None:
     assert refused.exit_code == 2
 
 
-@pytest.mark.parametrize("width", [60, 100])
+@pytest.mark.parametrize("width", [30, 44, 60, 80, 100])
 def test_the_command_never_cuts_a_criterion_s_id(full_run: CohortSummary, width: int) -> None:
-    """In a narrow terminal an id folds onto more lines (the criterion column's pieces, read
-    down, spell it); at 100 columns every id of NCT05315778 stands on one line."""
+    """A terminal wide enough for the table's narrowest form gets the table, an id folded onto
+    more lines (the criterion column's pieces, read down, spell it; at 100 columns every id
+    of NCT05315778 stands on one line); a narrower one gets a line per step, an id folded
+    as text is. Nothing is cut short."""
     ids = [row["criterion"] for row in _rows(full_run.out_dir / "attrition.csv")]
     environment = {"COLUMNS": str(width)}
     result = CliRunner().invoke(app, ["attrition", str(full_run.out_dir)], env=environment)
     assert result.exit_code == 0, result.output
     assert "…" not in result.output
+    assert max(map(len, result.output.splitlines())) <= width
+    if width <= 60:
+        assert "│" not in result.output
+        joined = result.output.replace("\n", "")
+        # (a line may break at the space before the kind)
+        assert all(re.search(rf"\b{re.escape(criterion)} ?\(", joined) for criterion in ids)
+        return
     cells = [line.split("│")[2].strip() for line in result.output.splitlines() if "│" in line]
     assert "".join(cells) == "".join(ids)
     if width == 100:
