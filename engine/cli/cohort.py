@@ -216,9 +216,13 @@ def _watch(
     from engine.criteria.loader import load_criteria
 
     errors = _errors()
-    mappings = [Path(path).resolve() for path in load_criteria(criteria).mapping_paths]
     last = None
     try:
+        try:
+            mappings = [Path(path).resolve() for path in load_criteria(criteria).mapping_paths]
+        except TrialsieveError as error:  # saved again, broken, since the run read it
+            print_error(error)
+            mappings = []  # the criteria file alone is watched: its next save re-runs
         counts = _run_counts(first, out)
         errors.print(f"watching {criteria} and its mappings (Ctrl-C stops)", markup=False)
         for _changed in changes(Path(criteria).resolve(), mappings):

@@ -59,20 +59,18 @@ def print_table_or_lines(console: Console, table: Table, lines: Sequence[str]) -
 
 
 def narrowest_width(table: Table) -> int:
-    """The fewest terminal columns `table` needs to show every cell whole: a `no_wrap` column
-    as wide as its widest cell, a folding one at its `min_width`, any other as its longest
-    word; with the padding and the box's rules. (rich's own measure takes a cell's longest
-    word, so that an id it would fold counts whole, and a cell it would cut short counts as
-    fitting.)"""
+    """The fewest terminal columns `table` needs to show every cell whole: a folding column
+    with a `min_width` at that width, any other as wide as its widest cell (rich narrows
+    wrapping columns evenly, whatever their longest words); with the padding and the box's
+    rules. (rich's own measure takes a cell's longest word, so that an id it would fold
+    counts whole, and a cell it would cut short counts as fitting.)"""
     widths = []
     for column in table.columns:
-        texts = [str(column.header), *map(str, column.cells)]
-        if column.no_wrap:
-            widths.append(max(map(cell_len, texts)))
-        elif column.overflow == "fold" and column.min_width:
+        if column.overflow == "fold" and column.min_width:
             widths.append(column.min_width)
         else:
-            widths.append(max(cell_len(word) for text in texts for word in text.split() or [""]))
+            texts = [str(column.header), *map(str, column.cells)]
+            widths.append(max(map(cell_len, texts)))
     _top, right, _bottom, left = table.padding
     rules = 0 if table.box is None else len(widths) - 1 + (2 if table.show_edge else 0)
     return sum(widths) + len(widths) * (left + right) + rules

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from engine.cli.cohort import cohort
 from engine.cohort import kept_types
-from engine.errors import InputChangedError, Location
+from engine.errors import CriteriaError, InputChangedError, Location
 from engine.trial import load_trial
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -406,3 +406,49 @@ def test_engine_is_a_choice_of_the_registered_engines(tmp_path: Path) -> None:
     assert not (tmp_path / "cohort.csv").exists()
     shown = CliRunner().invoke(app, ["cohort", "--help"], env={"COLUMNS": "200"})
     assert "<local|dask>" in shown.output
+
+
+def test_watch_goes_on_when_the_criteria_do_not_load_as_it_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Criteria saved broken between the run and the watch's start: the error is reported
+    and the watch goes on, on the criteria file alone; its next save re-runs."""
+    criteria = tmp_path / "criteria" / "trial.yaml"
+    criteria.parent.mkdir()
+    (tmp_path / "mappings").symlink_to(ROOT / "mappings")
+    text = Path(CRITERIA).read_text(encoding="utf-8")
+    criteria.write_text(text, encoding="utf-8")
+    loader = importlib.import_module("engine.criteria.loader")
+    load_criteria = loader.load_criteria
+    failed: list[Path] = []
+
+    def broken_once(path: Path) -> Any:
+        if not failed:
+            failed.append(Path(path))
+            raise CriteriaError("saved broken meanwhile", Location(file=str(path), line=1))
+        return load_criteria(path)
+
+    seen: list[tuple[Path, list[Path]]] = []
+
+    def saves(watched: Path, mappings: list[Path]) -> Any:
+        seen.append((watched, mappings))
+        criteria.write_text(text.replace("max: 65}", "max: 19}", 1), encoding="utf-8")
+        yield {"saved"}
+
+    cohort_module = importlib.import_module("engine.cli.cohort")
+    monkeypatch.setattr(cohort_module, "changes", saves)
+    original_watch = cohort_module._watch
+
+    def watch_after_a_broken_save(*arguments: Any) -> Any:
+        monkeypatch.setattr(loader, "load_criteria", broken_once)
+        return original_watch(*arguments)
+
+    monkeypatch.setattr(cohort_module, "_watch", watch_after_a_broken_save)
+    arguments = ["cohort", str(criteria), "--bundles", PATIENTS, "--as-of", "2026-11-01"]
+    arguments += ["--out", str(tmp_path / "out"), "--workers", "1", "--quiet", "--watch"]
+    result = CliRunner().invoke(app, arguments, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "saved broken meanwhile" in result.output
+    assert seen == [(criteria.resolve(), [])]
+    assert result.output.count("Cohort written to") == 2
+    assert "Moved since the last run" in result.output

@@ -41,3 +41,15 @@ def test_a_terminal_too_narrow_for_the_table_gets_its_lines(width: int) -> None:
         cells = [line.split("│")[1].strip() for line in printed.splitlines() if "│" in line]
         assert "".join(cells) == "inclusion-1-relapsed-refractory-itpexclusion-2"
         assert "1,250" in printed
+
+
+def test_wrapping_columns_count_whole_since_rich_narrows_them_evenly() -> None:
+    table = Table()
+    table.add_column("first")
+    table.add_column("second")
+    table.add_row("aaaaaaaaaaaa bb", "cccccccccccc d")
+    assert narrowest_width(table) == 15 + 14 + 2 * 2 + 3
+    for width in (36, 40):  # the narrowest, and wider: printed whole
+        output = io.StringIO()
+        print_table_or_lines(Console(file=output, width=width), table, ["lines"])
+        assert "│" in output.getvalue() and "…" not in output.getvalue()
