@@ -403,14 +403,21 @@ def _reading_entry(criteria_path: str | Path) -> Path | None:
     if folder is None:
         return None
     text_path = str(criteria_path)
-    digest = hashlib.sha256(_FORMAT + b"\0reading\0" + code_digest())
-    try:
-        digest.update(_version_of("ruamel.yaml").encode())
-    except importlib.metadata.PackageNotFoundError:
-        digest.update(b"absent")
+    digest = hashlib.sha256(_reading_key_prefix())
     digest.update(b"\0" + (b"" if os.path.isabs(text_path) else os.getcwd().encode()))
     digest.update(b"\0" + text_path.encode())
     return folder / f"{_READING_PREFIX}{digest.hexdigest()}.pickle"
+
+
+@functools.cache
+def _reading_key_prefix() -> bytes:
+    """What every reading's key starts with: this cache's format, `code_digest` and
+    ruamel.yaml's version (read once per process, not at each load and store)."""
+    try:
+        ruamel_version = _version_of("ruamel.yaml")
+    except importlib.metadata.PackageNotFoundError:
+        ruamel_version = "absent"
+    return _FORMAT + b"\0reading\0" + code_digest() + ruamel_version.encode()
 
 
 _RESOURCE_TYPES_FILE = "resource-types.json"

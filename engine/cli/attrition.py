@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from engine.cli.console import fail, print_table_or_lines
+from engine.cli.console import FOLDED_ID_WIDTH, fail, print_table_or_lines
 
 CohortOutArgument = Annotated[
     Path, typer.Argument(help="The --out folder of a finished `trialsieve cohort` run.")
@@ -25,10 +25,6 @@ WithoutOption = Annotated[
     list[str] | None,
     typer.Option(help="A criterion id to switch off (repeatable), e.g. exclusion-4."),
 ]
-
-
-_FOLDED_ID_WIDTH = 16
-"""The narrowest a criterion id's column gets: below it the funnel is printed as lines."""
 
 
 def attrition(out: CohortOutArgument, without: WithoutOption = None) -> None:
@@ -41,16 +37,17 @@ def attrition(out: CohortOutArgument, without: WithoutOption = None) -> None:
         funnel = what_if_funnel(out, without or [])
     except CohortError as error:
         raise fail(error) from None
-    table = Table(title=f"Attrition of {funnel.patients:,} patients")
+    title = f"Attrition of {funnel.patients:,} patients"
+    table = Table(title=title)
     # patients remaining before the step, lost at it, remaining after it; the criterion's
     # id folded when the terminal is narrow, never cut: it is what a reader looks for
     for column in ("#", "criterion", "kind", "before", "lost", "after"):
         if column == "criterion":
-            table.add_column(column, overflow="fold", min_width=_FOLDED_ID_WIDTH)
+            table.add_column(column, overflow="fold", min_width=FOLDED_ID_WIDTH)
         else:
             table.add_column(column, justify="right", no_wrap=True)
     first = 0 if funnel.steps and funnel.steps[0].kind == VITAL_STATUS_KIND else 1  # deceased
-    lines = [f"Attrition of {funnel.patients:,} patients"]
+    lines = [title]
     for step_number, step in enumerate(funnel.steps, start=first):
         name = step.criterion + (" (switched off)" if step.switched_off else "")
         lost = "-" if step.switched_off else f"{step.lost:,}"

@@ -27,7 +27,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from engine.cli.console import fail, parse_day, print_error, print_table_or_lines
+from engine.cli.console import (
+    FOLDED_ID_WIDTH,
+    fail,
+    parse_day,
+    print_error,
+    print_table_or_lines,
+)
 from engine.cli.options import (
     AsOfOption,
     AttestationsOption,
@@ -275,12 +281,13 @@ def _show_changes(
             markup=False,
         )
         return counts
-    table = Table(title="Moved since the last run")
+    title = "Moved since the last run"
+    table = Table(title=title)
     # a criterion's id folded, never cut
-    table.add_column("patients", overflow="fold", min_width=_FOLDED_LABEL_WIDTH)
+    table.add_column("patients", overflow="fold", min_width=FOLDED_ID_WIDTH)
     for heading in ("before", "now", "change"):
         table.add_column(heading, justify="right", no_wrap=True)
-    lines = ["Moved since the last run:"]
+    lines = [f"{title}:"]
     for change in changes:
         label = change.name if change.what == "status" else f"lost at {change.name}"
         before = "-" if change.before is None else f"{change.before:,}"
@@ -290,10 +297,6 @@ def _show_changes(
         lines.append(f"{label}: before {before}, now {now} ({difference})")
     print_table_or_lines(console, table, lines)
     return counts
-
-
-_FOLDED_LABEL_WIDTH = 16
-"""The narrowest the moved table's labels get: below it the changes are printed as lines."""
 
 
 def _what_is_kept(out: Path) -> str:

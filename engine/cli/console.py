@@ -47,6 +47,11 @@ def error_console() -> Console:
     return Console(stderr=True, highlight=False)
 
 
+FOLDED_ID_WIDTH = 16
+"""The narrowest a table's column of criterion ids gets (`overflow="fold"`): a terminal too
+narrow for it, and the table's other cells whole, gets `print_table_or_lines`' lines."""
+
+
 def print_table_or_lines(console: Console, table: Table, lines: Sequence[str]) -> None:
     """Print `table` when the terminal is wide enough for it to show every cell whole
     (`narrowest_width`), else `lines`, the same content as plain text (one row a line,
