@@ -13,9 +13,11 @@ report shows:
   of which orjson rejects; simdjson rejects both, in about a quarter of orjson's time);
   when the patient's runs of lines hold nothing that could be such a number (one SIMD
   search of each run, `line_validator`: half simdjson's time), only a line that is not all
-  ASCII is validated so. A line either rejects, or cannot represent (an integer beyond 64
-  bits, nesting msgspec refuses), is parsed, which reports the problem exactly as without
-  the screen;
+  ASCII is validated so. Nesting deeper than orjson reads (1,024 levels) msgspec refuses
+  (RecursionError, under Python's default recursion limit; where the limit was raised, every
+  line is validated by simdjson: `nesting_checked_by_msgspec`). A line either rejects, or
+  cannot represent (an integer beyond 64 bits, nesting msgspec refuses), is parsed, which
+  reports the problem exactly as without the screen;
 - it is an object of a type the record indexes by one coded field alone: `code`
   (Observation, Condition, Procedure) or `medicationCodeableConcept` (MedicationRequest,
   -Administration, -Statement), of a type no criterion reads without a concept (an atom
@@ -61,6 +63,7 @@ from __future__ import annotations
 import functools
 import operator
 import re
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -95,6 +98,12 @@ _SHARED_MEDICATION = re.compile(f"Medication/{FHIR_ID.pattern}")
 shared resources finds it (`ndjson_partitions._shared_reference_pattern`): its `Type/id`."""
 
 _parsers = threading.local()
+
+UNDECODABLE: tuple[type[Exception], ...] = (msgspec.DecodeError, RecursionError)
+"""What msgspec raises for a line it does not decode: DecodeError, and RecursionError for
+nesting deeper than the interpreter's recursion limit lets it go (about 1,000 levels, where
+orjson allows 1,024: a line msgspec gives up on may still be one orjson parses). Either way
+the line is parsed, which accepts it or reports it as without the screen."""
 
 
 def json_checker() -> simdjson.Parser:
@@ -183,6 +192,20 @@ def _may_overflow(text: bytes) -> bool:
     return False
 
 
+ORJSON_MAX_DEPTH = 1_024
+"""The deepest nesting orjson reads (arrays and objects; simdjson reads as deep, but an object
+nested 1,024 deep it rejects: such a line is parsed, and orjson decides)."""
+
+
+def nesting_checked_by_msgspec() -> bool:
+    """Whether msgspec, which gives up on nesting as deep as the interpreter's recursion limit
+    (RecursionError: `UNDECODABLE`), gives up before orjson does: yes under Python's default
+    limit of 1,000. A process that raised the limit (Hypothesis does, while it runs a test)
+    could have msgspec decode a line nested deeper than orjson reads, which the run reports
+    as not valid JSON: there every line msgspec decodes is validated by simdjson too."""
+    return sys.getrecursionlimit() <= ORJSON_MAX_DEPTH
+
+
 def _unless_ascii(parse: Validator, text: bytes) -> object:
     """`parse(text)` for a line that is not all ASCII (where invalid UTF-8 may be)."""
     return None if text.isascii() else parse(text)
@@ -194,7 +217,10 @@ def line_validator(texts: Iterable[bytes]) -> Validator | None:
     `plain_json`; simdjson for the lines that are not ASCII when no text may hold a number
     that overflows (Synthea's practitioner names, "Dr. Marisol435 Tórrez28", put a few
     non-ASCII lines in a quarter of its patients' runs); else simdjson for every line
-    (this thread's `json_checker`)."""
+    (this thread's `json_checker`), as also in a process whose recursion limit lets msgspec
+    nest deeper than orjson reads (`nesting_checked_by_msgspec`)."""
+    if not nesting_checked_by_msgspec():
+        return json_checker().parse
     ascii = True
     for text in texts:
         if _may_overflow(text):
@@ -537,7 +563,7 @@ class LineScreen:
                 continue
             try:
                 line = decode(text)
-            except msgspec.DecodeError:  # not a JSON object, a field of another type, deep nesting
+            except UNDECODABLE:  # not a JSON object, a field of another type, deep nesting
                 parse(position, text)
                 continue
             if line.subject.reference != own_reference:
@@ -737,7 +763,7 @@ _CheckedLine: Any = msgspec.defstruct(
 decode_checked_line = msgspec.json.Decoder(_CheckedLine).decode
 """A line's resourceType, id and the first patient field of every type (None when absent;
 an object: a `_Reference`; a repeated key: its last value, as orjson reads it), the rest of
-the line checked as JSON syntax only and skipped. Raises msgspec.DecodeError for a line
+the line checked as JSON syntax only and skipped. Raises one of `UNDECODABLE` for a line
 that is not a JSON object (or nests deeper than msgspec allows)."""
 CheckedReference = _Reference
 """The type of an object in a patient field of `decode_checked_line`."""

@@ -53,12 +53,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
-import msgspec
 import orjson
 import stringzilla
 
 from engine.atomic_write import AtomicFiles, write_atomically
 from engine.cohort.line_screen import (
+    UNDECODABLE,
     CheckedReference,
     LineScreen,
     Validator,
@@ -1024,7 +1024,7 @@ def _patient_id_of(text: bytes) -> str | None:
     """
     try:
         line = decode_checked_line(text)
-    except msgspec.DecodeError:
+    except UNDECODABLE:
         return None
     patient_id = line.id
     if line.resourceType != "Patient" or type(patient_id) is not str:
@@ -1681,7 +1681,7 @@ def _screened_label(
     if decode_kept is not None:
         try:
             kept = decode_kept(text)
-        except msgspec.DecodeError:
+        except UNDECODABLE:
             kept = None  # read as without it, below
     if kept is not None:
         if kept.patient.reference != own_reference:
@@ -1690,7 +1690,7 @@ def _screened_label(
     else:
         try:
             line = decode_checked_line(text)
-        except msgspec.DecodeError:
+        except UNDECODABLE:
             return _NEEDS_PARSING
         resource_type = line.resourceType
         if type(resource_type) is not str or not resource_type or resource_type == "Patient":

@@ -674,7 +674,7 @@ class RecordStore:
             data = self._segment_data(kind, name, place)
             try:
                 texts = _SEGMENT_TEXTS.decode(data)
-            except msgspec.DecodeError:  # cut short, not JSON, or not an object
+            except (msgspec.DecodeError, RecursionError):  # cut short, not JSON or an object, deep
                 raise _damaged_segment(kind, name) from None
             self._texts[place] = texts
         return texts

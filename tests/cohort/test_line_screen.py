@@ -13,8 +13,11 @@ twice, at the top or in the subject, escaped, a field of another type).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +106,65 @@ def test_the_dapa_ckd_run_is_the_same_screened_or_not(tmp_path: Path) -> None:
         )
         outputs[screen] = {name: (out / name).read_bytes() for name in OUTPUT_FILES}
     assert outputs[True] == outputs[False]
+
+
+@pytest.mark.parametrize("full", [True, False], ids=["full", "default"])
+def test_lines_nested_deeper_than_msgspec_goes_are_parsed_as_without_the_screen(
+    tmp_path: Path, full: bool
+) -> None:
+    """msgspec gives up on nesting about 1,000 levels deep with a RecursionError (orjson reads
+    1,024): such a line, screened (an inert Observation), checked for a settled patient (the
+    pre-filter settles the Synthea patient) or read for its patient id in pass 1 (a Patient),
+    is parsed, and the run writes what a run parsing every line writes (it ended with a
+    traceback). Nesting orjson reads is evaluated; deeper nesting is an error line."""
+    folder = tmp_path / "ndjson"
+    bundles_to_ndjson((ROOT / "examples" / "synthea", ROOT / "examples" / "patients"), folder)
+    settled = next(
+        orjson.loads(line)["id"]
+        for line in (folder / "Patient.000.ndjson").read_bytes().splitlines()
+        if not orjson.loads(line)["id"].startswith("itp-")
+    )
+    inert = b'{"coding":[{"system":"http://snomed.info/sct","code":"302870006"}]}'
+    lines = [
+        b'{"resourceType":"Observation","id":"deep-%d","status":"final","code":%s,'
+        b'"subject":{"reference":"Patient/%s"},"note":%s}'
+        % (number, inert, patient.encode(), _nested(depth))
+        for number, (patient, depth) in enumerate(
+            [
+                ("itp-relapsed-candidate", DEEP),
+                ("itp-relapsed-candidate", TOO_DEEP),
+                (settled, DEEP),
+                (settled, TOO_DEEP),
+            ]
+        )
+    ]
+    with open(folder / "Observation.000.ndjson", "ab") as observations:
+        observations.writelines(line + b"\n" for line in lines)
+    with open(folder / "Patient.000.ndjson", "ab") as patients:
+        patients.write(
+            b'{"resourceType":"Patient","id":"deep-patient","gender":"female",'
+            b'"birthDate":"1980-01-01","extension":%s}\n' % _nested(DEEP)
+        )
+    outputs = {}
+    for screen in (True, False):
+        out = tmp_path / f"out-{screen}"
+        summary = run_cohort(
+            CRITERIA,
+            NdjsonInput(folder),
+            out,
+            AS_OF,
+            workers=1,
+            partition_count=2,
+            full=full,
+            screen_lines=screen,
+            keep_store=False,
+        )
+        outputs[screen] = {name: (out / name).read_bytes() for name in OUTPUT_FILES}
+        assert summary.problems == 2  # the two lines nested deeper than orjson reads
+        assert "deep-patient" in (out / "cohort.csv").read_text()
+    assert outputs[True] == outputs[False]
+    errors = outputs[True]["errors.ndjson"].decode()
+    assert errors.count("depth limit exceeded") == 2
 
 
 @pytest.mark.parametrize("criteria_path", [CRITERIA, CKD_CRITERIA], ids=["itp", "ckd"])
@@ -343,7 +405,34 @@ def _medication(draw: st.DrawFn, number: int) -> dict[str, Any]:
     return resource
 
 
+DEEP = 1_000
+"""Nesting as deep as orjson reads (it allows 1,024 levels) but deeper than msgspec goes under
+the interpreter's recursion limit (it raises RecursionError, not DecodeError)."""
+TOO_DEEP = 1_100
+"""Nesting deeper than orjson reads: the line is not valid JSON for the run."""
+
+
+def _nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+@contextlib.contextmanager
+def python_s_recursion_limit() -> Iterator[None]:
+    """Python's default recursion limit, as a cohort run has it, for the code under test:
+    Hypothesis raises the limit while it runs a test, under which the screen validates every
+    line with simdjson (`nesting_checked_by_msgspec`), and the checks of msgspec's own would
+    go untested."""
+    raised = sys.getrecursionlimit()
+    sys.setrecursionlimit(1_000)
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(raised)
+
+
 _MANGLINGS = {
+    "deep nesting": (b'"subject":', b'"note":' + _nested(DEEP) + b',"subject":'),
+    "nesting too deep": (b'"subject":', b'"note":' + _nested(TOO_DEEP) + b',"subject":'),
     # a key escaped: orjson reads `"c\u006fde"` as `code`, `"c\u006fntained"` as `contained`
     "escaped key": (b'"code":', b'"c\\u006fde":'),
     "escaped contained": (
@@ -545,10 +634,11 @@ def test_a_medication_of_the_patient_s_own_stands_for_the_shared_one(
 def test_generated_patients_get_the_same_results_screened_or_not(
     both_trials: tuple[CompiledCriteria, CompiledCriteria], lines: list[bytes]
 ) -> None:
-    for criteria in both_trials:
-        for full in (False, True):
-            screened = _results(criteria, lines, screen=True, full=full)
-            assert screened == _results(criteria, lines, screen=False, full=full)
+    with python_s_recursion_limit():
+        for criteria in both_trials:
+            for full in (False, True):
+                screened = _results(criteria, lines, screen=True, full=full)
+                assert screened == _results(criteria, lines, screen=False, full=full)
 
 
 _HEAD = re.compile(rb'\{"resourceType":"[A-Za-z]+"')
@@ -597,10 +687,11 @@ def test_runs_of_one_type_get_the_same_results_screened_or_not(
     without looking at their start (`LineScreen.skippable_started`), and parses those of a
     run of another type without asking it: the same results as every line parsed."""
     lines, runs = cut
-    for criteria in both_trials:
-        for full in (False, True):
-            screened = _results(criteria, lines, screen=True, full=full, cut=runs)
-            assert screened == _results(criteria, lines, screen=False, full=full)
+    with python_s_recursion_limit():
+        for criteria in both_trials:
+            for full in (False, True):
+                screened = _results(criteria, lines, screen=True, full=full, cut=runs)
+                assert screened == _results(criteria, lines, screen=False, full=full)
 
 
 @st.composite
@@ -688,9 +779,10 @@ def test_a_line_the_screen_skips_is_one_orjson_reads_as_inert(
     resource = _parsed(text)
     for criteria in both_trials:
         screen = LineScreen.from_criteria(criteria)
-        verdict = screen.skippable(text, "Patient/p1")
-        # Pass 2 reads each line with its line end: the same verdict.
-        assert screen.skippable(text + b"\n", "Patient/p1") == verdict
+        with python_s_recursion_limit():
+            verdict = screen.skippable(text, "Patient/p1")
+            # Pass 2 reads each line with its line end: the same verdict.
+            assert screen.skippable(text + b"\n", "Patient/p1") == verdict
         expected = _skippable_by_orjson(screen, resource)
         if verdict is not None:
             assert verdict == expected
@@ -724,18 +816,44 @@ def test_a_settled_patient_s_line_is_labelled_as_orjson_reads_it(
     Struct of its type (`LineScreen.decode_kept`, of either trial), it gets the same answer."""
     text, as_written = line
     resource = _parsed(text)
-    validate = line_validator((text,))  # as pass 2 checks a run of lines, first
-    label = _screened_label(validate, text, "Patient/p1")
-    assert _screened_label(validate, text + b"\n", "Patient/p1") == label  # line end
-    for criteria in both_trials:
-        decode_kept = LineScreen.from_criteria(criteria).decode_kept
-        assert _screened_label(validate, text, "Patient/p1", decode_kept) == label
-        assert _screened_label(validate, text + b"\n", "Patient/p1", decode_kept) == label
+    with python_s_recursion_limit():
+        validate = line_validator((text,))  # as pass 2 checks a run of lines, first
+        label = _screened_label(validate, text, "Patient/p1")
+        assert _screened_label(validate, text + b"\n", "Patient/p1") == label  # line end
+        for criteria in both_trials:
+            decode_kept = LineScreen.from_criteria(criteria).decode_kept
+            assert _screened_label(validate, text, "Patient/p1", decode_kept) == label
+            assert _screened_label(validate, text + b"\n", "Patient/p1", decode_kept) == label
     expected = _label_by_orjson(resource)
     if label is not _NEEDS_PARSING:
         assert label == expected
     elif as_written:
         assert expected is _NEEDS_PARSING
+
+
+def test_under_a_raised_recursion_limit_every_line_is_validated(trial: CompiledCriteria) -> None:
+    """Where the recursion limit lets msgspec nest deeper than orjson reads (1,024 levels), a
+    line nested deeper is validated by simdjson, which rejects it: it is parsed, not skipped
+    (under Python's default limit msgspec gives up first, and plain ASCII lines need no
+    simdjson)."""
+    screen = LineScreen.from_criteria(trial)
+    inert = b'{"coding":[{"system":"http://snomed.info/sct","code":"302870006"}]}'
+    line = (
+        b'{"resourceType":"Observation","id":"o1","code":%s,"subject":{"reference":"Patient/p1"}%s}'
+    )
+    plain, deep = line % (inert, b""), line % (inert, b',"note":' + _nested(TOO_DEEP))
+    raised = sys.getrecursionlimit()
+    try:
+        sys.setrecursionlimit(5_000)
+        assert line_validator((plain,)) is not None
+        assert screen.skippable(plain, "Patient/p1") is not None
+        assert screen.skippable(deep, "Patient/p1") is None
+        assert _screened_label(line_validator((deep,)), deep, "Patient/p1") is _NEEDS_PARSING
+        sys.setrecursionlimit(1_000)
+        assert line_validator((plain,)) is None
+        assert screen.skippable(deep, "Patient/p1") is None
+    finally:
+        sys.setrecursionlimit(raised)
 
 
 def test_the_screen_parses_concept_codes_and_skips_inert_ones(trial: CompiledCriteria) -> None:

@@ -545,6 +545,8 @@ PATIENT_VALUES = [
     b'"\xff"',
     b'"\xc3\xa9"',
     b'{"id":"p4"}',
+    b"[" * 1_000 + b"]" * 1_000,  # deeper than msgspec goes (RecursionError), orjson reads it
+    b"[" * 1_100 + b"]" * 1_100,  # deeper than orjson reads
     b"null",
     b"[]",
     b'"\\"',
@@ -614,6 +616,10 @@ def test_a_patient_is_read_without_parsing_only_when_parsing_would_route_it() ->
     assert read(b'{"resourceType":"Patient","id":"p 1"}') is None
     assert read(b'{"resourceType":"Patient","id":"p1"') is None
     assert read(b'{"resourceType":"Observation","id":"p1"}') is None
+    # nesting msgspec does not decode (RecursionError): parsing decides
+    deep = b'{"resourceType":"Patient","id":"p1","extension":%s}'
+    assert read(deep % (b"[" * 1_000 + b"]" * 1_000)) is None
+    assert read(deep % (b"[" * 1_100 + b"]" * 1_100)) is None
 
 
 # --------------------------------------------------------------------------- long lines
