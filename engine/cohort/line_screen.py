@@ -24,7 +24,8 @@ report shows:
   with `resource:` but no `concept:` reads every resource of its types, so those types are
   always parsed). msgspec decodes a line into the Struct of its type (one per type, tagged
   by `resourceType`: only that type's fields are read);
-- it has an `id` (a string: its `Type/id` takes part in dropping duplicates), a `subject`
+- it has an `id` (a string, not empty: its `Type/id` takes part in dropping duplicates; a
+  resource with an empty id is labelled by its position, as one without an id), a `subject`
   (whose `reference` is the patient the line was routed to, so the record's "no subject"
   problem cannot arise) and its coded field, and no `contained` (whose resources the
   record would index too). A medication line without a medicationCodeableConcept is coded
@@ -566,8 +567,8 @@ class LineScreen:
             except UNDECODABLE:  # not a JSON object, a field of another type, deep nesting
                 parse(position, text)
                 continue
-            if line.subject.reference != own_reference:
-                parse(position, text)
+            if line.subject.reference != own_reference or not line.id:
+                parse(position, text)  # (an empty id labels no resource: parsing decides)
                 continue
             code_text = bytes(line.code)
             inert = verdicts.get(code_text)

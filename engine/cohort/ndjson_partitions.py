@@ -960,7 +960,7 @@ class _RangeSplitter:
         if kept is not None and resource_type.encode() not in kept:
             return
         resource_id = resource.get("id")
-        label = f"{resource_type}/{resource_id}" if isinstance(resource_id, str) else None
+        label = f"{resource_type}/{resource_id}" if _labels(resource_id) else None
         patient_id = patient_reference(resource)
         if patient_id is not None:
             if resource_type == "Patient":
@@ -997,6 +997,13 @@ _COPY = b"c"
 _RUN_LINE = b"%s\t%d\t%d\t%s\t%d\t%d\n"
 """A runs file's line: patient, first line (from 1 within the range), number of lines, where
 they are (`_IN_SOURCE`, `_OF_NAMED_TYPE` or `_COPY`), byte offset there, number of bytes."""
+
+
+def _labels(resource_id: object) -> bool:
+    """Whether a resource's `id` names it, `Type/id` (a string, not empty): one without, or
+    with an empty id, is labelled by its position in the patient's record (`PatientRecord.label`),
+    never taken for a duplicate, and has a patient read without the screen (`unlabelled`)."""
+    return type(resource_id) is str and resource_id != ""
 
 
 def _patient_from_text(resource_type: bytes, text: bytes) -> bytes | None:
@@ -1705,7 +1712,7 @@ def _screened_label(
             validate(text)
         except (ValueError, RuntimeError):  # UnicodeDecodeError is a ValueError
             return _NEEDS_PARSING
-    return label_head + resource_id if type(resource_id) is str else None
+    return label_head + resource_id if _labels(resource_id) else None
 
 
 class _PatientLines:
@@ -1715,8 +1722,9 @@ class _PatientLines:
     With a `screen`, lines it finds no criterion can read are left unparsed
     (`engine.cohort.line_screen`); of those, the first of the latest data day (of all of
     them, and of the preview's) is parsed after all, so the newest data date is exact. A
-    resource without an id is labelled by its position among the patient's resources, which
-    unparsed lines would change: a patient with one is read again without the screen.
+    resource without an id (or with an empty one) is labelled by its position among the
+    patient's resources, which unparsed lines would change: a patient with one is read again
+    without the screen.
     """
 
     def __init__(
@@ -1920,7 +1928,7 @@ class _PatientLines:
             self.problem(position, _not_a_resource(resource) or "", None)
             return
         resource_id = resource.get("id")
-        label = f"{resource_type}/{resource_id}" if type(resource_id) is str else None
+        label = f"{resource_type}/{resource_id}" if _labels(resource_id) else None
         # Whether the resource's patient is this one: fast for a plain `Patient/<id>` in the
         # type's first patient field, else as `patient_reference` finds it.
         holder = (

@@ -432,6 +432,7 @@ def python_s_recursion_limit() -> Iterator[None]:
 
 _MANGLINGS = {
     "deep nesting": (b'"subject":', b'"note":' + _nested(DEEP) + b',"subject":'),
+    "empty id": (b'"id":', b'"id":"","note":'),  # labels no resource: labelled by position
     "nesting too deep": (b'"subject":', b'"note":' + _nested(TOO_DEEP) + b',"subject":'),
     # a key escaped: orjson reads `"c\u006fde"` as `code`, `"c\u006fntained"` as `contained`
     "escaped key": (b'"code":', b'"c\\u006fde":'),
@@ -587,6 +588,42 @@ def _results(
     result = evaluator.evaluate(partition)
     assert result.stored is not None and result.stored.records is not None
     return result.data, result.stored.outcomes, result.stored.records
+
+
+def test_a_resource_with_an_empty_id_is_labelled_as_without_the_screen(
+    both_trials: tuple[CompiledCriteria, CompiledCriteria],
+) -> None:
+    """An empty id labels no resource: the record labels it by its position among the
+    patient's resources (`Procedure#3`), which lines left unparsed would change, so the
+    patient is read again without the screen, as for a resource without an id (the screened
+    run's reports named another position). Two such resources are not duplicates."""
+    patient = {"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1970-01-01"}
+    subject = {"reference": "Patient/p1"}
+    inert = {"coding": [{"system": SNOMED, "code": "302870006"}]}
+    resources: list[dict[str, Any]] = [
+        {"resourceType": "Observation", "id": f"inert-{number}", "status": "final",
+         "code": inert, "subject": subject, "effectiveDateTime": "2020-01-01"}
+        for number in range(3)
+    ]  # fmt: skip
+    resources += [
+        {"resourceType": "Procedure", "id": "", "status": "completed",
+         "code": {"text": "spleen removal (local)"}, "subject": subject,
+         "performedDateTime": "2019-01-01"},
+        {"resourceType": "Observation", "id": "", "status": "final",
+         "code": {"text": "platelets (local)"}, "subject": subject,
+         "effectiveDateTime": "2021-01-01", "valueQuantity": {"value": 50, "unit": "10*9/L"}},
+        {"resourceType": "Observation", "id": "", "status": "final", "code": inert,
+         "subject": subject, "effectiveDateTime": "2020-02-01"},
+    ]  # fmt: skip
+    lines = [orjson.dumps(resource) for resource in (patient, *resources)]
+    for criteria in both_trials:
+        for full in (False, True):
+            with python_s_recursion_limit():
+                screened = _results(criteria, lines, screen=True, full=full)
+                assert screened == _results(criteria, lines, screen=False, full=full)
+            if criteria is both_trials[0] and full:
+                assert b"Procedure#4" in screened[0]  # its position among all resources
+                assert b"the same resource as" not in screened[0]
 
 
 @pytest.fixture(scope="module")
@@ -760,7 +797,7 @@ def _skippable_by_orjson(screen: LineScreen, resource: Any) -> tuple[str, str, s
     if type(subject) is not dict or subject.get("reference") != "Patient/p1":
         return None
     coded = resource.get("medicationCodeableConcept" if medication else "code")
-    if type(resource_id) is not str or not screen._inert_code(coded):
+    if type(resource_id) is not str or not resource_id or not screen._inert_code(coded):
         return None
     return resource_type, f"{resource_type}/{resource_id}", data_day(resource)
 
@@ -801,7 +838,7 @@ def _label_by_orjson(resource: Any) -> str | object | None:
     if type(holder) is not dict or holder.get("reference") != "Patient/p1":
         return _NEEDS_PARSING
     resource_id = resource.get("id")
-    return f"{resource_type}/{resource_id}" if type(resource_id) is str else None
+    return f"{resource_type}/{resource_id}" if type(resource_id) is str and resource_id else None
 
 
 @settings(max_examples=300)
