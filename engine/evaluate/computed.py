@@ -254,9 +254,17 @@ class ComputedNode:
         if reads is not None and reads.unread_by(context):
             known = self._unread.get(context.as_of)
             if known is None:
+                memo = context.computed_values
+                kept = len(memo)
                 known = shared(self._evaluate(context))
                 if is_shared(known):
                     self._unread[context.as_of] = known
+                    # what the formula found of nothing is stored for no patient: the first
+                    # patient holding nothing is stored as every later one, who gets the
+                    # shared outcome (a cohort run's stored outcomes do not depend on
+                    # which patient its process met first)
+                    for key in list(memo)[kept:]:
+                        del memo[key]
             return known
         return self._evaluate(context)
 

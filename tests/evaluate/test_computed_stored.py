@@ -134,6 +134,25 @@ def test_what_the_formula_found_read_back_gives_the_same_outcome(
                 assert len(values) == choices
 
 
+def test_a_patient_holding_nothing_the_formula_reads_stores_nothing(tmp_path: Path) -> None:
+    """A ratio of two measurements, for a patient holding neither, is decided once per as-of
+    day and shared with every such patient (`ComputedNode._unread`): what the formula found
+    of nothing is stored for none of them, the first included (it was stored for the first
+    patient of each process, so a cohort run's stored outcomes depended on which patient
+    its process met first)."""
+    trial = load_trial(trial_at(tmp_path))  # compiled here: nothing decided yet
+    nodes = [node for node in computed_nodes(trial) if node.reads is not None]
+    assert nodes
+    for node in nodes:
+        outcomes = []
+        for _patient in range(2):
+            context = context_of(trial, [patient()])
+            outcomes.append(said(node.evaluate(context)))
+            assert node.key not in context.computed_values
+        assert outcomes[0] == outcomes[1]
+        assert outcomes[0][0] is Truth.UNKNOWN
+
+
 def _not_called(*_arguments: Any) -> Any:
     raise AssertionError("computed again")
 
