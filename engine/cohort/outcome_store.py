@@ -43,6 +43,7 @@ import orjson
 from engine import __version__
 from engine.atomic_write import write_atomically
 from engine.cohort.prefilter import PREVIEW_TYPES
+from engine.compiled_cache import code_digest
 from engine.criteria.model import ResourceAtom, iter_atoms
 from engine.evaluate import CompiledCriteria
 from engine.evaluate.patient import CriterionVerdict
@@ -131,15 +132,30 @@ def criterion_digests(criteria: CompiledCriteria) -> dict[str, str]:
     return digests
 
 
-def mappings_digest(criteria: CompiledCriteria) -> str:
-    """SHA-256 over the names and contents of every mapping file the criteria use."""
-    digest = hashlib.sha256()
+def mapping_files_read(criteria: CompiledCriteria) -> list[Path]:
+    """Every file the criteria's terminology was read from, resolved, each once: the mapping
+    files (every file of a mapping folder), then the ValueSet files and cached expansions
+    their concepts read (`Terminology.files_read`: a ValueSet outside the mapping folders,
+    `value_set: ../valuesets/sle.json`, counts as much as the mapping file naming it)."""
+    paths: dict[Path, None] = {}
     for mapping in criteria.source.mapping_paths:
         root = Path(mapping).resolve()
-        paths = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
-        for path in paths:
-            digest.update(path.name.encode())
-            digest.update(path.read_bytes())
+        found = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        paths.update(dict.fromkeys(found))
+    for read in criteria.terminology.files_read:
+        path = read.resolve()
+        if path.is_file():  # (a cached expansion looked for but absent counts as nothing)
+            paths.setdefault(path)
+    return list(paths)
+
+
+def mappings_digest(criteria: CompiledCriteria) -> str:
+    """SHA-256 over the names and contents of every file the criteria's terminology was read
+    from (`mapping_files_read`)."""
+    digest = hashlib.sha256()
+    for path in mapping_files_read(criteria):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
@@ -162,6 +178,7 @@ def store_key(
     text = orjson.dumps(
         {
             "trialsieve": __version__,
+            "code": code_digest().hex(),
             "input": input_description,
             "partition_count": partition_count,
             "mappings": mappings_digest(criteria),

@@ -37,7 +37,12 @@ from engine.cohort.inputs import PartitionedInput, PartitionPayload
 from engine.cohort.line_screen import LineScreen
 from engine.cohort.ndjson_partitions import PreviewFirst
 from engine.cohort.orphans import exit_when_orphaned
-from engine.cohort.outcome_store import StoreBuilder, StoredPartition, verified_digest
+from engine.cohort.outcome_store import (
+    StoreBuilder,
+    StoredPartition,
+    mapping_files_read,
+    verified_digest,
+)
 from engine.cohort.prefilter import Prefilter, preview_of
 from engine.compiled_cache import save_conversions, save_validated_shapes, validated_shapes
 from engine.criteria.model import CriterionKind
@@ -259,7 +264,8 @@ class PartitionResult:
 
 @dataclass(frozen=True)
 class CriteriaFiles:
-    """The criteria file and every mapping file it uses, as bytes: criteria for any machine.
+    """The criteria file and every mapping file it uses (with the ValueSet files and cached
+    expansions their concepts read: `mapping_files_read`), as bytes: criteria for any machine.
 
     `digest` (SHA-256 over names and contents) identifies them in the run's manifest and in
     the workers' cache of compiled criteria; `load` compiles them where the files do not
@@ -284,10 +290,10 @@ class CriteriaFiles:
 
     @classmethod
     def collect(cls, criteria: CompiledCriteria, with_compiled: bool = False) -> CriteriaFiles:
-        paths = [Path(criteria.source.path).resolve()]
-        for mapping in criteria.source.mapping_paths:
-            root = Path(mapping).resolve()
-            paths += sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        # (the criteria file first; once, should a mapping folder hold it)
+        paths = list(
+            dict.fromkeys([Path(criteria.source.path).resolve(), *mapping_files_read(criteria)])
+        )
         digest = hashlib.sha256()
         contents: list[tuple[str, bytes]] = []
         base = Path(os.path.commonpath([path.parent for path in paths]))

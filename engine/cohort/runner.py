@@ -73,7 +73,7 @@ from engine.cohort.run_folder import (
     RunLock,
     remove_leftover_temporary_files,
 )
-from engine.compiled_cache import remember_resource_types, remembered_resource_types
+from engine.compiled_cache import code_digest, remember_resource_types, remembered_resource_types
 from engine.errors import CohortError, InputChangedError, Location
 from engine.evaluate import CompiledCriteria
 from engine.normalise.units import prepare_unit_conversions
@@ -763,6 +763,9 @@ def _check_manifest(
         )
     manifest = {
         "trialsieve": __version__,
+        # the code itself: its sources, Python's and the libraries' versions (a checkout's
+        # commits share one version number)
+        "code": code_digest().hex(),
         "trial": criteria.trial.id,
         "criteria": {"path": str(Path(criteria_path).resolve()), "sha256": digest},
         "as_of": as_of.isoformat(),
@@ -795,6 +798,11 @@ def _check_manifest(
         name
         for name, same in (
             ("trialsieve version", earlier["trialsieve"] == manifest["trialsieve"]),
+            (
+                "trialsieve code (its source files, or the Python or libraries it runs on)",
+                earlier["trialsieve"] != manifest["trialsieve"]
+                or earlier.get("code") == manifest["code"],
+            ),
             ("as-of day", earlier["as_of"] == manifest["as_of"]),
             (
                 "attestations",

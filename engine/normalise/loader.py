@@ -151,10 +151,11 @@ def _load(
 
     systems = _SystemTable(collected.aliases)
     concepts: dict[str, Concept] = {}
-    for concept_id, (mapping_file, node) in collected.concept_nodes.items():
-        concept = _build_concept(concept_id, mapping_file, node, systems, collected)
-        if concept is not None:
-            concepts[concept_id] = concept
+    with recording_reads() as value_set_files:  # (an enclosing recording gets them too)
+        for concept_id, (mapping_file, node) in collected.concept_nodes.items():
+            concept = _build_concept(concept_id, mapping_file, node, systems, collected)
+            if concept is not None:
+                concepts[concept_id] = concept
     defined = frozenset(collected.concept_nodes)
     concepts = _add_part_of(concepts, collected)
     _check_includes(concepts, defined, collected)
@@ -168,6 +169,7 @@ def _load(
         local_codes=local_codes,
         unit_aliases={alias: target for alias, (target, _) in collected.unit_aliases.items()},
         system_aliases={alias: definition.uri for alias, definition in collected.aliases.items()},
+        files_read=value_set_files,
     )
 
 

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
+from pathlib import Path
 
 from engine.errors import Location
 
@@ -208,7 +209,13 @@ class Terminology:
         local_codes: Mapping[tuple[str, str], frozenset[str]],
         unit_aliases: Mapping[str, str | tuple[str, ...]],
         system_aliases: Mapping[str, str] | None = None,
+        files_read: Iterable[str | Path] = (),
     ) -> None:
+        self.files_read: tuple[Path, ...] = tuple(dict.fromkeys(Path(path) for path in files_read))
+        """The files besides the mapping files that the concepts' codes were read from
+        (ValueSet files and the cached expansions looked for beside them, present or not), as
+        the mapping files name them: what a cohort run's manifest and stored outcomes depend
+        on with the mapping files (`engine.cohort.partition.CriteriaFiles`)."""
         self._concepts = dict(concepts)
         self._concept_ids = frozenset(self._concepts)
         self._system_equivalents = dict(system_equivalents)

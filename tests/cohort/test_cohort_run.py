@@ -37,6 +37,7 @@ from engine.cohort import (
     NdjsonInput,
     Prefilter,
     RequiredConcept,
+    outcome_store,
     outputs,
     run_cohort,
     run_folder,
@@ -45,6 +46,7 @@ from engine.cohort import (
 )
 from engine.cohort.outputs import assemble_outputs
 from engine.cohort.whatif import what_if_funnel
+from engine.compiled_cache import code_digest
 from engine.errors import AttestationError, CohortError, InputChangedError
 from engine.evaluate import CompiledCriteria
 from engine.record import build_record
@@ -226,6 +228,43 @@ def test_a_run_with_other_arguments_is_refused(
         run_cohort(CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, full=True)
     with pytest.raises(CohortError, match="unknown engine 'spark'"):
         run_cohort(CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, engine="spark")
+
+
+@pytest.mark.parametrize("code", ["0" * 64, None], ids=["other code", "no code"])
+def test_a_run_of_other_trialsieve_code_is_refused_and_kept(
+    one_worker: CohortSummary, ndjson_folder: Path, tmp_path: Path, code: str | None
+) -> None:
+    """A folder whose run was made by other code under the same version number (a checkout's
+    commits share one; other sources, or Python or a library upgraded) is neither resumed nor
+    re-run into: its partitions would be reused as this code's (an edit of the eGFR formula
+    was not noticed). A manifest without the code's digest is of code before it."""
+    out = tmp_path / "out"
+    shutil.copytree(one_worker.out_dir, out)
+    manifest_path = out / "manifest.json"
+    manifest = orjson.loads(manifest_path.read_bytes())
+    assert manifest["code"] == code_digest().hex()
+    if code is None:
+        del manifest["code"]
+    else:
+        manifest["code"] = code
+    manifest_path.write_bytes(orjson.dumps(manifest))
+    before = (out / "cohort.csv").read_bytes()
+    with pytest.raises(CohortError, match=r"other trialsieve code \(its source files"):
+        run_cohort(CRITERIA, NdjsonInput(ndjson_folder), out, AS_OF, partition_count=PARTITIONS)
+    assert (out / "cohort.csv").read_bytes() == before
+
+
+def test_the_stored_outcomes_are_of_the_code_that_wrote_them(
+    trial: CompiledCriteria, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key of every stored outcome names the code (`code_digest`), not only the version:
+    stored by other code, they are evaluated again."""
+    key = outcome_store.store_key(trial, {"path": "x"}, 4, "2026-11-01", None, ["Patient"], False)
+    monkeypatch.setattr(outcome_store, "code_digest", lambda: b"other code")
+    assert (
+        outcome_store.store_key(trial, {"path": "x"}, 4, "2026-11-01", None, ["Patient"], False)
+        != key
+    )
 
 
 def test_a_folder_holding_another_trial_s_run_is_refused_and_kept(

@@ -503,6 +503,64 @@ def test_changed_mappings_evaluate_everything_again(itp_trial: Trial) -> None:
     assert rerun.partitions_from_store == 0 and rerun.criteria_evaluated == 0
 
 
+_SLE_CODES = """    codes:
+      snomed:
+        - 55464009          # Systemic lupus erythematosus
+        - 201436003         # Drug-induced systemic lupus erythematosus
+    ranges:
+      icd10cm: [M32-M32]    # Systemic lupus erythematosus (all subcodes)
+      icd10: [M32-M32]
+"""
+
+
+def _sle_value_set(*codes: str) -> str:
+    concepts = ", ".join(f'{{"code": "{code}"}}' for code in codes)
+    return (
+        '{"resourceType": "ValueSet", "status": "active", "compose": {"include": '
+        f'[{{"system": "http://snomed.info/sct", "concept": [{concepts}]}}]}}}}'
+    )
+
+
+def test_an_edited_value_set_outside_the_mapping_folder_evaluates_everything_again(
+    tmp_path: Path, ndjson_folder: Path
+) -> None:
+    """A mapping's concept may take its codes from a ValueSet file anywhere (`value_set:
+    ../valuesets/sle.json`, beside the mapping folder): editing it alone is a change of the
+    mappings, as editing a mapping file is (the manifest's digest of the criteria files and
+    the stored outcomes' key cover it). The re-run reused every partition, and its patient
+    with lupus stayed excluded by a code the ValueSet no longer holds."""
+    trial = _copy(tmp_path, CRITERIA, NdjsonInput(ndjson_folder))
+    conditions = trial.folder / "mappings" / "conditions.yaml"
+    text = conditions.read_text(encoding="utf-8")
+    assert _SLE_CODES in text
+    conditions.write_text(
+        text.replace(_SLE_CODES, "    value_set: ../valuesets/sle.json\n", 1), encoding="utf-8"
+    )
+    value_set = trial.folder / "valuesets" / "sle.json"
+    value_set.parent.mkdir()
+    value_set.write_text(_sle_value_set("55464009", "201436003"), encoding="utf-8")
+    trial.run("out")
+    before = criterion_files_digest(trial.criteria)
+    lupus = "itp-secondary-lupus,"
+    assert any(
+        line.startswith(lupus) and ",ineligible," in line
+        for line in (trial.folder / "out" / "cohort.csv").read_text().splitlines()
+    )
+    value_set.write_text(_sle_value_set("201436003"), encoding="utf-8")
+    assert criterion_files_digest(trial.criteria) != before
+    rerun = trial.rerun_equals_fresh("fresh")
+    assert rerun.partitions_from_store == 0 and rerun.criteria_evaluated == 0
+    assert not any(
+        line.startswith(lupus) and ",ineligible," in line
+        for line in (trial.folder / "out" / "cohort.csv").read_text().splitlines()
+    )
+    # shipped to a worker that compiles them from the files (another machine): the ValueSet
+    # goes with them, in its place beside the mappings
+    files = dict(CriteriaFiles.collect(load_trial(trial.criteria)).files)
+    assert files["valuesets/sle.json"] == value_set.read_bytes()
+    assert CriteriaFiles.collect(load_trial(trial.criteria)).load().criteria
+
+
 @pytest.fixture
 def ckd_trial(tmp_path: Path) -> Trial:
     """NCT03036150 over the CKD example Bundles, evaluated in full, run once."""
