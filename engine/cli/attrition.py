@@ -62,3 +62,9 @@ def attrition(out: CohortOutArgument, without: WithoutOption = None) -> None:
         f"remaining after every criterion: {funnel.remaining:,} "
         f"(the run itself: {funnel.remaining_in_the_run:,})"
     )
+    if funnel.remaining_not_evaluated:
+        console.print(
+            f"of them, {funnel.remaining_not_evaluated:,} unknown: the run's pre-filter settled "
+            "them on a criterion switched off here, and did not evaluate the others for them "
+            "(counted here as passed); a run with --full evaluates every criterion for everyone"
+        )

@@ -6,8 +6,11 @@ Reads the run's stored per-patient, per-criterion outcomes (`cohort.parquet`, th
 as `cohort.csv`) and the criteria's kinds and order (`attrition.csv`); evaluates nothing, so
 it answers in well under a second for 10^5-10^6 patients (column-wise with pyarrow). A
 criterion switched off excludes nobody: the patients it was the first to exclude move on to
-the next criteria. Step 0 (`deceased`, kind `vital-status`: patients who died on or before the
-as-of day, cohort.csv's `deceased` column `yes`) is no criterion and cannot be switched off.
+the next criteria. A patient the pre-filter settled on a criterion switched off moves on
+too, past criteria that were not evaluated for them: the funnel counts how many of those
+remain at the end (`WhatIfFunnel.remaining_not_evaluated`), whose staying is unknown. Step 0
+(`deceased`, kind `vital-status`: patients who died on or before the as-of day, cohort.csv's
+`deceased` column `yes`) is no criterion and cannot be switched off.
 
 The files are checked against each other and against the run's `summary.json` before any
 funnel is drawn from them: the table's patients and statuses are the summary's, its columns
@@ -43,6 +46,8 @@ ATTRITION_COLUMNS = (
 """The header of attrition.csv (written by `engine.cohort.outputs`)."""
 DECEASED = "deceased"
 """cohort.csv's column (after `status`), the summary's member and attrition's step 0."""
+NOT_EVALUATED = "not_evaluated"
+"""cohort.csv's value of a criterion the pre-filter settled the patient without."""
 VITAL_STATUS_KIND = "vital-status"
 """attrition.csv's kind of step 0 (no criterion: a patient who died is no candidate)."""
 _KINDS = ("inclusion", "exclusion")
@@ -65,11 +70,19 @@ class FunnelStep:
 
 @dataclass(frozen=True)
 class WhatIfFunnel:
-    """The funnel with criteria switched off, and the run's own count left at the end."""
+    """The funnel with criteria switched off, and the run's own count left at the end.
+
+    `remaining_not_evaluated`: of the patients remaining after every criterion, those with a
+    criterion still on that was not evaluated for them (`not_evaluated`: the pre-filter of a
+    run without `--full` settled them on a criterion now switched off, and evaluated only what
+    their diagnoses, procedures and demographics answer). Whether they remain is unknown: the
+    funnel counts them as passing what was not evaluated. None in a `--full` run, nor with
+    nothing switched off (a settled patient fails the criterion that settled them)."""
 
     patients: int
     steps: tuple[FunnelStep, ...]
     remaining_in_the_run: int
+    remaining_not_evaluated: int = 0
 
     @property
     def remaining(self) -> int:
@@ -145,6 +158,8 @@ def _funnel(folder: Path, without: Sequence[str]) -> WhatIfFunnel:
     remaining_in_the_run = patients - deceased
     alive_in_the_run = alive
     switched_off = set(without)
+    # the patients with a criterion still on that was not evaluated for them (so far)
+    not_evaluated = pyarrow.repeat(False, patients)
     for step in stored:
         failing = "not_met" if step.kind == "inclusion" else "met"
         fails = compute.equal(compute.cast(table.column(step.criterion), "string"), failing)
@@ -164,7 +179,10 @@ def _funnel(folder: Path, without: Sequence[str]) -> WhatIfFunnel:
         lost = compute.sum(compute.and_(alive, fails)).as_py() or 0
         steps.append(FunnelStep(step.criterion, step.kind, False, before, lost))
         alive = compute.and_(alive, compute.invert(fails))
-    return WhatIfFunnel(patients, tuple(steps), remaining_in_the_run)
+        outcomes = compute.cast(table.column(step.criterion), "string")
+        not_evaluated = compute.or_(not_evaluated, compute.equal(outcomes, NOT_EVALUATED))
+    undecided = compute.sum(compute.and_(alive, not_evaluated)).as_py() or 0
+    return WhatIfFunnel(patients, tuple(steps), remaining_in_the_run, undecided)
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,49 @@ def test_switched_off_criteria_exclude_nobody(full_run: CohortSummary) -> None:
     assert all(s.switched_off == (s.criterion in without) for s in funnel.steps)
 
 
+def test_patients_settled_on_a_criterion_switched_off_are_counted_as_unknown(
+    one_worker: CohortSummary, full_run: CohortSummary
+) -> None:
+    """Without `--full`, the pre-filter settles patients on inclusion-1 (no relapsed ITP) and
+    evaluates for them only what their diagnoses, procedures and demographics answer: with
+    inclusion-1 switched off they pass the other criteria as not evaluated, so the funnel
+    counts them among the remaining, and says how many of those are unknown. The truth (the
+    `--full` run's funnel, every criterion evaluated for everyone) lies between the
+    remaining less the unknown and the remaining; the reviewer's case counted 18 remaining
+    where 17 remain, and said nothing."""
+    assert what_if_funnel(one_worker.out_dir).remaining_not_evaluated == 0
+    settling = "inclusion-1-relapsed-refractory-itp"
+    funnel = what_if_funnel(one_worker.out_dir, [settling])
+    patients = _rows(one_worker.out_dir / "cohort.csv")
+    kinds = {
+        row["criterion"]: row["kind"]
+        for row in _rows(one_worker.out_dir / "attrition.csv")
+        if row["kind"] != "vital-status" and row["criterion"] != settling
+    }
+
+    def remains(patient: dict[str, str]) -> bool:
+        return patient["deceased"] != "yes" and all(
+            patient[criterion] != ("not_met" if kind == "inclusion" else "met")
+            for criterion, kind in kinds.items()
+        )
+
+    remaining = [patient for patient in patients if remains(patient)]
+    unknown = [p for p in remaining if any(p[c] == "not_evaluated" for c in kinds)]
+    assert funnel.remaining == len(remaining)
+    assert funnel.remaining_not_evaluated == len(unknown) > 0
+    truth = what_if_funnel(full_run.out_dir, [settling])
+    assert truth.remaining_not_evaluated == 0
+    assert funnel.remaining - funnel.remaining_not_evaluated <= truth.remaining
+    assert truth.remaining <= funnel.remaining
+    said = CliRunner().invoke(app, ["attrition", str(one_worker.out_dir), "--without", settling])
+    assert said.exit_code == 0, said.output
+    assert f"of them, {len(unknown)} unknown: the run's pre-filter settled them" in " ".join(
+        said.output.split()
+    )
+    full = CliRunner().invoke(app, ["attrition", str(full_run.out_dir), "--without", settling])
+    assert "unknown" not in full.output
+
+
 def test_an_unknown_criterion_or_folder_is_refused(full_run: CohortSummary, tmp_path: Path) -> None:
     with pytest.raises(CohortError, match="no criterion exclusion-99"):
         what_if_funnel(full_run.out_dir, ["exclusion-99"])
