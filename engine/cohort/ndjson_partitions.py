@@ -82,7 +82,7 @@ from engine.sources.ndjson import (
     patient_reference,
     raise_problem,
 )
-from engine.sources.references import FHIR_ID
+from engine.sources.references import FHIR_ID, reference_key
 
 _LINE_TYPE = re.compile(rb'^\{"resourceType":"([A-Za-z]+)"')
 _PATIENT_REFERENCE_TEXT = re.compile(
@@ -1482,7 +1482,7 @@ class PartitionLines:
         run_starts = self.run_starts
         shared_types = tuple(sorted({key.split("/")[0] for key in self.shared}))
         references = _shared_reference_pattern(shared_types)
-        needles = tuple(b'"reference":"%s/' % name.encode() for name in shared_types)
+        needles = _shared_type_needles(shared_types)
         for patient in sorted(groups):
             numbers = groups.pop(patient)
             # Read and split a patient at a time, just before the lines are read (still in
@@ -1595,8 +1595,8 @@ class _InputFile:
 def _lines_referring(chunks: list[tuple[bytes, int]], needles: tuple[bytes, ...]) -> frozenset[int]:
     """The positions (among the lines of `chunks`, a patient's runs and their numbers of
     lines) of the lines that may refer to a shared resource: those holding one of
-    `needles`, `"reference":"<shared type>/`. Only they are searched for references
-    (`_shared_reference_pattern`), which costs as much as reading every line; the literal
+    `needles`, `<shared type>/` (`_shared_type_needles`). Only they are searched for
+    references (`_shared_keys`), which costs as much as reading every line; the literal
     is found much faster (StringZilla's SIMD find and count). Searched a patient at a time,
     just before the patient's lines are read (still in the processor's cache)."""
     found: set[int] = set()
@@ -2006,9 +2006,9 @@ class _PatientLines:
             texts[id(newest)] = self.newest[2]
         if self.references is not None and self.kept_referring:
             self.kept_referring.sort(key=_first)
-            # One search over the kept lines (a reference never spans lines): in line order.
-            kept = b"\n".join(text for _position, text in self.kept_referring)
-            referred = dict.fromkeys(key.decode() for key in self.references.findall(kept))
+            referred: dict[str, None] = {}
+            for _position, text in self.kept_referring:  # in line order
+                referred.update(_shared_keys(text, self.references, self.needles))
             for key in referred:
                 shared_text = self.partition.shared.get(key)
                 if shared_text is not None and key not in self.seen:
@@ -2039,6 +2039,46 @@ _FIRST_PATIENT_FIELD = {name: fields[0] for name, fields in PATIENT_FIELDS.items
 """The field that usually holds the patient reference, by resource type."""
 _DEFAULT_FIRST_FIELD = DEFAULT_PATIENT_FIELDS[0]
 _loads = orjson.loads
+
+
+def _shared_type_needles(shared_types: tuple[str, ...]) -> tuple[bytes, ...]:
+    """What a line referring to a resource of a shared type holds, however the reference is
+    written: the type's name and a slash, `Medication/` (relative, absolute or versioned, with
+    JSON white space around the colon) or `Medication\\/` (the slash escaped, as JSON allows)."""
+    return tuple(
+        needle
+        for name in shared_types
+        for needle in (b"%s/" % name.encode(), b"%s\\/" % name.encode())
+    )
+
+
+def _shared_keys(
+    text: bytes, compact: re.Pattern[bytes], needles: tuple[bytes, ...]
+) -> dict[str, None]:
+    """The `Type/id` of every shared resource a line refers to, in order: found in its text
+    when every mention of a shared type is a reference written `"reference":"Type/id"` (an
+    export's usual form, `_shared_reference_pattern`), else read from the line parsed (any
+    `reference` value that names a `Type/id`, `reference_key`: white space, escapes, an
+    absolute or versioned reference), as a Bundle's are resolved."""
+    found = compact.findall(text)
+    if sum(text.count(needle) for needle in needles) <= len(found):
+        return dict.fromkeys(key.decode() for key in found)
+    keys: dict[str, None] = {}
+    try:
+        stack: list[Any] = [orjson.loads(text)]
+    except orjson.JSONDecodeError:
+        return dict.fromkeys(key.decode() for key in found)
+    while stack:  # (no recursion: a line may nest a thousand levels deep)
+        value = stack.pop()
+        if type(value) is dict:
+            reference = value.get("reference")
+            key = reference_key(reference) if type(reference) is str else None
+            if key is not None:
+                keys[key] = None
+            stack.extend(reversed(list(value.values())))
+        elif type(value) is list:
+            stack.extend(reversed(value))
+    return keys
 
 
 @functools.lru_cache(maxsize=8)

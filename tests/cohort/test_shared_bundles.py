@@ -6,6 +6,8 @@ resources."""
 
 from __future__ import annotations
 
+import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -133,3 +135,87 @@ def test_a_bundle_without_a_patient_holding_a_patient_s_resource_stays_an_error(
         result.output.replace("\n", " ")
     )
     assert "1 of 11 inputs could not be evaluated" in result.output
+
+
+_SHARED_DAPAGLIFLOZIN = {
+    "resourceType": "Medication",
+    "id": "shared-dapagliflozin",
+    "code": {
+        "coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "1488564"}]
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("reference", "spaced", "escaped"),
+    [
+        ("Medication/shared-dapagliflozin", False, False),
+        ("Medication/shared-dapagliflozin", True, False),  # `"reference": "..."`
+        ("Medication/shared-dapagliflozin", False, True),  # `Medication\/...`
+        ("https://fhir.example.org/r4/Medication/shared-dapagliflozin", False, False),
+        ("Medication/shared-dapagliflozin/_history/1", False, False),
+    ],
+    ids=["compact", "white space", "escaped slash", "absolute", "versioned"],
+)
+def test_a_shared_medication_is_found_however_the_reference_is_written(
+    tmp_path: Path, reference: str, spaced: bool, escaped: bool
+) -> None:
+    """A MedicationRequest refers to dapagliflozin (DAPA-CKD's exclusion 4, an SGLT2
+    inhibitor) through a Medication of the export's Medication file. The reference, written
+    with JSON white space (as Python's json module writes it), an escaped slash, absolute or
+    versioned, resolves as the compact `"reference":"Medication/<id>"` does and as a Bundle's
+    does: the candidate is excluded (the Medication was left out, and the SGLT2 inhibitor was
+    'data missing': a potential candidate, silently)."""
+    folder = tmp_path / "ndjson"
+    bundles_to_ndjson((ROOT / "examples" / "ckd",), folder)
+    request = {
+        "resourceType": "MedicationRequest",
+        "id": "mr-dapagliflozin",
+        "status": "active",
+        "intent": "order",
+        "medicationReference": {"reference": reference},
+        "subject": {"reference": "Patient/ckd-candidate"},
+        "authoredOn": "2026-10-20",
+    }
+    line = orjson.dumps(request)
+    if spaced:
+        line = line.replace(b'":', b'": ').replace(b'","', b'", "')
+    if escaped:
+        line = line.replace(b'"Medication/', b'"Medication\\/')
+    assert orjson.loads(line) == request
+    with open(folder / "MedicationRequest.000.ndjson", "ab") as requests:
+        requests.write(line + b"\n")
+    with open(folder / "Medication.000.ndjson", "ab") as medications:
+        medications.write(orjson.dumps(_SHARED_DAPAGLIFLOZIN) + b"\n")
+    criteria = ROOT / "criteria" / "NCT03036150.yaml"
+    for full in (True, False):
+        out = tmp_path / f"out-{full}"
+        summary = run_cohort(criteria, NdjsonInput(folder), out, AS_OF, workers=1, full=full)
+        assert summary.problems == 0
+        with open(out / "cohort.csv", encoding="utf-8", newline="") as table:
+            row = next(row for row in csv.DictReader(table) if row["patient"] == "ckd-candidate")
+        assert row["status"] == "ineligible", row
+        sglt2 = next(column for column in row if column.startswith("exclusion-4"))
+        assert row[sglt2] == "met", row
+
+
+def test_an_export_written_with_json_white_space_gives_the_same_results(tmp_path: Path) -> None:
+    """The examples' export with every line written as Python's json module writes it
+    (`", "` and `": "`): the same cohort as the compact export (12 of the 28 patients'
+    references to shared Medications went unresolved, exclusion 16 turning from manual review
+    to data missing)."""
+    compact = tmp_path / "compact"
+    bundles_to_ndjson((ROOT / "examples" / "synthea", ROOT / "examples" / "patients"), compact)
+    spaced = tmp_path / "spaced"
+    spaced.mkdir()
+    for path in compact.iterdir():
+        lines = path.read_bytes().splitlines()
+        written = [json.dumps(orjson.loads(line)).encode() for line in lines]
+        (spaced / path.name).write_bytes(b"".join(line + b"\n" for line in written))
+    criteria = ROOT / "criteria" / "NCT05315778.yaml"
+    tables = []
+    for folder in (compact, spaced):
+        out = tmp_path / f"out-{folder.name}"
+        run_cohort(criteria, NdjsonInput(folder), out, AS_OF, workers=1, full=True)
+        tables.append((out / "cohort.csv").read_bytes())
+    assert tables[0] == tables[1]
