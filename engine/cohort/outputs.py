@@ -59,11 +59,12 @@ from engine.cohort.partition import (
 )
 from engine.cohort.run_folder import SUMMARY
 from engine.cohort.whatif import ATTRITION_COLUMNS, DECEASED, VITAL_STATUS_KIND
-from engine.compiled_cache import code_digest
+from engine.compiled_cache import code_digest, save_validated_shapes, validated_shapes
 from engine.criteria.model import CriterionKind
 from engine.evaluate import CompiledCriteria, SubjectStatus
 from engine.report import research_study
 from engine.report.explanation import criterion_labels
+from engine.report.validate import OutputShapes
 
 SOURCE_PROBLEMS = "source-problems.ndjson"
 OUTPUTS_RECORD = "outputs.json"
@@ -180,12 +181,24 @@ def assemble_outputs(
             if result["settled_by"] is not None:
                 counts.settled_by_prefilter += 1
         cells_seen.flush()
-    study = orjson.dumps(research_study(criteria.trial), option=orjson.OPT_INDENT_2)
+    study_resource = research_study(criteria.trial)
+    _validate_once(study_resource)
+    study = orjson.dumps(study_resource, option=orjson.OPT_INDENT_2)
     files.open(out / "study.json").write(study)
     _write_errors(files, out, results_folder, problems_at, duplicates, counts)
     _write_attrition(files, out, criteria, tallies, counts)
     _write_availability(files, out, tallies, counts.patients)
     return counts
+
+
+def _validate_once(resource: dict[str, Any]) -> None:
+    """Validate a resource the run writes once (the ResearchStudy) as the workers validate
+    theirs: with the R4B models once per shape, shapes validated before known from the cache
+    (`engine.compiled_cache.validated_shapes`); raises OutputValidationError."""
+    shapes = OutputShapes(validated_shapes())
+    shapes.validate(resource)
+    if shapes.validated:
+        save_validated_shapes(shapes.valid_shapes)
 
 
 def outputs_key(out: Path, criteria: CompiledCriteria, partition_count: int) -> str | None:

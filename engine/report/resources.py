@@ -48,7 +48,13 @@ from engine.report.explanation import (
     outcome_text,
     remembered,
 )
-from engine.report.validate import Shape, fits_fhir_string, has_refused_whitespace, output_shape
+from engine.report.validate import (
+    Shape,
+    StringFit,
+    fits_fhir_string,
+    has_refused_whitespace,
+    output_shape,
+)
 
 RESEARCH_SUBJECT_SYSTEM = f"{TRIALSIEVE_IDENTIFIER_SYSTEM}/research-subject"
 DETECTED_ISSUE_SYSTEM = f"{TRIALSIEVE_IDENTIFIER_SYSTEM}/detected-issue"
@@ -197,7 +203,7 @@ def _research_subject_members(
 _SUBJECT_TYPE_SHAPE = ("s", "ResearchSubject")
 _SUBJECT_IDENTIFIER_SHAPES = {
     fits: ("[]", (("system", ("s", RESEARCH_SUBJECT_SYSTEM)), ("value", ("s", fits))))
-    for fits in (False, True)
+    for fits in (None, False, True)
 }
 """`("[]", _system_value_shape(RESEARCH_SUBJECT_SYSTEM, value))` by whether the value fits."""
 _STATUS_VALUES = {status: status.value for status in SubjectStatus}
@@ -557,7 +563,7 @@ def _pieces(trial: Trial, heading: CriterionHeading, part: CriterionReport) -> _
         pieces = _PartPieces(texts.row, texts.row_clean, texts.row_json)
     else:
         evidence = part.evidence
-        references_fit: tuple[bool, ...] = ()
+        references_fit: tuple[StringFit, ...] = ()
         if evidence:
             details = [{"reference": reference} for reference in evidence]
             entry = orjson.dumps({"code": orjson.Fragment(texts.code), "detail": details})
@@ -588,7 +594,7 @@ class _PartTexts(NamedTuple):
     row_json: bytes
     code: bytes | None = None
     code_shape: Shape = None
-    text_fits: bool = True
+    text_fits: StringFit = True
 
 
 _part_texts: dict[
@@ -645,7 +651,7 @@ def _make_texts(trial: Trial, heading: CriterionHeading, part: CriterionReport) 
 
 def _evidence_code(
     trial: Trial, heading: CriterionHeading, part: CriterionReport
-) -> tuple[bytes, Shape, bool]:
+) -> tuple[bytes, Shape, StringFit]:
     """A criterion's evidence entry's `code` (JSON text) and its `output_shape`, made from
     the same pieces: the criterion's coding (made and shaped once per heading) and the
     text; and whether the text fits the FHIR string pattern."""
@@ -656,7 +662,7 @@ def _evidence_code(
     return code, ("[]", (("coding", coding_shape), ("text", ("s", text_fits)))), text_fits
 
 
-def _entry_shape(code_shape: Shape, references_fit: tuple[bool, ...]) -> Shape:
+def _entry_shape(code_shape: Shape, references_fit: tuple[StringFit, ...]) -> Shape:
     """`output_shape` of an evidence entry whose code has `code_shape` and whose distinct
     references' shapes fit as `references_fit` (none: no `detail`)."""
     shape: tuple[Any, ...] = (("code", code_shape),)
@@ -877,7 +883,7 @@ def _reference_shape(reference: str) -> Shape:
     return _REFERENCE_SHAPES[fits_fhir_string(reference)]
 
 
-_REFERENCE_SHAPES = {fits: (("reference", ("s", fits)),) for fits in (False, True)}
+_REFERENCE_SHAPES = {fits: (("reference", ("s", fits)),) for fits in (None, False, True)}
 
 
 def _system_value_shape(system: str, value: str) -> Shape:

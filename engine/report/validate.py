@@ -72,11 +72,21 @@ def has_refused_whitespace(value: str) -> bool:
     return _REFUSED_WHITESPACE.search(value) is not None
 
 
-def fits_fhir_string(value: str) -> bool:
+StringFit = bool | None
+"""`fits_fhir_string`'s answer: True, False or None."""
+
+
+def fits_fhir_string(value: str) -> StringFit:
     """Whether `value` fits the FHIR string pattern (`_FHIR_STRING`: not empty, no other
     whitespace than space, CR, LF, tab), in a tenth of the regular expression's time on the
-    kilobytes of a DetectedIssue's narrative."""
-    return bool(value) and not has_refused_whitespace(value)
+    kilobytes of a DetectedIssue's narrative: True; else False when the R4B models accept it
+    all the same (they search their pattern rather than match it whole: a text holding one
+    character it allows passes), None when they refuse it too (empty, or nothing but such
+    whitespace). Falsy either way; an output's shape keeps the difference, so that a text the
+    models refuse never takes the shape of one they accepted (`OutputShapes`)."""
+    if value and not has_refused_whitespace(value):
+        return True
+    return False if _FHIR_STRING.search(value) is not None else None
 
 
 _FORMATTED_KEYS = {
@@ -100,8 +110,8 @@ def output_shape(value: Any, key: str = "") -> Shape:
     shapes of their items; strings by whether they are empty (FHIR strings may not be), by
     their value under a vocabulary key (`status`, `code`, ...), by whether they fit the FHIR
     pattern under a formatted key (`id`, `date`, ...), else by whether they fit the FHIR
-    string pattern (not empty, no other
-    control characters than tab, CR, LF); numbers and booleans by their type.
+    string pattern (not empty, no other whitespace than space, tab, CR, LF) and, when not,
+    whether the models accept them (`fits_fhir_string`); numbers and booleans by their type.
     """
     if type(value) is dict:
         return tuple((name, output_shape(item, name)) for name, item in value.items())

@@ -47,7 +47,12 @@ from engine.cohort import (
 from engine.cohort.outputs import assemble_outputs
 from engine.cohort.whatif import what_if_funnel
 from engine.compiled_cache import code_digest
-from engine.errors import AttestationError, CohortError, InputChangedError
+from engine.errors import (
+    AttestationError,
+    CohortError,
+    InputChangedError,
+    OutputValidationError,
+)
 from engine.evaluate import CompiledCriteria
 from engine.record import build_record
 from engine.report import detected_issue, research_subject
@@ -215,6 +220,25 @@ def test_result_files_that_cannot_be_mapped_are_read_whole_to_the_same_outputs(
     assemble_outputs(out, load_trial(CRITERIA), PARTITIONS)
     for name in OUTPUT_FILES:
         assert (out / name).read_bytes() == (one_worker.out_dir / name).read_bytes(), name
+
+
+def test_the_study_written_is_validated(
+    one_worker: CohortSummary, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """study.json, the ResearchStudy, is validated as every other resource a run writes
+    (once per shape): a study the models refuse is not written (it never was validated)."""
+    out = tmp_path / "out"
+    shutil.copytree(one_worker.out_dir, out)
+    (out / "study.json").unlink()
+    real = outputs.research_study
+
+    def refused(trial: Any) -> dict[str, Any]:
+        return {**real(trial), "title": "\u2028"}
+
+    monkeypatch.setattr(outputs, "research_study", refused)
+    with pytest.raises(OutputValidationError, match="title"):
+        assemble_outputs(out, load_trial(CRITERIA), PARTITIONS)
+    assert not (out / "study.json").exists()
 
 
 def test_a_run_with_other_arguments_is_refused(

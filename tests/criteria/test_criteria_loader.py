@@ -585,6 +585,9 @@ def test_bad_file_names_file_line_criterion_and_field(
     ("document", "line", "field", "message"),
     [
         ("trial: {id: X}\ncriteria: []\n", 1, "trial.title", "'title' is missing"),
+        # a title of whitespace alone (U+2028, a no-break space) is no FHIR string
+        ('trial: {id: X, title: "\\u2028\\xa0 "}\ncriteria: []\n', 1, "trial.title",
+         "holds no text (only whitespace)"),
         ("trial: {id: X, title: Y}\n", 1, "criteria", "'criteria' is missing"),
         ("trial: {id: X, title: Y}\ncriteria: []\n", 2, "criteria", "the list is empty"),
         ("trial: {id: X, title: Y}\ncriteria: []\nextra: 1\n", 3, "extra", "unknown key 'extra'"),
