@@ -16,7 +16,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from engine.errors import InputError, Location
-from engine.resource_types import CODED_TYPES, MEDICATION_REFERENCING_TYPES, RESOURCE_TYPES
+from engine.resource_types import (
+    CODED_TYPES,
+    MEDICATION_REFERENCING_TYPES,
+    RECORD_TYPES,
+    RESOURCE_TYPES,
+)
 from engine.sources.base import PatientResources
 from engine.sources.references import FHIR_ID, reference_key
 
@@ -62,10 +67,13 @@ DATING_FIELDS: dict[str, tuple[tuple[str | None, str], ...]] = {
         for date_field in (*known.start_fields, *known.end_fields)
     )
     for name, known in RESOURCE_TYPES.items()
-    if known.start_fields or known.end_fields
+    if name in RECORD_TYPES and (known.start_fields or known.end_fields)
 }
 """Each type's dating fields (`engine.resource_types`) as (container, name) pairs: what the
-newest data day (`PatientRecord.newest_data_day`) is read from."""
+newest data day (`PatientRecord.newest_data_day`) is read from. The types a record always
+reads only (`RECORD_TYPES`, the clinical data): not ResearchSubject, a study's enrolment,
+which a record holds only for criteria asking about it (a cohort run of other criteria
+leaves its lines unread: the newest day was then another one than `evaluate`'s)."""
 
 # A coded field to classify: the field's name (for problems) and its CodeableConcept, or None.
 _CodedField = tuple[str, Any]

@@ -754,3 +754,15 @@ def test_usual_and_other_cases_keep_document_order(kinds: list[tuple[str, str]])
         assert held == expected
     order = [int(problem.resource.split("/r")[1]) for problem in record.data_problems]
     assert order == sorted(order)
+
+
+def test_a_research_subject_does_not_date_the_record() -> None:
+    """The newest data day is that of the clinical data a record always reads: a
+    ResearchSubject (enrolment in a study), which a cohort run reads only for criteria that
+    ask about it, does not move it (`evaluate` and such a run named different days)."""
+    observation = resource("Observation", "o1")
+    observation["effectiveDateTime"] = "2026-10-25T09:00:00Z"
+    enrolment = resource("ResearchSubject", "rs1")
+    enrolment["period"] = {"start": "2026-10-25", "end": "2026-10-31"}
+    assert record_of(observation, enrolment).newest_data_day() == "2026-10-25"
+    assert record_of(observation).newest_data_day() == "2026-10-25"
