@@ -627,6 +627,11 @@ class _RangeSplitter:
         in a plain file when a line end follows it there (None: a gzipped file, or the
         file's last line without a line end)."""
         text = line.strip()
+        if line_number == 1 and self.task.start == 0 and text.startswith(_BYTE_ORDER_MARK):
+            # a UTF-8 byte order mark opening the file, read past as in a Bundle file (no
+            # JSON text holds one): the line goes as a copy, without it
+            text = text[len(_BYTE_ORDER_MARK) :].strip()
+            source = None
         if not text:
             return
         if source is not None and len(text) != len(line) - line.endswith(b"\n"):
@@ -986,6 +991,8 @@ class _RangeSplitter:
             )
 
 
+_BYTE_ORDER_MARK = b"\xef\xbb\xbf"
+"""UTF-8's byte order mark, which some tools write at the start of a file."""
 _SHARED_TYPE_NAMES = frozenset(t.encode() for t in SHARED_TYPES)
 _IN_SOURCE = b"s"
 """A run's lines are where they are in the file the range is of (`at`: a byte offset)."""

@@ -828,3 +828,39 @@ def test_an_input_folder_given_as_text_is_read_as_a_path(
     )
     for name in OUTPUT_FILES:
         assert (summary.out_dir / name).read_bytes() == (one_worker.out_dir / name).read_bytes()
+
+
+def test_files_opening_with_a_byte_order_mark_are_read_as_without(
+    one_worker: CohortSummary, ndjson_folder: Path, tmp_path: Path
+) -> None:
+    """Some tools open a UTF-8 file with a byte order mark: read past at the start of an
+    NDJSON file (plain or gzipped), as at the start of a Bundle file. Each file's first line
+    was refused ("not valid JSON"), a Patient's taking the patient out of the cohort."""
+    import gzip
+
+    marked = tmp_path / "marked"
+    marked.mkdir()
+    for number, path in enumerate(sorted(ndjson_folder.iterdir())):
+        data = b"\xef\xbb\xbf" + path.read_bytes()
+        if number % 3 == 0:  # some gzipped
+            (marked / f"{path.name}.gz").write_bytes(gzip.compress(data))
+        else:
+            (marked / path.name).write_bytes(data)
+    out = tmp_path / "out"
+    summary = run_cohort(
+        CRITERIA, NdjsonInput(marked), out, AS_OF, workers=1, partition_count=PARTITIONS
+    )
+    assert summary.patients == one_worker.patients
+    for name in OUTPUT_FILES:
+        expected = (one_worker.out_dir / name).read_bytes()
+        if name == "errors.ndjson":  # the same problems, in files named `.gz` or not
+            found = [orjson.loads(line) for line in (out / name).read_bytes().splitlines()]
+            wanted = [orjson.loads(line) for line in expected.splitlines()]
+
+            def named(problem: dict[str, Any]) -> dict[str, Any]:
+                return {**problem, "file": Path(problem["file"]).name.removesuffix(".gz")}
+
+            assert list(map(named, found)) == list(map(named, wanted))
+            assert wanted
+            continue
+        assert (out / name).read_bytes() == expected, name
