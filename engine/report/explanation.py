@@ -72,6 +72,7 @@ from engine.evaluate.values import (
 )
 from engine.normalise import Concept, DataProblem, Measurement, Terminology, measure
 from engine.normalise.medication_exposure import MAY_HAVE_LASTED
+from engine.report.validate import fhir_text
 
 STATUS_TEXT = {
     SubjectStatus.INELIGIBLE: "not eligible",
@@ -258,7 +259,7 @@ def explain(evaluation: PatientEvaluation) -> PatientExplanation:
         status_text=STATUS_TEXT[evaluation.status]
         + (f": {evaluation.vital.reason}" if evaluation.vital is not None else ""),
         criteria=tuple(criteria),
-        data_problems=evaluation.data_problems,
+        data_problems=tuple(map(fhir_text, evaluation.data_problems)),
     )
 
 
@@ -360,7 +361,7 @@ def _build_criterion(
         protocol_text=_protocol_text(criterion.text),
         verdict=verdict,
         outcome_text=outcome_text(criterion.kind, verdict),
-        summary=_summary(verdict, deciding, step.says),
+        summary=fhir_text(_summary(verdict, deciding, step.says)),
         step=step,
         findings=findings,
         questions=questions,
@@ -425,7 +426,7 @@ def criterion_summary(
     combination = isinstance(expression, _COMBINATIONS)
     # what a combination's own step says; a leaf is its own deciding step
     says = TRUTH_TEXT[outcome.truth] if combination else deciding[0].says
-    return _summary(result.verdict, deciding, says)
+    return fhir_text(_summary(result.verdict, deciding, says))
 
 
 class OutcomeMemo(Generic[_Made]):

@@ -51,6 +51,7 @@ from engine.report.explanation import (
 from engine.report.validate import (
     Shape,
     StringFit,
+    fhir_text,
     fits_fhir_string,
     has_refused_whitespace,
     output_shape,
@@ -222,7 +223,7 @@ def _study_member(trial: Trial, study_reference: str) -> tuple[dict[str, Any], S
         study = {
             "reference": study_reference,
             "identifier": {"system": trial.identifier_system, "value": trial.id},
-            "display": trial.title,
+            "display": fhir_text(trial.title),
         }
         if len(_study_members) >= 64:
             _study_members.clear()
@@ -236,7 +237,7 @@ def research_study(trial: Trial) -> dict[str, Any]:
         "resourceType": "ResearchStudy",
         "id": research_study_id(trial),
         "identifier": [{"system": trial.identifier_system, "value": trial.id}],
-        "title": trial.title,
+        "title": fhir_text(trial.title),
         "status": "active",
     }
 
@@ -328,7 +329,7 @@ def _patient_report(evaluation: PatientEvaluation, parts: list[CriterionReport])
         evaluation.patient_reference,
         evaluation.as_of,
         tuple(parts),
-        evaluation.data_problems,
+        tuple(map(fhir_text, evaluation.data_problems)),
         evaluation.newest_data,
         evaluation.vital,
     )
@@ -497,8 +498,8 @@ def criterion_headings(criteria: CompiledCriteria) -> tuple[CriterionHeading, ..
                 compiled.id,
                 compiled.kind,
                 f"{compiled.kind.value[0].upper()}{numbers[compiled.kind]}",
-                criterion_label(criterion.expression, criterion.id),
-                _shorten(criterion.text, 250),
+                fhir_text(criterion_label(criterion.expression, criterion.id)),
+                fhir_text(_shorten(criterion.text, 250)),
             )
         )
     if len(_headings) >= 64:

@@ -58,6 +58,26 @@ _ASCII_OTHER_WHITESPACE = _OTHER_WHITESPACE[:6]
 _REFUSED_WHITESPACE = re.compile(f"[{_OTHER_WHITESPACE}]")
 
 
+_UNFIT = re.compile(f"[{_OTHER_WHITESPACE}\x00-\x08\x0e-\x1f\x7f]")
+"""What `fhir_text` replaces: whitespace FHIR strings refuse, and control characters they
+should not hold (tab, CR and LF aside), which XHTML (a narrative) cannot hold at all."""
+
+
+def fhir_text(value: str) -> str:
+    """`value` as a FHIR string (and a narrative's XHTML) can hold it: whitespace the FHIR
+    string pattern refuses (a no-break space, U+2028) becomes a space, a control character
+    (NUL, U+0001, DEL...) U+FFFD, the replacement character. For texts made of what a
+    record or a criteria file says (a coded value's text, a problem quoting a field). A
+    text `str.isprintable` passes holds neither (a quarter of the search's time)."""
+    if value.isprintable():
+        return value
+    return _UNFIT.sub(_fit_character, value)
+
+
+def _fit_character(found: re.Match[str]) -> str:
+    return " " if found.group().isspace() else "\ufffd"
+
+
 def has_refused_whitespace(value: str) -> bool:
     """Whether `value` holds a character the FHIR string pattern refuses (`_FHIR_STRING`:
     whitespace other than space, CR, LF, tab). A short printable text holds none (each is a

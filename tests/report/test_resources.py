@@ -126,3 +126,46 @@ def test_validation_names_the_resource_and_field() -> None:
     assert "ResearchSubject/x" in message
     assert "study" in message
     assert "individual" in message
+
+
+def _strings(value: object) -> list[tuple[str, str]]:
+    """Every string of a JSON value, with its key."""
+    found: list[tuple[str, str]] = []
+    stack: list[tuple[str, object]] = [("", value)]
+    while stack:
+        key, item = stack.pop()
+        if isinstance(item, dict):
+            stack += list(item.items())
+        elif isinstance(item, list):
+            stack += [(key, each) for each in item]
+        elif isinstance(item, str):
+            found.append((key, item))
+    return found
+
+
+def test_texts_of_the_record_are_written_as_fhir_strings_and_xhtml(trial: CompiledCriteria) -> None:
+    """A coded value's text with a NUL and U+2028, a problem quoting a birth date with U+2028
+    and a control character: each written text fits the FHIR string pattern whole (the models
+    search it, so they let them through) and the narrative is well-formed XHTML (which holds
+    no control character)."""
+    import re
+    from xml.etree import ElementTree
+
+    resources = read_bundle_file(EXAMPLES / "itp-relapsed-candidate.json")
+    for resource in resources.resources:
+        if resource["resourceType"] == "Patient":
+            resource["birthDate"] = "19\u2028\x0190-01-01"
+        elif resource["resourceType"] == "Observation":
+            if "valueCodeableConcept" in resource:
+                resource["valueCodeableConcept"]["text"] = "Neg\x00ative\x0b \u2028 result"
+            resource["code"]["text"] = "Plate\x01lets\xa0(local)"
+    evaluation = evaluate_patient(trial, build_record(resources, trial.terminology), AS_OF)
+    issue = detected_issue(evaluation)
+    assert evaluation.data_problems  # the birth date's problem, quoting it
+    fhir_string = re.compile(r"[ \r\n\t\S]+")
+    for key, text in _strings(issue):
+        if key != "div":
+            assert fhir_string.fullmatch(text), (key, text)
+        assert not re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", text), (key, text)
+    ElementTree.fromstring(issue["text"]["div"])
+    assert "\ufffd" in issue["text"]["div"]  # where the NUL and U+0001 were
