@@ -12,6 +12,7 @@ import datetime as dt
 import functools
 import hashlib
 import html
+import re
 import uuid
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ from engine.report.validate import (
     has_refused_whitespace,
     output_shape,
 )
+from engine.sources.references import reference_key
 
 RESEARCH_SUBJECT_SYSTEM = f"{TRIALSIEVE_IDENTIFIER_SYSTEM}/research-subject"
 DETECTED_ISSUE_SYSTEM = f"{TRIALSIEVE_IDENTIFIER_SYSTEM}/detected-issue"
@@ -195,7 +197,7 @@ def _research_subject_members(
         ),
         ("status", _STATUS_VALUES[status], _STATUS_SHAPES[status]),
         ("study", study, study_shape),
-        ("individual", {"reference": patient_reference}, _reference_shape(patient_reference)),
+        ("individual", *_reference_member(patient_reference)),
     ]
 
 
@@ -564,11 +566,13 @@ def _pieces(trial: Trial, heading: CriterionHeading, part: CriterionReport) -> _
         pieces = _PartPieces(texts.row, texts.row_clean, texts.row_json)
     else:
         evidence = part.evidence
-        references_fit: tuple[StringFit, ...] = ()
+        references_fit: tuple[Shape, ...] = ()
         if evidence:
-            details = [{"reference": reference} for reference in evidence]
-            entry = orjson.dumps({"code": orjson.Fragment(texts.code), "detail": details})
-            references_fit = tuple(dict.fromkeys(map(fits_fhir_string, evidence)))
+            details = [_reference_member(reference) for reference in evidence]
+            entry = orjson.dumps(
+                {"code": orjson.Fragment(texts.code), "detail": [member for member, _ in details]}
+            )
+            references_fit = tuple(dict.fromkeys(shape for _member, shape in details))
         else:
             entry = b'{"code":%b}' % texts.code
         entry_key = (heading.id, texts.text_fits, references_fit)
@@ -663,12 +667,12 @@ def _evidence_code(
     return code, ("[]", (("coding", coding_shape), ("text", ("s", text_fits)))), text_fits
 
 
-def _entry_shape(code_shape: Shape, references_fit: tuple[StringFit, ...]) -> Shape:
+def _entry_shape(code_shape: Shape, references_fit: tuple[Shape, ...]) -> Shape:
     """`output_shape` of an evidence entry whose code has `code_shape` and whose distinct
-    references' shapes fit as `references_fit` (none: no `detail`)."""
+    references have the shapes `references_fit` (none: no `detail`)."""
     shape: tuple[Any, ...] = (("code", code_shape),)
     if references_fit:
-        shape += (("detail", ("[]", *map(_REFERENCE_SHAPES.__getitem__, references_fit))),)
+        shape += (("detail", ("[]", *references_fit)),)
     return shape
 
 
@@ -804,6 +808,7 @@ def detected_issue_json(report: PatientReport) -> ShapedJson:
     issue_status = "final" if status in _FINAL_STATUSES else "preliminary"
     severity = _SEVERITY[status]
     identified = report.as_of.isoformat()
+    patient_member, patient_shape = _reference_member(patient_reference)
     issue: dict[str, Any] = {
         "resourceType": "DetectedIssue",
         "id": issue_id,
@@ -812,7 +817,7 @@ def detected_issue_json(report: PatientReport) -> ShapedJson:
         "status": issue_status,
         "code": members["code"][0],
         "severity": severity,
-        "patient": {"reference": patient_reference},
+        "patient": patient_member,
         "identifiedDateTime": identified,
         "author": members["author"][0],
         "detail": summary,
@@ -822,19 +827,20 @@ def detected_issue_json(report: PatientReport) -> ShapedJson:
     }
     if entries:
         issue["evidence"] = entry_texts
+    implicated_members = [_reference_member(reference) for reference in implicated]
     if implicated:
-        issue["implicated"] = [{"reference": reference} for reference in implicated]
+        issue["implicated"] = [member for member, _shape in implicated_members]
     key = (
         DETERMINISTIC_ID_SHAPE,
         fits_fhir_string(value),
         issue_status,
         severity,
-        fits_fhir_string(patient_reference),
+        patient_shape,
         identified,
         bool(summary) and summary_clean,
         narrative_clean,
         tuple(entry_keys),
-        tuple(dict.fromkeys(map(fits_fhir_string, implicated))),
+        tuple(dict.fromkeys(shape for _member, shape in implicated_members)),
     )
     shape = constants.shapes.get(key)
     if shape is None:
@@ -854,7 +860,7 @@ def _issue_shape(
 ) -> Shape:
     """`output_shape` of the DetectedIssue `detected_issue_json` makes, from each member's
     (`key`: what they are made of)."""
-    id_shape, value_fits, _status, _severity, patient_fits = key[:5]
+    id_shape, value_fits, _status, _severity, patient_shape = key[:5]
     shapes: dict[str, Shape] = {
         "resourceType": ("s", "DetectedIssue"),
         "id": id_shape,
@@ -866,7 +872,7 @@ def _issue_shape(
         "status": ("s", issue["status"]),
         "code": members["code"][1],
         "severity": ("s", fits_fhir_string(issue["severity"])),
-        "patient": _REFERENCE_SHAPES[patient_fits],
+        "patient": patient_shape,
         "identifiedDateTime": output_shape(issue["identifiedDateTime"], "identifiedDateTime"),
         "author": members["author"][1],
         "detail": ("s", key[6]),
@@ -875,13 +881,37 @@ def _issue_shape(
     if entries:
         shapes["evidence"] = ("[]", *dict.fromkeys(piece.entry_shape for piece in entries))
     if implicated:
-        shapes["implicated"] = ("[]", *dict.fromkeys(map(_reference_shape, implicated)))
+        shapes["implicated"] = ("[]", *key[9])
     return tuple((name, shapes[name]) for name in issue)
 
 
-def _reference_shape(reference: str) -> Shape:
-    """`output_shape` of `{"reference": reference}`."""
-    return _REFERENCE_SHAPES[fits_fhir_string(reference)]
+def _reference_member(label: str) -> tuple[dict[str, str], Shape]:
+    """How a report refers to a resource of the record it names by `label`
+    (`PatientRecord.label`), with its `output_shape`: `{"reference": label}` when the label
+    is a reference FHIR allows (a relative or absolute reference naming a FHIR id, a
+    `urn:uuid:` or `urn:oid:`, with no white space or control character), else the label as
+    the reference's display: a resource without an id is labelled by its position
+    (`Observation#6`), and an NDJSON line's id or a Bundle entry's fullUrl may be no FHIR id
+    or URI (`Observation/obs id with spaces`), which a `reference` may not hold."""
+    if _is_reference(label):
+        return {"reference": label}, _REFERENCE_SHAPES[fits_fhir_string(label)]
+    display = f"{fhir_text(label).strip()} (no FHIR reference to it)".lstrip()
+    return {"display": display}, (("display", ("s", fits_fhir_string(display))),)
+
+
+def _is_reference(label: str) -> bool:
+    """Whether `label` is a reference FHIR allows (see `_reference_member`)."""
+    if not label.isprintable() or " " in label:
+        return False
+    if label.startswith("urn:"):
+        return _URN.fullmatch(label) is not None
+    return reference_key(label) is not None
+
+
+_URN = re.compile(
+    r"urn:uuid:[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}|urn:oid:[0-2](\.(0|[1-9][0-9]*))+"
+)
+"""FHIR's `uuid` and `oid` URNs."""
 
 
 _REFERENCE_SHAPES = {fits: (("reference", ("s", fits)),) for fits in (None, False, True)}

@@ -317,3 +317,47 @@ def test_a_text_the_models_refuse_is_caught_after_one_they_accept(
     assert output_shape(edited("\u2028")) != output_shape(edited("x\u2028"))
     with pytest.raises(OutputValidationError, match="not valid FHIR R4B"):
         checker.validate(edited("\u2028"))
+
+
+def test_labels_no_reference_may_hold_are_written_as_displays(trial: CompiledCriteria) -> None:
+    """A resource without an id is labelled by its position (`Observation#6`), an NDJSON
+    line's id may be no FHIR id, a Bundle entry's fullUrl no URI: such a label is written
+    as the reference's display, not its `reference` (which the models took, but FHIR does
+    not); the written DetectedIssue has the shape made from its pieces, and is valid."""
+    import dataclasses
+    import datetime as dt
+    import re
+
+    import orjson
+
+    from engine.report.resources import detected_issue_json, report_of
+
+    file = ROOT / "examples" / "patients" / "itp-relapsed-candidate.json"
+    report = report_of(
+        screen_patient(trial, read_bundle_file(file), dt.date.fromisoformat(AS_OF_TEXT)).evaluation
+    )
+    labels = ("Observation#6", "Observation/obs id", "https://ex ample.org/Patient/p", "x\u2028")
+    cited = next(n for n, part in enumerate(report.parts) if part.verdict is not None)
+    parts = list(report.parts)
+    parts[cited] = dataclasses.replace(
+        parts[cited],
+        evidence=(*labels, "Observation/o-1", "urn:uuid:" + "0" * 8 + "-0000" * 3 + "-" + "0" * 12),
+    )
+    edited = dataclasses.replace(report, parts=tuple(parts), patient_reference="Patient#0")
+    issue = detected_issue_json(edited)
+    written = orjson.loads(issue.text)
+    assert issue.shape == output_shape(written)
+    OutputShapes().validate(written)
+    references = (
+        [member for entry in written["evidence"] for member in entry.get("detail", [])]
+        + written["implicated"]
+        + [written["patient"]]
+    )
+    for member in references:
+        assert ("reference" in member) != ("display" in member), member
+        if "reference" in member:
+            assert re.fullmatch(r"\S+", member["reference"]), member
+    displays = {member["display"] for member in references if "display" in member}
+    assert "Observation#6 (no FHIR reference to it)" in displays
+    assert "x (no FHIR reference to it)" in displays  # U+2028 a space, stripped
+    assert {"reference": "Observation/o-1"} in references
