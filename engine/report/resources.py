@@ -57,7 +57,7 @@ from engine.report.validate import (
     has_refused_whitespace,
     output_shape,
 )
-from engine.sources.references import reference_key
+from engine.sources.references import FHIR_ID, is_fhir_id
 
 RESEARCH_SUBJECT_SYSTEM = f"{TRIALSIEVE_IDENTIFIER_SYSTEM}/research-subject"
 DETECTED_ISSUE_SYSTEM = f"{TRIALSIEVE_IDENTIFIER_SYSTEM}/detected-issue"
@@ -900,18 +900,28 @@ def _reference_member(label: str) -> tuple[dict[str, str], Shape]:
 
 
 def _is_reference(label: str) -> bool:
-    """Whether `label` is a reference FHIR allows (see `_reference_member`)."""
+    """Whether `label` is a reference FHIR allows, naming the resource it labels (see
+    `_reference_member`): the whole label, `Type/id` with a FHIR id, the same after an
+    absolute base (a fullUrl, `/_history/<version>` allowed), or a uuid or oid URN. A
+    label ending as a reference does not make one (an id `abc/_history/2` would name version
+    2 of `Observation/abc`)."""
     if not label.isprintable() or " " in label:
         return False
     if label.startswith("urn:"):
         return _URN.fullmatch(label) is not None
-    return reference_key(label) is not None
+    found = _RELATIVE.fullmatch(label) or _ABSOLUTE.fullmatch(label)
+    return found is not None and is_fhir_id(found["id"])
 
 
 _URN = re.compile(
     r"urn:uuid:[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}|urn:oid:[0-2](\.(0|[1-9][0-9]*))+"
 )
 """FHIR's `uuid` and `oid` URNs."""
+_RELATIVE = re.compile(rf"[A-Z][A-Za-z]*/(?P<id>{FHIR_ID.pattern})")
+_ABSOLUTE = re.compile(
+    rf"[A-Za-z][A-Za-z0-9+.\-]*://[^/\s]+(/[^\s]*)?/[A-Z][A-Za-z]*/(?P<id>{FHIR_ID.pattern})"
+    rf"(/_history/{FHIR_ID.pattern})?"
+)
 
 
 _REFERENCE_SHAPES = {fits: (("reference", ("s", fits)),) for fits in (None, False, True)}

@@ -58,15 +58,17 @@ _ASCII_OTHER_WHITESPACE = _OTHER_WHITESPACE[:6]
 _REFUSED_WHITESPACE = re.compile(f"[{_OTHER_WHITESPACE}]")
 
 
-_UNFIT = re.compile(f"[{_OTHER_WHITESPACE}\x00-\x08\x0e-\x1f\x7f]")
+_UNFIT = re.compile(f"[{_OTHER_WHITESPACE}\x00-\x08\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
 """What `fhir_text` replaces: whitespace FHIR strings refuse, and control characters they
-should not hold (tab, CR and LF aside), which XHTML (a narrative) cannot hold at all."""
+should not hold (tab, CR and LF aside), which XHTML (a narrative) cannot hold at all, as it
+cannot U+FFFE, U+FFFF and lone surrogates."""
 
 
 def fhir_text(value: str) -> str:
     """`value` as a FHIR string (and a narrative's XHTML) can hold it: whitespace the FHIR
     string pattern refuses (a no-break space, U+2028) becomes a space, a control character
-    (NUL, U+0001, DEL...) U+FFFD, the replacement character. For texts made of what a
+    (NUL, U+0001, DEL...), U+FFFE, U+FFFF or a lone surrogate U+FFFD, the replacement
+    character. For texts made of what a
     record or a criteria file says (a coded value's text, a problem quoting a field). A
     text `str.isprintable` passes holds neither (a quarter of the search's time)."""
     if value.isprintable():

@@ -336,7 +336,14 @@ def test_labels_no_reference_may_hold_are_written_as_displays(trial: CompiledCri
     report = report_of(
         screen_patient(trial, read_bundle_file(file), dt.date.fromisoformat(AS_OF_TEXT)).evaluation
     )
-    labels = ("Observation#6", "Observation/obs id", "https://ex ample.org/Patient/p", "x\u2028")
+    labels = (
+        "Observation#6",
+        "Observation/obs id",
+        "https://ex ample.org/Patient/p",
+        "x\u2028",
+        "Observation/abc/_history/2",  # an id `abc/_history/2`: no version of Observation/abc
+        "Observation/x/Observation/abc",  # nor Observation/abc
+    )
     cited = next(n for n, part in enumerate(report.parts) if part.verdict is not None)
     parts = list(report.parts)
     parts[cited] = dataclasses.replace(
@@ -361,3 +368,11 @@ def test_labels_no_reference_may_hold_are_written_as_displays(trial: CompiledCri
     assert "Observation#6 (no FHIR reference to it)" in displays
     assert "x (no FHIR reference to it)" in displays  # U+2028 a space, stripped
     assert {"reference": "Observation/o-1"} in references
+    assert "Observation/abc/_history/2 (no FHIR reference to it)" in displays
+    assert "Observation/x/Observation/abc (no FHIR reference to it)" in displays
+    # what stays a reference: a fullUrl, versioned or not
+    from engine.report.resources import _is_reference
+
+    assert _is_reference("https://example.org/fhir/Observation/o-1/_history/2")
+    assert _is_reference("http://example.org/Observation/o.1")
+    assert not _is_reference("Observation/" + "x" * 65)

@@ -157,7 +157,7 @@ def test_texts_of_the_record_are_written_as_fhir_strings_and_xhtml(trial: Compil
             resource["birthDate"] = "19\u2028\x0190-01-01"
         elif resource["resourceType"] == "Observation":
             if "valueCodeableConcept" in resource:
-                resource["valueCodeableConcept"]["text"] = "Neg\x00ative\x0b \u2028 result"
+                resource["valueCodeableConcept"]["text"] = "Neg\x00ative\x0b \u2028 \uffff result"
             resource["code"]["text"] = "Plate\x01lets\xa0(local)"
     evaluation = evaluate_patient(trial, build_record(resources, trial.terminology), AS_OF)
     issue = detected_issue(evaluation)
