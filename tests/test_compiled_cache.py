@@ -640,3 +640,23 @@ def test_a_relative_path_once_the_working_folder_is_removed_is_a_file_not_found(
     _as_in_a_new_process(monkeypatch)
     with pytest.raises(CriteriaError, match="criteria file not found"):
         load_trial("criteria/NCT05315778.yaml")
+
+
+def test_the_code_digest_covers_the_libraries_that_read_the_input(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another msgspec, orjson, simdjson, Hyperscan, StringZilla or pyarrow may read lines
+    otherwise (nesting limits, what is JSON): a cohort's stored outcomes and manifest, keyed
+    by the code digest, are then not reused."""
+    from engine import compiled_cache
+
+    before = compiled_cache.code_digest.__wrapped__()
+    for library in ("msgspec", "orjson", "pysimdjson", "hyperscan", "stringzilla", "pyarrow"):
+        real = compiled_cache._version_of
+
+        def other(distribution: str, library: str = library, real: Any = real) -> str:
+            return "0.0.0-other" if distribution == library else str(real(distribution))
+
+        monkeypatch.setattr(compiled_cache, "_version_of", other)
+        assert compiled_cache.code_digest.__wrapped__() != before, library
+        monkeypatch.setattr(compiled_cache, "_version_of", real)

@@ -2051,12 +2051,15 @@ _loads = orjson.loads
 def _shared_type_needles(shared_types: tuple[str, ...]) -> tuple[bytes, ...]:
     """What a line referring to a resource of a shared type holds, however the reference is
     written: the type's name and a slash, `Medication/` (relative, absolute or versioned, with
-    JSON white space around the colon) or `Medication\\/` (the slash escaped, as JSON allows)."""
-    return tuple(
+    JSON white space around the colon) or `Medication\\/` (the slash escaped, as JSON allows),
+    and any `\\u` escape (`Medication\\u002f`, `Medic\\u0061tion/`: such a line is parsed to
+    find its references, `_shared_keys`; an export written with orjson or Synthea holds none)."""
+    found = [
         needle
         for name in shared_types
         for needle in (b"%s/" % name.encode(), b"%s\\/" % name.encode())
-    )
+    ]
+    return (*found, b"\\u") if found else ()
 
 
 def _shared_keys(

@@ -147,25 +147,27 @@ _SHARED_DAPAGLIFLOZIN = {
 
 
 @pytest.mark.parametrize(
-    ("reference", "spaced", "escaped"),
+    ("reference", "spaced", "edit"),
     [
-        ("Medication/shared-dapagliflozin", False, False),
-        ("Medication/shared-dapagliflozin", True, False),  # `"reference": "..."`
-        ("Medication/shared-dapagliflozin", False, True),  # `Medication\/...`
-        ("https://fhir.example.org/r4/Medication/shared-dapagliflozin", False, False),
-        ("Medication/shared-dapagliflozin/_history/1", False, False),
+        ("Medication/shared-dapagliflozin", False, None),
+        ("Medication/shared-dapagliflozin", True, None),  # `"reference": "..."`
+        ("Medication/shared-dapagliflozin", False, b'"Medication\\/'),
+        ("https://fhir.example.org/r4/Medication/shared-dapagliflozin", False, None),
+        ("Medication/shared-dapagliflozin/_history/1", False, None),
+        ("Medication/shared-dapagliflozin", False, b'"Medication\\u002f'),
+        ("Medication/shared-dapagliflozin", False, b'"Medic\\u0061tion/'),
     ],
-    ids=["compact", "white space", "escaped slash", "absolute", "versioned"],
+    ids=["compact", "white space", "escaped slash", "absolute", "versioned", "u002f", "u0061"],
 )
 def test_a_shared_medication_is_found_however_the_reference_is_written(
-    tmp_path: Path, reference: str, spaced: bool, escaped: bool
+    tmp_path: Path, reference: str, spaced: bool, edit: bytes | None
 ) -> None:
     """A MedicationRequest refers to dapagliflozin (DAPA-CKD's exclusion 4, an SGLT2
     inhibitor) through a Medication of the export's Medication file. The reference, written
-    with JSON white space (as Python's json module writes it), an escaped slash, absolute or
-    versioned, resolves as the compact `"reference":"Medication/<id>"` does and as a Bundle's
-    does: the candidate is excluded (the Medication was left out, and the SGLT2 inhibitor was
-    'data missing': a potential candidate, silently)."""
+    with JSON white space (as Python's json module writes it), an escaped slash or another
+    escape, absolute or versioned, resolves as the compact `"reference":"Medication/<id>"`
+    does and as a Bundle's does: the candidate is excluded (the Medication was left out, and
+    the SGLT2 inhibitor was 'data missing': a potential candidate, silently)."""
     folder = tmp_path / "ndjson"
     bundles_to_ndjson((ROOT / "examples" / "ckd",), folder)
     request = {
@@ -180,8 +182,8 @@ def test_a_shared_medication_is_found_however_the_reference_is_written(
     line = orjson.dumps(request)
     if spaced:
         line = line.replace(b'":', b'": ').replace(b'","', b'", "')
-    if escaped:
-        line = line.replace(b'"Medication/', b'"Medication\\/')
+    if edit is not None:
+        line = line.replace(b'"Medication/', edit)
     assert orjson.loads(line) == request
     with open(folder / "MedicationRequest.000.ndjson", "ab") as requests:
         requests.write(line + b"\n")
