@@ -2013,9 +2013,14 @@ class _PatientLines:
             texts[id(newest)] = self.newest[2]
         if self.references is not None and self.kept_referring:
             self.kept_referring.sort(key=_first)
-            referred: dict[str, None] = {}
-            for _position, text in self.kept_referring:  # in line order
-                referred.update(_shared_keys(text, self.references, self.needles))
+            # One search over the kept lines (a reference never spans lines), in line order;
+            # a line at a time only when some mention is not a compact reference.
+            kept = b"\n".join(text for _position, text in self.kept_referring)
+            referred = _compact_keys(kept, self.references, self.needles)
+            if referred is None:
+                referred = {}
+                for _position, text in self.kept_referring:
+                    referred.update(_shared_keys(text, self.references, self.needles))
             for key in referred:
                 shared_text = self.partition.shared.get(key)
                 if shared_text is not None and key not in self.seen:
@@ -2062,6 +2067,17 @@ def _shared_type_needles(shared_types: tuple[str, ...]) -> tuple[bytes, ...]:
     return (*found, b"\\u") if found else ()
 
 
+def _compact_keys(
+    text: bytes, compact: re.Pattern[bytes], needles: tuple[bytes, ...]
+) -> dict[str, None] | None:
+    """The `Type/id` of the shared resources `text` (lines) refers to, in order, when every
+    mention of a shared type in it is a compact `"reference":"Type/id"`; else None."""
+    found = compact.findall(text)
+    if sum(text.count(needle) for needle in needles) > len(found):
+        return None
+    return dict.fromkeys(key.decode() for key in found)
+
+
 def _shared_keys(
     text: bytes, compact: re.Pattern[bytes], needles: tuple[bytes, ...]
 ) -> dict[str, None]:
@@ -2070,14 +2086,14 @@ def _shared_keys(
     export's usual form, `_shared_reference_pattern`), else read from the line parsed (any
     `reference` value that names a `Type/id`, `reference_key`: white space, escapes, an
     absolute or versioned reference), as a Bundle's are resolved."""
-    found = compact.findall(text)
-    if sum(text.count(needle) for needle in needles) <= len(found):
-        return dict.fromkeys(key.decode() for key in found)
+    found = _compact_keys(text, compact, needles)
+    if found is not None:
+        return found
     keys: dict[str, None] = {}
     try:
         stack: list[Any] = [orjson.loads(text)]
     except orjson.JSONDecodeError:
-        return dict.fromkeys(key.decode() for key in found)
+        return dict.fromkeys(key.decode() for key in compact.findall(text))
     while stack:  # (no recursion: a line may nest a thousand levels deep)
         value = stack.pop()
         if type(value) is dict:

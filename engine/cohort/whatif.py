@@ -162,7 +162,8 @@ def _funnel(folder: Path, without: Sequence[str]) -> WhatIfFunnel:
     not_evaluated = pyarrow.repeat(False, patients)
     for step in stored:
         failing = "not_met" if step.kind == "inclusion" else "met"
-        fails = compute.equal(compute.cast(table.column(step.criterion), "string"), failing)
+        outcomes = compute.cast(table.column(step.criterion), "string")
+        fails = compute.equal(outcomes, failing)
         lost_in_the_run = compute.sum(compute.and_(alive_in_the_run, fails)).as_py() or 0
         if lost_in_the_run != step.lost:
             raise _not_this_run(
@@ -179,7 +180,6 @@ def _funnel(folder: Path, without: Sequence[str]) -> WhatIfFunnel:
         lost = compute.sum(compute.and_(alive, fails)).as_py() or 0
         steps.append(FunnelStep(step.criterion, step.kind, False, before, lost))
         alive = compute.and_(alive, compute.invert(fails))
-        outcomes = compute.cast(table.column(step.criterion), "string")
         not_evaluated = compute.or_(not_evaluated, compute.equal(outcomes, NOT_EVALUATED))
     undecided = compute.sum(compute.and_(alive, not_evaluated)).as_py() or 0
     return WhatIfFunnel(patients, tuple(steps), remaining_in_the_run, undecided)

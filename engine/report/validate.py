@@ -68,9 +68,9 @@ def fhir_text(value: str) -> str:
     """`value` as a FHIR string (and a narrative's XHTML) can hold it: whitespace the FHIR
     string pattern refuses (a no-break space, U+2028) becomes a space, a control character
     (NUL, U+0001, DEL...), U+FFFE, U+FFFF or a lone surrogate U+FFFD, the replacement
-    character. For texts made of what a
-    record or a criteria file says (a coded value's text, a problem quoting a field). A
-    text `str.isprintable` passes holds neither (a quarter of the search's time)."""
+    character. For texts made of what a record or a criteria file says (a coded value's
+    text, a problem quoting a field). A text `str.isprintable` passes holds neither (a
+    quarter of the search's time)."""
     if value.isprintable():
         return value
     return _UNFIT.sub(_fit_character, value)
